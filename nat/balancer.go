@@ -1,0 +1,417 @@
+// Package nat is the balancer: virtual services, real servers, schedulers,
+// local addresses and the connection table, and the FULLNAT rewrite itself.
+//
+// Process is the whole data path for one frame: it reads like the packet
+// travels. A frame from the client side that is addressed to a VIP is matched
+// to its connection (or makes one: service, scheduler, local address and
+// port), rewritten in place (client:cport -> VIP:vport becomes LIP:lport ->
+// RIP:rport), and handed back to be sent out the server side. A frame from
+// the server side addressed to a LIP goes the other way. Anything else is
+// passed to the gVisor stack (ARP, ping, tapvs's own connections).
+package nat
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Verdict is what to do with a frame after Process.
+type Verdict uint8
+
+const (
+	Pass    Verdict = iota // not the balancer's: give it to the stack
+	Forward                // rewritten in place: send it out the other side
+	Drop                   // counted in Stats and dropped
+)
+
+// Side is the network a frame arrived from.
+type Side uint8
+
+const (
+	ClientSide Side = iota // where VIPs live
+	ServerSide             // where LIPs and real servers live
+)
+
+func (s Side) String() string {
+	if s == ClientSide {
+		return "client"
+	}
+	return "server"
+}
+
+// Config is the balancer's fixed configuration.
+type Config struct {
+	MaxConns int
+	PortMin  uint16
+	PortMax  uint16
+	Timeouts Timeouts // default for services that do not set their own
+	// MACs of tapvs's own two NICs: the source of every forwarded frame.
+	ClientMAC, ServerMAC [6]byte
+	// Resolve is asked to (re)resolve a server's next hop when a packet finds
+	// it unknown. It must not block.
+	Resolve func(*Dest)
+}
+
+// maxPortTries bounds the search for a free local port on one LIP.
+const maxPortTries = 256
+
+// Balancer is the FULLNAT data path and its state.
+type Balancer struct {
+	cfg   Config
+	table *Table
+	set   atomic.Pointer[serviceSet]
+	mu    sync.Mutex // serialises control-plane changes
+	Stats Stats
+
+	sweepBuf []*Conn
+}
+
+// serviceSet is an immutable snapshot of what the packet path looks up.
+type serviceSet struct {
+	byKey map[svcKey]*Service
+	vips  map[addr16]struct{}
+	lips  map[addr16]struct{}
+	list  []*Service
+}
+
+// New returns a balancer with no services.
+func New(cfg Config) (*Balancer, error) {
+	if cfg.MaxConns <= 0 {
+		return nil, errors.New("max connections must be positive")
+	}
+	if cfg.PortMin == 0 || cfg.PortMin > cfg.PortMax {
+		return nil, fmt.Errorf("local port range %d-%d is empty", cfg.PortMin, cfg.PortMax)
+	}
+	if cfg.Resolve == nil {
+		cfg.Resolve = func(*Dest) {}
+	}
+	b := &Balancer{cfg: cfg, table: newTable(cfg.MaxConns)}
+	b.set.Store(&serviceSet{byKey: map[svcKey]*Service{}, vips: map[addr16]struct{}{}, lips: map[addr16]struct{}{}})
+	return b, nil
+}
+
+// Table is the connection table.
+func (b *Balancer) Table() *Table { return b.table }
+
+// ServiceConfig describes a virtual service to add.
+type ServiceConfig struct {
+	Name      string
+	Addr      netip.Addr
+	Port      uint16
+	Protocol  Protocol
+	Scheduler string
+	Timeouts  *Timeouts // nil: the balancer's defaults
+}
+
+// AddService adds a virtual service with no real servers and no local
+// addresses yet.
+func (b *Balancer) AddService(sc ServiceConfig) (*Service, error) {
+	if !sc.Addr.Is4() {
+		return nil, fmt.Errorf("service %s: only IPv4 VIPs are supported yet", sc.Addr)
+	}
+	if err := ValidScheduler(sc.Scheduler); err != nil {
+		return nil, fmt.Errorf("service %s:%d: %w", sc.Addr, sc.Port, err)
+	}
+	to := b.cfg.Timeouts
+	if sc.Timeouts != nil {
+		to = *sc.Timeouts
+	}
+	s := &Service{
+		Name: sc.Name, Addr: sc.Addr, Port: sc.Port, Protocol: sc.Protocol,
+		key:       svcKey{addr: sc.Addr.As16(), port: sc.Port, proto: sc.Protocol},
+		timeouts:  &to,
+		schedName: sc.Scheduler,
+	}
+	s.dests.Store(&destSet{sched: newScheduler(sc.Scheduler, nil)})
+	s.laddrs.Store(&[]*LocalAddr{})
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	cur := b.set.Load()
+	if _, ok := cur.byKey[s.key]; ok {
+		return nil, fmt.Errorf("service %s: already exists", s)
+	}
+	b.publish(append(slices.Clone(cur.list), s))
+	return s, nil
+}
+
+// AddLocalAddr adds a LIP to a service and starts answering for it.
+func (b *Balancer) AddLocalAddr(s *Service, addr netip.Addr) (*LocalAddr, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	l, err := s.AddLocalAddr(addr, rand.Uint32())
+	if err != nil {
+		return nil, err
+	}
+	b.publish(b.set.Load().list)
+	return l, nil
+}
+
+// Services lists the virtual services.
+func (b *Balancer) Services() []*Service { return b.set.Load().list }
+
+// publish rebuilds the lookup snapshot. Caller holds b.mu.
+func (b *Balancer) publish(list []*Service) {
+	n := &serviceSet{byKey: map[svcKey]*Service{}, vips: map[addr16]struct{}{}, lips: map[addr16]struct{}{}, list: list}
+	for _, s := range list {
+		n.byKey[s.key] = s
+		n.vips[s.key.addr] = struct{}{}
+		for _, l := range s.LocalAddrs() {
+			n.lips[l.a16] = struct{}{}
+		}
+	}
+	b.set.Store(n)
+}
+
+// Process runs the data path for one frame from side and says what to do
+// with it. A forwarded frame has been rewritten in place, Ethernet header
+// included; f.Len may shrink (Ethernet padding is dropped).
+func (b *Balancer) Process(side Side, f *Frame) Verdict {
+	var p pkt
+	isIP, bad := parseIPv4(f.Bytes(), &p)
+	if !isIP {
+		return Pass
+	}
+	if bad {
+		return b.Stats.drop(DropMalformed)
+	}
+	set := b.set.Load()
+	dst := v4in16(p.dst())
+	if side == ClientSide {
+		if _, ok := set.vips[dst]; !ok {
+			return Pass
+		}
+	} else if _, ok := set.lips[dst]; !ok {
+		return Pass
+	}
+	if p.frag {
+		return b.Stats.drop(DropFragment)
+	}
+	if !p.l4ok() {
+		return b.Stats.drop(DropMalformed)
+	}
+	var v Verdict
+	switch p.proto {
+	case protoTCP, protoUDP:
+		if side == ClientSide {
+			v = b.fromClient(set, &p, &dst)
+		} else {
+			v = b.fromServer(&p, &dst)
+		}
+	case protoICMP:
+		v = b.icmp(side, &p)
+	default:
+		return Pass
+	}
+	if v == Forward {
+		f.Len = len(p.b)
+	}
+	return v
+}
+
+// fromClient handles client -> VIP.
+func (b *Balancer) fromClient(set *serviceSet, p *pkt, dst *addr16) Verdict {
+	key := tupleKey{src: v4in16(p.src()), dst: *dst, sport: p.sport(), dport: p.dport(), proto: Protocol(p.proto)}
+	var flags uint8
+	if p.proto == protoTCP {
+		flags = p.tcpFlags()
+	}
+	c := b.table.lookup(&key)
+	if c == nil {
+		var v Verdict
+		if c, v = b.newConn(set, key, p, flags); c == nil {
+			return v
+		}
+	}
+	c.touch(dirIn, flags, b.table.now.Load())
+	mac := c.dest.mac.Load()
+	if mac == 0 {
+		b.cfg.Resolve(c.dest)
+		return b.Stats.drop(DropNoNeighbor)
+	}
+	rewrite(p, &c.out.dst, &c.out.src, c.out.dport, c.out.sport, c.inIPDelta, c.inL4Delta)
+	putMAC(p.b[0:6], mac)
+	copy(p.b[6:12], b.cfg.ServerMAC[:])
+	return Forward
+}
+
+// fromServer handles real server -> LIP.
+func (b *Balancer) fromServer(p *pkt, dst *addr16) Verdict {
+	key := tupleKey{src: v4in16(p.src()), dst: *dst, sport: p.sport(), dport: p.dport(), proto: Protocol(p.proto)}
+	c := b.table.lookup(&key)
+	if c == nil {
+		return Pass // the stack's own connection from a LIP, or one that expired
+	}
+	var flags uint8
+	if p.proto == protoTCP {
+		flags = p.tcpFlags()
+	}
+	c.touch(dirOut, flags, b.table.now.Load())
+	rewrite(p, &c.in.dst, &c.in.src, c.in.dport, c.in.sport, c.outIPDelta, c.outL4Delta)
+	copy(p.b[0:6], c.clientMAC[:])
+	copy(p.b[6:12], b.cfg.ClientMAC[:])
+	return Forward
+}
+
+// newConn makes the connection for the first packet of a flow to a VIP.
+// key is taken by value: the scheduler is behind an interface, and a pointer
+// into the caller's frame would move every packet's key to the heap.
+func (b *Balancer) newConn(set *serviceSet, key tupleKey, p *pkt, flags uint8) (*Conn, Verdict) {
+	svc := set.byKey[svcKey{addr: key.dst, port: key.dport, proto: key.proto}]
+	if svc == nil {
+		return nil, b.Stats.drop(DropNoService)
+	}
+	if key.proto == TCP && flags&(tcpFlagSYN|tcpFlagACK|tcpFlagRST|tcpFlagFIN) != tcpFlagSYN {
+		return nil, b.Stats.drop(DropNotSYN)
+	}
+	if b.table.count.Add(1) > b.table.max {
+		b.table.count.Add(-1)
+		return nil, b.Stats.drop(DropTableFull)
+	}
+	c := &Conn{in: key, svc: svc}
+	dest := svc.dests.Load().sched.pick(&c.in.src)
+	if dest == nil {
+		b.table.count.Add(-1)
+		return nil, b.Stats.drop(DropNoDest)
+	}
+	if dest.mac.Load() == 0 {
+		b.table.count.Add(-1)
+		b.cfg.Resolve(dest)
+		return nil, b.Stats.drop(DropNoNeighbor)
+	}
+	c.dest = dest
+	copy(c.clientMAC[:], p.b[6:12])
+	if !b.bind(c) {
+		b.table.count.Add(-1)
+		return nil, b.Stats.drop(DropPortExhausted)
+	}
+	c.prepare()
+	if key.proto == TCP {
+		c.state.Store(stNone)
+		dest.inactive.Add(1)
+	} else {
+		c.state.Store(stUDP)
+		dest.active.Add(1)
+	}
+	c.deadline.Store(b.table.now.Load() + c.timeout(c.state.Load()))
+	if holder := b.table.insert(&c.in, c); holder != c {
+		// Another reader made this flow's connection first (a retransmitted
+		// SYN on another queue): use that one and give back what we took.
+		b.release(c)
+		return holder, Forward
+	}
+	dest.total.Add(1)
+	b.Stats.connsCreated.Add(1)
+	return c, Forward
+}
+
+// bind picks a LIP and a local port so that (LIP, lport, RIP, rport) is
+// unique, by claiming it as the connection's reply key in the table.
+func (b *Balancer) bind(c *Conn) bool {
+	lips := *c.svc.laddrs.Load()
+	if len(lips) == 0 {
+		return false
+	}
+	span := uint32(b.cfg.PortMax-b.cfg.PortMin) + 1
+	tries := min(span, maxPortTries)
+	start := c.svc.lipNext.Add(1)
+	for i := range uint32(len(lips)) {
+		la := lips[(start+i)%uint32(len(lips))]
+		for range tries {
+			port := b.cfg.PortMin + uint16(la.cursor.Add(1)%span)
+			c.out = tupleKey{src: c.dest.a16, dst: la.a16, sport: c.dest.Port, dport: port, proto: c.in.proto}
+			if b.table.insert(&c.out, c) == c {
+				c.laddr = la
+				la.inUse.Add(1)
+				return true
+			}
+			la.conflicts.Add(1)
+		}
+		la.exhausted.Add(1)
+	}
+	return false
+}
+
+// release takes a connection off the table and gives back its port, its
+// place in the table and its count at the server.
+func (b *Balancer) release(c *Conn) {
+	st := c.state.Swap(stDead)
+	if st == stDead {
+		return
+	}
+	b.table.remove(&c.in, c)
+	b.table.remove(&c.out, c)
+	if active(st) {
+		c.dest.active.Add(-1)
+	} else {
+		c.dest.inactive.Add(-1)
+	}
+	c.laddr.inUse.Add(-1)
+	b.table.count.Add(-1)
+}
+
+// rewrite sets a packet's addresses and ports and updates its checksums by
+// the connection's precomputed deltas.
+func rewrite(p *pkt, src, dst *addr16, sport, dport uint16, ipDelta, l4Delta uint16) {
+	b := p.b
+	copy(b[p.l3+12:p.l3+16], src[12:])
+	copy(b[p.l3+16:p.l3+20], dst[12:])
+	adjust(b[p.l3+10:], ipDelta)
+	binary.BigEndian.PutUint16(b[p.l4:], sport)
+	binary.BigEndian.PutUint16(b[p.l4+2:], dport)
+	switch p.proto {
+	case protoTCP:
+		adjust(b[p.l4+16:], l4Delta)
+	case protoUDP:
+		adjustUDP(b[p.l4+6:], l4Delta)
+	}
+}
+
+func putMAC(b []byte, v uint64) {
+	for i := range 6 {
+		b[i] = byte(v >> (8 * (5 - i)))
+	}
+}
+
+// Sweep removes the connections whose time is up and returns how many.
+func (b *Balancer) Sweep() int {
+	now := b.table.now.Load()
+	b.sweepBuf = b.table.expired(now, b.sweepBuf[:0])
+	n := 0
+	for _, c := range b.sweepBuf {
+		if c.deadline.Load() > now { // a packet came since the scan
+			continue
+		}
+		b.release(c)
+		b.Stats.connsExpired.Add(1)
+		n++
+	}
+	clear(b.sweepBuf)
+	return n
+}
+
+// Run keeps the table's clock and sweeps expired connections every sweep
+// interval until stop is closed.
+func (b *Balancer) Run(stop <-chan struct{}, sweep time.Duration) {
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	last := time.Now()
+	for {
+		select {
+		case <-stop:
+			return
+		case now := <-tick.C:
+			b.table.Tick()
+			if now.Sub(last) >= sweep {
+				b.Sweep()
+				last = now
+			}
+		}
+	}
+}

@@ -1,0 +1,244 @@
+package nat
+
+import (
+	"sync/atomic"
+	"time"
+)
+
+// TCP connection states, in IPVS's order (ipvsadm -lnc prints these names).
+const (
+	stNone uint32 = iota
+	stEstablished
+	stSynSent
+	stSynRecv
+	stFinWait
+	stTimeWait
+	stClose
+	stCloseWait
+	stLastAck
+	stListen
+	stSynAck
+	numTCPStates
+	stUDP  = stEstablished // a UDP entry has one state; it counts as active
+	stDead = numTCPStates  // taken off the table: no state step may move counters
+)
+
+var stateNames = [numTCPStates]string{
+	"NONE", "ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT", "TIME_WAIT",
+	"CLOSE", "CLOSE_WAIT", "LAST_ACK", "LISTEN", "SYNACK",
+}
+
+// Timeouts are per-state expiry times. The defaults are Alibaba LVS's.
+type Timeouts struct {
+	TCP [numTCPStates]time.Duration
+	UDP time.Duration
+}
+
+// DefaultTimeouts are the timeouts of Alibaba's LVS v3 (DESIGN §3).
+func DefaultTimeouts() Timeouts {
+	var t Timeouts
+	t.TCP[stNone] = 2 * time.Second
+	t.TCP[stEstablished] = 90 * time.Second
+	t.TCP[stSynSent] = 3 * time.Second
+	t.TCP[stSynRecv] = 30 * time.Second
+	t.TCP[stFinWait] = 7 * time.Second
+	t.TCP[stTimeWait] = 7 * time.Second
+	t.TCP[stClose] = 3 * time.Second
+	t.TCP[stCloseWait] = 7 * time.Second
+	t.TCP[stLastAck] = 7 * time.Second
+	t.TCP[stListen] = 120 * time.Second
+	t.TCP[stSynAck] = 30 * time.Second
+	t.UDP = 300 * time.Second
+	return t
+}
+
+// TCPStateNames lists the state names accepted as timeout keys, lower case.
+func TCPStateNames() []string {
+	out := make([]string, numTCPStates)
+	for i, n := range stateNames {
+		out[i] = lower(n)
+	}
+	return out
+}
+
+// SetTCP sets the timeout of the state called name ("established", "fin_wait").
+func (t *Timeouts) SetTCP(name string, d time.Duration) bool {
+	for i, n := range stateNames {
+		if lower(n) == name {
+			t.TCP[i] = d
+			return true
+		}
+	}
+	return false
+}
+
+func lower(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return string(b)
+}
+
+// IPVS's TCP state table (ip_vs_proto_tcp.c, tcp_states), indexed by
+// direction (0: from the client, 1: from the server), the packet's flag
+// (syn, fin, ack, rst) and the current state.
+const (
+	sNO = stNone
+	sES = stEstablished
+	sSS = stSynSent
+	sSR = stSynRecv
+	sFW = stFinWait
+	sTW = stTimeWait
+	sCL = stClose
+	sCW = stCloseWait
+	sLA = stLastAck
+	sLI = stListen
+	sSA = stSynAck
+)
+
+var tcpStates = [2][4][numTCPStates]uint32{
+	{ // from the client
+		/*        sNO, sES, sSS, sSR, sFW, sTW, sCL, sCW, sLA, sLI, sSA */
+		/*syn*/ {sSR, sES, sES, sSR, sSR, sSR, sSR, sSR, sSR, sSR, sSR},
+		/*fin*/ {sCL, sCW, sSS, sTW, sTW, sTW, sCL, sCW, sLA, sLI, sTW},
+		/*ack*/ {sES, sES, sSS, sES, sFW, sTW, sCL, sCW, sCL, sLI, sES},
+		/*rst*/ {sCL, sCL, sCL, sSR, sCL, sCL, sCL, sCL, sLA, sLI, sSR},
+	},
+	{ // from the server
+		/*        sNO, sES, sSS, sSR, sFW, sTW, sCL, sCW, sLA, sLI, sSA */
+		/*syn*/ {sSS, sES, sSS, sSR, sSS, sSS, sSS, sSS, sSS, sLI, sSR},
+		/*fin*/ {sTW, sFW, sSS, sTW, sFW, sTW, sCL, sTW, sLA, sLI, sTW},
+		/*ack*/ {sES, sES, sSS, sES, sFW, sTW, sCL, sCW, sLA, sES, sES},
+		/*rst*/ {sCL, sCL, sSS, sCL, sCL, sTW, sCL, sCL, sCL, sCL, sCL},
+	},
+}
+
+// flagIndex picks the row of tcpStates for a packet's flags, as IPVS does:
+// RST wins over SYN, SYN over FIN, FIN over ACK.
+func flagIndex(flags uint8) int {
+	switch {
+	case flags&tcpFlagRST != 0:
+		return 3
+	case flags&tcpFlagSYN != 0:
+		return 0
+	case flags&tcpFlagFIN != 0:
+		return 1
+	case flags&tcpFlagACK != 0:
+		return 2
+	}
+	return -1
+}
+
+const (
+	dirIn  = 0 // client -> VIP -> real server
+	dirOut = 1 // real server -> LIP -> client
+)
+
+// tupleKey identifies one direction of a connection as it arrives on the wire.
+type tupleKey struct {
+	src, dst     addr16
+	sport, dport uint16
+	proto        Protocol
+}
+
+// Conn is one FULLNAT connection. Both directions' keys point at it.
+//
+// The rewrite of each direction is fixed when the connection is made, so the
+// checksum deltas are computed then (RFC 1624) and each packet applies them.
+type Conn struct {
+	in  tupleKey // client:cport -> VIP:vport, as the client sends it
+	out tupleKey // RIP:rport -> LIP:lport, as the real server sends it
+
+	svc   *Service
+	dest  *Dest
+	laddr *LocalAddr
+
+	clientMAC [6]byte // the client side's next hop: the frame's source
+
+	inIPDelta, inL4Delta   uint16
+	outIPDelta, outL4Delta uint16
+
+	state    atomic.Uint32
+	deadline atomic.Int64 // table clock, ns
+	dead     atomic.Bool
+}
+
+// prepare computes the checksum deltas of both directions from the keys.
+func (c *Conn) prepare() {
+	// in: src client->LIP, dst VIP->RIP, sport cport->lport, dport vport->rport.
+	ip := sumReplace(0, c.in.src[12:], c.out.dst[12:])
+	ip = sumReplace(ip, c.in.dst[12:], c.out.src[12:])
+	l4 := sumReplace16(ip, c.in.sport, c.out.dport)
+	l4 = sumReplace16(l4, c.in.dport, c.out.sport)
+	c.inIPDelta, c.inL4Delta = fold(ip), fold(l4)
+	// out: src RIP->VIP, dst LIP->client, sport rport->vport, dport lport->cport.
+	ip = sumReplace(0, c.out.src[12:], c.in.dst[12:])
+	ip = sumReplace(ip, c.out.dst[12:], c.in.src[12:])
+	l4 = sumReplace16(ip, c.out.sport, c.in.dport)
+	l4 = sumReplace16(l4, c.out.dport, c.in.sport)
+	c.outIPDelta, c.outL4Delta = fold(ip), fold(l4)
+}
+
+// active reports whether the state counts as an active connection.
+func active(state uint32) bool { return state == stEstablished }
+
+// setState moves the connection to state and keeps the server's
+// active/inactive counts in step. Concurrent readers race through the CAS:
+// exactly one of them moves the counts.
+func (c *Conn) setState(old, state uint32) {
+	if old == state || !c.state.CompareAndSwap(old, state) {
+		return
+	}
+	if a, b := active(old), active(state); a != b {
+		if b {
+			c.dest.active.Add(1)
+			c.dest.inactive.Add(-1)
+		} else {
+			c.dest.active.Add(-1)
+			c.dest.inactive.Add(1)
+		}
+	}
+}
+
+// timeout is how long the connection lives in state without packets.
+func (c *Conn) timeout(state uint32) int64 {
+	if c.in.proto == UDP {
+		return int64(c.svc.timeouts.UDP)
+	}
+	return int64(c.svc.timeouts.TCP[state])
+}
+
+// touchGranularity bounds how often a busy connection writes its deadline:
+// a deadline later by less than this is not worth a store shared by both
+// directions' readers.
+const touchGranularity = int64(50 * time.Millisecond)
+
+// touch records a packet: a TCP state step and a new deadline.
+func (c *Conn) touch(dir int, flags uint8, now int64) {
+	st := c.state.Load()
+	if st == stDead {
+		return
+	}
+	if c.in.proto == TCP {
+		if fi := flagIndex(flags); fi >= 0 {
+			next := tcpStates[dir][fi][st]
+			c.setState(st, next)
+			st = next
+		}
+	}
+	d := now + c.timeout(st)
+	if old := c.deadline.Load(); d < old || d-old > touchGranularity {
+		c.deadline.Store(d)
+	}
+}
+
+// StateName is the IPVS name of a TCP state number.
+func StateName(s uint32) string {
+	if c := int(s); c < len(stateNames) {
+		return stateNames[c]
+	}
+	return "UNKNOWN"
+}

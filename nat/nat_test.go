@@ -1,0 +1,539 @@
+package nat
+
+import (
+	"encoding/binary"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/google/gopacket"
+	"github.com/google/gopacket/layers"
+)
+
+var (
+	macClientNIC = [6]byte{0x02, 0, 0, 0, 0, 0x01}
+	macServerNIC = [6]byte{0x02, 0, 0, 0, 0, 0x02}
+	macClient    = [6]byte{0x02, 0, 0, 0, 0, 0x10}
+	macGateway   = [6]byte{0x02, 0, 0, 0, 0, 0x20}
+
+	vip    = netip.MustParseAddr("172.25.254.100")
+	client = netip.MustParseAddr("172.25.254.1")
+	lip1   = netip.MustParseAddr("172.25.84.10")
+	rs1    = netip.MustParseAddr("10.20.1.2")
+	rs2    = netip.MustParseAddr("10.20.2.2")
+)
+
+type rig struct {
+	b   *Balancer
+	svc *Service
+	d1  *Dest
+	d2  *Dest
+}
+
+func newRig(t testing.TB, proto Protocol, sched string, mod func(*Config)) *rig {
+	t.Helper()
+	cfg := Config{MaxConns: 1000, PortMin: 5000, PortMax: 65535, Timeouts: DefaultTimeouts(),
+		ClientMAC: macClientNIC, ServerMAC: macServerNIC}
+	if mod != nil {
+		mod(&cfg)
+	}
+	b, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, err := b.AddService(ServiceConfig{Name: "web", Addr: vip, Port: 80, Protocol: proto, Scheduler: sched})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.AddLocalAddr(svc, lip1); err != nil {
+		t.Fatal(err)
+	}
+	d1, _ := svc.AddDest(rs1, 8080, 1)
+	d2, _ := svc.AddDest(rs2, 8080, 1)
+	d1.SetNextHopMAC(macGateway)
+	d2.SetNextHopMAC(macGateway)
+	return &rig{b: b, svc: svc, d1: d1, d2: d2}
+}
+
+type pktSpec struct {
+	src, dst     netip.Addr
+	sport, dport uint16
+	proto        Protocol
+	syn, ack     bool
+	fin, rst     bool
+	payload      []byte
+	srcMAC       [6]byte
+}
+
+// frame builds a frame with gopacket into a buffer with headroom, the way a
+// reader hands it to Process.
+func frame(t testing.TB, s pktSpec) *Frame {
+	t.Helper()
+	eth := &layers.Ethernet{SrcMAC: net.HardwareAddr(s.srcMAC[:]), DstMAC: net.HardwareAddr(macClientNIC[:]), EthernetType: layers.EthernetTypeIPv4}
+	ip := &layers.IPv4{Version: 4, TTL: 64, SrcIP: s.src.AsSlice(), DstIP: s.dst.AsSlice(), Id: 4242}
+	var l4 gopacket.SerializableLayer
+	switch s.proto {
+	case TCP:
+		ip.Protocol = layers.IPProtocolTCP
+		tcp := &layers.TCP{SrcPort: layers.TCPPort(s.sport), DstPort: layers.TCPPort(s.dport), Seq: 1000, Ack: 7,
+			SYN: s.syn, ACK: s.ack, FIN: s.fin, RST: s.rst, Window: 65535}
+		tcp.SetNetworkLayerForChecksum(ip)
+		l4 = tcp
+	case UDP:
+		ip.Protocol = layers.IPProtocolUDP
+		udp := &layers.UDP{SrcPort: layers.UDPPort(s.sport), DstPort: layers.UDPPort(s.dport)}
+		udp.SetNetworkLayerForChecksum(ip)
+		l4 = udp
+	}
+	buf := gopacket.NewSerializeBuffer()
+	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true},
+		eth, ip, l4, gopacket.Payload(s.payload)); err != nil {
+		t.Fatal(err)
+	}
+	return withHeadroom(buf.Bytes())
+}
+
+func withHeadroom(b []byte) *Frame {
+	const headroom = 64
+	f := &Frame{Buf: make([]byte, headroom+len(b)+64), Off: headroom, Len: len(b)}
+	copy(f.Buf[headroom:], b)
+	return f
+}
+
+// decoded checks a forwarded frame independently of the code under test:
+// gopacket parses it and the checksums are recomputed from scratch.
+type decoded struct {
+	eth *layers.Ethernet
+	ip  *layers.IPv4
+	tcp *layers.TCP
+	udp *layers.UDP
+}
+
+func decode(t testing.TB, f *Frame) decoded {
+	t.Helper()
+	raw := f.Bytes()
+	pk := gopacket.NewPacket(raw, layers.LayerTypeEthernet, gopacket.Default)
+	if el := pk.ErrorLayer(); el != nil {
+		t.Fatalf("decode: %v", el.Error())
+	}
+	var d decoded
+	d.eth, _ = pk.Layer(layers.LayerTypeEthernet).(*layers.Ethernet)
+	d.ip, _ = pk.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
+	d.tcp, _ = pk.Layer(layers.LayerTypeTCP).(*layers.TCP)
+	d.udp, _ = pk.Layer(layers.LayerTypeUDP).(*layers.UDP)
+	ip := raw[14 : 14+int(d.ip.IHL)*4]
+	if c := checksum(ip, 0); c != 0 {
+		t.Fatalf("IPv4 header checksum does not verify (residue %#04x)", c)
+	}
+	l4 := raw[14+int(d.ip.IHL)*4 : 14+int(d.ip.Length)]
+	var ps uint32
+	for i := 0; i < 4; i += 2 {
+		ps += uint32(binary.BigEndian.Uint16(d.ip.SrcIP.To4()[i:])) + uint32(binary.BigEndian.Uint16(d.ip.DstIP.To4()[i:]))
+	}
+	ps += uint32(d.ip.Protocol) + uint32(len(l4))
+	if d.udp != nil && d.udp.Checksum == 0 {
+		return d
+	}
+	if c := checksum(l4, ps); c != 0 {
+		t.Fatalf("%v checksum does not verify (residue %#04x)", d.ip.Protocol, c)
+	}
+	return d
+}
+
+func TestFullNATBothDirections(t *testing.T) {
+	for _, proto := range []Protocol{TCP, UDP} {
+		t.Run(proto.String(), func(t *testing.T) {
+			r := newRig(t, proto, "rr", nil)
+			f := frame(t, pktSpec{src: client, dst: vip, sport: 40000, dport: 80, proto: proto, syn: true, payload: []byte("hello"), srcMAC: macClient})
+			if v := r.b.Process(ClientSide, f); v != Forward {
+				t.Fatalf("verdict %v, drops %v", v, r.b.Stats.Drops())
+			}
+			d := decode(t, f)
+			if got := netip.AddrFrom4([4]byte(d.ip.SrcIP.To4())); got != lip1 {
+				t.Fatalf("src %v, want LIP %v", got, lip1)
+			}
+			rip := netip.AddrFrom4([4]byte(d.ip.DstIP.To4()))
+			if rip != rs1 && rip != rs2 {
+				t.Fatalf("dst %v is not a real server", rip)
+			}
+			if [6]byte(d.eth.DstMAC) != macGateway || [6]byte(d.eth.SrcMAC) != macServerNIC {
+				t.Fatalf("MACs %v -> %v", d.eth.SrcMAC, d.eth.DstMAC)
+			}
+			var lport, rport uint16
+			if d.tcp != nil {
+				lport, rport = uint16(d.tcp.SrcPort), uint16(d.tcp.DstPort)
+			} else {
+				lport, rport = uint16(d.udp.SrcPort), uint16(d.udp.DstPort)
+			}
+			if rport != 8080 || lport < 5000 {
+				t.Fatalf("ports %d -> %d", lport, rport)
+			}
+
+			// The reply comes back to the LIP and leaves as VIP -> client.
+			back := frame(t, pktSpec{src: rip, dst: lip1, sport: 8080, dport: lport, proto: proto, syn: true, ack: true, payload: []byte("world!"), srcMAC: macGateway})
+			if v := r.b.Process(ServerSide, back); v != Forward {
+				t.Fatalf("reply verdict %v, drops %v", v, r.b.Stats.Drops())
+			}
+			d = decode(t, back)
+			if netip.AddrFrom4([4]byte(d.ip.SrcIP.To4())) != vip || netip.AddrFrom4([4]byte(d.ip.DstIP.To4())) != client {
+				t.Fatalf("reply %v -> %v", d.ip.SrcIP, d.ip.DstIP)
+			}
+			if [6]byte(d.eth.DstMAC) != macClient || [6]byte(d.eth.SrcMAC) != macClientNIC {
+				t.Fatalf("reply MACs %v -> %v", d.eth.SrcMAC, d.eth.DstMAC)
+			}
+			if r.b.Table().Len() != 1 {
+				t.Fatalf("table has %d conns", r.b.Table().Len())
+			}
+		})
+	}
+}
+
+func TestUDPZeroChecksumStaysZero(t *testing.T) {
+	r := newRig(t, UDP, "rr", nil)
+	f := frame(t, pktSpec{src: client, dst: vip, sport: 40000, dport: 80, proto: UDP, payload: []byte("x"), srcMAC: macClient})
+	b := f.Bytes()
+	b[14+20+6], b[14+20+7] = 0, 0
+	if v := r.b.Process(ClientSide, f); v != Forward {
+		t.Fatal(v)
+	}
+	if d := decode(t, f); d.udp.Checksum != 0 {
+		t.Fatalf("checksum %#x, want 0 (none)", d.udp.Checksum)
+	}
+}
+
+func TestPassAndDrop(t *testing.T) {
+	r := newRig(t, TCP, "rr", nil)
+	cases := []struct {
+		name   string
+		side   Side
+		f      *Frame
+		want   Verdict
+		reason DropReason
+	}{
+		{"not a VIP", ClientSide, frame(t, pktSpec{src: client, dst: client, sport: 1, dport: 80, proto: TCP, syn: true}), Pass, -1},
+		{"server side to unknown LIP tuple", ServerSide, frame(t, pktSpec{src: rs1, dst: lip1, sport: 8080, dport: 6000, proto: TCP, ack: true}), Pass, -1},
+		{"no service on port", ClientSide, frame(t, pktSpec{src: client, dst: vip, sport: 1, dport: 81, proto: TCP, syn: true}), Drop, DropNoService},
+		{"UDP to TCP-only VIP", ClientSide, frame(t, pktSpec{src: client, dst: vip, sport: 1, dport: 80, proto: UDP}), Drop, DropNoService},
+		{"ACK without conn", ClientSide, frame(t, pktSpec{src: client, dst: vip, sport: 1, dport: 80, proto: TCP, ack: true}), Drop, DropNotSYN},
+	}
+	for _, tc := range cases {
+		before := uint64(0)
+		if tc.reason >= 0 {
+			before = r.b.Stats.Drop(tc.reason)
+		}
+		if v := r.b.Process(tc.side, tc.f); v != tc.want {
+			t.Errorf("%s: verdict %v, want %v", tc.name, v, tc.want)
+		}
+		if tc.reason >= 0 && r.b.Stats.Drop(tc.reason) != before+1 {
+			t.Errorf("%s: %v not counted", tc.name, tc.reason)
+		}
+	}
+	arp := withHeadroom(make([]byte, 42))
+	binary.BigEndian.PutUint16(arp.Bytes()[12:], 0x0806)
+	if v := r.b.Process(ClientSide, arp); v != Pass {
+		t.Errorf("ARP: %v", v)
+	}
+}
+
+func TestMalformedCountedAndDropped(t *testing.T) {
+	r := newRig(t, TCP, "rr", nil)
+	good := frame(t, pktSpec{src: client, dst: vip, sport: 40000, dport: 80, proto: TCP, syn: true, srcMAC: macClient}).Bytes()
+	mutations := map[string]func([]byte) []byte{
+		"truncated IP":       func(b []byte) []byte { return b[:14+12] },
+		"IHL < 5":            func(b []byte) []byte { b[14] = 0x44; return b },
+		"total len > frame":  func(b []byte) []byte { binary.BigEndian.PutUint16(b[16:], 1400); return b },
+		"total len < IHL":    func(b []byte) []byte { binary.BigEndian.PutUint16(b[16:], 10); return b },
+		"truncated TCP":      func(b []byte) []byte { binary.BigEndian.PutUint16(b[16:], 30); return b[:14+30] },
+		"TCP offset > len":   func(b []byte) []byte { b[14+20+12] = 0xf0; return b },
+		"TCP offset < 5":     func(b []byte) []byte { b[14+20+12] = 0x10; return b },
+		"version 5 with VIP": func(b []byte) []byte { b[14] = 0x55; return b },
+	}
+	for name, mut := range mutations {
+		b := mut(append([]byte(nil), good...))
+		before := r.b.Stats.Drop(DropMalformed)
+		if v := r.b.Process(ClientSide, withHeadroom(b)); v != Drop {
+			t.Errorf("%s: verdict %v, want Drop", name, v)
+		}
+		if r.b.Stats.Drop(DropMalformed) != before+1 {
+			t.Errorf("%s: not counted as malformed", name)
+		}
+	}
+	if r.b.Table().Len() != 0 {
+		t.Fatalf("malformed frames made %d conns", r.b.Table().Len())
+	}
+	// A fragment to the VIP is counted as such.
+	frag := append([]byte(nil), good...)
+	frag[14+6] = 0x20 // MF
+	if v := r.b.Process(ClientSide, withHeadroom(frag)); v != Drop || r.b.Stats.Drop(DropFragment) != 1 {
+		t.Fatalf("fragment: %v, count %d", v, r.b.Stats.Drop(DropFragment))
+	}
+}
+
+func countPicks(t *testing.T, r *rig, n int) map[netip.Addr]int {
+	t.Helper()
+	got := map[netip.Addr]int{}
+	for i := range n {
+		f := frame(t, pktSpec{src: client, dst: vip, sport: uint16(20000 + i), dport: 80, proto: TCP, syn: true, srcMAC: macClient})
+		if v := r.b.Process(ClientSide, f); v != Forward {
+			t.Fatalf("conn %d: %v %v", i, v, r.b.Stats.Drops())
+		}
+		d := decode(t, f)
+		got[netip.AddrFrom4([4]byte(d.ip.DstIP.To4()))]++
+	}
+	return got
+}
+
+func TestSchedulers(t *testing.T) {
+	t.Run("rr alternates", func(t *testing.T) {
+		r := newRig(t, TCP, "rr", nil)
+		var prev netip.Addr
+		for i := range 10 {
+			f := frame(t, pktSpec{src: client, dst: vip, sport: uint16(20000 + i), dport: 80, proto: TCP, syn: true, srcMAC: macClient})
+			r.b.Process(ClientSide, f)
+			cur := netip.AddrFrom4([4]byte(decode(t, f).ip.DstIP.To4()))
+			if cur == prev {
+				t.Fatalf("conn %d went to %v twice in a row", i, cur)
+			}
+			prev = cur
+		}
+	})
+	t.Run("wrr follows weights", func(t *testing.T) {
+		r := newRig(t, TCP, "wrr", nil)
+		r.svc.SetWeight(rs1, 8080, 3)
+		got := countPicks(t, r, 400)
+		if got[rs1] != 300 || got[rs2] != 100 {
+			t.Fatalf("picks %v, want 300:100", got)
+		}
+	})
+	t.Run("weight 0 drains", func(t *testing.T) {
+		for _, s := range Schedulers {
+			r := newRig(t, TCP, s, nil)
+			r.svc.SetWeight(rs2, 8080, 0)
+			if got := countPicks(t, r, 20); got[rs2] != 0 {
+				t.Fatalf("%s: drained server got %d", s, got[rs2])
+			}
+		}
+	})
+	t.Run("lc prefers the idle server", func(t *testing.T) {
+		r := newRig(t, TCP, "lc", nil)
+		r.d1.inactive.Add(5)
+		if got := countPicks(t, r, 3); got[rs2] != 3 {
+			t.Fatalf("picks %v", got)
+		}
+	})
+	t.Run("wlc weighs", func(t *testing.T) {
+		r := newRig(t, TCP, "wlc", nil)
+		r.svc.SetWeight(rs1, 8080, 4)
+		// rs1 has 4x weight: it takes connections until it holds ~4x as many.
+		got := countPicks(t, r, 50)
+		if got[rs1] != 40 || got[rs2] != 10 {
+			t.Fatalf("picks %v, want 40:10", got)
+		}
+	})
+	t.Run("sh is sticky", func(t *testing.T) {
+		r := newRig(t, TCP, "sh", nil)
+		got := countPicks(t, r, 20) // one client address
+		if len(got) != 1 {
+			t.Fatalf("one client spread over %v", got)
+		}
+	})
+}
+
+func TestPortsUniqueAndExhaustion(t *testing.T) {
+	r := newRig(t, UDP, "rr", func(c *Config) { c.PortMin, c.PortMax = 6000, 6001 })
+	r.svc.SetWeight(rs2, 8080, 0) // all to rs1: only 2 ports toward it
+	seen := map[uint16]bool{}
+	for i := range 2 {
+		f := frame(t, pktSpec{src: client, dst: vip, sport: uint16(30000 + i), dport: 80, proto: UDP, srcMAC: macClient})
+		if v := r.b.Process(ClientSide, f); v != Forward {
+			t.Fatal(v)
+		}
+		seen[uint16(decode(t, f).udp.SrcPort)] = true
+	}
+	if len(seen) != 2 {
+		t.Fatalf("ports %v not unique", seen)
+	}
+	f := frame(t, pktSpec{src: client, dst: vip, sport: 30002, dport: 80, proto: UDP, srcMAC: macClient})
+	if v := r.b.Process(ClientSide, f); v != Drop || r.b.Stats.Drop(DropPortExhausted) != 1 {
+		t.Fatalf("third flow: %v, exhausted %d", v, r.b.Stats.Drop(DropPortExhausted))
+	}
+	la := r.svc.LocalAddrs()[0]
+	if conns, conflicts, exhausted := la.Stats(); conns != 2 || conflicts == 0 || exhausted != 1 {
+		t.Fatalf("LIP stats conns=%d conflicts=%d exhausted=%d", conns, conflicts, exhausted)
+	}
+	// Another server can reuse the same local ports.
+	r.svc.SetWeight(rs2, 8080, 1)
+	r.svc.SetWeight(rs1, 8080, 0)
+	if v := r.b.Process(ClientSide, frame(t, pktSpec{src: client, dst: vip, sport: 30003, dport: 80, proto: UDP, srcMAC: macClient})); v != Forward {
+		t.Fatalf("to rs2: %v", v)
+	}
+}
+
+func TestExpiryReturnsPortsAndCounts(t *testing.T) {
+	r := newRig(t, TCP, "rr", nil)
+	now := int64(0)
+	step := func(d time.Duration) { now += int64(d); r.b.table.now.Store(now) }
+	send := func(side Side, s pktSpec) {
+		t.Helper()
+		if v := r.b.Process(side, frame(t, s)); v != Forward {
+			t.Fatalf("%v: %v", side, v)
+		}
+	}
+	send(ClientSide, pktSpec{src: client, dst: vip, sport: 40000, dport: 80, proto: TCP, syn: true, srcMAC: macClient})
+	info := r.b.Table().Conns()[0]
+	if info.State != "SYN_RECV" {
+		t.Fatalf("state %s", info.State)
+	}
+	rip, lport := info.RIP.Addr(), info.LIP.Port()
+	d := r.d1
+	if rip == rs2 {
+		d = r.d2
+	}
+	send(ServerSide, pktSpec{src: rip, dst: lip1, sport: 8080, dport: lport, proto: TCP, syn: true, ack: true})
+	send(ClientSide, pktSpec{src: client, dst: vip, sport: 40000, dport: 80, proto: TCP, ack: true, srcMAC: macClient})
+	if a, ia, _ := d.Conns(); a != 1 || ia != 0 {
+		t.Fatalf("established: active %d inactive %d", a, ia)
+	}
+	step(89 * time.Second)
+	if r.b.Sweep() != 0 {
+		t.Fatal("expired before the ESTABLISHED timeout")
+	}
+	send(ClientSide, pktSpec{src: client, dst: vip, sport: 40000, dport: 80, proto: TCP, fin: true, ack: true, srcMAC: macClient})
+	if st := r.b.Table().Conns()[0].State; st != "CLOSE_WAIT" {
+		t.Fatalf("after client FIN: %s", st)
+	}
+	if a, ia, _ := d.Conns(); a != 0 || ia != 1 {
+		t.Fatalf("closing: active %d inactive %d", a, ia)
+	}
+	step(8 * time.Second)
+	if n := r.b.Sweep(); n != 1 {
+		t.Fatalf("swept %d", n)
+	}
+	if r.b.Table().Len() != 0 {
+		t.Fatal("conn still in table")
+	}
+	if a, ia, tot := d.Conns(); a != 0 || ia != 0 || tot != 1 {
+		t.Fatalf("after expiry: %d %d %d", a, ia, tot)
+	}
+	if n, _, _ := r.svc.LocalAddrs()[0].Stats(); n != 0 {
+		t.Fatalf("LIP still has %d", n)
+	}
+	// Nothing is left under the reply key either.
+	if v := r.b.Process(ServerSide, frame(t, pktSpec{src: rip, dst: lip1, sport: 8080, dport: lport, proto: TCP, ack: true})); v != Pass {
+		t.Fatalf("late reply: %v", v)
+	}
+}
+
+func TestTableFull(t *testing.T) {
+	r := newRig(t, UDP, "rr", func(c *Config) { c.MaxConns = 3 })
+	for i := range 5 {
+		r.b.Process(ClientSide, frame(t, pktSpec{src: client, dst: vip, sport: uint16(1000 + i), dport: 80, proto: UDP, srcMAC: macClient}))
+	}
+	if r.b.Table().Len() != 3 || r.b.Stats.Drop(DropTableFull) != 2 {
+		t.Fatalf("len %d, full drops %d", r.b.Table().Len(), r.b.Stats.Drop(DropTableFull))
+	}
+}
+
+func TestUnresolvedNeighborAsksAndDrops(t *testing.T) {
+	asked := 0
+	r := newRig(t, TCP, "rr", func(c *Config) { c.Resolve = func(*Dest) { asked++ } })
+	r.d1.mac.Store(0)
+	r.d2.mac.Store(0)
+	if v := r.b.Process(ClientSide, frame(t, pktSpec{src: client, dst: vip, sport: 1, dport: 80, proto: TCP, syn: true})); v != Drop {
+		t.Fatal(v)
+	}
+	if asked != 1 || r.b.Stats.Drop(DropNoNeighbor) != 1 || r.b.Table().Len() != 0 {
+		t.Fatalf("asked %d, drops %d, conns %d", asked, r.b.Stats.Drop(DropNoNeighbor), r.b.Table().Len())
+	}
+}
+
+// icmpFrame wraps the quoted frame's IP packet in an ICMP error from src to dst.
+func icmpFrame(t *testing.T, src, dst netip.Addr, typ, code uint8, quoted []byte) *Frame {
+	t.Helper()
+	eth := &layers.Ethernet{SrcMAC: net.HardwareAddr(macGateway[:]), DstMAC: net.HardwareAddr(macServerNIC[:]), EthernetType: layers.EthernetTypeIPv4}
+	ip := &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolICMPv4, SrcIP: src.AsSlice(), DstIP: dst.AsSlice()}
+	ic := &layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(typ, code), Seq: 1400}
+	buf := gopacket.NewSerializeBuffer()
+	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, eth, ip, ic, gopacket.Payload(quoted)); err != nil {
+		t.Fatal(err)
+	}
+	return withHeadroom(buf.Bytes())
+}
+
+func TestICMPErrorsTranslated(t *testing.T) {
+	r := newRig(t, UDP, "rr", nil)
+	out := frame(t, pktSpec{src: client, dst: vip, sport: 40000, dport: 80, proto: UDP, payload: []byte("ping"), srcMAC: macClient})
+	r.b.Process(ClientSide, out)
+	sent := append([]byte(nil), out.Bytes()[14:]...) // LIP:lport -> RIP:8080
+	rip := netip.AddrFrom4([4]byte(sent[16:20]))
+
+	// A router on the way says fragmentation is needed.
+	router := netip.MustParseAddr("172.25.84.1")
+	f := icmpFrame(t, router, lip1, 3, 4, sent)
+	if v := r.b.Process(ServerSide, f); v != Forward {
+		t.Fatalf("frag-needed: %v %v", v, r.b.Stats.Drops())
+	}
+	pk := gopacket.NewPacket(f.Bytes(), layers.LayerTypeEthernet, gopacket.Default)
+	outer := pk.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
+	if !outer.SrcIP.Equal(vip.AsSlice()) || !outer.DstIP.Equal(client.AsSlice()) {
+		t.Fatalf("outer %v -> %v", outer.SrcIP, outer.DstIP)
+	}
+	icmp := pk.Layer(layers.LayerTypeICMPv4).(*layers.ICMPv4)
+	if checksum(f.Bytes()[34:], 0) != 0 || checksum(f.Bytes()[14:34], 0) != 0 {
+		t.Fatal("outer checksums do not verify")
+	}
+	inner := gopacket.NewPacket(icmp.Payload, layers.LayerTypeIPv4, gopacket.Default)
+	iip := inner.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
+	iudp := inner.Layer(layers.LayerTypeUDP).(*layers.UDP)
+	if !iip.SrcIP.Equal(client.AsSlice()) || !iip.DstIP.Equal(vip.AsSlice()) || iudp.SrcPort != 40000 || iudp.DstPort != 80 {
+		t.Fatalf("quoted %v:%d -> %v:%d", iip.SrcIP, iudp.SrcPort, iip.DstIP, iudp.DstPort)
+	}
+	if checksum(icmp.Payload[:20], 0) != 0 {
+		t.Fatal("quoted IP checksum does not verify")
+	}
+	// The quoted UDP checksum must verify against the client's own packet.
+	orig := frame(t, pktSpec{src: client, dst: vip, sport: 40000, dport: 80, proto: UDP, payload: []byte("ping"), srcMAC: macClient})
+	if want := binary.BigEndian.Uint16(orig.Bytes()[14+20+6:]); iudp.Checksum != want {
+		t.Fatalf("quoted UDP checksum %#x, want %#x", iudp.Checksum, want)
+	}
+
+	// The client says port unreachable about a reply: the server hears it.
+	reply := frame(t, pktSpec{src: rip, dst: lip1, sport: 8080, dport: binary.BigEndian.Uint16(sent[20:]), proto: UDP, payload: []byte("pong"), srcMAC: macGateway})
+	r.b.Process(ServerSide, reply)
+	f = icmpFrame(t, client, vip, 3, 3, reply.Bytes()[14:])
+	if v := r.b.Process(ClientSide, f); v != Forward {
+		t.Fatalf("port unreachable: %v", v)
+	}
+	pk = gopacket.NewPacket(f.Bytes(), layers.LayerTypeEthernet, gopacket.Default)
+	outer = pk.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
+	if !outer.SrcIP.Equal(lip1.AsSlice()) || !outer.DstIP.Equal(rip.AsSlice()) {
+		t.Fatalf("outer %v -> %v", outer.SrcIP, outer.DstIP)
+	}
+
+	// An error about an unknown flow to the VIP is dropped and counted.
+	f = icmpFrame(t, client, vip, 3, 3, frame(t, pktSpec{src: vip, dst: client, sport: 80, dport: 9, proto: UDP}).Bytes()[14:])
+	if v := r.b.Process(ClientSide, f); v != Drop || r.b.Stats.Drop(DropICMPNoConn) != 1 {
+		t.Fatalf("unknown flow: %v", v)
+	}
+}
+
+func TestSteadyStateAllocs(t *testing.T) {
+	r := newRig(t, TCP, "rr", nil)
+	f := frame(t, pktSpec{src: client, dst: vip, sport: 40000, dport: 80, proto: TCP, syn: true, payload: make([]byte, 1400), srcMAC: macClient})
+	r.b.Process(ClientSide, f)
+	in := frame(t, pktSpec{src: client, dst: vip, sport: 40000, dport: 80, proto: TCP, ack: true, payload: make([]byte, 1400), srcMAC: macClient})
+	info := r.b.Table().Conns()[0]
+	back := frame(t, pktSpec{src: info.RIP.Addr(), dst: lip1, sport: 8080, dport: info.LIP.Port(), proto: TCP, ack: true, payload: make([]byte, 1400)})
+	inB, backB := append([]byte(nil), in.Bytes()...), append([]byte(nil), back.Bytes()...)
+	allocs := testing.AllocsPerRun(1000, func() {
+		copy(in.Bytes(), inB)
+		copy(back.Bytes(), backB)
+		if r.b.Process(ClientSide, in) != Forward || r.b.Process(ServerSide, back) != Forward {
+			t.Fatal("not forwarded")
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("%v allocs per packet pair", allocs)
+	}
+}

@@ -1,0 +1,115 @@
+package nat
+
+import "encoding/binary"
+
+// Frame is an Ethernet frame in a reader's buffer. The bytes before Off are
+// headroom: a rewrite that grows the packet (a TCP option, later) moves the
+// headers left into it instead of copying the payload.
+type Frame struct {
+	Buf []byte
+	Off int
+	Len int
+}
+
+// Bytes is the frame as it goes on the wire.
+func (f *Frame) Bytes() []byte { return f.Buf[f.Off : f.Off+f.Len] }
+
+const (
+	ethHdrLen   = 14
+	etherIPv4   = 0x0800
+	ipv4MinLen  = 20
+	protoICMP   = 1
+	protoTCP    = 6
+	protoUDP    = 17
+	tcpMinLen   = 20
+	udpHdrLen   = 8
+	icmpHdrLen  = 8
+	tcpFlagFIN  = 0x01
+	tcpFlagSYN  = 0x02
+	tcpFlagRST  = 0x04
+	tcpFlagACK  = 0x10
+	ipFlagMF    = 0x2000
+	ipFragMask  = 0x1fff
+	icmpUnreach = 3
+	icmpTimeEx  = 11
+	icmpParam   = 12
+)
+
+// pkt is a parsed IPv4 packet inside a frame: offsets into the frame, so the
+// rewrite works in place. It lives on the reader's stack.
+type pkt struct {
+	b     []byte // the frame, trimmed to the IP total length
+	l3    int    // offset of the IP header
+	l4    int    // offset of the transport header
+	proto uint8
+	frag  bool
+}
+
+// parseIPv4 validates the Ethernet and IPv4 headers of frame. ok is false for a
+// frame that is not IPv4 (it belongs to the stack); bad is true for an IPv4
+// packet whose header lengths do not add up.
+func parseIPv4(frame []byte, p *pkt) (ok bool, bad bool) {
+	if len(frame) < ethHdrLen || binary.BigEndian.Uint16(frame[12:]) != etherIPv4 {
+		return false, false
+	}
+	ip := frame[ethHdrLen:]
+	if len(ip) < ipv4MinLen || ip[0]>>4 != 4 {
+		return true, true
+	}
+	ihl := int(ip[0]&0x0f) * 4
+	total := int(binary.BigEndian.Uint16(ip[2:]))
+	if ihl < ipv4MinLen || total < ihl || total > len(ip) {
+		return true, true
+	}
+	fragField := binary.BigEndian.Uint16(ip[6:])
+	p.b = frame[:ethHdrLen+total] // drops Ethernet padding
+	p.l3 = ethHdrLen
+	p.l4 = ethHdrLen + ihl
+	p.proto = ip[9]
+	p.frag = fragField&(ipFlagMF|ipFragMask) != 0
+	return true, false
+}
+
+// dst and src return the IPv4 addresses as slices of the frame.
+func (p *pkt) src() []byte { return p.b[p.l3+12 : p.l3+16] }
+func (p *pkt) dst() []byte { return p.b[p.l3+16 : p.l3+20] }
+
+// l4ok checks that the transport header is whole.
+func (p *pkt) l4ok() bool {
+	rest := len(p.b) - p.l4
+	switch p.proto {
+	case protoTCP:
+		if rest < tcpMinLen {
+			return false
+		}
+		off := int(p.b[p.l4+12]>>4) * 4
+		return off >= tcpMinLen && off <= rest
+	case protoUDP:
+		if rest < udpHdrLen {
+			return false
+		}
+		ul := int(binary.BigEndian.Uint16(p.b[p.l4+4:]))
+		return ul >= udpHdrLen && ul <= rest
+	case protoICMP:
+		return rest >= icmpHdrLen
+	}
+	return true
+}
+
+func (p *pkt) sport() uint16 { return binary.BigEndian.Uint16(p.b[p.l4:]) }
+func (p *pkt) dport() uint16 { return binary.BigEndian.Uint16(p.b[p.l4+2:]) }
+func (p *pkt) tcpFlags() uint8 {
+	return p.b[p.l4+13]
+}
+
+// l4csum is the offset of the transport checksum, or -1 when there is none to
+// update (UDP over IPv4 may send 0: no checksum).
+func l4csumOff(proto uint8) int {
+	switch proto {
+	case protoTCP:
+		return 16
+	case protoUDP:
+		return 6
+	}
+	return -1
+}

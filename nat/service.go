@@ -1,0 +1,235 @@
+package nat
+
+import (
+	"fmt"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+)
+
+// Protocol is the transport protocol of a virtual service.
+type Protocol uint8
+
+const (
+	TCP Protocol = protoTCP
+	UDP Protocol = protoUDP
+)
+
+func (p Protocol) String() string {
+	switch p {
+	case TCP:
+		return "TCP"
+	case UDP:
+		return "UDP"
+	}
+	return fmt.Sprintf("proto(%d)", uint8(p))
+}
+
+// ParseProtocol reads "tcp" or "udp".
+func ParseProtocol(s string) (Protocol, error) {
+	switch s {
+	case "tcp", "TCP":
+		return TCP, nil
+	case "udp", "UDP":
+		return UDP, nil
+	}
+	return 0, fmt.Errorf("%q is not a protocol (tcp or udp)", s)
+}
+
+// addr16 is the table's form of an address: 16 bytes, IPv4 as ::ffff:a.b.c.d,
+// the same bytes netip.Addr.As16 gives.
+type addr16 = [16]byte
+
+func v4in16(b []byte) (a addr16) {
+	a[10], a[11] = 0xff, 0xff
+	copy(a[12:], b)
+	return a
+}
+
+// svcKey finds a virtual service by what a client sends to.
+type svcKey struct {
+	addr  addr16
+	port  uint16
+	proto Protocol
+}
+
+// Dest is a real server of one service.
+type Dest struct {
+	Addr netip.Addr
+	Port uint16
+
+	a16    addr16
+	svc    *Service
+	weight atomic.Int32
+
+	// Connection counts as ipvsadm shows them: TCP ESTABLISHED is active,
+	// other TCP states inactive; UDP entries count as active, as in IPVS.
+	active   atomic.Int64
+	inactive atomic.Int64
+	total    atomic.Uint64
+
+	// mac is the next hop toward this server: bit 48 set marks it valid. It is
+	// written by the neighbor resolver, read by every packet.
+	mac atomic.Uint64
+}
+
+// Weight is the scheduling weight; 0 drains the server.
+func (d *Dest) Weight() int { return int(d.weight.Load()) }
+
+// Conns reports active, inactive and total connections.
+func (d *Dest) Conns() (active, inactive int64, total uint64) {
+	return d.active.Load(), d.inactive.Load(), d.total.Load()
+}
+
+// SetNextHopMAC records the link address packets to this server are sent to.
+func (d *Dest) SetNextHopMAC(mac [6]byte) {
+	var v uint64 = 1 << 48
+	for i, b := range mac {
+		v |= uint64(b) << (8 * (5 - i))
+	}
+	d.mac.Store(v)
+}
+
+// NextHopMAC reports the cached next-hop link address, if known.
+func (d *Dest) NextHopMAC() (mac [6]byte, ok bool) {
+	v := d.mac.Load()
+	if v == 0 {
+		return mac, false
+	}
+	for i := range mac {
+		mac[i] = byte(v >> (8 * (5 - i)))
+	}
+	return mac, true
+}
+
+func (d *Dest) String() string { return netip.AddrPortFrom(d.Addr, d.Port).String() }
+
+// LocalAddr is a local address (LIP) of a service: the source address its
+// connections to real servers use. Ports are not reserved per LIP: a
+// (LIP, lport, RIP, rport) tuple is unique because it is the connection's key
+// in the table, so one lport serves many real servers at once.
+type LocalAddr struct {
+	Addr netip.Addr
+	a16  addr16
+
+	cursor    atomic.Uint32
+	inUse     atomic.Int64
+	conflicts atomic.Uint64
+	exhausted atomic.Uint64
+}
+
+// Stats reports connections bound to this LIP, port allocation conflicts (a
+// candidate port already in use toward the same server) and allocations that
+// found no free port at all.
+func (l *LocalAddr) Stats() (conns int64, conflicts, exhausted uint64) {
+	return l.inUse.Load(), l.conflicts.Load(), l.exhausted.Load()
+}
+
+// Service is a virtual service: VIP:port and protocol.
+type Service struct {
+	Name     string
+	Addr     netip.Addr
+	Port     uint16
+	Protocol Protocol
+
+	key      svcKey
+	timeouts *Timeouts
+
+	// dests is swapped whole on every change so that the packet path reads a
+	// consistent list and scheduler without a lock.
+	dests   atomic.Pointer[destSet]
+	laddrs  atomic.Pointer[[]*LocalAddr]
+	lipNext atomic.Uint32
+	mu      sync.Mutex // serialises control-plane changes to dests and laddrs
+
+	schedName string
+}
+
+// destSet is an immutable list of real servers with the scheduler built for it.
+type destSet struct {
+	all   []*Dest
+	sched scheduler
+}
+
+// Dests returns the current real servers.
+func (s *Service) Dests() []*Dest { return s.dests.Load().all }
+
+// LocalAddrs returns the current local addresses.
+func (s *Service) LocalAddrs() []*LocalAddr { return *s.laddrs.Load() }
+
+// Scheduler is the scheduler's name.
+func (s *Service) Scheduler() string { return s.schedName }
+
+// Timeouts are the service's connection timeouts.
+func (s *Service) Timeouts() Timeouts { return *s.timeouts }
+
+func (s *Service) String() string {
+	return fmt.Sprintf("%s %s", s.Protocol, netip.AddrPortFrom(s.Addr, s.Port))
+}
+
+// AddDest adds a real server. Connections already open are untouched.
+func (s *Service) AddDest(addr netip.Addr, port uint16, weight int) (*Dest, error) {
+	if !addr.Is4() {
+		return nil, fmt.Errorf("real server %s: only IPv4 is supported yet", addr)
+	}
+	if weight < 0 || weight > 65535 {
+		return nil, fmt.Errorf("real server %s: weight %d is out of range 0-65535", addr, weight)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cur := s.dests.Load().all
+	for _, d := range cur {
+		if d.Addr == addr && d.Port == port {
+			return nil, fmt.Errorf("real server %s: already exists", d)
+		}
+	}
+	d := &Dest{Addr: addr, Port: port, a16: addr.As16(), svc: s}
+	d.weight.Store(int32(weight))
+	next := append(append([]*Dest(nil), cur...), d)
+	s.publish(next)
+	return d, nil
+}
+
+// SetWeight changes a real server's weight; 0 drains it: no new connections,
+// existing ones continue.
+func (s *Service) SetWeight(addr netip.Addr, port uint16, weight int) error {
+	if weight < 0 || weight > 65535 {
+		return fmt.Errorf("real server %s: weight %d is out of range 0-65535", addr, weight)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cur := s.dests.Load().all
+	for _, d := range cur {
+		if d.Addr == addr && d.Port == port {
+			d.weight.Store(int32(weight))
+			s.publish(append([]*Dest(nil), cur...))
+			return nil
+		}
+	}
+	return fmt.Errorf("real server %s: not found", netip.AddrPortFrom(addr, port))
+}
+
+// publish builds the scheduler for dests and swaps both in. Caller holds s.mu.
+func (s *Service) publish(dests []*Dest) {
+	s.dests.Store(&destSet{all: dests, sched: newScheduler(s.schedName, dests)})
+}
+
+// AddLocalAddr adds a LIP to the service.
+func (s *Service) AddLocalAddr(addr netip.Addr, rnd uint32) (*LocalAddr, error) {
+	if !addr.Is4() {
+		return nil, fmt.Errorf("local address %s: only IPv4 is supported yet", addr)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cur := *s.laddrs.Load()
+	for _, l := range cur {
+		if l.Addr == addr {
+			return nil, fmt.Errorf("local address %s: already exists", addr)
+		}
+	}
+	l := &LocalAddr{Addr: addr, a16: addr.As16()}
+	l.cursor.Store(rnd) // start at a random port: a restart does not reuse the same ports first
+	next := append(append([]*LocalAddr(nil), cur...), l)
+	s.laddrs.Store(&next)
+	return l, nil
+}

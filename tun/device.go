@@ -1,0 +1,26 @@
+// Package tun gives tapvs its frames: a small, batch-friendly device interface
+// and a TAP implementation of it.
+//
+// The interface follows wireguard-go's tun.Device: a reader hands in a slice of
+// buffers and gets back how many frames it filled, so an implementation that can
+// read several frames per system call (recvmmsg, a vnet-header GSO device) slots
+// in without touching the code above it.
+package tun
+
+// Device is one queue of a layer-2 device. A multi-queue TAP is several Devices
+// sharing one interface; each is read by its own goroutine.
+type Device interface {
+	// Read fills bufs[i][offset:] with frames and sizes[i] with their lengths,
+	// and returns how many frames it read. The bytes before offset are left
+	// free for the caller (headroom to insert TCP options in place).
+	Read(bufs [][]byte, sizes []int, offset int) (int, error)
+	// Write sends each frame in frames whole. It returns how many were sent.
+	Write(frames [][]byte) (int, error)
+	// BatchSize is the largest number of frames one Read may return.
+	BatchSize() int
+	// Name is the interface name the device had when it was created.
+	Name() string
+	// Close releases the queue; once every queue of a TAP is closed the
+	// kernel removes the interface, wherever it has been moved.
+	Close() error
+}

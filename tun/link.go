@@ -1,0 +1,68 @@
+package tun
+
+import (
+	"fmt"
+	"net"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+)
+
+// LinkConfig is what tapvs sets on a TAP it created, from the namespace that
+// created it.
+type LinkConfig struct {
+	MTU int
+	// MAC, if set, is given to the kernel side of the TAP. Left empty the
+	// kernel picks a random one.
+	MAC net.HardwareAddr
+	// Netns, if set, names a network namespace (as in `ip netns`) to move the
+	// interface into after it is configured. The file descriptor keeps
+	// working; only the interface's name moves.
+	Netns string
+}
+
+// SetupLink applies cfg to the interface name and brings it up. A TAP moved into
+// another namespace is brought up there.
+func SetupLink(name string, cfg LinkConfig) error {
+	link, err := netlink.LinkByName(name)
+	if err != nil {
+		return fmt.Errorf("link %s: %w", name, err)
+	}
+	if cfg.MTU > 0 {
+		if err := netlink.LinkSetMTU(link, cfg.MTU); err != nil {
+			return fmt.Errorf("link %s: set mtu %d: %w", name, cfg.MTU, err)
+		}
+	}
+	if len(cfg.MAC) != 0 {
+		if err := netlink.LinkSetHardwareAddr(link, cfg.MAC); err != nil {
+			return fmt.Errorf("link %s: set mac %s: %w", name, cfg.MAC, err)
+		}
+	}
+	if cfg.Netns == "" {
+		if err := netlink.LinkSetUp(link); err != nil {
+			return fmt.Errorf("link %s: up: %w", name, err)
+		}
+		return nil
+	}
+	ns, err := netns.GetFromName(cfg.Netns)
+	if err != nil {
+		return fmt.Errorf("link %s: netns %q: %w", name, cfg.Netns, err)
+	}
+	defer ns.Close()
+	if err := netlink.LinkSetNsFd(link, int(ns)); err != nil {
+		return fmt.Errorf("link %s: move to netns %q: %w", name, cfg.Netns, err)
+	}
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		return fmt.Errorf("link %s: netlink in netns %q: %w", name, cfg.Netns, err)
+	}
+	defer h.Close()
+	moved, err := h.LinkByName(name)
+	if err != nil {
+		return fmt.Errorf("link %s in netns %q: %w", name, cfg.Netns, err)
+	}
+	if err := h.LinkSetUp(moved); err != nil {
+		return fmt.Errorf("link %s in netns %q: up: %w", name, cfg.Netns, err)
+	}
+	return nil
+}
