@@ -111,7 +111,7 @@ func (w *wrr) pick(*addr16) *Dest {
 }
 
 // Connection overheads as IPVS computes them.
-func lcOverhead(d *Dest) int64 { return d.active.Load()<<8 + d.inactive.Load() }
+func lcOverhead(d *Dest) int64  { return d.active.Load()<<8 + d.inactive.Load() }
 func sedOverhead(d *Dest) int64 { return d.active.Load() + 1 }
 
 // leastConn covers lc, wlc, sed and nq: the server with the least overhead

@@ -1,0 +1,98 @@
+// Command tapvs is a user-space LVS FULLNAT load balancer between two TAPs.
+//
+//	tapvs run -c config.yaml    the daemon
+//	tapvs lab                   a whole lab in network namespaces, with traffic
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tapvs/tapvs/config"
+	"github.com/tapvs/tapvs/daemon"
+	"github.com/tapvs/tapvs/lab"
+)
+
+func main() {
+	root := &cobra.Command{
+		Use:           "tapvs",
+		Short:         "A user-space LVS FULLNAT load balancer on TAP devices",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(runCmd(), labCmd())
+	if err := root.Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "tapvs:", err)
+		os.Exit(1)
+	}
+}
+
+func newLogger(level, format string) *slog.Logger {
+	var lv slog.Level
+	lv.UnmarshalText([]byte(level))
+	opts := &slog.HandlerOptions{Level: lv}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+}
+
+func runCmd() *cobra.Command {
+	var path string
+	c := &cobra.Command{
+		Use:   "run",
+		Short: "Run the balancer from a configuration file",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := config.Load(path)
+			if err != nil {
+				return err
+			}
+			log := newLogger(cfg.LogLevel, cfg.LogFormat)
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			d, err := daemon.Start(cfg, log)
+			if err != nil {
+				return err
+			}
+			<-ctx.Done()
+			log.Info("shutting down")
+			d.Close()
+			return nil
+		},
+	}
+	c.Flags().StringVarP(&path, "config", "c", "config.yaml", "configuration file")
+	return c
+}
+
+func labCmd() *cobra.Command {
+	o := lab.Options{Out: os.Stdout}
+	var mib int64
+	c := &cobra.Command{
+		Use:   "lab",
+		Short: "Build a lab in network namespaces, send traffic through tapvs, tear it down",
+		Long: `lab builds, in network namespaces it creates itself, a client, tapvs between
+two TAPs, a router, and two real servers on two subnets behind the router. It
+sends requests from the client to the VIP, prints which real server answered
+and which source address it saw (a LIP, never the client), measures bulk TCP
+through tapvs against the kernel's routed path, and removes everything, also
+on Ctrl-C. --keep leaves the lab up until Ctrl-C. Needs root (or unshare -Urmn).`,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			o.BulkBytes = mib << 20
+			o.Log = newLogger("warn", "text")
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return lab.Run(ctx, o)
+		},
+	}
+	c.Flags().StringVarP(&o.ConfigPath, "config", "c", "config.yaml", "configuration file (the shipped one describes the lab)")
+	c.Flags().IntVarP(&o.Requests, "requests", "n", 10, "HTTP requests to send")
+	c.Flags().Int64Var(&mib, "bulk-mib", 128, "MiB per bulk transfer for the throughput comparison (0 skips it)")
+	c.Flags().BoolVar(&o.Keep, "keep", false, "leave the lab up until Ctrl-C")
+	return c
+}

@@ -1,0 +1,379 @@
+// Package config reads tapvs's configuration (YAML through viper, with TAPVS_
+// environment overrides) and validates all of it before anything starts:
+// an error names the field and the reason.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/go-viper/mapstructure/v2"
+	"github.com/spf13/viper"
+
+	"github.com/tapvs/tapvs/nat"
+)
+
+// raw mirrors the file. Numbers are wide ints so that "70000 is not a port" can
+// be said instead of a silent overflow.
+type raw struct {
+	Interfaces struct {
+		Client rawIface `mapstructure:"client"`
+		Server rawIface `mapstructure:"server"`
+	} `mapstructure:"interfaces"`
+	Services []rawService `mapstructure:"services"`
+	Limits   struct {
+		MaxConnections int `mapstructure:"max_connections"`
+		LocalPortMin   int `mapstructure:"local_port_min"`
+		LocalPortMax   int `mapstructure:"local_port_max"`
+	} `mapstructure:"limits"`
+	Timeouts rawTimeouts `mapstructure:"timeouts"`
+	Sweep    string      `mapstructure:"sweep_interval"`
+	Log      struct {
+		Level  string `mapstructure:"level"`
+		Format string `mapstructure:"format"`
+	} `mapstructure:"log"`
+}
+
+type rawIface struct {
+	Name    string     `mapstructure:"name"`
+	MTU     int        `mapstructure:"mtu"`
+	Queues  int        `mapstructure:"queues"`
+	MAC     string     `mapstructure:"mac"`
+	Address string     `mapstructure:"address"`
+	Netns   string     `mapstructure:"netns"`
+	Routes  []rawRoute `mapstructure:"routes"`
+}
+
+type rawRoute struct {
+	Dst string `mapstructure:"dst"`
+	Via string `mapstructure:"via"`
+}
+
+type rawTimeouts struct {
+	TCP map[string]string `mapstructure:"tcp"`
+	UDP string            `mapstructure:"udp"`
+}
+
+type rawService struct {
+	Name           string      `mapstructure:"name"`
+	VIP            string      `mapstructure:"vip"`
+	Port           int         `mapstructure:"port"`
+	Protocol       string      `mapstructure:"protocol"`
+	Scheduler      string      `mapstructure:"scheduler"`
+	LocalAddresses []string    `mapstructure:"local_addresses"`
+	RealServers    []rawRS     `mapstructure:"real_servers"`
+	Timeouts       rawTimeouts `mapstructure:"timeouts"`
+}
+
+type rawRS struct {
+	Address string `mapstructure:"address"`
+	Port    int    `mapstructure:"port"`
+	Weight  *int   `mapstructure:"weight"`
+}
+
+// Config is a validated configuration.
+type Config struct {
+	Client, Server Interface
+	Services       []Service
+	MaxConns       int
+	PortMin        uint16
+	PortMax        uint16
+	Timeouts       nat.Timeouts
+	Sweep          time.Duration
+	LogLevel       string
+	LogFormat      string
+}
+
+// Interface is one TAP side.
+type Interface struct {
+	Name    string
+	MTU     int
+	Queues  int
+	MAC     net.HardwareAddr // tapvs's own MAC on this side; random if empty
+	Address netip.Prefix
+	Netns   string
+	Routes  []Route
+}
+
+// Route is a route out of one side.
+type Route struct {
+	Dst netip.Prefix
+	Via netip.Addr
+}
+
+// Service is one virtual service.
+type Service struct {
+	Name           string
+	VIP            netip.Addr
+	Port           uint16
+	Protocol       nat.Protocol
+	Scheduler      string
+	LocalAddresses []netip.Addr
+	RealServers    []RealServer
+	Timeouts       nat.Timeouts
+}
+
+// RealServer is one real server of a service.
+type RealServer struct {
+	Address netip.Addr
+	Port    uint16
+	Weight  int
+}
+
+// Load reads the file at path (YAML), applies TAPVS_ environment overrides
+// (TAPVS_LIMITS_MAX_CONNECTIONS=..., TAPVS_LOG_LEVEL=debug) and validates.
+func Load(path string) (*Config, error) {
+	v := viper.New()
+	setDefaults(v)
+	v.SetConfigFile(path)
+	v.SetEnvPrefix("TAPVS")
+	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
+	v.AutomaticEnv()
+	if err := v.ReadInConfig(); err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return decode(v, path)
+}
+
+// Parse reads YAML from text, for tests and tools.
+func Parse(text string) (*Config, error) {
+	v := viper.New()
+	setDefaults(v)
+	v.SetConfigType("yaml")
+	if err := v.ReadConfig(strings.NewReader(text)); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return decode(v, "config")
+}
+
+func setDefaults(v *viper.Viper) {
+	v.SetDefault("interfaces.client.name", "tap-c")
+	v.SetDefault("interfaces.server.name", "tap-s")
+	v.SetDefault("interfaces.client.mtu", 1500)
+	v.SetDefault("interfaces.server.mtu", 1500)
+	v.SetDefault("interfaces.client.queues", 1)
+	v.SetDefault("interfaces.server.queues", 1)
+	v.SetDefault("limits.max_connections", 1<<20)
+	v.SetDefault("limits.local_port_min", 5000)
+	v.SetDefault("limits.local_port_max", 65535)
+	v.SetDefault("sweep_interval", "1s")
+	v.SetDefault("log.level", "info")
+	v.SetDefault("log.format", "text")
+}
+
+func decode(v *viper.Viper, name string) (*Config, error) {
+	var r raw
+	if err := v.Unmarshal(&r, func(dc *mapstructure.DecoderConfig) { dc.ErrorUnused = true }); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return validate(&r)
+}
+
+// errs collects every problem so the operator sees them all at once.
+type errs []error
+
+func (e *errs) add(field, format string, a ...any) {
+	*e = append(*e, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, a...)))
+}
+
+func validate(r *raw) (*Config, error) {
+	var e errs
+	c := &Config{LogLevel: r.Log.Level, LogFormat: r.Log.Format, MaxConns: r.Limits.MaxConnections}
+	c.Client = iface(&e, "interfaces.client", r.Interfaces.Client)
+	c.Server = iface(&e, "interfaces.server", r.Interfaces.Server)
+	if c.Client.Name == c.Server.Name && c.Client.Name != "" {
+		e.add("interfaces.server.name", "%q is the client side's name too", c.Server.Name)
+	}
+	if r.Limits.MaxConnections <= 0 {
+		e.add("limits.max_connections", "%d must be positive", r.Limits.MaxConnections)
+	}
+	pmin, okMin := port(&e, "limits.local_port_min", r.Limits.LocalPortMin)
+	pmax, okMax := port(&e, "limits.local_port_max", r.Limits.LocalPortMax)
+	if okMin && okMax && pmin > pmax {
+		e.add("limits.local_port_min", "%d is above local_port_max %d", pmin, pmax)
+	}
+	c.PortMin, c.PortMax = pmin, pmax
+	c.Timeouts = timeouts(&e, "timeouts", r.Timeouts, nat.DefaultTimeouts())
+	if d, err := time.ParseDuration(r.Sweep); err != nil || d <= 0 {
+		e.add("sweep_interval", "%q is not a positive duration", r.Sweep)
+	} else {
+		c.Sweep = d
+	}
+	switch r.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		e.add("log.level", "%q is not one of debug, info, warn, error", r.Log.Level)
+	}
+	switch r.Log.Format {
+	case "text", "json":
+	default:
+		e.add("log.format", "%q is not one of text, json", r.Log.Format)
+	}
+	if len(r.Services) == 0 {
+		e.add("services", "no service is configured")
+	}
+	seen := map[string]string{}
+	for i, rs := range r.Services {
+		f := fmt.Sprintf("services[%d]", i)
+		s := service(&e, f, rs, c.Timeouts)
+		key := fmt.Sprintf("%s %s:%d", s.Protocol, s.VIP, s.Port)
+		if prev, dup := seen[key]; dup && s.VIP.IsValid() {
+			e.add(f, "%s is already defined by %s", key, prev)
+		}
+		seen[key] = f
+		for j, l := range s.LocalAddresses {
+			if c.Server.Address.IsValid() && !c.Server.Address.Contains(l) {
+				e.add(fmt.Sprintf("%s.local_addresses[%d]", f, j), "%s is not in the server side's subnet %s", l, c.Server.Address.Masked())
+			}
+		}
+		c.Services = append(c.Services, s)
+	}
+	if len(e) > 0 {
+		return nil, errors.Join(e...)
+	}
+	return c, nil
+}
+
+func iface(e *errs, f string, r rawIface) Interface {
+	i := Interface{Name: r.Name, MTU: r.MTU, Queues: r.Queues, Netns: r.Netns}
+	if r.Name == "" || len(r.Name) > 15 || strings.ContainsAny(r.Name, "/ \t") {
+		e.add(f+".name", "%q is not an interface name (1-15 characters, no '/' or spaces)", r.Name)
+	}
+	if r.MTU < 576 || r.MTU > 65535 {
+		e.add(f+".mtu", "%d is not an MTU (576-65535)", r.MTU)
+	}
+	if r.Queues < 1 || r.Queues > 64 {
+		e.add(f+".queues", "%d is not a queue count (1-64)", r.Queues)
+	}
+	if r.MAC != "" {
+		m, err := net.ParseMAC(r.MAC)
+		if err != nil || len(m) != 6 || m[0]&1 == 1 {
+			e.add(f+".mac", "%q is not a unicast Ethernet address", r.MAC)
+		}
+		i.MAC = m
+	}
+	p, err := netip.ParsePrefix(r.Address)
+	switch {
+	case err != nil:
+		e.add(f+".address", "%q is not an address with prefix length (like 172.25.84.4/24)", r.Address)
+	case !p.Addr().Is4():
+		e.add(f+".address", "%s: only IPv4 is supported yet", p)
+	default:
+		i.Address = p
+	}
+	for j, rr := range r.Routes {
+		rf := fmt.Sprintf("%s.routes[%d]", f, j)
+		var rt Route
+		if d, err := netip.ParsePrefix(rr.Dst); err != nil || !d.Addr().Is4() {
+			e.add(rf+".dst", "%q is not an IPv4 prefix", rr.Dst)
+		} else {
+			rt.Dst = d.Masked()
+		}
+		if rr.Via != "" {
+			if via, err := netip.ParseAddr(rr.Via); err != nil || !via.Is4() {
+				e.add(rf+".via", "%q is not an IPv4 address", rr.Via)
+			} else if i.Address.IsValid() && !i.Address.Contains(via) {
+				e.add(rf+".via", "%s is not on-link (not in %s)", via, i.Address.Masked())
+			} else {
+				rt.Via = via
+			}
+		}
+		i.Routes = append(i.Routes, rt)
+	}
+	return i
+}
+
+func port(e *errs, f string, p int) (uint16, bool) {
+	if p < 1 || p > 65535 {
+		e.add(f, "%d is not a port", p)
+		return 0, false
+	}
+	return uint16(p), true
+}
+
+func timeouts(e *errs, f string, r rawTimeouts, base nat.Timeouts) nat.Timeouts {
+	t := base
+	for state, s := range r.TCP {
+		d, err := time.ParseDuration(s)
+		if err != nil || d <= 0 {
+			e.add(fmt.Sprintf("%s.tcp.%s", f, state), "%q is not a positive duration", s)
+			continue
+		}
+		if !t.SetTCP(state, d) {
+			e.add(fmt.Sprintf("%s.tcp.%s", f, state), "not a TCP state (one of %s)", strings.Join(nat.TCPStateNames(), ", "))
+		}
+	}
+	if r.UDP != "" {
+		if d, err := time.ParseDuration(r.UDP); err != nil || d <= 0 {
+			e.add(f+".udp", "%q is not a positive duration", r.UDP)
+		} else {
+			t.UDP = d
+		}
+	}
+	return t
+}
+
+func service(e *errs, f string, r rawService, base nat.Timeouts) Service {
+	s := Service{Name: r.Name, Scheduler: r.Scheduler}
+	if s.Scheduler == "" {
+		s.Scheduler = "wlc" // ipvsadm's default
+	}
+	if err := nat.ValidScheduler(s.Scheduler); err != nil {
+		e.add(f+".scheduler", "%v", err)
+	}
+	if vip, err := netip.ParseAddr(r.VIP); err != nil {
+		e.add(f+".vip", "%q is not an IP address", r.VIP)
+	} else if !vip.Is4() {
+		e.add(f+".vip", "%s: only IPv4 is supported yet", vip)
+	} else {
+		s.VIP = vip
+	}
+	s.Port, _ = port(e, f+".port", r.Port)
+	proto := r.Protocol
+	if proto == "" {
+		proto = "tcp"
+	}
+	if p, err := nat.ParseProtocol(proto); err != nil {
+		e.add(f+".protocol", "%v", err)
+	} else {
+		s.Protocol = p
+	}
+	if len(r.LocalAddresses) == 0 {
+		e.add(f+".local_addresses", "FULLNAT needs at least one local address")
+	}
+	for j, l := range r.LocalAddresses {
+		a, err := netip.ParseAddr(l)
+		if err != nil || !a.Is4() {
+			e.add(fmt.Sprintf("%s.local_addresses[%d]", f, j), "%q is not an IPv4 address", l)
+			continue
+		}
+		s.LocalAddresses = append(s.LocalAddresses, a)
+	}
+	if len(r.RealServers) == 0 {
+		e.add(f+".real_servers", "no real server is configured")
+	}
+	for j, rs := range r.RealServers {
+		rf := fmt.Sprintf("%s.real_servers[%d]", f, j)
+		var out RealServer
+		if a, err := netip.ParseAddr(rs.Address); err != nil || !a.Is4() {
+			e.add(rf+".address", "%q is not an IPv4 address", rs.Address)
+		} else {
+			out.Address = a
+		}
+		out.Port, _ = port(e, rf+".port", rs.Port)
+		out.Weight = 1
+		if rs.Weight != nil {
+			out.Weight = *rs.Weight
+		}
+		if out.Weight < 0 || out.Weight > 65535 {
+			e.add(rf+".weight", "%d is out of range 0-65535", out.Weight)
+		}
+		s.RealServers = append(s.RealServers, out)
+	}
+	s.Timeouts = timeouts(e, f+".timeouts", r.Timeouts, base)
+	return s
+}

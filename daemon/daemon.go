@@ -1,0 +1,139 @@
+// Package daemon assembles a running tapvs from a validated configuration:
+// TAP devices, the balancer with its services, and the stack around them.
+package daemon
+
+import (
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sync"
+
+	"github.com/tapvs/tapvs/config"
+	"github.com/tapvs/tapvs/nat"
+	"github.com/tapvs/tapvs/netstack"
+	"github.com/tapvs/tapvs/tun"
+)
+
+// Daemon is a running tapvs.
+type Daemon struct {
+	Balancer *nat.Balancer
+	Stack    *netstack.Stack
+	Config   *config.Config
+
+	stop chan struct{}
+	wg   sync.WaitGroup
+	once sync.Once
+}
+
+// Start builds everything from cfg and starts forwarding. On error nothing is
+// left behind: the TAPs opened so far are closed (and so removed).
+func Start(cfg *config.Config, log *slog.Logger) (_ *Daemon, err error) {
+	var opened [][]tun.Device
+	defer func() {
+		if err != nil {
+			for _, devs := range opened {
+				for _, d := range devs {
+					d.Close()
+				}
+			}
+		}
+	}()
+	sides := [2]config.Interface{cfg.Client, cfg.Server}
+	var nics [2]netstack.NICConfig
+	for i, side := range sides {
+		devs, err := tun.OpenTAP(tun.TAPConfig{Name: side.Name, Queues: side.Queues})
+		if err != nil {
+			return nil, err
+		}
+		opened = append(opened, devs)
+		if err := tun.SetupLink(side.Name, tun.LinkConfig{MTU: side.MTU, Netns: side.Netns}); err != nil {
+			return nil, err
+		}
+		nics[i] = netstack.NICConfig{Devs: devs, MTU: uint32(side.MTU), Address: side.Address}
+		if len(side.MAC) == 6 {
+			nics[i].MAC = [6]byte(side.MAC)
+		} else if nics[i].MAC, err = randomMAC(); err != nil {
+			return nil, err
+		}
+		for _, r := range side.Routes {
+			nics[i].Routes = append(nics[i].Routes, netstack.Route{Dst: r.Dst, Via: r.Via})
+		}
+	}
+
+	var st *netstack.Stack
+	bal, err := nat.New(nat.Config{
+		MaxConns: cfg.MaxConns, PortMin: cfg.PortMin, PortMax: cfg.PortMax, Timeouts: cfg.Timeouts,
+		ClientMAC: nics[0].MAC, ServerMAC: nics[1].MAC,
+		Resolve: func(d *nat.Dest) { st.RequestResolve(d) },
+	})
+	if err != nil {
+		return nil, err
+	}
+	vips, lips := map[netip.Addr]bool{}, map[netip.Addr]bool{}
+	for i, sc := range cfg.Services {
+		to := sc.Timeouts
+		svc, err := bal.AddService(nat.ServiceConfig{Name: sc.Name, Addr: sc.VIP, Port: sc.Port, Protocol: sc.Protocol, Scheduler: sc.Scheduler, Timeouts: &to})
+		if err != nil {
+			return nil, fmt.Errorf("services[%d]: %w", i, err)
+		}
+		for _, l := range sc.LocalAddresses {
+			if _, err := bal.AddLocalAddr(svc, l); err != nil {
+				return nil, fmt.Errorf("services[%d]: %w", i, err)
+			}
+			lips[l] = true
+		}
+		for _, rs := range sc.RealServers {
+			if _, err := svc.AddDest(rs.Address, rs.Port, rs.Weight); err != nil {
+				return nil, fmt.Errorf("services[%d]: %w", i, err)
+			}
+		}
+		vips[sc.VIP] = true
+	}
+	for a := range vips {
+		if a != nics[0].Address.Addr() {
+			nics[0].Extra = append(nics[0].Extra, a)
+		}
+	}
+	for a := range lips {
+		if a != nics[1].Address.Addr() {
+			nics[1].Extra = append(nics[1].Extra, a)
+		}
+	}
+	if st, err = netstack.New(bal, nics[0], nics[1], log); err != nil {
+		return nil, err
+	}
+	d := &Daemon{Balancer: bal, Stack: st, Config: cfg, stop: make(chan struct{})}
+	st.Start()
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		bal.Run(d.stop, cfg.Sweep)
+	}()
+	for _, s := range bal.Services() {
+		for _, dst := range s.Dests() {
+			st.RequestResolve(dst)
+		}
+	}
+	log.Info("tapvs running", "client", cfg.Client.Name, "server", cfg.Server.Name, "services", len(cfg.Services))
+	return d, nil
+}
+
+// Close stops forwarding and removes the TAPs.
+func (d *Daemon) Close() {
+	d.once.Do(func() {
+		close(d.stop)
+		d.wg.Wait()
+		d.Stack.Close()
+	})
+}
+
+func randomMAC() ([6]byte, error) {
+	var m [6]byte
+	if _, err := rand.Read(m[:]); err != nil {
+		return m, errors.New("random MAC: " + err.Error())
+	}
+	m[0] = m[0]&^1 | 2 // unicast, locally administered
+	return m, nil
+}

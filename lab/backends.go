@@ -1,0 +1,269 @@
+package lab
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Backend is the set of small servers one real server runs: HTTP that says
+// who answered and whom it saw, a bulk-transfer server, and a UDP echo.
+type Backend struct {
+	Name string
+	Addr netip.Addr
+
+	Requests atomic.Int64 // HTTP requests served
+	mu       sync.Mutex
+	sources  map[netip.Addr]int // source addresses seen on accepted connections
+
+	closers []io.Closer
+	wg      sync.WaitGroup
+}
+
+// StartBackend listens inside namespace ns on addr.
+func StartBackend(ns, name string, addr netip.Addr) (*Backend, error) {
+	b := &Backend{Name: name, Addr: addr, sources: map[netip.Addr]int{}}
+	var httpL, bulkL net.Listener
+	var udp net.PacketConn
+	err := InNetns(ns, func() (err error) {
+		if httpL, err = net.Listen("tcp4", netip.AddrPortFrom(addr, HTTPPort).String()); err != nil {
+			return err
+		}
+		if bulkL, err = net.Listen("tcp4", netip.AddrPortFrom(addr, BulkPort).String()); err != nil {
+			return err
+		}
+		udp, err = net.ListenPacket("udp4", netip.AddrPortFrom(addr, EchoPort).String())
+		return err
+	})
+	for _, c := range []io.Closer{httpL, bulkL, udp} {
+		if c != nil {
+			b.closers = append(b.closers, c)
+		}
+	}
+	if err != nil {
+		b.Close()
+		return nil, fmt.Errorf("backend %s in %s: %w", name, ns, err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(b.serveHTTP), ReadHeaderTimeout: 5 * time.Second,
+		ConnState: func(c net.Conn, s http.ConnState) {
+			if s == http.StateNew {
+				b.saw(c.RemoteAddr())
+			}
+		}}
+	b.closers = append(b.closers, srv)
+	b.wg.Add(3)
+	go func() { defer b.wg.Done(); srv.Serve(httpL) }()
+	go func() { defer b.wg.Done(); b.serveBulk(bulkL) }()
+	go func() { defer b.wg.Done(); b.serveEcho(udp) }()
+	return b, nil
+}
+
+func (b *Backend) saw(a net.Addr) {
+	ap, err := netip.ParseAddrPort(a.String())
+	if err != nil {
+		return
+	}
+	b.mu.Lock()
+	b.sources[ap.Addr()]++
+	b.mu.Unlock()
+}
+
+// Sources returns how many connections came from each source address.
+func (b *Backend) Sources() map[netip.Addr]int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := make(map[netip.Addr]int, len(b.sources))
+	for k, v := range b.sources {
+		out[k] = v
+	}
+	return out
+}
+
+// Close stops the servers. Connections already accepted finish on their own.
+func (b *Backend) Close() {
+	for _, c := range b.closers {
+		c.Close()
+	}
+	b.wg.Wait()
+}
+
+// The HTTP answer is one line: "<name> <addr> saw <source ip:port>".
+func (b *Backend) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	b.Requests.Add(1)
+	fmt.Fprintf(w, "%s %s saw %s\n", b.Name, b.Addr, r.RemoteAddr)
+}
+
+// Bulk protocol: the client sends 'U' or 'D' and an 8-byte length n.
+// 'U': the client sends n bytes; the server answers with their SHA-256.
+// 'D': the server sends n bytes of Stream(n).
+func (b *Backend) serveBulk(l net.Listener) {
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		b.saw(c.RemoteAddr())
+		go func() {
+			defer c.Close()
+			var hdr [9]byte
+			if _, err := io.ReadFull(c, hdr[:]); err != nil {
+				return
+			}
+			n := int64(binary.BigEndian.Uint64(hdr[1:]))
+			switch hdr[0] {
+			case 'U':
+				h := sha256.New()
+				if _, err := io.CopyN(h, c, n); err != nil {
+					return
+				}
+				c.Write(h.Sum(nil))
+			case 'D':
+				io.CopyN(c, Stream(n), n)
+			}
+		}()
+	}
+}
+
+func (b *Backend) serveEcho(pc net.PacketConn) {
+	buf := make([]byte, 65536)
+	for {
+		n, from, err := pc.ReadFrom(buf)
+		if err != nil {
+			return
+		}
+		reply := append([]byte(fmt.Sprintf("%s saw %s: ", b.Name, from)), buf[:n]...)
+		pc.WriteTo(reply, from)
+	}
+}
+
+// Stream is the deterministic byte stream the bulk server sends for a
+// download of n bytes; a client hashes its own copy to check what arrived.
+func Stream(n int64) io.Reader {
+	return bufio.NewReaderSize(&chachaReader{r: rand.NewChaCha8([32]byte{byte(n), byte(n >> 8), byte(n >> 16), byte(n >> 24)})}, 64<<10)
+}
+
+type chachaReader struct{ r *rand.ChaCha8 }
+
+func (c *chachaReader) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// Dial opens a connection from inside namespace ns.
+func Dial(ctx context.Context, ns, network, addr string) (net.Conn, error) {
+	var c net.Conn
+	err := InNetns(ns, func() (err error) {
+		var d net.Dialer
+		c, err = d.DialContext(ctx, network, addr)
+		return err
+	})
+	return c, err
+}
+
+// HTTPClient is an HTTP client whose connections start in namespace ns, one
+// connection per request (Connection: close), as a short-connection test wants.
+func HTTPClient(ns string, timeout time.Duration) *http.Client {
+	return &http.Client{
+		Timeout: timeout,
+		Transport: &http.Transport{
+			DisableKeepAlives: true,
+			DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+				return Dial(ctx, ns, network, addr)
+			},
+		},
+	}
+}
+
+// Upload sends n bytes through a bulk connection to addr and checks the
+// server's hash of them. It returns how long the transfer took.
+func Upload(ctx context.Context, ns string, addr netip.AddrPort, n int64) (time.Duration, error) {
+	c, err := Dial(ctx, ns, "tcp4", addr.String())
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	stopOnCancel(ctx, c)
+	var hdr [9]byte
+	hdr[0] = 'U'
+	binary.BigEndian.PutUint64(hdr[1:], uint64(n))
+	start := time.Now()
+	if _, err := c.Write(hdr[:]); err != nil {
+		return 0, err
+	}
+	want := sha256.New()
+	if _, err := io.CopyN(io.MultiWriter(c, want), Stream(n), n); err != nil {
+		return 0, fmt.Errorf("upload: %w", err)
+	}
+	got := make([]byte, sha256.Size)
+	if _, err := io.ReadFull(c, got); err != nil {
+		return 0, fmt.Errorf("upload: reading the server's hash: %w", err)
+	}
+	el := time.Since(start)
+	if string(got) != string(want.Sum(nil)) {
+		return el, errors.New("upload: the server's hash of the data differs: data was corrupted")
+	}
+	return el, nil
+}
+
+// Download receives n bytes from a bulk connection to addr and checks them
+// against Stream(n). It returns how long the transfer took.
+func Download(ctx context.Context, ns string, addr netip.AddrPort, n int64) (time.Duration, error) {
+	c, err := Dial(ctx, ns, "tcp4", addr.String())
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	stopOnCancel(ctx, c)
+	var hdr [9]byte
+	hdr[0] = 'D'
+	binary.BigEndian.PutUint64(hdr[1:], uint64(n))
+	start := time.Now()
+	if _, err := c.Write(hdr[:]); err != nil {
+		return 0, err
+	}
+	got := sha256.New()
+	if m, err := io.Copy(got, c); err != nil || m != n {
+		return 0, fmt.Errorf("download: got %d of %d bytes: %v", m, n, err)
+	}
+	el := time.Since(start)
+	want := sha256.New()
+	io.CopyN(want, Stream(n), n)
+	if string(got.Sum(nil)) != string(want.Sum(nil)) {
+		return el, errors.New("download: data differs from what the server sent: corrupted")
+	}
+	return el, nil
+}
+
+// stopOnCancel closes c when ctx ends, so no transfer outlives its deadline.
+func stopOnCancel(ctx context.Context, c net.Conn) {
+	if dl, ok := ctx.Deadline(); ok {
+		c.SetDeadline(dl)
+	}
+}
+
+// UDPEcho sends msg to addr from namespace ns and returns the reply.
+func UDPEcho(ctx context.Context, ns string, addr netip.AddrPort, msg string) (string, error) {
+	c, err := Dial(ctx, ns, "udp4", addr.String())
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(2 * time.Second))
+	if _, err := c.Write([]byte(msg)); err != nil {
+		return "", err
+	}
+	buf := make([]byte, 65536)
+	n, err := c.Read(buf)
+	if err != nil {
+		return "", err
+	}
+	return string(buf[:n]), nil
+}

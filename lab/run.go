@@ -1,0 +1,207 @@
+package lab
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/tapvs/tapvs/config"
+	"github.com/tapvs/tapvs/daemon"
+)
+
+// Options are the lab command's.
+type Options struct {
+	ConfigPath string
+	Requests   int
+	BulkBytes  int64 // per throughput measurement; 0 skips it
+	Keep       bool
+	Out        io.Writer
+	Log        *slog.Logger
+}
+
+// Prefix is the lab's namespace prefix; config.yaml names its namespaces.
+const Prefix = "tvs"
+
+// Run builds the lab, runs tapvs in it from the configuration file, shows
+// traffic crossing it, and tears everything down when done (or, with Keep,
+// when ctx ends).
+func Run(ctx context.Context, o Options) error {
+	cfg, err := config.Load(o.ConfigPath)
+	if err != nil {
+		return err
+	}
+	top := NewTopology(Prefix, cfg.Client.Name, cfg.Server.Name)
+	if cfg.Client.Netns != top.Client || cfg.Server.Netns != top.Router {
+		return fmt.Errorf("%s: the lab puts the client side in netns %q and the server side in %q; the file says %q and %q",
+			o.ConfigPath, top.Client, top.Router, cfg.Client.Netns, cfg.Server.Netns)
+	}
+	for _, ns := range top.Namespaces() {
+		if InNetns(ns, func() error { return nil }) == nil {
+			return fmt.Errorf("netns %s exists: a lab is already up (stop it, or remove it: %s)", ns,
+				"for n in "+strings.Join(top.Namespaces(), " ")+"; do ip netns del $n; done")
+		}
+	}
+	fmt.Fprintf(o.Out, "building the lab: namespaces %s\n", strings.Join(top.Namespaces(), ", "))
+	if err := top.Build(); err != nil {
+		return err
+	}
+	defer func() {
+		if err := top.Destroy(); err != nil {
+			o.Log.Warn("lab teardown", "err", err)
+		} else {
+			fmt.Fprintln(o.Out, "lab removed")
+		}
+	}()
+	d, err := daemon.Start(cfg, o.Log)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := top.AddressTAPs(); err != nil {
+		return err
+	}
+	var backends []*Backend
+	for i, addr := range []netip.Addr{RS1, RS2} {
+		b, err := StartBackend(top.RS[i], fmt.Sprintf("rs%d", i+1), addr)
+		if err != nil {
+			return err
+		}
+		defer b.Close()
+		backends = append(backends, b)
+	}
+	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	err = waitResolved(rctx, d)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("tapvs could not reach the real servers' next hop: %w", err)
+	}
+	if err := demo(ctx, top, d, o); err != nil {
+		return err
+	}
+	if !o.Keep {
+		return nil
+	}
+	fmt.Fprintf(o.Out, `
+The lab stays up until Ctrl-C. Try, in another shell:
+  ip netns exec %[1]s curl -s http://%[2]s/           # through tapvs (wrr over rs1, rs2)
+  ip netns exec %[1]s ping -c 3 %[2]s                 # answered by tapvs's stack
+  ip netns exec %[3]s ss -tn                          # the RS sees LIPs %[4]s, %[5]s
+  ip netns exec %[6]s tcpdump -ni tap-s               # the server side of tapvs
+  ip netns list
+`, top.Client, VIP, top.RS[0], LIP1, LIP2, top.Router)
+	<-ctx.Done()
+	return nil
+}
+
+func waitResolved(ctx context.Context, d *daemon.Daemon) error {
+	for {
+		err := d.Stack.ResolveAll(ctx)
+		if err == nil || ctx.Err() != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// demo sends the lab's traffic and prints what each real server saw.
+func demo(ctx context.Context, top *Topology, d *daemon.Daemon, o Options) error {
+	web := netip.AddrPortFrom(VIP, HTTPPort)
+	fmt.Fprintf(o.Out, "\n%d HTTP requests from %s (%s) to the VIP %s:\n", o.Requests, top.Client, ClientAddr.Addr(), web)
+	hc := HTTPClient(top.Client, 5*time.Second)
+	perRS := map[string]int{}
+	lipSeen := 0
+	for i := 1; i <= o.Requests; i++ {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		resp, err := hc.Get("http://" + web.String() + "/")
+		if err != nil {
+			return fmt.Errorf("request %d: %w", i, err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			return fmt.Errorf("request %d: %w", i, err)
+		}
+		var name, rsAddr, saw string
+		fmt.Sscanf(string(body), "%s %s saw %s", &name, &rsAddr, &saw)
+		src, _ := netip.ParseAddrPort(saw)
+		what := "a LIP"
+		if src.Addr() != LIP1 && src.Addr() != LIP2 {
+			what = "NOT a LIP"
+		} else {
+			lipSeen++
+		}
+		perRS[name]++
+		fmt.Fprintf(o.Out, "  request %2d: answered by %s (%s), which saw the source %s (%s)\n", i, name, rsAddr, saw, what)
+	}
+	var names []string
+	for n := range perRS {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	var parts []string
+	for _, n := range names {
+		parts = append(parts, fmt.Sprintf("%s %d", n, perRS[n]))
+	}
+	fmt.Fprintf(o.Out, "balance: %s; %d of %d requests reached the RS from a LIP\n", strings.Join(parts, ", "), lipSeen, o.Requests)
+	if lipSeen != o.Requests || len(perRS) < 2 && o.Requests > 1 {
+		return errors.New("the lab did not balance over both real servers with FULLNAT sources")
+	}
+
+	echo := netip.AddrPortFrom(VIP, EchoPort)
+	reply, err := UDPEcho(ctx, top.Client, echo, "hello")
+	if err != nil {
+		return fmt.Errorf("udp echo via %s: %w", echo, err)
+	}
+	fmt.Fprintf(o.Out, "udp echo via %s: %q\n", echo, reply)
+	rtt, err := Ping(ctx, top.Client, VIP)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(o.Out, "ping %s: reply in %v\n", VIP, rtt.Round(time.Microsecond))
+
+	if o.BulkBytes > 0 {
+		bulk := netip.AddrPortFrom(VIP, BulkPort)
+		direct := netip.AddrPortFrom(RS1, BulkPort)
+		fmt.Fprintf(o.Out, "bulk TCP, %d MiB upload and download, client -> real server:\n", o.BulkBytes>>20)
+		via, err := measure(ctx, top.Client, bulk, o.BulkBytes)
+		if err != nil {
+			return fmt.Errorf("through tapvs: %w", err)
+		}
+		base, err := measure(ctx, top.Client, direct, o.BulkBytes)
+		if err != nil {
+			return fmt.Errorf("direct: %w", err)
+		}
+		fmt.Fprintf(o.Out, "  kernel routed path (client -> router -> RS): %6.2f Gbit/s\n", base)
+		fmt.Fprintf(o.Out, "  through tapvs (client -> VIP -> LIP -> RS):  %6.2f Gbit/s = %.2fx the routed path\n", via, via/base)
+	}
+	created, expired := d.Balancer.Stats.Conns()
+	fmt.Fprintf(o.Out, "tapvs: %d connections made, %d expired, %d in the table\n", created, expired, d.Balancer.Table().Len())
+	return nil
+}
+
+// measure returns the mean of an upload and a download in Gbit/s.
+func measure(ctx context.Context, ns string, addr netip.AddrPort, n int64) (float64, error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	up, err := Upload(ctx, ns, addr, n)
+	if err != nil {
+		return 0, err
+	}
+	down, err := Download(ctx, ns, addr, n)
+	if err != nil {
+		return 0, err
+	}
+	return float64(2*n*8) / (up + down).Seconds() / 1e9, nil
+}

@@ -1,0 +1,167 @@
+package lab
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"strings"
+)
+
+// The lab's addresses. The shipped config.yaml describes tapvs in exactly this
+// network; Config renders the same for another namespace prefix.
+var (
+	ClientAddr  = netip.MustParsePrefix("172.25.254.1/24")   // the client, on tap-c
+	TapvsClient = netip.MustParsePrefix("172.25.254.254/24") // tapvs's client side
+	VIP         = netip.MustParseAddr("172.25.254.100")
+	RouterAddr  = netip.MustParsePrefix("172.25.84.1/24") // the router, on tap-s
+	TapvsServer = netip.MustParsePrefix("172.25.84.4/24") // tapvs's server side
+	LIP1        = netip.MustParseAddr("172.25.84.10")
+	LIP2        = netip.MustParseAddr("172.25.84.11")
+	RSNet       = netip.MustParsePrefix("10.20.0.0/16")
+	RS1         = netip.MustParseAddr("10.20.1.2") // VLAN A, behind the router
+	RS2         = netip.MustParseAddr("10.20.2.2") // VLAN B, behind the router
+	rs1GW       = netip.MustParsePrefix("10.20.1.1/24")
+	rs2GW       = netip.MustParsePrefix("10.20.2.1/24")
+	// A plain routed path from the client to the servers that bypasses
+	// tapvs: the kernel baseline for throughput.
+	directClient = netip.MustParsePrefix("10.99.0.2/30")
+	directRouter = netip.MustParsePrefix("10.99.0.1/30")
+)
+
+// Ports of the built-in servers on each real server.
+const (
+	HTTPPort = 80
+	BulkPort = 9000
+	EchoPort = 9001
+)
+
+// Topology names the namespaces and TAPs of one lab.
+type Topology struct {
+	Prefix               string
+	Client, Router       string // namespaces
+	RS                   [2]string
+	TapClient, TapServer string // TAP names
+	built                []string
+}
+
+// NewTopology names a lab's parts after prefix. TAP names are created in the
+// caller's namespace before they move, so they carry the prefix too unless
+// they are the lab's own tap-c and tap-s.
+func NewTopology(prefix string, tapClient, tapServer string) *Topology {
+	return &Topology{
+		Prefix: prefix, Client: prefix + "-client", Router: prefix + "-router",
+		RS:        [2]string{prefix + "-rs1", prefix + "-rs2"},
+		TapClient: tapClient, TapServer: tapServer,
+	}
+}
+
+// Namespaces lists every namespace of the lab.
+func (t *Topology) Namespaces() []string {
+	return []string{t.Client, t.Router, t.RS[0], t.RS[1]}
+}
+
+// Build creates the namespaces and everything in them but the TAPs, which
+// tapvs creates and moves in itself (see AddressTAPs).
+func (t *Topology) Build() (err error) {
+	defer func() {
+		if err != nil {
+			t.Destroy()
+		}
+	}()
+	for _, ns := range t.Namespaces() {
+		if err := ip("netns", "add", ns); err != nil {
+			return err
+		}
+		t.built = append(t.built, ns)
+		if err := ip("-n", ns, "link", "set", "lo", "up"); err != nil {
+			return err
+		}
+	}
+	if err := sysctl(t.Router, "net.ipv4.ip_forward", "1"); err != nil {
+		return err
+	}
+	steps := [][]string{
+		// Each server subnet is its own bridge (VLAN) on the router.
+		{"-n", t.Router, "link", "add", "br-a", "type", "bridge"},
+		{"-n", t.Router, "link", "add", "br-b", "type", "bridge"},
+		{"-n", t.Router, "addr", "add", rs1GW.String(), "dev", "br-a"},
+		{"-n", t.Router, "addr", "add", rs2GW.String(), "dev", "br-b"},
+		{"-n", t.Router, "link", "add", "to-rs1", "type", "veth", "peer", "name", "eth0", "netns", t.RS[0]},
+		{"-n", t.Router, "link", "add", "to-rs2", "type", "veth", "peer", "name", "eth0", "netns", t.RS[1]},
+		{"-n", t.Router, "link", "set", "to-rs1", "master", "br-a", "up"},
+		{"-n", t.Router, "link", "set", "to-rs2", "master", "br-b", "up"},
+		{"-n", t.Router, "link", "set", "br-a", "up"},
+		{"-n", t.Router, "link", "set", "br-b", "up"},
+		{"-n", t.RS[0], "addr", "add", netip.PrefixFrom(RS1, 24).String(), "dev", "eth0"},
+		{"-n", t.RS[1], "addr", "add", netip.PrefixFrom(RS2, 24).String(), "dev", "eth0"},
+		{"-n", t.RS[0], "link", "set", "eth0", "up"},
+		{"-n", t.RS[1], "link", "set", "eth0", "up"},
+		{"-n", t.RS[0], "route", "add", "default", "via", rs1GW.Addr().String()},
+		{"-n", t.RS[1], "route", "add", "default", "via", rs2GW.Addr().String()},
+		// The direct, kernel-routed path for the baseline.
+		{"-n", t.Client, "link", "add", "direct", "type", "veth", "peer", "name", "direct", "netns", t.Router},
+		{"-n", t.Client, "addr", "add", directClient.String(), "dev", "direct"},
+		{"-n", t.Router, "addr", "add", directRouter.String(), "dev", "direct"},
+		{"-n", t.Client, "link", "set", "direct", "up"},
+		{"-n", t.Router, "link", "set", "direct", "up"},
+		{"-n", t.Client, "route", "add", RSNet.String(), "via", directRouter.Addr().String()},
+	}
+	for _, s := range steps {
+		if err := ip(s...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// AddressTAPs gives the kernel ends of the TAPs, once tapvs has moved them in,
+// their addresses: the client's and the router's.
+func (t *Topology) AddressTAPs() error {
+	if err := ip("-n", t.Client, "addr", "add", ClientAddr.String(), "dev", t.TapClient); err != nil {
+		return err
+	}
+	return ip("-n", t.Router, "addr", "add", RouterAddr.String(), "dev", t.TapServer)
+}
+
+// Destroy removes every namespace Build made; what was inside goes with it.
+func (t *Topology) Destroy() error {
+	var errs []error
+	for _, ns := range t.built {
+		if err := ip("netns", "del", ns); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	t.built = nil
+	return errors.Join(errs...)
+}
+
+func sysctl(ns, key, value string) error {
+	return InNetns(ns, func() error {
+		path := "/proc/sys/" + strings.ReplaceAll(key, ".", "/")
+		if err := os.WriteFile(path, []byte(value), 0o644); err != nil {
+			return fmt.Errorf("sysctl %s=%s in %s: %w", key, value, ns, err)
+		}
+		return nil
+	})
+}
+
+// Config renders tapvs's configuration for this topology. extra is appended
+// YAML (more services, timeouts, limits) for tests.
+func (t *Topology) Config(services string, extra string) string {
+	return fmt.Sprintf(`interfaces:
+  client:
+    name: %s
+    netns: %s
+    address: %s
+  server:
+    name: %s
+    netns: %s
+    address: %s
+    routes:
+      - {dst: %s, via: %s}
+services:
+%s
+sweep_interval: 100ms
+%s`, t.TapClient, t.Client, TapvsClient, t.TapServer, t.Router, TapvsServer, RSNet, RouterAddr.Addr(), services, extra)
+}

@@ -1,0 +1,215 @@
+// Package netstack puts tapvs's two TAP sides under a gVisor stack. Each side
+// is an Endpoint: a gVisor link endpoint that owns the side's device queues and
+// runs the receive pipeline. Every frame a queue reads goes to the balancer
+// first; what the balancer forwards is written straight to the other side's
+// device, and only what it passes (ARP, ping, the stack's own connections)
+// is copied into a gVisor packet buffer for the stack.
+package netstack
+
+import (
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+
+	"gvisor.dev/gvisor/pkg/buffer"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+
+	"github.com/tapvs/tapvs/nat"
+	"github.com/tapvs/tapvs/tun"
+)
+
+// Headroom is the space left before each frame in a receive buffer, so a
+// rewrite can grow headers in place (a TCP option needs 8 to 40 bytes).
+const Headroom = 64
+
+// maxFrame is a receive buffer's capacity past the headroom: the largest
+// frame a TAP hands over, 64 KiB super-frames included.
+const maxFrame = 65536 + header.EthernetMinimumSize
+
+// QueueStats are one queue's counters. Each queue's reader is the only writer,
+// so these cache lines are not shared between readers.
+type QueueStats struct {
+	Received  atomic.Uint64 // frames read
+	Forwarded atomic.Uint64 // frames written to the other side
+	Passed    atomic.Uint64 // frames given to the stack
+	Dropped   atomic.Uint64 // frames the balancer dropped (reasons in nat.Stats)
+	TxErrors  atomic.Uint64 // frames the other side's device refused
+	_         [24]byte
+}
+
+// Endpoint is one side's link endpoint.
+type Endpoint struct {
+	side nat.Side
+	devs []tun.Device
+	bal  *nat.Balancer
+	peer *Endpoint
+	mtu  atomic.Uint32
+	mac  tcpip.LinkAddress
+
+	dispatcher atomic.Pointer[stack.NetworkDispatcher]
+	wg         sync.WaitGroup
+	stats      []QueueStats
+	log        *slog.Logger
+	onClose    func()
+}
+
+var _ stack.LinkEndpoint = (*Endpoint)(nil)
+
+func newEndpoint(side nat.Side, devs []tun.Device, mtu uint32, mac [6]byte, bal *nat.Balancer, log *slog.Logger) *Endpoint {
+	e := &Endpoint{side: side, devs: devs, bal: bal, mac: tcpip.LinkAddress(mac[:]),
+		stats: make([]QueueStats, len(devs)), log: log.With("side", side.String())}
+	e.mtu.Store(mtu)
+	return e
+}
+
+// Stats returns the counters of each queue.
+func (e *Endpoint) Stats() []QueueStats { return e.stats }
+
+// start runs one reader per queue.
+func (e *Endpoint) start() {
+	for q := range e.devs {
+		e.wg.Add(1)
+		go func() {
+			defer e.wg.Done()
+			e.readLoop(q)
+		}()
+	}
+}
+
+// readLoop is the receive pipeline of one queue.
+func (e *Endpoint) readLoop(q int) {
+	dev := e.devs[q]
+	out := e.peer.devs[q%len(e.peer.devs)]
+	st := &e.stats[q]
+	n := dev.BatchSize()
+	bufs := make([][]byte, n)
+	for i := range bufs {
+		bufs[i] = make([]byte, Headroom+maxFrame)
+	}
+	sizes := make([]int, n)
+	fwd := make([][]byte, 0, n)
+	for {
+		got, err := dev.Read(bufs, sizes, Headroom)
+		if err != nil {
+			if errors.Is(err, os.ErrClosed) || errors.Is(err, io.EOF) {
+				return
+			}
+			e.log.Warn("read failed", "queue", q, "err", err)
+			continue
+		}
+		st.Received.Add(uint64(got))
+		fwd = fwd[:0]
+		for i := range got {
+			f := nat.Frame{Buf: bufs[i], Off: Headroom, Len: sizes[i]}
+			switch e.bal.Process(e.side, &f) {
+			case nat.Forward:
+				fwd = append(fwd, f.Bytes())
+			case nat.Pass:
+				st.Passed.Add(1)
+				e.deliver(f.Bytes())
+			case nat.Drop:
+				st.Dropped.Add(1)
+			}
+		}
+		if len(fwd) > 0 {
+			sent, err := out.Write(fwd)
+			st.Forwarded.Add(uint64(sent))
+			if err != nil {
+				st.TxErrors.Add(uint64(len(fwd) - sent))
+			}
+		}
+	}
+}
+
+// deliver copies a frame into a packet buffer for the stack. Only control
+// traffic takes this path.
+func (e *Endpoint) deliver(frame []byte) {
+	d := e.dispatcher.Load()
+	if d == nil || len(frame) < header.EthernetMinimumSize {
+		return
+	}
+	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(frame)})
+	defer pkt.DecRef()
+	hdr, ok := pkt.LinkHeader().Consume(header.EthernetMinimumSize)
+	if !ok {
+		return
+	}
+	eth := header.Ethernet(hdr)
+	switch dst := eth.DestinationAddress(); {
+	case dst == header.EthernetBroadcastAddress:
+		pkt.PktType = tcpip.PacketBroadcast
+	case header.IsMulticastEthernetAddress(dst):
+		pkt.PktType = tcpip.PacketMulticast
+	case dst == e.mac:
+		pkt.PktType = tcpip.PacketHost
+	default:
+		pkt.PktType = tcpip.PacketOtherHost
+	}
+	pkt.NetworkProtocolNumber = eth.Type()
+	(*d).DeliverNetworkPacket(eth.Type(), pkt)
+}
+
+// WritePackets sends the stack's own packets (ARP, ICMP, its TCP) out of
+// queue 0.
+func (e *Endpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
+	n := 0
+	for _, pkt := range pkts.AsSlice() {
+		buf := make([]byte, 0, pkt.Size())
+		for _, v := range pkt.AsSlices() {
+			buf = append(buf, v...)
+		}
+		if _, err := e.devs[0].Write([][]byte{buf}); err != nil {
+			if n == 0 {
+				return 0, &tcpip.ErrClosedForSend{}
+			}
+			break
+		}
+		n++
+	}
+	return n, nil
+}
+
+func (e *Endpoint) MTU() uint32                    { return e.mtu.Load() }
+func (e *Endpoint) SetMTU(mtu uint32)              { e.mtu.Store(mtu) }
+func (e *Endpoint) MaxHeaderLength() uint16        { return header.EthernetMinimumSize }
+func (e *Endpoint) LinkAddress() tcpip.LinkAddress { return e.mac }
+func (e *Endpoint) SetLinkAddress(tcpip.LinkAddress) {
+	// The balancer rewrites frames with the MAC it was built with; changing it
+	// under a running data path would split the two.
+}
+func (e *Endpoint) Capabilities() stack.LinkEndpointCapabilities {
+	return stack.CapabilityResolutionRequired
+}
+func (e *Endpoint) Attach(d stack.NetworkDispatcher) {
+	if d == nil {
+		e.dispatcher.Store(nil)
+		return
+	}
+	e.dispatcher.Store(&d)
+}
+func (e *Endpoint) IsAttached() bool                        { return e.dispatcher.Load() != nil }
+func (e *Endpoint) Wait()                                   { e.wg.Wait() }
+func (e *Endpoint) ARPHardwareType() header.ARPHardwareType { return header.ARPHardwareEther }
+func (e *Endpoint) AddHeader(pkt *stack.PacketBuffer) {
+	eth := header.Ethernet(pkt.LinkHeader().Push(header.EthernetMinimumSize))
+	eth.Encode(&header.EthernetFields{
+		SrcAddr: pkt.EgressRoute.LocalLinkAddress,
+		DstAddr: pkt.EgressRoute.RemoteLinkAddress,
+		Type:    pkt.NetworkProtocolNumber,
+	})
+}
+func (e *Endpoint) ParseHeader(pkt *stack.PacketBuffer) bool {
+	_, ok := pkt.LinkHeader().Consume(header.EthernetMinimumSize)
+	return ok
+}
+func (e *Endpoint) Close() {
+	if e.onClose != nil {
+		e.onClose()
+	}
+}
+func (e *Endpoint) SetOnCloseAction(f func()) { e.onClose = f }

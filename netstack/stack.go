@@ -1,0 +1,248 @@
+package netstack
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"time"
+
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/network/arp"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/icmp"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
+
+	"github.com/tapvs/tapvs/nat"
+	"github.com/tapvs/tapvs/tun"
+)
+
+const (
+	ClientNIC tcpip.NICID = 1
+	ServerNIC tcpip.NICID = 2
+)
+
+// Route is a route out of one side: to Dst, through Via when it is set,
+// on-link otherwise.
+type Route struct {
+	Dst netip.Prefix
+	Via netip.Addr
+}
+
+// NICConfig is one side of the stack.
+type NICConfig struct {
+	Devs    []tun.Device
+	MTU     uint32
+	MAC     [6]byte
+	Address netip.Prefix // the side's own address; its subnet is on-link
+	Extra   []netip.Addr // VIPs (client side) or LIPs (server side): ARP is answered for them
+	Routes  []Route
+}
+
+// Stack is the gVisor stack with tapvs's two sides.
+type Stack struct {
+	s              *stack.Stack
+	Client, Server *Endpoint
+	log            *slog.Logger
+
+	resolveReq chan *nat.Dest
+	bal        *nat.Balancer
+	stop       chan struct{}
+	done       sync.WaitGroup
+}
+
+// New builds the stack. Frames start flowing at Start.
+func New(bal *nat.Balancer, client, server NICConfig, log *slog.Logger) (*Stack, error) {
+	s := stack.New(stack.Options{
+		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, arp.NewProtocol},
+		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4},
+	})
+	st := &Stack{s: s, log: log, bal: bal, resolveReq: make(chan *nat.Dest, 64), stop: make(chan struct{})}
+	st.Client = newEndpoint(nat.ClientSide, client.Devs, client.MTU, client.MAC, bal, log)
+	st.Server = newEndpoint(nat.ServerSide, server.Devs, server.MTU, server.MAC, bal, log)
+	st.Client.peer, st.Server.peer = st.Server, st.Client
+	var routes []tcpip.Route
+	for _, side := range []struct {
+		id  tcpip.NICID
+		ep  *Endpoint
+		cfg NICConfig
+	}{{ClientNIC, st.Client, client}, {ServerNIC, st.Server, server}} {
+		if err := s.CreateNIC(side.id, side.ep); err != nil {
+			s.Destroy()
+			return nil, fmt.Errorf("%s NIC: %s", side.ep.side, err)
+		}
+		addrs := append([]netip.Prefix{side.cfg.Address}, prefixes32(side.cfg.Extra)...)
+		for _, a := range addrs {
+			pa := tcpip.ProtocolAddress{
+				Protocol:          ipv4.ProtocolNumber,
+				AddressWithPrefix: tcpip.AddressWithPrefix{Address: toTCPIP(a.Addr()), PrefixLen: a.Bits()},
+			}
+			if err := s.AddProtocolAddress(side.id, pa, stack.AddressProperties{}); err != nil {
+				s.Destroy()
+				return nil, fmt.Errorf("%s NIC: address %s: %s", side.ep.side, a, err)
+			}
+		}
+		routes = append(routes, tcpip.Route{Destination: subnet(side.cfg.Address.Masked()), NIC: side.id})
+		for _, r := range side.cfg.Routes {
+			tr := tcpip.Route{Destination: subnet(r.Dst), NIC: side.id}
+			if r.Via.IsValid() {
+				tr.Gateway = toTCPIP(r.Via)
+			}
+			routes = append(routes, tr)
+		}
+	}
+	s.SetRouteTable(routes)
+	return st, nil
+}
+
+// Start runs the readers and the neighbor resolver.
+func (st *Stack) Start() {
+	st.Client.start()
+	st.Server.start()
+	st.done.Add(1)
+	go func() {
+		defer st.done.Done()
+		st.resolver()
+	}()
+}
+
+// Close stops everything: closing the devices ends the readers, and the TAPs
+// go away with their last file descriptor.
+func (st *Stack) Close() {
+	close(st.stop)
+	for _, e := range []*Endpoint{st.Client, st.Server} {
+		for _, d := range e.devs {
+			d.Close()
+		}
+	}
+	st.Client.Wait()
+	st.Server.Wait()
+	st.done.Wait()
+	st.s.Close()
+	st.s.Wait()
+}
+
+// Stack is the gVisor stack, for tapvs's own connections (health checks).
+func (st *Stack) Stack() *stack.Stack { return st.s }
+
+// RequestResolve asks for a server's next hop to be resolved. It never blocks:
+// the data path calls it when a packet finds the MAC unknown.
+func (st *Stack) RequestResolve(d *nat.Dest) {
+	select {
+	case st.resolveReq <- d:
+	default:
+	}
+}
+
+// refreshEvery is how often every server's next hop is looked up again, so a
+// router that changes its MAC is followed.
+const refreshEvery = 5 * time.Second
+
+// resolver keeps every real server's next-hop MAC in its nat.Dest, so the
+// data path never resolves per packet.
+func (st *Stack) resolver() {
+	t := time.NewTicker(refreshEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-st.stop:
+			return
+		case d := <-st.resolveReq:
+			if err := st.resolveOne(d); err != nil {
+				// Asked by the data path or at start: the periodic pass says
+				// so loudly if it stays unresolved.
+				st.log.Debug("next hop unresolved", "real_server", d.String(), "err", err)
+			}
+		case <-t.C:
+			if err := st.ResolveAll(context.Background()); err != nil {
+				st.log.Warn("next hop unresolved", "err", err)
+			}
+		}
+	}
+}
+
+// ResolveAll resolves the next hop of every real server of every service,
+// waiting up to the context's deadline for each.
+func (st *Stack) ResolveAll(ctx context.Context) error {
+	var errs []error
+	for _, svc := range st.bal.Services() {
+		for _, d := range svc.Dests() {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if err := st.resolveOne(d); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (st *Stack) resolveOne(d *nat.Dest) error {
+	mac, err := st.NextHopMAC(d.Addr, time.Second)
+	if err != nil {
+		return fmt.Errorf("real server %s: %w", d, err)
+	}
+	if old, ok := d.NextHopMAC(); !ok || old != mac {
+		st.log.Info("next hop resolved", "real_server", d.String(), "mac", tcpip.LinkAddress(mac[:]).String())
+	}
+	d.SetNextHopMAC(mac)
+	return nil
+}
+
+// NextHopMAC finds the route to addr out of the server side and resolves its
+// next hop through the stack's neighbor table (ARP).
+func (st *Stack) NextHopMAC(addr netip.Addr, wait time.Duration) ([6]byte, error) {
+	var mac [6]byte
+	r, terr := st.s.FindRoute(ServerNIC, tcpip.Address{}, toTCPIP(addr), ipv4.ProtocolNumber, false)
+	if terr != nil {
+		return mac, fmt.Errorf("no route to %s: %s", addr, terr)
+	}
+	nh, local := r.NextHop(), r.LocalAddress()
+	r.Release()
+	if nh.Len() == 0 {
+		nh = toTCPIP(addr)
+	}
+	ch := make(chan stack.LinkResolutionResult, 1)
+	terr = st.s.GetLinkAddress(ServerNIC, nh, local, ipv4.ProtocolNumber, func(res stack.LinkResolutionResult) { ch <- res })
+	if terr != nil {
+		if _, ok := terr.(*tcpip.ErrWouldBlock); !ok {
+			return mac, fmt.Errorf("resolve %s: %s", nh, terr)
+		}
+	}
+	select {
+	case res := <-ch:
+		if res.Err != nil {
+			return mac, fmt.Errorf("resolve %s: %s", nh, res.Err)
+		}
+		copy(mac[:], res.LinkAddress)
+		return mac, nil
+	case <-time.After(wait):
+		return mac, fmt.Errorf("resolve %s: no answer in %s", nh, wait)
+	case <-st.stop:
+		return mac, errors.New("stopped")
+	}
+}
+
+func toTCPIP(a netip.Addr) tcpip.Address {
+	if a.Is4() {
+		return tcpip.AddrFrom4(a.As4())
+	}
+	return tcpip.AddrFrom16(a.As16())
+}
+
+func subnet(p netip.Prefix) tcpip.Subnet {
+	return tcpip.AddressWithPrefix{Address: toTCPIP(p.Addr()), PrefixLen: p.Bits()}.Subnet()
+}
+
+func prefixes32(addrs []netip.Addr) []netip.Prefix {
+	out := make([]netip.Prefix, len(addrs))
+	for i, a := range addrs {
+		out[i] = netip.PrefixFrom(a, a.BitLen())
+	}
+	return out
+}
