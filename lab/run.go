@@ -66,14 +66,12 @@ func Run(ctx context.Context, o Options) error {
 	if err := top.AddressTAPs(); err != nil {
 		return err
 	}
-	var backends []*Backend
 	for i, addr := range []netip.Addr{RS1, RS2} {
 		b, err := StartBackend(top.RS[i], fmt.Sprintf("rs%d", i+1), addr)
 		if err != nil {
 			return err
 		}
 		defer b.Close()
-		backends = append(backends, b)
 	}
 	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	err = waitResolved(rctx, d)

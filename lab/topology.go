@@ -42,6 +42,7 @@ type Topology struct {
 	Client, Router       string // namespaces
 	RS                   [2]string
 	TapClient, TapServer string // TAP names
+	Queues               int    // TAP queues per side in Config; 0 means 1
 	built                []string
 }
 
@@ -149,19 +150,22 @@ func sysctl(ns, key, value string) error {
 // Config renders tapvs's configuration for this topology. extra is appended
 // YAML (more services, timeouts, limits) for tests.
 func (t *Topology) Config(services string, extra string) string {
+	q := max(t.Queues, 1)
 	return fmt.Sprintf(`interfaces:
   client:
     name: %s
     netns: %s
     address: %s
+    queues: %d
   server:
     name: %s
     netns: %s
     address: %s
+    queues: %d
     routes:
       - {dst: %s, via: %s}
 services:
 %s
 sweep_interval: 100ms
-%s`, t.TapClient, t.Client, TapvsClient, t.TapServer, t.Router, TapvsServer, RSNet, RouterAddr.Addr(), services, extra)
+%s`, t.TapClient, t.Client, TapvsClient, q, t.TapServer, t.Router, TapvsServer, q, RSNet, RouterAddr.Addr(), services, extra)
 }

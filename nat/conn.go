@@ -163,7 +163,6 @@ type Conn struct {
 
 	state    atomic.Uint32
 	deadline atomic.Int64 // table clock, ns
-	dead     atomic.Bool
 }
 
 // prepare computes the checksum deltas of both directions from the keys.

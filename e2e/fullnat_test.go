@@ -1,0 +1,433 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/gopacket"
+	"github.com/google/gopacket/layers"
+
+	"github.com/tapvs/tapvs/lab"
+	"github.com/tapvs/tapvs/nat"
+	"github.com/tapvs/tapvs/netstack"
+)
+
+var web = netip.AddrPortFrom(lab.VIP, lab.HTTPPort)
+
+// get does one short HTTP request through the VIP and returns the RS's name
+// and the source it saw.
+func (e *env) get(hc *http.Client) (rs string, saw netip.AddrPort) {
+	e.t.Helper()
+	resp, err := hc.Get("http://" + web.String() + "/")
+	if err != nil {
+		e.t.Fatalf("GET via VIP: %v", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var addr, src string
+	if _, err := fmt.Sscanf(string(body), "%s %s saw %s", &rs, &addr, &src); err != nil {
+		e.t.Fatalf("answer %q: %v", body, err)
+	}
+	saw, err = netip.ParseAddrPort(src)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return rs, saw
+}
+
+func (e *env) service(name string) *nat.Service {
+	for _, s := range e.d.Balancer.Services() {
+		if s.Name == name {
+			return s
+		}
+	}
+	e.t.Fatalf("no service %s", name)
+	return nil
+}
+
+// (a) rr alternates exactly between the two real servers.
+func TestRoundRobinAlternates(t *testing.T) {
+	e := setup(t, services("rr", 1, 1), "")
+	hc := lab.HTTPClient(e.top.Client, 5*time.Second)
+	prev := ""
+	for i := range 10 {
+		rs, _ := e.get(hc)
+		if rs == prev {
+			t.Fatalf("request %d went to %s twice in a row", i, rs)
+		}
+		prev = rs
+	}
+	if a, b := e.rs[0].Requests.Load(), e.rs[1].Requests.Load(); a != 5 || b != 5 {
+		t.Fatalf("rs1 %d, rs2 %d requests; want 5 and 5", a, b)
+	}
+}
+
+// (a) wrr follows the weights.
+func TestWeightedRoundRobinFollowsWeights(t *testing.T) {
+	e := setup(t, services("wrr", 3, 1), "")
+	hc := lab.HTTPClient(e.top.Client, 5*time.Second)
+	for range 40 {
+		e.get(hc)
+	}
+	if a, b := e.rs[0].Requests.Load(), e.rs[1].Requests.Load(); a != 30 || b != 10 {
+		t.Fatalf("rs1 %d, rs2 %d requests; want 30 and 10 for weights 3:1", a, b)
+	}
+}
+
+// (b) real servers see a LIP, the client sees the VIP, and (g) the servers,
+// on two subnets behind a router, are reached through the router's MAC.
+func TestFullNATAddressesOnTheWire(t *testing.T) {
+	e := setup(t, services("rr", 1, 1), "")
+	capClient := startCapture(t, e.top.Client, e.top.TapClient)
+	capRouter := startCapture(t, e.top.Router, e.top.TapServer)
+	capRS := [2]*capture{startCapture(t, e.top.RS[0], "eth0"), startCapture(t, e.top.RS[1], "eth0")}
+	hc := lab.HTTPClient(e.top.Client, 5*time.Second)
+	lips := map[netip.Addr]bool{lab.LIP1: true, lab.LIP2: true}
+	for range 4 {
+		_, saw := e.get(hc)
+		if !lips[saw.Addr()] {
+			t.Fatalf("the real server saw %v, not a LIP", saw)
+		}
+	}
+	time.Sleep(200 * time.Millisecond) // let the last FIN/ACKs land in the captures
+	for _, c := range append(capRS[:], capClient, capRouter) {
+		c.stop()
+	}
+
+	client := lab.ClientAddr.Addr()
+	ps := tcpPort(capClient.packets(), lab.HTTPPort)
+	if len(ps) < 4*5 {
+		t.Fatalf("client side: only %d HTTP packets captured", len(ps))
+	}
+	for _, p := range ps {
+		ip := p.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
+		src, dst := addr(ip.SrcIP), addr(ip.DstIP)
+		if !(src == client && dst == lab.VIP || src == lab.VIP && dst == client) {
+			t.Fatalf("client side carries %v -> %v: only client <-> VIP may appear", src, dst)
+		}
+	}
+	for i, rsAddr := range []netip.Addr{lab.RS1, lab.RS2} {
+		ps := tcpPort(capRS[i].packets(), lab.HTTPPort)
+		if len(ps) < 2*5 {
+			t.Fatalf("rs%d: only %d HTTP packets captured", i+1, len(ps))
+		}
+		for _, p := range ps {
+			ip := p.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
+			src, dst := addr(ip.SrcIP), addr(ip.DstIP)
+			if !(lips[src] && dst == rsAddr || src == rsAddr && lips[dst]) {
+				t.Fatalf("rs%d sees %v -> %v: only LIP <-> RS may appear", i+1, src, dst)
+			}
+		}
+	}
+	routerMAC := ifaceMAC(t, e.top.Router, e.top.TapServer)
+	toRS := 0
+	for _, p := range tcpPort(capRouter.packets(), lab.HTTPPort) {
+		ip := p.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
+		if dst := addr(ip.DstIP); dst == lab.RS1 || dst == lab.RS2 {
+			toRS++
+			if eth := p.Layer(layers.LayerTypeEthernet).(*layers.Ethernet); eth.DstMAC.String() != routerMAC {
+				t.Fatalf("frame to %v went to MAC %v, not the router's %v", dst, eth.DstMAC, routerMAC)
+			}
+		}
+	}
+	if toRS == 0 {
+		t.Fatal("no frame toward the real servers crossed the router's link")
+	}
+}
+
+// (c) 64 MiB each way arrives intact (hashes compared), and it does not
+// matter which server the rr picks.
+func TestBulk64MiBBothWaysIntact(t *testing.T) {
+	e := setup(t, services("rr", 1, 1), "")
+	bulk := netip.AddrPortFrom(lab.VIP, lab.BulkPort)
+	const n = 64 << 20
+	for range 2 { // rr: one of each pair to each server
+		if _, err := lab.Upload(e.ctx(2*time.Minute), e.top.Client, bulk, n); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := lab.Download(e.ctx(2*time.Minute), e.top.Client, bulk, n); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// (d) UDP echo through the VIP, and an ICMP port unreachable from the real
+// server reaches the client as "connection refused".
+func TestUDPEchoAndICMPErrors(t *testing.T) {
+	e := setup(t, services("rr", 1, 1), "")
+	echo := netip.AddrPortFrom(lab.VIP, lab.EchoPort)
+	for range 2 {
+		reply, err := lab.UDPEcho(e.ctx(5*time.Second), e.top.Client, echo, "hello")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(reply, "saw "+lab.LIP2.String()+":") || !strings.HasSuffix(reply, ": hello") {
+			t.Fatalf("echo reply %q: want the RS to have seen LIP %v", reply, lab.LIP2)
+		}
+	}
+	c, err := lab.Dial(e.ctx(5*time.Second), e.top.Client, "udp4", netip.AddrPortFrom(lab.VIP, 9002).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(3 * time.Second))
+	c.Write([]byte("anyone?"))
+	_, err = c.Read(make([]byte, 100))
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Fatalf("read after sending to a port nobody listens on: %v; want connection refused (translated ICMP)", err)
+	}
+}
+
+// (e) Entries expire by their timeouts and their ports go back to the pool.
+func TestExpiryReturnsPortsToThePool(t *testing.T) {
+	svcs := `
+  - name: echo
+    vip: 172.25.254.100
+    port: 9001
+    protocol: udp
+    local_addresses: [172.25.84.11]
+    real_servers:
+      - {address: 10.20.1.2, port: 9001}
+  - name: web
+    vip: 172.25.254.100
+    port: 80
+    local_addresses: [172.25.84.10]
+    real_servers:
+      - {address: 10.20.1.2, port: 80}`
+	extra := `
+limits: {local_port_min: 6000, local_port_max: 6001}
+timeouts:
+  udp: 1s
+  tcp: {fin_wait: 1s, time_wait: 1s, close: 1s, close_wait: 1s, last_ack: 1s}
+`
+	e := setup(t, svcs, extra)
+	echoAddr := netip.AddrPortFrom(lab.VIP, lab.EchoPort)
+	lip := e.service("echo").LocalAddrs()[0]
+	talk := func() (net.Conn, error) {
+		c, err := lab.Dial(e.ctx(5*time.Second), e.top.Client, "udp4", echoAddr.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(time.Second))
+		c.Write([]byte("x"))
+		_, err = c.Read(make([]byte, 200))
+		return c, err
+	}
+	// Two local ports toward this RS: two flows fit, a third does not.
+	for i := range 2 {
+		c, err := talk()
+		if err != nil {
+			t.Fatalf("flow %d: %v", i, err)
+		}
+		defer c.Close()
+	}
+	if conns, _, _ := lip.Stats(); conns != 2 {
+		t.Fatalf("LIP holds %d connections, want 2", conns)
+	}
+	before := e.d.Balancer.Stats.Drop(nat.DropPortExhausted)
+	c, err := talk()
+	c.Close()
+	if err == nil {
+		t.Fatal("a third flow got through with only two local ports")
+	}
+	if e.d.Balancer.Stats.Drop(nat.DropPortExhausted) <= before {
+		t.Fatal("port exhaustion was not counted")
+	}
+	if !eventually(5*time.Second, func() bool { n, _, _ := lip.Stats(); return n == 0 && e.d.Balancer.Table().Len() == 0 }) {
+		n, _, _ := lip.Stats()
+		t.Fatalf("after the UDP timeout: LIP holds %d, table %d", n, e.d.Balancer.Table().Len())
+	}
+	if c, err := talk(); err != nil {
+		t.Fatalf("after expiry the ports should be free again: %v", err)
+	} else {
+		c.Close()
+	}
+	// TCP: a finished HTTP exchange goes through FIN states and expires.
+	hc := lab.HTTPClient(e.top.Client, 5*time.Second)
+	for range 3 {
+		e.get(hc)
+	}
+	if !eventually(5*time.Second, func() bool {
+		for _, ci := range e.d.Balancer.Table().Conns() {
+			if ci.Protocol == nat.TCP {
+				return false
+			}
+		}
+		return true
+	}) {
+		t.Fatalf("TCP entries left after their timeouts: %+v", e.d.Balancer.Table().Conns())
+	}
+	if _, expired := e.d.Balancer.Stats.Conns(); expired < 3+3 {
+		t.Fatalf("only %d connections expired", expired)
+	}
+}
+
+// (f) Ping to the VIP is answered (by tapvs's stack).
+func TestPingVIP(t *testing.T) {
+	e := setup(t, services("rr", 1, 1), "")
+	if _, err := lab.Ping(e.ctx(5*time.Second), e.top.Client, lab.VIP); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// (h) A weight-0 server gets no new connections; its open ones keep working.
+func TestWeightZeroDrains(t *testing.T) {
+	e := setup(t, services("rr", 1, 1), "")
+	keep := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		MaxIdleConnsPerHost: 1,
+		DialContext: func(ctx context.Context, network, a string) (net.Conn, error) {
+			return lab.Dial(ctx, e.top.Client, network, a)
+		},
+	}}
+	defer keep.CloseIdleConnections()
+	drained, saw := e.get(keep)
+	rsAddr := lab.RS1
+	if drained == "rs2" {
+		rsAddr = lab.RS2
+	}
+	if err := e.service("web").SetWeight(rsAddr, lab.HTTPPort, 0); err != nil {
+		t.Fatal(err)
+	}
+	short := lab.HTTPClient(e.top.Client, 5*time.Second)
+	for i := range 10 {
+		if rs, _ := e.get(short); rs == drained {
+			t.Fatalf("new connection %d went to the drained %s", i, rs)
+		}
+	}
+	for range 3 {
+		rs, again := e.get(keep)
+		if rs != drained || again != saw {
+			t.Fatalf("the open connection moved: %s %v, was %s %v", rs, again, drained, saw)
+		}
+	}
+}
+
+// (i) Malformed frames are counted and dropped without disturbing a flow
+// that is running at the same time.
+func TestMalformedFramesDropped(t *testing.T) {
+	e := setup(t, services("rr", 1, 1), "")
+	mac := net.HardwareAddr(e.d.Stack.Client.LinkAddress())
+	good := goodFrame(t, mac)
+	bad := map[string][]byte{}
+	mutate := func(name string, f func(b []byte) []byte) { bad[name] = f(append([]byte(nil), good...)) }
+	mutate("truncated IP header", func(b []byte) []byte { return b[:14+16] })
+	mutate("IHL below 5", func(b []byte) []byte { b[14] = 0x43; return b })
+	mutate("total length past the frame", func(b []byte) []byte { b[16], b[17] = 0x05, 0xdc; return b })
+	mutate("total length below the header", func(b []byte) []byte { b[16], b[17] = 0, 12; return b })
+	mutate("truncated TCP header", func(b []byte) []byte { b[16], b[17] = 0, 30; return b[:14+30] })
+	mutate("TCP data offset past the packet", func(b []byte) []byte { b[14+20+12] = 0xf0; return b })
+	mutate("TCP data offset below 5", func(b []byte) []byte { b[14+20+12] = 0x30; return b })
+
+	bulk := netip.AddrPortFrom(lab.VIP, lab.BulkPort)
+	done := make(chan error, 1)
+	go func() {
+		_, err := lab.Download(e.ctx(2*time.Minute), e.top.Client, bulk, 32<<20)
+		done <- err
+	}()
+	before := e.d.Balancer.Stats.Drop(nat.DropMalformed)
+	const rounds = 50
+	var frames [][]byte
+	for range rounds {
+		for _, f := range bad {
+			frames = append(frames, f)
+		}
+	}
+	if err := inject(e.top.Client, e.top.TapClient, frames...); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("the flow running during the garbage failed: %v", err)
+	}
+	want := before + uint64(len(frames))
+	if !eventually(2*time.Second, func() bool { return e.d.Balancer.Stats.Drop(nat.DropMalformed) >= want }) {
+		t.Fatalf("malformed drops %d, want %d", e.d.Balancer.Stats.Drop(nat.DropMalformed), want)
+	}
+	if e.d.Balancer.Stats.Drop(nat.DropMalformed) != want {
+		t.Fatalf("malformed drops %d, want exactly %d", e.d.Balancer.Stats.Drop(nat.DropMalformed), want)
+	}
+	hc := lab.HTTPClient(e.top.Client, 5*time.Second)
+	e.get(hc) // still serving
+}
+
+// goodFrame is a well-formed TCP SYN from the client to the VIP's port 80.
+func goodFrame(t *testing.T, dstMAC net.HardwareAddr) []byte {
+	eth := &layers.Ethernet{SrcMAC: net.HardwareAddr{2, 0, 0, 0, 0, 9}, DstMAC: dstMAC, EthernetType: layers.EthernetTypeIPv4}
+	ip := &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolTCP, SrcIP: lab.ClientAddr.Addr().AsSlice(), DstIP: lab.VIP.AsSlice()}
+	tcp := &layers.TCP{SrcPort: 33333, DstPort: 80, SYN: true, Seq: 1, Window: 1000}
+	tcp.SetNetworkLayerForChecksum(ip)
+	buf := gopacket.NewSerializeBuffer()
+	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, eth, ip, tcp, gopacket.Payload(make([]byte, 32))); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+func addr(ip net.IP) netip.Addr {
+	a, _ := netip.AddrFromSlice(ip.To4())
+	return a
+}
+
+func ifaceMAC(t *testing.T, ns, name string) string {
+	var mac string
+	if err := lab.InNetns(ns, func() error {
+		ifi, err := net.InterfaceByName(name)
+		if err != nil {
+			return err
+		}
+		mac = ifi.HardwareAddr.String()
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return mac
+}
+
+// Multi-queue TAPs: one reader per queue on each side, sharing the sharded
+// connection table; flows still balance exactly and bulk data arrives intact.
+func TestMultiQueueTAPs(t *testing.T) {
+	e := setupQ(t, 2, services("rr", 1, 1), "")
+	for _, ep := range []interface{ Stats() []netstack.QueueStats }{e.d.Stack.Client, e.d.Stack.Server} {
+		if n := len(ep.Stats()); n != 2 {
+			t.Fatalf("%d queues, want 2", n)
+		}
+	}
+	bulk := netip.AddrPortFrom(lab.VIP, lab.BulkPort)
+	errs := make(chan error, 4)
+	for range 2 {
+		go func() { _, err := lab.Upload(e.ctx(2*time.Minute), e.top.Client, bulk, 16<<20); errs <- err }()
+		go func() { _, err := lab.Download(e.ctx(2*time.Minute), e.top.Client, bulk, 16<<20); errs <- err }()
+	}
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	hc := lab.HTTPClient(e.top.Client, 5*time.Second)
+	for range 10 {
+		e.get(hc)
+	}
+	if a, b := e.rs[0].Requests.Load(), e.rs[1].Requests.Load(); a != 5 || b != 5 {
+		t.Fatalf("rs1 %d, rs2 %d requests; want 5 and 5", a, b)
+	}
+	var used [2]int
+	for i, ep := range []interface{ Stats() []netstack.QueueStats }{e.d.Stack.Client, e.d.Stack.Server} {
+		for q := range ep.Stats() {
+			if ep.Stats()[q].Received.Load() > 0 {
+				used[i]++
+			}
+		}
+	}
+	t.Logf("queues that received frames: client %d, server %d", used[0], used[1])
+}

@@ -1,0 +1,188 @@
+// Package e2e runs tapvs in network namespaces it builds itself and checks,
+// with real sockets and captures of what crosses the wire, that it does what
+// an LVS FULLNAT operator expects.
+package e2e
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tapvs/tapvs/config"
+	"github.com/tapvs/tapvs/daemon"
+	"github.com/tapvs/tapvs/lab"
+)
+
+// nsPrefix marks every namespace these tests make, so a run can remove what
+// a killed run left behind.
+const nsPrefix = "tvt"
+
+func TestMain(m *testing.M) {
+	if out, err := exec.Command("ip", "netns", "list").Output(); err == nil {
+		for _, line := range strings.Split(string(out), "\n") {
+			if f := strings.Fields(line); len(f) > 0 && strings.HasPrefix(f[0], nsPrefix) {
+				exec.Command("ip", "netns", "del", f[0]).Run()
+			}
+		}
+	}
+	os.Exit(m.Run())
+}
+
+// need stops a test that cannot run here: in CI (CI=true) that is a failure.
+func need(t *testing.T) {
+	t.Helper()
+	var why []string
+	if os.Geteuid() != 0 {
+		why = append(why, "not root")
+	}
+	if _, err := os.Stat("/dev/net/tun"); err != nil {
+		why = append(why, "no /dev/net/tun")
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		why = append(why, "no ip(8) (iproute2)")
+	}
+	if len(why) == 0 {
+		return
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("e2e cannot run in CI: %s", strings.Join(why, ", "))
+	}
+	t.Skipf("e2e needs root, /dev/net/tun and iproute2: %s (with CI=true this fails)", strings.Join(why, ", "))
+}
+
+// env is one lab: namespaces, tapvs, and the two real servers' backends.
+type env struct {
+	t   *testing.T
+	top *lab.Topology
+	d   *daemon.Daemon
+	rs  [2]*lab.Backend
+}
+
+const webServices = `
+  - name: web
+    vip: 172.25.254.100
+    port: 80
+    scheduler: %s
+    local_addresses: [172.25.84.10, 172.25.84.11]
+    real_servers:
+      - {address: 10.20.1.2, port: 80, weight: %d}
+      - {address: 10.20.2.2, port: 80, weight: %d}
+  - name: bulk
+    vip: 172.25.254.100
+    port: 9000
+    scheduler: rr
+    local_addresses: [172.25.84.10]
+    real_servers:
+      - {address: 10.20.1.2, port: 9000}
+      - {address: 10.20.2.2, port: 9000}
+  - name: echo
+    vip: 172.25.254.100
+    port: 9001
+    protocol: udp
+    scheduler: rr
+    local_addresses: [172.25.84.11]
+    real_servers:
+      - {address: 10.20.1.2, port: 9001}
+      - {address: 10.20.2.2, port: 9001}
+  - name: nobody-listens
+    vip: 172.25.254.100
+    port: 9002
+    protocol: udp
+    local_addresses: [172.25.84.11]
+    real_servers:
+      - {address: 10.20.1.2, port: 9002}`
+
+// defaultServices is the lab's service set with the web scheduler and weights given.
+func services(sched string, w1, w2 int) string { return fmt.Sprintf(webServices, sched, w1, w2) }
+
+// setup builds a lab running tapvs with the given services. Everything is
+// removed when the test ends, whatever its outcome.
+func setup(t *testing.T, svcs, extra string) *env { return setupQ(t, 1, svcs, extra) }
+
+// setupQ is setup with TAPs of several queues, each read by its own goroutine.
+func setupQ(t *testing.T, queues int, svcs, extra string) *env {
+	t.Helper()
+	need(t)
+	var rnd [2]byte
+	rand.Read(rnd[:])
+	prefix := nsPrefix + hex.EncodeToString(rnd[:])
+	top := lab.NewTopology(prefix, prefix+"c", prefix+"s")
+	top.Queues = queues
+	if err := top.Build(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := top.Destroy(); err != nil {
+			t.Errorf("teardown: %v", err)
+		}
+	})
+	cfg, err := config.Parse(top.Config(svcs, extra))
+	if err != nil {
+		t.Fatalf("config: %v", err)
+	}
+	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	d, err := daemon.Start(cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(d.Close)
+	if err := top.AddressTAPs(); err != nil {
+		t.Fatal(err)
+	}
+	e := &env{t: t, top: top, d: d}
+	for i, a := range []netip.Addr{lab.RS1, lab.RS2} {
+		b, err := lab.StartBackend(top.RS[i], fmt.Sprintf("rs%d", i+1), a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(b.Close)
+		e.rs[i] = b
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for {
+		err := d.Stack.ResolveAll(ctx)
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("real servers' next hop never resolved: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return e
+}
+
+// ctx is a context bounded for one step of a test.
+func (e *env) ctx(d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	e.t.Cleanup(cancel)
+	return ctx
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// eventually polls cond every 20ms for up to d.
+func eventually(d time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		if cond() {
+			return true
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return cond()
+}
