@@ -20,6 +20,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/tapvs/tapvs/csum"
 )
 
 // Verdict is what to do with a frame after Process.
@@ -362,14 +364,14 @@ func rewrite(p *pkt, src, dst *addr16, sport, dport uint16, ipDelta, l4Delta uin
 	b := p.b
 	copy(b[p.l3+12:p.l3+16], src[12:])
 	copy(b[p.l3+16:p.l3+20], dst[12:])
-	adjust(b[p.l3+10:], ipDelta)
+	csum.Adjust(b[p.l3+10:], ipDelta)
 	binary.BigEndian.PutUint16(b[p.l4:], sport)
 	binary.BigEndian.PutUint16(b[p.l4+2:], dport)
 	switch p.proto {
 	case protoTCP:
-		adjust(b[p.l4+16:], l4Delta)
+		csum.Adjust(b[p.l4+16:], l4Delta)
 	case protoUDP:
-		adjustUDP(b[p.l4+6:], l4Delta)
+		csum.AdjustUDP(b[p.l4+6:], l4Delta)
 	}
 }
 

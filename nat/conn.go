@@ -3,6 +3,8 @@ package nat
 import (
 	"sync/atomic"
 	"time"
+
+	"github.com/tapvs/tapvs/csum"
 )
 
 // TCP connection states, in IPVS's order (ipvsadm -lnc prints these names).
@@ -168,17 +170,17 @@ type Conn struct {
 // prepare computes the checksum deltas of both directions from the keys.
 func (c *Conn) prepare() {
 	// in: src client->LIP, dst VIP->RIP, sport cport->lport, dport vport->rport.
-	ip := sumReplace(0, c.in.src[12:], c.out.dst[12:])
-	ip = sumReplace(ip, c.in.dst[12:], c.out.src[12:])
-	l4 := sumReplace16(ip, c.in.sport, c.out.dport)
-	l4 = sumReplace16(l4, c.in.dport, c.out.sport)
-	c.inIPDelta, c.inL4Delta = fold(ip), fold(l4)
+	ip := csum.Replace(0, c.in.src[12:], c.out.dst[12:])
+	ip = csum.Replace(ip, c.in.dst[12:], c.out.src[12:])
+	l4 := csum.Replace16(ip, c.in.sport, c.out.dport)
+	l4 = csum.Replace16(l4, c.in.dport, c.out.sport)
+	c.inIPDelta, c.inL4Delta = csum.Fold(ip), csum.Fold(l4)
 	// out: src RIP->VIP, dst LIP->client, sport rport->vport, dport lport->cport.
-	ip = sumReplace(0, c.out.src[12:], c.in.dst[12:])
-	ip = sumReplace(ip, c.out.dst[12:], c.in.src[12:])
-	l4 = sumReplace16(ip, c.out.sport, c.in.dport)
-	l4 = sumReplace16(l4, c.out.dport, c.in.sport)
-	c.outIPDelta, c.outL4Delta = fold(ip), fold(l4)
+	ip = csum.Replace(0, c.out.src[12:], c.in.dst[12:])
+	ip = csum.Replace(ip, c.out.dst[12:], c.in.src[12:])
+	l4 = csum.Replace16(ip, c.out.sport, c.in.dport)
+	l4 = csum.Replace16(l4, c.out.dport, c.in.sport)
+	c.outIPDelta, c.outL4Delta = csum.Fold(ip), csum.Fold(l4)
 }
 
 // active reports whether the state counts as an active connection.

@@ -1,6 +1,10 @@
 package nat
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+
+	"github.com/tapvs/tapvs/csum"
+)
 
 // ICMP errors (destination unreachable, fragmentation needed, time exceeded,
 // parameter problem) quote the packet that caused them. When that packet
@@ -66,15 +70,15 @@ func (b *Balancer) icmp(side Side, p *pkt) Verdict {
 	}
 
 	// The quoted transport checksum, if quoted, moves with its pseudo-header.
-	d := sumReplace(0, q[12:16], qSrc[12:])
-	d = sumReplace(d, q[16:20], qDst[12:])
-	d = sumReplace16(d, binary.BigEndian.Uint16(ql4[0:]), qSport)
-	d = sumReplace16(d, binary.BigEndian.Uint16(ql4[2:]), qDport)
+	d := csum.Replace(0, q[12:16], qSrc[12:])
+	d = csum.Replace(d, q[16:20], qDst[12:])
+	d = csum.Replace16(d, binary.BigEndian.Uint16(ql4[0:]), qSport)
+	d = csum.Replace16(d, binary.BigEndian.Uint16(ql4[2:]), qDport)
 	if off := l4csumOff(qproto); len(ql4) >= off+2 {
 		if qproto == protoUDP {
-			adjustUDP(ql4[off:], fold(d))
+			csum.AdjustUDP(ql4[off:], csum.Fold(d))
 		} else {
-			adjust(ql4[off:], fold(d))
+			csum.Adjust(ql4[off:], csum.Fold(d))
 		}
 	}
 	copy(q[12:16], qSrc[12:])
@@ -82,14 +86,14 @@ func (b *Balancer) icmp(side Side, p *pkt) Verdict {
 	binary.BigEndian.PutUint16(ql4[0:], qSport)
 	binary.BigEndian.PutUint16(ql4[2:], qDport)
 	q[10], q[11] = 0, 0
-	binary.BigEndian.PutUint16(q[10:], checksum(q[:qihl], 0))
+	binary.BigEndian.PutUint16(q[10:], csum.Checksum(q[:qihl], 0))
 
 	ip := p.b[p.l3:p.l4]
 	copy(ip[12:16], outerSrc[12:])
 	copy(ip[16:20], outerDst[12:])
 	ip[10], ip[11] = 0, 0
-	binary.BigEndian.PutUint16(ip[10:], checksum(ip, 0))
+	binary.BigEndian.PutUint16(ip[10:], csum.Checksum(ip, 0))
 	ic[2], ic[3] = 0, 0
-	binary.BigEndian.PutUint16(ic[2:], checksum(ic, 0))
+	binary.BigEndian.PutUint16(ic[2:], csum.Checksum(ic, 0))
 	return Forward
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
+	"github.com/tapvs/tapvs/csum"
 )
 
 var (
@@ -123,7 +124,7 @@ func decode(t testing.TB, f *Frame) decoded {
 	d.tcp, _ = pk.Layer(layers.LayerTypeTCP).(*layers.TCP)
 	d.udp, _ = pk.Layer(layers.LayerTypeUDP).(*layers.UDP)
 	ip := raw[14 : 14+int(d.ip.IHL)*4]
-	if c := checksum(ip, 0); c != 0 {
+	if c := csum.Checksum(ip, 0); c != 0 {
 		t.Fatalf("IPv4 header checksum does not verify (residue %#04x)", c)
 	}
 	l4 := raw[14+int(d.ip.IHL)*4 : 14+int(d.ip.Length)]
@@ -135,7 +136,7 @@ func decode(t testing.TB, f *Frame) decoded {
 	if d.udp != nil && d.udp.Checksum == 0 {
 		return d
 	}
-	if c := checksum(l4, ps); c != 0 {
+	if c := csum.Checksum(l4, ps); c != 0 {
 		t.Fatalf("%v checksum does not verify (residue %#04x)", d.ip.Protocol, c)
 	}
 	return d
@@ -480,7 +481,7 @@ func TestICMPErrorsTranslated(t *testing.T) {
 		t.Fatalf("outer %v -> %v", outer.SrcIP, outer.DstIP)
 	}
 	icmp := pk.Layer(layers.LayerTypeICMPv4).(*layers.ICMPv4)
-	if checksum(f.Bytes()[34:], 0) != 0 || checksum(f.Bytes()[14:34], 0) != 0 {
+	if csum.Checksum(f.Bytes()[34:], 0) != 0 || csum.Checksum(f.Bytes()[14:34], 0) != 0 {
 		t.Fatal("outer checksums do not verify")
 	}
 	inner := gopacket.NewPacket(icmp.Payload, layers.LayerTypeIPv4, gopacket.Default)
@@ -489,7 +490,7 @@ func TestICMPErrorsTranslated(t *testing.T) {
 	if !iip.SrcIP.Equal(client.AsSlice()) || !iip.DstIP.Equal(vip.AsSlice()) || iudp.SrcPort != 40000 || iudp.DstPort != 80 {
 		t.Fatalf("quoted %v:%d -> %v:%d", iip.SrcIP, iudp.SrcPort, iip.DstIP, iudp.DstPort)
 	}
-	if checksum(icmp.Payload[:20], 0) != 0 {
+	if csum.Checksum(icmp.Payload[:20], 0) != 0 {
 		t.Fatal("quoted IP checksum does not verify")
 	}
 	// The quoted UDP checksum must verify against the client's own packet.

@@ -1,0 +1,93 @@
+// Package csum updates Internet checksums (RFC 1071) incrementally (RFC 1624).
+//
+// A rewrite that replaces 16-bit words m by m' changes a checksum HC to
+// HC' = ~(~HC + ~m + m'). Delta accumulates ~m + m' over every replaced word
+// of a packet (addresses, ports, sequence numbers, options) in a uint32, so a
+// packet's checksum is touched once however many fields change.
+package csum
+
+import "encoding/binary"
+
+// Fold reduces a 32-bit one's-complement accumulator to 16 bits.
+func Fold(s uint32) uint16 {
+	s = (s & 0xffff) + (s >> 16)
+	s = (s & 0xffff) + (s >> 16)
+	return uint16(s)
+}
+
+// Replace adds to acc the change of replacing old by new, 16 bits at a time.
+// old and new have the same even length.
+func Replace(acc uint32, old, new []byte) uint32 {
+	for i := 0; i+1 < len(old); i += 2 {
+		acc += uint32(^binary.BigEndian.Uint16(old[i:])) + uint32(binary.BigEndian.Uint16(new[i:]))
+	}
+	return acc
+}
+
+// Replace16 adds the change of one 16-bit word.
+func Replace16(acc uint32, old, new uint16) uint32 {
+	return acc + uint32(^old) + uint32(new)
+}
+
+// Replace32 adds the change of one 32-bit word (a sequence number, a
+// timestamp), as two 16-bit words.
+func Replace32(acc uint32, old, new uint32) uint32 {
+	return acc + uint32(^uint16(old>>16)) + uint32(new>>16) + uint32(^uint16(old)) + uint32(uint16(new))
+}
+
+// Put32 writes v at b[0:4] and adds the change to acc.
+func Put32(acc uint32, b []byte, v uint32) uint32 {
+	acc = Replace32(acc, binary.BigEndian.Uint32(b), v)
+	binary.BigEndian.PutUint32(b, v)
+	return acc
+}
+
+// Put16 writes v at b[0:2] and adds the change to acc.
+func Put16(acc uint32, b []byte, v uint16) uint32 {
+	acc = Replace16(acc, binary.BigEndian.Uint16(b), v)
+	binary.BigEndian.PutUint16(b, v)
+	return acc
+}
+
+// Adjust applies a folded delta to the checksum stored at b[0:2].
+func Adjust(b []byte, delta uint16) {
+	c := binary.BigEndian.Uint16(b)
+	binary.BigEndian.PutUint16(b, ^Fold(uint32(^c)+uint32(delta)))
+}
+
+// AdjustUDP is Adjust for a UDP checksum, where 0 means "no checksum" (IPv4)
+// and a computed 0 is sent as 0xffff (RFC 768).
+func AdjustUDP(b []byte, delta uint16) {
+	c := binary.BigEndian.Uint16(b)
+	if c == 0 {
+		return
+	}
+	n := ^Fold(uint32(^c) + uint32(delta))
+	if n == 0 {
+		n = 0xffff
+	}
+	binary.BigEndian.PutUint16(b, n)
+}
+
+// Sum adds b to a one's-complement accumulator.
+func Sum(b []byte, acc uint32) uint32 {
+	n := len(b) &^ 1
+	for i := 0; i < n; i += 2 {
+		acc += uint32(binary.BigEndian.Uint16(b[i:]))
+	}
+	if len(b)&1 == 1 {
+		acc += uint32(b[len(b)-1]) << 8
+	}
+	return acc
+}
+
+// Checksum is the Internet checksum of b, starting from initial (a
+// pseudo-header sum, or 0).
+func Checksum(b []byte, initial uint32) uint16 {
+	return ^Fold(Sum(b, initial))
+}
+
+// PseudoV4 is the sum of an IPv4 pseudo-header.
+func PseudoV4(src, dst []byte, proto uint8, length int) uint32 {
+	return Sum(src, Sum(dst, uint32(proto)+uint32(length)))
+}
