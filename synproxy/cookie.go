@@ -1,0 +1,156 @@
+// Package synproxy is tapvs's SYN proxy: stateless SYN cookies in Alibaba
+// LVS's layout, the TCP options of the proxied handshake, and the per-
+// connection translation of sequence numbers, SACK blocks, timestamps and
+// window scale once the real server has answered.
+//
+// The flow (DESIGN §3): a client's SYN is answered with a SYN-ACK whose ISN
+// is a cookie, and nothing is remembered. A client ACK whose ack-1 is a valid
+// cookie proves the handshake: only then is a connection made and a SYN sent
+// to the real server with the client's ISN and options. The real server's
+// SYN-ACK fixes the difference between its ISN and the cookie; from then on
+// every packet is translated so that neither end sees a foreign number.
+package synproxy
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"sync/atomic"
+	"time"
+
+	"github.com/dchest/siphash"
+)
+
+// MSSTable is LVS's list of MSS values a cookie can carry (4 bits of index).
+var MSSTable = [...]uint16{64, 256, 512, 536, 1024, 1280, 1440, 1452, 1460, 4312}
+
+// Options are the client's SYN options a cookie carries.
+type Options struct {
+	MSS    uint16 // rounded down to an MSSTable entry
+	WScale int8   // -1: the client did not offer window scaling
+	SACK   bool
+	TS     bool
+}
+
+const (
+	cookieBits = 24
+	cookieMask = 1<<cookieBits - 1
+	maxAge     = 4 // minutes a cookie stays valid, as LVS and Linux
+	noWScale   = 0xf
+)
+
+type keys struct{ k [2][2]uint64 }
+
+// Cookies makes and checks SYN cookies:
+//
+//	cookie = H(s,d,sp,dp,0,k0) + client_isn + (count<<24) +
+//	         ((H(s,d,sp,dp,count,k1) + data) & 0xFFFFFF)
+//
+// with count the minute, H SipHash-2-4 under per-process random keys, and
+// data: bits 12-15 the MSS index, 16-19 the client's window scale (15: none),
+// 20 timestamps, 21 SACK. The low 12 bits of data are zero, so a forged or
+// stale cookie is caught by them as well as by its age.
+type Cookies struct {
+	cur, prev atomic.Pointer[keys]
+	// Minute returns the current minute counter; tests replace it.
+	Minute func() uint32
+}
+
+// NewCookies returns a cookie jar with fresh random keys.
+func NewCookies() *Cookies {
+	c := &Cookies{Minute: func() uint32 { return uint32(time.Now().Unix() / 60) }}
+	c.Rotate()
+	c.prev.Store(c.cur.Load())
+	return c
+}
+
+// Rotate draws new keys. Cookies made under the previous keys stay valid
+// until the next rotation, so rotating more rarely than every maxAge minutes
+// never refuses a live handshake.
+func (c *Cookies) Rotate() {
+	var b [32]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic("synproxy: no randomness for cookie keys: " + err.Error())
+	}
+	k := &keys{}
+	for i := range 2 {
+		k.k[i] = [2]uint64{binary.LittleEndian.Uint64(b[16*i:]), binary.LittleEndian.Uint64(b[16*i+8:])}
+	}
+	if old := c.cur.Load(); old != nil {
+		c.prev.Store(old)
+	}
+	c.cur.Store(k)
+}
+
+// Flow is what a cookie is bound to: the client's addresses and ports as the
+// client sends them (client -> VIP), addresses in 16-byte form.
+type Flow struct {
+	Src, Dst     [16]byte
+	Sport, Dport uint16
+}
+
+func (k *keys) hash(f *Flow, count uint32, i int) uint32 {
+	var m [40]byte
+	copy(m[0:16], f.Src[:])
+	copy(m[16:32], f.Dst[:])
+	binary.LittleEndian.PutUint16(m[32:], f.Sport)
+	binary.LittleEndian.PutUint16(m[34:], f.Dport)
+	binary.LittleEndian.PutUint32(m[36:], count)
+	return uint32(siphash.Hash(k.k[i][0], k.k[i][1], m[:]))
+}
+
+// Make returns the cookie for a SYN with initial sequence number isn, and
+// the options as they will be remembered (MSS rounded down to the table).
+func (c *Cookies) Make(f *Flow, isn uint32, o Options) (uint32, Options) {
+	idx := 0
+	for i, m := range MSSTable {
+		if m <= o.MSS {
+			idx = i
+		}
+	}
+	o.MSS = MSSTable[idx]
+	ws := uint32(noWScale)
+	if o.WScale >= 0 {
+		o.WScale = min(o.WScale, 14)
+		ws = uint32(o.WScale)
+	}
+	data := uint32(idx)<<12 | ws<<16
+	if o.TS {
+		data |= 1 << 20
+	}
+	if o.SACK {
+		data |= 1 << 21
+	}
+	k := c.cur.Load()
+	count := c.Minute()
+	return k.hash(f, 0, 0) + isn + count<<cookieBits + (k.hash(f, count, 1)+data)&cookieMask, o
+}
+
+// Check validates the cookie of an ACK completing a handshake (cookie is the
+// ACK's ack-1, isn its seq-1) and returns the options it carried.
+func (c *Cookies) Check(f *Flow, isn, cookie uint32) (Options, bool) {
+	count := c.Minute()
+	for _, k := range [2]*keys{c.cur.Load(), c.prev.Load()} {
+		if o, ok := k.check(f, isn, cookie, count); ok {
+			return o, true
+		}
+	}
+	return Options{}, false
+}
+
+func (k *keys) check(f *Flow, isn, cookie, count uint32) (Options, bool) {
+	v := cookie - k.hash(f, 0, 0) - isn
+	diff := (count - v>>cookieBits) & (1<<(32-cookieBits) - 1)
+	if diff >= maxAge {
+		return Options{}, false
+	}
+	data := (v - k.hash(f, count-diff, 1)) & cookieMask
+	idx, ws := data>>12&0xf, int8(data>>16&0xf)
+	if data&0xfff != 0 || data>>22 != 0 || int(idx) >= len(MSSTable) || ws != noWScale && ws > 14 {
+		return Options{}, false
+	}
+	o := Options{MSS: MSSTable[idx], WScale: ws, SACK: data&(1<<21) != 0, TS: data&(1<<20) != 0}
+	if ws == noWScale {
+		o.WScale = -1
+	}
+	return o, true
+}

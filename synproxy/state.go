@@ -1,0 +1,138 @@
+package synproxy
+
+import (
+	"encoding/binary"
+	"sync"
+	"sync/atomic"
+
+	"github.com/tapvs/tapvs/csum"
+)
+
+// State is one proxied connection's handshake and translation.
+//
+// Until the real server answers, the client's packets are held (a few at
+// most) under mu. Established flips once, after which ToServer and ToClient
+// run lock-free on fields that no longer change.
+type State struct {
+	Opts        Options // the client's SYN options, from the cookie
+	ClientISN   uint32
+	Cookie      uint32 // the server ISN the client knows
+	TSOn        bool   // the client's ACK carried timestamps
+	ClientTSval uint32 // TSval of the client's handshake ACK: the SYN to the server carries it
+	OurTSval    uint32 // TSval of our SYN-ACK, echoed by the client's ACK
+	OurWScale   int8   // window scale our SYN-ACK announced; -1: none
+
+	established atomic.Bool
+	seqDelta    uint32 // cookie - server ISN
+	tsDelta     uint32 // our TSval - the server's TSval
+	tsTranslate bool   // both sides use timestamps
+	winOut      int8   // server->client window: shift left by this...
+	winOutR     int8   // ...then right by this
+	winIn       int8   // client->server window shift (server without scaling), 0: none
+
+	// Handshake, under mu.
+	mu        sync.Mutex
+	Queue     [][]byte // client frames held until the server answers
+	SYN       []byte   // the SYN sent to the server, for retries
+	Retries   int
+	NextRetry int64
+
+	stormLast atomic.Uint64
+	stormN    atomic.Uint32
+}
+
+// Lock and Unlock guard the handshake fields.
+func (s *State) Lock()   { s.mu.Lock() }
+func (s *State) Unlock() { s.mu.Unlock() }
+
+// Established reports whether the server's SYN-ACK has fixed the translation.
+func (s *State) Established() bool { return s.established.Load() }
+
+// Establish records the server's SYN-ACK: its ISN and options. The caller
+// holds the lock and sends the queued frames after.
+func (s *State) Establish(serverISN uint32, server Parsed) {
+	s.seqDelta = s.Cookie - serverISN
+	s.tsTranslate = s.TSOn && server.TS
+	if s.tsTranslate {
+		s.tsDelta = s.OurTSval - server.TSval
+	}
+	// Window scaling is in effect on a path only if both of its ends offered
+	// it. The client offered Opts.WScale, and we answered with OurWScale; the
+	// server got Opts.WScale in our SYN and answered with server.WScale.
+	clientScales := s.Opts.WScale >= 0 && s.OurWScale >= 0
+	serverScales := s.Opts.WScale >= 0 && server.WScale >= 0
+	var rsShift, ourShift int8
+	if serverScales {
+		rsShift = server.WScale
+	}
+	if clientScales {
+		ourShift = s.OurWScale
+	}
+	s.winOut, s.winOutR = rsShift, ourShift
+	if clientScales && !serverScales {
+		s.winIn = s.Opts.WScale
+	}
+	s.established.Store(true)
+}
+
+// ServerISN is the server's ISN once established.
+func (s *State) ServerISN() uint32 { return s.Cookie - s.seqDelta }
+
+// ToServer translates a client->server TCP header in place (ack, SACK
+// blocks, TSecr, window) and returns acc plus the checksum change.
+func (s *State) ToServer(tcp []byte, acc uint32) uint32 {
+	if tcp[13]&ACK != 0 {
+		acc = csum.Put32(acc, tcp[8:], binary.BigEndian.Uint32(tcp[8:])-s.seqDelta)
+	}
+	if s.winIn > 0 {
+		w := min(uint32(binary.BigEndian.Uint16(tcp[14:]))<<s.winIn, 0xffff)
+		acc = csum.Put16(acc, tcp[14:], uint16(w))
+	}
+	opts := tcp[20 : int(tcp[12]>>4)*4]
+	if len(opts) == 0 {
+		return acc
+	}
+	if s.tsTranslate {
+		if i := find(opts, optTS); i >= 0 {
+			acc = csum.Put32(acc, opts[i+6:], binary.BigEndian.Uint32(opts[i+6:])-s.tsDelta)
+		}
+	}
+	if i := find(opts, optSACK); i >= 0 {
+		l := int(opts[i+1])
+		for j := i + 2; j+4 <= i+l; j += 4 {
+			acc = csum.Put32(acc, opts[j:], binary.BigEndian.Uint32(opts[j:])-s.seqDelta)
+		}
+	}
+	return acc
+}
+
+// ToClient translates a server->client TCP header in place (seq, TSval,
+// window) and returns acc plus the checksum change. SACK blocks from the
+// server are in the client's own sequence space, which is not translated.
+func (s *State) ToClient(tcp []byte, acc uint32) uint32 {
+	acc = csum.Put32(acc, tcp[4:], binary.BigEndian.Uint32(tcp[4:])+s.seqDelta)
+	if s.winOut != s.winOutR {
+		w := uint32(binary.BigEndian.Uint16(tcp[14:])) << s.winOut >> s.winOutR
+		acc = csum.Put16(acc, tcp[14:], uint16(min(w, 0xffff)))
+	}
+	if s.tsTranslate && tcp[12]>>4 > 5 {
+		opts := tcp[20 : int(tcp[12]>>4)*4]
+		if i := find(opts, optTS); i >= 0 {
+			acc = csum.Put32(acc, opts[i+2:], binary.BigEndian.Uint32(opts[i+2:])+s.tsDelta)
+		}
+	}
+	return acc
+}
+
+// Storm reports whether a pure ACK from the server repeats the same seq/ack
+// more than limit times in a row: an ACK storm, dropped (LVS's guard against
+// two ends disagreeing about sequence numbers forever).
+func (s *State) Storm(seq, ack uint32, limit uint32) bool {
+	v := uint64(seq)<<32 | uint64(ack)
+	if s.stormLast.Load() != v {
+		s.stormLast.Store(v)
+		s.stormN.Store(0)
+		return false
+	}
+	return s.stormN.Add(1) >= limit
+}

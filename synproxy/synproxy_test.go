@@ -1,0 +1,277 @@
+package synproxy
+
+import (
+	"encoding/binary"
+	"math/rand/v2"
+	"net/netip"
+	"testing"
+
+	"github.com/tapvs/tapvs/csum"
+)
+
+var flow = Flow{
+	Src: netip.MustParseAddr("172.25.254.1").As16(), Dst: netip.MustParseAddr("172.25.254.100").As16(),
+	Sport: 40000, Dport: 80,
+}
+
+func TestCookieRoundTripsEveryOption(t *testing.T) {
+	c := NewCookies()
+	minute := uint32(1000)
+	c.Minute = func() uint32 { return minute }
+	for idx, mss := range MSSTable {
+		for ws := int8(-1); ws <= 14; ws++ {
+			for bits := range 4 {
+				in := Options{MSS: mss + uint16(idx%2), WScale: ws, SACK: bits&1 != 0, TS: bits&2 != 0}
+				isn := rand.Uint32()
+				cookie, kept := c.Make(&flow, isn, in)
+				if kept.MSS != mss {
+					t.Fatalf("MSS %d kept as %d, want %d", in.MSS, kept.MSS, mss)
+				}
+				got, ok := c.Check(&flow, isn, cookie)
+				if !ok || got != kept {
+					t.Fatalf("%+v: check gave %+v %v", kept, got, ok)
+				}
+			}
+		}
+	}
+}
+
+func TestCookieMSSRoundsDown(t *testing.T) {
+	c := NewCookies()
+	for _, tc := range []struct{ in, want uint16 }{{1459, 1452}, {9000, 4312}, {10, 64}, {536, 536}, {1461, 1460}} {
+		_, o := c.Make(&flow, 1, Options{MSS: tc.in, WScale: -1})
+		if o.MSS != tc.want {
+			t.Errorf("MSS %d -> %d, want %d", tc.in, o.MSS, tc.want)
+		}
+	}
+}
+
+func TestCookieExpires(t *testing.T) {
+	c := NewCookies()
+	start := uint32(0xfffffffe) // the counter wraps inside the window
+	minute := start
+	c.Minute = func() uint32 { return minute }
+	cookie, _ := c.Make(&flow, 7, Options{MSS: 1460, WScale: 7})
+	for age := uint32(0); age < 4; age++ {
+		minute = start + age
+		if _, ok := c.Check(&flow, 7, cookie); !ok {
+			t.Fatalf("refused at age %d minutes", age)
+		}
+	}
+	minute = start + 4
+	if _, ok := c.Check(&flow, 7, cookie); ok {
+		t.Fatal("accepted at 4 minutes")
+	}
+}
+
+func TestCookieTamperRefused(t *testing.T) {
+	c := NewCookies()
+	isn := uint32(123456)
+	cookie, _ := c.Make(&flow, isn, Options{MSS: 1460, WScale: 7, SACK: true, TS: true})
+	accepted := 0
+	// Bits 12-21 carry the options and are only range-checked (as in LVS and
+	// Linux): a flip there can name another valid option set. Every other bit
+	// is covered by the zero check, the age and the keyed hash.
+	for bit := range 32 {
+		if bit >= 12 && bit <= 21 {
+			continue
+		}
+		if _, ok := c.Check(&flow, isn, cookie^1<<bit); ok {
+			accepted++
+		}
+	}
+	other := flow
+	other.Sport++
+	if _, ok := c.Check(&other, isn, cookie); ok {
+		accepted++
+	}
+	if _, ok := c.Check(&flow, isn+1, cookie); ok {
+		accepted++
+	}
+	if accepted != 0 {
+		t.Fatalf("%d tampered cookies accepted", accepted)
+	}
+	// Random cookies: the 12 zero bits and the option ranges refuse nearly all.
+	forged := 0
+	for range 100000 {
+		if _, ok := c.Check(&flow, isn, rand.Uint32()); ok {
+			forged++
+		}
+	}
+	if forged > 20 { // expect about 100000 * 4/256 * 1/4096 * 10/16 ≈ 0.2
+		t.Fatalf("%d of 100000 random cookies accepted", forged)
+	}
+}
+
+func TestCookieSurvivesOneRotation(t *testing.T) {
+	c := NewCookies()
+	cookie, _ := c.Make(&flow, 1, Options{MSS: 1460, WScale: -1})
+	c.Rotate()
+	if _, ok := c.Check(&flow, 1, cookie); !ok {
+		t.Fatal("refused after one rotation")
+	}
+	c.Rotate()
+	if _, ok := c.Check(&flow, 1, cookie); ok {
+		t.Fatal("accepted after two rotations")
+	}
+}
+
+func TestOptionsWriteParse(t *testing.T) {
+	for _, o := range []SynOptions{
+		{MSS: 1460, WScale: 7, SACKPerm: true, TS: true, TSval: 0xdeadbeef, TSecr: 42},
+		{MSS: 536, WScale: -1},
+		{MSS: 1400, WScale: 0, SACKPerm: true},
+		{MSS: 1400, WScale: 14, TS: true, TSval: 1},
+	} {
+		var b [20]byte
+		n := o.Write(b[:])
+		if n%4 != 0 || n > 20 {
+			t.Fatalf("length %d", n)
+		}
+		p, ok := Parse(b[:n])
+		if !ok || p.MSS != o.MSS || p.WScale != o.WScale || p.SACKPerm != o.SACKPerm || p.TS != o.TS || p.TSval != o.TSval || p.TSecr != o.TSecr {
+			t.Fatalf("%+v -> %+v %v", o, p, ok)
+		}
+	}
+	if _, ok := Parse([]byte{2, 4, 5}); ok {
+		t.Fatal("truncated MSS option accepted")
+	}
+	if _, ok := Parse([]byte{8, 1}); ok {
+		t.Fatal("option length 1 accepted")
+	}
+}
+
+// tcpHeader builds a TCP header with NOP NOP TS and an optional SACK option,
+// and a valid checksum over a pseudo-header.
+func tcpHeader(seq, ack, tsval, tsecr uint32, sack []uint32, win uint16) []byte {
+	opts := []byte{1, 1, 8, 10, 0, 0, 0, 0, 0, 0, 0, 0}
+	binary.BigEndian.PutUint32(opts[4:], tsval)
+	binary.BigEndian.PutUint32(opts[8:], tsecr)
+	if len(sack) > 0 {
+		opts = append(opts, 1, 1, 5, byte(2+4*len(sack)))
+		for _, e := range sack {
+			opts = binary.BigEndian.AppendUint32(opts, e)
+		}
+	}
+	h := make([]byte, 20, 20+len(opts))
+	binary.BigEndian.PutUint32(h[4:], seq)
+	binary.BigEndian.PutUint32(h[8:], ack)
+	h[12] = byte((20+len(opts))/4) << 4
+	h[13] = ACK
+	binary.BigEndian.PutUint16(h[14:], win)
+	h = append(h, opts...)
+	binary.BigEndian.PutUint16(h[16:], csum.Checksum(h, pseudo))
+	return h
+}
+
+const pseudo = 0x1234
+
+func verify(t *testing.T, h []byte) {
+	t.Helper()
+	if c := csum.Checksum(h, pseudo); c != 0 {
+		t.Fatalf("checksum does not verify after translation (residue %#x)", c)
+	}
+}
+
+func established(t *testing.T, serverISN, serverTS uint32) *State {
+	s := &State{Opts: Options{MSS: 1460, WScale: 7, SACK: true, TS: true}, ClientISN: 100,
+		Cookie: 0xfffffff0, TSOn: true, ClientTSval: 5000, OurTSval: 0xfffffff0, OurWScale: 7}
+	s.Establish(serverISN, Parsed{WScale: 7, SACKPerm: true, TS: true, TSval: serverTS, TSecr: 5000})
+	return s
+}
+
+func TestTranslationWrapsAndCoversSACKAndTimestamps(t *testing.T) {
+	// The cookie sits just below 2^32 and the server's ISN just above 0, so
+	// translated numbers wrap in both directions.
+	s := established(t, 0x20, 0x10)
+	ck := s.Cookie // 0xfffffff0: just below 2^32
+	if s.ServerISN() != 0x20 {
+		t.Fatal("server ISN")
+	}
+	// Client -> server: ack, every SACK edge and TSecr move back by the deltas.
+	h := tcpHeader(101, ck+1+3000, 6000, ck+7, []uint32{ck + 5000, ck + 6000, ck + 9000, ck + 9500}, 1000)
+	csum.Adjust(h[16:], csum.Fold(s.ToServer(h, 0)))
+	verify(t, h)
+	if got := binary.BigEndian.Uint32(h[8:]); got != 0x20+1+3000 {
+		t.Fatalf("ack %#x", got)
+	}
+	if got := binary.BigEndian.Uint32(h[20+8:]); got != 0x10+7 {
+		t.Fatalf("TSecr %#x, want the server's own clock %#x", got, 0x10+7)
+	}
+	for i, want := range []uint32{0x20 + 5000, 0x20 + 6000, 0x20 + 9000, 0x20 + 9500} {
+		if got := binary.BigEndian.Uint32(h[20+16+4*i:]); got != want {
+			t.Fatalf("SACK edge %d %#x, want %#x", i, got, want)
+		}
+	}
+	if binary.BigEndian.Uint32(h[4:]) != 101 || binary.BigEndian.Uint32(h[20+4:]) != 6000 {
+		t.Fatal("client's own numbers changed")
+	}
+	// Server -> client: seq and TSval move forward.
+	h = tcpHeader(0x20+1, 101, 0x10+50, 6000, []uint32{200, 300}, 1000)
+	csum.Adjust(h[16:], csum.Fold(s.ToClient(h, 0)))
+	verify(t, h)
+	if got := binary.BigEndian.Uint32(h[4:]); got != ck+1 {
+		t.Fatalf("seq %#x", got)
+	}
+	if got := binary.BigEndian.Uint32(h[20+4:]); got != ck+50 {
+		t.Fatalf("TSval %#x", got)
+	}
+	if binary.BigEndian.Uint32(h[20+16:]) != 200 || binary.BigEndian.Uint32(h[8:]) != 101 {
+		t.Fatal("client-space numbers changed")
+	}
+}
+
+func TestWindowScaleMismatch(t *testing.T) {
+	s := &State{Opts: Options{WScale: 7}, Cookie: 1, OurWScale: 7}
+	s.Establish(1, Parsed{WScale: 9}) // the server scales by 9, the client expects 7
+	h := tcpHeader(1, 1, 0, 0, nil, 100)
+	csum.Adjust(h[16:], csum.Fold(s.ToClient(h, 0)))
+	verify(t, h)
+	if w := binary.BigEndian.Uint16(h[14:]); w != 400 {
+		t.Fatalf("window %d, want 400 (100<<9>>7)", w)
+	}
+	s = &State{Opts: Options{WScale: 7}, Cookie: 1, OurWScale: 7}
+	s.Establish(1, Parsed{WScale: -1}) // the server does not scale at all
+	for _, tc := range []struct{ in, want uint16 }{{100, 12800}, {1000, 0xffff}} {
+		h = tcpHeader(1, 1, 0, 0, nil, tc.in)
+		csum.Adjust(h[16:], csum.Fold(s.ToServer(h, 0)))
+		verify(t, h)
+		if w := binary.BigEndian.Uint16(h[14:]); w != tc.want {
+			t.Fatalf("client window %d to an unscaled server: %d, want %d (<<7, clamped)", tc.in, w, tc.want)
+		}
+	}
+}
+
+func TestStorm(t *testing.T) {
+	var s State
+	for i := range 10 { // seen 10 times: still passed
+		if s.Storm(1, 2, 10) {
+			t.Fatalf("storm after %d", i)
+		}
+	}
+	if !s.Storm(1, 2, 10) || !s.Storm(1, 2, 10) {
+		t.Fatal("no storm after 10 repeats")
+	}
+	if s.Storm(1, 3, 10) {
+		t.Fatal("a new ack is not a storm")
+	}
+}
+
+func BenchmarkCookieMake(b *testing.B) {
+	c := NewCookies()
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		c.Make(&flow, uint32(i), Options{MSS: 1460, WScale: 7, SACK: true, TS: true})
+	}
+}
+
+func BenchmarkCookieCheck(b *testing.B) {
+	c := NewCookies()
+	cookie, _ := c.Make(&flow, 1, Options{MSS: 1460, WScale: 7, SACK: true, TS: true})
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		if _, ok := c.Check(&flow, 1, cookie); !ok {
+			b.Fatal("refused")
+		}
+	}
+}
