@@ -31,6 +31,7 @@ type raw struct {
 		LocalPortMax   int `mapstructure:"local_port_max"`
 	} `mapstructure:"limits"`
 	Timeouts rawTimeouts `mapstructure:"timeouts"`
+	Synproxy rawSynproxy `mapstructure:"synproxy"`
 	Sweep    string      `mapstructure:"sweep_interval"`
 	Log      struct {
 		Level  string `mapstructure:"level"`
@@ -58,6 +59,17 @@ type rawTimeouts struct {
 	UDP string            `mapstructure:"udp"`
 }
 
+type rawSynproxy struct {
+	MSS           int    `mapstructure:"mss"`
+	WScale        int    `mapstructure:"wscale"`
+	SACK          bool   `mapstructure:"sack"`
+	Timestamps    bool   `mapstructure:"timestamps"`
+	MaxQueued     int    `mapstructure:"max_queued"`
+	SYNRetries    int    `mapstructure:"syn_retries"`
+	RetryInterval string `mapstructure:"retry_interval"`
+	AckStorm      int    `mapstructure:"ack_storm"`
+}
+
 type rawService struct {
 	Name           string      `mapstructure:"name"`
 	VIP            string      `mapstructure:"vip"`
@@ -67,6 +79,7 @@ type rawService struct {
 	LocalAddresses []string    `mapstructure:"local_addresses"`
 	RealServers    []rawRS     `mapstructure:"real_servers"`
 	Timeouts       rawTimeouts `mapstructure:"timeouts"`
+	Synproxy       bool        `mapstructure:"synproxy"`
 }
 
 type rawRS struct {
@@ -83,6 +96,7 @@ type Config struct {
 	PortMin        uint16
 	PortMax        uint16
 	Timeouts       nat.Timeouts
+	Synproxy       nat.SynproxyConfig
 	Sweep          time.Duration
 	LogLevel       string
 	LogFormat      string
@@ -115,6 +129,7 @@ type Service struct {
 	LocalAddresses []netip.Addr
 	RealServers    []RealServer
 	Timeouts       nat.Timeouts
+	Synproxy       bool
 }
 
 // RealServer is one real server of a service.
@@ -161,6 +176,15 @@ func setDefaults(v *viper.Viper) {
 	v.SetDefault("limits.local_port_min", 5000)
 	v.SetDefault("limits.local_port_max", 65535)
 	v.SetDefault("sweep_interval", "1s")
+	sp := nat.DefaultSynproxy()
+	v.SetDefault("synproxy.mss", 0) // 0: the server side's MTU - 40
+	v.SetDefault("synproxy.wscale", sp.WScale)
+	v.SetDefault("synproxy.sack", sp.SACK)
+	v.SetDefault("synproxy.timestamps", sp.Timestamps)
+	v.SetDefault("synproxy.max_queued", sp.MaxQueued)
+	v.SetDefault("synproxy.syn_retries", sp.SYNRetries)
+	v.SetDefault("synproxy.retry_interval", sp.RetryInterval.String())
+	v.SetDefault("synproxy.ack_storm", sp.AckStorm)
 	v.SetDefault("log.level", "info")
 	v.SetDefault("log.format", "text")
 }
@@ -213,6 +237,7 @@ func validate(r *raw) (*Config, error) {
 	default:
 		e.add("log.format", "%q is not one of text, json", r.Log.Format)
 	}
+	c.Synproxy = synproxyConfig(&e, r.Synproxy, c.Server.MTU)
 	if len(r.Services) == 0 {
 		e.add("services", "no service is configured")
 	}
@@ -287,6 +312,40 @@ func iface(e *errs, f string, r rawIface) Interface {
 	return i
 }
 
+func synproxyConfig(e *errs, r rawSynproxy, serverMTU int) nat.SynproxyConfig {
+	c := nat.SynproxyConfig{SACK: r.SACK, Timestamps: r.Timestamps}
+	mss := r.MSS
+	if mss == 0 {
+		mss = serverMTU - 40
+	}
+	if mss < 64 || mss > 65495 {
+		e.add("synproxy.mss", "%d is not an MSS (64-65495)", mss)
+	}
+	c.MSS = uint16(mss)
+	if r.WScale < -1 || r.WScale > 14 {
+		e.add("synproxy.wscale", "%d is not a window scale (0-14, or -1 for none)", r.WScale)
+	}
+	c.WScale = int8(r.WScale)
+	if r.MaxQueued < 1 || r.MaxQueued > 64 {
+		e.add("synproxy.max_queued", "%d is out of range 1-64", r.MaxQueued)
+	}
+	c.MaxQueued = r.MaxQueued
+	if r.SYNRetries < 0 || r.SYNRetries > 10 {
+		e.add("synproxy.syn_retries", "%d is out of range 0-10", r.SYNRetries)
+	}
+	c.SYNRetries = r.SYNRetries
+	if d, err := time.ParseDuration(r.RetryInterval); err != nil || d < 10*time.Millisecond {
+		e.add("synproxy.retry_interval", "%q is not a duration of at least 10ms", r.RetryInterval)
+	} else {
+		c.RetryInterval = d
+	}
+	if r.AckStorm < 2 {
+		e.add("synproxy.ack_storm", "%d must be at least 2", r.AckStorm)
+	}
+	c.AckStorm = uint32(r.AckStorm)
+	return c
+}
+
 func port(e *errs, f string, p int) (uint16, bool) {
 	if p < 1 || p > 65535 {
 		e.add(f, "%d is not a port", p)
@@ -318,7 +377,7 @@ func timeouts(e *errs, f string, r rawTimeouts, base nat.Timeouts) nat.Timeouts 
 }
 
 func service(e *errs, f string, r rawService, base nat.Timeouts) Service {
-	s := Service{Name: r.Name, Scheduler: r.Scheduler}
+	s := Service{Name: r.Name, Scheduler: r.Scheduler, Synproxy: r.Synproxy}
 	if s.Scheduler == "" {
 		s.Scheduler = "wlc" // ipvsadm's default
 	}
@@ -341,6 +400,9 @@ func service(e *errs, f string, r rawService, base nat.Timeouts) Service {
 		e.add(f+".protocol", "%v", err)
 	} else {
 		s.Protocol = p
+		if r.Synproxy && p != nat.TCP {
+			e.add(f+".synproxy", "only a TCP service can have a SYN proxy")
+		}
 	}
 	if len(r.LocalAddresses) == 0 {
 		e.add(f+".local_addresses", "FULLNAT needs at least one local address")

@@ -66,7 +66,9 @@ func Start(cfg *config.Config, log *slog.Logger) (_ *Daemon, err error) {
 	bal, err := nat.New(nat.Config{
 		MaxConns: cfg.MaxConns, PortMin: cfg.PortMin, PortMax: cfg.PortMax, Timeouts: cfg.Timeouts,
 		ClientMAC: nics[0].MAC, ServerMAC: nics[1].MAC,
-		Resolve: func(d *nat.Dest) { st.RequestResolve(d) },
+		Resolve:  func(d *nat.Dest) { st.RequestResolve(d) },
+		Transmit: func(out nat.Side, frame []byte) { st.Transmit(out, frame) },
+		Synproxy: cfg.Synproxy,
 	})
 	if err != nil {
 		return nil, err
@@ -74,7 +76,7 @@ func Start(cfg *config.Config, log *slog.Logger) (_ *Daemon, err error) {
 	vips, lips := map[netip.Addr]bool{}, map[netip.Addr]bool{}
 	for i, sc := range cfg.Services {
 		to := sc.Timeouts
-		svc, err := bal.AddService(nat.ServiceConfig{Name: sc.Name, Addr: sc.VIP, Port: sc.Port, Protocol: sc.Protocol, Scheduler: sc.Scheduler, Timeouts: &to})
+		svc, err := bal.AddService(nat.ServiceConfig{Name: sc.Name, Addr: sc.VIP, Port: sc.Port, Protocol: sc.Protocol, Scheduler: sc.Scheduler, Timeouts: &to, Synproxy: sc.Synproxy})
 		if err != nil {
 			return nil, fmt.Errorf("services[%d]: %w", i, err)
 		}

@@ -30,6 +30,8 @@ type Verdict uint8
 const (
 	Pass    Verdict = iota // not the balancer's: give it to the stack
 	Forward                // rewritten in place: send it out the other side
+	Reply                  // rewritten into an answer: send it back out the side it came from
+	Stolen                 // kept or already sent by the balancer (netfilter's NF_STOLEN)
 	Drop                   // counted in Stats and dropped
 )
 
@@ -59,6 +61,10 @@ type Config struct {
 	// Resolve is asked to (re)resolve a server's next hop when a packet finds
 	// it unknown. It must not block.
 	Resolve func(*Dest)
+	// Transmit sends a frame the balancer makes itself (SYN retries, RSTs,
+	// held packets) out of side out. The frame may be reused once it returns.
+	Transmit func(out Side, frame []byte)
+	Synproxy SynproxyConfig
 }
 
 // maxPortTries bounds the search for a free local port on one LIP.
@@ -73,6 +79,7 @@ type Balancer struct {
 	Stats Stats
 
 	sweepBuf []*Conn
+	sp       synproxyState
 }
 
 // serviceSet is an immutable snapshot of what the packet path looks up.
@@ -94,7 +101,12 @@ func New(cfg Config) (*Balancer, error) {
 	if cfg.Resolve == nil {
 		cfg.Resolve = func(*Dest) {}
 	}
+	if cfg.Transmit == nil {
+		cfg.Transmit = func(Side, []byte) {}
+	}
+	cfg.Synproxy.setDefaults()
 	b := &Balancer{cfg: cfg, table: newTable(cfg.MaxConns)}
+	b.sp.init()
 	b.set.Store(&serviceSet{byKey: map[svcKey]*Service{}, vips: map[addr16]struct{}{}, lips: map[addr16]struct{}{}})
 	return b, nil
 }
@@ -110,6 +122,7 @@ type ServiceConfig struct {
 	Protocol  Protocol
 	Scheduler string
 	Timeouts  *Timeouts // nil: the balancer's defaults
+	Synproxy  bool      // answer SYNs with cookies; open the server side after the handshake
 }
 
 // AddService adds a virtual service with no real servers and no local
@@ -131,6 +144,7 @@ func (b *Balancer) AddService(sc ServiceConfig) (*Service, error) {
 		timeouts:  &to,
 		schedName: sc.Scheduler,
 	}
+	s.synproxy.Store(sc.Synproxy)
 	s.dests.Store(&destSet{sched: newScheduler(sc.Scheduler, nil)})
 	s.laddrs.Store(&[]*LocalAddr{})
 	b.mu.Lock()
@@ -198,27 +212,20 @@ func (b *Balancer) Process(side Side, f *Frame) Verdict {
 	if !p.l4ok() {
 		return b.Stats.drop(DropMalformed)
 	}
-	var v Verdict
 	switch p.proto {
 	case protoTCP, protoUDP:
 		if side == ClientSide {
-			v = b.fromClient(set, &p, &dst)
-		} else {
-			v = b.fromServer(&p, &dst)
+			return b.fromClient(set, &p, &dst, f)
 		}
+		return b.fromServer(&p, &dst, f)
 	case protoICMP:
-		v = b.icmp(side, &p)
-	default:
-		return Pass
+		return b.icmp(side, &p, f)
 	}
-	if v == Forward {
-		f.Len = len(p.b)
-	}
-	return v
+	return Pass
 }
 
 // fromClient handles client -> VIP.
-func (b *Balancer) fromClient(set *serviceSet, p *pkt, dst *addr16) Verdict {
+func (b *Balancer) fromClient(set *serviceSet, p *pkt, dst *addr16, f *Frame) Verdict {
 	key := tupleKey{src: v4in16(p.src()), dst: *dst, sport: p.sport(), dport: p.dport(), proto: Protocol(p.proto)}
 	var flags uint8
 	if p.proto == protoTCP {
@@ -226,25 +233,41 @@ func (b *Balancer) fromClient(set *serviceSet, p *pkt, dst *addr16) Verdict {
 	}
 	c := b.table.lookup(&key)
 	if c == nil {
+		svc := set.byKey[svcKey{addr: key.dst, port: key.dport, proto: key.proto}]
+		if svc == nil {
+			return b.Stats.drop(DropNoService)
+		}
+		if key.proto == TCP && svc.synproxy.Load() {
+			return b.synproxyOpen(svc, key, p, flags, f)
+		}
 		var v Verdict
-		if c, v = b.newConn(set, key, p, flags); c == nil {
+		if c, v = b.newConn(svc, key, p, flags); c == nil {
 			return v
 		}
+	} else if c.sp != nil {
+		return b.synproxyFromClient(c, p, flags, f)
 	}
 	c.touch(dirIn, flags, b.table.now.Load())
+	return b.forwardIn(c, p, f, c.inL4Delta)
+}
+
+// forwardIn rewrites client -> VIP into LIP -> RIP, with l4Delta the
+// transport checksum change (the connection's, plus any synproxy change).
+func (b *Balancer) forwardIn(c *Conn, p *pkt, f *Frame, l4Delta uint16) Verdict {
 	mac := c.dest.mac.Load()
 	if mac == 0 {
 		b.cfg.Resolve(c.dest)
 		return b.Stats.drop(DropNoNeighbor)
 	}
-	rewrite(p, &c.out.dst, &c.out.src, c.out.dport, c.out.sport, c.inIPDelta, c.inL4Delta)
+	rewrite(p, &c.out.dst, &c.out.src, c.out.dport, c.out.sport, c.inIPDelta, l4Delta)
 	putMAC(p.b[0:6], mac)
 	copy(p.b[6:12], b.cfg.ServerMAC[:])
+	f.Len = len(p.b)
 	return Forward
 }
 
 // fromServer handles real server -> LIP.
-func (b *Balancer) fromServer(p *pkt, dst *addr16) Verdict {
+func (b *Balancer) fromServer(p *pkt, dst *addr16, f *Frame) Verdict {
 	key := tupleKey{src: v4in16(p.src()), dst: *dst, sport: p.sport(), dport: p.dport(), proto: Protocol(p.proto)}
 	c := b.table.lookup(&key)
 	if c == nil {
@@ -254,24 +277,46 @@ func (b *Balancer) fromServer(p *pkt, dst *addr16) Verdict {
 	if p.proto == protoTCP {
 		flags = p.tcpFlags()
 	}
+	l4Delta := c.outL4Delta
+	if c.sp != nil {
+		if !c.sp.Established() {
+			return b.synproxyServerHandshake(c, p, flags, f)
+		}
+		var ok bool
+		if l4Delta, ok = b.synproxyToClient(c, p, flags); !ok {
+			return b.Stats.drop(DropAckStorm)
+		}
+	}
 	c.touch(dirOut, flags, b.table.now.Load())
-	rewrite(p, &c.in.dst, &c.in.src, c.in.dport, c.in.sport, c.outIPDelta, c.outL4Delta)
+	rewrite(p, &c.in.dst, &c.in.src, c.in.dport, c.in.sport, c.outIPDelta, l4Delta)
 	copy(p.b[0:6], c.clientMAC[:])
 	copy(p.b[6:12], b.cfg.ClientMAC[:])
+	f.Len = len(p.b)
 	return Forward
 }
 
 // newConn makes the connection for the first packet of a flow to a VIP.
 // key is taken by value: the scheduler is behind an interface, and a pointer
 // into the caller's frame would move every packet's key to the heap.
-func (b *Balancer) newConn(set *serviceSet, key tupleKey, p *pkt, flags uint8) (*Conn, Verdict) {
-	svc := set.byKey[svcKey{addr: key.dst, port: key.dport, proto: key.proto}]
-	if svc == nil {
-		return nil, b.Stats.drop(DropNoService)
-	}
+func (b *Balancer) newConn(svc *Service, key tupleKey, p *pkt, flags uint8) (*Conn, Verdict) {
 	if key.proto == TCP && flags&(tcpFlagSYN|tcpFlagACK|tcpFlagRST|tcpFlagFIN) != tcpFlagSYN {
 		return nil, b.Stats.drop(DropNotSYN)
 	}
+	c, v := b.schedule(svc, key, p)
+	if c == nil {
+		return nil, v
+	}
+	state := stNone
+	if key.proto == UDP {
+		state = stUDP
+	}
+	return b.publishConn(c, state, b.table.now.Load()+c.timeout(state))
+}
+
+// schedule makes a connection for key: a table slot, a real server from the
+// scheduler, a LIP and local port. It is not in the table under its client
+// key yet.
+func (b *Balancer) schedule(svc *Service, key tupleKey, p *pkt) (*Conn, Verdict) {
 	if b.table.count.Add(1) > b.table.max {
 		b.table.count.Add(-1)
 		return nil, b.Stats.drop(DropTableFull)
@@ -294,21 +339,26 @@ func (b *Balancer) newConn(set *serviceSet, key tupleKey, p *pkt, flags uint8) (
 		return nil, b.Stats.drop(DropPortExhausted)
 	}
 	c.prepare()
-	if key.proto == TCP {
-		c.state.Store(stNone)
-		dest.inactive.Add(1)
+	return c, Forward
+}
+
+// publishConn counts the connection at its server in state and puts it in
+// the table under its client key. If another reader got there first (a
+// retransmitted SYN on another queue) that connection is returned and this
+// one given back.
+func (b *Balancer) publishConn(c *Conn, state uint32, deadline int64) (*Conn, Verdict) {
+	c.state.Store(state)
+	if active(state) {
+		c.dest.active.Add(1)
 	} else {
-		c.state.Store(stUDP)
-		dest.active.Add(1)
+		c.dest.inactive.Add(1)
 	}
-	c.deadline.Store(b.table.now.Load() + c.timeout(c.state.Load()))
+	c.deadline.Store(deadline)
 	if holder := b.table.insert(&c.in, c); holder != c {
-		// Another reader made this flow's connection first (a retransmitted
-		// SYN on another queue): use that one and give back what we took.
 		b.release(c)
 		return holder, Forward
 	}
-	dest.total.Add(1)
+	c.dest.total.Add(1)
 	b.Stats.connsCreated.Add(1)
 	return c, Forward
 }
@@ -410,6 +460,7 @@ func (b *Balancer) Run(stop <-chan struct{}, sweep time.Duration) {
 			return
 		case now := <-tick.C:
 			b.table.Tick()
+			b.synproxyTick()
 			if now.Sub(last) >= sweep {
 				b.Sweep()
 				last = now

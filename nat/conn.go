@@ -4,6 +4,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tapvs/tapvs/synproxy"
+
 	"github.com/tapvs/tapvs/csum"
 )
 
@@ -157,6 +159,7 @@ type Conn struct {
 	svc   *Service
 	dest  *Dest
 	laddr *LocalAddr
+	sp    *synproxy.State // nil unless the connection was opened by the SYN proxy
 
 	clientMAC [6]byte // the client side's next hop: the frame's source
 

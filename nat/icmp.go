@@ -13,7 +13,7 @@ import (
 // header is translated back and the error is sent across with the outer
 // addresses of that side. Errors are rare, so checksums are recomputed here
 // rather than kept as deltas.
-func (b *Balancer) icmp(side Side, p *pkt) Verdict {
+func (b *Balancer) icmp(side Side, p *pkt, f *Frame) Verdict {
 	ic := p.b[p.l4:]
 	switch ic[0] {
 	case icmpUnreach, icmpTimeEx, icmpParam:
@@ -95,5 +95,6 @@ func (b *Balancer) icmp(side Side, p *pkt) Verdict {
 	binary.BigEndian.PutUint16(ip[10:], csum.Checksum(ip, 0))
 	ic[2], ic[3] = 0, 0
 	binary.BigEndian.PutUint16(ic[2:], csum.Checksum(ic, 0))
+	f.Len = len(p.b)
 	return Forward
 }

@@ -65,6 +65,16 @@ type pktSpec struct {
 	fin, rst     bool
 	payload      []byte
 	srcMAC       [6]byte
+	seq, ackNum  uint32 // 0: 1000 and 7
+	window       uint16 // 0: 65535
+	opts         []layers.TCPOption
+}
+
+func (s pktSpec) ackN() uint32 {
+	if s.ackNum != 0 {
+		return s.ackNum
+	}
+	return 7
 }
 
 // frame builds a frame with gopacket into a buffer with headroom, the way a
@@ -78,7 +88,13 @@ func frame(t testing.TB, s pktSpec) *Frame {
 	case TCP:
 		ip.Protocol = layers.IPProtocolTCP
 		tcp := &layers.TCP{SrcPort: layers.TCPPort(s.sport), DstPort: layers.TCPPort(s.dport), Seq: 1000, Ack: 7,
-			SYN: s.syn, ACK: s.ack, FIN: s.fin, RST: s.rst, Window: 65535}
+			SYN: s.syn, ACK: s.ack, FIN: s.fin, RST: s.rst, Window: 65535, Options: s.opts}
+		if s.seq != 0 || s.ack {
+			tcp.Seq, tcp.Ack = s.seq, s.ackN()
+		}
+		if s.window != 0 {
+			tcp.Window = s.window
+		}
 		tcp.SetNetworkLayerForChecksum(ip)
 		l4 = tcp
 	case UDP:
@@ -537,4 +553,9 @@ func TestSteadyStateAllocs(t *testing.T) {
 	if allocs != 0 {
 		t.Fatalf("%v allocs per packet pair", allocs)
 	}
+}
+
+func addr(ip net.IP) netip.Addr {
+	a, _ := netip.AddrFromSlice(ip.To4())
+	return a
 }

@@ -134,6 +134,7 @@ type Service struct {
 
 	key      svcKey
 	timeouts *Timeouts
+	synproxy atomic.Bool
 
 	// dests is swapped whole on every change so that the packet path reads a
 	// consistent list and scheduler without a lock.
@@ -159,6 +160,13 @@ func (s *Service) LocalAddrs() []*LocalAddr { return *s.laddrs.Load() }
 
 // Scheduler is the scheduler's name.
 func (s *Service) Scheduler() string { return s.schedName }
+
+// Synproxy reports whether SYNs to the service are answered with cookies.
+func (s *Service) Synproxy() bool { return s.synproxy.Load() }
+
+// SetSynproxy turns the SYN proxy on or off for new connections (ipvsadm -j).
+// Connections already open keep the way they were made.
+func (s *Service) SetSynproxy(on bool) { s.synproxy.Store(on) }
 
 // Timeouts are the service's connection timeouts.
 func (s *Service) Timeouts() Timeouts { return *s.timeouts }

@@ -16,12 +16,17 @@ const (
 	DropNoNeighbor                      // the next hop's MAC is not resolved yet
 	DropPortExhausted                   // no free local port on any LIP of the service
 	DropICMPNoConn                      // an ICMP error about a flow tapvs does not know
+	DropBadCookie                       // an ACK to a synproxy VIP whose cookie does not check
+	DropSynproxyQueue                   // more client packets than are held before the server answers
+	DropSynproxyState                   // a server packet that does not fit the proxied handshake
+	DropAckStorm                        // the same server ACK repeated past the storm limit
 	numDropReasons
 )
 
 var dropNames = [numDropReasons]string{
 	"malformed", "fragment", "no_service", "not_syn", "table_full",
 	"no_dest", "no_neighbor", "port_exhausted", "icmp_no_conn",
+	"bad_cookie", "synproxy_queue_full", "synproxy_state", "ack_storm",
 }
 
 func (r DropReason) String() string { return dropNames[r] }
@@ -33,6 +38,17 @@ type Stats struct {
 	drops        [numDropReasons]atomic.Uint64
 	connsCreated atomic.Uint64
 	connsExpired atomic.Uint64
+
+	synCookies     atomic.Uint64 // SYN-ACKs answered with a cookie
+	synproxyOpened atomic.Uint64 // handshakes proved by a valid cookie
+	synproxyFailed atomic.Uint64 // real server refused or never answered
+	synRetries     atomic.Uint64 // SYNs sent again to a silent real server
+}
+
+// Synproxy returns the SYN proxy's counters: cookies sent, handshakes proved,
+// server handshakes that failed, and SYN retransmissions.
+func (s *Stats) Synproxy() (cookies, opened, failed, retries uint64) {
+	return s.synCookies.Load(), s.synproxyOpened.Load(), s.synproxyFailed.Load(), s.synRetries.Load()
 }
 
 // Drops returns the drop counters by reason name.

@@ -37,9 +37,11 @@ type QueueStats struct {
 	Received  atomic.Uint64 // frames read
 	Forwarded atomic.Uint64 // frames written to the other side
 	Passed    atomic.Uint64 // frames given to the stack
+	Replied   atomic.Uint64 // frames answered back out this side (SYN-ACKs)
+	Stolen    atomic.Uint64 // frames the balancer kept (held until a server answers)
 	Dropped   atomic.Uint64 // frames the balancer dropped (reasons in nat.Stats)
-	TxErrors  atomic.Uint64 // frames the other side's device refused
-	_         [24]byte
+	TxErrors  atomic.Uint64 // frames a device refused
+	_         [8]byte
 }
 
 // Endpoint is one side's link endpoint.
@@ -93,6 +95,7 @@ func (e *Endpoint) readLoop(q int) {
 	}
 	sizes := make([]int, n)
 	fwd := make([][]byte, 0, n)
+	back := make([][]byte, 0, n)
 	for {
 		got, err := dev.Read(bufs, sizes, Headroom)
 		if err != nil {
@@ -103,17 +106,21 @@ func (e *Endpoint) readLoop(q int) {
 			continue
 		}
 		st.Received.Add(uint64(got))
-		fwd = fwd[:0]
+		fwd, back = fwd[:0], back[:0]
 		for i := range got {
 			f := nat.Frame{Buf: bufs[i], Off: Headroom, Len: sizes[i]}
 			switch e.bal.Process(e.side, &f) {
 			case nat.Forward:
 				fwd = append(fwd, f.Bytes())
+			case nat.Reply:
+				back = append(back, f.Bytes())
 			case nat.Pass:
 				st.Passed.Add(1)
 				e.deliver(f.Bytes())
 			case nat.Drop:
 				st.Dropped.Add(1)
+			case nat.Stolen:
+				st.Stolen.Add(1)
 			}
 		}
 		if len(fwd) > 0 {
@@ -121,6 +128,13 @@ func (e *Endpoint) readLoop(q int) {
 			st.Forwarded.Add(uint64(sent))
 			if err != nil {
 				st.TxErrors.Add(uint64(len(fwd) - sent))
+			}
+		}
+		if len(back) > 0 {
+			sent, err := dev.Write(back)
+			st.Replied.Add(uint64(sent))
+			if err != nil {
+				st.TxErrors.Add(uint64(len(back) - sent))
 			}
 		}
 	}
@@ -152,6 +166,13 @@ func (e *Endpoint) deliver(frame []byte) {
 	}
 	pkt.NetworkProtocolNumber = eth.Type()
 	(*d).DeliverNetworkPacket(eth.Type(), pkt)
+}
+
+// Transmit sends a frame the balancer made itself out of queue 0.
+func (e *Endpoint) Transmit(frame []byte) {
+	if _, err := e.devs[0].Write([][]byte{frame}); err != nil {
+		e.stats[0].TxErrors.Add(1)
+	}
 }
 
 // WritePackets sends the stack's own packets (ARP, ICMP, its TCP) out of

@@ -129,6 +129,15 @@ func (st *Stack) Close() {
 // Stack is the gVisor stack, for tapvs's own connections (health checks).
 func (st *Stack) Stack() *stack.Stack { return st.s }
 
+// Transmit sends a frame the balancer made itself out of side out.
+func (st *Stack) Transmit(out nat.Side, frame []byte) {
+	if out == nat.ClientSide {
+		st.Client.Transmit(frame)
+	} else {
+		st.Server.Transmit(frame)
+	}
+}
+
 // RequestResolve asks for a server's next hop to be resolved. It never blocks:
 // the data path calls it when a packet finds the MAC unknown.
 func (st *Stack) RequestResolve(d *nat.Dest) {

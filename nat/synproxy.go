@@ -1,0 +1,354 @@
+package nat
+
+import (
+	"encoding/binary"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tapvs/tapvs/csum"
+	"github.com/tapvs/tapvs/synproxy"
+)
+
+// SynproxyConfig shapes the SYN-ACKs tapvs answers with and the handshake it
+// then makes with the real server.
+type SynproxyConfig struct {
+	MSS           uint16        // announced to clients; the server side's MTU - 40
+	WScale        int8          // announced when the client offers scaling; -1: never
+	SACK          bool          // offer SACK when the client does
+	Timestamps    bool          // offer timestamps when the client does
+	MaxQueued     int           // client packets held per connection until the server answers
+	SYNRetries    int           // SYNs sent again to a silent server before the client gets an RST
+	RetryInterval time.Duration // between those SYNs
+	AckStorm      uint32        // identical server ACKs passed before the rest are dropped
+}
+
+func (c *SynproxyConfig) setDefaults() {
+	if c.MSS == 0 {
+		c.MSS = 1460
+	}
+	if c.MaxQueued == 0 {
+		c.MaxQueued = 3
+	}
+	if c.RetryInterval == 0 {
+		c.RetryInterval = time.Second
+	}
+	if c.AckStorm == 0 {
+		c.AckStorm = 10
+	}
+}
+
+// DefaultSynproxy is LVS's behaviour: MSS 1460, window scale 7, SACK and
+// timestamps as the client offers them, 3 queued packets, 3 SYN retries a
+// second apart, ACK storms cut after 10.
+func DefaultSynproxy() SynproxyConfig {
+	return SynproxyConfig{MSS: 1460, WScale: 7, SACK: true, Timestamps: true, MaxQueued: 3, SYNRetries: 3, RetryInterval: time.Second, AckStorm: 10}
+}
+
+// synproxyState is the balancer's own: the cookie keys, the clock for our
+// timestamps, and the connections waiting for a server's SYN-ACK.
+type synproxyState struct {
+	cookies   *synproxy.Cookies
+	tsEpoch   time.Time
+	tsOffset  uint32
+	mu        sync.Mutex
+	pending   map[*Conn]struct{}
+	lastTick  atomic.Int64
+	lastRotat time.Time
+}
+
+func (s *synproxyState) init() {
+	s.cookies = synproxy.NewCookies()
+	s.tsEpoch = time.Now()
+	s.tsOffset = rand.Uint32()
+	s.pending = map[*Conn]struct{}{}
+	s.lastRotat = time.Now()
+}
+
+// tsNow is the TSval of our SYN-ACKs: a millisecond clock from a random start.
+func (s *synproxyState) tsNow() uint32 {
+	return uint32(time.Since(s.tsEpoch).Milliseconds()) + s.tsOffset
+}
+
+func flowOf(k *tupleKey) synproxy.Flow {
+	return synproxy.Flow{Src: k.src, Dst: k.dst, Sport: k.sport, Dport: k.dport}
+}
+
+func tcpOptions(p *pkt) []byte {
+	tcp := p.b[p.l4:]
+	return tcp[tcpMinLen : int(tcp[12]>>4)*4]
+}
+
+// synproxyOpen handles a packet to a synproxy VIP with no connection: a SYN
+// is answered with a cookie; an ACK that carries a valid cookie opens the
+// connection to a real server.
+func (b *Balancer) synproxyOpen(svc *Service, key tupleKey, p *pkt, flags uint8, f *Frame) Verdict {
+	switch {
+	case flags&(tcpFlagSYN|tcpFlagACK|tcpFlagRST|tcpFlagFIN) == tcpFlagSYN:
+		return b.synAck(&key, p, f)
+	case flags&(tcpFlagSYN|tcpFlagRST) == 0 && flags&tcpFlagACK != 0:
+		return b.synproxyACK(svc, key, p, f)
+	}
+	return b.Stats.drop(DropNotSYN)
+}
+
+// synAck turns a client's SYN, in place, into our SYN-ACK. Nothing is kept.
+func (b *Balancer) synAck(key *tupleKey, p *pkt, f *Frame) Verdict {
+	opts, ok := synproxy.Parse(tcpOptions(p))
+	if !ok {
+		return b.Stats.drop(DropMalformed)
+	}
+	cfg := &b.cfg.Synproxy
+	in := synproxy.Options{MSS: opts.MSS, WScale: opts.WScale, SACK: opts.SACKPerm && cfg.SACK, TS: opts.TS && cfg.Timestamps}
+	if in.MSS == 0 {
+		in.MSS = 536 // RFC 9293's default when the option is absent
+	}
+	if cfg.WScale < 0 {
+		in.WScale = -1
+	}
+	isn := binary.BigEndian.Uint32(p.b[p.l4+4:])
+	flow := flowOf(key)
+	cookie, kept := b.sp.cookies.Make(&flow, isn, in)
+	so := synproxy.SynOptions{MSS: cfg.MSS, WScale: -1, SACKPerm: kept.SACK, TS: kept.TS}
+	if kept.WScale >= 0 {
+		so.WScale = cfg.WScale
+	}
+	if kept.TS {
+		so.TSval, so.TSecr = b.sp.tsNow(), opts.TSval
+	}
+	var ob [20]byte
+	seg := synproxy.Segment{
+		SrcMAC: b.cfg.ClientMAC, DstMAC: [6]byte(p.b[6:12]),
+		Src: [4]byte(key.dst[12:]), Dst: [4]byte(key.src[12:]), Sport: key.dport, Dport: key.sport,
+		Seq: cookie, Ack: isn + 1, Flags: synproxy.SYN | synproxy.ACK, Window: 65535,
+		Opts: ob[:so.Write(ob[:])],
+	}
+	f.Len = seg.Write(f.Buf[f.Off:])
+	b.Stats.synCookies.Add(1)
+	return Reply
+}
+
+// synproxyACK opens a connection for an ACK whose cookie checks: the client
+// has proved its address. The ACK is held and, in its buffer, a SYN with the
+// client's ISN and options goes to the chosen real server.
+func (b *Balancer) synproxyACK(svc *Service, key tupleKey, p *pkt, f *Frame) Verdict {
+	tcp := p.b[p.l4:]
+	seq, ack := binary.BigEndian.Uint32(tcp[4:]), binary.BigEndian.Uint32(tcp[8:])
+	flow := flowOf(&key)
+	o, ok := b.sp.cookies.Check(&flow, seq-1, ack-1)
+	if !ok {
+		return b.Stats.drop(DropBadCookie)
+	}
+	opts, ok := synproxy.Parse(tcpOptions(p))
+	if !ok {
+		return b.Stats.drop(DropMalformed)
+	}
+	c, v := b.schedule(svc, key, p)
+	if c == nil {
+		return v
+	}
+	cfg := &b.cfg.Synproxy
+	sp := &synproxy.State{Opts: o, ClientISN: seq - 1, Cookie: ack - 1, OurWScale: -1}
+	if o.WScale >= 0 {
+		sp.OurWScale = cfg.WScale
+	}
+	if o.TS && opts.TS {
+		sp.TSOn, sp.ClientTSval, sp.OurTSval = true, opts.TSval, opts.TSecr
+	}
+	c.sp = sp
+	sp.Queue = [][]byte{slices.Clone(p.b)}
+	now := b.table.now.Load()
+	interval := int64(cfg.RetryInterval)
+	if holder, _ := b.publishConn(c, stSynSent, now+int64(cfg.SYNRetries+2)*interval); holder != c {
+		if holder.sp == nil {
+			return b.Stats.drop(DropSynproxyState)
+		}
+		return b.synproxyFromClient(holder, p, tcp[13], f)
+	}
+	b.Stats.synproxyOpened.Add(1)
+
+	so := synproxy.SynOptions{MSS: o.MSS, WScale: o.WScale, SACKPerm: o.SACK, TS: sp.TSOn, TSval: sp.ClientTSval}
+	win := uint32(binary.BigEndian.Uint16(tcp[14:]))
+	if o.WScale >= 0 && sp.OurWScale >= 0 {
+		win <<= o.WScale // the client's window, scaled, as a SYN's unscaled field
+	}
+	var ob [20]byte
+	seg := synproxy.Segment{
+		SrcMAC: b.cfg.ServerMAC, DstMAC: macBytes(c.dest.mac.Load()),
+		Src: [4]byte(c.out.dst[12:]), Dst: [4]byte(c.out.src[12:]), Sport: c.out.dport, Dport: c.out.sport,
+		Seq: seq - 1, Flags: synproxy.SYN, Window: uint16(min(win, 0xffff)),
+		Opts: ob[:so.Write(ob[:])],
+	}
+	f.Len = seg.Write(f.Buf[f.Off:])
+	sp.Lock()
+	sp.SYN = slices.Clone(f.Bytes())
+	sp.NextRetry = now + interval
+	sp.Unlock()
+	b.sp.mu.Lock()
+	b.sp.pending[c] = struct{}{}
+	b.sp.mu.Unlock()
+	return Forward
+}
+
+// synproxyFromClient handles the client's packets of a proxied connection.
+func (b *Balancer) synproxyFromClient(c *Conn, p *pkt, flags uint8, f *Frame) Verdict {
+	sp := c.sp
+	if !sp.Established() {
+		sp.Lock()
+		if !sp.Established() {
+			if len(sp.Queue) >= b.cfg.Synproxy.MaxQueued {
+				sp.Unlock()
+				return b.Stats.drop(DropSynproxyQueue)
+			}
+			sp.Queue = append(sp.Queue, slices.Clone(p.b))
+			sp.Unlock()
+			return Stolen
+		}
+		sp.Unlock()
+	}
+	if st := c.state.Load(); (st == stTimeWait || st == stClose) && flags&(tcpFlagSYN|tcpFlagRST|tcpFlagFIN) == 0 && flags&tcpFlagACK != 0 {
+		// A new handshake's ACK on the tuple of a closing connection: if its
+		// cookie checks, the old connection gives way to the new one.
+		tcp := p.b[p.l4:]
+		flow := flowOf(&c.in)
+		if _, ok := b.sp.cookies.Check(&flow, binary.BigEndian.Uint32(tcp[4:])-1, binary.BigEndian.Uint32(tcp[8:])-1); ok {
+			b.release(c)
+			return b.synproxyACK(c.svc, c.in, p, f)
+		}
+	}
+	c.touch(dirIn, flags, b.table.now.Load())
+	return b.forwardIn(c, p, f, csum.Fold(c.sp.ToServer(p.b[p.l4:], uint32(c.inL4Delta))))
+}
+
+// synproxyToClient translates an established proxied connection's server
+// packet and returns the checksum change for the caller's rewrite; ok is
+// false for an ACK storm.
+func (b *Balancer) synproxyToClient(c *Conn, p *pkt, flags uint8) (l4Delta uint16, ok bool) {
+	tcp := p.b[p.l4:]
+	if flags&^tcpFlagPSH == tcpFlagACK && len(tcp) == int(tcp[12]>>4)*4 &&
+		c.sp.Storm(binary.BigEndian.Uint32(tcp[4:]), binary.BigEndian.Uint32(tcp[8:]), b.cfg.Synproxy.AckStorm) {
+		return 0, false
+	}
+	return csum.Fold(c.sp.ToClient(tcp, uint32(c.outL4Delta))), true
+}
+
+const tcpFlagPSH = 0x08
+
+// synproxyServerHandshake takes the real server's answer to our SYN.
+func (b *Balancer) synproxyServerHandshake(c *Conn, p *pkt, flags uint8, f *Frame) Verdict {
+	sp := c.sp
+	tcp := p.b[p.l4:]
+	switch {
+	case flags&tcpFlagRST != 0:
+		// Refused: the client, which believes it is connected, gets an RST.
+		f.Len = b.clientRST(c, f.Buf[f.Off:])
+		b.synproxyFail(c)
+		return Forward
+	case flags&(tcpFlagSYN|tcpFlagACK) == tcpFlagSYN|tcpFlagACK && binary.BigEndian.Uint32(tcp[8:]) == sp.ClientISN+1:
+		opts, ok := synproxy.Parse(tcpOptions(p))
+		if !ok {
+			return b.Stats.drop(DropMalformed)
+		}
+		sp.Lock()
+		if sp.Established() {
+			sp.Unlock()
+			return b.Stats.drop(DropSynproxyState)
+		}
+		sp.Establish(binary.BigEndian.Uint32(tcp[4:]), opts)
+		queue := sp.Queue
+		sp.Queue, sp.SYN = nil, nil
+		sp.Unlock()
+		c.setState(stSynSent, stEstablished)
+		c.touch(dirOut, tcpFlagACK, b.table.now.Load())
+		// The server's SYN-ACK stops here; the client's held ACK (and what
+		// followed it) completes the server's handshake, translated: its
+		// ack is the server's ISN + 1 and its TSecr the server's own TSval.
+		for _, q := range queue {
+			var qp pkt
+			if ok, bad := parseIPv4(q, &qp); !ok || bad {
+				continue
+			}
+			qf := Frame{Buf: q, Len: len(q)}
+			if b.forwardIn(c, &qp, &qf, csum.Fold(sp.ToServer(qp.b[qp.l4:], uint32(c.inL4Delta)))) == Forward {
+				b.cfg.Transmit(ServerSide, qf.Bytes())
+			}
+		}
+		b.sp.mu.Lock()
+		delete(b.sp.pending, c)
+		b.sp.mu.Unlock()
+		return Stolen
+	}
+	return b.Stats.drop(DropSynproxyState)
+}
+
+// clientRST writes into buf an RST from the VIP that the client, which
+// completed its handshake with the cookie, will accept.
+func (b *Balancer) clientRST(c *Conn, buf []byte) int {
+	seg := synproxy.Segment{
+		SrcMAC: b.cfg.ClientMAC, DstMAC: c.clientMAC,
+		Src: [4]byte(c.in.dst[12:]), Dst: [4]byte(c.in.src[12:]), Sport: c.in.dport, Dport: c.in.sport,
+		Seq: c.sp.Cookie + 1, Flags: synproxy.RST,
+	}
+	return seg.Write(buf)
+}
+
+func (b *Balancer) synproxyFail(c *Conn) {
+	b.release(c)
+	b.sp.mu.Lock()
+	delete(b.sp.pending, c)
+	b.sp.mu.Unlock()
+	b.Stats.synproxyFailed.Add(1)
+}
+
+// synproxyTick retries SYNs to silent servers and gives up on them, every
+// 100ms, and rotates the cookie keys every half hour.
+func (b *Balancer) synproxyTick() {
+	now := b.table.now.Load()
+	if now-b.sp.lastTick.Load() < int64(100*time.Millisecond) {
+		return
+	}
+	b.sp.lastTick.Store(now)
+	if time.Since(b.sp.lastRotat) > 30*time.Minute {
+		b.sp.cookies.Rotate()
+		b.sp.lastRotat = time.Now()
+	}
+	b.sp.mu.Lock()
+	var due []*Conn
+	for c := range b.sp.pending {
+		if c.sp.Established() || c.state.Load() == stDead {
+			delete(b.sp.pending, c)
+			continue
+		}
+		due = append(due, c)
+	}
+	b.sp.mu.Unlock()
+	cfg := &b.cfg.Synproxy
+	for _, c := range due {
+		sp := c.sp
+		sp.Lock()
+		if sp.Established() || now < sp.NextRetry {
+			sp.Unlock()
+			continue
+		}
+		if sp.Retries < cfg.SYNRetries {
+			sp.Retries++
+			sp.NextRetry = now + int64(cfg.RetryInterval)
+			syn := sp.SYN
+			sp.Unlock()
+			b.Stats.synRetries.Add(1)
+			b.cfg.Transmit(ServerSide, syn)
+			continue
+		}
+		sp.Unlock()
+		var buf [64]byte
+		b.cfg.Transmit(ClientSide, buf[:b.clientRST(c, buf[:])])
+		b.synproxyFail(c)
+	}
+}
+
+func macBytes(v uint64) (m [6]byte) {
+	putMAC(m[:], v)
+	return m
+}

@@ -1,0 +1,291 @@
+package nat
+
+import (
+	"encoding/binary"
+	"testing"
+	"time"
+
+	"github.com/google/gopacket"
+	"github.com/google/gopacket/layers"
+
+	"github.com/tapvs/tapvs/synproxy"
+)
+
+type sent struct {
+	side  Side
+	frame []byte
+}
+
+func synproxyRig(t *testing.T) (*rig, *[]sent) {
+	var out []sent
+	r := newRig(t, TCP, "rr", func(c *Config) {
+		c.Synproxy = DefaultSynproxy()
+		c.Transmit = func(side Side, f []byte) { out = append(out, sent{side, append([]byte(nil), f...)}) }
+	})
+	r.svc.SetSynproxy(true)
+	r.svc.SetWeight(rs2, 8080, 0) // one server, for a predictable RIP
+	return r, &out
+}
+
+func tsOpt(val, ecr uint32) layers.TCPOption {
+	d := make([]byte, 8)
+	binary.BigEndian.PutUint32(d, val)
+	binary.BigEndian.PutUint32(d[4:], ecr)
+	return layers.TCPOption{OptionType: layers.TCPOptionKindTimestamps, OptionLength: 10, OptionData: d}
+}
+
+func synOpts(mss uint16, ws byte, tsval uint32) []layers.TCPOption {
+	m := make([]byte, 2)
+	binary.BigEndian.PutUint16(m, mss)
+	return []layers.TCPOption{
+		{OptionType: layers.TCPOptionKindMSS, OptionLength: 4, OptionData: m},
+		{OptionType: layers.TCPOptionKindSACKPermitted, OptionLength: 2},
+		tsOpt(tsval, 0),
+		{OptionType: layers.TCPOptionKindNop},
+		{OptionType: layers.TCPOptionKindWindowScale, OptionLength: 3, OptionData: []byte{ws}},
+	}
+}
+
+func parsedOpts(t *testing.T, tcp *layers.TCP) synproxy.Parsed {
+	t.Helper()
+	var raw []byte
+	for _, o := range tcp.Options {
+		switch o.OptionType {
+		case layers.TCPOptionKindEndList, layers.TCPOptionKindNop:
+			raw = append(raw, byte(o.OptionType))
+		default:
+			raw = append(append(raw, byte(o.OptionType), o.OptionLength), o.OptionData...)
+		}
+	}
+	p, ok := synproxy.Parse(raw)
+	if !ok {
+		t.Fatalf("options %v do not parse", tcp.Options)
+	}
+	return p
+}
+
+func decodeRaw(t *testing.T, b []byte) decoded {
+	return decode(t, withHeadroom(b))
+}
+
+func TestSynproxyHandshakeAndTranslation(t *testing.T) {
+	r, out := synproxyRig(t)
+	const isn, cport = 0x10000000, 40000
+
+	// 1. SYN: answered with a cookie, no state.
+	syn := frame(t, pktSpec{src: client, dst: vip, sport: cport, dport: 80, proto: TCP, syn: true, seq: isn, srcMAC: macClient, opts: synOpts(1460, 7, 1000)})
+	if v := r.b.Process(ClientSide, syn); v != Reply {
+		t.Fatalf("SYN: %v %v", v, r.b.Stats.Drops())
+	}
+	sa := decode(t, syn)
+	if !sa.tcp.SYN || !sa.tcp.ACK || sa.tcp.Ack != isn+1 || addr(sa.ip.SrcIP) != vip || addr(sa.ip.DstIP) != client || [6]byte(sa.eth.DstMAC) != macClient {
+		t.Fatalf("SYN-ACK %+v", sa.tcp)
+	}
+	o := parsedOpts(t, sa.tcp)
+	if o.MSS != 1460 || o.WScale != 7 || !o.SACKPerm || !o.TS || o.TSecr != 1000 {
+		t.Fatalf("SYN-ACK options %+v", o)
+	}
+	if r.b.Table().Len() != 0 {
+		t.Fatal("a SYN made state")
+	}
+	cookie, ourTS := sa.tcp.Seq, o.TSval
+
+	// 2. A forged ACK makes no state.
+	bad := frame(t, pktSpec{src: client, dst: vip, sport: cport, dport: 80, proto: TCP, ack: true, seq: isn + 1, ackNum: cookie + 2, srcMAC: macClient})
+	if v := r.b.Process(ClientSide, bad); v != Drop || r.b.Stats.Drop(DropBadCookie) != 1 || r.b.Table().Len() != 0 {
+		t.Fatalf("bad cookie: %v, %d conns", v, r.b.Table().Len())
+	}
+
+	// 3. The real ACK: the server gets a SYN with the client's ISN and options.
+	ack := frame(t, pktSpec{src: client, dst: vip, sport: cport, dport: 80, proto: TCP, ack: true, seq: isn + 1, ackNum: cookie + 1, window: 502, srcMAC: macClient,
+		opts: []layers.TCPOption{{OptionType: layers.TCPOptionKindNop}, {OptionType: layers.TCPOptionKindNop}, tsOpt(1001, ourTS)}})
+	if v := r.b.Process(ClientSide, ack); v != Forward {
+		t.Fatalf("ACK: %v %v", v, r.b.Stats.Drops())
+	}
+	s := decode(t, ack)
+	so := parsedOpts(t, s.tcp)
+	if !s.tcp.SYN || s.tcp.ACK || s.tcp.Seq != isn || addr(s.ip.SrcIP) != lip1 || addr(s.ip.DstIP) != rs1 || uint16(s.tcp.DstPort) != 8080 {
+		t.Fatalf("SYN to server %v:%d -> %v:%d %+v", s.ip.SrcIP, s.tcp.SrcPort, s.ip.DstIP, s.tcp.DstPort, s.tcp)
+	}
+	if so.MSS != 1460 || so.WScale != 7 || !so.SACKPerm || !so.TS || so.TSval != 1001 || so.TSecr != 0 || s.tcp.Window != 502<<7 {
+		t.Fatalf("SYN options %+v window %d", so, s.tcp.Window)
+	}
+	lport := uint16(s.tcp.SrcPort)
+
+	// 4. Data from the client before the server answers is held.
+	data := frame(t, pktSpec{src: client, dst: vip, sport: cport, dport: 80, proto: TCP, ack: true, seq: isn + 1, ackNum: cookie + 1, srcMAC: macClient,
+		payload: []byte("GET / HTTP/1.0\r\n\r\n"), opts: []layers.TCPOption{{OptionType: layers.TCPOptionKindNop}, {OptionType: layers.TCPOptionKindNop}, tsOpt(1002, ourTS)}})
+	if v := r.b.Process(ClientSide, data); v != Stolen {
+		t.Fatalf("early data: %v", v)
+	}
+
+	// 5. The server's SYN-ACK is not forwarded; the held packets go to the
+	// server translated, the first echoing the server's own TSval.
+	var rsISN, rsTS uint32 = 0xfffffff0, 777 // the server ISN wraps past 2^32
+	rsa := frame(t, pktSpec{src: rs1, dst: lip1, sport: 8080, dport: lport, proto: TCP, syn: true, ack: true, seq: rsISN, ackNum: isn + 1, srcMAC: macGateway, opts: synOpts(1400, 9, rsTS)})
+	binary.BigEndian.PutUint32(rsa.Bytes()[14+20+20+12:], 1001) // TSecr of the server's SYN-ACK: our SYN's TSval
+	fixTCPChecksum(t, rsa)
+	if v := r.b.Process(ServerSide, rsa); v != Stolen {
+		t.Fatalf("server SYN-ACK: %v %v", v, r.b.Stats.Drops())
+	}
+	if len(*out) != 2 {
+		t.Fatalf("%d frames sent to the server, want the 2 held", len(*out))
+	}
+	for i, f := range *out {
+		d := decodeRaw(t, f.frame)
+		po := parsedOpts(t, d.tcp)
+		if f.side != ServerSide || d.tcp.Ack != rsISN+1 || po.TSecr != rsTS || addr(d.ip.SrcIP) != lip1 || addr(d.ip.DstIP) != rs1 {
+			t.Fatalf("held frame %d: side %v ack %#x TSecr %d", i, f.side, d.tcp.Ack, po.TSecr)
+		}
+	}
+	if a, _, _ := r.d1.Conns(); a != 1 {
+		t.Fatalf("active %d after the server handshake", a)
+	}
+
+	// 6. Server -> client: seq, TSval and window (scale 9 vs our 7) translated.
+	resp := frame(t, pktSpec{src: rs1, dst: lip1, sport: 8080, dport: lport, proto: TCP, ack: true, seq: rsISN + 1, ackNum: isn + 1 + 18, window: 100, srcMAC: macGateway,
+		payload: []byte("HTTP/1.0 200 OK\r\n\r\n"), opts: []layers.TCPOption{{OptionType: layers.TCPOptionKindNop}, {OptionType: layers.TCPOptionKindNop}, tsOpt(rsTS+5, 1002)}})
+	if v := r.b.Process(ServerSide, resp); v != Forward {
+		t.Fatalf("server data: %v", v)
+	}
+	d := decode(t, resp)
+	if d.tcp.Seq != cookie+1 || d.tcp.Ack != isn+1+18 || parsedOpts(t, d.tcp).TSval != ourTS+5 || d.tcp.Window != 400 || addr(d.ip.SrcIP) != vip {
+		t.Fatalf("to client: seq %#x (want %#x) TSval %d (want %d) window %d", d.tcp.Seq, cookie+1, parsedOpts(t, d.tcp).TSval, ourTS+5, d.tcp.Window)
+	}
+
+	// 7. Client -> server with SACK: ack and every edge translated.
+	sack := make([]byte, 8)
+	binary.BigEndian.PutUint32(sack, cookie+1+100)
+	binary.BigEndian.PutUint32(sack[4:], cookie+1+200)
+	cs := frame(t, pktSpec{src: client, dst: vip, sport: cport, dport: 80, proto: TCP, ack: true, seq: isn + 19, ackNum: cookie + 1 + 19, srcMAC: macClient,
+		opts: []layers.TCPOption{{OptionType: layers.TCPOptionKindNop}, {OptionType: layers.TCPOptionKindNop}, tsOpt(1003, ourTS+5),
+			{OptionType: layers.TCPOptionKindNop}, {OptionType: layers.TCPOptionKindNop}, {OptionType: layers.TCPOptionKindSACK, OptionLength: 10, OptionData: sack}}})
+	if v := r.b.Process(ClientSide, cs); v != Forward {
+		t.Fatalf("client SACK: %v", v)
+	}
+	d = decode(t, cs)
+	raw := cs.Bytes()[14+20+20:]
+	if d.tcp.Ack != rsISN+1+19 || parsedOpts(t, d.tcp).TSecr != rsTS+5 ||
+		binary.BigEndian.Uint32(raw[16:]) != rsISN+1+100 || binary.BigEndian.Uint32(raw[20:]) != rsISN+1+200 {
+		t.Fatalf("to server: ack %#x TSecr %d SACK %#x-%#x", d.tcp.Ack, parsedOpts(t, d.tcp).TSecr, binary.BigEndian.Uint32(raw[16:]), binary.BigEndian.Uint32(raw[20:]))
+	}
+}
+
+// fixTCPChecksum recomputes a frame's TCP checksum after a test edits it.
+func fixTCPChecksum(t *testing.T, f *Frame) {
+	pk := gopacket.NewPacket(f.Bytes(), layers.LayerTypeEthernet, gopacket.Default)
+	ip := pk.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
+	tcp := pk.Layer(layers.LayerTypeTCP).(*layers.TCP)
+	tcp.SetNetworkLayerForChecksum(ip)
+	buf := gopacket.NewSerializeBuffer()
+	eth := pk.Layer(layers.LayerTypeEthernet).(*layers.Ethernet)
+	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{ComputeChecksums: true}, eth, ip, tcp, gopacket.Payload(tcp.Payload)); err != nil {
+		t.Fatal(err)
+	}
+	copy(f.Bytes(), buf.Bytes())
+}
+
+func openProxied(t *testing.T, r *rig, cport uint16) (cookie uint32) {
+	t.Helper()
+	syn := frame(t, pktSpec{src: client, dst: vip, sport: cport, dport: 80, proto: TCP, syn: true, seq: 5000, srcMAC: macClient, opts: synOpts(1460, 7, 1)})
+	r.b.Process(ClientSide, syn)
+	cookie = decode(t, syn).tcp.Seq
+	ack := frame(t, pktSpec{src: client, dst: vip, sport: cport, dport: 80, proto: TCP, ack: true, seq: 5001, ackNum: cookie + 1, srcMAC: macClient})
+	if v := r.b.Process(ClientSide, ack); v != Forward {
+		t.Fatalf("ACK: %v", v)
+	}
+	return cookie
+}
+
+func TestSynproxyServerRefuses(t *testing.T) {
+	r, _ := synproxyRig(t)
+	cookie := openProxied(t, r, 41000)
+	lport := r.b.Table().Conns()[0].LIP.Port()
+	rst := frame(t, pktSpec{src: rs1, dst: lip1, sport: 8080, dport: lport, proto: TCP, rst: true, ack: true, seq: 0, ackNum: 5001, srcMAC: macGateway})
+	if v := r.b.Process(ServerSide, rst); v != Forward {
+		t.Fatalf("server RST: %v", v)
+	}
+	d := decode(t, rst)
+	if !d.tcp.RST || d.tcp.Seq != cookie+1 || addr(d.ip.SrcIP) != vip || addr(d.ip.DstIP) != client || uint16(d.tcp.DstPort) != 41000 {
+		t.Fatalf("RST to client: %+v", d.tcp)
+	}
+	if r.b.Table().Len() != 0 {
+		t.Fatal("refused connection left in the table")
+	}
+}
+
+func TestSynproxyRetriesThenGivesUp(t *testing.T) {
+	r, out := synproxyRig(t)
+	cookie := openProxied(t, r, 42000)
+	now := int64(0)
+	for step := range 5 {
+		now += int64(time.Second)
+		r.b.table.now.Store(now)
+		r.b.sp.lastTick.Store(0)
+		r.b.synproxyTick()
+		_ = step
+	}
+	var syns, rsts int
+	for _, f := range *out {
+		d := decodeRaw(t, f.frame)
+		switch {
+		case f.side == ServerSide && d.tcp.SYN:
+			syns++
+		case f.side == ClientSide && d.tcp.RST && d.tcp.Seq == cookie+1:
+			rsts++
+		}
+	}
+	_, _, failed, retries := r.b.Stats.Synproxy()
+	if syns != 3 || rsts != 1 || failed != 1 || retries != 3 || r.b.Table().Len() != 0 {
+		t.Fatalf("SYN retries %d, RSTs to client %d, failed %d, table %d", syns, rsts, failed, r.b.Table().Len())
+	}
+}
+
+func TestSynproxyHeldPacketsBounded(t *testing.T) {
+	r, _ := synproxyRig(t)
+	cookie := openProxied(t, r, 43000) // the handshake ACK is held: 1 of 3
+	for i := range 4 {
+		f := frame(t, pktSpec{src: client, dst: vip, sport: 43000, dport: 80, proto: TCP, ack: true, seq: 5001, ackNum: cookie + 1, payload: []byte("x"), srcMAC: macClient})
+		want := Stolen
+		if i >= 2 {
+			want = Drop
+		}
+		if v := r.b.Process(ClientSide, f); v != want {
+			t.Fatalf("packet %d: %v, want %v", i, v, want)
+		}
+	}
+	if r.b.Stats.Drop(DropSynproxyQueue) != 2 {
+		t.Fatalf("queue drops %d", r.b.Stats.Drop(DropSynproxyQueue))
+	}
+}
+
+func TestSynCookieReplyAllocs(t *testing.T) {
+	r, _ := synproxyRig(t)
+	syn := frame(t, pktSpec{src: client, dst: vip, sport: 40000, dport: 80, proto: TCP, syn: true, seq: 1, srcMAC: macClient, opts: synOpts(1460, 7, 1)})
+	orig := append([]byte(nil), syn.Bytes()...)
+	allocs := testing.AllocsPerRun(1000, func() {
+		copy(syn.Buf[syn.Off:], orig)
+		syn.Len = len(orig)
+		if r.b.Process(ClientSide, syn) != Reply {
+			t.Fatal("no reply")
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("%v allocs per SYN", allocs)
+	}
+}
+
+func BenchmarkSynCookieReply(b *testing.B) {
+	r := newRig(b, TCP, "rr", func(c *Config) { c.Synproxy = DefaultSynproxy() })
+	r.svc.SetSynproxy(true)
+	syn := frame(b, pktSpec{src: client, dst: vip, sport: 40000, dport: 80, proto: TCP, syn: true, seq: 1, srcMAC: macClient, opts: synOpts(1460, 7, 1)})
+	orig := append([]byte(nil), syn.Bytes()...)
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		copy(syn.Buf[syn.Off:], orig)
+		syn.Len = len(orig)
+		if r.b.Process(ClientSide, syn) != Reply {
+			b.Fatal("no reply")
+		}
+	}
+}
