@@ -249,8 +249,11 @@ func TestStorm(t *testing.T) {
 			t.Fatalf("storm after %d", i)
 		}
 	}
-	if !s.Storm(1, 2, 10) || !s.Storm(1, 2, 10) {
-		t.Fatal("no storm after 10 repeats")
+	if !s.Storm(1, 2, 10) {
+		t.Fatal("no storm at the 11th repeat")
+	}
+	if !s.Storm(1, 2, 10) {
+		t.Fatal("the storm stopped at the 12th repeat")
 	}
 	if s.Storm(1, 3, 10) {
 		t.Fatal("a new ack is not a storm")
