@@ -12,6 +12,7 @@ import (
 	"github.com/google/gopacket/layers"
 	"golang.org/x/sys/unix"
 
+	"github.com/tapvs/tapvs/csum"
 	"github.com/tapvs/tapvs/lab"
 )
 
@@ -109,25 +110,69 @@ func tcpPort(ps []gopacket.Packet, port uint16) []gopacket.Packet {
 	return out
 }
 
-// inject writes raw frames out of an interface inside a namespace.
-func inject(ns, ifname string, frames ...[]byte) error {
-	return lab.InNetns(ns, func() error {
+// injector writes raw frames out of an interface inside a namespace through
+// one AF_PACKET socket.
+type injector struct {
+	fd int
+	sa unix.SockaddrLinklayer
+}
+
+func newInjector(ns, ifname string) (*injector, error) {
+	in := &injector{fd: -1}
+	err := lab.InNetns(ns, func() error {
 		ifi, err := net.InterfaceByName(ifname)
 		if err != nil {
 			return err
 		}
-		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, 0)
-		if err != nil {
+		if in.fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, 0); err != nil {
 			return err
 		}
-		defer unix.Close(fd)
-		for i, f := range frames {
-			sa := &unix.SockaddrLinklayer{Ifindex: ifi.Index, Halen: 6, Protocol: htons(binary.BigEndian.Uint16(f[12:]))}
-			copy(sa.Addr[:], f[0:6])
-			if err := unix.Sendto(fd, f, 0, sa); err != nil {
-				return fmt.Errorf("frame %d: %w", i, err)
-			}
-		}
+		in.sa = unix.SockaddrLinklayer{Ifindex: ifi.Index, Halen: 6}
 		return nil
 	})
+	if err != nil && in.fd >= 0 {
+		unix.Close(in.fd)
+	}
+	return in, err
+}
+
+// send writes frames and returns how many the device took; a full TAP queue
+// (ENOBUFS) loses a frame as a wire would, and is not an error.
+func (in *injector) send(frames ...[]byte) (int, error) {
+	n := 0
+	for i, f := range frames {
+		in.sa.Protocol = htons(binary.BigEndian.Uint16(f[12:]))
+		copy(in.sa.Addr[:], f[0:6])
+		if err := unix.Sendto(in.fd, f, 0, &in.sa); err != nil {
+			if err == unix.ENOBUFS {
+				continue
+			}
+			return n, fmt.Errorf("frame %d: %w", i, err)
+		}
+		n++
+	}
+	return n, nil
+}
+
+func (in *injector) close() { unix.Close(in.fd) }
+
+// inject writes raw frames out of an interface inside a namespace and
+// returns how many the device took.
+func inject(ns, ifname string, frames ...[]byte) (int, error) {
+	in, err := newInjector(ns, ifname)
+	if err != nil {
+		return 0, err
+	}
+	defer in.close()
+	return in.send(frames...)
+}
+
+// fixChecksums recomputes the IPv4 and TCP checksums of a frame edited in place.
+func fixChecksums(f []byte) {
+	ip := f[14:34]
+	ip[10], ip[11] = 0, 0
+	binary.BigEndian.PutUint16(ip[10:], csum.Checksum(ip, 0))
+	tcp := f[34:]
+	tcp[16], tcp[17] = 0, 0
+	binary.BigEndian.PutUint16(tcp[16:], csum.Checksum(tcp, csum.PseudoV4(ip[12:16], ip[16:20], 6, len(tcp))))
 }

@@ -37,7 +37,7 @@ func TestMain(m *testing.M) {
 }
 
 // need stops a test that cannot run here: in CI (CI=true) that is a failure.
-func need(t *testing.T) {
+func need(t testing.TB) {
 	t.Helper()
 	var why []string
 	if os.Geteuid() != 0 {
@@ -60,7 +60,7 @@ func need(t *testing.T) {
 
 // env is one lab: namespaces, tapvs, and the two real servers' backends.
 type env struct {
-	t   *testing.T
+	t   testing.TB
 	top *lab.Topology
 	d   *daemon.Daemon
 	rs  [2]*lab.Backend
@@ -105,10 +105,10 @@ func services(sched string, w1, w2 int) string { return fmt.Sprintf(webServices,
 
 // setup builds a lab running tapvs with the given services. Everything is
 // removed when the test ends, whatever its outcome.
-func setup(t *testing.T, svcs, extra string) *env { return setupQ(t, 1, svcs, extra) }
+func setup(t testing.TB, svcs, extra string) *env { return setupQ(t, 1, svcs, extra) }
 
 // setupQ is setup with TAPs of several queues, each read by its own goroutine.
-func setupQ(t *testing.T, queues int, svcs, extra string) *env {
+func setupQ(t testing.TB, queues int, svcs, extra string) *env {
 	t.Helper()
 	need(t)
 	var rnd [2]byte
@@ -168,7 +168,7 @@ func (e *env) ctx(d time.Duration) context.Context {
 	return ctx
 }
 
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))

@@ -208,9 +208,15 @@ func (b *Balancer) synproxyFromClient(c *Conn, p *pkt, flags uint8, f *Frame) Ve
 		}
 		sp.Unlock()
 	}
-	if st := c.state.Load(); (st == stTimeWait || st == stClose) && flags&(tcpFlagSYN|tcpFlagRST|tcpFlagFIN) == 0 && flags&tcpFlagACK != 0 {
-		// A new handshake's ACK on the tuple of a closing connection: if its
-		// cookie checks, the old connection gives way to the new one.
+	if flags&(tcpFlagSYN|tcpFlagACK|tcpFlagRST|tcpFlagFIN) == tcpFlagSYN {
+		// A SYN on the tuple of a proxied connection is a new handshake (the
+		// client reused its port after a close): it gets a cookie like any
+		// SYN, never the old connection's numbers.
+		return b.synAck(&c.in, p, f)
+	}
+	if c.state.Load() != stEstablished && flags&(tcpFlagSYN|tcpFlagRST) == 0 && flags&tcpFlagACK != 0 {
+		// On a closing connection, an ACK whose cookie checks completes that
+		// new handshake: the old connection gives way.
 		tcp := p.b[p.l4:]
 		flow := flowOf(&c.in)
 		if _, ok := b.sp.cookies.Check(&flow, binary.BigEndian.Uint32(tcp[4:])-1, binary.BigEndian.Uint32(tcp[8:])-1); ok {

@@ -289,3 +289,31 @@ func BenchmarkSynCookieReply(b *testing.B) {
 		}
 	}
 }
+
+// A client that reuses its port right after a close gets a new proxied
+// connection, not the old one's sequence numbers.
+func TestSynproxyPortReuse(t *testing.T) {
+	r, _ := synproxyRig(t)
+	openProxied(t, r, 44000)
+	info := r.b.Table().Conns()[0]
+	old := r.b.table.lookup(&tupleKey{src: client.As16(), dst: vip.As16(), sport: 44000, dport: 80, proto: TCP})
+	old.sp.Establish(9, synproxy.Parsed{WScale: -1})
+	old.setState(stSynSent, stTimeWait)
+
+	syn := frame(t, pktSpec{src: client, dst: vip, sport: 44000, dport: 80, proto: TCP, syn: true, seq: 7777, srcMAC: macClient, opts: synOpts(1460, 7, 1)})
+	if v := r.b.Process(ClientSide, syn); v != Reply {
+		t.Fatalf("SYN on a closing proxied tuple: %v, want a cookie SYN-ACK", v)
+	}
+	cookie := decode(t, syn).tcp.Seq
+	ack := frame(t, pktSpec{src: client, dst: vip, sport: 44000, dport: 80, proto: TCP, ack: true, seq: 7778, ackNum: cookie + 1, srcMAC: macClient})
+	if v := r.b.Process(ClientSide, ack); v != Forward {
+		t.Fatalf("ACK: %v", v)
+	}
+	if s := decode(t, ack); !s.tcp.SYN || s.tcp.Seq != 7777 {
+		t.Fatalf("the server got %+v, want a new SYN with ISN 7777", s.tcp)
+	}
+	conns := r.b.Table().Conns()
+	if len(conns) != 1 || conns[0].State != "SYN_SENT" || conns[0].LIP == info.LIP {
+		t.Fatalf("after reuse: %+v (old LIP %v)", conns, info.LIP)
+	}
+}
