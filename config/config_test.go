@@ -28,7 +28,8 @@ func TestShippedConfigIsValid(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(c.Services) != 3 || c.Services[0].Scheduler != "wrr" || c.Timeouts.UDP != 300*time.Second {
+	if len(c.Services) != 4 || c.Services[0].Scheduler != "wrr" || !c.Services[1].Synproxy || c.Timeouts.UDP != 300*time.Second ||
+		c.Synproxy.MSS != 1460 || c.Synproxy.WScale != 7 || c.Synproxy.RetryInterval != time.Second {
 		t.Fatalf("unexpected: %+v", c.Services)
 	}
 }
@@ -49,15 +50,16 @@ func TestDefaults(t *testing.T) {
 
 func TestErrorsNameTheField(t *testing.T) {
 	cases := map[string]struct{ from, to, want string }{
-		"port":        {"port: 80}\n", "port: 70000}\n", "services[0].real_servers[0].port: 70000 is not a port"},
-		"vip":         {"vip: 172.25.254.100", "vip: 300.1.1.1", `services[0].vip: "300.1.1.1" is not an IP address`},
-		"scheduler":   {"port: 80\n    local", "port: 80\n    scheduler: fifo\n    local", `services[0].scheduler: "fifo" is not a scheduler`},
-		"lip subnet":  {"[172.25.84.10]", "[10.9.9.9]", "services[0].local_addresses[0]: 10.9.9.9 is not in the server side's subnet"},
-		"via":         {"via: 172.25.84.1", "via: 10.1.1.1", "interfaces.server.routes[0].via: 10.1.1.1 is not on-link"},
-		"weight":      {"weight: 0}", "weight: -1}", "services[0].real_servers[1].weight: -1 is out of range"},
-		"unknown key": {"port: 80\n    local", "port: 80\n    schedular: rr\n    local", "schedular"},
-		"ipv6":        {"vip: 172.25.254.100", "vip: 2001:db8::1", "only IPv4 is supported yet"},
-		"no lips":     {"local_addresses: [172.25.84.10]", "local_addresses: []", "FULLNAT needs at least one local address"},
+		"port":         {"port: 80}\n", "port: 70000}\n", "services[0].real_servers[0].port: 70000 is not a port"},
+		"vip":          {"vip: 172.25.254.100", "vip: 300.1.1.1", `services[0].vip: "300.1.1.1" is not an IP address`},
+		"scheduler":    {"port: 80\n    local", "port: 80\n    scheduler: fifo\n    local", `services[0].scheduler: "fifo" is not a scheduler`},
+		"lip subnet":   {"[172.25.84.10]", "[10.9.9.9]", "services[0].local_addresses[0]: 10.9.9.9 is not in the server side's subnet"},
+		"via":          {"via: 172.25.84.1", "via: 10.1.1.1", "interfaces.server.routes[0].via: 10.1.1.1 is not on-link"},
+		"weight":       {"weight: 0}", "weight: -1}", "services[0].real_servers[1].weight: -1 is out of range"},
+		"unknown key":  {"port: 80\n    local", "port: 80\n    schedular: rr\n    local", "schedular"},
+		"ipv6":         {"vip: 172.25.254.100", "vip: 2001:db8::1", "only IPv4 is supported yet"},
+		"no lips":      {"local_addresses: [172.25.84.10]", "local_addresses: []", "FULLNAT needs at least one local address"},
+		"udp synproxy": {"port: 80\n    local", "port: 80\n    protocol: udp\n    synproxy: true\n    local", "services[0].synproxy: only a TCP service can have a SYN proxy"},
 	}
 	for name, tc := range cases {
 		if !strings.Contains(valid, tc.from) {
@@ -102,5 +104,21 @@ func TestEnvironmentOverrides(t *testing.T) {
 	t.Setenv("TAPVS_LOG_LEVEL", "loud")
 	if _, err := Load(f.Name()); err == nil || !strings.Contains(err.Error(), `log.level: "loud"`) {
 		t.Fatalf("bad override: %v", err)
+	}
+}
+
+func TestSynproxySettings(t *testing.T) {
+	c, err := Parse(valid + "synproxy: {wscale: -1, sack: false, retry_interval: 200ms}\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Synproxy.WScale != -1 || c.Synproxy.SACK || !c.Synproxy.Timestamps || c.Synproxy.RetryInterval != 200*time.Millisecond || c.Synproxy.MSS != 1460 {
+		t.Fatalf("synproxy: %+v", c.Synproxy)
+	}
+	for field, bad := range map[string]string{"wscale": "15", "mss": "20", "max_queued": "0", "retry_interval": "1ms", "ack_storm": "1"} {
+		_, err := Parse(valid + "synproxy: {" + field + ": " + bad + "}\n")
+		if err == nil || !strings.Contains(err.Error(), "synproxy."+field) {
+			t.Errorf("synproxy.%s: %s: error %v", field, bad, err)
+		}
 	}
 }

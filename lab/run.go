@@ -157,6 +157,20 @@ func demo(ctx context.Context, top *Topology, d *daemon.Daemon, o Options) error
 		return errors.New("the lab did not balance over both real servers with FULLNAT sources")
 	}
 
+	sp := netip.AddrPortFrom(VIP, SynproxyPort)
+	fmt.Fprintf(o.Out, "through SYNPROXY (%s): ", sp)
+	for i := range 4 {
+		resp, err := hc.Get("http://" + sp.String() + "/")
+		if err != nil {
+			return fmt.Errorf("synproxy request %d: %w", i+1, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		fmt.Fprintf(o.Out, "%s; ", strings.Fields(string(body))[0])
+	}
+	cookies, opened, _, _ := d.Balancer.Stats.Synproxy()
+	fmt.Fprintf(o.Out, "%d SYNs answered with cookies, %d handshakes proved before any server saw a SYN\n", cookies, opened)
+
 	echo := netip.AddrPortFrom(VIP, EchoPort)
 	reply, err := UDPEcho(ctx, top.Client, echo, "hello")
 	if err != nil {

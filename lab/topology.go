@@ -31,9 +31,10 @@ var (
 
 // Ports of the built-in servers on each real server.
 const (
-	HTTPPort = 80
-	BulkPort = 9000
-	EchoPort = 9001
+	HTTPPort     = 80
+	BulkPort     = 9000
+	EchoPort     = 9001
+	SynproxyPort = 8080 // config.yaml's web-synproxy: the HTTP servers behind SYNPROXY
 )
 
 // Topology names the namespaces and TAPs of one lab.
