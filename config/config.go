@@ -33,7 +33,13 @@ type raw struct {
 	Timeouts rawTimeouts `mapstructure:"timeouts"`
 	Synproxy rawSynproxy `mapstructure:"synproxy"`
 	Sweep    string      `mapstructure:"sweep_interval"`
-	Log      struct {
+	Control  struct {
+		Socket string `mapstructure:"socket"`
+	} `mapstructure:"control"`
+	Metrics struct {
+		Listen string `mapstructure:"listen"`
+	} `mapstructure:"metrics"`
+	Log struct {
 		Level  string `mapstructure:"level"`
 		Format string `mapstructure:"format"`
 	} `mapstructure:"log"`
@@ -100,6 +106,8 @@ type Config struct {
 	Sweep          time.Duration
 	LogLevel       string
 	LogFormat      string
+	ControlSocket  string // "" disables the control API
+	MetricsListen  string // "" disables the Prometheus endpoint
 }
 
 // Interface is one TAP side.
@@ -185,6 +193,8 @@ func setDefaults(v *viper.Viper) {
 	v.SetDefault("synproxy.syn_retries", sp.SYNRetries)
 	v.SetDefault("synproxy.retry_interval", sp.RetryInterval.String())
 	v.SetDefault("synproxy.ack_storm", sp.AckStorm)
+	v.SetDefault("control.socket", "/run/tapvs/tapvs.sock")
+	v.SetDefault("metrics.listen", "")
 	v.SetDefault("log.level", "info")
 	v.SetDefault("log.format", "text")
 }
@@ -206,7 +216,16 @@ func (e *errs) add(field, format string, a ...any) {
 
 func validate(r *raw) (*Config, error) {
 	var e errs
-	c := &Config{LogLevel: r.Log.Level, LogFormat: r.Log.Format, MaxConns: r.Limits.MaxConnections}
+	c := &Config{LogLevel: r.Log.Level, LogFormat: r.Log.Format, MaxConns: r.Limits.MaxConnections,
+		ControlSocket: r.Control.Socket, MetricsListen: r.Metrics.Listen}
+	if c.ControlSocket != "" && !strings.HasPrefix(c.ControlSocket, "/") {
+		e.add("control.socket", "%q is not an absolute path", c.ControlSocket)
+	}
+	if c.MetricsListen != "" {
+		if _, err := netip.ParseAddrPort(c.MetricsListen); err != nil {
+			e.add("metrics.listen", "%q is not ip:port", c.MetricsListen)
+		}
+	}
 	c.Client = iface(&e, "interfaces.client", r.Interfaces.Client)
 	c.Server = iface(&e, "interfaces.server", r.Interfaces.Server)
 	if c.Client.Name == c.Server.Name && c.Client.Name != "" {

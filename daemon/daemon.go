@@ -9,6 +9,9 @@ import (
 	"log/slog"
 	"net/netip"
 	"sync"
+	"time"
+
+	"github.com/tapvs/tapvs/control"
 
 	"github.com/tapvs/tapvs/config"
 	"github.com/tapvs/tapvs/nat"
@@ -21,10 +24,13 @@ type Daemon struct {
 	Balancer *nat.Balancer
 	Stack    *netstack.Stack
 	Config   *config.Config
+	Manager  *control.Manager
 
-	stop chan struct{}
-	wg   sync.WaitGroup
-	once sync.Once
+	control *control.Server
+	log     *slog.Logger
+	stop    chan struct{}
+	wg      sync.WaitGroup
+	once    sync.Once
 }
 
 // Start builds everything from cfg and starts forwarding. On error nothing is
@@ -106,25 +112,75 @@ func Start(cfg *config.Config, log *slog.Logger) (_ *Daemon, err error) {
 	if st, err = netstack.New(bal, nics[0], nics[1], log); err != nil {
 		return nil, err
 	}
-	d := &Daemon{Balancer: bal, Stack: st, Config: cfg, stop: make(chan struct{})}
+	d := &Daemon{Balancer: bal, Stack: st, Config: cfg, stop: make(chan struct{}), log: log}
+	d.Manager = control.NewManager(bal, d.sync)
+	d.Manager.ValidLIP = func(a netip.Addr) error {
+		if !cfg.Server.Address.Contains(a) {
+			return fmt.Errorf("local address %s is not in the server side's subnet %s", a, cfg.Server.Address.Masked())
+		}
+		return nil
+	}
 	st.Start()
-	d.wg.Add(1)
+	d.wg.Add(2)
 	go func() {
 		defer d.wg.Done()
 		bal.Run(d.stop, cfg.Sweep)
 	}()
-	for _, s := range bal.Services() {
-		for _, dst := range s.Dests() {
-			st.RequestResolve(dst)
+	go func() {
+		defer d.wg.Done()
+		d.reconcile()
+	}()
+	if err := d.sync(); err != nil {
+		log.Warn("initial sync", "err", err)
+	}
+	if cfg.ControlSocket != "" {
+		d.control = control.NewServer(d.Manager, log)
+		if err := d.control.Listen(cfg.ControlSocket); err != nil {
+			d.Close()
+			return nil, err
 		}
 	}
 	log.Info("tapvs running", "client", cfg.Client.Name, "server", cfg.Server.Name, "services", len(cfg.Services))
 	return d, nil
 }
 
-// Close stops forwarding and removes the TAPs.
+// sync makes the stack answer for exactly the balancer's VIPs and LIPs and
+// asks for every unknown next hop. It runs after every control change and
+// every second (to let go of addresses whose last connection ended).
+func (d *Daemon) sync() error {
+	vips, lips := d.Balancer.Addresses()
+	err := errors.Join(d.Stack.SetAddresses(nat.ClientSide, vips), d.Stack.SetAddresses(nat.ServerSide, lips))
+	for _, s := range d.Balancer.Services() {
+		for _, dst := range s.Dests() {
+			if _, ok := dst.NextHopMAC(); !ok {
+				d.Stack.RequestResolve(dst)
+			}
+		}
+	}
+	return err
+}
+
+func (d *Daemon) reconcile() {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-d.stop:
+			return
+		case <-t.C:
+			if err := d.sync(); err != nil {
+				d.log.Warn("address sync", "err", err)
+			}
+		}
+	}
+}
+
+// Close stops forwarding and removes the TAPs and the control socket.
 func (d *Daemon) Close() {
 	d.once.Do(func() {
+		if d.control != nil {
+			d.control.Close()
+		}
 		close(d.stop)
 		d.wg.Wait()
 		d.Stack.Close()

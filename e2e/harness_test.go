@@ -4,6 +4,7 @@
 package e2e
 
 import (
+	"path/filepath"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -25,7 +26,25 @@ import (
 // a killed run left behind.
 const nsPrefix = "tvt"
 
+// ipvsadmBin is tapvsadm built and installed under the name ipvsadm.
+var ipvsadmBin string
+
 func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "tapvs-e2e-bin")
+	if err != nil {
+		panic(err)
+	}
+	ipvsadmBin = filepath.Join(dir, "ipvsadm")
+	if out, err := exec.Command("go", "build", "-o", ipvsadmBin, "../cmd/tapvsadm").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "building tapvsadm: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := run(m)
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func run(m *testing.M) int {
 	if out, err := exec.Command("ip", "netns", "list").Output(); err == nil {
 		for _, line := range strings.Split(string(out), "\n") {
 			if f := strings.Fields(line); len(f) > 0 && strings.HasPrefix(f[0], nsPrefix) {
@@ -33,7 +52,7 @@ func TestMain(m *testing.M) {
 			}
 		}
 	}
-	os.Exit(m.Run())
+	return m.Run()
 }
 
 // need stops a test that cannot run here: in CI (CI=true) that is a failure.
@@ -116,6 +135,7 @@ func setupQ(t testing.TB, queues int, svcs, extra string) *env {
 	prefix := nsPrefix + hex.EncodeToString(rnd[:])
 	top := lab.NewTopology(prefix, prefix+"c", prefix+"s")
 	top.Queues = queues
+	top.Socket = filepath.Join(t.TempDir(), "tapvs.sock")
 	if err := top.Build(); err != nil {
 		t.Fatal(err)
 	}

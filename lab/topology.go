@@ -44,6 +44,7 @@ type Topology struct {
 	RS                   [2]string
 	TapClient, TapServer string // TAP names
 	Queues               int    // TAP queues per side in Config; 0 means 1
+	Socket               string // control socket in Config; "" turns the control API off
 	built                []string
 }
 
@@ -168,5 +169,6 @@ func (t *Topology) Config(services string, extra string) string {
 services:
 %s
 sweep_interval: 100ms
-%s`, t.TapClient, t.Client, TapvsClient, q, t.TapServer, t.Router, TapvsServer, q, RSNet, RouterAddr.Addr(), services, extra)
+control: {socket: %q}
+%s`, t.TapClient, t.Client, TapvsClient, q, t.TapServer, t.Router, TapvsServer, q, RSNet, RouterAddr.Addr(), services, t.Socket, extra)
 }

@@ -78,8 +78,11 @@ type Balancer struct {
 	mu    sync.Mutex // serialises control-plane changes
 	Stats Stats
 
-	sweepBuf []*Conn
-	sp       synproxyState
+	sweepBuf    []*Conn
+	sp          synproxyState
+	retired     []*LocalAddr // LIPs deleted while connections still use them; under mu
+	retiredSvcs []*Service   // services deleted while connections still use them; under mu
+	tap         atomic.Pointer[Tap]
 }
 
 // serviceSet is an immutable snapshot of what the packet path looks up.
@@ -141,9 +144,9 @@ func (b *Balancer) AddService(sc ServiceConfig) (*Service, error) {
 	s := &Service{
 		Name: sc.Name, Addr: sc.Addr, Port: sc.Port, Protocol: sc.Protocol,
 		key:       svcKey{addr: sc.Addr.As16(), port: sc.Port, proto: sc.Protocol},
-		timeouts:  &to,
 		schedName: sc.Scheduler,
 	}
+	s.timeouts.Store(&to)
 	s.synproxy.Store(sc.Synproxy)
 	s.dests.Store(&destSet{sched: newScheduler(sc.Scheduler, nil)})
 	s.laddrs.Store(&[]*LocalAddr{})
@@ -151,7 +154,7 @@ func (b *Balancer) AddService(sc ServiceConfig) (*Service, error) {
 	defer b.mu.Unlock()
 	cur := b.set.Load()
 	if _, ok := cur.byKey[s.key]; ok {
-		return nil, fmt.Errorf("service %s: already exists", s)
+		return nil, fmt.Errorf("service %s: %w", s, ErrServiceExists)
 	}
 	b.publish(append(slices.Clone(cur.list), s))
 	return s, nil
@@ -181,6 +184,16 @@ func (b *Balancer) publish(list []*Service) {
 		for _, l := range s.LocalAddrs() {
 			n.lips[l.a16] = struct{}{}
 		}
+	}
+	// A LIP taken off its service is still the address of its open
+	// connections' server side until they end.
+	b.retired = slices.DeleteFunc(b.retired, func(l *LocalAddr) bool { return l.inUse.Load() == 0 })
+	for _, l := range b.retired {
+		n.lips[l.a16] = struct{}{}
+	}
+	b.retiredSvcs = slices.DeleteFunc(b.retiredSvcs, func(s *Service) bool { return s.conns() == 0 })
+	for _, s := range b.retiredSvcs {
+		n.vips[s.key.addr] = struct{}{}
 	}
 	b.set.Store(n)
 }
@@ -259,10 +272,13 @@ func (b *Balancer) forwardIn(c *Conn, p *pkt, f *Frame, l4Delta uint16) Verdict 
 		b.cfg.Resolve(c.dest)
 		return b.Stats.drop(DropNoNeighbor)
 	}
+	b.tapped(c, ClientSide, false, p.b)
 	rewrite(p, &c.out.dst, &c.out.src, c.out.dport, c.out.sport, c.inIPDelta, l4Delta)
 	putMAC(p.b[0:6], mac)
 	copy(p.b[6:12], b.cfg.ServerMAC[:])
 	f.Len = len(p.b)
+	c.dest.count(f.Queue, false, f.Len-ethHdrLen)
+	b.tapped(c, ServerSide, true, p.b)
 	return Forward
 }
 
@@ -288,10 +304,13 @@ func (b *Balancer) fromServer(p *pkt, dst *addr16, f *Frame) Verdict {
 		}
 	}
 	c.touch(dirOut, flags, b.table.now.Load())
+	b.tapped(c, ServerSide, false, p.b)
 	rewrite(p, &c.in.dst, &c.in.src, c.in.dport, c.in.sport, c.outIPDelta, l4Delta)
 	copy(p.b[0:6], c.clientMAC[:])
 	copy(p.b[6:12], b.cfg.ClientMAC[:])
 	f.Len = len(p.b)
+	c.dest.count(f.Queue, true, f.Len-ethHdrLen)
+	b.tapped(c, ClientSide, true, p.b)
 	return Forward
 }
 
@@ -445,6 +464,11 @@ func (b *Balancer) Sweep() int {
 		n++
 	}
 	clear(b.sweepBuf)
+	b.mu.Lock()
+	if len(b.retired) > 0 || len(b.retiredSvcs) > 0 {
+		b.publish(b.set.Load().list)
+	}
+	b.mu.Unlock()
 	return n
 }
 
@@ -453,7 +477,7 @@ func (b *Balancer) Sweep() int {
 func (b *Balancer) Run(stop <-chan struct{}, sweep time.Duration) {
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
-	last := time.Now()
+	last, lastRate := time.Now(), time.Now()
 	for {
 		select {
 		case <-stop:
@@ -464,6 +488,10 @@ func (b *Balancer) Run(stop <-chan struct{}, sweep time.Duration) {
 			if now.Sub(last) >= sweep {
 				b.Sweep()
 				last = now
+			}
+			if el := now.Sub(lastRate); el >= rateInterval {
+				b.estimate(el)
+				lastRate = now
 			}
 		}
 	}

@@ -209,10 +209,11 @@ func (c *Conn) setState(old, state uint32) {
 
 // timeout is how long the connection lives in state without packets.
 func (c *Conn) timeout(state uint32) int64 {
+	to := c.svc.timeouts.Load()
 	if c.in.proto == UDP {
-		return int64(c.svc.timeouts.UDP)
+		return int64(to.UDP)
 	}
-	return int64(c.svc.timeouts.TCP[state])
+	return int64(to.TCP[state])
 }
 
 // touchGranularity bounds how often a busy connection writes its deadline:

@@ -9,6 +9,9 @@ type Frame struct {
 	Buf []byte
 	Off int
 	Len int
+	// Queue is the reader that read the frame (0 to MaxQueues-1): per-server
+	// counters are kept per reader so no cache line is written by all.
+	Queue int
 }
 
 // Bytes is the frame as it goes on the wire.

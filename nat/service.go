@@ -3,6 +3,7 @@ package nat
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 )
@@ -71,6 +72,85 @@ type Dest struct {
 	// mac is the next hop toward this server: bit 48 set marks it valid. It is
 	// written by the neighbor resolver, read by every packet.
 	mac atomic.Uint64
+
+	traffic     [MaxQueues]queueTraffic
+	rate        atomic.Pointer[Rate]
+	lastTraffic atomic.Pointer[Traffic] // the estimator's previous sample
+}
+
+// MaxQueues bounds the readers (TAP queues of both sides together) that keep
+// their own traffic counters.
+const MaxQueues = 128
+
+// queueTraffic is one reader's count of one server's traffic, on its own
+// cache line.
+type queueTraffic struct {
+	inPkts, outPkts, inBytes, outBytes atomic.Uint64
+	_                                  [32]byte
+}
+
+// Traffic is what crossed tapvs for a server or a service: In is client to
+// server, Out server to client; bytes are IP bytes.
+type Traffic struct {
+	Conns                              uint64
+	InPkts, OutPkts, InBytes, OutBytes uint64
+}
+
+func (t *Traffic) add(o Traffic) {
+	t.Conns += o.Conns
+	t.InPkts += o.InPkts
+	t.OutPkts += o.OutPkts
+	t.InBytes += o.InBytes
+	t.OutBytes += o.OutBytes
+}
+
+// Traffic sums the server's counters over every reader.
+func (d *Dest) Traffic() Traffic {
+	t := Traffic{Conns: d.total.Load()}
+	for i := range d.traffic {
+		q := &d.traffic[i]
+		t.InPkts += q.inPkts.Load()
+		t.OutPkts += q.outPkts.Load()
+		t.InBytes += q.inBytes.Load()
+		t.OutBytes += q.outBytes.Load()
+	}
+	return t
+}
+
+// Rate is a server's or service's traffic per second over the last
+// estimator interval (ipvsadm --rate).
+type Rate struct {
+	CPS, InPPS, OutPPS, InBPS, OutBPS float64
+}
+
+// Rate is the last rate estimate.
+func (d *Dest) Rate() Rate {
+	if r := d.rate.Load(); r != nil {
+		return *r
+	}
+	return Rate{}
+}
+
+func (d *Dest) zero() {
+	d.total.Store(0)
+	for i := range d.traffic {
+		q := &d.traffic[i]
+		q.inPkts.Store(0)
+		q.outPkts.Store(0)
+		q.inBytes.Store(0)
+		q.outBytes.Store(0)
+	}
+}
+
+func (d *Dest) count(q int, out bool, bytes int) {
+	t := &d.traffic[q&(MaxQueues-1)]
+	if out {
+		t.outPkts.Add(1)
+		t.outBytes.Add(uint64(bytes))
+	} else {
+		t.inPkts.Add(1)
+		t.inBytes.Add(uint64(bytes))
+	}
 }
 
 // Weight is the scheduling weight; 0 drains the server.
@@ -133,8 +213,9 @@ type Service struct {
 	Protocol Protocol
 
 	key      svcKey
-	timeouts *Timeouts
+	timeouts atomic.Pointer[Timeouts]
 	synproxy atomic.Bool
+	gone     Traffic // counters of servers deleted from the service, under mu
 
 	// dests is swapped whole on every change so that the packet path reads a
 	// consistent list and scheduler without a lock.
@@ -169,7 +250,74 @@ func (s *Service) Synproxy() bool { return s.synproxy.Load() }
 func (s *Service) SetSynproxy(on bool) { s.synproxy.Store(on) }
 
 // Timeouts are the service's connection timeouts.
-func (s *Service) Timeouts() Timeouts { return *s.timeouts }
+func (s *Service) Timeouts() Timeouts { return *s.timeouts.Load() }
+
+// SetTimeouts replaces the service's timeouts; open connections take them at
+// their next packet.
+func (s *Service) SetTimeouts(t Timeouts) { s.timeouts.Store(&t) }
+
+// Traffic sums the service's servers, those deleted included.
+func (s *Service) Traffic() Traffic {
+	s.mu.Lock()
+	t := s.gone
+	s.mu.Unlock()
+	for _, d := range s.Dests() {
+		t.add(d.Traffic())
+	}
+	return t
+}
+
+// Rate sums the service's servers' rates.
+func (s *Service) Rate() Rate {
+	var r Rate
+	for _, d := range s.Dests() {
+		dr := d.Rate()
+		r.CPS += dr.CPS
+		r.InPPS += dr.InPPS
+		r.OutPPS += dr.OutPPS
+		r.InBPS += dr.InBPS
+		r.OutBPS += dr.OutBPS
+	}
+	return r
+}
+
+// SetScheduler switches the service's scheduler for new connections.
+func (s *Service) SetScheduler(name string) error {
+	if err := ValidScheduler(name); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.schedName = name
+	s.publish(s.dests.Load().all)
+	return nil
+}
+
+// DeleteDest removes a real server. Its open connections continue until
+// they close or expire, as in IPVS.
+func (s *Service) DeleteDest(addr netip.Addr, port uint16) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cur := s.dests.Load().all
+	for i, d := range cur {
+		if d.Addr == addr && d.Port == port {
+			s.gone.add(d.Traffic())
+			s.publish(slices.Delete(slices.Clone(cur), i, i+1))
+			return nil
+		}
+	}
+	return fmt.Errorf("real server %s: %w", netip.AddrPortFrom(addr, port), ErrNoDest)
+}
+
+// Dest finds a real server.
+func (s *Service) Dest(addr netip.Addr, port uint16) *Dest {
+	for _, d := range s.Dests() {
+		if d.Addr == addr && d.Port == port {
+			return d
+		}
+	}
+	return nil
+}
 
 func (s *Service) String() string {
 	return fmt.Sprintf("%s %s", s.Protocol, netip.AddrPortFrom(s.Addr, s.Port))
@@ -188,7 +336,7 @@ func (s *Service) AddDest(addr netip.Addr, port uint16, weight int) (*Dest, erro
 	cur := s.dests.Load().all
 	for _, d := range cur {
 		if d.Addr == addr && d.Port == port {
-			return nil, fmt.Errorf("real server %s: already exists", d)
+			return nil, fmt.Errorf("real server %s: %w", d, ErrDestExists)
 		}
 	}
 	d := &Dest{Addr: addr, Port: port, a16: addr.As16(), svc: s}
@@ -214,7 +362,7 @@ func (s *Service) SetWeight(addr netip.Addr, port uint16, weight int) error {
 			return nil
 		}
 	}
-	return fmt.Errorf("real server %s: not found", netip.AddrPortFrom(addr, port))
+	return fmt.Errorf("real server %s: %w", netip.AddrPortFrom(addr, port), ErrNoDest)
 }
 
 // publish builds the scheduler for dests and swaps both in. Caller holds s.mu.
@@ -232,7 +380,7 @@ func (s *Service) AddLocalAddr(addr netip.Addr, rnd uint32) (*LocalAddr, error) 
 	cur := *s.laddrs.Load()
 	for _, l := range cur {
 		if l.Addr == addr {
-			return nil, fmt.Errorf("local address %s: already exists", addr)
+			return nil, fmt.Errorf("local address %s: %w", addr, ErrLocalAddrExists)
 		}
 	}
 	l := &LocalAddr{Addr: addr, a16: addr.As16()}

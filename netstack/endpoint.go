@@ -46,8 +46,9 @@ type QueueStats struct {
 
 // Endpoint is one side's link endpoint.
 type Endpoint struct {
-	side nat.Side
-	devs []tun.Device
+	side  nat.Side
+	devs  []tun.Device
+	qbase int // this side's first reader number: nat.Frame.Queue is unique across sides
 	bal  *nat.Balancer
 	peer *Endpoint
 	mtu  atomic.Uint32
@@ -108,7 +109,7 @@ func (e *Endpoint) readLoop(q int) {
 		st.Received.Add(uint64(got))
 		fwd, back = fwd[:0], back[:0]
 		for i := range got {
-			f := nat.Frame{Buf: bufs[i], Off: Headroom, Len: sizes[i]}
+			f := nat.Frame{Buf: bufs[i], Off: Headroom, Len: sizes[i], Queue: e.qbase + q}
 			switch e.bal.Process(e.side, &f) {
 			case nat.Forward:
 				fwd = append(fwd, f.Bytes())

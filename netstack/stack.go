@@ -51,6 +51,9 @@ type Stack struct {
 
 	resolveReq chan *nat.Dest
 	bal        *nat.Balancer
+	addrMu     sync.Mutex
+	ownClient  netip.Addr
+	ownServer  netip.Addr
 	stop       chan struct{}
 	done       sync.WaitGroup
 }
@@ -61,10 +64,15 @@ func New(bal *nat.Balancer, client, server NICConfig, log *slog.Logger) (*Stack,
 		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, arp.NewProtocol},
 		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4},
 	})
-	st := &Stack{s: s, log: log, bal: bal, resolveReq: make(chan *nat.Dest, 64), stop: make(chan struct{})}
+	st := &Stack{s: s, log: log, bal: bal, resolveReq: make(chan *nat.Dest, 64), stop: make(chan struct{}),
+		ownClient: client.Address.Addr(), ownServer: server.Address.Addr()}
 	st.Client = newEndpoint(nat.ClientSide, client.Devs, client.MTU, client.MAC, bal, log)
 	st.Server = newEndpoint(nat.ServerSide, server.Devs, server.MTU, server.MAC, bal, log)
 	st.Client.peer, st.Server.peer = st.Server, st.Client
+	st.Server.qbase = len(client.Devs)
+	if len(client.Devs)+len(server.Devs) > nat.MaxQueues {
+		return nil, fmt.Errorf("%d queues in all: at most %d", len(client.Devs)+len(server.Devs), nat.MaxQueues)
+	}
 	var routes []tcpip.Route
 	for _, side := range []struct {
 		id  tcpip.NICID
@@ -124,6 +132,41 @@ func (st *Stack) Close() {
 	st.done.Wait()
 	st.s.Close()
 	st.s.Wait()
+}
+
+// SetAddresses makes the extra addresses (VIPs on the client side, LIPs on the
+// server side) of a side exactly want: ARP is answered for them and no other.
+// The side's own address is left alone.
+func (st *Stack) SetAddresses(side nat.Side, want []netip.Addr) error {
+	id, own := ClientNIC, st.ownClient
+	if side == nat.ServerSide {
+		id, own = ServerNIC, st.ownServer
+	}
+	st.addrMu.Lock()
+	defer st.addrMu.Unlock()
+	have := map[netip.Addr]bool{}
+	for _, pa := range st.s.AllAddresses()[id] {
+		if a, ok := netip.AddrFromSlice(pa.AddressWithPrefix.Address.AsSlice()); ok && a != own {
+			have[a] = true
+		}
+	}
+	var errs []error
+	for _, a := range want {
+		if have[a] || a == own {
+			delete(have, a)
+			continue
+		}
+		pa := tcpip.ProtocolAddress{Protocol: ipv4.ProtocolNumber, AddressWithPrefix: tcpip.AddressWithPrefix{Address: toTCPIP(a), PrefixLen: 32}}
+		if err := st.s.AddProtocolAddress(id, pa, stack.AddressProperties{}); err != nil {
+			errs = append(errs, fmt.Errorf("%s side: add %s: %s", side, a, err))
+		}
+	}
+	for a := range have {
+		if err := st.s.RemoveAddress(id, toTCPIP(a)); err != nil {
+			errs = append(errs, fmt.Errorf("%s side: remove %s: %s", side, a, err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Stack is the gVisor stack, for tapvs's own connections (health checks).

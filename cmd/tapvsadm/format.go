@@ -1,0 +1,138 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/tapvs/tapvs/control"
+	"github.com/tapvs/tapvs/nat"
+)
+
+// The layouts are ipvsadm's (and Alibaba's additions for FULLNAT, -G and
+// synproxy), so that what parses ipvsadm's output parses tapvsadm's.
+
+func svcName(s control.Service) string {
+	return fmt.Sprintf("%s  %s", strings.ToUpper(s.Protocol), s.Addr)
+}
+
+func printList(w io.Writer, info control.Info, svcs []control.Service, c *command) {
+	fmt.Fprintf(w, "IP Virtual Server version %s (size=%d)\n", info.Version, info.Size)
+	switch {
+	case c.stats:
+		fmt.Fprintf(w, "%-33s %8s %8s %8s %8s %8s\n", "Prot LocalAddress:Port", "Conns", "InPkts", "OutPkts", "InBytes", "OutBytes")
+		fmt.Fprintf(w, "  -> RemoteAddress:Port\n")
+	case c.rate:
+		fmt.Fprintf(w, "%-33s %8s %8s %8s %8s %8s\n", "Prot LocalAddress:Port", "CPS", "InPPS", "OutPPS", "InBPS", "OutBPS")
+		fmt.Fprintf(w, "  -> RemoteAddress:Port\n")
+	default:
+		fmt.Fprintf(w, "Prot LocalAddress:Port Scheduler Flags\n")
+		fmt.Fprintf(w, "  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n")
+	}
+	for _, s := range svcs {
+		switch {
+		case c.stats:
+			fmt.Fprintf(w, "%-33s %s\n", svcName(s), traffic(s.Stats, c.exact))
+			for _, d := range s.Dests {
+				fmt.Fprintf(w, "  -> %-28s %s\n", d.Addr, traffic(d.Stats, c.exact))
+			}
+		case c.rate:
+			fmt.Fprintf(w, "%-33s %s\n", svcName(s), rate(s.Rate, c.exact))
+			for _, d := range s.Dests {
+				fmt.Fprintf(w, "  -> %-28s %s\n", d.Addr, rate(d.Rate, c.exact))
+			}
+		default:
+			line := fmt.Sprintf("%s %s", svcName(s), s.Scheduler)
+			if s.Synproxy {
+				line += " synproxy"
+			}
+			fmt.Fprintln(w, line)
+			for _, d := range s.Dests {
+				fmt.Fprintf(w, "  -> %-28s %-7s %-6d %-10d %-10d\n", d.Addr, d.Forward, d.Weight, d.ActiveConn, d.InActConn)
+			}
+		}
+	}
+}
+
+// traffic is the five --stats columns.
+func traffic(t nat.Traffic, exact bool) string {
+	return strings.Join([]string{largenum(t.Conns, exact), largenum(t.InPkts, exact), largenum(t.OutPkts, exact),
+		largenum(t.InBytes, exact), largenum(t.OutBytes, exact)}, " ")
+}
+
+// rate is the five --rate columns.
+func rate(r nat.Rate, exact bool) string {
+	return strings.Join([]string{largenum(uint64(r.CPS+0.5), exact), largenum(uint64(r.InPPS+0.5), exact),
+		largenum(uint64(r.OutPPS+0.5), exact), largenum(uint64(r.InBPS+0.5), exact), largenum(uint64(r.OutBPS+0.5), exact)}, " ")
+}
+
+func printConns(w io.Writer, conns []control.Conn, c *command) {
+	fmt.Fprintf(w, "IPVS connection entries\n")
+	fmt.Fprintf(w, "pro expire %-11s %-18s %-18s %s\n", "state", "source", "virtual", "destination")
+	for _, x := range conns {
+		if c.service != "" && (x.Virtual != c.service || !strings.EqualFold(x.Protocol, c.proto)) {
+			continue
+		}
+		sec := (x.ExpiresMs + 999) / 1000
+		fmt.Fprintf(w, "%-3s %02d:%02d  %-11s %-18s %-18s %s\n", x.Protocol, sec/60, sec%60, x.State, x.Source, x.Virtual, x.Destination)
+	}
+}
+
+func printLaddrs(w io.Writer, svcs []control.Service, c *command) error {
+	if c.service != "" {
+		if svcs = only(svcs, c); len(svcs) == 0 {
+			return &control.Error{Code: control.CodeNoService}
+		}
+	}
+	fmt.Fprintf(w, "%-20s %-8s %-20s %-10s %-10s\n", "VIP:VPORT", "TOTAL", "SNAT_IP", "CONFLICTS", "CONNS")
+	for _, s := range svcs {
+		if len(s.LocalAddrs) == 0 {
+			fmt.Fprintf(w, "%-20s %-8d\n", s.Addr, 0)
+			continue
+		}
+		for i, l := range s.LocalAddrs {
+			if i == 0 {
+				fmt.Fprintf(w, "%-20s %-8d %-20s %-10d %-10d\n", s.Addr, len(s.LocalAddrs), l.Addr, l.Conflicts, l.Conns)
+			} else {
+				fmt.Fprintf(w, "%-20s %-8s %-20s %-10d %-10d\n", "", "", l.Addr, l.Conflicts, l.Conns)
+			}
+		}
+	}
+	return nil
+}
+
+// printRules writes -S output: commands that -R reads back.
+func printRules(w io.Writer, svcs []control.Service, c *command) {
+	for _, s := range svcs {
+		flag := "-t"
+		if s.Protocol == "udp" {
+			flag = "-u"
+		}
+		line := fmt.Sprintf("-A %s %s -s %s", flag, s.Addr, s.Scheduler)
+		if s.Synproxy {
+			line += " -j enable"
+		}
+		fmt.Fprintln(w, line)
+		for _, d := range s.Dests {
+			fmt.Fprintf(w, "-a %s %s -r %s -b -w %d\n", flag, s.Addr, d.Addr, d.Weight)
+		}
+		for _, l := range s.LocalAddrs {
+			fmt.Fprintf(w, "-P %s %s -z %s\n", flag, s.Addr, l.Addr)
+		}
+	}
+}
+
+// largenum prints a counter in 8 columns, as ipvsadm: exact, or scaled to
+// K, M, G or T once it no longer fits.
+func largenum(n uint64, exact bool) string {
+	if exact || n < 100000000 {
+		return fmt.Sprintf("%8d", n)
+	}
+	for _, unit := range []string{"K", "M", "G", "T"} {
+		n /= 1000
+		if n < 10000000 {
+			return fmt.Sprintf("%7d%s", n, unit)
+		}
+	}
+	return fmt.Sprintf("%7dP", n/1000)
+}

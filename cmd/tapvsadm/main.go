@@ -1,0 +1,276 @@
+// Command tapvsadm is ipvsadm for tapvs: the same commands, options and
+// output (Alibaba's FULLNAT/SYNPROXY ipvsadm), spoken to a running tapvs
+// over its control socket. Installed or linked as "ipvsadm" it works as
+// scripts and keepalived-era habits expect.
+package main
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"strings"
+
+	"github.com/google/shlex"
+
+	"github.com/tapvs/tapvs/control"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	c, err := parse(args)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		var ue *usageError
+		if errors.As(err, &ue) {
+			fmt.Fprintln(stderr, "Try `ipvsadm -h' or 'ipvsadm --help' for more information.")
+		}
+		return 2
+	}
+	if c.op == "help" {
+		fmt.Fprint(stdout, helpText)
+		return 0
+	}
+	sock := c.socket
+	if sock == "" {
+		sock = os.Getenv("TAPVS_SOCKET")
+	}
+	if sock == "" {
+		sock = control.DefaultSocket
+	}
+	cl := control.Dial(sock)
+	if c.op == "restore" {
+		return restore(cl, stdin, stderr)
+	}
+	if err := execute(cl, c, stdout); err != nil {
+		fmt.Fprintln(stderr, message(err))
+		return 1
+	}
+	return 0
+}
+
+// message words an API error as ipvsadm would.
+func message(err error) string {
+	var ae *control.Error
+	if errors.As(err, &ae) {
+		switch ae.Code {
+		case control.CodeNoService:
+			return "Service not defined"
+		case control.CodeServiceExists:
+			return "Service already exists"
+		case control.CodeNoDest:
+			return "No such destination"
+		case control.CodeDestExists:
+			return "Destination already exists"
+		case control.CodeNoLocalAddr:
+			return "No such local address"
+		case control.CodeLocalExists:
+			return "Local address already exists"
+		}
+		return ae.Message
+	}
+	var ue *usageError
+	if errors.As(err, &ue) {
+		return ue.msg
+	}
+	return "Can not talk to tapvs: " + err.Error() + "\nIs tapvs running, and is this its control socket (--socket or TAPVS_SOCKET)?"
+}
+
+func execute(cl *control.Client, c *command, out io.Writer) error {
+	key := control.ServiceKey{Protocol: c.proto, Addr: c.service}
+	switch c.op {
+	case "add-service", "edit-service":
+		spec := control.ServiceSpec{ServiceKey: key, Scheduler: c.sched, Synproxy: c.synproxy, EstablishedTimeout: c.estTO}
+		if c.persist != nil {
+			spec.Persistent = *c.persist
+		}
+		if c.op == "add-service" {
+			return cl.AddService(spec)
+		}
+		return cl.EditService(spec)
+	case "delete-service":
+		return cl.DeleteService(key)
+	case "clear":
+		return cl.Clear()
+	case "add-server", "edit-server", "delete-server":
+		real, err := withServicePort(c.real, c.service)
+		if err != nil {
+			return err
+		}
+		d := control.DestSpec{Addr: real, Weight: c.weight, Forward: c.forward}
+		switch c.op {
+		case "add-server":
+			return cl.AddDest(key, d)
+		case "edit-server":
+			return cl.EditDest(key, d)
+		}
+		return cl.DeleteDest(key, real)
+	case "add-laddr":
+		return cl.AddLocalAddr(key, c.laddr)
+	case "del-laddr":
+		return cl.DeleteLocalAddr(key, c.laddr)
+	case "get-laddr":
+		svcs, err := cl.Services()
+		if err != nil {
+			return err
+		}
+		return printLaddrs(out, svcs, c)
+	case "zero":
+		return cl.Zero()
+	case "set":
+		return cl.SetTimeouts(control.Timeouts{TCP: c.set[0], TCPFin: c.set[1], UDP: c.set[2]})
+	case "save":
+		svcs, err := cl.Services()
+		if err != nil {
+			return err
+		}
+		printRules(out, svcs, c)
+		return nil
+	case "capture":
+		return capture(cl, c, out)
+	case "list":
+		if c.conns {
+			conns, err := cl.Conns()
+			if err != nil {
+				return err
+			}
+			printConns(out, conns, c)
+			return nil
+		}
+		info, err := cl.Info()
+		if err != nil {
+			return err
+		}
+		svcs, err := cl.Services()
+		if err != nil {
+			return err
+		}
+		if c.service != "" {
+			svcs = only(svcs, c)
+			if len(svcs) == 0 {
+				return &control.Error{Code: control.CodeNoService}
+			}
+		}
+		printList(out, info, svcs, c)
+		return nil
+	}
+	return usagef("command %s is not implemented", c.op)
+}
+
+// withServicePort gives a real server without a port the service's port, as
+// ipvsadm does.
+func withServicePort(real, svc string) (string, error) {
+	r, err := netip.ParseAddrPort(real)
+	if err != nil {
+		return "", err
+	}
+	if r.Port() == 0 {
+		s, err := netip.ParseAddrPort(svc)
+		if err != nil {
+			return "", err
+		}
+		r = netip.AddrPortFrom(r.Addr(), s.Port())
+	}
+	return r.String(), nil
+}
+
+func only(svcs []control.Service, c *command) []control.Service {
+	var out []control.Service
+	for _, s := range svcs {
+		if s.Protocol == c.proto && s.Addr == c.service {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// restore applies rules from stdin, one ipvsadm command a line (the output
+// of -S). It stops at the first failure and names the line.
+func restore(cl *control.Client, in io.Reader, stderr io.Writer) int {
+	sc := bufio.NewScanner(in)
+	n := 0
+	for sc.Scan() {
+		n++
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		words, err := shlex.Split(line)
+		if err != nil {
+			fmt.Fprintf(stderr, "line %d: %v\n", n, err)
+			return 1
+		}
+		c, err := parse(words)
+		if err == nil && (c.op == "restore" || c.op == "list" && len(words) == 0) {
+			err = usagef("not a rule")
+		}
+		if err == nil {
+			err = execute(cl, c, io.Discard)
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "line %d: %s: %s\n", n, line, message(err))
+			return 1
+		}
+	}
+	return 0
+}
+
+const helpText = `tapvsadm (ipvsadm for tapvs)
+Usage:
+  ipvsadm -A|E -t|u service-address [-s scheduler] [-j enable|disable] [-V est-timeout]
+  ipvsadm -D -t|u service-address
+  ipvsadm -C
+  ipvsadm -R
+  ipvsadm -S [-n]
+  ipvsadm -a|e -t|u service-address -r server-address [-b] [-w weight]
+  ipvsadm -d -t|u service-address -r server-address
+  ipvsadm -L|l [-t|u service-address] [-n] [-c] [--stats] [--rate] [--exact]
+  ipvsadm -Z [-t|u service-address]
+  ipvsadm --set tcp tcpfin udp
+  ipvsadm -P|Q -t|u service-address -z local-address
+  ipvsadm -G [-t|u service-address]
+  ipvsadm --capture FILE -t|u service-address [--count N]
+  ipvsadm -h
+
+Commands:
+  --add-service     -A        add virtual service with options
+  --edit-service    -E        edit virtual service with options
+  --delete-service  -D        delete virtual service
+  --clear           -C        clear the whole table
+  --restore         -R        restore rules from stdin
+  --save            -S        save rules to stdout
+  --add-server      -a        add real server with options
+  --edit-server     -e        edit real server with options
+  --delete-server   -d        delete real server
+  --list            -L|-l     list the table
+  --zero            -Z        zero counters in a service or all services
+  --set tcp tcpfin udp        set connection timeout values
+  --add-laddr       -P        add local address
+  --del-laddr       -Q        del local address
+  --get-laddr       -G        get local address
+  --capture FILE              write a pcap of both sides of a service's traffic
+  --help            -h        display this help message
+
+Options:
+  --tcp-service  -t service-address   service-address is host[:port]
+  --udp-service  -u service-address   service-address is host[:port]
+  --scheduler    -s scheduler         one of rr|wrr|lc|wlc|sed|nq|sh, the default scheduler is wlc
+  --real-server  -r server-address    server-address is host (and port)
+  --fullnat      -b                   full NAT (the only method tapvs has; the default)
+  --weight       -w weight            capacity of real server
+  --laddr        -z local-address     local address (LIP) for FULLNAT
+  --synproxy     -j enable|disable    SYN proxy for a TCP service
+  --est-timeout  -V seconds           ESTABLISHED timeout of a service
+  --numeric      -n                   numeric output of addresses and ports
+  --connection   -c                   output of current IPVS connections
+  --stats                             output of statistics information
+  --rate                              output of rate information
+  --exact                             expand numbers (display exact values)
+  --count N                           frames to capture (default 100)
+  --socket PATH                       tapvs's control socket (or TAPVS_SOCKET; default /run/tapvs/tapvs.sock)
+`

@@ -1,0 +1,265 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+)
+
+// command is one parsed ipvsadm invocation.
+type command struct {
+	op       string // add-service, edit-service, delete-service, clear, restore, save, add-server, edit-server, delete-server, list, zero, set, add-laddr, del-laddr, get-laddr, help, capture
+	proto    string // tcp, udp
+	service  string // VIP:port
+	sched    string
+	persist  *uint32
+	real     string // RIP:port
+	forward  string // fullnat (-b); others are refused
+	weight   *int
+	laddr    string
+	synproxy *bool
+	estTO    uint32
+	numeric  bool
+	conns    bool
+	stats    bool
+	rate     bool
+	exact    bool
+	set      [3]uint32
+	capture  string
+	count    int
+	socket   string
+}
+
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func usagef(format string, a ...any) error { return &usageError{fmt.Sprintf(format, a...)} }
+
+// Short options that take no argument may be bundled: -lnc is -l -n -c.
+var bundleable = map[byte]string{
+	'L': "--list", 'l': "--list", 'n': "--numeric", 'c': "--connection", 'Z': "--zero", 'C': "--clear",
+	'S': "--save", 'R': "--restore", 'h': "--help", 'g': "--gatewaying", 'i': "--ipip", 'm': "--masquerading",
+	'b': "--fullnat", 'G': "--get-laddr",
+}
+
+var shortLong = map[string]string{
+	"-A": "--add-service", "-E": "--edit-service", "-D": "--delete-service", "-a": "--add-server",
+	"-e": "--edit-server", "-d": "--delete-server", "-t": "--tcp-service", "-u": "--udp-service",
+	"-s": "--scheduler", "-p": "--persistent", "-r": "--real-server", "-w": "--weight", "-P": "--add-laddr",
+	"-Q": "--del-laddr", "-z": "--laddr", "-j": "--synproxy", "-V": "--est-timeout", "-f": "--fwmark-service",
+	"-x": "--u-threshold", "-y": "--l-threshold", "-M": "--netmask",
+}
+
+// expand turns bundles and attached values into one option per word.
+func expand(args []string) []string {
+	var out []string
+	for _, a := range args {
+		switch {
+		case strings.HasPrefix(a, "--"):
+			if k, v, ok := strings.Cut(a, "="); ok {
+				out = append(out, k, v)
+			} else {
+				out = append(out, a)
+			}
+		case len(a) > 2 && a[0] == '-' && allBundleable(a[1:]):
+			for i := 1; i < len(a); i++ {
+				out = append(out, bundleable[a[i]])
+			}
+		case len(a) > 2 && a[0] == '-' && shortLong[a[:2]] != "":
+			out = append(out, a[:2], a[2:]) // -t1.2.3.4:80
+		default:
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+func allBundleable(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if bundleable[s[i]] == "" {
+			return false
+		}
+	}
+	return true
+}
+
+func parse(args []string) (*command, error) {
+	c := &command{}
+	args = expand(args)
+	setOp := func(op string) error {
+		if c.op != "" && c.op != op {
+			return usagef("multiple commands specified")
+		}
+		c.op = op
+		return nil
+	}
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if l, ok := shortLong[a]; ok {
+			a = l
+		} else if len(a) == 2 && a[0] == '-' && bundleable[a[1]] != "" {
+			a = bundleable[a[1]]
+		}
+		val := func() (string, error) {
+			if i+1 >= len(args) {
+				return "", usagef("option %s requires an argument", args[i])
+			}
+			i++
+			return args[i], nil
+		}
+		var err error
+		var v string
+		switch a {
+		case "--add-service", "--edit-service", "--delete-service", "--add-server", "--edit-server",
+			"--delete-server", "--list", "--zero", "--clear", "--save", "--restore", "--help", "--add-laddr",
+			"--del-laddr", "--get-laddr":
+			err = setOp(strings.TrimPrefix(a, "--"))
+		case "--set":
+			if err = setOp("set"); err == nil {
+				for k := range 3 {
+					if v, err = val(); err != nil {
+						return nil, usagef("--set needs three values: tcp tcpfin udp")
+					}
+					n, perr := strconv.ParseUint(v, 10, 32)
+					if perr != nil {
+						return nil, usagef("illegal timeout %q for --set", v)
+					}
+					c.set[k] = uint32(n)
+				}
+			}
+		case "--capture":
+			if err = setOp("capture"); err == nil {
+				c.capture, err = val()
+			}
+		case "--count":
+			if v, err = val(); err == nil {
+				if c.count, err = strconv.Atoi(v); err != nil || c.count < 1 {
+					return nil, usagef("illegal count %q", v)
+				}
+			}
+		case "--tcp-service", "--udp-service":
+			if c.service != "" {
+				return nil, usagef("multiple service addresses specified")
+			}
+			c.proto = map[string]string{"--tcp-service": "tcp", "--udp-service": "udp"}[a]
+			if v, err = val(); err == nil {
+				c.service, err = hostPort(v, c.proto)
+			}
+		case "--fwmark-service":
+			return nil, usagef("firewall-mark services (-f) are not supported: tapvs matches VIP:port")
+		case "--scheduler":
+			c.sched, err = val()
+		case "--persistent":
+			n := uint32(300) // ipvsadm's default
+			if i+1 < len(args) && !strings.HasPrefix(args[i+1], "-") {
+				p, perr := strconv.ParseUint(args[i+1], 10, 32)
+				if perr != nil {
+					return nil, usagef("illegal persistence timeout %q", args[i+1])
+				}
+				n = uint32(p)
+				i++
+			}
+			c.persist = &n
+		case "--real-server":
+			if v, err = val(); err == nil {
+				c.real, err = hostPort(v, c.proto)
+			}
+		case "--fullnat":
+			c.forward = "fullnat"
+		case "--gatewaying", "--ipip", "--masquerading":
+			return nil, usagef("%s: tapvs forwards with FULLNAT only (-b)", args[i])
+		case "--weight":
+			if v, err = val(); err == nil {
+				w, perr := strconv.Atoi(v)
+				if perr != nil || w < 0 || w > 65535 {
+					return nil, usagef("Illegal weight specified")
+				}
+				c.weight = &w
+			}
+		case "--laddr":
+			c.laddr, err = val()
+		case "--synproxy":
+			if v, err = val(); err == nil {
+				on := v == "enable" || v == "1"
+				if !on && v != "disable" && v != "0" {
+					return nil, usagef("-j takes enable or disable")
+				}
+				c.synproxy = &on
+			}
+		case "--est-timeout":
+			if v, err = val(); err == nil {
+				n, perr := strconv.ParseUint(v, 10, 32)
+				if perr != nil || n == 0 {
+					return nil, usagef("illegal ESTABLISHED timeout %q", v)
+				}
+				c.estTO = uint32(n)
+			}
+		case "--numeric":
+			c.numeric = true
+		case "--connection":
+			c.conns = true
+		case "--stats":
+			c.stats = true
+		case "--rate":
+			c.rate = true
+		case "--exact":
+			c.exact = true
+		case "--socket":
+			c.socket, err = val()
+		case "--u-threshold", "--l-threshold", "--netmask":
+			return nil, usagef("%s is not supported", args[i])
+		default:
+			return nil, usagef("unknown option %s", args[i])
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	if c.op == "" {
+		c.op = "list" // ipvsadm with no command lists
+	}
+	return c, c.check()
+}
+
+// check enforces what each command needs, as ipvsadm does.
+func (c *command) check() error {
+	needSvc := map[string]bool{"add-service": true, "edit-service": true, "delete-service": true, "add-server": true,
+		"edit-server": true, "delete-server": true, "add-laddr": true, "del-laddr": true, "capture": true}
+	if needSvc[c.op] && c.service == "" {
+		return usagef("the %s command needs a service (-t or -u)", c.op)
+	}
+	switch c.op {
+	case "add-server", "edit-server", "delete-server":
+		if c.real == "" {
+			return usagef("the %s command needs a real server (-r)", c.op)
+		}
+	case "add-laddr", "del-laddr":
+		if c.laddr == "" {
+			return usagef("the %s command needs a local address (-z)", c.op)
+		}
+	}
+	return nil
+}
+
+// hostPort reads host[:port]; the port may be a service name (http).
+func hostPort(s, proto string) (string, error) {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		host, port = s, "0"
+	}
+	a, err := netip.ParseAddr(host)
+	if err != nil {
+		return "", usagef("Illegal address or port: %s", s)
+	}
+	if proto == "" {
+		proto = "tcp"
+	}
+	p, err := net.LookupPort(proto, port)
+	if err != nil {
+		return "", usagef("Illegal address or port: %s", s)
+	}
+	return netip.AddrPortFrom(a, uint16(p)).String(), nil
+}

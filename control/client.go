@@ -1,0 +1,110 @@
+package control
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"time"
+)
+
+// DefaultSocket is where tapvs listens unless configured otherwise.
+const DefaultSocket = "/run/tapvs/tapvs.sock"
+
+// Client talks to a tapvs control socket.
+type Client struct {
+	hc     *http.Client
+	stream *http.Client // no overall timeout: the server bounds a capture
+}
+
+// Dial returns a client for the socket at path.
+func Dial(path string) *Client {
+	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", path)
+	}}
+	return &Client{hc: &http.Client{Timeout: 30 * time.Second, Transport: tr}, stream: &http.Client{Transport: tr}}
+}
+
+// do sends a request; out, if not nil, receives the JSON answer. An API
+// error comes back as *Error.
+func (c *Client) do(method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, "http://tapvs"+path, body)
+	if err != nil {
+		return err
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		var e Error
+		if json.NewDecoder(resp.Body).Decode(&e) != nil || e.Message == "" {
+			return &Error{Code: CodeInternal, Message: resp.Status}
+		}
+		return &e
+	}
+	if out != nil {
+		return json.NewDecoder(resp.Body).Decode(out)
+	}
+	return nil
+}
+
+func esc(s string) string { return url.PathEscape(s) }
+
+func (k ServiceKey) escPath() string {
+	return "/v1/services/" + esc(k.Protocol) + "/" + esc(k.Addr)
+}
+
+func (c *Client) Info() (i Info, err error)          { return i, c.do("GET", "/v1/info", nil, &i) }
+func (c *Client) Services() (s []Service, err error) { return s, c.do("GET", "/v1/services", nil, &s) }
+func (c *Client) Conns() (cs []Conn, err error)      { return cs, c.do("GET", "/v1/conns", nil, &cs) }
+func (c *Client) Timeouts() (t Timeouts, err error)  { return t, c.do("GET", "/v1/timeouts", nil, &t) }
+func (c *Client) SetTimeouts(t Timeouts) error       { return c.do("PUT", "/v1/timeouts", t, nil) }
+func (c *Client) Zero() error                        { return c.do("POST", "/v1/zero", nil, nil) }
+func (c *Client) Clear() error                       { return c.do("DELETE", "/v1/services", nil, nil) }
+func (c *Client) AddService(s ServiceSpec) error     { return c.do("POST", "/v1/services", s, nil) }
+func (c *Client) EditService(s ServiceSpec) error    { return c.do("PUT", s.escPath(), s, nil) }
+func (c *Client) DeleteService(k ServiceKey) error   { return c.do("DELETE", k.escPath(), nil, nil) }
+func (c *Client) AddDest(k ServiceKey, d DestSpec) error {
+	return c.do("POST", k.escPath()+"/dests", d, nil)
+}
+func (c *Client) EditDest(k ServiceKey, d DestSpec) error {
+	return c.do("PUT", k.escPath()+"/dests/"+esc(d.Addr), d, nil)
+}
+func (c *Client) DeleteDest(k ServiceKey, addr string) error {
+	return c.do("DELETE", k.escPath()+"/dests/"+esc(addr), nil, nil)
+}
+func (c *Client) AddLocalAddr(k ServiceKey, addr string) error {
+	return c.do("POST", k.escPath()+"/laddrs", LocalAddr{Addr: addr}, nil)
+}
+func (c *Client) DeleteLocalAddr(k ServiceKey, addr string) error {
+	return c.do("DELETE", k.escPath()+"/laddrs/"+esc(addr), nil, nil)
+}
+
+// Get fetches a raw path (the capture endpoint streams a pcap).
+func (c *Client) Get(path string) (*http.Response, error) {
+	resp, err := c.stream.Get("http://tapvs" + path)
+	if err == nil && resp.StatusCode >= 300 {
+		defer resp.Body.Close()
+		var e Error
+		if json.NewDecoder(resp.Body).Decode(&e) == nil && e.Message != "" {
+			return nil, &e
+		}
+		return nil, fmt.Errorf("%s", resp.Status)
+	}
+	return resp, err
+}

@@ -1,0 +1,266 @@
+package control
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/gopacket"
+	"github.com/google/gopacket/layers"
+	"github.com/google/gopacket/pcapgo"
+
+	"golang.org/x/sys/unix"
+)
+
+// Server serves a Manager over HTTP.
+type Server struct {
+	m   *Manager
+	log *slog.Logger
+	srv *http.Server
+	ln  net.Listener
+}
+
+// NewServer returns a server for m.
+func NewServer(m *Manager, log *slog.Logger) *Server {
+	s := &Server{m: m, log: log}
+	s.srv = &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	return s
+}
+
+// Listen serves on a unix socket at path, mode 0600. Connections from users
+// other than tapvs's own and root are refused (SO_PEERCRED).
+func (s *Server) Listen(path string) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return fmt.Errorf("control socket %s: %w", path, err)
+	}
+	if c, err := net.Dial("unix", path); err == nil {
+		c.Close()
+		return fmt.Errorf("control socket %s: another tapvs is listening there", path)
+	}
+	os.Remove(path)
+	old := unix.Umask(0o077) // no window in which the socket is open to others
+	ln, err := net.Listen("unix", path)
+	unix.Umask(old)
+	if err != nil {
+		return fmt.Errorf("control socket %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return fmt.Errorf("control socket %s: %w", path, err)
+	}
+	s.ln = &peerCheck{Listener: ln, log: s.log}
+	go s.srv.Serve(s.ln)
+	s.log.Info("control API listening", "socket", path)
+	return nil
+}
+
+// Close stops serving and removes the socket.
+func (s *Server) Close() {
+	s.srv.Close()
+	if s.ln != nil {
+		if ul, ok := s.ln.(*peerCheck).Listener.(*net.UnixListener); ok {
+			os.Remove(ul.Addr().String())
+		}
+	}
+}
+
+// peerCheck refuses peers that are neither tapvs's user nor root.
+type peerCheck struct {
+	net.Listener
+	log *slog.Logger
+}
+
+func (p *peerCheck) Accept() (net.Conn, error) {
+	for {
+		c, err := p.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		uc, ok := c.(*net.UnixConn)
+		if !ok {
+			return c, nil
+		}
+		raw, err := uc.SyscallConn()
+		if err != nil {
+			c.Close()
+			continue
+		}
+		var cred *unix.Ucred
+		var cerr error
+		raw.Control(func(fd uintptr) { cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED) })
+		if cerr != nil || (cred.Uid != 0 && int(cred.Uid) != os.Getuid()) {
+			p.log.Warn("control API: refused a peer", "uid", uidOf(cred), "err", cerr)
+			c.Close()
+			continue
+		}
+		return c, nil
+	}
+}
+
+func uidOf(c *unix.Ucred) int {
+	if c == nil {
+		return -1
+	}
+	return int(c.Uid)
+}
+
+// Handler routes the API.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	m := s.m
+	svcKey := func(r *http.Request) ServiceKey {
+		return ServiceKey{Protocol: r.PathValue("proto"), Addr: r.PathValue("addr")}
+	}
+	mux.HandleFunc("GET /v1/info", func(w http.ResponseWriter, r *http.Request) { reply(w, m.Info()) })
+	mux.HandleFunc("GET /v1/services", func(w http.ResponseWriter, r *http.Request) { reply(w, m.Services()) })
+	mux.HandleFunc("DELETE /v1/services", func(w http.ResponseWriter, r *http.Request) { s.done(w, r, m.Clear()) })
+	mux.HandleFunc("POST /v1/services", func(w http.ResponseWriter, r *http.Request) {
+		var spec ServiceSpec
+		if decode(w, r, &spec) {
+			s.done(w, r, m.AddService(spec))
+		}
+	})
+	mux.HandleFunc("PUT /v1/services/{proto}/{addr}", func(w http.ResponseWriter, r *http.Request) {
+		var spec ServiceSpec
+		if decode(w, r, &spec) {
+			spec.ServiceKey = svcKey(r)
+			s.done(w, r, m.EditService(spec))
+		}
+	})
+	mux.HandleFunc("DELETE /v1/services/{proto}/{addr}", func(w http.ResponseWriter, r *http.Request) {
+		s.done(w, r, m.DeleteService(svcKey(r)))
+	})
+	mux.HandleFunc("POST /v1/services/{proto}/{addr}/dests", func(w http.ResponseWriter, r *http.Request) {
+		var d DestSpec
+		if decode(w, r, &d) {
+			s.done(w, r, m.AddDest(svcKey(r), d))
+		}
+	})
+	mux.HandleFunc("PUT /v1/services/{proto}/{addr}/dests/{dest}", func(w http.ResponseWriter, r *http.Request) {
+		var d DestSpec
+		if decode(w, r, &d) {
+			d.Addr = r.PathValue("dest")
+			s.done(w, r, m.EditDest(svcKey(r), d))
+		}
+	})
+	mux.HandleFunc("DELETE /v1/services/{proto}/{addr}/dests/{dest}", func(w http.ResponseWriter, r *http.Request) {
+		s.done(w, r, m.DeleteDest(svcKey(r), r.PathValue("dest")))
+	})
+	mux.HandleFunc("POST /v1/services/{proto}/{addr}/laddrs", func(w http.ResponseWriter, r *http.Request) {
+		var l LocalAddr
+		if decode(w, r, &l) {
+			s.done(w, r, m.AddLocalAddr(svcKey(r), l.Addr))
+		}
+	})
+	mux.HandleFunc("DELETE /v1/services/{proto}/{addr}/laddrs/{lip}", func(w http.ResponseWriter, r *http.Request) {
+		s.done(w, r, m.DeleteLocalAddr(svcKey(r), r.PathValue("lip")))
+	})
+	mux.HandleFunc("GET /v1/conns", func(w http.ResponseWriter, r *http.Request) { reply(w, m.Conns()) })
+	mux.HandleFunc("GET /v1/timeouts", func(w http.ResponseWriter, r *http.Request) { reply(w, m.Timeouts()) })
+	mux.HandleFunc("PUT /v1/timeouts", func(w http.ResponseWriter, r *http.Request) {
+		var t Timeouts
+		if decode(w, r, &t) {
+			s.done(w, r, m.SetTimeouts(t))
+		}
+	})
+	mux.HandleFunc("POST /v1/zero", func(w http.ResponseWriter, r *http.Request) { m.Zero(); s.done(w, r, nil) })
+	mux.HandleFunc("GET /v1/capture", s.capture)
+	return mux
+}
+
+func decode(w http.ResponseWriter, r *http.Request, v any) bool {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		fail(w, &Error{Code: CodeInvalid, Message: "request body: " + err.Error()}, 400)
+		return false
+	}
+	return true
+}
+
+func reply(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(v)
+}
+
+func fail(w http.ResponseWriter, e *Error, status int) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(e)
+}
+
+// done answers a change: 204, or the error with its code. Every change is
+// logged, refused ones too.
+func (s *Server) done(w http.ResponseWriter, r *http.Request, err error) {
+	if err == nil {
+		s.log.Info("control: applied", "op", r.Method+" "+r.URL.Path)
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	code, status := codeOf(err)
+	var ae *Error
+	if errors.As(err, &ae) {
+		code = ae.Code
+	}
+	s.log.Warn("control: refused", "op", r.Method+" "+r.URL.Path, "err", err)
+	fail(w, &Error{Code: code, Message: strings.TrimSpace(err.Error())}, status)
+}
+
+// capture streams a pcap of a service's frames on both sides, as received
+// and as sent: ?proto=tcp&addr=VIP:port&count=N&timeout=30s.
+func (s *Server) capture(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	key := ServiceKey{Protocol: q.Get("proto"), Addr: q.Get("addr")}
+	svc, err := s.m.service(key)
+	if err != nil {
+		s.done(w, r, err)
+		return
+	}
+	count, err := strconv.Atoi(q.Get("count"))
+	if err != nil || count < 1 || count > 1000000 {
+		count = 100
+	}
+	timeout, err := time.ParseDuration(q.Get("timeout"))
+	if err != nil || timeout <= 0 {
+		timeout = 30 * time.Second
+	}
+	tap, err := s.m.bal.StartTap(svc, 4096)
+	if err != nil {
+		fail(w, &Error{Code: CodeInvalid, Message: err.Error()}, http.StatusConflict)
+		return
+	}
+	defer s.m.bal.StopTap(tap)
+	s.log.Info("capture started", "service", key.Addr, "count", count)
+	w.Header().Set("Content-Type", "application/vnd.tcpdump.pcap")
+	pw := pcapgo.NewWriter(w)
+	if err := pw.WriteFileHeader(65536, layers.LinkTypeEthernet); err != nil {
+		return
+	}
+	flusher, _ := w.(http.Flusher)
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	for n := 0; n < count; n++ {
+		select {
+		case f := <-tap.C:
+			ci := gopacket.CaptureInfo{Timestamp: f.Time, CaptureLength: len(f.Data), Length: len(f.Data)}
+			if err := pw.WritePacket(ci, f.Data); err != nil {
+				return
+			}
+			if flusher != nil {
+				flusher.Flush()
+			}
+		case <-deadline.C:
+			return
+		case <-r.Context().Done():
+			return
+		}
+	}
+}

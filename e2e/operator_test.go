@@ -1,0 +1,293 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/gopacket"
+	"github.com/google/gopacket/layers"
+	"github.com/google/gopacket/pcapgo"
+
+	"github.com/tapvs/tapvs/lab"
+)
+
+// adm runs the ipvsadm-named tapvsadm against the lab's tapvs.
+func (e *env) adm(stdin string, args ...string) (stdout, stderr string, code int) {
+	e.t.Helper()
+	cmd := exec.Command(ipvsadmBin, args...)
+	cmd.Env = append(os.Environ(), "TAPVS_SOCKET="+e.top.Socket)
+	cmd.Stdin = strings.NewReader(stdin)
+	var o, eb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &eb
+	err := cmd.Run()
+	code = 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		e.t.Fatal(err)
+	}
+	return o.String(), eb.String(), code
+}
+
+// must runs a command that has to succeed.
+func (e *env) must(args ...string) string {
+	e.t.Helper()
+	out, errOut, code := e.adm("", args...)
+	if code != 0 {
+		e.t.Fatalf("ipvsadm %s: exit %d: %s", strings.Join(args, " "), code, errOut)
+	}
+	return out
+}
+
+// rows splits output into whitespace-separated fields per line.
+func rows(out string) [][]string {
+	var r [][]string
+	for _, l := range strings.Split(strings.TrimRight(out, "\n"), "\n") {
+		r = append(r, strings.Fields(l))
+	}
+	return r
+}
+
+func fields(t *testing.T, got []string, want ...string) {
+	t.Helper()
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Fatalf("columns %q, want %q", got, want)
+	}
+}
+
+// The seed's command sequence, as typed, against a running tapvs; then real
+// traffic, with -G, -ln and -lnc checked column by column.
+func TestSeedSequenceWithIpvsadm(t *testing.T) {
+	e := setup(t, services("rr", 1, 1), "")
+	e.must("-C")
+	e.must("-A", "-t", "172.25.254.100:80", "-s", "wrr")
+	e.must("-a", "-t", "172.25.254.100:80", "-r", "10.20.1.2:80", "-b")
+	e.must("-a", "-t", "172.25.254.100:80", "-r", "10.20.2.2:80", "-b")
+	e.must("-P", "-t", "172.25.254.100:80", "-z", "172.25.84.10")
+
+	g := rows(e.must("-G", "-t", "172.25.254.100:80"))
+	fields(t, g[0], "VIP:VPORT", "TOTAL", "SNAT_IP", "CONFLICTS", "CONNS")
+	fields(t, g[1], "172.25.254.100:80", "1", "172.25.84.10", "0", "0")
+
+	ln := rows(e.must("-ln"))
+	fields(t, ln[0], "IP", "Virtual", "Server", "version", "1.2.1", "(size=1048576)")
+	fields(t, ln[1], "Prot", "LocalAddress:Port", "Scheduler", "Flags")
+	fields(t, ln[2], "->", "RemoteAddress:Port", "Forward", "Weight", "ActiveConn", "InActConn")
+	fields(t, ln[3], "TCP", "172.25.254.100:80", "wrr")
+	fields(t, ln[4], "->", "10.20.1.2:80", "FullNat", "1", "0", "0")
+	fields(t, ln[5], "->", "10.20.2.2:80", "FullNat", "1", "0", "0")
+	if len(ln) != 6 {
+		t.Fatalf("-ln after -C shows %d lines: %q", len(ln), ln)
+	}
+	lnc := rows(e.must("-lnc"))
+	fields(t, lnc[0], "IPVS", "connection", "entries")
+	fields(t, lnc[1], "pro", "expire", "state", "source", "virtual", "destination")
+	if len(lnc) != 2 {
+		t.Fatalf("connections before any traffic: %q", lnc)
+	}
+
+	// Real traffic: two finished requests and one kept-alive connection.
+	short := lab.HTTPClient(e.top.Client, 5*time.Second)
+	e.get(short)
+	e.get(short)
+	keep := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 1,
+		DialContext: func(ctx context.Context, n, a string) (net.Conn, error) { return lab.Dial(ctx, e.top.Client, n, a) }}}
+	defer keep.CloseIdleConnections()
+	keptRS, _ := e.get(keep)
+
+	ln = rows(e.must("-ln"))
+	var active, inactive int
+	for _, r := range ln[4:] {
+		if r[0] != "->" || r[2] != "FullNat" || r[3] != "1" {
+			t.Fatalf("dest row %q", r)
+		}
+		a, _ := strconv.Atoi(r[4])
+		ia, _ := strconv.Atoi(r[5])
+		active += a
+		inactive += ia
+		if r[1] == map[string]string{"rs1": "10.20.1.2:80", "rs2": "10.20.2.2:80"}[keptRS] && a != 1 {
+			t.Fatalf("%s holds the kept-alive connection but shows ActiveConn %d", r[1], a)
+		}
+	}
+	if active != 1 || inactive != 2 {
+		t.Fatalf("ActiveConn %d InActConn %d, want 1 and 2: %q", active, inactive, ln)
+	}
+	lnc = rows(e.must("-lnc"))
+	states := map[string]int{}
+	for _, r := range lnc[2:] {
+		if len(r) != 6 || r[0] != "TCP" || r[4] != "172.25.254.100:80" || !strings.HasPrefix(r[3], "172.25.254.1:") {
+			t.Fatalf("connection row %q", r)
+		}
+		mm, ss, ok := strings.Cut(r[1], ":")
+		m, _ := strconv.Atoi(mm)
+		s, _ := strconv.Atoi(ss)
+		if !ok || m*60+s > 90 || m*60+s <= 0 {
+			t.Fatalf("expire %q out of range", r[1])
+		}
+		if r[5] != "10.20.1.2:80" && r[5] != "10.20.2.2:80" {
+			t.Fatalf("destination %q", r[5])
+		}
+		states[r[2]]++
+	}
+	if states["ESTABLISHED"] != 1 || len(lnc)-2 != 3 {
+		t.Fatalf("states %v in %d entries, want 1 ESTABLISHED of 3", states, len(lnc)-2)
+	}
+}
+
+// Errors read like ipvsadm's, exit non-zero and leave the state untouched.
+func TestIpvsadmErrorsLeaveStateAlone(t *testing.T) {
+	e := setup(t, services("wrr", 1, 1), "")
+	before := e.must("-Sn")
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-D", "-t", "1.2.3.4:80"}, "Service not defined"},
+		{[]string{"-A", "-t", "172.25.254.100:80", "-s", "rr"}, "Service already exists"},
+		{[]string{"-a", "-t", "172.25.254.100:80", "-r", "10.20.1.2:80", "-b"}, "Destination already exists"},
+		{[]string{"-d", "-t", "172.25.254.100:80", "-r", "10.20.9.9:80"}, "No such destination"},
+		{[]string{"-A", "-t", "172.25.254.100:81", "-s", "fifo"}, `"fifo" is not a scheduler`},
+		{[]string{"-a", "-t", "172.25.254.100:80", "-r", "10.20.1.3:80", "-w", "70000"}, "Illegal weight specified"},
+		{[]string{"-a", "-t", "172.25.254.100:80", "-r", "10.20.1.3:80", "-m"}, "FULLNAT only"},
+		{[]string{"-P", "-t", "172.25.254.100:80", "-z", "127.0.0.1:80"}, "not in the server side's subnet"},
+		{[]string{"-A", "-t", "not-an-address:80"}, "Illegal address or port"},
+		{[]string{"-A", "-u", "172.25.254.100:53", "-j", "enable"}, "only a TCP service can have a SYN proxy"},
+	}
+	for _, c := range cases {
+		_, errOut, code := e.adm("", c.args...)
+		if code == 0 || !strings.Contains(errOut, c.want) {
+			t.Errorf("ipvsadm %s: exit %d, %q; want non-zero and %q", strings.Join(c.args, " "), code, errOut, c.want)
+		}
+	}
+	if after := e.must("-Sn"); after != before {
+		t.Fatalf("refused commands changed the rules:\n%s\nwas\n%s", after, before)
+	}
+	e.get(lab.HTTPClient(e.top.Client, 5*time.Second))
+}
+
+// -S output restores with -R to the same rules; --set, -E, -e, -Q, -Z,
+// --stats and --capture work on the running tapvs.
+func TestIpvsadmSaveRestoreAndFriends(t *testing.T) {
+	e := setup(t, services("wrr", 1, 1), "")
+	saved := e.must("-Sn")
+	for _, want := range []string{"-A -t 172.25.254.100:80 -s wrr", "-a -t 172.25.254.100:80 -r 10.20.1.2:80 -b -w 1", "-P -t 172.25.254.100:80 -z 172.25.84.10", "-A -u 172.25.254.100:9001 -s rr"} {
+		if !strings.Contains(saved, want+"\n") {
+			t.Fatalf("-S lacks %q:\n%s", want, saved)
+		}
+	}
+	e.must("-C")
+	if out := e.must("-Sn"); out != "" {
+		t.Fatalf("after -C: %q", out)
+	}
+	if _, errOut, code := e.adm(saved, "-R"); code != 0 {
+		t.Fatalf("-R: %s", errOut)
+	}
+	if again := e.must("-Sn"); again != saved {
+		t.Fatalf("-S | -R does not round-trip:\n%s\nwas\n%s", again, saved)
+	}
+	e.get(lab.HTTPClient(e.top.Client, 5*time.Second)) // traffic flows through the restored rules
+
+	// Edits: scheduler, synproxy, weight, a LIP off.
+	e.must("-E", "-t", "172.25.254.100:80", "-s", "rr", "-j", "enable")
+	e.must("-e", "-t", "172.25.254.100:80", "-r", "10.20.2.2:80", "-w", "3")
+	e.must("-Q", "-t", "172.25.254.100:80", "-z", "172.25.84.11")
+	ln := rows(e.must("-ln", "-t", "172.25.254.100:80"))
+	fields(t, ln[3], "TCP", "172.25.254.100:80", "rr", "synproxy")
+	fields(t, ln[5][:4], "->", "10.20.2.2:80", "FullNat", "3")
+	g := rows(e.must("-G", "-t", "172.25.254.100:80"))
+	if len(g) != 2 || g[1][2] != "172.25.84.10" {
+		t.Fatalf("-G after -Q: %q", g)
+	}
+	hc := lab.HTTPClient(e.top.Client, 5*time.Second)
+	for range 4 {
+		if _, saw := e.get(hc); saw.Addr() != lab.LIP1 {
+			t.Fatalf("after -Q the RS saw %v", saw)
+		}
+	}
+
+	// --set and the timeouts it reports.
+	e.must("--set", "100", "10", "50")
+	tos, err := e.d.Manager.Timeouts(), error(nil)
+	if err != nil || tos.TCP != 100 || tos.TCPFin != 10 || tos.UDP != 50 {
+		t.Fatalf("--set: %+v", tos)
+	}
+	if exp := e.d.Manager.Services()[0].Timeouts; exp.TCP != 100 {
+		t.Fatalf("--set did not reach the services: %+v", exp)
+	}
+
+	// --stats counts the traffic; -Z zeroes it.
+	st := rows(e.must("-ln", "--stats", "-t", "172.25.254.100:80"))
+	fields(t, st[1], "Prot", "LocalAddress:Port", "Conns", "InPkts", "OutPkts", "InBytes", "OutBytes")
+	conns, _ := strconv.Atoi(st[3][2])
+	in, _ := strconv.Atoi(st[3][3])
+	out, _ := strconv.Atoi(st[3][4])
+	if conns < 5 || in < 3*conns || out < 3*conns {
+		t.Fatalf("--stats service row %q: want at least 5 connections of 3+ packets each way", st[3])
+	}
+	e.must("-Z")
+	st = rows(e.must("-ln", "--stats", "--exact", "-t", "172.25.254.100:80"))
+	fields(t, st[3], "TCP", "172.25.254.100:80", "0", "0", "0", "0", "0")
+	rt := rows(e.must("-ln", "--rate"))
+	fields(t, rt[1], "Prot", "LocalAddress:Port", "CPS", "InPPS", "OutPPS", "InBPS", "OutBPS")
+
+	// --capture writes both sides of the service's traffic to a pcap.
+	file := filepath.Join(t.TempDir(), "cap.pcap")
+	done := make(chan string, 1)
+	go func() {
+		out, errOut, code := e.adm("", "--capture", file, "-t", "172.25.254.100:80", "--count", "20")
+		if code != 0 {
+			out = "failed: " + errOut
+		}
+		done <- out
+	}()
+	time.Sleep(300 * time.Millisecond)
+	for range 3 {
+		e.get(hc)
+	}
+	select {
+	case out := <-done:
+		if strings.HasPrefix(out, "failed") {
+			t.Fatal(out)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("capture did not finish")
+	}
+	f, err := os.Open(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	r, err := pcapgo.NewReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sides := map[string]int{}
+	for n := 0; ; n++ {
+		data, _, err := r.ReadPacketData()
+		if err != nil {
+			if n != 20 {
+				t.Fatalf("%d frames in the capture, want 20", n)
+			}
+			break
+		}
+		ip := gopacket.NewPacket(data, layers.LayerTypeEthernet, gopacket.Default).Layer(layers.LayerTypeIPv4).(*layers.IPv4)
+		switch {
+		case ip.SrcIP.Equal(lab.VIP.AsSlice()) || ip.DstIP.Equal(lab.VIP.AsSlice()):
+			sides["client"]++
+		case ip.SrcIP.Equal(lab.LIP1.AsSlice()) || ip.DstIP.Equal(lab.LIP1.AsSlice()):
+			sides["server"]++
+		}
+	}
+	if sides["client"] == 0 || sides["server"] == 0 {
+		t.Fatalf("capture sides %v: want both", sides)
+	}
+}
