@@ -49,10 +49,10 @@ type Endpoint struct {
 	side  nat.Side
 	devs  []tun.Device
 	qbase int // this side's first reader number: nat.Frame.Queue is unique across sides
-	bal  *nat.Balancer
-	peer *Endpoint
-	mtu  atomic.Uint32
-	mac  tcpip.LinkAddress
+	bal   *nat.Balancer
+	peer  *Endpoint
+	mtu   atomic.Uint32
+	mac   tcpip.LinkAddress
 
 	dispatcher atomic.Pointer[stack.NetworkDispatcher]
 	wg         sync.WaitGroup
