@@ -231,6 +231,24 @@ func (c *command) check() error {
 	if needSvc[c.op] && c.service == "" {
 		return usagef("the %s command needs a service (-t or -u)", c.op)
 	}
+	// ipvsadm's option/command compatibility: an option that means nothing
+	// to the command is an error, not silently ignored.
+	svcOpts := c.sched != "" || c.persist != nil || c.synproxy != nil || c.estTO != 0
+	destOpts := c.real != "" || c.weight != nil || c.forward != ""
+	switch c.op {
+	case "add-service", "edit-service":
+		if destOpts || c.laddr != "" {
+			return usagef("Illegal option for %s: -r, -w, -b and -z belong to real servers and local addresses", c.op)
+		}
+	case "delete-service", "add-laddr", "del-laddr", "get-laddr", "clear", "zero", "save", "restore", "set":
+		if svcOpts || destOpts {
+			return usagef("Illegal option for %s", c.op)
+		}
+	case "add-server", "edit-server", "delete-server":
+		if svcOpts || c.laddr != "" {
+			return usagef("Illegal option for %s: -s, -p, -j, -V and -z belong to services", c.op)
+		}
+	}
 	switch c.op {
 	case "add-server", "edit-server", "delete-server":
 		if c.real == "" {

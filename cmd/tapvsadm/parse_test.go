@@ -1,0 +1,115 @@
+package main
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+
+	"github.com/tapvs/tapvs/control"
+)
+
+func TestParseIpvsadmGrammar(t *testing.T) {
+	cases := []struct {
+		args string
+		want command
+	}{
+		{"-ln", command{op: "list", numeric: true}},
+		{"-lnc", command{op: "list", numeric: true, conns: true}},
+		{"-L -n --stats --exact", command{op: "list", numeric: true, stats: true, exact: true}},
+		{"", command{op: "list"}},
+		{"-A -t 172.25.254.100:80 -s wrr", command{op: "add-service", proto: "tcp", service: "172.25.254.100:80", sched: "wrr"}},
+		{"-A -t 172.25.254.100:http -s wrr", command{op: "add-service", proto: "tcp", service: "172.25.254.100:80", sched: "wrr"}},
+		{"-A -t172.25.254.100:80", command{op: "add-service", proto: "tcp", service: "172.25.254.100:80"}},
+		{"--add-service --udp-service=10.0.0.1:53", command{op: "add-service", proto: "udp", service: "10.0.0.1:53"}},
+		{"-a -t 172.25.254.100:80 -r 172.25.84.2:80 -b", command{op: "add-server", proto: "tcp", service: "172.25.254.100:80", real: "172.25.84.2:80", forward: "fullnat"}},
+		{"-a -t 172.25.254.100:80 -r 172.25.84.2 -b", command{op: "add-server", proto: "tcp", service: "172.25.254.100:80", real: "172.25.84.2:0", forward: "fullnat"}},
+		{"-P -t 172.25.254.100:80 -z 127.0.0.1:80", command{op: "add-laddr", proto: "tcp", service: "172.25.254.100:80", laddr: "127.0.0.1:80"}},
+		{"-G", command{op: "get-laddr"}},
+		{"--set 900 120 300", command{op: "set", set: [3]uint32{900, 120, 300}}},
+		{"-Sn", command{op: "save", numeric: true}},
+	}
+	for _, c := range cases {
+		got, err := parse(strings.Fields(c.args))
+		if err != nil {
+			t.Errorf("%q: %v", c.args, err)
+			continue
+		}
+		got.weight, got.persist, got.synproxy = nil, nil, nil
+		if *got != c.want {
+			t.Errorf("%q:\n got %+v\nwant %+v", c.args, *got, c.want)
+		}
+	}
+	c, err := parse(strings.Fields("-E -t 1.1.1.1:80 -p -j disable -w 5 -r 2.2.2.2:80"))
+	if err == nil || !strings.Contains(err.Error(), "Illegal option") {
+		t.Fatalf("-E with -r parsed: %+v", c)
+	}
+	c, err = parse(strings.Fields("-E -t 1.1.1.1:80 -p -j disable"))
+	if err != nil || *c.persist != 300 || *c.synproxy {
+		t.Fatalf("-p without a timeout: %+v %v", c, err)
+	}
+	c, err = parse(strings.Fields("-A -t 1.1.1.1:80 -p 60"))
+	if err != nil || *c.persist != 60 {
+		t.Fatalf("-p 60: %+v %v", c, err)
+	}
+}
+
+func TestParseRefusals(t *testing.T) {
+	for args, want := range map[string]string{
+		"-A -D -t 1.1.1.1:80":              "multiple commands",
+		"-a -t 1.1.1.1:80":                 "needs a real server",
+		"-A":                               "needs a service",
+		"-A -t 1.1.1.1:80 -u 1.1.1.1:53":   "multiple service addresses",
+		"-a -t 1.1.1.1:80 -r 2.2.2.2 -w x": "Illegal weight",
+		"-A -f 1":                          "firewall-mark",
+		"--set 1 2":                        "three values",
+		"-Y":                               "unknown option",
+		"-A -t 1.1.1.1:nosuchservice":      "Illegal address or port",
+		"-A -t 1.1.1.1:80 -j maybe":        "enable or disable",
+	} {
+		_, err := parse(strings.Fields(args))
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: %v, want %q", args, err, want)
+		}
+	}
+}
+
+func TestUsageErrorsExitTwo(t *testing.T) {
+	var out, errOut bytes.Buffer
+	if code := run([]string{"-Y"}, nil, &out, &errOut); code != 2 || !strings.Contains(errOut.String(), "Try `ipvsadm -h'") {
+		t.Fatalf("exit %d, %q", code, errOut.String())
+	}
+	if code := run([]string{"-h"}, nil, &out, &errOut); code != 0 || !strings.Contains(out.String(), "--add-laddr") {
+		t.Fatalf("-h: exit %d", code)
+	}
+	out.Reset()
+	errOut.Reset()
+	if code := run([]string{"-ln", "--socket", "/nonexistent/tapvs.sock"}, nil, &out, &errOut); code != 1 || !strings.Contains(errOut.String(), "Is tapvs running") {
+		t.Fatalf("no daemon: exit %d, %q", code, errOut.String())
+	}
+}
+
+func TestLargeNumbers(t *testing.T) {
+	for n, want := range map[uint64]string{0: "       0", 99999999: "99999999", 100000000: " 100000K", 123456789012: " 123456M"} {
+		if got := largenum(n, false); got != want {
+			t.Errorf("%d: %q, want %q", n, got, want)
+		}
+	}
+	if got := largenum(123456789012, true); got != "123456789012" {
+		t.Errorf("exact: %q", got)
+	}
+}
+
+func TestListLayout(t *testing.T) {
+	var b bytes.Buffer
+	svcs := []control.Service{{ServiceKey: control.ServiceKey{Protocol: "tcp", Addr: "172.25.254.100:80"}, Scheduler: "wrr", Synproxy: true,
+		Dests: []control.Dest{{Addr: "172.25.84.2:80", Forward: "FullNat", Weight: 1, ActiveConn: 3, InActConn: 12}}}}
+	printList(&b, control.Info{Version: "1.2.1", Size: 4194304}, svcs, &command{})
+	want := "IP Virtual Server version 1.2.1 (size=4194304)\n" +
+		"Prot LocalAddress:Port Scheduler Flags\n" +
+		"  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n" +
+		"TCP  172.25.254.100:80 wrr synproxy\n" +
+		"  -> 172.25.84.2:80               FullNat 1      3          12        \n"
+	if b.String() != want {
+		t.Fatalf("got\n%s\nwant\n%s", b.String(), want)
+	}
+}
