@@ -4,12 +4,16 @@
 package config
 
 import (
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/fsnotify/fsnotify"
 	"net"
 	"net/netip"
 	"strings"
 	"time"
+
+	"github.com/tapvs/tapvs/health"
 
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/viper"
@@ -76,6 +80,19 @@ type rawSynproxy struct {
 	AckStorm      int    `mapstructure:"ack_storm"`
 }
 
+type rawHealth struct {
+	Type       string `mapstructure:"type"`
+	Port       int    `mapstructure:"port"`
+	Interval   string `mapstructure:"interval"`
+	Timeout    string `mapstructure:"timeout"`
+	Rise       int    `mapstructure:"rise"`
+	Fall       int    `mapstructure:"fall"`
+	Path       string `mapstructure:"http_path"`
+	Status     int    `mapstructure:"http_status"`
+	BodySHA256 string `mapstructure:"http_body_sha256"`
+	OnFailure  string `mapstructure:"on_failure"`
+}
+
 type rawService struct {
 	Name           string      `mapstructure:"name"`
 	VIP            string      `mapstructure:"vip"`
@@ -86,12 +103,14 @@ type rawService struct {
 	RealServers    []rawRS     `mapstructure:"real_servers"`
 	Timeouts       rawTimeouts `mapstructure:"timeouts"`
 	Synproxy       bool        `mapstructure:"synproxy"`
+	Health         *rawHealth  `mapstructure:"health_check"`
 }
 
 type rawRS struct {
-	Address string `mapstructure:"address"`
-	Port    int    `mapstructure:"port"`
-	Weight  *int   `mapstructure:"weight"`
+	Address string     `mapstructure:"address"`
+	Port    int        `mapstructure:"port"`
+	Weight  *int       `mapstructure:"weight"`
+	Health  *rawHealth `mapstructure:"health_check"` // replaces the service's check for this server
 }
 
 // Config is a validated configuration.
@@ -145,6 +164,7 @@ type RealServer struct {
 	Address netip.Addr
 	Port    uint16
 	Weight  int
+	Health  *health.Spec // nil: not checked
 }
 
 // Load reads the file at path (YAML), applies TAPVS_ environment overrides
@@ -160,6 +180,15 @@ func Load(path string) (*Config, error) {
 		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
 	return decode(v, path)
+}
+
+// Watch calls changed (from viper's watcher goroutine) whenever the file at
+// path is written or replaced, as editors and config managers do.
+func Watch(path string, changed func()) {
+	v := viper.New()
+	v.SetConfigFile(path)
+	v.OnConfigChange(func(fsnotify.Event) { changed() })
+	v.WatchConfig()
 }
 
 // Parse reads YAML from text, for tests and tools.
@@ -276,10 +305,40 @@ func validate(r *raw) (*Config, error) {
 		}
 		c.Services = append(c.Services, s)
 	}
+	if c.HasHealthChecks() && okMin && okMax {
+		if lo, _ := c.OwnPorts(); lo == 0 {
+			e.add("limits.local_port_min", "health checks need ports for tapvs's own connections outside %d-%d: start the range at 2048 or later, or end it before 64512", pmin, pmax)
+		}
+	}
 	if len(e) > 0 {
 		return nil, errors.Join(e...)
 	}
 	return c, nil
+}
+
+// HasHealthChecks reports whether any real server is checked.
+func (c *Config) HasHealthChecks() bool {
+	for _, s := range c.Services {
+		for _, rs := range s.RealServers {
+			if rs.Health != nil {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// OwnPorts is the port range for tapvs's own connections from LIPs (health
+// checks): outside the balancer's local port range, so a check's replies are
+// never taken for a balanced connection's. lo is 0 if there is no room.
+func (c *Config) OwnPorts() (lo, hi uint16) {
+	switch {
+	case c.PortMin >= 2048:
+		return 1024, c.PortMin - 1
+	case c.PortMax <= 64511:
+		return c.PortMax + 1, 65535
+	}
+	return 0, 0
 }
 
 func iface(e *errs, f string, r rawIface) Interface {
@@ -365,6 +424,73 @@ func synproxyConfig(e *errs, r rawSynproxy, serverMTU int) nat.SynproxyConfig {
 	return c
 }
 
+func healthSpec(e *errs, f string, r *rawHealth) *health.Spec {
+	if r.Type == "none" {
+		return nil
+	}
+	s := &health.Spec{Type: r.Type, Rise: r.Rise, Fall: r.Fall, Path: r.Path, Status: r.Status, BodySHA256: strings.ToLower(r.BodySHA256)}
+	if s.Type == "" {
+		s.Type = "tcp"
+	}
+	if s.Type != "tcp" && s.Type != "http" {
+		e.add(f+".type", "%q is not a check (tcp, http or none)", r.Type)
+	}
+	if r.Port != 0 {
+		s.Port, _ = port(e, f+".port", r.Port)
+	}
+	dur := func(field, v, def string) time.Duration {
+		if v == "" {
+			v = def
+		}
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 10*time.Millisecond {
+			e.add(f+"."+field, "%q is not a duration of at least 10ms", v)
+		}
+		return d
+	}
+	s.Interval = dur("interval", r.Interval, "2s")
+	s.Timeout = dur("timeout", r.Timeout, "1s")
+	if s.Timeout > s.Interval {
+		e.add(f+".timeout", "%s is longer than the interval %s", s.Timeout, s.Interval)
+	}
+	if s.Rise == 0 {
+		s.Rise = 2
+	}
+	if s.Fall == 0 {
+		s.Fall = 2
+	}
+	if s.Rise < 1 || s.Rise > 100 {
+		e.add(f+".rise", "%d is out of range 1-100", s.Rise)
+	}
+	if s.Fall < 1 || s.Fall > 100 {
+		e.add(f+".fall", "%d is out of range 1-100", s.Fall)
+	}
+	if s.Type == "http" {
+		if s.Path == "" {
+			s.Path = "/"
+		}
+		if !strings.HasPrefix(s.Path, "/") {
+			e.add(f+".http_path", "%q does not start with /", s.Path)
+		}
+		if s.Status != 0 && (s.Status < 100 || s.Status > 599) {
+			e.add(f+".http_status", "%d is not an HTTP status", s.Status)
+		}
+		if s.BodySHA256 != "" {
+			if b, err := hex.DecodeString(s.BodySHA256); err != nil || len(b) != 32 {
+				e.add(f+".http_body_sha256", "%q is not a SHA-256 in hex", r.BodySHA256)
+			}
+		}
+	}
+	switch r.OnFailure {
+	case "", "quiesce":
+	case "remove":
+		s.Remove = true
+	default:
+		e.add(f+".on_failure", "%q is not quiesce or remove", r.OnFailure)
+	}
+	return s
+}
+
 func port(e *errs, f string, p int) (uint16, bool) {
 	if p < 1 || p > 65535 {
 		e.add(f, "%d is not a port", p)
@@ -446,6 +572,12 @@ func service(e *errs, f string, r rawService, base nat.Timeouts) Service {
 			out.Address = a
 		}
 		out.Port, _ = port(e, rf+".port", rs.Port)
+		switch {
+		case rs.Health != nil:
+			out.Health = healthSpec(e, rf+".health_check", rs.Health)
+		case r.Health != nil:
+			out.Health = healthSpec(e, f+".health_check", r.Health)
+		}
 		out.Weight = 1
 		if rs.Weight != nil {
 			out.Weight = *rs.Weight

@@ -122,3 +122,31 @@ func TestSynproxySettings(t *testing.T) {
 		}
 	}
 }
+
+func TestWatchSeesWritesAndReplacements(t *testing.T) {
+	dir := t.TempDir()
+	path := dir + "/tapvs.yaml"
+	if err := os.WriteFile(path, []byte(valid), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	changed := make(chan struct{}, 10)
+	Watch(path, func() { changed <- struct{}{} })
+	wait := func(what string) {
+		t.Helper()
+		select {
+		case <-changed:
+		case <-time.After(3 * time.Second):
+			t.Fatalf("no change seen after %s", what)
+		}
+		for len(changed) > 0 {
+			<-changed
+		}
+	}
+	time.Sleep(100 * time.Millisecond)
+	os.WriteFile(path, []byte(valid+"\n# edited\n"), 0o644)
+	wait("a write")
+	// Editors and config managers write a new file and rename it over.
+	os.WriteFile(path+".tmp", []byte(valid), 0o644)
+	os.Rename(path+".tmp", path)
+	wait("a rename over the file")
+}

@@ -9,7 +9,12 @@ import (
 	"log/slog"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/tapvs/tapvs/health"
+
+	"github.com/tapvs/tapvs/metrics"
 
 	"github.com/tapvs/tapvs/control"
 
@@ -23,14 +28,19 @@ import (
 type Daemon struct {
 	Balancer *nat.Balancer
 	Stack    *netstack.Stack
-	Config   *config.Config
 	Manager  *control.Manager
+	cfg      atomic.Pointer[config.Config] // replaced whole by Reload
 
-	control *control.Server
-	log     *slog.Logger
-	stop    chan struct{}
-	wg      sync.WaitGroup
-	once    sync.Once
+	// Metrics serves Prometheus metrics when metrics.listen is set.
+	Metrics *metrics.Server
+
+	control  *control.Server
+	checker  *health.Checker
+	reloadMu sync.Mutex
+	log      *slog.Logger
+	stop     chan struct{}
+	wg       sync.WaitGroup
+	once     sync.Once
 }
 
 // Start builds everything from cfg and starts forwarding. On error nothing is
@@ -112,7 +122,8 @@ func Start(cfg *config.Config, log *slog.Logger) (_ *Daemon, err error) {
 	if st, err = netstack.New(bal, nics[0], nics[1], log); err != nil {
 		return nil, err
 	}
-	d := &Daemon{Balancer: bal, Stack: st, Config: cfg, stop: make(chan struct{}), log: log}
+	d := &Daemon{Balancer: bal, Stack: st, stop: make(chan struct{}), log: log}
+	d.cfg.Store(cfg)
 	d.Manager = control.NewManager(bal, d.sync)
 	d.Manager.ValidLIP = func(a netip.Addr) error {
 		if !cfg.Server.Address.Contains(a) {
@@ -140,8 +151,87 @@ func Start(cfg *config.Config, log *slog.Logger) (_ *Daemon, err error) {
 			return nil, err
 		}
 	}
+	if lo, hi := cfg.OwnPorts(); lo != 0 {
+		if err := st.SetOwnPorts(lo, hi); err != nil {
+			d.Close()
+			return nil, err
+		}
+	}
+	d.startHealth(cfg)
+	d.Manager.SetHealth(d.healthViews)
+	if cfg.MetricsListen != "" {
+		if d.Metrics, err = metrics.Serve(cfg.MetricsListen, metrics.New(bal, st, d.health), log); err != nil {
+			d.Close()
+			return nil, err
+		}
+	}
 	log.Info("tapvs running", "client", cfg.Client.Name, "server", cfg.Server.Name, "services", len(cfg.Services))
 	return d, nil
+}
+
+// Config is the configuration running now (the last one loaded).
+func (d *Daemon) Config() *config.Config { return d.cfg.Load() }
+
+// health reports a server's health-check state to the metrics.
+func (d *Daemon) health(s *nat.Service, dst *nat.Dest) (up, checked bool) {
+	if d.checker == nil {
+		return false, false
+	}
+	up, checked, _ = d.checker.Up(s.Protocol, netip.AddrPortFrom(s.Addr, s.Port), netip.AddrPortFrom(dst.Addr, dst.Port))
+	return up, checked
+}
+
+// healthViews reports a service's checks to the control API's listings.
+func (d *Daemon) healthViews(s *nat.Service) []control.HealthView {
+	if d.checker == nil {
+		return nil
+	}
+	var out []control.HealthView
+	vip := netip.AddrPortFrom(s.Addr, s.Port)
+	for _, sc := range d.Config().Services {
+		if sc.VIP != s.Addr || sc.Port != s.Port || sc.Protocol != s.Protocol {
+			continue
+		}
+		for _, rs := range sc.RealServers {
+			ap := netip.AddrPortFrom(rs.Address, rs.Port)
+			if up, checked, why := d.checker.Up(s.Protocol, vip, ap); checked {
+				out = append(out, control.HealthView{Dest: ap.String(), Healthy: up, Reason: why})
+			}
+		}
+	}
+	return out
+}
+
+// startHealth runs the configuration's health checks, carrying the state
+// of the checker it replaces.
+func (d *Daemon) startHealth(cfg *config.Config) {
+	prev := d.checker
+	defer func() {
+		if prev != nil {
+			prev.Close()
+		}
+	}()
+	var targets []health.Target
+	for _, sc := range cfg.Services {
+		for _, rs := range sc.RealServers {
+			if rs.Health != nil {
+				targets = append(targets, health.Target{Proto: sc.Protocol, VIP: netip.AddrPortFrom(sc.VIP, sc.Port),
+					RS: netip.AddrPortFrom(rs.Address, rs.Port), Spec: *rs.Health})
+			}
+		}
+	}
+	if len(targets) == 0 {
+		d.checker = nil
+		return
+	}
+	next := health.New(d.Balancer, d.Stack.Stack(), netstack.ServerNIC, d.log)
+	if prev != nil {
+		prev.Close() // stop it before its state is copied
+	}
+	next.Start(targets, prev)
+	prev = nil
+	d.checker = next
+	next.Reapply()
 }
 
 // sync makes the stack answer for exactly the balancer's VIPs and LIPs and
@@ -180,6 +270,12 @@ func (d *Daemon) Close() {
 	d.once.Do(func() {
 		if d.control != nil {
 			d.control.Close()
+		}
+		if d.Metrics != nil {
+			d.Metrics.Close()
+		}
+		if d.checker != nil {
+			d.checker.Close()
 		}
 		close(d.stop)
 		d.wg.Wait()

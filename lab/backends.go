@@ -29,11 +29,15 @@ type Backend struct {
 
 	closers []io.Closer
 	wg      sync.WaitGroup
+	ns      string
+	srv     *http.Server
+	httpMu  sync.Mutex
+	httpL   net.Listener
 }
 
 // StartBackend listens inside namespace ns on addr.
 func StartBackend(ns, name string, addr netip.Addr) (*Backend, error) {
-	b := &Backend{Name: name, Addr: addr, sources: map[netip.Addr]int{}}
+	b := &Backend{Name: name, Addr: addr, sources: map[netip.Addr]int{}, ns: ns}
 	var httpL, bulkL net.Listener
 	var udp net.PacketConn
 	err := InNetns(ns, func() (err error) {
@@ -62,11 +66,43 @@ func StartBackend(ns, name string, addr netip.Addr) (*Backend, error) {
 			}
 		}}
 	b.closers = append(b.closers, srv)
+	b.srv, b.httpL = srv, httpL
 	b.wg.Add(3)
 	go func() { defer b.wg.Done(); srv.Serve(httpL) }()
 	go func() { defer b.wg.Done(); b.serveBulk(bulkL) }()
 	go func() { defer b.wg.Done(); b.serveEcho(udp) }()
 	return b, nil
+}
+
+// StopHTTP stops accepting HTTP connections, as a crashed web server would;
+// connections already open are served on.
+func (b *Backend) StopHTTP() {
+	b.httpMu.Lock()
+	defer b.httpMu.Unlock()
+	if b.httpL != nil {
+		b.httpL.Close()
+		b.httpL = nil
+	}
+}
+
+// StartHTTP listens again after StopHTTP.
+func (b *Backend) StartHTTP() error {
+	b.httpMu.Lock()
+	defer b.httpMu.Unlock()
+	if b.httpL != nil {
+		return nil
+	}
+	var l net.Listener
+	if err := InNetns(b.ns, func() (err error) {
+		l, err = net.Listen("tcp4", netip.AddrPortFrom(b.Addr, HTTPPort).String())
+		return err
+	}); err != nil {
+		return err
+	}
+	b.httpL = l
+	b.wg.Add(1)
+	go func() { defer b.wg.Done(); b.srv.Serve(l) }()
+	return nil
 }
 
 func (b *Backend) saw(a net.Addr) {

@@ -169,6 +169,15 @@ func (st *Stack) SetAddresses(side nat.Side, want []netip.Addr) error {
 	return errors.Join(errs...)
 }
 
+// SetOwnPorts is the ephemeral port range of the stack's own connections
+// (health checks from LIPs): it must not overlap the balancer's local ports.
+func (st *Stack) SetOwnPorts(lo, hi uint16) error {
+	if err := st.s.SetPortRange(lo, hi); err != nil {
+		return fmt.Errorf("stack port range %d-%d: %s", lo, hi, err)
+	}
+	return nil
+}
+
 // Stack is the gVisor stack, for tapvs's own connections (health checks).
 func (st *Stack) Stack() *stack.Stack { return st.s }
 

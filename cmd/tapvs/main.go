@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -60,10 +61,35 @@ func runCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			<-ctx.Done()
-			log.Info("shutting down")
-			d.Close()
-			return nil
+			// SIGHUP or a change to the file reloads it; a burst of writes
+			// (an editor saving) is one reload.
+			reload := make(chan struct{}, 1)
+			poke := func() {
+				select {
+				case reload <- struct{}{}:
+				default:
+				}
+			}
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			config.Watch(path, poke)
+			for {
+				select {
+				case <-ctx.Done():
+					log.Info("shutting down")
+					d.Close()
+					return nil
+				case <-hup:
+					poke()
+				case <-reload:
+					time.Sleep(200 * time.Millisecond)
+					select {
+					case <-reload:
+					default:
+					}
+					d.Reload(path) // logs what it did or why it refused
+				}
+			}
 		},
 	}
 	c.Flags().StringVarP(&path, "config", "c", "config.yaml", "configuration file")

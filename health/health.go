@@ -1,0 +1,260 @@
+// Package health checks real servers the way keepalived does for LVS: a TCP
+// connect or an HTTP GET every interval, from one of the service's local
+// addresses through tapvs's own gVisor stack (so a check takes the path
+// traffic takes), with rise/fall counts. A server that fails is quiesced
+// (weight 0: no new connections, open ones continue) or removed; it is put
+// back with its weight when it passes again. Every transition is logged.
+package health
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"sync"
+	"time"
+
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+
+	"github.com/tapvs/tapvs/nat"
+)
+
+// Spec is one check.
+type Spec struct {
+	Type       string // "tcp" or "http"
+	Port       uint16 // 0: the server's own port
+	Interval   time.Duration
+	Timeout    time.Duration
+	Rise, Fall int
+	Path       string // http
+	Status     int    // http; 0: 200
+	BodySHA256 string // http; hex, optional
+	Remove     bool   // remove the server on failure instead of quiescing it
+}
+
+// Target is a server to check, by service and address.
+type Target struct {
+	Proto nat.Protocol
+	VIP   netip.AddrPort
+	RS    netip.AddrPort
+	Spec  Spec
+}
+
+// Checker runs every check.
+type Checker struct {
+	bal   *nat.Balancer
+	st    *stack.Stack
+	nic   tcpip.NICID
+	log   *slog.Logger
+	mu    sync.Mutex
+	state map[stateKey]*state
+	stop  chan struct{}
+	wg    sync.WaitGroup
+}
+
+type stateKey struct {
+	proto nat.Protocol
+	vip   netip.AddrPort
+	rs    netip.AddrPort
+}
+
+type state struct {
+	t      Target
+	up     bool
+	ok, ko int    // consecutive passes and failures
+	weight int    // weight to restore
+	reason string // last failure
+}
+
+// New returns a checker that dials from nic of st.
+func New(bal *nat.Balancer, st *stack.Stack, nic tcpip.NICID, log *slog.Logger) *Checker {
+	return &Checker{bal: bal, st: st, nic: nic, log: log, state: map[stateKey]*state{}, stop: make(chan struct{})}
+}
+
+// Start runs a goroutine per target. Servers start as up, or as prev (a
+// checker being replaced, on reload) last saw them.
+func (c *Checker) Start(targets []Target, prev *Checker) {
+	for _, t := range targets {
+		k := stateKey{t.Proto, t.VIP, t.RS}
+		s := &state{t: t, up: true}
+		if prev != nil {
+			prev.mu.Lock()
+			if p := prev.state[k]; p != nil {
+				s.up, s.ok, s.ko, s.weight, s.reason = p.up, p.ok, p.ko, p.weight, p.reason
+			}
+			prev.mu.Unlock()
+		}
+		c.mu.Lock()
+		c.state[k] = s
+		c.mu.Unlock()
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			c.loop(k, s)
+		}()
+	}
+}
+
+// Close stops every check. Servers stay as the checks left them.
+func (c *Checker) Close() {
+	close(c.stop)
+	c.wg.Wait()
+}
+
+// Up reports a server's state; checked is false if nothing checks it.
+func (c *Checker) Up(proto nat.Protocol, vip, rs netip.AddrPort) (up, checked bool, reason string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := c.state[stateKey{proto, vip, rs}]
+	if s == nil {
+		return false, false, ""
+	}
+	return s.up, true, s.reason
+}
+
+// Reapply takes the servers that are down out again, after something (a
+// reload) may have put them back; their configured weight is what a recovery
+// restores.
+func (c *Checker) Reapply() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, s := range c.state {
+		if s.up {
+			continue
+		}
+		svc, err := c.bal.Service(s.t.Proto, s.t.VIP.Addr(), s.t.VIP.Port())
+		if err != nil {
+			continue
+		}
+		d := svc.Dest(s.t.RS.Addr(), s.t.RS.Port())
+		switch {
+		case d == nil:
+		case s.t.Spec.Remove:
+			s.weight = d.Weight()
+			svc.DeleteDest(s.t.RS.Addr(), s.t.RS.Port())
+		case d.Weight() != 0:
+			s.weight = d.Weight()
+			svc.SetWeight(s.t.RS.Addr(), s.t.RS.Port(), 0)
+		}
+	}
+}
+
+func (c *Checker) loop(k stateKey, s *state) {
+	tick := time.NewTicker(s.t.Spec.Interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-c.stop:
+			return
+		case <-tick.C:
+		}
+		svc, err := c.bal.Service(k.proto, k.vip.Addr(), k.vip.Port())
+		if err != nil {
+			continue // the service is gone, perhaps for a while (a reload)
+		}
+		err = c.check(svc, s.t)
+		c.record(svc, s, err)
+	}
+}
+
+// record counts a result and moves the server when a count is reached.
+func (c *Checker) record(svc *nat.Service, s *state, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	rs := s.t.RS
+	if err != nil {
+		s.ok, s.ko, s.reason = 0, s.ko+1, err.Error()
+		if !s.up || s.ko < s.t.Spec.Fall {
+			return
+		}
+		s.up = false
+		d := svc.Dest(rs.Addr(), rs.Port())
+		if d == nil {
+			return
+		}
+		s.weight = d.Weight()
+		if s.t.Spec.Remove {
+			svc.DeleteDest(rs.Addr(), rs.Port())
+			c.log.Warn("real server down: removed", "service", svc.String(), "rs", rs.String(), "after", s.ko, "reason", err)
+		} else {
+			svc.SetWeight(rs.Addr(), rs.Port(), 0)
+			c.log.Warn("real server down: quiesced (weight 0)", "service", svc.String(), "rs", rs.String(), "after", s.ko, "reason", err)
+		}
+		return
+	}
+	s.ok, s.ko = s.ok+1, 0
+	if s.up || s.ok < s.t.Spec.Rise {
+		return
+	}
+	s.up, s.reason = true, ""
+	if s.t.Spec.Remove {
+		if _, err := svc.AddDest(rs.Addr(), rs.Port(), s.weight); err != nil {
+			c.log.Warn("real server up, but could not be added back", "service", svc.String(), "rs", rs.String(), "err", err)
+			return
+		}
+	} else {
+		svc.SetWeight(rs.Addr(), rs.Port(), s.weight)
+	}
+	c.log.Info("real server up: restored", "service", svc.String(), "rs", rs.String(), "weight", s.weight, "after", s.ok)
+}
+
+// check runs one probe from one of the service's LIPs.
+func (c *Checker) check(svc *nat.Service, t Target) error {
+	lips := svc.LocalAddrs()
+	if len(lips) == 0 {
+		return fmt.Errorf("the service has no local address to check from")
+	}
+	port := t.Spec.Port
+	if port == 0 {
+		port = t.RS.Port()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), t.Spec.Timeout)
+	defer cancel()
+	dial := func(ctx context.Context) (net.Conn, error) {
+		local := tcpip.FullAddress{NIC: c.nic, Addr: tcpip.AddrFrom4(lips[0].Addr.As4())}
+		remote := tcpip.FullAddress{NIC: c.nic, Addr: tcpip.AddrFrom4(t.RS.Addr().As4()), Port: port}
+		return gonet.DialTCPWithBind(ctx, c.st, local, remote, ipv4.ProtocolNumber)
+	}
+	if t.Spec.Type == "tcp" {
+		conn, err := dial(ctx)
+		if err != nil {
+			return fmt.Errorf("tcp connect: %w", err)
+		}
+		return conn.Close()
+	}
+	hc := &http.Client{Transport: &http.Transport{
+		DisableKeepAlives: true,
+		DialContext:       func(ctx context.Context, _, _ string) (net.Conn, error) { return dial(ctx) },
+	}}
+	req, _ := http.NewRequestWithContext(ctx, "GET", fmt.Sprintf("http://%s%s", netip.AddrPortFrom(t.RS.Addr(), port), t.Spec.Path), nil)
+	resp, err := hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("http: %w", err)
+	}
+	defer resp.Body.Close()
+	want := t.Spec.Status
+	if want == 0 {
+		want = 200
+	}
+	if resp.StatusCode != want {
+		return fmt.Errorf("http status %d, want %d", resp.StatusCode, want)
+	}
+	if t.Spec.BodySHA256 != "" {
+		h := sha256.New()
+		if _, err := io.Copy(h, io.LimitReader(resp.Body, 16<<20)); err != nil {
+			return fmt.Errorf("http body: %w", err)
+		}
+		if got := hex.EncodeToString(h.Sum(nil)); got != t.Spec.BodySHA256 {
+			return fmt.Errorf("http body sha256 %s, want %s", got, t.Spec.BodySHA256)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,193 @@
+// Package metrics exports tapvs's counters to Prometheus. Everything is read
+// at scrape time from the counters the data path keeps anyway (per-reader
+// frame counts, per-reader per-server traffic, connection counts), so a
+// scrape costs the packet path nothing.
+package metrics
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/tapvs/tapvs/nat"
+	"github.com/tapvs/tapvs/netstack"
+)
+
+// Health reports a real server's health as the checker sees it; ok is false
+// when the server is not checked.
+type Health func(*nat.Service, *nat.Dest) (up bool, checked bool)
+
+// Collector reads a running tapvs at every scrape.
+type Collector struct {
+	bal    *nat.Balancer
+	st     *netstack.Stack
+	health Health
+}
+
+var (
+	labelsSvc  = []string{"service", "vip"}
+	labelsRS   = []string{"service", "vip", "rs"}
+	labelsLIP  = []string{"service", "vip", "lip"}
+	labelsQ    = []string{"side", "queue"}
+	dConns     = prometheus.NewDesc("tapvs_connections", "Connections in the table.", nil, nil)
+	dConnsMax  = prometheus.NewDesc("tapvs_connections_max", "Connection table limit.", nil, nil)
+	dCreated   = prometheus.NewDesc("tapvs_connections_created_total", "Connections made.", nil, nil)
+	dExpired   = prometheus.NewDesc("tapvs_connections_expired_total", "Connections that timed out.", nil, nil)
+	dDrops     = prometheus.NewDesc("tapvs_drops_total", "Packets dropped by the balancer, by reason.", []string{"reason"}, nil)
+	dSPCookies = prometheus.NewDesc("tapvs_synproxy_syn_cookies_total", "SYNs answered with a cookie.", nil, nil)
+	dSPOpened  = prometheus.NewDesc("tapvs_synproxy_handshakes_total", "Client handshakes proved by a valid cookie.", nil, nil)
+	dSPFailed  = prometheus.NewDesc("tapvs_synproxy_server_failures_total", "Server handshakes refused or unanswered.", nil, nil)
+	dSPRetries = prometheus.NewDesc("tapvs_synproxy_syn_retries_total", "SYNs re-sent to a silent server.", nil, nil)
+	dActive    = prometheus.NewDesc("tapvs_rs_active_connections", "ESTABLISHED connections (ipvsadm ActiveConn).", labelsRS, nil)
+	dInactive  = prometheus.NewDesc("tapvs_rs_inactive_connections", "Other connections (ipvsadm InActConn).", labelsRS, nil)
+	dSched     = prometheus.NewDesc("tapvs_rs_scheduled_total", "Connections the scheduler gave this server.", labelsRS, nil)
+	dWeight    = prometheus.NewDesc("tapvs_rs_weight", "Scheduling weight (0: drained).", labelsRS, nil)
+	dUp        = prometheus.NewDesc("tapvs_rs_up", "Health check state (1 healthy, 0 failed); absent when unchecked.", labelsRS, nil)
+	dPkts      = prometheus.NewDesc("tapvs_rs_packets_total", "Packets through tapvs, by direction (in: client to server).", append(labelsRS, "direction"), nil)
+	dBytes     = prometheus.NewDesc("tapvs_rs_bytes_total", "IP bytes through tapvs, by direction.", append(labelsRS, "direction"), nil)
+	dSvcConns  = prometheus.NewDesc("tapvs_service_connections_total", "Connections made to the service.", labelsSvc, nil)
+	dLIPConns  = prometheus.NewDesc("tapvs_lip_connections", "Connections bound to the local address (ports in use).", labelsLIP, nil)
+	dLIPConf   = prometheus.NewDesc("tapvs_lip_port_conflicts_total", "Candidate ports already in use toward the same server.", labelsLIP, nil)
+	dLIPExh    = prometheus.NewDesc("tapvs_lip_port_exhausted_total", "Allocations that found no free port on this address.", labelsLIP, nil)
+	dFrames    = prometheus.NewDesc("tapvs_frames_total", "Frames per TAP queue, by what became of them.", append(labelsQ, "result"), nil)
+)
+
+// New returns a collector for a running tapvs.
+func New(bal *nat.Balancer, st *netstack.Stack, health Health) *Collector {
+	return &Collector{bal: bal, st: st, health: health}
+}
+
+// Describe implements prometheus.Collector.
+func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{dConns, dConnsMax, dCreated, dExpired, dDrops, dSPCookies, dSPOpened, dSPFailed, dSPRetries,
+		dActive, dInactive, dSched, dWeight, dUp, dPkts, dBytes, dSvcConns, dLIPConns, dLIPConf, dLIPExh, dFrames} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c *Collector) Collect(ch chan<- prometheus.Metric) {
+	gauge := func(d *prometheus.Desc, v float64, l ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, l...)
+	}
+	counter := func(d *prometheus.Desc, v uint64, l ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), l...)
+	}
+	gauge(dConns, float64(c.bal.Table().Len()))
+	gauge(dConnsMax, float64(c.bal.MaxConns()))
+	created, expired := c.bal.Stats.Conns()
+	counter(dCreated, created)
+	counter(dExpired, expired)
+	for reason, n := range c.bal.Stats.Drops() {
+		counter(dDrops, n, reason)
+	}
+	cookies, opened, failed, retries := c.bal.Stats.Synproxy()
+	counter(dSPCookies, cookies)
+	counter(dSPOpened, opened)
+	counter(dSPFailed, failed)
+	counter(dSPRetries, retries)
+	for _, s := range c.bal.Services() {
+		vip := fmt.Sprintf("%s/%s", s.Protocol, netipPort(s))
+		counter(dSvcConns, s.Traffic().Conns, s.Name, vip)
+		for _, d := range s.Dests() {
+			l := []string{s.Name, vip, d.String()}
+			a, ia, total := d.Conns()
+			gauge(dActive, float64(a), l...)
+			gauge(dInactive, float64(ia), l...)
+			counter(dSched, total, l...)
+			gauge(dWeight, float64(d.Weight()), l...)
+			if c.health != nil {
+				if up, checked := c.health(s, d); checked {
+					gauge(dUp, b2f(up), l...)
+				}
+			}
+			t := d.Traffic()
+			counter(dPkts, t.InPkts, append(l, "in")...)
+			counter(dPkts, t.OutPkts, append(l, "out")...)
+			counter(dBytes, t.InBytes, append(l, "in")...)
+			counter(dBytes, t.OutBytes, append(l, "out")...)
+		}
+		for _, la := range s.LocalAddrs() {
+			n, conf, ex := la.Stats()
+			l := []string{s.Name, vip, la.Addr.String()}
+			gauge(dLIPConns, float64(n), l...)
+			counter(dLIPConf, conf, l...)
+			counter(dLIPExh, ex, l...)
+		}
+	}
+	if c.st != nil {
+		for _, side := range []struct {
+			name string
+			ep   *netstack.Endpoint
+		}{{"client", c.st.Client}, {"server", c.st.Server}} {
+			for q := range side.ep.Stats() {
+				qs := &side.ep.Stats()[q]
+				l := []string{side.name, strconv.Itoa(q)}
+				counter(dFrames, qs.Received.Load(), append(l, "received")...)
+				counter(dFrames, qs.Forwarded.Load(), append(l, "forwarded")...)
+				counter(dFrames, qs.Replied.Load(), append(l, "replied")...)
+				counter(dFrames, qs.Passed.Load(), append(l, "passed")...)
+				counter(dFrames, qs.Stolen.Load(), append(l, "held")...)
+				counter(dFrames, qs.Dropped.Load(), append(l, "dropped")...)
+				counter(dFrames, qs.TxErrors.Load(), append(l, "tx_error")...)
+			}
+		}
+	}
+}
+
+func netipPort(s *nat.Service) string {
+	return net.JoinHostPort(s.Addr.String(), strconv.Itoa(int(s.Port)))
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// Server serves /metrics.
+type Server struct {
+	srv  *http.Server
+	addr net.Addr
+}
+
+// Addr is the address the server listens on.
+func (s *Server) Addr() string { return s.addr.String() }
+
+// Serve listens on addr and serves the collector with Go's and the
+// process's own metrics.
+func Serve(addr string, c *Collector, log *slog.Logger) (*Server, error) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(c, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}))
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("metrics.listen %s: %w", addr, err)
+	}
+	s := &Server{srv: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}, addr: ln.Addr()}
+	go func() {
+		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Warn("metrics server", "err", err)
+		}
+	}()
+	log.Info("metrics listening", "addr", ln.Addr().String())
+	return s, nil
+}
+
+// Close stops the server.
+func (s *Server) Close() {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	s.srv.Shutdown(ctx)
+}
