@@ -91,8 +91,11 @@ The lab stays up until Ctrl-C. Try, in another shell:
   ip netns exec %[1]s ping -c 3 %[2]s                 # answered by tapvs's stack
   ip netns exec %[3]s ss -tn                          # the RS sees LIPs %[4]s, %[5]s
   ip netns exec %[6]s tcpdump -ni tap-s               # the server side of tapvs
+  go run ./cmd/tapvsadm -lnc                          # ipvsadm: -ln, -lnc, -G, --stats, -S ...
+  go run ./cmd/tapvsadm -e -t %[2]s:80 -r %[7]s:80 -w 0   # drain rs1
+  curl -s http://%[8]s/metrics | grep tapvs_rs_        # Prometheus metrics
   ip netns list
-`, top.Client, VIP, top.RS[0], LIP1, LIP2, top.Router)
+`, top.Client, VIP, top.RS[0], LIP1, LIP2, top.Router, RS1, d.Config().MetricsListen)
 	<-ctx.Done()
 	return nil
 }
