@@ -25,8 +25,9 @@ import (
 // be said instead of a silent overflow.
 type raw struct {
 	Interfaces struct {
-		Client rawIface `mapstructure:"client"`
-		Server rawIface `mapstructure:"server"`
+		Client  rawIface `mapstructure:"client"`
+		Server  rawIface `mapstructure:"server"`
+		Offload bool     `mapstructure:"offload"`
 	} `mapstructure:"interfaces"`
 	Services []rawService `mapstructure:"services"`
 	Limits   struct {
@@ -116,17 +117,21 @@ type rawRS struct {
 // Config is a validated configuration.
 type Config struct {
 	Client, Server Interface
-	Services       []Service
-	MaxConns       int
-	PortMin        uint16
-	PortMax        uint16
-	Timeouts       nat.Timeouts
-	Synproxy       nat.SynproxyConfig
-	Sweep          time.Duration
-	LogLevel       string
-	LogFormat      string
-	ControlSocket  string // "" disables the control API
-	MetricsListen  string // "" disables the Prometheus endpoint
+	// Offload opens both TAPs with a virtio-net header and checksum/TSO
+	// offload (64 KiB super-frames); tapvs falls back to plain TAPs if the
+	// kernel refuses.
+	Offload       bool
+	Services      []Service
+	MaxConns      int
+	PortMin       uint16
+	PortMax       uint16
+	Timeouts      nat.Timeouts
+	Synproxy      nat.SynproxyConfig
+	Sweep         time.Duration
+	LogLevel      string
+	LogFormat     string
+	ControlSocket string // "" disables the control API
+	MetricsListen string // "" disables the Prometheus endpoint
 }
 
 // Interface is one TAP side.
@@ -208,6 +213,7 @@ func setDefaults(v *viper.Viper) {
 	v.SetDefault("interfaces.client.mtu", 1500)
 	v.SetDefault("interfaces.server.mtu", 1500)
 	v.SetDefault("interfaces.client.queues", 1)
+	v.SetDefault("interfaces.offload", true)
 	v.SetDefault("interfaces.server.queues", 1)
 	v.SetDefault("limits.max_connections", 1<<20)
 	v.SetDefault("limits.local_port_min", 5000)
@@ -246,7 +252,7 @@ func (e *errs) add(field, format string, a ...any) {
 func validate(r *raw) (*Config, error) {
 	var e errs
 	c := &Config{LogLevel: r.Log.Level, LogFormat: r.Log.Format, MaxConns: r.Limits.MaxConnections,
-		ControlSocket: r.Control.Socket, MetricsListen: r.Metrics.Listen}
+		ControlSocket: r.Control.Socket, MetricsListen: r.Metrics.Listen, Offload: r.Interfaces.Offload}
 	if c.ControlSocket != "" && !strings.HasPrefix(c.ControlSocket, "/") {
 		e.add("control.socket", "%q is not an absolute path", c.ControlSocket)
 	}

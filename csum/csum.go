@@ -91,3 +91,18 @@ func Checksum(b []byte, initial uint32) uint16 {
 func PseudoV4(src, dst []byte, proto uint8, length int) uint32 {
 	return Sum(src, Sum(dst, uint32(proto)+uint32(length)))
 }
+
+// AdjustPartial applies a folded delta to a partial checksum at b[0:2]: the
+// uncomplemented pseudo-header sum a sender leaves for offload
+// (CHECKSUM_PARTIAL, virtio-net NEEDS_CSUM). Only pseudo-header fields
+// (addresses) belong in delta: the rest is summed when the checksum is
+// finished.
+func AdjustPartial(b []byte, delta uint16) {
+	binary.BigEndian.PutUint16(b, Fold(uint32(binary.BigEndian.Uint16(b))+uint32(delta)))
+}
+
+// Finish completes a partial checksum: l4 starts where the sum starts and
+// off is where the checksum field is within it.
+func Finish(l4 []byte, off int) {
+	binary.BigEndian.PutUint16(l4[off:], Checksum(l4, 0))
+}

@@ -58,8 +58,21 @@ func Start(cfg *config.Config, log *slog.Logger) (_ *Daemon, err error) {
 	}()
 	sides := [2]config.Interface{cfg.Client, cfg.Server}
 	var nics [2]netstack.NICConfig
-	for i, side := range sides {
-		devs, err := tun.OpenTAP(tun.TAPConfig{Name: side.Name, Queues: side.Queues})
+	offload := cfg.Offload
+	for i := 0; i < len(sides); i++ {
+		side := sides[i]
+		devs, err := tun.OpenTAP(tun.TAPConfig{Name: side.Name, Queues: side.Queues, Offload: offload})
+		if errors.Is(err, tun.ErrOffloadRefused) {
+			// Both sides must agree: a frame leaves with the header it came with.
+			log.Warn("TAP offload refused: plain TAPs, one frame per system call", "err", err)
+			for _, devs := range opened {
+				for _, d := range devs {
+					d.Close()
+				}
+			}
+			opened, offload, i = nil, false, -1
+			continue
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -77,13 +90,16 @@ func Start(cfg *config.Config, log *slog.Logger) (_ *Daemon, err error) {
 			nics[i].Routes = append(nics[i].Routes, netstack.Route{Dst: r.Dst, Via: r.Via})
 		}
 	}
+	if offload {
+		log.Info("TAP offload on: checksum and TSO super-frames")
+	}
 
 	var st *netstack.Stack
 	bal, err := nat.New(nat.Config{
 		MaxConns: cfg.MaxConns, PortMin: cfg.PortMin, PortMax: cfg.PortMax, Timeouts: cfg.Timeouts,
 		ClientMAC: nics[0].MAC, ServerMAC: nics[1].MAC,
 		Resolve:  func(d *nat.Dest) { st.RequestResolve(d) },
-		Transmit: func(out nat.Side, frame []byte) { st.Transmit(out, frame) },
+		Transmit: func(out nat.Side, vnet, frame []byte) { st.Transmit(out, vnet, frame) },
 		Synproxy: cfg.Synproxy,
 	})
 	if err != nil {

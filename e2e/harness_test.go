@@ -124,17 +124,29 @@ func services(sched string, w1, w2 int) string { return fmt.Sprintf(webServices,
 
 // setup builds a lab running tapvs with the given services. Everything is
 // removed when the test ends, whatever its outcome.
-func setup(t testing.TB, svcs, extra string) *env { return setupQ(t, 1, svcs, extra) }
+func setup(t testing.TB, svcs, extra string) *env {
+	return setupWith(t, topoOpts{queues: 1}, svcs, extra)
+}
 
-// setupQ is setup with TAPs of several queues, each read by its own goroutine.
+// topoOpts vary the TAPs: several queues (a reader each), or no offload.
+type topoOpts struct {
+	queues    int
+	noOffload bool
+}
+
 func setupQ(t testing.TB, queues int, svcs, extra string) *env {
+	return setupWith(t, topoOpts{queues: queues}, svcs, extra)
+}
+
+func setupWith(t testing.TB, o topoOpts, svcs, extra string) *env {
 	t.Helper()
 	need(t)
 	var rnd [2]byte
 	rand.Read(rnd[:])
 	prefix := nsPrefix + hex.EncodeToString(rnd[:])
 	top := lab.NewTopology(prefix, prefix+"c", prefix+"s")
-	top.Queues = queues
+	top.Queues = o.queues
+	top.NoOffload = o.noOffload
 	top.Socket = filepath.Join(t.TempDir(), "tapvs.sock")
 	if err := top.Build(); err != nil {
 		t.Fatal(err)

@@ -45,6 +45,7 @@ type Topology struct {
 	TapClient, TapServer string // TAP names
 	Queues               int    // TAP queues per side in Config; 0 means 1
 	Socket               string // control socket in Config; "" turns the control API off
+	NoOffload            bool   // plain TAPs in Config (one frame per system call)
 	built                []string
 }
 
@@ -154,6 +155,7 @@ func sysctl(ns, key, value string) error {
 func (t *Topology) Config(services string, extra string) string {
 	q := max(t.Queues, 1)
 	return fmt.Sprintf(`interfaces:
+  offload: %t
   client:
     name: %s
     netns: %s
@@ -170,5 +172,5 @@ services:
 %s
 sweep_interval: 100ms
 control: {socket: %q}
-%s`, t.TapClient, t.Client, TapvsClient, q, t.TapServer, t.Router, TapvsServer, q, RSNet, RouterAddr.Addr(), services, t.Socket, extra)
+%s`, !t.NoOffload, t.TapClient, t.Client, TapvsClient, q, t.TapServer, t.Router, TapvsServer, q, RSNet, RouterAddr.Addr(), services, t.Socket, extra)
 }

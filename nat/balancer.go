@@ -62,8 +62,9 @@ type Config struct {
 	// it unknown. It must not block.
 	Resolve func(*Dest)
 	// Transmit sends a frame the balancer makes itself (SYN retries, RSTs,
-	// held packets) out of side out. The frame may be reused once it returns.
-	Transmit func(out Side, frame []byte)
+	// held packets) out of side out, with its virtio-net header (nil: none,
+	// a plain frame). The frame may be reused once it returns.
+	Transmit func(out Side, vnet, frame []byte)
 	Synproxy SynproxyConfig
 }
 
@@ -105,7 +106,7 @@ func New(cfg Config) (*Balancer, error) {
 		cfg.Resolve = func(*Dest) {}
 	}
 	if cfg.Transmit == nil {
-		cfg.Transmit = func(Side, []byte) {}
+		cfg.Transmit = func(Side, []byte, []byte) {}
 	}
 	cfg.Synproxy.setDefaults()
 	b := &Balancer{cfg: cfg, table: newTable(cfg.MaxConns)}
@@ -225,6 +226,7 @@ func (b *Balancer) Process(side Side, f *Frame) Verdict {
 	if !p.l4ok() {
 		return b.Stats.drop(DropMalformed)
 	}
+	p.partial = f.partial()
 	switch p.proto {
 	case protoTCP, protoUDP:
 		if side == ClientSide {
@@ -428,7 +430,8 @@ func (b *Balancer) release(c *Conn) {
 }
 
 // rewrite sets a packet's addresses and ports and updates its checksums by
-// the connection's precomputed deltas.
+// the connection's precomputed deltas. A partial transport checksum only
+// covers the pseudo-header: it moves with the addresses (ipDelta) alone.
 func rewrite(p *pkt, src, dst *addr16, sport, dport uint16, ipDelta, l4Delta uint16) {
 	b := p.b
 	copy(b[p.l3+12:p.l3+16], src[12:])
@@ -436,13 +439,18 @@ func rewrite(p *pkt, src, dst *addr16, sport, dport uint16, ipDelta, l4Delta uin
 	csum.Adjust(b[p.l3+10:], ipDelta)
 	binary.BigEndian.PutUint16(b[p.l4:], sport)
 	binary.BigEndian.PutUint16(b[p.l4+2:], dport)
-	switch p.proto {
-	case protoTCP:
-		csum.Adjust(b[p.l4+16:], l4Delta)
-	case protoUDP:
-		csum.AdjustUDP(b[p.l4+6:], l4Delta)
+	off := l4csumOff(p.proto)
+	switch {
+	case off < 0:
+	case p.partial:
+		csum.AdjustPartial(b[p.l4+off:], ipDelta)
+	case p.proto == protoTCP:
+		csum.Adjust(b[p.l4+off:], l4Delta)
+	default:
+		csum.AdjustUDP(b[p.l4+off:], l4Delta)
 	}
 }
+
 
 func putMAC(b []byte, v uint64) {
 	for i := range 6 {

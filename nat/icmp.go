@@ -96,5 +96,6 @@ func (b *Balancer) icmp(side Side, p *pkt, f *Frame) Verdict {
 	ic[2], ic[3] = 0, 0
 	binary.BigEndian.PutUint16(ic[2:], csum.Checksum(ic, 0))
 	f.Len = len(p.b)
+	f.plain()
 	return Forward
 }

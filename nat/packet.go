@@ -12,6 +12,25 @@ type Frame struct {
 	// Queue is the reader that read the frame (0 to MaxQueues-1): per-server
 	// counters are kept per reader so no cache line is written by all.
 	Queue int
+	// VNet is the frame's virtio-net header (10 bytes) on a TAP with
+	// offloads, nil otherwise. It says whether the transport checksum is
+	// partial (NEEDS_CSUM) and whether the frame is a TSO super-frame; the
+	// rewrite keeps it valid, and frames the balancer builds clear it.
+	VNet []byte
+}
+
+const vnetNeedsCsum = 1
+
+// partial reports whether the frame's transport checksum holds only the
+// pseudo-header sum, to be finished by the kernel.
+func (f *Frame) partial() bool { return f.VNet != nil && f.VNet[0]&vnetNeedsCsum != 0 }
+
+// plain marks a frame the balancer built or finished: full checksums, no
+// segmentation.
+func (f *Frame) plain() {
+	if f.VNet != nil {
+		clear(f.VNet)
+	}
 }
 
 // Bytes is the frame as it goes on the wire.
@@ -41,11 +60,12 @@ const (
 // pkt is a parsed IPv4 packet inside a frame: offsets into the frame, so the
 // rewrite works in place. It lives on the reader's stack.
 type pkt struct {
-	b     []byte // the frame, trimmed to the IP total length
-	l3    int    // offset of the IP header
-	l4    int    // offset of the transport header
-	proto uint8
-	frag  bool
+	b       []byte // the frame, trimmed to the IP total length
+	l3      int    // offset of the IP header
+	l4      int    // offset of the transport header
+	proto   uint8
+	frag    bool
+	partial bool // the transport checksum is partial (see Frame.partial)
 }
 
 // parseIPv4 validates the Ethernet and IPv4 headers of frame. ok is false for a

@@ -126,6 +126,7 @@ func (b *Balancer) synAck(key *tupleKey, p *pkt, f *Frame) Verdict {
 		Opts: ob[:so.Write(ob[:])],
 	}
 	f.Len = seg.Write(f.Buf[f.Off:])
+	f.plain()
 	b.Stats.synCookies.Add(1)
 	return Reply
 }
@@ -158,7 +159,7 @@ func (b *Balancer) synproxyACK(svc *Service, key tupleKey, p *pkt, f *Frame) Ver
 		sp.TSOn, sp.ClientTSval, sp.OurTSval = true, opts.TSval, opts.TSecr
 	}
 	c.sp = sp
-	sp.Queue = [][]byte{slices.Clone(p.b)}
+	sp.Queue = [][]byte{held(f, p)}
 	now := b.table.now.Load()
 	interval := int64(cfg.RetryInterval)
 	if holder, _ := b.publishConn(c, stSynSent, now+int64(cfg.SYNRetries+2)*interval); holder != c {
@@ -182,6 +183,7 @@ func (b *Balancer) synproxyACK(svc *Service, key tupleKey, p *pkt, f *Frame) Ver
 		Opts: ob[:so.Write(ob[:])],
 	}
 	f.Len = seg.Write(f.Buf[f.Off:])
+	f.plain()
 	sp.Lock()
 	sp.SYN = slices.Clone(f.Bytes())
 	sp.NextRetry = now + interval
@@ -202,7 +204,7 @@ func (b *Balancer) synproxyFromClient(c *Conn, p *pkt, flags uint8, f *Frame) Ve
 				sp.Unlock()
 				return b.Stats.drop(DropSynproxyQueue)
 			}
-			sp.Queue = append(sp.Queue, slices.Clone(p.b))
+			sp.Queue = append(sp.Queue, held(f, p))
 			sp.Unlock()
 			return Stolen
 		}
@@ -225,6 +227,9 @@ func (b *Balancer) synproxyFromClient(c *Conn, p *pkt, flags uint8, f *Frame) Ve
 		}
 	}
 	c.touch(dirIn, flags, b.table.now.Load())
+	// ToServer changes header fields; a partial checksum does not cover them
+	// yet (the kernel sums the header when it finishes), so only a full one
+	// takes the change.
 	return b.forwardIn(c, p, f, csum.Fold(c.sp.ToServer(p.b[p.l4:], uint32(c.inL4Delta))))
 }
 
@@ -250,6 +255,7 @@ func (b *Balancer) synproxyServerHandshake(c *Conn, p *pkt, flags uint8, f *Fram
 	case flags&tcpFlagRST != 0:
 		// Refused: the client, which believes it is connected, gets an RST.
 		f.Len = b.clientRST(c, f.Buf[f.Off:])
+		f.plain()
 		b.synproxyFail(c)
 		return Forward
 	case flags&(tcpFlagSYN|tcpFlagACK) == tcpFlagSYN|tcpFlagACK && binary.BigEndian.Uint32(tcp[8:]) == sp.ClientISN+1:
@@ -272,13 +278,14 @@ func (b *Balancer) synproxyServerHandshake(c *Conn, p *pkt, flags uint8, f *Fram
 		// followed it) completes the server's handshake, translated: its
 		// ack is the server's ISN + 1 and its TSecr the server's own TSval.
 		for _, q := range queue {
+			qf := Frame{Buf: q, Off: vnetLen, Len: len(q) - vnetLen, VNet: q[:vnetLen]}
 			var qp pkt
-			if ok, bad := parseIPv4(q, &qp); !ok || bad {
+			if ok, bad := parseIPv4(qf.Bytes(), &qp); !ok || bad {
 				continue
 			}
-			qf := Frame{Buf: q, Len: len(q)}
+			qp.partial = qf.partial()
 			if b.forwardIn(c, &qp, &qf, csum.Fold(sp.ToServer(qp.b[qp.l4:], uint32(c.inL4Delta)))) == Forward {
-				b.cfg.Transmit(ServerSide, qf.Bytes())
+				b.cfg.Transmit(ServerSide, qf.VNet, qf.Bytes())
 			}
 		}
 		b.sp.mu.Lock()
@@ -344,14 +351,29 @@ func (b *Balancer) synproxyTick() {
 			syn := sp.SYN
 			sp.Unlock()
 			b.Stats.synRetries.Add(1)
-			b.cfg.Transmit(ServerSide, syn)
+			b.cfg.Transmit(ServerSide, nil, syn)
 			continue
 		}
 		sp.Unlock()
 		var buf [64]byte
-		b.cfg.Transmit(ClientSide, buf[:b.clientRST(c, buf[:])])
+		b.cfg.Transmit(ClientSide, nil, buf[:b.clientRST(c, buf[:])])
 		b.synproxyFail(c)
 	}
+}
+
+// vnetLen is the virtio-net header's size.
+const vnetLen = 10
+
+// held copies a client frame to hold until the server answers, behind its
+// virtio-net header (zeros from a plain TAP) so that a TSO super-frame is
+// sent on as one.
+func held(f *Frame, p *pkt) []byte {
+	q := make([]byte, vnetLen+len(p.b))
+	if f.VNet != nil {
+		copy(q, f.VNet)
+	}
+	copy(q[vnetLen:], p.b)
+	return q
 }
 
 func macBytes(v uint64) (m [6]byte) {

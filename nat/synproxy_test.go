@@ -20,7 +20,7 @@ func synproxyRig(t *testing.T) (*rig, *[]sent) {
 	var out []sent
 	r := newRig(t, TCP, "rr", func(c *Config) {
 		c.Synproxy = DefaultSynproxy()
-		c.Transmit = func(side Side, f []byte) { out = append(out, sent{side, append([]byte(nil), f...)}) }
+		c.Transmit = func(side Side, _, f []byte) { out = append(out, sent{side, append([]byte(nil), f...)}) }
 	})
 	r.svc.SetSynproxy(true)
 	r.svc.SetWeight(rs2, 8080, 0) // one server, for a predictable RIP

@@ -7,12 +7,15 @@
 package netstack
 
 import (
+	"encoding/binary"
 	"errors"
 	"io"
 	"log/slog"
 	"os"
 	"sync"
 	"sync/atomic"
+
+	"github.com/tapvs/tapvs/csum"
 
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -97,6 +100,7 @@ func (e *Endpoint) readLoop(q int) {
 	sizes := make([]int, n)
 	fwd := make([][]byte, 0, n)
 	back := make([][]byte, 0, n)
+	h := dev.VNetHdrLen() // both sides have the same: a frame is written out with the header it came with
 	for {
 		got, err := dev.Read(bufs, sizes, Headroom)
 		if err != nil {
@@ -110,13 +114,17 @@ func (e *Endpoint) readLoop(q int) {
 		fwd, back = fwd[:0], back[:0]
 		for i := range got {
 			f := nat.Frame{Buf: bufs[i], Off: Headroom, Len: sizes[i], Queue: e.qbase + q}
+			if h > 0 {
+				f.VNet = bufs[i][Headroom-h : Headroom]
+			}
 			switch e.bal.Process(e.side, &f) {
 			case nat.Forward:
-				fwd = append(fwd, f.Bytes())
+				fwd = append(fwd, f.Buf[f.Off-h:f.Off+f.Len])
 			case nat.Reply:
-				back = append(back, f.Bytes())
+				back = append(back, f.Buf[f.Off-h:f.Off+f.Len])
 			case nat.Pass:
 				st.Passed.Add(1)
+				finishChecksum(f.VNet, f.Bytes())
 				e.deliver(f.Bytes())
 			case nat.Drop:
 				st.Dropped.Add(1)
@@ -138,6 +146,18 @@ func (e *Endpoint) readLoop(q int) {
 				st.TxErrors.Add(uint64(len(back) - sent))
 			}
 		}
+	}
+}
+
+// finishChecksum completes a partial transport checksum (virtio-net
+// NEEDS_CSUM) in software: the stack verifies checksums and would drop it.
+func finishChecksum(vnet, frame []byte) {
+	if vnet == nil || vnet[0]&tun.VNetNeedsCsum == 0 {
+		return
+	}
+	start, off := int(binary.LittleEndian.Uint16(vnet[6:])), int(binary.LittleEndian.Uint16(vnet[8:]))
+	if start+off+2 <= len(frame) {
+		csum.Finish(frame[start:], off)
 	}
 }
 
@@ -169,8 +189,15 @@ func (e *Endpoint) deliver(frame []byte) {
 	(*d).DeliverNetworkPacket(eth.Type(), pkt)
 }
 
-// Transmit sends a frame the balancer made itself out of queue 0.
-func (e *Endpoint) Transmit(frame []byte) {
+// Transmit sends a frame the balancer made itself out of queue 0, behind
+// vnet (nil: a zero header) when the device takes one.
+func (e *Endpoint) Transmit(vnet, frame []byte) {
+	if h := e.devs[0].VNetHdrLen(); h > 0 {
+		buf := make([]byte, h+len(frame))
+		copy(buf, vnet)
+		copy(buf[h:], frame)
+		frame = buf
+	}
 	if _, err := e.devs[0].Write([][]byte{frame}); err != nil {
 		e.stats[0].TxErrors.Add(1)
 	}
@@ -180,8 +207,9 @@ func (e *Endpoint) Transmit(frame []byte) {
 // queue 0.
 func (e *Endpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
 	n := 0
+	h := e.devs[0].VNetHdrLen()
 	for _, pkt := range pkts.AsSlice() {
-		buf := make([]byte, 0, pkt.Size())
+		buf := make([]byte, h, h+pkt.Size()) // a zero virtio-net header: full checksums, no GSO
 		for _, v := range pkt.AsSlices() {
 			buf = append(buf, v...)
 		}

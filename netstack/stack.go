@@ -182,11 +182,11 @@ func (st *Stack) SetOwnPorts(lo, hi uint16) error {
 func (st *Stack) Stack() *stack.Stack { return st.s }
 
 // Transmit sends a frame the balancer made itself out of side out.
-func (st *Stack) Transmit(out nat.Side, frame []byte) {
+func (st *Stack) Transmit(out nat.Side, vnet, frame []byte) {
 	if out == nat.ClientSide {
-		st.Client.Transmit(frame)
+		st.Client.Transmit(vnet, frame)
 	} else {
-		st.Server.Transmit(frame)
+		st.Server.Transmit(vnet, frame)
 	}
 }
 

@@ -11,11 +11,16 @@ package tun
 // sharing one interface; each is read by its own goroutine.
 type Device interface {
 	// Read fills bufs[i][offset:] with frames and sizes[i] with their lengths,
-	// and returns how many frames it read. The bytes before offset are left
-	// free for the caller (headroom to insert TCP options in place).
+	// and returns how many frames it read. A device with a virtio-net header
+	// puts it in the VNetHdrLen bytes just before offset; the bytes before
+	// that are left free for the caller (headroom to insert TCP options).
 	Read(bufs [][]byte, sizes []int, offset int) (int, error)
-	// Write sends each frame in frames whole. It returns how many were sent.
+	// Write sends each frame in frames whole, its virtio-net header first
+	// when the device has one. It returns how many were sent.
 	Write(frames [][]byte) (int, error)
+	// VNetHdrLen is the size of the virtio-net header before each frame:
+	// 0, or VNetHdrLen for a TAP with offloads.
+	VNetHdrLen() int
 	// BatchSize is the largest number of frames one Read may return.
 	BatchSize() int
 	// Name is the interface name the device had when it was created.

@@ -12,6 +12,9 @@ import (
 type TAPConfig struct {
 	Name   string
 	Queues int // 1 or more; more than 1 sets IFF_MULTI_QUEUE
+	// Offload opens the TAP with a virtio-net header and checksum/TSO
+	// offload; if the kernel refuses, OpenTAP returns ErrOffloadRefused.
+	Offload bool
 }
 
 // tap is one queue of a TAP opened through water. water opens /dev/net/tun
@@ -26,6 +29,9 @@ type tap struct {
 func OpenTAP(cfg TAPConfig) ([]Device, error) {
 	if cfg.Name == "" {
 		return nil, errors.New("tap: name is empty")
+	}
+	if cfg.Offload {
+		return openVNetTAP(cfg)
 	}
 	queues := max(cfg.Queues, 1)
 	devs := make([]Device, 0, queues)
@@ -66,6 +72,7 @@ func (t *tap) Write(frames [][]byte) (int, error) {
 	return len(frames), nil
 }
 
-func (t *tap) BatchSize() int { return 1 }
-func (t *tap) Name() string   { return t.name }
-func (t *tap) Close() error   { return t.rw.Close() }
+func (t *tap) BatchSize() int  { return 1 }
+func (t *tap) VNetHdrLen() int { return 0 }
+func (t *tap) Name() string    { return t.name }
+func (t *tap) Close() error    { return t.rw.Close() }
