@@ -451,7 +451,6 @@ func rewrite(p *pkt, src, dst *addr16, sport, dport uint16, ipDelta, l4Delta uin
 	}
 }
 
-
 func putMAC(b []byte, v uint64) {
 	for i := range 6 {
 		b[i] = byte(v >> (8 * (5 - i)))
