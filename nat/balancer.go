@@ -393,7 +393,10 @@ func (b *Balancer) bind(c *Conn) bool {
 	}
 	span := uint32(b.cfg.PortMax-b.cfg.PortMin) + 1
 	tries := min(span, maxPortTries)
-	start := c.svc.lipNext.Add(1)
+	// LIPs rotate per real server: rotating per service, in step with a
+	// scheduler that rotates servers, would pair each LIP with one server
+	// only and leave most (LIP, RS) port spaces unused.
+	start := c.dest.lipNext.Add(1)
 	for i := range uint32(len(lips)) {
 		la := lips[(start+i)%uint32(len(lips))]
 		for range tries {

@@ -587,3 +587,24 @@ func TestPartialChecksumRewrite(t *testing.T) {
 		decode(t, f)                     // verifies every checksum from scratch
 	}
 }
+
+// Every (LIP, real server) pair gets used: with rr over 2 servers and an even
+// number of LIPs, a per-service LIP rotation would pair each LIP with one
+// server only.
+func TestLIPsRotatePerServer(t *testing.T) {
+	r := newRig(t, UDP, "rr", nil)
+	lip2 := netip.MustParseAddr("172.25.84.11")
+	r.b.AddLocalAddr(r.svc, lip2)
+	pairs := map[[2]netip.Addr]int{}
+	for i := range 40 {
+		f := frame(t, pktSpec{src: client, dst: vip, sport: uint16(30000 + i), dport: 80, proto: UDP, srcMAC: macClient})
+		if r.b.Process(ClientSide, f) != Forward {
+			t.Fatal("not forwarded")
+		}
+		d := decode(t, f)
+		pairs[[2]netip.Addr{addr(d.ip.SrcIP), addr(d.ip.DstIP)}]++
+	}
+	if len(pairs) != 4 {
+		t.Fatalf("(LIP, RS) pairs used: %v, want all 4", pairs)
+	}
+}

@@ -59,9 +59,10 @@ type Dest struct {
 	Addr netip.Addr
 	Port uint16
 
-	a16    addr16
-	svc    *Service
-	weight atomic.Int32
+	a16     addr16
+	svc     *Service
+	weight  atomic.Int32
+	lipNext atomic.Uint32 // the next of the service's LIPs to bind from
 
 	// Connection counts as ipvsadm shows them: TCP ESTABLISHED is active,
 	// other TCP states inactive; UDP entries count as active, as in IPVS.
@@ -219,10 +220,9 @@ type Service struct {
 
 	// dests is swapped whole on every change so that the packet path reads a
 	// consistent list and scheduler without a lock.
-	dests   atomic.Pointer[destSet]
-	laddrs  atomic.Pointer[[]*LocalAddr]
-	lipNext atomic.Uint32
-	mu      sync.Mutex // serialises control-plane changes to dests and laddrs
+	dests  atomic.Pointer[destSet]
+	laddrs atomic.Pointer[[]*LocalAddr]
+	mu     sync.Mutex // serialises control-plane changes to dests and laddrs
 
 	schedName string
 }
