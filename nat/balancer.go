@@ -415,11 +415,12 @@ func (b *Balancer) bind(c *Conn) bool {
 }
 
 // release takes a connection off the table and gives back its port, its
-// place in the table and its count at the server.
-func (b *Balancer) release(c *Conn) {
+// place in the table and its count at the server. It reports whether it did:
+// only the first release of a connection counts.
+func (b *Balancer) release(c *Conn) bool {
 	st := c.state.Swap(stDead)
 	if st == stDead {
-		return
+		return false
 	}
 	b.table.remove(&c.in, c)
 	b.table.remove(&c.out, c)
@@ -430,6 +431,7 @@ func (b *Balancer) release(c *Conn) {
 	}
 	c.laddr.inUse.Add(-1)
 	b.table.count.Add(-1)
+	return true
 }
 
 // rewrite sets a packet's addresses and ports and updates its checksums by
@@ -469,9 +471,10 @@ func (b *Balancer) Sweep() int {
 		if c.deadline.Load() > now { // a packet came since the scan
 			continue
 		}
-		b.release(c)
-		b.Stats.connsExpired.Add(1)
-		n++
+		if b.release(c) {
+			b.Stats.connsExpired.Add(1)
+			n++
+		}
 	}
 	clear(b.sweepBuf)
 	b.mu.Lock()
