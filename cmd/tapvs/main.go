@@ -9,9 +9,12 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"os/signal"
 	"syscall"
 	"time"
+
+	"github.com/tapvs/tapvs/bench"
 
 	"github.com/spf13/cobra"
 
@@ -27,7 +30,7 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(runCmd(), labCmd())
+	root.AddCommand(runCmd(), labCmd(), benchCmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "tapvs:", err)
 		os.Exit(1)
@@ -121,4 +124,57 @@ on Ctrl-C. --keep leaves the lab up until Ctrl-C. Needs root (or unshare -Urmn).
 	c.Flags().Int64Var(&mib, "bulk-mib", 128, "MiB per bulk transfer for the throughput comparison (0 skips it)")
 	c.Flags().BoolVar(&o.Keep, "keep", false, "leave the lab up until Ctrl-C")
 	return c
+}
+
+func benchCmd() *cobra.Command {
+	o := bench.Options{Out: os.Stdout}
+	c := &cobra.Command{
+		Use:   "bench",
+		Short: "Measure tapvs side by side with kernel FULLNAT and HAProxy in one run",
+		Long: `bench builds a lab in network namespaces with nginx and iperf3 on two real
+servers and measures, through five paths (direct routing, kernel nftables
+FULLNAT, HAProxy TCP mode, tapvs, tapvs with SYNPROXY), iperf3 with 1 and 4
+streams, short connections/s and keep-alive requests/s with p50/p99 latency
+(wrk), and the balancer's CPU per GB and per 1000 connections. It prints a
+Markdown table with ratios and the targets, and writes results.md and
+chart.png to --out. Needs root and iproute2 nftables iperf3 wrk haproxy
+nginx-light (installed with apt-get if missing).`,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := ensurePackages(); err != nil {
+				return err
+			}
+			o.Log = newLogger("warn", "text")
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return bench.Run(ctx, o)
+		},
+	}
+	c.Flags().DurationVar(&o.Duration, "duration", 5*time.Second, "length of each measurement")
+	c.Flags().IntVar(&o.Runs, "runs", 1, "measurements per cell (the median is reported)")
+	c.Flags().StringVar(&o.OutDir, "out", "bench-results", "directory for results.md and chart.png")
+	return c
+}
+
+// ensurePackages installs the bench's tools from Debian if any is missing.
+func ensurePackages() error {
+	need := map[string]string{"nft": "nftables", "iperf3": "iperf3", "wrk": "wrk", "haproxy": "haproxy", "nginx": "nginx-light"}
+	var pkgs []string
+	for bin, pkg := range need {
+		if _, err := exec.LookPath(bin); err != nil {
+			pkgs = append(pkgs, pkg)
+		}
+	}
+	if len(pkgs) == 0 {
+		return nil
+	}
+	fmt.Println("installing", pkgs)
+	for _, args := range [][]string{{"update", "-qq"}, append([]string{"install", "-y", "-qq"}, pkgs...)} {
+		cmd := exec.Command("apt-get", args...)
+		cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
+		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+		if err := cmd.Run(); err != nil {
+			return fmt.Errorf("apt-get %s: %w", args[0], err)
+		}
+	}
+	return nil
 }
