@@ -31,9 +31,10 @@ type raw struct {
 	} `mapstructure:"interfaces"`
 	Services []rawService `mapstructure:"services"`
 	Limits   struct {
-		MaxConnections int `mapstructure:"max_connections"`
-		LocalPortMin   int `mapstructure:"local_port_min"`
-		LocalPortMax   int `mapstructure:"local_port_max"`
+		MaxConnections int    `mapstructure:"max_connections"`
+		LocalPortMin   int    `mapstructure:"local_port_min"`
+		LocalPortMax   int    `mapstructure:"local_port_max"`
+		PortQuarantine string `mapstructure:"port_quarantine"`
 	} `mapstructure:"limits"`
 	Timeouts rawTimeouts `mapstructure:"timeouts"`
 	Synproxy rawSynproxy `mapstructure:"synproxy"`
@@ -120,18 +121,21 @@ type Config struct {
 	// Offload opens both TAPs with a virtio-net header and checksum/TSO
 	// offload (64 KiB super-frames); tapvs falls back to plain TAPs if the
 	// kernel refuses.
-	Offload       bool
-	Services      []Service
-	MaxConns      int
-	PortMin       uint16
-	PortMax       uint16
-	Timeouts      nat.Timeouts
-	Synproxy      nat.SynproxyConfig
-	Sweep         time.Duration
-	LogLevel      string
-	LogFormat     string
-	ControlSocket string // "" disables the control API
-	MetricsListen string // "" disables the Prometheus endpoint
+	Offload  bool
+	Services []Service
+	MaxConns int
+	// PortQuarantine keeps closed TCP connections' reply tuples from reuse
+	// (the real server's TIME_WAIT); 0 turns it off.
+	PortQuarantine time.Duration
+	PortMin        uint16
+	PortMax        uint16
+	Timeouts       nat.Timeouts
+	Synproxy       nat.SynproxyConfig
+	Sweep          time.Duration
+	LogLevel       string
+	LogFormat      string
+	ControlSocket  string // "" disables the control API
+	MetricsListen  string // "" disables the Prometheus endpoint
 }
 
 // Interface is one TAP side.
@@ -218,6 +222,7 @@ func setDefaults(v *viper.Viper) {
 	v.SetDefault("limits.max_connections", 1<<20)
 	v.SetDefault("limits.local_port_min", 5000)
 	v.SetDefault("limits.local_port_max", 65535)
+	v.SetDefault("limits.port_quarantine", "60s")
 	v.SetDefault("sweep_interval", "1s")
 	sp := nat.DefaultSynproxy()
 	v.SetDefault("synproxy.mss", 0) // 0: the server side's MTU - 40
@@ -275,6 +280,11 @@ func validate(r *raw) (*Config, error) {
 		e.add("limits.local_port_min", "%d is above local_port_max %d", pmin, pmax)
 	}
 	c.PortMin, c.PortMax = pmin, pmax
+	if d, err := time.ParseDuration(r.Limits.PortQuarantine); err != nil || d < 0 {
+		e.add("limits.port_quarantine", "%q is not a duration (0 turns it off)", r.Limits.PortQuarantine)
+	} else {
+		c.PortQuarantine = d
+	}
 	c.Timeouts = timeouts(&e, "timeouts", r.Timeouts, nat.DefaultTimeouts())
 	if d, err := time.ParseDuration(r.Sweep); err != nil || d <= 0 {
 		e.add("sweep_interval", "%q is not a positive duration", r.Sweep)

@@ -96,7 +96,7 @@ func Start(cfg *config.Config, log *slog.Logger) (_ *Daemon, err error) {
 
 	var st *netstack.Stack
 	bal, err := nat.New(nat.Config{
-		MaxConns: cfg.MaxConns, PortMin: cfg.PortMin, PortMax: cfg.PortMax, Timeouts: cfg.Timeouts,
+		MaxConns: cfg.MaxConns, PortMin: cfg.PortMin, PortMax: cfg.PortMax, Timeouts: cfg.Timeouts, PortQuarantine: cfg.PortQuarantine,
 		ClientMAC: nics[0].MAC, ServerMAC: nics[1].MAC,
 		Resolve:  func(d *nat.Dest) { st.RequestResolve(d) },
 		Transmit: func(out nat.Side, vnet, frame []byte) { st.Transmit(out, vnet, frame) },

@@ -40,6 +40,7 @@ var (
 	labelsQ    = []string{"side", "queue"}
 	dConns     = prometheus.NewDesc("tapvs_connections", "Connections in the table.", nil, nil)
 	dConnsMax  = prometheus.NewDesc("tapvs_connections_max", "Connection table limit.", nil, nil)
+	dQuar      = prometheus.NewDesc("tapvs_ports_quarantined", "Closed connections' local ports held back from their real server (TIME_WAIT).", nil, nil)
 	dCreated   = prometheus.NewDesc("tapvs_connections_created_total", "Connections made.", nil, nil)
 	dExpired   = prometheus.NewDesc("tapvs_connections_expired_total", "Connections that timed out.", nil, nil)
 	dDrops     = prometheus.NewDesc("tapvs_drops_total", "Packets dropped by the balancer, by reason.", []string{"reason"}, nil)
@@ -47,6 +48,7 @@ var (
 	dSPOpened  = prometheus.NewDesc("tapvs_synproxy_handshakes_total", "Client handshakes proved by a valid cookie.", nil, nil)
 	dSPFailed  = prometheus.NewDesc("tapvs_synproxy_server_failures_total", "Server handshakes refused or unanswered.", nil, nil)
 	dSPRetries = prometheus.NewDesc("tapvs_synproxy_syn_retries_total", "SYNs re-sent to a silent server.", nil, nil)
+	dSPTW      = prometheus.NewDesc("tapvs_synproxy_server_time_wait_total", "Server TIME_WAITs ended with an RST to reuse a local port.", nil, nil)
 	dActive    = prometheus.NewDesc("tapvs_rs_active_connections", "ESTABLISHED connections (ipvsadm ActiveConn).", labelsRS, nil)
 	dInactive  = prometheus.NewDesc("tapvs_rs_inactive_connections", "Other connections (ipvsadm InActConn).", labelsRS, nil)
 	dSched     = prometheus.NewDesc("tapvs_rs_scheduled_total", "Connections the scheduler gave this server.", labelsRS, nil)
@@ -68,7 +70,7 @@ func New(bal *nat.Balancer, st *netstack.Stack, health Health) *Collector {
 
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{dConns, dConnsMax, dCreated, dExpired, dDrops, dSPCookies, dSPOpened, dSPFailed, dSPRetries,
+	for _, d := range []*prometheus.Desc{dConns, dConnsMax, dQuar, dCreated, dExpired, dDrops, dSPCookies, dSPOpened, dSPFailed, dSPRetries, dSPTW,
 		dActive, dInactive, dSched, dWeight, dUp, dPkts, dBytes, dSvcConns, dLIPConns, dLIPConf, dLIPExh, dFrames} {
 		ch <- d
 	}
@@ -84,6 +86,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	gauge(dConns, float64(c.bal.Table().Len()))
 	gauge(dConnsMax, float64(c.bal.MaxConns()))
+	gauge(dQuar, float64(c.bal.Quarantined()))
 	created, expired := c.bal.Stats.Conns()
 	counter(dCreated, created)
 	counter(dExpired, expired)
@@ -95,6 +98,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	counter(dSPOpened, opened)
 	counter(dSPFailed, failed)
 	counter(dSPRetries, retries)
+	counter(dSPTW, c.bal.Stats.SynproxyTimeWait())
 	for _, s := range c.bal.Services() {
 		vip := fmt.Sprintf("%s/%s", s.Protocol, netipPort(s))
 		counter(dSvcConns, s.Traffic().Conns, s.Name, vip)

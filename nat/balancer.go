@@ -66,6 +66,11 @@ type Config struct {
 	// a plain frame). The frame may be reused once it returns.
 	Transmit func(out Side, vnet, frame []byte)
 	Synproxy SynproxyConfig
+	// PortQuarantine keeps a closed TCP connection's (LIP, lport, RIP,
+	// rport) from being reused for this long: the real server may hold it
+	// in TIME_WAIT (Linux: 60s) and would answer a new SYN with the old
+	// connection's ACK. 0 turns it off.
+	PortQuarantine time.Duration
 }
 
 // maxPortTries bounds the search for a free local port on one LIP.
@@ -84,7 +89,12 @@ type Balancer struct {
 	retired     []*LocalAddr // LIPs deleted while connections still use them; under mu
 	retiredSvcs []*Service   // services deleted while connections still use them; under mu
 	tap         atomic.Pointer[Tap]
+	quarantined atomic.Int64 // reply tuples in quarantine after the last sweep
 }
+
+// Quarantined is how many closed connections' local ports are held back
+// from their real server (see Config.PortQuarantine), as of the last sweep.
+func (b *Balancer) Quarantined() int64 { return b.quarantined.Load() }
 
 // serviceSet is an immutable snapshot of what the packet path looks up.
 type serviceSet struct {
@@ -375,7 +385,7 @@ func (b *Balancer) publishConn(c *Conn, state uint32, deadline int64) (*Conn, Ve
 		c.dest.inactive.Add(1)
 	}
 	c.deadline.Store(deadline)
-	if holder := b.table.insert(&c.in, c); holder != c {
+	if holder := b.table.insert(&c.in, c, false); holder != c {
 		b.release(c)
 		return holder, Forward
 	}
@@ -402,7 +412,7 @@ func (b *Balancer) bind(c *Conn) bool {
 		for range tries {
 			port := b.cfg.PortMin + uint16(la.cursor.Add(1)%span)
 			c.out = tupleKey{src: c.dest.a16, dst: la.a16, sport: c.dest.Port, dport: port, proto: c.in.proto}
-			if b.table.insert(&c.out, c) == c {
+			if b.table.insert(&c.out, c, true) == c {
 				c.laddr = la
 				la.inUse.Add(1)
 				return true
@@ -422,8 +432,12 @@ func (b *Balancer) release(c *Conn) bool {
 	if st == stDead {
 		return false
 	}
-	b.table.remove(&c.in, c)
-	b.table.remove(&c.out, c)
+	b.table.remove(&c.in, c, 0)
+	var until int64
+	if c.in.proto == TCP && b.cfg.PortQuarantine > 0 {
+		until = b.table.now.Load() + int64(b.cfg.PortQuarantine)
+	}
+	b.table.remove(&c.out, c, until)
 	if active(st) {
 		c.dest.active.Add(-1)
 	} else {
@@ -477,6 +491,7 @@ func (b *Balancer) Sweep() int {
 		}
 	}
 	clear(b.sweepBuf)
+	b.quarantined.Store(int64(b.table.purgeQuarantine(now)))
 	b.mu.Lock()
 	if len(b.retired) > 0 || len(b.retiredSvcs) > 0 {
 		b.publish(b.set.Load().list)

@@ -57,7 +57,7 @@ func BenchmarkLookup(b *testing.B) {
 			keys := make([]tupleKey, n)
 			for i := range keys {
 				keys[i] = tupleKey{src: v4in16([]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), dst: vip.As16(), sport: 40000, dport: 80, proto: TCP}
-				t.insert(&keys[i], &Conn{in: keys[i]})
+				t.insert(&keys[i], &Conn{in: keys[i]}, false)
 			}
 			b.ReportAllocs()
 			b.ResetTimer()

@@ -608,3 +608,39 @@ func TestLIPsRotatePerServer(t *testing.T) {
 		t.Fatalf("(LIP, RS) pairs used: %v, want all 4", pairs)
 	}
 }
+
+// A closed TCP connection's local port is not reused toward the same real
+// server while it may sit in the server's TIME_WAIT; other servers may use it,
+// and after the quarantine it is free again.
+func TestPortQuarantine(t *testing.T) {
+	r := newRig(t, TCP, "rr", func(c *Config) { c.PortMin, c.PortMax, c.PortQuarantine = 6000, 6000, time.Minute })
+	r.svc.SetWeight(rs2, 8080, 0)
+	open := func(sport uint16) Verdict {
+		return r.b.Process(ClientSide, frame(t, pktSpec{src: client, dst: vip, sport: sport, dport: 80, proto: TCP, syn: true, srcMAC: macClient}))
+	}
+	if v := open(1); v != Forward {
+		t.Fatal(v)
+	}
+	r.b.table.now.Store(int64(40 * time.Second)) // the SYN_RECV entry (30s) expires
+	if r.b.Sweep() != 1 {
+		t.Fatal("not expired")
+	}
+	if v := open(2); v != Drop || r.b.Stats.Drop(DropPortExhausted) != 1 {
+		t.Fatalf("port 6000 reused toward rs1 within the quarantine: %v", v)
+	}
+	if q := r.b.Quarantined(); q != 1 {
+		t.Fatalf("quarantined %d", q)
+	}
+	r.svc.SetWeight(rs2, 8080, 1)
+	r.svc.SetWeight(rs1, 8080, 0)
+	if v := open(3); v != Forward {
+		t.Fatalf("toward rs2 the port is free: %v", v)
+	}
+	r.svc.SetWeight(rs1, 8080, 1)
+	r.svc.SetWeight(rs2, 8080, 0)
+	r.b.table.now.Store(int64(110 * time.Second)) // past the minute of quarantine
+	r.b.Sweep()
+	if v := open(4); v != Forward {
+		t.Fatalf("after the quarantine: %v", v)
+	}
+}

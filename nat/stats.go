@@ -43,7 +43,13 @@ type Stats struct {
 	synproxyOpened atomic.Uint64 // handshakes proved by a valid cookie
 	synproxyFailed atomic.Uint64 // real server refused or never answered
 	synRetries     atomic.Uint64 // SYNs sent again to a silent real server
+
+	synproxyTimeWait atomic.Uint64 // server TIME_WAITs ended with an RST to reuse a local port
 }
+
+// SynproxyTimeWait counts the server TIME_WAITs synproxy ended (RST, SYN again)
+// because a local port came round to the same server within its TIME_WAIT.
+func (s *Stats) SynproxyTimeWait() uint64 { return s.synproxyTimeWait.Load() }
 
 // Synproxy returns the SYN proxy's counters: cookies sent, handshakes proved,
 // server handshakes that failed, and SYN retransmissions.

@@ -292,6 +292,26 @@ func (b *Balancer) synproxyServerHandshake(c *Conn, p *pkt, flags uint8, f *Fram
 		delete(b.sp.pending, c)
 		b.sp.mu.Unlock()
 		return Stolen
+	case flags&(tcpFlagSYN|tcpFlagRST|tcpFlagFIN) == 0 && flags&tcpFlagACK != 0:
+		// The server still holds this (LIP:lport, RIP:rport) in TIME_WAIT
+		// from an earlier connection and answered our SYN with that one's
+		// ACK. As a client's kernel would, end the TIME_WAIT with an RST
+		// carrying that ACK's number, and send the SYN again at once.
+		var rst [64]byte
+		seg := synproxy.Segment{
+			SrcMAC: b.cfg.ServerMAC, DstMAC: macBytes(c.dest.mac.Load()),
+			Src: [4]byte(c.out.dst[12:]), Dst: [4]byte(c.out.src[12:]), Sport: c.out.dport, Dport: c.out.sport,
+			Seq: binary.BigEndian.Uint32(tcp[8:]), Flags: synproxy.RST,
+		}
+		b.cfg.Transmit(ServerSide, nil, rst[:seg.Write(rst[:])])
+		sp.Lock()
+		syn := sp.SYN
+		sp.Unlock()
+		if syn != nil {
+			b.cfg.Transmit(ServerSide, nil, syn)
+		}
+		b.Stats.synproxyTimeWait.Add(1)
+		return Stolen
 	}
 	return b.Stats.drop(DropSynproxyState)
 }

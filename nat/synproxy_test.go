@@ -317,3 +317,29 @@ func TestSynproxyPortReuse(t *testing.T) {
 		t.Fatalf("after reuse: %+v (old LIP %v)", conns, info.LIP)
 	}
 }
+
+// A server still in TIME_WAIT for the tuple answers our SYN with the old
+// connection's ACK: synproxy ends it with an RST carrying that ACK's number
+// and sends the SYN again, as a client's kernel would.
+func TestSynproxyServerTimeWait(t *testing.T) {
+	r, out := synproxyRig(t)
+	openProxied(t, r, 45000)
+	lport := r.b.Table().Conns()[0].LIP.Port()
+	ack := frame(t, pktSpec{src: rs1, dst: lip1, sport: 8080, dport: lport, proto: TCP, ack: true, seq: 777, ackNum: 123456, srcMAC: macGateway})
+	if v := r.b.Process(ServerSide, ack); v != Stolen {
+		t.Fatalf("TIME_WAIT ACK: %v", v)
+	}
+	if len(*out) != 2 {
+		t.Fatalf("%d frames sent, want an RST and the SYN", len(*out))
+	}
+	rst, syn := decodeRaw(t, (*out)[0].frame), decodeRaw(t, (*out)[1].frame)
+	if !rst.tcp.RST || rst.tcp.Seq != 123456 || addr(rst.ip.DstIP) != rs1 || uint16(rst.tcp.SrcPort) != lport {
+		t.Fatalf("RST %+v", rst.tcp)
+	}
+	if !syn.tcp.SYN || syn.tcp.Seq != 5000 {
+		t.Fatalf("SYN again %+v", syn.tcp)
+	}
+	if r.b.Stats.SynproxyTimeWait() != 1 || r.b.Stats.Drop(DropSynproxyState) != 0 {
+		t.Fatal("not counted as a TIME_WAIT reuse")
+	}
+}

@@ -25,7 +25,12 @@ type shard struct {
 	mu       sync.RWMutex
 	m        map[uint64]*Conn
 	overflow map[tupleKey]*Conn
-	_        [64 - 24 - 8 - 8]byte // keep shards on their own cache lines
+	// quarantine holds the reply tuples of closed TCP connections (by
+	// hash, until when): the real server may still hold them in TIME_WAIT,
+	// so a new connection must not reuse them yet. A hash shared with
+	// another tuple only makes bind skip one more port.
+	quarantine map[uint64]int64
+	_          [64 - 24 - 8 - 8 - 8]byte // keep shards on their own cache lines
 }
 
 // Table holds connections by both of their keys.
@@ -87,14 +92,23 @@ func (t *Table) lookup(k *tupleKey) *Conn {
 	return c
 }
 
-// insert adds c under k unless k is taken; it returns the holder of k.
-func (t *Table) insert(k *tupleKey, c *Conn) *Conn {
+// insert adds c under k unless k is taken; it returns the holder of k. A
+// quarantined k is taken too (the holder returned is nil) when honour is set.
+func (t *Table) insert(k *tupleKey, c *Conn, honour bool) *Conn {
 	h := t.hash(k)
 	s := t.shardOf(h)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if old := s.overflow[*k]; old != nil {
 		return old
+	}
+	if honour && len(s.quarantine) > 0 {
+		if until, ok := s.quarantine[h]; ok {
+			if until > t.now.Load() {
+				return nil
+			}
+			delete(s.quarantine, h)
+		}
 	}
 	old := s.m[h]
 	switch {
@@ -111,7 +125,8 @@ func (t *Table) insert(k *tupleKey, c *Conn) *Conn {
 	return c
 }
 
-func (t *Table) remove(k *tupleKey, c *Conn) {
+// remove takes c off k; with until > 0, k stays quarantined until then.
+func (t *Table) remove(k *tupleKey, c *Conn, until int64) {
 	h := t.hash(k)
 	s := t.shardOf(h)
 	s.mu.Lock()
@@ -120,7 +135,31 @@ func (t *Table) remove(k *tupleKey, c *Conn) {
 	} else if s.m[h] == c {
 		delete(s.m, h)
 	}
+	if until > 0 {
+		if s.quarantine == nil {
+			s.quarantine = map[uint64]int64{}
+		}
+		s.quarantine[h] = until
+	}
 	s.mu.Unlock()
+}
+
+// purgeQuarantine forgets quarantined tuples whose time is up, and returns
+// how many stay.
+func (t *Table) purgeQuarantine(now int64) int {
+	n := 0
+	for i := range t.shards {
+		s := &t.shards[i]
+		s.mu.Lock()
+		for h, until := range s.quarantine {
+			if until <= now {
+				delete(s.quarantine, h)
+			}
+		}
+		n += len(s.quarantine)
+		s.mu.Unlock()
+	}
+	return n
 }
 
 // Len is the number of connections.
