@@ -207,7 +207,7 @@ func TestExpiryReturnsPortsToThePool(t *testing.T) {
     real_servers:
       - {address: 10.20.1.2, port: 80}`
 	extra := `
-limits: {local_port_min: 6000, local_port_max: 6001}
+limits: {local_port_min: 6000, local_port_max: 6001, port_quarantine: 0s} # timeouts alone return ports here
 timeouts:
   udp: 1s
   tcp: {fin_wait: 1s, time_wait: 1s, close: 1s, close_wait: 1s, last_ack: 1s}
