@@ -71,12 +71,12 @@ var (
 )
 
 const (
-	iperfPort    = 5201
-	spIperfPort  = 5202
-	spHTTPPort   = 8080
-	benchPrefix  = "tvb"
-	tapClient    = "tvb-c"
-	tapServer    = "tvb-s"
+	iperfPort   = 5201
+	spIperfPort = 5202
+	spHTTPPort  = 8080
+	benchPrefix = "tvb"
+	tapClient   = "tvb-c"
+	tapServer   = "tvb-s"
 	// 8 LIPs: with the 60s port quarantine, 8 x 60k ports x 2 servers / 60s
 	// sustain 16k new connections/s per service.
 	tapvsService = `
