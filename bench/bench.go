@@ -221,10 +221,11 @@ backend iperf
 		return err
 	}
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	for d.Stack.ResolveAll(rctx) != nil && rctx.Err() == nil {
-		time.Sleep(100 * time.Millisecond)
-	}
+	err = lab.WaitResolved(rctx, d)
 	cancel()
+	if err != nil {
+		return fmt.Errorf("tapvs could not reach the real servers' next hop: %w", err)
+	}
 	time.Sleep(500 * time.Millisecond) // the servers come up
 
 	vip := lab.VIP

@@ -37,6 +37,17 @@ func NewManager(bal *nat.Balancer, sync func() error) *Manager {
 // SetHealth reports health checks in listings.
 func (m *Manager) SetHealth(f func(*nat.Service) []HealthView) { m.health = f }
 
+// withService runs fn on the service k names, under the manager's lock.
+func (m *Manager) withService(k ServiceKey, fn func(*nat.Service) error) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	svc, err := m.service(k)
+	if err != nil {
+		return err
+	}
+	return fn(svc)
+}
+
 func (m *Manager) service(k ServiceKey) (*nat.Service, error) {
 	p, ap, err := k.parse()
 	if err != nil {
@@ -161,16 +172,12 @@ func (m *Manager) AddDest(k ServiceKey, d DestSpec) error {
 	if d.Weight != nil {
 		w = *d.Weight
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	svc, err := m.service(k)
-	if err != nil {
-		return err
-	}
-	if _, err := svc.AddDest(ap.Addr(), ap.Port(), w); err != nil {
-		return err
-	}
-	return m.sync()
+	return m.withService(k, func(svc *nat.Service) error {
+		if _, err := svc.AddDest(ap.Addr(), ap.Port(), w); err != nil {
+			return err
+		}
+		return m.sync()
+	})
 }
 
 // EditDest changes a real server's weight (ipvsadm -e).
@@ -179,19 +186,15 @@ func (m *Manager) EditDest(k ServiceKey, d DestSpec) error {
 	if err != nil {
 		return err
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	svc, err := m.service(k)
-	if err != nil {
-		return err
-	}
-	if svc.Dest(ap.Addr(), ap.Port()) == nil {
-		return fmt.Errorf("real server %s: %w", ap, nat.ErrNoDest)
-	}
-	if d.Weight == nil {
-		return nil
-	}
-	return svc.SetWeight(ap.Addr(), ap.Port(), *d.Weight)
+	return m.withService(k, func(svc *nat.Service) error {
+		if svc.Dest(ap.Addr(), ap.Port()) == nil {
+			return fmt.Errorf("real server %s: %w", ap, nat.ErrNoDest)
+		}
+		if d.Weight == nil {
+			return nil
+		}
+		return svc.SetWeight(ap.Addr(), ap.Port(), *d.Weight)
+	})
 }
 
 // DeleteDest removes a real server (ipvsadm -d).
@@ -200,13 +203,7 @@ func (m *Manager) DeleteDest(k ServiceKey, addr string) error {
 	if err != nil {
 		return fmt.Errorf("%q is not RIP:port", addr)
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	svc, err := m.service(k)
-	if err != nil {
-		return err
-	}
-	return svc.DeleteDest(ap.Addr(), ap.Port())
+	return m.withService(k, func(svc *nat.Service) error { return svc.DeleteDest(ap.Addr(), ap.Port()) })
 }
 
 func parseLIP(s string) (netip.Addr, error) {
@@ -233,16 +230,12 @@ func (m *Manager) AddLocalAddr(k ServiceKey, addr string) error {
 			return err
 		}
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	svc, err := m.service(k)
-	if err != nil {
-		return err
-	}
-	if _, err := m.bal.AddLocalAddr(svc, a); err != nil {
-		return err
-	}
-	return m.sync()
+	return m.withService(k, func(svc *nat.Service) error {
+		if _, err := m.bal.AddLocalAddr(svc, a); err != nil {
+			return err
+		}
+		return m.sync()
+	})
 }
 
 // DeleteLocalAddr removes a LIP (ipvsadm -Q -z).
@@ -251,16 +244,12 @@ func (m *Manager) DeleteLocalAddr(k ServiceKey, addr string) error {
 	if err != nil {
 		return err
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	svc, err := m.service(k)
-	if err != nil {
-		return err
-	}
-	if err := m.bal.DeleteLocalAddr(svc, a); err != nil {
-		return err
-	}
-	return m.sync()
+	return m.withService(k, func(svc *nat.Service) error {
+		if err := m.bal.DeleteLocalAddr(svc, a); err != nil {
+			return err
+		}
+		return m.sync()
+	})
 }
 
 // SetTimeouts is ipvsadm --set tcp tcpfin udp (seconds; 0 leaves one as is).

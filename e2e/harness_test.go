@@ -180,15 +180,8 @@ func setupWith(t testing.TB, o topoOpts, svcs, extra string) *env {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	for {
-		err := d.Stack.ResolveAll(ctx)
-		if err == nil {
-			break
-		}
-		if ctx.Err() != nil {
-			t.Fatalf("real servers' next hop never resolved: %v", err)
-		}
-		time.Sleep(50 * time.Millisecond)
+	if err := lab.WaitResolved(ctx, d); err != nil {
+		t.Fatalf("real servers' next hop never resolved: %v", err)
 	}
 	return e
 }

@@ -218,22 +218,35 @@ func HTTPClient(ns string, timeout time.Duration) *http.Client {
 	}
 }
 
+// bulk opens a bulk connection from namespace ns and asks for op ('U' or
+// 'D') of n bytes; the connection ends with ctx's deadline.
+func bulk(ctx context.Context, ns string, addr netip.AddrPort, op byte, n int64) (net.Conn, error) {
+	c, err := Dial(ctx, ns, "tcp4", addr.String())
+	if err != nil {
+		return nil, err
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		c.SetDeadline(dl)
+	}
+	var hdr [9]byte
+	hdr[0] = op
+	binary.BigEndian.PutUint64(hdr[1:], uint64(n))
+	if _, err := c.Write(hdr[:]); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
 // Upload sends n bytes through a bulk connection to addr and checks the
 // server's hash of them. It returns how long the transfer took.
 func Upload(ctx context.Context, ns string, addr netip.AddrPort, n int64) (time.Duration, error) {
-	c, err := Dial(ctx, ns, "tcp4", addr.String())
+	start := time.Now()
+	c, err := bulk(ctx, ns, addr, 'U', n)
 	if err != nil {
 		return 0, err
 	}
 	defer c.Close()
-	stopOnCancel(ctx, c)
-	var hdr [9]byte
-	hdr[0] = 'U'
-	binary.BigEndian.PutUint64(hdr[1:], uint64(n))
-	start := time.Now()
-	if _, err := c.Write(hdr[:]); err != nil {
-		return 0, err
-	}
 	want := sha256.New()
 	if _, err := io.CopyN(io.MultiWriter(c, want), Stream(n), n); err != nil {
 		return 0, fmt.Errorf("upload: %w", err)
@@ -252,19 +265,12 @@ func Upload(ctx context.Context, ns string, addr netip.AddrPort, n int64) (time.
 // Download receives n bytes from a bulk connection to addr and checks them
 // against Stream(n). It returns how long the transfer took.
 func Download(ctx context.Context, ns string, addr netip.AddrPort, n int64) (time.Duration, error) {
-	c, err := Dial(ctx, ns, "tcp4", addr.String())
+	start := time.Now()
+	c, err := bulk(ctx, ns, addr, 'D', n)
 	if err != nil {
 		return 0, err
 	}
 	defer c.Close()
-	stopOnCancel(ctx, c)
-	var hdr [9]byte
-	hdr[0] = 'D'
-	binary.BigEndian.PutUint64(hdr[1:], uint64(n))
-	start := time.Now()
-	if _, err := c.Write(hdr[:]); err != nil {
-		return 0, err
-	}
 	got := sha256.New()
 	if m, err := io.Copy(got, c); err != nil || m != n {
 		return 0, fmt.Errorf("download: got %d of %d bytes: %v", m, n, err)
@@ -276,13 +282,6 @@ func Download(ctx context.Context, ns string, addr netip.AddrPort, n int64) (tim
 		return el, errors.New("download: data differs from what the server sent: corrupted")
 	}
 	return el, nil
-}
-
-// stopOnCancel closes c when ctx ends, so no transfer outlives its deadline.
-func stopOnCancel(ctx context.Context, c net.Conn) {
-	if dl, ok := ctx.Deadline(); ok {
-		c.SetDeadline(dl)
-	}
 }
 
 // UDPEcho sends msg to addr from namespace ns and returns the reply.

@@ -74,7 +74,7 @@ func Run(ctx context.Context, o Options) error {
 		defer b.Close()
 	}
 	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	err = waitResolved(rctx, d)
+	err = WaitResolved(rctx, d)
 	cancel()
 	if err != nil {
 		return fmt.Errorf("tapvs could not reach the real servers' next hop: %w", err)
@@ -100,7 +100,9 @@ The lab stays up until Ctrl-C. Try, in another shell:
 	return nil
 }
 
-func waitResolved(ctx context.Context, d *daemon.Daemon) error {
+// WaitResolved waits until tapvs knows the next hop of every real server,
+// or ctx ends.
+func WaitResolved(ctx context.Context, d *daemon.Daemon) error {
 	for {
 		err := d.Stack.ResolveAll(ctx)
 		if err == nil || ctx.Err() != nil {
