@@ -49,6 +49,7 @@ type Path struct {
 	Name       string
 	HTTP       netip.AddrPort // nginx, behind the path
 	Iperf      netip.AddrPort // iperf3 on RS1, behind the path
+	UDP        bool           // the path carries UDP (HAProxy's TCP mode does not)
 	cpuSeconds func() float64 // the balancer's CPU time so far; nil: not attributable
 }
 
@@ -59,6 +60,7 @@ type Result struct {
 	ShortCPS              float64 // wrk, Connection: close
 	KeepRPS               float64 // wrk, keep-alive
 	P50, P99              time.Duration
+	UDPpps                float64 // iperf3 UDP, 64-byte payloads, packets/s received; 0: not measured
 	CPUPerGB, CPUPerKConn float64 // balancer CPU-seconds per GB (iperf3 1 stream) and per 1000 short connections
 	Notes                 string  // tapvs's drops and synproxy counters during the run
 }
@@ -85,6 +87,10 @@ const (
   - {name: web-sp, vip: 172.25.254.100, port: 8080, scheduler: rr, synproxy: true, local_addresses: [172.25.84.10, 172.25.84.11, 172.25.84.12, 172.25.84.13, 172.25.84.14, 172.25.84.15, 172.25.84.16, 172.25.84.17],
      real_servers: [{address: 10.20.1.2, port: 80}, {address: 10.20.2.2, port: 80}]}
   - {name: iperf, vip: 172.25.254.100, port: 5201, scheduler: rr, local_addresses: [172.25.84.10],
+     real_servers: [{address: 10.20.1.2, port: 5201}]}
+  - {name: iperf-udp, vip: 172.25.254.100, port: 5201, protocol: udp, scheduler: rr, local_addresses: [172.25.84.10],
+     real_servers: [{address: 10.20.1.2, port: 5201}]}
+  - {name: iperf-udp-sp, vip: 172.25.254.100, port: 5202, protocol: udp, scheduler: rr, local_addresses: [172.25.84.10],
      real_servers: [{address: 10.20.1.2, port: 5201}]}
   - {name: iperf-sp, vip: 172.25.254.100, port: 5202, scheduler: rr, synproxy: true, local_addresses: [172.25.84.10],
      real_servers: [{address: 10.20.1.2, port: 5201}]}`
@@ -167,6 +173,7 @@ func Run(ctx context.Context, o Options) (err error) {
   chain pre { type nat hook prerouting priority dstnat; policy accept;
     ip daddr %[1]s tcp dport 80 dnat to numgen inc mod 2 map { 0 : %[2]s, 1 : %[3]s }
     ip daddr %[1]s tcp dport %[4]d dnat to %[2]s
+    ip daddr %[1]s udp dport %[4]d dnat to %[2]s
   }
   chain post { type nat hook postrouting priority srcnat; policy accept;
     ct original ip daddr %[1]s masquerade
@@ -230,11 +237,11 @@ backend iperf
 
 	vip := lab.VIP
 	paths := []Path{
-		{Name: "direct", HTTP: netip.AddrPortFrom(lab.RS1, 80), Iperf: netip.AddrPortFrom(lab.RS1, iperfPort), cpuSeconds: softirqSeconds},
-		{Name: "nftables", HTTP: netip.AddrPortFrom(vipNFT, 80), Iperf: netip.AddrPortFrom(vipNFT, iperfPort), cpuSeconds: softirqSeconds},
+		{Name: "direct", HTTP: netip.AddrPortFrom(lab.RS1, 80), Iperf: netip.AddrPortFrom(lab.RS1, iperfPort), UDP: true, cpuSeconds: softirqSeconds},
+		{Name: "nftables", HTTP: netip.AddrPortFrom(vipNFT, 80), Iperf: netip.AddrPortFrom(vipNFT, iperfPort), UDP: true, cpuSeconds: softirqSeconds},
 		{Name: "haproxy", HTTP: netip.AddrPortFrom(vipHAP, 80), Iperf: netip.AddrPortFrom(vipHAP, iperfPort), cpuSeconds: func() float64 { return procSeconds(hap.Process.Pid) }},
-		{Name: "tapvs", HTTP: netip.AddrPortFrom(vip, 80), Iperf: netip.AddrPortFrom(vip, iperfPort), cpuSeconds: selfSeconds},
-		{Name: "tapvs+synproxy", HTTP: netip.AddrPortFrom(vip, spHTTPPort), Iperf: netip.AddrPortFrom(vip, spIperfPort), cpuSeconds: selfSeconds},
+		{Name: "tapvs", HTTP: netip.AddrPortFrom(vip, 80), Iperf: netip.AddrPortFrom(vip, iperfPort), UDP: true, cpuSeconds: selfSeconds},
+		{Name: "tapvs+synproxy", HTTP: netip.AddrPortFrom(vip, spHTTPPort), Iperf: netip.AddrPortFrom(vip, spIperfPort), UDP: true, cpuSeconds: selfSeconds},
 	}
 	var results []Result
 	for _, p := range paths {
@@ -315,7 +322,7 @@ func measure(ctx context.Context, ns string, p Path, o Options) (Result, error) 
 	r := Result{Path: p.Name}
 	runs := max(o.Runs, 1)
 	sec := strconv.Itoa(int(o.Duration.Seconds()))
-	var g1, g4, short, keep, p50, p99, cpuGB, cpuK []float64
+	var g1, g4, short, keep, p50, p99, cpuGB, cpuK, udp []float64
 	for range runs {
 		c0 := p.cpuSeconds()
 		bps, bytes, err := iperf(ctx, ns, p.Iperf, 1, sec)
@@ -339,6 +346,16 @@ func measure(ctx context.Context, ns string, p Path, o Options) (Result, error) 
 			return r, err
 		}
 		keep, p50, p99 = append(keep, w.rps), append(p50, float64(w.p50)), append(p99, float64(w.p99))
+		if p.UDP {
+			pps, err := iperfUDP(ctx, ns, p.Iperf, sec)
+			if err != nil {
+				return r, err
+			}
+			udp = append(udp, pps)
+		}
+	}
+	if len(udp) > 0 {
+		r.UDPpps = median(udp)
 	}
 	r.Gbps1, r.Gbps4, r.ShortCPS, r.KeepRPS = median(g1), median(g4), median(short), median(keep)
 	r.P50, r.P99 = time.Duration(median(p50)), time.Duration(median(p99))
@@ -369,6 +386,29 @@ func iperf(ctx context.Context, ns string, to netip.AddrPort, streams int, sec s
 		return 0, 0, fmt.Errorf("iperf3 to %s: %v %s", to, err, j.Error)
 	}
 	return j.End.SumReceived.Bps, j.End.SumReceived.Bytes, nil
+}
+
+// iperfUDP sends 64-byte UDP datagrams as fast as iperf3 can and returns the
+// packets per second the server received.
+func iperfUDP(ctx context.Context, ns string, to netip.AddrPort, sec string) (float64, error) {
+	out, err := run(ctx, ns, "iperf3", "-c", to.Addr().String(), "-p", strconv.Itoa(int(to.Port())), "-t", sec, "-u", "-b", "0", "-l", "64", "-J")
+	if err != nil {
+		return 0, err
+	}
+	var j struct {
+		End struct {
+			Sum struct {
+				Packets int64   `json:"packets"`
+				Lost    int64   `json:"lost_packets"`
+				Seconds float64 `json:"seconds"`
+			} `json:"sum"`
+		} `json:"end"`
+		Error string `json:"error"`
+	}
+	if err := json.Unmarshal(out, &j); err != nil || j.Error != "" || j.End.Sum.Seconds == 0 {
+		return 0, fmt.Errorf("iperf3 -u to %s: %v %s", to, err, j.Error)
+	}
+	return float64(j.End.Sum.Packets-j.End.Sum.Lost) / j.End.Sum.Seconds, nil
 }
 
 type wrkResult struct {

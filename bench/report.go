@@ -34,16 +34,20 @@ func ms(d time.Duration) string { return fmt.Sprintf("%.2f", float64(d)/float64(
 func table(rs []Result, machine string, o Options) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Machine: %s. Each cell: median of %d run(s) of %s.\n\n", machine, max(o.Runs, 1), o.Duration)
-	b.WriteString("| path | iperf3 1 stream Gbit/s | 4 streams Gbit/s | short conns/s | keep-alive req/s | p50 ms | p99 ms | CPU-s/GB | CPU-s/1k conns |\n")
-	b.WriteString("|---|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("| path | iperf3 1 stream Gbit/s | 4 streams Gbit/s | short conns/s | keep-alive req/s | p50 ms | p99 ms | UDP 64 B kpps | CPU-s/GB | CPU-s/1k conns |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range rs {
-		fmt.Fprintf(&b, "| %s | %.2f | %.2f | %.0f | %.0f | %s | %s | %.2f | %.3f |\n", r.Path, r.Gbps1, r.Gbps4, r.ShortCPS, r.KeepRPS, ms(r.P50), ms(r.P99), r.CPUPerGB, r.CPUPerKConn)
+		udp := "n/a (TCP only)"
+		if r.UDPpps > 0 {
+			udp = fmt.Sprintf("%.0f", r.UDPpps/1000)
+		}
+		fmt.Fprintf(&b, "| %s | %.2f | %.2f | %.0f | %.0f | %s | %s | %s | %.2f | %.3f |\n", r.Path, r.Gbps1, r.Gbps4, r.ShortCPS, r.KeepRPS, ms(r.P50), ms(r.P99), udp, r.CPUPerGB, r.CPUPerKConn)
 	}
 	k, h, t, s := find(rs, "nftables"), find(rs, "haproxy"), find(rs, "tapvs"), find(rs, "tapvs+synproxy")
-	b.WriteString("\n| tapvs vs | 1 stream | 4 streams | short conns/s | keep-alive req/s | p50 latency |\n|---|---|---|---|---|---|\n")
-	fmt.Fprintf(&b, "| kernel nftables FULLNAT | %s | %s | %s | %s | %s |\n", ratio(t.Gbps1, k.Gbps1), ratio(t.Gbps4, k.Gbps4), ratio(t.ShortCPS, k.ShortCPS), ratio(t.KeepRPS, k.KeepRPS), ratio(float64(t.P50), float64(k.P50)))
-	fmt.Fprintf(&b, "| HAProxy | %s | %s | %s | %s | %s |\n", ratio(t.Gbps1, h.Gbps1), ratio(t.Gbps4, h.Gbps4), ratio(t.ShortCPS, h.ShortCPS), ratio(t.KeepRPS, h.KeepRPS), ratio(float64(t.P50), float64(h.P50)))
-	fmt.Fprintf(&b, "| tapvs (synproxy vs without) | %s | %s | %s | %s | %s |\n", ratio(s.Gbps1, t.Gbps1), ratio(s.Gbps4, t.Gbps4), ratio(s.ShortCPS, t.ShortCPS), ratio(s.KeepRPS, t.KeepRPS), ratio(float64(s.P50), float64(t.P50)))
+	b.WriteString("\n| tapvs vs | 1 stream | 4 streams | short conns/s | keep-alive req/s | p50 latency | UDP pps |\n|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(&b, "| kernel nftables FULLNAT | %s | %s | %s | %s | %s | %s |\n", ratio(t.Gbps1, k.Gbps1), ratio(t.Gbps4, k.Gbps4), ratio(t.ShortCPS, k.ShortCPS), ratio(t.KeepRPS, k.KeepRPS), ratio(float64(t.P50), float64(k.P50)), ratio(t.UDPpps, k.UDPpps))
+	fmt.Fprintf(&b, "| HAProxy | %s | %s | %s | %s | %s | — |\n", ratio(t.Gbps1, h.Gbps1), ratio(t.Gbps4, h.Gbps4), ratio(t.ShortCPS, h.ShortCPS), ratio(t.KeepRPS, h.KeepRPS), ratio(float64(t.P50), float64(h.P50)))
+	fmt.Fprintf(&b, "| tapvs (synproxy vs without) | %s | %s | %s | %s | %s | — |\n", ratio(s.Gbps1, t.Gbps1), ratio(s.Gbps4, t.Gbps4), ratio(s.ShortCPS, t.ShortCPS), ratio(s.KeepRPS, t.KeepRPS), ratio(float64(s.P50), float64(t.P50)))
 	check := func(name string, got, want float64, atLeast bool) {
 		ok := got >= want
 		if !atLeast {
