@@ -124,11 +124,13 @@ func (s *State) ToClient(tcp []byte, acc uint32) uint32 {
 	return acc
 }
 
-// Storm reports whether a pure ACK from the server repeats the same seq/ack
-// more than limit times in a row: an ACK storm, dropped (LVS's guard against
-// two ends disagreeing about sequence numbers forever).
-func (s *State) Storm(seq, ack uint32, limit uint32) bool {
-	v := uint64(seq)<<32 | uint64(ack)
+// Storm reports whether a pure ACK from the server repeats the same seq,
+// ack and window more than limit times in a row: an ACK storm, dropped
+// (LVS's guard against two ends disagreeing about sequence numbers forever).
+// The window is part of it: a run of window updates repeats seq and ack
+// legitimately.
+func (s *State) Storm(seq, ack uint32, window uint16, limit uint32) bool {
+	v := (uint64(seq)<<32 | uint64(ack)) ^ uint64(window)*0x9e3779b97f4a7c15
 	if s.stormLast.Load() != v {
 		s.stormLast.Store(v)
 		s.stormN.Store(0)

@@ -245,18 +245,23 @@ func TestWindowScaleMismatch(t *testing.T) {
 func TestStorm(t *testing.T) {
 	var s State
 	for i := range 10 { // seen 10 times: still passed
-		if s.Storm(1, 2, 10) {
+		if s.Storm(1, 2, 500, 10) {
 			t.Fatalf("storm after %d", i)
 		}
 	}
-	if !s.Storm(1, 2, 10) {
+	if !s.Storm(1, 2, 500, 10) {
 		t.Fatal("no storm at the 11th repeat")
 	}
-	if !s.Storm(1, 2, 10) {
+	if !s.Storm(1, 2, 500, 10) {
 		t.Fatal("the storm stopped at the 12th repeat")
 	}
-	if s.Storm(1, 3, 10) {
+	if s.Storm(1, 3, 500, 10) {
 		t.Fatal("a new ack is not a storm")
+	}
+	for w := range uint16(20) { // window updates: same seq and ack, a new window each
+		if s.Storm(1, 3, 600+w, 10) {
+			t.Fatalf("window update %d taken for a storm", w)
+		}
 	}
 }
 
