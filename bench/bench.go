@@ -31,7 +31,6 @@ import (
 	"time"
 
 	"github.com/tapvs/tapvs/config"
-	"github.com/tapvs/tapvs/daemon"
 	"github.com/tapvs/tapvs/lab"
 )
 
@@ -219,20 +218,11 @@ backend iperf
 	if err != nil {
 		return err
 	}
-	d, err := daemon.Start(cfg, o.Log)
+	d, err := top.StartTapvs(ctx, cfg, o.Log)
 	if err != nil {
 		return err
 	}
 	defer d.Close()
-	if err := top.AddressTAPs(); err != nil {
-		return err
-	}
-	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	err = lab.WaitResolved(rctx, d)
-	cancel()
-	if err != nil {
-		return fmt.Errorf("tapvs could not reach the real servers' next hop: %w", err)
-	}
 	time.Sleep(500 * time.Millisecond) // the servers come up
 
 	vip := lab.VIP

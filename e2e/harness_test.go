@@ -161,14 +161,11 @@ func setupWith(t testing.TB, o topoOpts, svcs, extra string) *env {
 		t.Fatalf("config: %v", err)
 	}
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	d, err := daemon.Start(cfg, log)
+	d, err := top.StartTapvs(context.Background(), cfg, log)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(d.Close)
-	if err := top.AddressTAPs(); err != nil {
-		t.Fatal(err)
-	}
 	e := &env{t: t, top: top, d: d}
 	for i, a := range []netip.Addr{lab.RS1, lab.RS2} {
 		b, err := lab.StartBackend(top.RS[i], fmt.Sprintf("rs%d", i+1), a)
@@ -177,11 +174,6 @@ func setupWith(t testing.TB, o topoOpts, svcs, extra string) *env {
 		}
 		t.Cleanup(b.Close)
 		e.rs[i] = b
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := lab.WaitResolved(ctx, d); err != nil {
-		t.Fatalf("real servers' next hop never resolved: %v", err)
 	}
 	return e
 }

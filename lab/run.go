@@ -58,26 +58,17 @@ func Run(ctx context.Context, o Options) error {
 			fmt.Fprintln(o.Out, "lab removed")
 		}
 	}()
-	d, err := daemon.Start(cfg, o.Log)
+	d, err := top.StartTapvs(ctx, cfg, o.Log)
 	if err != nil {
 		return err
 	}
 	defer d.Close()
-	if err := top.AddressTAPs(); err != nil {
-		return err
-	}
 	for i, addr := range []netip.Addr{RS1, RS2} {
 		b, err := StartBackend(top.RS[i], fmt.Sprintf("rs%d", i+1), addr)
 		if err != nil {
 			return err
 		}
 		defer b.Close()
-	}
-	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	err = WaitResolved(rctx, d)
-	cancel()
-	if err != nil {
-		return fmt.Errorf("tapvs could not reach the real servers' next hop: %w", err)
 	}
 	if err := demo(ctx, top, d, o); err != nil {
 		return err
@@ -100,9 +91,31 @@ The lab stays up until Ctrl-C. Try, in another shell:
 	return nil
 }
 
-// WaitResolved waits until tapvs knows the next hop of every real server,
+// StartTapvs runs tapvs from cfg in this topology: it creates the TAPs and
+// moves them in, their kernel ends get their addresses, and it returns once
+// tapvs knows every real server's next hop (10s at most). On error nothing
+// of tapvs is left running.
+func (t *Topology) StartTapvs(ctx context.Context, cfg *config.Config, log *slog.Logger) (*daemon.Daemon, error) {
+	d, err := daemon.Start(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	if err := t.AddressTAPs(); err != nil {
+		d.Close()
+		return nil, err
+	}
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := waitResolved(rctx, d); err != nil {
+		d.Close()
+		return nil, fmt.Errorf("tapvs could not reach the real servers' next hop: %w", err)
+	}
+	return d, nil
+}
+
+// waitResolved waits until tapvs knows the next hop of every real server,
 // or ctx ends.
-func WaitResolved(ctx context.Context, d *daemon.Daemon) error {
+func waitResolved(ctx context.Context, d *daemon.Daemon) error {
 	for {
 		err := d.Stack.ResolveAll(ctx)
 		if err == nil || ctx.Err() != nil {
