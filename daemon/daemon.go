@@ -105,7 +105,6 @@ func Start(cfg *config.Config, log *slog.Logger) (_ *Daemon, err error) {
 	if err != nil {
 		return nil, err
 	}
-	vips, lips := map[netip.Addr]bool{}, map[netip.Addr]bool{}
 	for i, sc := range cfg.Services {
 		to := sc.Timeouts
 		svc, err := bal.AddService(nat.ServiceConfig{Name: sc.Name, Addr: sc.VIP, Port: sc.Port, Protocol: sc.Protocol, Scheduler: sc.Scheduler, Timeouts: &to, Synproxy: sc.Synproxy})
@@ -116,23 +115,11 @@ func Start(cfg *config.Config, log *slog.Logger) (_ *Daemon, err error) {
 			if _, err := bal.AddLocalAddr(svc, l); err != nil {
 				return nil, fmt.Errorf("services[%d]: %w", i, err)
 			}
-			lips[l] = true
 		}
 		for _, rs := range sc.RealServers {
 			if _, err := svc.AddDest(rs.Address, rs.Port, rs.Weight); err != nil {
 				return nil, fmt.Errorf("services[%d]: %w", i, err)
 			}
-		}
-		vips[sc.VIP] = true
-	}
-	for a := range vips {
-		if a != nics[0].Address.Addr() {
-			nics[0].Extra = append(nics[0].Extra, a)
-		}
-	}
-	for a := range lips {
-		if a != nics[1].Address.Addr() {
-			nics[1].Extra = append(nics[1].Extra, a)
 		}
 	}
 	if st, err = netstack.New(bal, nics[0], nics[1], log); err != nil {
@@ -147,6 +134,12 @@ func Start(cfg *config.Config, log *slog.Logger) (_ *Daemon, err error) {
 		}
 		return nil
 	}
+	// The stack answers for the VIPs and LIPs before the first frame is read;
+	// an address it refuses is a start-up error, not a half-configured tapvs.
+	if err := d.sync(); err != nil {
+		d.Close()
+		return nil, err
+	}
 	st.Start()
 	d.wg.Add(2)
 	go func() {
@@ -157,9 +150,6 @@ func Start(cfg *config.Config, log *slog.Logger) (_ *Daemon, err error) {
 		defer d.wg.Done()
 		d.reconcile()
 	}()
-	if err := d.sync(); err != nil {
-		log.Warn("initial sync", "err", err)
-	}
 	if cfg.ControlSocket != "" {
 		d.control = control.NewServer(d.Manager, log)
 		if err := d.control.Listen(cfg.ControlSocket); err != nil {

@@ -38,8 +38,7 @@ type NICConfig struct {
 	Devs    []tun.Device
 	MTU     uint32
 	MAC     [6]byte
-	Address netip.Prefix // the side's own address; its subnet is on-link
-	Extra   []netip.Addr // VIPs (client side) or LIPs (server side): ARP is answered for them
+	Address netip.Prefix // the side's own address; its subnet is on-link (VIPs and LIPs: SetAddresses)
 	Routes  []Route
 }
 
@@ -83,16 +82,14 @@ func New(bal *nat.Balancer, client, server NICConfig, log *slog.Logger) (*Stack,
 			s.Destroy()
 			return nil, fmt.Errorf("%s NIC: %s", side.ep.side, err)
 		}
-		addrs := append([]netip.Prefix{side.cfg.Address}, prefixes32(side.cfg.Extra)...)
-		for _, a := range addrs {
-			pa := tcpip.ProtocolAddress{
-				Protocol:          ipv4.ProtocolNumber,
-				AddressWithPrefix: tcpip.AddressWithPrefix{Address: toTCPIP(a.Addr()), PrefixLen: a.Bits()},
-			}
-			if err := s.AddProtocolAddress(side.id, pa, stack.AddressProperties{}); err != nil {
-				s.Destroy()
-				return nil, fmt.Errorf("%s NIC: address %s: %s", side.ep.side, a, err)
-			}
+		a := side.cfg.Address
+		pa := tcpip.ProtocolAddress{
+			Protocol:          ipv4.ProtocolNumber,
+			AddressWithPrefix: tcpip.AddressWithPrefix{Address: toTCPIP(a.Addr()), PrefixLen: a.Bits()},
+		}
+		if err := s.AddProtocolAddress(side.id, pa, stack.AddressProperties{}); err != nil {
+			s.Destroy()
+			return nil, fmt.Errorf("%s NIC: address %s: %s", side.ep.side, a, err)
 		}
 		routes = append(routes, tcpip.Route{Destination: subnet(side.cfg.Address.Masked()), NIC: side.id})
 		for _, r := range side.cfg.Routes {
@@ -298,12 +295,4 @@ func toTCPIP(a netip.Addr) tcpip.Address {
 
 func subnet(p netip.Prefix) tcpip.Subnet {
 	return tcpip.AddressWithPrefix{Address: toTCPIP(p.Addr()), PrefixLen: p.Bits()}.Subnet()
-}
-
-func prefixes32(addrs []netip.Addr) []netip.Prefix {
-	out := make([]netip.Prefix, len(addrs))
-	for i, a := range addrs {
-		out[i] = netip.PrefixFrom(a, a.BitLen())
-	}
-	return out
 }
