@@ -35,7 +35,7 @@ type Daemon struct {
 	Metrics *metrics.Server
 
 	control  *control.Server
-	checker  *health.Checker
+	checker  atomic.Pointer[health.Checker] // replaced by Reload; read by metrics and the API
 	reloadMu sync.Mutex
 	log      *slog.Logger
 	stop     chan struct{}
@@ -180,16 +180,18 @@ func (d *Daemon) Config() *config.Config { return d.cfg.Load() }
 
 // health reports a server's health-check state to the metrics.
 func (d *Daemon) health(s *nat.Service, dst *nat.Dest) (up, checked bool) {
-	if d.checker == nil {
+	hc := d.checker.Load()
+	if hc == nil {
 		return false, false
 	}
-	up, checked, _ = d.checker.Up(s.Protocol, netip.AddrPortFrom(s.Addr, s.Port), netip.AddrPortFrom(dst.Addr, dst.Port))
+	up, checked, _ = hc.Up(s.Protocol, netip.AddrPortFrom(s.Addr, s.Port), netip.AddrPortFrom(dst.Addr, dst.Port))
 	return up, checked
 }
 
 // healthViews reports a service's checks to the control API's listings.
 func (d *Daemon) healthViews(s *nat.Service) []control.HealthView {
-	if d.checker == nil {
+	hc := d.checker.Load()
+	if hc == nil {
 		return nil
 	}
 	var out []control.HealthView
@@ -200,7 +202,7 @@ func (d *Daemon) healthViews(s *nat.Service) []control.HealthView {
 		}
 		for _, rs := range sc.RealServers {
 			ap := netip.AddrPortFrom(rs.Address, rs.Port)
-			if up, checked, why := d.checker.Up(s.Protocol, vip, ap); checked {
+			if up, checked, why := hc.Up(s.Protocol, vip, ap); checked {
 				out = append(out, control.HealthView{Dest: ap.String(), Healthy: up, Reason: why})
 			}
 		}
@@ -208,36 +210,28 @@ func (d *Daemon) healthViews(s *nat.Service) []control.HealthView {
 	return out
 }
 
-// startHealth runs the configuration's health checks, carrying the state
+// startHealth runs the configuration's health checks, taking over the state
 // of the checker it replaces.
 func (d *Daemon) startHealth(cfg *config.Config) {
-	prev := d.checker
-	defer func() {
-		if prev != nil {
-			prev.Close()
-		}
-	}()
+	prev := d.checker.Swap(nil)
+	if prev != nil {
+		prev.Close() // stopped before its state is read
+	}
 	var targets []health.Target
 	for _, sc := range cfg.Services {
 		for _, rs := range sc.RealServers {
 			if rs.Health != nil {
 				targets = append(targets, health.Target{Proto: sc.Protocol, VIP: netip.AddrPortFrom(sc.VIP, sc.Port),
-					RS: netip.AddrPortFrom(rs.Address, rs.Port), Spec: *rs.Health})
+					RS: netip.AddrPortFrom(rs.Address, rs.Port), Spec: *rs.Health, Weight: rs.Weight})
 			}
 		}
 	}
 	if len(targets) == 0 {
-		d.checker = nil
 		return
 	}
 	next := health.New(d.Balancer, d.Stack.Stack(), netstack.ServerNIC, d.log)
-	if prev != nil {
-		prev.Close() // stop it before its state is copied
-	}
 	next.Start(targets, prev)
-	prev = nil
-	d.checker = next
-	next.Reapply()
+	d.checker.Store(next)
 }
 
 // sync makes the stack answer for exactly the balancer's VIPs and LIPs and
@@ -280,8 +274,8 @@ func (d *Daemon) Close() {
 		if d.Metrics != nil {
 			d.Metrics.Close()
 		}
-		if d.checker != nil {
-			d.checker.Close()
+		if hc := d.checker.Load(); hc != nil {
+			hc.Close()
 		}
 		close(d.stop)
 		d.wg.Wait()

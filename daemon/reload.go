@@ -105,22 +105,26 @@ func (d *Daemon) applyDests(k control.ServiceKey, cur control.Service, sc config
 		}
 	}
 	for addr, rs := range want {
+		if d.heldDown(sc, rs) {
+			continue // the check puts it back, with this configuration's weight, when it recovers
+		}
 		w := rs.Weight
 		if cur, ok := have[addr]; !ok {
 			note(m.AddDest(k, control.DestSpec{Addr: addr, Weight: &w}))
-		} else if cur.Weight != w && !d.quiesced(sc, rs) {
+		} else if cur.Weight != w {
 			note(m.EditDest(k, control.DestSpec{Addr: addr, Weight: &w}))
 		}
 	}
 }
 
-// quiesced reports whether a health check holds the server at weight 0: its
-// configured weight waits for the recovery.
-func (d *Daemon) quiesced(sc config.Service, rs config.RealServer) bool {
-	if d.checker == nil {
+// heldDown reports whether a failed health check holds the server out
+// (quiesced or removed): a reload must not put it back.
+func (d *Daemon) heldDown(sc config.Service, rs config.RealServer) bool {
+	hc := d.checker.Load()
+	if hc == nil || rs.Health == nil {
 		return false
 	}
-	up, checked, _ := d.checker.Up(sc.Protocol, netip.AddrPortFrom(sc.VIP, sc.Port), netip.AddrPortFrom(rs.Address, rs.Port))
+	up, checked, _ := hc.Up(sc.Protocol, netip.AddrPortFrom(sc.VIP, sc.Port), netip.AddrPortFrom(rs.Address, rs.Port))
 	return checked && !up
 }
 

@@ -28,7 +28,7 @@ const checkedServices = `
     health_check: {type: http, http_path: /, interval: 200ms, timeout: 150ms, rise: 2, fall: 2}
     real_servers:
       - {address: 10.20.1.2, port: 80, weight: %d}
-      - {address: 10.20.2.2, port: 80, weight: 1}%s`
+      - {address: 10.20.2.2, port: 80, weight: %d}%s`
 
 const extraService = `
   - name: web2
@@ -113,7 +113,7 @@ func metric(t *testing.T, body, re string) float64 {
 
 func TestHealthChecksReloadAndMetrics(t *testing.T) {
 	const extra = "metrics: {listen: \"127.0.0.1:0\"}\n"
-	e := setup(t, fmt.Sprintf(checkedServices, 1, ""), extra)
+	e := setup(t, fmt.Sprintf(checkedServices, 1, 1, ""), extra)
 	before := scrape(t, e.d.Metrics.Addr())
 
 	// Two persistent clients on rs1, asking every 50ms for the whole test.
@@ -202,7 +202,7 @@ func TestHealthChecksReloadAndMetrics(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	write(e.top.Config(fmt.Sprintf(checkedServices, 2, extraService), extra))
+	write(e.top.Config(fmt.Sprintf(checkedServices, 2, 1, extraService), extra))
 	if err := e.d.Reload(file); err != nil {
 		t.Fatal(err)
 	}
@@ -217,7 +217,7 @@ func TestHealthChecksReloadAndMetrics(t *testing.T) {
 
 	// A bad file is refused with its field named; nothing changes.
 	rules := e.must("-Sn")
-	write(strings.Replace(e.top.Config(fmt.Sprintf(checkedServices, 2, extraService), extra), "port: 8081", "port: 70000", 1))
+	write(strings.Replace(e.top.Config(fmt.Sprintf(checkedServices, 2, 1, extraService), extra), "port: 8081", "port: 70000", 1))
 	err = e.d.Reload(file)
 	if err == nil || !strings.Contains(err.Error(), "services[1].port: 70000 is not a port") {
 		t.Fatalf("bad reload: %v", err)
@@ -226,12 +226,33 @@ func TestHealthChecksReloadAndMetrics(t *testing.T) {
 		t.Fatalf("a refused reload changed the rules:\n%s\nwas\n%s", after, rules)
 	}
 	// Reloading the original takes the extra service away again.
-	write(e.top.Config(fmt.Sprintf(checkedServices, 1, ""), extra))
+	write(e.top.Config(fmt.Sprintf(checkedServices, 1, 1, ""), extra))
 	if err := e.d.Reload(file); err != nil {
 		t.Fatal(err)
 	}
 	if svcs := e.d.Manager.Services(); len(svcs) != 1 {
 		t.Fatalf("%d services after reloading the original", len(svcs))
+	}
+
+	// A reload while rs2 is down gives it weight 3: it stays out, and its
+	// recovery brings it back with 3, not the weight it had when it failed.
+	e.rs[1].StopHTTP()
+	if !eventually(3*time.Second, func() bool { w, up, _ := e.weightOf("172.25.254.100:80", "10.20.2.2:80"); return w == 0 && !up }) {
+		t.Fatal("rs2 not quiesced the second time")
+	}
+	write(e.top.Config(fmt.Sprintf(checkedServices, 1, 3, ""), extra))
+	if err := e.d.Reload(file); err != nil {
+		t.Fatal(err)
+	}
+	if w, up, _ := e.weightOf("172.25.254.100:80", "10.20.2.2:80"); w != 0 || up {
+		t.Fatalf("a reload put the failed rs2 back: weight %d up %v", w, up)
+	}
+	if err := e.rs[1].StartHTTP(); err != nil {
+		t.Fatal(err)
+	}
+	if !eventually(3*time.Second, func() bool { w, up, _ := e.weightOf("172.25.254.100:80", "10.20.2.2:80"); return w == 3 && up }) {
+		w, up, _ := e.weightOf("172.25.254.100:80", "10.20.2.2:80")
+		t.Fatalf("rs2 recovered with weight %d (up %v), want the reloaded 3", w, up)
 	}
 
 	time.Sleep(300 * time.Millisecond)
@@ -241,7 +262,7 @@ func TestHealthChecksReloadAndMetrics(t *testing.T) {
 		if p.errors.Load() != 0 || p.dials.Load() != 1 || p.reqs.Load() < 10 {
 			t.Fatalf("persistent connection %d to rs1: %d requests, %d errors, %d dials (1 means never dropped)", i, p.reqs.Load(), p.errors.Load(), p.dials.Load())
 		}
-		t.Logf("persistent connection %d to rs1: %d requests through the failure, recovery and 3 reloads, 0 errors, never re-dialed", i, p.reqs.Load())
+		t.Logf("persistent connection %d to rs1: %d requests through two failures, recoveries and 4 reloads, 0 errors, never re-dialed", i, p.reqs.Load())
 	}
 
 	after := scrape(t, e.d.Metrics.Addr())

@@ -42,10 +42,11 @@ type Spec struct {
 
 // Target is a server to check, by service and address.
 type Target struct {
-	Proto nat.Protocol
-	VIP   netip.AddrPort
-	RS    netip.AddrPort
-	Spec  Spec
+	Proto  nat.Protocol
+	VIP    netip.AddrPort
+	RS     netip.AddrPort
+	Spec   Spec
+	Weight int // the configured weight: what a recovery restores
 }
 
 // Checker runs every check.
@@ -80,17 +81,17 @@ func New(bal *nat.Balancer, st *stack.Stack, nic tcpip.NICID, log *slog.Logger) 
 }
 
 // Start runs a goroutine per target. Servers start as up, or as prev (a
-// checker being replaced, on reload) last saw them.
+// checker being replaced, on reload; already closed) last saw them: a server
+// that is down stays out, and comes back with its configured weight.
 func (c *Checker) Start(targets []Target, prev *Checker) {
 	for _, t := range targets {
 		k := stateKey{t.Proto, t.VIP, t.RS}
-		s := &state{t: t, up: true}
+		s := &state{t: t, up: true, weight: t.Weight}
 		if prev != nil {
-			prev.mu.Lock()
-			if p := prev.state[k]; p != nil {
-				s.up, s.ok, s.ko, s.weight, s.reason = p.up, p.ok, p.ko, p.weight, p.reason
+			if p := prev.state[k]; p != nil && !p.up {
+				s.up, s.ko, s.reason = false, p.ko, p.reason
+				c.holdDown(s)
 			}
-			prev.mu.Unlock()
 		}
 		c.mu.Lock()
 		c.state[k] = s
@@ -100,6 +101,24 @@ func (c *Checker) Start(targets []Target, prev *Checker) {
 			defer c.wg.Done()
 			c.loop(k, s)
 		}()
+	}
+}
+
+// holdDown keeps a down server out as its spec says (the spec may have
+// changed from quiesce to remove or back since it went down).
+func (c *Checker) holdDown(s *state) {
+	svc, err := c.bal.Service(s.t.Proto, s.t.VIP.Addr(), s.t.VIP.Port())
+	if err != nil {
+		return
+	}
+	rs := s.t.RS
+	if svc.Dest(rs.Addr(), rs.Port()) == nil {
+		return
+	}
+	if s.t.Spec.Remove {
+		svc.DeleteDest(rs.Addr(), rs.Port())
+	} else {
+		svc.SetWeight(rs.Addr(), rs.Port(), 0)
 	}
 }
 
@@ -118,33 +137,6 @@ func (c *Checker) Up(proto nat.Protocol, vip, rs netip.AddrPort) (up, checked bo
 		return false, false, ""
 	}
 	return s.up, true, s.reason
-}
-
-// Reapply takes the servers that are down out again, after something (a
-// reload) may have put them back; their configured weight is what a recovery
-// restores.
-func (c *Checker) Reapply() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, s := range c.state {
-		if s.up {
-			continue
-		}
-		svc, err := c.bal.Service(s.t.Proto, s.t.VIP.Addr(), s.t.VIP.Port())
-		if err != nil {
-			continue
-		}
-		d := svc.Dest(s.t.RS.Addr(), s.t.RS.Port())
-		switch {
-		case d == nil:
-		case s.t.Spec.Remove:
-			s.weight = d.Weight()
-			svc.DeleteDest(s.t.RS.Addr(), s.t.RS.Port())
-		case d.Weight() != 0:
-			s.weight = d.Weight()
-			svc.SetWeight(s.t.RS.Addr(), s.t.RS.Port(), 0)
-		}
-	}
 }
 
 func (c *Checker) loop(k stateKey, s *state) {
@@ -195,7 +187,7 @@ func (c *Checker) record(svc *nat.Service, s *state, err error) {
 		return
 	}
 	s.up, s.reason = true, ""
-	if s.t.Spec.Remove {
+	if svc.Dest(rs.Addr(), rs.Port()) == nil {
 		if _, err := svc.AddDest(rs.Addr(), rs.Port(), s.weight); err != nil {
 			c.log.Warn("real server up, but could not be added back", "service", svc.String(), "rs", rs.String(), "err", err)
 			return
