@@ -284,13 +284,18 @@ func (b *Balancer) forwardIn(c *Conn, p *pkt, f *Frame, l4Delta uint16) Verdict 
 		b.cfg.Resolve(c.dest)
 		return b.Stats.drop(DropNoNeighbor)
 	}
-	b.tapped(c, ClientSide, false, p.b)
+	tap := b.tap.Load()
+	if tap != nil {
+		tap.record(c, ClientSide, false, p.b)
+	}
 	rewrite(p, &c.out.dst, &c.out.src, c.out.dport, c.out.sport, c.inIPDelta, l4Delta)
 	putMAC(p.b[0:6], mac)
 	copy(p.b[6:12], b.cfg.ServerMAC[:])
 	f.Len = len(p.b)
 	c.dest.count(f.Queue, false, f.Len-ethHdrLen)
-	b.tapped(c, ServerSide, true, p.b)
+	if tap != nil {
+		tap.record(c, ServerSide, true, p.b)
+	}
 	return Forward
 }
 
@@ -316,13 +321,18 @@ func (b *Balancer) fromServer(p *pkt, dst *addr16, f *Frame) Verdict {
 		}
 	}
 	c.touch(dirOut, flags, b.table.now.Load())
-	b.tapped(c, ServerSide, false, p.b)
+	tap := b.tap.Load()
+	if tap != nil {
+		tap.record(c, ServerSide, false, p.b)
+	}
 	rewrite(p, &c.in.dst, &c.in.src, c.in.dport, c.in.sport, c.outIPDelta, l4Delta)
 	copy(p.b[0:6], c.clientMAC[:])
 	copy(p.b[6:12], b.cfg.ClientMAC[:])
 	f.Len = len(p.b)
 	c.dest.count(f.Queue, true, f.Len-ethHdrLen)
-	b.tapped(c, ClientSide, true, p.b)
+	if tap != nil {
+		tap.record(c, ClientSide, true, p.b)
+	}
 	return Forward
 }
 

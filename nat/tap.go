@@ -39,10 +39,10 @@ func (b *Balancer) StartTap(svc *Service, depth int) (*Tap, error) {
 // StopTap ends a capture.
 func (b *Balancer) StopTap(t *Tap) { b.tap.CompareAndSwap(t, nil) }
 
-// tapped records a frame of c if a capture of its service runs.
-func (b *Balancer) tapped(c *Conn, side Side, after bool, frame []byte) {
-	t := b.tap.Load()
-	if t == nil || t.svc != c.svc {
+// record copies a frame of c if the capture is of its service. The packet
+// path loads the tap once and calls this only when a capture runs.
+func (t *Tap) record(c *Conn, side Side, after bool, frame []byte) {
+	if t.svc != c.svc {
 		return
 	}
 	select {
