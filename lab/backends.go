@@ -24,8 +24,6 @@ type Backend struct {
 	Addr netip.Addr
 
 	Requests atomic.Int64 // HTTP requests served
-	mu       sync.Mutex
-	sources  map[netip.Addr]int // source addresses seen on accepted connections
 
 	closers []io.Closer
 	wg      sync.WaitGroup
@@ -37,7 +35,7 @@ type Backend struct {
 
 // StartBackend listens inside namespace ns on addr.
 func StartBackend(ns, name string, addr netip.Addr) (*Backend, error) {
-	b := &Backend{Name: name, Addr: addr, sources: map[netip.Addr]int{}, ns: ns}
+	b := &Backend{Name: name, Addr: addr, ns: ns}
 	var httpL, bulkL net.Listener
 	var udp net.PacketConn
 	err := InNetns(ns, func() (err error) {
@@ -59,12 +57,7 @@ func StartBackend(ns, name string, addr netip.Addr) (*Backend, error) {
 		b.Close()
 		return nil, fmt.Errorf("backend %s in %s: %w", name, ns, err)
 	}
-	srv := &http.Server{Handler: http.HandlerFunc(b.serveHTTP), ReadHeaderTimeout: 5 * time.Second,
-		ConnState: func(c net.Conn, s http.ConnState) {
-			if s == http.StateNew {
-				b.saw(c.RemoteAddr())
-			}
-		}}
+	srv := &http.Server{Handler: http.HandlerFunc(b.serveHTTP), ReadHeaderTimeout: 5 * time.Second}
 	b.closers = append(b.closers, srv)
 	b.srv, b.httpL = srv, httpL
 	b.wg.Add(3)
@@ -105,27 +98,6 @@ func (b *Backend) StartHTTP() error {
 	return nil
 }
 
-func (b *Backend) saw(a net.Addr) {
-	ap, err := netip.ParseAddrPort(a.String())
-	if err != nil {
-		return
-	}
-	b.mu.Lock()
-	b.sources[ap.Addr()]++
-	b.mu.Unlock()
-}
-
-// Sources returns how many connections came from each source address.
-func (b *Backend) Sources() map[netip.Addr]int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	out := make(map[netip.Addr]int, len(b.sources))
-	for k, v := range b.sources {
-		out[k] = v
-	}
-	return out
-}
-
 // Close stops the servers. Connections already accepted finish on their own.
 func (b *Backend) Close() {
 	for _, c := range b.closers {
@@ -149,7 +121,6 @@ func (b *Backend) serveBulk(l net.Listener) {
 		if err != nil {
 			return
 		}
-		b.saw(c.RemoteAddr())
 		go func() {
 			defer c.Close()
 			var hdr [9]byte

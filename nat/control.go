@@ -114,13 +114,6 @@ func (b *Balancer) retireLIPs(ls []*LocalAddr) {
 	}
 }
 
-// LocalAddrInUse reports whether addr is still the LIP of a service or of
-// open connections: the stack must keep answering ARP for it.
-func (b *Balancer) LocalAddrInUse(addr netip.Addr) bool {
-	_, ok := b.set.Load().lips[addr.As16()]
-	return ok
-}
-
 // SetTimeouts sets the ESTABLISHED, FIN_WAIT and UDP timeouts of every
 // service and of services made later (ipvsadm --set tcp tcpfin udp); zero
 // leaves a value unchanged.
