@@ -24,6 +24,8 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"runtime/pprof"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -41,6 +43,38 @@ type Options struct {
 	OutDir   string        // results.md and chart.png
 	Out      io.Writer
 	Log      *slog.Logger
+	// Paths and Workloads pick what to measure (nil: all); the table shows
+	// "—" for the rest. Names: PathNames, WorkloadNames.
+	Paths, Workloads []string
+	// ProfileDir, when set, receives a CPU profile of tapvs per tapvs path
+	// (<path>.pprof): the harness and tapvs share this process.
+	ProfileDir string
+}
+
+// PathNames and WorkloadNames are what Options.Paths and Options.Workloads
+// choose from.
+var (
+	PathNames     = []string{"direct", "nftables", "haproxy", "tapvs", "tapvs+synproxy"}
+	WorkloadNames = []string{"iperf1", "iperf4", "short", "keepalive", "latency", "udp"}
+)
+
+// Check names the first unknown path or workload.
+func (o Options) Check() error {
+	for _, p := range o.Paths {
+		if !slices.Contains(PathNames, p) {
+			return fmt.Errorf("paths: unknown path %q (have %s)", p, strings.Join(PathNames, ", "))
+		}
+	}
+	for _, w := range o.Workloads {
+		if !slices.Contains(WorkloadNames, w) {
+			return fmt.Errorf("workloads: unknown workload %q (have %s)", w, strings.Join(WorkloadNames, ", "))
+		}
+	}
+	return nil
+}
+
+func (o Options) wants(workload string) bool {
+	return len(o.Workloads) == 0 || slices.Contains(o.Workloads, workload)
 }
 
 // Path is one way from the client to the real servers.
@@ -55,13 +89,14 @@ type Path struct {
 // Result is one path's figures.
 type Result struct {
 	Path                  string
-	Gbps1, Gbps4          float64 // iperf3, 1 and 4 streams
-	ShortCPS              float64 // wrk, Connection: close
-	KeepRPS               float64 // wrk, keep-alive
-	P50, P99              time.Duration
-	UDPpps                float64 // iperf3 UDP, 64-byte payloads, packets/s received; 0: not measured
-	CPUPerGB, CPUPerKConn float64 // balancer CPU-seconds per GB (iperf3 1 stream) and per 1000 short connections
-	Notes                 string  // tapvs's drops and synproxy counters during the run
+	Gbps1, Gbps4          float64       // iperf3, 1 and 4 streams
+	ShortCPS              float64       // wrk, Connection: close
+	KeepRPS               float64       // wrk, keep-alive
+	P50, P99              time.Duration // keep-alive, 32 connections: saturated, so mostly queueing
+	IdleP50, IdleP99      time.Duration // keep-alive, one connection: the path's own latency
+	UDPpps                float64       // iperf3 UDP, 64-byte payloads, packets/s received; 0: not measured
+	CPUPerGB, CPUPerKConn float64       // balancer CPU-seconds per GB (iperf3 1 stream) and per 1000 short connections
+	Notes                 string        // tapvs's drops and synproxy counters during the run
 }
 
 var (
@@ -98,6 +133,9 @@ const (
 // Run builds the lab, measures every path, prints the table and writes the
 // chart. Everything it starts is stopped and removed, also on error.
 func Run(ctx context.Context, o Options) (err error) {
+	if err := o.Check(); err != nil {
+		return err
+	}
 	for _, tool := range []string{"ip", "nft", "iperf3", "wrk", "haproxy", "nginx"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			return fmt.Errorf("%s is missing: apt-get install -y iproute2 nftables iperf3 wrk haproxy nginx-light", tool)
@@ -238,11 +276,20 @@ backend iperf
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
+		if len(o.Paths) > 0 && !slices.Contains(o.Paths, p.Name) {
+			results = append(results, Result{Path: p.Name})
+			continue
+		}
 		fmt.Fprintf(o.Out, "measuring %s...\n", p.Name)
 		drops0 := d.Balancer.Stats.Drops()
 		c0, op0, f0, rt0 := d.Balancer.Stats.Synproxy()
 		tw0 := d.Balancer.Stats.SynproxyTimeWait()
+		stopProfile, err := profile(o.ProfileDir, p.Name)
+		if err != nil {
+			return err
+		}
 		r, err := measure(ctx, top.Client, p, o)
+		stopProfile()
 		if strings.HasPrefix(p.Name, "tapvs") {
 			var notes []string
 			for k, v := range d.Balancer.Stats.Drops() {
@@ -312,31 +359,48 @@ func measure(ctx context.Context, ns string, p Path, o Options) (Result, error) 
 	r := Result{Path: p.Name}
 	runs := max(o.Runs, 1)
 	sec := strconv.Itoa(int(o.Duration.Seconds()))
-	var g1, g4, short, keep, p50, p99, cpuGB, cpuK, udp []float64
+	var g1, g4, short, keep, p50, p99, idle50, idle99, cpuGB, cpuK, udp []float64
 	for range runs {
-		c0 := p.cpuSeconds()
-		bps, bytes, err := iperf(ctx, ns, p.Iperf, 1, sec)
-		if err != nil {
-			return r, err
+		if o.wants("iperf1") {
+			c0 := p.cpuSeconds()
+			bps, bytes, err := iperf(ctx, ns, p.Iperf, 1, sec)
+			if err != nil {
+				return r, err
+			}
+			g1 = append(g1, bps/1e9)
+			cpuGB = append(cpuGB, (p.cpuSeconds()-c0)/(bytes/1e9))
 		}
-		g1 = append(g1, bps/1e9)
-		cpuGB = append(cpuGB, (p.cpuSeconds()-c0)/(bytes/1e9))
-		if bps, _, err = iperf(ctx, ns, p.Iperf, 4, sec); err != nil {
-			return r, err
+		if o.wants("iperf4") {
+			bps, _, err := iperf(ctx, ns, p.Iperf, 4, sec)
+			if err != nil {
+				return r, err
+			}
+			g4 = append(g4, bps/1e9)
 		}
-		g4 = append(g4, bps/1e9)
-		c0 = p.cpuSeconds()
-		w, err := wrk(ctx, ns, p.HTTP, sec, true)
-		if err != nil {
-			return r, err
+		if o.wants("short") {
+			c0 := p.cpuSeconds()
+			w, err := wrk(ctx, ns, p.HTTP, sec, true, 32)
+			if err != nil {
+				return r, err
+			}
+			short = append(short, w.rps)
+			cpuK = append(cpuK, (p.cpuSeconds()-c0)/(w.requests/1000))
 		}
-		short = append(short, w.rps)
-		cpuK = append(cpuK, (p.cpuSeconds()-c0)/(w.requests/1000))
-		if w, err = wrk(ctx, ns, p.HTTP, sec, false); err != nil {
-			return r, err
+		if o.wants("keepalive") {
+			w, err := wrk(ctx, ns, p.HTTP, sec, false, 32)
+			if err != nil {
+				return r, err
+			}
+			keep, p50, p99 = append(keep, w.rps), append(p50, float64(w.p50)), append(p99, float64(w.p99))
 		}
-		keep, p50, p99 = append(keep, w.rps), append(p50, float64(w.p50)), append(p99, float64(w.p99))
-		if p.UDP {
+		if o.wants("latency") {
+			w, err := wrk(ctx, ns, p.HTTP, sec, false, 1)
+			if err != nil {
+				return r, err
+			}
+			idle50, idle99 = append(idle50, float64(w.p50)), append(idle99, float64(w.p99))
+		}
+		if p.UDP && o.wants("udp") {
 			pps, err := iperfUDP(ctx, ns, p.Iperf, sec)
 			if err != nil {
 				return r, err
@@ -344,16 +408,38 @@ func measure(ctx context.Context, ns string, p Path, o Options) (Result, error) 
 			udp = append(udp, pps)
 		}
 	}
-	if len(udp) > 0 {
-		r.UDPpps = median(udp)
-	}
-	r.Gbps1, r.Gbps4, r.ShortCPS, r.KeepRPS = median(g1), median(g4), median(short), median(keep)
+	r.Gbps1, r.Gbps4, r.ShortCPS, r.KeepRPS, r.UDPpps = median(g1), median(g4), median(short), median(keep), median(udp)
 	r.P50, r.P99 = time.Duration(median(p50)), time.Duration(median(p99))
+	r.IdleP50, r.IdleP99 = time.Duration(median(idle50)), time.Duration(median(idle99))
 	r.CPUPerGB, r.CPUPerKConn = median(cpuGB), median(cpuK)
 	return r, nil
 }
 
+// profile starts a CPU profile of this process into dir/<name>.pprof when
+// dir is set and name is a tapvs path; the returned func stops it.
+func profile(dir, name string) (func(), error) {
+	if dir == "" || !strings.HasPrefix(name, "tapvs") {
+		return func() {}, nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	f, err := os.Create(filepath.Join(dir, name+".pprof"))
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
+}
+
+// median is 0 for a workload that was not measured.
 func median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
 	sort.Float64s(v)
 	return v[len(v)/2]
 }
@@ -413,8 +499,9 @@ var (
 	reLat  = regexp.MustCompile(`(?m)^\s+(50|99)%\s+([0-9.]+)(us|ms|s)`)
 )
 
-func wrk(ctx context.Context, ns string, to netip.AddrPort, sec string, close bool) (wrkResult, error) {
-	args := []string{"wrk", "-t2", "-c32", "-d" + sec + "s", "--latency"}
+// wrk runs conns connections (on up to 2 threads) for sec seconds.
+func wrk(ctx context.Context, ns string, to netip.AddrPort, sec string, close bool, conns int) (wrkResult, error) {
+	args := []string{"wrk", fmt.Sprintf("-t%d", min(conns, 2)), fmt.Sprintf("-c%d", conns), "-d" + sec + "s", "--latency"}
 	if close {
 		args = append(args, "-H", "Connection: close")
 	}

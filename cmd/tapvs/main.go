@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -140,6 +141,9 @@ Markdown table with ratios and the targets, and writes results.md and
 chart.png to --out. Needs root and iproute2 nftables iperf3 wrk haproxy
 nginx-light (installed with apt-get if missing).`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := o.Check(); err != nil {
+				return err
+			}
 			if err := ensurePackages(); err != nil {
 				return err
 			}
@@ -152,6 +156,9 @@ nginx-light (installed with apt-get if missing).`,
 	c.Flags().DurationVar(&o.Duration, "duration", 5*time.Second, "length of each measurement")
 	c.Flags().IntVar(&o.Runs, "runs", 1, "measurements per cell (the median is reported)")
 	c.Flags().StringVar(&o.OutDir, "out", "bench-results", "directory for results.md and chart.png")
+	c.Flags().StringSliceVar(&o.Paths, "paths", nil, "measure only these paths: "+strings.Join(bench.PathNames, ","))
+	c.Flags().StringSliceVar(&o.Workloads, "workloads", nil, "run only these workloads: "+strings.Join(bench.WorkloadNames, ","))
+	c.Flags().StringVar(&o.ProfileDir, "cpuprofile", "", "write a CPU profile of tapvs per tapvs path into this directory")
 	return c
 }
 
