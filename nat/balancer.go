@@ -272,7 +272,7 @@ func (b *Balancer) fromClient(set *serviceSet, p *pkt, dst *addr16, f *Frame) Ve
 	} else if c.sp != nil {
 		return b.synproxyFromClient(c, p, flags, f)
 	}
-	c.touch(dirIn, flags, b.table.now.Load())
+	c.touch(dirIn, flags, b.table.now.Load(), &b.table.wheel)
 	return b.forwardIn(c, p, f, c.inL4Delta)
 }
 
@@ -320,7 +320,7 @@ func (b *Balancer) fromServer(p *pkt, dst *addr16, f *Frame) Verdict {
 			return b.Stats.drop(DropAckStorm)
 		}
 	}
-	c.touch(dirOut, flags, b.table.now.Load())
+	c.touch(dirOut, flags, b.table.now.Load(), &b.table.wheel)
 	tap := b.tap.Load()
 	if tap != nil {
 		tap.record(c, ServerSide, false, p.b)
@@ -399,6 +399,7 @@ func (b *Balancer) publishConn(c *Conn, state uint32, deadline int64) (*Conn, Ve
 		b.release(c)
 		return holder, Forward
 	}
+	b.table.wheel.file(c, deadline)
 	c.dest.total.Add(1)
 	b.Stats.connsCreated.Add(1)
 	return c, Forward
@@ -489,10 +490,11 @@ func putMAC(b []byte, v uint64) {
 // Sweep removes the connections whose time is up and returns how many.
 func (b *Balancer) Sweep() int {
 	now := b.table.now.Load()
-	b.sweepBuf = b.table.expired(now, b.sweepBuf[:0])
+	b.sweepBuf = b.table.wheel.due(now, b.sweepBuf[:0])
 	n := 0
 	for _, c := range b.sweepBuf {
-		if c.deadline.Load() > now { // a packet came since the scan
+		if d := c.deadline.Load(); d > now { // a packet came since
+			b.table.wheel.file(c, d)
 			continue
 		}
 		if b.release(c) {

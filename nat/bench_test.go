@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"runtime"
 	"testing"
+	"time"
 )
 
 // BenchmarkForward is the per-packet cost of the data path for an existing
@@ -108,5 +109,10 @@ func BenchmarkConnMemory(b *testing.B) {
 		b.Fatalf("%d connections in the table, want %d", r.b.Table().Len(), n)
 	}
 	b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/float64(n), "bytes/conn")
+	// One sweep over the whole table (nothing has expired): the sweeper's
+	// cost per interval at this size.
+	start := time.Now()
+	r.b.Sweep()
+	b.ReportMetric(float64(time.Since(start).Microseconds())/1000, "sweep-ms")
 	runtime.KeepAlive(r)
 }

@@ -168,6 +168,7 @@ type Conn struct {
 
 	state    atomic.Uint32
 	deadline atomic.Int64 // table clock, ns
+	filed    atomic.Int64 // the expiry wheel's tick this connection is filed under
 }
 
 // prepare computes the checksum deltas of both directions from the keys.
@@ -221,8 +222,9 @@ func (c *Conn) timeout(state uint32) int64 {
 // directions' readers.
 const touchGranularity = int64(50 * time.Millisecond)
 
-// touch records a packet: a TCP state step and a new deadline.
-func (c *Conn) touch(dir int, flags uint8, now int64) {
+// touch records a packet: a TCP state step and a new deadline. A deadline
+// moved earlier is filed on w at once; one moved later waits for its old tick.
+func (c *Conn) touch(dir int, flags uint8, now int64, w *wheel) {
 	st := c.state.Load()
 	if st == stDead {
 		return
@@ -237,6 +239,9 @@ func (c *Conn) touch(dir int, flags uint8, now int64) {
 	d := now + c.timeout(st)
 	if old := c.deadline.Load(); d < old || d-old > touchGranularity {
 		c.deadline.Store(d)
+		if d < old {
+			w.advance(c, d)
+		}
 	}
 }
 

@@ -640,6 +640,10 @@ func TestPortQuarantine(t *testing.T) {
 	r.svc.SetWeight(rs2, 8080, 0)
 	r.b.table.now.Store(int64(110 * time.Second)) // past the minute of quarantine
 	r.b.Sweep()
+	// rs1's tuple (quarantined at 40s) is purged; rs2's (conn 3, expired at 70s) stays.
+	if q := r.b.Quarantined(); q != 1 {
+		t.Fatalf("quarantined after the purge: %d, want 1", q)
+	}
 	if v := open(4); v != Forward {
 		t.Fatalf("after the quarantine: %v", v)
 	}

@@ -226,7 +226,7 @@ func (b *Balancer) synproxyFromClient(c *Conn, p *pkt, flags uint8, f *Frame) Ve
 			return b.synproxyACK(c.svc, c.in, p, f)
 		}
 	}
-	c.touch(dirIn, flags, b.table.now.Load())
+	c.touch(dirIn, flags, b.table.now.Load(), &b.table.wheel)
 	// ToServer changes header fields; a partial checksum does not cover them
 	// yet (the kernel sums the header when it finishes), so only a full one
 	// takes the change.
@@ -273,7 +273,7 @@ func (b *Balancer) synproxyServerHandshake(c *Conn, p *pkt, flags uint8, f *Fram
 		sp.Queue, sp.SYN = nil, nil
 		sp.Unlock()
 		c.setState(stSynSent, stEstablished)
-		c.touch(dirOut, tcpFlagACK, b.table.now.Load())
+		c.touch(dirOut, tcpFlagACK, b.table.now.Load(), &b.table.wheel)
 		// The server's SYN-ACK stops here; the client's held ACK (and what
 		// followed it) completes the server's handshake, translated: its
 		// ack is the server's ISN + 1 and its TSecr the server's own TSval.

@@ -30,7 +30,18 @@ type shard struct {
 	// so a new connection must not reuse them yet. A hash shared with
 	// another tuple only makes bind skip one more port.
 	quarantine map[uint64]int64
-	_          [64 - 24 - 8 - 8 - 8]byte // keep shards on their own cache lines
+	// qorder lists quarantine entries in the order they were made, which
+	// is the order they end in (one quarantine time for all; a reload that
+	// changes it only delays some purges): a purge
+	// looks at the ended ones only. qhead is the first not yet purged.
+	qorder []quarantined
+	qhead  int
+	_      [128 - 24 - 8 - 8 - 8 - 24 - 8]byte // keep shards on their own cache lines
+}
+
+type quarantined struct {
+	h     uint64
+	until int64
 }
 
 // Table holds connections by both of their keys.
@@ -41,6 +52,7 @@ type Table struct {
 	max    int64
 	now    atomic.Int64 // coarse clock in ns, set by Tick
 	epoch  time.Time
+	wheel  wheel // when each connection is due to be looked at for expiry
 }
 
 func newTable(max int) *Table {
@@ -140,21 +152,28 @@ func (t *Table) remove(k *tupleKey, c *Conn, until int64) {
 			s.quarantine = map[uint64]int64{}
 		}
 		s.quarantine[h] = until
+		s.qorder = append(s.qorder, quarantined{h, until})
 	}
 	s.mu.Unlock()
 }
 
 // purgeQuarantine forgets quarantined tuples whose time is up, and returns
-// how many stay.
+// how many stay. A tuple quarantined again keeps its later time.
 func (t *Table) purgeQuarantine(now int64) int {
 	n := 0
 	for i := range t.shards {
 		s := &t.shards[i]
 		s.mu.Lock()
-		for h, until := range s.quarantine {
-			if until <= now {
-				delete(s.quarantine, h)
+		for s.qhead < len(s.qorder) && s.qorder[s.qhead].until <= now {
+			q := s.qorder[s.qhead]
+			if until, ok := s.quarantine[q.h]; ok && until <= now {
+				delete(s.quarantine, q.h)
 			}
+			s.qhead++
+		}
+		if s.qhead > len(s.qorder)/2 { // reuse the front
+			s.qorder = s.qorder[:copy(s.qorder, s.qorder[s.qhead:])]
+			s.qhead = 0
 		}
 		n += len(s.quarantine)
 		s.mu.Unlock()
@@ -167,28 +186,6 @@ func (t *Table) Len() int { return int(t.count.Load()) }
 
 // Tick advances the table's clock to the real time.
 func (t *Table) Tick() { t.now.Store(int64(time.Since(t.epoch))) }
-
-// expired collects the connections whose deadline has passed, one shard at a
-// time, so that packets are held up by at most one shard's scan. A
-// connection may be collected under both of its keys; release takes it once.
-func (t *Table) expired(now int64, out []*Conn) []*Conn {
-	for i := range t.shards {
-		s := &t.shards[i]
-		s.mu.RLock()
-		for _, c := range s.m {
-			if c.deadline.Load() <= now {
-				out = append(out, c)
-			}
-		}
-		for _, c := range s.overflow {
-			if c.deadline.Load() <= now {
-				out = append(out, c)
-			}
-		}
-		s.mu.RUnlock()
-	}
-	return out
-}
 
 // ConnInfo is a snapshot of one connection, for listings (ipvsadm -lnc).
 type ConnInfo struct {
