@@ -49,6 +49,8 @@ type Options struct {
 	// ProfileDir, when set, receives a CPU profile of tapvs per tapvs path
 	// (<path>.pprof): the harness and tapvs share this process.
 	ProfileDir string
+	// BusyPoll is tapvs's interfaces.busy_poll for the run (0: off).
+	BusyPoll time.Duration
 }
 
 // PathNames and WorkloadNames are what Options.Paths and Options.Workloads
@@ -64,6 +66,9 @@ func (o Options) Check() error {
 		if !slices.Contains(PathNames, p) {
 			return fmt.Errorf("paths: unknown path %q (have %s)", p, strings.Join(PathNames, ", "))
 		}
+	}
+	if o.BusyPoll < 0 || o.BusyPoll > time.Second {
+		return fmt.Errorf("busy-poll: %s is not from 0 to 1s", o.BusyPoll)
 	}
 	for _, w := range o.Workloads {
 		if !slices.Contains(WorkloadNames, w) {
@@ -256,6 +261,7 @@ backend iperf
 	if err != nil {
 		return err
 	}
+	cfg.BusyPoll = o.BusyPoll
 	d, err := top.StartTapvs(ctx, cfg, o.Log)
 	if err != nil {
 		return err

@@ -25,9 +25,10 @@ import (
 // be said instead of a silent overflow.
 type raw struct {
 	Interfaces struct {
-		Client  rawIface `mapstructure:"client"`
-		Server  rawIface `mapstructure:"server"`
-		Offload bool     `mapstructure:"offload"`
+		Client   rawIface `mapstructure:"client"`
+		Server   rawIface `mapstructure:"server"`
+		Offload  bool     `mapstructure:"offload"`
+		BusyPoll string   `mapstructure:"busy_poll"`
 	} `mapstructure:"interfaces"`
 	Services []rawService `mapstructure:"services"`
 	Limits   struct {
@@ -121,7 +122,11 @@ type Config struct {
 	// Offload opens both TAPs with a virtio-net header and checksum/TSO
 	// offload (64 KiB super-frames); tapvs falls back to plain TAPs if the
 	// kernel refuses.
-	Offload  bool
+	Offload bool
+	// BusyPoll, if set, has one thread poll every queue and sleep only
+	// after this long without a frame (0: a reader per queue that sleeps
+	// whenever its queue is empty).
+	BusyPoll time.Duration
 	Services []Service
 	MaxConns int
 	// PortQuarantine keeps closed TCP connections' reply tuples from reuse
@@ -218,6 +223,7 @@ func setDefaults(v *viper.Viper) {
 	v.SetDefault("interfaces.server.mtu", 1500)
 	v.SetDefault("interfaces.client.queues", 1)
 	v.SetDefault("interfaces.offload", true)
+	v.SetDefault("interfaces.busy_poll", "0s")
 	v.SetDefault("interfaces.server.queues", 1)
 	v.SetDefault("limits.max_connections", 1<<20)
 	v.SetDefault("limits.local_port_min", 5000)
@@ -284,6 +290,11 @@ func validate(r *raw) (*Config, error) {
 		e.add("limits.port_quarantine", "%q is not a duration (0 turns it off)", r.Limits.PortQuarantine)
 	} else {
 		c.PortQuarantine = d
+	}
+	if d, err := time.ParseDuration(r.Interfaces.BusyPoll); err != nil || d < 0 || d > time.Second {
+		e.add("interfaces.busy_poll", "%q is not a duration from 0 to 1s", r.Interfaces.BusyPoll)
+	} else {
+		c.BusyPoll = d
 	}
 	c.Timeouts = timeouts(&e, "timeouts", r.Timeouts, nat.DefaultTimeouts())
 	if d, err := time.ParseDuration(r.Sweep); err != nil || d <= 0 {

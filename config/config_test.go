@@ -43,7 +43,7 @@ func TestDefaults(t *testing.T) {
 	if s.Scheduler != "wlc" || s.Protocol.String() != "TCP" || s.RealServers[0].Weight != 1 || s.RealServers[1].Weight != 0 {
 		t.Fatalf("defaults: %+v", s)
 	}
-	if c.PortMin != 5000 || c.PortMax != 65535 || c.Client.MTU != 1500 || c.Client.Queues != 1 {
+	if c.PortMin != 5000 || c.PortMax != 65535 || c.Client.MTU != 1500 || c.Client.Queues != 1 || c.BusyPoll != 0 {
 		t.Fatalf("limits/interfaces defaults: %+v", c)
 	}
 }
@@ -59,6 +59,7 @@ func TestErrorsNameTheField(t *testing.T) {
 		"unknown key":  {"port: 80\n    local", "port: 80\n    schedular: rr\n    local", "schedular"},
 		"ipv6":         {"vip: 172.25.254.100", "vip: 2001:db8::1", "only IPv4 is supported yet"},
 		"no lips":      {"local_addresses: [172.25.84.10]", "local_addresses: []", "FULLNAT needs at least one local address"},
+		"busy poll":    {"interfaces:\n", "interfaces:\n  busy_poll: 2s\n", `interfaces.busy_poll: "2s" is not a duration from 0 to 1s`},
 		"udp synproxy": {"port: 80\n    local", "port: 80\n    protocol: udp\n    synproxy: true\n    local", "services[0].synproxy: only a TCP service can have a SYN proxy"},
 	}
 	for name, tc := range cases {

@@ -140,7 +140,10 @@ func Start(cfg *config.Config, log *slog.Logger) (_ *Daemon, err error) {
 		d.Close()
 		return nil, err
 	}
-	st.Start()
+	if err := st.Start(cfg.BusyPoll); err != nil {
+		d.Close()
+		return nil, err
+	}
 	d.wg.Add(2)
 	go func() {
 		defer d.wg.Done()

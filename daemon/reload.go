@@ -26,7 +26,7 @@ func (d *Daemon) Reload(path string) error {
 	defer d.reloadMu.Unlock()
 	old := d.Config()
 	if !reflect.DeepEqual(old.Client, cfg.Client) || !reflect.DeepEqual(old.Server, cfg.Server) ||
-		old.MaxConns != cfg.MaxConns || old.PortMin != cfg.PortMin || old.PortMax != cfg.PortMax ||
+		old.Offload != cfg.Offload || old.BusyPoll != cfg.BusyPoll || old.MaxConns != cfg.MaxConns || old.PortMin != cfg.PortMin || old.PortMax != cfg.PortMax ||
 		old.ControlSocket != cfg.ControlSocket || old.MetricsListen != cfg.MetricsListen {
 		d.log.Warn("reload: interfaces, limits, control socket and metrics address change only with a restart; the rest is applied")
 	}

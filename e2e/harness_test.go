@@ -132,6 +132,7 @@ func setup(t testing.TB, svcs, extra string) *env {
 type topoOpts struct {
 	queues    int
 	noOffload bool
+	busyPoll  time.Duration
 }
 
 func setupQ(t testing.TB, queues int, svcs, extra string) *env {
@@ -160,6 +161,7 @@ func setupWith(t testing.TB, o topoOpts, svcs, extra string) *env {
 	if err != nil {
 		t.Fatalf("config: %v", err)
 	}
+	cfg.BusyPoll = o.busyPoll
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	d, err := top.StartTapvs(context.Background(), cfg, log)
 	if err != nil {

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"net/netip"
 	"testing"
 	"time"
@@ -8,6 +9,7 @@ import (
 	"github.com/google/gopacket/layers"
 
 	"github.com/tapvs/tapvs/lab"
+	"github.com/tapvs/tapvs/netstack"
 )
 
 // With offload, the kernel hands tapvs TSO super-frames and tapvs passes them
@@ -82,5 +84,51 @@ func TestPlainTAPsWithoutOffload(t *testing.T) {
 		if ip, ok := p.Layer(layers.LayerTypeIPv4).(*layers.IPv4); ok && int(ip.Length) > 1500 {
 			t.Fatalf("a %d-byte packet crossed plain TAPs", ip.Length)
 		}
+	}
+}
+
+// Busy polling (one thread reads every queue of both sides): the same
+// traffic crosses intact, on TAPs with and without offload and with two
+// queues a side, and stopping tapvs ends the poller.
+func TestBusyPoll(t *testing.T) {
+	for _, o := range []topoOpts{{queues: 2, busyPoll: 200 * time.Microsecond}, {queues: 1, noOffload: true, busyPoll: time.Millisecond}} {
+		t.Run(fmt.Sprintf("queues=%d,offload=%v", o.queues, !o.noOffload), func(t *testing.T) {
+			e := setupWith(t, o, services("rr", 1, 1), "")
+			hc := lab.HTTPClient(e.top.Client, 5*time.Second)
+			prev := ""
+			for i := range 6 {
+				rs, _ := e.get(hc)
+				if rs == prev {
+					t.Fatalf("request %d went to %s twice in a row", i, rs)
+				}
+				prev = rs
+			}
+			if _, err := lab.UDPEcho(e.ctx(5*time.Second), e.top.Client, netip.AddrPortFrom(lab.VIP, lab.EchoPort), "x"); err != nil {
+				t.Fatal(err)
+			}
+			bulk := netip.AddrPortFrom(lab.VIP, lab.BulkPort)
+			if _, err := lab.Upload(e.ctx(2*time.Minute), e.top.Client, bulk, 16<<20); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := lab.Download(e.ctx(2*time.Minute), e.top.Client, bulk, 16<<20); err != nil {
+				t.Fatal(err)
+			}
+			var fwd uint64
+			for _, ep := range []*netstack.Endpoint{e.d.Stack.Client, e.d.Stack.Server} {
+				for i := range ep.Stats() {
+					fwd += ep.Stats()[i].Forwarded.Load()
+				}
+			}
+			sleeps, polling := e.d.Stack.PollSleeps()
+			if !polling || fwd == 0 {
+				t.Fatalf("polling %v, %d frames forwarded", polling, fwd)
+			}
+			// Between the requests above the queues went quiet for longer
+			// than busy_poll: the poller must have slept, not spun.
+			if sleeps == 0 {
+				t.Fatal("the poller never slept")
+			}
+			t.Logf("forwarded %d frames; the poller slept %d times", fwd, sleeps)
+		})
 	}
 }

@@ -61,6 +61,7 @@ var (
 	dLIPConns  = prometheus.NewDesc("tapvs_lip_connections", "Connections bound to the local address (ports in use).", labelsLIP, nil)
 	dLIPConf   = prometheus.NewDesc("tapvs_lip_port_conflicts_total", "Candidate ports already in use toward the same server.", labelsLIP, nil)
 	dLIPExh    = prometheus.NewDesc("tapvs_lip_port_exhausted_total", "Allocations that found no free port on this address.", labelsLIP, nil)
+	dPollSleep = prometheus.NewDesc("tapvs_busy_poll_sleeps_total", "Times the busy poller found every queue empty for interfaces.busy_poll and slept.", nil, nil)
 	dFrames    = prometheus.NewDesc("tapvs_frames_total", "Frames per TAP queue, by what became of them.", append(labelsQ, "result"), nil)
 )
 
@@ -72,7 +73,7 @@ func New(bal *nat.Balancer, st *netstack.Stack, health Health) *Collector {
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{dConns, dConnsMax, dQuar, dCreated, dExpired, dDrops, dSPCookies, dSPOpened, dSPFailed, dSPRetries, dSPTW,
-		dActive, dInactive, dSched, dWeight, dUp, dPkts, dBytes, dSvcConns, dLIPConns, dLIPConf, dLIPExh, dFrames} {
+		dActive, dInactive, dSched, dWeight, dUp, dPkts, dBytes, dSvcConns, dLIPConns, dLIPConf, dLIPExh, dFrames, dPollSleep} {
 		ch <- d
 	}
 }
@@ -100,6 +101,9 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	counter(dSPFailed, failed)
 	counter(dSPRetries, retries)
 	counter(dSPTW, c.bal.Stats.SynproxyTimeWait())
+	if sleeps, polling := c.st.PollSleeps(); polling {
+		counter(dPollSleep, sleeps)
+	}
 	for _, s := range c.bal.Services() {
 		vip := fmt.Sprintf("%s/%s", s.Protocol, netipPort(s))
 		counter(dSvcConns, s.Traffic().Conns, s.Name, vip)

@@ -87,22 +87,37 @@ func (e *Endpoint) start() {
 	}
 }
 
-// readLoop is the receive pipeline of one queue.
-func (e *Endpoint) readLoop(q int) {
+// queue is one device queue's receive pipeline: its buffers and what it
+// does with a batch of frames.
+type queue struct {
+	e     *Endpoint
+	q     int
+	dev   tun.Device
+	out   tun.Device // the other side's queue that forwards leave by
+	st    *QueueStats
+	bufs  [][]byte
+	sizes []int
+	fwd   [][]byte
+	back  [][]byte
+}
+
+func (e *Endpoint) queue(q int) *queue {
 	dev := e.devs[q]
-	out := e.peer.devs[q%len(e.peer.devs)]
-	st := &e.stats[q]
 	n := dev.BatchSize()
-	bufs := make([][]byte, n)
-	for i := range bufs {
-		bufs[i] = make([]byte, Headroom+maxFrame)
+	qu := &queue{e: e, q: q, dev: dev, out: e.peer.devs[q%len(e.peer.devs)], st: &e.stats[q],
+		bufs: make([][]byte, n), sizes: make([]int, n), fwd: make([][]byte, 0, n), back: make([][]byte, 0, n)}
+	for i := range qu.bufs {
+		qu.bufs[i] = make([]byte, Headroom+maxFrame)
 	}
-	sizes := make([]int, n)
-	fwd := make([][]byte, 0, n)
-	back := make([][]byte, 0, n)
-	h := dev.VNetHdrLen() // both sides have the same: a frame is written out with the header it came with
+	return qu
+}
+
+// readLoop is the receive pipeline of one queue, parked in Go's netpoller
+// while the queue is empty.
+func (e *Endpoint) readLoop(q int) {
+	qu := e.queue(q)
 	for {
-		got, err := dev.Read(bufs, sizes, Headroom)
+		got, err := qu.dev.Read(qu.bufs, qu.sizes, Headroom)
 		if err != nil {
 			if errors.Is(err, os.ErrClosed) || errors.Is(err, io.EOF) {
 				return
@@ -110,41 +125,49 @@ func (e *Endpoint) readLoop(q int) {
 			e.log.Warn("read failed", "queue", q, "err", err)
 			continue
 		}
-		st.Received.Add(uint64(got))
-		fwd, back = fwd[:0], back[:0]
-		for i := range got {
-			f := nat.Frame{Buf: bufs[i], Off: Headroom, Len: sizes[i], Queue: e.qbase + q}
-			if h > 0 {
-				f.VNet = bufs[i][Headroom-h : Headroom]
-			}
-			switch e.bal.Process(e.side, &f) {
-			case nat.Forward:
-				fwd = append(fwd, f.Buf[f.Off-h:f.Off+f.Len])
-			case nat.Reply:
-				back = append(back, f.Buf[f.Off-h:f.Off+f.Len])
-			case nat.Pass:
-				st.Passed.Add(1)
-				finishChecksum(f.VNet, f.Bytes())
-				e.deliver(f.Bytes())
-			case nat.Drop:
-				st.Dropped.Add(1)
-			case nat.Stolen:
-				st.Stolen.Add(1)
-			}
+		qu.handle(got)
+	}
+}
+
+// handle sends each of the first got frames in the queue's buffers where
+// the balancer says.
+func (qu *queue) handle(got int) {
+	e, st := qu.e, qu.st
+	h := qu.dev.VNetHdrLen() // both sides have the same: a frame is written out with the header it came with
+	st.Received.Add(uint64(got))
+	fwd, back := qu.fwd[:0], qu.back[:0]
+	for i := range got {
+		f := nat.Frame{Buf: qu.bufs[i], Off: Headroom, Len: qu.sizes[i], Queue: e.qbase + qu.q}
+		if h > 0 {
+			f.VNet = qu.bufs[i][Headroom-h : Headroom]
 		}
-		if len(fwd) > 0 {
-			sent, err := out.Write(fwd)
-			st.Forwarded.Add(uint64(sent))
-			if err != nil {
-				st.TxErrors.Add(uint64(len(fwd) - sent))
-			}
+		switch e.bal.Process(e.side, &f) {
+		case nat.Forward:
+			fwd = append(fwd, f.Buf[f.Off-h:f.Off+f.Len])
+		case nat.Reply:
+			back = append(back, f.Buf[f.Off-h:f.Off+f.Len])
+		case nat.Pass:
+			st.Passed.Add(1)
+			finishChecksum(f.VNet, f.Bytes())
+			e.deliver(f.Bytes())
+		case nat.Drop:
+			st.Dropped.Add(1)
+		case nat.Stolen:
+			st.Stolen.Add(1)
 		}
-		if len(back) > 0 {
-			sent, err := dev.Write(back)
-			st.Replied.Add(uint64(sent))
-			if err != nil {
-				st.TxErrors.Add(uint64(len(back) - sent))
-			}
+	}
+	if len(fwd) > 0 {
+		sent, err := qu.out.Write(fwd)
+		st.Forwarded.Add(uint64(sent))
+		if err != nil {
+			st.TxErrors.Add(uint64(len(fwd) - sent))
+		}
+	}
+	if len(back) > 0 {
+		sent, err := qu.dev.Write(back)
+		st.Replied.Add(uint64(sent))
+		if err != nil {
+			st.TxErrors.Add(uint64(len(back) - sent))
 		}
 	}
 }

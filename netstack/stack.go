@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -54,6 +55,9 @@ type Stack struct {
 	ownClient  netip.Addr
 	ownServer  netip.Addr
 	stop       chan struct{}
+	stopping   atomic.Bool // the poller's view of stop
+	polling    bool
+	pollSleeps atomic.Uint64
 	done       sync.WaitGroup
 }
 
@@ -104,21 +108,36 @@ func New(bal *nat.Balancer, client, server NICConfig, log *slog.Logger) (*Stack,
 	return st, nil
 }
 
-// Start runs the readers and the neighbor resolver.
-func (st *Stack) Start() {
-	st.Client.start()
-	st.Server.start()
+// Start runs the readers and the neighbor resolver. With busyPoll > 0 one
+// thread polls every queue instead (see poll.go), sleeping after busyPoll
+// without a frame.
+func (st *Stack) Start(busyPoll time.Duration) error {
+	if busyPoll > 0 {
+		if err := st.startPolling(busyPoll); err != nil {
+			return err
+		}
+	} else {
+		st.Client.start()
+		st.Server.start()
+	}
 	st.done.Add(1)
 	go func() {
 		defer st.done.Done()
 		st.resolver()
 	}()
+	return nil
 }
 
 // Close stops everything: closing the devices ends the readers, and the TAPs
 // go away with their last file descriptor.
 func (st *Stack) Close() {
 	close(st.stop)
+	if st.polling {
+		// The poller reads the queues' descriptors directly: it must be
+		// gone before they are closed and their numbers reused.
+		st.stopping.Store(true)
+		st.done.Wait()
+	}
 	for _, e := range []*Endpoint{st.Client, st.Server} {
 		for _, d := range e.devs {
 			d.Close()

@@ -29,3 +29,15 @@ type Device interface {
 	// kernel removes the interface, wherever it has been moved.
 	Close() error
 }
+
+// Poller is a Device queue that can be polled: tapvs's busy-poll mode reads
+// every queue of both sides from one thread, without waiting on any.
+type Poller interface {
+	Device
+	// TryRead is Read that returns 0 frames at once if the queue is empty.
+	TryRead(bufs [][]byte, sizes []int, offset int) (int, error)
+	// Fd is the queue's file descriptor, to wait on all queues at once
+	// (epoll) when polling finds nothing for a while. It stays owned by the
+	// Device.
+	Fd() int
+}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"syscall"
 
 	"github.com/songgao/water"
 )
@@ -23,6 +24,7 @@ type TAPConfig struct {
 type tap struct {
 	name string
 	rw   io.ReadWriteCloser
+	fd   int
 }
 
 // OpenTAP creates the TAP interface and returns one Device per queue.
@@ -49,7 +51,20 @@ func OpenTAP(cfg TAPConfig) ([]Device, error) {
 			}
 			return nil, fmt.Errorf("tap %s: open queue %d: %w", cfg.Name, i, err)
 		}
-		devs = append(devs, &tap{name: ifce.Name(), rw: ifce})
+		fd := -1
+		if f, ok := ifce.ReadWriteCloser.(syscall.Conn); ok {
+			fd, err = fdOf(f)
+		} else {
+			err = fmt.Errorf("%T has no file descriptor", ifce.ReadWriteCloser)
+		}
+		if err != nil {
+			ifce.Close()
+			for _, d := range devs {
+				d.Close()
+			}
+			return nil, fmt.Errorf("tap %s: queue %d: %w", cfg.Name, i, err)
+		}
+		devs = append(devs, &tap{name: ifce.Name(), rw: ifce, fd: fd})
 	}
 	return devs, nil
 }
@@ -76,3 +91,14 @@ func (t *tap) BatchSize() int  { return 1 }
 func (t *tap) VNetHdrLen() int { return 0 }
 func (t *tap) Name() string    { return t.name }
 func (t *tap) Close() error    { return t.rw.Close() }
+
+func (t *tap) TryRead(bufs [][]byte, sizes []int, offset int) (int, error) {
+	n, err := tryRead(t.fd, bufs[0][offset:])
+	if n <= 0 || err != nil {
+		return 0, err
+	}
+	sizes[0] = n
+	return 1, nil
+}
+
+func (t *tap) Fd() int { return t.fd }

@@ -30,6 +30,7 @@ var ErrOffloadRefused = errors.New("TAP offload refused")
 type vnetTAP struct {
 	name string
 	f    *os.File
+	fd   int
 }
 
 // openVNetTAP creates the TAP through netlink (which hands back the queues'
@@ -46,7 +47,14 @@ func openVNetTAP(cfg TAPConfig) ([]Device, error) {
 	}
 	devs := make([]Device, 0, len(t.Fds))
 	for _, f := range t.Fds {
-		devs = append(devs, &vnetTAP{name: cfg.Name, f: f})
+		fd, err := fdOf(f)
+		if err != nil {
+			for _, f := range t.Fds {
+				f.Close()
+			}
+			return nil, fmt.Errorf("tap %s: %w", cfg.Name, err)
+		}
+		devs = append(devs, &vnetTAP{name: cfg.Name, f: f, fd: fd})
 	}
 	offload := unix.TUN_F_CSUM | unix.TUN_F_TSO4 | unix.TUN_F_TSO6
 	for _, f := range t.Fds {
@@ -94,3 +102,17 @@ func (t *vnetTAP) BatchSize() int  { return 1 }
 func (t *vnetTAP) Name() string    { return t.name }
 func (t *vnetTAP) Close() error    { return t.f.Close() }
 func (t *vnetTAP) VNetHdrLen() int { return VNetHdrLen }
+
+func (t *vnetTAP) TryRead(bufs [][]byte, sizes []int, offset int) (int, error) {
+	n, err := tryRead(t.fd, bufs[0][offset-VNetHdrLen:])
+	if n <= 0 || err != nil {
+		return 0, err
+	}
+	if n < VNetHdrLen {
+		return 0, fmt.Errorf("tap %s: short read of %d bytes", t.name, n)
+	}
+	sizes[0] = n - VNetHdrLen
+	return 1, nil
+}
+
+func (t *vnetTAP) Fd() int { return t.fd }
