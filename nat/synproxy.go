@@ -239,7 +239,7 @@ func (b *Balancer) synproxyFromClient(c *Conn, p *pkt, flags uint8, f *Frame) Ve
 func (b *Balancer) synproxyToClient(c *Conn, p *pkt, flags uint8) (l4Delta uint16, ok bool) {
 	tcp := p.b[p.l4:]
 	if flags&^tcpFlagPSH == tcpFlagACK && len(tcp) == int(tcp[12]>>4)*4 &&
-		c.sp.Storm(binary.BigEndian.Uint32(tcp[4:]), binary.BigEndian.Uint32(tcp[8:]), binary.BigEndian.Uint16(tcp[14:]), b.cfg.Synproxy.AckStorm) {
+		c.sp.Storm(tcp, b.cfg.Synproxy.AckStorm) {
 		return 0, false
 	}
 	return csum.Fold(c.sp.ToClient(tcp, uint32(c.outL4Delta))), true

@@ -124,13 +124,23 @@ func (s *State) ToClient(tcp []byte, acc uint32) uint32 {
 	return acc
 }
 
-// Storm reports whether a pure ACK from the server repeats the same seq,
-// ack and window more than limit times in a row: an ACK storm, dropped
-// (LVS's guard against two ends disagreeing about sequence numbers forever).
-// The window is part of it: a run of window updates repeats seq and ack
-// legitimately.
-func (s *State) Storm(seq, ack uint32, window uint16, limit uint32) bool {
-	v := (uint64(seq)<<32 | uint64(ack)) ^ uint64(window)*0x9e3779b97f4a7c15
+// Storm reports whether a pure ACK from the server (tcp: its TCP header)
+// repeats the same seq, ack, window and SACK blocks more than limit times in
+// a row: an ACK storm, dropped (LVS's guard against two ends disagreeing
+// about sequence numbers forever). Window and SACK are part of it: a run of
+// window updates, or of duplicate ACKs during loss recovery (each SACKing
+// more), repeats seq and ack legitimately, and dropping those would stall
+// the recovery.
+func (s *State) Storm(tcp []byte, limit uint32) bool {
+	v := (uint64(binary.BigEndian.Uint32(tcp[4:]))<<32 | uint64(binary.BigEndian.Uint32(tcp[8:]))) ^
+		uint64(binary.BigEndian.Uint16(tcp[14:]))*0x9e3779b97f4a7c15
+	if hl := int(tcp[12]>>4) * 4; hl > 20 && hl <= len(tcp) {
+		opts := tcp[20:hl]
+		if i := find(opts, optSACK); i >= 0 && opts[i+1] >= 10 {
+			// The first block is the most recent (RFC 2018): its right edge moves.
+			v ^= uint64(binary.BigEndian.Uint32(opts[i+6:])) * 0xc2b2ae3d27d4eb4f
+		}
+	}
 	if s.stormLast.Load() != v {
 		s.stormLast.Store(v)
 		s.stormN.Store(0)

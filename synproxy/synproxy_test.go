@@ -242,25 +242,51 @@ func TestWindowScaleMismatch(t *testing.T) {
 	}
 }
 
+// ack is a pure ACK's TCP header; sackRight > 0 adds a SACK block ending there.
+func ack(seq, ackNo uint32, window uint16, sackRight uint32) []byte {
+	h := make([]byte, 20, 32)
+	binary.BigEndian.PutUint32(h[4:], seq)
+	binary.BigEndian.PutUint32(h[8:], ackNo)
+	binary.BigEndian.PutUint16(h[14:], window)
+	h[12] = 5 << 4
+	if sackRight > 0 {
+		h = append(h, 1, 1, 5, 10, 0, 0, 0, 0, 0, 0, 0, 0)
+		binary.BigEndian.PutUint32(h[24:], sackRight-100)
+		binary.BigEndian.PutUint32(h[28:], sackRight)
+		h[12] = 8 << 4
+	}
+	return h
+}
+
 func TestStorm(t *testing.T) {
 	var s State
 	for i := range 10 { // seen 10 times: still passed
-		if s.Storm(1, 2, 500, 10) {
+		if s.Storm(ack(1, 2, 500, 0), 10) {
 			t.Fatalf("storm after %d", i)
 		}
 	}
-	if !s.Storm(1, 2, 500, 10) {
+	if !s.Storm(ack(1, 2, 500, 0), 10) {
 		t.Fatal("no storm at the 11th repeat")
 	}
-	if !s.Storm(1, 2, 500, 10) {
+	if !s.Storm(ack(1, 2, 500, 0), 10) {
 		t.Fatal("the storm stopped at the 12th repeat")
 	}
-	if s.Storm(1, 3, 500, 10) {
+	if s.Storm(ack(1, 3, 500, 0), 10) {
 		t.Fatal("a new ack is not a storm")
 	}
 	for w := range uint16(20) { // window updates: same seq and ack, a new window each
-		if s.Storm(1, 3, 600+w, 10) {
+		if s.Storm(ack(1, 3, 600+w, 0), 10) {
 			t.Fatalf("window update %d taken for a storm", w)
+		}
+	}
+	for i := range uint32(30) { // duplicate ACKs in loss recovery: each SACKs more
+		if s.Storm(ack(1, 3, 700, 5000+100*i), 10) {
+			t.Fatalf("duplicate ACK %d with a new SACK block taken for a storm", i)
+		}
+	}
+	for i := range 12 { // the same SACK again and again is a storm
+		if got := s.Storm(ack(1, 3, 700, 9000), 10); got != (i >= 10) {
+			t.Fatalf("repeat %d of the same SACK: storm %v", i, got)
 		}
 	}
 }
