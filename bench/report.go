@@ -35,7 +35,11 @@ func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond)
 // that was not measured shows as "—".
 func table(rs []Result, machine string, o Options) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "Machine: %s. Each cell: median of %d run(s) of %s.\n\n", machine, max(o.Runs, 1), o.Duration)
+	fmt.Fprintf(&b, "Machine: %s. Each cell: median of %d run(s) of %s.", machine, max(o.Runs, 1), o.Duration)
+	if o.BusyPoll > 0 {
+		fmt.Fprintf(&b, " tapvs busy polls (interfaces.busy_poll: %s).", o.BusyPoll)
+	}
+	b.WriteString("\n\n")
 	b.WriteString("| path | iperf3 1 stream Gbit/s | 4 streams Gbit/s | short conns/s | keep-alive req/s | p50 ms | p99 ms | 1 conn p50 µs | 1 conn p99 µs | UDP 64 B kpps | CPU-s/GB | CPU-s/1k conns |\n")
 	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range rs {
