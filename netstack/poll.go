@@ -39,8 +39,13 @@ func (st *Stack) startPolling(spin time.Duration) error {
 		return fmt.Errorf("busy poll: epoll: %w", err)
 	}
 	for i, p := range ps {
+		fd, err := p.Detach()
+		if err != nil {
+			unix.Close(ep)
+			return fmt.Errorf("busy poll: %w", err)
+		}
 		// Level-triggered: a queue with frames left wakes the wait at once.
-		if err := unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, p.Fd(), &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(i)}); err != nil {
+		if err := unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(i)}); err != nil {
 			unix.Close(ep)
 			return fmt.Errorf("busy poll: epoll add %s: %w", p.Name(), err)
 		}

@@ -36,8 +36,9 @@ type Poller interface {
 	Device
 	// TryRead is Read that returns 0 frames at once if the queue is empty.
 	TryRead(bufs [][]byte, sizes []int, offset int) (int, error)
-	// Fd is the queue's file descriptor, to wait on all queues at once
-	// (epoll) when polling finds nothing for a while. It stays owned by the
-	// Device.
-	Fd() int
+	// Detach takes the queue out of Go's netpoller for good (Read stops
+	// working) and returns its descriptor, to wait on all queues at once
+	// (epoll) when polling finds nothing for a while. The descriptor stays
+	// the Device's: Close closes it.
+	Detach() (int, error)
 }

@@ -1,32 +1,91 @@
 package tun
 
 import (
+	"errors"
 	"fmt"
 	"os"
-	"syscall"
+	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 )
 
-// fdOf returns the descriptor of f without os.File.Fd, which would turn the
-// file blocking and take it out of Go's netpoller.
-func fdOf(f syscall.Conn) (int, error) {
-	raw, err := f.SyscallConn()
-	if err != nil {
-		return -1, err
-	}
-	fd := -1
-	if err := raw.Control(func(u uintptr) { fd = int(u) }); err != nil {
-		return -1, err
-	}
-	return fd, nil
+// queueFile is one TAP queue's descriptor. It starts as an *os.File in Go's
+// netpoller, where a reader parks while the queue is empty. Detach hands it
+// to a busy poller instead: the file leaves Go's netpoller (its epoll would
+// otherwise wake a thread for every frame that arrives, only to find no one
+// waiting) and reads, writes and Close go straight to a descriptor.
+type queueFile struct {
+	name      string
+	f         *os.File
+	fd        atomic.Int64 // the detached descriptor; -1 until Detach
+	closeOnce sync.Once
 }
 
-// tryRead reads one frame from a non-blocking queue: 0 bytes and no error
-// when the queue is empty.
-func tryRead(fd int, b []byte) (int, error) {
+func newQueueFile(name string, f *os.File) *queueFile {
+	q := &queueFile{name: name, f: f}
+	q.fd.Store(-1)
+	return q
+}
+
+func (q *queueFile) read(b []byte) (int, error) {
+	if q.fd.Load() >= 0 {
+		return 0, fmt.Errorf("tap %s: read: the queue is detached for polling", q.name)
+	}
+	return q.f.Read(b)
+}
+
+func (q *queueFile) write(frame []byte) error {
+	fd := q.fd.Load()
+	if fd < 0 {
+		_, err := q.f.Write(frame)
+		return err
+	}
 	for {
-		n, err := unix.Read(fd, b)
+		_, err := unix.Write(int(fd), frame)
+		if err != unix.EINTR {
+			if err != nil {
+				return fmt.Errorf("tap %s: write: %w", q.name, err)
+			}
+			return nil
+		}
+	}
+}
+
+// Detach moves the queue out of Go's netpoller and returns the descriptor
+// a poller reads it by. Writes in flight on the file finish first (Close
+// waits for them) and later ones use the descriptor; one that read the
+// state just before may fail once with the file closed. tapvs detaches at
+// start, before frames flow.
+func (q *queueFile) Detach() (int, error) {
+	if fd := q.fd.Load(); fd >= 0 {
+		return int(fd), nil
+	}
+	raw, err := q.f.SyscallConn()
+	if err != nil {
+		return -1, fmt.Errorf("tap %s: %w", q.name, err)
+	}
+	dup, derr := -1, error(nil)
+	if err := raw.Control(func(fd uintptr) { dup, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+		return -1, fmt.Errorf("tap %s: %w", q.name, err)
+	}
+	if derr != nil {
+		return -1, fmt.Errorf("tap %s: dup: %w", q.name, derr)
+	}
+	q.fd.Store(int64(dup))
+	q.f.Close() // the queue lives on in dup (same open file: the TAP stays)
+	return dup, nil
+}
+
+// TryRead reads one frame from a detached queue: 0 bytes and no error when
+// the queue is empty.
+func (q *queueFile) tryRead(b []byte) (int, error) {
+	fd := q.fd.Load()
+	if fd < 0 {
+		return 0, fmt.Errorf("tap %s: read: the queue is not detached for polling", q.name)
+	}
+	for {
+		n, err := unix.Read(int(fd), b)
 		switch err {
 		case nil:
 			return n, nil
@@ -37,7 +96,20 @@ func tryRead(fd int, b []byte) (int, error) {
 		case unix.EBADF:
 			return 0, os.ErrClosed
 		default:
-			return 0, fmt.Errorf("read: %w", err)
+			return 0, fmt.Errorf("tap %s: read: %w", q.name, err)
 		}
 	}
+}
+
+func (q *queueFile) close() error {
+	fd := q.fd.Load()
+	if fd < 0 {
+		return q.f.Close()
+	}
+	err := os.ErrClosed
+	q.closeOnce.Do(func() { err = unix.Close(int(fd)) })
+	if err != nil && !errors.Is(err, os.ErrClosed) {
+		return fmt.Errorf("tap %s: close: %w", q.name, err)
+	}
+	return err
 }

@@ -3,8 +3,7 @@ package tun
 import (
 	"errors"
 	"fmt"
-	"io"
-	"syscall"
+	"os"
 
 	"github.com/songgao/water"
 )
@@ -22,9 +21,8 @@ type TAPConfig struct {
 // non-blocking and wraps it in an *os.File, so reads park in Go's netpoller and
 // Close wakes a blocked reader.
 type tap struct {
+	*queueFile
 	name string
-	rw   io.ReadWriteCloser
-	fd   int
 }
 
 // OpenTAP creates the TAP interface and returns one Device per queue.
@@ -51,26 +49,21 @@ func OpenTAP(cfg TAPConfig) ([]Device, error) {
 			}
 			return nil, fmt.Errorf("tap %s: open queue %d: %w", cfg.Name, i, err)
 		}
-		fd := -1
-		if f, ok := ifce.ReadWriteCloser.(syscall.Conn); ok {
-			fd, err = fdOf(f)
-		} else {
-			err = fmt.Errorf("%T has no file descriptor", ifce.ReadWriteCloser)
-		}
-		if err != nil {
+		f, ok := ifce.ReadWriteCloser.(*os.File)
+		if !ok {
 			ifce.Close()
 			for _, d := range devs {
 				d.Close()
 			}
-			return nil, fmt.Errorf("tap %s: queue %d: %w", cfg.Name, i, err)
+			return nil, fmt.Errorf("tap %s: queue %d: water gave a %T, not a file", cfg.Name, i, ifce.ReadWriteCloser)
 		}
-		devs = append(devs, &tap{name: ifce.Name(), rw: ifce, fd: fd})
+		devs = append(devs, &tap{queueFile: newQueueFile(ifce.Name(), f), name: ifce.Name()})
 	}
 	return devs, nil
 }
 
 func (t *tap) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
-	n, err := t.rw.Read(bufs[0][offset:])
+	n, err := t.read(bufs[0][offset:])
 	if err != nil {
 		return 0, err
 	}
@@ -80,7 +73,7 @@ func (t *tap) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 
 func (t *tap) Write(frames [][]byte) (int, error) {
 	for i, f := range frames {
-		if _, err := t.rw.Write(f); err != nil {
+		if err := t.write(f); err != nil {
 			return i, err
 		}
 	}
@@ -90,15 +83,13 @@ func (t *tap) Write(frames [][]byte) (int, error) {
 func (t *tap) BatchSize() int  { return 1 }
 func (t *tap) VNetHdrLen() int { return 0 }
 func (t *tap) Name() string    { return t.name }
-func (t *tap) Close() error    { return t.rw.Close() }
+func (t *tap) Close() error    { return t.close() }
 
 func (t *tap) TryRead(bufs [][]byte, sizes []int, offset int) (int, error) {
-	n, err := tryRead(t.fd, bufs[0][offset:])
+	n, err := t.tryRead(bufs[0][offset:])
 	if n <= 0 || err != nil {
 		return 0, err
 	}
 	sizes[0] = n
 	return 1, nil
 }
-
-func (t *tap) Fd() int { return t.fd }

@@ -3,7 +3,6 @@ package tun
 import (
 	"errors"
 	"fmt"
-	"os"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -28,9 +27,8 @@ var ErrOffloadRefused = errors.New("TAP offload refused")
 // kernel hands over and takes back super-frames of up to 64 KiB (TSO), each
 // behind its virtio-net header, and leaves checksums partial (CSUM).
 type vnetTAP struct {
+	*queueFile
 	name string
-	f    *os.File
-	fd   int
 }
 
 // openVNetTAP creates the TAP through netlink (which hands back the queues'
@@ -47,14 +45,7 @@ func openVNetTAP(cfg TAPConfig) ([]Device, error) {
 	}
 	devs := make([]Device, 0, len(t.Fds))
 	for _, f := range t.Fds {
-		fd, err := fdOf(f)
-		if err != nil {
-			for _, f := range t.Fds {
-				f.Close()
-			}
-			return nil, fmt.Errorf("tap %s: %w", cfg.Name, err)
-		}
-		devs = append(devs, &vnetTAP{name: cfg.Name, f: f, fd: fd})
+		devs = append(devs, &vnetTAP{queueFile: newQueueFile(cfg.Name, f), name: cfg.Name})
 	}
 	offload := unix.TUN_F_CSUM | unix.TUN_F_TSO4 | unix.TUN_F_TSO6
 	for _, f := range t.Fds {
@@ -77,7 +68,7 @@ func openVNetTAP(cfg TAPConfig) ([]Device, error) {
 }
 
 func (t *vnetTAP) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
-	n, err := t.f.Read(bufs[0][offset-VNetHdrLen:])
+	n, err := t.read(bufs[0][offset-VNetHdrLen:])
 	if err != nil {
 		return 0, err
 	}
@@ -91,7 +82,7 @@ func (t *vnetTAP) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 // Write sends frames that each begin with their virtio-net header.
 func (t *vnetTAP) Write(frames [][]byte) (int, error) {
 	for i, f := range frames {
-		if _, err := t.f.Write(f); err != nil {
+		if err := t.write(f); err != nil {
 			return i, err
 		}
 	}
@@ -100,11 +91,11 @@ func (t *vnetTAP) Write(frames [][]byte) (int, error) {
 
 func (t *vnetTAP) BatchSize() int  { return 1 }
 func (t *vnetTAP) Name() string    { return t.name }
-func (t *vnetTAP) Close() error    { return t.f.Close() }
+func (t *vnetTAP) Close() error    { return t.close() }
 func (t *vnetTAP) VNetHdrLen() int { return VNetHdrLen }
 
 func (t *vnetTAP) TryRead(bufs [][]byte, sizes []int, offset int) (int, error) {
-	n, err := tryRead(t.fd, bufs[0][offset-VNetHdrLen:])
+	n, err := t.tryRead(bufs[0][offset-VNetHdrLen:])
 	if n <= 0 || err != nil {
 		return 0, err
 	}
@@ -114,5 +105,3 @@ func (t *vnetTAP) TryRead(bufs [][]byte, sizes []int, offset int) (int, error) {
 	sizes[0] = n - VNetHdrLen
 	return 1, nil
 }
-
-func (t *vnetTAP) Fd() int { return t.fd }
