@@ -399,7 +399,7 @@ func (b *Balancer) publishConn(c *Conn, state uint32, deadline int64) (*Conn, Ve
 		b.release(c)
 		return holder, Forward
 	}
-	b.table.wheel.file(c, deadline)
+	b.table.wheel.file(c)
 	c.dest.total.Add(1)
 	b.Stats.connsCreated.Add(1)
 	return c, Forward
@@ -493,8 +493,8 @@ func (b *Balancer) Sweep() int {
 	b.sweepBuf = b.table.wheel.due(now, b.sweepBuf[:0])
 	n := 0
 	for _, c := range b.sweepBuf {
-		if d := c.deadline.Load(); d > now { // a packet came since
-			b.table.wheel.file(c, d)
+		if c.deadline.Load() > now { // a packet came since
+			b.table.wheel.file(c)
 			continue
 		}
 		if b.release(c) {

@@ -52,36 +52,36 @@ func (w *wheel) clamp(t int64) int64 {
 	return min(max(t, done+1), done+wheelSlots-1)
 }
 
-// file puts a new connection on the wheel.
-func (w *wheel) file(c *Conn, deadline int64) {
-	t := w.clamp(tickOf(deadline))
-	c.filed.Store(t)
-	w.put(c, t)
+// file puts c on the wheel under its current deadline: a new connection,
+// or one the sweep found alive after all. Reading the deadline here, under
+// the lock, takes in a timeout shortened since the caller set it.
+func (w *wheel) file(c *Conn) {
+	s := w.stripe(c)
+	s.mu.Lock()
+	w.put(s, c, c.deadline.Load())
+	s.mu.Unlock()
 }
 
 // advance files c earlier when its deadline moved before the tick it is
-// filed under. A concurrent reader or the sweep may file it too: the CAS
-// makes exactly one entry current.
+// filed under, or again when the sweep has already passed that tick. A
+// connection not filed yet (0) is left to file, which reads the deadline.
 func (w *wheel) advance(c *Conn, deadline int64) {
-	t := w.clamp(tickOf(deadline))
-	for {
-		f := c.filed.Load()
-		if t >= f {
-			return
-		}
-		if c.filed.CompareAndSwap(f, t) {
-			w.put(c, t)
-			return
-		}
-	}
-}
-
-func (w *wheel) put(c *Conn, t int64) {
 	s := w.stripe(c)
 	s.mu.Lock()
+	if f := c.filed.Load(); f != 0 && (w.clamp(tickOf(deadline)) < f || f <= w.done.Load()) {
+		w.put(s, c, deadline)
+	}
+	s.mu.Unlock()
+}
+
+// put files c in stripe s (locked) under deadline. Every filing decision is
+// made under the stripe's lock, and due moves done forward before it locks
+// a stripe, so nothing is ever filed in a slot the sweep has emptied.
+func (w *wheel) put(s *wheelStripe, c *Conn, deadline int64) {
+	t := w.clamp(tickOf(deadline))
+	c.filed.Store(t)
 	i := t % wheelSlots
 	s.slots[i] = append(s.slots[i], c)
-	s.mu.Unlock()
 }
 
 // due appends to out the connections whose deadline is at or before now,
@@ -107,11 +107,7 @@ func (w *wheel) due(now int64, out []*Conn) []*Conn {
 				}
 				// Later ticks are never this slot (clamp keeps them within
 				// one turn), so appending while list is read is safe.
-				nt := w.clamp(tickOf(d))
-				if c.filed.CompareAndSwap(t, nt) {
-					j := nt % wheelSlots
-					s.slots[j] = append(s.slots[j], c)
-				}
+				w.put(s, c, d)
 			}
 			clear(list)
 			s.slots[i] = list[:0]

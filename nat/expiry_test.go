@@ -20,7 +20,7 @@ func TestExpiryWheel(t *testing.T) {
 		c := &Conn{}
 		c.state.Store(stEstablished)
 		c.deadline.Store(int64(deadline))
-		w.file(c, int64(deadline))
+		w.file(c)
 		return c
 	}
 	short, extended, shortened, far, dead := newConn(5*time.Second), newConn(5*time.Second), newConn(100*time.Second), newConn(900*time.Second), newConn(5*time.Second)
@@ -62,5 +62,28 @@ func TestExpiryWheel(t *testing.T) {
 				t.Fatalf("stripe %d slot %d still holds %d entries", i, j, n)
 			}
 		}
+	}
+}
+
+// A connection the sweep has passed (returned as due, or mid-sweep) is filed
+// again by advance, whatever its new tick: it must not fall off the wheel.
+func TestExpiryWheelAdvanceAfterSweep(t *testing.T) {
+	var w wheel
+	c := &Conn{}
+	c.state.Store(stEstablished)
+	c.deadline.Store(int64(5 * time.Second))
+	w.file(c)
+	if got := dueAt(&w, 6*time.Second); !got[c] {
+		t.Fatal("not due at 6s")
+	}
+	// The caller did not release it: a packet moved its deadline (later
+	// than the tick it was filed under, which the sweep has passed).
+	c.deadline.Store(int64(20 * time.Second))
+	w.advance(c, int64(20*time.Second))
+	if got := dueAt(&w, 19*time.Second); got[c] {
+		t.Fatal("due before its new deadline")
+	}
+	if got := dueAt(&w, 21*time.Second); !got[c] {
+		t.Fatal("fell off the wheel")
 	}
 }
