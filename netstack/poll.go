@@ -38,8 +38,10 @@ func (st *Stack) startPolling(spin time.Duration) error {
 	if err != nil {
 		return fmt.Errorf("busy poll: epoll: %w", err)
 	}
+	fds := make([]int, len(ps))
 	for i, p := range ps {
 		fd, err := p.Detach()
+		fds[i] = fd
 		if err != nil {
 			unix.Close(ep)
 			return fmt.Errorf("busy poll: %w", err)
@@ -55,27 +57,34 @@ func (st *Stack) startPolling(spin time.Duration) error {
 	go func() {
 		defer st.done.Done()
 		defer unix.Close(ep)
-		st.pollLoop(qs, ps, ep, spin)
+		st.pollLoop(qs, ps, fds, ep, spin)
 	}()
 	return nil
 }
 
-func (st *Stack) pollLoop(qs []*queue, ps []tun.Poller, ep int, spin time.Duration) {
+func (st *Stack) pollLoop(qs []*queue, ps []tun.Poller, fds []int, ep int, spin time.Duration) {
 	// The thread sleeps in epoll_wait itself; locked, that sleep parks only
 	// this goroutine's thread and not a P the rest of tapvs needs.
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	events := make([]unix.EpollEvent, len(ps))
+	dead := make([]bool, len(ps))
 	var idleSince time.Time
-	for {
+	for !st.stopping.Load() {
 		busy := false
 		for i, p := range ps {
+			if dead[i] {
+				continue
+			}
 			got, err := p.TryRead(qs[i].bufs, qs[i].sizes, Headroom)
 			if err != nil {
-				if errors.Is(err, os.ErrClosed) {
-					return
+				// A queue that fails (its TAP deleted under tapvs) would
+				// fail, and wake the epoll, on every pass: drop it.
+				dead[i] = true
+				unix.EpollCtl(ep, unix.EPOLL_CTL_DEL, fds[i], nil)
+				if !errors.Is(err, os.ErrClosed) {
+					qs[i].e.log.Error("busy poll: queue dropped", "queue", qs[i].q, "err", err)
 				}
-				qs[i].e.log.Warn("read failed", "queue", qs[i].q, "err", err)
 				continue
 			}
 			if got > 0 {
@@ -87,9 +96,6 @@ func (st *Stack) pollLoop(qs []*queue, ps []tun.Poller, ep int, spin time.Durati
 			idleSince = time.Time{}
 			continue
 		}
-		if st.stopping.Load() {
-			return
-		}
 		if idleSince.IsZero() {
 			idleSince = time.Now()
 			continue
@@ -98,11 +104,14 @@ func (st *Stack) pollLoop(qs []*queue, ps []tun.Poller, ep int, spin time.Durati
 			continue
 		}
 		st.pollSleeps.Add(1)
-		if _, err := unix.EpollWait(ep, events, pollWait); err != nil && err != unix.EINTR {
+		n, err := unix.EpollWait(ep, events, pollWait)
+		if err != nil && err != unix.EINTR {
 			st.log.Warn("busy poll: epoll wait failed", "err", err)
 			time.Sleep(time.Millisecond)
 		}
-		idleSince = time.Time{}
+		if n > 0 {
+			idleSince = time.Time{} // frames: poll again; a timeout goes back to sleep
+		}
 	}
 }
 

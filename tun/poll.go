@@ -1,7 +1,6 @@
 package tun
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"sync"
@@ -16,11 +15,13 @@ import (
 // otherwise wake a thread for every frame that arrives, only to find no one
 // waiting) and reads, writes and Close go straight to a descriptor.
 type queueFile struct {
-	name      string
-	f         *os.File
-	fd        atomic.Int64 // the detached descriptor; -1 until Detach
-	closeOnce sync.Once
+	name string
+	f    *os.File
+	fd   atomic.Int64 // the detached descriptor; -1 until Detach, -2 once closed
+	mu   sync.Mutex   // Detach and close
 }
+
+const fdClosed = -2
 
 func newQueueFile(name string, f *os.File) *queueFile {
 	q := &queueFile{name: name, f: f}
@@ -29,7 +30,7 @@ func newQueueFile(name string, f *os.File) *queueFile {
 }
 
 func (q *queueFile) read(b []byte) (int, error) {
-	if q.fd.Load() >= 0 {
+	if q.fd.Load() != -1 {
 		return 0, fmt.Errorf("tap %s: read: the queue is detached for polling", q.name)
 	}
 	return q.f.Read(b)
@@ -37,7 +38,10 @@ func (q *queueFile) read(b []byte) (int, error) {
 
 func (q *queueFile) write(frame []byte) error {
 	fd := q.fd.Load()
-	if fd < 0 {
+	switch {
+	case fd == fdClosed:
+		return fmt.Errorf("tap %s: write: %w", q.name, os.ErrClosed)
+	case fd < 0:
 		_, err := q.f.Write(frame)
 		return err
 	}
@@ -58,7 +62,12 @@ func (q *queueFile) write(frame []byte) error {
 // state just before may fail once with the file closed. tapvs detaches at
 // start, before frames flow.
 func (q *queueFile) Detach() (int, error) {
-	if fd := q.fd.Load(); fd >= 0 {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	switch fd := q.fd.Load(); {
+	case fd == fdClosed:
+		return -1, fmt.Errorf("tap %s: %w", q.name, os.ErrClosed)
+	case fd >= 0:
 		return int(fd), nil
 	}
 	raw, err := q.f.SyscallConn()
@@ -81,7 +90,10 @@ func (q *queueFile) Detach() (int, error) {
 // the queue is empty.
 func (q *queueFile) tryRead(b []byte) (int, error) {
 	fd := q.fd.Load()
-	if fd < 0 {
+	switch {
+	case fd == fdClosed:
+		return 0, os.ErrClosed
+	case fd < 0:
 		return 0, fmt.Errorf("tap %s: read: the queue is not detached for polling", q.name)
 	}
 	for {
@@ -101,15 +113,22 @@ func (q *queueFile) tryRead(b []byte) (int, error) {
 	}
 }
 
+// close closes the file, or the detached descriptor. The descriptor is
+// marked closed before its number is given back, so a later write or read
+// fails instead of reaching whatever file takes the number next.
 func (q *queueFile) close() error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
 	fd := q.fd.Load()
-	if fd < 0 {
+	switch {
+	case fd == fdClosed:
+		return os.ErrClosed
+	case fd < 0:
 		return q.f.Close()
 	}
-	err := os.ErrClosed
-	q.closeOnce.Do(func() { err = unix.Close(int(fd)) })
-	if err != nil && !errors.Is(err, os.ErrClosed) {
+	q.fd.Store(fdClosed)
+	if err := unix.Close(int(fd)); err != nil {
 		return fmt.Errorf("tap %s: close: %w", q.name, err)
 	}
-	return err
+	return nil
 }
