@@ -125,12 +125,13 @@ func (s *State) ToClient(tcp []byte, acc uint32) uint32 {
 }
 
 // Storm reports whether a pure ACK from the server (tcp: its TCP header)
-// repeats the same seq, ack, window and SACK blocks more than limit times in
-// a row: an ACK storm, dropped (LVS's guard against two ends disagreeing
-// about sequence numbers forever). Window and SACK are part of it: a run of
-// window updates, or of duplicate ACKs during loss recovery (each SACKing
-// more), repeats seq and ack legitimately, and dropping those would stall
-// the recovery.
+// repeats the same seq, ack, window, SACK blocks and timestamp more than
+// limit times in a row: an ACK storm, dropped (LVS's guard against two ends
+// disagreeing about sequence numbers forever). Window, SACK and timestamp
+// are part of it: window updates, duplicate ACKs in loss recovery (each
+// SACKing more) and zero-window probes (seconds apart: a new TSval each)
+// repeat seq and ack legitimately. A storm loops far faster than the
+// timestamp clock (1 ms on Linux) ticks, so it is still cut.
 func (s *State) Storm(tcp []byte, limit uint32) bool {
 	v := (uint64(binary.BigEndian.Uint32(tcp[4:]))<<32 | uint64(binary.BigEndian.Uint32(tcp[8:]))) ^
 		uint64(binary.BigEndian.Uint16(tcp[14:]))*0x9e3779b97f4a7c15
@@ -139,6 +140,9 @@ func (s *State) Storm(tcp []byte, limit uint32) bool {
 		if i := find(opts, optSACK); i >= 0 && opts[i+1] >= 10 {
 			// The first block is the most recent (RFC 2018): its right edge moves.
 			v ^= uint64(binary.BigEndian.Uint32(opts[i+6:])) * 0xc2b2ae3d27d4eb4f
+		}
+		if i := find(opts, optTS); i >= 0 && opts[i+1] == 10 {
+			v ^= uint64(binary.BigEndian.Uint32(opts[i+2:])) * 0x165667b19e3779f9
 		}
 	}
 	if s.stormLast.Load() != v {

@@ -289,6 +289,24 @@ func TestStorm(t *testing.T) {
 			t.Fatalf("repeat %d of the same SACK: storm %v", i, got)
 		}
 	}
+	// Zero-window probes: the same ACK seconds apart, a new TSval each.
+	probe := func(tsval uint32) []byte {
+		h := ack(5, 6, 0, 0)
+		h = append(h, 1, 1, 8, 10, 0, 0, 0, 0, 0, 0, 0, 7)
+		binary.BigEndian.PutUint32(h[24:], tsval)
+		h[12] = 8 << 4
+		return h
+	}
+	for i := range uint32(20) {
+		if s.Storm(probe(1000+200*i), 10) {
+			t.Fatalf("zero-window probe %d taken for a storm", i)
+		}
+	}
+	for i := range 12 { // a storm within one tick of the timestamp clock
+		if got := s.Storm(probe(9999), 10); got != (i >= 10) {
+			t.Fatalf("repeat %d within one TSval: storm %v", i, got)
+		}
+	}
 }
 
 func BenchmarkCookieMake(b *testing.B) {
