@@ -126,10 +126,11 @@ func chart(rs []Result, file string) error {
 		var vals plotter.Values
 		for _, m := range metrics {
 			base := m.get(k)
-			if base == 0 {
-				base = 1
+			v := 0.0 // a figure not measured, or no kernel figure to compare with
+			if base != 0 {
+				v = m.get(r) / base
 			}
-			vals = append(vals, m.get(r)/base)
+			vals = append(vals, v)
 		}
 		bars, err := plotter.NewBarChart(vals, w)
 		if err != nil {
@@ -147,5 +148,6 @@ func chart(rs []Result, file string) error {
 	}
 	p.NominalX(names...)
 	p.Legend.Top = true
+	p.Y.Max = max(p.Y.Max, 1.45) // room for the legend above the bars
 	return p.Save(9*vg.Inch, 5*vg.Inch, file)
 }
