@@ -17,14 +17,6 @@ type TAPConfig struct {
 	Offload bool
 }
 
-// tap is one queue of a TAP opened through water. water opens /dev/net/tun
-// non-blocking and wraps it in an *os.File, so reads park in Go's netpoller and
-// Close wakes a blocked reader.
-type tap struct {
-	*queueFile
-	name string
-}
-
 // OpenTAP creates the TAP interface and returns one Device per queue.
 func OpenTAP(cfg TAPConfig) ([]Device, error) {
 	if cfg.Name == "" {
@@ -57,39 +49,8 @@ func OpenTAP(cfg TAPConfig) ([]Device, error) {
 			}
 			return nil, fmt.Errorf("tap %s: queue %d: water gave a %T, not a file", cfg.Name, i, ifce.ReadWriteCloser)
 		}
-		devs = append(devs, &tap{queueFile: newQueueFile(ifce.Name(), f), name: ifce.Name()})
+		// water opens /dev/net/tun non-blocking: the file is in Go's netpoller.
+		devs = append(devs, newTapQueue(ifce.Name(), f, 0))
 	}
 	return devs, nil
-}
-
-func (t *tap) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
-	n, err := t.read(bufs[0][offset:])
-	if err != nil {
-		return 0, err
-	}
-	sizes[0] = n
-	return 1, nil
-}
-
-func (t *tap) Write(frames [][]byte) (int, error) {
-	for i, f := range frames {
-		if err := t.write(f); err != nil {
-			return i, err
-		}
-	}
-	return len(frames), nil
-}
-
-func (t *tap) BatchSize() int  { return 1 }
-func (t *tap) VNetHdrLen() int { return 0 }
-func (t *tap) Name() string    { return t.name }
-func (t *tap) Close() error    { return t.close() }
-
-func (t *tap) TryRead(bufs [][]byte, sizes []int, offset int) (int, error) {
-	n, err := t.tryRead(bufs[0][offset:])
-	if n <= 0 || err != nil {
-		return 0, err
-	}
-	sizes[0] = n
-	return 1, nil
 }

@@ -23,14 +23,6 @@ const (
 // the TAP; the caller opens a plain TAP instead.
 var ErrOffloadRefused = errors.New("TAP offload refused")
 
-// vnetTAP is one queue of a TAP with IFF_VNET_HDR and TUNSETOFFLOAD: the
-// kernel hands over and takes back super-frames of up to 64 KiB (TSO), each
-// behind its virtio-net header, and leaves checksums partial (CSUM).
-type vnetTAP struct {
-	*queueFile
-	name string
-}
-
 // openVNetTAP creates the TAP through netlink (which hands back the queues'
 // non-blocking fds) and turns on checksum and TCP segmentation offload.
 func openVNetTAP(cfg TAPConfig) ([]Device, error) {
@@ -45,7 +37,7 @@ func openVNetTAP(cfg TAPConfig) ([]Device, error) {
 	}
 	devs := make([]Device, 0, len(t.Fds))
 	for _, f := range t.Fds {
-		devs = append(devs, &vnetTAP{queueFile: newQueueFile(cfg.Name, f), name: cfg.Name})
+		devs = append(devs, newTapQueue(cfg.Name, f, VNetHdrLen))
 	}
 	offload := unix.TUN_F_CSUM | unix.TUN_F_TSO4 | unix.TUN_F_TSO6
 	for _, f := range t.Fds {
@@ -65,43 +57,4 @@ func openVNetTAP(cfg TAPConfig) ([]Device, error) {
 		}
 	}
 	return devs, nil
-}
-
-func (t *vnetTAP) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
-	n, err := t.read(bufs[0][offset-VNetHdrLen:])
-	if err != nil {
-		return 0, err
-	}
-	if n < VNetHdrLen {
-		return 0, fmt.Errorf("tap %s: short read of %d bytes", t.name, n)
-	}
-	sizes[0] = n - VNetHdrLen
-	return 1, nil
-}
-
-// Write sends frames that each begin with their virtio-net header.
-func (t *vnetTAP) Write(frames [][]byte) (int, error) {
-	for i, f := range frames {
-		if err := t.write(f); err != nil {
-			return i, err
-		}
-	}
-	return len(frames), nil
-}
-
-func (t *vnetTAP) BatchSize() int  { return 1 }
-func (t *vnetTAP) Name() string    { return t.name }
-func (t *vnetTAP) Close() error    { return t.close() }
-func (t *vnetTAP) VNetHdrLen() int { return VNetHdrLen }
-
-func (t *vnetTAP) TryRead(bufs [][]byte, sizes []int, offset int) (int, error) {
-	n, err := t.tryRead(bufs[0][offset-VNetHdrLen:])
-	if n <= 0 || err != nil {
-		return 0, err
-	}
-	if n < VNetHdrLen {
-		return 0, fmt.Errorf("tap %s: short read of %d bytes", t.name, n)
-	}
-	sizes[0] = n - VNetHdrLen
-	return 1, nil
 }

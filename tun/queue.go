@@ -9,13 +9,18 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// queueFile is one TAP queue's descriptor. It starts as an *os.File in Go's
-// netpoller, where a reader parks while the queue is empty. Detach hands it
-// to a busy poller instead: the file leaves Go's netpoller (its epoll would
-// otherwise wake a thread for every frame that arrives, only to find no one
-// waiting) and reads, writes and Close go straight to a descriptor.
-type queueFile struct {
+// tapQueue is one queue of a TAP: a plain one (water), or one with a
+// virtio-net header and offloads (netlink), which puts hdr bytes before
+// every frame.
+//
+// Its descriptor starts as an *os.File in Go's netpoller, where a reader
+// parks while the queue is empty. Detach hands it to a busy poller instead:
+// the file leaves Go's netpoller (its epoll would otherwise wake a thread
+// for every frame that arrives, only to find no one waiting) and reads,
+// writes and Close go straight to a descriptor.
+type tapQueue struct {
 	name string
+	hdr  int // 0 or VNetHdrLen
 	f    *os.File
 	fd   atomic.Int64 // the detached descriptor; -1 until Detach, -2 once closed
 	mu   sync.Mutex   // Detach and close
@@ -23,20 +28,63 @@ type queueFile struct {
 
 const fdClosed = -2
 
-func newQueueFile(name string, f *os.File) *queueFile {
-	q := &queueFile{name: name, f: f}
+func newTapQueue(name string, f *os.File, hdr int) *tapQueue {
+	q := &tapQueue{name: name, f: f, hdr: hdr}
 	q.fd.Store(-1)
 	return q
 }
 
-func (q *queueFile) read(b []byte) (int, error) {
+var _ Poller = (*tapQueue)(nil)
+
+// Read parks in Go's netpoller until the queue has a frame.
+func (q *tapQueue) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
+	n, err := q.read(bufs[0][offset-q.hdr:])
+	if err != nil {
+		return 0, err
+	}
+	return q.frame(n, sizes)
+}
+
+// TryRead returns 0 frames at once when a detached queue is empty.
+func (q *tapQueue) TryRead(bufs [][]byte, sizes []int, offset int) (int, error) {
+	n, err := q.tryRead(bufs[0][offset-q.hdr:])
+	if n == 0 || err != nil {
+		return 0, err
+	}
+	return q.frame(n, sizes)
+}
+
+func (q *tapQueue) frame(n int, sizes []int) (int, error) {
+	if n < q.hdr { // the kernel writes the whole header or fails the read
+		return 0, fmt.Errorf("tap %s: short read of %d bytes", q.name, n)
+	}
+	sizes[0] = n - q.hdr
+	return 1, nil
+}
+
+// Write sends each frame whole, its virtio-net header first when the queue
+// has one.
+func (q *tapQueue) Write(frames [][]byte) (int, error) {
+	for i, f := range frames {
+		if err := q.write(f); err != nil {
+			return i, err
+		}
+	}
+	return len(frames), nil
+}
+
+func (q *tapQueue) BatchSize() int  { return 1 }
+func (q *tapQueue) VNetHdrLen() int { return q.hdr }
+func (q *tapQueue) Name() string    { return q.name }
+
+func (q *tapQueue) read(b []byte) (int, error) {
 	if q.fd.Load() != -1 {
 		return 0, fmt.Errorf("tap %s: read: the queue is detached for polling", q.name)
 	}
 	return q.f.Read(b)
 }
 
-func (q *queueFile) write(frame []byte) error {
+func (q *tapQueue) write(frame []byte) error {
 	fd := q.fd.Load()
 	switch {
 	case fd == fdClosed:
@@ -61,7 +109,7 @@ func (q *queueFile) write(frame []byte) error {
 // waits for them) and later ones use the descriptor; one that read the
 // state just before may fail once with the file closed. tapvs detaches at
 // start, before frames flow.
-func (q *queueFile) Detach() (int, error) {
+func (q *tapQueue) Detach() (int, error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	switch fd := q.fd.Load(); {
@@ -88,7 +136,7 @@ func (q *queueFile) Detach() (int, error) {
 
 // TryRead reads one frame from a detached queue: 0 bytes and no error when
 // the queue is empty.
-func (q *queueFile) tryRead(b []byte) (int, error) {
+func (q *tapQueue) tryRead(b []byte) (int, error) {
 	fd := q.fd.Load()
 	switch {
 	case fd == fdClosed:
@@ -113,10 +161,10 @@ func (q *queueFile) tryRead(b []byte) (int, error) {
 	}
 }
 
-// close closes the file, or the detached descriptor. The descriptor is
+// Close closes the file, or the detached descriptor. The descriptor is
 // marked closed before its number is given back, so a later write or read
 // fails instead of reaching whatever file takes the number next.
-func (q *queueFile) close() error {
+func (q *tapQueue) Close() error {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	fd := q.fd.Load()

@@ -15,7 +15,7 @@ func TestQueueFileDetach(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer w.Close()
-	q := newQueueFile("test", r)
+	q := newTapQueue("test", r, 0)
 	buf := make([]byte, 16)
 	fd, err := q.Detach()
 	if err != nil {
@@ -36,7 +36,7 @@ func TestQueueFileDetach(t *testing.T) {
 	if n, err := q.tryRead(buf); n != 5 || err != nil || string(buf[:5]) != "frame" {
 		t.Fatalf("tryRead: %d %q, %v", n, buf[:n], err)
 	}
-	if err := q.close(); err != nil {
+	if err := q.Close(); err != nil {
 		t.Fatal(err)
 	}
 	// The number is free now; whatever takes it must not see our calls.
@@ -51,7 +51,7 @@ func TestQueueFileDetach(t *testing.T) {
 	if _, err := q.tryRead(buf); !errors.Is(err, os.ErrClosed) {
 		t.Fatalf("read after close: %v", err)
 	}
-	if err := q.close(); !errors.Is(err, os.ErrClosed) {
+	if err := q.Close(); !errors.Is(err, os.ErrClosed) {
 		t.Fatalf("second close: %v", err)
 	}
 	if st, _ := other.Stat(); st.Size() != 0 {
