@@ -95,6 +95,7 @@ type queue struct {
 	dev   tun.Device
 	out   tun.Device // the other side's queue that forwards leave by
 	st    *QueueStats
+	h     int // virtio-net header length: both sides have the same, a frame leaves with the header it came with
 	bufs  [][]byte
 	sizes []int
 	fwd   [][]byte
@@ -104,7 +105,7 @@ type queue struct {
 func (e *Endpoint) queue(q int) *queue {
 	dev := e.devs[q]
 	n := dev.BatchSize()
-	qu := &queue{e: e, q: q, dev: dev, out: e.peer.devs[q%len(e.peer.devs)], st: &e.stats[q],
+	qu := &queue{e: e, q: q, dev: dev, out: e.peer.devs[q%len(e.peer.devs)], st: &e.stats[q], h: dev.VNetHdrLen(),
 		bufs: make([][]byte, n), sizes: make([]int, n), fwd: make([][]byte, 0, n), back: make([][]byte, 0, n)}
 	for i := range qu.bufs {
 		qu.bufs[i] = make([]byte, Headroom+maxFrame)
@@ -132,8 +133,7 @@ func (e *Endpoint) readLoop(q int) {
 // handle sends each of the first got frames in the queue's buffers where
 // the balancer says.
 func (qu *queue) handle(got int) {
-	e, st := qu.e, qu.st
-	h := qu.dev.VNetHdrLen() // both sides have the same: a frame is written out with the header it came with
+	e, st, h := qu.e, qu.st, qu.h
 	st.Received.Add(uint64(got))
 	fwd, back := qu.fwd[:0], qu.back[:0]
 	for i := range got {

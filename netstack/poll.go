@@ -22,34 +22,38 @@ import (
 // pollWait bounds each sleep so that Close is noticed.
 const pollWait = 100 // ms
 
+// polled is one queue as the poller sees it.
+type polled struct {
+	*queue
+	dev  tun.Poller
+	fd   int
+	dead bool // failed (its TAP deleted under tapvs): no longer read
+}
+
 func (st *Stack) startPolling(spin time.Duration) error {
-	var qs []*queue
-	var ps []tun.Poller
+	var qs []polled
 	for _, e := range []*Endpoint{st.Client, st.Server} {
 		for q := range e.devs {
 			p, ok := e.devs[q].(tun.Poller)
 			if !ok {
 				return fmt.Errorf("busy poll: %s queue %d (%T) cannot be polled", e.devs[q].Name(), q, e.devs[q])
 			}
-			qs, ps = append(qs, e.queue(q)), append(ps, p)
+			qs = append(qs, polled{queue: e.queue(q), dev: p})
 		}
 	}
 	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return fmt.Errorf("busy poll: epoll: %w", err)
 	}
-	fds := make([]int, len(ps))
-	for i, p := range ps {
-		fd, err := p.Detach()
-		fds[i] = fd
-		if err != nil {
+	for i := range qs {
+		if qs[i].fd, err = qs[i].dev.Detach(); err != nil {
 			unix.Close(ep)
 			return fmt.Errorf("busy poll: %w", err)
 		}
 		// Level-triggered: a queue with frames left wakes the wait at once.
-		if err := unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(i)}); err != nil {
+		if err := unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, qs[i].fd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(i)}); err != nil {
 			unix.Close(ep)
-			return fmt.Errorf("busy poll: epoll add %s: %w", p.Name(), err)
+			return fmt.Errorf("busy poll: epoll add %s: %w", qs[i].dev.Name(), err)
 		}
 	}
 	st.polling = true
@@ -57,38 +61,43 @@ func (st *Stack) startPolling(spin time.Duration) error {
 	go func() {
 		defer st.done.Done()
 		defer unix.Close(ep)
-		st.pollLoop(qs, ps, fds, ep, spin)
+		st.pollLoop(qs, ep, spin)
 	}()
 	return nil
 }
 
-func (st *Stack) pollLoop(qs []*queue, ps []tun.Poller, fds []int, ep int, spin time.Duration) {
+func (st *Stack) pollLoop(qs []polled, ep int, spin time.Duration) {
 	// The thread sleeps in epoll_wait itself; locked, that sleep parks only
 	// this goroutine's thread and not a P the rest of tapvs needs.
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	events := make([]unix.EpollEvent, len(ps))
-	dead := make([]bool, len(ps))
+	events := make([]unix.EpollEvent, len(qs))
 	var idleSince time.Time
-	for !st.stopping.Load() {
+	for {
+		select {
+		case <-st.stop:
+			return
+		default:
+		}
 		busy := false
-		for i, p := range ps {
-			if dead[i] {
+		for i := range qs {
+			q := &qs[i]
+			if q.dead {
 				continue
 			}
-			got, err := p.TryRead(qs[i].bufs, qs[i].sizes, Headroom)
+			got, err := q.dev.TryRead(q.bufs, q.sizes, Headroom)
 			if err != nil {
-				// A queue that fails (its TAP deleted under tapvs) would
-				// fail, and wake the epoll, on every pass: drop it.
-				dead[i] = true
-				unix.EpollCtl(ep, unix.EPOLL_CTL_DEL, fds[i], nil)
+				// A failing queue would fail, and wake the epoll, on
+				// every pass: drop it.
+				q.dead = true
+				unix.EpollCtl(ep, unix.EPOLL_CTL_DEL, q.fd, nil)
 				if !errors.Is(err, os.ErrClosed) {
-					qs[i].e.log.Error("busy poll: queue dropped", "queue", qs[i].q, "err", err)
+					q.e.log.Error("busy poll: queue dropped", "queue", q.q, "err", err)
 				}
 				continue
 			}
 			if got > 0 {
-				qs[i].handle(got)
+				q.handle(got)
 				busy = true
 			}
 		}

@@ -55,7 +55,6 @@ type Stack struct {
 	ownClient  netip.Addr
 	ownServer  netip.Addr
 	stop       chan struct{}
-	stopping   atomic.Bool // the poller's view of stop
 	polling    bool
 	pollSleeps atomic.Uint64
 	done       sync.WaitGroup
@@ -134,8 +133,7 @@ func (st *Stack) Close() {
 	close(st.stop)
 	if st.polling {
 		// The poller reads the queues' descriptors directly: it must be
-		// gone before they are closed and their numbers reused.
-		st.stopping.Store(true)
+		// gone before they are closed.
 		st.done.Wait()
 	}
 	for _, e := range []*Endpoint{st.Client, st.Server} {
