@@ -57,18 +57,25 @@ func (e *env) service(name string) *nat.Service {
 	return nil
 }
 
-// (a) rr alternates exactly between the two real servers.
-func TestRoundRobinAlternates(t *testing.T) {
-	e := setup(t, services("rr", 1, 1), "")
+// alternates sends n HTTP requests, each of which must reach the other
+// real server than the one before.
+func (e *env) alternates(n int) {
+	e.t.Helper()
 	hc := lab.HTTPClient(e.top.Client, 5*time.Second)
 	prev := ""
-	for i := range 10 {
+	for i := range n {
 		rs, _ := e.get(hc)
 		if rs == prev {
-			t.Fatalf("request %d went to %s twice in a row", i, rs)
+			e.t.Fatalf("request %d went to %s twice in a row", i, rs)
 		}
 		prev = rs
 	}
+}
+
+// (a) rr alternates exactly between the two real servers.
+func TestRoundRobinAlternates(t *testing.T) {
+	e := setup(t, services("rr", 1, 1), "")
+	e.alternates(10)
 	if a, b := e.rs[0].Requests.Load(), e.rs[1].Requests.Load(); a != 5 || b != 5 {
 		t.Fatalf("rs1 %d, rs2 %d requests; want 5 and 5", a, b)
 	}

@@ -65,10 +65,21 @@ func maxInt(a, b int) int {
 func TestPlainTAPsWithoutOffload(t *testing.T) {
 	e := setupWith(t, topoOpts{queues: 1, noOffload: true}, services("rr", 1, 1), "")
 	capRouter := startCapture(t, e.top.Router, e.top.TapServer)
-	hc := lab.HTTPClient(e.top.Client, 5*time.Second)
-	for range 4 {
-		e.get(hc)
+	e.crossAll(4)
+	capRouter.stop()
+	for _, p := range capRouter.packets() {
+		if ip, ok := p.Layer(layers.LayerTypeIPv4).(*layers.IPv4); ok && int(ip.Length) > 1500 {
+			t.Fatalf("a %d-byte packet crossed plain TAPs", ip.Length)
+		}
 	}
+}
+
+// crossAll sends requests HTTP requests (rr: they alternate between the
+// servers), a UDP echo and 16 MiB each way (hash-checked) through the VIP.
+func (e *env) crossAll(requests int) {
+	t := e.t
+	t.Helper()
+	e.alternates(requests)
 	if _, err := lab.UDPEcho(e.ctx(5*time.Second), e.top.Client, netip.AddrPortFrom(lab.VIP, lab.EchoPort), "x"); err != nil {
 		t.Fatal(err)
 	}
@@ -79,56 +90,38 @@ func TestPlainTAPsWithoutOffload(t *testing.T) {
 	if _, err := lab.Download(e.ctx(2*time.Minute), e.top.Client, bulk, 16<<20); err != nil {
 		t.Fatal(err)
 	}
-	capRouter.stop()
-	for _, p := range capRouter.packets() {
-		if ip, ok := p.Layer(layers.LayerTypeIPv4).(*layers.IPv4); ok && int(ip.Length) > 1500 {
-			t.Fatalf("a %d-byte packet crossed plain TAPs", ip.Length)
-		}
-	}
 }
 
 // Busy polling (one thread reads every queue of both sides): the same
 // traffic crosses intact, on TAPs with and without offload and with two
-// queues a side, and stopping tapvs ends the poller.
+// queues a side; once the traffic stops the poller goes to sleep (seen in
+// tapvs_busy_poll_sleeps_total); and stopping tapvs ends the poller (else
+// the cleanup's Close would hang).
 func TestBusyPoll(t *testing.T) {
 	for _, o := range []topoOpts{{queues: 2, busyPoll: 200 * time.Microsecond}, {queues: 1, noOffload: true, busyPoll: time.Millisecond}} {
 		t.Run(fmt.Sprintf("queues=%d,offload=%v", o.queues, !o.noOffload), func(t *testing.T) {
-			e := setupWith(t, o, services("rr", 1, 1), "")
-			hc := lab.HTTPClient(e.top.Client, 5*time.Second)
-			prev := ""
-			for i := range 6 {
-				rs, _ := e.get(hc)
-				if rs == prev {
-					t.Fatalf("request %d went to %s twice in a row", i, rs)
-				}
-				prev = rs
-			}
-			if _, err := lab.UDPEcho(e.ctx(5*time.Second), e.top.Client, netip.AddrPortFrom(lab.VIP, lab.EchoPort), "x"); err != nil {
-				t.Fatal(err)
-			}
-			bulk := netip.AddrPortFrom(lab.VIP, lab.BulkPort)
-			if _, err := lab.Upload(e.ctx(2*time.Minute), e.top.Client, bulk, 16<<20); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := lab.Download(e.ctx(2*time.Minute), e.top.Client, bulk, 16<<20); err != nil {
-				t.Fatal(err)
-			}
+			e := setupWith(t, o, services("rr", 1, 1), "metrics: {listen: \"127.0.0.1:0\"}\n")
+			e.crossAll(6)
 			var fwd uint64
 			for _, ep := range []*netstack.Endpoint{e.d.Stack.Client, e.d.Stack.Server} {
 				for i := range ep.Stats() {
 					fwd += ep.Stats()[i].Forwarded.Load()
 				}
 			}
-			sleeps, polling := e.d.Stack.PollSleeps()
-			if !polling || fwd == 0 {
+			if _, polling := e.d.Stack.PollSleeps(); !polling || fwd == 0 {
 				t.Fatalf("polling %v, %d frames forwarded", polling, fwd)
 			}
-			// Between the requests above the queues went quiet for longer
-			// than busy_poll: the poller must have slept, not spun.
-			if sleeps == 0 {
-				t.Fatal("the poller never slept")
+			// Idle now: the poller sleeps within busy_poll, then again at
+			// every epoll timeout (100 ms). Bounded: 50 x 100 ms.
+			sleeps := func() float64 { return metric(t, scrape(t, e.d.Metrics.Addr()), `tapvs_busy_poll_sleeps_total`) }
+			s0 := sleeps()
+			for i := 0; sleeps() == s0; i++ {
+				if i == 50 {
+					t.Fatalf("the idle poller did not sleep in 5 s (%v sleeps)", s0)
+				}
+				time.Sleep(100 * time.Millisecond)
 			}
-			t.Logf("forwarded %d frames; the poller slept %d times", fwd, sleeps)
+			t.Logf("forwarded %d frames; the poller slept %v times during the traffic", fwd, s0)
 		})
 	}
 }
