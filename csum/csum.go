@@ -6,7 +6,10 @@
 // packet's checksum is touched once however many fields change.
 package csum
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+	"math/bits"
+)
 
 // Fold reduces a 32-bit one's-complement accumulator to 16 bits.
 func Fold(s uint32) uint16 {
@@ -35,18 +38,33 @@ func Replace32(acc uint32, old, new uint32) uint32 {
 	return acc + uint32(^uint16(old>>16)) + uint32(new>>16) + uint32(^uint16(old)) + uint32(uint16(new))
 }
 
-// Put32 writes v at b[0:4] and adds the change to acc.
-func Put32(acc uint32, b []byte, v uint32) uint32 {
-	acc = Replace32(acc, binary.BigEndian.Uint32(b), v)
-	binary.BigEndian.PutUint32(b, v)
-	return acc
+// Put32At writes v at b[off:off+4] and adds the change to acc. b starts
+// where the checksum's sum starts (a TCP header), so off says how the field
+// sits in its 16-bit words: a field at an odd offset (a timestamp after a
+// single NOP) straddles three of them, and by the sum's byte-order
+// independence (RFC 1071 2.B) its change is the aligned change with its two
+// bytes swapped.
+func Put32At(acc uint32, b []byte, off int, v uint32) uint32 {
+	d := Replace32(0, binary.BigEndian.Uint32(b[off:]), v)
+	binary.BigEndian.PutUint32(b[off:], v)
+	return acc + aligned(d, off)
 }
 
-// Put16 writes v at b[0:2] and adds the change to acc.
-func Put16(acc uint32, b []byte, v uint16) uint32 {
-	acc = Replace16(acc, binary.BigEndian.Uint16(b), v)
-	binary.BigEndian.PutUint16(b, v)
-	return acc
+// Put16At writes v at b[off:off+2] and adds the change to acc; off as for
+// Put32At.
+func Put16At(acc uint32, b []byte, off int, v uint16) uint32 {
+	d := Replace16(0, binary.BigEndian.Uint16(b[off:]), v)
+	binary.BigEndian.PutUint16(b[off:], v)
+	return acc + aligned(d, off)
+}
+
+// aligned turns the change d of a field at offset off into the change of
+// the sum's 16-bit words.
+func aligned(d uint32, off int) uint32 {
+	if off&1 == 0 {
+		return d
+	}
+	return uint32(bits.ReverseBytes16(Fold(d)))
 }
 
 // Adjust applies a folded delta to the checksum stored at b[0:2].
