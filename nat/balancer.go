@@ -315,9 +315,9 @@ func (b *Balancer) fromServer(p *pkt, dst *addr16, f *Frame) Verdict {
 		if !c.sp.Established() {
 			return b.synproxyServerHandshake(c, p, flags, f)
 		}
-		var ok bool
-		if l4Delta, ok = b.synproxyToClient(c, p, flags); !ok {
-			return b.Stats.drop(DropAckStorm)
+		var v Verdict
+		if l4Delta, v = b.synproxyToClient(c, p, flags); v != Forward {
+			return v
 		}
 	}
 	c.touch(dirOut, flags, b.table.now.Load(), &b.table.wheel)

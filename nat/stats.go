@@ -20,13 +20,14 @@ const (
 	DropSynproxyQueue                   // more client packets than are held before the server answers
 	DropSynproxyState                   // a server packet that does not fit the proxied handshake
 	DropAckStorm                        // the same server ACK repeated past the storm limit
+	DropBadOptions                      // TCP options tapvs must read that do not parse (tcpopt.Walker.Next)
 	numDropReasons
 )
 
 var dropNames = [numDropReasons]string{
 	"malformed", "fragment", "no_service", "not_syn", "table_full",
 	"no_dest", "no_neighbor", "port_exhausted", "icmp_no_conn",
-	"bad_cookie", "synproxy_queue_full", "synproxy_state", "ack_storm",
+	"bad_cookie", "synproxy_queue_full", "synproxy_state", "ack_storm", "bad_tcp_options",
 }
 
 func (r DropReason) String() string { return dropNames[r] }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/tapvs/tapvs/csum"
 	"github.com/tapvs/tapvs/synproxy"
+	"github.com/tapvs/tapvs/tcpopt"
 )
 
 // SynproxyConfig shapes the SYN-ACKs tapvs answers with and the handshake it
@@ -96,9 +97,9 @@ func (b *Balancer) synproxyOpen(svc *Service, key tupleKey, p *pkt, flags uint8,
 
 // synAck turns a client's SYN, in place, into our SYN-ACK. Nothing is kept.
 func (b *Balancer) synAck(key *tupleKey, p *pkt, f *Frame) Verdict {
-	opts, ok := synproxy.Parse(tcpOptions(p))
+	opts, ok := tcpopt.Parse(tcpOptions(p))
 	if !ok {
-		return b.Stats.drop(DropMalformed)
+		return b.Stats.drop(DropBadOptions)
 	}
 	cfg := &b.cfg.Synproxy
 	in := synproxy.Options{MSS: opts.MSS, WScale: opts.WScale, SACK: opts.SACKPerm && cfg.SACK, TS: opts.TS && cfg.Timestamps}
@@ -142,9 +143,9 @@ func (b *Balancer) synproxyACK(svc *Service, key tupleKey, p *pkt, f *Frame) Ver
 	if !ok {
 		return b.Stats.drop(DropBadCookie)
 	}
-	opts, ok := synproxy.Parse(tcpOptions(p))
+	opts, ok := tcpopt.Parse(tcpOptions(p))
 	if !ok {
-		return b.Stats.drop(DropMalformed)
+		return b.Stats.drop(DropBadOptions)
 	}
 	c, v := b.schedule(svc, key, p)
 	if c == nil {
@@ -204,6 +205,12 @@ func (b *Balancer) synproxyFromClient(c *Conn, p *pkt, flags uint8, f *Frame) Ve
 				sp.Unlock()
 				return b.Stats.drop(DropSynproxyQueue)
 			}
+			if !tcpopt.Valid(tcpOptions(p)) {
+				// Held frames are translated when the server answers: one
+				// that could not be is refused now.
+				sp.Unlock()
+				return b.Stats.drop(DropBadOptions)
+			}
 			sp.Queue = append(sp.Queue, held(f, p))
 			sp.Unlock()
 			return Stolen
@@ -230,19 +237,27 @@ func (b *Balancer) synproxyFromClient(c *Conn, p *pkt, flags uint8, f *Frame) Ve
 	// ToServer changes header fields; a partial checksum does not cover them
 	// yet (the kernel sums the header when it finishes), so only a full one
 	// takes the change.
-	return b.forwardIn(c, p, f, csum.Fold(c.sp.ToServer(p.b[p.l4:], uint32(c.inL4Delta))))
+	acc, ok := c.sp.ToServer(p.b[p.l4:], uint32(c.inL4Delta))
+	if !ok {
+		return b.Stats.drop(DropBadOptions)
+	}
+	return b.forwardIn(c, p, f, csum.Fold(acc))
 }
 
 // synproxyToClient translates an established proxied connection's server
-// packet and returns the checksum change for the caller's rewrite; ok is
-// false for an ACK storm.
-func (b *Balancer) synproxyToClient(c *Conn, p *pkt, flags uint8) (l4Delta uint16, ok bool) {
+// packet and returns the checksum change for the caller's rewrite, or the
+// verdict of a drop: an ACK storm, or options that cannot be translated.
+func (b *Balancer) synproxyToClient(c *Conn, p *pkt, flags uint8) (l4Delta uint16, v Verdict) {
 	tcp := p.b[p.l4:]
 	if flags&^tcpFlagPSH == tcpFlagACK && len(tcp) == int(tcp[12]>>4)*4 &&
 		c.sp.Storm(tcp, b.cfg.Synproxy.AckStorm) {
-		return 0, false
+		return 0, b.Stats.drop(DropAckStorm)
 	}
-	return csum.Fold(c.sp.ToClient(tcp, uint32(c.outL4Delta))), true
+	acc, ok := c.sp.ToClient(tcp, uint32(c.outL4Delta))
+	if !ok {
+		return 0, b.Stats.drop(DropBadOptions)
+	}
+	return csum.Fold(acc), Forward
 }
 
 const tcpFlagPSH = 0x08
@@ -259,9 +274,9 @@ func (b *Balancer) synproxyServerHandshake(c *Conn, p *pkt, flags uint8, f *Fram
 		b.synproxyFail(c)
 		return Forward
 	case flags&(tcpFlagSYN|tcpFlagACK) == tcpFlagSYN|tcpFlagACK && binary.BigEndian.Uint32(tcp[8:]) == sp.ClientISN+1:
-		opts, ok := synproxy.Parse(tcpOptions(p))
+		opts, ok := tcpopt.Parse(tcpOptions(p))
 		if !ok {
-			return b.Stats.drop(DropMalformed)
+			return b.Stats.drop(DropBadOptions)
 		}
 		sp.Lock()
 		if sp.Established() {
@@ -284,7 +299,12 @@ func (b *Balancer) synproxyServerHandshake(c *Conn, p *pkt, flags uint8, f *Fram
 				continue
 			}
 			qp.partial = qf.partial()
-			if b.forwardIn(c, &qp, &qf, csum.Fold(sp.ToServer(qp.b[qp.l4:], uint32(c.inL4Delta)))) == Forward {
+			acc, ok := sp.ToServer(qp.b[qp.l4:], uint32(c.inL4Delta))
+			if !ok {
+				b.Stats.drop(DropBadOptions) // checked when held: never, but not sent if so
+				continue
+			}
+			if b.forwardIn(c, &qp, &qf, csum.Fold(acc)) == Forward {
 				b.cfg.Transmit(ServerSide, qf.VNet, qf.Bytes())
 			}
 		}

@@ -8,7 +8,7 @@ import (
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
 
-	"github.com/tapvs/tapvs/synproxy"
+	"github.com/tapvs/tapvs/tcpopt"
 )
 
 type sent struct {
@@ -46,7 +46,7 @@ func synOpts(mss uint16, ws byte, tsval uint32) []layers.TCPOption {
 	}
 }
 
-func parsedOpts(t *testing.T, tcp *layers.TCP) synproxy.Parsed {
+func parsedOpts(t *testing.T, tcp *layers.TCP) tcpopt.Parsed {
 	t.Helper()
 	var raw []byte
 	for _, o := range tcp.Options {
@@ -57,7 +57,7 @@ func parsedOpts(t *testing.T, tcp *layers.TCP) synproxy.Parsed {
 			raw = append(append(raw, byte(o.OptionType), o.OptionLength), o.OptionData...)
 		}
 	}
-	p, ok := synproxy.Parse(raw)
+	p, ok := tcpopt.Parse(raw)
 	if !ok {
 		t.Fatalf("options %v do not parse", tcp.Options)
 	}
@@ -297,7 +297,7 @@ func TestSynproxyPortReuse(t *testing.T) {
 	openProxied(t, r, 44000)
 	info := r.b.Table().Conns()[0]
 	old := r.b.table.lookup(&tupleKey{src: client.As16(), dst: vip.As16(), sport: 44000, dport: 80, proto: TCP})
-	old.sp.Establish(9, synproxy.Parsed{WScale: -1})
+	old.sp.Establish(9, tcpopt.Parsed{WScale: -1})
 	old.setState(stSynSent, stTimeWait)
 
 	syn := frame(t, pktSpec{src: client, dst: vip, sport: 44000, dport: 80, proto: TCP, syn: true, seq: 7777, srcMAC: macClient, opts: synOpts(1460, 7, 1)})
@@ -341,5 +341,111 @@ func TestSynproxyServerTimeWait(t *testing.T) {
 	}
 	if r.b.Stats.SynproxyTimeWait() != 1 || r.b.Stats.Drop(DropSynproxyState) != 0 {
 		t.Fatal("not counted as a TIME_WAIT reuse")
+	}
+}
+
+// establishProxied opens a proxied connection with timestamps on both
+// sides and completes the server's handshake. It returns the cookie (the
+// ISN the client knows), the local port and the server's ISN.
+func establishProxied(t *testing.T, r *rig, cport uint16) (cookie uint32, lport uint16, rsISN uint32) {
+	t.Helper()
+	syn := frame(t, pktSpec{src: client, dst: vip, sport: cport, dport: 80, proto: TCP, syn: true, seq: 5000, srcMAC: macClient, opts: synOpts(1460, 7, 100)})
+	if v := r.b.Process(ClientSide, syn); v != Reply {
+		t.Fatalf("SYN: %v", v)
+	}
+	sa := decode(t, syn)
+	cookie = sa.tcp.Seq
+	ourTS := parsedOpts(t, sa.tcp).TSval
+	ack := frame(t, pktSpec{src: client, dst: vip, sport: cport, dport: 80, proto: TCP, ack: true, seq: 5001, ackNum: cookie + 1, srcMAC: macClient,
+		opts: []layers.TCPOption{{OptionType: layers.TCPOptionKindNop}, {OptionType: layers.TCPOptionKindNop}, tsOpt(101, ourTS)}})
+	if v := r.b.Process(ClientSide, ack); v != Forward {
+		t.Fatalf("ACK: %v %v", v, r.b.Stats.Drops())
+	}
+	lport = uint16(decode(t, ack).tcp.SrcPort)
+	rsISN = 0x7000
+	rsa := frame(t, pktSpec{src: rs1, dst: lip1, sport: 8080, dport: lport, proto: TCP, syn: true, ack: true, seq: rsISN, ackNum: 5001, srcMAC: macGateway, opts: synOpts(1460, 7, 9000)})
+	if v := r.b.Process(ServerSide, rsa); v != Stolen {
+		t.Fatalf("server SYN-ACK: %v %v", v, r.b.Stats.Drops())
+	}
+	return cookie, lport, rsISN
+}
+
+// rawOpt is a TCP option laid out byte for byte, well-formed or not.
+func rawOpt(kind byte, length byte, data ...byte) layers.TCPOption {
+	return layers.TCPOption{OptionType: layers.TCPOptionKind(kind), OptionLength: length, OptionData: data}
+}
+
+var nop = layers.TCPOption{OptionType: layers.TCPOptionKindNop}
+
+// Issue 9, item 1: a timestamp option shorter than 10 bytes on an
+// established proxied connection indexed past the option and crashed the
+// balancer (client side: index out of range; server side: slice bounds).
+// Such a segment is counted and dropped; the connection keeps working.
+func TestSynproxyShortTimestampOptionDropped(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		opts []layers.TCPOption
+	}{
+		{"TS length 8", []layers.TCPOption{rawOpt(8, 8, '0', '0', '0', '0', '0', '0')}},
+		{"NOP NOP TS length 2", []layers.TCPOption{nop, nop, rawOpt(8, 2)}},
+		{"SACK length 6", []layers.TCPOption{nop, nop, rawOpt(5, 6, 0, 0, 0, 1)}},
+		{"SACK length 11", []layers.TCPOption{rawOpt(5, 11, 0, 0, 0, 1, 0, 0, 0, 2, 9)}},
+		{"length past the header", []layers.TCPOption{nop, rawOpt(8, 30, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10)}},
+		{"length 0", []layers.TCPOption{rawOpt(8, 0, 1, 2)}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r, _ := synproxyRig(t)
+			cookie, lport, rsISN := establishProxied(t, r, 46000)
+			before := r.b.Stats.Drop(DropBadOptions)
+			in := frame(t, pktSpec{src: client, dst: vip, sport: 46000, dport: 80, proto: TCP, ack: true, seq: 5001, ackNum: cookie + 1, srcMAC: macClient, payload: []byte("x"), opts: tc.opts})
+			if v := r.b.Process(ClientSide, in); v != Drop {
+				t.Fatalf("client segment: %v, want Drop", v)
+			}
+			out := frame(t, pktSpec{src: rs1, dst: lip1, sport: 8080, dport: lport, proto: TCP, ack: true, seq: rsISN + 1, ackNum: 5002, srcMAC: macGateway, payload: []byte("y"), opts: tc.opts})
+			if v := r.b.Process(ServerSide, out); v != Drop {
+				t.Fatalf("server segment: %v, want Drop", v)
+			}
+			if got := r.b.Stats.Drop(DropBadOptions) - before; got != 2 {
+				t.Fatalf("%d counted as %v, want 2", got, DropBadOptions)
+			}
+			// The connection is untouched: a well-formed segment still passes.
+			ok := frame(t, pktSpec{src: client, dst: vip, sport: 46000, dport: 80, proto: TCP, ack: true, seq: 5001, ackNum: cookie + 1, srcMAC: macClient, payload: []byte("x"),
+				opts: []layers.TCPOption{nop, nop, tsOpt(102, 1)}})
+			if v := r.b.Process(ClientSide, ok); v != Forward {
+				t.Fatalf("well-formed segment after: %v", v)
+			}
+			decode(t, ok)
+		})
+	}
+}
+
+// Issue 9, item 2: a timestamp or SACK option at an odd offset (NOP, TS is a
+// valid layout) took a checksum update that assumed 16-bit alignment, and
+// the segment left with a wrong checksum. decode checks it from scratch.
+func TestSynproxyOddOffsetOptionsKeepChecksums(t *testing.T) {
+	r, _ := synproxyRig(t)
+	cookie, lport, rsISN := establishProxied(t, r, 47000)
+	sack := make([]byte, 8)
+	binary.BigEndian.PutUint32(sack, cookie+1+100)
+	binary.BigEndian.PutUint32(sack[4:], cookie+1+200)
+	// NOP, TS (TSecr at TCP offset 27), SACK (edges at 33 and 37), 3 NOPs.
+	in := frame(t, pktSpec{src: client, dst: vip, sport: 47000, dport: 80, proto: TCP, ack: true, seq: 5001, ackNum: cookie + 1, srcMAC: macClient, payload: []byte("odd"),
+		opts: []layers.TCPOption{nop, tsOpt(0x01020304, 0xa0b0c0d), rawOpt(5, 10, sack...), nop, nop, nop}})
+	if v := r.b.Process(ClientSide, in); v != Forward {
+		t.Fatalf("client segment: %v %v", v, r.b.Stats.Drops())
+	}
+	d := decode(t, in)
+	raw := in.Bytes()[14+20:]
+	if d.tcp.Ack != rsISN+1 || binary.BigEndian.Uint32(raw[33:]) != rsISN+1+100 || binary.BigEndian.Uint32(raw[37:]) != rsISN+1+200 {
+		t.Fatalf("to server: ack %#x SACK %#x-%#x", d.tcp.Ack, binary.BigEndian.Uint32(raw[33:]), binary.BigEndian.Uint32(raw[37:]))
+	}
+	// NOP, TS (TSval at TCP offset 23), NOP.
+	out := frame(t, pktSpec{src: rs1, dst: lip1, sport: 8080, dport: lport, proto: TCP, ack: true, seq: rsISN + 1, ackNum: 5004, srcMAC: macGateway, payload: []byte("reply"),
+		opts: []layers.TCPOption{nop, tsOpt(9001, 0x01020304), nop}})
+	if v := r.b.Process(ServerSide, out); v != Forward {
+		t.Fatalf("server segment: %v %v", v, r.b.Stats.Drops())
+	}
+	if d := decode(t, out); d.tcp.Seq != cookie+1 {
+		t.Fatalf("to client: seq %#x, want %#x", d.tcp.Seq, cookie+1)
 	}
 }

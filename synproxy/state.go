@@ -6,6 +6,7 @@ import (
 	"sync/atomic"
 
 	"github.com/tapvs/tapvs/csum"
+	"github.com/tapvs/tapvs/tcpopt"
 )
 
 // State is one proxied connection's handshake and translation.
@@ -50,7 +51,7 @@ func (s *State) Established() bool { return s.established.Load() }
 
 // Establish records the server's SYN-ACK: its ISN and options. The caller
 // holds the lock and sends the queued frames after.
-func (s *State) Establish(serverISN uint32, server Parsed) {
+func (s *State) Establish(serverISN uint32, server tcpopt.Parsed) {
 	s.seqDelta = s.Cookie - serverISN
 	s.tsTranslate = s.TSOn && server.TS
 	if s.tsTranslate {
@@ -78,50 +79,80 @@ func (s *State) Establish(serverISN uint32, server Parsed) {
 // ServerISN is the server's ISN once established.
 func (s *State) ServerISN() uint32 { return s.Cookie - s.seqDelta }
 
+// header returns the TCP header's options, or ok false when the header
+// does not fit in tcp.
+func header(tcp []byte) (opts []byte, ok bool) {
+	if len(tcp) < 20 {
+		return nil, false
+	}
+	hl := int(tcp[12]>>4) * 4
+	if hl < 20 || hl > len(tcp) {
+		return nil, false
+	}
+	return tcp[20:hl], true
+}
+
 // ToServer translates a client->server TCP header in place (ack, SACK
-// blocks, TSecr, window) and returns acc plus the checksum change.
-func (s *State) ToServer(tcp []byte, acc uint32) uint32 {
+// blocks, TSecr, window) and returns acc plus the checksum change. ok is
+// false, and the segment must be dropped, when the header or its options
+// are malformed (tcpopt.Walker.Next): what was already rewritten is then
+// of no use.
+func (s *State) ToServer(tcp []byte, acc uint32) (_ uint32, ok bool) {
+	opts, ok := header(tcp)
+	if !ok {
+		return acc, false
+	}
 	if tcp[13]&ACK != 0 {
-		acc = csum.Put32(acc, tcp[8:], binary.BigEndian.Uint32(tcp[8:])-s.seqDelta)
+		acc = csum.Put32At(acc, tcp, 8, binary.BigEndian.Uint32(tcp[8:])-s.seqDelta)
 	}
 	if s.winIn > 0 {
 		w := min(uint32(binary.BigEndian.Uint16(tcp[14:]))<<s.winIn, 0xffff)
-		acc = csum.Put16(acc, tcp[14:], uint16(w))
+		acc = csum.Put16At(acc, tcp, 14, uint16(w))
 	}
-	opts := tcp[20 : int(tcp[12]>>4)*4]
-	if len(opts) == 0 {
-		return acc
-	}
-	if s.tsTranslate {
-		if i := find(opts, optTS); i >= 0 {
-			acc = csum.Put32(acc, opts[i+6:], binary.BigEndian.Uint32(opts[i+6:])-s.tsDelta)
+	w := tcpopt.Walk(opts)
+	for {
+		o, more := w.Next()
+		if !more {
+			return acc, !w.Malformed()
+		}
+		at := 20 + o.Off // the option's offset in the header, which the checksum update needs
+		switch o.Kind {
+		case tcpopt.Timestamps:
+			if s.tsTranslate {
+				acc = csum.Put32At(acc, tcp, at+6, binary.BigEndian.Uint32(tcp[at+6:])-s.tsDelta)
+			}
+		case tcpopt.SACK:
+			for j := at + 2; j < at+o.Len; j += 4 {
+				acc = csum.Put32At(acc, tcp, j, binary.BigEndian.Uint32(tcp[j:])-s.seqDelta)
+			}
 		}
 	}
-	if i := find(opts, optSACK); i >= 0 {
-		l := int(opts[i+1])
-		for j := i + 2; j+4 <= i+l; j += 4 {
-			acc = csum.Put32(acc, opts[j:], binary.BigEndian.Uint32(opts[j:])-s.seqDelta)
-		}
-	}
-	return acc
 }
 
 // ToClient translates a server->client TCP header in place (seq, TSval,
-// window) and returns acc plus the checksum change. SACK blocks from the
-// server are in the client's own sequence space, which is not translated.
-func (s *State) ToClient(tcp []byte, acc uint32) uint32 {
-	acc = csum.Put32(acc, tcp[4:], binary.BigEndian.Uint32(tcp[4:])+s.seqDelta)
+// window) and returns acc plus the checksum change; ok as for ToServer.
+// SACK blocks from the server are in the client's own sequence space, which
+// is not translated.
+func (s *State) ToClient(tcp []byte, acc uint32) (_ uint32, ok bool) {
+	opts, ok := header(tcp)
+	if !ok {
+		return acc, false
+	}
+	acc = csum.Put32At(acc, tcp, 4, binary.BigEndian.Uint32(tcp[4:])+s.seqDelta)
 	if s.winOut != s.winOutR {
 		w := uint32(binary.BigEndian.Uint16(tcp[14:])) << s.winOut >> s.winOutR
-		acc = csum.Put16(acc, tcp[14:], uint16(min(w, 0xffff)))
+		acc = csum.Put16At(acc, tcp, 14, uint16(min(w, 0xffff)))
 	}
-	if s.tsTranslate && tcp[12]>>4 > 5 {
-		opts := tcp[20 : int(tcp[12]>>4)*4]
-		if i := find(opts, optTS); i >= 0 {
-			acc = csum.Put32(acc, opts[i+2:], binary.BigEndian.Uint32(opts[i+2:])+s.tsDelta)
+	w := tcpopt.Walk(opts)
+	for {
+		o, more := w.Next()
+		if !more {
+			return acc, !w.Malformed()
+		}
+		if at := 20 + o.Off; o.Kind == tcpopt.Timestamps && s.tsTranslate {
+			acc = csum.Put32At(acc, tcp, at+2, binary.BigEndian.Uint32(tcp[at+2:])+s.tsDelta)
 		}
 	}
-	return acc
 }
 
 // Storm reports whether a pure ACK from the server (tcp: its TCP header)
@@ -135,14 +166,22 @@ func (s *State) ToClient(tcp []byte, acc uint32) uint32 {
 func (s *State) Storm(tcp []byte, limit uint32) bool {
 	v := (uint64(binary.BigEndian.Uint32(tcp[4:]))<<32 | uint64(binary.BigEndian.Uint32(tcp[8:]))) ^
 		uint64(binary.BigEndian.Uint16(tcp[14:]))*0x9e3779b97f4a7c15
-	if hl := int(tcp[12]>>4) * 4; hl > 20 && hl <= len(tcp) {
-		opts := tcp[20:hl]
-		if i := find(opts, optSACK); i >= 0 && opts[i+1] >= 10 {
-			// The first block is the most recent (RFC 2018): its right edge moves.
-			v ^= uint64(binary.BigEndian.Uint32(opts[i+6:])) * 0xc2b2ae3d27d4eb4f
-		}
-		if i := find(opts, optTS); i >= 0 && opts[i+1] == 10 {
-			v ^= uint64(binary.BigEndian.Uint32(opts[i+2:])) * 0x165667b19e3779f9
+	if opts, ok := header(tcp); ok {
+		sackSeen, tsSeen := false, false
+		for w := tcpopt.Walk(opts); ; {
+			o, more := w.Next()
+			if !more {
+				break
+			}
+			switch v0 := opts[o.Off : o.Off+o.Len]; {
+			case o.Kind == tcpopt.SACK && !sackSeen:
+				// The first block is the most recent (RFC 2018): its right edge moves.
+				v ^= uint64(binary.BigEndian.Uint32(v0[6:])) * 0xc2b2ae3d27d4eb4f
+				sackSeen = true
+			case o.Kind == tcpopt.Timestamps && !tsSeen:
+				v ^= uint64(binary.BigEndian.Uint32(v0[2:])) * 0x165667b19e3779f9
+				tsSeen = true
+			}
 		}
 	}
 	if s.stormLast.Load() != v {

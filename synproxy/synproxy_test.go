@@ -4,9 +4,11 @@ import (
 	"encoding/binary"
 	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"testing"
 
 	"github.com/tapvs/tapvs/csum"
+	"github.com/tapvs/tapvs/tcpopt"
 )
 
 var flow = Flow{
@@ -128,15 +130,15 @@ func TestOptionsWriteParse(t *testing.T) {
 		if n%4 != 0 || n > 20 {
 			t.Fatalf("length %d", n)
 		}
-		p, ok := Parse(b[:n])
+		p, ok := tcpopt.Parse(b[:n])
 		if !ok || p.MSS != o.MSS || p.WScale != o.WScale || p.SACKPerm != o.SACKPerm || p.TS != o.TS || p.TSval != o.TSval || p.TSecr != o.TSecr {
 			t.Fatalf("%+v -> %+v %v", o, p, ok)
 		}
 	}
-	if _, ok := Parse([]byte{2, 4, 5}); ok {
+	if _, ok := tcpopt.Parse([]byte{2, 4, 5}); ok {
 		t.Fatal("truncated MSS option accepted")
 	}
-	if _, ok := Parse([]byte{8, 1}); ok {
+	if _, ok := tcpopt.Parse([]byte{8, 1}); ok {
 		t.Fatal("option length 1 accepted")
 	}
 }
@@ -166,6 +168,17 @@ func tcpHeader(seq, ack, tsval, tsecr uint32, sack []uint32, win uint16) []byte 
 
 const pseudo = 0x1234
 
+// translate runs one direction's translation on h and applies the checksum
+// change it reports.
+func translate(t *testing.T, h []byte, dir func([]byte, uint32) (uint32, bool)) {
+	t.Helper()
+	acc, ok := dir(h, 0)
+	if !ok {
+		t.Fatalf("header % x refused", h)
+	}
+	csum.Adjust(h[16:], csum.Fold(acc))
+}
+
 func verify(t *testing.T, h []byte) {
 	t.Helper()
 	if c := csum.Checksum(h, pseudo); c != 0 {
@@ -176,7 +189,7 @@ func verify(t *testing.T, h []byte) {
 func established(t *testing.T, serverISN, serverTS uint32) *State {
 	s := &State{Opts: Options{MSS: 1460, WScale: 7, SACK: true, TS: true}, ClientISN: 100,
 		Cookie: 0xfffffff0, TSOn: true, ClientTSval: 5000, OurTSval: 0xfffffff0, OurWScale: 7}
-	s.Establish(serverISN, Parsed{WScale: 7, SACKPerm: true, TS: true, TSval: serverTS, TSecr: 5000})
+	s.Establish(serverISN, tcpopt.Parsed{WScale: 7, SACKPerm: true, TS: true, TSval: serverTS, TSecr: 5000})
 	return s
 }
 
@@ -190,7 +203,7 @@ func TestTranslationWrapsAndCoversSACKAndTimestamps(t *testing.T) {
 	}
 	// Client -> server: ack, every SACK edge and TSecr move back by the deltas.
 	h := tcpHeader(101, ck+1+3000, 6000, ck+7, []uint32{ck + 5000, ck + 6000, ck + 9000, ck + 9500}, 1000)
-	csum.Adjust(h[16:], csum.Fold(s.ToServer(h, 0)))
+	translate(t, h, s.ToServer)
 	verify(t, h)
 	if got := binary.BigEndian.Uint32(h[8:]); got != 0x20+1+3000 {
 		t.Fatalf("ack %#x", got)
@@ -208,7 +221,7 @@ func TestTranslationWrapsAndCoversSACKAndTimestamps(t *testing.T) {
 	}
 	// Server -> client: seq and TSval move forward.
 	h = tcpHeader(0x20+1, 101, 0x10+50, 6000, []uint32{200, 300}, 1000)
-	csum.Adjust(h[16:], csum.Fold(s.ToClient(h, 0)))
+	translate(t, h, s.ToClient)
 	verify(t, h)
 	if got := binary.BigEndian.Uint32(h[4:]); got != ck+1 {
 		t.Fatalf("seq %#x", got)
@@ -223,18 +236,18 @@ func TestTranslationWrapsAndCoversSACKAndTimestamps(t *testing.T) {
 
 func TestWindowScaleMismatch(t *testing.T) {
 	s := &State{Opts: Options{WScale: 7}, Cookie: 1, OurWScale: 7}
-	s.Establish(1, Parsed{WScale: 9}) // the server scales by 9, the client expects 7
+	s.Establish(1, tcpopt.Parsed{WScale: 9}) // the server scales by 9, the client expects 7
 	h := tcpHeader(1, 1, 0, 0, nil, 100)
-	csum.Adjust(h[16:], csum.Fold(s.ToClient(h, 0)))
+	translate(t, h, s.ToClient)
 	verify(t, h)
 	if w := binary.BigEndian.Uint16(h[14:]); w != 400 {
 		t.Fatalf("window %d, want 400 (100<<9>>7)", w)
 	}
 	s = &State{Opts: Options{WScale: 7}, Cookie: 1, OurWScale: 7}
-	s.Establish(1, Parsed{WScale: -1}) // the server does not scale at all
+	s.Establish(1, tcpopt.Parsed{WScale: -1}) // the server does not scale at all
 	for _, tc := range []struct{ in, want uint16 }{{100, 12800}, {1000, 0xffff}} {
 		h = tcpHeader(1, 1, 0, 0, nil, tc.in)
-		csum.Adjust(h[16:], csum.Fold(s.ToServer(h, 0)))
+		translate(t, h, s.ToServer)
 		verify(t, h)
 		if w := binary.BigEndian.Uint16(h[14:]); w != tc.want {
 			t.Fatalf("client window %d to an unscaled server: %d, want %d (<<7, clamped)", tc.in, w, tc.want)
@@ -326,4 +339,69 @@ func BenchmarkCookieCheck(b *testing.B) {
 			b.Fatal("refused")
 		}
 	}
+}
+
+// FuzzTranslate: any header, any established state. Translation never
+// reads past the header; when it accepts a header, the checksum it reports
+// verifies from scratch and only the fields it translates have changed.
+func FuzzTranslate(f *testing.F) {
+	f.Add(tcpHeader(101, 3001, 6000, 0xfffffff7, []uint32{1, 2, 3, 4}, 1000), uint32(0x20), uint32(0x10), int8(7), int8(9), true)
+	f.Add(append(tcpHeader(1, 2, 3, 4, nil, 5)[:20:20], 8, 8, '0', '0', '0', '0', '0', '0'), uint32(1), uint32(2), int8(-1), int8(7), true)
+	f.Add([]byte{0, 1, 0, 2, 0, 0, 0, 1, 0, 0, 0, 2, 0x70, 0x10, 1, 0, 0, 0, 0, 0, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2, 1}, uint32(5), uint32(6), int8(0), int8(14), true)
+	f.Fuzz(func(t *testing.T, h []byte, serverISN, serverTS uint32, clientWS, serverWS int8, ts bool) {
+		clientWS, serverWS = max(min(clientWS, 14), -1), max(min(serverWS, 14), -1)
+		if len(h) < 20 {
+			return
+		}
+		binary.BigEndian.PutUint16(h[16:], 0)
+		binary.BigEndian.PutUint16(h[16:], csum.Checksum(h, pseudo))
+		for dir := range 2 {
+			s := &State{Opts: Options{MSS: 1460, WScale: clientWS, TS: ts}, ClientISN: 100, Cookie: 0x12345678, TSOn: ts, OurTSval: 77, OurWScale: 7}
+			s.Establish(serverISN, tcpopt.Parsed{WScale: serverWS, TS: ts, TSval: serverTS})
+			b := slices.Clone(h)
+			translateDir := s.ToServer
+			if dir == 1 {
+				translateDir = s.ToClient
+			}
+			acc, ok := translateDir(b, 0)
+			if !ok {
+				continue
+			}
+			csum.Adjust(b[16:], csum.Fold(acc))
+			if c := csum.Checksum(b, pseudo); c != 0 {
+				t.Fatalf("direction %d: residue %#04x", dir, c)
+			}
+			may := map[int]bool{16: true, 17: true, 14: true, 15: true}
+			span := func(from, n int) {
+				for i := from; i < from+n; i++ {
+					may[i] = true
+				}
+			}
+			if dir == 0 {
+				span(8, 4)
+			} else {
+				span(4, 4)
+			}
+			w := tcpopt.Walk(h[20 : int(h[12]>>4)*4])
+			for {
+				o, more := w.Next()
+				if !more {
+					break
+				}
+				switch {
+				case o.Kind == tcpopt.Timestamps && dir == 0:
+					span(20+o.Off+6, 4)
+				case o.Kind == tcpopt.Timestamps:
+					span(20+o.Off+2, 4)
+				case o.Kind == tcpopt.SACK && dir == 0:
+					span(20+o.Off+2, o.Len-2)
+				}
+			}
+			for i := range b {
+				if b[i] != h[i] && !may[i] {
+					t.Fatalf("direction %d changed byte %d of % x", dir, i, h)
+				}
+			}
+		}
+	})
 }

@@ -1,0 +1,111 @@
+package tcpopt
+
+import (
+	"bytes"
+	"testing"
+)
+
+func TestWalkLayouts(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		opts  []byte
+		kinds []byte
+		bad   bool
+	}{
+		{"empty", nil, nil, false},
+		{"Linux SYN", []byte{2, 4, 5, 0xb4, 4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 0, 1, 3, 3, 7}, []byte{MSS, SACKPermitted, Timestamps, WindowScale}, false},
+		{"NOP NOP TS", []byte{1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2}, []byte{Timestamps}, false},
+		{"NOP TS NOP (odd offset)", []byte{1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2, 1}, []byte{Timestamps}, false},
+		{"EOL then junk is padding", []byte{1, 0, 8, 1, 2}, nil, false},
+		{"unknown kind, any length", []byte{254, 8, 1, 2, 3, 4, 5, 6}, []byte{254}, false},
+		{"4 SACK blocks", append([]byte{5, 34}, make([]byte, 32)...), []byte{SACK}, false},
+		{"TS length 8", []byte{8, 8, '0', '0', '0', '0', '0', '0'}, nil, true},
+		{"TS length 2", []byte{1, 1, 8, 2}, nil, true},
+		{"TS past the end", []byte{1, 1, 8, 10, 0, 0}, nil, true},
+		{"SACK length 6", []byte{1, 1, 5, 6, 0, 0, 0, 0}, nil, true},
+		{"SACK length 11", []byte{5, 11, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, nil, true},
+		{"SACK of 5 blocks", append([]byte{5, 42}, make([]byte, 40)...), nil, true},
+		{"MSS length 3", []byte{2, 3, 5, 1}, nil, true},
+		{"length 0", []byte{30, 0, 1, 2}, nil, true},
+		{"length 1", []byte{30, 1, 1, 2}, nil, true},
+		{"kind without length", []byte{1, 1, 1, 30}, nil, true},
+		{"good then bad", []byte{2, 4, 5, 0xb4, 3, 9}, []byte{MSS}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var kinds []byte
+			w := Walk(tc.opts)
+			for {
+				o, ok := w.Next()
+				if !ok {
+					break
+				}
+				kinds = append(kinds, o.Kind)
+			}
+			if !bytes.Equal(kinds, tc.kinds) || w.Malformed() != tc.bad || Valid(tc.opts) == tc.bad {
+				t.Fatalf("kinds %v malformed %v, want %v %v", kinds, w.Malformed(), tc.kinds, tc.bad)
+			}
+			if _, ok := Parse(tc.opts); ok == tc.bad {
+				t.Fatalf("Parse ok %v on a list malformed=%v", ok, tc.bad)
+			}
+		})
+	}
+}
+
+func TestParseTakesTheLastOfTwo(t *testing.T) {
+	p, ok := Parse([]byte{2, 4, 1, 0, 2, 4, 5, 0xb4, 3, 3, 20, 1})
+	if !ok || p.MSS != 1460 || p.WScale != 14 || p.TS || p.SACKPerm {
+		t.Fatalf("%+v %v", p, ok)
+	}
+}
+
+// FuzzWalk: whatever the bytes, the walk stays inside them, yields options
+// in order without overlap, each of a length its kind allows, and skips
+// only NOPs between them; a walk that ends early without Malformed ended at
+// an EOL.
+func FuzzWalk(f *testing.F) {
+	for _, s := range [][]byte{
+		{2, 4, 5, 0xb4, 4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 0, 1, 3, 3, 7},
+		{1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2, 1},
+		{8, 8, '0', '0', '0', '0', '0', '0'},
+		{1, 1, 8, 2},
+		{5, 34, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0, 4, 0, 0, 0, 5, 0, 0, 0, 6, 0, 0, 0, 7, 0, 0, 0, 8, 0, 0, 0, 9},
+		{254, 8, 0, 80, 10, 0, 0, 1},
+		{1, 0, 8, 1},
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, opts []byte) {
+		if len(opts) > MaxLen {
+			opts = opts[:MaxLen]
+		}
+		w := Walk(opts)
+		next := 0
+		for {
+			o, ok := w.Next()
+			if !ok {
+				break
+			}
+			for i := next; i < o.Off; i++ {
+				if opts[i] != NOP {
+					t.Fatalf("skipped byte %d (%d) is not a NOP", i, opts[i])
+				}
+			}
+			if o.Off < next || o.Len < 2 || o.Off+o.Len > len(opts) || opts[o.Off] != o.Kind || int(opts[o.Off+1]) != o.Len || !lengthFits(o.Kind, o.Len) {
+				t.Fatalf("option %+v after %d in % x", o, next, opts)
+			}
+			next = o.Off + o.Len
+		}
+		if !w.Malformed() {
+			i := next
+			for i < len(opts) && opts[i] == NOP {
+				i++
+			}
+			if i < len(opts) && opts[i] != EOL {
+				t.Fatalf("walk ended at %d (%d) without EOL or Malformed in % x", i, opts[i], opts)
+			}
+		}
+		if p, ok := Parse(opts); ok != !w.Malformed() || ok && p.WScale > 14 {
+			t.Fatalf("Parse %+v %v, walk malformed %v", p, ok, w.Malformed())
+		}
+	})
+}
