@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -173,6 +174,13 @@ func (s *Server) Handler() http.Handler {
 	})
 	mux.HandleFunc("POST /v1/zero", func(w http.ResponseWriter, r *http.Request) { m.Zero(); s.done(w, r, nil) })
 	mux.HandleFunc("GET /v1/capture", s.capture)
+	// Profiles of the running data path. They show code paths, timings and
+	// memory: served here, to the owner of the socket only, never on the
+	// metrics address that every local user can reach.
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	return mux
 }
 

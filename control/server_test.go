@@ -62,6 +62,11 @@ func TestAPIErrorsAndCodes(t *testing.T) {
 	if svcs := m.Services(); len(svcs) != 1 || len(svcs[0].Dests) != 0 {
 		t.Fatalf("refused requests changed the state: %+v", svcs)
 	}
+	// Profiles are served here, on the owner-only socket (not on the
+	// metrics address: see metrics).
+	if c, body := do("GET", "/debug/pprof/", ""); c != 200 || !strings.Contains(body, "goroutine") {
+		t.Fatalf("/debug/pprof/ on the control API: %d", c)
+	}
 }
 
 // The helper process: connects as another user and reports what happened.

@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/pprof"
 	"strconv"
 	"time"
 
@@ -101,8 +100,10 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	counter(dSPFailed, failed)
 	counter(dSPRetries, retries)
 	counter(dSPTW, c.bal.Stats.SynproxyTimeWait())
-	if sleeps, polling := c.st.PollSleeps(); polling {
-		counter(dPollSleep, sleeps)
+	if c.st != nil {
+		if sleeps, polling := c.st.PollSleeps(); polling {
+			counter(dPollSleep, sleeps)
+		}
 	}
 	for _, s := range c.bal.Services() {
 		vip := fmt.Sprintf("%s/%s", s.Protocol, netipPort(s))
@@ -148,6 +149,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 				counter(dFrames, qs.Stolen.Load(), append(l, "held")...)
 				counter(dFrames, qs.Dropped.Load(), append(l, "dropped")...)
 				counter(dFrames, qs.TxErrors.Load(), append(l, "tx_error")...)
+				counter(dFrames, qs.Panics.Load(), append(l, "panic")...)
 			}
 		}
 	}
@@ -180,11 +182,6 @@ func Serve(addr string, c *Collector, log *slog.Logger) (*Server, error) {
 	reg.MustRegister(c, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}))
-	// Profiles of the running data path, on the same (operator-only) address.
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("metrics.listen %s: %w", addr, err)

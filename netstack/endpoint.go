@@ -9,9 +9,11 @@ package netstack
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 
@@ -44,7 +46,7 @@ type QueueStats struct {
 	Stolen    atomic.Uint64 // frames the balancer kept (held until a server answers)
 	Dropped   atomic.Uint64 // frames the balancer dropped (reasons in nat.Stats)
 	TxErrors  atomic.Uint64 // frames a device refused
-	_         [8]byte
+	Panics    atomic.Uint64 // frames dropped because processing them panicked (a bug, see queue.frame)
 }
 
 // Endpoint is one side's link endpoint.
@@ -52,11 +54,14 @@ type Endpoint struct {
 	side  nat.Side
 	devs  []tun.Device
 	qbase int // this side's first reader number: nat.Frame.Queue is unique across sides
-	bal   *nat.Balancer
-	peer  *Endpoint
-	mtu   atomic.Uint32
-	mac   tcpip.LinkAddress
+	// process is the balancer's Process: what every frame a queue reads
+	// goes through first.
+	process func(nat.Side, *nat.Frame) nat.Verdict
+	peer    *Endpoint
+	mtu     atomic.Uint32
+	mac     tcpip.LinkAddress
 
+	panicked   atomic.Bool // a frame made a reader of this side panic (logged once)
 	dispatcher atomic.Pointer[stack.NetworkDispatcher]
 	wg         sync.WaitGroup
 	stats      []QueueStats
@@ -67,7 +72,7 @@ type Endpoint struct {
 var _ stack.LinkEndpoint = (*Endpoint)(nil)
 
 func newEndpoint(side nat.Side, devs []tun.Device, mtu uint32, mac [6]byte, bal *nat.Balancer, log *slog.Logger) *Endpoint {
-	e := &Endpoint{side: side, devs: devs, bal: bal, mac: tcpip.LinkAddress(mac[:]),
+	e := &Endpoint{side: side, devs: devs, process: bal.Process, mac: tcpip.LinkAddress(mac[:]),
 		stats: make([]QueueStats, len(devs)), log: log.With("side", side.String())}
 	e.mtu.Store(mtu)
 	return e
@@ -100,6 +105,7 @@ type queue struct {
 	sizes []int
 	fwd   [][]byte
 	back  [][]byte
+	f     nat.Frame // the frame being processed: here, not on the stack, as process is called through a func value
 }
 
 func (e *Endpoint) queue(q int) *queue {
@@ -133,42 +139,70 @@ func (e *Endpoint) readLoop(q int) {
 // handle sends each of the first got frames in the queue's buffers where
 // the balancer says.
 func (qu *queue) handle(got int) {
-	e, st, h := qu.e, qu.st, qu.h
+	st := qu.st
 	st.Received.Add(uint64(got))
-	fwd, back := qu.fwd[:0], qu.back[:0]
+	qu.fwd, qu.back = qu.fwd[:0], qu.back[:0]
 	for i := range got {
-		f := nat.Frame{Buf: qu.bufs[i], Off: Headroom, Len: qu.sizes[i], Queue: e.qbase + qu.q}
-		if h > 0 {
-			f.VNet = qu.bufs[i][Headroom-h : Headroom]
-		}
-		switch e.bal.Process(e.side, &f) {
-		case nat.Forward:
-			fwd = append(fwd, f.Buf[f.Off-h:f.Off+f.Len])
-		case nat.Reply:
-			back = append(back, f.Buf[f.Off-h:f.Off+f.Len])
-		case nat.Pass:
-			st.Passed.Add(1)
-			finishChecksum(f.VNet, f.Bytes())
-			e.deliver(f.Bytes())
-		case nat.Drop:
-			st.Dropped.Add(1)
-		case nat.Stolen:
-			st.Stolen.Add(1)
-		}
+		qu.frame(i)
 	}
-	if len(fwd) > 0 {
-		sent, err := qu.out.Write(fwd)
+	if len(qu.fwd) > 0 {
+		sent, err := qu.out.Write(qu.fwd)
 		st.Forwarded.Add(uint64(sent))
 		if err != nil {
-			st.TxErrors.Add(uint64(len(fwd) - sent))
+			st.TxErrors.Add(uint64(len(qu.fwd) - sent))
 		}
 	}
-	if len(back) > 0 {
-		sent, err := qu.dev.Write(back)
+	if len(qu.back) > 0 {
+		sent, err := qu.dev.Write(qu.back)
 		st.Replied.Add(uint64(sent))
 		if err != nil {
-			st.TxErrors.Add(uint64(len(back) - sent))
+			st.TxErrors.Add(uint64(len(qu.back) - sent))
 		}
+	}
+}
+
+// frame runs frame i of the batch through the balancer and files it by the
+// verdict: the other side, back out this side, the stack, or nowhere.
+//
+// A panic here would be a bug (no input should cause one; the fuzz targets
+// look for them), but one reader serves every connection of its queue, so
+// it must not be able to stop tapvs: the frame is dropped and counted
+// (QueueStats.Panics), the first panic of the endpoint is logged with its
+// stack, and the reader goes on with the next frame. The data path holds no
+// lock across code that reads frame bytes, so a panic leaves none held.
+func (qu *queue) frame(i int) {
+	defer qu.contain()
+	e, h, f := qu.e, qu.h, &qu.f
+	*f = nat.Frame{Buf: qu.bufs[i], Off: Headroom, Len: qu.sizes[i], Queue: e.qbase + qu.q}
+	if h > 0 {
+		f.VNet = qu.bufs[i][Headroom-h : Headroom]
+	}
+	switch e.process(e.side, f) {
+	case nat.Forward:
+		qu.fwd = append(qu.fwd, f.Buf[f.Off-h:f.Off+f.Len])
+	case nat.Reply:
+		qu.back = append(qu.back, f.Buf[f.Off-h:f.Off+f.Len])
+	case nat.Pass:
+		qu.st.Passed.Add(1)
+		finishChecksum(f.VNet, f.Bytes())
+		e.deliver(f.Bytes())
+	case nat.Drop:
+		qu.st.Dropped.Add(1)
+	case nat.Stolen:
+		qu.st.Stolen.Add(1)
+	}
+}
+
+// contain recovers a panic of frame (see there).
+func (qu *queue) contain() {
+	r := recover()
+	if r == nil {
+		return
+	}
+	qu.st.Panics.Add(1)
+	if qu.e.panicked.CompareAndSwap(false, true) {
+		qu.e.log.Error("BUG: a frame made the data path panic; it was dropped and the reader goes on (later ones are only counted: tapvs_frames_total{result=\"panic\"})",
+			"queue", qu.q, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
 	}
 }
 
