@@ -87,16 +87,36 @@ func AdjustUDP(b []byte, delta uint16) {
 	binary.BigEndian.PutUint16(b, n)
 }
 
-// Sum adds b to a one's-complement accumulator.
+// Sum adds b to a one's-complement accumulator. It adds 64 bits at a time
+// with the carries added back in (RFC 1071 2.C: the sum does not depend on
+// the word size), then folds to the 32-bit accumulator.
 func Sum(b []byte, acc uint32) uint32 {
-	n := len(b) &^ 1
-	for i := 0; i < n; i += 2 {
-		acc += uint32(binary.BigEndian.Uint16(b[i:]))
+	var s, c, carry uint64
+	for len(b) >= 8 {
+		s, c = bits.Add64(s, binary.BigEndian.Uint64(b), 0)
+		carry += c
+		b = b[8:]
 	}
-	if len(b)&1 == 1 {
-		acc += uint32(b[len(b)-1]) << 8
+	if len(b) >= 4 {
+		s, c = bits.Add64(s, uint64(binary.BigEndian.Uint32(b)), 0)
+		carry += c
+		b = b[4:]
 	}
-	return acc
+	if len(b) >= 2 {
+		s, c = bits.Add64(s, uint64(binary.BigEndian.Uint16(b)), 0)
+		carry += c
+		b = b[2:]
+	}
+	if len(b) == 1 {
+		s, c = bits.Add64(s, uint64(b[0])<<8, 0)
+		carry += c
+	}
+	s, c = bits.Add64(s, carry, 0)
+	s += c // cannot carry again: carry is far below 2^64
+	s32, c32 := bits.Add32(uint32(s>>32), uint32(s), 0)
+	s32 += c32
+	r, c32 := bits.Add32(uint32(Fold(s32)), acc, 0)
+	return r + c32 // an accumulator near 2^32 keeps its carry
 }
 
 // Checksum is the Internet checksum of b, starting from initial (a

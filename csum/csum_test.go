@@ -52,3 +52,57 @@ func FuzzPutAt(f *testing.F) {
 		}
 	})
 }
+
+// sum16 is RFC 1071's sum, 16 bits at a time: the reference for Sum.
+func sum16(b []byte, acc uint32) uint16 {
+	s := uint64(acc)
+	for i := 0; i+1 < len(b); i += 2 {
+		s += uint64(binary.BigEndian.Uint16(b[i:]))
+	}
+	if len(b)&1 == 1 {
+		s += uint64(b[len(b)-1]) << 8
+	}
+	for s>>16 != 0 {
+		s = s&0xffff + s>>16
+	}
+	return uint16(s)
+}
+
+func TestSumMatchesWordByWord(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	for range 50000 {
+		b := make([]byte, rng.IntN(200))
+		for i := range b {
+			b[i] = byte(rng.Uint32())
+			if rng.IntN(3) == 0 {
+				b[i] = 0xff // long carries
+			}
+		}
+		acc := rng.Uint32() >> rng.IntN(32)
+		if got, want := Fold(Sum(b, acc)), sum16(b, acc); got != want && !(got == 0xffff && want == 0) && !(got == 0 && want == 0xffff) {
+			t.Fatalf("% x + %#x: %#04x, want %#04x", b, acc, got, want)
+		}
+	}
+}
+
+func FuzzSum(f *testing.F) {
+	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, uint32(0xffffffff))
+	f.Add([]byte{0x45, 0, 0, 0x54}, uint32(0))
+	f.Fuzz(func(t *testing.T, b []byte, acc uint32) {
+		got, want := Fold(Sum(b, acc)), sum16(b, acc)
+		// 0 and 0xffff are both zero in one's complement.
+		if got != want && got^want != 0xffff {
+			t.Fatalf("% x + %#x: %#04x, want %#04x", b, acc, got, want)
+		}
+	})
+}
+
+func BenchmarkChecksumIPv4Header(b *testing.B) {
+	h := []byte{0x45, 0, 0, 0x54, 0x12, 0x34, 0x40, 0, 64, 6, 0, 0, 172, 25, 254, 1, 172, 25, 254, 100}
+	binary.BigEndian.PutUint16(h[10:], Checksum(h, 0))
+	for b.Loop() {
+		if Checksum(h, 0) != 0 {
+			b.Fatal("bad")
+		}
+	}
+}
