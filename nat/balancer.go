@@ -230,6 +230,12 @@ func (b *Balancer) Process(side Side, f *Frame) Verdict {
 	} else if _, ok := set.lips[dst]; !ok {
 		return Pass
 	}
+	if csum.Checksum(p.b[p.l3:p.l4], 0) != 0 {
+		// The rewrite adjusts the checksum incrementally, so a bad one would
+		// stay bad, but the header's fields would already have chosen a
+		// service, a connection and a real server.
+		return b.Stats.drop(DropBadIPChecksum)
+	}
 	if p.frag {
 		return b.Stats.drop(DropFragment)
 	}

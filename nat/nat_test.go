@@ -261,7 +261,7 @@ func TestMalformedCountedAndDropped(t *testing.T) {
 		"IHL < 5":            func(b []byte) []byte { b[14] = 0x44; return b },
 		"total len > frame":  func(b []byte) []byte { binary.BigEndian.PutUint16(b[16:], 1400); return b },
 		"total len < IHL":    func(b []byte) []byte { binary.BigEndian.PutUint16(b[16:], 10); return b },
-		"truncated TCP":      func(b []byte) []byte { binary.BigEndian.PutUint16(b[16:], 30); return b[:14+30] },
+		"truncated TCP":      func(b []byte) []byte { binary.BigEndian.PutUint16(b[16:], 30); fixIPChecksum(b); return b[:14+30] },
 		"TCP offset > len":   func(b []byte) []byte { b[14+20+12] = 0xf0; return b },
 		"TCP offset < 5":     func(b []byte) []byte { b[14+20+12] = 0x10; return b },
 		"version 5 with VIP": func(b []byte) []byte { b[14] = 0x55; return b },
@@ -282,8 +282,42 @@ func TestMalformedCountedAndDropped(t *testing.T) {
 	// A fragment to the VIP is counted as such.
 	frag := append([]byte(nil), good...)
 	frag[14+6] = 0x20 // MF
+	fixIPChecksum(frag)
 	if v := r.b.Process(ClientSide, withHeadroom(frag)); v != Drop || r.b.Stats.Drop(DropFragment) != 1 {
 		t.Fatalf("fragment: %v, count %d", v, r.b.Stats.Drop(DropFragment))
+	}
+}
+
+func fixIPChecksum(b []byte) {
+	ip := b[14 : 14+int(b[14]&0xf)*4]
+	ip[10], ip[11] = 0, 0
+	binary.BigEndian.PutUint16(ip[10:], csum.Checksum(ip, 0))
+}
+
+// Issue 9, item 5: an IPv4 header whose checksum does not verify is dropped
+// and counted before any of its fields is used; one to an address that is
+// not tapvs's to balance is left to the stack, which checks it itself.
+func TestIPHeaderChecksumVerified(t *testing.T) {
+	r := newRig(t, TCP, "rr", nil)
+	for _, side := range []Side{ClientSide, ServerSide} {
+		spec := pktSpec{src: client, dst: vip, sport: 40000, dport: 80, proto: TCP, syn: true, srcMAC: macClient}
+		if side == ServerSide {
+			spec = pktSpec{src: rs1, dst: lip1, sport: 8080, dport: 6000, proto: TCP, ack: true, srcMAC: macGateway}
+		}
+		f := frame(t, spec)
+		f.Bytes()[14+8]-- // TTL, checksum left as it was
+		before := r.b.Stats.Drop(DropBadIPChecksum)
+		if v := r.b.Process(side, f); v != Drop || r.b.Stats.Drop(DropBadIPChecksum) != before+1 {
+			t.Fatalf("%v side: %v, bad_ip_checksum %d", side, v, r.b.Stats.Drop(DropBadIPChecksum)-before)
+		}
+	}
+	f := frame(t, pktSpec{src: client, dst: client, sport: 1, dport: 80, proto: TCP, syn: true})
+	f.Bytes()[14+8]--
+	if v := r.b.Process(ClientSide, f); v != Pass {
+		t.Fatalf("not a VIP: %v, want Pass", v)
+	}
+	if r.b.Table().Len() != 0 {
+		t.Fatal("a bad header made a connection")
 	}
 }
 
