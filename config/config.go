@@ -7,11 +7,15 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"github.com/fsnotify/fsnotify"
+	"math"
 	"net"
 	"net/netip"
+	"reflect"
+	"strconv"
 	"strings"
 	"time"
+
+	"github.com/fsnotify/fsnotify"
 
 	"github.com/tapvs/tapvs/health"
 
@@ -20,6 +24,9 @@ import (
 
 	"github.com/tapvs/tapvs/nat"
 )
+
+// MaxConnections bounds limits.max_connections.
+const MaxConnections = 1 << 30
 
 // raw mirrors the file. Numbers are wide ints so that "70000 is not a port" can
 // be said instead of a silent overflow.
@@ -191,7 +198,7 @@ func Load(path string) (*Config, error) {
 	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
 	v.AutomaticEnv()
 	if err := v.ReadInConfig(); err != nil {
-		return nil, fmt.Errorf("config %s: %w", path, err)
+		return nil, fmt.Errorf("config %s: %w", path, oneLine(err))
 	}
 	return decode(v, path)
 }
@@ -211,9 +218,14 @@ func Parse(text string) (*Config, error) {
 	setDefaults(v)
 	v.SetConfigType("yaml")
 	if err := v.ReadConfig(strings.NewReader(text)); err != nil {
-		return nil, fmt.Errorf("config: %w", err)
+		return nil, fmt.Errorf("config: %w", oneLine(err))
 	}
 	return decode(v, "config")
+}
+
+// oneLine is err on one line: a YAML parser's message can take several.
+func oneLine(err error) error {
+	return errors.New(strings.Join(strings.Fields(err.Error()), " "))
 }
 
 func setDefaults(v *viper.Viper) {
@@ -247,10 +259,115 @@ func setDefaults(v *viper.Viper) {
 
 func decode(v *viper.Viper, name string) (*Config, error) {
 	var r raw
-	if err := v.Unmarshal(&r, func(dc *mapstructure.DecoderConfig) { dc.ErrorUnused = true }); err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
+	err := v.Unmarshal(&r, func(dc *mapstructure.DecoderConfig) {
+		dc.ErrorUnused = true
+		// Not viper's weak typing, which makes 1.5 an int 1 and 1e30 an int
+		// min: numbers are read exactly or refused (strict).
+		dc.WeaklyTypedInput = false
+		dc.DecodeHook = strict
+	})
+	if err != nil {
+		return nil, decodeErrors(name, err)
 	}
 	return validate(&r)
+}
+
+// maxExact is the largest integer a YAML float holds exactly (2^53).
+const maxExact = 1 << 53
+
+// strict converts what a file or the environment gives to a field's type
+// when that loses nothing: a whole float to an int, a number to the string
+// of a duration field ("busy_poll: 0"), and the environment's strings to
+// ints and bools. Anything else is refused with the value and the reason.
+func strict(from, to reflect.Type, data any) (any, error) {
+	switch to.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		switch v := data.(type) {
+		case float64:
+			if v != math.Trunc(v) || math.Abs(v) > maxExact {
+				return nil, fmt.Errorf("%v is not a whole number", v)
+			}
+			return int64(v), nil
+		case string: // from the environment
+			n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			if err != nil {
+				return nil, fmt.Errorf("%q is not a whole number", v)
+			}
+			return n, nil
+		case bool:
+			return nil, fmt.Errorf("%v is not a number", v)
+		}
+	case reflect.Bool:
+		if v, ok := data.(string); ok { // from the environment
+			b, err := strconv.ParseBool(strings.TrimSpace(v))
+			if err != nil {
+				return nil, fmt.Errorf("%q is not true or false", v)
+			}
+			return b, nil
+		}
+	case reflect.String:
+		switch v := data.(type) {
+		case int, int64, uint64:
+			return fmt.Sprint(v), nil
+		case float64:
+			return strconv.FormatFloat(v, 'f', -1, 64), nil
+		}
+	}
+	return data, nil
+}
+
+// decodeErrors turns the decoder's errors into one line per field.
+func decodeErrors(name string, err error) error {
+	var lines []error
+	var walk func(error)
+	walk = func(err error) {
+		if j, ok := err.(interface{ Unwrap() []error }); ok {
+			for _, e := range j.Unwrap() {
+				walk(e)
+			}
+			return
+		}
+		var de *mapstructure.DecodeError
+		if errors.As(err, &de) {
+			field := de.Name()
+			if field == "" {
+				field = name
+			}
+			inner := de.Unwrap()
+			var pe *mapstructure.ParseError
+			var ue *mapstructure.UnconvertibleTypeError
+			switch {
+			case errors.As(inner, &ue):
+				inner = fmt.Errorf("%v is not a %s", ue.Value, kindName(ue.Expected.Type()))
+			case errors.As(inner, &pe):
+				inner = fmt.Errorf("%v is not a %s", pe.Value, kindName(pe.Expected.Type()))
+			}
+			lines = append(lines, fmt.Errorf("%s: %v", field, inner))
+			return
+		}
+		lines = append(lines, fmt.Errorf("%s: %w", name, err))
+	}
+	walk(err)
+	return errors.Join(lines...)
+}
+
+func kindName(t reflect.Type) string {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch t.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		return "whole number"
+	case reflect.Bool:
+		return "boolean (true or false)"
+	case reflect.String:
+		return "string"
+	case reflect.Slice:
+		return "list"
+	case reflect.Map, reflect.Struct:
+		return "mapping"
+	}
+	return t.String()
 }
 
 // errs collects every problem so the operator sees them all at once.
@@ -277,8 +394,8 @@ func validate(r *raw) (*Config, error) {
 	if c.Client.Name == c.Server.Name && c.Client.Name != "" {
 		e.add("interfaces.server.name", "%q is the client side's name too", c.Server.Name)
 	}
-	if r.Limits.MaxConnections <= 0 {
-		e.add("limits.max_connections", "%d must be positive", r.Limits.MaxConnections)
+	if r.Limits.MaxConnections < 1 || r.Limits.MaxConnections > MaxConnections {
+		e.add("limits.max_connections", "%d is out of range 1-%d", r.Limits.MaxConnections, MaxConnections)
 	}
 	pmin, okMin := port(&e, "limits.local_port_min", r.Limits.LocalPortMin)
 	pmax, okMax := port(&e, "limits.local_port_max", r.Limits.LocalPortMax)
@@ -286,8 +403,8 @@ func validate(r *raw) (*Config, error) {
 		e.add("limits.local_port_min", "%d is above local_port_max %d", pmin, pmax)
 	}
 	c.PortMin, c.PortMax = pmin, pmax
-	if d, err := time.ParseDuration(r.Limits.PortQuarantine); err != nil || d < 0 {
-		e.add("limits.port_quarantine", "%q is not a duration (0 turns it off)", r.Limits.PortQuarantine)
+	if d, err := time.ParseDuration(r.Limits.PortQuarantine); err != nil || d < 0 || d > time.Hour {
+		e.add("limits.port_quarantine", "%q is not a duration from 0 (off) to 1h", r.Limits.PortQuarantine)
 	} else {
 		c.PortQuarantine = d
 	}
@@ -297,8 +414,8 @@ func validate(r *raw) (*Config, error) {
 		c.BusyPoll = d
 	}
 	c.Timeouts = timeouts(&e, "timeouts", r.Timeouts, nat.DefaultTimeouts())
-	if d, err := time.ParseDuration(r.Sweep); err != nil || d <= 0 {
-		e.add("sweep_interval", "%q is not a positive duration", r.Sweep)
+	if d, err := time.ParseDuration(r.Sweep); err != nil || d < 10*time.Millisecond || d > time.Minute {
+		e.add("sweep_interval", "%q is not a duration from 10ms to 1m", r.Sweep)
 	} else {
 		c.Sweep = d
 	}
@@ -325,11 +442,6 @@ func validate(r *raw) (*Config, error) {
 			e.add(f, "%s is already defined by %s", key, prev)
 		}
 		seen[key] = f
-		for j, l := range s.LocalAddresses {
-			if c.Server.Address.IsValid() && !c.Server.Address.Contains(l) {
-				e.add(fmt.Sprintf("%s.local_addresses[%d]", f, j), "%s is not in the server side's subnet %s", l, c.Server.Address.Masked())
-			}
-		}
 		c.Services = append(c.Services, s)
 	}
 	if c.HasHealthChecks() && okMin && okMax {
@@ -339,6 +451,13 @@ func validate(r *raw) (*Config, error) {
 	}
 	if len(e) > 0 {
 		return nil, errors.Join(e...)
+	}
+	// The rules between values (no address both a VIP and a LIP, none of
+	// them tapvs's own, no real server twice) are the balancer's: the file
+	// is applied to an empty one, and every refusal named.
+	nc := nat.Config{Timeouts: c.Timeouts, ClientNet: c.Client.Address, ServerNet: c.Server.Address}
+	if err := nat.DryRun(nc, func(tx *nat.Tx) error { return c.Apply(tx, nil) }); err != nil {
+		return nil, err
 	}
 	return c, nil
 }
@@ -439,13 +558,13 @@ func synproxyConfig(e *errs, r rawSynproxy, serverMTU int) nat.SynproxyConfig {
 		e.add("synproxy.syn_retries", "%d is out of range 0-10", r.SYNRetries)
 	}
 	c.SYNRetries = r.SYNRetries
-	if d, err := time.ParseDuration(r.RetryInterval); err != nil || d < 10*time.Millisecond {
-		e.add("synproxy.retry_interval", "%q is not a duration of at least 10ms", r.RetryInterval)
+	if d, err := time.ParseDuration(r.RetryInterval); err != nil || d < 10*time.Millisecond || d > time.Minute {
+		e.add("synproxy.retry_interval", "%q is not a duration from 10ms to 1m", r.RetryInterval)
 	} else {
 		c.RetryInterval = d
 	}
-	if r.AckStorm < 2 {
-		e.add("synproxy.ack_storm", "%d must be at least 2", r.AckStorm)
+	if r.AckStorm < 2 || r.AckStorm > 65535 {
+		e.add("synproxy.ack_storm", "%d is out of range 2-65535", r.AckStorm)
 	}
 	c.AckStorm = uint32(r.AckStorm)
 	return c
@@ -470,8 +589,8 @@ func healthSpec(e *errs, f string, r *rawHealth) *health.Spec {
 			v = def
 		}
 		d, err := time.ParseDuration(v)
-		if err != nil || d < 10*time.Millisecond {
-			e.add(f+"."+field, "%q is not a duration of at least 10ms", v)
+		if err != nil || d < 10*time.Millisecond || d > time.Hour {
+			e.add(f+"."+field, "%q is not a duration from 10ms to 1h", v)
 		}
 		return d
 	}
@@ -530,8 +649,11 @@ func timeouts(e *errs, f string, r rawTimeouts, base nat.Timeouts) nat.Timeouts 
 	t := base
 	for state, s := range r.TCP {
 		d, err := time.ParseDuration(s)
-		if err != nil || d <= 0 {
-			e.add(fmt.Sprintf("%s.tcp.%s", f, state), "%q is not a positive duration", s)
+		if err == nil {
+			err = nat.CheckTimeout(d)
+		}
+		if err != nil {
+			e.add(fmt.Sprintf("%s.tcp.%s", f, state), "%q is not a timeout (more than 0, at most %v)", s, nat.MaxTimeout)
 			continue
 		}
 		if !t.SetTCP(state, d) {
@@ -539,8 +661,8 @@ func timeouts(e *errs, f string, r rawTimeouts, base nat.Timeouts) nat.Timeouts 
 		}
 	}
 	if r.UDP != "" {
-		if d, err := time.ParseDuration(r.UDP); err != nil || d <= 0 {
-			e.add(f+".udp", "%q is not a positive duration", r.UDP)
+		if d, err := time.ParseDuration(r.UDP); err != nil || nat.CheckTimeout(d) != nil {
+			e.add(f+".udp", "%q is not a timeout (more than 0, at most %v)", r.UDP, nat.MaxTimeout)
 		} else {
 			t.UDP = d
 		}

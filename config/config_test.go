@@ -53,7 +53,7 @@ func TestErrorsNameTheField(t *testing.T) {
 		"port":         {"port: 80}\n", "port: 70000}\n", "services[0].real_servers[0].port: 70000 is not a port"},
 		"vip":          {"vip: 172.25.254.100", "vip: 300.1.1.1", `services[0].vip: "300.1.1.1" is not an IP address`},
 		"scheduler":    {"port: 80\n    local", "port: 80\n    scheduler: fifo\n    local", `services[0].scheduler: "fifo" is not a scheduler`},
-		"lip subnet":   {"[172.25.84.10]", "[10.9.9.9]", "services[0].local_addresses[0]: 10.9.9.9 is not in the server side's subnet"},
+		"lip subnet":   {"[172.25.84.10]", "[10.9.9.9]", "services[0].local_addresses[0]: local address 10.9.9.9 is not in the server side's subnet"},
 		"via":          {"via: 172.25.84.1", "via: 10.1.1.1", "interfaces.server.routes[0].via: 10.1.1.1 is not on-link"},
 		"weight":       {"weight: 0}", "weight: -1}", "services[0].real_servers[1].weight: -1 is out of range"},
 		"unknown key":  {"port: 80\n    local", "port: 80\n    schedular: rr\n    local", "schedular"},
@@ -150,4 +150,80 @@ func TestWatchSeesWritesAndReplacements(t *testing.T) {
 	os.WriteFile(path+".tmp", []byte(valid), 0o644)
 	os.Rename(path+".tmp", path)
 	wait("a rename over the file")
+}
+
+// Issue 9, item 3: values that were accepted and then refused at start, or
+// silently became something else. Each is refused with one line that names
+// the field and the reason.
+func TestRefusedWithOneLine(t *testing.T) {
+	cases := map[string]struct{ from, to, want string }{
+		"duplicate LIP":            {"[172.25.84.10]", "[172.25.84.10, 172.25.84.10]", "services[0].local_addresses[1]: local address 172.25.84.10: local address already exists"},
+		"duplicate real server":    {"{address: 10.20.2.2, port: 80, weight: 0}", "{address: 10.20.1.2, port: 80, weight: 0}", "services[0].real_servers[1]: real server 10.20.1.2:80: destination already exists"},
+		"ack_storm 2^32+1":         {"services:", "synproxy: {ack_storm: 4294967297}\nservices:", "synproxy.ack_storm: 4294967297 is out of range 2-65535"},
+		"ack_storm 2^32":           {"services:", "synproxy: {ack_storm: 4294967296}\nservices:", "synproxy.ack_storm: 4294967296 is out of range 2-65535"},
+		"timeout overflow":         {"services:", "timeouts: {tcp: {established: 2562047h}}\nservices:", `timeouts.tcp.established: "2562047h" is not a timeout`},
+		"udp timeout overflow":     {"services:", "timeouts: {udp: 2562047h}\nservices:", `timeouts.udp: "2562047h" is not a timeout`},
+		"quarantine overflow":      {"services:", "limits: {port_quarantine: 2562047h}\nservices:", `limits.port_quarantine: "2562047h" is not a duration from 0 (off) to 1h`},
+		"VIP 0.0.0.0":              {"vip: 172.25.254.100", "vip: 0.0.0.0", "services[0].vip: VIP 0.0.0.0 is the unspecified address, not a host"},
+		"VIP broadcast":            {"vip: 172.25.254.100", "vip: 255.255.255.255", "services[0].vip: VIP 255.255.255.255 is the broadcast address, not a host"},
+		"VIP multicast":            {"vip: 172.25.254.100", "vip: 224.0.0.1", "services[0].vip: VIP 224.0.0.1 is a multicast address, not a host"},
+		"VIP loopback":             {"vip: 172.25.254.100", "vip: 127.0.0.1", "services[0].vip: VIP 127.0.0.1 is a loopback address"},
+		"VIP is tapvs":             {"vip: 172.25.254.100", "vip: 172.25.254.254", "services[0].vip: VIP 172.25.254.254 is tapvs's own address on the client side"},
+		"VIP is a LIP":             {"vip: 172.25.254.100", "vip: 172.25.84.10", "services[0].local_addresses[0]: local address 172.25.84.10 is already a VIP"},
+		"VIP subnet broadcast":     {"vip: 172.25.254.100", "vip: 172.25.254.255", "services[0].vip: VIP 172.25.254.255 is the broadcast address of the client side's subnet 172.25.254.0/24"},
+		"real server 0.0.0.0":      {"{address: 10.20.1.2, port: 80}", "{address: 0.0.0.0, port: 80}", "services[0].real_servers[0]: real server 0.0.0.0:80 is the unspecified address, not a host"},
+		"real server port 0":       {"{address: 10.20.1.2, port: 80}", "{address: 10.20.1.2, port: 0}", "services[0].real_servers[0].port: 0 is not a port"},
+		"real server is a LIP":     {"{address: 10.20.1.2, port: 80}", "{address: 172.25.84.10, port: 80}", "services[0].real_servers[0]: real server 172.25.84.10:80 is already a local address"},
+		"real server is tapvs":     {"{address: 10.20.1.2, port: 80}", "{address: 172.25.84.4, port: 80}", "services[0].real_servers[0]: real server 172.25.84.4:80 is tapvs's own address on the server side"},
+		"real server client side":  {"{address: 10.20.1.2, port: 80}", "{address: 172.25.254.7, port: 80}", "services[0].real_servers[0]: real server 172.25.254.7:80 is in the client side's subnet"},
+		"max_connections 1.5":      {"services:", "limits: {max_connections: 1.5}\nservices:", "limits.max_connections: 1.5 is not a whole number"},
+		"max_connections 1e30":     {"services:", "limits: {max_connections: 1e30}\nservices:", "limits.max_connections: 1e+30 is not a whole number"},
+		"max_connections too many": {"services:", "limits: {max_connections: 1099511627776}\nservices:", "limits.max_connections: 1099511627776 is out of range 1-1073741824"},
+		"port not a number":        {"port: 80\n    local", "port: eighty\n    local", `services[0].port: "eighty" is not a whole number`},
+		"weight 1.5":               {"weight: 0}", "weight: 1.5}", "services[0].real_servers[1].weight: 1.5 is not a whole number"},
+		"offload not a bool":       {"interfaces:\n", "interfaces:\n  offload: 3\n", "interfaces.offload: 3 is not a boolean"},
+	}
+	for name, tc := range cases {
+		if !strings.Contains(valid, tc.from) {
+			t.Fatalf("%s: bad test: %q not in config", name, tc.from)
+		}
+		_, err := Parse(strings.Replace(valid, tc.from, tc.to, 1))
+		if err == nil {
+			t.Errorf("%s: accepted", name)
+			continue
+		}
+		if msg := err.Error(); !strings.Contains(msg, tc.want) || strings.Count(msg, "\n") != 0 {
+			t.Errorf("%s: error %q, want one line saying %q", name, msg, tc.want)
+		}
+	}
+}
+
+// An address may change roles within one file: what a file takes away is
+// taken first, whatever the order of its services.
+func TestDryRunAcceptsWholeFile(t *testing.T) {
+	two := valid + `  - vip: 172.25.254.100
+    port: 81
+    local_addresses: [172.25.84.11]
+    real_servers: [{address: 10.20.1.2, port: 80}]
+`
+	c, err := Parse(two)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Services) != 2 {
+		t.Fatalf("%d services", len(c.Services))
+	}
+}
+
+func TestEnvironmentOverrideMustBeANumber(t *testing.T) {
+	f, err := os.CreateTemp(t.TempDir(), "*.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString(valid)
+	f.Close()
+	t.Setenv("TAPVS_LIMITS_MAX_CONNECTIONS", "12abc")
+	if _, err := Load(f.Name()); err == nil || !strings.Contains(err.Error(), `limits.max_connections: "12abc" is not a whole number`) {
+		t.Fatalf("TAPVS_LIMITS_MAX_CONNECTIONS=12abc: %v", err)
+	}
 }

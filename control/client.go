@@ -95,6 +95,9 @@ func (c *Client) DeleteLocalAddr(k ServiceKey, addr string) error {
 	return c.do("DELETE", k.escPath()+"/laddrs/"+esc(addr), nil, nil)
 }
 
+// Batch applies ops as one: all of them or, if one is refused, none.
+func (c *Client) Batch(ops []Op) error { return c.do("POST", "/v1/batch", Batch{Ops: ops}, nil) }
+
 // Get fetches a raw path (the capture endpoint streams a pcap).
 func (c *Client) Get(path string) (*http.Response, error) {
 	resp, err := c.stream.Get("http://tapvs" + path)

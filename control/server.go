@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -164,6 +165,12 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("DELETE /v1/services/{proto}/{addr}/laddrs/{lip}", func(w http.ResponseWriter, r *http.Request) {
 		s.done(w, r, m.DeleteLocalAddr(svcKey(r), r.PathValue("lip")))
 	})
+	mux.HandleFunc("POST /v1/batch", func(w http.ResponseWriter, r *http.Request) {
+		var b Batch
+		if decode(w, r, &b) {
+			s.done(w, r, m.Batch(b.Ops))
+		}
+	})
 	mux.HandleFunc("GET /v1/conns", func(w http.ResponseWriter, r *http.Request) { reply(w, m.Conns()) })
 	mux.HandleFunc("GET /v1/timeouts", func(w http.ResponseWriter, r *http.Request) { reply(w, m.Timeouts()) })
 	mux.HandleFunc("PUT /v1/timeouts", func(w http.ResponseWriter, r *http.Request) {
@@ -184,10 +191,22 @@ func (s *Server) Handler() http.Handler {
 	return mux
 }
 
+// maxBody bounds a request body: a batch of ten thousand services with their
+// servers fits well within it.
+const maxBody = 64 << 20
+
+// decode reads a request body that is exactly one JSON value of v's shape:
+// unknown fields, a second value or anything else after it is refused.
 func decode(w http.ResponseWriter, r *http.Request, v any) bool {
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20))
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
+	err := dec.Decode(v)
+	if err == nil {
+		if dec.Decode(&json.RawMessage{}) != io.EOF {
+			err = errors.New("more after the JSON value")
+		}
+	}
+	if err != nil {
 		fail(w, &Error{Code: CodeInvalid, Message: "request body: " + err.Error()}, 400)
 		return false
 	}
@@ -219,8 +238,16 @@ func (s *Server) done(w http.ResponseWriter, r *http.Request, err error) {
 		code = ae.Code
 	}
 	s.log.Warn("control: refused", "op", r.Method+" "+r.URL.Path, "err", err)
-	fail(w, &Error{Code: code, Message: strings.TrimSpace(err.Error())}, status)
+	e := &Error{Code: code, Message: strings.TrimSpace(err.Error())}
+	var be *BatchError
+	if errors.As(err, &be) {
+		e.Message, e.Op = strings.TrimSpace(be.Err.Error()), &be.Index
+	}
+	fail(w, e, status)
 }
+
+// maxCapture bounds the frames of one capture.
+const maxCapture = 1000000
 
 // capture streams a pcap of a service's frames on both sides, as received
 // and as sent: ?proto=tcp&addr=VIP:port&count=N&timeout=30s.
@@ -232,13 +259,18 @@ func (s *Server) capture(w http.ResponseWriter, r *http.Request) {
 		s.done(w, r, err)
 		return
 	}
-	count, err := strconv.Atoi(q.Get("count"))
-	if err != nil || count < 1 || count > 1000000 {
-		count = 100
+	count, timeout := 100, 30*time.Second
+	if v := q.Get("count"); v != "" {
+		if count, err = strconv.Atoi(v); err != nil || count < 1 || count > maxCapture {
+			fail(w, &Error{Code: CodeInvalid, Message: fmt.Sprintf("count: %q is not a number from 1 to %d", v, maxCapture)}, 400)
+			return
+		}
 	}
-	timeout, err := time.ParseDuration(q.Get("timeout"))
-	if err != nil || timeout <= 0 {
-		timeout = 30 * time.Second
+	if v := q.Get("timeout"); v != "" {
+		if timeout, err = time.ParseDuration(v); err != nil || timeout <= 0 || timeout > time.Hour {
+			fail(w, &Error{Code: CodeInvalid, Message: fmt.Sprintf("timeout: %q is not a duration from 1ns to 1h", v)}, 400)
+			return
+		}
 	}
 	tap, err := s.m.bal.StartTap(svc, 4096)
 	if err != nil {

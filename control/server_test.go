@@ -1,6 +1,7 @@
 package control
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -127,5 +128,88 @@ func TestSocketIsPrivate(t *testing.T) {
 	// And a second tapvs may not take the socket over.
 	if err := NewServer(newManager(t), slog.New(slog.NewTextHandler(io.Discard, nil))).Listen(sock); err == nil || !strings.Contains(err.Error(), "another tapvs") {
 		t.Fatalf("second listener: %v", err)
+	}
+}
+
+// Issue 9, item 3: the API reads exactly one JSON value, and refuses
+// addresses and values the balancer cannot use, each with the reason and
+// without changing anything.
+func TestAPIRefusesBadInput(t *testing.T) {
+	m := newManager(t)
+	srv := httptest.NewServer(NewServer(m, slog.New(slog.NewTextHandler(io.Discard, nil))).Handler())
+	defer srv.Close()
+	do := func(method, path, body string) (int, string) {
+		req, _ := http.NewRequest(method, srv.URL+path, strings.NewReader(body))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if c, b := do("POST", "/v1/services", `{"protocol":"tcp","addr":"10.0.0.1:80"}`); c != 204 {
+		t.Fatalf("add: %d %s", c, b)
+	}
+	if c, b := do("POST", "/v1/services/tcp/10.0.0.1:80/laddrs", `{"addr":"10.0.9.1"}`); c != 204 {
+		t.Fatalf("add LIP: %d %s", c, b)
+	}
+	before := m.Services()
+	for _, tc := range []struct{ method, path, body, want string }{
+		{"POST", "/v1/services", `{"protocol":"tcp","addr":"10.0.0.2:80"} junk`, "more after the JSON value"},
+		{"POST", "/v1/services", `{"protocol":"tcp","addr":"10.0.0.2:80"}{"protocol":"tcp","addr":"10.0.0.3:80"}`, "more after the JSON value"},
+		{"POST", "/v1/services", `{"protocol":"tcp","addr":"0.0.0.0:80"}`, "the unspecified address"},
+		{"POST", "/v1/services", `{"protocol":"tcp","addr":"255.255.255.255:80"}`, "the broadcast address"},
+		{"POST", "/v1/services", `{"protocol":"tcp","addr":"224.1.1.1:80"}`, "multicast"},
+		{"POST", "/v1/services", `{"protocol":"tcp","addr":"127.0.0.1:80"}`, "loopback"},
+		{"POST", "/v1/services", `{"protocol":"tcp","addr":"10.0.9.1:80"}`, "is already a local address"},
+		{"POST", "/v1/services", `{"protocol":"tcp","addr":"10.0.0.2:80","established_timeout":4294967295}`, "ESTABLISHED timeout"},
+		{"POST", "/v1/services/tcp/10.0.0.1:80/dests", `{"addr":"0.0.0.0:80"}`, "the unspecified address"},
+		{"POST", "/v1/services/tcp/10.0.0.1:80/dests", `{"addr":"10.1.0.1:0"}`, "port 0"},
+		{"POST", "/v1/services/tcp/10.0.0.1:80/dests", `{"addr":"10.0.9.1:80"}`, "is already a local address"},
+		{"POST", "/v1/services/tcp/10.0.0.1:80/dests", `{"addr":"10.1.0.1:80","weight":1.5}`, "request body"},
+		{"POST", "/v1/services/tcp/10.0.0.1:80/laddrs", `{"addr":"10.0.0.1"}`, "is already a VIP"},
+		{"PUT", "/v1/timeouts", `{"tcp":4294967295}`, "is not a timeout"},
+		{"POST", "/v1/batch", `{"ops":[{"op":"add-service","service":{"protocol":"tcp","addr":"10.0.0.5:80"}},{"op":"frobnicate"}]}`, `"op":1`},
+	} {
+		c, body := do(tc.method, tc.path, tc.body)
+		if c < 400 || !strings.Contains(body, tc.want) || strings.Count(strings.TrimSpace(body), "\n") != 0 {
+			t.Errorf("%s %s %s: %d %s, want one line with %q", tc.method, tc.path, tc.body, c, body, tc.want)
+		}
+	}
+	if after := m.Services(); fmt.Sprint(after) != fmt.Sprint(before) {
+		t.Fatalf("refused requests changed the state:\n%+v\n%+v", before, after)
+	}
+	if tos := m.Timeouts(); tos.TCP != 90 {
+		t.Fatalf("timeouts changed: %+v", tos)
+	}
+}
+
+// A batch is applied whole: every operation, checked against the ones
+// before it, and one publish.
+func TestBatchAppliesAll(t *testing.T) {
+	m := newManager(t)
+	w := 3
+	ops := []Op{
+		{Op: "add-service", Service: &ServiceSpec{ServiceKey: ServiceKey{Protocol: "tcp", Addr: "10.0.0.1:80"}, Scheduler: "wrr"}},
+		{Op: "add-laddr", Service: &ServiceSpec{ServiceKey: ServiceKey{Protocol: "tcp", Addr: "10.0.0.1:80"}}, LocalAddr: "10.0.9.1"},
+		{Op: "add-dest", Service: &ServiceSpec{ServiceKey: ServiceKey{Protocol: "tcp", Addr: "10.0.0.1:80"}}, Dest: &DestSpec{Addr: "10.1.0.1:80"}},
+		{Op: "edit-dest", Service: &ServiceSpec{ServiceKey: ServiceKey{Protocol: "tcp", Addr: "10.0.0.1:80"}}, Dest: &DestSpec{Addr: "10.1.0.1:80", Weight: &w}},
+	}
+	if err := m.Batch(ops); err != nil {
+		t.Fatal(err)
+	}
+	s := m.Services()
+	if len(s) != 1 || len(s[0].Dests) != 1 || s[0].Dests[0].Weight != 3 || len(s[0].LocalAddrs) != 1 {
+		t.Fatalf("%+v", s)
+	}
+	// The same again: the first operation is refused (it exists), nothing more happens.
+	err := m.Batch(append([]Op{{Op: "clear"}}, ops[0], ops[0]))
+	var be *BatchError
+	if !errors.As(err, &be) || be.Index != 2 || !errors.Is(err, nat.ErrServiceExists) {
+		t.Fatalf("%v", err)
+	}
+	if s := m.Services(); len(s) != 1 || len(s[0].Dests) != 1 {
+		t.Fatalf("a refused batch cleared: %+v", s)
 	}
 }

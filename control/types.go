@@ -51,6 +51,11 @@ type DestSpec struct {
 	Forward string `json:"forward,omitempty"`
 }
 
+// Batch is a list of operations applied as one (POST /v1/batch).
+type Batch struct {
+	Ops []Op `json:"ops"`
+}
+
 // Service is a service as listed.
 type Service struct {
 	ServiceKey
@@ -133,6 +138,8 @@ const (
 type Error struct {
 	Code    string `json:"code"`
 	Message string `json:"error"`
+	// Op is, for a refused batch, which operation (from 0) was refused.
+	Op *int `json:"op,omitempty"`
 }
 
 func (e *Error) Error() string { return e.Message }

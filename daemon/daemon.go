@@ -5,7 +5,6 @@ package daemon
 import (
 	"crypto/rand"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net/netip"
 	"sync"
@@ -98,29 +97,17 @@ func Start(cfg *config.Config, log *slog.Logger) (_ *Daemon, err error) {
 	bal, err := nat.New(nat.Config{
 		MaxConns: cfg.MaxConns, PortMin: cfg.PortMin, PortMax: cfg.PortMax, Timeouts: cfg.Timeouts, PortQuarantine: cfg.PortQuarantine,
 		ClientMAC: nics[0].MAC, ServerMAC: nics[1].MAC,
-		Resolve:  func(d *nat.Dest) { st.RequestResolve(d) },
-		Transmit: func(out nat.Side, vnet, frame []byte) { st.Transmit(out, vnet, frame) },
-		Synproxy: cfg.Synproxy,
+		Resolve:   func(d *nat.Dest) { st.RequestResolve(d) },
+		Transmit:  func(out nat.Side, vnet, frame []byte) { st.Transmit(out, vnet, frame) },
+		Synproxy:  cfg.Synproxy,
+		ClientNet: cfg.Client.Address, ServerNet: cfg.Server.Address,
+		Readers: cfg.Client.Queues + cfg.Server.Queues,
 	})
 	if err != nil {
 		return nil, err
 	}
-	for i, sc := range cfg.Services {
-		to := sc.Timeouts
-		svc, err := bal.AddService(nat.ServiceConfig{Name: sc.Name, Addr: sc.VIP, Port: sc.Port, Protocol: sc.Protocol, Scheduler: sc.Scheduler, Timeouts: &to, Synproxy: sc.Synproxy})
-		if err != nil {
-			return nil, fmt.Errorf("services[%d]: %w", i, err)
-		}
-		for _, l := range sc.LocalAddresses {
-			if _, err := bal.AddLocalAddr(svc, l); err != nil {
-				return nil, fmt.Errorf("services[%d]: %w", i, err)
-			}
-		}
-		for _, rs := range sc.RealServers {
-			if _, err := svc.AddDest(rs.Address, rs.Port, rs.Weight); err != nil {
-				return nil, fmt.Errorf("services[%d]: %w", i, err)
-			}
-		}
+	if err := bal.Update(func(tx *nat.Tx) error { return cfg.Apply(tx, nil) }); err != nil {
+		return nil, err
 	}
 	if st, err = netstack.New(bal, nics[0], nics[1], log); err != nil {
 		return nil, err
@@ -128,12 +115,6 @@ func Start(cfg *config.Config, log *slog.Logger) (_ *Daemon, err error) {
 	d := &Daemon{Balancer: bal, Stack: st, stop: make(chan struct{}), log: log}
 	d.cfg.Store(cfg)
 	d.Manager = control.NewManager(bal, d.sync)
-	d.Manager.ValidLIP = func(a netip.Addr) error {
-		if !cfg.Server.Address.Contains(a) {
-			return fmt.Errorf("local address %s is not in the server side's subnet %s", a, cfg.Server.Address.Masked())
-		}
-		return nil
-	}
 	// The stack answers for the VIPs and LIPs before the first frame is read;
 	// an address it refuses is a start-up error, not a half-configured tapvs.
 	if err := d.sync(); err != nil {

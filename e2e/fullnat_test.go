@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +17,7 @@ import (
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
 
+	"github.com/tapvs/tapvs/csum"
 	"github.com/tapvs/tapvs/lab"
 	"github.com/tapvs/tapvs/nat"
 	"github.com/tapvs/tapvs/netstack"
@@ -49,7 +51,7 @@ func (e *env) get(hc *http.Client) (rs string, saw netip.AddrPort) {
 
 func (e *env) service(name string) *nat.Service {
 	for _, s := range e.d.Balancer.Services() {
-		if s.Name == name {
+		if s.Name() == name {
 			return s
 		}
 	}
@@ -333,7 +335,7 @@ func TestMalformedFramesDropped(t *testing.T) {
 	mutate("IHL below 5", func(b []byte) []byte { b[14] = 0x43; return b })
 	mutate("total length past the frame", func(b []byte) []byte { b[16], b[17] = 0x05, 0xdc; return b })
 	mutate("total length below the header", func(b []byte) []byte { b[16], b[17] = 0, 12; return b })
-	mutate("truncated TCP header", func(b []byte) []byte { b[16], b[17] = 0, 30; return b[:14+30] })
+	mutate("truncated TCP header", func(b []byte) []byte { b[16], b[17] = 0, 30; fixIPChecksum(b); return b[:14+30] })
 	mutate("TCP data offset past the packet", func(b []byte) []byte { b[14+20+12] = 0xf0; return b })
 	mutate("TCP data offset below 5", func(b []byte) []byte { b[14+20+12] = 0x30; return b })
 
@@ -344,6 +346,9 @@ func TestMalformedFramesDropped(t *testing.T) {
 		done <- err
 	}()
 	before := e.d.Balancer.Stats.Drop(nat.DropMalformed)
+	badSum := append([]byte(nil), good...)
+	badSum[14+8]-- // TTL, the header checksum left as it was
+	beforeSum := e.d.Balancer.Stats.Drop(nat.DropBadIPChecksum)
 	const rounds = 50
 	var frames [][]byte
 	for range rounds {
@@ -352,6 +357,10 @@ func TestMalformedFramesDropped(t *testing.T) {
 		}
 	}
 	sent, err := inject(e.top.Client, e.top.TapClient, frames...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sentSum, err := inject(e.top.Client, e.top.TapClient, badSum, badSum, badSum)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -367,6 +376,9 @@ func TestMalformedFramesDropped(t *testing.T) {
 	}
 	if e.d.Balancer.Stats.Drop(nat.DropMalformed) != want {
 		t.Fatalf("malformed drops %d, want exactly %d", e.d.Balancer.Stats.Drop(nat.DropMalformed), want)
+	}
+	if !eventually(2*time.Second, func() bool { return e.d.Balancer.Stats.Drop(nat.DropBadIPChecksum) == beforeSum+uint64(sentSum) }) || sentSum == 0 {
+		t.Fatalf("bad_ip_checksum drops %d, want %d", e.d.Balancer.Stats.Drop(nat.DropBadIPChecksum)-beforeSum, sentSum)
 	}
 	hc := lab.HTTPClient(e.top.Client, 5*time.Second)
 	e.get(hc) // still serving
@@ -441,4 +453,12 @@ func TestMultiQueueTAPs(t *testing.T) {
 		}
 	}
 	t.Logf("queues that received frames: client %d, server %d", used[0], used[1])
+}
+
+// fixIPChecksum recomputes a frame's IPv4 header checksum after a test
+// changed a field of it.
+func fixIPChecksum(b []byte) {
+	ip := b[14 : 14+int(b[14]&0xf)*4]
+	ip[10], ip[11] = 0, 0
+	binary.BigEndian.PutUint16(ip[10:], csum.Checksum(ip, 0))
 }

@@ -158,7 +158,13 @@ func TestIpvsadmErrorsLeaveStateAlone(t *testing.T) {
 		{[]string{"-A", "-t", "172.25.254.100:81", "-s", "fifo"}, `"fifo" is not a scheduler`},
 		{[]string{"-a", "-t", "172.25.254.100:80", "-r", "10.20.1.3:80", "-w", "70000"}, "Illegal weight specified"},
 		{[]string{"-a", "-t", "172.25.254.100:80", "-r", "10.20.1.3:80", "-m"}, "FULLNAT only"},
-		{[]string{"-P", "-t", "172.25.254.100:80", "-z", "127.0.0.1:80"}, "not in the server side's subnet"},
+		{[]string{"-P", "-t", "172.25.254.100:80", "-z", "127.0.0.1:80"}, "local address 127.0.0.1 is a loopback address"},
+		{[]string{"-P", "-t", "172.25.254.100:80", "-z", "10.9.9.9"}, "not in the server side's subnet"},
+		{[]string{"-A", "-t", "0.0.0.0:80"}, "VIP 0.0.0.0 is the unspecified address"},
+		{[]string{"-A", "-t", "172.25.84.10:80"}, "VIP 172.25.84.10 is already a local address"},
+		{[]string{"-a", "-t", "172.25.254.100:80", "-r", "172.25.84.10:80"}, "real server 172.25.84.10:80 is already a local address"},
+		{[]string{"-a", "-t", "172.25.254.100:80", "-r", "10.20.1.3:80", "-r", "10.20.1.4:80"}, "multiple '--real-server' options specified"},
+		{[]string{"-E", "-t", "172.25.254.100:80", "-V", "4294967295"}, "ESTABLISHED timeout"},
 		{[]string{"-A", "-t", "not-an-address:80"}, "Illegal address or port"},
 		{[]string{"-A", "-u", "172.25.254.100:53", "-j", "enable"}, "only a TCP service can have a SYN proxy"},
 	}
@@ -187,6 +193,15 @@ func TestIpvsadmSaveRestoreAndFriends(t *testing.T) {
 	e.must("-C")
 	if out := e.must("-Sn"); out != "" {
 		t.Fatalf("after -C: %q", out)
+	}
+	// A restore is one transaction: a refused line (the last) leaves
+	// nothing of the others behind.
+	if _, errOut, code := e.adm(saved+"-a -t 172.25.254.100:80 -r 0.0.0.0:80\n", "-R"); code == 0 ||
+		!strings.Contains(errOut, "-r 0.0.0.0:80: real server 0.0.0.0:80 is the unspecified address") || !strings.Contains(errOut, "nothing was restored") {
+		t.Fatalf("-R with a bad line: exit %d %q", code, errOut)
+	}
+	if out := e.must("-Sn"); out != "" {
+		t.Fatalf("a refused restore applied: %q", out)
 	}
 	if _, errOut, code := e.adm(saved, "-R"); code != 0 {
 		t.Fatalf("-R: %s", errOut)

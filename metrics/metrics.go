@@ -107,9 +107,9 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for _, s := range c.bal.Services() {
 		vip := fmt.Sprintf("%s/%s", s.Protocol, netipPort(s))
-		counter(dSvcConns, s.Traffic().Conns, s.Name, vip)
+		counter(dSvcConns, s.Traffic().Conns, s.Name(), vip)
 		for _, d := range s.Dests() {
-			l := []string{s.Name, vip, d.String()}
+			l := []string{s.Name(), vip, d.String()}
 			a, ia, total := d.Conns()
 			gauge(dActive, float64(a), l...)
 			gauge(dInactive, float64(ia), l...)
@@ -128,7 +128,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		}
 		for _, la := range s.LocalAddrs() {
 			n, conf, ex := la.Stats()
-			l := []string{s.Name, vip, la.Addr.String()}
+			l := []string{s.Name(), vip, la.Addr.String()}
 			gauge(dLIPConns, float64(n), l...)
 			counter(dLIPConf, conf, l...)
 			counter(dLIPExh, ex, l...)

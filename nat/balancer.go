@@ -14,7 +14,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"math/rand/v2"
+	"math/bits"
 	"net/netip"
 	"slices"
 	"sync"
@@ -58,6 +58,10 @@ type Config struct {
 	Timeouts Timeouts // default for services that do not set their own
 	// MACs of tapvs's own two NICs: the source of every forwarded frame.
 	ClientMAC, ServerMAC [6]byte
+	// Readers is how many readers hand frames to Process (Frame.Queue is
+	// below it): each real server keeps a traffic counter per reader. 0 is
+	// MaxQueues.
+	Readers int
 	// Resolve is asked to (re)resolve a server's next hop when a packet finds
 	// it unknown. It must not block.
 	Resolve func(*Dest)
@@ -66,6 +70,12 @@ type Config struct {
 	// a plain frame). The frame may be reused once it returns.
 	Transmit func(out Side, vnet, frame []byte)
 	Synproxy SynproxyConfig
+	// ClientNet and ServerNet are tapvs's own address on each side with its
+	// subnet. No VIP, LIP or real server may be one of them (or a subnet's
+	// network or broadcast address), LIPs must be in ServerNet (the stack
+	// answers ARP for them there) and real servers outside ClientNet. The
+	// zero Prefix checks nothing (tests).
+	ClientNet, ServerNet netip.Prefix
 	// PortQuarantine keeps a closed TCP connection's (LIP, lport, RIP,
 	// rport) from being reused for this long: the real server may hold it
 	// in TIME_WAIT (Linux: 60s) and would answer a new SYN with the old
@@ -90,6 +100,7 @@ type Balancer struct {
 	retiredSvcs []*Service   // services deleted while connections still use them; under mu
 	tap         atomic.Pointer[Tap]
 	quarantined atomic.Int64 // reply tuples in quarantine after the last sweep
+	readers     int          // Config.Readers rounded up to a power of two
 }
 
 // Quarantined is how many closed connections' local ports are held back
@@ -118,8 +129,11 @@ func New(cfg Config) (*Balancer, error) {
 	if cfg.Transmit == nil {
 		cfg.Transmit = func(Side, []byte, []byte) {}
 	}
+	if cfg.Readers <= 0 || cfg.Readers > MaxQueues {
+		cfg.Readers = MaxQueues
+	}
 	cfg.Synproxy.setDefaults()
-	b := &Balancer{cfg: cfg, table: newTable(cfg.MaxConns)}
+	b := &Balancer{cfg: cfg, table: newTable(cfg.MaxConns), readers: 1 << bits.Len(uint(cfg.Readers-1))}
 	b.sp.init()
 	b.set.Store(&serviceSet{byKey: map[svcKey]*Service{}, vips: map[addr16]struct{}{}, lips: map[addr16]struct{}{}})
 	return b, nil
@@ -140,47 +154,23 @@ type ServiceConfig struct {
 }
 
 // AddService adds a virtual service with no real servers and no local
-// addresses yet.
-func (b *Balancer) AddService(sc ServiceConfig) (*Service, error) {
-	if !sc.Addr.Is4() {
-		return nil, fmt.Errorf("service %s: only IPv4 VIPs are supported yet", sc.Addr)
-	}
-	if err := ValidScheduler(sc.Scheduler); err != nil {
-		return nil, fmt.Errorf("service %s:%d: %w", sc.Addr, sc.Port, err)
-	}
-	to := b.cfg.Timeouts
-	if sc.Timeouts != nil {
-		to = *sc.Timeouts
-	}
-	s := &Service{
-		Name: sc.Name, Addr: sc.Addr, Port: sc.Port, Protocol: sc.Protocol,
-		key:       svcKey{addr: sc.Addr.As16(), port: sc.Port, proto: sc.Protocol},
-		schedName: sc.Scheduler,
-	}
-	s.timeouts.Store(&to)
-	s.synproxy.Store(sc.Synproxy)
-	s.dests.Store(&destSet{sched: newScheduler(sc.Scheduler, nil)})
-	s.laddrs.Store(&[]*LocalAddr{})
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	cur := b.set.Load()
-	if _, ok := cur.byKey[s.key]; ok {
-		return nil, fmt.Errorf("service %s: %w", s, ErrServiceExists)
-	}
-	b.publish(append(slices.Clone(cur.list), s))
-	return s, nil
+// addresses yet: a Tx of one change.
+func (b *Balancer) AddService(sc ServiceConfig) (s *Service, err error) {
+	err = b.Update(func(tx *Tx) error {
+		s, err = tx.AddService(sc)
+		return err
+	})
+	return s, err
 }
 
-// AddLocalAddr adds a LIP to a service and starts answering for it.
-func (b *Balancer) AddLocalAddr(s *Service, addr netip.Addr) (*LocalAddr, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	l, err := s.AddLocalAddr(addr, rand.Uint32())
-	if err != nil {
-		return nil, err
-	}
-	b.publish(b.set.Load().list)
-	return l, nil
+// AddLocalAddr adds a LIP to a service and starts answering for it: a Tx
+// of one change.
+func (b *Balancer) AddLocalAddr(s *Service, addr netip.Addr) (l *LocalAddr, err error) {
+	err = b.Update(func(tx *Tx) error {
+		l, err = tx.AddLocalAddr(s, addr)
+		return err
+	})
+	return l, err
 }
 
 // Services lists the virtual services.

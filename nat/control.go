@@ -26,19 +26,15 @@ func (b *Balancer) Service(proto Protocol, addr netip.Addr, port uint16) (*Servi
 	return nil, fmt.Errorf("%s %s: %w", proto, netip.AddrPortFrom(addr, port), ErrNoService)
 }
 
-// DeleteService removes a virtual service. New flows to it are dropped as
-// no_service; its open connections continue until they end, as in IPVS.
+// DeleteService removes a virtual service: a Tx of one change.
 func (b *Balancer) DeleteService(proto Protocol, addr netip.Addr, port uint16) error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	cur := b.set.Load()
-	s := cur.byKey[svcKey{addr: addr.As16(), port: port, proto: proto}]
-	if s == nil {
-		return fmt.Errorf("%s %s: %w", proto, netip.AddrPortFrom(addr, port), ErrNoService)
-	}
-	b.retire(s)
-	b.publish(slices.DeleteFunc(slices.Clone(cur.list), func(x *Service) bool { return x == s }))
-	return nil
+	return b.Update(func(tx *Tx) error {
+		s, err := tx.Service(proto, addr, port)
+		if err == nil {
+			tx.DeleteService(s)
+		}
+		return err
+	})
 }
 
 // retire keeps a deleted service's VIP and LIPs answered while its
@@ -75,34 +71,14 @@ func (b *Balancer) Addresses() (vips, lips []netip.Addr) {
 	return vips, lips
 }
 
-// Clear removes every virtual service (ipvsadm -C).
+// Clear removes every virtual service (ipvsadm -C): a Tx.
 func (b *Balancer) Clear() {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	for _, s := range b.set.Load().list {
-		b.retire(s)
-	}
-	b.publish(nil)
+	b.Update(func(tx *Tx) error { tx.Clear(); return nil })
 }
 
-// DeleteLocalAddr takes a LIP off a service. Connections bound to it keep
-// working until they end.
+// DeleteLocalAddr takes a LIP off a service: a Tx of one change.
 func (b *Balancer) DeleteLocalAddr(s *Service, addr netip.Addr) error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	s.mu.Lock()
-	cur := *s.laddrs.Load()
-	i := slices.IndexFunc(cur, func(l *LocalAddr) bool { return l.Addr == addr })
-	if i < 0 {
-		s.mu.Unlock()
-		return fmt.Errorf("local address %s: %w", addr, ErrNoLocalAddr)
-	}
-	next := slices.Delete(slices.Clone(cur), i, i+1)
-	s.laddrs.Store(&next)
-	s.mu.Unlock()
-	b.retireLIPs(cur[i : i+1])
-	b.publish(b.set.Load().list)
-	return nil
+	return b.Update(func(tx *Tx) error { return tx.DeleteLocalAddr(s, addr) })
 }
 
 // retireLIPs keeps LIPs answered while connections use them. Caller holds b.mu.
@@ -117,10 +93,8 @@ func (b *Balancer) retireLIPs(ls []*LocalAddr) {
 // SetTimeouts sets the ESTABLISHED, FIN_WAIT and UDP timeouts of every
 // service and of services made later (ipvsadm --set tcp tcpfin udp); zero
 // leaves a value unchanged.
-func (b *Balancer) SetTimeouts(tcp, tcpfin, udp time.Duration) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	apply := func(t *Timeouts) {
+func (tx *Tx) SetAllTimeouts(tcp, tcpfin, udp time.Duration) error {
+	apply := func(t Timeouts) Timeouts {
 		if tcp > 0 {
 			t.TCP[stEstablished] = tcp
 		}
@@ -130,13 +104,17 @@ func (b *Balancer) SetTimeouts(tcp, tcpfin, udp time.Duration) {
 		if udp > 0 {
 			t.UDP = udp
 		}
+		return t
 	}
-	apply(&b.cfg.Timeouts)
-	for _, s := range b.set.Load().list {
-		t := s.Timeouts()
-		apply(&t)
-		s.SetTimeouts(t)
+	if err := tx.SetDefaultTimeouts(apply(tx.DefaultTimeouts())); err != nil {
+		return err
 	}
+	for _, s := range tx.list {
+		if err := tx.SetTimeouts(s, apply(tx.Timeouts(s))); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // DefaultTimeouts are the timeouts new services get.

@@ -9,7 +9,7 @@ type Frame struct {
 	Buf []byte
 	Off int
 	Len int
-	// Queue is the reader that read the frame (0 to MaxQueues-1): per-server
+	// Queue is the reader that read the frame (0 to Config.Readers-1): per-server
 	// counters are kept per reader so no cache line is written by all.
 	Queue int
 	// VNet is the frame's virtio-net header (10 bytes) on a TAP with

@@ -74,7 +74,7 @@ type Dest struct {
 	// written by the neighbor resolver, read by every packet.
 	mac atomic.Uint64
 
-	traffic     [MaxQueues]queueTraffic
+	traffic     []queueTraffic // one per reader, a power of two of them (Config.Readers)
 	rate        atomic.Pointer[Rate]
 	lastTraffic atomic.Pointer[Traffic] // the estimator's previous sample
 }
@@ -82,6 +82,13 @@ type Dest struct {
 // MaxQueues bounds the readers (TAP queues of both sides together) that keep
 // their own traffic counters.
 const MaxQueues = 128
+
+// newDest makes a real server of s with a traffic counter per reader.
+func (s *Service) newDest(addr netip.Addr, port uint16, weight int) *Dest {
+	d := &Dest{Addr: addr, Port: port, a16: addr.As16(), svc: s, traffic: make([]queueTraffic, s.readers)}
+	d.weight.Store(int32(weight))
+	return d
+}
 
 // queueTraffic is one reader's count of one server's traffic, on its own
 // cache line.
@@ -144,7 +151,7 @@ func (d *Dest) zero() {
 }
 
 func (d *Dest) count(q int, out bool, bytes int) {
-	t := &d.traffic[q&(MaxQueues-1)]
+	t := &d.traffic[q&(len(d.traffic)-1)]
 	if out {
 		t.outPkts.Add(1)
 		t.outBytes.Add(uint64(bytes))
@@ -208,7 +215,6 @@ func (l *LocalAddr) Stats() (conns int64, conflicts, exhausted uint64) {
 
 // Service is a virtual service: VIP:port and protocol.
 type Service struct {
-	Name     string
 	Addr     netip.Addr
 	Port     uint16
 	Protocol Protocol
@@ -222,10 +228,15 @@ type Service struct {
 	// consistent list and scheduler without a lock.
 	dests  atomic.Pointer[destSet]
 	laddrs atomic.Pointer[[]*LocalAddr]
-	mu     sync.Mutex // serialises control-plane changes to dests and laddrs
+	mu     sync.Mutex // serialises changes to dests and laddrs: a Tx's commit, a health check's
 
-	schedName string
+	readers   int // the balancer's Config.Readers, rounded up to a power of two
+	name      atomic.Pointer[string]
+	schedName atomic.Pointer[string]
 }
+
+// Name is the service's name (its label in metrics).
+func (s *Service) Name() string { return *s.name.Load() }
 
 // destSet is an immutable list of real servers with the scheduler built for it.
 type destSet struct {
@@ -240,21 +251,13 @@ func (s *Service) Dests() []*Dest { return s.dests.Load().all }
 func (s *Service) LocalAddrs() []*LocalAddr { return *s.laddrs.Load() }
 
 // Scheduler is the scheduler's name.
-func (s *Service) Scheduler() string { return s.schedName }
+func (s *Service) Scheduler() string { return *s.schedName.Load() }
 
 // Synproxy reports whether SYNs to the service are answered with cookies.
 func (s *Service) Synproxy() bool { return s.synproxy.Load() }
 
-// SetSynproxy turns the SYN proxy on or off for new connections (ipvsadm -j).
-// Connections already open keep the way they were made.
-func (s *Service) SetSynproxy(on bool) { s.synproxy.Store(on) }
-
 // Timeouts are the service's connection timeouts.
 func (s *Service) Timeouts() Timeouts { return *s.timeouts.Load() }
-
-// SetTimeouts replaces the service's timeouts; open connections take them at
-// their next packet.
-func (s *Service) SetTimeouts(t Timeouts) { s.timeouts.Store(&t) }
 
 // Traffic sums the service's servers, those deleted included.
 func (s *Service) Traffic() Traffic {
@@ -279,18 +282,6 @@ func (s *Service) Rate() Rate {
 		r.OutBPS += dr.OutBPS
 	}
 	return r
-}
-
-// SetScheduler switches the service's scheduler for new connections.
-func (s *Service) SetScheduler(name string) error {
-	if err := ValidScheduler(name); err != nil {
-		return err
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.schedName = name
-	s.publish(s.dests.Load().all)
-	return nil
 }
 
 // DeleteDest removes a real server. Its open connections continue until
@@ -323,13 +314,18 @@ func (s *Service) String() string {
 	return fmt.Sprintf("%s %s", s.Protocol, netip.AddrPortFrom(s.Addr, s.Port))
 }
 
+// AddDest, SetWeight and DeleteDest change one real server at once, outside
+// any Tx: they are the health checker's (quiesce, remove, restore a server
+// that a Tx accepted). Operator changes go through a Tx, which checks them
+// against every other address.
+
 // AddDest adds a real server. Connections already open are untouched.
 func (s *Service) AddDest(addr netip.Addr, port uint16, weight int) (*Dest, error) {
-	if !addr.Is4() {
-		return nil, fmt.Errorf("real server %s: only IPv4 is supported yet", addr)
+	if err := checkHost(addr); err != nil {
+		return nil, fmt.Errorf("real server %s %w", addr, err)
 	}
-	if weight < 0 || weight > 65535 {
-		return nil, fmt.Errorf("real server %s: weight %d is out of range 0-65535", addr, weight)
+	if err := checkWeight(weight); err != nil {
+		return nil, fmt.Errorf("real server %s %w", addr, err)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -339,8 +335,7 @@ func (s *Service) AddDest(addr netip.Addr, port uint16, weight int) (*Dest, erro
 			return nil, fmt.Errorf("real server %s: %w", d, ErrDestExists)
 		}
 	}
-	d := &Dest{Addr: addr, Port: port, a16: addr.As16(), svc: s}
-	d.weight.Store(int32(weight))
+	d := s.newDest(addr, port, weight)
 	next := append(append([]*Dest(nil), cur...), d)
 	s.publish(next)
 	return d, nil
@@ -349,8 +344,8 @@ func (s *Service) AddDest(addr netip.Addr, port uint16, weight int) (*Dest, erro
 // SetWeight changes a real server's weight; 0 drains it: no new connections,
 // existing ones continue.
 func (s *Service) SetWeight(addr netip.Addr, port uint16, weight int) error {
-	if weight < 0 || weight > 65535 {
-		return fmt.Errorf("real server %s: weight %d is out of range 0-65535", addr, weight)
+	if err := checkWeight(weight); err != nil {
+		return fmt.Errorf("real server %s %w", addr, err)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -367,25 +362,5 @@ func (s *Service) SetWeight(addr netip.Addr, port uint16, weight int) error {
 
 // publish builds the scheduler for dests and swaps both in. Caller holds s.mu.
 func (s *Service) publish(dests []*Dest) {
-	s.dests.Store(&destSet{all: dests, sched: newScheduler(s.schedName, dests)})
-}
-
-// AddLocalAddr adds a LIP to the service.
-func (s *Service) AddLocalAddr(addr netip.Addr, rnd uint32) (*LocalAddr, error) {
-	if !addr.Is4() {
-		return nil, fmt.Errorf("local address %s: only IPv4 is supported yet", addr)
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	cur := *s.laddrs.Load()
-	for _, l := range cur {
-		if l.Addr == addr {
-			return nil, fmt.Errorf("local address %s: %w", addr, ErrLocalAddrExists)
-		}
-	}
-	l := &LocalAddr{Addr: addr, a16: addr.As16()}
-	l.cursor.Store(rnd) // start at a random port: a restart does not reuse the same ports first
-	next := append(append([]*LocalAddr(nil), cur...), l)
-	s.laddrs.Store(&next)
-	return l, nil
+	s.dests.Store(&destSet{all: dests, sched: newScheduler(s.Scheduler(), dests)})
 }

@@ -22,7 +22,7 @@ func synproxyRig(t *testing.T) (*rig, *[]sent) {
 		c.Synproxy = DefaultSynproxy()
 		c.Transmit = func(side Side, _, f []byte) { out = append(out, sent{side, append([]byte(nil), f...)}) }
 	})
-	r.svc.SetSynproxy(true)
+	setSynproxy(t, r)
 	r.svc.SetWeight(rs2, 8080, 0) // one server, for a predictable RIP
 	return r, &out
 }
@@ -277,7 +277,7 @@ func TestSynCookieReplyAllocs(t *testing.T) {
 
 func BenchmarkSynCookieReply(b *testing.B) {
 	r := newRig(b, TCP, "rr", func(c *Config) { c.Synproxy = DefaultSynproxy() })
-	r.svc.SetSynproxy(true)
+	setSynproxy(b, r)
 	syn := frame(b, pktSpec{src: client, dst: vip, sport: 40000, dport: 80, proto: TCP, syn: true, seq: 1, srcMAC: macClient, opts: synOpts(1460, 7, 1)})
 	orig := append([]byte(nil), syn.Bytes()...)
 	b.ReportAllocs()
@@ -447,5 +447,12 @@ func TestSynproxyOddOffsetOptionsKeepChecksums(t *testing.T) {
 	}
 	if d := decode(t, out); d.tcp.Seq != cookie+1 {
 		t.Fatalf("to client: seq %#x, want %#x", d.tcp.Seq, cookie+1)
+	}
+}
+
+func setSynproxy(t testing.TB, r *rig) {
+	t.Helper()
+	if err := r.b.Update(func(tx *Tx) error { return tx.SetSynproxy(r.svc, true) }); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -81,39 +81,45 @@ func message(err error) string {
 	return "Can not talk to tapvs: " + err.Error() + "\nIs tapvs running, and is this its control socket (--socket or TAPVS_SOCKET)?"
 }
 
-func execute(cl *control.Client, c *command, out io.Writer) error {
+// opOf turns a command that changes the rules into its control API
+// operation; ok is false for one that does not (a listing, -Z, -S).
+func opOf(c *command) (op control.Op, ok bool, err error) {
 	key := control.ServiceKey{Protocol: c.proto, Addr: c.service}
+	svc := &control.ServiceSpec{ServiceKey: key}
 	switch c.op {
 	case "add-service", "edit-service":
-		spec := control.ServiceSpec{ServiceKey: key, Scheduler: c.sched, Synproxy: c.synproxy, EstablishedTimeout: c.estTO}
+		svc.Scheduler, svc.Synproxy, svc.EstablishedTimeout = c.sched, c.synproxy, c.estTO
 		if c.persist != nil {
-			spec.Persistent = *c.persist
+			svc.Persistent = *c.persist
 		}
-		if c.op == "add-service" {
-			return cl.AddService(spec)
-		}
-		return cl.EditService(spec)
+		return control.Op{Op: c.op, Service: svc}, true, nil
 	case "delete-service":
-		return cl.DeleteService(key)
+		return control.Op{Op: c.op, Service: svc}, true, nil
 	case "clear":
-		return cl.Clear()
+		return control.Op{Op: c.op}, true, nil
 	case "add-server", "edit-server", "delete-server":
 		real, err := withServicePort(c.real, c.service)
 		if err != nil {
+			return op, false, err
+		}
+		d := &control.DestSpec{Addr: real, Weight: c.weight, Forward: c.forward}
+		return control.Op{Op: strings.Replace(c.op, "server", "dest", 1), Service: svc, Dest: d}, true, nil
+	case "add-laddr", "del-laddr":
+		return control.Op{Op: map[string]string{"add-laddr": "add-laddr", "del-laddr": "delete-laddr"}[c.op], Service: svc, LocalAddr: c.laddr}, true, nil
+	case "set":
+		return control.Op{Op: "set-timeouts", Timeouts: &control.Timeouts{TCP: c.set[0], TCPFin: c.set[1], UDP: c.set[2]}}, true, nil
+	}
+	return op, false, nil
+}
+
+func execute(cl *control.Client, c *command, out io.Writer) error {
+	if op, ok, err := opOf(c); err != nil || ok {
+		if err != nil {
 			return err
 		}
-		d := control.DestSpec{Addr: real, Weight: c.weight, Forward: c.forward}
-		switch c.op {
-		case "add-server":
-			return cl.AddDest(key, d)
-		case "edit-server":
-			return cl.EditDest(key, d)
-		}
-		return cl.DeleteDest(key, real)
-	case "add-laddr":
-		return cl.AddLocalAddr(key, c.laddr)
-	case "del-laddr":
-		return cl.DeleteLocalAddr(key, c.laddr)
+		return cl.Batch([]control.Op{op})
+	}
+	switch c.op {
 	case "get-laddr":
 		svcs, err := cl.Services()
 		if err != nil {
@@ -122,8 +128,6 @@ func execute(cl *control.Client, c *command, out io.Writer) error {
 		return printLaddrs(out, svcs, c)
 	case "zero":
 		return cl.Zero()
-	case "set":
-		return cl.SetTimeouts(control.Timeouts{TCP: c.set[0], TCPFin: c.set[1], UDP: c.set[2]})
 	case "save":
 		svcs, err := cl.Services()
 		if err != nil {
@@ -190,9 +194,15 @@ func only(svcs []control.Service, c *command) []control.Service {
 }
 
 // restore applies rules from stdin, one ipvsadm command a line (the output
-// of -S). It stops at the first failure and names the line.
+// of -S), as one transaction: every line is read and checked first, then
+// all of them are applied or, if tapvs refuses one, none. A refusal names
+// the line.
 func restore(cl *control.Client, in io.Reader, stderr io.Writer) int {
 	sc := bufio.NewScanner(in)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	var ops []control.Op
+	var lines []int
+	var texts []string
 	n := 0
 	for sc.Scan() {
 		n++
@@ -206,16 +216,35 @@ func restore(cl *control.Client, in io.Reader, stderr io.Writer) int {
 			return 1
 		}
 		c, err := parse(words)
-		if err == nil && (c.op == "restore" || c.op == "list" && len(words) == 0) {
-			err = usagef("not a rule")
-		}
+		var op control.Op
+		ok := false
 		if err == nil {
-			err = execute(cl, c, io.Discard)
+			op, ok, err = opOf(c)
+		}
+		if err == nil && !ok {
+			err = usagef("not a rule: only commands that change the rules can be restored")
 		}
 		if err != nil {
 			fmt.Fprintf(stderr, "line %d: %s: %s\n", n, line, message(err))
 			return 1
 		}
+		ops, lines, texts = append(ops, op), append(lines, n), append(texts, line)
+	}
+	if err := sc.Err(); err != nil {
+		fmt.Fprintf(stderr, "line %d: %v\n", n+1, err)
+		return 1
+	}
+	if len(ops) == 0 {
+		return 0
+	}
+	if err := cl.Batch(ops); err != nil {
+		var ae *control.Error
+		if errors.As(err, &ae) && ae.Op != nil && *ae.Op >= 0 && *ae.Op < len(ops) {
+			fmt.Fprintf(stderr, "line %d: %s: %s (nothing was restored)\n", lines[*ae.Op], texts[*ae.Op], message(err))
+		} else {
+			fmt.Fprintln(stderr, message(err))
+		}
+		return 1
 	}
 	return 0
 }

@@ -1,0 +1,61 @@
+package nat
+
+import (
+	"fmt"
+	"net/netip"
+	"runtime"
+	"testing"
+)
+
+// loadServices adds n services, each with 2 LIPs and 2 real servers, in one
+// transaction.
+func loadServices(tb testing.TB, b *Balancer, n int) {
+	err := b.Update(func(tx *Tx) error {
+		for i := range n {
+			vip := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
+			s, err := tx.AddService(ServiceConfig{Addr: vip, Port: 80, Protocol: TCP, Scheduler: "wrr"})
+			if err != nil {
+				return err
+			}
+			for l := range 2 {
+				if _, err := tx.AddLocalAddr(s, netip.AddrFrom4([4]byte{172, 25, 84, byte(10 + l)})); err != nil {
+					return err
+				}
+			}
+			for r := range 2 {
+				if _, err := tx.AddDest(s, netip.AddrFrom4([4]byte{192, 168, byte(r), byte(i)}), 8080, 1); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// BenchmarkLoadServices loads n services (2 LIPs and 2 real servers each)
+// into an empty balancer in one transaction, as a configuration file or a
+// restore does, and reports the heap the loaded services hold.
+func BenchmarkLoadServices(b *testing.B) {
+	for _, n := range []int{1000, 10000, 100000} {
+		b.Run(fmt.Sprintf("services=%d", n), func(b *testing.B) {
+			var heap uint64
+			for b.Loop() {
+				bal, _ := New(Config{MaxConns: 100, PortMin: 5000, PortMax: 65535, Timeouts: DefaultTimeouts(), Readers: 4}) // 2 queues a side
+				loadServices(b, bal, n)
+				b.StopTimer()
+				runtime.GC()
+				var ms runtime.MemStats
+				runtime.ReadMemStats(&ms)
+				heap = ms.HeapAlloc
+				if len(bal.Services()) != n {
+					b.Fatalf("%d services", len(bal.Services()))
+				}
+				b.StartTimer()
+			}
+			b.ReportMetric(float64(heap)/float64(n), "heap-B/service")
+		})
+	}
+}

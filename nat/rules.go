@@ -1,0 +1,146 @@
+package nat
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+)
+
+// The rules every address and value an operator gives must follow. They are
+// checked when a change is made (Tx), whatever it comes from: a
+// configuration file, the control API, a restore. A refusal says which
+// value and why, and nothing changes.
+
+var broadcast4 = netip.AddrFrom4([4]byte{255, 255, 255, 255})
+
+// The checks' errors are phrases ("is a multicast address") that the caller
+// puts after what it checked ("local address 224.0.0.1 ").
+
+// checkHost refuses what cannot be the address of one host: a VIP, a LIP or
+// a real server.
+func checkHost(a netip.Addr) error {
+	switch {
+	case !a.IsValid():
+		return errors.New("is missing")
+	case !a.Is4():
+		return errors.New("is not IPv4: only IPv4 is supported yet")
+	case a.IsUnspecified():
+		return errors.New("is the unspecified address, not a host")
+	case a == broadcast4:
+		return errors.New("is the broadcast address, not a host")
+	case a.IsMulticast():
+		return errors.New("is a multicast address, not a host")
+	case a.IsLoopback():
+		return errors.New("is a loopback address: it never leaves a host")
+	}
+	return nil
+}
+
+// checkOnSubnet refuses the network and broadcast addresses of a subnet
+// that a is in (none for /31 and /32, RFC 3021).
+func checkOnSubnet(a netip.Addr, p netip.Prefix, side string) error {
+	if !p.IsValid() || !p.Contains(a) || p.Bits() >= 31 {
+		return nil
+	}
+	m := p.Masked()
+	if a == m.Addr() {
+		return fmt.Errorf("is the network address of the %s side's subnet %s", side, m)
+	}
+	b := m.Addr().As4()
+	host := uint32(1)<<(32-p.Bits()) - 1
+	for i := range 4 {
+		b[i] |= byte(host >> (8 * (3 - i)))
+	}
+	if a == netip.AddrFrom4(b) {
+		return fmt.Errorf("is the broadcast address of the %s side's subnet %s", side, m)
+	}
+	return nil
+}
+
+// checkOwn refuses tapvs's own addresses and its subnets' network and
+// broadcast addresses.
+func (c *Config) checkOwn(a netip.Addr) error {
+	for _, side := range []struct {
+		p    netip.Prefix
+		name string
+	}{{c.ClientNet, "client"}, {c.ServerNet, "server"}} {
+		if side.p.IsValid() && side.p.Addr() == a {
+			return fmt.Errorf("is tapvs's own address on the %s side", side.name)
+		}
+		if err := checkOnSubnet(a, side.p, side.name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkVIP, checkLIP and checkRS are each address kind's rules that need
+// nothing but the address: the ones between addresses are the Tx's index's.
+func (c *Config) checkVIP(a netip.Addr) error {
+	if err := checkHost(a); err != nil {
+		return err
+	}
+	return c.checkOwn(a)
+}
+
+func (c *Config) checkLIP(a netip.Addr) error {
+	if err := checkHost(a); err != nil {
+		return err
+	}
+	if c.ServerNet.IsValid() && !c.ServerNet.Contains(a) {
+		// The stack answers ARP for LIPs on the server side's link: the
+		// real servers' replies must find them there.
+		return fmt.Errorf("is not in the server side's subnet %s", c.ServerNet.Masked())
+	}
+	return c.checkOwn(a)
+}
+
+func (c *Config) checkRS(a netip.Addr, port uint16) error {
+	if err := checkHost(a); err != nil {
+		return err
+	}
+	if port == 0 {
+		return errors.New("has port 0, which is not a port")
+	}
+	if c.ClientNet.IsValid() && c.ClientNet.Contains(a) {
+		return fmt.Errorf("is in the client side's subnet %s: real servers are reached from the server side", c.ClientNet.Masked())
+	}
+	return c.checkOwn(a)
+}
+
+// MaxWeight is the largest scheduling weight, as in IPVS.
+const MaxWeight = 65535
+
+func checkWeight(w int) error {
+	if w < 0 || w > MaxWeight {
+		return fmt.Errorf("has weight %d, out of range 0-%d", w, MaxWeight)
+	}
+	return nil
+}
+
+// MaxTimeout bounds every connection timeout: a deadline is the table's
+// clock plus the timeout in nanoseconds, which must never overflow, and a
+// timeout of more than a month is a typing error, not a policy.
+const MaxTimeout = 30 * 24 * time.Hour
+
+// CheckTimeout says why d cannot be a connection timeout, or nil.
+func CheckTimeout(d time.Duration) error {
+	if d <= 0 || d > MaxTimeout {
+		return fmt.Errorf("%v is not a timeout (more than 0, at most %v)", d, MaxTimeout)
+	}
+	return nil
+}
+
+// Check says which timeout is out of range, or nil.
+func (t *Timeouts) Check() error {
+	for i, d := range t.TCP {
+		if err := CheckTimeout(d); err != nil {
+			return fmt.Errorf("tcp %s: %w", lower(stateNames[i]), err)
+		}
+	}
+	if err := CheckTimeout(t.UDP); err != nil {
+		return fmt.Errorf("udp: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,559 @@
+package nat
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"slices"
+)
+
+// Tx is a set of control-plane changes made as one. Update checks each
+// change as it is made, against the state the changes before it leave, and
+// publishes them to the data path together once all are accepted; a refused
+// change refuses the whole set and leaves the running balancer as it was.
+// Every operator change goes through a Tx: a configuration loaded or
+// reloaded, each control API call, a restore (tapvsadm -R).
+//
+// A Tx costs one pass over the services (to index their addresses) and one
+// rebuild of the lookup snapshot however many changes it holds, so loading
+// n services is O(n), not n rebuilds of n.
+type Tx struct {
+	b      *Balancer
+	list   []*Service // the services as they will be
+	byKey  map[svcKey]*Service
+	stages map[*Service]*stage
+	owned  bool       // list and byKey are the Tx's copies
+	gone   []*Service // deleted, to retire at commit
+	idx    *addrIndex // built at the first change that needs it
+	deflt  *Timeouts  // new default timeouts, set at commit
+	n      int        // changes made
+}
+
+// stage holds what a Tx changes in one service until it commits.
+type stage struct {
+	fresh    bool // made by this Tx: nothing of it is published yet
+	name     *string
+	sched    *string
+	synproxy *bool
+	timeouts *Timeouts
+	// dests is the list as it will be; what the Tx did to the list is kept
+	// apart (added, deleted, weights) and done again at commit on the list
+	// as it is then, so that a health check's change made meanwhile is not
+	// undone.
+	dests   []*Dest
+	added   []*Dest
+	deleted map[destKey]bool
+	weights map[*Dest]int
+	laddrs  *[]*LocalAddr // nil: unchanged
+	retire  []*LocalAddr  // LIPs taken off
+}
+
+type destKey struct {
+	a    netip.Addr
+	port uint16
+}
+
+// Update runs fn in a transaction: the changes it makes through tx are
+// published together if fn returns nil and none of them was refused, and
+// not at all otherwise. Changes serialise: one Tx at a time.
+func (b *Balancer) Update(fn func(tx *Tx) error) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	cur := b.set.Load()
+	tx := &Tx{b: b, list: cur.list, byKey: cur.byKey, stages: map[*Service]*stage{}}
+	if err := fn(tx); err != nil {
+		return err
+	}
+	tx.commit()
+	return nil
+}
+
+// Changes is how many changes the transaction has made so far.
+func (tx *Tx) Changes() int { return tx.n }
+
+// Services lists the services as the transaction leaves them so far.
+func (tx *Tx) Services() []*Service { return tx.list }
+
+// Service finds a service as the transaction leaves it so far.
+func (tx *Tx) Service(proto Protocol, addr netip.Addr, port uint16) (*Service, error) {
+	if s := tx.byKey[svcKey{addr: addr.As16(), port: port, proto: proto}]; s != nil {
+		return s, nil
+	}
+	return nil, fmt.Errorf("%s %s: %w", proto, netip.AddrPortFrom(addr, port), ErrNoService)
+}
+
+// own makes the list and key map the transaction's own copies before it
+// changes them.
+func (tx *Tx) own() {
+	if !tx.owned {
+		tx.owned = true
+		tx.list = slices.Clone(tx.list)
+		m := make(map[svcKey]*Service, len(tx.byKey)+1)
+		for k, v := range tx.byKey {
+			m[k] = v
+		}
+		tx.byKey = m
+	}
+}
+
+func (tx *Tx) stage(s *Service) *stage {
+	st := tx.stages[s]
+	if st == nil {
+		st = &stage{dests: s.Dests(), deleted: map[destKey]bool{}, weights: map[*Dest]int{}}
+		tx.stages[s] = st
+	}
+	return st
+}
+
+// Dests are a service's real servers as the transaction leaves them.
+func (tx *Tx) Dests(s *Service) []*Dest {
+	if st := tx.stages[s]; st != nil {
+		return st.dests
+	}
+	return s.Dests()
+}
+
+// LocalAddrs are a service's LIPs as the transaction leaves them.
+func (tx *Tx) LocalAddrs(s *Service) []*LocalAddr {
+	if st := tx.stages[s]; st != nil && st.laddrs != nil {
+		return *st.laddrs
+	}
+	return s.LocalAddrs()
+}
+
+// Weight is a real server's weight as the transaction leaves it.
+func (tx *Tx) Weight(s *Service, d *Dest) int {
+	if st := tx.stages[s]; st != nil {
+		if w, ok := st.weights[d]; ok {
+			return w
+		}
+	}
+	return d.Weight()
+}
+
+// AddService adds a virtual service with no real servers and no local
+// addresses yet.
+func (tx *Tx) AddService(sc ServiceConfig) (*Service, error) {
+	b := tx.b
+	where := fmt.Sprintf("service %s", netip.AddrPortFrom(sc.Addr, sc.Port))
+	if sc.Protocol != TCP && sc.Protocol != UDP {
+		return nil, fmt.Errorf("%s: protocol %v: only tcp and udp", where, sc.Protocol)
+	}
+	if err := b.cfg.checkVIP(sc.Addr); err != nil {
+		return nil, fmt.Errorf("VIP %s %w", sc.Addr, err)
+	}
+	if sc.Port == 0 {
+		return nil, fmt.Errorf("%s: port 0 is not a port", where)
+	}
+	if err := ValidScheduler(sc.Scheduler); err != nil {
+		return nil, fmt.Errorf("%s: %w", where, err)
+	}
+	if sc.Synproxy && sc.Protocol != TCP {
+		return nil, fmt.Errorf("%s: only a TCP service can have a SYN proxy", where)
+	}
+	to := tx.DefaultTimeouts()
+	if sc.Timeouts != nil {
+		to = *sc.Timeouts
+	}
+	if err := to.Check(); err != nil {
+		return nil, fmt.Errorf("%s: timeouts: %w", where, err)
+	}
+	key := svcKey{addr: sc.Addr.As16(), port: sc.Port, proto: sc.Protocol}
+	if old := tx.byKey[key]; old != nil {
+		return nil, fmt.Errorf("service %s: %w", old, ErrServiceExists)
+	}
+	if err := tx.index().claim(sc.Addr, roleVIP); err != nil {
+		return nil, fmt.Errorf("VIP %s %w", sc.Addr, err)
+	}
+	s := &Service{Addr: sc.Addr, Port: sc.Port, Protocol: sc.Protocol, key: key, readers: b.readers}
+	s.name.Store(&sc.Name)
+	s.schedName.Store(&sc.Scheduler)
+	s.timeouts.Store(&to)
+	s.synproxy.Store(sc.Synproxy)
+	s.dests.Store(&destSet{sched: newScheduler(sc.Scheduler, nil)})
+	s.laddrs.Store(&[]*LocalAddr{})
+	tx.own()
+	tx.list = append(tx.list, s)
+	tx.byKey[key] = s
+	tx.stage(s).fresh = true
+	tx.n++
+	return s, nil
+}
+
+// DeleteService removes a virtual service. New flows to it are dropped as
+// no_service; its open connections continue until they end, as in IPVS.
+func (tx *Tx) DeleteService(s *Service) {
+	tx.own()
+	tx.list = slices.DeleteFunc(tx.list, func(x *Service) bool { return x == s })
+	delete(tx.byKey, s.key)
+	if tx.idx != nil {
+		tx.idx.release(s.Addr, roleVIP)
+		for _, l := range tx.LocalAddrs(s) {
+			tx.idx.release(l.Addr, roleLIP)
+		}
+		for _, d := range tx.Dests(s) {
+			tx.idx.release(d.Addr, roleRS)
+		}
+		tx.idx.retiring(tx.LocalAddrs(s))
+	}
+	if st := tx.stages[s]; st != nil && st.fresh {
+		delete(tx.stages, s)
+	} else {
+		tx.gone = append(tx.gone, s)
+	}
+	tx.n++
+}
+
+// Clear removes every service (ipvsadm -C).
+func (tx *Tx) Clear() {
+	for _, s := range slices.Clone(tx.list) {
+		tx.DeleteService(s)
+	}
+}
+
+// SetName names a service (its label in metrics).
+func (tx *Tx) SetName(s *Service, name string) {
+	if name != s.Name() {
+		tx.stage(s).name = &name
+		tx.n++
+	}
+}
+
+// SetScheduler switches a service's scheduler for new connections.
+func (tx *Tx) SetScheduler(s *Service, name string) error {
+	if err := ValidScheduler(name); err != nil {
+		return fmt.Errorf("service %s: %w", s, err)
+	}
+	tx.stage(s).sched = &name
+	tx.n++
+	return nil
+}
+
+// SetSynproxy turns the SYN proxy on or off for new connections (ipvsadm
+// -j); connections already open keep the way they were made.
+func (tx *Tx) SetSynproxy(s *Service, on bool) error {
+	if on && s.Protocol != TCP {
+		return fmt.Errorf("service %s: only a TCP service can have a SYN proxy", s)
+	}
+	tx.stage(s).synproxy = &on
+	tx.n++
+	return nil
+}
+
+// SetTimeouts replaces a service's timeouts; open connections take them at
+// their next packet.
+func (tx *Tx) SetTimeouts(s *Service, t Timeouts) error {
+	if err := t.Check(); err != nil {
+		return fmt.Errorf("service %s: timeouts: %w", s, err)
+	}
+	tx.stage(s).timeouts = &t
+	tx.n++
+	return nil
+}
+
+// Timeouts are a service's timeouts as the transaction leaves them.
+func (tx *Tx) Timeouts(s *Service) Timeouts {
+	if st := tx.stages[s]; st != nil && st.timeouts != nil {
+		return *st.timeouts
+	}
+	return s.Timeouts()
+}
+
+// AddDest adds a real server to a service.
+func (tx *Tx) AddDest(s *Service, addr netip.Addr, port uint16, weight int) (*Dest, error) {
+	rs := netip.AddrPortFrom(addr, port)
+	if err := tx.b.cfg.checkRS(addr, port); err != nil {
+		return nil, fmt.Errorf("real server %s %w", rs, err)
+	}
+	if err := checkWeight(weight); err != nil {
+		return nil, fmt.Errorf("real server %s %w", rs, err)
+	}
+	st := tx.stage(s)
+	if slices.ContainsFunc(st.dests, func(d *Dest) bool { return d.Addr == addr && d.Port == port }) {
+		return nil, fmt.Errorf("real server %s: %w", rs, ErrDestExists)
+	}
+	if err := tx.index().claim(addr, roleRS); err != nil {
+		return nil, fmt.Errorf("real server %s %w", rs, err)
+	}
+	d := s.newDest(addr, port, weight)
+	st.dests = append(slices.Clip(st.dests), d)
+	st.added = append(st.added, d)
+	delete(st.deleted, destKey{addr, port})
+	tx.n++
+	return d, nil
+}
+
+// SetWeight changes a real server's weight; 0 drains it: no new
+// connections, existing ones continue.
+func (tx *Tx) SetWeight(s *Service, addr netip.Addr, port uint16, weight int) error {
+	if err := checkWeight(weight); err != nil {
+		return fmt.Errorf("real server %s %w", netip.AddrPortFrom(addr, port), err)
+	}
+	st := tx.stage(s)
+	i := slices.IndexFunc(st.dests, func(d *Dest) bool { return d.Addr == addr && d.Port == port })
+	if i < 0 {
+		return fmt.Errorf("real server %s: %w", netip.AddrPortFrom(addr, port), ErrNoDest)
+	}
+	if d := st.dests[i]; slices.Contains(st.added, d) {
+		d.weight.Store(int32(weight)) // not published yet
+	} else {
+		st.weights[d] = weight
+	}
+	tx.n++
+	return nil
+}
+
+// DeleteDest removes a real server. Its open connections continue until
+// they close or expire, as in IPVS.
+func (tx *Tx) DeleteDest(s *Service, addr netip.Addr, port uint16) error {
+	st := tx.stage(s)
+	i := slices.IndexFunc(st.dests, func(d *Dest) bool { return d.Addr == addr && d.Port == port })
+	if i < 0 {
+		return fmt.Errorf("real server %s: %w", netip.AddrPortFrom(addr, port), ErrNoDest)
+	}
+	d := st.dests[i]
+	st.dests = slices.Delete(slices.Clone(st.dests), i, i+1)
+	if j := slices.Index(st.added, d); j >= 0 {
+		st.added = slices.Delete(st.added, j, j+1)
+	} else {
+		st.deleted[destKey{addr, port}] = true
+		delete(st.weights, d)
+	}
+	if tx.idx != nil {
+		tx.idx.release(addr, roleRS)
+	}
+	tx.n++
+	return nil
+}
+
+// AddLocalAddr adds a LIP to a service.
+func (tx *Tx) AddLocalAddr(s *Service, addr netip.Addr) (*LocalAddr, error) {
+	if err := tx.b.cfg.checkLIP(addr); err != nil {
+		return nil, fmt.Errorf("local address %s %w", addr, err)
+	}
+	cur := tx.LocalAddrs(s)
+	if slices.ContainsFunc(cur, func(l *LocalAddr) bool { return l.Addr == addr }) {
+		return nil, fmt.Errorf("local address %s: %w", addr, ErrLocalAddrExists)
+	}
+	if err := tx.index().claim(addr, roleLIP); err != nil {
+		return nil, fmt.Errorf("local address %s %w", addr, err)
+	}
+	l := &LocalAddr{Addr: addr, a16: addr.As16()}
+	l.cursor.Store(rand.Uint32()) // start at a random port: a restart does not reuse the same ports first
+	next := append(slices.Clone(cur), l)
+	tx.stage(s).laddrs = &next
+	tx.n++
+	return l, nil
+}
+
+// DeleteLocalAddr takes a LIP off a service. Connections bound to it keep
+// working until they end.
+func (tx *Tx) DeleteLocalAddr(s *Service, addr netip.Addr) error {
+	cur := tx.LocalAddrs(s)
+	i := slices.IndexFunc(cur, func(l *LocalAddr) bool { return l.Addr == addr })
+	if i < 0 {
+		return fmt.Errorf("local address %s: %w", addr, ErrNoLocalAddr)
+	}
+	st := tx.stage(s)
+	next := slices.Delete(slices.Clone(cur), i, i+1)
+	st.laddrs = &next
+	st.retire = append(st.retire, cur[i])
+	if tx.idx != nil {
+		tx.idx.release(addr, roleLIP)
+		tx.idx.retiring(cur[i : i+1])
+	}
+	tx.n++
+	return nil
+}
+
+// SetDefaultTimeouts sets the timeouts services made later get.
+func (tx *Tx) SetDefaultTimeouts(t Timeouts) error {
+	if err := t.Check(); err != nil {
+		return fmt.Errorf("timeouts: %w", err)
+	}
+	tx.deflt = &t
+	tx.n++
+	return nil
+}
+
+// DefaultTimeouts are the timeouts a service made now would get.
+func (tx *Tx) DefaultTimeouts() Timeouts {
+	if tx.deflt != nil {
+		return *tx.deflt
+	}
+	return tx.b.cfg.Timeouts
+}
+
+// commit publishes the staged changes: each service's own lists first, then
+// the balancer's lookup snapshot, once. Caller holds b.mu.
+func (tx *Tx) commit() {
+	b := tx.b
+	if tx.deflt != nil {
+		b.cfg.Timeouts = *tx.deflt
+	}
+	for s, st := range tx.stages {
+		s.commit(st)
+	}
+	for _, s := range tx.gone {
+		b.retire(s)
+	}
+	for _, st := range tx.stages {
+		b.retireLIPs(st.retire)
+	}
+	if tx.n > 0 {
+		b.publish(tx.list)
+	}
+}
+
+// commit applies a Tx's stage to the service.
+func (s *Service) commit(st *stage) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if st.name != nil {
+		s.name.Store(st.name)
+	}
+	if st.synproxy != nil {
+		s.synproxy.Store(*st.synproxy)
+	}
+	if st.timeouts != nil {
+		s.timeouts.Store(st.timeouts)
+	}
+	if st.laddrs != nil {
+		s.laddrs.Store(st.laddrs)
+	}
+	if st.sched != nil {
+		s.schedName.Store(st.sched)
+	}
+	cur := s.dests.Load().all
+	next, changed := cur, st.sched != nil || len(st.weights) > 0
+	if len(st.deleted) > 0 || len(st.added) > 0 {
+		changed = true
+		next = make([]*Dest, 0, len(cur)+len(st.added))
+		for _, d := range cur {
+			if st.deleted[destKey{d.Addr, d.Port}] {
+				s.gone.add(d.Traffic())
+				continue
+			}
+			next = append(next, d)
+		}
+		for _, d := range st.added {
+			if !slices.ContainsFunc(next, func(x *Dest) bool { return x.Addr == d.Addr && x.Port == d.Port }) {
+				next = append(next, d)
+			}
+		}
+	}
+	for d, w := range st.weights {
+		d.weight.Store(int32(w))
+	}
+	if changed {
+		s.publish(next)
+	}
+}
+
+// The address index keeps the kinds of address apart: a VIP, a LIP and a
+// real server are three different hosts, and none of them is tapvs.
+type addrRole uint8
+
+const (
+	roleVIP addrRole = iota
+	roleLIP
+	roleRS
+	numRoles
+)
+
+var roleNames = [numRoles]string{"a VIP", "a local address", "a real server"}
+
+type addrIndex struct {
+	use map[netip.Addr]*[numRoles]int
+	// retired are LIPs taken off their services that connections still use:
+	// they stay the server side's addresses until those end.
+	retired map[netip.Addr]int64
+}
+
+// index builds the address index of the transaction's services.
+func (tx *Tx) index() *addrIndex {
+	if tx.idx != nil {
+		return tx.idx
+	}
+	x := &addrIndex{use: map[netip.Addr]*[numRoles]int{}, retired: map[netip.Addr]int64{}}
+	for _, s := range tx.list {
+		x.add(s.Addr, roleVIP)
+		for _, l := range tx.LocalAddrs(s) {
+			x.add(l.Addr, roleLIP)
+		}
+		for _, d := range tx.Dests(s) {
+			x.add(d.Addr, roleRS)
+		}
+	}
+	for _, l := range tx.b.retired {
+		x.retiring([]*LocalAddr{l})
+	}
+	for _, s := range tx.gone {
+		x.retiring(s.LocalAddrs())
+	}
+	for _, st := range tx.stages {
+		x.retiring(st.retire)
+	}
+	tx.idx = x
+	return x
+}
+
+func (x *addrIndex) add(a netip.Addr, r addrRole) {
+	u := x.use[a]
+	if u == nil {
+		u = new([numRoles]int)
+		x.use[a] = u
+	}
+	u[r]++
+}
+
+func (x *addrIndex) release(a netip.Addr, r addrRole) {
+	if u := x.use[a]; u != nil && u[r] > 0 {
+		u[r]--
+	}
+}
+
+func (x *addrIndex) retiring(ls []*LocalAddr) {
+	for _, l := range ls {
+		if n := l.inUse.Load(); n > 0 {
+			x.retired[l.Addr] += n
+		}
+	}
+}
+
+// claim takes address a for role r, unless it already has another role.
+func (x *addrIndex) claim(a netip.Addr, r addrRole) error {
+	if u := x.use[a]; u != nil {
+		for other, n := range u {
+			if n > 0 && addrRole(other) != r {
+				return fmt.Errorf("is already %s", roleNames[other])
+			}
+		}
+	}
+	if n := x.retired[a]; n > 0 && r != roleLIP {
+		return fmt.Errorf("is still the local address of %d connections", n)
+	}
+	x.add(a, r)
+	return nil
+}
+
+// DryRun runs fn in a transaction on an empty balancer with cfg's
+// addressing, and throws it away: the rules of a Tx checked without a
+// running balancer (a configuration file's validation).
+func DryRun(cfg Config, fn func(tx *Tx) error) error {
+	b := &Balancer{cfg: cfg, readers: 1}
+	b.set.Store(&serviceSet{byKey: map[svcKey]*Service{}, vips: map[addr16]struct{}{}, lips: map[addr16]struct{}{}})
+	err := b.Update(func(tx *Tx) error {
+		if err := fn(tx); err != nil {
+			return err
+		}
+		return errDryRun
+	})
+	if err == errDryRun {
+		return nil
+	}
+	return err
+}
+
+var errDryRun = errors.New("dry run")

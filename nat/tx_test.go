@@ -1,0 +1,194 @@
+package nat
+
+import (
+	"errors"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+)
+
+func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }
+
+// addressedRig is a rig whose balancer knows tapvs's own addresses, as the
+// daemon's does.
+func addressedRig(t *testing.T) *rig {
+	return newRig(t, TCP, "rr", func(c *Config) {
+		c.ClientNet = netip.MustParsePrefix("172.25.254.254/24")
+		c.ServerNet = netip.MustParsePrefix("172.25.84.4/24")
+	})
+}
+
+// A transaction that is refused anywhere changes nothing: not the services,
+// not the addresses the data path answers for, not a weight.
+func TestTxRefusedChangesNothing(t *testing.T) {
+	r := addressedRig(t)
+	before := r.b.set.Load()
+	err := r.b.Update(func(tx *Tx) error {
+		s, err := tx.AddService(ServiceConfig{Addr: mustAddr("172.25.254.101"), Port: 80, Protocol: TCP, Scheduler: "rr"})
+		if err != nil {
+			return err
+		}
+		if _, err := tx.AddLocalAddr(s, mustAddr("172.25.84.12")); err != nil {
+			return err
+		}
+		if err := tx.SetWeight(r.svc, rs1, 8080, 9); err != nil {
+			return err
+		}
+		tx.DeleteService(r.svc)
+		_, err = tx.AddLocalAddr(s, mustAddr("10.9.9.9")) // not in the server side's subnet
+		return err
+	})
+	if err == nil || !strings.Contains(err.Error(), "10.9.9.9 is not in the server side's subnet") {
+		t.Fatalf("refusal: %v", err)
+	}
+	if r.b.set.Load() != before || len(r.b.Services()) != 1 || r.d1.Weight() != 1 {
+		t.Fatalf("a refused transaction changed the running state: %d services, weight %d", len(r.b.Services()), r.d1.Weight())
+	}
+	vips, lips := r.b.Addresses()
+	if len(vips) != 1 || len(lips) != 1 {
+		t.Fatalf("addresses after a refusal: %v %v", vips, lips)
+	}
+}
+
+// The rules between addresses: a VIP, a LIP and a real server are three
+// hosts, none of them tapvs, and each refusal says which and why.
+func TestTxAddressRules(t *testing.T) {
+	r := addressedRig(t)
+	svc := func(tx *Tx) *Service { return tx.byKey[r.svc.key] }
+	for _, tc := range []struct {
+		name string
+		do   func(tx *Tx) error
+		want string
+	}{
+		{"VIP 0.0.0.0", func(tx *Tx) error {
+			_, err := tx.AddService(ServiceConfig{Addr: mustAddr("0.0.0.0"), Port: 1, Protocol: TCP, Scheduler: "rr"})
+			return err
+		}, "VIP 0.0.0.0 is the unspecified address"},
+		{"VIP broadcast", func(tx *Tx) error {
+			_, err := tx.AddService(ServiceConfig{Addr: mustAddr("255.255.255.255"), Port: 1, Protocol: TCP, Scheduler: "rr"})
+			return err
+		}, "is the broadcast address"},
+		{"VIP multicast", func(tx *Tx) error {
+			_, err := tx.AddService(ServiceConfig{Addr: mustAddr("239.1.1.1"), Port: 1, Protocol: TCP, Scheduler: "rr"})
+			return err
+		}, "multicast"},
+		{"VIP loopback", func(tx *Tx) error {
+			_, err := tx.AddService(ServiceConfig{Addr: mustAddr("127.0.0.2"), Port: 1, Protocol: TCP, Scheduler: "rr"})
+			return err
+		}, "loopback"},
+		{"VIP own", func(tx *Tx) error {
+			_, err := tx.AddService(ServiceConfig{Addr: mustAddr("172.25.84.4"), Port: 1, Protocol: TCP, Scheduler: "rr"})
+			return err
+		}, "tapvs's own address on the server side"},
+		{"VIP is a LIP", func(tx *Tx) error {
+			_, err := tx.AddService(ServiceConfig{Addr: lip1, Port: 1, Protocol: TCP, Scheduler: "rr"})
+			return err
+		}, "is already a local address"},
+		{"VIP is a real server", func(tx *Tx) error {
+			_, err := tx.AddService(ServiceConfig{Addr: rs1, Port: 1, Protocol: TCP, Scheduler: "rr"})
+			return err
+		}, "is already a real server"},
+		{"VIP port 0", func(tx *Tx) error {
+			_, err := tx.AddService(ServiceConfig{Addr: vip, Port: 0, Protocol: TCP, Scheduler: "rr"})
+			return err
+		}, "port 0"},
+		{"LIP is a VIP", func(tx *Tx) error { _, err := tx.AddLocalAddr(svc(tx), vip); return err }, "not in the server side's subnet"},
+		{"LIP is a real server", func(tx *Tx) error {
+			if _, err := tx.AddDest(svc(tx), mustAddr("172.25.84.50"), 80, 1); err != nil {
+				return err
+			}
+			_, err := tx.AddLocalAddr(svc(tx), mustAddr("172.25.84.50"))
+			return err
+		}, "local address 172.25.84.50 is already a real server"},
+		{"LIP network address", func(tx *Tx) error { _, err := tx.AddLocalAddr(svc(tx), mustAddr("172.25.84.0")); return err }, "network address of the server side's subnet"},
+		{"LIP twice", func(tx *Tx) error { _, err := tx.AddLocalAddr(svc(tx), lip1); return err }, ErrLocalAddrExists.Error()},
+		{"RS is a LIP", func(tx *Tx) error { _, err := tx.AddDest(svc(tx), lip1, 80, 1); return err }, "real server 172.25.84.10:80 is already a local address"},
+		{"RS is a VIP", func(tx *Tx) error { _, err := tx.AddDest(svc(tx), vip, 80, 1); return err }, "client side's subnet"},
+		{"RS port 0", func(tx *Tx) error { _, err := tx.AddDest(svc(tx), mustAddr("10.1.1.1"), 0, 1); return err }, "port 0"},
+		{"RS 0.0.0.0", func(tx *Tx) error { _, err := tx.AddDest(svc(tx), mustAddr("0.0.0.0"), 80, 1); return err }, "unspecified"},
+		{"RS twice", func(tx *Tx) error { _, err := tx.AddDest(svc(tx), rs1, 8080, 1); return err }, ErrDestExists.Error()},
+		{"weight", func(tx *Tx) error { return tx.SetWeight(svc(tx), rs1, 8080, 65536) }, "out of range"},
+		{"timeout", func(tx *Tx) error {
+			to := DefaultTimeouts()
+			to.UDP = MaxTimeout + 1
+			return tx.SetTimeouts(svc(tx), to)
+		}, "udp"},
+		{"UDP synproxy", func(tx *Tx) error {
+			s, err := tx.AddService(ServiceConfig{Addr: vip, Port: 53, Protocol: UDP, Scheduler: "rr", Synproxy: true})
+			_ = s
+			return err
+		}, "only a TCP service"},
+	} {
+		err := r.b.Update(tc.do)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want %q", tc.name, err, tc.want)
+		}
+	}
+	if len(r.b.Services()) != 1 || len(r.svc.Dests()) != 2 || len(r.svc.LocalAddrs()) != 1 {
+		t.Fatal("a refused change was applied")
+	}
+}
+
+// A LIP taken off while connections use it stays the server side's address
+// until they end: it cannot become a VIP or a real server meanwhile, but
+// can once they have.
+func TestTxRetiringLIPKeepsItsRole(t *testing.T) {
+	r := addressedRig(t)
+	if v := r.b.Process(ClientSide, frame(t, pktSpec{src: client, dst: vip, sport: 40000, dport: 80, proto: TCP, syn: true, srcMAC: macClient})); v != Forward {
+		t.Fatalf("SYN: %v", v)
+	}
+	lip2 := mustAddr("172.25.84.11")
+	if _, err := r.b.AddLocalAddr(r.svc, lip2); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.b.DeleteLocalAddr(r.svc, lip1); err != nil {
+		t.Fatal(err)
+	}
+	err := r.b.Update(func(tx *Tx) error { _, err := tx.AddDest(r.svc, lip1, 80, 1); return err })
+	if err == nil || !strings.Contains(err.Error(), "is still the local address of 1 connections") {
+		t.Fatalf("real server on a retiring LIP: %v", err)
+	}
+	for _, c := range r.b.Table().Conns() {
+		if c.LIP.Addr() != lip1 {
+			t.Fatalf("connection %+v", c)
+		}
+	}
+	r.b.table.now.Store(int64(200 * time.Second)) // past its SYN_RECV timeout
+	r.b.Sweep()
+	if err := r.b.Update(func(tx *Tx) error { _, err := tx.AddDest(r.svc, lip1, 80, 1); return err }); err != nil {
+		t.Fatalf("after its connections ended: %v", err)
+	}
+}
+
+// A health check's weight change made while a transaction is open is not
+// undone by that transaction's commit.
+func TestTxKeepsConcurrentHealthChange(t *testing.T) {
+	r := newRig(t, TCP, "wrr", nil)
+	err := r.b.Update(func(tx *Tx) error {
+		if err := tx.SetWeight(r.svc, rs1, 8080, 5); err != nil {
+			return err
+		}
+		r.svc.SetWeight(rs2, 8080, 0) // the checker quiesces rs2 meanwhile
+		_, err := tx.AddDest(r.svc, mustAddr("10.20.3.2"), 8080, 2)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.d1.Weight() != 5 || r.d2.Weight() != 0 || len(r.svc.Dests()) != 3 {
+		t.Fatalf("weights %d %d, %d servers", r.d1.Weight(), r.d2.Weight(), len(r.svc.Dests()))
+	}
+}
+
+// Errors keep their kind through a transaction, for the API's codes.
+func TestTxErrorKinds(t *testing.T) {
+	r := newRig(t, TCP, "rr", nil)
+	_, err := r.b.AddService(ServiceConfig{Addr: vip, Port: 80, Protocol: TCP, Scheduler: "rr"})
+	if !errors.Is(err, ErrServiceExists) {
+		t.Fatalf("%v", err)
+	}
+	if err := r.b.DeleteService(TCP, vip, 81); !errors.Is(err, ErrNoService) {
+		t.Fatalf("%v", err)
+	}
+}
