@@ -96,6 +96,7 @@ func parse(args []string) (*command, error) {
 		c.op = op
 		return nil
 	}
+	seen := map[string]bool{}
 	for i := 0; i < len(args); i++ {
 		a := args[i]
 		if l, ok := shortLong[a]; ok {
@@ -103,8 +104,20 @@ func parse(args []string) (*command, error) {
 		} else if len(a) == 2 && a[0] == '-' && bundleable[a[1]] != "" {
 			a = bundleable[a[1]]
 		}
+		// Each option once, as ipvsadm's set_option has it: a second -r
+		// must not silently replace the first.
+		if seen[a] && a != "--tcp-service" && a != "--udp-service" {
+			if c.op != "" && "--"+c.op == a || a == "--list" || a == "--set" {
+				return nil, usagef("multiple commands specified")
+			}
+			return nil, usagef("multiple '%s' options specified", a)
+		}
+		seen[a] = true
 		val := func() (string, error) {
-			if i+1 >= len(args) {
+			// A value that looks like an option is the next option, not
+			// this one's value: --capture -t VIP lacks its file. An empty
+			// one (--capture=) is none.
+			if i+1 >= len(args) || args[i+1] == "" || len(args[i+1]) > 1 && args[i+1][0] == '-' {
 				return "", usagef("option %s requires an argument", args[i])
 			}
 			i++

@@ -65,6 +65,15 @@ func TestParseRefusals(t *testing.T) {
 		"-Y":                               "unknown option",
 		"-A -t 1.1.1.1:nosuchservice":      "Illegal address or port",
 		"-A -t 1.1.1.1:80 -j maybe":        "enable or disable",
+		// Issue 9, item 3: a second -r replaced the first; --capture took
+		// -t for its file name.
+		"-a -t 1.1.1.1:80 -r 2.2.2.2:80 -r 3.3.3.3:80": "multiple '--real-server' options specified",
+		"-A -t 1.1.1.1:80 -s rr -s wrr":                "multiple '--scheduler' options specified",
+		"-a -t 1.1.1.1:80 -r 2.2.2.2:80 -w 1 -w 2":     "multiple '--weight' options specified",
+		"--capture -t 1.1.1.1:80":                      "option --capture requires an argument",
+		"-P -t 1.1.1.1:80 -z":                          "option -z requires an argument",
+		"-l -l":                                        "multiple commands specified",
+		"-A -t 1.1.1.1:80 -A":                          "multiple commands specified",
 	} {
 		_, err := parse(strings.Fields(args))
 		if err == nil || !strings.Contains(err.Error(), want) {
