@@ -405,3 +405,37 @@ func FuzzTranslate(f *testing.F) {
 		}
 	})
 }
+
+// FuzzCookie: a cookie made for a handshake checks for it and gives back
+// the options it carried (the MSS rounded down to the table); one with any
+// of its 12 always-zero data bits flipped does not; and checking any value
+// at all never panics and gives options inside their ranges.
+func FuzzCookie(f *testing.F) {
+	f.Add([]byte{10, 0, 0, 1}, uint16(40000), uint32(12345), uint16(1460), int8(7), true, true, uint32(0xdeadbeef), uint8(3))
+	f.Add([]byte{172, 25, 254, 1}, uint16(1), uint32(0xffffffff), uint16(0), int8(-1), false, false, uint32(0), uint8(0))
+	c := NewCookies()
+	c.Minute = func() uint32 { return 777 }
+	f.Fuzz(func(t *testing.T, src []byte, sport uint16, isn uint32, mss uint16, ws int8, sack, ts bool, any uint32, bit uint8) {
+		var fl Flow
+		copy(fl.Src[:], src)
+		fl.Dst[15], fl.Sport, fl.Dport = 100, sport, 80
+		ws = max(ws, -1)
+		in := Options{MSS: mss, WScale: ws, SACK: sack, TS: ts}
+		cookie, kept := c.Make(&fl, isn, in)
+		got, ok := c.Check(&fl, isn, cookie)
+		if !ok || got != kept {
+			t.Fatalf("%+v: cookie %#x checks %v with %+v, want %+v", in, cookie, ok, got, kept)
+		}
+		if kept.MSS > max(mss, MSSTable[0]) || kept.WScale > 14 {
+			t.Fatalf("kept %+v from %+v", kept, in)
+		}
+		if _, ok := c.Check(&fl, isn, cookie^1<<(bit%12)); ok {
+			t.Fatalf("cookie %#x with bit %d flipped checks", cookie, bit%12)
+		}
+		if o, ok := c.Check(&fl, isn, any); ok {
+			if o.WScale > 14 || o.WScale < -1 || !slices.Contains(MSSTable[:], o.MSS) {
+				t.Fatalf("any %#x checks with %+v", any, o)
+			}
+		}
+	})
+}

@@ -1,0 +1,64 @@
+package main
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+)
+
+// FuzzParse reads any command line as ipvsadm's grammar. Nothing panics, a
+// refusal is one line, and an accepted command is whole: its service,
+// real server and values are what the API can take, and a rule turns into
+// an operation.
+func FuzzParse(f *testing.F) {
+	for _, s := range []string{
+		"-A -t 172.25.254.100:80 -s wrr -j enable",
+		"-a -t 172.25.254.100:80 -r 10.20.1.2:80 -b -w 3",
+		"-a -t 172.25.254.100:80 -r 10.20.1.2 -r 10.20.1.3",
+		"-P -t 172.25.254.100:80 -z 172.25.84.10",
+		"-lnc",
+		"-L -n --stats --rate --exact",
+		"--set 900 120 300",
+		"--capture -t 172.25.254.100:80",
+		"--capture=x.pcap -u 172.25.254.100:53 --count 10",
+		"-E -t 1.1.1.1:80 -p -j disable",
+		"-A -t [::1]:80",
+		"-Z -C -R -S",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, line string) {
+		args := strings.Fields(line)
+		c, err := parse(args)
+		if err != nil {
+			if strings.Contains(err.Error(), "\n") {
+				t.Fatalf("%q: a refusal in more than one line: %q", line, err)
+			}
+			return
+		}
+		if c.op == "" {
+			t.Fatalf("%q: accepted without a command", line)
+		}
+		if c.service != "" {
+			if ap, err := netip.ParseAddrPort(c.service); err != nil || c.proto != "tcp" && c.proto != "udp" {
+				t.Fatalf("%q: service %q %q", line, c.proto, c.service)
+			} else if ap.Port() == 0 && c.op != "list" && c.op != "zero" {
+				_ = ap // port 0 is the API's to refuse, with the reason
+			}
+		}
+		if c.weight != nil && (*c.weight < 0 || *c.weight > 65535) {
+			t.Fatalf("%q: weight %d", line, *c.weight)
+		}
+		if c.op == "capture" && (c.capture == "" || strings.HasPrefix(c.capture, "-") && c.capture != "-") {
+			t.Fatalf("%q: capture file %q", line, c.capture)
+		}
+		if _, ok, err := opOf(c); err == nil && ok {
+			switch c.op {
+			case "add-server", "edit-server", "delete-server":
+				if c.real == "" {
+					t.Fatalf("%q: a server rule without a server", line)
+				}
+			}
+		}
+	})
+}

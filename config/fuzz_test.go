@@ -1,0 +1,58 @@
+package config
+
+import (
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/tapvs/tapvs/nat"
+)
+
+// FuzzConfig parses any text as a configuration file. Nothing panics; a
+// refusal names at least one field on each of its lines; and what is
+// accepted applies cleanly to an empty balancer and says what the rules
+// say (ports and weights in range, timeouts within bounds).
+func FuzzConfig(f *testing.F) {
+	shipped, err := os.ReadFile("../config.yaml")
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(string(shipped))
+	f.Add(valid)
+	f.Add(valid + "limits: {max_connections: 1.5}\n")
+	f.Add(valid + "timeouts: {tcp: {established: 2562047h}}\n")
+	f.Add(strings.Replace(valid, "[172.25.84.10]", "[172.25.84.10, 172.25.84.10]", 1))
+	f.Add("services: [{vip: 0.0.0.0, port: 0}]\n")
+	f.Add("a: &a [*a, *a]\n")
+	f.Fuzz(func(t *testing.T, text string) {
+		if len(text) > 1<<16 {
+			return
+		}
+		c, err := Parse(text)
+		if err != nil {
+			for _, line := range strings.Split(err.Error(), "\n") {
+				if !strings.Contains(line, ": ") {
+					t.Fatalf("a refusal that names no field: %q", line)
+				}
+			}
+			return
+		}
+		nc := nat.Config{Timeouts: c.Timeouts, ClientNet: c.Client.Address, ServerNet: c.Server.Address}
+		if err := nat.DryRun(nc, func(tx *nat.Tx) error { return c.Apply(tx, nil) }); err != nil {
+			t.Fatalf("accepted, then refused: %v", err)
+		}
+		if c.MaxConns < 1 || c.MaxConns > MaxConnections || c.PortMin < 1 || c.PortMin > c.PortMax || len(c.Services) == 0 {
+			t.Fatalf("accepted out of range: %+v", c)
+		}
+		for _, s := range c.Services {
+			if s.Port == 0 || len(s.LocalAddresses) == 0 || len(s.RealServers) == 0 || s.Timeouts.Check() != nil {
+				t.Fatalf("accepted service %+v", s)
+			}
+			for _, rs := range s.RealServers {
+				if rs.Port == 0 || rs.Weight < 0 || rs.Weight > nat.MaxWeight {
+					t.Fatalf("accepted real server %+v", rs)
+				}
+			}
+		}
+	})
+}

@@ -1,0 +1,110 @@
+package control
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/tapvs/tapvs/nat"
+)
+
+// fuzzManager is a manager with one service (a LIP and two servers), on a
+// balancer that knows tapvs's own addresses.
+func fuzzManager(tb testing.TB) *Manager {
+	b, err := nat.New(nat.Config{MaxConns: 16, PortMin: 5000, PortMax: 65535, Timeouts: nat.DefaultTimeouts(), Readers: 1,
+		ClientNet: netip.MustParsePrefix("172.25.254.254/24"), ServerNet: netip.MustParsePrefix("172.25.84.4/24")})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	m := NewManager(b, nil)
+	err = m.Batch([]Op{
+		{Op: "add-service", Service: &ServiceSpec{ServiceKey: ServiceKey{Protocol: "tcp", Addr: "172.25.254.100:80"}, Scheduler: "wrr"}},
+		{Op: "add-laddr", Service: &ServiceSpec{ServiceKey: ServiceKey{Protocol: "tcp", Addr: "172.25.254.100:80"}}, LocalAddr: "172.25.84.10"},
+		{Op: "add-dest", Service: &ServiceSpec{ServiceKey: ServiceKey{Protocol: "tcp", Addr: "172.25.254.100:80"}}, Dest: &DestSpec{Addr: "10.20.1.2:80"}},
+		{Op: "add-dest", Service: &ServiceSpec{ServiceKey: ServiceKey{Protocol: "tcp", Addr: "172.25.254.100:80"}}, Dest: &DestSpec{Addr: "10.20.2.2:80"}},
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return m
+}
+
+// state is everything a request could change, as the API lists it.
+func state(m *Manager) string { return fmt.Sprint(m.Services(), m.Timeouts()) }
+
+// FuzzAPI sends any method, path and body to the control API. Nothing
+// panics, every answer is a status the API gives, and a refused request
+// changes nothing. (Captures and profiles stream for seconds: the capture
+// endpoint's parameters are checked by TestCaptureParameters.)
+func FuzzAPI(f *testing.F) {
+	for _, s := range []struct{ method, path, body string }{
+		{"POST", "/v1/services", `{"protocol":"tcp","addr":"172.25.254.101:80","scheduler":"rr"}`},
+		{"PUT", "/v1/services/tcp/172.25.254.100:80", `{"scheduler":"rr","synproxy":true,"established_timeout":60}`},
+		{"DELETE", "/v1/services/tcp/172.25.254.100:80", ``},
+		{"POST", "/v1/services/tcp/172.25.254.100:80/dests", `{"addr":"10.20.3.2:80","weight":3}`},
+		{"PUT", "/v1/services/tcp/172.25.254.100:80/dests/10.20.1.2:80", `{"weight":0}`},
+		{"DELETE", "/v1/services/tcp/172.25.254.100:80/dests/10.20.1.2:80", ``},
+		{"POST", "/v1/services/tcp/172.25.254.100:80/laddrs", `{"addr":"172.25.84.11"}`},
+		{"DELETE", "/v1/services/tcp/172.25.254.100:80/laddrs/172.25.84.10", ``},
+		{"PUT", "/v1/timeouts", `{"tcp":900,"tcpfin":120,"udp":300}`},
+		{"POST", "/v1/batch", `{"ops":[{"op":"clear"},{"op":"add-service","service":{"protocol":"udp","addr":"172.25.254.100:53"}}]}`},
+		{"GET", "/v1/services", ``},
+		{"GET", "/v1/conns", ``},
+		{"DELETE", "/v1/services", ``},
+		{"POST", "/v1/zero", ``},
+	} {
+		f.Add(s.method, s.path, []byte(s.body))
+	}
+	f.Fuzz(func(t *testing.T, method, path string, body []byte) {
+		if strings.Contains(path, "capture") || strings.Contains(path, "pprof") || strings.ContainsAny(path, " \r\n") || !strings.HasPrefix(path, "/") {
+			return
+		}
+		m := fuzzManager(t)
+		h := NewServer(m, slog.New(slog.NewTextHandler(io.Discard, nil))).Handler()
+		before := state(m)
+		req, err := http.NewRequest(method, "http://tapvs"+path, strings.NewReader(string(body)))
+		if err != nil {
+			return // not a request a client could send
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		switch c := rec.Code; {
+		case c == 200 || c == 204:
+		case c == 301 || c == 307 || c == 308 || c == 400 || c == 404 || c == 405 || c == 409 || c == 413:
+			if after := state(m); after != before {
+				t.Fatalf("%s %s %q refused (%d) but changed the state:\n%s\n%s", method, path, body, c, before, after)
+			}
+		default:
+			t.Fatalf("%s %s %q: status %d %s", method, path, body, c, rec.Body)
+		}
+		if rec.Code >= 400 && rec.Header().Get("Content-Type") == "application/json" && strings.Count(strings.TrimSpace(rec.Body.String()), "\n") != 0 {
+			t.Fatalf("a refusal in more than one line: %s", rec.Body)
+		}
+	})
+}
+
+// The capture endpoint refuses what it cannot do instead of picking a
+// default.
+func TestCaptureParameters(t *testing.T) {
+	m := fuzzManager(t)
+	h := NewServer(m, slog.New(slog.NewTextHandler(io.Discard, nil))).Handler()
+	for q, want := range map[string]string{
+		"count=0":         "count",
+		"count=1000001":   "count",
+		"count=x":         "count",
+		"timeout=-1s":     "timeout",
+		"timeout=10000h":  "timeout",
+		"timeout=forever": "timeout",
+	} {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest("GET", "/v1/capture?proto=tcp&addr=172.25.254.100:80&"+q, nil))
+		if rec.Code != 400 || !strings.Contains(rec.Body.String(), want) {
+			t.Errorf("%s: %d %s", q, rec.Code, rec.Body)
+		}
+	}
+}
