@@ -36,6 +36,7 @@ type Daemon struct {
 	control  *control.Server
 	checker  atomic.Pointer[health.Checker] // replaced by Reload; read by metrics and the API
 	reloadMu sync.Mutex
+	synced   atomic.Uint64 // the balancer's Generation whose addresses the stack answers for
 	log      *slog.Logger
 	stop     chan struct{}
 	wg       sync.WaitGroup
@@ -222,8 +223,16 @@ func (d *Daemon) startHealth(cfg *config.Config) {
 // asks for every unknown next hop. It runs after every control change and
 // every second (to let go of addresses whose last connection ended).
 func (d *Daemon) sync() error {
-	vips, lips := d.Balancer.Addresses()
-	err := errors.Join(d.Stack.SetAddresses(nat.ClientSide, vips), d.Stack.SetAddresses(nat.ServerSide, lips))
+	// The address lists change only when the balancer publishes: with many
+	// services, comparing them with the stack's every second is most of
+	// what an idle tapvs would do.
+	var err error
+	if gen := d.Balancer.Generation(); gen != d.synced.Load() {
+		vips, lips := d.Balancer.Addresses()
+		if err = errors.Join(d.Stack.SetAddresses(nat.ClientSide, vips), d.Stack.SetAddresses(nat.ServerSide, lips)); err == nil {
+			d.synced.Store(gen)
+		}
+	}
 	for _, s := range d.Balancer.Services() {
 		for _, dst := range s.Dests() {
 			if _, ok := dst.NextHopMAC(); !ok {

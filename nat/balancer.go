@@ -101,7 +101,12 @@ type Balancer struct {
 	tap         atomic.Pointer[Tap]
 	quarantined atomic.Int64 // reply tuples in quarantine after the last sweep
 	readers     int          // Config.Readers rounded up to a power of two
+	gen         atomic.Uint64
 }
+
+// Generation counts the lookup snapshots published: the VIPs and LIPs
+// (Addresses) change only when it does.
+func (b *Balancer) Generation() uint64 { return b.gen.Load() }
 
 // Quarantined is how many closed connections' local ports are held back
 // from their real server (see Config.PortQuarantine), as of the last sweep.
@@ -197,6 +202,7 @@ func (b *Balancer) publish(list []*Service) {
 		n.vips[s.key.addr] = struct{}{}
 	}
 	b.set.Store(n)
+	b.gen.Add(1)
 }
 
 // Process runs the data path for one frame from side and says what to do

@@ -241,17 +241,33 @@ func (st *Stack) resolver() {
 }
 
 // ResolveAll resolves the next hop of every real server of every service,
-// waiting up to the context's deadline for each.
+// waiting up to the context's deadline for each. A server address is looked
+// up once however many services have it: with many services the real
+// servers are mostly the same few hosts.
 func (st *Stack) ResolveAll(ctx context.Context) error {
-	var errs []error
+	byAddr := map[netip.Addr][]*nat.Dest{}
+	var order []netip.Addr
 	for _, svc := range st.bal.Services() {
 		for _, d := range svc.Dests() {
-			if ctx.Err() != nil {
-				return ctx.Err()
+			if byAddr[d.Addr] == nil {
+				order = append(order, d.Addr)
 			}
-			if err := st.resolveOne(d); err != nil {
-				errs = append(errs, err)
-			}
+			byAddr[d.Addr] = append(byAddr[d.Addr], d)
+		}
+	}
+	var errs []error
+	for _, a := range order {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		ds := byAddr[a]
+		if err := st.resolveOne(ds[0]); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		mac, _ := ds[0].NextHopMAC()
+		for _, d := range ds[1:] {
+			d.SetNextHopMAC(mac)
 		}
 	}
 	return errors.Join(errs...)
