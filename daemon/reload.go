@@ -25,8 +25,9 @@ func (d *Daemon) Reload(path string) error {
 	old := d.Config()
 	if !reflect.DeepEqual(old.Client, cfg.Client) || !reflect.DeepEqual(old.Server, cfg.Server) ||
 		old.Offload != cfg.Offload || old.BusyPoll != cfg.BusyPoll || old.MaxConns != cfg.MaxConns || old.PortMin != cfg.PortMin || old.PortMax != cfg.PortMax ||
-		old.ControlSocket != cfg.ControlSocket || old.MetricsListen != cfg.MetricsListen {
-		d.log.Warn("reload: interfaces, limits, control socket and metrics address change only with a restart; the rest is applied")
+		old.PortQuarantine != cfg.PortQuarantine || old.Synproxy != cfg.Synproxy || old.Sweep != cfg.Sweep ||
+		old.ControlSocket != cfg.ControlSocket || old.MetricsListen != cfg.MetricsListen || old.LogLevel != cfg.LogLevel || old.LogFormat != cfg.LogFormat {
+		d.log.Warn("reload: interfaces, limits, the synproxy section, sweep_interval, log, control socket and metrics address change only with a restart; the services are applied")
 	}
 	n := 0
 	err = d.Manager.Update(func(tx *nat.Tx) error {

@@ -185,8 +185,9 @@ func (b *Balancer) synproxyACK(svc *Service, key tupleKey, p *pkt, f *Frame) Ver
 	}
 	f.Len = seg.Write(f.Buf[f.Off:])
 	f.plain()
+	syn := slices.Clone(f.Bytes())
 	sp.Lock()
-	sp.SYN = slices.Clone(f.Bytes())
+	sp.SYN = syn
 	sp.NextRetry = now + interval
 	sp.Unlock()
 	b.sp.mu.Lock()
@@ -199,19 +200,27 @@ func (b *Balancer) synproxyACK(svc *Service, key tupleKey, p *pkt, f *Frame) Ver
 func (b *Balancer) synproxyFromClient(c *Conn, p *pkt, flags uint8, f *Frame) Verdict {
 	sp := c.sp
 	if !sp.Established() {
+		// Held frames are translated when the server answers: one that
+		// could not be is refused now. The frame is read and copied outside
+		// the lock (no lock is held across code that reads frame bytes),
+		// and copied only if there is room for it.
+		if !tcpopt.Valid(tcpOptions(p)) {
+			return b.Stats.drop(DropBadOptions)
+		}
+		sp.Lock()
+		full := len(sp.Queue) >= b.cfg.Synproxy.MaxQueued
+		sp.Unlock()
+		if full {
+			return b.Stats.drop(DropSynproxyQueue)
+		}
+		q := held(f, p)
 		sp.Lock()
 		if !sp.Established() {
 			if len(sp.Queue) >= b.cfg.Synproxy.MaxQueued {
 				sp.Unlock()
 				return b.Stats.drop(DropSynproxyQueue)
 			}
-			if !tcpopt.Valid(tcpOptions(p)) {
-				// Held frames are translated when the server answers: one
-				// that could not be is refused now.
-				sp.Unlock()
-				return b.Stats.drop(DropBadOptions)
-			}
-			sp.Queue = append(sp.Queue, held(f, p))
+			sp.Queue = append(sp.Queue, q)
 			sp.Unlock()
 			return Stolen
 		}
