@@ -8,12 +8,14 @@ import (
 	"slices"
 )
 
-// Tx is a set of control-plane changes made as one. Update checks each
-// change as it is made, against the state the changes before it leave, and
-// publishes them to the data path together once all are accepted; a refused
-// change refuses the whole set and leaves the running balancer as it was.
-// Every operator change goes through a Tx: a configuration loaded or
-// reloaded, each control API call, a restore (tapvsadm -R).
+// Tx is a set of control-plane changes made as one. Each change is
+// checked when it is made, against the state the changes before it leave;
+// one that is refused returns its reason and leaves the Tx as it was. The
+// function given to Update decides: if it returns an error nothing of the
+// Tx is applied, and if it returns nil every accepted change is published
+// to the data path together. Every operator change goes through a Tx: a
+// configuration loaded or reloaded, each control API call, a restore
+// (tapvsadm -R).
 //
 // A Tx costs one pass over the services (to index their addresses) and one
 // rebuild of the lookup snapshot however many changes it holds, so loading
