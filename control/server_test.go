@@ -26,11 +26,13 @@ func newManager(t *testing.T) *Manager {
 	return NewManager(b, nil)
 }
 
-func TestAPIErrorsAndCodes(t *testing.T) {
-	m := newManager(t)
+// serve runs m's API over HTTP for the test and returns a function that
+// makes a request and reads the status and body.
+func serve(t *testing.T, m *Manager) func(method, path, body string) (int, string) {
 	srv := httptest.NewServer(NewServer(m, slog.New(slog.NewTextHandler(io.Discard, nil))).Handler())
-	defer srv.Close()
-	do := func(method, path, body string) (int, string) {
+	t.Cleanup(srv.Close)
+	return func(method, path, body string) (int, string) {
+		t.Helper()
 		req, _ := http.NewRequest(method, srv.URL+path, strings.NewReader(body))
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
@@ -40,6 +42,11 @@ func TestAPIErrorsAndCodes(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b)
 	}
+}
+
+func TestAPIErrorsAndCodes(t *testing.T) {
+	m := newManager(t)
+	do := serve(t, m)
 	if c, _ := do("POST", "/v1/services", `{"protocol":"tcp","addr":"10.0.0.1:80","scheduler":"rr"}`); c != 204 {
 		t.Fatalf("add: %d", c)
 	}
@@ -136,18 +143,7 @@ func TestSocketIsPrivate(t *testing.T) {
 // without changing anything.
 func TestAPIRefusesBadInput(t *testing.T) {
 	m := newManager(t)
-	srv := httptest.NewServer(NewServer(m, slog.New(slog.NewTextHandler(io.Discard, nil))).Handler())
-	defer srv.Close()
-	do := func(method, path, body string) (int, string) {
-		req, _ := http.NewRequest(method, srv.URL+path, strings.NewReader(body))
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
-	}
+	do := serve(t, m)
 	if c, b := do("POST", "/v1/services", `{"protocol":"tcp","addr":"10.0.0.1:80"}`); c != 204 {
 		t.Fatalf("add: %d %s", c, b)
 	}

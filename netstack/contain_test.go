@@ -43,16 +43,7 @@ func (s *syncBuf) Write(p []byte) (int, error) {
 // panic is logged with its stack, and the reader forwards the frames after
 // it: no single frame stops the data path.
 func TestReaderSurvivesAPanic(t *testing.T) {
-	vip, client := netip.MustParseAddr("172.25.254.100"), netip.MustParseAddr("172.25.254.1")
-	bal, err := nat.New(nat.Config{MaxConns: 1000, PortMin: 5000, PortMax: 65535, Timeouts: nat.DefaultTimeouts(),
-		ClientMAC: [6]byte{2, 0, 0, 0, 0, 1}, ServerMAC: [6]byte{2, 0, 0, 0, 0, 2}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc, _ := bal.AddService(nat.ServiceConfig{Addr: vip, Port: 80, Protocol: nat.TCP, Scheduler: "rr"})
-	bal.AddLocalAddr(svc, netip.MustParseAddr("172.25.84.10"))
-	d, _ := svc.AddDest(netip.MustParseAddr("10.20.1.2"), 80, 1)
-	d.SetNextHopMAC([6]byte{2, 0, 0, 0, 0, 3})
+	bal := testBalancer(t)
 
 	poison := tcpFrame(t, client, vip, false, 13) // 13 bytes of payload mark it
 	good := tcpFrame(t, client, vip, false, 100)

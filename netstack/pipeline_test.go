@@ -67,17 +67,36 @@ func BenchmarkFramePath(b *testing.B) {
 	}
 }
 
-func framePath(b *testing.B, payload int) {
-	vip, client := netip.MustParseAddr("172.25.254.100"), netip.MustParseAddr("172.25.254.1")
+var (
+	vip    = netip.MustParseAddr("172.25.254.100")
+	client = netip.MustParseAddr("172.25.254.1")
+)
+
+// testBalancer has one TCP service at vip:80 with one LIP and one real
+// server whose next hop is known.
+func testBalancer(tb testing.TB) *nat.Balancer {
 	bal, err := nat.New(nat.Config{MaxConns: 1000, PortMin: 5000, PortMax: 65535, Timeouts: nat.DefaultTimeouts(),
 		ClientMAC: [6]byte{2, 0, 0, 0, 0, 1}, ServerMAC: [6]byte{2, 0, 0, 0, 0, 2}})
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
-	svc, _ := bal.AddService(nat.ServiceConfig{Addr: vip, Port: 80, Protocol: nat.TCP, Scheduler: "rr"})
-	bal.AddLocalAddr(svc, netip.MustParseAddr("172.25.84.10"))
-	d, _ := svc.AddDest(netip.MustParseAddr("10.20.1.2"), 80, 1)
+	svc, err := bal.AddService(nat.ServiceConfig{Addr: vip, Port: 80, Protocol: nat.TCP, Scheduler: "rr"})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if _, err := bal.AddLocalAddr(svc, netip.MustParseAddr("172.25.84.10")); err != nil {
+		tb.Fatal(err)
+	}
+	d, err := svc.AddDest(netip.MustParseAddr("10.20.1.2"), 80, 1)
+	if err != nil {
+		tb.Fatal(err)
+	}
 	d.SetNextHopMAC([6]byte{2, 0, 0, 0, 0, 3})
+	return bal
+}
+
+func framePath(b *testing.B, payload int) {
+	bal := testBalancer(b)
 	syn := tcpFrame(b, client, vip, true, 0)
 	buf := make([]byte, Headroom+len(syn))
 	copy(buf[Headroom:], syn)
