@@ -334,6 +334,22 @@ func checkDrained(tb testing.TB, fb *fuzzBalancer) {
 	if pending != 0 {
 		tb.Fatalf("%d synproxy handshakes still pending", pending)
 	}
+	// Deleted services and LIPs were answered for while connections used
+	// them: now only the live ones are.
+	b.mu.Lock()
+	retired, retiredSvcs := len(b.retired), len(b.retiredSvcs)
+	b.mu.Unlock()
+	vips, lips := b.Addresses()
+	wantVIPs, wantLIPs := map[netip.Addr]bool{}, map[netip.Addr]bool{}
+	for _, s := range b.Services() {
+		wantVIPs[s.Addr] = true
+		for _, l := range s.LocalAddrs() {
+			wantLIPs[l.Addr] = true
+		}
+	}
+	if retired != 0 || retiredSvcs != 0 || len(vips) != len(wantVIPs) || len(lips) != len(wantLIPs) {
+		tb.Fatalf("after every connection ended: %d retired LIPs, %d retired services, answering for %v and %v", retired, retiredSvcs, vips, lips)
+	}
 }
 
 // live are the connections fuzzLive opens, as ipvsadm -lnc shows them.
@@ -616,7 +632,7 @@ func fuzzControl(tb testing.TB, fb *fuzzBalancer, a, b byte) {
 	rs := []netip.Addr{fzRS1, fzRS2}[int(b)&1]
 	lip := []netip.Addr{fzLIP1, fzLIP2}[int(b>>1)&1]
 	var err error
-	switch (a >> 2) % 8 {
+	switch (a >> 2) % 10 {
 	case 0:
 		err = bal.Update(func(tx *Tx) error { return tx.SetWeight(s, rs, s.Port, int(b>>2)%3) })
 	case 1:
@@ -639,6 +655,33 @@ func fuzzControl(tb testing.TB, fb *fuzzBalancer, a, b byte) {
 		s.SetWeight(rs, s.Port, int(b>>2)%2) // the health checker
 	case 7:
 		err = bal.Update(func(tx *Tx) error { return tx.SetSynproxy(s, b&1 != 0) })
+	case 8: // the service goes; its connections stay until they end
+		err = bal.DeleteService(s.Protocol, s.Addr, s.Port)
+	case 9: // and comes back, a new service with the same key
+		i := int(a) % 3
+		err = bal.Update(func(tx *Tx) error {
+			if _, err := tx.Service(s.Protocol, s.Addr, s.Port); err == nil {
+				return ErrServiceExists
+			}
+			ns, err := tx.AddService(ServiceConfig{Addr: s.Addr, Port: s.Port, Protocol: s.Protocol, Scheduler: "rr", Synproxy: s.Port == fzProxy})
+			if err != nil {
+				return err
+			}
+			for _, l := range []netip.Addr{fzLIP1, fzLIP2} {
+				if _, err := tx.AddLocalAddr(ns, l); err != nil {
+					return err
+				}
+			}
+			for _, r := range []netip.Addr{fzRS1, fzRS2} {
+				d, err := tx.AddDest(ns, r, s.Port, 1)
+				if err != nil {
+					return err
+				}
+				d.SetNextHopMAC(fzRouterM)
+			}
+			fb.svcs[i] = ns
+			return nil
+		})
 	}
 	_ = err // refusals (a server already there, a UDP SYN proxy) are expected; they must change nothing
 	checkTable(tb, bal)
