@@ -2,6 +2,7 @@ package nat
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
@@ -191,4 +192,60 @@ func TestTxErrorKinds(t *testing.T) {
 	if err := r.b.DeleteService(TCP, vip, 81); !errors.Is(err, ErrNoService) {
 		t.Fatalf("%v", err)
 	}
+}
+
+// Transactions run while readers forward: nothing the packet path reads is
+// written in place (run with -race).
+func TestTxConcurrentWithTraffic(t *testing.T) {
+	r := addressedRig(t)
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			f := frame(t, pktSpec{src: client, dst: vip, sport: uint16(20000 + i%1000), dport: 80, proto: TCP, syn: true, srcMAC: macClient})
+			r.b.Process(ClientSide, f)
+			for _, s := range r.b.Services() {
+				_, _ = s.Scheduler(), s.Name()
+			}
+		}
+	}()
+	for i := range 200 {
+		err := r.b.Update(func(tx *Tx) error {
+			s, err := tx.AddService(ServiceConfig{Name: "x", Addr: mustAddr("172.25.254.101"), Port: uint16(1000 + i), Protocol: TCP, Scheduler: "rr"})
+			if err != nil {
+				return err
+			}
+			if _, err := tx.AddLocalAddr(s, mustAddr("172.25.84.12")); err != nil {
+				return err
+			}
+			tx.SetName(r.svc, fmt.Sprint("web", i))
+			if err := tx.SetScheduler(r.svc, []string{"rr", "wlc"}[i%2]); err != nil {
+				return err
+			}
+			return tx.SetWeight(r.svc, rs2, 8080, i%3)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i%2 == 1 {
+			r.b.Clear()
+			r.b.Update(func(tx *Tx) error {
+				s, _ := tx.AddService(ServiceConfig{Addr: vip, Port: 80, Protocol: TCP, Scheduler: "rr"})
+				tx.AddLocalAddr(s, lip1)
+				d, _ := tx.AddDest(s, rs2, 8080, 1)
+				d.SetNextHopMAC(macGateway)
+				r.svc = s
+				return nil
+			})
+		}
+		r.b.Sweep()
+	}
+	close(stop)
+	<-done
 }
