@@ -91,7 +91,7 @@ type Balancer struct {
 	cfg   Config
 	table *Table
 	set   atomic.Pointer[serviceSet]
-	mu    sync.Mutex // serialises control-plane changes
+	mu    sync.Mutex // held by a Tx from start to commit, and by Sweep when it publishes; guards cfg.Timeouts and the retired lists
 	Stats Stats
 
 	sweepBuf    []*Conn
