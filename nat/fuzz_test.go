@@ -429,6 +429,11 @@ func fuzzSeeds(tb testing.TB) (frames [][]byte, sides []Side) {
 	binary.BigEndian.PutUint16(q[20:], l.udp.LIP.Port())
 	binary.BigEndian.PutUint16(q[22:], l.udp.RIP.Port())
 	add(ServerSide, (&wire{src: l.udp.RIP.Addr(), dst: l.udp.LIP.Addr(), proto: protoICMP, icmpType: icmpUnreach, quote: q[:28], srcMAC: fzRouterM}).bytes())
+	// The client complains about what the VIP sent it (a time exceeded).
+	cq := (&wire{src: fzVIP, dst: fzClient, sport: fzTCP, dport: 40000, proto: protoTCP, flags: tcpFlagACK, seq: 1, ack: 1001}).bytes()[14:]
+	add(ClientSide, (&wire{src: fzClient, dst: fzVIP, proto: protoICMP, icmpType: icmpTimeEx, quote: cq[:28], srcMAC: fzClientM}).bytes())
+	// A TSO super-frame's worth of data on the plain connection.
+	add(ClientSide, (&wire{src: fzClient, dst: fzVIP, sport: 40000, dport: fzTCP, proto: protoTCP, flags: tcpFlagACK, seq: 1001, ack: 1, payload: make([]byte, 9000), srcMAC: fzClientM}).bytes())
 	return frames, sides
 }
 
