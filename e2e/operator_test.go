@@ -162,6 +162,7 @@ func TestIpvsadmErrorsLeaveStateAlone(t *testing.T) {
 		{[]string{"-P", "-t", "172.25.254.100:80", "-z", "10.9.9.9"}, "not in the server side's subnet"},
 		{[]string{"-A", "-t", "0.0.0.0:80"}, "VIP 0.0.0.0 is the unspecified address"},
 		{[]string{"-A", "-t", "172.25.84.10:80"}, "VIP 172.25.84.10 is already a local address"},
+		{[]string{"-A", "-t", "172.25.254.254:80"}, "VIP 172.25.254.254 is tapvs's own address on the client side"},
 		{[]string{"-a", "-t", "172.25.254.100:80", "-r", "172.25.84.10:80"}, "real server 172.25.84.10:80 is already a local address"},
 		{[]string{"-a", "-t", "172.25.254.100:80", "-r", "10.20.1.3:80", "-r", "10.20.1.4:80"}, "multiple '--real-server' options specified"},
 		{[]string{"-E", "-t", "172.25.254.100:80", "-V", "4294967295"}, "ESTABLISHED timeout"},
