@@ -238,7 +238,7 @@ func (b *Balancer) Process(side Side, f *Frame) Verdict {
 	if !p.l4ok() {
 		return b.Stats.drop(DropMalformed)
 	}
-	p.partial = f.partial()
+	p.partial, p.checked = f.partial(), f.checked()
 	switch p.proto {
 	case protoTCP, protoUDP:
 		if side == ClientSide {
@@ -263,6 +263,10 @@ func (b *Balancer) fromClient(set *serviceSet, p *pkt, dst *addr16, f *Frame) Ve
 		svc := set.byKey[svcKey{addr: key.dst, port: key.dport, proto: key.proto}]
 		if svc == nil {
 			return b.Stats.drop(DropNoService)
+		}
+		if !p.l4Valid() {
+			// No state, and no SYN-ACK, from a segment a host would drop.
+			return b.Stats.drop(DropBadChecksum)
 		}
 		if key.proto == TCP && svc.synproxy.Load() {
 			return b.synproxyOpen(svc, key, p, flags, f)

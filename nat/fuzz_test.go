@@ -542,6 +542,7 @@ func FuzzSequence(f *testing.F) {
 				if ok, _ := l4Verifies(in); v == Stolen && !ok {
 					fb.heldBad++
 				}
+
 				if op == 0 && w.proto == protoTCP && w.flags&tcpFlagSYN == 0 && port == fzTCP && b.table.Len() > before {
 					t.Fatalf("a non-SYN made a connection (%v)", v)
 				}

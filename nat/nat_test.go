@@ -682,3 +682,31 @@ func TestPortQuarantine(t *testing.T) {
 		t.Fatalf("after the quarantine: %v", v)
 	}
 }
+
+// A segment that would make state must have a transport checksum that
+// verifies, unless the kernel vouched for it (partial, or DATA_VALID): a
+// corrupted SYN opens nothing, and a SYNPROXY service answers it with no
+// cookie. The established flow's segments are not checked again (their
+// checksum is carried along, and the receiver checks it).
+func TestStateNeedsAValidChecksum(t *testing.T) {
+	r := newRig(t, TCP, "rr", nil)
+	syn := frame(t, pktSpec{src: client, dst: vip, sport: 40000, dport: 80, proto: TCP, syn: true, srcMAC: macClient})
+	syn.Bytes()[14+20+16]++ // the TCP checksum
+	if v := r.b.Process(ClientSide, syn); v != Drop || r.b.Stats.Drop(DropBadChecksum) != 1 || r.b.Table().Len() != 0 {
+		t.Fatalf("corrupted SYN: %v, bad_checksum %d, %d conns", v, r.b.Stats.Drop(DropBadChecksum), r.b.Table().Len())
+	}
+	// Partial: the sending host's kernel finishes it; the field holds the pseudo-header sum.
+	syn = frame(t, pktSpec{src: client, dst: vip, sport: 40001, dport: 80, proto: TCP, syn: true, srcMAC: macClient})
+	syn.Bytes()[14+20+16]++
+	syn.VNet = make([]byte, vnetLen)
+	syn.VNet[0] = vnetNeedsCsum
+	if v := r.b.Process(ClientSide, syn); v != Forward {
+		t.Fatalf("partial SYN: %v", v)
+	}
+	sp, _ := synproxyRig(t)
+	syn = frame(t, pktSpec{src: client, dst: vip, sport: 40002, dport: 80, proto: TCP, syn: true, srcMAC: macClient, opts: synOpts(1460, 7, 1)})
+	syn.Bytes()[14+20+16]++
+	if v := sp.b.Process(ClientSide, syn); v != Drop || sp.b.Stats.Drop(DropBadChecksum) != 1 {
+		t.Fatalf("corrupted SYN to SYNPROXY: %v", v)
+	}
+}

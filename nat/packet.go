@@ -1,6 +1,10 @@
 package nat
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+
+	"github.com/tapvs/tapvs/csum"
+)
 
 // Frame is an Ethernet frame in a reader's buffer. The bytes before Off are
 // headroom: a rewrite that grows the packet (a TCP option, later) moves the
@@ -19,11 +23,19 @@ type Frame struct {
 	VNet []byte
 }
 
-const vnetNeedsCsum = 1
+const (
+	vnetNeedsCsum = 1
+	vnetDataValid = 2
+)
 
 // partial reports whether the frame's transport checksum holds only the
 // pseudo-header sum, to be finished by the kernel.
 func (f *Frame) partial() bool { return f.VNet != nil && f.VNet[0]&vnetNeedsCsum != 0 }
+
+// checked reports whether the kernel has vouched for the frame's transport
+// checksum: it is partial (the sending host finishes it) or already
+// verified (DATA_VALID).
+func (f *Frame) checked() bool { return f.VNet != nil && f.VNet[0]&(vnetNeedsCsum|vnetDataValid) != 0 }
 
 // plain marks a frame the balancer built or finished: full checksums, no
 // segmentation.
@@ -66,6 +78,22 @@ type pkt struct {
 	proto   uint8
 	frag    bool
 	partial bool // the transport checksum is partial (see Frame.partial)
+	checked bool // the kernel vouched for the transport checksum (see Frame.checked)
+}
+
+// l4Valid reports whether the transport checksum verifies, or need not be
+// verified here (see Frame.checked; UDP's 0 is no checksum). Only what
+// makes state pays for it: a segment that opens a connection or proves a
+// handshake, never the established flow's.
+func (p *pkt) l4Valid() bool {
+	if p.checked {
+		return true
+	}
+	l4 := p.b[p.l4:]
+	if p.proto == protoUDP && binary.BigEndian.Uint16(l4[6:]) == 0 {
+		return true
+	}
+	return csum.Checksum(l4, csum.PseudoV4(p.src(), p.dst(), p.proto, len(l4))) == 0
 }
 
 // parseIPv4 validates the Ethernet and IPv4 headers of frame. ok is false for a

@@ -22,13 +22,14 @@ const (
 	DropAckStorm                        // the same server ACK repeated past the storm limit
 	DropBadOptions                      // TCP options tapvs must read that do not parse (tcpopt.Walker.Next)
 	DropBadIPChecksum                   // an IPv4 header to a VIP or LIP whose checksum does not verify
+	DropBadChecksum                     // a segment that would open a connection (or fix a proxied one) whose transport checksum does not verify
 	numDropReasons
 )
 
 var dropNames = [numDropReasons]string{
 	"malformed", "fragment", "no_service", "not_syn", "table_full",
 	"no_dest", "no_neighbor", "port_exhausted", "icmp_no_conn",
-	"bad_cookie", "synproxy_queue_full", "synproxy_state", "ack_storm", "bad_tcp_options", "bad_ip_checksum",
+	"bad_cookie", "synproxy_queue_full", "synproxy_state", "ack_storm", "bad_tcp_options", "bad_ip_checksum", "bad_checksum",
 }
 
 func (r DropReason) String() string { return dropNames[r] }

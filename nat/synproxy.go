@@ -230,9 +230,12 @@ func (b *Balancer) synproxyFromClient(c *Conn, p *pkt, flags uint8, f *Frame) Ve
 		// A SYN on the tuple of a proxied connection is a new handshake (the
 		// client reused its port after a close): it gets a cookie like any
 		// SYN, never the old connection's numbers.
+		if !p.l4Valid() {
+			return b.Stats.drop(DropBadChecksum)
+		}
 		return b.synAck(&c.in, p, f)
 	}
-	if c.state.Load() != stEstablished && flags&(tcpFlagSYN|tcpFlagRST) == 0 && flags&tcpFlagACK != 0 {
+	if c.state.Load() != stEstablished && flags&(tcpFlagSYN|tcpFlagRST) == 0 && flags&tcpFlagACK != 0 && p.l4Valid() {
 		// On a closing connection, an ACK whose cookie checks completes that
 		// new handshake: the old connection gives way.
 		tcp := p.b[p.l4:]
@@ -283,6 +286,9 @@ func (b *Balancer) synproxyServerHandshake(c *Conn, p *pkt, flags uint8, f *Fram
 		b.synproxyFail(c)
 		return Forward
 	case flags&(tcpFlagSYN|tcpFlagACK) == tcpFlagSYN|tcpFlagACK && binary.BigEndian.Uint32(tcp[8:]) == sp.ClientISN+1:
+		if !p.l4Valid() {
+			return b.Stats.drop(DropBadChecksum) // it would fix the connection's numbers
+		}
 		opts, ok := tcpopt.Parse(tcpOptions(p))
 		if !ok {
 			return b.Stats.drop(DropBadOptions)
