@@ -109,7 +109,7 @@ func (tx *Tx) SetAllTimeouts(tcp, tcpfin, udp time.Duration) error {
 	if err := tx.SetDefaultTimeouts(apply(tx.DefaultTimeouts())); err != nil {
 		return err
 	}
-	for _, s := range tx.list {
+	for _, s := range tx.services() {
 		if err := tx.SetTimeouts(s, apply(tx.Timeouts(s))); err != nil {
 			return err
 		}

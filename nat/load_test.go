@@ -59,3 +59,22 @@ func BenchmarkLoadServices(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkClearServices deletes n services in one transaction (ipvsadm
+// -C, or a reload that replaces them all).
+func BenchmarkClearServices(b *testing.B) {
+	for _, n := range []int{10000, 100000} {
+		b.Run(fmt.Sprintf("services=%d", n), func(b *testing.B) {
+			for b.Loop() {
+				b.StopTimer()
+				bal, _ := New(Config{MaxConns: 100, PortMin: 5000, PortMax: 65535, Timeouts: DefaultTimeouts(), Readers: 4})
+				loadServices(b, bal, n)
+				b.StartTimer()
+				bal.Clear()
+				if len(bal.Services()) != 0 {
+					b.Fatal("not cleared")
+				}
+			}
+		})
+	}
+}

@@ -27,6 +27,10 @@ type Tx struct {
 	stages map[*Service]*stage
 	owned  bool       // list and byKey are the Tx's copies
 	gone   []*Service // deleted, to retire at commit
+	// goneSet marks what list still holds of gone: list is compacted once
+	// when next read, not at every deletion (a clear of n services would
+	// otherwise cost n²).
+	goneSet map[*Service]bool
 	idx    *addrIndex // built at the first change that needs it
 	deflt  *Timeouts  // new default timeouts, set at commit
 	n      int        // changes made
@@ -74,8 +78,17 @@ func (b *Balancer) Update(fn func(tx *Tx) error) error {
 // Changes is how many changes the transaction has made so far.
 func (tx *Tx) Changes() int { return tx.n }
 
-// Services lists the services as the transaction leaves them so far.
-func (tx *Tx) Services() []*Service { return tx.list }
+// Services lists the services as the transaction leaves them so far: a
+// copy, which later changes do not move under its reader.
+func (tx *Tx) Services() []*Service { return slices.Clone(tx.services()) }
+
+func (tx *Tx) services() []*Service {
+	if len(tx.goneSet) > 0 {
+		tx.list = slices.DeleteFunc(tx.list, func(x *Service) bool { return tx.goneSet[x] })
+		clear(tx.goneSet)
+	}
+	return tx.list
+}
 
 // Service finds a service as the transaction leaves it so far.
 func (tx *Tx) Service(proto Protocol, addr netip.Addr, port uint16) (*Service, error) {
@@ -187,7 +200,10 @@ func (tx *Tx) AddService(sc ServiceConfig) (*Service, error) {
 // no_service; its open connections continue until they end, as in IPVS.
 func (tx *Tx) DeleteService(s *Service) {
 	tx.own()
-	tx.list = slices.DeleteFunc(tx.list, func(x *Service) bool { return x == s })
+	if tx.goneSet == nil {
+		tx.goneSet = map[*Service]bool{}
+	}
+	tx.goneSet[s] = true
 	delete(tx.byKey, s.key)
 	if tx.idx != nil {
 		tx.idx.release(s.Addr, roleVIP)
@@ -209,7 +225,7 @@ func (tx *Tx) DeleteService(s *Service) {
 
 // Clear removes every service (ipvsadm -C).
 func (tx *Tx) Clear() {
-	for _, s := range slices.Clone(tx.list) {
+	for _, s := range slices.Clone(tx.services()) {
 		tx.DeleteService(s)
 	}
 }
@@ -404,7 +420,7 @@ func (tx *Tx) commit() {
 		b.retireLIPs(st.retire)
 	}
 	if tx.n > 0 {
-		b.publish(tx.list)
+		b.publish(tx.services())
 	}
 }
 
@@ -479,7 +495,7 @@ func (tx *Tx) index() *addrIndex {
 		return tx.idx
 	}
 	x := &addrIndex{use: map[netip.Addr]*[numRoles]int{}, retired: map[netip.Addr]int64{}}
-	for _, s := range tx.list {
+	for _, s := range tx.services() {
 		x.add(s.Addr, roleVIP)
 		for _, l := range tx.LocalAddrs(s) {
 			x.add(l.Addr, roleLIP)
