@@ -78,3 +78,30 @@ func BenchmarkClearServices(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkManyServers adds n real servers to one service in one
+// transaction: each add is checked against the others in O(1).
+func BenchmarkManyServers(b *testing.B) {
+	for _, n := range []int{10000, 50000} {
+		b.Run(fmt.Sprintf("servers=%d", n), func(b *testing.B) {
+			for b.Loop() {
+				bal, _ := New(Config{MaxConns: 100, PortMin: 5000, PortMax: 65535, Timeouts: DefaultTimeouts(), Readers: 4})
+				err := bal.Update(func(tx *Tx) error {
+					s, err := tx.AddService(ServiceConfig{Addr: netip.MustParseAddr("10.0.0.1"), Port: 80, Protocol: TCP, Scheduler: "wrr"})
+					if err != nil {
+						return err
+					}
+					for i := range n {
+						if _, err := tx.AddDest(s, netip.AddrFrom4([4]byte{192, 168, byte(i >> 8), byte(i)}), uint16(1+i>>16), 1); err != nil {
+							return err
+						}
+					}
+					return nil
+				})
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

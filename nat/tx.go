@@ -31,9 +31,9 @@ type Tx struct {
 	// when next read, not at every deletion (a clear of n services would
 	// otherwise cost n²).
 	goneSet map[*Service]bool
-	idx    *addrIndex // built at the first change that needs it
-	deflt  *Timeouts  // new default timeouts, set at commit
-	n      int        // changes made
+	idx     *addrIndex // built at the first change that needs it
+	deflt   *Timeouts  // new default timeouts, set at commit
+	n       int        // changes made
 }
 
 // stage holds what a Tx changes in one service until it commits.
@@ -48,7 +48,10 @@ type stage struct {
 	// as it is then, so that a health check's change made meanwhile is not
 	// undone.
 	dests   []*Dest
+	owned   bool              // dests is the stage's copy (the published list is never written)
+	byKey   map[destKey]*Dest // of dests, built at first use
 	added   []*Dest
+	isNew   map[*Dest]bool // of added: not published yet
 	deleted map[destKey]bool
 	weights map[*Dest]int
 	laddrs  *[]*LocalAddr // nil: unchanged
@@ -58,6 +61,25 @@ type stage struct {
 type destKey struct {
 	a    netip.Addr
 	port uint16
+}
+
+// dest finds a real server in the stage's list.
+func (st *stage) dest(addr netip.Addr, port uint16) *Dest {
+	if st.byKey == nil {
+		st.byKey = make(map[destKey]*Dest, len(st.dests))
+		for _, d := range st.dests {
+			st.byKey[destKey{d.Addr, d.Port}] = d
+		}
+	}
+	return st.byKey[destKey{addr, port}]
+}
+
+// mutable makes dests the stage's own copy before it is written.
+func (st *stage) mutable() {
+	if !st.owned {
+		st.dests = slices.Clone(st.dests)
+		st.owned = true
+	}
 }
 
 // Update runs fn in a transaction: the changes it makes through tx are
@@ -115,7 +137,7 @@ func (tx *Tx) own() {
 func (tx *Tx) stage(s *Service) *stage {
 	st := tx.stages[s]
 	if st == nil {
-		st = &stage{dests: s.Dests(), deleted: map[destKey]bool{}, weights: map[*Dest]int{}}
+		st = &stage{dests: s.Dests(), deleted: map[destKey]bool{}, weights: map[*Dest]int{}, isNew: map[*Dest]bool{}}
 		tx.stages[s] = st
 	}
 	return st
@@ -288,15 +310,18 @@ func (tx *Tx) AddDest(s *Service, addr netip.Addr, port uint16, weight int) (*De
 		return nil, fmt.Errorf("real server %s %w", rs, err)
 	}
 	st := tx.stage(s)
-	if slices.ContainsFunc(st.dests, func(d *Dest) bool { return d.Addr == addr && d.Port == port }) {
+	if st.dest(addr, port) != nil {
 		return nil, fmt.Errorf("real server %s: %w", rs, ErrDestExists)
 	}
 	if err := tx.index().claim(addr, roleRS); err != nil {
 		return nil, fmt.Errorf("real server %s %w", rs, err)
 	}
 	d := s.newDest(addr, port, weight)
-	st.dests = append(slices.Clip(st.dests), d)
+	st.mutable()
+	st.dests = append(st.dests, d)
+	st.byKey[destKey{addr, port}] = d
 	st.added = append(st.added, d)
+	st.isNew[d] = true
 	delete(st.deleted, destKey{addr, port})
 	tx.n++
 	return d, nil
@@ -309,11 +334,11 @@ func (tx *Tx) SetWeight(s *Service, addr netip.Addr, port uint16, weight int) er
 		return fmt.Errorf("real server %s %w", netip.AddrPortFrom(addr, port), err)
 	}
 	st := tx.stage(s)
-	i := slices.IndexFunc(st.dests, func(d *Dest) bool { return d.Addr == addr && d.Port == port })
-	if i < 0 {
+	d := st.dest(addr, port)
+	if d == nil {
 		return fmt.Errorf("real server %s: %w", netip.AddrPortFrom(addr, port), ErrNoDest)
 	}
-	if d := st.dests[i]; slices.Contains(st.added, d) {
+	if st.isNew[d] {
 		d.weight.Store(int32(weight)) // not published yet
 	} else {
 		st.weights[d] = weight
@@ -326,14 +351,16 @@ func (tx *Tx) SetWeight(s *Service, addr netip.Addr, port uint16, weight int) er
 // they close or expire, as in IPVS.
 func (tx *Tx) DeleteDest(s *Service, addr netip.Addr, port uint16) error {
 	st := tx.stage(s)
-	i := slices.IndexFunc(st.dests, func(d *Dest) bool { return d.Addr == addr && d.Port == port })
-	if i < 0 {
+	d := st.dest(addr, port)
+	if d == nil {
 		return fmt.Errorf("real server %s: %w", netip.AddrPortFrom(addr, port), ErrNoDest)
 	}
-	d := st.dests[i]
-	st.dests = slices.Delete(slices.Clone(st.dests), i, i+1)
-	if j := slices.Index(st.added, d); j >= 0 {
-		st.added = slices.Delete(st.added, j, j+1)
+	st.mutable()
+	st.dests = slices.DeleteFunc(st.dests, func(x *Dest) bool { return x == d })
+	delete(st.byKey, destKey{addr, port})
+	if st.isNew[d] {
+		st.added = slices.DeleteFunc(st.added, func(x *Dest) bool { return x == d })
+		delete(st.isNew, d)
 	} else {
 		st.deleted[destKey{addr, port}] = true
 		delete(st.weights, d)
@@ -455,8 +482,12 @@ func (s *Service) commit(st *stage) {
 			}
 			next = append(next, d)
 		}
+		present := make(map[destKey]bool, len(next))
+		for _, d := range next {
+			present[destKey{d.Addr, d.Port}] = true
+		}
 		for _, d := range st.added {
-			if !slices.ContainsFunc(next, func(x *Dest) bool { return x.Addr == d.Addr && x.Port == d.Port }) {
+			if !present[destKey{d.Addr, d.Port}] { // the health checker may have put it back meanwhile
 				next = append(next, d)
 			}
 		}
