@@ -342,10 +342,10 @@ func decodeErrors(name string, err error) error {
 			case errors.As(inner, &pe):
 				inner = fmt.Errorf("%v is not a %s", pe.Value, kindName(pe.Expected.Type()))
 			}
-			lines = append(lines, fmt.Errorf("%s: %v", field, inner))
+			lines = append(lines, fmt.Errorf("%s: %s", escape(field), escape(inner.Error())))
 			return
 		}
-		lines = append(lines, fmt.Errorf("%s: %w", name, err))
+		lines = append(lines, fmt.Errorf("%s: %s", name, escape(err.Error())))
 	}
 	walk(err)
 	return errors.Join(lines...)
@@ -374,8 +374,14 @@ func kindName(t reflect.Type) string {
 type errs []error
 
 func (e *errs) add(field, format string, a ...any) {
-	*e = append(*e, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, a...)))
+	*e = append(*e, fmt.Errorf("%s: %s", escape(field), escape(fmt.Sprintf(format, a...))))
 }
+
+// escape keeps a refusal on one line when it quotes the file: a key or a
+// value can hold a line break.
+func escape(s string) string { return lineBreaks.Replace(s) }
+
+var lineBreaks = strings.NewReplacer("\n", `\n`, "\r", `\r`)
 
 func validate(r *raw) (*Config, error) {
 	var e errs
