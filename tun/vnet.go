@@ -1,6 +1,7 @@
 package tun
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 
@@ -12,12 +13,87 @@ import (
 // that a TAP opened with IFF_VNET_HDR puts before every frame.
 const VNetHdrLen = 10
 
-// Virtio-net header fields tapvs reads.
+// VNetHdr is a frame's virtio-net header, read and written in place: the
+// VNetHdrLen bytes a TAP with offloads puts before the frame. nil is no
+// header (a plain TAP), which reads as all zeros: a full checksum, no
+// segmentation. The kernel's layout (little-endian):
+//
+//	flags u8 | gso_type u8 | hdr_len u16 | gso_size u16 | csum_start u16 | csum_offset u16
+type VNetHdr []byte
+
+// The header's flags and GSO types tapvs reads (linux/virtio_net.h).
 const (
 	VNetNeedsCsum = 1 // flags: the transport checksum holds only the pseudo-header sum
 	VNetDataValid = 2 // flags: the checksum was verified
-	VNetGSONone   = 0 // gso_type
+	VNetGSONone   = 0 // gso_type: one frame, not a TSO super-frame
+	VNetGSOTCPv4  = 1
+	VNetGSOUDP    = 3
+	VNetGSOTCPv6  = 4
 )
+
+// Flags is the header's flags byte; 0 without a header.
+func (h VNetHdr) Flags() uint8 {
+	if len(h) < VNetHdrLen {
+		return 0
+	}
+	return h[0]
+}
+
+// NeedsCsum reports a partial transport checksum: it holds only the
+// pseudo-header sum, and whoever sends the frame on finishes it (at
+// CsumStart + CsumOffset).
+func (h VNetHdr) NeedsCsum() bool { return h.Flags()&VNetNeedsCsum != 0 }
+
+// DataValid reports a transport checksum the kernel has verified.
+func (h VNetHdr) DataValid() bool { return h.Flags()&VNetDataValid != 0 }
+
+// GSOType is how a super-frame is to be segmented (VNetGSONone: it is not one).
+func (h VNetHdr) GSOType() uint8 {
+	if len(h) < VNetHdrLen {
+		return VNetGSONone
+	}
+	return h[1]
+}
+
+// GSOSize is the segment payload size of a super-frame.
+func (h VNetHdr) GSOSize() uint16 { return h.u16(4) }
+
+// HdrLen is the length of the headers a super-frame's segments repeat.
+func (h VNetHdr) HdrLen() uint16 { return h.u16(2) }
+
+// CsumStart is where the checksummed data begins, from the start of the
+// frame (the Ethernet header).
+func (h VNetHdr) CsumStart() int { return int(h.u16(6)) }
+
+// CsumOffset is where the checksum field is, from CsumStart.
+func (h VNetHdr) CsumOffset() int { return int(h.u16(8)) }
+
+func (h VNetHdr) u16(at int) uint16 {
+	if len(h) < VNetHdrLen {
+		return 0
+	}
+	return binary.LittleEndian.Uint16(h[at:])
+}
+
+// SetNeedsCsum marks the transport checksum partial, its field at
+// start+off: what a sending host's kernel hands a TAP with offloads.
+func (h VNetHdr) SetNeedsCsum(start, off int) {
+	h[0] |= VNetNeedsCsum
+	binary.LittleEndian.PutUint16(h[6:], uint16(start))
+	binary.LittleEndian.PutUint16(h[8:], uint16(off))
+}
+
+// SetGSO marks a super-frame: segments of size bytes of payload after
+// hdrLen bytes of headers, by gsoType.
+func (h VNetHdr) SetGSO(gsoType uint8, hdrLen, size uint16) {
+	h[1] = gsoType
+	binary.LittleEndian.PutUint16(h[2:], hdrLen)
+	binary.LittleEndian.PutUint16(h[4:], size)
+}
+
+// Clear makes the header say "a whole frame with full checksums": for a
+// frame rewritten or built whole, whose checksums are already final.
+func (h VNetHdr) Clear() { clear(h) }
 
 // ErrOffloadRefused means the kernel would not take checksum/TSO offload on
 // the TAP; the caller opens a plain TAP instead.
