@@ -43,66 +43,28 @@ type Daemon struct {
 	once     sync.Once
 }
 
-// Start builds everything from cfg and starts forwarding. On error nothing is
-// left behind: the TAPs opened so far are closed (and so removed).
+// Start builds everything from cfg and starts forwarding: it opens the two
+// sides, makes an empty balancer and loads the services into it the way
+// Reload changes them (config.Apply from nothing, one transaction), then
+// puts the stack around it. On error nothing is left behind: the TAPs
+// opened so far are closed (and so removed).
 func Start(cfg *config.Config, log *slog.Logger) (_ *Daemon, err error) {
-	var opened [][]tun.Device
+	nics, err := openSides(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	owned := true // the TAPs are Start's to close until the stack has them
 	defer func() {
-		if err != nil {
-			for _, devs := range opened {
-				for _, d := range devs {
-					d.Close()
-				}
-			}
+		if err != nil && owned {
+			closeNICs(nics)
 		}
 	}()
-	sides := [2]config.Interface{cfg.Client, cfg.Server}
-	var nics [2]netstack.NICConfig
-	offload := cfg.Offload
-	for i := 0; i < len(sides); i++ {
-		side := sides[i]
-		devs, err := tun.OpenTAP(tun.TAPConfig{Name: side.Name, Queues: side.Queues, Offload: offload})
-		if errors.Is(err, tun.ErrOffloadRefused) {
-			// Both sides must agree: a frame leaves with the header it came with.
-			log.Warn("TAP offload refused: plain TAPs, one frame per system call", "err", err)
-			for _, devs := range opened {
-				for _, d := range devs {
-					d.Close()
-				}
-			}
-			opened, offload, i = nil, false, -1
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		opened = append(opened, devs)
-		if err := tun.SetupLink(side.Name, tun.LinkConfig{MTU: side.MTU, Netns: side.Netns}); err != nil {
-			return nil, err
-		}
-		nics[i] = netstack.NICConfig{Devs: devs, MTU: uint32(side.MTU), Address: side.Address}
-		if len(side.MAC) == 6 {
-			nics[i].MAC = [6]byte(side.MAC)
-		} else if nics[i].MAC, err = randomMAC(); err != nil {
-			return nil, err
-		}
-		for _, r := range side.Routes {
-			nics[i].Routes = append(nics[i].Routes, netstack.Route{Dst: r.Dst, Via: r.Via})
-		}
-	}
-	if offload {
-		log.Info("TAP offload on: checksum and TSO super-frames")
-	}
-
-	var st *netstack.Stack
 	bal, err := nat.New(nat.Config{
 		MaxConns: cfg.MaxConns, PortMin: cfg.PortMin, PortMax: cfg.PortMax, Timeouts: cfg.Timeouts, PortQuarantine: cfg.PortQuarantine,
 		ClientMAC: nics[0].MAC, ServerMAC: nics[1].MAC,
-		Resolve:   func(d *nat.Dest) { st.RequestResolve(d) },
-		Transmit:  func(out nat.Side, vnet, frame []byte) { st.Transmit(out, vnet, frame) },
 		Synproxy:  cfg.Synproxy,
 		ClientNet: cfg.Client.Address, ServerNet: cfg.Server.Address,
-		Readers: cfg.Client.Queues + cfg.Server.Queues,
+		Readers: len(nics[0].Devs) + len(nics[1].Devs),
 	})
 	if err != nil {
 		return nil, err
@@ -110,9 +72,11 @@ func Start(cfg *config.Config, log *slog.Logger) (_ *Daemon, err error) {
 	if err := bal.Update(func(tx *nat.Tx) error { return cfg.Apply(tx, nil) }); err != nil {
 		return nil, err
 	}
-	if st, err = netstack.New(bal, nics[0], nics[1], log); err != nil {
+	st, err := netstack.New(bal, nics[0], nics[1], log) // attaches itself as the balancer's nat.Link
+	if err != nil {
 		return nil, err
 	}
+	owned = false
 	d := &Daemon{Balancer: bal, Stack: st, stop: make(chan struct{}), log: log}
 	d.cfg.Store(cfg)
 	d.Manager = control.NewManager(bal, d.sync)
@@ -236,7 +200,7 @@ func (d *Daemon) sync() error {
 	for _, s := range d.Balancer.Services() {
 		for _, dst := range s.Dests() {
 			if _, ok := dst.NextHopMAC(); !ok {
-				d.Stack.RequestResolve(dst)
+				d.Stack.Resolve(dst)
 			}
 		}
 	}
@@ -274,6 +238,65 @@ func (d *Daemon) Close() {
 		d.wg.Wait()
 		d.Stack.Close()
 	})
+}
+
+// openSides opens the client and server TAPs. Offload is both or neither:
+// a frame leaves with the virtio-net header it came with, so if the kernel
+// refuses it on one side both are opened plain.
+func openSides(cfg *config.Config, log *slog.Logger) ([2]netstack.NICConfig, error) {
+	nics, err := openBoth(cfg, cfg.Offload)
+	if errors.Is(err, tun.ErrOffloadRefused) {
+		log.Warn("TAP offload refused: plain TAPs, one frame per system call", "err", err)
+		nics, err = openBoth(cfg, false)
+	}
+	if err == nil && cfg.Offload && nics[0].Devs[0].VNetHdrLen() > 0 {
+		log.Info("TAP offload on: checksum and TSO super-frames")
+	}
+	return nics, err
+}
+
+// openBoth opens both sides, or neither.
+func openBoth(cfg *config.Config, offload bool) (nics [2]netstack.NICConfig, err error) {
+	for i, side := range [2]config.Interface{cfg.Client, cfg.Server} {
+		if nics[i], err = openSide(side, offload); err != nil {
+			closeNICs(nics)
+			return [2]netstack.NICConfig{}, err
+		}
+	}
+	return nics, nil
+}
+
+// openSide opens one side's TAP, brings its link up (MTU, namespace) and
+// describes it to the stack.
+func openSide(side config.Interface, offload bool) (netstack.NICConfig, error) {
+	devs, err := tun.OpenTAP(tun.TAPConfig{Name: side.Name, Queues: side.Queues, Offload: offload})
+	if err != nil {
+		return netstack.NICConfig{}, err
+	}
+	nic := netstack.NICConfig{Devs: devs, MTU: uint32(side.MTU), Address: side.Address}
+	if err := tun.SetupLink(side.Name, tun.LinkConfig{MTU: side.MTU, Netns: side.Netns}); err != nil {
+		closeNICs([2]netstack.NICConfig{nic})
+		return netstack.NICConfig{}, err
+	}
+	if len(side.MAC) == 6 {
+		nic.MAC = [6]byte(side.MAC)
+	} else if nic.MAC, err = randomMAC(); err != nil {
+		closeNICs([2]netstack.NICConfig{nic})
+		return netstack.NICConfig{}, err
+	}
+	for _, r := range side.Routes {
+		nic.Routes = append(nic.Routes, netstack.Route{Dst: r.Dst, Via: r.Via})
+	}
+	return nic, nil
+}
+
+// closeNICs closes the sides' queues: a TAP goes away with its last one.
+func closeNICs(nics [2]netstack.NICConfig) {
+	for _, n := range nics {
+		for _, d := range n.Devs {
+			d.Close()
+		}
+	}
 }
 
 func randomMAC() ([6]byte, error) {

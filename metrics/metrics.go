@@ -147,6 +147,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 				counter(dFrames, qs.Replied.Load(), append(l, "replied")...)
 				counter(dFrames, qs.Passed.Load(), append(l, "passed")...)
 				counter(dFrames, qs.Stolen.Load(), append(l, "held")...)
+				counter(dFrames, qs.Released.Load(), append(l, "released")...)
 				counter(dFrames, qs.Dropped.Load(), append(l, "dropped")...)
 				counter(dFrames, qs.TxErrors.Load(), append(l, "tx_error")...)
 				counter(dFrames, qs.Panics.Load(), append(l, "panic")...)

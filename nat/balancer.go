@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/tapvs/tapvs/csum"
+	"github.com/tapvs/tapvs/tcpflag"
 )
 
 // Verdict is what to do with a frame after Process.
@@ -31,8 +32,9 @@ const (
 	Pass    Verdict = iota // not the balancer's: give it to the stack
 	Forward                // rewritten in place: send it out the other side
 	Reply                  // rewritten into an answer: send it back out the side it came from
-	Stolen                 // kept or already sent by the balancer (netfilter's NF_STOLEN)
+	Stolen                 // kept by the balancer (netfilter's NF_STOLEN): a client frame held until its server answers
 	Drop                   // counted in Stats and dropped
+	Release                // consumed, and Frame.Released are sent back out the side it came from
 )
 
 // Side is the network a frame arrived from.
@@ -61,14 +63,7 @@ type Config struct {
 	// Readers is how many readers hand frames to Process (Frame.Queue is
 	// below it): each real server keeps a traffic counter per reader. 0 is
 	// MaxQueues.
-	Readers int
-	// Resolve is asked to (re)resolve a server's next hop when a packet finds
-	// it unknown. It must not block.
-	Resolve func(*Dest)
-	// Transmit sends a frame the balancer makes itself (SYN retries, RSTs,
-	// held packets) out of side out, with its virtio-net header (nil: none,
-	// a plain frame). The frame may be reused once it returns.
-	Transmit func(out Side, vnet, frame []byte)
+	Readers  int
 	Synproxy SynproxyConfig
 	// ClientNet and ServerNet are tapvs's own address on each side with its
 	// subnet. No VIP, LIP or real server may be one of them (or a subnet's
@@ -102,7 +97,30 @@ type Balancer struct {
 	quarantined atomic.Int64 // reply tuples in quarantine after the last sweep
 	readers     int          // Config.Readers rounded up to a power of two
 	gen         atomic.Uint64
+	link        Link // set by Attach before the first frame; never changed after
 }
+
+// Link is the balancer's way to the devices around it beyond the frame it
+// is handed and its verdict: what a packet or a timer needs done now.
+type Link interface {
+	// Resolve asks for a real server's next hop, when a packet finds it
+	// unknown. It must not block.
+	Resolve(*Dest)
+	// Transmit sends a frame a timer made (a SYN retried to a silent
+	// server, an RST to a client it gave up on) out of side out, with full
+	// checksums. The frame may be reused once it returns.
+	Transmit(out Side, frame []byte)
+}
+
+// Attach gives the balancer its Link. It is called once, before the
+// first frame is processed and before Run; until then nothing is resolved
+// or sent.
+func (b *Balancer) Attach(l Link) { b.link = l }
+
+type noLink struct{}
+
+func (noLink) Resolve(*Dest)         {}
+func (noLink) Transmit(Side, []byte) {}
 
 // Generation counts the lookup snapshots published: the VIPs and LIPs
 // (Addresses) change only when it does.
@@ -128,17 +146,11 @@ func New(cfg Config) (*Balancer, error) {
 	if cfg.PortMin == 0 || cfg.PortMin > cfg.PortMax {
 		return nil, fmt.Errorf("local port range %d-%d is empty", cfg.PortMin, cfg.PortMax)
 	}
-	if cfg.Resolve == nil {
-		cfg.Resolve = func(*Dest) {}
-	}
-	if cfg.Transmit == nil {
-		cfg.Transmit = func(Side, []byte, []byte) {}
-	}
 	if cfg.Readers <= 0 || cfg.Readers > MaxQueues {
 		cfg.Readers = MaxQueues
 	}
 	cfg.Synproxy.setDefaults()
-	b := &Balancer{cfg: cfg, table: newTable(cfg.MaxConns), readers: 1 << bits.Len(uint(cfg.Readers-1))}
+	b := &Balancer{cfg: cfg, table: newTable(cfg.MaxConns), readers: 1 << bits.Len(uint(cfg.Readers-1)), link: noLink{}}
 	b.sp.init()
 	b.set.Store(&serviceSet{byKey: map[svcKey]*Service{}, vips: map[addr16]struct{}{}, lips: map[addr16]struct{}{}})
 	return b, nil
@@ -259,6 +271,13 @@ func (b *Balancer) fromClient(set *serviceSet, p *pkt, dst *addr16, f *Frame) Ve
 		flags = p.tcpFlags()
 	}
 	c := b.table.lookup(&key)
+	if c != nil && c.sp != nil && b.synproxyReopens(c, p, flags) {
+		// The client reused its port while the old proxied connection
+		// closes, and completed a new cookie handshake: the old one gives
+		// way, and the ACK opens the new one below.
+		b.release(c)
+		c = nil
+	}
 	if c == nil {
 		svc := set.byKey[svcKey{addr: key.dst, port: key.dport, proto: key.proto}]
 		if svc == nil {
@@ -268,14 +287,19 @@ func (b *Balancer) fromClient(set *serviceSet, p *pkt, dst *addr16, f *Frame) Ve
 			// No state, and no SYN-ACK, from a segment a host would drop.
 			return b.Stats.drop(DropBadChecksum)
 		}
-		if key.proto == TCP && svc.synproxy.Load() {
-			return b.synproxyOpen(svc, key, p, flags, f)
-		}
 		var v Verdict
-		if c, v = b.newConn(svc, key, p, flags); c == nil {
+		if key.proto == TCP && svc.synproxy.Load() {
+			// A SYN is answered, a cookie ACK opens the server side; or
+			// another reader opened it first, and the frame is that
+			// connection's (c).
+			if c, v = b.synproxyOpen(svc, key, p, flags, f); c == nil {
+				return v
+			}
+		} else if c, v = b.newConn(svc, key, p, flags); c == nil {
 			return v
 		}
-	} else if c.sp != nil {
+	}
+	if c.sp != nil {
 		return b.synproxyFromClient(c, p, flags, f)
 	}
 	c.touch(dirIn, flags, b.table.now.Load(), &b.table.wheel)
@@ -287,7 +311,7 @@ func (b *Balancer) fromClient(set *serviceSet, p *pkt, dst *addr16, f *Frame) Ve
 func (b *Balancer) forwardIn(c *Conn, p *pkt, f *Frame, l4Delta uint16) Verdict {
 	mac := c.dest.mac.Load()
 	if mac == 0 {
-		b.cfg.Resolve(c.dest)
+		b.link.Resolve(c.dest)
 		return b.Stats.drop(DropNoNeighbor)
 	}
 	tap := b.tap.Load()
@@ -346,7 +370,7 @@ func (b *Balancer) fromServer(p *pkt, dst *addr16, f *Frame) Verdict {
 // key is taken by value: the scheduler is behind an interface, and a pointer
 // into the caller's frame would move every packet's key to the heap.
 func (b *Balancer) newConn(svc *Service, key tupleKey, p *pkt, flags uint8) (*Conn, Verdict) {
-	if key.proto == TCP && flags&(tcpFlagSYN|tcpFlagACK|tcpFlagRST|tcpFlagFIN) != tcpFlagSYN {
+	if key.proto == TCP && flags&(tcpflag.SYN|tcpflag.ACK|tcpflag.RST|tcpflag.FIN) != tcpflag.SYN {
 		return nil, b.Stats.drop(DropNotSYN)
 	}
 	c, v := b.schedule(svc, key, p)
@@ -376,7 +400,7 @@ func (b *Balancer) schedule(svc *Service, key tupleKey, p *pkt) (*Conn, Verdict)
 	}
 	if dest.mac.Load() == 0 {
 		b.table.count.Add(-1)
-		b.cfg.Resolve(dest)
+		b.link.Resolve(dest)
 		return nil, b.Stats.drop(DropNoNeighbor)
 	}
 	c.dest = dest

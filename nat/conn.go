@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/tapvs/tapvs/synproxy"
+	"github.com/tapvs/tapvs/tcpflag"
 
 	"github.com/tapvs/tapvs/csum"
 )
@@ -124,13 +125,13 @@ var tcpStates = [2][4][numTCPStates]uint32{
 // RST wins over SYN, SYN over FIN, FIN over ACK.
 func flagIndex(flags uint8) int {
 	switch {
-	case flags&tcpFlagRST != 0:
+	case flags&tcpflag.RST != 0:
 		return 3
-	case flags&tcpFlagSYN != 0:
+	case flags&tcpflag.SYN != 0:
 		return 0
-	case flags&tcpFlagFIN != 0:
+	case flags&tcpflag.FIN != 0:
 		return 1
-	case flags&tcpFlagACK != 0:
+	case flags&tcpflag.ACK != 0:
 		return 2
 	}
 	return -1

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/tapvs/tapvs/csum"
+	"github.com/tapvs/tapvs/tcpflag"
+	"github.com/tapvs/tapvs/tun"
 )
 
 // The fuzz targets of the data path. Every frame a fuzzer makes goes through
@@ -39,10 +41,34 @@ const (
 type fuzzBalancer struct {
 	b    *Balancer
 	svcs [3]*Service
-	sent int // frames sent by Transmit
+	tb   testing.TB
+	sent int // frames sent by Transmit or released
 	// heldBad counts client frames held (Stolen) whose transport checksum
 	// did not verify when they came in: sent on later, they still do not.
 	heldBad int
+}
+
+// Resolve and Transmit are the balancer's Link.
+func (fb *fuzzBalancer) Resolve(*Dest) {}
+func (fb *fuzzBalancer) Transmit(_ Side, f []byte) {
+	fb.sent++
+	if ok, has := l4Verifies(f); has && !ok && fb.heldBad > 0 {
+		fb.heldBad-- // a held frame that came in bad
+		return
+	}
+	checkBuilt(fb.tb, f)
+}
+
+// process runs a frame through the balancer and sends on what a Release
+// lets go, as a reader would.
+func (fb *fuzzBalancer) process(side Side, fr *Frame) Verdict {
+	v := fb.b.Process(side, fr)
+	if v == Release {
+		for _, q := range fr.Released {
+			fb.Transmit(side, q[tun.VNetHdrLen:])
+		}
+	}
+	return v
 }
 
 func newFuzzBalancer(tb testing.TB) *fuzzBalancer {
@@ -56,22 +82,13 @@ func newFuzzBalancer(tb testing.TB) *fuzzBalancer {
 	cfg := Config{MaxConns: 64, PortMin: 5000, PortMax: 5031, Timeouts: to, Readers: 2,
 		ClientMAC: [6]byte{2, 0, 0, 0, 0, 1}, ServerMAC: [6]byte{2, 0, 0, 0, 0, 2},
 		ClientNet: netip.MustParsePrefix("172.25.254.254/24"), ServerNet: netip.MustParsePrefix("172.25.84.4/24"),
-		Synproxy: DefaultSynproxy(), PortQuarantine: 4 * time.Second,
-		Transmit: func(_ Side, _, f []byte) {
-			fb.sent++
-			if ok, has := l4Verifies(f); has && !ok && fb.heldBad > 0 {
-				fb.heldBad-- // a held frame that came in bad
-				f = nil
-			}
-			if f != nil {
-				checkBuilt(tb, f)
-			}
-		}}
+		Synproxy: DefaultSynproxy(), PortQuarantine: 4 * time.Second}
 	b, err := New(cfg)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	fb.b = b
+	fb.b, fb.tb = b, tb
+	b.Attach(fb)
 	b.sp.cookies.Minute = func() uint32 { return 1000 }
 	err = b.Update(func(tx *Tx) error {
 		for i, sc := range []ServiceConfig{
@@ -198,7 +215,7 @@ func fuzzFrame(frame []byte, vnet []byte) *Frame {
 	copy(buf[fzHeadroom:], frame)
 	f := &Frame{Buf: buf, Off: fzHeadroom, Len: len(frame)}
 	if vnet != nil {
-		f.VNet = buf[fzHeadroom-vnetLen : fzHeadroom]
+		f.VNet = buf[fzHeadroom-tun.VNetHdrLen : fzHeadroom]
 		copy(f.VNet, vnet)
 	}
 	return f
@@ -253,7 +270,7 @@ func check(tb testing.TB, in []byte, f *Frame, v Verdict) {
 	tb.Helper()
 	canary := fzHeadroom
 	if f.VNet != nil {
-		canary -= vnetLen
+		canary -= tun.VNetHdrLen
 	}
 	for i := range canary {
 		if f.Buf[i] != 0xa5 {
@@ -383,10 +400,10 @@ func fromServer(c ConnInfo, w wire) []byte {
 func fuzzLive(tb testing.TB, fb *fuzzBalancer) live {
 	tb.Helper()
 	for _, w := range []wire{
-		{src: fzClient, dst: fzVIP, sport: 40000, dport: fzTCP, proto: protoTCP, flags: tcpFlagSYN, seq: 1000, opts: synOpts4(5), srcMAC: fzClientM},
+		{src: fzClient, dst: fzVIP, sport: 40000, dport: fzTCP, proto: protoTCP, flags: tcpflag.SYN, seq: 1000, opts: synOpts4(5), srcMAC: fzClientM},
 		{src: fzClient, dst: fzVIP, sport: 42000, dport: fzUDP, proto: protoUDP, payload: []byte("query"), srcMAC: fzClientM},
 	} {
-		if v := fb.b.Process(ClientSide, fuzzFrame(w.bytes(), nil)); v != Forward {
+		if v := fb.process(ClientSide, fuzzFrame(w.bytes(), nil)); v != Forward {
 			tb.Fatalf("opening %d: %v", w.sport, v)
 		}
 	}
@@ -394,8 +411,8 @@ func fuzzLive(tb testing.TB, fb *fuzzBalancer) live {
 	fuzzHandshake(tb, fb, 41001, true)
 	l := live{plain: fb.conn(tb, TCP, 40000, fzTCP), udp: fb.conn(tb, UDP, 42000, fzUDP),
 		proxied: fb.conn(tb, TCP, 41000, fzProxy), pending: fb.conn(tb, TCP, 41001, fzProxy)}
-	sa := fromServer(l.proxied, wire{proto: protoTCP, flags: tcpFlagSYN | tcpFlagACK, seq: 90000, ack: 7001, opts: synOpts4(77)})
-	if v := fb.b.Process(ServerSide, fuzzFrame(sa, nil)); v != Stolen {
+	sa := fromServer(l.proxied, wire{proto: protoTCP, flags: tcpflag.SYN | tcpflag.ACK, seq: 90000, ack: 7001, opts: synOpts4(77)})
+	if v := fb.process(ServerSide, fuzzFrame(sa, nil)); v != Release {
 		tb.Fatalf("server SYN-ACK: %v %v", v, fb.b.Stats.Drops())
 	}
 	return l
@@ -410,18 +427,18 @@ func fuzzSeeds(tb testing.TB) (frames [][]byte, sides []Side) {
 	add := func(side Side, b []byte) {
 		frames, sides = append(frames, b), append(sides, side)
 	}
-	add(ClientSide, (&wire{src: fzClient, dst: fzVIP, sport: 40005, dport: fzTCP, proto: protoTCP, flags: tcpFlagSYN, seq: 1000, opts: synOpts4(5), srcMAC: fzClientM}).bytes())
-	add(ClientSide, (&wire{src: fzClient, dst: fzVIP, sport: 40000, dport: fzTCP, proto: protoTCP, flags: tcpFlagACK | tcpFlagPSH, seq: 1001, ack: 1, opts: tsOpts(6, 1), payload: []byte("GET / HTTP/1.0\r\n\r\n"), srcMAC: fzClientM}).bytes())
-	add(ClientSide, (&wire{src: fzClient, dst: fzVIP, sport: 41005, dport: fzProxy, proto: protoTCP, flags: tcpFlagSYN, seq: 7000, opts: synOpts4(9), srcMAC: fzClientM}).bytes())
-	add(ClientSide, (&wire{src: fzClient, dst: fzVIP, sport: 41000, dport: fzProxy, proto: protoTCP, flags: tcpFlagACK, seq: 7001, ack: 12345,
+	add(ClientSide, (&wire{src: fzClient, dst: fzVIP, sport: 40005, dport: fzTCP, proto: protoTCP, flags: tcpflag.SYN, seq: 1000, opts: synOpts4(5), srcMAC: fzClientM}).bytes())
+	add(ClientSide, (&wire{src: fzClient, dst: fzVIP, sport: 40000, dport: fzTCP, proto: protoTCP, flags: tcpflag.ACK | tcpflag.PSH, seq: 1001, ack: 1, opts: tsOpts(6, 1), payload: []byte("GET / HTTP/1.0\r\n\r\n"), srcMAC: fzClientM}).bytes())
+	add(ClientSide, (&wire{src: fzClient, dst: fzVIP, sport: 41005, dport: fzProxy, proto: protoTCP, flags: tcpflag.SYN, seq: 7000, opts: synOpts4(9), srcMAC: fzClientM}).bytes())
+	add(ClientSide, (&wire{src: fzClient, dst: fzVIP, sport: 41000, dport: fzProxy, proto: protoTCP, flags: tcpflag.ACK, seq: 7001, ack: 12345,
 		opts: append([]byte{1}, append(tsOpts(10, 11)[1:], 5, 10, 0, 0, 0, 1, 0, 0, 0, 2, 1, 1, 1)...), payload: []byte("x"), srcMAC: fzClientM}).bytes())
-	add(ClientSide, (&wire{src: fzClient, dst: fzVIP, sport: 41001, dport: fzProxy, proto: protoTCP, flags: tcpFlagACK, seq: 7001, ack: 12345, payload: []byte("early"), srcMAC: fzClientM}).bytes())
+	add(ClientSide, (&wire{src: fzClient, dst: fzVIP, sport: 41001, dport: fzProxy, proto: protoTCP, flags: tcpflag.ACK, seq: 7001, ack: 12345, payload: []byte("early"), srcMAC: fzClientM}).bytes())
 	add(ClientSide, (&wire{src: fzClient, dst: fzVIP, sport: 42000, dport: fzUDP, proto: protoUDP, payload: []byte("query"), srcMAC: fzClientM}).bytes())
-	add(ServerSide, fromServer(l.plain, wire{flags: tcpFlagSYN | tcpFlagACK, seq: 1, ack: 1001, opts: synOpts4(3)}))
-	add(ServerSide, fromServer(l.plain, wire{flags: tcpFlagACK, seq: 2, ack: 1019, payload: []byte("HTTP/1.0 200 OK\r\n")}))
-	add(ServerSide, fromServer(l.proxied, wire{flags: tcpFlagACK, seq: 90001, ack: 7001, opts: append([]byte{1}, append(tsOpts(78, 10)[1:], 1)...), payload: []byte("220 hello")}))
-	add(ServerSide, fromServer(l.pending, wire{flags: tcpFlagSYN | tcpFlagACK, seq: 50000, ack: 7001, opts: synOpts4(77)}))
-	add(ServerSide, fromServer(l.pending, wire{flags: tcpFlagRST | tcpFlagACK, ack: 7001}))
+	add(ServerSide, fromServer(l.plain, wire{flags: tcpflag.SYN | tcpflag.ACK, seq: 1, ack: 1001, opts: synOpts4(3)}))
+	add(ServerSide, fromServer(l.plain, wire{flags: tcpflag.ACK, seq: 2, ack: 1019, payload: []byte("HTTP/1.0 200 OK\r\n")}))
+	add(ServerSide, fromServer(l.proxied, wire{flags: tcpflag.ACK, seq: 90001, ack: 7001, opts: append([]byte{1}, append(tsOpts(78, 10)[1:], 1)...), payload: []byte("220 hello")}))
+	add(ServerSide, fromServer(l.pending, wire{flags: tcpflag.SYN | tcpflag.ACK, seq: 50000, ack: 7001, opts: synOpts4(77)}))
+	add(ServerSide, fromServer(l.pending, wire{flags: tcpflag.RST | tcpflag.ACK, ack: 7001}))
 	add(ServerSide, fromServer(l.udp, wire{payload: []byte("answer")}))
 	q := fromServer(l.udp, wire{payload: []byte("query")})[14:] // as the LIP sent it: swap
 	copy(q[12:16], l.udp.LIP.Addr().AsSlice())
@@ -430,10 +447,10 @@ func fuzzSeeds(tb testing.TB) (frames [][]byte, sides []Side) {
 	binary.BigEndian.PutUint16(q[22:], l.udp.RIP.Port())
 	add(ServerSide, (&wire{src: l.udp.RIP.Addr(), dst: l.udp.LIP.Addr(), proto: protoICMP, icmpType: icmpUnreach, quote: q[:28], srcMAC: fzRouterM}).bytes())
 	// The client complains about what the VIP sent it (a time exceeded).
-	cq := (&wire{src: fzVIP, dst: fzClient, sport: fzTCP, dport: 40000, proto: protoTCP, flags: tcpFlagACK, seq: 1, ack: 1001}).bytes()[14:]
+	cq := (&wire{src: fzVIP, dst: fzClient, sport: fzTCP, dport: 40000, proto: protoTCP, flags: tcpflag.ACK, seq: 1, ack: 1001}).bytes()[14:]
 	add(ClientSide, (&wire{src: fzClient, dst: fzVIP, proto: protoICMP, icmpType: icmpTimeEx, quote: cq[:28], srcMAC: fzClientM}).bytes())
 	// A TSO super-frame's worth of data on the plain connection.
-	add(ClientSide, (&wire{src: fzClient, dst: fzVIP, sport: 40000, dport: fzTCP, proto: protoTCP, flags: tcpFlagACK, seq: 1001, ack: 1, payload: make([]byte, 9000), srcMAC: fzClientM}).bytes())
+	add(ClientSide, (&wire{src: fzClient, dst: fzVIP, sport: 40000, dport: fzTCP, proto: protoTCP, flags: tcpflag.ACK, seq: 1001, ack: 1, payload: make([]byte, 9000), srcMAC: fzClientM}).bytes())
 	return frames, sides
 }
 
@@ -453,12 +470,14 @@ func FuzzProcess(f *testing.F) {
 		side := Side(ctl & 1)
 		var vnet []byte
 		if ctl&2 != 0 {
-			vnet = make([]byte, vnetLen)
-			vnet[0] = (ctl >> 2) & 1 // NEEDS_CSUM
+			vnet = make([]byte, tun.VNetHdrLen)
+			if ctl&4 != 0 {
+				tun.VNetHdr(vnet).SetNeedsCsum(0, 0) // where does not matter here: the balancer reads the flag
+			}
 		}
 		in := slices.Clone(frame)
 		fr := fuzzFrame(frame, vnet)
-		v := fb.b.Process(side, fr)
+		v := fb.process(side, fr)
 		check(t, in, fr, v)
 		checkTable(t, fb.b)
 	})
@@ -472,8 +491,8 @@ func fuzzHandshake(tb testing.TB, fb *fuzzBalancer, cport uint16, ts bool) uint3
 	if !ts {
 		opts = []byte{2, 4, 5, 0xb4}
 	}
-	syn := fuzzFrame((&wire{src: fzClient, dst: fzVIP, sport: cport, dport: fzProxy, proto: protoTCP, flags: tcpFlagSYN, seq: 7000, opts: opts, srcMAC: fzClientM}).bytes(), nil)
-	if v := fb.b.Process(ClientSide, syn); v != Reply {
+	syn := fuzzFrame((&wire{src: fzClient, dst: fzVIP, sport: cport, dport: fzProxy, proto: protoTCP, flags: tcpflag.SYN, seq: 7000, opts: opts, srcMAC: fzClientM}).bytes(), nil)
+	if v := fb.process(ClientSide, syn); v != Reply {
 		tb.Fatalf("SYN from %d: %v", cport, v)
 	}
 	sa := syn.Bytes()
@@ -482,8 +501,8 @@ func fuzzHandshake(tb testing.TB, fb *fuzzBalancer, cport uint16, ts bool) uint3
 	if ts {
 		ackOpts = tsOpts(10, binary.BigEndian.Uint32(sa[34+20+8:]))
 	}
-	ack := fuzzFrame((&wire{src: fzClient, dst: fzVIP, sport: cport, dport: fzProxy, proto: protoTCP, flags: tcpFlagACK, seq: 7001, ack: cookie + 1, opts: ackOpts, srcMAC: fzClientM}).bytes(), nil)
-	if v := fb.b.Process(ClientSide, ack); v != Forward && v != Stolen {
+	ack := fuzzFrame((&wire{src: fzClient, dst: fzVIP, sport: cport, dport: fzProxy, proto: protoTCP, flags: tcpflag.ACK, seq: 7001, ack: cookie + 1, opts: ackOpts, srcMAC: fzClientM}).bytes(), nil)
+	if v := fb.process(ClientSide, ack); v != Forward && v != Stolen {
 		tb.Fatalf("ACK from %d: %v %v", cport, v, fb.b.Stats.Drops())
 	}
 	return cookie
@@ -525,7 +544,7 @@ func FuzzSequence(f *testing.F) {
 			case 0, 1: // a client frame to one of the services, maybe mutated
 				port := []uint16{fzTCP, fzProxy, fzUDP}[int(arg>>2)%3]
 				w := wire{src: fzClient, dst: fzVIP, sport: cport, dport: port, proto: protoTCP, srcMAC: fzClientM,
-					flags: []uint8{tcpFlagSYN, tcpFlagACK, tcpFlagACK | tcpFlagPSH, tcpFlagFIN | tcpFlagACK, tcpFlagRST}[int(rd())%5],
+					flags: []uint8{tcpflag.SYN, tcpflag.ACK, tcpflag.ACK | tcpflag.PSH, tcpflag.FIN | tcpflag.ACK, tcpflag.RST}[int(rd())%5],
 					seq:   7001, ack: cookies[cport] + 1, opts: tsOpts(uint32(rd()), 1), payload: []byte{rd()}}
 				if port == fzUDP {
 					w.proto, w.opts = protoUDP, nil
@@ -537,13 +556,13 @@ func FuzzSequence(f *testing.F) {
 					}
 				}
 				fr := fuzzFrame(in, nil)
-				v := b.Process(ClientSide, fr)
+				v := fb.process(ClientSide, fr)
 				check(t, in, fr, v)
 				if ok, _ := l4Verifies(in); v == Stolen && !ok {
 					fb.heldBad++
 				}
 
-				if op == 0 && w.proto == protoTCP && w.flags&tcpFlagSYN == 0 && port == fzTCP && b.table.Len() > before {
+				if op == 0 && w.proto == protoTCP && w.flags&tcpflag.SYN == 0 && port == fzTCP && b.table.Len() > before {
 					t.Fatalf("a non-SYN made a connection (%v)", v)
 				}
 			case 2: // a server frame on a live connection's reply tuple
@@ -553,23 +572,23 @@ func FuzzSequence(f *testing.F) {
 				}
 				c := conns[int(arg)%len(conns)]
 				w := wire{src: c.RIP.Addr(), dst: c.LIP.Addr(), sport: c.RIP.Port(), dport: c.LIP.Port(), proto: uint8(c.Protocol), srcMAC: fzRouterM,
-					flags: []uint8{tcpFlagSYN | tcpFlagACK, tcpFlagACK, tcpFlagACK | tcpFlagPSH, tcpFlagFIN | tcpFlagACK, tcpFlagRST | tcpFlagACK}[int(rd())%5],
+					flags: []uint8{tcpflag.SYN | tcpflag.ACK, tcpflag.ACK, tcpflag.ACK | tcpflag.PSH, tcpflag.FIN | tcpflag.ACK, tcpflag.RST | tcpflag.ACK}[int(rd())%5],
 					seq:   90000, ack: 7001, opts: append([]byte{1}, append(tsOpts(uint32(rd()), 10)[1:], 1)...), payload: []byte{rd()}}
 				if c.Protocol == UDP {
 					w.opts = nil
 				}
 				in := w.bytes()
 				fr := fuzzFrame(in, nil)
-				check(t, in, fr, b.Process(ServerSide, fr))
+				check(t, in, fr, fb.process(ServerSide, fr))
 			case 3: // a handshake proved with the real cookie
 				cookies[cport] = fuzzHandshakeOrDrop(t, fb, cport, arg&0x80 != 0)
 			case 4: // a forged cookie makes nothing
-				in := (&wire{src: fzClient, dst: fzVIP, sport: 43000 + uint16(arg), dport: fzProxy, proto: protoTCP, flags: tcpFlagACK,
+				in := (&wire{src: fzClient, dst: fzVIP, sport: 43000 + uint16(arg), dport: fzProxy, proto: protoTCP, flags: tcpflag.ACK,
 					seq: 7001, ack: uint32(arg)<<8 | uint32(rd()), srcMAC: fzClientM}).bytes()
 				fr := fuzzFrame(in, nil)
 				// Dropped, or passed to the stack once no service has the
 				// VIP; never a connection.
-				if v := b.Process(ClientSide, fr); v != Drop && v != Pass || b.table.Len() != before {
+				if v := fb.process(ClientSide, fr); v != Drop && v != Pass || b.table.Len() != before {
 					t.Fatalf("a forged cookie: %v, table %d -> %d", v, before, b.table.Len())
 				}
 			case 5: // the clock moves on: sweeps and SYNPROXY retries
@@ -585,10 +604,10 @@ func FuzzSequence(f *testing.F) {
 					continue
 				}
 				c := conns[int(arg)%len(conns)]
-				q := (&wire{src: c.LIP.Addr(), dst: c.RIP.Addr(), sport: c.LIP.Port(), dport: c.RIP.Port(), proto: uint8(c.Protocol), flags: tcpFlagACK}).bytes()[14:]
+				q := (&wire{src: c.LIP.Addr(), dst: c.RIP.Addr(), sport: c.LIP.Port(), dport: c.RIP.Port(), proto: uint8(c.Protocol), flags: tcpflag.ACK}).bytes()[14:]
 				in := (&wire{src: c.RIP.Addr(), dst: c.LIP.Addr(), proto: protoICMP, icmpType: icmpUnreach, quote: q[:28], srcMAC: fzRouterM}).bytes()
 				fr := fuzzFrame(in, nil)
-				check(t, in, fr, b.Process(ServerSide, fr))
+				check(t, in, fr, fb.process(ServerSide, fr))
 			}
 			checkTable(t, b)
 		}
@@ -612,9 +631,9 @@ func fuzzHandshakeOrDrop(tb testing.TB, fb *fuzzBalancer, cport uint16, ts bool)
 	if !ts {
 		opts = []byte{2, 4, 5, 0xb4}
 	}
-	in := (&wire{src: fzClient, dst: fzVIP, sport: cport, dport: fzProxy, proto: protoTCP, flags: tcpFlagSYN, seq: 7000, opts: opts, srcMAC: fzClientM}).bytes()
+	in := (&wire{src: fzClient, dst: fzVIP, sport: cport, dport: fzProxy, proto: protoTCP, flags: tcpflag.SYN, seq: 7000, opts: opts, srcMAC: fzClientM}).bytes()
 	syn := fuzzFrame(in, nil)
-	v := fb.b.Process(ClientSide, syn)
+	v := fb.process(ClientSide, syn)
 	check(tb, in, syn, v)
 	if v != Reply {
 		return 0
@@ -625,9 +644,9 @@ func fuzzHandshakeOrDrop(tb testing.TB, fb *fuzzBalancer, cport uint16, ts bool)
 	if ts && sa[34+12]>>4 > 5 {
 		ackOpts = tsOpts(10, binary.BigEndian.Uint32(sa[34+20+8:]))
 	}
-	in = (&wire{src: fzClient, dst: fzVIP, sport: cport, dport: fzProxy, proto: protoTCP, flags: tcpFlagACK, seq: 7001, ack: cookie + 1, opts: ackOpts, srcMAC: fzClientM}).bytes()
+	in = (&wire{src: fzClient, dst: fzVIP, sport: cport, dport: fzProxy, proto: protoTCP, flags: tcpflag.ACK, seq: 7001, ack: cookie + 1, opts: ackOpts, srcMAC: fzClientM}).bytes()
 	ack := fuzzFrame(in, nil)
-	check(tb, in, ack, fb.b.Process(ClientSide, ack))
+	check(tb, in, ack, fb.process(ClientSide, ack))
 	return cookie
 }
 
@@ -703,7 +722,7 @@ func TestFuzzSeedsPass(t *testing.T) {
 	fuzzLive(t, fb)
 	for i, s := range frames {
 		fr := fuzzFrame(s, nil)
-		v := fb.b.Process(sides[i], fr)
+		v := fb.process(sides[i], fr)
 		check(t, s, fr, v)
 		if v == Drop || v == Pass {
 			t.Errorf("seed %d (%v side): %v %v", i, sides[i], v, fb.b.Stats.Drops())

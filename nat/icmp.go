@@ -53,7 +53,7 @@ func (b *Balancer) icmp(side Side, p *pkt, f *Frame) Verdict {
 		// The client complains about VIP -> client; the server sent RIP -> LIP.
 		mac := c.dest.mac.Load()
 		if mac == 0 {
-			b.cfg.Resolve(c.dest)
+			b.link.Resolve(c.dest)
 			return b.Stats.drop(DropNoNeighbor)
 		}
 		outerSrc, outerDst = &c.out.dst, &c.out.src

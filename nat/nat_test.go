@@ -10,6 +10,7 @@ import (
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
 	"github.com/tapvs/tapvs/csum"
+	"github.com/tapvs/tapvs/tun"
 )
 
 var (
@@ -486,9 +487,16 @@ func TestTableFull(t *testing.T) {
 	}
 }
 
+// countLink counts the next hops the balancer asks for.
+type countLink struct{ asked *int }
+
+func (l countLink) Resolve(*Dest)       { *l.asked++ }
+func (countLink) Transmit(Side, []byte) {}
+
 func TestUnresolvedNeighborAsksAndDrops(t *testing.T) {
 	asked := 0
-	r := newRig(t, TCP, "rr", func(c *Config) { c.Resolve = func(*Dest) { asked++ } })
+	r := newRig(t, TCP, "rr", nil)
+	r.b.Attach(countLink{&asked})
 	r.d1.mac.Store(0)
 	r.d2.mac.Store(0)
 	if v := r.b.Process(ClientSide, frame(t, pktSpec{src: client, dst: vip, sport: 1, dport: 80, proto: TCP, syn: true})); v != Drop {
@@ -606,15 +614,13 @@ func TestPartialChecksumRewrite(t *testing.T) {
 		off := l4csumOff(uint8(proto))
 		// Make it partial: the field holds the folded pseudo-header sum.
 		binary.BigEndian.PutUint16(l4[off:], csum.Fold(csum.PseudoV4(b[26:30], b[30:34], uint8(proto), len(l4))))
-		vnet := make([]byte, 10)
-		vnet[0] = vnetNeedsCsum
-		binary.LittleEndian.PutUint16(vnet[6:], 34)
-		binary.LittleEndian.PutUint16(vnet[8:], uint16(off))
+		vnet := make(tun.VNetHdr, tun.VNetHdrLen)
+		vnet.SetNeedsCsum(34, off)
 		f.VNet = vnet
 		if v := r.b.Process(ClientSide, f); v != Forward {
 			t.Fatalf("%v: %v", proto, v)
 		}
-		if vnet[0] != vnetNeedsCsum {
+		if !vnet.NeedsCsum() || vnet.CsumStart() != 34 || vnet.CsumOffset() != off {
 			t.Fatalf("%v: the virtio-net header changed: %v", proto, vnet)
 		}
 		csum.Finish(f.Bytes()[34:], off) // what the kernel does (Process dropped the padding)
@@ -698,8 +704,8 @@ func TestStateNeedsAValidChecksum(t *testing.T) {
 	// Partial: the sending host's kernel finishes it; the field holds the pseudo-header sum.
 	syn = frame(t, pktSpec{src: client, dst: vip, sport: 40001, dport: 80, proto: TCP, syn: true, srcMAC: macClient})
 	syn.Bytes()[14+20+16]++
-	syn.VNet = make([]byte, vnetLen)
-	syn.VNet[0] = vnetNeedsCsum
+	syn.VNet = make(tun.VNetHdr, tun.VNetHdrLen)
+	syn.VNet.SetNeedsCsum(34, 16)
 	if v := r.b.Process(ClientSide, syn); v != Forward {
 		t.Fatalf("partial SYN: %v", v)
 	}

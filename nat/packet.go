@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 
 	"github.com/tapvs/tapvs/csum"
+	"github.com/tapvs/tapvs/tun"
 )
 
 // Frame is an Ethernet frame in a reader's buffer. The bytes before Off are
@@ -16,33 +17,45 @@ type Frame struct {
 	// Queue is the reader that read the frame (0 to Config.Readers-1): per-server
 	// counters are kept per reader so no cache line is written by all.
 	Queue int
-	// VNet is the frame's virtio-net header (10 bytes) on a TAP with
-	// offloads, nil otherwise. It says whether the transport checksum is
-	// partial (NEEDS_CSUM) and whether the frame is a TSO super-frame; the
-	// rewrite keeps it valid, and frames the balancer builds clear it.
-	VNet []byte
+	// VNet is the frame's virtio-net header on a TAP with offloads, nil
+	// otherwise. It says whether the transport checksum is partial
+	// (NEEDS_CSUM) and whether the frame is a TSO super-frame; the rewrite
+	// keeps it valid, and frames the balancer builds clear it.
+	VNet tun.VNetHdr
+	// Released, with the verdict Release, are frames the balancer had held
+	// and now lets go: they leave, in order, by the side this frame came
+	// in on, each as tun.VNetHdrLen bytes of virtio-net header and the
+	// frame (see Held). The reader sends them in its batch, as it sends
+	// every other frame.
+	Released [][]byte
 }
-
-const (
-	vnetNeedsCsum = 1
-	vnetDataValid = 2
-)
 
 // partial reports whether the frame's transport checksum holds only the
 // pseudo-header sum, to be finished by the kernel.
-func (f *Frame) partial() bool { return f.VNet != nil && f.VNet[0]&vnetNeedsCsum != 0 }
+func (f *Frame) partial() bool { return f.VNet.NeedsCsum() }
 
 // checked reports whether the kernel has vouched for the frame's transport
 // checksum: it is partial (the sending host finishes it) or already
 // verified (DATA_VALID).
-func (f *Frame) checked() bool { return f.VNet != nil && f.VNet[0]&(vnetNeedsCsum|vnetDataValid) != 0 }
+func (f *Frame) checked() bool { return f.VNet.NeedsCsum() || f.VNet.DataValid() }
 
 // plain marks a frame the balancer built or finished: full checksums, no
 // segmentation.
-func (f *Frame) plain() {
-	if f.VNet != nil {
-		clear(f.VNet)
-	}
+func (f *Frame) plain() { f.VNet.Clear() }
+
+// held copies the frame's packet p, behind its virtio-net header (zeros
+// from a plain TAP, so a TSO super-frame is sent on as one), to be held
+// and later released (Frame.Released).
+func held(f *Frame, p *pkt) []byte {
+	q := make([]byte, tun.VNetHdrLen+len(p.b))
+	copy(q, f.VNet)
+	copy(q[tun.VNetHdrLen:], p.b)
+	return q
+}
+
+// heldFrame is the Frame view of a held copy, for rewriting it in place.
+func heldFrame(q []byte) Frame {
+	return Frame{Buf: q, Off: tun.VNetHdrLen, Len: len(q) - tun.VNetHdrLen, VNet: tun.VNetHdr(q[:tun.VNetHdrLen])}
 }
 
 // Bytes is the frame as it goes on the wire.
@@ -58,10 +71,6 @@ const (
 	tcpMinLen   = 20
 	udpHdrLen   = 8
 	icmpHdrLen  = 8
-	tcpFlagFIN  = 0x01
-	tcpFlagSYN  = 0x02
-	tcpFlagRST  = 0x04
-	tcpFlagACK  = 0x10
 	ipFlagMF    = 0x2000
 	ipFragMask  = 0x1fff
 	icmpUnreach = 3

@@ -3,14 +3,15 @@ package nat
 import (
 	"encoding/binary"
 	"math/rand/v2"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/tapvs/tapvs/csum"
 	"github.com/tapvs/tapvs/synproxy"
+	"github.com/tapvs/tapvs/tcpflag"
 	"github.com/tapvs/tapvs/tcpopt"
+	"github.com/tapvs/tapvs/tun"
 )
 
 // SynproxyConfig shapes the SYN-ACKs tapvs answers with and the handshake it
@@ -84,15 +85,16 @@ func tcpOptions(p *pkt) []byte {
 
 // synproxyOpen handles a packet to a synproxy VIP with no connection: a SYN
 // is answered with a cookie; an ACK that carries a valid cookie opens the
-// connection to a real server.
-func (b *Balancer) synproxyOpen(svc *Service, key tupleKey, p *pkt, flags uint8, f *Frame) Verdict {
+// connection to a real server. holder is set when another reader opened
+// that connection first: the frame is then holder's.
+func (b *Balancer) synproxyOpen(svc *Service, key tupleKey, p *pkt, flags uint8, f *Frame) (holder *Conn, v Verdict) {
 	switch {
-	case flags&(tcpFlagSYN|tcpFlagACK|tcpFlagRST|tcpFlagFIN) == tcpFlagSYN:
-		return b.synAck(&key, p, f)
-	case flags&(tcpFlagSYN|tcpFlagRST) == 0 && flags&tcpFlagACK != 0:
+	case flags&(tcpflag.SYN|tcpflag.ACK|tcpflag.RST|tcpflag.FIN) == tcpflag.SYN:
+		return nil, b.synAck(&key, p, f)
+	case flags&(tcpflag.SYN|tcpflag.RST) == 0 && flags&tcpflag.ACK != 0:
 		return b.synproxyACK(svc, key, p, f)
 	}
-	return b.Stats.drop(DropNotSYN)
+	return nil, b.Stats.drop(DropNotSYN)
 }
 
 // synAck turns a client's SYN, in place, into our SYN-ACK. Nothing is kept.
@@ -123,7 +125,7 @@ func (b *Balancer) synAck(key *tupleKey, p *pkt, f *Frame) Verdict {
 	seg := synproxy.Segment{
 		SrcMAC: b.cfg.ClientMAC, DstMAC: [6]byte(p.b[6:12]),
 		Src: [4]byte(key.dst[12:]), Dst: [4]byte(key.src[12:]), Sport: key.dport, Dport: key.sport,
-		Seq: cookie, Ack: isn + 1, Flags: synproxy.SYN | synproxy.ACK, Window: 65535,
+		Seq: cookie, Ack: isn + 1, Flags: tcpflag.SYN | tcpflag.ACK, Window: 65535,
 		Opts: ob[:so.Write(ob[:])],
 	}
 	f.Len = seg.Write(f.Buf[f.Off:])
@@ -134,22 +136,23 @@ func (b *Balancer) synAck(key *tupleKey, p *pkt, f *Frame) Verdict {
 
 // synproxyACK opens a connection for an ACK whose cookie checks: the client
 // has proved its address. The ACK is held and, in its buffer, a SYN with the
-// client's ISN and options goes to the chosen real server.
-func (b *Balancer) synproxyACK(svc *Service, key tupleKey, p *pkt, f *Frame) Verdict {
+// client's ISN and options goes to the chosen real server. If another reader
+// opened the connection first, that one is returned as holder.
+func (b *Balancer) synproxyACK(svc *Service, key tupleKey, p *pkt, f *Frame) (holder *Conn, v Verdict) {
 	tcp := p.b[p.l4:]
 	seq, ack := binary.BigEndian.Uint32(tcp[4:]), binary.BigEndian.Uint32(tcp[8:])
 	flow := flowOf(&key)
 	o, ok := b.sp.cookies.Check(&flow, seq-1, ack-1)
 	if !ok {
-		return b.Stats.drop(DropBadCookie)
+		return nil, b.Stats.drop(DropBadCookie)
 	}
 	opts, ok := tcpopt.Parse(tcpOptions(p))
 	if !ok {
-		return b.Stats.drop(DropBadOptions)
+		return nil, b.Stats.drop(DropBadOptions)
 	}
 	c, v := b.schedule(svc, key, p)
 	if c == nil {
-		return v
+		return nil, v
 	}
 	cfg := &b.cfg.Synproxy
 	sp := &synproxy.State{Opts: o, ClientISN: seq - 1, Cookie: ack - 1, OurWScale: -1}
@@ -159,15 +162,15 @@ func (b *Balancer) synproxyACK(svc *Service, key tupleKey, p *pkt, f *Frame) Ver
 	if o.TS && opts.TS {
 		sp.TSOn, sp.ClientTSval, sp.OurTSval = true, opts.TSval, opts.TSecr
 	}
+	sp.Hold(held(f, p), cfg.MaxQueued) // not shared yet: always held
 	c.sp = sp
-	sp.Queue = [][]byte{held(f, p)}
 	now := b.table.now.Load()
 	interval := int64(cfg.RetryInterval)
 	if holder, _ := b.publishConn(c, stSynSent, now+int64(cfg.SYNRetries+2)*interval); holder != c {
 		if holder.sp == nil {
-			return b.Stats.drop(DropSynproxyState)
+			return nil, b.Stats.drop(DropSynproxyState)
 		}
-		return b.synproxyFromClient(holder, p, tcp[13], f)
+		return holder, Forward
 	}
 	b.Stats.synproxyOpened.Add(1)
 
@@ -180,53 +183,46 @@ func (b *Balancer) synproxyACK(svc *Service, key tupleKey, p *pkt, f *Frame) Ver
 	seg := synproxy.Segment{
 		SrcMAC: b.cfg.ServerMAC, DstMAC: macBytes(c.dest.mac.Load()),
 		Src: [4]byte(c.out.dst[12:]), Dst: [4]byte(c.out.src[12:]), Sport: c.out.dport, Dport: c.out.sport,
-		Seq: seq - 1, Flags: synproxy.SYN, Window: uint16(min(win, 0xffff)),
+		Seq: seq - 1, Flags: tcpflag.SYN, Window: uint16(min(win, 0xffff)),
 		Opts: ob[:so.Write(ob[:])],
 	}
 	f.Len = seg.Write(f.Buf[f.Off:])
 	f.plain()
-	syn := slices.Clone(f.Bytes())
-	sp.Lock()
-	sp.SYN = syn
-	sp.NextRetry = now + interval
-	sp.Unlock()
+	// Kept for retries, behind a zero virtio-net header like every frame
+	// the balancer holds (Frame.Released).
+	syn := make([]byte, tun.VNetHdrLen+f.Len)
+	copy(syn[tun.VNetHdrLen:], f.Bytes())
+	sp.Sent(syn, now+interval)
 	b.sp.mu.Lock()
 	b.sp.pending[c] = struct{}{}
 	b.sp.mu.Unlock()
-	return Forward
+	return nil, Forward
 }
 
-// synproxyFromClient handles the client's packets of a proxied connection.
+// synproxyFromClient handles the client's packets of a proxied connection:
+// held while the server has not answered, translated after.
 func (b *Balancer) synproxyFromClient(c *Conn, p *pkt, flags uint8, f *Frame) Verdict {
 	sp := c.sp
 	if !sp.Established() {
 		// Held frames are translated when the server answers: one that
-		// could not be is refused now. The frame is read and copied outside
-		// the lock (no lock is held across code that reads frame bytes),
-		// and copied only if there is room for it.
+		// could not be is refused now. The frame is copied outside the
+		// State's lock (no lock is held across code that reads frame
+		// bytes), and only if there is room for it.
 		if !tcpopt.Valid(tcpOptions(p)) {
 			return b.Stats.drop(DropBadOptions)
 		}
-		sp.Lock()
-		full := len(sp.Queue) >= b.cfg.Synproxy.MaxQueued
-		sp.Unlock()
-		if full {
+		if !sp.Room(b.cfg.Synproxy.MaxQueued) {
 			return b.Stats.drop(DropSynproxyQueue)
 		}
-		q := held(f, p)
-		sp.Lock()
-		if !sp.Established() {
-			if len(sp.Queue) >= b.cfg.Synproxy.MaxQueued {
-				sp.Unlock()
-				return b.Stats.drop(DropSynproxyQueue)
-			}
-			sp.Queue = append(sp.Queue, q)
-			sp.Unlock()
+		switch sp.Hold(held(f, p), b.cfg.Synproxy.MaxQueued) {
+		case synproxy.Held:
 			return Stolen
+		case synproxy.QueueFull:
+			return b.Stats.drop(DropSynproxyQueue)
 		}
-		sp.Unlock()
+		// Established meanwhile: the frame goes on, translated.
 	}
-	if flags&(tcpFlagSYN|tcpFlagACK|tcpFlagRST|tcpFlagFIN) == tcpFlagSYN {
+	if flags&(tcpflag.SYN|tcpflag.ACK|tcpflag.RST|tcpflag.FIN) == tcpflag.SYN {
 		// A SYN on the tuple of a proxied connection is a new handshake (the
 		// client reused its port after a close): it gets a cookie like any
 		// SYN, never the old connection's numbers.
@@ -235,25 +231,30 @@ func (b *Balancer) synproxyFromClient(c *Conn, p *pkt, flags uint8, f *Frame) Ve
 		}
 		return b.synAck(&c.in, p, f)
 	}
-	if c.state.Load() != stEstablished && flags&(tcpFlagSYN|tcpFlagRST) == 0 && flags&tcpFlagACK != 0 && p.l4Valid() {
-		// On a closing connection, an ACK whose cookie checks completes that
-		// new handshake: the old connection gives way.
-		tcp := p.b[p.l4:]
-		flow := flowOf(&c.in)
-		if _, ok := b.sp.cookies.Check(&flow, binary.BigEndian.Uint32(tcp[4:])-1, binary.BigEndian.Uint32(tcp[8:])-1); ok {
-			b.release(c)
-			return b.synproxyACK(c.svc, c.in, p, f)
-		}
-	}
 	c.touch(dirIn, flags, b.table.now.Load(), &b.table.wheel)
 	// ToServer changes header fields; a partial checksum does not cover them
 	// yet (the kernel sums the header when it finishes), so only a full one
 	// takes the change.
-	acc, ok := c.sp.ToServer(p.b[p.l4:], uint32(c.inL4Delta))
+	acc, ok := sp.ToServer(p.b[p.l4:], uint32(c.inL4Delta))
 	if !ok {
 		return b.Stats.drop(DropBadOptions)
 	}
 	return b.forwardIn(c, p, f, csum.Fold(acc))
+}
+
+// synproxyReopens reports whether a client's segment on an established
+// proxied connection that is closing completes a new cookie handshake: an
+// ACK whose cookie checks (the client reused its port). The old connection
+// then gives way to a new one.
+func (b *Balancer) synproxyReopens(c *Conn, p *pkt, flags uint8) bool {
+	if !c.sp.Established() || c.state.Load() == stEstablished ||
+		flags&(tcpflag.SYN|tcpflag.RST) != 0 || flags&tcpflag.ACK == 0 || !p.l4Valid() {
+		return false
+	}
+	tcp := p.b[p.l4:]
+	flow := flowOf(&c.in)
+	_, ok := b.sp.cookies.Check(&flow, binary.BigEndian.Uint32(tcp[4:])-1, binary.BigEndian.Uint32(tcp[8:])-1)
+	return ok
 }
 
 // synproxyToClient translates an established proxied connection's server
@@ -261,7 +262,7 @@ func (b *Balancer) synproxyFromClient(c *Conn, p *pkt, flags uint8, f *Frame) Ve
 // verdict of a drop: an ACK storm, or options that cannot be translated.
 func (b *Balancer) synproxyToClient(c *Conn, p *pkt, flags uint8) (l4Delta uint16, v Verdict) {
 	tcp := p.b[p.l4:]
-	if flags&^tcpFlagPSH == tcpFlagACK && len(tcp) == int(tcp[12]>>4)*4 &&
+	if flags&^tcpflag.PSH == tcpflag.ACK && len(tcp) == int(tcp[12]>>4)*4 &&
 		c.sp.Storm(tcp, b.cfg.Synproxy.AckStorm) {
 		return 0, b.Stats.drop(DropAckStorm)
 	}
@@ -272,20 +273,18 @@ func (b *Balancer) synproxyToClient(c *Conn, p *pkt, flags uint8) (l4Delta uint1
 	return csum.Fold(acc), Forward
 }
 
-const tcpFlagPSH = 0x08
-
 // synproxyServerHandshake takes the real server's answer to our SYN.
 func (b *Balancer) synproxyServerHandshake(c *Conn, p *pkt, flags uint8, f *Frame) Verdict {
 	sp := c.sp
 	tcp := p.b[p.l4:]
 	switch {
-	case flags&tcpFlagRST != 0:
+	case flags&tcpflag.RST != 0:
 		// Refused: the client, which believes it is connected, gets an RST.
 		f.Len = b.clientRST(c, f.Buf[f.Off:])
 		f.plain()
 		b.synproxyFail(c)
 		return Forward
-	case flags&(tcpFlagSYN|tcpFlagACK) == tcpFlagSYN|tcpFlagACK && binary.BigEndian.Uint32(tcp[8:]) == sp.ClientISN+1:
+	case flags&(tcpflag.SYN|tcpflag.ACK) == tcpflag.SYN|tcpflag.ACK && binary.BigEndian.Uint32(tcp[8:]) == sp.ClientISN+1:
 		if !p.l4Valid() {
 			return b.Stats.drop(DropBadChecksum) // it would fix the connection's numbers
 		}
@@ -293,22 +292,23 @@ func (b *Balancer) synproxyServerHandshake(c *Conn, p *pkt, flags uint8, f *Fram
 		if !ok {
 			return b.Stats.drop(DropBadOptions)
 		}
-		sp.Lock()
-		if sp.Established() {
-			sp.Unlock()
+		queue, ok := sp.Establish(binary.BigEndian.Uint32(tcp[4:]), opts)
+		if !ok {
 			return b.Stats.drop(DropSynproxyState)
 		}
-		sp.Establish(binary.BigEndian.Uint32(tcp[4:]), opts)
-		queue := sp.Queue
-		sp.Queue, sp.SYN = nil, nil
-		sp.Unlock()
 		c.setState(stSynSent, stEstablished)
-		c.touch(dirOut, tcpFlagACK, b.table.now.Load(), &b.table.wheel)
+		c.touch(dirOut, tcpflag.ACK, b.table.now.Load(), &b.table.wheel)
+		b.sp.mu.Lock()
+		delete(b.sp.pending, c)
+		b.sp.mu.Unlock()
 		// The server's SYN-ACK stops here; the client's held ACK (and what
 		// followed it) completes the server's handshake, translated: its
 		// ack is the server's ISN + 1 and its TSecr the server's own TSval.
+		// They leave with this frame's verdict, back toward the server.
+		f.Released = make([][]byte, 0, len(queue))
 		for _, q := range queue {
-			qf := Frame{Buf: q, Off: vnetLen, Len: len(q) - vnetLen, VNet: q[:vnetLen]}
+			qf := heldFrame(q)
+			qf.Queue = f.Queue
 			var qp pkt
 			if ok, bad := parseIPv4(qf.Bytes(), &qp); !ok || bad {
 				continue
@@ -320,33 +320,28 @@ func (b *Balancer) synproxyServerHandshake(c *Conn, p *pkt, flags uint8, f *Fram
 				continue
 			}
 			if b.forwardIn(c, &qp, &qf, csum.Fold(acc)) == Forward {
-				b.cfg.Transmit(ServerSide, qf.VNet, qf.Bytes())
+				f.Released = append(f.Released, q[:tun.VNetHdrLen+qf.Len])
 			}
 		}
-		b.sp.mu.Lock()
-		delete(b.sp.pending, c)
-		b.sp.mu.Unlock()
-		return Stolen
-	case flags&(tcpFlagSYN|tcpFlagRST|tcpFlagFIN) == 0 && flags&tcpFlagACK != 0:
+		return Release
+	case flags&(tcpflag.SYN|tcpflag.RST|tcpflag.FIN) == 0 && flags&tcpflag.ACK != 0:
 		// The server still holds this (LIP:lport, RIP:rport) in TIME_WAIT
 		// from an earlier connection and answered our SYN with that one's
 		// ACK. As a client's kernel would, end the TIME_WAIT with an RST
 		// carrying that ACK's number, and send the SYN again at once.
-		var rst [64]byte
 		seg := synproxy.Segment{
 			SrcMAC: b.cfg.ServerMAC, DstMAC: macBytes(c.dest.mac.Load()),
 			Src: [4]byte(c.out.dst[12:]), Dst: [4]byte(c.out.src[12:]), Sport: c.out.dport, Dport: c.out.sport,
-			Seq: binary.BigEndian.Uint32(tcp[8:]), Flags: synproxy.RST,
+			Seq: binary.BigEndian.Uint32(tcp[8:]), Flags: tcpflag.RST,
 		}
-		b.cfg.Transmit(ServerSide, nil, rst[:seg.Write(rst[:])])
-		sp.Lock()
-		syn := sp.SYN
-		sp.Unlock()
-		if syn != nil {
-			b.cfg.Transmit(ServerSide, nil, syn)
+		rst := make([]byte, tun.VNetHdrLen+seg.FrameLen())
+		seg.Write(rst[tun.VNetHdrLen:])
+		f.Released = append(f.Released, rst)
+		if syn := sp.SYN(); syn != nil {
+			f.Released = append(f.Released, syn)
 		}
 		b.Stats.synproxyTimeWait.Add(1)
-		return Stolen
+		return Release
 	}
 	return b.Stats.drop(DropSynproxyState)
 }
@@ -357,7 +352,7 @@ func (b *Balancer) clientRST(c *Conn, buf []byte) int {
 	seg := synproxy.Segment{
 		SrcMAC: b.cfg.ClientMAC, DstMAC: c.clientMAC,
 		Src: [4]byte(c.in.dst[12:]), Dst: [4]byte(c.in.src[12:]), Sport: c.in.dport, Dport: c.in.sport,
-		Seq: c.sp.Cookie + 1, Flags: synproxy.RST,
+		Seq: c.sp.Cookie + 1, Flags: tcpflag.RST,
 	}
 	return seg.Write(buf)
 }
@@ -371,7 +366,8 @@ func (b *Balancer) synproxyFail(c *Conn) {
 }
 
 // synproxyTick retries SYNs to silent servers and gives up on them, every
-// 100ms, and rotates the cookie keys every half hour.
+// 100ms, and rotates the cookie keys every half hour. What it sends leaves
+// through the Link: no reader is at hand.
 func (b *Balancer) synproxyTick() {
 	now := b.table.now.Load()
 	if now-b.sp.lastTick.Load() < int64(100*time.Millisecond) {
@@ -394,41 +390,17 @@ func (b *Balancer) synproxyTick() {
 	b.sp.mu.Unlock()
 	cfg := &b.cfg.Synproxy
 	for _, c := range due {
-		sp := c.sp
-		sp.Lock()
-		if sp.Established() || now < sp.NextRetry {
-			sp.Unlock()
-			continue
-		}
-		if sp.Retries < cfg.SYNRetries {
-			sp.Retries++
-			sp.NextRetry = now + int64(cfg.RetryInterval)
-			syn := sp.SYN
-			sp.Unlock()
+		syn, giveUp := c.sp.Due(now, cfg.SYNRetries, int64(cfg.RetryInterval))
+		switch {
+		case syn != nil:
 			b.Stats.synRetries.Add(1)
-			b.cfg.Transmit(ServerSide, nil, syn)
-			continue
+			b.link.Transmit(ServerSide, syn[tun.VNetHdrLen:])
+		case giveUp:
+			var buf [64]byte
+			b.link.Transmit(ClientSide, buf[:b.clientRST(c, buf[:])])
+			b.synproxyFail(c)
 		}
-		sp.Unlock()
-		var buf [64]byte
-		b.cfg.Transmit(ClientSide, nil, buf[:b.clientRST(c, buf[:])])
-		b.synproxyFail(c)
 	}
-}
-
-// vnetLen is the virtio-net header's size.
-const vnetLen = 10
-
-// held copies a client frame to hold until the server answers, behind its
-// virtio-net header (zeros from a plain TAP) so that a TSO super-frame is
-// sent on as one.
-func held(f *Frame, p *pkt) []byte {
-	q := make([]byte, vnetLen+len(p.b))
-	if f.VNet != nil {
-		copy(q, f.VNet)
-	}
-	copy(q[vnetLen:], p.b)
-	return q
 }
 
 func macBytes(v uint64) (m [6]byte) {

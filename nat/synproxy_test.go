@@ -9,6 +9,7 @@ import (
 	"github.com/google/gopacket/layers"
 
 	"github.com/tapvs/tapvs/tcpopt"
+	"github.com/tapvs/tapvs/tun"
 )
 
 type sent struct {
@@ -16,15 +17,29 @@ type sent struct {
 	frame []byte
 }
 
+// recordLink keeps what the balancer's timers send.
+type recordLink struct{ out *[]sent }
+
+func (recordLink) Resolve(*Dest) {}
+func (l recordLink) Transmit(side Side, f []byte) {
+	*l.out = append(*l.out, sent{side, append([]byte(nil), f...)})
+}
+
+// released adds the frames a Release verdict let go, which leave by the
+// side the frame came in on, to out, without their virtio-net headers.
+func released(out *[]sent, side Side, f *Frame) {
+	for _, q := range f.Released {
+		*out = append(*out, sent{side, q[tun.VNetHdrLen:]})
+	}
+}
+
 func synproxyRig(t *testing.T) (*rig, *[]sent) {
-	var out []sent
-	r := newRig(t, TCP, "rr", func(c *Config) {
-		c.Synproxy = DefaultSynproxy()
-		c.Transmit = func(side Side, _, f []byte) { out = append(out, sent{side, append([]byte(nil), f...)}) }
-	})
+	out := new([]sent)
+	r := newRig(t, TCP, "rr", func(c *Config) { c.Synproxy = DefaultSynproxy() })
+	r.b.Attach(recordLink{out})
 	setSynproxy(t, r)
 	r.svc.SetWeight(rs2, 8080, 0) // one server, for a predictable RIP
-	return r, &out
+	return r, out
 }
 
 func tsOpt(val, ecr uint32) layers.TCPOption {
@@ -125,9 +140,10 @@ func TestSynproxyHandshakeAndTranslation(t *testing.T) {
 	rsa := frame(t, pktSpec{src: rs1, dst: lip1, sport: 8080, dport: lport, proto: TCP, syn: true, ack: true, seq: rsISN, ackNum: isn + 1, srcMAC: macGateway, opts: synOpts(1400, 9, rsTS)})
 	binary.BigEndian.PutUint32(rsa.Bytes()[14+20+20+12:], 1001) // TSecr of the server's SYN-ACK: our SYN's TSval
 	fixTCPChecksum(t, rsa)
-	if v := r.b.Process(ServerSide, rsa); v != Stolen {
+	if v := r.b.Process(ServerSide, rsa); v != Release {
 		t.Fatalf("server SYN-ACK: %v %v", v, r.b.Stats.Drops())
 	}
+	released(out, ServerSide, rsa)
 	if len(*out) != 2 {
 		t.Fatalf("%d frames sent to the server, want the 2 held", len(*out))
 	}
@@ -326,9 +342,10 @@ func TestSynproxyServerTimeWait(t *testing.T) {
 	openProxied(t, r, 45000)
 	lport := r.b.Table().Conns()[0].LIP.Port()
 	ack := frame(t, pktSpec{src: rs1, dst: lip1, sport: 8080, dport: lport, proto: TCP, ack: true, seq: 777, ackNum: 123456, srcMAC: macGateway})
-	if v := r.b.Process(ServerSide, ack); v != Stolen {
+	if v := r.b.Process(ServerSide, ack); v != Release {
 		t.Fatalf("TIME_WAIT ACK: %v", v)
 	}
+	released(out, ServerSide, ack)
 	if len(*out) != 2 {
 		t.Fatalf("%d frames sent, want an RST and the SYN", len(*out))
 	}
@@ -364,8 +381,8 @@ func establishProxied(t *testing.T, r *rig, cport uint16) (cookie uint32, lport 
 	lport = uint16(decode(t, ack).tcp.SrcPort)
 	rsISN = 0x7000
 	rsa := frame(t, pktSpec{src: rs1, dst: lip1, sport: 8080, dport: lport, proto: TCP, syn: true, ack: true, seq: rsISN, ackNum: 5001, srcMAC: macGateway, opts: synOpts(1460, 7, 9000)})
-	if v := r.b.Process(ServerSide, rsa); v != Stolen {
-		t.Fatalf("server SYN-ACK: %v %v", v, r.b.Stats.Drops())
+	if v := r.b.Process(ServerSide, rsa); v != Release || len(rsa.Released) != 1 {
+		t.Fatalf("server SYN-ACK: %v, %d released, %v", v, len(rsa.Released), r.b.Stats.Drops())
 	}
 	return cookie, lport, rsISN
 }

@@ -82,3 +82,58 @@ func TestFramePathAllocs(t *testing.T) {
 		t.Fatalf("%d allocations per frame", a)
 	}
 }
+
+// recDev is a listDev that keeps what is written to it.
+type recDev struct {
+	listDev
+	wrote [][]byte
+}
+
+func (d *recDev) Write(frames [][]byte) (int, error) {
+	for _, f := range frames {
+		d.wrote = append(d.wrote, append([]byte(nil), f...))
+	}
+	return len(frames), nil
+}
+
+// Frames the balancer held and lets go with a Release verdict (a server's
+// SYN-ACK releasing the client's held ACK) leave back out the side the
+// frame came in on, in order, in the reader's batch, with the device's
+// virtio-net header or none.
+func TestReleasedFramesLeaveBackOutTheSide(t *testing.T) {
+	for _, h := range []int{0, tun.VNetHdrLen} {
+		bal := testBalancer(t)
+		in := &recDev{listDev: listDev{memDev: memDev{vnet: h}, frames: [][]byte{tcpFrame(t, netip.MustParseAddr("172.25.84.20"), netip.MustParseAddr("172.25.84.10"), false, 1)}}}
+		out := &memDev{vnet: h}
+		st, err := New(bal, NICConfig{Devs: []tun.Device{out}, MTU: 1500, Address: netip.MustParsePrefix("172.25.254.254/24")},
+			NICConfig{Devs: []tun.Device{in}, MTU: 1500, Address: netip.MustParsePrefix("172.25.84.4/24")}, slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
+		held := func(s string) []byte {
+			q := make([]byte, tun.VNetHdrLen, tun.VNetHdrLen+len(s))
+			q[0] = tun.VNetNeedsCsum // a header of its own, kept
+			return append(q, s...)
+		}
+		st.Server.process = func(side nat.Side, f *nat.Frame) nat.Verdict {
+			if side != nat.ServerSide {
+				t.Errorf("frame from the %v side", side)
+			}
+			f.Released = [][]byte{held("first"), held("second")}
+			return nat.Release
+		}
+		st.Server.start()
+		st.Server.Wait()
+		st.s.Close()
+		qs := &st.Server.Stats()[0]
+		if len(in.wrote) != 2 || out.written != 0 || qs.Released.Load() != 2 || qs.Stolen.Load() != 1 {
+			t.Fatalf("header %d: back %d frames, across %d; released %d, stolen %d", h, len(in.wrote), out.written, qs.Released.Load(), qs.Stolen.Load())
+		}
+		for i, want := range []string{"first", "second"} {
+			f := in.wrote[i]
+			if len(f) != h+len(want) || string(f[h:]) != want || h > 0 && f[0] != tun.VNetNeedsCsum {
+				t.Fatalf("header %d: frame %d is % x", h, i, f)
+			}
+		}
+	}
+}

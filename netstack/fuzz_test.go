@@ -19,14 +19,14 @@ func FuzzFinishChecksum(f *testing.F) {
 		if len(vnet) < tun.VNetHdrLen {
 			return
 		}
-		vnet = vnet[:tun.VNetHdrLen]
-		start, off := int(binary.LittleEndian.Uint16(vnet[6:])), int(binary.LittleEndian.Uint16(vnet[8:]))
-		covered := vnet[0]&tun.VNetNeedsCsum != 0 && start+off+2 <= len(frame) && off&1 == 0
+		h := tun.VNetHdr(vnet[:tun.VNetHdrLen])
+		start, off := h.CsumStart(), h.CsumOffset()
+		covered := h.NeedsCsum() && start+off+2 <= len(frame) && off&1 == 0
 		var partial uint16
 		if covered {
 			partial = binary.BigEndian.Uint16(frame[start+off:])
 		}
-		finishChecksum(vnet, frame)
+		finishChecksum(h, frame)
 		// The field held the pseudo-header's sum; finished, the bytes it
 		// covers sum to it again: with the pseudo-header, to zero.
 		if c := csum.Checksum(frame[min(start, len(frame)):], 0); covered && c != partial && c^partial != 0xffff {

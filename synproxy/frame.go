@@ -18,15 +18,6 @@ type Segment struct {
 	Opts           []byte // already laid out, a multiple of 4 bytes
 }
 
-// TCP flags.
-const (
-	FIN = 0x01
-	SYN = 0x02
-	RST = 0x04
-	PSH = 0x08
-	ACK = 0x10
-)
-
 // FrameLen is the size of the frame Write produces.
 func (s *Segment) FrameLen() int { return 14 + 20 + 20 + len(s.Opts) }
 

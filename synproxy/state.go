@@ -6,15 +6,35 @@ import (
 	"sync/atomic"
 
 	"github.com/tapvs/tapvs/csum"
+	"github.com/tapvs/tapvs/tcpflag"
 	"github.com/tapvs/tapvs/tcpopt"
 )
 
-// State is one proxied connection's handshake and translation.
+// Offsets are what tapvs adds to a connection's sequence numbers on their
+// way through. Each side's stream is shifted by its own offset, and the
+// other side's acknowledgements of it (ack, SACK blocks) are shifted back
+// by the same amount, so neither end sees the difference.
 //
-// Until the real server answers, the client's packets are held (a few at
-// most) under mu. Established flips once, after which ToServer and ToClient
-// run lock-free on fields that no longer change.
+// Each source of a shift adds to its side's offset rather than replacing
+// it: SYNPROXY sets Server (its cookie stood in for the server's ISN), and
+// bytes tapvs inserts into the client's stream (a PROXY protocol header)
+// add to Client.
+type Offsets struct {
+	Client uint32 // added to the client's sequence numbers toward the server
+	Server uint32 // added to the server's sequence numbers toward the client
+}
+
+// State is one connection whose numbers tapvs translates: a SYNPROXY
+// connection, from its cookie handshake on.
+//
+// It owns the handshake with the real server: until the server answers,
+// the client's frames are held here (a few at most) and the SYN sent to
+// the server is kept for retries, all under a lock of its own. Establish
+// fixes the translation once, after which ToServer and ToClient run
+// lock-free on fields that no longer change.
 type State struct {
+	// Set from the cookie when the State is made, read-only after it is
+	// shared.
 	Opts        Options // the client's SYN options, from the cookie
 	ClientISN   uint32
 	Cookie      uint32 // the server ISN the client knows
@@ -23,36 +43,86 @@ type State struct {
 	OurTSval    uint32 // TSval of our SYN-ACK, echoed by the client's ACK
 	OurWScale   int8   // window scale our SYN-ACK announced; -1: none
 
+	// Fixed by Establish.
 	established atomic.Bool
-	seqDelta    uint32 // cookie - server ISN
+	off         Offsets
 	tsDelta     uint32 // our TSval - the server's TSval
 	tsTranslate bool   // both sides use timestamps
 	winOut      int8   // server->client window: shift left by this...
 	winOutR     int8   // ...then right by this
 	winIn       int8   // client->server window shift (server without scaling), 0: none
 
-	// Handshake, under mu.
-	mu        sync.Mutex
-	Queue     [][]byte // client frames held until the server answers
-	SYN       []byte   // the SYN sent to the server, for retries
-	Retries   int
-	NextRetry int64
+	mu        sync.Mutex // guards the handshake below
+	held      [][]byte   // client frames held until the server answers
+	syn       []byte     // the SYN sent to the server, kept for retries
+	retries   int        // SYNs sent again so far
+	nextRetry int64      // when the next one is due (the caller's clock)
 
 	stormLast atomic.Uint64
 	stormN    atomic.Uint32
 }
 
-// Lock and Unlock guard the handshake fields.
-func (s *State) Lock()   { s.mu.Lock() }
-func (s *State) Unlock() { s.mu.Unlock() }
-
 // Established reports whether the server's SYN-ACK has fixed the translation.
 func (s *State) Established() bool { return s.established.Load() }
 
-// Establish records the server's SYN-ACK: its ISN and options. The caller
-// holds the lock and sends the queued frames after.
-func (s *State) Establish(serverISN uint32, server tcpopt.Parsed) {
-	s.seqDelta = s.Cookie - serverISN
+// Sent records the SYN sent to the server and when to send it again if
+// the server is silent.
+func (s *State) Sent(syn []byte, nextRetry int64) {
+	s.mu.Lock()
+	s.syn, s.nextRetry = syn, nextRetry
+	s.mu.Unlock()
+}
+
+// SYN is the SYN sent to the server, or nil once established.
+func (s *State) SYN() []byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.syn
+}
+
+// Hold results.
+type HoldResult uint8
+
+const (
+	Held      HoldResult = iota // the frame is kept for Establish
+	QueueFull                   // max frames are held already: drop this one
+	TooLate                     // established meanwhile: translate and send the frame now
+)
+
+// Room reports whether fewer than max frames are held, so a caller can
+// skip copying a frame that Hold would refuse. Hold decides.
+func (s *State) Room(max int) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.held) < max
+}
+
+// Hold keeps a copy of a client frame until the server answers, if the
+// handshake is still open and fewer than max are held.
+func (s *State) Hold(frame []byte, max int) HoldResult {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.established.Load():
+		return TooLate
+	case len(s.held) >= max:
+		return QueueFull
+	}
+	s.held = append(s.held, frame)
+	return Held
+}
+
+// Establish records the server's SYN-ACK, its ISN and options, and hands
+// back the client frames held until now, to be translated (ToServer) and
+// sent in order. ok is false if the handshake was already established: a
+// second SYN-ACK changes nothing.
+func (s *State) Establish(serverISN uint32, server tcpopt.Parsed) (held [][]byte, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.established.Load() {
+		return nil, false
+	}
+	s.off.Server += s.Cookie - serverISN
 	s.tsTranslate = s.TSOn && server.TS
 	if s.tsTranslate {
 		s.tsDelta = s.OurTSval - server.TSval
@@ -73,11 +143,42 @@ func (s *State) Establish(serverISN uint32, server tcpopt.Parsed) {
 	if clientScales && !serverScales {
 		s.winIn = s.Opts.WScale
 	}
+	held = s.held
+	s.held, s.syn = nil, nil
 	s.established.Store(true)
+	return held, true
 }
 
+// Due is the retry timer, at now: syn is the SYN to send the server again
+// (retries counted; the next one interval later), or giveUp is true once
+// retries have all been sent and the server is still silent. Both are zero
+// when nothing is due or the handshake is done.
+func (s *State) Due(now int64, retries int, interval int64) (syn []byte, giveUp bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.established.Load() || now < s.nextRetry {
+		return nil, false
+	}
+	if s.retries >= retries {
+		return nil, true
+	}
+	s.retries++
+	s.nextRetry = now + interval
+	return s.syn, false
+}
+
+// ShiftClient adds n to the client's offset: tapvs put n bytes of its own
+// into the client's stream toward the server (a PROXY protocol header).
+// It is called before the State is shared or under the reader that owns
+// the connection's first data, never while another reader translates.
+func (s *State) ShiftClient(n uint32) { s.off.Client += n }
+
+// Offsets are the connection's sequence number shifts (fixed once
+// established).
+func (s *State) Offsets() Offsets { return s.off }
+
 // ServerISN is the server's ISN once established.
-func (s *State) ServerISN() uint32 { return s.Cookie - s.seqDelta }
+func (s *State) ServerISN() uint32 { return s.Cookie - s.off.Server }
 
 // header returns the TCP header's options, or ok false when the header
 // does not fit in tcp.
@@ -102,8 +203,11 @@ func (s *State) ToServer(tcp []byte, acc uint32) (_ uint32, ok bool) {
 	if !ok {
 		return acc, false
 	}
-	if tcp[13]&ACK != 0 {
-		acc = csum.Put32At(acc, tcp, 8, binary.BigEndian.Uint32(tcp[8:])-s.seqDelta)
+	if s.off.Client != 0 {
+		acc = csum.Put32At(acc, tcp, 4, binary.BigEndian.Uint32(tcp[4:])+s.off.Client)
+	}
+	if tcp[tcpflag.Offset]&tcpflag.ACK != 0 {
+		acc = csum.Put32At(acc, tcp, 8, binary.BigEndian.Uint32(tcp[8:])-s.off.Server)
 	}
 	if s.winIn > 0 {
 		w := min(uint32(binary.BigEndian.Uint16(tcp[14:]))<<s.winIn, 0xffff)
@@ -123,22 +227,24 @@ func (s *State) ToServer(tcp []byte, acc uint32) (_ uint32, ok bool) {
 			}
 		case tcpopt.SACK:
 			for j := at + 2; j < at+o.Len; j += 4 {
-				acc = csum.Put32At(acc, tcp, j, binary.BigEndian.Uint32(tcp[j:])-s.seqDelta)
+				acc = csum.Put32At(acc, tcp, j, binary.BigEndian.Uint32(tcp[j:])-s.off.Server)
 			}
 		}
 	}
 }
 
 // ToClient translates a server->client TCP header in place (seq, TSval,
-// window) and returns acc plus the checksum change; ok as for ToServer.
-// SACK blocks from the server are in the client's own sequence space, which
-// is not translated.
+// window; ack and SACK blocks when the client's stream is shifted) and
+// returns acc plus the checksum change; ok as for ToServer.
 func (s *State) ToClient(tcp []byte, acc uint32) (_ uint32, ok bool) {
 	opts, ok := header(tcp)
 	if !ok {
 		return acc, false
 	}
-	acc = csum.Put32At(acc, tcp, 4, binary.BigEndian.Uint32(tcp[4:])+s.seqDelta)
+	acc = csum.Put32At(acc, tcp, 4, binary.BigEndian.Uint32(tcp[4:])+s.off.Server)
+	if s.off.Client != 0 && tcp[tcpflag.Offset]&tcpflag.ACK != 0 {
+		acc = csum.Put32At(acc, tcp, 8, binary.BigEndian.Uint32(tcp[8:])-s.off.Client)
+	}
 	if s.winOut != s.winOutR {
 		w := uint32(binary.BigEndian.Uint16(tcp[14:])) << s.winOut >> s.winOutR
 		acc = csum.Put16At(acc, tcp, 14, uint16(min(w, 0xffff)))
@@ -149,8 +255,16 @@ func (s *State) ToClient(tcp []byte, acc uint32) (_ uint32, ok bool) {
 		if !more {
 			return acc, !w.Malformed()
 		}
-		if at := 20 + o.Off; o.Kind == tcpopt.Timestamps && s.tsTranslate {
+		at := 20 + o.Off
+		switch {
+		case o.Kind == tcpopt.Timestamps && s.tsTranslate:
 			acc = csum.Put32At(acc, tcp, at+2, binary.BigEndian.Uint32(tcp[at+2:])+s.tsDelta)
+		case o.Kind == tcpopt.SACK && s.off.Client != 0:
+			// The server's SACK blocks are in the client's sequence
+			// space as the server sees it: shifted.
+			for j := at + 2; j < at+o.Len; j += 4 {
+				acc = csum.Put32At(acc, tcp, j, binary.BigEndian.Uint32(tcp[j:])-s.off.Client)
+			}
 		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/tapvs/tapvs/csum"
+	"github.com/tapvs/tapvs/tcpflag"
 	"github.com/tapvs/tapvs/tcpopt"
 )
 
@@ -159,7 +160,7 @@ func tcpHeader(seq, ack, tsval, tsecr uint32, sack []uint32, win uint16) []byte 
 	binary.BigEndian.PutUint32(h[4:], seq)
 	binary.BigEndian.PutUint32(h[8:], ack)
 	h[12] = byte((20+len(opts))/4) << 4
-	h[13] = ACK
+	h[13] = tcpflag.ACK
 	binary.BigEndian.PutUint16(h[14:], win)
 	h = append(h, opts...)
 	binary.BigEndian.PutUint16(h[16:], csum.Checksum(h, pseudo))

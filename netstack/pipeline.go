@@ -1,0 +1,159 @@
+package netstack
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"runtime/debug"
+
+	"github.com/tapvs/tapvs/csum"
+	"github.com/tapvs/tapvs/nat"
+	"github.com/tapvs/tapvs/tun"
+)
+
+// start runs one reader per queue.
+func (e *Endpoint) start() {
+	for q := range e.devs {
+		e.wg.Add(1)
+		go func() {
+			defer e.wg.Done()
+			e.readLoop(q)
+		}()
+	}
+}
+
+// queue is one device queue's receive pipeline: its buffers and what it
+// does with a batch of frames.
+type queue struct {
+	e     *Endpoint
+	q     int
+	dev   tun.Device
+	out   tun.Device // the other side's queue that forwards leave by
+	st    *QueueStats
+	h     int // virtio-net header length: both sides have the same, a frame leaves with the header it came with
+	bufs  [][]byte
+	sizes []int
+	fwd   [][]byte
+	back  [][]byte
+	f     nat.Frame // the frame being processed: here, not on the stack, as process is called through a func value
+}
+
+func (e *Endpoint) queue(q int) *queue {
+	dev := e.devs[q]
+	n := dev.BatchSize()
+	qu := &queue{e: e, q: q, dev: dev, out: e.peer.devs[q%len(e.peer.devs)], st: &e.stats[q], h: dev.VNetHdrLen(),
+		bufs: make([][]byte, n), sizes: make([]int, n), fwd: make([][]byte, 0, n), back: make([][]byte, 0, n)}
+	for i := range qu.bufs {
+		qu.bufs[i] = make([]byte, Headroom+maxFrame)
+	}
+	return qu
+}
+
+// readLoop is the receive pipeline of one queue, parked in Go's netpoller
+// while the queue is empty.
+func (e *Endpoint) readLoop(q int) {
+	qu := e.queue(q)
+	for {
+		got, err := qu.dev.Read(qu.bufs, qu.sizes, Headroom)
+		if err != nil {
+			if errors.Is(err, os.ErrClosed) || errors.Is(err, io.EOF) {
+				return
+			}
+			e.log.Warn("read failed", "queue", q, "err", err)
+			continue
+		}
+		qu.handle(got)
+	}
+}
+
+// handle sends each of the first got frames in the queue's buffers where
+// the balancer says.
+func (qu *queue) handle(got int) {
+	st := qu.st
+	st.Received.Add(uint64(got))
+	qu.fwd, qu.back = qu.fwd[:0], qu.back[:0]
+	for i := range got {
+		qu.frame(i)
+	}
+	if len(qu.fwd) > 0 {
+		sent, err := qu.out.Write(qu.fwd)
+		st.Forwarded.Add(uint64(sent))
+		if err != nil {
+			st.TxErrors.Add(uint64(len(qu.fwd) - sent))
+		}
+	}
+	if len(qu.back) > 0 {
+		sent, err := qu.dev.Write(qu.back)
+		st.Replied.Add(uint64(sent))
+		if err != nil {
+			st.TxErrors.Add(uint64(len(qu.back) - sent))
+		}
+	}
+}
+
+// frame runs frame i of the batch through the balancer and files it by the
+// verdict: the other side, back out this side, the stack, or nowhere.
+//
+// A panic here would be a bug (no input should cause one; the fuzz targets
+// look for them), but one reader serves every connection of its queue, so
+// it must not be able to stop tapvs: the frame is dropped and counted
+// (QueueStats.Panics), the first panic of the endpoint is logged with its
+// stack, and the reader goes on with the next frame. The data path holds no
+// lock across code that reads frame bytes, so a panic leaves none held.
+func (qu *queue) frame(i int) {
+	defer qu.contain()
+	e, h, f := qu.e, qu.h, &qu.f
+	*f = nat.Frame{Buf: qu.bufs[i], Off: Headroom, Len: qu.sizes[i], Queue: e.qbase + qu.q}
+	if h > 0 {
+		f.VNet = qu.bufs[i][Headroom-h : Headroom]
+	}
+	switch e.process(e.side, f) {
+	case nat.Forward:
+		qu.fwd = append(qu.fwd, f.Buf[f.Off-h:f.Off+f.Len])
+	case nat.Reply:
+		qu.back = append(qu.back, f.Buf[f.Off-h:f.Off+f.Len])
+	case nat.Pass:
+		qu.st.Passed.Add(1)
+		finishChecksum(f.VNet, f.Bytes())
+		e.deliver(f.Bytes())
+	case nat.Drop:
+		qu.st.Dropped.Add(1)
+	case nat.Stolen:
+		qu.st.Stolen.Add(1)
+	case nat.Release:
+		// The frame is spent (a server's SYN-ACK); what the balancer
+		// held for it goes back out this side in this batch, each held
+		// behind a virtio-net header of its own.
+		qu.st.Stolen.Add(1)
+		for _, q := range f.Released {
+			qu.back = append(qu.back, q[tun.VNetHdrLen-h:])
+		}
+		qu.st.Released.Add(uint64(len(f.Released)))
+	}
+}
+
+// contain recovers a panic of frame (see there).
+func (qu *queue) contain() {
+	r := recover()
+	if r == nil {
+		return
+	}
+	qu.st.Panics.Add(1)
+	if qu.e.panicked.CompareAndSwap(false, true) {
+		qu.e.log.Error("BUG: a frame made the data path panic; it was dropped and the reader goes on (later ones are only counted: tapvs_frames_total{result=\"panic\"})",
+			"queue", qu.q, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+	}
+}
+
+// finishChecksum completes a partial transport checksum (virtio-net
+// NEEDS_CSUM) in software: the stack verifies checksums and would drop it.
+func finishChecksum(vnet tun.VNetHdr, frame []byte) {
+	if !vnet.NeedsCsum() {
+		return
+	}
+	start, off := vnet.CsumStart(), vnet.CsumOffset()
+	if start+off+2 <= len(frame) {
+		csum.Finish(frame[start:], off)
+	}
+}
