@@ -1,0 +1,333 @@
+package lab
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tapvs/tapvs/config"
+	"github.com/tapvs/tapvs/nat"
+)
+
+// These are the lab's parts that need no namespaces: names, the address
+// plan, the configuration it renders, and the built-in servers' protocols
+// (served here on loopback). The lab itself runs in the e2e tests.
+
+func TestTopologyNames(t *testing.T) {
+	top := NewTopology("xy", "xyc", "xys")
+	if top.Prefix != "xy" || top.Client != "xy-client" || top.Router != "xy-router" ||
+		top.RS != [2]string{"xy-rs1", "xy-rs2"} || top.TapClient != "xyc" || top.TapServer != "xys" {
+		t.Fatalf("names: %+v", top)
+	}
+	if got := top.Namespaces(); !slices.Equal(got, []string{"xy-client", "xy-router", "xy-rs1", "xy-rs2"}) {
+		t.Fatalf("namespaces: %v", got)
+	}
+	// Nothing is built yet: there is nothing to destroy.
+	if err := top.Destroy(); err != nil {
+		t.Fatalf("Destroy of an unbuilt lab: %v", err)
+	}
+}
+
+// The address plan holds together: each side's addresses share its subnet,
+// the real servers are behind the router's route, and nothing is used twice.
+func TestAddressPlan(t *testing.T) {
+	client := ClientAddr.Masked()
+	for _, a := range []netip.Addr{TapvsClient.Addr(), VIP} {
+		if !client.Contains(a) {
+			t.Errorf("%s is not on the client side %s", a, client)
+		}
+	}
+	server := RouterAddr.Masked()
+	for _, a := range []netip.Addr{TapvsServer.Addr(), LIP1, LIP2} {
+		if !server.Contains(a) {
+			t.Errorf("%s is not on the server side %s", a, server)
+		}
+	}
+	if TapvsClient.Masked() != client || TapvsServer.Masked() != server {
+		t.Errorf("tapvs's prefixes %s, %s differ from its peers' %s, %s", TapvsClient, TapvsServer, client, server)
+	}
+	for i, rs := range []struct {
+		addr netip.Addr
+		gw   netip.Prefix
+	}{{RS1, rs1GW}, {RS2, rs2GW}} {
+		if !RSNet.Contains(rs.addr) || !rs.gw.Masked().Contains(rs.addr) || !RSNet.Contains(rs.gw.Addr()) {
+			t.Errorf("rs%d %s: not behind %s in %s", i+1, rs.addr, rs.gw, RSNet)
+		}
+	}
+	if rs1GW.Masked() == rs2GW.Masked() {
+		t.Error("the two real servers share a VLAN")
+	}
+	if directClient.Masked() != directRouter.Masked() || directClient.Bits() != 30 || RSNet.Overlaps(directClient) {
+		t.Errorf("direct path %s - %s", directClient, directRouter)
+	}
+	all := []netip.Addr{ClientAddr.Addr(), TapvsClient.Addr(), VIP, RouterAddr.Addr(), TapvsServer.Addr(), LIP1, LIP2,
+		RS1, RS2, rs1GW.Addr(), rs2GW.Addr(), directClient.Addr(), directRouter.Addr()}
+	seen := map[netip.Addr]bool{}
+	for _, a := range all {
+		if seen[a] {
+			t.Errorf("%s is used twice", a)
+		}
+		seen[a] = true
+	}
+	ports := []int{HTTPPort, BulkPort, EchoPort, SynproxyPort}
+	slices.Sort(ports)
+	if len(slices.Compact(ports)) != 4 {
+		t.Error("two built-in servers share a port")
+	}
+}
+
+const labServices = `  - name: web
+    vip: 172.25.254.100
+    port: 80
+    local_addresses: [172.25.84.10, 172.25.84.11]
+    real_servers:
+      - {address: 10.20.1.2, port: 80}
+      - {address: 10.20.2.2, port: 80}`
+
+// Config renders a valid configuration for the topology: its namespaces,
+// TAP names, addresses, the route to the real servers, queues, offload and
+// control socket, with the caller's services and extra settings.
+func TestConfigRendersTheTopology(t *testing.T) {
+	top := NewTopology("tq", "tqc", "tqs")
+	top.Queues, top.Socket, top.NoOffload = 3, "/run/tq/tapvs.sock", true
+	c, err := config.Parse(top.Config(labServices, "limits: {max_connections: 777}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Client.Name != "tqc" || c.Client.Netns != "tq-client" || c.Client.Address != TapvsClient || c.Client.Queues != 3 ||
+		c.Server.Name != "tqs" || c.Server.Netns != "tq-router" || c.Server.Address != TapvsServer || c.Server.Queues != 3 {
+		t.Fatalf("interfaces: %+v %+v", c.Client, c.Server)
+	}
+	if len(c.Server.Routes) != 1 || c.Server.Routes[0].Dst != RSNet || c.Server.Routes[0].Via != RouterAddr.Addr() || len(c.Client.Routes) != 0 {
+		t.Fatalf("routes: %+v %+v", c.Server.Routes, c.Client.Routes)
+	}
+	if c.Offload || c.ControlSocket != "/run/tq/tapvs.sock" || c.MaxConns != 777 || c.Sweep != 100*time.Millisecond {
+		t.Fatalf("offload %v socket %q max %d sweep %v", c.Offload, c.ControlSocket, c.MaxConns, c.Sweep)
+	}
+	if len(c.Services) != 1 || c.Services[0].Name != "web" || len(c.Services[0].RealServers) != 2 {
+		t.Fatalf("services: %+v", c.Services)
+	}
+
+	// The defaults: one queue, offload on, no control API.
+	c, err = config.Parse(NewTopology("tq", "tqc", "tqs").Config(labServices, ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Client.Queues != 1 || c.Server.Queues != 1 || !c.Offload || c.ControlSocket != "" {
+		t.Fatalf("defaults: queues %d/%d offload %v socket %q", c.Client.Queues, c.Server.Queues, c.Offload, c.ControlSocket)
+	}
+}
+
+// The shipped config.yaml is the lab's: lab.Run refuses it otherwise. Its
+// namespaces are the lab's, its addresses the address plan's, and its
+// services the built-in servers'.
+func TestShippedConfigIsTheLabs(t *testing.T) {
+	c, err := config.Load("../config.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	top := NewTopology(Prefix, c.Client.Name, c.Server.Name)
+	if c.Client.Netns != top.Client || c.Server.Netns != top.Router {
+		t.Fatalf("netns %q, %q; the lab has %q, %q", c.Client.Netns, c.Server.Netns, top.Client, top.Router)
+	}
+	if c.Client.Address != TapvsClient || c.Server.Address != TapvsServer {
+		t.Fatalf("addresses %s, %s; the lab has %s, %s", c.Client.Address, c.Server.Address, TapvsClient, TapvsServer)
+	}
+	if !slices.ContainsFunc(c.Server.Routes, func(r config.Route) bool { return r.Dst == RSNet && r.Via == RouterAddr.Addr() }) {
+		t.Fatalf("no route to %s via %s: %+v", RSNet, RouterAddr.Addr(), c.Server.Routes)
+	}
+	ports := map[uint16]nat.Protocol{HTTPPort: nat.TCP, SynproxyPort: nat.TCP, BulkPort: nat.TCP, EchoPort: nat.UDP}
+	for port, proto := range ports {
+		i := slices.IndexFunc(c.Services, func(s config.Service) bool { return s.VIP == VIP && s.Port == port && s.Protocol == proto })
+		if i < 0 {
+			t.Errorf("no %s service at %s:%d", proto, VIP, port)
+			continue
+		}
+		s := c.Services[i]
+		for _, l := range s.LocalAddresses {
+			if l != LIP1 && l != LIP2 {
+				t.Errorf("%s:%d: LIP %s is not the lab's", VIP, port, l)
+			}
+		}
+		var rss []netip.Addr
+		for _, rs := range s.RealServers {
+			rss = append(rss, rs.Address)
+			if want := port; port != SynproxyPort && rs.Port != want || port == SynproxyPort && rs.Port != HTTPPort {
+				t.Errorf("%s:%d: real server port %d", VIP, port, rs.Port)
+			}
+		}
+		if !slices.Equal(rss, []netip.Addr{RS1, RS2}) {
+			t.Errorf("%s:%d: real servers %v, want %s and %s", VIP, port, rss, RS1, RS2)
+		}
+		if s.Synproxy != (port == SynproxyPort) {
+			t.Errorf("%s:%d: synproxy %v", VIP, port, s.Synproxy)
+		}
+	}
+}
+
+// Stream is the same bytes for the same length on both ends, and another
+// length gives another stream.
+func TestStreamIsDeterministic(t *testing.T) {
+	read := func(n int64) []byte {
+		b, err := io.ReadAll(io.LimitReader(Stream(n), n))
+		if err != nil || int64(len(b)) != n {
+			t.Fatalf("Stream(%d): %d bytes, %v", n, len(b), err)
+		}
+		return b
+	}
+	a, b := read(100000), read(100000)
+	if string(a) != string(b) {
+		t.Fatal("two Stream(100000) differ")
+	}
+	c := read(100001)
+	if string(a[:4096]) == string(c[:4096]) {
+		t.Fatal("Stream(100000) and Stream(100001) start alike")
+	}
+	if string(a[:4096]) == string(make([]byte, 4096)) {
+		t.Fatal("Stream is zeros")
+	}
+}
+
+func loopback(t *testing.T) net.Listener {
+	t.Helper()
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// The bulk protocol, served on loopback: 'U' answers the SHA-256 of what
+// was sent, 'D' sends Stream(n).
+func TestBulkServer(t *testing.T) {
+	b := &Backend{Name: "rs1", Addr: RS1}
+	l := loopback(t)
+	done := make(chan struct{})
+	go func() { defer close(done); b.serveBulk(l) }()
+	defer func() { l.Close(); <-done }()
+	dial := func(op byte, n int64) net.Conn {
+		c, err := net.Dial("tcp4", l.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		var hdr [9]byte
+		hdr[0] = op
+		binary.BigEndian.PutUint64(hdr[1:], uint64(n))
+		if _, err := c.Write(hdr[:]); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	const n = 1 << 20
+	up := dial('U', n)
+	want := sha256.New()
+	if _, err := io.CopyN(io.MultiWriter(up, want), Stream(n), n); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, sha256.Size)
+	if _, err := io.ReadFull(up, got); err != nil {
+		t.Fatal(err)
+	}
+	up.Close()
+	if string(got) != string(want.Sum(nil)) {
+		t.Fatal("upload: the server's hash differs")
+	}
+
+	down := dial('D', n)
+	h := sha256.New()
+	m, err := io.Copy(h, down)
+	down.Close()
+	if err != nil || m != n {
+		t.Fatalf("download: %d of %d bytes, %v", m, n, err)
+	}
+	ref := sha256.New()
+	io.CopyN(ref, Stream(n), n)
+	if string(h.Sum(nil)) != string(ref.Sum(nil)) {
+		t.Fatal("download: not Stream(n)")
+	}
+}
+
+// The UDP echo says who answered and whom it saw, then the message.
+func TestEchoServer(t *testing.T) {
+	b := &Backend{Name: "rs2", Addr: RS2}
+	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); b.serveEcho(pc) }()
+	defer func() { pc.Close(); <-done }()
+	c, err := net.Dial("udp4", pc.LocalAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Write([]byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 1500)
+	n, err := c.Read(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := fmt.Sprintf("rs2 saw %s: hello", c.LocalAddr()); string(buf[:n]) != want {
+		t.Fatalf("echo %q, want %q", buf[:n], want)
+	}
+}
+
+// The HTTP answer is the line lab.demo parses, and every request counts.
+func TestHTTPAnswer(t *testing.T) {
+	b := &Backend{Name: "rs1", Addr: RS1}
+	for i := 1; i <= 2; i++ {
+		w := httptest.NewRecorder()
+		r := httptest.NewRequest(http.MethodGet, "/", nil)
+		r.RemoteAddr = "172.25.84.10:5123"
+		b.serveHTTP(w, r)
+		if got, want := w.Body.String(), "rs1 10.20.1.2 saw 172.25.84.10:5123\n"; got != want {
+			t.Fatalf("answer %q, want %q", got, want)
+		}
+		var name, addr, saw string
+		if n, err := fmt.Sscanf(w.Body.String(), "%s %s saw %s", &name, &addr, &saw); n != 3 || err != nil || name != "rs1" || saw != "172.25.84.10:5123" {
+			t.Fatalf("demo's parse: %d %v %q %q %q", n, err, name, addr, saw)
+		}
+		if b.Requests.Load() != int64(i) {
+			t.Fatalf("%d requests counted after %d", b.Requests.Load(), i)
+		}
+	}
+}
+
+// A namespace that does not exist is an error that names it, and fn does
+// not run (in the wrong namespace).
+func TestInNetnsUnknownNamespace(t *testing.T) {
+	ran := false
+	err := InNetns("tapvs-test-no-such-netns", func() error { ran = true; return nil })
+	if err == nil || !strings.Contains(err.Error(), "netns tapvs-test-no-such-netns") {
+		t.Fatalf("error %v", err)
+	}
+	if ran {
+		t.Fatal("fn ran without its namespace")
+	}
+}
+
+// ip's errors quote the command and what it printed (which names the
+// device again).
+func TestIPErrorQuotesTheCommand(t *testing.T) {
+	err := ip("link", "show", "dev", "tvsnosuchdev0")
+	if err == nil {
+		t.Fatal("ip link show of a missing device succeeded")
+	}
+	if !strings.HasPrefix(err.Error(), "ip link show dev tvsnosuchdev0: ") || strings.Count(err.Error(), "tvsnosuchdev0") < 2 {
+		t.Fatalf("error %q", err)
+	}
+}
