@@ -194,9 +194,11 @@ func addService(tx *nat.Tx, s ServiceSpec) error {
 	}
 	to := tx.DefaultTimeouts()
 	if s.EstablishedTimeout > 0 {
-		if to.TCP[1], err = estTimeout(s.EstablishedTimeout); err != nil {
+		d, err := estTimeout(s.EstablishedTimeout)
+		if err != nil {
 			return err
 		}
+		to.SetEstablished(d)
 	}
 	_, err = tx.AddService(nat.ServiceConfig{Name: s.Name, Addr: ap.Addr(), Port: ap.Port(), Protocol: p, Scheduler: sched, Timeouts: &to,
 		Synproxy: s.Synproxy != nil && *s.Synproxy})
@@ -226,9 +228,11 @@ func editService(tx *nat.Tx, s ServiceSpec) error {
 	}
 	if s.EstablishedTimeout > 0 {
 		t := tx.Timeouts(svc)
-		if t.TCP[1], err = estTimeout(s.EstablishedTimeout); err != nil {
+		d, err := estTimeout(s.EstablishedTimeout)
+		if err != nil {
 			return err
 		}
+		t.SetEstablished(d)
 		return tx.SetTimeouts(svc, t)
 	}
 	return nil
@@ -339,7 +343,7 @@ func (m *Manager) SetTimeouts(t Timeouts) error { return m.one(Op{Op: "set-timeo
 func (m *Manager) Timeouts() Timeouts { return timeoutsOf(m.bal.DefaultTimeouts()) }
 
 func timeoutsOf(t nat.Timeouts) Timeouts {
-	return Timeouts{TCP: uint32(t.TCP[1] / time.Second), TCPFin: uint32(t.TCP[4] / time.Second), UDP: uint32(t.UDP / time.Second)}
+	return Timeouts{TCP: uint32(t.Established() / time.Second), TCPFin: uint32(t.FinWait() / time.Second), UDP: uint32(t.UDP / time.Second)}
 }
 
 // Zero clears the counters (ipvsadm -Z).
