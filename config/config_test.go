@@ -78,7 +78,7 @@ func TestTimeouts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Services[0].Timeouts.UDP != 10*time.Second || c.Timeouts.TCP[1] != 15*time.Minute {
+	if c.Services[0].Timeouts.UDP != 10*time.Second || c.Timeouts.Established() != 15*time.Minute {
 		t.Fatalf("timeouts: %+v", c.Timeouts)
 	}
 	if _, err := Parse(valid + "timeouts: {tcp: {establised: 1s}}\n"); err == nil || !strings.Contains(err.Error(), "timeouts.tcp.establised: not a TCP state") {

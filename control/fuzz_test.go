@@ -22,11 +22,12 @@ func fuzzManager(tb testing.TB) *Manager {
 		tb.Fatal(err)
 	}
 	m := NewManager(b, nil)
+	svc := ServiceKey{Protocol: nat.TCP, Addr: netip.MustParseAddrPort("172.25.254.100:80")}
 	err = m.Batch([]Op{
-		{Op: "add-service", Service: &ServiceSpec{ServiceKey: ServiceKey{Protocol: "tcp", Addr: "172.25.254.100:80"}, Scheduler: "wrr"}},
-		{Op: "add-laddr", Service: &ServiceSpec{ServiceKey: ServiceKey{Protocol: "tcp", Addr: "172.25.254.100:80"}}, LocalAddr: "172.25.84.10"},
-		{Op: "add-dest", Service: &ServiceSpec{ServiceKey: ServiceKey{Protocol: "tcp", Addr: "172.25.254.100:80"}}, Dest: &DestSpec{Addr: "10.20.1.2:80"}},
-		{Op: "add-dest", Service: &ServiceSpec{ServiceKey: ServiceKey{Protocol: "tcp", Addr: "172.25.254.100:80"}}, Dest: &DestSpec{Addr: "10.20.2.2:80"}},
+		{Kind: OpAddService, Service: ServiceSpec{ServiceKey: svc, Scheduler: "wrr"}},
+		{Kind: OpAddLocalAddr, Service: ServiceSpec{ServiceKey: svc}, LocalAddr: netip.MustParseAddr("172.25.84.10")},
+		{Kind: OpAddDest, Service: ServiceSpec{ServiceKey: svc}, Dest: DestSpec{Addr: netip.MustParseAddrPort("10.20.1.2:80")}},
+		{Kind: OpAddDest, Service: ServiceSpec{ServiceKey: svc}, Dest: DestSpec{Addr: netip.MustParseAddrPort("10.20.2.2:80")}},
 	})
 	if err != nil {
 		tb.Fatal(err)

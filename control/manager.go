@@ -1,6 +1,7 @@
 package control
 
 import (
+	"cmp"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -9,17 +10,20 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tapvs/tapvs/control/api"
 	"github.com/tapvs/tapvs/nat"
 )
 
 // Manager applies control operations to a running balancer. Each operation,
 // or batch of them, is one transaction (nat.Tx): it is checked whole before
 // anything changes, so a refused command leaves the running state as it was.
+// It takes typed keys; listings come back in the API's form (package api),
+// which is what every reader of them wants.
 type Manager struct {
 	bal    *nat.Balancer
 	mu     sync.Mutex   // serialises transactions with the stack sync after them
 	sync   func() error // after a change: the stack's addresses, next hops
-	health func(*nat.Service) []HealthView
+	health func(*nat.Service) []api.HealthView
 	// Version is reported by Info.
 	Version string
 }
@@ -33,14 +37,10 @@ func NewManager(bal *nat.Balancer, sync func() error) *Manager {
 }
 
 // SetHealth reports health checks in listings.
-func (m *Manager) SetHealth(f func(*nat.Service) []HealthView) { m.health = f }
+func (m *Manager) SetHealth(f func(*nat.Service) []api.HealthView) { m.health = f }
 
 func (m *Manager) service(k ServiceKey) (*nat.Service, error) {
-	p, ap, err := k.parse()
-	if err != nil {
-		return nil, err
-	}
-	return m.bal.Service(p, ap.Addr(), ap.Port())
+	return m.bal.Service(k.Protocol, k.Addr.Addr(), k.Addr.Port())
 }
 
 // Update runs fn as one transaction (nat.Tx: all of its changes or none)
@@ -63,42 +63,26 @@ func (m *Manager) Update(fn func(tx *nat.Tx) error) error {
 	return m.sync()
 }
 
-// Op is one control operation as data, an ipvsadm command: Batch applies a
-// list of them as one (tapvsadm -R).
-type Op struct {
-	// Op is add-service, edit-service, delete-service, clear, add-dest,
-	// edit-dest, delete-dest, add-laddr, delete-laddr or set-timeouts.
-	Op        string       `json:"op"`
-	Service   *ServiceSpec `json:"service,omitempty"`
-	Dest      *DestSpec    `json:"dest,omitempty"`
-	LocalAddr string       `json:"laddr,omitempty"`
-	Timeouts  *Timeouts    `json:"timeouts,omitempty"`
-}
-
-// BatchError says which operation of a batch was refused; none was applied.
-type BatchError struct {
-	Index int // from 0
-	Err   error
-}
-
-func (e *BatchError) Error() string {
-	return fmt.Sprintf("operation %d: %v (nothing was applied)", e.Index+1, e.Err)
-}
-func (e *BatchError) Unwrap() error { return e.Err }
-
 // MaxBatch bounds the operations of one batch.
 const MaxBatch = 1 << 20
+
+func checkBatchLen(n int) error {
+	if n > MaxBatch {
+		return fmt.Errorf("%d operations: at most %d in one batch", n, MaxBatch)
+	}
+	return nil
+}
 
 // Batch applies ops in order as one transaction: each is checked against
 // the state the ones before it leave, and if one is refused none is
 // applied.
 func (m *Manager) Batch(ops []Op) error {
-	if len(ops) > MaxBatch {
-		return fmt.Errorf("%d operations: at most %d in one batch", len(ops), MaxBatch)
+	if err := checkBatchLen(len(ops)); err != nil {
+		return err
 	}
 	return m.Update(func(tx *nat.Tx) error {
 		for i, op := range ops {
-			if err := m.do(tx, op); err != nil {
+			if err := do(tx, op); err != nil {
 				return &BatchError{Index: i, Err: err}
 			}
 		}
@@ -107,106 +91,70 @@ func (m *Manager) Batch(ops []Op) error {
 }
 
 // do makes one operation in tx.
-func (m *Manager) do(tx *nat.Tx, op Op) error {
-	need := func(what string, ok bool) error {
-		if !ok {
-			return fmt.Errorf("%s needs %s", op.Op, what)
-		}
-		return nil
-	}
-	switch op.Op {
-	case "add-service", "edit-service", "delete-service", "add-dest", "edit-dest", "delete-dest", "add-laddr", "delete-laddr":
-		if err := need("a service", op.Service != nil); err != nil {
-			return err
-		}
-	}
-	switch op.Op {
-	case "add-service":
-		return addService(tx, *op.Service)
-	case "edit-service":
-		return editService(tx, *op.Service)
-	case "delete-service":
+func do(tx *nat.Tx, op Op) error {
+	switch op.Kind {
+	case OpAddService:
+		return addService(tx, op.Service)
+	case OpEditService:
+		return editService(tx, op.Service)
+	case OpDeleteService:
 		svc, err := txService(tx, op.Service.ServiceKey)
 		if err == nil {
 			tx.DeleteService(svc)
 		}
 		return err
-	case "clear":
+	case OpClear:
 		tx.Clear()
 		return nil
-	case "add-dest", "edit-dest", "delete-dest":
-		if err := need("a real server", op.Dest != nil); err != nil {
-			return err
-		}
-		return destOp(tx, op.Op, op.Service.ServiceKey, *op.Dest)
-	case "add-laddr", "delete-laddr":
-		a, err := parseLIP(op.LocalAddr)
-		if err != nil {
-			return err
-		}
+	case OpAddDest, OpEditDest, OpDeleteDest:
+		return destOp(tx, op.Kind, op.Service.ServiceKey, op.Dest)
+	case OpAddLocalAddr, OpDeleteLocalAddr:
 		svc, err := txService(tx, op.Service.ServiceKey)
 		if err != nil {
 			return err
 		}
-		if op.Op == "add-laddr" {
-			_, err = tx.AddLocalAddr(svc, a)
+		if op.Kind == OpAddLocalAddr {
+			_, err = tx.AddLocalAddr(svc, op.LocalAddr)
 			return err
 		}
-		return tx.DeleteLocalAddr(svc, a)
-	case "set-timeouts":
-		if err := need("timeouts", op.Timeouts != nil); err != nil {
-			return err
-		}
+		return tx.DeleteLocalAddr(svc, op.LocalAddr)
+	case OpSetTimeouts:
 		t := op.Timeouts
-		return tx.SetAllTimeouts(time.Duration(t.TCP)*time.Second, time.Duration(t.TCPFin)*time.Second, time.Duration(t.UDP)*time.Second)
+		return tx.SetAllTimeouts(t.TCP, t.TCPFin, t.UDP)
 	}
-	return fmt.Errorf("%q is not an operation", op.Op)
+	return fmt.Errorf("operation kind %d is not one the manager knows", op.Kind)
 }
 
 func txService(tx *nat.Tx, k ServiceKey) (*nat.Service, error) {
-	p, ap, err := k.parse()
-	if err != nil {
-		return nil, err
-	}
-	return tx.Service(p, ap.Addr(), ap.Port())
+	return tx.Service(k.Protocol, k.Addr.Addr(), k.Addr.Port())
 }
 
-// estTimeout reads -V: seconds, within nat.MaxTimeout.
-func estTimeout(sec uint32) (time.Duration, error) {
-	d := time.Duration(sec) * time.Second
+// estTimeout checks -V against nat's limit.
+func estTimeout(d time.Duration) error {
 	if err := nat.CheckTimeout(d); err != nil {
-		return 0, fmt.Errorf("ESTABLISHED timeout: %w", err)
+		return fmt.Errorf("ESTABLISHED timeout: %w", err)
 	}
-	return d, nil
+	return nil
 }
 
 func addService(tx *nat.Tx, s ServiceSpec) error {
-	p, ap, err := s.parse()
-	if err != nil {
-		return err
-	}
-	if s.Persistent != 0 {
-		return fmt.Errorf("persistence (-p) is not supported yet")
-	}
 	sched := s.Scheduler
 	if sched == "" {
 		sched = "wlc"
 	}
 	to := tx.DefaultTimeouts()
 	if s.EstablishedTimeout > 0 {
-		if to.TCP[1], err = estTimeout(s.EstablishedTimeout); err != nil {
+		if err := estTimeout(s.EstablishedTimeout); err != nil {
 			return err
 		}
+		to.SetEstablished(s.EstablishedTimeout)
 	}
-	_, err = tx.AddService(nat.ServiceConfig{Name: s.Name, Addr: ap.Addr(), Port: ap.Port(), Protocol: p, Scheduler: sched, Timeouts: &to,
-		Synproxy: s.Synproxy != nil && *s.Synproxy})
+	_, err := tx.AddService(nat.ServiceConfig{Name: s.Name, Addr: s.Addr.Addr(), Port: s.Addr.Port(), Protocol: s.Protocol,
+		Scheduler: sched, Timeouts: &to, Synproxy: s.Synproxy != nil && *s.Synproxy})
 	return err
 }
 
 func editService(tx *nat.Tx, s ServiceSpec) error {
-	if s.Persistent != 0 {
-		return fmt.Errorf("persistence (-p) is not supported yet")
-	}
 	svc, err := txService(tx, s.ServiceKey)
 	if err != nil {
 		return err
@@ -225,46 +173,31 @@ func editService(tx *nat.Tx, s ServiceSpec) error {
 		tx.SetName(svc, s.Name)
 	}
 	if s.EstablishedTimeout > 0 {
-		t := tx.Timeouts(svc)
-		if t.TCP[1], err = estTimeout(s.EstablishedTimeout); err != nil {
+		if err := estTimeout(s.EstablishedTimeout); err != nil {
 			return err
 		}
+		t := tx.Timeouts(svc)
+		t.SetEstablished(s.EstablishedTimeout)
 		return tx.SetTimeouts(svc, t)
 	}
 	return nil
 }
 
-func parseDest(d DestSpec) (netip.AddrPort, error) {
-	ap, err := netip.ParseAddrPort(d.Addr)
-	if err != nil {
-		return ap, fmt.Errorf("%q is not RIP:port", d.Addr)
-	}
-	switch strings.ToLower(d.Forward) {
-	case "", "fullnat", "fnat":
-	default:
-		return ap, fmt.Errorf("forwarding method %q: tapvs does FULLNAT only (-b)", d.Forward)
-	}
-	return ap, nil
-}
-
-func destOp(tx *nat.Tx, op string, k ServiceKey, d DestSpec) error {
-	ap, err := parseDest(d)
-	if err != nil {
-		return err
-	}
+func destOp(tx *nat.Tx, kind OpKind, k ServiceKey, d DestSpec) error {
 	svc, err := txService(tx, k)
 	if err != nil {
 		return err
 	}
-	switch op {
-	case "add-dest":
+	ap := d.Addr
+	switch kind {
+	case OpAddDest:
 		w := 1
 		if d.Weight != nil {
 			w = *d.Weight
 		}
 		_, err = tx.AddDest(svc, ap.Addr(), ap.Port(), w)
 		return err
-	case "edit-dest":
+	case OpEditDest:
 		if !slices.ContainsFunc(tx.Dests(svc), func(x *nat.Dest) bool { return x.Addr == ap.Addr() && x.Port == ap.Port() }) {
 			return fmt.Errorf("real server %s: %w", ap, nat.ErrNoDest)
 		}
@@ -276,111 +209,111 @@ func destOp(tx *nat.Tx, op string, k ServiceKey, d DestSpec) error {
 	return tx.DeleteDest(svc, ap.Addr(), ap.Port())
 }
 
-func parseLIP(s string) (netip.Addr, error) {
-	// ipvsadm -z takes an address; the seed writes 127.0.0.1:80, so a port is
-	// accepted and ignored.
-	if ap, err := netip.ParseAddrPort(s); err == nil {
-		return ap.Addr(), nil
-	}
-	a, err := netip.ParseAddr(s)
-	if err != nil {
-		return a, fmt.Errorf("%q is not a local address", s)
-	}
-	return a, nil
-}
-
 // one runs a single operation as its own transaction.
-func (m *Manager) one(op Op) error { return m.Update(func(tx *nat.Tx) error { return m.do(tx, op) }) }
+func (m *Manager) one(op Op) error { return m.Update(func(tx *nat.Tx) error { return do(tx, op) }) }
 
 // AddService adds a service (ipvsadm -A).
-func (m *Manager) AddService(s ServiceSpec) error { return m.one(Op{Op: "add-service", Service: &s}) }
+func (m *Manager) AddService(s ServiceSpec) error { return m.one(Op{Kind: OpAddService, Service: s}) }
 
 // EditService changes a service's scheduler, SYN proxy, name or ESTABLISHED
 // timeout (ipvsadm -E). Open connections keep going.
-func (m *Manager) EditService(s ServiceSpec) error { return m.one(Op{Op: "edit-service", Service: &s}) }
+func (m *Manager) EditService(s ServiceSpec) error { return m.one(Op{Kind: OpEditService, Service: s}) }
 
 // DeleteService removes a service (ipvsadm -D).
 func (m *Manager) DeleteService(k ServiceKey) error {
-	return m.one(Op{Op: "delete-service", Service: &ServiceSpec{ServiceKey: k}})
+	return m.one(Op{Kind: OpDeleteService, Service: ServiceSpec{ServiceKey: k}})
 }
 
 // Clear removes every service (ipvsadm -C).
-func (m *Manager) Clear() error { return m.one(Op{Op: "clear"}) }
+func (m *Manager) Clear() error { return m.one(Op{Kind: OpClear}) }
 
 // AddDest adds a real server (ipvsadm -a).
 func (m *Manager) AddDest(k ServiceKey, d DestSpec) error {
-	return m.one(Op{Op: "add-dest", Service: &ServiceSpec{ServiceKey: k}, Dest: &d})
+	return m.one(Op{Kind: OpAddDest, Service: ServiceSpec{ServiceKey: k}, Dest: d})
 }
 
 // EditDest changes a real server's weight (ipvsadm -e).
 func (m *Manager) EditDest(k ServiceKey, d DestSpec) error {
-	return m.one(Op{Op: "edit-dest", Service: &ServiceSpec{ServiceKey: k}, Dest: &d})
+	return m.one(Op{Kind: OpEditDest, Service: ServiceSpec{ServiceKey: k}, Dest: d})
 }
 
 // DeleteDest removes a real server (ipvsadm -d).
-func (m *Manager) DeleteDest(k ServiceKey, addr string) error {
-	return m.one(Op{Op: "delete-dest", Service: &ServiceSpec{ServiceKey: k}, Dest: &DestSpec{Addr: addr}})
+func (m *Manager) DeleteDest(k ServiceKey, rip netip.AddrPort) error {
+	return m.one(Op{Kind: OpDeleteDest, Service: ServiceSpec{ServiceKey: k}, Dest: DestSpec{Addr: rip}})
 }
 
 // AddLocalAddr adds a LIP (ipvsadm -P -z).
-func (m *Manager) AddLocalAddr(k ServiceKey, addr string) error {
-	return m.one(Op{Op: "add-laddr", Service: &ServiceSpec{ServiceKey: k}, LocalAddr: addr})
+func (m *Manager) AddLocalAddr(k ServiceKey, lip netip.Addr) error {
+	return m.one(Op{Kind: OpAddLocalAddr, Service: ServiceSpec{ServiceKey: k}, LocalAddr: lip})
 }
 
 // DeleteLocalAddr removes a LIP (ipvsadm -Q -z).
-func (m *Manager) DeleteLocalAddr(k ServiceKey, addr string) error {
-	return m.one(Op{Op: "delete-laddr", Service: &ServiceSpec{ServiceKey: k}, LocalAddr: addr})
+func (m *Manager) DeleteLocalAddr(k ServiceKey, lip netip.Addr) error {
+	return m.one(Op{Kind: OpDeleteLocalAddr, Service: ServiceSpec{ServiceKey: k}, LocalAddr: lip})
 }
 
-// SetTimeouts is ipvsadm --set tcp tcpfin udp (seconds; 0 leaves one as is).
-func (m *Manager) SetTimeouts(t Timeouts) error { return m.one(Op{Op: "set-timeouts", Timeouts: &t}) }
+// SetTimeouts is ipvsadm --set tcp tcpfin udp (0 leaves one as is).
+func (m *Manager) SetTimeouts(t Timeouts) error { return m.one(Op{Kind: OpSetTimeouts, Timeouts: t}) }
 
-// Timeouts are the defaults new services get.
-func (m *Manager) Timeouts() Timeouts { return timeoutsOf(m.bal.DefaultTimeouts()) }
+// Timeouts are the defaults new services get, in seconds.
+func (m *Manager) Timeouts() api.Timeouts { return apiTimeouts(m.bal.DefaultTimeouts()) }
 
-func timeoutsOf(t nat.Timeouts) Timeouts {
-	return Timeouts{TCP: uint32(t.TCP[1] / time.Second), TCPFin: uint32(t.TCP[4] / time.Second), UDP: uint32(t.UDP / time.Second)}
+func apiTimeouts(t nat.Timeouts) api.Timeouts {
+	return api.Timeouts{TCP: uint32(t.Established() / time.Second), TCPFin: uint32(t.FinWait() / time.Second), UDP: uint32(t.UDP / time.Second)}
 }
+
+func apiTraffic(t nat.Traffic) api.Traffic {
+	return api.Traffic{Conns: t.Conns, InPkts: t.InPkts, OutPkts: t.OutPkts, InBytes: t.InBytes, OutBytes: t.OutBytes}
+}
+
+func apiRate(r nat.Rate) api.Rate {
+	return api.Rate{CPS: r.CPS, InPPS: r.InPPS, OutPPS: r.OutPPS, InBPS: r.InBPS, OutBPS: r.OutBPS}
+}
+
+// protoName is a protocol as the API writes it.
+func protoName(p nat.Protocol) string { return strings.ToLower(p.String()) }
 
 // Zero clears the counters (ipvsadm -Z).
 func (m *Manager) Zero() { m.bal.Zero() }
 
 // Services lists the services, sorted as ipvsadm sorts them.
-func (m *Manager) Services() []Service {
-	var out []Service
-	for _, s := range m.bal.Services() {
-		v := Service{
-			ServiceKey: ServiceKey{Protocol: strings.ToLower(s.Protocol.String()), Addr: netip.AddrPortFrom(s.Addr, s.Port).String()},
+func (m *Manager) Services() []api.Service {
+	svcs := slices.Clone(m.bal.Services()) // the published list is shared with the data path: sort a copy
+	slices.SortFunc(svcs, func(a, b *nat.Service) int {
+		if c := cmp.Compare(protoName(a.Protocol), protoName(b.Protocol)); c != 0 {
+			return c
+		}
+		return netip.AddrPortFrom(a.Addr, a.Port).Compare(netip.AddrPortFrom(b.Addr, b.Port))
+	})
+	var out []api.Service
+	for _, s := range svcs {
+		v := api.Service{
+			ServiceKey: api.ServiceKey{Protocol: protoName(s.Protocol), Addr: netip.AddrPortFrom(s.Addr, s.Port).String()},
 			Name:       s.Name(), Scheduler: s.Scheduler(), Synproxy: s.Synproxy(),
-			Timeouts: timeoutsOf(s.Timeouts()), Stats: s.Traffic(), Rate: s.Rate(),
+			Timeouts: apiTimeouts(s.Timeouts()), Stats: apiTraffic(s.Traffic()), Rate: apiRate(s.Rate()),
 		}
 		for _, d := range s.Dests() {
 			a, ia, _ := d.Conns()
-			v.Dests = append(v.Dests, Dest{Addr: d.String(), Forward: "FullNat", Weight: d.Weight(), ActiveConn: a, InActConn: ia, Stats: d.Traffic(), Rate: d.Rate()})
+			v.Dests = append(v.Dests, api.Dest{Addr: d.String(), Forward: "FullNat", Weight: d.Weight(), ActiveConn: a, InActConn: ia,
+				Stats: apiTraffic(d.Traffic()), Rate: apiRate(d.Rate())})
 		}
 		for _, l := range s.LocalAddrs() {
 			c, conf, ex := l.Stats()
-			v.LocalAddrs = append(v.LocalAddrs, LocalAddr{Addr: l.Addr.String(), Conns: c, Conflicts: conf, Exhausted: ex})
+			v.LocalAddrs = append(v.LocalAddrs, api.LocalAddr{Addr: l.Addr.String(), Conns: c, Conflicts: conf, Exhausted: ex})
 		}
 		if m.health != nil {
 			v.Health = m.health(s)
 		}
 		out = append(out, v)
 	}
-	sort.Slice(out, func(i, j int) bool {
-		if out[i].Protocol != out[j].Protocol {
-			return out[i].Protocol < out[j].Protocol
-		}
-		return netip.MustParseAddrPort(out[i].Addr).Compare(netip.MustParseAddrPort(out[j].Addr)) < 0
-	})
 	return out
 }
 
 // Conns lists the connections.
-func (m *Manager) Conns() []Conn {
-	var out []Conn
+func (m *Manager) Conns() []api.Conn {
+	var out []api.Conn
 	for _, c := range m.bal.Table().Conns() {
-		out = append(out, Conn{Protocol: c.Protocol.String(), State: c.State, ExpiresMs: c.Expires.Milliseconds(),
+		out = append(out, api.Conn{Protocol: c.Protocol.String(), State: c.State, ExpiresMs: c.Expires.Milliseconds(),
 			Source: c.Client.String(), Virtual: c.VIP.String(), Local: c.LIP.String(), Destination: c.RIP.String()})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Source < out[j].Source })
@@ -388,6 +321,6 @@ func (m *Manager) Conns() []Conn {
 }
 
 // Info describes the running tapvs.
-func (m *Manager) Info() Info {
-	return Info{Version: m.Version, Size: m.bal.MaxConns(), Conns: m.bal.Table().Len(), Services: len(m.bal.Services())}
+func (m *Manager) Info() api.Info {
+	return api.Info{Version: m.Version, Size: m.bal.MaxConns(), Conns: m.bal.Table().Len(), Services: len(m.bal.Services())}
 }

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -20,6 +21,9 @@ import (
 	"github.com/google/gopacket/pcapgo"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/tapvs/tapvs/control/api"
+	"github.com/tapvs/tapvs/nat"
 )
 
 // Server serves a Manager over HTTP.
@@ -114,69 +118,131 @@ func uidOf(c *unix.Ucred) int {
 	return int(c.Uid)
 }
 
-// Handler routes the API.
+// Handler routes the API. Each route is the HTTP edge of one Manager
+// call: it decodes the body, parses the strings of the path and body into
+// typed keys (edge.go), and only then calls the Manager.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	m := s.m
-	svcKey := func(r *http.Request) ServiceKey {
-		return ServiceKey{Protocol: r.PathValue("proto"), Addr: r.PathValue("addr")}
+	pathKey := func(r *http.Request) (ServiceKey, error) {
+		return parseKey(api.ServiceKey{Protocol: r.PathValue("proto"), Addr: r.PathValue("addr")})
 	}
 	mux.HandleFunc("GET /v1/info", func(w http.ResponseWriter, r *http.Request) { reply(w, m.Info()) })
 	mux.HandleFunc("GET /v1/services", func(w http.ResponseWriter, r *http.Request) { reply(w, m.Services()) })
 	mux.HandleFunc("DELETE /v1/services", func(w http.ResponseWriter, r *http.Request) { s.done(w, r, m.Clear()) })
 	mux.HandleFunc("POST /v1/services", func(w http.ResponseWriter, r *http.Request) {
-		var spec ServiceSpec
-		if decode(w, r, &spec) {
-			s.done(w, r, m.AddService(spec))
+		var in api.ServiceSpec
+		if !decode(w, r, &in) {
+			return
 		}
+		spec, err := parseService(in)
+		if err == nil {
+			err = m.AddService(spec)
+		}
+		s.done(w, r, err)
 	})
 	mux.HandleFunc("PUT /v1/services/{proto}/{addr}", func(w http.ResponseWriter, r *http.Request) {
-		var spec ServiceSpec
-		if decode(w, r, &spec) {
-			spec.ServiceKey = svcKey(r)
-			s.done(w, r, m.EditService(spec))
+		var in api.ServiceSpec
+		if !decode(w, r, &in) {
+			return
 		}
+		in.ServiceKey = api.ServiceKey{Protocol: r.PathValue("proto"), Addr: r.PathValue("addr")}
+		spec, err := parseService(in)
+		if err == nil {
+			err = m.EditService(spec)
+		}
+		s.done(w, r, err)
 	})
 	mux.HandleFunc("DELETE /v1/services/{proto}/{addr}", func(w http.ResponseWriter, r *http.Request) {
-		s.done(w, r, m.DeleteService(svcKey(r)))
-	})
-	mux.HandleFunc("POST /v1/services/{proto}/{addr}/dests", func(w http.ResponseWriter, r *http.Request) {
-		var d DestSpec
-		if decode(w, r, &d) {
-			s.done(w, r, m.AddDest(svcKey(r), d))
+		k, err := pathKey(r)
+		if err == nil {
+			err = m.DeleteService(k)
 		}
+		s.done(w, r, err)
+	})
+	// dest reads a real server and then the service's key, in the order the
+	// API has always checked them.
+	dest := func(r *http.Request, in api.DestSpec) (ServiceKey, DestSpec, error) {
+		d, err := parseDest(in)
+		if err != nil {
+			return ServiceKey{}, d, err
+		}
+		k, err := pathKey(r)
+		return k, d, err
+	}
+	mux.HandleFunc("POST /v1/services/{proto}/{addr}/dests", func(w http.ResponseWriter, r *http.Request) {
+		var in api.DestSpec
+		if !decode(w, r, &in) {
+			return
+		}
+		k, d, err := dest(r, in)
+		if err == nil {
+			err = m.AddDest(k, d)
+		}
+		s.done(w, r, err)
 	})
 	mux.HandleFunc("PUT /v1/services/{proto}/{addr}/dests/{dest}", func(w http.ResponseWriter, r *http.Request) {
-		var d DestSpec
-		if decode(w, r, &d) {
-			d.Addr = r.PathValue("dest")
-			s.done(w, r, m.EditDest(svcKey(r), d))
+		var in api.DestSpec
+		if !decode(w, r, &in) {
+			return
 		}
+		in.Addr = r.PathValue("dest")
+		k, d, err := dest(r, in)
+		if err == nil {
+			err = m.EditDest(k, d)
+		}
+		s.done(w, r, err)
 	})
 	mux.HandleFunc("DELETE /v1/services/{proto}/{addr}/dests/{dest}", func(w http.ResponseWriter, r *http.Request) {
-		s.done(w, r, m.DeleteDest(svcKey(r), r.PathValue("dest")))
-	})
-	mux.HandleFunc("POST /v1/services/{proto}/{addr}/laddrs", func(w http.ResponseWriter, r *http.Request) {
-		var l LocalAddr
-		if decode(w, r, &l) {
-			s.done(w, r, m.AddLocalAddr(svcKey(r), l.Addr))
+		k, d, err := dest(r, api.DestSpec{Addr: r.PathValue("dest")})
+		if err == nil {
+			err = m.DeleteDest(k, d.Addr)
 		}
+		s.done(w, r, err)
+	})
+	lip := func(r *http.Request, addr string) (ServiceKey, netip.Addr, error) {
+		a, err := parseLIP(addr)
+		if err != nil {
+			return ServiceKey{}, a, err
+		}
+		k, err := pathKey(r)
+		return k, a, err
+	}
+	mux.HandleFunc("POST /v1/services/{proto}/{addr}/laddrs", func(w http.ResponseWriter, r *http.Request) {
+		var in api.LocalAddr
+		if !decode(w, r, &in) {
+			return
+		}
+		k, a, err := lip(r, in.Addr)
+		if err == nil {
+			err = m.AddLocalAddr(k, a)
+		}
+		s.done(w, r, err)
 	})
 	mux.HandleFunc("DELETE /v1/services/{proto}/{addr}/laddrs/{lip}", func(w http.ResponseWriter, r *http.Request) {
-		s.done(w, r, m.DeleteLocalAddr(svcKey(r), r.PathValue("lip")))
+		k, a, err := lip(r, r.PathValue("lip"))
+		if err == nil {
+			err = m.DeleteLocalAddr(k, a)
+		}
+		s.done(w, r, err)
 	})
 	mux.HandleFunc("POST /v1/batch", func(w http.ResponseWriter, r *http.Request) {
-		var b Batch
-		if decode(w, r, &b) {
-			s.done(w, r, m.Batch(b.Ops))
+		var in api.Batch
+		if !decode(w, r, &in) {
+			return
 		}
+		ops, err := parseBatch(in.Ops)
+		if err == nil {
+			err = m.Batch(ops)
+		}
+		s.done(w, r, err)
 	})
 	mux.HandleFunc("GET /v1/conns", func(w http.ResponseWriter, r *http.Request) { reply(w, m.Conns()) })
 	mux.HandleFunc("GET /v1/timeouts", func(w http.ResponseWriter, r *http.Request) { reply(w, m.Timeouts()) })
 	mux.HandleFunc("PUT /v1/timeouts", func(w http.ResponseWriter, r *http.Request) {
-		var t Timeouts
-		if decode(w, r, &t) {
-			s.done(w, r, m.SetTimeouts(t))
+		var in api.Timeouts
+		if decode(w, r, &in) {
+			s.done(w, r, m.SetTimeouts(timeoutsOf(in)))
 		}
 	})
 	mux.HandleFunc("POST /v1/zero", func(w http.ResponseWriter, r *http.Request) { m.Zero(); s.done(w, r, nil) })
@@ -207,7 +273,7 @@ func decode(w http.ResponseWriter, r *http.Request, v any) bool {
 		}
 	}
 	if err != nil {
-		fail(w, &Error{Code: CodeInvalid, Message: "request body: " + err.Error()}, 400)
+		fail(w, &api.Error{Code: api.CodeInvalid, Message: "request body: " + err.Error()}, 400)
 		return false
 	}
 	return true
@@ -218,7 +284,7 @@ func reply(w http.ResponseWriter, v any) {
 	json.NewEncoder(w).Encode(v)
 }
 
-func fail(w http.ResponseWriter, e *Error, status int) {
+func fail(w http.ResponseWriter, e *api.Error, status int) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	json.NewEncoder(w).Encode(e)
@@ -233,12 +299,12 @@ func (s *Server) done(w http.ResponseWriter, r *http.Request, err error) {
 		return
 	}
 	code, status := codeOf(err)
-	var ae *Error
+	var ae *api.Error
 	if errors.As(err, &ae) {
 		code = ae.Code
 	}
 	s.log.Warn("control: refused", "op", r.Method+" "+r.URL.Path, "err", err)
-	e := &Error{Code: code, Message: strings.TrimSpace(err.Error())}
+	e := &api.Error{Code: code, Message: strings.TrimSpace(err.Error())}
 	var be *BatchError
 	if errors.As(err, &be) {
 		e.Message, e.Op = strings.TrimSpace(be.Err.Error()), &be.Index
@@ -253,8 +319,11 @@ const maxCapture = 1000000
 // and as sent: ?proto=tcp&addr=VIP:port&count=N&timeout=30s.
 func (s *Server) capture(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	key := ServiceKey{Protocol: q.Get("proto"), Addr: q.Get("addr")}
-	svc, err := s.m.service(key)
+	key, err := parseKey(api.ServiceKey{Protocol: q.Get("proto"), Addr: q.Get("addr")})
+	var svc *nat.Service
+	if err == nil {
+		svc, err = s.m.service(key)
+	}
 	if err != nil {
 		s.done(w, r, err)
 		return
@@ -262,23 +331,23 @@ func (s *Server) capture(w http.ResponseWriter, r *http.Request) {
 	count, timeout := 100, 30*time.Second
 	if v := q.Get("count"); v != "" {
 		if count, err = strconv.Atoi(v); err != nil || count < 1 || count > maxCapture {
-			fail(w, &Error{Code: CodeInvalid, Message: fmt.Sprintf("count: %q is not a number from 1 to %d", v, maxCapture)}, 400)
+			fail(w, &api.Error{Code: api.CodeInvalid, Message: fmt.Sprintf("count: %q is not a number from 1 to %d", v, maxCapture)}, 400)
 			return
 		}
 	}
 	if v := q.Get("timeout"); v != "" {
 		if timeout, err = time.ParseDuration(v); err != nil || timeout <= 0 || timeout > time.Hour {
-			fail(w, &Error{Code: CodeInvalid, Message: fmt.Sprintf("timeout: %q is not a duration from 1ns to 1h", v)}, 400)
+			fail(w, &api.Error{Code: api.CodeInvalid, Message: fmt.Sprintf("timeout: %q is not a duration from 1ns to 1h", v)}, 400)
 			return
 		}
 	}
 	tap, err := s.m.bal.StartTap(svc, 4096)
 	if err != nil {
-		fail(w, &Error{Code: CodeInvalid, Message: err.Error()}, http.StatusConflict)
+		fail(w, &api.Error{Code: api.CodeInvalid, Message: err.Error()}, http.StatusConflict)
 		return
 	}
 	defer s.m.bal.StopTap(tap)
-	s.log.Info("capture started", "service", key.Addr, "count", count)
+	s.log.Info("capture started", "service", key.String(), "count", count)
 	w.Header().Set("Content-Type", "application/vnd.tcpdump.pcap")
 	pw := pcapgo.NewWriter(w)
 	if err := pw.WriteFileHeader(65536, layers.LinkTypeEthernet); err != nil {

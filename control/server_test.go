@@ -1,12 +1,14 @@
 package control
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +16,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/tapvs/tapvs/control/api"
 	"github.com/tapvs/tapvs/nat"
 )
 
@@ -55,12 +58,12 @@ func TestAPIErrorsAndCodes(t *testing.T) {
 		status             int
 		code               string
 	}{
-		{"POST", "/v1/services", `{"protocol":"tcp","addr":"10.0.0.1:80"}`, 409, CodeServiceExists},
-		{"DELETE", "/v1/services/tcp/10.0.0.9:80", "", 404, CodeNoService},
-		{"POST", "/v1/services", `{"protocol":"tcp","addr":"10.0.0.1:81","shceduler":"rr"}`, 400, CodeInvalid},
-		{"POST", "/v1/services/tcp/10.0.0.1:80/dests", `{"addr":"10.1.0.1:80","weight":70000}`, 400, CodeInvalid},
-		{"DELETE", "/v1/services/tcp/10.0.0.1:80/dests/10.1.0.9:80", "", 404, CodeNoDest},
-		{"POST", "/v1/services", `{"protocol":"sctp","addr":"10.0.0.1:80"}`, 400, CodeInvalid},
+		{"POST", "/v1/services", `{"protocol":"tcp","addr":"10.0.0.1:80"}`, 409, api.CodeServiceExists},
+		{"DELETE", "/v1/services/tcp/10.0.0.9:80", "", 404, api.CodeNoService},
+		{"POST", "/v1/services", `{"protocol":"tcp","addr":"10.0.0.1:81","shceduler":"rr"}`, 400, api.CodeInvalid},
+		{"POST", "/v1/services/tcp/10.0.0.1:80/dests", `{"addr":"10.1.0.1:80","weight":70000}`, 400, api.CodeInvalid},
+		{"DELETE", "/v1/services/tcp/10.0.0.1:80/dests/10.1.0.9:80", "", 404, api.CodeNoDest},
+		{"POST", "/v1/services", `{"protocol":"sctp","addr":"10.0.0.1:80"}`, 400, api.CodeInvalid},
 	} {
 		c, body := do(tc.method, tc.path, tc.body)
 		if c != tc.status || !strings.Contains(body, `"code":"`+tc.code+`"`) {
@@ -83,7 +86,7 @@ func TestPeerHelper(t *testing.T) {
 	if sock == "" {
 		return
 	}
-	_, err := Dial(sock).Info()
+	_, err := api.Dial(sock).Info()
 	fmt.Printf("RESULT %v\n", err)
 }
 
@@ -110,7 +113,7 @@ func TestSocketIsPrivate(t *testing.T) {
 	if err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("socket mode %v %v, want 0600", fi.Mode().Perm(), err)
 	}
-	if _, err := Dial(sock).Info(); err != nil {
+	if _, err := api.Dial(sock).Info(); err != nil {
 		t.Fatalf("root: %v", err)
 	}
 	// Open the file to everyone: the peer check must still refuse uid 65534.
@@ -186,11 +189,13 @@ func TestAPIRefusesBadInput(t *testing.T) {
 func TestBatchAppliesAll(t *testing.T) {
 	m := newManager(t)
 	w := 3
+	svc := ServiceKey{Protocol: nat.TCP, Addr: netip.MustParseAddrPort("10.0.0.1:80")}
+	rip := netip.MustParseAddrPort("10.1.0.1:80")
 	ops := []Op{
-		{Op: "add-service", Service: &ServiceSpec{ServiceKey: ServiceKey{Protocol: "tcp", Addr: "10.0.0.1:80"}, Scheduler: "wrr"}},
-		{Op: "add-laddr", Service: &ServiceSpec{ServiceKey: ServiceKey{Protocol: "tcp", Addr: "10.0.0.1:80"}}, LocalAddr: "10.0.9.1"},
-		{Op: "add-dest", Service: &ServiceSpec{ServiceKey: ServiceKey{Protocol: "tcp", Addr: "10.0.0.1:80"}}, Dest: &DestSpec{Addr: "10.1.0.1:80"}},
-		{Op: "edit-dest", Service: &ServiceSpec{ServiceKey: ServiceKey{Protocol: "tcp", Addr: "10.0.0.1:80"}}, Dest: &DestSpec{Addr: "10.1.0.1:80", Weight: &w}},
+		{Kind: OpAddService, Service: ServiceSpec{ServiceKey: svc, Scheduler: "wrr"}},
+		{Kind: OpAddLocalAddr, Service: ServiceSpec{ServiceKey: svc}, LocalAddr: netip.MustParseAddr("10.0.9.1")},
+		{Kind: OpAddDest, Service: ServiceSpec{ServiceKey: svc}, Dest: DestSpec{Addr: rip}},
+		{Kind: OpEditDest, Service: ServiceSpec{ServiceKey: svc}, Dest: DestSpec{Addr: rip, Weight: &w}},
 	}
 	if err := m.Batch(ops); err != nil {
 		t.Fatal(err)
@@ -200,12 +205,33 @@ func TestBatchAppliesAll(t *testing.T) {
 		t.Fatalf("%+v", s)
 	}
 	// The same again: the first operation is refused (it exists), nothing more happens.
-	err := m.Batch(append([]Op{{Op: "clear"}}, ops[0], ops[0]))
+	err := m.Batch(append([]Op{{Kind: OpClear}}, ops[0], ops[0]))
 	var be *BatchError
 	if !errors.As(err, &be) || be.Index != 2 || !errors.Is(err, nat.ErrServiceExists) {
 		t.Fatalf("%v", err)
 	}
 	if s := m.Services(); len(s) != 1 || len(s[0].Dests) != 1 {
 		t.Fatalf("a refused batch cleared: %+v", s)
+	}
+}
+
+// The listings' counters keep the JSON names they had when the API wrote
+// nat's own types, so clients written against it read them still.
+func TestCounterWireNames(t *testing.T) {
+	for _, tc := range []struct{ nat, api any }{
+		{nat.Traffic{Conns: 1, InPkts: 2, OutPkts: 3, InBytes: 4, OutBytes: 5}, apiTraffic(nat.Traffic{Conns: 1, InPkts: 2, OutPkts: 3, InBytes: 4, OutBytes: 5})},
+		{nat.Rate{CPS: 1, InPPS: 2, OutPPS: 3, InBPS: 4, OutBPS: 5}, apiRate(nat.Rate{CPS: 1, InPPS: 2, OutPPS: 3, InBPS: 4, OutBPS: 5})},
+	} {
+		was, err := json.Marshal(tc.nat)
+		if err != nil {
+			t.Fatal(err)
+		}
+		now, err := json.Marshal(tc.api)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(was) != string(now) {
+			t.Errorf("wire form changed: was %s, now %s", was, now)
+		}
 	}
 }

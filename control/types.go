@@ -1,5 +1,8 @@
-// Package control is tapvs's control API: HTTP and JSON over a unix socket,
-// for tapvsadm and for anything else that manages a running tapvs. Every
+// Package control is tapvs's control plane: the Manager applies
+// ipvsadm-style changes to the running balancer, each as one transaction,
+// and the Server serves it as the HTTP API over a unix socket whose JSON
+// types and client are package control/api. Strings from the wire are
+// parsed at the HTTP edge (edge.go); the Manager takes typed keys. Every
 // change applies to the running data path at once and never drops the
 // established connections of other services or servers.
 package control
@@ -8,156 +11,100 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
+	"time"
 
+	"github.com/tapvs/tapvs/control/api"
 	"github.com/tapvs/tapvs/nat"
 )
 
 // ServiceKey names a service as ipvsadm does: protocol and VIP:port.
 type ServiceKey struct {
-	Protocol string `json:"protocol"` // "tcp" or "udp"
-	Addr     string `json:"addr"`     // VIP:port
+	Protocol nat.Protocol
+	Addr     netip.AddrPort // VIP:port
 }
 
-func (k ServiceKey) parse() (nat.Protocol, netip.AddrPort, error) {
-	p, err := nat.ParseProtocol(k.Protocol)
-	if err != nil {
-		return 0, netip.AddrPort{}, err
-	}
-	ap, err := netip.ParseAddrPort(k.Addr)
-	if err != nil {
-		return 0, netip.AddrPort{}, fmt.Errorf("%q is not VIP:port", k.Addr)
-	}
-	return p, ap, nil
+// String is the key as the API writes it: "tcp 10.0.0.1:80".
+func (k ServiceKey) String() string {
+	return strings.ToLower(k.Protocol.String()) + " " + k.Addr.String()
 }
 
 // ServiceSpec adds or edits a service (ipvsadm -A / -E).
 type ServiceSpec struct {
 	ServiceKey
-	Name      string `json:"name,omitempty"`
-	Scheduler string `json:"scheduler,omitempty"` // empty: wlc on add, unchanged on edit
-	Synproxy  *bool  `json:"synproxy,omitempty"`  // nil: off on add, unchanged on edit
-	// Persistence (-p) is not implemented: a non-zero value is refused.
-	Persistent uint32 `json:"persistent,omitempty"`
-	// EstablishedTimeout (-V), seconds; 0: unchanged.
-	EstablishedTimeout uint32 `json:"established_timeout,omitempty"`
+	Name      string
+	Scheduler string // empty: wlc on add, unchanged on edit
+	Synproxy  *bool  // nil: off on add, unchanged on edit
+	// EstablishedTimeout (-V); 0: the default on add, unchanged on edit.
+	EstablishedTimeout time.Duration
 }
 
 // DestSpec adds or edits a real server (ipvsadm -a / -e).
 type DestSpec struct {
-	Addr   string `json:"addr"`             // RIP:port
-	Weight *int   `json:"weight,omitempty"` // nil: 1 on add, unchanged on edit
-	// Forward is the forwarding method; tapvs does FULLNAT only ("fullnat",
-	// ipvsadm's -b). Empty means fullnat.
-	Forward string `json:"forward,omitempty"`
+	Addr   netip.AddrPort // RIP:port
+	Weight *int           // nil: 1 on add, unchanged on edit
 }
 
-// Batch is a list of operations applied as one (POST /v1/batch).
-type Batch struct {
-	Ops []Op `json:"ops"`
-}
-
-// Service is a service as listed.
-type Service struct {
-	ServiceKey
-	Name       string       `json:"name"`
-	Scheduler  string       `json:"scheduler"`
-	Synproxy   bool         `json:"synproxy"`
-	Timeouts   Timeouts     `json:"timeouts"`
-	Dests      []Dest       `json:"dests"`
-	LocalAddrs []LocalAddr  `json:"local_addrs"`
-	Stats      nat.Traffic  `json:"stats"`
-	Rate       nat.Rate     `json:"rate"`
-	Health     []HealthView `json:"health,omitempty"`
-}
-
-// Dest is a real server as listed.
-type Dest struct {
-	Addr       string      `json:"addr"`
-	Forward    string      `json:"forward"`
-	Weight     int         `json:"weight"`
-	ActiveConn int64       `json:"active_conns"`
-	InActConn  int64       `json:"inactive_conns"`
-	Stats      nat.Traffic `json:"stats"`
-	Rate       nat.Rate    `json:"rate"`
-}
-
-// LocalAddr is a LIP as listed (ipvsadm -G).
-type LocalAddr struct {
-	Addr      string `json:"addr"`
-	Conns     int64  `json:"conns"`
-	Conflicts uint64 `json:"conflicts"`
-	Exhausted uint64 `json:"exhausted"`
-}
-
-// HealthView is a real server's health as a checker sees it.
-type HealthView struct {
-	Dest    string `json:"dest"`
-	Healthy bool   `json:"healthy"`
-	Reason  string `json:"reason,omitempty"`
-}
-
-// Timeouts in seconds, as ipvsadm --set shows them.
+// Timeouts are ipvsadm --set's three; 0 leaves one as it is.
 type Timeouts struct {
-	TCP    uint32 `json:"tcp"`
-	TCPFin uint32 `json:"tcpfin"`
-	UDP    uint32 `json:"udp"`
+	TCP, TCPFin, UDP time.Duration
 }
 
-// Conn is a connection as listed (ipvsadm -lnc).
-type Conn struct {
-	Protocol    string `json:"protocol"`
-	State       string `json:"state"`
-	ExpiresMs   int64  `json:"expires_ms"`
-	Source      string `json:"source"`
-	Virtual     string `json:"virtual"`
-	Local       string `json:"local"`
-	Destination string `json:"destination"`
-}
+// OpKind is what an Op does.
+type OpKind uint8
 
-// Info describes the running tapvs.
-type Info struct {
-	Version  string `json:"version"`
-	Size     int    `json:"size"` // connection table limit
-	Conns    int    `json:"conns"`
-	Services int    `json:"services"`
-}
-
-// Error codes; tapvsadm turns them into ipvsadm's messages.
+// The operations, one for each ipvsadm command that changes the rules.
 const (
-	CodeNoService     = "service_not_defined"
-	CodeServiceExists = "service_exists"
-	CodeNoDest        = "no_such_destination"
-	CodeDestExists    = "destination_exists"
-	CodeNoLocalAddr   = "no_such_local_address"
-	CodeLocalExists   = "local_address_exists"
-	CodeInvalid       = "invalid"
-	CodeInternal      = "internal"
+	OpAddService OpKind = iota + 1 // the zero OpKind is none, so a forgotten Kind is refused
+	OpEditService
+	OpDeleteService
+	OpClear
+	OpAddDest
+	OpEditDest
+	OpDeleteDest
+	OpAddLocalAddr
+	OpDeleteLocalAddr
+	OpSetTimeouts
 )
 
-// Error is the API's error body.
-type Error struct {
-	Code    string `json:"code"`
-	Message string `json:"error"`
-	// Op is, for a refused batch, which operation (from 0) was refused.
-	Op *int `json:"op,omitempty"`
+// Op is one control operation: Batch applies a list of them as one.
+type Op struct {
+	Kind OpKind
+	// Service is the service the operation is on (every kind but OpClear
+	// and OpSetTimeouts); for OpAddService and OpEditService, the rest of
+	// it too.
+	Service   ServiceSpec
+	Dest      DestSpec   // OpAddDest, OpEditDest, OpDeleteDest
+	LocalAddr netip.Addr // OpAddLocalAddr, OpDeleteLocalAddr
+	Timeouts  Timeouts   // OpSetTimeouts
 }
 
-func (e *Error) Error() string { return e.Message }
+// BatchError says which operation of a batch was refused; none was applied.
+type BatchError struct {
+	Index int // from 0
+	Err   error
+}
 
+func (e *BatchError) Error() string {
+	return fmt.Sprintf("operation %d: %v (nothing was applied)", e.Index+1, e.Err)
+}
+func (e *BatchError) Unwrap() error { return e.Err }
+
+// codeOf is the API's code and HTTP status for a refusal.
 func codeOf(err error) (string, int) {
 	switch {
 	case errors.Is(err, nat.ErrNoService):
-		return CodeNoService, 404
+		return api.CodeNoService, 404
 	case errors.Is(err, nat.ErrServiceExists):
-		return CodeServiceExists, 409
+		return api.CodeServiceExists, 409
 	case errors.Is(err, nat.ErrNoDest):
-		return CodeNoDest, 404
+		return api.CodeNoDest, 404
 	case errors.Is(err, nat.ErrDestExists):
-		return CodeDestExists, 409
+		return api.CodeDestExists, 409
 	case errors.Is(err, nat.ErrNoLocalAddr):
-		return CodeNoLocalAddr, 404
+		return api.CodeNoLocalAddr, 404
 	case errors.Is(err, nat.ErrLocalAddrExists):
-		return CodeLocalExists, 409
+		return api.CodeLocalExists, 409
 	}
-	return CodeInvalid, 400
+	return api.CodeInvalid, 400
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/tapvs/tapvs/metrics"
 
 	"github.com/tapvs/tapvs/control"
+	"github.com/tapvs/tapvs/control/api"
 
 	"github.com/tapvs/tapvs/config"
 	"github.com/tapvs/tapvs/nat"
@@ -138,12 +139,12 @@ func (d *Daemon) health(s *nat.Service, dst *nat.Dest) (up, checked bool) {
 }
 
 // healthViews reports a service's checks to the control API's listings.
-func (d *Daemon) healthViews(s *nat.Service) []control.HealthView {
+func (d *Daemon) healthViews(s *nat.Service) []api.HealthView {
 	hc := d.checker.Load()
 	if hc == nil {
 		return nil
 	}
-	var out []control.HealthView
+	var out []api.HealthView
 	vip := netip.AddrPortFrom(s.Addr, s.Port)
 	for _, sc := range d.Config().Services {
 		if sc.VIP != s.Addr || sc.Port != s.Port || sc.Protocol != s.Protocol {
@@ -152,7 +153,7 @@ func (d *Daemon) healthViews(s *nat.Service) []control.HealthView {
 		for _, rs := range sc.RealServers {
 			ap := netip.AddrPortFrom(rs.Address, rs.Port)
 			if up, checked, why := hc.Up(s.Protocol, vip, ap); checked {
-				out = append(out, control.HealthView{Dest: ap.String(), Healthy: up, Reason: why})
+				out = append(out, api.HealthView{Dest: ap.String(), Healthy: up, Reason: why})
 			}
 		}
 	}

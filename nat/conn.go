@@ -57,6 +57,21 @@ func DefaultTimeouts() Timeouts {
 	return t
 }
 
+// Established is the timeout of an established TCP connection: what
+// ipvsadm --set calls tcp and -V sets. Callers outside nat name it instead
+// of indexing TCP, whose order is nat's own.
+func (t Timeouts) Established() time.Duration { return t.TCP[stEstablished] }
+
+// SetEstablished sets the established TCP timeout.
+func (t *Timeouts) SetEstablished(d time.Duration) { t.TCP[stEstablished] = d }
+
+// FinWait is the timeout of a TCP connection in FIN_WAIT: what ipvsadm
+// --set calls tcpfin.
+func (t Timeouts) FinWait() time.Duration { return t.TCP[stFinWait] }
+
+// SetFinWait sets the FIN_WAIT timeout.
+func (t *Timeouts) SetFinWait(d time.Duration) { t.TCP[stFinWait] = d }
+
 // TCPStateNames lists the state names accepted as timeout keys, lower case.
 func TCPStateNames() []string {
 	out := make([]string, numTCPStates)

@@ -7,11 +7,11 @@ import (
 	"os"
 	"strconv"
 
-	"github.com/tapvs/tapvs/control"
+	"github.com/tapvs/tapvs/control/api"
 )
 
 // capture writes a pcap of the service's traffic, both sides, to c.capture.
-func capture(cl *control.Client, c *command, out io.Writer) error {
+func capture(cl *api.Client, c *command, out io.Writer) error {
 	count := c.count
 	if count == 0 {
 		count = 100

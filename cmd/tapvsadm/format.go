@@ -5,18 +5,17 @@ import (
 	"io"
 	"strings"
 
-	"github.com/tapvs/tapvs/control"
-	"github.com/tapvs/tapvs/nat"
+	"github.com/tapvs/tapvs/control/api"
 )
 
 // The layouts are ipvsadm's (and Alibaba's additions for FULLNAT, -G and
 // synproxy), so that what parses ipvsadm's output parses tapvsadm's.
 
-func svcName(s control.Service) string {
+func svcName(s api.Service) string {
 	return fmt.Sprintf("%s  %s", strings.ToUpper(s.Protocol), s.Addr)
 }
 
-func printList(w io.Writer, info control.Info, svcs []control.Service, c *command) {
+func printList(w io.Writer, info api.Info, svcs []api.Service, c *command) {
 	fmt.Fprintf(w, "IP Virtual Server version %s (size=%d)\n", info.Version, info.Size)
 	switch {
 	case c.stats:
@@ -55,18 +54,18 @@ func printList(w io.Writer, info control.Info, svcs []control.Service, c *comman
 }
 
 // traffic is the five --stats columns.
-func traffic(t nat.Traffic, exact bool) string {
+func traffic(t api.Traffic, exact bool) string {
 	return strings.Join([]string{largenum(t.Conns, exact), largenum(t.InPkts, exact), largenum(t.OutPkts, exact),
 		largenum(t.InBytes, exact), largenum(t.OutBytes, exact)}, " ")
 }
 
 // rate is the five --rate columns.
-func rate(r nat.Rate, exact bool) string {
+func rate(r api.Rate, exact bool) string {
 	return strings.Join([]string{largenum(uint64(r.CPS+0.5), exact), largenum(uint64(r.InPPS+0.5), exact),
 		largenum(uint64(r.OutPPS+0.5), exact), largenum(uint64(r.InBPS+0.5), exact), largenum(uint64(r.OutBPS+0.5), exact)}, " ")
 }
 
-func printConns(w io.Writer, conns []control.Conn, c *command) {
+func printConns(w io.Writer, conns []api.Conn, c *command) {
 	fmt.Fprintf(w, "IPVS connection entries\n")
 	fmt.Fprintf(w, "pro expire %-11s %-18s %-18s %s\n", "state", "source", "virtual", "destination")
 	for _, x := range conns {
@@ -78,10 +77,10 @@ func printConns(w io.Writer, conns []control.Conn, c *command) {
 	}
 }
 
-func printLaddrs(w io.Writer, svcs []control.Service, c *command) error {
+func printLaddrs(w io.Writer, svcs []api.Service, c *command) error {
 	if c.service != "" {
 		if svcs = only(svcs, c); len(svcs) == 0 {
-			return &control.Error{Code: control.CodeNoService}
+			return &api.Error{Code: api.CodeNoService}
 		}
 	}
 	fmt.Fprintf(w, "%-20s %-8s %-20s %-10s %-10s\n", "VIP:VPORT", "TOTAL", "SNAT_IP", "CONFLICTS", "CONNS")
@@ -102,7 +101,7 @@ func printLaddrs(w io.Writer, svcs []control.Service, c *command) error {
 }
 
 // printRules writes -S output: commands that -R reads back.
-func printRules(w io.Writer, svcs []control.Service, c *command) {
+func printRules(w io.Writer, svcs []api.Service, c *command) {
 	for _, s := range svcs {
 		flag := "-t"
 		if s.Protocol == "udp" {

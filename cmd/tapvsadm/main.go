@@ -15,7 +15,7 @@ import (
 
 	"github.com/google/shlex"
 
-	"github.com/tapvs/tapvs/control"
+	"github.com/tapvs/tapvs/control/api"
 )
 
 func main() {
@@ -41,9 +41,9 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		sock = os.Getenv("TAPVS_SOCKET")
 	}
 	if sock == "" {
-		sock = control.DefaultSocket
+		sock = api.DefaultSocket
 	}
-	cl := control.Dial(sock)
+	cl := api.Dial(sock)
 	if c.op == "restore" {
 		return restore(cl, stdin, stderr)
 	}
@@ -56,20 +56,20 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 
 // message words an API error as ipvsadm would.
 func message(err error) string {
-	var ae *control.Error
+	var ae *api.Error
 	if errors.As(err, &ae) {
 		switch ae.Code {
-		case control.CodeNoService:
+		case api.CodeNoService:
 			return "Service not defined"
-		case control.CodeServiceExists:
+		case api.CodeServiceExists:
 			return "Service already exists"
-		case control.CodeNoDest:
+		case api.CodeNoDest:
 			return "No such destination"
-		case control.CodeDestExists:
+		case api.CodeDestExists:
 			return "Destination already exists"
-		case control.CodeNoLocalAddr:
+		case api.CodeNoLocalAddr:
 			return "No such local address"
-		case control.CodeLocalExists:
+		case api.CodeLocalExists:
 			return "Local address already exists"
 		}
 		return ae.Message
@@ -83,41 +83,41 @@ func message(err error) string {
 
 // opOf turns a command that changes the rules into its control API
 // operation; ok is false for one that does not (a listing, -Z, -S).
-func opOf(c *command) (op control.Op, ok bool, err error) {
-	key := control.ServiceKey{Protocol: c.proto, Addr: c.service}
-	svc := &control.ServiceSpec{ServiceKey: key}
+func opOf(c *command) (op api.Op, ok bool, err error) {
+	key := api.ServiceKey{Protocol: c.proto, Addr: c.service}
+	svc := &api.ServiceSpec{ServiceKey: key}
 	switch c.op {
 	case "add-service", "edit-service":
 		svc.Scheduler, svc.Synproxy, svc.EstablishedTimeout = c.sched, c.synproxy, c.estTO
 		if c.persist != nil {
 			svc.Persistent = *c.persist
 		}
-		return control.Op{Op: c.op, Service: svc}, true, nil
+		return api.Op{Op: c.op, Service: svc}, true, nil
 	case "delete-service":
-		return control.Op{Op: c.op, Service: svc}, true, nil
+		return api.Op{Op: c.op, Service: svc}, true, nil
 	case "clear":
-		return control.Op{Op: c.op}, true, nil
+		return api.Op{Op: c.op}, true, nil
 	case "add-server", "edit-server", "delete-server":
 		real, err := withServicePort(c.real, c.service)
 		if err != nil {
 			return op, false, err
 		}
-		d := &control.DestSpec{Addr: real, Weight: c.weight, Forward: c.forward}
-		return control.Op{Op: strings.Replace(c.op, "server", "dest", 1), Service: svc, Dest: d}, true, nil
+		d := &api.DestSpec{Addr: real, Weight: c.weight, Forward: c.forward}
+		return api.Op{Op: strings.Replace(c.op, "server", "dest", 1), Service: svc, Dest: d}, true, nil
 	case "add-laddr", "del-laddr":
-		return control.Op{Op: map[string]string{"add-laddr": "add-laddr", "del-laddr": "delete-laddr"}[c.op], Service: svc, LocalAddr: c.laddr}, true, nil
+		return api.Op{Op: map[string]string{"add-laddr": "add-laddr", "del-laddr": "delete-laddr"}[c.op], Service: svc, LocalAddr: c.laddr}, true, nil
 	case "set":
-		return control.Op{Op: "set-timeouts", Timeouts: &control.Timeouts{TCP: c.set[0], TCPFin: c.set[1], UDP: c.set[2]}}, true, nil
+		return api.Op{Op: "set-timeouts", Timeouts: &api.Timeouts{TCP: c.set[0], TCPFin: c.set[1], UDP: c.set[2]}}, true, nil
 	}
 	return op, false, nil
 }
 
-func execute(cl *control.Client, c *command, out io.Writer) error {
+func execute(cl *api.Client, c *command, out io.Writer) error {
 	if op, ok, err := opOf(c); err != nil || ok {
 		if err != nil {
 			return err
 		}
-		return cl.Batch([]control.Op{op})
+		return cl.Batch([]api.Op{op})
 	}
 	switch c.op {
 	case "get-laddr":
@@ -157,7 +157,7 @@ func execute(cl *control.Client, c *command, out io.Writer) error {
 		if c.service != "" {
 			svcs = only(svcs, c)
 			if len(svcs) == 0 {
-				return &control.Error{Code: control.CodeNoService}
+				return &api.Error{Code: api.CodeNoService}
 			}
 		}
 		printList(out, info, svcs, c)
@@ -183,8 +183,8 @@ func withServicePort(real, svc string) (string, error) {
 	return r.String(), nil
 }
 
-func only(svcs []control.Service, c *command) []control.Service {
-	var out []control.Service
+func only(svcs []api.Service, c *command) []api.Service {
+	var out []api.Service
 	for _, s := range svcs {
 		if s.Protocol == c.proto && s.Addr == c.service {
 			out = append(out, s)
@@ -197,10 +197,10 @@ func only(svcs []control.Service, c *command) []control.Service {
 // of -S), as one transaction: every line is read and checked first, then
 // all of them are applied or, if tapvs refuses one, none. A refusal names
 // the line.
-func restore(cl *control.Client, in io.Reader, stderr io.Writer) int {
+func restore(cl *api.Client, in io.Reader, stderr io.Writer) int {
 	sc := bufio.NewScanner(in)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	var ops []control.Op
+	var ops []api.Op
 	var lines []int
 	var texts []string
 	n := 0
@@ -216,7 +216,7 @@ func restore(cl *control.Client, in io.Reader, stderr io.Writer) int {
 			return 1
 		}
 		c, err := parse(words)
-		var op control.Op
+		var op api.Op
 		ok := false
 		if err == nil {
 			op, ok, err = opOf(c)
@@ -238,7 +238,7 @@ func restore(cl *control.Client, in io.Reader, stderr io.Writer) int {
 		return 0
 	}
 	if err := cl.Batch(ops); err != nil {
-		var ae *control.Error
+		var ae *api.Error
 		if errors.As(err, &ae) && ae.Op != nil && *ae.Op >= 0 && *ae.Op < len(ops) {
 			fmt.Fprintf(stderr, "line %d: %s: %s (nothing was restored)\n", lines[*ae.Op], texts[*ae.Op], message(err))
 		} else {

@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tapvs/tapvs/control"
+	"github.com/tapvs/tapvs/control/api"
 )
 
 func TestParseIpvsadmGrammar(t *testing.T) {
@@ -110,9 +110,9 @@ func TestLargeNumbers(t *testing.T) {
 
 func TestListLayout(t *testing.T) {
 	var b bytes.Buffer
-	svcs := []control.Service{{ServiceKey: control.ServiceKey{Protocol: "tcp", Addr: "172.25.254.100:80"}, Scheduler: "wrr", Synproxy: true,
-		Dests: []control.Dest{{Addr: "172.25.84.2:80", Forward: "FullNat", Weight: 1, ActiveConn: 3, InActConn: 12}}}}
-	printList(&b, control.Info{Version: "1.2.1", Size: 4194304}, svcs, &command{})
+	svcs := []api.Service{{ServiceKey: api.ServiceKey{Protocol: "tcp", Addr: "172.25.254.100:80"}, Scheduler: "wrr", Synproxy: true,
+		Dests: []api.Dest{{Addr: "172.25.84.2:80", Forward: "FullNat", Weight: 1, ActiveConn: 3, InActConn: 12}}}}
+	printList(&b, api.Info{Version: "1.2.1", Size: 4194304}, svcs, &command{})
 	want := "IP Virtual Server version 1.2.1 (size=4194304)\n" +
 		"Prot LocalAddress:Port Scheduler Flags\n" +
 		"  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n" +

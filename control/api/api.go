@@ -1,0 +1,163 @@
+// Package api is the control API's JSON types and a client for it.
+//
+// It is what a program that manages a running tapvs needs (tapvsadm is
+// one), and nothing more: it imports no part of the data path, so such a
+// program does not carry the balancer in it. Addresses and protocols are
+// strings here, as they are on the wire; the server (package control)
+// parses them into typed keys before anything acts on them.
+package api
+
+// ServiceKey names a service as ipvsadm does: protocol and VIP:port.
+type ServiceKey struct {
+	Protocol string `json:"protocol"` // "tcp" or "udp"
+	Addr     string `json:"addr"`     // VIP:port
+}
+
+// ServiceSpec adds or edits a service (ipvsadm -A / -E).
+type ServiceSpec struct {
+	ServiceKey
+	Name      string `json:"name,omitempty"`
+	Scheduler string `json:"scheduler,omitempty"` // empty: wlc on add, unchanged on edit
+	Synproxy  *bool  `json:"synproxy,omitempty"`  // nil: off on add, unchanged on edit
+	// Persistence (-p) is not implemented: a non-zero value is refused.
+	Persistent uint32 `json:"persistent,omitempty"`
+	// EstablishedTimeout (-V), seconds; 0: unchanged.
+	EstablishedTimeout uint32 `json:"established_timeout,omitempty"`
+}
+
+// DestSpec adds or edits a real server (ipvsadm -a / -e).
+type DestSpec struct {
+	Addr   string `json:"addr"`             // RIP:port
+	Weight *int   `json:"weight,omitempty"` // nil: 1 on add, unchanged on edit
+	// Forward is the forwarding method; tapvs does FULLNAT only ("fullnat",
+	// ipvsadm's -b). Empty means fullnat.
+	Forward string `json:"forward,omitempty"`
+}
+
+// Op is one control operation as data, an ipvsadm command: a Batch applies
+// a list of them as one (tapvsadm -R).
+type Op struct {
+	// Op is add-service, edit-service, delete-service, clear, add-dest,
+	// edit-dest, delete-dest, add-laddr, delete-laddr or set-timeouts.
+	Op        string       `json:"op"`
+	Service   *ServiceSpec `json:"service,omitempty"`
+	Dest      *DestSpec    `json:"dest,omitempty"`
+	LocalAddr string       `json:"laddr,omitempty"`
+	Timeouts  *Timeouts    `json:"timeouts,omitempty"`
+}
+
+// Batch is a list of operations applied as one (POST /v1/batch).
+type Batch struct {
+	Ops []Op `json:"ops"`
+}
+
+// Service is a service as listed.
+type Service struct {
+	ServiceKey
+	Name       string       `json:"name"`
+	Scheduler  string       `json:"scheduler"`
+	Synproxy   bool         `json:"synproxy"`
+	Timeouts   Timeouts     `json:"timeouts"`
+	Dests      []Dest       `json:"dests"`
+	LocalAddrs []LocalAddr  `json:"local_addrs"`
+	Stats      Traffic      `json:"stats"`
+	Rate       Rate         `json:"rate"`
+	Health     []HealthView `json:"health,omitempty"`
+}
+
+// Dest is a real server as listed.
+type Dest struct {
+	Addr       string  `json:"addr"`
+	Forward    string  `json:"forward"`
+	Weight     int     `json:"weight"`
+	ActiveConn int64   `json:"active_conns"`
+	InActConn  int64   `json:"inactive_conns"`
+	Stats      Traffic `json:"stats"`
+	Rate       Rate    `json:"rate"`
+}
+
+// Traffic is what crossed tapvs for a server or a service (ipvsadm
+// --stats): In is client to server, Out server to client; bytes are IP
+// bytes. The JSON names are capitalised because they were on the wire so
+// before the API had types of its own; clients read them.
+type Traffic struct {
+	Conns    uint64 `json:"Conns"`
+	InPkts   uint64 `json:"InPkts"`
+	OutPkts  uint64 `json:"OutPkts"`
+	InBytes  uint64 `json:"InBytes"`
+	OutBytes uint64 `json:"OutBytes"`
+}
+
+// Rate is traffic per second over the last estimator interval (ipvsadm
+// --rate). Its JSON names are capitalised for the reason Traffic's are.
+type Rate struct {
+	CPS    float64 `json:"CPS"`
+	InPPS  float64 `json:"InPPS"`
+	OutPPS float64 `json:"OutPPS"`
+	InBPS  float64 `json:"InBPS"`
+	OutBPS float64 `json:"OutBPS"`
+}
+
+// LocalAddr is a LIP as listed (ipvsadm -G); POST .../laddrs takes its Addr.
+type LocalAddr struct {
+	Addr      string `json:"addr"`
+	Conns     int64  `json:"conns"`
+	Conflicts uint64 `json:"conflicts"`
+	Exhausted uint64 `json:"exhausted"`
+}
+
+// HealthView is a real server's health as a checker sees it.
+type HealthView struct {
+	Dest    string `json:"dest"`
+	Healthy bool   `json:"healthy"`
+	Reason  string `json:"reason,omitempty"`
+}
+
+// Timeouts in seconds, as ipvsadm --set shows them; in a change, 0 leaves
+// one as it is.
+type Timeouts struct {
+	TCP    uint32 `json:"tcp"`
+	TCPFin uint32 `json:"tcpfin"`
+	UDP    uint32 `json:"udp"`
+}
+
+// Conn is a connection as listed (ipvsadm -lnc).
+type Conn struct {
+	Protocol    string `json:"protocol"`
+	State       string `json:"state"`
+	ExpiresMs   int64  `json:"expires_ms"`
+	Source      string `json:"source"`
+	Virtual     string `json:"virtual"`
+	Local       string `json:"local"`
+	Destination string `json:"destination"`
+}
+
+// Info describes the running tapvs.
+type Info struct {
+	Version  string `json:"version"`
+	Size     int    `json:"size"` // connection table limit
+	Conns    int    `json:"conns"`
+	Services int    `json:"services"`
+}
+
+// Error codes; tapvsadm turns them into ipvsadm's messages.
+const (
+	CodeNoService     = "service_not_defined"
+	CodeServiceExists = "service_exists"
+	CodeNoDest        = "no_such_destination"
+	CodeDestExists    = "destination_exists"
+	CodeNoLocalAddr   = "no_such_local_address"
+	CodeLocalExists   = "local_address_exists"
+	CodeInvalid       = "invalid"
+	CodeInternal      = "internal"
+)
+
+// Error is the API's error body.
+type Error struct {
+	Code    string `json:"code"`
+	Message string `json:"error"`
+	// Op is, for a refused batch, which operation (from 0) was refused.
+	Op *int `json:"op,omitempty"`
+}
+
+func (e *Error) Error() string { return e.Message }

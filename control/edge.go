@@ -1,0 +1,151 @@
+package control
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/tapvs/tapvs/control/api"
+	"github.com/tapvs/tapvs/nat"
+)
+
+// The HTTP edge: the API's strings (package api) become typed keys here and
+// nowhere else, so the Manager never parses and a malformed field is
+// refused, naming it, before any transaction starts.
+
+// parseKey reads a service's protocol and VIP:port.
+func parseKey(k api.ServiceKey) (ServiceKey, error) {
+	p, err := nat.ParseProtocol(k.Protocol)
+	if err != nil {
+		return ServiceKey{}, err
+	}
+	ap, err := netip.ParseAddrPort(k.Addr)
+	if err != nil {
+		return ServiceKey{}, fmt.Errorf("%q is not VIP:port", k.Addr)
+	}
+	return ServiceKey{Protocol: p, Addr: ap}, nil
+}
+
+// parseService reads a service to add or edit.
+func parseService(s api.ServiceSpec) (ServiceSpec, error) {
+	k, err := parseKey(s.ServiceKey)
+	if err != nil {
+		return ServiceSpec{}, err
+	}
+	if s.Persistent != 0 {
+		return ServiceSpec{}, fmt.Errorf("persistence (-p) is not supported yet")
+	}
+	// Seconds as uint32 cannot overflow a Duration; the Manager checks the
+	// value against nat's limit.
+	return ServiceSpec{ServiceKey: k, Name: s.Name, Scheduler: s.Scheduler, Synproxy: s.Synproxy,
+		EstablishedTimeout: time.Duration(s.EstablishedTimeout) * time.Second}, nil
+}
+
+// parseDest reads a real server; tapvs forwards by FULLNAT only, so any
+// other method is refused here rather than silently ignored.
+func parseDest(d api.DestSpec) (DestSpec, error) {
+	ap, err := netip.ParseAddrPort(d.Addr)
+	if err != nil {
+		return DestSpec{}, fmt.Errorf("%q is not RIP:port", d.Addr)
+	}
+	switch strings.ToLower(d.Forward) {
+	case "", "fullnat", "fnat":
+	default:
+		return DestSpec{}, fmt.Errorf("forwarding method %q: tapvs does FULLNAT only (-b)", d.Forward)
+	}
+	return DestSpec{Addr: ap, Weight: d.Weight}, nil
+}
+
+// parseLIP reads a local address.
+func parseLIP(s string) (netip.Addr, error) {
+	// ipvsadm -z takes an address; the seed writes 127.0.0.1:80, so a port is
+	// accepted and ignored.
+	if ap, err := netip.ParseAddrPort(s); err == nil {
+		return ap.Addr(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return a, fmt.Errorf("%q is not a local address", s)
+	}
+	return a, nil
+}
+
+// timeoutsOf reads ipvsadm --set's seconds.
+func timeoutsOf(t api.Timeouts) Timeouts {
+	sec := func(s uint32) time.Duration { return time.Duration(s) * time.Second }
+	return Timeouts{TCP: sec(t.TCP), TCPFin: sec(t.TCPFin), UDP: sec(t.UDP)}
+}
+
+var opKinds = map[string]OpKind{
+	"add-service": OpAddService, "edit-service": OpEditService, "delete-service": OpDeleteService,
+	"clear": OpClear, "add-dest": OpAddDest, "edit-dest": OpEditDest, "delete-dest": OpDeleteDest,
+	"add-laddr": OpAddLocalAddr, "delete-laddr": OpDeleteLocalAddr, "set-timeouts": OpSetTimeouts,
+}
+
+// parseOp reads one operation of a batch.
+func parseOp(o api.Op) (Op, error) {
+	kind, ok := opKinds[o.Op]
+	if !ok {
+		return Op{}, fmt.Errorf("%q is not an operation", o.Op)
+	}
+	op := Op{Kind: kind}
+	need := func(what string, ok bool) error {
+		if !ok {
+			return fmt.Errorf("%s needs %s", o.Op, what)
+		}
+		return nil
+	}
+	var err error
+	switch kind {
+	case OpClear:
+		return op, nil
+	case OpSetTimeouts:
+		if err := need("timeouts", o.Timeouts != nil); err != nil {
+			return Op{}, err
+		}
+		op.Timeouts = timeoutsOf(*o.Timeouts)
+		return op, nil
+	}
+	if err := need("a service", o.Service != nil); err != nil {
+		return Op{}, err
+	}
+	switch kind {
+	case OpAddService, OpEditService:
+		op.Service, err = parseService(*o.Service)
+	case OpDeleteService:
+		op.Service.ServiceKey, err = parseKey(o.Service.ServiceKey)
+	case OpAddDest, OpEditDest, OpDeleteDest:
+		if err := need("a real server", o.Dest != nil); err != nil {
+			return Op{}, err
+		}
+		if op.Dest, err = parseDest(*o.Dest); err == nil {
+			op.Service.ServiceKey, err = parseKey(o.Service.ServiceKey)
+		}
+	case OpAddLocalAddr, OpDeleteLocalAddr:
+		if op.LocalAddr, err = parseLIP(o.LocalAddr); err == nil {
+			op.Service.ServiceKey, err = parseKey(o.Service.ServiceKey)
+		}
+	}
+	if err != nil {
+		return Op{}, err
+	}
+	return op, nil
+}
+
+// parseBatch reads a batch's operations; a malformed one is refused as a
+// BatchError naming it, before any is checked against the running state.
+func parseBatch(ops []api.Op) ([]Op, error) {
+	if err := checkBatchLen(len(ops)); err != nil {
+		return nil, err
+	}
+	out := make([]Op, len(ops))
+	for i, o := range ops {
+		op, err := parseOp(o)
+		if err != nil {
+			return nil, &BatchError{Index: i, Err: err}
+		}
+		out[i] = op
+	}
+	return out, nil
+}
