@@ -387,6 +387,7 @@ func TestFramesAndPanicCounter(t *testing.T) {
 	// A panic is a bug no frame is known to trigger: count one as the
 	// reader would.
 	st.Server.Stats()[0].Panics.Add(2)
+	st.Server.Stats()[0].Released.Add(3) // held frames a server's SYN-ACK let go
 
 	s, err := Serve("127.0.0.1:0", New(bal, st, nil), quiet)
 	if err != nil {
@@ -401,6 +402,7 @@ tapvs_frames_total{queue="0",result="forwarded",side="client"} 1
 tapvs_frames_total{queue="0",result="replied",side="client"} 0
 tapvs_frames_total{queue="0",result="passed",side="client"} 0
 tapvs_frames_total{queue="0",result="held",side="client"} 0
+tapvs_frames_total{queue="0",result="released",side="client"} 0
 tapvs_frames_total{queue="0",result="dropped",side="client"} 1
 tapvs_frames_total{queue="0",result="tx_error",side="client"} 0
 tapvs_frames_total{queue="0",result="panic",side="client"} 0
@@ -409,6 +411,7 @@ tapvs_frames_total{queue="0",result="forwarded",side="server"} 0
 tapvs_frames_total{queue="0",result="replied",side="server"} 0
 tapvs_frames_total{queue="0",result="passed",side="server"} 0
 tapvs_frames_total{queue="0",result="held",side="server"} 0
+tapvs_frames_total{queue="0",result="released",side="server"} 3
 tapvs_frames_total{queue="0",result="dropped",side="server"} 0
 tapvs_frames_total{queue="0",result="tx_error",side="server"} 0
 tapvs_frames_total{queue="0",result="panic",side="server"} 2
