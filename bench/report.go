@@ -3,6 +3,8 @@ package bench
 import (
 	"fmt"
 	"image/color"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -12,6 +14,29 @@ import (
 	"gonum.org/v1/plot/vg"
 )
 
+// report prints the table, and writes it as results.md with chart.png into
+// o.OutDir when one is set.
+func report(o Options, rs []Result, machine string) error {
+	md := table(rs, machine, o)
+	fmt.Fprint(o.Out, "\n"+md)
+	if o.OutDir == "" {
+		return nil
+	}
+	if err := os.MkdirAll(o.OutDir, 0o755); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(o.OutDir, "results.md"), []byte(md), 0o644); err != nil {
+		return err
+	}
+	if err := chart(rs, filepath.Join(o.OutDir, "chart.png")); err != nil {
+		return err
+	}
+	fmt.Fprintf(o.Out, "\nwritten: %s, %s\n", filepath.Join(o.OutDir, "results.md"), filepath.Join(o.OutDir, "chart.png"))
+	return nil
+}
+
+// find is the result of the path named name; an empty one, every figure
+// "not measured", when there is none.
 func find(rs []Result, name string) Result {
 	for _, r := range rs {
 		if r.Path == name {
@@ -21,6 +46,7 @@ func find(rs []Result, name string) Result {
 	return Result{}
 }
 
+// ratio is a/b, or "—" when either was not measured.
 func ratio(a, b float64) string {
 	if a == 0 || b == 0 {
 		return "—"
@@ -99,6 +125,7 @@ func table(rs []Result, machine string, o Options) string {
 	return b.String()
 }
 
+// num formats a figure, or "—" when it was not measured.
 func num(v float64, format string) string {
 	if v == 0 {
 		return "—"

@@ -155,7 +155,7 @@ nginx-light (installed with apt-get if missing).`,
 	}
 	c.Flags().DurationVar(&o.Duration, "duration", 5*time.Second, "length of each measurement")
 	c.Flags().IntVar(&o.Runs, "runs", 1, "measurements per cell (the median is reported)")
-	c.Flags().StringVar(&o.OutDir, "out", "bench-results", "directory for results.md and chart.png")
+	c.Flags().StringVar(&o.OutDir, "out", "bench/results", "directory for results.md and chart.png")
 	c.Flags().StringSliceVar(&o.Paths, "paths", nil, "measure only these paths: "+strings.Join(bench.PathNames, ","))
 	c.Flags().StringSliceVar(&o.Workloads, "workloads", nil, "run only these workloads: "+strings.Join(bench.WorkloadNames, ","))
 	c.Flags().DurationVar(&o.BusyPoll, "busy-poll", 0, "tapvs's interfaces.busy_poll during the run (0: a reader per queue)")

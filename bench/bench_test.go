@@ -1,0 +1,59 @@
+package bench
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestCheck(t *testing.T) {
+	for _, c := range []struct {
+		o    Options
+		want string // in the error; "" for none
+	}{
+		{Options{}, ""},
+		{Options{Paths: PathNames, Workloads: WorkloadNames, BusyPoll: time.Second}, ""},
+		{Options{Paths: []string{"tapvs", "lvs"}}, `unknown path "lvs"`},
+		{Options{Workloads: []string{"short", "long"}}, `unknown workload "long"`},
+		{Options{BusyPoll: -time.Microsecond}, "busy-poll"},
+		{Options{BusyPoll: time.Second + 1}, "busy-poll"},
+	} {
+		err := c.o.Check()
+		if c.want == "" && err != nil || c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)) {
+			t.Errorf("%+v: %v, want %q", c.o, err, c.want)
+		}
+	}
+}
+
+func TestWants(t *testing.T) {
+	all := Options{}
+	some := Options{Workloads: []string{"short", "udp"}}
+	for _, w := range WorkloadNames {
+		if !all.wants(w) {
+			t.Errorf("no workloads chosen, yet %s is not wanted", w)
+		}
+		if got := w == "short" || w == "udp"; some.wants(w) != got {
+			t.Errorf("%s wanted: %v, want %v", w, some.wants(w), got)
+		}
+	}
+}
+
+// The table, the --paths help and Check name the paths by PathNames:
+// setup's paths must be those, in that order.
+func TestPathsArePathNames(t *testing.T) {
+	ps := paths(1)
+	if len(ps) != len(PathNames) {
+		t.Fatalf("%d paths, %d names", len(ps), len(PathNames))
+	}
+	for i, p := range ps {
+		if p.Name != PathNames[i] {
+			t.Errorf("path %d is %q, want %q", i, p.Name, PathNames[i])
+		}
+		if p.UDP != (p.Name != "haproxy") {
+			t.Errorf("%s: UDP %v; only HAProxy (TCP mode) cannot carry it", p.Name, p.UDP)
+		}
+		if p.cpuSeconds == nil {
+			t.Errorf("%s: no CPU accounting", p.Name)
+		}
+	}
+}

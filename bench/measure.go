@@ -1,0 +1,200 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"runtime/pprof"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// measureAll measures the chosen paths in PathNames' order. A path not
+// chosen gets an empty Result, so the table still has its row.
+func (tb *testbed) measureAll(ctx context.Context, o Options) ([]Result, error) {
+	var results []Result
+	for _, p := range tb.paths {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		if len(o.Paths) > 0 && !slices.Contains(o.Paths, p.Name) {
+			results = append(results, Result{Path: p.Name})
+			continue
+		}
+		r, err := tb.measurePath(ctx, p, o)
+		if err != nil {
+			return nil, err
+		}
+		results = append(results, r)
+	}
+	return results, nil
+}
+
+// measurePath runs every chosen workload through p, under a CPU profile
+// when asked. For the tapvs paths it notes what tapvs counted meanwhile,
+// also when a workload failed: drops are often why.
+func (tb *testbed) measurePath(ctx context.Context, p Path, o Options) (Result, error) {
+	fmt.Fprintf(o.Out, "measuring %s...\n", p.Name)
+	before := tb.counters()
+	stopProfile, err := profile(o.ProfileDir, p.Name)
+	if err != nil {
+		return Result{}, err
+	}
+	r, err := measure(ctx, netnsClient(tb.top.Client), p, o)
+	stopProfile()
+	if strings.HasPrefix(p.Name, "tapvs") {
+		r.Notes = tb.counters().since(before)
+		fmt.Fprintf(o.Out, "  tapvs counters during %s: %s\n", p.Name, r.Notes)
+	}
+	if err != nil {
+		logs, _ := os.ReadFile(tb.logf.Name())
+		return r, fmt.Errorf("%s: %w\nserver logs:\n%s", p.Name, err, logs)
+	}
+	return r, nil
+}
+
+// counters are tapvs's drop and SYN proxy counters at one moment.
+type counters struct {
+	drops                                      map[string]uint64
+	cookies, opened, failed, retries, timeWait uint64
+}
+
+func (tb *testbed) counters() counters {
+	s := &tb.d.Balancer.Stats
+	c := counters{drops: s.Drops(), timeWait: s.SynproxyTimeWait()}
+	c.cookies, c.opened, c.failed, c.retries = s.Synproxy()
+	return c
+}
+
+// since says what rose from c0 to c: each drop reason, and the SYN proxy's
+// counters when it sent cookies (a path without the SYN proxy sends none),
+// sorted so runs compare line by line.
+func (c counters) since(c0 counters) string {
+	var notes []string
+	for k, v := range c.drops {
+		if v > c0.drops[k] {
+			notes = append(notes, fmt.Sprintf("%s %d", k, v-c0.drops[k]))
+		}
+	}
+	if c.cookies > c0.cookies {
+		notes = append(notes, fmt.Sprintf("cookies %d, handshakes %d, server failures %d, SYN retries %d, server TIME_WAITs ended %d",
+			c.cookies-c0.cookies, c.opened-c0.opened, c.failed-c0.failed, c.retries-c0.retries, c.timeWait-c0.timeWait))
+	}
+	sort.Strings(notes)
+	return strings.Join(notes, "; ")
+}
+
+// client runs the load generators; netnsClient in the lab, a fake in tests.
+type client interface {
+	iperf(ctx context.Context, to netip.AddrPort, streams int, sec string) (bps, bytes float64, err error)
+	iperfUDP(ctx context.Context, to netip.AddrPort, sec string) (pps float64, err error)
+	wrk(ctx context.Context, to netip.AddrPort, sec string, close bool, conns int) (wrkResult, error)
+}
+
+// measure runs every chosen workload through one path, o.Runs times each,
+// and keeps the medians: one run can be disturbed by the machine, the
+// median of three rarely is.
+func measure(ctx context.Context, c client, p Path, o Options) (Result, error) {
+	var s samples
+	runs := max(o.Runs, 1)
+	sec := strconv.Itoa(int(o.Duration.Seconds()))
+	for range runs {
+		if o.wants("iperf1") {
+			c0 := p.cpuSeconds()
+			bps, bytes, err := c.iperf(ctx, p.Iperf, 1, sec)
+			if err != nil {
+				return Result{Path: p.Name}, err
+			}
+			s.gbps1 = append(s.gbps1, bps/1e9)
+			s.cpuGB = append(s.cpuGB, (p.cpuSeconds()-c0)/(bytes/1e9))
+		}
+		if o.wants("iperf4") {
+			bps, _, err := c.iperf(ctx, p.Iperf, 4, sec)
+			if err != nil {
+				return Result{Path: p.Name}, err
+			}
+			s.gbps4 = append(s.gbps4, bps/1e9)
+		}
+		if o.wants("short") {
+			c0 := p.cpuSeconds()
+			w, err := c.wrk(ctx, p.HTTP, sec, true, 32)
+			if err != nil {
+				return Result{Path: p.Name}, err
+			}
+			s.short = append(s.short, w.rps)
+			s.cpuK = append(s.cpuK, (p.cpuSeconds()-c0)/(w.requests/1000))
+		}
+		if o.wants("keepalive") {
+			w, err := c.wrk(ctx, p.HTTP, sec, false, 32)
+			if err != nil {
+				return Result{Path: p.Name}, err
+			}
+			s.keep, s.p50, s.p99 = append(s.keep, w.rps), append(s.p50, float64(w.p50)), append(s.p99, float64(w.p99))
+		}
+		if o.wants("latency") {
+			w, err := c.wrk(ctx, p.HTTP, sec, false, 1)
+			if err != nil {
+				return Result{Path: p.Name}, err
+			}
+			s.idle50, s.idle99 = append(s.idle50, float64(w.p50)), append(s.idle99, float64(w.p99))
+		}
+		if p.UDP && o.wants("udp") {
+			pps, err := c.iperfUDP(ctx, p.Iperf, sec)
+			if err != nil {
+				return Result{Path: p.Name}, err
+			}
+			s.udp = append(s.udp, pps)
+		}
+	}
+	return s.result(p.Name), nil
+}
+
+// samples are one path's figures, one per run.
+type samples struct {
+	gbps1, gbps4, short, keep, p50, p99, idle50, idle99, cpuGB, cpuK, udp []float64
+}
+
+// result is the median of each figure's runs.
+func (s *samples) result(path string) Result {
+	return Result{
+		Path:  path,
+		Gbps1: median(s.gbps1), Gbps4: median(s.gbps4), ShortCPS: median(s.short), KeepRPS: median(s.keep), UDPpps: median(s.udp),
+		P50: time.Duration(median(s.p50)), P99: time.Duration(median(s.p99)),
+		IdleP50: time.Duration(median(s.idle50)), IdleP99: time.Duration(median(s.idle99)),
+		CPUPerGB: median(s.cpuGB), CPUPerKConn: median(s.cpuK),
+	}
+}
+
+// median is 0 for a workload that was not measured. It sorts v.
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	sort.Float64s(v)
+	return v[len(v)/2]
+}
+
+// profile starts a CPU profile of this process into dir/<name>.pprof when
+// dir is set and name is a tapvs path; the returned func stops it.
+func profile(dir, name string) (func(), error) {
+	if dir == "" || !strings.HasPrefix(name, "tapvs") {
+		return func() {}, nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	f, err := os.Create(filepath.Join(dir, name+".pprof"))
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
+}

@@ -1,0 +1,154 @@
+package bench
+
+import (
+	"bytes"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata/table.md from the current output")
+
+// fixed is a run with round figures: tapvs is 2× HAProxy and 0.5× the
+// kernel on one stream, the direct path was not chosen.
+func fixed() []Result {
+	return []Result{
+		{Path: "direct"},
+		{Path: "nftables", Gbps1: 20, Gbps4: 40, ShortCPS: 20000, KeepRPS: 100000, P50: 200 * time.Microsecond, P99: 2 * time.Millisecond,
+			IdleP50: 50 * time.Microsecond, IdleP99: 100 * time.Microsecond, UDPpps: 160000, CPUPerGB: 0.25, CPUPerKConn: 0.05},
+		{Path: "haproxy", Gbps1: 5, Gbps4: 10, ShortCPS: 10000, KeepRPS: 50000, P50: 400 * time.Microsecond, P99: 800 * time.Microsecond,
+			IdleP50: 80 * time.Microsecond, IdleP99: 130 * time.Microsecond, CPUPerGB: 0.9, CPUPerKConn: 0.07},
+		{Path: "tapvs", Gbps1: 10, Gbps4: 20, ShortCPS: 16000, KeepRPS: 60000, P50: 500 * time.Microsecond, P99: 1650 * time.Microsecond,
+			IdleP50: 60 * time.Microsecond, IdleP99: 500 * time.Microsecond, UDPpps: 80000, CPUPerGB: 0.46, CPUPerKConn: 0.082},
+		{Path: "tapvs+synproxy", Gbps1: 10, Gbps4: 20, ShortCPS: 12000, KeepRPS: 60000, P50: 600 * time.Microsecond, P99: 2 * time.Millisecond,
+			IdleP50: 60 * time.Microsecond, IdleP99: 2 * time.Millisecond, UDPpps: 80000, CPUPerGB: 0.43, CPUPerKConn: 0.091,
+			Notes: "cookies 10, handshakes 10, server failures 0, SYN retries 0, server TIME_WAITs ended 0"},
+	}
+}
+
+func TestTableGolden(t *testing.T) {
+	got := table(fixed(), "2 cores (test CPU), Linux 6.0, 2026-01-01", Options{Runs: 3, Duration: 5 * time.Second})
+	golden := filepath.Join("testdata", "table.md")
+	if *update {
+		if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != string(want) {
+		t.Errorf("table changed (go test -run TestTableGolden -update ./bench/ to accept):\n%s", got)
+	}
+}
+
+// The golden file pins the whole table; these say which cells matter and
+// why, so a change to the golden file can be checked against them.
+func TestTableCells(t *testing.T) {
+	got := table(fixed(), "M", Options{Runs: 3, Duration: 5 * time.Second})
+	for _, want := range []string{
+		"Machine: M. Each cell: median of 3 run(s) of 5s.\n",
+		// A path not measured is a row of dashes, not zeros.
+		"| direct | — | — | — | — | — | — | — | — | — | — | — |\n",
+		// Units: ms for the saturated latency, µs for one connection, kpps.
+		"| tapvs | 10.00 | 20.00 | 16000 | 60000 | 0.50 | 1.65 | 60 | 500 | 80 | 0.46 | 0.082 |\n",
+		// HAProxy's TCP mode cannot carry UDP.
+		"| haproxy | 5.00 | 10.00 | 10000 | 50000 | 0.40 | 0.80 | 80 | 130 | n/a (TCP only) | 0.90 | 0.070 |\n",
+		// tapvs / kernel; latency too is tapvs over the other, so > 1 is slower.
+		"| kernel nftables FULLNAT | 0.50× | 0.50× | 0.80× | 0.60× | 2.50× | 1.20× | 0.50× |\n",
+		// HAProxy has no UDP figure to compare with.
+		"| HAProxy | 2.00× | 2.00× | 1.60× | 1.20× | 1.25× | 0.75× | — |\n",
+		"| tapvs (synproxy vs without) | 1.00× | 1.00× | 0.75× | 1.00× | 1.20× | 1.00× | — |\n",
+		// Throughput targets are floors, latency targets ceilings.
+		"| 1 stream vs HAProxy | 2.00× | ≥ 1.50× | met |\n",
+		"| short conns/s vs kernel FULLNAT | 0.80× | ≥ 0.80× | met |\n",
+		"| synproxy short conns/s vs without | 0.75× | ≥ 0.90× | **missed** |\n",
+		"| keep-alive p50 latency vs kernel FULLNAT, 1 connection | 1.20× | ≤ 1.30× | met |\n",
+		"| keep-alive p50 latency vs kernel FULLNAT, 32 connections (saturated) | 2.50× | ≤ 1.30× | **missed** |\n",
+		"\ntapvs+synproxy counters during its runs: cookies 10, handshakes 10, server failures 0, SYN retries 0, server TIME_WAITs ended 0.\n",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("table lacks %q:\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, "busy polls") {
+		t.Error("table mentions busy polling, which was off")
+	}
+}
+
+func TestTableNotMeasured(t *testing.T) {
+	// Only tapvs measured: every ratio and target lacks its other side.
+	rs := []Result{{Path: "nftables"}, {Path: "haproxy"}, {Path: "tapvs", Gbps1: 10, ShortCPS: 1000}, {Path: "tapvs+synproxy"}}
+	got := table(rs, "M", Options{Duration: time.Second, BusyPoll: 200 * time.Microsecond})
+	for _, want := range []string{
+		"median of 1 run(s) of 1s. tapvs busy polls (interfaces.busy_poll: 200µs).\n", // Runs 0 is one run
+		"| kernel nftables FULLNAT | — | — | — | — | — | — | — |\n",
+		"| 1 stream vs HAProxy | — | | not measured |\n",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("table lacks %q:\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, "×") {
+		t.Errorf("a ratio with nothing to compare:\n%s", got)
+	}
+	if strings.Contains(got, "counters during") {
+		t.Errorf("notes for a run without any:\n%s", got)
+	}
+}
+
+func TestRatio(t *testing.T) {
+	for _, c := range []struct {
+		a, b float64
+		want string
+	}{{3, 2, "1.50×"}, {1, 3, "0.33×"}, {0, 2, "—"}, {2, 0, "—"}} {
+		if got := ratio(c.a, c.b); got != c.want {
+			t.Errorf("ratio(%v, %v) = %q, want %q", c.a, c.b, got, c.want)
+		}
+	}
+}
+
+func TestReportWrites(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "results") // made by report
+	var out bytes.Buffer
+	o := Options{Runs: 1, Duration: time.Second, OutDir: dir, Out: &out}
+	if err := report(o, fixed(), "M"); err != nil {
+		t.Fatal(err)
+	}
+	md, err := os.ReadFile(filepath.Join(dir, "results.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := table(fixed(), "M", o); string(md) != want {
+		t.Errorf("results.md is not the table:\n%s", md)
+	}
+	png, err := os.ReadFile(filepath.Join(dir, "chart.png"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.HasPrefix(png, []byte("\x89PNG\r\n\x1a\n")) {
+		t.Errorf("chart.png is not a PNG: % x", png[:min(len(png), 8)])
+	}
+	wantOut := "\n" + string(md) + "\nwritten: " + filepath.Join(dir, "results.md") + ", " + filepath.Join(dir, "chart.png") + "\n"
+	if out.String() != wantOut {
+		t.Errorf("printed %q, want %q", out.String(), wantOut)
+	}
+}
+
+func TestReportNoOutDir(t *testing.T) {
+	t.Chdir(t.TempDir())
+	var out bytes.Buffer
+	if err := report(Options{Out: &out}, fixed(), "M"); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(out.String(), "written:") {
+		t.Errorf("claims to have written files: %q", out.String())
+	}
+	if ents, _ := os.ReadDir("."); len(ents) != 0 {
+		t.Errorf("wrote %v without an output directory", ents)
+	}
+}

@@ -1,0 +1,280 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/tapvs/tapvs/config"
+	"github.com/tapvs/tapvs/daemon"
+	"github.com/tapvs/tapvs/lab"
+)
+
+var (
+	vipNFT   = netip.MustParseAddr("10.98.0.1")
+	vipHAP   = netip.MustParseAddr("10.98.0.2")
+	vipNet   = netip.MustParsePrefix("10.98.0.0/24")
+	directGW = netip.MustParseAddr("10.99.0.1")
+)
+
+const (
+	iperfPort   = 5201
+	spIperfPort = 5202
+	spHTTPPort  = 8080
+	benchPrefix = "tvb"
+	tapClient   = "tvb-c"
+	tapServer   = "tvb-s"
+	// 8 LIPs: with the 60s port quarantine, 8 x 60k ports x 2 servers / 60s
+	// sustain 16k new connections/s per service.
+	tapvsService = `
+  - {name: web, vip: 172.25.254.100, port: 80, scheduler: rr, local_addresses: [172.25.84.10, 172.25.84.11, 172.25.84.12, 172.25.84.13, 172.25.84.14, 172.25.84.15, 172.25.84.16, 172.25.84.17],
+     real_servers: [{address: 10.20.1.2, port: 80}, {address: 10.20.2.2, port: 80}]}
+  - {name: web-sp, vip: 172.25.254.100, port: 8080, scheduler: rr, synproxy: true, local_addresses: [172.25.84.10, 172.25.84.11, 172.25.84.12, 172.25.84.13, 172.25.84.14, 172.25.84.15, 172.25.84.16, 172.25.84.17],
+     real_servers: [{address: 10.20.1.2, port: 80}, {address: 10.20.2.2, port: 80}]}
+  - {name: iperf, vip: 172.25.254.100, port: 5201, scheduler: rr, local_addresses: [172.25.84.10],
+     real_servers: [{address: 10.20.1.2, port: 5201}]}
+  - {name: iperf-udp, vip: 172.25.254.100, port: 5201, protocol: udp, scheduler: rr, local_addresses: [172.25.84.10],
+     real_servers: [{address: 10.20.1.2, port: 5201}]}
+  - {name: iperf-udp-sp, vip: 172.25.254.100, port: 5202, protocol: udp, scheduler: rr, local_addresses: [172.25.84.10],
+     real_servers: [{address: 10.20.1.2, port: 5201}]}
+  - {name: iperf-sp, vip: 172.25.254.100, port: 5202, scheduler: rr, synproxy: true, local_addresses: [172.25.84.10],
+     real_servers: [{address: 10.20.1.2, port: 5201}]}`
+)
+
+// testbed is what setup builds and measureAll runs on: the lab's
+// namespaces, the real servers, kernel NAT and HAProxy on the router, tapvs
+// in this process, and the paths through them.
+type testbed struct {
+	top   *lab.Topology
+	work  string      // a temporary directory: the servers' configs and logs
+	logf  *os.File    // the servers' output, quoted when a measurement fails
+	procs []*exec.Cmd // the servers and HAProxy
+	d     *daemon.Daemon
+	paths []Path
+	// undo holds what close runs, last first: each step of setup adds its
+	// own undoing once it has succeeded, so a failed setup can undo exactly
+	// what it did, and close after a run tears down in the reverse order.
+	undo []func()
+}
+
+// close stops and removes everything setup started.
+func (tb *testbed) close() {
+	for i := len(tb.undo) - 1; i >= 0; i-- {
+		tb.undo[i]()
+	}
+	tb.undo = nil
+}
+
+// setup checks the tools, builds the lab and starts every server and
+// balancer the paths go through. On error what it started is undone.
+func setup(ctx context.Context, o Options) (_ *testbed, err error) {
+	for _, tool := range []string{"ip", "nft", "iperf3", "wrk", "haproxy", "nginx"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			return nil, fmt.Errorf("%s is missing: apt-get install -y iproute2 nftables iperf3 wrk haproxy nginx-light", tool)
+		}
+	}
+	tb := &testbed{}
+	defer func() {
+		if err != nil {
+			tb.close()
+		}
+	}()
+	if tb.work, err = os.MkdirTemp("", "tapvs-bench"); err != nil {
+		return nil, err
+	}
+	tb.undo = append(tb.undo, func() { os.RemoveAll(tb.work) })
+	tb.top = lab.NewTopology(benchPrefix, tapClient, tapServer)
+	tb.top.Socket = ""
+	fmt.Fprintf(o.Out, "building the bench lab (%s-*)...\n", benchPrefix)
+	if err = tb.top.Build(); err != nil { // Build removes what it built on error
+		return nil, err
+	}
+	tb.undo = append(tb.undo, func() { tb.top.Destroy() })
+	tb.undo = append(tb.undo, tb.stopProcs)
+	if tb.logf, err = os.Create(filepath.Join(tb.work, "servers.log")); err != nil {
+		return nil, err
+	}
+	tb.undo = append(tb.undo, func() { tb.logf.Close() })
+	if err = tb.startServers(); err != nil {
+		return nil, err
+	}
+	hap, err := tb.startKernelAndHAProxy()
+	if err != nil {
+		return nil, err
+	}
+	if err = tb.startTapvs(ctx, o); err != nil {
+		return nil, err
+	}
+	time.Sleep(500 * time.Millisecond) // the servers come up
+	tb.paths = paths(hap.Process.Pid)
+	return tb, nil
+}
+
+// start runs args in namespace ns, its output into the servers' log, until
+// close stops it.
+func (tb *testbed) start(ns string, args ...string) (*exec.Cmd, error) {
+	cmd := exec.Command("ip", append([]string{"netns", "exec", ns}, args...)...)
+	cmd.Stdout, cmd.Stderr = tb.logf, tb.logf
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("%s: %w", strings.Join(args, " "), err)
+	}
+	tb.procs = append(tb.procs, cmd)
+	return cmd, nil
+}
+
+func (tb *testbed) stopProcs() {
+	for _, p := range tb.procs {
+		p.Process.Signal(syscall.SIGTERM)
+		p.Wait()
+	}
+	tb.procs = nil
+}
+
+// startServers starts the real servers, nginx (a tiny answer) on both and
+// iperf3 on the first, and opens every namespace to many short connections.
+func (tb *testbed) startServers() error {
+	for i, rs := range []netip.Addr{lab.RS1, lab.RS2} {
+		dir := filepath.Join(tb.work, fmt.Sprintf("nginx%d", i))
+		if err := writeNginx(dir, rs); err != nil {
+			return err
+		}
+		if _, err := tb.start(tb.top.RS[i], "nginx", "-p", dir, "-c", filepath.Join(dir, "nginx.conf"), "-g", "daemon off;"); err != nil {
+			return err
+		}
+	}
+	if _, err := tb.start(tb.top.RS[0], "iperf3", "-s", "-B", lab.RS1.String(), "-p", strconv.Itoa(iperfPort)); err != nil {
+		return err
+	}
+	for _, ns := range []string{tb.top.Client, tb.top.RS[0], tb.top.RS[1], tb.top.Router} {
+		sysctl(ns, "net.ipv4.tcp_tw_reuse", "1")
+		sysctl(ns, "net.ipv4.ip_local_port_range", "1024 65000")
+		sysctl(ns, "net.core.somaxconn", "8192")
+	}
+	return nil
+}
+
+// startKernelAndHAProxy sets up the two balancers tapvs is compared with.
+// The kernel's FULLNAT and HAProxy live on the router, reached by the
+// client's direct link. It returns HAProxy's process, whose CPU time is
+// HAProxy's cost.
+func (tb *testbed) startKernelAndHAProxy() (*exec.Cmd, error) {
+	steps := [][]string{
+		{"-n", tb.top.Router, "addr", "add", vipNFT.String() + "/32", "dev", "lo"},
+		{"-n", tb.top.Router, "addr", "add", vipHAP.String() + "/32", "dev", "lo"},
+		{"-n", tb.top.Client, "route", "add", vipNet.String(), "via", directGW.String()},
+	}
+	for _, s := range steps {
+		if out, err := exec.Command("ip", s...).CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("ip %s: %v: %s", strings.Join(s, " "), err, out)
+		}
+	}
+	cmd := exec.Command("ip", "netns", "exec", tb.top.Router, "nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(nftRules())
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("nft: %v: %s", err, out)
+	}
+	hapCfg := filepath.Join(tb.work, "haproxy.cfg")
+	if err := os.WriteFile(hapCfg, []byte(haproxyConfig()), 0o644); err != nil {
+		return nil, err
+	}
+	return tb.start(tb.top.Router, "haproxy", "-db", "-f", hapCfg)
+}
+
+// startTapvs runs tapvs in this process, so its CPU time is this process's.
+func (tb *testbed) startTapvs(ctx context.Context, o Options) error {
+	cfg, err := config.Parse(tb.top.Config(tapvsService, "log: {level: warn}\n"))
+	if err != nil {
+		return err
+	}
+	cfg.BusyPoll = o.BusyPoll
+	if tb.d, err = tb.top.StartTapvs(ctx, cfg, o.Log); err != nil {
+		return err
+	}
+	tb.undo = append(tb.undo, tb.d.Close)
+	return nil
+}
+
+// paths are the ways to the real servers, in PathNames' order; hap is
+// HAProxy's process.
+func paths(hap int) []Path {
+	vip := lab.VIP
+	return []Path{
+		{Name: "direct", HTTP: netip.AddrPortFrom(lab.RS1, 80), Iperf: netip.AddrPortFrom(lab.RS1, iperfPort), UDP: true, cpuSeconds: softirqSeconds},
+		{Name: "nftables", HTTP: netip.AddrPortFrom(vipNFT, 80), Iperf: netip.AddrPortFrom(vipNFT, iperfPort), UDP: true, cpuSeconds: softirqSeconds},
+		{Name: "haproxy", HTTP: netip.AddrPortFrom(vipHAP, 80), Iperf: netip.AddrPortFrom(vipHAP, iperfPort), cpuSeconds: func() float64 { return procSeconds(hap) }},
+		{Name: "tapvs", HTTP: netip.AddrPortFrom(vip, 80), Iperf: netip.AddrPortFrom(vip, iperfPort), UDP: true, cpuSeconds: selfSeconds},
+		{Name: "tapvs+synproxy", HTTP: netip.AddrPortFrom(vip, spHTTPPort), Iperf: netip.AddrPortFrom(vip, spIperfPort), UDP: true, cpuSeconds: selfSeconds},
+	}
+}
+
+// nftRules is the kernel's FULLNAT on the router: DNAT to the real servers,
+// masquerade on the way out.
+func nftRules() string {
+	return fmt.Sprintf(`table ip fnat {
+  chain pre { type nat hook prerouting priority dstnat; policy accept;
+    ip daddr %[1]s tcp dport 80 dnat to numgen inc mod 2 map { 0 : %[2]s, 1 : %[3]s }
+    ip daddr %[1]s tcp dport %[4]d dnat to %[2]s
+    ip daddr %[1]s udp dport %[4]d dnat to %[2]s
+  }
+  chain post { type nat hook postrouting priority srcnat; policy accept;
+    ct original ip daddr %[1]s masquerade
+  }
+}
+`, vipNFT, lab.RS1, lab.RS2, iperfPort)
+}
+
+// haproxyConfig is HAProxy in TCP mode with 2 threads, the same services.
+func haproxyConfig() string {
+	return fmt.Sprintf(`global
+  nbthread 2
+  maxconn 9000
+defaults
+  mode tcp
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+frontend web
+  bind %[1]s:80
+  default_backend web
+backend web
+  balance roundrobin
+  server rs1 %[2]s:80
+  server rs2 %[3]s:80
+frontend iperf
+  bind %[1]s:%[4]d
+  default_backend iperf
+backend iperf
+  server rs1 %[2]s:%[4]d
+`, vipHAP, lab.RS1, lab.RS2, iperfPort)
+}
+
+func writeNginx(dir string, rs netip.Addr) error {
+	if err := os.MkdirAll(filepath.Join(dir, "tmp"), 0o777); err != nil {
+		return err
+	}
+	conf := fmt.Sprintf(`worker_processes 1;
+pid %[1]s/nginx.pid;
+error_log %[1]s/error.log;
+events { worker_connections 16384; }
+http {
+  access_log off;
+  client_body_temp_path %[1]s/tmp; proxy_temp_path %[1]s/tmp; fastcgi_temp_path %[1]s/tmp; uwsgi_temp_path %[1]s/tmp; scgi_temp_path %[1]s/tmp;
+  keepalive_requests 1000000;
+  server { listen %[2]s:80 backlog=8192; location / { return 200 "ok\n"; } }
+}
+`, dir, rs)
+	return os.WriteFile(filepath.Join(dir, "nginx.conf"), []byte(conf), 0o644)
+}
+
+func sysctl(ns, key, value string) {
+	lab.InNetns(ns, func() error {
+		return os.WriteFile("/proc/sys/"+strings.ReplaceAll(key, ".", "/"), []byte(value), 0o644)
+	})
+}
