@@ -162,7 +162,7 @@ func (b *Balancer) synproxyACK(svc *Service, key tupleKey, p *pkt, f *Frame) (ho
 	if o.TS && opts.TS {
 		sp.TSOn, sp.ClientTSval, sp.OurTSval = true, opts.TSval, opts.TSecr
 	}
-	sp.Hold(held(f, p), cfg.MaxQueued) // not shared yet: always held
+	sp.Hold(held(f, p), max(cfg.MaxQueued, 1)) // not shared yet: always held
 	c.sp = sp
 	now := b.table.now.Load()
 	interval := int64(cfg.RetryInterval)
