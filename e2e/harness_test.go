@@ -13,7 +13,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -47,12 +49,48 @@ func TestMain(m *testing.M) {
 func run(m *testing.M) int {
 	if out, err := exec.Command("ip", "netns", "list").Output(); err == nil {
 		for _, line := range strings.Split(string(out), "\n") {
-			if f := strings.Fields(line); len(f) > 0 && strings.HasPrefix(f[0], nsPrefix) {
+			if f := strings.Fields(line); len(f) > 0 && strings.HasPrefix(f[0], nsPrefix) && orphan(f[0]) {
 				exec.Command("ip", "netns", "del", f[0]).Run()
 			}
 		}
 	}
 	return m.Run()
+}
+
+// owners is where each lab's prefix names the process that made it, so a
+// run removes what a killed run left behind and never a lab of another
+// run going on at the same time.
+const owners = "/run/tapvs-e2e"
+
+// claim records this process as the owner of the labs named prefix.
+func claim(t testing.TB, prefix string) {
+	if err := os.MkdirAll(owners, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	f := filepath.Join(owners, prefix)
+	if err := os.WriteFile(f, []byte(strconv.Itoa(os.Getpid())), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Remove(f) })
+}
+
+// orphan reports whether namespace ns belongs to a lab whose process is
+// gone (or that no process claimed).
+func orphan(ns string) bool {
+	prefix, _, _ := strings.Cut(ns, "-")
+	b, err := os.ReadFile(filepath.Join(owners, prefix))
+	if err != nil {
+		return true
+	}
+	pid, err := strconv.Atoi(string(b))
+	if err != nil || pid == os.Getpid() {
+		return true
+	}
+	if syscall.Kill(pid, 0) == syscall.ESRCH {
+		os.Remove(filepath.Join(owners, prefix))
+		return true
+	}
+	return false
 }
 
 // need stops a test that cannot run here: in CI (CI=true) that is a failure.
@@ -145,6 +183,7 @@ func setupWith(t testing.TB, o topoOpts, svcs, extra string) *env {
 	var rnd [2]byte
 	rand.Read(rnd[:])
 	prefix := nsPrefix + hex.EncodeToString(rnd[:])
+	claim(t, prefix)
 	top := lab.NewTopology(prefix, prefix+"c", prefix+"s")
 	top.Queues = o.queues
 	top.NoOffload = o.noOffload

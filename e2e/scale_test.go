@@ -43,6 +43,7 @@ func BenchmarkDaemonLoadServices(b *testing.B) {
 			for b.Loop() {
 				b.StopTimer()
 				need(b)
+				claim(b, nsPrefix+"ld")
 				top := lab.NewTopology(nsPrefix+"ld", nsPrefix+"ldc", nsPrefix+"lds")
 				top.Socket = filepath.Join(b.TempDir(), "tapvs.sock")
 				if err := top.Build(); err != nil {
