@@ -342,7 +342,9 @@ func TestSchedulers(t *testing.T) {
 		var prev netip.Addr
 		for i := range 10 {
 			f := frame(t, pktSpec{src: client, dst: vip, sport: uint16(20000 + i), dport: 80, proto: TCP, syn: true, srcMAC: macClient})
-			r.b.Process(ClientSide, f)
+			if v := r.b.Process(ClientSide, f); v != Forward {
+				t.Fatalf("conn %d: verdict %v, drops %v", i, v, r.b.Stats.Drops())
+			}
 			cur := netip.AddrFrom4([4]byte(decode(t, f).ip.DstIP.To4()))
 			if cur == prev {
 				t.Fatalf("conn %d went to %v twice in a row", i, cur)
@@ -356,15 +358,6 @@ func TestSchedulers(t *testing.T) {
 		got := countPicks(t, r, 400)
 		if got[rs1] != 300 || got[rs2] != 100 {
 			t.Fatalf("picks %v, want 300:100", got)
-		}
-	})
-	t.Run("weight 0 drains", func(t *testing.T) {
-		for _, s := range Schedulers {
-			r := newRig(t, TCP, s, nil)
-			r.svc.SetWeight(rs2, 8080, 0)
-			if got := countPicks(t, r, 20); got[rs2] != 0 {
-				t.Fatalf("%s: drained server got %d", s, got[rs2])
-			}
 		}
 	})
 	t.Run("lc prefers the idle server", func(t *testing.T) {
