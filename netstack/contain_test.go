@@ -75,11 +75,23 @@ func TestReaderSurvivesAPanic(t *testing.T) {
 	}
 }
 
-// The reader allocates nothing per frame in steady state.
+// The reader allocates nothing per frame in steady state: over the whole
+// run (typically millions of frames) the only allocations are the reader's
+// start-up, a handful (8 or 9 when written), however many frames pass, so
+// even one allocation per thousand frames fails. A run that failed (frames
+// not coming out; testing.Benchmark keeps the reason to itself) has N = 0
+// and no allocations at all: that is a failure too.
 func TestFramePathAllocs(t *testing.T) {
+	const startup = 64 // the reader's start-up allocations, with room to spare
 	res := testing.Benchmark(func(b *testing.B) { framePath(b, 1400) })
+	if res.N == 0 {
+		t.Fatal("the frame path failed: not every frame came out the other side (BenchmarkFramePath says why)")
+	}
 	if a := res.AllocsPerOp(); a != 0 {
 		t.Fatalf("%d allocations per frame", a)
+	}
+	if res.MemAllocs > startup {
+		t.Fatalf("%d allocations over %d frames: more than the reader's start-up (%d)", res.MemAllocs, res.N, startup)
 	}
 }
 

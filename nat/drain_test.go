@@ -1,0 +1,73 @@
+package nat
+
+import (
+	"net/netip"
+	"testing"
+)
+
+// Weight 0 drains a real server, whatever the scheduler: no new connection
+// goes to it, every new connection is still forwarded (to the other one),
+// and the connections it has keep working. With every server drained, a new
+// connection finds no server at all.
+//
+// A drain only proves something if the scheduler would otherwise have
+// picked the drained server. So the same traffic (established connections
+// from many client addresses, which sh hashes and the lc family weighs) is
+// first run on an undrained balancer, where each server must get some of
+// it; then, on a fresh balancer that differs only by the drain, the
+// drained server must get none.
+func TestDrainedServerGetsNoNewConnection(t *testing.T) {
+	const clients = 32
+	round := func(t *testing.T, r *rig) map[netip.Addr][]flow {
+		t.Helper()
+		got := map[netip.Addr][]flow{}
+		for i := range clients {
+			fl := openFlow(t, r.b, clientAddr(i), uint16(20000+i), vip) // every verdict Forward
+			got[fl.rip] = append(got[fl.rip], fl)
+		}
+		return got
+	}
+	for _, s := range Schedulers {
+		t.Run(s, func(t *testing.T) {
+			live := newRig(t, TCP, s, nil)
+			open := round(t, live)
+			for _, d := range []*Dest{live.d1, live.d2} {
+				if len(open[d.Addr]) == 0 {
+					t.Fatalf("undrained, %v got none of %d connections (%v): draining it would prove nothing", d, clients, open)
+				}
+			}
+
+			for _, drained := range []netip.Addr{rs1, rs2} {
+				r := newRig(t, TCP, s, nil)
+				if err := r.svc.SetWeight(drained, 8080, 0); err != nil {
+					t.Fatal(err)
+				}
+				if got := round(t, r); len(got[drained]) != 0 {
+					t.Fatalf("drained %v got %d of %d new connections (undrained it got %d)", drained, len(got[drained]), clients, len(open[drained]))
+				}
+			}
+
+			// Every server drained: nothing new is opened, nothing open is cut.
+			for _, d := range []*Dest{live.d1, live.d2} {
+				if err := live.svc.SetWeight(d.Addr, 8080, 0); err != nil {
+					t.Fatal(err)
+				}
+			}
+			conns, noDest := live.b.Table().Len(), live.b.Stats.Drop(DropNoDest)
+			for i := range clients {
+				syn := frame(t, pktSpec{src: clientAddr(i), dst: vip, sport: 30000, dport: 80, proto: TCP, syn: true, srcMAC: macClient})
+				if v := live.b.Process(ClientSide, syn); v != Drop {
+					t.Fatalf("every server drained: SYN from %v: verdict %v, want Drop", clientAddr(i), v)
+				}
+			}
+			if got := live.b.Stats.Drop(DropNoDest) - noDest; got != clients || live.b.Table().Len() != conns {
+				t.Fatalf("every server drained: %d of %d SYNs counted as %v, table %d -> %d", got, clients, DropNoDest, conns, live.b.Table().Len())
+			}
+			for _, d := range []*Dest{live.d1, live.d2} {
+				for _, fl := range open[d.Addr] {
+					fl.exchange(t, live.b)
+				}
+			}
+		})
+	}
+}
