@@ -85,6 +85,19 @@ func (c *capture) stop() {
 	}
 	close(c.done)
 	c.wg.Wait()
+	// What the kernel queued on the socket before stop is part of the
+	// capture: a frame that crossed the interface is never lost to the
+	// reader not having come round to it yet.
+	buf := make([]byte, 65536)
+	for range 1 << 16 { // bounded: a socket buffer holds far fewer frames
+		n, _, err := unix.Recvfrom(c.fd, buf, unix.MSG_DONTWAIT)
+		if err != nil {
+			break
+		}
+		c.mu.Lock()
+		c.frames = append(c.frames, append([]byte(nil), buf[:n]...))
+		c.mu.Unlock()
+	}
 	unix.Close(c.fd)
 }
 

@@ -16,6 +16,7 @@ import (
 
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
+	"golang.org/x/sys/unix"
 
 	"github.com/tapvs/tapvs/csum"
 	"github.com/tapvs/tapvs/lab"
@@ -173,7 +174,11 @@ func TestBulk64MiBBothWaysIntact(t *testing.T) {
 }
 
 // (d) UDP echo through the VIP, and an ICMP port unreachable from the real
-// server reaches the client as "connection refused".
+// server reaches the client as "connection refused": tapvs translated it.
+// The wire shows it was the real server's error, not tapvs's own stack
+// answering: the RS's port unreachable (RS -> LIP, quoting LIP -> RS:9002)
+// crossed the router's link, and the client got one from the VIP quoting
+// its datagram as it sent it, every checksum valid.
 func TestUDPEchoAndICMPErrors(t *testing.T) {
 	e := setup(t, services("rr", 1, 1), "")
 	echo := netip.AddrPortFrom(lab.VIP, lab.EchoPort)
@@ -186,7 +191,10 @@ func TestUDPEchoAndICMPErrors(t *testing.T) {
 			t.Fatalf("echo reply %q: want the RS to have seen LIP %v", reply, lab.LIP2)
 		}
 	}
-	c, err := lab.Dial(e.ctx(5*time.Second), e.top.Client, "udp4", netip.AddrPortFrom(lab.VIP, 9002).String())
+	capClient := startCapture(t, e.top.Client, e.top.TapClient)
+	capRouter := startCapture(t, e.top.Router, e.top.TapServer)
+	const closedPort = 9002
+	c, err := lab.Dial(e.ctx(5*time.Second), e.top.Client, "udp4", netip.AddrPortFrom(lab.VIP, closedPort).String())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -197,6 +205,164 @@ func TestUDPEchoAndICMPErrors(t *testing.T) {
 	if !errors.Is(err, syscall.ECONNREFUSED) {
 		t.Fatalf("read after sending to a port nobody listens on: %v; want connection refused (translated ICMP)", err)
 	}
+	local, _ := netip.ParseAddrPort(c.LocalAddr().String())
+	e.checkPortUnreachable(capClient, capRouter, local, "anyone?", false)
+
+	// With offload all the way, the client's kernel leaves the UDP checksum
+	// to a NIC that never computes it (a partial sum in the datagram), and
+	// the real server quotes that: no wire in the lab carries the full
+	// checksum a quote would translate. A datagram with a full checksum,
+	// sent raw from the same socket's port, shows the quoted checksum is
+	// translated back to the client's own.
+	if err := sendRawUDP(e.top.Client, local, netip.AddrPortFrom(lab.VIP, closedPort), []byte("full sum")); err != nil {
+		t.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(3 * time.Second))
+	if _, err := c.Read(make([]byte, 100)); !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Fatalf("read after the raw datagram: %v; want connection refused (translated ICMP)", err)
+	}
+	e.checkPortUnreachable(capClient, capRouter, local, "full sum", true)
+}
+
+// checkPortUnreachable finds in the captures the client's datagram with
+// payload msg, the real server's port unreachable about it on the router's
+// link and the one tapvs sent the client, and checks what each says.
+// fullSum: the client's datagram carries a full UDP checksum, which the
+// quote must carry back unchanged.
+func (e *env) checkPortUnreachable(capClient, capRouter *capture, local netip.AddrPort, msg string, fullSum bool) {
+	t := e.t.(*testing.T)
+	t.Helper()
+	const closedPort = 9002
+	quotes := func(p gopacket.Packet) bool {
+		return isPortUnreachable(p) && strings.HasSuffix(string(p.Layer(layers.LayerTypeICMPv4).LayerPayload()), msg)
+	}
+	// The client's socket heard the error, so it crossed the client's TAP;
+	// the capture may not have read it yet.
+	var sent, toClient, fromRS gopacket.Packet
+	if !eventually(5*time.Second, func() bool {
+		sent, toClient, fromRS = nil, nil, nil
+		for _, p := range capClient.packets() {
+			if u, ok := p.Layer(layers.LayerTypeUDP).(*layers.UDP); ok && u.DstPort == closedPort && string(u.Payload) == msg && p.Layer(layers.LayerTypeICMPv4) == nil {
+				sent = p
+			}
+			if quotes(p) {
+				toClient = p
+			}
+		}
+		for _, p := range capRouter.packets() {
+			if quotes(p) {
+				fromRS = p
+			}
+		}
+		return sent != nil && toClient != nil && fromRS != nil
+	}) {
+		t.Fatalf("%q: captured the client's datagram %v, an ICMP port unreachable to the client %v, one from the RS %v", msg, sent != nil, toClient != nil, fromRS != nil)
+	}
+
+	// Server side: the real server's own error, about the datagram tapvs
+	// sent it from a LIP.
+	outer, quoted, qudp := icmpQuote(t, "router link", fromRS)
+	if src, dst := addr(outer.SrcIP), addr(outer.DstIP); src != lab.RS1 || dst != lab.LIP2 {
+		t.Fatalf("the RS's port unreachable goes %v -> %v; want %v -> %v", src, dst, lab.RS1, lab.LIP2)
+	}
+	if src, dst := addr(quoted.SrcIP), addr(quoted.DstIP); src != lab.LIP2 || dst != lab.RS1 || qudp.DstPort != closedPort {
+		t.Fatalf("the RS's error quotes %v:%d -> %v:%d; want %v -> %v:%d", src, qudp.SrcPort, dst, qudp.DstPort, lab.LIP2, lab.RS1, closedPort)
+	}
+	// Client side: from the VIP, quoting the client's datagram.
+	outer, quoted, qudp = icmpQuote(t, "client link", toClient)
+	client := lab.ClientAddr.Addr()
+	if src, dst := addr(outer.SrcIP), addr(outer.DstIP); src != lab.VIP || dst != client {
+		t.Fatalf("the client's port unreachable goes %v -> %v; want %v -> %v", src, dst, lab.VIP, client)
+	}
+	if src, dst := addr(quoted.SrcIP), addr(quoted.DstIP); src != client || dst != lab.VIP ||
+		uint16(qudp.SrcPort) != local.Port() || qudp.DstPort != closedPort {
+		t.Fatalf("the client's error quotes %v:%d -> %v:%d; want %v -> %v:%d", src, qudp.SrcPort, dst, qudp.DstPort, local, lab.VIP, closedPort)
+	}
+	// The quote is the datagram the client sent: the IP header but for the
+	// TTL (the router took one) and its checksum (valid, checked in
+	// icmpQuote), the UDP header (its checksum too when it was a full one)
+	// and the payload.
+	sip := sent.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
+	sh, qh := append([]byte(nil), sip.Contents...), append([]byte(nil), quoted.Contents...)
+	for _, h := range [][]byte{sh, qh} {
+		h[8], h[10], h[11] = 0, 0, 0
+	}
+	if string(sh) != string(qh) || quoted.TTL != sip.TTL-1 {
+		t.Fatalf("the quoted IP header\n%x\nis not the client's\n%x\n(TTL and checksum zeroed; TTL quoted %d, sent %d)", qh, sh, quoted.TTL, sip.TTL)
+	}
+	su := sent.Layer(layers.LayerTypeUDP).(*layers.UDP)
+	sb, qb := append([]byte(nil), su.Contents...), append([]byte(nil), qudp.Contents...)
+	if !fullSum {
+		sb[6], sb[7], qb[6], qb[7] = 0, 0, 0, 0
+	}
+	if string(sb) != string(qb) || string(su.Payload) != string(qudp.Payload) {
+		t.Fatalf("the quoted UDP datagram %x %q is not the client's %x %q", qudp.Contents, qudp.Payload, su.Contents, su.Payload)
+	}
+	if fullSum {
+		udp := append(append([]byte(nil), qudp.Contents...), qudp.Payload...)
+		if csum.Checksum(udp, csum.PseudoV4(quoted.SrcIP.To4(), quoted.DstIP.To4(), 17, len(udp))) != 0 {
+			t.Fatalf("the quoted UDP checksum %#04x does not verify for %v -> %v", qudp.Checksum, client, lab.VIP)
+		}
+	}
+}
+
+// sendRawUDP sends one UDP datagram with a full checksum computed here,
+// through a raw socket in namespace ns, so that no offload leaves the
+// checksum partial.
+func sendRawUDP(ns string, src, dst netip.AddrPort, payload []byte) error {
+	udp := make([]byte, 8+len(payload))
+	binary.BigEndian.PutUint16(udp[0:], src.Port())
+	binary.BigEndian.PutUint16(udp[2:], dst.Port())
+	binary.BigEndian.PutUint16(udp[4:], uint16(len(udp)))
+	copy(udp[8:], payload)
+	s, d := src.Addr().As4(), dst.Addr().As4()
+	sum := csum.Checksum(udp, csum.PseudoV4(s[:], d[:], 17, len(udp)))
+	if sum == 0 {
+		sum = 0xffff
+	}
+	binary.BigEndian.PutUint16(udp[6:], sum)
+	return lab.InNetns(ns, func() error {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW, unix.IPPROTO_UDP)
+		if err != nil {
+			return fmt.Errorf("raw UDP socket: %w", err)
+		}
+		defer unix.Close(fd)
+		if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: s}); err != nil {
+			return fmt.Errorf("raw UDP socket: bind %v: %w", src.Addr(), err)
+		}
+		if err := unix.Sendto(fd, udp, 0, &unix.SockaddrInet4{Addr: d}); err != nil {
+			return fmt.Errorf("raw UDP datagram to %v: %w", dst, err)
+		}
+		return nil
+	})
+}
+
+func isPortUnreachable(p gopacket.Packet) bool {
+	ic, ok := p.Layer(layers.LayerTypeICMPv4).(*layers.ICMPv4)
+	return ok && ic.TypeCode == layers.CreateICMPv4TypeCode(layers.ICMPv4TypeDestinationUnreachable, layers.ICMPv4CodePort)
+}
+
+// icmpQuote checks an ICMP error's checksums (outer IP header, ICMP message,
+// quoted IP header) and returns its outer header and the quoted IP and UDP
+// headers.
+func icmpQuote(t *testing.T, where string, p gopacket.Packet) (outer, quoted *layers.IPv4, qudp *layers.UDP) {
+	t.Helper()
+	outer = p.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
+	ic := p.Layer(layers.LayerTypeICMPv4).(*layers.ICMPv4)
+	msg := append(append([]byte(nil), ic.Contents...), ic.Payload...)
+	if csum.Checksum(outer.Contents, 0) != 0 || csum.Checksum(msg, 0) != 0 {
+		t.Fatalf("%s: ICMP error with a bad checksum: IP %#04x, ICMP %#04x", where, outer.Checksum, ic.Checksum)
+	}
+	q := gopacket.NewPacket(ic.Payload, layers.LayerTypeIPv4, gopacket.Default)
+	quoted, _ = q.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
+	qudp, _ = q.Layer(layers.LayerTypeUDP).(*layers.UDP)
+	if quoted == nil || qudp == nil {
+		t.Fatalf("%s: the ICMP error quotes no UDP datagram: %x", where, ic.Payload)
+	}
+	if csum.Checksum(quoted.Contents, 0) != 0 {
+		t.Fatalf("%s: the quoted IP header's checksum %#04x does not verify", where, quoted.Checksum)
+	}
+	return outer, quoted, qudp
 }
 
 // (e) Entries expire by their timeouts and their ports go back to the pool.
