@@ -18,6 +18,7 @@ import (
 	"github.com/google/gopacket/layers"
 	"golang.org/x/sys/unix"
 
+	"github.com/tapvs/tapvs/config"
 	"github.com/tapvs/tapvs/csum"
 	"github.com/tapvs/tapvs/lab"
 	"github.com/tapvs/tapvs/nat"
@@ -111,8 +112,12 @@ func TestFullNATAddressesOnTheWire(t *testing.T) {
 			t.Fatalf("the real server saw %v, not a LIP", saw)
 		}
 	}
-	time.Sleep(200 * time.Millisecond) // let the last FIN/ACKs land in the captures
+	// Each get returned once its answer was read; the connections' FINs
+	// and last ACKs may still be on their way into the captures.
 	for _, c := range append(capRS[:], capClient, capRouter) {
+		if !eventually(5*time.Second, func() bool { return tcpFlowsClosed(c.packets(), lab.HTTPPort) }) {
+			t.Fatal("the HTTP connections' closes did not all reach a capture within 5s")
+		}
 		c.stop()
 	}
 
@@ -155,6 +160,124 @@ func TestFullNATAddressesOnTheWire(t *testing.T) {
 	if toRS == 0 {
 		t.Fatal("no frame toward the real servers crossed the router's link")
 	}
+	onlyLIPToRS(t, capRouter.packets(), routerMAC, net.HardwareAddr(e.d.Stack.Server.LinkAddress()).String(), e.d.Config())
+}
+
+// onlyLIPToRS checks that a capture of the link between tapvs and the
+// router holds nothing but FULLNAT traffic and the address resolution it
+// needs: every IPv4 frame is LIP:port -> RS:80 from tapvs's MAC to the
+// router's, or the way back, the LIP's port from the local port range;
+// every ARP frame is between the router and tapvs about the router's
+// address, tapvs's own or a LIP. No client address, no VIP. (These
+// services have no health checks, so tapvs's stack sends nothing else.)
+func onlyLIPToRS(t *testing.T, ps []gopacket.Packet, routerMAC, tapvsMAC string, cfg *config.Config) {
+	t.Helper()
+	lips := map[netip.Addr]bool{lab.LIP1: true, lab.LIP2: true}
+	rss := map[netip.Addr]bool{lab.RS1: true, lab.RS2: true}
+	arpAddrs := map[netip.Addr]bool{lab.RouterAddr.Addr(): true, lab.TapvsServer.Addr(): true, lab.LIP1: true, lab.LIP2: true}
+	macs := map[string]bool{routerMAC: true, tapvsMAC: true}
+	ipv4, arps := 0, 0
+	for i, p := range ps {
+		eth, ok := p.Layer(layers.LayerTypeEthernet).(*layers.Ethernet)
+		if !ok {
+			t.Fatalf("router link frame %d is not Ethernet: %v", i, p)
+		}
+		switch eth.EthernetType {
+		case layers.EthernetTypeARP:
+			arps++
+			a, ok := p.Layer(layers.LayerTypeARP).(*layers.ARP)
+			if !ok {
+				t.Fatalf("router link frame %d: undecodable ARP: %v", i, p)
+			}
+			sha, spa, tpa := net.HardwareAddr(a.SourceHwAddress).String(), addr(a.SourceProtAddress), addr(a.DstProtAddress)
+			if !macs[eth.SrcMAC.String()] || !macs[sha] || !arpAddrs[spa] || !arpAddrs[tpa] {
+				t.Fatalf("router link frame %d: ARP from %v (%v, %v) about %v: only the router and tapvs may resolve each other", i, eth.SrcMAC, sha, spa, tpa)
+			}
+		case layers.EthernetTypeIPv4:
+			ipv4++
+			ip := p.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
+			tcp, ok := p.Layer(layers.LayerTypeTCP).(*layers.TCP)
+			if !ok {
+				t.Fatalf("router link frame %d: IPv4 %v -> %v, protocol %v: only TCP between LIPs and real servers may cross", i, ip.SrcIP, ip.DstIP, ip.Protocol)
+			}
+			src, dst := addr(ip.SrcIP), addr(ip.DstIP)
+			sport, dport := uint16(tcp.SrcPort), uint16(tcp.DstPort)
+			inRange := func(p uint16) bool { return p >= cfg.PortMin && p <= cfg.PortMax }
+			out := lips[src] && rss[dst] && dport == lab.HTTPPort && inRange(sport) &&
+				eth.SrcMAC.String() == tapvsMAC && eth.DstMAC.String() == routerMAC
+			back := rss[src] && lips[dst] && sport == lab.HTTPPort && inRange(dport) &&
+				eth.SrcMAC.String() == routerMAC && eth.DstMAC.String() == tapvsMAC
+			if !out && !back {
+				t.Fatalf("router link frame %d: %v %v:%d -> %v %v:%d: only LIP:[%d-%d] <-> RS:%d between tapvs (%v) and the router (%v) may appear",
+					i, eth.SrcMAC, src, sport, eth.DstMAC, dst, dport, cfg.PortMin, cfg.PortMax, lab.HTTPPort, tapvsMAC, routerMAC)
+			}
+		case layers.EthernetTypeIPv6:
+			// tapvs has no IPv6; the router's kernel does its own link-local
+			// chores on its end of the TAP: duplicate address detection,
+			// router solicitation, multicast listener reports. Those, and
+			// only from the router, are not tapvs's doing.
+			ip := p.Layer(layers.LayerTypeIPv6).(*layers.IPv6)
+			ic, ok := p.Layer(layers.LayerTypeICMPv6).(*layers.ICMPv6)
+			chore := ok && map[uint8]bool{
+				layers.ICMPv6TypeRouterSolicitation: true, layers.ICMPv6TypeNeighborSolicitation: true,
+				layers.ICMPv6TypeNeighborAdvertisement: true, layers.ICMPv6TypeMLDv2MulticastListenerReportMessageV2: true,
+			}[ic.TypeCode.Type()]
+			if eth.SrcMAC.String() != routerMAC || !chore || !(ip.SrcIP.IsLinkLocalUnicast() || ip.SrcIP.IsUnspecified()) {
+				t.Fatalf("router link frame %d: IPv6 %v -> %v from %v: only the router's own link-local ICMPv6 chores may appear", i, ip.SrcIP, ip.DstIP, eth.SrcMAC)
+			}
+		default:
+			t.Fatalf("router link frame %d: ethertype %v from %v to %v: only IPv4, ARP and the router's IPv6 chores may cross", i, eth.EthernetType, eth.SrcMAC, eth.DstMAC)
+		}
+	}
+	if ipv4 == 0 {
+		t.Fatal("the router link capture holds no IPv4 frame")
+	}
+	t.Logf("router link: %d IPv4 frames, all LIP <-> RS; %d ARP", ipv4, arps)
+}
+
+// tcpFlowsClosed reports whether every TCP connection to or from port in
+// ps has closed on the wire: a FIN each way, then an ACK of the later FIN.
+func tcpFlowsClosed(ps []gopacket.Packet, port uint16) bool {
+	type flow struct{ a, b netip.AddrPort }
+	type state struct {
+		fin      [2]bool
+		lastFin  int // the direction of the second FIN
+		lastAckd bool
+	}
+	flows := map[flow]*state{}
+	for _, p := range tcpPort(ps, port) {
+		ip := p.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
+		tcp := p.Layer(layers.LayerTypeTCP).(*layers.TCP)
+		src := netip.AddrPortFrom(addr(ip.SrcIP), uint16(tcp.SrcPort))
+		dst := netip.AddrPortFrom(addr(ip.DstIP), uint16(tcp.DstPort))
+		k, dir := flow{src, dst}, 0
+		if src.Port() == port { // from the server's end
+			k, dir = flow{dst, src}, 1
+		}
+		st := flows[k]
+		if st == nil {
+			st = &state{}
+			flows[k] = st
+		}
+		if st.fin[0] && st.fin[1] && dir != st.lastFin && tcp.ACK && !tcp.FIN {
+			st.lastAckd = true
+		}
+		if tcp.FIN && !st.fin[dir] {
+			st.fin[dir] = true
+			if st.fin[0] && st.fin[1] {
+				st.lastFin = dir
+			}
+		}
+		if tcp.RST {
+			st.fin, st.lastAckd = [2]bool{true, true}, true
+		}
+	}
+	for _, st := range flows {
+		if !st.lastAckd {
+			return false
+		}
+	}
+	return len(flows) > 0
 }
 
 // (c) 64 MiB each way arrives intact (hashes compared), and it does not
