@@ -2,14 +2,19 @@ package e2e
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/netip"
+	"sort"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -613,7 +618,11 @@ func TestWeightZeroDrains(t *testing.T) {
 }
 
 // (i) Malformed frames are counted and dropped without disturbing a flow
-// that is running at the same time.
+// that is running at the same time: 7 kinds x 50 frames, each frame counted
+// as malformed and under no other reason, and 3 with a bad IP header
+// checksum counted as such, all sent while a 32 MiB download is moving
+// (it moved between the first and the last and had not ended), which
+// arrives intact.
 func TestMalformedFramesDropped(t *testing.T) {
 	e := setup(t, services("rr", 1, 1), "")
 	mac := net.HardwareAddr(e.d.Stack.Client.LinkAddress())
@@ -628,46 +637,113 @@ func TestMalformedFramesDropped(t *testing.T) {
 	mutate("TCP data offset past the packet", func(b []byte) []byte { b[14+20+12] = 0xf0; return b })
 	mutate("TCP data offset below 5", func(b []byte) []byte { b[14+20+12] = 0x30; return b })
 
-	bulk := netip.AddrPortFrom(lab.VIP, lab.BulkPort)
-	done := make(chan error, 1)
-	go func() {
-		_, err := lab.Download(e.ctx(2*time.Minute), e.top.Client, bulk, 32<<20)
-		done <- err
-	}()
-	before := e.d.Balancer.Stats.Drop(nat.DropMalformed)
 	badSum := append([]byte(nil), good...)
 	badSum[14+8]-- // TTL, the header checksum left as it was
-	beforeSum := e.d.Balancer.Stats.Drop(nat.DropBadIPChecksum)
+
+	// The flow: a 32 MiB download read at a paced rate, which stops short
+	// of its last 4 MiB until the garbage is all sent, so it is provably
+	// running from before the first malformed frame to after the last.
+	const n = 32 << 20
+	conn, err := lab.Dial(e.ctx(5*time.Second), e.top.Client, "tcp4", netip.AddrPortFrom(lab.VIP, lab.BulkPort).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(2 * time.Minute))
+	hdr := [9]byte{'D'}
+	binary.BigEndian.PutUint64(hdr[1:], n)
+	if _, err := conn.Write(hdr[:]); err != nil {
+		t.Fatal(err)
+	}
+	var moved atomic.Int64
+	injected := make(chan struct{})
+	var injectedOnce sync.Once
+	defer injectedOnce.Do(func() { close(injected) }) // a failed test lets the reader go
+	done := make(chan error, 1)
+	go func() {
+		got, want := sha256.New(), sha256.New()
+		buf := make([]byte, 64<<10)
+		for moved.Load() < n {
+			if moved.Load() >= n-4<<20 {
+				<-injected
+			}
+			m, err := conn.Read(buf[:min(int64(len(buf)), n-moved.Load())])
+			got.Write(buf[:m])
+			moved.Add(int64(m))
+			if err != nil {
+				done <- fmt.Errorf("download: %d of %d bytes: %w", moved.Load(), n, err)
+				return
+			}
+			time.Sleep(time.Millisecond) // pacing: at most 64 MiB/s
+		}
+		io.CopyN(want, lab.Stream(n), n)
+		if string(got.Sum(nil)) != string(want.Sum(nil)) {
+			done <- errors.New("download: data differs from what the server sent: corrupted")
+			return
+		}
+		done <- nil
+	}()
+	if !eventually(30*time.Second, func() bool { return moved.Load() >= 1<<20 }) {
+		t.Fatalf("the download moved only %d bytes in 30s", moved.Load())
+	}
+
+	in, err := newInjector(e.top.Client, e.top.TapClient)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.close()
+	drops0 := e.d.Balancer.Stats.Drops()
+	delta := func() map[string]uint64 {
+		d := map[string]uint64{}
+		for k, v := range e.d.Balancer.Stats.Drops() {
+			if v != drops0[k] {
+				d[k] = v - drops0[k]
+			}
+		}
+		return d
+	}
+	// Each kind of garbage in its own burst of 50, every frame of it counted
+	// as malformed, and nothing else counted, before the next.
 	const rounds = 50
-	var frames [][]byte
-	for range rounds {
-		for _, f := range bad {
-			frames = append(frames, f)
+	names := make([]string, 0, len(bad))
+	for name := range bad {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	movedAtFirst := moved.Load()
+	for i, name := range names {
+		frames := make([][]byte, rounds)
+		for j := range frames {
+			frames[j] = bad[name]
+		}
+		if sent, err := in.send(frames...); err != nil || sent != rounds {
+			t.Fatalf("%s: the TAP took %d of %d frames: %v", name, sent, rounds, err)
+		}
+		want := map[string]uint64{nat.DropMalformed.String(): uint64(rounds * (i + 1))}
+		if !eventually(5*time.Second, func() bool { return maps.Equal(delta(), want) }) {
+			t.Fatalf("after %d frames of %q: drops moved by %v, want exactly %v", rounds, name, delta(), want)
 		}
 	}
-	sent, err := inject(e.top.Client, e.top.TapClient, frames...)
-	if err != nil {
-		t.Fatal(err)
+	if sent, err := in.send(badSum, badSum, badSum); err != nil || sent != 3 {
+		t.Fatalf("bad IP checksum: the TAP took %d of 3 frames: %v", sent, err)
 	}
-	sentSum, err := inject(e.top.Client, e.top.TapClient, badSum, badSum, badSum)
-	if err != nil {
-		t.Fatal(err)
+	want := map[string]uint64{nat.DropMalformed.String(): rounds * uint64(len(bad)), nat.DropBadIPChecksum.String(): 3}
+	if !eventually(5*time.Second, func() bool { return maps.Equal(delta(), want) }) {
+		t.Fatalf("drops moved by %v, want exactly %v", delta(), want)
 	}
+	movedAtLast := moved.Load()
+	select {
+	case err := <-done:
+		t.Fatalf("the download ended before the last malformed frame was sent (%v)", err)
+	default:
+	}
+	if movedAtLast <= movedAtFirst || movedAtLast >= n {
+		t.Fatalf("the download moved %d -> %d bytes of %d while the garbage was sent: not running through it", movedAtFirst, movedAtLast, n)
+	}
+	t.Logf("the download was at %d bytes at the first malformed frame, %d at the last", movedAtFirst, movedAtLast)
+	injectedOnce.Do(func() { close(injected) })
 	if err := <-done; err != nil {
 		t.Fatalf("the flow running during the garbage failed: %v", err)
-	}
-	if sent < len(frames)/2 {
-		t.Fatalf("the TAP took only %d of %d frames", sent, len(frames))
-	}
-	want := before + uint64(sent)
-	if !eventually(2*time.Second, func() bool { return e.d.Balancer.Stats.Drop(nat.DropMalformed) >= want }) {
-		t.Fatalf("malformed drops %d, want %d", e.d.Balancer.Stats.Drop(nat.DropMalformed), want)
-	}
-	if e.d.Balancer.Stats.Drop(nat.DropMalformed) != want {
-		t.Fatalf("malformed drops %d, want exactly %d", e.d.Balancer.Stats.Drop(nat.DropMalformed), want)
-	}
-	if !eventually(2*time.Second, func() bool { return e.d.Balancer.Stats.Drop(nat.DropBadIPChecksum) == beforeSum+uint64(sentSum) }) || sentSum == 0 {
-		t.Fatalf("bad_ip_checksum drops %d, want %d", e.d.Balancer.Stats.Drop(nat.DropBadIPChecksum)-beforeSum, sentSum)
 	}
 	hc := lab.HTTPClient(e.top.Client, 5*time.Second)
 	e.get(hc) // still serving
