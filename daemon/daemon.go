@@ -267,10 +267,14 @@ func openBoth(cfg *config.Config, offload bool) (nics [2]netstack.NICConfig, err
 	return nics, nil
 }
 
+// openTAP opens a TAP; a variable so that a test can make the kernel
+// refuse offload on one side (daemon/fallback_test.go).
+var openTAP = tun.OpenTAP
+
 // openSide opens one side's TAP, brings its link up (MTU, namespace) and
 // describes it to the stack.
 func openSide(side config.Interface, offload bool) (netstack.NICConfig, error) {
-	devs, err := tun.OpenTAP(tun.TAPConfig{Name: side.Name, Queues: side.Queues, Offload: offload})
+	devs, err := openTAP(tun.TAPConfig{Name: side.Name, Queues: side.Queues, Offload: offload})
 	if err != nil {
 		return netstack.NICConfig{}, err
 	}

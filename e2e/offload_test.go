@@ -3,6 +3,9 @@ package e2e
 import (
 	"fmt"
 	"net/netip"
+	"os/exec"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -26,9 +29,11 @@ func TestOffloadSuperFramesCrossIntact(t *testing.T) {
 	if _, err := lab.Download(e.ctx(2*time.Minute), e.top.Client, bulk, 32<<20); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(100 * time.Millisecond)
-	capRouter.stop()
-	capClient.stop()
+	for _, side := range []struct{ ns, tap string }{{e.top.Client, e.top.TapClient}, {e.top.Router, e.top.TapServer}} {
+		if f := tunFlags(t, side.ns, side.tap); f&iffVNetHdr == 0 {
+			t.Fatalf("TAP %s: tun_flags %#x without IFF_VNET_HDR: offload is not in use", side.tap, f)
+		}
+	}
 	big := func(c *capture, from netip.Addr) (n, max int) {
 		for _, p := range tcpPort(c.packets(), lab.BulkPort) {
 			ip := p.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
@@ -39,6 +44,15 @@ func TestOffloadSuperFramesCrossIntact(t *testing.T) {
 		}
 		return
 	}
+	// Both transfers ended with every byte read, so their frames crossed
+	// both links; the captures may not have read the last of them yet.
+	eventually(5*time.Second, func() bool {
+		n1, _ := big(capRouter, lab.LIP1)
+		n2, _ := big(capClient, lab.VIP)
+		return n1 > 0 && n2 > 0
+	})
+	capRouter.stop()
+	capClient.stop()
 	// Toward the servers, tapvs writes what the client's kernel gave it.
 	if n, m := big(capRouter, lab.LIP1); n == 0 {
 		t.Fatal("no super-frame from tapvs reached the router: offload is not in use")
@@ -64,14 +78,75 @@ func maxInt(a, b int) int {
 // UDP and bulk data intact, and never more than the MTU.
 func TestPlainTAPsWithoutOffload(t *testing.T) {
 	e := setupWith(t, topoOpts{queues: 1, noOffload: true}, services("rr", 1, 1), "")
+	// Plain for the kernel: neither TAP was made with a virtio-net header.
+	for _, side := range []struct{ ns, tap string }{{e.top.Client, e.top.TapClient}, {e.top.Router, e.top.TapServer}} {
+		if f := tunFlags(t, side.ns, side.tap); f&iffVNetHdr != 0 {
+			t.Fatalf("TAP %s: tun_flags %#x has IFF_VNET_HDR: offload is on", side.tap, f)
+		}
+	}
 	capRouter := startCapture(t, e.top.Router, e.top.TapServer)
 	e.crossAll(4)
+	// The capture must have seen every kind of traffic crossAll sent, each
+	// way, bulk data in full-MTU frames (a capture under bulk load may lose
+	// frames, so no exact count): an empty or partial capture proves nothing.
+	seen := func() map[string]bool {
+		got := map[string]bool{}
+		for _, p := range capRouter.packets() {
+			ip, ok := p.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
+			if !ok {
+				continue
+			}
+			dir := "to RS"
+			if !(addr(ip.SrcIP) == lab.LIP1 || addr(ip.SrcIP) == lab.LIP2) {
+				dir = "from RS"
+			}
+			if tcp, ok := p.Layer(layers.LayerTypeTCP).(*layers.TCP); ok {
+				switch {
+				case tcp.SrcPort == lab.HTTPPort || tcp.DstPort == lab.HTTPPort:
+					got["HTTP "+dir] = true
+				case (tcp.SrcPort == lab.BulkPort || tcp.DstPort == lab.BulkPort) && ip.Length == 1500:
+					got["1500-byte bulk "+dir] = true
+				}
+			}
+			if u, ok := p.Layer(layers.LayerTypeUDP).(*layers.UDP); ok && (u.SrcPort == lab.EchoPort || u.DstPort == lab.EchoPort) {
+				got["UDP echo "+dir] = true
+			}
+		}
+		return got
+	}
+	want := []string{"HTTP to RS", "HTTP from RS", "UDP echo to RS", "UDP echo from RS", "1500-byte bulk to RS", "1500-byte bulk from RS"}
+	eventually(5*time.Second, func() bool { return len(seen()) == len(want) })
 	capRouter.stop()
+	got := seen()
+	for _, w := range want {
+		if !got[w] {
+			t.Fatalf("the router link capture holds no %s frame (saw %v in %d frames)", w, got, len(capRouter.packets()))
+		}
+	}
 	for _, p := range capRouter.packets() {
 		if ip, ok := p.Layer(layers.LayerTypeIPv4).(*layers.IPv4); ok && int(ip.Length) > 1500 {
 			t.Fatalf("a %d-byte packet crossed plain TAPs", ip.Length)
 		}
 	}
+}
+
+// iffVNetHdr is IFF_VNET_HDR in a TAP's tun_flags: frames carry a
+// virtio-net header, the kernel's side of tapvs's offload.
+const iffVNetHdr = 0x4000
+
+// tunFlags reads a TAP's flags from sysfs as its namespace sees it
+// (ip netns exec mounts that namespace's /sys).
+func tunFlags(t *testing.T, ns, tap string) uint64 {
+	t.Helper()
+	out, err := exec.Command("ip", "netns", "exec", ns, "cat", "/sys/class/net/"+tap+"/tun_flags").CombinedOutput()
+	if err != nil {
+		t.Fatalf("tun_flags of %s in %s: %v: %s", tap, ns, err, out)
+	}
+	f, err := strconv.ParseUint(strings.TrimSpace(string(out)), 0, 64)
+	if err != nil {
+		t.Fatalf("tun_flags of %s in %s: %q: %v", tap, ns, out, err)
+	}
+	return f
 }
 
 // crossAll sends requests HTTP requests (rr: they alternate between the
