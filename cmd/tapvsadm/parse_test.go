@@ -122,3 +122,29 @@ func TestListLayout(t *testing.T) {
 		t.Fatalf("got\n%s\nwant\n%s", b.String(), want)
 	}
 }
+
+// Forwarding methods other than FULLNAT and the thresholds are refused as
+// ipvsadm refuses an option: one line naming it, its usage hint, exit 2,
+// and the daemon never asked (the socket here does not exist: reaching for
+// it would exit 1 with "Is tapvs running").
+func TestUnsupportedOptionsRefusedBeforeTheDaemon(t *testing.T) {
+	for args, want := range map[string]string{
+		"-a -t 1.1.1.1:80 -r 2.2.2.2:80 -g":              "-g: tapvs forwards with FULLNAT only (-b)",
+		"-a -t 1.1.1.1:80 -r 2.2.2.2:80 --gatewaying":    "--gatewaying: tapvs forwards with FULLNAT only (-b)",
+		"-a -t 1.1.1.1:80 -r 2.2.2.2:80 -i":              "-i: tapvs forwards with FULLNAT only (-b)",
+		"-a -t 1.1.1.1:80 -r 2.2.2.2:80 -m":              "-m: tapvs forwards with FULLNAT only (-b)",
+		"-e -t 1.1.1.1:80 -r 2.2.2.2:80 -g -w 2":         "-g: tapvs forwards with FULLNAT only (-b)",
+		"-a -t 1.1.1.1:80 -r 2.2.2.2:80 -x 100":          "-x is not supported",
+		"-a -t 1.1.1.1:80 -r 2.2.2.2:80 -y 10":           "-y is not supported",
+		"-e -t 1.1.1.1:80 -r 2.2.2.2:80 --u-threshold 1": "--u-threshold is not supported",
+		"-e -t 1.1.1.1:80 -r 2.2.2.2:80 --l-threshold 1": "--l-threshold is not supported",
+		"-A -t 1.1.1.1:80 -p 60 -M 255.255.255.0":        "-M is not supported",
+	} {
+		var out, errOut bytes.Buffer
+		code := run(append(strings.Fields(args), "--socket", "/nonexistent/tapvs.sock"), nil, &out, &errOut)
+		lines := strings.Split(strings.TrimRight(errOut.String(), "\n"), "\n")
+		if code != 2 || len(lines) != 2 || lines[0] != want || lines[1] != "Try `ipvsadm -h' or 'ipvsadm --help' for more information." || out.Len() != 0 {
+			t.Errorf("ipvsadm %s: exit %d, stderr %q, stdout %q; want exit 2 and %q with the usage hint", args, code, errOut.String(), out.String(), want)
+		}
+	}
+}
