@@ -148,3 +148,26 @@ func TestUnsupportedOptionsRefusedBeforeTheDaemon(t *testing.T) {
 		}
 	}
 }
+
+// -G prints each LIP's conflicts, connections (the ports it holds) and
+// exhausted allocations, each from its own field, in Alibaba's columns with
+// EXHAUSTED after them.
+func TestLaddrLayout(t *testing.T) {
+	var b bytes.Buffer
+	svcs := []api.Service{
+		{ServiceKey: api.ServiceKey{Protocol: "tcp", Addr: "172.25.254.100:80"}, LocalAddrs: []api.LocalAddr{
+			{Addr: "172.25.84.10", Conns: 7, Conflicts: 3, Exhausted: 2},
+			{Addr: "172.25.84.11", Conns: 5, Conflicts: 0, Exhausted: 11}}},
+		{ServiceKey: api.ServiceKey{Protocol: "udp", Addr: "172.25.254.100:53"}},
+	}
+	if err := printLaddrs(&b, svcs, &command{}); err != nil {
+		t.Fatal(err)
+	}
+	want := "VIP:VPORT            TOTAL    SNAT_IP              CONFLICTS  CONNS      EXHAUSTED \n" +
+		"172.25.254.100:80    2        172.25.84.10         3          7          2         \n" +
+		"                              172.25.84.11         0          5          11        \n" +
+		"172.25.254.100:53    0       \n"
+	if b.String() != want {
+		t.Fatalf("got\n%q\nwant\n%q", b.String(), want)
+	}
+}
