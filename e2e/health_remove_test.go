@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -32,6 +33,7 @@ func TestTCPCheckRemovesAndAddsBack(t *testing.T) {
 		for _, r := range rows(e.must("-ln", "-t", "172.25.254.100:80"))[4:] {
 			ds = append(ds, strings.Join(r[:4], " "))
 		}
+		slices.Sort(ds) // servers are listed in the order they passed their first checks
 		return ds
 	}
 	both := "-> 10.20.1.2:80 FullNat 2,-> 10.20.2.2:80 FullNat 5"
