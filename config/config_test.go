@@ -91,8 +91,12 @@ func TestEnvironmentOverrides(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.WriteString(valid)
-	f.Close()
+	if _, err := f.WriteString(valid); err != nil {
+		t.Fatalf("writing %s: %v", f.Name(), err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatalf("closing %s: %v", f.Name(), err)
+	}
 	t.Setenv("TAPVS_LIMITS_MAX_CONNECTIONS", "1234")
 	t.Setenv("TAPVS_LOG_LEVEL", "debug")
 	c, err := Load(f.Name())
@@ -124,32 +128,69 @@ func TestSynproxySettings(t *testing.T) {
 	}
 }
 
+// Watch reports a write to the file and a new file renamed over it (as
+// editors and config managers save), each seen with the content it left.
+// Each case has a directory and a watcher of its own, so no late event of
+// one change can stand in for another: the rename's watcher never saw a
+// write to its file.
 func TestWatchSeesWritesAndReplacements(t *testing.T) {
-	dir := t.TempDir()
-	path := dir + "/tapvs.yaml"
-	if err := os.WriteFile(path, []byte(valid), 0o644); err != nil {
-		t.Fatal(err)
+	watch := func(t *testing.T) (path string, seen chan string) {
+		path = t.TempDir() + "/tapvs.yaml"
+		if err := os.WriteFile(path, []byte(valid), 0o644); err != nil {
+			t.Fatalf("writing %s: %v", path, err)
+		}
+		seen = make(chan string, 10)
+		// Watch returns once the watch is in place: what happens after is seen.
+		Watch(path, func() {
+			b, err := os.ReadFile(path)
+			if err != nil {
+				seen <- "read error: " + err.Error()
+				return
+			}
+			seen <- string(b)
+		})
+		return path, seen
 	}
-	changed := make(chan struct{}, 10)
-	Watch(path, func() { changed <- struct{}{} })
-	wait := func(what string) {
+	// await waits for a change reported with content want. A write shows
+	// first as the file truncated or part written (what tapvs's reload lets
+	// settle), so a prefix of want may come before it; other content is a
+	// change the test did not make.
+	await := func(t *testing.T, seen chan string, what, want string) {
 		t.Helper()
-		select {
-		case <-changed:
-		case <-time.After(3 * time.Second):
-			t.Fatalf("no change seen after %s", what)
-		}
-		for len(changed) > 0 {
-			<-changed
+		timeout := time.After(3 * time.Second)
+		for {
+			select {
+			case got := <-seen:
+				if got == want {
+					return
+				}
+				if !strings.HasPrefix(want, got) {
+					t.Fatalf("after %s the watcher saw %q, want %q", what, got, want)
+				}
+			case <-timeout:
+				t.Fatalf("no change with the new content seen after %s", what)
+			}
 		}
 	}
-	time.Sleep(100 * time.Millisecond)
-	os.WriteFile(path, []byte(valid+"\n# edited\n"), 0o644)
-	wait("a write")
-	// Editors and config managers write a new file and rename it over.
-	os.WriteFile(path+".tmp", []byte(valid), 0o644)
-	os.Rename(path+".tmp", path)
-	wait("a rename over the file")
+	t.Run("write", func(t *testing.T) {
+		path, seen := watch(t)
+		edited := valid + "\n# edited\n"
+		if err := os.WriteFile(path, []byte(edited), 0o644); err != nil {
+			t.Fatalf("writing %s: %v", path, err)
+		}
+		await(t, seen, "a write", edited)
+	})
+	t.Run("rename over", func(t *testing.T) {
+		path, seen := watch(t)
+		replaced := valid + "\n# replaced\n"
+		if err := os.WriteFile(path+".tmp", []byte(replaced), 0o644); err != nil {
+			t.Fatalf("writing %s.tmp: %v", path, err)
+		}
+		if err := os.Rename(path+".tmp", path); err != nil {
+			t.Fatalf("renaming over %s: %v", path, err)
+		}
+		await(t, seen, "a rename over the file", replaced)
+	})
 }
 
 // Issue 9, item 3: values that were accepted and then refused at start, or
@@ -220,8 +261,12 @@ func TestEnvironmentOverrideMustBeANumber(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.WriteString(valid)
-	f.Close()
+	if _, err := f.WriteString(valid); err != nil {
+		t.Fatalf("writing %s: %v", f.Name(), err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatalf("closing %s: %v", f.Name(), err)
+	}
 	t.Setenv("TAPVS_LIMITS_MAX_CONNECTIONS", "12abc")
 	if _, err := Load(f.Name()); err == nil || !strings.Contains(err.Error(), `limits.max_connections: "12abc" is not a whole number`) {
 		t.Fatalf("TAPVS_LIMITS_MAX_CONNECTIONS=12abc: %v", err)

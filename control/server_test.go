@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -13,8 +14,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/tapvs/tapvs/control/api"
 	"github.com/tapvs/tapvs/nat"
@@ -88,6 +91,28 @@ func TestPeerHelper(t *testing.T) {
 	}
 	_, err := api.Dial(sock).Info()
 	fmt.Printf("RESULT %v\n", err)
+	// The same by hand, to tell which refusal it was: the connect goes
+	// through (the file is open to all) and the server closes the
+	// connection without a byte of answer (the peer check), rather than
+	// the connect being denied (the file's mode).
+	c, err := net.Dial("unix", sock)
+	if err != nil {
+		fmt.Printf("PEER connect refused: %v\n", err)
+		return
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	_, werr := c.Write([]byte("GET /v1/info HTTP/1.0\r\nHost: tapvs\r\n\r\n"))
+	n, rerr := c.Read(make([]byte, 512))
+	closed := func(err error) bool {
+		return errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+	}
+	switch {
+	case n == 0 && (closed(werr) || closed(rerr)):
+		fmt.Printf("PEER closed by the server unanswered (write: %v, read: %v)\n", werr, rerr)
+	default:
+		fmt.Printf("PEER answered %d bytes (write: %v, read: %v)\n", n, werr, rerr)
+	}
 }
 
 func TestSocketIsPrivate(t *testing.T) {
@@ -102,9 +127,14 @@ func TestSocketIsPrivate(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer os.RemoveAll(dir)
-	os.Chmod(dir, 0o755)
+	// uid 65534 must reach the socket through the directory: what refuses
+	// it has to be the socket's mode or the peer check, not the path.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatalf("chmod %s: %v", dir, err)
+	}
 	sock := filepath.Join(dir, "tapvs.sock")
-	srv := NewServer(newManager(t), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	logs := &lockedBuffer{}
+	srv := NewServer(newManager(t), slog.New(slog.NewTextHandler(logs, nil)))
 	if err := srv.Listen(sock); err != nil {
 		t.Fatal(err)
 	}
@@ -116,8 +146,6 @@ func TestSocketIsPrivate(t *testing.T) {
 	if _, err := api.Dial(sock).Info(); err != nil {
 		t.Fatalf("root: %v", err)
 	}
-	// Open the file to everyone: the peer check must still refuse uid 65534.
-	os.Chmod(sock, 0o666)
 	self, err := os.ReadFile(os.Args[0]) // Go's build dir is private: run a copy uid 65534 can read
 	if err != nil {
 		t.Fatal(err)
@@ -126,14 +154,36 @@ func TestSocketIsPrivate(t *testing.T) {
 	if err := os.WriteFile(helper, self, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(helper, "-test.run=^TestPeerHelper$")
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "TAPVS_PEER_HELPER_SOCK="+sock)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
-	out, _ := cmd.CombinedOutput()
-	t.Logf("helper as uid 65534: %s", strings.TrimSpace(string(out)))
-	if !strings.Contains(string(out), "RESULT ") || strings.Contains(string(out), "RESULT <nil>") {
+	asNobody := func() string {
+		cmd := exec.Command(helper, "-test.run=^TestPeerHelper$")
+		cmd.Dir = dir
+		cmd.Env = append(os.Environ(), "TAPVS_PEER_HELPER_SOCK="+sock)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("helper as uid 65534: %v: %s", err, out)
+		}
+		t.Logf("helper as uid 65534: %s", strings.TrimSpace(string(out)))
+		return string(out)
+	}
+	// Mode 0600 alone keeps uid 65534 out at connect.
+	if out := asNobody(); !strings.Contains(out, "PEER connect refused") || !strings.Contains(out, "permission denied") {
+		t.Fatalf("uid 65534 was not refused the connect by the socket's mode: %s", out)
+	}
+	// Open the file to everyone: the peer check must still refuse uid
+	// 65534, by closing its connection unanswered, and say so in the log.
+	if err := os.Chmod(sock, 0o666); err != nil {
+		t.Fatalf("chmod %s: %v", sock, err)
+	}
+	out := asNobody()
+	if !strings.Contains(out, "RESULT ") || strings.Contains(out, "RESULT <nil>") {
 		t.Fatalf("a connection from uid 65534 was served: %s", out)
+	}
+	if !strings.Contains(out, "PEER closed by the server unanswered") {
+		t.Fatalf("uid 65534 was not refused by the peer check: %s", out)
+	}
+	if n := strings.Count(logs.String(), "control API: refused a peer\" uid=65534"); n != 2 {
+		t.Fatalf("the log shows %d refusals of uid 65534, want 2 (one per connection):\n%s", n, logs)
 	}
 	// And a second tapvs may not take the socket over.
 	if err := NewServer(newManager(t), slog.New(slog.NewTextHandler(io.Discard, nil))).Listen(sock); err == nil || !strings.Contains(err.Error(), "another tapvs") {
@@ -234,4 +284,22 @@ func TestCounterWireNames(t *testing.T) {
 			t.Errorf("wire form changed: was %s, now %s", was, now)
 		}
 	}
+}
+
+// lockedBuffer is a log the test reads while the server writes it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

@@ -159,14 +159,20 @@ func TestHealthChecksReloadAndMetrics(t *testing.T) {
 		wg.Wait()
 	}()
 
-	// rs2's web server dies: within fall x interval it is quiesced.
-	e.rs[1].StopHTTP()
+	// rs2's web server dies: within fall x interval it is quiesced. The
+	// checks tick every interval; a probe in flight as the server stops may
+	// still pass, then fall failing probes, the last taking up to timeout:
+	// fall x interval + timeout from the stop. One interval more is the
+	// margin for a slow machine.
+	const interval, timeout, fall, rise = 200 * time.Millisecond, 150 * time.Millisecond, 2, 2
+	bound := func(n int) time.Duration { return time.Duration(n)*interval + timeout + interval }
 	start := time.Now()
-	if !eventually(3*time.Second, func() bool { w, up, _ := e.weightOf("172.25.254.100:80", "10.20.2.2:80"); return w == 0 && !up }) {
+	e.rs[1].StopHTTP()
+	if !eventually(bound(fall), func() bool { w, up, _ := e.weightOf("172.25.254.100:80", "10.20.2.2:80"); return w == 0 && !up }) {
 		w, up, why := e.weightOf("172.25.254.100:80", "10.20.2.2:80")
-		t.Fatalf("rs2 not quiesced: weight %d up %v (%s)", w, up, why)
+		t.Fatalf("rs2 not quiesced within %v (fall %d x interval %v + timeout %v + an interval of margin): weight %d up %v (%s)", bound(fall), fall, interval, timeout, w, up, why)
 	}
-	t.Logf("rs2 quiesced %v after its web server stopped (fall 2 x 200ms)", time.Since(start).Round(10*time.Millisecond))
+	t.Logf("rs2 quiesced %v after its web server stopped (bound %v)", time.Since(start).Round(10*time.Millisecond), bound(fall))
 	ln := rows(e.must("-ln", "-t", "172.25.254.100:80"))
 	fields(t, ln[5][:4], "->", "10.20.2.2:80", "FullNat", "0")
 	if up := metric(t, scrape(t, e.d.Metrics.Addr()), `tapvs_rs_up\{rs="10.20.2.2:80",service="web",vip="TCP/172.25.254.100:80"\}`); up != 0 {
@@ -179,13 +185,15 @@ func TestHealthChecksReloadAndMetrics(t *testing.T) {
 		}
 	}
 
-	// It comes back: restored within rise x interval.
+	// It comes back: restored within rise x interval, with the same margin.
+	start = time.Now()
 	if err := e.rs[1].StartHTTP(); err != nil {
 		t.Fatal(err)
 	}
-	if !eventually(3*time.Second, func() bool { w, up, _ := e.weightOf("172.25.254.100:80", "10.20.2.2:80"); return w == 1 && up }) {
-		t.Fatal("rs2 was not restored")
+	if !eventually(bound(rise), func() bool { w, up, _ := e.weightOf("172.25.254.100:80", "10.20.2.2:80"); return w == 1 && up }) {
+		t.Fatalf("rs2 was not restored within %v", bound(rise))
 	}
+	t.Logf("rs2 restored %v after its web server started (bound %v)", time.Since(start).Round(10*time.Millisecond), bound(rise))
 	seen := map[string]int{}
 	for range 6 {
 		rs, _ := e.get(short)
@@ -237,8 +245,8 @@ func TestHealthChecksReloadAndMetrics(t *testing.T) {
 	// A reload while rs2 is down gives it weight 3: it stays out, and its
 	// recovery brings it back with 3, not the weight it had when it failed.
 	e.rs[1].StopHTTP()
-	if !eventually(3*time.Second, func() bool { w, up, _ := e.weightOf("172.25.254.100:80", "10.20.2.2:80"); return w == 0 && !up }) {
-		t.Fatal("rs2 not quiesced the second time")
+	if !eventually(bound(fall), func() bool { w, up, _ := e.weightOf("172.25.254.100:80", "10.20.2.2:80"); return w == 0 && !up }) {
+		t.Fatalf("rs2 not quiesced the second time within %v", bound(fall))
 	}
 	write(e.top.Config(fmt.Sprintf(checkedServices, 1, 3, ""), extra))
 	if err := e.d.Reload(file); err != nil {
@@ -250,12 +258,20 @@ func TestHealthChecksReloadAndMetrics(t *testing.T) {
 	if err := e.rs[1].StartHTTP(); err != nil {
 		t.Fatal(err)
 	}
-	if !eventually(3*time.Second, func() bool { w, up, _ := e.weightOf("172.25.254.100:80", "10.20.2.2:80"); return w == 3 && up }) {
+	if !eventually(bound(rise), func() bool { w, up, _ := e.weightOf("172.25.254.100:80", "10.20.2.2:80"); return w == 3 && up }) {
 		w, up, _ := e.weightOf("172.25.254.100:80", "10.20.2.2:80")
 		t.Fatalf("rs2 recovered with weight %d (up %v), want the reloaded 3", w, up)
 	}
 
-	time.Sleep(300 * time.Millisecond)
+	// The persistent connections go on through the recovery: each asks
+	// at least three more times before they stop.
+	var asked [2]int64
+	for i, p := range ps {
+		asked[i] = p.reqs.Load()
+	}
+	if !eventually(5*time.Second, func() bool { return ps[0].reqs.Load() >= asked[0]+3 && ps[1].reqs.Load() >= asked[1]+3 }) {
+		t.Fatalf("the persistent connections stopped asking: %d and %d requests, were %d and %d", ps[0].reqs.Load(), ps[1].reqs.Load(), asked[0], asked[1])
+	}
 	close(stop)
 	wg.Wait()
 	for i, p := range ps {

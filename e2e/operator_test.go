@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -75,8 +76,8 @@ func TestSeedSequenceWithIpvsadm(t *testing.T) {
 	e.must("-P", "-t", "172.25.254.100:80", "-z", "172.25.84.10")
 
 	g := rows(e.must("-G", "-t", "172.25.254.100:80"))
-	fields(t, g[0], "VIP:VPORT", "TOTAL", "SNAT_IP", "CONFLICTS", "CONNS")
-	fields(t, g[1], "172.25.254.100:80", "1", "172.25.84.10", "0", "0")
+	fields(t, g[0], "VIP:VPORT", "TOTAL", "SNAT_IP", "CONFLICTS", "CONNS", "EXHAUSTED")
+	fields(t, g[1], "172.25.254.100:80", "1", "172.25.84.10", "0", "0", "0")
 
 	ln := rows(e.must("-ln"))
 	fields(t, ln[0], "IP", "Virtual", "Server", "version", "1.2.1", "(size=1048576)")
@@ -96,13 +97,18 @@ func TestSeedSequenceWithIpvsadm(t *testing.T) {
 	}
 
 	// Real traffic: two finished requests and one kept-alive connection.
+	// Every packet of them is after start, and the last of the kept one
+	// after kept: the bounds of each entry's expiry.
+	start := time.Now()
 	short := lab.HTTPClient(e.top.Client, 5*time.Second)
 	e.get(short)
 	e.get(short)
 	keep := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 1,
 		DialContext: func(ctx context.Context, n, a string) (net.Conn, error) { return lab.Dial(ctx, e.top.Client, n, a) }}}
 	defer keep.CloseIdleConnections()
+	kept := time.Now()
 	keptRS, _ := e.get(keep)
+	keptDest := map[string]string{"rs1": "10.20.1.2:80", "rs2": "10.20.2.2:80"}[keptRS]
 
 	ln = rows(e.must("-ln"))
 	var active, inactive int
@@ -121,25 +127,69 @@ func TestSeedSequenceWithIpvsadm(t *testing.T) {
 	if active != 1 || inactive != 2 {
 		t.Fatalf("ActiveConn %d InActConn %d, want 1 and 2: %q", active, inactive, ln)
 	}
-	lnc = rows(e.must("-lnc"))
+	// The finished connections are in TIME_WAIT once the client's FIN,
+	// sent as it closed, has crossed tapvs: read until it has (or the
+	// checks below say what is there instead).
+	var listed time.Time
+	eventually(3*time.Second, func() bool {
+		out := e.must("-lnc")
+		listed, lnc = time.Now(), rows(out)
+		return strings.Count(out, " TIME_WAIT ") == 2
+	})
+	t.Logf("-lnc after traffic: %q", lnc)
+	// An entry's expiry counts down from its state's timeout (the lab's
+	// are the defaults) from its last packet: at most the timeout, at
+	// least the timeout less the time since that packet (printed rounded
+	// up to the second, so one second of slack below).
+	tos := e.d.Config().Timeouts
+	timeout := map[string]time.Duration{"ESTABLISHED": tos.Established(), "TIME_WAIT": tos.TCP[5]} // nat's state order: NONE, ESTABLISHED, SYN_SENT, SYN_RECV, FIN_WAIT, TIME_WAIT
+	if timeout["ESTABLISHED"] != 90*time.Second || timeout["TIME_WAIT"] != 7*time.Second {
+		t.Fatalf("the lab's timeouts are not the defaults this test reads: %v", timeout)
+	}
 	states := map[string]int{}
 	for _, r := range lnc[2:] {
 		if len(r) != 6 || r[0] != "TCP" || r[4] != "172.25.254.100:80" || !strings.HasPrefix(r[3], "172.25.254.1:") {
 			t.Fatalf("connection row %q", r)
 		}
-		mm, ss, ok := strings.Cut(r[1], ":")
-		m, _ := strconv.Atoi(mm)
-		s, _ := strconv.Atoi(ss)
-		if !ok || m*60+s > 90 || m*60+s <= 0 {
-			t.Fatalf("expire %q out of range", r[1])
-		}
 		if r[5] != "10.20.1.2:80" && r[5] != "10.20.2.2:80" {
 			t.Fatalf("destination %q", r[5])
 		}
+		mm, ss, ok := strings.Cut(r[1], ":")
+		m, merr := strconv.Atoi(mm)
+		sec, serr := strconv.Atoi(ss)
+		if !ok || merr != nil || serr != nil {
+			t.Fatalf("expire %q is not mm:ss", r[1])
+		}
+		expire := time.Duration(m*60+sec) * time.Second
+		// The kept connection is the ESTABLISHED one; the two finished
+		// ones are in TIME_WAIT.
+		since := listed.Sub(start)
+		switch r[2] {
+		case "ESTABLISHED":
+			if r[5] != keptDest {
+				t.Fatalf("ESTABLISHED entry %q is not the kept connection's (to %s)", r, keptDest)
+			}
+			since = listed.Sub(kept)
+		case "TIME_WAIT":
+		default:
+			t.Fatalf("entry %q: state %s is neither the kept connection's ESTABLISHED nor a finished one's TIME_WAIT", r, r[2])
+		}
+		to := timeout[r[2]]
+		if expire > to || expire < to-since-time.Second {
+			t.Fatalf("entry %q: expire %v, want within [%v, %v] (the %s timeout less %v since its last packet)", r, expire, to-since-time.Second, to, r[2], since.Round(time.Millisecond))
+		}
 		states[r[2]]++
 	}
-	if states["ESTABLISHED"] != 1 || len(lnc)-2 != 3 {
-		t.Fatalf("states %v in %d entries, want 1 ESTABLISHED of 3", states, len(lnc)-2)
+	if states["ESTABLISHED"] != 1 || states["TIME_WAIT"] != 2 || len(lnc)-2 != 3 {
+		t.Fatalf("states %v in %d entries, want 1 ESTABLISHED and 2 TIME_WAIT", states, len(lnc)-2)
+	}
+	// -G after traffic: the one LIP took all three connections (a port
+	// each toward its server), none conflicting, none refused a port.
+	g = rows(e.must("-G", "-t", "172.25.254.100:80"))
+	fields(t, g[0], "VIP:VPORT", "TOTAL", "SNAT_IP", "CONFLICTS", "CONNS", "EXHAUSTED")
+	fields(t, g[1], "172.25.254.100:80", "1", "172.25.84.10", "0", "3", "0")
+	if len(g) != 2 {
+		t.Fatalf("-G shows %d lines: %q", len(g), g)
 	}
 }
 
@@ -168,6 +218,14 @@ func TestIpvsadmErrorsLeaveStateAlone(t *testing.T) {
 		{[]string{"-E", "-t", "172.25.254.100:80", "-V", "4294967295"}, "ESTABLISHED timeout"},
 		{[]string{"-A", "-t", "not-an-address:80"}, "Illegal address or port"},
 		{[]string{"-A", "-u", "172.25.254.100:53", "-j", "enable"}, "only a TCP service can have a SYN proxy"},
+		// Not supported: other forwarding methods, persistence, thresholds.
+		{[]string{"-a", "-t", "172.25.254.100:80", "-r", "10.20.1.3:80", "-g"}, "-g: tapvs forwards with FULLNAT only (-b)\nTry `ipvsadm -h'"},
+		{[]string{"-a", "-t", "172.25.254.100:80", "-r", "10.20.1.3:80", "-i"}, "-i: tapvs forwards with FULLNAT only (-b)\nTry `ipvsadm -h'"},
+		{[]string{"-e", "-t", "172.25.254.100:80", "-r", "10.20.1.2:80", "-g", "-w", "5"}, "-g: tapvs forwards with FULLNAT only (-b)\nTry `ipvsadm -h'"},
+		{[]string{"-A", "-t", "172.25.254.100:82", "-s", "rr", "-p", "60"}, "persistence (-p) is not supported yet"},
+		{[]string{"-E", "-t", "172.25.254.100:80", "-s", "rr", "-p"}, "persistence (-p) is not supported yet"},
+		{[]string{"-a", "-t", "172.25.254.100:80", "-r", "10.20.1.3:80", "-x", "100"}, "-x is not supported\nTry `ipvsadm -h'"},
+		{[]string{"-e", "-t", "172.25.254.100:80", "-r", "10.20.1.2:80", "-w", "5", "-y", "10"}, "-y is not supported\nTry `ipvsadm -h'"},
 	}
 	for _, c := range cases {
 		_, errOut, code := e.adm("", c.args...)
@@ -255,6 +313,83 @@ func TestIpvsadmSaveRestoreAndFriends(t *testing.T) {
 	rt := rows(e.must("-ln", "--rate"))
 	fields(t, rt[1], "Prot", "LocalAddress:Port", "CPS", "InPPS", "OutPPS", "InBPS", "OutBPS")
 
+	// --rate moves with traffic: while short connections flow, the
+	// estimator (every 2 s, from the change in the counters) shows them on
+	// the service and on both servers (rr); once they stop, it falls to 0.
+	rates := func() [][]int {
+		var out [][]int
+		for _, r := range rows(e.must("-ln", "--rate", "--exact", "-t", "172.25.254.100:80"))[3:] {
+			cols := r[len(r)-5:]
+			row := make([]int, 5)
+			for i, c := range cols {
+				var err error
+				if row[i], err = strconv.Atoi(c); err != nil {
+					t.Fatalf("--rate row %q: %v", r, err)
+				}
+			}
+			out = append(out, row)
+		}
+		return out
+	}
+	flowing := make(chan struct{})
+	trafficDone := make(chan struct{})
+	go func() {
+		defer close(trafficDone)
+		c := lab.HTTPClient(e.top.Client, 5*time.Second)
+		for i := 0; i < 2000; i++ { // bounded: about 40 s at the pace below
+			select {
+			case <-flowing:
+				return
+			case <-time.After(20 * time.Millisecond): // paces the traffic
+			}
+			if resp, err := c.Get("http://" + web.String() + "/"); err == nil {
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		}
+	}()
+	stopTraffic := func() {
+		select {
+		case <-flowing:
+		default:
+			close(flowing)
+		}
+		<-trafficDone
+	}
+	defer stopTraffic()
+	var rr [][]int
+	moving := eventually(10*time.Second, func() bool {
+		rr = rates()
+		if len(rr) != 3 {
+			return false
+		}
+		for _, r := range rr {
+			// Each connection is at least 3 packets each way, each
+			// packet at least 40 bytes.
+			if r[0] < 1 || r[1] < 3*r[0] || r[2] < 3*r[0] || r[3] < 40*r[1] || r[4] < 40*r[2] {
+				return false
+			}
+		}
+		return true
+	})
+	if !moving {
+		t.Fatalf("--rate while connections flow (service, then servers: CPS InPPS OutPPS InBPS OutBPS): %v", rr)
+	}
+	stopTraffic()
+	if !eventually(10*time.Second, func() bool {
+		rr = rates()
+		for _, r := range rr {
+			for _, v := range r {
+				if v != 0 {
+					return false
+				}
+			}
+		}
+		return len(rr) == 3
+	}) {
+		t.Fatalf("--rate after the traffic stopped: %v, want all 0", rr)
+	}
+
 	// --capture writes both sides of the service's traffic to a pcap.
 	file := filepath.Join(t.TempDir(), "cap.pcap")
 	done := make(chan string, 1)
@@ -265,17 +400,26 @@ func TestIpvsadmSaveRestoreAndFriends(t *testing.T) {
 		}
 		done <- out
 	}()
-	time.Sleep(300 * time.Millisecond)
-	for range 3 {
+	// The capture starts when tapvs has the request, which the test cannot
+	// see from here: send requests until it has its 20 frames (each request
+	// is about 20 frames across both sides), bounded in count.
+	captured := ""
+	for i := 0; captured == "" && i < 50; i++ {
 		e.get(hc)
-	}
-	select {
-	case out := <-done:
-		if strings.HasPrefix(out, "failed") {
-			t.Fatal(out)
+		select {
+		case captured = <-done:
+		default:
 		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("capture did not finish")
+	}
+	if captured == "" {
+		select {
+		case captured = <-done:
+		case <-time.After(10 * time.Second):
+			t.Fatal("capture did not finish after 50 requests")
+		}
+	}
+	if strings.HasPrefix(captured, "failed") {
+		t.Fatal(captured)
 	}
 	f, err := os.Open(file)
 	if err != nil {

@@ -67,33 +67,12 @@ func runCmd() *cobra.Command {
 			}
 			// SIGHUP or a change to the file reloads it; a burst of writes
 			// (an editor saving) is one reload.
-			reload := make(chan struct{}, 1)
-			poke := func() {
-				select {
-				case reload <- struct{}{}:
-				default:
-				}
-			}
 			hup := make(chan os.Signal, 1)
 			signal.Notify(hup, syscall.SIGHUP)
-			config.Watch(path, poke)
-			for {
-				select {
-				case <-ctx.Done():
-					log.Info("shutting down")
-					d.Close()
-					return nil
-				case <-hup:
-					poke()
-				case <-reload:
-					time.Sleep(200 * time.Millisecond)
-					select {
-					case <-reload:
-					default:
-					}
-					d.Reload(path) // logs what it did or why it refused
-				}
-			}
+			d.ReloadOn(ctx, hup, path)
+			log.Info("shutting down")
+			d.Close()
+			return nil
 		},
 	}
 	c.Flags().StringVarP(&path, "config", "c", "config.yaml", "configuration file")

@@ -77,13 +77,17 @@ func printConns(w io.Writer, conns []api.Conn, c *command) {
 	}
 }
 
+// printLaddrs writes -G: Alibaba's columns, then EXHAUSTED, the allocations
+// that found no free local port on the LIP (ports are per (LIP, RIP:port),
+// so CONNS is also the ports it holds). A column added at the end leaves
+// the others where scripts reading Alibaba's layout find them.
 func printLaddrs(w io.Writer, svcs []api.Service, c *command) error {
 	if c.service != "" {
 		if svcs = only(svcs, c); len(svcs) == 0 {
 			return &api.Error{Code: api.CodeNoService}
 		}
 	}
-	fmt.Fprintf(w, "%-20s %-8s %-20s %-10s %-10s\n", "VIP:VPORT", "TOTAL", "SNAT_IP", "CONFLICTS", "CONNS")
+	fmt.Fprintf(w, "%-20s %-8s %-20s %-10s %-10s %-10s\n", "VIP:VPORT", "TOTAL", "SNAT_IP", "CONFLICTS", "CONNS", "EXHAUSTED")
 	for _, s := range svcs {
 		if len(s.LocalAddrs) == 0 {
 			fmt.Fprintf(w, "%-20s %-8d\n", s.Addr, 0)
@@ -91,9 +95,9 @@ func printLaddrs(w io.Writer, svcs []api.Service, c *command) error {
 		}
 		for i, l := range s.LocalAddrs {
 			if i == 0 {
-				fmt.Fprintf(w, "%-20s %-8d %-20s %-10d %-10d\n", s.Addr, len(s.LocalAddrs), l.Addr, l.Conflicts, l.Conns)
+				fmt.Fprintf(w, "%-20s %-8d %-20s %-10d %-10d %-10d\n", s.Addr, len(s.LocalAddrs), l.Addr, l.Conflicts, l.Conns, l.Exhausted)
 			} else {
-				fmt.Fprintf(w, "%-20s %-8s %-20s %-10d %-10d\n", "", "", l.Addr, l.Conflicts, l.Conns)
+				fmt.Fprintf(w, "%-20s %-8s %-20s %-10d %-10d %-10d\n", "", "", l.Addr, l.Conflicts, l.Conns, l.Exhausted)
 			}
 		}
 	}

@@ -122,3 +122,52 @@ func TestListLayout(t *testing.T) {
 		t.Fatalf("got\n%s\nwant\n%s", b.String(), want)
 	}
 }
+
+// Forwarding methods other than FULLNAT and the thresholds are refused as
+// ipvsadm refuses an option: one line naming it, its usage hint, exit 2,
+// and the daemon never asked (the socket here does not exist: reaching for
+// it would exit 1 with "Is tapvs running").
+func TestUnsupportedOptionsRefusedBeforeTheDaemon(t *testing.T) {
+	for args, want := range map[string]string{
+		"-a -t 1.1.1.1:80 -r 2.2.2.2:80 -g":              "-g: tapvs forwards with FULLNAT only (-b)",
+		"-a -t 1.1.1.1:80 -r 2.2.2.2:80 --gatewaying":    "--gatewaying: tapvs forwards with FULLNAT only (-b)",
+		"-a -t 1.1.1.1:80 -r 2.2.2.2:80 -i":              "-i: tapvs forwards with FULLNAT only (-b)",
+		"-a -t 1.1.1.1:80 -r 2.2.2.2:80 -m":              "-m: tapvs forwards with FULLNAT only (-b)",
+		"-e -t 1.1.1.1:80 -r 2.2.2.2:80 -g -w 2":         "-g: tapvs forwards with FULLNAT only (-b)",
+		"-a -t 1.1.1.1:80 -r 2.2.2.2:80 -x 100":          "-x is not supported",
+		"-a -t 1.1.1.1:80 -r 2.2.2.2:80 -y 10":           "-y is not supported",
+		"-e -t 1.1.1.1:80 -r 2.2.2.2:80 --u-threshold 1": "--u-threshold is not supported",
+		"-e -t 1.1.1.1:80 -r 2.2.2.2:80 --l-threshold 1": "--l-threshold is not supported",
+		"-A -t 1.1.1.1:80 -p 60 -M 255.255.255.0":        "-M is not supported",
+	} {
+		var out, errOut bytes.Buffer
+		code := run(append(strings.Fields(args), "--socket", "/nonexistent/tapvs.sock"), nil, &out, &errOut)
+		lines := strings.Split(strings.TrimRight(errOut.String(), "\n"), "\n")
+		if code != 2 || len(lines) != 2 || lines[0] != want || lines[1] != "Try `ipvsadm -h' or 'ipvsadm --help' for more information." || out.Len() != 0 {
+			t.Errorf("ipvsadm %s: exit %d, stderr %q, stdout %q; want exit 2 and %q with the usage hint", args, code, errOut.String(), out.String(), want)
+		}
+	}
+}
+
+// -G prints each LIP's conflicts, connections (the ports it holds) and
+// exhausted allocations, each from its own field, in Alibaba's columns with
+// EXHAUSTED after them.
+func TestLaddrLayout(t *testing.T) {
+	var b bytes.Buffer
+	svcs := []api.Service{
+		{ServiceKey: api.ServiceKey{Protocol: "tcp", Addr: "172.25.254.100:80"}, LocalAddrs: []api.LocalAddr{
+			{Addr: "172.25.84.10", Conns: 7, Conflicts: 3, Exhausted: 2},
+			{Addr: "172.25.84.11", Conns: 5, Conflicts: 0, Exhausted: 11}}},
+		{ServiceKey: api.ServiceKey{Protocol: "udp", Addr: "172.25.254.100:53"}},
+	}
+	if err := printLaddrs(&b, svcs, &command{}); err != nil {
+		t.Fatal(err)
+	}
+	want := "VIP:VPORT            TOTAL    SNAT_IP              CONFLICTS  CONNS      EXHAUSTED \n" +
+		"172.25.254.100:80    2        172.25.84.10         3          7          2         \n" +
+		"                              172.25.84.11         0          5          11        \n" +
+		"172.25.254.100:53    0       \n"
+	if b.String() != want {
+		t.Fatalf("got\n%q\nwant\n%q", b.String(), want)
+	}
+}
