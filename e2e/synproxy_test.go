@@ -113,11 +113,48 @@ func tsOf(tcp *layers.TCP) (val, ecr uint32, ok bool) {
 	return 0, 0, false
 }
 
+// wireServices adds to the synproxy services a plain UDP echo service, whose
+// datagrams cross tapvs's client reader after whatever was injected before
+// them: seen at a real server, they prove that reader is past those frames.
+const wireServices = synproxyServices + `
+  - name: echo
+    vip: 172.25.254.100
+    port: 9001
+    protocol: udp
+    scheduler: rr
+    local_addresses: [172.25.84.11]
+    real_servers:
+      - {address: 10.20.1.2, port: 9001}
+      - {address: 10.20.2.2, port: 9001}`
+
+// udpPort returns the captured UDP packets to or from port.
+func udpPort(ps []gopacket.Packet, port uint16) []gopacket.Packet {
+	var out []gopacket.Packet
+	for _, p := range ps {
+		if udp, ok := p.Layer(layers.LayerTypeUDP).(*layers.UDP); ok && (uint16(udp.DstPort) == port || uint16(udp.SrcPort) == port) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// synAcks returns every SYN-ACK captured, whatever its addresses and ports.
+func synAcks(ps []gopacket.Packet) []*layers.TCP {
+	var out []*layers.TCP
+	for _, p := range ps {
+		if tcp, ok := p.Layer(layers.LayerTypeTCP).(*layers.TCP); ok && tcp.SYN && tcp.ACK {
+			out = append(out, tcp)
+		}
+	}
+	return out
+}
+
 // On the wire: the real server hears nothing until the client's ACK proves
 // the handshake; then a SYN carrying the client's ISN, and the ACK that
-// completes the server's handshake echoes the server's own TSval.
+// completes the server's handshake echoes the server's own TSval. The
+// server's SYN-ACK stops at tapvs: the client sees one SYN-ACK, the cookie.
 func TestSynproxyOnTheWire(t *testing.T) {
-	e := setup(t, synproxyServices, "")
+	e := setup(t, wireServices, "")
 	capClient := startCapture(t, e.top.Client, e.top.TapClient)
 	capRS := [2]*capture{startCapture(t, e.top.RS[0], "eth0"), startCapture(t, e.top.RS[1], "eth0")}
 	vipMAC := net.HardwareAddr(e.d.Stack.Client.LinkAddress())
@@ -147,18 +184,40 @@ func TestSynproxyOnTheWire(t *testing.T) {
 	}) {
 		t.Fatal("no SYN-ACK from the VIP")
 	}
-	ourTS, _, ok := tsOf(synack)
-	if !ok || synack.Ack != isn+1 {
-		t.Fatalf("SYN-ACK ack %#x, timestamps %v", synack.Ack, ok)
+	ourTS, ourEcr, ok := tsOf(synack)
+	if !ok || synack.Ack != isn+1 || ourEcr != 111 {
+		t.Fatalf("SYN-ACK ack %#x (want %#x), timestamps present %v, TSecr %d (want the client's 111)", synack.Ack, uint32(isn+1), ok, ourEcr)
 	}
-	time.Sleep(300 * time.Millisecond)
+	// Had the SYN gone on to a real server, it would be there before a
+	// datagram that tapvs's one client reader read after it. Echoes go
+	// round robin: send them until each real server has seen one.
+	echo := netip.AddrPortFrom(lab.VIP, lab.EchoPort)
+	for i := 0; ; i++ {
+		if len(udpPort(capRS[0].packets(), lab.EchoPort)) > 0 && len(udpPort(capRS[1].packets(), lab.EchoPort)) > 0 {
+			break
+		}
+		if i == 10 {
+			t.Fatalf("after %d echoes, rs1 saw %d and rs2 %d datagrams", i, len(udpPort(capRS[0].packets(), lab.EchoPort)), len(udpPort(capRS[1].packets(), lab.EchoPort)))
+		}
+		if _, err := lab.UDPEcho(e.ctx(3*time.Second), e.top.Client, echo, "marker"); err != nil {
+			t.Fatalf("echo %d through the VIP: %v", i, err)
+		}
+		// The echo came back: its datagram is at the server; wait for
+		// the capture to have read it too.
+		eventually(time.Second, func() bool {
+			return len(udpPort(capRS[0].packets(), lab.EchoPort))+len(udpPort(capRS[1].packets(), lab.EchoPort)) >= 2*(i+1)
+		})
+	}
 	for i, c := range capRS {
 		if n := len(tcpPort(c.packets(), 80)); n != 0 {
 			t.Fatalf("rs%d saw %d packets before the client's ACK", i+1, n)
 		}
 	}
-	if e.d.Balancer.Table().Len() != 0 {
-		t.Fatal("the SYN made a connection entry")
+	// The echoes have entries of their own; the SYN may not.
+	for _, c := range e.d.Balancer.Table().Conns() {
+		if c.Protocol != nat.UDP {
+			t.Fatalf("the SYN made a connection entry: %+v", c)
+		}
 	}
 
 	if _, err := inject(e.top.Client, e.top.TapClient, craft(t, myMAC, vipMAC, ghost, sport,
@@ -184,20 +243,50 @@ func TestSynproxyOnTheWire(t *testing.T) {
 	if !syn.SYN || syn.ACK || syn.Seq != isn {
 		t.Fatalf("the server's first packet: SYN=%v ACK=%v seq %#x, want a SYN with the client's ISN %#x", syn.SYN, syn.ACK, syn.Seq, uint32(isn))
 	}
-	if v, _, _ := tsOf(syn); v != 112 {
-		t.Fatalf("SYN TSval %d, want the client's 112", v)
+	if v, _, ok := tsOf(syn); !ok || v != 112 {
+		t.Fatalf("SYN TSval %d (timestamps present %v), want the client's 112", v, ok)
 	}
 	if !rsSynAck.SYN || !rsSynAck.ACK {
 		t.Fatal("the server did not answer with a SYN-ACK")
 	}
-	rsTS, _, _ := tsOf(rsSynAck)
-	if _, ecr, _ := tsOf(ack); !ack.ACK || ack.SYN || ack.Ack != rsSynAck.Seq+1 || ecr != rsTS {
-		t.Fatalf("completing ACK: ack %#x (want %#x), TSecr %d (want the server's TSval %d)", ack.Ack, rsSynAck.Seq+1, ecr, rsTS)
+	rsTS, _, ok := tsOf(rsSynAck)
+	if !ok {
+		t.Fatal("the server's SYN-ACK has no timestamps: the TSecr check below would prove nothing")
 	}
-	// The server's SYN-ACK never reached the client side.
-	for _, p := range tcpPort(capClient.packets(), sport) {
-		if tcp := p.Layer(layers.LayerTypeTCP).(*layers.TCP); tcp.SYN && tcp.ACK && tcp.Seq != synack.Seq {
-			t.Fatal("the server's own SYN-ACK was forwarded to the client")
+	_, ecr, ok := tsOf(ack)
+	if !ack.ACK || ack.SYN || ack.Ack != rsSynAck.Seq+1 || !ok || ecr != rsTS {
+		t.Fatalf("completing ACK: ack %#x (want %#x), timestamps present %v, TSecr %d (want the server's TSval %d)", ack.Ack, rsSynAck.Seq+1, ok, ecr, rsTS)
+	}
+
+	// The server's SYN-ACK is not forwarded, translated (its seq would then
+	// be the cookie's) or not. A request makes the server answer: that
+	// answer crosses tapvs's server reader after the SYN-ACK did, so once
+	// it is in the client capture, a forwarded SYN-ACK would be too.
+	req := []byte("GET / HTTP/1.0\r\n\r\n")
+	if _, err := inject(e.top.Client, e.top.TapClient, craft(t, myMAC, vipMAC, ghost, sport,
+		&layers.TCP{ACK: true, PSH: true, Seq: isn + 1, Ack: synack.Seq + 1, Window: 502, Options: []layers.TCPOption{{OptionType: layers.TCPOptionKindNop}, {OptionType: layers.TCPOptionKindNop}, tsOption(113, ourTS)}}, req)); err != nil {
+		t.Fatal(err)
+	}
+	if !eventually(3*time.Second, func() bool {
+		for _, p := range tcpPort(capClient.packets(), sport) {
+			if tcp := p.Layer(layers.LayerTypeTCP).(*layers.TCP); uint16(tcp.SrcPort) == 80 && len(tcp.Payload) > 0 {
+				return true
+			}
+		}
+		return false
+	}) {
+		t.Fatal("the server's answer to the request never reached the client side")
+	}
+	all := synAcks(capClient.packets())
+	if len(all) != 1 || all[0].Seq != synack.Seq || all[0].Ack != isn+1 {
+		for _, sa := range all {
+			t.Logf("SYN-ACK on the client side: %d -> %d seq %#x ack %#x", sa.SrcPort, sa.DstPort, sa.Seq, sa.Ack)
+		}
+		t.Fatalf("%d SYN-ACKs reached the client side, want only tapvs's cookie (seq %#x); the server's ISN is %#x", len(all), synack.Seq, rsSynAck.Seq)
+	}
+	for _, p := range capClient.packets() {
+		if tcp, ok := p.Layer(layers.LayerTypeTCP).(*layers.TCP); ok && tcp.Seq == rsSynAck.Seq {
+			t.Fatalf("a segment with the server's ISN %#x reached the client side: %d -> %d", rsSynAck.Seq, tcp.SrcPort, tcp.DstPort)
 		}
 	}
 }
