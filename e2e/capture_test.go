@@ -185,11 +185,13 @@ func inject(ns, ifname string, frames ...[]byte) (int, error) {
 }
 
 // fixChecksums recomputes the IPv4 and TCP checksums of a frame edited in place.
+// The segment ends where the IP total length says: a short frame carries
+// Ethernet padding after it (gopacket pads to 60 bytes), which is not summed.
 func fixChecksums(f []byte) {
 	ip := f[14:34]
 	ip[10], ip[11] = 0, 0
 	binary.BigEndian.PutUint16(ip[10:], csum.Checksum(ip, 0))
-	tcp := f[34:]
+	tcp := f[34 : 14+int(binary.BigEndian.Uint16(ip[2:]))]
 	tcp[16], tcp[17] = 0, 0
 	binary.BigEndian.PutUint16(tcp[16:], csum.Checksum(tcp, csum.PseudoV4(ip[12:16], ip[16:20], 6, len(tcp))))
 }
