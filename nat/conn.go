@@ -176,6 +176,10 @@ type Conn struct {
 	dest  *Dest
 	laddr *LocalAddr
 	sp    *synproxy.State // nil unless the connection was opened by the SYN proxy
+	// seqOff is what a plain TCP connection adds to the client's sequence
+	// numbers toward the server (tapvs's ISN less the client's: seq.go);
+	// fixed before the connection is published.
+	seqOff uint32
 
 	clientMAC [6]byte // the client side's next hop: the frame's source
 
