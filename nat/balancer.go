@@ -305,6 +305,14 @@ func (b *Balancer) fromClient(set *serviceSet, p *pkt, dst *addr16, f *Frame) Ve
 	if c.sp != nil {
 		return b.synproxyFromClient(c, p, flags, f)
 	}
+	if p.proto == protoTCP && flags&(tcpflag.SYN|tcpflag.ACK|tcpflag.RST|tcpflag.FIN) == tcpflag.SYN {
+		if st := c.state.Load(); st == stTimeWait || st == stClose {
+			// The client reuses its port for a new connection while the
+			// entry of its last one on it lingers: the server, which may
+			// hold that one in TIME_WAIT, gets a fresh ISN too (seq.go).
+			c.seqOff.Store(b.isnKey.isn(&c.out, time.Now()) - binary.BigEndian.Uint32(p.b[p.l4+4:]))
+		}
+	}
 	c.touch(dirIn, flags, b.table.now.Load(), &b.table.wheel)
 	if p.proto == protoTCP {
 		// A partial checksum does not cover header fields yet (the kernel
@@ -403,7 +411,7 @@ func (b *Balancer) newConn(svc *Service, key tupleKey, p *pkt, flags uint8) (*Co
 	} else {
 		// The server sees tapvs's ISN for the tuple, not the client's
 		// (seq.go: a port reused from the server's TIME_WAIT is accepted).
-		c.seqOff = b.isnKey.isn(&c.out, time.Now()) - binary.BigEndian.Uint32(p.b[p.l4+4:])
+		c.seqOff.Store(b.isnKey.isn(&c.out, time.Now()) - binary.BigEndian.Uint32(p.b[p.l4+4:]))
 	}
 	return b.publishConn(c, state, b.table.now.Load()+c.timeout(state))
 }

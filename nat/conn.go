@@ -177,9 +177,10 @@ type Conn struct {
 	laddr *LocalAddr
 	sp    *synproxy.State // nil unless the connection was opened by the SYN proxy
 	// seqOff is what a plain TCP connection adds to the client's sequence
-	// numbers toward the server (tapvs's ISN less the client's: seq.go);
-	// fixed before the connection is published.
-	seqOff uint32
+	// numbers toward the server (tapvs's ISN less the client's: seq.go).
+	// Set before the connection is published, and again when the client
+	// reuses its port for a new connection on the closed entry.
+	seqOff atomic.Uint32
 
 	clientMAC [6]byte // the client side's next hop: the frame's source
 

@@ -116,7 +116,7 @@ func (b *Balancer) icmp(side Side, p *pkt, f *Frame) Verdict {
 func quotedSeqShift(c *Conn, side Side) uint32 {
 	if c.sp == nil {
 		if side == ServerSide {
-			return c.seqOff
+			return c.seqOff.Load()
 		}
 		return 0
 	}

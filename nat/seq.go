@@ -62,7 +62,7 @@ func (k isnKey) isn(out *tupleKey, now time.Time) uint32 {
 // segment is dropped: the options were checked when it opened the
 // connection, so only a later, malformed SYN gets here).
 func seqToServer(c *Conn, tcp []byte, acc uint32) (_ uint32, ok bool) {
-	acc = csum.Put32At(acc, tcp, 4, binary.BigEndian.Uint32(tcp[4:])+c.seqOff)
+	acc = csum.Put32At(acc, tcp, 4, binary.BigEndian.Uint32(tcp[4:])+c.seqOff.Load())
 	if tcp[tcpflag.Offset]&tcpflag.SYN == 0 {
 		return acc, true
 	}
@@ -84,8 +84,9 @@ func seqToServer(c *Conn, tcp []byte, acc uint32) (_ uint32, ok bool) {
 // seqToClient takes the offset back out of a server segment's
 // acknowledgements of the client's data: its ack number and SACK blocks.
 func seqToClient(c *Conn, tcp []byte, acc uint32) (_ uint32, ok bool) {
+	off := c.seqOff.Load()
 	if tcp[tcpflag.Offset]&tcpflag.ACK != 0 {
-		acc = csum.Put32At(acc, tcp, 8, binary.BigEndian.Uint32(tcp[8:])-c.seqOff)
+		acc = csum.Put32At(acc, tcp, 8, binary.BigEndian.Uint32(tcp[8:])-off)
 	}
 	hl := int(tcp[12]>>4) * 4
 	if hl == tcpMinLen {
@@ -100,7 +101,7 @@ func seqToClient(c *Conn, tcp []byte, acc uint32) (_ uint32, ok bool) {
 		if o.Kind == tcpopt.SACK {
 			at := tcpMinLen + o.Off
 			for j := at + 2; j < at+o.Len; j += 4 {
-				acc = csum.Put32At(acc, tcp, j, binary.BigEndian.Uint32(tcp[j:])-c.seqOff)
+				acc = csum.Put32At(acc, tcp, j, binary.BigEndian.Uint32(tcp[j:])-off)
 			}
 		}
 	}

@@ -140,3 +140,47 @@ func TestICMPQuoteCarriesTheClientsSequence(t *testing.T) {
 		t.Fatalf("the ICMP checksum does not verify (residue %#04x)", c)
 	}
 }
+
+// A client that reuses its port while the entry of its last connection on
+// it lingers (TIME_WAIT) opens a new connection on that entry: the server,
+// which may hold the tuple in TIME_WAIT, gets a fresh ISN for it, not the
+// new client ISN shifted by the old offset.
+func TestClientPortReuseGetsAFreshISN(t *testing.T) {
+	r := newRig(t, TCP, "rr", nil)
+	r.svc.SetWeight(rs2, 8080, 0)
+	spec := pktSpec{src: client, dst: vip, sport: 40003, dport: 80, proto: TCP, srcMAC: macClient}
+	send := func(side Side, s pktSpec) decoded {
+		t.Helper()
+		f := frame(t, s)
+		if v := r.b.Process(side, f); v != Forward {
+			t.Fatalf("%+v: %v", s, v)
+		}
+		return decode(t, f)
+	}
+	s1 := spec
+	s1.syn, s1.seq = true, 1000
+	first := send(ClientSide, s1).tcp.Seq
+	c := r.b.Table().Conns()[0]
+	fromRS := pktSpec{src: rs1, dst: lip1, sport: 8080, dport: c.LIP.Port(), proto: TCP, srcMAC: macGateway}
+	// The client closes; the server closes: the entry goes to TIME_WAIT.
+	fin := spec
+	fin.fin, fin.ack, fin.seq, fin.ackNum = true, true, 1001, 9001
+	send(ClientSide, fin)
+	sfin := fromRS
+	sfin.fin, sfin.ack, sfin.seq, sfin.ackNum = true, true, 9000, first+2
+	send(ServerSide, sfin)
+	if st := r.b.Table().Conns()[0].State; st != "TIME_WAIT" {
+		t.Fatalf("entry in %s, want TIME_WAIT", st)
+	}
+	s2 := spec
+	s2.syn, s2.seq = true, 5 // a new connection, with an ISN lower than the last one's
+	before := time.Now()
+	second := send(ClientSide, s2).tcp.Seq
+	out := tupleKey{src: v4in16(rs1.AsSlice()), dst: v4in16(lip1.AsSlice()), sport: 8080, dport: c.LIP.Port(), proto: TCP}
+	if lo, hi := r.b.isnKey.isn(&out, before), r.b.isnKey.isn(&out, time.Now()); second-lo > hi-lo {
+		t.Fatalf("second SYN seq %#x, want a fresh ISN for the tuple in [%#x, %#x] (the old offset gives %#x)", second, lo, hi, first-1000+5)
+	}
+	if int32(second-(first+2)) <= 0 {
+		t.Fatalf("second ISN %#x is not after the first connection's end %#x", second, first+2)
+	}
+}
