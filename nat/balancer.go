@@ -299,6 +299,7 @@ func (b *Balancer) fromClient(set *serviceSet, p *pkt, dst *addr16, f *Frame) Ve
 			return v
 		}
 	}
+	c.noteAck(dirIn, p.b[p.l4:], flags)
 	if c.sp != nil {
 		return b.synproxyFromClient(c, p, flags, f)
 	}
@@ -345,10 +346,13 @@ func (b *Balancer) fromServer(p *pkt, dst *addr16, f *Frame) Verdict {
 		if !c.sp.Established() {
 			return b.synproxyServerHandshake(c, p, flags, f)
 		}
+		c.noteAck(dirOut, p.b[p.l4:], flags) // raw, before ToClient translates it
 		var v Verdict
 		if l4Delta, v = b.synproxyToClient(c, p, flags); v != Forward {
 			return v
 		}
+	} else {
+		c.noteAck(dirOut, p.b[p.l4:], flags)
 	}
 	c.touch(dirOut, flags, b.table.now.Load(), &b.table.wheel)
 	tap := b.tap.Load()
@@ -527,8 +531,10 @@ func (b *Balancer) Sweep() int {
 			b.table.wheel.file(c)
 			continue
 		}
+		st := c.state.Load()
 		if b.release(c) {
 			b.Stats.connsExpired.Add(1)
+			b.Stats.expiredResets.Add(uint64(b.expireResets(c, st)))
 			n++
 		}
 	}
