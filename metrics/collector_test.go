@@ -279,7 +279,7 @@ func TestLabelSets(t *testing.T) {
 	rs := "rs service vip"
 	want := map[string]string{
 		"tapvs_connections": "", "tapvs_connections_max": "", "tapvs_ports_quarantined": "",
-		"tapvs_connections_created_total": "", "tapvs_connections_expired_total": "", "tapvs_drops_total": "reason",
+		"tapvs_connections_created_total": "", "tapvs_connections_expired_total": "", "tapvs_expired_resets_total": "", "tapvs_drops_total": "reason",
 		"tapvs_synproxy_syn_cookies_total": "", "tapvs_synproxy_handshakes_total": "", "tapvs_synproxy_server_failures_total": "",
 		"tapvs_synproxy_syn_retries_total": "", "tapvs_synproxy_server_time_wait_total": "",
 		"tapvs_rs_active_connections": rs, "tapvs_rs_inactive_connections": rs, "tapvs_rs_scheduled_total": rs,

@@ -43,6 +43,7 @@ var (
 	dQuar      = prometheus.NewDesc("tapvs_ports_quarantined", "Closed connections' local ports held back from their real server (TIME_WAIT).", nil, nil)
 	dCreated   = prometheus.NewDesc("tapvs_connections_created_total", "Connections made.", nil, nil)
 	dExpired   = prometheus.NewDesc("tapvs_connections_expired_total", "Connections that timed out.", nil, nil)
+	dExpRST    = prometheus.NewDesc("tapvs_expired_resets_total", "RSTs sent to a client or real server when an established TCP connection timed out.", nil, nil)
 	dDrops     = prometheus.NewDesc("tapvs_drops_total", "Packets dropped by the balancer, by reason.", []string{"reason"}, nil)
 	dSPCookies = prometheus.NewDesc("tapvs_synproxy_syn_cookies_total", "SYNs answered with a cookie.", nil, nil)
 	dSPOpened  = prometheus.NewDesc("tapvs_synproxy_handshakes_total", "Client handshakes proved by a valid cookie.", nil, nil)
@@ -71,7 +72,7 @@ func New(bal *nat.Balancer, st *netstack.Stack, health Health) *Collector {
 
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{dConns, dConnsMax, dQuar, dCreated, dExpired, dDrops, dSPCookies, dSPOpened, dSPFailed, dSPRetries, dSPTW,
+	for _, d := range []*prometheus.Desc{dConns, dConnsMax, dQuar, dCreated, dExpired, dExpRST, dDrops, dSPCookies, dSPOpened, dSPFailed, dSPRetries, dSPTW,
 		dActive, dInactive, dSched, dWeight, dUp, dPkts, dBytes, dSvcConns, dLIPConns, dLIPConf, dLIPExh, dFrames, dPollSleep} {
 		ch <- d
 	}
@@ -91,6 +92,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	created, expired := c.bal.Stats.Conns()
 	counter(dCreated, created)
 	counter(dExpired, expired)
+	counter(dExpRST, c.bal.Stats.ExpiredResets())
 	for reason, n := range c.bal.Stats.Drops() {
 		counter(dDrops, n, reason)
 	}

@@ -302,6 +302,7 @@ func (b *Balancer) fromClient(set *serviceSet, p *pkt, dst *addr16, f *Frame) Ve
 			return v
 		}
 	}
+	c.noteAck(dirIn, p.b[p.l4:], flags)
 	if c.sp != nil {
 		return b.synproxyFromClient(c, p, flags, f)
 	}
@@ -367,11 +368,13 @@ func (b *Balancer) fromServer(p *pkt, dst *addr16, f *Frame) Verdict {
 		if !c.sp.Established() {
 			return b.synproxyServerHandshake(c, p, flags, f)
 		}
+		c.noteAck(dirOut, p.b[p.l4:], flags) // raw, before ToClient translates it
 		var v Verdict
 		if l4Delta, v = b.synproxyToClient(c, p, flags); v != Forward {
 			return v
 		}
 	case p.proto == protoTCP:
+		c.noteAck(dirOut, p.b[p.l4:], flags) // raw: the server's own numbers, what an RST to it must carry
 		acc, ok := seqToClient(c, p.b[p.l4:], uint32(l4Delta))
 		if !ok {
 			return b.Stats.drop(DropBadOptions)
@@ -559,8 +562,10 @@ func (b *Balancer) Sweep() int {
 			b.table.wheel.file(c)
 			continue
 		}
+		st := c.state.Load()
 		if b.release(c) {
 			b.Stats.connsExpired.Add(1)
+			b.Stats.expiredResets.Add(uint64(b.expireResets(c, st)))
 			n++
 		}
 	}

@@ -190,6 +190,8 @@ type Conn struct {
 	state    atomic.Uint32
 	deadline atomic.Int64 // table clock, ns
 	filed    atomic.Int64 // the expiry wheel's tick this connection is filed under
+
+	acks [2]atomic.Uint64 // by direction: ackValid | the last ack, raw (reset.go)
 }
 
 // prepare computes the checksum deltas of both directions from the keys.

@@ -48,7 +48,12 @@ type Stats struct {
 	synRetries     atomic.Uint64 // SYNs sent again to a silent real server
 
 	synproxyTimeWait atomic.Uint64 // server TIME_WAITs ended with an RST to reuse a local port
+	expiredResets    atomic.Uint64 // RSTs sent to either side of an established connection that expired
 }
+
+// ExpiredResets counts the RSTs sent, to a client or a real server, when an
+// established TCP connection timed out.
+func (s *Stats) ExpiredResets() uint64 { return s.expiredResets.Load() }
 
 // SynproxyTimeWait counts the server TIME_WAITs synproxy ended (RST, SYN again)
 // because a local port came round to the same server within its TIME_WAIT.
