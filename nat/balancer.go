@@ -287,6 +287,9 @@ func (b *Balancer) fromClient(set *serviceSet, p *pkt, dst *addr16, f *Frame) Ve
 			// No state, and no SYN-ACK, from a segment a host would drop.
 			return b.Stats.drop(DropBadChecksum)
 		}
+		if v := b.admit(svc, &key.src, key.proto, flags); v != Forward {
+			return v
+		}
 		var v Verdict
 		if key.proto == TCP && svc.synproxy.Load() {
 			// A SYN is answered, a cookie ACK opens the server side; or
@@ -301,6 +304,9 @@ func (b *Balancer) fromClient(set *serviceSet, p *pkt, dst *addr16, f *Frame) Ve
 	}
 	if c.sp != nil {
 		return b.synproxyFromClient(c, p, flags, f)
+	}
+	if c.def.halfOpen.Load() {
+		handshake(c, flags)
 	}
 	c.touch(dirIn, flags, b.table.now.Load(), &b.table.wheel)
 	return b.forwardIn(c, p, f, c.inL4Delta)
@@ -425,6 +431,7 @@ func (b *Balancer) publishConn(c *Conn, state uint32, deadline int64) (*Conn, Ve
 		c.dest.inactive.Add(1)
 	}
 	c.deadline.Store(deadline)
+	b.track(c)
 	if holder := b.table.insert(&c.in, c, false); holder != c {
 		b.release(c)
 		return holder, Forward
@@ -486,6 +493,7 @@ func (b *Balancer) release(c *Conn) bool {
 	}
 	c.laddr.inUse.Add(-1)
 	b.table.count.Add(-1)
+	untrack(c)
 	return true
 }
 

@@ -176,6 +176,7 @@ type Conn struct {
 	dest  *Dest
 	laddr *LocalAddr
 	sp    *synproxy.State // nil unless the connection was opened by the SYN proxy
+	def   connDefence     // what defence.go counted it in
 
 	clientMAC [6]byte // the client side's next hop: the frame's source
 
