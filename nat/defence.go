@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -144,6 +145,26 @@ func (c *cidrSet) contains(ip uint32) bool {
 		}
 	}
 	return false
+}
+
+// ParsePrefix reads a source prefix as the config, the API and tapvsadm
+// take it: an IPv4 prefix without host bits, or an address (a /32).
+func ParsePrefix(s string) (netip.Prefix, error) {
+	if !strings.Contains(s, "/") {
+		a, err := netip.ParseAddr(s)
+		if err != nil || !a.Is4() {
+			return netip.Prefix{}, fmt.Errorf("%q is not an IPv4 prefix or address", s)
+		}
+		return netip.PrefixFrom(a, 32), nil
+	}
+	p, err := netip.ParsePrefix(s)
+	if err != nil || !p.Addr().Is4() {
+		return netip.Prefix{}, fmt.Errorf("%q is not an IPv4 prefix", s)
+	}
+	if p.Masked() != p {
+		return netip.Prefix{}, fmt.Errorf("%q has host bits set (%s?)", s, p.Masked())
+	}
+	return p, nil
 }
 
 // policy is a service's defence as published: immutable but for the
