@@ -246,7 +246,7 @@ func setDefaults(v *viper.Viper) {
 	v.SetDefault("limits.max_connections", 1<<20)
 	v.SetDefault("limits.local_port_min", 5000)
 	v.SetDefault("limits.local_port_max", 65535)
-	v.SetDefault("limits.port_quarantine", "60s")
+	v.SetDefault("limits.port_quarantine", "0s")
 	v.SetDefault("sweep_interval", "1s")
 	sp := nat.DefaultSynproxy()
 	v.SetDefault("synproxy.mss", 0) // 0: the server side's MTU - 40

@@ -23,6 +23,7 @@ type capture struct {
 	fd     int
 	mu     sync.Mutex
 	frames [][]byte
+	times  []time.Time // when each frame was read: the packets' metadata timestamps
 	done   chan struct{}
 	wg     sync.WaitGroup
 }
@@ -74,6 +75,7 @@ func startCapture(t *testing.T, ns, ifname string) *capture {
 			}
 			c.mu.Lock()
 			c.frames = append(c.frames, append([]byte(nil), buf[:n]...))
+			c.times = append(c.times, time.Now())
 			c.mu.Unlock()
 		}
 	}()
@@ -100,6 +102,7 @@ func (c *capture) stop() {
 		}
 		c.mu.Lock()
 		c.frames = append(c.frames, append([]byte(nil), buf[:n]...))
+		c.times = append(c.times, time.Now())
 		c.mu.Unlock()
 	}
 	unix.Close(c.fd)
@@ -110,8 +113,10 @@ func (c *capture) packets() []gopacket.Packet {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	out := make([]gopacket.Packet, 0, len(c.frames))
-	for _, f := range c.frames {
-		out = append(out, gopacket.NewPacket(f, layers.LayerTypeEthernet, gopacket.Default))
+	for i, f := range c.frames {
+		p := gopacket.NewPacket(f, layers.LayerTypeEthernet, gopacket.Default)
+		p.Metadata().Timestamp = c.times[i]
+		out = append(out, p)
 	}
 	return out
 }

@@ -72,9 +72,10 @@ type Config struct {
 	// zero Prefix checks nothing (tests).
 	ClientNet, ServerNet netip.Prefix
 	// PortQuarantine keeps a closed TCP connection's (LIP, lport, RIP,
-	// rport) from being reused for this long: the real server may hold it
-	// in TIME_WAIT (Linux: 60s) and would answer a new SYN with the old
-	// connection's ACK. 0 turns it off.
+	// rport) from being reused for this long. It is not needed with real
+	// servers that accept a SYN on a TIME_WAIT tuple whose sequence number
+	// is later (Linux, and RFC 6191's rule): tapvs's ISNs are (seq.go). 0,
+	// the default, turns it off.
 	PortQuarantine time.Duration
 }
 
@@ -97,7 +98,8 @@ type Balancer struct {
 	quarantined atomic.Int64 // reply tuples in quarantine after the last sweep
 	readers     int          // Config.Readers rounded up to a power of two
 	gen         atomic.Uint64
-	link        Link // set by Attach before the first frame; never changed after
+	link        Link   // set by Attach before the first frame; never changed after
+	isnKey      isnKey // keys the ISNs of plain TCP connections (seq.go)
 }
 
 // Link is the balancer's way to the devices around it beyond the frame it
@@ -152,6 +154,7 @@ func New(cfg Config) (*Balancer, error) {
 	cfg.Synproxy.setDefaults()
 	b := &Balancer{cfg: cfg, table: newTable(cfg.MaxConns), readers: 1 << bits.Len(uint(cfg.Readers-1)), link: noLink{}}
 	b.sp.init()
+	b.isnKey = newISNKey()
 	b.set.Store(&serviceSet{byKey: map[svcKey]*Service{}, vips: map[addr16]struct{}{}, lips: map[addr16]struct{}{}})
 	return b, nil
 }
@@ -309,6 +312,16 @@ func (b *Balancer) fromClient(set *serviceSet, p *pkt, dst *addr16, f *Frame) Ve
 		handshake(c, flags)
 	}
 	c.touch(dirIn, flags, b.table.now.Load(), &b.table.wheel)
+	if p.proto == protoTCP {
+		// A partial checksum does not cover header fields yet (the kernel
+		// sums the header when it finishes it): only a full one takes the
+		// sequence change.
+		acc, ok := seqToServer(c, p.b[p.l4:], uint32(c.inL4Delta))
+		if !ok {
+			return b.Stats.drop(DropBadOptions)
+		}
+		return b.forwardIn(c, p, f, csum.Fold(acc))
+	}
 	return b.forwardIn(c, p, f, c.inL4Delta)
 }
 
@@ -347,7 +360,8 @@ func (b *Balancer) fromServer(p *pkt, dst *addr16, f *Frame) Verdict {
 		flags = p.tcpFlags()
 	}
 	l4Delta := c.outL4Delta
-	if c.sp != nil {
+	switch {
+	case c.sp != nil:
 		if !c.sp.Established() {
 			return b.synproxyServerHandshake(c, p, flags, f)
 		}
@@ -355,6 +369,12 @@ func (b *Balancer) fromServer(p *pkt, dst *addr16, f *Frame) Verdict {
 		if l4Delta, v = b.synproxyToClient(c, p, flags); v != Forward {
 			return v
 		}
+	case p.proto == protoTCP:
+		acc, ok := seqToClient(c, p.b[p.l4:], uint32(l4Delta))
+		if !ok {
+			return b.Stats.drop(DropBadOptions)
+		}
+		l4Delta = csum.Fold(acc)
 	}
 	c.touch(dirOut, flags, b.table.now.Load(), &b.table.wheel)
 	tap := b.tap.Load()
@@ -386,6 +406,10 @@ func (b *Balancer) newConn(svc *Service, key tupleKey, p *pkt, flags uint8) (*Co
 	state := stNone
 	if key.proto == UDP {
 		state = stUDP
+	} else {
+		// The server sees tapvs's ISN for the tuple, not the client's
+		// (seq.go: a port reused from the server's TIME_WAIT is accepted).
+		c.seqOff = b.isnKey.isn(&c.out, time.Now()) - binary.BigEndian.Uint32(p.b[p.l4+4:])
 	}
 	return b.publishConn(c, state, b.table.now.Load()+c.timeout(state))
 }

@@ -177,6 +177,10 @@ type Conn struct {
 	laddr *LocalAddr
 	sp    *synproxy.State // nil unless the connection was opened by the SYN proxy
 	def   connDefence     // what defence.go counted it in
+	// seqOff is what a plain TCP connection adds to the client's sequence
+	// numbers toward the server (tapvs's ISN less the client's: seq.go);
+	// fixed before the connection is published.
+	seqOff uint32
 
 	clientMAC [6]byte // the client side's next hop: the frame's source
 

@@ -74,6 +74,15 @@ func (b *Balancer) icmp(side Side, p *pkt, f *Frame) Verdict {
 	d = csum.Replace(d, q[16:20], qDst[12:])
 	d = csum.Replace16(d, binary.BigEndian.Uint16(ql4[0:]), qSport)
 	d = csum.Replace16(d, binary.BigEndian.Uint16(ql4[2:]), qDport)
+	if qproto == protoTCP {
+		// The quoted sequence number is the one its sender's peer saw: a
+		// stack matches an error to its connection by it (Linux ignores
+		// one outside what it has in flight), so it goes back to the
+		// sender's own.
+		if shift := quotedSeqShift(c, side); shift != 0 {
+			d = csum.Put32At(d, ql4, 4, binary.BigEndian.Uint32(ql4[4:])-shift)
+		}
+	}
 	if off := l4csumOff(qproto); len(ql4) >= off+2 {
 		if qproto == protoUDP {
 			csum.AdjustUDP(ql4[off:], csum.Fold(d))
@@ -98,4 +107,24 @@ func (b *Balancer) icmp(side Side, p *pkt, f *Frame) Verdict {
 	f.Len = len(p.b)
 	f.plain()
 	return Forward
+}
+
+// quotedSeqShift is what tapvs added to the sequence number of the segment
+// an ICMP error from side quotes: a server's error quotes a client segment
+// (shifted by the client's offset), a client's error a server segment
+// (shifted by SYNPROXY's).
+func quotedSeqShift(c *Conn, side Side) uint32 {
+	if c.sp == nil {
+		if side == ServerSide {
+			return c.seqOff
+		}
+		return 0
+	}
+	if !c.sp.Established() {
+		return 0 // the offsets are fixed, and read lock-free, only once established
+	}
+	if side == ServerSide {
+		return c.sp.Offsets().Client
+	}
+	return c.sp.Offsets().Server
 }

@@ -1,0 +1,107 @@
+package nat
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"time"
+
+	"github.com/dchest/siphash"
+
+	"github.com/tapvs/tapvs/csum"
+	"github.com/tapvs/tapvs/tcpflag"
+	"github.com/tapvs/tapvs/tcpopt"
+)
+
+// Local ports are reused toward a real server that may still hold the
+// previous connection on the same (LIP, lport, RIP, rport) in TIME_WAIT
+// (the server closed first: HTTP/1.0, most short-lived services). Linux
+// accepts a new SYN on a TIME_WAIT tuple when its sequence number is after
+// the old connection's last one and it carries no timestamp older than the
+// old connection's (tcp_timewait_state_process). LVS's FULLNAT makes both
+// true for every connection, and so does tapvs, for plain TCP services:
+//
+//   - the SYN's ISN is replaced by one of tapvs's own, per tuple and rising
+//     with time as Linux's own ISNs do (a keyed hash of the tuple plus a
+//     clock ticking every 64 ns), so a new connection on a tuple starts past
+//     where the last one ended; the connection's client-side sequence
+//     numbers carry the same offset, and the server's acknowledgements of
+//     them (ack, SACK blocks) carry it back;
+//   - the SYN's timestamp option is blanked to NOPs (tcp_opt_remove_timestamp
+//     in LVS): clients behind one LIP have unrelated clocks, and a server
+//     would take a newer connection's smaller timestamp for an old duplicate.
+//
+// With both, a reused tuple is accepted at once, and no quarantine is needed
+// (Config.PortQuarantine stays for servers whose stacks refuse even that).
+// SYNPROXY connections keep their own handshake: their server handshake
+// already ends a TIME_WAIT it runs into (nat/synproxy.go).
+
+// isnKey keys the ISN hash; a random key per balancer.
+type isnKey [2]uint64
+
+func newISNKey() (k isnKey) {
+	var b [16]byte
+	rand.Read(b[:])
+	return isnKey{binary.LittleEndian.Uint64(b[:]), binary.LittleEndian.Uint64(b[8:])}
+}
+
+// isn is the ISN tapvs gives the server side of a new connection on out
+// (the reply tuple, RIP:rport -> LIP:lport): the same tuple gets rising
+// values over time, different tuples unrelated ones.
+func (k isnKey) isn(out *tupleKey, now time.Time) uint32 {
+	var m [12]byte
+	copy(m[0:4], out.src[12:])
+	copy(m[4:8], out.dst[12:])
+	binary.LittleEndian.PutUint16(m[8:], out.sport)
+	binary.LittleEndian.PutUint16(m[10:], out.dport)
+	return uint32(siphash.Hash(k[0], k[1], m[:])) + uint32(now.UnixNano()>>6)
+}
+
+// seqToServer shifts a client segment's sequence number by the connection's
+// offset and, on a SYN, blanks its timestamp option. It returns acc plus
+// the checksum change, or ok false for options that do not parse (the
+// segment is dropped: the options were checked when it opened the
+// connection, so only a later, malformed SYN gets here).
+func seqToServer(c *Conn, tcp []byte, acc uint32) (_ uint32, ok bool) {
+	acc = csum.Put32At(acc, tcp, 4, binary.BigEndian.Uint32(tcp[4:])+c.seqOff)
+	if tcp[tcpflag.Offset]&tcpflag.SYN == 0 {
+		return acc, true
+	}
+	hl := int(tcp[12]>>4) * 4
+	w := tcpopt.Walk(tcp[tcpMinLen:hl])
+	for {
+		o, more := w.Next()
+		if !more {
+			return acc, !w.Malformed()
+		}
+		if o.Kind == tcpopt.Timestamps {
+			for j := tcpMinLen + o.Off; j < tcpMinLen+o.Off+o.Len; j += 2 {
+				acc = csum.Put16At(acc, tcp, j, uint16(tcpopt.NOP)<<8|uint16(tcpopt.NOP))
+			}
+		}
+	}
+}
+
+// seqToClient takes the offset back out of a server segment's
+// acknowledgements of the client's data: its ack number and SACK blocks.
+func seqToClient(c *Conn, tcp []byte, acc uint32) (_ uint32, ok bool) {
+	if tcp[tcpflag.Offset]&tcpflag.ACK != 0 {
+		acc = csum.Put32At(acc, tcp, 8, binary.BigEndian.Uint32(tcp[8:])-c.seqOff)
+	}
+	hl := int(tcp[12]>>4) * 4
+	if hl == tcpMinLen {
+		return acc, true // most segments: no options
+	}
+	w := tcpopt.Walk(tcp[tcpMinLen:hl])
+	for {
+		o, more := w.Next()
+		if !more {
+			return acc, !w.Malformed()
+		}
+		if o.Kind == tcpopt.SACK {
+			at := tcpMinLen + o.Off
+			for j := at + 2; j < at+o.Len; j += 4 {
+				acc = csum.Put32At(acc, tcp, j, binary.BigEndian.Uint32(tcp[j:])-c.seqOff)
+			}
+		}
+	}
+}
