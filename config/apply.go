@@ -105,6 +105,7 @@ func applyService(tx *nat.Tx, sc Service, held func(Service, RealServer) bool) (
 			}
 		}
 	}
+	errs = append(errs, applyDefence(tx, svc, &sc)...)
 	have := tx.LocalAddrs(svc)
 	for j, l := range sc.LocalAddresses {
 		if !slices.ContainsFunc(have, func(x *nat.LocalAddr) bool { return x.Addr == l }) {

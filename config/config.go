@@ -104,16 +104,19 @@ type rawHealth struct {
 }
 
 type rawService struct {
-	Name           string      `mapstructure:"name"`
-	VIP            string      `mapstructure:"vip"`
-	Port           int         `mapstructure:"port"`
-	Protocol       string      `mapstructure:"protocol"`
-	Scheduler      string      `mapstructure:"scheduler"`
-	LocalAddresses []string    `mapstructure:"local_addresses"`
-	RealServers    []rawRS     `mapstructure:"real_servers"`
-	Timeouts       rawTimeouts `mapstructure:"timeouts"`
-	Synproxy       bool        `mapstructure:"synproxy"`
-	Health         *rawHealth  `mapstructure:"health_check"`
+	Name           string       `mapstructure:"name"`
+	VIP            string       `mapstructure:"vip"`
+	Port           int          `mapstructure:"port"`
+	Protocol       string       `mapstructure:"protocol"`
+	Scheduler      string       `mapstructure:"scheduler"`
+	LocalAddresses []string     `mapstructure:"local_addresses"`
+	RealServers    []rawRS      `mapstructure:"real_servers"`
+	Timeouts       rawTimeouts  `mapstructure:"timeouts"`
+	Synproxy       bool         `mapstructure:"synproxy"`
+	Health         *rawHealth   `mapstructure:"health_check"`
+	Allow          []string     `mapstructure:"allow"`
+	Deny           []string     `mapstructure:"deny"`
+	Limits         rawSvcLimits `mapstructure:"limits"`
 }
 
 type rawRS struct {
@@ -178,6 +181,9 @@ type Service struct {
 	RealServers    []RealServer
 	Timeouts       nat.Timeouts
 	Synproxy       bool
+	// Allow and Deny are the service's source prefixes (defence.go).
+	Allow, Deny []netip.Prefix
+	Limits      nat.Limits
 }
 
 // RealServer is one real server of a service.
@@ -743,5 +749,6 @@ func service(e *errs, f string, r rawService, base nat.Timeouts) Service {
 		s.RealServers = append(s.RealServers, out)
 	}
 	s.Timeouts = timeouts(e, f+".timeouts", r.Timeouts, base)
+	defence(e, f, r, &s)
 	return s
 }

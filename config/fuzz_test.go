@@ -1,6 +1,7 @@
 package config
 
 import (
+	"net/netip"
 	"os"
 	"strings"
 	"testing"
@@ -24,6 +25,8 @@ func FuzzConfig(f *testing.F) {
 	f.Add(strings.Replace(valid, "[172.25.84.10]", "[172.25.84.10, 172.25.84.10]", 1))
 	f.Add("services: [{vip: 0.0.0.0, port: 0}]\n")
 	f.Add("a: &a [*a, *a]\n")
+	f.Add(strings.Replace(valid, "port: 80\n    local", "port: 80\n    allow: [10.0.0.0/8, 192.0.2.7]\n    deny: [10.1.0.0/16]\n    limits: {source_cps: 5, source_conns: 2, half_open: 100}\n    local", 1))
+	f.Add(strings.Replace(valid, "port: 80\n    local", "port: 80\n    deny: [10.0.0.1/8, '::/0', 10.0.0.0/8, 10.0.0.0/8]\n    limits: {half_open: -1}\n    local", 1))
 	f.Fuzz(func(t *testing.T, text string) {
 		if len(text) > 1<<16 {
 			return
@@ -47,6 +50,14 @@ func FuzzConfig(f *testing.F) {
 		for _, s := range c.Services {
 			if s.Port == 0 || len(s.LocalAddresses) == 0 || len(s.RealServers) == 0 || s.Timeouts.Check() != nil {
 				t.Fatalf("accepted service %+v", s)
+			}
+			if len(s.Allow) > nat.MaxCIDRs || len(s.Deny) > nat.MaxCIDRs || s.Limits.SourceCPS < 0 || s.Limits.SourceConns < 0 || s.Limits.HalfOpen < 0 {
+				t.Fatalf("accepted defence %+v", s)
+			}
+			for _, p := range append(append([]netip.Prefix(nil), s.Allow...), s.Deny...) {
+				if !p.Addr().Is4() || p.Masked() != p {
+					t.Fatalf("accepted prefix %s", p)
+				}
 			}
 			for _, rs := range s.RealServers {
 				if rs.Port == 0 || rs.Weight < 0 || rs.Weight > nat.MaxWeight {

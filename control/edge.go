@@ -39,7 +39,7 @@ func parseService(s api.ServiceSpec) (ServiceSpec, error) {
 	// Seconds as uint32 cannot overflow a Duration; the Manager checks the
 	// value against nat's limit.
 	return ServiceSpec{ServiceKey: k, Name: s.Name, Scheduler: s.Scheduler, Synproxy: s.Synproxy,
-		EstablishedTimeout: time.Duration(s.EstablishedTimeout) * time.Second}, nil
+		EstablishedTimeout: time.Duration(s.EstablishedTimeout) * time.Second, Limits: limitsOf(s.Limits)}, nil
 }
 
 // parseDest reads a real server; tapvs forwards by FULLNAT only, so any
@@ -81,6 +81,7 @@ var opKinds = map[string]OpKind{
 	"add-service": OpAddService, "edit-service": OpEditService, "delete-service": OpDeleteService,
 	"clear": OpClear, "add-dest": OpAddDest, "edit-dest": OpEditDest, "delete-dest": OpDeleteDest,
 	"add-laddr": OpAddLocalAddr, "delete-laddr": OpDeleteLocalAddr, "set-timeouts": OpSetTimeouts,
+	"add-deny": OpAddDeny, "delete-deny": OpDeleteDeny, "add-allow": OpAddAllow, "delete-allow": OpDeleteAllow,
 }
 
 // parseOp reads one operation of a batch.
@@ -126,6 +127,12 @@ func parseOp(o api.Op) (Op, error) {
 		if op.LocalAddr, err = parseLIP(o.LocalAddr); err == nil {
 			op.Service.ServiceKey, err = parseKey(o.Service.ServiceKey)
 		}
+	case OpAddDeny, OpDeleteDeny, OpAddAllow, OpDeleteAllow:
+		if op.Prefix, err = nat.ParsePrefix(o.Prefix); err != nil {
+			err = fmt.Errorf("prefix: %w", err)
+		} else {
+			op.Service.ServiceKey, err = parseKey(o.Service.ServiceKey)
+		}
 	}
 	if err != nil {
 		return Op{}, err
@@ -148,4 +155,19 @@ func parseBatch(ops []api.Op) ([]Op, error) {
 		out[i] = op
 	}
 	return out, nil
+}
+
+// limitsOf reads a service's limits; nat checks their bounds.
+func limitsOf(l *api.Limits) LimitsSpec {
+	if l == nil {
+		return LimitsSpec{}
+	}
+	n := func(p *uint32) *int {
+		if p == nil {
+			return nil
+		}
+		v := int(*p)
+		return &v
+	}
+	return LimitsSpec{SourceCPS: n(l.SourceCPS), SourceConns: n(l.SourceConns), HalfOpen: n(l.HalfOpen)}
 }

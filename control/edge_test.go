@@ -29,6 +29,10 @@ func TestParseOp(t *testing.T) {
 		{api.Op{Op: "add-dest", Service: svc, Dest: &api.DestSpec{Addr: "10.1.0.1"}}, `"10.1.0.1" is not RIP:port`},
 		{api.Op{Op: "add-dest", Service: svc, Dest: &api.DestSpec{Addr: "10.1.0.1:80", Forward: "tunnel"}}, "FULLNAT only"},
 		{api.Op{Op: "add-laddr", Service: svc, LocalAddr: "10.0.9"}, `"10.0.9" is not a local address`},
+		{api.Op{Op: "add-deny", Service: svc, Prefix: "10.0.0.1/8"}, `prefix: "10.0.0.1/8" has host bits set (10.0.0.0/8?)`},
+		{api.Op{Op: "add-allow", Service: svc, Prefix: "2001:db8::/32"}, `prefix: "2001:db8::/32" is not an IPv4 prefix`},
+		{api.Op{Op: "delete-allow", Service: svc}, `prefix: "" is not an IPv4 prefix or address`},
+		{api.Op{Op: "add-deny", Prefix: "10.0.0.0/8"}, "add-deny needs a service"},
 	} {
 		if _, err := parseOp(tc.op); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%+v: %v, want %q", tc.op, err, tc.want)

@@ -58,6 +58,10 @@ func FuzzAPI(f *testing.F) {
 		{"GET", "/v1/conns", ``},
 		{"DELETE", "/v1/services", ``},
 		{"POST", "/v1/zero", ``},
+		{"POST", "/v1/batch", `{"ops":[{"op":"add-deny","service":{"protocol":"tcp","addr":"172.25.254.100:80"},"prefix":"10.0.0.0/8"},{"op":"add-allow","service":{"protocol":"tcp","addr":"172.25.254.100:80"},"prefix":"172.25.254.1"}]}`},
+		{"POST", "/v1/batch", `{"ops":[{"op":"delete-deny","service":{"protocol":"tcp","addr":"172.25.254.100:80"},"prefix":"10.0.0.1/8"}]}`},
+		{"PUT", "/v1/services/tcp/172.25.254.100:80", `{"limits":{"source_cps":10,"source_conns":2,"half_open":100}}`},
+		{"PUT", "/v1/services/tcp/172.25.254.100:80", `{"limits":{"source_cps":4294967295}}`},
 	} {
 		f.Add(s.method, s.path, []byte(s.body))
 	}

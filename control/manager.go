@@ -121,6 +121,8 @@ func do(tx *nat.Tx, op Op) error {
 	case OpSetTimeouts:
 		t := op.Timeouts
 		return tx.SetAllTimeouts(t.TCP, t.TCPFin, t.UDP)
+	case OpAddDeny, OpDeleteDeny, OpAddAllow, OpDeleteAllow:
+		return listOp(tx, op)
 	}
 	return fmt.Errorf("operation kind %d is not one the manager knows", op.Kind)
 }
@@ -149,9 +151,12 @@ func addService(tx *nat.Tx, s ServiceSpec) error {
 		}
 		to.SetEstablished(s.EstablishedTimeout)
 	}
-	_, err := tx.AddService(nat.ServiceConfig{Name: s.Name, Addr: s.Addr.Addr(), Port: s.Addr.Port(), Protocol: s.Protocol,
+	svc, err := tx.AddService(nat.ServiceConfig{Name: s.Name, Addr: s.Addr.Addr(), Port: s.Addr.Port(), Protocol: s.Protocol,
 		Scheduler: sched, Timeouts: &to, Synproxy: s.Synproxy != nil && *s.Synproxy})
-	return err
+	if err != nil {
+		return err
+	}
+	return setLimits(tx, svc, s.Limits)
 }
 
 func editService(tx *nat.Tx, s ServiceSpec) error {
@@ -171,6 +176,9 @@ func editService(tx *nat.Tx, s ServiceSpec) error {
 	}
 	if s.Name != "" {
 		tx.SetName(svc, s.Name)
+	}
+	if err := setLimits(tx, svc, s.Limits); err != nil {
+		return err
 	}
 	if s.EstablishedTimeout > 0 {
 		if err := estTimeout(s.EstablishedTimeout); err != nil {
@@ -304,6 +312,7 @@ func (m *Manager) Services() []api.Service {
 		if m.health != nil {
 			v.Health = m.health(s)
 		}
+		listDefence(&v, s)
 		out = append(out, v)
 	}
 	return out

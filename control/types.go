@@ -37,6 +37,13 @@ type ServiceSpec struct {
 	Synproxy  *bool  // nil: off on add, unchanged on edit
 	// EstablishedTimeout (-V); 0: the default on add, unchanged on edit.
 	EstablishedTimeout time.Duration
+	Limits             LimitsSpec
+}
+
+// LimitsSpec changes a service's limits: a nil field is unchanged on edit,
+// no limit on add.
+type LimitsSpec struct {
+	SourceCPS, SourceConns, HalfOpen *int
 }
 
 // DestSpec adds or edits a real server (ipvsadm -a / -e).
@@ -65,6 +72,10 @@ const (
 	OpAddLocalAddr
 	OpDeleteLocalAddr
 	OpSetTimeouts
+	OpAddDeny
+	OpDeleteDeny
+	OpAddAllow
+	OpDeleteAllow
 )
 
 // Op is one control operation: Batch applies a list of them as one.
@@ -74,9 +85,10 @@ type Op struct {
 	// and OpSetTimeouts); for OpAddService and OpEditService, the rest of
 	// it too.
 	Service   ServiceSpec
-	Dest      DestSpec   // OpAddDest, OpEditDest, OpDeleteDest
-	LocalAddr netip.Addr // OpAddLocalAddr, OpDeleteLocalAddr
-	Timeouts  Timeouts   // OpSetTimeouts
+	Dest      DestSpec     // OpAddDest, OpEditDest, OpDeleteDest
+	LocalAddr netip.Addr   // OpAddLocalAddr, OpDeleteLocalAddr
+	Timeouts  Timeouts     // OpSetTimeouts
+	Prefix    netip.Prefix // OpAddDeny, OpDeleteDeny, OpAddAllow, OpDeleteAllow
 }
 
 // BatchError says which operation of a batch was refused; none was applied.

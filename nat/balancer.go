@@ -290,6 +290,9 @@ func (b *Balancer) fromClient(set *serviceSet, p *pkt, dst *addr16, f *Frame) Ve
 			// No state, and no SYN-ACK, from a segment a host would drop.
 			return b.Stats.drop(DropBadChecksum)
 		}
+		if v := b.admit(svc, &key.src, key.proto, flags); v != Forward {
+			return v
+		}
 		var v Verdict
 		if key.proto == TCP && svc.synproxy.Load() {
 			// A SYN is answered, a cookie ACK opens the server side; or
@@ -313,6 +316,9 @@ func (b *Balancer) fromClient(set *serviceSet, p *pkt, dst *addr16, f *Frame) Ve
 			// hold that one in TIME_WAIT, gets a fresh ISN too (seq.go).
 			c.seqOff.Store(b.isnKey.isn(&c.out, time.Now()) - binary.BigEndian.Uint32(p.b[p.l4+4:]))
 		}
+	}
+	if c.def.halfOpen.Load() {
+		handshake(c, flags)
 	}
 	c.touch(dirIn, flags, b.table.now.Load(), &b.table.wheel)
 	if p.proto == protoTCP {
@@ -460,6 +466,7 @@ func (b *Balancer) publishConn(c *Conn, state uint32, deadline int64) (*Conn, Ve
 		c.dest.inactive.Add(1)
 	}
 	c.deadline.Store(deadline)
+	b.track(c)
 	if holder := b.table.insert(&c.in, c, false); holder != c {
 		b.release(c)
 		return holder, Forward
@@ -521,6 +528,7 @@ func (b *Balancer) release(c *Conn) bool {
 	}
 	c.laddr.inUse.Add(-1)
 	b.table.count.Add(-1)
+	untrack(c)
 	return true
 }
 

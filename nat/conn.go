@@ -176,6 +176,7 @@ type Conn struct {
 	dest  *Dest
 	laddr *LocalAddr
 	sp    *synproxy.State // nil unless the connection was opened by the SYN proxy
+	def   connDefence     // what defence.go counted it in
 	// seqOff is what a plain TCP connection adds to the client's sequence
 	// numbers toward the server (tapvs's ISN less the client's: seq.go).
 	// Set before the connection is published, and again when the client

@@ -223,6 +223,7 @@ type Service struct {
 	timeouts atomic.Pointer[Timeouts]
 	synproxy atomic.Bool
 	gone     Traffic // counters of servers deleted from the service, under mu
+	def      svcDefence
 
 	// dests is swapped whole on every change so that the packet path reads a
 	// consistent list and scheduler without a lock.

@@ -23,6 +23,11 @@ const (
 	DropBadOptions                      // TCP options tapvs must read that do not parse (tcpopt.Walker.Next)
 	DropBadIPChecksum                   // an IPv4 header to a VIP or LIP whose checksum does not verify
 	DropBadChecksum                     // a segment that would open a connection (or fix a proxied one) whose transport checksum does not verify
+	DropDenied                          // a new connection from a source in the service's deny list
+	DropNotAllowed                      // a new connection from a source not in the service's (non-empty) allow list
+	DropSrcRateLimit                    // a new connection over its source's connections per second
+	DropSrcConnLimit                    // a new connection over its source's concurrent connections
+	DropHalfOpenLimit                   // a SYN over the service's half-open connections
 	numDropReasons
 )
 
@@ -30,6 +35,7 @@ var dropNames = [numDropReasons]string{
 	"malformed", "fragment", "no_service", "not_syn", "table_full",
 	"no_dest", "no_neighbor", "port_exhausted", "icmp_no_conn",
 	"bad_cookie", "synproxy_queue_full", "synproxy_state", "ack_storm", "bad_tcp_options", "bad_ip_checksum", "bad_checksum",
+	"denied", "not_allowed", "src_rate_limit", "src_conn_limit", "half_open_limit",
 }
 
 func (r DropReason) String() string { return dropNames[r] }
@@ -49,11 +55,18 @@ type Stats struct {
 
 	synproxyTimeWait atomic.Uint64 // server TIME_WAITs ended with an RST to reuse a local port
 	expiredResets    atomic.Uint64 // RSTs sent to either side of an established connection that expired
+
+	srcUntracked atomic.Uint64 // new connections let in uncounted: their source tracker set was full
 }
 
 // ExpiredResets counts the RSTs sent, to a client or a real server, when an
 // established TCP connection timed out.
 func (s *Stats) ExpiredResets() uint64 { return s.expiredResets.Load() }
+
+// SourcesUntracked counts new connections admitted without a per-source
+// count because every entry of their source's set held open connections
+// (see MaxTrackedSources).
+func (s *Stats) SourcesUntracked() uint64 { return s.srcUntracked.Load() }
 
 // SynproxyTimeWait counts the server TIME_WAITs synproxy ended (RST, SYN again)
 // because a local port came round to the same server within its TIME_WAIT.

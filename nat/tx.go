@@ -56,6 +56,7 @@ type stage struct {
 	weights map[*Dest]int
 	laddrs  *[]*LocalAddr // nil: unchanged
 	retire  []*LocalAddr  // LIPs taken off
+	defence *policy       // nil: unchanged (defence.go)
 }
 
 type destKey struct {
@@ -469,6 +470,9 @@ func (s *Service) commit(st *stage) {
 	}
 	if st.sched != nil {
 		s.schedName.Store(st.sched)
+	}
+	if st.defence != nil {
+		s.install(st.defence)
 	}
 	cur := s.dests.Load().all
 	next, changed := cur, st.sched != nil || len(st.weights) > 0

@@ -115,7 +115,16 @@ func printRules(w io.Writer, svcs []api.Service, c *command) {
 		if s.Synproxy {
 			line += " -j enable"
 		}
+		if l := s.Limits; l != (api.LimitsView{}) {
+			line += fmt.Sprintf(" --source-cps %d --source-conns %d --half-open %d", l.SourceCPS, l.SourceConns, l.HalfOpen)
+		}
 		fmt.Fprintln(w, line)
+		for _, p := range s.Deny {
+			fmt.Fprintf(w, "--add-blklst %s %s -k %s\n", flag, s.Addr, p)
+		}
+		for _, p := range s.Allow {
+			fmt.Fprintf(w, "--add-whtlst %s %s -k %s\n", flag, s.Addr, p)
+		}
 		for _, d := range s.Dests {
 			fmt.Fprintf(w, "-a %s %s -r %s -b -w %d\n", flag, s.Addr, d.Addr, d.Weight)
 		}
@@ -138,4 +147,29 @@ func largenum(n uint64, exact bool) string {
 		}
 	}
 	return fmt.Sprintf("%7dP", n/1000)
+}
+
+// printLists writes --get-blklst or --get-whtlst: DPVS's two columns, a
+// line for each prefix of each service.
+func printLists(w io.Writer, svcs []api.Service, c *command) error {
+	if c.service != "" {
+		if svcs = only(svcs, c); len(svcs) == 0 {
+			return &api.Error{Code: api.CodeNoService}
+		}
+	}
+	head := "BLACKLIST"
+	if c.op == "get-whtlst" {
+		head = "WHITELIST"
+	}
+	fmt.Fprintf(w, "%-5s %-22s %s\n", "PROT", "VIP:VPORT", head)
+	for _, s := range svcs {
+		list := s.Deny
+		if c.op == "get-whtlst" {
+			list = s.Allow
+		}
+		for _, p := range list {
+			fmt.Fprintf(w, "%-5s %-22s %s\n", strings.ToUpper(s.Protocol), s.Addr, p)
+		}
+	}
+	return nil
 }

@@ -24,6 +24,10 @@ func FuzzParse(f *testing.F) {
 		"-E -t 1.1.1.1:80 -p -j disable",
 		"-A -t [::1]:80",
 		"-Z -C -R -S",
+		"--add-blklst -t 172.25.254.100:80 -k 10.0.0.0/8",
+		"--del-whtlst -u 172.25.254.100:53 --whtlst-address=192.0.2.7",
+		"--get-blklst -t 172.25.254.100:80",
+		"-E -t 172.25.254.100:80 --source-cps 10 --source-conns 2 --half-open 100",
 	} {
 		f.Add(s)
 	}
@@ -57,6 +61,10 @@ func FuzzParse(f *testing.F) {
 			case "add-server", "edit-server", "delete-server":
 				if c.real == "" {
 					t.Fatalf("%q: a server rule without a server", line)
+				}
+			case "add-blklst", "del-blklst", "add-whtlst", "del-whtlst":
+				if c.prefix == "" || c.service == "" {
+					t.Fatalf("%q: a list rule without a prefix or service", line)
 				}
 			}
 		}

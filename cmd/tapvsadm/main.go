@@ -89,6 +89,9 @@ func opOf(c *command) (op api.Op, ok bool, err error) {
 	switch c.op {
 	case "add-service", "edit-service":
 		svc.Scheduler, svc.Synproxy, svc.EstablishedTimeout = c.sched, c.synproxy, c.estTO
+		if c.cps != nil || c.srcConns != nil || c.halfOpen != nil {
+			svc.Limits = &api.Limits{SourceCPS: c.cps, SourceConns: c.srcConns, HalfOpen: c.halfOpen}
+		}
 		if c.persist != nil {
 			svc.Persistent = *c.persist
 		}
@@ -106,6 +109,8 @@ func opOf(c *command) (op api.Op, ok bool, err error) {
 		return api.Op{Op: strings.Replace(c.op, "server", "dest", 1), Service: svc, Dest: d}, true, nil
 	case "add-laddr", "del-laddr":
 		return api.Op{Op: map[string]string{"add-laddr": "add-laddr", "del-laddr": "delete-laddr"}[c.op], Service: svc, LocalAddr: c.laddr}, true, nil
+	case "add-blklst", "del-blklst", "add-whtlst", "del-whtlst":
+		return api.Op{Op: listOps[c.op], Service: svc, Prefix: c.prefix}, true, nil
 	case "set":
 		return api.Op{Op: "set-timeouts", Timeouts: &api.Timeouts{TCP: c.set[0], TCPFin: c.set[1], UDP: c.set[2]}}, true, nil
 	}
@@ -126,6 +131,12 @@ func execute(cl *api.Client, c *command, out io.Writer) error {
 			return err
 		}
 		return printLaddrs(out, svcs, c)
+	case "get-blklst", "get-whtlst":
+		svcs, err := cl.Services()
+		if err != nil {
+			return err
+		}
+		return printLists(out, svcs, c)
 	case "zero":
 		return cl.Zero()
 	case "save":
@@ -165,6 +176,10 @@ func execute(cl *api.Client, c *command, out io.Writer) error {
 	}
 	return usagef("command %s is not implemented", c.op)
 }
+
+// listOps are DPVS's list commands as the API's operations: the blacklist
+// is the deny list, the whitelist the allow list.
+var listOps = map[string]string{"add-blklst": "add-deny", "del-blklst": "delete-deny", "add-whtlst": "add-allow", "del-whtlst": "delete-allow"}
 
 // withServicePort gives a real server without a port the service's port, as
 // ipvsadm does.
@@ -252,6 +267,7 @@ func restore(cl *api.Client, in io.Reader, stderr io.Writer) int {
 const helpText = `tapvsadm (ipvsadm for tapvs)
 Usage:
   ipvsadm -A|E -t|u service-address [-s scheduler] [-j enable|disable] [-V est-timeout]
+        [--source-cps N] [--source-conns N] [--half-open N]
   ipvsadm -D -t|u service-address
   ipvsadm -C
   ipvsadm -R
@@ -264,6 +280,8 @@ Usage:
   ipvsadm -P|Q -t|u service-address -z local-address
   ipvsadm -G [-t|u service-address]
   ipvsadm --capture FILE -t|u service-address [--count N]
+  ipvsadm --add-blklst|--del-blklst|--add-whtlst|--del-whtlst -t|u service-address -k address[/len]
+  ipvsadm --get-blklst|--get-whtlst [-t|u service-address]
   ipvsadm -h
 
 Commands:
@@ -283,6 +301,13 @@ Commands:
   --del-laddr       -Q        del local address
   --get-laddr       -G        get local address
   --capture FILE              write a pcap of both sides of a service's traffic
+  --add-blklst                add a source to a service's deny list (DPVS's blacklist)
+  --del-blklst                delete a source from a service's deny list
+  --get-blklst                list the deny lists
+  --add-whtlst                add a source to a service's allow list (DPVS's whitelist: when not
+                              empty, only its sources may open connections)
+  --del-whtlst                delete a source from a service's allow list
+  --get-whtlst                list the allow lists
   --help            -h        display this help message
 
 Options:
@@ -301,5 +326,10 @@ Options:
   --rate                              output of rate information
   --exact                             expand numbers (display exact values)
   --count N                           frames to capture (default 100)
+  --blklst-address -k address[/len]   source address or IPv4 prefix of a deny or allow list
+  --source-cps N                      new connections per second from one source (0: no limit)
+  --source-conns N                    concurrent connections from one source (0: no limit)
+  --half-open N                       TCP handshakes awaiting the client's ACK, for a service
+                                      without SYN proxy (0: no limit)
   --socket PATH                       tapvs's control socket (or TAPVS_SOCKET; default /run/tapvs/tapvs.sock)
 `

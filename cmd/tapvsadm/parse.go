@@ -10,7 +10,7 @@ import (
 
 // command is one parsed ipvsadm invocation.
 type command struct {
-	op       string // add-service, edit-service, delete-service, clear, restore, save, add-server, edit-server, delete-server, list, zero, set, add-laddr, del-laddr, get-laddr, help, capture
+	op       string // add-service, edit-service, delete-service, clear, restore, save, add-server, edit-server, delete-server, list, zero, set, add-laddr, del-laddr, get-laddr, help, capture, add-blklst, del-blklst, get-blklst, add-whtlst, del-whtlst, get-whtlst
 	proto    string // tcp, udp
 	service  string // VIP:port
 	sched    string
@@ -30,6 +30,10 @@ type command struct {
 	capture  string
 	count    int
 	socket   string
+	prefix   string // -k: a source prefix of the deny (blklst) or allow (whtlst) list
+	// Limits on new connections (--source-cps, --source-conns, --half-open);
+	// nil: not given.
+	cps, srcConns, halfOpen *uint32
 }
 
 type usageError struct{ msg string }
@@ -50,7 +54,7 @@ var shortLong = map[string]string{
 	"-e": "--edit-server", "-d": "--delete-server", "-t": "--tcp-service", "-u": "--udp-service",
 	"-s": "--scheduler", "-p": "--persistent", "-r": "--real-server", "-w": "--weight", "-P": "--add-laddr",
 	"-Q": "--del-laddr", "-z": "--laddr", "-j": "--synproxy", "-V": "--est-timeout", "-f": "--fwmark-service",
-	"-x": "--u-threshold", "-y": "--l-threshold", "-M": "--netmask",
+	"-x": "--u-threshold", "-y": "--l-threshold", "-M": "--netmask", "-k": "--blklst-address",
 }
 
 // expand turns bundles and attached values into one option per word.
@@ -128,8 +132,25 @@ func parse(args []string) (*command, error) {
 		switch a {
 		case "--add-service", "--edit-service", "--delete-service", "--add-server", "--edit-server",
 			"--delete-server", "--list", "--zero", "--clear", "--save", "--restore", "--help", "--add-laddr",
-			"--del-laddr", "--get-laddr":
+			"--del-laddr", "--get-laddr", "--add-blklst", "--del-blklst", "--get-blklst", "--add-whtlst",
+			"--del-whtlst", "--get-whtlst":
 			err = setOp(strings.TrimPrefix(a, "--"))
+		case "--blklst-address", "--whtlst-address":
+			// DPVS spells the address -k for its blacklist; one option
+			// serves both lists here, and the command says which.
+			if c.prefix != "" {
+				return nil, usagef("multiple source addresses specified")
+			}
+			c.prefix, err = val()
+		case "--source-cps", "--source-conns", "--half-open":
+			if v, err = val(); err == nil {
+				n, perr := strconv.ParseUint(v, 10, 32)
+				if perr != nil {
+					return nil, usagef("illegal %s %q", a, v)
+				}
+				x := uint32(n)
+				*map[string]**uint32{"--source-cps": &c.cps, "--source-conns": &c.srcConns, "--half-open": &c.halfOpen}[a] = &x
+			}
 		case "--set":
 			if err = setOp("set"); err == nil {
 				for k := range 3 {
@@ -240,21 +261,23 @@ func parse(args []string) (*command, error) {
 // check enforces what each command needs, as ipvsadm does.
 func (c *command) check() error {
 	needSvc := map[string]bool{"add-service": true, "edit-service": true, "delete-service": true, "add-server": true,
-		"edit-server": true, "delete-server": true, "add-laddr": true, "del-laddr": true, "capture": true}
+		"edit-server": true, "delete-server": true, "add-laddr": true, "del-laddr": true, "capture": true,
+		"add-blklst": true, "del-blklst": true, "add-whtlst": true, "del-whtlst": true}
 	if needSvc[c.op] && c.service == "" {
 		return usagef("the %s command needs a service (-t or -u)", c.op)
 	}
 	// ipvsadm's option/command compatibility: an option that means nothing
 	// to the command is an error, not silently ignored.
-	svcOpts := c.sched != "" || c.persist != nil || c.synproxy != nil || c.estTO != 0
+	svcOpts := c.sched != "" || c.persist != nil || c.synproxy != nil || c.estTO != 0 || c.cps != nil || c.srcConns != nil || c.halfOpen != nil
 	destOpts := c.real != "" || c.weight != nil || c.forward != ""
 	switch c.op {
 	case "add-service", "edit-service":
 		if destOpts || c.laddr != "" {
 			return usagef("Illegal option for %s: -r, -w, -b and -z belong to real servers and local addresses", c.op)
 		}
-	case "delete-service", "add-laddr", "del-laddr", "get-laddr", "clear", "zero", "save", "restore", "set":
-		if svcOpts || destOpts {
+	case "delete-service", "add-laddr", "del-laddr", "get-laddr", "clear", "zero", "save", "restore", "set",
+		"add-blklst", "del-blklst", "get-blklst", "add-whtlst", "del-whtlst", "get-whtlst":
+		if svcOpts || destOpts || c.laddr != "" && strings.Contains(c.op, "lst") {
 			return usagef("Illegal option for %s", c.op)
 		}
 	case "add-server", "edit-server", "delete-server":
@@ -271,6 +294,13 @@ func (c *command) check() error {
 		if c.laddr == "" {
 			return usagef("the %s command needs a local address (-z)", c.op)
 		}
+	case "add-blklst", "del-blklst", "add-whtlst", "del-whtlst":
+		if c.prefix == "" {
+			return usagef("the %s command needs a source address or prefix (-k)", c.op)
+		}
+	}
+	if c.prefix != "" && !strings.HasSuffix(c.op, "-blklst") && !strings.HasSuffix(c.op, "-whtlst") || strings.HasPrefix(c.op, "get-") && c.prefix != "" {
+		return usagef("Illegal option for %s: -k belongs to --add/--del-blklst and --add/--del-whtlst", c.op)
 	}
 	return nil
 }

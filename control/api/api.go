@@ -23,6 +23,18 @@ type ServiceSpec struct {
 	Persistent uint32 `json:"persistent,omitempty"`
 	// EstablishedTimeout (-V), seconds; 0: unchanged.
 	EstablishedTimeout uint32 `json:"established_timeout,omitempty"`
+	// Limits on new connections; nil, or a nil field: unchanged on edit,
+	// none on add.
+	Limits *Limits `json:"limits,omitempty"`
+}
+
+// Limits are a service's limits on new connections (tapvsadm
+// --source-cps, --source-conns, --half-open); 0 is no limit. In a change, a
+// nil field is left as it is.
+type Limits struct {
+	SourceCPS   *uint32 `json:"source_cps,omitempty"`   // new connections per second from one source
+	SourceConns *uint32 `json:"source_conns,omitempty"` // concurrent connections from one source
+	HalfOpen    *uint32 `json:"half_open,omitempty"`    // TCP handshakes not yet ACKed by the client (services without SYN proxy)
 }
 
 // DestSpec adds or edits a real server (ipvsadm -a / -e).
@@ -38,12 +50,16 @@ type DestSpec struct {
 // a list of them as one (tapvsadm -R).
 type Op struct {
 	// Op is add-service, edit-service, delete-service, clear, add-dest,
-	// edit-dest, delete-dest, add-laddr, delete-laddr or set-timeouts.
+	// edit-dest, delete-dest, add-laddr, delete-laddr, set-timeouts,
+	// add-deny, delete-deny, add-allow or delete-allow.
 	Op        string       `json:"op"`
 	Service   *ServiceSpec `json:"service,omitempty"`
 	Dest      *DestSpec    `json:"dest,omitempty"`
 	LocalAddr string       `json:"laddr,omitempty"`
 	Timeouts  *Timeouts    `json:"timeouts,omitempty"`
+	// Prefix is the source prefix (or address) of add-deny, delete-deny,
+	// add-allow and delete-allow: "10.1.0.0/16", "192.0.2.7".
+	Prefix string `json:"prefix,omitempty"`
 }
 
 // Batch is a list of operations applied as one (POST /v1/batch).
@@ -63,6 +79,18 @@ type Service struct {
 	Stats      Traffic      `json:"stats"`
 	Rate       Rate         `json:"rate"`
 	Health     []HealthView `json:"health,omitempty"`
+	// Allow and Deny are the service's source prefixes: when Allow is not
+	// empty only its sources may open connections; Deny's never may.
+	Allow  []string   `json:"allow,omitempty"`
+	Deny   []string   `json:"deny,omitempty"`
+	Limits LimitsView `json:"limits"`
+}
+
+// LimitsView is a service's limits as listed; 0 is no limit.
+type LimitsView struct {
+	SourceCPS   uint32 `json:"source_cps"`
+	SourceConns uint32 `json:"source_conns"`
+	HalfOpen    uint32 `json:"half_open"`
 }
 
 // Dest is a real server as listed.

@@ -1,0 +1,101 @@
+package config
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/tapvs/tapvs/nat"
+)
+
+// A service's defence (nat's defence.go):
+//
+//	allow: [10.0.0.0/8, 192.0.2.7]   # only these sources may open connections
+//	deny: [198.51.100.0/24]          # these may not; checked before allow
+//	limits: {source_cps: 50, source_conns: 100, half_open: 10000}
+//
+// A bare address is a /32. Connections already open are not touched by a
+// reload that changes these.
+
+type rawSvcLimits struct {
+	SourceCPS   int `mapstructure:"source_cps"`
+	SourceConns int `mapstructure:"source_conns"`
+	HalfOpen    int `mapstructure:"half_open"`
+}
+
+func prefixList(e *errs, f string, in []string) []netip.Prefix {
+	if len(in) > nat.MaxCIDRs {
+		e.add(f, "%d prefixes: at most %d", len(in), nat.MaxCIDRs)
+		return nil
+	}
+	var out []netip.Prefix
+	seen := map[netip.Prefix]int{}
+	for j, s := range in {
+		p, err := nat.ParsePrefix(s)
+		if err != nil {
+			e.add(fmt.Sprintf("%s[%d]", f, j), "%v", err)
+			continue
+		}
+		if k, dup := seen[p]; dup {
+			e.add(fmt.Sprintf("%s[%d]", f, j), "%s is %s[%d] already", p, f[strings.LastIndexByte(f, '.')+1:], k)
+			continue
+		}
+		seen[p] = j
+		out = append(out, p)
+	}
+	return out
+}
+
+func defence(e *errs, f string, r rawService, s *Service) {
+	s.Allow = prefixList(e, f+".allow", r.Allow)
+	s.Deny = prefixList(e, f+".deny", r.Deny)
+	l := r.Limits
+	for _, x := range []struct {
+		name string
+		v    int
+		max  int
+	}{{"source_cps", l.SourceCPS, nat.MaxSourceLimit}, {"source_conns", l.SourceConns, nat.MaxSourceLimit}, {"half_open", l.HalfOpen, nat.MaxHalfOpen}} {
+		if x.v < 0 || x.v > x.max {
+			e.add(f+".limits."+x.name, "%d is out of range 0 (no limit)-%d", x.v, x.max)
+		}
+	}
+	if l.HalfOpen != 0 && s.Protocol == nat.UDP {
+		e.add(f+".limits.half_open", "only a TCP service has half-open connections")
+	}
+	s.Limits = nat.Limits{SourceCPS: l.SourceCPS, SourceConns: l.SourceConns, HalfOpen: l.HalfOpen}
+}
+
+func samePrefixes(a, b []netip.Prefix) bool {
+	sorted := func(p []netip.Prefix) []netip.Prefix {
+		p = slices.Clone(p)
+		slices.SortFunc(p, func(x, y netip.Prefix) int {
+			if c := x.Addr().Compare(y.Addr()); c != 0 {
+				return c
+			}
+			return x.Bits() - y.Bits()
+		})
+		return p
+	}
+	return slices.Equal(sorted(a), sorted(b))
+}
+
+// applyDefence makes a service's lists and limits what sc says.
+func applyDefence(tx *nat.Tx, svc *nat.Service, sc *Service) (errs []error) {
+	if !samePrefixes(tx.Allow(svc), sc.Allow) {
+		if err := tx.SetAllow(svc, sc.Allow); err != nil {
+			errs = append(errs, fmt.Errorf("allow: %w", err))
+		}
+	}
+	if !samePrefixes(tx.Deny(svc), sc.Deny) {
+		if err := tx.SetDeny(svc, sc.Deny); err != nil {
+			errs = append(errs, fmt.Errorf("deny: %w", err))
+		}
+	}
+	if tx.Limits(svc) != sc.Limits {
+		if err := tx.SetLimits(svc, sc.Limits); err != nil {
+			errs = append(errs, fmt.Errorf("limits: %w", err))
+		}
+	}
+	return errs
+}

@@ -1,0 +1,317 @@
+package nat
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+)
+
+func prefixes(t testing.TB, ss ...string) []netip.Prefix {
+	t.Helper()
+	out := make([]netip.Prefix, len(ss))
+	for i, s := range ss {
+		out[i] = netip.MustParsePrefix(s)
+	}
+	return out
+}
+
+func (r *rig) defend(t testing.TB, fn func(tx *Tx) error) {
+	t.Helper()
+	if err := r.b.Update(fn); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// syn sends a SYN from src:sport and returns the verdict.
+func (r *rig) syn(t testing.TB, src netip.Addr, sport uint16) Verdict {
+	t.Helper()
+	return r.b.Process(ClientSide, frame(t, pktSpec{src: src, dst: vip, sport: sport, dport: 80, proto: TCP, syn: true, srcMAC: macClient}))
+}
+
+func (r *rig) ack(t testing.TB, src netip.Addr, sport uint16) Verdict {
+	t.Helper()
+	return r.b.Process(ClientSide, frame(t, pktSpec{src: src, dst: vip, sport: sport, dport: 80, proto: TCP, ack: true, srcMAC: macClient}))
+}
+
+func TestCIDRSet(t *testing.T) {
+	s, err := newCIDRSet(prefixes(t, "10.0.0.0/8", "192.168.1.0/24", "172.25.254.1/32", "192.168.0.0/16"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for a, want := range map[string]bool{
+		"10.1.2.3": true, "11.0.0.0": false, "192.168.1.77": true, "192.168.200.1": true,
+		"192.169.0.1": false, "172.25.254.1": true, "172.25.254.2": false, "0.0.0.0": false,
+	} {
+		if got := s.contains(v4u32(netip.MustParseAddr(a))); got != want {
+			t.Errorf("%s: contains %v, want %v", a, got, want)
+		}
+	}
+	all, _ := newCIDRSet(prefixes(t, "0.0.0.0/0"))
+	if !all.contains(v4u32(netip.MustParseAddr("203.0.113.9"))) {
+		t.Error("0.0.0.0/0 does not hold everything")
+	}
+	for in, want := range map[string]string{
+		"10.0.0.1/8":             "host bits",
+		"2001:db8::/32":          "not an IPv4 prefix",
+		"10.0.0.0/8 10.0.0.0/8":  "twice",
+		"10.0.0.0/8 10.0.0.0/16": "",
+	} {
+		_, err := newCIDRSet(prefixes(t, strings.Fields(in)...))
+		if want == "" && err != nil || want != "" && (err == nil || !strings.Contains(err.Error(), want)) {
+			t.Errorf("%s: %v, want %q", in, err, want)
+		}
+	}
+	many := make([]netip.Prefix, MaxCIDRs+1)
+	for i := range many {
+		many[i] = netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i >> 8), byte(i), 0}), 24)
+	}
+	if _, err := newCIDRSet(many); err == nil {
+		t.Error("more than MaxCIDRs accepted")
+	}
+}
+
+func TestDenyAndAllow(t *testing.T) {
+	r := newRig(t, TCP, "rr", nil)
+	other := netip.MustParseAddr("172.25.254.2")
+	// An open connection is not touched by a later deny: only new ones are.
+	if v := r.syn(t, client, 40000); v != Forward {
+		t.Fatalf("before the deny: %v", v)
+	}
+	r.defend(t, func(tx *Tx) error { return tx.SetDeny(r.svc, prefixes(t, "172.25.254.1/32")) })
+	if v := r.ack(t, client, 40000); v != Forward {
+		t.Fatalf("open connection after the deny: %v, drops %v", v, r.b.Stats.Drops())
+	}
+	if v := r.syn(t, client, 40001); v != Drop || r.b.Stats.Drop(DropDenied) != 1 {
+		t.Fatalf("denied SYN: %v, denied %d", v, r.b.Stats.Drop(DropDenied))
+	}
+	// A denied source's bare ACK is counted denied too: the lists come first.
+	if v := r.ack(t, client, 40002); v != Drop || r.b.Stats.Drop(DropDenied) != 2 {
+		t.Fatalf("denied ACK: %v, denied %d", v, r.b.Stats.Drop(DropDenied))
+	}
+	if v := r.syn(t, other, 40000); v != Forward {
+		t.Fatalf("another source: %v", v)
+	}
+	// An allow list lets in only its sources; the deny list still wins.
+	r.defend(t, func(tx *Tx) error {
+		if err := tx.SetDeny(r.svc, nil); err != nil {
+			return err
+		}
+		return tx.SetAllow(r.svc, prefixes(t, "172.25.254.0/31"))
+	})
+	if v := r.syn(t, other, 40001); v != Drop || r.b.Stats.Drop(DropNotAllowed) != 1 {
+		t.Fatalf("source outside the allow list: %v, not_allowed %d", v, r.b.Stats.Drop(DropNotAllowed))
+	}
+	if v := r.syn(t, client, 40003); v != Forward {
+		t.Fatalf("allowed source: %v", v)
+	}
+	r.defend(t, func(tx *Tx) error { return tx.SetDeny(r.svc, prefixes(t, "172.25.254.0/24")) })
+	if v := r.syn(t, client, 40004); v != Drop || r.b.Stats.Drop(DropDenied) != 3 {
+		t.Fatalf("denied and allowed: %v, denied %d", v, r.b.Stats.Drop(DropDenied))
+	}
+	if got := r.svc.Allow(); len(got) != 1 || got[0].String() != "172.25.254.0/31" {
+		t.Fatalf("Allow() %v", got)
+	}
+	// Clearing both restores the service as it was; nothing is left to check.
+	r.defend(t, func(tx *Tx) error {
+		if err := tx.SetDeny(r.svc, nil); err != nil {
+			return err
+		}
+		return tx.SetAllow(r.svc, nil)
+	})
+	if r.svc.def.pol.Load() != nil {
+		t.Fatal("an empty policy is still published")
+	}
+	if v := r.syn(t, other, 40002); v != Forward {
+		t.Fatalf("after clearing: %v", v)
+	}
+}
+
+func TestDenyAppliesToUDPAndSynproxy(t *testing.T) {
+	u := newRig(t, UDP, "rr", nil)
+	u.defend(t, func(tx *Tx) error { return tx.SetDeny(u.svc, prefixes(t, "172.25.254.0/24")) })
+	f := frame(t, pktSpec{src: client, dst: vip, sport: 4000, dport: 80, proto: UDP, srcMAC: macClient})
+	if v := u.b.Process(ClientSide, f); v != Drop || u.b.Stats.Drop(DropDenied) != 1 {
+		t.Fatalf("UDP: %v", v)
+	}
+	s, _ := synproxyRig(t)
+	s.defend(t, func(tx *Tx) error { return tx.SetDeny(s.svc, prefixes(t, "172.25.254.0/24")) })
+	// No cookie is sent to a denied source.
+	if v := s.syn(t, client, 4000); v != Drop || s.b.Stats.Drop(DropDenied) != 1 {
+		t.Fatalf("synproxy SYN: %v", v)
+	}
+}
+
+func TestSourceConnLimit(t *testing.T) {
+	r := newRig(t, TCP, "rr", nil)
+	r.defend(t, func(tx *Tx) error { return tx.SetLimits(r.svc, Limits{SourceConns: 2}) })
+	other := netip.MustParseAddr("172.25.254.2")
+	for port := uint16(1); port <= 2; port++ {
+		if v := r.syn(t, client, port); v != Forward {
+			t.Fatalf("connection %d: %v", port, v)
+		}
+	}
+	if v := r.syn(t, client, 3); v != Drop || r.b.Stats.Drop(DropSrcConnLimit) != 1 {
+		t.Fatalf("third connection: %v, src_conn_limit %d", v, r.b.Stats.Drop(DropSrcConnLimit))
+	}
+	// A retransmitted SYN of an open connection is that connection's.
+	if v := r.syn(t, client, 1); v != Forward {
+		t.Fatalf("retransmitted SYN: %v", v)
+	}
+	if v := r.syn(t, other, 1); v != Forward {
+		t.Fatalf("another source: %v", v)
+	}
+	// A release gives the count back.
+	if n := r.svc.policy().src.conns(v4u32(client)); n != 2 {
+		t.Fatalf("counted %d", n)
+	}
+	r.b.table.now.Store(int64(time.Minute))
+	r.b.Sweep()
+	if n := r.svc.policy().src.conns(v4u32(client)); n != 0 {
+		t.Fatalf("counted %d after expiry", n)
+	}
+	if v := r.syn(t, client, 3); v != Forward {
+		t.Fatalf("after the others expired: %v", v)
+	}
+	// The counts survive a change of limits.
+	r.defend(t, func(tx *Tx) error { return tx.SetLimits(r.svc, Limits{SourceConns: 1, SourceCPS: 100}) })
+	if v := r.syn(t, client, 4); v != Drop || r.b.Stats.Drop(DropSrcConnLimit) != 2 {
+		t.Fatalf("over the new limit: %v", v)
+	}
+}
+
+func TestSourceRateLimit(t *testing.T) {
+	r := newRig(t, UDP, "rr", nil)
+	r.defend(t, func(tx *Tx) error { return tx.SetLimits(r.svc, Limits{SourceCPS: 3}) })
+	now := int64(time.Hour)
+	r.b.table.now.Store(now)
+	send := func(sport uint16) Verdict {
+		return r.b.Process(ClientSide, frame(t, pktSpec{src: client, dst: vip, sport: sport, dport: 80, proto: UDP, srcMAC: macClient}))
+	}
+	for port := uint16(1); port <= 3; port++ {
+		if v := send(port); v != Forward {
+			t.Fatalf("flow %d: %v", port, v)
+		}
+	}
+	if v := send(4); v != Drop || r.b.Stats.Drop(DropSrcRateLimit) != 1 {
+		t.Fatalf("fourth in a burst: %v, src_rate_limit %d", v, r.b.Stats.Drop(DropSrcRateLimit))
+	}
+	// Packets of open flows are not new connections.
+	if v := send(1); v != Forward {
+		t.Fatalf("open flow: %v", v)
+	}
+	// A third of a second later, one more.
+	r.b.table.now.Store(now + int64(time.Second/3) + 1)
+	if v := send(5); v != Forward {
+		t.Fatalf("after an interval: %v", v)
+	}
+	if v := send(6); v != Drop || r.b.Stats.Drop(DropSrcRateLimit) != 2 {
+		t.Fatalf("then none: %v", v)
+	}
+}
+
+func TestHalfOpenLimit(t *testing.T) {
+	r := newRig(t, TCP, "rr", nil)
+	r.defend(t, func(tx *Tx) error { return tx.SetLimits(r.svc, Limits{HalfOpen: 2}) })
+	for port := uint16(1); port <= 2; port++ {
+		if v := r.syn(t, client, port); v != Forward {
+			t.Fatalf("SYN %d: %v", port, v)
+		}
+	}
+	if v := r.syn(t, client, 3); v != Drop || r.b.Stats.Drop(DropHalfOpenLimit) != 1 {
+		t.Fatalf("third half-open: %v, half_open_limit %d", v, r.b.Stats.Drop(DropHalfOpenLimit))
+	}
+	// The client's ACK ends one handshake: room for another SYN.
+	if v := r.ack(t, client, 1); v != Forward || r.svc.HalfOpen() != 1 {
+		t.Fatalf("ACK: %v, half-open %d", v, r.svc.HalfOpen())
+	}
+	if v := r.syn(t, client, 3); v != Forward {
+		t.Fatalf("after an ACK: %v", v)
+	}
+	// Expiry gives half-open counts back.
+	r.b.table.now.Store(int64(40 * time.Second))
+	r.b.Sweep()
+	if r.svc.HalfOpen() != 0 {
+		t.Fatalf("half-open %d after expiry", r.svc.HalfOpen())
+	}
+	// A SYN proxy holds no half-open state: the limit does not apply.
+	setSynproxy(t, r)
+	for port := uint16(10); port < 15; port++ {
+		if v := r.syn(t, client, port); v != Reply {
+			t.Fatalf("synproxy SYN: %v", v)
+		}
+	}
+}
+
+func TestLimitsChecked(t *testing.T) {
+	r := newRig(t, UDP, "rr", nil)
+	for _, l := range []Limits{{SourceCPS: -1}, {SourceConns: MaxSourceLimit + 1}, {HalfOpen: 5}} {
+		err := r.b.Update(func(tx *Tx) error { return tx.SetLimits(r.svc, l) })
+		if err == nil {
+			t.Errorf("%+v accepted", l)
+		}
+	}
+	if r.svc.Limits() != (Limits{}) {
+		t.Fatal("a refused change was applied")
+	}
+}
+
+// A flood of more sources than the tracker holds keeps its memory fixed:
+// entries without connections are taken over, and sources whose set is
+// full of open connections are let in uncounted.
+func TestSourceTrackerBounded(t *testing.T) {
+	tr := newSrcTracker()
+	lim := Limits{SourceCPS: 1, SourceConns: 1}
+	var st Stats
+	for ip := uint32(1); ip <= 4*MaxTrackedSources; ip++ {
+		if _, ok := tr.admit(ip, 0, lim, &st); !ok {
+			t.Fatalf("source %d refused", ip)
+		}
+	}
+	if st.SourcesUntracked() != 0 {
+		t.Fatalf("untracked %d: idle entries should be taken over", st.SourcesUntracked())
+	}
+	// Pin every entry with an open connection.
+	for ip := uint32(1); ip <= 4*MaxTrackedSources; ip++ {
+		tr.open(ip)
+	}
+	if _, ok := tr.admit(0x0a000001, 0, lim, &st); !ok || st.SourcesUntracked() != 1 {
+		t.Fatalf("a new source with its set full: ok %v, untracked %d", ok, st.SourcesUntracked())
+	}
+}
+
+// A denied SYN costs no allocation: the lists are looked up in place.
+func TestDeniedSYNAllocs(t *testing.T) {
+	r := newRig(t, TCP, "rr", nil)
+	r.defend(t, func(tx *Tx) error {
+		if err := tx.SetDeny(r.svc, prefixes(t, "10.0.0.0/8", "172.25.254.0/24", "192.168.0.0/16")); err != nil {
+			return err
+		}
+		return tx.SetLimits(r.svc, Limits{SourceCPS: 10, SourceConns: 10, HalfOpen: 10})
+	})
+	syn := frame(t, pktSpec{src: client, dst: vip, sport: 40000, dport: 80, proto: TCP, syn: true, srcMAC: macClient})
+	orig := append([]byte(nil), syn.Bytes()...)
+	allocs := totalAllocs(1000, func() {
+		copy(syn.Bytes(), orig)
+		if r.b.Process(ClientSide, syn) != Drop {
+			t.Fatal("not dropped")
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("%d allocations over 1000 denied SYNs", allocs)
+	}
+	// And a SYN refused by a per-source limit.
+	r.defend(t, func(tx *Tx) error { return tx.SetDeny(r.svc, nil) })
+	for port := uint16(1); port <= 10; port++ {
+		r.syn(t, client, port)
+	}
+	allocs = totalAllocs(1000, func() {
+		copy(syn.Bytes(), orig)
+		if r.b.Process(ClientSide, syn) != Drop {
+			t.Fatal("not dropped")
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("%d allocations over 1000 limited SYNs", allocs)
+	}
+}
