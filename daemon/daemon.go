@@ -125,6 +125,13 @@ func Start(cfg *config.Config, log *slog.Logger) (_ *Daemon, err error) {
 	return d, nil
 }
 
+// Failed is closed when the data path has failed for good (a TAP deleted
+// under tapvs); Err says why. tapvs run exits with that error.
+func (d *Daemon) Failed() <-chan struct{} { return d.Stack.Failed() }
+
+// Err is why Failed was closed, or nil.
+func (d *Daemon) Err() error { return d.Stack.Err() }
+
 // Config is the configuration running now (the last one loaded).
 func (d *Daemon) Config() *config.Config { return d.cfg.Load() }
 

@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -171,6 +172,7 @@ type topoOpts struct {
 	queues    int
 	noOffload bool
 	busyPoll  time.Duration
+	log       io.Writer // tapvs's log goes here too, for a test to read
 }
 
 func setupQ(t testing.TB, queues int, svcs, extra string) *env {
@@ -201,7 +203,11 @@ func setupWith(t testing.TB, o topoOpts, svcs, extra string) *env {
 		t.Fatalf("config: %v", err)
 	}
 	cfg.BusyPoll = o.busyPoll
-	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	var w io.Writer = testWriter{t}
+	if o.log != nil {
+		w = io.MultiWriter(w, o.log)
+	}
+	log := slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	d, err := top.StartTapvs(context.Background(), cfg, log)
 	if err != nil {
 		t.Fatal(err)

@@ -67,6 +67,7 @@ type Endpoint struct {
 	stats      []QueueStats
 	log        *slog.Logger
 	onClose    func()
+	fail       func(error) // a reader ends on an error it cannot read past (Stack.Failed)
 }
 
 var _ stack.LinkEndpoint = (*Endpoint)(nil)

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"runtime/debug"
+	"syscall"
 
 	"github.com/tapvs/tapvs/csum"
 	"github.com/tapvs/tapvs/nat"
@@ -54,17 +55,48 @@ func (e *Endpoint) queue(q int) *queue {
 // while the queue is empty.
 func (e *Endpoint) readLoop(q int) {
 	qu := e.queue(q)
+	failures := 0 // reads failed in a row
 	for {
 		got, err := qu.dev.Read(qu.bufs, qu.sizes, Headroom)
 		if err != nil {
 			if errors.Is(err, os.ErrClosed) || errors.Is(err, io.EOF) {
 				return
 			}
-			e.log.Warn("read failed", "queue", q, "err", err)
-			continue
+			// An error that does not go away when tried again (one
+			// the kernel has not named, such as Go's "not pollable")
+			// is not transient either.
+			if failures++; transient(err) && failures < maxFailures {
+				e.log.Warn("read failed", "queue", q, "err", err)
+				continue
+			}
+			// A TAP deleted under tapvs fails every read at once, for
+			// ever (EBADFD): reading on would spin a core. The reader
+			// ends and the stack reports it (Stack.Failed).
+			e.fail(fmt.Errorf("%s side: TAP %s queue %d: %w", e.side, qu.dev.Name(), q, err))
+			return
 		}
+		failures = 0
 		qu.handle(got)
 	}
+}
+
+// maxFailures is how many reads in a row may fail transiently before the
+// reader gives up on its queue.
+const maxFailures = 100
+
+// transient reports whether a failed read may succeed when tried again: an
+// interrupted or short read, a momentary lack of memory. Anything else (the
+// TAP deleted: EBADFD; a device error) fails again at once on every read.
+func transient(err error) bool {
+	var errno syscall.Errno
+	if !errors.As(err, &errno) {
+		return true // not the kernel's: one bad frame (tun: a short read)
+	}
+	switch errno {
+	case syscall.EINTR, syscall.EAGAIN, syscall.ENOBUFS, syscall.ENOMEM:
+		return true
+	}
+	return false
 }
 
 // handle sends each of the first got frames in the queue's buffers where

@@ -92,7 +92,7 @@ func (st *Stack) pollLoop(qs []polled, ep int, spin time.Duration) {
 				q.dead = true
 				unix.EpollCtl(ep, unix.EPOLL_CTL_DEL, q.fd, nil)
 				if !errors.Is(err, os.ErrClosed) {
-					q.e.log.Error("busy poll: queue dropped", "queue", q.q, "err", err)
+					q.e.fail(fmt.Errorf("%s side: busy poll: TAP %s queue %d: %w", q.e.side, q.queue.dev.Name(), q.q, err))
 				}
 				continue
 			}

@@ -57,6 +57,10 @@ type Stack struct {
 	polling    bool
 	pollSleeps atomic.Uint64
 	done       sync.WaitGroup
+
+	failOnce sync.Once
+	failed   chan struct{} // closed with the first reader that fails
+	err      error         // why: set before failed is closed
 }
 
 // New builds the stack. Frames start flowing at Start.
@@ -65,11 +69,12 @@ func New(bal *nat.Balancer, client, server NICConfig, log *slog.Logger) (*Stack,
 		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, arp.NewProtocol},
 		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4},
 	})
-	st := &Stack{s: s, log: log, bal: bal, resolveReq: make(chan *nat.Dest, 64), stop: make(chan struct{}),
+	st := &Stack{s: s, log: log, bal: bal, resolveReq: make(chan *nat.Dest, 64), stop: make(chan struct{}), failed: make(chan struct{}),
 		ownClient: client.Address.Addr(), ownServer: server.Address.Addr()}
 	st.Client = newEndpoint(nat.ClientSide, client.Devs, client.MTU, client.MAC, bal, log)
 	st.Server = newEndpoint(nat.ServerSide, server.Devs, server.MTU, server.MAC, bal, log)
 	st.Client.peer, st.Server.peer = st.Server, st.Client
+	st.Client.fail, st.Server.fail = st.fail, st.fail
 	st.Server.qbase = len(client.Devs)
 	if len(client.Devs)+len(server.Devs) > nat.MaxQueues {
 		return nil, fmt.Errorf("%d queues in all: at most %d", len(client.Devs)+len(server.Devs), nat.MaxQueues)
@@ -150,6 +155,31 @@ func (st *Stack) Close() {
 	st.done.Wait()
 	st.s.Close()
 	st.s.Wait()
+}
+
+// fail records that a reader ended on an error it cannot read past: the
+// first such error is the stack's, and Failed is closed.
+func (st *Stack) fail(err error) {
+	st.log.Error("reader stopped: its TAP failed; tapvs cannot forward through it", "err", err)
+	st.failOnce.Do(func() {
+		st.err = err
+		close(st.failed)
+	})
+}
+
+// Failed is closed when a reader has ended on an error it cannot read past
+// (its TAP deleted under tapvs): the data path through that queue is gone
+// for good, and Err says why.
+func (st *Stack) Failed() <-chan struct{} { return st.failed }
+
+// Err is the error that closed Failed, or nil while it is open.
+func (st *Stack) Err() error {
+	select {
+	case <-st.failed:
+		return st.err
+	default:
+		return nil
+	}
 }
 
 // SetAddresses makes the extra addresses (VIPs on the client side, LIPs on the

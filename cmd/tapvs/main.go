@@ -69,10 +69,22 @@ func runCmd() *cobra.Command {
 			// (an editor saving) is one reload.
 			hup := make(chan os.Signal, 1)
 			signal.Notify(hup, syscall.SIGHUP)
+			// A data path that failed for good (a TAP deleted under
+			// tapvs) ends the daemon with its error: a supervisor
+			// restarts it, which recreates the TAPs.
+			ctx, cancel := context.WithCancel(ctx)
+			defer cancel()
+			go func() {
+				select {
+				case <-d.Failed():
+					cancel()
+				case <-ctx.Done():
+				}
+			}()
 			d.ReloadOn(ctx, hup, path)
 			log.Info("shutting down")
 			d.Close()
-			return nil
+			return d.Err()
 		},
 	}
 	c.Flags().StringVarP(&path, "config", "c", "config.yaml", "configuration file")
