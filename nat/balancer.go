@@ -492,14 +492,22 @@ func (b *Balancer) bind(c *Conn) bool {
 	start := c.dest.lipNext.Add(1)
 	for i := range uint32(len(lips)) {
 		la := lips[(start+i)%uint32(len(lips))]
+		pm := c.dest.portMap(la, span)
 		for range tries {
-			port := b.cfg.PortMin + uint16(la.cursor.Add(1)%span)
-			c.out = tupleKey{src: c.dest.a16, dst: la.a16, sport: c.dest.Port, dport: port, proto: c.in.proto}
+			idx, ok := pm.take()
+			if !ok {
+				break // every port of this LIP toward this server is held
+			}
+			c.out = tupleKey{src: c.dest.a16, dst: la.a16, sport: c.dest.Port, dport: b.cfg.PortMin + uint16(idx), proto: c.in.proto}
 			if b.table.insert(&c.out, c, true) == c {
 				c.laddr = la
 				la.inUse.Add(1)
 				return true
 			}
+			// Held in the table (by a connection of another service
+			// toward the same server, or quarantined): given back, and
+			// the search goes on past it.
+			pm.put(idx)
 			la.conflicts.Add(1)
 		}
 		la.exhausted.Add(1)
@@ -527,6 +535,7 @@ func (b *Balancer) release(c *Conn) bool {
 		c.dest.inactive.Add(-1)
 	}
 	c.laddr.inUse.Add(-1)
+	c.dest.portMap(c.laddr, uint32(b.cfg.PortMax-b.cfg.PortMin)+1).put(uint32(c.out.dport - b.cfg.PortMin))
 	b.table.count.Add(-1)
 	untrack(c)
 	return true

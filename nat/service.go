@@ -63,6 +63,7 @@ type Dest struct {
 	svc     *Service
 	weight  atomic.Int32
 	lipNext atomic.Uint32 // the next of the service's LIPs to bind from
+	ports   sync.Map      // *LocalAddr -> *portMap: the local ports held toward this server from each LIP
 
 	// Connection counts as ipvsadm shows them: TCP ESTABLISHED is active,
 	// other TCP states inactive; UDP entries count as active, as in IPVS.
@@ -77,6 +78,15 @@ type Dest struct {
 	traffic     []queueTraffic // one per reader, a power of two of them (Config.Readers)
 	rate        atomic.Pointer[Rate]
 	lastTraffic atomic.Pointer[Traffic] // the estimator's previous sample
+}
+
+// portMap returns the ports of this server from la, made on first use.
+func (d *Dest) portMap(la *LocalAddr, span uint32) *portMap {
+	if m, ok := d.ports.Load(la); ok {
+		return m.(*portMap)
+	}
+	m, _ := d.ports.LoadOrStore(la, newPortMap(span, la.cursor.Load()))
+	return m.(*portMap)
 }
 
 // MaxQueues bounds the readers (TAP queues of both sides together) that keep
