@@ -4,6 +4,8 @@
 //
 //	direct     client -> router -> RS                     (kernel routing)
 //	nftables   client -> router[dnat+snat] -> RS          (kernel FULLNAT)
+//	nftables+synproxy[-nots]  the same behind the kernel's SYNPROXY, with
+//	           and without TCP timestamps
 //	haproxy    client -> router[HAProxy TCP, 2 threads] -> RS
 //	tapvs      client -> tapvs -> router -> RS
 //	synproxy   the same, through a SYNPROXY service
@@ -42,13 +44,19 @@ type Options struct {
 	ProfileDir string
 	// BusyPoll is tapvs's interfaces.busy_poll for the run (0: off).
 	BusyPoll time.Duration
+	// Queues is tapvs's queues per TAP (interfaces.*.queues; 0: 1).
+	Queues int
+	// TxQueueLen, when set, is given to both TAPs' kernel ends once tapvs
+	// has made them (the kernel's default is 1000 frames): the transmit
+	// queue is where frames wait for tapvs to read them.
+	TxQueueLen int
 }
 
 // PathNames and WorkloadNames are what Options.Paths and Options.Workloads
 // choose from.
 var (
-	PathNames     = []string{"direct", "nftables", "haproxy", "tapvs", "tapvs+synproxy"}
-	WorkloadNames = []string{"iperf1", "iperf4", "short", "keepalive", "latency", "udp"}
+	PathNames     = []string{"direct", "nftables", "nftables+synproxy", "nftables+synproxy-nots", "haproxy", "tapvs", "tapvs+synproxy"}
+	WorkloadNames = []string{"iperf1", "iperf4", "short", "keepalive", "latency", "udp", "flood"}
 )
 
 // Check names the first unknown path or workload.
@@ -60,6 +68,12 @@ func (o Options) Check() error {
 	}
 	if o.BusyPoll < 0 || o.BusyPoll > time.Second {
 		return fmt.Errorf("busy-poll: %s is not from 0 to 1s", o.BusyPoll)
+	}
+	if o.Queues < 0 || o.Queues > 64 {
+		return fmt.Errorf("queues: %d is not a queue count (1-64, 0 for 1)", o.Queues)
+	}
+	if o.TxQueueLen < 0 || o.TxQueueLen > 1<<20 {
+		return fmt.Errorf("tap-txqueuelen: %d is not from 0 to %d", o.TxQueueLen, 1<<20)
 	}
 	for _, w := range o.Workloads {
 		if !slices.Contains(WorkloadNames, w) {
@@ -79,6 +93,8 @@ type Path struct {
 	HTTP       netip.AddrPort // nginx, behind the path
 	Iperf      netip.AddrPort // iperf3 on RS1, behind the path
 	UDP        bool           // the path carries UDP (HAProxy's TCP mode does not)
+	Synproxy   bool           // a SYN proxy answers SYNs: the flood workload runs through it
+	Dev        string         // the client's device towards the balancer, in its namespace
 	cpuSeconds func() float64 // the balancer's CPU time so far; nil: not attributable
 }
 
@@ -93,6 +109,19 @@ type Result struct {
 	UDPpps                float64       // iperf3 UDP, 64-byte payloads, packets/s received; 0: not measured
 	CPUPerGB, CPUPerKConn float64       // balancer CPU-seconds per GB (iperf3 1 stream) and per 1000 short connections
 	Notes                 string        // tapvs's drops and synproxy counters during the run
+	Flood                 FloodResult   // the flood workload; zero: not measured
+}
+
+// FloodResult is the flood workload's figures: medians of the runs, but
+// HalfOpenMax, the most any run saw.
+type FloodResult struct {
+	Runs                    int
+	BaseCPS, FloodCPS       float64 // legitimate short connections/s without and with the flood
+	Ratio                   float64 // FloodCPS/BaseCPS, the median of each run's
+	SynPerSec               float64 // spoofed SYNs/s the flood sent
+	HalfOpenMax             int     // the real servers' SYN-RECV sockets
+	Frames, TxDropped       float64 // frames the client-side device was given during the flood, and those it dropped
+	RetransSegs, SynRetrans float64 // the legitimate clients' TCP retransmits, and of those SYNs
 }
 
 // Run builds the lab, measures every path, prints the table and writes the

@@ -17,6 +17,11 @@ func TestCheck(t *testing.T) {
 		{Options{Workloads: []string{"short", "long"}}, `unknown workload "long"`},
 		{Options{BusyPoll: -time.Microsecond}, "busy-poll"},
 		{Options{BusyPoll: time.Second + 1}, "busy-poll"},
+		{Options{Queues: 64, TxQueueLen: 1 << 20}, ""},
+		{Options{Queues: -1}, "queues"},
+		{Options{Queues: 65}, "queues"},
+		{Options{TxQueueLen: -1}, "tap-txqueuelen"},
+		{Options{TxQueueLen: 1<<20 + 1}, "tap-txqueuelen"},
 	} {
 		err := c.o.Check()
 		if c.want == "" && err != nil || c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)) {
@@ -51,6 +56,14 @@ func TestPathsArePathNames(t *testing.T) {
 		}
 		if p.UDP != (p.Name != "haproxy") {
 			t.Errorf("%s: UDP %v; only HAProxy (TCP mode) cannot carry it", p.Name, p.UDP)
+		}
+		// The flood workload runs through the SYN proxies, and only those.
+		if p.Synproxy != strings.Contains(p.Name, "synproxy") {
+			t.Errorf("%s: Synproxy %v", p.Name, p.Synproxy)
+		}
+		// Its drops are counted on the client's device towards the balancer.
+		if wantDev := map[bool]string{true: tapClient, false: "direct"}[strings.HasPrefix(p.Name, "tapvs")]; p.Dev != wantDev {
+			t.Errorf("%s: device %q, want %q", p.Name, p.Dev, wantDev)
 		}
 		if p.cpuSeconds == nil {
 			t.Errorf("%s: no CPU accounting", p.Name)

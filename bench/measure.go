@@ -45,7 +45,7 @@ func (tb *testbed) measurePath(ctx context.Context, p Path, o Options) (Result, 
 	if err != nil {
 		return Result{}, err
 	}
-	r, err := measure(ctx, netnsClient(tb.top.Client), p, o)
+	r, err := measure(ctx, netnsClient{ns: tb.top.Client, servers: tb.top.RS[:]}, p, o)
 	stopProfile()
 	if strings.HasPrefix(p.Name, "tapvs") {
 		r.Notes = tb.counters().since(before)
@@ -94,6 +94,11 @@ type client interface {
 	iperf(ctx context.Context, to netip.AddrPort, streams int, sec string) (bps, bytes float64, err error)
 	iperfUDP(ctx context.Context, to netip.AddrPort, sec string) (pps float64, err error)
 	wrk(ctx context.Context, to netip.AddrPort, sec string, close bool, conns int) (wrkResult, error)
+	// The flood workload's (flood.go).
+	shortUnderFlood(ctx context.Context, to netip.AddrPort, sec string) (wrkResult, error)
+	flood(ctx context.Context, to netip.AddrPort) (stop func() (synPerSec float64, err error), err error)
+	halfOpen(ctx context.Context) (int, error)
+	probe(ctx context.Context, dev string) (probe, error)
 }
 
 // measure runs every chosen workload through one path, o.Runs times each,
@@ -150,6 +155,13 @@ func measure(ctx context.Context, c client, p Path, o Options) (Result, error) {
 			}
 			s.udp = append(s.udp, pps)
 		}
+		if p.Synproxy && o.wants("flood") {
+			f, err := measureFlood(ctx, c, p, sec)
+			if err != nil {
+				return Result{Path: p.Name}, fmt.Errorf("flood: %w", err)
+			}
+			s.flood = append(s.flood, f)
+		}
 	}
 	return s.result(p.Name), nil
 }
@@ -157,6 +169,7 @@ func measure(ctx context.Context, c client, p Path, o Options) (Result, error) {
 // samples are one path's figures, one per run.
 type samples struct {
 	gbps1, gbps4, short, keep, p50, p99, idle50, idle99, cpuGB, cpuK, udp []float64
+	flood                                                                 []floodStats
 }
 
 // result is the median of each figure's runs.
@@ -167,7 +180,31 @@ func (s *samples) result(path string) Result {
 		P50: time.Duration(median(s.p50)), P99: time.Duration(median(s.p99)),
 		IdleP50: time.Duration(median(s.idle50)), IdleP99: time.Duration(median(s.idle99)),
 		CPUPerGB: median(s.cpuGB), CPUPerKConn: median(s.cpuK),
+		Flood: s.floodResult(),
 	}
+}
+
+// floodResult is the median of each flood figure's runs, but the
+// half-open count is the most any run saw: a SYN proxy must keep it at 0.
+func (s *samples) floodResult() FloodResult {
+	if len(s.flood) == 0 {
+		return FloodResult{}
+	}
+	var base, flood, ratio, syn, frames, dropped, retrans, synRetrans []float64
+	r := FloodResult{Runs: len(s.flood)}
+	for _, f := range s.flood {
+		base, flood, syn = append(base, f.base), append(flood, f.flood), append(syn, f.synPerSec)
+		if f.base > 0 {
+			ratio = append(ratio, f.flood/f.base)
+		}
+		frames, dropped = append(frames, float64(f.txPackets+f.txDropped)), append(dropped, float64(f.txDropped))
+		retrans, synRetrans = append(retrans, float64(f.retransSegs)), append(synRetrans, float64(f.synRetrans))
+		r.HalfOpenMax = max(r.HalfOpenMax, f.halfOpen)
+	}
+	r.BaseCPS, r.FloodCPS, r.Ratio, r.SynPerSec = median(base), median(flood), median(ratio), median(syn)
+	r.Frames, r.TxDropped = median(frames), median(dropped)
+	r.RetransSegs, r.SynRetrans = median(retrans), median(synRetrans)
+	return r
 }
 
 // median is 0 for a workload that was not measured. It sorts v.

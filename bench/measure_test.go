@@ -19,12 +19,15 @@ type fakeClient struct {
 	calls        []string
 	cpu          *float64 // the path's CPU clock, advanced by each workload
 	fail         string   // a call that fails
+	ff           floodFake
 }
+
+var errTool = errors.New("tool failed")
 
 func (f *fakeClient) call(name string) error {
 	f.calls = append(f.calls, name)
 	if name == f.fail {
-		return errors.New("tool failed")
+		return errTool
 	}
 	return nil
 }

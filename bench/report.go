@@ -115,6 +115,7 @@ func table(rs []Result, machine string, o Options) string {
 	check("synproxy short conns/s vs without", s.ShortCPS, t.ShortCPS, 0.9, true)
 	check("keep-alive p50 latency vs kernel FULLNAT, 1 connection", float64(t.IdleP50), float64(k.IdleP50), 1.3, false)
 	check("keep-alive p50 latency vs kernel FULLNAT, 32 connections (saturated)", float64(t.P50), float64(k.P50), 1.3, false)
+	floodTable(&b, rs)
 	for _, r := range rs {
 		if r.Notes != "" {
 			fmt.Fprintf(&b, "\n%s counters during its runs: %s.\n", r.Path, r.Notes)
@@ -123,6 +124,29 @@ func table(rs []Result, machine string, o Options) string {
 	b.WriteString("\nCPU: tapvs and HAProxy are their own processes' CPU time; the kernel paths are the machine's softirq time, where their forwarding runs (an estimate).\n")
 	b.WriteString("Latency: with 32 connections every path is saturated and p50 is mostly queueing in the client and servers (the direct path can show a higher p50 than a NAT path); one connection measures the path itself.\n")
 	return b.String()
+}
+
+// floodTable renders the flood workload's figures, when it ran: the ratio,
+// and the counts that explain it.
+func floodTable(b *strings.Builder, rs []Result) {
+	var fl []Result
+	for _, r := range rs {
+		if r.Flood.Runs > 0 {
+			fl = append(fl, r)
+		}
+	}
+	if len(fl) == 0 {
+		return
+	}
+	b.WriteString("\nLegitimate short connections (wrk, 32 connections) during an hping3 SYN flood from random sources (`-S --flood --rand-source`) from the same namespace:\n\n")
+	b.WriteString("| path | no flood conns/s | flood conns/s | ratio | flood SYN/s sent | real servers' half-open, max | client-side device tx drops (of frames) | wrk's TCP retransmits (SYN) |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|\n")
+	for _, r := range fl {
+		f := r.Flood
+		drops := fmt.Sprintf("%.0f (of %.0f, %.1f%%)", f.TxDropped, f.Frames, 100*f.TxDropped/max(f.Frames, 1))
+		fmt.Fprintf(b, "| %s | %.0f | %.0f | %.2f× | %.0f | %d | %s | %.0f (%.0f) |\n", r.Path, f.BaseCPS, f.FloodCPS, f.Ratio, f.SynPerSec, f.HalfOpenMax, drops, f.RetransSegs, f.SynRetrans)
+	}
+	b.WriteString("\nRatio: the median of each run's flood/no-flood ratio, the no-flood run just before its flood run. Half-open: `ss -tan state syn-recv` on both real servers every 0.5 s, the most seen in any run. Drops: frames the transmit queue of the client namespace's device towards the balancer (tapvs's TAP, the kernel paths' veth) dropped before the balancer read them. Retransmits: `nstat` TcpRetransSegs (TcpExtTCPSynRetrans) in the client's namespace, each a stall of 200 ms to 1 s for a legitimate connection.\n")
 }
 
 // num formats a figure, or "—" when it was not measured.

@@ -18,10 +18,13 @@ import (
 )
 
 var (
-	vipNFT   = netip.MustParseAddr("10.98.0.1")
-	vipHAP   = netip.MustParseAddr("10.98.0.2")
-	vipNet   = netip.MustParsePrefix("10.98.0.0/24")
-	directGW = netip.MustParseAddr("10.99.0.1")
+	vipNFT    = netip.MustParseAddr("10.98.0.1")
+	vipHAP    = netip.MustParseAddr("10.98.0.2")
+	vipSP     = netip.MustParseAddr("10.98.0.3") // kernel FULLNAT behind SYNPROXY
+	vipSPNoTS = netip.MustParseAddr("10.98.0.4") // the same, SYNPROXY without timestamps
+	vipNet    = netip.MustParsePrefix("10.98.0.0/24")
+	directGW  = netip.MustParseAddr("10.99.0.1")
+	directIP  = netip.MustParseAddr("10.99.0.2") // the client's end of the direct path
 )
 
 const (
@@ -80,6 +83,11 @@ func setup(ctx context.Context, o Options) (_ *testbed, err error) {
 			return nil, fmt.Errorf("%s is missing: apt-get install -y iproute2 nftables iperf3 wrk haproxy nginx-light", tool)
 		}
 	}
+	if o.wants("flood") {
+		if _, err := exec.LookPath("hping3"); err != nil {
+			return nil, fmt.Errorf("hping3 is missing (the flood workload's SYN flood): apt-get install -y hping3, or leave out --workloads flood")
+		}
+	}
 	tb := &testbed{}
 	defer func() {
 		if err != nil {
@@ -92,6 +100,7 @@ func setup(ctx context.Context, o Options) (_ *testbed, err error) {
 	tb.undo = append(tb.undo, func() { os.RemoveAll(tb.work) })
 	tb.top = lab.NewTopology(benchPrefix, tapClient, tapServer)
 	tb.top.Socket = ""
+	tb.top.Queues = o.Queues
 	fmt.Fprintf(o.Out, "building the bench lab (%s-*)...\n", benchPrefix)
 	if err = tb.top.Build(); err != nil { // Build removes what it built on error
 		return nil, err
@@ -168,13 +177,23 @@ func (tb *testbed) startKernelAndHAProxy() (*exec.Cmd, error) {
 	steps := [][]string{
 		{"-n", tb.top.Router, "addr", "add", vipNFT.String() + "/32", "dev", "lo"},
 		{"-n", tb.top.Router, "addr", "add", vipHAP.String() + "/32", "dev", "lo"},
+		{"-n", tb.top.Router, "addr", "add", vipSP.String() + "/32", "dev", "lo"},
+		{"-n", tb.top.Router, "addr", "add", vipSPNoTS.String() + "/32", "dev", "lo"},
 		{"-n", tb.top.Client, "route", "add", vipNet.String(), "via", directGW.String()},
+		// The kernel's SYN-ACKs to the flood's random sources go back to the
+		// client's namespace, as tapvs's do (its SYN-ACKs go back out of the
+		// TAP they came in by): without a route the router would drop them
+		// before sending, a saving tapvs cannot have.
+		{"-n", tb.top.Router, "route", "add", "default", "via", directIP.String()},
 	}
 	for _, s := range steps {
 		if out, err := exec.Command("ip", s...).CombinedOutput(); err != nil {
 			return nil, fmt.Errorf("ip %s: %v: %s", strings.Join(s, " "), err, out)
 		}
 	}
+	// The kernel's SYN proxy needs the handshake's last ACK, which matches
+	// no connection yet, marked invalid rather than picked up mid-stream.
+	sysctl(tb.top.Router, "net.netfilter.nf_conntrack_tcp_loose", "0")
 	cmd := exec.Command("ip", "netns", "exec", tb.top.Router, "nft", "-f", "-")
 	cmd.Stdin = strings.NewReader(nftRules())
 	if out, err := cmd.CombinedOutput(); err != nil {
@@ -198,6 +217,16 @@ func (tb *testbed) startTapvs(ctx context.Context, o Options) error {
 		return err
 	}
 	tb.undo = append(tb.undo, tb.d.Close)
+	if o.TxQueueLen > 0 {
+		for _, s := range [][]string{
+			{"-n", tb.top.Client, "link", "set", tb.top.TapClient, "txqueuelen", strconv.Itoa(o.TxQueueLen)},
+			{"-n", tb.top.Router, "link", "set", tb.top.TapServer, "txqueuelen", strconv.Itoa(o.TxQueueLen)},
+		} {
+			if out, err := exec.Command("ip", s...).CombinedOutput(); err != nil {
+				return fmt.Errorf("ip %s: %v: %s", strings.Join(s, " "), err, out)
+			}
+		}
+	}
 	return nil
 }
 
@@ -206,28 +235,49 @@ func (tb *testbed) startTapvs(ctx context.Context, o Options) error {
 func paths(hap int) []Path {
 	vip := lab.VIP
 	return []Path{
-		{Name: "direct", HTTP: netip.AddrPortFrom(lab.RS1, 80), Iperf: netip.AddrPortFrom(lab.RS1, iperfPort), UDP: true, cpuSeconds: softirqSeconds},
-		{Name: "nftables", HTTP: netip.AddrPortFrom(vipNFT, 80), Iperf: netip.AddrPortFrom(vipNFT, iperfPort), UDP: true, cpuSeconds: softirqSeconds},
-		{Name: "haproxy", HTTP: netip.AddrPortFrom(vipHAP, 80), Iperf: netip.AddrPortFrom(vipHAP, iperfPort), cpuSeconds: func() float64 { return procSeconds(hap) }},
-		{Name: "tapvs", HTTP: netip.AddrPortFrom(vip, 80), Iperf: netip.AddrPortFrom(vip, iperfPort), UDP: true, cpuSeconds: selfSeconds},
-		{Name: "tapvs+synproxy", HTTP: netip.AddrPortFrom(vip, spHTTPPort), Iperf: netip.AddrPortFrom(vip, spIperfPort), UDP: true, cpuSeconds: selfSeconds},
+		{Name: "direct", HTTP: netip.AddrPortFrom(lab.RS1, 80), Iperf: netip.AddrPortFrom(lab.RS1, iperfPort), UDP: true, Dev: "direct", cpuSeconds: softirqSeconds},
+		{Name: "nftables", HTTP: netip.AddrPortFrom(vipNFT, 80), Iperf: netip.AddrPortFrom(vipNFT, iperfPort), UDP: true, Dev: "direct", cpuSeconds: softirqSeconds},
+		{Name: "nftables+synproxy", HTTP: netip.AddrPortFrom(vipSP, 80), Iperf: netip.AddrPortFrom(vipSP, iperfPort), UDP: true, Synproxy: true, Dev: "direct", cpuSeconds: softirqSeconds},
+		{Name: "nftables+synproxy-nots", HTTP: netip.AddrPortFrom(vipSPNoTS, 80), Iperf: netip.AddrPortFrom(vipSPNoTS, iperfPort), UDP: true, Synproxy: true, Dev: "direct", cpuSeconds: softirqSeconds},
+		{Name: "haproxy", HTTP: netip.AddrPortFrom(vipHAP, 80), Iperf: netip.AddrPortFrom(vipHAP, iperfPort), Dev: "direct", cpuSeconds: func() float64 { return procSeconds(hap) }},
+		{Name: "tapvs", HTTP: netip.AddrPortFrom(vip, 80), Iperf: netip.AddrPortFrom(vip, iperfPort), UDP: true, Dev: tapClient, cpuSeconds: selfSeconds},
+		{Name: "tapvs+synproxy", HTTP: netip.AddrPortFrom(vip, spHTTPPort), Iperf: netip.AddrPortFrom(vip, spIperfPort), UDP: true, Synproxy: true, Dev: tapClient, cpuSeconds: selfSeconds},
 	}
 }
 
 // nftRules is the kernel's FULLNAT on the router: DNAT to the real servers,
-// masquerade on the way out.
+// masquerade on the way out; and the same behind the kernel's SYN proxy,
+// with and without TCP timestamps (the ruleset of the nftables wiki's
+// Synproxy page). The SYN proxy's SYNs are untracked, so prerouting's DNAT
+// never sees them; the SYN it sends the server once the client's ACK
+// carries a valid cookie leaves through the output hook, where it is
+// DNATed like a local connection.
 func nftRules() string {
 	return fmt.Sprintf(`table ip fnat {
   chain pre { type nat hook prerouting priority dstnat; policy accept;
-    ip daddr %[1]s tcp dport 80 dnat to numgen inc mod 2 map { 0 : %[2]s, 1 : %[3]s }
-    ip daddr %[1]s tcp dport %[4]d dnat to %[2]s
-    ip daddr %[1]s udp dport %[4]d dnat to %[2]s
+    ip daddr { %[1]s, %[5]s, %[6]s } tcp dport 80 dnat to numgen inc mod 2 map { 0 : %[2]s, 1 : %[3]s }
+    ip daddr { %[1]s, %[5]s, %[6]s } tcp dport %[4]d dnat to %[2]s
+    ip daddr { %[1]s, %[5]s, %[6]s } udp dport %[4]d dnat to %[2]s
+  }
+  chain out { type nat hook output priority -100; policy accept;
+    ip daddr { %[5]s, %[6]s } tcp dport 80 dnat to numgen inc mod 2 map { 0 : %[2]s, 1 : %[3]s }
+    ip daddr { %[5]s, %[6]s } tcp dport %[4]d dnat to %[2]s
   }
   chain post { type nat hook postrouting priority srcnat; policy accept;
-    ct original ip daddr %[1]s masquerade
+    ct original ip daddr { %[1]s, %[5]s, %[6]s } masquerade
   }
 }
-`, vipNFT, lab.RS1, lab.RS2, iperfPort)
+table ip sp {
+  chain pre { type filter hook prerouting priority raw; policy accept;
+    ip daddr { %[5]s, %[6]s } tcp dport { 80, %[4]d } tcp flags syn notrack
+  }
+  chain input { type filter hook input priority filter; policy accept;
+    ip daddr %[5]s tcp dport { 80, %[4]d } ct state invalid,untracked synproxy mss 1460 wscale 7 timestamp sack-perm
+    ip daddr %[6]s tcp dport { 80, %[4]d } ct state invalid,untracked synproxy mss 1460 wscale 7 sack-perm
+    ip daddr { %[5]s, %[6]s } ct state invalid drop
+  }
+}
+`, vipNFT, lab.RS1, lab.RS2, iperfPort, vipSP, vipSPNoTS)
 }
 
 // haproxyConfig is HAProxy in TCP mode with 2 threads, the same services.

@@ -12,11 +12,15 @@ import (
 	"time"
 )
 
-// netnsClient runs iperf3 and wrk in the client's namespace, named by it.
-type netnsClient string
+// netnsClient runs iperf3, wrk and hping3 in the client's namespace, and
+// counts half-open connections in the real servers'.
+type netnsClient struct {
+	ns      string
+	servers []string
+}
 
-func (ns netnsClient) iperf(ctx context.Context, to netip.AddrPort, streams int, sec string) (bps, bytes float64, err error) {
-	out, err := run(ctx, string(ns), "iperf3", "-c", to.Addr().String(), "-p", strconv.Itoa(int(to.Port())), "-t", sec, "-P", strconv.Itoa(streams), "-J")
+func (c netnsClient) iperf(ctx context.Context, to netip.AddrPort, streams int, sec string) (bps, bytes float64, err error) {
+	out, err := run(ctx, c.ns, "iperf3", "-c", to.Addr().String(), "-p", strconv.Itoa(int(to.Port())), "-t", sec, "-P", strconv.Itoa(streams), "-J")
 	if err != nil {
 		return 0, 0, err
 	}
@@ -43,8 +47,8 @@ func parseIperf(out []byte, to netip.AddrPort) (bps, bytes float64, err error) {
 
 // iperfUDP sends 64-byte UDP datagrams as fast as iperf3 can and returns the
 // packets per second the server received.
-func (ns netnsClient) iperfUDP(ctx context.Context, to netip.AddrPort, sec string) (float64, error) {
-	out, err := run(ctx, string(ns), "iperf3", "-c", to.Addr().String(), "-p", strconv.Itoa(int(to.Port())), "-t", sec, "-u", "-b", "0", "-l", "64", "-J")
+func (c netnsClient) iperfUDP(ctx context.Context, to netip.AddrPort, sec string) (float64, error) {
+	out, err := run(ctx, c.ns, "iperf3", "-c", to.Addr().String(), "-p", strconv.Itoa(int(to.Port())), "-t", sec, "-u", "-b", "0", "-l", "64", "-J")
 	if err != nil {
 		return 0, err
 	}
@@ -73,6 +77,7 @@ func parseIperfUDP(out []byte, to netip.AddrPort) (float64, error) {
 type wrkResult struct {
 	rps, requests float64
 	p50, p99      time.Duration
+	connectErrors int
 }
 
 var (
@@ -83,8 +88,8 @@ var (
 )
 
 // wrk runs conns connections (on up to 2 threads) for sec seconds.
-func (ns netnsClient) wrk(ctx context.Context, to netip.AddrPort, sec string, close bool, conns int) (wrkResult, error) {
-	out, err := run(ctx, string(ns), wrkArgs(to, sec, close, conns)...)
+func (c netnsClient) wrk(ctx context.Context, to netip.AddrPort, sec string, close bool, conns int) (wrkResult, error) {
+	out, err := run(ctx, c.ns, wrkArgs(to, sec, close, conns)...)
 	if err != nil {
 		return wrkResult{}, err
 	}
@@ -104,6 +109,15 @@ func wrkArgs(to netip.AddrPort, sec string, close bool, conns int) []string {
 // parseWrk reads wrk --latency's report. Connect errors beyond 1% of the
 // requests fail the measurement: the figure would be the errors' rate.
 func parseWrk(out []byte, to netip.AddrPort) (wrkResult, error) {
+	w, err := scanWrk(out, to)
+	if err == nil && w.connectErrors > int(w.requests/100) {
+		return w, fmt.Errorf("wrk to %s: %d connect errors in %.0f requests", to, w.connectErrors, w.requests)
+	}
+	return w, err
+}
+
+// scanWrk reads wrk --latency's report, connect errors included.
+func scanWrk(out []byte, to netip.AddrPort) (wrkResult, error) {
 	var w wrkResult
 	m := reRPS.FindSubmatch(out)
 	n := reReqs.FindSubmatch(out)
@@ -113,9 +127,7 @@ func parseWrk(out []byte, to netip.AddrPort) (wrkResult, error) {
 	w.rps, _ = strconv.ParseFloat(string(m[1]), 64)
 	w.requests, _ = strconv.ParseFloat(string(n[1]), 64)
 	if e := reErr.FindSubmatch(out); e != nil {
-		if c, _ := strconv.Atoi(string(e[1])); c > int(w.requests/100) {
-			return w, fmt.Errorf("wrk to %s: %s", to, e[0])
-		}
+		w.connectErrors, _ = strconv.Atoi(string(e[1]))
 	}
 	for _, l := range reLat.FindAllSubmatch(out, -1) {
 		v, _ := strconv.ParseFloat(string(l[2]), 64)

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -125,17 +126,20 @@ func benchCmd() *cobra.Command {
 		Short: "Measure tapvs side by side with kernel FULLNAT and HAProxy in one run",
 		Long: `bench builds a lab in network namespaces with nginx and iperf3 on two real
 servers and measures, through five paths (direct routing, kernel nftables
-FULLNAT, HAProxy TCP mode, tapvs, tapvs with SYNPROXY), iperf3 with 1 and 4
-streams, short connections/s and keep-alive requests/s with p50/p99 latency
-(wrk), and the balancer's CPU per GB and per 1000 connections. It prints a
-Markdown table with ratios and the targets, and writes results.md and
-chart.png to --out. Needs root and iproute2 nftables iperf3 wrk haproxy
-nginx-light (installed with apt-get if missing).`,
+FULLNAT, the same behind the kernel's SYNPROXY with and without timestamps,
+HAProxy TCP mode, tapvs, tapvs with SYNPROXY), iperf3 with 1 and 4 streams,
+short connections/s and keep-alive requests/s with p50/p99 latency (wrk),
+the balancer's CPU per GB and per 1000 connections, and through the SYN
+proxies the short connections/s during an hping3 SYN flood from random
+sources (the flood workload). It prints a Markdown table with ratios and the
+targets, and writes results.md and chart.png to --out. Needs root and
+iproute2 nftables iperf3 wrk haproxy nginx-light, and hping3 for the flood
+(installed with apt-get if missing).`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := o.Check(); err != nil {
 				return err
 			}
-			if err := ensurePackages(); err != nil {
+			if err := ensurePackages(len(o.Workloads) == 0 || slices.Contains(o.Workloads, "flood")); err != nil {
 				return err
 			}
 			o.Log = newLogger("warn", "text")
@@ -150,13 +154,19 @@ nginx-light (installed with apt-get if missing).`,
 	c.Flags().StringSliceVar(&o.Paths, "paths", nil, "measure only these paths: "+strings.Join(bench.PathNames, ","))
 	c.Flags().StringSliceVar(&o.Workloads, "workloads", nil, "run only these workloads: "+strings.Join(bench.WorkloadNames, ","))
 	c.Flags().DurationVar(&o.BusyPoll, "busy-poll", 0, "tapvs's interfaces.busy_poll during the run (0: a reader per queue)")
+	c.Flags().IntVar(&o.Queues, "queues", 1, "tapvs's queues per TAP (interfaces.*.queues)")
+	c.Flags().IntVar(&o.TxQueueLen, "tap-txqueuelen", 0, "the TAPs' transmit queue length in frames, where they wait for tapvs (0: the kernel's default, 1000)")
 	c.Flags().StringVar(&o.ProfileDir, "cpuprofile", "", "write a CPU profile of tapvs per tapvs path into this directory")
 	return c
 }
 
-// ensurePackages installs the bench's tools from Debian if any is missing.
-func ensurePackages() error {
+// ensurePackages installs the bench's tools from Debian if any is missing;
+// hping3 only when the flood workload runs.
+func ensurePackages(flood bool) error {
 	need := map[string]string{"nft": "nftables", "iperf3": "iperf3", "wrk": "wrk", "haproxy": "haproxy", "nginx": "nginx-light"}
+	if flood {
+		need["hping3"] = "hping3"
+	}
 	var pkgs []string
 	for bin, pkg := range need {
 		if _, err := exec.LookPath(bin); err != nil {

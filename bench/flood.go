@@ -1,0 +1,235 @@
+package bench
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"net/netip"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// The flood workload: hping3 sends spoofed SYNs (random sources) as fast as
+// it can from the client's namespace to a SYN proxy's service, while wrk
+// opens legitimate short connections to the same service. It measures the
+// legitimate connections/s with and without the flood, and what explains
+// the difference: the SYNs hping3 sent, the half-open connections on the
+// real servers (a SYN proxy keeps them at 0), the frames the client-side
+// device dropped before the balancer read them, and the retransmits of the
+// legitimate clients, each a stall of 200 ms to 1 s.
+
+// floodStats is what the flood workload counts, from one run.
+type floodStats struct {
+	base, flood float64 // legitimate short connections/s without and with the flood
+	synPerSec   float64 // spoofed SYNs/s hping3 sent
+	halfOpen    int     // the real servers' SYN-RECV sockets, the most seen in one sample
+	probe               // the counters' rise during the flood
+}
+
+// probe is a moment's counters in the client's namespace: the client-side
+// device's (its transmit direction is towards the balancer) and the
+// namespace's TCP retransmits (the legitimate clients').
+type probe struct {
+	txPackets, txDropped    uint64
+	retransSegs, synRetrans uint64
+}
+
+func (p probe) since(p0 probe) probe {
+	return probe{p.txPackets - p0.txPackets, p.txDropped - p0.txDropped, p.retransSegs - p0.retransSegs, p.synRetrans - p0.synRetrans}
+}
+
+// floodArgs is hping3's command line: SYNs from random sources, as fast as
+// it can send, to the service.
+func floodArgs(to netip.AddrPort) []string {
+	return []string{"hping3", "-S", "--flood", "--rand-source", "-p", strconv.Itoa(int(to.Port())), to.Addr().String()}
+}
+
+var reHping = regexp.MustCompile(`([0-9]+) packets transmitted`)
+
+// parseHping reads the packets hping3 sent from the statistics it prints
+// when interrupted.
+func parseHping(out []byte) (uint64, error) {
+	m := reHping.FindSubmatch(out)
+	if m == nil {
+		return 0, fmt.Errorf("hping3: no statistics in %q", out)
+	}
+	return strconv.ParseUint(string(m[1]), 10, 64)
+}
+
+// countSS counts the sockets `ss -Htan state ...` listed: one a line, no
+// header.
+func countSS(out []byte) int {
+	n := 0
+	for l := range bytes.Lines(out) {
+		if len(bytes.TrimSpace(l)) > 0 {
+			n++
+		}
+	}
+	return n
+}
+
+// parseNstat reads `nstat -asz NAME...`: a "#kernel" line, then one line a
+// counter, "name value rate". Every name asked for must be there.
+func parseNstat(out []byte, names ...string) (map[string]uint64, error) {
+	got := map[string]uint64{}
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) < 2 || strings.HasPrefix(f[0], "#") {
+			continue
+		}
+		v, err := strconv.ParseUint(f[1], 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("nstat: %s: %w", f[0], err)
+		}
+		got[f[0]] = v
+	}
+	for _, n := range names {
+		if _, ok := got[n]; !ok {
+			return nil, fmt.Errorf("nstat: no %s in %q", n, out)
+		}
+	}
+	return got, nil
+}
+
+// flood starts hping3 towards to; stop interrupts it and returns the SYNs/s
+// it sent.
+func (c netnsClient) flood(ctx context.Context, to netip.AddrPort) (stop func() (float64, error), err error) {
+	var out bytes.Buffer
+	cmd := exec.Command("ip", append([]string{"netns", "exec", c.ns}, floodArgs(to)...)...)
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("hping3: %w", err)
+	}
+	start := time.Now()
+	var once sync.Once
+	return func() (float64, error) {
+		var sent uint64
+		var err error
+		once.Do(func() {
+			// ip netns exec execs hping3: the process is hping3, which prints
+			// its statistics on SIGINT.
+			cmd.Process.Signal(syscall.SIGINT)
+			werr := cmd.Wait()
+			if sent, err = parseHping(out.Bytes()); err != nil && werr != nil {
+				err = fmt.Errorf("%w (hping3: %v)", err, werr)
+			}
+		})
+		return float64(sent) / time.Since(start).Seconds(), err
+	}, nil
+}
+
+// halfOpen sums the real servers' SYN-RECV sockets.
+func (c netnsClient) halfOpen(ctx context.Context) (int, error) {
+	n := 0
+	for _, ns := range c.servers {
+		out, err := run(ctx, ns, "ss", "-Htan", "state", "syn-recv")
+		if err != nil {
+			return 0, err
+		}
+		n += countSS(out)
+	}
+	return n, nil
+}
+
+// probe reads dev's transmit counters and the TCP retransmits in the
+// client's namespace.
+func (c netnsClient) probe(ctx context.Context, dev string) (probe, error) {
+	var p probe
+	out, err := run(ctx, c.ns, "cat", "/sys/class/net/"+dev+"/statistics/tx_packets", "/sys/class/net/"+dev+"/statistics/tx_dropped")
+	if err != nil {
+		return p, err
+	}
+	f := strings.Fields(string(out))
+	if len(f) != 2 {
+		return p, fmt.Errorf("%s statistics: %q", dev, out)
+	}
+	if p.txPackets, err = strconv.ParseUint(f[0], 10, 64); err != nil {
+		return p, fmt.Errorf("%s tx_packets: %w", dev, err)
+	}
+	if p.txDropped, err = strconv.ParseUint(f[1], 10, 64); err != nil {
+		return p, fmt.Errorf("%s tx_dropped: %w", dev, err)
+	}
+	// -a absolute values, -s leave nstat's history alone, -z zeros too.
+	out, err = run(ctx, c.ns, "nstat", "-asz", "TcpRetransSegs", "TcpExtTCPSynRetrans")
+	if err != nil {
+		return p, err
+	}
+	m, err := parseNstat(out, "TcpRetransSegs", "TcpExtTCPSynRetrans")
+	if err != nil {
+		return p, err
+	}
+	p.retransSegs, p.synRetrans = m["TcpRetransSegs"], m["TcpExtTCPSynRetrans"]
+	return p, nil
+}
+
+// shortUnderFlood is the short-connection wrk run that does not fail on
+// connect errors: under a flood they are part of the figure.
+func (c netnsClient) shortUnderFlood(ctx context.Context, to netip.AddrPort, sec string) (wrkResult, error) {
+	out, err := run(ctx, c.ns, wrkArgs(to, sec, true, 32)...)
+	if err != nil {
+		return wrkResult{}, err
+	}
+	return scanWrk(out, to)
+}
+
+// measureFlood runs the flood workload once through p: the short
+// connections without the flood, then with it, the half-open connections
+// sampled meanwhile.
+func measureFlood(ctx context.Context, c client, p Path, sec string) (floodStats, error) {
+	var s floodStats
+	w, err := c.wrk(ctx, p.HTTP, sec, true, 32)
+	if err != nil {
+		return s, err
+	}
+	s.base = w.rps
+	p0, err := c.probe(ctx, p.Dev)
+	if err != nil {
+		return s, err
+	}
+	stop, err := c.flood(ctx, p.HTTP)
+	if err != nil {
+		return s, err
+	}
+	defer stop()
+	sctx, cancel := context.WithCancel(ctx)
+	sampled := make(chan int)
+	go func() {
+		most := 0
+		t := time.NewTicker(500 * time.Millisecond)
+		defer t.Stop()
+		for {
+			if n, err := c.halfOpen(sctx); err == nil {
+				most = max(most, n)
+			}
+			select {
+			case <-sctx.Done():
+				sampled <- most
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	w, err = c.shortUnderFlood(ctx, p.HTTP, sec)
+	cancel()
+	s.halfOpen = <-sampled
+	if err != nil {
+		return s, err
+	}
+	s.flood = w.rps
+	if s.synPerSec, err = stop(); err != nil {
+		return s, err
+	}
+	p1, err := c.probe(ctx, p.Dev)
+	if err != nil {
+		return s, err
+	}
+	s.probe = p1.since(p0)
+	return s, nil
+}
