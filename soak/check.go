@@ -154,6 +154,7 @@ type Report struct {
 
 	Reloads, Restarts int
 	Flood             Flood
+	Loss              string // the kernel's loss counters that moved
 
 	Base, End Sample
 	Failures  []string
@@ -165,7 +166,7 @@ func (s *soak) report(base, end Sample, c0, c1 snapshot, d time.Duration, drainE
 	r := &Report{Seed: s.o.Seed, Duration: d, Requests: t.requests, Bytes: t.bytes, Explained: t.explainedN, Unexplained: t.unexplN,
 		Drops: map[string]uint64{}, QueueDropped: c1.queueDropped - c0.queueDropped, TxErrors: c1.txErrors - c0.txErrors,
 		Conns: c1.created - c0.created, Cookies: c1.cookies - c0.cookies, Opened: c1.opened - c0.opened, SPFailed: c1.failed - c0.failed,
-		Reloads: s.reloads, Flood: s.flood, Base: base, End: end}
+		Reloads: s.reloads, Flood: s.flood, Loss: s.loss.String(), Base: base, End: end}
 	t.mu.Unlock()
 	r.Samples = t.unexplainedErrors()
 	s.mu.Lock()
@@ -251,17 +252,18 @@ func (r *Report) Print(w io.Writer) {
 	}
 	fmt.Fprintf(w, "  faults: %d reloads, %d real-server restarts, SYN flood at %v: %d spoofed SYNs taken by the TAP (%d built), %d cookies sent meanwhile\n",
 		r.Reloads, r.Restarts, r.Flood.At.Round(time.Second), r.Flood.Sent, r.Flood.Built, r.Flood.Cookies)
+	fmt.Fprintf(w, "  losses the kernel counted: %s\n", r.Loss)
 	fmt.Fprintf(w, "  tapvs: %d connections made, synproxy: %d cookies, %d handshakes proved, %d server handshakes failed\n", r.Conns, r.Cookies, r.Opened, r.SPFailed)
 	var reasons []string
 	for k := range r.Drops {
 		reasons = append(reasons, k)
 	}
 	sort.Strings(reasons)
-	fmt.Fprintf(w, "  drops: %d frames", r.QueueDropped)
+	none := ""
 	if len(reasons) == 0 {
-		fmt.Fprint(w, " (none)")
+		none = " (none)"
 	}
-	fmt.Fprintln(w)
+	fmt.Fprintf(w, "  drops: %d frames%s\n", r.QueueDropped, none)
 	for _, k := range reasons {
 		why := "NOT EXPLAINED"
 		if a, ok := allowedDrops[k]; ok && a.when(r) {
@@ -269,7 +271,8 @@ func (r *Report) Print(w io.Writer) {
 		}
 		fmt.Fprintf(w, "    %-20s %8d  %s\n", k, r.Drops[k], why)
 	}
-	fmt.Fprintf(w, "  after the warm-up: %s\n  at the end:        %s\n", r.Base, r.End)
+	fmt.Fprintf(w, "  after the warm-up: %s\n", r.Base)
+	fmt.Fprintf(w, "  at the end:        %s\n", r.End)
 	fmt.Fprintf(w, "  bounds: goroutines +%d, heap in use +25%% +8 MiB, RSS +50%% +32 MiB\n", goroutineSlack)
 	if len(r.Failures) == 0 {
 		fmt.Fprintf(w, "PASS: %d requests, every error and drop explained, table drained, resources back within bounds\n", tot)

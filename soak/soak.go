@@ -131,6 +131,7 @@ type soak struct {
 	restarts []window
 
 	tally   *tally
+	loss    *lossMonitor // the last phase's
 	reloads int
 	flood   Flood
 }

@@ -63,3 +63,11 @@ func TestCheckHTTP(t *testing.T) {
 		}
 	}
 }
+
+func TestUDPErrors(t *testing.T) {
+	text := "Ip: Forwarding DefaultTTL\nIp: 1 64\nUdp: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors\nUdp: 10 2 3 9 4 0\nUdpLite: InDatagrams NoPorts InErrors\nUdpLite: 0 0 7\n"
+	got := udpErrors(text)
+	if got["InErrors"] != 3 || got["RcvbufErrors"] != 4 || len(got) != 2 {
+		t.Fatalf("%v", got)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"os"
 	"sort"
 	"strings"
 	"sync"
@@ -63,7 +64,21 @@ func (s *soak) traffic(ctx context.Context, d time.Duration, faults bool) error 
 	if faults {
 		run(func() { ferr = s.faults(ctx, d) })
 	}
+	lctx, lcancel := context.WithCancel(context.Background())
+	s.loss = &lossMonitor{}
+	lossDone := make(chan struct{})
+	go func() { defer close(lossDone); s.watchLoss(lctx, s.loss) }()
 	wg.Wait()
+	lcancel() // the monitor samples once more: after the last datagram's timeout
+	<-lossDone
+	for _, p := range s.tally.takePending() {
+		if cause, ok := s.loss.explain(p.from, p.to); ok {
+			s.tally.explained(kindUDP, causeLoss)
+			s.o.Log.Debug("soak: udp timeout explained", "cause", cause)
+		} else {
+			s.tally.unexplained(kindUDP, p.err)
+		}
+	}
 	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
 		return err // interrupted
 	}
@@ -140,6 +155,12 @@ func (s *soak) udpWorker(ctx context.Context) {
 		rand.Read(b[:])
 		msg := hex.EncodeToString(b[:])
 		reply, err := lab.UDPEcho(context.Background(), s.top.Client, echo, msg)
+		if errors.Is(err, os.ErrDeadlineExceeded) && !s.duringRestart(t0, time.Now()) {
+			// Lost, perhaps where the kernel counted it: decided once
+			// the loss monitor has sampled past this moment.
+			s.tally.pend(pending{t0, time.Now(), err})
+			return
+		}
 		if err != nil {
 			s.fail(kindUDP, t0, err)
 			return
@@ -254,7 +275,10 @@ func (s *soak) fail(kind string, t0 time.Time, err error) {
 // SYN the server refused while down, retried by the synproxy).
 const restartGrace = 2 * time.Second
 
-const causeRestart = "real-server restart"
+const (
+	causeRestart = "real-server restart"
+	causeLoss    = "lost where the kernel counted it"
+)
 
 func (s *soak) duringRestart(from, to time.Time) bool {
 	s.mu.Lock()
@@ -275,6 +299,27 @@ type tally struct {
 	explainedN map[string]map[string]int64 // kind -> cause -> count
 	samples    map[string][]string         // kind -> errors (first few kept)
 	unexplN    map[string]int64
+	pending    []pending
+}
+
+// pending is a UDP timeout waiting for the loss monitor's word.
+type pending struct {
+	from, to time.Time
+	err      error
+}
+
+func (t *tally) pend(p pending) {
+	t.mu.Lock()
+	t.pending = append(t.pending, p)
+	t.mu.Unlock()
+}
+
+func (t *tally) takePending() []pending {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	p := t.pending
+	t.pending = nil
+	return p
 }
 
 func newTally() *tally { t := &tally{}; t.reset(); return t }
