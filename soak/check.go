@@ -130,12 +130,26 @@ func counters(d *daemon.Daemon) snapshot {
 }
 
 // allowedDrops are the drop reasons the soak's faults explain, each with
-// its explanation; a reason that moves and is not here fails the soak.
-// Each holds only if the fault that explains it happened.
+// its explanation and the condition under which it holds; a reason that
+// moves and is not here, or whose condition does not hold, fails the soak.
+//
+// A restarted real server cuts its open HTTP connections and refuses the
+// SYNs that reach it while it is down. A 10-minute run (9 restarts) saw 4
+// not_syn and 1 synproxy_queue_full drops and no other reason; the likely
+// cause is the restarts: late segments of a connection the cut had closed
+// (its entry, in CLOSE for 1s, gone), and a client's retransmissions held
+// behind a SYNPROXY handshake the restarting server had not answered (more
+// than max_queued). That is not proven, so each is allowed only when every
+// move of its counter was sampled within a restart window; a move outside
+// one fails the soak.
 var allowedDrops = map[string]struct {
 	why  string
 	when func(r *Report) bool
-}{}
+}{
+	"not_syn": {"late segments of connections a real-server restart cut", func(r *Report) bool { return r.DuringRestart["not_syn"] }},
+	"synproxy_queue_full": {"client retransmissions held while a restarting server had not answered the synproxy's SYN",
+		func(r *Report) bool { return r.DuringRestart["synproxy_queue_full"] }},
+}
 
 // Report is what a soak did and what it found.
 type Report struct {
@@ -155,6 +169,9 @@ type Report struct {
 	Reloads, Restarts int
 	Flood             Flood
 	Loss              string // the kernel's loss counters that moved
+	// DuringRestart says, by drop reason, whether every move of its counter
+	// was seen during a real-server restart.
+	DuringRestart map[string]bool
 
 	Base, End Sample
 	Failures  []string
@@ -171,6 +188,7 @@ func (s *soak) report(base, end Sample, c0, c1 snapshot, d time.Duration, drainE
 	r.Samples = t.unexplainedErrors()
 	s.mu.Lock()
 	r.Restarts = len(s.restarts)
+	r.DuringRestart = s.loss.dropsDuring(s.restarts)
 	s.mu.Unlock()
 	fail := func(format string, a ...any) { r.Failures = append(r.Failures, fmt.Sprintf(format, a...)) }
 

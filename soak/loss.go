@@ -25,6 +25,10 @@ type lossMonitor struct {
 	events []lossEvent
 	last   map[string]uint64
 	total  map[string]uint64 // what moved, by counter, over the phase
+	// drops are the times tapvs's drop counters were seen to move, by
+	// reason, to match them with the faults that explain them.
+	drops     map[string][]time.Time
+	lastDrops map[string]uint64
 }
 
 type lossEvent struct {
@@ -99,6 +103,7 @@ func udpErrors(text string) map[string]uint64 {
 func (s *soak) watchLoss(ctx context.Context, m *lossMonitor) {
 	m.last = s.lossCounters()
 	m.total = map[string]uint64{}
+	m.lastDrops, m.drops = s.d.Balancer.Stats.Drops(), map[string][]time.Time{}
 	t := time.NewTicker(lossEvery)
 	defer t.Stop()
 	for {
@@ -117,6 +122,13 @@ func (s *soak) watchLoss(ctx context.Context, m *lossMonitor) {
 			}
 		}
 		m.last = cur
+		drops := s.d.Balancer.Stats.Drops()
+		for k, v := range drops {
+			if v > m.lastDrops[k] {
+				m.drops[k] = append(m.drops[k], now)
+			}
+		}
+		m.lastDrops = drops
 		m.mu.Unlock()
 		if done {
 			return
@@ -148,4 +160,27 @@ func (m *lossMonitor) String() string {
 		return "none"
 	}
 	return strings.Join(parts, ", ")
+}
+
+// dropsDuring reports, for each drop reason that moved, whether every move
+// was seen while a real server was down or within restartGrace (and a
+// sample) of its coming back.
+func (m *lossMonitor) dropsDuring(restarts []window) map[string]bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := map[string]bool{}
+	for k, times := range m.drops {
+		all := true
+		for _, t := range times {
+			in := false
+			for _, w := range restarts {
+				if !t.Before(w.from) && (w.to.IsZero() || !t.After(w.to.Add(restartGrace+lossEvery))) {
+					in = true
+				}
+			}
+			all = all && in
+		}
+		out[k] = all
+	}
+	return out
 }
