@@ -147,8 +147,17 @@ var allowedDrops = map[string]struct {
 	when func(r *Report) bool
 }{
 	"not_syn": {"late segments of connections a real-server restart cut", func(r *Report) bool { return r.DuringRestart["not_syn"] }},
-	"synproxy_queue_full": {"client retransmissions held while a restarting server had not answered the synproxy's SYN",
-		func(r *Report) bool { return r.DuringRestart["synproxy_queue_full"] }},
+	// A client's segments past max_queued (3) while the real server has not
+	// yet answered the SYNPROXY's SYN are dropped by design, as LVS and
+	// DPVS drop them: the client sends them again. On a loaded machine a
+	// server's SYN-ACK can take longer than a client's retransmission
+	// timeout without any fault, so a few are allowed anywhere (at most one
+	// per thousand proved handshakes, and at least one); more, outside a
+	// restart, fail the soak.
+	"synproxy_queue_full": {"client retransmissions past max_queued while a slow or restarting server had not answered the synproxy's SYN",
+		func(r *Report) bool {
+			return r.DuringRestart["synproxy_queue_full"] || r.Drops["synproxy_queue_full"] <= max(1, r.Opened/1000)
+		}},
 }
 
 // Report is what a soak did and what it found.
