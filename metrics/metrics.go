@@ -58,6 +58,8 @@ var (
 	dPkts      = prometheus.NewDesc("tapvs_rs_packets_total", "Packets through tapvs, by direction (in: client to server).", append(labelsRS, "direction"), nil)
 	dBytes     = prometheus.NewDesc("tapvs_rs_bytes_total", "IP bytes through tapvs, by direction.", append(labelsRS, "direction"), nil)
 	dSvcConns  = prometheus.NewDesc("tapvs_service_connections_total", "Connections made to the service.", labelsSvc, nil)
+	dSvcHalf   = prometheus.NewDesc("tapvs_service_half_open", "Connections waiting for the client's ACK, counted while the service has a half_open limit.", labelsSvc, nil)
+	dUntracked = prometheus.NewDesc("tapvs_sources_untracked_total", "New connections let in without a per-source count: every entry of their source's set held open connections.", nil, nil)
 	dLIPConns  = prometheus.NewDesc("tapvs_lip_connections", "Connections bound to the local address (ports in use).", labelsLIP, nil)
 	dLIPConf   = prometheus.NewDesc("tapvs_lip_port_conflicts_total", "Candidate ports already in use toward the same server.", labelsLIP, nil)
 	dLIPExh    = prometheus.NewDesc("tapvs_lip_port_exhausted_total", "Allocations that found no free port on this address.", labelsLIP, nil)
@@ -72,7 +74,7 @@ func New(bal *nat.Balancer, st *netstack.Stack, health Health) *Collector {
 
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{dConns, dConnsMax, dQuar, dCreated, dExpired, dExpRST, dDrops, dSPCookies, dSPOpened, dSPFailed, dSPRetries, dSPTW,
+	for _, d := range []*prometheus.Desc{dConns, dConnsMax, dQuar, dCreated, dExpired, dExpRST, dDrops, dSPCookies, dSPOpened, dSPFailed, dSPRetries, dSPTW, dUntracked, dSvcHalf,
 		dActive, dInactive, dSched, dWeight, dUp, dPkts, dBytes, dSvcConns, dLIPConns, dLIPConf, dLIPExh, dFrames, dPollSleep} {
 		ch <- d
 	}
@@ -102,6 +104,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	counter(dSPFailed, failed)
 	counter(dSPRetries, retries)
 	counter(dSPTW, c.bal.Stats.SynproxyTimeWait())
+	counter(dUntracked, c.bal.Stats.SourcesUntracked())
 	if c.st != nil {
 		if sleeps, polling := c.st.PollSleeps(); polling {
 			counter(dPollSleep, sleeps)
@@ -110,6 +113,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	for _, s := range c.bal.Services() {
 		vip := fmt.Sprintf("%s/%s", s.Protocol, netipPort(s))
 		counter(dSvcConns, s.Traffic().Conns, s.Name(), vip)
+		gauge(dSvcHalf, float64(s.HalfOpen()), s.Name(), vip)
 		for _, d := range s.Dests() {
 			l := []string{s.Name(), vip, d.String()}
 			a, ia, total := d.Conns()
