@@ -665,7 +665,7 @@ func fuzzControl(tb testing.TB, fb *fuzzBalancer, a, b byte) {
 	rs := []netip.Addr{fzRS1, fzRS2}[int(b)&1]
 	lip := []netip.Addr{fzLIP1, fzLIP2}[int(b>>1)&1]
 	var err error
-	switch (a >> 2) % 10 {
+	switch (a >> 2) % 13 {
 	case 0:
 		err = bal.Update(func(tx *Tx) error { return tx.SetWeight(s, rs, s.Port, int(b>>2)%3) })
 	case 1:
@@ -715,6 +715,21 @@ func fuzzControl(tb testing.TB, fb *fuzzBalancer, a, b byte) {
 			fb.svcs[i] = ns
 			return nil
 		})
+	case 10: // the client's own subnet, or a part of it, denied; or nothing
+		deny := []netip.Prefix{}
+		if b&1 != 0 {
+			deny = append(deny, netip.PrefixFrom(fzClient, 24+int(b>>1)%9).Masked())
+		}
+		err = bal.Update(func(tx *Tx) error { return tx.SetDeny(s, deny) })
+	case 11: // an allow list that does or does not hold the client; or none
+		allow := []netip.Prefix{}
+		if b&1 != 0 {
+			allow = append(allow, netip.MustParsePrefix([]string{"172.25.254.0/24", "10.0.0.0/8"}[int(b>>1)&1]))
+		}
+		err = bal.Update(func(tx *Tx) error { return tx.SetAllow(s, allow) })
+	case 12: // per-source limits and a half-open budget, small enough to bite
+		l := Limits{SourceCPS: int(b) % 4, SourceConns: int(b>>2) % 4, HalfOpen: int(b>>4) % 4}
+		err = bal.Update(func(tx *Tx) error { return tx.SetLimits(s, l) })
 	}
 	_ = err // refusals (a server already there, a UDP SYN proxy) are expected; they must change nothing
 	checkTable(tb, bal)
