@@ -268,6 +268,18 @@ func paths(hap int) []Path {
 // never sees them; the SYN it sends the server once the client's ACK
 // carries a valid cookie leaves through the output hook, where it is
 // DNATed like a local connection.
+//
+// With timestamps the kernel's SYN proxy is slow here for a reason of its
+// own, not of this ruleset: the ACK it sends the server to end the
+// handshake has its timestamp echo translated twice (set to the server's
+// SYN-ACK's, then offset again by the synproxy's post-routing hook), and
+// the real servers' kernel (6.18 here) drops an ACK echoing a timestamp it
+// never sent (TcpExtTSEcrRejected). The client's first data then has to
+// complete the handshake, and is dropped too when the server's clock
+// ticked meanwhile: about one connection in a hundred stalls until the
+// server resends its SYN-ACK, 1 to 2 s, which with 32 connections is most
+// of wrk's time. The -nots path has no timestamps and is the kernel's fair
+// baseline.
 func nftRules() string {
 	return fmt.Sprintf(`table ip fnat {
   chain pre { type nat hook prerouting priority dstnat; policy accept;
