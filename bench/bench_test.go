@@ -1,9 +1,12 @@
 package bench
 
 import (
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tapvs/tapvs/lab"
 )
 
 func TestCheck(t *testing.T) {
@@ -68,5 +71,37 @@ func TestPathsArePathNames(t *testing.T) {
 		if p.cpuSeconds == nil {
 			t.Errorf("%s: no CPU accounting", p.Name)
 		}
+	}
+}
+
+// Each kernel NAT path leaves for the real servers from its own address,
+// none of them the router's own (HAProxy's): a path that reused another's
+// tuples would meet that path's TIME_WAITs on the servers, which the
+// kernel's SYN proxy cannot end (see snatNFT).
+func TestKernelPathsOwnSource(t *testing.T) {
+	rules := nftRules()
+	if strings.Contains(rules, "masquerade") {
+		t.Error("the kernel paths masquerade: they share the router's address")
+	}
+	seen := map[string]string{}
+	for _, vip := range []netip.Addr{vipNFT, vipSP, vipSPNoTS} {
+		var src string
+		for l := range strings.Lines(rules) {
+			if f := strings.Fields(l); len(f) == 8 && f[4] == vip.String() && f[5] == "snat" {
+				src = f[7]
+			}
+		}
+		if src == "" {
+			t.Errorf("%s: no snat rule of its own in\n%s", vip, rules)
+			continue
+		}
+		a, err := netip.ParseAddr(src)
+		if err != nil || lab.RSNet.Contains(a) || a == lab.VIP {
+			t.Errorf("%s: snat to %q, not an address of its own", vip, src)
+		}
+		if other, ok := seen[src]; ok {
+			t.Errorf("%s and %s both leave from %s", other, vip, src)
+		}
+		seen[src] = vip.String()
 	}
 }

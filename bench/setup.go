@@ -25,6 +25,19 @@ var (
 	vipNet    = netip.MustParsePrefix("10.98.0.0/24")
 	directGW  = netip.MustParseAddr("10.99.0.1")
 	directIP  = netip.MustParseAddr("10.99.0.2") // the client's end of the direct path
+	// Each kernel NAT path leaves for the real servers from its own source
+	// address (the router's own, HAProxy's, stays apart too). A real
+	// server keeps a closed connection's tuple in TIME_WAIT for 60 s, and
+	// with one client the paths' tuples differ only in that address: from a
+	// shared one, the next path's connections reuse the last path's tuples,
+	// whose TIME_WAITs refuse about half of their SYNs (the sequence number
+	// or timestamp of another path's connection is unrelated). A client
+	// whose SYN is refused ends the TIME_WAIT with an RST and retries in 1 s;
+	// behind the kernel's SYN proxy the client is already connected, no one
+	// sends that RST, and the connection hangs until wrk gives it up.
+	snatNFT    = netip.MustParseAddr("10.97.0.1")
+	snatSP     = netip.MustParseAddr("10.97.0.3")
+	snatSPNoTS = netip.MustParseAddr("10.97.0.4")
 )
 
 const (
@@ -179,6 +192,9 @@ func (tb *testbed) startKernelAndHAProxy() (*exec.Cmd, error) {
 		{"-n", tb.top.Router, "addr", "add", vipHAP.String() + "/32", "dev", "lo"},
 		{"-n", tb.top.Router, "addr", "add", vipSP.String() + "/32", "dev", "lo"},
 		{"-n", tb.top.Router, "addr", "add", vipSPNoTS.String() + "/32", "dev", "lo"},
+		{"-n", tb.top.Router, "addr", "add", snatNFT.String() + "/32", "dev", "lo"},
+		{"-n", tb.top.Router, "addr", "add", snatSP.String() + "/32", "dev", "lo"},
+		{"-n", tb.top.Router, "addr", "add", snatSPNoTS.String() + "/32", "dev", "lo"},
 		{"-n", tb.top.Client, "route", "add", vipNet.String(), "via", directGW.String()},
 		// The kernel's SYN-ACKs to the flood's random sources go back to the
 		// client's namespace, as tapvs's do (its SYN-ACKs go back out of the
@@ -246,12 +262,24 @@ func paths(hap int) []Path {
 }
 
 // nftRules is the kernel's FULLNAT on the router: DNAT to the real servers,
-// masquerade on the way out; and the same behind the kernel's SYN proxy,
-// with and without TCP timestamps (the ruleset of the nftables wiki's
-// Synproxy page). The SYN proxy's SYNs are untracked, so prerouting's DNAT
+// SNAT to the path's own source address on the way out (see snatNFT); and
+// the same behind the kernel's SYN proxy, with and without TCP timestamps
+// (the ruleset of the nftables wiki's Synproxy page). The SYN proxy's SYNs are untracked, so prerouting's DNAT
 // never sees them; the SYN it sends the server once the client's ACK
 // carries a valid cookie leaves through the output hook, where it is
 // DNATed like a local connection.
+//
+// With timestamps the kernel's SYN proxy is slow here for a reason of its
+// own, not of this ruleset: the ACK it sends the server to end the
+// handshake has its timestamp echo translated twice (set to the server's
+// SYN-ACK's, then offset again by the synproxy's post-routing hook), and
+// the real servers' kernel (6.18 here) drops an ACK echoing a timestamp it
+// never sent (TcpExtTSEcrRejected). The client's first data then has to
+// complete the handshake, and is dropped too when the server's clock
+// ticked meanwhile: about one connection in a hundred stalls until the
+// server resends its SYN-ACK, 1 to 2 s, which with 32 connections is most
+// of wrk's time. The -nots path has no timestamps and is the kernel's fair
+// baseline.
 func nftRules() string {
 	return fmt.Sprintf(`table ip fnat {
   chain pre { type nat hook prerouting priority dstnat; policy accept;
@@ -264,7 +292,9 @@ func nftRules() string {
     ip daddr { %[5]s, %[6]s } tcp dport %[4]d dnat to %[2]s
   }
   chain post { type nat hook postrouting priority srcnat; policy accept;
-    ct original ip daddr { %[1]s, %[5]s, %[6]s } masquerade
+    ct original ip daddr %[1]s snat to %[7]s
+    ct original ip daddr %[5]s snat to %[8]s
+    ct original ip daddr %[6]s snat to %[9]s
   }
 }
 table ip sp {
@@ -277,7 +307,7 @@ table ip sp {
     ip daddr { %[5]s, %[6]s } ct state invalid drop
   }
 }
-`, vipNFT, lab.RS1, lab.RS2, iperfPort, vipSP, vipSPNoTS)
+`, vipNFT, lab.RS1, lab.RS2, iperfPort, vipSP, vipSPNoTS, snatNFT, snatSP, snatSPNoTS)
 }
 
 // haproxyConfig is HAProxy in TCP mode with 2 threads, the same services.
