@@ -242,26 +242,23 @@ func (tx *Tx) txPolicy(s *Service) policy {
 // SetAllow replaces a service's allow list: when it is not empty, new
 // connections only from sources in it (DPVS's whitelist).
 func (tx *Tx) SetAllow(s *Service, prefixes []netip.Prefix) error {
-	set, err := newCIDRSet(prefixes)
-	if err != nil {
-		return fmt.Errorf("service %s: allow: %w", s, err)
-	}
-	p := tx.txPolicy(s)
-	p.allow = set
-	tx.stage(s).defence = &p
-	tx.n++
-	return nil
+	return tx.setList(s, "allow", prefixes, func(p *policy, set cidrSet) { p.allow = set })
 }
 
 // SetDeny replaces a service's deny list: no new connections from sources
 // in it (DPVS's blacklist).
 func (tx *Tx) SetDeny(s *Service, prefixes []netip.Prefix) error {
+	return tx.setList(s, "deny", prefixes, func(p *policy, set cidrSet) { p.deny = set })
+}
+
+// setList stages one of a service's source lists, checked.
+func (tx *Tx) setList(s *Service, name string, prefixes []netip.Prefix, put func(*policy, cidrSet)) error {
 	set, err := newCIDRSet(prefixes)
 	if err != nil {
-		return fmt.Errorf("service %s: deny: %w", s, err)
+		return fmt.Errorf("service %s: %s: %w", s, name, err)
 	}
 	p := tx.txPolicy(s)
-	p.deny = set
+	put(&p, set)
 	tx.stage(s).defence = &p
 	tx.n++
 	return nil
