@@ -2,8 +2,6 @@ package e2e
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -54,25 +52,7 @@ func linkIn(ns, name string) bool {
 }
 
 // labOnly builds a lab's namespaces without tapvs, removed when the test ends.
-func labOnly(t *testing.T) *lab.Topology {
-	t.Helper()
-	need(t)
-	var rnd [2]byte
-	rand.Read(rnd[:])
-	prefix := nsPrefix + hex.EncodeToString(rnd[:])
-	claim(t, prefix)
-	top := lab.NewTopology(prefix, prefix+"c", prefix+"s")
-	top.Socket = filepath.Join(t.TempDir(), "tapvs.sock")
-	if err := top.Build(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := top.Destroy(); err != nil {
-			t.Errorf("teardown: %v", err)
-		}
-	})
-	return top
-}
+func labOnly(t *testing.T) *lab.Topology { return buildLab(t, topoOpts{}) }
 
 // held is a connection as the real server sees it: ended gets the error its
 // echo loop ended with.
@@ -199,7 +179,21 @@ func TestFaultKillRestart(t *testing.T) {
 		}
 	}()
 	defer func() { close(stop); wg.Wait() }()
-	time.Sleep(500 * time.Millisecond) // some successes before the kill, to show the load runs
+	// Some successes before the kill, to show the load runs.
+	succeeded := func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		n := 0
+		for _, r := range results {
+			if r.ok {
+				n++
+			}
+		}
+		return n >= 20
+	}
+	if !eventually(10*time.Second, succeeded) {
+		t.Fatal("fewer than 20 requests through the first tapvs in 10s")
+	}
 
 	killed := time.Now()
 	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {

@@ -179,7 +179,9 @@ func setupQ(t testing.TB, queues int, svcs, extra string) *env {
 	return setupWith(t, topoOpts{queues: queues}, svcs, extra)
 }
 
-func setupWith(t testing.TB, o topoOpts, svcs, extra string) *env {
+// buildLab builds a lab's namespaces under a prefix of this run's own
+// (claimed), without tapvs; they are removed when the test ends.
+func buildLab(t testing.TB, o topoOpts) *lab.Topology {
 	t.Helper()
 	need(t)
 	var rnd [2]byte
@@ -198,6 +200,12 @@ func setupWith(t testing.TB, o topoOpts, svcs, extra string) *env {
 			t.Errorf("teardown: %v", err)
 		}
 	})
+	return top
+}
+
+func setupWith(t testing.TB, o topoOpts, svcs, extra string) *env {
+	t.Helper()
+	top := buildLab(t, o)
 	cfg, err := config.Parse(top.Config(svcs, extra))
 	if err != nil {
 		t.Fatalf("config: %v", err)
