@@ -46,9 +46,9 @@ type Options struct {
 	BusyPoll time.Duration
 	// Queues is tapvs's queues per TAP (interfaces.*.queues; 0: 1).
 	Queues int
-	// TxQueueLen, when set, is given to both TAPs' kernel ends once tapvs
-	// has made them (the kernel's default is 1000 frames): the transmit
-	// queue is where frames wait for tapvs to read them.
+	// TxQueueLen, when set, is tapvs's interfaces.*.txqueuelen for the run
+	// (the kernel's default is 1000 frames): the TAPs' transmit queue is
+	// where frames wait for tapvs to read them.
 	TxQueueLen int
 }
 
@@ -72,8 +72,8 @@ func (o Options) Check() error {
 	if o.Queues < 0 || o.Queues > 64 {
 		return fmt.Errorf("queues: %d is not a queue count (1-64, 0 for 1)", o.Queues)
 	}
-	if o.TxQueueLen < 0 || o.TxQueueLen > 1<<20 {
-		return fmt.Errorf("tap-txqueuelen: %d is not from 0 to %d", o.TxQueueLen, 1<<20)
+	if o.TxQueueLen < 0 || o.TxQueueLen > 100000 {
+		return fmt.Errorf("tap-txqueuelen: %d is not from 0 to 100000", o.TxQueueLen)
 	}
 	for _, w := range o.Workloads {
 		if !slices.Contains(WorkloadNames, w) {

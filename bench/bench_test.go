@@ -20,11 +20,11 @@ func TestCheck(t *testing.T) {
 		{Options{Workloads: []string{"short", "long"}}, `unknown workload "long"`},
 		{Options{BusyPoll: -time.Microsecond}, "busy-poll"},
 		{Options{BusyPoll: time.Second + 1}, "busy-poll"},
-		{Options{Queues: 64, TxQueueLen: 1 << 20}, ""},
+		{Options{Queues: 64, TxQueueLen: 100000}, ""},
 		{Options{Queues: -1}, "queues"},
 		{Options{Queues: 65}, "queues"},
 		{Options{TxQueueLen: -1}, "tap-txqueuelen"},
-		{Options{TxQueueLen: 1<<20 + 1}, "tap-txqueuelen"},
+		{Options{TxQueueLen: 100001}, "tap-txqueuelen"},
 	} {
 		err := c.o.Check()
 		if c.want == "" && err != nil || c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)) {

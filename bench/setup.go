@@ -114,6 +114,7 @@ func setup(ctx context.Context, o Options) (_ *testbed, err error) {
 	tb.top = lab.NewTopology(benchPrefix, tapClient, tapServer)
 	tb.top.Socket = ""
 	tb.top.Queues = o.Queues
+	tb.top.TxQLen = o.TxQueueLen
 	fmt.Fprintf(o.Out, "building the bench lab (%s-*)...\n", benchPrefix)
 	if err = tb.top.Build(); err != nil { // Build removes what it built on error
 		return nil, err
@@ -233,16 +234,6 @@ func (tb *testbed) startTapvs(ctx context.Context, o Options) error {
 		return err
 	}
 	tb.undo = append(tb.undo, tb.d.Close)
-	if o.TxQueueLen > 0 {
-		for _, s := range [][]string{
-			{"-n", tb.top.Client, "link", "set", tb.top.TapClient, "txqueuelen", strconv.Itoa(o.TxQueueLen)},
-			{"-n", tb.top.Router, "link", "set", tb.top.TapServer, "txqueuelen", strconv.Itoa(o.TxQueueLen)},
-		} {
-			if out, err := exec.Command("ip", s...).CombinedOutput(); err != nil {
-				return fmt.Errorf("ip %s: %v: %s", strings.Join(s, " "), err, out)
-			}
-		}
-	}
 	return nil
 }
 

@@ -63,6 +63,7 @@ type rawIface struct {
 	Name    string     `mapstructure:"name"`
 	MTU     int        `mapstructure:"mtu"`
 	Queues  int        `mapstructure:"queues"`
+	TxQLen  int        `mapstructure:"txqueuelen"`
 	MAC     string     `mapstructure:"mac"`
 	Address string     `mapstructure:"address"`
 	Netns   string     `mapstructure:"netns"`
@@ -155,9 +156,13 @@ type Config struct {
 
 // Interface is one TAP side.
 type Interface struct {
-	Name    string
-	MTU     int
-	Queues  int
+	Name   string
+	MTU    int
+	Queues int
+	// TxQLen is the TAP's transmit queue in frames per queue, where frames
+	// wait for tapvs to read them (`ip link set ... txqueuelen`); 0 leaves
+	// the kernel's (1000).
+	TxQLen  int
 	MAC     net.HardwareAddr // tapvs's own MAC on this side; random if empty
 	Address netip.Prefix
 	Netns   string
@@ -499,8 +504,12 @@ func (c *Config) OwnPorts() (lo, hi uint16) {
 	return 0, 0
 }
 
+// maxTxQLen bounds a TAP's transmit queue: each queued frame holds a buffer
+// of up to 64 KiB (with offload) in the kernel.
+const maxTxQLen = 100000
+
 func iface(e *errs, f string, r rawIface) Interface {
-	i := Interface{Name: r.Name, MTU: r.MTU, Queues: r.Queues, Netns: r.Netns}
+	i := Interface{Name: r.Name, MTU: r.MTU, Queues: r.Queues, TxQLen: r.TxQLen, Netns: r.Netns}
 	if r.Name == "" || len(r.Name) > 15 || strings.ContainsAny(r.Name, "/ \t") {
 		e.add(f+".name", "%q is not an interface name (1-15 characters, no '/' or spaces)", r.Name)
 	}
@@ -509,6 +518,9 @@ func iface(e *errs, f string, r rawIface) Interface {
 	}
 	if r.Queues < 1 || r.Queues > 64 {
 		e.add(f+".queues", "%d is not a queue count (1-64)", r.Queues)
+	}
+	if r.TxQLen < 0 || r.TxQLen > maxTxQLen {
+		e.add(f+".txqueuelen", "%d is not a queue length in frames (1-%d, or 0 for the kernel's)", r.TxQLen, maxTxQLen)
 	}
 	if r.MAC != "" {
 		m, err := net.ParseMAC(r.MAC)

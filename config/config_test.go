@@ -59,6 +59,7 @@ func TestErrorsNameTheField(t *testing.T) {
 		"unknown key":  {"port: 80\n    local", "port: 80\n    schedular: rr\n    local", "schedular"},
 		"ipv6":         {"vip: 172.25.254.100", "vip: 2001:db8::1", "only IPv4 is supported yet"},
 		"no lips":      {"local_addresses: [172.25.84.10]", "local_addresses: []", "FULLNAT needs at least one local address"},
+		"txqueuelen":   {"name: ts\n", "name: ts\n    txqueuelen: -1\n", "interfaces.server.txqueuelen: -1 is not a queue length in frames"},
 		"busy poll":    {"interfaces:\n", "interfaces:\n  busy_poll: 2s\n", `interfaces.busy_poll: "2s" is not a duration from 0 to 1s`},
 		"udp synproxy": {"port: 80\n    local", "port: 80\n    protocol: udp\n    synproxy: true\n    local", "services[0].synproxy: only a TCP service can have a SYN proxy"},
 	}

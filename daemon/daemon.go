@@ -286,7 +286,7 @@ func openSide(side config.Interface, offload bool) (netstack.NICConfig, error) {
 		return netstack.NICConfig{}, err
 	}
 	nic := netstack.NICConfig{Devs: devs, MTU: uint32(side.MTU), Address: side.Address}
-	if err := tun.SetupLink(side.Name, tun.LinkConfig{MTU: side.MTU, Netns: side.Netns}); err != nil {
+	if err := tun.SetupLink(side.Name, tun.LinkConfig{MTU: side.MTU, TxQLen: side.TxQLen, Netns: side.Netns}); err != nil {
 		closeNICs([2]netstack.NICConfig{nic})
 		return netstack.NICConfig{}, err
 	}

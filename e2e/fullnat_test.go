@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/vishvananda/netlink"
 	"io"
 	"maps"
 	"net"
@@ -784,11 +785,27 @@ func ifaceMAC(t testing.TB, ns, name string) string {
 
 // Multi-queue TAPs: one reader per queue on each side, sharing the sharded
 // connection table; flows still balance exactly and bulk data arrives intact.
+// The TAPs have the transmit queue length the config gives them
+// (interfaces.*.txqueuelen, the flood setting in operating.md).
 func TestMultiQueueTAPs(t *testing.T) {
-	e := setupQ(t, 2, services("rr", 1, 1), "")
+	e := setupWith(t, topoOpts{queues: 2, txQLen: 3000}, services("rr", 1, 1), "")
 	for _, ep := range []interface{ Stats() []netstack.QueueStats }{e.d.Stack.Client, e.d.Stack.Server} {
 		if n := len(ep.Stats()); n != 2 {
 			t.Fatalf("%d queues, want 2", n)
+		}
+	}
+	for _, tap := range [][2]string{{e.top.Client, e.top.TapClient}, {e.top.Router, e.top.TapServer}} {
+		if err := lab.InNetns(tap[0], func() error {
+			l, err := netlink.LinkByName(tap[1])
+			if err != nil {
+				return err
+			}
+			if q := l.Attrs().TxQLen; q != 3000 {
+				return fmt.Errorf("%s txqueuelen %d, want 3000", tap[1], q)
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
 		}
 	}
 	bulk := netip.AddrPortFrom(lab.VIP, lab.BulkPort)

@@ -170,13 +170,10 @@ func setup(t testing.TB, svcs, extra string) *env {
 // topoOpts vary the TAPs: several queues (a reader each), or no offload.
 type topoOpts struct {
 	queues    int
+	txQLen    int // the TAPs' txqueuelen; 0: the kernel's
 	noOffload bool
 	busyPoll  time.Duration
 	log       io.Writer // tapvs's log goes here too, for a test to read
-}
-
-func setupQ(t testing.TB, queues int, svcs, extra string) *env {
-	return setupWith(t, topoOpts{queues: queues}, svcs, extra)
 }
 
 // buildLab builds a lab's namespaces under a prefix of this run's own
@@ -190,6 +187,7 @@ func buildLab(t testing.TB, o topoOpts) *lab.Topology {
 	claim(t, prefix)
 	top := lab.NewTopology(prefix, prefix+"c", prefix+"s")
 	top.Queues = o.queues
+	top.TxQLen = o.txQLen
 	top.NoOffload = o.noOffload
 	top.Socket = filepath.Join(t.TempDir(), "tapvs.sock")
 	if err := top.Build(); err != nil {

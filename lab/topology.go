@@ -44,6 +44,7 @@ type Topology struct {
 	RS                   [2]string
 	TapClient, TapServer string // TAP names
 	Queues               int    // TAP queues per side in Config; 0 means 1
+	TxQLen               int    // the TAPs' txqueuelen in Config; 0: the kernel's
 	Socket               string // control socket in Config; "" turns the control API off
 	NoOffload            bool   // plain TAPs in Config (one frame per system call)
 	built                []string
@@ -161,16 +162,18 @@ func (t *Topology) Config(services string, extra string) string {
     netns: %s
     address: %s
     queues: %d
+    txqueuelen: %d
   server:
     name: %s
     netns: %s
     address: %s
     queues: %d
+    txqueuelen: %d
     routes:
       - {dst: %s, via: %s}
 services:
 %s
 sweep_interval: 100ms
 control: {socket: %q}
-%s`, !t.NoOffload, t.TapClient, t.Client, TapvsClient, q, t.TapServer, t.Router, TapvsServer, q, RSNet, RouterAddr.Addr(), services, t.Socket, extra)
+%s`, !t.NoOffload, t.TapClient, t.Client, TapvsClient, q, t.TxQLen, t.TapServer, t.Router, TapvsServer, q, t.TxQLen, RSNet, RouterAddr.Addr(), services, t.Socket, extra)
 }

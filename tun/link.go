@@ -12,6 +12,11 @@ import (
 // created it.
 type LinkConfig struct {
 	MTU int
+	// TxQLen, if set, is the interface's transmit queue length in frames,
+	// per queue: the frames the kernel holds for tapvs to read. A longer
+	// queue absorbs the bursts in which tapvs's readers are off the CPU
+	// (a SYN flood on a shared machine) at the cost of its memory.
+	TxQLen int
 	// MAC, if set, is given to the kernel side of the TAP. Left empty the
 	// kernel picks a random one.
 	MAC net.HardwareAddr
@@ -31,6 +36,11 @@ func SetupLink(name string, cfg LinkConfig) error {
 	if cfg.MTU > 0 {
 		if err := netlink.LinkSetMTU(link, cfg.MTU); err != nil {
 			return fmt.Errorf("link %s: set mtu %d: %w", name, cfg.MTU, err)
+		}
+	}
+	if cfg.TxQLen > 0 {
+		if err := netlink.LinkSetTxQLen(link, cfg.TxQLen); err != nil {
+			return fmt.Errorf("link %s: set txqueuelen %d: %w", name, cfg.TxQLen, err)
 		}
 	}
 	if len(cfg.MAC) != 0 {

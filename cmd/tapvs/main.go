@@ -157,7 +157,7 @@ iproute2 nftables iperf3 wrk haproxy nginx-light, and hping3 for the flood
 	c.Flags().StringSliceVar(&o.Workloads, "workloads", nil, "run only these workloads: "+strings.Join(bench.WorkloadNames, ","))
 	c.Flags().DurationVar(&o.BusyPoll, "busy-poll", 0, "tapvs's interfaces.busy_poll during the run (0: a reader per queue)")
 	c.Flags().IntVar(&o.Queues, "queues", 1, "tapvs's queues per TAP (interfaces.*.queues)")
-	c.Flags().IntVar(&o.TxQueueLen, "tap-txqueuelen", 0, "the TAPs' transmit queue length in frames, where they wait for tapvs (0: the kernel's default, 1000)")
+	c.Flags().IntVar(&o.TxQueueLen, "tap-txqueuelen", 0, "tapvs's interfaces.*.txqueuelen: the TAPs' transmit queue in frames, where they wait for tapvs (0: the kernel's default, 1000)")
 	c.Flags().StringVar(&o.ProfileDir, "cpuprofile", "", "write a CPU profile of tapvs per tapvs path into this directory")
 	return c
 }
