@@ -171,6 +171,9 @@ type ServiceConfig struct {
 	Scheduler string
 	Timeouts  *Timeouts // nil: the balancer's defaults
 	Synproxy  bool      // answer SYNs with cookies; open the server side after the handshake
+	// ClientAddr is how the real servers learn the client's address: none,
+	// TOA or a PROXY protocol header (nat/clientaddr.go).
+	ClientAddr ClientAddr
 }
 
 // AddService adds a virtual service with no real servers and no local

@@ -232,8 +232,10 @@ type Service struct {
 	key      svcKey
 	timeouts atomic.Pointer[Timeouts]
 	synproxy atomic.Bool
-	gone     Traffic // counters of servers deleted from the service, under mu
-	def      svcDefence
+	// clientAddr is the service's ClientAddr, read by each new connection.
+	clientAddr atomic.Uint32
+	gone       Traffic // counters of servers deleted from the service, under mu
+	def        svcDefence
 
 	// dests is swapped whole on every change so that the packet path reads a
 	// consistent list and scheduler without a lock.
@@ -266,6 +268,9 @@ func (s *Service) Scheduler() string { return *s.schedName.Load() }
 
 // Synproxy reports whether SYNs to the service are answered with cookies.
 func (s *Service) Synproxy() bool { return s.synproxy.Load() }
+
+// ClientAddr is how the service's real servers learn the client's address.
+func (s *Service) ClientAddr() ClientAddr { return ClientAddr(s.clientAddr.Load()) }
 
 // Timeouts are the service's connection timeouts.
 func (s *Service) Timeouts() Timeouts { return *s.timeouts.Load() }

@@ -42,6 +42,7 @@ type stage struct {
 	name     *string
 	sched    *string
 	synproxy *bool
+	client   *ClientAddr
 	timeouts *Timeouts
 	// dests is the list as it will be; what the Tx did to the list is kept
 	// apart (added, deleted, weights) and done again at commit on the list
@@ -190,6 +191,9 @@ func (tx *Tx) AddService(sc ServiceConfig) (*Service, error) {
 	if sc.Synproxy && sc.Protocol != TCP {
 		return nil, fmt.Errorf("%s: only a TCP service can have a SYN proxy", where)
 	}
+	if err := sc.ClientAddr.check(sc.Protocol); err != nil {
+		return nil, fmt.Errorf("%s: %w", where, err)
+	}
 	to := tx.DefaultTimeouts()
 	if sc.Timeouts != nil {
 		to = *sc.Timeouts
@@ -209,6 +213,7 @@ func (tx *Tx) AddService(sc ServiceConfig) (*Service, error) {
 	s.schedName.Store(&sc.Scheduler)
 	s.timeouts.Store(&to)
 	s.synproxy.Store(sc.Synproxy)
+	s.clientAddr.Store(uint32(sc.ClientAddr))
 	s.dests.Store(&destSet{sched: newScheduler(sc.Scheduler, nil)})
 	s.laddrs.Store(&[]*LocalAddr{})
 	tx.own()
@@ -278,6 +283,17 @@ func (tx *Tx) SetSynproxy(s *Service, on bool) error {
 		return fmt.Errorf("service %s: only a TCP service can have a SYN proxy", s)
 	}
 	tx.stage(s).synproxy = &on
+	tx.n++
+	return nil
+}
+
+// SetClientAddr changes how the real servers learn the client's address,
+// for new connections; open ones keep the way they were made.
+func (tx *Tx) SetClientAddr(s *Service, c ClientAddr) error {
+	if err := c.check(s.Protocol); err != nil {
+		return fmt.Errorf("service %s: %w", s, err)
+	}
+	tx.stage(s).client = &c
 	tx.n++
 	return nil
 }
@@ -461,6 +477,9 @@ func (s *Service) commit(st *stage) {
 	}
 	if st.synproxy != nil {
 		s.synproxy.Store(*st.synproxy)
+	}
+	if st.client != nil {
+		s.clientAddr.Store(uint32(*st.client))
 	}
 	if st.timeouts != nil {
 		s.timeouts.Store(st.timeouts)

@@ -28,8 +28,10 @@ import (
 )
 
 // Headroom is the space left before each frame in a receive buffer, so a
-// rewrite can grow headers in place (a TCP option needs 8 to 40 bytes).
-const Headroom = 64
+// rewrite can grow headers in place, the virtio-net header moving with them
+// (nat.Frame.open): a TOA option needs 8 bytes, a PROXY protocol header
+// before a segment's payload up to 56 (v1, TCP4) or 28 plus its TLVs (v2).
+const Headroom = 128
 
 // maxFrame is a receive buffer's capacity past the headroom: the largest
 // frame a TAP hands over, 64 KiB super-frames included.
