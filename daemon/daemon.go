@@ -65,7 +65,8 @@ func Start(cfg *config.Config, log *slog.Logger) (_ *Daemon, err error) {
 		ClientMAC: nics[0].MAC, ServerMAC: nics[1].MAC,
 		Synproxy:  cfg.Synproxy,
 		ClientNet: cfg.Client.Address, ServerNet: cfg.Server.Address,
-		Readers: len(nics[0].Devs) + len(nics[1].Devs),
+		Readers:   len(nics[0].Devs) + len(nics[1].Devs),
+		ServerMTU: cfg.Server.MTU,
 	})
 	if err != nil {
 		return nil, err

@@ -64,6 +64,7 @@ var (
 	dLIPConf   = prometheus.NewDesc("tapvs_lip_port_conflicts_total", "Candidate ports already in use toward the same server.", labelsLIP, nil)
 	dLIPExh    = prometheus.NewDesc("tapvs_lip_port_exhausted_total", "Allocations that found no free port on this address.", labelsLIP, nil)
 	dPollSleep = prometheus.NewDesc("tapvs_busy_poll_sleeps_total", "Times the busy poller found every queue empty for interfaces.busy_poll and slept.", nil, nil)
+	dUDPProxy  = prometheus.NewDesc("tapvs_udp_proxy_headers_total", "PROXY v2 headers put before UDP datagrams toward real servers (client_address: proxy-v2).", nil, nil)
 	dFrames    = prometheus.NewDesc("tapvs_frames_total", "Frames per TAP queue, by what became of them.", append(labelsQ, "result"), nil)
 )
 
@@ -75,7 +76,7 @@ func New(bal *nat.Balancer, st *netstack.Stack, health Health) *Collector {
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{dConns, dConnsMax, dQuar, dCreated, dExpired, dExpRST, dDrops, dSPCookies, dSPOpened, dSPFailed, dSPRetries, dSPTW, dUntracked, dSvcHalf,
-		dActive, dInactive, dSched, dWeight, dUp, dPkts, dBytes, dSvcConns, dLIPConns, dLIPConf, dLIPExh, dFrames, dPollSleep} {
+		dActive, dInactive, dSched, dWeight, dUp, dPkts, dBytes, dSvcConns, dLIPConns, dLIPConf, dLIPExh, dFrames, dPollSleep, dUDPProxy} {
 		ch <- d
 	}
 }
@@ -105,6 +106,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	counter(dSPRetries, retries)
 	counter(dSPTW, c.bal.Stats.SynproxyTimeWait())
 	counter(dUntracked, c.bal.Stats.SourcesUntracked())
+	counter(dUDPProxy, c.bal.Stats.UDPProxyHeaders())
 	if c.st != nil {
 		if sleeps, polling := c.st.PollSleeps(); polling {
 			counter(dPollSleep, sleeps)

@@ -77,6 +77,9 @@ type Config struct {
 	// is later (Linux, and RFC 6191's rule): tapvs's ISNs are (seq.go). 0,
 	// the default, turns it off.
 	PortQuarantine time.Duration
+	// ServerMTU is the server side's MTU: a UDP datagram that a PROXY
+	// header would take past it is dropped (udpproxy.go). 0 is 1500.
+	ServerMTU int
 }
 
 // maxPortTries bounds the search for a free local port on one LIP.
@@ -349,6 +352,11 @@ func (b *Balancer) forwardIn(c *Conn, p *pkt, f *Frame, l4Delta uint16) Verdict 
 	if tap != nil {
 		tap.record(c, ClientSide, false, p.b)
 	}
+	if c.clientAddr == ClientAddrProxyV2 && c.in.proto == UDP {
+		if v := b.udpProxyV2(p, f); v != Forward {
+			return v
+		}
+	}
 	rewrite(p, &c.out.dst, &c.out.src, c.out.dport, c.out.sport, c.inIPDelta, l4Delta)
 	putMAC(p.b[0:6], mac)
 	copy(p.b[6:12], b.cfg.ServerMAC[:])
@@ -436,7 +444,7 @@ func (b *Balancer) schedule(svc *Service, key tupleKey, p *pkt) (*Conn, Verdict)
 		b.table.count.Add(-1)
 		return nil, b.Stats.drop(DropTableFull)
 	}
-	c := &Conn{in: key, svc: svc}
+	c := &Conn{in: key, svc: svc, clientAddr: svc.ClientAddr()}
 	dest := svc.dests.Load().sched.pick(&c.in.src)
 	if dest == nil {
 		b.table.count.Add(-1)

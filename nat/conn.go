@@ -185,6 +185,10 @@ type Conn struct {
 
 	clientMAC [6]byte // the client side's next hop: the frame's source
 
+	// clientAddr is the service's ClientAddr when the connection was made:
+	// a service that changes mode changes it for new connections only.
+	clientAddr ClientAddr
+
 	inIPDelta, inL4Delta   uint16
 	outIPDelta, outL4Delta uint16
 

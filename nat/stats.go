@@ -28,6 +28,8 @@ const (
 	DropSrcRateLimit                    // a new connection over its source's connections per second
 	DropSrcConnLimit                    // a new connection over its source's concurrent connections
 	DropHalfOpenLimit                   // a SYN over the service's half-open connections
+	DropUDPProxyBig                     // a datagram to a proxy-v2 UDP service that the header would take past the server side's MTU (udpproxy.go)
+	DropUDPProxyGSO                     // a UDP GSO super-frame to a proxy-v2 UDP service: each segment would need its own header (udpproxy.go)
 	numDropReasons
 )
 
@@ -36,6 +38,7 @@ var dropNames = [numDropReasons]string{
 	"no_dest", "no_neighbor", "port_exhausted", "icmp_no_conn",
 	"bad_cookie", "synproxy_queue_full", "synproxy_state", "ack_storm", "bad_tcp_options", "bad_ip_checksum", "bad_checksum",
 	"denied", "not_allowed", "src_rate_limit", "src_conn_limit", "half_open_limit",
+	"udp_proxy_too_big", "udp_proxy_gso",
 }
 
 func (r DropReason) String() string { return dropNames[r] }
@@ -57,6 +60,8 @@ type Stats struct {
 	expiredResets    atomic.Uint64 // RSTs sent to either side of an established connection that expired
 
 	srcUntracked atomic.Uint64 // new connections let in uncounted: their source tracker set was full
+
+	udpProxy udpProxyCounters // PROXY v2 headers before UDP datagrams, per reader (udpproxy.go)
 }
 
 // ExpiredResets counts the RSTs sent, to a client or a real server, when an

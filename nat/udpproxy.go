@@ -1,0 +1,106 @@
+package nat
+
+import (
+	"encoding/binary"
+	"net/netip"
+	"sync/atomic"
+
+	"github.com/tapvs/tapvs/csum"
+	"github.com/tapvs/tapvs/proxyhdr"
+	"github.com/tapvs/tapvs/tun"
+)
+
+// A UDP service with ClientAddrProxyV2 puts a PROXY protocol v2 header
+// (command PROXY, AF_INET, DGRAM: the client's address and port, then the
+// VIP's) before the payload of every datagram toward its real server, as
+// DPVS does: UDP has no stream start, so each datagram carries its own.
+// Datagrams from the server are not changed. The header goes in place: the
+// Ethernet, IP and UDP headers move into the reader's headroom
+// (Frame.open) and the payload stays where it is.
+
+// udpProxyLen is the header's length: IPv4 addresses, no TLVs.
+const udpProxyLen = proxyhdr.V2IPv4
+
+// defaultServerMTU is the server side's MTU when Config.ServerMTU is 0:
+// the config's default.
+const defaultServerMTU = 1500
+
+// udpProxyCounters counts the headers written, per reader, each on its own
+// cache line: the count is per packet, and a line shared by every reader
+// would be written by all of them.
+type udpProxyCounters [MaxQueues]struct {
+	n atomic.Uint64
+	_ [56]byte
+}
+
+// UDPProxyHeaders is how many PROXY v2 headers were put before UDP
+// datagrams toward real servers.
+func (s *Stats) UDPProxyHeaders() uint64 {
+	var t uint64
+	for i := range s.udpProxy {
+		t += s.udpProxy[i].n.Load()
+	}
+	return t
+}
+
+// udpProxyV2 puts the PROXY v2 header before the payload of p, a client
+// datagram of c not yet rewritten (its addresses are still the client's
+// and the VIP's, which the header carries), and fixes the IP and UDP
+// lengths and checksums for it. p and f then describe the grown frame. A
+// verdict other than Forward is a counted drop.
+func (b *Balancer) udpProxyV2(p *pkt, f *Frame) Verdict {
+	if f.VNet.GSOType() != tun.VNetGSONone {
+		// A super-frame the kernel would cut into datagrams after tapvs:
+		// one header before the whole would reach the server as one
+		// header on the first segment and none on the others.
+		return b.Stats.drop(DropUDPProxyGSO)
+	}
+	ipLen := int(binary.BigEndian.Uint16(p.b[p.l3+2:]))
+	udpLen := int(binary.BigEndian.Uint16(p.b[p.l4+4:])) // l4ok checked it is within the packet
+	mtu := b.cfg.ServerMTU
+	if mtu <= 0 {
+		mtu = defaultServerMTU
+	}
+	if ipLen+udpProxyLen > mtu {
+		// Fragmenting it, or sending it over the MTU, would give the server
+		// a datagram it may never get whole; a datagram without the header
+		// would be read as one with a wrong client. Neither is sent.
+		return b.Stats.drop(DropUDPProxyBig)
+	}
+	at := p.l4 + udpHdrLen
+	src := netip.AddrPortFrom(netip.AddrFrom4([4]byte(p.src())), p.sport())
+	dst := netip.AddrPortFrom(netip.AddrFrom4([4]byte(p.dst())), p.dport())
+	if !f.open(at, udpProxyLen) {
+		// The reader always leaves room (netstack.Headroom); a frame
+		// without it cannot grow in place, so it is as good as too big.
+		return b.Stats.drop(DropUDPProxyBig)
+	}
+	p.b = f.Buf[f.Off : f.Off+len(p.b)+udpProxyLen]
+	hdr := p.b[at : at+udpProxyLen]
+	proxyhdr.V2(hdr, proxyhdr.Datagram, src, dst)
+
+	ip := p.b[p.l3:]
+	binary.BigEndian.PutUint16(ip[2:], uint16(ipLen+udpProxyLen))
+	csum.Adjust(ip[10:], csum.Fold(csum.Replace16(0, uint16(ipLen), uint16(ipLen+udpProxyLen))))
+
+	l4 := p.b[p.l4:]
+	oldLen, newLen := uint16(udpLen), uint16(udpLen+udpProxyLen)
+	binary.BigEndian.PutUint16(l4[4:], newLen)
+	// The length is in the UDP checksum twice: the header's field and the
+	// pseudo-header's.
+	lenDelta := csum.Replace16(0, oldLen, newLen)
+	switch {
+	case p.partial:
+		// The field holds the pseudo-header sum alone (not complemented):
+		// only its length changes; the kernel that finishes the checksum
+		// sums the header and the rest of the datagram.
+		csum.AdjustPartial(l4[6:], csum.Fold(lenDelta))
+	default:
+		// The header starts at an even offset of the datagram (8), so its
+		// 16-bit words line up with the checksum's. AdjustUDP keeps 0 (no
+		// checksum) as 0 and sends a computed 0 as 0xffff.
+		csum.AdjustUDP(l4[6:], csum.Fold(csum.Sum(hdr, lenDelta+lenDelta)))
+	}
+	b.Stats.udpProxy[f.Queue&(MaxQueues-1)].n.Add(1)
+	return Forward
+}
