@@ -341,3 +341,35 @@ func TestUDPProxyV2NoAllocs(t *testing.T) {
 		t.Fatalf("%d headers", r.b.Stats.UDPProxyHeaders())
 	}
 }
+
+// A frame with no headroom for the header (never one from a reader, which
+// leaves netstack.Headroom) is dropped as too big, unchanged.
+func TestUDPProxyV2NoHeadroom(t *testing.T) {
+	r := proxyRig(t, nil)
+	g := udpFrom(t, 40000, []byte("tight"))
+	f := &Frame{Buf: append(make([]byte, udpProxyLen-1), g.Bytes()...), Off: udpProxyLen - 1, Len: g.Len}
+	before := append([]byte(nil), f.Bytes()...)
+	if v := r.b.Process(ClientSide, f); v != Drop || r.b.Stats.Drop(DropUDPProxyBig) != 1 || !bytes.Equal(f.Bytes(), before) {
+		t.Fatalf("%v, udp_proxy_too_big %d", v, r.b.Stats.Drop(DropUDPProxyBig))
+	}
+	f = &Frame{Buf: append(make([]byte, udpProxyLen), g.Bytes()...), Off: udpProxyLen, Len: g.Len}
+	if v := r.b.Process(ClientSide, f); v != Forward {
+		t.Fatalf("with just enough room: %v", v)
+	}
+	decode(t, f)
+}
+
+// A TCP service's proxy-v2 is not this path's (the header goes once, at the
+// stream's start): its segments get no datagram header.
+func TestUDPProxyV2NotForTCP(t *testing.T) {
+	r := newRig(t, TCP, "rr", nil)
+	setClientAddr(t, r, ClientAddrProxyV2)
+	f := frame(t, pktSpec{src: client, dst: vip, sport: 40000, dport: 80, proto: TCP, syn: true, srcMAC: macClient})
+	n := f.Len
+	if v := r.b.Process(ClientSide, f); v != Forward {
+		t.Fatal(v)
+	}
+	if d := decode(t, f); d.tcp == nil || f.Len > n || r.b.Stats.UDPProxyHeaders() != 0 {
+		t.Fatalf("a TCP SYN went through the UDP header path: %d bytes, was %d", f.Len, n)
+	}
+}
