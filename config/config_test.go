@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tapvs/tapvs/nat"
 )
 
 const valid = `
@@ -28,7 +30,7 @@ func TestShippedConfigIsValid(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(c.Services) != 4 || c.Services[0].Scheduler != "wrr" || !c.Services[1].Synproxy || c.Timeouts.UDP != 300*time.Second ||
+	if len(c.Services) != 6 || c.Services[2].ClientAddress != nat.ClientAddrProxyV2 || c.Services[5].ClientAddress != nat.ClientAddrProxyV2 || c.Services[0].Scheduler != "wrr" || !c.Services[1].Synproxy || c.Timeouts.UDP != 300*time.Second ||
 		c.Synproxy.MSS != 1460 || c.Synproxy.WScale != 7 || c.Synproxy.RetryInterval != time.Second {
 		t.Fatalf("unexpected: %+v", c.Services)
 	}
