@@ -55,7 +55,7 @@ type Options struct {
 // PathNames and WorkloadNames are what Options.Paths and Options.Workloads
 // choose from.
 var (
-	PathNames     = []string{"direct", "nftables", "nftables+synproxy", "nftables+synproxy-nots", "haproxy", "tapvs", "tapvs+synproxy"}
+	PathNames     = []string{"direct", "nftables", "nftables+synproxy", "nftables+synproxy-nots", "haproxy", "tapvs", "tapvs+synproxy", "tapvs+proxy-v2"}
 	WorkloadNames = []string{"iperf1", "iperf4", "short", "keepalive", "latency", "udp", "flood"}
 )
 
@@ -91,7 +91,7 @@ func (o Options) wants(workload string) bool {
 type Path struct {
 	Name       string
 	HTTP       netip.AddrPort // nginx, behind the path
-	Iperf      netip.AddrPort // iperf3 on RS1, behind the path
+	Iperf      netip.AddrPort // iperf3 on RS1, behind the path; zero: none (the iperf workloads skip the path)
 	UDP        bool           // the path carries UDP (HAProxy's TCP mode does not)
 	Synproxy   bool           // a SYN proxy answers SYNs: the flood workload runs through it
 	Dev        string         // the client's device towards the balancer, in its namespace

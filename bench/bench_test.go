@@ -1,12 +1,18 @@
 package bench
 
 import (
+	"fmt"
 	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/tapvs/tapvs/config"
 	"github.com/tapvs/tapvs/lab"
+	"github.com/tapvs/tapvs/nat"
 )
 
 func TestCheck(t *testing.T) {
@@ -57,8 +63,11 @@ func TestPathsArePathNames(t *testing.T) {
 		if p.Name != PathNames[i] {
 			t.Errorf("path %d is %q, want %q", i, p.Name, PathNames[i])
 		}
-		if p.UDP != (p.Name != "haproxy") {
-			t.Errorf("%s: UDP %v; only HAProxy (TCP mode) cannot carry it", p.Name, p.UDP)
+		// HAProxy's TCP mode cannot carry UDP; behind tapvs+proxy-v2 the
+		// servers read a PROXY header first, which iperf3 cannot.
+		noIperf := p.Name == "tapvs+proxy-v2"
+		if p.UDP != (p.Name != "haproxy" && !noIperf) || p.Iperf.IsValid() == noIperf {
+			t.Errorf("%s: UDP %v, iperf3 at %v", p.Name, p.UDP, p.Iperf)
 		}
 		// The flood workload runs through the SYN proxies, and only those.
 		if p.Synproxy != strings.Contains(p.Name, "synproxy") {
@@ -103,5 +112,58 @@ func TestKernelPathsOwnSource(t *testing.T) {
 			t.Errorf("%s and %s both leave from %s", other, vip, src)
 		}
 		seen[src] = vip.String()
+	}
+}
+
+// tapvs's services for the bench parse, and tapvs+proxy-v2's is a TCP
+// service that tells its servers the client by a PROXY v2 header, on the
+// port the path and nginx use.
+func TestTapvsServices(t *testing.T) {
+	cfg, err := config.Parse(lab.NewTopology(benchPrefix, tapClient, tapServer).Config(tapvsService, ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pp *config.Service
+	for i := range cfg.Services {
+		if cfg.Services[i].Name == "web-pp" {
+			pp = &cfg.Services[i]
+		}
+	}
+	if pp == nil {
+		t.Fatal("no web-pp service")
+	}
+	if pp.ClientAddress != nat.ClientAddrProxyV2 || pp.Protocol != nat.TCP || pp.Port != ppHTTPPort {
+		t.Fatalf("web-pp: %+v", pp)
+	}
+	for _, rs := range pp.RealServers {
+		if rs.Port != ppHTTPPort {
+			t.Errorf("web-pp's real server %v: not nginx's PROXY port %d", rs, ppHTTPPort)
+		}
+	}
+}
+
+// nginx on the real servers requires the PROXY header on the proxy-v2
+// port, and only there; nginx -t checks the file when nginx is installed.
+func TestNginxConfig(t *testing.T) {
+	dir := t.TempDir()
+	if err := writeNginx(dir, lab.RS1); err != nil {
+		t.Fatal(err)
+	}
+	conf, err := os.ReadFile(filepath.Join(dir, "nginx.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := fmt.Sprintf("listen %s:%d proxy_protocol ", lab.RS1, ppHTTPPort); !strings.Contains(string(conf), want) || strings.Count(string(conf), "proxy_protocol") != 1 {
+		t.Fatalf("want one %q in\n%s", want, conf)
+	}
+	nginx, err := exec.LookPath("nginx")
+	if err != nil {
+		t.Skip("no nginx to check the file with")
+	}
+	// -t also binds the listen addresses, which are the real servers' own
+	// (in their namespaces, not here): the syntax check is what counts.
+	out, _ := exec.Command(nginx, "-t", "-p", dir, "-c", filepath.Join(dir, "nginx.conf")).CombinedOutput()
+	if !strings.Contains(string(out), "syntax is ok") {
+		t.Fatalf("nginx -t:\n%s", out)
 	}
 }

@@ -109,7 +109,7 @@ func measure(ctx context.Context, c client, p Path, o Options) (Result, error) {
 	runs := max(o.Runs, 1)
 	sec := strconv.Itoa(int(o.Duration.Seconds()))
 	for range runs {
-		if o.wants("iperf1") {
+		if p.Iperf.IsValid() && o.wants("iperf1") {
 			c0 := p.cpuSeconds()
 			bps, bytes, err := c.iperf(ctx, p.Iperf, 1, sec)
 			if err != nil {
@@ -118,7 +118,7 @@ func measure(ctx context.Context, c client, p Path, o Options) (Result, error) {
 			s.gbps1 = append(s.gbps1, bps/1e9)
 			s.cpuGB = append(s.cpuGB, (p.cpuSeconds()-c0)/(bytes/1e9))
 		}
-		if o.wants("iperf4") {
+		if p.Iperf.IsValid() && o.wants("iperf4") {
 			bps, _, err := c.iperf(ctx, p.Iperf, 4, sec)
 			if err != nil {
 				return Result{Path: p.Name}, err
@@ -148,7 +148,7 @@ func measure(ctx context.Context, c client, p Path, o Options) (Result, error) {
 			}
 			s.idle50, s.idle99 = append(s.idle50, float64(w.p50)), append(s.idle99, float64(w.p99))
 		}
-		if p.UDP && o.wants("udp") {
+		if p.UDP && p.Iperf.IsValid() && o.wants("udp") {
 			pps, err := c.iperfUDP(ctx, p.Iperf, sec)
 			if err != nil {
 				return Result{Path: p.Name}, err

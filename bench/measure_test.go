@@ -138,6 +138,25 @@ func TestMeasureChosenWorkloads(t *testing.T) {
 	}
 }
 
+// A path without iperf3 (its servers read a PROXY header first) runs the
+// HTTP workloads alone.
+func TestMeasureNoIperf(t *testing.T) {
+	var cpu float64
+	f := &fakeClient{short: []wrkResult{{rps: 100, requests: 1000}}, udp: []float64{1}, cpu: &cpu}
+	p := testPath(&cpu, true)
+	p.Iperf = netip.AddrPort{}
+	r, err := measure(context.Background(), f, p, Options{Duration: time.Second, Workloads: []string{"iperf1", "iperf4", "short", "udp"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(f.calls, []string{"short 10.0.0.1:80"}) {
+		t.Errorf("ran %q, want only the short connections", f.calls)
+	}
+	if r.ShortCPS != 100 || r.Gbps1 != 0 || r.UDPpps != 0 {
+		t.Errorf("got %+v", r)
+	}
+}
+
 func TestMeasureStopsAtFailure(t *testing.T) {
 	var cpu float64
 	f := &fakeClient{gbps1: []float64{1, 1}, gbps4: []float64{1, 1}, short: []wrkResult{{rps: 1, requests: 1}}, cpu: &cpu, fail: "keepalive"}

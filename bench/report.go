@@ -78,6 +78,7 @@ func table(rs []Result, machine string, o Options) string {
 			num(us(r.IdleP50), "%.0f"), num(us(r.IdleP99), "%.0f"), udp, num(r.CPUPerGB, "%.2f"), num(r.CPUPerKConn, "%.3f"))
 	}
 	k, h, t, s := find(rs, "nftables"), find(rs, "haproxy"), find(rs, "tapvs"), find(rs, "tapvs+synproxy")
+	pp := find(rs, "tapvs+proxy-v2")
 	b.WriteString("\n| tapvs vs | 1 stream | 4 streams | short conns/s | keep-alive req/s | p50 latency, 32 conns | p50 latency, 1 conn | UDP pps |\n|---|---|---|---|---|---|---|---|\n")
 	row := func(name string, a, c Result, udp bool) {
 		u := "—"
@@ -90,6 +91,7 @@ func table(rs []Result, machine string, o Options) string {
 	row("kernel nftables FULLNAT", t, k, true)
 	row("HAProxy", t, h, false)
 	row("tapvs (synproxy vs without)", s, t, false)
+	row("tapvs (proxy-v2 vs without)", pp, t, false)
 	check := func(name string, a, c float64, want float64, atLeast bool) {
 		if a == 0 || c == 0 {
 			fmt.Fprintf(&b, "| %s | — | | not measured |\n", name)
@@ -113,6 +115,7 @@ func table(rs []Result, machine string, o Options) string {
 	check("short conns/s vs HAProxy", t.ShortCPS, h.ShortCPS, 1.3, true)
 	check("short conns/s vs kernel FULLNAT", t.ShortCPS, k.ShortCPS, 0.8, true)
 	check("synproxy short conns/s vs without", s.ShortCPS, t.ShortCPS, 0.9, true)
+	check("proxy-v2 short conns/s vs without", pp.ShortCPS, t.ShortCPS, 0.9, true)
 	check("keep-alive p50 latency vs kernel FULLNAT, 1 connection", float64(t.IdleP50), float64(k.IdleP50), 1.3, false)
 	check("keep-alive p50 latency vs kernel FULLNAT, 32 connections (saturated)", float64(t.P50), float64(k.P50), 1.3, false)
 	floodTable(&b, rs)

@@ -44,6 +44,9 @@ const (
 	iperfPort   = 5201
 	spIperfPort = 5202
 	spHTTPPort  = 8080
+	// ppHTTPPort is web-pp's, on the VIP and on the real servers, whose
+	// nginx there requires a PROXY header (listen ... proxy_protocol).
+	ppHTTPPort  = 8081
 	benchPrefix = "tvb"
 	tapClient   = "tvb-c"
 	tapServer   = "tvb-s"
@@ -54,6 +57,8 @@ const (
      real_servers: [{address: 10.20.1.2, port: 80}, {address: 10.20.2.2, port: 80}]}
   - {name: web-sp, vip: 172.25.254.100, port: 8080, scheduler: rr, synproxy: true, local_addresses: [172.25.84.10, 172.25.84.11, 172.25.84.12, 172.25.84.13, 172.25.84.14, 172.25.84.15, 172.25.84.16, 172.25.84.17],
      real_servers: [{address: 10.20.1.2, port: 80}, {address: 10.20.2.2, port: 80}]}
+  - {name: web-pp, vip: 172.25.254.100, port: 8081, scheduler: rr, client_address: proxy-v2, local_addresses: [172.25.84.10, 172.25.84.11, 172.25.84.12, 172.25.84.13, 172.25.84.14, 172.25.84.15, 172.25.84.16, 172.25.84.17],
+     real_servers: [{address: 10.20.1.2, port: 8081}, {address: 10.20.2.2, port: 8081}]}
   - {name: iperf, vip: 172.25.254.100, port: 5201, scheduler: rr, local_addresses: [172.25.84.10],
      real_servers: [{address: 10.20.1.2, port: 5201}]}
   - {name: iperf-udp, vip: 172.25.254.100, port: 5201, protocol: udp, scheduler: rr, local_addresses: [172.25.84.10],
@@ -249,6 +254,9 @@ func paths(hap int) []Path {
 		{Name: "haproxy", HTTP: netip.AddrPortFrom(vipHAP, 80), Iperf: netip.AddrPortFrom(vipHAP, iperfPort), Dev: "direct", cpuSeconds: func() float64 { return procSeconds(hap) }},
 		{Name: "tapvs", HTTP: netip.AddrPortFrom(vip, 80), Iperf: netip.AddrPortFrom(vip, iperfPort), UDP: true, Dev: tapClient, cpuSeconds: selfSeconds},
 		{Name: "tapvs+synproxy", HTTP: netip.AddrPortFrom(vip, spHTTPPort), Iperf: netip.AddrPortFrom(vip, spIperfPort), UDP: true, Synproxy: true, Dev: tapClient, cpuSeconds: selfSeconds},
+		// The servers behind PROXY v2: nginx reads the header; iperf3 would
+		// take it for its own protocol, so the path has no iperf3.
+		{Name: "tapvs+proxy-v2", HTTP: netip.AddrPortFrom(vip, ppHTTPPort), Dev: tapClient, cpuSeconds: selfSeconds},
 	}
 }
 
@@ -339,8 +347,11 @@ http {
   client_body_temp_path %[1]s/tmp; proxy_temp_path %[1]s/tmp; fastcgi_temp_path %[1]s/tmp; uwsgi_temp_path %[1]s/tmp; scgi_temp_path %[1]s/tmp;
   keepalive_requests 1000000;
   server { listen %[2]s:80 backlog=8192; location / { return 200 "ok\n"; } }
+  # tapvs+proxy-v2: a connection must start with a PROXY header (nginx
+  # closes one without); the answer is as long as the plain one's.
+  server { listen %[2]s:%[3]d proxy_protocol backlog=8192; location / { return 200 "ok\n"; } }
 }
-`, dir, rs)
+`, dir, rs, ppHTTPPort)
 	return os.WriteFile(filepath.Join(dir, "nginx.conf"), []byte(conf), 0o644)
 }
 
