@@ -71,6 +71,10 @@ type Config struct {
 	// answers ARP for them there) and real servers outside ClientNet. The
 	// zero Prefix checks nothing (tests).
 	ClientNet, ServerNet netip.Prefix
+	// ServerMTU is the server side's MTU: client segments that get a TOA
+	// option must still fit it, and a plain TOA connection's server MSS is
+	// clamped to it (toa.go). 0 is 1500.
+	ServerMTU int
 	// PortQuarantine keeps a closed TCP connection's (LIP, lport, RIP,
 	// rport) from being reused for this long. It is not needed with real
 	// servers that accept a SYN on a TIME_WAIT tuple whose sequence number
@@ -152,6 +156,9 @@ func New(cfg Config) (*Balancer, error) {
 		cfg.Readers = MaxQueues
 	}
 	cfg.Synproxy.setDefaults()
+	if cfg.ServerMTU <= 0 {
+		cfg.ServerMTU = 1500
+	}
 	b := &Balancer{cfg: cfg, table: newTable(cfg.MaxConns), readers: 1 << bits.Len(uint(cfg.Readers-1)), link: noLink{}}
 	b.sp.init()
 	b.isnKey = newISNKey()
@@ -349,6 +356,9 @@ func (b *Balancer) forwardIn(c *Conn, p *pkt, f *Frame, l4Delta uint16) Verdict 
 	if tap != nil {
 		tap.record(c, ClientSide, false, p.b)
 	}
+	if c.clientAddr == ClientAddrTOA {
+		l4Delta = b.addTOA(c, p, f, l4Delta)
+	}
 	rewrite(p, &c.out.dst, &c.out.src, c.out.dport, c.out.sport, c.inIPDelta, l4Delta)
 	putMAC(p.b[0:6], mac)
 	copy(p.b[6:12], b.cfg.ServerMAC[:])
@@ -387,6 +397,9 @@ func (b *Balancer) fromServer(p *pkt, dst *addr16, f *Frame) Verdict {
 		acc, ok := seqToClient(c, p.b[p.l4:], uint32(l4Delta))
 		if !ok {
 			return b.Stats.drop(DropBadOptions)
+		}
+		if c.clientAddr == ClientAddrTOA && flags&(tcpflag.SYN|tcpflag.ACK) == tcpflag.SYN|tcpflag.ACK {
+			acc = b.noteTOASynAck(c, p.b[p.l4:], acc)
 		}
 		l4Delta = csum.Fold(acc)
 	}
@@ -436,7 +449,7 @@ func (b *Balancer) schedule(svc *Service, key tupleKey, p *pkt) (*Conn, Verdict)
 		b.table.count.Add(-1)
 		return nil, b.Stats.drop(DropTableFull)
 	}
-	c := &Conn{in: key, svc: svc}
+	c := &Conn{in: key, svc: svc, clientAddr: svc.ClientAddr()}
 	dest := svc.dests.Load().sched.pick(&c.in.src)
 	if dest == nil {
 		b.table.count.Add(-1)
