@@ -152,8 +152,10 @@ func TestTOAPlain(t *testing.T) {
 	if ins, nr := r.b.Stats.TOA(); ins != 3 || nr != 0 {
 		t.Fatalf("TOA counters: %d inserted, %d no room; want 3, 0", ins, nr)
 	}
-	// A second SYN on the connection (a retransmit) gets none.
+	// A SYN gets none, even one with an ACK of the server's ISN + 1
+	// (the client's half of a simultaneous open).
 	wantNoTOA(t, toServer(pktSpec{syn: true, seq: 100}))
+	wantNoTOA(t, toServer(pktSpec{syn: true, ack: true, seq: 100, ackNum: rsISN + 1}))
 
 	// The server sends data; the client acknowledges it: no TOA from then on.
 	resp := frame(t, pktSpec{src: rs1, dst: lip1, sport: 8080, dport: lport, proto: TCP, ack: true, seq: rsISN + 1, ackNum: 1, srcMAC: macGateway, payload: []byte("HTTP/1.0 200 OK\r\n\r\n")})
@@ -171,24 +173,38 @@ func TestTOAPlain(t *testing.T) {
 	plainTOAConn(t, r, cport+1, 9, 1400, 1400)
 }
 
-// A connection made while the service had no TOA keeps none after the
-// service turns it on; a service's MSS is not clamped without TOA.
+// A connection keeps the mode its service had when it was made: one made
+// without TOA gets none after the service turns it on (and its server's
+// MSS is not clamped), one made with TOA keeps it after the service turns
+// it off.
 func TestTOAModeFixedPerConnection(t *testing.T) {
 	r := newRig(t, TCP, "rr", nil)
 	r.svc.SetWeight(rs2, 8080, 0)
+	set := func(m ClientAddr) {
+		t.Helper()
+		if err := r.b.Update(func(tx *Tx) error { return tx.SetClientAddr(r.svc, m) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ack := func(cport, lport uint16, ackNum uint32) decoded {
+		t.Helper()
+		f := frame(t, pktSpec{src: client, dst: vip, sport: cport, dport: 80, proto: TCP, ack: true, seq: 101, ackNum: ackNum, srcMAC: macClient})
+		if v := r.b.Process(ClientSide, f); v != Forward {
+			t.Fatalf("ACK: %v", v)
+		}
+		d := decode(t, f)
+		if d.tcp.SrcPort != layers.TCPPort(lport) {
+			t.Fatal("another connection")
+		}
+		return d
+	}
 	lport := plainTOAConn(t, r, 42000, 5, 1460, 1460)
-	if err := r.b.Update(func(tx *Tx) error { return tx.SetClientAddr(r.svc, ClientAddrTOA) }); err != nil {
-		t.Fatal(err)
-	}
-	ack := frame(t, pktSpec{src: client, dst: vip, sport: 42000, dport: 80, proto: TCP, ack: true, seq: 101, ackNum: 6, srcMAC: macClient})
-	if v := r.b.Process(ClientSide, ack); v != Forward {
-		t.Fatalf("ACK: %v", v)
-	}
-	if d := decode(t, ack); d.tcp.SrcPort != layers.TCPPort(lport) {
-		t.Fatal("another connection")
-	} else {
-		wantNoTOA(t, d)
-	}
+	set(ClientAddrTOA)
+	wantNoTOA(t, ack(42000, lport, 6))
+
+	lport = plainTOAConn(t, r, 42001, 5, 1460, 1452)
+	set(ClientAddrNone)
+	wantTOA(t, ack(42001, lport, 6), 42001)
 }
 
 // No room: options of 36 bytes or more leave no room for 8 more (a TCP
@@ -312,8 +328,14 @@ func TestTOAOffload(t *testing.T) {
 	if f.VNet.HdrLen() != 14+20+32 {
 		t.Fatalf("hdr_len %d changed", f.VNet.HdrLen())
 	}
-	if ins, nr := r.b.Stats.TOA(); ins != 2 || nr != 1 {
-		t.Fatalf("TOA counters: %d inserted, %d no room; want 2, 1", ins, nr)
+	// A super-frame whose IP length would pass 65535: no room.
+	f = in(65535-20-32, []layers.TCPOption{nop, nop, tsOpt(1, 2)})
+	v = makePartial(f)
+	v.SetGSO(tun.VNetGSOTCPv4, 14+20+32, 1400)
+	d = process(f)
+	wantNoTOA(t, d)
+	if ins, nr := r.b.Stats.TOA(); ins != 2 || nr != 2 {
+		t.Fatalf("TOA counters: %d inserted, %d no room; want 2, 2", ins, nr)
 	}
 }
 
@@ -458,5 +480,40 @@ func TestTOAAllocs(t *testing.T) {
 		if after, _ := r.b.Stats.TOA(); after-before != 1001*tc.want {
 			t.Fatalf("%s: %d inserted, want %d", tc.name, after-before, 1001*tc.want)
 		}
+	}
+}
+
+// A held frame with no room for TOA (36 bytes of options) is released as
+// it came: whole, valid, without the headroom its copy kept for TOA.
+func TestTOASynproxyHeldNoRoom(t *testing.T) {
+	r, _ := toaRig(t, true)
+	const cport, isn = 46500, 9000
+	syn := frame(t, pktSpec{src: client, dst: vip, sport: cport, dport: 80, proto: TCP, syn: true, seq: isn, srcMAC: macClient, opts: synOpts(1460, 7, 100)})
+	r.b.Process(ClientSide, syn)
+	sa := decode(t, syn)
+	cookie, ourTS := sa.tcp.Seq, parsedOpts(t, sa.tcp).TSval
+	ack := frame(t, pktSpec{src: client, dst: vip, sport: cport, dport: 80, proto: TCP, ack: true, seq: isn + 1, ackNum: cookie + 1, srcMAC: macClient, opts: []layers.TCPOption{nop, nop, tsOpt(101, ourTS)}})
+	if v := r.b.Process(ClientSide, ack); v != Forward {
+		t.Fatalf("ACK: %v %v", v, r.b.Stats.Drops())
+	}
+	lport := uint16(decode(t, ack).tcp.SrcPort)
+	sack := make([]byte, 24)
+	data := frame(t, pktSpec{src: client, dst: vip, sport: cport, dport: 80, proto: TCP, ack: true, seq: isn + 1, ackNum: cookie + 1, srcMAC: macClient,
+		payload: []byte("data"), opts: []layers.TCPOption{tsOpt(102, ourTS), rawOpt(5, 26, sack...)}})
+	if v := r.b.Process(ClientSide, data); v != Stolen {
+		t.Fatalf("early data: %v", v)
+	}
+	rsa := frame(t, pktSpec{src: rs1, dst: lip1, sport: 8080, dport: lport, proto: TCP, syn: true, ack: true, seq: 0x100, ackNum: isn + 1, srcMAC: macGateway, opts: synOpts(1460, 7, 9000)})
+	if v := r.b.Process(ServerSide, rsa); v != Release || len(rsa.Released) != 2 {
+		t.Fatalf("server SYN-ACK: %v, %d released", v, len(rsa.Released))
+	}
+	wantTOA(t, decodeRaw(t, rsa.Released[0][tun.VNetHdrLen:]), cport)
+	d := decodeRaw(t, rsa.Released[1][tun.VNetHdrLen:])
+	wantNoTOA(t, d)
+	if string(d.tcp.Payload) != "data" || d.tcp.Ack != 0x101 {
+		t.Fatalf("held data: %q ack %#x", d.tcp.Payload, d.tcp.Ack)
+	}
+	if ins, nr := r.b.Stats.TOA(); ins != 1 || nr != 1 {
+		t.Fatalf("TOA counters: %d inserted, %d no room; want 1, 1", ins, nr)
 	}
 }
