@@ -63,10 +63,9 @@ func Start(cfg *config.Config, log *slog.Logger) (_ *Daemon, err error) {
 	bal, err := nat.New(nat.Config{
 		MaxConns: cfg.MaxConns, PortMin: cfg.PortMin, PortMax: cfg.PortMax, Timeouts: cfg.Timeouts, PortQuarantine: cfg.PortQuarantine,
 		ClientMAC: nics[0].MAC, ServerMAC: nics[1].MAC,
-		Synproxy:  cfg.Synproxy,
+		Synproxy: cfg.Synproxy, ServerMTU: cfg.Server.MTU,
 		ClientNet: cfg.Client.Address, ServerNet: cfg.Server.Address,
-		Readers:   len(nics[0].Devs) + len(nics[1].Devs),
-		ServerMTU: cfg.Server.MTU,
+		Readers: len(nics[0].Devs) + len(nics[1].Devs),
 	})
 	if err != nil {
 		return nil, err

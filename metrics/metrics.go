@@ -60,6 +60,7 @@ var (
 	dSvcConns  = prometheus.NewDesc("tapvs_service_connections_total", "Connections made to the service.", labelsSvc, nil)
 	dSvcHalf   = prometheus.NewDesc("tapvs_service_half_open", "Connections waiting for the client's ACK, counted while the service has a half_open limit.", labelsSvc, nil)
 	dUntracked = prometheus.NewDesc("tapvs_sources_untracked_total", "New connections let in without a per-source count: every entry of their source's set held open connections.", nil, nil)
+	dTOA       = prometheus.NewDesc("tapvs_toa_total", "Client segments of TOA services that should carry the client's address: inserted, or sent without it for lack of room (options past 40 bytes, a packet past the server side's MTU).", []string{"result"}, nil)
 	dLIPConns  = prometheus.NewDesc("tapvs_lip_connections", "Connections bound to the local address (ports in use).", labelsLIP, nil)
 	dLIPConf   = prometheus.NewDesc("tapvs_lip_port_conflicts_total", "Candidate ports already in use toward the same server.", labelsLIP, nil)
 	dLIPExh    = prometheus.NewDesc("tapvs_lip_port_exhausted_total", "Allocations that found no free port on this address.", labelsLIP, nil)
@@ -75,7 +76,7 @@ func New(bal *nat.Balancer, st *netstack.Stack, health Health) *Collector {
 
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{dConns, dConnsMax, dQuar, dCreated, dExpired, dExpRST, dDrops, dSPCookies, dSPOpened, dSPFailed, dSPRetries, dSPTW, dUntracked, dSvcHalf,
+	for _, d := range []*prometheus.Desc{dConns, dConnsMax, dQuar, dCreated, dExpired, dExpRST, dDrops, dSPCookies, dSPOpened, dSPFailed, dSPRetries, dSPTW, dUntracked, dSvcHalf, dTOA,
 		dActive, dInactive, dSched, dWeight, dUp, dPkts, dBytes, dSvcConns, dLIPConns, dLIPConf, dLIPExh, dFrames, dPollSleep, dUDPProxy} {
 		ch <- d
 	}
@@ -107,6 +108,9 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	counter(dSPTW, c.bal.Stats.SynproxyTimeWait())
 	counter(dUntracked, c.bal.Stats.SourcesUntracked())
 	counter(dUDPProxy, c.bal.Stats.UDPProxyHeaders())
+	toa, toaNoRoom := c.bal.Stats.TOA()
+	counter(dTOA, toa, "inserted")
+	counter(dTOA, toaNoRoom, "no_room")
 	if c.st != nil {
 		if sleeps, polling := c.st.PollSleeps(); polling {
 			counter(dPollSleep, sleeps)

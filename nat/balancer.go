@@ -71,15 +71,17 @@ type Config struct {
 	// answers ARP for them there) and real servers outside ClientNet. The
 	// zero Prefix checks nothing (tests).
 	ClientNet, ServerNet netip.Prefix
+	// ServerMTU is the server side's MTU: client segments that get a TOA
+	// option must still fit it, and a plain TOA connection's server MSS is
+	// clamped to it (toa.go); a UDP datagram that a PROXY header would take
+	// past it is dropped (udpproxy.go). 0 is 1500.
+	ServerMTU int
 	// PortQuarantine keeps a closed TCP connection's (LIP, lport, RIP,
 	// rport) from being reused for this long. It is not needed with real
 	// servers that accept a SYN on a TIME_WAIT tuple whose sequence number
 	// is later (Linux, and RFC 6191's rule): tapvs's ISNs are (seq.go). 0,
 	// the default, turns it off.
 	PortQuarantine time.Duration
-	// ServerMTU is the server side's MTU: a UDP datagram that a PROXY
-	// header would take past it is dropped (udpproxy.go). 0 is 1500.
-	ServerMTU int
 }
 
 // maxPortTries bounds the search for a free local port on one LIP.
@@ -155,6 +157,9 @@ func New(cfg Config) (*Balancer, error) {
 		cfg.Readers = MaxQueues
 	}
 	cfg.Synproxy.setDefaults()
+	if cfg.ServerMTU <= 0 {
+		cfg.ServerMTU = 1500
+	}
 	b := &Balancer{cfg: cfg, table: newTable(cfg.MaxConns), readers: 1 << bits.Len(uint(cfg.Readers-1)), link: noLink{}}
 	b.sp.init()
 	b.isnKey = newISNKey()
@@ -352,7 +357,10 @@ func (b *Balancer) forwardIn(c *Conn, p *pkt, f *Frame, l4Delta uint16) Verdict 
 	if tap != nil {
 		tap.record(c, ClientSide, false, p.b)
 	}
-	if c.clientAddr == ClientAddrProxyV2 && c.in.proto == UDP {
+	switch {
+	case c.clientAddr == ClientAddrTOA:
+		l4Delta = b.addTOA(c, p, f, l4Delta)
+	case c.clientAddr == ClientAddrProxyV2 && c.in.proto == UDP:
 		if v := b.udpProxyV2(p, f); v != Forward {
 			return v
 		}
@@ -395,6 +403,9 @@ func (b *Balancer) fromServer(p *pkt, dst *addr16, f *Frame) Verdict {
 		acc, ok := seqToClient(c, p.b[p.l4:], uint32(l4Delta))
 		if !ok {
 			return b.Stats.drop(DropBadOptions)
+		}
+		if c.clientAddr == ClientAddrTOA && flags&(tcpflag.SYN|tcpflag.ACK) == tcpflag.SYN|tcpflag.ACK {
+			acc = b.noteTOASynAck(c, p.b[p.l4:], acc)
 		}
 		l4Delta = csum.Fold(acc)
 	}

@@ -50,6 +50,56 @@ func BenchmarkForward(b *testing.B) {
 	}
 }
 
+// BenchmarkForwardTOA is BenchmarkForward's one connection with TOA on:
+// "steady" once the client has acknowledged server data (no option: the
+// cost of the check), "insert" while it has not (every client segment gets
+// the option: an upload before the server answers).
+func BenchmarkForwardTOA(b *testing.B) {
+	for _, mode := range []string{"steady", "insert"} {
+		b.Run(mode, func(b *testing.B) {
+			r, _ := toaRig(b, false)
+			syn := frame(b, pktSpec{src: client, dst: vip, sport: 40000, dport: 80, proto: TCP, syn: true, srcMAC: macClient})
+			r.b.Process(ClientSide, syn)
+			info := r.b.Table().Conns()[0]
+			const rsISN = 1000
+			sa := frame(b, pktSpec{src: info.RIP.Addr(), dst: lip1, sport: 8080, dport: info.LIP.Port(), proto: TCP, syn: true, ack: true, seq: rsISN, ackNum: 1})
+			if r.b.Process(ServerSide, sa) != Forward {
+				b.Fatal("SYN-ACK not forwarded")
+			}
+			ack := uint32(rsISN + 1)
+			if mode == "steady" {
+				ack += 1400
+			}
+			in := frame(b, pktSpec{src: client, dst: vip, sport: 40000, dport: 80, proto: TCP, ack: true, seq: 1, ackNum: ack, payload: make([]byte, 1400), srcMAC: macClient})
+			back := frame(b, pktSpec{src: info.RIP.Addr(), dst: lip1, sport: 8080, dport: info.LIP.Port(), proto: TCP, ack: true, seq: rsISN + 1, ackNum: 1, payload: make([]byte, 1400)})
+			inB, backB := append([]byte(nil), in.Bytes()...), append([]byte(nil), back.Bytes()...)
+			off := in.Off
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if i&1 == 0 {
+					in.Off = off // TOA moved the headers 8 bytes left
+					copy(in.Buf[in.Off:in.Off+54], inB[:54])
+					in.Len = len(inB)
+					if r.b.Process(ClientSide, in) != Forward {
+						b.Fatal("not forwarded")
+					}
+				} else {
+					copy(back.Buf[back.Off:back.Off+54], backB[:54])
+					back.Len = len(backB)
+					if r.b.Process(ServerSide, back) != Forward {
+						b.Fatal("not forwarded")
+					}
+				}
+			}
+			b.StopTimer()
+			if ins, _ := r.b.Stats.TOA(); (mode == "insert") != (ins > 0) {
+				b.Fatalf("%s: %d inserted", mode, ins)
+			}
+		})
+	}
+}
+
 // BenchmarkForwardMovingAcks is BenchmarkForward with one connection whose
 // acks move on every packet, both ways, as in a bidirectional transfer: the
 // worst case for the ack each direction records (reset.go). The checksums

@@ -197,6 +197,10 @@ type Conn struct {
 	filed    atomic.Int64 // the expiry wheel's tick this connection is filed under
 
 	acks [2]atomic.Uint64 // by direction: ackValid | the last ack, raw (reset.go)
+	// toaAck is, for a plain TOA connection, 1<<32 | the server's ISN + 1:
+	// the ack of the client segments that get TOA (toa.go); 0 until the
+	// server's SYN-ACK.
+	toaAck atomic.Uint64
 }
 
 // prepare computes the checksum deltas of both directions from the keys.

@@ -45,17 +45,22 @@ func (f *Frame) plain() { f.VNet.Clear() }
 
 // held copies the frame's packet p, behind its virtio-net header (zeros
 // from a plain TAP, so a TSO super-frame is sent on as one), to be held
-// and later released (Frame.Released).
-func held(f *Frame, p *pkt) []byte {
-	q := make([]byte, tun.VNetHdrLen+len(p.b))
-	copy(q, f.VNet)
-	copy(q[tun.VNetHdrLen:], p.b)
+// and later released (Frame.Released). room bytes of headroom go before
+// the header, for a rewrite that grows the headers on release (TOA): the
+// copy is the connection's one allocation for the frame either way.
+func held(f *Frame, p *pkt, room int) []byte {
+	q := make([]byte, room+tun.VNetHdrLen+len(p.b))
+	copy(q[room:], f.VNet)
+	copy(q[room+tun.VNetHdrLen:], p.b)
 	return q
 }
 
-// heldFrame is the Frame view of a held copy, for rewriting it in place.
-func heldFrame(q []byte) Frame {
-	return Frame{Buf: q, Off: tun.VNetHdrLen, Len: len(q) - tun.VNetHdrLen, VNet: tun.VNetHdr(q[:tun.VNetHdrLen])}
+// heldFrame is the Frame view of a held copy made with room bytes of
+// headroom, for rewriting it in place. What is sent is
+// q[Off-tun.VNetHdrLen : Off+Len]: the headroom a rewrite did not use is
+// left out.
+func heldFrame(q []byte, room int) Frame {
+	return Frame{Buf: q, Off: room + tun.VNetHdrLen, Len: len(q) - room - tun.VNetHdrLen, VNet: tun.VNetHdr(q[room : room+tun.VNetHdrLen])}
 }
 
 // Bytes is the frame as it goes on the wire.

@@ -62,6 +62,35 @@ type Stats struct {
 	srcUntracked atomic.Uint64 // new connections let in uncounted: their source tracker set was full
 
 	udpProxy udpProxyCounters // PROXY v2 headers before UDP datagrams, per reader (udpproxy.go)
+	// toa counts TOA options by reader (Frame.Queue): a TOA service's
+	// upload puts one on every segment until the server first sends data.
+	toa [MaxQueues]readerTOA
+}
+
+// readerTOA is one reader's TOA counters, on a cache line of its own.
+type readerTOA struct {
+	inserted, noRoom atomic.Uint64
+	_                [48]byte
+}
+
+func (s *Stats) toaCount(q int, noRoom bool) {
+	t := &s.toa[q&(MaxQueues-1)]
+	if noRoom {
+		t.noRoom.Add(1)
+	} else {
+		t.inserted.Add(1)
+	}
+}
+
+// TOA returns how many client segments got the TOA option, and how many
+// that should have went without it for lack of room (options past 40
+// bytes, a packet past the server side's MTU).
+func (s *Stats) TOA() (inserted, noRoom uint64) {
+	for i := range s.toa {
+		inserted += s.toa[i].inserted.Load()
+		noRoom += s.toa[i].noRoom.Load()
+	}
+	return inserted, noRoom
 }
 
 // ExpiredResets counts the RSTs sent, to a client or a real server, when an

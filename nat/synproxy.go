@@ -90,15 +90,16 @@ func tcpOptions(p *pkt) []byte {
 func (b *Balancer) synproxyOpen(svc *Service, key tupleKey, p *pkt, flags uint8, f *Frame) (holder *Conn, v Verdict) {
 	switch {
 	case flags&(tcpflag.SYN|tcpflag.ACK|tcpflag.RST|tcpflag.FIN) == tcpflag.SYN:
-		return nil, b.synAck(&key, p, f)
+		return nil, b.synAck(&key, p, f, b.synproxyMSS(svc))
 	case flags&(tcpflag.SYN|tcpflag.RST) == 0 && flags&tcpflag.ACK != 0:
 		return b.synproxyACK(svc, key, p, f)
 	}
 	return nil, b.Stats.drop(DropNotSYN)
 }
 
-// synAck turns a client's SYN, in place, into our SYN-ACK. Nothing is kept.
-func (b *Balancer) synAck(key *tupleKey, p *pkt, f *Frame) Verdict {
+// synAck turns a client's SYN, in place, into our SYN-ACK announcing mss
+// (synproxyMSS). Nothing is kept.
+func (b *Balancer) synAck(key *tupleKey, p *pkt, f *Frame, mss uint16) Verdict {
 	opts, ok := tcpopt.Parse(tcpOptions(p))
 	if !ok {
 		return b.Stats.drop(DropBadOptions)
@@ -114,7 +115,7 @@ func (b *Balancer) synAck(key *tupleKey, p *pkt, f *Frame) Verdict {
 	isn := binary.BigEndian.Uint32(p.b[p.l4+4:])
 	flow := flowOf(key)
 	cookie, kept := b.sp.cookies.Make(&flow, isn, in)
-	so := synproxy.SynOptions{MSS: cfg.MSS, WScale: -1, SACKPerm: kept.SACK, TS: kept.TS}
+	so := synproxy.SynOptions{MSS: mss, WScale: -1, SACKPerm: kept.SACK, TS: kept.TS}
 	if kept.WScale >= 0 {
 		so.WScale = cfg.WScale
 	}
@@ -162,7 +163,7 @@ func (b *Balancer) synproxyACK(svc *Service, key tupleKey, p *pkt, f *Frame) (ho
 	if o.TS && opts.TS {
 		sp.TSOn, sp.ClientTSval, sp.OurTSval = true, opts.TSval, opts.TSecr
 	}
-	sp.Hold(held(f, p), max(cfg.MaxQueued, 1)) // not shared yet: always held
+	sp.Hold(held(f, p, c.heldRoom()), max(cfg.MaxQueued, 1)) // not shared yet: always held
 	c.sp = sp
 	now := b.table.now.Load()
 	interval := int64(cfg.RetryInterval)
@@ -214,7 +215,7 @@ func (b *Balancer) synproxyFromClient(c *Conn, p *pkt, flags uint8, f *Frame) Ve
 		if !sp.Room(b.cfg.Synproxy.MaxQueued) {
 			return b.Stats.drop(DropSynproxyQueue)
 		}
-		switch sp.Hold(held(f, p), b.cfg.Synproxy.MaxQueued) {
+		switch sp.Hold(held(f, p, c.heldRoom()), b.cfg.Synproxy.MaxQueued) {
 		case synproxy.Held:
 			return Stolen
 		case synproxy.QueueFull:
@@ -229,7 +230,7 @@ func (b *Balancer) synproxyFromClient(c *Conn, p *pkt, flags uint8, f *Frame) Ve
 		if !p.l4Valid() {
 			return b.Stats.drop(DropBadChecksum)
 		}
-		return b.synAck(&c.in, p, f)
+		return b.synAck(&c.in, p, f, b.synproxyMSS(c.svc))
 	}
 	c.touch(dirIn, flags, b.table.now.Load(), &b.table.wheel)
 	// ToServer changes header fields; a partial checksum does not cover them
@@ -307,7 +308,7 @@ func (b *Balancer) synproxyServerHandshake(c *Conn, p *pkt, flags uint8, f *Fram
 		// They leave with this frame's verdict, back toward the server.
 		f.Released = make([][]byte, 0, len(queue))
 		for _, q := range queue {
-			qf := heldFrame(q)
+			qf := heldFrame(q, c.heldRoom())
 			qf.Queue = f.Queue
 			var qp pkt
 			if ok, bad := parseIPv4(qf.Bytes(), &qp); !ok || bad {
@@ -320,7 +321,7 @@ func (b *Balancer) synproxyServerHandshake(c *Conn, p *pkt, flags uint8, f *Fram
 				continue
 			}
 			if b.forwardIn(c, &qp, &qf, csum.Fold(acc)) == Forward {
-				f.Released = append(f.Released, q[:tun.VNetHdrLen+qf.Len])
+				f.Released = append(f.Released, q[qf.Off-tun.VNetHdrLen:qf.Off+qf.Len])
 			}
 		}
 		return Release

@@ -1,0 +1,179 @@
+package nat
+
+import (
+	"encoding/binary"
+
+	"github.com/tapvs/tapvs/csum"
+	"github.com/tapvs/tapvs/tcpflag"
+	"github.com/tapvs/tapvs/tcpopt"
+	"github.com/tapvs/tapvs/tun"
+)
+
+// TOA (TCP Option Address) tells a real server behind FULLNAT the client's
+// address: an option of kind 254 and length 8, the client's port and IPv4
+// address in network order (struct toa_data in Alibaba's LVS and DPVS). The
+// Linux toa module reads it when the server's handshake completes
+// (syn_recv_sock), from the client segment that acknowledges the server's
+// SYN-ACK, and answers getpeername with it from then on.
+//
+// As DPVS does (tcp_fnat_in_handler), every client segment that is not a
+// SYN or RST and acknowledges exactly the server's ISN + 1 gets the option:
+// the handshake ACK, the data the client sends before the server sends any,
+// and their retransmits, so that whichever of them completes the server's
+// handshake carries it (the ACK may be lost; a SYNPROXY's held frames go
+// together). Once the client acknowledges server data, segments go as they
+// came: TOA costs an established flow one comparison.
+//
+// The option goes right after the 20-byte base header, before the client's
+// options: the toa module takes the first kind-254 option it finds. The
+// Ethernet, IP and base TCP headers move 8 bytes into the reader's headroom
+// (Frame.open); the client's options and payload stay where they are.
+const (
+	toaKind = 254
+	toaLen  = 8
+)
+
+// toaAckWanted is the ack (as the server sees it) of the client segments
+// that get TOA: the server's ISN + 1. ok is false until it is known: a
+// plain connection learns it from the server's SYN-ACK (noteTOASynAck), a
+// proxied one when the server's handshake fixes its offsets.
+func (c *Conn) toaAckWanted() (ack uint32, ok bool) {
+	if c.sp != nil {
+		return c.sp.ServerISN() + 1, c.sp.Established()
+	}
+	v := c.toaAck.Load()
+	return uint32(v), v != 0
+}
+
+// noteTOASynAck records, from a plain TOA connection's server SYN-ACK (tcp,
+// not yet translated), the ack that the client's TOA segments carry, and
+// clamps the MSS the server announces so that the client's segments still
+// fit the server side's MTU with 8 bytes of TOA added. It returns acc plus
+// the checksum change. A SYN-ACK again (a retransmit, or a new server
+// handshake on a reused tuple) records its own ISN.
+func (b *Balancer) noteTOASynAck(c *Conn, tcp []byte, acc uint32) uint32 {
+	c.toaAck.Store(1<<32 | uint64(binary.BigEndian.Uint32(tcp[4:])+1))
+	limit := uint16(b.cfg.ServerMTU - 40 - toaLen)
+	hl := int(tcp[12]>>4) * 4
+	w := tcpopt.Walk(tcp[tcpMinLen:hl])
+	for {
+		o, more := w.Next()
+		if !more {
+			// Malformed options: seqToClient walked them first and dropped
+			// the segment; nothing past the bad one is read here either.
+			return acc
+		}
+		if o.Kind == tcpopt.MSS {
+			at := tcpMinLen + o.Off + 2
+			if binary.BigEndian.Uint16(tcp[at:]) > limit {
+				acc = csum.Put16At(acc, tcp, at, limit)
+			}
+		}
+	}
+}
+
+// synproxyMSS is the MSS tapvs's cookie SYN-ACK announces for svc: the
+// configured one, less TOA's 8 bytes when the service adds TOA, so that the
+// client's data segments carrying it still fit the server side's MTU.
+func (b *Balancer) synproxyMSS(svc *Service) uint16 {
+	mss := b.cfg.Synproxy.MSS
+	if svc.ClientAddr() == ClientAddrTOA && mss > toaLen+64 {
+		mss -= toaLen
+	}
+	return mss
+}
+
+// heldRoom is the headroom a held copy of c's client frames keeps before
+// its virtio-net header: TOA's, for a TOA connection, whose first held frame
+// (the handshake ACK) gets the option when it is released.
+func (c *Conn) heldRoom() int {
+	if c.clientAddr == ClientAddrTOA {
+		return toaLen
+	}
+	return 0
+}
+
+// addTOA puts the TOA option into a client TCP segment of a TOA connection
+// on its way to the server, if the segment is one that gets it (see the
+// top of this file) and there is room, and returns l4Delta plus the change.
+// The segment's sequence numbers are already as the server sees them.
+//
+// There is no room when the options would pass 40 bytes, when the IP packet
+// (each segment of a TSO super-frame) would pass the server side's MTU, or
+// when the frame has no headroom left: the segment then goes as it came,
+// counted as toa_no_room, never truncated or fragmented. Either way, a TOA
+// option the client wrote itself into that segment is blanked to NOPs: it
+// would tell the server a client address of the client's choosing.
+func (b *Balancer) addTOA(c *Conn, p *pkt, f *Frame, l4Delta uint16) uint16 {
+	tcp := p.b[p.l4:]
+	flags := tcp[tcpflag.Offset]
+	if flags&(tcpflag.SYN|tcpflag.RST) != 0 || flags&tcpflag.ACK == 0 {
+		return l4Delta
+	}
+	if want, ok := c.toaAckWanted(); !ok || binary.BigEndian.Uint32(tcp[8:]) != want {
+		return l4Delta
+	}
+	acc := blankTOA(tcp, uint32(l4Delta))
+	hl := int(tcp[12]>>4) * 4
+	ipLen := len(p.b) - p.l3
+	// The IP packet the server side carries: this one, or for a TSO
+	// super-frame each segment the kernel cuts from it (the headers, TOA
+	// included, repeated before gso_size bytes of payload).
+	wire := ipLen + toaLen
+	if f.VNet.GSOType() != tun.VNetGSONone {
+		wire = p.l4 - p.l3 + hl + toaLen + int(f.VNet.GSOSize())
+	}
+	if hl+toaLen > tcpMinLen+tcpopt.MaxLen || ipLen+toaLen > 0xffff || wire > b.cfg.ServerMTU ||
+		!f.open(p.l4+tcpMinLen, toaLen) {
+		b.Stats.toaCount(f.Queue, true)
+		return csum.Fold(acc)
+	}
+	p.b = f.Buf[f.Off : f.Off+len(p.b)+toaLen]
+	tcp = p.b[p.l4:]
+	opt := tcp[tcpMinLen : tcpMinLen+toaLen]
+	opt[0], opt[1] = toaKind, toaLen
+	binary.BigEndian.PutUint16(opt[2:], c.in.sport)
+	copy(opt[4:], c.in.src[12:])
+	// The transport checksum gains the option's words, the longer data
+	// offset, and the 8 bytes more of TCP length in the pseudo-header. What
+	// follows the option moved by an even count: its words are unchanged.
+	acc = csum.Sum(opt, acc) + toaLen
+	acc = csum.Put16At(acc, tcp, 12, binary.BigEndian.Uint16(tcp[12:])+toaLen/4<<12)
+	if p.partial {
+		// A partial checksum holds only the pseudo-header sum, which the
+		// TCP length is part of; the kernel sums the header, option
+		// included, when it finishes it. csum_start and csum_offset count
+		// from the frame's start, which moved with the TCP header.
+		csum.AdjustPartial(tcp[16:], toaLen)
+	}
+	ip := p.b[p.l3:]
+	csum.Adjust(ip[10:], csum.Fold(csum.Put16At(0, ip, 2, uint16(ipLen+toaLen))))
+	if f.VNet.GSOType() != tun.VNetGSONone {
+		// hdr_len is the length of the headers each segment repeats.
+		binary.LittleEndian.PutUint16(f.VNet[2:], f.VNet.HdrLen()+toaLen)
+	}
+	b.Stats.toaCount(f.Queue, false)
+	return csum.Fold(acc)
+}
+
+// blankTOA overwrites with NOPs any TOA option (kind 254, length 8) in a
+// client segment's options and returns acc plus the checksum change.
+// Options that do not parse are left as they are, up to the bad one.
+func blankTOA(tcp []byte, acc uint32) uint32 {
+	hl := int(tcp[12]>>4) * 4
+	if hl == tcpMinLen {
+		return acc
+	}
+	w := tcpopt.Walk(tcp[tcpMinLen:hl])
+	for {
+		o, more := w.Next()
+		if !more {
+			return acc
+		}
+		if o.Kind == toaKind && o.Len == toaLen {
+			for j := tcpMinLen + o.Off; j < tcpMinLen+o.Off+toaLen; j += 2 {
+				acc = csum.Put16At(acc, tcp, j, uint16(tcpopt.NOP)<<8|uint16(tcpopt.NOP))
+			}
+		}
+	}
+}
