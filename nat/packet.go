@@ -44,18 +44,32 @@ func (f *Frame) checked() bool { return f.VNet.NeedsCsum() || f.VNet.DataValid()
 func (f *Frame) plain() { f.VNet.Clear() }
 
 // held copies the frame's packet p, behind its virtio-net header (zeros
-// from a plain TAP, so a TSO super-frame is sent on as one), to be held
-// and later released (Frame.Released).
-func held(f *Frame, p *pkt) []byte {
-	q := make([]byte, tun.VNetHdrLen+len(p.b))
-	copy(q, f.VNet)
-	copy(q[tun.VNetHdrLen:], p.b)
+// from a plain TAP, so a TSO super-frame is sent on as one) and room
+// bytes of headroom (a PROXY header's: Frame.open), to be held and later
+// released (Frame.Released).
+func held(f *Frame, p *pkt, room int) []byte {
+	q := make([]byte, room+tun.VNetHdrLen+len(p.b))
+	copy(q[room:], f.VNet)
+	copy(q[room+tun.VNetHdrLen:], p.b)
 	return q
 }
 
-// heldFrame is the Frame view of a held copy, for rewriting it in place.
-func heldFrame(q []byte) Frame {
-	return Frame{Buf: q, Off: tun.VNetHdrLen, Len: len(q) - tun.VNetHdrLen, VNet: tun.VNetHdr(q[:tun.VNetHdrLen])}
+// heldFrame is the Frame view of a held copy with room bytes of headroom,
+// for rewriting it in place; releasable gives back what leaves.
+func heldFrame(q []byte, room int) Frame {
+	return Frame{Buf: q, Off: room + tun.VNetHdrLen, Len: len(q) - room - tun.VNetHdrLen, VNet: tun.VNetHdr(q[room : room+tun.VNetHdrLen])}
+}
+
+// releasable is a held frame, rewritten, as Frame.Released carries it:
+// its virtio-net header and the frame.
+func (f *Frame) releasable() []byte { return f.Buf[f.Off-tun.VNetHdrLen : f.Off+f.Len] }
+
+// heldRoom is the headroom a connection's held frames keep.
+func heldRoom(c *Conn) int {
+	if c.pp != nil {
+		return proxyRoom
+	}
+	return 0
 }
 
 // Bytes is the frame as it goes on the wire.

@@ -28,6 +28,7 @@ const (
 	DropSrcRateLimit                    // a new connection over its source's connections per second
 	DropSrcConnLimit                    // a new connection over its source's concurrent connections
 	DropHalfOpenLimit                   // a SYN over the service's half-open connections
+	DropProxyNoRoom                     // a segment that could not take its connection's PROXY header (no headroom, or a full-checksum frame past 65535 bytes)
 	numDropReasons
 )
 
@@ -35,7 +36,7 @@ var dropNames = [numDropReasons]string{
 	"malformed", "fragment", "no_service", "not_syn", "table_full",
 	"no_dest", "no_neighbor", "port_exhausted", "icmp_no_conn",
 	"bad_cookie", "synproxy_queue_full", "synproxy_state", "ack_storm", "bad_tcp_options", "bad_ip_checksum", "bad_checksum",
-	"denied", "not_allowed", "src_rate_limit", "src_conn_limit", "half_open_limit",
+	"denied", "not_allowed", "src_rate_limit", "src_conn_limit", "half_open_limit", "proxy_no_room",
 }
 
 func (r DropReason) String() string { return dropNames[r] }
@@ -57,7 +58,14 @@ type Stats struct {
 	expiredResets    atomic.Uint64 // RSTs sent to either side of an established connection that expired
 
 	srcUntracked atomic.Uint64 // new connections let in uncounted: their source tracker set was full
+
+	proxyHeaders atomic.Uint64 // PROXY protocol headers sent to real servers, re-sends included
 }
+
+// ProxyHeaders counts the PROXY protocol headers put in front of client
+// segments toward real servers, every re-send included (a retransmitted
+// first segment, a repeated handshake ACK).
+func (s *Stats) ProxyHeaders() uint64 { return s.proxyHeaders.Load() }
 
 // ExpiredResets counts the RSTs sent, to a client or a real server, when an
 // established TCP connection timed out.

@@ -90,7 +90,7 @@ func tcpOptions(p *pkt) []byte {
 func (b *Balancer) synproxyOpen(svc *Service, key tupleKey, p *pkt, flags uint8, f *Frame) (holder *Conn, v Verdict) {
 	switch {
 	case flags&(tcpflag.SYN|tcpflag.ACK|tcpflag.RST|tcpflag.FIN) == tcpflag.SYN:
-		return nil, b.synAck(&key, p, f)
+		return nil, b.synAck(&key, p, f, svc.ClientAddr())
 	case flags&(tcpflag.SYN|tcpflag.RST) == 0 && flags&tcpflag.ACK != 0:
 		return b.synproxyACK(svc, key, p, f)
 	}
@@ -98,7 +98,9 @@ func (b *Balancer) synproxyOpen(svc *Service, key tupleKey, p *pkt, flags uint8,
 }
 
 // synAck turns a client's SYN, in place, into our SYN-ACK. Nothing is kept.
-func (b *Balancer) synAck(key *tupleKey, p *pkt, f *Frame) Verdict {
+// mode is the service's: with a PROXY header the MSS announced leaves
+// room for it in the first segment (proxy.go).
+func (b *Balancer) synAck(key *tupleKey, p *pkt, f *Frame, mode ClientAddr) Verdict {
 	opts, ok := tcpopt.Parse(tcpOptions(p))
 	if !ok {
 		return b.Stats.drop(DropBadOptions)
@@ -115,6 +117,9 @@ func (b *Balancer) synAck(key *tupleKey, p *pkt, f *Frame) Verdict {
 	flow := flowOf(key)
 	cookie, kept := b.sp.cookies.Make(&flow, isn, in)
 	so := synproxy.SynOptions{MSS: cfg.MSS, WScale: -1, SACKPerm: kept.SACK, TS: kept.TS}
+	if n := proxyLen(mode, key); n != 0 && so.MSS > n {
+		so.MSS -= n
+	}
 	if kept.WScale >= 0 {
 		so.WScale = cfg.WScale
 	}
@@ -162,7 +167,10 @@ func (b *Balancer) synproxyACK(svc *Service, key tupleKey, p *pkt, f *Frame) (ho
 	if o.TS && opts.TS {
 		sp.TSOn, sp.ClientTSval, sp.OurTSval = true, opts.TSval, opts.TSecr
 	}
-	sp.Hold(held(f, p), max(cfg.MaxQueued, 1)) // not shared yet: always held
+	if c.pp = newProxyConn(svc.ClientAddr(), c, seq); c.pp != nil {
+		sp.InsertClient(c.pp.n)
+	}
+	sp.Hold(held(f, p, heldRoom(c)), max(cfg.MaxQueued, 1)) // not shared yet: always held
 	c.sp = sp
 	now := b.table.now.Load()
 	interval := int64(cfg.RetryInterval)
@@ -214,7 +222,7 @@ func (b *Balancer) synproxyFromClient(c *Conn, p *pkt, flags uint8, f *Frame) Ve
 		if !sp.Room(b.cfg.Synproxy.MaxQueued) {
 			return b.Stats.drop(DropSynproxyQueue)
 		}
-		switch sp.Hold(held(f, p), b.cfg.Synproxy.MaxQueued) {
+		switch sp.Hold(held(f, p, heldRoom(c)), b.cfg.Synproxy.MaxQueued) {
 		case synproxy.Held:
 			return Stolen
 		case synproxy.QueueFull:
@@ -229,9 +237,10 @@ func (b *Balancer) synproxyFromClient(c *Conn, p *pkt, flags uint8, f *Frame) Ve
 		if !p.l4Valid() {
 			return b.Stats.drop(DropBadChecksum)
 		}
-		return b.synAck(&c.in, p, f)
+		return b.synAck(&c.in, p, f, c.svc.ClientAddr())
 	}
 	c.touch(dirIn, flags, b.table.now.Load(), &b.table.wheel)
+	hdr := c.pp.carries(p.b[p.l4:], flags) // read before the seq moves
 	// ToServer changes header fields; a partial checksum does not cover them
 	// yet (the kernel sums the header when it finishes), so only a full one
 	// takes the change.
@@ -239,7 +248,7 @@ func (b *Balancer) synproxyFromClient(c *Conn, p *pkt, flags uint8, f *Frame) Ve
 	if !ok {
 		return b.Stats.drop(DropBadOptions)
 	}
-	return b.forwardIn(c, p, f, csum.Fold(acc))
+	return b.forwardIn(c, p, f, csum.Fold(acc), hdr)
 }
 
 // synproxyReopens reports whether a client's segment on an established
@@ -306,21 +315,28 @@ func (b *Balancer) synproxyServerHandshake(c *Conn, p *pkt, flags uint8, f *Fram
 		// ack is the server's ISN + 1 and its TSecr the server's own TSval.
 		// They leave with this frame's verdict, back toward the server.
 		f.Released = make([][]byte, 0, len(queue))
+		room := heldRoom(c)
 		for _, q := range queue {
-			qf := heldFrame(q)
+			qf := heldFrame(q, room)
 			qf.Queue = f.Queue
 			var qp pkt
 			if ok, bad := parseIPv4(qf.Bytes(), &qp); !ok || bad {
 				continue
 			}
 			qp.partial = qf.partial()
+			hdr := c.pp.carries(qp.b[qp.l4:], qp.tcpFlags())
 			acc, ok := sp.ToServer(qp.b[qp.l4:], uint32(c.inL4Delta))
 			if !ok {
 				b.Stats.drop(DropBadOptions) // checked when held: never, but not sent if so
 				continue
 			}
-			if b.forwardIn(c, &qp, &qf, csum.Fold(acc)) == Forward {
-				f.Released = append(f.Released, q[:tun.VNetHdrLen+qf.Len])
+			if b.forwardIn(c, &qp, &qf, csum.Fold(acc), hdr) == Forward {
+				out := qf.releasable()
+				f.Released = append(f.Released, out)
+				if hdr && c.pp.ack.Load() == nil {
+					keep := append([]byte(nil), out...)
+					c.pp.ack.Store(&keep)
+				}
 			}
 		}
 		return Release
@@ -344,6 +360,27 @@ func (b *Balancer) synproxyServerHandshake(c *Conn, p *pkt, flags uint8, f *Fram
 		return Release
 	}
 	return b.Stats.drop(DropSynproxyState)
+}
+
+// proxyResend answers a server's repeated SYN-ACK on an established
+// SYNPROXY connection with a PROXY header: the server has not had the
+// handshake ACK tapvs released to it, which carried the header, so that
+// ACK goes again (the client, whose handshake was with tapvs, would only
+// answer a SYN-ACK with a challenge ACK, and only if it has sent nothing).
+// ok is false when there is nothing to re-send yet.
+func (b *Balancer) proxyResend(c *Conn, p *pkt, flags uint8, f *Frame) (v Verdict, ok bool) {
+	tcp := p.b[p.l4:]
+	if flags&(tcpflag.SYN|tcpflag.ACK|tcpflag.RST) != tcpflag.SYN|tcpflag.ACK ||
+		binary.BigEndian.Uint32(tcp[8:]) != c.sp.ClientISN+1 || binary.BigEndian.Uint32(tcp[4:]) != c.sp.ServerISN() {
+		return 0, false
+	}
+	ack := c.pp.ack.Load()
+	if ack == nil {
+		return 0, false
+	}
+	f.Released = append(f.Released, append([]byte(nil), *ack...))
+	b.Stats.proxyHeaders.Add(1)
+	return Release, true
 }
 
 // clientRST writes into buf an RST from the VIP that the client, which
