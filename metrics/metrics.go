@@ -59,6 +59,7 @@ var (
 	dBytes     = prometheus.NewDesc("tapvs_rs_bytes_total", "IP bytes through tapvs, by direction.", append(labelsRS, "direction"), nil)
 	dSvcConns  = prometheus.NewDesc("tapvs_service_connections_total", "Connections made to the service.", labelsSvc, nil)
 	dSvcHalf   = prometheus.NewDesc("tapvs_service_half_open", "Connections waiting for the client's ACK, counted while the service has a half_open limit.", labelsSvc, nil)
+	dProxyHdrs = prometheus.NewDesc("tapvs_proxy_headers_total", "PROXY protocol headers put in front of client segments toward real servers, re-sends included.", nil, nil)
 	dUntracked = prometheus.NewDesc("tapvs_sources_untracked_total", "New connections let in without a per-source count: every entry of their source's set held open connections.", nil, nil)
 	dLIPConns  = prometheus.NewDesc("tapvs_lip_connections", "Connections bound to the local address (ports in use).", labelsLIP, nil)
 	dLIPConf   = prometheus.NewDesc("tapvs_lip_port_conflicts_total", "Candidate ports already in use toward the same server.", labelsLIP, nil)
@@ -74,7 +75,7 @@ func New(bal *nat.Balancer, st *netstack.Stack, health Health) *Collector {
 
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{dConns, dConnsMax, dQuar, dCreated, dExpired, dExpRST, dDrops, dSPCookies, dSPOpened, dSPFailed, dSPRetries, dSPTW, dUntracked, dSvcHalf,
+	for _, d := range []*prometheus.Desc{dConns, dConnsMax, dQuar, dCreated, dExpired, dExpRST, dDrops, dSPCookies, dSPOpened, dSPFailed, dSPRetries, dSPTW, dProxyHdrs, dUntracked, dSvcHalf,
 		dActive, dInactive, dSched, dWeight, dUp, dPkts, dBytes, dSvcConns, dLIPConns, dLIPConf, dLIPExh, dFrames, dPollSleep} {
 		ch <- d
 	}
@@ -104,6 +105,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	counter(dSPFailed, failed)
 	counter(dSPRetries, retries)
 	counter(dSPTW, c.bal.Stats.SynproxyTimeWait())
+	counter(dProxyHdrs, c.bal.Stats.ProxyHeaders())
 	counter(dUntracked, c.bal.Stats.SourcesUntracked())
 	if c.st != nil {
 		if sleeps, polling := c.st.PollSleeps(); polling {
