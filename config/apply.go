@@ -84,7 +84,7 @@ func applyService(tx *nat.Tx, sc Service, held func(Service, RealServer) bool) (
 	if err != nil {
 		to := sc.Timeouts
 		if svc, err = tx.AddService(nat.ServiceConfig{Name: sc.Name, Addr: sc.VIP, Port: sc.Port, Protocol: sc.Protocol,
-			Scheduler: sc.Scheduler, Timeouts: &to, Synproxy: sc.Synproxy}); err != nil {
+			Scheduler: sc.Scheduler, Timeouts: &to, Synproxy: sc.Synproxy, ClientAddr: sc.ClientAddress}); err != nil {
 			return []error{fmt.Errorf("vip: %w", err)}
 		}
 	} else {
@@ -97,6 +97,11 @@ func applyService(tx *nat.Tx, sc Service, held func(Service, RealServer) bool) (
 		if svc.Synproxy() != sc.Synproxy {
 			if err := tx.SetSynproxy(svc, sc.Synproxy); err != nil {
 				errs = append(errs, fmt.Errorf("synproxy: %w", err))
+			}
+		}
+		if svc.ClientAddr() != sc.ClientAddress {
+			if err := tx.SetClientAddr(svc, sc.ClientAddress); err != nil {
+				errs = append(errs, fmt.Errorf("client_address: %w", err))
 			}
 		}
 		if svc.Timeouts() != sc.Timeouts {

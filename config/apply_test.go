@@ -61,6 +61,7 @@ services:
     port: 80
     scheduler: rr
     synproxy: true
+    client_address: proxy-v2
     timeouts: {tcp: {established: 10m}}
     local_addresses: [172.25.84.11, 172.25.84.12]
     real_servers:
@@ -178,6 +179,9 @@ TCP 172.25.254.101:443 name=https sched=rr synproxy=false lips=[172.25.84.30] rs
 	if web2 != web {
 		t.Fatal("the kept service was made anew")
 	}
+	if web2.ClientAddr() != nat.ClientAddrProxyV2 {
+		t.Fatalf("client_address %v after the reload, want proxy-v2", web2.ClientAddr())
+	}
 	if to := web2.Timeouts(); to.TCP != b.Services[1].Timeouts.TCP || to.TCP[1] != 10*time.Minute {
 		t.Fatalf("timeouts not changed: %+v", to)
 	}
@@ -203,6 +207,9 @@ TCP 172.25.254.101:443 name=https sched=rr synproxy=false lips=[172.25.84.30] rs
 	}
 	if got, want := listing(bal), listing(running(t, a)); got != want {
 		t.Fatalf("B to A:\n%s\nwant what A alone gives:\n%s", got, want)
+	}
+	if web.ClientAddr() != nat.ClientAddrNone {
+		t.Fatalf("client_address %v back in A, want none", web.ClientAddr())
 	}
 }
 

@@ -114,6 +114,7 @@ type rawService struct {
 	RealServers    []rawRS      `mapstructure:"real_servers"`
 	Timeouts       rawTimeouts  `mapstructure:"timeouts"`
 	Synproxy       bool         `mapstructure:"synproxy"`
+	ClientAddress  string       `mapstructure:"client_address"`
 	Health         *rawHealth   `mapstructure:"health_check"`
 	Allow          []string     `mapstructure:"allow"`
 	Deny           []string     `mapstructure:"deny"`
@@ -186,6 +187,9 @@ type Service struct {
 	RealServers    []RealServer
 	Timeouts       nat.Timeouts
 	Synproxy       bool
+	// ClientAddress is how the real servers learn the client's address:
+	// none, toa, proxy-v1 or proxy-v2.
+	ClientAddress nat.ClientAddr
 	// Allow and Deny are the service's source prefixes (defence.go).
 	Allow, Deny []netip.Prefix
 	Limits      nat.Limits
@@ -720,6 +724,17 @@ func service(e *errs, f string, r rawService, base nat.Timeouts) Service {
 		s.Protocol = p
 		if r.Synproxy && p != nat.TCP {
 			e.add(f+".synproxy", "only a TCP service can have a SYN proxy")
+		}
+	}
+	if r.ClientAddress != "" {
+		c, err := nat.ParseClientAddr(r.ClientAddress)
+		switch {
+		case err != nil:
+			e.add(f+".client_address", "%v", err)
+		case s.Protocol == nat.UDP && (c == nat.ClientAddrTOA || c == nat.ClientAddrProxyV1):
+			e.add(f+".client_address", "%s is TCP only: a UDP service can have proxy-v2 or none", c)
+		default:
+			s.ClientAddress = c
 		}
 	}
 	if len(r.LocalAddresses) == 0 {

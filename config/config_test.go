@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tapvs/tapvs/nat"
 )
 
 const valid = `
@@ -28,7 +30,7 @@ func TestShippedConfigIsValid(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(c.Services) != 4 || c.Services[0].Scheduler != "wrr" || !c.Services[1].Synproxy || c.Timeouts.UDP != 300*time.Second ||
+	if len(c.Services) != 6 || c.Services[2].ClientAddress != nat.ClientAddrProxyV2 || c.Services[5].ClientAddress != nat.ClientAddrProxyV2 || c.Services[0].Scheduler != "wrr" || !c.Services[1].Synproxy || c.Timeouts.UDP != 300*time.Second ||
 		c.Synproxy.MSS != 1460 || c.Synproxy.WScale != 7 || c.Synproxy.RetryInterval != time.Second {
 		t.Fatalf("unexpected: %+v", c.Services)
 	}
@@ -60,6 +62,8 @@ func TestErrorsNameTheField(t *testing.T) {
 		"ipv6":         {"vip: 172.25.254.100", "vip: 2001:db8::1", "only IPv4 is supported yet"},
 		"no lips":      {"local_addresses: [172.25.84.10]", "local_addresses: []", "FULLNAT needs at least one local address"},
 		"txqueuelen":   {"name: ts\n", "name: ts\n    txqueuelen: -1\n", "interfaces.server.txqueuelen: -1 is not a queue length in frames"},
+		"client addr":  {"port: 80\n    local", "port: 80\n    client_address: uoa\n    local", `services[0].client_address: "uoa" is not a client address mode`},
+		"udp toa":      {"port: 80\n    local", "port: 80\n    protocol: udp\n    client_address: toa\n    local", "services[0].client_address: toa is TCP only"},
 		"busy poll":    {"interfaces:\n", "interfaces:\n  busy_poll: 2s\n", `interfaces.busy_poll: "2s" is not a duration from 0 to 1s`},
 		"udp synproxy": {"port: 80\n    local", "port: 80\n    protocol: udp\n    synproxy: true\n    local", "services[0].synproxy: only a TCP service can have a SYN proxy"},
 	}

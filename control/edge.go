@@ -36,9 +36,17 @@ func parseService(s api.ServiceSpec) (ServiceSpec, error) {
 	if s.Persistent != 0 {
 		return ServiceSpec{}, fmt.Errorf("persistence (-p) is not supported yet")
 	}
+	var client *nat.ClientAddr
+	if s.ClientAddress != "" {
+		c, err := nat.ParseClientAddr(s.ClientAddress)
+		if err != nil {
+			return ServiceSpec{}, fmt.Errorf("client_address: %w", err)
+		}
+		client = &c
+	}
 	// Seconds as uint32 cannot overflow a Duration; the Manager checks the
 	// value against nat's limit.
-	return ServiceSpec{ServiceKey: k, Name: s.Name, Scheduler: s.Scheduler, Synproxy: s.Synproxy,
+	return ServiceSpec{ServiceKey: k, Name: s.Name, Scheduler: s.Scheduler, Synproxy: s.Synproxy, ClientAddr: client,
 		EstablishedTimeout: time.Duration(s.EstablishedTimeout) * time.Second, Limits: limitsOf(s.Limits)}, nil
 }
 

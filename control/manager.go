@@ -151,8 +151,12 @@ func addService(tx *nat.Tx, s ServiceSpec) error {
 		}
 		to.SetEstablished(s.EstablishedTimeout)
 	}
+	clientAddr := nat.ClientAddrNone
+	if s.ClientAddr != nil {
+		clientAddr = *s.ClientAddr
+	}
 	svc, err := tx.AddService(nat.ServiceConfig{Name: s.Name, Addr: s.Addr.Addr(), Port: s.Addr.Port(), Protocol: s.Protocol,
-		Scheduler: sched, Timeouts: &to, Synproxy: s.Synproxy != nil && *s.Synproxy})
+		Scheduler: sched, Timeouts: &to, Synproxy: s.Synproxy != nil && *s.Synproxy, ClientAddr: clientAddr})
 	if err != nil {
 		return err
 	}
@@ -171,6 +175,11 @@ func editService(tx *nat.Tx, s ServiceSpec) error {
 	}
 	if s.Synproxy != nil {
 		if err := tx.SetSynproxy(svc, *s.Synproxy); err != nil {
+			return err
+		}
+	}
+	if s.ClientAddr != nil {
+		if err := tx.SetClientAddr(svc, *s.ClientAddr); err != nil {
 			return err
 		}
 	}
@@ -297,7 +306,7 @@ func (m *Manager) Services() []api.Service {
 	for _, s := range svcs {
 		v := api.Service{
 			ServiceKey: api.ServiceKey{Protocol: protoName(s.Protocol), Addr: netip.AddrPortFrom(s.Addr, s.Port).String()},
-			Name:       s.Name(), Scheduler: s.Scheduler(), Synproxy: s.Synproxy(),
+			Name:       s.Name(), Scheduler: s.Scheduler(), Synproxy: s.Synproxy(), ClientAddress: s.ClientAddr().String(),
 			Timeouts: apiTimeouts(s.Timeouts()), Stats: apiTraffic(s.Traffic()), Rate: apiRate(s.Rate()),
 		}
 		for _, d := range s.Dests() {

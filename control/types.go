@@ -35,6 +35,9 @@ type ServiceSpec struct {
 	Name      string
 	Scheduler string // empty: wlc on add, unchanged on edit
 	Synproxy  *bool  // nil: off on add, unchanged on edit
+	// ClientAddr is how the real servers learn the client's address; nil:
+	// none on add, unchanged on edit.
+	ClientAddr *nat.ClientAddr
 	// EstablishedTimeout (-V); 0: the default on add, unchanged on edit.
 	EstablishedTimeout time.Duration
 	Limits             LimitsSpec

@@ -2,6 +2,7 @@ package lab
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
@@ -15,10 +16,14 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	proxyproto "github.com/pires/go-proxyproto"
 )
 
 // Backend is the set of small servers one real server runs: HTTP that says
-// who answered and whom it saw, a bulk-transfer server, and a UDP echo.
+// who answered and whom it saw, a bulk-transfer server, and a UDP echo;
+// and the same three behind a PROXY protocol header (v1 or v2, decoded by
+// github.com/pires/go-proxyproto), which they require.
 type Backend struct {
 	Name string
 	Addr netip.Addr
@@ -36,8 +41,8 @@ type Backend struct {
 // StartBackend listens inside namespace ns on addr.
 func StartBackend(ns, name string, addr netip.Addr) (*Backend, error) {
 	b := &Backend{Name: name, Addr: addr, ns: ns}
-	var httpL, bulkL net.Listener
-	var udp net.PacketConn
+	var httpL, bulkL, pHTTPL, pBulkL net.Listener
+	var udp, pUDP net.PacketConn
 	err := InNetns(ns, func() (err error) {
 		if httpL, err = net.Listen("tcp4", netip.AddrPortFrom(addr, HTTPPort).String()); err != nil {
 			return err
@@ -45,10 +50,19 @@ func StartBackend(ns, name string, addr netip.Addr) (*Backend, error) {
 		if bulkL, err = net.Listen("tcp4", netip.AddrPortFrom(addr, BulkPort).String()); err != nil {
 			return err
 		}
+		if pHTTPL, err = net.Listen("tcp4", netip.AddrPortFrom(addr, ProxyHTTPPort).String()); err != nil {
+			return err
+		}
+		if pBulkL, err = net.Listen("tcp4", netip.AddrPortFrom(addr, ProxyBulkPort).String()); err != nil {
+			return err
+		}
+		if pUDP, err = net.ListenPacket("udp4", netip.AddrPortFrom(addr, ProxyEchoPort).String()); err != nil {
+			return err
+		}
 		udp, err = net.ListenPacket("udp4", netip.AddrPortFrom(addr, EchoPort).String())
 		return err
 	})
-	for _, c := range []io.Closer{httpL, bulkL, udp} {
+	for _, c := range []io.Closer{httpL, bulkL, udp, pHTTPL, pBulkL, pUDP} {
 		if c != nil {
 			b.closers = append(b.closers, c)
 		}
@@ -58,12 +72,22 @@ func StartBackend(ns, name string, addr netip.Addr) (*Backend, error) {
 		return nil, fmt.Errorf("backend %s in %s: %w", name, ns, err)
 	}
 	srv := &http.Server{Handler: http.HandlerFunc(b.serveHTTP), ReadHeaderTimeout: 5 * time.Second}
-	b.closers = append(b.closers, srv)
+	psrv := &http.Server{Handler: http.HandlerFunc(b.serveProxyHTTP), ReadHeaderTimeout: 5 * time.Second,
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			if pc, ok := c.(*proxyproto.Conn); ok {
+				return context.WithValue(ctx, rawRemoteKey{}, pc.Raw().RemoteAddr().String())
+			}
+			return ctx
+		}}
+	b.closers = append(b.closers, srv, psrv)
 	b.srv, b.httpL = srv, httpL
-	b.wg.Add(3)
+	b.wg.Add(6)
 	go func() { defer b.wg.Done(); srv.Serve(httpL) }()
 	go func() { defer b.wg.Done(); b.serveBulk(bulkL) }()
 	go func() { defer b.wg.Done(); b.serveEcho(udp) }()
+	go func() { defer b.wg.Done(); psrv.Serve(requireProxy(pHTTPL)) }()
+	go func() { defer b.wg.Done(); b.serveBulk(requireProxy(pBulkL)) }()
+	go func() { defer b.wg.Done(); b.serveProxyEcho(pUDP) }()
 	return b, nil
 }
 
@@ -110,6 +134,47 @@ func (b *Backend) Close() {
 func (b *Backend) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	b.Requests.Add(1)
 	fmt.Fprintf(w, "%s %s saw %s\n", b.Name, b.Addr, r.RemoteAddr)
+}
+
+// requireProxy makes l's connections start with a PROXY protocol header (v1
+// or v2): a connection without one fails at its first read.
+func requireProxy(l net.Listener) net.Listener {
+	return &proxyproto.Listener{Listener: l, ReadHeaderTimeout: 10 * time.Second,
+		ConnPolicy: func(proxyproto.ConnPolicyOptions) (proxyproto.Policy, error) { return proxyproto.REQUIRE, nil }}
+}
+
+type rawRemoteKey struct{}
+
+// The answer behind a PROXY header is one line: "<name> <addr> saw <LIP:port>
+// told <client ip:port>": the connection's own source, and the source the
+// header gave.
+func (b *Backend) serveProxyHTTP(w http.ResponseWriter, r *http.Request) {
+	b.Requests.Add(1)
+	raw, _ := r.Context().Value(rawRemoteKey{}).(string)
+	fmt.Fprintf(w, "%s %s saw %s told %s\n", b.Name, b.Addr, raw, r.RemoteAddr)
+}
+
+// serveProxyEcho echoes datagrams that each start with a PROXY v2 header:
+// "<name> saw <LIP:port> told <client ip:port>: <payload>". A datagram
+// without a valid header is answered "<name> saw <source>: no PROXY header".
+func (b *Backend) serveProxyEcho(pc net.PacketConn) {
+	buf := make([]byte, 65536)
+	for {
+		n, from, err := pc.ReadFrom(buf)
+		if err != nil {
+			return
+		}
+		r := bufio.NewReaderSize(bytes.NewReader(buf[:n]), n+16)
+		h, err := proxyproto.Read(r)
+		var reply []byte
+		if err != nil || h.Version != 2 {
+			reply = fmt.Appendf(nil, "%s saw %s: no PROXY header", b.Name, from)
+		} else {
+			rest, _ := io.ReadAll(r)
+			reply = append(fmt.Appendf(nil, "%s saw %s told %s: ", b.Name, from, h.SourceAddr), rest...)
+		}
+		pc.WriteTo(reply, from)
+	}
 }
 
 // Bulk protocol: the client sends 'U' or 'D' and an 8-byte length n.

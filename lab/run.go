@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"net/netip"
 	"sort"
 	"strings"
@@ -189,6 +190,10 @@ func demo(ctx context.Context, top *Topology, d *daemon.Daemon, o Options) error
 	cookies, opened, _, _ := d.Balancer.Stats.Synproxy()
 	fmt.Fprintf(o.Out, "%d SYNs answered with cookies, %d handshakes proved before any server saw a SYN\n", cookies, opened)
 
+	if err := demoClientAddr(ctx, top, hc, o); err != nil {
+		return err
+	}
+
 	echo := netip.AddrPortFrom(VIP, EchoPort)
 	reply, err := UDPEcho(ctx, top.Client, echo, "hello")
 	if err != nil {
@@ -218,6 +223,46 @@ func demo(ctx context.Context, top *Topology, d *daemon.Daemon, o Options) error
 	}
 	created, expired := d.Balancer.Stats.Conns()
 	fmt.Fprintf(o.Out, "tapvs: %d connections made, %d expired, %d in the table\n", created, expired, d.Balancer.Table().Len())
+	return nil
+}
+
+// demoClientAddr sends requests and a datagram through the services whose
+// real servers are told the client's address by a PROXY header
+// (config.yaml's web-proxy and echo-proxy), and prints, for each, the
+// address the server was told next to the LIP it saw the connection from.
+func demoClientAddr(ctx context.Context, top *Topology, hc *http.Client, o Options) error {
+	web := netip.AddrPortFrom(VIP, ProxyHTTPPort)
+	fmt.Fprintf(o.Out, "through %s, whose real servers are told the client by a PROXY v2 header:\n", web)
+	for i := 1; i <= 4; i++ {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		resp, err := hc.Get("http://" + web.String() + "/")
+		if err != nil {
+			return fmt.Errorf("client address request %d: %w", i, err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			return fmt.Errorf("client address request %d: %w", i, err)
+		}
+		var name, rsAddr, saw, told string
+		fmt.Sscanf(string(body), "%s %s saw %s told %s", &name, &rsAddr, &saw, &told)
+		t, err := netip.ParseAddrPort(told)
+		if err != nil || t.Addr() != ClientAddr.Addr() {
+			return fmt.Errorf("client address request %d: the real server was told %q, not the client %s (answer %q)", i, told, ClientAddr.Addr(), body)
+		}
+		fmt.Fprintf(o.Out, "  request %d: %s saw the connection from %s and was told the client is %s\n", i, name, saw, told)
+	}
+	echo := netip.AddrPortFrom(VIP, ProxyEchoPort)
+	reply, err := UDPEcho(ctx, top.Client, echo, "hello")
+	if err != nil {
+		return fmt.Errorf("udp echo via %s: %w", echo, err)
+	}
+	if !strings.Contains(reply, " told "+ClientAddr.Addr().String()+":") {
+		return fmt.Errorf("udp echo via %s: the real server was not told the client: %q", echo, reply)
+	}
+	fmt.Fprintf(o.Out, "  udp echo via %s: %q\n", echo, reply)
 	return nil
 }
 

@@ -35,6 +35,12 @@ const (
 	BulkPort     = 9000
 	EchoPort     = 9001
 	SynproxyPort = 8080 // config.yaml's web-synproxy: the HTTP servers behind SYNPROXY
+	// The same servers behind a PROXY protocol header (v1 or v2), which
+	// they require: what each answers or echoes names the client the header
+	// told them of next to the LIP the connection came from.
+	ProxyHTTPPort = 8081
+	ProxyBulkPort = 9002
+	ProxyEchoPort = 9003
 )
 
 // Topology names the namespaces and TAPs of one lab.

@@ -45,12 +45,28 @@ func printList(w io.Writer, info api.Info, svcs []api.Service, c *command) {
 			if s.Synproxy {
 				line += " synproxy"
 			}
+			line += clientFlag(s.ClientAddress)
 			fmt.Fprintln(w, line)
 			for _, d := range s.Dests {
 				fmt.Fprintf(w, "  -> %-28s %-7s %-6d %-10d %-10d\n", d.Addr, d.Forward, d.Weight, d.ActiveConn, d.InActConn)
 			}
 		}
 	}
+}
+
+// clientFlag is a service's client address mode in the -L flags, as DPVS's
+// ipvsadm prints its proxy protocol (" ppv2"); TOA, always on in DPVS, is
+// " toa" here.
+func clientFlag(mode string) string {
+	switch mode {
+	case "toa":
+		return " toa"
+	case "proxy-v1":
+		return " ppv1"
+	case "proxy-v2":
+		return " ppv2"
+	}
+	return ""
 }
 
 // traffic is the five --stats columns.
@@ -114,6 +130,12 @@ func printRules(w io.Writer, svcs []api.Service, c *command) {
 		line := fmt.Sprintf("-A %s %s -s %s", flag, s.Addr, s.Scheduler)
 		if s.Synproxy {
 			line += " -j enable"
+		}
+		switch s.ClientAddress {
+		case "proxy-v1", "proxy-v2":
+			line += " --proxy-protocol " + strings.TrimPrefix(s.ClientAddress, "proxy-")
+		case "toa":
+			line += " --client-address toa"
 		}
 		if l := s.Limits; l != (api.LimitsView{}) {
 			line += fmt.Sprintf(" --source-cps %d --source-conns %d --half-open %d", l.SourceCPS, l.SourceConns, l.HalfOpen)

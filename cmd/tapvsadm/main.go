@@ -88,7 +88,7 @@ func opOf(c *command) (op api.Op, ok bool, err error) {
 	svc := &api.ServiceSpec{ServiceKey: key}
 	switch c.op {
 	case "add-service", "edit-service":
-		svc.Scheduler, svc.Synproxy, svc.EstablishedTimeout = c.sched, c.synproxy, c.estTO
+		svc.Scheduler, svc.Synproxy, svc.ClientAddress, svc.EstablishedTimeout = c.sched, c.synproxy, c.client, c.estTO
 		if c.cps != nil || c.srcConns != nil || c.halfOpen != nil {
 			svc.Limits = &api.Limits{SourceCPS: c.cps, SourceConns: c.srcConns, HalfOpen: c.halfOpen}
 		}
@@ -319,6 +319,9 @@ Options:
   --weight       -w weight            capacity of real server
   --laddr        -z local-address     local address (LIP) for FULLNAT
   --synproxy     -j enable|disable    SYN proxy for a TCP service
+  --client-address none|toa|proxy-v1|proxy-v2
+                                      how real servers learn the client's address (UDP: proxy-v2)
+  --proxy-protocol v1|v2|disable      DPVS's spelling of --client-address proxy-v1|proxy-v2|none
   --est-timeout  -V seconds           ESTABLISHED timeout of a service
   --numeric      -n                   numeric output of addresses and ports
   --connection   -c                   output of current IPVS connections

@@ -20,6 +20,7 @@ type command struct {
 	weight   *int
 	laddr    string
 	synproxy *bool
+	client   string // --client-address or --proxy-protocol, as the API names it
 	estTO    uint32
 	numeric  bool
 	conns    bool
@@ -223,6 +224,28 @@ func parse(args []string) (*command, error) {
 				}
 				c.synproxy = &on
 			}
+		case "--client-address":
+			if v, err = val(); err == nil {
+				switch v {
+				case "none", "toa", "proxy-v1", "proxy-v2":
+					c.client = v
+				default:
+					return nil, usagef("--client-address takes none, toa, proxy-v1 or proxy-v2")
+				}
+			}
+		case "--proxy-protocol":
+			// DPVS's ipvsadm spelling; its insecure modes (trusting a
+			// client's own header) are not offered.
+			if v, err = val(); err == nil {
+				switch v {
+				case "v1", "v2":
+					c.client = "proxy-" + v
+				case "disable", "none":
+					c.client = "none"
+				default:
+					return nil, usagef("--proxy-protocol takes v1, v2 or disable (tapvs never trusts a client's own header: no insecure modes)")
+				}
+			}
 		case "--est-timeout":
 			if v, err = val(); err == nil {
 				n, perr := strconv.ParseUint(v, 10, 32)
@@ -268,7 +291,7 @@ func (c *command) check() error {
 	}
 	// ipvsadm's option/command compatibility: an option that means nothing
 	// to the command is an error, not silently ignored.
-	svcOpts := c.sched != "" || c.persist != nil || c.synproxy != nil || c.estTO != 0 || c.cps != nil || c.srcConns != nil || c.halfOpen != nil
+	svcOpts := c.sched != "" || c.persist != nil || c.synproxy != nil || c.client != "" || c.estTO != 0 || c.cps != nil || c.srcConns != nil || c.halfOpen != nil
 	destOpts := c.real != "" || c.weight != nil || c.forward != ""
 	switch c.op {
 	case "add-service", "edit-service":

@@ -19,6 +19,10 @@ type ServiceSpec struct {
 	Name      string `json:"name,omitempty"`
 	Scheduler string `json:"scheduler,omitempty"` // empty: wlc on add, unchanged on edit
 	Synproxy  *bool  `json:"synproxy,omitempty"`  // nil: off on add, unchanged on edit
+	// ClientAddress is how the real servers learn the client's address:
+	// "none", "toa", "proxy-v1" or "proxy-v2"; empty: none on add,
+	// unchanged on edit.
+	ClientAddress string `json:"client_address,omitempty"`
 	// Persistence (-p) is not implemented: a non-zero value is refused.
 	Persistent uint32 `json:"persistent,omitempty"`
 	// EstablishedTimeout (-V), seconds; 0: unchanged.
@@ -70,15 +74,17 @@ type Batch struct {
 // Service is a service as listed.
 type Service struct {
 	ServiceKey
-	Name       string       `json:"name"`
-	Scheduler  string       `json:"scheduler"`
-	Synproxy   bool         `json:"synproxy"`
-	Timeouts   Timeouts     `json:"timeouts"`
-	Dests      []Dest       `json:"dests"`
-	LocalAddrs []LocalAddr  `json:"local_addrs"`
-	Stats      Traffic      `json:"stats"`
-	Rate       Rate         `json:"rate"`
-	Health     []HealthView `json:"health,omitempty"`
+	Name      string `json:"name"`
+	Scheduler string `json:"scheduler"`
+	Synproxy  bool   `json:"synproxy"`
+	// ClientAddress: "none", "toa", "proxy-v1" or "proxy-v2".
+	ClientAddress string       `json:"client_address"`
+	Timeouts      Timeouts     `json:"timeouts"`
+	Dests         []Dest       `json:"dests"`
+	LocalAddrs    []LocalAddr  `json:"local_addrs"`
+	Stats         Traffic      `json:"stats"`
+	Rate          Rate         `json:"rate"`
+	Health        []HealthView `json:"health,omitempty"`
 	// Allow and Deny are the service's source prefixes: when Allow is not
 	// empty only its sources may open connections; Deny's never may.
 	Allow  []string   `json:"allow,omitempty"`
