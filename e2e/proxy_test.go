@@ -252,6 +252,17 @@ func TestProxyProtocolHeaderLost(t *testing.T) {
 		return string(out)
 	}
 	nft("-f", "-")
+	// Under SYNPROXY the client's handshake was with tapvs: the server's
+	// repeated SYN-ACK is answered by tapvs, never passed on. The client
+	// counts the SYN-ACKs it gets from the SYNPROXY ports: one per
+	// connection, the cookie's.
+	clientRules := "table ip ppsynack {\n  chain in {\n    type filter hook input priority 0; policy accept;\n" +
+		"    ip saddr " + lab.VIP.String() + " tcp sport { 7301, 7302, 7401, 7402 } tcp flags & (syn|ack) == syn|ack counter\n  }\n}\n"
+	cmd := exec.Command("ip", "netns", "exec", e.top.Client, "nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(clientRules)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("client nft: %v %s", err, out)
+	}
 	before := e.d.Balancer.Stats.ProxyHeaders()
 	dropped := func() int {
 		total := 0
@@ -283,6 +294,10 @@ func TestProxyProtocolHeaderLost(t *testing.T) {
 			t.Errorf("%s echo: the router dropped %d header segments, want exactly 1", pc.name, d)
 		}
 		conns += 2
+	}
+	out, err := exec.Command("ip", "netns", "exec", e.top.Client, "nft", "list", "table", "ip", "ppsynack").CombinedOutput()
+	if m := regexp.MustCompile(`counter packets (\d+)`).FindSubmatch(out); err != nil || m == nil || string(m[1]) != "4" {
+		t.Errorf("the client got SYN-ACKs from the SYNPROXY ports: %s (%v), want 4 (one per connection: a repeated server SYN-ACK is tapvs's to answer)", m, err)
 	}
 	if sent := e.d.Balancer.Stats.ProxyHeaders() - before; sent < uint64(2*conns) {
 		t.Errorf("%d headers sent for %d connections that each lost one", sent, conns)
