@@ -39,13 +39,12 @@ const proxyServices = `
 // proxyCase is one of the services above: its VIP ports (echo, banner)
 // and the header version it sends.
 type proxyCase struct {
-	name           string
-	echo, banner   uint16
-	version        byte
-	sig            string // the first 4 bytes of its header, for nftables
-	synproxy       bool
-	bulk           uint16 // a bulk service of the same kind, 0: none
-	bulkDescribing string
+	name         string
+	echo, banner uint16
+	version      byte
+	sig          string // the first 4 bytes of its header, for nftables
+	synproxy     bool
+	bulk         uint16 // a bulk service of the same kind, 0: none
 }
 
 var proxyCases = []proxyCase{
