@@ -325,7 +325,11 @@ func (b *Balancer) fromClient(set *serviceSet, p *pkt, dst *addr16, f *Frame) Ve
 			// The client reuses its port for a new connection while the
 			// entry of its last one on it lingers: the server, which may
 			// hold that one in TIME_WAIT, gets a fresh ISN too (seq.go).
-			c.seqOff.Store(b.isnKey.isn(&c.out, time.Now()) - binary.BigEndian.Uint32(p.b[p.l4+4:]))
+			isn := binary.BigEndian.Uint32(p.b[p.l4+4:])
+			c.seqOff.Store(b.isnKey.isn(&c.out, time.Now()) - isn)
+			if c.pp != nil {
+				c.pp.start.Store(isn + 1)
+			}
 		}
 	}
 	if c.def.halfOpen.Load() {
@@ -336,18 +340,21 @@ func (b *Balancer) fromClient(set *serviceSet, p *pkt, dst *addr16, f *Frame) Ve
 		// A partial checksum does not cover header fields yet (the kernel
 		// sums the header when it finishes it): only a full one takes the
 		// sequence change.
+		hdr := c.pp.carries(p.b[p.l4:], flags) // read before the seq moves
 		acc, ok := seqToServer(c, p.b[p.l4:], uint32(c.inL4Delta))
 		if !ok {
 			return b.Stats.drop(DropBadOptions)
 		}
-		return b.forwardIn(c, p, f, csum.Fold(acc))
+		return b.forwardIn(c, p, f, csum.Fold(acc), hdr)
 	}
-	return b.forwardIn(c, p, f, c.inL4Delta)
+	return b.forwardIn(c, p, f, c.inL4Delta, false)
 }
 
 // forwardIn rewrites client -> VIP into LIP -> RIP, with l4Delta the
 // transport checksum change (the connection's, plus any synproxy change).
-func (b *Balancer) forwardIn(c *Conn, p *pkt, f *Frame, l4Delta uint16) Verdict {
+// With hdr the segment starts the client's stream and the connection's
+// PROXY header goes in front of its payload (proxy.go).
+func (b *Balancer) forwardIn(c *Conn, p *pkt, f *Frame, l4Delta uint16, hdr bool) Verdict {
 	mac := c.dest.mac.Load()
 	if mac == 0 {
 		b.link.Resolve(c.dest)
@@ -366,9 +373,15 @@ func (b *Balancer) forwardIn(c *Conn, p *pkt, f *Frame, l4Delta uint16) Verdict 
 		}
 	}
 	rewrite(p, &c.out.dst, &c.out.src, c.out.dport, c.out.sport, c.inIPDelta, l4Delta)
+	f.Len = len(p.b)
+	if hdr {
+		if !b.insertHeader(c.pp, p, f) {
+			return b.Stats.drop(DropProxyNoRoom)
+		}
+		b.Stats.proxyHeaders.Add(1)
+	}
 	putMAC(p.b[0:6], mac)
 	copy(p.b[6:12], b.cfg.ServerMAC[:])
-	f.Len = len(p.b)
 	c.dest.count(f.Queue, false, f.Len-ethHdrLen)
 	if tap != nil {
 		tap.record(c, ServerSide, true, p.b)
@@ -392,6 +405,11 @@ func (b *Balancer) fromServer(p *pkt, dst *addr16, f *Frame) Verdict {
 	case c.sp != nil:
 		if !c.sp.Established() {
 			return b.synproxyServerHandshake(c, p, flags, f)
+		}
+		if c.pp != nil && flags&tcpflag.SYN != 0 {
+			if v, ok := b.proxyResend(c, p, flags, f); ok {
+				return v
+			}
 		}
 		c.noteAck(dirOut, p.b[p.l4:], flags) // raw, before ToClient translates it
 		var v Verdict
@@ -442,7 +460,9 @@ func (b *Balancer) newConn(svc *Service, key tupleKey, p *pkt, flags uint8) (*Co
 	} else {
 		// The server sees tapvs's ISN for the tuple, not the client's
 		// (seq.go: a port reused from the server's TIME_WAIT is accepted).
-		c.seqOff.Store(b.isnKey.isn(&c.out, time.Now()) - binary.BigEndian.Uint32(p.b[p.l4+4:]))
+		isn := binary.BigEndian.Uint32(p.b[p.l4+4:])
+		c.seqOff.Store(b.isnKey.isn(&c.out, time.Now()) - isn)
+		c.pp = newProxyConn(svc.ClientAddr(), c, isn+1)
 	}
 	return b.publishConn(c, state, b.table.now.Load()+c.timeout(state))
 }

@@ -182,6 +182,10 @@ type Conn struct {
 	// Set before the connection is published, and again when the client
 	// reuses its port for a new connection on the closed entry.
 	seqOff atomic.Uint32
+	// pp is the connection's PROXY protocol header (proxy.go), nil
+	// without one: fixed by the service's mode when the connection is
+	// made.
+	pp *proxyConn
 
 	clientMAC [6]byte // the client side's next hop: the frame's source
 

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 
 	"github.com/tapvs/tapvs/csum"
+	"github.com/tapvs/tapvs/synproxy"
 )
 
 // ICMP errors (destination unreachable, fragmentation needed, time exceeded,
@@ -79,8 +80,8 @@ func (b *Balancer) icmp(side Side, p *pkt, f *Frame) Verdict {
 		// stack matches an error to its connection by it (Linux ignores
 		// one outside what it has in flight), so it goes back to the
 		// sender's own.
-		if shift := quotedSeqShift(c, side); shift != 0 {
-			d = csum.Put32At(d, ql4, 4, binary.BigEndian.Uint32(ql4[4:])-shift)
+		if seq := binary.BigEndian.Uint32(ql4[4:]); quotedSeq(c, side, seq) != seq {
+			d = csum.Put32At(d, ql4, 4, quotedSeq(c, side, seq))
 		}
 	}
 	if off := l4csumOff(qproto); len(ql4) >= off+2 {
@@ -109,22 +110,29 @@ func (b *Balancer) icmp(side Side, p *pkt, f *Frame) Verdict {
 	return Forward
 }
 
-// quotedSeqShift is what tapvs added to the sequence number of the segment
-// an ICMP error from side quotes: a server's error quotes a client segment
-// (shifted by the client's offset), a client's error a server segment
+// quotedSeq is the sequence number the sender of the segment an ICMP
+// error from side quotes gave it, seq being what tapvs sent on: a server's
+// error quotes a client segment (shifted by the client's offset, and by a
+// PROXY header's length unless the segment carried the header: both go
+// back to the client's first byte), a client's error a server segment
 // (shifted by SYNPROXY's).
-func quotedSeqShift(c *Conn, side Side) uint32 {
+func quotedSeq(c *Conn, side Side, seq uint32) uint32 {
 	if c.sp == nil {
 		if side == ServerSide {
-			return c.seqOff.Load()
+			n := c.pp.len()
+			var start uint32
+			if n != 0 {
+				start = c.pp.start.Load()
+			}
+			return synproxy.ClientEdge(seq, c.seqOff.Load()+n, start, n)
 		}
-		return 0
+		return seq
 	}
 	if !c.sp.Established() {
-		return 0 // the offsets are fixed, and read lock-free, only once established
+		return seq // the offsets are fixed, and read lock-free, only once established
 	}
 	if side == ServerSide {
-		return c.sp.Offsets().Client
+		return c.sp.ClientAck(seq)
 	}
-	return c.sp.Offsets().Server
+	return seq - c.sp.Offsets().Server
 }

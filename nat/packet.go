@@ -46,8 +46,9 @@ func (f *Frame) plain() { f.VNet.Clear() }
 // held copies the frame's packet p, behind its virtio-net header (zeros
 // from a plain TAP, so a TSO super-frame is sent on as one), to be held
 // and later released (Frame.Released). room bytes of headroom go before
-// the header, for a rewrite that grows the headers on release (TOA): the
-// copy is the connection's one allocation for the frame either way.
+// the header, for a rewrite that grows the headers on release (a TOA
+// option, a PROXY header: Frame.open): the copy is the connection's one
+// allocation for the frame either way.
 func held(f *Frame, p *pkt, room int) []byte {
 	q := make([]byte, room+tun.VNetHdrLen+len(p.b))
 	copy(q[room:], f.VNet)
@@ -56,11 +57,16 @@ func held(f *Frame, p *pkt, room int) []byte {
 }
 
 // heldFrame is the Frame view of a held copy made with room bytes of
-// headroom, for rewriting it in place. What is sent is
-// q[Off-tun.VNetHdrLen : Off+Len]: the headroom a rewrite did not use is
-// left out.
+// headroom, for rewriting it in place; releasable gives back what leaves
+// (the headroom a rewrite did not use is left out).
 func heldFrame(q []byte, room int) Frame {
 	return Frame{Buf: q, Off: room + tun.VNetHdrLen, Len: len(q) - room - tun.VNetHdrLen, VNet: tun.VNetHdr(q[room : room+tun.VNetHdrLen])}
+}
+
+// releasable is a held frame, rewritten, as Frame.Released carries it:
+// its virtio-net header and the frame.
+func (f *Frame) releasable() []byte {
+	return f.Buf[f.Off-tun.VNetHdrLen : f.Off+f.Len]
 }
 
 // Bytes is the frame as it goes on the wire.

@@ -8,6 +8,7 @@ import (
 	"github.com/dchest/siphash"
 
 	"github.com/tapvs/tapvs/csum"
+	"github.com/tapvs/tapvs/synproxy"
 	"github.com/tapvs/tapvs/tcpflag"
 	"github.com/tapvs/tapvs/tcpopt"
 )
@@ -62,8 +63,9 @@ func (k isnKey) isn(out *tupleKey, now time.Time) uint32 {
 // segment is dropped: the options were checked when it opened the
 // connection, so only a later, malformed SYN gets here).
 func seqToServer(c *Conn, tcp []byte, acc uint32) (_ uint32, ok bool) {
-	acc = csum.Put32At(acc, tcp, 4, binary.BigEndian.Uint32(tcp[4:])+c.seqOff.Load())
-	if tcp[tcpflag.Offset]&tcpflag.SYN == 0 {
+	flags := tcp[tcpflag.Offset]
+	acc = csum.Put32At(acc, tcp, 4, binary.BigEndian.Uint32(tcp[4:])+c.seqOff.Load()+c.pp.shift(flags))
+	if flags&tcpflag.SYN == 0 {
 		return acc, true
 	}
 	hl := int(tcp[12]>>4) * 4
@@ -82,11 +84,18 @@ func seqToServer(c *Conn, tcp []byte, acc uint32) (_ uint32, ok bool) {
 }
 
 // seqToClient takes the offset back out of a server segment's
-// acknowledgements of the client's data: its ack number and SACK blocks.
+// acknowledgements of the client's data: its ack number and SACK blocks,
+// with any PROXY header's bytes (proxy.go). On the SYN-ACK of a connection
+// with a header, the server's MSS is clamped by the header's length.
 func seqToClient(c *Conn, tcp []byte, acc uint32) (_ uint32, ok bool) {
-	off := c.seqOff.Load()
-	if tcp[tcpflag.Offset]&tcpflag.ACK != 0 {
-		acc = csum.Put32At(acc, tcp, 8, binary.BigEndian.Uint32(tcp[8:])-off)
+	n := c.pp.len()
+	sub, start := c.seqOff.Load()+n, uint32(0)
+	if n != 0 {
+		start = c.pp.start.Load()
+	}
+	flags := tcp[tcpflag.Offset]
+	if flags&tcpflag.ACK != 0 {
+		acc = csum.Put32At(acc, tcp, 8, synproxy.ClientEdge(binary.BigEndian.Uint32(tcp[8:]), sub, start, n))
 	}
 	hl := int(tcp[12]>>4) * 4
 	if hl == tcpMinLen {
@@ -98,10 +107,13 @@ func seqToClient(c *Conn, tcp []byte, acc uint32) (_ uint32, ok bool) {
 		if !more {
 			return acc, !w.Malformed()
 		}
-		if o.Kind == tcpopt.SACK {
-			at := tcpMinLen + o.Off
-			for j := at + 2; j < at+o.Len; j += 4 {
-				acc = csum.Put32At(acc, tcp, j, binary.BigEndian.Uint32(tcp[j:])-off)
+		at := tcpMinLen + o.Off
+		switch {
+		case o.Kind == tcpopt.SACK:
+			acc = synproxy.ClientSACK(tcp, at, o.Len, acc, sub, start, n)
+		case o.Kind == tcpopt.MSS && n != 0 && flags&tcpflag.SYN != 0:
+			if mss := binary.BigEndian.Uint16(tcp[at+2:]); uint32(mss) > n {
+				acc = csum.Put16At(acc, tcp, at+2, mss-uint16(n))
 			}
 		}
 	}

@@ -30,6 +30,7 @@ const (
 	DropHalfOpenLimit                   // a SYN over the service's half-open connections
 	DropUDPProxyBig                     // a datagram to a proxy-v2 UDP service that the header would take past the server side's MTU (udpproxy.go)
 	DropUDPProxyGSO                     // a UDP GSO super-frame to a proxy-v2 UDP service: each segment would need its own header (udpproxy.go)
+	DropProxyNoRoom                     // a segment that could not take its connection's PROXY header (no headroom, or a full-checksum frame past 65535 bytes)
 	numDropReasons
 )
 
@@ -38,7 +39,7 @@ var dropNames = [numDropReasons]string{
 	"no_dest", "no_neighbor", "port_exhausted", "icmp_no_conn",
 	"bad_cookie", "synproxy_queue_full", "synproxy_state", "ack_storm", "bad_tcp_options", "bad_ip_checksum", "bad_checksum",
 	"denied", "not_allowed", "src_rate_limit", "src_conn_limit", "half_open_limit",
-	"udp_proxy_too_big", "udp_proxy_gso",
+	"udp_proxy_too_big", "udp_proxy_gso", "proxy_no_room",
 }
 
 func (r DropReason) String() string { return dropNames[r] }
@@ -61,7 +62,8 @@ type Stats struct {
 
 	srcUntracked atomic.Uint64 // new connections let in uncounted: their source tracker set was full
 
-	udpProxy udpProxyCounters // PROXY v2 headers before UDP datagrams, per reader (udpproxy.go)
+	proxyHeaders atomic.Uint64    // PROXY protocol headers sent to real servers, re-sends included
+	udpProxy     udpProxyCounters // PROXY v2 headers before UDP datagrams, per reader (udpproxy.go)
 	// toa counts TOA options by reader (Frame.Queue): a TOA service's
 	// upload puts one on every segment until the server first sends data.
 	toa [MaxQueues]readerTOA
@@ -92,6 +94,11 @@ func (s *Stats) TOA() (inserted, noRoom uint64) {
 	}
 	return inserted, noRoom
 }
+
+// ProxyHeaders counts the PROXY protocol headers put in front of client
+// segments toward real servers, every re-send included (a retransmitted
+// first segment, a repeated handshake ACK).
+func (s *Stats) ProxyHeaders() uint64 { return s.proxyHeaders.Load() }
 
 // ExpiredResets counts the RSTs sent, to a client or a real server, when an
 // established TCP connection timed out.

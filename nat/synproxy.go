@@ -90,7 +90,7 @@ func tcpOptions(p *pkt) []byte {
 func (b *Balancer) synproxyOpen(svc *Service, key tupleKey, p *pkt, flags uint8, f *Frame) (holder *Conn, v Verdict) {
 	switch {
 	case flags&(tcpflag.SYN|tcpflag.ACK|tcpflag.RST|tcpflag.FIN) == tcpflag.SYN:
-		return nil, b.synAck(&key, p, f, b.synproxyMSS(svc))
+		return nil, b.synAck(&key, p, f, b.synproxyMSS(svc, &key))
 	case flags&(tcpflag.SYN|tcpflag.RST) == 0 && flags&tcpflag.ACK != 0:
 		return b.synproxyACK(svc, key, p, f)
 	}
@@ -163,6 +163,9 @@ func (b *Balancer) synproxyACK(svc *Service, key tupleKey, p *pkt, f *Frame) (ho
 	if o.TS && opts.TS {
 		sp.TSOn, sp.ClientTSval, sp.OurTSval = true, opts.TSval, opts.TSecr
 	}
+	if c.pp = newProxyConn(svc.ClientAddr(), c, seq); c.pp != nil {
+		sp.InsertClient(c.pp.n)
+	}
 	sp.Hold(held(f, p, c.heldRoom()), max(cfg.MaxQueued, 1)) // not shared yet: always held
 	c.sp = sp
 	now := b.table.now.Load()
@@ -230,9 +233,10 @@ func (b *Balancer) synproxyFromClient(c *Conn, p *pkt, flags uint8, f *Frame) Ve
 		if !p.l4Valid() {
 			return b.Stats.drop(DropBadChecksum)
 		}
-		return b.synAck(&c.in, p, f, b.synproxyMSS(c.svc))
+		return b.synAck(&c.in, p, f, b.synproxyMSS(c.svc, &c.in))
 	}
 	c.touch(dirIn, flags, b.table.now.Load(), &b.table.wheel)
+	hdr := c.pp.carries(p.b[p.l4:], flags) // read before the seq moves
 	// ToServer changes header fields; a partial checksum does not cover them
 	// yet (the kernel sums the header when it finishes), so only a full one
 	// takes the change.
@@ -240,7 +244,7 @@ func (b *Balancer) synproxyFromClient(c *Conn, p *pkt, flags uint8, f *Frame) Ve
 	if !ok {
 		return b.Stats.drop(DropBadOptions)
 	}
-	return b.forwardIn(c, p, f, csum.Fold(acc))
+	return b.forwardIn(c, p, f, csum.Fold(acc), hdr)
 }
 
 // synproxyReopens reports whether a client's segment on an established
@@ -307,21 +311,28 @@ func (b *Balancer) synproxyServerHandshake(c *Conn, p *pkt, flags uint8, f *Fram
 		// ack is the server's ISN + 1 and its TSecr the server's own TSval.
 		// They leave with this frame's verdict, back toward the server.
 		f.Released = make([][]byte, 0, len(queue))
+		room := c.heldRoom()
 		for _, q := range queue {
-			qf := heldFrame(q, c.heldRoom())
+			qf := heldFrame(q, room)
 			qf.Queue = f.Queue
 			var qp pkt
 			if ok, bad := parseIPv4(qf.Bytes(), &qp); !ok || bad {
 				continue
 			}
 			qp.partial = qf.partial()
+			hdr := c.pp.carries(qp.b[qp.l4:], qp.tcpFlags())
 			acc, ok := sp.ToServer(qp.b[qp.l4:], uint32(c.inL4Delta))
 			if !ok {
 				b.Stats.drop(DropBadOptions) // checked when held: never, but not sent if so
 				continue
 			}
-			if b.forwardIn(c, &qp, &qf, csum.Fold(acc)) == Forward {
-				f.Released = append(f.Released, q[qf.Off-tun.VNetHdrLen:qf.Off+qf.Len])
+			if b.forwardIn(c, &qp, &qf, csum.Fold(acc), hdr) == Forward {
+				out := qf.releasable()
+				f.Released = append(f.Released, out)
+				if hdr && c.pp.ack.Load() == nil {
+					keep := append([]byte(nil), out...)
+					c.pp.ack.Store(&keep)
+				}
 			}
 		}
 		return Release
@@ -345,6 +356,27 @@ func (b *Balancer) synproxyServerHandshake(c *Conn, p *pkt, flags uint8, f *Fram
 		return Release
 	}
 	return b.Stats.drop(DropSynproxyState)
+}
+
+// proxyResend answers a server's repeated SYN-ACK on an established
+// SYNPROXY connection with a PROXY header: the server has not had the
+// handshake ACK tapvs released to it, which carried the header, so that
+// ACK goes again (the client, whose handshake was with tapvs, would only
+// answer a SYN-ACK with a challenge ACK, and only if it has sent nothing).
+// ok is false when there is nothing to re-send yet.
+func (b *Balancer) proxyResend(c *Conn, p *pkt, flags uint8, f *Frame) (v Verdict, ok bool) {
+	tcp := p.b[p.l4:]
+	if flags&(tcpflag.SYN|tcpflag.ACK|tcpflag.RST) != tcpflag.SYN|tcpflag.ACK ||
+		binary.BigEndian.Uint32(tcp[8:]) != c.sp.ClientISN+1 || binary.BigEndian.Uint32(tcp[4:]) != c.sp.ServerISN() {
+		return 0, false
+	}
+	ack := c.pp.ack.Load()
+	if ack == nil {
+		return 0, false
+	}
+	f.Released = append(f.Released, append([]byte(nil), *ack...))
+	b.Stats.proxyHeaders.Add(1)
+	return Release, true
 }
 
 // clientRST writes into buf an RST from the VIP that the client, which

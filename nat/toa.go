@@ -72,13 +72,22 @@ func (b *Balancer) noteTOASynAck(c *Conn, tcp []byte, acc uint32) uint32 {
 	}
 }
 
-// synproxyMSS is the MSS tapvs's cookie SYN-ACK announces for svc: the
-// configured one, less TOA's 8 bytes when the service adds TOA, so that the
-// client's data segments carrying it still fit the server side's MTU.
-func (b *Balancer) synproxyMSS(svc *Service) uint16 {
+// synproxyMSS is the MSS tapvs's cookie SYN-ACK announces for svc (key is
+// the client's tuple): the configured one, less TOA's 8 bytes or the PROXY
+// header's length when the service adds one, so that the client's data
+// segments carrying it still fit the server side's MTU.
+func (b *Balancer) synproxyMSS(svc *Service, key *tupleKey) uint16 {
 	mss := b.cfg.Synproxy.MSS
-	if svc.ClientAddr() == ClientAddrTOA && mss > toaLen+64 {
-		mss -= toaLen
+	switch mode := svc.ClientAddr(); mode {
+	case ClientAddrTOA:
+		if mss > toaLen+64 {
+			mss -= toaLen
+		}
+	case ClientAddrProxyV1, ClientAddrProxyV2:
+		// The header goes in front of the first segment's payload (proxy.go).
+		if n := proxyLen(mode, key); mss > n+64 {
+			mss -= n
+		}
 	}
 	return mss
 }
@@ -87,8 +96,11 @@ func (b *Balancer) synproxyMSS(svc *Service) uint16 {
 // its virtio-net header: TOA's, for a TOA connection, whose first held frame
 // (the handshake ACK) gets the option when it is released.
 func (c *Conn) heldRoom() int {
-	if c.clientAddr == ClientAddrTOA {
+	switch {
+	case c.clientAddr == ClientAddrTOA:
 		return toaLen
+	case c.pp != nil:
+		return proxyRoom // a PROXY header's, before the released ACK's payload
 	}
 	return 0
 }

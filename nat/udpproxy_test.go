@@ -15,9 +15,9 @@ import (
 	"github.com/tapvs/tapvs/tun"
 )
 
-// proxyRig is a UDP rig whose service puts a PROXY v2 header before each
+// udpProxyRig is a UDP rig whose service puts a PROXY v2 header before each
 // datagram toward its servers.
-func proxyRig(t testing.TB, mod func(*Config)) *rig {
+func udpProxyRig(t testing.TB, mod func(*Config)) *rig {
 	t.Helper()
 	r := newRig(t, UDP, "rr", mod)
 	setClientAddr(t, r, ClientAddrProxyV2)
@@ -90,7 +90,7 @@ func readProxy(t testing.TB, payload []byte) (src, dst netip.AddrPort, rest []by
 }
 
 func TestUDPProxyV2Header(t *testing.T) {
-	r := proxyRig(t, nil)
+	r := udpProxyRig(t, nil)
 	for i, payload := range []string{"hello", "", "odd-length payload!"} {
 		f := udpFrom(t, 40000, []byte(payload))
 		if v := r.b.Process(ClientSide, f); v != Forward {
@@ -121,7 +121,7 @@ func TestUDPProxyV2Header(t *testing.T) {
 }
 
 func TestUDPProxyV2ZeroChecksumStaysZero(t *testing.T) {
-	r := proxyRig(t, nil)
+	r := udpProxyRig(t, nil)
 	f := udpFrom(t, 40000, []byte("x"))
 	b := f.Bytes()
 	b[14+20+6], b[14+20+7] = 0, 0
@@ -142,7 +142,7 @@ func TestUDPProxyV2ZeroChecksumStaysZero(t *testing.T) {
 // checksum). The second datagram's payload is the first's plus the first's
 // checksum (one's complement), so its own sums to 0 on the same flow.
 func TestUDPProxyV2ComputedZeroIsAllOnes(t *testing.T) {
-	r := proxyRig(t, nil)
+	r := udpProxyRig(t, nil)
 	f := udpFrom(t, 40000, []byte("zz"))
 	if v := r.b.Process(ClientSide, f); v != Forward {
 		t.Fatal(v)
@@ -168,7 +168,7 @@ func TestUDPProxyV2ComputedZeroIsAllOnes(t *testing.T) {
 // the field holds the pseudo-header sum, the UDP length in it. Finishing it
 // as the kernel does must give the right checksum over the header too.
 func TestUDPProxyV2PartialChecksum(t *testing.T) {
-	r := proxyRig(t, nil)
+	r := udpProxyRig(t, nil)
 	f := udpFrom(t, 40000, []byte("partial"))
 	b := f.Bytes()
 	l4 := b[34 : 14+int(binary.BigEndian.Uint16(b[16:]))]
@@ -196,7 +196,7 @@ func TestUDPProxyV2PartialChecksum(t *testing.T) {
 // and counted; one that just fits is sent.
 func TestUDPProxyV2TooBig(t *testing.T) {
 	for _, mtu := range []int{0, 1500, 9000, 600} {
-		r := proxyRig(t, func(c *Config) { c.ServerMTU = mtu })
+		r := udpProxyRig(t, func(c *Config) { c.ServerMTU = mtu })
 		limit := mtu
 		if limit == 0 {
 			limit = 1500
@@ -227,7 +227,7 @@ func TestUDPProxyV2TooBig(t *testing.T) {
 // datagrams after tapvs, and only the first would carry a header.
 func TestUDPProxyV2GSODropped(t *testing.T) {
 	for _, gso := range []uint8{tun.VNetGSOUDP, 5 /* VIRTIO_NET_HDR_GSO_UDP_L4 */} {
-		r := proxyRig(t, nil)
+		r := udpProxyRig(t, nil)
 		f := udpFrom(t, 40000, make([]byte, 3000))
 		f.VNet = make(tun.VNetHdr, tun.VNetHdrLen)
 		f.VNet.SetGSO(gso, 42, 1000)
@@ -248,7 +248,7 @@ func TestUDPProxyV2GSODropped(t *testing.T) {
 // Datagrams from the server reach the client as they were sent: no header
 // is taken off, none added.
 func TestUDPProxyV2ServerToClientUnchanged(t *testing.T) {
-	r := proxyRig(t, nil)
+	r := udpProxyRig(t, nil)
 	f := udpFrom(t, 40000, []byte("ask"))
 	if r.b.Process(ClientSide, f) != Forward {
 		t.Fatal("not forwarded")
@@ -303,7 +303,7 @@ func TestUDPProxyV2ModePerFlow(t *testing.T) {
 // A capture shows the client's datagram as it came, and the server's as
 // it left, with the header.
 func TestUDPProxyV2Capture(t *testing.T) {
-	r := proxyRig(t, nil)
+	r := udpProxyRig(t, nil)
 	tap, err := r.b.StartTap(r.svc, 4)
 	if err != nil {
 		t.Fatal(err)
@@ -321,7 +321,7 @@ func TestUDPProxyV2Capture(t *testing.T) {
 }
 
 func TestUDPProxyV2NoAllocs(t *testing.T) {
-	r := proxyRig(t, nil)
+	r := udpProxyRig(t, nil)
 	f := udpFrom(t, 40000, make([]byte, 512))
 	if r.b.Process(ClientSide, f) != Forward {
 		t.Fatal("not forwarded")
@@ -345,7 +345,7 @@ func TestUDPProxyV2NoAllocs(t *testing.T) {
 // A frame with no headroom for the header (never one from a reader, which
 // leaves netstack.Headroom) is dropped as too big, unchanged.
 func TestUDPProxyV2NoHeadroom(t *testing.T) {
-	r := proxyRig(t, nil)
+	r := udpProxyRig(t, nil)
 	g := udpFrom(t, 40000, []byte("tight"))
 	f := &Frame{Buf: append(make([]byte, udpProxyLen-1), g.Bytes()...), Off: udpProxyLen - 1, Len: g.Len}
 	before := append([]byte(nil), f.Bytes()...)

@@ -46,6 +46,7 @@ type State struct {
 	// Fixed by Establish.
 	established atomic.Bool
 	off         Offsets
+	ins         uint32 // bytes inserted at the start of the client's stream (InsertClient), counted in off.Client
 	tsDelta     uint32 // our TSval - the server's TSval
 	tsTranslate bool   // both sides use timestamps
 	winOut      int8   // server->client window: shift left by this...
@@ -173,6 +174,22 @@ func (s *State) Due(now int64, retries int, interval int64) (syn []byte, giveUp 
 // the connection's first data, never while another reader translates.
 func (s *State) ShiftClient(n uint32) { s.off.Client += n }
 
+// InsertClient is ShiftClient for bytes put at the very start of the
+// client's stream, before its first byte (ClientISN+1): the server's
+// acknowledgements of part of them map back to that first byte
+// (ClientEdge), and SACK blocks within them are taken out. Called before
+// the State is shared.
+func (s *State) InsertClient(n uint32) {
+	s.ShiftClient(n)
+	s.ins += n
+}
+
+// ClientAck maps a server's acknowledgement of the client's stream (an
+// ack, a SACK edge, a quoted sequence number) back to the client's space.
+func (s *State) ClientAck(a uint32) uint32 {
+	return ClientEdge(a, s.off.Client, s.ClientISN+1, s.ins)
+}
+
 // Offsets are the connection's sequence number shifts (fixed once
 // established).
 func (s *State) Offsets() Offsets { return s.off }
@@ -243,7 +260,7 @@ func (s *State) ToClient(tcp []byte, acc uint32) (_ uint32, ok bool) {
 	}
 	acc = csum.Put32At(acc, tcp, 4, binary.BigEndian.Uint32(tcp[4:])+s.off.Server)
 	if s.off.Client != 0 && tcp[tcpflag.Offset]&tcpflag.ACK != 0 {
-		acc = csum.Put32At(acc, tcp, 8, binary.BigEndian.Uint32(tcp[8:])-s.off.Client)
+		acc = csum.Put32At(acc, tcp, 8, s.ClientAck(binary.BigEndian.Uint32(tcp[8:])))
 	}
 	if s.winOut != s.winOutR {
 		w := uint32(binary.BigEndian.Uint16(tcp[14:])) << s.winOut >> s.winOutR
@@ -262,9 +279,7 @@ func (s *State) ToClient(tcp []byte, acc uint32) (_ uint32, ok bool) {
 		case o.Kind == tcpopt.SACK && s.off.Client != 0:
 			// The server's SACK blocks are in the client's sequence
 			// space as the server sees it: shifted.
-			for j := at + 2; j < at+o.Len; j += 4 {
-				acc = csum.Put32At(acc, tcp, j, binary.BigEndian.Uint32(tcp[j:])-s.off.Client)
-			}
+			acc = ClientSACK(tcp, at, o.Len, acc, s.off.Client, s.ClientISN+1, s.ins)
 		}
 	}
 }

@@ -1,0 +1,184 @@
+package nat
+
+import (
+	"encoding/binary"
+	"net/netip"
+	"sync/atomic"
+
+	"github.com/tapvs/tapvs/csum"
+	"github.com/tapvs/tapvs/proxyhdr"
+	"github.com/tapvs/tapvs/tcpflag"
+)
+
+// PROXY protocol for TCP services (ClientAddrProxyV1, ClientAddrProxyV2).
+//
+// The header is a byte string fixed per connection (the client's
+// address:port and the VIP:port) that takes the first n sequence numbers
+// of the client's stream as the server sees it: [S, S+n), S being the
+// server-space number of the client's first byte (its ISN + 1 plus the
+// connection's offset). Every client byte moves forward by n.
+//
+// Which segments carry it. Every client segment that starts at the
+// client's first byte (client-space seq == ISN + 1, no SYN or RST): the
+// ACK that completes the handshake, the first data or a FIN sent before
+// any, and every retransmission of them. Such a segment leaves with the
+// header in front of its payload and seq S. The bytes are the same every
+// time, so a server that has them already trims the overlap as TCP does;
+// and a lost header is sent again by whatever the client sends again: a
+// lost handshake ACK makes the server repeat its SYN-ACK, which the
+// client answers with an ACK at ISN + 1 (under SYNPROXY, where tapvs made
+// the server's handshake itself, tapvs re-sends that ACK: proxyResend);
+// lost first data is retransmitted at ISN + 1. The header goes out right
+// after the handshake, with no client data needed (a server that speaks
+// first gets it before its banner), and before anything the client
+// sends: a client's own PROXY header is data after tapvs's, never read as
+// one.
+//
+// Acknowledgements come back through synproxy.ClientEdge: an ack of part
+// of the header is one of nothing (ISN + 1), SACK blocks within it are
+// taken out (synproxy.ClientSACK).
+//
+// MSS. A full-sized first segment plus the header must still fit the
+// server side's MTU, so the MSS the client learns is n less: the server's,
+// on its SYN-ACK, for a plain connection; SYNPROXY's own in the cookie
+// SYN-ACK. A TSO super-frame takes the header as payload and the kernel
+// segments it by its gso_size as before; one whose IP length would pass
+// 65535 loses as many bytes from its end (the client sends them again).
+
+// proxyConn is a connection's PROXY header and where the client's stream
+// starts. It is set before the connection is published.
+type proxyConn struct {
+	hdr [proxyhdr.MaxV1]byte
+	n   uint32
+	// start is the client-space sequence number of the client's first
+	// byte: its ISN + 1. A plain connection's changes when the client
+	// reuses its port on the closing entry (with seqOff).
+	start atomic.Uint32
+	// ack is, under SYNPROXY, the header-carrying handshake ACK tapvs
+	// released to the server (a virtio-net header and the frame), sent
+	// again when the server repeats its SYN-ACK.
+	ack atomic.Pointer[[]byte]
+}
+
+// proxyRoom is the headroom a held frame of a PROXY connection keeps for
+// its header (Frame.open).
+const proxyRoom = proxyhdr.MaxV1
+
+// proxyHeader writes the PROXY header of a connection in (client ->
+// VIP) in mode into b (at least proxyhdr.MaxV1 long) and returns its
+// length, 0 for a mode that has none.
+func proxyHeader(mode ClientAddr, in *tupleKey, b []byte) int {
+	src := netip.AddrPortFrom(netip.AddrFrom4([4]byte(in.src[12:])), in.sport)
+	dst := netip.AddrPortFrom(netip.AddrFrom4([4]byte(in.dst[12:])), in.dport)
+	switch {
+	case in.proto != TCP:
+		return 0
+	case mode == ClientAddrProxyV1:
+		return proxyhdr.V1(b, src, dst)
+	case mode == ClientAddrProxyV2:
+		return proxyhdr.V2(b, proxyhdr.Stream, src, dst)
+	}
+	return 0
+}
+
+// proxyLen is the length of that header (0: none), for the MSS of a
+// SYN-ACK made before any connection.
+func proxyLen(mode ClientAddr, in *tupleKey) uint16 {
+	if mode != ClientAddrProxyV1 && mode != ClientAddrProxyV2 {
+		return 0
+	}
+	var b [proxyhdr.MaxV1]byte
+	return uint16(proxyHeader(mode, in, b[:]))
+}
+
+// newProxyConn is the PROXY state of a new TCP connection c of a service
+// in mode whose client's first byte is start, or nil for a mode without a
+// header.
+func newProxyConn(mode ClientAddr, c *Conn, start uint32) *proxyConn {
+	if mode != ClientAddrProxyV1 && mode != ClientAddrProxyV2 {
+		return nil
+	}
+	pp := &proxyConn{}
+	pp.n = uint32(proxyHeader(mode, &c.in, pp.hdr[:]))
+	if pp.n == 0 {
+		return nil
+	}
+	pp.start.Store(start)
+	return pp
+}
+
+// carries reports whether a client segment (tcp: its header, client
+// space) starts at the client's first byte and so takes the header.
+func (pp *proxyConn) carries(tcp []byte, flags uint8) bool {
+	return pp != nil && flags&(tcpflag.SYN|tcpflag.RST) == 0 && binary.BigEndian.Uint32(tcp[4:]) == pp.start.Load()
+}
+
+// shift is what the header adds to a client segment's seq (not a SYN's).
+func (pp *proxyConn) shift(flags uint8) uint32 {
+	if pp == nil || flags&tcpflag.SYN != 0 {
+		return 0
+	}
+	return pp.n
+}
+
+// len is the header's length, 0 without one.
+func (pp *proxyConn) len() uint32 {
+	if pp == nil {
+		return 0
+	}
+	return pp.n
+}
+
+// insertHeader puts the header in front of the payload of p, a client
+// segment already rewritten for the server (seq moved by the header's
+// length, checksums valid), and takes seq back to the header's start. The
+// headers move into the frame's headroom; the payload stays. The IP
+// checksum is recomputed; a full TCP checksum too, with the payload's sum
+// taken from the old checksum rather than the bytes (a bad one stays bad);
+// a partial one (NEEDS_CSUM) only counts the longer segment. It reports
+// false, changing nothing, when there is no room.
+func (b *Balancer) insertHeader(pp *proxyConn, p *pkt, f *Frame) bool {
+	n := int(pp.n)
+	tcp := p.b[p.l4:]
+	hl := int(tcp[12]>>4) * 4
+	ipLen := len(p.b) - p.l3
+	cut := max(ipLen+n-0xffff, 0)
+	if cut > 0 && (!p.partial || cut >= len(tcp)-hl) {
+		return false // only a TSO super-frame, partial, is ever that long
+	}
+	var payload uint32
+	if !p.partial {
+		// Everything the checksum covers, less the pseudo-header and
+		// the TCP header: the payload's sum.
+		h := csum.Sum(tcp[18:hl], csum.Sum(tcp[:16], csum.PseudoV4(p.src(), p.dst(), protoTCP, len(tcp))))
+		payload = uint32(^binary.BigEndian.Uint16(tcp[16:])) + uint32(^csum.Fold(h))
+	}
+	at := p.l4 + hl
+	f.Len = len(p.b) - cut
+	if !f.open(at, n) {
+		f.Len = len(p.b)
+		return false
+	}
+	p.b = f.Bytes()
+	tcp = p.b[p.l4:]
+	copy(tcp[hl:], pp.hdr[:n])
+	binary.BigEndian.PutUint32(tcp[4:], binary.BigEndian.Uint32(tcp[4:])-uint32(n))
+	if cut > 0 {
+		tcp[tcpflag.Offset] &^= tcpflag.FIN // the FIN came after the bytes cut
+	}
+	ip := p.b[p.l3:p.l4]
+	binary.BigEndian.PutUint16(ip[2:], uint16(len(p.b)-p.l3))
+	ip[10], ip[11] = 0, 0
+	binary.BigEndian.PutUint16(ip[10:], csum.Checksum(ip, 0))
+	if p.partial {
+		csum.AdjustPartial(tcp[16:], uint16(n-cut))
+		return true
+	}
+	pl := csum.Fold(payload)
+	if n&1 != 0 {
+		pl = pl<<8 | pl>>8 // the payload now starts at an odd offset (RFC 1071 2.B)
+	}
+	s := csum.Sum(tcp[18:hl+n], csum.Sum(tcp[:16], csum.PseudoV4(p.src(), p.dst(), protoTCP, len(tcp))))
+	binary.BigEndian.PutUint16(tcp[16:], ^csum.Fold(s+uint32(pl)))
+	return true
+}
