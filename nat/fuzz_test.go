@@ -202,7 +202,7 @@ func synOpts4(tsval uint32) []byte {
 }
 
 const (
-	fzHeadroom = 64
+	fzHeadroom = 128 // netstack.Headroom: TOA and PROXY headers move the headers into it
 	fzTailroom = 64
 )
 
@@ -263,13 +263,15 @@ func checkBuilt(tb testing.TB, f []byte) {
 }
 
 // check holds every frame Process returns to its contract: the headroom
-// before the virtio-net header is untouched, the frame lies in the buffer,
+// before the virtio-net header is untouched (a rewrite that grew the
+// headers moved the frame's start into it: before that start), the frame
+// lies in the buffer,
 // its IPv4 header checksum verifies, and its transport checksum verifies
 // if the frame's did when it came in (a rewrite carries a bad checksum
 // along, never makes one; a partial checksum is the kernel's to finish).
 func check(tb testing.TB, in []byte, f *Frame, v Verdict) {
 	tb.Helper()
-	canary := fzHeadroom
+	canary := min(fzHeadroom, f.Off)
 	if f.VNet != nil {
 		canary -= tun.VNetHdrLen
 	}
@@ -665,7 +667,7 @@ func fuzzControl(tb testing.TB, fb *fuzzBalancer, a, b byte) {
 	rs := []netip.Addr{fzRS1, fzRS2}[int(b)&1]
 	lip := []netip.Addr{fzLIP1, fzLIP2}[int(b>>1)&1]
 	var err error
-	switch (a >> 2) % 13 {
+	switch (a >> 2) % 14 {
 	case 0:
 		err = bal.Update(func(tx *Tx) error { return tx.SetWeight(s, rs, s.Port, int(b>>2)%3) })
 	case 1:
@@ -730,6 +732,8 @@ func fuzzControl(tb testing.TB, fb *fuzzBalancer, a, b byte) {
 	case 12: // per-source limits and a half-open budget, small enough to bite
 		l := Limits{SourceCPS: int(b) % 4, SourceConns: int(b>>2) % 4, HalfOpen: int(b>>4) % 4}
 		err = bal.Update(func(tx *Tx) error { return tx.SetLimits(s, l) })
+	case 13: // the client's address told by TOA or a PROXY header, or not
+		err = bal.Update(func(tx *Tx) error { return tx.SetClientAddr(s, ClientAddr(b%4)) })
 	}
 	_ = err // refusals (a server already there, a UDP SYN proxy) are expected; they must change nothing
 	checkTable(tb, bal)
