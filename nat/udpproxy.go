@@ -2,7 +2,6 @@ package nat
 
 import (
 	"encoding/binary"
-	"net/netip"
 	"sync/atomic"
 
 	"github.com/tapvs/tapvs/csum"
@@ -68,8 +67,7 @@ func (b *Balancer) udpProxyV2(p *pkt, f *Frame) Verdict {
 		return b.Stats.drop(DropUDPProxyBig)
 	}
 	at := p.l4 + udpHdrLen
-	src := netip.AddrPortFrom(netip.AddrFrom4([4]byte(p.src())), p.sport())
-	dst := netip.AddrPortFrom(netip.AddrFrom4([4]byte(p.dst())), p.dport())
+	src, dst, sport, dport := [4]byte(p.src()), [4]byte(p.dst()), p.sport(), p.dport()
 	if !f.open(at, udpProxyLen) {
 		// The reader always leaves room (netstack.Headroom); a frame
 		// without it cannot grow in place, so it is as good as too big.
@@ -77,7 +75,7 @@ func (b *Balancer) udpProxyV2(p *pkt, f *Frame) Verdict {
 	}
 	p.b = f.Buf[f.Off : f.Off+len(p.b)+udpProxyLen]
 	hdr := p.b[at : at+udpProxyLen]
-	proxyhdr.V2(hdr, proxyhdr.Datagram, src, dst)
+	proxyhdr.V2Raw4(hdr, proxyhdr.Datagram, src, dst, sport, dport)
 
 	ip := p.b[p.l3:]
 	binary.BigEndian.PutUint16(ip[2:], uint16(ipLen+udpProxyLen))
@@ -99,7 +97,8 @@ func (b *Balancer) udpProxyV2(p *pkt, f *Frame) Verdict {
 		// The header starts at an even offset of the datagram (8), so its
 		// 16-bit words line up with the checksum's. AdjustUDP keeps 0 (no
 		// checksum) as 0 and sends a computed 0 as 0xffff.
-		csum.AdjustUDP(l4[6:], csum.Fold(csum.Sum(hdr, lenDelta+lenDelta)))
+		// The header's sum comes from the values it was written from.
+		csum.AdjustUDP(l4[6:], csum.Fold(proxyhdr.V2Sum4(proxyhdr.Datagram, src, dst, sport, dport)+lenDelta+lenDelta))
 	}
 	b.Stats.udpProxy[f.Queue&(MaxQueues-1)].n.Add(1)
 	return Forward

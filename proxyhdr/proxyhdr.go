@@ -61,14 +61,40 @@ func V2(b []byte, t Transport, src, dst netip.AddrPort) int {
 	if len(b) < V2IPv4 || !src.Addr().Is4() || !dst.Addr().Is4() || (t != Stream && t != Datagram) {
 		return 0
 	}
+	return V2Raw4(b, t, src.Addr().As4(), dst.Addr().As4(), src.Port(), dst.Port())
+}
+
+// V2Raw4 is V2 for addresses already in wire form, for a data path that
+// has them as bytes: it writes the V2IPv4 bytes at the start of b (which
+// must hold them) and returns V2IPv4, or 0 for a short b or an unknown
+// transport.
+func V2Raw4(b []byte, t Transport, src, dst [4]byte, sport, dport uint16) int {
+	if len(b) < V2IPv4 || (t != Stream && t != Datagram) {
+		return 0
+	}
 	copy(b, v2Sig[:])
 	b[12] = 0x21           // version 2, command PROXY
 	b[13] = 0x10 | byte(t) // AF_INET, then the transport
 	binary.BigEndian.PutUint16(b[14:], 12)
-	s, d := src.Addr().As4(), dst.Addr().As4()
-	copy(b[16:], s[:])
-	copy(b[20:], d[:])
-	binary.BigEndian.PutUint16(b[24:], src.Port())
-	binary.BigEndian.PutUint16(b[26:], dst.Port())
+	copy(b[16:], src[:])
+	copy(b[20:], dst[:])
+	binary.BigEndian.PutUint16(b[24:], sport)
+	binary.BigEndian.PutUint16(b[26:], dport)
 	return V2IPv4
 }
+
+// V2Sum4 is the one's-complement sum (RFC 1071, unfolded) of the 16-bit
+// words of the header V2Raw4 writes for the same arguments, without
+// reading it back: the fixed preamble's words plus the addresses' and
+// ports'. A checksum update adds it for the header's bytes.
+func V2Sum4(t Transport, src, dst [4]byte, sport, dport uint16) uint32 {
+	s := v2SigSum + 0x2110 + uint32(t) + 12
+	s += uint32(src[0])<<8 | uint32(src[1])
+	s += uint32(src[2])<<8 | uint32(src[3])
+	s += uint32(dst[0])<<8 | uint32(dst[1])
+	s += uint32(dst[2])<<8 | uint32(dst[3])
+	return s + uint32(sport) + uint32(dport)
+}
+
+// v2SigSum is the sum of v2Sig's six 16-bit words.
+const v2SigSum = 0x0d0a + 0x0d0a + 0x000d + 0x0a51 + 0x5549 + 0x540a

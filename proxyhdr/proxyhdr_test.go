@@ -96,3 +96,24 @@ func FuzzHeaders(f *testing.F) {
 		check(t, b[:V2(b[:], Stream, src, dst)], 2, proxyproto.TCPv4, src, dst)
 	})
 }
+
+// V2Sum4 is the sum of the header's words, as read back from what V2Raw4
+// wrote.
+func TestV2Sum4(t *testing.T) {
+	for _, c := range []struct {
+		src, dst     [4]byte
+		sport, dport uint16
+	}{{[4]byte{172, 25, 254, 1}, [4]byte{172, 25, 254, 100}, 40000, 53}, {[4]byte{255, 255, 255, 255}, [4]byte{255, 255, 255, 255}, 65535, 65535}, {}} {
+		for _, tr := range []Transport{Stream, Datagram} {
+			var b [V2IPv4]byte
+			V2Raw4(b[:], tr, c.src, c.dst, c.sport, c.dport)
+			var want uint32
+			for i := 0; i < V2IPv4; i += 2 {
+				want += uint32(b[i])<<8 | uint32(b[i+1])
+			}
+			if got := V2Sum4(tr, c.src, c.dst, c.sport, c.dport); got != want {
+				t.Fatalf("%+v %v: sum %#x, the bytes sum to %#x", c, tr, got, want)
+			}
+		}
+	}
+}
