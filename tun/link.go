@@ -1,7 +1,9 @@
 package tun
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 
 	"github.com/vishvananda/netlink"
@@ -25,6 +27,10 @@ type LinkConfig struct {
 	// working; only the interface's name moves.
 	Netns string
 }
+
+// ErrNoNetns is SetupLink's error when LinkConfig.Netns names a network
+// namespace that does not exist.
+var ErrNoNetns = errors.New("no such network namespace")
 
 // SetupLink applies cfg to the interface name and brings it up. A TAP moved into
 // another namespace is brought up there.
@@ -55,6 +61,12 @@ func SetupLink(name string, cfg LinkConfig) error {
 		return nil
 	}
 	ns, err := netns.GetFromName(cfg.Netns)
+	if errors.Is(err, fs.ErrNotExist) {
+		// The shipped config.yaml is the lab's: its namespaces exist only
+		// while a lab is up. Say what to do, not just what failed.
+		return fmt.Errorf("link %s: netns %q does not exist: %w (create it with `ip netns add %s`, keep a lab up with `tapvs lab --keep`, or drop the interface's netns: key to leave the TAP in tapvs's own namespace)",
+			name, cfg.Netns, ErrNoNetns, cfg.Netns)
+	}
 	if err != nil {
 		return fmt.Errorf("link %s: netns %q: %w", name, cfg.Netns, err)
 	}
