@@ -121,6 +121,23 @@ func Start(ctx context.Context, cfg Config) (*LB, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	for _, s := range []struct {
+		name string
+		side Side
+	}{{"client", cfg.Client}, {"server", cfg.Server}} {
+		if s.side.TAP == "" || !s.side.Addr.IsValid() {
+			return nil, fmt.Errorf("tapvs: the %s side needs a TAP name and tapvs's address (Side.TAP, Side.Addr)", s.name)
+		}
+	}
+	// The services are checked before any TAP is made.
+	var ops []control.Op
+	for _, s := range cfg.Services {
+		o, err := serviceOps(s)
+		if err != nil {
+			return nil, err
+		}
+		ops = append(ops, o...)
+	}
 	c, err := config.Parse(cfg.yaml())
 	if err != nil {
 		return nil, fmt.Errorf("tapvs: %w", err)
@@ -137,15 +154,6 @@ func Start(ctx context.Context, cfg Config) (*LB, error) {
 	lb := &LB{d: d}
 	// The services go in as one batch through the control plane, the way
 	// they would at run time: one refused leaves tapvs not started.
-	var ops []control.Op
-	for _, s := range cfg.Services {
-		o, err := serviceOps(s)
-		if err != nil {
-			d.Close()
-			return nil, err
-		}
-		ops = append(ops, o...)
-	}
 	if err := d.Manager.Batch(ops); err != nil {
 		d.Close()
 		return nil, fmt.Errorf("tapvs: services: %w", err)
