@@ -299,24 +299,35 @@ var netnsOnce struct {
 	err error
 }
 
-// netnsDir makes sure ip netns add can work: it needs /run/netns. Under
-// unshare -Urnm, /run is the real root's and not writable; since the mount
-// namespace is this process's own, a tmpfs over /run is seen by no one else
-// and goes away with the process.
+// netnsDir makes sure ip netns add can work: it makes files in /run/netns.
+// Under unshare -Urnm, /run (and a /run/netns there already) is the real
+// root's and not writable; since the mount namespace is this process's
+// own, a tmpfs over /run is seen by no one else and goes with the process.
 func netnsDir() error {
 	netnsOnce.Do(func() {
-		err := os.MkdirAll("/run/netns", 0o755)
+		err := writable("/run/netns")
 		if err == nil || !inUserNS() {
 			netnsOnce.err = err
 			return
 		}
 		if merr := unix.Mount("tmpfs", "/run", "tmpfs", 0, "mode=0755"); merr != nil {
-			netnsOnce.err = fmt.Errorf("/run/netns: %w; and a tmpfs over /run: %w (run under unshare -Urnm, with a mount namespace of its own)", err, merr)
+			netnsOnce.err = fmt.Errorf("%w; and a tmpfs over /run: %w (run under unshare -Urnm, with a mount namespace of its own)", err, merr)
 			return
 		}
-		netnsOnce.err = os.MkdirAll("/run/netns", 0o755)
+		netnsOnce.err = writable("/run/netns")
 	})
 	return netnsOnce.err
+}
+
+// writable makes dir if it is missing and says whether files can be made in it.
+func writable(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	if err := unix.Access(dir, unix.W_OK); err != nil {
+		return fmt.Errorf("%s: %w", dir, err)
+	}
+	return nil
 }
 
 // inUserNS reports whether this process is in a user namespace other than
