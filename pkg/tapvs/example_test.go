@@ -1,0 +1,66 @@
+package tapvs_test
+
+import (
+	"context"
+	"fmt"
+	"log"
+	"net/netip"
+	"time"
+
+	"github.com/tapvs/tapvs/pkg/tapvs"
+)
+
+// Start tapvs between namespaces "client" and "router" (made beforehand,
+// e.g. by ip netns add), balancing TCP 172.25.254.100:80 over two servers
+// behind the router. It needs root, or root in a user namespace that owns
+// those namespaces, so it is not run by go test.
+func ExampleStart() {
+	ctx := context.Background()
+	lb, err := tapvs.Start(ctx, tapvs.Config{
+		Client: tapvs.Side{TAP: "tap-c", Netns: "client", Addr: netip.MustParsePrefix("172.25.254.254/24")},
+		Server: tapvs.Side{TAP: "tap-s", Netns: "router", Addr: netip.MustParsePrefix("172.25.84.4/24"),
+			Routes: []tapvs.Route{{Dst: netip.MustParsePrefix("10.20.0.0/16"), Via: netip.MustParseAddr("172.25.84.1")}}},
+		Services: []tapvs.Service{{
+			ServiceKey: tapvs.ServiceKey{Protocol: tapvs.TCP, VIP: netip.MustParseAddrPort("172.25.254.100:80")},
+			Scheduler:  "rr",
+			LocalAddrs: []netip.Addr{netip.MustParseAddr("172.25.84.10")},
+			RealServers: []tapvs.RealServer{
+				{Addr: netip.MustParseAddrPort("10.20.1.2:80")},
+				{Addr: netip.MustParseAddrPort("10.20.2.2:80"), Weight: 2},
+			},
+		}},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer lb.Close()
+	// Now give the TAPs' kernel ends their addresses (172.25.254.1/24 on
+	// tap-c in "client", 172.25.84.1/24 on tap-s in "router"), then wait
+	// for tapvs to find the real servers' next hop.
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := lb.WaitReady(wctx); err != nil {
+		log.Fatal(err)
+	}
+	for _, c := range lb.Connections() {
+		fmt.Println(c.Client, "->", c.VIP, "as", c.Local, "->", c.Real, c.State)
+	}
+}
+
+// Take a real server out of a service and put it back, as a test of the
+// servers' failover would.
+func ExampleLB_RemoveRealServer() {
+	var lb *tapvs.LB // from tapvs.Start
+	web := tapvs.ServiceKey{Protocol: tapvs.TCP, VIP: netip.MustParseAddrPort("172.25.254.100:80")}
+	rs := netip.MustParseAddrPort("10.20.1.2:80")
+	if err := lb.RemoveRealServer(web, rs); err != nil {
+		log.Fatal(err)
+	}
+	// ... new connections go to the other servers ...
+	if err := lb.AddRealServer(web, tapvs.RealServer{Addr: rs, Weight: 1}); err != nil {
+		log.Fatal(err)
+	}
+	for _, s := range lb.RealServers() {
+		fmt.Println(s.Service, s.Addr, s.Conns, "connections")
+	}
+}

@@ -1,0 +1,384 @@
+// Package tapvs runs a tapvs load balancer inside the calling process, for
+// other projects' tests and tools: start it from a Config value, change its
+// services and real servers while it forwards, read its connections and
+// counters, and close it.
+//
+// Its types are its own, not tapvs's internal ones, so that the internals
+// can change without breaking the programs that import it. The network
+// namespaces tapvs's two TAPs move into are the caller's to make (package
+// tapvstest builds a whole lab for a test). Running tapvs needs
+// CAP_NET_ADMIN over those namespaces and /dev/net/tun: root, or root in a
+// user namespace (unshare -Urnm) that owns them.
+package tapvs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/tapvs/tapvs/config"
+	"github.com/tapvs/tapvs/control"
+	"github.com/tapvs/tapvs/daemon"
+	"github.com/tapvs/tapvs/nat"
+)
+
+// Protocol is a service's transport protocol.
+type Protocol string
+
+// The protocols tapvs balances.
+const (
+	TCP Protocol = "tcp"
+	UDP Protocol = "udp"
+)
+
+func (p Protocol) nat() (nat.Protocol, error) {
+	switch p {
+	case TCP, "":
+		return nat.TCP, nil
+	case UDP:
+		return nat.UDP, nil
+	}
+	return 0, fmt.Errorf("protocol %q: tcp or udp", string(p))
+}
+
+func protocolOf(p nat.Protocol) Protocol {
+	if p == nat.UDP {
+		return UDP
+	}
+	return TCP
+}
+
+// Config is what Start runs.
+type Config struct {
+	// Client is the side the clients reach the VIPs on; Server the side
+	// tapvs reaches the real servers on, from the local addresses.
+	Client, Server Side
+	Services       []Service
+	// NoOffload opens plain TAPs (one frame per system call) instead of
+	// asking the kernel for checksum and TSO offload.
+	NoOffload bool
+	// Log receives tapvs's log; nil discards it.
+	Log *slog.Logger
+}
+
+// Side is one of tapvs's two TAPs.
+type Side struct {
+	// TAP is the device's name (at most 15 bytes). tapvs creates it and
+	// moves its kernel end into Netns; the address of that kernel end (the
+	// client's, the router's) is the caller's to set, after Start.
+	TAP   string
+	Netns string // "" leaves the TAP in the caller's namespace
+	// Addr is tapvs's own address on this side: the VIPs and local
+	// addresses are answered for besides it.
+	Addr   netip.Prefix
+	Routes []Route
+	MTU    int // 0: 1500
+}
+
+// Route is a route out of one side: tapvs sends what is for Dst to Via.
+type Route struct {
+	Dst netip.Prefix
+	Via netip.Addr
+}
+
+// ServiceKey names a service: protocol and VIP:port.
+type ServiceKey struct {
+	Protocol Protocol // "" is TCP
+	VIP      netip.AddrPort
+}
+
+// Service is a virtual service.
+type Service struct {
+	ServiceKey
+	Name      string
+	Scheduler string // rr, wrr, lc, wlc, sh, ...; "" is wlc
+	// LocalAddrs are the source addresses tapvs opens the connections to
+	// the real servers from (FULLNAT); at least one.
+	LocalAddrs  []netip.Addr
+	RealServers []RealServer
+}
+
+// RealServer is one server behind a service.
+type RealServer struct {
+	Addr   netip.AddrPort
+	Weight int // 0 is 1
+}
+
+// LB is a running tapvs.
+type LB struct {
+	d *daemon.Daemon
+}
+
+// Start runs tapvs from cfg: it creates both TAPs, moves them into their
+// namespaces and loads cfg's services. It returns once tapvs forwards; on
+// error nothing of it is left. ctx bounds the start only.
+func Start(ctx context.Context, cfg Config) (*LB, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	for _, s := range []struct {
+		name string
+		side Side
+	}{{"client", cfg.Client}, {"server", cfg.Server}} {
+		if s.side.TAP == "" || !s.side.Addr.IsValid() {
+			return nil, fmt.Errorf("tapvs: the %s side needs a TAP name and tapvs's address (Side.TAP, Side.Addr)", s.name)
+		}
+	}
+	// The services are checked before any TAP is made.
+	var ops []control.Op
+	for _, s := range cfg.Services {
+		o, err := serviceOps(s)
+		if err != nil {
+			return nil, err
+		}
+		ops = append(ops, o...)
+	}
+	c, err := config.Parse(cfg.yaml())
+	if err != nil {
+		return nil, fmt.Errorf("tapvs: %w", err)
+	}
+	c.Services = nil // the placeholder yaml had to have (see there)
+	log := cfg.Log
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	d, err := daemon.Start(c, log)
+	if err != nil {
+		return nil, fmt.Errorf("tapvs: start: %w", err)
+	}
+	lb := &LB{d: d}
+	// The services go in as one batch through the control plane, the way
+	// they would at run time: one refused leaves tapvs not started.
+	if err := d.Manager.Batch(ops); err != nil {
+		d.Close()
+		return nil, fmt.Errorf("tapvs: services: %w", err)
+	}
+	return lb, nil
+}
+
+// yaml renders the interfaces as the configuration file would have them:
+// config.Parse then fills in every default and checks it all, as for a file.
+func (cfg Config) yaml() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "interfaces:\n  offload: %t\n", !cfg.NoOffload)
+	for _, s := range []struct {
+		name string
+		side Side
+	}{{"client", cfg.Client}, {"server", cfg.Server}} {
+		fmt.Fprintf(&b, "  %s:\n    name: %q\n    netns: %q\n    address: %q\n", s.name, s.side.TAP, s.side.Netns, s.side.Addr.String())
+		if s.side.MTU != 0 {
+			fmt.Fprintf(&b, "    mtu: %d\n", s.side.MTU)
+		}
+		if len(s.side.Routes) > 0 {
+			b.WriteString("    routes:\n")
+			for _, r := range s.side.Routes {
+				fmt.Fprintf(&b, "      - {dst: %q, via: %q}\n", r.Dst.String(), r.Via.String())
+			}
+		}
+	}
+	// The file must name a service, so this one (in TEST-NET-1) is there
+	// to be dropped after parsing: Start loads the real ones through the
+	// control plane, which says which one is refused and why.
+	// Its local address is a neighbour of tapvs's own on the server side, to
+	// pass the check that a local address is on that side.
+	fmt.Fprintf(&b, "services:\n  - {vip: 192.0.2.1, port: 1, local_addresses: [%q], real_servers: [{address: 192.0.2.3, port: 1}]}\n",
+		neighbour(cfg.Server.Addr).String())
+	// No control socket: the caller holds the LB; a socket at the default
+	// path would collide between tests running at once.
+	b.WriteString("control: {socket: \"\"}\n")
+	return b.String()
+}
+
+// neighbour is an address of p beside p's own: not it, nor the subnet's
+// first or last.
+func neighbour(p netip.Prefix) netip.Addr {
+	first := p.Masked().Addr()
+	for _, a := range []netip.Addr{p.Addr().Next(), p.Addr().Prev()} {
+		if p.Contains(a) && a != first && p.Contains(a.Next()) {
+			return a
+		}
+	}
+	return p.Addr() // a /31 or /32: config.Parse says what is wrong
+}
+
+func (k ServiceKey) control() (control.ServiceKey, error) {
+	p, err := k.Protocol.nat()
+	if err != nil {
+		return control.ServiceKey{}, err
+	}
+	if !k.VIP.IsValid() {
+		return control.ServiceKey{}, errors.New("service without a VIP:port")
+	}
+	return control.ServiceKey{Protocol: p, Addr: k.VIP}, nil
+}
+
+// String is "tcp 172.25.254.100:80".
+func (k ServiceKey) String() string {
+	p := k.Protocol
+	if p == "" {
+		p = TCP
+	}
+	return string(p) + " " + k.VIP.String()
+}
+
+// serviceOps are the operations that add s whole.
+func serviceOps(s Service) ([]control.Op, error) {
+	k, err := s.control()
+	if err != nil {
+		return nil, fmt.Errorf("tapvs: service %s: %w", s.ServiceKey, err)
+	}
+	if len(s.LocalAddrs) == 0 {
+		return nil, fmt.Errorf("tapvs: service %s: no local address (FULLNAT needs one to reach the real servers from)", s.ServiceKey)
+	}
+	spec := control.ServiceSpec{ServiceKey: k, Name: s.Name, Scheduler: s.Scheduler}
+	ops := []control.Op{{Kind: control.OpAddService, Service: spec}}
+	for _, l := range s.LocalAddrs {
+		ops = append(ops, control.Op{Kind: control.OpAddLocalAddr, Service: spec, LocalAddr: l})
+	}
+	for _, rs := range s.RealServers {
+		ops = append(ops, control.Op{Kind: control.OpAddDest, Service: spec, Dest: destSpec(rs)})
+	}
+	return ops, nil
+}
+
+func destSpec(rs RealServer) control.DestSpec {
+	w := max(rs.Weight, 1)
+	return control.DestSpec{Addr: rs.Addr, Weight: &w}
+}
+
+// AddService adds s with its local addresses and real servers, all or
+// nothing.
+func (lb *LB) AddService(s Service) error {
+	ops, err := serviceOps(s)
+	if err != nil {
+		return err
+	}
+	if err := lb.d.Manager.Batch(ops); err != nil {
+		return fmt.Errorf("tapvs: add service %s: %w", s.ServiceKey, err)
+	}
+	return nil
+}
+
+// RemoveService removes a service; its connections go with it.
+func (lb *LB) RemoveService(k ServiceKey) error {
+	ck, err := k.control()
+	if err == nil {
+		err = lb.d.Manager.DeleteService(ck)
+	}
+	if err != nil {
+		return fmt.Errorf("tapvs: remove service %s: %w", k, err)
+	}
+	return nil
+}
+
+// AddRealServer adds a real server to a service; new connections may go
+// to it at once.
+func (lb *LB) AddRealServer(k ServiceKey, rs RealServer) error {
+	ck, err := k.control()
+	if err == nil {
+		err = lb.d.Manager.AddDest(ck, destSpec(rs))
+	}
+	if err != nil {
+		return fmt.Errorf("tapvs: add real server %s to %s: %w", rs.Addr, k, err)
+	}
+	return nil
+}
+
+// RemoveRealServer removes a real server from a service.
+func (lb *LB) RemoveRealServer(k ServiceKey, addr netip.AddrPort) error {
+	ck, err := k.control()
+	if err == nil {
+		err = lb.d.Manager.DeleteDest(ck, addr)
+	}
+	if err != nil {
+		return fmt.Errorf("tapvs: remove real server %s from %s: %w", addr, k, err)
+	}
+	return nil
+}
+
+// WaitReady waits until tapvs knows the next hop (the MAC address) of
+// every real server, or ctx ends. Call it once the kernel ends of the TAPs
+// have their addresses: before then nothing answers tapvs's ARP.
+func (lb *LB) WaitReady(ctx context.Context) error {
+	for {
+		err := lb.d.Stack.ResolveAll(ctx)
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("tapvs: real servers' next hop: %w", err)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// Conn is one connection through tapvs.
+type Conn struct {
+	Protocol Protocol
+	State    string // the TCP state (ESTABLISHED, TIME_WAIT, ...); UDP for UDP
+	Client   netip.AddrPort
+	VIP      netip.AddrPort
+	Local    netip.AddrPort // the local address and port tapvs opened it from
+	Real     netip.AddrPort // the real server
+}
+
+// Connections is a snapshot of the connection table.
+func (lb *LB) Connections() []Conn {
+	var out []Conn
+	for _, c := range lb.d.Balancer.Table().Conns() {
+		out = append(out, Conn{Protocol: protocolOf(c.Protocol), State: c.State, Client: c.Client, VIP: c.VIP, Local: c.LIP, Real: c.RIP})
+	}
+	return out
+}
+
+// Counters are tapvs's totals since it started.
+type Counters struct {
+	ConnsCreated, ConnsExpired uint64
+	Conns                      int // in the table now
+	// Drops counts the frames dropped, by reason.
+	Drops map[string]uint64
+}
+
+// Counters reads the totals.
+func (lb *LB) Counters() Counters {
+	created, expired := lb.d.Balancer.Stats.Conns()
+	return Counters{ConnsCreated: created, ConnsExpired: expired, Conns: lb.d.Balancer.Table().Len(), Drops: lb.d.Balancer.Stats.Drops()}
+}
+
+// RealServerStats is what went through one real server of a service.
+type RealServerStats struct {
+	Service                    ServiceKey
+	Addr                       netip.AddrPort
+	Weight                     int
+	ActiveConns, InactiveConns int64
+	Conns                      uint64 // every connection scheduled to it
+	InPackets, OutPackets      uint64 // In: client to server
+	InBytes, OutBytes          uint64
+}
+
+// RealServers lists every real server of every service with its counters.
+func (lb *LB) RealServers() []RealServerStats {
+	var out []RealServerStats
+	for _, s := range lb.d.Balancer.Services() {
+		k := ServiceKey{Protocol: protocolOf(s.Protocol), VIP: netip.AddrPortFrom(s.Addr, s.Port)}
+		for _, d := range s.Dests() {
+			a, ia, _ := d.Conns()
+			t := d.Traffic()
+			out = append(out, RealServerStats{Service: k, Addr: netip.AddrPortFrom(d.Addr, d.Port), Weight: d.Weight(),
+				ActiveConns: a, InactiveConns: ia, Conns: t.Conns, InPackets: t.InPkts, OutPackets: t.OutPkts, InBytes: t.InBytes, OutBytes: t.OutBytes})
+		}
+	}
+	return out
+}
+
+// Close stops tapvs and removes its TAPs. It is safe to call more than once.
+func (lb *LB) Close() error {
+	lb.d.Close()
+	return nil
+}

@@ -1,0 +1,220 @@
+package tapvs_test
+
+import (
+	"context"
+	"io"
+	"net/netip"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tapvs/tapvs/pkg/tapvs"
+	"github.com/tapvs/tapvs/pkg/tapvstest"
+)
+
+// eventually waits, 5s at most, for cond to hold.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("5s and still not: %s", what)
+		}
+		<-tick.C
+	}
+}
+
+// answer asks the lab's HTTP service once and returns the answering server's name.
+func answer(t *testing.T, l *tapvstest.Lab, url string) string {
+	t.Helper()
+	resp, err := l.HTTPClient().Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Fields(string(b))[0]
+}
+
+func TestConnectionsAndCounters(t *testing.T) {
+	l := tapvstest.NewLab(t, tapvstest.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	// A connection held open is in the table until it closes.
+	c, err := l.Dial(ctx, "tcp4", l.Service.VIP.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	client := netip.MustParseAddrPort(c.LocalAddr().String())
+	var got tapvs.Conn
+	eventually(t, "the connection is listed", func() bool {
+		for _, cn := range l.LB.Connections() {
+			if cn.Client == client {
+				got = cn
+				return true
+			}
+		}
+		return false
+	})
+	if got.Protocol != tapvs.TCP || got.VIP != l.Service.VIP || got.State != "ESTABLISHED" {
+		t.Errorf("connection %+v: want TCP ESTABLISHED to %s", got, l.Service.VIP)
+	}
+	if got.Local.Addr() != l.LocalAddrs[0] && got.Local.Addr() != l.LocalAddrs[1] {
+		t.Errorf("connection from local address %s, not one of %v", got.Local, l.LocalAddrs)
+	}
+	if got.Real.Addr() != l.RealServers[0].Addr && got.Real.Addr() != l.RealServers[1].Addr {
+		t.Errorf("connection to %s, not a real server", got.Real)
+	}
+	if n := l.LB.Counters(); n.ConnsCreated < 1 || n.Conns < 1 {
+		t.Errorf("counters %+v after a connection", n)
+	}
+	var conns uint64
+	for _, rs := range l.LB.RealServers() {
+		if rs.Service != l.Service || rs.Weight != 1 {
+			t.Errorf("real server %+v: want weight 1 in %s", rs, l.Service)
+		}
+		conns += rs.Conns
+	}
+	if conns != 1 {
+		t.Errorf("the real servers counted %d connections, want 1", conns)
+	}
+}
+
+func TestChangeServices(t *testing.T) {
+	l := tapvstest.NewLab(t, tapvstest.Options{})
+	rs1 := netip.AddrPortFrom(l.RealServers[0].Addr, tapvstest.HTTPPort)
+	if err := l.LB.RemoveRealServer(l.Service, rs1); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if got := answer(t, l, l.URL()); got != "rs2" {
+			t.Errorf("rs1 removed, yet %s answered", got)
+		}
+	}
+	if err := l.LB.RemoveRealServer(l.Service, rs1); err == nil {
+		t.Error("removing a real server twice: no error")
+	}
+	if err := l.LB.AddRealServer(l.Service, tapvs.RealServer{Addr: rs1, Weight: 1}); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for range 4 {
+		seen[answer(t, l, l.URL())] = true
+	}
+	if !seen["rs1"] || !seen["rs2"] {
+		t.Errorf("rs1 added back, four requests reached %v", seen)
+	}
+
+	// A second service on another port, added whole, then removed.
+	k := tapvs.ServiceKey{Protocol: tapvs.TCP, VIP: netip.AddrPortFrom(l.VIP, 8000)}
+	svc := tapvs.Service{ServiceKey: k, Name: "second", Scheduler: "rr", LocalAddrs: l.LocalAddrs[1:],
+		RealServers: []tapvs.RealServer{{Addr: rs1}}}
+	if err := l.LB.AddService(svc); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.LB.AddService(svc); err == nil {
+		t.Error("adding a service twice: no error")
+	}
+	url := "http://" + k.VIP.String()
+	if got := answer(t, l, url); got != "rs1" {
+		t.Errorf("the second service's one server is rs1; %s answered", got)
+	}
+	if err := l.LB.RemoveService(k); err != nil {
+		t.Fatal(err)
+	}
+	for _, rs := range l.LB.RealServers() {
+		if rs.Service == k {
+			t.Errorf("the second service is removed, yet listed: %+v", rs)
+		}
+	}
+	// Nothing answers for it: a connection is not made (the bound is how
+	// long a made one would take, many times over).
+	dctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if c, err := l.Dial(dctx, "tcp4", k.VIP.String()); err == nil {
+		c.Close()
+		t.Error("the second service is removed, yet a connection through it was made")
+	}
+	if err := l.LB.RemoveService(k); err == nil {
+		t.Error("removing a service twice: no error")
+	}
+}
+
+// A refused configuration starts nothing: no TAP is left behind.
+func TestStartRefused(t *testing.T) {
+	l := tapvstest.NewLab(t, tapvstest.Options{NoService: true})
+	for name, cfg := range map[string]tapvs.Config{
+		"no address": {Client: tapvs.Side{TAP: "tvbadc", Netns: l.Client}, Server: tapvs.Side{TAP: "tvbads", Netns: l.Router}},
+		"address outside": {
+			Client: tapvs.Side{TAP: "tvbadc", Netns: l.Client, Addr: netip.MustParsePrefix("172.25.254.254/24")},
+			Server: tapvs.Side{TAP: "tvbads", Netns: l.Router, Addr: netip.MustParsePrefix("172.25.84.4/24")},
+			Services: []tapvs.Service{{ServiceKey: tapvs.ServiceKey{VIP: netip.MustParseAddrPort("172.25.254.100:81")},
+				LocalAddrs: []netip.Addr{netip.MustParseAddr("192.168.9.9")}}},
+		},
+		"no local address": {
+			Client: tapvs.Side{TAP: "tvbadc", Netns: l.Client, Addr: netip.MustParsePrefix("172.25.254.254/24")},
+			Server: tapvs.Side{TAP: "tvbads", Netns: l.Router, Addr: netip.MustParsePrefix("172.25.84.4/24")},
+			Services: []tapvs.Service{{ServiceKey: tapvs.ServiceKey{VIP: netip.MustParseAddrPort("172.25.254.100:81")},
+				RealServers: []tapvs.RealServer{{Addr: netip.MustParseAddrPort("10.20.1.2:80")}}}},
+		},
+		"bad protocol": {
+			Client: tapvs.Side{TAP: "tvbadc", Netns: l.Client, Addr: netip.MustParsePrefix("172.25.254.254/24")},
+			Server: tapvs.Side{TAP: "tvbads", Netns: l.Router, Addr: netip.MustParsePrefix("172.25.84.4/24")},
+			Services: []tapvs.Service{{ServiceKey: tapvs.ServiceKey{Protocol: "sctp", VIP: netip.MustParseAddrPort("172.25.254.100:81")},
+				LocalAddrs: []netip.Addr{netip.MustParseAddr("172.25.84.20")}}},
+		},
+	} {
+		lb, err := tapvs.Start(context.Background(), cfg)
+		if err == nil {
+			lb.Close()
+			t.Errorf("%s: started", name)
+			continue
+		}
+		t.Logf("%s: %v", name, err)
+		for _, ns := range []string{"", l.Client, l.Router} {
+			args := []string{"-o", "link"}
+			if ns != "" {
+				args = append([]string{"-n", ns}, args...)
+			}
+			out, err := exec.Command("ip", args...).Output()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if strings.Contains(string(out), "tvbad") {
+				t.Errorf("%s: a TAP is left in namespace %q: %s", name, ns, out)
+			}
+		}
+	}
+}
+
+// Close removes tapvs's TAPs at once, and a second Close is harmless.
+func TestClose(t *testing.T) {
+	l := tapvstest.NewLab(t, tapvstest.Options{})
+	links := func() string {
+		out, err := exec.Command("ip", "-n", l.Client, "-o", "link").Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(out)
+	}
+	tap := strings.TrimSuffix(l.Client, "-client") + "c"
+	if !strings.Contains(links(), tap) {
+		t.Fatalf("no TAP %s in the client's namespace while tapvs runs", tap)
+	}
+	if err := l.LB.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(links(), tap) {
+		t.Errorf("TAP %s is left after Close", tap)
+	}
+	if err := l.LB.Close(); err != nil {
+		t.Errorf("a second Close: %v", err)
+	}
+}
