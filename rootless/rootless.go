@@ -93,6 +93,12 @@ var real = host{
 	},
 }
 
+// inside is set once this process has set its namespace up.
+var inside bool
+
+// Inside reports whether this process runs in a namespace Enter made.
+func Inside() bool { return inside }
+
 // Enter is called early by a command that needs namespaces and TAPs. When
 // tapvs should run in a namespace of its own and is not in one yet, Enter
 // runs this same command there, waits for it, and returns reexeced true with
@@ -106,7 +112,14 @@ func Enter(mode Mode) (reexeced bool, code int, err error) {
 
 func (h host) enter(mode Mode, args []string) (bool, int, error) {
 	if h.inChild() {
-		return false, 0, h.setup()
+		// A tapvs this one starts (a test's `tapvs run`) is in the
+		// namespace already: it must not mount another /run over this one.
+		os.Unsetenv(EnvChild)
+		if err := h.setup(); err != nil {
+			return false, 0, err
+		}
+		inside = true
+		return false, 0, nil
 	}
 	if mode == Never || (mode == Auto && h.euid() == 0) {
 		if h.euid() != 0 {

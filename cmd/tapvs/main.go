@@ -147,7 +147,7 @@ needs /dev/net/tun open to the user and unprivileged user namespaces.`,
 				return err
 			}
 			o.BulkBytes = mib << 20
-			if o.Keep && os.Getenv(rootless.EnvChild) == "1" {
+			if o.Keep && rootless.Inside() {
 				// The commands --keep prints work inside this namespace only.
 				fmt.Fprintf(o.Out, "rootless: the lab is in a namespace of its own; enter it with: nsenter -t %d -U -m -n --preserve-credentials\n", os.Getpid())
 			}
