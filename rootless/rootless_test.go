@@ -207,6 +207,27 @@ func TestReexecForReal(t *testing.T) {
 	}
 }
 
+// The child's exit code comes out of Enter, a signal's as 128+signal.
+func TestExitCodePassedThrough(t *testing.T) {
+	if os.Getenv(EnvChild) == "1" || os.Getenv("TAPVS_ROOTLESS_TEST") == "1" {
+		return
+	}
+	if err := Check(); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal(err)
+		}
+		t.Skip(err)
+	}
+	for exit, want := range map[string]string{"3": "child exited 3", "kill": "child exited 137"} {
+		cmd := exec.Command("/proc/self/exe", "-test.run=^TestInsideNamespace$", "-test.v")
+		cmd.Env = append(os.Environ(), "TAPVS_ROOTLESS_TEST=1", "TAPVS_ROOTLESS_TEST_EXIT="+exit)
+		out, _ := cmd.CombinedOutput()
+		if !strings.Contains(string(out), want) {
+			t.Errorf("child ending with %s: want %q in\n%s", exit, want, out)
+		}
+	}
+}
+
 // TestInsideNamespace is TestReexecForReal's child: it enters the namespace
 // through Enter, as cmd/tapvs does, and reports what it sees there.
 func TestInsideNamespace(t *testing.T) {
@@ -217,11 +238,20 @@ func TestInsideNamespace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	exit := os.Getenv("TAPVS_ROOTLESS_TEST_EXIT")
 	if re {
-		if code != 0 {
+		if exit != "" {
+			t.Logf("child exited %d", code)
+		} else if code != 0 {
 			t.Fatalf("child exited %d", code)
 		}
 		return
+	}
+	switch exit {
+	case "3":
+		os.Exit(3)
+	case "kill":
+		syscall.Kill(os.Getpid(), syscall.SIGKILL)
 	}
 	var st syscall.Statfs_t
 	if err := syscall.Statfs("/run", &st); err != nil {
