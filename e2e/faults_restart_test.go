@@ -95,8 +95,8 @@ func serveHold(t *testing.T, l net.Listener, conns chan<- held) {
 // docs quote them.
 func TestFaultKillRestart(t *testing.T) {
 	bin := filepath.Join(t.TempDir(), "tapvs")
-	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/tapvs").CombinedOutput(); err != nil {
-		t.Fatalf("building tapvs: %v\n%s", err, out)
+	if err := prebuilt(bin, "TAPVS_E2E_TAPVS", "../cmd/tapvs"); err != nil {
+		t.Fatal(err)
 	}
 	top := labOnly(t)
 	path := filepath.Join(t.TempDir(), "tapvs.yaml")

@@ -23,6 +23,7 @@ import (
 	"github.com/tapvs/tapvs/config"
 	"github.com/tapvs/tapvs/daemon"
 	"github.com/tapvs/tapvs/lab"
+	"github.com/tapvs/tapvs/rootless"
 )
 
 // nsPrefix marks every namespace these tests make, so a run can remove what
@@ -32,19 +33,51 @@ const nsPrefix = "tvt"
 // ipvsadmBin is tapvsadm built and installed under the name ipvsadm.
 var ipvsadmBin string
 
+// envRootless asks, when not root, for the tests to run in a user, mount
+// and network namespace of their own (see package rootless).
+const envRootless = "TAPVS_E2E_ROOTLESS"
+
 func TestMain(m *testing.M) {
+	if os.Getenv(envRootless) == "1" {
+		// The test binary runs itself again in the namespace, with the same
+		// flags, and exits with that run's code.
+		reexeced, code, err := rootless.Enter(rootless.Auto)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "e2e: %s=1: %v\n", envRootless, err)
+			os.Exit(1)
+		}
+		if reexeced {
+			os.Exit(code)
+		}
+	}
 	dir, err := os.MkdirTemp("", "tapvs-e2e-bin")
 	if err != nil {
 		panic(err)
 	}
 	ipvsadmBin = filepath.Join(dir, "ipvsadm")
-	if out, err := exec.Command("go", "build", "-o", ipvsadmBin, "../cmd/tapvsadm").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "building tapvsadm: %v\n%s", err, out)
+	if err := prebuilt(ipvsadmBin, "TAPVS_E2E_IPVSADM", "../cmd/tapvsadm"); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	code := run(m)
 	os.RemoveAll(dir)
 	os.Exit(code)
+}
+
+// prebuilt puts the command pkg at path: built with go, or, when the
+// environment variable env names a binary, that one (an ordinary user in CI
+// runs binaries built by root and has no Go build cache of its own).
+func prebuilt(path, env, pkg string) error {
+	if bin := os.Getenv(env); bin != "" {
+		if err := os.Symlink(bin, path); err != nil {
+			return fmt.Errorf("%s=%s: %w", env, bin, err)
+		}
+		return nil
+	}
+	if out, err := exec.Command("go", "build", "-o", path, pkg).CombinedOutput(); err != nil {
+		return fmt.Errorf("building %s: %w\n%s", pkg, err, out)
+	}
+	return nil
 }
 
 func run(m *testing.M) int {
@@ -99,7 +132,7 @@ func need(t testing.TB) {
 	t.Helper()
 	var why []string
 	if os.Geteuid() != 0 {
-		why = append(why, "not root")
+		why = append(why, "not root (as an ordinary user, "+envRootless+"=1 runs them in a user namespace)")
 	}
 	if _, err := os.Stat("/dev/net/tun"); err != nil {
 		why = append(why, "no /dev/net/tun")

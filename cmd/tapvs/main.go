@@ -24,6 +24,7 @@ import (
 	"github.com/tapvs/tapvs/config"
 	"github.com/tapvs/tapvs/daemon"
 	"github.com/tapvs/tapvs/lab"
+	"github.com/tapvs/tapvs/rootless"
 	"github.com/tapvs/tapvs/soak"
 )
 
@@ -51,12 +52,43 @@ func newLogger(level, format string) *slog.Logger {
 	return slog.New(slog.NewTextHandler(os.Stderr, opts))
 }
 
+// rootlessFlag adds --rootless to a command that needs TAPs and namespaces.
+func rootlessFlag(c *cobra.Command) *string {
+	return c.Flags().String("rootless", string(rootless.Auto),
+		"run in a user+mount+network namespace of tapvs's own: auto (when not root), always, never")
+}
+
+// enterRootless runs the command again in a namespace of its own if the
+// --rootless mode asks for one, and then exits with that run's code; it
+// returns only to go on here (in the namespace, or where none is needed).
+func enterRootless(mode string) error {
+	m, err := rootless.ParseMode(mode)
+	if err != nil {
+		return err
+	}
+	reexeced, code, err := rootless.Enter(m)
+	if err != nil {
+		return err
+	}
+	if reexeced {
+		os.Exit(code)
+	}
+	return nil
+}
+
 func runCmd() *cobra.Command {
 	var path string
+	var mode *string
 	c := &cobra.Command{
 		Use:   "run",
 		Short: "Run the balancer from a configuration file",
+		Long: `run starts the balancer from a configuration file. Not root, it runs in a user,
+mount and network namespace of its own (--rootless=auto): its TAPs, the
+namespaces the file names and the control socket are there, not on the host.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := enterRootless(*mode); err != nil {
+				return err
+			}
 			cfg, err := config.Load(path)
 			if err != nil {
 				return err
@@ -91,12 +123,14 @@ func runCmd() *cobra.Command {
 		},
 	}
 	c.Flags().StringVarP(&path, "config", "c", "config.yaml", "configuration file")
+	mode = rootlessFlag(c)
 	return c
 }
 
 func labCmd() *cobra.Command {
 	o := lab.Options{Out: os.Stdout}
 	var mib int64
+	var mode *string
 	c := &cobra.Command{
 		Use:   "lab",
 		Short: "Build a lab in network namespaces, send traffic through tapvs, tear it down",
@@ -105,9 +139,18 @@ two TAPs, a router, and two real servers on two subnets behind the router. It
 sends requests from the client to the VIP, prints which real server answered
 and which source address it saw (a LIP, never the client), measures bulk TCP
 through tapvs against the kernel's routed path, and removes everything, also
-on Ctrl-C. --keep leaves the lab up until Ctrl-C. Needs root (or unshare -Urmn).`,
+on Ctrl-C. --keep leaves the lab up until Ctrl-C. Not root, it builds the lab
+in a user, mount and network namespace of its own (--rootless=auto), which
+needs /dev/net/tun open to the user and unprivileged user namespaces.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := enterRootless(*mode); err != nil {
+				return err
+			}
 			o.BulkBytes = mib << 20
+			if o.Keep && rootless.Inside() {
+				// The commands --keep prints work inside this namespace only.
+				fmt.Fprintf(o.Out, "rootless: the lab is in a namespace of its own; enter it with: nsenter -t %d -U -m -n --preserve-credentials\n", os.Getpid())
+			}
 			o.Log = newLogger("warn", "text")
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
@@ -118,6 +161,7 @@ on Ctrl-C. --keep leaves the lab up until Ctrl-C. Needs root (or unshare -Urmn).
 	c.Flags().IntVarP(&o.Requests, "requests", "n", 10, "HTTP requests to send")
 	c.Flags().Int64Var(&mib, "bulk-mib", 128, "MiB per bulk transfer for the throughput comparison (0 skips it)")
 	c.Flags().BoolVar(&o.Keep, "keep", false, "leave the lab up until Ctrl-C")
+	mode = rootlessFlag(c)
 	return c
 }
 
