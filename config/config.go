@@ -68,6 +68,9 @@ type rawIface struct {
 	Address string     `mapstructure:"address"`
 	Netns   string     `mapstructure:"netns"`
 	Routes  []rawRoute `mapstructure:"routes"`
+	// The kernel's end of the TAP, for tapvs in a container: see Interface.
+	PeerAddress string `mapstructure:"peer_address"`
+	Masquerade  bool   `mapstructure:"masquerade"`
 }
 
 type rawRoute struct {
@@ -168,6 +171,15 @@ type Interface struct {
 	Address netip.Prefix
 	Netns   string
 	Routes  []Route
+	// PeerAddress, if set, is the address tapvs gives the kernel's end of
+	// the TAP, in Address's subnet: where only tapvs holds CAP_NET_ADMIN (a
+	// sidecar in a pod), nothing else can.
+	PeerAddress netip.Prefix
+	// Masquerade has the kernel masquerade packets from Address's subnet
+	// that leave its namespace by another interface (nftables): a sidecar's
+	// LIPs reaching real servers outside the pod, which have no route back
+	// to them. Needs PeerAddress and the namespace's net.ipv4.ip_forward.
+	Masquerade bool
 }
 
 // Route is a route out of one side.
@@ -560,6 +572,25 @@ func iface(e *errs, f string, r rawIface) Interface {
 			}
 		}
 		i.Routes = append(i.Routes, rt)
+	}
+	if r.PeerAddress != "" {
+		pa, err := netip.ParsePrefix(r.PeerAddress)
+		switch {
+		case err != nil || !pa.Addr().Is4():
+			e.add(f+".peer_address", "%q is not an IPv4 address with prefix length (like 172.25.84.1/24)", r.PeerAddress)
+		case i.Address.IsValid() && (pa.Masked() != i.Address.Masked()):
+			e.add(f+".peer_address", "%s is not in address's subnet %s", pa, i.Address.Masked())
+		case pa.Addr() == i.Address.Addr():
+			e.add(f+".peer_address", "%s is tapvs's own address on this side", pa.Addr())
+		default:
+			i.PeerAddress = pa
+		}
+	}
+	if r.Masquerade {
+		if r.PeerAddress == "" {
+			e.add(f+".masquerade", "needs peer_address: the kernel's route back to this side")
+		}
+		i.Masquerade = true
 	}
 	return i
 }
