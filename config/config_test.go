@@ -66,6 +66,11 @@ func TestErrorsNameTheField(t *testing.T) {
 		"udp toa":      {"port: 80\n    local", "port: 80\n    protocol: udp\n    client_address: toa\n    local", "services[0].client_address: toa is TCP only"},
 		"busy poll":    {"interfaces:\n", "interfaces:\n  busy_poll: 2s\n", `interfaces.busy_poll: "2s" is not a duration from 0 to 1s`},
 		"udp synproxy": {"port: 80\n    local", "port: 80\n    protocol: udp\n    synproxy: true\n    local", "services[0].synproxy: only a TCP service can have a SYN proxy"},
+		"peer subnet":  {"name: ts\n", "name: ts\n    peer_address: 172.25.85.1/24\n", "interfaces.server.peer_address: 172.25.85.1/24 is not in address's subnet 172.25.84.0/24"},
+		"peer prefix":  {"name: ts\n", "name: ts\n    peer_address: 172.25.84.1/16\n", "interfaces.server.peer_address: 172.25.84.1/16 is not in address's subnet"},
+		"peer is self": {"name: ts\n", "name: ts\n    peer_address: 172.25.84.4/24\n", "interfaces.server.peer_address: 172.25.84.4 is tapvs's own address"},
+		"peer syntax":  {"name: ts\n", "name: ts\n    peer_address: 172.25.84.1\n", `interfaces.server.peer_address: "172.25.84.1" is not an IPv4 address with prefix length`},
+		"masq no peer": {"name: ts\n", "name: ts\n    masquerade: true\n", "interfaces.server.masquerade: needs peer_address"},
 	}
 	for name, tc := range cases {
 		if !strings.Contains(valid, tc.from) {
@@ -75,6 +80,17 @@ func TestErrorsNameTheField(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: error %v, want it to say %q", name, err, tc.want)
 		}
+	}
+}
+
+// The sidecar's keys: the kernel end's address and the masquerade.
+func TestPeerAddressAndMasquerade(t *testing.T) {
+	c, err := Parse(strings.Replace(valid, "name: ts\n", "name: ts\n    peer_address: 172.25.84.1/24\n    masquerade: true\n", 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Server.PeerAddress.String() != "172.25.84.1/24" || !c.Server.Masquerade || c.Client.PeerAddress.IsValid() || c.Client.Masquerade {
+		t.Fatalf("client %+v, server %+v", c.Client, c.Server)
 	}
 }
 
