@@ -1,8 +1,11 @@
 package config
 
 import (
+	"net/netip"
 	"os"
+	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -71,6 +74,11 @@ func TestErrorsNameTheField(t *testing.T) {
 		"peer is self": {"name: ts\n", "name: ts\n    peer_address: 172.25.84.4/24\n", "interfaces.server.peer_address: 172.25.84.4 is tapvs's own address"},
 		"peer syntax":  {"name: ts\n", "name: ts\n    peer_address: 172.25.84.1\n", `interfaces.server.peer_address: "172.25.84.1" is not an IPv4 address with prefix length`},
 		"masq no peer": {"name: ts\n", "name: ts\n    masquerade: true\n", "interfaces.server.masquerade: needs peer_address"},
+		"publish srv":  {"name: ts\n", "name: ts\n    peer_address: 172.25.84.1/24\n    publish: [{port: 80, vip: 172.25.254.100}]\n", "interfaces.server.publish: is the client side's"},
+		"publish peer": {"name: tc,", "name: tc, publish: [{port: 80, vip: 172.25.254.100}],", "interfaces.client.publish: needs peer_address"},
+		"publish port": {"name: tc,", "name: tc, peer_address: 172.25.254.1/24, publish: [{port: 0, vip: 172.25.254.100}],", "interfaces.client.publish[0].port: 0 is not a port"},
+		"publish prot": {"name: tc,", "name: tc, peer_address: 172.25.254.1/24, publish: [{protocol: sctp, port: 80, vip: 172.25.254.100}],", `interfaces.client.publish[0].protocol: "sctp" is not tcp or udp`},
+		"publish vip":  {"name: tc,", "name: tc, peer_address: 172.25.254.1/24, publish: [{port: 80, vip: foo}],", `interfaces.client.publish[0].vip: "foo" is not an IPv4 address`},
 	}
 	for name, tc := range cases {
 		if !strings.Contains(valid, tc.from) {
@@ -91,6 +99,13 @@ func TestPeerAddressAndMasquerade(t *testing.T) {
 	}
 	if c.Server.PeerAddress.String() != "172.25.84.1/24" || !c.Server.Masquerade || c.Client.PeerAddress.IsValid() || c.Client.Masquerade {
 		t.Fatalf("client %+v, server %+v", c.Client, c.Server)
+	}
+	c, err = Parse(strings.Replace(valid, "name: tc,", "name: tc, peer_address: 172.25.254.1/24, publish: [{port: 80, vip: 172.25.254.100}, {protocol: udp, port: 53, vip: 172.25.254.100}],", 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []Published{{syscall.IPPROTO_TCP, 80, netip.MustParseAddr("172.25.254.100")}, {syscall.IPPROTO_UDP, 53, netip.MustParseAddr("172.25.254.100")}}; !slices.Equal(c.Client.Publish, want) {
+		t.Fatalf("publish: %+v", c.Client.Publish)
 	}
 }
 

@@ -42,7 +42,7 @@ type Daemon struct {
 	stop     chan struct{}
 	wg       sync.WaitGroup
 	once     sync.Once
-	unmasq   []func() error // removes the masquerade tables Start made
+	unmasq   []func() error // removes the nftables tables Start made
 }
 
 // Start builds everything from cfg and starts forwarding: it opens the two
@@ -260,17 +260,28 @@ func (d *Daemon) Close() {
 	})
 }
 
-// masquerade installs the sides' masquerade rules (interfaces.*.masquerade).
+// masquerade installs the sides' nftables rules for a sidecar: masquerade
+// (interfaces.*.masquerade) and published ports (interfaces.client.publish).
 func masquerade(cfg *config.Config) (remove []func() error, err error) {
 	for _, side := range [2]config.Interface{cfg.Client, cfg.Server} {
-		if !side.Masquerade {
-			continue
+		if side.Masquerade {
+			r, err := tun.Masquerade(side.Name, side.Address, side.Netns)
+			if err != nil {
+				return remove, err
+			}
+			remove = append(remove, r)
 		}
-		r, err := tun.Masquerade(side.Name, side.Address, side.Netns)
-		if err != nil {
-			return remove, err
+		if len(side.Publish) > 0 {
+			var ports []tun.PublishedPort
+			for _, p := range side.Publish {
+				ports = append(ports, tun.PublishedPort{Protocol: p.Protocol, Port: p.Port, VIP: p.VIP})
+			}
+			r, err := tun.Publish(side.Name, ports, side.Netns)
+			if err != nil {
+				return remove, err
+			}
+			remove = append(remove, r)
 		}
-		remove = append(remove, r)
 	}
 	return remove, nil
 }

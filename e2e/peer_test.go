@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/tapvs/tapvs/tun"
@@ -11,9 +12,10 @@ import (
 
 // A TAP moved into a named namespace gets its kernel end's address there
 // (peer_address), and the masquerade table is made in that namespace,
-// replaces one a dead tapvs left, and goes when removed. The sidecar pod
+// replaces one a dead tapvs left, and goes when removed; so does the
+// published ports' table. The sidecar pod
 // (sidecar_test.go) covers both in tapvs's own namespace, with traffic.
-func TestPeerAddressAndMasqueradeInNetns(t *testing.T) {
+func TestPeerAddressMasqueradePublishInNetns(t *testing.T) {
 	need(t)
 	if _, err := exec.LookPath("nft"); err != nil {
 		t.Fatalf("nft is missing (apt-get install nftables; .ci/run installs it): %v", err)
@@ -63,6 +65,22 @@ func TestPeerAddressAndMasqueradeInNetns(t *testing.T) {
 	}
 	if out, _ := exec.Command("nft", "list", "table", "ip", "tapvs-tvtp-s").CombinedOutput(); !strings.Contains(string(out), "No such file") {
 		t.Fatalf("the table is in the caller's namespace too:\n%s", out)
+	}
+	unpublish, err := tun.Publish("tvtp-s", []tun.PublishedPort{{Protocol: syscall.IPPROTO_TCP, Port: 80, VIP: netip.MustParseAddr("172.31.254.100")},
+		{Protocol: syscall.IPPROTO_UDP, Port: 53, VIP: netip.MustParseAddr("172.31.254.100")}}, ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rules = nft()
+	for _, want := range []string{"table ip tapvs-publish-tvtp-s", "type nat hook prerouting",
+		`iifname != "tvtp-s" fib daddr type local tcp dport 80 dnat to 172.31.254.100`,
+		`iifname != "tvtp-s" fib daddr type local udp dport 53 dnat to 172.31.254.100`} {
+		if !strings.Contains(rules, want) {
+			t.Fatalf("nft list ruleset in %s lacks %q:\n%s", ns, want, rules)
+		}
+	}
+	if err := unpublish(); err != nil {
+		t.Fatal(err)
 	}
 	if err := remove(); err != nil {
 		t.Fatal(err)

@@ -30,7 +30,9 @@ const (
 // registry: FROM scratch and local binaries), starts two real servers as
 // containers outside the pod, runs deploy/pod.yaml as it is with `podman
 // kube play`, and checks that the application container's requests to the
-// VIP are balanced over both, with tapvs holding CAP_NET_ADMIN alone.
+// VIP are balanced over both (outbound), that a client outside the pod is
+// balanced over both at the pod's address (inbound), and that tapvs holds
+// CAP_NET_ADMIN alone.
 func TestSidecarPod(t *testing.T) {
 	need(t)
 	busybox := needPodman(t)
@@ -81,7 +83,10 @@ infra_image = "localhost/tapvs-e2e-pause:latest"
 	rsName := func(i int) string { return fmt.Sprintf("tapvs-e2e-rs%d", i+1) }
 	teardown := func() {
 		pm(time.Minute, "kube", "down", podYAML)
-		pm(time.Minute, "rm", "-f", "-t", "0", rsName(0), rsName(1))
+		// One at a time: podman rm of several stops at one that is gone.
+		for _, c := range []string{rsName(0), rsName(1), "tapvs-e2e-client"} {
+			pm(time.Minute, "rm", "-f", "-t", "0", c)
+		}
 	}
 	// kube play puts the pod on podman-default-kube-network, made on first
 	// use: removed afterwards only if this test made it.
@@ -118,7 +123,7 @@ infra_image = "localhost/tapvs-e2e-pause:latest"
 		map[string]string{catatonit: "catatonit"}, nil,
 		"FROM scratch\nCOPY catatonit /catatonit\nENTRYPOINT [\"/catatonit\", \"-P\"]\n"), filepath.Join(dir, "pause"))
 	must(time.Minute, "build", "-q", "-t", "localhost/busybox:latest", "-f", writeContext(t, filepath.Join(dir, "busybox"),
-		map[string]string{busybox: "bin/busybox"}, []string{"sh", "wget", "httpd", "sleep", "echo", "mkdir", "timeout"},
+		map[string]string{busybox: "bin/busybox"}, []string{"sh", "wget", "httpd", "sleep", "echo", "mkdir", "timeout", "ip", "grep"},
 		"FROM scratch\nCOPY bin/ /bin/\nENTRYPOINT [\"/bin/sh\"]\n"), filepath.Join(dir, "busybox"))
 	built := time.Now()
 
@@ -160,6 +165,11 @@ infra_image = "localhost/tapvs-e2e-pause:latest"
 	}) {
 		t.Fatalf("the app's requests to the VIP did not reach both real servers: %v", answers)
 	}
+	// Every answer came from a real server: none failed, and none came
+	// from elsewhere (the pod's default route, before tapvs's TAP).
+	if len(answers) != 2 {
+		t.Fatalf("the app's requests to the VIP: %v, want answers from rs1 and rs2 only", answers)
+	}
 	t.Logf("app's answers through %s:%d: %v", svc.VIP, svc.Port, answers)
 
 	// Each real server logged requests, and none came from the app's own
@@ -170,6 +180,22 @@ infra_image = "localhost/tapvs-e2e-pause:latest"
 			t.Fatalf("%s logged no answered request:\n%s", rsName(i), tail(out, 10))
 		}
 	}
+	// Inbound: a client outside the pod reaches the service at the pod's
+	// address (publish), answered by both real servers in turn.
+	infra := strings.TrimSpace(must(time.Minute, "pod", "inspect", "--format", "{{.InfraContainerID}}", podName))
+	podIP := strings.TrimSpace(must(time.Minute, "inspect", "--format", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", infra))
+	out := must(time.Minute, "run", "--rm", "--name", "tapvs-e2e-client", "--network", "podman", "localhost/busybox:latest", "-c",
+		fmt.Sprintf("for i in 1 2 3 4; do timeout 5 wget -q -O - http://%s:%d/ || echo failed; done", podIP, svc.Port))
+	inbound := map[string]int{}
+	for _, l := range strings.Fields(out) {
+		inbound[l]++
+	}
+	// The app's requests share the round robin, so the split need not be 2/2.
+	if inbound["rs1"]+inbound["rs2"] != 4 || inbound["rs1"] == 0 || inbound["rs2"] == 0 {
+		t.Fatalf("4 requests from outside the pod to %s:%d: %v, want all answered, by both servers\n%s", podIP, svc.Port, inbound, out)
+	}
+	t.Logf("inbound, from a container outside the pod to the pod's %s:%d: %v", podIP, svc.Port, inbound)
+
 	// tapvs counted the connections to both servers.
 	ln := must(time.Minute, "exec", tapvsCtr, "/usr/bin/tapvsadm", "-Ln", "--stats")
 	t.Logf("tapvsadm -Ln --stats in the pod:\n%s", ln)
