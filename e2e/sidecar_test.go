@@ -48,16 +48,15 @@ func TestSidecarPod(t *testing.T) {
 	svc := cfg.Services[0]
 
 	// A containers.conf for this machine only (README's recipe needs none):
-	// crun refuses this kernel's hybrid cgroups, the default rlimits are
-	// refused too, and the pod's infra (pause) image has no registry to
-	// come from, so it is built below from catatonit, as podman's own is.
+	// crun refuses this kernel's hybrid cgroups, and runc is refused the
+	// default rlimits. (The pod's infra image needs no registry: podman 4
+	// builds localhost/podman-pause from its own catatonit.)
 	conf := filepath.Join(dir, "containers.conf")
 	if err := os.WriteFile(conf, []byte(`[containers]
 default_ulimits = ["nofile=4096:4096", "nproc=4096:4096"]
 [engine]
 runtime = "runc"
 cgroup_manager = "cgroupfs"
-infra_image = "localhost/tapvs-e2e-pause:latest"
 `), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -105,9 +104,8 @@ infra_image = "localhost/tapvs-e2e-pause:latest"
 		}
 	})
 
-	// The images: tapvs from the repository's Containerfile; the pause
-	// image and the application's and real servers' busybox from local
-	// static binaries.
+	// The images: tapvs from the repository's Containerfile; the
+	// application's and real servers' busybox from the local static binary.
 	ctxDir := filepath.Join(dir, "ctx")
 	build := exec.Command("go", "build", "-trimpath", "-o", filepath.Join(ctxDir, "bin")+"/", "../cmd/tapvs", "../cmd/tapvsadm")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
@@ -115,13 +113,6 @@ infra_image = "localhost/tapvs-e2e-pause:latest"
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	must(5*time.Minute, "build", "-q", "-t", "localhost/tapvs:latest", "-f", containerfile, ctxDir)
-	catatonit, err := exec.LookPath("catatonit")
-	if err != nil {
-		catatonit = "/usr/libexec/podman/catatonit"
-	}
-	must(time.Minute, "build", "-q", "-t", "localhost/tapvs-e2e-pause:latest", "-f", writeContext(t, filepath.Join(dir, "pause"),
-		map[string]string{catatonit: "catatonit"}, nil,
-		"FROM scratch\nCOPY catatonit /catatonit\nENTRYPOINT [\"/catatonit\", \"-P\"]\n"), filepath.Join(dir, "pause"))
 	must(time.Minute, "build", "-q", "-t", "localhost/busybox:latest", "-f", writeContext(t, filepath.Join(dir, "busybox"),
 		map[string]string{busybox: "bin/busybox"}, []string{"sh", "wget", "httpd", "sleep", "echo", "mkdir", "timeout", "ip", "grep"},
 		"FROM scratch\nCOPY bin/ /bin/\nENTRYPOINT [\"/bin/sh\"]\n"), filepath.Join(dir, "busybox"))
@@ -215,19 +206,13 @@ infra_image = "localhost/tapvs-e2e-pause:latest"
 		built.Sub(start).Round(time.Millisecond), ready.Sub(built).Round(time.Millisecond), time.Since(ready).Round(time.Millisecond))
 }
 
-// needPodman stops the test if podman, runc, catatonit or a static busybox
-// is missing (in CI: fails), and returns busybox's path.
+// needPodman stops the test if podman, runc or a static busybox is missing (in CI: fails), and returns busybox's path.
 func needPodman(t *testing.T) string {
 	t.Helper()
 	var why []string
 	for _, p := range []string{"podman", "runc"} {
 		if _, err := exec.LookPath(p); err != nil {
 			why = append(why, "no "+p)
-		}
-	}
-	if _, err := exec.LookPath("catatonit"); err != nil {
-		if _, err := os.Stat("/usr/libexec/podman/catatonit"); err != nil {
-			why = append(why, "no catatonit")
 		}
 	}
 	busybox, err := exec.LookPath("busybox")
