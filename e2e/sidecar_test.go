@@ -24,6 +24,7 @@ const (
 	podName       = "tapvs-sidecar"
 	tapvsCtr      = podName + "-tapvs"
 	appCtr        = podName + "-app"
+	e2eLabel      = "org.tapvs.e2e=sidecar" // on the images the test builds
 )
 
 // TestSidecarPod builds the image from the repository with podman (no
@@ -102,6 +103,8 @@ cgroup_manager = "cgroupfs"
 		if netErr != nil {
 			pm(time.Minute, "network", "rm", "podman-default-kube-network")
 		}
+		// Each run's build untags the last run's images: remove those.
+		pm(time.Minute, "image", "prune", "-f", "--filter", "label="+e2eLabel)
 	})
 
 	// The images: tapvs from the repository's Containerfile; the
@@ -112,8 +115,8 @@ cgroup_manager = "cgroupfs"
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	must(5*time.Minute, "build", "-q", "-t", "localhost/tapvs:latest", "-f", containerfile, ctxDir)
-	must(time.Minute, "build", "-q", "-t", "localhost/busybox:latest", "-f", writeContext(t, filepath.Join(dir, "busybox"),
+	must(5*time.Minute, "build", "-q", "--label", e2eLabel, "-t", "localhost/tapvs:latest", "-f", containerfile, ctxDir)
+	must(time.Minute, "build", "-q", "--label", e2eLabel, "-t", "localhost/busybox:latest", "-f", writeContext(t, filepath.Join(dir, "busybox"),
 		map[string]string{busybox: "bin/busybox"}, []string{"sh", "wget", "httpd", "sleep", "echo", "mkdir", "timeout", "ip", "grep"},
 		"FROM scratch\nCOPY bin/ /bin/\nENTRYPOINT [\"/bin/sh\"]\n"), filepath.Join(dir, "busybox"))
 	built := time.Now()
