@@ -13,6 +13,7 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -68,6 +69,16 @@ type rawIface struct {
 	Address string     `mapstructure:"address"`
 	Netns   string     `mapstructure:"netns"`
 	Routes  []rawRoute `mapstructure:"routes"`
+	// The kernel's end of the TAP, for tapvs in a container: see Interface.
+	PeerAddress string       `mapstructure:"peer_address"`
+	Masquerade  bool         `mapstructure:"masquerade"`
+	Publish     []rawPublish `mapstructure:"publish"`
+}
+
+type rawPublish struct {
+	Protocol string `mapstructure:"protocol"`
+	Port     int    `mapstructure:"port"`
+	VIP      string `mapstructure:"vip"`
 }
 
 type rawRoute struct {
@@ -168,6 +179,27 @@ type Interface struct {
 	Address netip.Prefix
 	Netns   string
 	Routes  []Route
+	// PeerAddress, if set, is the address tapvs gives the kernel's end of
+	// the TAP, in Address's subnet: where only tapvs holds CAP_NET_ADMIN (a
+	// sidecar in a pod), nothing else can.
+	PeerAddress netip.Prefix
+	// Masquerade has the kernel masquerade packets from Address's subnet
+	// that leave its namespace by another interface (nftables): a sidecar's
+	// LIPs reaching real servers outside the pod, which have no route back
+	// to them. Needs PeerAddress and the namespace's net.ipv4.ip_forward.
+	Masquerade bool
+	// Publish has the kernel send new connections to its own addresses on
+	// these ports to their VIPs (DNAT): clients outside a pod reach a
+	// sidecar's services at the pod's address. Client side only; needs
+	// PeerAddress, a route toward the clients and net.ipv4.ip_forward.
+	Publish []Published
+}
+
+// Published is a port of the namespace's own addresses sent to a VIP.
+type Published struct {
+	Protocol uint8 // syscall.IPPROTO_TCP or IPPROTO_UDP
+	Port     uint16
+	VIP      netip.Addr
 }
 
 // Route is a route out of one side.
@@ -412,6 +444,9 @@ func validate(r *raw) (*Config, error) {
 	}
 	c.Client = iface(&e, "interfaces.client", r.Interfaces.Client)
 	c.Server = iface(&e, "interfaces.server", r.Interfaces.Server)
+	if len(c.Server.Publish) > 0 {
+		e.add("interfaces.server.publish", "is the client side's: clients reach the VIPs there")
+	}
 	if c.Client.Name == c.Server.Name && c.Client.Name != "" {
 		e.add("interfaces.server.name", "%q is the client side's name too", c.Server.Name)
 	}
@@ -560,6 +595,50 @@ func iface(e *errs, f string, r rawIface) Interface {
 			}
 		}
 		i.Routes = append(i.Routes, rt)
+	}
+	if r.PeerAddress != "" {
+		pa, err := netip.ParsePrefix(r.PeerAddress)
+		switch {
+		case err != nil || !pa.Addr().Is4():
+			e.add(f+".peer_address", "%q is not an IPv4 address with prefix length (like 172.25.84.1/24)", r.PeerAddress)
+		case i.Address.IsValid() && (pa.Masked() != i.Address.Masked()):
+			e.add(f+".peer_address", "%s is not in address's subnet %s", pa, i.Address.Masked())
+		case pa.Addr() == i.Address.Addr():
+			e.add(f+".peer_address", "%s is tapvs's own address on this side", pa.Addr())
+		default:
+			i.PeerAddress = pa
+		}
+	}
+	if r.Masquerade {
+		if r.PeerAddress == "" {
+			e.add(f+".masquerade", "needs peer_address: the kernel's route back to this side")
+		}
+		i.Masquerade = true
+	}
+	for j, rp := range r.Publish {
+		pf := fmt.Sprintf("%s.publish[%d]", f, j)
+		if r.PeerAddress == "" && j == 0 {
+			e.add(f+".publish", "needs peer_address: the kernel's route to the VIPs")
+		}
+		var p Published
+		switch strings.ToLower(rp.Protocol) {
+		case "", "tcp":
+			p.Protocol = syscall.IPPROTO_TCP
+		case "udp":
+			p.Protocol = syscall.IPPROTO_UDP
+		default:
+			e.add(pf+".protocol", "%q is not tcp or udp", rp.Protocol)
+		}
+		if rp.Port < 1 || rp.Port > 65535 {
+			e.add(pf+".port", "%d is not a port", rp.Port)
+		}
+		p.Port = uint16(rp.Port)
+		if v, err := netip.ParseAddr(rp.VIP); err != nil || !v.Is4() {
+			e.add(pf+".vip", "%q is not an IPv4 address", rp.VIP)
+		} else {
+			p.VIP = v
+		}
+		i.Publish = append(i.Publish, p)
 	}
 	return i
 }

@@ -1,8 +1,11 @@
 package config
 
 import (
+	"net/netip"
 	"os"
+	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -66,6 +69,16 @@ func TestErrorsNameTheField(t *testing.T) {
 		"udp toa":      {"port: 80\n    local", "port: 80\n    protocol: udp\n    client_address: toa\n    local", "services[0].client_address: toa is TCP only"},
 		"busy poll":    {"interfaces:\n", "interfaces:\n  busy_poll: 2s\n", `interfaces.busy_poll: "2s" is not a duration from 0 to 1s`},
 		"udp synproxy": {"port: 80\n    local", "port: 80\n    protocol: udp\n    synproxy: true\n    local", "services[0].synproxy: only a TCP service can have a SYN proxy"},
+		"peer subnet":  {"name: ts\n", "name: ts\n    peer_address: 172.25.85.1/24\n", "interfaces.server.peer_address: 172.25.85.1/24 is not in address's subnet 172.25.84.0/24"},
+		"peer prefix":  {"name: ts\n", "name: ts\n    peer_address: 172.25.84.1/16\n", "interfaces.server.peer_address: 172.25.84.1/16 is not in address's subnet"},
+		"peer is self": {"name: ts\n", "name: ts\n    peer_address: 172.25.84.4/24\n", "interfaces.server.peer_address: 172.25.84.4 is tapvs's own address"},
+		"peer syntax":  {"name: ts\n", "name: ts\n    peer_address: 172.25.84.1\n", `interfaces.server.peer_address: "172.25.84.1" is not an IPv4 address with prefix length`},
+		"masq no peer": {"name: ts\n", "name: ts\n    masquerade: true\n", "interfaces.server.masquerade: needs peer_address"},
+		"publish srv":  {"name: ts\n", "name: ts\n    peer_address: 172.25.84.1/24\n    publish: [{port: 80, vip: 172.25.254.100}]\n", "interfaces.server.publish: is the client side's"},
+		"publish peer": {"name: tc,", "name: tc, publish: [{port: 80, vip: 172.25.254.100}],", "interfaces.client.publish: needs peer_address"},
+		"publish port": {"name: tc,", "name: tc, peer_address: 172.25.254.1/24, publish: [{port: 0, vip: 172.25.254.100}],", "interfaces.client.publish[0].port: 0 is not a port"},
+		"publish prot": {"name: tc,", "name: tc, peer_address: 172.25.254.1/24, publish: [{protocol: sctp, port: 80, vip: 172.25.254.100}],", `interfaces.client.publish[0].protocol: "sctp" is not tcp or udp`},
+		"publish vip":  {"name: tc,", "name: tc, peer_address: 172.25.254.1/24, publish: [{port: 80, vip: foo}],", `interfaces.client.publish[0].vip: "foo" is not an IPv4 address`},
 	}
 	for name, tc := range cases {
 		if !strings.Contains(valid, tc.from) {
@@ -75,6 +88,24 @@ func TestErrorsNameTheField(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: error %v, want it to say %q", name, err, tc.want)
 		}
+	}
+}
+
+// The sidecar's keys: the kernel end's address and the masquerade.
+func TestPeerAddressAndMasquerade(t *testing.T) {
+	c, err := Parse(strings.Replace(valid, "name: ts\n", "name: ts\n    peer_address: 172.25.84.1/24\n    masquerade: true\n", 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Server.PeerAddress.String() != "172.25.84.1/24" || !c.Server.Masquerade || c.Client.PeerAddress.IsValid() || c.Client.Masquerade {
+		t.Fatalf("client %+v, server %+v", c.Client, c.Server)
+	}
+	c, err = Parse(strings.Replace(valid, "name: tc,", "name: tc, peer_address: 172.25.254.1/24, publish: [{port: 80, vip: 172.25.254.100}, {protocol: udp, port: 53, vip: 172.25.254.100}],", 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []Published{{syscall.IPPROTO_TCP, 80, netip.MustParseAddr("172.25.254.100")}, {syscall.IPPROTO_UDP, 53, netip.MustParseAddr("172.25.254.100")}}; !slices.Equal(c.Client.Publish, want) {
+		t.Fatalf("publish: %+v", c.Client.Publish)
 	}
 }
 

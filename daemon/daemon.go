@@ -42,6 +42,7 @@ type Daemon struct {
 	stop     chan struct{}
 	wg       sync.WaitGroup
 	once     sync.Once
+	unmasq   []func() error // removes the nftables tables Start made
 }
 
 // Start builds everything from cfg and starts forwarding: it opens the two
@@ -58,6 +59,16 @@ func Start(cfg *config.Config, log *slog.Logger) (_ *Daemon, err error) {
 	defer func() {
 		if err != nil && owned {
 			closeNICs(nics)
+		}
+	}()
+	unmasq, err := masquerade(cfg)
+	if err != nil {
+		removeMasquerade(unmasq, log)
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			removeMasquerade(unmasq, log)
 		}
 	}()
 	bal, err := nat.New(nat.Config{
@@ -78,7 +89,7 @@ func Start(cfg *config.Config, log *slog.Logger) (_ *Daemon, err error) {
 		return nil, err
 	}
 	owned = false
-	d := &Daemon{Balancer: bal, Stack: st, stop: make(chan struct{}), log: log}
+	d := &Daemon{Balancer: bal, Stack: st, stop: make(chan struct{}), log: log, unmasq: unmasq}
 	d.cfg.Store(cfg)
 	d.Manager = control.NewManager(bal, d.sync)
 	// The stack answers for the VIPs and LIPs before the first frame is read;
@@ -245,7 +256,42 @@ func (d *Daemon) Close() {
 		close(d.stop)
 		d.wg.Wait()
 		d.Stack.Close()
+		removeMasquerade(d.unmasq, d.log)
 	})
+}
+
+// masquerade installs the sides' nftables rules for a sidecar: masquerade
+// (interfaces.*.masquerade) and published ports (interfaces.client.publish).
+func masquerade(cfg *config.Config) (remove []func() error, err error) {
+	for _, side := range [2]config.Interface{cfg.Client, cfg.Server} {
+		if side.Masquerade {
+			r, err := tun.Masquerade(side.Name, side.Address, side.Netns)
+			if err != nil {
+				return remove, err
+			}
+			remove = append(remove, r)
+		}
+		if len(side.Publish) > 0 {
+			var ports []tun.PublishedPort
+			for _, p := range side.Publish {
+				ports = append(ports, tun.PublishedPort{Protocol: p.Protocol, Port: p.Port, VIP: p.VIP})
+			}
+			r, err := tun.Publish(side.Name, ports, side.Netns)
+			if err != nil {
+				return remove, err
+			}
+			remove = append(remove, r)
+		}
+	}
+	return remove, nil
+}
+
+func removeMasquerade(remove []func() error, log *slog.Logger) {
+	for _, r := range remove {
+		if err := r(); err != nil {
+			log.Warn("masquerade", "err", err)
+		}
+	}
 }
 
 // openSides opens the client and server TAPs. Offload is both or neither:
@@ -286,7 +332,7 @@ func openSide(side config.Interface, offload bool) (netstack.NICConfig, error) {
 		return netstack.NICConfig{}, err
 	}
 	nic := netstack.NICConfig{Devs: devs, MTU: uint32(side.MTU), Address: side.Address}
-	if err := tun.SetupLink(side.Name, tun.LinkConfig{MTU: side.MTU, TxQLen: side.TxQLen, Netns: side.Netns}); err != nil {
+	if err := tun.SetupLink(side.Name, tun.LinkConfig{MTU: side.MTU, TxQLen: side.TxQLen, Netns: side.Netns, PeerAddress: side.PeerAddress}); err != nil {
 		closeNICs([2]netstack.NICConfig{nic})
 		return netstack.NICConfig{}, err
 	}

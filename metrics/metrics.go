@@ -200,6 +200,10 @@ func Serve(addr string, c *Collector, log *slog.Logger) (*Server, error) {
 	// of every service, so at most two run at once (more get 503), and
 	// slow or idle connections are cut.
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn), MaxRequestsInFlight: 2}))
+	// A probe's endpoint (a pod's readiness and liveness): this server
+	// starts last, once the TAPs, services and stack are up, and tapvs run
+	// exits when its data path fails; it walks nothing, unlike /metrics.
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("metrics.listen %s: %w", addr, err)

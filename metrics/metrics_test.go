@@ -11,7 +11,8 @@ import (
 )
 
 // The metrics address is reachable by every local user: it serves metrics
-// and nothing else (profiles are on the owner-only control socket).
+// and a probe's /healthz, nothing else (profiles are on the owner-only
+// control socket).
 func TestMetricsOnlyOnTheMetricsAddress(t *testing.T) {
 	bal, err := nat.New(nat.Config{MaxConns: 10, PortMin: 5000, PortMax: 6000})
 	if err != nil {
@@ -33,6 +34,9 @@ func TestMetricsOnlyOnTheMetricsAddress(t *testing.T) {
 	}
 	if code, body := get("/metrics"); code != 200 || !strings.Contains(body, `tapvs_drops_total{reason="bad_tcp_options"} 0`) {
 		t.Fatalf("/metrics: %d\n%.300s", code, body)
+	}
+	if code, body := get("/healthz"); code != 200 || body != "ok\n" {
+		t.Fatalf("/healthz: %d %q", code, body)
 	}
 	for _, p := range []string{"/debug/pprof/", "/debug/pprof/profile?seconds=1", "/debug/pprof/heap"} {
 		if code, _ := get(p); code != http.StatusNotFound {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 	"net"
+	"net/netip"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -26,6 +27,12 @@ type LinkConfig struct {
 	// interface into after it is configured. The file descriptor keeps
 	// working; only the interface's name moves.
 	Netns string
+	// PeerAddress, if set, is given to the kernel's end of the TAP (where it
+	// ends up: in Netns if set), with its prefix: the connected route to
+	// tapvs's side. What a lab's namespaces or a router are given by hand;
+	// in a container (a pod's sidecar) only tapvs holds CAP_NET_ADMIN, so it
+	// sets it itself.
+	PeerAddress netip.Prefix
 }
 
 // ErrNoNetns is SetupLink's error when LinkConfig.Netns names a network
@@ -58,7 +65,7 @@ func SetupLink(name string, cfg LinkConfig) error {
 		if err := netlink.LinkSetUp(link); err != nil {
 			return fmt.Errorf("link %s: up: %w", name, err)
 		}
-		return nil
+		return addPeerAddress(netlink.AddrAdd, link, name, cfg.PeerAddress)
 	}
 	ns, err := netns.GetFromName(cfg.Netns)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -85,6 +92,18 @@ func SetupLink(name string, cfg LinkConfig) error {
 	}
 	if err := h.LinkSetUp(moved); err != nil {
 		return fmt.Errorf("link %s in netns %q: up: %w", name, cfg.Netns, err)
+	}
+	return addPeerAddress(h.AddrAdd, moved, name, cfg.PeerAddress)
+}
+
+// addPeerAddress gives the kernel's end of the TAP its address, if one is set.
+func addPeerAddress(add func(netlink.Link, *netlink.Addr) error, link netlink.Link, name string, p netip.Prefix) error {
+	if !p.IsValid() {
+		return nil
+	}
+	a := &netlink.Addr{IPNet: &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}}
+	if err := add(link, a); err != nil {
+		return fmt.Errorf("link %s: peer address %s: %w", name, p, err)
 	}
 	return nil
 }

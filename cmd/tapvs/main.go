@@ -9,6 +9,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -35,7 +36,7 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(runCmd(), labCmd(), benchCmd(), soakCmd())
+	root.AddCommand(runCmd(), labCmd(), benchCmd(), soakCmd(), healthzCmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "tapvs:", err)
 		os.Exit(1)
@@ -124,6 +125,34 @@ namespaces the file names and the control socket are there, not on the host.`,
 	}
 	c.Flags().StringVarP(&path, "config", "c", "config.yaml", "configuration file")
 	mode = rootlessFlag(c)
+	return c
+}
+
+// healthzCmd is a container's probe: images FROM scratch have no curl or
+// wget, and podman kube play runs even an httpGet probe as a command inside
+// the container, so the probe is tapvs itself asking its /healthz.
+func healthzCmd() *cobra.Command {
+	var addr string
+	var timeout time.Duration
+	c := &cobra.Command{
+		Use:   "healthz",
+		Short: "Exit 0 if the tapvs whose metrics listen on --addr is up (a container's probe)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cl := &http.Client{Timeout: timeout}
+			resp, err := cl.Get("http://" + addr + "/healthz")
+			if err != nil {
+				return err
+			}
+			defer resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				return fmt.Errorf("%s/healthz: %s", addr, resp.Status)
+			}
+			return nil
+		},
+	}
+	c.Flags().StringVar(&addr, "addr", "127.0.0.1:9477", "metrics.listen of the tapvs to ask")
+	c.Flags().DurationVar(&timeout, "timeout", 2*time.Second, "how long to wait for the answer")
 	return c
 }
 
