@@ -247,7 +247,7 @@ func Load(path string) (*Config, error) {
 	if err := v.ReadInConfig(); err != nil {
 		return nil, fmt.Errorf("config %s: %w", path, oneLine(err))
 	}
-	return decode(v, path)
+	return decode(v, path, false)
 }
 
 // Watch calls changed (from viper's watcher goroutine) whenever the file at
@@ -260,14 +260,22 @@ func Watch(path string, changed func()) {
 }
 
 // Parse reads YAML from text, for tests and tools.
-func Parse(text string) (*Config, error) {
+func Parse(text string) (*Config, error) { return parseText(text, false) }
+
+// ParseNoServices is Parse for a configuration whose services come later,
+// through the control plane (pkg/tapvs): an empty services list is not
+// refused. A file for `tapvs run` must name its services: an empty one
+// there is more likely a mistake than an intent.
+func ParseNoServices(text string) (*Config, error) { return parseText(text, true) }
+
+func parseText(text string, noServices bool) (*Config, error) {
 	v := viper.New()
 	setDefaults(v)
 	v.SetConfigType("yaml")
 	if err := v.ReadConfig(strings.NewReader(text)); err != nil {
 		return nil, fmt.Errorf("config: %w", oneLine(err))
 	}
-	return decode(v, "config")
+	return decode(v, "config", noServices)
 }
 
 // oneLine is err on one line: a YAML parser's message can take several.
@@ -304,7 +312,7 @@ func setDefaults(v *viper.Viper) {
 	v.SetDefault("log.format", "text")
 }
 
-func decode(v *viper.Viper, name string) (*Config, error) {
+func decode(v *viper.Viper, name string, noServices bool) (*Config, error) {
 	var r raw
 	err := v.Unmarshal(&r, func(dc *mapstructure.DecoderConfig) {
 		dc.ErrorUnused = true
@@ -316,7 +324,7 @@ func decode(v *viper.Viper, name string) (*Config, error) {
 	if err != nil {
 		return nil, decodeErrors(name, err)
 	}
-	return validate(&r)
+	return validate(&r, noServices)
 }
 
 // maxExact is the largest integer a YAML float holds exactly (2^53).
@@ -430,7 +438,7 @@ func escape(s string) string { return lineBreaks.Replace(s) }
 
 var lineBreaks = strings.NewReplacer("\n", `\n`, "\r", `\r`)
 
-func validate(r *raw) (*Config, error) {
+func validate(r *raw, noServices bool) (*Config, error) {
 	var e errs
 	c := &Config{LogLevel: r.Log.Level, LogFormat: r.Log.Format, MaxConns: r.Limits.MaxConnections,
 		ControlSocket: r.Control.Socket, MetricsListen: r.Metrics.Listen, Offload: r.Interfaces.Offload}
@@ -486,7 +494,7 @@ func validate(r *raw) (*Config, error) {
 		e.add("log.format", "%q is not one of text, json", r.Log.Format)
 	}
 	c.Synproxy = synproxyConfig(&e, r.Synproxy, c.Server.MTU)
-	if len(r.Services) == 0 {
+	if len(r.Services) == 0 && !noServices {
 		e.add("services", "no service is configured")
 	}
 	seen := map[string]string{}

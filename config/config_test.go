@@ -308,3 +308,19 @@ func TestEnvironmentOverrideMustBeANumber(t *testing.T) {
 		t.Fatalf("TAPVS_LIMITS_MAX_CONNECTIONS=12abc: %v", err)
 	}
 }
+
+// A file for `tapvs run` must name its services; a configuration whose
+// services come through the control plane (pkg/tapvs) may have none.
+func TestParseNoServices(t *testing.T) {
+	const ifaces = "interfaces:\n  client: {name: tc, address: 172.25.254.254/24}\n  server: {name: ts, address: 172.25.84.4/24}\n"
+	if _, err := Parse(ifaces); err == nil || !strings.Contains(err.Error(), "services: no service is configured") {
+		t.Fatalf("Parse without services: %v", err)
+	}
+	c, err := ParseNoServices(ifaces)
+	if err != nil || len(c.Services) != 0 || c.Client.Name != "tc" {
+		t.Fatalf("ParseNoServices: %+v, %v", c, err)
+	}
+	if _, err := ParseNoServices(ifaces + "services:\n  - {vip: 1.2.3.4, port: 0}\n"); err == nil {
+		t.Fatal("ParseNoServices let a bad service through")
+	}
+}

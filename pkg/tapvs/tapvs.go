@@ -138,11 +138,10 @@ func Start(ctx context.Context, cfg Config) (*LB, error) {
 		}
 		ops = append(ops, o...)
 	}
-	c, err := config.Parse(cfg.yaml())
+	c, err := config.ParseNoServices(cfg.yaml())
 	if err != nil {
 		return nil, fmt.Errorf("tapvs: %w", err)
 	}
-	c.Services = nil // the placeholder yaml had to have (see there)
 	log := cfg.Log
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -181,29 +180,12 @@ func (cfg Config) yaml() string {
 			}
 		}
 	}
-	// The file must name a service, so this one (in TEST-NET-1) is there
-	// to be dropped after parsing: Start loads the real ones through the
-	// control plane, which says which one is refused and why.
-	// Its local address is a neighbour of tapvs's own on the server side, to
-	// pass the check that a local address is on that side.
-	fmt.Fprintf(&b, "services:\n  - {vip: 192.0.2.1, port: 1, local_addresses: [%q], real_servers: [{address: 192.0.2.3, port: 1}]}\n",
-		neighbour(cfg.Server.Addr).String())
+	// No services: Start loads them through the control plane, which says
+	// which one is refused and why.
 	// No control socket: the caller holds the LB; a socket at the default
 	// path would collide between tests running at once.
 	b.WriteString("control: {socket: \"\"}\n")
 	return b.String()
-}
-
-// neighbour is an address of p beside p's own: not it, nor the subnet's
-// first or last.
-func neighbour(p netip.Prefix) netip.Addr {
-	first := p.Masked().Addr()
-	for _, a := range []netip.Addr{p.Addr().Next(), p.Addr().Prev()} {
-		if p.Contains(a) && a != first && p.Contains(a.Next()) {
-			return a
-		}
-	}
-	return p.Addr() // a /31 or /32: config.Parse says what is wrong
 }
 
 func (k ServiceKey) control() (control.ServiceKey, error) {
