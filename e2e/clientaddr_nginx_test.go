@@ -136,23 +136,19 @@ http {
 		}
 	})
 	// Ready when every port accepts a connection in its namespace.
-	deadline := time.Now().Add(10 * time.Second)
 	for _, p := range ports {
-		for {
-			err := lab.InNetns(ns, func() error {
+		var err error
+		if !eventually(10*time.Second, func() bool {
+			err = lab.InNetns(ns, func() error {
 				c, err := net.DialTimeout("tcp4", netip.AddrPortFrom(addr, uint16(p)).String(), time.Second)
 				if err == nil {
 					c.Close()
 				}
 				return err
 			})
-			if err == nil {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("nginx never listened on %s:%d: %v (%s)", addr, p, err, out)
-			}
-			time.Sleep(20 * time.Millisecond) // polling for a listener: nothing to wait on
+			return err == nil
+		}) {
+			t.Fatalf("nginx never listened on %s:%d: %v (%s)", addr, p, err, out)
 		}
 	}
 	return logPath
@@ -162,16 +158,14 @@ http {
 // line after answering it) and returns them.
 func waitLines(t testing.TB, path string, n int, within time.Duration) []string {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		b, _ := os.ReadFile(path)
-		lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-		if len(b) > 0 && len(lines) >= n {
-			return lines
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s has %d of %d lines:\n%s", path, len(lines), n, b)
-		}
-		time.Sleep(20 * time.Millisecond) // polling a file nginx appends to
+	var b []byte
+	var lines []string
+	if !eventually(within, func() bool {
+		b, _ = os.ReadFile(path)
+		lines = strings.Split(strings.TrimSpace(string(b)), "\n")
+		return len(b) > 0 && len(lines) >= n
+	}) {
+		t.Fatalf("%s has %d of %d lines:\n%s", path, len(lines), n, b)
 	}
+	return lines
 }

@@ -174,7 +174,13 @@ func TestFaultKillRestart(t *testing.T) {
 			results = append(results, result{time.Now(), err == nil})
 			mu.Unlock()
 			if err != nil {
-				time.Sleep(10 * time.Millisecond) // no route while the TAP is gone: fails at once
+				// No route while the TAP is gone fails at once: try again
+				// a little later, or stop.
+				select {
+				case <-stop:
+					return
+				case <-time.After(10 * time.Millisecond):
+				}
 			}
 		}
 	}()
