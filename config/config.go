@@ -67,6 +67,7 @@ type rawIface struct {
 	TxQLen  int        `mapstructure:"txqueuelen"`
 	MAC     string     `mapstructure:"mac"`
 	Address string     `mapstructure:"address"`
+	Address6 string    `mapstructure:"address6"`
 	Netns   string     `mapstructure:"netns"`
 	Routes  []rawRoute `mapstructure:"routes"`
 	// The kernel's end of the TAP, for tapvs in a container: see Interface.
@@ -177,7 +178,11 @@ type Interface struct {
 	TxQLen  int
 	MAC     net.HardwareAddr // tapvs's own MAC on this side; random if empty
 	Address netip.Prefix
-	Netns   string
+	// Address6 is tapvs's own IPv6 address on this side with its prefix
+	// (optional): IPv6 VIPs (client side) and LIPs (server side) need it,
+	// and neighbour discovery answers for them on its link.
+	Address6 netip.Prefix
+	Netns    string
 	Routes  []Route
 	// PeerAddress, if set, is the address tapvs gives the kernel's end of
 	// the TAP, in Address's subnet: where only tapvs holds CAP_NET_ADMIN (a
@@ -519,7 +524,7 @@ func validate(r *raw, noServices bool) (*Config, error) {
 	// The rules between values (no address both a VIP and a LIP, none of
 	// them tapvs's own, no real server twice) are the balancer's: the file
 	// is applied to an empty one, and every refusal named.
-	nc := nat.Config{Timeouts: c.Timeouts, ClientNet: c.Client.Address, ServerNet: c.Server.Address}
+	nc := nat.Config{Timeouts: c.Timeouts, ClientNet: c.Client.Address, ServerNet: c.Server.Address, ClientNet6: c.Client.Address6, ServerNet6: c.Server.Address6}
 	if err := nat.DryRun(nc, func(tx *nat.Tx) error { return c.Apply(tx, nil) }); err != nil {
 		return nil, err
 	}

@@ -76,6 +76,7 @@ func Start(cfg *config.Config, log *slog.Logger) (_ *Daemon, err error) {
 		ClientMAC: nics[0].MAC, ServerMAC: nics[1].MAC,
 		Synproxy: cfg.Synproxy, ServerMTU: cfg.Server.MTU,
 		ClientNet: cfg.Client.Address, ServerNet: cfg.Server.Address,
+		ClientNet6: cfg.Client.Address6, ServerNet6: cfg.Server.Address6,
 		Readers: len(nics[0].Devs) + len(nics[1].Devs),
 	})
 	if err != nil {
@@ -331,7 +332,7 @@ func openSide(side config.Interface, offload bool) (netstack.NICConfig, error) {
 	if err != nil {
 		return netstack.NICConfig{}, err
 	}
-	nic := netstack.NICConfig{Devs: devs, MTU: uint32(side.MTU), Address: side.Address}
+	nic := netstack.NICConfig{Devs: devs, MTU: uint32(side.MTU), Address: side.Address, Address6: side.Address6}
 	if err := tun.SetupLink(side.Name, tun.LinkConfig{MTU: side.MTU, TxQLen: side.TxQLen, Netns: side.Netns, PeerAddress: side.PeerAddress}); err != nil {
 		closeNICs([2]netstack.NICConfig{nic})
 		return netstack.NICConfig{}, err

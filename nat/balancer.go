@@ -71,6 +71,9 @@ type Config struct {
 	// answers ARP for them there) and real servers outside ClientNet. The
 	// zero Prefix checks nothing (tests).
 	ClientNet, ServerNet netip.Prefix
+	// ClientNet6 and ServerNet6 are the same for IPv6 (invalid: the side
+	// has no IPv6 address).
+	ClientNet6, ServerNet6 netip.Prefix
 	// ServerMTU is the server side's MTU: client segments that get a TOA
 	// option must still fit it, and a plain TOA connection's server MSS is
 	// clamped to it (toa.go); a UDP datagram that a PROXY header would take

@@ -39,6 +39,9 @@ type NICConfig struct {
 	MTU     uint32
 	MAC     [6]byte
 	Address netip.Prefix // the side's own address; its subnet is on-link (VIPs and LIPs: SetAddresses)
+	// Address6 is the side's own IPv6 address (optional); its prefix is
+	// on-link, and neighbour discovery answers for IPv6 VIPs and LIPs.
+	Address6 netip.Prefix
 	Routes  []Route
 }
 
