@@ -61,15 +61,15 @@ type raw struct {
 }
 
 type rawIface struct {
-	Name    string     `mapstructure:"name"`
-	MTU     int        `mapstructure:"mtu"`
-	Queues  int        `mapstructure:"queues"`
-	TxQLen  int        `mapstructure:"txqueuelen"`
-	MAC     string     `mapstructure:"mac"`
-	Address string     `mapstructure:"address"`
-	Address6 string    `mapstructure:"address6"`
-	Netns   string     `mapstructure:"netns"`
-	Routes  []rawRoute `mapstructure:"routes"`
+	Name     string     `mapstructure:"name"`
+	MTU      int        `mapstructure:"mtu"`
+	Queues   int        `mapstructure:"queues"`
+	TxQLen   int        `mapstructure:"txqueuelen"`
+	MAC      string     `mapstructure:"mac"`
+	Address  string     `mapstructure:"address"`
+	Address6 string     `mapstructure:"address6"`
+	Netns    string     `mapstructure:"netns"`
+	Routes   []rawRoute `mapstructure:"routes"`
 	// The kernel's end of the TAP, for tapvs in a container: see Interface.
 	PeerAddress string       `mapstructure:"peer_address"`
 	Masquerade  bool         `mapstructure:"masquerade"`
@@ -183,7 +183,7 @@ type Interface struct {
 	// and neighbour discovery answers for them on its link.
 	Address6 netip.Prefix
 	Netns    string
-	Routes  []Route
+	Routes   []Route
 	// PeerAddress, if set, is the address tapvs gives the kernel's end of
 	// the TAP, in Address's subnet: where only tapvs holds CAP_NET_ADMIN (a
 	// sidecar in a pod), nothing else can.

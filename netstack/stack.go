@@ -42,7 +42,7 @@ type NICConfig struct {
 	// Address6 is the side's own IPv6 address (optional); its prefix is
 	// on-link, and neighbour discovery answers for IPv6 VIPs and LIPs.
 	Address6 netip.Prefix
-	Routes  []Route
+	Routes   []Route
 }
 
 // Stack is the gVisor stack with tapvs's two sides.
