@@ -130,6 +130,12 @@ func PseudoV4(src, dst []byte, proto uint8, length int) uint32 {
 	return Sum(src, Sum(dst, uint32(proto)+uint32(length)))
 }
 
+// PseudoV6 is the sum of an IPv6 pseudo-header (RFC 8200 8.1): 16-byte
+// addresses, a 32-bit upper-layer length and the next header.
+func PseudoV6(src, dst []byte, proto uint8, length int) uint32 {
+	return Sum(src, Sum(dst, uint32(proto)+uint32(length>>16)+uint32(length&0xffff)))
+}
+
 // AdjustPartial applies a folded delta to a partial checksum at b[0:2]: the
 // uncomplemented pseudo-header sum a sender leaves for offload
 // (CHECKSUM_PARTIAL, virtio-net NEEDS_CSUM). Only pseudo-header fields

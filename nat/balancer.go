@@ -239,7 +239,7 @@ func (b *Balancer) publish(list []*Service) {
 // included; f.Len may shrink (Ethernet padding is dropped).
 func (b *Balancer) Process(side Side, f *Frame) Verdict {
 	var p pkt
-	isIP, bad := parseIPv4(f.Bytes(), &p)
+	isIP, bad := parseIP(f.Bytes(), &p)
 	if !isIP {
 		return Pass
 	}
@@ -247,7 +247,7 @@ func (b *Balancer) Process(side Side, f *Frame) Verdict {
 		return b.Stats.drop(DropMalformed)
 	}
 	set := b.set.Load()
-	dst := v4in16(p.dst())
+	dst := p.key16(p.dst())
 	if side == ClientSide {
 		if _, ok := set.vips[dst]; !ok {
 			return Pass
@@ -255,7 +255,7 @@ func (b *Balancer) Process(side Side, f *Frame) Verdict {
 	} else if _, ok := set.lips[dst]; !ok {
 		return Pass
 	}
-	if csum.Checksum(p.b[p.l3:p.l4], 0) != 0 {
+	if !p.v6 && csum.Checksum(p.b[p.l3:p.l4], 0) != 0 {
 		// The rewrite adjusts the checksum incrementally, so a bad one would
 		// stay bad, but the header's fields would already have chosen a
 		// service, a connection and a real server.
@@ -263,6 +263,9 @@ func (b *Balancer) Process(side Side, f *Frame) Verdict {
 	}
 	if p.frag {
 		return b.Stats.drop(DropFragment)
+	}
+	if p.ext {
+		return b.Stats.drop(DropIPv6Ext)
 	}
 	if !p.l4ok() {
 		return b.Stats.drop(DropMalformed)
@@ -275,14 +278,20 @@ func (b *Balancer) Process(side Side, f *Frame) Verdict {
 		}
 		return b.fromServer(&p, &dst, f)
 	case protoICMP:
-		return b.icmp(side, &p, f)
+		if !p.v6 {
+			return b.icmp(side, &p, f)
+		}
+	case protoICMPv6:
+		if p.v6 {
+			return b.icmp6(side, &p, f)
+		}
 	}
 	return Pass
 }
 
 // fromClient handles client -> VIP.
 func (b *Balancer) fromClient(set *serviceSet, p *pkt, dst *addr16, f *Frame) Verdict {
-	key := tupleKey{src: v4in16(p.src()), dst: *dst, sport: p.sport(), dport: p.dport(), proto: Protocol(p.proto)}
+	key := tupleKey{src: p.key16(p.src()), dst: *dst, sport: p.sport(), dport: p.dport(), proto: Protocol(p.proto)}
 	var flags uint8
 	if p.proto == protoTCP {
 		flags = p.tcpFlags()
@@ -394,7 +403,7 @@ func (b *Balancer) forwardIn(c *Conn, p *pkt, f *Frame, l4Delta uint16, hdr bool
 
 // fromServer handles real server -> LIP.
 func (b *Balancer) fromServer(p *pkt, dst *addr16, f *Frame) Verdict {
-	key := tupleKey{src: v4in16(p.src()), dst: *dst, sport: p.sport(), dport: p.dport(), proto: Protocol(p.proto)}
+	key := tupleKey{src: p.key16(p.src()), dst: *dst, sport: p.sport(), dport: p.dport(), proto: Protocol(p.proto)}
 	c := b.table.lookup(&key)
 	if c == nil {
 		return Pass // the stack's own connection from a LIP, or one that expired
@@ -591,9 +600,16 @@ func (b *Balancer) release(c *Conn) bool {
 // covers the pseudo-header: it moves with the addresses (ipDelta) alone.
 func rewrite(p *pkt, src, dst *addr16, sport, dport uint16, ipDelta, l4Delta uint16) {
 	b := p.b
-	copy(b[p.l3+12:p.l3+16], src[12:])
-	copy(b[p.l3+16:p.l3+20], dst[12:])
-	csum.Adjust(b[p.l3+10:], ipDelta)
+	if p.v6 {
+		// No header checksum: the addresses are in the transport's
+		// pseudo-header only (ipDelta, in l4Delta).
+		copy(b[p.l3+8:p.l3+24], src[:])
+		copy(b[p.l3+24:p.l3+40], dst[:])
+	} else {
+		copy(b[p.l3+12:p.l3+16], src[12:])
+		copy(b[p.l3+16:p.l3+20], dst[12:])
+		csum.Adjust(b[p.l3+10:], ipDelta)
+	}
 	binary.BigEndian.PutUint16(b[p.l4:], sport)
 	binary.BigEndian.PutUint16(b[p.l4+2:], dport)
 	off := l4csumOff(p.proto)

@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"fmt"
+	"math/bits"
 	"net/netip"
 	"slices"
 	"strings"
@@ -300,11 +301,14 @@ func (b *Balancer) admit(svc *Service, src *addr16, proto Protocol, flags uint8)
 	if pol == nil {
 		return Forward
 	}
-	ip := binary.BigEndian.Uint32(src[12:])
-	if len(pol.deny.byLen) > 0 && pol.deny.contains(ip) {
+	ip, v4 := srcKey(src)
+	// The lists hold IPv4 prefixes only: an IPv6 client is in no deny
+	// list and in no allow list (a service with one admits no IPv6
+	// client).
+	if v4 && len(pol.deny.byLen) > 0 && pol.deny.contains(ip) {
 		return b.Stats.drop(DropDenied)
 	}
-	if len(pol.allow.byLen) > 0 && !pol.allow.contains(ip) {
+	if len(pol.allow.byLen) > 0 && (!v4 || !pol.allow.contains(ip)) {
 		return b.Stats.drop(DropNotAllowed)
 	}
 	if !opening(proto, flags) {
@@ -329,6 +333,17 @@ func (b *Balancer) admit(svc *Service, src *addr16, proto Protocol, flags uint8)
 	return Forward
 }
 
+// srcKey is what the source tracker counts a client under: its IPv4
+// address, or for IPv6 its /64 folded to 32 bits. One host holds a whole
+// /64 (RFC 4291's interface identifiers, privacy addresses), so per-address
+// limits would be no limit; v4 is false for IPv6.
+func srcKey(a *addr16) (key uint32, v4 bool) {
+	if is4(a) {
+		return binary.BigEndian.Uint32(a[12:]), true
+	}
+	return binary.BigEndian.Uint32(a[0:]) ^ bits.RotateLeft32(binary.BigEndian.Uint32(a[4:]), 13) ^ 0x9e3779b9, false
+}
+
 // track counts a new connection before it is published: at its source
 // and, for a TCP connection not made by the SYN proxy, as half-open. Its
 // release gives both back (untrack).
@@ -337,7 +352,7 @@ func (b *Balancer) track(c *Conn) {
 	if pol == nil {
 		return
 	}
-	if pol.src != nil && pol.src.open(binary.BigEndian.Uint32(c.in.src[12:])) {
+	if ip, _ := srcKey(&c.in.src); pol.src != nil && pol.src.open(ip) {
 		c.def.src = pol.src
 	}
 	if pol.limits.HalfOpen > 0 && c.in.proto == TCP && c.sp == nil {
@@ -358,7 +373,8 @@ func handshake(c *Conn, flags uint8) {
 // untrack gives back what track counted; release calls it once.
 func untrack(c *Conn) {
 	if c.def.src != nil {
-		c.def.src.close(binary.BigEndian.Uint32(c.in.src[12:]))
+		ip, _ := srcKey(&c.in.src)
+		c.def.src.close(ip)
 	}
 	if c.def.halfOpen.CompareAndSwap(true, false) {
 		c.svc.def.halfOpen.Add(-1)

@@ -83,6 +83,9 @@ func (s pktSpec) ackN() uint32 {
 // reader hands it to Process.
 func frame(t testing.TB, s pktSpec) *Frame {
 	t.Helper()
+	if s.src.Is6() {
+		return frame6(t, s)
+	}
 	eth := &layers.Ethernet{SrcMAC: net.HardwareAddr(s.srcMAC[:]), DstMAC: net.HardwareAddr(macClientNIC[:]), EthernetType: layers.EthernetTypeIPv4}
 	ip := &layers.IPv4{Version: 4, TTL: 64, SrcIP: s.src.AsSlice(), DstIP: s.dst.AsSlice(), Id: 4242}
 	var l4 gopacket.SerializableLayer
@@ -125,6 +128,7 @@ func withHeadroom(b []byte) *Frame {
 type decoded struct {
 	eth *layers.Ethernet
 	ip  *layers.IPv4
+	ip6 *layers.IPv6
 	tcp *layers.TCP
 	udp *layers.UDP
 }
@@ -135,6 +139,9 @@ func decode(t testing.TB, f *Frame) decoded {
 	pk := gopacket.NewPacket(raw, layers.LayerTypeEthernet, gopacket.Default)
 	if el := pk.ErrorLayer(); el != nil {
 		t.Fatalf("decode: %v", el.Error())
+	}
+	if pk.Layer(layers.LayerTypeIPv6) != nil {
+		return decode6(t, pk, raw)
 	}
 	var d decoded
 	d.eth, _ = pk.Layer(layers.LayerTypeEthernet).(*layers.Ethernet)

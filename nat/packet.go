@@ -75,8 +75,11 @@ func (f *Frame) Bytes() []byte { return f.Buf[f.Off : f.Off+f.Len] }
 const (
 	ethHdrLen   = 14
 	etherIPv4   = 0x0800
+	etherIPv6   = 0x86dd
 	ipv4MinLen  = 20
+	ipv6HdrLen  = 40
 	protoICMP   = 1
+	protoICMPv6 = 58
 	protoTCP    = 6
 	protoUDP    = 17
 	tcpMinLen   = 20
@@ -89,14 +92,32 @@ const (
 	icmpParam   = 12
 )
 
-// pkt is a parsed IPv4 packet inside a frame: offsets into the frame, so the
-// rewrite works in place. It lives on the reader's stack.
+// IPv6 extension headers (RFC 8200 4) a packet to a VIP or LIP may carry.
+const (
+	ip6HopByHop = 0
+	ip6Routing  = 43
+	ip6Fragment = 44
+	ip6AH       = 51
+	ip6DestOpts = 60
+	ip6NoNext   = 59
+	// ip6MaxExt bounds the walk: a packet with more extension headers
+	// than this is dropped (RFC 8200 recommends a host accept few).
+	ip6MaxExt = 8
+)
+
+// pkt is a parsed IPv4 or IPv6 packet inside a frame: offsets into the
+// frame, so the rewrite works in place. It lives on the reader's stack.
 type pkt struct {
-	b       []byte // the frame, trimmed to the IP total length
-	l3      int    // offset of the IP header
-	l4      int    // offset of the transport header
-	proto   uint8
-	frag    bool
+	b     []byte // the frame, trimmed to the IP total length
+	l3    int    // offset of the IP header
+	l4    int    // offset of the transport header (past any IPv6 extension headers)
+	proto uint8  // the transport protocol (IPv6: the last next header)
+	v6    bool
+	frag  bool
+	// ext is an IPv6 extension header that forbids the rewrite: a routing
+	// header with segments left (the destination is not final), AH (it
+	// signs the addresses), or too many headers to walk.
+	ext     bool
 	partial bool // the transport checksum is partial (see Frame.partial)
 	checked bool // the kernel vouched for the transport checksum (see Frame.checked)
 }
@@ -110,19 +131,110 @@ func (p *pkt) l4Valid() bool {
 		return true
 	}
 	l4 := p.b[p.l4:]
+	if p.v6 {
+		// A zero UDP checksum is not allowed over IPv6 (RFC 8200 8.1).
+		return csum.Checksum(l4, csum.PseudoV6(p.src(), p.dst(), p.proto, len(l4))) == 0
+	}
 	if p.proto == protoUDP && binary.BigEndian.Uint16(l4[6:]) == 0 {
 		return true
 	}
 	return csum.Checksum(l4, csum.PseudoV4(p.src(), p.dst(), p.proto, len(l4))) == 0
 }
 
-// parseIPv4 validates the Ethernet and IPv4 headers of frame. ok is false for a
-// frame that is not IPv4 (it belongs to the stack); bad is true for an IPv4
-// packet whose header lengths do not add up.
-func parseIPv4(frame []byte, p *pkt) (ok bool, bad bool) {
-	if len(frame) < ethHdrLen || binary.BigEndian.Uint16(frame[12:]) != etherIPv4 {
+// parseIP parses an IPv4 or IPv6 frame (see parseIPv4, parseIPv6).
+func parseIP(frame []byte, p *pkt) (ok bool, bad bool) {
+	if len(frame) < ethHdrLen {
 		return false, false
 	}
+	switch binary.BigEndian.Uint16(frame[12:]) {
+	case etherIPv4:
+		return parseIPv4(frame, p)
+	case etherIPv6:
+		return parseIPv6(frame, p)
+	}
+	return false, false
+}
+
+// parseIPv6 validates the Ethernet and IPv6 headers of frame and walks the
+// extension headers to the transport header. bad is true for a packet
+// whose lengths do not add up (or a jumbogram: payload length 0); a
+// fragment sets frag and a header the rewrite must not cross sets ext.
+func parseIPv6(frame []byte, p *pkt) (ok bool, bad bool) {
+	ip := frame[ethHdrLen:]
+	if len(ip) < ipv6HdrLen || ip[0]>>4 != 6 {
+		return true, true
+	}
+	plen := int(binary.BigEndian.Uint16(ip[4:]))
+	if plen == 0 || ipv6HdrLen+plen > len(ip) {
+		return true, true
+	}
+	p.b = frame[:ethHdrLen+ipv6HdrLen+plen] // drops Ethernet padding
+	p.l3 = ethHdrLen
+	p.v6 = true
+	w := walk6(p.b, ip[6], ethHdrLen+ipv6HdrLen)
+	if w.bad {
+		return true, true
+	}
+	p.proto, p.l4, p.frag, p.ext = w.proto, w.l4, w.frag, w.ext
+	return true, false
+}
+
+// ext6 is where an IPv6 packet's extension headers end.
+type ext6 struct {
+	proto uint8 // the next header after the last extension header
+	l4    int   // its offset
+	frag  bool  // a fragment header was crossed
+	ext   bool  // a header the rewrite must not cross (see pkt.ext)
+	bad   bool  // an extension header runs past the packet
+}
+
+// walk6 walks the extension headers of the IPv6 packet in b starting with
+// next at off. Each header's length is checked against b before it is
+// read or skipped.
+func walk6(b []byte, next uint8, off int) (w ext6) {
+	for range ip6MaxExt {
+		switch next {
+		case ip6HopByHop, ip6DestOpts, ip6Routing:
+			if len(b)-off < 8 {
+				w.bad = true
+				return w
+			}
+			n := (int(b[off+1]) + 1) * 8
+			if len(b)-off < n {
+				w.bad = true
+				return w
+			}
+			if next == ip6Routing && b[off+3] != 0 {
+				w.ext = true // segments left: the destination is not final
+			}
+			next = b[off]
+			off += n
+		case ip6Fragment:
+			if len(b)-off < 8 {
+				w.bad = true
+				return w
+			}
+			w.frag = true
+			next = b[off]
+			off += 8
+		case ip6AH:
+			w.ext = true // it signs the addresses the rewrite changes
+			w.proto, w.l4 = next, off
+			return w
+		default:
+			w.proto, w.l4 = next, off
+			return w
+		}
+	}
+	w.ext = true
+	w.proto, w.l4 = next, off
+	return w
+}
+
+// parseIPv4 validates the Ethernet and IPv4 headers of frame. ok is false for a
+// frame that is not IP (it belongs to the stack); bad is true for an IPv4
+// packet whose header lengths do not add up.
+func parseIPv4(frame []byte, p *pkt) (ok bool, bad bool) {
 	ip := frame[ethHdrLen:]
 	if len(ip) < ipv4MinLen || ip[0]>>4 != 4 {
 		return true, true
@@ -141,9 +253,36 @@ func parseIPv4(frame []byte, p *pkt) (ok bool, bad bool) {
 	return true, false
 }
 
-// dst and src return the IPv4 addresses as slices of the frame.
-func (p *pkt) src() []byte { return p.b[p.l3+12 : p.l3+16] }
-func (p *pkt) dst() []byte { return p.b[p.l3+16 : p.l3+20] }
+// dst and src return the addresses as slices of the frame: 4 or 16 bytes.
+func (p *pkt) src() []byte {
+	if p.v6 {
+		return p.b[p.l3+8 : p.l3+24]
+	}
+	return p.b[p.l3+12 : p.l3+16]
+}
+
+func (p *pkt) dst() []byte {
+	if p.v6 {
+		return p.b[p.l3+24 : p.l3+40]
+	}
+	return p.b[p.l3+16 : p.l3+20]
+}
+
+// key16 is an address of the packet in the table's form (addr16).
+func (p *pkt) key16(a []byte) (k addr16) {
+	if p.v6 {
+		return addr16(a)
+	}
+	return v4in16(a)
+}
+
+// pseudo is the sum of the packet's pseudo-header for a transport length.
+func (p *pkt) pseudo(proto uint8, length int) uint32 {
+	if p.v6 {
+		return csum.PseudoV6(p.src(), p.dst(), proto, length)
+	}
+	return csum.PseudoV4(p.src(), p.dst(), proto, length)
+}
 
 // l4ok checks that the transport header is whole.
 func (p *pkt) l4ok() bool {
@@ -161,7 +300,7 @@ func (p *pkt) l4ok() bool {
 		}
 		ul := int(binary.BigEndian.Uint16(p.b[p.l4+4:]))
 		return ul >= udpHdrLen && ul <= rest
-	case protoICMP:
+	case protoICMP, protoICMPv6:
 		return rest >= icmpHdrLen
 	}
 	return true

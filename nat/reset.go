@@ -72,7 +72,7 @@ func (c *Conn) lastAck(dir int) (uint32, bool) {
 // sweep has just taken off the table (st is its state then), and returns
 // how many it sent: one to each side whose next sequence number is known.
 func (b *Balancer) expireResets(c *Conn, st uint32) int {
-	if c.in.proto != TCP || st != stEstablished || (c.sp != nil && !c.sp.Established()) {
+	if c.in.proto != TCP || st != stEstablished || (c.sp != nil && !c.sp.Established()) || !is4(&c.in.src) {
 		return 0
 	}
 	var buf [64]byte

@@ -23,8 +23,10 @@ func checkHost(a netip.Addr) error {
 	switch {
 	case !a.IsValid():
 		return errors.New("is missing")
-	case !a.Is4():
-		return errors.New("is not IPv4: only IPv4 is supported yet")
+	case a.Is4In6():
+		return errors.New("is an IPv4-mapped IPv6 address: write it as IPv4")
+	case a.Zone() != "":
+		return errors.New("has a zone: only global addresses are balanced")
 	case a.IsUnspecified():
 		return errors.New("is the unspecified address, not a host")
 	case a == broadcast4:
@@ -33,6 +35,40 @@ func checkHost(a netip.Addr) error {
 		return errors.New("is a multicast address, not a host")
 	case a.IsLoopback():
 		return errors.New("is a loopback address: it never leaves a host")
+	case a.Is6() && a.IsLinkLocalUnicast():
+		return errors.New("is a link-local address: it is not routed, and neighbour discovery uses it")
+	}
+	return nil
+}
+
+// family names an address's family in refusals.
+func family(a netip.Addr) string {
+	if a.Is4() {
+		return "IPv4"
+	}
+	return "IPv6"
+}
+
+// checkFamily refuses a LIP or real server of another family than the
+// service's VIP: FULLNAT keeps the family (NAT64 is not built yet).
+func checkFamily(s *Service, a netip.Addr) error {
+	if a.Is4() != s.Addr.Is4() {
+		return fmt.Errorf("is %s but service %s's VIP is %s: both sides of a service are one family (NAT64 is not built yet)", family(a), s, family(s.Addr))
+	}
+	return nil
+}
+
+// checkV6Features refuses, on an IPv6 service, what the IPv6 data path
+// does not do yet.
+func checkV6Features(vip netip.Addr, synproxy bool, ca ClientAddr) error {
+	if vip.Is4() {
+		return nil
+	}
+	if synproxy {
+		return errors.New("SYNPROXY over IPv6 is not built yet")
+	}
+	if ca != ClientAddrNone {
+		return fmt.Errorf("client address %s over IPv6 is not built yet", ca)
 	}
 	return nil
 }
@@ -40,12 +76,19 @@ func checkHost(a netip.Addr) error {
 // checkOnSubnet refuses the network and broadcast addresses of a subnet
 // that a is in (none for /31 and /32, RFC 3021).
 func checkOnSubnet(a netip.Addr, p netip.Prefix, side string) error {
-	if !p.IsValid() || !p.Contains(a) || p.Bits() >= 31 {
+	if !p.IsValid() || !p.Contains(a) || (p.Addr().Is4() && p.Bits() >= 31) || p.Bits() >= 127 {
 		return nil
 	}
 	m := p.Masked()
 	if a == m.Addr() {
+		if a.Is6() {
+			// RFC 4291 2.6.1: every router on the link answers to it.
+			return fmt.Errorf("is the subnet-router anycast address of the %s side's subnet %s", side, m)
+		}
 		return fmt.Errorf("is the network address of the %s side's subnet %s", side, m)
+	}
+	if a.Is6() {
+		return nil // IPv6 has no broadcast address
 	}
 	b := m.Addr().As4()
 	host := uint32(1)<<(32-p.Bits()) - 1
@@ -64,7 +107,7 @@ func (c *Config) checkOwn(a netip.Addr) error {
 	for _, side := range []struct {
 		p    netip.Prefix
 		name string
-	}{{c.ClientNet, "client"}, {c.ServerNet, "server"}} {
+	}{{c.ClientNet, "client"}, {c.ServerNet, "server"}, {c.ClientNet6, "client"}, {c.ServerNet6, "server"}} {
 		if side.p.IsValid() && side.p.Addr() == a {
 			return fmt.Errorf("is tapvs's own address on the %s side", side.name)
 		}
@@ -81,6 +124,11 @@ func (c *Config) checkVIP(a netip.Addr) error {
 	if err := checkHost(a); err != nil {
 		return err
 	}
+	if a.Is6() && !c.ClientNet6.IsValid() && c.ClientNet.IsValid() {
+		// The stack answers neighbour discovery for VIPs from the
+		// side's own IPv6 address.
+		return errors.New("is IPv6, and the client side has no IPv6 address (interfaces.client.address6)")
+	}
 	return c.checkOwn(a)
 }
 
@@ -88,10 +136,18 @@ func (c *Config) checkLIP(a netip.Addr) error {
 	if err := checkHost(a); err != nil {
 		return err
 	}
-	if c.ServerNet.IsValid() && !c.ServerNet.Contains(a) {
-		// The stack answers ARP for LIPs on the server side's link: the
-		// real servers' replies must find them there.
-		return fmt.Errorf("is not in the server side's subnet %s", c.ServerNet.Masked())
+	net := c.ServerNet
+	if a.Is6() {
+		net = c.ServerNet6
+		if !net.IsValid() && c.ServerNet.IsValid() {
+			return errors.New("is IPv6, and the server side has no IPv6 address (interfaces.server.address6)")
+		}
+	}
+	if net.IsValid() && !net.Contains(a) {
+		// The stack answers ARP (neighbour discovery) for LIPs on the
+		// server side's link: the real servers' replies must find them
+		// there.
+		return fmt.Errorf("is not in the server side's subnet %s", net.Masked())
 	}
 	return c.checkOwn(a)
 }
@@ -103,8 +159,10 @@ func (c *Config) checkRS(a netip.Addr, port uint16) error {
 	if port == 0 {
 		return errors.New("has port 0, which is not a port")
 	}
-	if c.ClientNet.IsValid() && c.ClientNet.Contains(a) {
-		return fmt.Errorf("is in the client side's subnet %s: real servers are reached from the server side", c.ClientNet.Masked())
+	for _, n := range []netip.Prefix{c.ClientNet, c.ClientNet6} {
+		if n.IsValid() && n.Contains(a) {
+			return fmt.Errorf("is in the client side's subnet %s: real servers are reached from the server side", n.Masked())
+		}
 	}
 	return c.checkOwn(a)
 }

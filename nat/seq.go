@@ -49,11 +49,11 @@ func newISNKey() (k isnKey) {
 // (the reply tuple, RIP:rport -> LIP:lport): the same tuple gets rising
 // values over time, different tuples unrelated ones.
 func (k isnKey) isn(out *tupleKey, now time.Time) uint32 {
-	var m [12]byte
-	copy(m[0:4], out.src[12:])
-	copy(m[4:8], out.dst[12:])
-	binary.LittleEndian.PutUint16(m[8:], out.sport)
-	binary.LittleEndian.PutUint16(m[10:], out.dport)
+	var m [36]byte
+	copy(m[0:16], out.src[:])
+	copy(m[16:32], out.dst[:])
+	binary.LittleEndian.PutUint16(m[32:], out.sport)
+	binary.LittleEndian.PutUint16(m[34:], out.dport)
 	return uint32(siphash.Hash(k[0], k[1], m[:])) + uint32(now.UnixNano()>>6)
 }
 

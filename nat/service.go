@@ -41,6 +41,19 @@ func ParseProtocol(s string) (Protocol, error) {
 // the same bytes netip.Addr.As16 gives.
 type addr16 = [16]byte
 
+// is4 reports whether a is an IPv4 address (::ffff:a.b.c.d).
+func is4(a *addr16) bool {
+	return a[10] == 0xff && a[11] == 0xff && *(*[10]byte)(a[:10]) == [10]byte{}
+}
+
+// wireAddr is the address as it is on the wire: 4 bytes for IPv4, 16 for IPv6.
+func wireAddr(a *addr16) []byte {
+	if is4(a) {
+		return a[12:]
+	}
+	return a[:]
+}
+
 func v4in16(b []byte) (a addr16) {
 	a[10], a[11] = 0xff, 0xff
 	copy(a[12:], b)
@@ -338,6 +351,9 @@ func (s *Service) String() string {
 // AddDest adds a real server. Connections already open are untouched.
 func (s *Service) AddDest(addr netip.Addr, port uint16, weight int) (*Dest, error) {
 	if err := checkHost(addr); err != nil {
+		return nil, fmt.Errorf("real server %s %w", addr, err)
+	}
+	if err := checkFamily(s, addr); err != nil {
 		return nil, fmt.Errorf("real server %s %w", addr, err)
 	}
 	if err := checkWeight(weight); err != nil {

@@ -31,6 +31,7 @@ const (
 	DropUDPProxyBig                     // a datagram to a proxy-v2 UDP service that the header would take past the server side's MTU (udpproxy.go)
 	DropUDPProxyGSO                     // a UDP GSO super-frame to a proxy-v2 UDP service: each segment would need its own header (udpproxy.go)
 	DropProxyNoRoom                     // a segment that could not take its connection's PROXY header (no headroom, or a full-checksum frame past 65535 bytes)
+	DropIPv6Ext                         // an IPv6 packet to a VIP or LIP with an extension header tapvs cannot rewrite safely (a routing header with segments left, AH, too many headers)
 	numDropReasons
 )
 
@@ -39,7 +40,7 @@ var dropNames = [numDropReasons]string{
 	"no_dest", "no_neighbor", "port_exhausted", "icmp_no_conn",
 	"bad_cookie", "synproxy_queue_full", "synproxy_state", "ack_storm", "bad_tcp_options", "bad_ip_checksum", "bad_checksum",
 	"denied", "not_allowed", "src_rate_limit", "src_conn_limit", "half_open_limit",
-	"udp_proxy_too_big", "udp_proxy_gso", "proxy_no_room",
+	"udp_proxy_too_big", "udp_proxy_gso", "proxy_no_room", "ipv6_ext_header",
 }
 
 func (r DropReason) String() string { return dropNames[r] }

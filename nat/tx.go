@@ -194,6 +194,9 @@ func (tx *Tx) AddService(sc ServiceConfig) (*Service, error) {
 	if err := sc.ClientAddr.check(sc.Protocol); err != nil {
 		return nil, fmt.Errorf("%s: %w", where, err)
 	}
+	if err := checkV6Features(sc.Addr, sc.Synproxy, sc.ClientAddr); err != nil {
+		return nil, fmt.Errorf("%s: %w", where, err)
+	}
 	to := tx.DefaultTimeouts()
 	if sc.Timeouts != nil {
 		to = *sc.Timeouts
@@ -282,6 +285,9 @@ func (tx *Tx) SetSynproxy(s *Service, on bool) error {
 	if on && s.Protocol != TCP {
 		return fmt.Errorf("service %s: only a TCP service can have a SYN proxy", s)
 	}
+	if err := checkV6Features(s.Addr, on, ClientAddrNone); err != nil {
+		return fmt.Errorf("service %s: %w", s, err)
+	}
 	tx.stage(s).synproxy = &on
 	tx.n++
 	return nil
@@ -291,6 +297,9 @@ func (tx *Tx) SetSynproxy(s *Service, on bool) error {
 // for new connections; open ones keep the way they were made.
 func (tx *Tx) SetClientAddr(s *Service, c ClientAddr) error {
 	if err := c.check(s.Protocol); err != nil {
+		return fmt.Errorf("service %s: %w", s, err)
+	}
+	if err := checkV6Features(s.Addr, false, c); err != nil {
 		return fmt.Errorf("service %s: %w", s, err)
 	}
 	tx.stage(s).client = &c
@@ -321,6 +330,9 @@ func (tx *Tx) Timeouts(s *Service) Timeouts {
 func (tx *Tx) AddDest(s *Service, addr netip.Addr, port uint16, weight int) (*Dest, error) {
 	rs := netip.AddrPortFrom(addr, port)
 	if err := tx.b.cfg.checkRS(addr, port); err != nil {
+		return nil, fmt.Errorf("real server %s %w", rs, err)
+	}
+	if err := checkFamily(s, addr); err != nil {
 		return nil, fmt.Errorf("real server %s %w", rs, err)
 	}
 	if err := checkWeight(weight); err != nil {
@@ -392,6 +404,9 @@ func (tx *Tx) DeleteDest(s *Service, addr netip.Addr, port uint16) error {
 // AddLocalAddr adds a LIP to a service.
 func (tx *Tx) AddLocalAddr(s *Service, addr netip.Addr) (*LocalAddr, error) {
 	if err := tx.b.cfg.checkLIP(addr); err != nil {
+		return nil, fmt.Errorf("local address %s %w", addr, err)
+	}
+	if err := checkFamily(s, addr); err != nil {
 		return nil, fmt.Errorf("local address %s %w", addr, err)
 	}
 	cur := tx.LocalAddrs(s)
