@@ -682,3 +682,53 @@ func l4Verifies6(b []byte) bool {
 	l4 := b[54 : 54+n]
 	return csum.Checksum(l4, pseudo6(b[22:38], b[38:54], next, len(l4))) == 0
 }
+
+// TestIPv6TOA: an IPv6 client's address reaches the server in DPVS's IPv6
+// TOA (kind 254, length 20: port, address) on the segment that acks the
+// server's SYN-ACK, with full and partial checksums; the server's MSS is
+// clamped for IPv6's header and the 20 bytes.
+func TestIPv6TOA(t *testing.T) {
+	for _, partial := range []bool{false, true} {
+		r := newRig6(t, TCP, "rr", nil)
+		if err := r.b.Update(func(tx *Tx) error { return tx.SetClientAddr(r.svc, ClientAddrTOA) }); err != nil {
+			t.Fatal(err)
+		}
+		syn := frame(t, pktSpec{src: client6, dst: vip6, sport: 40000, dport: 80, proto: TCP, syn: true, seq: 100, srcMAC: macClient})
+		if v := r.b.Process(ClientSide, syn); v != Forward {
+			t.Fatal(v)
+		}
+		s := decode(t, syn)
+		rip, lport := addr6(s.ip6.DstIP), uint16(s.tcp.SrcPort)
+		sa := frame(t, pktSpec{src: rip, dst: lip6, sport: 8080, dport: lport, proto: TCP, syn: true, ack: true, seq: 7000, ackNum: s.tcp.Seq + 1,
+			opts: []layers.TCPOption{{OptionType: layers.TCPOptionKindMSS, OptionLength: 4, OptionData: []byte{0x05, 0xb4}}}, srcMAC: macGateway})
+		if v := r.b.Process(ServerSide, sa); v != Forward {
+			t.Fatal(v)
+		}
+		d := decode(t, sa)
+		if mss := binary.BigEndian.Uint16(d.tcp.Options[0].OptionData); mss != 1500-40-20-toaLen6 {
+			t.Fatalf("server MSS %d after the clamp, want %d", mss, 1500-40-20-toaLen6)
+		}
+		ack := frame(t, pktSpec{src: client6, dst: vip6, sport: 40000, dport: 80, proto: TCP, ack: true, seq: 101, ackNum: d.tcp.Seq + 1, payload: []byte("GET /"), srcMAC: macClient})
+		if partial {
+			b := ack.Bytes()
+			l4 := b[54:]
+			binary.BigEndian.PutUint16(l4[16:], csum.Fold(csum.PseudoV6(b[22:38], b[38:54], protoTCP, len(l4))))
+			inVNet(ack).SetNeedsCsum(54, 16)
+		}
+		if v := r.b.Process(ClientSide, ack); v != Forward {
+			t.Fatalf("ACK: %v %v", v, r.b.Stats.Drops())
+		}
+		if partial {
+			csum.Finish(ack.Bytes()[54:], 16)
+		}
+		d = decode(t, ack)
+		o := d.tcp.Options
+		if len(o) == 0 || o[0].OptionType != toaKind || o[0].OptionLength != toaLen6 ||
+			binary.BigEndian.Uint16(o[0].OptionData) != 40000 || netip.AddrFrom16([16]byte(o[0].OptionData[2:])) != client6 {
+			t.Fatalf("partial %v: options %+v, want TOA 254/20 with [%v]:40000", partial, o, client6)
+		}
+		if string(d.tcp.Payload) != "GET /" {
+			t.Fatalf("payload %q", d.tcp.Payload)
+		}
+	}
+}

@@ -67,7 +67,7 @@ func checkV6Features(vip netip.Addr, synproxy bool, ca ClientAddr) error {
 	if synproxy {
 		return errors.New("SYNPROXY over IPv6 is not built yet")
 	}
-	if ca != ClientAddrNone {
+	if ca == ClientAddrProxyV1 || ca == ClientAddrProxyV2 {
 		return fmt.Errorf("client address %s over IPv6 is not built yet", ca)
 	}
 	return nil

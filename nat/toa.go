@@ -12,6 +12,9 @@ import (
 // TOA (TCP Option Address) tells a real server behind FULLNAT the client's
 // address: an option of kind 254 and length 8, the client's port and IPv4
 // address in network order (struct toa_data in Alibaba's LVS and DPVS). The
+// IPv6 client gets DPVS's IPv6 layout (struct toa_ip6_data): kind 254,
+// length 20, the port and the 16-byte address; Alibaba's toa module reads
+// the same. The
 // Linux toa module reads it when the server's handshake completes
 // (syn_recv_sock), from the client segment that acknowledges the server's
 // SYN-ACK, and answers getpeername with it from then on.
@@ -30,8 +33,26 @@ import (
 // (Frame.open); the client's options and payload stay where they are.
 const (
 	toaKind = 254
-	toaLen  = 8
+	toaLen  = 8  // IPv4: kind, length, port, address
+	toaLen6 = 20 // IPv6 (DPVS's TCPOLEN_IP6_TOA)
 )
+
+// toaSize is the TOA option's length for the connection's client family.
+func (c *Conn) toaSize() int {
+	if is4(&c.in.src) {
+		return toaLen
+	}
+	return toaLen6
+}
+
+// ipHdrLen is the base IP header's length of a family (IPv6 extension
+// headers are the packet's own).
+func ipHdrLen(v4 bool) int {
+	if v4 {
+		return 20
+	}
+	return 40
+}
 
 // toaAckWanted is the ack (as the server sees it) of the client segments
 // that get TOA: the server's ISN + 1. ok is false until it is known: a
@@ -53,7 +74,7 @@ func (c *Conn) toaAckWanted() (ack uint32, ok bool) {
 // handshake on a reused tuple) records its own ISN.
 func (b *Balancer) noteTOASynAck(c *Conn, tcp []byte, acc uint32) uint32 {
 	c.toaAck.Store(1<<32 | uint64(binary.BigEndian.Uint32(tcp[4:])+1))
-	limit := uint16(b.cfg.ServerMTU - 40 - toaLen)
+	limit := uint16(b.cfg.ServerMTU - ipHdrLen(is4(&c.out.src)) - tcpMinLen - c.toaSize())
 	hl := int(tcp[12]>>4) * 4
 	w := tcpopt.Walk(tcp[tcpMinLen:hl])
 	for {
@@ -78,10 +99,17 @@ func (b *Balancer) noteTOASynAck(c *Conn, tcp []byte, acc uint32) uint32 {
 // segments carrying it still fit the server side's MTU.
 func (b *Balancer) synproxyMSS(svc *Service, key *tupleKey) uint16 {
 	mss := b.cfg.Synproxy.MSS
+	if !is4(&key.src) && mss > 20+64 {
+		mss -= 20 // the configured MSS is for IPv4's header; IPv6's is 20 bytes more
+	}
 	switch mode := svc.ClientAddr(); mode {
 	case ClientAddrTOA:
-		if mss > toaLen+64 {
-			mss -= toaLen
+		n := uint16(toaLen)
+		if !is4(&key.src) {
+			n = toaLen6
+		}
+		if mss > n+64 {
+			mss -= n
 		}
 	case ClientAddrProxyV1, ClientAddrProxyV2:
 		// The header goes in front of the first segment's payload (proxy.go).
@@ -98,7 +126,7 @@ func (b *Balancer) synproxyMSS(svc *Service, key *tupleKey) uint16 {
 func (c *Conn) heldRoom() int {
 	switch {
 	case c.clientAddr == ClientAddrTOA:
-		return toaLen
+		return c.toaSize()
 	case c.pp != nil:
 		return proxyRoom // a PROXY header's, before the released ACK's payload
 	}
@@ -128,47 +156,57 @@ func (b *Balancer) addTOA(c *Conn, p *pkt, f *Frame, l4Delta uint16) uint16 {
 	acc := blankTOA(tcp, uint32(l4Delta))
 	hl := int(tcp[12]>>4) * 4
 	ipLen := len(p.b) - p.l3
+	n := c.toaSize()
 	// The IP packet the server side carries: this one, or for a TSO
 	// super-frame each segment the kernel cuts from it (the headers, TOA
 	// included, repeated before gso_size bytes of payload).
-	wire := ipLen + toaLen
+	wire := ipLen + n
 	if f.VNet.GSOType() != tun.VNetGSONone {
-		wire = p.l4 - p.l3 + hl + toaLen + int(f.VNet.GSOSize())
+		wire = p.l4 - p.l3 + hl + n + int(f.VNet.GSOSize())
 	}
-	if hl+toaLen > tcpMinLen+tcpopt.MaxLen || ipLen+toaLen > 0xffff || wire > b.cfg.ServerMTU ||
-		!f.open(p.l4+tcpMinLen, toaLen) {
+	// The length field: IPv4's total length, IPv6's payload length.
+	lenField := ipLen + n
+	if p.v6 {
+		lenField -= ipv6HdrLen
+	}
+	if hl+n > tcpMinLen+tcpopt.MaxLen || lenField > 0xffff || wire > b.cfg.ServerMTU ||
+		!f.open(p.l4+tcpMinLen, n) {
 		b.Stats.toaCount(f.Queue, true)
 		return csum.Fold(acc)
 	}
-	p.b = f.Buf[f.Off : f.Off+len(p.b)+toaLen]
+	p.b = f.Buf[f.Off : f.Off+len(p.b)+n]
 	tcp = p.b[p.l4:]
-	opt := tcp[tcpMinLen : tcpMinLen+toaLen]
-	opt[0], opt[1] = toaKind, toaLen
+	opt := tcp[tcpMinLen : tcpMinLen+n]
+	opt[0], opt[1] = toaKind, byte(n)
 	binary.BigEndian.PutUint16(opt[2:], c.in.sport)
-	copy(opt[4:], c.in.src[12:])
+	copy(opt[4:], wireAddr(&c.in.src))
 	// The transport checksum gains the option's words, the longer data
 	// offset, and the 8 bytes more of TCP length in the pseudo-header. What
 	// follows the option moved by an even count: its words are unchanged.
-	acc = csum.Sum(opt, acc) + toaLen
-	acc = csum.Put16At(acc, tcp, 12, binary.BigEndian.Uint16(tcp[12:])+toaLen/4<<12)
+	acc = csum.Sum(opt, acc) + uint32(n)
+	acc = csum.Put16At(acc, tcp, 12, binary.BigEndian.Uint16(tcp[12:])+uint16(n/4)<<12)
 	if p.partial {
 		// A partial checksum holds only the pseudo-header sum, which the
 		// TCP length is part of; the kernel sums the header, option
 		// included, when it finishes it. csum_start and csum_offset count
 		// from the frame's start, which moved with the TCP header.
-		csum.AdjustPartial(tcp[16:], toaLen)
+		csum.AdjustPartial(tcp[16:], uint16(n))
 	}
 	ip := p.b[p.l3:]
-	csum.Adjust(ip[10:], csum.Fold(csum.Put16At(0, ip, 2, uint16(ipLen+toaLen))))
+	if p.v6 {
+		binary.BigEndian.PutUint16(ip[4:], uint16(lenField))
+	} else {
+		csum.Adjust(ip[10:], csum.Fold(csum.Put16At(0, ip, 2, uint16(lenField))))
+	}
 	if f.VNet.GSOType() != tun.VNetGSONone {
 		// hdr_len is the length of the headers each segment repeats.
-		binary.LittleEndian.PutUint16(f.VNet[2:], f.VNet.HdrLen()+toaLen)
+		binary.LittleEndian.PutUint16(f.VNet[2:], f.VNet.HdrLen()+uint16(n))
 	}
 	b.Stats.toaCount(f.Queue, false)
 	return csum.Fold(acc)
 }
 
-// blankTOA overwrites with NOPs any TOA option (kind 254, length 8) in a
+// blankTOA overwrites with NOPs any TOA option (kind 254, length 8 or 20) in a
 // client segment's options and returns acc plus the checksum change.
 // Options that do not parse are left as they are, up to the bad one.
 func blankTOA(tcp []byte, acc uint32) uint32 {
@@ -182,8 +220,8 @@ func blankTOA(tcp []byte, acc uint32) uint32 {
 		if !more {
 			return acc
 		}
-		if o.Kind == toaKind && o.Len == toaLen {
-			for j := tcpMinLen + o.Off; j < tcpMinLen+o.Off+toaLen; j += 2 {
+		if o.Kind == toaKind && (o.Len == toaLen || o.Len == toaLen6) {
+			for j := tcpMinLen + o.Off; j < tcpMinLen+o.Off+int(o.Len); j += 2 {
 				acc = csum.Put16At(acc, tcp, j, uint16(tcpopt.NOP)<<8|uint16(tcpopt.NOP))
 			}
 		}
