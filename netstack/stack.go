@@ -95,6 +95,9 @@ var ipv6Options = ipv6.Options{
 func New(bal *nat.Balancer, client, server NICConfig, log *slog.Logger) (*Stack, error) {
 	s := stack.New(stack.Options{
 		NetworkProtocols: []stack.NetworkProtocolFactory{ipv4.NewProtocol, arp.NewProtocol, ipv6.NewProtocolWithOptions(ipv6Options)},
+		// Echo requests (ping, ping6) are answered by the network
+		// protocols themselves; the ICMP transports are the stack's
+		// own ICMP endpoints, for both families alike.
 		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol,
 			icmp.NewProtocol4, icmp.NewProtocol6},
 	})
