@@ -74,7 +74,8 @@ var (
 )
 
 // stack6 is a running stack with an IPv6 address on each side (the server
-// side's also reaches fd00:99::/64 through fd00:2::1), and the devices the
+// side's also reaches fd00:99::/64 through fd00:2::1 and everything else
+// through fe80::1), and the devices the
 // test talks through.
 func stack6(t *testing.T) (st *Stack, cli, srv *pipeDev) {
 	t.Helper()
@@ -82,7 +83,8 @@ func stack6(t *testing.T) (st *Stack, cli, srv *pipeDev) {
 	st, err := New(testBalancer(t),
 		NICConfig{Devs: []tun.Device{cli}, MTU: 1500, MAC: clientMAC6, Address: netip.MustParsePrefix("172.25.254.254/24"), Address6: own6},
 		NICConfig{Devs: []tun.Device{srv}, MTU: 1500, MAC: serverMAC6, Address: netip.MustParsePrefix("172.25.84.4/24"), Address6: server6,
-			Routes: []Route{{Dst: netip.MustParsePrefix("fd00:99::/64"), Via: netip.MustParseAddr("fd00:2::1")}}},
+			Routes: []Route{{Dst: netip.MustParsePrefix("fd00:99::/64"), Via: netip.MustParseAddr("fd00:2::1")},
+				{Dst: netip.MustParsePrefix("::/0"), Via: netip.MustParseAddr("fe80::1")}}}, // a router known by its link-local address, as routers are
 		slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
@@ -294,6 +296,7 @@ func TestNextHopMACv6(t *testing.T) {
 	for i, c := range []struct{ rs, nh string }{
 		{"fd00:2::2", "fd00:2::2"},  // on-link: the side's own prefix
 		{"fd00:99::5", "fd00:2::1"}, // through the route's gateway
+		{"2001:db8::5", "fe80::1"},  // through a link-local gateway, soliciting from the side's own address
 	} {
 		rs, nh := netip.MustParseAddr(c.rs), netip.MustParseAddr(c.nh)
 		want := net.HardwareAddr{2, 0, 0, 0, 0x77, byte(i)}
