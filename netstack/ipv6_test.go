@@ -125,9 +125,17 @@ func solicitedNode(a netip.Addr) (netip.Addr, net.HardwareAddr) {
 func solicit(t *testing.T, src, target netip.Addr) []byte {
 	t.Helper()
 	g, gmac := solicitedNode(target)
+	return solicitTo(t, gmac, src, g, target)
+}
+
+// solicitTo is a neighbour solicitation for target from src to dst: dst is
+// target itself when a neighbour checks that it is still reachable (RFC
+// 4861 7.3.3).
+func solicitTo(t *testing.T, dstMAC net.HardwareAddr, src, dst, target netip.Addr) []byte {
+	t.Helper()
 	ns := &layers.ICMPv6NeighborSolicitation{TargetAddress: target.AsSlice(),
 		Options: layers.ICMPv6Options{{Type: layers.ICMPv6OptSourceAddress, Data: peerMAC}}}
-	return frame6(t, gmac, src, g, layers.ICMPv6TypeNeighborSolicitation, ns)
+	return frame6(t, dstMAC, src, dst, layers.ICMPv6TypeNeighborSolicitation, ns)
 }
 
 // advertise is a solicited neighbour advertisement: target is at mac.
@@ -202,7 +210,8 @@ func next(t *testing.T, d *pipeDev, typ uint8, answer func(gopacket.Packet)) (*l
 // The stack answers a neighbour solicitation for an IPv6 VIP that
 // SetAddresses added, sent to the VIP's solicited-node group from a
 // link-local address (as a router does) or from a global one, with a
-// solicited advertisement of the NIC's MAC from the VIP; once SetAddresses
+// solicited advertisement of the NIC's MAC from the VIP, and a unicast one
+// to the VIP (a neighbour's reachability probe) too; once SetAddresses
 // takes the VIP away it no longer does, while its own address still is.
 func TestNeighbourDiscoveryForVIPs(t *testing.T) {
 	st, cli, _ := stack6(t)
@@ -211,8 +220,12 @@ func TestNeighbourDiscoveryForVIPs(t *testing.T) {
 		t.Fatal(err)
 	}
 	nicMAC := net.HardwareAddr(clientMAC6[:])
-	for _, src := range []netip.Addr{peerLL, client6} {
-		cli.in <- solicit(t, src, vip6)
+	for i, src := range []netip.Addr{peerLL, client6, client6} {
+		if i < 2 {
+			cli.in <- solicit(t, src, vip6)
+		} else {
+			cli.in <- solicitTo(t, nicMAC, src, vip6, vip6) // unicast
+		}
 		eth, ip, p := next(t, cli, layers.ICMPv6TypeNeighborAdvertisement, nil)
 		na, _ := p.Layer(layers.LayerTypeICMPv6NeighborAdvertisement).(*layers.ICMPv6NeighborAdvertisement)
 		if na == nil {
