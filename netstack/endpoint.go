@@ -131,8 +131,7 @@ func (e *Endpoint) Transmit(frame []byte) {
 }
 
 // WritePackets sends the stack's own packets (ARP, neighbour discovery,
-// ICMP, its TCP) out of
-// queue 0.
+// ICMP, its TCP) out of queue 0.
 func (e *Endpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
 	n := 0
 	h := e.devs[0].VNetHdrLen()
