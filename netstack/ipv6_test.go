@@ -226,7 +226,14 @@ func TestNeighbourDiscoveryForVIPs(t *testing.T) {
 		} else {
 			cli.in <- solicitTo(t, nicMAC, src, vip6, vip6) // unicast
 		}
-		eth, ip, p := next(t, cli, layers.ICMPv6TypeNeighborAdvertisement, nil)
+		// The advertisement is the first frame the side writes: no
+		// MLD report for the groups the VIPs joined, no router
+		// solicitation, no DAD probe came before it (ipv6Options).
+		eth, ip, p := next(t, cli, layers.ICMPv6TypeNeighborAdvertisement, func(p gopacket.Packet) {
+			if i == 0 {
+				t.Fatalf("the client side wrote %v before the first advertisement", p.Layers()[len(p.Layers())-1].LayerType())
+			}
+		})
 		na, _ := p.Layer(layers.LayerTypeICMPv6NeighborAdvertisement).(*layers.ICMPv6NeighborAdvertisement)
 		if na == nil {
 			t.Fatalf("from %s: an advertisement gopacket cannot parse", src)
