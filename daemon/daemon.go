@@ -61,7 +61,7 @@ func Start(cfg *config.Config, log *slog.Logger) (_ *Daemon, err error) {
 			closeNICs(nics)
 		}
 	}()
-	unmasq, err := masquerade(cfg)
+	unmasq, err := masquerade(cfg, log)
 	if err != nil {
 		removeMasquerade(unmasq, log)
 		return nil, err
@@ -263,9 +263,15 @@ func (d *Daemon) Close() {
 
 // masquerade installs the sides' nftables rules for a sidecar: masquerade
 // (interfaces.*.masquerade) and published ports (interfaces.client.publish).
-func masquerade(cfg *config.Config) (remove []func() error, err error) {
+func masquerade(cfg *config.Config, log *slog.Logger) (remove []func() error, err error) {
 	for _, side := range [2]config.Interface{cfg.Client, cfg.Server} {
 		if side.Masquerade {
+			if side.Address6.IsValid() {
+				// The rules are IPv4's (tun.Masquerade): an IPv6
+				// real server must have a route back to the IPv6
+				// LIPs itself.
+				log.Warn("masquerade is IPv4 only: this side's IPv6 traffic is not masqueraded", "interface", side.Name, "address6", side.Address6.String())
+			}
 			r, err := tun.Masquerade(side.Name, side.Address, side.Netns)
 			if err != nil {
 				return remove, err

@@ -22,6 +22,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 
 	"github.com/tapvs/tapvs/nat"
@@ -200,9 +201,42 @@ func (c *Checker) record(svc *nat.Service, s *state, err error) {
 
 // check runs one probe from one of the service's LIPs.
 func (c *Checker) check(svc *nat.Service, t Target) error {
-	lips := svc.LocalAddrs()
+	las := svc.LocalAddrs()
+	lips := make([]netip.Addr, len(las))
+	for i, la := range las {
+		lips[i] = la.Addr
+	}
+	return c.checkFrom(lips, t)
+}
+
+// localFor picks the first of lips of rs's family: a connection from a LIP
+// to a real server is of one family, IPv4 or IPv6.
+func localFor(lips []netip.Addr, rs netip.Addr) (netip.Addr, error) {
 	if len(lips) == 0 {
-		return fmt.Errorf("the service has no local address to check from")
+		return netip.Addr{}, fmt.Errorf("the service has no local address to check from")
+	}
+	for _, l := range lips {
+		if l.Unmap().Is4() == rs.Unmap().Is4() {
+			return l.Unmap(), nil
+		}
+	}
+	family := "IPv6"
+	if rs.Unmap().Is4() {
+		family = "IPv4"
+	}
+	return netip.Addr{}, fmt.Errorf("the service has no %s local address to check %s from", family, rs)
+}
+
+// checkFrom runs one probe from the first of lips of the server's family.
+func (c *Checker) checkFrom(lips []netip.Addr, t Target) error {
+	rs := t.RS.Addr().Unmap()
+	lip, err := localFor(lips, rs)
+	if err != nil {
+		return err
+	}
+	proto := ipv4.ProtocolNumber
+	if rs.Is6() {
+		proto = ipv6.ProtocolNumber
 	}
 	port := t.Spec.Port
 	if port == 0 {
@@ -211,9 +245,9 @@ func (c *Checker) check(svc *nat.Service, t Target) error {
 	ctx, cancel := context.WithTimeout(context.Background(), t.Spec.Timeout)
 	defer cancel()
 	dial := func(ctx context.Context) (net.Conn, error) {
-		local := tcpip.FullAddress{NIC: c.nic, Addr: tcpip.AddrFrom4(lips[0].Addr.As4())}
-		remote := tcpip.FullAddress{NIC: c.nic, Addr: tcpip.AddrFrom4(t.RS.Addr().As4()), Port: port}
-		return gonet.DialTCPWithBind(ctx, c.st, local, remote, ipv4.ProtocolNumber)
+		local := tcpip.FullAddress{NIC: c.nic, Addr: tcpip.AddrFromSlice(lip.AsSlice())}
+		remote := tcpip.FullAddress{NIC: c.nic, Addr: tcpip.AddrFromSlice(rs.AsSlice()), Port: port}
+		return gonet.DialTCPWithBind(ctx, c.st, local, remote, proto)
 	}
 	if t.Spec.Type == "tcp" {
 		conn, err := dial(ctx)
@@ -226,7 +260,9 @@ func (c *Checker) check(svc *nat.Service, t Target) error {
 		DisableKeepAlives: true,
 		DialContext:       func(ctx context.Context, _, _ string) (net.Conn, error) { return dial(ctx) },
 	}}
-	req, _ := http.NewRequestWithContext(ctx, "GET", fmt.Sprintf("http://%s%s", netip.AddrPortFrom(t.RS.Addr(), port), t.Spec.Path), nil)
+	// An IPv6 server's address is bracketed in the URL, and so in the
+	// Host header: AddrPort's form.
+	req, _ := http.NewRequestWithContext(ctx, "GET", fmt.Sprintf("http://%s%s", netip.AddrPortFrom(rs, port), t.Spec.Path), nil)
 	resp, err := hc.Do(req)
 	if err != nil {
 		return fmt.Errorf("http: %w", err)

@@ -19,6 +19,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/link/loopback"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/waiter"
@@ -74,20 +75,27 @@ func testBalancer(t *testing.T, servers ...netip.AddrPort) (*nat.Balancer, *nat.
 // listener on a real server's address in the same stack.
 func loopStack(t *testing.T, addrs ...netip.Addr) *stack.Stack {
 	t.Helper()
-	s := stack.New(stack.Options{NetworkProtocols: []stack.NetworkProtocolFactory{ipv4.NewProtocol},
+	s := stack.New(stack.Options{NetworkProtocols: []stack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},
 		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol}})
 	if err := s.CreateNIC(nic, loopback.New()); err != nil {
 		t.Fatal(err)
 	}
 	for _, a := range addrs {
-		pa := tcpip.ProtocolAddress{Protocol: ipv4.ProtocolNumber, AddressWithPrefix: tcpip.AddrFrom4(a.As4()).WithPrefix()}
+		pa := tcpip.ProtocolAddress{Protocol: protoOf(a), AddressWithPrefix: tcpip.AddrFromSlice(a.AsSlice()).WithPrefix()}
 		if err := s.AddProtocolAddress(nic, pa, stack.AddressProperties{}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	s.SetRouteTable([]tcpip.Route{{Destination: header.IPv4EmptySubnet, NIC: nic}})
+	s.SetRouteTable([]tcpip.Route{{Destination: header.IPv4EmptySubnet, NIC: nic}, {Destination: header.IPv6EmptySubnet, NIC: nic}})
 	t.Cleanup(func() { s.Close(); s.Wait() })
 	return s
+}
+
+func protoOf(a netip.Addr) tcpip.NetworkProtocolNumber {
+	if a.Is4() {
+		return ipv4.ProtocolNumber
+	}
+	return ipv6.ProtocolNumber
 }
 
 // listen opens a TCP listener on ap inside s, with SO_REUSEADDR so that it
@@ -95,12 +103,12 @@ func loopStack(t *testing.T, addrs ...netip.Addr) *stack.Stack {
 func listen(t *testing.T, s *stack.Stack, ap netip.AddrPort) net.Listener {
 	t.Helper()
 	var wq waiter.Queue
-	ep, terr := s.NewEndpoint(tcp.ProtocolNumber, ipv4.ProtocolNumber, &wq)
+	ep, terr := s.NewEndpoint(tcp.ProtocolNumber, protoOf(ap.Addr()), &wq)
 	if terr != nil {
 		t.Fatal(terr)
 	}
 	ep.SocketOptions().SetReuseAddress(true)
-	if terr := ep.Bind(tcpip.FullAddress{NIC: nic, Addr: tcpip.AddrFrom4(ap.Addr().As4()), Port: ap.Port()}); terr != nil {
+	if terr := ep.Bind(tcpip.FullAddress{NIC: nic, Addr: tcpip.AddrFromSlice(ap.Addr().AsSlice()), Port: ap.Port()}); terr != nil {
 		ep.Close()
 		t.Fatalf("bind %s: %s", ap, terr)
 	}
@@ -399,6 +407,71 @@ func TestCheckProbes(t *testing.T) {
 		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
 			t.Errorf("%s: %v, want an error saying %q", tc.name, err, tc.want)
 		}
+	}
+}
+
+// An IPv6 real server is checked from the service's IPv6 LIP, whatever
+// order the LIPs come in, over TCP and HTTP (its address bracketed in the
+// URL); a server of a family the service has no LIP of fails with a reason
+// that says so.
+func TestCheckProbesIPv6(t *testing.T) {
+	lip6 := netip.MustParseAddr("fd00:2::10")
+	rs6 := netip.MustParseAddrPort("[fd00:20::2]:80")
+	st := loopStack(t, lip, lip6, rs6.Addr())
+	c := New(nil, st, nic, quiet)
+	l := listen(t, st, rs6)
+	defer l.Close()
+	go func() {
+		for {
+			conn, err := l.Accept()
+			if err != nil {
+				return
+			}
+			conn.Close()
+		}
+	}()
+	// What the HTTP server saw: the handler runs before the check has
+	// its answer.
+	var mu sync.Mutex
+	var hosts, froms []string
+	serveHTTP(t, st, netip.AddrPortFrom(rs6.Addr(), 8080), func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		hosts, froms = append(hosts, r.Host), append(froms, r.RemoteAddr)
+		mu.Unlock()
+		io.WriteString(w, "ok\n")
+	})
+	target := func(s Spec) Target {
+		s.Timeout = 2 * time.Second
+		return Target{Proto: nat.TCP, VIP: vip, RS: rs6, Spec: s, Weight: 5}
+	}
+	for _, lips := range [][]netip.Addr{{lip, lip6}, {lip6, lip}} {
+		if err := c.checkFrom(lips, target(Spec{Type: "tcp"})); err != nil {
+			t.Fatalf("tcp from %v: %v", lips, err)
+		}
+		if err := c.checkFrom(lips, target(Spec{Type: "http", Port: 8080, Path: "/"})); err != nil {
+			t.Fatalf("http from %v: %v", lips, err)
+		}
+		if err := c.checkFrom(lips, target(Spec{Type: "tcp", Port: 81})); err == nil || !strings.Contains(err.Error(), "tcp connect") {
+			t.Fatalf("tcp to nothing listening from %v: %v", lips, err)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(hosts) != 2 {
+		t.Fatalf("%d HTTP requests, want 2", len(hosts))
+	}
+	for i := range hosts {
+		if ap, err := netip.ParseAddrPort(froms[i]); err != nil || ap.Addr() != lip6 || hosts[i] != "[fd00:20::2]:8080" {
+			t.Errorf("HTTP request from %s for Host %q; want from the IPv6 LIP %s for [fd00:20::2]:8080", froms[i], hosts[i], lip6)
+		}
+	}
+	if err := c.checkFrom([]netip.Addr{lip}, target(Spec{Type: "tcp"})); err == nil || !strings.Contains(err.Error(), "no IPv6 local address to check fd00:20::2") {
+		t.Fatalf("an IPv6 server with only an IPv4 LIP: %v", err)
+	}
+	v4 := target(Spec{Type: "tcp"})
+	v4.RS = rs1
+	if err := c.checkFrom([]netip.Addr{lip6}, v4); err == nil || !strings.Contains(err.Error(), "no IPv4 local address to check 10.20.1.2") {
+		t.Fatalf("an IPv4 server with only an IPv6 LIP: %v", err)
 	}
 }
 

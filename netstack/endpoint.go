@@ -2,8 +2,12 @@
 // is an Endpoint: a gVisor link endpoint that owns the side's device queues and
 // runs the receive pipeline. Every frame a queue reads goes to the balancer
 // first; what the balancer forwards is written straight to the other side's
-// device, and only what it passes (ARP, ping, the stack's own connections)
-// is copied into a gVisor packet buffer for the stack.
+// device, and only what it passes (ARP and IPv6 neighbour discovery, ping
+// and ping6, the stack's own connections) is copied into a gVisor packet
+// buffer for the stack. Neighbour solicitations come to a solicited-node
+// group's Ethernet address (33:33:ff:xx:xx:xx): deliver marks them
+// multicast, and the stack takes those of the groups its IPv6 addresses
+// joined.
 //
 // The files follow that: endpoint.go is the side as gVisor sees it,
 // pipeline.go the receive pipeline (read a batch, run each frame through
@@ -126,8 +130,8 @@ func (e *Endpoint) Transmit(frame []byte) {
 	}
 }
 
-// WritePackets sends the stack's own packets (ARP, ICMP, its TCP) out of
-// queue 0.
+// WritePackets sends the stack's own packets (ARP, neighbour discovery,
+// ICMP, its TCP) out of queue 0.
 func (e *Endpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
 	n := 0
 	h := e.devs[0].VNetHdrLen()

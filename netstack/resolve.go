@@ -9,7 +9,6 @@ import (
 
 	"github.com/tapvs/tapvs/nat"
 	"gvisor.dev/gvisor/pkg/tcpip"
-	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
@@ -95,11 +94,19 @@ func (st *Stack) resolveOne(d *nat.Dest) error {
 }
 
 // NextHopMAC finds the route to addr out of the server side and resolves its
-// next hop through the stack's neighbor table (ARP).
+// next hop through the stack's neighbor table: ARP for an IPv4 address,
+// neighbour discovery for an IPv6 one (a solicitation from the route's
+// local address, the side's own IPv6 address or a LIP).
 func (st *Stack) NextHopMAC(addr netip.Addr, wait time.Duration) ([6]byte, error) {
 	var mac [6]byte
-	r, terr := st.s.FindRoute(ServerNIC, tcpip.Address{}, toTCPIP(addr), ipv4.ProtocolNumber, false)
+	proto := protocol(addr)
+	r, terr := st.s.FindRoute(ServerNIC, tcpip.Address{}, toTCPIP(addr), proto, false)
 	if terr != nil {
+		if !st.hasAddress(ServerNIC, proto) {
+			// FindRoute says the same when a route is there but
+			// the side has no address of the family to send from.
+			return mac, fmt.Errorf("no route to %s: the server side has no address of its family (an own address or a LIP)", addr)
+		}
 		return mac, fmt.Errorf("no route to %s: %s", addr, terr)
 	}
 	nh, local := r.NextHop(), r.LocalAddress()
@@ -108,7 +115,7 @@ func (st *Stack) NextHopMAC(addr netip.Addr, wait time.Duration) ([6]byte, error
 		nh = toTCPIP(addr)
 	}
 	ch := make(chan stack.LinkResolutionResult, 1)
-	terr = st.s.GetLinkAddress(ServerNIC, nh, local, ipv4.ProtocolNumber, func(res stack.LinkResolutionResult) { ch <- res })
+	terr = st.s.GetLinkAddress(ServerNIC, nh, local, proto, func(res stack.LinkResolutionResult) { ch <- res })
 	if terr != nil {
 		if _, ok := terr.(*tcpip.ErrWouldBlock); !ok {
 			return mac, fmt.Errorf("resolve %s: %s", nh, terr)
@@ -126,4 +133,14 @@ func (st *Stack) NextHopMAC(addr netip.Addr, wait time.Duration) ([6]byte, error
 	case <-st.stop:
 		return mac, errors.New("stopped")
 	}
+}
+
+// hasAddress reports whether a NIC has an address of a protocol.
+func (st *Stack) hasAddress(id tcpip.NICID, proto tcpip.NetworkProtocolNumber) bool {
+	for _, pa := range st.s.AllAddresses()[id] {
+		if pa.Protocol == proto {
+			return true
+		}
+	}
+	return false
 }

@@ -12,6 +12,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/network/arp"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/icmp"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
@@ -54,8 +55,8 @@ type Stack struct {
 	resolveReq chan *nat.Dest
 	bal        *nat.Balancer
 	addrMu     sync.Mutex
-	ownClient  netip.Addr
-	ownServer  netip.Addr
+	ownClient  [2]netip.Addr // the side's own IPv4 and IPv6 addresses: SetAddresses leaves them alone
+	ownServer  [2]netip.Addr
 	stop       chan struct{}
 	polling    bool
 	pollSleeps atomic.Uint64
@@ -66,14 +67,43 @@ type Stack struct {
 	err      error         // why: set before failed is closed
 }
 
+// ipv6Options make the stack an IPv6 neighbour and nothing more: it answers
+// neighbour solicitations for its addresses and resolves next hops, but it
+// is not a host that configures itself. No duplicate address detection
+// (VIPs and LIPs are the operator's, and an address must answer the moment
+// SetAddresses adds it, not a second later), no router solicitations, no
+// router advertisements heeded (no SLAAC, no default routers or prefixes
+// learnt: routes are configured), no MLD reports.
+//
+// Nor a link-local address: gVisor answers a solicitation for a global or
+// ULA address from that address (RFC 4861 7.2.4), whatever the solicitor's
+// source, link-local included, and solicits from the route's own address,
+// so neighbour discovery needs none. Only router solicitations and MLD
+// reports would, and both are off. Without one, the NIC's addresses are
+// exactly the configured ones, which SetAddresses relies on.
+var ipv6Options = ipv6.Options{
+	NDPConfigs: ipv6.NDPConfigurations{
+		MaxRtrSolicitations: 0,
+		HandleRAs:           ipv6.HandlingRAsDisabled,
+	},
+	DADConfigs:       stack.DADConfigurations{DupAddrDetectTransmits: 0},
+	AutoGenLinkLocal: false,
+	MLD:              ipv6.MLDOptions{Enabled: false},
+}
+
 // New builds the stack. Frames start flowing at Start.
 func New(bal *nat.Balancer, client, server NICConfig, log *slog.Logger) (*Stack, error) {
 	s := stack.New(stack.Options{
-		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, arp.NewProtocol},
-		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4},
+		NetworkProtocols: []stack.NetworkProtocolFactory{ipv4.NewProtocol, arp.NewProtocol, ipv6.NewProtocolWithOptions(ipv6Options)},
+		// Echo requests (ping, ping6) are answered by the network
+		// protocols themselves; the ICMP transports are the stack's
+		// own ICMP endpoints, for both families alike.
+		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol,
+			icmp.NewProtocol4, icmp.NewProtocol6},
 	})
 	st := &Stack{s: s, log: log, bal: bal, resolveReq: make(chan *nat.Dest, 64), stop: make(chan struct{}), failed: make(chan struct{}),
-		ownClient: client.Address.Addr(), ownServer: server.Address.Addr()}
+		ownClient: [2]netip.Addr{client.Address.Addr(), client.Address6.Addr()},
+		ownServer: [2]netip.Addr{server.Address.Addr(), server.Address6.Addr()}}
 	st.Client = newEndpoint(nat.ClientSide, client.Devs, client.MTU, client.MAC, bal, log)
 	st.Server = newEndpoint(nat.ServerSide, server.Devs, server.MTU, server.MAC, bal, log)
 	st.Client.peer, st.Server.peer = st.Server, st.Client
@@ -92,19 +122,35 @@ func New(bal *nat.Balancer, client, server NICConfig, log *slog.Logger) (*Stack,
 			s.Destroy()
 			return nil, fmt.Errorf("%s NIC: %s", side.ep.side, err)
 		}
-		a := side.cfg.Address
-		pa := tcpip.ProtocolAddress{
-			Protocol:          ipv4.ProtocolNumber,
-			AddressWithPrefix: tcpip.AddressWithPrefix{Address: toTCPIP(a.Addr()), PrefixLen: a.Bits()},
-		}
-		if err := s.AddProtocolAddress(side.id, pa, stack.AddressProperties{}); err != nil {
+		if a6 := side.cfg.Address6; a6.IsValid() && !a6.Addr().Is6() {
 			s.Destroy()
-			return nil, fmt.Errorf("%s NIC: address %s: %s", side.ep.side, a, err)
+			return nil, fmt.Errorf("%s NIC: IPv6 address %s is not IPv6", side.ep.side, a6)
 		}
-		routes = append(routes, tcpip.Route{Destination: subnet(side.cfg.Address.Masked()), NIC: side.id})
+		// The side's own addresses, each with its subnet on-link.
+		for _, a := range []netip.Prefix{side.cfg.Address, side.cfg.Address6} {
+			if !a.IsValid() {
+				continue
+			}
+			pa := tcpip.ProtocolAddress{
+				Protocol:          protocol(a.Addr()),
+				AddressWithPrefix: tcpip.AddressWithPrefix{Address: toTCPIP(a.Addr()), PrefixLen: a.Bits()},
+			}
+			if err := s.AddProtocolAddress(side.id, pa, stack.AddressProperties{}); err != nil {
+				s.Destroy()
+				return nil, fmt.Errorf("%s NIC: address %s: %s", side.ep.side, a, err)
+			}
+			routes = append(routes, tcpip.Route{Destination: subnet(a.Masked()), NIC: side.id})
+		}
 		for _, r := range side.cfg.Routes {
 			tr := tcpip.Route{Destination: subnet(r.Dst), NIC: side.id}
 			if r.Via.IsValid() {
+				// A gateway of the other family would never be
+				// resolved: the route's destination picks the
+				// protocol that resolves its next hop.
+				if r.Via.Unmap().Is4() != r.Dst.Addr().Unmap().Is4() {
+					s.Destroy()
+					return nil, fmt.Errorf("%s NIC: route to %s via %s: the gateway is not of the destination's family", side.ep.side, r.Dst, r.Via)
+				}
 				tr.Gateway = toTCPIP(r.Via)
 			}
 			routes = append(routes, tr)
@@ -186,28 +232,36 @@ func (st *Stack) Err() error {
 }
 
 // SetAddresses makes the extra addresses (VIPs on the client side, LIPs on the
-// server side) of a side exactly want: ARP is answered for them and no other.
-// The side's own address is left alone.
+// server side) of a side exactly want, IPv4 and IPv6 alike: ARP and
+// neighbour discovery answer for them and no other. The side's own
+// addresses are left alone.
 func (st *Stack) SetAddresses(side nat.Side, want []netip.Addr) error {
 	id, own := ClientNIC, st.ownClient
 	if side == nat.ServerSide {
 		id, own = ServerNIC, st.ownServer
 	}
+	isOwn := func(a netip.Addr) bool { return a == own[0] || a == own[1] }
 	st.addrMu.Lock()
 	defer st.addrMu.Unlock()
 	have := map[netip.Addr]bool{}
 	for _, pa := range st.s.AllAddresses()[id] {
-		if a, ok := netip.AddrFromSlice(pa.AddressWithPrefix.Address.AsSlice()); ok && a != own {
+		a, ok := netip.AddrFromSlice(pa.AddressWithPrefix.Address.AsSlice())
+		// A link-local address is not one SetAddresses adds (the stack
+		// makes none, see ipv6Options): never one to take away.
+		if ok && !isOwn(a) && !a.IsLinkLocalUnicast() {
 			have[a] = true
 		}
 	}
 	var errs []error
 	for _, a := range want {
-		if have[a] || a == own {
+		a = a.Unmap() // an IPv4 address in the balancer's 16-byte form is IPv4
+		if have[a] || isOwn(a) {
 			delete(have, a)
 			continue
 		}
-		pa := tcpip.ProtocolAddress{Protocol: ipv4.ProtocolNumber, AddressWithPrefix: tcpip.AddressWithPrefix{Address: toTCPIP(a), PrefixLen: 32}}
+		// A host address: the subnet around it is the side's own
+		// address's (or a route's), not the VIP's or LIP's.
+		pa := tcpip.ProtocolAddress{Protocol: protocol(a), AddressWithPrefix: tcpip.AddressWithPrefix{Address: toTCPIP(a), PrefixLen: a.BitLen()}}
 		if err := st.s.AddProtocolAddress(id, pa, stack.AddressProperties{}); err != nil {
 			errs = append(errs, fmt.Errorf("%s side: add %s: %s", side, a, err))
 		}
@@ -241,7 +295,19 @@ func (st *Stack) Transmit(out nat.Side, frame []byte) {
 	}
 }
 
+// protocol is the network protocol of an address: IPv4 for an IPv4 address
+// in any form (mapped into IPv6 too), IPv6 otherwise.
+func protocol(a netip.Addr) tcpip.NetworkProtocolNumber {
+	if a.Unmap().Is4() {
+		return ipv4.ProtocolNumber
+	}
+	return ipv6.ProtocolNumber
+}
+
+// toTCPIP is a in gVisor's form: 4 bytes for IPv4 (mapped or not), 16 for
+// IPv6.
 func toTCPIP(a netip.Addr) tcpip.Address {
+	a = a.Unmap()
 	if a.Is4() {
 		return tcpip.AddrFrom4(a.As4())
 	}
