@@ -3,8 +3,10 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"io"
 	"net"
 	"net/http"
+	"os"
 	"reflect"
 	"strings"
 	"sync"
@@ -85,6 +87,12 @@ func fakeDaemon(t *testing.T, svcs []api.Service, conns []api.Conn) (sock string
 	mux.HandleFunc("GET /v1/info", func(w http.ResponseWriter, r *http.Request) { reply(w, api.Info{Version: "1.2.1", Size: 4096}) })
 	mux.HandleFunc("GET /v1/services", func(w http.ResponseWriter, r *http.Request) { reply(w, svcs) })
 	mux.HandleFunc("GET /v1/conns", func(w http.ResponseWriter, r *http.Request) { reply(w, conns) })
+	mux.HandleFunc("GET /v1/capture", func(w http.ResponseWriter, r *http.Request) {
+		// The service named in the query, as the pcap's content.
+		if _, err := io.WriteString(w, r.URL.Query().Get("proto")+" "+r.URL.Query().Get("addr")); err != nil {
+			t.Errorf("fake daemon: capture: %v", err)
+		}
+	})
 	mux.HandleFunc("POST /v1/batch", func(w http.ResponseWriter, r *http.Request) {
 		var b api.Batch
 		if err := json.NewDecoder(r.Body).Decode(&b); err != nil {
@@ -236,5 +244,15 @@ func TestSaveRestoreIPv6(t *testing.T) {
 	}
 	if !reflect.DeepEqual(rebuilt, listed) {
 		t.Fatalf("-R rebuilt\n%+v\nfrom -S of\n%+v", rebuilt, listed)
+	}
+}
+
+// --capture names an IPv6 service in its query as -t gave it.
+func TestCaptureIPv6(t *testing.T) {
+	sock, _ := fakeDaemon(t, nil, nil)
+	file := t.TempDir() + "/c.pcap"
+	tapvsadm(t, sock, "", "--capture", file, "-u", "[2001:db8::53]:domain")
+	if b, err := os.ReadFile(file); err != nil || string(b) != "udp [2001:db8::53]:53" {
+		t.Fatalf("capture asked for %q (%v), want udp [2001:db8::53]:53", b, err)
 	}
 }
