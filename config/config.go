@@ -274,13 +274,26 @@ func Parse(text string) (*Config, error) { return parseText(text, false) }
 func ParseNoServices(text string) (*Config, error) { return parseText(text, true) }
 
 func parseText(text string, noServices bool) (*Config, error) {
+	c, err := parseFields(text, noServices)
+	if err != nil {
+		return nil, err
+	}
+	if err := dryRun(c); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// parseFields is parseText without the balancer's rules between values
+// (dryRun): each field read and checked on its own terms.
+func parseFields(text string, noServices bool) (*Config, error) {
 	v := viper.New()
 	setDefaults(v)
 	v.SetConfigType("yaml")
 	if err := v.ReadConfig(strings.NewReader(text)); err != nil {
 		return nil, fmt.Errorf("config: %w", oneLine(err))
 	}
-	return decode(v, "config", noServices)
+	return decodeFields(v, "config", noServices)
 }
 
 // oneLine is err on one line: a YAML parser's message can take several.
@@ -318,6 +331,17 @@ func setDefaults(v *viper.Viper) {
 }
 
 func decode(v *viper.Viper, name string, noServices bool) (*Config, error) {
+	c, err := decodeFields(v, name, noServices)
+	if err != nil {
+		return nil, err
+	}
+	if err := dryRun(c); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func decodeFields(v *viper.Viper, name string, noServices bool) (*Config, error) {
 	var r raw
 	err := v.Unmarshal(&r, func(dc *mapstructure.DecoderConfig) {
 		dc.ErrorUnused = true
@@ -503,10 +527,11 @@ func validate(r *raw, noServices bool) (*Config, error) {
 		e.add("services", "no service is configured")
 	}
 	seen := map[string]string{}
+	has6 := sides6{client: r.Interfaces.Client.Address6 != "", server: r.Interfaces.Server.Address6 != ""}
 	for i, rs := range r.Services {
 		f := fmt.Sprintf("services[%d]", i)
-		s := service(&e, f, rs, c.Timeouts)
-		key := fmt.Sprintf("%s %s:%d", s.Protocol, s.VIP, s.Port)
+		s := service(&e, f, rs, c.Timeouts, has6)
+		key := fmt.Sprintf("%s %s", s.Protocol, netip.AddrPortFrom(s.VIP, s.Port))
 		if prev, dup := seen[key]; dup && s.VIP.IsValid() {
 			e.add(f, "%s is already defined by %s", key, prev)
 		}
@@ -521,14 +546,16 @@ func validate(r *raw, noServices bool) (*Config, error) {
 	if len(e) > 0 {
 		return nil, errors.Join(e...)
 	}
-	// The rules between values (no address both a VIP and a LIP, none of
-	// them tapvs's own, no real server twice) are the balancer's: the file
-	// is applied to an empty one, and every refusal named.
-	nc := nat.Config{Timeouts: c.Timeouts, ClientNet: c.Client.Address, ServerNet: c.Server.Address, ClientNet6: c.Client.Address6, ServerNet6: c.Server.Address6}
-	if err := nat.DryRun(nc, func(tx *nat.Tx) error { return c.Apply(tx, nil) }); err != nil {
-		return nil, err
-	}
 	return c, nil
+}
+
+// dryRun applies the rules between values (no address both a VIP and a
+// LIP, none of them tapvs's own, no real server twice, a LIP in its side's
+// prefix), which are the balancer's: the configuration is applied to an
+// empty one, and every refusal named.
+func dryRun(c *Config) error {
+	nc := nat.Config{Timeouts: c.Timeouts, ClientNet: c.Client.Address, ServerNet: c.Server.Address, ClientNet6: c.Client.Address6, ServerNet6: c.Server.Address6}
+	return nat.DryRun(nc, func(tx *nat.Tx) error { return c.Apply(tx, nil) })
 }
 
 // HasHealthChecks reports whether any real server is checked.
@@ -586,33 +613,22 @@ func iface(e *errs, f string, r rawIface) Interface {
 	case err != nil:
 		e.add(f+".address", "%q is not an address with prefix length (like 172.25.84.4/24)", r.Address)
 	case !p.Addr().Is4():
-		e.add(f+".address", "%s: only IPv4 is supported yet", p)
+		e.add(f+".address", "%s is IPv6: address is the side's IPv4 address; give its IPv6 address as address6", p)
 	default:
 		i.Address = p
 	}
+	if r.Address6 != "" {
+		i.Address6 = address6(e, f+".address6", r.Address6)
+	}
 	for j, rr := range r.Routes {
-		rf := fmt.Sprintf("%s.routes[%d]", f, j)
-		var rt Route
-		if d, err := netip.ParsePrefix(rr.Dst); err != nil || !d.Addr().Is4() {
-			e.add(rf+".dst", "%q is not an IPv4 prefix", rr.Dst)
-		} else {
-			rt.Dst = d.Masked()
-		}
-		if rr.Via != "" {
-			if via, err := netip.ParseAddr(rr.Via); err != nil || !via.Is4() {
-				e.add(rf+".via", "%q is not an IPv4 address", rr.Via)
-			} else if i.Address.IsValid() && !i.Address.Contains(via) {
-				e.add(rf+".via", "%s is not on-link (not in %s)", via, i.Address.Masked())
-			} else {
-				rt.Via = via
-			}
-		}
-		i.Routes = append(i.Routes, rt)
+		i.Routes = append(i.Routes, route(e, fmt.Sprintf("%s.routes[%d]", f, j), rr, i, r.Address6 != ""))
 	}
 	if r.PeerAddress != "" {
 		pa, err := netip.ParsePrefix(r.PeerAddress)
 		switch {
-		case err != nil || !pa.Addr().Is4():
+		case err == nil && !pa.Addr().Is4():
+			e.add(f+".peer_address", "%s is IPv6: an IPv6 peer address is not built yet (the kernel's end takes an IPv4 address)", pa)
+		case err != nil:
 			e.add(f+".peer_address", "%q is not an IPv4 address with prefix length (like 172.25.84.1/24)", r.PeerAddress)
 		case i.Address.IsValid() && (pa.Masked() != i.Address.Masked()):
 			e.add(f+".peer_address", "%s is not in address's subnet %s", pa, i.Address.Masked())
@@ -623,8 +639,13 @@ func iface(e *errs, f string, r rawIface) Interface {
 		}
 	}
 	if r.Masquerade {
-		if r.PeerAddress == "" {
+		switch {
+		case r.PeerAddress == "":
 			e.add(f+".masquerade", "needs peer_address: the kernel's route back to this side")
+		case r.Address6 != "":
+			// The kernel masquerades address's IPv4 subnet only: IPv6
+			// local addresses would leave with no way back.
+			e.add(f+".masquerade", "masquerades IPv4 only: IPv6 masquerade is not built yet, so this side cannot have address6 with it")
 		}
 		i.Masquerade = true
 	}
@@ -646,7 +667,9 @@ func iface(e *errs, f string, r rawIface) Interface {
 			e.add(pf+".port", "%d is not a port", rp.Port)
 		}
 		p.Port = uint16(rp.Port)
-		if v, err := netip.ParseAddr(rp.VIP); err != nil || !v.Is4() {
+		if v, err := netip.ParseAddr(rp.VIP); err == nil && !v.Is4() {
+			e.add(pf+".vip", "%s is IPv6: IPv6 publish is not built yet (the kernel's DNAT here is IPv4 only)", v)
+		} else if err != nil {
 			e.add(pf+".vip", "%q is not an IPv4 address", rp.VIP)
 		} else {
 			p.VIP = v
@@ -790,7 +813,7 @@ func timeouts(e *errs, f string, r rawTimeouts, base nat.Timeouts) nat.Timeouts 
 	return t
 }
 
-func service(e *errs, f string, r rawService, base nat.Timeouts) Service {
+func service(e *errs, f string, r rawService, base nat.Timeouts, has6 sides6) Service {
 	s := Service{Name: r.Name, Scheduler: r.Scheduler, Synproxy: r.Synproxy}
 	if s.Scheduler == "" {
 		s.Scheduler = "wlc" // ipvsadm's default
@@ -798,10 +821,10 @@ func service(e *errs, f string, r rawService, base nat.Timeouts) Service {
 	if err := nat.ValidScheduler(s.Scheduler); err != nil {
 		e.add(f+".scheduler", "%v", err)
 	}
-	if vip, err := netip.ParseAddr(r.VIP); err != nil {
-		e.add(f+".vip", "%q is not an IP address", r.VIP)
-	} else if !vip.Is4() {
-		e.add(f+".vip", "%s: only IPv4 is supported yet", vip)
+	if vip, err := hostAddr(r.VIP); err != nil {
+		e.add(f+".vip", "%v", err)
+	} else if vip.Is6() && !has6.client {
+		e.add(f+".vip", "%s is IPv6 and interfaces.client has no address6: IPv6 VIPs are answered for by the client side's IPv6 address", vip)
 	} else {
 		s.VIP = vip
 	}
@@ -833,12 +856,17 @@ func service(e *errs, f string, r rawService, base nat.Timeouts) Service {
 		e.add(f+".local_addresses", "FULLNAT needs at least one local address")
 	}
 	for j, l := range r.LocalAddresses {
-		a, err := netip.ParseAddr(l)
-		if err != nil || !a.Is4() {
-			e.add(fmt.Sprintf("%s.local_addresses[%d]", f, j), "%q is not an IPv4 address", l)
-			continue
+		lf := fmt.Sprintf("%s.local_addresses[%d]", f, j)
+		a, err := hostAddr(l)
+		switch {
+		case err != nil:
+			e.add(lf, "%v", err)
+		case !checkFamily(e, lf, "local addresses", a, s.VIP):
+		case a.Is6() && !has6.server:
+			e.add(lf, "%s is IPv6 and interfaces.server has no address6: real servers reach IPv6 local addresses by the server side's IPv6 address", a)
+		default:
+			s.LocalAddresses = append(s.LocalAddresses, a)
 		}
-		s.LocalAddresses = append(s.LocalAddresses, a)
 	}
 	if len(r.RealServers) == 0 {
 		e.add(f+".real_servers", "no real server is configured")
@@ -846,9 +874,9 @@ func service(e *errs, f string, r rawService, base nat.Timeouts) Service {
 	for j, rs := range r.RealServers {
 		rf := fmt.Sprintf("%s.real_servers[%d]", f, j)
 		var out RealServer
-		if a, err := netip.ParseAddr(rs.Address); err != nil || !a.Is4() {
-			e.add(rf+".address", "%q is not an IPv4 address", rs.Address)
-		} else {
+		if a, err := hostAddr(rs.Address); err != nil {
+			e.add(rf+".address", "%v", err)
+		} else if checkFamily(e, rf+".address", "real servers", a, s.VIP) {
 			out.Address = a
 		}
 		out.Port, _ = port(e, rf+".port", rs.Port)

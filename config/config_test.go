@@ -62,7 +62,7 @@ func TestErrorsNameTheField(t *testing.T) {
 		"via":          {"via: 172.25.84.1", "via: 10.1.1.1", "interfaces.server.routes[0].via: 10.1.1.1 is not on-link"},
 		"weight":       {"weight: 0}", "weight: -1}", "services[0].real_servers[1].weight: -1 is out of range"},
 		"unknown key":  {"port: 80\n    local", "port: 80\n    schedular: rr\n    local", "schedular"},
-		"ipv6":         {"vip: 172.25.254.100", "vip: 2001:db8::1", "only IPv4 is supported yet"},
+		"ipv6":         {"vip: 172.25.254.100", "vip: 2001:db8::1", "services[0].vip: 2001:db8::1 is IPv6 and interfaces.client has no address6"},
 		"no lips":      {"local_addresses: [172.25.84.10]", "local_addresses: []", "FULLNAT needs at least one local address"},
 		"txqueuelen":   {"name: ts\n", "name: ts\n    txqueuelen: -1\n", "interfaces.server.txqueuelen: -1 is not a queue length in frames"},
 		"client addr":  {"port: 80\n    local", "port: 80\n    client_address: uoa\n    local", `services[0].client_address: "uoa" is not a client address mode`},

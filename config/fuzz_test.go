@@ -27,6 +27,9 @@ func FuzzConfig(f *testing.F) {
 	f.Add("a: &a [*a, *a]\n")
 	f.Add(strings.Replace(valid, "port: 80\n    local", "port: 80\n    allow: [10.0.0.0/8, 192.0.2.7]\n    deny: [10.1.0.0/16]\n    limits: {source_cps: 5, source_conns: 2, half_open: 100}\n    local", 1))
 	f.Add(strings.Replace(valid, "port: 80\n    local", "port: 80\n    deny: [10.0.0.1/8, '::/0', 10.0.0.0/8, 10.0.0.0/8]\n    limits: {half_open: -1}\n    local", 1))
+	f.Add(valid6)
+	f.Add(strings.Replace(valid6, "via: fd00:25:84::1}", "via: 172.25.84.1}", 1))
+	f.Add(strings.Replace(valid6, "[172.25.84.10]", "[fd00:25:84::12]", 1))
 	f.Fuzz(func(t *testing.T, text string) {
 		if len(text) > 1<<16 {
 			return
@@ -40,12 +43,22 @@ func FuzzConfig(f *testing.F) {
 			}
 			return
 		}
-		nc := nat.Config{Timeouts: c.Timeouts, ClientNet: c.Client.Address, ServerNet: c.Server.Address}
-		if err := nat.DryRun(nc, func(tx *nat.Tx) error { return c.Apply(tx, nil) }); err != nil {
+		// Parse's own dry run, with both families' prefixes.
+		if err := dryRun(c); err != nil {
 			t.Fatalf("accepted, then refused: %v", err)
 		}
 		if c.MaxConns < 1 || c.MaxConns > MaxConnections || c.PortMin < 1 || c.PortMin > c.PortMax || len(c.Services) == 0 {
 			t.Fatalf("accepted out of range: %+v", c)
+		}
+		for _, side := range []Interface{c.Client, c.Server} {
+			if a6 := side.Address6; a6.IsValid() && (a6.Addr().Is4() || a6.Addr().Is4In6() || a6.Addr().IsLinkLocalUnicast() || a6.Addr().IsMulticast()) {
+				t.Fatalf("accepted address6 %s", a6)
+			}
+			for _, r := range side.Routes {
+				if r.Via.IsValid() && r.Via.Is4() != r.Dst.Addr().Is4() {
+					t.Fatalf("accepted route %s via %s", r.Dst, r.Via)
+				}
+			}
 		}
 		for _, s := range c.Services {
 			if s.Port == 0 || len(s.LocalAddresses) == 0 || len(s.RealServers) == 0 || s.Timeouts.Check() != nil {
@@ -59,7 +72,15 @@ func FuzzConfig(f *testing.F) {
 					t.Fatalf("accepted prefix %s", p)
 				}
 			}
+			for _, l := range s.LocalAddresses {
+				if l.Is4() != s.VIP.Is4() || l.Zone() != "" {
+					t.Fatalf("accepted local address %s for VIP %s", l, s.VIP)
+				}
+			}
 			for _, rs := range s.RealServers {
+				if rs.Address.Is4() != s.VIP.Is4() || rs.Address.Zone() != "" {
+					t.Fatalf("accepted real server %s for VIP %s", rs.Address, s.VIP)
+				}
 				if rs.Port == 0 || rs.Weight < 0 || rs.Weight > nat.MaxWeight {
 					t.Fatalf("accepted real server %+v", rs)
 				}

@@ -22,9 +22,26 @@ func parseKey(k api.ServiceKey) (ServiceKey, error) {
 	}
 	ap, err := netip.ParseAddrPort(k.Addr)
 	if err != nil {
-		return ServiceKey{}, fmt.Errorf("%q is not VIP:port", k.Addr)
+		return ServiceKey{}, fmt.Errorf("%q is not VIP:port (IPv6: [VIP]:port)", k.Addr)
+	}
+	if err := plainAddr(k.Addr, ap.Addr()); err != nil {
+		return ServiceKey{}, err
 	}
 	return ServiceKey{Protocol: p, Addr: ap}, nil
+}
+
+// plainAddr refuses what netip reads but no VIP, LIP or real server can
+// be: an address with a zone (tapvs's sides are its links: its addresses
+// are not scoped to one), and an IPv4-mapped IPv6 address (an IPv4 host
+// written as IPv6, which would make it an IPv6 service's).
+func plainAddr(s string, a netip.Addr) error {
+	switch {
+	case a.Zone() != "":
+		return fmt.Errorf("%q has a zone: tapvs's addresses are not scoped to a link", s)
+	case a.Is4In6():
+		return fmt.Errorf("%q is an IPv4-mapped IPv6 address: write the IPv4 address %s", s, a.Unmap())
+	}
+	return nil
 }
 
 // parseService reads a service to add or edit.
@@ -55,7 +72,10 @@ func parseService(s api.ServiceSpec) (ServiceSpec, error) {
 func parseDest(d api.DestSpec) (DestSpec, error) {
 	ap, err := netip.ParseAddrPort(d.Addr)
 	if err != nil {
-		return DestSpec{}, fmt.Errorf("%q is not RIP:port", d.Addr)
+		return DestSpec{}, fmt.Errorf("%q is not RIP:port (IPv6: [RIP]:port)", d.Addr)
+	}
+	if err := plainAddr(d.Addr, ap.Addr()); err != nil {
+		return DestSpec{}, err
 	}
 	switch strings.ToLower(d.Forward) {
 	case "", "fullnat", "fnat":
@@ -68,13 +88,16 @@ func parseDest(d api.DestSpec) (DestSpec, error) {
 // parseLIP reads a local address.
 func parseLIP(s string) (netip.Addr, error) {
 	// ipvsadm -z takes an address; the seed writes 127.0.0.1:80, so a port is
-	// accepted and ignored.
-	if ap, err := netip.ParseAddrPort(s); err == nil {
-		return ap.Addr(), nil
-	}
+	// accepted and ignored ([fd00::10]:80 for IPv6).
 	a, err := netip.ParseAddr(s)
+	if ap, perr := netip.ParseAddrPort(s); perr == nil {
+		a, err = ap.Addr(), nil
+	}
 	if err != nil {
-		return a, fmt.Errorf("%q is not a local address", s)
+		return netip.Addr{}, fmt.Errorf("%q is not a local address", s)
+	}
+	if err := plainAddr(s, a); err != nil {
+		return netip.Addr{}, err
 	}
 	return a, nil
 }

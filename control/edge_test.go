@@ -33,6 +33,16 @@ func TestParseOp(t *testing.T) {
 		{api.Op{Op: "add-allow", Service: svc, Prefix: "2001:db8::/32"}, `prefix: "2001:db8::/32" is not an IPv4 prefix`},
 		{api.Op{Op: "delete-allow", Service: svc}, `prefix: "" is not an IPv4 prefix or address`},
 		{api.Op{Op: "add-deny", Prefix: "10.0.0.0/8"}, "add-deny needs a service"},
+		// IPv6: [address]:port, without a zone or an IPv4-mapped form.
+		{api.Op{Op: "delete-service", Service: &api.ServiceSpec{ServiceKey: api.ServiceKey{Protocol: "tcp", Addr: "2001:db8::1:80"}}}, `"2001:db8::1:80" is not VIP:port (IPv6: [VIP]:port)`},
+		{api.Op{Op: "delete-service", Service: &api.ServiceSpec{ServiceKey: api.ServiceKey{Protocol: "tcp", Addr: "[fe80::1%tc]:80"}}}, `"[fe80::1%tc]:80" has a zone: tapvs's addresses are not scoped to a link`},
+		{api.Op{Op: "delete-service", Service: &api.ServiceSpec{ServiceKey: api.ServiceKey{Protocol: "tcp", Addr: "[::ffff:10.0.0.1]:80"}}}, `"[::ffff:10.0.0.1]:80" is an IPv4-mapped IPv6 address: write the IPv4 address 10.0.0.1`},
+		{api.Op{Op: "add-dest", Service: svc, Dest: &api.DestSpec{Addr: "fd00:20:1::2"}}, `"fd00:20:1::2" is not RIP:port (IPv6: [RIP]:port)`},
+		{api.Op{Op: "add-dest", Service: svc, Dest: &api.DestSpec{Addr: "[fd00:20:1::2%ts]:80"}}, `"[fd00:20:1::2%ts]:80" has a zone`},
+		{api.Op{Op: "add-dest", Service: svc, Dest: &api.DestSpec{Addr: "[::ffff:10.1.0.1]:80"}}, `is an IPv4-mapped IPv6 address: write the IPv4 address 10.1.0.1`},
+		{api.Op{Op: "add-laddr", Service: svc, LocalAddr: "fd00:25:84::10%ts"}, `"fd00:25:84::10%ts" has a zone`},
+		{api.Op{Op: "add-laddr", Service: svc, LocalAddr: "::ffff:172.25.84.10"}, `is an IPv4-mapped IPv6 address: write the IPv4 address 172.25.84.10`},
+		{api.Op{Op: "add-laddr", Service: svc, LocalAddr: "[fd00:25:84::10]"}, `"[fd00:25:84::10]" is not a local address`},
 	} {
 		if _, err := parseOp(tc.op); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%+v: %v, want %q", tc.op, err, tc.want)
@@ -44,6 +54,19 @@ func TestParseOp(t *testing.T) {
 		Dest: DestSpec{Addr: netip.MustParseAddrPort("10.1.0.1:80"), Weight: &w}}
 	if err != nil || op.Kind != want.Kind || op.Service.ServiceKey != want.Service.ServiceKey || op.Dest.Addr != want.Dest.Addr || *op.Dest.Weight != 2 {
 		t.Fatalf("%+v %v, want %+v", op, err, want)
+	}
+	// IPv6 keys, real servers and local addresses are read in either
+	// form ipvsadm writes them.
+	key6 := &api.ServiceSpec{ServiceKey: api.ServiceKey{Protocol: "udp", Addr: "[2001:DB8::1]:53"}}
+	op, err = parseOp(api.Op{Op: "add-dest", Service: key6, Dest: &api.DestSpec{Addr: "[fd00:20:1::2]:53"}})
+	if err != nil || op.Service.Addr != netip.MustParseAddrPort("[2001:db8::1]:53") || op.Service.Protocol != nat.UDP || op.Dest.Addr != netip.MustParseAddrPort("[fd00:20:1::2]:53") {
+		t.Fatalf("IPv6 real server: %+v %v", op, err)
+	}
+	for _, lip := range []string{"fd00:25:84::10", "[fd00:25:84::10]:0"} {
+		op, err = parseOp(api.Op{Op: "add-laddr", Service: key6, LocalAddr: lip})
+		if err != nil || op.LocalAddr != netip.MustParseAddr("fd00:25:84::10") {
+			t.Fatalf("IPv6 local address %s: %+v %v", lip, op, err)
+		}
 	}
 	// A batch names the first malformed operation.
 	_, err = parseBatch([]api.Op{{Op: "clear"}, {Op: "add-laddr", Service: svc, LocalAddr: "x"}})

@@ -62,6 +62,12 @@ func FuzzAPI(f *testing.F) {
 		{"POST", "/v1/batch", `{"ops":[{"op":"delete-deny","service":{"protocol":"tcp","addr":"172.25.254.100:80"},"prefix":"10.0.0.1/8"}]}`},
 		{"PUT", "/v1/services/tcp/172.25.254.100:80", `{"limits":{"source_cps":10,"source_conns":2,"half_open":100}}`},
 		{"PUT", "/v1/services/tcp/172.25.254.100:80", `{"limits":{"source_cps":4294967295}}`},
+		{"POST", "/v1/services", `{"protocol":"tcp","addr":"[2001:db8::1]:80","scheduler":"rr"}`},
+		{"POST", "/v1/services/tcp/172.25.254.100:80/dests", `{"addr":"[fd00:20:1::2]:80"}`},
+		{"POST", "/v1/services/tcp/172.25.254.100:80/laddrs", `{"addr":"fd00:25:84::10"}`},
+		{"DELETE", "/v1/services/tcp/%5B2001:db8::1%5D:80/dests/%5Bfd00:20:1::2%5D:80", ``},
+		{"DELETE", "/v1/services/tcp/%5Bfe80::1%25tc%5D:80", ``},
+		{"POST", "/v1/batch", `{"ops":[{"op":"add-service","service":{"protocol":"udp","addr":"[2001:db8::53]:53"}},{"op":"add-laddr","service":{"protocol":"udp","addr":"[2001:db8::53]:53"},"laddr":"[fd00:25:84::10]:0"},{"op":"add-dest","service":{"protocol":"udp","addr":"[2001:db8::53]:53"},"dest":{"addr":"[::ffff:10.20.1.2]:53"}}]}`},
 	} {
 		f.Add(s.method, s.path, []byte(s.body))
 	}

@@ -23,6 +23,14 @@ func FuzzParse(f *testing.F) {
 		"--capture=x.pcap -u 172.25.254.100:53 --count 10",
 		"-E -t 1.1.1.1:80 -p -j disable",
 		"-A -t [::1]:80",
+		"-A -t [2001:db8::1]:80 -s wrr",
+		"-a -t [2001:db8::1]:80 -r [fd00:20:1::2]:80 -b -w 3",
+		"-a -u [2001:db8::53]:domain -r fd00:20:1::53",
+		"-P -t [2001:db8::1]:80 -z fd00:25:84::10",
+		"-Q -t [2001:db8::1]:80 -z [fd00:25:84::10]:0",
+		"-A -t [fe80::1%eth0]:80",
+		"-lnc -t [2001:db8::1]:80",
+		"-G -t 2001:db8::1",
 		"-Z -C -R -S",
 		"--add-blklst -t 172.25.254.100:80 -k 10.0.0.0/8",
 		"--del-whtlst -u 172.25.254.100:53 --whtlst-address=192.0.2.7",
@@ -48,6 +56,16 @@ func FuzzParse(f *testing.F) {
 				t.Fatalf("%q: service %q %q", line, c.proto, c.service)
 			} else if ap.Port() == 0 && c.op != "list" && c.op != "zero" {
 				_ = ap // port 0 is the API's to refuse, with the reason
+			}
+		}
+		if c.laddr != "" {
+			if a, err := netip.ParseAddr(c.laddr); err != nil || a.Zone() != "" {
+				t.Fatalf("%q: local address %q", line, c.laddr)
+			}
+		}
+		for _, ap := range []string{c.service, c.real} {
+			if a, err := netip.ParseAddrPort(ap); ap != "" && (err != nil || a.Addr().Zone() != "") {
+				t.Fatalf("%q: address %q", line, ap)
 			}
 		}
 		if c.weight != nil && (*c.weight < 0 || *c.weight > 65535) {

@@ -215,7 +215,9 @@ func parse(args []string) (*command, error) {
 				c.weight = &w
 			}
 		case "--laddr":
-			c.laddr, err = val()
+			if v, err = val(); err == nil {
+				c.laddr, err = localAddr(v)
+			}
 		case "--synproxy":
 			if v, err = val(); err == nil {
 				on := v == "enable" || v == "1"
@@ -328,22 +330,44 @@ func (c *command) check() error {
 	return nil
 }
 
-// hostPort reads host[:port]; the port may be a service name (http).
+// hostPort reads host[:port] as ipvsadm's parse_service does: an IPv6
+// address with a port is in brackets ([2001:db8::1]:80), a bare one has no
+// port (2001:db8::1), and the port may be a service name (http). A zone
+// (fe80::1%eth0) is refused: ipvsadm's inet_pton reads none, and tapvs's
+// addresses are not scoped to a link.
 func hostPort(s, proto string) (string, error) {
+	ap, err := addrPort(s, proto)
+	if err != nil {
+		return "", err
+	}
+	return ap.String(), nil
+}
+
+func addrPort(s, proto string) (netip.AddrPort, error) {
 	host, port, err := net.SplitHostPort(s)
 	if err != nil {
 		host, port = s, "0"
 	}
 	a, err := netip.ParseAddr(host)
-	if err != nil {
-		return "", usagef("Illegal address or port: %s", s)
+	if err != nil || a.Zone() != "" {
+		return netip.AddrPort{}, usagef("Illegal address or port: %s", s)
 	}
 	if proto == "" {
 		proto = "tcp"
 	}
 	p, err := net.LookupPort(proto, port)
 	if err != nil {
-		return "", usagef("Illegal address or port: %s", s)
+		return netip.AddrPort{}, usagef("Illegal address or port: %s", s)
 	}
-	return netip.AddrPortFrom(a, uint16(p)).String(), nil
+	return netip.AddrPortFrom(a, uint16(p)), nil
+}
+
+// localAddr reads -z's local address as ipvsadm does (parse_service: a
+// port may follow, and means nothing): the address alone is sent.
+func localAddr(s string) (string, error) {
+	ap, err := addrPort(s, "")
+	if err != nil {
+		return "", usagef("Illegal local address: %s", s)
+	}
+	return ap.Addr().String(), nil
 }

@@ -23,7 +23,7 @@ func TestParseIpvsadmGrammar(t *testing.T) {
 		{"--add-service --udp-service=10.0.0.1:53", command{op: "add-service", proto: "udp", service: "10.0.0.1:53"}},
 		{"-a -t 172.25.254.100:80 -r 172.25.84.2:80 -b", command{op: "add-server", proto: "tcp", service: "172.25.254.100:80", real: "172.25.84.2:80", forward: "fullnat"}},
 		{"-a -t 172.25.254.100:80 -r 172.25.84.2 -b", command{op: "add-server", proto: "tcp", service: "172.25.254.100:80", real: "172.25.84.2:0", forward: "fullnat"}},
-		{"-P -t 172.25.254.100:80 -z 127.0.0.1:80", command{op: "add-laddr", proto: "tcp", service: "172.25.254.100:80", laddr: "127.0.0.1:80"}},
+		{"-P -t 172.25.254.100:80 -z 127.0.0.1:80", command{op: "add-laddr", proto: "tcp", service: "172.25.254.100:80", laddr: "127.0.0.1"}},
 		{"-G", command{op: "get-laddr"}},
 		{"--set 900 120 300", command{op: "set", set: [3]uint32{900, 120, 300}}},
 		{"-Sn", command{op: "save", numeric: true}},

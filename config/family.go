@@ -1,0 +1,135 @@
+package config
+
+import (
+	"fmt"
+	"net/netip"
+)
+
+// IPv6 (issue #15). A side may have an IPv6 address (address6) beside its
+// IPv4 one; a service is of one family, its VIP's: its local addresses and
+// real servers are of that family too, since translating between families
+// (NAT64) is not built. The sidecar's kernel-side keys (peer_address,
+// masquerade, publish) are IPv4 only for now and refuse IPv6 saying so.
+
+// address6 reads a side's address6: tapvs's own IPv6 address on the side,
+// with the prefix that is on-link there.
+func address6(e *errs, f, s string) netip.Prefix {
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		e.add(f, "%q is not an IPv6 address with prefix length (like fd00:25:84::4/64)", s)
+		return netip.Prefix{}
+	}
+	a := p.Addr()
+	switch {
+	case a.Is4():
+		e.add(f, "%s is IPv4: address6 is the side's IPv6 address; its IPv4 address goes in address", p)
+	case a.Is4In6():
+		e.add(f, "%s is an IPv4-mapped address: address6 is the side's IPv6 address; its IPv4 address goes in address", p)
+	case a.IsUnspecified():
+		e.add(f, "%s is the unspecified address, not a host", p)
+	case a.IsMulticast():
+		e.add(f, "%s is a multicast address, not a host", p)
+	case a.IsLoopback():
+		e.add(f, "%s is the loopback address: it never leaves a host", p)
+	case a.IsLinkLocalUnicast():
+		// Every link has fe80::/64: VIPs and LIPs in it would be
+		// unreachable beyond the link, and routes could not name it.
+		e.add(f, "%s is link-local: address6 needs a global or unique local address (like fd00:25:84::4/64)", p)
+	case p.Bits() < 127 && a == p.Masked().Addr():
+		e.add(f, "%s is its prefix's Subnet-Router anycast address (host bits all zero), not a host", p)
+	default:
+		return p
+	}
+	return netip.Prefix{}
+}
+
+// family names an address's family in a refusal.
+func family(a netip.Addr) string {
+	if a.Is4() {
+		return "IPv4"
+	}
+	return "IPv6"
+}
+
+// route reads one route of side i: dst and via are of one family, and via
+// is on-link: in address's subnet (IPv4), or in address6's prefix or
+// link-local (IPv6: routers are often known by their fe80:: address).
+// has6 says address6 was given: if it was refused, that refusal is the one
+// to fix, and the routes are not refused for its absence too.
+func route(e *errs, rf string, rr rawRoute, i Interface, has6 bool) Route {
+	var rt Route
+	dst, err := netip.ParsePrefix(rr.Dst)
+	dstOK := false
+	switch {
+	case err != nil:
+		e.add(rf+".dst", "%q is not a prefix (like 10.20.0.0/16 or fd00:20::/48)", rr.Dst)
+	case dst.Addr().Is4In6():
+		e.add(rf+".dst", "%s is IPv4-mapped: write the IPv4 prefix", dst)
+	case dst.Addr().Is6() && !i.Address6.IsValid():
+		if !has6 {
+			e.add(rf+".dst", "%s is IPv6 and this side has no address6: IPv6 routes leave by the side's IPv6 address", dst)
+		}
+	default:
+		rt.Dst, dstOK = dst.Masked(), true
+	}
+	if rr.Via == "" {
+		return rt
+	}
+	via, err := netip.ParseAddr(rr.Via)
+	switch {
+	case err != nil:
+		e.add(rf+".via", "%q is not an IP address", rr.Via)
+	case via.Zone() != "" || via.Is4In6():
+		e.add(rf+".via", "%q is not a router's address: no zone (the side is the link) and no IPv4-mapped form", rr.Via)
+	case dstOK && via.Is4() != rt.Dst.Addr().Is4():
+		e.add(rf+".via", "%s is %s but dst %s is %s: a route's dst and via are of one family", via, family(via), rt.Dst, family(rt.Dst.Addr()))
+	case via.Is4():
+		if i.Address.IsValid() && !i.Address.Contains(via) {
+			e.add(rf+".via", "%s is not on-link (not in %s)", via, i.Address.Masked())
+		} else {
+			rt.Via = via
+		}
+	case via.IsLinkLocalUnicast():
+		rt.Via = via
+	case !i.Address6.IsValid():
+		if dstOK && !has6 { // else dst or address6 said it already
+			e.add(rf+".via", "%s is IPv6 and this side has no address6", via)
+		}
+	case !i.Address6.Contains(via):
+		e.add(rf+".via", "%s is not on-link (not in %s, nor link-local fe80::/10)", via, i.Address6.Masked())
+	default:
+		rt.Via = via
+	}
+	return rt
+}
+
+// hostAddr reads the address of a VIP, LIP or real server, of either
+// family. A zone is refused (tapvs's sides are its links: an address is
+// not scoped to one), and so is an IPv4-mapped IPv6 address, which would
+// make an IPv4 host an IPv6 service's.
+func hostAddr(s string) (netip.Addr, error) {
+	a, err := netip.ParseAddr(s)
+	switch {
+	case err != nil:
+		return netip.Addr{}, fmt.Errorf("%q is not an IP address", s)
+	case a.Zone() != "":
+		return netip.Addr{}, fmt.Errorf("%q has a zone: a service's addresses are not scoped to a link", s)
+	case a.Is4In6():
+		return netip.Addr{}, fmt.Errorf("%s is an IPv4-mapped IPv6 address: write it as %s", a, a.Unmap())
+	}
+	return a, nil
+}
+
+// sides6 says which sides were given an address6, valid or not: a service's
+// IPv6 address is refused for a missing one, not for one already refused.
+type sides6 struct{ client, server bool }
+
+// checkFamily refuses a LIP or real server of another family than the
+// service's VIP.
+func checkFamily(e *errs, f, what string, a, vip netip.Addr) bool {
+	if !vip.IsValid() || a.Is4() == vip.Is4() {
+		return true
+	}
+	e.add(f, "%s is %s but the VIP %s is %s: a service's %s are of its VIP's family (NAT64 is not built yet)", a, family(a), vip, family(vip), what)
+	return false
+}

@@ -1,0 +1,127 @@
+package config
+
+import (
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// valid6 is valid with an IPv6 service beside an IPv4 one: both sides have
+// address6, and the server side routes IPv6 through a router in its prefix
+// and through one known by its link-local address.
+const valid6 = `
+interfaces:
+  client: {name: tc, address: 172.25.254.254/24, address6: fd00:25:254::fe/64}
+  server:
+    name: ts
+    address: 172.25.84.4/24
+    address6: fd00:25:84::4/64
+    routes:
+      - {dst: 10.20.0.0/16, via: 172.25.84.1}
+      - {dst: fd00:20::/32, via: fd00:25:84::1}
+      - {dst: fd00:21::1/48, via: fe80::1}
+services:
+  - vip: 172.25.254.100
+    port: 80
+    local_addresses: [172.25.84.10]
+    real_servers:
+      - {address: 10.20.1.2, port: 80}
+  - vip: 2001:db8::1
+    port: 80
+    local_addresses: [fd00:25:84::10, fd00:25:84::11]
+    real_servers:
+      - {address: 'fd00:20:1::2', port: 80}
+      - {address: 'fd00:20:2::2', port: 8080, weight: 0}
+`
+
+// The fields of an IPv6 configuration are read as given. (Parse also needs
+// the balancer to accept IPv6 services: ipv6_nat_test.go.)
+func TestIPv6Fields(t *testing.T) {
+	c, err := parseFields(valid6, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := netip.MustParsePrefix
+	a := netip.MustParseAddr
+	if c.Client.Address6 != p("fd00:25:254::fe/64") || c.Server.Address6 != p("fd00:25:84::4/64") || c.Client.Address != p("172.25.254.254/24") {
+		t.Fatalf("addresses: client %s %s, server %s", c.Client.Address, c.Client.Address6, c.Server.Address6)
+	}
+	wantRoutes := []Route{{p("10.20.0.0/16"), a("172.25.84.1")}, {p("fd00:20::/32"), a("fd00:25:84::1")}, {p("fd00:21::/48"), a("fe80::1")}}
+	if !slices.Equal(c.Server.Routes, wantRoutes) {
+		t.Fatalf("routes %v, want %v", c.Server.Routes, wantRoutes)
+	}
+	s := c.Services[1]
+	if s.VIP != a("2001:db8::1") || !slices.Equal(s.LocalAddresses, []netip.Addr{a("fd00:25:84::10"), a("fd00:25:84::11")}) ||
+		s.RealServers[0].Address != a("fd00:20:1::2") || s.RealServers[1].Port != 8080 || s.RealServers[1].Weight != 0 {
+		t.Fatalf("IPv6 service: %+v", s)
+	}
+	if c.Services[0].VIP != a("172.25.254.100") {
+		t.Fatalf("IPv4 service beside it: %+v", c.Services[0])
+	}
+}
+
+// Every IPv6 refusal is one line naming the field and the reason; the keys
+// that stay IPv4 only say so.
+func TestIPv6Refusals(t *testing.T) {
+	const lip6 = "local_addresses: [fd00:25:84::10, fd00:25:84::11]"
+	cases := map[string]struct{ from, to, want string }{
+		"address is IPv6":      {"address: 172.25.84.4/24", "address: fd00:25:84::5/64", "interfaces.server.address: fd00:25:84::5/64 is IPv6: address is the side's IPv4 address; give its IPv6 address as address6"},
+		"address6 syntax":      {"address6: fd00:25:84::4/64", "address6: fd00:25:84::4", `interfaces.server.address6: "fd00:25:84::4" is not an IPv6 address with prefix length (like fd00:25:84::4/64)`},
+		"address6 zone":        {"address6: fd00:25:84::4/64", "address6: fe80::4%ts/64", `interfaces.server.address6: "fe80::4%ts/64" is not an IPv6 address with prefix length`},
+		"address6 is IPv4":     {"address6: fd00:25:84::4/64", "address6: 172.25.84.5/24", "interfaces.server.address6: 172.25.84.5/24 is IPv4: address6 is the side's IPv6 address; its IPv4 address goes in address"},
+		"address6 mapped":      {"address6: fd00:25:84::4/64", "address6: '::ffff:172.25.84.5/120'", "interfaces.server.address6: ::ffff:172.25.84.5/120 is an IPv4-mapped address"},
+		"address6 link-local":  {"address6: fd00:25:84::4/64", "address6: fe80::4/64", "interfaces.server.address6: fe80::4/64 is link-local: address6 needs a global or unique local address"},
+		"address6 multicast":   {"address6: fd00:25:84::4/64", "address6: ff02::1/64", "interfaces.server.address6: ff02::1/64 is a multicast address, not a host"},
+		"address6 unspecified": {"address6: fd00:25:84::4/64", "address6: '::/64'", "interfaces.server.address6: ::/64 is the unspecified address, not a host"},
+		"address6 loopback":    {"address6: fd00:25:84::4/64", "address6: '::1/128'", "interfaces.server.address6: ::1/128 is the loopback address"},
+		"address6 anycast":     {"address6: fd00:25:84::4/64", "address6: 'fd00:25:84::/64'", "interfaces.server.address6: fd00:25:84::/64 is its prefix's Subnet-Router anycast address"},
+		"route dst":            {"dst: fd00:20::/32", "dst: fd00:20::", `interfaces.server.routes[1].dst: "fd00:20::" is not a prefix (like 10.20.0.0/16 or fd00:20::/48)`},
+		"route mixed v6 via":   {"dst: 10.20.0.0/16, via: 172.25.84.1", "dst: 10.20.0.0/16, via: 'fd00:25:84::1'", "interfaces.server.routes[0].via: fd00:25:84::1 is IPv6 but dst 10.20.0.0/16 is IPv4: a route's dst and via are of one family"},
+		"route mixed v4 via":   {"via: fd00:25:84::1}", "via: 172.25.84.1}", "interfaces.server.routes[1].via: 172.25.84.1 is IPv4 but dst fd00:20::/32 is IPv6: a route's dst and via are of one family"},
+		"route via off-link":   {"via: fd00:25:84::1}", "via: 'fd00:25:85::1'}", "interfaces.server.routes[1].via: fd00:25:85::1 is not on-link (not in fd00:25:84::/64, nor link-local fe80::/10)"},
+		"route via zone":       {"via: fe80::1}", "via: 'fe80::1%ts'}", `interfaces.server.routes[2].via: "fe80::1%ts" is not a router's address`},
+		"route v6 no address6": {"    address6: fd00:25:84::4/64\n", "", "interfaces.server.routes[1].dst: fd00:20::/32 is IPv6 and this side has no address6"},
+		"VIP needs address6":   {", address6: fd00:25:254::fe/64}", "}", "services[1].vip: 2001:db8::1 is IPv6 and interfaces.client has no address6"},
+		"LIP needs address6":   {"    address6: fd00:25:84::4/64\n    routes:\n      - {dst: 10.20.0.0/16, via: 172.25.84.1}\n      - {dst: fd00:20::/32, via: fd00:25:84::1}\n      - {dst: fd00:21::1/48, via: fe80::1}\n", "", "services[1].local_addresses[0]: fd00:25:84::10 is IPv6 and interfaces.server has no address6"},
+		"VIP zone":             {"vip: 2001:db8::1", "vip: 'fe80::1%tc'", `services[1].vip: "fe80::1%tc" has a zone: a service's addresses are not scoped to a link`},
+		"VIP mapped":           {"vip: 2001:db8::1", "vip: '::ffff:172.25.254.101'", "services[1].vip: ::ffff:172.25.254.101 is an IPv4-mapped IPv6 address: write it as 172.25.254.101"},
+		"LIP other family":     {"[172.25.84.10]", "[fd00:25:84::12]", "services[0].local_addresses[0]: fd00:25:84::12 is IPv6 but the VIP 172.25.254.100 is IPv4: a service's local addresses are of its VIP's family (NAT64 is not built yet)"},
+		"LIP v4 for v6 VIP":    {lip6, "local_addresses: [fd00:25:84::10, 172.25.84.11]", "services[1].local_addresses[1]: 172.25.84.11 is IPv4 but the VIP 2001:db8::1 is IPv6"},
+		"RS other family":      {"{address: 10.20.1.2, port: 80}", "{address: 'fd00:20:1::3', port: 80}", "services[0].real_servers[0].address: fd00:20:1::3 is IPv6 but the VIP 172.25.254.100 is IPv4: a service's real servers are of its VIP's family (NAT64 is not built yet)"},
+		"RS v4 for v6 VIP":     {"{address: 'fd00:20:2::2', port: 8080, weight: 0}", "{address: 10.20.2.2, port: 8080}", "services[1].real_servers[1].address: 10.20.2.2 is IPv4 but the VIP 2001:db8::1 is IPv6"},
+		"RS zone":              {"{address: 'fd00:20:1::2', port: 80}", "{address: 'fd00:20:1::2%ts', port: 80}", `services[1].real_servers[0].address: "fd00:20:1::2%ts" has a zone`},
+		"duplicate v6 service": {"  - vip: 2001:db8::1\n    port: 80\n", "  - vip: 2001:db8::1\n    port: 80\n    local_addresses: [fd00:25:84::12]\n    real_servers: [{address: 'fd00:20:1::2', port: 80}]\n  - vip: 2001:db8::1\n    port: 80\n", "services[2]: TCP [2001:db8::1]:80 is already defined by services[1]"},
+		"peer_address v6":      {"name: ts\n", "name: ts\n    peer_address: fd00:25:84::1/64\n", "interfaces.server.peer_address: fd00:25:84::1/64 is IPv6: an IPv6 peer address is not built yet"},
+		"masquerade address6":  {"name: ts\n", "name: ts\n    peer_address: 172.25.84.1/24\n    masquerade: true\n", "interfaces.server.masquerade: masquerades IPv4 only: IPv6 masquerade is not built yet"},
+		"publish v6":           {"name: tc,", "name: tc, peer_address: 172.25.254.1/24, publish: [{port: 80, vip: '2001:db8::1'}],", "interfaces.client.publish[0].vip: 2001:db8::1 is IPv6: IPv6 publish is not built yet"},
+	}
+	// A missing address6 refuses each address that needs it: a line each.
+	extra := map[string]int{"route v6 no address6": 3, "LIP needs address6": 1}
+	for name, tc := range cases {
+		if !strings.Contains(valid6, tc.from) {
+			t.Fatalf("%s: bad test: %q not in config", name, tc.from)
+		}
+		_, err := Parse(strings.Replace(valid6, tc.from, tc.to, 1))
+		if err == nil {
+			t.Errorf("%s: accepted", name)
+			continue
+		}
+		lines := strings.Split(err.Error(), "\n")
+		if !slices.ContainsFunc(lines, func(l string) bool { return strings.HasPrefix(l, tc.want) }) || len(lines) != extra[name]+1 {
+			t.Errorf("%s: error %q, want %d line(s), one saying %q", name, err, extra[name]+1, tc.want)
+		}
+	}
+}
+
+// A side's keys that stay IPv4 go on working beside address6, and the
+// refusals that were IPv4's are unchanged (the old file's behaviour).
+func TestIPv6BesideSidecarKeys(t *testing.T) {
+	c, err := parseFields(strings.Replace(valid6, "name: tc,", "name: tc, peer_address: 172.25.254.1/24, publish: [{port: 80, vip: 172.25.254.100}],", 1), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.Client.PeerAddress.IsValid() || len(c.Client.Publish) != 1 || !c.Client.Address6.IsValid() {
+		t.Fatalf("client %+v", c.Client)
+	}
+}
