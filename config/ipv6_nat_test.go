@@ -1,9 +1,3 @@
-//go:build natv6
-
-// These tests need the balancer to take IPv6 services (nat's checkHost
-// refuses IPv6 until the nat side of issue #15 lands): run them with
-// `go test -tags natv6 ./config/`, and drop the build tag then.
-
 package config
 
 import (

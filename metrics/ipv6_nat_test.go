@@ -1,9 +1,3 @@
-//go:build natv6
-
-// This test needs the balancer to take IPv6 services (nat's checkHost
-// refuses IPv6 until the nat side of issue #15 lands): run it with
-// `go test -tags natv6 ./metrics/`, and drop the build tag then.
-
 package metrics
 
 import (
