@@ -22,6 +22,11 @@ type Segment struct {
 	Opts           []byte // already laid out, a multiple of 4 bytes
 }
 
+// MaxFrameLen is the longest frame Write produces (IPv6, 40 bytes of
+// options): a buffer of this size holds any segment, so a caller sizes its
+// stack buffer once for both families.
+const MaxFrameLen = 14 + 40 + 20 + 40
+
 // v4Prefix is the first 12 bytes of an IPv4-mapped IPv6 address.
 var v4Prefix = [12]byte{10: 0xff, 11: 0xff}
 

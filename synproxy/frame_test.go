@@ -66,7 +66,7 @@ func TestSegmentWriteMatchesGopacket(t *testing.T) {
 			ip = ip6
 			want += 20
 		}
-		if n != want {
+		if n != want || n > MaxFrameLen {
 			t.Fatalf("%s: %d bytes, want %d", c.src, n, want)
 		}
 		if tcp.SrcPort != 80 || tcp.DstPort != 40000 || tcp.Seq != seg.Seq || tcp.Ack != seg.Ack || !tcp.SYN || !tcp.ACK || tcp.RST || tcp.Window != 65535 || len(tcp.Options) == 0 && len(c.opts) > 0 {
@@ -120,5 +120,14 @@ func BenchmarkSegmentWrite(b *testing.B) {
 				seg.Write(buf[:])
 			}
 		})
+	}
+}
+
+// The longest segment fits MaxFrameLen exactly.
+func TestMaxFrameLen(t *testing.T) {
+	seg := Segment{Src: netip.MustParseAddr("2001:db8::1").As16(), Opts: make([]byte, 40)}
+	var b [MaxFrameLen]byte
+	if n := seg.Write(b[:]); n != MaxFrameLen {
+		t.Fatalf("%d bytes, MaxFrameLen %d", n, MaxFrameLen)
 	}
 }
