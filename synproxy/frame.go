@@ -27,12 +27,12 @@ type Segment struct {
 // stack buffer once for both families.
 const MaxFrameLen = 14 + 40 + 20 + 40
 
-// v4Prefix is the first 12 bytes of an IPv4-mapped IPv6 address.
-var v4Prefix = [12]byte{10: 0xff, 11: 0xff}
-
 // Is4 reports whether a is an IPv4 address in 16-byte form
-// (::ffff:a.b.c.d): one 12-byte compare, cheap on the per-packet path.
-func Is4(a *[16]byte) bool { return [12]byte(a[:12]) == v4Prefix }
+// (::ffff:a.b.c.d): two word compares, for it runs on every segment
+// written and every cookie made or checked.
+func Is4(a *[16]byte) bool {
+	return binary.LittleEndian.Uint64(a[0:8]) == 0 && binary.BigEndian.Uint32(a[8:12]) == 0xffff
+}
 
 // Addr4 is the 16-byte form of an IPv4 address.
 func Addr4(a [4]byte) [16]byte {
@@ -56,48 +56,69 @@ func (s *Segment) FrameLen() int {
 // Write lays the segment out as an Ethernet/IPv4/TCP or Ethernet/IPv6/TCP
 // frame in b, with full checksums, and returns its length.
 func (s *Segment) Write(b []byte) int {
-	n := s.FrameLen()
+	// One function per family, each summing its pseudo-header last, after
+	// the TCP header is written: a single body that carried the pseudo
+	// sum across the header's stores measured 20% slower for IPv4 (30 ns
+	// against 25); this form costs IPv4 nothing against the IPv4-only one.
+	if s.V4() {
+		return s.write4(b)
+	}
+	return s.write6(b)
+}
+
+func (s *Segment) write4(b []byte) int {
+	n := 14 + 20 + 20 + len(s.Opts)
 	b = b[:n]
 	copy(b[0:6], s.DstMAC[:])
 	copy(b[6:12], s.SrcMAC[:])
-	var tcp []byte
-	var pseudo uint32
-	if s.V4() {
-		b[12], b[13] = 0x08, 0x00
-		ip := b[14:34]
-		ip[0], ip[1] = 0x45, 0
-		binary.BigEndian.PutUint16(ip[2:], uint16(n-14))
-		ip[4], ip[5], ip[6], ip[7] = 0, 0, 0x40, 0 // no ID, DF
-		ip[8], ip[9] = 64, 6
-		ip[10], ip[11] = 0, 0
-		copy(ip[12:16], s.Src[12:])
-		copy(ip[16:20], s.Dst[12:])
-		binary.BigEndian.PutUint16(ip[10:], csum.Checksum(ip, 0))
-		tcp = b[34:]
-		pseudo = csum.PseudoV4(s.Src[12:], s.Dst[12:], 6, len(tcp))
-	} else {
-		b[12], b[13] = 0x86, 0xdd
-		ip := b[14:54]
-		// Version 6, traffic class 0, flow label 0: unlabelled, which RFC
-		// 6437 allows any sender; a label tapvs chose would not match the
-		// one the far end's other segments carry anyway.
-		ip[0], ip[1], ip[2], ip[3] = 0x60, 0, 0, 0
-		binary.BigEndian.PutUint16(ip[4:], uint16(n-54)) // payload length
-		ip[6], ip[7] = 6, 64                             // next header TCP, hop limit
-		copy(ip[8:24], s.Src[:])
-		copy(ip[24:40], s.Dst[:])
-		tcp = b[54:]
-		pseudo = csum.PseudoV6(s.Src[:], s.Dst[:], 6, len(tcp))
-	}
-	binary.BigEndian.PutUint16(tcp[0:], s.Sport)
-	binary.BigEndian.PutUint16(tcp[2:], s.Dport)
-	binary.BigEndian.PutUint32(tcp[4:], s.Seq)
-	binary.BigEndian.PutUint32(tcp[8:], s.Ack)
-	tcp[12] = byte((20+len(s.Opts))/4) << 4
-	tcp[13] = s.Flags
-	binary.BigEndian.PutUint16(tcp[14:], s.Window)
-	tcp[16], tcp[17], tcp[18], tcp[19] = 0, 0, 0, 0
-	copy(tcp[20:], s.Opts)
-	binary.BigEndian.PutUint16(tcp[16:], csum.Checksum(tcp, pseudo))
+	b[12], b[13] = 0x08, 0x00
+	ip := b[14:34]
+	ip[0], ip[1] = 0x45, 0
+	binary.BigEndian.PutUint16(ip[2:], uint16(n-14))
+	ip[4], ip[5], ip[6], ip[7] = 0, 0, 0x40, 0 // no ID, DF
+	ip[8], ip[9] = 64, 6
+	ip[10], ip[11] = 0, 0
+	copy(ip[12:16], s.Src[12:])
+	copy(ip[16:20], s.Dst[12:])
+	binary.BigEndian.PutUint16(ip[10:], csum.Checksum(ip, 0))
+	tcp := b[34:]
+	s.putTCP(tcp)
+	binary.BigEndian.PutUint16(tcp[16:], csum.Checksum(tcp, csum.PseudoV4(s.Src[12:], s.Dst[12:], 6, len(tcp))))
 	return n
+}
+
+func (s *Segment) write6(b []byte) int {
+	n := 14 + 40 + 20 + len(s.Opts)
+	b = b[:n]
+	copy(b[0:6], s.DstMAC[:])
+	copy(b[6:12], s.SrcMAC[:])
+	b[12], b[13] = 0x86, 0xdd
+	ip := b[14:54]
+	// Version 6, traffic class 0, flow label 0: unlabelled, which RFC
+	// 6437 allows any sender; a label tapvs chose would not match the one
+	// the far end's other segments carry anyway.
+	ip[0], ip[1], ip[2], ip[3] = 0x60, 0, 0, 0
+	binary.BigEndian.PutUint16(ip[4:], uint16(n-54)) // payload length
+	ip[6], ip[7] = 6, 64                             // next header TCP, hop limit
+	copy(ip[8:24], s.Src[:])
+	copy(ip[24:40], s.Dst[:])
+	tcp := b[54:]
+	s.putTCP(tcp)
+	binary.BigEndian.PutUint16(tcp[16:], csum.Checksum(tcp, csum.PseudoV6(s.Src[:], s.Dst[:], 6, len(tcp))))
+	return n
+}
+
+// putTCP writes the TCP header, its checksum zero, and the options at tcp
+// (exactly their length).
+func (s *Segment) putTCP(tcp []byte) {
+	th := (*[20]byte)(tcp)
+	binary.BigEndian.PutUint16(th[0:], s.Sport)
+	binary.BigEndian.PutUint16(th[2:], s.Dport)
+	binary.BigEndian.PutUint32(th[4:], s.Seq)
+	binary.BigEndian.PutUint32(th[8:], s.Ack)
+	th[12] = byte((20+len(s.Opts))/4) << 4
+	th[13] = s.Flags
+	binary.BigEndian.PutUint16(th[14:], s.Window)
+	th[16], th[17], th[18], th[19] = 0, 0, 0, 0
+	copy(tcp[20:], s.Opts)
 }
