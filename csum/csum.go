@@ -130,10 +130,13 @@ func PseudoV4(src, dst []byte, proto uint8, length int) uint32 {
 	return Sum(src, Sum(dst, uint32(proto)+uint32(length)))
 }
 
-// PseudoV6 is the sum of an IPv6 pseudo-header (RFC 8200 8.1): 16-byte
-// addresses, a 32-bit upper-layer length and the next header.
+// PseudoV6 is the sum of an IPv6 pseudo-header (RFC 8200 8.1): the two
+// 16-byte addresses, the upper-layer length as 32 bits and the next header
+// value in the low byte of another 32 (its three zero bytes add nothing).
+// The length's two words are added apart so a jumbogram's (RFC 2675) is
+// counted whole.
 func PseudoV6(src, dst []byte, proto uint8, length int) uint32 {
-	return Sum(src, Sum(dst, uint32(proto)+uint32(length>>16)+uint32(length&0xffff)))
+	return Sum(src, Sum(dst, uint32(proto)+uint32(length>>16&0xffff)+uint32(length&0xffff)))
 }
 
 // AdjustPartial applies a folded delta to a partial checksum at b[0:2]: the

@@ -68,8 +68,10 @@ const proxyRoom = proxyhdr.MaxV1
 // VIP) in mode into b (at least proxyhdr.MaxV1 long) and returns its
 // length, 0 for a mode that has none.
 func proxyHeader(mode ClientAddr, in *tupleKey, b []byte) int {
-	src := netip.AddrPortFrom(netip.AddrFrom4([4]byte(in.src[12:])), in.sport)
-	dst := netip.AddrPortFrom(netip.AddrFrom4([4]byte(in.dst[12:])), in.dport)
+	// The keys' 16-byte form: proxyhdr writes an IPv4 header for a pair of
+	// mapped (::ffff:a.b.c.d) addresses and an IPv6 one otherwise.
+	src := netip.AddrPortFrom(netip.AddrFrom16(in.src), in.sport)
+	dst := netip.AddrPortFrom(netip.AddrFrom16(in.dst), in.dport)
 	switch {
 	case in.proto != TCP:
 		return 0

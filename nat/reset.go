@@ -72,10 +72,10 @@ func (c *Conn) lastAck(dir int) (uint32, bool) {
 // sweep has just taken off the table (st is its state then), and returns
 // how many it sent: one to each side whose next sequence number is known.
 func (b *Balancer) expireResets(c *Conn, st uint32) int {
-	if c.in.proto != TCP || st != stEstablished || (c.sp != nil && !c.sp.Established()) || !is4(&c.in.src) {
+	if c.in.proto != TCP || st != stEstablished || (c.sp != nil && !c.sp.Established()) {
 		return 0
 	}
-	var buf [64]byte
+	var buf [synproxy.MaxFrameLen]byte
 	n := 0
 	seq, ok := c.lastAck(dirIn)
 	if !ok && c.sp != nil {
@@ -86,7 +86,7 @@ func (b *Balancer) expireResets(c *Conn, st uint32) int {
 	if ok {
 		seg := synproxy.Segment{
 			SrcMAC: b.cfg.ClientMAC, DstMAC: c.clientMAC,
-			Src: [4]byte(c.in.dst[12:]), Dst: [4]byte(c.in.src[12:]), Sport: c.in.dport, Dport: c.in.sport,
+			Src: c.in.dst, Dst: c.in.src, Sport: c.in.dport, Dport: c.in.sport,
 			Seq: seq, Flags: tcpflag.RST,
 		}
 		b.link.Transmit(ClientSide, buf[:seg.Write(buf[:])])
@@ -102,7 +102,7 @@ func (b *Balancer) expireResets(c *Conn, st uint32) int {
 	if mac := c.dest.mac.Load(); ok && mac != 0 {
 		seg := synproxy.Segment{
 			SrcMAC: b.cfg.ServerMAC, DstMAC: macBytes(mac),
-			Src: [4]byte(c.out.dst[12:]), Dst: [4]byte(c.out.src[12:]), Sport: c.out.dport, Dport: c.out.sport,
+			Src: c.out.dst, Dst: c.out.src, Sport: c.out.dport, Dport: c.out.sport,
 			Seq: seq, Flags: tcpflag.RST,
 		}
 		b.link.Transmit(ServerSide, buf[:seg.Write(buf[:])])

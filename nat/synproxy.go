@@ -125,7 +125,7 @@ func (b *Balancer) synAck(key *tupleKey, p *pkt, f *Frame, mss uint16) Verdict {
 	var ob [20]byte
 	seg := synproxy.Segment{
 		SrcMAC: b.cfg.ClientMAC, DstMAC: [6]byte(p.b[6:12]),
-		Src: [4]byte(key.dst[12:]), Dst: [4]byte(key.src[12:]), Sport: key.dport, Dport: key.sport,
+		Src: key.dst, Dst: key.src, Sport: key.dport, Dport: key.sport,
 		Seq: cookie, Ack: isn + 1, Flags: tcpflag.SYN | tcpflag.ACK, Window: 65535,
 		Opts: ob[:so.Write(ob[:])],
 	}
@@ -186,7 +186,7 @@ func (b *Balancer) synproxyACK(svc *Service, key tupleKey, p *pkt, f *Frame) (ho
 	var ob [20]byte
 	seg := synproxy.Segment{
 		SrcMAC: b.cfg.ServerMAC, DstMAC: macBytes(c.dest.mac.Load()),
-		Src: [4]byte(c.out.dst[12:]), Dst: [4]byte(c.out.src[12:]), Sport: c.out.dport, Dport: c.out.sport,
+		Src: c.out.dst, Dst: c.out.src, Sport: c.out.dport, Dport: c.out.sport,
 		Seq: seq - 1, Flags: tcpflag.SYN, Window: uint16(min(win, 0xffff)),
 		Opts: ob[:so.Write(ob[:])],
 	}
@@ -343,7 +343,7 @@ func (b *Balancer) synproxyServerHandshake(c *Conn, p *pkt, flags uint8, f *Fram
 		// carrying that ACK's number, and send the SYN again at once.
 		seg := synproxy.Segment{
 			SrcMAC: b.cfg.ServerMAC, DstMAC: macBytes(c.dest.mac.Load()),
-			Src: [4]byte(c.out.dst[12:]), Dst: [4]byte(c.out.src[12:]), Sport: c.out.dport, Dport: c.out.sport,
+			Src: c.out.dst, Dst: c.out.src, Sport: c.out.dport, Dport: c.out.sport,
 			Seq: binary.BigEndian.Uint32(tcp[8:]), Flags: tcpflag.RST,
 		}
 		rst := make([]byte, tun.VNetHdrLen+seg.FrameLen())
@@ -384,7 +384,7 @@ func (b *Balancer) proxyResend(c *Conn, p *pkt, flags uint8, f *Frame) (v Verdic
 func (b *Balancer) clientRST(c *Conn, buf []byte) int {
 	seg := synproxy.Segment{
 		SrcMAC: b.cfg.ClientMAC, DstMAC: c.clientMAC,
-		Src: [4]byte(c.in.dst[12:]), Dst: [4]byte(c.in.src[12:]), Sport: c.in.dport, Dport: c.in.sport,
+		Src: c.in.dst, Dst: c.in.src, Sport: c.in.dport, Dport: c.in.sport,
 		Seq: c.sp.Cookie + 1, Flags: tcpflag.RST,
 	}
 	return seg.Write(buf)
@@ -429,7 +429,7 @@ func (b *Balancer) synproxyTick() {
 			b.Stats.synRetries.Add(1)
 			b.link.Transmit(ServerSide, syn[tun.VNetHdrLen:])
 		case giveUp:
-			var buf [64]byte
+			var buf [synproxy.MaxFrameLen]byte
 			b.link.Transmit(ClientSide, buf[:b.clientRST(c, buf[:])])
 			b.synproxyFail(c)
 		}

@@ -20,12 +20,26 @@ import (
 	"github.com/dchest/siphash"
 )
 
-// MSSTable is LVS's list of MSS values a cookie can carry (4 bits of index).
+// MSSTable is LVS's list of MSS values an IPv4 cookie can carry (4 bits
+// of index).
 var MSSTable = [...]uint16{64, 256, 512, 536, 1024, 1280, 1440, 1452, 1460, 4312}
+
+// MSSTable6 is the list for IPv6 flows. IPv6's header is 20 bytes longer,
+// so the same MTU leaves an MSS 20 smaller (RFC 8200 8.3: MTU - 60), and
+// with the IPv4 table every common IPv6 MSS would round down a step: 1440
+// (Ethernet) to 1280, 1220 (IPv6's minimum MTU) to 1024. As Linux keeps a
+// table per family (net/ipv4/syncookies.c, net/ipv6/syncookies.c), the
+// MTU-derived entries here are IPv4's less 20 (1432 PPPoE, 1440 Ethernet,
+// 4292), with 1220 (the 1280 minimum MTU), 1420 (1480: IPv6 in IPv4
+// tunnels) and 8940 (9000 jumbo frames) from Linux's; the small ones stay
+// so a client asking for little is never given more. A cookie's index is
+// looked up in the table of its flow's family, which Make and Check agree
+// on (the flow's addresses), so the index bits are the same as IPv4's.
+var MSSTable6 = [...]uint16{64, 256, 512, 536, 1024, 1220, 1420, 1432, 1440, 4292, 8940}
 
 // Options are the client's SYN options a cookie carries.
 type Options struct {
-	MSS    uint16 // rounded down to an MSSTable entry
+	MSS    uint16 // rounded down to an entry of the flow's table (MSSTable, MSSTable6)
 	WScale int8   // -1: the client did not offer window scaling
 	SACK   bool
 	TS     bool
@@ -82,10 +96,20 @@ func (c *Cookies) Rotate() {
 }
 
 // Flow is what a cookie is bound to: the client's addresses and ports as the
-// client sends them (client -> VIP), addresses in 16-byte form.
+// client sends them (client -> VIP), addresses in 16-byte form (IPv4 as
+// ::ffff:a.b.c.d). All 16 bytes are hashed whatever the family.
 type Flow struct {
 	Src, Dst     [16]byte
 	Sport, Dport uint16
+}
+
+// MSSTableOf is the MSS table of f's family: MSSTable when both addresses
+// are IPv4 (as Segment.Write decides), MSSTable6 otherwise.
+func MSSTableOf(f *Flow) []uint16 {
+	if Is4(&f.Src) && Is4(&f.Dst) {
+		return MSSTable[:]
+	}
+	return MSSTable6[:]
 }
 
 func (k *keys) hash(f *Flow, count uint32, i int) uint32 {
@@ -101,13 +125,14 @@ func (k *keys) hash(f *Flow, count uint32, i int) uint32 {
 // Make returns the cookie for a SYN with initial sequence number isn, and
 // the options as they will be remembered (MSS rounded down to the table).
 func (c *Cookies) Make(f *Flow, isn uint32, o Options) (uint32, Options) {
+	table := MSSTableOf(f)
 	idx := 0
-	for i, m := range MSSTable {
+	for i, m := range table {
 		if m <= o.MSS {
 			idx = i
 		}
 	}
-	o.MSS = MSSTable[idx]
+	o.MSS = table[idx]
 	ws := uint32(noWScale)
 	if o.WScale >= 0 {
 		o.WScale = min(o.WScale, 14)
@@ -129,15 +154,16 @@ func (c *Cookies) Make(f *Flow, isn uint32, o Options) (uint32, Options) {
 // ACK's ack-1, isn its seq-1) and returns the options it carried.
 func (c *Cookies) Check(f *Flow, isn, cookie uint32) (Options, bool) {
 	count := c.Minute()
+	table := MSSTableOf(f)
 	for _, k := range [2]*keys{c.cur.Load(), c.prev.Load()} {
-		if o, ok := k.check(f, isn, cookie, count); ok {
+		if o, ok := k.check(f, isn, cookie, count, table); ok {
 			return o, true
 		}
 	}
 	return Options{}, false
 }
 
-func (k *keys) check(f *Flow, isn, cookie, count uint32) (Options, bool) {
+func (k *keys) check(f *Flow, isn, cookie, count uint32, table []uint16) (Options, bool) {
 	v := cookie - k.hash(f, 0, 0) - isn
 	diff := (count - v>>cookieBits) & (1<<(32-cookieBits) - 1)
 	if diff >= maxAge {
@@ -145,10 +171,10 @@ func (k *keys) check(f *Flow, isn, cookie, count uint32) (Options, bool) {
 	}
 	data := (v - k.hash(f, count-diff, 1)) & cookieMask
 	idx, ws := data>>12&0xf, int8(data>>16&0xf)
-	if data&0xfff != 0 || data>>22 != 0 || int(idx) >= len(MSSTable) || ws != noWScale && ws > 14 {
+	if data&0xfff != 0 || data>>22 != 0 || int(idx) >= len(table) || ws != noWScale && ws > 14 {
 		return Options{}, false
 	}
-	o := Options{MSS: MSSTable[idx], WScale: ws, SACK: data&(1<<21) != 0, TS: data&(1<<20) != 0}
+	o := Options{MSS: table[idx], WScale: ws, SACK: data&(1<<21) != 0, TS: data&(1<<20) != 0}
 	if ws == noWScale {
 		o.WScale = -1
 	}

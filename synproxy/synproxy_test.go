@@ -17,22 +17,29 @@ var flow = Flow{
 	Sport: 40000, Dport: 80,
 }
 
+var flow6 = Flow{
+	Src: netip.MustParseAddr("2001:db8::1").As16(), Dst: netip.MustParseAddr("2001:db8::100").As16(),
+	Sport: 40000, Dport: 80,
+}
+
 func TestCookieRoundTripsEveryOption(t *testing.T) {
 	c := NewCookies()
 	minute := uint32(1000)
 	c.Minute = func() uint32 { return minute }
-	for idx, mss := range MSSTable {
-		for ws := int8(-1); ws <= 14; ws++ {
-			for bits := range 4 {
-				in := Options{MSS: mss + uint16(idx%2), WScale: ws, SACK: bits&1 != 0, TS: bits&2 != 0}
-				isn := rand.Uint32()
-				cookie, kept := c.Make(&flow, isn, in)
-				if kept.MSS != mss {
-					t.Fatalf("MSS %d kept as %d, want %d", in.MSS, kept.MSS, mss)
-				}
-				got, ok := c.Check(&flow, isn, cookie)
-				if !ok || got != kept {
-					t.Fatalf("%+v: check gave %+v %v", kept, got, ok)
+	for _, f := range []*Flow{&flow, &flow6} {
+		for idx, mss := range MSSTableOf(f) {
+			for ws := int8(-1); ws <= 14; ws++ {
+				for bits := range 4 {
+					in := Options{MSS: mss + uint16(idx%2), WScale: ws, SACK: bits&1 != 0, TS: bits&2 != 0}
+					isn := rand.Uint32()
+					cookie, kept := c.Make(f, isn, in)
+					if kept.MSS != mss {
+						t.Fatalf("MSS %d kept as %d, want %d", in.MSS, kept.MSS, mss)
+					}
+					got, ok := c.Check(f, isn, cookie)
+					if !ok || got != kept {
+						t.Fatalf("%+v: check gave %+v %v", kept, got, ok)
+					}
 				}
 			}
 		}
@@ -41,13 +48,57 @@ func TestCookieRoundTripsEveryOption(t *testing.T) {
 
 func TestCookieMSSRoundsDown(t *testing.T) {
 	c := NewCookies()
-	for _, tc := range []struct{ in, want uint16 }{{1459, 1452}, {9000, 4312}, {10, 64}, {536, 536}, {1461, 1460}} {
-		_, o := c.Make(&flow, 1, Options{MSS: tc.in, WScale: -1})
-		if o.MSS != tc.want {
-			t.Errorf("MSS %d -> %d, want %d", tc.in, o.MSS, tc.want)
+	for _, tc := range []struct {
+		f       *Flow
+		in, out uint16
+	}{
+		{&flow, 1459, 1452}, {&flow, 9000, 4312}, {&flow, 10, 64}, {&flow, 536, 536}, {&flow, 1461, 1460}, {&flow, 1440, 1440},
+		// IPv6: each MTU's MSS is 20 less than IPv4's and is kept whole.
+		{&flow6, 1440, 1440}, {&flow6, 1439, 1432}, {&flow6, 1432, 1432}, {&flow6, 1220, 1220}, {&flow6, 1419, 1220},
+		{&flow6, 1420, 1420}, {&flow6, 8940, 8940}, {&flow6, 9000, 8940}, {&flow6, 4292, 4292}, {&flow6, 10, 64}, {&flow6, 1460, 1440},
+	} {
+		_, o := c.Make(tc.f, 1, Options{MSS: tc.in, WScale: -1})
+		if o.MSS != tc.out {
+			t.Errorf("%v: MSS %d -> %d, want %d", netip.AddrFrom16(tc.f.Src), tc.in, o.MSS, tc.out)
 		}
 	}
 }
+
+// The family is both addresses': a flow with one IPv4-mapped address is
+// IPv6's, as Segment.Write sends it.
+func TestMSSTableOf(t *testing.T) {
+	mixed := flow6
+	mixed.Src = flow.Src
+	for _, c := range []struct {
+		f    *Flow
+		want []uint16
+	}{{&flow, MSSTable[:]}, {&flow6, MSSTable6[:]}, {&mixed, MSSTable6[:]}} {
+		if got := MSSTableOf(c.f); !slices.Equal(got, c.want) {
+			t.Fatalf("%v -> %v: %v", netip.AddrFrom16(c.f.Src), netip.AddrFrom16(c.f.Dst), got)
+		}
+	}
+	for _, tab := range [][]uint16{MSSTable[:], MSSTable6[:]} {
+		if len(tab) > 16 || !slices.IsSorted(tab) {
+			t.Fatalf("%v: more than 4 bits of index, or unsorted", tab)
+		}
+	}
+}
+
+// An IPv4 cookie is the same number it was before IPv6 (the flow hashed
+// as 16 bytes, the IPv4 table): fixed keys and minute, a known cookie.
+func TestCookieIPv4Unchanged(t *testing.T) {
+	c := &Cookies{Minute: func() uint32 { return 29000000 }}
+	k := &keys{k: [2][2]uint64{{1, 2}, {3, 4}}}
+	c.cur.Store(k)
+	c.prev.Store(k)
+	cookie, _ := c.Make(&flow, 0x12345678, Options{MSS: 1460, WScale: 7, SACK: true, TS: true})
+	if cookie != goldenCookie {
+		t.Fatalf("cookie %#x, want %#x", cookie, goldenCookie)
+	}
+}
+
+// goldenCookie is what the code before IPv6 made for the same inputs.
+const goldenCookie = 0x6df1732a
 
 func TestCookieExpires(t *testing.T) {
 	c := NewCookies()
@@ -414,12 +465,18 @@ func FuzzTranslate(f *testing.F) {
 func FuzzCookie(f *testing.F) {
 	f.Add([]byte{10, 0, 0, 1}, uint16(40000), uint32(12345), uint16(1460), int8(7), true, true, uint32(0xdeadbeef), uint8(3))
 	f.Add([]byte{172, 25, 254, 1}, uint16(1), uint32(0xffffffff), uint16(0), int8(-1), false, false, uint32(0), uint8(0))
+	f.Add([]byte{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 0, 0, 1}, uint16(40000), uint32(1), uint16(1440), int8(7), true, true, uint32(1), uint8(5))
+	f.Add([]byte{0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1}, uint16(40000), uint32(1), uint16(8940), int8(14), true, false, uint32(7), uint8(11))
 	c := NewCookies()
 	c.Minute = func() uint32 { return 777 }
 	f.Fuzz(func(t *testing.T, src []byte, sport uint16, isn uint32, mss uint16, ws int8, sack, ts bool, any uint32, bit uint8) {
 		var fl Flow
 		copy(fl.Src[:], src)
 		fl.Dst[15], fl.Sport, fl.Dport = 100, sport, 80
+		if Is4(&fl.Src) { // an IPv4 client: an IPv4 VIP, the IPv4 table
+			fl.Dst = Addr4([4]byte{172, 25, 254, 100})
+		}
+		table := MSSTableOf(&fl)
 		ws = max(ws, -1)
 		in := Options{MSS: mss, WScale: ws, SACK: sack, TS: ts}
 		cookie, kept := c.Make(&fl, isn, in)
@@ -427,16 +484,47 @@ func FuzzCookie(f *testing.F) {
 		if !ok || got != kept {
 			t.Fatalf("%+v: cookie %#x checks %v with %+v, want %+v", in, cookie, ok, got, kept)
 		}
-		if kept.MSS > max(mss, MSSTable[0]) || kept.WScale > 14 {
+		if kept.MSS > max(mss, table[0]) || kept.WScale > 14 || !slices.Contains(table, kept.MSS) {
 			t.Fatalf("kept %+v from %+v", kept, in)
 		}
 		if _, ok := c.Check(&fl, isn, cookie^1<<(bit%12)); ok {
 			t.Fatalf("cookie %#x with bit %d flipped checks", cookie, bit%12)
 		}
 		if o, ok := c.Check(&fl, isn, any); ok {
-			if o.WScale > 14 || o.WScale < -1 || !slices.Contains(MSSTable[:], o.MSS) {
+			if o.WScale > 14 || o.WScale < -1 || !slices.Contains(table, o.MSS) {
 				t.Fatalf("any %#x checks with %+v", any, o)
 			}
 		}
 	})
+}
+
+// A cookie whose MSS index is past its family's table is refused, not read
+// out of range: IPv6's longer table must not lend IPv4 cookies its indexes.
+func TestCookieIndexPastTableRefused(t *testing.T) {
+	c := NewCookies()
+	minute := uint32(500)
+	c.Minute = func() uint32 { return minute }
+	k := c.cur.Load()
+	for _, f := range []*Flow{&flow, &flow6} {
+		for idx := range 16 {
+			data := uint32(idx)<<12 | noWScale<<16
+			cookie := k.hash(f, 0, 0) + 1 + minute<<cookieBits + (k.hash(f, minute, 1)+data)&cookieMask
+			o, ok := c.Check(f, 1, cookie)
+			if want := idx < len(MSSTableOf(f)); ok != want || ok && o.MSS != MSSTableOf(f)[idx] {
+				t.Fatalf("%v: index %d checks %v (%+v), want %v", netip.AddrFrom16(f.Src), idx, ok, o, want)
+			}
+		}
+	}
+}
+
+func TestCookieNoAllocations(t *testing.T) {
+	c := NewCookies()
+	for _, f := range []*Flow{&flow, &flow6} {
+		if n := testing.AllocsPerRun(100, func() {
+			cookie, _ := c.Make(f, 1, Options{MSS: 1440, WScale: 7, SACK: true, TS: true})
+			c.Check(f, 1, cookie)
+		}); n != 0 {
+			t.Fatalf("%v: %v allocations a cookie", netip.AddrFrom16(f.Src), n)
+		}
+	}
 }
