@@ -143,7 +143,12 @@ func (b *Balancer) insertHeader(pp *proxyConn, p *pkt, f *Frame) bool {
 	n := int(pp.n)
 	tcp := p.b[p.l4:]
 	hl := int(tcp[12]>>4) * 4
+	// The IP length field that must hold the result: IPv4's total
+	// length, IPv6's payload length.
 	ipLen := len(p.b) - p.l3
+	if p.v6 {
+		ipLen -= ipv6HdrLen
+	}
 	cut := max(ipLen+n-0xffff, 0)
 	if cut > 0 && (!p.partial || cut >= len(tcp)-hl) {
 		return false // only a TSO super-frame, partial, is ever that long
@@ -152,7 +157,7 @@ func (b *Balancer) insertHeader(pp *proxyConn, p *pkt, f *Frame) bool {
 	if !p.partial {
 		// Everything the checksum covers, less the pseudo-header and
 		// the TCP header: the payload's sum.
-		h := csum.Sum(tcp[18:hl], csum.Sum(tcp[:16], csum.PseudoV4(p.src(), p.dst(), protoTCP, len(tcp))))
+		h := csum.Sum(tcp[18:hl], csum.Sum(tcp[:16], p.pseudo(protoTCP, len(tcp))))
 		payload = uint32(^binary.BigEndian.Uint16(tcp[16:])) + uint32(^csum.Fold(h))
 	}
 	at := p.l4 + hl
@@ -169,9 +174,13 @@ func (b *Balancer) insertHeader(pp *proxyConn, p *pkt, f *Frame) bool {
 		tcp[tcpflag.Offset] &^= tcpflag.FIN // the FIN came after the bytes cut
 	}
 	ip := p.b[p.l3:p.l4]
-	binary.BigEndian.PutUint16(ip[2:], uint16(len(p.b)-p.l3))
-	ip[10], ip[11] = 0, 0
-	binary.BigEndian.PutUint16(ip[10:], csum.Checksum(ip, 0))
+	if p.v6 {
+		binary.BigEndian.PutUint16(ip[4:], uint16(len(p.b)-p.l3-ipv6HdrLen))
+	} else {
+		binary.BigEndian.PutUint16(ip[2:], uint16(len(p.b)-p.l3))
+		ip[10], ip[11] = 0, 0
+		binary.BigEndian.PutUint16(ip[10:], csum.Checksum(ip, 0))
+	}
 	if p.partial {
 		csum.AdjustPartial(tcp[16:], uint16(n-cut))
 		return true
@@ -180,7 +189,7 @@ func (b *Balancer) insertHeader(pp *proxyConn, p *pkt, f *Frame) bool {
 	if n&1 != 0 {
 		pl = pl<<8 | pl>>8 // the payload now starts at an odd offset (RFC 1071 2.B)
 	}
-	s := csum.Sum(tcp[18:hl+n], csum.Sum(tcp[:16], csum.PseudoV4(p.src(), p.dst(), protoTCP, len(tcp))))
+	s := csum.Sum(tcp[18:hl+n], csum.Sum(tcp[:16], p.pseudo(protoTCP, len(tcp))))
 	binary.BigEndian.PutUint16(tcp[16:], ^csum.Fold(s+uint32(pl)))
 	return true
 }

@@ -58,20 +58,6 @@ func checkFamily(s *Service, a netip.Addr) error {
 	return nil
 }
 
-// checkV6Features refuses, on an IPv6 service, what the IPv6 data path
-// does not do yet.
-func checkV6Features(vip netip.Addr, synproxy bool, ca ClientAddr) error {
-	if vip.Is4() {
-		return nil
-	}
-	if synproxy {
-		return errors.New("SYNPROXY over IPv6 is not built yet")
-	}
-	if ca == ClientAddrProxyV1 || ca == ClientAddrProxyV2 {
-		return fmt.Errorf("client address %s over IPv6 is not built yet", ca)
-	}
-	return nil
-}
 
 // checkOnSubnet refuses the network and broadcast addresses of a subnet
 // that a is in (none for /31 and /32, RFC 3021).

@@ -316,7 +316,7 @@ func (b *Balancer) synproxyServerHandshake(c *Conn, p *pkt, flags uint8, f *Fram
 			qf := heldFrame(q, room)
 			qf.Queue = f.Queue
 			var qp pkt
-			if ok, bad := parseIPv4(qf.Bytes(), &qp); !ok || bad {
+			if ok, bad := parseIP(qf.Bytes(), &qp); !ok || bad {
 				continue
 			}
 			qp.partial = qf.partial()

@@ -194,9 +194,6 @@ func (tx *Tx) AddService(sc ServiceConfig) (*Service, error) {
 	if err := sc.ClientAddr.check(sc.Protocol); err != nil {
 		return nil, fmt.Errorf("%s: %w", where, err)
 	}
-	if err := checkV6Features(sc.Addr, sc.Synproxy, sc.ClientAddr); err != nil {
-		return nil, fmt.Errorf("%s: %w", where, err)
-	}
 	to := tx.DefaultTimeouts()
 	if sc.Timeouts != nil {
 		to = *sc.Timeouts
@@ -285,9 +282,6 @@ func (tx *Tx) SetSynproxy(s *Service, on bool) error {
 	if on && s.Protocol != TCP {
 		return fmt.Errorf("service %s: only a TCP service can have a SYN proxy", s)
 	}
-	if err := checkV6Features(s.Addr, on, ClientAddrNone); err != nil {
-		return fmt.Errorf("service %s: %w", s, err)
-	}
 	tx.stage(s).synproxy = &on
 	tx.n++
 	return nil
@@ -297,9 +291,6 @@ func (tx *Tx) SetSynproxy(s *Service, on bool) error {
 // for new connections; open ones keep the way they were made.
 func (tx *Tx) SetClientAddr(s *Service, c ClientAddr) error {
 	if err := c.check(s.Protocol); err != nil {
-		return fmt.Errorf("service %s: %w", s, err)
-	}
-	if err := checkV6Features(s.Addr, false, c); err != nil {
 		return fmt.Errorf("service %s: %w", s, err)
 	}
 	tx.stage(s).client = &c

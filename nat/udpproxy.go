@@ -10,15 +10,19 @@ import (
 )
 
 // A UDP service with ClientAddrProxyV2 puts a PROXY protocol v2 header
-// (command PROXY, AF_INET, DGRAM: the client's address and port, then the
-// VIP's) before the payload of every datagram toward its real server, as
+// (command PROXY, AF_INET or AF_INET6, DGRAM: the client's address and
+// port, then the VIP's) before the payload of every datagram toward its real server, as
 // DPVS does: UDP has no stream start, so each datagram carries its own.
 // Datagrams from the server are not changed. The header goes in place: the
 // Ethernet, IP and UDP headers move into the reader's headroom
 // (Frame.open) and the payload stays where it is.
 
-// udpProxyLen is the header's length: IPv4 addresses, no TLVs.
-const udpProxyLen = proxyhdr.V2IPv4
+// udpProxyLen is the header's length for IPv4 addresses, no TLVs;
+// udpProxyLen6 for IPv6.
+const (
+	udpProxyLen  = proxyhdr.V2IPv4
+	udpProxyLen6 = proxyhdr.V2IPv6
+)
 
 // defaultServerMTU is the server side's MTU when Config.ServerMTU is 0:
 // the config's default.
@@ -54,35 +58,47 @@ func (b *Balancer) udpProxyV2(p *pkt, f *Frame) Verdict {
 		// header on the first segment and none on the others.
 		return b.Stats.drop(DropUDPProxyGSO)
 	}
-	ipLen := int(binary.BigEndian.Uint16(p.b[p.l3+2:]))
+	n := udpProxyLen
+	ipLen := len(p.b) - p.l3 // parse trimmed the frame to the IP packet
+	if p.v6 {
+		n = udpProxyLen6
+	}
 	udpLen := int(binary.BigEndian.Uint16(p.b[p.l4+4:])) // l4ok checked it is within the packet
 	mtu := b.cfg.ServerMTU
 	if mtu <= 0 {
 		mtu = defaultServerMTU
 	}
-	if ipLen+udpProxyLen > mtu {
+	if ipLen+n > mtu || udpLen+n > 0xffff {
 		// Fragmenting it, or sending it over the MTU, would give the server
 		// a datagram it may never get whole; a datagram without the header
 		// would be read as one with a wrong client. Neither is sent.
 		return b.Stats.drop(DropUDPProxyBig)
 	}
 	at := p.l4 + udpHdrLen
-	src, dst, sport, dport := [4]byte(p.src()), [4]byte(p.dst()), p.sport(), p.dport()
-	if !f.open(at, udpProxyLen) {
+	src, dst, sport, dport := p.key16(p.src()), p.key16(p.dst()), p.sport(), p.dport()
+	if !f.open(at, n) {
 		// The reader always leaves room (netstack.Headroom); a frame
 		// without it cannot grow in place, so it is as good as too big.
 		return b.Stats.drop(DropUDPProxyBig)
 	}
-	p.b = f.Buf[f.Off : f.Off+len(p.b)+udpProxyLen]
-	hdr := p.b[at : at+udpProxyLen]
-	proxyhdr.V2Raw4(hdr, proxyhdr.Datagram, src, dst, sport, dport)
-
+	p.b = f.Buf[f.Off : f.Off+len(p.b)+n]
+	hdr := p.b[at : at+n]
+	var sum uint32 // the header's sum, from the values it was written from
 	ip := p.b[p.l3:]
-	binary.BigEndian.PutUint16(ip[2:], uint16(ipLen+udpProxyLen))
-	csum.Adjust(ip[10:], csum.Fold(csum.Replace16(0, uint16(ipLen), uint16(ipLen+udpProxyLen))))
+	if p.v6 {
+		proxyhdr.V2Raw6(hdr, proxyhdr.Datagram, src, dst, sport, dport)
+		sum = proxyhdr.V2Sum6(proxyhdr.Datagram, src, dst, sport, dport)
+		binary.BigEndian.PutUint16(ip[4:], uint16(ipLen+n-ipv6HdrLen))
+	} else {
+		s4, d4 := [4]byte(src[12:]), [4]byte(dst[12:])
+		proxyhdr.V2Raw4(hdr, proxyhdr.Datagram, s4, d4, sport, dport)
+		sum = proxyhdr.V2Sum4(proxyhdr.Datagram, s4, d4, sport, dport)
+		binary.BigEndian.PutUint16(ip[2:], uint16(ipLen+n))
+		csum.Adjust(ip[10:], csum.Fold(csum.Replace16(0, uint16(ipLen), uint16(ipLen+n))))
+	}
 
 	l4 := p.b[p.l4:]
-	oldLen, newLen := uint16(udpLen), uint16(udpLen+udpProxyLen)
+	oldLen, newLen := uint16(udpLen), uint16(udpLen+n)
 	binary.BigEndian.PutUint16(l4[4:], newLen)
 	// The length is in the UDP checksum twice: the header's field and the
 	// pseudo-header's.
@@ -98,7 +114,7 @@ func (b *Balancer) udpProxyV2(p *pkt, f *Frame) Verdict {
 		// 16-bit words line up with the checksum's. AdjustUDP keeps 0 (no
 		// checksum) as 0 and sends a computed 0 as 0xffff.
 		// The header's sum comes from the values it was written from.
-		csum.AdjustUDP(l4[6:], csum.Fold(proxyhdr.V2Sum4(proxyhdr.Datagram, src, dst, sport, dport)+lenDelta+lenDelta))
+		csum.AdjustUDP(l4[6:], csum.Fold(sum+lenDelta+lenDelta))
 	}
 	b.Stats.udpProxy[f.Queue&(MaxQueues-1)].n.Add(1)
 	return Forward
