@@ -182,3 +182,36 @@ func flows6(ps []gopacket.Packet, port uint16) [][2]netip.AddrPort {
 	}
 	return out
 }
+
+// l4Sum6, which the IPv6 tests' checksum checks rest on, agrees with
+// gopacket's own checksums, refuses a segment changed by one byte, and
+// tells a partial checksum (the pseudo-header sum alone) from both.
+// It needs no lab.
+func TestL4Sum6(t *testing.T) {
+	ip := &layers.IPv6{Version: 6, HopLimit: 64, NextHeader: layers.IPProtocolTCP,
+		SrcIP: lab.ClientAddr6.Addr().AsSlice(), DstIP: lab.VIP6.AsSlice()}
+	tcp := &layers.TCP{SrcPort: 40000, DstPort: 80, Seq: 1, ACK: true, Window: 512}
+	tcp.SetNetworkLayerForChecksum(ip)
+	buf := gopacket.NewSerializeBuffer()
+	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true},
+		ip, tcp, gopacket.Payload("odd-length payload!")); err != nil {
+		t.Fatal(err)
+	}
+	raw := buf.Bytes()
+	if proto, ok, partial := l4Sum6(raw); proto != 6 || !ok || partial {
+		t.Fatalf("gopacket's segment: protocol %d, ok %v, partial %v", proto, ok, partial)
+	}
+	bad := append([]byte(nil), raw...)
+	bad[len(bad)-1] ^= 0x40
+	if _, ok, partial := l4Sum6(bad); ok || partial {
+		t.Fatalf("a changed segment: ok %v, partial %v", ok, partial)
+	}
+	part := append([]byte(nil), raw...)
+	binary.BigEndian.PutUint16(part[40+16:], pseudoV6(part[8:24], part[24:40], 6, len(part)-40))
+	if _, ok, partial := l4Sum6(part); ok || !partial {
+		t.Fatalf("a partial checksum: ok %v, partial %v", ok, partial)
+	}
+	if _, ok, _ := l4Sum6(raw[:len(raw)-1]); ok {
+		t.Fatal("a segment cut short of its payload length verifies")
+	}
+}
