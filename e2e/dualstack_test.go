@@ -22,6 +22,8 @@ import (
 // through the router), which needs nothing of tapvs's IPv6; the captures
 // and checksum checks the IPv6 tests use are checked on that path too.
 func TestDualStackLab(t *testing.T) {
+	need(t)
+	needIPv6(t)
 	e := setup(t, services("rr", 1, 1), "")
 	// Addresses: present, and none tentative or failed DAD.
 	for _, c := range []struct {

@@ -23,6 +23,15 @@ import (
 // services6 and setMTU are in ipv6_test.go (build tag ipv6pending) until
 // config/ parses IPv6.
 
+// needIPv6 fails a test that needs IPv6 on a host whose kernel has none
+// (ipv6.disable=1): there the lab is IPv4 only.
+func needIPv6(t testing.TB) {
+	t.Helper()
+	if !lab.HasIPv6() {
+		t.Fatal("this host's kernel has no IPv6 (/proc/sys/net/ipv6 is missing): the lab is IPv4 only")
+	}
+}
+
 // dial opens a connection from the client's namespace to addr, IPv4 or
 // IPv6 ("tcp" or "udp" pick the family from the address), bounded by d.
 func (e *env) dial(network string, addr netip.AddrPort, d time.Duration) (net.Conn, error) {

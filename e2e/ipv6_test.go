@@ -75,6 +75,8 @@ func services6(sched string, w1, w2 int) string { return fmt.Sprintf(webServices
 // both sides, the route to fd00:20::/32) and the given services, which may
 // mix IPv4 and IPv6 ones.
 func setup6(t testing.TB, svcs, extra string) *env {
+	need(t)
+	needIPv6(t)
 	return setupWith(t, topoOpts{queues: 1, ipv6: true}, svcs, extra)
 }
 
@@ -139,6 +141,8 @@ func TestIPv6HTTPBalanced(t *testing.T) {
 		noOffload bool
 	}{{"offload", false}, {"plain", true}} {
 		t.Run(tc.name, func(t *testing.T) {
+			need(t)
+			needIPv6(t)
 			e := setupWith(t, topoOpts{queues: 1, ipv6: true, noOffload: tc.noOffload}, services("rr", 1, 1)+services6("rr", 1, 1), "")
 			capClient := startCapture(t, e.top.Client, e.top.TapClient)
 			capRouter := startCapture(t, e.top.Router, e.top.TapServer)

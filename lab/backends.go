@@ -41,9 +41,12 @@ type Backend struct {
 }
 
 // StartBackend listens inside namespace ns on addr and, for the lab's real
-// servers (RS1, RS2), on their IPv6 addresses too.
+// servers (RS1, RS2) on a host with IPv6, on their IPv6 addresses too.
 func StartBackend(ns, name string, addr netip.Addr) (*Backend, error) {
-	b := &Backend{Name: name, Addr: addr, Addr6: RS6(addr), ns: ns}
+	b := &Backend{Name: name, Addr: addr, ns: ns}
+	if HasIPv6() {
+		b.Addr6 = RS6(addr)
+	}
 	type socks struct {
 		http, bulk, pHTTP, pBulk net.Listener
 		udp, pUDP                net.PacketConn

@@ -52,6 +52,14 @@ var (
 	directRouter6 = netip.MustParsePrefix("fd00:99::1/64")
 )
 
+// HasIPv6 reports whether this host's kernel has IPv6 (it may be disabled
+// at boot: ipv6.disable=1). Without it the lab is IPv4 only: Build,
+// AddressTAPs and StartBackend leave out everything IPv6.
+func HasIPv6() bool {
+	_, err := os.Stat("/proc/sys/net/ipv6")
+	return err == nil
+}
+
 // RS6 returns the IPv6 address of the real server whose IPv4 address is
 // rs (RS1 or RS2), or the zero Addr for any other address.
 func RS6(rs netip.Addr) netip.Addr {
@@ -131,9 +139,13 @@ func (t *Topology) Build() (err error) {
 	// IPv6 addresses are usable at once (no duplicate address detection)
 	// and nothing configures itself from router advertisements. The
 	// defaults are set before any link is made, so every link has them.
+	v6 := HasIPv6()
 	for _, ns := range t.Namespaces() {
 		for _, k := range []string{"accept_dad", "accept_ra", "autoconf"} {
 			for _, c := range []string{"all", "default"} {
+				if !v6 {
+					continue
+				}
 				if err := sysctl(ns, "net.ipv6.conf."+c+"."+k, "0"); err != nil {
 					return err
 				}
@@ -143,8 +155,10 @@ func (t *Topology) Build() (err error) {
 	if err := sysctl(t.Router, "net.ipv4.ip_forward", "1"); err != nil {
 		return err
 	}
-	if err := sysctl(t.Router, "net.ipv6.conf.all.forwarding", "1"); err != nil {
-		return err
+	if v6 {
+		if err := sysctl(t.Router, "net.ipv6.conf.all.forwarding", "1"); err != nil {
+			return err
+		}
 	}
 	steps := [][]string{
 		// Each server subnet is its own bridge (VLAN) on the router.
@@ -171,6 +185,8 @@ func (t *Topology) Build() (err error) {
 		{"-n", t.Client, "link", "set", "direct", "up"},
 		{"-n", t.Router, "link", "set", "direct", "up"},
 		{"-n", t.Client, "route", "add", RSNet.String(), "via", directRouter.Addr().String()},
+	}
+	steps6 := [][]string{
 		// IPv6: the same links, dual-stack.
 		{"-n", t.Router, "addr", "add", rs1GW6.String(), "dev", "br-a", "nodad"},
 		{"-n", t.Router, "addr", "add", rs2GW6.String(), "dev", "br-b", "nodad"},
@@ -181,6 +197,9 @@ func (t *Topology) Build() (err error) {
 		{"-n", t.Client, "addr", "add", directClient6.String(), "dev", "direct", "nodad"},
 		{"-n", t.Router, "addr", "add", directRouter6.String(), "dev", "direct", "nodad"},
 		{"-n", t.Client, "-6", "route", "add", RSNet6.String(), "via", directRouter6.Addr().String()},
+	}
+	if v6 {
+		steps = append(steps, steps6...)
 	}
 	for _, s := range steps {
 		if err := ip(s...); err != nil {
@@ -193,12 +212,16 @@ func (t *Topology) Build() (err error) {
 // AddressTAPs gives the kernel ends of the TAPs, once tapvs has moved them in,
 // their addresses: the client's and the router's, IPv4 and IPv6.
 func (t *Topology) AddressTAPs() error {
-	for _, s := range [][]string{
+	steps := [][]string{
 		{"-n", t.Client, "addr", "add", ClientAddr.String(), "dev", t.TapClient},
 		{"-n", t.Router, "addr", "add", RouterAddr.String(), "dev", t.TapServer},
-		{"-n", t.Client, "addr", "add", ClientAddr6.String(), "dev", t.TapClient, "nodad"},
-		{"-n", t.Router, "addr", "add", RouterAddr6.String(), "dev", t.TapServer, "nodad"},
-	} {
+	}
+	if HasIPv6() {
+		steps = append(steps,
+			[]string{"-n", t.Client, "addr", "add", ClientAddr6.String(), "dev", t.TapClient, "nodad"},
+			[]string{"-n", t.Router, "addr", "add", RouterAddr6.String(), "dev", t.TapServer, "nodad"})
+	}
+	for _, s := range steps {
 		if err := ip(s...); err != nil {
 			return err
 		}
