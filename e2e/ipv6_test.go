@@ -75,6 +75,7 @@ func services6(sched string, w1, w2 int) string { return fmt.Sprintf(webServices
 // both sides, the route to fd00:20::/32) and the given services, which may
 // mix IPv4 and IPv6 ones.
 func setup6(t testing.TB, svcs, extra string) *env {
+	t.Helper()
 	need(t)
 	needIPv6(t)
 	return setupWith(t, topoOpts{queues: 1, ipv6: true}, svcs, extra)
