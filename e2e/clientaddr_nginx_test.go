@@ -94,8 +94,8 @@ func getFrom(t testing.TB, e *env, addr netip.AddrPort) string {
 	return local
 }
 
-// startNginx runs nginx in namespace ns, listening on addr at each port
-// with proxy_protocol, and returns its access log's path. nginx stops when
+// startNginx runs nginx in namespace ns, listening on addr (IPv4 or IPv6)
+// at each port with proxy_protocol, and returns its access log's path. nginx stops when
 // the test ends.
 func startNginx(t testing.TB, ns, dir string, addr netip.Addr, ports []int) string {
 	t.Helper()
@@ -105,7 +105,7 @@ func startNginx(t testing.TB, ns, dir string, addr netip.Addr, ports []int) stri
 	logPath := filepath.Join(dir, "access.log")
 	var servers strings.Builder
 	for _, p := range ports {
-		fmt.Fprintf(&servers, "  server { listen %s:%d proxy_protocol; location / { return 200 \"ok\\n\"; } }\n", addr, p)
+		fmt.Fprintf(&servers, "  server { listen %s proxy_protocol; location / { return 200 \"ok\\n\"; } }\n", netip.AddrPortFrom(addr, uint16(p)))
 	}
 	conf := fmt.Sprintf(`worker_processes 1;
 pid %[1]s/nginx.pid;
@@ -140,7 +140,7 @@ http {
 		var err error
 		if !eventually(10*time.Second, func() bool {
 			err = lab.InNetns(ns, func() error {
-				c, err := net.DialTimeout("tcp4", netip.AddrPortFrom(addr, uint16(p)).String(), time.Second)
+				c, err := net.DialTimeout("tcp", netip.AddrPortFrom(addr, uint16(p)).String(), time.Second)
 				if err == nil {
 					c.Close()
 				}

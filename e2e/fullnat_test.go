@@ -252,10 +252,11 @@ func tcpFlowsClosed(ps []gopacket.Packet, port uint16) bool {
 	}
 	flows := map[flow]*state{}
 	for _, p := range tcpPort(ps, port) {
-		ip := p.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
+		// IPv4 or IPv6: the flow's addresses from whichever it is.
+		nf := p.NetworkLayer().NetworkFlow()
 		tcp := p.Layer(layers.LayerTypeTCP).(*layers.TCP)
-		src := netip.AddrPortFrom(addr(ip.SrcIP), uint16(tcp.SrcPort))
-		dst := netip.AddrPortFrom(addr(ip.DstIP), uint16(tcp.DstPort))
+		src := netip.AddrPortFrom(addr(nf.Src().Raw()), uint16(tcp.SrcPort))
+		dst := netip.AddrPortFrom(addr(nf.Dst().Raw()), uint16(tcp.DstPort))
 		k, dir := flow{src, dst}, 0
 		if src.Port() == port { // from the server's end
 			k, dir = flow{dst, src}, 1
@@ -763,8 +764,13 @@ func goodFrame(t *testing.T, dstMAC net.HardwareAddr) []byte {
 	return buf.Bytes()
 }
 
+// addr is ip as a netip.Addr: IPv4 when it is one, else IPv6.
 func addr(ip net.IP) netip.Addr {
-	a, _ := netip.AddrFromSlice(ip.To4())
+	if v4 := ip.To4(); v4 != nil {
+		a, _ := netip.AddrFromSlice(v4)
+		return a
+	}
+	a, _ := netip.AddrFromSlice(ip)
 	return a
 }
 

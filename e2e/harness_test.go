@@ -207,6 +207,9 @@ type topoOpts struct {
 	noOffload bool
 	busyPoll  time.Duration
 	log       io.Writer // tapvs's log goes here too, for a test to read
+	// ipv6 gives tapvs its IPv6 addresses and route (address6, RSNet6)
+	// in the configuration; the lab's namespaces are dual-stack anyway.
+	ipv6 bool
 }
 
 // buildLab builds a lab's namespaces under a prefix of this run's own
@@ -222,6 +225,7 @@ func buildLab(t testing.TB, o topoOpts) *lab.Topology {
 	top.Queues = o.queues
 	top.TxQLen = o.txQLen
 	top.NoOffload = o.noOffload
+	top.IPv6 = o.ipv6
 	top.Socket = filepath.Join(t.TempDir(), "tapvs.sock")
 	if err := top.Build(); err != nil {
 		t.Fatal(err)

@@ -23,10 +23,12 @@ import (
 // Backend is the set of small servers one real server runs: HTTP that says
 // who answered and whom it saw, a bulk-transfer server, and a UDP echo;
 // and the same three behind a PROXY protocol header (v1 or v2, decoded by
-// github.com/pires/go-proxyproto), which they require.
+// github.com/pires/go-proxyproto), which they require. Each listens on the
+// real server's IPv4 address and, when it has one, its IPv6 address.
 type Backend struct {
-	Name string
-	Addr netip.Addr
+	Name  string
+	Addr  netip.Addr
+	Addr6 netip.Addr // the real server's IPv6 address (RS6(Addr)); invalid: IPv4 only
 
 	Requests atomic.Int64 // HTTP requests served
 
@@ -35,38 +37,62 @@ type Backend struct {
 	ns      string
 	srv     *http.Server
 	httpMu  sync.Mutex
-	httpL   net.Listener
+	httpL   []net.Listener // one per address; nil while stopped
 }
 
-// StartBackend listens inside namespace ns on addr.
+// StartBackend listens inside namespace ns on addr and, for the lab's real
+// servers (RS1, RS2) on a host with IPv6, on their IPv6 addresses too.
 func StartBackend(ns, name string, addr netip.Addr) (*Backend, error) {
 	b := &Backend{Name: name, Addr: addr, ns: ns}
-	var httpL, bulkL, pHTTPL, pBulkL net.Listener
-	var udp, pUDP net.PacketConn
-	err := InNetns(ns, func() (err error) {
-		if httpL, err = net.Listen("tcp4", netip.AddrPortFrom(addr, HTTPPort).String()); err != nil {
-			return err
+	if HasIPv6() {
+		b.Addr6 = RS6(addr)
+	}
+	type socks struct {
+		http, bulk, pHTTP, pBulk net.Listener
+		udp, pUDP                net.PacketConn
+	}
+	var all []*socks
+	listen := func(network string, a netip.Addr, port uint16) (net.Listener, error) {
+		l, err := net.Listen(network, netip.AddrPortFrom(a, port).String())
+		if err == nil {
+			b.closers = append(b.closers, l)
 		}
-		if bulkL, err = net.Listen("tcp4", netip.AddrPortFrom(addr, BulkPort).String()); err != nil {
-			return err
-		}
-		if pHTTPL, err = net.Listen("tcp4", netip.AddrPortFrom(addr, ProxyHTTPPort).String()); err != nil {
-			return err
-		}
-		if pBulkL, err = net.Listen("tcp4", netip.AddrPortFrom(addr, ProxyBulkPort).String()); err != nil {
-			return err
-		}
-		if pUDP, err = net.ListenPacket("udp4", netip.AddrPortFrom(addr, ProxyEchoPort).String()); err != nil {
-			return err
-		}
-		udp, err = net.ListenPacket("udp4", netip.AddrPortFrom(addr, EchoPort).String())
-		return err
-	})
-	for _, c := range []io.Closer{httpL, bulkL, udp, pHTTPL, pBulkL, pUDP} {
-		if c != nil {
+		return l, err
+	}
+	listenPacket := func(network string, a netip.Addr, port uint16) (net.PacketConn, error) {
+		c, err := net.ListenPacket(network, netip.AddrPortFrom(a, port).String())
+		if err == nil {
 			b.closers = append(b.closers, c)
 		}
+		return c, err
 	}
+	err := InNetns(ns, func() error {
+		for _, a := range b.addrs() {
+			tcp, udp := networks(a)
+			s := &socks{}
+			var err error
+			if s.http, err = listen(tcp, a, HTTPPort); err != nil {
+				return err
+			}
+			if s.bulk, err = listen(tcp, a, BulkPort); err != nil {
+				return err
+			}
+			if s.pHTTP, err = listen(tcp, a, ProxyHTTPPort); err != nil {
+				return err
+			}
+			if s.pBulk, err = listen(tcp, a, ProxyBulkPort); err != nil {
+				return err
+			}
+			if s.pUDP, err = listenPacket(udp, a, ProxyEchoPort); err != nil {
+				return err
+			}
+			if s.udp, err = listenPacket(udp, a, EchoPort); err != nil {
+				return err
+			}
+			all = append(all, s)
+		}
+		return nil
+	})
 	if err != nil {
 		b.Close()
 		return nil, fmt.Errorf("backend %s in %s: %w", name, ns, err)
@@ -75,31 +101,52 @@ func StartBackend(ns, name string, addr netip.Addr) (*Backend, error) {
 	psrv := &http.Server{Handler: http.HandlerFunc(b.serveProxyHTTP), ReadHeaderTimeout: 5 * time.Second,
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			if pc, ok := c.(*proxyproto.Conn); ok {
+				ctx = context.WithValue(ctx, rawLocalKey{}, pc.Raw().LocalAddr())
 				return context.WithValue(ctx, rawRemoteKey{}, pc.Raw().RemoteAddr().String())
 			}
 			return ctx
 		}}
 	b.closers = append(b.closers, srv, psrv)
-	b.srv, b.httpL = srv, httpL
-	b.wg.Add(6)
-	go func() { defer b.wg.Done(); srv.Serve(httpL) }()
-	go func() { defer b.wg.Done(); b.serveBulk(bulkL) }()
-	go func() { defer b.wg.Done(); b.serveEcho(udp) }()
-	go func() { defer b.wg.Done(); psrv.Serve(requireProxy(pHTTPL)) }()
-	go func() { defer b.wg.Done(); b.serveBulk(requireProxy(pBulkL)) }()
-	go func() { defer b.wg.Done(); b.serveProxyEcho(pUDP) }()
+	b.srv = srv
+	for _, s := range all {
+		b.httpL = append(b.httpL, s.http)
+		b.wg.Add(6)
+		go func() { defer b.wg.Done(); srv.Serve(s.http) }()
+		go func() { defer b.wg.Done(); b.serveBulk(s.bulk) }()
+		go func() { defer b.wg.Done(); b.serveEcho(s.udp) }()
+		go func() { defer b.wg.Done(); psrv.Serve(requireProxy(s.pHTTP)) }()
+		go func() { defer b.wg.Done(); b.serveBulk(requireProxy(s.pBulk)) }()
+		go func() { defer b.wg.Done(); b.serveProxyEcho(s.pUDP) }()
+	}
 	return b, nil
 }
 
-// StopHTTP stops accepting HTTP connections, as a crashed web server would;
-// connections already open are served on.
+// addrs are the addresses the backend listens on: Addr, then Addr6 if set.
+func (b *Backend) addrs() []netip.Addr {
+	if b.Addr6.IsValid() {
+		return []netip.Addr{b.Addr, b.Addr6}
+	}
+	return []netip.Addr{b.Addr}
+}
+
+// networks names the TCP and UDP networks for sockets on a: "tcp4" and
+// "udp4" for IPv4, "tcp6" and "udp6" for IPv6.
+func networks(a netip.Addr) (tcp, udp string) {
+	if a.Is4() || a.Is4In6() {
+		return "tcp4", "udp4"
+	}
+	return "tcp6", "udp6"
+}
+
+// StopHTTP stops accepting HTTP connections on every address, as a crashed
+// web server would; connections already open are served on.
 func (b *Backend) StopHTTP() {
 	b.httpMu.Lock()
 	defer b.httpMu.Unlock()
-	if b.httpL != nil {
-		b.httpL.Close()
-		b.httpL = nil
+	for _, l := range b.httpL {
+		l.Close()
 	}
+	b.httpL = nil
 }
 
 // StartHTTP listens again after StopHTTP.
@@ -109,16 +156,28 @@ func (b *Backend) StartHTTP() error {
 	if b.httpL != nil {
 		return nil
 	}
-	var l net.Listener
-	if err := InNetns(b.ns, func() (err error) {
-		l, err = net.Listen("tcp4", netip.AddrPortFrom(b.Addr, HTTPPort).String())
-		return err
+	var ls []net.Listener
+	if err := InNetns(b.ns, func() error {
+		for _, a := range b.addrs() {
+			tcp, _ := networks(a)
+			l, err := net.Listen(tcp, netip.AddrPortFrom(a, HTTPPort).String())
+			if err != nil {
+				return err
+			}
+			ls = append(ls, l)
+		}
+		return nil
 	}); err != nil {
+		for _, l := range ls {
+			l.Close()
+		}
 		return err
 	}
-	b.httpL = l
-	b.wg.Add(1)
-	go func() { defer b.wg.Done(); b.srv.Serve(l) }()
+	b.httpL = ls
+	for _, l := range ls {
+		b.wg.Add(1)
+		go func() { defer b.wg.Done(); b.srv.Serve(l) }()
+	}
 	return nil
 }
 
@@ -130,10 +189,26 @@ func (b *Backend) Close() {
 	b.wg.Wait()
 }
 
-// The HTTP answer is one line: "<name> <addr> saw <source ip:port>".
+// The HTTP answer is one line: "<name> <addr> saw <source ip:port>", addr
+// being the real server's address the request came to (Addr or Addr6).
 func (b *Backend) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	b.Requests.Add(1)
-	fmt.Fprintf(w, "%s %s saw %s\n", b.Name, b.Addr, r.RemoteAddr)
+	fmt.Fprintf(w, "%s %s saw %s\n", b.Name, b.local(r), r.RemoteAddr)
+}
+
+// local is the real server's address the request came to: Addr, or Addr6
+// for a request over IPv6.
+func (b *Backend) local(r *http.Request) netip.Addr {
+	la, ok := r.Context().Value(rawLocalKey{}).(net.Addr)
+	if !ok {
+		la, ok = r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+	}
+	if ok {
+		if ap, err := netip.ParseAddrPort(la.String()); err == nil && ap.Addr().Is6() && !ap.Addr().Is4In6() {
+			return ap.Addr()
+		}
+	}
+	return b.Addr
 }
 
 // requireProxy makes l's connections start with a PROXY protocol header (v1
@@ -145,13 +220,17 @@ func requireProxy(l net.Listener) net.Listener {
 
 type rawRemoteKey struct{}
 
+// rawLocalKey holds a PROXY connection's own local address: its LocalAddr
+// is the one the header names.
+type rawLocalKey struct{}
+
 // The answer behind a PROXY header is one line: "<name> <addr> saw <LIP:port>
 // told <client ip:port>": the connection's own source, and the source the
 // header gave.
 func (b *Backend) serveProxyHTTP(w http.ResponseWriter, r *http.Request) {
 	b.Requests.Add(1)
 	raw, _ := r.Context().Value(rawRemoteKey{}).(string)
-	fmt.Fprintf(w, "%s %s saw %s told %s\n", b.Name, b.Addr, raw, r.RemoteAddr)
+	fmt.Fprintf(w, "%s %s saw %s told %s\n", b.Name, b.local(r), raw, r.RemoteAddr)
 }
 
 // serveProxyEcho echoes datagrams that each start with a PROXY v2 header:
@@ -254,10 +333,11 @@ func HTTPClient(ns string, timeout time.Duration) *http.Client {
 	}
 }
 
-// bulk opens a bulk connection from namespace ns and asks for op ('U' or
+// bulk opens a bulk connection (IPv4 or IPv6) from namespace ns and asks for op ('U' or
 // 'D') of n bytes; the connection ends with ctx's deadline.
 func bulk(ctx context.Context, ns string, addr netip.AddrPort, op byte, n int64) (net.Conn, error) {
-	c, err := Dial(ctx, ns, "tcp4", addr.String())
+	tcp, _ := networks(addr.Addr())
+	c, err := Dial(ctx, ns, tcp, addr.String())
 	if err != nil {
 		return nil, err
 	}
@@ -320,9 +400,11 @@ func Download(ctx context.Context, ns string, addr netip.AddrPort, n int64) (tim
 	return el, nil
 }
 
-// UDPEcho sends msg to addr from namespace ns and returns the reply.
+// UDPEcho sends msg to addr (IPv4 or IPv6) from namespace ns and returns
+// the reply.
 func UDPEcho(ctx context.Context, ns string, addr netip.AddrPort, msg string) (string, error) {
-	c, err := Dial(ctx, ns, "udp4", addr.String())
+	_, udp := networks(addr.Addr())
+	c, err := Dial(ctx, ns, udp, addr.String())
 	if err != nil {
 		return "", err
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/tapvs/tapvs/config"
 	"github.com/tapvs/tapvs/nat"
+	"go.yaml.in/yaml/v3"
 )
 
 // These are the lab's parts that need no namespaces: names, the address
@@ -329,5 +330,91 @@ func TestIPErrorQuotesTheCommand(t *testing.T) {
 	}
 	if !strings.HasPrefix(err.Error(), "ip link show dev tvsnosuchdev0: ") || strings.Count(err.Error(), "tvsnosuchdev0") < 2 {
 		t.Fatalf("error %q", err)
+	}
+}
+
+// The IPv6 plan holds together as the IPv4 one does, and mirrors it: the
+// client side, the server side with the LIPs, the real servers each on its
+// own /64 behind the router.
+func TestAddressPlan6(t *testing.T) {
+	client := ClientAddr6.Masked()
+	for _, a := range []netip.Addr{TapvsClient6.Addr(), VIP6, VIP64} {
+		if !client.Contains(a) {
+			t.Errorf("%s is not on the client side %s", a, client)
+		}
+	}
+	server := RouterAddr6.Masked()
+	for _, a := range []netip.Addr{TapvsServer6.Addr(), LIP1v6, LIP2v6} {
+		if !server.Contains(a) {
+			t.Errorf("%s is not on the server side %s", a, server)
+		}
+	}
+	if TapvsClient6.Masked() != client || TapvsServer6.Masked() != server || client.Overlaps(server) {
+		t.Errorf("tapvs's prefixes %s, %s against %s, %s", TapvsClient6, TapvsServer6, client, server)
+	}
+	for i, rs := range []struct {
+		v4, addr netip.Addr
+		gw       netip.Prefix
+	}{{RS1, RS1v6, rs1GW6}, {RS2, RS2v6, rs2GW6}} {
+		if !RSNet6.Contains(rs.addr) || !rs.gw.Masked().Contains(rs.addr) || !RSNet6.Contains(rs.gw.Addr()) {
+			t.Errorf("rs%d %s: not behind %s in %s", i+1, rs.addr, rs.gw, RSNet6)
+		}
+		if RS6(rs.v4) != rs.addr {
+			t.Errorf("RS6(%s) = %s, want %s", rs.v4, RS6(rs.v4), rs.addr)
+		}
+	}
+	if RS6(VIP).IsValid() {
+		t.Errorf("RS6(%s) = %s for an address that is no real server", VIP, RS6(VIP))
+	}
+	if rs1GW6.Masked() == rs2GW6.Masked() || RSNet6.Overlaps(client) || RSNet6.Overlaps(server) || RSNet6.Overlaps(directClient6) {
+		t.Error("the IPv6 subnets overlap")
+	}
+	if directClient6.Masked() != directRouter6.Masked() {
+		t.Errorf("direct path %s - %s", directClient6, directRouter6)
+	}
+	all := []netip.Addr{ClientAddr6.Addr(), TapvsClient6.Addr(), VIP6, VIP64, RouterAddr6.Addr(), TapvsServer6.Addr(), LIP1v6, LIP2v6,
+		RS1v6, RS2v6, rs1GW6.Addr(), rs2GW6.Addr(), directClient6.Addr(), directRouter6.Addr()}
+	seen := map[netip.Addr]bool{}
+	for _, a := range all {
+		if !a.Is6() || a.Is4In6() {
+			t.Errorf("%s is not IPv6", a)
+		}
+		if seen[a] {
+			t.Errorf("%s is used twice", a)
+		}
+		seen[a] = true
+	}
+}
+
+// With IPv6 set, Config gives tapvs its IPv6 address on each side and the
+// route to the real servers' IPv6 network; without, nothing of IPv6.
+func TestConfigRendersIPv6(t *testing.T) {
+	top := NewTopology("tq", "tqc", "tqs")
+	if s := top.Config(labServices, ""); strings.Contains(s, "address6") || strings.Contains(s, RSNet6.String()) {
+		t.Fatalf("IPv6 in an IPv4 configuration:\n%s", s)
+	}
+	top.IPv6 = true
+	var raw struct {
+		Interfaces struct {
+			Client struct {
+				Address6 string
+			}
+			Server struct {
+				Address6 string
+				Routes   []struct{ Dst, Via string }
+			}
+		}
+	}
+	s := top.Config(labServices, "")
+	if err := yaml.Unmarshal([]byte(s), &raw); err != nil {
+		t.Fatalf("%v:\n%s", err, s)
+	}
+	c, sv := raw.Interfaces.Client, raw.Interfaces.Server
+	if c.Address6 != TapvsClient6.String() || sv.Address6 != TapvsServer6.String() {
+		t.Errorf("address6 %q, %q; want %s, %s", c.Address6, sv.Address6, TapvsClient6, TapvsServer6)
+	}
+	want := []struct{ Dst, Via string }{{RSNet.String(), RouterAddr.Addr().String()}, {RSNet6.String(), RouterAddr6.Addr().String()}}
+	if !slices.Equal(sv.Routes, want) {
+		t.Errorf("routes %+v, want %+v", sv.Routes, want)
 	}
 }

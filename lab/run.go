@@ -8,12 +8,14 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 	"time"
 
 	"github.com/tapvs/tapvs/config"
 	"github.com/tapvs/tapvs/daemon"
+	"github.com/tapvs/tapvs/nat"
 )
 
 // Options are the lab command's.
@@ -74,6 +76,11 @@ func Run(ctx context.Context, o Options) error {
 	if err := demo(ctx, top, d, o); err != nil {
 		return err
 	}
+	if hasService(cfg, VIP6, HTTPPort, nat.TCP) {
+		if err := demo6(ctx, top, cfg, o); err != nil {
+			return err
+		}
+	}
 	if !o.Keep {
 		return nil
 	}
@@ -88,6 +95,9 @@ The lab stays up until Ctrl-C. Try, in another shell:
   curl -s http://%[8]s/metrics | grep tapvs_rs_        # Prometheus metrics
   ip netns list
 `, top.Client, VIP, top.RS[0], LIP1, LIP2, top.Router, RS1, d.Config().MetricsListen)
+	if hasService(cfg, VIP6, HTTPPort, nat.TCP) {
+		fmt.Fprintf(o.Out, "  ip netns exec %s curl -s http://[%s]/   # IPv6 through tapvs\n", top.Client, VIP6)
+	}
 	<-ctx.Done()
 	return nil
 }
@@ -223,6 +233,60 @@ func demo(ctx context.Context, top *Topology, d *daemon.Daemon, o Options) error
 	}
 	created, expired := d.Balancer.Stats.Conns()
 	fmt.Fprintf(o.Out, "tapvs: %d connections made, %d expired, %d in the table\n", created, expired, d.Balancer.Table().Len())
+	return nil
+}
+
+// hasService reports whether cfg has a service at vip:port.
+func hasService(cfg *config.Config, vip netip.Addr, port uint16, proto nat.Protocol) bool {
+	return slices.ContainsFunc(cfg.Services, func(s config.Service) bool {
+		return s.VIP == vip && s.Port == port && s.Protocol == proto
+	})
+}
+
+// demo6 sends HTTP requests (and a datagram, if the echo service is
+// there) through the IPv6 VIP, and prints what each real server saw: an
+// IPv6 LIP.
+func demo6(ctx context.Context, top *Topology, cfg *config.Config, o Options) error {
+	web := netip.AddrPortFrom(VIP6, HTTPPort)
+	n := max(o.Requests, 2)
+	fmt.Fprintf(o.Out, "\nIPv6: %d HTTP requests from %s (%s) to the VIP %s:\n", n, top.Client, ClientAddr6.Addr(), web)
+	hc := HTTPClient(top.Client, 5*time.Second)
+	perRS := map[string]int{}
+	lipSeen := 0
+	for i := 1; i <= n; i++ {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		resp, err := hc.Get("http://" + web.String() + "/")
+		if err != nil {
+			return fmt.Errorf("IPv6 request %d: %w", i, err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			return fmt.Errorf("IPv6 request %d: %w", i, err)
+		}
+		var name, rsAddr, saw string
+		fmt.Sscanf(string(body), "%s %s saw %s", &name, &rsAddr, &saw)
+		src, _ := netip.ParseAddrPort(saw)
+		if src.Addr() == LIP1v6 || src.Addr() == LIP2v6 {
+			lipSeen++
+		}
+		perRS[name]++
+		fmt.Fprintf(o.Out, "  request %2d: answered by %s (%s), which saw the source %s\n", i, name, rsAddr, saw)
+	}
+	fmt.Fprintf(o.Out, "IPv6: %d of %d requests reached the RS from an IPv6 LIP, over %d real servers\n", lipSeen, n, len(perRS))
+	if lipSeen != n || len(perRS) < 2 {
+		return errors.New("the lab did not balance IPv6 over both real servers with FULLNAT sources")
+	}
+	if hasService(cfg, VIP6, EchoPort, nat.UDP) {
+		echo := netip.AddrPortFrom(VIP6, EchoPort)
+		reply, err := UDPEcho(ctx, top.Client, echo, "hello")
+		if err != nil {
+			return fmt.Errorf("udp echo via %s: %w", echo, err)
+		}
+		fmt.Fprintf(o.Out, "udp echo via %s: %q\n", echo, reply)
+	}
 	return nil
 }
 

@@ -29,6 +29,49 @@ var (
 	directRouter = netip.MustParsePrefix("10.99.0.1/30")
 )
 
+// The lab's IPv6 addresses, beside the IPv4 ones: every namespace is
+// dual-stack. The client side is fd00:25:254::/64, the server side
+// fd00:25:84::/64, and the real servers sit on fd00:20:1::/64 and
+// fd00:20:2::/64 behind the router, as 10.20.1.0/24 and 10.20.2.0/24 do.
+var (
+	ClientAddr6  = netip.MustParsePrefix("fd00:25:254::1/64")  // the client, on tap-c
+	TapvsClient6 = netip.MustParsePrefix("fd00:25:254::fe/64") // tapvs's client side (address6)
+	VIP6         = netip.MustParseAddr("fd00:25:254::100")
+	VIP64        = netip.MustParseAddr("fd00:25:254::64")    // a VIP for NAT64 (IPv6 clients, IPv4 real servers)
+	RouterAddr6  = netip.MustParsePrefix("fd00:25:84::1/64") // the router, on tap-s
+	TapvsServer6 = netip.MustParsePrefix("fd00:25:84::4/64") // tapvs's server side (address6)
+	LIP1v6       = netip.MustParseAddr("fd00:25:84::10")
+	LIP2v6       = netip.MustParseAddr("fd00:25:84::11")
+	RSNet6       = netip.MustParsePrefix("fd00:20::/32")
+	RS1v6        = netip.MustParseAddr("fd00:20:1::2") // VLAN A, beside RS1
+	RS2v6        = netip.MustParseAddr("fd00:20:2::2") // VLAN B, beside RS2
+	rs1GW6       = netip.MustParsePrefix("fd00:20:1::1/64")
+	rs2GW6       = netip.MustParsePrefix("fd00:20:2::1/64")
+	// The direct, kernel-routed path for IPv6 as well.
+	directClient6 = netip.MustParsePrefix("fd00:99::2/64")
+	directRouter6 = netip.MustParsePrefix("fd00:99::1/64")
+)
+
+// HasIPv6 reports whether this host's kernel has IPv6 (it may be disabled
+// at boot: ipv6.disable=1). Without it the lab is IPv4 only: Build,
+// AddressTAPs and StartBackend leave out everything IPv6.
+func HasIPv6() bool {
+	_, err := os.Stat("/proc/sys/net/ipv6")
+	return err == nil
+}
+
+// RS6 returns the IPv6 address of the real server whose IPv4 address is
+// rs (RS1 or RS2), or the zero Addr for any other address.
+func RS6(rs netip.Addr) netip.Addr {
+	switch rs {
+	case RS1:
+		return RS1v6
+	case RS2:
+		return RS2v6
+	}
+	return netip.Addr{}
+}
+
 // Ports of the built-in servers on each real server.
 const (
 	HTTPPort     = 80
@@ -53,7 +96,11 @@ type Topology struct {
 	TxQLen               int    // the TAPs' txqueuelen in Config; 0: the kernel's
 	Socket               string // control socket in Config; "" turns the control API off
 	NoOffload            bool   // plain TAPs in Config (one frame per system call)
-	built                []string
+	// IPv6 has Config give tapvs its IPv6 addresses too (address6 on each
+	// side) and the route to RSNet6. The namespaces are dual-stack either
+	// way; this is only what tapvs is told.
+	IPv6  bool
+	built []string
 }
 
 // NewTopology names a lab's parts after prefix. TAP names are created in the
@@ -89,8 +136,29 @@ func (t *Topology) Build() (err error) {
 			return err
 		}
 	}
+	// IPv6 addresses are usable at once (no duplicate address detection)
+	// and nothing configures itself from router advertisements. The
+	// defaults are set before any link is made, so every link has them.
+	v6 := HasIPv6()
+	for _, ns := range t.Namespaces() {
+		for _, k := range []string{"accept_dad", "accept_ra", "autoconf"} {
+			for _, c := range []string{"all", "default"} {
+				if !v6 {
+					continue
+				}
+				if err := sysctl(ns, "net.ipv6.conf."+c+"."+k, "0"); err != nil {
+					return err
+				}
+			}
+		}
+	}
 	if err := sysctl(t.Router, "net.ipv4.ip_forward", "1"); err != nil {
 		return err
+	}
+	if v6 {
+		if err := sysctl(t.Router, "net.ipv6.conf.all.forwarding", "1"); err != nil {
+			return err
+		}
 	}
 	steps := [][]string{
 		// Each server subnet is its own bridge (VLAN) on the router.
@@ -118,6 +186,21 @@ func (t *Topology) Build() (err error) {
 		{"-n", t.Router, "link", "set", "direct", "up"},
 		{"-n", t.Client, "route", "add", RSNet.String(), "via", directRouter.Addr().String()},
 	}
+	steps6 := [][]string{
+		// IPv6: the same links, dual-stack.
+		{"-n", t.Router, "addr", "add", rs1GW6.String(), "dev", "br-a", "nodad"},
+		{"-n", t.Router, "addr", "add", rs2GW6.String(), "dev", "br-b", "nodad"},
+		{"-n", t.RS[0], "addr", "add", netip.PrefixFrom(RS1v6, 64).String(), "dev", "eth0", "nodad"},
+		{"-n", t.RS[1], "addr", "add", netip.PrefixFrom(RS2v6, 64).String(), "dev", "eth0", "nodad"},
+		{"-n", t.RS[0], "-6", "route", "add", "default", "via", rs1GW6.Addr().String()},
+		{"-n", t.RS[1], "-6", "route", "add", "default", "via", rs2GW6.Addr().String()},
+		{"-n", t.Client, "addr", "add", directClient6.String(), "dev", "direct", "nodad"},
+		{"-n", t.Router, "addr", "add", directRouter6.String(), "dev", "direct", "nodad"},
+		{"-n", t.Client, "-6", "route", "add", RSNet6.String(), "via", directRouter6.Addr().String()},
+	}
+	if v6 {
+		steps = append(steps, steps6...)
+	}
 	for _, s := range steps {
 		if err := ip(s...); err != nil {
 			return err
@@ -127,12 +210,23 @@ func (t *Topology) Build() (err error) {
 }
 
 // AddressTAPs gives the kernel ends of the TAPs, once tapvs has moved them in,
-// their addresses: the client's and the router's.
+// their addresses: the client's and the router's, IPv4 and IPv6.
 func (t *Topology) AddressTAPs() error {
-	if err := ip("-n", t.Client, "addr", "add", ClientAddr.String(), "dev", t.TapClient); err != nil {
-		return err
+	steps := [][]string{
+		{"-n", t.Client, "addr", "add", ClientAddr.String(), "dev", t.TapClient},
+		{"-n", t.Router, "addr", "add", RouterAddr.String(), "dev", t.TapServer},
 	}
-	return ip("-n", t.Router, "addr", "add", RouterAddr.String(), "dev", t.TapServer)
+	if HasIPv6() {
+		steps = append(steps,
+			[]string{"-n", t.Client, "addr", "add", ClientAddr6.String(), "dev", t.TapClient, "nodad"},
+			[]string{"-n", t.Router, "addr", "add", RouterAddr6.String(), "dev", t.TapServer, "nodad"})
+	}
+	for _, s := range steps {
+		if err := ip(s...); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Destroy removes every namespace Build made; what was inside goes with it.
@@ -161,25 +255,31 @@ func sysctl(ns, key, value string) error {
 // YAML (more services, timeouts, limits) for tests.
 func (t *Topology) Config(services string, extra string) string {
 	q := max(t.Queues, 1)
+	var c6, s6, r6 string
+	if t.IPv6 {
+		c6 = fmt.Sprintf("\n    address6: %s", TapvsClient6)
+		s6 = fmt.Sprintf("\n    address6: %s", TapvsServer6)
+		r6 = fmt.Sprintf("\n      - {dst: %s, via: %s}", RSNet6, RouterAddr6.Addr())
+	}
 	return fmt.Sprintf(`interfaces:
   offload: %t
   client:
     name: %s
     netns: %s
-    address: %s
+    address: %s%s
     queues: %d
     txqueuelen: %d
   server:
     name: %s
     netns: %s
-    address: %s
+    address: %s%s
     queues: %d
     txqueuelen: %d
     routes:
-      - {dst: %s, via: %s}
+      - {dst: %s, via: %s}%s
 services:
 %s
 sweep_interval: 100ms
 control: {socket: %q}
-%s`, !t.NoOffload, t.TapClient, t.Client, TapvsClient, q, t.TxQLen, t.TapServer, t.Router, TapvsServer, q, t.TxQLen, RSNet, RouterAddr.Addr(), services, t.Socket, extra)
+%s`, !t.NoOffload, t.TapClient, t.Client, TapvsClient, c6, q, t.TxQLen, t.TapServer, t.Router, TapvsServer, s6, q, t.TxQLen, RSNet, RouterAddr.Addr(), r6, services, t.Socket, extra)
 }
