@@ -20,8 +20,7 @@ import (
 // gives each namespace its IPv6 addresses and routes, AddressTAPs the TAPs'
 // kernel ends theirs); topoOpts.ipv6 also gives tapvs its own IPv6
 // addresses and the route to the real servers' IPv6 network. setup6,
-// services6 and setMTU are in ipv6_test.go (build tag ipv6pending) until
-// config/ parses IPv6.
+// services6 and setMTU are in ipv6_test.go.
 
 // needIPv6 fails a test that needs IPv6 on a host whose kernel has none
 // (ipv6.disable=1): there the lab is IPv4 only.

@@ -1,21 +1,12 @@
-//go:build ipv6pending
-
-// The IPv6 FULLNAT tests (issue #15). They need IPv6 in config/ (address6,
-// IPv6 routes, VIPs, LIPs and real servers), netstack/ (neighbour
-// discovery, IPv6 addresses) and nat/ (the IPv6 data path), so they build
-// only with -tags ipv6pending until all three land:
-//
-//	go test -tags ipv6pending -run TestIPv6 ./e2e/
+// The IPv6 FULLNAT tests (issue #15): go test -run TestIPv6 ./e2e/
 
 package e2e
 
 import (
-	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
@@ -569,32 +560,4 @@ func TestIPv6PathMTU(t *testing.T) {
 			t.Fatalf("rs2's Packet Too Big (MTU %d) quotes %v -> %v; want MTU 1280, [%v]:%d -> %v", got.param, qs, qd, lab.RS2v6, lab.BulkPort, lab.LIP1v6)
 		}
 	})
-}
-
-// `tapvs lab` from lab/testdata/dualstack.yaml (config.yaml with the IPv6
-// services, to be merged into it): the IPv4 demonstration as before, then
-// HTTP through the IPv6 VIP balanced over both real servers from IPv6
-// LIPs, and the UDP echo over IPv6. Like TestLabCommand it uses the lab's
-// own namespace names (tvs-*).
-func TestIPv6LabCommand(t *testing.T) {
-	need(t)
-	var out strings.Builder
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	err := lab.Run(ctx, lab.Options{ConfigPath: "../lab/testdata/dualstack.yaml", Requests: 6, Out: &out,
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	t.Log(out.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, want := range []string{
-		"6 of 6 requests reached the RS from a LIP",
-		"IPv6: 6 of 6 requests reached the RS from an IPv6 LIP, over 2 real servers",
-		"udp echo via [fd00:25:254::100]:9001: \"rs",
-		"lab removed",
-	} {
-		if !strings.Contains(out.String(), want) {
-			t.Errorf("the lab's output has no %q", want)
-		}
-	}
 }

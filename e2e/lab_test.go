@@ -33,6 +33,8 @@ func TestLabCommand(t *testing.T) {
 		"was told the client is " + lab.ClientAddr.Addr().String() + ":",
 		"udp echo via 172.25.254.100:9003: \"rs",
 		"told " + lab.ClientAddr.Addr().String() + ":",
+		"IPv6: 6 of 6 requests reached the RS from an IPv6 LIP, over 2 real servers",
+		"udp echo via [fd00:25:254::100]:9001: \"rs",
 		"lab removed",
 	} {
 		if !strings.Contains(out.String(), want) {

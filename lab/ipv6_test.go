@@ -1,5 +1,3 @@
-//go:build ipv6pending
-
 package lab
 
 import (
@@ -11,13 +9,11 @@ import (
 	"github.com/tapvs/tapvs/nat"
 )
 
-// testdata/dualstack.yaml (config.yaml with IPv6, to be merged into it) is
-// the dual-stack lab's: tapvs's IPv6 addresses and route are the address
-// plan's, and the IPv6 services mirror the IPv4 ones at VIP6 over the IPv6
-// LIPs and real servers. It needs IPv6 in config/ (build tag ipv6pending
-// until then).
+// config.yaml is the dual-stack lab's: tapvs's IPv6 addresses and route
+// are the address plan's, and the IPv6 services mirror the IPv4 ones at
+// VIP6 over the IPv6 LIPs and real servers.
 func TestDualStackConfigIsTheLabs(t *testing.T) {
-	c, err := config.Load("testdata/dualstack.yaml")
+	c, err := config.Load("../config.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
