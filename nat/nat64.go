@@ -187,15 +187,7 @@ func (b *Balancer) to4(c *Conn, p *pkt, f *Frame, l4Delta uint16) Verdict {
 	}
 	fb := f.Bytes()
 	binary.BigEndian.PutUint16(fb[12:], etherIPv4)
-	ip := fb[ethHdrLen : ethHdrLen+ipv4MinLen]
-	ip[0], ip[1] = 0x45, tc
-	binary.BigEndian.PutUint16(ip[2:], uint16(ipv4MinLen+l4len))
-	binary.BigEndian.PutUint32(ip[4:], ipFlagDF) // ID 0, DF, offset 0
-	ip[8], ip[9] = hlim, p.proto
-	ip[10], ip[11] = 0, 0
-	copy(ip[12:16], c.out.dst[12:])
-	copy(ip[16:20], c.out.src[12:])
-	binary.BigEndian.PutUint16(ip[10:], csum.Checksum(ip, 0))
+	putIPv4(fb[ethHdrLen:], tc, ipv4MinLen+l4len, p.proto, hlim, &c.out.dst, &c.out.src)
 	if gso != tun.VNetGSONone {
 		f.VNet.SetGSOType(tun.VNetGSOTCPv4)
 		f.VNet.SetHdrLen(f.VNet.HdrLen() - uint16(d))
@@ -239,12 +231,7 @@ func (b *Balancer) to6(c *Conn, p *pkt, f *Frame, l4Delta uint16) Verdict {
 	}
 	fb := f.Bytes()
 	binary.BigEndian.PutUint16(fb[12:], etherIPv6)
-	ip6 := fb[ethHdrLen : ethHdrLen+ipv6HdrLen]
-	binary.BigEndian.PutUint32(ip6[0:], 6<<28|uint32(tos)<<20)
-	binary.BigEndian.PutUint16(ip6[4:], uint16(l4len))
-	ip6[6], ip6[7] = p.proto, ttl
-	copy(ip6[8:24], c.in.dst[:])
-	copy(ip6[24:40], c.in.src[:])
+	putIPv6(fb[ethHdrLen:], tos, l4len, p.proto, ttl, &c.in.dst, &c.in.src)
 	if gso != tun.VNetGSONone {
 		f.VNet.SetGSOType(tun.VNetGSOTCPv6)
 		f.VNet.SetHdrLen(uint16(int(f.VNet.HdrLen()) + d))
