@@ -750,42 +750,45 @@ func FuzzProcess64(f *testing.F) {
 		f.Add(uint8(2), s)
 		f.Add(uint8(3), s)
 	}
-	f.Fuzz(func(t *testing.T, ctl uint8, raw []byte) {
-		proto := TCP
-		if ctl&2 != 0 {
-			proto = UDP
+	f.Fuzz(check64)
+}
+
+// check64 is FuzzProcess64's check of one frame.
+func check64(t *testing.T, ctl uint8, raw []byte) {
+	proto := TCP
+	if ctl&2 != 0 {
+		proto = UDP
+	}
+	r := newRig64(t, proto, nil)
+	established64(t, r, proto)
+	side := Side(ctl & 1)
+	var verified bool
+	if side == ClientSide {
+		verified = l4Verifies6(raw)
+	} else {
+		verified, _ = l4Verifies(raw)
+	}
+	fr := withHeadroom(raw)
+	if r.b.Process(side, fr) != Forward {
+		return
+	}
+	out := fr.Bytes()
+	if side == ClientSide {
+		if len(out) < 34 || binary.BigEndian.Uint16(out[12:]) != etherIPv4 || csum.Checksum(out[14:34], 0) != 0 {
+			t.Fatalf("forwarded a frame that is not IPv4 with a right header: % x", out[:min(len(out), 40)])
 		}
-		r := newRig64(t, proto, nil)
-		established64(t, r, proto)
-		side := Side(ctl & 1)
-		var verified bool
-		if side == ClientSide {
-			verified = l4Verifies6(raw)
-		} else {
-			verified, _ = l4Verifies(raw)
-		}
-		fr := withHeadroom(raw)
-		if r.b.Process(side, fr) != Forward {
-			return
-		}
-		out := fr.Bytes()
-		if side == ClientSide {
-			if len(out) < 34 || binary.BigEndian.Uint16(out[12:]) != etherIPv4 || csum.Checksum(out[14:34], 0) != 0 {
-				t.Fatalf("forwarded a frame that is not IPv4 with a right header: % x", out[:min(len(out), 40)])
-			}
-			if ok, has := l4Verifies(out); verified && has && !ok {
-				t.Fatalf("a checksum that verified in does not out:\nin  % x\nout % x", raw, out)
-			}
-			return
-		}
-		if len(out) < 54 || binary.BigEndian.Uint16(out[12:]) != etherIPv6 {
-			t.Fatalf("forwarded a frame that is not IPv6: % x", out[:min(len(out), 40)])
-		}
-		// A UDP datagram without a checksum gets one: it verifies whatever came in.
-		if (verified || udpNoChecksum(raw)) && !l4Verifies6(out) {
+		if ok, has := l4Verifies(out); verified && has && !ok {
 			t.Fatalf("a checksum that verified in does not out:\nin  % x\nout % x", raw, out)
 		}
-	})
+		return
+	}
+	if len(out) < 54 || binary.BigEndian.Uint16(out[12:]) != etherIPv6 {
+		t.Fatalf("forwarded a frame that is not IPv6: % x", out[:min(len(out), 40)])
+	}
+	// A UDP datagram without a checksum gets one: it verifies whatever came in.
+	if (verified || udpNoChecksum(raw)) && !l4Verifies6(out) {
+		t.Fatalf("a checksum that verified in does not out:\nin  % x\nout % x", raw, out)
+	}
 }
 
 // udpNoChecksum reports an IPv4 UDP frame with checksum 0.
