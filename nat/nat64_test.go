@@ -567,8 +567,17 @@ func TestNAT64ICMPFromClient(t *testing.T) {
 	}
 	r := newRig64(t, TCP, nil)
 	rip, lport := open64(t, r, TCP, 40000, 100)
-	back := frame(t, pktSpec{src: rip, dst: lip1, sport: 8080, dport: lport, proto: TCP, ack: true, srcMAC: macGateway})
+	back := frame(t, pktSpec{src: rip, dst: lip1, sport: 8080, dport: lport, proto: TCP, ack: true, payload: []byte("abc"), srcMAC: macGateway})
 	r.b.Process(ServerSide, back)
+	// A quote with an extension header: the quoted IPv4 packet's length
+	// leaves it out, as the translation of the packet itself would.
+	e := icmp6Error(t, client6, vip64, macClient, icmp6Unreach, 4, 0, withExt6(t, back, ip6DestOpts, []byte{1, 4, 0, 0, 0, 0}).Bytes()[14:])
+	if v := r.b.Process(ClientSide, e); v != Forward {
+		t.Fatalf("quote with a header: %v %v", v, nonZero(r.b.Stats.Drops()))
+	}
+	if q := e.Bytes()[34+8:]; binary.BigEndian.Uint16(q[2:]) != 20+20+3 || len(q) != 20+20+3 || csum.Checksum(q[:20], 0) != 0 {
+		t.Fatalf("quoted IPv4 length %d, quote %d bytes", binary.BigEndian.Uint16(q[2:]), len(q))
+	}
 	for _, c := range [][2]uint8{{4, 0}, {4, 2}, {1, 5}} {
 		e := icmp6Error(t, client6, vip64, macClient, c[0], c[1], 0, back.Bytes()[14:])
 		if v := r.b.Process(ClientSide, e); v != Drop {
@@ -577,6 +586,25 @@ func TestNAT64ICMPFromClient(t *testing.T) {
 	}
 	if n := r.b.Stats.Drops()["icmp_untranslatable"]; n != 3 {
 		t.Fatalf("drops %v", nonZero(r.b.Stats.Drops()))
+	}
+}
+
+// TestNAT64ICMPv4FromClient: an ICMPv4 error from the client side (to
+// another service's IPv4 VIP) that quotes a NAT64 connection's server-side
+// tuple is about nothing the client was sent: dropped.
+func TestNAT64ICMPv4FromClient(t *testing.T) {
+	r := newRig64(t, TCP, nil)
+	if _, err := r.b.AddService(ServiceConfig{Addr: vip, Port: 80, Protocol: TCP, Scheduler: "rr"}); err != nil {
+		t.Fatal(err)
+	}
+	open64(t, r, TCP, 40000, 100)
+	seg := frame(t, pktSpec{src: client6, dst: vip64, sport: 40000, dport: 80, proto: TCP, ack: true, seq: 101, srcMAC: macClient})
+	if v := r.b.Process(ClientSide, seg); v != Forward {
+		t.Fatal(v)
+	}
+	e := icmpFrame(t, client, vip, 3, 3, seg.Bytes()[14:])
+	if v := r.b.Process(ClientSide, e); v != Drop || r.b.Stats.Drops()["icmp_no_conn"] != 1 {
+		t.Fatalf("%v %v", v, nonZero(r.b.Stats.Drops()))
 	}
 }
 
