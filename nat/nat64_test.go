@@ -827,3 +827,39 @@ func udpNoChecksum(b []byte) bool {
 	ihl := int(b[14]&0xf) * 4
 	return len(b) >= 14+ihl+8 && binary.BigEndian.Uint16(b[14+ihl+6:]) == 0
 }
+
+// TestNAT64ICMPUDP: a port unreachable about a UDP datagram, both ways:
+// the quoted datagram, whole, is the one its receiver's peer sent, and its
+// checksum verifies.
+func TestNAT64ICMPUDP(t *testing.T) {
+	r := newRig64(t, UDP, nil)
+	rip, lport := open64(t, r, UDP, 40000, 0)
+	dg := frame(t, pktSpec{src: client6, dst: vip64, sport: 40000, dport: 80, proto: UDP, payload: []byte("query"), srcMAC: macClient})
+	sent := append([]byte(nil), dg.Bytes()[14:]...)
+	if v := r.b.Process(ClientSide, dg); v != Forward {
+		t.Fatal(v)
+	}
+	e := icmp4Err(t, rip, 3, 3, 0, dg.Bytes()[14:14+20+8+5])
+	if v := r.b.Process(ServerSide, e); v != Forward {
+		t.Fatalf("%v %v", v, nonZero(r.b.Stats.Drops()))
+	}
+	decode(t, e)
+	msg := e.Bytes()[54:]
+	if msg[0] != 1 || msg[1] != 4 || !bytes.Equal(msg[8:], sent) {
+		t.Fatalf("ICMPv6 %d/%d quoting\n% x\nwant\n% x", msg[0], msg[1], msg[8:], sent)
+	}
+
+	back := frame(t, pktSpec{src: rip, dst: lip1, sport: 8080, dport: lport, proto: UDP, payload: []byte("answer"), srcMAC: macGateway})
+	if v := r.b.Process(ServerSide, back); v != Forward {
+		t.Fatal(v)
+	}
+	e = icmp6Error(t, client6, vip64, macClient, icmp6Unreach, 4, 0, back.Bytes()[14:])
+	if v := r.b.Process(ClientSide, e); v != Forward {
+		t.Fatalf("%v %v", v, nonZero(r.b.Stats.Drops()))
+	}
+	q := e.Bytes()[34+8:]
+	if e.Bytes()[34] != 3 || e.Bytes()[35] != 3 || binary.BigEndian.Uint16(q[20:]) != 8080 || binary.BigEndian.Uint16(q[22:]) != lport ||
+		csum.Checksum(q[20:], csum.PseudoV4(q[12:16], q[16:20], protoUDP, len(q)-20)) != 0 || addr4(q[12:16]) != rip || addr4(q[16:20]) != lip1 {
+		t.Fatalf("ICMPv4 %d/%d quoting % x", e.Bytes()[34], e.Bytes()[35], q)
+	}
+}
