@@ -384,7 +384,13 @@ func (b *Balancer) forwardIn(c *Conn, p *pkt, f *Frame, l4Delta uint16, hdr bool
 			return v
 		}
 	}
-	rewrite(p, &c.out.dst, &c.out.src, c.out.dport, c.out.sport, c.inIPDelta, l4Delta)
+	if p.v6 && is4(&c.out.src) {
+		if v := b.to4(c, p, f, l4Delta); v != Forward { // NAT64 (nat64.go)
+			return v
+		}
+	} else {
+		rewrite(p, &c.out.dst, &c.out.src, c.out.dport, c.out.sport, c.inIPDelta, l4Delta)
+	}
 	f.Len = len(p.b)
 	if hdr {
 		if !b.insertHeader(c.pp, p, f) {
@@ -444,7 +450,13 @@ func (b *Balancer) fromServer(p *pkt, dst *addr16, f *Frame) Verdict {
 	if tap != nil {
 		tap.record(c, ServerSide, false, p.b)
 	}
-	rewrite(p, &c.in.dst, &c.in.src, c.in.dport, c.in.sport, c.outIPDelta, l4Delta)
+	if !p.v6 && !is4(&c.in.src) {
+		if v := b.to6(c, p, f, l4Delta); v != Forward { // NAT64 (nat64.go)
+			return v
+		}
+	} else {
+		rewrite(p, &c.in.dst, &c.in.src, c.in.dport, c.in.sport, c.outIPDelta, l4Delta)
+	}
 	copy(p.b[0:6], c.clientMAC[:])
 	copy(p.b[6:12], b.cfg.ClientMAC[:])
 	f.Len = len(p.b)

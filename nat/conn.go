@@ -208,16 +208,19 @@ type Conn struct {
 }
 
 // prepare computes the checksum deltas of both directions from the keys.
+// A NAT64 connection's addresses change family (replaceAddr): the
+// pseudo-header's length and protocol are the same numbers in both, so the
+// addresses are still all that changes in it.
 func (c *Conn) prepare() {
 	// in: src client->LIP, dst VIP->RIP, sport cport->lport, dport vport->rport.
-	ip := csum.Replace(0, wireAddr(&c.in.src), wireAddr(&c.out.dst))
-	ip = csum.Replace(ip, wireAddr(&c.in.dst), wireAddr(&c.out.src))
+	ip := replaceAddr(0, wireAddr(&c.in.src), wireAddr(&c.out.dst))
+	ip = replaceAddr(ip, wireAddr(&c.in.dst), wireAddr(&c.out.src))
 	l4 := csum.Replace16(ip, c.in.sport, c.out.dport)
 	l4 = csum.Replace16(l4, c.in.dport, c.out.sport)
 	c.inIPDelta, c.inL4Delta = csum.Fold(ip), csum.Fold(l4)
 	// out: src RIP->VIP, dst LIP->client, sport rport->vport, dport lport->cport.
-	ip = csum.Replace(0, wireAddr(&c.out.src), wireAddr(&c.in.dst))
-	ip = csum.Replace(ip, wireAddr(&c.out.dst), wireAddr(&c.in.src))
+	ip = replaceAddr(0, wireAddr(&c.out.src), wireAddr(&c.in.dst))
+	ip = replaceAddr(ip, wireAddr(&c.out.dst), wireAddr(&c.in.src))
 	l4 = csum.Replace16(ip, c.out.sport, c.in.dport)
 	l4 = csum.Replace16(l4, c.out.dport, c.in.sport)
 	c.outIPDelta, c.outL4Delta = csum.Fold(ip), csum.Fold(l4)

@@ -48,6 +48,9 @@ func (b *Balancer) icmp(side Side, p *pkt, f *Frame) Verdict {
 		}
 		return b.Stats.drop(DropICMPNoConn)
 	}
+	if c.nat64() {
+		return b.icmp4to6(c, side, p, f) // NAT64: the client hears over IPv6 (icmp64.go)
+	}
 	var outerSrc, outerDst, qSrc, qDst *addr16
 	var qSport, qDport uint16
 	if side == ClientSide {

@@ -75,8 +75,10 @@ func (b *Balancer) icmp6(side Side, p *pkt, f *Frame) Verdict {
 		copy(p.b[6:12], b.cfg.ClientMAC[:])
 	}
 	if is4(qSrc) {
-		// The other side is IPv4 (NAT64): not translated yet.
-		return b.Stats.drop(DropICMPNoConn)
+		if side == ClientSide {
+			return b.icmp6to4(c, p, f, w) // NAT64: the server hears over IPv4 (icmp64.go)
+		}
+		return b.Stats.drop(DropICMPNoConn) // NAT46 is not built
 	}
 
 	// The quoted transport checksum, if quoted, moves with its pseudo-header.

@@ -483,14 +483,19 @@ func TestIPv6Rules(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// An IPv6 LIP makes s6's server side IPv6: IPv4 ones (NAT64) are
+	// refused on it (nat64_test.go has NAT64's own rules).
+	if _, err := b.AddLocalAddr(s6, netip.MustParseAddr("fd00:25:84::10")); err != nil {
+		t.Fatal(err)
+	}
 	for _, c := range []struct {
 		name string
 		do   func() error
 		want string
 	}{
-		{"v4 RS on a v6 VIP", func() error { _, err := s6.AddDest(rs1, 80, 1); return err }, "is IPv4 but service"},
+		{"v4 RS on a v6 VIP with v6 LIPs", func() error { _, err := s6.AddDest(rs1, 80, 1); return err }, "is IPv4 but service"},
 		{"v6 RS on a v4 VIP", func() error { _, err := s4.AddDest(rs6a, 80, 1); return err }, "is IPv6 but service"},
-		{"v4 LIP on a v6 VIP", func() error { _, err := b.AddLocalAddr(s6, lip1); return err }, "NAT64 is not built yet"},
+		{"v4 LIP on a v6 VIP with v6 LIPs", func() error { _, err := b.AddLocalAddr(s6, lip1); return err }, "one family"},
 		{"LIP outside the server's v6 subnet", func() error {
 			_, err := b.AddLocalAddr(s6, netip.MustParseAddr("fd00:99::10"))
 			return err

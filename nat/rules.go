@@ -49,11 +49,17 @@ func family(a netip.Addr) string {
 	return "IPv6"
 }
 
-// checkFamily refuses a LIP or real server of another family than the
-// service's VIP: FULLNAT keeps the family (NAT64 is not built yet).
-func checkFamily(s *Service, a netip.Addr) error {
-	if a.Is4() != s.Addr.Is4() {
-		return fmt.Errorf("is %s but service %s's VIP is %s: both sides of a service are one family (NAT64 is not built yet)", family(a), s, family(s.Addr))
+// checkFamily refuses a LIP or real server a that would make service s's
+// server side a family it cannot be: an IPv4 VIP keeps IPv4 (NAT46 is not
+// built), an IPv6 VIP has IPv6 (FULLNAT) or IPv4 (NAT64) LIPs and real
+// servers, all of one family. peer is one of the LIPs and real servers
+// s already has (invalid: none).
+func checkFamily(s *Service, a, peer netip.Addr) error {
+	if s.Addr.Is4() && a.Is6() {
+		return fmt.Errorf("is IPv6 but service %s's VIP is IPv4: NAT46 is not built", s)
+	}
+	if peer.IsValid() && peer.Is4() != a.Is4() {
+		return fmt.Errorf("is %s but service %s's server side is %s (%s): its local addresses and real servers are one family", family(a), s, family(peer), peer)
 	}
 	return nil
 }

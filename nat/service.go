@@ -353,8 +353,11 @@ func (s *Service) AddDest(addr netip.Addr, port uint16, weight int) (*Dest, erro
 	if err := checkHost(addr); err != nil {
 		return nil, fmt.Errorf("real server %s %w", addr, err)
 	}
-	if err := checkFamily(s, addr); err != nil {
+	if err := checkFamily(s, addr, s.outAddr()); err != nil {
 		return nil, fmt.Errorf("real server %s %w", addr, err)
+	}
+	if err := checkNAT64(s.Addr, addr, s.synproxy.Load(), s.ClientAddr()); err != nil {
+		return nil, fmt.Errorf("real server %s is IPv4 on service %s: %w", addr, s, err)
 	}
 	if err := checkWeight(weight); err != nil {
 		return nil, fmt.Errorf("real server %s %w", addr, err)

@@ -282,6 +282,9 @@ func (tx *Tx) SetSynproxy(s *Service, on bool) error {
 	if on && s.Protocol != TCP {
 		return fmt.Errorf("service %s: only a TCP service can have a SYN proxy", s)
 	}
+	if err := checkNAT64(s.Addr, tx.outAddr(s), on, tx.txClientAddr(s)); err != nil {
+		return fmt.Errorf("service %s: %w", s, err)
+	}
 	tx.stage(s).synproxy = &on
 	tx.n++
 	return nil
@@ -291,6 +294,9 @@ func (tx *Tx) SetSynproxy(s *Service, on bool) error {
 // for new connections; open ones keep the way they were made.
 func (tx *Tx) SetClientAddr(s *Service, c ClientAddr) error {
 	if err := c.check(s.Protocol); err != nil {
+		return fmt.Errorf("service %s: %w", s, err)
+	}
+	if err := checkNAT64(s.Addr, tx.outAddr(s), tx.txSynproxy(s), c); err != nil {
 		return fmt.Errorf("service %s: %w", s, err)
 	}
 	tx.stage(s).client = &c
@@ -323,7 +329,7 @@ func (tx *Tx) AddDest(s *Service, addr netip.Addr, port uint16, weight int) (*De
 	if err := tx.b.cfg.checkRS(addr, port); err != nil {
 		return nil, fmt.Errorf("real server %s %w", rs, err)
 	}
-	if err := checkFamily(s, addr); err != nil {
+	if err := tx.checkServerSide(s, addr); err != nil {
 		return nil, fmt.Errorf("real server %s %w", rs, err)
 	}
 	if err := checkWeight(weight); err != nil {
@@ -397,7 +403,7 @@ func (tx *Tx) AddLocalAddr(s *Service, addr netip.Addr) (*LocalAddr, error) {
 	if err := tx.b.cfg.checkLIP(addr); err != nil {
 		return nil, fmt.Errorf("local address %s %w", addr, err)
 	}
-	if err := checkFamily(s, addr); err != nil {
+	if err := tx.checkServerSide(s, addr); err != nil {
 		return nil, fmt.Errorf("local address %s %w", addr, err)
 	}
 	cur := tx.LocalAddrs(s)

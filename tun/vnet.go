@@ -91,6 +91,21 @@ func (h VNetHdr) SetGSO(gsoType uint8, hdrLen, size uint16) {
 	binary.LittleEndian.PutUint16(h[4:], size)
 }
 
+// VNetGSOECN is a flag in gso_type: the super-frame's segments carry ECN
+// (CWR is set on the first only). It is kept when the type changes.
+const VNetGSOECN = 0x80
+
+// SetGSOType changes how a super-frame is to be segmented (a translation
+// between IPv4 and IPv6: TCPv4 and TCPv6), keeping the ECN flag.
+func (h VNetHdr) SetGSOType(gsoType uint8) { h[1] = h[1]&VNetGSOECN | gsoType }
+
+// SetHdrLen sets the length of the headers each segment repeats.
+func (h VNetHdr) SetHdrLen(n uint16) { binary.LittleEndian.PutUint16(h[2:], n) }
+
+// SetCsumStart moves where the checksummed data begins, from the start of
+// the frame: the transport header moved within it.
+func (h VNetHdr) SetCsumStart(start int) { binary.LittleEndian.PutUint16(h[6:], uint16(start)) }
+
 // Clear makes the header say "a whole frame with full checksums": for a
 // frame rewritten or built whole, whose checksums are already final.
 func (h VNetHdr) Clear() { clear(h) }

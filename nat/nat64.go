@@ -1,0 +1,313 @@
+package nat
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+
+	"github.com/tapvs/tapvs/csum"
+	"github.com/tapvs/tapvs/tcpflag"
+	"github.com/tapvs/tapvs/tcpopt"
+	"github.com/tapvs/tapvs/tun"
+)
+
+// NAT64, as DPVS does it: an IPv6 VIP in front of IPv4 LIPs and real
+// servers. A connection is NAT64 when its client tuple (Conn.in) is IPv6
+// and its server tuple (Conn.out) IPv4; everything else about it (table,
+// scheduler, ports, sequence offsets, TCP states) is FULLNAT's.
+//
+// The translation is RFC 7915's stateless one for the header, with the
+// addresses the connection gives: client6 -> VIP6 becomes LIP4 -> RIP4 and
+// back. It is done in place, without moving the payload: the IPv6 header
+// and the extension headers the parser walked (hop-by-hop, destination
+// options, a routing header with no segments left: RFC 7915 5.1 drops them)
+// are replaced by a 20-byte IPv4 header that ends where the transport
+// header starts, and the Ethernet header (and the virtio-net header in
+// front of it) starts that much later in the buffer (Frame.Off grows). The
+// other way the 40-byte IPv6 header grows into the reader's headroom
+// (netstack.Headroom), as a TOA option does (Frame.open).
+//
+// The transport checksum is adjusted by the connection's delta, computed
+// once (Conn.prepare): the pseudo-header's addresses change family, its
+// length and protocol do not (the upper-layer length is the same number in
+// both). The IPv4 header checksum is computed whole: it is 20 bytes.
+
+const (
+	ipFlagDF = 0x4000
+	// nat64MinMTU is IPv6's minimum MTU (RFC 8200 5): a Packet Too Big
+	// never says less, and an ICMPv6 error is no longer than this.
+	nat64MinMTU = 1280
+	// ipv4MinMTU is the least MTU an IPv4 link may have (RFC 791).
+	ipv4MinMTU = 68
+)
+
+// nat64 reports whether the connection translates IPv6 to IPv4.
+func (c *Conn) nat64() bool { return is4(&c.out.src) && !is4(&c.in.src) }
+
+// replaceAddr adds to acc the change of replacing address old by new in a
+// checksum: both 4 or 16 bytes (FULLNAT, csum.Replace), or one of each
+// (NAT64), where the words cannot be paired: the old ones' sum comes out
+// (one's complement: its complement is added) and the new ones' goes in.
+func replaceAddr(acc uint32, old, new []byte) uint32 {
+	if len(old) == len(new) {
+		return csum.Replace(acc, old, new)
+	}
+	return acc + uint32(^csum.Fold(csum.Sum(old, 0))) + uint32(csum.Fold(csum.Sum(new, 0)))
+}
+
+// vnetHere reports how many bytes of virtio-net header sit right before the
+// frame in its buffer (the reader's layout, Frame.open's assumption): the
+// header moves with the frame's start. A header kept elsewhere (a test's)
+// stays where it is.
+func (f *Frame) vnetHere() int {
+	h := len(f.VNet)
+	if h > 0 && f.Off >= h && &f.Buf[f.Off-h] == &f.VNet[0] {
+		return h
+	}
+	return 0
+}
+
+// reframe makes the frame start at off in its buffer and be n bytes long,
+// the virtio-net header moved along; the bytes of the frame are not moved
+// (the caller writes the new headers, having read the old ones first).
+// It reports false, changing nothing, when off leaves no room for the
+// virtio-net header or the frame would pass the buffer's end.
+func (f *Frame) reframe(off, n int) bool {
+	h := f.vnetHere()
+	if off-h < 0 || n < 0 || off+n > len(f.Buf) {
+		return false
+	}
+	if h > 0 && off != f.Off {
+		copy(f.Buf[off-h:off], f.VNet)
+		f.VNet = f.Buf[off-h : off]
+	}
+	f.Off, f.Len = off, n
+	return true
+}
+
+// clampMSS lowers a SYN's MSS option to limit and returns acc plus the
+// checksum change. The options were walked before (seqToServer,
+// seqToClient drop a segment whose options do not parse).
+func clampMSS(tcp []byte, limit uint16, acc uint32) uint32 {
+	hl := int(tcp[12]>>4) * 4
+	w := tcpopt.Walk(tcp[tcpMinLen:hl])
+	for {
+		o, more := w.Next()
+		if !more {
+			return acc
+		}
+		if o.Kind == tcpopt.MSS {
+			at := tcpMinLen + o.Off + 2
+			if binary.BigEndian.Uint16(tcp[at:]) > limit {
+				acc = csum.Put16At(acc, tcp, at, limit)
+			}
+		}
+	}
+}
+
+// The MSS across the translation. An MSS is what its sender accepts, so
+// each SYN's bounds what the other side sends, and the translated packet is
+// 20 bytes longer toward the client (IPv6) and 20 shorter toward the server
+// (IPv4) than the one sent:
+//
+//   - The server's SYN-ACK MSS bounds the client's segments: 60 bytes of
+//     IPv6 and TCP headers, 40 once translated to IPv4. They fit the server
+//     side when the MSS is at most ServerMTU - 40; a server on that link
+//     announces that already, so the clamp only catches a server that
+//     announces more than the link carries.
+//   - The client's SYN MSS bounds the server's segments: 40 bytes of
+//     headers from the server, 60 once translated to IPv6. A client that
+//     announces MTU - 60 of its own link is safe; one on a larger MTU than
+//     tapvs's client side (or one that announces 1460 over IPv6) would get
+//     segments 20 bytes too big once translated, with DF set by the server
+//     and no fragmentation possible in IPv6 on the way. So the client's MSS
+//     is clamped to MTU - 60. tapvs has one MTU setting (ServerMTU): the
+//     client side's link is taken to carry as much.
+//
+// DPVS clamps neither for NAT64 as such: its tcp_out_adjust_mss takes the
+// TOA option's length (20 for an IPv6 client) off every server SYN-ACK's
+// MSS, which for NAT64 happens to leave the same 20 bytes, and leaves the
+// client's SYN alone. tapvs refuses TOA on NAT64 services, so it clamps by
+// the arithmetic above instead.
+func (b *Balancer) clientMSS64() uint16 {
+	return uint16(max(b.cfg.ServerMTU-ipv6HdrLen-tcpMinLen, ipv4MinMTU))
+}
+
+func (b *Balancer) serverMSS64() uint16 {
+	return uint16(max(b.cfg.ServerMTU-ipv4MinLen-tcpMinLen, ipv4MinMTU))
+}
+
+// transport64 finishes the transport header of a packet being translated:
+// ports, an MSS clamp on a SYN, and the checksum by l4Delta plus what the
+// clamp changed (a partial checksum by the pseudo-header's change ipDelta
+// alone: the kernel sums the header when it finishes it).
+func transport64(p *pkt, sport, dport, ipDelta, l4Delta, mss uint16) {
+	l4 := p.b[p.l4:]
+	binary.BigEndian.PutUint16(l4[0:], sport)
+	binary.BigEndian.PutUint16(l4[2:], dport)
+	acc := uint32(l4Delta)
+	if p.proto == protoTCP && l4[tcpflag.Offset]&tcpflag.SYN != 0 {
+		acc = clampMSS(l4, mss, acc)
+	}
+	off := l4csumOff(p.proto)
+	switch {
+	case p.partial:
+		csum.AdjustPartial(l4[off:], ipDelta)
+	case p.proto == protoTCP:
+		csum.Adjust(l4[off:], csum.Fold(acc))
+	default:
+		csum.AdjustUDP(l4[off:], csum.Fold(acc))
+	}
+}
+
+// to4 translates a client packet of a NAT64 connection (IPv6, client6 ->
+// VIP6) into LIP4 -> RIP4, in place, l4Delta being its transport checksum
+// change (the connection's and any sequence change). p is left describing
+// the IPv4 packet at the frame's new start. RFC 7915 5.1: TOS is the
+// traffic class, TTL the hop limit (tapvs does not decrement it: it is not
+// a router for the packets it balances), ID 0 with DF set (IPv6 packets are
+// not fragmented on the way: neither are these; DPVS does the same).
+func (b *Balancer) to4(c *Conn, p *pkt, f *Frame, l4Delta uint16) Verdict {
+	l4len := len(p.b) - p.l4
+	gso := f.VNet.GSOType() &^ tun.VNetGSOECN
+	if ipv4MinLen+l4len > 0xffff || (gso != tun.VNetGSONone && gso != tun.VNetGSOTCPv6) {
+		// A 64 KiB super-frame whose IPv4 total length would overflow,
+		// or a UDP one (UFO) the kernel would cut into IPv4 fragments
+		// that DF forbids.
+		return b.Stats.drop(DropNAT64)
+	}
+	transport64(p, c.out.dport, c.out.sport, c.inIPDelta, l4Delta, b.clientMSS64())
+	ip6 := p.b[p.l3:]
+	tc := ip6[0]<<4 | ip6[1]>>4
+	hlim := ip6[7]
+	d := p.l4 - ethHdrLen - ipv4MinLen // the IPv6 headers' bytes past 20
+	if !f.reframe(f.Off+d, len(p.b)-d) {
+		return b.Stats.drop(DropNAT64)
+	}
+	fb := f.Bytes()
+	binary.BigEndian.PutUint16(fb[12:], etherIPv4)
+	putIPv4(fb[ethHdrLen:], tc, ipv4MinLen+l4len, p.proto, hlim, &c.out.dst, &c.out.src)
+	if gso != tun.VNetGSONone {
+		f.VNet.SetGSOType(tun.VNetGSOTCPv4)
+		f.VNet.SetHdrLen(f.VNet.HdrLen() - uint16(d))
+	}
+	if f.VNet.NeedsCsum() {
+		f.VNet.SetCsumStart(f.VNet.CsumStart() - d)
+	}
+	p.b, p.l3, p.l4, p.v6 = fb, ethHdrLen, ethHdrLen+ipv4MinLen, false
+	return Forward
+}
+
+// to6 translates a server packet of a NAT64 connection (IPv4, RIP4 ->
+// LIP4) into VIP6 -> client6, in place; IPv4 options are dropped (RFC 7915
+// 4.1). Traffic class is the TOS, the flow label 0, the hop limit the TTL.
+// A UDP datagram without a checksum (0, allowed over IPv4) gets one: IPv6
+// requires it (RFC 7915 4.5). The IPv6 header is longer than the IPv4 one
+// it replaces: the frame grows into the headroom, or is dropped without it.
+func (b *Balancer) to6(c *Conn, p *pkt, f *Frame, l4Delta uint16) Verdict {
+	l4len := len(p.b) - p.l4
+	gso := f.VNet.GSOType() &^ tun.VNetGSOECN
+	d := ipv6HdrLen - (p.l4 - p.l3) // 20 less the IPv4 options' length
+	if (gso != tun.VNetGSONone && gso != tun.VNetGSOTCPv4) || f.Off-d-f.vnetHere() < 0 {
+		return b.Stats.drop(DropNAT64)
+	}
+	l4 := p.b[p.l4:]
+	if p.proto == protoUDP && !p.partial && binary.BigEndian.Uint16(l4[6:]) == 0 {
+		binary.BigEndian.PutUint16(l4[0:], c.in.dport)
+		binary.BigEndian.PutUint16(l4[2:], c.in.sport)
+		sum := csum.Checksum(l4, csum.PseudoV6(c.in.dst[:], c.in.src[:], protoUDP, l4len))
+		if sum == 0 {
+			sum = 0xffff // RFC 768: a computed 0 is sent as all ones
+		}
+		binary.BigEndian.PutUint16(l4[6:], sum)
+	} else {
+		transport64(p, c.in.dport, c.in.sport, c.outIPDelta, l4Delta, b.serverMSS64())
+	}
+	ip := p.b[p.l3:]
+	tos, ttl := ip[1], ip[8]
+	if !f.reframe(f.Off-d, len(p.b)+d) {
+		return b.Stats.drop(DropNAT64)
+	}
+	fb := f.Bytes()
+	binary.BigEndian.PutUint16(fb[12:], etherIPv6)
+	putIPv6(fb[ethHdrLen:], tos, l4len, p.proto, ttl, &c.in.dst, &c.in.src)
+	if gso != tun.VNetGSONone {
+		f.VNet.SetGSOType(tun.VNetGSOTCPv6)
+		f.VNet.SetHdrLen(uint16(int(f.VNet.HdrLen()) + d))
+	}
+	if f.VNet.NeedsCsum() {
+		f.VNet.SetCsumStart(f.VNet.CsumStart() + d)
+	}
+	p.b, p.l3, p.l4, p.v6 = fb, ethHdrLen, ethHdrLen+ipv6HdrLen, true
+	return Forward
+}
+
+// The rules of a NAT64 service (rules.go): its server side is one family,
+// and what the NAT64 path does not do yet is refused whichever of the two
+// (the feature, the first IPv4 LIP or real server) comes second.
+
+// errNAT64Features is the refusal of SYNPROXY and client address modes on
+// a NAT64 service.
+var errNAT64Features = errors.New("NAT64 (an IPv6 VIP with IPv4 local addresses and real servers) does not do SYNPROXY or a client address mode (toa, proxy-v1, proxy-v2) yet")
+
+// checkNAT64 refuses SYNPROXY and a client address mode on a service
+// whose VIP is IPv6 and whose server side (out: a LIP or real server, or
+// invalid when it has none yet) is IPv4.
+func checkNAT64(vip, out netip.Addr, synproxy bool, ca ClientAddr) error {
+	if vip.Is6() && out.Is4() && (synproxy || ca != ClientAddrNone) {
+		return errNAT64Features
+	}
+	return nil
+}
+
+// outAddr is one of a service's LIPs or real servers as the Tx leaves
+// them (invalid: none), for the family of its server side.
+func (tx *Tx) outAddr(s *Service) netip.Addr {
+	if ls := tx.LocalAddrs(s); len(ls) > 0 {
+		return ls[0].Addr
+	}
+	if ds := tx.Dests(s); len(ds) > 0 {
+		return ds[0].Addr
+	}
+	return netip.Addr{}
+}
+
+// outAddr is one of the service's published LIPs or real servers.
+func (s *Service) outAddr() netip.Addr {
+	if ls := s.LocalAddrs(); len(ls) > 0 {
+		return ls[0].Addr
+	}
+	if ds := s.Dests(); len(ds) > 0 {
+		return ds[0].Addr
+	}
+	return netip.Addr{}
+}
+
+// txSynproxy and txClientAddr are a service's settings as the Tx leaves
+// them.
+func (tx *Tx) txSynproxy(s *Service) bool {
+	if st := tx.stages[s]; st != nil && st.synproxy != nil {
+		return *st.synproxy
+	}
+	return s.synproxy.Load()
+}
+
+func (tx *Tx) txClientAddr(s *Service) ClientAddr {
+	if st := tx.stages[s]; st != nil && st.client != nil {
+		return *st.client
+	}
+	return s.ClientAddr()
+}
+
+// checkServerSide is checkFamily and checkNAT64 for a LIP or real server a
+// being added to s in the Tx.
+func (tx *Tx) checkServerSide(s *Service, a netip.Addr) error {
+	if err := checkFamily(s, a, tx.outAddr(s)); err != nil {
+		return err
+	}
+	if err := checkNAT64(s.Addr, a, tx.txSynproxy(s), tx.txClientAddr(s)); err != nil {
+		return fmt.Errorf("is IPv4 on service %s: %w", s, err)
+	}
+	return nil
+}
