@@ -287,6 +287,55 @@ func demo6(ctx context.Context, top *Topology, cfg *config.Config, o Options) er
 		}
 		fmt.Fprintf(o.Out, "udp echo via %s: %q\n", echo, reply)
 	}
+	if hasService(cfg, VIP64, HTTPPort, nat.TCP) {
+		return demo64(ctx, top, cfg, n, o)
+	}
+	return nil
+}
+
+// demo64 sends HTTP requests (and a datagram, if the echo service is
+// there) from the IPv6 client through the NAT64 VIP, and prints what each
+// real server saw: an IPv4 LIP.
+func demo64(ctx context.Context, top *Topology, cfg *config.Config, n int, o Options) error {
+	web := netip.AddrPortFrom(VIP64, HTTPPort)
+	fmt.Fprintf(o.Out, "\nNAT64: %d HTTP requests from %s (%s) to the VIP %s, whose real servers are IPv4:\n", n, top.Client, ClientAddr6.Addr(), web)
+	hc := HTTPClient(top.Client, 5*time.Second)
+	perRS := map[string]int{}
+	lipSeen := 0
+	for i := 1; i <= n; i++ {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		resp, err := hc.Get("http://" + web.String() + "/")
+		if err != nil {
+			return fmt.Errorf("NAT64 request %d: %w", i, err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			return fmt.Errorf("NAT64 request %d: %w", i, err)
+		}
+		var name, rsAddr, saw string
+		fmt.Sscanf(string(body), "%s %s saw %s", &name, &rsAddr, &saw)
+		src, _ := netip.ParseAddrPort(saw)
+		if src.Addr() == LIP1 || src.Addr() == LIP2 {
+			lipSeen++
+		}
+		perRS[name]++
+		fmt.Fprintf(o.Out, "  request %2d: answered by %s (%s), which saw the source %s\n", i, name, rsAddr, saw)
+	}
+	fmt.Fprintf(o.Out, "NAT64: %d of %d requests from an IPv6 client reached an IPv4 RS from an IPv4 LIP, over %d real servers\n", lipSeen, n, len(perRS))
+	if lipSeen != n || len(perRS) < 2 {
+		return errors.New("the lab did not balance NAT64 over both real servers from IPv4 LIPs")
+	}
+	if hasService(cfg, VIP64, EchoPort, nat.UDP) {
+		echo := netip.AddrPortFrom(VIP64, EchoPort)
+		reply, err := UDPEcho(ctx, top.Client, echo, "hello")
+		if err != nil {
+			return fmt.Errorf("udp echo via %s: %w", echo, err)
+		}
+		fmt.Fprintf(o.Out, "udp echo via %s: %q\n", echo, reply)
+	}
 	return nil
 }
 
