@@ -64,7 +64,6 @@ func checkFamily(s *Service, a, peer netip.Addr) error {
 	return nil
 }
 
-
 // checkOnSubnet refuses the network and broadcast addresses of a subnet
 // that a is in (none for /31 and /32, RFC 3021).
 func checkOnSubnet(a netip.Addr, p netip.Prefix, side string) error {
