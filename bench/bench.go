@@ -10,6 +10,9 @@
 //	tapvs      client -> tapvs -> router -> RS
 //	synproxy   the same, through a SYNPROXY service
 //
+// and over IPv6: direct6, nftables6 (kernel FULLNAT, ip6 table), haproxy6,
+// tapvs6, and tapvs-nat64 (an IPv6 VIP in front of the IPv4 servers).
+//
 // Figures drift between machines and runs; ratios within a run hold.
 //
 // A run has three phases, one file each: setup.go builds the lab and starts
@@ -55,7 +58,8 @@ type Options struct {
 // PathNames and WorkloadNames are what Options.Paths and Options.Workloads
 // choose from.
 var (
-	PathNames     = []string{"direct", "nftables", "nftables+synproxy", "nftables+synproxy-nots", "haproxy", "tapvs", "tapvs+synproxy", "tapvs+proxy-v2"}
+	PathNames = []string{"direct", "nftables", "nftables+synproxy", "nftables+synproxy-nots", "haproxy", "tapvs", "tapvs+synproxy", "tapvs+proxy-v2",
+		"direct6", "nftables6", "haproxy6", "tapvs6", "tapvs-nat64"}
 	WorkloadNames = []string{"iperf1", "iperf4", "short", "keepalive", "latency", "udp", "flood"}
 )
 

@@ -66,7 +66,7 @@ func TestPathsArePathNames(t *testing.T) {
 		// HAProxy's TCP mode cannot carry UDP; behind tapvs+proxy-v2 the
 		// servers read a PROXY header first, which iperf3 cannot.
 		noIperf := p.Name == "tapvs+proxy-v2"
-		if p.UDP != (p.Name != "haproxy" && !noIperf) || p.Iperf.IsValid() == noIperf {
+		if p.UDP != (!strings.HasPrefix(p.Name, "haproxy") && !noIperf) || p.Iperf.IsValid() == noIperf {
 			t.Errorf("%s: UDP %v, iperf3 at %v", p.Name, p.UDP, p.Iperf)
 		}
 		// The flood workload runs through the SYN proxies, and only those.
@@ -119,7 +119,9 @@ func TestKernelPathsOwnSource(t *testing.T) {
 // service that tells its servers the client by a PROXY v2 header, on the
 // port the path and nginx use.
 func TestTapvsServices(t *testing.T) {
-	cfg, err := config.Parse(lab.NewTopology(benchPrefix, tapClient, tapServer).Config(tapvsService, ""))
+	top := lab.NewTopology(benchPrefix, tapClient, tapServer)
+	top.IPv6 = true
+	cfg, err := config.Parse(top.Config(tapvsService+tapvsService6, ""))
 	if err != nil {
 		t.Fatal(err)
 	}

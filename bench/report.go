@@ -70,7 +70,7 @@ func table(rs []Result, machine string, o Options) string {
 	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range rs {
 		udp := num(r.UDPpps/1000, "%.0f")
-		if r.Path == "haproxy" {
+		if r.Path == "haproxy" || r.Path == "haproxy6" {
 			udp = "n/a (TCP only)"
 		}
 		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", r.Path, num(r.Gbps1, "%.2f"), num(r.Gbps4, "%.2f"),
@@ -92,6 +92,11 @@ func table(rs []Result, machine string, o Options) string {
 	row("HAProxy", t, h, false)
 	row("tapvs (synproxy vs without)", s, t, false)
 	row("tapvs (proxy-v2 vs without)", pp, t, false)
+	k6, h6, t6, n64 := find(rs, "nftables6"), find(rs, "haproxy6"), find(rs, "tapvs6"), find(rs, "tapvs-nat64")
+	row("IPv6: kernel nftables FULLNAT (tapvs6 vs nftables6)", t6, k6, true)
+	row("IPv6: HAProxy (tapvs6 vs haproxy6)", t6, h6, false)
+	row("tapvs over IPv6 vs over IPv4 (tapvs6 vs tapvs)", t6, t, true)
+	row("NAT64 vs IPv6 FULLNAT (tapvs-nat64 vs tapvs6)", n64, t6, true)
 	check := func(name string, a, c float64, want float64, atLeast bool) {
 		if a == 0 || c == 0 {
 			fmt.Fprintf(&b, "| %s | — | | not measured |\n", name)
@@ -118,6 +123,12 @@ func table(rs []Result, machine string, o Options) string {
 	check("proxy-v2 short conns/s vs without", pp.ShortCPS, t.ShortCPS, 0.9, true)
 	check("keep-alive p50 latency vs kernel FULLNAT, 1 connection", float64(t.IdleP50), float64(k.IdleP50), 1.3, false)
 	check("keep-alive p50 latency vs kernel FULLNAT, 32 connections (saturated)", float64(t.P50), float64(k.P50), 1.3, false)
+	// IPv6 and NAT64 are held to IPv4's targets.
+	check("IPv6: 1 stream vs HAProxy", t6.Gbps1, h6.Gbps1, 1.5, true)
+	check("IPv6: 1 stream vs kernel FULLNAT", t6.Gbps1, k6.Gbps1, 0.5, true)
+	check("IPv6: short conns/s vs HAProxy", t6.ShortCPS, h6.ShortCPS, 1.3, true)
+	check("IPv6: short conns/s vs kernel FULLNAT", t6.ShortCPS, k6.ShortCPS, 0.8, true)
+	check("NAT64: short conns/s vs IPv6 FULLNAT", n64.ShortCPS, t6.ShortCPS, 0.9, true)
 	floodTable(&b, rs)
 	for _, r := range rs {
 		if r.Notes != "" {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -38,6 +39,15 @@ var (
 	snatNFT    = netip.MustParseAddr("10.97.0.1")
 	snatSP     = netip.MustParseAddr("10.97.0.3")
 	snatSPNoTS = netip.MustParseAddr("10.97.0.4")
+
+	// The IPv6 paths' addresses on the router, as the IPv4 ones above:
+	// kernel FULLNAT's and HAProxy's VIPs, reached over the client's
+	// direct link (fd00:99::/64), and kernel FULLNAT's source.
+	vipNFT6   = netip.MustParseAddr("fd00:98::1")
+	vipHAP6   = netip.MustParseAddr("fd00:98::2")
+	vipNet6   = netip.MustParsePrefix("fd00:98::/64")
+	snatNFT6  = netip.MustParseAddr("fd00:97::1")
+	directGW6 = netip.MustParseAddr("fd00:99::1")
 )
 
 const (
@@ -66,6 +76,20 @@ const (
   - {name: iperf-udp-sp, vip: 172.25.254.100, port: 5202, protocol: udp, scheduler: rr, local_addresses: [172.25.84.10],
      real_servers: [{address: 10.20.1.2, port: 5201}]}
   - {name: iperf-sp, vip: 172.25.254.100, port: 5202, scheduler: rr, synproxy: true, local_addresses: [172.25.84.10],
+     real_servers: [{address: 10.20.1.2, port: 5201}]}`
+	// tapvsService6 are the IPv6 paths' services (with a host's IPv6).
+	tapvsService6 = `
+  - {name: web6, vip: "fd00:25:254::100", port: 80, scheduler: rr, local_addresses: ["fd00:25:84::10", "fd00:25:84::11", "fd00:25:84::12", "fd00:25:84::13", "fd00:25:84::14", "fd00:25:84::15", "fd00:25:84::16", "fd00:25:84::17"],
+     real_servers: [{address: "fd00:20:1::2", port: 80}, {address: "fd00:20:2::2", port: 80}]}
+  - {name: iperf6, vip: "fd00:25:254::100", port: 5201, scheduler: rr, local_addresses: ["fd00:25:84::10"],
+     real_servers: [{address: "fd00:20:1::2", port: 5201}]}
+  - {name: iperf-udp6, vip: "fd00:25:254::100", port: 5201, protocol: udp, scheduler: rr, local_addresses: ["fd00:25:84::10"],
+     real_servers: [{address: "fd00:20:1::2", port: 5201}]}
+  - {name: web64, vip: "fd00:25:254::64", port: 80, scheduler: rr, local_addresses: [172.25.84.10, 172.25.84.11, 172.25.84.12, 172.25.84.13, 172.25.84.14, 172.25.84.15, 172.25.84.16, 172.25.84.17],
+     real_servers: [{address: 10.20.1.2, port: 80}, {address: 10.20.2.2, port: 80}]}
+  - {name: iperf64, vip: "fd00:25:254::64", port: 5201, scheduler: rr, local_addresses: [172.25.84.10],
+     real_servers: [{address: 10.20.1.2, port: 5201}]}
+  - {name: iperf-udp64, vip: "fd00:25:254::64", port: 5201, protocol: udp, scheduler: rr, local_addresses: [172.25.84.10],
      real_servers: [{address: 10.20.1.2, port: 5201}]}`
 )
 
@@ -120,6 +144,7 @@ func setup(ctx context.Context, o Options) (_ *testbed, err error) {
 	tb.top.Socket = ""
 	tb.top.Queues = o.Queues
 	tb.top.TxQLen = o.TxQueueLen
+	tb.top.IPv6 = lab.HasIPv6()
 	fmt.Fprintf(o.Out, "building the bench lab (%s-*)...\n", benchPrefix)
 	if err = tb.top.Build(); err != nil { // Build removes what it built on error
 		return nil, err
@@ -142,6 +167,11 @@ func setup(ctx context.Context, o Options) (_ *testbed, err error) {
 	}
 	time.Sleep(500 * time.Millisecond) // the servers come up
 	tb.paths = paths(hap.Process.Pid)
+	if !lab.HasIPv6() {
+		// A kernel without IPv6 (ipv6.disable=1): the IPv6 paths are left
+		// out, and say so in the table as not measured.
+		tb.paths = slices.DeleteFunc(tb.paths, func(p Path) bool { return p.ipv6() })
+	}
 	return tb, nil
 }
 
@@ -170,6 +200,8 @@ func (tb *testbed) stopProcs() {
 func (tb *testbed) startServers() error {
 	for i, rs := range []netip.Addr{lab.RS1, lab.RS2} {
 		dir := filepath.Join(tb.work, fmt.Sprintf("nginx%d", i))
+		// nginx, as iperf3 below, also answers on the server's IPv6
+		// address for the IPv6 paths.
 		if err := writeNginx(dir, rs); err != nil {
 			return err
 		}
@@ -179,6 +211,11 @@ func (tb *testbed) startServers() error {
 	}
 	if _, err := tb.start(tb.top.RS[0], "iperf3", "-s", "-B", lab.RS1.String(), "-p", strconv.Itoa(iperfPort)); err != nil {
 		return err
+	}
+	if lab.HasIPv6() {
+		if _, err := tb.start(tb.top.RS[0], "iperf3", "-s", "-B", lab.RS6(lab.RS1).String(), "-p", strconv.Itoa(iperfPort)); err != nil {
+			return err
+		}
 	}
 	for _, ns := range []string{tb.top.Client, tb.top.RS[0], tb.top.RS[1], tb.top.Router} {
 		sysctl(ns, "net.ipv4.tcp_tw_reuse", "1")
@@ -208,6 +245,13 @@ func (tb *testbed) startKernelAndHAProxy() (*exec.Cmd, error) {
 		// before sending, a saving tapvs cannot have.
 		{"-n", tb.top.Router, "route", "add", "default", "via", directIP.String()},
 	}
+	if lab.HasIPv6() {
+		steps = append(steps,
+			[]string{"-n", tb.top.Router, "addr", "add", vipNFT6.String() + "/128", "dev", "lo"},
+			[]string{"-n", tb.top.Router, "addr", "add", vipHAP6.String() + "/128", "dev", "lo"},
+			[]string{"-n", tb.top.Router, "addr", "add", snatNFT6.String() + "/128", "dev", "lo"},
+			[]string{"-n", tb.top.Client, "-6", "route", "add", vipNet6.String(), "via", directGW6.String()})
+	}
 	for _, s := range steps {
 		if out, err := exec.Command("ip", s...).CombinedOutput(); err != nil {
 			return nil, fmt.Errorf("ip %s: %v: %s", strings.Join(s, " "), err, out)
@@ -230,7 +274,11 @@ func (tb *testbed) startKernelAndHAProxy() (*exec.Cmd, error) {
 
 // startTapvs runs tapvs in this process, so its CPU time is this process's.
 func (tb *testbed) startTapvs(ctx context.Context, o Options) error {
-	cfg, err := config.Parse(tb.top.Config(tapvsService, "log: {level: warn}\n"))
+	svcs := tapvsService
+	if tb.top.IPv6 {
+		svcs += tapvsService6
+	}
+	cfg, err := config.Parse(tb.top.Config(svcs, "log: {level: warn}\n"))
 	if err != nil {
 		return err
 	}
@@ -257,6 +305,13 @@ func paths(hap int) []Path {
 		// The servers behind PROXY v2: nginx reads the header; iperf3 would
 		// take it for its own protocol, so the path has no iperf3.
 		{Name: "tapvs+proxy-v2", HTTP: netip.AddrPortFrom(vip, ppHTTPPort), Dev: tapClient, cpuSeconds: selfSeconds},
+		// IPv6: the same servers at their IPv6 addresses (NAT64: at their
+		// IPv4 ones, behind an IPv6 VIP).
+		{Name: "direct6", HTTP: netip.AddrPortFrom(lab.RS6(lab.RS1), 80), Iperf: netip.AddrPortFrom(lab.RS6(lab.RS1), iperfPort), UDP: true, Dev: "direct", cpuSeconds: softirqSeconds},
+		{Name: "nftables6", HTTP: netip.AddrPortFrom(vipNFT6, 80), Iperf: netip.AddrPortFrom(vipNFT6, iperfPort), UDP: true, Dev: "direct", cpuSeconds: softirqSeconds},
+		{Name: "haproxy6", HTTP: netip.AddrPortFrom(vipHAP6, 80), Iperf: netip.AddrPortFrom(vipHAP6, iperfPort), Dev: "direct", cpuSeconds: func() float64 { return procSeconds(hap) }},
+		{Name: "tapvs6", HTTP: netip.AddrPortFrom(lab.VIP6, 80), Iperf: netip.AddrPortFrom(lab.VIP6, iperfPort), UDP: true, Dev: tapClient, cpuSeconds: selfSeconds},
+		{Name: "tapvs-nat64", HTTP: netip.AddrPortFrom(lab.VIP64, 80), Iperf: netip.AddrPortFrom(lab.VIP64, iperfPort), UDP: true, Dev: tapClient, cpuSeconds: selfSeconds},
 	}
 }
 
@@ -306,7 +361,29 @@ table ip sp {
     ip daddr { %[5]s, %[6]s } ct state invalid drop
   }
 }
-`, vipNFT, lab.RS1, lab.RS2, iperfPort, vipSP, vipSPNoTS, snatNFT, snatSP, snatSPNoTS)
+`, vipNFT, lab.RS1, lab.RS2, iperfPort, vipSP, vipSPNoTS, snatNFT, snatSP, snatSPNoTS) + nftRules6()
+}
+
+// ipv6 reports whether the path is one of the IPv6 ones (NAT64's
+// included: its client side is IPv6).
+func (p Path) ipv6() bool { return p.HTTP.Addr().Is6() }
+
+// nftRules6 is the kernel's FULLNAT over IPv6, as nftRules' first table.
+func nftRules6() string {
+	if !lab.HasIPv6() {
+		return ""
+	}
+	return fmt.Sprintf(`table ip6 fnat6 {
+  chain pre { type nat hook prerouting priority dstnat; policy accept;
+    ip6 daddr %[1]s tcp dport 80 dnat to numgen inc mod 2 map { 0 : %[2]s, 1 : %[3]s }
+    ip6 daddr %[1]s tcp dport %[4]d dnat to %[2]s
+    ip6 daddr %[1]s udp dport %[4]d dnat to %[2]s
+  }
+  chain post { type nat hook postrouting priority srcnat; policy accept;
+    ct original ip6 daddr %[1]s snat to %[5]s
+  }
+}
+`, vipNFT6, lab.RS6(lab.RS1), lab.RS6(lab.RS2), iperfPort, snatNFT6)
 }
 
 // haproxyConfig is HAProxy in TCP mode with 2 threads, the same services.
@@ -331,7 +408,27 @@ frontend iperf
   default_backend iperf
 backend iperf
   server rs1 %[2]s:%[4]d
-`, vipHAP, lab.RS1, lab.RS2, iperfPort)
+`, vipHAP, lab.RS1, lab.RS2, iperfPort) + haproxyConfig6()
+}
+
+// haproxyConfig6 is the same over IPv6.
+func haproxyConfig6() string {
+	if !lab.HasIPv6() {
+		return ""
+	}
+	return fmt.Sprintf(`frontend web6
+  bind [%[1]s]:80
+  default_backend web6
+backend web6
+  balance roundrobin
+  server rs1 [%[2]s]:80
+  server rs2 [%[3]s]:80
+frontend iperf6
+  bind [%[1]s]:%[4]d
+  default_backend iperf6
+backend iperf6
+  server rs1 [%[2]s]:%[4]d
+`, vipHAP6, lab.RS6(lab.RS1), lab.RS6(lab.RS2), iperfPort)
 }
 
 func writeNginx(dir string, rs netip.Addr) error {
@@ -346,13 +443,22 @@ http {
   access_log off;
   client_body_temp_path %[1]s/tmp; proxy_temp_path %[1]s/tmp; fastcgi_temp_path %[1]s/tmp; uwsgi_temp_path %[1]s/tmp; scgi_temp_path %[1]s/tmp;
   keepalive_requests 1000000;
-  server { listen %[2]s:80 backlog=8192; location / { return 200 "ok\n"; } }
+  server { listen %[2]s:80 backlog=8192; %[4]s location / { return 200 "ok\n"; } }
   # tapvs+proxy-v2: a connection must start with a PROXY header (nginx
   # closes one without); the answer is as long as the plain one's.
   server { listen %[2]s:%[3]d proxy_protocol backlog=8192; location / { return 200 "ok\n"; } }
 }
-`, dir, rs, ppHTTPPort)
+`, dir, rs, ppHTTPPort, listen6(rs))
 	return os.WriteFile(filepath.Join(dir, "nginx.conf"), []byte(conf), 0o644)
+}
+
+// listen6 is nginx's listen on the real server's IPv6 address, for the
+// IPv6 paths ("" on a host without IPv6).
+func listen6(rs netip.Addr) string {
+	if !lab.HasIPv6() {
+		return ""
+	}
+	return fmt.Sprintf("listen [%s]:80 backlog=8192;", lab.RS6(rs))
 }
 
 func sysctl(ns, key, value string) {
