@@ -200,9 +200,10 @@ func benchCmd() *cobra.Command {
 		Use:   "bench",
 		Short: "Measure tapvs side by side with kernel FULLNAT and HAProxy in one run",
 		Long: `bench builds a lab in network namespaces with nginx and iperf3 on two real
-servers and measures, through five paths (direct routing, kernel nftables
+servers and measures, through every path (direct routing, kernel nftables
 FULLNAT, the same behind the kernel's SYNPROXY with and without timestamps,
-HAProxy TCP mode, tapvs, tapvs with SYNPROXY), iperf3 with 1 and 4 streams,
+HAProxy TCP mode, tapvs, tapvs with SYNPROXY or PROXY v2; and over IPv6:
+direct, nftables, HAProxy, tapvs and tapvs's NAT64), iperf3 with 1 and 4 streams,
 short connections/s and keep-alive requests/s with p50/p99 latency (wrk),
 the balancer's CPU per GB and per 1000 connections, and through the SYN
 proxies the short connections/s during an hping3 SYN flood from random
