@@ -81,6 +81,8 @@ func Run(ctx context.Context, o Options) error {
 			return err
 		}
 	}
+	created, expired := d.Balancer.Stats.Conns()
+	fmt.Fprintf(o.Out, "tapvs: %d connections made, %d expired, %d in the table\n", created, expired, d.Balancer.Table().Len())
 	if !o.Keep {
 		return nil
 	}
@@ -97,6 +99,9 @@ The lab stays up until Ctrl-C. Try, in another shell:
 `, top.Client, VIP, top.RS[0], LIP1, LIP2, top.Router, RS1, d.Config().MetricsListen)
 	if hasService(cfg, VIP6, HTTPPort, nat.TCP) {
 		fmt.Fprintf(o.Out, "  ip netns exec %s curl -s http://[%s]/   # IPv6 through tapvs\n", top.Client, VIP6)
+	}
+	if hasService(cfg, VIP64, HTTPPort, nat.TCP) {
+		fmt.Fprintf(o.Out, "  ip netns exec %s curl -s http://[%s]/    # NAT64: IPv6 client, IPv4 real servers\n", top.Client, VIP64)
 	}
 	<-ctx.Done()
 	return nil
@@ -231,8 +236,6 @@ func demo(ctx context.Context, top *Topology, d *daemon.Daemon, o Options) error
 		fmt.Fprintf(o.Out, "  kernel routed path (client -> router -> RS): %6.2f Gbit/s\n", base)
 		fmt.Fprintf(o.Out, "  through tapvs (client -> VIP -> LIP -> RS):  %6.2f Gbit/s = %.2fx the routed path\n", via, via/base)
 	}
-	created, expired := d.Balancer.Stats.Conns()
-	fmt.Fprintf(o.Out, "tapvs: %d connections made, %d expired, %d in the table\n", created, expired, d.Balancer.Table().Len())
 	return nil
 }
 
