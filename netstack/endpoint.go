@@ -33,8 +33,10 @@ import (
 
 // Headroom is the space left before each frame in a receive buffer, so a
 // rewrite can grow headers in place, the virtio-net header moving with them
-// (nat.Frame.open): a TOA option needs 8 bytes, a PROXY protocol header
-// before a segment's payload up to 56 (v1, TCP4) or 28 plus its TLVs (v2).
+// (nat.Frame.open): a TOA option needs 8 bytes (20 for an IPv6 client), a
+// PROXY protocol header before a segment's payload up to 104 (v1, TCP6) or
+// 28/52 (v2, IPv4/IPv6), and NAT64 grows an IPv4 header into an IPv6 one
+// (20 more bytes).
 const Headroom = 128
 
 // maxFrame is a receive buffer's capacity past the headroom: the largest
