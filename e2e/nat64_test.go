@@ -164,11 +164,12 @@ func checkTCPSums4(t *testing.T, ps []gopacket.Packet, from netip.Addr, full boo
 // HTTP through [VIP64]:80 (an IPv6 VIP, IPv4 LIPs and real servers): rr
 // alternates over both real servers, each answering on its IPv4 address
 // and seeing an IPv4 LIP. On the wire, for port 80: only IPv6 client <->
-// VIP64 on the client's link (no IPv4 at all), only IPv4 LIP <-> RS on the
-// router's link (no IPv6 at all), DF set on what tapvs sends there; every
-// IPv4 header checksum and every TCP checksum verifies from scratch (a
-// partial one only where a kernel or offload leaves it; none from tapvs on
-// plain TAPs). With and without TAP offload.
+// VIP64 on the client's link (no IPv4), only IPv4 LIP <-> RS on the
+// router's link (no IPv6 TCP, the client's addresses nowhere), DF set on
+// what tapvs sends there; every IPv4 header checksum and every TCP
+// checksum verifies from scratch (a partial one only where a kernel or
+// offload leaves it; none from tapvs on plain TAPs). With and without TAP
+// offload.
 func TestNAT64HTTPBalanced(t *testing.T) {
 	for _, tc := range []struct {
 		name      string
@@ -252,6 +253,15 @@ func TestNAT64HTTPBalanced(t *testing.T) {
 			if tcp4 < n*5 {
 				t.Fatalf("router link: only %d IPv4 HTTP frames", tcp4)
 			}
+			for i, p := range capRouter.packets() {
+				ip := ip6Of(p)
+				if ip == nil {
+					continue
+				}
+				if src, dst := addr(ip.SrcIP), addr(ip.DstIP); src == client || dst == client || src == lab.VIP64 || dst == lab.VIP64 || ip.NextHeader == layers.IPProtocolTCP {
+					t.Fatalf("router link frame %d: IPv6 %v -> %v (next header %v): neither the client's addresses nor IPv6 TCP may cross to the servers' side", i, src, dst, ip.NextHeader)
+				}
+			}
 			checkTCPSums4(t, capRouter.packets(), netip.Addr{}, false)
 			if p := checkTCPSums4(t, capRouter.packets(), lab.LIP1, false) + checkTCPSums4(t, capRouter.packets(), lab.LIP2, false); tc.noOffload && p > 0 {
 				t.Fatalf("plain TAPs: %d segments from the LIPs with partial checksums", p)
@@ -283,7 +293,10 @@ func TestNAT64Bulk64MiBBothWaysIntact(t *testing.T) {
 // socket reads ECONNREFUSED. The wire shows the RS's error (RS1 -> LIP2,
 // quoting LIP2 -> RS1:9002) on the router's link and, on the client's
 // link, one from VIP64 to the client quoting the client's own datagram
-// (its addresses, ports, length and payload), checksums valid.
+// (its addresses, ports, length and payload; its hop limit less the
+// router's one), checksums valid; and, for a datagram with a full UDP
+// checksum (sent raw), the quoted checksum is the client's own, and the
+// one tapvs sent the RS verified for LIP -> RS.
 func TestNAT64UDPEchoAndPortUnreachable(t *testing.T) {
 	e := setup6(t, nat64Services, "")
 	echo := netip.AddrPortFrom(lab.VIP64, lab.EchoPort)
@@ -304,7 +317,7 @@ func TestNAT64UDPEchoAndPortUnreachable(t *testing.T) {
 
 	capClient := startCapture(t, e.top.Client, e.top.TapClient)
 	capRouter := startCapture(t, e.top.Router, e.top.TapServer)
-	const closedPort, msg = 9002, "anyone there?"
+	const closedPort = 9002
 	closed := netip.AddrPortFrom(lab.VIP64, closedPort)
 	c, err := e.dial("udp6", closed, 5*time.Second)
 	if err != nil {
@@ -312,14 +325,31 @@ func TestNAT64UDPEchoAndPortUnreachable(t *testing.T) {
 	}
 	defer c.Close()
 	local := netip.MustParseAddrPort(c.LocalAddr().String())
-	if _, err := c.Write([]byte(msg)); err != nil {
-		t.Fatal(err)
+	for _, tc := range []struct {
+		msg     string
+		fullSum bool
+	}{{"anyone there?", false}, {"full sum", true}} {
+		if tc.fullSum {
+			if err := sendRawUDP6(e.top.Client, local, closed, []byte(tc.msg)); err != nil {
+				t.Fatal(err)
+			}
+		} else if _, err := c.Write([]byte(tc.msg)); err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(3 * time.Second))
+		if _, err := c.Read(make([]byte, 100)); !errors.Is(err, syscall.ECONNREFUSED) {
+			t.Fatalf("%q: read after sending to a port nobody listens on: %v; want connection refused (ICMPv4 translated to ICMPv6)", tc.msg, err)
+		}
+		checkPortUnreachable64(t, capClient, capRouter, local, tc.msg, tc.fullSum)
 	}
-	c.SetDeadline(time.Now().Add(3 * time.Second))
-	if _, err := c.Read(make([]byte, 100)); !errors.Is(err, syscall.ECONNREFUSED) {
-		t.Fatalf("read after sending to a port nobody listens on: %v; want connection refused (ICMPv4 translated to ICMPv6)", err)
-	}
+}
 
+// checkPortUnreachable64 is checkPortUnreachable6 across NAT64: the RS's
+// ICMPv4 error on the router's link, the ICMPv6 one on the client's.
+func checkPortUnreachable64(t *testing.T, capClient, capRouter *capture, local netip.AddrPort, msg string, fullSum bool) {
+	t.Helper()
+	const closedPort = 9002
+	closed := netip.AddrPortFrom(lab.VIP64, closedPort)
 	var sent, fromRS gopacket.Packet
 	var toClient icmp6Error
 	if !eventually(5*time.Second, func() bool {
@@ -334,13 +364,13 @@ func TestNAT64UDPEchoAndPortUnreachable(t *testing.T) {
 			}
 		}
 		for _, p := range capRouter.packets() {
-			if ip4Of(p) != nil && isPortUnreachable(p) {
+			if ic, ok := p.Layer(layers.LayerTypeICMPv4).(*layers.ICMPv4); ok && ip4Of(p) != nil && isPortUnreachable(p) && strings.HasSuffix(string(ic.Payload), msg) {
 				fromRS = p
 			}
 		}
 		return sent != nil && got && fromRS != nil
 	}) {
-		t.Fatalf("captured the client's datagram %v, an ICMPv6 port unreachable to the client %v, an ICMPv4 one from the RS %v", sent != nil, toClient.outer != nil, fromRS != nil)
+		t.Fatalf("%q: captured the client's datagram %v, an ICMPv6 port unreachable to the client %v, an ICMPv4 one from the RS %v", msg, sent != nil, toClient.outer != nil, fromRS != nil)
 	}
 	// Server side: the real server's own ICMPv4 error about what tapvs sent it.
 	outer, quoted, qudp := icmpQuote(t, "the RS's port unreachable", fromRS)
@@ -349,25 +379,43 @@ func TestNAT64UDPEchoAndPortUnreachable(t *testing.T) {
 		t.Fatalf("the RS's port unreachable %v -> %v quotes %v -> %v:%d; want %v -> %v quoting %v -> %v:%d",
 			outer.SrcIP, outer.DstIP, quoted.SrcIP, quoted.DstIP, qudp.DstPort, lab.RS1, lab.LIP2, lab.LIP2, lab.RS1, closedPort)
 	}
+	if quoted.Flags&layers.IPv4DontFragment == 0 {
+		t.Fatalf("the datagram tapvs sent the RS (as quoted) has no DF")
+	}
 	// Client side: ICMPv6 from VIP64, quoting the client's own datagram.
 	client := lab.ClientAddr6.Addr()
 	if src, dst := addr(toClient.outer.SrcIP), addr(toClient.outer.DstIP); src != lab.VIP64 || dst != client || !toClient.checksumOK {
 		t.Fatalf("the client's port unreachable goes %v -> %v (checksum valid %v); want %v -> %v", src, dst, toClient.checksumOK, lab.VIP64, client)
 	}
-	qs, qd, proto, _, ok := toClient.quoted()
+	qs, qd, proto, hop, ok := toClient.quoted()
 	if !ok || qs != local || qd != closed || proto != 17 {
 		t.Fatalf("the client's error quotes %v -> %v (protocol %d); want %v -> %v UDP", qs, qd, proto, local, closed)
 	}
-	q := toClient.quote
 	sip := ip6Of(sent)
+	if hop != sip.HopLimit-1 {
+		t.Fatalf("the quote's hop limit is %d; the client sent %d and only the router takes one", hop, sip.HopLimit)
+	}
+	q := toClient.quote
 	su := sent.Layer(layers.LayerTypeUDP).(*layers.UDP)
 	sudp := append(append([]byte(nil), su.Contents...), su.Payload...)
 	qudp6 := append([]byte(nil), q[40:]...)
 	if binary.BigEndian.Uint16(q[4:]) != sip.Length || len(qudp6) != len(sudp) {
 		t.Fatalf("the quote's payload length %d (%d bytes quoted) is not the client's %d", binary.BigEndian.Uint16(q[4:]), len(qudp6), sip.Length)
 	}
-	// The client's checksum may be partial (offload): compare the rest.
-	sudp[6], sudp[7], qudp6[6], qudp6[7] = 0, 0, 0, 0
+	// The quoted UDP checksum: the client's own when it sent a full one
+	// (and then it verifies for client6 -> VIP64, as the one tapvs sent
+	// the RS does for LIP -> RS); a partial one (offload) is not compared.
+	if fullSum {
+		if _, ok, _ := l4Sum6(q); !ok {
+			t.Fatalf("the quoted UDP checksum %#04x does not verify for %v -> %v", binary.BigEndian.Uint16(qudp6[6:]), local, closed)
+		}
+		qb := append(append([]byte(nil), qudp.Contents...), qudp.Payload...)
+		if inetSum(qb, uint64(pseudoV4(quoted.SrcIP.To4(), quoted.DstIP.To4(), 17, len(qb)))) != 0xffff {
+			t.Fatalf("the UDP checksum tapvs sent the RS (as quoted) %#04x does not verify for %v -> %v", qudp.Checksum, quoted.SrcIP, quoted.DstIP)
+		}
+	} else {
+		sudp[6], sudp[7], qudp6[6], qudp6[7] = 0, 0, 0, 0
+	}
 	if string(sudp) != string(qudp6) {
 		t.Fatalf("the quoted UDP datagram %x is not the client's %x", qudp6, sudp)
 	}
