@@ -431,9 +431,22 @@ func checkPortUnreachable64(t *testing.T, capClient, capRouter *capture, local n
 // segment, checksum valid. The client's kernel then sends segments that
 // fit: the 16 MiB upload completes intact, and the client's route to
 // VIP64 has learnt MTU 1320. Without the translation the upload stalls.
+// With and without TAP offload (a GSO super-frame, or one frame a
+// segment).
 func TestNAT64PathMTU(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		noOffload bool
+	}{{"offload", false}, {"plain", true}} {
+		t.Run(tc.name, func(t *testing.T) { testNAT64PathMTU(t, tc.noOffload) })
+	}
+}
+
+func testNAT64PathMTU(t *testing.T, noOffload bool) {
 	const mtu4, mtu6 = 1300, 1320
-	e := setup6(t, bulk64RS2, "")
+	need(t)
+	needIPv6(t)
+	e := setupWith(t, topoOpts{queues: 1, ipv6: true, noOffload: noOffload}, bulk64RS2, "")
 	setMTU(t, e.top.Router, "to-rs2", mtu4)
 	setMTU(t, e.top.Router, "br-b", mtu4)
 	capClient := startCapture(t, e.top.Client, e.top.TapClient)
