@@ -216,7 +216,11 @@ func TestIPv6ProxyProtocolTCP(t *testing.T) {
 			hdr = proxyV2Header6(0x21, c.client, vip)
 		}
 		if !slices.ContainsFunc(firsts, func(b []byte) bool { return bytes.HasPrefix(b, hdr) }) {
-			t.Errorf("no connection's first payload at the real servers starts with the v%d header %q for %v -> %v", c.version, hdr, c.client, vip)
+			show := fmt.Sprintf("%q", hdr)
+			if c.version == 2 {
+				show = fmt.Sprintf("%x", hdr)
+			}
+			t.Errorf("no connection's first payload at the real servers starts with the v%d header %s for %v -> %v", c.version, show, c.client, vip)
 		}
 	}
 }
