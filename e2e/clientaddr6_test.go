@@ -22,6 +22,7 @@ import (
 	"github.com/google/gopacket/layers"
 
 	"github.com/tapvs/tapvs/lab"
+	"github.com/tapvs/tapvs/nat"
 )
 
 // nginxProxyServices6 are nginxProxyServices at the IPv6 VIP, LIPs and
@@ -318,6 +319,52 @@ func TestIPv6ProxyUDP(t *testing.T) {
 			t.Errorf("no datagram at the servers is the 52-byte v2 header for %v -> %v and %q", s.client, vip, s.payload)
 		}
 	}
+
+	// The server side's MTU is 1500: a 1452-byte payload fills it without
+	// the header (IPv6 40 + UDP 8), so with the 52-byte header it is
+	// dropped and counted, never sent; one 52 bytes shorter fits exactly.
+	c, err := e.dial("udp6", vip, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ask := func(payload []byte) error {
+		c.SetDeadline(time.Now().Add(2 * time.Second))
+		if _, err := c.Write(payload); err != nil {
+			return err
+		}
+		_, err := c.Read(make([]byte, 65536))
+		return err
+	}
+	if err := ask([]byte("small")); err != nil {
+		t.Fatal(err)
+	}
+	svc := e.service("p2-udp")
+	inBytes := func() (n uint64) {
+		for _, d := range svc.Dests() {
+			n += d.Traffic().InBytes
+		}
+		return n
+	}
+	big, bytesBefore := e.d.Balancer.Stats.Drop(nat.DropUDPProxyBig), inBytes()
+	if err := ask(make([]byte, 1452)); err == nil {
+		t.Fatal("a datagram too big for the header was answered")
+	}
+	if n := e.d.Balancer.Stats.Drop(nat.DropUDPProxyBig); n != big+1 || inBytes() != bytesBefore {
+		t.Fatalf("udp_proxy_too_big %d -> %d, %d bytes sent to the servers", big, n, inBytes()-bytesBefore)
+	}
+	// The echo of the one that fits is past the MTU: the server sends it
+	// in IPv6 fragments, which tapvs drops; they show the datagram arrived.
+	frags := e.d.Balancer.Stats.Drop(nat.DropFragment)
+	if err := ask(make([]byte, 1452-52)); err == nil {
+		t.Fatal("an echo over the MTU came back whole")
+	}
+	if n := inBytes() - bytesBefore; n != 1500 {
+		t.Fatalf("%d IP bytes sent to the server, want 1500: the datagram with its header", n)
+	}
+	if !eventually(2*time.Second, func() bool { return e.d.Balancer.Stats.Drop(nat.DropFragment) > frags }) {
+		t.Fatal("no fragment of the server's echo came back: did the server get the datagram?")
+	}
 }
 
 // toaServices6 are HTTP and bulk at the IPv6 VIP to the first real server's
@@ -363,7 +410,14 @@ func TestIPv6TOA(t *testing.T) {
 
 			partial := checkTCPSums6(t, ps, netip.Addr{}, false)
 			if tc.noOffload {
+				// Plain TAPs: every segment from tapvs has a full checksum
+				// and, TOA included, fits the 1500-byte MTU.
 				checkTCPSums6(t, ps, lab.LIP1v6, true)
+				for i, p := range ps {
+					if ip := ip6Of(p); ip != nil && addr(ip.SrcIP) == lab.LIP1v6 && 40+int(ip.Length) > 1500 {
+						t.Fatalf("segment %d from the LIP: %d bytes, past the MTU on plain TAPs", i, 40+int(ip.Length))
+					}
+				}
 			}
 
 			var told []netip.AddrPort
