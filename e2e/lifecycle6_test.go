@@ -275,17 +275,22 @@ const probe = "tapvs-malformed-ipv6-probe"
 
 // frame6 is an Ethernet frame to dstMAC carrying an IPv6 packet from the
 // client to the IPv6 VIP: the extension headers ext (their own next-header
-// fields chained by the caller), first naming the first, then a TCP SYN to
-// port 80 with the probe payload and a valid checksum.
+// fields chained by the caller), first naming the first, then a TCP SYN
+// from port 33333 to port 80 with the probe payload and a valid checksum.
 func frame6(dstMAC net.HardwareAddr, first uint8, ext []byte) []byte {
+	return frame6From(dstMAC, 33333, first, ext, probe)
+}
+
+// frame6From is frame6 from source port sport with the given payload.
+func frame6From(dstMAC net.HardwareAddr, sport uint16, first uint8, ext []byte, payload string) []byte {
 	src, dst := lab.ClientAddr6.Addr().As16(), lab.VIP6.As16()
-	tcp := make([]byte, 20, 20+len(probe))
-	binary.BigEndian.PutUint16(tcp[0:], 33333)
+	tcp := make([]byte, 20, 20+len(payload))
+	binary.BigEndian.PutUint16(tcp[0:], sport)
 	binary.BigEndian.PutUint16(tcp[2:], 80)
 	binary.BigEndian.PutUint32(tcp[4:], 1)
 	tcp[12], tcp[13] = 5<<4, 0x02 // SYN
 	binary.BigEndian.PutUint16(tcp[14:], 1000)
-	tcp = append(tcp, probe...)
+	tcp = append(tcp, payload...)
 	binary.BigEndian.PutUint16(tcp[16:], ^inetSum(tcp, uint64(pseudoV6(src[:], dst[:], 6, len(tcp)))))
 	b := append([]byte(nil), dstMAC...)
 	b = append(b, 2, 0, 0, 0, 0, 9, 0x86, 0xdd)
@@ -422,6 +427,57 @@ func TestIPv6Malformed(t *testing.T) {
 		}
 	}
 	t.Logf("drops by reason: %v", want)
+
+	// A control: a SYN with a destination options header, which tapvs may
+	// rewrite, is not dropped. It reaches the real server with the header,
+	// from an IPv6 LIP to [RS6]:80, its checksum valid past the header;
+	// the server's SYN-ACK comes back to the client from [VIP6]:80.
+	capRS := [2]*capture{startCapture(t, e.top.RS[0], "eth0"), startCapture(t, e.top.RS[1], "eth0")}
+	capClient := startCapture(t, e.top.Client, e.top.TapClient)
+	const control = "tapvs-ipv6-destopts-control"
+	if sent, err := in.send(frame6From(mac, 33334, nhDestOpts, padN(nhTCP), control)); err != nil || sent != 1 {
+		t.Fatalf("the control SYN: the TAP took %d of 1: %v", sent, err)
+	}
+	var atRS, synAck bool
+	if !eventually(5*time.Second, func() bool {
+		for i, c := range capRS {
+			for _, p := range c.packets() {
+				raw := p.Data()[14:]
+				if ip := ip6Of(p); ip == nil || !bytes.Contains(raw, []byte(control)) {
+					continue
+				}
+				atRS = true
+				src, dst := netip.AddrFrom16([16]byte(raw[8:24])), netip.AddrFrom16([16]byte(raw[24:40]))
+				rs := []netip.Addr{lab.RS1v6, lab.RS2v6}[i]
+				if raw[6] != nhDestOpts || raw[40] != nhTCP || (src != lab.LIP1v6 && src != lab.LIP2v6) || dst != rs {
+					t.Fatalf("the control SYN reached rs%d as %v -> %v, next header %d then %d; want LIP6 -> %v with its destination options", i+1, src, dst, raw[6], raw[40], rs)
+				}
+				l4 := raw[48 : 40+int(binary.BigEndian.Uint16(raw[4:]))]
+				if binary.BigEndian.Uint16(l4[2:]) != lab.HTTPPort || inetSum(l4, uint64(pseudoV6(raw[8:24], raw[24:40], nhTCP, len(l4)))) != 0xffff {
+					t.Fatalf("the control SYN at rs%d: port %d, checksum does not verify past the extension header", i+1, binary.BigEndian.Uint16(l4[2:]))
+				}
+			}
+		}
+		for _, p := range capClient.packets() {
+			ip := ip6Of(p)
+			tcp, ok := p.Layer(layers.LayerTypeTCP).(*layers.TCP)
+			if ip == nil || !ok || addr(ip.SrcIP) != lab.VIP6 || tcp.SrcPort != 80 || tcp.DstPort != 33334 || !tcp.SYN || !tcp.ACK {
+				continue
+			}
+			// Partial: the real server's kernel left its checksum to
+			// offload, and tapvs passes that on (see checkTCPSums6).
+			if _, ok, partial := l4Sum6(p.Data()[14:]); !(ok || partial) || tcp.Ack != 2 {
+				t.Fatalf("the SYN-ACK to the control SYN: ack %d (want 2), checksum valid %v, partial %v", tcp.Ack, ok, partial)
+			}
+			synAck = true
+		}
+		return atRS && synAck
+	}) {
+		t.Fatalf("the control SYN with destination options: at a real server %v, its SYN-ACK at the client %v", atRS, synAck)
+	}
+	if d := delta(); !maps.Equal(d, want) {
+		t.Fatalf("the control SYN moved the drops: %v, want still %v", d, want)
+	}
 
 	// tapvs keeps serving: the open connection and new ones.
 	for range 2 {
