@@ -75,9 +75,12 @@ type Side struct {
 	Netns string // "" leaves the TAP in the caller's namespace
 	// Addr is tapvs's own address on this side: the VIPs and local
 	// addresses are answered for besides it.
-	Addr   netip.Prefix
-	Routes []Route
-	MTU    int // 0: 1500
+	Addr netip.Prefix
+	// Addr6 is tapvs's own IPv6 address on this side (optional): IPv6
+	// VIPs (client side) and local addresses (server side) need it.
+	Addr6  netip.Prefix
+	Routes []Route // IPv4 and IPv6 routes alike
+	MTU    int     // 0: 1500
 }
 
 // Route is a route out of one side: tapvs sends what is for Dst to Via.
@@ -170,6 +173,9 @@ func (cfg Config) yaml() string {
 		side Side
 	}{{"client", cfg.Client}, {"server", cfg.Server}} {
 		fmt.Fprintf(&b, "  %s:\n    name: %q\n    netns: %q\n    address: %q\n", s.name, s.side.TAP, s.side.Netns, s.side.Addr.String())
+		if s.side.Addr6.IsValid() {
+			fmt.Fprintf(&b, "    address6: %q\n", s.side.Addr6.String())
+		}
 		if s.side.MTU != 0 {
 			fmt.Fprintf(&b, "    mtu: %d\n", s.side.MTU)
 		}

@@ -71,6 +71,11 @@ type Lab struct {
 	// LocalAddrs are tapvs's addresses on the server side that a service
 	// may connect to real servers from.
 	LocalAddrs []netip.Addr
+	// VIP6 and LocalAddrs6 are the same for IPv6 services (invalid and
+	// empty on a kernel without IPv6). VIP6 with IPv4 local addresses and
+	// real servers is NAT64.
+	VIP6        netip.Addr
+	LocalAddrs6 []netip.Addr
 	// Client and Router are namespace names: the client's, and the router's
 	// between tapvs and the real servers.
 	Client, Router string
@@ -84,6 +89,9 @@ type RealServer struct {
 	Name  string // rs1, rs2, ...
 	Netns string
 	Addr  netip.Addr
+	// Addr6 is its IPv6 address: the first two real servers have one
+	// (invalid for the others, and on a kernel without IPv6).
+	Addr6 netip.Addr
 	b     *lab.Backend
 	t     testing.TB
 }
@@ -164,6 +172,9 @@ func NewLab(t testing.TB, o Options) *Lab {
 	l := &Lab{VIP: lab.VIP, LocalAddrs: []netip.Addr{lab.LIP1, lab.LIP2}, Client: top.Client, Router: top.Router, t: t}
 	for i := range n {
 		rs := &RealServer{Name: fmt.Sprintf("rs%d", i+1), Addr: rsAddr(i), t: t}
+		if lab.HasIPv6() {
+			rs.Addr6 = lab.RS6(rs.Addr) // the lab's two are dual-stack
+		}
 		if i < 2 {
 			rs.Netns = top.RS[i]
 		} else {
@@ -180,6 +191,12 @@ func NewLab(t testing.TB, o Options) *Lab {
 		Server:    tapvs.Side{TAP: top.TapServer, Netns: top.Router, Addr: lab.TapvsServer, Routes: []tapvs.Route{{Dst: lab.RSNet, Via: lab.RouterAddr.Addr()}}},
 		NoOffload: false,
 		Log:       o.Log,
+	}
+	if lab.HasIPv6() {
+		// The lab is dual-stack: tapvs gets its IPv6 addresses too.
+		cfg.Client.Addr6, cfg.Server.Addr6 = lab.TapvsClient6, lab.TapvsServer6
+		cfg.Server.Routes = append(cfg.Server.Routes, tapvs.Route{Dst: lab.RSNet6, Via: lab.RouterAddr6.Addr()})
+		l.VIP6, l.LocalAddrs6 = lab.VIP6, []netip.Addr{lab.LIP1v6, lab.LIP2v6}
 	}
 	if !o.NoService {
 		sched := o.Scheduler

@@ -106,6 +106,57 @@ func TestOwnServers(t *testing.T) {
 	}
 }
 
+// An IPv6 service and a NAT64 one through the Go API, on the lab's
+// dual-stack real servers.
+func TestIPv6AndNAT64(t *testing.T) {
+	l := tapvstest.NewLab(t, tapvstest.Options{NoService: true})
+	if !l.VIP6.IsValid() {
+		t.Fatal("no IPv6 in this kernel: the lab is IPv4 only")
+	}
+	v6 := tapvs.Service{ServiceKey: tapvs.ServiceKey{Protocol: tapvs.TCP, VIP: netip.AddrPortFrom(l.VIP6, tapvstest.HTTPPort)},
+		Scheduler: "rr", LocalAddrs: l.LocalAddrs6}
+	nat64 := tapvs.Service{ServiceKey: tapvs.ServiceKey{Protocol: tapvs.TCP, VIP: netip.AddrPortFrom(l.VIP6, 8000)},
+		Scheduler: "rr", LocalAddrs: l.LocalAddrs}
+	for _, rs := range l.RealServers {
+		v6.RealServers = append(v6.RealServers, tapvs.RealServer{Addr: netip.AddrPortFrom(rs.Addr6, tapvstest.HTTPPort)})
+		nat64.RealServers = append(nat64.RealServers, tapvs.RealServer{Addr: netip.AddrPortFrom(rs.Addr, tapvstest.HTTPPort)})
+	}
+	for _, s := range []tapvs.Service{v6, nat64} {
+		if err := l.LB.AddService(s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := l.LB.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		svc  tapvs.Service
+		lips []netip.Addr
+	}{{v6, l.LocalAddrs6}, {nat64, l.LocalAddrs}} {
+		seen := map[string]bool{}
+		for range 4 {
+			resp, err := l.HTTPClient().Get("http://" + c.svc.VIP.String() + "/")
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			var name, addr, src string
+			fmt.Sscanf(string(body), "%s %s saw %s", &name, &addr, &src)
+			saw, err := netip.ParseAddrPort(src)
+			if err != nil || (saw.Addr() != c.lips[0] && saw.Addr() != c.lips[1]) {
+				t.Fatalf("%v: %s saw %q, not one of the local addresses %v", c.svc.VIP, name, src, c.lips)
+			}
+			seen[name] = true
+		}
+		if len(seen) != 2 {
+			t.Errorf("%v: rr over two servers reached %v", c.svc.VIP, seen)
+		}
+	}
+}
+
 // Everything NewLab made is gone once the test that made it has ended.
 func TestCleanup(t *testing.T) {
 	var client string
