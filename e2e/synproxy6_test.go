@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"encoding/binary"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"testing"
@@ -272,5 +273,84 @@ func TestIPv6SynproxyBulk16MiB(t *testing.T) {
 	cookies, opened, failed, _ := e.d.Balancer.Stats.Synproxy()
 	if opened != 2 || cookies < opened || failed != 0 {
 		t.Fatalf("synproxy counters: cookies %d, handshakes proved %d, server failures %d; want 2 proved, none failed", cookies, opened, failed)
+	}
+}
+
+// A spoofed IPv6 SYN flood (random sources in the client's /64) reaches
+// tapvs and is answered with cookies, nearly whole, yet leaves no
+// half-open connection on the real servers and no entry in tapvs, while
+// legitimate IPv6 requests through the same VIP keep succeeding: the
+// IPv4 flood test's checks (TestSynproxySpoofedFlood) over IPv6. hping3
+// has no IPv6, so the frames are built here and written to the TAP.
+func TestIPv6SynproxySpoofedFlood(t *testing.T) {
+	e := setup6(t, synproxyServices6, "")
+	vipMAC := net.HardwareAddr(e.d.Stack.Client.LinkAddress())
+	myMAC, _ := net.ParseMAC(ifaceMAC(t, e.top.Client, e.top.TapClient))
+	const n, rate = 40000, 20000
+	const minAnswered = n * 9 / 10 // the TAP may throw away up to 10%, counted
+	frames := make([][]byte, n)
+	for i := range frames {
+		var src [16]byte
+		copy(src[:8], lab.ClientAddr6.Addr().AsSlice()[:8])
+		for j := 8; j < 16; j++ {
+			src[j] = byte(rand.IntN(256))
+		}
+		src[8] |= 0x80 // never the client's ::1, the VIP's ::100 or tapvs's ::fe
+		frames[i] = craft6(t, myMAC, vipMAC, netip.AddrFrom16(src), uint16(1024+rand.IntN(60000)),
+			&layers.TCP{SYN: true, Seq: rand.Uint32(), Window: 64240, Options: []layers.TCPOption{{OptionType: layers.TCPOptionKindMSS, OptionLength: 4, OptionData: []byte{0x05, 0xa0}}}}, nil)
+	}
+	cookies0, _, _, _ := e.d.Balancer.Stats.Synproxy()
+	legit0 := kernelSYNs(t, e.top.Client)
+	tapDrop0 := txDropped(t, e.top.Client, e.top.TapClient)
+	done := make(chan struct{})
+	var delivered int
+	var elapsed time.Duration
+	go func() {
+		defer close(done)
+		delivered, elapsed = injectAtRate(t, e.top.Client, e.top.TapClient, frames, rate)
+	}()
+	hc := lab.HTTPClient(e.top.Client, 5*time.Second)
+	legit, maxHalfOpen := 0, 0
+	for flooding := true; flooding; {
+		select {
+		case <-done:
+			flooding = false
+		default:
+		}
+		e.getAt(hc, web6Synproxy)
+		legit++
+		for i := range e.rs {
+			maxHalfOpen = max(maxHalfOpen, synRecv(t, e.top.RS[i]))
+		}
+	}
+	var answered, tapDrops int64
+	account := func() bool {
+		cookies, _, _, _ := e.d.Balancer.Stats.Synproxy()
+		answered = int64(cookies-cookies0) - int64(kernelSYNs(t, e.top.Client)-legit0)
+		tapDrops = int64(txDropped(t, e.top.Client, e.top.TapClient) - tapDrop0)
+		return answered+tapDrops >= int64(delivered)
+	}
+	closed := eventually(5*time.Second, account)
+	t.Logf("%d spoofed IPv6 SYNs paced at %d/s: %d taken by the TAP in %v, %d answered with a cookie, %d thrown away by the TAP's queue; %d legitimate requests served meanwhile, RS half-open peak %d",
+		n, rate, delivered, elapsed.Round(time.Millisecond), answered, tapDrops, legit, maxHalfOpen)
+	if maxHalfOpen != 0 {
+		t.Fatalf("real servers held %d half-open connections", maxHalfOpen)
+	}
+	for _, c := range e.d.Balancer.Table().Conns() {
+		if c.Client.Addr() != lab.ClientAddr6.Addr() && c.Client.Addr() != lab.ClientAddr.Addr() {
+			t.Fatalf("a spoofed source has a connection entry: %+v", c)
+		}
+	}
+	if legit < 5 {
+		t.Fatalf("only %d legitimate requests got through during the flood", legit)
+	}
+	if delivered < minAnswered {
+		t.Fatalf("the TAP took only %d of %d spoofed SYNs", delivered, n)
+	}
+	if !closed || answered > int64(delivered) {
+		t.Fatalf("of %d spoofed SYNs taken by the TAP, %d were answered and %d thrown away by the TAP: the rest vanished in tapvs (or some were answered twice)", delivered, answered, tapDrops)
+	}
+	if answered < minAnswered {
+		t.Fatalf("only %d of %d spoofed SYNs reached tapvs and were answered (want >= %d)", answered, n, minAnswered)
 	}
 }
