@@ -166,7 +166,7 @@ func checkTCPSums4(t *testing.T, ps []gopacket.Packet, from netip.Addr, full boo
 // and seeing an IPv4 LIP. On the wire, for port 80: only IPv6 client <->
 // VIP64 on the client's link (no IPv4), only IPv4 LIP <-> RS on the
 // router's link (no IPv6 TCP, the client's addresses nowhere), DF set on
-// what tapvs sends there; every IPv4 header checksum and every TCP
+// what tapvs sends there past 1260 bytes and only there (RFC 7915 5.1); every IPv4 header checksum and every TCP
 // checksum verifies from scratch (a partial one only where a kernel or
 // offload leaves it; none from tapvs on plain TAPs). With and without TAP
 // offload.
@@ -246,8 +246,8 @@ func TestNAT64HTTPBalanced(t *testing.T) {
 				if !out && !back {
 					t.Fatalf("router link frame %d: %v:%d -> %v:%d: only LIP:[%d-%d] <-> RS:80 may appear", i, src, tcp.SrcPort, dst, tcp.DstPort, cfg.PortMin, cfg.PortMax)
 				}
-				if out && ip.Flags&layers.IPv4DontFragment == 0 {
-					t.Fatalf("router link frame %d: %v -> %v from tapvs without DF", i, src, dst)
+				if df := ip.Flags&layers.IPv4DontFragment != 0; out && df != (ip.Length > 1260) {
+					t.Fatalf("router link frame %d: %v -> %v from tapvs, %d bytes: DF %v (want it past 1260 bytes only)", i, src, dst, ip.Length, df)
 				}
 			}
 			if tcp4 < n*5 {
@@ -379,8 +379,8 @@ func checkPortUnreachable64(t *testing.T, capClient, capRouter *capture, local n
 		t.Fatalf("the RS's port unreachable %v -> %v quotes %v -> %v:%d; want %v -> %v quoting %v -> %v:%d",
 			outer.SrcIP, outer.DstIP, quoted.SrcIP, quoted.DstIP, qudp.DstPort, lab.RS1, lab.LIP2, lab.LIP2, lab.RS1, closedPort)
 	}
-	if quoted.Flags&layers.IPv4DontFragment == 0 {
-		t.Fatalf("the datagram tapvs sent the RS (as quoted) has no DF")
+	if quoted.Flags&layers.IPv4DontFragment != 0 {
+		t.Fatalf("the small datagram tapvs sent the RS (as quoted) has DF: RFC 7915 sets it past 1260 bytes only")
 	}
 	// Client side: ICMPv6 from VIP64, quoting the client's own datagram.
 	client := lab.ClientAddr6.Addr()

@@ -511,6 +511,13 @@ func (b *Balancer) schedule(svc *Service, key tupleKey, p *pkt) (*Conn, Verdict)
 		return nil, b.Stats.drop(DropNoNeighbor)
 	}
 	c.dest = dest
+	if !is4(&key.src) && is4(&dest.a16) && (svc.synproxy.Load() || svc.ClientAddr() != ClientAddrNone) {
+		// NAT64 does neither: the Tx refuses the pair, and only a reader
+		// between a change's stores (the settings, then the servers)
+		// can see both.
+		b.table.count.Add(-1)
+		return nil, b.Stats.drop(DropNAT64)
+	}
 	copy(c.clientMAC[:], p.b[6:12])
 	if !b.bind(c) {
 		b.table.count.Add(-1)
@@ -558,6 +565,13 @@ func (b *Balancer) bind(c *Conn) bool {
 	start := c.dest.lipNext.Add(1)
 	for i := range uint32(len(lips)) {
 		la := lips[(start+i)%uint32(len(lips))]
+		if is4(&la.a16) != is4(&c.dest.a16) {
+			// A service's LIPs and real servers are one family, but a
+			// change between families (IPv6 FULLNAT to NAT64) publishes
+			// the two lists one after the other: a reader between them
+			// must not pair them across.
+			continue
+		}
 		pm := c.dest.portMap(la, span)
 		for range tries {
 			idx, ok := pm.take()

@@ -4,7 +4,6 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"fmt"
-	"math/bits"
 	"net/netip"
 	"slices"
 	"strings"
@@ -254,6 +253,11 @@ func (tx *Tx) SetDeny(s *Service, prefixes []netip.Prefix) error {
 
 // setList stages one of a service's source lists, checked.
 func (tx *Tx) setList(s *Service, name string, prefixes []netip.Prefix, put func(*policy, cidrSet)) error {
+	if len(prefixes) > 0 && s.Addr.Is6() {
+		// The lists hold IPv4 prefixes: on an IPv6 service an allow list
+		// would refuse every client and a deny list none.
+		return fmt.Errorf("service %s: %s: source lists hold IPv4 prefixes only, and this service's clients are IPv6", s, name)
+	}
 	set, err := newCIDRSet(prefixes)
 	if err != nil {
 		return fmt.Errorf("service %s: %s: %w", s, name, err)
@@ -301,14 +305,13 @@ func (b *Balancer) admit(svc *Service, src *addr16, proto Protocol, flags uint8)
 	if pol == nil {
 		return Forward
 	}
-	ip, v4 := srcKey(src)
-	// The lists hold IPv4 prefixes only: an IPv6 client is in no deny
-	// list and in no allow list (a service with one admits no IPv6
-	// client).
-	if v4 && len(pol.deny.byLen) > 0 && pol.deny.contains(ip) {
+	id := srcKey(src)
+	// The lists hold IPv4 prefixes only (an IPv6 service refuses them):
+	// an IPv6 client is in none.
+	if id.fam == 4 && len(pol.deny.byLen) > 0 && pol.deny.contains(uint32(id.key)) {
 		return b.Stats.drop(DropDenied)
 	}
-	if len(pol.allow.byLen) > 0 && (!v4 || !pol.allow.contains(ip)) {
+	if len(pol.allow.byLen) > 0 && (id.fam != 4 || !pol.allow.contains(uint32(id.key))) {
 		return b.Stats.drop(DropNotAllowed)
 	}
 	if !opening(proto, flags) {
@@ -326,22 +329,28 @@ func (b *Balancer) admit(svc *Service, src *addr16, proto Protocol, flags uint8)
 		return b.Stats.drop(DropHalfOpenLimit)
 	}
 	if pol.src != nil {
-		if r, ok := pol.src.admit(ip, b.table.now.Load(), pol.limits, &b.Stats); !ok {
+		if r, ok := pol.src.admit(id, b.table.now.Load(), pol.limits, &b.Stats); !ok {
 			return b.Stats.drop(r)
 		}
 	}
 	return Forward
 }
 
-// srcKey is what the source tracker counts a client under: its IPv4
-// address, or for IPv6 its /64 folded to 32 bits. One host holds a whole
-// /64 (RFC 4291's interface identifiers, privacy addresses), so per-address
-// limits would be no limit; v4 is false for IPv6.
-func srcKey(a *addr16) (key uint32, v4 bool) {
+// srcID is what the source tracker counts a client under: its IPv4
+// address, or for IPv6 its /64 (one host holds a whole /64: RFC 4291's
+// interface identifiers, privacy addresses, so per-address limits would
+// be no limit). The family keeps an IPv6 prefix from ever being counted
+// as an IPv4 address.
+type srcID struct {
+	key uint64
+	fam uint8 // 4 or 6; 0 is an empty tracker entry
+}
+
+func srcKey(a *addr16) srcID {
 	if is4(a) {
-		return binary.BigEndian.Uint32(a[12:]), true
+		return srcID{key: uint64(binary.BigEndian.Uint32(a[12:])), fam: 4}
 	}
-	return binary.BigEndian.Uint32(a[0:]) ^ bits.RotateLeft32(binary.BigEndian.Uint32(a[4:]), 13) ^ 0x9e3779b9, false
+	return srcID{key: binary.BigEndian.Uint64(a[0:]), fam: 6}
 }
 
 // track counts a new connection before it is published: at its source
@@ -352,7 +361,7 @@ func (b *Balancer) track(c *Conn) {
 	if pol == nil {
 		return
 	}
-	if ip, _ := srcKey(&c.in.src); pol.src != nil && pol.src.open(ip) {
+	if pol.src != nil && pol.src.open(srcKey(&c.in.src)) {
 		c.def.src = pol.src
 	}
 	if pol.limits.HalfOpen > 0 && c.in.proto == TCP && c.sp == nil {
@@ -373,8 +382,7 @@ func handshake(c *Conn, flags uint8) {
 // untrack gives back what track counted; release calls it once.
 func untrack(c *Conn) {
 	if c.def.src != nil {
-		ip, _ := srcKey(&c.in.src)
-		c.def.src.close(ip)
+		c.def.src.close(srcKey(&c.in.src))
 	}
 	if c.def.halfOpen.CompareAndSwap(true, false) {
 		c.svc.def.halfOpen.Add(-1)
@@ -402,8 +410,8 @@ const (
 )
 
 type srcEntry struct {
-	key   uint64 // address | 1<<32; 0 is an empty entry
-	tat   int64  // GCRA: when the bucket will be full again, table clock
+	id    srcID // fam 0: an empty entry
+	tat   int64 // GCRA: when the bucket will be full again, table clock
 	conns int32
 }
 
@@ -429,44 +437,43 @@ func newSrcTracker() *srcTracker {
 	return t
 }
 
-// set finds ip's shard and set; the seed keeps an attacker from aiming
+// set finds id's shard and set; the seed keeps an attacker from aiming
 // sources at one set.
-func (t *srcTracker) set(ip uint32) (*srcShard, *[srcWays]srcEntry) {
-	h := mum(uint64(ip)^t.seed[0], t.seed[1])
+func (t *srcTracker) set(id srcID) (*srcShard, *[srcWays]srcEntry) {
+	h := mum(id.key^t.seed[0], t.seed[1]^uint64(id.fam))
 	sh := &t.shards[h>>58]
 	return sh, &sh.sets[(h>>32)%srcSets]
 }
 
-// entry finds ip's entry in its set or, if make is set, takes one for it.
+// entry finds id's entry in its set or, if make is set, takes one for it.
 // Caller holds the shard's lock.
-func entry(set *[srcWays]srcEntry, ip uint32, make bool) *srcEntry {
-	key := uint64(ip) | 1<<32
+func entry(set *[srcWays]srcEntry, id srcID, make bool) *srcEntry {
 	var victim *srcEntry
 	for i := range set {
 		e := &set[i]
-		if e.key == key {
+		if e.id == id {
 			return e
 		}
-		if !make || e.conns > 0 || victim != nil && victim.key == 0 {
+		if !make || e.conns > 0 || victim != nil && victim.id.fam == 0 {
 			continue
 		}
-		if victim == nil || e.key == 0 || e.tat < victim.tat {
+		if victim == nil || e.id.fam == 0 || e.tat < victim.tat {
 			victim = e // an empty entry, or the one idle longest
 		}
 	}
 	if victim != nil {
-		*victim = srcEntry{key: key}
+		*victim = srcEntry{id: id}
 	}
 	return victim
 }
 
-// admit checks a new connection from ip against the limits and takes a
+// admit checks a new connection from id against the limits and takes a
 // token from its bucket.
-func (t *srcTracker) admit(ip uint32, now int64, l Limits, st *Stats) (DropReason, bool) {
-	sh, set := t.set(ip)
+func (t *srcTracker) admit(id srcID, now int64, l Limits, st *Stats) (DropReason, bool) {
+	sh, set := t.set(id)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	e := entry(set, ip, true)
+	e := entry(set, id, true)
 	if e == nil {
 		st.srcUntracked.Add(1)
 		return 0, true
@@ -487,12 +494,12 @@ func (t *srcTracker) admit(ip uint32, now int64, l Limits, st *Stats) (DropReaso
 	return 0, true
 }
 
-// open counts a connection from ip; false if ip has no entry to count in.
-func (t *srcTracker) open(ip uint32) bool {
-	sh, set := t.set(ip)
+// open counts a connection from id; false if it has no entry to count in.
+func (t *srcTracker) open(id srcID) bool {
+	sh, set := t.set(id)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	e := entry(set, ip, true)
+	e := entry(set, id, true)
 	if e == nil {
 		return false
 	}
@@ -500,21 +507,21 @@ func (t *srcTracker) open(ip uint32) bool {
 	return true
 }
 
-func (t *srcTracker) close(ip uint32) {
-	sh, set := t.set(ip)
+func (t *srcTracker) close(id srcID) {
+	sh, set := t.set(id)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	if e := entry(set, ip, false); e != nil && e.conns > 0 {
+	if e := entry(set, id, false); e != nil && e.conns > 0 {
 		e.conns--
 	}
 }
 
-// Conns is how many connections the tracker counts from ip (tests).
-func (t *srcTracker) conns(ip uint32) int32 {
-	sh, set := t.set(ip)
+// Conns is how many connections the tracker counts from id (tests).
+func (t *srcTracker) conns(id srcID) int32 {
+	sh, set := t.set(id)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	if e := entry(set, ip, false); e != nil {
+	if e := entry(set, id, false); e != nil {
 		return e.conns
 	}
 	return 0

@@ -162,12 +162,12 @@ func TestSourceConnLimit(t *testing.T) {
 		t.Fatalf("another source: %v", v)
 	}
 	// A release gives the count back.
-	if n := r.svc.policy().src.conns(v4u32(client)); n != 2 {
+	if n := r.svc.policy().src.conns(srcID{key: uint64(v4u32(client)), fam: 4}); n != 2 {
 		t.Fatalf("counted %d", n)
 	}
 	r.b.table.now.Store(int64(time.Minute))
 	r.b.Sweep()
-	if n := r.svc.policy().src.conns(v4u32(client)); n != 0 {
+	if n := r.svc.policy().src.conns(srcID{key: uint64(v4u32(client)), fam: 4}); n != 0 {
 		t.Fatalf("counted %d after expiry", n)
 	}
 	if v := r.syn(t, client, 3); v != Forward {
@@ -264,7 +264,7 @@ func TestSourceTrackerBounded(t *testing.T) {
 	lim := Limits{SourceCPS: 1, SourceConns: 1}
 	var st Stats
 	for ip := uint32(1); ip <= 4*MaxTrackedSources; ip++ {
-		if _, ok := tr.admit(ip, 0, lim, &st); !ok {
+		if _, ok := tr.admit(srcID{key: uint64(ip), fam: 4}, 0, lim, &st); !ok {
 			t.Fatalf("source %d refused", ip)
 		}
 	}
@@ -273,10 +273,29 @@ func TestSourceTrackerBounded(t *testing.T) {
 	}
 	// Pin every entry with an open connection.
 	for ip := uint32(1); ip <= 4*MaxTrackedSources; ip++ {
-		tr.open(ip)
+		tr.open(srcID{key: uint64(ip), fam: 4})
 	}
-	if _, ok := tr.admit(0x0a000001, 0, lim, &st); !ok || st.SourcesUntracked() != 1 {
+	if _, ok := tr.admit(srcID{key: 0x0a000001, fam: 4}, 0, lim, &st); !ok || st.SourcesUntracked() != 1 {
 		t.Fatalf("a new source with its set full: ok %v, untracked %d", ok, st.SourcesUntracked())
+	}
+}
+
+// An IPv6 client's /64 is never counted as an IPv4 address: the same
+// 64-bit value of either family has its own entry.
+func TestSourceTrackerFamilies(t *testing.T) {
+	tr := newSrcTracker()
+	v4 := srcID{key: 0x0a000001, fam: 4}
+	v6 := srcID{key: 0x0a000001, fam: 6}
+	tr.open(v4)
+	tr.open(v4)
+	tr.open(v6)
+	if a, b := tr.conns(v4), tr.conns(v6); a != 2 || b != 1 {
+		t.Fatalf("counts %d (IPv4) and %d (IPv6), want 2 and 1", a, b)
+	}
+	a := netip.MustParseAddr("2001:db8:1:2::7").As16()
+	b := netip.MustParseAddr("2001:db8:1:2:ffff::9").As16()
+	if srcKey(&a) != srcKey(&b) || srcKey(&a).fam != 6 {
+		t.Fatalf("two hosts of one /64: %v, %v", srcKey(&a), srcKey(&b))
 	}
 }
 

@@ -21,6 +21,11 @@ func (b *Balancer) icmp(side Side, p *pkt, f *Frame) Verdict {
 	default:
 		return Pass // echo and friends are the stack's
 	}
+	if !p.checked && csum.Checksum(ic, 0) != 0 {
+		// Its checksum is computed again on the way out: a corrupted
+		// error would leave as a valid one.
+		return b.Stats.drop(DropBadChecksum)
+	}
 	q := ic[icmpHdrLen:] // the quoted IP header and at least 8 bytes of its payload
 	if len(q) < ipv4MinLen || q[0]>>4 != 4 {
 		return b.Stats.drop(DropMalformed)

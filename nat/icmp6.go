@@ -30,12 +30,17 @@ func (b *Balancer) icmp6(side Side, p *pkt, f *Frame) Verdict {
 	default:
 		return Pass
 	}
+	if !p.checked && csum.Checksum(ic, p.pseudo(protoICMPv6, len(ic))) != 0 {
+		// Its checksum is computed again on the way out: a corrupted
+		// error would leave as a valid one.
+		return b.Stats.drop(DropBadChecksum)
+	}
 	q := ic[icmpHdrLen:] // the quoted IPv6 header, its extension headers, 8 bytes of transport
 	if len(q) < ipv6HdrLen || q[0]>>4 != 6 {
 		return b.Stats.drop(DropMalformed)
 	}
 	w := walk6(q, q[6], ipv6HdrLen)
-	if w.bad || w.ext || len(q) < w.l4+8 {
+	if w.bad || w.ext || w.frag || len(q) < w.l4+8 || mapped4(q[8:24]) || mapped4(q[24:40]) {
 		return b.Stats.drop(DropMalformed)
 	}
 	if w.proto != protoTCP && w.proto != protoUDP {
@@ -75,7 +80,7 @@ func (b *Balancer) icmp6(side Side, p *pkt, f *Frame) Verdict {
 		copy(p.b[6:12], b.cfg.ClientMAC[:])
 	}
 	if is4(qSrc) {
-		if side == ClientSide {
+		if side == ClientSide && c.nat64() {
 			return b.icmp6to4(c, p, f, w) // NAT64: the server hears over IPv4 (icmp64.go)
 		}
 		return b.Stats.drop(DropICMPNoConn) // NAT46 is not built

@@ -213,11 +213,12 @@ func (b *Balancer) icmp6to4(c *Conn, p *pkt, f *Frame, w ext6) Verdict {
 	copy(fb[6:12], b.cfg.ServerMAC[:])
 	binary.BigEndian.PutUint16(fb[12:], etherIPv4)
 	ip := fb[ethHdrLen:]
-	putIPv4(ip, tos, ipv4MinLen+icmpHdrLen+ipv4MinLen+tlen, protoICMP, ttl, &c.out.dst, &c.out.src)
+	putIPv4(ip, tos, ipv4MinLen+icmpHdrLen+ipv4MinLen+tlen, protoICMP, ttl, &c.out.dst, &c.out.src, dfFor(ipv4MinLen+icmpHdrLen+ipv4MinLen+tlen))
 	ic4 := ip[ipv4MinLen:]
 	ic4[0], ic4[1] = t4, c4
 	binary.BigEndian.PutUint32(ic4[4:], uint32(mtu)) // unused 0s, or fragmentation needed's next-hop MTU
-	putIPv4(ic4[icmpHdrLen:], qtos, qlen, w.proto, qttl, &c.out.src, &c.out.dst)
+	// The quote is the server's own packet, as Linux sends it: with DF.
+	putIPv4(ic4[icmpHdrLen:], qtos, qlen, w.proto, qttl, &c.out.src, &c.out.dst, true)
 	ic4[2], ic4[3] = 0, 0
 	binary.BigEndian.PutUint16(ic4[2:], csum.Checksum(ic4, 0))
 	f.plain()
@@ -233,12 +234,23 @@ func putIPv6(b []byte, tc uint8, plen int, next, hlim uint8, src, dst *addr16) {
 	copy(b[24:40], dst[:])
 }
 
-// putIPv4 writes a 20-byte IPv4 header at b with its checksum: ID 0 and
-// DF, as the translated data packets have (to4).
-func putIPv4(b []byte, tos uint8, total int, proto, ttl uint8, src, dst *addr16) {
+// dfFor is DF for a translated packet of total bytes (RFC 7915 5.1): set
+// past 1260 bytes only. A smaller packet may be fragmented on the IPv4
+// side, since the IPv6 client cannot be told to send less than 1280 bytes
+// (1260 once translated): with DF it would never get through a narrower
+// IPv4 hop.
+func dfFor(total int) bool { return total > nat64MinMTU-20 }
+
+// putIPv4 writes a 20-byte IPv4 header at b with its checksum, ID 0 and
+// DF if df.
+func putIPv4(b []byte, tos uint8, total int, proto, ttl uint8, src, dst *addr16, df bool) {
 	b[0], b[1] = 0x45, tos
 	binary.BigEndian.PutUint16(b[2:], uint16(total))
-	binary.BigEndian.PutUint32(b[4:], ipFlagDF)
+	var flags uint32
+	if df {
+		flags = ipFlagDF
+	}
+	binary.BigEndian.PutUint32(b[4:], flags)
 	b[8], b[9], b[10], b[11] = ttl, proto, 0, 0
 	copy(b[12:16], src[12:])
 	copy(b[16:20], dst[12:])

@@ -670,8 +670,9 @@ func FuzzProcess6(f *testing.F) {
 }
 
 // l4Verifies6 reports whether an IPv6 frame's transport (or ICMPv6)
-// checksum verifies, for a frame without extension headers; false for
-// anything else.
+// checksum verifies, past any extension headers (walked with the data
+// path's walk6, whose own checks are TestIPv6ExtensionHeaders'); false
+// for anything else.
 func l4Verifies6(b []byte) bool {
 	if len(b) < 54 || binary.BigEndian.Uint16(b[12:]) != etherIPv6 || b[14]>>4 != 6 {
 		return false
@@ -680,12 +681,12 @@ func l4Verifies6(b []byte) bool {
 	if n == 0 || 54+n > len(b) {
 		return false
 	}
-	next := b[20]
-	if next != 6 && next != 17 && next != 58 {
+	w := walk6(b[:54+n], b[20], 54)
+	if w.bad || w.frag || (w.proto != 6 && w.proto != 17 && w.proto != 58) {
 		return false
 	}
-	l4 := b[54 : 54+n]
-	return csum.Checksum(l4, pseudo6(b[22:38], b[38:54], next, len(l4))) == 0
+	l4 := b[w.l4 : 54+n]
+	return csum.Checksum(l4, pseudo6(b[22:38], b[38:54], w.proto, len(l4))) == 0
 }
 
 // TestIPv6TOA: an IPv6 client's address reaches the server in DPVS's IPv6
@@ -735,5 +736,57 @@ func TestIPv6TOA(t *testing.T) {
 		if string(d.tcp.Payload) != "GET /" {
 			t.Fatalf("payload %q", d.tcp.Payload)
 		}
+	}
+}
+
+// TestIPv6ReviewFindings: the review of #15's change found these; each
+// case failed before its fix.
+func TestIPv6ReviewFindings(t *testing.T) {
+	// An IPv6 packet with IPv4-mapped addresses is never taken for IPv4
+	// (the table keeps IPv4 in that form).
+	r4 := newRig(t, TCP, "rr", nil)
+	mapped := func(a netip.Addr) netip.Addr { return netip.AddrFrom16(a.As16()) }
+	f := frame6(t, pktSpec{src: mapped(client), dst: mapped(vip), sport: 40000, dport: 80, proto: TCP, syn: true, srcMAC: macClient})
+	if v := r4.b.Process(ClientSide, f); v != Drop || r4.b.Stats.Drops()["malformed"] != 1 || r4.b.Table().Len() != 0 {
+		t.Fatalf("IPv6 to ::ffff:VIP: %v, drops %v, %d conns", v, nonZero(r4.b.Stats.Drops()), r4.b.Table().Len())
+	}
+
+	// A later fragment to an address that is not a VIP is the stack's:
+	// the walk stops at the fragment header and never reads its payload
+	// as headers.
+	r := newRig6(t, TCP, "rr", nil)
+	frag := frame(t, pktSpec{src: client6, dst: netip.MustParseAddr("fd00:25:254::77"), sport: 40000, dport: 80, proto: TCP, payload: []byte("x"), srcMAC: macClient})
+	frag = withExt6(t, frag, ip6Fragment, []byte{0, 0x10, 0, 0, 0, 1}) // offset 2 (x8 bytes)
+	frag.Bytes()[54] = ip6DestOpts                                     // what follows claims to be a header
+	if v := r.b.Process(ClientSide, frag); v != Pass {
+		t.Fatalf("a later fragment not to a VIP: %v, drops %v", v, nonZero(r.b.Stats.Drops()))
+	}
+
+	// A reader between a change's stores never pairs a LIP and a real
+	// server of different families: with only IPv4 LIPs left for IPv6
+	// real servers, no connection is made.
+	r.svc.laddrs.Store(&[]*LocalAddr{{Addr: lip1, a16: lip1.As16()}})
+	syn := frame(t, pktSpec{src: client6, dst: vip6, sport: 40001, dport: 80, proto: TCP, syn: true, srcMAC: macClient})
+	if v := r.b.Process(ClientSide, syn); v != Drop || r.b.Table().Len() != 0 {
+		t.Fatalf("IPv4 LIPs, IPv6 servers: %v, %d conns", v, r.b.Table().Len())
+	}
+
+	// An ICMPv6 error whose checksum does not verify is not sent on.
+	r = newRig6(t, TCP, "rr", nil)
+	in, _ := established6(t, r, TCP)
+	if v := r.b.Process(ClientSide, in); v != Forward {
+		t.Fatal(v)
+	}
+	ptb := icmp6Error(t, netip.MustParseAddr("fd00:25:84::1"), lip6, macGateway, icmp6TooBig, 0, 1280, in.Bytes()[14:14+200])
+	ptb.Bytes()[54+2] ^= 0x10
+	if v := r.b.Process(ServerSide, ptb); v != Drop || r.b.Stats.Drops()["bad_checksum"] != 1 {
+		t.Fatalf("a corrupted Packet Too Big: %v, drops %v", v, nonZero(r.b.Stats.Drops()))
+	}
+
+	// Source lists on an IPv6 service are refused: they hold IPv4
+	// prefixes, and an allow list would refuse every client.
+	err := r.b.Update(func(tx *Tx) error { return tx.SetAllow(r.svc, []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}) })
+	if err == nil || !strings.Contains(err.Error(), "IPv4 prefixes only") {
+		t.Fatalf("an allow list on an IPv6 service: %v", err)
 	}
 }

@@ -187,7 +187,7 @@ func (b *Balancer) to4(c *Conn, p *pkt, f *Frame, l4Delta uint16) Verdict {
 	}
 	fb := f.Bytes()
 	binary.BigEndian.PutUint16(fb[12:], etherIPv4)
-	putIPv4(fb[ethHdrLen:], tc, ipv4MinLen+l4len, p.proto, hlim, &c.out.dst, &c.out.src)
+	putIPv4(fb[ethHdrLen:], tc, ipv4MinLen+l4len, p.proto, hlim, &c.out.dst, &c.out.src, dfFor(ipv4MinLen+l4len))
 	if gso != tun.VNetGSONone {
 		f.VNet.SetGSOType(tun.VNetGSOTCPv4)
 		f.VNet.SetHdrLen(f.VNet.HdrLen() - uint16(d))
@@ -216,7 +216,8 @@ func (b *Balancer) to6(c *Conn, p *pkt, f *Frame, l4Delta uint16) Verdict {
 	if p.proto == protoUDP && !p.partial && binary.BigEndian.Uint16(l4[6:]) == 0 {
 		binary.BigEndian.PutUint16(l4[0:], c.in.dport)
 		binary.BigEndian.PutUint16(l4[2:], c.in.sport)
-		sum := csum.Checksum(l4, csum.PseudoV6(c.in.dst[:], c.in.src[:], protoUDP, l4len))
+		ul := int(binary.BigEndian.Uint16(l4[4:])) // l4ok: 8 to l4len
+		sum := csum.Checksum(l4[:ul], csum.PseudoV6(c.in.dst[:], c.in.src[:], protoUDP, ul))
 		if sum == 0 {
 			sum = 0xffff // RFC 768: a computed 0 is sent as all ones
 		}

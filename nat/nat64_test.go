@@ -67,7 +67,12 @@ func check4(t testing.TB, d decoded, tos, ttl uint8, payload int) {
 		t.Fatalf("not translated to IPv4: %v", d.eth.EthernetType)
 	}
 	ip := d.ip
-	if ip.Version != 4 || ip.IHL != 5 || ip.TOS != tos || ip.Id != 0 || ip.Flags != layers.IPv4DontFragment || ip.FragOffset != 0 || ip.TTL != ttl {
+	// DF past 1260 bytes only (RFC 7915 5.1).
+	wantFlags := layers.IPv4Flag(0)
+	if ip.Length > 1260 {
+		wantFlags = layers.IPv4DontFragment
+	}
+	if ip.Version != 4 || ip.IHL != 5 || ip.TOS != tos || ip.Id != 0 || ip.Flags != wantFlags || ip.FragOffset != 0 || ip.TTL != ttl {
 		t.Fatalf("IPv4 header %+v", ip)
 	}
 	if addr4(ip.SrcIP) != lip1 || (addr4(ip.DstIP) != rs1 && addr4(ip.DstIP) != rs2) {

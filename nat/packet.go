@@ -168,6 +168,12 @@ func parseIPv6(frame []byte, p *pkt) (ok bool, bad bool) {
 	if plen == 0 || ipv6HdrLen+plen > len(ip) {
 		return true, true
 	}
+	if mapped4(ip[8:24]) || mapped4(ip[24:40]) {
+		// The table keeps IPv4 addresses in this form: an IPv6 packet
+		// with one would be taken for IPv4 (RFC 4291 2.5.5.2: it never
+		// appears on the wire).
+		return true, true
+	}
 	p.b = frame[:ethHdrLen+ipv6HdrLen+plen] // drops Ethernet padding
 	p.l3 = ethHdrLen
 	p.v6 = true
@@ -178,6 +184,9 @@ func parseIPv6(frame []byte, p *pkt) (ok bool, bad bool) {
 	p.proto, p.l4, p.frag, p.ext = w.proto, w.l4, w.frag, w.ext
 	return true, false
 }
+
+// mapped4 reports whether a 16-byte address is IPv4-mapped (::ffff:a.b.c.d).
+func mapped4(a []byte) bool { return is4((*addr16)(a)) }
 
 // ext6 is where an IPv6 packet's extension headers end.
 type ext6 struct {
@@ -214,9 +223,11 @@ func walk6(b []byte, next uint8, off int) (w ext6) {
 				w.bad = true
 				return w
 			}
+			// Whatever follows is a fragment's: the headers after it are
+			// in the first fragment only, so the walk ends here.
 			w.frag = true
-			next = b[off]
-			off += 8
+			w.proto, w.l4 = b[off], off+8
+			return w
 		case ip6AH:
 			w.ext = true // it signs the addresses the rewrite changes
 			w.proto, w.l4 = next, off
