@@ -343,6 +343,19 @@ func (tx *Tx) AddDest(s *Service, addr netip.Addr, port uint16, weight int) (*De
 		return nil, fmt.Errorf("real server %s %w", rs, err)
 	}
 	d := s.newDest(addr, port, weight)
+	// A server that another service (or this one, before a reload took it
+	// out) already reaches has a known next hop: the new entry starts
+	// with it, so its first connection does not wait for a resolution
+	// (no_neighbor).
+	for _, o := range tx.services() {
+		for _, od := range tx.Dests(o) {
+			if od.Addr == addr {
+				if mac := od.mac.Load(); mac != 0 {
+					d.mac.Store(mac)
+				}
+			}
+		}
+	}
 	st.mutable()
 	st.dests = append(st.dests, d)
 	st.byKey[destKey{addr, port}] = d

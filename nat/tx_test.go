@@ -249,3 +249,31 @@ func TestTxConcurrentWithTraffic(t *testing.T) {
 	close(stop)
 	<-done
 }
+
+// A real server added while another service (or the same one, before a
+// reload took it out) already reaches its address starts with that next
+// hop: its first connection is not dropped as no_neighbor.
+func TestAddedDestKnowsItsNextHop(t *testing.T) {
+	r := newRig(t, TCP, "rr", nil) // rs1 and rs2 resolved (macGateway)
+	var d *Dest
+	if err := r.b.Update(func(tx *Tx) error {
+		s, err := tx.AddService(ServiceConfig{Addr: vip, Port: 81, Protocol: TCP, Scheduler: "rr"})
+		if err != nil {
+			return err
+		}
+		if _, err := tx.AddLocalAddr(s, lip1); err != nil {
+			return err
+		}
+		d, err = tx.AddDest(s, rs1, 8080, 1)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if mac, ok := d.NextHopMAC(); !ok || mac != macGateway {
+		t.Fatalf("the new entry's next hop: %v %v, want %v", mac, ok, macGateway)
+	}
+	f := frame(t, pktSpec{src: client, dst: vip, sport: 40000, dport: 81, proto: TCP, syn: true, srcMAC: macClient})
+	if v := r.b.Process(ClientSide, f); v != Forward {
+		t.Fatalf("first SYN: %v, drops %v", v, r.b.Stats.Drops())
+	}
+}
