@@ -343,19 +343,10 @@ func (tx *Tx) AddDest(s *Service, addr netip.Addr, port uint16, weight int) (*De
 		return nil, fmt.Errorf("real server %s %w", rs, err)
 	}
 	d := s.newDest(addr, port, weight)
-	// A server that another service (or this one, before a reload took it
-	// out) already reaches has a known next hop: the new entry starts
-	// with it, so its first connection does not wait for a resolution
-	// (no_neighbor).
-	for _, o := range tx.services() {
-		for _, od := range tx.Dests(o) {
-			if od.Addr == addr {
-				if mac := od.mac.Load(); mac != 0 {
-					d.mac.Store(mac)
-				}
-			}
-		}
-	}
+	// A server that another entry already reaches has a known next hop:
+	// the new entry starts with it, so its first connection does not
+	// wait for a resolution (no_neighbor).
+	d.mac.Store(tx.index().mac[addr])
 	st.mutable()
 	st.dests = append(st.dests, d)
 	st.byKey[destKey{addr, port}] = d
@@ -563,6 +554,9 @@ var roleNames = [numRoles]string{"a VIP", "a local address", "a real server"}
 
 type addrIndex struct {
 	use map[netip.Addr]*[numRoles]int
+	// mac is a real server's next hop as an entry of it already knows it
+	// (Dest.mac's form), for a new entry of the same address.
+	mac map[netip.Addr]uint64
 	// retired are LIPs taken off their services that connections still use:
 	// they stay the server side's addresses until those end.
 	retired map[netip.Addr]int64
@@ -573,7 +567,7 @@ func (tx *Tx) index() *addrIndex {
 	if tx.idx != nil {
 		return tx.idx
 	}
-	x := &addrIndex{use: map[netip.Addr]*[numRoles]int{}, retired: map[netip.Addr]int64{}}
+	x := &addrIndex{use: map[netip.Addr]*[numRoles]int{}, mac: map[netip.Addr]uint64{}, retired: map[netip.Addr]int64{}}
 	for _, s := range tx.services() {
 		x.add(s.Addr, roleVIP)
 		for _, l := range tx.LocalAddrs(s) {
@@ -581,6 +575,9 @@ func (tx *Tx) index() *addrIndex {
 		}
 		for _, d := range tx.Dests(s) {
 			x.add(d.Addr, roleRS)
+			if m := d.mac.Load(); m != 0 {
+				x.mac[d.Addr] = m
+			}
 		}
 	}
 	for _, l := range tx.b.retired {
