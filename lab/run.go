@@ -246,62 +246,32 @@ func hasService(cfg *config.Config, vip netip.Addr, port uint16, proto nat.Proto
 	})
 }
 
-// demo6 sends HTTP requests (and a datagram, if the echo service is
-// there) through the IPv6 VIP, and prints what each real server saw: an
-// IPv6 LIP.
+// demo6 runs demoFamily through the IPv6 VIP (IPv6 LIPs and real
+// servers) and then, when config.yaml has it, through the NAT64 VIP (IPv4
+// LIPs and real servers behind an IPv6 VIP).
 func demo6(ctx context.Context, top *Topology, cfg *config.Config, o Options) error {
-	web := netip.AddrPortFrom(VIP6, HTTPPort)
 	n := max(o.Requests, 2)
-	fmt.Fprintf(o.Out, "\nIPv6: %d HTTP requests from %s (%s) to the VIP %s:\n", n, top.Client, ClientAddr6.Addr(), web)
-	hc := HTTPClient(top.Client, 5*time.Second)
-	perRS := map[string]int{}
-	lipSeen := 0
-	for i := 1; i <= n; i++ {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		resp, err := hc.Get("http://" + web.String() + "/")
-		if err != nil {
-			return fmt.Errorf("IPv6 request %d: %w", i, err)
-		}
-		body, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if err != nil {
-			return fmt.Errorf("IPv6 request %d: %w", i, err)
-		}
-		var name, rsAddr, saw string
-		fmt.Sscanf(string(body), "%s %s saw %s", &name, &rsAddr, &saw)
-		src, _ := netip.ParseAddrPort(saw)
-		if src.Addr() == LIP1v6 || src.Addr() == LIP2v6 {
-			lipSeen++
-		}
-		perRS[name]++
-		fmt.Fprintf(o.Out, "  request %2d: answered by %s (%s), which saw the source %s\n", i, name, rsAddr, saw)
+	if err := demoFamily(ctx, top, cfg, o, n, VIP6, [2]netip.Addr{LIP1v6, LIP2v6},
+		"\nIPv6: %d HTTP requests from %s (%s) to the VIP %s:\n",
+		"IPv6: %d of %d requests reached the RS from an IPv6 LIP, over %d real servers\n"); err != nil {
+		return err
 	}
-	fmt.Fprintf(o.Out, "IPv6: %d of %d requests reached the RS from an IPv6 LIP, over %d real servers\n", lipSeen, n, len(perRS))
-	if lipSeen != n || len(perRS) < 2 {
-		return errors.New("the lab did not balance IPv6 over both real servers with FULLNAT sources")
+	if !hasService(cfg, VIP64, HTTPPort, nat.TCP) {
+		return nil
 	}
-	if hasService(cfg, VIP6, EchoPort, nat.UDP) {
-		echo := netip.AddrPortFrom(VIP6, EchoPort)
-		reply, err := UDPEcho(ctx, top.Client, echo, "hello")
-		if err != nil {
-			return fmt.Errorf("udp echo via %s: %w", echo, err)
-		}
-		fmt.Fprintf(o.Out, "udp echo via %s: %q\n", echo, reply)
-	}
-	if hasService(cfg, VIP64, HTTPPort, nat.TCP) {
-		return demo64(ctx, top, cfg, n, o)
-	}
-	return nil
+	return demoFamily(ctx, top, cfg, o, n, VIP64, [2]netip.Addr{LIP1, LIP2},
+		"\nNAT64: %d HTTP requests from %s (%s) to the VIP %s, whose real servers are IPv4:\n",
+		"NAT64: %d of %d requests from an IPv6 client reached an IPv4 RS from an IPv4 LIP, over %d real servers\n")
 }
 
-// demo64 sends HTTP requests (and a datagram, if the echo service is
-// there) from the IPv6 client through the NAT64 VIP, and prints what each
-// real server saw: an IPv4 LIP.
-func demo64(ctx context.Context, top *Topology, cfg *config.Config, n int, o Options) error {
-	web := netip.AddrPortFrom(VIP64, HTTPPort)
-	fmt.Fprintf(o.Out, "\nNAT64: %d HTTP requests from %s (%s) to the VIP %s, whose real servers are IPv4:\n", n, top.Client, ClientAddr6.Addr(), web)
+// demoFamily sends n HTTP requests from the client's IPv6 address to vip
+// (and a datagram, if vip has the echo service) and prints what each real
+// server saw, which must be one of lips; header and summary are the
+// output's first and last lines (n, client, its address, the VIP; the
+// LIP count, n, the servers reached).
+func demoFamily(ctx context.Context, top *Topology, cfg *config.Config, o Options, n int, vip netip.Addr, lips [2]netip.Addr, header, summary string) error {
+	web := netip.AddrPortFrom(vip, HTTPPort)
+	fmt.Fprintf(o.Out, header, n, top.Client, ClientAddr6.Addr(), web)
 	hc := HTTPClient(top.Client, 5*time.Second)
 	perRS := map[string]int{}
 	lipSeen := 0
@@ -311,28 +281,28 @@ func demo64(ctx context.Context, top *Topology, cfg *config.Config, n int, o Opt
 		}
 		resp, err := hc.Get("http://" + web.String() + "/")
 		if err != nil {
-			return fmt.Errorf("NAT64 request %d: %w", i, err)
+			return fmt.Errorf("request %d to %s: %w", i, web, err)
 		}
 		body, err := io.ReadAll(resp.Body)
 		resp.Body.Close()
 		if err != nil {
-			return fmt.Errorf("NAT64 request %d: %w", i, err)
+			return fmt.Errorf("request %d to %s: %w", i, web, err)
 		}
 		var name, rsAddr, saw string
 		fmt.Sscanf(string(body), "%s %s saw %s", &name, &rsAddr, &saw)
 		src, _ := netip.ParseAddrPort(saw)
-		if src.Addr() == LIP1 || src.Addr() == LIP2 {
+		if src.Addr() == lips[0] || src.Addr() == lips[1] {
 			lipSeen++
 		}
 		perRS[name]++
 		fmt.Fprintf(o.Out, "  request %2d: answered by %s (%s), which saw the source %s\n", i, name, rsAddr, saw)
 	}
-	fmt.Fprintf(o.Out, "NAT64: %d of %d requests from an IPv6 client reached an IPv4 RS from an IPv4 LIP, over %d real servers\n", lipSeen, n, len(perRS))
+	fmt.Fprintf(o.Out, summary, lipSeen, n, len(perRS))
 	if lipSeen != n || len(perRS) < 2 {
-		return errors.New("the lab did not balance NAT64 over both real servers from IPv4 LIPs")
+		return fmt.Errorf("the lab did not balance %s over both real servers from its local addresses %v", web, lips)
 	}
-	if hasService(cfg, VIP64, EchoPort, nat.UDP) {
-		echo := netip.AddrPortFrom(VIP64, EchoPort)
+	if hasService(cfg, vip, EchoPort, nat.UDP) {
+		echo := netip.AddrPortFrom(vip, EchoPort)
 		reply, err := UDPEcho(ctx, top.Client, echo, "hello")
 		if err != nil {
 			return fmt.Errorf("udp echo via %s: %w", echo, err)
