@@ -32,16 +32,6 @@ func rig6With(t *testing.T, proto Protocol, synproxy bool, mode ClientAddr) (*ri
 	return r, out
 }
 
-// pframe6 is frame6 in a buffer with the readers' headroom.
-func pframe6(t *testing.T, s pktSpec) *Frame {
-	t.Helper()
-	b := frame(t, s).Bytes()
-	const headroom = 128
-	f := &Frame{Buf: make([]byte, headroom+len(b)+128), Off: headroom, Len: len(b)}
-	copy(f.Buf[headroom:], b)
-	return f
-}
-
 // TestIPv6Synproxy: the cookie handshake over IPv6 (SYN-ACK from the VIP
 // with the IPv6 MSS, the SYN to the real server from the LIP, the held
 // ACK released translated), then data both ways, every checksum from
@@ -51,7 +41,7 @@ func TestIPv6Synproxy(t *testing.T) {
 	const isn, cport = 0x10000000, 40000
 	cl := func(s pktSpec) *Frame {
 		s.src, s.dst, s.sport, s.dport, s.proto, s.srcMAC = client6, vip6, cport, 80, TCP, macClient
-		return pframe6(t, s)
+		return pframe(t, s)
 	}
 	syn := cl(pktSpec{syn: true, seq: isn, opts: synOpts(1440, 7, 1000)})
 	if v := r.b.Process(ClientSide, syn); v != Reply {
@@ -82,7 +72,7 @@ func TestIPv6Synproxy(t *testing.T) {
 	}
 	lport := uint16(s.tcp.SrcPort)
 	const rsISN = 0x5000
-	rsa := pframe6(t, pktSpec{src: rs6a, dst: lip6, sport: 8080, dport: lport, proto: TCP, syn: true, ack: true, seq: rsISN, ackNum: isn + 1, srcMAC: macGateway})
+	rsa := pframe(t, pktSpec{src: rs6a, dst: lip6, sport: 8080, dport: lport, proto: TCP, syn: true, ack: true, seq: rsISN, ackNum: isn + 1, srcMAC: macGateway})
 	if v := r.b.Process(ServerSide, rsa); v != Release {
 		t.Fatalf("server SYN-ACK: %v %v", v, r.b.Stats.Drops())
 	}
@@ -94,7 +84,7 @@ func TestIPv6Synproxy(t *testing.T) {
 	if d.ip6 == nil || d.tcp.Ack != rsISN+1 || addr6(d.ip6.SrcIP) != lip6 {
 		t.Fatalf("released ACK %+v", d.tcp)
 	}
-	resp := pframe6(t, pktSpec{src: rs6a, dst: lip6, sport: 8080, dport: lport, proto: TCP, ack: true, seq: rsISN + 1, ackNum: isn + 1, payload: []byte("hi"), srcMAC: macGateway})
+	resp := pframe(t, pktSpec{src: rs6a, dst: lip6, sport: 8080, dport: lport, proto: TCP, ack: true, seq: rsISN + 1, ackNum: isn + 1, payload: []byte("hi"), srcMAC: macGateway})
 	if v := r.b.Process(ServerSide, resp); v != Forward {
 		t.Fatalf("server data: %v", v)
 	}
@@ -131,7 +121,7 @@ func TestIPv6ProxyHeaders(t *testing.T) {
 		const isn, cport = 0x2000, 41000
 		cl := func(s pktSpec) *Frame {
 			s.src, s.dst, s.sport, s.dport, s.proto, s.srcMAC = client6, vip6, cport, 80, TCP, macClient
-			return pframe6(t, s)
+			return pframe(t, s)
 		}
 		var first []byte // the client's first segment as the server gets it
 		if c.synproxy {
@@ -145,7 +135,7 @@ func TestIPv6ProxyHeaders(t *testing.T) {
 				t.Fatalf("%v: ACK %v %v", c, v, r.b.Stats.Drops())
 			}
 			s := decode(t, ack)
-			rsa := pframe6(t, pktSpec{src: rs6a, dst: lip6, sport: 8080, dport: uint16(s.tcp.SrcPort), proto: TCP, syn: true, ack: true, seq: 9000, ackNum: s.tcp.Seq + 1, srcMAC: macGateway})
+			rsa := pframe(t, pktSpec{src: rs6a, dst: lip6, sport: 8080, dport: uint16(s.tcp.SrcPort), proto: TCP, syn: true, ack: true, seq: 9000, ackNum: s.tcp.Seq + 1, srcMAC: macGateway})
 			if v := r.b.Process(ServerSide, rsa); v != Release {
 				t.Fatalf("%v: server SYN-ACK %v %v", c, v, r.b.Stats.Drops())
 			}
@@ -157,7 +147,7 @@ func TestIPv6ProxyHeaders(t *testing.T) {
 				t.Fatalf("%v: SYN %v", c, v)
 			}
 			s := decode(t, syn)
-			sa := pframe6(t, pktSpec{src: rs6a, dst: lip6, sport: 8080, dport: uint16(s.tcp.SrcPort), proto: TCP, syn: true, ack: true, seq: 9000, ackNum: s.tcp.Seq + 1, srcMAC: macGateway})
+			sa := pframe(t, pktSpec{src: rs6a, dst: lip6, sport: 8080, dport: uint16(s.tcp.SrcPort), proto: TCP, syn: true, ack: true, seq: 9000, ackNum: s.tcp.Seq + 1, srcMAC: macGateway})
 			if v := r.b.Process(ServerSide, sa); v != Forward {
 				t.Fatalf("%v: SYN-ACK %v", c, v)
 			}
@@ -181,7 +171,7 @@ func TestIPv6ProxyHeaders(t *testing.T) {
 
 	// UDP: a v2 AF_INET6 DGRAM header before each datagram.
 	r, _ := rig6With(t, UDP, false, ClientAddrProxyV2)
-	f := pframe6(t, pktSpec{src: client6, dst: vip6, sport: 42000, dport: 80, proto: UDP, payload: []byte("ping"), srcMAC: macClient})
+	f := pframe(t, pktSpec{src: client6, dst: vip6, sport: 42000, dport: 80, proto: UDP, payload: []byte("ping"), srcMAC: macClient})
 	if v := r.b.Process(ClientSide, f); v != Forward {
 		t.Fatalf("UDP: %v %v", v, r.b.Stats.Drops())
 	}
@@ -202,7 +192,7 @@ func TestIPv6ProxyHeaders(t *testing.T) {
 		t.Fatalf("after the header %q", rest)
 	}
 	// The MTU edge: a datagram the header would take past 1500 is dropped.
-	big := pframe6(t, pktSpec{src: client6, dst: vip6, sport: 42000, dport: 80, proto: UDP, payload: make([]byte, 1500-40-8-51), srcMAC: macClient})
+	big := pframe(t, pktSpec{src: client6, dst: vip6, sport: 42000, dport: 80, proto: UDP, payload: make([]byte, 1500-40-8-51), srcMAC: macClient})
 	if v := r.b.Process(ClientSide, big); v != Drop || r.b.Stats.Drop(DropUDPProxyBig) != 1 {
 		t.Fatalf("too big: %v %v", v, r.b.Stats.Drops())
 	}

@@ -23,66 +23,7 @@ var (
 
 func newRig6(t testing.TB, proto Protocol, sched string, mod func(*Config)) *rig {
 	t.Helper()
-	cfg := Config{MaxConns: 1000, PortMin: 5000, PortMax: 65535, Timeouts: DefaultTimeouts(),
-		ClientMAC: macClientNIC, ServerMAC: macServerNIC}
-	if mod != nil {
-		mod(&cfg)
-	}
-	b, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc, err := b.AddService(ServiceConfig{Name: "web6", Addr: vip6, Port: 80, Protocol: proto, Scheduler: sched})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := b.AddLocalAddr(svc, lip6); err != nil {
-		t.Fatal(err)
-	}
-	d1, err := svc.AddDest(rs6a, 8080, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d2, err := svc.AddDest(rs6b, 8080, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d1.SetNextHopMAC(macGateway)
-	d2.SetNextHopMAC(macGateway)
-	return &rig{b: b, svc: svc, d1: d1, d2: d2}
-}
-
-// frame6 is frame for IPv6 addresses.
-func frame6(t testing.TB, s pktSpec) *Frame {
-	t.Helper()
-	eth := &layers.Ethernet{SrcMAC: net.HardwareAddr(s.srcMAC[:]), DstMAC: net.HardwareAddr(macClientNIC[:]), EthernetType: layers.EthernetTypeIPv6}
-	ip := &layers.IPv6{Version: 6, HopLimit: 64, SrcIP: s.src.AsSlice(), DstIP: s.dst.AsSlice()}
-	var l4 gopacket.SerializableLayer
-	switch s.proto {
-	case TCP:
-		ip.NextHeader = layers.IPProtocolTCP
-		tcp := &layers.TCP{SrcPort: layers.TCPPort(s.sport), DstPort: layers.TCPPort(s.dport), Seq: 1000, Ack: 7,
-			SYN: s.syn, ACK: s.ack, FIN: s.fin, RST: s.rst, Window: 65535, Options: s.opts}
-		if s.seq != 0 || s.ack {
-			tcp.Seq, tcp.Ack = s.seq, s.ackN()
-		}
-		if s.window != 0 {
-			tcp.Window = s.window
-		}
-		tcp.SetNetworkLayerForChecksum(ip)
-		l4 = tcp
-	case UDP:
-		ip.NextHeader = layers.IPProtocolUDP
-		udp := &layers.UDP{SrcPort: layers.UDPPort(s.sport), DstPort: layers.UDPPort(s.dport)}
-		udp.SetNetworkLayerForChecksum(ip)
-		l4 = udp
-	}
-	buf := gopacket.NewSerializeBuffer()
-	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true},
-		eth, ip, l4, gopacket.Payload(s.payload)); err != nil {
-		t.Fatal(err)
-	}
-	return withHeadroom(buf.Bytes())
+	return newRigAt(t, proto, sched, mod, vip6, lip6, rs6a, rs6b)
 }
 
 // pseudo6 sums an IPv6 pseudo-header by hand (RFC 8200 8.1), apart from
@@ -539,20 +480,7 @@ func TestIPv6NoAllocs(t *testing.T) {
 	for _, proto := range []Protocol{TCP, UDP} {
 		r := newRig6(t, proto, "rr", nil)
 		in, back := established6(t, r, proto)
-		inB, backB := append([]byte(nil), in.Bytes()...), append([]byte(nil), back.Bytes()...)
-		allocs := testing.AllocsPerRun(1000, func() {
-			copy(in.Buf[in.Off:], inB)
-			in.Len = len(inB)
-			if r.b.Process(ClientSide, in) != Forward {
-				t.Fatal("not forwarded")
-			}
-			copy(back.Buf[back.Off:], backB)
-			back.Len = len(backB)
-			if r.b.Process(ServerSide, back) != Forward {
-				t.Fatal("reply not forwarded")
-			}
-		})
-		if allocs != 0 {
+		if allocs := pairAllocs(t, r, in, back); allocs != 0 {
 			t.Fatalf("%v: %v allocations per packet pair", proto, allocs)
 		}
 	}
@@ -595,24 +523,7 @@ func BenchmarkForwardFamily(b *testing.B) {
 				if fam == "ipv6" {
 					hdr = 14 + 40 + 20
 				}
-				inB, backB := append([]byte(nil), in.Bytes()...), append([]byte(nil), back.Bytes()...)
-				b.ReportAllocs()
-				b.ResetTimer()
-				for i := 0; i < b.N; i++ {
-					if i&1 == 0 {
-						copy(in.Buf[in.Off:in.Off+hdr], inB[:hdr])
-						in.Len = len(inB)
-						if r.b.Process(ClientSide, in) != Forward {
-							b.Fatal("not forwarded")
-						}
-					} else {
-						copy(back.Buf[back.Off:back.Off+hdr], backB[:hdr])
-						back.Len = len(backB)
-						if r.b.Process(ServerSide, back) != Forward {
-							b.Fatal("not forwarded")
-						}
-					}
-				}
+				benchPair(b, r, in, back, hdr, hdr)
 			})
 		}
 	}
@@ -746,7 +657,7 @@ func TestIPv6ReviewFindings(t *testing.T) {
 	// (the table keeps IPv4 in that form).
 	r4 := newRig(t, TCP, "rr", nil)
 	mapped := func(a netip.Addr) netip.Addr { return netip.AddrFrom16(a.As16()) }
-	f := frame6(t, pktSpec{src: mapped(client), dst: mapped(vip), sport: 40000, dport: 80, proto: TCP, syn: true, srcMAC: macClient})
+	f := frame(t, pktSpec{src: mapped(client), dst: mapped(vip), sport: 40000, dport: 80, proto: TCP, syn: true, srcMAC: macClient})
 	if v := r4.b.Process(ClientSide, f); v != Drop || r4.b.Stats.Drops()["malformed"] != 1 || r4.b.Table().Len() != 0 {
 		t.Fatalf("IPv6 to ::ffff:VIP: %v, drops %v, %d conns", v, nonZero(r4.b.Stats.Drops()), r4.b.Table().Len())
 	}

@@ -19,33 +19,7 @@ var vip64 = netip.MustParseAddr("fd00:25:254::64")
 
 func newRig64(t testing.TB, proto Protocol, mod func(*Config)) *rig {
 	t.Helper()
-	cfg := Config{MaxConns: 1000, PortMin: 5000, PortMax: 65535, Timeouts: DefaultTimeouts(),
-		ClientMAC: macClientNIC, ServerMAC: macServerNIC}
-	if mod != nil {
-		mod(&cfg)
-	}
-	b, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc, err := b.AddService(ServiceConfig{Name: "web64", Addr: vip64, Port: 80, Protocol: proto, Scheduler: "rr"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := b.AddLocalAddr(svc, lip1); err != nil {
-		t.Fatal(err)
-	}
-	d1, err := svc.AddDest(rs1, 8080, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d2, err := svc.AddDest(rs2, 8080, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d1.SetNextHopMAC(macGateway)
-	d2.SetNextHopMAC(macGateway)
-	return &rig{b: b, svc: svc, d1: d1, d2: d2}
+	return newRigAt(t, proto, "rr", mod, vip64, lip1, rs1, rs2)
 }
 
 func addr4(ip net.IP) netip.Addr { return netip.AddrFrom4([4]byte(ip.To4())) }
@@ -703,21 +677,7 @@ func TestNAT64NoAllocs(t *testing.T) {
 	for _, proto := range []Protocol{TCP, UDP} {
 		r := newRig64(t, proto, nil)
 		in, back := established64(t, r, proto)
-		inB, backB := append([]byte(nil), in.Bytes()...), append([]byte(nil), back.Bytes()...)
-		inOff, backOff := in.Off, back.Off
-		allocs := testing.AllocsPerRun(1000, func() {
-			in.Off, in.Len = inOff, len(inB)
-			copy(in.Buf[in.Off:], inB)
-			if r.b.Process(ClientSide, in) != Forward {
-				t.Fatal("not forwarded")
-			}
-			back.Off, back.Len = backOff, len(backB)
-			copy(back.Buf[back.Off:], backB)
-			if r.b.Process(ServerSide, back) != Forward {
-				t.Fatal("reply not forwarded")
-			}
-		})
-		if allocs != 0 {
+		if allocs := pairAllocs(t, r, in, back); allocs != 0 {
 			t.Fatalf("%v: %v allocations per packet pair", proto, allocs)
 		}
 	}
@@ -730,26 +690,7 @@ func BenchmarkForwardNAT64(b *testing.B) {
 		b.Run(proto.String(), func(b *testing.B) {
 			r := newRig64(b, proto, nil)
 			in, back := established64(b, r, proto)
-			const inHdr, backHdr = 14 + 40 + 20, 14 + 20 + 20
-			inB, backB := append([]byte(nil), in.Bytes()...), append([]byte(nil), back.Bytes()...)
-			inOff, backOff := in.Off, back.Off
-			b.ReportAllocs()
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				if i&1 == 0 {
-					in.Off, in.Len = inOff, len(inB)
-					copy(in.Buf[in.Off:in.Off+inHdr], inB[:inHdr])
-					if r.b.Process(ClientSide, in) != Forward {
-						b.Fatal("not forwarded")
-					}
-				} else {
-					back.Off, back.Len = backOff, len(backB)
-					copy(back.Buf[back.Off:back.Off+backHdr], backB[:backHdr])
-					if r.b.Process(ServerSide, back) != Forward {
-						b.Fatal("not forwarded")
-					}
-				}
-			}
+			benchPair(b, r, in, back, 14+40+20, 14+20+20)
 		})
 	}
 }
