@@ -323,26 +323,40 @@ func (e icmp6Error) quoted() (src, dst netip.AddrPort, proto, hop uint8, ok bool
 // checksum (sent raw), the quoted checksum is the client's own.
 func TestIPv6UDPEchoAndPortUnreachable(t *testing.T) {
 	e := setup6(t, services6("rr", 1, 1), "")
-	echo := netip.AddrPortFrom(lab.VIP6, lab.EchoPort)
+	echoThenRefused(t, e, lab.VIP6, lab.LIP2v6, checkPortUnreachable6)
+}
+
+// echoThenRefused is the UDP test through vip (IPv6 FULLNAT or NAT64):
+// echoes over both real servers, each reply saying the server saw lip;
+// then a datagram to a port nobody listens on, sent through the kernel
+// and raw with a full checksum, must make the client's socket read
+// ECONNREFUSED, and check reads the wire for it.
+func echoThenRefused(t *testing.T, e *env, vip, lip netip.Addr, check func(t *testing.T, capClient, capRouter *capture, local netip.AddrPort, msg string, fullSum bool)) {
+	t.Helper()
+	echo := netip.AddrPortFrom(vip, lab.EchoPort)
+	lipPrefix := lip.String() + ":" // the reply's "saw <addr:port>"
+	if lip.Is6() {
+		lipPrefix = "[" + lip.String() + "]:"
+	}
 	seen := map[string]bool{}
 	for range 2 {
 		reply, err := lab.UDPEcho(e.ctx(5*time.Second), e.top.Client, echo, "hello")
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !strings.Contains(reply, " saw ["+lab.LIP2v6.String()+"]:") || !strings.HasSuffix(reply, ": hello") {
-			t.Fatalf("echo reply %q: want the RS to have seen LIP %v", reply, lab.LIP2v6)
+		if !strings.Contains(reply, " saw "+lipPrefix) || !strings.HasSuffix(reply, ": hello") {
+			t.Fatalf("echo reply %q: want the RS to have seen LIP %v", reply, lip)
 		}
 		seen[strings.Fields(reply)[0]] = true
 	}
 	if !seen["rs1"] || !seen["rs2"] {
-		t.Fatalf("rr over echo6: answers from %v, want rs1 and rs2", seen)
+		t.Fatalf("rr over the echo service at %v: answers from %v, want rs1 and rs2", vip, seen)
 	}
 
 	capClient := startCapture(t, e.top.Client, e.top.TapClient)
 	capRouter := startCapture(t, e.top.Router, e.top.TapServer)
 	const closedPort = 9002
-	closed := netip.AddrPortFrom(lab.VIP6, closedPort)
+	closed := netip.AddrPortFrom(vip, closedPort)
 	c, err := e.dial("udp6", closed, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -352,7 +366,7 @@ func TestIPv6UDPEchoAndPortUnreachable(t *testing.T) {
 	for _, tc := range []struct {
 		msg     string
 		fullSum bool
-	}{{"anyone?", false}, {"full sum", true}} {
+	}{{"anyone there?", false}, {"full sum", true}} {
 		if tc.fullSum {
 			if err := sendRawUDP6(e.top.Client, local, closed, []byte(tc.msg)); err != nil {
 				t.Fatal(err)
@@ -362,9 +376,9 @@ func TestIPv6UDPEchoAndPortUnreachable(t *testing.T) {
 		}
 		c.SetDeadline(time.Now().Add(3 * time.Second))
 		if _, err := c.Read(make([]byte, 100)); !errors.Is(err, syscall.ECONNREFUSED) {
-			t.Fatalf("%q: read after sending to a port nobody listens on: %v; want connection refused (translated ICMPv6)", tc.msg, err)
+			t.Fatalf("%q: read after sending to a port nobody listens on: %v; want connection refused (the RS's ICMP error translated)", tc.msg, err)
 		}
-		checkPortUnreachable6(t, capClient, capRouter, local, tc.msg, tc.fullSum)
+		check(t, capClient, capRouter, local, tc.msg, tc.fullSum)
 	}
 }
 

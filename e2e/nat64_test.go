@@ -5,13 +5,11 @@ package e2e
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/netip"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -299,49 +297,7 @@ func TestNAT64Bulk64MiBBothWaysIntact(t *testing.T) {
 // one tapvs sent the RS verified for LIP -> RS.
 func TestNAT64UDPEchoAndPortUnreachable(t *testing.T) {
 	e := setup6(t, nat64Services, "")
-	echo := netip.AddrPortFrom(lab.VIP64, lab.EchoPort)
-	seen := map[string]bool{}
-	for range 2 {
-		reply, err := lab.UDPEcho(e.ctx(5*time.Second), e.top.Client, echo, "hello")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !strings.Contains(reply, " saw "+lab.LIP2.String()+":") || !strings.HasSuffix(reply, ": hello") {
-			t.Fatalf("echo reply %q: want the RS to have seen LIP %v", reply, lab.LIP2)
-		}
-		seen[strings.Fields(reply)[0]] = true
-	}
-	if !seen["rs1"] || !seen["rs2"] {
-		t.Fatalf("rr over echo64: answers from %v, want rs1 and rs2", seen)
-	}
-
-	capClient := startCapture(t, e.top.Client, e.top.TapClient)
-	capRouter := startCapture(t, e.top.Router, e.top.TapServer)
-	const closedPort = 9002
-	closed := netip.AddrPortFrom(lab.VIP64, closedPort)
-	c, err := e.dial("udp6", closed, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	local := netip.MustParseAddrPort(c.LocalAddr().String())
-	for _, tc := range []struct {
-		msg     string
-		fullSum bool
-	}{{"anyone there?", false}, {"full sum", true}} {
-		if tc.fullSum {
-			if err := sendRawUDP6(e.top.Client, local, closed, []byte(tc.msg)); err != nil {
-				t.Fatal(err)
-			}
-		} else if _, err := c.Write([]byte(tc.msg)); err != nil {
-			t.Fatal(err)
-		}
-		c.SetDeadline(time.Now().Add(3 * time.Second))
-		if _, err := c.Read(make([]byte, 100)); !errors.Is(err, syscall.ECONNREFUSED) {
-			t.Fatalf("%q: read after sending to a port nobody listens on: %v; want connection refused (ICMPv4 translated to ICMPv6)", tc.msg, err)
-		}
-		checkPortUnreachable64(t, capClient, capRouter, local, tc.msg, tc.fullSum)
-	}
+	echoThenRefused(t, e, lab.VIP64, lab.LIP2, checkPortUnreachable64)
 }
 
 // checkPortUnreachable64 is checkPortUnreachable6 across NAT64: the RS's
