@@ -7,9 +7,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
-	"io"
 	"maps"
 	"net"
 	"net/http"
@@ -17,7 +15,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -127,7 +124,6 @@ func TestIPv6Expiry(t *testing.T) {
 	})
 	for i, port := range []uint16{9100, 9101} {
 		t.Run(fmt.Sprint(port), func(t *testing.T) {
-			rst0 := e.d.Balancer.Stats.ExpiredResets()
 			capClient := startCapture(t, e.top.Client, e.top.TapClient)
 			capRS := startCapture(t, e.top.RS[0], "eth0")
 			var ln net.Listener
@@ -149,45 +145,7 @@ func TestIPv6Expiry(t *testing.T) {
 				t.Fatalf("the real server got no connection: %v", err)
 			}
 			defer sv.Close()
-			// One exchange each way (lengths differ, see
-			// TestExpiryResetsBothEnds), then silence.
-			buf := make([]byte, 16)
-			if _, err := cl.Write([]byte("ping")); err != nil {
-				t.Fatal(err)
-			}
-			sv.SetReadDeadline(time.Now().Add(10 * time.Second))
-			if _, err := io.ReadFull(sv, buf[:4]); err != nil {
-				t.Fatalf("server read: %v", err)
-			}
-			if _, err := sv.Write([]byte("pong!")); err != nil {
-				t.Fatal(err)
-			}
-			cl.SetReadDeadline(time.Now().Add(10 * time.Second))
-			if _, err := io.ReadFull(cl, buf[:5]); err != nil {
-				t.Fatalf("client read: %v", err)
-			}
-			idle := time.Now()
-			const bound = 20 * time.Second
-			errs := make(chan error, 2)
-			for _, c := range []net.Conn{cl, sv} {
-				c.SetReadDeadline(time.Now().Add(bound))
-				go func() {
-					_, err := c.Read(buf[8:])
-					errs <- err
-				}()
-			}
-			for range 2 {
-				if err := <-errs; !errors.Is(err, syscall.ECONNRESET) {
-					t.Fatalf("after %v idle: read ended with %v, want ECONNRESET (RSTs sent %d)", time.Since(idle).Round(time.Millisecond), err, e.d.Balancer.Stats.ExpiredResets()-rst0)
-				}
-			}
-			if el := time.Since(idle); el < 1800*time.Millisecond {
-				t.Fatalf("reset after %v, before the 2s timeout", el)
-			}
-			want := uint64(2 * (i + 1))
-			if !eventually(5*time.Second, func() bool { return e.d.Balancer.Stats.ExpiredResets() == want }) {
-				t.Fatalf("expired_resets %d, want %d", e.d.Balancer.Stats.ExpiredResets(), want)
-			}
+			resetByExpiry(t, e, cl, sv, uint64(2*(i+1)))
 			// The RSTs on the wire.
 			client := netip.MustParseAddrPort(cl.LocalAddr().String())
 			rstOf := func(c *capture, from, to netip.AddrPort, anyFromPort bool) bool {
