@@ -420,33 +420,7 @@ func TestIPv6TOA(t *testing.T) {
 				}
 			}
 
-			var told []netip.AddrPort
-			isn := map[uint16]uint32{} // by the LIP's port
-			done := map[uint16]bool{}
-			for _, p := range tcpPort(ps, lab.HTTPPort) {
-				ip := ip6Of(p)
-				if ip == nil {
-					continue
-				}
-				tcp := p.Layer(layers.LayerTypeTCP).(*layers.TCP)
-				if addr(ip.SrcIP) == lab.RS1v6 {
-					if tcp.SYN && tcp.ACK {
-						isn[uint16(tcp.DstPort)] = tcp.Seq
-					}
-					continue
-				}
-				lport := uint16(tcp.SrcPort)
-				s, ok := isn[lport]
-				if !ok || done[lport] || tcp.SYN || !tcp.ACK || tcp.Ack != s+1 {
-					continue
-				}
-				done[lport] = true
-				a, ok := toa6Of(tcp)
-				if !ok {
-					t.Fatalf("the segment completing the handshake of LIP port %d carries no IPv6 TOA (kind 254, length 20) first: %v", lport, tcp.Options)
-				}
-				told = append(told, a)
-			}
+			told := toldAtHandshakes(t, ps, lab.RS1v6, toa6Of)
 			slices.SortFunc(told, netip.AddrPort.Compare)
 			slices.SortFunc(clients, netip.AddrPort.Compare)
 			if !slices.Equal(told, clients) {

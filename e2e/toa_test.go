@@ -57,30 +57,7 @@ func TestTOA(t *testing.T) {
 			partial := checkTCPSums(t, ps, tc.noOffload)
 
 			// The HTTP connections: the segment completing each handshake.
-			var told []netip.AddrPort
-			isn := map[uint16]uint32{} // by the LIP's port
-			done := map[uint16]bool{}
-			for _, p := range tcpPort(ps, lab.HTTPPort) {
-				ip := p.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
-				tcp := p.Layer(layers.LayerTypeTCP).(*layers.TCP)
-				if addr(ip.SrcIP) == lab.RS1 {
-					if tcp.SYN && tcp.ACK {
-						isn[uint16(tcp.DstPort)] = tcp.Seq
-					}
-					continue
-				}
-				lport := uint16(tcp.SrcPort)
-				s, ok := isn[lport]
-				if !ok || done[lport] || tcp.SYN || !tcp.ACK || tcp.Ack != s+1 {
-					continue
-				}
-				done[lport] = true
-				a, ok := toaOf(tcp)
-				if !ok {
-					t.Fatalf("the segment completing the handshake of LIP port %d carries no TOA first: %v", lport, tcp.Options)
-				}
-				told = append(told, a)
-			}
+			told := toldAtHandshakes(t, ps, lab.RS1, toaOf)
 			slices.SortFunc(told, netip.AddrPort.Compare)
 			slices.SortFunc(clients, netip.AddrPort.Compare)
 			if !slices.Equal(told, clients) {
@@ -165,4 +142,42 @@ func checkTCPSums(t *testing.T, ps []gopacket.Packet, full bool) (partial int) {
 		t.Fatal("no TCP segment captured")
 	}
 	return partial
+}
+
+// toldAtHandshakes reads, in a capture at real server rs on its HTTP
+// port, the segment that completes each handshake (the first from a LIP
+// port acking the server's ISN + 1) and returns the client each one's TOA
+// names (toa reads it: toaOf, toa6Of). A completing segment without one
+// fails the test.
+func toldAtHandshakes(t *testing.T, ps []gopacket.Packet, rs netip.Addr, toa func(*layers.TCP) (netip.AddrPort, bool)) []netip.AddrPort {
+	t.Helper()
+	var told []netip.AddrPort
+	isn := map[uint16]uint32{} // by the LIP's port
+	done := map[uint16]bool{}
+	for _, p := range tcpPort(ps, lab.HTTPPort) {
+		nl := p.NetworkLayer()
+		if nl == nil {
+			continue
+		}
+		src, _ := netip.AddrFromSlice(nl.NetworkFlow().Src().Raw())
+		tcp := p.Layer(layers.LayerTypeTCP).(*layers.TCP)
+		if src == rs {
+			if tcp.SYN && tcp.ACK {
+				isn[uint16(tcp.DstPort)] = tcp.Seq
+			}
+			continue
+		}
+		lport := uint16(tcp.SrcPort)
+		s, ok := isn[lport]
+		if !ok || done[lport] || tcp.SYN || !tcp.ACK || tcp.Ack != s+1 {
+			continue
+		}
+		done[lport] = true
+		a, ok := toa(tcp)
+		if !ok {
+			t.Fatalf("the segment completing the handshake of LIP port %d carries no TOA of the client's family first: %v", lport, tcp.Options)
+		}
+		told = append(told, a)
+	}
+	return told
 }
