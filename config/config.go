@@ -855,14 +855,12 @@ func service(e *errs, f string, r rawService, base nat.Timeouts, has6 sides6) Se
 	if len(r.LocalAddresses) == 0 {
 		e.add(f+".local_addresses", "FULLNAT needs at least one local address")
 	}
-	var family0 netip.Addr // the family of the service's server side: its first LIP's or real server's
 	for j, l := range r.LocalAddresses {
 		lf := fmt.Sprintf("%s.local_addresses[%d]", f, j)
 		a, err := hostAddr(l)
 		switch {
 		case err != nil:
 			e.add(lf, "%v", err)
-		case !checkFamily(e, lf, "local addresses", a, s.VIP, &family0):
 		case a.Is6() && !has6.server:
 			e.add(lf, "%s is IPv6 and interfaces.server has no address6: real servers reach IPv6 local addresses by the server side's IPv6 address", a)
 		default:
@@ -877,7 +875,7 @@ func service(e *errs, f string, r rawService, base nat.Timeouts, has6 sides6) Se
 		var out RealServer
 		if a, err := hostAddr(rs.Address); err != nil {
 			e.add(rf+".address", "%v", err)
-		} else if checkFamily(e, rf+".address", "real servers", a, s.VIP, &family0) {
+		} else {
 			out.Address = a
 		}
 		out.Port, _ = port(e, rf+".port", rs.Port)

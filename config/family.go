@@ -6,9 +6,10 @@ import (
 )
 
 // IPv6 (issue #15). A side may have an IPv6 address (address6) beside its
-// IPv4 one. A service's local addresses and real servers are of one
-// family: its VIP's, or IPv4 behind an IPv6 VIP (NAT64); IPv6 behind an
-// IPv4 VIP (NAT46) is not built. The sidecar's kernel-side keys (peer_address,
+// IPv4 one. The families a service's addresses may have (one family on
+// the server side: the VIP's, or IPv4 behind an IPv6 VIP, NAT64) are the
+// balancer's rules (nat/rules.go), checked by the dry run like every rule
+// between values. The sidecar's kernel-side keys (peer_address,
 // masquerade, publish) are IPv4 only for now and refuse IPv6 saying so.
 
 // address6 reads a side's address6: tapvs's own IPv6 address on the side,
@@ -124,20 +125,3 @@ func hostAddr(s string) (netip.Addr, error) {
 // IPv6 address is refused for a missing one, not for one already refused.
 type sides6 struct{ client, server bool }
 
-// checkFamily refuses a LIP or real server a that the service cannot
-// have: IPv6 behind an IPv4 VIP, or of another family than the service's
-// first server-side address (*out, set by the first one accepted).
-func checkFamily(e *errs, f, what string, a, vip netip.Addr, out *netip.Addr) bool {
-	switch {
-	case vip.IsValid() && vip.Is4() && a.Is6():
-		e.add(f, "%s is IPv6 but the VIP %s is IPv4: an IPv4 VIP's %s are IPv4 (NAT46 is not built)", a, vip, what)
-		return false
-	case out.IsValid() && out.Is4() != a.Is4():
-		e.add(f, "%s is %s but %s is %s: a service's local addresses and real servers are one family (IPv4 behind an IPv6 VIP is NAT64)", a, family(a), *out, family(*out))
-		return false
-	}
-	if !out.IsValid() {
-		*out = a
-	}
-	return true
-}
