@@ -6,12 +6,12 @@ import (
 	"testing"
 
 	"github.com/tapvs/tapvs/config"
-	"github.com/tapvs/tapvs/nat"
 )
 
 // config.yaml is the dual-stack lab's: tapvs's IPv6 addresses and route
-// are the address plan's, and the IPv6 services mirror the IPv4 ones at
-// VIP6 over the IPv6 LIPs and real servers.
+// are the address plan's, the IPv6 services mirror the IPv4 ones at VIP6
+// over the IPv6 LIPs and real servers, and NAT64's at VIP64 over the IPv4
+// ones.
 func TestDualStackConfigIsTheLabs(t *testing.T) {
 	c, err := config.Load("../config.yaml")
 	if err != nil {
@@ -23,31 +23,7 @@ func TestDualStackConfigIsTheLabs(t *testing.T) {
 	if !slices.ContainsFunc(c.Server.Routes, func(r config.Route) bool { return r.Dst == RSNet6 && r.Via == RouterAddr6.Addr() }) {
 		t.Fatalf("no route to %s via %s: %+v", RSNet6, RouterAddr6.Addr(), c.Server.Routes)
 	}
-	ports := map[uint16]nat.Protocol{HTTPPort: nat.TCP, SynproxyPort: nat.TCP, BulkPort: nat.TCP, EchoPort: nat.UDP}
-	for port, proto := range ports {
-		i := slices.IndexFunc(c.Services, func(s config.Service) bool { return s.VIP == VIP6 && s.Port == port && s.Protocol == proto })
-		if i < 0 {
-			t.Errorf("no %s service at [%s]:%d", proto, VIP6, port)
-			continue
-		}
-		s := c.Services[i]
-		for _, l := range s.LocalAddresses {
-			if l != LIP1v6 && l != LIP2v6 {
-				t.Errorf("[%s]:%d: LIP %s is not the lab's", VIP6, port, l)
-			}
-		}
-		var rss []netip.Addr
-		for _, rs := range s.RealServers {
-			rss = append(rss, rs.Address)
-			if want := port; port != SynproxyPort && rs.Port != want || port == SynproxyPort && rs.Port != HTTPPort {
-				t.Errorf("[%s]:%d: real server port %d", VIP6, port, rs.Port)
-			}
-		}
-		if !slices.Equal(rss, []netip.Addr{RS1v6, RS2v6}) {
-			t.Errorf("[%s]:%d: real servers %v, want %s and %s", VIP6, port, rss, RS1v6, RS2v6)
-		}
-		if s.Synproxy != (port == SynproxyPort) {
-			t.Errorf("[%s]:%d: synproxy %v", VIP6, port, s.Synproxy)
-		}
-	}
+	checkLabServices(t, c, VIP6, [2]netip.Addr{LIP1v6, LIP2v6}, [2]netip.Addr{RS1v6, RS2v6}, []uint16{HTTPPort, SynproxyPort, BulkPort, EchoPort})
+	// NAT64: the IPv4 LIPs and servers behind the IPv6 VIP64.
+	checkLabServices(t, c, VIP64, [2]netip.Addr{LIP1, LIP2}, [2]netip.Addr{RS1, RS2}, []uint16{HTTPPort, EchoPort})
 }

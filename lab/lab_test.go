@@ -146,31 +146,43 @@ func TestShippedConfigIsTheLabs(t *testing.T) {
 	if !slices.ContainsFunc(c.Server.Routes, func(r config.Route) bool { return r.Dst == RSNet && r.Via == RouterAddr.Addr() }) {
 		t.Fatalf("no route to %s via %s: %+v", RSNet, RouterAddr.Addr(), c.Server.Routes)
 	}
-	ports := map[uint16]nat.Protocol{HTTPPort: nat.TCP, SynproxyPort: nat.TCP, BulkPort: nat.TCP, EchoPort: nat.UDP}
-	for port, proto := range ports {
-		i := slices.IndexFunc(c.Services, func(s config.Service) bool { return s.VIP == VIP && s.Port == port && s.Protocol == proto })
+	checkLabServices(t, c, VIP, [2]netip.Addr{LIP1, LIP2}, [2]netip.Addr{RS1, RS2}, []uint16{HTTPPort, SynproxyPort, BulkPort, EchoPort})
+}
+
+// checkLabServices checks that c has, at vip, the lab's service on each of
+// ports (TCP, the echo UDP; SYNPROXY on SynproxyPort, toward the servers'
+// HTTP port; the same port on the servers otherwise) over lips and rss.
+func checkLabServices(t *testing.T, c *config.Config, vip netip.Addr, lips, rss [2]netip.Addr, ports []uint16) {
+	t.Helper()
+	at := func(port uint16) string { return netip.AddrPortFrom(vip, port).String() }
+	for _, port := range ports {
+		proto := nat.TCP
+		if port == EchoPort {
+			proto = nat.UDP
+		}
+		i := slices.IndexFunc(c.Services, func(s config.Service) bool { return s.VIP == vip && s.Port == port && s.Protocol == proto })
 		if i < 0 {
-			t.Errorf("no %s service at %s:%d", proto, VIP, port)
+			t.Errorf("no %s service at %s", proto, at(port))
 			continue
 		}
 		s := c.Services[i]
 		for _, l := range s.LocalAddresses {
-			if l != LIP1 && l != LIP2 {
-				t.Errorf("%s:%d: LIP %s is not the lab's", VIP, port, l)
+			if l != lips[0] && l != lips[1] {
+				t.Errorf("%s: LIP %s is not the lab's", at(port), l)
 			}
 		}
-		var rss []netip.Addr
+		var got []netip.Addr
 		for _, rs := range s.RealServers {
-			rss = append(rss, rs.Address)
+			got = append(got, rs.Address)
 			if want := port; port != SynproxyPort && rs.Port != want || port == SynproxyPort && rs.Port != HTTPPort {
-				t.Errorf("%s:%d: real server port %d", VIP, port, rs.Port)
+				t.Errorf("%s: real server port %d", at(port), rs.Port)
 			}
 		}
-		if !slices.Equal(rss, []netip.Addr{RS1, RS2}) {
-			t.Errorf("%s:%d: real servers %v, want %s and %s", VIP, port, rss, RS1, RS2)
+		if !slices.Equal(got, rss[:]) {
+			t.Errorf("%s: real servers %v, want %s and %s", at(port), got, rss[0], rss[1])
 		}
 		if s.Synproxy != (port == SynproxyPort) {
-			t.Errorf("%s:%d: synproxy %v", VIP, port, s.Synproxy)
+			t.Errorf("%s: synproxy %v", at(port), s.Synproxy)
 		}
 	}
 }
