@@ -124,4 +124,3 @@ func hostAddr(s string) (netip.Addr, error) {
 // sides6 says which sides were given an address6, valid or not: a service's
 // IPv6 address is refused for a missing one, not for one already refused.
 type sides6 struct{ client, server bool }
-
