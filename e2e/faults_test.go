@@ -232,12 +232,15 @@ timeouts: {tcp: {fin_wait: 1s, time_wait: 1s, close: 1s, close_wait: 1s, last_ac
 		}
 	}
 
-	// One closes; once its entry expires there is room for one more.
+	// One closes; once its entry expires there is room for one more. Each
+	// try waits past the client's first SYN retransmission (1 s): a try
+	// given up just as its retransmitted SYN made an entry would leave
+	// that entry half-open (SYN_RECV, 30 s) and the table full again.
 	open[0].Close()
 	open = open[1:]
 	var c5 net.Conn
 	if !eventually(15*time.Second, func() bool {
-		c5, err = dial(time.Second)
+		c5, err = dial(3 * time.Second)
 		return err == nil
 	}) {
 		t.Fatalf("no new connection after one closed: %v (table %+v)", err, connsTo(e, holdPort))
