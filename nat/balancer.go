@@ -332,34 +332,55 @@ func (b *Balancer) fromClient(set *serviceSet, p *pkt, dst *addr16, f *Frame) Ve
 	if c.sp != nil {
 		return b.synproxyFromClient(c, p, flags, f)
 	}
-	if p.proto == protoTCP && flags&(tcpflag.SYN|tcpflag.ACK|tcpflag.RST|tcpflag.FIN) == tcpflag.SYN {
+	if p.proto != protoTCP {
+		b.arrived(c, flags)
+		return b.forwardIn(c, p, f, c.inL4Delta, false)
+	}
+	// The connection's numbers: its offset, and where the client's stream
+	// starts (a PROXY header's place).
+	off, start := c.seqOff.Load(), c.pp.first()
+	reuse := false
+	if flags&(tcpflag.SYN|tcpflag.ACK|tcpflag.RST|tcpflag.FIN) == tcpflag.SYN {
 		if st := c.state.Load(); st == stTimeWait || st == stClose {
 			// The client reuses its port for a new connection while the
 			// entry of its last one on it lingers: the server, which may
 			// hold that one in TIME_WAIT, gets a fresh ISN too (seq.go).
-			isn := binary.BigEndian.Uint32(p.b[p.l4+4:])
-			c.seqOff.Store(b.isnKey.isn(&c.out, time.Now()) - isn)
-			if c.pp != nil {
-				c.pp.start.Store(isn + 1)
+			// Stored only once the SYN is known good: one that is dropped
+			// changes nothing.
+			if !p.l4Valid() {
+				return b.Stats.drop(DropBadChecksum)
 			}
+			isn := binary.BigEndian.Uint32(p.b[p.l4+4:])
+			off, start, reuse = b.isnKey.isn(&c.out, time.Now())-isn, isn+1, true
 		}
 	}
+	// A partial checksum does not cover header fields yet (the kernel sums
+	// the header when it finishes it): only a full one takes the sequence
+	// change.
+	hdr, shift, ok := c.pp.place(start, p.b[p.l4:], flags) // read before the seq moves
+	if !ok {
+		return b.Stats.drop(DropProxyOverlap)
+	}
+	acc, ok := seqToServer(p.b[p.l4:], uint32(c.inL4Delta), off+shift)
+	if !ok {
+		return b.Stats.drop(DropBadOptions)
+	}
+	if reuse {
+		c.seqOff.Store(off)
+		if c.pp != nil {
+			c.pp.start.Store(start)
+		}
+	}
+	b.arrived(c, flags)
+	return b.forwardIn(c, p, f, csum.Fold(acc), hdr)
+}
+
+// arrived moves a connection's state for a client packet that goes on.
+func (b *Balancer) arrived(c *Conn, flags uint8) {
 	if c.def.halfOpen.Load() {
 		handshake(c, flags)
 	}
 	c.touch(dirIn, flags, b.table.now.Load(), &b.table.wheel)
-	if p.proto == protoTCP {
-		// A partial checksum does not cover header fields yet (the kernel
-		// sums the header when it finishes it): only a full one takes the
-		// sequence change.
-		hdr := c.pp.carries(p.b[p.l4:], flags) // read before the seq moves
-		acc, ok := seqToServer(c, p.b[p.l4:], uint32(c.inL4Delta))
-		if !ok {
-			return b.Stats.drop(DropBadOptions)
-		}
-		return b.forwardIn(c, p, f, csum.Fold(acc), hdr)
-	}
-	return b.forwardIn(c, p, f, c.inL4Delta, false)
 }
 
 // forwardIn rewrites client -> VIP into LIP -> RIP, with l4Delta the

@@ -109,18 +109,51 @@ func newProxyConn(mode ClientAddr, c *Conn, start uint32) *proxyConn {
 	return pp
 }
 
-// carries reports whether a client segment (tcp: its header, client
-// space) starts at the client's first byte and so takes the header.
-func (pp *proxyConn) carries(tcp []byte, flags uint8) bool {
-	return pp != nil && flags&(tcpflag.SYN|tcpflag.RST) == 0 && binary.BigEndian.Uint32(tcp[4:]) == pp.start.Load()
-}
-
-// shift is what the header adds to a client segment's seq (not a SYN's).
-func (pp *proxyConn) shift(flags uint8) uint32 {
-	if pp == nil || flags&tcpflag.SYN != 0 {
+// first is the client-space number of the client's first byte (0 without
+// a header).
+func (pp *proxyConn) first() uint32 {
+	if pp == nil {
 		return 0
 	}
-	return pp.n
+	return pp.start.Load()
+}
+
+// place decides where a client segment (tcp: the whole segment, client
+// space, not yet translated) goes against the connection's PROXY header,
+// which takes the server-space numbers [S, S+n) before the client's first
+// byte, start (first, or a reused port's new one). The rule is the
+// segment's sequence number against start, so that no choice of sequence
+// numbers puts a client's byte in [S, S+n): only the header's go there.
+//
+//   - at start, not a SYN or RST: the segment carries the header (hdr), and
+//     its payload follows it at S+n;
+//   - at or past start: it moves by n, past the header (shift n);
+//   - wholly before start, the SYN included (a SYN counts one number, a
+//     FIN one): it keeps its number (shift 0) and stays before S, where a
+//     server takes it for an old duplicate: the SYN, a keepalive probe at
+//     start-1 with its byte of garbage;
+//   - from before start into the stream (a client that starts its data n
+//     numbers early, to be read as the header; a SYN with data, which a
+//     server with TCP Fast Open would take): ok false, dropped. No client
+//     that follows TCP sends it.
+//
+// Without a header (pp nil) every segment goes with shift 0.
+func (pp *proxyConn) place(start uint32, tcp []byte, flags uint8) (hdr bool, shift uint32, ok bool) {
+	if pp == nil {
+		return false, 0, true
+	}
+	seq := binary.BigEndian.Uint32(tcp[4:])
+	if d := int32(seq - start); d >= 0 {
+		return d == 0 && flags&(tcpflag.SYN|tcpflag.RST) == 0, pp.n, true
+	}
+	end := seq + uint32(len(tcp)-int(tcp[12]>>4)*4)
+	if flags&tcpflag.SYN != 0 {
+		end++
+	}
+	if flags&tcpflag.FIN != 0 {
+		end++
+	}
+	return false, 0, int32(end-start) <= 0
 }
 
 // len is the header's length, 0 without one.

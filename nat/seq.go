@@ -57,28 +57,30 @@ func (k isnKey) isn(out *tupleKey, now time.Time) uint32 {
 	return uint32(siphash.Hash(k[0], k[1], m[:])) + uint32(now.UnixNano()>>6)
 }
 
-// seqToServer shifts a client segment's sequence number by the connection's
-// offset and, on a SYN, blanks its timestamp option. It returns acc plus
-// the checksum change, or ok false for options that do not parse (the
-// segment is dropped: the options were checked when it opened the
-// connection, so only a later, malformed SYN gets here).
-func seqToServer(c *Conn, tcp []byte, acc uint32) (_ uint32, ok bool) {
+// seqToServer moves a client segment's sequence number by off (the
+// connection's offset, plus a PROXY header's length where proxy.go's place
+// says so) and walks its options: a SYN's timestamp option is blanked to
+// NOPs, and so is, on every segment, a TOA option the client wrote itself
+// (tcpopt.ForgedTOA: it would tell the server an address of the client's
+// choosing). It returns acc plus the checksum change, or ok false for
+// options that do not parse: the segment is dropped, since a toa module,
+// which parses more leniently than tcpopt, could find an option past the
+// bad one that tapvs never saw.
+func seqToServer(tcp []byte, acc, off uint32) (_ uint32, ok bool) {
 	flags := tcp[tcpflag.Offset]
-	acc = csum.Put32At(acc, tcp, 4, binary.BigEndian.Uint32(tcp[4:])+c.seqOff.Load()+c.pp.shift(flags))
-	if flags&tcpflag.SYN == 0 {
-		return acc, true
-	}
+	acc = csum.Put32At(acc, tcp, 4, binary.BigEndian.Uint32(tcp[4:])+off)
 	hl := int(tcp[12]>>4) * 4
+	if hl == tcpMinLen {
+		return acc, true // most segments with no timestamps: no options
+	}
 	w := tcpopt.Walk(tcp[tcpMinLen:hl])
 	for {
 		o, more := w.Next()
 		if !more {
 			return acc, !w.Malformed()
 		}
-		if o.Kind == tcpopt.Timestamps {
-			for j := tcpMinLen + o.Off; j < tcpMinLen+o.Off+o.Len; j += 2 {
-				acc = csum.Put16At(acc, tcp, j, uint16(tcpopt.NOP)<<8|uint16(tcpopt.NOP))
-			}
+		if o.Kind == tcpopt.Timestamps && flags&tcpflag.SYN != 0 || tcpopt.ForgedTOA(o) {
+			acc = tcpopt.Blank(tcp, o, acc)
 		}
 	}
 }

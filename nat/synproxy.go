@@ -236,15 +236,35 @@ func (b *Balancer) synproxyFromClient(c *Conn, p *pkt, flags uint8, f *Frame) Ve
 		return b.synAck(&c.in, p, f, b.synproxyMSS(c.svc, &c.in))
 	}
 	c.touch(dirIn, flags, b.table.now.Load(), &b.table.wheel)
-	hdr := c.pp.carries(p.b[p.l4:], flags) // read before the seq moves
 	// ToServer changes header fields; a partial checksum does not cover them
 	// yet (the kernel sums the header when it finishes), so only a full one
 	// takes the change.
-	acc, ok := sp.ToServer(p.b[p.l4:], uint32(c.inL4Delta))
-	if !ok {
-		return b.Stats.drop(DropBadOptions)
+	acc, hdr, v := b.synproxyToServer(c, p.b[p.l4:], flags)
+	if v != Forward {
+		return v
 	}
 	return b.forwardIn(c, p, f, csum.Fold(acc), hdr)
+}
+
+// synproxyToServer translates a proxied connection's client segment (tcp,
+// in place) for the server: its PROXY header's place first (proxy.go),
+// read before the seq moves, then the State's offsets, which count the
+// header's length in the client's; a segment wholly before the client's
+// first byte takes that length back out. It returns the checksum change
+// and whether the segment carries the header, or the verdict of a drop.
+func (b *Balancer) synproxyToServer(c *Conn, tcp []byte, flags uint8) (acc uint32, hdr bool, v Verdict) {
+	hdr, shift, ok := c.pp.place(c.pp.first(), tcp, flags)
+	if !ok {
+		return 0, false, b.Stats.drop(DropProxyOverlap)
+	}
+	acc, ok = c.sp.ToServer(tcp, uint32(c.inL4Delta))
+	if !ok {
+		return 0, false, b.Stats.drop(DropBadOptions)
+	}
+	if back := c.pp.len() - shift; back != 0 {
+		acc = csum.Put32At(acc, tcp, 4, binary.BigEndian.Uint32(tcp[4:])-back)
+	}
+	return acc, hdr, Forward
 }
 
 // synproxyReopens reports whether a client's segment on an established
@@ -320,11 +340,9 @@ func (b *Balancer) synproxyServerHandshake(c *Conn, p *pkt, flags uint8, f *Fram
 				continue
 			}
 			qp.partial = qf.partial()
-			hdr := c.pp.carries(qp.b[qp.l4:], qp.tcpFlags())
-			acc, ok := sp.ToServer(qp.b[qp.l4:], uint32(c.inL4Delta))
-			if !ok {
-				b.Stats.drop(DropBadOptions) // checked when held: never, but not sent if so
-				continue
+			acc, hdr, v := b.synproxyToServer(c, qp.b[qp.l4:], qp.tcpFlags())
+			if v != Forward {
+				continue // options checked when held; a segment into the PROXY header's numbers, counted
 			}
 			if b.forwardIn(c, &qp, &qf, csum.Fold(acc), hdr) == Forward {
 				out := qf.releasable()

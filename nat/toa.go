@@ -32,9 +32,9 @@ import (
 // Ethernet, IP and base TCP headers move 8 bytes into the reader's headroom
 // (Frame.open); the client's options and payload stay where they are.
 const (
-	toaKind = 254
-	toaLen  = 8  // IPv4: kind, length, port, address
-	toaLen6 = 20 // IPv6 (DPVS's TCPOLEN_IP6_TOA)
+	toaKind = tcpopt.TOA
+	toaLen  = tcpopt.LenTOA  // IPv4: kind, length, port, address
+	toaLen6 = tcpopt.LenTOA6 // IPv6 (DPVS's TCPOLEN_IP6_TOA)
 )
 
 // toaSize is the TOA option's length for the connection's client family.
@@ -141,9 +141,12 @@ func (c *Conn) heldRoom() int {
 // There is no room when the options would pass 40 bytes, when the IP packet
 // (each segment of a TSO super-frame) would pass the server side's MTU, or
 // when the frame has no headroom left: the segment then goes as it came,
-// counted as toa_no_room, never truncated or fragmented. Either way, a TOA
-// option the client wrote itself into that segment is blanked to NOPs: it
-// would tell the server a client address of the client's choosing.
+// counted as toa_no_room, never truncated or fragmented. Either way no TOA
+// option of the client's own reaches the server: every client segment of
+// every service had its options walked, any malformed one dropped and any
+// TOA blanked, when its sequence number was translated (seqToServer,
+// synproxy.State.ToServer), so what a toa module reads is tapvs's option or
+// nothing.
 func (b *Balancer) addTOA(c *Conn, p *pkt, f *Frame, l4Delta uint16) uint16 {
 	tcp := p.b[p.l4:]
 	flags := tcp[tcpflag.Offset]
@@ -153,7 +156,7 @@ func (b *Balancer) addTOA(c *Conn, p *pkt, f *Frame, l4Delta uint16) uint16 {
 	if want, ok := c.toaAckWanted(); !ok || binary.BigEndian.Uint32(tcp[8:]) != want {
 		return l4Delta
 	}
-	acc := blankTOA(tcp, uint32(l4Delta))
+	acc := uint32(l4Delta)
 	hl := int(tcp[12]>>4) * 4
 	ipLen := len(p.b) - p.l3
 	n := c.toaSize()
@@ -204,26 +207,4 @@ func (b *Balancer) addTOA(c *Conn, p *pkt, f *Frame, l4Delta uint16) uint16 {
 	}
 	b.Stats.toaCount(f.Queue, false)
 	return csum.Fold(acc)
-}
-
-// blankTOA overwrites with NOPs any TOA option (kind 254, length 8 or 20) in a
-// client segment's options and returns acc plus the checksum change.
-// Options that do not parse are left as they are, up to the bad one.
-func blankTOA(tcp []byte, acc uint32) uint32 {
-	hl := int(tcp[12]>>4) * 4
-	if hl == tcpMinLen {
-		return acc
-	}
-	w := tcpopt.Walk(tcp[tcpMinLen:hl])
-	for {
-		o, more := w.Next()
-		if !more {
-			return acc
-		}
-		if o.Kind == toaKind && (o.Len == toaLen || o.Len == toaLen6) {
-			for j := tcpMinLen + o.Off; j < tcpMinLen+o.Off+int(o.Len); j += 2 {
-				acc = csum.Put16At(acc, tcp, j, uint16(tcpopt.NOP)<<8|uint16(tcpopt.NOP))
-			}
-		}
-	}
 }

@@ -211,7 +211,8 @@ func header(tcp []byte) (opts []byte, ok bool) {
 }
 
 // ToServer translates a client->server TCP header in place (ack, SACK
-// blocks, TSecr, window) and returns acc plus the checksum change. ok is
+// blocks, TSecr, window), blanks any TOA option the client wrote itself
+// (tcpopt.ForgedTOA), and returns acc plus the checksum change. ok is
 // false, and the segment must be dropped, when the header or its options
 // are malformed (tcpopt.Walker.Next): what was already rewritten is then
 // of no use.
@@ -245,6 +246,11 @@ func (s *State) ToServer(tcp []byte, acc uint32) (_ uint32, ok bool) {
 		case tcpopt.SACK:
 			for j := at + 2; j < at+o.Len; j += 4 {
 				acc = csum.Put32At(acc, tcp, j, binary.BigEndian.Uint32(tcp[j:])-s.off.Server)
+			}
+		case tcpopt.TOA:
+			if tcpopt.ForgedTOA(o) {
+				// Only tapvs tells a server the client's address.
+				acc = tcpopt.Blank(tcp, o, acc)
 			}
 		}
 	}

@@ -13,7 +13,11 @@
 // and counts the segment rather than forward one it cannot rewrite).
 package tcpopt
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+
+	"github.com/tapvs/tapvs/csum"
+)
 
 // Option kinds tapvs reads or writes (IANA TCP option kind numbers).
 const (
@@ -24,6 +28,17 @@ const (
 	SACKPermitted = 4
 	SACK          = 5
 	Timestamps    = 8
+)
+
+// TOA (TCP Option Address) tells a real server behind FULLNAT the client's
+// address: kind 254 (RFC 6994's shared experimental kind, which Alibaba's
+// LVS took for it), length 8 for an IPv4 client (struct toa_data: port,
+// address) or 20 for an IPv6 one (DPVS's struct toa_ip6_data). The Linux
+// toa modules take the first option of that kind and length they find.
+const (
+	TOA     = 254
+	LenTOA  = 8
+	LenTOA6 = 20
 )
 
 // Lengths of the options of fixed size, kind and length bytes included.
@@ -91,6 +106,22 @@ func (w *Walker) Next() (o Option, ok bool) {
 	}
 	return o, false
 }
+
+// Blank overwrites option o of a TCP header (tcp: the header from its first
+// byte; o from a walk of its options) with NOPs and returns acc plus the
+// checksum change. o.Len must be even: every option tapvs blanks is
+// (timestamps, TOA).
+func Blank(tcp []byte, o Option, acc uint32) uint32 {
+	const nops = uint16(NOP)<<8 | NOP
+	for j := 20 + o.Off; j+1 < 20+o.Off+o.Len; j += 2 {
+		acc = csum.Put16At(acc, tcp, j, nops)
+	}
+	return acc
+}
+
+// ForgedTOA reports whether o is an option that a toa module would read as
+// TOA: in a segment from a client, one the client wrote itself.
+func ForgedTOA(o Option) bool { return o.Kind == TOA && (o.Len == LenTOA || o.Len == LenTOA6) }
 
 // Malformed reports whether the walk stopped at an option that does not fit.
 func (w *Walker) Malformed() bool { return w.bad }

@@ -1,0 +1,565 @@
+package nat
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"testing"
+
+	"github.com/google/gopacket/layers"
+
+	"github.com/tapvs/tapvs/csum"
+	"github.com/tapvs/tapvs/proxyhdr"
+	"github.com/tapvs/tapvs/tcpflag"
+	"github.com/tapvs/tapvs/tun"
+)
+
+// The class of issue 20's first finding: a client must not be able to
+// choose the address a real server learns. Whatever a client sends, what a
+// toa module or a PROXY protocol reader takes from the segments tapvs
+// forwards is tapvs's own, or nothing. The readers here are the servers':
+// toaModuleRead is the Linux toa module's option parser (Alibaba LVS's and
+// DPVS's get_toa_data, which is more lenient than tcpopt), and a PROXY
+// reader takes the first n bytes of the server's stream, so every client
+// byte that lands in [S, S+n) (S: the stream's first number at the server)
+// must be the header's own.
+
+// toaModuleRead is what a Linux toa module reads from a TCP header's
+// options (opts: the bytes after the fixed 20): the first option of kind
+// 254 and length 8 or 20 it finds, walking as its get_toa_data does (an EOL
+// or an option length below 2 or past the end ends the walk with nothing,
+// and any other length is stepped over, whatever the kind).
+func toaModuleRead(opts []byte) (opt []byte, ok bool) {
+	for i := 0; i < len(opts); {
+		switch opts[i] {
+		case 0: // EOL
+			return nil, false
+		case 1: // NOP
+			i++
+			continue
+		}
+		if i+1 >= len(opts) {
+			return nil, false
+		}
+		size := int(opts[i+1])
+		if size < 2 || size > len(opts)-i {
+			return nil, false
+		}
+		if opts[i] == 254 && (size == 8 || size == 20) {
+			return opts[i : i+size], true
+		}
+		i += size
+	}
+	return nil, false
+}
+
+// forgeKind is a service's way of telling the client's address, with or
+// without SYNPROXY, over IPv4 or IPv6.
+type forgeKind struct {
+	mode     ClientAddr
+	synproxy bool
+	v6       bool
+}
+
+func (k forgeKind) String() string {
+	fam := "4"
+	if k.v6 {
+		fam = "6"
+	}
+	return fmt.Sprintf("%v/synproxy=%t/ipv%s", k.mode, k.synproxy, fam)
+}
+
+// forgeKinds are every client address mode, with and without SYNPROXY, over
+// both families.
+func forgeKinds() (ks []forgeKind) {
+	for _, m := range []ClientAddr{ClientAddrNone, ClientAddrTOA, ClientAddrProxyV1, ClientAddrProxyV2} {
+		for _, sp := range []bool{false, true} {
+			for _, v6 := range []bool{false, true} {
+				ks = append(ks, forgeKind{m, sp, v6})
+			}
+		}
+	}
+	return ks
+}
+
+// forgeConn is one established connection through a rig of a forgeKind,
+// with what its real server must read and nothing else.
+type forgeConn struct {
+	t        testing.TB
+	r        *rig
+	k        forgeKind
+	cl, vp   netip.Addr
+	rs, lip  netip.Addr
+	cport    uint16
+	first    uint32          // the client's first byte (client space): its ISN + 1
+	ack      uint32          // the client's ack that completes the server's handshake
+	rsISN    uint32          // the server's ISN, in every SYN-ACK it sends
+	syns     map[uint32]bool // the seq of every SYN tapvs sent the server
+	hdr      []byte          // the PROXY header the server reads at S; nil without
+	toa      []byte          // the TOA option tapvs writes; nil without
+	checked  int             // frames checked on their way to the server
+	byPlace  [4]int          // client segments sent, by where they start against the stream
+	overlaps int             // segments dropped as proxy_overlap
+}
+
+const (
+	beforeStream = iota
+	atFirst
+	inHeaderRange
+	pastHeader
+)
+
+// newForgeConn opens a connection of kind k from the client's port cport
+// up to the server's completed handshake (plain: the server's SYN-ACK has
+// reached the client; SYNPROXY: the held cookie ACK was released to the
+// server, and checked as any other frame).
+func newForgeConn(t testing.TB, k forgeKind, cport uint16) *forgeConn {
+	t.Helper()
+	mod := func(c *Config) { c.Synproxy = DefaultSynproxy() }
+	fc := &forgeConn{t: t, k: k, cport: cport, cl: client, vp: vip, rs: rs1, lip: lip1, rsISN: 0x7fff0000, syns: map[uint32]bool{}}
+	if k.v6 {
+		fc.r = newRig6(t, TCP, "rr", mod)
+		fc.cl, fc.vp, fc.rs, fc.lip = client6, vip6, rs6a, lip6
+	} else {
+		fc.r = newRig(t, TCP, "rr", mod)
+	}
+	fc.r.b.Attach(recordLink{new([]sent)})
+	if err := fc.r.b.Update(func(tx *Tx) error {
+		if err := tx.SetSynproxy(fc.r.svc, k.synproxy); err != nil {
+			return err
+		}
+		return tx.SetClientAddr(fc.r.svc, k.mode)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	fc.r.svc.SetWeight(fc.r.d2.Addr, 8080, 0)
+
+	in := tupleKey{src: addrKey(fc.cl), dst: addrKey(fc.vp), sport: cport, dport: 80, proto: TCP}
+	var hb [proxyhdr.MaxV1]byte
+	if n := proxyHeader(k.mode, &in, hb[:]); n > 0 {
+		fc.hdr = append([]byte(nil), hb[:n]...)
+	}
+	if k.mode == ClientAddrTOA {
+		a := fc.cl.AsSlice()
+		fc.toa = append([]byte{toaKind, byte(4 + len(a)), byte(cport >> 8), byte(cport)}, a...)
+	}
+
+	const isn = 0xfffffff0 // the client's numbers wrap
+	fc.first = isn + 1
+	syn := fc.clientFrame(pktSpec{syn: true, seq: isn, opts: synOpts(1400, 7, 1)})
+	opening := syn
+	if k.synproxy {
+		if v := fc.r.b.Process(ClientSide, syn); v != Reply {
+			t.Fatalf("%v: SYN: %v %v", k, v, fc.r.b.Stats.Drops())
+		}
+		cookie := decode(t, syn).tcp.Seq
+		fc.ack = cookie + 1
+		opening = fc.clientFrame(pktSpec{ack: true, seq: fc.first, ackNum: fc.ack})
+	} else {
+		fc.ack = fc.rsISN + 1
+	}
+	// The SYN to the server, which fc answers with the server's SYN-ACK.
+	if v := fc.r.b.Process(ClientSide, opening); v != Forward {
+		t.Fatalf("%v: opening segment: %v %v", k, v, fc.r.b.Stats.Drops())
+	}
+	fc.toServer(Forward, opening)
+	if len(fc.syns) != 1 {
+		t.Fatalf("%v: %d SYNs to the server, want 1", k, len(fc.syns))
+	}
+	return fc
+}
+
+func addrKey(a netip.Addr) addr16 {
+	if a.Is4() {
+		return v4in16(a.AsSlice())
+	}
+	return addr16(a.As16())
+}
+
+func (fc *forgeConn) clientFrame(s pktSpec) *Frame {
+	s.src, s.dst, s.sport, s.dport, s.proto, s.srcMAC = fc.cl, fc.vp, fc.cport, 80, TCP, macClient
+	return pframe(fc.t, s)
+}
+
+// send gives the balancer a client segment of the connection whose seq is
+// first+delta, with flags (tcpflag bits), ack, option bytes (at most 40,
+// padded with zeros to a multiple of 4) and payload, and checks every frame
+// it sends the server for it.
+func (fc *forgeConn) send(delta int32, flags uint8, ack uint32, opts, payload []byte) Verdict {
+	opts = opts[:min(len(opts), 40)]
+	olen := (len(opts) + 3) &^ 3
+	s := pktSpec{seq: fc.first + uint32(delta), ackNum: ack, payload: payload,
+		syn: flags&tcpflag.SYN != 0, ack: flags&tcpflag.ACK != 0, fin: flags&tcpflag.FIN != 0, rst: flags&tcpflag.RST != 0}
+	if olen > 0 {
+		s.opts = []layers.TCPOption{rawOpt(99, byte(olen), make([]byte, olen-2)...)}
+	}
+	f := fc.clientFrame(s)
+	if olen > 0 {
+		fc.setOptions(f, opts, olen)
+	}
+	fc.byPlace[fc.place(delta, flags, len(payload))]++
+	drops := fc.r.b.Stats.Drops()["proxy_overlap"]
+	v := fc.r.b.Process(ClientSide, f)
+	fc.toServer(v, f)
+	if fc.r.b.Stats.Drops()["proxy_overlap"] > drops {
+		fc.overlaps++
+	}
+	return v
+}
+
+// toServer checks what a verdict v on f sent the server. A SYN among it (a
+// client that reused its port on the closing connection, which opens a
+// new one at the server) is answered by the server's SYN-ACK, as a server
+// would, and what that releases is checked too.
+func (fc *forgeConn) toServer(v Verdict, f *Frame) {
+	var frames [][]byte
+	switch v {
+	case Forward:
+		frames = append(frames, f.Bytes())
+	case Release:
+		for _, q := range f.Released {
+			frames = append(frames, q[tun.VNetHdrLen:])
+		}
+	}
+	for _, raw := range frames {
+		tcp := fc.check(raw)
+		if tcp[tcpflag.Offset]&(tcpflag.SYN|tcpflag.ACK) != tcpflag.SYN {
+			continue
+		}
+		seq := binary.BigEndian.Uint32(tcp[4:])
+		fc.syns[seq] = true
+		sa := pframe(fc.t, pktSpec{src: fc.rs, dst: fc.lip, sport: 8080, dport: binary.BigEndian.Uint16(tcp), proto: TCP, syn: true, ack: true,
+			seq: fc.rsISN, ackNum: seq + 1, srcMAC: macGateway, opts: synOpts(1400, 7, 9)})
+		fc.toServer(fc.r.b.Process(ServerSide, sa), sa)
+	}
+}
+
+// streamStart is S, the server-space number of the client's first byte,
+// of the connection tapvs now keeps for the client's tuple (a new one
+// after a reuse), checked against the SYNs it sent the server.
+func (fc *forgeConn) streamStart() uint32 {
+	key := tupleKey{src: addrKey(fc.cl), dst: addrKey(fc.vp), sport: fc.cport, dport: 80, proto: TCP}
+	c := fc.r.b.table.lookup(&key)
+	if c == nil || c.pp == nil {
+		fc.t.Fatalf("%v: a frame to the server with no connection of a PROXY service", fc.k)
+	}
+	s := c.pp.start.Load() + c.seqOff.Load()
+	if c.sp != nil {
+		s = c.sp.ClientISN + 1 // the SYN to the server has the client's ISN
+	}
+	if !fc.syns[s-1] {
+		fc.t.Fatalf("%v: the stream starts at %d at the server, but tapvs sent it no SYN at %d (%v)", fc.k, s, s-1, fc.syns)
+	}
+	return s
+}
+
+// place is where a segment starts against the client's stream, in the
+// client's numbers: before the n numbers before its first byte, in them
+// or reaching from before into the stream (where a shift by n would put
+// the client's bytes in the header's place at the server: the forgery's
+// aim), at the first byte, or past it.
+func (fc *forgeConn) place(delta int32, flags uint8, payload int) int {
+	end := int64(delta) + int64(payload)
+	if flags&tcpflag.SYN != 0 {
+		end++
+	}
+	switch {
+	case delta == 0:
+		return atFirst
+	case delta > 0:
+		return pastHeader
+	case end > 0 || int64(delta) >= -int64(len(fc.hdr)):
+		return inHeaderRange
+	}
+	return beforeStream
+}
+
+// setOptions writes option bytes over a frame's placeholder option of olen
+// bytes and makes its TCP checksum valid again.
+func (fc *forgeConn) setOptions(f *Frame, opts []byte, olen int) {
+	b := f.Bytes()
+	l4 := 14 + 20
+	if fc.k.v6 {
+		l4 = 14 + 40
+	}
+	o := b[l4+20 : l4+20+olen]
+	clear(o)
+	copy(o, opts)
+	end := 14 + int(binary.BigEndian.Uint16(b[14+2:])) // IPv4: the total length, not the frame's padding
+	if fc.k.v6 {
+		end = l4 + int(binary.BigEndian.Uint16(b[14+4:]))
+	}
+	tcp := b[l4:end]
+	tcp[16], tcp[17] = 0, 0
+	var ps uint32
+	if fc.k.v6 {
+		ps = csum.PseudoV6(b[22:38], b[38:54], protoTCP, len(tcp))
+	} else {
+		ps = csum.PseudoV4(b[26:30], b[30:34], protoTCP, len(tcp))
+	}
+	binary.BigEndian.PutUint16(tcp[16:], csum.Checksum(tcp, ps))
+}
+
+// check reads a frame on its way to the real server as the server's
+// readers would: its checksums verify, a toa module finds tapvs's TOA or
+// none, and every byte of it in [S, S+n) is the PROXY header's.
+func (fc *forgeConn) check(raw []byte) (tcp []byte) {
+	t := fc.t
+	t.Helper()
+	fc.checked++
+	switch binary.BigEndian.Uint16(raw[12:]) {
+	case 0x0800:
+		ip := raw[14:]
+		ihl := int(ip[0]&0xf) * 4
+		total := int(binary.BigEndian.Uint16(ip[2:]))
+		if ihl != 20 || total > len(ip) || csum.Checksum(ip[:ihl], 0) != 0 || ip[9] != protoTCP {
+			t.Fatalf("%v: to the server: IPv4 header %x", fc.k, ip[:min(len(ip), 20)])
+		}
+		tcp = ip[ihl:total]
+		if csum.Checksum(tcp, csum.PseudoV4(ip[12:16], ip[16:20], protoTCP, len(tcp))) != 0 {
+			t.Fatalf("%v: to the server: TCP checksum does not verify", fc.k)
+		}
+	case 0x86dd:
+		ip := raw[14:]
+		pl := int(binary.BigEndian.Uint16(ip[4:]))
+		if 40+pl > len(ip) || ip[6] != protoTCP {
+			t.Fatalf("%v: to the server: IPv6 header %x", fc.k, ip[:min(len(ip), 40)])
+		}
+		tcp = ip[40 : 40+pl]
+		if csum.Checksum(tcp, csum.PseudoV6(ip[8:24], ip[24:40], protoTCP, len(tcp))) != 0 {
+			t.Fatalf("%v: to the server: TCP checksum does not verify", fc.k)
+		}
+	default:
+		t.Fatalf("%v: to the server: ethertype %x", fc.k, raw[12:14])
+	}
+	hl := int(tcp[12]>>4) * 4
+	if hl < 20 || hl > len(tcp) {
+		t.Fatalf("%v: to the server: data offset %d of %d bytes", fc.k, hl, len(tcp))
+	}
+	if opt, ok := toaModuleRead(tcp[20:hl]); ok && (fc.toa == nil || string(opt) != string(fc.toa)) {
+		t.Fatalf("%v: a toa module reads %x from a segment to the server (options %x); tapvs's is %x",
+			fc.k, opt, tcp[20:hl], fc.toa)
+	}
+	if fc.hdr == nil || tcp[tcpflag.Offset]&tcpflag.SYN != 0 && len(tcp) == hl {
+		return tcp // a SYN of its own opens no stream yet
+	}
+	start := fc.streamStart()
+	at := binary.BigEndian.Uint32(tcp[4:])
+	if tcp[tcpflag.Offset]&tcpflag.SYN != 0 {
+		at++
+	}
+	for i, c := range tcp[hl:] {
+		if off := at + uint32(i) - start; off < uint32(len(fc.hdr)) && c != fc.hdr[off] {
+			t.Fatalf("%v: a segment to the server (seq %d, S %d) puts %q at byte %d of the PROXY header %q",
+				fc.k, at, start, tcp[hl:], off, fc.hdr)
+		}
+	}
+	return tcp
+}
+
+// forgedTOA is a TOA option naming an address of the client's choosing.
+func forgedTOA(v6 bool) []byte {
+	if v6 {
+		return append([]byte{254, 20, 0x04, 0xd2}, netip.MustParseAddr("2001:db8::666").AsSlice()...)
+	}
+	return []byte{254, 8, 0x04, 0xd2, 6, 6, 6, 6}
+}
+
+// TestClientCannotForgeTOA: the layouts a client can use to have a toa
+// module read its own TOA on the segment that completes the server's
+// handshake (issue 20): an option of another kind whose length tcpopt
+// refuses but the module steps over, with the forged TOA after it; options
+// that leave tapvs no room for its own; a full-MTU segment; and a plain
+// service that adds nothing. Each is dropped (bad_tcp_options) or reaches
+// the server with tapvs's TOA or none, for every mode, with and without
+// SYNPROXY, over IPv4 and IPv6.
+func TestClientCannotForgeTOA(t *testing.T) {
+	for _, k := range forgeKinds() {
+		t.Run(k.String(), func(t *testing.T) {
+			forged := forgedTOA(k.v6)
+			mss := []byte{2, 4, 5, 0xb4}
+			layouts := map[string]struct {
+				opts    []byte
+				payload int
+				malform bool
+			}{
+				"a long MSS steps over nothing for tcpopt": {opts: append([]byte{2, 8, 1, 1, 1, 1, 1, 1}, forged...), malform: true},
+				"an unknown kind of bad length before it":  {opts: append([]byte{99, 1}, forged...), malform: true},
+				"a short timestamp before it":              {opts: append([]byte{8, 6, 0, 0, 0, 0}, forged...), malform: true},
+				"first, with room for tapvs's":             {opts: forged},
+				"after an MSS, padded with NOPs to 40":     {opts: append(append(append([]byte{}, mss...), forged...), nops(40-len(mss)-len(forged))...)},
+				"after 26 bytes of SACK (no room)":         {opts: append(append(append([]byte{}, forged...), 5, 26), make([]byte, 24)...)},
+				"on a full-MTU segment":                    {opts: forged, payload: 1400},
+			}
+			for name, l := range layouts {
+				if k.v6 && len(l.opts) > 40 {
+					continue // the IPv6 TOA's 20 bytes leave less room for others
+				}
+				fc := newForgeConn(t, k, 41000)
+				bad := fc.r.b.Stats.Drops()["bad_tcp_options"]
+				v := fc.send(0, tcpflag.ACK, fc.ack, l.opts, make([]byte, l.payload))
+				switch dropped := fc.r.b.Stats.Drops()["bad_tcp_options"] > bad; {
+				case l.malform && (v != Drop || !dropped):
+					t.Errorf("%s: %v (%v), want dropped as bad_tcp_options", name, v, fc.r.b.Stats.Drops())
+				case !l.malform && v != Forward && v != Release:
+					t.Errorf("%s: %v (%v), want forwarded without the forged TOA", name, v, fc.r.b.Stats.Drops())
+				}
+			}
+		})
+	}
+}
+
+func nops(n int) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = 1
+	}
+	return b
+}
+
+// TestClientCannotForgeProxyHeader: a client that starts its data n
+// numbers before its first byte, so that its own bytes (a PROXY line of
+// its choosing) take the header's place at the server, is dropped as
+// proxy_overlap, as is a SYN with data; a keepalive probe (start-1, one
+// byte) and an old duplicate go on at their own numbers, before the
+// stream; the handshake ACK then carries tapvs's header. With and without
+// SYNPROXY, PROXY v1 and v2, IPv4 and IPv6.
+func TestClientCannotForgeProxyHeader(t *testing.T) {
+	for _, k := range forgeKinds() {
+		if k.mode != ClientAddrProxyV1 && k.mode != ClientAddrProxyV2 {
+			continue
+		}
+		t.Run(k.String(), func(t *testing.T) {
+			fc := newForgeConn(t, k, 42000)
+			n := int32(len(fc.hdr))
+			forged := []byte("PROXY TCP4 6.6.6.6 172.25.254.100 1234 80\r\nGET / HTTP/1.0\r\n\r\n")
+			if v := fc.send(-n, tcpflag.ACK|tcpflag.PSH, fc.ack, nil, forged); v != Drop || fc.overlaps != 1 {
+				t.Fatalf("data from n before the first byte: %v, %d proxy_overlap", v, fc.overlaps)
+			}
+			if v := fc.send(-1, tcpflag.ACK, fc.ack, nil, []byte("xy")); v != Drop || fc.overlaps != 2 {
+				t.Fatalf("data from 1 before the first byte: %v, %d proxy_overlap", v, fc.overlaps)
+			}
+			if v := fc.send(-1, tcpflag.ACK, fc.ack, nil, []byte{0}); v != Forward {
+				t.Fatalf("a keepalive probe (first-1, one byte): %v %v", v, fc.r.b.Stats.Drops())
+			}
+			if v := fc.send(-100, tcpflag.ACK|tcpflag.FIN, fc.ack, nil, []byte("old")); v != Forward {
+				t.Fatalf("an old duplicate: %v %v", v, fc.r.b.Stats.Drops())
+			}
+			if v := fc.send(0, tcpflag.ACK, fc.ack, nil, []byte("GET / HTTP/1.0\r\n\r\n")); v != Forward {
+				t.Fatalf("the first data: %v %v", v, fc.r.b.Stats.Drops())
+			}
+			if !k.synproxy {
+				g := newForgeConn(t, k, 42001)
+				if v := g.send(-1, tcpflag.SYN, 0, nil, forged); v != Drop || g.overlaps != 1 {
+					t.Fatalf("a SYN with data (TCP Fast Open): %v, %d proxy_overlap", v, g.overlaps)
+				}
+			}
+		})
+	}
+}
+
+// TestClientAddrForgeryProperty sends each kind of connection 400 client
+// segments of random numbers (around the stream's start, past it, far
+// off), flags, acks, options (well-formed, malformed, with forged TOAs)
+// and payloads, and checks every frame sent to the server with the
+// servers' readers (forgeConn.check). It also checks the run was not
+// vacuous: segments of every place were sent and frames were checked.
+func TestClientAddrForgeryProperty(t *testing.T) {
+	rng := rand.New(rand.NewPCG(20, 1))
+	for _, k := range forgeKinds() {
+		t.Run(k.String(), func(t *testing.T) {
+			fc := newForgeConn(t, k, 43000)
+			for range 400 {
+				delta, flags, ack, opts, payload := randomSegment(rng, fc)
+				fc.send(delta, flags, ack, opts, payload)
+			}
+			if fc.checked < 100 {
+				t.Fatalf("only %d frames reached the server: %v", fc.checked, fc.r.b.Stats.Drops())
+			}
+			for p, n := range fc.byPlace {
+				if n == 0 && (fc.hdr != nil || p != inHeaderRange) {
+					t.Fatalf("no segment at place %d (%v)", p, fc.byPlace)
+				}
+			}
+		})
+	}
+}
+
+// randomSegment draws a client segment for fc: a seq mostly within a
+// header's length of the stream's start, flags mostly ACK, the right ack
+// mostly, options of random layout with forged TOAs, random payloads.
+func randomSegment(rng *rand.Rand, fc *forgeConn) (delta int32, flags uint8, ack uint32, opts, payload []byte) {
+	n := int32(len(fc.hdr)) + 4
+	switch rng.IntN(8) {
+	case 0:
+		delta = int32(rng.Uint32())
+	case 1:
+		delta = 0
+	default:
+		delta = rng.Int32N(3*n) - 2*n
+	}
+	flags = tcpflag.ACK
+	if rng.IntN(10) == 0 {
+		flags |= tcpflag.FIN
+	}
+	if rng.IntN(50) == 0 {
+		flags = tcpflag.SYN
+	}
+	if rng.IntN(80) == 0 {
+		flags |= tcpflag.RST
+	}
+	ack = fc.ack
+	if rng.IntN(4) == 0 {
+		ack = rng.Uint32()
+	}
+	for len(opts) < 40 && rng.IntN(3) != 0 {
+		switch rng.IntN(6) {
+		case 0:
+			opts = append(opts, 1)
+		case 1:
+			opts = append(opts, forgedTOA(rng.IntN(2) == 0)...)
+		case 2:
+			opts = append(opts, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2)
+		case 3:
+			opts = append(opts, byte(rng.IntN(256)), byte(rng.IntN(12)))
+		default:
+			b := make([]byte, rng.IntN(10))
+			for i := range b {
+				b[i] = byte(rng.IntN(256))
+			}
+			opts = append(opts, b...)
+		}
+	}
+	payload = make([]byte, rng.IntN(int(n)*2))
+	for i := range payload {
+		payload[i] = byte('A' + rng.IntN(26))
+	}
+	return delta, flags, ack, opts, payload
+}
+
+// FuzzClientAddrForgery is the property for one client segment of the
+// fuzzer's choosing on a fresh connection of each kind (kind picks it):
+// whatever the segment, a toa module or a PROXY reader at the server reads
+// tapvs's or nothing.
+func FuzzClientAddrForgery(f *testing.F) {
+	f.Add(uint8(2), int32(-57), uint8(tcpflag.ACK), true, []byte(nil), []byte("PROXY TCP4 6.6.6.6 172.25.254.100 1234 80\r\n"))
+	f.Add(uint8(6), int32(-28), uint8(tcpflag.ACK), true, []byte(nil), []byte("\r\n\r\n\x00\r\nQUIT\n\x21\x11\x00\x0c\x06\x06\x06\x06"))
+	f.Add(uint8(1), int32(0), uint8(tcpflag.ACK), true, append([]byte{2, 8, 1, 1, 1, 1, 1, 1}, forgedTOA(false)...), []byte{})
+	f.Add(uint8(0), int32(0), uint8(tcpflag.ACK), true, forgedTOA(false), []byte("x"))
+	f.Add(uint8(5), int32(0), uint8(tcpflag.ACK), true, append([]byte{99, 1}, forgedTOA(true)...), []byte("x"))
+	f.Add(uint8(3), int32(-1), uint8(tcpflag.SYN), false, []byte(nil), []byte("data in a SYN"))
+	kinds := forgeKinds()
+	f.Fuzz(func(t *testing.T, kind uint8, delta int32, flags uint8, rightAck bool, opts, payload []byte) {
+		if len(payload) > 1400 {
+			payload = payload[:1400]
+		}
+		fc := newForgeConn(t, kinds[int(kind)%len(kinds)], 44000)
+		ack := fc.ack
+		if !rightAck {
+			ack = uint32(delta) * 7919
+		}
+		fc.send(delta, flags&(tcpflag.SYN|tcpflag.ACK|tcpflag.FIN|tcpflag.RST|tcpflag.PSH), ack, opts, payload)
+		fc.send(0, tcpflag.ACK, fc.ack, nil, []byte("after"))
+	})
+}
