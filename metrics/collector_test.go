@@ -281,7 +281,7 @@ func TestLabelSets(t *testing.T) {
 		"tapvs_connections": "", "tapvs_connections_max": "", "tapvs_ports_quarantined": "",
 		"tapvs_connections_created_total": "", "tapvs_connections_expired_total": "", "tapvs_expired_resets_total": "", "tapvs_drops_total": "reason",
 		"tapvs_synproxy_syn_cookies_total": "", "tapvs_synproxy_handshakes_total": "", "tapvs_synproxy_server_failures_total": "",
-		"tapvs_synproxy_syn_retries_total": "", "tapvs_synproxy_server_time_wait_total": "", "tapvs_proxy_headers_total": "",
+		"tapvs_synproxy_syn_retries_total": "", "tapvs_synproxy_server_time_wait_total": "", "tapvs_proxy_headers_total": "", "tapvs_proxy_headers_cut_total": "",
 		"tapvs_rs_active_connections": rs, "tapvs_rs_inactive_connections": rs, "tapvs_rs_scheduled_total": rs,
 		"tapvs_rs_weight": rs, "tapvs_rs_up": rs, "tapvs_rs_packets_total": "direction " + rs, "tapvs_rs_bytes_total": "direction " + rs,
 		"tapvs_service_connections_total": "service vip", "tapvs_service_half_open": "service vip", "tapvs_sources_untracked_total": "", "tapvs_toa_total": "result",

@@ -60,6 +60,7 @@ var (
 	dSvcConns  = prometheus.NewDesc("tapvs_service_connections_total", "Connections made to the service.", labelsSvc, nil)
 	dSvcHalf   = prometheus.NewDesc("tapvs_service_half_open", "Connections waiting for the client's ACK, counted while the service has a half_open limit.", labelsSvc, nil)
 	dProxyHdrs = prometheus.NewDesc("tapvs_proxy_headers_total", "PROXY protocol headers put in front of client segments toward real servers, re-sends included.", nil, nil)
+	dProxyCut  = prometheus.NewDesc("tapvs_proxy_headers_cut_total", "Client segments that carried a PROXY header and were cut short at their end to fit the server side's MTU; the client sends the rest again.", nil, nil)
 	dUntracked = prometheus.NewDesc("tapvs_sources_untracked_total", "New connections let in without a per-source count: every entry of their source's set held open connections.", nil, nil)
 	dTOA       = prometheus.NewDesc("tapvs_toa_total", "Client segments of TOA services that should carry the client's address: inserted, or sent without it for lack of room (options past 40 bytes, a packet past the server side's MTU).", []string{"result"}, nil)
 	dLIPConns  = prometheus.NewDesc("tapvs_lip_connections", "Connections bound to the local address (ports in use).", labelsLIP, nil)
@@ -77,7 +78,7 @@ func New(bal *nat.Balancer, st *netstack.Stack, health Health) *Collector {
 
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{dConns, dConnsMax, dQuar, dCreated, dExpired, dExpRST, dDrops, dSPCookies, dSPOpened, dSPFailed, dSPRetries, dSPTW, dProxyHdrs, dUntracked, dSvcHalf, dTOA,
+	for _, d := range []*prometheus.Desc{dConns, dConnsMax, dQuar, dCreated, dExpired, dExpRST, dDrops, dSPCookies, dSPOpened, dSPFailed, dSPRetries, dSPTW, dProxyHdrs, dProxyCut, dUntracked, dSvcHalf, dTOA,
 		dActive, dInactive, dSched, dWeight, dUp, dPkts, dBytes, dSvcConns, dLIPConns, dLIPConf, dLIPExh, dFrames, dPollSleep, dUDPProxy} {
 		ch <- d
 	}
@@ -108,6 +109,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	counter(dSPRetries, retries)
 	counter(dSPTW, c.bal.Stats.SynproxyTimeWait())
 	counter(dProxyHdrs, c.bal.Stats.ProxyHeaders())
+	counter(dProxyCut, c.bal.Stats.ProxyCut())
 	counter(dUntracked, c.bal.Stats.SourcesUntracked())
 	counter(dUDPProxy, c.bal.Stats.UDPProxyHeaders())
 	toa, toaNoRoom := c.bal.Stats.TOA()

@@ -8,6 +8,7 @@ import (
 	"github.com/tapvs/tapvs/csum"
 	"github.com/tapvs/tapvs/proxyhdr"
 	"github.com/tapvs/tapvs/tcpflag"
+	"github.com/tapvs/tapvs/tun"
 )
 
 // PROXY protocol for TCP services (ClientAddrProxyV1, ClientAddrProxyV2).
@@ -41,9 +42,13 @@ import (
 // MSS. A full-sized first segment plus the header must still fit the
 // server side's MTU, so the MSS the client learns is n less: the server's,
 // on its SYN-ACK, for a plain connection; SYNPROXY's own in the cookie
-// SYN-ACK. A TSO super-frame takes the header as payload and the kernel
+// SYN-ACK. A client may send more than it was told (its own choice, or an
+// MSS it learnt elsewhere): a segment that the header would take past the
+// server side's MTU loses as many bytes from its end, which the client
+// sends again when the server's ack leaves them out, as it would after a
+// loss. A TSO super-frame takes the header as payload and the kernel
 // segments it by its gso_size as before; one whose IP length would pass
-// 65535 loses as many bytes from its end (the client sends them again).
+// 65535 loses as many bytes from its end too.
 
 // proxyConn is a connection's PROXY header and where the client's stream
 // starts. It is set before the connection is published.
@@ -167,11 +172,13 @@ func (pp *proxyConn) len() uint32 {
 // insertHeader puts the header in front of the payload of p, a client
 // segment already rewritten for the server (seq moved by the header's
 // length, checksums valid), and takes seq back to the header's start. The
-// headers move into the frame's headroom; the payload stays. The IP
-// checksum is recomputed; a full TCP checksum too, with the payload's sum
-// taken from the old checksum rather than the bytes (a bad one stays bad);
-// a partial one (NEEDS_CSUM) only counts the longer segment. It reports
-// false, changing nothing, when there is no room.
+// headers move into the frame's headroom; the payload stays. What the
+// header would take past the server side's MTU (a TSO super-frame: past
+// 65535) is cut from the payload's end, and a FIN with it. The IP checksum
+// is recomputed; a full TCP checksum too, with the payload's sum taken from
+// the old checksum rather than the bytes (a bad one stays bad); a partial
+// one (NEEDS_CSUM) only counts the longer segment. It reports false,
+// changing nothing, when there is no room.
 func (b *Balancer) insertHeader(pp *proxyConn, p *pkt, f *Frame) bool {
 	n := int(pp.n)
 	tcp := p.b[p.l4:]
@@ -183,15 +190,25 @@ func (b *Balancer) insertHeader(pp *proxyConn, p *pkt, f *Frame) bool {
 		ipLen -= ipv6HdrLen
 	}
 	cut := max(ipLen+n-0xffff, 0)
-	if cut > 0 && (!p.partial || cut >= len(tcp)-hl) {
-		return false // only a TSO super-frame, partial, is ever that long
+	if f.VNet.GSOType() == tun.VNetGSONone {
+		cut = max(cut, len(p.b)-p.l3+n-b.cfg.ServerMTU)
+	}
+	if cut >= len(tcp)-hl && cut > 0 {
+		return false // not even the header would fit
 	}
 	var payload uint32
 	if !p.partial {
 		// Everything the checksum covers, less the pseudo-header and
-		// the TCP header: the payload's sum.
+		// the TCP header: the payload's sum, less what is cut from it.
 		h := csum.Sum(tcp[18:hl], csum.Sum(tcp[:16], p.pseudo(protoTCP, len(tcp))))
 		payload = uint32(^binary.BigEndian.Uint16(tcp[16:])) + uint32(^csum.Fold(h))
+		if cut > 0 {
+			tail := csum.Fold(csum.Sum(tcp[len(tcp)-cut:], 0))
+			if (len(tcp)-cut)&1 != 0 {
+				tail = tail<<8 | tail>>8 // summed from an odd offset (RFC 1071 2.B)
+			}
+			payload += uint32(^tail)
+		}
 	}
 	at := p.l4 + hl
 	f.Len = len(p.b) - cut
@@ -205,6 +222,7 @@ func (b *Balancer) insertHeader(pp *proxyConn, p *pkt, f *Frame) bool {
 	binary.BigEndian.PutUint32(tcp[4:], binary.BigEndian.Uint32(tcp[4:])-uint32(n))
 	if cut > 0 {
 		tcp[tcpflag.Offset] &^= tcpflag.FIN // the FIN came after the bytes cut
+		b.Stats.proxyCut.Add(1)
 	}
 	ip := p.b[p.l3:p.l4]
 	if p.v6 {
@@ -215,7 +233,8 @@ func (b *Balancer) insertHeader(pp *proxyConn, p *pkt, f *Frame) bool {
 		binary.BigEndian.PutUint16(ip[10:], csum.Checksum(ip, 0))
 	}
 	if p.partial {
-		csum.AdjustPartial(tcp[16:], uint16(n-cut))
+		// The TCP length in the pseudo-header: n more, cut less.
+		csum.AdjustPartial(tcp[16:], csum.Fold(uint32(n)+uint32(^uint16(cut))))
 		return true
 	}
 	pl := csum.Fold(payload)

@@ -306,21 +306,76 @@ func TestProxyOffloadedFrames(t *testing.T) {
 	}
 }
 
-// A full-checksum frame (no offload) past 65535 bytes with the header
-// cannot be: it is dropped and counted, not sent with a wrong length.
-// Neither can a frame with no headroom.
+// A frame with no headroom cannot take the header: it is dropped and
+// counted, not sent without it.
 func TestProxyNoRoom(t *testing.T) {
 	r := proxyRig(t, ClientAddrProxyV2, false)
 	syn := pframe(t, pktSpec{src: client, dst: vip, sport: 40001, dport: 80, proto: TCP, syn: true, seq: 10, srcMAC: macClient})
 	r.b.Process(ClientSide, syn)
-	f := frame(t, pktSpec{src: client, dst: vip, sport: 40001, dport: 80, proto: TCP, ack: true, seq: 11, ackNum: 7001, srcMAC: macClient, payload: make([]byte, 65535-40-10)})
-	if v := r.b.Process(ClientSide, f); v != Drop || r.b.Stats.Drop(DropProxyNoRoom) != 1 {
-		t.Fatalf("%v %v", v, r.b.Stats.Drops())
-	}
 	g := frame(t, pktSpec{src: client, dst: vip, sport: 40001, dport: 80, proto: TCP, ack: true, seq: 11, ackNum: 7001, srcMAC: macClient})
 	g.Buf, g.Off = g.Buf[g.Off-20:], 20
-	if v := r.b.Process(ClientSide, g); v != Drop || r.b.Stats.Drop(DropProxyNoRoom) != 2 {
+	if v := r.b.Process(ClientSide, g); v != Drop || r.b.Stats.Drop(DropProxyNoRoom) != 1 {
 		t.Fatalf("%v %v", v, r.b.Stats.Drops())
+	}
+}
+
+// A client that sends a first segment larger than the MSS it was told (up
+// to its own MTU, or a 64 KiB frame with a full checksum) has it cut at its
+// end so that with the header it is exactly the server side's MTU: the
+// header, then the client's first bytes, its FIN dropped with the bytes
+// cut, every checksum valid (full, both header parities; and partial). The
+// client's retransmission of the rest follows at the right number.
+func TestProxyHeaderFitsMTU(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		mode    ClientAddr
+		v6      bool
+		payload int
+		partial bool
+	}{
+		{"v1 full-MTU", ClientAddrProxyV1, false, 1460, false},
+		{"v2 full-MTU", ClientAddrProxyV2, false, 1460, false},
+		{"v1 odd payload", ClientAddrProxyV1, false, 1459, false},
+		{"v2 64KiB", ClientAddrProxyV2, false, 65535 - 40 - 10, false},
+		{"v1 partial", ClientAddrProxyV1, false, 1460, true},
+		{"v2 IPv6", ClientAddrProxyV2, true, 1440, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			k := forgeKind{mode: c.mode, v6: c.v6}
+			fc := newForgeConn(t, k, 40002)
+			body := make([]byte, c.payload)
+			for i := range body {
+				body[i] = byte('a' + i%26)
+			}
+			f := fc.clientFrame(pktSpec{ack: true, fin: true, seq: fc.first, ackNum: fc.ack, payload: body})
+			if c.partial {
+				makePartial(f)
+			}
+			if v := fc.r.b.Process(ClientSide, f); v != Forward {
+				t.Fatalf("%v %v", v, fc.r.b.Stats.Drops())
+			}
+			if c.partial {
+				finish(t, f)
+			}
+			tcp := fc.check(f.Bytes())
+			d := decode(t, f)
+			ipLen := len(f.Bytes()) - 14
+			if ipLen != 1500 || d.tcp.FIN || fc.r.b.Stats.ProxyCut() != 1 {
+				t.Fatalf("IP packet of %d bytes (FIN %v, %d cut), want the MTU's 1500 without the FIN", ipLen, d.tcp.FIN, fc.r.b.Stats.ProxyCut())
+			}
+			hl := int(tcp[12]>>4) * 4
+			sent := tcp[hl+len(fc.hdr):]
+			if !bytes.Equal(tcp[hl:hl+len(fc.hdr)], fc.hdr) || !bytes.Equal(sent, body[:len(sent)]) {
+				t.Fatalf("payload %q...: want the header, then the client's first bytes", tcp[hl:min(len(tcp), hl+80)])
+			}
+			rest := fc.clientFrame(pktSpec{ack: true, fin: true, seq: fc.first + uint32(len(sent)), ackNum: fc.ack, payload: body[len(sent):]})
+			if v := fc.r.b.Process(ClientSide, rest); v != Forward {
+				t.Fatalf("the rest: %v %v", v, fc.r.b.Stats.Drops())
+			}
+			if d := decode(t, rest); d.tcp.Seq != fc.streamStart()+uint32(len(fc.hdr)+len(sent)) || !d.tcp.FIN {
+				t.Fatalf("the rest at seq %d (FIN %v), want %d", d.tcp.Seq, d.tcp.FIN, fc.streamStart()+uint32(len(fc.hdr)+len(sent)))
+			}
+		})
 	}
 }
 

@@ -68,6 +68,7 @@ type Stats struct {
 	srcUntracked atomic.Uint64 // new connections let in uncounted: their source tracker set was full
 
 	proxyHeaders atomic.Uint64    // PROXY protocol headers sent to real servers, re-sends included
+	proxyCut     atomic.Uint64    // segments that carried a PROXY header cut short at their end to fit (proxy.go)
 	udpProxy     udpProxyCounters // PROXY v2 headers before UDP datagrams, per reader (udpproxy.go)
 	// toa counts TOA options by reader (Frame.Queue): a TOA service's
 	// upload puts one on every segment until the server first sends data.
@@ -104,6 +105,10 @@ func (s *Stats) TOA() (inserted, noRoom uint64) {
 // segments toward real servers, every re-send included (a retransmitted
 // first segment, a repeated handshake ACK).
 func (s *Stats) ProxyHeaders() uint64 { return s.proxyHeaders.Load() }
+
+// ProxyCut is how many segments carrying a PROXY header were cut short at
+// their end to fit the server side's MTU (or a TSO super-frame's 65535).
+func (s *Stats) ProxyCut() uint64 { return s.proxyCut.Load() }
 
 // ExpiredResets counts the RSTs sent, to a client or a real server, when an
 // established TCP connection timed out.
