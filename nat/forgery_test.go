@@ -12,6 +12,7 @@ import (
 	"github.com/tapvs/tapvs/csum"
 	"github.com/tapvs/tapvs/proxyhdr"
 	"github.com/tapvs/tapvs/tcpflag"
+	"github.com/tapvs/tapvs/tcpopt"
 	"github.com/tapvs/tapvs/tun"
 )
 
@@ -19,40 +20,11 @@ import (
 // choose the address a real server learns. Whatever a client sends, what a
 // toa module or a PROXY protocol reader takes from the segments tapvs
 // forwards is tapvs's own, or nothing. The readers here are the servers':
-// toaModuleRead is the Linux toa module's option parser (Alibaba LVS's and
-// DPVS's get_toa_data, which is more lenient than tcpopt), and a PROXY
+// tcpopt.ModuleTOA is the Linux toa module's option parser (Alibaba LVS's
+// and DPVS's get_toa_data, which is more lenient than tcpopt.Walk), and a PROXY
 // reader takes the first n bytes of the server's stream, so every client
 // byte that lands in [S, S+n) (S: the stream's first number at the server)
 // must be the header's own.
-
-// toaModuleRead is what a Linux toa module reads from a TCP header's
-// options (opts: the bytes after the fixed 20): the first option of kind
-// 254 and length 8 or 20 it finds, walking as its get_toa_data does (an EOL
-// or an option length below 2 or past the end ends the walk with nothing,
-// and any other length is stepped over, whatever the kind).
-func toaModuleRead(opts []byte) (opt []byte, ok bool) {
-	for i := 0; i < len(opts); {
-		switch opts[i] {
-		case 0: // EOL
-			return nil, false
-		case 1: // NOP
-			i++
-			continue
-		}
-		if i+1 >= len(opts) {
-			return nil, false
-		}
-		size := int(opts[i+1])
-		if size < 2 || size > len(opts)-i {
-			return nil, false
-		}
-		if opts[i] == 254 && (size == 8 || size == 20) {
-			return opts[i : i+size], true
-		}
-		i += size
-	}
-	return nil, false
-}
 
 // forgeKind is a service's way of telling the client's address, with or
 // without SYNPROXY, over IPv4 or IPv6.
@@ -337,7 +309,7 @@ func (fc *forgeConn) check(raw []byte) (tcp []byte) {
 	if hl < 20 || hl > len(tcp) {
 		t.Fatalf("%v: to the server: data offset %d of %d bytes", fc.k, hl, len(tcp))
 	}
-	if opt, ok := toaModuleRead(tcp[20:hl]); ok && (fc.toa == nil || string(opt) != string(fc.toa)) {
+	if opt, ok := tcpopt.ModuleTOA(tcp[20:hl]); ok && (fc.toa == nil || string(opt) != string(fc.toa)) {
 		t.Fatalf("%v: a toa module reads %x from a segment to the server (options %x); tapvs's is %x",
 			fc.k, opt, tcp[20:hl], fc.toa)
 	}

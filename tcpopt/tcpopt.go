@@ -123,6 +123,38 @@ func Blank(tcp []byte, o Option, acc uint32) uint32 {
 // TOA: in a segment from a client, one the client wrote itself.
 func ForgedTOA(o Option) bool { return o.Kind == TOA && (o.Len == LenTOA || o.Len == LenTOA6) }
 
+// ModuleTOA is what a Linux toa module reads from a TCP header's options
+// (opts: the bytes after the fixed 20), the way its get_toa_data walks
+// them (Alibaba LVS's and DPVS's toa.ko): the first option of kind 254 and
+// length 8 or 20, whole; an EOL, or a length below 2 or past the end, ends
+// the walk with nothing; every other length is stepped over, whatever its
+// kind, which is more lenient than Walk. tapvs never reads client options
+// this way: its tests hold what it forwards against this reader, the one a
+// real server uses.
+func ModuleTOA(opts []byte) (opt []byte, ok bool) {
+	for i := 0; i < len(opts); {
+		switch opts[i] {
+		case EOL:
+			return nil, false
+		case NOP:
+			i++
+			continue
+		}
+		if i+1 >= len(opts) {
+			return nil, false
+		}
+		size := int(opts[i+1])
+		if size < 2 || size > len(opts)-i {
+			return nil, false
+		}
+		if opts[i] == TOA && (size == LenTOA || size == LenTOA6) {
+			return opts[i : i+size], true
+		}
+		i += size
+	}
+	return nil, false
+}
+
 // Malformed reports whether the walk stopped at an option that does not fit.
 func (w *Walker) Malformed() bool { return w.bad }
 

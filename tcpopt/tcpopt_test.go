@@ -2,7 +2,10 @@ package tcpopt
 
 import (
 	"bytes"
+	"encoding/binary"
 	"testing"
+
+	"github.com/tapvs/tapvs/csum"
 )
 
 func TestWalkLayouts(t *testing.T) {
@@ -108,4 +111,70 @@ func FuzzWalk(f *testing.F) {
 			t.Fatalf("Parse %+v %v, walk malformed %v", p, ok, w.Malformed())
 		}
 	})
+}
+
+// ModuleTOA reads as the Linux toa module does: the first kind-254 option
+// of length 8 or 20, stepping over every other option by its length (a
+// malformed MSS too), nothing after an EOL or at a bad length.
+func TestModuleTOA(t *testing.T) {
+	toa4 := []byte{254, 8, 1, 2, 10, 0, 0, 1}
+	toa6 := append([]byte{254, 20, 1, 2}, make([]byte, 16)...)
+	for _, c := range []struct {
+		name string
+		opts []byte
+		want []byte
+	}{
+		{"none", nil, nil},
+		{"first", toa4, toa4},
+		{"IPv6", toa6, toa6},
+		{"after NOPs", append([]byte{1, 1}, toa4...), toa4},
+		{"after a long MSS", append([]byte{2, 8, 0, 0, 0, 0, 0, 0}, toa4...), toa4},
+		{"after an unknown kind", append([]byte{99, 3, 0}, toa4...), toa4},
+		{"the first of two", append(append([]byte{}, toa6...), toa4...), toa6},
+		{"other lengths of 254 stepped over", append([]byte{254, 4, 0, 0}, toa4...), toa4},
+		{"after an EOL", append([]byte{0}, toa4...), nil},
+		{"after a length below 2", append([]byte{99, 1}, toa4...), nil},
+		{"cut short", toa4[:7], nil},
+		{"a kind with no length", []byte{1, 99}, nil},
+	} {
+		got, ok := ModuleTOA(c.opts)
+		if ok != (c.want != nil) || string(got) != string(c.want) {
+			t.Errorf("%s: %x %v, want %x", c.name, got, ok, c.want)
+		}
+	}
+}
+
+// Blank writes NOPs over exactly the option, at even and odd offsets, and
+// the checksum change it returns is the one a recount gives; ForgedTOA
+// names the TOA lengths only.
+func TestBlankAndForgedTOA(t *testing.T) {
+	for _, at := range []int{0, 1, 2, 3} {
+		tcp := make([]byte, 20+4+8+4)
+		for i := range tcp {
+			tcp[i] = byte(i*37 + 11)
+		}
+		copy(tcp[20+at:], []byte{254, 8, 1, 2, 3, 4, 5, 6})
+		before := csum.Checksum(tcp, 0)
+		o := Option{Kind: 254, Off: at, Len: 8}
+		acc := Blank(tcp, o, 0)
+		for i := 20 + at; i < 20+at+8; i++ {
+			if tcp[i] != NOP {
+				t.Fatalf("offset %d: byte %d is %d, not a NOP", at, i, tcp[i])
+			}
+		}
+		if tcp[20+at+8] != byte((20+at+8)*37+11) || at > 0 && tcp[20+at-1] != byte((20+at-1)*37+11) {
+			t.Fatalf("offset %d: a byte outside the option changed", at)
+		}
+		b := make([]byte, 2)
+		binary.BigEndian.PutUint16(b, before)
+		csum.Adjust(b, csum.Fold(acc))
+		if got, want := binary.BigEndian.Uint16(b), csum.Checksum(tcp, 0); got != want {
+			t.Fatalf("offset %d: adjusted checksum %#04x, recount %#04x", at, got, want)
+		}
+	}
+	for l, want := range map[int]bool{8: true, 20: true, 4: false, 10: false} {
+		if ForgedTOA(Option{Kind: TOA, Len: l}) != want || ForgedTOA(Option{Kind: Timestamps, Len: l}) {
+			t.Errorf("ForgedTOA of length %d", l)
+		}
+	}
 }
