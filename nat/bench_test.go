@@ -3,6 +3,7 @@ package nat
 import (
 	"encoding/binary"
 	"fmt"
+	"github.com/google/gopacket/layers"
 	"net/netip"
 	"runtime"
 	"testing"
@@ -125,6 +126,20 @@ func BenchmarkForwardMovingAcks(b *testing.B) {
 			b.Fatal("not forwarded")
 		}
 	}
+}
+
+// BenchmarkForwardTimestamps is BenchmarkForward's one connection with a
+// timestamp option (NOP, NOP, TS) on every segment both ways, as Linux
+// sends them: every client segment's options are walked (seq.go: forged
+// TOAs blanked, malformed lists dropped).
+func BenchmarkForwardTimestamps(b *testing.B) {
+	r := newRig(b, TCP, "rr", nil)
+	r.b.Process(ClientSide, frame(b, pktSpec{src: client, dst: vip, sport: 40000, dport: 80, proto: TCP, syn: true, srcMAC: macClient}))
+	info := r.b.Table().Conns()[0]
+	ts := []layers.TCPOption{nop, nop, tsOpt(1, 2)}
+	in := frame(b, pktSpec{src: client, dst: vip, sport: 40000, dport: 80, proto: TCP, ack: true, payload: make([]byte, 1400), srcMAC: macClient, opts: ts})
+	back := frame(b, pktSpec{src: info.RIP.Addr(), dst: lip1, sport: 8080, dport: info.LIP.Port(), proto: TCP, ack: true, payload: make([]byte, 1400), opts: ts})
+	benchPair(b, r, in, back, 66, 66)
 }
 
 // BenchmarkLookup is the connection table's lookup alone as the table grows.
