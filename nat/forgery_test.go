@@ -70,6 +70,7 @@ type forgeConn struct {
 	syns     map[uint32]bool // the seq of every SYN tapvs sent the server
 	hdr      []byte          // the PROXY header the server reads at S; nil without
 	toa      []byte          // the TOA option tapvs writes; nil without
+	offload  bool            // client frames come as from a TAP with offload (offloaded)
 	checked  int             // frames checked on their way to the server
 	byPlace  [4]int          // client segments sent, by where they start against the stream
 	overlaps int             // segments dropped as proxy_overlap
@@ -170,6 +171,9 @@ func (fc *forgeConn) send(delta int32, flags uint8, ack uint32, opts, payload []
 	if olen > 0 {
 		fc.setOptions(f, opts, olen)
 	}
+	if fc.offload {
+		fc.offloaded(f, olen)
+	}
 	fc.byPlace[fc.place(delta, flags, len(payload))]++
 	drops := fc.r.b.Stats.Drops()["proxy_overlap"]
 	v := fc.r.b.Process(ClientSide, f)
@@ -180,6 +184,37 @@ func (fc *forgeConn) send(delta int32, flags uint8, ack uint32, opts, payload []
 	return v
 }
 
+// offloaded gives f, a client frame with olen bytes of options, a
+// virtio-net header as a TAP with offload hands it over: a partial
+// checksum (NEEDS_CSUM), and past 1400 bytes of payload a TSO super-frame.
+func (fc *forgeConn) offloaded(f *Frame, olen int) {
+	b := f.Bytes()
+	l4, gso, ps := 14+20, uint8(tun.VNetGSOTCPv4), uint32(0)
+	end := 14 + int(binary.BigEndian.Uint16(b[14+2:]))
+	if fc.k.v6 {
+		l4, gso = 14+40, tun.VNetGSOTCPv6
+		end = l4 + int(binary.BigEndian.Uint16(b[14+4:]))
+		ps = csum.PseudoV6(b[22:38], b[38:54], protoTCP, end-l4)
+	} else {
+		ps = csum.PseudoV4(b[26:30], b[30:34], protoTCP, end-l4)
+	}
+	binary.BigEndian.PutUint16(b[l4+16:], csum.Fold(ps))
+	v := withVNet(f)
+	v.SetNeedsCsum(l4, 16)
+	if end-l4-20-olen > 1400 {
+		v.SetGSO(gso, uint16(l4+20+olen), 1400)
+	}
+}
+
+// finished is a frame to the server (vnet: its virtio-net header, nil
+// without one) with a partial checksum completed, as the kernel would.
+func finished(vnet tun.VNetHdr, raw []byte) []byte {
+	if len(vnet) == tun.VNetHdrLen && vnet.NeedsCsum() {
+		csum.Finish(raw[vnet.CsumStart():], vnet.CsumOffset())
+	}
+	return raw
+}
+
 // toServer checks what a verdict v on f sent the server. A SYN among it (a
 // client that reused its port on the closing connection, which opens a
 // new one at the server) is answered by the server's SYN-ACK, as a server
@@ -188,10 +223,10 @@ func (fc *forgeConn) toServer(v Verdict, f *Frame) {
 	var frames [][]byte
 	switch v {
 	case Forward:
-		frames = append(frames, f.Bytes())
+		frames = append(frames, finished(f.VNet, f.Bytes()))
 	case Release:
 		for _, q := range f.Released {
-			frames = append(frames, q[tun.VNetHdrLen:])
+			frames = append(frames, finished(tun.VNetHdr(q[:tun.VNetHdrLen]), q[tun.VNetHdrLen:]))
 		}
 	}
 	for _, raw := range frames {
@@ -434,7 +469,8 @@ func TestClientCannotForgeProxyHeader(t *testing.T) {
 // TestClientAddrForgeryProperty sends each kind of connection 400 client
 // segments of random numbers (around the stream's start, past it, far
 // off), flags, acks, options (well-formed, malformed, with forged TOAs)
-// and payloads, and checks every frame sent to the server with the
+// and payloads, a third of them as a TAP with offload hands them over
+// (partial checksums, some TSO super-frames), and checks every frame sent to the server with the
 // servers' readers (forgeConn.check). It also checks the run was not
 // vacuous: segments of every place were sent and frames were checked.
 func TestClientAddrForgeryProperty(t *testing.T) {
@@ -442,20 +478,47 @@ func TestClientAddrForgeryProperty(t *testing.T) {
 	for _, k := range forgeKinds() {
 		t.Run(k.String(), func(t *testing.T) {
 			fc := newForgeConn(t, k, 43000)
+			checked, conns := 0, 1
+			var byPlace [4]int
 			for range 400 {
+				if !fc.open() {
+					// An RST (or a SYNPROXY port reuse that failed) ended it:
+					// the next segments go to a new connection.
+					checked += fc.checked
+					for p, n := range fc.byPlace {
+						byPlace[p] += n
+					}
+					fc, conns = newForgeConn(t, k, 43000), conns+1
+				}
 				delta, flags, ack, opts, payload := randomSegment(rng, fc)
+				fc.offload = rng.IntN(3) == 0
+				if fc.offload && rng.IntN(4) == 0 {
+					payload = append(payload, make([]byte, 3000)...) // a TSO super-frame
+				}
 				fc.send(delta, flags, ack, opts, payload)
 			}
-			if fc.checked < 100 {
-				t.Fatalf("only %d frames reached the server: %v", fc.checked, fc.r.b.Stats.Drops())
-			}
+			checked += fc.checked
 			for p, n := range fc.byPlace {
+				byPlace[p] += n
+			}
+			t.Logf("%d frames checked at the server over %d connections; segments by place %v", checked, conns, byPlace)
+			if checked < 100 {
+				t.Fatalf("only %d frames reached the server: %v", checked, fc.r.b.Stats.Drops())
+			}
+			for p, n := range byPlace {
 				if n == 0 && (fc.hdr != nil || p != inHeaderRange) {
-					t.Fatalf("no segment at place %d (%v)", p, fc.byPlace)
+					t.Fatalf("no segment at place %d (%v)", p, byPlace)
 				}
 			}
 		})
 	}
+}
+
+// open reports whether tapvs still keeps the connection, established.
+func (fc *forgeConn) open() bool {
+	key := tupleKey{src: addrKey(fc.cl), dst: addrKey(fc.vp), sport: fc.cport, dport: 80, proto: TCP}
+	c := fc.r.b.table.lookup(&key)
+	return c != nil && c.state.Load() != stDead && (c.sp == nil || c.sp.Established())
 }
 
 // randomSegment draws a client segment for fc: a seq mostly within a
@@ -523,10 +586,11 @@ func FuzzClientAddrForgery(f *testing.F) {
 	f.Add(uint8(3), int32(-1), uint8(tcpflag.SYN), false, []byte(nil), []byte("data in a SYN"))
 	kinds := forgeKinds()
 	f.Fuzz(func(t *testing.T, kind uint8, delta int32, flags uint8, rightAck bool, opts, payload []byte) {
-		if len(payload) > 1400 {
-			payload = payload[:1400]
+		if len(payload) > 4000 {
+			payload = payload[:4000]
 		}
 		fc := newForgeConn(t, kinds[int(kind)%len(kinds)], 44000)
+		fc.offload = kind >= 128 || len(payload) > 1400
 		ack := fc.ack
 		if !rightAck {
 			ack = uint32(delta) * 7919
