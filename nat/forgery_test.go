@@ -397,6 +397,7 @@ func TestClientCannotForgeTOA(t *testing.T) {
 				"first, with room for tapvs's":             {opts: forged},
 				"after an MSS, padded with NOPs to 40":     {opts: append(append(append([]byte{}, mss...), forged...), nops(40-len(mss)-len(forged))...)},
 				"after 26 bytes of SACK (no room)":         {opts: append(append(append([]byte{}, forged...), 5, 26), make([]byte, 24)...)},
+				"before 18 bytes of SACK":                  {opts: append(append(append([]byte{}, forged...), 5, 18), make([]byte, 16)...)},
 				"on a full-MTU segment":                    {opts: forged, payload: 1400},
 			}
 			for name, l := range layouts {
