@@ -293,6 +293,17 @@ func protoName(p nat.Protocol) string { return strings.ToLower(p.String()) }
 // Zero clears the counters (ipvsadm -Z).
 func (m *Manager) Zero() { m.bal.Zero() }
 
+// ZeroService clears one service's counters and its servers' (ipvsadm -Z
+// -t|-u), and no other's.
+func (m *Manager) ZeroService(k ServiceKey) error {
+	svc, err := m.service(k)
+	if err != nil {
+		return err
+	}
+	svc.Zero()
+	return nil
+}
+
 // Services lists the services, sorted as ipvsadm sorts them.
 func (m *Manager) Services() []api.Service {
 	svcs := slices.Clone(m.bal.Services()) // the published list is shared with the data path: sort a copy

@@ -246,6 +246,13 @@ func (s *Server) Handler() http.Handler {
 		}
 	})
 	mux.HandleFunc("POST /v1/zero", func(w http.ResponseWriter, r *http.Request) { m.Zero(); s.done(w, r, nil) })
+	mux.HandleFunc("POST /v1/services/{proto}/{addr}/zero", func(w http.ResponseWriter, r *http.Request) {
+		k, err := pathKey(r)
+		if err == nil {
+			err = m.ZeroService(k)
+		}
+		s.done(w, r, err)
+	})
 	mux.HandleFunc("GET /v1/capture", s.capture)
 	// Profiles of the running data path. They show code paths, timings and
 	// memory: served here, to the owner of the socket only, never on the

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -449,5 +450,58 @@ func TestIpvsadmSaveRestoreAndFriends(t *testing.T) {
 	}
 	if sides["client"] == 0 || sides["server"] == 0 {
 		t.Fatalf("capture sides %v: want both", sides)
+	}
+}
+
+// -Z with a service zeroes that service's counters and its servers', and
+// no other's (ipvsadm's -Z -t); a service that does not exist is
+// ipvsadm's "No such service", exit non-zero, and zeroes nothing.
+func TestIpvsadmZeroOneService(t *testing.T) {
+	e := setup(t, services("rr", 1, 1), "")
+	hc := lab.HTTPClient(e.top.Client, 5*time.Second)
+	for range 4 {
+		e.get(hc)
+	}
+	for i := range 4 {
+		if _, err := lab.UDPEcho(e.ctx(5*time.Second), e.top.Client, netip.AddrPortFrom(lab.VIP, lab.EchoPort), "zero"); err != nil {
+			t.Fatalf("udp echo %d: %v", i, err)
+		}
+	}
+	// conns is a service's row of --stats --exact: its connections and
+	// packets in.
+	conns := func(flag, svc string) (int, int) {
+		st := rows(e.must("-ln", "--stats", "--exact", flag, svc))
+		c, err1 := strconv.Atoi(st[3][2])
+		in, err2 := strconv.Atoi(st[3][3])
+		if err1 != nil || err2 != nil {
+			t.Fatalf("--stats row %q", st[3])
+		}
+		return c, in
+	}
+	tcpSvc, udpSvc := "172.25.254.100:80", netip.AddrPortFrom(lab.VIP, lab.EchoPort).String()
+	if c, _ := conns("-t", tcpSvc); c < 4 {
+		t.Fatalf("tcp service: %d connections before -Z, want 4", c)
+	}
+	if c, _ := conns("-u", udpSvc); c < 1 {
+		t.Fatalf("udp service: %d connections before -Z", c)
+	}
+	_, udpIn := conns("-u", udpSvc)
+
+	_, errOut, code := e.adm("", "-Z", "-t", "172.25.254.100:81")
+	if code == 0 || strings.TrimSpace(errOut) != "No such service" {
+		t.Fatalf("-Z of a service that does not exist: exit %d %q, want non-zero and \"No such service\"", code, errOut)
+	}
+	if c, _ := conns("-t", tcpSvc); c < 4 {
+		t.Fatalf("a refused -Z zeroed the tcp service: %d connections", c)
+	}
+
+	e.must("-Z", "-t", tcpSvc)
+	st := rows(e.must("-ln", "--stats", "--exact", "-t", tcpSvc))
+	fields(t, st[3], "TCP", tcpSvc, "0", "0", "0", "0", "0")
+	for _, r := range st[4:] {
+		fields(t, r[2:], "0", "0", "0", "0", "0")
+	}
+	if c, in := conns("-u", udpSvc); c < 1 || in < udpIn {
+		t.Fatalf("-Z -t %s zeroed the udp service too: %d connections, %d packets in (were %d)", tcpSvc, c, in, udpIn)
 	}
 }

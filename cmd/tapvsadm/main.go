@@ -138,7 +138,17 @@ func execute(cl *api.Client, c *command, out io.Writer) error {
 		}
 		return printLists(out, svcs, c)
 	case "zero":
-		return cl.Zero()
+		if c.service == "" {
+			return cl.Zero()
+		}
+		// -Z with a service zeroes that one only; one that does not
+		// exist is ipvsadm's ESRCH for ipvs_zero_service.
+		err := cl.ZeroService(api.ServiceKey{Protocol: c.proto, Addr: c.service})
+		var ae *api.Error
+		if errors.As(err, &ae) && ae.Code == api.CodeNoService {
+			return usagef("No such service")
+		}
+		return err
 	case "save":
 		svcs, err := cl.Services()
 		if err != nil {

@@ -75,6 +75,7 @@ func (c *Client) Conns() (cs []Conn, err error)      { return cs, c.do("GET", "/
 func (c *Client) Timeouts() (t Timeouts, err error)  { return t, c.do("GET", "/v1/timeouts", nil, &t) }
 func (c *Client) SetTimeouts(t Timeouts) error       { return c.do("PUT", "/v1/timeouts", t, nil) }
 func (c *Client) Zero() error                        { return c.do("POST", "/v1/zero", nil, nil) }
+func (c *Client) ZeroService(k ServiceKey) error     { return c.do("POST", k.escPath()+"/zero", nil, nil) }
 func (c *Client) Clear() error                       { return c.do("DELETE", "/v1/services", nil, nil) }
 func (c *Client) AddService(s ServiceSpec) error     { return c.do("POST", "/v1/services", s, nil) }
 func (c *Client) EditService(s ServiceSpec) error    { return c.do("PUT", s.escPath(), s, nil) }
