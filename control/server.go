@@ -51,7 +51,9 @@ func (s *Server) Listen(path string) error {
 		c.Close()
 		return fmt.Errorf("control socket %s: another tapvs is listening there", path)
 	}
-	os.Remove(path)
+	if err := removeStale(path); err != nil {
+		return err
+	}
 	old := unix.Umask(0o077) // no window in which the socket is open to others
 	ln, err := net.Listen("unix", path)
 	unix.Umask(old)
@@ -66,6 +68,43 @@ func (s *Server) Listen(path string) error {
 	go s.srv.Serve(s.ln)
 	s.log.Info("control API listening", "socket", path)
 	return nil
+}
+
+// removeStale removes what a tapvs that ended without Close left at path:
+// a socket nobody listens on (Listen has just tried it). Anything else
+// there (a regular file, a directory, a link) is the operator's, and is
+// refused by the field that names it rather than deleted.
+func removeStale(path string) error {
+	fi, err := os.Lstat(path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return nil
+	case err != nil:
+		return fmt.Errorf("control.socket: %s: %w", path, err)
+	case fi.Mode().Type() != os.ModeSocket:
+		return fmt.Errorf("control.socket: %s exists and is not a socket (%s): tapvs removes only a stale socket of its own; pick another path", path, fileKind(fi.Mode()))
+	}
+	if err := os.Remove(path); err != nil {
+		return fmt.Errorf("control.socket: removing the stale socket %s: %w", path, err)
+	}
+	return nil
+}
+
+// fileKind names what a path is, for a refusal.
+func fileKind(m os.FileMode) string {
+	switch m.Type() {
+	case 0:
+		return "a regular file"
+	case os.ModeDir:
+		return "a directory"
+	case os.ModeSymlink:
+		return "a symbolic link"
+	case os.ModeNamedPipe:
+		return "a named pipe"
+	case os.ModeDevice, os.ModeDevice | os.ModeCharDevice:
+		return "a device"
+	}
+	return m.Type().String()
 }
 
 // Close stops serving and removes the socket.

@@ -303,3 +303,54 @@ func (l *lockedBuffer) String() string {
 	defer l.mu.Unlock()
 	return l.b.String()
 }
+
+// control.socket may name a stale socket (a tapvs that died left it): it
+// is replaced. Anything else at the path is the operator's: Listen refuses
+// it, naming the field, and leaves it as it was.
+func TestListenRemovesOnlyAStaleSocket(t *testing.T) {
+	dir := t.TempDir()
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+
+	file := filepath.Join(dir, "notes.txt")
+	if err := os.WriteFile(file, []byte("keep me"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(dir, "sub"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(file, filepath.Join(dir, "link")); err != nil {
+		t.Fatal(err)
+	}
+	for name, kind := range map[string]string{"notes.txt": "a regular file", "sub": "a directory", "link": "a symbolic link"} {
+		err := NewServer(newManager(t), quiet).Listen(filepath.Join(dir, name))
+		if err == nil || !strings.HasPrefix(err.Error(), "control.socket: ") || !strings.Contains(err.Error(), kind) {
+			t.Errorf("control.socket at %s: %v, want refused as %s with the field named", kind, err, kind)
+		}
+	}
+	if b, err := os.ReadFile(file); err != nil || string(b) != "keep me" {
+		t.Fatalf("the regular file after Listen: %q %v", b, err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "sub")); err != nil {
+		t.Fatalf("the directory after Listen: %v", err)
+	}
+
+	// A stale socket: bound, its listener gone without removing it.
+	sock := filepath.Join(dir, "tapvs.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
+	ln.Close()
+	if fi, err := os.Lstat(sock); err != nil || fi.Mode().Type() != os.ModeSocket {
+		t.Fatalf("the stale socket was not left behind: %v", err)
+	}
+	srv := NewServer(newManager(t), quiet)
+	if err := srv.Listen(sock); err != nil {
+		t.Fatalf("over a stale socket: %v", err)
+	}
+	defer srv.Close()
+	if _, err := api.Dial(sock).Info(); err != nil {
+		t.Fatalf("the new socket: %v", err)
+	}
+}
