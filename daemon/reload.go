@@ -3,6 +3,7 @@ package daemon
 import (
 	"net/netip"
 	"reflect"
+	"strings"
 
 	"github.com/tapvs/tapvs/config"
 	"github.com/tapvs/tapvs/nat"
@@ -22,12 +23,9 @@ func (d *Daemon) Reload(path string) error {
 	}
 	d.reloadMu.Lock()
 	defer d.reloadMu.Unlock()
-	old := d.Config()
-	if !reflect.DeepEqual(old.Client, cfg.Client) || !reflect.DeepEqual(old.Server, cfg.Server) ||
-		old.Offload != cfg.Offload || old.BusyPoll != cfg.BusyPoll || old.MaxConns != cfg.MaxConns || old.PortMin != cfg.PortMin || old.PortMax != cfg.PortMax ||
-		old.PortQuarantine != cfg.PortQuarantine || old.Synproxy != cfg.Synproxy || old.Sweep != cfg.Sweep ||
-		old.ControlSocket != cfg.ControlSocket || old.MetricsListen != cfg.MetricsListen || old.LogLevel != cfg.LogLevel || old.LogFormat != cfg.LogFormat {
-		d.log.Warn("reload: interfaces, limits, the synproxy section, sweep_interval, log, control socket and metrics address change only with a restart; the services are applied")
+	running := d.Config()
+	if fields := restartOnly(running, cfg); len(fields) > 0 {
+		d.log.Warn("reload: these change only with a restart; the running values are kept and the services are applied", "fields", strings.Join(fields, ", "))
 	}
 	n := 0
 	err = d.Manager.Update(func(tx *nat.Tx) error {
@@ -39,7 +37,12 @@ func (d *Daemon) Reload(path string) error {
 		d.log.Error("reload refused: the running configuration is kept", "err", err)
 		return err
 	}
-	d.cfg.Store(cfg)
+	// The running configuration is the file's services on the values
+	// tapvs started with: the next reload compares against what runs, so
+	// it warns again until a restart takes the new values.
+	applied := *running
+	applied.Services = cfg.Services
+	d.cfg.Store(&applied)
 	d.startHealth(cfg)
 	d.log.Info("reload applied", "changes", n)
 	return nil
@@ -54,4 +57,31 @@ func (d *Daemon) heldDown(sc config.Service, rs config.RealServer) bool {
 	}
 	up, checked, _ := hc.Up(sc.Protocol, netip.AddrPortFrom(sc.VIP, sc.Port), netip.AddrPortFrom(rs.Address, rs.Port))
 	return checked && !up
+}
+
+// restartOnly names the settings of next that differ from the running ones
+// and cannot change under a running data path: everything but the
+// services and the timeouts they take.
+func restartOnly(running, next *config.Config) []string {
+	var fields []string
+	differ := func(name string, a, b any) {
+		if !reflect.DeepEqual(a, b) {
+			fields = append(fields, name)
+		}
+	}
+	differ("interfaces.client", running.Client, next.Client)
+	differ("interfaces.server", running.Server, next.Server)
+	differ("interfaces.offload", running.Offload, next.Offload)
+	differ("interfaces.busy_poll", running.BusyPoll, next.BusyPoll)
+	differ("limits.max_connections", running.MaxConns, next.MaxConns)
+	differ("limits.local_port_min", running.PortMin, next.PortMin)
+	differ("limits.local_port_max", running.PortMax, next.PortMax)
+	differ("limits.port_quarantine", running.PortQuarantine, next.PortQuarantine)
+	differ("synproxy", running.Synproxy, next.Synproxy)
+	differ("sweep_interval", running.Sweep, next.Sweep)
+	differ("log.level", running.LogLevel, next.LogLevel)
+	differ("log.format", running.LogFormat, next.LogFormat)
+	differ("control.socket", running.ControlSocket, next.ControlSocket)
+	differ("metrics.listen", running.MetricsListen, next.MetricsListen)
+	return fields
 }
