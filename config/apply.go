@@ -88,7 +88,9 @@ func applyService(tx *nat.Tx, sc Service, held func(Service, RealServer) bool) (
 			return []error{fmt.Errorf("vip: %w", err)}
 		}
 	} else {
-		tx.SetName(svc, sc.Name)
+		if err := tx.SetName(svc, sc.Name); err != nil {
+			errs = append(errs, fmt.Errorf("name: %w", err))
+		}
 		if svc.Scheduler() != sc.Scheduler {
 			if err := tx.SetScheduler(svc, sc.Scheduler); err != nil {
 				errs = append(errs, fmt.Errorf("scheduler: %w", err))

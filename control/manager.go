@@ -184,7 +184,9 @@ func editService(tx *nat.Tx, s ServiceSpec) error {
 		}
 	}
 	if s.Name != "" {
-		tx.SetName(svc, s.Name)
+		if err := tx.SetName(svc, s.Name); err != nil {
+			return err
+		}
 	}
 	if err := setLimits(tx, svc, s.Limits); err != nil {
 		return err

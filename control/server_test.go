@@ -354,3 +354,41 @@ func TestListenRemovesOnlyAStaleSocket(t *testing.T) {
 		t.Fatalf("the new socket: %v", err)
 	}
 }
+
+// Issue 20, item 5: a service's name is a metrics label. One that is not
+// printable UTF-8 (a NUL, a line break) or longer than nat.MaxNameLen is
+// refused, naming the field, on add, on edit and in a batch; the state is
+// untouched. JSON cannot carry invalid UTF-8: the decoder makes it U+FFFD.
+func TestAPIRefusesBadNames(t *testing.T) {
+	m := newManager(t)
+	do := serve(t, m)
+	if c, b := do("POST", "/v1/services", `{"protocol":"tcp","addr":"10.0.0.1:80","name":"web"}`); c != 204 {
+		t.Fatalf("add: %d %s", c, b)
+	}
+	before := fmt.Sprint(m.Services())
+	long := strings.Repeat("x", nat.MaxNameLen+1)
+	huge := strings.Repeat("x", 8<<20)
+	for _, tc := range []struct{ method, path, body, want string }{
+		{"POST", "/v1/services", `{"protocol":"tcp","addr":"10.0.0.2:80","name":"a\u0000b"}`, `name has the unprintable character U+0000 at byte 1`},
+		{"POST", "/v1/services", `{"protocol":"tcp","addr":"10.0.0.2:80","name":"a\nb"}`, `name has the unprintable character U+000A at byte 1`},
+		{"POST", "/v1/services", `{"protocol":"tcp","addr":"10.0.0.2:80","name":"` + long + `"}`, `name is 129 bytes long, more than 128`},
+		{"POST", "/v1/services", `{"protocol":"tcp","addr":"10.0.0.2:80","name":"` + huge + `"}`, `name is 8388608 bytes long, more than 128`},
+		{"PUT", "/v1/services/tcp/10.0.0.1:80", `{"name":"\u001b[31mred"}`, `name has the unprintable character U+001B at byte 0`},
+		{"POST", "/v1/batch", `{"ops":[{"op":"edit-service","service":{"protocol":"tcp","addr":"10.0.0.1:80","name":"` + long + `"}}]}`, `name is 129 bytes long`},
+	} {
+		c, body := do(tc.method, tc.path, tc.body)
+		if c != 400 || !strings.Contains(body, tc.want) || strings.Count(strings.TrimSpace(body), "\n") != 0 || len(body) > 1000 {
+			if len(body) > 300 {
+				body = body[:300] + "..."
+			}
+			t.Errorf("%s %s: %d %s, want 400 and one short line with %q", tc.method, tc.path, c, body, tc.want)
+		}
+	}
+	if after := fmt.Sprint(m.Services()); after != before {
+		t.Fatalf("refused names changed the state:\n%s\n%s", before, after)
+	}
+	// Printable UTF-8, spaces among it, is a name.
+	if c, b := do("PUT", "/v1/services/tcp/10.0.0.1:80", `{"name":"web (front) – été"}`); c != 204 || m.Services()[0].Name != "web (front) – été" {
+		t.Fatalf("a printable name: %d %s", c, b)
+	}
+}
