@@ -392,3 +392,62 @@ func TestAPIRefusesBadNames(t *testing.T) {
 		t.Fatalf("a printable name: %d %s", c, b)
 	}
 }
+
+// POST /v1/reload is served only where there is a file to reload; its
+// answer is the reload's lists, a refusal one line. A change is answered
+// with the notes SetNotes gives (200), which the client hands to OnNote;
+// with none, 204.
+func TestReloadAndNotes(t *testing.T) {
+	m := newManager(t)
+	do := serve(t, m)
+	if c, b := do("POST", "/v1/reload", ""); c != 404 || !strings.Contains(b, "no configuration file to reload") {
+		t.Fatalf("reload without a file: %d %s", c, b)
+	}
+	m.SetReload(func() (api.Reload, error) {
+		return api.Reload{Changes: 1, Reverted: []string{"tcp 10.0.0.1:80 scheduler rr -> wrr"}, Kept: []string{"tcp 10.0.0.2:80"}, Restart: []string{}}, nil
+	})
+	if c, b := do("POST", "/v1/reload", ""); c != 200 || strings.TrimSpace(b) != `{"changes":1,"reverted":["tcp 10.0.0.1:80 scheduler rr -> wrr"],"kept":["tcp 10.0.0.2:80"],"restart":[]}` {
+		t.Fatalf("reload: %d %s", c, b)
+	}
+	m.SetReload(func() (api.Reload, error) {
+		return api.Reload{}, errors.New("services[0].port: 70000 is not a port\nservices[1].vip: \"x\" is not an address")
+	})
+	if c, b := do("POST", "/v1/reload", ""); c != 400 || strings.Count(strings.TrimSpace(b), "\n") != 0 ||
+		!strings.Contains(b, `services[0].port: 70000 is not a port; services[1].vip`) {
+		t.Fatalf("a refused reload: %d %s", c, b)
+	}
+	if c, b := do("POST", "/v1/services", `{"protocol":"tcp","addr":"10.0.0.1:80"}`); c != 204 || b != "" {
+		t.Fatalf("a change with no notes: %d %q", c, b)
+	}
+	var seen []Op
+	m.SetNotes(func(ops []Op) []string {
+		seen = ops
+		return []string{"service tcp 10.0.0.1:80 is declared in the configuration file: a reload sets it back to the file's"}
+	})
+	if c, b := do("PUT", "/v1/services/tcp/10.0.0.1:80", `{"scheduler":"rr"}`); c != 200 || !strings.Contains(b, `"notes":["service tcp 10.0.0.1:80 is declared`) {
+		t.Fatalf("a change with a note: %d %s", c, b)
+	}
+	if len(seen) != 1 || seen[0].Kind != OpEditService || seen[0].Service.Scheduler != "rr" {
+		t.Fatalf("the notes were asked about %+v", seen)
+	}
+	// A refused change has no notes: the error is the answer.
+	if c, _ := do("PUT", "/v1/services/tcp/10.0.0.9:80", `{"scheduler":"rr"}`); c != 404 {
+		t.Fatalf("a refused change: %d", c)
+	}
+	// The client passes the notes on.
+	sock := filepath.Join(t.TempDir(), "tapvs.sock")
+	srv := NewServer(m, slog.New(slog.DiscardHandler))
+	if err := srv.Listen(sock); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	cl := api.Dial(sock)
+	var notes []string
+	cl.OnNote = func(n string) { notes = append(notes, n) }
+	if err := cl.Batch([]api.Op{{Op: "edit-service", Service: &api.ServiceSpec{ServiceKey: api.ServiceKey{Protocol: "tcp", Addr: "10.0.0.1:80"}, Scheduler: "wrr"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if len(notes) != 1 || !strings.HasPrefix(notes[0], "service tcp 10.0.0.1:80 is declared") {
+		t.Fatalf("OnNote got %q", notes)
+	}
+}

@@ -1,9 +1,13 @@
 package daemon
 
 import (
+	"context"
+	"log/slog"
 	"net/netip"
 	"reflect"
 	"strings"
+
+	"github.com/tapvs/tapvs/control/api"
 
 	"github.com/tapvs/tapvs/config"
 	"github.com/tapvs/tapvs/nat"
@@ -15,27 +19,40 @@ import (
 // and health checks. A file that does not validate is refused whole, with
 // its fields named, and nothing changes. Interfaces and limits cannot change
 // under a running data path: they are reported as needing a restart.
+//
+// The file owns what it declares (config.Reconcile): a change made at run
+// time to a declared service, real server or local address is set back to
+// the file's value, and what was added at run time and the file does not
+// declare is kept. The log line names each (reverted=..., kept=...), and so
+// does POST /v1/reload's answer.
 func (d *Daemon) Reload(path string) error {
+	_, err := d.reload(path)
+	return err
+}
+
+func (d *Daemon) reload(path string) (api.Reload, error) {
 	cfg, err := config.Load(path)
 	if err != nil {
 		d.log.Error("reload refused: the running configuration is kept", "err", err)
-		return err
+		return api.Reload{}, err
 	}
 	d.reloadMu.Lock()
 	defer d.reloadMu.Unlock()
 	running := d.Config()
-	if fields := restartOnly(running, cfg); len(fields) > 0 {
-		d.log.Warn("reload: these change only with a restart; the running values are kept and the services are applied", "fields", strings.Join(fields, ", "))
+	res := api.Reload{Restart: restartOnly(running, cfg)}
+	if len(res.Restart) > 0 {
+		d.log.Warn("reload: these change only with a restart; the running values are kept and the services are applied", "fields", strings.Join(res.Restart, ", "))
 	}
-	n := 0
+	var drift config.Drift
 	err = d.Manager.Update(func(tx *nat.Tx) error {
-		err := cfg.Apply(tx, d.heldDown)
-		n = tx.Changes()
+		var err error
+		drift, err = cfg.Reconcile(tx, running, d.heldDown)
+		res.Changes = tx.Changes()
 		return err
 	})
 	if err != nil {
 		d.log.Error("reload refused: the running configuration is kept", "err", err)
-		return err
+		return api.Reload{}, err
 	}
 	// The running configuration is the file's services on the values
 	// tapvs started with: the next reload compares against what runs, so
@@ -44,8 +61,23 @@ func (d *Daemon) Reload(path string) error {
 	applied.Services = cfg.Services
 	d.cfg.Store(&applied)
 	d.startHealth(cfg)
-	d.log.Info("reload applied", "changes", n)
-	return nil
+	res.Reverted, res.Kept = nonNil(drift.Reverted), nonNil(drift.Kept)
+	res.Restart = nonNil(res.Restart)
+	level := slog.LevelInfo
+	if len(res.Reverted) > 0 {
+		level = slog.LevelWarn // a runtime change is gone: say so louder
+	}
+	d.log.Log(context.Background(), level, "reload applied", "changes", res.Changes,
+		"reverted", strings.Join(res.Reverted, "; "), "kept", strings.Join(res.Kept, "; "))
+	return res, nil
+}
+
+// nonNil is s, or an empty list: the API answers [] rather than null.
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
 }
 
 // heldDown reports whether a failed health check holds the server out

@@ -19,6 +19,7 @@ import (
 	"github.com/google/gopacket/layers"
 	"github.com/google/gopacket/pcapgo"
 
+	"github.com/tapvs/tapvs/control/api"
 	"github.com/tapvs/tapvs/lab"
 )
 
@@ -503,5 +504,97 @@ func TestIpvsadmZeroOneService(t *testing.T) {
 	}
 	if c, in := conns("-u", udpSvc); c < 1 || in < udpIn {
 		t.Fatalf("-Z -t %s zeroed the udp service too: %d connections, %d packets in (were %d)", tcpSvc, c, in, udpIn)
+	}
+}
+
+// Issue 20, item 2: a reload does not silently undo what tapvsadm changed.
+// The file owns what it declares: a weight set with -e and a declared
+// server deleted with -d are set back, and the reload names each
+// (reverted=); a service and a server the file does not declare, added at
+// run time, are kept and named (kept=). tapvsadm says so when the change is
+// made, POST /v1/reload answers the same lists, and the log line has them.
+func TestReloadNamesWhatItRevertsAndKeeps(t *testing.T) {
+	var logs lockedBuf
+	e := setupWith(t, topoOpts{queues: 1, log: &logs}, services("wrr", 1, 1), "")
+	file := filepath.Join(t.TempDir(), "tapvs.yaml")
+	if err := os.WriteFile(file, []byte(e.top.Config(services("wrr", 1, 1), "")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { e.d.ReloadOn(ctx, nil, file); close(done) }()
+	defer func() { cancel(); <-done }()
+	cl := api.Dial(e.top.Socket)
+	// ReloadOn serves POST /v1/reload once it watches the file.
+	var res api.Reload
+	if !eventually(5*time.Second, func() bool { var err error; res, err = cl.Reload(); return err == nil }) {
+		t.Fatal("POST /v1/reload was not served within 5s of ReloadOn")
+	}
+	if res.Changes != 0 || len(res.Reverted) != 0 || len(res.Kept) != 0 {
+		t.Fatalf("a reload of the running file: %+v, want nothing", res)
+	}
+
+	for _, c := range []struct {
+		args []string
+		note string
+	}{
+		{[]string{"-e", "-t", "172.25.254.100:80", "-r", "10.20.1.2:80", "-w", "7"},
+			"note: real server 10.20.1.2:80 of tcp 172.25.254.100:80 is declared in the configuration file: a reload sets it back to the file's (weight 1)"},
+		{[]string{"-d", "-t", "172.25.254.100:80", "-r", "10.20.2.2:80"},
+			"note: real server 10.20.2.2:80 of tcp 172.25.254.100:80 is declared in the configuration file: a reload adds it back"},
+		{[]string{"-a", "-t", "172.25.254.100:80", "-r", "10.20.1.3:80", "-w", "2"},
+			"note: real server 10.20.1.3:80 of tcp 172.25.254.100:80 is not in the configuration file: a reload keeps it"},
+		{[]string{"-A", "-t", "172.25.254.100:81", "-s", "rr"},
+			"note: service tcp 172.25.254.100:81 is not in the configuration file: a reload keeps it"},
+		{[]string{"-a", "-t", "172.25.254.100:81", "-r", "10.20.1.2:80"}, ""},
+		{[]string{"-P", "-t", "172.25.254.100:81", "-z", "172.25.84.12"}, ""},
+	} {
+		out, errOut, code := e.adm("", c.args...)
+		if code != 0 || out != "" || strings.TrimSpace(errOut) != c.note {
+			t.Fatalf("ipvsadm %s: exit %d, stdout %q, stderr %q; want 0, nothing and %q", strings.Join(c.args, " "), code, out, errOut, c.note)
+		}
+	}
+
+	res, err := cl.Reload()
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantReverted := []string{"tcp 172.25.254.100:80 real server 10.20.1.2:80 weight 7 -> 1", "tcp 172.25.254.100:80 real server 10.20.2.2:80 deleted -> added"}
+	wantKept := []string{"tcp 172.25.254.100:80 real server 10.20.1.3:80", "tcp 172.25.254.100:81"}
+	if strings.Join(res.Reverted, "; ") != strings.Join(wantReverted, "; ") || strings.Join(res.Kept, "; ") != strings.Join(wantKept, "; ") || res.Changes != 2 {
+		t.Fatalf("POST /v1/reload: %+v\nwant 2 changes, reverted %q, kept %q", res, wantReverted, wantKept)
+	}
+	line := `msg="reload applied" changes=2 reverted="` + strings.Join(wantReverted, "; ") + `" kept="` + strings.Join(wantKept, "; ") + `"`
+	if !strings.Contains(logs.String(), line) {
+		t.Fatalf("the log has no line %s:\n%s", line, logs.String())
+	}
+	rules := e.must("-Sn")
+	for _, want := range []string{
+		"-a -t 172.25.254.100:80 -r 10.20.1.2:80 -b -w 1\n", "-a -t 172.25.254.100:80 -r 10.20.2.2:80 -b -w 1\n", // reverted
+		"-a -t 172.25.254.100:80 -r 10.20.1.3:80 -b -w 2\n", "-A -t 172.25.254.100:81 -s rr\n", // kept
+		"-a -t 172.25.254.100:81 -r 10.20.1.2:80 -b -w 1\n", "-P -t 172.25.254.100:81 -z 172.25.84.12\n",
+	} {
+		if !strings.Contains(rules, want) {
+			t.Fatalf("after the reload the rules lack %q:\n%s", want, rules)
+		}
+	}
+
+	// Every reload names what it keeps; nothing is left to revert. A
+	// service the file no longer declares is the file's to take away.
+	if err := e.d.Reload(file); err != nil {
+		t.Fatal(err)
+	}
+	again := `msg="reload applied" changes=0 reverted="" kept="` + strings.Join(wantKept, "; ") + `"`
+	if !strings.Contains(logs.String(), again) {
+		t.Fatalf("the second reload's log has no line %s:\n%s", again, logs.String())
+	}
+	if err := os.WriteFile(file, []byte(e.top.Config(strings.SplitN(services("wrr", 1, 1), "  - name: echo", 2)[0], "")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if res, err = cl.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if rules := e.must("-Sn"); strings.Contains(rules, "-A -u 172.25.254.100:9001") || !strings.Contains(rules, "-A -t 172.25.254.100:81") {
+		t.Fatalf("after a reload of a file without the UDP service, %+v:\n%s", res, rules)
 	}
 }

@@ -44,6 +44,10 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		sock = api.DefaultSocket
 	}
 	cl := api.Dial(sock)
+	// How a reload of tapvs's configuration file will treat a change: set
+	// back to the file's value, or kept. On stderr, so that what a script
+	// reads on stdout is ipvsadm's.
+	cl.OnNote = func(n string) { fmt.Fprintln(stderr, "note: "+n) }
 	if c.op == "restore" {
 		return restore(cl, stdin, stderr)
 	}
