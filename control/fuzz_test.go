@@ -74,6 +74,8 @@ func FuzzAPI(f *testing.F) {
 		{"PUT", "/v1/services/tcp/172.25.254.100:80", `{"name":"` + strings.Repeat("n", 200) + `"}`},
 		{"POST", "/v1/batch", `{"ops":[{"op":"edit-service","service":{"protocol":"tcp","addr":"172.25.254.100:80","name":"\u001b[0m"}}]}`},
 		{"POST", "/v1/services/tcp/172.25.254.100:80/zero", ``},
+		{"POST", "/v1/services/tcp/172.25.254.100:81/zero", ``},
+		{"POST", "/v1/reload", ``},
 	} {
 		f.Add(s.method, s.path, []byte(s.body))
 	}
