@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -379,5 +380,81 @@ func TestApplyLeavesHeldServersToTheChecker(t *testing.T) {
 	want = `TCP 172.25.254.100:80 name=web sched=wrr synproxy=false lips=[172.25.84.10 172.25.84.11] rs=[10.20.1.2:80 w6, 10.20.2.2:80 w7, 10.20.3.2:80 w8]`
 	if got := strings.Split(short(bal), "\n")[0]; got != want {
 		t.Fatalf("without a hold:\n%s\nwant:\n%s", got, want)
+	}
+}
+
+// A reload (Reconcile against the configuration applied before) sets back
+// what the file declares and names each runtime change it undoes; what was
+// added at run time and the file does not declare is kept and named; a
+// change of the file's own is neither. Apply, which owns everything, takes
+// the runtime additions away.
+func TestReconcileNamesRuntimeChanges(t *testing.T) {
+	a := parse(t, configA)
+	bal := running(t, a)
+	web := func(tx *nat.Tx) *nat.Service {
+		s, err := tx.Service(nat.TCP, netip.MustParseAddr("172.25.254.100"), 80)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	// What tapvsadm and the API did since.
+	err := bal.Update(func(tx *nat.Tx) error {
+		s := web(tx)
+		return errors.Join(tx.SetName(s, "front"), tx.SetScheduler(s, "rr"),
+			tx.DeleteLocalAddr(s, netip.MustParseAddr("172.25.84.11")),
+			tx.SetAllow(s, []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}),
+			tx.SetLimits(s, nat.Limits{SourceCPS: 5}),
+			tx.SetWeight(s, netip.MustParseAddr("10.20.1.2"), 80, 7),
+			func() error { _, err := tx.AddLocalAddr(s, netip.MustParseAddr("172.25.84.12")); return err }(),
+			func() error {
+				_, err := tx.AddService(nat.ServiceConfig{Addr: netip.MustParseAddr("172.25.254.100"), Port: 54, Protocol: nat.UDP, Scheduler: "rr"})
+				return err
+			}())
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The file's own change: 10.20.2.2's weight 2 -> 5.
+	b := parse(t, strings.Replace(configA, "{address: 10.20.2.2, port: 80, weight: 2}", "{address: 10.20.2.2, port: 80, weight: 5}", 1))
+	var drift Drift
+	if err := bal.Update(func(tx *nat.Tx) error { var err error; drift, err = b.Reconcile(tx, a, nil); return err }); err != nil {
+		t.Fatal(err)
+	}
+	wantReverted := []string{
+		`tcp 172.25.254.100:80 name "front" -> "web"`,
+		"tcp 172.25.254.100:80 scheduler rr -> wrr",
+		"tcp 172.25.254.100:80 allow [10.0.0.0/8] -> []",
+		"tcp 172.25.254.100:80 limits (source_cps 5, source_conns 0, half_open 0) -> (source_cps 0, source_conns 0, half_open 0)",
+		"tcp 172.25.254.100:80 local address 172.25.84.11 deleted -> added",
+		"tcp 172.25.254.100:80 real server 10.20.1.2:80 weight 7 -> 1",
+	}
+	wantKept := []string{"tcp 172.25.254.100:80 local address 172.25.84.12", "udp 172.25.254.100:54"}
+	if got := strings.Join(drift.Reverted, "\n"); got != strings.Join(wantReverted, "\n") {
+		t.Errorf("reverted:\n%s\nwant:\n%s", got, strings.Join(wantReverted, "\n"))
+	}
+	if got := strings.Join(drift.Kept, "\n"); got != strings.Join(wantKept, "\n") {
+		t.Errorf("kept:\n%s\nwant:\n%s", got, strings.Join(wantKept, "\n"))
+	}
+	want := `TCP 172.25.254.100:80 name=web sched=wrr synproxy=false lips=[172.25.84.10 172.25.84.11 172.25.84.12] rs=[10.20.1.2:80 w1, 10.20.2.2:80 w5]
+UDP 172.25.254.100:53 name=dns sched=wlc synproxy=false lips=[172.25.84.20] rs=[10.20.1.2:53 w1]
+UDP 172.25.254.100:54 name= sched=rr synproxy=false lips=[] rs=[]`
+	if got := short(bal); got != want {
+		t.Fatalf("after the reload:\n%s\nwant:\n%s", got, want)
+	}
+	// A second reload of the same file keeps (and names) the same, and
+	// reverts nothing.
+	if err := bal.Update(func(tx *nat.Tx) error { var err error; drift, err = b.Reconcile(tx, b, nil); return err }); err != nil {
+		t.Fatal(err)
+	}
+	if len(drift.Reverted) != 0 || strings.Join(drift.Kept, "\n") != strings.Join(wantKept, "\n") {
+		t.Fatalf("the second reload: %+v", drift)
+	}
+	// Apply owns everything: the runtime additions go.
+	if err := apply(bal, b, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := short(bal); strings.Contains(got, ":54") || strings.Contains(got, "172.25.84.12") {
+		t.Fatalf("Apply kept runtime additions:\n%s", got)
 	}
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/spf13/viper"
 
 	"github.com/tapvs/tapvs/nat"
+	"github.com/tapvs/tapvs/tun"
 )
 
 // MaxConnections bounds limits.max_connections.
@@ -589,8 +590,13 @@ const maxTxQLen = 100000
 
 func iface(e *errs, f string, r rawIface) Interface {
 	i := Interface{Name: r.Name, MTU: r.MTU, Queues: r.Queues, TxQLen: r.TxQLen, Netns: r.Netns}
-	if r.Name == "" || len(r.Name) > 15 || strings.ContainsAny(r.Name, "/ \t") {
-		e.add(f+".name", "%q is not an interface name (1-15 characters, no '/' or spaces)", r.Name)
+	if err := tun.CheckIfName(r.Name); err != nil {
+		e.add(f+".name", "%q is not an interface name: it %v", r.Name, err)
+	}
+	if r.Netns != "" {
+		if err := tun.CheckNetnsName(r.Netns); err != nil {
+			e.add(f+".netns", "%q is not a network namespace's name: it %v", r.Netns, err)
+		}
 	}
 	if r.MTU < 576 || r.MTU > 65535 {
 		e.add(f+".mtu", "%d is not an MTU (576-65535)", r.MTU)
@@ -796,7 +802,7 @@ func timeouts(e *errs, f string, r rawTimeouts, base nat.Timeouts) nat.Timeouts 
 			err = nat.CheckTimeout(d)
 		}
 		if err != nil {
-			e.add(fmt.Sprintf("%s.tcp.%s", f, state), "%q is not a timeout (more than 0, at most %v)", s, nat.MaxTimeout)
+			e.add(fmt.Sprintf("%s.tcp.%s", f, state), "%q is not a timeout (from %v to %v)", s, nat.MinTimeout, nat.MaxTimeout)
 			continue
 		}
 		if !t.SetTCP(state, d) {
@@ -805,7 +811,7 @@ func timeouts(e *errs, f string, r rawTimeouts, base nat.Timeouts) nat.Timeouts 
 	}
 	if r.UDP != "" {
 		if d, err := time.ParseDuration(r.UDP); err != nil || nat.CheckTimeout(d) != nil {
-			e.add(f+".udp", "%q is not a timeout (more than 0, at most %v)", r.UDP, nat.MaxTimeout)
+			e.add(f+".udp", "%q is not a timeout (from %v to %v)", r.UDP, nat.MinTimeout, nat.MaxTimeout)
 		} else {
 			t.UDP = d
 		}
@@ -815,6 +821,10 @@ func timeouts(e *errs, f string, r rawTimeouts, base nat.Timeouts) nat.Timeouts 
 
 func service(e *errs, f string, r rawService, base nat.Timeouts, has6 sides6) Service {
 	s := Service{Name: r.Name, Scheduler: r.Scheduler, Synproxy: r.Synproxy}
+	if err := nat.CheckName(r.Name); err != nil {
+		e.add(f+".name", "%v", err)
+		s.Name = ""
+	}
 	if s.Scheduler == "" {
 		s.Scheduler = "wlc" // ipvsadm's default
 	}

@@ -331,3 +331,62 @@ func TestParseNoServices(t *testing.T) {
 		t.Fatal("ParseNoServices let a bad service through")
 	}
 }
+
+// Issue 20, item 5: outside input that was taken unchecked. Service names
+// become metrics labels; interface names and namespaces go to the kernel;
+// a timeout of a nanosecond expires every entry at its next packet. Each
+// is refused with one line naming the field.
+func TestNamesAndTimeoutsRefused(t *testing.T) {
+	const svc = "  - vip: 172.25.254.100\n"
+	named := func(name string) (string, string) { return svc, svc + "    name: " + name + "\n" }
+	cases := map[string]struct{ from, to, want string }{
+		"name with NUL":             {svc, svc + "    name: \"web\\0\"\n", "services[0].name: has the unprintable character U+0000 at byte 3"},
+		"name with a line break":    {svc, svc + "    name: \"web\\nx\"\n", `services[0].name: has the unprintable character U+000A at byte 3`},
+		"name not UTF-8":            {svc, svc + "    name: !!binary d2Vi/w==\n", "services[0].name: is not UTF-8"},
+		"name of 129 bytes":         {svc, svc + "    name: " + strings.Repeat("a", 129) + "\n", "services[0].name: is 129 bytes long, more than 128"},
+		"interface name 16 bytes":   {"{name: tc,", "{name: tapvs-client-side,", `interfaces.client.name: "tapvs-client-side" is not an interface name: it is 17 bytes long`},
+		"interface name IFNAMSIZ":   {"{name: tc,", "{name: abcdefghijklmnop,", `interfaces.client.name: "abcdefghijklmnop" is not an interface name: it is 16 bytes long`},
+		"interface name with /":     {"{name: tc,", "{name: a/b,", `interfaces.client.name: "a/b" is not an interface name: it has "/" at byte 1`},
+		"interface name with :":     {"{name: tc,", "{name: 'tc:0',", `interfaces.client.name: "tc:0" is not an interface name: it has ":" at byte 2`},
+		"interface name with space": {"name: ts\n", "name: \"t s\"\n", `interfaces.server.name: "t s" is not an interface name: it has " " at byte 1`},
+		"interface name with tab":   {"name: ts\n", "name: \"t\\ts\"\n", `interfaces.server.name: "t\ts" is not an interface name: it has "\t" at byte 1`},
+		"interface name with NUL":   {"name: ts\n", "name: \"t\\0s\"\n", `interfaces.server.name: "t\x00s" is not an interface name: it has "\x00" at byte 1`},
+		"interface name .":          {"{name: tc,", "{name: '.',", `interfaces.client.name: "." is not an interface name: it is . or .., a directory's name`},
+		"interface name ..":         {"{name: tc,", "{name: '..',", `interfaces.client.name: ".." is not an interface name: it is . or .., a directory's name`},
+		"interface name UTF-8":      {"{name: tc,", "{name: tà,", `interfaces.client.name: "tà" is not an interface name: it has "\xc3" at byte 1`},
+		"netns a path":              {"{name: tc,", "{name: tc, netns: /proc/1/ns/net,", `interfaces.client.netns: "/proc/1/ns/net" is not a network namespace's name: it has a '/'`},
+		"netns out of /run/netns":   {"{name: tc,", "{name: tc, netns: ../../proc/1/ns/net,", `interfaces.client.netns: "../../proc/1/ns/net" is not a network namespace's name: it has a '/'`},
+		"netns ..":                  {"name: ts\n", "name: ts\n    netns: '..'\n", `interfaces.server.netns: ".." is not a network namespace's name: it is . or .., a directory's name`},
+		"netns with NUL":            {"name: ts\n", "name: ts\n    netns: \"a\\0\"\n", `interfaces.server.netns: "a\x00" is not a network namespace's name: it has the character U+0000 at byte 1`},
+		"netns of 256 bytes":        {"name: ts\n", "name: ts\n    netns: " + strings.Repeat("n", 256) + "\n", `interfaces.server.netns: "` + strings.Repeat("n", 256) + `" is not a network namespace's name: it is 256 bytes long`},
+		"timeout of 1ns":            {"services:", "timeouts: {tcp: {established: 1ns}}\nservices:", `timeouts.tcp.established: "1ns" is not a timeout (from 1s to 720h0m0s)`},
+		"udp timeout of 999ms":      {"services:", "timeouts: {udp: 999ms}\nservices:", `timeouts.udp: "999ms" is not a timeout (from 1s to 720h0m0s)`},
+		"service timeout of 1ns":    {"port: 80\n    local", "port: 80\n    timeouts: {tcp: {syn_recv: 1ns}}\n    local", `services[0].timeouts.tcp.syn_recv: "1ns" is not a timeout (from 1s to 720h0m0s)`},
+	}
+	for name, tc := range cases {
+		if !strings.Contains(valid, tc.from) {
+			t.Fatalf("%s: bad test: %q not in config", name, tc.from)
+		}
+		_, err := Parse(strings.Replace(valid, tc.from, tc.to, 1))
+		if err == nil {
+			t.Errorf("%s: accepted", name)
+			continue
+		}
+		if msg := err.Error(); !strings.Contains(msg, tc.want) || strings.Count(msg, "\n") != 0 {
+			t.Errorf("%s: error %q, want one line saying %q", name, msg, tc.want)
+		}
+	}
+	// What is still taken: a name with spaces and any printable UTF-8, a
+	// 15-byte interface name, a namespace's name, a 1s timeout.
+	from, to := named(`"web (front) – été"`)
+	ok := strings.Replace(valid, from, to, 1)
+	ok = strings.Replace(ok, "{name: tc,", "{name: tapvs-client-0, netns: tvs-client,", 1)
+	ok = strings.Replace(ok, "services:", "timeouts: {tcp: {established: 1s}}\nservices:", 1)
+	c, err := Parse(ok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Services[0].Name != "web (front) – été" || c.Client.Name != "tapvs-client-0" || c.Client.Netns != "tvs-client" || c.Timeouts.Established() != time.Second {
+		t.Fatalf("accepted as %q %q %q %v", c.Services[0].Name, c.Client.Name, c.Client.Netns, c.Timeouts.Established())
+	}
+}

@@ -80,22 +80,52 @@ func samePrefixes(a, b []netip.Prefix) bool {
 	return slices.Equal(sorted(a), sorted(b))
 }
 
-// applyDefence makes a service's lists and limits what sc says.
-func applyDefence(tx *nat.Tx, svc *nat.Service, sc *Service) (errs []error) {
-	if !samePrefixes(tx.Allow(svc), sc.Allow) {
+// applyDefence makes a service's lists and limits what sc says; a running
+// value the configuration before (old) did not have is named as reverted.
+func (r *reconcile) applyDefence(svc *nat.Service, k serviceKey, sc Service, old *Service) (errs []error) {
+	tx := r.tx
+	if was := tx.Allow(svc); !samePrefixes(was, sc.Allow) {
 		if err := tx.SetAllow(svc, sc.Allow); err != nil {
 			errs = append(errs, fmt.Errorf("allow: %w", err))
+		} else {
+			r.revertPrefixes(k.String()+" allow", was, sc.Allow, old, func(s *Service) []netip.Prefix { return s.Allow })
 		}
 	}
-	if !samePrefixes(tx.Deny(svc), sc.Deny) {
+	if was := tx.Deny(svc); !samePrefixes(was, sc.Deny) {
 		if err := tx.SetDeny(svc, sc.Deny); err != nil {
 			errs = append(errs, fmt.Errorf("deny: %w", err))
+		} else {
+			r.revertPrefixes(k.String()+" deny", was, sc.Deny, old, func(s *Service) []netip.Prefix { return s.Deny })
 		}
 	}
-	if tx.Limits(svc) != sc.Limits {
+	if was := tx.Limits(svc); was != sc.Limits {
 		if err := tx.SetLimits(svc, sc.Limits); err != nil {
 			errs = append(errs, fmt.Errorf("limits: %w", err))
+		} else if old != nil {
+			r.revert(k.String()+" limits", limitsText(was), limitsText(sc.Limits), limitsText(old.Limits), true)
+		} else {
+			r.revert(k.String()+" limits", limitsText(was), limitsText(sc.Limits), nil, false)
 		}
 	}
 	return errs
+}
+
+func (r *reconcile) revertPrefixes(what string, was, now []netip.Prefix, old *Service, list func(*Service) []netip.Prefix) {
+	if old != nil && samePrefixes(list(old), was) {
+		return // the file changed the list, not the running state
+	}
+	r.revert(what, prefixesText(was), prefixesText(now), nil, false)
+}
+
+func prefixesText(p []netip.Prefix) string {
+	s := make([]string, len(p))
+	for i, x := range p {
+		s[i] = x.String()
+	}
+	slices.Sort(s)
+	return "[" + strings.Join(s, " ") + "]"
+}
+
+func limitsText(l nat.Limits) string {
+	return fmt.Sprintf("(source_cps %d, source_conns %d, half_open %d)", l.SourceCPS, l.SourceConns, l.HalfOpen)
 }

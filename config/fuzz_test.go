@@ -7,12 +7,14 @@ import (
 	"testing"
 
 	"github.com/tapvs/tapvs/nat"
+	"github.com/tapvs/tapvs/tun"
 )
 
 // FuzzConfig parses any text as a configuration file. Nothing panics; a
 // refusal names at least one field on each of its lines; and what is
 // accepted applies cleanly to an empty balancer and says what the rules
-// say (ports and weights in range, timeouts within bounds).
+// say (ports and weights in range, timeouts within bounds, names the
+// kernel and the metrics can take).
 func FuzzConfig(f *testing.F) {
 	shipped, err := os.ReadFile("../config.yaml")
 	if err != nil {
@@ -30,6 +32,13 @@ func FuzzConfig(f *testing.F) {
 	f.Add(valid6)
 	f.Add(strings.Replace(valid6, "via: fd00:25:84::1}", "via: 172.25.84.1}", 1))
 	f.Add(strings.Replace(valid6, "[172.25.84.10]", "[fd00:25:84::12]", 1))
+	// Issue 20: names and timeouts that were taken unchecked.
+	f.Add(strings.Replace(valid, "  - vip:", "  - name: \"web\\0\\n\\xff\"\n    vip:", 1))
+	f.Add(strings.Replace(valid, "  - vip:", "  - name: "+strings.Repeat("w", 200)+"\n    vip:", 1))
+	f.Add(strings.Replace(valid, "{name: tc,", "{name: abcdefghijklmnop, netns: ../../proc/1/ns/net,", 1))
+	f.Add(strings.Replace(valid, "{name: tc,", "{name: 'a:b', netns: /proc/1/ns/net,", 1))
+	f.Add(strings.Replace(valid, "{name: tc,", "{name: '..', netns: '.',", 1))
+	f.Add(valid + "timeouts: {tcp: {established: 1ns}, udp: 999ms}\n")
 	f.Fuzz(func(t *testing.T, text string) {
 		if len(text) > 1<<16 {
 			return
@@ -51,6 +60,9 @@ func FuzzConfig(f *testing.F) {
 			t.Fatalf("accepted out of range: %+v", c)
 		}
 		for _, side := range []Interface{c.Client, c.Server} {
+			if tun.CheckIfName(side.Name) != nil || side.Netns != "" && tun.CheckNetnsName(side.Netns) != nil {
+				t.Fatalf("accepted interface %q in netns %q", side.Name, side.Netns)
+			}
 			if a6 := side.Address6; a6.IsValid() && (a6.Addr().Is4() || a6.Addr().Is4In6() || a6.Addr().IsLinkLocalUnicast() || a6.Addr().IsMulticast()) {
 				t.Fatalf("accepted address6 %s", a6)
 			}
@@ -61,7 +73,7 @@ func FuzzConfig(f *testing.F) {
 			}
 		}
 		for _, s := range c.Services {
-			if s.Port == 0 || len(s.LocalAddresses) == 0 || len(s.RealServers) == 0 || s.Timeouts.Check() != nil {
+			if s.Port == 0 || len(s.LocalAddresses) == 0 || len(s.RealServers) == 0 || s.Timeouts.Check() != nil || nat.CheckName(s.Name) != nil {
 				t.Fatalf("accepted service %+v", s)
 			}
 			if len(s.Allow) > nat.MaxCIDRs || len(s.Deny) > nat.MaxCIDRs || s.Limits.SourceCPS < 0 || s.Limits.SourceConns < 0 || s.Limits.HalfOpen < 0 {

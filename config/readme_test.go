@@ -31,3 +31,34 @@ func TestREADMEMinimalConfig(t *testing.T) {
 		t.Fatalf("not the minimal config: %+v", c)
 	}
 }
+
+// README's test command is the one CI runs, word for word, and it installs
+// what the end-to-end tests need first (.ci/deps): on a fresh machine the
+// command alone works.
+func TestREADMETestCommandIsCIsAndInstallsFirst(t *testing.T) {
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ci, err := os.ReadFile("../.ci/run")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cmd string
+	for _, l := range strings.Split(string(readme), "\n") {
+		if strings.Contains(l, "go test -count=1 -timeout 20m ./...") {
+			cmd, _, _ = strings.Cut(l, "#")
+			cmd = strings.TrimSpace(cmd)
+			break
+		}
+	}
+	if !strings.HasPrefix(cmd, "bash .ci/deps && ") {
+		t.Fatalf("README's test command %q does not install what the tests need first (bash .ci/deps)", cmd)
+	}
+	if !strings.Contains(string(ci), "\n"+cmd+" || ") {
+		t.Fatalf(".ci/run does not run README's test command %q as written", cmd)
+	}
+	if _, err := os.Stat("../.ci/deps"); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -39,9 +39,10 @@ func fuzzManager(tb testing.TB) *Manager {
 func state(m *Manager) string { return fmt.Sprint(m.Services(), m.Timeouts()) }
 
 // FuzzAPI sends any method, path and body to the control API. Nothing
-// panics, every answer is a status the API gives, and a refused request
-// changes nothing. (Captures and profiles stream for seconds: the capture
-// endpoint's parameters are checked by TestCaptureParameters.)
+// panics, every answer is a status the API gives, a refused request
+// changes nothing, and every service's name is one nat.CheckName takes.
+// (Captures and profiles stream for seconds: the capture endpoint's
+// parameters are checked by TestCaptureParameters.)
 func FuzzAPI(f *testing.F) {
 	for _, s := range []struct{ method, path, body string }{
 		{"POST", "/v1/services", `{"protocol":"tcp","addr":"172.25.254.101:80","scheduler":"rr"}`},
@@ -68,6 +69,13 @@ func FuzzAPI(f *testing.F) {
 		{"DELETE", "/v1/services/tcp/%5B2001:db8::1%5D:80/dests/%5Bfd00:20:1::2%5D:80", ``},
 		{"DELETE", "/v1/services/tcp/%5Bfe80::1%25tc%5D:80", ``},
 		{"POST", "/v1/batch", `{"ops":[{"op":"add-service","service":{"protocol":"udp","addr":"[2001:db8::53]:53"}},{"op":"add-laddr","service":{"protocol":"udp","addr":"[2001:db8::53]:53"},"laddr":"[fd00:25:84::10]:0"},{"op":"add-dest","service":{"protocol":"udp","addr":"[2001:db8::53]:53"},"dest":{"addr":"[::ffff:10.20.1.2]:53"}}]}`},
+		// Issue 20: names that became metrics labels unchecked.
+		{"POST", "/v1/services", `{"protocol":"tcp","addr":"172.25.254.101:80","name":"a\u0000\nb"}`},
+		{"PUT", "/v1/services/tcp/172.25.254.100:80", `{"name":"` + strings.Repeat("n", 200) + `"}`},
+		{"POST", "/v1/batch", `{"ops":[{"op":"edit-service","service":{"protocol":"tcp","addr":"172.25.254.100:80","name":"\u001b[0m"}}]}`},
+		{"POST", "/v1/services/tcp/172.25.254.100:80/zero", ``},
+		{"POST", "/v1/services/tcp/172.25.254.100:81/zero", ``},
+		{"POST", "/v1/reload", ``},
 	} {
 		f.Add(s.method, s.path, []byte(s.body))
 	}
@@ -92,6 +100,11 @@ func FuzzAPI(f *testing.F) {
 			}
 		default:
 			t.Fatalf("%s %s %q: status %d %s", method, path, body, c, rec.Body)
+		}
+		for _, s := range m.Services() {
+			if err := nat.CheckName(s.Name); err != nil {
+				t.Fatalf("%s %s %q: service %s named %q: the name %v", method, path, body, s.Addr, s.Name, err)
+			}
 		}
 		if rec.Code >= 400 && rec.Header().Get("Content-Type") == "application/json" && strings.Count(strings.TrimSpace(rec.Body.String()), "\n") != 0 {
 			t.Fatalf("a refusal in more than one line: %s", rec.Body)

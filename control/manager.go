@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tapvs/tapvs/control/api"
@@ -24,6 +25,10 @@ type Manager struct {
 	mu     sync.Mutex   // serialises transactions with the stack sync after them
 	sync   func() error // after a change: the stack's addresses, next hops
 	health func(*nat.Service) []api.HealthView
+	// Set while the API serves (tapvs run sets them once it watches its
+	// file), read by its handlers.
+	notes  atomic.Pointer[func([]Op) []string]        // how a reload treats a change (SetNotes)
+	reload atomic.Pointer[func() (api.Reload, error)] // POST /v1/reload (SetReload)
 	// Version is reported by Info.
 	Version string
 }
@@ -38,6 +43,33 @@ func NewManager(bal *nat.Balancer, sync func() error) *Manager {
 
 // SetHealth reports health checks in listings.
 func (m *Manager) SetHealth(f func(*nat.Service) []api.HealthView) { m.health = f }
+
+// SetNotes has every applied change answered with f's notes on it: how a
+// reload of the configuration file will treat what it touched.
+func (m *Manager) SetNotes(f func([]Op) []string) { m.notes.Store(&f) }
+
+// Notes are the notes on ops (SetNotes), or none.
+func (m *Manager) Notes(ops []Op) []string {
+	if f := m.notes.Load(); f != nil {
+		return (*f)(ops)
+	}
+	return nil
+}
+
+// SetReload serves f as POST /v1/reload: a reload of the configuration
+// file.
+func (m *Manager) SetReload(f func() (api.Reload, error)) { m.reload.Store(&f) }
+
+// Reload runs the reload SetReload gave; ok is false if there is none (no
+// configuration file).
+func (m *Manager) Reload() (res api.Reload, ok bool, err error) {
+	f := m.reload.Load()
+	if f == nil {
+		return api.Reload{}, false, nil
+	}
+	res, err = (*f)()
+	return res, true, err
+}
 
 func (m *Manager) service(k ServiceKey) (*nat.Service, error) {
 	return m.bal.Service(k.Protocol, k.Addr.Addr(), k.Addr.Port())
@@ -184,7 +216,9 @@ func editService(tx *nat.Tx, s ServiceSpec) error {
 		}
 	}
 	if s.Name != "" {
-		tx.SetName(svc, s.Name)
+		if err := tx.SetName(svc, s.Name); err != nil {
+			return err
+		}
 	}
 	if err := setLimits(tx, svc, s.Limits); err != nil {
 		return err
@@ -292,6 +326,17 @@ func protoName(p nat.Protocol) string { return strings.ToLower(p.String()) }
 
 // Zero clears the counters (ipvsadm -Z).
 func (m *Manager) Zero() { m.bal.Zero() }
+
+// ZeroService clears one service's counters and its servers' (ipvsadm -Z
+// -t|-u), and no other's.
+func (m *Manager) ZeroService(k ServiceKey) error {
+	svc, err := m.service(k)
+	if err != nil {
+		return err
+	}
+	svc.Zero()
+	return nil
+}
 
 // Services lists the services, sorted as ipvsadm sorts them.
 func (m *Manager) Services() []api.Service {

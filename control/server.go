@@ -51,7 +51,9 @@ func (s *Server) Listen(path string) error {
 		c.Close()
 		return fmt.Errorf("control socket %s: another tapvs is listening there", path)
 	}
-	os.Remove(path)
+	if err := removeStale(path); err != nil {
+		return err
+	}
 	old := unix.Umask(0o077) // no window in which the socket is open to others
 	ln, err := net.Listen("unix", path)
 	unix.Umask(old)
@@ -66,6 +68,43 @@ func (s *Server) Listen(path string) error {
 	go s.srv.Serve(s.ln)
 	s.log.Info("control API listening", "socket", path)
 	return nil
+}
+
+// removeStale removes what a tapvs that ended without Close left at path:
+// a socket nobody listens on (Listen has just tried it). Anything else
+// there (a regular file, a directory, a link) is the operator's, and is
+// refused by the field that names it rather than deleted.
+func removeStale(path string) error {
+	fi, err := os.Lstat(path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return nil
+	case err != nil:
+		return fmt.Errorf("control.socket: %s: %w", path, err)
+	case fi.Mode().Type() != os.ModeSocket:
+		return fmt.Errorf("control.socket: %s exists and is not a socket (%s): tapvs removes only a stale socket of its own; pick another path", path, fileKind(fi.Mode()))
+	}
+	if err := os.Remove(path); err != nil {
+		return fmt.Errorf("control.socket: removing the stale socket %s: %w", path, err)
+	}
+	return nil
+}
+
+// fileKind names what a path is, for a refusal.
+func fileKind(m os.FileMode) string {
+	switch m.Type() {
+	case 0:
+		return "a regular file"
+	case os.ModeDir:
+		return "a directory"
+	case os.ModeSymlink:
+		return "a symbolic link"
+	case os.ModeNamedPipe:
+		return "a named pipe"
+	case os.ModeDevice, os.ModeDevice | os.ModeCharDevice:
+		return "a device"
+	}
+	return m.Type().String()
 }
 
 // Close stops serving and removes the socket.
@@ -129,7 +168,7 @@ func (s *Server) Handler() http.Handler {
 	}
 	mux.HandleFunc("GET /v1/info", func(w http.ResponseWriter, r *http.Request) { reply(w, m.Info()) })
 	mux.HandleFunc("GET /v1/services", func(w http.ResponseWriter, r *http.Request) { reply(w, m.Services()) })
-	mux.HandleFunc("DELETE /v1/services", func(w http.ResponseWriter, r *http.Request) { s.done(w, r, m.Clear()) })
+	mux.HandleFunc("DELETE /v1/services", func(w http.ResponseWriter, r *http.Request) { s.done(w, r, m.Clear(), Op{Kind: OpClear}) })
 	mux.HandleFunc("POST /v1/services", func(w http.ResponseWriter, r *http.Request) {
 		var in api.ServiceSpec
 		if !decode(w, r, &in) {
@@ -139,7 +178,7 @@ func (s *Server) Handler() http.Handler {
 		if err == nil {
 			err = m.AddService(spec)
 		}
-		s.done(w, r, err)
+		s.done(w, r, err, Op{Kind: OpAddService, Service: spec})
 	})
 	mux.HandleFunc("PUT /v1/services/{proto}/{addr}", func(w http.ResponseWriter, r *http.Request) {
 		var in api.ServiceSpec
@@ -151,14 +190,14 @@ func (s *Server) Handler() http.Handler {
 		if err == nil {
 			err = m.EditService(spec)
 		}
-		s.done(w, r, err)
+		s.done(w, r, err, Op{Kind: OpEditService, Service: spec})
 	})
 	mux.HandleFunc("DELETE /v1/services/{proto}/{addr}", func(w http.ResponseWriter, r *http.Request) {
 		k, err := pathKey(r)
 		if err == nil {
 			err = m.DeleteService(k)
 		}
-		s.done(w, r, err)
+		s.done(w, r, err, Op{Kind: OpDeleteService, Service: ServiceSpec{ServiceKey: k}})
 	})
 	// dest reads a real server and then the service's key, in the order the
 	// API has always checked them.
@@ -179,7 +218,7 @@ func (s *Server) Handler() http.Handler {
 		if err == nil {
 			err = m.AddDest(k, d)
 		}
-		s.done(w, r, err)
+		s.done(w, r, err, Op{Kind: OpAddDest, Service: ServiceSpec{ServiceKey: k}, Dest: d})
 	})
 	mux.HandleFunc("PUT /v1/services/{proto}/{addr}/dests/{dest}", func(w http.ResponseWriter, r *http.Request) {
 		var in api.DestSpec
@@ -191,14 +230,14 @@ func (s *Server) Handler() http.Handler {
 		if err == nil {
 			err = m.EditDest(k, d)
 		}
-		s.done(w, r, err)
+		s.done(w, r, err, Op{Kind: OpEditDest, Service: ServiceSpec{ServiceKey: k}, Dest: d})
 	})
 	mux.HandleFunc("DELETE /v1/services/{proto}/{addr}/dests/{dest}", func(w http.ResponseWriter, r *http.Request) {
 		k, d, err := dest(r, api.DestSpec{Addr: r.PathValue("dest")})
 		if err == nil {
 			err = m.DeleteDest(k, d.Addr)
 		}
-		s.done(w, r, err)
+		s.done(w, r, err, Op{Kind: OpDeleteDest, Service: ServiceSpec{ServiceKey: k}, Dest: d})
 	})
 	lip := func(r *http.Request, addr string) (ServiceKey, netip.Addr, error) {
 		a, err := parseLIP(addr)
@@ -217,14 +256,14 @@ func (s *Server) Handler() http.Handler {
 		if err == nil {
 			err = m.AddLocalAddr(k, a)
 		}
-		s.done(w, r, err)
+		s.done(w, r, err, Op{Kind: OpAddLocalAddr, Service: ServiceSpec{ServiceKey: k}, LocalAddr: a})
 	})
 	mux.HandleFunc("DELETE /v1/services/{proto}/{addr}/laddrs/{lip}", func(w http.ResponseWriter, r *http.Request) {
 		k, a, err := lip(r, r.PathValue("lip"))
 		if err == nil {
 			err = m.DeleteLocalAddr(k, a)
 		}
-		s.done(w, r, err)
+		s.done(w, r, err, Op{Kind: OpDeleteLocalAddr, Service: ServiceSpec{ServiceKey: k}, LocalAddr: a})
 	})
 	mux.HandleFunc("POST /v1/batch", func(w http.ResponseWriter, r *http.Request) {
 		var in api.Batch
@@ -235,17 +274,26 @@ func (s *Server) Handler() http.Handler {
 		if err == nil {
 			err = m.Batch(ops)
 		}
-		s.done(w, r, err)
+		s.done(w, r, err, ops...)
 	})
 	mux.HandleFunc("GET /v1/conns", func(w http.ResponseWriter, r *http.Request) { reply(w, m.Conns()) })
 	mux.HandleFunc("GET /v1/timeouts", func(w http.ResponseWriter, r *http.Request) { reply(w, m.Timeouts()) })
 	mux.HandleFunc("PUT /v1/timeouts", func(w http.ResponseWriter, r *http.Request) {
 		var in api.Timeouts
 		if decode(w, r, &in) {
-			s.done(w, r, m.SetTimeouts(timeoutsOf(in)))
+			t := timeoutsOf(in)
+			s.done(w, r, m.SetTimeouts(t), Op{Kind: OpSetTimeouts, Timeouts: t})
 		}
 	})
 	mux.HandleFunc("POST /v1/zero", func(w http.ResponseWriter, r *http.Request) { m.Zero(); s.done(w, r, nil) })
+	mux.HandleFunc("POST /v1/services/{proto}/{addr}/zero", func(w http.ResponseWriter, r *http.Request) {
+		k, err := pathKey(r)
+		if err == nil {
+			err = m.ZeroService(k)
+		}
+		s.done(w, r, err)
+	})
+	mux.HandleFunc("POST /v1/reload", s.reload)
 	mux.HandleFunc("GET /v1/capture", s.capture)
 	// Profiles of the running data path. They show code paths, timings and
 	// memory: served here, to the owner of the socket only, never on the
@@ -281,7 +329,9 @@ func decode(w http.ResponseWriter, r *http.Request, v any) bool {
 
 func reply(w http.ResponseWriter, v any) {
 	w.Header().Set("Content-Type", "application/json")
-	json.NewEncoder(w).Encode(v)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false) // "weight 7 -> 1", not "-\u003e": read by people, not put in HTML
+	enc.Encode(v)
 }
 
 func fail(w http.ResponseWriter, e *api.Error, status int) {
@@ -290,12 +340,19 @@ func fail(w http.ResponseWriter, e *api.Error, status int) {
 	json.NewEncoder(w).Encode(e)
 }
 
-// done answers a change: 204, or the error with its code. Every change is
-// logged, refused ones too.
-func (s *Server) done(w http.ResponseWriter, r *http.Request, err error) {
+// done answers a change: 204, 200 with the notes on how a reload of the
+// configuration file will treat ops (Manager.SetNotes), or the error with
+// its code. Every change is logged, refused ones too.
+func (s *Server) done(w http.ResponseWriter, r *http.Request, err error, ops ...Op) {
 	if err == nil {
-		s.log.Info("control: applied", "op", r.Method+" "+r.URL.Path)
-		w.WriteHeader(http.StatusNoContent)
+		notes := s.m.Notes(ops)
+		if len(notes) == 0 {
+			s.log.Info("control: applied", "op", r.Method+" "+r.URL.Path)
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		s.log.Info("control: applied", "op", r.Method+" "+r.URL.Path, "notes", strings.Join(notes, "; "))
+		reply(w, api.Result{Notes: notes})
 		return
 	}
 	code, status := codeOf(err)
@@ -310,6 +367,25 @@ func (s *Server) done(w http.ResponseWriter, r *http.Request, err error) {
 		e.Message, e.Op = strings.TrimSpace(be.Err.Error()), &be.Index
 	}
 	fail(w, e, status)
+}
+
+// reload reloads the configuration file (Manager.SetReload), as SIGHUP
+// does, and answers what it did: the changes, the runtime changes it set
+// back to the file's values, what it kept, what takes a restart.
+func (s *Server) reload(w http.ResponseWriter, r *http.Request) {
+	res, ok, err := s.m.Reload()
+	if !ok {
+		fail(w, &api.Error{Code: api.CodeInvalid, Message: "this tapvs has no configuration file to reload"}, http.StatusNotFound)
+		return
+	}
+	if err != nil {
+		// A file's refusal is a line per field: the API's is one line.
+		msg := strings.Join(strings.Fields(strings.ReplaceAll(err.Error(), "\n", "; ")), " ")
+		s.log.Warn("control: refused", "op", r.Method+" "+r.URL.Path, "err", msg)
+		fail(w, &api.Error{Code: api.CodeInvalid, Message: "reload refused, the running configuration is kept: " + msg}, http.StatusBadRequest)
+		return
+	}
+	reply(w, res)
 }
 
 // maxCapture bounds the frames of one capture.

@@ -303,3 +303,151 @@ func (l *lockedBuffer) String() string {
 	defer l.mu.Unlock()
 	return l.b.String()
 }
+
+// control.socket may name a stale socket (a tapvs that died left it): it
+// is replaced. Anything else at the path is the operator's: Listen refuses
+// it, naming the field, and leaves it as it was.
+func TestListenRemovesOnlyAStaleSocket(t *testing.T) {
+	dir := t.TempDir()
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+
+	file := filepath.Join(dir, "notes.txt")
+	if err := os.WriteFile(file, []byte("keep me"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(dir, "sub"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(file, filepath.Join(dir, "link")); err != nil {
+		t.Fatal(err)
+	}
+	for name, kind := range map[string]string{"notes.txt": "a regular file", "sub": "a directory", "link": "a symbolic link"} {
+		err := NewServer(newManager(t), quiet).Listen(filepath.Join(dir, name))
+		if err == nil || !strings.HasPrefix(err.Error(), "control.socket: ") || !strings.Contains(err.Error(), kind) {
+			t.Errorf("control.socket at %s: %v, want refused as %s with the field named", kind, err, kind)
+		}
+	}
+	if b, err := os.ReadFile(file); err != nil || string(b) != "keep me" {
+		t.Fatalf("the regular file after Listen: %q %v", b, err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "sub")); err != nil {
+		t.Fatalf("the directory after Listen: %v", err)
+	}
+
+	// A stale socket: bound, its listener gone without removing it.
+	sock := filepath.Join(dir, "tapvs.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
+	ln.Close()
+	if fi, err := os.Lstat(sock); err != nil || fi.Mode().Type() != os.ModeSocket {
+		t.Fatalf("the stale socket was not left behind: %v", err)
+	}
+	srv := NewServer(newManager(t), quiet)
+	if err := srv.Listen(sock); err != nil {
+		t.Fatalf("over a stale socket: %v", err)
+	}
+	defer srv.Close()
+	if _, err := api.Dial(sock).Info(); err != nil {
+		t.Fatalf("the new socket: %v", err)
+	}
+}
+
+// Issue 20, item 5: a service's name is a metrics label. One that is not
+// printable UTF-8 (a NUL, a line break) or longer than nat.MaxNameLen is
+// refused, naming the field, on add, on edit and in a batch; the state is
+// untouched. JSON cannot carry invalid UTF-8: the decoder makes it U+FFFD.
+func TestAPIRefusesBadNames(t *testing.T) {
+	m := newManager(t)
+	do := serve(t, m)
+	if c, b := do("POST", "/v1/services", `{"protocol":"tcp","addr":"10.0.0.1:80","name":"web"}`); c != 204 {
+		t.Fatalf("add: %d %s", c, b)
+	}
+	before := fmt.Sprint(m.Services())
+	long := strings.Repeat("x", nat.MaxNameLen+1)
+	huge := strings.Repeat("x", 8<<20)
+	for _, tc := range []struct{ method, path, body, want string }{
+		{"POST", "/v1/services", `{"protocol":"tcp","addr":"10.0.0.2:80","name":"a\u0000b"}`, `name has the unprintable character U+0000 at byte 1`},
+		{"POST", "/v1/services", `{"protocol":"tcp","addr":"10.0.0.2:80","name":"a\nb"}`, `name has the unprintable character U+000A at byte 1`},
+		{"POST", "/v1/services", `{"protocol":"tcp","addr":"10.0.0.2:80","name":"` + long + `"}`, `name is 129 bytes long, more than 128`},
+		{"POST", "/v1/services", `{"protocol":"tcp","addr":"10.0.0.2:80","name":"` + huge + `"}`, `name is 8388608 bytes long, more than 128`},
+		{"PUT", "/v1/services/tcp/10.0.0.1:80", `{"name":"\u001b[31mred"}`, `name has the unprintable character U+001B at byte 0`},
+		{"POST", "/v1/batch", `{"ops":[{"op":"edit-service","service":{"protocol":"tcp","addr":"10.0.0.1:80","name":"` + long + `"}}]}`, `name is 129 bytes long`},
+	} {
+		c, body := do(tc.method, tc.path, tc.body)
+		if c != 400 || !strings.Contains(body, tc.want) || strings.Count(strings.TrimSpace(body), "\n") != 0 || len(body) > 1000 {
+			if len(body) > 300 {
+				body = body[:300] + "..."
+			}
+			t.Errorf("%s %s: %d %s, want 400 and one short line with %q", tc.method, tc.path, c, body, tc.want)
+		}
+	}
+	if after := fmt.Sprint(m.Services()); after != before {
+		t.Fatalf("refused names changed the state:\n%s\n%s", before, after)
+	}
+	// Printable UTF-8, spaces among it, is a name.
+	if c, b := do("PUT", "/v1/services/tcp/10.0.0.1:80", `{"name":"web (front) – été"}`); c != 204 || m.Services()[0].Name != "web (front) – été" {
+		t.Fatalf("a printable name: %d %s", c, b)
+	}
+}
+
+// POST /v1/reload is served only where there is a file to reload; its
+// answer is the reload's lists, a refusal one line. A change is answered
+// with the notes SetNotes gives (200), which the client hands to OnNote;
+// with none, 204.
+func TestReloadAndNotes(t *testing.T) {
+	m := newManager(t)
+	do := serve(t, m)
+	if c, b := do("POST", "/v1/reload", ""); c != 404 || !strings.Contains(b, "no configuration file to reload") {
+		t.Fatalf("reload without a file: %d %s", c, b)
+	}
+	m.SetReload(func() (api.Reload, error) {
+		return api.Reload{Changes: 1, Reverted: []string{"tcp 10.0.0.1:80 scheduler rr -> wrr"}, Kept: []string{"tcp 10.0.0.2:80"}, Restart: []string{}}, nil
+	})
+	if c, b := do("POST", "/v1/reload", ""); c != 200 || strings.TrimSpace(b) != `{"changes":1,"reverted":["tcp 10.0.0.1:80 scheduler rr -> wrr"],"kept":["tcp 10.0.0.2:80"],"restart":[]}` {
+		t.Fatalf("reload: %d %s", c, b)
+	}
+	m.SetReload(func() (api.Reload, error) {
+		return api.Reload{}, errors.New("services[0].port: 70000 is not a port\nservices[1].vip: \"x\" is not an address")
+	})
+	if c, b := do("POST", "/v1/reload", ""); c != 400 || strings.Count(strings.TrimSpace(b), "\n") != 0 ||
+		!strings.Contains(b, `services[0].port: 70000 is not a port; services[1].vip`) {
+		t.Fatalf("a refused reload: %d %s", c, b)
+	}
+	if c, b := do("POST", "/v1/services", `{"protocol":"tcp","addr":"10.0.0.1:80"}`); c != 204 || b != "" {
+		t.Fatalf("a change with no notes: %d %q", c, b)
+	}
+	var seen []Op
+	m.SetNotes(func(ops []Op) []string {
+		seen = ops
+		return []string{"service tcp 10.0.0.1:80 is declared in the configuration file: a reload sets it back to the file's"}
+	})
+	if c, b := do("PUT", "/v1/services/tcp/10.0.0.1:80", `{"scheduler":"rr"}`); c != 200 || !strings.Contains(b, `"notes":["service tcp 10.0.0.1:80 is declared`) {
+		t.Fatalf("a change with a note: %d %s", c, b)
+	}
+	if len(seen) != 1 || seen[0].Kind != OpEditService || seen[0].Service.Scheduler != "rr" {
+		t.Fatalf("the notes were asked about %+v", seen)
+	}
+	// A refused change has no notes: the error is the answer.
+	if c, _ := do("PUT", "/v1/services/tcp/10.0.0.9:80", `{"scheduler":"rr"}`); c != 404 {
+		t.Fatalf("a refused change: %d", c)
+	}
+	// The client passes the notes on.
+	sock := filepath.Join(t.TempDir(), "tapvs.sock")
+	srv := NewServer(m, slog.New(slog.DiscardHandler))
+	if err := srv.Listen(sock); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	cl := api.Dial(sock)
+	var notes []string
+	cl.OnNote = func(n string) { notes = append(notes, n) }
+	if err := cl.Batch([]api.Op{{Op: "edit-service", Service: &api.ServiceSpec{ServiceKey: api.ServiceKey{Protocol: "tcp", Addr: "10.0.0.1:80"}, Scheduler: "wrr"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if len(notes) != 1 || !strings.HasPrefix(notes[0], "service tcp 10.0.0.1:80 is declared") {
+		t.Fatalf("OnNote got %q", notes)
+	}
+}

@@ -1,8 +1,13 @@
 package daemon
 
 import (
+	"context"
+	"log/slog"
 	"net/netip"
 	"reflect"
+	"strings"
+
+	"github.com/tapvs/tapvs/control/api"
 
 	"github.com/tapvs/tapvs/config"
 	"github.com/tapvs/tapvs/nat"
@@ -14,35 +19,65 @@ import (
 // and health checks. A file that does not validate is refused whole, with
 // its fields named, and nothing changes. Interfaces and limits cannot change
 // under a running data path: they are reported as needing a restart.
+//
+// The file owns what it declares (config.Reconcile): a change made at run
+// time to a declared service, real server or local address is set back to
+// the file's value, and what was added at run time and the file does not
+// declare is kept. The log line names each (reverted=..., kept=...), and so
+// does POST /v1/reload's answer.
 func (d *Daemon) Reload(path string) error {
+	_, err := d.reload(path)
+	return err
+}
+
+func (d *Daemon) reload(path string) (api.Reload, error) {
 	cfg, err := config.Load(path)
 	if err != nil {
 		d.log.Error("reload refused: the running configuration is kept", "err", err)
-		return err
+		return api.Reload{}, err
 	}
 	d.reloadMu.Lock()
 	defer d.reloadMu.Unlock()
-	old := d.Config()
-	if !reflect.DeepEqual(old.Client, cfg.Client) || !reflect.DeepEqual(old.Server, cfg.Server) ||
-		old.Offload != cfg.Offload || old.BusyPoll != cfg.BusyPoll || old.MaxConns != cfg.MaxConns || old.PortMin != cfg.PortMin || old.PortMax != cfg.PortMax ||
-		old.PortQuarantine != cfg.PortQuarantine || old.Synproxy != cfg.Synproxy || old.Sweep != cfg.Sweep ||
-		old.ControlSocket != cfg.ControlSocket || old.MetricsListen != cfg.MetricsListen || old.LogLevel != cfg.LogLevel || old.LogFormat != cfg.LogFormat {
-		d.log.Warn("reload: interfaces, limits, the synproxy section, sweep_interval, log, control socket and metrics address change only with a restart; the services are applied")
+	running := d.Config()
+	res := api.Reload{Restart: restartOnly(running, cfg)}
+	if len(res.Restart) > 0 {
+		d.log.Warn("reload: these change only with a restart; the running values are kept and the services are applied", "fields", strings.Join(res.Restart, ", "))
 	}
-	n := 0
+	var drift config.Drift
 	err = d.Manager.Update(func(tx *nat.Tx) error {
-		err := cfg.Apply(tx, d.heldDown)
-		n = tx.Changes()
+		var err error
+		drift, err = cfg.Reconcile(tx, running, d.heldDown)
+		res.Changes = tx.Changes()
 		return err
 	})
 	if err != nil {
 		d.log.Error("reload refused: the running configuration is kept", "err", err)
-		return err
+		return api.Reload{}, err
 	}
-	d.cfg.Store(cfg)
+	// The running configuration is the file's services on the values
+	// tapvs started with: the next reload compares against what runs, so
+	// it warns again until a restart takes the new values.
+	applied := *running
+	applied.Services = cfg.Services
+	d.cfg.Store(&applied)
 	d.startHealth(cfg)
-	d.log.Info("reload applied", "changes", n)
-	return nil
+	res.Reverted, res.Kept = nonNil(drift.Reverted), nonNil(drift.Kept)
+	res.Restart = nonNil(res.Restart)
+	level := slog.LevelInfo
+	if len(res.Reverted) > 0 {
+		level = slog.LevelWarn // a runtime change is gone: say so louder
+	}
+	d.log.Log(context.Background(), level, "reload applied", "changes", res.Changes,
+		"reverted", strings.Join(res.Reverted, "; "), "kept", strings.Join(res.Kept, "; "))
+	return res, nil
+}
+
+// nonNil is s, or an empty list: the API answers [] rather than null.
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
 }
 
 // heldDown reports whether a failed health check holds the server out
@@ -54,4 +89,31 @@ func (d *Daemon) heldDown(sc config.Service, rs config.RealServer) bool {
 	}
 	up, checked, _ := hc.Up(sc.Protocol, netip.AddrPortFrom(sc.VIP, sc.Port), netip.AddrPortFrom(rs.Address, rs.Port))
 	return checked && !up
+}
+
+// restartOnly names the settings of next that differ from the running ones
+// and cannot change under a running data path: everything but the
+// services and the timeouts they take.
+func restartOnly(running, next *config.Config) []string {
+	var fields []string
+	differ := func(name string, a, b any) {
+		if !reflect.DeepEqual(a, b) {
+			fields = append(fields, name)
+		}
+	}
+	differ("interfaces.client", running.Client, next.Client)
+	differ("interfaces.server", running.Server, next.Server)
+	differ("interfaces.offload", running.Offload, next.Offload)
+	differ("interfaces.busy_poll", running.BusyPoll, next.BusyPoll)
+	differ("limits.max_connections", running.MaxConns, next.MaxConns)
+	differ("limits.local_port_min", running.PortMin, next.PortMin)
+	differ("limits.local_port_max", running.PortMax, next.PortMax)
+	differ("limits.port_quarantine", running.PortQuarantine, next.PortQuarantine)
+	differ("synproxy", running.Synproxy, next.Synproxy)
+	differ("sweep_interval", running.Sweep, next.Sweep)
+	differ("log.level", running.LogLevel, next.LogLevel)
+	differ("log.format", running.LogFormat, next.LogFormat)
+	differ("control.socket", running.ControlSocket, next.ControlSocket)
+	differ("metrics.listen", running.MetricsListen, next.MetricsListen)
+	return fields
 }

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/tapvs/tapvs/config"
+	"github.com/tapvs/tapvs/control/api"
 )
 
 // settle is how long a change to the file is let settle before it is read:
@@ -15,8 +16,9 @@ const settle = 200 * time.Millisecond
 
 // ReloadOn reloads the configuration at path (Reload: applied, or refused
 // with the running configuration kept) whenever a signal arrives on sigs
-// (tapvs run passes SIGHUP) or the file is written or replaced, until ctx
-// ends. A burst of signals and changes is one reload.
+// (tapvs run passes SIGHUP), the file is written or replaced, or the
+// control API asks (POST /v1/reload), until ctx ends. A burst of signals
+// and changes is one reload.
 func (d *Daemon) ReloadOn(ctx context.Context, sigs <-chan os.Signal, path string) {
 	reload := make(chan struct{}, 1)
 	poke := func() {
@@ -26,6 +28,10 @@ func (d *Daemon) ReloadOn(ctx context.Context, sigs <-chan os.Signal, path strin
 		}
 	}
 	config.Watch(path, poke)
+	// The control API reloads this file too (POST /v1/reload), and answers
+	// each change with how a reload will treat it.
+	d.Manager.SetReload(func() (api.Reload, error) { return d.reload(path) })
+	d.Manager.SetNotes(d.notes)
 	for {
 		select {
 		case <-ctx.Done():

@@ -142,3 +142,42 @@ func TestReloadOnSIGHUPAndFileChange(t *testing.T) {
 		t.Fatalf("the refusal does not name the field:\n%s", logs)
 	}
 }
+
+// A reload that changes what takes a restart (limits, an interface) warns,
+// naming each field, and keeps the running values as the ones the next
+// reload compares against: every reload warns until the restart, and the
+// running configuration says what runs.
+func TestReloadWarnsUntilRestart(t *testing.T) {
+	inNewNetns(t)
+	cfg, err := config.Parse(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &logBuffer{}
+	d, err := Start(cfg, slog.New(slog.NewTextHandler(logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	path := filepath.Join(t.TempDir(), "tapvs.yaml")
+	next := strings.Replace(base, "queues: 2}\n  server", "queues: 2, mtu: 1400}\n  server", 1) + "limits: {max_connections: 4096}\n"
+	if err := os.WriteFile(path, []byte(next), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	const warning = `fields="interfaces.client, limits.max_connections"`
+	for i := 1; i <= 3; i++ {
+		if err := d.Reload(path); err != nil {
+			t.Fatalf("reload %d: %v", i, err)
+		}
+		if n := logs.count(warning); n != i {
+			t.Fatalf("after reload %d the restart warning was logged %d times, want %d:\n%s", i, n, i, logs)
+		}
+	}
+	if got := d.Config(); got.MaxConns != cfg.MaxConns || got.Client.MTU != cfg.Client.MTU {
+		t.Fatalf("the running configuration says max_connections %d, client mtu %d: want the values running, %d and %d",
+			got.MaxConns, got.Client.MTU, cfg.MaxConns, cfg.Client.MTU)
+	}
+	if d.Balancer.MaxConns() != cfg.MaxConns {
+		t.Fatalf("the table's limit changed to %d", d.Balancer.MaxConns())
+	}
+}

@@ -41,7 +41,7 @@ const nginxProxyServices6 = `
 // while $remote_addr, the connection's own source, is an IPv6 LIP.
 func TestIPv6ClientAddrNginx(t *testing.T) {
 	if _, err := exec.LookPath("nginx"); err != nil {
-		t.Fatalf("nginx is missing (apt-get install nginx-light; .ci/run installs it): %v", err)
+		t.Fatalf("nginx is missing (apt-get install nginx-light; bash .ci/deps installs it): %v", err)
 	}
 	e := setup6(t, nginxProxyServices6, "")
 	logPath := startNginx(t, e.top.RS[0], t.TempDir(), lab.RS1v6, []int{8181, 8182, 8183, 8184})

@@ -33,7 +33,7 @@ const nginxProxyServices = `
 // comes from a LIP ($remote_addr).
 func TestProxyProtocolNginx(t *testing.T) {
 	if _, err := exec.LookPath("nginx"); err != nil {
-		t.Fatalf("nginx is missing (apt-get install nginx-light; .ci/run installs it): %v", err)
+		t.Fatalf("nginx is missing (apt-get install nginx-light; bash .ci/deps installs it): %v", err)
 	}
 	e := setup(t, nginxProxyServices, "")
 	dir := t.TempDir()

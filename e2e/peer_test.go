@@ -18,7 +18,7 @@ import (
 func TestPeerAddressMasqueradePublishInNetns(t *testing.T) {
 	need(t)
 	if _, err := exec.LookPath("nft"); err != nil {
-		t.Fatalf("nft is missing (apt-get install nftables; .ci/run installs it): %v", err)
+		t.Fatalf("nft is missing (apt-get install nftables; bash .ci/deps installs it): %v", err)
 	}
 	ns := nsPrefix + "p-peer"
 	claim(t, nsPrefix+"p")

@@ -228,7 +228,7 @@ func needPodman(t *testing.T) string {
 	if len(why) == 0 {
 		return busybox
 	}
-	msg := "the sidecar test needs podman, runc and busybox-static (apt-get install podman buildah runc busybox-static; .ci/run installs them): " + strings.Join(why, ", ")
+	msg := "the sidecar test needs podman, runc and busybox-static (apt-get install podman buildah runc busybox-static; bash .ci/deps installs them): " + strings.Join(why, ", ")
 	if os.Getenv("CI") == "true" {
 		t.Fatal(msg)
 	}

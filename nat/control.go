@@ -130,12 +130,17 @@ func (b *Balancer) MaxConns() int { return int(b.table.max) }
 // Zero clears every service's and server's counters (ipvsadm -Z).
 func (b *Balancer) Zero() {
 	for _, s := range b.set.Load().list {
-		s.mu.Lock()
-		s.gone = Traffic{}
-		s.mu.Unlock()
-		for _, d := range s.Dests() {
-			d.zero()
-		}
+		s.Zero()
+	}
+}
+
+// Zero clears the service's counters and its servers' (ipvsadm -Z -t).
+func (s *Service) Zero() {
+	s.mu.Lock()
+	s.gone = Traffic{}
+	s.mu.Unlock()
+	for _, d := range s.Dests() {
+		d.zero()
 	}
 }
 

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/netip"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 // The rules every address and value an operator gives must follow. They are
@@ -173,10 +175,39 @@ func checkWeight(w int) error {
 // timeout of more than a month is a typing error, not a policy.
 const MaxTimeout = 30 * 24 * time.Hour
 
+// MinTimeout is the shortest connection timeout. Expiry is checked by a
+// sweep (sweep_interval, up to a minute) and a deadline moves only once it
+// is behind by more than a slice of a second: a shorter timeout would not
+// be kept, and one of a nanosecond expires every entry at its next packet.
+// IPVS's shortest default is 2 s (TCP NONE); its timeouts are whole seconds.
+const MinTimeout = time.Second
+
 // CheckTimeout says why d cannot be a connection timeout, or nil.
 func CheckTimeout(d time.Duration) error {
-	if d <= 0 || d > MaxTimeout {
-		return fmt.Errorf("%v is not a timeout (more than 0, at most %v)", d, MaxTimeout)
+	if d < MinTimeout || d > MaxTimeout {
+		return fmt.Errorf("%v is not a timeout (from %v to %v)", d, MinTimeout, MaxTimeout)
+	}
+	return nil
+}
+
+// MaxNameLen bounds a service's name, in bytes.
+const MaxNameLen = 128
+
+// CheckName says why s cannot be a service's name, or nil. A name is the
+// service's label in metrics and logs: at most MaxNameLen bytes of UTF-8,
+// each character printable (no NUL, line break or other control), or
+// empty for none.
+func CheckName(s string) error {
+	switch {
+	case len(s) > MaxNameLen:
+		return fmt.Errorf("is %d bytes long, more than %d", len(s), MaxNameLen)
+	case !utf8.ValidString(s):
+		return errors.New("is not UTF-8")
+	}
+	for i, r := range s {
+		if !unicode.IsPrint(r) {
+			return fmt.Errorf("has the unprintable character %U at byte %d", r, i)
+		}
 	}
 	return nil
 }

@@ -188,6 +188,9 @@ func (tx *Tx) AddService(sc ServiceConfig) (*Service, error) {
 	if err := ValidScheduler(sc.Scheduler); err != nil {
 		return nil, fmt.Errorf("%s: %w", where, err)
 	}
+	if err := CheckName(sc.Name); err != nil {
+		return nil, fmt.Errorf("%s: name %w", where, err)
+	}
 	if sc.Synproxy && sc.Protocol != TCP {
 		return nil, fmt.Errorf("%s: only a TCP service can have a SYN proxy", where)
 	}
@@ -259,11 +262,15 @@ func (tx *Tx) Clear() {
 }
 
 // SetName names a service (its label in metrics).
-func (tx *Tx) SetName(s *Service, name string) {
+func (tx *Tx) SetName(s *Service, name string) error {
+	if err := CheckName(name); err != nil {
+		return fmt.Errorf("service %s: name %w", s, err)
+	}
 	if name != s.Name() {
 		tx.stage(s).name = &name
 		tx.n++
 	}
+	return nil
 }
 
 // SetScheduler switches a service's scheduler for new connections.

@@ -8,7 +8,6 @@ import (
 	"net/netip"
 
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 )
 
 // LinkConfig is what tapvs sets on a TAP it created, from the namespace that
@@ -67,7 +66,7 @@ func SetupLink(name string, cfg LinkConfig) error {
 		}
 		return addPeerAddress(netlink.AddrAdd, link, name, cfg.PeerAddress)
 	}
-	ns, err := netns.GetFromName(cfg.Netns)
+	ns, err := netnsByName(cfg.Netns)
 	if errors.Is(err, fs.ErrNotExist) {
 		// The shipped config.yaml is the lab's: its namespaces exist only
 		// while a lab is up. Say what to do, not just what failed.

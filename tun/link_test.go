@@ -39,3 +39,39 @@ func TestSetupLinkMissingNetnsSaysWhatToDo(t *testing.T) {
 		t.Errorf("not one line: %q", err)
 	}
 }
+
+// Issue 20, item 5: names the kernel would refuse, cut short or read as a
+// path are refused before any system call, and the one rule is the one the
+// configuration uses (config.TestNamesAndTimeoutsRefused).
+func TestNamesRefusedBeforeTheKernel(t *testing.T) {
+	for _, name := range []string{"", "abcdefghijklmnop", "a/b", "a:b", "a b", "a\tb", "a\nb", "a\x00b", ".", "..", "tà", "a\xa0"} {
+		if err := CheckIfName(name); err == nil {
+			t.Errorf("interface name %q accepted", name)
+		}
+		if _, err := OpenTAP(TAPConfig{Name: name}); err == nil || !strings.HasPrefix(err.Error(), "tap: name ") {
+			t.Errorf("OpenTAP(%q): %v, want refused by its name", name, err)
+		}
+	}
+	for _, name := range []string{"tap-c", "abcdefghijklmno", "eth0.100", "br_a", "x"} {
+		if err := CheckIfName(name); err != nil {
+			t.Errorf("interface name %q refused: %v", name, err)
+		}
+	}
+	for _, name := range []string{"", "/proc/1/ns/net", "../../proc/1/ns/net", "..", ".", "a/b", "a\x00", "a b", "\xff", strings.Repeat("n", 256)} {
+		if err := CheckNetnsName(name); err == nil {
+			t.Errorf("netns %q accepted", name)
+		}
+		if name == "" {
+			continue // no namespace: SetupLink leaves the link where it is
+		}
+		// lo is never moved: the name is refused first.
+		if err := SetupLink("lo", LinkConfig{Netns: name}); err == nil || !strings.Contains(err.Error(), "netns name ") {
+			t.Errorf("SetupLink with netns %q: %v, want refused by its name", name, err)
+		}
+	}
+	for _, name := range []string{"tvs-client", "ns.1", "été", strings.Repeat("n", 255)} {
+		if err := CheckNetnsName(name); err != nil {
+			t.Errorf("netns %q refused: %v", name, err)
+		}
+	}
+}

@@ -7,7 +7,6 @@ import (
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -31,7 +30,7 @@ func Masquerade(name string, src netip.Prefix, nsName string) (remove func() err
 	// open until the table is removed.
 	closeNS := func() {}
 	if nsName != "" {
-		ns, err := netns.GetFromName(nsName)
+		ns, err := netnsByName(nsName)
 		if err != nil {
 			return nil, fmt.Errorf("masquerade %s: netns %q: %w", name, nsName, err)
 		}

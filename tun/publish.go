@@ -8,7 +8,6 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -35,7 +34,7 @@ func Publish(name string, ports []PublishedPort, nsName string) (remove func() e
 	var opts []nftables.ConnOption
 	closeNS := func() {}
 	if nsName != "" {
-		ns, err := netns.GetFromName(nsName)
+		ns, err := netnsByName(nsName)
 		if err != nil {
 			return nil, fmt.Errorf("publish %s: netns %q: %w", name, nsName, err)
 		}

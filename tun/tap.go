@@ -1,7 +1,6 @@
 package tun
 
 import (
-	"errors"
 	"fmt"
 	"os"
 
@@ -19,8 +18,8 @@ type TAPConfig struct {
 
 // OpenTAP creates the TAP interface and returns one Device per queue.
 func OpenTAP(cfg TAPConfig) ([]Device, error) {
-	if cfg.Name == "" {
-		return nil, errors.New("tap: name is empty")
+	if err := CheckIfName(cfg.Name); err != nil {
+		return nil, fmt.Errorf("tap: name %q %w", cfg.Name, err)
 	}
 	if cfg.Offload {
 		return openVNetTAP(cfg)

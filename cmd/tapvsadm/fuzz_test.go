@@ -36,6 +36,11 @@ func FuzzParse(f *testing.F) {
 		"--del-whtlst -u 172.25.254.100:53 --whtlst-address=192.0.2.7",
 		"--get-blklst -t 172.25.254.100:80",
 		"-E -t 172.25.254.100:80 --source-cps 10 --source-conns 2 --half-open 100",
+		// Issue 20: -Z of one service; timeouts below a second.
+		"-Z -t 172.25.254.100:80",
+		"-Z -u [2001:db8::53]:53 -n",
+		"-E -t 172.25.254.100:80 -V 0",
+		"--set 0 0 1",
 	} {
 		f.Add(s)
 	}

@@ -44,6 +44,10 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		sock = api.DefaultSocket
 	}
 	cl := api.Dial(sock)
+	// How a reload of tapvs's configuration file will treat a change: set
+	// back to the file's value, or kept. On stderr, so that what a script
+	// reads on stdout is ipvsadm's.
+	cl.OnNote = func(n string) { fmt.Fprintln(stderr, "note: "+n) }
 	if c.op == "restore" {
 		return restore(cl, stdin, stderr)
 	}
@@ -138,7 +142,17 @@ func execute(cl *api.Client, c *command, out io.Writer) error {
 		}
 		return printLists(out, svcs, c)
 	case "zero":
-		return cl.Zero()
+		if c.service == "" {
+			return cl.Zero()
+		}
+		// -Z with a service zeroes that one only; one that does not
+		// exist is ipvsadm's ESRCH for ipvs_zero_service.
+		err := cl.ZeroService(api.ServiceKey{Protocol: c.proto, Addr: c.service})
+		var ae *api.Error
+		if errors.As(err, &ae) && ae.Code == api.CodeNoService {
+			return usagef("No such service")
+		}
+		return err
 	case "save":
 		svcs, err := cl.Services()
 		if err != nil {

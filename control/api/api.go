@@ -195,3 +195,26 @@ type Error struct {
 }
 
 func (e *Error) Error() string { return e.Message }
+
+// Result is the answer to a change that has something to say beyond
+// "applied" (200; a change with nothing to say is 204 and no body).
+type Result struct {
+	// Notes say how a reload of the configuration file will treat what the
+	// change touched: set back to the file's value, or kept.
+	Notes []string `json:"notes,omitempty"`
+}
+
+// Reload is the answer to POST /v1/reload: what the reload of the
+// configuration file did.
+type Reload struct {
+	Changes int `json:"changes"` // the changes applied, as the transaction counts them
+	// Reverted are the changes made at run time (the API, tapvsadm) to
+	// what the file declares, set back to the file's values.
+	Reverted []string `json:"reverted"`
+	// Kept are what was added at run time and the file does not declare:
+	// left as it is.
+	Kept []string `json:"kept"`
+	// Restart are the settings the file changes that take a restart: they
+	// keep their running values.
+	Restart []string `json:"restart"`
+}

@@ -19,6 +19,9 @@ const DefaultSocket = "/run/tapvs/tapvs.sock"
 type Client struct {
 	hc     *http.Client
 	stream *http.Client // no overall timeout: the server bounds a capture
+	// OnNote, if set, is given each note of a change's answer (Result):
+	// how a reload of the configuration file will treat it.
+	OnNote func(string)
 }
 
 // Dial returns a client for the socket at path.
@@ -60,6 +63,14 @@ func (c *Client) do(method, path string, in, out any) error {
 	if out != nil {
 		return json.NewDecoder(resp.Body).Decode(out)
 	}
+	if resp.StatusCode == http.StatusOK && c.OnNote != nil {
+		var res Result
+		if json.NewDecoder(resp.Body).Decode(&res) == nil {
+			for _, n := range res.Notes {
+				c.OnNote(n)
+			}
+		}
+	}
 	return nil
 }
 
@@ -75,6 +86,7 @@ func (c *Client) Conns() (cs []Conn, err error)      { return cs, c.do("GET", "/
 func (c *Client) Timeouts() (t Timeouts, err error)  { return t, c.do("GET", "/v1/timeouts", nil, &t) }
 func (c *Client) SetTimeouts(t Timeouts) error       { return c.do("PUT", "/v1/timeouts", t, nil) }
 func (c *Client) Zero() error                        { return c.do("POST", "/v1/zero", nil, nil) }
+func (c *Client) ZeroService(k ServiceKey) error     { return c.do("POST", k.escPath()+"/zero", nil, nil) }
 func (c *Client) Clear() error                       { return c.do("DELETE", "/v1/services", nil, nil) }
 func (c *Client) AddService(s ServiceSpec) error     { return c.do("POST", "/v1/services", s, nil) }
 func (c *Client) EditService(s ServiceSpec) error    { return c.do("PUT", s.escPath(), s, nil) }
@@ -94,6 +106,10 @@ func (c *Client) AddLocalAddr(k ServiceKey, addr string) error {
 func (c *Client) DeleteLocalAddr(k ServiceKey, addr string) error {
 	return c.do("DELETE", k.escPath()+"/laddrs/"+esc(addr), nil, nil)
 }
+
+// Reload reloads the configuration file, as SIGHUP does, and says what it
+// did.
+func (c *Client) Reload() (r Reload, err error) { return r, c.do("POST", "/v1/reload", nil, &r) }
 
 // Batch applies ops as one: all of them or, if one is refused, none.
 func (c *Client) Batch(ops []Op) error { return c.do("POST", "/v1/batch", Batch{Ops: ops}, nil) }
