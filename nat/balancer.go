@@ -185,6 +185,9 @@ type ServiceConfig struct {
 	// ClientAddr is how the real servers learn the client's address: none,
 	// TOA or a PROXY protocol header (nat/clientaddr.go).
 	ClientAddr ClientAddr
+	// Timestamps is what a plain TCP connection does with the client's
+	// timestamps: translate them (the zero value) or remove them (seq.go).
+	Timestamps Timestamps
 }
 
 // AddService adds a virtual service with no real servers and no local
@@ -336,9 +339,10 @@ func (b *Balancer) fromClient(set *serviceSet, p *pkt, dst *addr16, f *Frame) Ve
 		if st := c.state.Load(); st == stTimeWait || st == stClose {
 			// The client reuses its port for a new connection while the
 			// entry of its last one on it lingers: the server, which may
-			// hold that one in TIME_WAIT, gets a fresh ISN too (seq.go).
+			// hold that one in TIME_WAIT, gets a fresh ISN and timestamp
+			// start too (seq.go).
 			isn := binary.BigEndian.Uint32(p.b[p.l4+4:])
-			c.seqOff.Store(b.isnKey.isn(&c.out, time.Now()) - isn)
+			b.startServerSide(c, isn)
 			if c.pp != nil {
 				c.pp.start.Store(isn + 1)
 			}
@@ -482,10 +486,11 @@ func (b *Balancer) newConn(svc *Service, key tupleKey, p *pkt, flags uint8) (*Co
 	if key.proto == UDP {
 		state = stUDP
 	} else {
-		// The server sees tapvs's ISN for the tuple, not the client's
-		// (seq.go: a port reused from the server's TIME_WAIT is accepted).
+		// The server sees tapvs's ISN and timestamps for the tuple, not
+		// the client's (seq.go: a port reused from the server's TIME_WAIT
+		// is accepted).
 		isn := binary.BigEndian.Uint32(p.b[p.l4+4:])
-		c.seqOff.Store(b.isnKey.isn(&c.out, time.Now()) - isn)
+		b.startServerSide(c, isn)
 		c.pp = newProxyConn(svc.ClientAddr(), c, isn+1)
 	}
 	return b.publishConn(c, state, b.table.now.Load()+c.timeout(state))
@@ -499,7 +504,7 @@ func (b *Balancer) schedule(svc *Service, key tupleKey, p *pkt) (*Conn, Verdict)
 		b.table.count.Add(-1)
 		return nil, b.Stats.drop(DropTableFull)
 	}
-	c := &Conn{in: key, svc: svc, clientAddr: svc.ClientAddr()}
+	c := &Conn{in: key, svc: svc, clientAddr: svc.ClientAddr(), timestamps: svc.Timestamps()}
 	dest := svc.dests.Load().sched.pick(&c.in.src)
 	if dest == nil {
 		b.table.count.Add(-1)

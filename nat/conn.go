@@ -182,6 +182,13 @@ type Conn struct {
 	// Set before the connection is published, and again when the client
 	// reuses its port for a new connection on the closed entry.
 	seqOff atomic.Uint32
+	// tsOff is what a plain TCP connection adds to the client's TSval
+	// toward the server: tsPending | the server side's first TSval until
+	// the SYN fixes it, then tsFixed | the offset (seq.go); 0 with
+	// TimestampsRemove. Set with seqOff.
+	tsOff atomic.Uint64
+	// timestamps is the service's Timestamps when the connection was made.
+	timestamps Timestamps
 	// pp is the connection's PROXY protocol header (proxy.go), nil
 	// without one: fixed by the service's mode when the connection is
 	// made.
