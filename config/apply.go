@@ -84,7 +84,8 @@ func applyService(tx *nat.Tx, sc Service, held func(Service, RealServer) bool) (
 	if err != nil {
 		to := sc.Timeouts
 		if svc, err = tx.AddService(nat.ServiceConfig{Name: sc.Name, Addr: sc.VIP, Port: sc.Port, Protocol: sc.Protocol,
-			Scheduler: sc.Scheduler, Timeouts: &to, Synproxy: sc.Synproxy, ClientAddr: sc.ClientAddress}); err != nil {
+			Scheduler: sc.Scheduler, Timeouts: &to, Synproxy: sc.Synproxy, ClientAddr: sc.ClientAddress,
+			Timestamps: sc.TCPTimestamps}); err != nil {
 			return []error{fmt.Errorf("vip: %w", err)}
 		}
 	} else {
@@ -102,6 +103,11 @@ func applyService(tx *nat.Tx, sc Service, held func(Service, RealServer) bool) (
 		if svc.ClientAddr() != sc.ClientAddress {
 			if err := tx.SetClientAddr(svc, sc.ClientAddress); err != nil {
 				errs = append(errs, fmt.Errorf("client_address: %w", err))
+			}
+		}
+		if svc.Timestamps() != sc.TCPTimestamps {
+			if err := tx.SetTimestamps(svc, sc.TCPTimestamps); err != nil {
+				errs = append(errs, fmt.Errorf("tcp_timestamps: %w", err))
 			}
 		}
 		if svc.Timeouts() != sc.Timeouts {
