@@ -56,7 +56,10 @@ const (
 	spHTTPPort  = 8080
 	// ppHTTPPort is web-pp's, on the VIP and on the real servers, whose
 	// nginx there requires a PROXY header (listen ... proxy_protocol).
-	ppHTTPPort  = 8081
+	ppHTTPPort = 8081
+	// tsrHTTPPort is web-tsr's, a service that removes TCP timestamps
+	// (tcp_timestamps: remove), in front of the servers' port 80.
+	tsrHTTPPort = 8082
 	benchPrefix = "tvb"
 	tapClient   = "tvb-c"
 	tapServer   = "tvb-s"
@@ -69,6 +72,8 @@ const (
      real_servers: [{address: 10.20.1.2, port: 80}, {address: 10.20.2.2, port: 80}]}
   - {name: web-pp, vip: 172.25.254.100, port: 8081, scheduler: rr, client_address: proxy-v2, local_addresses: [172.25.84.10, 172.25.84.11, 172.25.84.12, 172.25.84.13, 172.25.84.14, 172.25.84.15, 172.25.84.16, 172.25.84.17],
      real_servers: [{address: 10.20.1.2, port: 8081}, {address: 10.20.2.2, port: 8081}]}
+  - {name: web-tsr, vip: 172.25.254.100, port: 8082, scheduler: rr, tcp_timestamps: remove, local_addresses: [172.25.84.10, 172.25.84.11, 172.25.84.12, 172.25.84.13, 172.25.84.14, 172.25.84.15, 172.25.84.16, 172.25.84.17],
+     real_servers: [{address: 10.20.1.2, port: 80}, {address: 10.20.2.2, port: 80}]}
   - {name: iperf, vip: 172.25.254.100, port: 5201, scheduler: rr, local_addresses: [172.25.84.10],
      real_servers: [{address: 10.20.1.2, port: 5201}]}
   - {name: iperf-udp, vip: 172.25.254.100, port: 5201, protocol: udp, scheduler: rr, local_addresses: [172.25.84.10],
@@ -305,6 +310,8 @@ func paths(hap int) []Path {
 		// The servers behind PROXY v2: nginx reads the header; iperf3 would
 		// take it for its own protocol, so the path has no iperf3.
 		{Name: "tapvs+proxy-v2", HTTP: netip.AddrPortFrom(vip, ppHTTPPort), Dev: tapClient, cpuSeconds: selfSeconds},
+		// Timestamps removed, as LVS FULLNAT does: HTTP only.
+		{Name: "tapvs+ts-remove", HTTP: netip.AddrPortFrom(vip, tsrHTTPPort), Dev: tapClient, cpuSeconds: selfSeconds},
 		// IPv6: the same servers at their IPv6 addresses (NAT64: at their
 		// IPv4 ones, behind an IPv6 VIP).
 		{Name: "direct6", HTTP: netip.AddrPortFrom(lab.RS6(lab.RS1), 80), Iperf: netip.AddrPortFrom(lab.RS6(lab.RS1), iperfPort), UDP: true, Dev: "direct", cpuSeconds: softirqSeconds},
