@@ -105,6 +105,11 @@ func (o Options) wants(workload string) bool {
 	return slices.Contains(o.Workloads, workload)
 }
 
+// WantsIperf reports whether the run has a workload that needs iperf3.
+func (o Options) WantsIperf() bool {
+	return o.wants("iperf1") || o.wants("iperf4") || o.wants("udp")
+}
+
 // Path is one way from the client to the real servers.
 type Path struct {
 	Name       string

@@ -179,7 +179,7 @@ func sustainedTable(b *strings.Builder, rs []Result) {
 	s0 := sus[0].Sustained
 	fmt.Fprintf(b, "\nSustained short connections: wrk, %d connections, `Connection: close`, from one client for %.0f s in %.0f-second windows (%d run(s)), the client with `%s=%s` and `%s=%s`:\n\n",
 		sustainedConns, s0.Seconds, sustainedWindow.Seconds(), s0.Runs,
-		sustainedSysctls[0][0], sustainedSysctls[0][1], sustainedSysctls[1][0], sustainedSysctls[1][1])
+		nsSysctls[0][0], nsSysctls[0][1], nsSysctls[1][0], nsSysctls[1][1])
 	b.WriteString("| path | first 10 s conns/s | whole run conns/s | whole / first | slowest 10 s | connect errors | client TIME_WAIT at the end |\n")
 	b.WriteString("|---|---|---|---|---|---|---|\n")
 	for _, r := range sus {

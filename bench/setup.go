@@ -125,9 +125,14 @@ func (tb *testbed) close() {
 // setup checks the tools, builds the lab and starts every server and
 // balancer the paths go through. On error what it started is undone.
 func setup(ctx context.Context, o Options) (_ *testbed, err error) {
-	for _, tool := range []string{"ip", "nft", "iperf3", "wrk", "haproxy", "nginx"} {
+	for _, tool := range []string{"ip", "nft", "wrk", "haproxy", "nginx"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			return nil, fmt.Errorf("%s is missing: apt-get install -y iproute2 nftables iperf3 wrk haproxy nginx-light", tool)
+		}
+	}
+	if o.WantsIperf() {
+		if _, err := exec.LookPath("iperf3"); err != nil {
+			return nil, fmt.Errorf("iperf3 is missing (the iperf1, iperf4 and udp workloads'): apt-get install -y iperf3, or leave them out with --workloads")
 		}
 	}
 	if o.wants("flood") {
@@ -160,7 +165,7 @@ func setup(ctx context.Context, o Options) (_ *testbed, err error) {
 		return nil, err
 	}
 	tb.undo = append(tb.undo, func() { tb.logf.Close() })
-	if err = tb.startServers(); err != nil {
+	if err = tb.startServers(o.WantsIperf()); err != nil {
 		return nil, err
 	}
 	hap, err := tb.startKernelAndHAProxy()
@@ -200,9 +205,19 @@ func (tb *testbed) stopProcs() {
 	tb.procs = nil
 }
 
-// startServers starts the real servers, nginx (a tiny answer) on both and
-// iperf3 on the first, and opens every namespace to many short connections.
-func (tb *testbed) startServers() error {
+// nsSysctls open every namespace of the bench to many short connections:
+// the client reuses its own TIME_WAIT ports after 1 s when the connection
+// had timestamps, and has most of the port space.
+var nsSysctls = [][2]string{
+	{"net.ipv4.tcp_tw_reuse", "1"},
+	{"net.ipv4.ip_local_port_range", "1024 65000"},
+	{"net.core.somaxconn", "8192"},
+}
+
+// startServers starts the real servers, nginx (a tiny answer) on both and,
+// with iperf, iperf3 on the first, and opens every namespace to many short
+// connections.
+func (tb *testbed) startServers(iperf bool) error {
 	for i, rs := range []netip.Addr{lab.RS1, lab.RS2} {
 		dir := filepath.Join(tb.work, fmt.Sprintf("nginx%d", i))
 		// nginx, as iperf3 below, also answers on the server's IPv6
@@ -214,18 +229,20 @@ func (tb *testbed) startServers() error {
 			return err
 		}
 	}
-	if _, err := tb.start(tb.top.RS[0], "iperf3", "-s", "-B", lab.RS1.String(), "-p", strconv.Itoa(iperfPort)); err != nil {
-		return err
-	}
-	if lab.HasIPv6() {
-		if _, err := tb.start(tb.top.RS[0], "iperf3", "-s", "-B", lab.RS6(lab.RS1).String(), "-p", strconv.Itoa(iperfPort)); err != nil {
+	if iperf {
+		if _, err := tb.start(tb.top.RS[0], "iperf3", "-s", "-B", lab.RS1.String(), "-p", strconv.Itoa(iperfPort)); err != nil {
 			return err
+		}
+		if lab.HasIPv6() {
+			if _, err := tb.start(tb.top.RS[0], "iperf3", "-s", "-B", lab.RS6(lab.RS1).String(), "-p", strconv.Itoa(iperfPort)); err != nil {
+				return err
+			}
 		}
 	}
 	for _, ns := range []string{tb.top.Client, tb.top.RS[0], tb.top.RS[1], tb.top.Router} {
-		sysctl(ns, "net.ipv4.tcp_tw_reuse", "1")
-		sysctl(ns, "net.ipv4.ip_local_port_range", "1024 65000")
-		sysctl(ns, "net.core.somaxconn", "8192")
+		for _, s := range nsSysctls {
+			sysctl(ns, s[0], s[1])
+		}
 	}
 	return nil
 }

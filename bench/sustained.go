@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"fmt"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -30,13 +29,6 @@ const sustainedConns = 16
 // MinSustained is the shortest sustained run: two of the client's 60 s
 // TIME_WAIT periods.
 const MinSustained = 2 * time.Minute
-
-// The client's settings for the sustained workload, set in its namespace
-// for the workload and put back after.
-var sustainedSysctls = [][2]string{
-	{"net.ipv4.tcp_tw_reuse", "1"},
-	{"net.ipv4.ip_local_port_range", "1024 65000"},
-}
 
 // sustainedRun is one sustained run's raw figures.
 type sustainedRun struct {
@@ -95,16 +87,11 @@ func sustainedResult(runs []sustainedRun) SustainedResult {
 }
 
 // sustained runs the sustained workload once toward to, for d: the
-// client's settings made, its TIME_WAIT sockets of earlier workloads left
-// to expire (a path starts as the first would), then wrk window after
-// window. The client's settings are put back whatever happens.
+// client's TIME_WAIT sockets of earlier workloads left to expire (a path
+// starts as the first would), then wrk window after window. The client
+// has tcp_tw_reuse and the wide port range from setup (nsSysctls).
 func (c netnsClient) sustained(ctx context.Context, to netip.AddrPort, d time.Duration) (sustainedRun, error) {
 	var r sustainedRun
-	restore, err := c.setSysctls(ctx, sustainedSysctls)
-	if err != nil {
-		return r, err
-	}
-	defer restore()
 	// The TIME_WAIT sockets of the workloads before expire in 60 s; a
 	// path must not start with fewer ports than the one before it had.
 	for deadline := time.Now().Add(75 * time.Second); ; {
@@ -138,6 +125,7 @@ func (c netnsClient) sustained(ctx context.Context, to netip.AddrPort, d time.Du
 		r.connectErrors += w.connectErrors
 	}
 	r.elapsed = time.Since(start)
+	var err error
 	r.timeWait, err = c.timeWait(ctx)
 	return r, err
 }
@@ -149,30 +137,4 @@ func (c netnsClient) timeWait(ctx context.Context) (int, error) {
 		return 0, err
 	}
 	return countSS(out), nil
-}
-
-// setSysctls sets the client namespace's sysctls and returns what puts
-// back the values they had.
-func (c netnsClient) setSysctls(ctx context.Context, kv [][2]string) (restore func(), err error) {
-	var old [][2]string
-	restore = func() {
-		for i := len(old) - 1; i >= 0; i-- {
-			// The context may be done by now: the old values go back anyway.
-			run(context.Background(), c.ns, "sysctl", "-q", "-w", old[i][0]+"="+old[i][1])
-		}
-	}
-	for _, s := range kv {
-		out, err := run(ctx, c.ns, "sysctl", "-n", s[0])
-		if err != nil {
-			restore()
-			return nil, err
-		}
-		was := strings.Join(strings.Fields(string(out)), " ")
-		if _, err := run(ctx, c.ns, "sysctl", "-q", "-w", s[0]+"="+s[1]); err != nil {
-			restore()
-			return nil, fmt.Errorf("sysctl %s: %w", s[0], err)
-		}
-		old = append(old, [2]string{s[0], was})
-	}
-	return restore, nil
 }

@@ -217,7 +217,7 @@ iproute2 nftables iperf3 wrk haproxy nginx-light, and hping3 for the flood
 			if err := o.Check(); err != nil {
 				return err
 			}
-			if err := ensurePackages(len(o.Workloads) == 0 || slices.Contains(o.Workloads, "flood")); err != nil {
+			if err := ensurePackages(len(o.Workloads) == 0 || slices.Contains(o.Workloads, "flood"), o.WantsIperf()); err != nil {
 				return err
 			}
 			o.Log = newLogger("warn", "text")
@@ -273,11 +273,15 @@ any failure. Needs root.`,
 }
 
 // ensurePackages installs the bench's tools from Debian if any is missing;
-// hping3 only when the flood workload runs.
-func ensurePackages(flood bool) error {
-	need := map[string]string{"nft": "nftables", "iperf3": "iperf3", "wrk": "wrk", "haproxy": "haproxy", "nginx": "nginx-light"}
+// hping3 only when the flood workload runs, iperf3 only when an iperf
+// workload does.
+func ensurePackages(flood, iperf bool) error {
+	need := map[string]string{"nft": "nftables", "wrk": "wrk", "haproxy": "haproxy", "nginx": "nginx-light"}
 	if flood {
 		need["hping3"] = "hping3"
+	}
+	if iperf {
+		need["iperf3"] = "iperf3"
 	}
 	var pkgs []string
 	for bin, pkg := range need {
