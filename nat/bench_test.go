@@ -7,6 +7,8 @@ import (
 	"runtime"
 	"testing"
 	"time"
+
+	"github.com/google/gopacket/layers"
 )
 
 // BenchmarkForward is the per-packet cost of the data path for an existing
@@ -238,6 +240,37 @@ func BenchmarkForwardUDP(b *testing.B) {
 					}
 				}
 			}
+		})
+	}
+}
+
+// BenchmarkForwardTimestamps is BenchmarkForward's one connection with
+// timestamps on every segment, as Linux sends them (NOP, NOP, timestamp):
+// translated (the client's TSval and the server's TSecr shifted, in the
+// walk over the options), and removed (the SYN's blanked; later segments
+// carry none, as a client then sends them).
+func BenchmarkForwardTimestamps(b *testing.B) {
+	for _, mode := range []Timestamps{TimestampsTranslate, TimestampsRemove} {
+		b.Run("tcp_timestamps="+mode.String(), func(b *testing.B) {
+			r := newRig(b, TCP, "rr", nil)
+			r.svc.SetWeight(rs2, 8080, 0)
+			if err := r.b.Update(func(tx *Tx) error { return tx.SetTimestamps(r.svc, mode) }); err != nil {
+				b.Fatal(err)
+			}
+			r.b.Process(ClientSide, frame(b, pktSpec{src: client, dst: vip, sport: 40000, dport: 80, proto: TCP, syn: true, srcMAC: macClient, opts: synOpts(1460, 7, 500)}))
+			lport := r.b.Table().Conns()[0].LIP.Port()
+			var opts func(v, e uint32) []layers.TCPOption
+			if mode == TimestampsTranslate {
+				opts = func(v, e uint32) []layers.TCPOption {
+					return []layers.TCPOption{{OptionType: layers.TCPOptionKindNop}, {OptionType: layers.TCPOptionKindNop}, tsOpt(v, e)}
+				}
+			} else {
+				opts = func(uint32, uint32) []layers.TCPOption { return nil }
+			}
+			in := frame(b, pktSpec{src: client, dst: vip, sport: 40000, dport: 80, proto: TCP, ack: true, seq: 501, payload: make([]byte, 1400), srcMAC: macClient, opts: opts(501, 7)})
+			back := frame(b, pktSpec{src: rs1, dst: lip1, sport: 8080, dport: lport, proto: TCP, ack: true, payload: make([]byte, 1400), opts: opts(8, 501)})
+			hdr := 14 + 20 + 20 + len(in.Bytes()) - 14 - 20 - 20 - 1400
+			benchPair(b, r, in, back, hdr, hdr)
 		})
 	}
 }
