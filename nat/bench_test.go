@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/google/gopacket/layers"
+
+	"github.com/tapvs/tapvs/csum"
 )
 
 // BenchmarkForward is the per-packet cost of the data path for an existing
@@ -177,6 +179,11 @@ func BenchmarkConnMemory(b *testing.B) {
 		bs := syn.Bytes()
 		bs[14+12+1], bs[14+12+2], bs[14+12+3] = byte(i>>16), byte(i>>8), byte(i)
 		binary.BigEndian.PutUint16(bs[34:], uint16(1024+i%60000))
+		// Both checksums again: a SYN that makes state must verify.
+		fixIPChecksum(bs)
+		tcp := bs[34 : 14+int(binary.BigEndian.Uint16(bs[16:]))] // not the Ethernet padding
+		tcp[16], tcp[17] = 0, 0
+		binary.BigEndian.PutUint16(tcp[16:], csum.Checksum(tcp, csum.PseudoV4(bs[26:30], bs[30:34], protoTCP, len(tcp))))
 		if r.b.Process(ClientSide, syn) != Forward {
 			b.Fatalf("conn %d: %v", i, r.b.Stats.Drops())
 		}
