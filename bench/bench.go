@@ -9,6 +9,8 @@
 //	haproxy    client -> router[HAProxy TCP, 2 threads] -> RS
 //	tapvs      client -> tapvs -> router -> RS
 //	synproxy   the same, through a SYNPROXY service
+//	ts-remove  the same, through a service that removes TCP timestamps
+//	           (tcp_timestamps: remove, as LVS FULLNAT does)
 //
 // and over IPv6: direct6, nftables6 (kernel FULLNAT, ip6 table), haproxy6,
 // tapvs6, and tapvs-nat64 (an IPv6 VIP in front of the IPv4 servers).
@@ -49,6 +51,9 @@ type Options struct {
 	BusyPoll time.Duration
 	// Queues is tapvs's queues per TAP (interfaces.*.queues; 0: 1).
 	Queues int
+	// Sustained is the length of the sustained workload (sustained.go),
+	// at least MinSustained; 0 is that.
+	Sustained time.Duration
 	// TxQueueLen, when set, is tapvs's interfaces.*.txqueuelen for the run
 	// (the kernel's default is 1000 frames): the TAPs' transmit queue is
 	// where frames wait for tapvs to read them.
@@ -58,9 +63,10 @@ type Options struct {
 // PathNames and WorkloadNames are what Options.Paths and Options.Workloads
 // choose from.
 var (
-	PathNames = []string{"direct", "nftables", "nftables+synproxy", "nftables+synproxy-nots", "haproxy", "tapvs", "tapvs+synproxy", "tapvs+proxy-v2",
+	PathNames = []string{"direct", "nftables", "nftables+synproxy", "nftables+synproxy-nots", "haproxy", "tapvs", "tapvs+synproxy", "tapvs+proxy-v2", "tapvs+ts-remove",
 		"direct6", "nftables6", "haproxy6", "tapvs6", "tapvs-nat64"}
-	WorkloadNames = []string{"iperf1", "iperf4", "short", "keepalive", "latency", "udp", "flood"}
+	// sustained runs minutes per path: only when asked for by name.
+	WorkloadNames = []string{"iperf1", "iperf4", "short", "keepalive", "latency", "udp", "flood", "sustained"}
 )
 
 // Check names the first unknown path or workload.
@@ -76,6 +82,9 @@ func (o Options) Check() error {
 	if o.Queues < 0 || o.Queues > 64 {
 		return fmt.Errorf("queues: %d is not a queue count (1-64, 0 for 1)", o.Queues)
 	}
+	if o.Sustained != 0 && o.Sustained < MinSustained {
+		return fmt.Errorf("sustained: %s is under %s: two of the client's TIME_WAIT periods (60 s) at least", o.Sustained, MinSustained)
+	}
 	if o.TxQueueLen < 0 || o.TxQueueLen > 100000 {
 		return fmt.Errorf("tap-txqueuelen: %d is not from 0 to 100000", o.TxQueueLen)
 	}
@@ -87,8 +96,18 @@ func (o Options) Check() error {
 	return nil
 }
 
+// wants reports whether the run measures workload: every one but
+// sustained when none is named.
 func (o Options) wants(workload string) bool {
-	return len(o.Workloads) == 0 || slices.Contains(o.Workloads, workload)
+	if len(o.Workloads) == 0 {
+		return workload != "sustained"
+	}
+	return slices.Contains(o.Workloads, workload)
+}
+
+// WantsIperf reports whether the run has a workload that needs iperf3.
+func (o Options) WantsIperf() bool {
+	return o.wants("iperf1") || o.wants("iperf4") || o.wants("udp")
 }
 
 // Path is one way from the client to the real servers.
@@ -105,15 +124,16 @@ type Path struct {
 // Result is one path's figures.
 type Result struct {
 	Path                  string
-	Gbps1, Gbps4          float64       // iperf3, 1 and 4 streams
-	ShortCPS              float64       // wrk, Connection: close
-	KeepRPS               float64       // wrk, keep-alive
-	P50, P99              time.Duration // keep-alive, 32 connections: saturated, so mostly queueing
-	IdleP50, IdleP99      time.Duration // keep-alive, one connection: the path's own latency
-	UDPpps                float64       // iperf3 UDP, 64-byte payloads, packets/s received; 0: not measured
-	CPUPerGB, CPUPerKConn float64       // balancer CPU-seconds per GB (iperf3 1 stream) and per 1000 short connections
-	Notes                 string        // tapvs's drops and synproxy counters during the run
-	Flood                 FloodResult   // the flood workload; zero: not measured
+	Gbps1, Gbps4          float64         // iperf3, 1 and 4 streams
+	ShortCPS              float64         // wrk, Connection: close
+	KeepRPS               float64         // wrk, keep-alive
+	P50, P99              time.Duration   // keep-alive, 32 connections: saturated, so mostly queueing
+	IdleP50, IdleP99      time.Duration   // keep-alive, one connection: the path's own latency
+	UDPpps                float64         // iperf3 UDP, 64-byte payloads, packets/s received; 0: not measured
+	CPUPerGB, CPUPerKConn float64         // balancer CPU-seconds per GB (iperf3 1 stream) and per 1000 short connections
+	Notes                 string          // tapvs's drops and synproxy counters during the run
+	Flood                 FloodResult     // the flood workload; zero: not measured
+	Sustained             SustainedResult // the sustained workload; zero: not measured
 }
 
 // FloodResult is the flood workload's figures: medians of the runs, but

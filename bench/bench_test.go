@@ -31,6 +31,8 @@ func TestCheck(t *testing.T) {
 		{Options{Queues: 65}, "queues"},
 		{Options{TxQueueLen: -1}, "tap-txqueuelen"},
 		{Options{TxQueueLen: 100001}, "tap-txqueuelen"},
+		{Options{Sustained: 2 * time.Minute}, ""},
+		{Options{Sustained: 90 * time.Second}, "sustained: 1m30s is under 2m0s"},
 	} {
 		err := c.o.Check()
 		if c.want == "" && err != nil || c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)) {
@@ -43,8 +45,9 @@ func TestWants(t *testing.T) {
 	all := Options{}
 	some := Options{Workloads: []string{"short", "udp"}}
 	for _, w := range WorkloadNames {
-		if !all.wants(w) {
-			t.Errorf("no workloads chosen, yet %s is not wanted", w)
+		// sustained runs minutes per path: only when named.
+		if all.wants(w) != (w != "sustained") {
+			t.Errorf("no workloads chosen: %s wanted %v", w, all.wants(w))
 		}
 		if got := w == "short" || w == "udp"; some.wants(w) != got {
 			t.Errorf("%s wanted: %v, want %v", w, some.wants(w), got)
@@ -64,8 +67,9 @@ func TestPathsArePathNames(t *testing.T) {
 			t.Errorf("path %d is %q, want %q", i, p.Name, PathNames[i])
 		}
 		// HAProxy's TCP mode cannot carry UDP; behind tapvs+proxy-v2 the
-		// servers read a PROXY header first, which iperf3 cannot.
-		noIperf := p.Name == "tapvs+proxy-v2"
+		// servers read a PROXY header first, which iperf3 cannot;
+		// tapvs+ts-remove is there for the HTTP workloads.
+		noIperf := p.Name == "tapvs+proxy-v2" || p.Name == "tapvs+ts-remove"
 		if p.UDP != (!strings.HasPrefix(p.Name, "haproxy") && !noIperf) || p.Iperf.IsValid() == noIperf {
 			t.Errorf("%s: UDP %v, iperf3 at %v", p.Name, p.UDP, p.Iperf)
 		}

@@ -99,6 +99,8 @@ type client interface {
 	flood(ctx context.Context, to netip.AddrPort) (stop func() (synPerSec float64, err error), err error)
 	halfOpen(ctx context.Context) (int, error)
 	probe(ctx context.Context, dev string) (probe, error)
+	// The sustained workload's (sustained.go).
+	sustained(ctx context.Context, to netip.AddrPort, d time.Duration) (sustainedRun, error)
 }
 
 // measure runs every chosen workload through one path, o.Runs times each,
@@ -162,6 +164,13 @@ func measure(ctx context.Context, c client, p Path, o Options) (Result, error) {
 			}
 			s.flood = append(s.flood, f)
 		}
+		if o.wants("sustained") {
+			r, err := c.sustained(ctx, p.HTTP, max(o.Sustained, MinSustained))
+			if err != nil {
+				return Result{Path: p.Name}, fmt.Errorf("sustained: %w", err)
+			}
+			s.sustained = append(s.sustained, r)
+		}
 	}
 	return s.result(p.Name), nil
 }
@@ -170,6 +179,7 @@ func measure(ctx context.Context, c client, p Path, o Options) (Result, error) {
 type samples struct {
 	gbps1, gbps4, short, keep, p50, p99, idle50, idle99, cpuGB, cpuK, udp []float64
 	flood                                                                 []floodStats
+	sustained                                                             []sustainedRun
 }
 
 // result is the median of each figure's runs.
@@ -180,7 +190,7 @@ func (s *samples) result(path string) Result {
 		P50: time.Duration(median(s.p50)), P99: time.Duration(median(s.p99)),
 		IdleP50: time.Duration(median(s.idle50)), IdleP99: time.Duration(median(s.idle99)),
 		CPUPerGB: median(s.cpuGB), CPUPerKConn: median(s.cpuK),
-		Flood: s.floodResult(),
+		Flood: s.floodResult(), Sustained: sustainedResult(s.sustained),
 	}
 }
 

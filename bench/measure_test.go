@@ -20,6 +20,7 @@ type fakeClient struct {
 	cpu          *float64 // the path's CPU clock, advanced by each workload
 	fail         string   // a call that fails
 	ff           floodFake
+	sus          []sustainedRun
 }
 
 var errTool = errors.New("tool failed")
@@ -202,5 +203,48 @@ func TestCountersSince(t *testing.T) {
 	}
 	if got := c0.since(c0); got != "" {
 		t.Errorf("nothing changed: %q", got)
+	}
+}
+
+func (f *fakeClient) sustained(_ context.Context, to netip.AddrPort, d time.Duration) (sustainedRun, error) {
+	if err := f.call("sustained " + to.String() + " " + d.String()); err != nil {
+		return sustainedRun{}, err
+	}
+	return pop(&f.sus), nil
+}
+
+// The sustained workload runs only when named, for at least MinSustained,
+// and its figures are the runs' medians: the first window's rate, the
+// whole run's (all requests over all the time, gaps between windows
+// included), their ratio, the slowest window, and the most TIME_WAIT
+// sockets any run ended with.
+func TestMeasureSustained(t *testing.T) {
+	var cpu float64
+	s := time.Second
+	f := &fakeClient{cpu: &cpu, short: []wrkResult{{rps: 1, requests: 1}}, sus: []sustainedRun{
+		// A cliff: 1000/s, then 100/s.
+		{windows: []float64{1000, 1000, 100, 100}, requests: 22000, elapsed: 40 * s, timeWait: 30000, connectErrors: 7},
+		// Steady.
+		{windows: []float64{900, 880, 910, 905}, requests: 35950, elapsed: 40 * s, timeWait: 400},
+		{windows: []float64{950, 800, 900, 850}, requests: 35000, elapsed: 40 * s, timeWait: 500},
+	}}
+	if _, err := measure(context.Background(), f, testPath(&cpu, false), Options{Duration: s, Workloads: []string{"short"}}); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(f.calls, []string{"short 10.0.0.1:80"}) {
+		t.Fatalf("ran %q without sustained named", f.calls)
+	}
+	f.calls = nil
+	r, err := measure(context.Background(), f, testPath(&cpu, false), Options{Runs: 3, Duration: s, Workloads: []string{"sustained"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "sustained 10.0.0.1:80 2m0s"; len(f.calls) != 3 || f.calls[0] != want {
+		t.Fatalf("ran %q, want %q three times", f.calls, want)
+	}
+	want := SustainedResult{Runs: 3, Seconds: 40, First: 950, Whole: 875, Ratio: 875.0 / 950, Slowest: 800, ConnectErrors: 0,
+		TimeWait: 30000, Windows: "950 800 900 850"}
+	if r.Sustained != want {
+		t.Fatalf("got  %+v\nwant %+v", r.Sustained, want)
 	}
 }

@@ -129,7 +129,9 @@ func table(rs []Result, machine string, o Options) string {
 	check("IPv6: short conns/s vs HAProxy", t6.ShortCPS, h6.ShortCPS, 1.3, true)
 	check("IPv6: short conns/s vs kernel FULLNAT", t6.ShortCPS, k6.ShortCPS, 0.8, true)
 	check("NAT64: short conns/s vs IPv6 FULLNAT", n64.ShortCPS, t6.ShortCPS, 0.9, true)
+	check("sustained short conns/s, whole run vs its first 10 s", t.Sustained.Whole, t.Sustained.First, 0.9, true)
 	floodTable(&b, rs)
+	sustainedTable(&b, rs)
 	for _, r := range rs {
 		if r.Notes != "" {
 			fmt.Fprintf(&b, "\n%s counters during its runs: %s.\n", r.Path, r.Notes)
@@ -161,6 +163,36 @@ func floodTable(b *strings.Builder, rs []Result) {
 		fmt.Fprintf(b, "| %s | %.0f | %.0f | %.2f× | %.0f | %d | %s | %.0f (%.0f) |\n", r.Path, f.BaseCPS, f.FloodCPS, f.Ratio, f.SynPerSec, f.HalfOpenMax, drops, f.RetransSegs, f.SynRetrans)
 	}
 	b.WriteString("\nRatio: the median of each run's flood/no-flood ratio, the no-flood run just before its flood run. Half-open: `ss -tan state syn-recv` on both real servers every 0.5 s, the most seen in any run. Drops: frames the transmit queue of the client namespace's device towards the balancer (tapvs's TAP, the kernel paths' veth) dropped before the balancer read them. Retransmits: `nstat` TcpRetransSegs (TcpExtTCPSynRetrans) in the client's namespace, each a stall of 200 ms to 1 s for a legitimate connection.\n")
+}
+
+// sustainedTable renders the sustained workload's figures, when it ran.
+func sustainedTable(b *strings.Builder, rs []Result) {
+	var sus []Result
+	for _, r := range rs {
+		if r.Sustained.Runs > 0 {
+			sus = append(sus, r)
+		}
+	}
+	if len(sus) == 0 {
+		return
+	}
+	s0 := sus[0].Sustained
+	fmt.Fprintf(b, "\nSustained short connections: wrk, %d connections, `Connection: close`, from one client for %.0f s in %.0f-second windows (%d run(s)), the client with `%s=%s` and `%s=%s`:\n\n",
+		sustainedConns, s0.Seconds, sustainedWindow.Seconds(), s0.Runs,
+		nsSysctls[0][0], nsSysctls[0][1], nsSysctls[1][0], nsSysctls[1][1])
+	b.WriteString("| path | first 10 s conns/s | whole run conns/s | whole / first | slowest 10 s | connect errors | client TIME_WAIT at the end |\n")
+	b.WriteString("|---|---|---|---|---|---|---|\n")
+	for _, r := range sus {
+		s := r.Sustained
+		fmt.Fprintf(b, "| %s | %.0f | %.0f | %.2f× | %.0f | %d | %d |\n", r.Path, s.First, s.Whole, s.Ratio, s.Slowest, s.ConnectErrors, s.TimeWait)
+	}
+	if k, t := find(rs, "nftables").Sustained, find(rs, "tapvs").Sustained; k.Whole > 0 && t.Whole > 0 {
+		fmt.Fprintf(b, "\ntapvs vs kernel nftables FULLNAT, whole run: %.2f×.\n", t.Whole/k.Whole)
+	}
+	b.WriteString("\nEach window's conns/s:\n\n")
+	for _, r := range sus {
+		fmt.Fprintf(b, "- %s: %s\n", r.Path, r.Sustained.Windows)
+	}
 }
 
 // num formats a figure, or "—" when it was not measured.

@@ -56,7 +56,10 @@ const (
 	spHTTPPort  = 8080
 	// ppHTTPPort is web-pp's, on the VIP and on the real servers, whose
 	// nginx there requires a PROXY header (listen ... proxy_protocol).
-	ppHTTPPort  = 8081
+	ppHTTPPort = 8081
+	// tsrHTTPPort is web-tsr's, a service that removes TCP timestamps
+	// (tcp_timestamps: remove), in front of the servers' port 80.
+	tsrHTTPPort = 8082
 	benchPrefix = "tvb"
 	tapClient   = "tvb-c"
 	tapServer   = "tvb-s"
@@ -69,6 +72,8 @@ const (
      real_servers: [{address: 10.20.1.2, port: 80}, {address: 10.20.2.2, port: 80}]}
   - {name: web-pp, vip: 172.25.254.100, port: 8081, scheduler: rr, client_address: proxy-v2, local_addresses: [172.25.84.10, 172.25.84.11, 172.25.84.12, 172.25.84.13, 172.25.84.14, 172.25.84.15, 172.25.84.16, 172.25.84.17],
      real_servers: [{address: 10.20.1.2, port: 8081}, {address: 10.20.2.2, port: 8081}]}
+  - {name: web-tsr, vip: 172.25.254.100, port: 8082, scheduler: rr, tcp_timestamps: remove, local_addresses: [172.25.84.10, 172.25.84.11, 172.25.84.12, 172.25.84.13, 172.25.84.14, 172.25.84.15, 172.25.84.16, 172.25.84.17],
+     real_servers: [{address: 10.20.1.2, port: 80}, {address: 10.20.2.2, port: 80}]}
   - {name: iperf, vip: 172.25.254.100, port: 5201, scheduler: rr, local_addresses: [172.25.84.10],
      real_servers: [{address: 10.20.1.2, port: 5201}]}
   - {name: iperf-udp, vip: 172.25.254.100, port: 5201, protocol: udp, scheduler: rr, local_addresses: [172.25.84.10],
@@ -120,9 +125,14 @@ func (tb *testbed) close() {
 // setup checks the tools, builds the lab and starts every server and
 // balancer the paths go through. On error what it started is undone.
 func setup(ctx context.Context, o Options) (_ *testbed, err error) {
-	for _, tool := range []string{"ip", "nft", "iperf3", "wrk", "haproxy", "nginx"} {
+	for _, tool := range []string{"ip", "nft", "wrk", "haproxy", "nginx"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			return nil, fmt.Errorf("%s is missing: apt-get install -y iproute2 nftables iperf3 wrk haproxy nginx-light", tool)
+		}
+	}
+	if o.WantsIperf() {
+		if _, err := exec.LookPath("iperf3"); err != nil {
+			return nil, fmt.Errorf("iperf3 is missing (the iperf1, iperf4 and udp workloads'): apt-get install -y iperf3, or leave them out with --workloads")
 		}
 	}
 	if o.wants("flood") {
@@ -155,7 +165,7 @@ func setup(ctx context.Context, o Options) (_ *testbed, err error) {
 		return nil, err
 	}
 	tb.undo = append(tb.undo, func() { tb.logf.Close() })
-	if err = tb.startServers(); err != nil {
+	if err = tb.startServers(o.WantsIperf()); err != nil {
 		return nil, err
 	}
 	hap, err := tb.startKernelAndHAProxy()
@@ -195,9 +205,19 @@ func (tb *testbed) stopProcs() {
 	tb.procs = nil
 }
 
-// startServers starts the real servers, nginx (a tiny answer) on both and
-// iperf3 on the first, and opens every namespace to many short connections.
-func (tb *testbed) startServers() error {
+// nsSysctls open every namespace of the bench to many short connections:
+// the client reuses its own TIME_WAIT ports after 1 s when the connection
+// had timestamps, and has most of the port space.
+var nsSysctls = [][2]string{
+	{"net.ipv4.tcp_tw_reuse", "1"},
+	{"net.ipv4.ip_local_port_range", "1024 65000"},
+	{"net.core.somaxconn", "8192"},
+}
+
+// startServers starts the real servers, nginx (a tiny answer) on both and,
+// with iperf, iperf3 on the first, and opens every namespace to many short
+// connections.
+func (tb *testbed) startServers(iperf bool) error {
 	for i, rs := range []netip.Addr{lab.RS1, lab.RS2} {
 		dir := filepath.Join(tb.work, fmt.Sprintf("nginx%d", i))
 		// nginx, as iperf3 below, also answers on the server's IPv6
@@ -209,18 +229,20 @@ func (tb *testbed) startServers() error {
 			return err
 		}
 	}
-	if _, err := tb.start(tb.top.RS[0], "iperf3", "-s", "-B", lab.RS1.String(), "-p", strconv.Itoa(iperfPort)); err != nil {
-		return err
-	}
-	if lab.HasIPv6() {
-		if _, err := tb.start(tb.top.RS[0], "iperf3", "-s", "-B", lab.RS6(lab.RS1).String(), "-p", strconv.Itoa(iperfPort)); err != nil {
+	if iperf {
+		if _, err := tb.start(tb.top.RS[0], "iperf3", "-s", "-B", lab.RS1.String(), "-p", strconv.Itoa(iperfPort)); err != nil {
 			return err
+		}
+		if lab.HasIPv6() {
+			if _, err := tb.start(tb.top.RS[0], "iperf3", "-s", "-B", lab.RS6(lab.RS1).String(), "-p", strconv.Itoa(iperfPort)); err != nil {
+				return err
+			}
 		}
 	}
 	for _, ns := range []string{tb.top.Client, tb.top.RS[0], tb.top.RS[1], tb.top.Router} {
-		sysctl(ns, "net.ipv4.tcp_tw_reuse", "1")
-		sysctl(ns, "net.ipv4.ip_local_port_range", "1024 65000")
-		sysctl(ns, "net.core.somaxconn", "8192")
+		for _, s := range nsSysctls {
+			sysctl(ns, s[0], s[1])
+		}
 	}
 	return nil
 }
@@ -305,6 +327,8 @@ func paths(hap int) []Path {
 		// The servers behind PROXY v2: nginx reads the header; iperf3 would
 		// take it for its own protocol, so the path has no iperf3.
 		{Name: "tapvs+proxy-v2", HTTP: netip.AddrPortFrom(vip, ppHTTPPort), Dev: tapClient, cpuSeconds: selfSeconds},
+		// Timestamps removed, as LVS FULLNAT does: HTTP only.
+		{Name: "tapvs+ts-remove", HTTP: netip.AddrPortFrom(vip, tsrHTTPPort), Dev: tapClient, cpuSeconds: selfSeconds},
 		// IPv6: the same servers at their IPv6 addresses (NAT64: at their
 		// IPv4 ones, behind an IPv6 VIP).
 		{Name: "direct6", HTTP: netip.AddrPortFrom(lab.RS6(lab.RS1), 80), Iperf: netip.AddrPortFrom(lab.RS6(lab.RS1), iperfPort), UDP: true, Dev: "direct", cpuSeconds: softirqSeconds},

@@ -181,7 +181,8 @@ func (r *reconcile) applyService(sc Service) (errs []error) {
 	if err != nil {
 		to := sc.Timeouts
 		if svc, err = tx.AddService(nat.ServiceConfig{Name: sc.Name, Addr: sc.VIP, Port: sc.Port, Protocol: sc.Protocol,
-			Scheduler: sc.Scheduler, Timeouts: &to, Synproxy: sc.Synproxy, ClientAddr: sc.ClientAddress}); err != nil {
+			Scheduler: sc.Scheduler, Timeouts: &to, Synproxy: sc.Synproxy, ClientAddr: sc.ClientAddress,
+			Timestamps: sc.TCPTimestamps}); err != nil {
 			return []error{fmt.Errorf("vip: %w", err)}
 		}
 		if old != nil {
@@ -278,6 +279,14 @@ func (r *reconcile) setService(svc *nat.Service, k serviceKey, sc Service, old *
 		} else {
 			p, ok := prevOf(func(s *Service) any { return s.ClientAddress })
 			r.revert(k.String()+" client_address", was, sc.ClientAddress, p, ok)
+		}
+	}
+	if was := svc.Timestamps(); was != sc.TCPTimestamps {
+		if err := tx.SetTimestamps(svc, sc.TCPTimestamps); err != nil {
+			errs = append(errs, fmt.Errorf("tcp_timestamps: %w", err))
+		} else {
+			p, ok := prevOf(func(s *Service) any { return s.TCPTimestamps })
+			r.revert(k.String()+" tcp_timestamps", was, sc.TCPTimestamps, p, ok)
 		}
 	}
 	if was := svc.Timeouts(); was != sc.Timeouts {

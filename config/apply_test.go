@@ -42,9 +42,9 @@ services:
 `
 
 // configB changes configA in every way a reload can: web is renamed and
-// rescheduled, gets SYNPROXY and its own timeouts, loses a LIP and a real
-// server, gains a LIP and a real server and changes a weight; dns goes; a
-// new service comes.
+// rescheduled, gets SYNPROXY, PROXY headers, its timestamps removed and its
+// own timeouts, loses a LIP and a real server, gains a LIP and a real server
+// and changes a weight; dns goes; a new service comes.
 const configB = `
 interfaces:
   client: {name: tc, address: 172.25.254.254/24}
@@ -63,6 +63,7 @@ services:
     scheduler: rr
     synproxy: true
     client_address: proxy-v2
+    tcp_timestamps: remove
     timeouts: {tcp: {established: 10m}}
     local_addresses: [172.25.84.11, 172.25.84.12]
     real_servers:
@@ -183,6 +184,9 @@ TCP 172.25.254.101:443 name=https sched=rr synproxy=false lips=[172.25.84.30] rs
 	if web2.ClientAddr() != nat.ClientAddrProxyV2 {
 		t.Fatalf("client_address %v after the reload, want proxy-v2", web2.ClientAddr())
 	}
+	if web2.Timestamps() != nat.TimestampsRemove {
+		t.Fatalf("tcp_timestamps %v after the reload, want remove", web2.Timestamps())
+	}
 	if to := web2.Timeouts(); to.TCP != b.Services[1].Timeouts.TCP || to.TCP[1] != 10*time.Minute {
 		t.Fatalf("timeouts not changed: %+v", to)
 	}
@@ -211,6 +215,9 @@ TCP 172.25.254.101:443 name=https sched=rr synproxy=false lips=[172.25.84.30] rs
 	}
 	if web.ClientAddr() != nat.ClientAddrNone {
 		t.Fatalf("client_address %v back in A, want none", web.ClientAddr())
+	}
+	if web.Timestamps() != nat.TimestampsTranslate {
+		t.Fatalf("tcp_timestamps %v back in A, want translate", web.Timestamps())
 	}
 }
 

@@ -128,6 +128,7 @@ type rawService struct {
 	Timeouts       rawTimeouts  `mapstructure:"timeouts"`
 	Synproxy       bool         `mapstructure:"synproxy"`
 	ClientAddress  string       `mapstructure:"client_address"`
+	TCPTimestamps  string       `mapstructure:"tcp_timestamps"`
 	Health         *rawHealth   `mapstructure:"health_check"`
 	Allow          []string     `mapstructure:"allow"`
 	Deny           []string     `mapstructure:"deny"`
@@ -228,6 +229,9 @@ type Service struct {
 	// ClientAddress is how the real servers learn the client's address:
 	// none, toa, proxy-v1 or proxy-v2.
 	ClientAddress nat.ClientAddr
+	// TCPTimestamps is what plain TCP connections do with the client's
+	// timestamps: translate (the default) or remove.
+	TCPTimestamps nat.Timestamps
 	// Allow and Deny are the service's source prefixes (defence.go).
 	Allow, Deny []netip.Prefix
 	Limits      nat.Limits
@@ -860,6 +864,17 @@ func service(e *errs, f string, r rawService, base nat.Timeouts, has6 sides6) Se
 			e.add(f+".client_address", "%s is TCP only: a UDP service can have proxy-v2 or none", c)
 		default:
 			s.ClientAddress = c
+		}
+	}
+	if r.TCPTimestamps != "" {
+		ts, err := nat.ParseTimestamps(r.TCPTimestamps)
+		switch {
+		case err != nil:
+			e.add(f+".tcp_timestamps", "%v", err)
+		case s.Protocol == nat.UDP:
+			e.add(f+".tcp_timestamps", "a UDP service has no TCP timestamps")
+		default:
+			s.TCPTimestamps = ts
 		}
 	}
 	if len(r.LocalAddresses) == 0 {

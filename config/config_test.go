@@ -74,6 +74,8 @@ func TestErrorsNameTheField(t *testing.T) {
 		"txqueuelen":   {"name: ts\n", "name: ts\n    txqueuelen: -1\n", "interfaces.server.txqueuelen: -1 is not a queue length in frames"},
 		"client addr":  {"port: 80\n    local", "port: 80\n    client_address: uoa\n    local", `services[0].client_address: "uoa" is not a client address mode`},
 		"udp toa":      {"port: 80\n    local", "port: 80\n    protocol: udp\n    client_address: toa\n    local", "services[0].client_address: toa is TCP only"},
+		"timestamps":   {"port: 80\n    local", "port: 80\n    tcp_timestamps: strip\n    local", `services[0].tcp_timestamps: "strip" is not a timestamp mode (translate, remove)`},
+		"udp ts":       {"port: 80\n    local", "port: 80\n    protocol: udp\n    tcp_timestamps: remove\n    local", "services[0].tcp_timestamps: a UDP service has no TCP timestamps"},
 		"busy poll":    {"interfaces:\n", "interfaces:\n  busy_poll: 2s\n", `interfaces.busy_poll: "2s" is not a duration from 0 to 1s`},
 		"udp synproxy": {"port: 80\n    local", "port: 80\n    protocol: udp\n    synproxy: true\n    local", "services[0].synproxy: only a TCP service can have a SYN proxy"},
 		"peer subnet":  {"name: ts\n", "name: ts\n    peer_address: 172.25.85.1/24\n", "interfaces.server.peer_address: 172.25.85.1/24 is not in address's subnet 172.25.84.0/24"},

@@ -41,3 +41,38 @@ func TestAPIClientAddress(t *testing.T) {
 		t.Fatalf("after the edit: %q, %q", svcs[0].ClientAddress, svcs[1].ClientAddress)
 	}
 }
+
+// The API sets what a service does with TCP timestamps on add and edit,
+// lists it (translate by default), and refuses a mode it does not know or
+// one on a UDP service, naming the field, with the state untouched.
+func TestAPITCPTimestamps(t *testing.T) {
+	m := newManager(t)
+	do := serve(t, m)
+	if c, body := do("POST", "/v1/services", `{"protocol":"tcp","addr":"10.0.0.1:80","tcp_timestamps":"remove"}`); c != 204 {
+		t.Fatalf("add: %d %s", c, body)
+	}
+	if c, body := do("POST", "/v1/services", `{"protocol":"tcp","addr":"10.0.0.1:81"}`); c != 204 {
+		t.Fatalf("add: %d %s", c, body)
+	}
+	if c, body := do("POST", "/v1/services", `{"protocol":"udp","addr":"10.0.0.1:53"}`); c != 204 {
+		t.Fatalf("add udp: %d %s", c, body)
+	}
+	if s := m.Services(); s[0].TCPTimestamps != "remove" || s[1].TCPTimestamps != "translate" {
+		t.Fatalf("listed as %q, %q", s[0].TCPTimestamps, s[1].TCPTimestamps)
+	}
+	if c, body := do("PUT", "/v1/services/tcp/10.0.0.1:80", `{"tcp_timestamps":"strip"}`); c != 400 || !strings.Contains(body, `tcp_timestamps: \"strip\" is not a timestamp mode`) {
+		t.Fatalf("strip: %d %s", c, body)
+	}
+	if c, body := do("PUT", "/v1/services/udp/10.0.0.1:53", `{"tcp_timestamps":"remove"}`); c != 400 || !strings.Contains(body, "tcp_timestamps is a TCP setting") {
+		t.Fatalf("remove on udp: %d %s", c, body)
+	}
+	if got := m.Services()[0].TCPTimestamps; got != "remove" {
+		t.Fatalf("a refused edit changed it to %q", got)
+	}
+	if c, body := do("PUT", "/v1/services/tcp/10.0.0.1:80", `{"tcp_timestamps":"translate"}`); c != 204 {
+		t.Fatalf("edit: %d %s", c, body)
+	}
+	if got := m.Services()[0].TCPTimestamps; got != "translate" {
+		t.Fatalf("after the edit: %q", got)
+	}
+}

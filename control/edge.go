@@ -61,9 +61,17 @@ func parseService(s api.ServiceSpec) (ServiceSpec, error) {
 		}
 		client = &c
 	}
+	var ts *nat.Timestamps
+	if s.TCPTimestamps != "" {
+		t, err := nat.ParseTimestamps(s.TCPTimestamps)
+		if err != nil {
+			return ServiceSpec{}, fmt.Errorf("tcp_timestamps: %w", err)
+		}
+		ts = &t
+	}
 	// Seconds as uint32 cannot overflow a Duration; the Manager checks the
 	// value against nat's limit.
-	return ServiceSpec{ServiceKey: k, Name: s.Name, Scheduler: s.Scheduler, Synproxy: s.Synproxy, ClientAddr: client,
+	return ServiceSpec{ServiceKey: k, Name: s.Name, Scheduler: s.Scheduler, Synproxy: s.Synproxy, ClientAddr: client, Timestamps: ts,
 		EstablishedTimeout: time.Duration(s.EstablishedTimeout) * time.Second, Limits: limitsOf(s.Limits)}, nil
 }
 

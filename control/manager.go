@@ -187,8 +187,13 @@ func addService(tx *nat.Tx, s ServiceSpec) error {
 	if s.ClientAddr != nil {
 		clientAddr = *s.ClientAddr
 	}
+	ts := nat.TimestampsTranslate
+	if s.Timestamps != nil {
+		ts = *s.Timestamps
+	}
 	svc, err := tx.AddService(nat.ServiceConfig{Name: s.Name, Addr: s.Addr.Addr(), Port: s.Addr.Port(), Protocol: s.Protocol,
-		Scheduler: sched, Timeouts: &to, Synproxy: s.Synproxy != nil && *s.Synproxy, ClientAddr: clientAddr})
+		Scheduler: sched, Timeouts: &to, Synproxy: s.Synproxy != nil && *s.Synproxy, ClientAddr: clientAddr,
+		Timestamps: ts})
 	if err != nil {
 		return err
 	}
@@ -212,6 +217,11 @@ func editService(tx *nat.Tx, s ServiceSpec) error {
 	}
 	if s.ClientAddr != nil {
 		if err := tx.SetClientAddr(svc, *s.ClientAddr); err != nil {
+			return err
+		}
+	}
+	if s.Timestamps != nil {
+		if err := tx.SetTimestamps(svc, *s.Timestamps); err != nil {
 			return err
 		}
 	}
@@ -352,7 +362,8 @@ func (m *Manager) Services() []api.Service {
 		v := api.Service{
 			ServiceKey: api.ServiceKey{Protocol: protoName(s.Protocol), Addr: netip.AddrPortFrom(s.Addr, s.Port).String()},
 			Name:       s.Name(), Scheduler: s.Scheduler(), Synproxy: s.Synproxy(), ClientAddress: s.ClientAddr().String(),
-			Timeouts: apiTimeouts(s.Timeouts()), Stats: apiTraffic(s.Traffic()), Rate: apiRate(s.Rate()),
+			TCPTimestamps: s.Timestamps().String(),
+			Timeouts:      apiTimeouts(s.Timeouts()), Stats: apiTraffic(s.Traffic()), Rate: apiRate(s.Rate()),
 		}
 		for _, d := range s.Dests() {
 			a, ia, _ := d.Conns()

@@ -38,6 +38,9 @@ type ServiceSpec struct {
 	// ClientAddr is how the real servers learn the client's address; nil:
 	// none on add, unchanged on edit.
 	ClientAddr *nat.ClientAddr
+	// Timestamps is what plain TCP connections do with the client's
+	// timestamps; nil: translate on add, unchanged on edit.
+	Timestamps *nat.Timestamps
 	// EstablishedTimeout (-V); 0: the default on add, unchanged on edit.
 	EstablishedTimeout time.Duration
 	Limits             LimitsSpec

@@ -17,8 +17,8 @@ import (
 // quarantine let a pool carry (LIPs × ports × servers / 60 s) keep their
 // rate for three minutes, and the real servers, which close first and so
 // hold every tuple in TIME_WAIT for 60 s, accept each reused tuple's SYN
-// with a SYN-ACK: tapvs's ISN for the tuple is past the old connection's
-// and the SYN carries no timestamp (nat/seq.go).
+// with a SYN-ACK: tapvs's ISN and timestamp for the tuple are past the old
+// connection's (nat/seq.go).
 //
 // The pool is small (2 LIPs × 50 ports × 2 servers = 200 tuples, 3.3
 // connections/s under the quarantine) so that the rate, 6.7/s, reuses

@@ -185,6 +185,9 @@ type ServiceConfig struct {
 	// ClientAddr is how the real servers learn the client's address: none,
 	// TOA or a PROXY protocol header (nat/clientaddr.go).
 	ClientAddr ClientAddr
+	// Timestamps is what a plain TCP connection does with the client's
+	// timestamps: translate them (the zero value) or remove them (seq.go).
+	Timestamps Timestamps
 }
 
 // AddService adds a virtual service with no real servers and no local
@@ -336,22 +339,23 @@ func (b *Balancer) fromClient(set *serviceSet, p *pkt, dst *addr16, f *Frame) Ve
 		b.arrived(c, flags)
 		return b.forwardIn(c, p, f, c.inL4Delta, false)
 	}
-	// The connection's numbers: its offset, and where the client's stream
-	// starts (a PROXY header's place).
-	off, start := c.seqOff.Load(), c.pp.first()
+	// The connection's numbers: its offset, where the client's stream
+	// starts (a PROXY header's place), and its timestamp state.
+	off, start, ts := c.seqOff.Load(), c.pp.first(), c.tsOff.Load()
 	reuse := false
 	if flags&(tcpflag.SYN|tcpflag.ACK|tcpflag.RST|tcpflag.FIN) == tcpflag.SYN {
 		if st := c.state.Load(); st == stTimeWait || st == stClose {
 			// The client reuses its port for a new connection while the
 			// entry of its last one on it lingers: the server, which may
-			// hold that one in TIME_WAIT, gets a fresh ISN too (seq.go).
-			// Stored only once the SYN is known good: one that is dropped
-			// changes nothing.
+			// hold that one in TIME_WAIT, gets a fresh ISN and timestamp
+			// start too (seq.go). Stored only once the SYN is known good:
+			// one that is dropped changes nothing.
 			if !p.l4Valid() {
 				return b.Stats.drop(DropBadChecksum)
 			}
 			isn := binary.BigEndian.Uint32(p.b[p.l4+4:])
-			off, start, reuse = b.isnKey.isn(&c.out, time.Now())-isn, isn+1, true
+			off, ts = b.serverStart(c, isn)
+			start, reuse = isn+1, true
 		}
 	}
 	// A partial checksum does not cover header fields yet (the kernel sums
@@ -361,15 +365,23 @@ func (b *Balancer) fromClient(set *serviceSet, p *pkt, dst *addr16, f *Frame) Ve
 	if !ok {
 		return b.Stats.drop(DropProxyOverlap)
 	}
-	acc, ok := seqToServer(p.b[p.l4:], uint32(c.inL4Delta), off+shift)
+	acc, tsAfter, ok := seqToServer(c, p.b[p.l4:], uint32(c.inL4Delta), off+shift, ts)
 	if !ok {
 		return b.Stats.drop(DropBadOptions)
 	}
-	if reuse {
+	switch {
+	case reuse:
 		c.seqOff.Store(off)
+		c.tsOff.Store(tsAfter)
 		if c.pp != nil {
 			c.pp.start.Store(start)
 		}
+	case tsAfter != ts:
+		// The SYN fixed the timestamp offset; a retransmission of it on
+		// another reader may have first (each SYN's TSval then maps to
+		// the server side's first TSval, and later segments follow the
+		// offset stored).
+		c.tsOff.CompareAndSwap(ts, tsAfter)
 	}
 	b.arrived(c, flags)
 	return b.forwardIn(c, p, f, csum.Fold(acc), hdr)
@@ -503,10 +515,13 @@ func (b *Balancer) newConn(svc *Service, key tupleKey, p *pkt, flags uint8) (*Co
 	if key.proto == UDP {
 		state = stUDP
 	} else {
-		// The server sees tapvs's ISN for the tuple, not the client's
-		// (seq.go: a port reused from the server's TIME_WAIT is accepted).
+		// The server sees tapvs's ISN and timestamps for the tuple, not
+		// the client's (seq.go: a port reused from the server's TIME_WAIT
+		// is accepted).
 		isn := binary.BigEndian.Uint32(p.b[p.l4+4:])
-		c.seqOff.Store(b.isnKey.isn(&c.out, time.Now()) - isn)
+		off, ts := b.serverStart(c, isn)
+		c.seqOff.Store(off)
+		c.tsOff.Store(ts)
 		c.pp = newProxyConn(svc.ClientAddr(), c, isn+1)
 	}
 	return b.publishConn(c, state, b.table.now.Load()+c.timeout(state))
@@ -520,7 +535,7 @@ func (b *Balancer) schedule(svc *Service, key tupleKey, p *pkt) (*Conn, Verdict)
 		b.table.count.Add(-1)
 		return nil, b.Stats.drop(DropTableFull)
 	}
-	c := &Conn{in: key, svc: svc, clientAddr: svc.ClientAddr()}
+	c := &Conn{in: key, svc: svc, clientAddr: svc.ClientAddr(), timestamps: svc.Timestamps()}
 	dest := svc.dests.Load().sched.pick(&c.in.src)
 	if dest == nil {
 		b.table.count.Add(-1)

@@ -177,11 +177,6 @@ type Conn struct {
 	laddr *LocalAddr
 	sp    *synproxy.State // nil unless the connection was opened by the SYN proxy
 	def   connDefence     // what defence.go counted it in
-	// seqOff is what a plain TCP connection adds to the client's sequence
-	// numbers toward the server (tapvs's ISN less the client's: seq.go).
-	// Set before the connection is published, and again when the client
-	// reuses its port for a new connection on the closed entry.
-	seqOff atomic.Uint32
 	// pp is the connection's PROXY protocol header (proxy.go), nil
 	// without one: fixed by the service's mode when the connection is
 	// made.
@@ -192,11 +187,25 @@ type Conn struct {
 	// clientAddr is the service's ClientAddr when the connection was made:
 	// a service that changes mode changes it for new connections only.
 	clientAddr ClientAddr
+	// timestamps is the service's Timestamps when the connection was made
+	// (next to clientAddr: the padding before the deltas holds it).
+	timestamps Timestamps
 
 	inIPDelta, inL4Delta   uint16
 	outIPDelta, outL4Delta uint16
 
-	state    atomic.Uint32
+	state atomic.Uint32
+	// seqOff is what a plain TCP connection adds to the client's sequence
+	// numbers toward the server (tapvs's ISN less the client's: seq.go).
+	// Set before the connection is published, and again when the client
+	// reuses its port for a new connection on the closed entry. (After
+	// state: two 4-byte fields in one 8-byte word.)
+	seqOff atomic.Uint32
+	// tsOff is what a plain TCP connection adds to the client's TSval
+	// toward the server: tsPending | the server side's first TSval until
+	// the SYN fixes it, then tsFixed | the offset (seq.go); 0 with
+	// TimestampsRemove. Set with seqOff.
+	tsOff    atomic.Uint64
 	deadline atomic.Int64 // table clock, ns
 	filed    atomic.Int64 // the expiry wheel's tick this connection is filed under
 

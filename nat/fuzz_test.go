@@ -439,6 +439,13 @@ func fuzzSeeds(tb testing.TB) (frames [][]byte, sides []Side) {
 	add(ClientSide, (&wire{src: fzClient, dst: fzVIP, sport: 42000, dport: fzUDP, proto: protoUDP, payload: []byte("query"), srcMAC: fzClientM}).bytes())
 	add(ServerSide, fromServer(l.plain, wire{flags: tcpflag.SYN | tcpflag.ACK, seq: 1, ack: 1001, opts: synOpts4(3)}))
 	add(ServerSide, fromServer(l.plain, wire{flags: tcpflag.ACK, seq: 2, ack: 1019, payload: []byte("HTTP/1.0 200 OK\r\n")}))
+	// The plain connection's timestamps: the server's echo after a SACK
+	// block (shifted back), and a client segment whose timestamp follows a
+	// NOP (shifted).
+	add(ServerSide, fromServer(l.plain, wire{flags: tcpflag.ACK, seq: 2, ack: 1019,
+		opts: append([]byte{1, 5, 10, 0, 0, 0, 9, 0, 0, 0, 10}, append(tsOpts(3, 6)[1:], 1, 1)...), payload: []byte("x")}))
+	add(ClientSide, (&wire{src: fzClient, dst: fzVIP, sport: 40000, dport: fzTCP, proto: protoTCP, flags: tcpflag.ACK, seq: 1019, ack: 3,
+		opts: append([]byte{1}, tsOpts(7, 3)[1:]...), srcMAC: fzClientM}).bytes())
 	add(ServerSide, fromServer(l.proxied, wire{flags: tcpflag.ACK, seq: 90001, ack: 7001, opts: append([]byte{1}, append(tsOpts(78, 10)[1:], 1)...), payload: []byte("220 hello")}))
 	add(ServerSide, fromServer(l.pending, wire{flags: tcpflag.SYN | tcpflag.ACK, seq: 50000, ack: 7001, opts: synOpts4(77)}))
 	add(ServerSide, fromServer(l.pending, wire{flags: tcpflag.RST | tcpflag.ACK, ack: 7001}))

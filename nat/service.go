@@ -247,6 +247,8 @@ type Service struct {
 	synproxy atomic.Bool
 	// clientAddr is the service's ClientAddr, read by each new connection.
 	clientAddr atomic.Uint32
+	// timestamps is the service's Timestamps, read by each new connection.
+	timestamps atomic.Uint32
 	gone       Traffic // counters of servers deleted from the service, under mu
 	def        svcDefence
 
@@ -284,6 +286,10 @@ func (s *Service) Synproxy() bool { return s.synproxy.Load() }
 
 // ClientAddr is how the service's real servers learn the client's address.
 func (s *Service) ClientAddr() ClientAddr { return ClientAddr(s.clientAddr.Load()) }
+
+// Timestamps is what the service's plain TCP connections do with the
+// client's timestamps.
+func (s *Service) Timestamps() Timestamps { return Timestamps(s.timestamps.Load()) }
 
 // Timeouts are the service's connection timeouts.
 func (s *Service) Timeouts() Timeouts { return *s.timeouts.Load() }

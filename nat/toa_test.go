@@ -145,7 +145,11 @@ func TestTOAPlain(t *testing.T) {
 	wantTOA(t, toServer(pktSpec{ack: true, seq: 101, ackNum: rsISN + 1}), cport)
 	d := toServer(pktSpec{ack: true, seq: 101, ackNum: rsISN + 1, payload: []byte("GET / HTTP/1.0\r\n\r\n"), opts: []layers.TCPOption{nop, nop, tsOpt(5, 6)}})
 	wantTOA(t, d, cport)
-	if o := parsedOpts(t, d.tcp); !o.TS || o.TSval != 5 || o.TSecr != 6 || string(d.tcp.Payload) != "GET / HTTP/1.0\r\n\r\n" {
+	// The client's TSval carries the connection's timestamp offset (seq.go),
+	// as without TOA.
+	in := tupleKey{src: v4in16(client.AsSlice()), dst: v4in16(vip.AsSlice()), sport: cport, dport: 80, proto: TCP}
+	off := uint32(r.b.table.lookup(&in).tsOff.Load())
+	if o := parsedOpts(t, d.tcp); !o.TS || o.TSval != 5+off || o.TSecr != 6 || string(d.tcp.Payload) != "GET / HTTP/1.0\r\n\r\n" {
 		t.Fatalf("the client's options %+v or payload %q changed", o, d.tcp.Payload)
 	}
 	wantTOA(t, toServer(pktSpec{ack: true, fin: true, seq: 119, ackNum: rsISN + 1}), cport)

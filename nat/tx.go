@@ -43,6 +43,7 @@ type stage struct {
 	sched    *string
 	synproxy *bool
 	client   *ClientAddr
+	ts       *Timestamps
 	timeouts *Timeouts
 	// dests is the list as it will be; what the Tx did to the list is kept
 	// apart (added, deleted, weights) and done again at commit on the list
@@ -197,6 +198,9 @@ func (tx *Tx) AddService(sc ServiceConfig) (*Service, error) {
 	if err := sc.ClientAddr.check(sc.Protocol); err != nil {
 		return nil, fmt.Errorf("%s: %w", where, err)
 	}
+	if err := sc.Timestamps.check(sc.Protocol); err != nil {
+		return nil, fmt.Errorf("%s: %w", where, err)
+	}
 	to := tx.DefaultTimeouts()
 	if sc.Timeouts != nil {
 		to = *sc.Timeouts
@@ -217,6 +221,7 @@ func (tx *Tx) AddService(sc ServiceConfig) (*Service, error) {
 	s.timeouts.Store(&to)
 	s.synproxy.Store(sc.Synproxy)
 	s.clientAddr.Store(uint32(sc.ClientAddr))
+	s.timestamps.Store(uint32(sc.Timestamps))
 	s.dests.Store(&destSet{sched: newScheduler(sc.Scheduler, nil)})
 	s.laddrs.Store(&[]*LocalAddr{})
 	tx.own()
@@ -307,6 +312,17 @@ func (tx *Tx) SetClientAddr(s *Service, c ClientAddr) error {
 		return fmt.Errorf("service %s: %w", s, err)
 	}
 	tx.stage(s).client = &c
+	tx.n++
+	return nil
+}
+
+// SetTimestamps changes what a plain TCP service does with the client's
+// timestamps (seq.go), for new connections; open ones keep theirs.
+func (tx *Tx) SetTimestamps(s *Service, t Timestamps) error {
+	if err := t.check(s.Protocol); err != nil {
+		return fmt.Errorf("service %s: %w", s, err)
+	}
+	tx.stage(s).ts = &t
 	tx.n++
 	return nil
 }
@@ -503,6 +519,9 @@ func (s *Service) commit(st *stage) {
 	}
 	if st.client != nil {
 		s.clientAddr.Store(uint32(*st.client))
+	}
+	if st.ts != nil {
+		s.timestamps.Store(uint32(*st.ts))
 	}
 	if st.timeouts != nil {
 		s.timeouts.Store(st.timeouts)

@@ -207,7 +207,9 @@ direct, nftables, HAProxy, tapvs and tapvs's NAT64), iperf3 with 1 and 4 streams
 short connections/s and keep-alive requests/s with p50/p99 latency (wrk),
 the balancer's CPU per GB and per 1000 connections, and through the SYN
 proxies the short connections/s during an hping3 SYN flood from random
-sources (the flood workload). It prints a Markdown table with ratios and the
+sources (the flood workload); with --workloads sustained, minutes of short
+connections from one client with tcp_tw_reuse on, the whole run's rate
+against its first 10 seconds'. It prints a Markdown table with ratios and the
 targets, and writes results.md and chart.png to --out. Needs root and
 iproute2 nftables iperf3 wrk haproxy nginx-light, and hping3 for the flood
 (installed with apt-get if missing).`,
@@ -215,7 +217,7 @@ iproute2 nftables iperf3 wrk haproxy nginx-light, and hping3 for the flood
 			if err := o.Check(); err != nil {
 				return err
 			}
-			if err := ensurePackages(len(o.Workloads) == 0 || slices.Contains(o.Workloads, "flood")); err != nil {
+			if err := ensurePackages(len(o.Workloads) == 0 || slices.Contains(o.Workloads, "flood"), o.WantsIperf()); err != nil {
 				return err
 			}
 			o.Log = newLogger("warn", "text")
@@ -232,6 +234,7 @@ iproute2 nftables iperf3 wrk haproxy nginx-light, and hping3 for the flood
 	c.Flags().DurationVar(&o.BusyPoll, "busy-poll", 0, "tapvs's interfaces.busy_poll during the run (0: a reader per queue)")
 	c.Flags().IntVar(&o.Queues, "queues", 1, "tapvs's queues per TAP (interfaces.*.queues)")
 	c.Flags().IntVar(&o.TxQueueLen, "tap-txqueuelen", 0, "tapvs's interfaces.*.txqueuelen: the TAPs' transmit queue in frames, where they wait for tapvs (0: the kernel's default, 1000)")
+	c.Flags().DurationVar(&o.Sustained, "sustained", 150*time.Second, "length of the sustained workload (--workloads sustained), at least 2m")
 	c.Flags().StringVar(&o.ProfileDir, "cpuprofile", "", "write a CPU profile of tapvs per tapvs path into this directory")
 	return c
 }
@@ -270,11 +273,15 @@ any failure. Needs root.`,
 }
 
 // ensurePackages installs the bench's tools from Debian if any is missing;
-// hping3 only when the flood workload runs.
-func ensurePackages(flood bool) error {
-	need := map[string]string{"nft": "nftables", "iperf3": "iperf3", "wrk": "wrk", "haproxy": "haproxy", "nginx": "nginx-light"}
+// hping3 only when the flood workload runs, iperf3 only when an iperf
+// workload does.
+func ensurePackages(flood, iperf bool) error {
+	need := map[string]string{"nft": "nftables", "wrk": "wrk", "haproxy": "haproxy", "nginx": "nginx-light"}
 	if flood {
 		need["hping3"] = "hping3"
+	}
+	if iperf {
+		need["iperf3"] = "iperf3"
 	}
 	var pkgs []string
 	for bin, pkg := range need {

@@ -68,3 +68,39 @@ func TestClientAddressFlags(t *testing.T) {
 		}
 	}
 }
+
+// --tcp-timestamps sets what a service does with TCP timestamps; -L shows
+// a removing service (ts-remove), -S writes what -R reads back.
+func TestTCPTimestampsFlag(t *testing.T) {
+	c, err := parse(strings.Fields("-A -t 1.1.1.1:80 --tcp-timestamps remove"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if op, ok, err := opOf(c); !ok || err != nil || op.Service.TCPTimestamps != "remove" {
+		t.Fatalf("%+v %v %v, want tcp_timestamps remove", op.Service, ok, err)
+	}
+	for line, want := range map[string]string{
+		"-A -t 1.1.1.1:80 --tcp-timestamps strip":             "translate or remove",
+		"-a -t 1.1.1.1:80 -r 2.2.2.2 --tcp-timestamps remove": "Illegal option",
+	} {
+		if _, err := parse(strings.Fields(line)); err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("%s: %v, want %q", line, err, want)
+		}
+	}
+	svcs := []api.Service{
+		{ServiceKey: api.ServiceKey{Protocol: "tcp", Addr: "172.25.254.100:80"}, Scheduler: "rr", TCPTimestamps: "remove"},
+		{ServiceKey: api.ServiceKey{Protocol: "tcp", Addr: "172.25.254.100:81"}, Scheduler: "rr", TCPTimestamps: "translate"},
+	}
+	var b bytes.Buffer
+	printList(&b, api.Info{Version: "1.2.1", Size: 1}, svcs, &command{})
+	for _, want := range []string{"TCP  172.25.254.100:80 rr ts-remove\n", "TCP  172.25.254.100:81 rr\n"} {
+		if !strings.Contains(b.String(), want) {
+			t.Fatalf("-L has no %q:\n%s", want, b.String())
+		}
+	}
+	b.Reset()
+	printRules(&b, svcs, &command{})
+	if want := "-A -t 172.25.254.100:80 -s rr --tcp-timestamps remove\n-A -t 172.25.254.100:81 -s rr\n"; b.String() != want {
+		t.Fatalf("-S:\n%s\nwant\n%s", b.String(), want)
+	}
+}

@@ -46,6 +46,9 @@ func printList(w io.Writer, info api.Info, svcs []api.Service, c *command) {
 				line += " synproxy"
 			}
 			line += clientFlag(s.ClientAddress)
+			if s.TCPTimestamps == "remove" {
+				line += " ts-remove"
+			}
 			fmt.Fprintln(w, line)
 			for _, d := range s.Dests {
 				fmt.Fprintf(w, "  -> %-28s %-7s %-6d %-10d %-10d\n", d.Addr, d.Forward, d.Weight, d.ActiveConn, d.InActConn)
@@ -136,6 +139,9 @@ func printRules(w io.Writer, svcs []api.Service, c *command) {
 			line += " --proxy-protocol " + strings.TrimPrefix(s.ClientAddress, "proxy-")
 		case "toa":
 			line += " --client-address toa"
+		}
+		if s.TCPTimestamps == "remove" {
+			line += " --tcp-timestamps remove"
 		}
 		if l := s.Limits; l != (api.LimitsView{}) {
 			line += fmt.Sprintf(" --source-cps %d --source-conns %d --half-open %d", l.SourceCPS, l.SourceConns, l.HalfOpen)

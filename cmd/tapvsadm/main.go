@@ -93,6 +93,7 @@ func opOf(c *command) (op api.Op, ok bool, err error) {
 	switch c.op {
 	case "add-service", "edit-service":
 		svc.Scheduler, svc.Synproxy, svc.ClientAddress, svc.EstablishedTimeout = c.sched, c.synproxy, c.client, c.estTO
+		svc.TCPTimestamps = c.tcpTS
 		if c.cps != nil || c.srcConns != nil || c.halfOpen != nil {
 			svc.Limits = &api.Limits{SourceCPS: c.cps, SourceConns: c.srcConns, HalfOpen: c.halfOpen}
 		}
@@ -336,6 +337,8 @@ Options:
   --client-address none|toa|proxy-v1|proxy-v2
                                       how real servers learn the client's address (UDP: proxy-v2)
   --proxy-protocol v1|v2|disable      DPVS's spelling of --client-address proxy-v1|proxy-v2|none
+  --tcp-timestamps translate|remove   TCP timestamps toward the real servers: kept, shifted per
+                                      connection (default), or removed as LVS FULLNAT does
   --est-timeout  -V seconds           ESTABLISHED timeout of a service
   --numeric      -n                   numeric output of addresses and ports
   --connection   -c                   output of current IPVS connections

@@ -21,6 +21,7 @@ type command struct {
 	laddr    string
 	synproxy *bool
 	client   string // --client-address or --proxy-protocol, as the API names it
+	tcpTS    string // --tcp-timestamps translate|remove
 	estTO    uint32
 	numeric  bool
 	conns    bool
@@ -248,6 +249,13 @@ func parse(args []string) (*command, error) {
 					return nil, usagef("--proxy-protocol takes v1, v2 or disable (tapvs never trusts a client's own header: no insecure modes)")
 				}
 			}
+		case "--tcp-timestamps":
+			if v, err = val(); err == nil {
+				if v != "translate" && v != "remove" {
+					return nil, usagef("--tcp-timestamps takes translate or remove")
+				}
+				c.tcpTS = v
+			}
 		case "--est-timeout":
 			if v, err = val(); err == nil {
 				n, perr := strconv.ParseUint(v, 10, 32)
@@ -293,7 +301,7 @@ func (c *command) check() error {
 	}
 	// ipvsadm's option/command compatibility: an option that means nothing
 	// to the command is an error, not silently ignored.
-	svcOpts := c.sched != "" || c.persist != nil || c.synproxy != nil || c.client != "" || c.estTO != 0 || c.cps != nil || c.srcConns != nil || c.halfOpen != nil
+	svcOpts := c.sched != "" || c.persist != nil || c.synproxy != nil || c.client != "" || c.tcpTS != "" || c.estTO != 0 || c.cps != nil || c.srcConns != nil || c.halfOpen != nil
 	destOpts := c.real != "" || c.weight != nil || c.forward != ""
 	switch c.op {
 	case "add-service", "edit-service":

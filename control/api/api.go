@@ -23,6 +23,10 @@ type ServiceSpec struct {
 	// "none", "toa", "proxy-v1" or "proxy-v2"; empty: none on add,
 	// unchanged on edit.
 	ClientAddress string `json:"client_address,omitempty"`
+	// TCPTimestamps is what plain TCP connections do with the client's
+	// TCP timestamps: "translate" or "remove"; empty: translate on add,
+	// unchanged on edit.
+	TCPTimestamps string `json:"tcp_timestamps,omitempty"`
 	// Persistence (-p) is not implemented: a non-zero value is refused.
 	Persistent uint32 `json:"persistent,omitempty"`
 	// EstablishedTimeout (-V), seconds; 0: unchanged.
@@ -78,7 +82,9 @@ type Service struct {
 	Scheduler string `json:"scheduler"`
 	Synproxy  bool   `json:"synproxy"`
 	// ClientAddress: "none", "toa", "proxy-v1" or "proxy-v2".
-	ClientAddress string       `json:"client_address"`
+	ClientAddress string `json:"client_address"`
+	// TCPTimestamps: "translate" or "remove" ("translate" for UDP).
+	TCPTimestamps string       `json:"tcp_timestamps"`
 	Timeouts      Timeouts     `json:"timeouts"`
 	Dests         []Dest       `json:"dests"`
 	LocalAddrs    []LocalAddr  `json:"local_addrs"`
