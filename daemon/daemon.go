@@ -199,6 +199,10 @@ func (d *Daemon) startHealth(cfg *config.Config) {
 		return
 	}
 	next := health.New(d.Balancer, d.Stack.Stack(), netstack.ServerNIC, d.log)
+	// A server put back has just answered a check through the stack, so
+	// its next hop is in the stack's neighbour table: no wait is needed,
+	// and a short one bounds the checker's pause if it is not.
+	next.SetNextHop(func(a netip.Addr) ([6]byte, error) { return d.Stack.NextHopMAC(a, 100*time.Millisecond) })
 	next.Start(targets, prev)
 	d.checker.Store(next)
 }

@@ -274,17 +274,6 @@ func (tx *Tx) outAddr(s *Service) netip.Addr {
 	return netip.Addr{}
 }
 
-// outAddr is one of the service's published LIPs or real servers.
-func (s *Service) outAddr() netip.Addr {
-	if ls := s.LocalAddrs(); len(ls) > 0 {
-		return ls[0].Addr
-	}
-	if ds := s.Dests(); len(ds) > 0 {
-		return ds[0].Addr
-	}
-	return netip.Addr{}
-}
-
 // txSynproxy and txClientAddr are a service's settings as the Tx leaves
 // them.
 func (tx *Tx) txSynproxy(s *Service) bool {

@@ -624,20 +624,26 @@ func TestNAT64Rules(t *testing.T) {
 		do   func() error
 		want string
 	}{
-		{"v6 RS on a NAT64 service", func() error { _, err := s64.AddDest(rs6a, 80, 1); return err }, "real server fd00:20:1::2 is IPv6 but service TCP [fd00:25:254::64]:80's server side is IPv4 (172.25.84.10)"},
+		{"v6 RS on a NAT64 service", func() error {
+			return b.Update(func(tx *Tx) error { _, err := tx.AddDest(s64, rs6a, 80, 1); return err })
+		}, "real server [fd00:20:1::2]:80 is IPv6 but service TCP [fd00:25:254::64]:80's server side is IPv4 (172.25.84.10)"},
 		{"v6 LIP on a NAT64 service", func() error {
 			return b.Update(func(tx *Tx) error { _, err := tx.AddLocalAddr(s64, lip6); return err })
 		}, "local address fd00:25:84::10 is IPv6 but service"},
 		{"v6 RS in a Tx", func() error {
 			return b.Update(func(tx *Tx) error { _, err := tx.AddDest(s64, rs6a, 80, 1); return err })
 		}, "one family"},
-		{"v6 RS on a v4 VIP", func() error { _, err := s4.AddDest(rs6a, 80, 1); return err }, "NAT46 is not built"},
+		{"v6 RS on a v4 VIP", func() error {
+			return b.Update(func(tx *Tx) error { _, err := tx.AddDest(s4, rs6a, 80, 1); return err })
+		}, "NAT46 is not built"},
 		{"v6 LIP on a v4 VIP", func() error { _, err := b.AddLocalAddr(s4, lip6); return err }, "NAT46 is not built"},
 		{"toa on a NAT64 service", func() error {
 			return b.Update(func(tx *Tx) error { return tx.SetClientAddr(s64, ClientAddrTOA) })
 		}, "does not do SYNPROXY or a client address mode"},
 		{"v4 LIP on a toa service", func() error { _, err := b.AddLocalAddr(sTOA, lip1); return err }, "local address 172.25.84.10 is IPv4 on service TCP [fd00:25:254::64]:443: NAT64"},
-		{"v4 RS on a toa service", func() error { _, err := sTOA.AddDest(rs1, 80, 1); return err }, "does not do SYNPROXY or a client address mode"},
+		{"v4 RS on a toa service", func() error {
+			return b.Update(func(tx *Tx) error { _, err := tx.AddDest(sTOA, rs1, 80, 1); return err })
+		}, "does not do SYNPROXY or a client address mode"},
 		{"synproxy on a NAT64 service", func() error {
 			return b.Update(func(tx *Tx) error { return tx.SetSynproxy(s64, true) })
 		}, "SYNPROXY"},

@@ -44,20 +44,17 @@ type stage struct {
 	synproxy *bool
 	client   *ClientAddr
 	timeouts *Timeouts
-	// dests is the list as it will be; what the Tx did to the list is kept
-	// apart (added, deleted, weights) and done again at commit on the list
-	// as it is then, so that a health check's change made meanwhile is not
-	// undone.
+	// dests is the list as it will be, published whole at commit: a Tx is
+	// the only writer of a service's list (the health checker's changes are
+	// Txs too), so nothing can have changed it meanwhile.
 	dests   []*Dest
 	owned   bool              // dests is the stage's copy (the published list is never written)
 	byKey   map[destKey]*Dest // of dests, built at first use
-	added   []*Dest
-	isNew   map[*Dest]bool // of added: not published yet
-	deleted map[destKey]bool
-	weights map[*Dest]int
-	laddrs  *[]*LocalAddr // nil: unchanged
-	retire  []*LocalAddr  // LIPs taken off
-	defence *policy       // nil: unchanged (defence.go)
+	isNew   map[*Dest]bool    // added by this Tx: not published yet
+	weights map[*Dest]int     // of published servers
+	laddrs  *[]*LocalAddr     // nil: unchanged
+	retire  []*LocalAddr      // LIPs taken off
+	defence *policy           // nil: unchanged (defence.go)
 }
 
 type destKey struct {
@@ -139,7 +136,7 @@ func (tx *Tx) own() {
 func (tx *Tx) stage(s *Service) *stage {
 	st := tx.stages[s]
 	if st == nil {
-		st = &stage{dests: s.Dests(), deleted: map[destKey]bool{}, weights: map[*Dest]int{}, isNew: map[*Dest]bool{}}
+		st = &stage{dests: s.Dests(), weights: map[*Dest]int{}, isNew: map[*Dest]bool{}}
 		tx.stages[s] = st
 	}
 	return st
@@ -151,6 +148,14 @@ func (tx *Tx) Dests(s *Service) []*Dest {
 		return st.dests
 	}
 	return s.Dests()
+}
+
+// Dest finds a real server of a service as the transaction leaves it.
+func (tx *Tx) Dest(s *Service, addr netip.Addr, port uint16) *Dest {
+	if st := tx.stages[s]; st != nil {
+		return st.dest(addr, port)
+	}
+	return s.Dest(addr, port)
 }
 
 // LocalAddrs are a service's LIPs as the transaction leaves them.
@@ -350,9 +355,7 @@ func (tx *Tx) AddDest(s *Service, addr netip.Addr, port uint16, weight int) (*De
 	st.mutable()
 	st.dests = append(st.dests, d)
 	st.byKey[destKey{addr, port}] = d
-	st.added = append(st.added, d)
 	st.isNew[d] = true
-	delete(st.deleted, destKey{addr, port})
 	tx.n++
 	return d, nil
 }
@@ -388,13 +391,8 @@ func (tx *Tx) DeleteDest(s *Service, addr netip.Addr, port uint16) error {
 	st.mutable()
 	st.dests = slices.DeleteFunc(st.dests, func(x *Dest) bool { return x == d })
 	delete(st.byKey, destKey{addr, port})
-	if st.isNew[d] {
-		st.added = slices.DeleteFunc(st.added, func(x *Dest) bool { return x == d })
-		delete(st.isNew, d)
-	} else {
-		st.deleted[destKey{addr, port}] = true
-		delete(st.weights, d)
-	}
+	delete(st.isNew, d)
+	delete(st.weights, d)
 	if tx.idx != nil {
 		tx.idx.release(addr, roleRS)
 	}
@@ -509,27 +507,15 @@ func (s *Service) commit(st *stage) {
 	if st.defence != nil {
 		s.install(st.defence)
 	}
-	cur := s.dests.Load().all
-	next, changed := cur, st.sched != nil || len(st.weights) > 0
-	if len(st.deleted) > 0 || len(st.added) > 0 {
-		changed = true
-		next = make([]*Dest, 0, len(cur)+len(st.added))
-		for _, d := range cur {
-			if st.deleted[destKey{d.Addr, d.Port}] {
-				s.gone.add(d.Traffic())
-				continue
-			}
-			next = append(next, d)
-		}
-		present := make(map[destKey]bool, len(next))
+	next, changed := s.dests.Load().all, st.sched != nil || len(st.weights) > 0
+	if st.owned {
+		// The servers taken off keep their counts in the service's.
 		for _, d := range next {
-			present[destKey{d.Addr, d.Port}] = true
-		}
-		for _, d := range st.added {
-			if !present[destKey{d.Addr, d.Port}] { // the health checker may have put it back meanwhile
-				next = append(next, d)
+			if st.dest(d.Addr, d.Port) != d {
+				s.gone.add(d.Traffic())
 			}
 		}
+		next, changed = st.dests, true
 	}
 	for d, w := range st.weights {
 		d.weight.Store(int32(w))

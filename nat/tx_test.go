@@ -162,23 +162,56 @@ func TestTxRetiringLIPKeepsItsRole(t *testing.T) {
 	}
 }
 
-// A health check's weight change made while a transaction is open is not
-// undone by that transaction's commit.
+// A health check's change asked for while a transaction is open is not
+// undone by that transaction's commit: the checker's changes are
+// transactions too, so it waits for the open one and is made on what that
+// one left, whichever runs first.
 func TestTxKeepsConcurrentHealthChange(t *testing.T) {
 	r := newRig(t, TCP, "wrr", nil)
+	health := make(chan error, 1)
 	err := r.b.Update(func(tx *Tx) error {
 		if err := tx.SetWeight(r.svc, rs1, 8080, 5); err != nil {
 			return err
 		}
-		r.svc.SetWeight(rs2, 8080, 0) // the checker quiesces rs2 meanwhile
+		go func() { // the checker removes rs2 meanwhile
+			health <- r.b.Update(func(tx *Tx) error { return tx.DeleteDest(r.svc, rs2, 8080) })
+		}()
 		_, err := tx.AddDest(r.svc, mustAddr("10.20.3.2"), 8080, 2)
 		return err
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.d1.Weight() != 5 || r.d2.Weight() != 0 || len(r.svc.Dests()) != 3 {
-		t.Fatalf("weights %d %d, %d servers", r.d1.Weight(), r.d2.Weight(), len(r.svc.Dests()))
+	if err := <-health; err != nil {
+		t.Fatal(err)
+	}
+	ds := r.svc.Dests()
+	if r.d1.Weight() != 5 || len(ds) != 2 || r.svc.Dest(rs2, 8080) != nil || r.svc.Dest(mustAddr("10.20.3.2"), 8080) == nil {
+		t.Fatalf("weight %d, servers %v", r.d1.Weight(), ds)
+	}
+}
+
+// A real server deleted and added again in one Tx is the new entry, with
+// the new weight; the old one's counts go to the service's.
+func TestTxDeleteThenAddDest(t *testing.T) {
+	r := newRig(t, TCP, "wrr", nil)
+	r.d2.total.Store(7)
+	var d *Dest
+	if err := r.b.Update(func(tx *Tx) error {
+		if err := tx.DeleteDest(r.svc, rs2, 8080); err != nil {
+			return err
+		}
+		var err error
+		d, err = tx.AddDest(r.svc, rs2, 8080, 4)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.svc.Dest(rs2, 8080); got != d || got.Weight() != 4 || len(r.svc.Dests()) != 2 {
+		t.Fatalf("rs2 is %p weight %d (want the new %p, weight 4), %d servers", got, got.Weight(), d, len(r.svc.Dests()))
+	}
+	if tr := r.svc.Traffic(); tr.Conns != 7 {
+		t.Fatalf("service counts %d connections, want the deleted entry's 7", tr.Conns)
 	}
 }
 
