@@ -74,7 +74,7 @@ func Start(cfg *config.Config, log *slog.Logger) (_ *Daemon, err error) {
 	bal, err := nat.New(nat.Config{
 		MaxConns: cfg.MaxConns, PortMin: cfg.PortMin, PortMax: cfg.PortMax, Timeouts: cfg.Timeouts, PortQuarantine: cfg.PortQuarantine,
 		ClientMAC: nics[0].MAC, ServerMAC: nics[1].MAC,
-		Synproxy: cfg.Synproxy, ServerMTU: cfg.Server.MTU,
+		Synproxy: cfg.Synproxy, ServerMTU: cfg.Server.MTU, ClientMTU: cfg.Client.MTU,
 		ClientNet: cfg.Client.Address, ServerNet: cfg.Server.Address,
 		ClientNet6: cfg.Client.Address6, ServerNet6: cfg.Server.Address6,
 		Readers: len(nics[0].Devs) + len(nics[1].Devs),

@@ -79,6 +79,10 @@ type Config struct {
 	// clamped to it (toa.go); a UDP datagram that a PROXY header would take
 	// past it is dropped (udpproxy.go). 0 is 1500.
 	ServerMTU int
+	// ClientMTU is the client side's MTU: a NAT64 server packet, 20 bytes
+	// longer once translated to IPv6, must fit it (nat64.go), and NAT64
+	// clamps the client's MSS to it. 0 is 1500.
+	ClientMTU int
 	// PortQuarantine keeps a closed TCP connection's (LIP, lport, RIP,
 	// rport) from being reused for this long. It is not needed with real
 	// servers that accept a SYN on a TIME_WAIT tuple whose sequence number
@@ -162,6 +166,9 @@ func New(cfg Config) (*Balancer, error) {
 	cfg.Synproxy.setDefaults()
 	if cfg.ServerMTU <= 0 {
 		cfg.ServerMTU = 1500
+	}
+	if cfg.ClientMTU <= 0 {
+		cfg.ClientMTU = 1500
 	}
 	b := &Balancer{cfg: cfg, table: newTable(cfg.MaxConns), readers: 1 << bits.Len(uint(cfg.Readers-1)), link: noLink{}}
 	b.sp.init()
