@@ -86,6 +86,10 @@ type Dest struct {
 	// mac is the next hop toward this server: bit 48 set marks it valid. It is
 	// written by the neighbor resolver, read by every packet.
 	mac atomic.Uint64
+	// hop is the address index's entry of this server's address (tx.go),
+	// where its next hop is kept for a new entry of the address; set at
+	// the commit that publishes the server.
+	hop atomic.Pointer[addrUse]
 
 	traffic     []queueTraffic // one per reader, a power of two of them (Config.Readers)
 	rate        atomic.Pointer[Rate]
@@ -198,6 +202,9 @@ func (d *Dest) SetNextHopMAC(mac [6]byte) {
 		v |= uint64(b) << (8 * (5 - i))
 	}
 	d.mac.Store(v)
+	if u := d.hop.Load(); u != nil {
+		u.mac.Store(v)
+	}
 }
 
 // NextHopMAC reports the cached next-hop link address, if known.
@@ -242,6 +249,7 @@ type Service struct {
 	Protocol Protocol
 
 	key      svcKey
+	seq      uint64 // the order services were made in (Services lists them in it)
 	timeouts atomic.Pointer[Timeouts]
 	synproxy atomic.Bool
 	// clientAddr is the service's ClientAddr, read by each new connection.

@@ -3,6 +3,7 @@ package nat
 import (
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/netip"
 	"strings"
 	"testing"
@@ -56,7 +57,7 @@ func TestTxRefusedChangesNothing(t *testing.T) {
 // hosts, none of them tapvs, and each refusal says which and why.
 func TestTxAddressRules(t *testing.T) {
 	r := addressedRig(t)
-	svc := func(tx *Tx) *Service { return tx.byKey[r.svc.key] }
+	svc := func(tx *Tx) *Service { return tx.lookup(r.svc.key) }
 	for _, tc := range []struct {
 		name string
 		do   func(tx *Tx) error
@@ -308,5 +309,93 @@ func TestAddedDestKnowsItsNextHop(t *testing.T) {
 	f := frame(t, pktSpec{src: client, dst: vip, sport: 40000, dport: 81, proto: TCP, syn: true, srcMAC: macClient})
 	if v := r.b.Process(ClientSide, f); v != Forward {
 		t.Fatalf("first SYN: %v, drops %v", v, r.b.Stats.Drops())
+	}
+}
+
+// The snapshot is made from the last one by each Tx's changes: after any
+// sequence of them it holds what one built from scratch would (every
+// service by key, a VIP per service, the LIPs of all), and the address
+// index counts every address of every service.
+func TestSnapshotFollowsChanges(t *testing.T) {
+	b, err := New(Config{MaxConns: 100, PortMin: 5000, PortMax: 65535, Timeouts: DefaultTimeouts()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(7, 7))
+	for range 400 {
+		_ = b.Update(func(tx *Tx) error {
+			for range 1 + rng.IntN(4) {
+				vip := netip.AddrFrom4([4]byte{10, 0, 0, byte(rng.IntN(8))})
+				port := uint16(80 + rng.IntN(3))
+				s, err := tx.Service(TCP, vip, port)
+				switch op := rng.IntN(6); {
+				case err != nil:
+					_, err = tx.AddService(ServiceConfig{Addr: vip, Port: port, Protocol: TCP, Scheduler: "rr"})
+				case op == 0:
+					tx.DeleteService(s)
+				case op == 1:
+					_, err = tx.AddLocalAddr(s, netip.AddrFrom4([4]byte{172, 25, 84, byte(10 + rng.IntN(4))}))
+				case op == 2:
+					if ls := tx.LocalAddrs(s); len(ls) > 0 {
+						err = tx.DeleteLocalAddr(s, ls[rng.IntN(len(ls))].Addr)
+					}
+				case op == 3:
+					_, err = tx.AddDest(s, netip.AddrFrom4([4]byte{192, 168, 0, byte(rng.IntN(6))}), 8080, 1)
+				case op == 4:
+					if ds := tx.Dests(s); len(ds) > 0 {
+						err = tx.DeleteDest(s, ds[rng.IntN(len(ds))].Addr, 8080)
+					}
+				}
+				_ = err // refusals (an address in use) are part of the test
+			}
+			if rng.IntN(5) == 0 {
+				return errors.New("abandoned")
+			}
+			return nil
+		})
+		set := b.set.Load()
+		vips, lips, use := map[addr16]bool{}, map[addr16]bool{}, map[netip.Addr][numRoles]int32{}
+		for _, s := range b.Services() {
+			if set.service(s.key) != s {
+				t.Fatalf("%s not found by its key", s)
+			}
+			vips[s.key.addr] = true
+			c := use[s.Addr]
+			c[roleVIP]++
+			use[s.Addr] = c
+			for _, l := range s.LocalAddrs() {
+				lips[l.a16] = true
+				c := use[l.Addr]
+				c[roleLIP]++
+				use[l.Addr] = c
+			}
+			for _, d := range s.Dests() {
+				c := use[d.Addr]
+				c[roleRS]++
+				use[d.Addr] = c
+			}
+		}
+		if set.byKey.n != len(b.Services()) || set.vips.n != len(vips) || set.lips.n != len(lips) {
+			t.Fatalf("snapshot: %d services, %d VIPs, %d LIPs; from scratch %d, %d, %d",
+				set.byKey.n, set.vips.n, set.lips.n, len(b.Services()), len(vips), len(lips))
+		}
+		for a := range vips {
+			if !set.hasVIP(&a) {
+				t.Fatalf("VIP %v missing", netip.AddrFrom16(a))
+			}
+		}
+		for a := range lips {
+			if !set.hasLIP(&a) {
+				t.Fatalf("LIP %v missing", netip.AddrFrom16(a))
+			}
+		}
+		if len(b.idx.use) != len(use) {
+			t.Fatalf("the index holds %d addresses, the services %d", len(b.idx.use), len(use))
+		}
+		for a, c := range use {
+			if u := b.idx.use[a]; u == nil || u.n != c {
+				t.Fatalf("index of %s: %v, want %v", a, u, c)
+			}
+		}
 	}
 }
