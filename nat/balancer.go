@@ -103,10 +103,12 @@ type Balancer struct {
 
 	sweepBuf    []*Conn
 	sp          synproxyState
-	retired     []*LocalAddr // LIPs deleted while connections still use them; under mu
-	retiredSvcs []*Service   // services deleted while connections still use them; under mu
-	idx         *addrIndex   // the addresses of the published services (tx.go); under mu
-	seq         uint64       // the last Service.seq given; under mu
+	retired     []*LocalAddr   // LIPs deleted while connections still use them; under mu
+	retiredSvcs []*Service     // services deleted while connections still use them; under mu
+	idx         *addrIndex     // the addresses of the published services (tx.go); under mu
+	seq         uint64         // the last Service.seq given; under mu
+	changes     []loggedChange // what the last publishes changed, for Changes; under mu
+	changesLost uint64         // the last generation whose changes are no longer all in changes; under mu
 	tap         atomic.Pointer[Tap]
 	quarantined atomic.Int64 // reply tuples in quarantine after the last sweep
 	readers     int          // Config.Readers rounded up to a power of two
@@ -653,7 +655,7 @@ func (b *Balancer) Sweep() int {
 	if len(b.retired) > 0 || len(b.retiredSvcs) > 0 {
 		vips, lips := map[addr16]int32{}, map[addr16]int32{}
 		if b.pruneRetired(vips, lips); len(vips) > 0 || len(lips) > 0 {
-			b.publish(nil, nil, vips, lips)
+			b.publish(nil, nil, vips, lips, nil)
 		}
 	}
 	b.mu.Unlock()

@@ -3,6 +3,7 @@ package nat
 import (
 	"cmp"
 	"encoding/binary"
+	"net/netip"
 	"slices"
 	"sync/atomic"
 )
@@ -68,20 +69,71 @@ func hashSvcKey(k *svcKey) uint64 {
 	return mum(hashAddr(&k.addr)^uint64(k.port)<<8^uint64(k.proto), 0x165667b19e3779f9)
 }
 
-// counted adds d to a's count in m, taking a out at 0.
-func counted(m pmap[addr16, int32], a addr16, d int32, ed *pedit) pmap[addr16, int32] {
+// counted adds d to a's count in m, taking a out at 0; in and out report
+// a coming in or going.
+func counted(m pmap[addr16, int32], a addr16, d int32, ed *pedit) (_ pmap[addr16, int32], in, out bool) {
 	h := hashAddr(&a)
-	n, _ := m.get(h, a)
+	n, had := m.get(h, a)
 	if n += d; n <= 0 {
-		return m.without(h, a, ed)
+		return m.without(h, a, ed), false, had
 	}
-	return m.with(h, a, n, ed)
+	return m.with(h, a, n, ed), !had, false
+}
+
+// A Change is what a commit published that the stack around the balancer
+// follows: a VIP (ClientSide) or LIP (ServerSide) it began (Added) or
+// stopped answering for, or (Dest set) a real server published, whose
+// next hop must be known.
+type Change struct {
+	Side  Side
+	Addr  netip.Addr
+	Added bool
+	Dest  *Dest
+}
+
+// maxChangeLog bounds the changes kept for Changes; a reader that falls
+// further behind (or a batch larger than this) reads the whole state.
+const maxChangeLog = 1 << 16
+
+type loggedChange struct {
+	gen uint64
+	Change
+}
+
+// Changes returns what was published after generation since, and the
+// generation it brings the reader to. ok is false when the changes are no
+// longer all kept: the reader then takes Addresses and Services whole.
+// The stack's sync reads them after each change, so that its work is the
+// change's size, not the balancer's.
+func (b *Balancer) Changes(since uint64) (changes []Change, gen uint64, ok bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	gen = b.gen.Load()
+	if since < b.changesLost {
+		return nil, gen, false
+	}
+	i, _ := slices.BinarySearchFunc(b.changes, since+1, func(c loggedChange, g uint64) int { return cmp.Compare(c.gen, g) })
+	for _, c := range b.changes[i:] {
+		changes = append(changes, c.Change)
+	}
+	return changes, gen, true
+}
+
+// logChange keeps a change of generation gen. Caller holds b.mu.
+func (b *Balancer) logChange(gen uint64, c Change) {
+	if len(b.changes) >= maxChangeLog {
+		half := len(b.changes) / 2
+		b.changesLost = b.changes[half-1].gen
+		b.changes = slices.Delete(b.changes, 0, half)
+	}
+	b.changes = append(b.changes, loggedChange{gen, c})
 }
 
 // publish makes the next snapshot from the current one: services added
-// and removed, and VIP and LIP counts moved by vips and lips. Caller holds
-// b.mu.
-func (b *Balancer) publish(added, removed []*Service, vips, lips map[addr16]int32) {
+// and removed, VIP and LIP counts moved by vips and lips, and dests the
+// real servers published. Caller holds b.mu.
+func (b *Balancer) publish(added, removed []*Service, vips, lips map[addr16]int32, dests []*Dest) {
+	gen := b.gen.Load() + 1
 	cur := b.set.Load()
 	n := &serviceSet{byKey: cur.byKey, vips: cur.vips, lips: cur.lips}
 	ed := new(pedit) // n's new nodes are written in place until it is stored
@@ -91,21 +143,29 @@ func (b *Balancer) publish(added, removed []*Service, vips, lips map[addr16]int3
 	for _, s := range added {
 		n.byKey = n.byKey.with(hashSvcKey(&s.key), s.key, s, ed)
 	}
-	for a, d := range vips {
-		if d != 0 {
-			n.vips = counted(n.vips, a, d, ed)
+	for side, counts := range [2]map[addr16]int32{vips, lips} {
+		m := &n.vips
+		if Side(side) == ServerSide {
+			m = &n.lips
+		}
+		for a, d := range counts {
+			if d == 0 {
+				continue
+			}
+			var in, out bool
+			if *m, in, out = counted(*m, a, d, ed); in || out {
+				b.logChange(gen, Change{Side: Side(side), Addr: netip.AddrFrom16(a).Unmap(), Added: in})
+			}
 		}
 	}
-	for a, d := range lips {
-		if d != 0 {
-			n.lips = counted(n.lips, a, d, ed)
-		}
+	for _, d := range dests {
+		b.logChange(gen, Change{Dest: d})
 	}
 	if len(added) == 0 && len(removed) == 0 {
 		n.list.Store(cur.list.Load()) // the same services: the same list, if it is built
 	}
 	b.set.Store(n)
-	b.gen.Add(1)
+	b.gen.Store(gen)
 }
 
 // pruneRetired lets go of the retired LIPs and services whose last

@@ -554,7 +554,7 @@ func (tx *Tx) commit() {
 	}
 	b.pruneRetired(vips, lips)
 	if tx.n > 0 {
-		b.publish(tx.added, tx.gone, vips, lips)
+		b.publish(tx.added, tx.gone, vips, lips, newDests)
 	}
 }
 
