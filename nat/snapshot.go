@@ -137,8 +137,12 @@ func (b *Balancer) publish(added, removed []*Service, vips, lips map[addr16]int3
 	cur := b.set.Load()
 	n := &serviceSet{byKey: cur.byKey, vips: cur.vips, lips: cur.lips}
 	ed := new(pedit) // n's new nodes are written in place until it is stored
-	for _, s := range removed {
-		n.byKey = n.byKey.without(hashSvcKey(&s.key), s.key, ed)
+	if len(removed) == cur.byKey.n {
+		n.byKey = pmap[svcKey, *Service]{} // all of them (ipvsadm -C): no need to take each out
+	} else {
+		for _, s := range removed {
+			n.byKey = n.byKey.without(hashSvcKey(&s.key), s.key, ed)
+		}
 	}
 	for _, s := range added {
 		n.byKey = n.byKey.with(hashSvcKey(&s.key), s.key, s, ed)

@@ -254,6 +254,11 @@ func (tx *Tx) DeleteService(s *Service) {
 	if tx.live(s) != nil {
 		return // already gone
 	}
+	tx.deleteService(s)
+}
+
+// deleteService deletes a service the Tx holds.
+func (tx *Tx) deleteService(s *Service) {
 	tx.release(s.Addr, roleVIP)
 	for _, l := range tx.LocalAddrs(s) {
 		tx.release(l.Addr, roleLIP)
@@ -280,7 +285,7 @@ func (tx *Tx) DeleteService(s *Service) {
 // Clear removes every service (ipvsadm -C).
 func (tx *Tx) Clear() {
 	for _, s := range slices.Clone(tx.services()) {
-		tx.DeleteService(s)
+		tx.deleteService(s)
 	}
 }
 

@@ -399,3 +399,80 @@ func TestSnapshotFollowsChanges(t *testing.T) {
 		}
 	}
 }
+
+// Changes reports what each commit published for the stack to follow: a
+// VIP or LIP coming in or going (not a second service on the same
+// address), and the real servers to resolve; a reader too far behind is
+// told to read the whole state.
+func TestChanges(t *testing.T) {
+	b, err := New(Config{MaxConns: 100, PortMin: 5000, PortMax: 65535, Timeouts: DefaultTimeouts()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	since := b.Generation()
+	vipA, lipA, rsA := mustAddr("10.0.0.1"), mustAddr("172.25.84.10"), mustAddr("192.168.0.1")
+	add := func(port uint16) *Service {
+		var s *Service
+		if err := b.Update(func(tx *Tx) error {
+			var err error
+			if s, err = tx.AddService(ServiceConfig{Addr: vipA, Port: port, Protocol: TCP, Scheduler: "rr"}); err != nil {
+				return err
+			}
+			if _, err = tx.AddLocalAddr(s, lipA); err != nil {
+				return err
+			}
+			_, err = tx.AddDest(s, rsA, 8080, 1)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	s80 := add(80)
+	got, gen, ok := b.Changes(since)
+	if !ok || gen != b.Generation() || len(got) != 3 {
+		t.Fatalf("after the first service: %+v gen %d ok %v", got, gen, ok)
+	}
+	want := map[Change]bool{{Side: ClientSide, Addr: vipA, Added: true}: true, {Side: ServerSide, Addr: lipA, Added: true}: true}
+	for _, c := range got {
+		if c.Dest != nil {
+			if c.Dest != s80.Dest(rsA, 8080) {
+				t.Fatalf("dest change %v", c.Dest)
+			}
+			continue
+		}
+		if !want[c] {
+			t.Fatalf("change %+v", c)
+		}
+	}
+	// A second service on the same VIP and LIP: only its real server.
+	since = gen
+	add(81)
+	if got, _, _ := b.Changes(since); len(got) != 1 || got[0].Dest == nil {
+		t.Fatalf("a second service on the same addresses: %+v", got)
+	}
+	// Both go: the addresses go once the last holder does.
+	since = b.Generation()
+	if err := b.DeleteService(TCP, vipA, 80); err != nil {
+		t.Fatal(err)
+	}
+	if got, _, _ := b.Changes(since); len(got) != 0 {
+		t.Fatalf("one of two services on the addresses deleted: %+v", got)
+	}
+	if err := b.DeleteService(TCP, vipA, 81); err != nil {
+		t.Fatal(err)
+	}
+	got, _, _ = b.Changes(since)
+	if len(got) != 2 || got[0].Added || got[1].Added {
+		t.Fatalf("the last service deleted: %+v", got)
+	}
+	// More changes than are kept: the reader is told to read the whole.
+	old := b.Generation()
+	loadServices(t, b, maxChangeLog/3+1)
+	if _, _, ok := b.Changes(old); ok {
+		t.Fatal("a reader behind more changes than are kept was not told")
+	}
+	if _, _, ok := b.Changes(b.Generation()); !ok {
+		t.Fatal("an up-to-date reader was told to read the whole")
+	}
+}
