@@ -360,10 +360,12 @@ func TestApplyLeavesHeldServersToTheChecker(t *testing.T) {
 	web, _ := bal.Service(nat.TCP, netip.MustParseAddr("172.25.254.100"), 80)
 	rs1, rs2 := netip.MustParseAddr("10.20.1.2"), netip.MustParseAddr("10.20.2.2")
 	// The checker quiesced rs1 and removed rs2.
-	if err := web.SetWeight(rs1, 80, 0); err != nil {
-		t.Fatal(err)
-	}
-	if err := web.DeleteDest(rs2, 80); err != nil {
+	if err := bal.Update(func(tx *nat.Tx) error {
+		if err := tx.SetWeight(web, rs1, 80, 0); err != nil {
+			return err
+		}
+		return tx.DeleteDest(web, rs2, 80)
+	}); err != nil {
 		t.Fatal(err)
 	}
 	held := func(s Service, rs RealServer) bool {

@@ -38,6 +38,7 @@ type Daemon struct {
 	checker  atomic.Pointer[health.Checker] // replaced by Reload; read by metrics and the API
 	reloadMu sync.Mutex
 	synced   atomic.Uint64 // the balancer's Generation whose addresses the stack answers for
+	syncMu   sync.Mutex    // one sync at a time: the control API's and the one every second
 	log      *slog.Logger
 	stop     chan struct{}
 	wg       sync.WaitGroup
@@ -74,7 +75,7 @@ func Start(cfg *config.Config, log *slog.Logger) (_ *Daemon, err error) {
 	bal, err := nat.New(nat.Config{
 		MaxConns: cfg.MaxConns, PortMin: cfg.PortMin, PortMax: cfg.PortMax, Timeouts: cfg.Timeouts, PortQuarantine: cfg.PortQuarantine,
 		ClientMAC: nics[0].MAC, ServerMAC: nics[1].MAC,
-		Synproxy: cfg.Synproxy, ServerMTU: cfg.Server.MTU,
+		Synproxy: cfg.Synproxy, ServerMTU: cfg.Server.MTU, ClientMTU: cfg.Client.MTU,
 		ClientNet: cfg.Client.Address, ServerNet: cfg.Server.Address,
 		ClientNet6: cfg.Client.Address6, ServerNet6: cfg.Server.Address6,
 		Readers: len(nics[0].Devs) + len(nics[1].Devs),
@@ -95,7 +96,7 @@ func Start(cfg *config.Config, log *slog.Logger) (_ *Daemon, err error) {
 	d.Manager = control.NewManager(bal, d.sync)
 	// The stack answers for the VIPs and LIPs before the first frame is read;
 	// an address it refuses is a start-up error, not a half-configured tapvs.
-	if err := d.sync(); err != nil {
+	if err := d.syncStack(true); err != nil {
 		d.Close()
 		return nil, err
 	}
@@ -199,23 +200,52 @@ func (d *Daemon) startHealth(cfg *config.Config) {
 		return
 	}
 	next := health.New(d.Balancer, d.Stack.Stack(), netstack.ServerNIC, d.log)
+	// A server put back has just answered a check through the stack, so
+	// its next hop is in the stack's neighbour table: no wait is needed,
+	// and a short one bounds the checker's pause if it is not.
+	next.SetNextHop(func(a netip.Addr) ([6]byte, error) { return d.Stack.NextHopMAC(a, 100*time.Millisecond) })
 	next.Start(targets, prev)
 	d.checker.Store(next)
 }
 
 // sync makes the stack answer for exactly the balancer's VIPs and LIPs and
-// asks for every unknown next hop. It runs after every control change and
-// every second (to let go of addresses whose last connection ended).
-func (d *Daemon) sync() error {
-	// The address lists change only when the balancer publishes: with many
-	// services, comparing them with the stack's every second is most of
-	// what an idle tapvs would do.
+// asks for the next hops of the real servers the last changes published.
+// It runs after every control change: an ipvsadm script's command costs
+// its own change, not a pass over every service.
+func (d *Daemon) sync() error { return d.syncStack(false) }
+
+// syncStack is sync; all also asks for every real server's next hop still
+// unknown (the pass every second, which also lets go of addresses whose
+// last connection ended).
+func (d *Daemon) syncStack(all bool) error {
+	d.syncMu.Lock()
+	defer d.syncMu.Unlock()
+	// The addresses change only when the balancer publishes, and then by
+	// what it changed: with many services, comparing the whole lists with
+	// the stack's would be most of what a change or an idle tapvs does.
 	var err error
-	if gen := d.Balancer.Generation(); gen != d.synced.Load() {
-		vips, lips := d.Balancer.Addresses()
-		if err = errors.Join(d.Stack.SetAddresses(nat.ClientSide, vips), d.Stack.SetAddresses(nat.ServerSide, lips)); err == nil {
+	synced := d.synced.Load()
+	changes, gen, ok := d.Balancer.Changes(synced)
+	if gen != synced {
+		if !ok || d.Stack.ChangeAddresses(changes) != nil {
+			vips, lips := d.Balancer.Addresses()
+			err = errors.Join(d.Stack.SetAddresses(nat.ClientSide, vips), d.Stack.SetAddresses(nat.ServerSide, lips))
+			all = true
+		}
+		if err == nil {
 			d.synced.Store(gen)
 		}
+	}
+	if !all {
+		for _, c := range changes {
+			if c.Dest == nil {
+				continue
+			}
+			if _, known := c.Dest.NextHopMAC(); !known {
+				d.Stack.Resolve(c.Dest)
+			}
+		}
+		return err
 	}
 	for _, s := range d.Balancer.Services() {
 		for _, dst := range s.Dests() {
@@ -235,7 +265,7 @@ func (d *Daemon) reconcile() {
 		case <-d.stop:
 			return
 		case <-t.C:
-			if err := d.sync(); err != nil {
+			if err := d.syncStack(true); err != nil {
 				d.log.Warn("address sync", "err", err)
 			}
 		}

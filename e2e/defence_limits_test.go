@@ -2,8 +2,10 @@ package e2e
 
 import (
 	"context"
+	"io"
 	"math/rand/v2"
 	"net"
+	"net/http"
 	"testing"
 	"time"
 
@@ -88,5 +90,62 @@ func TestSourceRateLimit(t *testing.T) {
 	}
 	if !eventually(3*time.Second, dial) {
 		t.Fatal("no connection a second after the burst")
+	}
+}
+
+// A per-source limit of one connection at once (source_conns 1) counts
+// the connections the client holds: requests one after another all go
+// through, though each one's entry lingers in TIME_WAIT (7 s) after it
+// closes, while a second connection next to an open one is refused
+// (src_conn_limit) until the first closes.
+func TestSourceConnLimitSequential(t *testing.T) {
+	e := setup(t, services("rr", 1, 1), "")
+	e.must("-E", "-t", webAddr, "--source-conns", "1")
+	// Shorter than TIME_WAIT: a request refused for a lingering entry
+	// fails for good, while a SYN overtaking the last request's closing
+	// FIN (another queue) still has its 1 s retransmission.
+	hc := lab.HTTPClient(e.top.Client, 3*time.Second)
+	before := e.d.Balancer.Stats.Drop(nat.DropSrcConnLimit)
+	for i := range 5 {
+		resp, err := hc.Get("http://" + webAddr + "/")
+		if err != nil {
+			t.Fatalf("request %d of 5 in a row: %v (src_conn_limit drops %d)", i+1, err, e.d.Balancer.Stats.Drop(nat.DropSrcConnLimit)-before)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("request %d: %s", i+1, resp.Status)
+		}
+	}
+	if n := len(e.d.Balancer.Table().Conns()); n == 0 {
+		t.Fatal("no entries linger: the test did not cross a closed connection's entry")
+	}
+	// Two at once: the second is refused while the first is held.
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	held, err := lab.Dial(ctx, e.top.Client, "tcp4", webAddr)
+	if err != nil {
+		t.Fatalf("the first of two: %v", err)
+	}
+	before = e.d.Balancer.Stats.Drop(nat.DropSrcConnLimit)
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel2()
+	if c, err := lab.Dial(ctx2, e.top.Client, "tcp4", webAddr); err == nil {
+		c.Close()
+		t.Fatal("a second connection next to a held one was let in")
+	}
+	if d := e.d.Balancer.Stats.Drop(nat.DropSrcConnLimit) - before; d == 0 {
+		t.Fatal("the second connection failed without a src_conn_limit drop")
+	}
+	held.Close()
+	if !eventually(5*time.Second, func() bool {
+		resp, err := hc.Get("http://" + webAddr + "/")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return true
+	}) {
+		t.Fatal("no connection after the held one closed")
 	}
 }

@@ -602,7 +602,7 @@ func TestWeightZeroDrains(t *testing.T) {
 	if drained == "rs2" {
 		rsAddr = lab.RS2
 	}
-	if err := e.service("web").SetWeight(rsAddr, lab.HTTPPort, 0); err != nil {
+	if err := e.d.Balancer.Update(func(tx *nat.Tx) error { return tx.SetWeight(e.service("web"), rsAddr, lab.HTTPPort, 0) }); err != nil {
 		t.Fatal(err)
 	}
 	short := lab.HTTPClient(e.top.Client, 5*time.Second)

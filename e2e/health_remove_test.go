@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/tapvs/tapvs/lab"
+	"github.com/tapvs/tapvs/nat"
 )
 
 const removedServices = `
@@ -66,6 +67,17 @@ func TestTCPCheckRemovesAndAddsBack(t *testing.T) {
 
 	if err := e.rs[1].StartHTTP(); err != nil {
 		t.Fatal(err)
+	}
+	// Put back, it has its next hop at once: the checker's change is a
+	// transaction, which starts it with the one known (before, it waited
+	// for the once-a-second sync or its first packet's resolution).
+	web := e.service("web")
+	var back *nat.Dest
+	if !eventually(bound(rise), func() bool { back = web.Dest(lab.RS2, lab.HTTPPort); return back != nil }) {
+		t.Fatalf("rs2 not put back within %v", bound(rise))
+	}
+	if _, ok := back.NextHopMAC(); !ok {
+		t.Fatal("rs2 was put back without its next hop")
 	}
 	if !eventually(bound(rise), func() bool { return strings.Join(dests(), ",") == both }) {
 		t.Fatalf("rs2 not added back with weight 5 within %v: -ln %q", bound(rise), dests())

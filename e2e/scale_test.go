@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/tapvs/tapvs/config"
+	"github.com/tapvs/tapvs/control/api"
 	"github.com/tapvs/tapvs/lab"
 )
 
@@ -96,6 +97,63 @@ func BenchmarkDaemonLoadServices(b *testing.B) {
 				d.Close()
 				top.Destroy()
 				b.StartTimer()
+			}
+		})
+	}
+}
+
+// BenchmarkDaemonOneRequestAtATime runs tapvs on TAPs with n services and
+// then adds services the way an ipvsadm script does, one control request
+// each (-A, -P twice, -a twice: five requests a service), through the
+// control socket. ns/request must not grow with n: a script of single
+// commands scales as a batch does.
+//
+//	go test -run '^$' -bench DaemonOneRequest -benchtime 100x ./e2e
+func BenchmarkDaemonOneRequestAtATime(b *testing.B) {
+	for _, n := range []int{1000, 10000} {
+		b.Run(fmt.Sprintf("services=%d", n), func(b *testing.B) {
+			need(b)
+			claim(b, nsPrefix+"ld")
+			top := lab.NewTopology(nsPrefix+"ld", nsPrefix+"ldc", nsPrefix+"lds")
+			top.Socket = filepath.Join(b.TempDir(), "tapvs.sock")
+			if err := top.Build(); err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { top.Destroy() })
+			cfg, err := config.Parse(top.Config(manyServices(n), ""))
+			if err != nil {
+				b.Fatal(err)
+			}
+			d, err := top.StartTapvs(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(d.Close)
+			cl := api.Dial(top.Socket)
+			i := n
+			requests := 0
+			for b.Loop() {
+				vip := netip.AddrFrom4([4]byte{100, 64 + byte(i>>16), byte(i >> 8), byte(i)})
+				key := api.ServiceKey{Protocol: "tcp", Addr: netip.AddrPortFrom(vip, 80).String()}
+				if err := cl.AddService(api.ServiceSpec{ServiceKey: key, Scheduler: "rr"}); err != nil {
+					b.Fatal(err)
+				}
+				for _, lip := range []string{"172.25.84.10", "172.25.84.11"} {
+					if err := cl.AddLocalAddr(key, lip); err != nil {
+						b.Fatal(err)
+					}
+				}
+				for _, rs := range []string{"10.20.1.2:80", "10.20.2.2:80"} {
+					if err := cl.AddDest(key, api.DestSpec{Addr: rs}); err != nil {
+						b.Fatal(err)
+					}
+				}
+				i++
+				requests += 5
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(requests), "ns/request")
+			if got := len(d.Balancer.Services()); got != i {
+				b.Fatalf("%d services running, want %d", got, i)
 			}
 		})
 	}

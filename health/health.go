@@ -4,12 +4,17 @@
 // traffic takes), with rise/fall counts. A server that fails is quiesced
 // (weight 0: no new connections, open ones continue) or removed; it is put
 // back with its weight when it passes again. Every transition is logged.
+// Each change is a transaction of the balancer's (nat.Tx), as every
+// operator change is: one writer of the balancer's state, which checks a
+// server put back against every other address and starts it with its
+// next hop known.
 package health
 
 import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -60,6 +65,10 @@ type Checker struct {
 	state map[stateKey]*state
 	stop  chan struct{}
 	wg    sync.WaitGroup
+	// nextHop, if set, looks up a server's next hop in the stack the
+	// checks go through: a server that has just passed a check is put back
+	// with it, not left to the first packet's resolution.
+	nextHop func(netip.Addr) ([6]byte, error)
 }
 
 type stateKey struct {
@@ -80,6 +89,10 @@ type state struct {
 func New(bal *nat.Balancer, st *stack.Stack, nic tcpip.NICID, log *slog.Logger) *Checker {
 	return &Checker{bal: bal, st: st, nic: nic, log: log, state: map[stateKey]*state{}, stop: make(chan struct{})}
 }
+
+// SetNextHop sets how a server's next hop is looked up when it is put
+// back; call it before Start.
+func (c *Checker) SetNextHop(f func(netip.Addr) ([6]byte, error)) { c.nextHop = f }
 
 // Start runs a goroutine per target. Servers start as up, or as prev (a
 // checker being replaced, on reload; already closed) last saw them: a server
@@ -108,19 +121,30 @@ func (c *Checker) Start(targets []Target, prev *Checker) {
 // holdDown keeps a down server out as its spec says (the spec may have
 // changed from quiesce to remove or back since it went down).
 func (c *Checker) holdDown(s *state) {
-	svc, err := c.bal.Service(s.t.Proto, s.t.VIP.Addr(), s.t.VIP.Port())
-	if err != nil {
-		return
+	err := c.change(s.t, func(tx *nat.Tx, svc *nat.Service, d *nat.Dest) error {
+		if d == nil {
+			return nil
+		}
+		if s.t.Spec.Remove {
+			return tx.DeleteDest(svc, d.Addr, d.Port)
+		}
+		return tx.SetWeight(svc, d.Addr, d.Port, 0)
+	})
+	if err != nil && !errors.Is(err, nat.ErrNoService) {
+		c.log.Warn("real server down, but could not be held out", "service", s.t.VIP.String(), "rs", s.t.RS.String(), "err", err)
 	}
-	rs := s.t.RS
-	if svc.Dest(rs.Addr(), rs.Port()) == nil {
-		return
-	}
-	if s.t.Spec.Remove {
-		svc.DeleteDest(rs.Addr(), rs.Port())
-	} else {
-		svc.SetWeight(rs.Addr(), rs.Port(), 0)
-	}
+}
+
+// change runs fn on the target's service and real server (nil when it is
+// not listed) in a transaction of its own.
+func (c *Checker) change(t Target, fn func(tx *nat.Tx, svc *nat.Service, d *nat.Dest) error) error {
+	return c.bal.Update(func(tx *nat.Tx) error {
+		svc, err := tx.Service(t.Proto, t.VIP.Addr(), t.VIP.Port())
+		if err != nil {
+			return err
+		}
+		return fn(tx, svc, tx.Dest(svc, t.RS.Addr(), t.RS.Port()))
+	})
 }
 
 // Close stops every check. Servers stay as the checks left them.
@@ -159,44 +183,92 @@ func (c *Checker) loop(k stateKey, s *state) {
 }
 
 // record counts a result and moves the server when a count is reached.
+// The move is a transaction, made after c.mu is let go: a transaction may
+// ask the checker (a reload asks Up), so c.mu is never held while waiting
+// for one. Each target's results come from its own loop only, so its moves
+// keep their order.
 func (c *Checker) record(svc *nat.Service, s *state, err error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	rs := s.t.RS
+	c.mu.Lock()
 	if err != nil {
 		s.ok, s.ko, s.reason = 0, s.ko+1, err.Error()
-		if !s.up || s.ko < s.t.Spec.Fall {
-			return
+		down := s.up && s.ko >= s.t.Spec.Fall
+		if down {
+			s.up = false
 		}
-		s.up = false
-		d := svc.Dest(rs.Addr(), rs.Port())
-		if d == nil {
-			return
-		}
-		s.weight = d.Weight()
-		if s.t.Spec.Remove {
-			svc.DeleteDest(rs.Addr(), rs.Port())
-			c.log.Warn("real server down: removed", "service", svc.String(), "rs", rs.String(), "after", s.ko, "reason", err)
-		} else {
-			svc.SetWeight(rs.Addr(), rs.Port(), 0)
-			c.log.Warn("real server down: quiesced (weight 0)", "service", svc.String(), "rs", rs.String(), "after", s.ko, "reason", err)
+		ko := s.ko
+		c.mu.Unlock()
+		if down {
+			c.takeOut(svc, s, ko, err)
 		}
 		return
 	}
 	s.ok, s.ko = s.ok+1, 0
-	if s.up || s.ok < s.t.Spec.Rise {
+	up := !s.up && s.ok >= s.t.Spec.Rise
+	if up {
+		s.up, s.reason = true, ""
+	}
+	ok, weight := s.ok, s.weight
+	c.mu.Unlock()
+	if !up {
 		return
 	}
-	s.up, s.reason = true, ""
-	if svc.Dest(rs.Addr(), rs.Port()) == nil {
-		if _, err := svc.AddDest(rs.Addr(), rs.Port(), s.weight); err != nil {
-			c.log.Warn("real server up, but could not be added back", "service", svc.String(), "rs", rs.String(), "err", err)
-			return
-		}
-	} else {
-		svc.SetWeight(rs.Addr(), rs.Port(), s.weight)
+	// The check has just reached the server through the stack: its next
+	// hop is fresh there.
+	var hop [6]byte
+	hopOK := false
+	if c.nextHop != nil {
+		var herr error
+		hop, herr = c.nextHop(rs.Addr())
+		hopOK = herr == nil
 	}
-	c.log.Info("real server up: restored", "service", svc.String(), "rs", rs.String(), "weight", s.weight, "after", s.ok)
+	terr := c.change(s.t, func(tx *nat.Tx, svc *nat.Service, d *nat.Dest) error {
+		if d != nil {
+			return tx.SetWeight(svc, rs.Addr(), rs.Port(), weight)
+		}
+		d, err := tx.AddDest(svc, rs.Addr(), rs.Port(), weight)
+		if err != nil {
+			return err
+		}
+		if hopOK {
+			d.SetNextHopMAC(hop) // not published yet
+		}
+		return nil
+	})
+	if terr != nil {
+		c.log.Warn("real server up, but could not be put back", "service", svc.String(), "rs", rs.String(), "err", terr)
+		return
+	}
+	c.log.Info("real server up: restored", "service", svc.String(), "rs", rs.String(), "weight", weight, "after", ok)
+}
+
+// takeOut quiesces or removes a server that has failed ko checks in a row,
+// keeping its weight to restore.
+func (c *Checker) takeOut(svc *nat.Service, s *state, ko int, why error) {
+	rs := s.t.RS
+	var listed bool
+	terr := c.change(s.t, func(tx *nat.Tx, svc *nat.Service, d *nat.Dest) error {
+		if listed = d != nil; !listed {
+			return nil
+		}
+		w := tx.Weight(svc, d)
+		c.mu.Lock()
+		s.weight = w
+		c.mu.Unlock()
+		if s.t.Spec.Remove {
+			return tx.DeleteDest(svc, rs.Addr(), rs.Port())
+		}
+		return tx.SetWeight(svc, rs.Addr(), rs.Port(), 0)
+	})
+	switch {
+	case terr != nil:
+		c.log.Warn("real server down, but could not be taken out", "service", svc.String(), "rs", rs.String(), "after", ko, "reason", why, "err", terr)
+	case !listed:
+	case s.t.Spec.Remove:
+		c.log.Warn("real server down: removed", "service", svc.String(), "rs", rs.String(), "after", ko, "reason", why)
+	default:
+		c.log.Warn("real server down: quiesced (weight 0)", "service", svc.String(), "rs", rs.String(), "after", ko, "reason", why)
+	}
 }
 
 // check runs one probe from one of the service's LIPs.

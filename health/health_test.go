@@ -138,6 +138,14 @@ func weightOf(t *testing.T, svc *nat.Service, rs netip.AddrPort) (int, bool) {
 	return d.Weight(), true
 }
 
+// setWeight is an operator's weight change: a Tx of its own.
+func setWeight(t *testing.T, bal *nat.Balancer, svc *nat.Service, rs netip.AddrPort, w int) {
+	t.Helper()
+	if err := bal.Update(func(tx *nat.Tx) error { return tx.SetWeight(svc, rs.Addr(), rs.Port(), w) }); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // newState registers a state for rs in c as Start does, without running its loop.
 func newState(c *Checker, rs netip.AddrPort, spec Spec, weight int) *state {
 	k := stateKey{nat.TCP, vip, rs}
@@ -156,9 +164,7 @@ func TestRecordQuiescesAfterFallAndRestoresAfterRise(t *testing.T) {
 	c := New(bal, nil, nic, quiet)
 	s := newState(c, rs1, Spec{Type: "tcp", Rise: 2, Fall: 3}, 5)
 	// An operator weight set before the failure is what comes back.
-	if err := svc.SetWeight(rs1.Addr(), rs1.Port(), 7); err != nil {
-		t.Fatal(err)
-	}
+	setWeight(t, bal, svc, rs1, 7)
 	expect := func(step string, up bool, weight int) {
 		t.Helper()
 		gotUp, checked, _ := c.Up(nat.TCP, vip, rs1)
@@ -222,6 +228,79 @@ func TestRecordRemovesAndAddsBack(t *testing.T) {
 	}
 	if up, _, _ := c.Up(nat.TCP, vip, rs1); !up {
 		t.Fatal("reported down after recovery")
+	}
+}
+
+// A server put back by the checker has its next hop at once, with no
+// resolution to wait for: the one the stack the check went through knows,
+// or else the one another entry of its address has (the transaction's
+// seed); and the checker's changes are transactions, checked against the
+// other addresses: an address made a LIP while the server was out is not
+// put back as a real server.
+func TestRecordPutsBackWithItsNextHop(t *testing.T) {
+	remove := Spec{Type: "tcp", Rise: 1, Fall: 1, Remove: true}
+	hop := [6]byte{0x02, 0, 0, 0, 0x0e, 0x01}
+	macOf := func(svc *nat.Service, rs netip.AddrPort) ([6]byte, bool) {
+		d := svc.Dest(rs.Addr(), rs.Port())
+		if d == nil {
+			t.Fatalf("%s not listed", rs)
+		}
+		return d.NextHopMAC()
+	}
+
+	// From the stack.
+	bal, svc := testBalancer(t, rs1, rs2)
+	c := New(bal, nil, nic, quiet)
+	var asked []netip.Addr
+	c.SetNextHop(func(a netip.Addr) ([6]byte, error) { asked = append(asked, a); return hop, nil })
+	s := newState(c, rs1, remove, 5)
+	c.record(svc, s, errProbe)
+	if svc.Dest(rs1.Addr(), rs1.Port()) != nil {
+		t.Fatal("not removed")
+	}
+	c.record(svc, s, nil)
+	if mac, ok := macOf(svc, rs1); !ok || mac != hop || len(asked) != 1 || asked[0] != rs1.Addr() {
+		t.Fatalf("put back with next hop %x (known %v), asked for %v; want %x from the stack", mac, ok, asked, hop)
+	}
+
+	// From another entry of the same address (another service's), when
+	// the stack has no answer.
+	bal, svc = testBalancer(t, rs1, rs2)
+	other := netip.MustParseAddrPort("172.25.254.100:81")
+	if err := bal.Update(func(tx *nat.Tx) error {
+		o, err := tx.AddService(nat.ServiceConfig{Addr: other.Addr(), Port: other.Port(), Protocol: nat.TCP, Scheduler: "rr"})
+		if err != nil {
+			return err
+		}
+		d, err := tx.AddDest(o, rs1.Addr(), rs1.Port(), 1)
+		if err == nil {
+			d.SetNextHopMAC(hop)
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	c = New(bal, nil, nic, quiet)
+	c.SetNextHop(func(netip.Addr) ([6]byte, error) { return [6]byte{}, errors.New("not in the neighbour table") })
+	s = newState(c, rs1, remove, 5)
+	c.record(svc, s, errProbe)
+	c.record(svc, s, nil)
+	if mac, ok := macOf(svc, rs1); !ok || mac != hop {
+		t.Fatalf("put back with next hop %x (known %v), want %x from the other entry", mac, ok, hop)
+	}
+
+	// The address became a LIP while the server was out: it stays out,
+	// and the balancer's addresses stay apart.
+	bal, svc = testBalancer(t, rs1, rs2)
+	c = New(bal, nil, nic, quiet)
+	s = newState(c, rs2, remove, 5)
+	c.record(svc, s, errProbe)
+	if _, err := bal.AddLocalAddr(svc, rs2.Addr()); err != nil {
+		t.Fatalf("rs2's address, out of the service, as a LIP: %v", err)
+	}
+	c.record(svc, s, nil)
+	if svc.Dest(rs2.Addr(), rs2.Port()) != nil {
+		t.Fatal("put back as a real server while its address is a LIP")
 	}
 }
 
@@ -337,9 +416,7 @@ func TestStartHoldsDownARemovedServerUnderQuiesce(t *testing.T) {
 	prev2 := New(bal, nil, nic, quiet)
 	prev2.record(svc, newState(prev2, rs2, never, 5), errProbe)
 	close(prev2.stop)
-	if err := svc.SetWeight(rs2.Addr(), rs2.Port(), 5); err != nil {
-		t.Fatal(err)
-	}
+	setWeight(t, bal, svc, rs2, 5)
 	next2 := New(bal, nil, nic, quiet)
 	next2.Start([]Target{{Proto: nat.TCP, VIP: vip, RS: rs2, Spec: never, Weight: 5}}, prev2)
 	defer next2.Close()

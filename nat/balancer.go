@@ -16,7 +16,6 @@ import (
 	"fmt"
 	"math/bits"
 	"net/netip"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -79,6 +78,10 @@ type Config struct {
 	// clamped to it (toa.go); a UDP datagram that a PROXY header would take
 	// past it is dropped (udpproxy.go). 0 is 1500.
 	ServerMTU int
+	// ClientMTU is the client side's MTU: a NAT64 server packet, 20 bytes
+	// longer once translated to IPv6, must fit it (nat64.go), and NAT64
+	// clamps the client's MSS to it. 0 is 1500.
+	ClientMTU int
 	// PortQuarantine keeps a closed TCP connection's (LIP, lport, RIP,
 	// rport) from being reused for this long. It is not needed with real
 	// servers that accept a SYN on a TIME_WAIT tuple whose sequence number
@@ -95,13 +98,17 @@ type Balancer struct {
 	cfg   Config
 	table *Table
 	set   atomic.Pointer[serviceSet]
-	mu    sync.Mutex // held by a Tx from start to commit, and by Sweep when it publishes; guards cfg.Timeouts and the retired lists
+	mu    sync.Mutex // held by a Tx from start to commit, and by Sweep when it publishes; guards cfg.Timeouts, idx, seq and the retired lists
 	Stats Stats
 
 	sweepBuf    []*Conn
 	sp          synproxyState
-	retired     []*LocalAddr // LIPs deleted while connections still use them; under mu
-	retiredSvcs []*Service   // services deleted while connections still use them; under mu
+	retired     []*LocalAddr   // LIPs deleted while connections still use them; under mu
+	retiredSvcs []*Service     // services deleted while connections still use them; under mu
+	idx         *addrIndex     // the addresses of the published services (tx.go); under mu
+	seq         uint64         // the last Service.seq given; under mu
+	changes     []loggedChange // what the last publishes changed, for Changes; under mu
+	changesLost uint64         // the last generation whose changes are no longer all in changes; under mu
 	tap         atomic.Pointer[Tap]
 	quarantined atomic.Int64 // reply tuples in quarantine after the last sweep
 	readers     int          // Config.Readers rounded up to a power of two
@@ -140,14 +147,6 @@ func (b *Balancer) Generation() uint64 { return b.gen.Load() }
 // from their real server (see Config.PortQuarantine), as of the last sweep.
 func (b *Balancer) Quarantined() int64 { return b.quarantined.Load() }
 
-// serviceSet is an immutable snapshot of what the packet path looks up.
-type serviceSet struct {
-	byKey map[svcKey]*Service
-	vips  map[addr16]struct{}
-	lips  map[addr16]struct{}
-	list  []*Service
-}
-
 // New returns a balancer with no services.
 func New(cfg Config) (*Balancer, error) {
 	if cfg.MaxConns <= 0 {
@@ -163,10 +162,14 @@ func New(cfg Config) (*Balancer, error) {
 	if cfg.ServerMTU <= 0 {
 		cfg.ServerMTU = 1500
 	}
+	if cfg.ClientMTU <= 0 {
+		cfg.ClientMTU = 1500
+	}
 	b := &Balancer{cfg: cfg, table: newTable(cfg.MaxConns), readers: 1 << bits.Len(uint(cfg.Readers-1)), link: noLink{}}
 	b.sp.init()
 	b.isnKey = newISNKey()
-	b.set.Store(&serviceSet{byKey: map[svcKey]*Service{}, vips: map[addr16]struct{}{}, lips: map[addr16]struct{}{}})
+	b.set.Store(&serviceSet{})
+	b.idx = newAddrIndex()
 	return b, nil
 }
 
@@ -210,33 +213,6 @@ func (b *Balancer) AddLocalAddr(s *Service, addr netip.Addr) (l *LocalAddr, err 
 	return l, err
 }
 
-// Services lists the virtual services.
-func (b *Balancer) Services() []*Service { return b.set.Load().list }
-
-// publish rebuilds the lookup snapshot. Caller holds b.mu.
-func (b *Balancer) publish(list []*Service) {
-	n := &serviceSet{byKey: map[svcKey]*Service{}, vips: map[addr16]struct{}{}, lips: map[addr16]struct{}{}, list: list}
-	for _, s := range list {
-		n.byKey[s.key] = s
-		n.vips[s.key.addr] = struct{}{}
-		for _, l := range s.LocalAddrs() {
-			n.lips[l.a16] = struct{}{}
-		}
-	}
-	// A LIP taken off its service is still the address of its open
-	// connections' server side until they end.
-	b.retired = slices.DeleteFunc(b.retired, func(l *LocalAddr) bool { return l.inUse.Load() == 0 })
-	for _, l := range b.retired {
-		n.lips[l.a16] = struct{}{}
-	}
-	b.retiredSvcs = slices.DeleteFunc(b.retiredSvcs, func(s *Service) bool { return s.conns() == 0 })
-	for _, s := range b.retiredSvcs {
-		n.vips[s.key.addr] = struct{}{}
-	}
-	b.set.Store(n)
-	b.gen.Add(1)
-}
-
 // Process runs the data path for one frame from side and says what to do
 // with it. A forwarded frame has been rewritten in place, Ethernet header
 // included; f.Len may shrink (Ethernet padding is dropped).
@@ -252,10 +228,10 @@ func (b *Balancer) Process(side Side, f *Frame) Verdict {
 	set := b.set.Load()
 	dst := p.key16(p.dst())
 	if side == ClientSide {
-		if _, ok := set.vips[dst]; !ok {
+		if !set.hasVIP(&dst) {
 			return Pass
 		}
-	} else if _, ok := set.lips[dst]; !ok {
+	} else if !set.hasLIP(&dst) {
 		return Pass
 	}
 	if !p.v6 && csum.Checksum(p.b[p.l3:p.l4], 0) != 0 {
@@ -308,7 +284,7 @@ func (b *Balancer) fromClient(set *serviceSet, p *pkt, dst *addr16, f *Frame) Ve
 		c = nil
 	}
 	if c == nil {
-		svc := set.byKey[svcKey{addr: key.dst, port: key.dport, proto: key.proto}]
+		svc := set.service(svcKey{addr: key.dst, port: key.dport, proto: key.proto})
 		if svc == nil {
 			return b.Stats.drop(DropNoService)
 		}
@@ -713,7 +689,10 @@ func (b *Balancer) Sweep() int {
 	b.quarantined.Store(int64(b.table.purgeQuarantine(now)))
 	b.mu.Lock()
 	if len(b.retired) > 0 || len(b.retiredSvcs) > 0 {
-		b.publish(b.set.Load().list)
+		vips, lips := map[addr16]int32{}, map[addr16]int32{}
+		if b.pruneRetired(vips, lips); len(vips) > 0 || len(lips) > 0 {
+			b.publish(nil, nil, vips, lips, nil)
+		}
 	}
 	b.mu.Unlock()
 	return n

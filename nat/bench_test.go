@@ -260,7 +260,7 @@ func BenchmarkForwardTimestamps(b *testing.B) {
 	for _, mode := range []Timestamps{TimestampsTranslate, TimestampsRemove} {
 		b.Run("tcp_timestamps="+mode.String(), func(b *testing.B) {
 			r := newRig(b, TCP, "rr", nil)
-			r.svc.SetWeight(rs2, 8080, 0)
+			r.setWeight(b, rs2, 8080, 0)
 			if err := r.b.Update(func(tx *Tx) error { return tx.SetTimestamps(r.svc, mode) }); err != nil {
 				b.Fatal(err)
 			}

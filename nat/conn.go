@@ -238,9 +238,17 @@ func (c *Conn) prepare() {
 // active reports whether the state counts as an active connection.
 func active(state uint32) bool { return state == stEstablished }
 
+// holding reports whether the state is one of a connection the client holds:
+// not TIME_WAIT or CLOSE, where both sides have closed (or one has reset)
+// and the entry only lingers to catch late segments. Per-source limits
+// count held connections only, as LVS's and HAProxy's connection limits
+// count open connections (defence.go).
+func holding(state uint32) bool { return state != stTimeWait && state != stClose && state != stDead }
+
 // setState moves the connection to state and keeps the server's
-// active/inactive counts in step. Concurrent readers race through the CAS:
-// exactly one of them moves the counts.
+// active/inactive counts, and its source's count of held connections, in
+// step. Concurrent readers race through the CAS: exactly one of them moves
+// the counts.
 func (c *Conn) setState(old, state uint32) {
 	if old == state || !c.state.CompareAndSwap(old, state) {
 		return
@@ -253,6 +261,9 @@ func (c *Conn) setState(old, state uint32) {
 			c.dest.active.Add(-1)
 			c.dest.inactive.Add(1)
 		}
+	}
+	if c.def.src != nil && holding(old) != holding(state) {
+		c.def.src.hold(c)
 	}
 }
 

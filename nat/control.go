@@ -20,7 +20,7 @@ var (
 
 // Service finds a virtual service.
 func (b *Balancer) Service(proto Protocol, addr netip.Addr, port uint16) (*Service, error) {
-	if s := b.set.Load().byKey[svcKey{addr: addr.As16(), port: port, proto: proto}]; s != nil {
+	if s := b.set.Load().service(svcKey{addr: addr.As16(), port: port, proto: proto}); s != nil {
 		return s, nil
 	}
 	return nil, fmt.Errorf("%s %s: %w", proto, netip.AddrPortFrom(addr, port), ErrNoService)
@@ -37,15 +37,6 @@ func (b *Balancer) DeleteService(proto Protocol, addr netip.Addr, port uint16) e
 	})
 }
 
-// retire keeps a deleted service's VIP and LIPs answered while its
-// connections last. Caller holds b.mu.
-func (b *Balancer) retire(s *Service) {
-	b.retireLIPs(s.LocalAddrs())
-	if s.conns() > 0 {
-		b.retiredSvcs = append(b.retiredSvcs, s)
-	}
-}
-
 // conns counts the service's open connections.
 func (s *Service) conns() int64 {
 	var n int64
@@ -60,12 +51,8 @@ func (s *Service) conns() int64 {
 // the services, and of deleted ones whose connections are still open.
 func (b *Balancer) Addresses() (vips, lips []netip.Addr) {
 	set := b.set.Load()
-	for a := range set.vips {
-		vips = append(vips, netip.AddrFrom16(a).Unmap())
-	}
-	for a := range set.lips {
-		lips = append(lips, netip.AddrFrom16(a).Unmap())
-	}
+	set.vips.each(func(a addr16, _ int32) { vips = append(vips, netip.AddrFrom16(a).Unmap()) })
+	set.lips.each(func(a addr16, _ int32) { lips = append(lips, netip.AddrFrom16(a).Unmap()) })
 	slices.SortFunc(vips, netip.Addr.Compare)
 	slices.SortFunc(lips, netip.Addr.Compare)
 	return vips, lips
@@ -79,15 +66,6 @@ func (b *Balancer) Clear() {
 // DeleteLocalAddr takes a LIP off a service: a Tx of one change.
 func (b *Balancer) DeleteLocalAddr(s *Service, addr netip.Addr) error {
 	return b.Update(func(tx *Tx) error { return tx.DeleteLocalAddr(s, addr) })
-}
-
-// retireLIPs keeps LIPs answered while connections use them. Caller holds b.mu.
-func (b *Balancer) retireLIPs(ls []*LocalAddr) {
-	for _, l := range ls {
-		if l.inUse.Load() > 0 {
-			b.retired = append(b.retired, l)
-		}
-	}
 }
 
 // SetTimeouts sets the ESTABLISHED, FIN_WAIT and UDP timeouts of every
@@ -129,7 +107,7 @@ func (b *Balancer) MaxConns() int { return int(b.table.max) }
 
 // Zero clears every service's and server's counters (ipvsadm -Z).
 func (b *Balancer) Zero() {
-	for _, s := range b.set.Load().list {
+	for _, s := range b.Services() {
 		s.Zero()
 	}
 }
@@ -150,7 +128,7 @@ const rateInterval = 2 * time.Second
 // estimate updates every server's rate from the change in its counters.
 func (b *Balancer) estimate(el time.Duration) {
 	sec := el.Seconds()
-	for _, s := range b.set.Load().list {
+	for _, s := range b.Services() {
 		for _, d := range s.Dests() {
 			t := d.Traffic()
 			last := d.lastTraffic.Swap(&t)

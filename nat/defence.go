@@ -187,7 +187,11 @@ type svcDefence struct {
 
 // connDefence is what a connection holds to give back at its release.
 type connDefence struct {
-	src      *srcTracker // the tracker that counts it, or nil
+	src *srcTracker // the tracker that counts it, or nil
+	// srcHeld is whether src counts it now: set and cleared under the
+	// source's shard lock only (srcTracker.hold), as the connection's
+	// state enters and leaves the closed ones (holding).
+	srcHeld  bool
 	halfOpen atomic.Bool // counted in its service's svcDefence.halfOpen
 }
 
@@ -363,6 +367,7 @@ func (b *Balancer) track(c *Conn) {
 	}
 	if pol.src != nil && pol.src.open(srcKey(&c.in.src)) {
 		c.def.src = pol.src
+		c.def.srcHeld = true // not published yet: no other reader sees it
 	}
 	if pol.limits.HalfOpen > 0 && c.in.proto == TCP && c.sp == nil {
 		c.def.halfOpen.Store(true)
@@ -379,10 +384,11 @@ func handshake(c *Conn, flags uint8) {
 	}
 }
 
-// untrack gives back what track counted; release calls it once.
+// untrack gives back what track counted; release calls it once, after
+// the connection's state is stDead.
 func untrack(c *Conn) {
 	if c.def.src != nil {
-		c.def.src.close(srcKey(&c.in.src))
+		c.def.src.hold(c)
 	}
 	if c.def.halfOpen.CompareAndSwap(true, false) {
 		c.svc.def.halfOpen.Add(-1)
@@ -507,13 +513,34 @@ func (t *srcTracker) open(id srcID) bool {
 	return true
 }
 
-func (t *srcTracker) close(id srcID) {
+// hold brings c's count at its source in line with its state: counted
+// while the client holds it (holding), not once it closes, lingers or is
+// released. It is called after each change of state that crosses that
+// line, and reads the state under the shard's lock, so however the calls
+// of racing changes interleave the last one sees the last state: a
+// connection reopened in its lingering entry (a SYN on TIME_WAIT) counts
+// again, and one released (stDead) never does. A connection that closed
+// while its source's set was full of held ones, so that it has no entry to
+// count in when it reopens, stays uncounted (as a new one would be).
+func (t *srcTracker) hold(c *Conn) {
+	id := srcKey(&c.in.src)
 	sh, set := t.set(id)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	if e := entry(set, id, false); e != nil && e.conns > 0 {
+	want := holding(c.state.Load())
+	if want == c.def.srcHeld {
+		return
+	}
+	e := entry(set, id, want)
+	if e == nil {
+		return
+	}
+	if want {
+		e.conns++
+	} else if e.conns > 0 {
 		e.conns--
 	}
+	c.def.srcHeld = want
 }
 
 // Conns is how many connections the tracker counts from id (tests).

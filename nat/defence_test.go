@@ -180,6 +180,97 @@ func TestSourceConnLimit(t *testing.T) {
 	}
 }
 
+// A per-source limit counts the connections a client holds: one closed
+// by both sides (TIME_WAIT) or reset (CLOSE) no longer counts while its
+// entry lingers, so sequential connections under source_conns 1 go
+// through; a SYN that reopens a lingering entry counts it again.
+func TestSourceConnLimitCountsHeldConnections(t *testing.T) {
+	r := newRig(t, TCP, "rr", nil)
+	r.defend(t, func(tx *Tx) error { return tx.SetLimits(r.svc, Limits{SourceConns: 1}) })
+	id := srcID{key: uint64(v4u32(client)), fam: 4}
+	send := func(side Side, s pktSpec) {
+		t.Helper()
+		if side == ClientSide {
+			s.src, s.dst, s.dport, s.srcMAC = client, vip, 80, macClient
+		}
+		if v := r.b.Process(side, frame(t, s)); v != Forward {
+			t.Fatalf("%v %+v: %v, drops %v", side, s, v, r.b.Stats.Drops())
+		}
+	}
+	// open makes a connection from sport and returns its server side.
+	open := func(sport uint16) (netip.Addr, uint16) {
+		t.Helper()
+		send(ClientSide, pktSpec{sport: sport, proto: TCP, syn: true})
+		for _, c := range r.b.Table().Conns() {
+			if c.Client.Port() == sport {
+				rip, lport := c.RIP.Addr(), c.LIP.Port()
+				send(ServerSide, pktSpec{src: rip, dst: lip1, sport: 8080, dport: lport, proto: TCP, syn: true, ack: true})
+				send(ClientSide, pktSpec{sport: sport, proto: TCP, ack: true})
+				return rip, lport
+			}
+		}
+		t.Fatalf("no connection from port %d", sport)
+		return netip.Addr{}, 0
+	}
+	state := func(sport uint16) string {
+		for _, c := range r.b.Table().Conns() {
+			if c.Client.Port() == sport {
+				return c.State
+			}
+		}
+		return "gone"
+	}
+	rip, lport := open(1)
+	if v := r.syn(t, client, 2); v != Drop || r.b.Stats.Drop(DropSrcConnLimit) != 1 {
+		t.Fatalf("second connection while the first is open: %v", v)
+	}
+	// Half-closed (the client's FIN): the client still holds it.
+	send(ClientSide, pktSpec{sport: 1, proto: TCP, fin: true, ack: true})
+	if v := r.syn(t, client, 2); v != Drop || r.b.Stats.Drop(DropSrcConnLimit) != 2 {
+		t.Fatalf("second connection while the first is half-closed: %v", v)
+	}
+	send(ServerSide, pktSpec{src: rip, dst: lip1, sport: 8080, dport: lport, proto: TCP, fin: true, ack: true})
+	if st := state(1); st != "TIME_WAIT" {
+		t.Fatalf("after both FINs: %s", st)
+	}
+	if n := r.svc.policy().src.conns(id); n != 0 {
+		t.Fatalf("a TIME_WAIT entry counted: %d", n)
+	}
+	// The next connection goes through while the first lingers; a reset
+	// one (CLOSE) gives its place back too.
+	rip, lport = open(2)
+	send(ServerSide, pktSpec{src: rip, dst: lip1, sport: 8080, dport: lport, proto: TCP, rst: true})
+	if st := state(2); st != "CLOSE" {
+		t.Fatalf("after the server's RST: %s", st)
+	}
+	open(3)
+	if n := r.svc.policy().src.conns(id); n != 1 {
+		t.Fatalf("counted %d, want the one open connection", n)
+	}
+	if v := r.syn(t, client, 4); v != Drop || r.b.Stats.Drop(DropSrcConnLimit) != 3 {
+		t.Fatalf("a second held connection: %v", v)
+	}
+	// A SYN on the lingering entry of port 1 reopens it: it counts again
+	// (it found its connection, so no limit refused it).
+	send(ClientSide, pktSpec{sport: 1, proto: TCP, syn: true})
+	if st := state(1); st != "SYN_RECV" {
+		t.Fatalf("reopened: %s", st)
+	}
+	if n := r.svc.policy().src.conns(id); n != 2 {
+		t.Fatalf("counted %d after the reopen, want 2", n)
+	}
+	// Expiry and release give back exactly what is counted: the lingering
+	// entry of port 2 nothing, the others one each.
+	r.b.table.now.Store(int64(time.Hour))
+	r.b.Sweep()
+	if n := r.svc.policy().src.conns(id); n != 0 || r.b.Table().Len() != 0 {
+		t.Fatalf("after expiry: counted %d, %d in the table", n, r.b.Table().Len())
+	}
+	if v := r.syn(t, client, 5); v != Forward {
+		t.Fatalf("after expiry: %v", v)
+	}
+}
+
 func TestSourceRateLimit(t *testing.T) {
 	r := newRig(t, UDP, "rr", nil)
 	r.defend(t, func(tx *Tx) error { return tx.SetLimits(r.svc, Limits{SourceCPS: 3}) })

@@ -39,7 +39,7 @@ func TestDrainedServerGetsNoNewConnection(t *testing.T) {
 
 			for _, drained := range []netip.Addr{rs1, rs2} {
 				r := newRig(t, TCP, s, nil)
-				if err := r.svc.SetWeight(drained, 8080, 0); err != nil {
+				if err := r.b.Update(func(tx *Tx) error { return tx.SetWeight(r.svc, drained, 8080, 0) }); err != nil {
 					t.Fatal(err)
 				}
 				if got := round(t, r); len(got[drained]) != 0 {
@@ -49,7 +49,7 @@ func TestDrainedServerGetsNoNewConnection(t *testing.T) {
 
 			// Every server drained: nothing new is opened, nothing open is cut.
 			for _, d := range []*Dest{live.d1, live.d2} {
-				if err := live.svc.SetWeight(d.Addr, 8080, 0); err != nil {
+				if err := live.b.Update(func(tx *Tx) error { return tx.SetWeight(live.svc, d.Addr, 8080, 0) }); err != nil {
 					t.Fatal(err)
 				}
 			}

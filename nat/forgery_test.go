@@ -106,7 +106,7 @@ func newForgeConn(t testing.TB, k forgeKind, cport uint16) *forgeConn {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	fc.r.svc.SetWeight(fc.r.d2.Addr, 8080, 0)
+	fc.r.setWeight(t, fc.r.d2.Addr, 8080, 0)
 
 	in := tupleKey{src: addrKey(fc.cl), dst: addrKey(fc.vp), sport: cport, dport: 80, proto: TCP}
 	var hb [proxyhdr.MaxV1]byte

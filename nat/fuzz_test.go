@@ -694,7 +694,7 @@ func fuzzControl(tb testing.TB, fb *fuzzBalancer, a, b byte) {
 	case 5:
 		err = bal.Update(func(tx *Tx) error { return tx.SetScheduler(s, []string{"rr", "wlc", "sh"}[int(b)%3]) })
 	case 6:
-		s.SetWeight(rs, s.Port, int(b>>2)%2) // the health checker
+		err = bal.Update(func(tx *Tx) error { return tx.SetWeight(s, rs, s.Port, int(b>>2)%2) }) // the health checker: a Tx like any other
 	case 7:
 		err = bal.Update(func(tx *Tx) error { return tx.SetSynproxy(s, b&1 != 0) })
 	case 8: // the service goes; its connections stay until they end

@@ -28,7 +28,7 @@ func rig6With(t *testing.T, proto Protocol, synproxy bool, mode ClientAddr) (*ri
 	}); err != nil {
 		t.Fatal(err)
 	}
-	r.svc.SetWeight(rs6b, 8080, 0)
+	r.setWeight(t, rs6b, 8080, 0)
 	return r, out
 }
 

@@ -434,8 +434,10 @@ func TestIPv6Rules(t *testing.T) {
 		do   func() error
 		want string
 	}{
-		{"v4 RS on a v6 VIP with v6 LIPs", func() error { _, err := s6.AddDest(rs1, 80, 1); return err }, "is IPv4 but service"},
-		{"v6 RS on a v4 VIP", func() error { _, err := s4.AddDest(rs6a, 80, 1); return err }, "is IPv6 but service"},
+		{"v4 RS on a v6 VIP with v6 LIPs", func() error { return b.Update(func(tx *Tx) error { _, err := tx.AddDest(s6, rs1, 80, 1); return err }) }, "is IPv4 but service"},
+		{"v6 RS on a v4 VIP", func() error {
+			return b.Update(func(tx *Tx) error { _, err := tx.AddDest(s4, rs6a, 80, 1); return err })
+		}, "is IPv6 but service"},
 		{"v4 LIP on a v6 VIP with v6 LIPs", func() error { _, err := b.AddLocalAddr(s6, lip1); return err }, "one family"},
 		{"LIP outside the server's v6 subnet", func() error {
 			_, err := b.AddLocalAddr(s6, netip.MustParseAddr("fd00:99::10"))
@@ -460,7 +462,9 @@ func TestIPv6Rules(t *testing.T) {
 		{"v6 RS in the client subnet", func() error {
 			return b.Update(func(tx *Tx) error { _, err := tx.AddDest(s6, netip.MustParseAddr("fd00:25:254::7"), 80, 1); return err })
 		}, "client side's subnet"},
-		{"multicast RS", func() error { _, err := s6.AddDest(netip.MustParseAddr("ff02::1"), 80, 1); return err }, "multicast"},
+		{"multicast RS", func() error {
+			return b.Update(func(tx *Tx) error { _, err := tx.AddDest(s6, netip.MustParseAddr("ff02::1"), 80, 1); return err })
+		}, "multicast"},
 	} {
 		err := c.do()
 		if err == nil || !strings.Contains(err.Error(), c.want) {

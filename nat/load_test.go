@@ -105,3 +105,47 @@ func BenchmarkManyServers(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkChangeOneAtATime adds services to a balancer that holds n the
+// way an ipvsadm script does: a transaction per command (-A, -P twice, -a
+// twice). ns/op is one change's cost, and must not grow with n: at 10 000
+// services a script of single commands should go as a batch does.
+func BenchmarkChangeOneAtATime(b *testing.B) {
+	for _, n := range []int{1000, 5000, 10000} {
+		b.Run(fmt.Sprintf("services=%d", n), func(b *testing.B) {
+			bal, _ := New(Config{MaxConns: 100, PortMin: 5000, PortMax: 65535, Timeouts: DefaultTimeouts(), Readers: 4})
+			loadServices(b, bal, n)
+			i := n
+			changes := 0
+			for b.Loop() {
+				addOneByOne(b, bal, i)
+				i++
+				changes += 5
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(changes), "ns/change")
+		})
+	}
+}
+
+// addOneByOne adds service i of loadServices' numbering, its 2 LIPs and 2
+// real servers, each in a transaction of its own.
+func addOneByOne(tb testing.TB, bal *Balancer, i int) {
+	vip := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
+	s, err := bal.AddService(ServiceConfig{Addr: vip, Port: 80, Protocol: TCP, Scheduler: "wrr"})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for l := range 2 {
+		if _, err := bal.AddLocalAddr(s, netip.AddrFrom4([4]byte{172, 25, 84, byte(10 + l)})); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	for r := range 2 {
+		if err := bal.Update(func(tx *Tx) error {
+			_, err := tx.AddDest(s, netip.AddrFrom4([4]byte{192, 168, byte(r), byte(i)}), 8080, 1)
+			return err
+		}); err != nil {
+			tb.Fatal(err)
+		}
+	}
+}

@@ -122,8 +122,9 @@ func clampMSS(tcp []byte, limit uint16, acc uint32) uint32 {
 //     tapvs's client side (or one that announces 1460 over IPv6) would get
 //     segments 20 bytes too big once translated, with DF set by the server
 //     and no fragmentation possible in IPv6 on the way. So the client's MSS
-//     is clamped to MTU - 60. tapvs has one MTU setting (ServerMTU): the
-//     client side's link is taken to carry as much.
+//     is clamped to the client side's MTU (ClientMTU) - 60. A segment that
+//     is too big all the same (a server that ignores the MSS) meets the
+//     check of every server packet (fits64).
 //
 // DPVS clamps neither for NAT64 as such: its tcp_out_adjust_mss takes the
 // TOA option's length (20 for an IPv6 client) off every server SYN-ACK's
@@ -131,7 +132,7 @@ func clampMSS(tcp []byte, limit uint16, acc uint32) uint32 {
 // client's SYN alone. tapvs refuses TOA on NAT64 services, so it clamps by
 // the arithmetic above instead.
 func (b *Balancer) clientMSS64() uint16 {
-	return uint16(max(b.cfg.ServerMTU-ipv6HdrLen-tcpMinLen, ipv4MinMTU))
+	return uint16(max(b.cfg.ClientMTU-ipv6HdrLen-tcpMinLen, ipv4MinMTU))
 }
 
 func (b *Balancer) serverMSS64() uint16 {
@@ -212,6 +213,9 @@ func (b *Balancer) to6(c *Conn, p *pkt, f *Frame, l4Delta uint16) Verdict {
 	if (gso != tun.VNetGSONone && gso != tun.VNetGSOTCPv4) || f.Off-d-f.vnetHere() < 0 {
 		return b.Stats.drop(DropNAT64)
 	}
+	if v := b.fits64(c, p, f, gso); v != Forward {
+		return v
+	}
 	l4 := p.b[p.l4:]
 	if p.proto == protoUDP && !p.partial && binary.BigEndian.Uint16(l4[6:]) == 0 {
 		binary.BigEndian.PutUint16(l4[0:], c.in.dport)
@@ -244,6 +248,60 @@ func (b *Balancer) to6(c *Conn, p *pkt, f *Frame, l4Delta uint16) Verdict {
 	return Forward
 }
 
+// fits64 checks that a server packet of a NAT64 connection, translated,
+// fits the client side's MTU: IPv4's 20-byte header becomes IPv6's 40
+// bytes (options dropped), and an IPv6 hop never fragments. A TSO
+// super-frame is checked by the segments it will be cut into. One too big
+// is dropped and counted (nat64_too_big); with DF set the translator
+// answers as a router on the way would (RFC 7915 section 4, RFC 1191): a
+// fragmentation needed to the server with the next-hop MTU that fits, so
+// that its path MTU toward the LIP drops by 20 and it sends again smaller.
+// Without DF the packet would have to become IPv6 fragments (RFC 7915's
+// SHOULD), which tapvs does not make: a server's UDP stack sets DF on
+// what fits its path, so such a packet is one it already fragments
+// itself, and IPv4 fragments are dropped anyway (DropFragment). The
+// packet is untouched until here (to6 rewrites nothing before): the quote
+// is what the server sent.
+func (b *Balancer) fits64(c *Conn, p *pkt, f *Frame, gso uint8) Verdict {
+	n := ipv6HdrLen + len(p.b) - p.l4
+	if gso == tun.VNetGSOTCPv4 {
+		n = min(n, ipv6HdrLen+int(p.b[p.l4+12]>>4)*4+int(f.VNet.GSOSize()))
+	}
+	if n <= b.cfg.ClientMTU {
+		return Forward
+	}
+	b.Stats.drops[DropNAT64TooBig].Add(1)
+	if binary.BigEndian.Uint16(p.b[p.l3+6:])&ipFlagDF == 0 {
+		return Drop
+	}
+	return b.fragNeeded64(c, p, f)
+}
+
+// fragNeeded64 rewrites a server packet that fits64 found too big into an
+// ICMPv4 fragmentation needed back to the server, from the LIP it was sent
+// to, quoting its IPv4 header and first 8 bytes of transport (RFC 792: the
+// ports, and a TCP sequence number the server's stack checks). The next-hop
+// MTU is the largest IPv4 packet that fits once translated.
+func (b *Balancer) fragNeeded64(c *Conn, p *pkt, f *Frame) Verdict {
+	const at = ethHdrLen + ipv4MinLen + icmpHdrLen // where the quote goes
+	qlen := p.l4 - p.l3 + 8
+	if len(p.b) < at+qlen { // cannot be: the packet is larger than an MTU
+		return Drop
+	}
+	copy(p.b[at:at+qlen], p.b[p.l3:p.l3+qlen]) // overlapping: copy moves
+	copy(p.b[0:6], p.b[6:12])                  // back to the server's next hop
+	copy(p.b[6:12], b.cfg.ServerMAC[:])
+	binary.BigEndian.PutUint16(p.b[12:], etherIPv4)
+	putIPv4(p.b[ethHdrLen:], 0, ipv4MinLen+icmpHdrLen+qlen, protoICMP, 64, &c.out.dst, &c.out.src, false)
+	ic := p.b[ethHdrLen+ipv4MinLen : at+qlen]
+	ic[0], ic[1], ic[2], ic[3] = icmpUnreach, 4, 0, 0 // fragmentation needed
+	binary.BigEndian.PutUint32(ic[4:], uint32(b.cfg.ClientMTU-(ipv6HdrLen-ipv4MinLen)))
+	binary.BigEndian.PutUint16(ic[2:], csum.Checksum(ic, 0))
+	f.reframe(f.Off, at+qlen) // shorter, in place: cannot fail
+	f.plain()
+	return Reply
+}
+
 // The rules of a NAT64 service (rules.go): its server side is one family,
 // and what the NAT64 path does not do yet is refused whichever of the two
 // (the feature, the first IPv4 LIP or real server) comes second.
@@ -269,17 +327,6 @@ func (tx *Tx) outAddr(s *Service) netip.Addr {
 		return ls[0].Addr
 	}
 	if ds := tx.Dests(s); len(ds) > 0 {
-		return ds[0].Addr
-	}
-	return netip.Addr{}
-}
-
-// outAddr is one of the service's published LIPs or real servers.
-func (s *Service) outAddr() netip.Addr {
-	if ls := s.LocalAddrs(); len(ls) > 0 {
-		return ls[0].Addr
-	}
-	if ds := s.Dests(); len(ds) > 0 {
 		return ds[0].Addr
 	}
 	return netip.Addr{}

@@ -365,6 +365,137 @@ func TestNAT64MSS(t *testing.T) {
 	}
 }
 
+// setDF sets an IPv4 frame's don't-fragment flag.
+func setDF(f *Frame) {
+	b := f.Bytes()
+	b[14+6] |= 0x40
+	fixIPChecksum(b)
+}
+
+// TestNAT64ClientMTU: a server packet is 20 bytes longer once translated
+// to IPv6, and no IPv6 hop fragments it: one that would pass the client
+// side's MTU is dropped and counted (nat64_too_big), and with DF answered
+// by a fragmentation needed to the server quoting what it sent, with the
+// next-hop MTU that fits; what fits is forwarded no longer than the MTU.
+// The client's MSS is clamped by the client side's MTU, not the server's.
+func TestNAT64ClientMTU(t *testing.T) {
+	for _, mtu := range []int{1500, 1400} {
+		r := newRig64(t, TCP, func(c *Config) { c.ClientMTU = mtu; c.ServerMTU = 9000 })
+		ru := newRig64(t, UDP, func(c *Config) { c.ClientMTU = mtu; c.ServerMTU = 9000 })
+		rip, lport := open64(t, r, TCP, 40000, 100)
+		urip, ulport := open64(t, ru, UDP, 40000, 0)
+		tooBig := func(rr *rig) uint64 { return rr.b.Stats.Drops()["nat64_too_big"] }
+
+		// The client's SYN MSS: its segments from the server, 60 bytes of
+		// headers once translated, fit the client side.
+		syn := frame(t, pktSpec{src: client6, dst: vip64, sport: 41000, dport: 80, proto: TCP, syn: true, seq: 100, opts: []layers.TCPOption{mssOpt(8960)}, srcMAC: macClient})
+		if v := r.b.Process(ClientSide, syn); v != Forward {
+			t.Fatal(v)
+		}
+		if got := binary.BigEndian.Uint16(decode(t, syn).tcp.Options[0].OptionData); int(got) != mtu-60 {
+			t.Fatalf("MTU %d: client MSS clamped to %d, want %d", mtu, got, mtu-60)
+		}
+
+		// What fits: IPv4 MTU - 20 bytes, IPv6 MTU bytes.
+		for _, c := range []struct {
+			rr      *rig
+			proto   Protocol
+			rip     netip.Addr
+			lport   uint16
+			l4Hdr   int
+			payload int
+		}{{r, TCP, rip, lport, 20, mtu - 20 - 20 - 20}, {ru, UDP, urip, ulport, 8, mtu - 20 - 20 - 8}} {
+			f := frame(t, pktSpec{src: c.rip, dst: lip1, sport: 8080, dport: c.lport, proto: c.proto, ack: true, seq: 7000, payload: make([]byte, c.payload), srcMAC: macGateway})
+			setDF(f)
+			if v := c.rr.b.Process(ServerSide, f); v != Forward {
+				t.Fatalf("MTU %d %v: %d bytes of IPv4: %v %v", mtu, c.proto, f.Len-14, v, nonZero(c.rr.b.Stats.Drops()))
+			}
+			d := decode(t, f)
+			check6(t, d, 0, 64, 40000)
+			if n := f.Len - 14; n != mtu || int(d.ip6.Length)+40 != n {
+				t.Fatalf("MTU %d %v: translated to %d bytes of IPv6 (payload length %d), want %d", mtu, c.proto, n, d.ip6.Length, mtu)
+			}
+		}
+		if tooBig(r)+tooBig(ru) != 0 {
+			t.Fatalf("MTU %d: packets that fit counted too big", mtu)
+		}
+
+		// One byte more, with DF: a fragmentation needed back to the
+		// server, from the LIP, quoting its header and first 8 bytes.
+		for _, c := range []struct {
+			rr    *rig
+			proto Protocol
+			rip   netip.Addr
+			lport uint16
+			l4Hdr int
+		}{{r, TCP, rip, lport, 20}, {ru, UDP, urip, ulport, 8}} {
+			f := frame(t, pktSpec{src: c.rip, dst: lip1, sport: 8080, dport: c.lport, proto: c.proto, ack: true, seq: 7000, payload: make([]byte, mtu-20-20-c.l4Hdr+1), srcMAC: macGateway})
+			setDF(f)
+			sent := append([]byte(nil), f.Bytes()[14:14+20+8]...)
+			if v := c.rr.b.Process(ServerSide, f); v != Reply {
+				t.Fatalf("MTU %d %v: one byte too big with DF: %v %v", mtu, c.proto, v, nonZero(c.rr.b.Stats.Drops()))
+			}
+			if tooBig(c.rr) != 1 {
+				t.Fatalf("MTU %d %v: nat64_too_big %d", mtu, c.proto, tooBig(c.rr))
+			}
+			pk := gopacket.NewPacket(f.Bytes(), layers.LayerTypeEthernet, gopacket.Default)
+			eth, _ := pk.Layer(layers.LayerTypeEthernet).(*layers.Ethernet)
+			ip, _ := pk.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
+			ic, _ := pk.Layer(layers.LayerTypeICMPv4).(*layers.ICMPv4)
+			if eth == nil || ip == nil || ic == nil {
+				t.Fatalf("MTU %d %v: the answer is not ICMPv4: %v", mtu, c.proto, pk)
+			}
+			if [6]byte(eth.DstMAC) != macGateway || [6]byte(eth.SrcMAC) != macServerNIC {
+				t.Fatalf("MACs %v -> %v", eth.SrcMAC, eth.DstMAC)
+			}
+			if addr4(ip.SrcIP) != lip1 || addr4(ip.DstIP) != c.rip || ip.Protocol != layers.IPProtocolICMPv4 || int(ip.Length) != 20+8+28 || f.Len != 14+20+8+28 {
+				t.Fatalf("IPv4 %v -> %v proto %v length %d, frame %d", ip.SrcIP, ip.DstIP, ip.Protocol, ip.Length, f.Len)
+			}
+			if c := csum.Checksum(f.Bytes()[14:34], 0); c != 0 {
+				t.Fatal("IPv4 header checksum")
+			}
+			if c := csum.Checksum(f.Bytes()[34:], 0); c != 0 {
+				t.Fatal("ICMP checksum")
+			}
+			if ic.TypeCode != layers.CreateICMPv4TypeCode(3, 4) || ic.Id != 0 || int(ic.Seq) != mtu-20 {
+				t.Fatalf("MTU %d: %v, next-hop MTU %d (unused %d), want fragmentation needed with %d", mtu, ic.TypeCode, ic.Seq, ic.Id, mtu-20)
+			}
+			if !bytes.Equal(ic.Payload, sent) {
+				t.Fatalf("MTU %d %v: quote\n%x\nwant what the server sent\n%x", mtu, c.proto, ic.Payload, sent)
+			}
+			if f.VNet != nil && f.VNet.GSOType() != 0 {
+				t.Fatal("virtio-net header left on the answer")
+			}
+		}
+
+		// Without DF: dropped, counted.
+		f := frame(t, pktSpec{src: urip, dst: lip1, sport: 8080, dport: ulport, proto: UDP, payload: make([]byte, mtu-20-20-8+1), srcMAC: macGateway})
+		if v := ru.b.Process(ServerSide, f); v != Drop || tooBig(ru) != 2 {
+			t.Fatalf("MTU %d: too big without DF: %v, nat64_too_big %d", mtu, v, tooBig(ru))
+		}
+
+		// A TSO super-frame is checked by its segments: of gso_size
+		// MTU - 60 they fit, of one byte more not.
+		for _, size := range []int{mtu - 60, mtu - 59} {
+			back := frame(t, pktSpec{src: rip, dst: lip1, sport: 8080, dport: lport, proto: TCP, ack: true, seq: 7000, payload: make([]byte, 4000), srcMAC: macGateway})
+			setDF(back)
+			b := back.Bytes()
+			binary.BigEndian.PutUint16(b[34+16:], csum.Fold(csum.PseudoV4(b[26:30], b[30:34], protoTCP, len(b)-34)))
+			v := inVNet(back)
+			v.SetNeedsCsum(34, 16)
+			v.SetGSO(tun.VNetGSOTCPv4, 34+20, uint16(size))
+			before := tooBig(r)
+			vd := r.b.Process(ServerSide, back)
+			if size == mtu-60 && (vd != Forward || tooBig(r) != before || 40+20+int(back.VNet.GSOSize()) > mtu) {
+				t.Fatalf("MTU %d: segments of %d bytes: %v, nat64_too_big %d", mtu, size, vd, tooBig(r)-before)
+			}
+			if size == mtu-59 && (vd != Reply || tooBig(r) != before+1) {
+				t.Fatalf("MTU %d: segments of %d bytes: %v, nat64_too_big %d", mtu, size, vd, tooBig(r)-before)
+			}
+		}
+	}
+}
+
 // icmp4Err builds an ICMPv4 error from src to LIP with rest as its second
 // 32-bit word (a fragmentation needed's MTU in the low 16 bits).
 func icmp4Err(t testing.TB, src netip.Addr, typ, code uint8, rest uint32, quoted []byte) *Frame {
@@ -624,20 +755,26 @@ func TestNAT64Rules(t *testing.T) {
 		do   func() error
 		want string
 	}{
-		{"v6 RS on a NAT64 service", func() error { _, err := s64.AddDest(rs6a, 80, 1); return err }, "real server fd00:20:1::2 is IPv6 but service TCP [fd00:25:254::64]:80's server side is IPv4 (172.25.84.10)"},
+		{"v6 RS on a NAT64 service", func() error {
+			return b.Update(func(tx *Tx) error { _, err := tx.AddDest(s64, rs6a, 80, 1); return err })
+		}, "real server [fd00:20:1::2]:80 is IPv6 but service TCP [fd00:25:254::64]:80's server side is IPv4 (172.25.84.10)"},
 		{"v6 LIP on a NAT64 service", func() error {
 			return b.Update(func(tx *Tx) error { _, err := tx.AddLocalAddr(s64, lip6); return err })
 		}, "local address fd00:25:84::10 is IPv6 but service"},
 		{"v6 RS in a Tx", func() error {
 			return b.Update(func(tx *Tx) error { _, err := tx.AddDest(s64, rs6a, 80, 1); return err })
 		}, "one family"},
-		{"v6 RS on a v4 VIP", func() error { _, err := s4.AddDest(rs6a, 80, 1); return err }, "NAT46 is not built"},
+		{"v6 RS on a v4 VIP", func() error {
+			return b.Update(func(tx *Tx) error { _, err := tx.AddDest(s4, rs6a, 80, 1); return err })
+		}, "NAT46 is not built"},
 		{"v6 LIP on a v4 VIP", func() error { _, err := b.AddLocalAddr(s4, lip6); return err }, "NAT46 is not built"},
 		{"toa on a NAT64 service", func() error {
 			return b.Update(func(tx *Tx) error { return tx.SetClientAddr(s64, ClientAddrTOA) })
 		}, "does not do SYNPROXY or a client address mode"},
 		{"v4 LIP on a toa service", func() error { _, err := b.AddLocalAddr(sTOA, lip1); return err }, "local address 172.25.84.10 is IPv4 on service TCP [fd00:25:254::64]:443: NAT64"},
-		{"v4 RS on a toa service", func() error { _, err := sTOA.AddDest(rs1, 80, 1); return err }, "does not do SYNPROXY or a client address mode"},
+		{"v4 RS on a toa service", func() error {
+			return b.Update(func(tx *Tx) error { _, err := tx.AddDest(sTOA, rs1, 80, 1); return err })
+		}, "does not do SYNPROXY or a client address mode"},
 		{"synproxy on a NAT64 service", func() error {
 			return b.Update(func(tx *Tx) error { return tx.SetSynproxy(s64, true) })
 		}, "SYNPROXY"},
@@ -708,6 +845,13 @@ func FuzzProcess64(f *testing.F) {
 		in, back := established64(f, r, proto)
 		add(in)
 		add(back)
+		// A server packet too big for the client side once translated,
+		// with DF: answered by a fragmentation needed.
+		d := decode(f, back)
+		sport, dport := ports64(d)
+		big := frame(f, pktSpec{src: addr4(d.ip.SrcIP), dst: lip1, sport: sport, dport: dport, proto: proto, ack: true, seq: 7000, payload: make([]byte, 1461), srcMAC: macGateway})
+		setDF(big)
+		add(big)
 		if r.b.Process(ClientSide, in) == Forward {
 			add(icmp4Err(f, rs1, 3, 4, 1400, in.Bytes()[14:]))
 		}
@@ -743,7 +887,18 @@ func check64(t *testing.T, ctl uint8, raw []byte) {
 		verified, _ = l4Verifies(raw)
 	}
 	fr := withHeadroom(raw)
-	if r.b.Process(side, fr) != Forward {
+	v := r.b.Process(side, fr)
+	if v == Reply && side == ServerSide {
+		// A fragmentation needed to the server: IPv4, ICMP, checksums
+		// right, the quote a header and 8 bytes.
+		out := fr.Bytes()
+		if len(out) < 14+20+8+28 || len(out) > 14+20+8+60+8 || binary.BigEndian.Uint16(out[12:]) != etherIPv4 || out[23] != protoICMP ||
+			csum.Checksum(out[14:34], 0) != 0 || csum.Checksum(out[34:], 0) != 0 || out[34] != 3 || out[35] != 4 {
+			t.Fatalf("answered with a frame that is not a fragmentation needed: % x", out)
+		}
+		return
+	}
+	if v != Forward {
 		return
 	}
 	out := fr.Bytes()

@@ -60,17 +60,29 @@ func newRigAt(t testing.TB, proto Protocol, sched string, mod func(*Config), vip
 	if _, err := b.AddLocalAddr(svc, lip); err != nil {
 		t.Fatal(err)
 	}
-	d1, err := svc.AddDest(rsA, 8080, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d2, err := svc.AddDest(rsB, 8080, 1)
-	if err != nil {
+	var d1, d2 *Dest
+	if err := b.Update(func(tx *Tx) error {
+		var err error
+		if d1, err = tx.AddDest(svc, rsA, 8080, 1); err != nil {
+			return err
+		}
+		d2, err = tx.AddDest(svc, rsB, 8080, 1)
+		return err
+	}); err != nil {
 		t.Fatal(err)
 	}
 	d1.SetNextHopMAC(macGateway)
 	d2.SetNextHopMAC(macGateway)
 	return &rig{b: b, svc: svc, d1: d1, d2: d2}
+}
+
+// setWeight changes a real server's weight of the rig's service, a Tx of
+// one change.
+func (r *rig) setWeight(t testing.TB, addr netip.Addr, port uint16, weight int) {
+	t.Helper()
+	if err := r.b.Update(func(tx *Tx) error { return tx.SetWeight(r.svc, addr, port, weight) }); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // pairAllocs is the allocations per client and server packet pair of r's
@@ -433,7 +445,7 @@ func TestSchedulers(t *testing.T) {
 	})
 	t.Run("wrr follows weights", func(t *testing.T) {
 		r := newRig(t, TCP, "wrr", nil)
-		r.svc.SetWeight(rs1, 8080, 3)
+		r.setWeight(t, rs1, 8080, 3)
 		got := countPicks(t, r, 400)
 		if got[rs1] != 300 || got[rs2] != 100 {
 			t.Fatalf("picks %v, want 300:100", got)
@@ -448,7 +460,7 @@ func TestSchedulers(t *testing.T) {
 	})
 	t.Run("wlc weighs", func(t *testing.T) {
 		r := newRig(t, TCP, "wlc", nil)
-		r.svc.SetWeight(rs1, 8080, 4)
+		r.setWeight(t, rs1, 8080, 4)
 		// rs1 has 4x weight: it takes connections until it holds ~4x as many.
 		got := countPicks(t, r, 50)
 		if got[rs1] != 40 || got[rs2] != 10 {
@@ -466,7 +478,7 @@ func TestSchedulers(t *testing.T) {
 
 func TestPortsUniqueAndExhaustion(t *testing.T) {
 	r := newRig(t, UDP, "rr", func(c *Config) { c.PortMin, c.PortMax = 6000, 6001 })
-	r.svc.SetWeight(rs2, 8080, 0) // all to rs1: only 2 ports toward it
+	r.setWeight(t, rs2, 8080, 0) // all to rs1: only 2 ports toward it
 	seen := map[uint16]bool{}
 	for i := range 2 {
 		f := frame(t, pktSpec{src: client, dst: vip, sport: uint16(30000 + i), dport: 80, proto: UDP, srcMAC: macClient})
@@ -489,8 +501,8 @@ func TestPortsUniqueAndExhaustion(t *testing.T) {
 		t.Fatalf("LIP stats conns=%d conflicts=%d exhausted=%d", conns, conflicts, exhausted)
 	}
 	// Another server can reuse the same local ports.
-	r.svc.SetWeight(rs2, 8080, 1)
-	r.svc.SetWeight(rs1, 8080, 0)
+	r.setWeight(t, rs2, 8080, 1)
+	r.setWeight(t, rs1, 8080, 0)
 	if v := r.b.Process(ClientSide, frame(t, pktSpec{src: client, dst: vip, sport: 30003, dport: 80, proto: UDP, srcMAC: macClient})); v != Forward {
 		t.Fatalf("to rs2: %v", v)
 	}
@@ -784,7 +796,7 @@ func TestLIPsRotatePerServer(t *testing.T) {
 // and after the quarantine it is free again.
 func TestPortQuarantine(t *testing.T) {
 	r := newRig(t, TCP, "rr", func(c *Config) { c.PortMin, c.PortMax, c.PortQuarantine = 6000, 6000, time.Minute })
-	r.svc.SetWeight(rs2, 8080, 0)
+	r.setWeight(t, rs2, 8080, 0)
 	open := func(sport uint16) Verdict {
 		return r.b.Process(ClientSide, frame(t, pktSpec{src: client, dst: vip, sport: sport, dport: 80, proto: TCP, syn: true, srcMAC: macClient}))
 	}
@@ -801,13 +813,13 @@ func TestPortQuarantine(t *testing.T) {
 	if q := r.b.Quarantined(); q != 1 {
 		t.Fatalf("quarantined %d", q)
 	}
-	r.svc.SetWeight(rs2, 8080, 1)
-	r.svc.SetWeight(rs1, 8080, 0)
+	r.setWeight(t, rs2, 8080, 1)
+	r.setWeight(t, rs1, 8080, 0)
 	if v := open(3); v != Forward {
 		t.Fatalf("toward rs2 the port is free: %v", v)
 	}
-	r.svc.SetWeight(rs1, 8080, 1)
-	r.svc.SetWeight(rs2, 8080, 0)
+	r.setWeight(t, rs1, 8080, 1)
+	r.setWeight(t, rs2, 8080, 0)
 	r.b.table.now.Store(int64(110 * time.Second)) // past the minute of quarantine
 	r.b.Sweep()
 	// rs1's tuple (quarantined at 40s) is purged; rs2's (conn 3, expired at 70s) stays.

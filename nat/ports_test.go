@@ -73,7 +73,7 @@ func TestPortMapConcurrent(t *testing.T) {
 // reported this pool exhausted.)
 func TestLastFreePortFound(t *testing.T) {
 	r := newRig(t, UDP, "rr", func(c *Config) { c.PortMin, c.PortMax, c.MaxConns = 20000, 20999, 4000 })
-	r.svc.SetWeight(rs2, 8080, 0)
+	r.setWeight(t, rs2, 8080, 0)
 	for i := range 1000 {
 		f := frame(t, pktSpec{src: client, dst: vip, sport: uint16(30000 + i), dport: 80, proto: UDP, srcMAC: macClient})
 		if v := r.b.Process(ClientSide, f); v != Forward {

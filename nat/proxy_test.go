@@ -36,7 +36,7 @@ func proxyRig(t testing.TB, mode ClientAddr, synproxy bool) *rig {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	r.svc.SetWeight(rs2, 8080, 0)
+	r.setWeight(t, rs2, 8080, 0)
 	return r
 }
 

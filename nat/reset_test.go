@@ -76,7 +76,7 @@ func TestExpiryResetsEstablished(t *testing.T) {
 	out := new([]sent)
 	r := newRig(t, TCP, "rr", nil)
 	r.b.Attach(recordLink{out})
-	r.svc.SetWeight(rs2, 8080, 0)
+	r.setWeight(t, rs2, 8080, 0)
 	clientNext, serverNext, lport := fullnatConn(t, r, 40000)
 	if st := r.b.Table().Conns()[0].State; st != "ESTABLISHED" {
 		t.Fatalf("state %s", st)
@@ -96,7 +96,7 @@ func TestExpiryClosingIsSilent(t *testing.T) {
 	out := new([]sent)
 	r := newRig(t, TCP, "rr", nil)
 	r.b.Attach(recordLink{out})
-	r.svc.SetWeight(rs2, 8080, 0)
+	r.setWeight(t, rs2, 8080, 0)
 	_, _, lport := fullnatConn(t, r, 40001)
 	// Client FIN, server FIN: TIME_WAIT.
 	fin := frame(t, pktSpec{src: client, dst: vip, sport: 40001, dport: 80, proto: TCP, fin: true, ack: true, seq: 0x7ffffff0 + 11, ackNum: 13, srcMAC: macClient})

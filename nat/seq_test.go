@@ -28,7 +28,7 @@ func (k isnKey) tsval(out *tupleKey, now time.Time) uint32 {
 // recomputed from scratch by the decoder.
 func TestPlainTCPSequenceOffset(t *testing.T) {
 	r := newRig(t, TCP, "rr", nil)
-	r.svc.SetWeight(rs2, 8080, 0)
+	r.setWeight(t, rs2, 8080, 0)
 	var isn uint32 = 0xfffffff0 // the client's; the offset wraps
 	before := time.Now()
 	syn := frame(t, pktSpec{src: client, dst: vip, sport: 40000, dport: 80, proto: TCP, syn: true, seq: isn, srcMAC: macClient,
@@ -128,7 +128,7 @@ func TestRetransmittedSYNWithBadOptionsDropped(t *testing.T) {
 // its stack can match the error to what it has in flight.
 func TestICMPQuoteCarriesTheClientsSequence(t *testing.T) {
 	r := newRig(t, TCP, "rr", nil)
-	r.svc.SetWeight(rs2, 8080, 0)
+	r.setWeight(t, rs2, 8080, 0)
 	var isn uint32 = 123456
 	syn := frame(t, pktSpec{src: client, dst: vip, sport: 40002, dport: 80, proto: TCP, syn: true, seq: isn, srcMAC: macClient})
 	if v := r.b.Process(ClientSide, syn); v != Forward {
@@ -154,7 +154,7 @@ func TestICMPQuoteCarriesTheClientsSequence(t *testing.T) {
 // new client ISN shifted by the old offset.
 func TestClientPortReuseGetsAFreshISN(t *testing.T) {
 	r := newRig(t, TCP, "rr", nil)
-	r.svc.SetWeight(rs2, 8080, 0)
+	r.setWeight(t, rs2, 8080, 0)
 	spec := pktSpec{src: client, dst: vip, sport: 40003, dport: 80, proto: TCP, srcMAC: macClient}
 	send := func(side Side, s pktSpec) decoded {
 		t.Helper()
@@ -232,7 +232,7 @@ func (r tsRig) fromServer(lport uint16, s pktSpec) decoded {
 
 func newTSRig(t *testing.T, mod func(*Config)) tsRig {
 	r := newRig(t, TCP, "rr", mod)
-	r.svc.SetWeight(rs2, 8080, 0)
+	r.setWeight(t, rs2, 8080, 0)
 	return tsRig{r, t}
 }
 

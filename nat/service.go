@@ -3,7 +3,6 @@ package nat
 import (
 	"fmt"
 	"net/netip"
-	"slices"
 	"sync"
 	"sync/atomic"
 )
@@ -87,6 +86,10 @@ type Dest struct {
 	// mac is the next hop toward this server: bit 48 set marks it valid. It is
 	// written by the neighbor resolver, read by every packet.
 	mac atomic.Uint64
+	// hop is the address index's entry of this server's address (tx.go),
+	// where its next hop is kept for a new entry of the address; set at
+	// the commit that publishes the server.
+	hop atomic.Pointer[addrUse]
 
 	traffic     []queueTraffic // one per reader, a power of two of them (Config.Readers)
 	rate        atomic.Pointer[Rate]
@@ -199,6 +202,9 @@ func (d *Dest) SetNextHopMAC(mac [6]byte) {
 		v |= uint64(b) << (8 * (5 - i))
 	}
 	d.mac.Store(v)
+	if u := d.hop.Load(); u != nil {
+		u.mac.Store(v)
+	}
 }
 
 // NextHopMAC reports the cached next-hop link address, if known.
@@ -243,6 +249,7 @@ type Service struct {
 	Protocol Protocol
 
 	key      svcKey
+	seq      uint64 // the order services were made in (Services lists them in it)
 	timeouts atomic.Pointer[Timeouts]
 	synproxy atomic.Bool
 	// clientAddr is the service's ClientAddr, read by each new connection.
@@ -256,7 +263,7 @@ type Service struct {
 	// consistent list and scheduler without a lock.
 	dests  atomic.Pointer[destSet]
 	laddrs atomic.Pointer[[]*LocalAddr]
-	mu     sync.Mutex // serialises changes to dests and laddrs: a Tx's commit, a health check's
+	mu     sync.Mutex // guards gone, and serialises a Tx's commit with readers of it
 
 	readers   int // the balancer's Config.Readers, rounded up to a power of two
 	name      atomic.Pointer[string]
@@ -319,22 +326,6 @@ func (s *Service) Rate() Rate {
 	return r
 }
 
-// DeleteDest removes a real server. Its open connections continue until
-// they close or expire, as in IPVS.
-func (s *Service) DeleteDest(addr netip.Addr, port uint16) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	cur := s.dests.Load().all
-	for i, d := range cur {
-		if d.Addr == addr && d.Port == port {
-			s.gone.add(d.Traffic())
-			s.publish(slices.Delete(slices.Clone(cur), i, i+1))
-			return nil
-		}
-	}
-	return fmt.Errorf("real server %s: %w", netip.AddrPortFrom(addr, port), ErrNoDest)
-}
-
 // Dest finds a real server.
 func (s *Service) Dest(addr netip.Addr, port uint16) *Dest {
 	for _, d := range s.Dests() {
@@ -347,58 +338,6 @@ func (s *Service) Dest(addr netip.Addr, port uint16) *Dest {
 
 func (s *Service) String() string {
 	return fmt.Sprintf("%s %s", s.Protocol, netip.AddrPortFrom(s.Addr, s.Port))
-}
-
-// AddDest, SetWeight and DeleteDest change one real server at once, outside
-// any Tx: they are the health checker's (quiesce, remove, restore a server
-// that a Tx accepted). Operator changes go through a Tx, which checks them
-// against every other address.
-
-// AddDest adds a real server. Connections already open are untouched.
-func (s *Service) AddDest(addr netip.Addr, port uint16, weight int) (*Dest, error) {
-	if err := checkHost(addr); err != nil {
-		return nil, fmt.Errorf("real server %s %w", addr, err)
-	}
-	if err := checkFamily(s, addr, s.outAddr()); err != nil {
-		return nil, fmt.Errorf("real server %s %w", addr, err)
-	}
-	if err := checkNAT64(s.Addr, addr, s.synproxy.Load(), s.ClientAddr()); err != nil {
-		return nil, fmt.Errorf("real server %s is IPv4 on service %s: %w", addr, s, err)
-	}
-	if err := checkWeight(weight); err != nil {
-		return nil, fmt.Errorf("real server %s %w", addr, err)
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	cur := s.dests.Load().all
-	for _, d := range cur {
-		if d.Addr == addr && d.Port == port {
-			return nil, fmt.Errorf("real server %s: %w", d, ErrDestExists)
-		}
-	}
-	d := s.newDest(addr, port, weight)
-	next := append(append([]*Dest(nil), cur...), d)
-	s.publish(next)
-	return d, nil
-}
-
-// SetWeight changes a real server's weight; 0 drains it: no new connections,
-// existing ones continue.
-func (s *Service) SetWeight(addr netip.Addr, port uint16, weight int) error {
-	if err := checkWeight(weight); err != nil {
-		return fmt.Errorf("real server %s %w", addr, err)
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	cur := s.dests.Load().all
-	for _, d := range cur {
-		if d.Addr == addr && d.Port == port {
-			d.weight.Store(int32(weight))
-			s.publish(append([]*Dest(nil), cur...))
-			return nil
-		}
-	}
-	return fmt.Errorf("real server %s: %w", netip.AddrPortFrom(addr, port), ErrNoDest)
 }
 
 // publish builds the scheduler for dests and swaps both in. Caller holds s.mu.

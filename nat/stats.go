@@ -35,6 +35,7 @@ const (
 	DropNAT64                           // a packet of a NAT64 connection that cannot be translated: no headroom for the IPv6 header, an IPv4 total length past 65535, a UDP super-frame (nat64.go)
 	DropICMPXlat                        // an ICMP error about a NAT64 connection with no counterpart in the other family (parameter problem, source route failed, ...: icmp64.go)
 	DropProxyOverlap                    // a client segment whose bytes would take sequence numbers of its connection's PROXY header: from before the client's first byte into its stream, or a SYN with data (proxy.go)
+	DropNAT64TooBig                     // a server packet of a NAT64 connection that would pass the client side's MTU once translated (20 bytes longer); with DF it is answered by a fragmentation needed (nat64.go)
 	numDropReasons
 )
 
@@ -44,7 +45,7 @@ var dropNames = [numDropReasons]string{
 	"bad_cookie", "synproxy_queue_full", "synproxy_state", "ack_storm", "bad_tcp_options", "bad_ip_checksum", "bad_checksum",
 	"denied", "not_allowed", "src_rate_limit", "src_conn_limit", "half_open_limit",
 	"udp_proxy_too_big", "udp_proxy_gso", "proxy_no_room", "ipv6_ext_header",
-	"nat64_untranslatable", "icmp_untranslatable", "proxy_overlap",
+	"nat64_untranslatable", "icmp_untranslatable", "proxy_overlap", "nat64_too_big",
 }
 
 func (r DropReason) String() string { return dropNames[r] }

@@ -38,7 +38,7 @@ func synproxyRig(t *testing.T) (*rig, *[]sent) {
 	r := newRig(t, TCP, "rr", func(c *Config) { c.Synproxy = DefaultSynproxy() })
 	r.b.Attach(recordLink{out})
 	setSynproxy(t, r)
-	r.svc.SetWeight(rs2, 8080, 0) // one server, for a predictable RIP
+	r.setWeight(t, rs2, 8080, 0) // one server, for a predictable RIP
 	return r, out
 }
 

@@ -24,7 +24,7 @@ func toaRig(t testing.TB, synproxy bool) (*rig, *[]sent) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	r.svc.SetWeight(rs2, 8080, 0)
+	r.setWeight(t, rs2, 8080, 0)
 	return r, out
 }
 
@@ -183,7 +183,7 @@ func TestTOAPlain(t *testing.T) {
 // it off.
 func TestTOAModeFixedPerConnection(t *testing.T) {
 	r := newRig(t, TCP, "rr", nil)
-	r.svc.SetWeight(rs2, 8080, 0)
+	r.setWeight(t, rs2, 8080, 0)
 	set := func(m ClientAddr) {
 		t.Helper()
 		if err := r.b.Update(func(tx *Tx) error { return tx.SetClientAddr(r.svc, m) }); err != nil {
@@ -450,7 +450,7 @@ func TestTOAMSSFollowsMTU(t *testing.T) {
 	if err := r.b.Update(func(tx *Tx) error { return tx.SetClientAddr(r.svc, ClientAddrTOA) }); err != nil {
 		t.Fatal(err)
 	}
-	r.svc.SetWeight(rs2, 8080, 0)
+	r.setWeight(t, rs2, 8080, 0)
 	plainTOAConn(t, r, 47000, 1, 8960, 9000-48)
 }
 

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"slices"
+	"sync/atomic"
 )
 
 // Tx is a set of control-plane changes made as one. Each change is
@@ -17,23 +18,25 @@ import (
 // configuration loaded or reloaded, each control API call, a restore
 // (tapvsadm -R).
 //
-// A Tx costs one pass over the services (to index their addresses) and one
-// rebuild of the lookup snapshot however many changes it holds, so loading
-// n services is O(n), not n rebuilds of n.
+// A Tx costs what it changes, however many services there are: the
+// services it adds and deletes are kept apart from the snapshot it
+// started from (base), the address index is the balancer's own with the
+// Tx's counts on top (delta), and the commit makes the next snapshot from
+// the last by the changes alone (snapshot.go). Loading n services in one
+// Tx is O(n), and so are n Txs of one service each (an ipvsadm script).
 type Tx struct {
-	b      *Balancer
-	list   []*Service // the services as they will be
-	byKey  map[svcKey]*Service
-	stages map[*Service]*stage
-	owned  bool       // list and byKey are the Tx's copies
-	gone   []*Service // deleted, to retire at commit
-	// goneSet marks what list still holds of gone: list is compacted once
-	// when next read, not at every deletion (a clear of n services would
-	// otherwise cost n²).
-	goneSet map[*Service]bool
-	idx     *addrIndex // built at the first change that needs it
-	deflt   *Timeouts  // new default timeouts, set at commit
-	n       int        // changes made
+	b          *Balancer
+	base       *serviceSet          // the published snapshot the Tx started from
+	added      []*Service           // made by this Tx and not deleted, in order
+	addedByKey map[svcKey]*Service  // of added
+	gone       []*Service           // published services deleted, to retire at commit
+	goneSet    map[*Service]bool    // of gone
+	list       []*Service           // services() as last built; nil: to build again
+	stages     map[*Service]*stage  //
+	delta      addrCounts           // the Tx's changes to b.idx's counts
+	retired    map[netip.Addr]int64 // connections of retiring LIPs by address, built at first need
+	deflt      *Timeouts            // new default timeouts, set at commit
+	n          int                  // changes made
 }
 
 // stage holds what a Tx changes in one service until it commits.
@@ -45,20 +48,17 @@ type stage struct {
 	client   *ClientAddr
 	ts       *Timestamps
 	timeouts *Timeouts
-	// dests is the list as it will be; what the Tx did to the list is kept
-	// apart (added, deleted, weights) and done again at commit on the list
-	// as it is then, so that a health check's change made meanwhile is not
-	// undone.
+	// dests is the list as it will be, published whole at commit: a Tx is
+	// the only writer of a service's list (the health checker's changes are
+	// Txs too), so nothing can have changed it meanwhile.
 	dests   []*Dest
 	owned   bool              // dests is the stage's copy (the published list is never written)
 	byKey   map[destKey]*Dest // of dests, built at first use
-	added   []*Dest
-	isNew   map[*Dest]bool // of added: not published yet
-	deleted map[destKey]bool
-	weights map[*Dest]int
-	laddrs  *[]*LocalAddr // nil: unchanged
-	retire  []*LocalAddr  // LIPs taken off
-	defence *policy       // nil: unchanged (defence.go)
+	isNew   map[*Dest]bool    // added by this Tx: not published yet
+	weights map[*Dest]int     // of published servers
+	laddrs  *[]*LocalAddr     // nil: unchanged
+	retire  []*LocalAddr      // LIPs taken off
+	defence *policy           // nil: unchanged (defence.go)
 }
 
 type destKey struct {
@@ -91,8 +91,7 @@ func (st *stage) mutable() {
 func (b *Balancer) Update(fn func(tx *Tx) error) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	cur := b.set.Load()
-	tx := &Tx{b: b, list: cur.list, byKey: cur.byKey, stages: map[*Service]*stage{}}
+	tx := &Tx{b: b, base: b.set.Load(), addedByKey: map[svcKey]*Service{}, stages: map[*Service]*stage{}, delta: addrCounts{}}
 	if err := fn(tx); err != nil {
 		return err
 	}
@@ -107,40 +106,56 @@ func (tx *Tx) Changes() int { return tx.n }
 // copy, which later changes do not move under its reader.
 func (tx *Tx) Services() []*Service { return slices.Clone(tx.services()) }
 
+// services builds the list of services as the Tx leaves them (O(n): for
+// the changes that read them all) and keeps it until the next addition or
+// deletion.
 func (tx *Tx) services() []*Service {
-	if len(tx.goneSet) > 0 {
-		tx.list = slices.DeleteFunc(tx.list, func(x *Service) bool { return tx.goneSet[x] })
-		clear(tx.goneSet)
+	if tx.list == nil {
+		base := tx.base.services()
+		list := make([]*Service, 0, len(base)-len(tx.gone)+len(tx.added))
+		for _, s := range base {
+			if !tx.goneSet[s] {
+				list = append(list, s)
+			}
+		}
+		tx.list = append(list, tx.added...)
 	}
 	return tx.list
 }
 
+// lookup finds a service by key as the transaction leaves it so far.
+func (tx *Tx) lookup(k svcKey) *Service {
+	if s := tx.addedByKey[k]; s != nil {
+		return s
+	}
+	if s := tx.base.service(k); s != nil && !tx.goneSet[s] {
+		return s
+	}
+	return nil
+}
+
+// live refuses a change to a service that the Tx does not hold (one
+// deleted, by this Tx or before it): its addresses are no longer counted,
+// so nothing of it may claim or give one back.
+func (tx *Tx) live(s *Service) error {
+	if tx.lookup(s.key) != s {
+		return fmt.Errorf("service %s: %w", s, ErrNoService)
+	}
+	return nil
+}
+
 // Service finds a service as the transaction leaves it so far.
 func (tx *Tx) Service(proto Protocol, addr netip.Addr, port uint16) (*Service, error) {
-	if s := tx.byKey[svcKey{addr: addr.As16(), port: port, proto: proto}]; s != nil {
+	if s := tx.lookup(svcKey{addr: addr.As16(), port: port, proto: proto}); s != nil {
 		return s, nil
 	}
 	return nil, fmt.Errorf("%s %s: %w", proto, netip.AddrPortFrom(addr, port), ErrNoService)
 }
 
-// own makes the list and key map the transaction's own copies before it
-// changes them.
-func (tx *Tx) own() {
-	if !tx.owned {
-		tx.owned = true
-		tx.list = slices.Clone(tx.list)
-		m := make(map[svcKey]*Service, len(tx.byKey)+1)
-		for k, v := range tx.byKey {
-			m[k] = v
-		}
-		tx.byKey = m
-	}
-}
-
 func (tx *Tx) stage(s *Service) *stage {
 	st := tx.stages[s]
 	if st == nil {
-		st = &stage{dests: s.Dests(), deleted: map[destKey]bool{}, weights: map[*Dest]int{}, isNew: map[*Dest]bool{}}
+		st = &stage{dests: s.Dests(), weights: map[*Dest]int{}, isNew: map[*Dest]bool{}}
 		tx.stages[s] = st
 	}
 	return st
@@ -152,6 +167,14 @@ func (tx *Tx) Dests(s *Service) []*Dest {
 		return st.dests
 	}
 	return s.Dests()
+}
+
+// Dest finds a real server of a service as the transaction leaves it.
+func (tx *Tx) Dest(s *Service, addr netip.Addr, port uint16) *Dest {
+	if st := tx.stages[s]; st != nil {
+		return st.dest(addr, port)
+	}
+	return s.Dest(addr, port)
 }
 
 // LocalAddrs are a service's LIPs as the transaction leaves them.
@@ -209,13 +232,14 @@ func (tx *Tx) AddService(sc ServiceConfig) (*Service, error) {
 		return nil, fmt.Errorf("%s: timeouts: %w", where, err)
 	}
 	key := svcKey{addr: sc.Addr.As16(), port: sc.Port, proto: sc.Protocol}
-	if old := tx.byKey[key]; old != nil {
+	if old := tx.lookup(key); old != nil {
 		return nil, fmt.Errorf("service %s: %w", old, ErrServiceExists)
 	}
-	if err := tx.index().claim(sc.Addr, roleVIP); err != nil {
+	if err := tx.claim(sc.Addr, roleVIP); err != nil {
 		return nil, fmt.Errorf("VIP %s %w", sc.Addr, err)
 	}
-	s := &Service{Addr: sc.Addr, Port: sc.Port, Protocol: sc.Protocol, key: key, readers: b.readers}
+	b.seq++
+	s := &Service{Addr: sc.Addr, Port: sc.Port, Protocol: sc.Protocol, key: key, seq: b.seq, readers: b.readers}
 	s.name.Store(&sc.Name)
 	s.schedName.Store(&sc.Scheduler)
 	s.timeouts.Store(&to)
@@ -224,9 +248,9 @@ func (tx *Tx) AddService(sc ServiceConfig) (*Service, error) {
 	s.timestamps.Store(uint32(sc.Timestamps))
 	s.dests.Store(&destSet{sched: newScheduler(sc.Scheduler, nil)})
 	s.laddrs.Store(&[]*LocalAddr{})
-	tx.own()
-	tx.list = append(tx.list, s)
-	tx.byKey[key] = s
+	tx.added = append(tx.added, s)
+	tx.addedByKey[key] = s
+	tx.list = nil
 	tx.stage(s).fresh = true
 	tx.n++
 	return s, nil
@@ -235,34 +259,41 @@ func (tx *Tx) AddService(sc ServiceConfig) (*Service, error) {
 // DeleteService removes a virtual service. New flows to it are dropped as
 // no_service; its open connections continue until they end, as in IPVS.
 func (tx *Tx) DeleteService(s *Service) {
-	tx.own()
-	if tx.goneSet == nil {
-		tx.goneSet = map[*Service]bool{}
+	if tx.live(s) != nil {
+		return // already gone
 	}
-	tx.goneSet[s] = true
-	delete(tx.byKey, s.key)
-	if tx.idx != nil {
-		tx.idx.release(s.Addr, roleVIP)
-		for _, l := range tx.LocalAddrs(s) {
-			tx.idx.release(l.Addr, roleLIP)
-		}
-		for _, d := range tx.Dests(s) {
-			tx.idx.release(d.Addr, roleRS)
-		}
-		tx.idx.retiring(tx.LocalAddrs(s))
+	tx.deleteService(s)
+}
+
+// deleteService deletes a service the Tx holds.
+func (tx *Tx) deleteService(s *Service) {
+	tx.release(s.Addr, roleVIP)
+	for _, l := range tx.LocalAddrs(s) {
+		tx.release(l.Addr, roleLIP)
+	}
+	for _, d := range tx.Dests(s) {
+		tx.release(d.Addr, roleRS)
 	}
 	if st := tx.stages[s]; st != nil && st.fresh {
 		delete(tx.stages, s)
+		delete(tx.addedByKey, s.key)
+		tx.added = slices.DeleteFunc(tx.added, func(x *Service) bool { return x == s })
 	} else {
+		tx.retiring(tx.LocalAddrs(s))
+		if tx.goneSet == nil {
+			tx.goneSet = map[*Service]bool{}
+		}
+		tx.goneSet[s] = true
 		tx.gone = append(tx.gone, s)
 	}
+	tx.list = nil
 	tx.n++
 }
 
 // Clear removes every service (ipvsadm -C).
 func (tx *Tx) Clear() {
 	for _, s := range slices.Clone(tx.services()) {
-		tx.DeleteService(s)
+		tx.deleteService(s)
 	}
 }
 
@@ -349,6 +380,9 @@ func (tx *Tx) Timeouts(s *Service) Timeouts {
 // AddDest adds a real server to a service.
 func (tx *Tx) AddDest(s *Service, addr netip.Addr, port uint16, weight int) (*Dest, error) {
 	rs := netip.AddrPortFrom(addr, port)
+	if err := tx.live(s); err != nil {
+		return nil, err
+	}
 	if err := tx.b.cfg.checkRS(addr, port); err != nil {
 		return nil, fmt.Errorf("real server %s %w", rs, err)
 	}
@@ -362,20 +396,20 @@ func (tx *Tx) AddDest(s *Service, addr netip.Addr, port uint16, weight int) (*De
 	if st.dest(addr, port) != nil {
 		return nil, fmt.Errorf("real server %s: %w", rs, ErrDestExists)
 	}
-	if err := tx.index().claim(addr, roleRS); err != nil {
+	if err := tx.claim(addr, roleRS); err != nil {
 		return nil, fmt.Errorf("real server %s %w", rs, err)
 	}
 	d := s.newDest(addr, port, weight)
 	// A server that another entry already reaches has a known next hop:
 	// the new entry starts with it, so its first connection does not
 	// wait for a resolution (no_neighbor).
-	d.mac.Store(tx.index().mac[addr])
+	if u := tx.b.idx.use[addr]; u != nil {
+		d.mac.Store(u.mac.Load())
+	}
 	st.mutable()
 	st.dests = append(st.dests, d)
 	st.byKey[destKey{addr, port}] = d
-	st.added = append(st.added, d)
 	st.isNew[d] = true
-	delete(st.deleted, destKey{addr, port})
 	tx.n++
 	return d, nil
 }
@@ -403,6 +437,9 @@ func (tx *Tx) SetWeight(s *Service, addr netip.Addr, port uint16, weight int) er
 // DeleteDest removes a real server. Its open connections continue until
 // they close or expire, as in IPVS.
 func (tx *Tx) DeleteDest(s *Service, addr netip.Addr, port uint16) error {
+	if err := tx.live(s); err != nil {
+		return err
+	}
 	st := tx.stage(s)
 	d := st.dest(addr, port)
 	if d == nil {
@@ -411,22 +448,18 @@ func (tx *Tx) DeleteDest(s *Service, addr netip.Addr, port uint16) error {
 	st.mutable()
 	st.dests = slices.DeleteFunc(st.dests, func(x *Dest) bool { return x == d })
 	delete(st.byKey, destKey{addr, port})
-	if st.isNew[d] {
-		st.added = slices.DeleteFunc(st.added, func(x *Dest) bool { return x == d })
-		delete(st.isNew, d)
-	} else {
-		st.deleted[destKey{addr, port}] = true
-		delete(st.weights, d)
-	}
-	if tx.idx != nil {
-		tx.idx.release(addr, roleRS)
-	}
+	delete(st.isNew, d)
+	delete(st.weights, d)
+	tx.release(addr, roleRS)
 	tx.n++
 	return nil
 }
 
 // AddLocalAddr adds a LIP to a service.
 func (tx *Tx) AddLocalAddr(s *Service, addr netip.Addr) (*LocalAddr, error) {
+	if err := tx.live(s); err != nil {
+		return nil, err
+	}
 	if err := tx.b.cfg.checkLIP(addr); err != nil {
 		return nil, fmt.Errorf("local address %s %w", addr, err)
 	}
@@ -437,7 +470,7 @@ func (tx *Tx) AddLocalAddr(s *Service, addr netip.Addr) (*LocalAddr, error) {
 	if slices.ContainsFunc(cur, func(l *LocalAddr) bool { return l.Addr == addr }) {
 		return nil, fmt.Errorf("local address %s: %w", addr, ErrLocalAddrExists)
 	}
-	if err := tx.index().claim(addr, roleLIP); err != nil {
+	if err := tx.claim(addr, roleLIP); err != nil {
 		return nil, fmt.Errorf("local address %s %w", addr, err)
 	}
 	l := &LocalAddr{Addr: addr, a16: addr.As16()}
@@ -451,6 +484,9 @@ func (tx *Tx) AddLocalAddr(s *Service, addr netip.Addr) (*LocalAddr, error) {
 // DeleteLocalAddr takes a LIP off a service. Connections bound to it keep
 // working until they end.
 func (tx *Tx) DeleteLocalAddr(s *Service, addr netip.Addr) error {
+	if err := tx.live(s); err != nil {
+		return err
+	}
 	cur := tx.LocalAddrs(s)
 	i := slices.IndexFunc(cur, func(l *LocalAddr) bool { return l.Addr == addr })
 	if i < 0 {
@@ -460,10 +496,8 @@ func (tx *Tx) DeleteLocalAddr(s *Service, addr netip.Addr) error {
 	next := slices.Delete(slices.Clone(cur), i, i+1)
 	st.laddrs = &next
 	st.retire = append(st.retire, cur[i])
-	if tx.idx != nil {
-		tx.idx.release(addr, roleLIP)
-		tx.idx.retiring(cur[i : i+1])
-	}
+	tx.release(addr, roleLIP)
+	tx.retiring(cur[i : i+1])
 	tx.n++
 	return nil
 }
@@ -487,24 +521,79 @@ func (tx *Tx) DefaultTimeouts() Timeouts {
 }
 
 // commit publishes the staged changes: each service's own lists first, then
-// the balancer's lookup snapshot, once. Caller holds b.mu.
+// the address index and the balancer's lookup snapshot, each by what the
+// Tx changed. A LIP taken off (or a deleted service's VIP) that open
+// connections still use keeps its count in the snapshot, so the stack
+// keeps answering for it, until the sweep finds them ended
+// (pruneRetired). Caller holds b.mu.
 func (tx *Tx) commit() {
 	b := tx.b
 	if tx.deflt != nil {
 		b.cfg.Timeouts = *tx.deflt
 	}
+	vips, lips := map[addr16]int32{}, map[addr16]int32{}
+	var newDests []*Dest
 	for s, st := range tx.stages {
+		var old []*LocalAddr
+		if !st.fresh {
+			old = s.LocalAddrs()
+		}
 		s.commit(st)
+		if st.fresh {
+			vips[s.key.addr]++
+		}
+		if st.laddrs != nil {
+			for _, l := range *st.laddrs {
+				if !slices.Contains(old, l) {
+					lips[l.a16]++
+				}
+			}
+			for _, l := range old {
+				if !slices.Contains(*st.laddrs, l) {
+					b.retireLIP(l, lips)
+				}
+			}
+		}
+		for _, d := range st.dests {
+			if st.isNew[d] {
+				newDests = append(newDests, d)
+			}
+		}
 	}
 	for _, s := range tx.gone {
-		b.retire(s)
+		if s.conns() > 0 {
+			b.retiredSvcs = append(b.retiredSvcs, s)
+		} else {
+			vips[s.key.addr]--
+		}
+		for _, l := range s.LocalAddrs() {
+			b.retireLIP(l, lips)
+		}
 	}
-	for _, st := range tx.stages {
-		b.retireLIPs(st.retire)
+	b.idx.apply(tx.delta)
+	for _, d := range newDests {
+		// Where the next hop it learns is kept for the address; one it
+		// was given before (a health check's, a test's) is kept there now.
+		u := b.idx.use[d.Addr]
+		if m := d.mac.Load(); m != 0 {
+			u.mac.Store(m)
+		}
+		d.hop.Store(u)
 	}
+	b.pruneRetired(vips, lips)
 	if tx.n > 0 {
-		b.publish(tx.services())
+		b.publish(tx.added, tx.gone, vips, lips, newDests)
 	}
+}
+
+// retireLIP takes a LIP off the snapshot's count, or keeps it there while
+// connections use it. Caller holds b.mu.
+func (b *Balancer) retireLIP(l *LocalAddr, lips map[addr16]int32) {
+	if l.inUse.Load() > 0 {
+		b.retired = append(b.retired, l)
+		return
+	}
+	lips[l.a16]--
 }
 
 // commit applies a Tx's stage to the service.
@@ -535,27 +624,15 @@ func (s *Service) commit(st *stage) {
 	if st.defence != nil {
 		s.install(st.defence)
 	}
-	cur := s.dests.Load().all
-	next, changed := cur, st.sched != nil || len(st.weights) > 0
-	if len(st.deleted) > 0 || len(st.added) > 0 {
-		changed = true
-		next = make([]*Dest, 0, len(cur)+len(st.added))
-		for _, d := range cur {
-			if st.deleted[destKey{d.Addr, d.Port}] {
-				s.gone.add(d.Traffic())
-				continue
-			}
-			next = append(next, d)
-		}
-		present := make(map[destKey]bool, len(next))
+	next, changed := s.dests.Load().all, st.sched != nil || len(st.weights) > 0
+	if st.owned {
+		// The servers taken off keep their counts in the service's.
 		for _, d := range next {
-			present[destKey{d.Addr, d.Port}] = true
-		}
-		for _, d := range st.added {
-			if !present[destKey{d.Addr, d.Port}] { // the health checker may have put it back meanwhile
-				next = append(next, d)
+			if st.dest(d.Addr, d.Port) != d {
+				s.gone.add(d.Traffic())
 			}
 		}
+		next, changed = st.dests, true
 	}
 	for d, w := range st.weights {
 		d.weight.Store(int32(w))
@@ -578,83 +655,112 @@ const (
 
 var roleNames = [numRoles]string{"a VIP", "a local address", "a real server"}
 
+// addrIndex counts the published services' addresses by role; a Tx
+// counts its changes apart (addrCounts) and applies them at commit.
 type addrIndex struct {
-	use map[netip.Addr]*[numRoles]int
-	// mac is a real server's next hop as an entry of it already knows it
-	// (Dest.mac's form), for a new entry of the same address.
-	mac map[netip.Addr]uint64
-	// retired are LIPs taken off their services that connections still use:
-	// they stay the server side's addresses until those end.
-	retired map[netip.Addr]int64
+	use map[netip.Addr]*addrUse
 }
 
-// index builds the address index of the transaction's services.
-func (tx *Tx) index() *addrIndex {
-	if tx.idx != nil {
-		return tx.idx
-	}
-	x := &addrIndex{use: map[netip.Addr]*[numRoles]int{}, mac: map[netip.Addr]uint64{}, retired: map[netip.Addr]int64{}}
-	for _, s := range tx.services() {
-		x.add(s.Addr, roleVIP)
-		for _, l := range tx.LocalAddrs(s) {
-			x.add(l.Addr, roleLIP)
+type addrUse struct {
+	n [numRoles]int32
+	// mac is the next hop the last entry of this address to learn one
+	// learned (Dest.SetNextHopMAC): a new entry of the address starts
+	// with it.
+	mac atomic.Uint64
+}
+
+type addrCounts map[netip.Addr]*[numRoles]int32
+
+func newAddrIndex() *addrIndex { return &addrIndex{use: map[netip.Addr]*addrUse{}} }
+
+// apply adds a Tx's counts, letting go of addresses no longer used.
+func (x *addrIndex) apply(d addrCounts) {
+	for a, c := range d {
+		u := x.use[a]
+		if u == nil {
+			u = &addrUse{}
+			x.use[a] = u
 		}
-		for _, d := range tx.Dests(s) {
-			x.add(d.Addr, roleRS)
-			if m := d.mac.Load(); m != 0 {
-				x.mac[d.Addr] = m
-			}
+		zero := true
+		for r := range c {
+			u.n[r] += c[r]
+			zero = zero && u.n[r] == 0
+		}
+		if zero {
+			delete(x.use, a)
 		}
 	}
-	for _, l := range tx.b.retired {
-		x.retiring([]*LocalAddr{l})
-	}
-	for _, s := range tx.gone {
-		x.retiring(s.LocalAddrs())
-	}
-	for _, st := range tx.stages {
-		x.retiring(st.retire)
-	}
-	tx.idx = x
-	return x
 }
 
-func (x *addrIndex) add(a netip.Addr, r addrRole) {
-	u := x.use[a]
-	if u == nil {
-		u = new([numRoles]int)
-		x.use[a] = u
+// count is how many of the Tx's services hold a in role r.
+func (tx *Tx) count(a netip.Addr, r addrRole) int32 {
+	var n int32
+	if u := tx.b.idx.use[a]; u != nil {
+		n = u.n[r]
 	}
-	u[r]++
+	if c := tx.delta[a]; c != nil {
+		n += c[r]
+	}
+	return n
 }
 
-func (x *addrIndex) release(a netip.Addr, r addrRole) {
-	if u := x.use[a]; u != nil && u[r] > 0 {
-		u[r]--
+func (tx *Tx) release(a netip.Addr, r addrRole) {
+	if tx.count(a, r) > 0 {
+		tx.counts(a)[r]--
 	}
 }
 
-func (x *addrIndex) retiring(ls []*LocalAddr) {
+func (tx *Tx) counts(a netip.Addr) *[numRoles]int32 {
+	c := tx.delta[a]
+	if c == nil {
+		c = new([numRoles]int32)
+		tx.delta[a] = c
+	}
+	return c
+}
+
+// retiring notes LIPs taken off that connections still use: until those
+// end they stay the server side's addresses, which no VIP or real server
+// may take.
+func (tx *Tx) retiring(ls []*LocalAddr) {
+	if tx.retired == nil {
+		return // built from the Tx's deletions when first needed
+	}
 	for _, l := range ls {
 		if n := l.inUse.Load(); n > 0 {
-			x.retired[l.Addr] += n
+			tx.retired[l.Addr] += n
 		}
 	}
+}
+
+// retiredConns is how many connections use a as a retiring LIP.
+func (tx *Tx) retiredConns(a netip.Addr) int64 {
+	if tx.retired == nil {
+		tx.retired = map[netip.Addr]int64{}
+		tx.retiring(tx.b.retired)
+		for _, s := range tx.gone {
+			tx.retiring(s.LocalAddrs())
+		}
+		for _, st := range tx.stages {
+			tx.retiring(st.retire)
+		}
+	}
+	return tx.retired[a]
 }
 
 // claim takes address a for role r, unless it already has another role.
-func (x *addrIndex) claim(a netip.Addr, r addrRole) error {
-	if u := x.use[a]; u != nil {
-		for other, n := range u {
-			if n > 0 && addrRole(other) != r {
-				return fmt.Errorf("is already %s", roleNames[other])
-			}
+func (tx *Tx) claim(a netip.Addr, r addrRole) error {
+	for other := range numRoles {
+		if other != r && tx.count(a, other) > 0 {
+			return fmt.Errorf("is already %s", roleNames[other])
 		}
 	}
-	if n := x.retired[a]; n > 0 && r != roleLIP {
-		return fmt.Errorf("is still the local address of %d connections", n)
+	if r != roleLIP {
+		if n := tx.retiredConns(a); n > 0 {
+			return fmt.Errorf("is still the local address of %d connections", n)
+		}
 	}
-	x.add(a, r)
+	tx.counts(a)[r]++
 	return nil
 }
 
@@ -662,8 +768,8 @@ func (x *addrIndex) claim(a netip.Addr, r addrRole) error {
 // addressing, and throws it away: the rules of a Tx checked without a
 // running balancer (a configuration file's validation).
 func DryRun(cfg Config, fn func(tx *Tx) error) error {
-	b := &Balancer{cfg: cfg, readers: 1}
-	b.set.Store(&serviceSet{byKey: map[svcKey]*Service{}, vips: map[addr16]struct{}{}, lips: map[addr16]struct{}{}})
+	b := &Balancer{cfg: cfg, readers: 1, idx: newAddrIndex()}
+	b.set.Store(&serviceSet{})
 	err := b.Update(func(tx *Tx) error {
 		if err := fn(tx); err != nil {
 			return err

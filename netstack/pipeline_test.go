@@ -87,8 +87,11 @@ func testBalancer(tb testing.TB) *nat.Balancer {
 	if _, err := bal.AddLocalAddr(svc, netip.MustParseAddr("172.25.84.10")); err != nil {
 		tb.Fatal(err)
 	}
-	d, err := svc.AddDest(netip.MustParseAddr("10.20.1.2"), 80, 1)
-	if err != nil {
+	var d *nat.Dest
+	if err := bal.Update(func(tx *nat.Tx) error {
+		d, err = tx.AddDest(svc, netip.MustParseAddr("10.20.1.2"), 80, 1)
+		return err
+	}); err != nil {
 		tb.Fatal(err)
 	}
 	d.SetNextHopMAC([6]byte{2, 0, 0, 0, 0, 3})

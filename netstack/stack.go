@@ -274,6 +274,45 @@ func (st *Stack) SetAddresses(side nat.Side, want []netip.Addr) error {
 	return errors.Join(errs...)
 }
 
+// ChangeAddresses adds and removes the VIPs and LIPs the balancer's
+// changes name (nat.Balancer.Changes), as SetAddresses would with the
+// whole lists but in the time of the changes: an address already there
+// (or already gone) is left as it is, and the sides' own addresses are
+// never touched.
+func (st *Stack) ChangeAddresses(changes []nat.Change) error {
+	st.addrMu.Lock()
+	defer st.addrMu.Unlock()
+	var errs []error
+	for _, c := range changes {
+		if c.Dest != nil {
+			continue
+		}
+		id, own := ClientNIC, st.ownClient
+		if c.Side == nat.ServerSide {
+			id, own = ServerNIC, st.ownServer
+		}
+		a := c.Addr.Unmap()
+		if a == own[0] || a == own[1] {
+			continue
+		}
+		if c.Added {
+			pa := tcpip.ProtocolAddress{Protocol: protocol(a), AddressWithPrefix: tcpip.AddressWithPrefix{Address: toTCPIP(a), PrefixLen: a.BitLen()}}
+			if err := st.s.AddProtocolAddress(id, pa, stack.AddressProperties{}); err != nil {
+				if _, dup := err.(*tcpip.ErrDuplicateAddress); !dup {
+					errs = append(errs, fmt.Errorf("%s side: add %s: %s", c.Side, a, err))
+				}
+			}
+			continue
+		}
+		if err := st.s.RemoveAddress(id, toTCPIP(a)); err != nil {
+			if _, gone := err.(*tcpip.ErrBadLocalAddress); !gone {
+				errs = append(errs, fmt.Errorf("%s side: remove %s: %s", c.Side, a, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // SetOwnPorts is the ephemeral port range of the stack's own connections
 // (health checks from LIPs): it must not overlap the balancer's local ports.
 func (st *Stack) SetOwnPorts(lo, hi uint16) error {
