@@ -320,16 +320,42 @@ func (b *Balancer) fromClient(set *serviceSet, p *pkt, dst *addr16, f *Frame) Ve
 	off, start, ts := c.seqOff.Load(), c.pp.first(), c.tsOff.Load()
 	reuse := false
 	if flags&(tcpflag.SYN|tcpflag.ACK|tcpflag.RST|tcpflag.FIN) == tcpflag.SYN {
-		if st := c.state.Load(); st == stTimeWait || st == stClose {
-			// The client reuses its port for a new connection while the
-			// entry of its last one on it lingers: the server, which may
-			// hold that one in TIME_WAIT, gets a fresh ISN and timestamp
-			// start too (seq.go). Stored only once the SYN is known good:
-			// one that is dropped changes nothing.
+		// The client reuses its port for a new connection while the entry
+		// of its last one on it lingers: the server, which may hold that
+		// one in TIME_WAIT, gets a fresh ISN and timestamp start too
+		// (seq.go). Stored only once the SYN is known good: one that is
+		// dropped changes nothing.
+		isn := binary.BigEndian.Uint32(p.b[p.l4+4:])
+		st := c.state.Load()
+		renew := st == stTimeWait || st == stClose
+		switch {
+		case c.pp == nil:
+		case !c.pp.past.Load():
+			// A PROXY connection's header goes where the server's stream
+			// starts, and a SYN may start one: the server takes it for a
+			// new connection wherever it has none on the tuple (a client's
+			// RST in SYN_RECV took its half-open one, while tapvs's entry
+			// stays), and may still hold the first one, waiting for its
+			// header. Until the server has acknowledged the header, a SYN
+			// is mapped onto the server's first ISN, whatever its own:
+			// whichever connection the server keeps, its stream starts at
+			// S, where the header goes, and no other start is made.
+			renew = false
+			if isn+1 != start {
+				if !p.l4Valid() {
+					return b.Stats.drop(DropBadChecksum)
+				}
+				off, start, reuse = off+start-(isn+1), isn+1, true
+			}
+		case isn+1 != start && !renew:
+			// Past the header, an open connection keeps its stream: a SYN
+			// with another ISN could only start a second one.
+			return b.Stats.drop(DropProxyOverlap)
+		}
+		if renew {
 			if !p.l4Valid() {
 				return b.Stats.drop(DropBadChecksum)
 			}
-			isn := binary.BigEndian.Uint32(p.b[p.l4+4:])
 			off, ts = b.serverStart(c, isn)
 			start, reuse = isn+1, true
 		}
@@ -351,6 +377,7 @@ func (b *Balancer) fromClient(set *serviceSet, p *pkt, dst *addr16, f *Frame) Ve
 		c.tsOff.Store(tsAfter)
 		if c.pp != nil {
 			c.pp.start.Store(start)
+			c.pp.past.Store(false)
 		}
 	case tsAfter != ts:
 		// The SYN fixed the timestamp offset; a retransmission of it on
@@ -445,6 +472,9 @@ func (b *Balancer) fromServer(p *pkt, dst *addr16, f *Frame) Verdict {
 		}
 	case p.proto == protoTCP:
 		c.noteAck(dirOut, p.b[p.l4:], flags) // raw: the server's own numbers, what an RST to it must carry
+		if c.pp != nil && flags&tcpflag.ACK != 0 {
+			c.pp.sawAck(binary.BigEndian.Uint32(p.b[p.l4+8:]), c.pp.start.Load()+c.seqOff.Load())
+		}
 		acc, ok := seqToClient(c, p.b[p.l4:], uint32(l4Delta))
 		if !ok {
 			return b.Stats.drop(DropBadOptions)

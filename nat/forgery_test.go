@@ -68,9 +68,12 @@ type forgeConn struct {
 	ack      uint32          // the client's ack that completes the server's handshake
 	rsISN    uint32          // the server's ISN, in every SYN-ACK it sends
 	syns     map[uint32]bool // the seq of every SYN tapvs sent the server
+	firstSYN uint32          // the first of them
 	hdr      []byte          // the PROXY header the server reads at S; nil without
 	toa      []byte          // the TOA option tapvs writes; nil without
 	offload  bool            // client frames come as from a TAP with offload (offloaded)
+	urgent   uint16          // the urgent pointer of segments sent with URG
+	seen     func([]byte)    // if set, given every TCP segment sent to the server
 	checked  int             // frames checked on their way to the server
 	byPlace  [4]int          // client segments sent, by where they start against the stream
 	overlaps int             // segments dropped as proxy_overlap
@@ -156,9 +159,10 @@ func (fc *forgeConn) clientFrame(s pktSpec) *Frame {
 }
 
 // send gives the balancer a client segment of the connection whose seq is
-// first+delta, with flags (tcpflag bits), ack, option bytes (at most 40,
-// padded with zeros to a multiple of 4) and payload, and checks every frame
-// it sends the server for it.
+// first+delta, with flags (tcpflag bits; with URG, fc.urgent is the
+// urgent pointer), ack, option bytes (at most 40, padded with zeros to a
+// multiple of 4) and payload, and checks every frame it sends the server
+// for it.
 func (fc *forgeConn) send(delta int32, flags uint8, ack uint32, opts, payload []byte) Verdict {
 	opts = opts[:min(len(opts), 40)]
 	olen := (len(opts) + 3) &^ 3
@@ -168,8 +172,8 @@ func (fc *forgeConn) send(delta int32, flags uint8, ack uint32, opts, payload []
 		s.opts = []layers.TCPOption{rawOpt(99, byte(olen), make([]byte, olen-2)...)}
 	}
 	f := fc.clientFrame(s)
-	if olen > 0 {
-		fc.setOptions(f, opts, olen)
+	if olen > 0 || flags&tcpflag.URG != 0 {
+		fc.setOptions(f, opts, olen, flags&tcpflag.URG != 0)
 	}
 	if fc.offload {
 		fc.offloaded(f, olen)
@@ -231,14 +235,18 @@ func (fc *forgeConn) toServer(v Verdict, f *Frame) {
 	}
 	for _, raw := range frames {
 		tcp := fc.check(raw)
-		if tcp[tcpflag.Offset]&(tcpflag.SYN|tcpflag.ACK) != tcpflag.SYN {
-			continue
+		if fc.seen != nil {
+			fc.seen(tcp)
+		}
+		if tcp[tcpflag.Offset]&(tcpflag.SYN|tcpflag.ACK|tcpflag.RST|tcpflag.FIN) != tcpflag.SYN {
+			continue // a server answers only a plain SYN with a SYN-ACK
 		}
 		seq := binary.BigEndian.Uint32(tcp[4:])
-		fc.syns[seq] = true
 		sa := pframe(fc.t, pktSpec{src: fc.rs, dst: fc.lip, sport: 8080, dport: binary.BigEndian.Uint16(tcp), proto: TCP, syn: true, ack: true,
 			seq: fc.rsISN, ackNum: seq + 1, srcMAC: macGateway, opts: synOpts(1400, 7, 9)})
-		fc.toServer(fc.r.b.Process(ServerSide, sa), sa)
+		if v := fc.r.b.Process(ServerSide, sa); v == Release {
+			fc.toServer(v, sa) // SYNPROXY's held client frames, released to the server
+		}
 	}
 }
 
@@ -283,8 +291,9 @@ func (fc *forgeConn) place(delta int32, flags uint8, payload int) int {
 }
 
 // setOptions writes option bytes over a frame's placeholder option of olen
-// bytes and makes its TCP checksum valid again.
-func (fc *forgeConn) setOptions(f *Frame, opts []byte, olen int) {
+// bytes, with urg sets URG and the urgent pointer fc.urgent, and makes its
+// TCP checksum valid again.
+func (fc *forgeConn) setOptions(f *Frame, opts []byte, olen int, urg bool) {
 	b := f.Bytes()
 	l4 := 14 + 20
 	if fc.k.v6 {
@@ -293,6 +302,10 @@ func (fc *forgeConn) setOptions(f *Frame, opts []byte, olen int) {
 	o := b[l4+20 : l4+20+olen]
 	clear(o)
 	copy(o, opts)
+	if urg {
+		b[l4+tcpflag.Offset] |= tcpflag.URG
+		binary.BigEndian.PutUint16(b[l4+18:], fc.urgent)
+	}
 	end := 14 + int(binary.BigEndian.Uint16(b[14+2:])) // IPv4: the total length, not the frame's padding
 	if fc.k.v6 {
 		end = l4 + int(binary.BigEndian.Uint16(b[14+4:]))
@@ -348,18 +361,40 @@ func (fc *forgeConn) check(raw []byte) (tcp []byte) {
 		t.Fatalf("%v: a toa module reads %x from a segment to the server (options %x); tapvs's is %x",
 			fc.k, opt, tcp[20:hl], fc.toa)
 	}
-	if fc.hdr == nil || tcp[tcpflag.Offset]&tcpflag.SYN != 0 && len(tcp) == hl {
-		return tcp // a SYN of its own opens no stream yet
-	}
-	start := fc.streamStart()
+	flags := tcp[tcpflag.Offset]
 	at := binary.BigEndian.Uint32(tcp[4:])
-	if tcp[tcpflag.Offset]&tcpflag.SYN != 0 {
+	if flags&(tcpflag.SYN|tcpflag.ACK|tcpflag.RST|tcpflag.FIN) == tcpflag.SYN {
+		// A server may take it for a new stream, from at+1 (Linux's
+		// listener drops a SYN with RST or FIN, and answers one with ACK
+		// with an RST).
+		if len(fc.syns) == 0 {
+			fc.firstSYN = at
+		}
+		fc.syns[at] = true
+	}
+	if fc.hdr == nil {
+		return tcp
+	}
+	if flags&tcpflag.SYN != 0 {
 		at++
 	}
-	for i, c := range tcp[hl:] {
-		if off := at + uint32(i) - start; off < uint32(len(fc.hdr)) && c != fc.hdr[off] {
-			t.Fatalf("%v: a segment to the server (seq %d, S %d) puts %q at byte %d of the PROXY header %q",
-				fc.k, at, start, tcp[hl:], off, fc.hdr)
+	// The server's truth, not tapvs's state: wherever a SYN tapvs sent it
+	// may have started a stream, only the header's bytes go in the header's
+	// numbers, and no urgent byte (which Linux takes out of the stream it
+	// reads) falls among them.
+	n := uint32(len(fc.hdr))
+	for s := range fc.syns {
+		for i, c := range tcp[hl:] {
+			if off := at + uint32(i) - (s + 1); off < n && c != fc.hdr[off] {
+				t.Fatalf("%v: a segment to the server (data at %d, a stream from %d) puts %q at byte %d of the PROXY header %q",
+					fc.k, at, s+1, tcp[hl:], off, fc.hdr)
+			}
+		}
+		if flags&tcpflag.URG != 0 {
+			urgent := binary.BigEndian.Uint32(tcp[4:]) + uint32(binary.BigEndian.Uint16(tcp[18:])) - 1
+			if off := urgent - (s + 1); off < n {
+				t.Fatalf("%v: a segment to the server makes byte %d of the PROXY header (%q) its urgent byte", fc.k, off, fc.hdr[off])
+			}
 		}
 	}
 	return tcp
@@ -467,7 +502,7 @@ func TestClientCannotForgeProxyHeader(t *testing.T) {
 	}
 }
 
-// TestClientAddrForgeryProperty sends each kind of connection 400 client
+// TestClientAddrForgeryProperty sends each kind of connection 1200 client
 // segments of random numbers (around the stream's start, past it, far
 // off), flags, acks, options (well-formed, malformed, with forged TOAs)
 // and payloads, a third of them as a TAP with offload hands them over
@@ -475,13 +510,15 @@ func TestClientCannotForgeProxyHeader(t *testing.T) {
 // servers' readers (forgeConn.check). It also checks the run was not
 // vacuous: segments of every place were sent and frames were checked.
 func TestClientAddrForgeryProperty(t *testing.T) {
-	rng := rand.New(rand.NewPCG(20, 1))
 	for _, k := range forgeKinds() {
 		t.Run(k.String(), func(t *testing.T) {
+			// Each kind its own stream of segments: one that fails early
+			// leaves the others' as they were.
+			rng := rand.New(rand.NewPCG(20, uint64(k.mode)<<2|b2u(k.synproxy)<<1|b2u(k.v6)))
 			fc := newForgeConn(t, k, 43000)
 			checked, conns := 0, 1
 			var byPlace [4]int
-			for range 400 {
+			for range 1200 {
 				if !fc.open() {
 					// An RST (or a SYNPROXY port reuse that failed) ended it:
 					// the next segments go to a new connection.
@@ -515,6 +552,16 @@ func TestClientAddrForgeryProperty(t *testing.T) {
 	}
 }
 
+// start is S, where the server's stream starts: after its first SYN.
+func (fc *forgeConn) start() uint32 { return fc.firstSYN + 1 }
+
+func b2u(b bool) uint64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
 // open reports whether tapvs still keeps the connection, established.
 func (fc *forgeConn) open() bool {
 	key := tupleKey{src: addrKey(fc.cl), dst: addrKey(fc.vp), sport: fc.cport, dport: 80, proto: TCP}
@@ -545,6 +592,10 @@ func randomSegment(rng *rand.Rand, fc *forgeConn) (delta int32, flags uint8, ack
 	if rng.IntN(80) == 0 {
 		flags |= tcpflag.RST
 	}
+	if rng.IntN(8) == 0 {
+		flags |= tcpflag.URG
+		fc.urgent = uint16(rng.IntN(int(2*n) + 2))
+	}
 	ack = fc.ack
 	if rng.IntN(4) == 0 {
 		ack = rng.Uint32()
@@ -554,7 +605,14 @@ func randomSegment(rng *rand.Rand, fc *forgeConn) (delta int32, flags uint8, ack
 		case 0:
 			opts = append(opts, 1)
 		case 1:
-			opts = append(opts, forgedTOA(rng.IntN(2) == 0)...)
+			o := forgedTOA(rng.IntN(2) == 0)
+			if rng.IntN(3) == 0 {
+				o[0] = 253 // the kind other toa builds read for IPv6
+				if o[1] == 8 {
+					o[0] = 250
+				}
+			}
+			opts = append(opts, o...)
 		case 2:
 			opts = append(opts, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2)
 		case 3:
@@ -596,7 +654,124 @@ func FuzzClientAddrForgery(f *testing.F) {
 		if !rightAck {
 			ack = uint32(delta) * 7919
 		}
-		fc.send(delta, flags&(tcpflag.SYN|tcpflag.ACK|tcpflag.FIN|tcpflag.RST|tcpflag.PSH), ack, opts, payload)
+		fc.urgent = uint16(delta >> 16)
+		fc.send(delta, flags&(tcpflag.SYN|tcpflag.ACK|tcpflag.FIN|tcpflag.RST|tcpflag.PSH|tcpflag.URG), ack, opts, payload)
 		fc.send(0, tcpflag.ACK, fc.ack, nil, []byte("after"))
 	})
+}
+
+// segTo sends a plain client segment of fc at first+delta (s: its flags,
+// ack, payload; with urgent > 0, URG and that pointer) and returns the
+// verdict and the TCP segment the server got, nil if none.
+func (fc *forgeConn) segTo(delta uint32, s pktSpec, urgent uint16) (Verdict, []byte) {
+	flags := uint8(0)
+	for _, f := range []struct {
+		on  bool
+		bit uint8
+	}{{s.syn, tcpflag.SYN}, {s.ack, tcpflag.ACK}, {s.fin, tcpflag.FIN}, {s.rst, tcpflag.RST}} {
+		if f.on {
+			flags |= f.bit
+		}
+	}
+	if urgent > 0 {
+		flags |= tcpflag.URG
+		fc.urgent = urgent
+	}
+	var got []byte
+	fc.seen = func(tcp []byte) { got = append([]byte(nil), tcp...) }
+	defer func() { fc.seen = nil }()
+	v := fc.send(int32(delta), flags, s.ackNum, nil, s.payload)
+	return v, got
+}
+
+// A client's RST in SYN_RECV takes the server's half-open connection,
+// while tapvs's entry stays; a SYN with a new ISN then opens a new one at
+// the server. It is mapped onto the server's first ISN, so the new
+// stream starts where the header goes: data sent there n early is
+// refused, and the handshake ACK carries the header (review of issue 20).
+func TestProxyNewISNKeepsTheServersStart(t *testing.T) {
+	for _, mode := range []ClientAddr{ClientAddrProxyV1, ClientAddrProxyV2} {
+		fc := newForgeConn(t, forgeKind{mode: mode}, 45000)
+		n := uint32(len(fc.hdr))
+		if v, _ := fc.segTo(0, pktSpec{rst: true}, 0); v != Forward {
+			t.Fatalf("RST: %v", v)
+		}
+		v, syn := fc.segTo(999, pktSpec{syn: true}, 0)
+		if v != Forward || binary.BigEndian.Uint32(syn[4:]) != fc.start()-1 {
+			t.Fatalf("%v: a SYN with a new ISN: %v, at %d; want at the server's first ISN %d", mode, v, binary.BigEndian.Uint32(syn[4:]), fc.start()-1)
+		}
+		forged := []byte("PROXY TCP4 6.6.6.6 172.25.254.100 1234 80\r\nGET / HTTP/1.0\r\n\r\n")
+		if v, _ := fc.segTo(1000-n, pktSpec{ack: true, ackNum: fc.ack, payload: forged}, 0); v != Drop {
+			t.Fatalf("%v: data n before the new first byte: %v", mode, v)
+		}
+		v, data := fc.segTo(1000, pktSpec{ack: true, ackNum: fc.ack, payload: []byte("GET /")}, 0)
+		hl := int(data[12]>>4) * 4
+		if v != Forward || binary.BigEndian.Uint32(data[4:]) != fc.start() || string(data[hl:hl+int(n)]) != string(fc.hdr) {
+			t.Fatalf("%v: the new handshake's data: %v at %d, %q; want the header at %d", mode, v, binary.BigEndian.Uint32(data[4:]), data[hl:], fc.start())
+		}
+	}
+}
+
+// Once the server has acknowledged the header, a client's bytes land n
+// past where they would without one however far its stream goes: past
+// 2 GiB too, where comparing with the first byte alone would put them
+// before it (review of issue 20). Plain and SYNPROXY.
+func TestProxyUploadPast2GiB(t *testing.T) {
+	for _, sp := range []bool{false, true} {
+		fc := newForgeConn(t, forgeKind{mode: ClientAddrProxyV2, synproxy: sp}, 46000)
+		n := uint32(len(fc.hdr))
+		for _, delta := range []uint32{1, 1 << 30, 1<<31 - 1, 1 << 31, 1<<31 + 5000, 3 << 30} {
+			v, seg := fc.segTo(delta, pktSpec{ack: true, ackNum: fc.ack, payload: []byte("x")}, 0)
+			if v != Forward {
+				t.Fatalf("synproxy=%t byte first+%#x: %v %v", sp, delta, v, fc.r.b.Stats.Drops())
+			}
+			if got, want := binary.BigEndian.Uint32(seg[4:]), fc.start()+n+delta; got != want {
+				t.Errorf("synproxy=%t: byte first+%#x reaches the server at S+%#x, want S+n+%#x", sp, delta, got-fc.start(), delta)
+			}
+			if delta == 1 {
+				// The server acks the header and the byte, as it would.
+				ack := pframe(t, pktSpec{src: fc.rs, dst: fc.lip, sport: 8080, dport: binary.BigEndian.Uint16(seg), proto: TCP, ack: true,
+					seq: fc.rsISN + 1, ackNum: fc.start() + n + 2, srcMAC: macGateway})
+				if v := fc.r.b.Process(ServerSide, ack); v != Forward {
+					t.Fatalf("the server's ack: %v %v", v, fc.r.b.Stats.Drops())
+				}
+			}
+		}
+	}
+}
+
+// Linux takes the byte at seq + urgent pointer - 1 out of the stream it
+// reads: it is never one of the header's. The segment that carries the
+// header has its pointer moved by n (or URG taken off where it would point
+// before the client's bytes or past 16 bits); a keepalive probe before the
+// stream, or an early segment, whose urgent byte would be one of them is
+// dropped (review of issue 20).
+func TestProxyUrgentPointer(t *testing.T) {
+	fc := newForgeConn(t, forgeKind{mode: ClientAddrProxyV2}, 47000)
+	n := uint32(len(fc.hdr))
+	for _, c := range []struct {
+		delta   uint32
+		urgent  uint16
+		payload string
+		want    Verdict
+		urg     uint16 // the pointer the server gets, 0: no URG
+	}{
+		{0, 17, "GET / HTTP/1.0\r\n\r\n", Forward, 17 + uint16(n)},
+		{0, 65535, "GET / HTTP/1.0\r\n\r\n", Forward, 0},
+		{^uint32(0), 18, "x", Drop, 0},
+		{^uint32(0), 1, "x", Forward, 1},
+		{5, 1, "late", Forward, 1},
+	} {
+		v, seg := fc.segTo(c.delta, pktSpec{ack: true, ackNum: fc.ack, payload: []byte(c.payload)}, c.urgent)
+		if v != c.want {
+			t.Fatalf("first%+d, urgent pointer %d: %v, want %v", int32(c.delta), c.urgent, v, c.want)
+		}
+		if v != Forward {
+			continue
+		}
+		ptr := binary.BigEndian.Uint16(seg[18:])
+		if urg := seg[tcpflag.Offset]&tcpflag.URG != 0; urg != (c.urg != 0) || urg && ptr != c.urg {
+			t.Fatalf("first%+d, urgent pointer %d: the server got URG %v pointer %d, want %d", int32(c.delta), c.urgent, urg, ptr, c.urg)
+		}
+	}
 }

@@ -63,6 +63,22 @@ type proxyConn struct {
 	// released to the server (a virtio-net header and the frame), sent
 	// again when the server repeats its SYN-ACK.
 	ack atomic.Pointer[[]byte]
+	// past is set once the server has acknowledged the header: no client
+	// byte can take its place any more, and every later segment moves by
+	// n however far the stream has gone (past 2 GiB, place's signed
+	// comparison would put it before start). A new stream clears it.
+	past atomic.Bool
+}
+
+// sawAck notes a server's acknowledgement (ack, in the server's numbers;
+// s the server-space number of the header's first byte): one at or past
+// the header's end, and not half the number space away, sets past.
+func (pp *proxyConn) sawAck(ack, s uint32) {
+	if pp != nil && !pp.past.Load() {
+		if d := ack - s - pp.n; int32(d) >= 0 && d < 1<<30 {
+			pp.past.Store(true)
+		}
+	}
 }
 
 // proxyRoom is the headroom a held frame of a PROXY connection keeps for
@@ -133,10 +149,14 @@ func (pp *proxyConn) first() uint32 {
 //   - at start, not a SYN or RST: the segment carries the header (hdr), and
 //     its payload follows it at S+n;
 //   - at or past start: it moves by n, past the header (shift n);
+//   - once the server has acknowledged the header (past), every segment
+//     moves by n: [S, S+n) is behind the server, and a stream past 2 GiB
+//     compares as before start;
 //   - wholly before start, the SYN included (a SYN counts one number, a
-//     FIN one): it keeps its number (shift 0) and stays before S, where a
-//     server takes it for an old duplicate: the SYN, a keepalive probe at
-//     start-1 with its byte of garbage;
+//     FIN one), with no urgent byte at or past it: it keeps its number
+//     (shift 0) and stays before S, where a server takes it for an old
+//     duplicate: the SYN, a keepalive probe at start-1 with its byte of
+//     garbage;
 //   - from before start into the stream (a client that starts its data n
 //     numbers early, to be read as the header; a SYN with data, which a
 //     server with TCP Fast Open would take): ok false, dropped. No client
@@ -148,17 +168,28 @@ func (pp *proxyConn) place(start uint32, tcp []byte, flags uint8) (hdr bool, shi
 		return false, 0, true
 	}
 	seq := binary.BigEndian.Uint32(tcp[4:])
-	if d := int32(seq - start); d >= 0 {
-		return d == 0 && flags&(tcpflag.SYN|tcpflag.RST) == 0, pp.n, true
+	if d := int32(seq - start); d >= 0 || pp.past.Load() {
+		hdr, shift, ok = d == 0 && flags&(tcpflag.SYN|tcpflag.RST) == 0, pp.n, true
+	} else {
+		end := seq + uint32(len(tcp)-int(tcp[12]>>4)*4)
+		if flags&tcpflag.SYN != 0 {
+			end++
+		}
+		if flags&tcpflag.FIN != 0 {
+			end++
+		}
+		ok = int32(end-start) <= 0
 	}
-	end := seq + uint32(len(tcp)-int(tcp[12]>>4)*4)
-	if flags&tcpflag.SYN != 0 {
-		end++
+	if flags&tcpflag.URG != 0 && !hdr {
+		// Its urgent byte (seq + urgent pointer - 1), which a server
+		// takes out of the stream it reads, must not be one of the
+		// header's, read or not (insertHeader sees to the segment that
+		// carries it).
+		if u := seq + shift + uint32(binary.BigEndian.Uint16(tcp[18:])) - 1 - start; u < pp.n {
+			return false, 0, false
+		}
 	}
-	if flags&tcpflag.FIN != 0 {
-		end++
-	}
-	return false, 0, int32(end-start) <= 0
+	return hdr, shift, ok
 }
 
 // len is the header's length, 0 without one.
@@ -220,6 +251,19 @@ func (b *Balancer) insertHeader(pp *proxyConn, p *pkt, f *Frame) bool {
 	tcp = p.b[p.l4:]
 	copy(tcp[hl:], pp.hdr[:n])
 	binary.BigEndian.PutUint32(tcp[4:], binary.BigEndian.Uint32(tcp[4:])-uint32(n))
+	if tcp[tcpflag.Offset]&tcpflag.URG != 0 {
+		// The urgent pointer counts from seq, now the header's first
+		// byte: it moves with the client's bytes, or, past its 16 bits
+		// or pointing before them, goes (the checksum below sums the
+		// header as it is now).
+		if ptr := uint32(binary.BigEndian.Uint16(tcp[18:])); ptr > 0 && ptr+uint32(n) <= 0xffff {
+			binary.BigEndian.PutUint16(tcp[18:], uint16(ptr+uint32(n)))
+		} else {
+			// 0 would make the header's last byte urgent.
+			tcp[tcpflag.Offset] &^= tcpflag.URG
+			tcp[18], tcp[19] = 0, 0
+		}
+	}
 	if cut > 0 {
 		tcp[tcpflag.Offset] &^= tcpflag.FIN // the FIN came after the bytes cut
 		b.Stats.proxyCut.Add(1)

@@ -34,7 +34,7 @@ const (
 	DropIPv6Ext                         // an IPv6 packet to a VIP or LIP with an extension header tapvs cannot rewrite safely (a routing header with segments left, AH, too many headers)
 	DropNAT64                           // a packet of a NAT64 connection that cannot be translated: no headroom for the IPv6 header, an IPv4 total length past 65535, a UDP super-frame (nat64.go)
 	DropICMPXlat                        // an ICMP error about a NAT64 connection with no counterpart in the other family (parameter problem, source route failed, ...: icmp64.go)
-	DropProxyOverlap                    // a client segment whose bytes would take sequence numbers of its connection's PROXY header: from before the client's first byte into its stream, or a SYN with data (proxy.go)
+	DropProxyOverlap                    // a client segment whose bytes would take sequence numbers of its connection's PROXY header: from before the client's first byte into its stream, an urgent byte there, a SYN with data, or a SYN with a new ISN on an open PROXY connection (proxy.go)
 	DropNAT64TooBig                     // a server packet of a NAT64 connection that would pass the client side's MTU once translated (20 bytes longer); with DF it is answered by a fragmentation needed (nat64.go)
 	numDropReasons
 )

@@ -291,6 +291,9 @@ func (b *Balancer) synproxyToClient(c *Conn, p *pkt, flags uint8) (l4Delta uint1
 		c.sp.Storm(tcp, b.cfg.Synproxy.AckStorm) {
 		return 0, b.Stats.drop(DropAckStorm)
 	}
+	if c.pp != nil && flags&tcpflag.ACK != 0 {
+		c.pp.sawAck(binary.BigEndian.Uint32(tcp[8:]), c.sp.ClientISN+1)
+	}
 	acc, ok := c.sp.ToClient(tcp, uint32(c.outL4Delta))
 	if !ok {
 		return 0, b.Stats.drop(DropBadOptions)

@@ -247,7 +247,7 @@ func (s *State) ToServer(tcp []byte, acc uint32) (_ uint32, ok bool) {
 			for j := at + 2; j < at+o.Len; j += 4 {
 				acc = csum.Put32At(acc, tcp, j, binary.BigEndian.Uint32(tcp[j:])-s.off.Server)
 			}
-		case tcpopt.TOA:
+		default:
 			if tcpopt.ForgedTOA(o) {
 				// Only tapvs tells a server the client's address.
 				acc = tcpopt.Blank(tcp, o, acc)

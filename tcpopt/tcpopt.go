@@ -35,11 +35,20 @@ const (
 // LVS took for it), length 8 for an IPv4 client (struct toa_data: port,
 // address) or 20 for an IPv6 one (DPVS's struct toa_ip6_data). The Linux
 // toa modules take the first option of that kind and length they find.
+// Other builds of the module read more kinds (toaKinds): tapvs writes only
+// kind 254, and blanks all of them in what clients send.
 const (
 	TOA     = 254
 	LenTOA  = 8
 	LenTOA6 = 20
 )
+
+// toaKinds are the (kind, length) pairs a toa module of some build reads as
+// an address: 254/8 and 254/20 (Alibaba LVS, DPVS), 253/20 (TCPOPT_TOA_V6
+// of Alibaba's and Huawei's IPv6 builds), 250/8 (TCPOPT_TOA_VIP), 252/20
+// (TCPOPT_VTOA) and 249/40 (TCPOPT_V6VTOA) of Alibaba Cloud's vtoa. All are
+// experimental or unassigned kinds: no other option is lost.
+var toaKinds = [...][2]int{{TOA, LenTOA}, {TOA, LenTOA6}, {253, 20}, {250, 8}, {252, 20}, {249, 40}}
 
 // Lengths of the options of fixed size, kind and length bytes included.
 const (
@@ -119,18 +128,27 @@ func Blank(tcp []byte, o Option, acc uint32) uint32 {
 	return acc
 }
 
-// ForgedTOA reports whether o is an option that a toa module would read as
-// TOA: in a segment from a client, one the client wrote itself.
-func ForgedTOA(o Option) bool { return o.Kind == TOA && (o.Len == LenTOA || o.Len == LenTOA6) }
+// ForgedTOA reports whether o is an option that a toa module of some build
+// would read as an address (toaKinds): in a segment from a client, one the
+// client wrote itself.
+func ForgedTOA(o Option) bool {
+	for _, k := range toaKinds {
+		if int(o.Kind) == k[0] && o.Len == k[1] {
+			return true
+		}
+	}
+	return false
+}
 
 // ModuleTOA is what a Linux toa module reads from a TCP header's options
 // (opts: the bytes after the fixed 20), the way its get_toa_data walks
-// them (Alibaba LVS's and DPVS's toa.ko): the first option of kind 254 and
-// length 8 or 20, whole; an EOL, or a length below 2 or past the end, ends
-// the walk with nothing; every other length is stepped over, whatever its
-// kind, which is more lenient than Walk. tapvs never reads client options
-// this way: its tests hold what it forwards against this reader, the one a
-// real server uses.
+// them (Alibaba LVS's and DPVS's toa.ko, and the builds that read more
+// kinds): the first option of kind 254 and length 8 or 20, 253/20, 250/8,
+// 252/20 or 249/40, whole; an EOL, or a length below 2 or past the end,
+// ends the walk with nothing; every other length is stepped over, whatever
+// its kind, which is more lenient than Walk. tapvs never reads client
+// options this way: its tests hold what it forwards against this reader,
+// the one a real server uses.
 func ModuleTOA(opts []byte) (opt []byte, ok bool) {
 	for i := 0; i < len(opts); {
 		switch opts[i] {
@@ -147,7 +165,9 @@ func ModuleTOA(opts []byte) (opt []byte, ok bool) {
 		if size < 2 || size > len(opts)-i {
 			return nil, false
 		}
-		if opts[i] == TOA && (size == LenTOA || size == LenTOA6) {
+		switch kind := opts[i]; {
+		case kind == 254 && (size == 8 || size == 20), kind == 253 && size == 20, kind == 250 && size == 8,
+			kind == 252 && size == 20, kind == 249 && size == 40:
 			return opts[i : i+size], true
 		}
 		i += size

@@ -132,6 +132,11 @@ func TestModuleTOA(t *testing.T) {
 		{"after an unknown kind", append([]byte{99, 3, 0}, toa4...), toa4},
 		{"the first of two", append(append([]byte{}, toa6...), toa4...), toa6},
 		{"other lengths of 254 stepped over", append([]byte{254, 4, 0, 0}, toa4...), toa4},
+		{"an IPv6 TOA of kind 253", append([]byte{253, 20}, toa6[2:]...), append([]byte{253, 20}, toa6[2:]...)},
+		{"a vtoa", append([]byte{252, 20}, toa6[2:]...), append([]byte{252, 20}, toa6[2:]...)},
+		{"a TOA_VIP", []byte{250, 8, 0, 80, 10, 0, 0, 1}, []byte{250, 8, 0, 80, 10, 0, 0, 1}},
+		{"a v6vtoa", append([]byte{249, 40}, make([]byte, 38)...), append([]byte{249, 40}, make([]byte, 38)...)},
+		{"253 of another length stepped over", append([]byte{253, 8, 0, 0, 0, 0, 0, 0}, toa4...), toa4},
 		{"after an EOL", append([]byte{0}, toa4...), nil},
 		{"after a length below 2", append([]byte{99, 1}, toa4...), nil},
 		{"cut short", toa4[:7], nil},
@@ -175,6 +180,16 @@ func TestBlankAndForgedTOA(t *testing.T) {
 	for l, want := range map[int]bool{8: true, 20: true, 4: false, 10: false} {
 		if ForgedTOA(Option{Kind: TOA, Len: l}) != want || ForgedTOA(Option{Kind: Timestamps, Len: l}) {
 			t.Errorf("ForgedTOA of length %d", l)
+		}
+	}
+	for _, o := range []Option{{Kind: 253, Len: 20}, {Kind: 250, Len: 8}, {Kind: 252, Len: 20}, {Kind: 249, Len: 40}} {
+		if !ForgedTOA(o) {
+			t.Errorf("ForgedTOA(%d/%d) false: a toa build reads it", o.Kind, o.Len)
+		}
+	}
+	for _, o := range []Option{{Kind: 253, Len: 8}, {Kind: 250, Len: 20}, {Kind: 251, Len: 8}, {Kind: 249, Len: 20}} {
+		if ForgedTOA(o) {
+			t.Errorf("ForgedTOA(%d/%d) true: no toa build reads it", o.Kind, o.Len)
 		}
 	}
 }
