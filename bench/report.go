@@ -187,9 +187,27 @@ func sustainedTable(b *strings.Builder, rs []Result) {
 		fmt.Fprintf(b, "| %s | %.0f | %.0f | %.2f× | %.0f | %d | %d |\n", r.Path, s.First, s.Whole, s.Ratio, s.Slowest, s.ConnectErrors, s.TimeWait)
 	}
 	if k, t := find(rs, "nftables").Sustained, find(rs, "tapvs").Sustained; k.Whole > 0 && t.Whole > 0 {
-		fmt.Fprintf(b, "\ntapvs vs kernel nftables FULLNAT, whole run: %.2f×.\n", t.Whole/k.Whole)
+		fmt.Fprintf(b, "\ntapvs vs kernel nftables FULLNAT, whole run: %.2f× (medians)", t.Whole/k.Whole)
+		if len(k.RunWhole) == len(t.RunWhole) && len(t.RunWhole) > 1 {
+			// Run i of each path: the same number of runs, one path after the other.
+			f := make([]string, len(t.RunWhole))
+			for i := range t.RunWhole {
+				f[i] = ratio(t.RunWhole[i], k.RunWhole[i])
+			}
+			fmt.Fprintf(b, "; run by run %s", strings.Join(f, ", "))
+		}
+		b.WriteString(".\n")
 	}
-	b.WriteString("\nEach window's conns/s:\n\n")
+	b.WriteString("\nEach run's first 10 s → whole run conns/s (whole / first):\n\n")
+	for _, r := range sus {
+		s := r.Sustained
+		f := make([]string, len(s.RunWhole))
+		for i := range s.RunWhole {
+			f[i] = fmt.Sprintf("%.0f → %.0f (%s)", s.RunFirst[i], s.RunWhole[i], ratio(s.RunWhole[i], s.RunFirst[i]))
+		}
+		fmt.Fprintf(b, "- %s: %s\n", r.Path, strings.Join(f, ", "))
+	}
+	b.WriteString("\nEach window's conns/s (runs apart by |):\n\n")
 	for _, r := range sus {
 		fmt.Fprintf(b, "- %s: %s\n", r.Path, r.Sustained.Windows)
 	}
