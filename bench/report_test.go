@@ -177,3 +177,27 @@ func TestReportNoOutDir(t *testing.T) {
 		t.Errorf("wrote %v without an output directory", ents)
 	}
 }
+
+// With several runs the sustained table gives each run's first → whole
+// and tapvs/kernel run by run (run i of one path against run i of the
+// other), and every run's windows.
+func TestSustainedTableRunByRun(t *testing.T) {
+	rs := []Result{
+		{Path: "nftables", Sustained: SustainedResult{Runs: 2, Seconds: 150, First: 9000, Whole: 9000, Ratio: 1, Slowest: 8000,
+			Windows: "8000 9000 | 10000 9000", RunFirst: []float64{8000, 10000}, RunWhole: []float64{8000, 10000}}},
+		{Path: "tapvs", Sustained: SustainedResult{Runs: 2, Seconds: 150, First: 4500, Whole: 4000, Ratio: 0.9, Slowest: 3000,
+			Windows: "4000 3000 | 5000 4000", RunFirst: []float64{4000, 5000}, RunWhole: []float64{4000, 2500}}},
+	}
+	var b strings.Builder
+	sustainedTable(&b, rs)
+	for _, want := range []string{
+		"whole run: 0.44× (medians); run by run 0.50×, 0.25×.\n",
+		"- tapvs: 4000 → 4000 (1.00×), 5000 → 2500 (0.50×)\n",
+		"- nftables: 8000 → 8000 (1.00×), 10000 → 10000 (1.00×)\n",
+		"- tapvs: 4000 3000 | 5000 4000\n",
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, b.String())
+		}
+	}
+}
