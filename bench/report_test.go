@@ -188,6 +188,11 @@ func TestSustainedTableRunByRun(t *testing.T) {
 		{Path: "tapvs", Sustained: SustainedResult{Runs: 2, Seconds: 150, First: 4500, Whole: 4000, Ratio: 0.9, Slowest: 3000,
 			Windows: "4000 3000 | 5000 4000", RunFirst: []float64{4000, 5000}, RunWhole: []float64{4000, 2500}}},
 	}
+	// The target is the median of the runs' ratios (0.90×), not the
+	// median whole over the median first (4000 / 4500 = 0.89×).
+	if want := "| sustained short conns/s, whole run vs its first 10 s | 0.90× | ≥ 0.90× | met |\n"; !strings.Contains(table(rs, "M", Options{Runs: 2, Duration: 5 * time.Second}), want) {
+		t.Errorf("table lacks %q", want)
+	}
 	var b strings.Builder
 	sustainedTable(&b, rs)
 	for _, want := range []string{
