@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/netip"
+	"reflect"
 	"slices"
 	"testing"
 	"time"
@@ -113,7 +114,7 @@ func TestMeasureMedians(t *testing.T) {
 		// 0.5 CPU-s per 8/4, 2/4, 4/4 GB: 0.25, 1, 0.5. 2 CPU-s per 1, 4, 2 thousand connections: 2, 0.5, 1.
 		CPUPerGB: 0.5, CPUPerKConn: 1,
 	}
-	if r != want {
+	if !reflect.DeepEqual(r, want) {
 		t.Errorf("got  %+v\nwant %+v", r, want)
 	}
 	// The runs interleave the workloads, so each run sees the same machine.
@@ -134,7 +135,7 @@ func TestMeasureChosenWorkloads(t *testing.T) {
 	if !slices.Equal(f.calls, []string{"short 10.0.0.1:80"}) {
 		t.Errorf("ran %q, want only the short connections", f.calls)
 	}
-	if want := (Result{Path: "p", ShortCPS: 100, CPUPerKConn: 2}); r != want {
+	if want := (Result{Path: "p", ShortCPS: 100, CPUPerKConn: 2}); !reflect.DeepEqual(r, want) {
 		t.Errorf("got  %+v\nwant %+v", r, want)
 	}
 }
@@ -165,7 +166,7 @@ func TestMeasureStopsAtFailure(t *testing.T) {
 	if err == nil {
 		t.Fatal("no error from a failed workload")
 	}
-	if r != (Result{Path: "p"}) {
+	if !reflect.DeepEqual(r, Result{Path: "p"}) {
 		t.Errorf("a failed measurement returned figures: %+v", r)
 	}
 	if want := []string{"iperf1 10.0.0.1:5201 1", "iperf4", "short 10.0.0.1:80", "keepalive"}; !slices.Equal(f.calls, want) {
@@ -243,8 +244,9 @@ func TestMeasureSustained(t *testing.T) {
 		t.Fatalf("ran %q, want %q three times", f.calls, want)
 	}
 	want := SustainedResult{Runs: 3, Seconds: 40, First: 950, Whole: 875, Ratio: 875.0 / 950, Slowest: 800, ConnectErrors: 0,
-		TimeWait: 30000, Windows: "950 800 900 850"}
-	if r.Sustained != want {
+		TimeWait: 30000, Windows: "1000 1000 100 100 | 900 880 910 905 | 950 800 900 850",
+		RunFirst: []float64{1000, 900, 950}, RunWhole: []float64{550, 898.75, 875}}
+	if !reflect.DeepEqual(r.Sustained, want) {
 		t.Fatalf("got  %+v\nwant %+v", r.Sustained, want)
 	}
 }

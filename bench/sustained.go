@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -40,8 +41,8 @@ type sustainedRun struct {
 }
 
 // SustainedResult is the sustained workload's figures: medians of the
-// runs, but TimeWait, the most any run ended with, and Windows, the last
-// run's.
+// runs, but TimeWait, the most any run ended with, and RunFirst, RunWhole
+// and Windows, each run's.
 type SustainedResult struct {
 	Runs          int
 	Seconds       float64 // the length of a run
@@ -50,7 +51,10 @@ type SustainedResult struct {
 	Slowest       float64 // the slowest window's connections/s
 	ConnectErrors int     // wrk's connect errors
 	TimeWait      int     // the client's TIME_WAIT sockets at the end
-	Windows       string  // each window's connections/s, in order
+	Windows       string  // each window's connections/s, in order, runs apart by " | "
+	// RunFirst and RunWhole are each run's First and Whole, in order: on a
+	// shared machine one run's ratio says little, the spread says more.
+	RunFirst, RunWhole []float64
 }
 
 // sustainedResult is the median of each figure's runs.
@@ -60,6 +64,7 @@ func sustainedResult(runs []sustainedRun) SustainedResult {
 	}
 	r := SustainedResult{Runs: len(runs)}
 	var secs, first, whole, ratio, slowest, errs []float64
+	var windows []string
 	for _, s := range runs {
 		if len(s.windows) == 0 || s.elapsed <= 0 {
 			continue
@@ -79,8 +84,10 @@ func sustainedResult(runs []sustainedRun) SustainedResult {
 		for i, v := range s.windows {
 			f[i] = strconv.FormatFloat(v, 'f', 0, 64)
 		}
-		r.Windows = strings.Join(f, " ")
+		windows = append(windows, strings.Join(f, " "))
 	}
+	// median sorts its argument: the runs' order is kept in copies.
+	r.Windows, r.RunFirst, r.RunWhole = strings.Join(windows, " | "), slices.Clone(first), slices.Clone(whole)
 	r.Seconds, r.First, r.Whole, r.Ratio = median(secs), median(first), median(whole), median(ratio)
 	r.Slowest, r.ConnectErrors = median(slowest), int(median(errs))
 	return r
