@@ -4,21 +4,127 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"reflect"
 	"slices"
 	"strings"
 
 	"github.com/tapvs/tapvs/nat"
 )
 
-// Drift is what a reload found changed at run time (by the control API or
-// tapvsadm) and what it did with it. The file owns what it declares: a
-// runtime change to a declared service, real server, local address or
-// setting is set back to the file's value, and named in Reverted. What was
-// added at run time and the file does not declare is the operator's, as it
-// is keepalived's: it is left as it is, and named in Kept at every reload.
+// A reload follows keepalived's model: it applies what changed in the file
+// since the file applied before, not the difference between the file and
+// the running state. Each value the file declares (a service's scheduler, a
+// real server's weight, the default timeouts...) and each service, real
+// server and local address is one subject, and decide is the one rule for
+// all of them:
+//
+//   - the file changed it (or adds it): it is made the file's; if a runtime
+//     change (the control API, tapvsadm) differed from the file before, that
+//     change is overridden and named (Drift.Reverted);
+//   - the file did not change it and a runtime change did (an ipvsadm -e -w 0
+//     drain, a declared real server deleted): the runtime change is kept,
+//     and named (Drift.Kept) at every reload until the file changes it;
+//   - the file before declared it and this one does not: it is deleted;
+//   - neither declares it (added at run time): it is kept, and named.
+//
+// The first start is a reload from an empty file: everything is applied.
+
+// Drift is what a reload did with the changes made at run time.
 type Drift struct {
-	Reverted []string // "tcp 172.25.254.100:80 real server 10.20.1.2:80 weight 7 -> 1"
-	Kept     []string // "tcp 172.25.254.100:81", "tcp 172.25.254.100:80 real server 10.20.1.9:80"
+	Reverted []Named // overridden by a change of the file's
+	Kept     []Named // kept: the file did not change them, or does not declare them
+}
+
+// Named is one runtime change a reload names.
+type Named struct {
+	Subject Subject
+	// Declared: the file declares the subject (a runtime change of it);
+	// else it was added at run time.
+	Declared bool
+	// Text is how the log line and the API name it: "tcp
+	// 172.25.254.100:80 real server 10.20.1.2:80 weight 0 (file: weight 1)".
+	Text string
+}
+
+// Subject is what a Named is about: a service (Setting "" and no real
+// server nor local address: the service itself), one of its settings, real
+// servers or local addresses, or (zero ServiceKey) the balancer's default
+// timeouts.
+type Subject struct {
+	Service   ServiceKey
+	Setting   string         // "scheduler", "allow", "timeouts"...
+	Dest      netip.AddrPort // a real server
+	LocalAddr netip.Addr     // a local address
+}
+
+func (n Named) String() string { return n.Text }
+
+// Texts are the names' texts.
+func Texts(n []Named) []string {
+	out := make([]string, len(n))
+	for i, x := range n {
+		out[i] = x.Text
+	}
+	return out
+}
+
+// val is one subject's value in a file or in the running state, as a
+// reload compares and names it; ok false: there is none (not declared, not
+// running).
+type val struct {
+	s     string
+	ok    bool
+	shown string // how it is named, if not s
+}
+
+// present is the value of a service's or local address's presence.
+const present = "added"
+
+func some(s string) val { return val{s: s, ok: true} }
+
+func (a val) same(b val) bool { return a.ok == b.ok && (!a.ok || a.s == b.s) }
+
+func (a val) text(absent string) string {
+	switch {
+	case !a.ok:
+		return absent
+	case a.shown != "":
+		return a.shown
+	}
+	return a.s
+}
+
+// fate is what a reload does with one subject.
+type fate uint8
+
+const (
+	leave      fate = iota // as the file says, or nowhere
+	change                 // the file changed it, the running value was the file's before: made the new file's
+	override               // the file changed it and a runtime change differed: made the file's, named
+	keepChange             // the file did not change it, a runtime change did: kept, named
+	keepAdded              // no file declares it: added at run time, kept, named
+	remove                 // the file before declared it, this one does not: deleted
+)
+
+// decide is the reload's rule (see above) for one subject: prev is the
+// value the file applied before declared, next the new file's, run the
+// running one.
+func decide(prev, next, run val) fate {
+	switch {
+	case !next.ok && !run.ok:
+		return leave
+	case !next.ok && prev.ok:
+		return remove
+	case !next.ok:
+		return keepAdded
+	case run.same(next):
+		return leave
+	case prev.same(next):
+		return keepChange
+	case run.same(prev):
+		return change
+	}
+	return override
 }
 
 // Apply makes tx's services what c says, as if c owned everything in tx:
@@ -38,14 +144,27 @@ func (c *Config) Apply(tx *nat.Tx, held func(Service, RealServer) bool) error {
 	return err
 }
 
-// Reconcile is Apply against a running balancer whose state prev (the
-// configuration applied before) declared and the control API may have
-// changed since. What prev declared and c does not is deleted (the file
-// took it away); what neither declares was added at run time and is kept;
-// what c declares is made what c says, and where the running value was not
-// prev's (a runtime change) that is named in the Drift. A nil prev owns
-// everything in tx: nothing is kept and nothing named (Apply).
+// Reconcile is a reload: it applies to a running balancer what changed from
+// prev (the configuration applied before) to c, by decide's rule, and
+// names the runtime changes it overrides and those it keeps. A nil prev
+// owns everything in tx: every difference is made c's and nothing is kept
+// or named (Apply). The default timeouts are one of its subjects.
 func (c *Config) Reconcile(tx *nat.Tx, prev *Config, held func(Service, RealServer) bool) (Drift, error) {
+	return c.reconcile(tx, prev, held, nil)
+}
+
+// Keeps is what a reload of c, unchanged since it was applied, does with
+// the running state of the services keys (keys nil: of every service, and
+// of the default timeouts): it keeps each runtime change (no value's file
+// text changed), and names it. It changes nothing in tx. The control API's
+// notes are made from it, so that what they tell a change is what a reload
+// does with it.
+func (c *Config) Keeps(tx *nat.Tx, keys []ServiceKey, held func(Service, RealServer) bool) []Named {
+	d, _ := c.reconcile(tx, c, held, keys)
+	return d.Kept
+}
+
+func (c *Config) reconcile(tx *nat.Tx, prev *Config, held func(Service, RealServer) bool, keys []ServiceKey) (Drift, error) {
 	if held == nil {
 		held = func(Service, RealServer) bool { return false }
 	}
@@ -53,18 +172,46 @@ func (c *Config) Reconcile(tx *nat.Tx, prev *Config, held func(Service, RealServ
 	if prev != nil {
 		r.prev = services(prev)
 	}
+	want := services(c)
+	var running []*nat.Service
+	var declared []int // indexes in c.Services
+	if keys == nil {
+		var pt val
+		if prev != nil {
+			pt = timeoutsVal(prev.Timeouts)
+		}
+		if r.decide(Subject{Setting: "timeouts"}, "timeouts", pt, timeoutsVal(c.Timeouts), timeoutsVal(tx.DefaultTimeouts())) {
+			if err := tx.SetDefaultTimeouts(c.Timeouts); err != nil {
+				return Drift{}, fmt.Errorf("timeouts: %w", err)
+			}
+		}
+		running = tx.Services()
+		for i := range c.Services {
+			declared = append(declared, i)
+		}
+	} else {
+		index := map[ServiceKey]int{}
+		for i, sc := range c.Services {
+			index[sc.key()] = i
+		}
+		for _, k := range keys {
+			if s, err := tx.Service(k.Protocol, k.VIP, k.Port); err == nil {
+				running = append(running, s)
+			}
+			if i, ok := index[k]; ok {
+				declared = append(declared, i)
+			}
+		}
+	}
 	// Everything that goes goes first, so that an address can change roles
 	// (a real server that becomes a local address) in one file, whatever
 	// the order of its services.
-	want := services(c)
-	for _, s := range tx.Services() {
+	for _, s := range running {
 		k := keyOf(s)
 		sc := want[k]
 		if sc == nil {
-			if r.declared(k) {
+			if r.decide(Subject{Service: k}, k.String(), r.declares(k), val{}, some(present)) {
 				tx.DeleteService(s)
-			} else {
-				r.keep(k.String())
 			}
 			continue
 		}
@@ -73,33 +220,36 @@ func (c *Config) Reconcile(tx *nat.Tx, prev *Config, held func(Service, RealServ
 		}
 	}
 	var errs []error
-	for i, sc := range c.Services {
-		for _, err := range r.applyService(sc) {
+	for _, i := range declared {
+		for _, err := range r.applyService(c.Services[i]) {
 			errs = append(errs, fmt.Errorf("services[%d].%w", i, err))
 		}
 	}
 	return r.drift, errors.Join(errs...)
 }
 
-type serviceKey struct {
-	proto nat.Protocol
-	vip   netip.Addr
-	port  uint16
+// ServiceKey is a service's key: its protocol, VIP and port.
+type ServiceKey struct {
+	Protocol nat.Protocol
+	VIP      netip.Addr
+	Port     uint16
 }
 
-func keyOf(s *nat.Service) serviceKey { return serviceKey{s.Protocol, s.Addr, s.Port} }
+func keyOf(s *nat.Service) ServiceKey { return ServiceKey{s.Protocol, s.Addr, s.Port} }
+
+func (sc *Service) key() ServiceKey { return ServiceKey{sc.Protocol, sc.VIP, sc.Port} }
 
 // String is the key as tapvsadm and the API write it: "tcp 10.0.0.1:80".
-func (k serviceKey) String() string {
-	return strings.ToLower(k.proto.String()) + " " + netip.AddrPortFrom(k.vip, k.port).String()
+func (k ServiceKey) String() string {
+	return strings.ToLower(k.Protocol.String()) + " " + netip.AddrPortFrom(k.VIP, k.Port).String()
 }
 
 // services indexes c's services by key.
-func services(c *Config) map[serviceKey]*Service {
-	m := map[serviceKey]*Service{}
+func services(c *Config) map[ServiceKey]*Service {
+	m := map[ServiceKey]*Service{}
 	for i := range c.Services {
 		sc := &c.Services[i]
-		m[serviceKey{sc.Protocol, sc.VIP, sc.Port}] = sc
+		m[sc.key()] = sc
 	}
 	return m
 }
@@ -109,24 +259,44 @@ type reconcile struct {
 	tx    *nat.Tx
 	held  func(Service, RealServer) bool
 	owned bool                    // no prev: the file owns everything in tx
-	prev  map[serviceKey]*Service // what the configuration applied before declared
+	prev  map[ServiceKey]*Service // what the configuration applied before declared
 	drift Drift
 }
 
-// declared reports whether the configuration applied before declared the
-// service (or, with no prev, owns it).
-func (r *reconcile) declared(k serviceKey) bool { return r.owned || r.prev[k] != nil }
-
-func (r *reconcile) keep(what string) { r.drift.Kept = append(r.drift.Kept, what) }
-
-// revert names a runtime value the reload sets back to the file's: was is
-// the running value, prev the one the configuration before declared (ok
-// false: none), now the file's.
-func (r *reconcile) revert(what string, was, now any, prev any, ok bool) {
-	if r.owned || ok && fmt.Sprint(prev) == fmt.Sprint(was) {
-		return // a change of the file's, not of the running state's
+// declares is a service's presence in the configuration applied before.
+func (r *reconcile) declares(k ServiceKey) val {
+	if r.prev[k] == nil {
+		return val{}
 	}
-	r.drift.Reverted = append(r.drift.Reverted, fmt.Sprintf("%s %v -> %v", what, was, now))
+	return some(present)
+}
+
+// decide applies decide to one subject, what being how it is named, and
+// names the runtime change it overrides or keeps. It reports whether the
+// subject is to be made the new file's (or, if the file no longer
+// declares it, deleted). With no configuration before (owned), the
+// running value stands for the file's before: every difference is the
+// file's, and is applied.
+func (r *reconcile) decide(sub Subject, what string, prev, next, run val) bool {
+	if r.owned {
+		prev = run
+	}
+	switch decide(prev, next, run) {
+	case change, remove:
+		return true
+	case override:
+		r.drift.Reverted = append(r.drift.Reverted, Named{sub, true, fmt.Sprintf("%s %s -> %s", what, run.text("deleted"), next.text("added"))})
+		return true
+	case keepChange:
+		in := "file: " + next.text("")
+		if next.s == present {
+			in = "declared in the file"
+		}
+		r.drift.Kept = append(r.drift.Kept, Named{sub, true, fmt.Sprintf("%s %s (%s)", what, run.text("deleted"), in)})
+	case keepAdded:
+		r.drift.Kept = append(r.drift.Kept, Named{sub, false, what})
+	}
+	return false
 }
 
 // prune deletes a running service's local addresses and real servers that
@@ -139,8 +309,7 @@ func (r *reconcile) prune(svc *nat.Service, sc *Service) error {
 		if slices.Contains(sc.LocalAddresses, l.Addr) {
 			continue
 		}
-		if !r.owned && (old == nil || !slices.Contains(old.LocalAddresses, l.Addr)) {
-			r.keep(fmt.Sprintf("%s local address %s", k, l.Addr))
+		if !r.decide(Subject{Service: k, LocalAddr: l.Addr}, fmt.Sprintf("%s local address %s", k, l.Addr), lipVal(old, l.Addr), val{}, some(present)) {
 			continue
 		}
 		if err := r.tx.DeleteLocalAddr(svc, l.Addr); err != nil {
@@ -148,11 +317,11 @@ func (r *reconcile) prune(svc *nat.Service, sc *Service) error {
 		}
 	}
 	for _, dst := range r.tx.Dests(svc) {
+		ap := netip.AddrPortFrom(dst.Addr, dst.Port)
 		if findRS(sc, dst.Addr, dst.Port) != nil {
 			continue
 		}
-		if !r.owned && (old == nil || findRS(old, dst.Addr, dst.Port) == nil) {
-			r.keep(fmt.Sprintf("%s real server %s", k, netip.AddrPortFrom(dst.Addr, dst.Port)))
+		if !r.decide(Subject{Service: k, Dest: ap}, fmt.Sprintf("%s real server %s", k, ap), rsVal(old, ap), val{}, weightVal(r.tx.Weight(svc, dst))) {
 			continue
 		}
 		if err := r.tx.DeleteDest(svc, dst.Addr, dst.Port); err != nil {
@@ -161,6 +330,27 @@ func (r *reconcile) prune(svc *nat.Service, sc *Service) error {
 	}
 	return nil
 }
+
+// lipVal is a local address's presence in sc (nil: none).
+func lipVal(sc *Service, a netip.Addr) val {
+	if sc == nil || !slices.Contains(sc.LocalAddresses, a) {
+		return val{}
+	}
+	return some(present)
+}
+
+// rsVal is a real server's value in sc (nil: none): its weight.
+func rsVal(sc *Service, ap netip.AddrPort) val {
+	if sc == nil {
+		return val{}
+	}
+	if rs := findRS(sc, ap.Addr(), ap.Port()); rs != nil {
+		return weightVal(rs.Weight)
+	}
+	return val{}
+}
+
+func weightVal(w int) val { return some(fmt.Sprintf("weight %d", w)) }
 
 func findRS(sc *Service, a netip.Addr, port uint16) *RealServer {
 	for i := range sc.RealServers {
@@ -175,32 +365,47 @@ func findRS(sc *Service, a netip.Addr, port uint16) *RealServer {
 // has taken away what it lacks. Each error starts with its field's name.
 func (r *reconcile) applyService(sc Service) (errs []error) {
 	tx := r.tx
-	k := serviceKey{sc.Protocol, sc.VIP, sc.Port}
+	k := sc.key()
 	old := r.prev[k]
 	svc, err := tx.Service(sc.Protocol, sc.VIP, sc.Port)
 	if err != nil {
+		// Not running: new in the file, or deleted at run time, which
+		// stays deleted unless the file changed the service.
+		var was val
+		if old != nil {
+			was = some("changed")
+			if reflect.DeepEqual(*old, sc) {
+				was = some(present)
+			}
+		}
+		if !r.decide(Subject{Service: k}, k.String(), was, some(present), val{}) {
+			return nil
+		}
 		to := sc.Timeouts
 		if svc, err = tx.AddService(nat.ServiceConfig{Name: sc.Name, Addr: sc.VIP, Port: sc.Port, Protocol: sc.Protocol,
 			Scheduler: sc.Scheduler, Timeouts: &to, Synproxy: sc.Synproxy, ClientAddr: sc.ClientAddress,
 			Timestamps: sc.TCPTimestamps}); err != nil {
 			return []error{fmt.Errorf("vip: %w", err)}
 		}
-		if old != nil {
-			r.revert(k.String(), "deleted", "added", nil, false)
-		}
+		// A service the reload adds is the file's whole: its lists and
+		// servers are added, not decided against the file before.
+		defer func(owned bool) { r.owned = owned }(r.owned)
+		r.owned = true
 	} else {
 		errs = r.setService(svc, k, sc, old)
 	}
 	errs = append(errs, r.applyDefence(svc, k, sc, old)...)
 	have := tx.LocalAddrs(svc)
 	for j, l := range sc.LocalAddresses {
+		var run val
 		if slices.ContainsFunc(have, func(x *nat.LocalAddr) bool { return x.Addr == l }) {
+			run = some(present)
+		}
+		if !r.decide(Subject{Service: k, LocalAddr: l}, fmt.Sprintf("%s local address %s", k, l), lipVal(old, l), some(present), run) {
 			continue
 		}
 		if _, err := tx.AddLocalAddr(svc, l); err != nil {
 			errs = append(errs, fmt.Errorf("local_addresses[%d]: %w", j, err))
-		} else if old != nil && slices.Contains(old.LocalAddresses, l) {
-			r.revert(fmt.Sprintf("%s local address %s", k, l), "deleted", "added", nil, false)
 		}
 	}
 	cur := map[netip.AddrPort]*nat.Dest{}
@@ -212,92 +417,68 @@ func (r *reconcile) applyService(sc Service) (errs []error) {
 			continue // the check puts it back, with this configuration's weight, when it recovers
 		}
 		ap := netip.AddrPortFrom(rs.Address, rs.Port)
-		what := fmt.Sprintf("%s real server %s", k, ap)
-		var was *RealServer
-		if old != nil {
-			was = findRS(old, rs.Address, rs.Port)
-		}
 		dst, ok := cur[ap]
-		switch {
-		case !ok:
-			if _, err := tx.AddDest(svc, rs.Address, rs.Port, rs.Weight); err != nil {
-				errs = append(errs, fmt.Errorf("real_servers[%d]: %w", j, err))
-			} else if was != nil {
-				r.revert(what, "deleted", "added", nil, false)
-			}
-		case tx.Weight(svc, dst) != rs.Weight:
-			w := tx.Weight(svc, dst)
-			if err := tx.SetWeight(svc, rs.Address, rs.Port, rs.Weight); err != nil {
-				errs = append(errs, fmt.Errorf("real_servers[%d]: %w", j, err))
-			} else if was != nil {
-				r.revert(what+" weight", w, rs.Weight, was.Weight, true)
-			} else {
-				r.revert(what+" weight", w, rs.Weight, nil, false)
-			}
+		var run val
+		if ok {
+			run = weightVal(tx.Weight(svc, dst))
+		}
+		if !r.decide(Subject{Service: k, Dest: ap}, fmt.Sprintf("%s real server %s", k, ap), rsVal(old, ap), weightVal(rs.Weight), run) {
+			continue
+		}
+		if ok {
+			err = tx.SetWeight(svc, rs.Address, rs.Port, rs.Weight)
+		} else {
+			_, err = tx.AddDest(svc, rs.Address, rs.Port, rs.Weight)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("real_servers[%d]: %w", j, err))
 		}
 	}
 	return errs
 }
 
-// setService makes a running service's own settings sc's.
-func (r *reconcile) setService(svc *nat.Service, k serviceKey, sc Service, old *Service) (errs []error) {
+// setting decides one of a running service's settings, name being its
+// field's: run is its running value, next the file's, of the file before
+// (old, if it declared the service); set makes it next.
+func (r *reconcile) setting(errs *[]error, k ServiceKey, name string, run, next val, old *Service, of func(*Service) val, set func() error) {
+	var prev val
+	if old != nil {
+		prev = of(old)
+	}
+	if !r.decide(Subject{Service: k, Setting: name}, k.String()+" "+name, prev, next, run) {
+		return
+	}
+	if err := set(); err != nil {
+		*errs = append(*errs, fmt.Errorf("%s: %w", name, err))
+	}
+}
+
+func text(v any) val { return some(fmt.Sprint(v)) }
+
+// setService makes a running service's own settings sc's, where decide
+// says so.
+func (r *reconcile) setService(svc *nat.Service, k ServiceKey, sc Service, old *Service) (errs []error) {
 	tx := r.tx
-	// prevOf is old's value of a setting, if old declared the service.
-	prevOf := func(f func(*Service) any) (any, bool) {
-		if old == nil {
-			return nil, false
-		}
-		return f(old), true
-	}
-	if was := svc.Name(); was != sc.Name {
-		if err := tx.SetName(svc, sc.Name); err != nil {
-			errs = append(errs, fmt.Errorf("name: %w", err))
-		} else {
-			p, ok := prevOf(func(s *Service) any { return s.Name })
-			r.revert(k.String()+" name", fmt.Sprintf("%q", was), fmt.Sprintf("%q", sc.Name), fmt.Sprintf("%q", p), ok)
-		}
-	}
-	if was := svc.Scheduler(); was != sc.Scheduler {
-		if err := tx.SetScheduler(svc, sc.Scheduler); err != nil {
-			errs = append(errs, fmt.Errorf("scheduler: %w", err))
-		} else {
-			p, ok := prevOf(func(s *Service) any { return s.Scheduler })
-			r.revert(k.String()+" scheduler", was, sc.Scheduler, p, ok)
-		}
-	}
-	if was := svc.Synproxy(); was != sc.Synproxy {
-		if err := tx.SetSynproxy(svc, sc.Synproxy); err != nil {
-			errs = append(errs, fmt.Errorf("synproxy: %w", err))
-		} else {
-			p, ok := prevOf(func(s *Service) any { return s.Synproxy })
-			r.revert(k.String()+" synproxy", was, sc.Synproxy, p, ok)
-		}
-	}
-	if was := svc.ClientAddr(); was != sc.ClientAddress {
-		if err := tx.SetClientAddr(svc, sc.ClientAddress); err != nil {
-			errs = append(errs, fmt.Errorf("client_address: %w", err))
-		} else {
-			p, ok := prevOf(func(s *Service) any { return s.ClientAddress })
-			r.revert(k.String()+" client_address", was, sc.ClientAddress, p, ok)
-		}
-	}
-	if was := svc.Timestamps(); was != sc.TCPTimestamps {
-		if err := tx.SetTimestamps(svc, sc.TCPTimestamps); err != nil {
-			errs = append(errs, fmt.Errorf("tcp_timestamps: %w", err))
-		} else {
-			p, ok := prevOf(func(s *Service) any { return s.TCPTimestamps })
-			r.revert(k.String()+" tcp_timestamps", was, sc.TCPTimestamps, p, ok)
-		}
-	}
-	if was := svc.Timeouts(); was != sc.Timeouts {
-		if err := tx.SetTimeouts(svc, sc.Timeouts); err != nil {
-			errs = append(errs, fmt.Errorf("timeouts: %w", err))
-		} else {
-			p, ok := prevOf(func(s *Service) any { return timeoutsText(s.Timeouts) })
-			r.revert(k.String()+" timeouts", timeoutsText(was), timeoutsText(sc.Timeouts), p, ok)
-		}
-	}
+	quoted := func(s string) val { return some(fmt.Sprintf("%q", s)) }
+	r.setting(&errs, k, "name", quoted(svc.Name()), quoted(sc.Name), old,
+		func(s *Service) val { return quoted(s.Name) }, func() error { return tx.SetName(svc, sc.Name) })
+	r.setting(&errs, k, "scheduler", text(svc.Scheduler()), text(sc.Scheduler), old,
+		func(s *Service) val { return text(s.Scheduler) }, func() error { return tx.SetScheduler(svc, sc.Scheduler) })
+	r.setting(&errs, k, "synproxy", text(svc.Synproxy()), text(sc.Synproxy), old,
+		func(s *Service) val { return text(s.Synproxy) }, func() error { return tx.SetSynproxy(svc, sc.Synproxy) })
+	r.setting(&errs, k, "client_address", text(svc.ClientAddr()), text(sc.ClientAddress), old,
+		func(s *Service) val { return text(s.ClientAddress) }, func() error { return tx.SetClientAddr(svc, sc.ClientAddress) })
+	r.setting(&errs, k, "tcp_timestamps", text(svc.Timestamps()), text(sc.TCPTimestamps), old,
+		func(s *Service) val { return text(s.TCPTimestamps) }, func() error { return tx.SetTimestamps(svc, sc.TCPTimestamps) })
+	r.setting(&errs, k, "timeouts", timeoutsVal(tx.Timeouts(svc)), timeoutsVal(sc.Timeouts), old,
+		func(s *Service) val { return timeoutsVal(s.Timeouts) }, func() error { return tx.SetTimeouts(svc, sc.Timeouts) })
 	return errs
+}
+
+// timeoutsVal compares every timeout and names them as tapvsadm's --set
+// shows them.
+func timeoutsVal(t nat.Timeouts) val {
+	return val{s: fmt.Sprint(t), ok: true, shown: timeoutsText(t)}
 }
 
 // timeoutsText is a service's timeouts as tapvsadm's --set shows them.
