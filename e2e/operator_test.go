@@ -204,7 +204,14 @@ func TestIpvsadmErrorsLeaveStateAlone(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"-D", "-t", "1.2.3.4:80"}, "Service not defined"},
+		// ipvsadm's messages for a service that does not exist depend on
+		// the command (ipvs_strerror).
+		{[]string{"-D", "-t", "1.2.3.4:80"}, "No such service"},
+		{[]string{"-E", "-t", "1.2.3.4:80", "-s", "rr"}, "No such service"},
+		{[]string{"-L", "-n", "-t", "1.2.3.4:80"}, "No such service"},
+		{[]string{"-a", "-t", "1.2.3.4:80", "-r", "10.20.1.3:80"}, "Service not defined"},
+		{[]string{"-d", "-t", "1.2.3.4:80", "-r", "10.20.1.3:80"}, "Service not defined"},
+		{[]string{"-P", "-t", "1.2.3.4:80", "-z", "172.25.84.12"}, "Service not defined"},
 		{[]string{"-A", "-t", "172.25.254.100:80", "-s", "rr"}, "Service already exists"},
 		{[]string{"-a", "-t", "172.25.254.100:80", "-r", "10.20.1.2:80", "-b"}, "Destination already exists"},
 		{[]string{"-d", "-t", "172.25.254.100:80", "-r", "10.20.9.9:80"}, "No such destination"},
