@@ -400,7 +400,7 @@ func TestAPIRefusesBadNames(t *testing.T) {
 func TestReloadAndNotes(t *testing.T) {
 	m := newManager(t)
 	do := serve(t, m)
-	if c, b := do("POST", "/v1/reload", ""); c != 404 || !strings.Contains(b, "no configuration file to reload") {
+	if c, b := do("POST", "/v1/reload", ""); c != 404 || !strings.Contains(b, `"code":"`+api.CodeNoConfig+`"`) || !strings.Contains(b, "no configuration file to reload") {
 		t.Fatalf("reload without a file: %d %s", c, b)
 	}
 	m.SetReload(func() (api.Reload, error) {
