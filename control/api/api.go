@@ -209,7 +209,8 @@ func (e *Error) Error() string { return e.Message }
 // "applied" (200; a change with nothing to say is 204 and no body).
 type Result struct {
 	// Notes say how a reload of the configuration file will treat what the
-	// change touched: set back to the file's value, or kept.
+	// change touched: kept across reloads unless the file changes that
+	// value.
 	Notes []string `json:"notes,omitempty"`
 }
 
