@@ -194,7 +194,12 @@ func (c *Config) reconcile(tx *nat.Tx, prev *Config, held func(Service, RealServ
 		for i, sc := range c.Services {
 			index[sc.key()] = i
 		}
+		seen := map[ServiceKey]bool{} // a batch's many changes to one service look at it once
 		for _, k := range keys {
+			if seen[k] {
+				continue
+			}
+			seen[k] = true
 			if s, err := tx.Service(k.Protocol, k.VIP, k.Port); err == nil {
 				running = append(running, s)
 			}

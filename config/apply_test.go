@@ -499,10 +499,12 @@ UDP 172.25.254.100:54 name= sched=rr synproxy=false lips=[] rs=[]`
 			t.Fatalf("the same file again (Keeps: %v): %d changes, generation %d from %d, %+v", dry, changes, bal.Generation(), gen, drift)
 		}
 	}
-	// Keeps of one service names what it keeps of that one only.
+	// Keeps of one service (asked twice, as a batch's two changes to it
+	// do) names what it keeps of that one only, once.
 	var named []Named
 	_ = bal.Update(func(tx *nat.Tx) error {
-		named = b.Keeps(tx, []ServiceKey{{nat.UDP, netip.MustParseAddr("172.25.254.100"), 53}}, nil)
+		dns := ServiceKey{nat.UDP, netip.MustParseAddr("172.25.254.100"), 53}
+		named = b.Keeps(tx, []ServiceKey{dns, dns}, nil)
 		return nil
 	})
 	if got := strings.Join(Texts(named), "\n"); got != wantKept[6] {
