@@ -69,30 +69,27 @@ func Texts(n []Named) []string {
 }
 
 // val is one subject's value in a file or in the running state, as a
-// reload compares and names it; ok false: there is none (not declared, not
-// running).
+// reload compares it: v is comparable (==), and only formatted (Subject's
+// show) when the reload names it, so that a reload of many services
+// formats nothing it does not name. ok false: there is none (not
+// declared, not running).
 type val struct {
-	s     string
-	ok    bool
-	shown string // how it is named, if not s
+	v  any
+	ok bool
 }
 
-// present is the value of a service's or local address's presence.
-const present = "added"
+func some(v any) val { return val{v: v, ok: true} }
 
-func some(s string) val { return val{s: s, ok: true} }
+func (a val) same(b val) bool { return a.ok == b.ok && (!a.ok || a.v == b.v) }
 
-func (a val) same(b val) bool { return a.ok == b.ok && (!a.ok || a.s == b.s) }
+// presence is the value of a service's or a local address's existence.
+type presence struct{}
 
-func (a val) text(absent string) string {
-	switch {
-	case !a.ok:
-		return absent
-	case a.shown != "":
-		return a.shown
-	}
-	return a.s
-}
+var present = some(presence{})
+
+// changed is a service's presence in the file before, when the new file
+// declares it otherwise: not the same value.
+type changed struct{}
 
 // fate is what a reload does with one subject.
 type fate uint8
@@ -169,42 +166,41 @@ func (c *Config) reconcile(tx *nat.Tx, prev *Config, held func(Service, RealServ
 		held = func(Service, RealServer) bool { return false }
 	}
 	r := &reconcile{tx: tx, held: held, owned: prev == nil}
-	if prev != nil {
-		r.prev = services(prev)
+	var only map[ServiceKey]bool // keys as a set; nil: every service
+	if keys != nil {
+		// A change's notes look at its services only: nothing here may
+		// cost the size of the whole configuration more than a scan.
+		only = map[ServiceKey]bool{}
+		for _, k := range keys {
+			only[k] = true
+		}
 	}
-	want := services(c)
+	want := services(c, only)
+	if prev != nil {
+		r.prev = services(prev, only)
+	}
 	var running []*nat.Service
 	var declared []int // indexes in c.Services
-	if keys == nil {
+	for i := range c.Services {
+		if only == nil || only[c.Services[i].key()] {
+			declared = append(declared, i)
+		}
+	}
+	if only == nil {
 		var pt val
 		if prev != nil {
-			pt = timeoutsVal(prev.Timeouts)
+			pt = some(prev.Timeouts)
 		}
-		if r.decide(Subject{Setting: "timeouts"}, "timeouts", pt, timeoutsVal(c.Timeouts), timeoutsVal(tx.DefaultTimeouts())) {
+		if r.decide(Subject{Setting: "timeouts"}, pt, some(c.Timeouts), some(tx.DefaultTimeouts())) {
 			if err := tx.SetDefaultTimeouts(c.Timeouts); err != nil {
 				return Drift{}, fmt.Errorf("timeouts: %w", err)
 			}
 		}
 		running = tx.Services()
-		for i := range c.Services {
-			declared = append(declared, i)
-		}
 	} else {
-		index := map[ServiceKey]int{}
-		for i, sc := range c.Services {
-			index[sc.key()] = i
-		}
-		seen := map[ServiceKey]bool{} // a batch's many changes to one service look at it once
-		for _, k := range keys {
-			if seen[k] {
-				continue
-			}
-			seen[k] = true
+		for k := range only {
 			if s, err := tx.Service(k.Protocol, k.VIP, k.Port); err == nil {
 				running = append(running, s)
-			}
-			if i, ok := index[k]; ok {
-				declared = append(declared, i)
 			}
 		}
 	}
@@ -215,7 +211,7 @@ func (c *Config) reconcile(tx *nat.Tx, prev *Config, held func(Service, RealServ
 		k := keyOf(s)
 		sc := want[k]
 		if sc == nil {
-			if r.decide(Subject{Service: k}, k.String(), r.declares(k), val{}, some(present)) {
+			if r.decide(Subject{Service: k}, r.declares(k), val{}, present) {
 				tx.DeleteService(s)
 			}
 			continue
@@ -249,12 +245,13 @@ func (k ServiceKey) String() string {
 	return strings.ToLower(k.Protocol.String()) + " " + netip.AddrPortFrom(k.VIP, k.Port).String()
 }
 
-// services indexes c's services by key.
-func services(c *Config) map[ServiceKey]*Service {
+// services indexes c's services by key: those in only, or (nil) all.
+func services(c *Config, only map[ServiceKey]bool) map[ServiceKey]*Service {
 	m := map[ServiceKey]*Service{}
 	for i := range c.Services {
-		sc := &c.Services[i]
-		m[sc.key()] = sc
+		if sc := &c.Services[i]; only == nil || only[sc.key()] {
+			m[sc.key()] = sc
+		}
 	}
 	return m
 }
@@ -273,16 +270,15 @@ func (r *reconcile) declares(k ServiceKey) val {
 	if r.prev[k] == nil {
 		return val{}
 	}
-	return some(present)
+	return present
 }
 
-// decide applies decide to one subject, what being how it is named, and
-// names the runtime change it overrides or keeps. It reports whether the
-// subject is to be made the new file's (or, if the file no longer
-// declares it, deleted). With no configuration before (owned), the
-// running value stands for the file's before: every difference is the
-// file's, and is applied.
-func (r *reconcile) decide(sub Subject, what string, prev, next, run val) bool {
+// decide applies decide to one subject and names the runtime change it
+// overrides or keeps. It reports whether the subject is to be made the new
+// file's (or, if the file no longer declares it, deleted). With no
+// configuration before (owned), the running value stands for the file's
+// before: every difference is the file's, and is applied.
+func (r *reconcile) decide(sub Subject, prev, next, run val) bool {
 	if r.owned {
 		prev = run
 	}
@@ -290,18 +286,54 @@ func (r *reconcile) decide(sub Subject, what string, prev, next, run val) bool {
 	case change, remove:
 		return true
 	case override:
-		r.drift.Reverted = append(r.drift.Reverted, Named{sub, true, fmt.Sprintf("%s %s -> %s", what, run.text("deleted"), next.text("added"))})
+		r.drift.Reverted = append(r.drift.Reverted, Named{sub, true, fmt.Sprintf("%s %s -> %s", sub, sub.show(run, "deleted"), sub.show(next, ""))})
 		return true
 	case keepChange:
-		in := "file: " + next.text("")
-		if next.s == present {
+		in := "file: " + sub.show(next, "")
+		if next == present {
 			in = "declared in the file"
 		}
-		r.drift.Kept = append(r.drift.Kept, Named{sub, true, fmt.Sprintf("%s %s (%s)", what, run.text("deleted"), in)})
+		r.drift.Kept = append(r.drift.Kept, Named{sub, true, fmt.Sprintf("%s %s (%s)", sub, sub.show(run, "deleted"), in)})
 	case keepAdded:
-		r.drift.Kept = append(r.drift.Kept, Named{sub, false, what})
+		r.drift.Kept = append(r.drift.Kept, Named{sub, false, sub.String()})
 	}
 	return false
+}
+
+// String is how a reload names the subject: "tcp 172.25.254.100:80 real
+// server 10.20.1.2:80".
+func (s Subject) String() string {
+	switch {
+	case s.Service == ServiceKey{}:
+		return s.Setting
+	case s.Dest.IsValid():
+		return s.Service.String() + " real server " + s.Dest.String()
+	case s.LocalAddr.IsValid():
+		return s.Service.String() + " local address " + s.LocalAddr.String()
+	case s.Setting != "":
+		return s.Service.String() + " " + s.Setting
+	}
+	return s.Service.String()
+}
+
+// show is how a reload names one of the subject's values (absent: none).
+func (s Subject) show(v val, absent string) string {
+	if !v.ok {
+		return absent
+	}
+	switch x := v.v.(type) {
+	case presence:
+		return "added"
+	case nat.Timeouts:
+		return timeoutsText(x)
+	}
+	switch {
+	case s.Dest.IsValid():
+		return fmt.Sprintf("weight %v", v.v)
+	case s.Setting == "name":
+		return fmt.Sprintf("%q", v.v)
+	}
+	return fmt.Sprint(v.v)
 }
 
 // prune deletes a running service's local addresses and real servers that
@@ -314,7 +346,7 @@ func (r *reconcile) prune(svc *nat.Service, sc *Service) error {
 		if slices.Contains(sc.LocalAddresses, l.Addr) {
 			continue
 		}
-		if !r.decide(Subject{Service: k, LocalAddr: l.Addr}, fmt.Sprintf("%s local address %s", k, l.Addr), lipVal(old, l.Addr), val{}, some(present)) {
+		if !r.decide(Subject{Service: k, LocalAddr: l.Addr}, lipVal(old, l.Addr), val{}, present) {
 			continue
 		}
 		if err := r.tx.DeleteLocalAddr(svc, l.Addr); err != nil {
@@ -326,7 +358,7 @@ func (r *reconcile) prune(svc *nat.Service, sc *Service) error {
 		if findRS(sc, dst.Addr, dst.Port) != nil {
 			continue
 		}
-		if !r.decide(Subject{Service: k, Dest: ap}, fmt.Sprintf("%s real server %s", k, ap), rsVal(old, ap), val{}, weightVal(r.tx.Weight(svc, dst))) {
+		if !r.decide(Subject{Service: k, Dest: ap}, rsVal(old, ap), val{}, some(r.tx.Weight(svc, dst))) {
 			continue
 		}
 		if err := r.tx.DeleteDest(svc, dst.Addr, dst.Port); err != nil {
@@ -341,7 +373,7 @@ func lipVal(sc *Service, a netip.Addr) val {
 	if sc == nil || !slices.Contains(sc.LocalAddresses, a) {
 		return val{}
 	}
-	return some(present)
+	return present
 }
 
 // rsVal is a real server's value in sc (nil: none): its weight.
@@ -350,12 +382,10 @@ func rsVal(sc *Service, ap netip.AddrPort) val {
 		return val{}
 	}
 	if rs := findRS(sc, ap.Addr(), ap.Port()); rs != nil {
-		return weightVal(rs.Weight)
+		return some(rs.Weight)
 	}
 	return val{}
 }
-
-func weightVal(w int) val { return some(fmt.Sprintf("weight %d", w)) }
 
 func findRS(sc *Service, a netip.Addr, port uint16) *RealServer {
 	for i := range sc.RealServers {
@@ -378,12 +408,12 @@ func (r *reconcile) applyService(sc Service) (errs []error) {
 		// stays deleted unless the file changed the service.
 		var was val
 		if old != nil {
-			was = some("changed")
+			was = some(changed{})
 			if reflect.DeepEqual(*old, sc) {
-				was = some(present)
+				was = present
 			}
 		}
-		if !r.decide(Subject{Service: k}, k.String(), was, some(present), val{}) {
+		if !r.decide(Subject{Service: k}, was, present, val{}) {
 			return nil
 		}
 		to := sc.Timeouts
@@ -404,9 +434,9 @@ func (r *reconcile) applyService(sc Service) (errs []error) {
 	for j, l := range sc.LocalAddresses {
 		var run val
 		if slices.ContainsFunc(have, func(x *nat.LocalAddr) bool { return x.Addr == l }) {
-			run = some(present)
+			run = present
 		}
-		if !r.decide(Subject{Service: k, LocalAddr: l}, fmt.Sprintf("%s local address %s", k, l), lipVal(old, l), some(present), run) {
+		if !r.decide(Subject{Service: k, LocalAddr: l}, lipVal(old, l), present, run) {
 			continue
 		}
 		if _, err := tx.AddLocalAddr(svc, l); err != nil {
@@ -425,9 +455,9 @@ func (r *reconcile) applyService(sc Service) (errs []error) {
 		dst, ok := cur[ap]
 		var run val
 		if ok {
-			run = weightVal(tx.Weight(svc, dst))
+			run = some(tx.Weight(svc, dst))
 		}
-		if !r.decide(Subject{Service: k, Dest: ap}, fmt.Sprintf("%s real server %s", k, ap), rsVal(old, ap), weightVal(rs.Weight), run) {
+		if !r.decide(Subject{Service: k, Dest: ap}, rsVal(old, ap), some(rs.Weight), run) {
 			continue
 		}
 		if ok {
@@ -450,7 +480,7 @@ func (r *reconcile) setting(errs *[]error, k ServiceKey, name string, run, next 
 	if old != nil {
 		prev = of(old)
 	}
-	if !r.decide(Subject{Service: k, Setting: name}, k.String()+" "+name, prev, next, run) {
+	if !r.decide(Subject{Service: k, Setting: name}, prev, next, run) {
 		return
 	}
 	if err := set(); err != nil {
@@ -458,32 +488,23 @@ func (r *reconcile) setting(errs *[]error, k ServiceKey, name string, run, next 
 	}
 }
 
-func text(v any) val { return some(fmt.Sprint(v)) }
-
 // setService makes a running service's own settings sc's, where decide
 // says so.
 func (r *reconcile) setService(svc *nat.Service, k ServiceKey, sc Service, old *Service) (errs []error) {
 	tx := r.tx
-	quoted := func(s string) val { return some(fmt.Sprintf("%q", s)) }
-	r.setting(&errs, k, "name", quoted(svc.Name()), quoted(sc.Name), old,
-		func(s *Service) val { return quoted(s.Name) }, func() error { return tx.SetName(svc, sc.Name) })
-	r.setting(&errs, k, "scheduler", text(svc.Scheduler()), text(sc.Scheduler), old,
-		func(s *Service) val { return text(s.Scheduler) }, func() error { return tx.SetScheduler(svc, sc.Scheduler) })
-	r.setting(&errs, k, "synproxy", text(svc.Synproxy()), text(sc.Synproxy), old,
-		func(s *Service) val { return text(s.Synproxy) }, func() error { return tx.SetSynproxy(svc, sc.Synproxy) })
-	r.setting(&errs, k, "client_address", text(svc.ClientAddr()), text(sc.ClientAddress), old,
-		func(s *Service) val { return text(s.ClientAddress) }, func() error { return tx.SetClientAddr(svc, sc.ClientAddress) })
-	r.setting(&errs, k, "tcp_timestamps", text(svc.Timestamps()), text(sc.TCPTimestamps), old,
-		func(s *Service) val { return text(s.TCPTimestamps) }, func() error { return tx.SetTimestamps(svc, sc.TCPTimestamps) })
-	r.setting(&errs, k, "timeouts", timeoutsVal(tx.Timeouts(svc)), timeoutsVal(sc.Timeouts), old,
-		func(s *Service) val { return timeoutsVal(s.Timeouts) }, func() error { return tx.SetTimeouts(svc, sc.Timeouts) })
+	r.setting(&errs, k, "name", some(svc.Name()), some(sc.Name), old,
+		func(s *Service) val { return some(s.Name) }, func() error { return tx.SetName(svc, sc.Name) })
+	r.setting(&errs, k, "scheduler", some(svc.Scheduler()), some(sc.Scheduler), old,
+		func(s *Service) val { return some(s.Scheduler) }, func() error { return tx.SetScheduler(svc, sc.Scheduler) })
+	r.setting(&errs, k, "synproxy", some(svc.Synproxy()), some(sc.Synproxy), old,
+		func(s *Service) val { return some(s.Synproxy) }, func() error { return tx.SetSynproxy(svc, sc.Synproxy) })
+	r.setting(&errs, k, "client_address", some(svc.ClientAddr()), some(sc.ClientAddress), old,
+		func(s *Service) val { return some(s.ClientAddress) }, func() error { return tx.SetClientAddr(svc, sc.ClientAddress) })
+	r.setting(&errs, k, "tcp_timestamps", some(svc.Timestamps()), some(sc.TCPTimestamps), old,
+		func(s *Service) val { return some(s.TCPTimestamps) }, func() error { return tx.SetTimestamps(svc, sc.TCPTimestamps) })
+	r.setting(&errs, k, "timeouts", some(tx.Timeouts(svc)), some(sc.Timeouts), old,
+		func(s *Service) val { return some(s.Timeouts) }, func() error { return tx.SetTimeouts(svc, sc.Timeouts) })
 	return errs
-}
-
-// timeoutsVal compares every timeout and names them as tapvsadm's --set
-// shows them.
-func timeoutsVal(t nat.Timeouts) val {
-	return val{s: fmt.Sprint(t), ok: true, shown: timeoutsText(t)}
 }
 
 // timeoutsText is a service's timeouts as tapvsadm's --set shows them.

@@ -70,8 +70,9 @@ func defence(e *errs, f string, r rawService, s *Service) {
 // decide says so.
 func (r *reconcile) applyDefence(svc *nat.Service, k ServiceKey, sc Service, old *Service) (errs []error) {
 	tx := r.tx
+	// Lists compare as their sorted text (a slice is not comparable).
 	prefixes := func(p []netip.Prefix) val { return some(prefixesText(p)) }
-	limits := func(l nat.Limits) val { return some(limitsText(l)) }
+	limits := func(l nat.Limits) val { return some(limitsValue(l)) }
 	r.setting(&errs, k, "allow", prefixes(tx.Allow(svc)), prefixes(sc.Allow), old,
 		func(s *Service) val { return prefixes(s.Allow) }, func() error { return tx.SetAllow(svc, sc.Allow) })
 	r.setting(&errs, k, "deny", prefixes(tx.Deny(svc)), prefixes(sc.Deny), old,
@@ -82,6 +83,9 @@ func (r *reconcile) applyDefence(svc *nat.Service, k ServiceKey, sc Service, old
 }
 
 func prefixesText(p []netip.Prefix) string {
+	if len(p) == 0 {
+		return "[]"
+	}
 	s := make([]string, len(p))
 	for i, x := range p {
 		s[i] = x.String()
@@ -89,6 +93,11 @@ func prefixesText(p []netip.Prefix) string {
 	slices.Sort(s)
 	return "[" + strings.Join(s, " ") + "]"
 }
+
+// limitsValue is a service's limits as a reload compares and names them.
+type limitsValue nat.Limits
+
+func (l limitsValue) String() string { return limitsText(nat.Limits(l)) }
 
 func limitsText(l nat.Limits) string {
 	return fmt.Sprintf("(source_cps %d, source_conns %d, half_open %d)", l.SourceCPS, l.SourceConns, l.HalfOpen)
