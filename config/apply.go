@@ -4,21 +4,124 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"reflect"
 	"slices"
 	"strings"
 
 	"github.com/tapvs/tapvs/nat"
 )
 
-// Drift is what a reload found changed at run time (by the control API or
-// tapvsadm) and what it did with it. The file owns what it declares: a
-// runtime change to a declared service, real server, local address or
-// setting is set back to the file's value, and named in Reverted. What was
-// added at run time and the file does not declare is the operator's, as it
-// is keepalived's: it is left as it is, and named in Kept at every reload.
+// A reload follows keepalived's model: it applies what changed in the file
+// since the file applied before, not the difference between the file and
+// the running state. Each value the file declares (a service's scheduler, a
+// real server's weight, the default timeouts...) and each service, real
+// server and local address is one subject, and decide is the one rule for
+// all of them:
+//
+//   - the file changed it (or adds it): it is made the file's; if a runtime
+//     change (the control API, tapvsadm) differed from the file before, that
+//     change is overridden and named (Drift.Reverted);
+//   - the file did not change it and a runtime change did (an ipvsadm -e -w 0
+//     drain, a declared real server deleted): the runtime change is kept,
+//     and named (Drift.Kept) at every reload until the file changes it;
+//   - the file before declared it and this one does not: it is deleted;
+//   - neither declares it (added at run time): it is kept, and named.
+//
+// The first start is a reload from an empty file: everything is applied.
+
+// Drift is what a reload did with the changes made at run time.
 type Drift struct {
-	Reverted []string // "tcp 172.25.254.100:80 real server 10.20.1.2:80 weight 7 -> 1"
-	Kept     []string // "tcp 172.25.254.100:81", "tcp 172.25.254.100:80 real server 10.20.1.9:80"
+	Reverted []Named // overridden by a change of the file's
+	Kept     []Named // kept: the file did not change them, or does not declare them
+}
+
+// Named is one runtime change a reload names.
+type Named struct {
+	Subject Subject
+	// Declared: the file declares the subject (a runtime change of it);
+	// else it was added at run time.
+	Declared bool
+	// Text is how the log line and the API name it: "tcp
+	// 172.25.254.100:80 real server 10.20.1.2:80 weight 0 (file: weight 1)".
+	Text string
+}
+
+// Subject is what a Named is about: a service (Setting "" and no real
+// server nor local address: the service itself), one of its settings, real
+// servers or local addresses, or (zero ServiceKey) the balancer's default
+// timeouts.
+type Subject struct {
+	Service   ServiceKey
+	Setting   string         // "scheduler", "allow", "timeouts"...
+	Dest      netip.AddrPort // a real server
+	LocalAddr netip.Addr     // a local address
+}
+
+func (n Named) String() string { return n.Text }
+
+// Texts are the names' texts.
+func Texts(n []Named) []string {
+	out := make([]string, len(n))
+	for i, x := range n {
+		out[i] = x.Text
+	}
+	return out
+}
+
+// val is one subject's value in a file or in the running state, as a
+// reload compares it: v is comparable (==), and only formatted (Subject's
+// show) when the reload names it, so that a reload of many services
+// formats nothing it does not name. ok false: there is none (not
+// declared, not running).
+type val struct {
+	v  any
+	ok bool
+}
+
+func some(v any) val { return val{v: v, ok: true} }
+
+func (a val) same(b val) bool { return a.ok == b.ok && (!a.ok || a.v == b.v) }
+
+// presence is the value of a service's or a local address's existence.
+type presence struct{}
+
+var present = some(presence{})
+
+// changed is a service's presence in the file before, when the new file
+// declares it otherwise: not the same value.
+type changed struct{}
+
+// fate is what a reload does with one subject.
+type fate uint8
+
+const (
+	leave      fate = iota // as the file says, or nowhere
+	change                 // the file changed it, the running value was the file's before: made the new file's
+	override               // the file changed it and a runtime change differed: made the file's, named
+	keepChange             // the file did not change it, a runtime change did: kept, named
+	keepAdded              // no file declares it: added at run time, kept, named
+	remove                 // the file before declared it, this one does not: deleted
+)
+
+// decide is the reload's rule (see above) for one subject: prev is the
+// value the file applied before declared, next the new file's, run the
+// running one.
+func decide(prev, next, run val) fate {
+	switch {
+	case !next.ok && !run.ok:
+		return leave
+	case !next.ok && prev.ok:
+		return remove
+	case !next.ok:
+		return keepAdded
+	case run.same(next):
+		return leave
+	case prev.same(next):
+		return keepChange
+	case run.same(prev):
+		return change
+	}
+	return override
 }
 
 // Apply makes tx's services what c says, as if c owned everything in tx:
@@ -38,33 +141,78 @@ func (c *Config) Apply(tx *nat.Tx, held func(Service, RealServer) bool) error {
 	return err
 }
 
-// Reconcile is Apply against a running balancer whose state prev (the
-// configuration applied before) declared and the control API may have
-// changed since. What prev declared and c does not is deleted (the file
-// took it away); what neither declares was added at run time and is kept;
-// what c declares is made what c says, and where the running value was not
-// prev's (a runtime change) that is named in the Drift. A nil prev owns
-// everything in tx: nothing is kept and nothing named (Apply).
+// Reconcile is a reload: it applies to a running balancer what changed from
+// prev (the configuration applied before) to c, by decide's rule, and
+// names the runtime changes it overrides and those it keeps. A nil prev
+// owns everything in tx: every difference is made c's and nothing is kept
+// or named (Apply). The default timeouts are one of its subjects.
 func (c *Config) Reconcile(tx *nat.Tx, prev *Config, held func(Service, RealServer) bool) (Drift, error) {
+	return c.reconcile(tx, prev, held, nil)
+}
+
+// Keeps is what a reload of c, unchanged since it was applied, does with
+// the running state of the services keys (keys nil: of every service, and
+// of the default timeouts): it keeps each runtime change (no value's file
+// text changed), and names it. It changes nothing in tx. The control API's
+// notes are made from it, so that what they tell a change is what a reload
+// does with it.
+func (c *Config) Keeps(tx *nat.Tx, keys []ServiceKey, held func(Service, RealServer) bool) []Named {
+	d, _ := c.reconcile(tx, c, held, keys)
+	return d.Kept
+}
+
+func (c *Config) reconcile(tx *nat.Tx, prev *Config, held func(Service, RealServer) bool, keys []ServiceKey) (Drift, error) {
 	if held == nil {
 		held = func(Service, RealServer) bool { return false }
 	}
 	r := &reconcile{tx: tx, held: held, owned: prev == nil}
+	var only map[ServiceKey]bool // keys as a set; nil: every service
+	if keys != nil {
+		// A change's notes look at its services only: nothing here may
+		// cost the size of the whole configuration more than a scan.
+		only = map[ServiceKey]bool{}
+		for _, k := range keys {
+			only[k] = true
+		}
+	}
+	want := services(c, only)
 	if prev != nil {
-		r.prev = services(prev)
+		r.prev = services(prev, only)
+	}
+	var running []*nat.Service
+	var declared []int // indexes in c.Services
+	for i := range c.Services {
+		if only == nil || only[c.Services[i].key()] {
+			declared = append(declared, i)
+		}
+	}
+	if only == nil {
+		var pt val
+		if prev != nil {
+			pt = some(prev.Timeouts)
+		}
+		if r.decide(Subject{Setting: "timeouts"}, pt, some(c.Timeouts), some(tx.DefaultTimeouts())) {
+			if err := tx.SetDefaultTimeouts(c.Timeouts); err != nil {
+				return Drift{}, fmt.Errorf("timeouts: %w", err)
+			}
+		}
+		running = tx.Services()
+	} else {
+		for k := range only {
+			if s, err := tx.Service(k.Protocol, k.VIP, k.Port); err == nil {
+				running = append(running, s)
+			}
+		}
 	}
 	// Everything that goes goes first, so that an address can change roles
 	// (a real server that becomes a local address) in one file, whatever
 	// the order of its services.
-	want := services(c)
-	for _, s := range tx.Services() {
+	for _, s := range running {
 		k := keyOf(s)
 		sc := want[k]
 		if sc == nil {
-			if r.declared(k) {
+			if r.decide(Subject{Service: k}, r.declares(k), val{}, present) {
 				tx.DeleteService(s)
-			} else {
-				r.keep(k.String())
 			}
 			continue
 		}
@@ -73,33 +221,37 @@ func (c *Config) Reconcile(tx *nat.Tx, prev *Config, held func(Service, RealServ
 		}
 	}
 	var errs []error
-	for i, sc := range c.Services {
-		for _, err := range r.applyService(sc) {
+	for _, i := range declared {
+		for _, err := range r.applyService(c.Services[i]) {
 			errs = append(errs, fmt.Errorf("services[%d].%w", i, err))
 		}
 	}
 	return r.drift, errors.Join(errs...)
 }
 
-type serviceKey struct {
-	proto nat.Protocol
-	vip   netip.Addr
-	port  uint16
+// ServiceKey is a service's key: its protocol, VIP and port.
+type ServiceKey struct {
+	Protocol nat.Protocol
+	VIP      netip.Addr
+	Port     uint16
 }
 
-func keyOf(s *nat.Service) serviceKey { return serviceKey{s.Protocol, s.Addr, s.Port} }
+func keyOf(s *nat.Service) ServiceKey { return ServiceKey{s.Protocol, s.Addr, s.Port} }
+
+func (sc *Service) key() ServiceKey { return ServiceKey{sc.Protocol, sc.VIP, sc.Port} }
 
 // String is the key as tapvsadm and the API write it: "tcp 10.0.0.1:80".
-func (k serviceKey) String() string {
-	return strings.ToLower(k.proto.String()) + " " + netip.AddrPortFrom(k.vip, k.port).String()
+func (k ServiceKey) String() string {
+	return strings.ToLower(k.Protocol.String()) + " " + netip.AddrPortFrom(k.VIP, k.Port).String()
 }
 
-// services indexes c's services by key.
-func services(c *Config) map[serviceKey]*Service {
-	m := map[serviceKey]*Service{}
+// services indexes c's services by key: those in only, or (nil) all.
+func services(c *Config, only map[ServiceKey]bool) map[ServiceKey]*Service {
+	m := map[ServiceKey]*Service{}
 	for i := range c.Services {
-		sc := &c.Services[i]
-		m[serviceKey{sc.Protocol, sc.VIP, sc.Port}] = sc
+		if sc := &c.Services[i]; only == nil || only[sc.key()] {
+			m[sc.key()] = sc
+		}
 	}
 	return m
 }
@@ -109,24 +261,79 @@ type reconcile struct {
 	tx    *nat.Tx
 	held  func(Service, RealServer) bool
 	owned bool                    // no prev: the file owns everything in tx
-	prev  map[serviceKey]*Service // what the configuration applied before declared
+	prev  map[ServiceKey]*Service // what the configuration applied before declared
 	drift Drift
 }
 
-// declared reports whether the configuration applied before declared the
-// service (or, with no prev, owns it).
-func (r *reconcile) declared(k serviceKey) bool { return r.owned || r.prev[k] != nil }
-
-func (r *reconcile) keep(what string) { r.drift.Kept = append(r.drift.Kept, what) }
-
-// revert names a runtime value the reload sets back to the file's: was is
-// the running value, prev the one the configuration before declared (ok
-// false: none), now the file's.
-func (r *reconcile) revert(what string, was, now any, prev any, ok bool) {
-	if r.owned || ok && fmt.Sprint(prev) == fmt.Sprint(was) {
-		return // a change of the file's, not of the running state's
+// declares is a service's presence in the configuration applied before.
+func (r *reconcile) declares(k ServiceKey) val {
+	if r.prev[k] == nil {
+		return val{}
 	}
-	r.drift.Reverted = append(r.drift.Reverted, fmt.Sprintf("%s %v -> %v", what, was, now))
+	return present
+}
+
+// decide applies decide to one subject and names the runtime change it
+// overrides or keeps. It reports whether the subject is to be made the new
+// file's (or, if the file no longer declares it, deleted). With no
+// configuration before (owned), the running value stands for the file's
+// before: every difference is the file's, and is applied.
+func (r *reconcile) decide(sub Subject, prev, next, run val) bool {
+	if r.owned {
+		prev = run
+	}
+	switch decide(prev, next, run) {
+	case change, remove:
+		return true
+	case override:
+		r.drift.Reverted = append(r.drift.Reverted, Named{sub, true, fmt.Sprintf("%s %s -> %s", sub, sub.show(run, "deleted"), sub.show(next, ""))})
+		return true
+	case keepChange:
+		in := "file: " + sub.show(next, "")
+		if next == present {
+			in = "declared in the file"
+		}
+		r.drift.Kept = append(r.drift.Kept, Named{sub, true, fmt.Sprintf("%s %s (%s)", sub, sub.show(run, "deleted"), in)})
+	case keepAdded:
+		r.drift.Kept = append(r.drift.Kept, Named{sub, false, sub.String()})
+	}
+	return false
+}
+
+// String is how a reload names the subject: "tcp 172.25.254.100:80 real
+// server 10.20.1.2:80".
+func (s Subject) String() string {
+	switch {
+	case s.Service == ServiceKey{}:
+		return s.Setting
+	case s.Dest.IsValid():
+		return s.Service.String() + " real server " + s.Dest.String()
+	case s.LocalAddr.IsValid():
+		return s.Service.String() + " local address " + s.LocalAddr.String()
+	case s.Setting != "":
+		return s.Service.String() + " " + s.Setting
+	}
+	return s.Service.String()
+}
+
+// show is how a reload names one of the subject's values (absent: none).
+func (s Subject) show(v val, absent string) string {
+	if !v.ok {
+		return absent
+	}
+	switch x := v.v.(type) {
+	case presence:
+		return "added"
+	case nat.Timeouts:
+		return timeoutsText(x)
+	}
+	switch {
+	case s.Dest.IsValid():
+		return fmt.Sprintf("weight %v", v.v)
+	case s.Setting == "name":
+		return fmt.Sprintf("%q", v.v)
+	}
+	return fmt.Sprint(v.v)
 }
 
 // prune deletes a running service's local addresses and real servers that
@@ -139,8 +346,7 @@ func (r *reconcile) prune(svc *nat.Service, sc *Service) error {
 		if slices.Contains(sc.LocalAddresses, l.Addr) {
 			continue
 		}
-		if !r.owned && (old == nil || !slices.Contains(old.LocalAddresses, l.Addr)) {
-			r.keep(fmt.Sprintf("%s local address %s", k, l.Addr))
+		if !r.decide(Subject{Service: k, LocalAddr: l.Addr}, lipVal(old, l.Addr), val{}, present) {
 			continue
 		}
 		if err := r.tx.DeleteLocalAddr(svc, l.Addr); err != nil {
@@ -148,11 +354,11 @@ func (r *reconcile) prune(svc *nat.Service, sc *Service) error {
 		}
 	}
 	for _, dst := range r.tx.Dests(svc) {
+		ap := netip.AddrPortFrom(dst.Addr, dst.Port)
 		if findRS(sc, dst.Addr, dst.Port) != nil {
 			continue
 		}
-		if !r.owned && (old == nil || findRS(old, dst.Addr, dst.Port) == nil) {
-			r.keep(fmt.Sprintf("%s real server %s", k, netip.AddrPortFrom(dst.Addr, dst.Port)))
+		if !r.decide(Subject{Service: k, Dest: ap}, rsVal(old, ap), val{}, some(r.tx.Weight(svc, dst))) {
 			continue
 		}
 		if err := r.tx.DeleteDest(svc, dst.Addr, dst.Port); err != nil {
@@ -160,6 +366,25 @@ func (r *reconcile) prune(svc *nat.Service, sc *Service) error {
 		}
 	}
 	return nil
+}
+
+// lipVal is a local address's presence in sc (nil: none).
+func lipVal(sc *Service, a netip.Addr) val {
+	if sc == nil || !slices.Contains(sc.LocalAddresses, a) {
+		return val{}
+	}
+	return present
+}
+
+// rsVal is a real server's value in sc (nil: none): its weight.
+func rsVal(sc *Service, ap netip.AddrPort) val {
+	if sc == nil {
+		return val{}
+	}
+	if rs := findRS(sc, ap.Addr(), ap.Port()); rs != nil {
+		return some(rs.Weight)
+	}
+	return val{}
 }
 
 func findRS(sc *Service, a netip.Addr, port uint16) *RealServer {
@@ -175,32 +400,47 @@ func findRS(sc *Service, a netip.Addr, port uint16) *RealServer {
 // has taken away what it lacks. Each error starts with its field's name.
 func (r *reconcile) applyService(sc Service) (errs []error) {
 	tx := r.tx
-	k := serviceKey{sc.Protocol, sc.VIP, sc.Port}
+	k := sc.key()
 	old := r.prev[k]
 	svc, err := tx.Service(sc.Protocol, sc.VIP, sc.Port)
 	if err != nil {
+		// Not running: new in the file, or deleted at run time, which
+		// stays deleted unless the file changed the service.
+		var was val
+		if old != nil {
+			was = some(changed{})
+			if reflect.DeepEqual(*old, sc) {
+				was = present
+			}
+		}
+		if !r.decide(Subject{Service: k}, was, present, val{}) {
+			return nil
+		}
 		to := sc.Timeouts
 		if svc, err = tx.AddService(nat.ServiceConfig{Name: sc.Name, Addr: sc.VIP, Port: sc.Port, Protocol: sc.Protocol,
 			Scheduler: sc.Scheduler, Timeouts: &to, Synproxy: sc.Synproxy, ClientAddr: sc.ClientAddress,
 			Timestamps: sc.TCPTimestamps}); err != nil {
 			return []error{fmt.Errorf("vip: %w", err)}
 		}
-		if old != nil {
-			r.revert(k.String(), "deleted", "added", nil, false)
-		}
+		// A service the reload adds is the file's whole: its lists and
+		// servers are added, not decided against the file before.
+		defer func(owned bool) { r.owned = owned }(r.owned)
+		r.owned = true
 	} else {
 		errs = r.setService(svc, k, sc, old)
 	}
 	errs = append(errs, r.applyDefence(svc, k, sc, old)...)
 	have := tx.LocalAddrs(svc)
 	for j, l := range sc.LocalAddresses {
+		var run val
 		if slices.ContainsFunc(have, func(x *nat.LocalAddr) bool { return x.Addr == l }) {
+			run = present
+		}
+		if !r.decide(Subject{Service: k, LocalAddr: l}, lipVal(old, l), present, run) {
 			continue
 		}
 		if _, err := tx.AddLocalAddr(svc, l); err != nil {
 			errs = append(errs, fmt.Errorf("local_addresses[%d]: %w", j, err))
-		} else if old != nil && slices.Contains(old.LocalAddresses, l) {
-			r.revert(fmt.Sprintf("%s local address %s", k, l), "deleted", "added", nil, false)
 		}
 	}
 	cur := map[netip.AddrPort]*nat.Dest{}
@@ -212,91 +452,58 @@ func (r *reconcile) applyService(sc Service) (errs []error) {
 			continue // the check puts it back, with this configuration's weight, when it recovers
 		}
 		ap := netip.AddrPortFrom(rs.Address, rs.Port)
-		what := fmt.Sprintf("%s real server %s", k, ap)
-		var was *RealServer
-		if old != nil {
-			was = findRS(old, rs.Address, rs.Port)
-		}
 		dst, ok := cur[ap]
-		switch {
-		case !ok:
-			if _, err := tx.AddDest(svc, rs.Address, rs.Port, rs.Weight); err != nil {
-				errs = append(errs, fmt.Errorf("real_servers[%d]: %w", j, err))
-			} else if was != nil {
-				r.revert(what, "deleted", "added", nil, false)
-			}
-		case tx.Weight(svc, dst) != rs.Weight:
-			w := tx.Weight(svc, dst)
-			if err := tx.SetWeight(svc, rs.Address, rs.Port, rs.Weight); err != nil {
-				errs = append(errs, fmt.Errorf("real_servers[%d]: %w", j, err))
-			} else if was != nil {
-				r.revert(what+" weight", w, rs.Weight, was.Weight, true)
-			} else {
-				r.revert(what+" weight", w, rs.Weight, nil, false)
-			}
+		var run val
+		if ok {
+			run = some(tx.Weight(svc, dst))
+		}
+		if !r.decide(Subject{Service: k, Dest: ap}, rsVal(old, ap), some(rs.Weight), run) {
+			continue
+		}
+		if ok {
+			err = tx.SetWeight(svc, rs.Address, rs.Port, rs.Weight)
+		} else {
+			_, err = tx.AddDest(svc, rs.Address, rs.Port, rs.Weight)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("real_servers[%d]: %w", j, err))
 		}
 	}
 	return errs
 }
 
-// setService makes a running service's own settings sc's.
-func (r *reconcile) setService(svc *nat.Service, k serviceKey, sc Service, old *Service) (errs []error) {
+// setting decides one of a running service's settings, name being its
+// field's: run is its running value, next the file's, of the file before
+// (old, if it declared the service); set makes it next.
+func (r *reconcile) setting(errs *[]error, k ServiceKey, name string, run, next val, old *Service, of func(*Service) val, set func() error) {
+	var prev val
+	if old != nil {
+		prev = of(old)
+	}
+	if !r.decide(Subject{Service: k, Setting: name}, prev, next, run) {
+		return
+	}
+	if err := set(); err != nil {
+		*errs = append(*errs, fmt.Errorf("%s: %w", name, err))
+	}
+}
+
+// setService makes a running service's own settings sc's, where decide
+// says so.
+func (r *reconcile) setService(svc *nat.Service, k ServiceKey, sc Service, old *Service) (errs []error) {
 	tx := r.tx
-	// prevOf is old's value of a setting, if old declared the service.
-	prevOf := func(f func(*Service) any) (any, bool) {
-		if old == nil {
-			return nil, false
-		}
-		return f(old), true
-	}
-	if was := svc.Name(); was != sc.Name {
-		if err := tx.SetName(svc, sc.Name); err != nil {
-			errs = append(errs, fmt.Errorf("name: %w", err))
-		} else {
-			p, ok := prevOf(func(s *Service) any { return s.Name })
-			r.revert(k.String()+" name", fmt.Sprintf("%q", was), fmt.Sprintf("%q", sc.Name), fmt.Sprintf("%q", p), ok)
-		}
-	}
-	if was := svc.Scheduler(); was != sc.Scheduler {
-		if err := tx.SetScheduler(svc, sc.Scheduler); err != nil {
-			errs = append(errs, fmt.Errorf("scheduler: %w", err))
-		} else {
-			p, ok := prevOf(func(s *Service) any { return s.Scheduler })
-			r.revert(k.String()+" scheduler", was, sc.Scheduler, p, ok)
-		}
-	}
-	if was := svc.Synproxy(); was != sc.Synproxy {
-		if err := tx.SetSynproxy(svc, sc.Synproxy); err != nil {
-			errs = append(errs, fmt.Errorf("synproxy: %w", err))
-		} else {
-			p, ok := prevOf(func(s *Service) any { return s.Synproxy })
-			r.revert(k.String()+" synproxy", was, sc.Synproxy, p, ok)
-		}
-	}
-	if was := svc.ClientAddr(); was != sc.ClientAddress {
-		if err := tx.SetClientAddr(svc, sc.ClientAddress); err != nil {
-			errs = append(errs, fmt.Errorf("client_address: %w", err))
-		} else {
-			p, ok := prevOf(func(s *Service) any { return s.ClientAddress })
-			r.revert(k.String()+" client_address", was, sc.ClientAddress, p, ok)
-		}
-	}
-	if was := svc.Timestamps(); was != sc.TCPTimestamps {
-		if err := tx.SetTimestamps(svc, sc.TCPTimestamps); err != nil {
-			errs = append(errs, fmt.Errorf("tcp_timestamps: %w", err))
-		} else {
-			p, ok := prevOf(func(s *Service) any { return s.TCPTimestamps })
-			r.revert(k.String()+" tcp_timestamps", was, sc.TCPTimestamps, p, ok)
-		}
-	}
-	if was := svc.Timeouts(); was != sc.Timeouts {
-		if err := tx.SetTimeouts(svc, sc.Timeouts); err != nil {
-			errs = append(errs, fmt.Errorf("timeouts: %w", err))
-		} else {
-			p, ok := prevOf(func(s *Service) any { return timeoutsText(s.Timeouts) })
-			r.revert(k.String()+" timeouts", timeoutsText(was), timeoutsText(sc.Timeouts), p, ok)
-		}
-	}
+	r.setting(&errs, k, "name", some(svc.Name()), some(sc.Name), old,
+		func(s *Service) val { return some(s.Name) }, func() error { return tx.SetName(svc, sc.Name) })
+	r.setting(&errs, k, "scheduler", some(svc.Scheduler()), some(sc.Scheduler), old,
+		func(s *Service) val { return some(s.Scheduler) }, func() error { return tx.SetScheduler(svc, sc.Scheduler) })
+	r.setting(&errs, k, "synproxy", some(svc.Synproxy()), some(sc.Synproxy), old,
+		func(s *Service) val { return some(s.Synproxy) }, func() error { return tx.SetSynproxy(svc, sc.Synproxy) })
+	r.setting(&errs, k, "client_address", some(svc.ClientAddr()), some(sc.ClientAddress), old,
+		func(s *Service) val { return some(s.ClientAddress) }, func() error { return tx.SetClientAddr(svc, sc.ClientAddress) })
+	r.setting(&errs, k, "tcp_timestamps", some(svc.Timestamps()), some(sc.TCPTimestamps), old,
+		func(s *Service) val { return some(s.TCPTimestamps) }, func() error { return tx.SetTimestamps(svc, sc.TCPTimestamps) })
+	r.setting(&errs, k, "timeouts", some(tx.Timeouts(svc)), some(sc.Timeouts), old,
+		func(s *Service) val { return some(s.Timeouts) }, func() error { return tx.SetTimeouts(svc, sc.Timeouts) })
 	return errs
 }
 

@@ -392,11 +392,13 @@ func TestApplyLeavesHeldServersToTheChecker(t *testing.T) {
 	}
 }
 
-// A reload (Reconcile against the configuration applied before) sets back
-// what the file declares and names each runtime change it undoes; what was
-// added at run time and the file does not declare is kept and named; a
-// change of the file's own is neither. Apply, which owns everything, takes
-// the runtime additions away.
+// A reload (Reconcile against the configuration applied before) applies
+// what the file changed, keepalived's model: a runtime change to a value
+// whose file text did not change is kept and named; one the file changed
+// is overridden and named; a change of the file's over an unchanged
+// running value is neither. What was added at run time and the file does
+// not declare is kept and named. Apply, which owns everything, takes every
+// runtime change away.
 func TestReconcileNamesRuntimeChanges(t *testing.T) {
 	a := parse(t, configA)
 	bal := running(t, a)
@@ -407,63 +409,214 @@ func TestReconcileNamesRuntimeChanges(t *testing.T) {
 		}
 		return s
 	}
-	// What tapvsadm and the API did since.
+	// What tapvsadm and the API did since: on web, which the file will
+	// change (its scheduler, and 10.20.2.2's weight), and on dns, which it
+	// will not.
 	err := bal.Update(func(tx *nat.Tx) error {
 		s := web(tx)
+		dns, err := tx.Service(nat.UDP, netip.MustParseAddr("172.25.254.100"), 53)
+		if err != nil {
+			return err
+		}
 		return errors.Join(tx.SetName(s, "front"), tx.SetScheduler(s, "rr"),
 			tx.DeleteLocalAddr(s, netip.MustParseAddr("172.25.84.11")),
 			tx.SetAllow(s, []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}),
 			tx.SetLimits(s, nat.Limits{SourceCPS: 5}),
-			tx.SetWeight(s, netip.MustParseAddr("10.20.1.2"), 80, 7),
+			tx.SetWeight(s, netip.MustParseAddr("10.20.1.2"), 80, 0), // a drain
+			tx.SetWeight(s, netip.MustParseAddr("10.20.2.2"), 80, 9),
 			func() error { _, err := tx.AddLocalAddr(s, netip.MustParseAddr("172.25.84.12")); return err }(),
 			func() error {
 				_, err := tx.AddService(nat.ServiceConfig{Addr: netip.MustParseAddr("172.25.254.100"), Port: 54, Protocol: nat.UDP, Scheduler: "rr"})
 				return err
-			}())
+			}(),
+			tx.DeleteDest(dns, netip.MustParseAddr("10.20.1.2"), 53))
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The file's own change: 10.20.2.2's weight 2 -> 5.
-	b := parse(t, strings.Replace(configA, "{address: 10.20.2.2, port: 80, weight: 2}", "{address: 10.20.2.2, port: 80, weight: 5}", 1))
+	// The file's own changes: web's scheduler wrr -> sh (the runtime rr is
+	// overridden), 10.20.2.2's weight 2 -> 5 (the runtime 9 is
+	// overridden), limits to source_cps 5 (what runs already: nothing to
+	// name), and dns's scheduler wlc -> rr (nothing ran otherwise: applied,
+	// not named).
+	bText := strings.Replace(configA, "{address: 10.20.2.2, port: 80, weight: 2}", "{address: 10.20.2.2, port: 80, weight: 5}", 1)
+	bText = strings.Replace(bText, "    scheduler: wrr\n", "    scheduler: sh\n    limits: {source_cps: 5}\n", 1)
+	bText = strings.Replace(bText, "    protocol: udp\n", "    protocol: udp\n    scheduler: rr\n", 1)
+	b := parse(t, bText)
 	var drift Drift
 	if err := bal.Update(func(tx *nat.Tx) error { var err error; drift, err = b.Reconcile(tx, a, nil); return err }); err != nil {
 		t.Fatal(err)
 	}
 	wantReverted := []string{
-		`tcp 172.25.254.100:80 name "front" -> "web"`,
-		"tcp 172.25.254.100:80 scheduler rr -> wrr",
-		"tcp 172.25.254.100:80 allow [10.0.0.0/8] -> []",
-		"tcp 172.25.254.100:80 limits (source_cps 5, source_conns 0, half_open 0) -> (source_cps 0, source_conns 0, half_open 0)",
-		"tcp 172.25.254.100:80 local address 172.25.84.11 deleted -> added",
-		"tcp 172.25.254.100:80 real server 10.20.1.2:80 weight 7 -> 1",
+		"tcp 172.25.254.100:80 scheduler rr -> sh",
+		"tcp 172.25.254.100:80 real server 10.20.2.2:80 weight 9 -> weight 5",
 	}
-	wantKept := []string{"tcp 172.25.254.100:80 local address 172.25.84.12", "udp 172.25.254.100:54"}
-	if got := strings.Join(drift.Reverted, "\n"); got != strings.Join(wantReverted, "\n") {
+	wantKept := []string{
+		"tcp 172.25.254.100:80 local address 172.25.84.12",
+		"udp 172.25.254.100:54",
+		`tcp 172.25.254.100:80 name "front" (file: "web")`,
+		"tcp 172.25.254.100:80 allow [10.0.0.0/8] (file: [])",
+		"tcp 172.25.254.100:80 local address 172.25.84.11 deleted (declared in the file)",
+		"tcp 172.25.254.100:80 real server 10.20.1.2:80 weight 0 (file: weight 1)",
+		"udp 172.25.254.100:53 real server 10.20.1.2:53 deleted (file: weight 1)",
+	}
+	if got := strings.Join(Texts(drift.Reverted), "\n"); got != strings.Join(wantReverted, "\n") {
 		t.Errorf("reverted:\n%s\nwant:\n%s", got, strings.Join(wantReverted, "\n"))
 	}
-	if got := strings.Join(drift.Kept, "\n"); got != strings.Join(wantKept, "\n") {
+	if got := strings.Join(Texts(drift.Kept), "\n"); got != strings.Join(wantKept, "\n") {
 		t.Errorf("kept:\n%s\nwant:\n%s", got, strings.Join(wantKept, "\n"))
 	}
-	want := `TCP 172.25.254.100:80 name=web sched=wrr synproxy=false lips=[172.25.84.10 172.25.84.11 172.25.84.12] rs=[10.20.1.2:80 w1, 10.20.2.2:80 w5]
-UDP 172.25.254.100:53 name=dns sched=wlc synproxy=false lips=[172.25.84.20] rs=[10.20.1.2:53 w1]
+	for _, n := range drift.Kept {
+		if declared := n.Text != wantKept[0] && n.Text != wantKept[1]; n.Declared != declared {
+			t.Errorf("%q: declared %v, want %v", n.Text, n.Declared, declared)
+		}
+	}
+	want := `TCP 172.25.254.100:80 name=front sched=sh synproxy=false lips=[172.25.84.10 172.25.84.12] rs=[10.20.1.2:80 w0, 10.20.2.2:80 w5]
+UDP 172.25.254.100:53 name=dns sched=rr synproxy=false lips=[172.25.84.20] rs=[]
 UDP 172.25.254.100:54 name= sched=rr synproxy=false lips=[] rs=[]`
 	if got := short(bal); got != want {
 		t.Fatalf("after the reload:\n%s\nwant:\n%s", got, want)
 	}
-	// A second reload of the same file keeps (and names) the same, and
-	// reverts nothing.
-	if err := bal.Update(func(tx *nat.Tx) error { var err error; drift, err = b.Reconcile(tx, b, nil); return err }); err != nil {
-		t.Fatal(err)
+	// A second reload of the same file keeps (and names) the same
+	// runtime changes, changes nothing and overrides nothing; so does
+	// Keeps, which changes nothing either.
+	for _, dry := range []bool{false, true} {
+		gen := bal.Generation()
+		var changes int
+		if err := bal.Update(func(tx *nat.Tx) error {
+			var err error
+			if dry {
+				drift = Drift{Kept: b.Keeps(tx, nil, nil)}
+			} else {
+				drift, err = b.Reconcile(tx, b, nil)
+			}
+			changes = tx.Changes()
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if len(drift.Reverted) != 0 || strings.Join(Texts(drift.Kept), "\n") != strings.Join(wantKept, "\n") || changes != 0 || bal.Generation() != gen {
+			t.Fatalf("the same file again (Keeps: %v): %d changes, generation %d from %d, %+v", dry, changes, bal.Generation(), gen, drift)
+		}
 	}
-	if len(drift.Reverted) != 0 || strings.Join(drift.Kept, "\n") != strings.Join(wantKept, "\n") {
-		t.Fatalf("the second reload: %+v", drift)
+	// Keeps of one service (asked twice, as a batch's two changes to it
+	// do) names what it keeps of that one only, once.
+	var named []Named
+	_ = bal.Update(func(tx *nat.Tx) error {
+		dns := ServiceKey{nat.UDP, netip.MustParseAddr("172.25.254.100"), 53}
+		named = b.Keeps(tx, []ServiceKey{dns, dns}, nil)
+		return nil
+	})
+	if got := strings.Join(Texts(named), "\n"); got != wantKept[6] {
+		t.Fatalf("Keeps of dns: %q, want %q", got, wantKept[6])
 	}
-	// Apply owns everything: the runtime additions go.
+	// Apply owns everything: the runtime changes and additions go.
 	if err := apply(bal, b, nil); err != nil {
 		t.Fatal(err)
 	}
-	if got := short(bal); strings.Contains(got, ":54") || strings.Contains(got, "172.25.84.12") {
-		t.Fatalf("Apply kept runtime additions:\n%s", got)
+	if got, want := listing(bal), listing(running(t, b)); got != want {
+		t.Fatalf("Apply kept runtime changes:\n%s\nwant:\n%s", got, want)
+	}
+}
+
+// The operator's drain (ipvsadm -e -w 0) survives a reload for an
+// unrelated edit of the file; an edit of that server's weight overrides it
+// and is named. A declared service deleted at run time stays deleted
+// until the file changes it; then it is added back whole.
+func TestReconcileKeepsADrainUntilTheFileChangesIt(t *testing.T) {
+	a := parse(t, configA)
+	bal := running(t, a)
+	rs1 := netip.MustParseAddr("10.20.1.2")
+	if err := bal.Update(func(tx *nat.Tx) error {
+		web, err := tx.Service(nat.TCP, netip.MustParseAddr("172.25.254.100"), 80)
+		if err != nil {
+			return err
+		}
+		dns, err := tx.Service(nat.UDP, netip.MustParseAddr("172.25.254.100"), 53)
+		if err != nil {
+			return err
+		}
+		tx.DeleteService(dns)
+		return tx.SetWeight(web, rs1, 80, 0)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	reload := func(prev *Config, text string) (*Config, Drift) {
+		t.Helper()
+		c := parse(t, text)
+		var d Drift
+		if err := bal.Update(func(tx *nat.Tx) error { var err error; d, err = c.Reconcile(tx, prev, nil); return err }); err != nil {
+			t.Fatal(err)
+		}
+		return c, d
+	}
+	// Unrelated: the other server's weight.
+	b, d := reload(a, strings.Replace(configA, "port: 80, weight: 2}", "port: 80, weight: 3}", 1))
+	if got := strings.Join(Texts(d.Kept), "; "); got != "tcp 172.25.254.100:80 real server 10.20.1.2:80 weight 0 (file: weight 1); udp 172.25.254.100:53 deleted (declared in the file)" || len(d.Reverted) != 0 {
+		t.Fatalf("an unrelated edit: %+v", d)
+	}
+	want := `TCP 172.25.254.100:80 name=web sched=wrr synproxy=false lips=[172.25.84.10 172.25.84.11] rs=[10.20.1.2:80 w0, 10.20.2.2:80 w3]`
+	if got := short(bal); got != want {
+		t.Fatalf("after an unrelated edit:\n%s\nwant:\n%s", got, want)
+	}
+	// The drained server's weight and the deleted service, edited.
+	text := strings.Replace(configA, "port: 80, weight: 2}", "port: 80, weight: 3}", 1)
+	text = strings.Replace(text, "{address: 10.20.1.2, port: 80, weight: 1}", "{address: 10.20.1.2, port: 80, weight: 4}", 1)
+	text = strings.Replace(text, "    protocol: udp\n", "    protocol: udp\n    scheduler: rr\n", 1)
+	_, d = reload(b, text)
+	if got := strings.Join(Texts(d.Reverted), "; "); got != "tcp 172.25.254.100:80 real server 10.20.1.2:80 weight 0 -> weight 4; udp 172.25.254.100:53 deleted -> added" || len(d.Kept) != 0 {
+		t.Fatalf("the file edits the drained server and the deleted service: %+v", d)
+	}
+	want = `TCP 172.25.254.100:80 name=web sched=wrr synproxy=false lips=[172.25.84.10 172.25.84.11] rs=[10.20.1.2:80 w4, 10.20.2.2:80 w3]
+UDP 172.25.254.100:53 name=dns sched=rr synproxy=false lips=[172.25.84.20] rs=[10.20.1.2:53 w1]`
+	if got := short(bal); got != want {
+		t.Fatalf("after the edit:\n%s\nwant:\n%s", got, want)
+	}
+}
+
+// The global timeouts: a change in the file reaches the balancer's
+// defaults (what later services get and tapvsadm -L --timeout shows) as
+// well as the declared services; a runtime --set is kept until the file
+// changes them.
+func TestReconcileAppliesTheDefaultTimeouts(t *testing.T) {
+	a := parse(t, configA)
+	bal := running(t, a)
+	// ipvsadm --set 100 0 0: the defaults and every service.
+	if err := bal.Update(func(tx *nat.Tx) error { return tx.SetAllTimeouts(100*time.Second, 0, 0) }); err != nil {
+		t.Fatal(err)
+	}
+	reload := func(prev, c *Config) Drift {
+		t.Helper()
+		var d Drift
+		if err := bal.Update(func(tx *nat.Tx) error { var err error; d, err = c.Reconcile(tx, prev, nil); return err }); err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	d := reload(a, a)
+	if got := strings.Join(Texts(d.Kept), "; "); !strings.HasPrefix(got, "timeouts (tcp 1m40s, tcpfin 7s, udp 5m0s) (file: (tcp 1m30s, tcpfin 7s, udp 5m0s))") || len(d.Reverted) != 0 {
+		t.Fatalf("--set, the file unchanged: %+v", d)
+	}
+	if got := bal.DefaultTimeouts().Established(); got != 100*time.Second {
+		t.Fatalf("default tcp timeout %v after a reload of the unchanged file, want the --set 1m40s", got)
+	}
+	b := parse(t, strings.Replace(configA, "services:\n", "timeouts: {tcp: {established: 10m}, udp: 60s}\nservices:\n", 1))
+	d = reload(a, b)
+	if got := strings.Join(Texts(d.Reverted), "; "); !strings.HasPrefix(got, "timeouts (tcp 1m40s, tcpfin 7s, udp 5m0s) -> (tcp 10m0s, tcpfin 7s, udp 1m0s); tcp 172.25.254.100:80 timeouts") {
+		t.Fatalf("the file's timeouts changed: reverted %q", got)
+	}
+	if got := bal.DefaultTimeouts(); got != b.Timeouts || got.Established() != 10*time.Minute {
+		t.Fatalf("default timeouts %+v after the file changed them, want %+v", got, b.Timeouts)
+	}
+	// A service added at run time gets them.
+	if err := bal.Update(func(tx *nat.Tx) error {
+		_, err := tx.AddService(nat.ServiceConfig{Addr: netip.MustParseAddr("172.25.254.100"), Port: 81, Protocol: nat.TCP, Scheduler: "rr"})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := bal.Service(nat.TCP, netip.MustParseAddr("172.25.254.100"), 81)
+	if err != nil || s.Timeouts() != b.Timeouts {
+		t.Fatalf("a service added after the reload: timeouts %+v, want the file's %+v (%v)", s.Timeouts(), b.Timeouts, err)
 	}
 }

@@ -826,7 +826,7 @@ func timeouts(e *errs, f string, r rawTimeouts, base nat.Timeouts) nat.Timeouts 
 func service(e *errs, f string, r rawService, base nat.Timeouts, has6 sides6) Service {
 	s := Service{Name: r.Name, Scheduler: r.Scheduler, Synproxy: r.Synproxy}
 	if err := nat.CheckName(r.Name); err != nil {
-		e.add(f+".name", "%v", err)
+		e.add(f+".name", "%q is not a service name: it %v", r.Name, err)
 		s.Name = ""
 	}
 	if s.Scheduler == "" {

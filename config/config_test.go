@@ -342,14 +342,15 @@ func TestNamesAndTimeoutsRefused(t *testing.T) {
 	const svc = "  - vip: 172.25.254.100\n"
 	named := func(name string) (string, string) { return svc, svc + "    name: " + name + "\n" }
 	cases := map[string]struct{ from, to, want string }{
-		"name with NUL":             {svc, svc + "    name: \"web\\0\"\n", "services[0].name: has the unprintable character U+0000 at byte 3"},
-		"name with a line break":    {svc, svc + "    name: \"web\\nx\"\n", `services[0].name: has the unprintable character U+000A at byte 3`},
-		"name not UTF-8":            {svc, svc + "    name: !!binary d2Vi/w==\n", "services[0].name: is not UTF-8"},
-		"name of 129 bytes":         {svc, svc + "    name: " + strings.Repeat("a", 129) + "\n", "services[0].name: is 129 bytes long, more than 128"},
+		"name with NUL":             {svc, svc + "    name: \"web\\0\"\n", `services[0].name: "web\x00" is not a service name: it has the unprintable character U+0000 at byte 3`},
+		"name with a line break":    {svc, svc + "    name: \"web\\nx\"\n", `services[0].name: "web\nx" is not a service name: it has the unprintable character U+000A at byte 3`},
+		"name not UTF-8":            {svc, svc + "    name: !!binary d2Vi/w==\n", `services[0].name: "web\xff" is not a service name: it is not UTF-8`},
+		"name of 129 bytes":         {svc, svc + "    name: " + strings.Repeat("a", 129) + "\n", `services[0].name: "` + strings.Repeat("a", 129) + `" is not a service name: it is 129 bytes long, more than 128`},
 		"interface name 16 bytes":   {"{name: tc,", "{name: tapvs-client-side,", `interfaces.client.name: "tapvs-client-side" is not an interface name: it is 17 bytes long`},
 		"interface name IFNAMSIZ":   {"{name: tc,", "{name: abcdefghijklmnop,", `interfaces.client.name: "abcdefghijklmnop" is not an interface name: it is 16 bytes long`},
 		"interface name with /":     {"{name: tc,", "{name: a/b,", `interfaces.client.name: "a/b" is not an interface name: it has "/" at byte 1`},
 		"interface name with :":     {"{name: tc,", "{name: 'tc:0',", `interfaces.client.name: "tc:0" is not an interface name: it has ":" at byte 2`},
+		"interface name with %":     {"{name: tc,", "{name: 'tc%d',", `interfaces.client.name: "tc%d" is not an interface name: it has "%" at byte 2`},
 		"interface name with space": {"name: ts\n", "name: \"t s\"\n", `interfaces.server.name: "t s" is not an interface name: it has " " at byte 1`},
 		"interface name with tab":   {"name: ts\n", "name: \"t\\ts\"\n", `interfaces.server.name: "t\ts" is not an interface name: it has "\t" at byte 1`},
 		"interface name with NUL":   {"name: ts\n", "name: \"t\\0s\"\n", `interfaces.server.name: "t\x00s" is not an interface name: it has "\x00" at byte 1`},

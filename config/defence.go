@@ -66,58 +66,26 @@ func defence(e *errs, f string, r rawService, s *Service) {
 	s.Limits = nat.Limits{SourceCPS: l.SourceCPS, SourceConns: l.SourceConns, HalfOpen: l.HalfOpen}
 }
 
-func samePrefixes(a, b []netip.Prefix) bool {
-	sorted := func(p []netip.Prefix) []netip.Prefix {
-		p = slices.Clone(p)
-		slices.SortFunc(p, func(x, y netip.Prefix) int {
-			if c := x.Addr().Compare(y.Addr()); c != 0 {
-				return c
-			}
-			return x.Bits() - y.Bits()
-		})
-		return p
-	}
-	return slices.Equal(sorted(a), sorted(b))
-}
-
-// applyDefence makes a service's lists and limits what sc says; a running
-// value the configuration before (old) did not have is named as reverted.
-func (r *reconcile) applyDefence(svc *nat.Service, k serviceKey, sc Service, old *Service) (errs []error) {
+// applyDefence makes a running service's lists and limits sc's, where
+// decide says so.
+func (r *reconcile) applyDefence(svc *nat.Service, k ServiceKey, sc Service, old *Service) (errs []error) {
 	tx := r.tx
-	if was := tx.Allow(svc); !samePrefixes(was, sc.Allow) {
-		if err := tx.SetAllow(svc, sc.Allow); err != nil {
-			errs = append(errs, fmt.Errorf("allow: %w", err))
-		} else {
-			r.revertPrefixes(k.String()+" allow", was, sc.Allow, old, func(s *Service) []netip.Prefix { return s.Allow })
-		}
-	}
-	if was := tx.Deny(svc); !samePrefixes(was, sc.Deny) {
-		if err := tx.SetDeny(svc, sc.Deny); err != nil {
-			errs = append(errs, fmt.Errorf("deny: %w", err))
-		} else {
-			r.revertPrefixes(k.String()+" deny", was, sc.Deny, old, func(s *Service) []netip.Prefix { return s.Deny })
-		}
-	}
-	if was := tx.Limits(svc); was != sc.Limits {
-		if err := tx.SetLimits(svc, sc.Limits); err != nil {
-			errs = append(errs, fmt.Errorf("limits: %w", err))
-		} else if old != nil {
-			r.revert(k.String()+" limits", limitsText(was), limitsText(sc.Limits), limitsText(old.Limits), true)
-		} else {
-			r.revert(k.String()+" limits", limitsText(was), limitsText(sc.Limits), nil, false)
-		}
-	}
+	// Lists compare as their sorted text (a slice is not comparable).
+	prefixes := func(p []netip.Prefix) val { return some(prefixesText(p)) }
+	limits := func(l nat.Limits) val { return some(limitsValue(l)) }
+	r.setting(&errs, k, "allow", prefixes(tx.Allow(svc)), prefixes(sc.Allow), old,
+		func(s *Service) val { return prefixes(s.Allow) }, func() error { return tx.SetAllow(svc, sc.Allow) })
+	r.setting(&errs, k, "deny", prefixes(tx.Deny(svc)), prefixes(sc.Deny), old,
+		func(s *Service) val { return prefixes(s.Deny) }, func() error { return tx.SetDeny(svc, sc.Deny) })
+	r.setting(&errs, k, "limits", limits(tx.Limits(svc)), limits(sc.Limits), old,
+		func(s *Service) val { return limits(s.Limits) }, func() error { return tx.SetLimits(svc, sc.Limits) })
 	return errs
 }
 
-func (r *reconcile) revertPrefixes(what string, was, now []netip.Prefix, old *Service, list func(*Service) []netip.Prefix) {
-	if old != nil && samePrefixes(list(old), was) {
-		return // the file changed the list, not the running state
-	}
-	r.revert(what, prefixesText(was), prefixesText(now), nil, false)
-}
-
 func prefixesText(p []netip.Prefix) string {
+	if len(p) == 0 {
+		return "[]"
+	}
 	s := make([]string, len(p))
 	for i, x := range p {
 		s[i] = x.String()
@@ -125,6 +93,11 @@ func prefixesText(p []netip.Prefix) string {
 	slices.Sort(s)
 	return "[" + strings.Join(s, " ") + "]"
 }
+
+// limitsValue is a service's limits as a reload compares and names them.
+type limitsValue nat.Limits
+
+func (l limitsValue) String() string { return limitsText(nat.Limits(l)) }
 
 func limitsText(l nat.Limits) string {
 	return fmt.Sprintf("(source_cps %d, source_conns %d, half_open %d)", l.SourceCPS, l.SourceConns, l.HalfOpen)

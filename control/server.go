@@ -370,12 +370,12 @@ func (s *Server) done(w http.ResponseWriter, r *http.Request, err error, ops ...
 }
 
 // reload reloads the configuration file (Manager.SetReload), as SIGHUP
-// does, and answers what it did: the changes, the runtime changes it set
-// back to the file's values, what it kept, what takes a restart.
+// does, and answers what it did: the changes, the runtime changes it
+// overrode with the file's changes, those it kept, what takes a restart.
 func (s *Server) reload(w http.ResponseWriter, r *http.Request) {
 	res, ok, err := s.m.Reload()
 	if !ok {
-		fail(w, &api.Error{Code: api.CodeInvalid, Message: "this tapvs has no configuration file to reload"}, http.StatusNotFound)
+		fail(w, &api.Error{Code: api.CodeNoConfig, Message: "this tapvs has no configuration file to reload"}, http.StatusNotFound)
 		return
 	}
 	if err != nil {

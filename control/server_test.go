@@ -400,7 +400,7 @@ func TestAPIRefusesBadNames(t *testing.T) {
 func TestReloadAndNotes(t *testing.T) {
 	m := newManager(t)
 	do := serve(t, m)
-	if c, b := do("POST", "/v1/reload", ""); c != 404 || !strings.Contains(b, "no configuration file to reload") {
+	if c, b := do("POST", "/v1/reload", ""); c != 404 || !strings.Contains(b, `"code":"`+api.CodeNoConfig+`"`) || !strings.Contains(b, "no configuration file to reload") {
 		t.Fatalf("reload without a file: %d %s", c, b)
 	}
 	m.SetReload(func() (api.Reload, error) {
@@ -422,9 +422,9 @@ func TestReloadAndNotes(t *testing.T) {
 	var seen []Op
 	m.SetNotes(func(ops []Op) []string {
 		seen = ops
-		return []string{"service tcp 10.0.0.1:80 is declared in the configuration file: a reload sets it back to the file's"}
+		return []string{"tcp 10.0.0.1:80 scheduler rr (file: wlc): kept across reloads unless the file changes this value"}
 	})
-	if c, b := do("PUT", "/v1/services/tcp/10.0.0.1:80", `{"scheduler":"rr"}`); c != 200 || !strings.Contains(b, `"notes":["service tcp 10.0.0.1:80 is declared`) {
+	if c, b := do("PUT", "/v1/services/tcp/10.0.0.1:80", `{"scheduler":"rr"}`); c != 200 || !strings.Contains(b, `"notes":["tcp 10.0.0.1:80 scheduler rr (file: wlc): kept`) {
 		t.Fatalf("a change with a note: %d %s", c, b)
 	}
 	if len(seen) != 1 || seen[0].Kind != OpEditService || seen[0].Service.Scheduler != "rr" {
@@ -447,7 +447,7 @@ func TestReloadAndNotes(t *testing.T) {
 	if err := cl.Batch([]api.Op{{Op: "edit-service", Service: &api.ServiceSpec{ServiceKey: api.ServiceKey{Protocol: "tcp", Addr: "10.0.0.1:80"}, Scheduler: "wrr"}}}); err != nil {
 		t.Fatal(err)
 	}
-	if len(notes) != 1 || !strings.HasPrefix(notes[0], "service tcp 10.0.0.1:80 is declared") {
+	if len(notes) != 1 || !strings.HasPrefix(notes[0], "tcp 10.0.0.1:80 scheduler rr (file: wlc): kept") {
 		t.Fatalf("OnNote got %q", notes)
 	}
 }

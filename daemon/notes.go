@@ -1,28 +1,55 @@
 package daemon
 
 import (
+	"errors"
 	"fmt"
 	"slices"
-	"strings"
 
 	"github.com/tapvs/tapvs/config"
 	"github.com/tapvs/tapvs/control"
+	"github.com/tapvs/tapvs/nat"
 )
 
-// notes say, for a change the control API applied, how the next reload of
-// the configuration file will treat it (config.Reconcile's model): what the
-// file declares is set back to the file's value, what it does not is kept.
-// The API answers them and tapvsadm prints them, so that no runtime change
-// is lost to a reload without the operator having been told.
+// errLookOnly ends the transaction notes looks through.
+var errLookOnly = errors.New("notes: nothing to change")
+
+// notes say, for a change the control API applied, what a reload of the
+// configuration file will do with it. They are made from config.Keeps: the
+// reload's own rule, run without changing anything on the services the
+// change touched; so they cannot tell other than what a reload does. A
+// reload of an unchanged file keeps every runtime change: one to what the
+// file declares until the file changes that value, one the file does not
+// declare always. The API answers them and tapvsadm prints them, so that no
+// runtime change is lost to a reload without the operator having been told.
 func (d *Daemon) notes(ops []control.Op) []string {
-	cfg := d.Config()
-	declared := func(k control.ServiceKey) *config.Service {
-		for i := range cfg.Services {
-			if sc := &cfg.Services[i]; sc.Protocol == k.Protocol && sc.VIP == k.Addr.Addr() && sc.Port == k.Addr.Port() {
-				return sc
-			}
-		}
+	if len(ops) == 0 {
 		return nil
+	}
+	cfg := d.Config()
+	var keys []config.ServiceKey // nil: every service, and the defaults
+	for _, op := range ops {
+		if op.Kind == control.OpClear || op.Kind == control.OpSetTimeouts {
+			keys = nil
+			break
+		}
+		keys = append(keys, serviceKey(op.Service.ServiceKey))
+	}
+	var kept []config.Named
+	_ = d.Balancer.Update(func(tx *nat.Tx) error {
+		kept = cfg.Keeps(tx, keys, d.heldDown)
+		return errLookOnly
+	})
+	// Indexed, so that a batch's notes cost its size: a service's own
+	// settings (and itself) by service, its real servers and local
+	// addresses by subject.
+	own := map[config.ServiceKey][]config.Named{}
+	parts := map[config.Subject]config.Named{}
+	for _, n := range kept {
+		if s := n.Subject; s.Dest.IsValid() || s.LocalAddr.IsValid() {
+			parts[s] = n
+		} else {
+			own[s.Service] = append(own[s.Service], n)
+		}
 	}
 	var out []string
 	note := func(format string, a ...any) {
@@ -30,68 +57,61 @@ func (d *Daemon) notes(ops []control.Op) []string {
 			out = append(out, n)
 		}
 	}
-	const back, keeps = "is declared in the configuration file: a reload sets it back to the file's", "is not in the configuration file: a reload keeps it"
+	say := func(n config.Named) {
+		if n.Declared {
+			note("%s: kept across reloads unless the file changes this value", n.Text)
+		} else {
+			note("%s is not in the configuration file: kept across reloads", n.Text)
+		}
+	}
 	for _, op := range ops {
-		k := op.Service.ServiceKey
-		name := strings.ToLower(k.Protocol.String()) + " " + k.Addr.String()
-		sc := declared(k)
+		k := serviceKey(op.Service.ServiceKey)
 		switch op.Kind {
-		case control.OpClear:
-			if n := len(cfg.Services); n > 0 {
-				note("the configuration file declares %d services: a reload adds them back", n)
+		case control.OpClear, control.OpSetTimeouts:
+			services := 0
+			for _, n := range kept {
+				s := n.Subject
+				switch {
+				case op.Kind == control.OpClear && n.Declared && s.Setting == "" && !s.Dest.IsValid() && !s.LocalAddr.IsValid():
+					services++
+				case op.Kind == control.OpSetTimeouts && s.Setting == "timeouts" && s.Service == (config.ServiceKey{}):
+					say(n)
+				case op.Kind == control.OpSetTimeouts && s.Setting == "timeouts" && n.Declared:
+					services++
+				}
 			}
-		case control.OpSetTimeouts:
-			if n := len(cfg.Services); n > 0 {
-				note("the timeouts of the %d services the configuration file declares: a reload sets them back to the file's", n)
+			if services > 0 && op.Kind == control.OpClear {
+				note("%d services the configuration file declares: deleted, kept so across reloads unless the file changes them", services)
+			} else if services > 0 {
+				note("the timeouts of %d services the configuration file declares: kept across reloads unless the file changes them", services)
 			}
-		case control.OpAddService:
-			if sc == nil {
-				note("service %s %s", name, keeps)
-			} else {
-				note("service %s %s", name, back)
+		case control.OpAddService, control.OpEditService, control.OpDeleteService:
+			for _, n := range own[k] {
+				say(n)
 			}
-		case control.OpEditService:
-			if sc != nil {
-				note("service %s %s", name, back)
+		case control.OpAddAllow, control.OpDeleteAllow, control.OpAddDeny, control.OpDeleteDeny:
+			list := "deny"
+			if op.Kind == control.OpAddAllow || op.Kind == control.OpDeleteAllow {
+				list = "allow"
 			}
-		case control.OpDeleteService:
-			if sc != nil {
-				note("service %s is declared in the configuration file: a reload adds it back", name)
+			for _, n := range own[k] {
+				if n.Subject.Setting == list {
+					say(n)
+				}
 			}
 		case control.OpAddDest, control.OpEditDest, control.OpDeleteDest:
-			if sc == nil {
-				continue
-			}
-			ap := op.Dest.Addr
-			rs := slices.IndexFunc(sc.RealServers, func(rs config.RealServer) bool { return rs.Address == ap.Addr() && rs.Port == ap.Port() })
-			switch {
-			case rs < 0 && op.Kind == control.OpAddDest:
-				note("real server %s of %s %s", ap, name, keeps)
-			case rs >= 0 && op.Kind == control.OpDeleteDest:
-				note("real server %s of %s is declared in the configuration file: a reload adds it back", ap, name)
-			case rs >= 0:
-				note("real server %s of %s %s (weight %d)", ap, name, back, sc.RealServers[rs].Weight)
+			if n, ok := parts[config.Subject{Service: k, Dest: op.Dest.Addr}]; ok {
+				say(n)
 			}
 		case control.OpAddLocalAddr, control.OpDeleteLocalAddr:
-			if sc == nil {
-				continue
-			}
-			in := slices.Contains(sc.LocalAddresses, op.LocalAddr)
-			switch {
-			case !in && op.Kind == control.OpAddLocalAddr:
-				note("local address %s of %s %s", op.LocalAddr, name, keeps)
-			case in && op.Kind == control.OpDeleteLocalAddr:
-				note("local address %s of %s is declared in the configuration file: a reload adds it back", op.LocalAddr, name)
-			}
-		case control.OpAddDeny, control.OpDeleteDeny, control.OpAddAllow, control.OpDeleteAllow:
-			if sc != nil {
-				list := "deny"
-				if op.Kind == control.OpAddAllow || op.Kind == control.OpDeleteAllow {
-					list = "allow"
-				}
-				note("the %s list of %s %s", list, name, back)
+			if n, ok := parts[config.Subject{Service: k, LocalAddr: op.LocalAddr}]; ok {
+				say(n)
 			}
 		}
 	}
 	return out
+}
+
+func serviceKey(k control.ServiceKey) config.ServiceKey {
+	return config.ServiceKey{Protocol: k.Protocol, VIP: k.Addr.Addr(), Port: k.Addr.Port()}
 }

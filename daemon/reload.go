@@ -20,11 +20,12 @@ import (
 // its fields named, and nothing changes. Interfaces and limits cannot change
 // under a running data path: they are reported as needing a restart.
 //
-// The file owns what it declares (config.Reconcile): a change made at run
-// time to a declared service, real server or local address is set back to
-// the file's value, and what was added at run time and the file does not
-// declare is kept. The log line names each (reverted=..., kept=...), and so
-// does POST /v1/reload's answer.
+// It applies what changed in the file since the file applied before, as
+// keepalived does (config.Reconcile): a value the file changed is made the
+// file's, overriding a runtime change (named: reverted=...); a runtime
+// change (tapvsadm, the API) to a value the file did not change is kept,
+// and so is what was added at run time and the file does not declare
+// (named: kept=...). POST /v1/reload answers the same lists.
 func (d *Daemon) Reload(path string) error {
 	_, err := d.reload(path)
 	return err
@@ -54,18 +55,19 @@ func (d *Daemon) reload(path string) (api.Reload, error) {
 		d.log.Error("reload refused: the running configuration is kept", "err", err)
 		return api.Reload{}, err
 	}
-	// The running configuration is the file's services on the values
+	// The running configuration is the file's services and timeouts (the
+	// next reload applies what changed since them) on the other values
 	// tapvs started with: the next reload compares against what runs, so
 	// it warns again until a restart takes the new values.
 	applied := *running
-	applied.Services = cfg.Services
+	applied.Services, applied.Timeouts = cfg.Services, cfg.Timeouts
 	d.cfg.Store(&applied)
 	d.startHealth(cfg)
-	res.Reverted, res.Kept = nonNil(drift.Reverted), nonNil(drift.Kept)
+	res.Reverted, res.Kept = config.Texts(drift.Reverted), config.Texts(drift.Kept)
 	res.Restart = nonNil(res.Restart)
 	level := slog.LevelInfo
 	if len(res.Reverted) > 0 {
-		level = slog.LevelWarn // a runtime change is gone: say so louder
+		level = slog.LevelWarn // a runtime change was overridden: say so louder
 	}
 	d.log.Log(context.Background(), level, "reload applied", "changes", res.Changes,
 		"reverted", strings.Join(res.Reverted, "; "), "kept", strings.Join(res.Kept, "; "))
@@ -93,7 +95,7 @@ func (d *Daemon) heldDown(sc config.Service, rs config.RealServer) bool {
 
 // restartOnly names the settings of next that differ from the running ones
 // and cannot change under a running data path: everything but the
-// services and the timeouts they take.
+// services and the timeouts (the defaults and the services').
 func restartOnly(running, next *config.Config) []string {
 	var fields []string
 	differ := func(name string, a, b any) {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -203,7 +204,14 @@ func TestIpvsadmErrorsLeaveStateAlone(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"-D", "-t", "1.2.3.4:80"}, "Service not defined"},
+		// ipvsadm's messages for a service that does not exist depend on
+		// the command (ipvs_strerror).
+		{[]string{"-D", "-t", "1.2.3.4:80"}, "No such service"},
+		{[]string{"-E", "-t", "1.2.3.4:80", "-s", "rr"}, "No such service"},
+		{[]string{"-L", "-n", "-t", "1.2.3.4:80"}, "No such service"},
+		{[]string{"-a", "-t", "1.2.3.4:80", "-r", "10.20.1.3:80"}, "Service not defined"},
+		{[]string{"-d", "-t", "1.2.3.4:80", "-r", "10.20.1.3:80"}, "Service not defined"},
+		{[]string{"-P", "-t", "1.2.3.4:80", "-z", "172.25.84.12"}, "Service not defined"},
 		{[]string{"-A", "-t", "172.25.254.100:80", "-s", "rr"}, "Service already exists"},
 		{[]string{"-a", "-t", "172.25.254.100:80", "-r", "10.20.1.2:80", "-b"}, "Destination already exists"},
 		{[]string{"-d", "-t", "172.25.254.100:80", "-r", "10.20.9.9:80"}, "No such destination"},
@@ -509,11 +517,14 @@ func TestIpvsadmZeroOneService(t *testing.T) {
 	}
 }
 
-// Issue 20, item 2: a reload does not silently undo what tapvsadm changed.
-// The file owns what it declares: a weight set with -e and a declared
-// server deleted with -d are set back, and the reload names each
-// (reverted=); a service and a server the file does not declare, added at
-// run time, are kept and named (kept=). tapvsadm says so when the change is
+// Issue 20: a reload does not silently undo what tapvsadm changed. It
+// applies what changed in the file since the file applied before
+// (keepalived's model): an ipvsadm -e -w 0 drain and a declared server
+// deleted with -d survive a reload for an unrelated edit of the file (the
+// global timeouts, which reach the balancer's defaults), and are named
+// (kept=), as are a service and a server the file does not declare, added
+// at run time; an edit of the drained server's weight overrides the drain
+// and is named (reverted=, level WARN). tapvsadm says so when the change is
 // made, POST /v1/reload answers the same lists, and the log line has them.
 func TestReloadNamesWhatItRevertsAndKeeps(t *testing.T) {
 	var logs lockedBuf
@@ -540,14 +551,18 @@ func TestReloadNamesWhatItRevertsAndKeeps(t *testing.T) {
 		args []string
 		note string
 	}{
-		{[]string{"-e", "-t", "172.25.254.100:80", "-r", "10.20.1.2:80", "-w", "7"},
-			"note: real server 10.20.1.2:80 of tcp 172.25.254.100:80 is declared in the configuration file: a reload sets it back to the file's (weight 1)"},
+		{[]string{"-e", "-t", "172.25.254.100:80", "-r", "10.20.1.2:80", "-w", "0"},
+			"note: tcp 172.25.254.100:80 real server 10.20.1.2:80 weight 0 (file: weight 1): kept across reloads unless the file changes this value"},
 		{[]string{"-d", "-t", "172.25.254.100:80", "-r", "10.20.2.2:80"},
-			"note: real server 10.20.2.2:80 of tcp 172.25.254.100:80 is declared in the configuration file: a reload adds it back"},
+			"note: tcp 172.25.254.100:80 real server 10.20.2.2:80 deleted (file: weight 1): kept across reloads unless the file changes this value"},
 		{[]string{"-a", "-t", "172.25.254.100:80", "-r", "10.20.1.3:80", "-w", "2"},
-			"note: real server 10.20.1.3:80 of tcp 172.25.254.100:80 is not in the configuration file: a reload keeps it"},
+			"note: tcp 172.25.254.100:80 real server 10.20.1.3:80 is not in the configuration file: kept across reloads"},
 		{[]string{"-A", "-t", "172.25.254.100:81", "-s", "rr"},
-			"note: service tcp 172.25.254.100:81 is not in the configuration file: a reload keeps it"},
+			"note: tcp 172.25.254.100:81 is not in the configuration file: kept across reloads"},
+		// Back to the file's value: nothing to keep, nothing said.
+		{[]string{"-E", "-t", "172.25.254.100:80", "-s", "rr"},
+			"note: tcp 172.25.254.100:80 scheduler rr (file: wrr): kept across reloads unless the file changes this value"},
+		{[]string{"-E", "-t", "172.25.254.100:80", "-s", "wrr"}, ""},
 		{[]string{"-a", "-t", "172.25.254.100:81", "-r", "10.20.1.2:80"}, ""},
 		{[]string{"-P", "-t", "172.25.254.100:81", "-z", "172.25.84.12"}, ""},
 	} {
@@ -557,45 +572,79 @@ func TestReloadNamesWhatItRevertsAndKeeps(t *testing.T) {
 		}
 	}
 
-	res, err := cl.Reload()
-	if err != nil {
-		t.Fatal(err)
+	// An unrelated edit: the global timeouts. The runtime changes stay,
+	// every one named; the timeouts reach the four declared services and
+	// the balancer's defaults.
+	wantKept := []string{
+		"tcp 172.25.254.100:80 real server 10.20.1.2:80 weight 0 (file: weight 1)",
+		"tcp 172.25.254.100:80 real server 10.20.1.3:80",
+		"tcp 172.25.254.100:80 real server 10.20.2.2:80 deleted (file: weight 1)",
+		"tcp 172.25.254.100:81",
 	}
-	wantReverted := []string{"tcp 172.25.254.100:80 real server 10.20.1.2:80 weight 7 -> 1", "tcp 172.25.254.100:80 real server 10.20.2.2:80 deleted -> added"}
-	wantKept := []string{"tcp 172.25.254.100:80 real server 10.20.1.3:80", "tcp 172.25.254.100:81"}
-	if strings.Join(res.Reverted, "; ") != strings.Join(wantReverted, "; ") || strings.Join(res.Kept, "; ") != strings.Join(wantKept, "; ") || res.Changes != 2 {
-		t.Fatalf("POST /v1/reload: %+v\nwant 2 changes, reverted %q, kept %q", res, wantReverted, wantKept)
+	reload := func(text string) api.Reload {
+		t.Helper()
+		if err := os.WriteFile(file, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		res, err := cl.Reload()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if kept := slices.Sorted(slices.Values(res.Kept)); strings.Join(kept, "; ") != strings.Join(wantKept, "; ") {
+			t.Fatalf("POST /v1/reload kept %q, want %q", res.Kept, wantKept)
+		}
+		return res
 	}
-	line := `msg="reload applied" changes=2 reverted="` + strings.Join(wantReverted, "; ") + `" kept="` + strings.Join(wantKept, "; ") + `"`
+	const timeouts = "timeouts: {tcp: {established: 10m}}\n"
+	res = reload(e.top.Config(services("wrr", 1, 1), timeouts))
+	if len(res.Reverted) != 0 || res.Changes != 5 {
+		t.Fatalf("POST /v1/reload after an unrelated edit: %+v, want 5 changes (the defaults and 4 services' timeouts), nothing reverted", res)
+	}
+	line := `level=INFO msg="reload applied" changes=5 reverted="" kept="` + strings.Join(res.Kept, "; ") + `"`
 	if !strings.Contains(logs.String(), line) {
 		t.Fatalf("the log has no line %s:\n%s", line, logs.String())
 	}
+	if tos, err := cl.Timeouts(); err != nil || tos.TCP != 600 {
+		t.Fatalf("default timeouts after the file changed them: %+v %v, want tcp 600", tos, err)
+	}
 	rules := e.must("-Sn")
 	for _, want := range []string{
-		"-a -t 172.25.254.100:80 -r 10.20.1.2:80 -b -w 1\n", "-a -t 172.25.254.100:80 -r 10.20.2.2:80 -b -w 1\n", // reverted
-		"-a -t 172.25.254.100:80 -r 10.20.1.3:80 -b -w 2\n", "-A -t 172.25.254.100:81 -s rr\n", // kept
+		"-a -t 172.25.254.100:80 -r 10.20.1.2:80 -b -w 0\n", // the drain
+		"-a -t 172.25.254.100:80 -r 10.20.1.3:80 -b -w 2\n", "-A -t 172.25.254.100:81 -s rr\n",
 		"-a -t 172.25.254.100:81 -r 10.20.1.2:80 -b -w 1\n", "-P -t 172.25.254.100:81 -z 172.25.84.12\n",
 	} {
 		if !strings.Contains(rules, want) {
 			t.Fatalf("after the reload the rules lack %q:\n%s", want, rules)
 		}
 	}
+	if strings.Contains(rules, "10.20.2.2:80 ") {
+		t.Fatalf("the real server deleted at run time is back:\n%s", rules)
+	}
+	// A later API-added service gets the file's new timeouts.
+	e.must("-A", "-t", "172.25.254.100:82", "-s", "rr")
+	if i := slices.IndexFunc(e.d.Manager.Services(), func(s api.Service) bool { return s.Addr == "172.25.254.100:82" }); i < 0 || e.d.Manager.Services()[i].Timeouts.TCP != 600 {
+		t.Fatalf("a service added after the reload (%d): want tcp 600 in %+v", i, e.d.Manager.Services())
+	}
+	e.must("-D", "-t", "172.25.254.100:82")
 
-	// Every reload names what it keeps; nothing is left to revert. A
-	// service the file no longer declares is the file's to take away.
-	if err := e.d.Reload(file); err != nil {
-		t.Fatal(err)
+	// The file edits the drained server's weight: that overrides the
+	// drain, and says so.
+	wantKept = wantKept[1:]
+	res = reload(e.top.Config(services("wrr", 3, 1), timeouts))
+	wantReverted := "tcp 172.25.254.100:80 real server 10.20.1.2:80 weight 0 -> weight 3"
+	if strings.Join(res.Reverted, "; ") != wantReverted || res.Changes != 1 {
+		t.Fatalf("POST /v1/reload after the file changed the drained weight: %+v, want 1 change, reverted %q", res, wantReverted)
 	}
-	again := `msg="reload applied" changes=0 reverted="" kept="` + strings.Join(wantKept, "; ") + `"`
-	if !strings.Contains(logs.String(), again) {
-		t.Fatalf("the second reload's log has no line %s:\n%s", again, logs.String())
+	line = `level=WARN msg="reload applied" changes=1 reverted="` + wantReverted + `" kept="` + strings.Join(res.Kept, "; ") + `"`
+	if !strings.Contains(logs.String(), line) {
+		t.Fatalf("the log has no line %s:\n%s", line, logs.String())
 	}
-	if err := os.WriteFile(file, []byte(e.top.Config(strings.SplitN(services("wrr", 1, 1), "  - name: echo", 2)[0], "")), 0o600); err != nil {
-		t.Fatal(err)
+	if rules := e.must("-Sn"); !strings.Contains(rules, "-a -t 172.25.254.100:80 -r 10.20.1.2:80 -b -w 3\n") {
+		t.Fatalf("the file's weight 3 did not override the drain:\n%s", rules)
 	}
-	if res, err = cl.Reload(); err != nil {
-		t.Fatal(err)
-	}
+
+	// A service the file no longer declares is the file's to take away.
+	res = reload(e.top.Config(strings.SplitN(services("wrr", 3, 1), "  - name: echo", 2)[0], timeouts))
 	if rules := e.must("-Sn"); strings.Contains(rules, "-A -u 172.25.254.100:9001") || !strings.Contains(rules, "-A -t 172.25.254.100:81") {
 		t.Fatalf("after a reload of a file without the UDP service, %+v:\n%s", res, rules)
 	}

@@ -44,7 +44,7 @@ func TestSetupLinkMissingNetnsSaysWhatToDo(t *testing.T) {
 // path are refused before any system call, and the one rule is the one the
 // configuration uses (config.TestNamesAndTimeoutsRefused).
 func TestNamesRefusedBeforeTheKernel(t *testing.T) {
-	for _, name := range []string{"", "abcdefghijklmnop", "a/b", "a:b", "a b", "a\tb", "a\nb", "a\x00b", ".", "..", "tà", "a\xa0"} {
+	for _, name := range []string{"", "abcdefghijklmnop", "a/b", "a:b", "a b", "a\tb", "a\nb", "a\x00b", ".", "..", "tà", "a\xa0", "tap%d", "%"} {
 		if err := CheckIfName(name); err == nil {
 			t.Errorf("interface name %q accepted", name)
 		}

@@ -21,9 +21,11 @@ const MaxIfNameLen = 15
 // CheckIfName says why name cannot be an interface's name, or nil. The
 // kernel refuses an empty name, ".", "..", and one with '/', ':' or white
 // space (dev_valid_name); TUNSETIFF cuts a longer one to 15 bytes, and a
-// NUL ends it early. tapvs also keeps to printable ASCII: any other byte
-// (a UTF-8 character among them) is either refused by the kernel (0xA0 is
-// white space to it) or unreadable in `ip link`.
+// NUL ends it early. A '%' makes it a template to TUNSETIFF ("tap%d" is the
+// first free tapN), so the TAP tapvs made would not be the one the file
+// names. tapvs also keeps to printable ASCII: any other byte (a UTF-8
+// character among them) is either refused by the kernel (0xA0 is white
+// space to it) or unreadable in `ip link`.
 func CheckIfName(name string) error {
 	switch {
 	case name == "":
@@ -34,8 +36,8 @@ func CheckIfName(name string) error {
 		return errors.New("is . or .., a directory's name")
 	}
 	for i := 0; i < len(name); i++ {
-		if c := name[i]; c <= ' ' || c >= 0x7f || c == '/' || c == ':' {
-			return fmt.Errorf("has %q at byte %d: an interface name is printable ASCII without white space, '/' or ':'", name[i:i+1], i)
+		if c := name[i]; c <= ' ' || c >= 0x7f || c == '/' || c == ':' || c == '%' {
+			return fmt.Errorf("has %q at byte %d: an interface name is printable ASCII without white space, '/', ':' or '%%' (a template to the kernel)", name[i:i+1], i)
 		}
 	}
 	return nil

@@ -44,27 +44,27 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		sock = api.DefaultSocket
 	}
 	cl := api.Dial(sock)
-	// How a reload of tapvs's configuration file will treat a change: set
-	// back to the file's value, or kept. On stderr, so that what a script
-	// reads on stdout is ipvsadm's.
+	// What a reload of tapvs's configuration file does with a change: kept
+	// across reloads, unless the file changes that value. On stderr, so
+	// that what a script reads on stdout is ipvsadm's.
 	cl.OnNote = func(n string) { fmt.Fprintln(stderr, "note: "+n) }
 	if c.op == "restore" {
 		return restore(cl, stdin, stderr)
 	}
 	if err := execute(cl, c, stdout); err != nil {
-		fmt.Fprintln(stderr, message(err))
+		fmt.Fprintln(stderr, message(err, c.op))
 		return 1
 	}
 	return 0
 }
 
-// message words an API error as ipvsadm would.
-func message(err error) string {
+// message words an API error of the command op as ipvsadm would.
+func message(err error, op string) string {
 	var ae *api.Error
 	if errors.As(err, &ae) {
 		switch ae.Code {
 		case api.CodeNoService:
-			return "Service not defined"
+			return noService(op)
 		case api.CodeServiceExists:
 			return "Service already exists"
 		case api.CodeNoDest:
@@ -83,6 +83,19 @@ func message(err error) string {
 		return ue.msg
 	}
 	return "Can not talk to tapvs: " + err.Error() + "\nIs tapvs running, and is this its control socket (--socket or TAPVS_SOCKET)?"
+}
+
+// noService is ipvsadm's message for a service that does not exist, which
+// depends on the command (ipvs_strerror's ESRCH): one on the service itself
+// (-E, -D, -Z, a listing of it) says "No such service", one on what a
+// service holds (its real servers, local addresses, lists) "Service not
+// defined".
+func noService(op string) string {
+	switch op {
+	case "edit-service", "delete-service", "zero", "list", "get-laddr", "get-blklst", "get-whtlst":
+		return "No such service"
+	}
+	return "Service not defined"
 }
 
 // opOf turns a command that changes the rules into its control API
@@ -146,14 +159,8 @@ func execute(cl *api.Client, c *command, out io.Writer) error {
 		if c.service == "" {
 			return cl.Zero()
 		}
-		// -Z with a service zeroes that one only; one that does not
-		// exist is ipvsadm's ESRCH for ipvs_zero_service.
-		err := cl.ZeroService(api.ServiceKey{Protocol: c.proto, Addr: c.service})
-		var ae *api.Error
-		if errors.As(err, &ae) && ae.Code == api.CodeNoService {
-			return usagef("No such service")
-		}
-		return err
+		// -Z with a service zeroes that one only.
+		return cl.ZeroService(api.ServiceKey{Protocol: c.proto, Addr: c.service})
 	case "save":
 		svcs, err := cl.Services()
 		if err != nil {
@@ -232,7 +239,7 @@ func restore(cl *api.Client, in io.Reader, stderr io.Writer) int {
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	var ops []api.Op
 	var lines []int
-	var texts []string
+	var texts, cmds []string
 	n := 0
 	for sc.Scan() {
 		n++
@@ -255,10 +262,10 @@ func restore(cl *api.Client, in io.Reader, stderr io.Writer) int {
 			err = usagef("not a rule: only commands that change the rules can be restored")
 		}
 		if err != nil {
-			fmt.Fprintf(stderr, "line %d: %s: %s\n", n, line, message(err))
+			fmt.Fprintf(stderr, "line %d: %s: %s\n", n, line, message(err, ""))
 			return 1
 		}
-		ops, lines, texts = append(ops, op), append(lines, n), append(texts, line)
+		ops, lines, texts, cmds = append(ops, op), append(lines, n), append(texts, line), append(cmds, c.op)
 	}
 	if err := sc.Err(); err != nil {
 		fmt.Fprintf(stderr, "line %d: %v\n", n+1, err)
@@ -270,9 +277,9 @@ func restore(cl *api.Client, in io.Reader, stderr io.Writer) int {
 	if err := cl.Batch(ops); err != nil {
 		var ae *api.Error
 		if errors.As(err, &ae) && ae.Op != nil && *ae.Op >= 0 && *ae.Op < len(ops) {
-			fmt.Fprintf(stderr, "line %d: %s: %s (nothing was restored)\n", lines[*ae.Op], texts[*ae.Op], message(err))
+			fmt.Fprintf(stderr, "line %d: %s: %s (nothing was restored)\n", lines[*ae.Op], texts[*ae.Op], message(err, cmds[*ae.Op]))
 		} else {
-			fmt.Fprintln(stderr, message(err))
+			fmt.Fprintln(stderr, message(err, "restore"))
 		}
 		return 1
 	}

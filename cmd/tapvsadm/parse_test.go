@@ -171,3 +171,30 @@ func TestLaddrLayout(t *testing.T) {
 		t.Fatalf("got\n%q\nwant\n%q", b.String(), want)
 	}
 }
+
+// ipvsadm's message for a service that does not exist depends on the
+// command (ipvs_strerror's table): the service's own commands say "No such
+// service", those on what it holds "Service not defined".
+func TestNoSuchServiceByCommand(t *testing.T) {
+	for args, want := range map[string]string{
+		"-E -t 1.2.3.4:80 -s rr":                "No such service",
+		"-D -t 1.2.3.4:80":                      "No such service",
+		"-Z -t 1.2.3.4:80":                      "No such service",
+		"-L -n -t 1.2.3.4:80":                   "No such service",
+		"-G -t 1.2.3.4:80":                      "No such service",
+		"-a -t 1.2.3.4:80 -r 10.0.0.1:80":       "Service not defined",
+		"-e -t 1.2.3.4:80 -r 10.0.0.1:80 -w 2":  "Service not defined",
+		"-d -t 1.2.3.4:80 -r 10.0.0.1:80":       "Service not defined",
+		"-P -t 1.2.3.4:80 -z 10.0.0.9":          "Service not defined",
+		"-Q -t 1.2.3.4:80 -z 10.0.0.9":          "Service not defined",
+		"--add-blklst -t 1.2.3.4:80 -k 1.0.0.0": "Service not defined",
+	} {
+		c, err := parse(strings.Fields(args))
+		if err != nil {
+			t.Fatalf("%s: %v", args, err)
+		}
+		if got := message(&api.Error{Code: api.CodeNoService}, c.op); got != want {
+			t.Errorf("%s (%s): %q, want %q", args, c.op, got, want)
+		}
+	}
+}

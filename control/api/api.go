@@ -190,6 +190,9 @@ const (
 	CodeLocalExists   = "local_address_exists"
 	CodeInvalid       = "invalid"
 	CodeInternal      = "internal"
+	// CodeNoConfig: POST /v1/reload to a tapvs without a configuration
+	// file (pkg/tapvs), 404.
+	CodeNoConfig = "no_configuration_file"
 )
 
 // Error is the API's error body.
@@ -206,7 +209,8 @@ func (e *Error) Error() string { return e.Message }
 // "applied" (200; a change with nothing to say is 204 and no body).
 type Result struct {
 	// Notes say how a reload of the configuration file will treat what the
-	// change touched: set back to the file's value, or kept.
+	// change touched: kept across reloads unless the file changes that
+	// value.
 	Notes []string `json:"notes,omitempty"`
 }
 
@@ -214,11 +218,12 @@ type Result struct {
 // configuration file did.
 type Reload struct {
 	Changes int `json:"changes"` // the changes applied, as the transaction counts them
-	// Reverted are the changes made at run time (the API, tapvsadm) to
-	// what the file declares, set back to the file's values.
+	// Reverted are the changes made at run time (the API, tapvsadm) that
+	// a change of the file's overrode.
 	Reverted []string `json:"reverted"`
-	// Kept are what was added at run time and the file does not declare:
-	// left as it is.
+	// Kept are the runtime changes to what the file declares whose values
+	// the file did not change, and what was added at run time and the
+	// file does not declare: left as they are.
 	Kept []string `json:"kept"`
 	// Restart are the settings the file changes that take a restart: they
 	// keep their running values.
