@@ -1,0 +1,99 @@
+package config
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+// Each bound of a value is pinned on both sides: the last value accepted
+// and the first refused, refused with one line naming its own field (a
+// value refused for another field's sake, as a tiny MTU is by the MSS it
+// implies, does not count).
+func TestBoundsNameTheirField(t *testing.T) {
+	const hc = "port: 80\n    local"
+	health := func(s string) [2]string {
+		return [2]string{hc, "port: 80\n    health_check: {" + s + "}\n    local"}
+	}
+	cases := []struct {
+		name string
+		edit [2]string // replace edit[0] in valid by edit[1]; "" appends edit[1]
+		want string    // "" accepted
+	}{
+		{"port range of one", [2]string{"", "limits: {local_port_min: 6000, local_port_max: 6000}\n"}, ""},
+		{"port range reversed", [2]string{"", "limits: {local_port_min: 6001, local_port_max: 6000}\n"}, "limits.local_port_min: 6001 is above local_port_max 6000"},
+		{"port range 1-65535", [2]string{"", "limits: {local_port_min: 1, local_port_max: 65535}\n"}, ""},
+		{"local_port_min 0", [2]string{"", "limits: {local_port_min: 0}\n"}, "limits.local_port_min: 0 is not a port"},
+		{"local_port_max 65536", [2]string{"", "limits: {local_port_max: 65536}\n"}, "limits.local_port_max: 65536 is not a port"},
+
+		{"timeout equals interval", health("interval: 2s, timeout: 2s"), ""},
+		{"timeout past interval", health("interval: 2s, timeout: 2001ms"), "services[0].health_check.timeout: 2.001s is longer than the interval 2s"},
+		{"interval 10ms", health("interval: 10ms, timeout: 10ms"), ""},
+		{"interval 9ms", health("interval: 9ms, timeout: 10ms"), `services[0].health_check.interval: "9ms" is not a duration from 10ms to 1h`},
+		{"interval 1h", health("interval: 1h"), ""},
+		{"interval past 1h", health("interval: 1h0m0.001s"), `services[0].health_check.interval: "1h0m0.001s" is not a duration from 10ms to 1h`},
+		{"rise 1, fall 1", health("rise: 1, fall: 1"), ""},
+		{"rise 100, fall 100", health("rise: 100, fall: 100"), ""},
+		{"rise 101", health("rise: 101"), "services[0].health_check.rise: 101 is out of range 1-100"},
+		{"rise -1", health("rise: -1"), "services[0].health_check.rise: -1 is out of range 1-100"},
+		{"fall 101", health("fall: 101"), "services[0].health_check.fall: 101 is out of range 1-100"},
+		{"fall -1", health("fall: -1"), "services[0].health_check.fall: -1 is out of range 1-100"},
+
+		{"server mtu 576", [2]string{"name: ts\n", "name: ts\n    mtu: 576\n"}, ""},
+		{"server mtu 575", [2]string{"name: ts\n", "name: ts\n    mtu: 575\n"}, "interfaces.server.mtu: 575 is not an MTU (576-65535)"},
+		{"server mtu 100", [2]string{"name: ts\n", "name: ts\n    mtu: 100\n"}, "interfaces.server.mtu: 100 is not an MTU (576-65535)"},
+		{"server mtu 65535", [2]string{"name: ts\n", "name: ts\n    mtu: 65535\n"}, ""},
+		{"server mtu 65536", [2]string{"name: ts\n", "name: ts\n    mtu: 65536\n"}, "interfaces.server.mtu: 65536 is not an MTU (576-65535)"},
+		{"client mtu 576", [2]string{"name: tc,", "name: tc, mtu: 576,"}, ""},
+		{"client mtu 575", [2]string{"name: tc,", "name: tc, mtu: 575,"}, "interfaces.client.mtu: 575 is not an MTU (576-65535)"},
+		{"client mtu 100", [2]string{"name: tc,", "name: tc, mtu: 100,"}, "interfaces.client.mtu: 100 is not an MTU (576-65535)"},
+		{"client mtu 65536", [2]string{"name: tc,", "name: tc, mtu: 65536,"}, "interfaces.client.mtu: 65536 is not an MTU (576-65535)"},
+
+		{"mss 64", [2]string{"", "synproxy: {mss: 64}\n"}, ""},
+		{"mss 63", [2]string{"", "synproxy: {mss: 63}\n"}, "synproxy.mss: 63 is not an MSS (64-65495)"},
+		{"mss 65495", [2]string{"", "synproxy: {mss: 65495}\n"}, ""},
+		{"mss 65496", [2]string{"", "synproxy: {mss: 65496}\n"}, "synproxy.mss: 65496 is not an MSS (64-65495)"},
+	}
+	for _, tc := range cases {
+		y := valid + tc.edit[1]
+		if tc.edit[0] != "" {
+			if !strings.Contains(valid, tc.edit[0]) {
+				t.Fatalf("%s: bad test: %q not in config", tc.name, tc.edit[0])
+			}
+			y = strings.Replace(valid, tc.edit[0], tc.edit[1], 1)
+		}
+		_, err := Parse(y)
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%s: refused: %v", tc.name, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%s: error %v, want it to say %q", tc.name, err, tc.want)
+		}
+	}
+}
+
+// What the bounds let through is what the configuration holds: the port
+// range, the check's interval, timeout, rise and fall (0 is the default,
+// 2), the MTU and the MSS it implies.
+func TestBoundsKeepTheirValues(t *testing.T) {
+	y := strings.Replace(valid, "port: 80\n    local", "port: 80\n    health_check: {interval: 10ms, timeout: 10ms, rise: 100, fall: 1}\n    local", 1)
+	y = strings.Replace(y, "name: ts\n", "name: ts\n    mtu: 576\n", 1)
+	c, err := Parse(y + "limits: {local_port_min: 6000, local_port_max: 6000}\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := c.Services[0].RealServers[0].Health
+	if h == nil || h.Interval != 10*time.Millisecond || h.Timeout != 10*time.Millisecond || h.Rise != 100 || h.Fall != 1 {
+		t.Fatalf("health check %+v", h)
+	}
+	if c.PortMin != 6000 || c.PortMax != 6000 || c.Server.MTU != 576 || c.Synproxy.MSS != 536 {
+		t.Fatalf("ports %d-%d, MTU %d, MSS %d", c.PortMin, c.PortMax, c.Server.MTU, c.Synproxy.MSS)
+	}
+	c, err = Parse(strings.Replace(valid, "port: 80\n    local", "port: 80\n    health_check: {rise: 0, fall: 0}\n    local", 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h := c.Services[0].RealServers[0].Health; h == nil || h.Rise != 2 || h.Fall != 2 || h.Interval != 2*time.Second || h.Timeout != time.Second {
+		t.Fatalf("defaults: %+v", h)
+	}
+}
