@@ -1,0 +1,35 @@
+package config
+
+import (
+	"strings"
+	"testing"
+)
+
+// A real server whose port changes is another real server: the old one is
+// deleted, the new one added, its address's other servers kept.
+func TestApplyRealServerPortChange(t *testing.T) {
+	bal := running(t, parse(t, configA))
+	b := parse(t, strings.Replace(configA, "{address: 10.20.1.2, port: 80, weight: 1}", "{address: 10.20.1.2, port: 8080, weight: 1}", 1))
+	if err := apply(bal, b, nil); err != nil {
+		t.Fatal(err)
+	}
+	want := `TCP 172.25.254.100:80 name=web sched=wrr synproxy=false lips=[172.25.84.10 172.25.84.11] rs=[10.20.1.2:8080 w1, 10.20.2.2:80 w2]
+UDP 172.25.254.100:53 name=dns sched=wlc synproxy=false lips=[172.25.84.20] rs=[10.20.1.2:53 w1]`
+	if got := short(bal); got != want {
+		t.Fatalf("after the port change:\n%s\nwant:\n%s", got, want)
+	}
+}
+
+// A number written as a float is a whole number up to 2^53, where floats
+// stop holding every integer: 2^53 itself is read (and then refused by the
+// field's range), the next float past it is refused as not whole.
+func TestFloatToIntAtTwoToThe53(t *testing.T) {
+	_, err := Parse(valid + "limits: {max_connections: 9.007199254740992e15}\n")
+	if err == nil || !strings.Contains(err.Error(), "limits.max_connections: 9007199254740992 is out of range") {
+		t.Fatalf("2^53: %v", err)
+	}
+	_, err = Parse(valid + "limits: {max_connections: 9.007199254740994e15}\n")
+	if err == nil || !strings.Contains(err.Error(), "is not a whole number") || !strings.Contains(err.Error(), "max_connections") {
+		t.Fatalf("2^53+2: %v", err)
+	}
+}
