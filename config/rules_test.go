@@ -49,6 +49,36 @@ func TestBoundsNameTheirField(t *testing.T) {
 		{"client mtu 100", [2]string{"name: tc,", "name: tc, mtu: 100,"}, "interfaces.client.mtu: 100 is not an MTU (576-65535)"},
 		{"client mtu 65536", [2]string{"name: tc,", "name: tc, mtu: 65536,"}, "interfaces.client.mtu: 65536 is not an MTU (576-65535)"},
 
+		{"max_connections 1", [2]string{"", "limits: {max_connections: 1}\n"}, ""},
+		{"max_connections 2^30", [2]string{"", "limits: {max_connections: 1073741824}\n"}, ""},
+		{"max_connections 0", [2]string{"", "limits: {max_connections: 0}\n"}, "limits.max_connections: 0 is out of range 1-1073741824"},
+		{"max_connections 2^30+1", [2]string{"", "limits: {max_connections: 1073741825}\n"}, "limits.max_connections: 1073741825 is out of range 1-1073741824"},
+		{"port_quarantine 0", [2]string{"", "limits: {port_quarantine: 0s}\n"}, ""},
+		{"port_quarantine 1h", [2]string{"", "limits: {port_quarantine: 1h}\n"}, ""},
+		{"port_quarantine past 1h", [2]string{"", "limits: {port_quarantine: 1h0m0.001s}\n"}, `limits.port_quarantine: "1h0m0.001s" is not a duration from 0 (off) to 1h`},
+		{"port_quarantine negative", [2]string{"", "limits: {port_quarantine: -1ms}\n"}, `limits.port_quarantine: "-1ms" is not a duration from 0 (off) to 1h`},
+		{"busy_poll 0", [2]string{"interfaces:\n", "interfaces:\n  busy_poll: 0s\n"}, ""},
+		{"busy_poll 1s", [2]string{"interfaces:\n", "interfaces:\n  busy_poll: 1s\n"}, ""},
+		{"busy_poll past 1s", [2]string{"interfaces:\n", "interfaces:\n  busy_poll: 1.001s\n"}, `interfaces.busy_poll: "1.001s" is not a duration from 0 to 1s`},
+		{"busy_poll negative", [2]string{"interfaces:\n", "interfaces:\n  busy_poll: -1ms\n"}, `interfaces.busy_poll: "-1ms" is not a duration from 0 to 1s`},
+		{"sweep 10ms", [2]string{"", "sweep_interval: 10ms\n"}, ""},
+		{"sweep 9ms", [2]string{"", "sweep_interval: 9ms\n"}, `sweep_interval: "9ms" is not a duration from 10ms to 1m`},
+		{"sweep 1m", [2]string{"", "sweep_interval: 1m\n"}, ""},
+		{"sweep past 1m", [2]string{"", "sweep_interval: 1m0.001s\n"}, `sweep_interval: "1m0.001s" is not a duration from 10ms to 1m`},
+		{"control socket relative", [2]string{"", "control: {socket: run/tapvs.sock}\n"}, `control.socket: "run/tapvs.sock" is not an absolute path`},
+		{"one name for both sides", [2]string{"name: ts\n", "name: tc\n"}, `interfaces.server.name: "tc" is the client side's name too`},
+		{"name of 15", [2]string{"name: ts\n", "name: ts34567890abcde\n"}, ""},
+		{"name of 16", [2]string{"name: ts\n", "name: ts34567890abcdef\n"}, `interfaces.server.name: "ts34567890abcdef" is not an interface name`},
+		{"queues 1", [2]string{"name: ts\n", "name: ts\n    queues: 1\n"}, ""},
+		{"queues 64", [2]string{"name: ts\n", "name: ts\n    queues: 64\n"}, ""},
+		{"queues 0", [2]string{"name: ts\n", "name: ts\n    queues: 0\n"}, "interfaces.server.queues: 0 is not a queue count (1-64)"},
+		{"queues 65", [2]string{"name: ts\n", "name: ts\n    queues: 65\n"}, "interfaces.server.queues: 65 is not a queue count (1-64)"},
+		{"txqueuelen 0", [2]string{"name: ts\n", "name: ts\n    txqueuelen: 0\n"}, ""},
+		{"txqueuelen 100000", [2]string{"name: ts\n", "name: ts\n    txqueuelen: 100000\n"}, ""},
+		{"txqueuelen 100001", [2]string{"name: ts\n", "name: ts\n    txqueuelen: 100001\n"}, "interfaces.server.txqueuelen: 100001 is not a queue length in frames"},
+		{"publish port 65535", [2]string{"name: tc,", "name: tc, peer_address: 172.25.254.1/24, publish: [{port: 65535, vip: 172.25.254.100}],"}, ""},
+		{"publish port 65536", [2]string{"name: tc,", "name: tc, peer_address: 172.25.254.1/24, publish: [{port: 65536, vip: 172.25.254.100}],"}, "interfaces.client.publish[0].port: 65536 is not a port"},
+
 		{"mss 64", [2]string{"", "synproxy: {mss: 64}\n"}, ""},
 		{"mss 63", [2]string{"", "synproxy: {mss: 63}\n"}, "synproxy.mss: 63 is not an MSS (64-65495)"},
 		{"mss 65495", [2]string{"", "synproxy: {mss: 65495}\n"}, ""},
@@ -68,6 +98,20 @@ func TestBoundsNameTheirField(t *testing.T) {
 			t.Errorf("%s: refused: %v", tc.name, err)
 		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
 			t.Errorf("%s: error %v, want it to say %q", tc.name, err, tc.want)
+		}
+	}
+}
+
+// Health checks' own connections take ports outside the balancer's range:
+// below it when it starts at 2048 or later, else above it when it ends by
+// 64511, else none.
+func TestOwnPorts(t *testing.T) {
+	for _, tc := range []struct{ min, max, lo, hi uint16 }{
+		{2048, 65535, 1024, 2047}, {5000, 6000, 1024, 4999}, {2047, 64511, 64512, 65535}, {1, 64510, 64511, 65535}, {2047, 64512, 0, 0},
+	} {
+		c := &Config{PortMin: tc.min, PortMax: tc.max}
+		if lo, hi := c.OwnPorts(); lo != tc.lo || hi != tc.hi {
+			t.Errorf("range %d-%d: own ports %d-%d, want %d-%d", tc.min, tc.max, lo, hi, tc.lo, tc.hi)
 		}
 	}
 }
