@@ -3,6 +3,8 @@ package config
 import (
 	"strings"
 	"testing"
+
+	"github.com/tapvs/tapvs/nat"
 )
 
 // A real server whose port changes is another real server: the old one is
@@ -31,5 +33,26 @@ func TestFloatToIntAtTwoToThe53(t *testing.T) {
 	_, err = Parse(valid + "limits: {max_connections: 9.007199254740994e15}\n")
 	if err == nil || !strings.Contains(err.Error(), "is not a whole number") || !strings.Contains(err.Error(), "max_connections") {
 		t.Fatalf("2^53+2: %v", err)
+	}
+}
+
+// Lists are sets: a service's allow and deny prefixes given in another
+// order (and another order of lengths) are no change.
+func TestApplyReorderedListsNoChange(t *testing.T) {
+	lists := "port: 80\n    scheduler: wrr\n    allow: [10.1.0.0/16, 10.0.0.0/8, 10.2.0.0/16, 10.2.0.0/24]\n    deny: [10.1.2.0/24, 10.1.1.0/24]\n    local"
+	reordered := "port: 80\n    scheduler: wrr\n    allow: [10.2.0.0/24, 10.2.0.0/16, 10.0.0.0/8, 10.1.0.0/16]\n    deny: [10.1.1.0/24, 10.1.2.0/24]\n    local"
+	if !strings.Contains(configA, "port: 80\n    scheduler: wrr\n    local") {
+		t.Fatal("bad test: configA changed")
+	}
+	bal := running(t, parse(t, strings.Replace(configA, "port: 80\n    scheduler: wrr\n    local", lists, 1)))
+	gen := bal.Generation()
+	var changes int
+	err := bal.Update(func(tx *nat.Tx) error {
+		err := parse(t, strings.Replace(configA, "port: 80\n    scheduler: wrr\n    local", reordered, 1)).Apply(tx, nil)
+		changes = tx.Changes()
+		return err
+	})
+	if err != nil || changes != 0 || bal.Generation() != gen {
+		t.Fatalf("the same lists reordered: %v, %d changes, generation %d from %d", err, changes, bal.Generation(), gen)
 	}
 }

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -79,6 +80,38 @@ func TestBoundsNameTheirField(t *testing.T) {
 		{"publish port 65535", [2]string{"name: tc,", "name: tc, peer_address: 172.25.254.1/24, publish: [{port: 65535, vip: 172.25.254.100}],"}, ""},
 		{"publish port 65536", [2]string{"name: tc,", "name: tc, peer_address: 172.25.254.1/24, publish: [{port: 65536, vip: 172.25.254.100}],"}, "interfaces.client.publish[0].port: 65536 is not a port"},
 
+		{"wscale -1", [2]string{"", "synproxy: {wscale: -1}\n"}, ""},
+		{"wscale 14", [2]string{"", "synproxy: {wscale: 14}\n"}, ""},
+		{"wscale -2", [2]string{"", "synproxy: {wscale: -2}\n"}, "synproxy.wscale: -2 is not a window scale"},
+		{"wscale 15", [2]string{"", "synproxy: {wscale: 15}\n"}, "synproxy.wscale: 15 is not a window scale"},
+		{"max_queued 1", [2]string{"", "synproxy: {max_queued: 1}\n"}, ""},
+		{"max_queued 64", [2]string{"", "synproxy: {max_queued: 64}\n"}, ""},
+		{"max_queued 0", [2]string{"", "synproxy: {max_queued: 0}\n"}, "synproxy.max_queued: 0 is out of range 1-64"},
+		{"max_queued 65", [2]string{"", "synproxy: {max_queued: 65}\n"}, "synproxy.max_queued: 65 is out of range 1-64"},
+		{"syn_retries 0", [2]string{"", "synproxy: {syn_retries: 0}\n"}, ""},
+		{"syn_retries 10", [2]string{"", "synproxy: {syn_retries: 10}\n"}, ""},
+		{"syn_retries -1", [2]string{"", "synproxy: {syn_retries: -1}\n"}, "synproxy.syn_retries: -1 is out of range 0-10"},
+		{"syn_retries 11", [2]string{"", "synproxy: {syn_retries: 11}\n"}, "synproxy.syn_retries: 11 is out of range 0-10"},
+		{"retry_interval 10ms", [2]string{"", "synproxy: {retry_interval: 10ms}\n"}, ""},
+		{"retry_interval 1m", [2]string{"", "synproxy: {retry_interval: 1m}\n"}, ""},
+		{"retry_interval 9ms", [2]string{"", "synproxy: {retry_interval: 9ms}\n"}, `synproxy.retry_interval: "9ms" is not a duration from 10ms to 1m`},
+		{"retry_interval past 1m", [2]string{"", "synproxy: {retry_interval: 1m0.001s}\n"}, `synproxy.retry_interval: "1m0.001s" is not a duration from 10ms to 1m`},
+		{"ack_storm 2", [2]string{"", "synproxy: {ack_storm: 2}\n"}, ""},
+		{"ack_storm 65535", [2]string{"", "synproxy: {ack_storm: 65535}\n"}, ""},
+		{"ack_storm 1", [2]string{"", "synproxy: {ack_storm: 1}\n"}, "synproxy.ack_storm: 1 is out of range 2-65535"},
+		{"ack_storm 65536", [2]string{"", "synproxy: {ack_storm: 65536}\n"}, "synproxy.ack_storm: 65536 is out of range 2-65535"},
+		{"http status 100", health("type: http, http_status: 100"), ""},
+		{"http status 599", health("type: http, http_status: 599"), ""},
+		{"http status 99", health("type: http, http_status: 99"), "services[0].health_check.http_status: 99 is not an HTTP status"},
+		{"http status 600", health("type: http, http_status: 600"), "services[0].health_check.http_status: 600 is not an HTTP status"},
+		{"weight 65535", [2]string{"weight: 0}", "weight: 65535}"}, ""},
+		{"weight 65536", [2]string{"weight: 0}", "weight: 65536}"}, "services[0].real_servers[1].weight: 65536 is out of range 0-65535"},
+		{"source limits at their bounds", [2]string{hc, "port: 80\n    limits: {source_cps: 1048576, source_conns: 0, half_open: 16777216}\n    local"}, ""},
+		{"source_cps past its bound", [2]string{hc, "port: 80\n    limits: {source_cps: 1048577}\n    local"}, "services[0].limits.source_cps: 1048577 is out of range 0 (no limit)-1048576"},
+		{"half_open past its bound", [2]string{hc, "port: 80\n    limits: {half_open: 16777217}\n    local"}, "services[0].limits.half_open: 16777217 is out of range 0 (no limit)-16777216"},
+		{"4096 prefixes", [2]string{hc, "port: 80\n    deny: [" + prefixes(4096) + "]\n    local"}, ""},
+		{"4097 prefixes", [2]string{hc, "port: 80\n    deny: [" + prefixes(4097) + "]\n    local"}, "services[0].deny: 4097 prefixes: at most 4096"},
+
 		{"mss 64", [2]string{"", "synproxy: {mss: 64}\n"}, ""},
 		{"mss 63", [2]string{"", "synproxy: {mss: 63}\n"}, "synproxy.mss: 63 is not an MSS (64-65495)"},
 		{"mss 65495", [2]string{"", "synproxy: {mss: 65495}\n"}, ""},
@@ -98,6 +131,28 @@ func TestBoundsNameTheirField(t *testing.T) {
 			t.Errorf("%s: refused: %v", tc.name, err)
 		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
 			t.Errorf("%s: error %v, want it to say %q", tc.name, err, tc.want)
+		}
+	}
+}
+
+// prefixes is n distinct IPv4 host prefixes, comma-separated.
+func prefixes(n int) string {
+	p := make([]string, n)
+	for i := range p {
+		p[i] = fmt.Sprintf("10.9.%d.%d/32", i/256, i%256)
+	}
+	return strings.Join(p, ", ")
+}
+
+// An HTTP check without a path asks for /; a TCP check has no path.
+func TestHTTPPathDefault(t *testing.T) {
+	for _, tc := range []struct{ check, path string }{{"type: http", "/"}, {"type: http, http_path: /health", "/health"}, {"type: tcp", ""}} {
+		c, err := Parse(strings.Replace(valid, "port: 80\n    local", "port: 80\n    health_check: {"+tc.check+"}\n    local", 1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h := c.Services[0].RealServers[0].Health; h.Path != tc.path {
+			t.Errorf("%s: path %q, want %q", tc.check, h.Path, tc.path)
 		}
 	}
 }
