@@ -77,6 +77,7 @@ func TestBoundsNameTheirField(t *testing.T) {
 		{"txqueuelen 0", [2]string{"name: ts\n", "name: ts\n    txqueuelen: 0\n"}, ""},
 		{"txqueuelen 100000", [2]string{"name: ts\n", "name: ts\n    txqueuelen: 100000\n"}, ""},
 		{"txqueuelen 100001", [2]string{"name: ts\n", "name: ts\n    txqueuelen: 100001\n"}, "interfaces.server.txqueuelen: 100001 is not a queue length in frames"},
+		{"publish port 1", [2]string{"name: tc,", "name: tc, peer_address: 172.25.254.1/24, publish: [{port: 1, vip: 172.25.254.100}],"}, ""},
 		{"publish port 65535", [2]string{"name: tc,", "name: tc, peer_address: 172.25.254.1/24, publish: [{port: 65535, vip: 172.25.254.100}],"}, ""},
 		{"publish port 65536", [2]string{"name: tc,", "name: tc, peer_address: 172.25.254.1/24, publish: [{port: 65536, vip: 172.25.254.100}],"}, "interfaces.client.publish[0].port: 65536 is not a port"},
 
