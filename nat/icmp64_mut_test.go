@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"net/netip"
 	"testing"
+
+	"github.com/tapvs/tapvs/csum"
 )
 
 // Every ICMPv4 error type and code maps to ICMPv6's as RFC 7915 4.2's
@@ -245,5 +247,42 @@ func TestNAT64ICMPQuotedTCPChecksumZero(t *testing.T) {
 	}
 	if q := e.Bytes()[54+8:]; !bytes.Equal(q, sent[:60]) {
 		t.Fatalf("quote:\n got % x\nwant % x", q, sent[:60])
+	}
+}
+
+// An ICMPv6 error from the client becomes an ICMPv4 error with DF only
+// past 1260 bytes, like any translated packet: a quote of the server's
+// segment that makes it 1260 bytes goes without DF, one byte more with it.
+// A quoted packet whose payload length says 0 (nothing after its header)
+// is translated, quoted as an IPv4 packet of 20 bytes, not malformed.
+func TestNAT64ICMPFromClientDFAndLength(t *testing.T) {
+	for _, tc := range []struct {
+		payload int  // the server's; the quote is its whole segment of 20 + payload
+		zeroLen bool // the quoted payload length says 0
+		total   uint16
+		df      bool
+	}{{1192, false, 1260, false}, {1193, false, 1261, true}, {11, true, 20 + 8 + 20 + 31, false}} {
+		r := newRig64(t, TCP, nil)
+		rip, lport := open64(t, r, TCP, 40000, 100)
+		back := frame(t, pktSpec{src: rip, dst: lip1, sport: 8080, dport: lport, proto: TCP, ack: true, seq: 9000, ackNum: 1, payload: make([]byte, tc.payload), srcMAC: macGateway})
+		if v := r.b.Process(ServerSide, back); v != Forward {
+			t.Fatal(v)
+		}
+		quoted := append([]byte(nil), back.Bytes()[14:]...)
+		if tc.zeroLen {
+			binary.BigEndian.PutUint16(quoted[4:], 0)
+		}
+		e := icmp6Error(t, client6, vip64, macClient, 1, 4, 0, quoted)
+		if v := r.b.Process(ClientSide, e); v != Forward {
+			t.Fatalf("server payload %d: %v %v", tc.payload, v, nonZero(r.b.Stats.Drops()))
+		}
+		ip := e.Bytes()[ethHdrLen:]
+		total, flags := binary.BigEndian.Uint16(ip[2:]), binary.BigEndian.Uint16(ip[6:])
+		if total != tc.total || (flags == ipFlagDF) != tc.df || flags&^ipFlagDF != 0 || csum.Checksum(ip[:20], 0) != 0 {
+			t.Errorf("server payload %d: ICMPv4 error of %d bytes, flags %#04x; want %d, DF %v", tc.payload, total, flags, tc.total, tc.df)
+		}
+		if ql := binary.BigEndian.Uint16(ip[20+8+2:]); tc.zeroLen && ql != 20 {
+			t.Errorf("quoted total length %d, want 20", ql)
+		}
 	}
 }
