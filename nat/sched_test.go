@@ -194,3 +194,16 @@ func TestSourceHashBuckets(t *testing.T) {
 		t.Fatal("sh with every weight 0 picked a server")
 	}
 }
+
+// Every listed scheduler is valid, and a name not listed is refused with
+// the list.
+func TestValidScheduler(t *testing.T) {
+	for _, s := range Schedulers {
+		if err := ValidScheduler(s); err != nil {
+			t.Errorf("%s: %v", s, err)
+		}
+	}
+	if err := ValidScheduler("fifo"); err == nil || err.Error() != `"fifo" is not a scheduler (one of [rr wrr lc wlc sed nq sh])` {
+		t.Fatalf("fifo: %v", err)
+	}
+}
