@@ -56,3 +56,18 @@ func TestApplyReorderedListsNoChange(t *testing.T) {
 		t.Fatalf("the same lists reordered: %v, %d changes, generation %d from %d", err, changes, bal.Generation(), gen)
 	}
 }
+
+// A reload that drops two real servers of a service drops both.
+func TestApplyDropsEveryRemovedServer(t *testing.T) {
+	bal := running(t, parse(t, configA))
+	b := parse(t, strings.Replace(configA, "      - {address: 10.20.1.2, port: 80, weight: 1}\n      - {address: 10.20.2.2, port: 80, weight: 2}\n",
+		"      - {address: 10.20.3.2, port: 80, weight: 1}\n", 1))
+	if err := apply(bal, b, nil); err != nil {
+		t.Fatal(err)
+	}
+	want := `TCP 172.25.254.100:80 name=web sched=wrr synproxy=false lips=[172.25.84.10 172.25.84.11] rs=[10.20.3.2:80 w1]
+UDP 172.25.254.100:53 name=dns sched=wlc synproxy=false lips=[172.25.84.20] rs=[10.20.1.2:53 w1]`
+	if got := short(bal); got != want {
+		t.Fatalf("after dropping two servers:\n%s\nwant:\n%s", got, want)
+	}
+}
