@@ -22,6 +22,8 @@ func TestWalkLayouts(t *testing.T) {
 		{"EOL then junk is padding", []byte{1, 0, 8, 1, 2}, nil, false},
 		{"unknown kind, any length", []byte{254, 8, 1, 2, 3, 4, 5, 6}, []byte{254}, false},
 		{"4 SACK blocks", append([]byte{5, 34}, make([]byte, 32)...), []byte{SACK}, false},
+		{"1 SACK block", []byte{1, 1, 5, 10, 0, 0, 0, 1, 0, 0, 0, 2}, []byte{SACK}, false},
+		{"SACK of no block", []byte{1, 1, 5, 2}, nil, true},
 		{"TS length 8", []byte{8, 8, '0', '0', '0', '0', '0', '0'}, nil, true},
 		{"TS length 2", []byte{1, 1, 8, 2}, nil, true},
 		{"TS past the end", []byte{1, 1, 8, 10, 0, 0}, nil, true},
@@ -51,6 +53,22 @@ func TestWalkLayouts(t *testing.T) {
 				t.Fatalf("Parse ok %v on a list malformed=%v", ok, tc.bad)
 			}
 		})
+	}
+}
+
+// Parse reads each option's value, and reports an absent window scale as -1
+// and an absent MSS as 0.
+func TestParseReadsValues(t *testing.T) {
+	p, ok := Parse([]byte{2, 4, 5, 0xb4, 4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2, 1, 3, 3, 7})
+	if want := (Parsed{MSS: 1460, WScale: 7, SACKPerm: true, TS: true, TSval: 1, TSecr: 2}); !ok || p != want {
+		t.Fatalf("Linux SYN: %+v %v, want %+v", p, ok, want)
+	}
+	p, ok = Parse([]byte{1, 1, 8, 10, 0xff, 0, 0, 1, 0x80, 0, 0, 2})
+	if want := (Parsed{WScale: -1, TS: true, TSval: 0xff000001, TSecr: 0x80000002}); !ok || p != want {
+		t.Fatalf("timestamps only: %+v %v, want %+v", p, ok, want)
+	}
+	if p, ok := Parse(nil); !ok || p != (Parsed{WScale: -1}) {
+		t.Fatalf("no options: %+v %v", p, ok)
 	}
 }
 
