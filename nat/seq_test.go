@@ -413,15 +413,7 @@ func TestSteadyStateAllocsWithTimestamps(t *testing.T) {
 	synTS, _, _ := tsOf(syn)
 	in := frame(t, pktSpec{src: client, dst: vip, sport: 40050, dport: 80, proto: TCP, ack: true, seq: 101, payload: make([]byte, 1400), srcMAC: macClient, opts: opts(501, 7)})
 	back := frame(t, pktSpec{src: rs1, dst: lip1, sport: 8080, dport: lport, proto: TCP, ack: true, payload: make([]byte, 1400), opts: opts(8, synTS+1)})
-	inB, backB := append([]byte(nil), in.Bytes()...), append([]byte(nil), back.Bytes()...)
-	allocs := totalAllocs(1000, func() {
-		copy(in.Bytes(), inB)
-		copy(back.Bytes(), backB)
-		if r.b.Process(ClientSide, in) != Forward || r.b.Process(ServerSide, back) != Forward {
-			t.Fatal("not forwarded")
-		}
-	})
-	if allocs != 0 {
-		t.Fatalf("%d allocations over 1000 timestamped packet pairs", allocs)
+	if allocs := pairAllocs(t, r.rig, in, back); allocs != 0 {
+		t.Fatalf("%v allocations per timestamped packet pair", allocs)
 	}
 }
