@@ -395,7 +395,8 @@ func BenchmarkCookieCheck(b *testing.B) {
 
 // FuzzTranslate: any header, any established state. Translation never
 // reads past the header; when it accepts a header, the checksum it reports
-// verifies from scratch and only the fields it translates have changed.
+// verifies from scratch and only the fields it translates have changed (a
+// client's own TOA option, toward the server, into NOPs).
 func FuzzTranslate(f *testing.F) {
 	f.Add(tcpHeader(101, 3001, 6000, 0xfffffff7, []uint32{1, 2, 3, 4}, 1000), uint32(0x20), uint32(0x10), int8(7), int8(9), true)
 	f.Add(append(tcpHeader(1, 2, 3, 4, nil, 5)[:20:20], 8, 8, '0', '0', '0', '0', '0', '0'), uint32(1), uint32(2), int8(-1), int8(7), true)
@@ -447,6 +448,14 @@ func FuzzTranslate(f *testing.F) {
 					span(20+o.Off+2, 4)
 				case o.Kind == tcpopt.SACK && dir == 0:
 					span(20+o.Off+2, o.Len-2)
+				case tcpopt.ForgedTOA(o) && dir == 0:
+					// A client's own TOA goes to the server as NOPs.
+					for i := 20 + o.Off; i < 20+o.Off+o.Len; i++ {
+						if b[i] != tcpopt.NOP {
+							t.Fatalf("direction 0 left byte %d of a client's TOA option (% x): % x", i, h[20+o.Off:20+o.Off+o.Len], b)
+						}
+					}
+					span(20+o.Off, o.Len)
 				}
 			}
 			for i := range b {
