@@ -158,6 +158,8 @@ func TestModuleTOA(t *testing.T) {
 		{"after an EOL", append([]byte{0}, toa4...), nil},
 		{"after a length below 2", append([]byte{99, 1}, toa4...), nil},
 		{"cut short", toa4[:7], nil},
+		{"cut short after a NOP", append([]byte{1}, toa4[:7]...), nil},
+		{"after a SACK-permitted (length 2)", append([]byte{4, 2}, toa4...), toa4},
 		{"a kind with no length", []byte{1, 99}, nil},
 	} {
 		got, ok := ModuleTOA(c.opts)
