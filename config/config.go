@@ -18,6 +18,7 @@ import (
 
 	"github.com/fsnotify/fsnotify"
 
+	"github.com/tapvs/tapvs/bgp"
 	"github.com/tapvs/tapvs/health"
 
 	"github.com/go-viper/mapstructure/v2"
@@ -59,6 +60,7 @@ type raw struct {
 		Level  string `mapstructure:"level"`
 		Format string `mapstructure:"format"`
 	} `mapstructure:"log"`
+	BGP *rawBGP `mapstructure:"bgp"`
 }
 
 type rawIface struct {
@@ -167,6 +169,9 @@ type Config struct {
 	LogFormat      string
 	ControlSocket  string // "" disables the control API
 	MetricsListen  string // "" disables the Prometheus endpoint
+	// BGP, if set, announces the VIPs that can serve and the LIPs to the
+	// routers it names (package bgp); nil announces nothing.
+	BGP *bgp.Config
 }
 
 // Interface is one TAP side.
@@ -528,6 +533,7 @@ func validate(r *raw, noServices bool) (*Config, error) {
 		e.add("log.format", "%q is not one of text, json", r.Log.Format)
 	}
 	c.Synproxy = synproxyConfig(&e, r.Synproxy, c.Server.MTU)
+	c.BGP = bgpConfig(&e, r.BGP)
 	if len(r.Services) == 0 && !noServices {
 		e.add("services", "no service is configured")
 	}

@@ -1,0 +1,448 @@
+// Package bgp announces tapvs's addresses to routers: a VIP as a host route
+// while it can serve, each LIP as a host route so that real servers' replies
+// come back to the instance that holds the connection. It is GoBGP embedded
+// as a library (no BGP of its own); this package only says what to announce
+// and keeps the peers the configuration names.
+//
+// The speaker's TCP sessions live on the kernel stack of the namespace tapvs
+// runs in, as MetalLB's and Cilium's speakers do, not on the gVisor stack of
+// the TAPs: GoBGP opens its own kernel sockets (it cannot be handed another
+// stack's), TCP-MD5 (RFC 2385) is a kernel socket option gVisor does not
+// have, and the routers a cluster peers with already reach that namespace
+// (a host's or a pod's address). tapvs dials out and never listens (GoBGP's
+// listen port -1), so an unprivileged tapvs needs no port below 1024 and a
+// peer cannot open a session to it uninvited.
+package bgp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	api "github.com/osrg/gobgp/v4/api"
+	"github.com/osrg/gobgp/v4/pkg/apiutil"
+	"github.com/osrg/gobgp/v4/pkg/packet/bgp"
+	"github.com/osrg/gobgp/v4/pkg/server"
+)
+
+// Config is the bgp: section, validated (config.Config.BGP).
+type Config struct {
+	ASN      uint32
+	RouterID netip.Addr // IPv4, as BGP's identifier is
+	// HoldTime and Keepalive are proposed to every peer (BGP takes the
+	// smaller hold time of the two sides); ConnectRetry is how long an
+	// unanswered or refused session waits before the next attempt.
+	HoldTime, Keepalive, ConnectRetry time.Duration
+	// NextHop and NextHop6, if set, are the next hop of announced IPv4 and
+	// IPv6 routes; unset, each peer is told the session's own address
+	// (next-hop self), which is what a router one hop away needs.
+	NextHop, NextHop6 netip.Addr
+	Communities       []uint32 // standard communities (AA:NN as AA<<16|NN)
+	MED               uint32
+	HasMED            bool
+	// AnnounceLIPs announces each LIP as a host route beside the VIPs.
+	AnnounceLIPs bool
+	Peers        []Peer
+}
+
+// Peer is one router to announce to.
+type Peer struct {
+	Address      netip.Addr
+	ASN          uint32
+	Port         uint16     // 179 unless set
+	LocalAddress netip.Addr // the session's source; unset: the kernel picks
+	Password     string     // TCP-MD5; "" for none
+}
+
+// Key is what identifies a peer across a reload: a peer whose Key and
+// settings are unchanged keeps its session.
+func (p Peer) Key() netip.Addr { return p.Address }
+
+// Speaker is the embedded BGP speaker.
+type Speaker struct {
+	srv *server.BgpServer
+	log *slog.Logger
+
+	// mu guards cfg, routes and peers: Announce (the daemon's announcer),
+	// Reconfigure (a reload) and the status readers (the API, metrics).
+	mu     sync.Mutex
+	cfg    Config
+	routes map[netip.Prefix]time.Time // announced, since when
+	peers  map[netip.Addr]*peerState
+
+	announced, withdrawn atomic.Uint64 // routes, counted once per change
+	closed               atomic.Bool
+	cancelWatch          context.CancelFunc
+}
+
+// peerState is what the speaker remembers of a peer between listings: the
+// state GoBGP reported last and since when.
+type peerState struct {
+	conf    Peer
+	state   string
+	since   time.Time
+	changes uint64 // state changes seen
+	ups     uint64 // times it reached established
+}
+
+// Start starts the speaker and adds cfg's peers. It announces nothing yet:
+// the caller's first Announce does.
+func Start(cfg Config, log *slog.Logger) (*Speaker, error) {
+	lvl := new(slog.LevelVar)
+	lvl.Set(slog.LevelWarn) // GoBGP's own log: its warnings and errors only
+	srv := server.NewBgpServer(server.LoggerOption(log.With("component", "gobgp"), lvl))
+	go srv.Serve()
+	s := &Speaker{srv: srv, log: log, cfg: cfg, routes: map[netip.Prefix]time.Time{}, peers: map[netip.Addr]*peerState{}}
+	ctx := context.Background()
+	if err := srv.StartBgp(ctx, &api.StartBgpRequest{Global: &api.Global{
+		Asn: cfg.ASN, RouterId: cfg.RouterID.String(),
+		ListenPort: -1, // dial out only: see the package comment
+	}}); err != nil {
+		srv.Stop()
+		return nil, fmt.Errorf("bgp: start: %w", err)
+	}
+	// Routes a peer sends are refused on arrival: tapvs installs none, and a
+	// router's full table would otherwise sit in memory.
+	if err := srv.SetPolicyAssignment(ctx, &api.SetPolicyAssignmentRequest{Assignment: &api.PolicyAssignment{
+		Name: "global", Direction: api.PolicyDirection_POLICY_DIRECTION_IMPORT,
+		DefaultAction: api.RouteAction_ROUTE_ACTION_REJECT,
+	}}); err != nil {
+		srv.Stop()
+		return nil, fmt.Errorf("bgp: import policy: %w", err)
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	s.cancelWatch = cancel
+	err := srv.WatchEvent(wctx, server.WatchEventMessageCallbacks{OnPeerUpdate: s.peerEvent}, server.WatchPeer())
+	if err != nil {
+		cancel()
+		srv.Stop()
+		return nil, fmt.Errorf("bgp: watch peers: %w", err)
+	}
+	s.mu.Lock()
+	for _, p := range cfg.Peers {
+		if err = s.addPeer(p); err != nil {
+			break
+		}
+	}
+	s.mu.Unlock()
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	log.Info("bgp: speaker started", "asn", cfg.ASN, "router_id", cfg.RouterID, "peers", len(cfg.Peers))
+	return s, nil
+}
+
+// addPeer adds p to GoBGP and to s.peers. s.mu is held.
+func (s *Speaker) addPeer(p Peer) error {
+	if err := s.srv.AddPeer(context.Background(), &api.AddPeerRequest{Peer: s.apiPeer(p)}); err != nil {
+		return fmt.Errorf("bgp: peer %s: %w", p.Address, err)
+	}
+	s.peers[p.Address] = &peerState{conf: p, state: "idle", since: time.Now()}
+	s.log.Info("bgp: peer added", "peer", p.Address, "asn", p.ASN)
+	return nil
+}
+
+func (s *Speaker) apiPeer(p Peer) *api.Peer {
+	port := p.Port
+	if port == 0 {
+		port = 179
+	}
+	t := &api.Transport{RemotePort: uint32(port)}
+	if p.LocalAddress.IsValid() {
+		t.LocalAddress = p.LocalAddress.String()
+	}
+	families := []*api.AfiSafi{family(api.Family_AFI_IP)}
+	if p.Address.Is6() || s.cfg.NextHop6.IsValid() {
+		families = append(families, family(api.Family_AFI_IP6))
+	}
+	return &api.Peer{
+		Conf: &api.PeerConf{NeighborAddress: p.Address.String(), PeerAsn: p.ASN, AuthPassword: p.Password},
+		Timers: &api.Timers{Config: &api.TimersConfig{
+			HoldTime: seconds(s.cfg.HoldTime), KeepaliveInterval: seconds(s.cfg.Keepalive),
+			ConnectRetry: seconds(s.cfg.ConnectRetry),
+			// After a session ends, the next attempt waits ConnectRetry,
+			// not GoBGP's 30 s idle hold: a router that restarts is
+			// announced to again as soon as it listens.
+			IdleHoldTimeAfterReset: seconds(s.cfg.ConnectRetry),
+		}},
+		Transport: t,
+		AfiSafis:  families,
+	}
+}
+
+func family(afi api.Family_Afi) *api.AfiSafi {
+	return &api.AfiSafi{Config: &api.AfiSafiConfig{Family: &api.Family{Afi: afi, Safi: api.Family_SAFI_UNICAST}, Enabled: true}}
+}
+
+// seconds rounds d up to whole seconds, BGP's unit for timers.
+func seconds(d time.Duration) uint64 { return uint64((d + time.Second - 1) / time.Second) }
+
+// peerEvent logs a peer's state change, one line each, and remembers it.
+func (s *Speaker) peerEvent(e *apiutil.WatchEventMessage_PeerEvent, t time.Time) {
+	if e.Type != apiutil.PEER_EVENT_STATE {
+		return
+	}
+	addr := e.Peer.State.NeighborAddress
+	state := fsmName(e.Peer.State.SessionState)
+	s.mu.Lock()
+	p, ok := s.peers[addr]
+	if !ok || p.state == state {
+		s.mu.Unlock()
+		return
+	}
+	was := p.state
+	p.state, p.since = state, t
+	p.changes++
+	if state == "established" {
+		p.ups++
+	}
+	s.mu.Unlock()
+	attrs := []any{"peer", addr, "from", was, "to", state}
+	if e.Peer.State.DisconnectMessage != "" {
+		attrs = append(attrs, "reason", e.Peer.State.DisconnectMessage)
+	}
+	if state == "established" || was == "established" {
+		s.log.Warn("bgp: peer state", attrs...)
+	} else {
+		s.log.Info("bgp: peer state", attrs...)
+	}
+}
+
+// fsmName is RFC 4271's name of a session state, in lower case.
+func fsmName(st bgp.FSMState) string {
+	switch st {
+	case bgp.BGP_FSM_IDLE:
+		return "idle"
+	case bgp.BGP_FSM_CONNECT:
+		return "connect"
+	case bgp.BGP_FSM_ACTIVE:
+		return "active"
+	case bgp.BGP_FSM_OPENSENT:
+		return "opensent"
+	case bgp.BGP_FSM_OPENCONFIRM:
+		return "openconfirm"
+	case bgp.BGP_FSM_ESTABLISHED:
+		return "established"
+	}
+	return fmt.Sprintf("state %d", st)
+}
+
+// Announce makes the announced routes exactly want (host routes: /32 and
+// /128), announcing what is new and withdrawing what is gone. It is called
+// by one goroutine at a time (the daemon's announcer).
+func (s *Speaker) Announce(want []netip.Prefix) error {
+	if s.closed.Load() {
+		return errors.New("bgp: speaker closed")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var errs []error
+	wanted := make(map[netip.Prefix]bool, len(want))
+	for _, p := range want {
+		wanted[p] = true
+		if _, ok := s.routes[p]; ok {
+			continue
+		}
+		if err := s.add(p); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		s.routes[p] = time.Now()
+		s.announced.Add(1)
+		s.log.Info("bgp: announce", "prefix", p)
+	}
+	for p := range s.routes {
+		if wanted[p] {
+			continue
+		}
+		if err := s.del(p); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		delete(s.routes, p)
+		s.withdrawn.Add(1)
+		s.log.Info("bgp: withdraw", "prefix", p)
+	}
+	return errors.Join(errs...)
+}
+
+// path is prefix's path with the configured attributes; the next hop left
+// unspecified is GoBGP's next-hop self.
+func (s *Speaker) path(p netip.Prefix) (*apiutil.Path, error) {
+	nlri, err := bgp.NewIPAddrPrefix(p)
+	if err != nil {
+		return nil, fmt.Errorf("bgp: %s: %w", p, err)
+	}
+	attrs := []bgp.PathAttributeInterface{bgp.NewPathAttributeOrigin(bgp.BGP_ORIGIN_ATTR_TYPE_IGP)}
+	fam := bgp.RF_IPv4_UC
+	if p.Addr().Is4() {
+		nh := s.cfg.NextHop
+		if !nh.IsValid() {
+			nh = netip.IPv4Unspecified()
+		}
+		a, err := bgp.NewPathAttributeNextHop(nh)
+		if err != nil {
+			return nil, fmt.Errorf("bgp: %s next hop: %w", p, err)
+		}
+		attrs = append(attrs, a)
+	} else {
+		fam = bgp.RF_IPv6_UC
+		nh := s.cfg.NextHop6
+		if !nh.IsValid() {
+			nh = netip.IPv6Unspecified()
+		}
+		a, err := bgp.NewPathAttributeMpReachNLRI(fam, []bgp.PathNLRI{{NLRI: nlri}}, nh)
+		if err != nil {
+			return nil, fmt.Errorf("bgp: %s next hop: %w", p, err)
+		}
+		attrs = append(attrs, a)
+	}
+	if s.cfg.HasMED {
+		attrs = append(attrs, bgp.NewPathAttributeMultiExitDisc(s.cfg.MED))
+	}
+	if len(s.cfg.Communities) > 0 {
+		attrs = append(attrs, bgp.NewPathAttributeCommunities(slices.Clone(s.cfg.Communities)))
+	}
+	return &apiutil.Path{Family: fam, Nlri: nlri, Attrs: attrs}, nil
+}
+
+func (s *Speaker) add(p netip.Prefix) error {
+	path, err := s.path(p)
+	if err != nil {
+		return err
+	}
+	if _, err := s.srv.AddPath(apiutil.AddPathRequest{Paths: []*apiutil.Path{path}}); err != nil {
+		return fmt.Errorf("bgp: announce %s: %w", p, err)
+	}
+	return nil
+}
+
+func (s *Speaker) del(p netip.Prefix) error {
+	path, err := s.path(p)
+	if err != nil {
+		return err
+	}
+	if err := s.srv.DeletePath(apiutil.DeletePathRequest{Paths: []*apiutil.Path{path}}); err != nil {
+		return fmt.Errorf("bgp: withdraw %s: %w", p, err)
+	}
+	return nil
+}
+
+// Reconfigure makes the speaker what next says: peers that are gone are
+// deleted (their sessions closed), new ones added, changed ones replaced;
+// a peer whose settings are the same keeps its session. The global
+// settings (ASN, router id) cannot change without a restart, and timers,
+// next hops, communities and MED apply to every peer and path, so a change
+// of any of them re-adds every peer and re-announces every route.
+func (s *Speaker) Reconfigure(next Config) (kept, added, removed []netip.Addr, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	prev := s.cfg
+	if next.ASN != prev.ASN || next.RouterID != prev.RouterID {
+		return nil, nil, nil, fmt.Errorf("bgp: asn and router_id change only with a restart (running: %d %s)", prev.ASN, prev.RouterID)
+	}
+	global := !sameGlobal(prev, next)
+	s.cfg = next
+	var errs []error
+	if global {
+		// Paths first: withdrawn under the old attributes, announced
+		// under the new ones below.
+		for p := range s.routes {
+			s.cfg = prev
+			if err := s.del(p); err != nil {
+				errs = append(errs, err)
+			}
+			s.cfg = next
+		}
+	}
+	nextPeers := map[netip.Addr]Peer{}
+	for _, p := range next.Peers {
+		nextPeers[p.Address] = p
+	}
+	for addr, st := range s.peers {
+		np, ok := nextPeers[addr]
+		if ok && np == st.conf && !global {
+			kept = append(kept, addr)
+			continue
+		}
+		if err := s.srv.DeletePeer(context.Background(), &api.DeletePeerRequest{Address: addr.String()}); err != nil {
+			errs = append(errs, fmt.Errorf("bgp: delete peer %s: %w", addr, err))
+			continue
+		}
+		delete(s.peers, addr)
+		s.log.Info("bgp: peer removed", "peer", addr)
+		if !ok {
+			removed = append(removed, addr)
+		}
+	}
+	for _, p := range next.Peers {
+		if _, ok := s.peers[p.Address]; ok {
+			continue
+		}
+		if err := s.addPeer(p); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		added = append(added, p.Address)
+	}
+	if global {
+		for p := range s.routes {
+			if err := s.add(p); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	slices.SortFunc(kept, netip.Addr.Compare)
+	slices.SortFunc(added, netip.Addr.Compare)
+	slices.SortFunc(removed, netip.Addr.Compare)
+	return kept, added, removed, errors.Join(errs...)
+}
+
+// sameGlobal reports whether a and b agree on everything that is not a
+// peer's own.
+func sameGlobal(a, b Config) bool {
+	return a.HoldTime == b.HoldTime && a.Keepalive == b.Keepalive && a.ConnectRetry == b.ConnectRetry &&
+		a.NextHop == b.NextHop && a.NextHop6 == b.NextHop6 && slices.Equal(a.Communities, b.Communities) &&
+		a.MED == b.MED && a.HasMED == b.HasMED
+}
+
+// Config is the configuration the speaker runs.
+func (s *Speaker) Config() Config {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cfg
+}
+
+// Close withdraws every route, closes the sessions (a Cease notification,
+// which has a router drop the routes at once even if the withdrawal had not
+// reached it) and stops the speaker.
+func (s *Speaker) Close() {
+	if s.closed.Swap(true) {
+		return
+	}
+	s.mu.Lock()
+	n := len(s.routes)
+	if n > 0 {
+		if err := s.srv.DeletePath(apiutil.DeletePathRequest{DeleteAll: true}); err != nil {
+			s.log.Warn("bgp: withdraw all", "err", err)
+		}
+		s.withdrawn.Add(uint64(n))
+		clear(s.routes)
+	}
+	s.mu.Unlock()
+	s.cancelWatch()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.srv.StopBgp(ctx, &api.StopBgpRequest{}); err != nil {
+		s.log.Warn("bgp: stop", "err", err)
+	}
+	s.srv.Stop()
+	s.log.Info("bgp: speaker stopped", "withdrawn", n)
+}
