@@ -64,6 +64,9 @@ type Peer struct {
 // settings are unchanged keeps its session.
 func (p Peer) Key() netip.Addr { return p.Address }
 
+// ErrClosed is Announce's error once Close has run.
+var ErrClosed = errors.New("bgp: speaker closed")
+
 // Speaker is the embedded BGP speaker.
 type Speaker struct {
 	srv *server.BgpServer
@@ -239,7 +242,7 @@ func fsmName(st bgp.FSMState) string {
 // by one goroutine at a time (the daemon's announcer).
 func (s *Speaker) Announce(want []netip.Prefix) error {
 	if s.closed.Load() {
-		return errors.New("bgp: speaker closed")
+		return ErrClosed
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()

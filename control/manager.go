@@ -27,8 +27,9 @@ type Manager struct {
 	health func(*nat.Service) []api.HealthView
 	// Set while the API serves (tapvs run sets them once it watches its
 	// file), read by its handlers.
-	notes  atomic.Pointer[func([]Op) []string]        // how a reload treats a change (SetNotes)
-	reload atomic.Pointer[func() (api.Reload, error)] // POST /v1/reload (SetReload)
+	notes   atomic.Pointer[func([]Op) []string]        // how a reload treats a change (SetNotes)
+	reload  atomic.Pointer[func() (api.Reload, error)] // POST /v1/reload (SetReload)
+	cluster atomic.Pointer[Cluster]                    // GET /v1/bgp, /v1/drain (SetCluster)
 	// Version is reported by Info.
 	Version string
 }
@@ -62,6 +63,28 @@ func (m *Manager) SetReload(f func() (api.Reload, error)) { m.reload.Store(&f) }
 
 // Reload runs the reload SetReload gave; ok is false if there is none (no
 // configuration file).
+// Cluster is an instance's part in a cluster (the daemon's): its BGP
+// speaker and its drain.
+type Cluster interface {
+	// BGP reports the speaker; ok is false without a bgp: section.
+	BGP() (b api.BGP, ok bool)
+	// Drain starts (on true) or ends (on false) a drain and reports it.
+	Drain(on bool) api.Drain
+	// DrainStatus reports the drain without changing it.
+	DrainStatus() api.Drain
+}
+
+// SetCluster has the API answer /v1/bgp and /v1/drain from c.
+func (m *Manager) SetCluster(c Cluster) { m.cluster.Store(&c) }
+
+// clusterOf is the Cluster set, or nil.
+func (m *Manager) clusterOf() Cluster {
+	if c := m.cluster.Load(); c != nil {
+		return *c
+	}
+	return nil
+}
+
 func (m *Manager) Reload() (res api.Reload, ok bool, err error) {
 	f := m.reload.Load()
 	if f == nil {

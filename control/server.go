@@ -294,6 +294,14 @@ func (s *Server) Handler() http.Handler {
 		s.done(w, r, err)
 	})
 	mux.HandleFunc("POST /v1/reload", s.reload)
+	mux.HandleFunc("GET /v1/bgp", s.bgp)
+	mux.HandleFunc("POST /v1/drain", func(w http.ResponseWriter, r *http.Request) {
+		s.drain(w, r, func(c Cluster) api.Drain { return c.Drain(true) })
+	})
+	mux.HandleFunc("GET /v1/drain", func(w http.ResponseWriter, r *http.Request) { s.drain(w, r, Cluster.DrainStatus) })
+	mux.HandleFunc("DELETE /v1/drain", func(w http.ResponseWriter, r *http.Request) {
+		s.drain(w, r, func(c Cluster) api.Drain { return c.Drain(false) })
+	})
 	mux.HandleFunc("GET /v1/capture", s.capture)
 	// Profiles of the running data path. They show code paths, timings and
 	// memory: served here, to the owner of the socket only, never on the
@@ -386,6 +394,31 @@ func (s *Server) reload(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	reply(w, res)
+}
+
+// bgp answers GET /v1/bgp.
+func (s *Server) bgp(w http.ResponseWriter, r *http.Request) {
+	c := s.m.clusterOf()
+	if c == nil {
+		fail(w, &api.Error{Code: api.CodeNoBGP, Message: "this tapvs has no bgp: section"}, http.StatusNotFound)
+		return
+	}
+	b, ok := c.BGP()
+	if !ok {
+		fail(w, &api.Error{Code: api.CodeNoBGP, Message: "this tapvs has no bgp: section"}, http.StatusNotFound)
+		return
+	}
+	reply(w, b)
+}
+
+// drain answers /v1/drain with what f does.
+func (s *Server) drain(w http.ResponseWriter, r *http.Request, f func(Cluster) api.Drain) {
+	c := s.m.clusterOf()
+	if c == nil {
+		fail(w, &api.Error{Code: api.CodeInternal, Message: "this tapvs cannot drain (no daemon behind the API)"}, http.StatusNotImplemented)
+		return
+	}
+	reply(w, f(c))
 }
 
 // maxCapture bounds the frames of one capture.

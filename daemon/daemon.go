@@ -35,6 +35,7 @@ type Daemon struct {
 	Metrics *metrics.Server
 
 	control  *control.Server
+	cluster  *cluster                       // BGP announcements, host routes, drain
 	checker  atomic.Pointer[health.Checker] // replaced by Reload; read by metrics and the API
 	reloadMu sync.Mutex
 	synced   atomic.Uint64 // the balancer's Generation whose addresses the stack answers for
@@ -128,6 +129,18 @@ func Start(cfg *config.Config, log *slog.Logger) (_ *Daemon, err error) {
 	}
 	d.startHealth(cfg)
 	d.Manager.SetHealth(d.healthViews)
+	// The speaker starts after the services and their health checks: its
+	// first announcement is of what can serve, never of a VIP that cannot.
+	if d.cluster, err = newCluster(d, cfg); err != nil {
+		d.Close()
+		return nil, err
+	}
+	d.Manager.SetCluster(d.cluster)
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		d.cluster.run()
+	}()
 	if cfg.MetricsListen != "" {
 		if d.Metrics, err = metrics.Serve(cfg.MetricsListen, metrics.New(bal, st, d.health), log); err != nil {
 			d.Close()
@@ -275,6 +288,12 @@ func (d *Daemon) reconcile() {
 // Close stops forwarding and removes the TAPs and the control socket.
 func (d *Daemon) Close() {
 	d.once.Do(func() {
+		// The routers first: the VIPs and LIPs are withdrawn while this
+		// instance still answers, so that nothing is sent here after the
+		// TAPs close.
+		if d.cluster != nil {
+			d.cluster.withdraw()
+		}
 		if d.control != nil {
 			d.control.Close()
 		}
@@ -286,6 +305,9 @@ func (d *Daemon) Close() {
 		}
 		close(d.stop)
 		d.wg.Wait()
+		if d.cluster != nil {
+			d.cluster.clearRoutes() // the announcer that kept them has stopped
+		}
 		d.Stack.Close()
 		removeMasquerade(d.unmasq, d.log)
 	})

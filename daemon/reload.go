@@ -61,6 +61,14 @@ func (d *Daemon) reload(path string) (api.Reload, error) {
 	// it warns again until a restart takes the new values.
 	applied := *running
 	applied.Services, applied.Timeouts = cfg.Services, cfg.Timeouts
+	if restart, err := d.cluster.reload(cfg); err != nil {
+		// The services are applied; the speaker keeps what it ran.
+		d.log.Error("reload: bgp: the running bgp: section is kept", "err", err)
+		res.Restart = append(res.Restart, "bgp ("+err.Error()+")")
+	} else {
+		res.Restart = append(res.Restart, restart...)
+		applied.BGP = cfg.BGP
+	}
 	d.cfg.Store(&applied)
 	d.startHealth(cfg)
 	res.Reverted, res.Kept = config.Texts(drift.Reverted), config.Texts(drift.Kept)

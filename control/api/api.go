@@ -229,3 +229,59 @@ type Reload struct {
 	// keep their running values.
 	Restart []string `json:"restart"`
 }
+
+// BGP is GET /v1/bgp: the instance's BGP speaker (404 with
+// CodeNoBGP when the configuration has no bgp: section).
+type BGP struct {
+	ASN      uint32     `json:"asn"`
+	RouterID string     `json:"router_id"`
+	Peers    []BGPPeer  `json:"peers"`
+	Routes   []BGPRoute `json:"routes"`
+	// Announced and Withdrawn count route changes since start, each
+	// prefix once per change whatever the number of peers.
+	Announced uint64 `json:"announced"`
+	Withdrawn uint64 `json:"withdrawn"`
+	Draining  bool   `json:"draining"`
+}
+
+// BGPPeer is one router's session.
+type BGPPeer struct {
+	Address string `json:"address"`
+	ASN     uint32 `json:"asn"`
+	// State is RFC 4271's, lower case: idle, connect, active, opensent,
+	// openconfirm, established.
+	State string `json:"state"`
+	// Since is when the session entered State (RFC 3339); for an
+	// established session, its uptime's start.
+	Since       string `json:"since"`
+	Changes     uint64 `json:"changes"`     // state changes
+	Established uint64 `json:"established"` // sessions that came up
+	Received    uint64 `json:"received"`    // BGP messages
+	Sent        uint64 `json:"sent"`
+	LastError   string `json:"last_error,omitempty"` // why the last session ended
+}
+
+// BGPRoute is an announced prefix.
+type BGPRoute struct {
+	Prefix string `json:"prefix"`
+	Kind   string `json:"kind"`  // "vip" or "lip"
+	Since  string `json:"since"` // RFC 3339
+}
+
+// Drain is the answer to POST, GET and DELETE /v1/drain: whether the
+// instance is drained (its VIPs withdrawn from every BGP peer while the
+// connections it holds go on) and how many connections it still holds.
+type Drain struct {
+	Draining bool   `json:"draining"`
+	Since    string `json:"since,omitempty"` // RFC 3339, when the drain began
+	Conns    int    `json:"conns"`           // connections in the table
+	// Empty is true once a drain has no connection left: the instance
+	// can be stopped without breaking any.
+	Empty bool `json:"empty"`
+	// Withdrawn are the VIPs the drain took back from the routers (none
+	// without a bgp: section: then a drain only reports the count).
+	Withdrawn []string `json:"withdrawn"`
+}
+
+// CodeNoBGP: GET /v1/bgp to a tapvs without a bgp: section, 404.
+const CodeNoBGP = "no_bgp"

@@ -111,6 +111,16 @@ func (c *Client) DeleteLocalAddr(k ServiceKey, addr string) error {
 // did.
 func (c *Client) Reload() (r Reload, err error) { return r, c.do("POST", "/v1/reload", nil, &r) }
 
+// BGP reads the BGP speaker's peers and routes.
+func (c *Client) BGP() (b BGP, err error) { return b, c.do("GET", "/v1/bgp", nil, &b) }
+
+// Drain withdraws the instance's VIPs from its BGP peers, keeping its
+// connections; DrainStatus reads how many are left; Undrain announces the
+// VIPs again.
+func (c *Client) Drain() (d Drain, err error)       { return d, c.do("POST", "/v1/drain", nil, &d) }
+func (c *Client) DrainStatus() (d Drain, err error) { return d, c.do("GET", "/v1/drain", nil, &d) }
+func (c *Client) Undrain() (d Drain, err error)     { return d, c.do("DELETE", "/v1/drain", nil, &d) }
+
 // Batch applies ops as one: all of them or, if one is refused, none.
 func (c *Client) Batch(ops []Op) error { return c.do("POST", "/v1/batch", Batch{Ops: ops}, nil) }
 

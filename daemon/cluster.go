@@ -1,0 +1,299 @@
+package daemon
+
+import (
+	"errors"
+	"net/netip"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tapvs/tapvs/bgp"
+	"github.com/tapvs/tapvs/config"
+	"github.com/tapvs/tapvs/control/api"
+	"github.com/tapvs/tapvs/tun"
+)
+
+// announceEvery is how often the announcer compares what should be
+// announced with what is. A health check's verdict, a weight set to 0 or a
+// drain reaches the routers within it (and their own processing: BGP's
+// update, the FIB's change).
+const announceEvery = 100 * time.Millisecond
+
+// cluster is the instance's part in a cluster of tapvs behind ECMP routers:
+// the BGP speaker, what it announces, the host routes that bring the
+// routers' traffic on into the TAPs, and the drain. Its announcer goroutine
+// is the only writer of the speaker's routes and of the host routes.
+type cluster struct {
+	d       *Daemon
+	speaker atomic.Pointer[bgp.Speaker] // nil without a bgp: section
+
+	draining   atomic.Bool
+	drainSince atomic.Int64 // unix nanoseconds
+	kick       chan struct{}
+
+	// mu guards the announcer's record of its last pass, read by the API.
+	mu        sync.Mutex
+	announced []netip.Prefix // the last set handed to the speaker
+	vips      map[netip.Prefix]bool
+	empty     bool // a drain's "no connection left" was logged
+
+	routes [2]*tun.HostRoutes // client side's (VIPs), server side's (LIPs); nil where not kept
+}
+
+// newCluster starts the speaker if cfg has a bgp: section; the announcer
+// runs until d.stop.
+func newCluster(d *Daemon, cfg *config.Config) (*cluster, error) {
+	c := &cluster{d: d, kick: make(chan struct{}, 1), vips: map[netip.Prefix]bool{}}
+	if cfg.BGP != nil {
+		s, err := bgp.Start(*cfg.BGP, d.log)
+		if err != nil {
+			return nil, err
+		}
+		c.speaker.Store(s)
+	}
+	c.routes = hostRoutes(cfg)
+	return c, nil
+}
+
+// hostRoutes makes the host-route keepers for the sides whose TAP's kernel
+// end is in tapvs's own namespace with an address (peer_address): there the
+// routers' traffic for a VIP or a LIP outside that address's prefix reaches
+// this namespace's kernel, which needs the route on into the TAP. With
+// bgp: and no peer_address, the operator routes (a sidecar's publish, a
+// host's own routes). They are kept while a speaker runs (with bgp:), and
+// kept until shutdown if a reload removes it.
+func hostRoutes(cfg *config.Config) (r [2]*tun.HostRoutes) {
+	for i, side := range [2]config.Interface{cfg.Client, cfg.Server} {
+		if side.Netns != "" || !side.PeerAddress.IsValid() {
+			continue
+		}
+		r[i] = tun.NewHostRoutes(side.Name, side.Address.Addr(), side.Address6.Addr(), side.PeerAddress.Masked(), netip.Prefix{})
+	}
+	return r
+}
+
+// run is the announcer: every announceEvery, or at once when kicked, it
+// makes the speaker announce what can serve.
+func (c *cluster) run() {
+	t := time.NewTicker(announceEvery)
+	defer t.Stop()
+	for {
+		c.pass()
+		select {
+		case <-c.d.stop:
+			return
+		case <-t.C:
+		case <-c.kick:
+		}
+	}
+}
+
+// pass computes what to announce and hands it to the speaker if it changed.
+// A VIP is announced while one of its services has a real server that can
+// take a new connection (weight above 0: a failed health check quiesces or
+// removes it) and the instance is not drained; a LIP while the balancer
+// answers for it (also a deleted one whose connections are still open:
+// their replies must come back here).
+func (c *cluster) pass() {
+	bal := c.d.Balancer
+	vips, lips := bal.Addresses()
+	s := c.speaker.Load()
+	for i, addrs := range [2][]netip.Addr{vips, lips} {
+		if r := c.routes[i]; r != nil && s != nil {
+			if err := r.Set(addrs); err != nil {
+				c.d.log.Warn("host routes", "err", err)
+			}
+		}
+	}
+	serving := map[netip.Prefix]bool{}
+	if !c.draining.Load() {
+		for _, svc := range bal.Services() {
+			for _, dst := range svc.Dests() {
+				if dst.Weight() > 0 {
+					serving[hostPrefix(svc.Addr)] = true
+					break
+				}
+			}
+		}
+	}
+	want := make([]netip.Prefix, 0, len(serving)+len(lips))
+	for p := range serving {
+		want = append(want, p)
+	}
+	if s != nil && s.Config().AnnounceLIPs {
+		for _, a := range lips {
+			want = append(want, hostPrefix(a))
+		}
+	}
+	slices.SortFunc(want, comparePrefix)
+	want = slices.Compact(want)
+	c.mu.Lock()
+	same := slices.Equal(want, c.announced)
+	drained := c.draining.Load() && bal.Table().Len() == 0 && !c.empty
+	if drained {
+		c.empty = true
+	}
+	c.mu.Unlock()
+	if drained {
+		c.d.log.Warn("drain: no connection left: this instance can be stopped without breaking any")
+	}
+	if s == nil || same {
+		return
+	}
+	if err := s.Announce(want); err != nil {
+		if !errors.Is(err, bgp.ErrClosed) { // a shutdown or reload took it
+			c.d.log.Warn("bgp: announce", "err", err)
+		}
+		return // tried again next pass
+	}
+	c.mu.Lock()
+	c.announced, c.vips = want, serving
+	c.mu.Unlock()
+}
+
+func hostPrefix(a netip.Addr) netip.Prefix {
+	a = a.Unmap()
+	return netip.PrefixFrom(a, a.BitLen())
+}
+
+func comparePrefix(a, b netip.Prefix) int {
+	if c := a.Addr().Compare(b.Addr()); c != 0 {
+		return c
+	}
+	return a.Bits() - b.Bits()
+}
+
+// poke has the announcer pass now rather than at its next tick.
+func (c *cluster) poke() {
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
+// withdraw withdraws everything and stops the speaker: on shutdown, before
+// the TAPs close, so that routers stop sending here while this instance can
+// still answer.
+func (c *cluster) withdraw() {
+	if s := c.speaker.Swap(nil); s != nil {
+		s.Close()
+	}
+}
+
+// clearRoutes removes the host routes, once the announcer has stopped.
+func (c *cluster) clearRoutes() {
+	for _, r := range c.routes {
+		if r != nil {
+			if err := r.Clear(); err != nil {
+				c.d.log.Warn("host routes", "err", err)
+			}
+		}
+	}
+}
+
+// reload makes the speaker what next says: started if next adds a bgp:
+// section, stopped (everything withdrawn) if it removes it, reconfigured
+// otherwise, peers whose settings are unchanged keeping their sessions. It
+// returns the fields that only a restart changes.
+func (c *cluster) reload(next *config.Config) (restart []string, err error) {
+	s := c.speaker.Load()
+	switch {
+	case next.BGP == nil && s == nil:
+		return nil, nil
+	case next.BGP == nil:
+		c.speaker.Store(nil)
+		s.Close()
+		return nil, nil
+	case s == nil:
+		s, err := bgp.Start(*next.BGP, c.d.log)
+		if err != nil {
+			return nil, err
+		}
+		c.speaker.Store(s)
+		c.mu.Lock()
+		c.announced = nil // announce everything to the new speaker
+		c.mu.Unlock()
+		c.poke()
+		return nil, nil
+	}
+	run := s.Config()
+	if run.ASN != next.BGP.ASN || run.RouterID != next.BGP.RouterID {
+		keep := *next.BGP
+		keep.ASN, keep.RouterID = run.ASN, run.RouterID
+		next.BGP = &keep
+		restart = append(restart, "bgp.asn/router_id")
+	}
+	kept, added, removed, err := s.Reconfigure(*next.BGP)
+	if err != nil {
+		return restart, err
+	}
+	c.d.log.Info("bgp: reloaded", "kept", kept, "added", added, "removed", removed)
+	c.poke()
+	return restart, nil
+}
+
+// BGP reports the speaker to the API.
+func (c *cluster) BGP() (api.BGP, bool) {
+	s := c.speaker.Load()
+	if s == nil {
+		return api.BGP{}, false
+	}
+	st := s.Status()
+	b := api.BGP{ASN: st.ASN, RouterID: st.RouterID.String(), Announced: st.Announced, Withdrawn: st.Withdrawn,
+		Draining: c.draining.Load(), Peers: []api.BGPPeer{}, Routes: []api.BGPRoute{}}
+	for _, p := range st.Peers {
+		b.Peers = append(b.Peers, api.BGPPeer{Address: p.Address.String(), ASN: p.ASN, State: p.State,
+			Since: p.Since.UTC().Format(time.RFC3339), Changes: p.Changes, Established: p.Established,
+			Received: p.Received, Sent: p.Sent, LastError: p.LastError})
+	}
+	c.mu.Lock()
+	vips := c.vips
+	c.mu.Unlock()
+	for _, r := range st.Routes {
+		kind := "lip"
+		if vips[r.Prefix] {
+			kind = "vip"
+		}
+		b.Routes = append(b.Routes, api.BGPRoute{Prefix: r.Prefix.String(), Kind: kind, Since: r.Since.UTC().Format(time.RFC3339)})
+	}
+	return b, true
+}
+
+// Drain starts or ends a drain: its VIPs are withdrawn from every peer (its
+// LIPs stay, for the replies of the connections it still holds) and come
+// back when it ends.
+func (c *cluster) Drain(on bool) api.Drain {
+	if c.draining.Swap(on) != on {
+		if on {
+			c.drainSince.Store(time.Now().UnixNano())
+			c.d.log.Warn("drain: withdrawing the VIPs; open connections go on", "conns", c.d.Balancer.Table().Len())
+		} else {
+			c.d.log.Warn("drain ended: announcing the VIPs again")
+		}
+		c.mu.Lock()
+		c.empty = false
+		c.mu.Unlock()
+		c.poke()
+	}
+	return c.DrainStatus()
+}
+
+// DrainStatus reports the drain.
+func (c *cluster) DrainStatus() api.Drain {
+	n := c.d.Balancer.Table().Len()
+	d := api.Drain{Draining: c.draining.Load(), Conns: n, Withdrawn: []string{}}
+	if !d.Draining {
+		return d
+	}
+	d.Since = time.Unix(0, c.drainSince.Load()).UTC().Format(time.RFC3339)
+	d.Empty = n == 0
+	if c.speaker.Load() == nil {
+		return d // nothing announced, nothing withdrawn: the count only
+	}
+	vips, _ := c.d.Balancer.Addresses()
+	for _, v := range vips {
+		d.Withdrawn = append(d.Withdrawn, v.String())
+	}
+	return d
+}
