@@ -5,12 +5,9 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"io"
-	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -68,40 +65,6 @@ func startCluster(t *testing.T, router string, n int) *lab.Cluster {
 	return c
 }
 
-// spread opens n short HTTP connections from the client to the VIP, each
-// from a new source port, and counts them by the instance whose LIP the
-// real server saw; a connection that fails is counted under 0.
-func spread(t *testing.T, c *lab.Cluster, n int) map[int]int {
-	t.Helper()
-	hc := lab.HTTPClient(c.Client, 5*time.Second)
-	by := map[int]int{}
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, 16)
-	for range n {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			inst := 0
-			if resp, err := hc.Get("http://" + netip.AddrPortFrom(lab.VIP, lab.HTTPPort).String() + "/"); err == nil {
-				body, _ := io.ReadAll(resp.Body)
-				resp.Body.Close()
-				var name, rs, saw string
-				fmt.Sscanf(string(body), "%s %s saw %s", &name, &rs, &saw)
-				if src, err := netip.ParseAddrPort(saw); err == nil {
-					inst = lab.InstanceOf(src.Addr())
-				}
-			}
-			mu.Lock()
-			by[inst]++
-			mu.Unlock()
-		}()
-	}
-	wg.Wait()
-	return by
-}
-
 // The lab's data path without BGP: the router's static ECMP route over
 // three tapvs processes, each in its own namespace, spreads flows over all
 // three, each answering from its own LIPs.
@@ -112,7 +75,7 @@ func TestClusterStatic(t *testing.T) {
 	if _, err := c.WaitNextHops(ctx, lab.VIP, 1, 2, 3); err != nil {
 		t.Fatal(err)
 	}
-	by := spread(t, c, 300)
+	by := c.Spread(context.Background(), 300)
 	t.Logf("300 connections by instance: %v", by)
 	if by[0] != 0 {
 		t.Fatalf("%d of 300 connections failed", by[0])
@@ -122,4 +85,137 @@ func TestClusterStatic(t *testing.T) {
 			t.Errorf("instance %d carried %d of 300 connections, fewer than 20%%", n, by[n])
 		}
 	}
+}
+
+// ecmpAndSpread checks that the router has the VIP over all n instances
+// within 5 s of their start, and that 300 connections reach every one, none
+// with fewer than 20% of them.
+func ecmpAndSpread(t *testing.T, c *lab.Cluster, n int) {
+	t.Helper()
+	all := make([]int, n)
+	for i := range all {
+		all[i] = i + 1
+	}
+	ctx, cancel := context.WithDeadline(context.Background(), c.Started.Add(5*time.Second))
+	defer cancel()
+	if _, err := c.WaitNextHops(ctx, lab.VIP, all...); err != nil {
+		t.Fatalf("within 5 s of the instances' start: %v\n%s", err, c.RouterState())
+	}
+	t.Logf("%s: the VIP over all %d instances %v after their start", c.Router, n, time.Since(c.Started).Round(time.Millisecond))
+	for _, in := range c.Inst {
+		for _, lip := range in.LIPs {
+			if hops, err := c.NextHops(lip); err != nil || len(hops) != 1 || hops[0] != in.N {
+				t.Fatalf("the router's route to t%d's LIP %s goes to %v (%v), want [%d]", in.N, lip, hops, err, in.N)
+			}
+		}
+	}
+	by := c.Spread(context.Background(), 300)
+	t.Logf("%s: 300 connections by instance (LIP the real server saw): %v", c.Router, by)
+	if by[0] != 0 {
+		t.Fatalf("%d of 300 connections failed", by[0])
+	}
+	for _, i := range all {
+		if by[i] < 60 {
+			t.Errorf("instance %d carried %d of 300 connections, fewer than 20%%", i, by[i])
+		}
+	}
+}
+
+// killDuringTransfers SIGKILLs instance victim during transfers and checks
+// that the router withdraws it within 1 s and that no flow the router left
+// on its survivor broke; what broke is counted and logged.
+func killDuringTransfers(t *testing.T, c *lab.Cluster, victim int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	r, err := c.KillDuringTransfers(ctx, victim, 45)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%s: SIGKILL of t%d: withdrawn in %v; %s", c.Router, victim, r.Withdrawn.Round(time.Millisecond), r.Tally)
+	for _, e := range r.Errors {
+		t.Logf("  broken: %s", e)
+	}
+	if r.Withdrawn >= time.Second {
+		t.Errorf("the router withdrew the killed t%d after %v, not within 1 s", victim, r.Withdrawn)
+	}
+	if r.StayedBroken != 0 {
+		t.Errorf("%d of the %d flows that stayed on a survivor broke", r.StayedBroken, r.Stayed)
+	}
+	if r.Stayed == 0 {
+		t.Errorf("no flow stayed on a survivor: nothing shown")
+	}
+}
+
+// TestClusterFRR runs three tapvs processes announcing the VIP over BGP to
+// FRR: 3-way ECMP within 5 s; 300 connections over all three; every real
+// server failing in one instance's view withdraws the VIP from it alone,
+// and recovery announces it again; a drain withdraws it, no new
+// connection reaches it, and it reports itself empty; SIGKILL of another
+// during transfers is withdrawn within 1 s, and the flows the router left
+// where they were lose nothing.
+func TestClusterFRR(t *testing.T) {
+	c := startCluster(t, lab.RouterFRR, 3)
+	ecmpAndSpread(t, c, 3)
+
+	// Health: t2 cannot reach either real server (its kernel refuses to
+	// forward to them): its checks fail, it withdraws the VIP, and only it.
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	block := []string{"-n", c.Inst[1].NS, "route", "add", "prohibit", lab.RSNet.String()}
+	if out, err := exec.Command("ip", block...).CombinedOutput(); err != nil {
+		t.Fatalf("ip %v: %v: %s", block, err, out)
+	}
+	failed := time.Now()
+	if _, err := c.WaitNextHops(ctx, lab.VIP, 1, 3); err != nil {
+		t.Fatalf("t2's real servers unreachable: %v\n%s", err, c.RouterState())
+	}
+	t.Logf("t2's real servers unreachable: the VIP withdrawn from t2 alone after %v", time.Since(failed).Round(time.Millisecond))
+	if by := c.Spread(ctx, 30); by[0] != 0 || by[2] != 0 {
+		t.Fatalf("30 connections while t2 is withdrawn: %v, want none failed and none on t2", by)
+	}
+	block[3] = "del"
+	if out, err := exec.Command("ip", block...).CombinedOutput(); err != nil {
+		t.Fatalf("ip %v: %v: %s", block, err, out)
+	}
+	back := time.Now()
+	if _, err := c.WaitNextHops(ctx, lab.VIP, 1, 2, 3); err != nil {
+		t.Fatalf("t2's real servers back: %v", err)
+	}
+	t.Logf("t2's real servers back: the VIP announced again after %v", time.Since(back).Round(time.Millisecond))
+
+	// Drain t1 during transfers.
+	dctx, dcancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer dcancel()
+	d, err := c.DrainDuringTransfers(dctx, 1, 45, 60)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("drain of t1: withdrawn in %v; %d new connections after: %d on t1, %d failed; empty after %v; %s",
+		d.Withdrawn.Round(time.Millisecond), d.NewConns, d.NewOnDrained, d.NewFailed, d.Empty.Round(time.Millisecond), d.Tally)
+	for _, e := range d.Errors {
+		t.Logf("  broken: %s", e)
+	}
+	if d.NewOnDrained != 0 || d.NewFailed != 0 {
+		t.Errorf("after the drain's withdrawal, %d new connections reached t1 and %d failed", d.NewOnDrained, d.NewFailed)
+	}
+	if d.StayedBroken != 0 {
+		t.Errorf("%d of the %d flows the drain left where they were broke", d.StayedBroken, d.Stayed)
+	}
+	if _, err := c.Inst[0].API().Undrain(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.WaitNextHops(ctx, lab.VIP, 1, 2, 3); err != nil {
+		t.Fatalf("after the drain ended: %v", err)
+	}
+
+	killDuringTransfers(t, c, 2)
+}
+
+// TestClusterBIRD is TestClusterFRR's core with BIRD as the router: 3-way
+// ECMP, the spread, and SIGKILL during transfers.
+func TestClusterBIRD(t *testing.T) {
+	c := startCluster(t, lab.RouterBIRD, 3)
+	ecmpAndSpread(t, c, 3)
+	killDuringTransfers(t, c, 2)
 }

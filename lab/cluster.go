@@ -83,6 +83,9 @@ type Cluster struct {
 	RS               [2]string
 	Inst             []*Instance
 	Backends         [2]*Backend
+	// Started is when Start started the instances: the router's ECMP
+	// route over all of them is measured from here.
+	Started time.Time
 
 	built   []string
 	ownDir  bool
@@ -237,8 +240,17 @@ func (c *Cluster) Build() (err error) {
 	}
 	r := c.RouterNS
 	// The router forwards, and spreads flows over equal paths by their
-	// ports too (hash policy 1: L4), as a datacenter router does.
-	for _, kv := range [][2]string{{"net.ipv4.ip_forward", "1"}, {"net.ipv4.fib_multipath_hash_policy", "1"}} {
+	// addresses, protocol and ports, as a datacenter router does. Not hash
+	// policy 1 (L4): a packet that already carries an L4 hash is sent by
+	// that, and a packet from a socket in another namespace of this host
+	// carries its socket's random one (sk_txhash), which TCP picks anew on
+	// a retransmission timeout: a flow would jump to another instance
+	// whenever it stalls, as none does behind a router whose NIC hashes the
+	// headers. Policy 3 hashes the fields named (0x37: source and
+	// destination address, protocol, source and destination port) from
+	// the headers, always.
+	for _, kv := range [][2]string{{"net.ipv4.ip_forward", "1"},
+		{"net.ipv4.fib_multipath_hash_policy", "3"}, {"net.ipv4.fib_multipath_hash_fields", "0x0037"}} {
 		if err := sysctl(r, kv[0], kv[1]); err != nil {
 			return err
 		}
@@ -328,6 +340,10 @@ func (c *Cluster) config(n int) string {
       - {dst: %s, via: %s}
 services:
 %s
+# A lab's short timeouts: a drained instance's table empties within
+# seconds of its last connection, broken ones included.
+timeouts:
+  tcp: {established: 5s, fin_wait: 1s, time_wait: 1s, close: 1s, close_wait: 1s, last_ack: 1s}
 sweep_interval: 100ms
 control: {socket: %q}
 log: {level: info}
@@ -350,6 +366,7 @@ func (c *Cluster) Start(ctx context.Context) error {
 	if err := c.StartRouter(ctx); err != nil {
 		return err
 	}
+	c.Started = time.Now()
 	for _, in := range c.Inst {
 		if err := in.Start(); err != nil {
 			return err
