@@ -2,6 +2,7 @@
 //
 //	tapvs run -c config.yaml    the daemon
 //	tapvs lab                   a whole lab in network namespaces, with traffic
+//	tapvs lab --cluster 3       three tapvs behind an ECMP router (FRR) over BGP
 //	tapvs soak --duration 10m   the lab under mixed traffic and faults, checked at the end
 package main
 
@@ -158,6 +159,7 @@ func healthzCmd() *cobra.Command {
 
 func labCmd() *cobra.Command {
 	o := lab.Options{Out: os.Stdout}
+	co := lab.ClusterOptions{Out: os.Stdout}
 	var mib int64
 	var mode *string
 	c := &cobra.Command{
@@ -170,8 +172,29 @@ and which source address it saw (a LIP, never the client), measures bulk TCP
 through tapvs against the kernel's routed path, and removes everything, also
 on Ctrl-C. --keep leaves the lab up until Ctrl-C. Not root, it builds the lab
 in a user, mount and network namespace of its own (--rootless=auto), which
-needs /dev/net/tun open to the user and unprivileged user namespaces.`,
+needs /dev/net/tun open to the user and unprivileged user namespaces.
+
+--cluster N builds a cluster lab instead: a router namespace running FRR
+(--router bird: BIRD) between a client and the real servers, and N tapvs
+processes (this binary), each in a namespace of its own, announcing the
+VIP and their LIPs to the router over BGP. It prints the router's equal
+paths and how long they took, spreads short connections over the
+instances, drains one during long transfers, SIGKILLs another during long
+transfers, and counts what survived. Needs root and FRR or BIRD.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if co.Instances > 0 {
+				bin, err := os.Executable()
+				if err != nil {
+					return err
+				}
+				co.TapvsBin, co.Keep, co.Requests = bin, o.Keep, o.Requests
+				if !cmd.Flags().Changed("requests") {
+					co.Requests = 300
+				}
+				ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+				defer stop()
+				return lab.RunCluster(ctx, co)
+			}
 			if err := enterRootless(*mode); err != nil {
 				return err
 			}
@@ -190,6 +213,9 @@ needs /dev/net/tun open to the user and unprivileged user namespaces.`,
 	c.Flags().IntVarP(&o.Requests, "requests", "n", 10, "HTTP requests to send")
 	c.Flags().Int64Var(&mib, "bulk-mib", 128, "MiB per bulk transfer for the throughput comparison (0 skips it)")
 	c.Flags().BoolVar(&o.Keep, "keep", false, "leave the lab up until Ctrl-C")
+	c.Flags().IntVar(&co.Instances, "cluster", 0, fmt.Sprintf("build a cluster lab of this many tapvs instances (2-%d) behind an ECMP router over BGP", lab.MaxClusterInstances))
+	c.Flags().StringVar(&co.Router, "router", lab.RouterFRR, "the cluster lab's router: frr or bird")
+	c.Flags().IntVar(&co.Flows, "flows", 45, "the cluster lab's long transfers during the drain and the kill")
 	mode = rootlessFlag(c)
 	return c
 }

@@ -1,0 +1,152 @@
+package lab
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// ClusterOptions are `tapvs lab --cluster N`'s.
+type ClusterOptions struct {
+	Instances int
+	Router    string // RouterFRR or RouterBIRD
+	TapvsBin  string // the tapvs each instance runs (the lab's own binary)
+	Requests  int    // short connections for the spread
+	Flows     int    // long transfers during the drain and the kill
+	Keep      bool
+	Out       io.Writer
+}
+
+// ClusterPrefix names the namespaces of `tapvs lab --cluster`.
+const ClusterPrefix = "tvc"
+
+// RunCluster builds a cluster lab, starts its instances, and shows what a
+// cluster of tapvs behind an ECMP router does: the router's equal paths,
+// the spread of connections, a drain, and a SIGKILL during transfers, with
+// what survived counted. It removes everything when done (with Keep, when
+// ctx ends), also when ctx ends early.
+func RunCluster(ctx context.Context, o ClusterOptions) error {
+	if os.Geteuid() != 0 {
+		return fmt.Errorf("the cluster lab runs a router (%s) and tapvs processes in network namespaces: it needs root", o.Router)
+	}
+	if o.Instances < 2 {
+		return fmt.Errorf("--cluster %d: a cluster lab needs 2 instances at least (one is drained, another killed)", o.Instances)
+	}
+	c := &Cluster{Prefix: ClusterPrefix, Instances: o.Instances, Router: o.Router, TapvsBin: o.TapvsBin}
+	if err := c.check(); err != nil {
+		return err
+	}
+	if InNetns(ClusterPrefix+"-r", func() error { return nil }) == nil {
+		return fmt.Errorf("netns %s-r exists: a cluster lab is already up (stop it, or remove it: ip netns list | grep '^%s-' and ip netns del each)", ClusterPrefix, ClusterPrefix)
+	}
+	fmt.Fprintf(o.Out, "building the cluster lab: a router (%s), a client, %d tapvs instances, 2 real servers\n", c.Router, o.Instances)
+	if err := c.Build(); err != nil {
+		return err
+	}
+	defer func() {
+		if err := c.Destroy(); err != nil {
+			fmt.Fprintf(o.Out, "cluster lab teardown: %v\n", err)
+		} else {
+			fmt.Fprintln(o.Out, "cluster lab removed")
+		}
+	}()
+	fmt.Fprintf(o.Out, "namespaces: %s (configurations and logs in %s)\n", strings.Join(c.Namespaces(), " "), c.Dir)
+	if err := c.Start(ctx); err != nil {
+		return err
+	}
+	all := make([]int, o.Instances)
+	for i := range all {
+		all[i] = i + 1
+	}
+	wctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	if _, err := c.WaitNextHops(wctx, VIP, all...); err != nil {
+		return fmt.Errorf("%w\n%s", err, c.RouterState())
+	}
+	fmt.Fprintf(o.Out, "\nthe router's FIB has the VIP over all %d instances %v after they started:\n", o.Instances, time.Since(c.Started).Round(time.Millisecond))
+	out, _ := exec.Command("ip", "-n", c.RouterNS, "route", "show", VIP.String()).CombinedOutput()
+	fmt.Fprintf(o.Out, "  # ip -n %s route show %s\n%s", c.RouterNS, VIP, indent(string(out)))
+
+	by := c.Spread(ctx, o.Requests)
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	fmt.Fprintf(o.Out, "\n%d short HTTP connections from the client to %s:%d, by the instance whose LIP the real server saw:\n", o.Requests, VIP, HTTPPort)
+	for _, n := range all {
+		fmt.Fprintf(o.Out, "  t%d: %4d (%.0f%%)\n", n, by[n], 100*float64(by[n])/float64(o.Requests))
+	}
+	if by[0] > 0 {
+		fmt.Fprintf(o.Out, "  failed: %d\n", by[0])
+	}
+
+	fmt.Fprintf(o.Out, "\ndraining t1 (POST /v1/drain on its control socket: tapvsadm --drain) during %d transfers:\n", o.Flows)
+	dctx, dcancel := context.WithTimeout(ctx, 30*time.Second)
+	defer dcancel()
+	d, err := c.DrainDuringTransfers(dctx, 1, o.Flows, 60)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(o.Out, "  the router withdrew t1 %v after the drain\n", d.Withdrawn.Round(time.Millisecond))
+	fmt.Fprintf(o.Out, "  %d new connections after that: %d reached t1, %d failed\n", d.NewConns, d.NewOnDrained, d.NewFailed)
+	fmt.Fprintf(o.Out, "  %s\n", d.Tally)
+	fmt.Fprintf(o.Out, "  t1 reported itself empty %v after the drain\n", d.Empty.Round(time.Millisecond))
+	if d.Gone > 0 {
+		fmt.Fprintf(o.Out, "  (the router sends t1's open flows to the other instances once it is withdrawn; they do not know them: that is what breaks)\n")
+	}
+	if _, err := c.Inst[0].API().Undrain(); err != nil {
+		return err
+	}
+	uctx, ucancel := context.WithTimeout(ctx, 10*time.Second)
+	defer ucancel()
+	if _, err := c.WaitNextHops(uctx, VIP, all...); err != nil {
+		return fmt.Errorf("after t1's drain ended: %w", err)
+	}
+	fmt.Fprintln(o.Out, "  drain ended: t1 announced again")
+
+	victim := 2
+	fmt.Fprintf(o.Out, "\nSIGKILL of t%d during %d transfers:\n", victim, o.Flows)
+	k, err := c.KillDuringTransfers(ctx, victim, o.Flows)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(o.Out, "  the router withdrew t%d %v after the kill (the kernel closed its BGP session)\n", victim, k.Withdrawn.Round(time.Millisecond))
+	fmt.Fprintf(o.Out, "  survived: %d of %d (the %d the router left where they were: %d broke)\n",
+		k.Gone+k.Moved+k.Stayed-(k.GoneBroken+k.MovedBroken+k.StayedBroken), k.Gone+k.Moved+k.Stayed, k.Stayed, k.StayedBroken)
+	fmt.Fprintf(o.Out, "  broke: %d on t%d, %d of the %d that ECMP moved between the survivors\n", k.GoneBroken, victim, k.MovedBroken, k.Moved)
+	out, _ = exec.Command("ip", "-n", c.RouterNS, "route", "show", VIP.String()).CombinedOutput()
+	fmt.Fprintf(o.Out, "  # ip -n %s route show %s\n%s", c.RouterNS, VIP, indent(string(out)))
+	if !o.Keep {
+		return nil
+	}
+	if err := c.Inst[victim-1].Start(); err != nil {
+		return err
+	}
+	ctl := "vtysh --vty_socket " + c.routerDir() + " -c 'show bgp summary'"
+	if c.Router == RouterBIRD {
+		ctl = "birdc -s " + filepath.Join(c.routerDir(), "bird.ctl") + " show protocols"
+	}
+	fmt.Fprintf(o.Out, `
+t%[1]d started again. The cluster lab stays up until Ctrl-C. Try, in another shell:
+  ip -n %[2]s route show %[3]s                        # the router's equal paths
+  %[4]s
+  ip netns exec %[5]s curl -s http://%[3]s/           # "rsN 10.20.N.2 saw 172.26.<instance>.10:port"
+  TAPVS_SOCKET=%[6]s tapvsadm -lnc                    # t1's connections
+  curl -s --unix-socket %[6]s http://tapvs/v1/bgp     # t1's peers and routes
+  kill -9 $(pgrep -f %[7]s)                           # kill t1 and watch the route
+`, victim, c.RouterNS, VIP, ctl, c.Client, c.Inst[0].Socket, c.Inst[0].Config)
+	<-ctx.Done()
+	return nil
+}
+
+func indent(s string) string {
+	var b strings.Builder
+	for _, l := range strings.Split(strings.TrimRight(s, "\n"), "\n") {
+		b.WriteString("    " + l + "\n")
+	}
+	return b.String()
+}
