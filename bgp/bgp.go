@@ -111,13 +111,11 @@ func Start(cfg Config, log *slog.Logger) (*Speaker, error) {
 		return nil, fmt.Errorf("bgp: start: %w", err)
 	}
 	// Routes a peer sends are refused on arrival: tapvs installs none, and a
-	// router's full table would otherwise sit in memory. GoBGP applies the
-	// global import policy to the paths tapvs adds itself too, so those
-	// (route type local) are accepted by a statement of their own before
-	// the default refuses the rest.
-	const local = "tapvs-local"
-	if err := srv.AddPolicy(ctx, &api.AddPolicyRequest{Policy: &api.Policy{Name: local, Statements: []*api.Statement{{
-		Name:       local,
+	// router's full table would otherwise sit in memory. The policy is the
+	// global import one, which locally made paths pass too: it accepts
+	// those (route type local) and rejects the rest.
+	if err := srv.AddPolicy(ctx, &api.AddPolicyRequest{Policy: &api.Policy{Name: "tapvs-local-only", Statements: []*api.Statement{{
+		Name:       "tapvs-accept-local",
 		Conditions: &api.Conditions{RouteType: api.Conditions_ROUTE_TYPE_LOCAL},
 		Actions:    &api.Actions{RouteAction: api.RouteAction_ROUTE_ACTION_ACCEPT},
 	}}}}); err != nil {
@@ -126,7 +124,7 @@ func Start(cfg Config, log *slog.Logger) (*Speaker, error) {
 	}
 	if err := srv.SetPolicyAssignment(ctx, &api.SetPolicyAssignmentRequest{Assignment: &api.PolicyAssignment{
 		Name: "global", Direction: api.PolicyDirection_POLICY_DIRECTION_IMPORT,
-		Policies:      []*api.Policy{{Name: local}},
+		Policies:      []*api.Policy{{Name: "tapvs-local-only"}},
 		DefaultAction: api.RouteAction_ROUTE_ACTION_REJECT,
 	}}); err != nil {
 		srv.Stop()
