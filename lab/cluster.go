@@ -159,10 +159,11 @@ func serverNet(n int) netip.Prefix {
 // in the router's FIB) or one of whose LIPs it is (172.26.N.x): 0 for
 // any other address.
 func InstanceOf(a netip.Addr) int {
+	if !a.Is4() {
+		return 0
+	}
 	b := a.As4()
 	switch {
-	case !a.Is4():
-		return 0
 	case b[0] == 10 && b[1] == 1 && b[3] == 2:
 		return int(b[2])
 	case b[0] == 172 && b[1] == 26:
