@@ -84,7 +84,7 @@ func RunCluster(ctx context.Context, o ClusterOptions) error {
 		fmt.Fprintf(o.Out, "  failed: %d\n", by[0])
 	}
 
-	fmt.Fprintf(o.Out, "\ndraining t1 (POST /v1/drain on its control socket: tapvsadm --drain) during %d transfers:\n", o.Flows)
+	fmt.Fprintf(o.Out, "\ndraining t1 (POST /v1/drain on its control socket) during %d transfers:\n", o.Flows)
 	dctx, dcancel := context.WithTimeout(ctx, 30*time.Second)
 	defer dcancel()
 	d, err := c.DrainDuringTransfers(dctx, 1, o.Flows, 60)
