@@ -8,6 +8,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -218,4 +220,48 @@ func TestClusterBIRD(t *testing.T) {
 	c := startCluster(t, lab.RouterBIRD, 3)
 	ecmpAndSpread(t, c, 3)
 	killDuringTransfers(t, c, 2)
+}
+
+// `tapvs lab --cluster 3` (README's cluster section): the router's three
+// equal paths, the spread over all three, the drain and the SIGKILL
+// reported, and everything removed after.
+func TestLabClusterCommand(t *testing.T) {
+	need(t)
+	needRouter(t, lab.RouterFRR)
+	bin := filepath.Join(t.TempDir(), "tapvs")
+	if err := prebuilt(bin, "TAPVS_E2E_TAPVS", "../cmd/tapvs"); err != nil {
+		t.Fatal(err)
+	}
+	var rnd [2]byte
+	rand.Read(rnd[:])
+	prefix := nsPrefix + hex.EncodeToString(rnd[:])
+	claim(t, prefix)
+	var out strings.Builder
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	err := lab.RunCluster(ctx, lab.ClusterOptions{Instances: 3, Router: lab.RouterFRR, TapvsBin: bin,
+		Requests: 90, Flows: 24, Out: &out, Prefix: prefix})
+	t.Log(out.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"the router's FIB has the VIP over all 3 instances",
+		"nexthop via 10.1.1.2 dev t1", "nexthop via 10.1.2.2 dev t2", "nexthop via 10.1.3.2 dev t3",
+		"the router withdrew t1 ", "60 new connections after that: 0 reached t1, 0 failed",
+		"t1 reported itself empty", "drain ended: t1 announced again",
+		"the router withdrew t2 ", "cluster lab removed",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("the cluster lab's output has no %q", want)
+		}
+	}
+	for n := 1; n <= 3; n++ {
+		if !regexp.MustCompile(fmt.Sprintf(`(?m)^  t%d: +[1-9][0-9]* \(`, n)).MatchString(out.String()) {
+			t.Errorf("the cluster lab's output shows no connection on t%d", n)
+		}
+	}
+	if ns, _ := exec.Command("ip", "netns", "list").Output(); strings.Contains(string(ns), prefix+"-") {
+		t.Errorf("namespaces left after the cluster lab:\n%s", ns)
+	}
 }

@@ -20,6 +20,7 @@ type ClusterOptions struct {
 	Flows     int    // long transfers during the drain and the kill
 	Keep      bool
 	Out       io.Writer
+	Prefix    string // the namespaces' prefix; "": ClusterPrefix
 }
 
 // ClusterPrefix names the namespaces of `tapvs lab --cluster`.
@@ -29,7 +30,9 @@ const ClusterPrefix = "tvc"
 // cluster of tapvs behind an ECMP router does: the router's equal paths,
 // the spread of connections, a drain, and a SIGKILL during transfers, with
 // what survived counted. It removes everything when done (with Keep, when
-// ctx ends), also when ctx ends early.
+// ctx ends), also when ctx ends early. It fails if a connection that should
+// have gone through did not: one of the spread, a new one after the drain,
+// or one the router left where it was during the drain or the kill.
 func RunCluster(ctx context.Context, o ClusterOptions) error {
 	if os.Geteuid() != 0 {
 		return fmt.Errorf("the cluster lab runs a router (%s) and tapvs processes in network namespaces: it needs root", o.Router)
@@ -37,12 +40,15 @@ func RunCluster(ctx context.Context, o ClusterOptions) error {
 	if o.Instances < 2 {
 		return fmt.Errorf("--cluster %d: a cluster lab needs 2 instances at least (one is drained, another killed)", o.Instances)
 	}
-	c := &Cluster{Prefix: ClusterPrefix, Instances: o.Instances, Router: o.Router, TapvsBin: o.TapvsBin}
+	if o.Prefix == "" {
+		o.Prefix = ClusterPrefix
+	}
+	c := &Cluster{Prefix: o.Prefix, Instances: o.Instances, Router: o.Router, TapvsBin: o.TapvsBin}
 	if err := c.check(); err != nil {
 		return err
 	}
-	if InNetns(ClusterPrefix+"-r", func() error { return nil }) == nil {
-		return fmt.Errorf("netns %s-r exists: a cluster lab is already up (stop it, or remove it: ip netns list | grep '^%s-' and ip netns del each)", ClusterPrefix, ClusterPrefix)
+	if InNetns(o.Prefix+"-r", func() error { return nil }) == nil {
+		return fmt.Errorf("netns %s-r exists: a cluster lab is already up (stop it, or remove it: ip netns list | grep '^%s-' and ip netns del each)", o.Prefix, o.Prefix)
 	}
 	fmt.Fprintf(o.Out, "building the cluster lab: a router (%s), a client, %d tapvs instances, 2 real servers\n", c.Router, o.Instances)
 	if err := c.Build(); err != nil {
@@ -80,8 +86,15 @@ func RunCluster(ctx context.Context, o ClusterOptions) error {
 	for _, n := range all {
 		fmt.Fprintf(o.Out, "  t%d: %4d (%.0f%%)\n", n, by[n], 100*float64(by[n])/float64(o.Requests))
 	}
+	var bad []string
 	if by[0] > 0 {
 		fmt.Fprintf(o.Out, "  failed: %d\n", by[0])
+		bad = append(bad, fmt.Sprintf("%d of the spread's connections failed", by[0]))
+	}
+	for _, n := range all {
+		if by[n] == 0 {
+			bad = append(bad, fmt.Sprintf("t%d carried none of the spread's connections", n))
+		}
 	}
 
 	fmt.Fprintf(o.Out, "\ndraining t1 (POST /v1/drain on its control socket) during %d transfers:\n", o.Flows)
@@ -120,6 +133,16 @@ func RunCluster(ctx context.Context, o ClusterOptions) error {
 	fmt.Fprintf(o.Out, "  broke: %d on t%d, %d of the %d that ECMP moved between the survivors\n", k.GoneBroken, victim, k.MovedBroken, k.Moved)
 	out, _ = exec.Command("ip", "-n", c.RouterNS, "route", "show", VIP.String()).CombinedOutput()
 	fmt.Fprintf(o.Out, "  # ip -n %s route show %s\n%s", c.RouterNS, VIP, indent(string(out)))
+	if d.NewOnDrained+d.NewFailed > 0 {
+		bad = append(bad, fmt.Sprintf("after t1's withdrawal %d new connections reached it and %d failed", d.NewOnDrained, d.NewFailed))
+	}
+	if d.StayedBroken+k.StayedBroken > 0 {
+		bad = append(bad, fmt.Sprintf("%d transfers the router left where they were broke (drain %d, kill %d)",
+			d.StayedBroken+k.StayedBroken, d.StayedBroken, k.StayedBroken))
+	}
+	if len(bad) > 0 {
+		return fmt.Errorf("the cluster lab did not work: %s", strings.Join(bad, "; "))
+	}
 	if !o.Keep {
 		return nil
 	}
