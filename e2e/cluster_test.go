@@ -184,7 +184,11 @@ func TestClusterFRR(t *testing.T) {
 	if _, err := c.WaitNextHops(ctx, lab.VIP, 1, 2, 3); err != nil {
 		t.Fatalf("t2's real servers back: %v", err)
 	}
-	t.Logf("t2's real servers back: the VIP announced again after %v", time.Since(back).Round(time.Millisecond))
+	installed := time.Now()
+	t.Logf("t2's real servers back: the VIP announced again after %v", installed.Sub(back).Round(time.Millisecond))
+	if at, ok := c.Inst[1].LoggedAt("bgp: announce", "prefix="+lab.VIP.String()+"/32"); ok {
+		t.Logf("frr: t2's announcement of the VIP (its log) to the router's FIB with it: %v", installed.Sub(at).Round(time.Millisecond))
+	}
 
 	// Drain t1 during transfers.
 	dctx, dcancel := context.WithTimeout(context.Background(), 30*time.Second)

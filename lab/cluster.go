@@ -393,6 +393,8 @@ func (in *Instance) Start() error {
 		return err
 	}
 	cmd := exec.Command("ip", "netns", "exec", in.NS, in.bin, "run", "-c", in.Config, "--rootless", "never")
+	// A lab whose process is killed leaves no tapvs behind.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	var w io.Writer = f
 	if in.logs != nil {
 		w = io.MultiWriter(f, &prefixWriter{w: in.logs, prefix: fmt.Sprintf("t%d ", in.N)})
@@ -477,6 +479,31 @@ func (in *Instance) Stop() {
 		in.cmd.Process.Kill()
 		<-in.done
 	}
+}
+
+// LoggedAt returns the time of the last line of the instance's log that
+// has every one of words (tapvs's text log: time=... first), or false.
+func (in *Instance) LoggedAt(words ...string) (time.Time, bool) {
+	b, err := os.ReadFile(in.Log)
+	if err != nil {
+		return time.Time{}, false
+	}
+	var at time.Time
+	found := false
+	for _, l := range strings.Split(string(b), "\n") {
+		ok := strings.HasPrefix(l, "time=")
+		for _, w := range words {
+			ok = ok && strings.Contains(l, w)
+		}
+		if !ok {
+			continue
+		}
+		ts, _, _ := strings.Cut(strings.TrimPrefix(l, "time="), " ")
+		if t, err := time.Parse(time.RFC3339Nano, ts); err == nil {
+			at, found = t, true
+		}
+	}
+	return at, found
 }
 
 func (in *Instance) tailLog() string {
@@ -682,6 +709,9 @@ func (c *Cluster) runDaemon(name string, args []string) error {
 	}
 	cmd := exec.Command("ip", args...)
 	cmd.Stdout, cmd.Stderr = f, f
+	// A lab whose process is killed leaves no router behind (BIRD; FRR's
+	// daemons forget this when they change to their own user).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	err = cmd.Start()
 	f.Close()
 	if err != nil {
