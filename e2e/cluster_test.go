@@ -103,7 +103,18 @@ func ecmpAndSpread(t *testing.T, c *lab.Cluster, n int) {
 	if _, err := c.WaitNextHops(ctx, lab.VIP, all...); err != nil {
 		t.Fatalf("within 5 s of the instances' start: %v\n%s", err, c.RouterState())
 	}
-	t.Logf("%s: the VIP over all %d instances %v after their start", c.Router, n, time.Since(c.Started).Round(time.Millisecond))
+	ecmp := time.Now()
+	t.Logf("%s: the VIP over all %d instances %v after their start", c.Router, n, ecmp.Sub(c.Started).Round(time.Millisecond))
+	// Where the time went, from each instance's log: its session up, and
+	// its last announcement of the VIP before the router had all three.
+	for _, in := range c.Inst {
+		up, ok1 := in.LoggedAt("bgp: peer state", "to=established")
+		ann, ok2 := in.LoggedAt("bgp: announce", "prefix="+lab.VIP.String()+"/32")
+		if ok1 && ok2 {
+			t.Logf("  t%d: session established +%v, VIP announced +%v", in.N,
+				up.Sub(c.Started).Round(time.Millisecond), ann.Sub(c.Started).Round(time.Millisecond))
+		}
+	}
 	for _, in := range c.Inst {
 		for _, lip := range in.LIPs {
 			if hops, err := c.NextHops(lip); err != nil || len(hops) != 1 || hops[0] != in.N {
