@@ -81,6 +81,7 @@ func prebuilt(path, env, pkg string) error {
 }
 
 func run(m *testing.M) int {
+	lab.SweepClusters()
 	if out, err := exec.Command("ip", "netns", "list").Output(); err == nil {
 		for _, line := range strings.Split(string(out), "\n") {
 			if f := strings.Fields(line); len(f) > 0 && strings.HasPrefix(f[0], nsPrefix) && orphan(f[0]) {

@@ -212,10 +212,16 @@ func (c *Cluster) Build() (err error) {
 		}
 	}()
 	if c.Dir == "" {
-		if c.Dir, err = os.MkdirTemp("", "tapvs-cluster-"); err != nil {
+		if c.Dir, err = os.MkdirTemp("", clusterDirPattern); err != nil {
 			return err
 		}
 		c.ownDir = true
+		// FRR's daemons change to their own user, which ends the parent
+		// death signal: if this process is killed, SweepClusters finds
+		// them by this file.
+		if err := os.WriteFile(filepath.Join(c.Dir, "owner"), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
+			return err
+		}
 	}
 	c.RouterNS, c.Client = c.Prefix+"-r", c.Prefix+"-c"
 	c.RS = [2]string{c.Prefix + "-rs1", c.Prefix + "-rs2"}
@@ -540,6 +546,45 @@ func (c *Cluster) Destroy() error {
 		c.ownDir = false
 	}
 	return errors.Join(errs...)
+}
+
+// clusterDirPattern names the directories Build makes (os.MkdirTemp).
+const clusterDirPattern = "tapvs-cluster-"
+
+// SweepClusters removes what cluster labs of processes that are gone left
+// behind (a test binary killed, say): their router daemons, found by their
+// pid files (and killed only if the process still runs from that lab's
+// directory), and the directory. Their namespaces are the caller's to
+// remove (they are named after its prefix).
+func SweepClusters() {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), clusterDirPattern+"*"))
+	for _, dir := range dirs {
+		b, err := os.ReadFile(filepath.Join(dir, "owner"))
+		if err != nil {
+			continue
+		}
+		if pid, err := strconv.Atoi(string(b)); err != nil || pid == os.Getpid() || syscall.Kill(pid, 0) != syscall.ESRCH {
+			continue
+		}
+		pids, _ := filepath.Glob(filepath.Join(dir, "*", "*.pid"))
+		for _, pf := range pids {
+			b, err := os.ReadFile(pf)
+			if err != nil {
+				continue
+			}
+			pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+			if err != nil || pid <= 1 {
+				continue
+			}
+			// The pid may have been reused since: kill it only if it is
+			// still a daemon of this lab (its command line names the
+			// directory).
+			if cmd, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); err == nil && bytes.Contains(cmd, []byte(dir)) {
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+		os.RemoveAll(dir)
+	}
 }
 
 // StartRouter runs the router's BGP daemons in its namespace and waits until
