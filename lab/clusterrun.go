@@ -34,6 +34,7 @@ const ClusterPrefix = "tvc"
 // have gone through did not: one of the spread, a new one after the drain,
 // or one the router left where it was during the drain or the kill.
 func RunCluster(ctx context.Context, o ClusterOptions) error {
+	SweepClusters()
 	if os.Geteuid() != 0 {
 		return fmt.Errorf("the cluster lab runs a router (%s) and tapvs processes in network namespaces: it needs root", o.Router)
 	}
