@@ -1,10 +1,8 @@
 package bgp
 
 import (
-	"context"
 	"io"
 	"log/slog"
-	"net"
 	"net/netip"
 	"slices"
 	"testing"
@@ -13,104 +11,14 @@ import (
 	api "github.com/osrg/gobgp/v4/api"
 	"github.com/osrg/gobgp/v4/pkg/apiutil"
 	"github.com/osrg/gobgp/v4/pkg/packet/bgp"
-	"github.com/osrg/gobgp/v4/pkg/server"
+
+	"github.com/tapvs/tapvs/bgp/bgptest"
 )
 
-// router is a second GoBGP on loopback playing the router: it listens on
-// 127.0.0.1 and accepts the speaker from 127.0.0.2.
-type router struct {
-	srv  *server.BgpServer
-	port uint16
-}
-
-func freePort(t *testing.T) uint16 {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return uint16(l.Addr().(*net.TCPAddr).Port)
-}
-
-func startRouter(t *testing.T, peerASN uint32, password string) *router {
-	t.Helper()
-	port := freePort(t)
-	srv := server.NewBgpServer(server.LoggerOption(slog.New(slog.NewTextHandler(io.Discard, nil)), new(slog.LevelVar)))
-	go srv.Serve()
-	if err := srv.StartBgp(context.Background(), &api.StartBgpRequest{Global: &api.Global{
-		Asn: 65000, RouterId: "127.0.0.1", ListenPort: int32(port), ListenAddresses: []string{"127.0.0.1"},
-	}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.AddPeer(context.Background(), &api.AddPeerRequest{Peer: &api.Peer{
-		Conf:      &api.PeerConf{NeighborAddress: "127.0.0.2", PeerAsn: peerASN, AuthPassword: password},
-		Transport: &api.Transport{PassiveMode: true},
-		Timers:    &api.Timers{Config: &api.TimersConfig{HoldTime: 9, KeepaliveInterval: 3}},
-	}}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		srv.StopBgp(context.Background(), &api.StopBgpRequest{})
-		srv.Stop()
-	})
-	return &router{srv: srv, port: port}
-}
-
-// learned is what the router holds from the speaker (not its own routes):
-// prefix → next hop.
-func (r *router) learned(t *testing.T) map[netip.Prefix]netip.Addr {
-	t.Helper()
-	got := map[netip.Prefix]netip.Addr{}
-	err := r.srv.ListPath(apiutil.ListPathRequest{TableType: api.TableType_TABLE_TYPE_GLOBAL, Family: bgp.RF_IPv4_UC},
-		func(prefix bgp.NLRI, paths []*apiutil.Path) {
-			for _, p := range paths {
-				if p.PeerAddress != self {
-					continue // the router's own
-				}
-				pfx, err := netip.ParsePrefix(prefix.String())
-				if err != nil {
-					t.Errorf("prefix %s: %v", prefix, err)
-					continue
-				}
-				for _, a := range p.Attrs {
-					if nh, ok := a.(*bgp.PathAttributeNextHop); ok {
-						got[pfx] = nh.Value
-					}
-				}
-			}
-		})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return got
-}
-
-// waitLearned polls the router until it holds exactly want (bounded).
-func (r *router) waitLearned(t *testing.T, want map[netip.Prefix]netip.Addr) {
-	t.Helper()
-	var got map[netip.Prefix]netip.Addr
-	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		got = r.learned(t)
-		if len(got) == len(want) {
-			same := true
-			for p, nh := range want {
-				if got[p] != nh {
-					same = false
-				}
-			}
-			if same {
-				return
-			}
-		}
-	}
-	t.Fatalf("router holds %v, want %v", got, want)
-}
-
-func speakerConfig(r *router) Config {
+func speakerConfig(r *bgptest.Router) Config {
 	return Config{ASN: 65001, RouterID: netip.MustParseAddr("10.9.9.9"), HoldTime: 9 * time.Second, Keepalive: 3 * time.Second,
 		ConnectRetry: time.Second, AnnounceLIPs: true,
-		Peers: []Peer{{Address: netip.MustParseAddr("127.0.0.1"), ASN: 65000, Port: r.port, LocalAddress: netip.MustParseAddr("127.0.0.2")}}}
+		Peers: []Peer{{Address: netip.MustParseAddr("127.0.0.1"), ASN: 65000, Port: r.Port, LocalAddress: bgptest.SpeakerAddr}}}
 }
 
 func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
@@ -118,13 +26,13 @@ func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)
 var (
 	vip  = netip.MustParsePrefix("172.25.254.100/32")
 	lip  = netip.MustParsePrefix("172.26.1.10/32")
-	self = netip.MustParseAddr("127.0.0.2")
+	self = bgptest.SpeakerAddr
 )
 
 // The speaker announces with next-hop self, withdraws what it no longer
 // wants, and withdraws everything on Close.
 func TestAnnounceWithdrawClose(t *testing.T) {
-	r := startRouter(t, 65001, "")
+	r := bgptest.Start(t, 65001, "")
 	s, err := Start(speakerConfig(r), quiet())
 	if err != nil {
 		t.Fatal(err)
@@ -133,11 +41,11 @@ func TestAnnounceWithdrawClose(t *testing.T) {
 	if err := s.Announce([]netip.Prefix{vip, lip}); err != nil {
 		t.Fatal(err)
 	}
-	r.waitLearned(t, map[netip.Prefix]netip.Addr{vip: self, lip: self})
+	r.WaitLearned(t, map[netip.Prefix]netip.Addr{vip: self, lip: self})
 	if err := s.Announce([]netip.Prefix{lip}); err != nil {
 		t.Fatal(err)
 	}
-	r.waitLearned(t, map[netip.Prefix]netip.Addr{lip: self})
+	r.WaitLearned(t, map[netip.Prefix]netip.Addr{lip: self})
 	st := s.Status()
 	if st.Announced != 2 || st.Withdrawn != 1 || len(st.Routes) != 1 || st.Routes[0].Prefix != lip {
 		t.Fatalf("status %+v: want 2 announced, 1 withdrawn, route %s", st, lip)
@@ -147,12 +55,7 @@ func TestAnnounceWithdrawClose(t *testing.T) {
 	}
 	// What the router sends is refused: the speaker's table holds its own
 	// routes only.
-	nlri, _ := bgp.NewIPAddrPrefix(netip.MustParsePrefix("10.0.0.0/8"))
-	nh, _ := bgp.NewPathAttributeNextHop(netip.MustParseAddr("127.0.0.1"))
-	if _, err := r.srv.AddPath(apiutil.AddPathRequest{Paths: []*apiutil.Path{{Family: bgp.RF_IPv4_UC, Nlri: nlri,
-		Attrs: []bgp.PathAttributeInterface{bgp.NewPathAttributeOrigin(0), nh}}}}); err != nil {
-		t.Fatal(err)
-	}
+	r.Add(t, netip.MustParsePrefix("10.0.0.0/8"))
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		if p := s.Status().Peers[0]; p.Received >= 4 { // OPEN, KEEPALIVE, our UPDATE's answer... and the router's UPDATE
 			break
@@ -168,7 +71,7 @@ func TestAnnounceWithdrawClose(t *testing.T) {
 		t.Fatalf("speaker's table %v, want only its own %s", held, lip)
 	}
 	s.Close()
-	r.waitLearned(t, map[netip.Prefix]netip.Addr{})
+	r.WaitLearned(t, map[netip.Prefix]netip.Addr{})
 	if err := s.Announce([]netip.Prefix{vip}); err != ErrClosed {
 		t.Fatalf("Announce after Close: %v, want ErrClosed", err)
 	}
@@ -176,7 +79,7 @@ func TestAnnounceWithdrawClose(t *testing.T) {
 
 // Attributes: a next hop, communities and MED as configured.
 func TestAttributes(t *testing.T) {
-	r := startRouter(t, 65001, "")
+	r := bgptest.Start(t, 65001, "")
 	cfg := speakerConfig(r)
 	cfg.NextHop = netip.MustParseAddr("10.1.1.2")
 	cfg.Communities = []uint32{65001<<16 | 100}
@@ -189,10 +92,10 @@ func TestAttributes(t *testing.T) {
 	if err := s.Announce([]netip.Prefix{vip}); err != nil {
 		t.Fatal(err)
 	}
-	r.waitLearned(t, map[netip.Prefix]netip.Addr{vip: cfg.NextHop})
+	r.WaitLearned(t, map[netip.Prefix]netip.Addr{vip: cfg.NextHop})
 	var comms []uint32
 	var med int64 = -1
-	r.srv.ListPath(apiutil.ListPathRequest{TableType: api.TableType_TABLE_TYPE_GLOBAL, Family: bgp.RF_IPv4_UC},
+	r.Srv.ListPath(apiutil.ListPathRequest{TableType: api.TableType_TABLE_TYPE_GLOBAL, Family: bgp.RF_IPv4_UC},
 		func(_ bgp.NLRI, paths []*apiutil.Path) {
 			for _, a := range paths[0].Attrs {
 				switch a := a.(type) {
@@ -211,7 +114,7 @@ func TestAttributes(t *testing.T) {
 // A reload that keeps a peer's settings keeps its session; a changed
 // community re-announces under the new attributes; a removed peer is gone.
 func TestReconfigure(t *testing.T) {
-	r := startRouter(t, 65001, "")
+	r := bgptest.Start(t, 65001, "")
 	cfg := speakerConfig(r)
 	s, err := Start(cfg, quiet())
 	if err != nil {
@@ -221,7 +124,7 @@ func TestReconfigure(t *testing.T) {
 	if err := s.Announce([]netip.Prefix{vip}); err != nil {
 		t.Fatal(err)
 	}
-	r.waitLearned(t, map[netip.Prefix]netip.Addr{vip: self})
+	r.WaitLearned(t, map[netip.Prefix]netip.Addr{vip: self})
 	kept, added, removed, err := s.Reconfigure(cfg)
 	if err != nil || len(kept) != 1 || len(added)+len(removed) != 0 {
 		t.Fatalf("same config: kept %v added %v removed %v err %v", kept, added, removed, err)
@@ -234,7 +137,7 @@ func TestReconfigure(t *testing.T) {
 	if _, _, removed, err = s.Reconfigure(next); err != nil || len(removed) != 1 {
 		t.Fatalf("peer removed: %v %v", removed, err)
 	}
-	r.waitLearned(t, map[netip.Prefix]netip.Addr{})
+	r.WaitLearned(t, map[netip.Prefix]netip.Addr{})
 	if _, _, _, err := s.Reconfigure(Config{ASN: 65002, RouterID: cfg.RouterID}); err == nil {
 		t.Fatal("an ASN change was accepted without a restart")
 	}
@@ -243,7 +146,7 @@ func TestReconfigure(t *testing.T) {
 // A TCP-MD5 key the router shares, set by a reload after a wrong one,
 // brings the session up.
 func TestPasswordChangeConnects(t *testing.T) {
-	r := startRouter(t, 65001, "router-secret")
+	r := bgptest.Start(t, 65001, "router-secret")
 	cfg := speakerConfig(r)
 	cfg.Peers[0].Password = "other"
 	s, err := Start(cfg, quiet())
@@ -256,5 +159,5 @@ func TestPasswordChangeConnects(t *testing.T) {
 	if _, _, _, err := s.Reconfigure(cfg); err != nil {
 		t.Fatal(err)
 	}
-	r.waitLearned(t, map[netip.Prefix]netip.Addr{vip: self})
+	r.WaitLearned(t, map[netip.Prefix]netip.Addr{vip: self})
 }

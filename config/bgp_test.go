@@ -1,0 +1,125 @@
+package config
+
+import (
+	"net/netip"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+const validBGP = valid + `
+bgp:
+  asn: 65001
+  router_id: 10.1.1.2
+  peers:
+    - {address: 10.1.1.1, asn: 65000}
+`
+
+func TestBGPDefaults(t *testing.T) {
+	c, err := Parse(validBGP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := c.BGP
+	if b == nil || b.ASN != 65001 || b.RouterID != netip.MustParseAddr("10.1.1.2") || b.HoldTime != 9*time.Second ||
+		b.Keepalive != 3*time.Second || b.ConnectRetry != 5*time.Second || !b.AnnounceLIPs || b.HasMED ||
+		len(b.Peers) != 1 || b.Peers[0].Port != 179 || b.Peers[0].ASN != 65000 {
+		t.Fatalf("bgp %+v", b)
+	}
+	if c, _ := Parse(valid); c.BGP != nil {
+		t.Fatal("no bgp: section, yet a speaker configured")
+	}
+}
+
+func TestBGPValues(t *testing.T) {
+	c, err := Parse(strings.Replace(validBGP, "  peers:", `  hold_time: 30s
+  keepalive: 10s
+  connect_retry: 2s
+  next_hop: 10.1.1.3
+  next_hop6: fd00::3
+  communities: ["65001:100", "0:65535"]
+  med: 4294967295
+  announce_lips: false
+  peers:
+    - {address: "fd00::1", asn: 4200000000, port: 1179, local_address: "fd00::2", password: s3cret}`, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := c.BGP
+	if b.HoldTime != 30*time.Second || b.Keepalive != 10*time.Second || b.ConnectRetry != 2*time.Second ||
+		b.NextHop.String() != "10.1.1.3" || b.NextHop6.String() != "fd00::3" || len(b.Communities) != 2 ||
+		b.Communities[0] != 65001<<16|100 || b.Communities[1] != 65535 || !b.HasMED || b.MED != 1<<32-1 || b.AnnounceLIPs ||
+		len(b.Peers) != 2 || b.Peers[1].ASN != 65000 || b.Peers[0].Port != 1179 || b.Peers[0].Password != "s3cret" ||
+		b.Peers[0].LocalAddress.String() != "fd00::2" || b.Peers[0].ASN != 4200000000 {
+		t.Fatalf("bgp %+v", b)
+	}
+}
+
+// Every bad bgp: value is refused with its field named.
+func TestBGPErrorsNameTheField(t *testing.T) {
+	peer := "    - {address: 10.1.1.1, asn: 65000}"
+	cases := map[string]struct{ from, to, want string }{
+		"asn 0":         {"asn: 65001", "asn: 0", "bgp.asn: 0 is not an AS number"},
+		"asn trans":     {"asn: 65001", "asn: 23456", "bgp.asn: 23456 is not an AS number"},
+		"asn big":       {"asn: 65001", "asn: 4294967296", "bgp.asn: 4294967296 is not an AS number"},
+		"asn text":      {"asn: 65001", "asn: x", "bgp.asn"},
+		"router id":     {"router_id: 10.1.1.2", "router_id: fd00::1", `bgp.router_id: "fd00::1" is not an IPv4 address`},
+		"router id 0":   {"router_id: 10.1.1.2", "router_id: 0.0.0.0", `bgp.router_id: "0.0.0.0" is not an IPv4 address`},
+		"hold":          {"router_id: 10.1.1.2", "router_id: 10.1.1.2\n  hold_time: 2s", `bgp.hold_time: "2s" is not whole seconds from 3s`},
+		"hold frac":     {"router_id: 10.1.1.2", "router_id: 10.1.1.2\n  hold_time: 3.5s", `bgp.hold_time: "3.5s" is not whole seconds`},
+		"keepalive":     {"router_id: 10.1.1.2", "router_id: 10.1.1.2\n  keepalive: 4s", "bgp.keepalive: 4s is more than a third of hold_time 9s"},
+		"retry":         {"router_id: 10.1.1.2", "router_id: 10.1.1.2\n  connect_retry: 0s", `bgp.connect_retry: "0s" is not whole seconds`},
+		"next hop":      {"router_id: 10.1.1.2", "router_id: 10.1.1.2\n  next_hop: fd00::1", `bgp.next_hop: "fd00::1" is not a unicast IPv4 address`},
+		"next hop6":     {"router_id: 10.1.1.2", "router_id: 10.1.1.2\n  next_hop6: 10.0.0.1", `bgp.next_hop6: "10.0.0.1" is not a unicast IPv6 address`},
+		"community":     {"router_id: 10.1.1.2", "router_id: 10.1.1.2\n  communities: [\"65001:100\", \"65536:1\"]", `bgp.communities[1]: "65536:1" is not a community`},
+		"community sep": {"router_id: 10.1.1.2", "router_id: 10.1.1.2\n  communities: [\"100\"]", `bgp.communities[0]: "100" is not a community`},
+		"med":           {"router_id: 10.1.1.2", "router_id: 10.1.1.2\n  med: -1", "bgp.med: -1 is out of range"},
+		"no peer":       {peer, "    []", "bgp.peers: no peer"},
+		"peer addr":     {peer, "    - {address: 10.1.1.0/24, asn: 65000}", `bgp.peers[0].address: "10.1.1.0/24" is not a unicast IP address`},
+		"peer mcast":    {peer, "    - {address: 224.0.0.5, asn: 65000}", `bgp.peers[0].address: "224.0.0.5" is not a unicast IP address`},
+		"peer asn":      {peer, "    - {address: 10.1.1.1}", "bgp.peers[0].asn: 0 is not an AS number"},
+		"peer port":     {peer, "    - {address: 10.1.1.1, asn: 65000, port: 0}", "bgp.peers[0].port: 0 is not a port"},
+		"peer dup":      {peer, peer + "\n" + peer, "bgp.peers[1].address: 10.1.1.1 is peers[0]'s address too"},
+		"peer local":    {peer, "    - {address: 10.1.1.1, asn: 65000, local_address: 'fd00::1'}", "bgp.peers[0].local_address: fd00::1 is not of the peer's family"},
+		"peer password": {peer, "    - {address: 10.1.1.1, asn: 65000, password: " + strings.Repeat("x", 81) + "}", "bgp.peers[0].password: 81 bytes: a TCP-MD5 key is at most 80"},
+		"unknown key":   {"router_id: 10.1.1.2", "router_id: 10.1.1.2\n  listen_port: 179", "listen_port"},
+		"peer unknown":  {peer, "    - {address: 10.1.1.1, asn: 65000, multihop: 2}", "multihop"},
+	}
+	for name, tc := range cases {
+		if !strings.Contains(validBGP, tc.from) {
+			t.Fatalf("%s: bad test: %q not in config", name, tc.from)
+		}
+		_, err := Parse(strings.Replace(validBGP, tc.from, tc.to, 1))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: error %v, want it to say %q", name, err, tc.want)
+		}
+	}
+}
+
+// The shipped config.yaml's commented bgp: section, uncommented, is valid:
+// the reference for every key cannot drift from what tapvs accepts.
+func TestShippedBGPSectionParses(t *testing.T) {
+	b, err := os.ReadFile("../config.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(b), "# bgp:\n")
+	if !ok {
+		t.Fatal("config.yaml has no commented bgp: section")
+	}
+	section := "bgp:\n"
+	for _, l := range strings.Split(rest, "\n") {
+		if !strings.HasPrefix(l, "#   ") {
+			break
+		}
+		section += strings.TrimPrefix(l, "#") + "\n"
+	}
+	c, err := Parse(valid + section)
+	if err != nil {
+		t.Fatalf("config.yaml's bgp: section: %v\n%s", err, section)
+	}
+	if c.BGP == nil || len(c.BGP.Peers) != 1 || !c.BGP.AnnounceLIPs {
+		t.Fatalf("config.yaml's bgp: section read as %+v", c.BGP)
+	}
+}
