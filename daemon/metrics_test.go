@@ -6,13 +6,16 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vishvananda/netlink"
 
 	"github.com/tapvs/tapvs/config"
+	"github.com/tapvs/tapvs/metrics"
 )
 
 // scrape reads /metrics and returns its sample lines that begin with one
@@ -105,4 +108,52 @@ control: {socket: ""}
 		`tapvs_bgp_routes_announced{kind="lip"} 1`,
 		`tapvs_bgp_routes_announced{kind="vip"} 0`,
 		"tapvs_draining 1")
+}
+
+// The metrics read the real speaker: a session up with a router (a GoBGP
+// on loopback) is tapvs_bgp_peer_up 1 and one session; a drain's
+// withdrawals are counted.
+func TestMetricsOfAnEstablishedPeer(t *testing.T) {
+	g := newClusterRig(t)
+	g.expect(t, vip80, vip443, lip10, lip11)
+	mc := metrics.New(g.d.Balancer, nil, nil)
+	mc.SetCluster(g.c)
+	peer := `{peer="127.0.0.1"}`
+	gather := func() map[string]float64 {
+		t.Helper()
+		reg := prometheus.NewPedanticRegistry()
+		reg.MustRegister(mc)
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]float64{}
+		for _, mf := range mfs {
+			for _, m := range mf.GetMetric() {
+				var ls []string
+				for _, l := range m.GetLabel() {
+					ls = append(ls, l.GetName()+"="+strconv.Quote(l.GetValue()))
+				}
+				name := mf.GetName()
+				if len(ls) > 0 {
+					name += "{" + strings.Join(ls, ",") + "}"
+				}
+				got[name] = m.GetGauge().GetValue() + m.GetCounter().GetValue()
+			}
+		}
+		return got
+	}
+	m := gather()
+	if m["tapvs_bgp_peer_up"+peer] != 1 || m["tapvs_bgp_peer_sessions_total"+peer] != 1 || m["tapvs_bgp_peer_state_changes_total"+peer] < 1 ||
+		m[`tapvs_bgp_routes_announced{kind="vip"}`] != 2 || m[`tapvs_bgp_routes_announced{kind="lip"}`] != 2 ||
+		m["tapvs_bgp_announcements_total"] != 4 || m["tapvs_draining"] != 0 {
+		t.Fatalf("established, four routes: %v", m)
+	}
+	g.c.Drain(true)
+	g.expect(t, lip10, lip11)
+	m = gather()
+	if m[`tapvs_bgp_routes_announced{kind="vip"}`] != 0 || m[`tapvs_bgp_routes_announced{kind="lip"}`] != 2 ||
+		m["tapvs_bgp_withdrawals_total"] != 2 || m["tapvs_draining"] != 1 || m["tapvs_bgp_peer_up"+peer] != 1 {
+		t.Fatalf("drained: %v", m)
+	}
 }
