@@ -60,7 +60,7 @@ func bgpConfig(e *errs, r *rawBGP) *bgp.Config {
 	}
 	c.HoldTime = bgpTimer(e, f+".hold_time", r.HoldTime, defaultHoldTime, 3*time.Second, 65535*time.Second)
 	c.Keepalive = bgpTimer(e, f+".keepalive", r.Keepalive, c.HoldTime/3, time.Second, 21845*time.Second)
-	if c.HoldTime > 0 && c.Keepalive > c.HoldTime/3 && r.Keepalive != "" {
+	if c.Keepalive > c.HoldTime/3 && r.Keepalive != "" {
 		e.add(f+".keepalive", "%s is more than a third of hold_time %s: a single lost keepalive would end the session", c.Keepalive, c.HoldTime)
 	}
 	c.ConnectRetry = bgpTimer(e, f+".connect_retry", r.ConnectRetry, defaultConnectRetry, time.Second, time.Hour)

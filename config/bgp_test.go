@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"net/netip"
 	"os"
 	"strings"
@@ -56,6 +57,39 @@ func TestBGPValues(t *testing.T) {
 	}
 }
 
+// The bounds are inclusive: each limit itself is accepted, one past it
+// refused (TestBGPErrorsNameTheField has the refusals).
+func TestBGPLimitsAccepted(t *testing.T) {
+	peer := "    - {address: 10.1.1.1, asn: 65000}"
+	var peers, comms []string
+	for i := range 64 {
+		peers = append(peers, fmt.Sprintf("    - {address: 10.1.%d.1, asn: 65000}", i))
+	}
+	for i := range 32 {
+		comms = append(comms, fmt.Sprintf("%q", fmt.Sprintf("1:%d", i)))
+	}
+	cases := map[string]struct{ from, to string }{
+		"asn 1":       {"asn: 65001", "asn: 1"},
+		"asn max":     {"asn: 65001", "asn: 4294967295"},
+		"hold min":    {"router_id: 10.1.1.2", "router_id: 10.1.1.2\n  hold_time: 3s\n  keepalive: 1s"},
+		"hold max":    {"router_id: 10.1.1.2", "router_id: 10.1.1.2\n  hold_time: 65535s\n  keepalive: 21845s"},
+		"keepalive":   {"router_id: 10.1.1.2", "router_id: 10.1.1.2\n  keepalive: 3s"},
+		"retry":       {"router_id: 10.1.1.2", "router_id: 10.1.1.2\n  connect_retry: 1h"},
+		"med 0":       {"router_id: 10.1.1.2", "router_id: 10.1.1.2\n  med: 0"},
+		"64 peers":    {peer, strings.Join(peers, "\n")},
+		"32 comms":    {"router_id: 10.1.1.2", "router_id: 10.1.1.2\n  communities: [" + strings.Join(comms, ", ") + "]"},
+		"password 80": {peer, "    - {address: 10.1.1.1, asn: 65000, password: " + strings.Repeat("x", 80) + "}"},
+	}
+	for name, tc := range cases {
+		if !strings.Contains(validBGP, tc.from) {
+			t.Fatalf("%s: bad test: %q not in config", name, tc.from)
+		}
+		if _, err := Parse(strings.Replace(validBGP, tc.from, tc.to, 1)); err != nil {
+			t.Errorf("%s: refused: %v", name, err)
+		}
+	}
+}
+
 // Every bad bgp: value is refused with its field named.
 func TestBGPErrorsNameTheField(t *testing.T) {
 	peer := "    - {address: 10.1.1.1, asn: 65000}"
@@ -75,6 +109,10 @@ func TestBGPErrorsNameTheField(t *testing.T) {
 		"community":     {"router_id: 10.1.1.2", "router_id: 10.1.1.2\n  communities: [\"65001:100\", \"65536:1\"]", `bgp.communities[1]: "65536:1" is not a community`},
 		"community sep": {"router_id: 10.1.1.2", "router_id: 10.1.1.2\n  communities: [\"100\"]", `bgp.communities[0]: "100" is not a community`},
 		"med":           {"router_id: 10.1.1.2", "router_id: 10.1.1.2\n  med: -1", "bgp.med: -1 is out of range"},
+		"med big":       {"router_id: 10.1.1.2", "router_id: 10.1.1.2\n  med: 4294967296", "bgp.med: 4294967296 is out of range"},
+		"hold max":      {"router_id: 10.1.1.2", "router_id: 10.1.1.2\n  hold_time: 65536s", `bgp.hold_time: "65536s" is not whole seconds`},
+		"33 comms":      {"router_id: 10.1.1.2", "router_id: 10.1.1.2\n  communities: [" + strings.Repeat(`"1:1", `, 32) + `"1:1"]`, "bgp.communities: 33 communities: at most 32"},
+		"65 peers":      {peer, strings.Repeat(peer+"\n", 65), "bgp.peers: 65 peers: at most 64"},
 		"no peer":       {peer, "    []", "bgp.peers: no peer"},
 		"peer addr":     {peer, "    - {address: 10.1.1.0/24, asn: 65000}", `bgp.peers[0].address: "10.1.1.0/24" is not a unicast IP address`},
 		"peer mcast":    {peer, "    - {address: 224.0.0.5, asn: 65000}", `bgp.peers[0].address: "224.0.0.5" is not a unicast IP address`},

@@ -160,6 +160,10 @@ func (d *Daemon) Failed() <-chan struct{} { return d.Stack.Failed() }
 // Err is why Failed was closed, or nil.
 func (d *Daemon) Err() error { return d.Stack.Err() }
 
+// Cluster is the instance's BGP speaker and drain (what /v1/bgp and
+// /v1/drain answer from).
+func (d *Daemon) Cluster() control.Cluster { return d.cluster }
+
 // Config is the configuration running now (the last one loaded).
 func (d *Daemon) Config() *config.Config { return d.cfg.Load() }
 
