@@ -115,6 +115,21 @@ const testBGPOut = "" +
 	"172.25.84.10/32                             lip  1d01h\n" +
 	"Announced 5 Withdrawn 1\n"
 
+// A router's words in a peer's error stay on the line and never drive the
+// terminal.
+func TestPeerErrorOnOneLine(t *testing.T) {
+	for in, want := range map[string]string{
+		"hold timer expired":                        "hold timer expired",
+		"shut\r\ndown\tnow ":                        "shut down now",
+		"\x1b[2J\x1b]0;owned\x07red":                "?[2J?]0;owned?red",
+		"bad \xff utf-8, \u202eevil, \u00e9t\u00e9": "bad ? utf-8, ?evil, \u00e9t\u00e9",
+	} {
+		if got := oneLine(in); got != want {
+			t.Errorf("oneLine(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
 func TestBGPLayout(t *testing.T) {
 	var b bytes.Buffer
 	printBGP(&b, testBGP, testNow)

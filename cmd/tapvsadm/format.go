@@ -5,6 +5,7 @@ import (
 	"io"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/tapvs/tapvs/control/api"
 )
@@ -268,8 +269,16 @@ func age(since string, now time.Time) string {
 	return fmt.Sprintf("%dd%02dh", d/86400, d%86400/3600)
 }
 
-// oneLine keeps a peer's error on its line: GoBGP's reasons are the
-// router's words, and a newline in them would break the columns.
+// oneLine keeps a peer's error on its line and off the terminal's
+// controls: GoBGP's reasons carry the router's own words (RFC 8203's
+// shutdown communication), where a newline would break the columns and an
+// escape sequence reach the operator's terminal.
 func oneLine(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if !unicode.IsPrint(r) && !unicode.IsSpace(r) {
+			return '?'
+		}
+		return r
+	}, strings.ToValidUTF8(s, "?"))
 	return strings.Join(strings.Fields(s), " ")
 }

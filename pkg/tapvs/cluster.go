@@ -112,23 +112,10 @@ type Drain struct {
 	Withdrawn []netip.Addr
 }
 
-// cluster is tapvs's speaker and drain; a started tapvs always has one.
-func (lb *LB) cluster() (control.Cluster, error) {
-	c := lb.d.Manager.Cluster()
-	if c == nil {
-		return nil, errors.New("tapvs: no cluster (BGP and drain) in this tapvs")
-	}
-	return c, nil
-}
-
 // BGP reads the BGP speaker: its sessions and what it announces. Without
 // Config.BGP it returns ErrNoBGP.
 func (lb *LB) BGP() (BGPStatus, error) {
-	c, err := lb.cluster()
-	if err != nil {
-		return BGPStatus{}, err
-	}
-	b, ok := c.BGP()
+	b, ok := lb.d.Cluster().BGP()
 	if !ok {
 		return BGPStatus{}, ErrNoBGP
 	}
@@ -153,11 +140,7 @@ func (lb *LB) DrainStatus() (Drain, error) {
 }
 
 func (lb *LB) drain(f func(control.Cluster) api.Drain) (Drain, error) {
-	c, err := lb.cluster()
-	if err != nil {
-		return Drain{}, err
-	}
-	return drainOf(f(c))
+	return drainOf(f(lb.d.Cluster()))
 }
 
 // The API's answers are tapvs's own text (addresses, RFC 3339 times); a
