@@ -161,3 +161,25 @@ func TestPasswordChangeConnects(t *testing.T) {
 	}
 	r.WaitLearned(t, map[netip.Prefix]netip.Addr{vip: self})
 }
+
+// IPv6 VIPs over an IPv4 session go out with next_hop6 (an IPv4 session has
+// no IPv6 address of its own to offer as next hop).
+func TestIPv6OverIPv4Session(t *testing.T) {
+	r := bgptest.Start(t, 65001, "")
+	cfg := speakerConfig(r)
+	cfg.NextHop6 = netip.MustParseAddr("fd00:1::2")
+	s, err := Start(cfg, quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	vip6 := netip.MustParsePrefix("fd00:25:254::100/128")
+	if err := s.Announce([]netip.Prefix{vip, vip6}); err != nil {
+		t.Fatal(err)
+	}
+	r.WaitLearned(t, map[netip.Prefix]netip.Addr{vip: self, vip6: cfg.NextHop6})
+	if err := s.Announce([]netip.Prefix{vip}); err != nil {
+		t.Fatal(err)
+	}
+	r.WaitLearned(t, map[netip.Prefix]netip.Addr{vip: self})
+}

@@ -151,4 +151,9 @@ func TestBGPPeersNeverTouchTheDataPath(t *testing.T) {
 		t.Errorf("the garbage peer saw %d sessions: the speaker did not keep trying", sessions.Load())
 	}
 	t.Logf("%d requests answered through the flaps; the garbage peer saw %d sessions", served, sessions.Load())
+	// Shutdown withdraws everything before the TAPs close.
+	start := time.Now()
+	e.d.Close()
+	good.WaitLearned(t, map[netip.Prefix]netip.Addr{})
+	t.Logf("shutdown: the router had nothing from tapvs %v after Close began", time.Since(start).Round(time.Millisecond))
 }

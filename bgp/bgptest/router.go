@@ -61,6 +61,7 @@ func Start(t testing.TB, peerASN uint32, password string) *Router {
 		Conf:      &api.PeerConf{NeighborAddress: SpeakerAddr.String(), PeerAsn: peerASN, AuthPassword: password},
 		Transport: &api.Transport{PassiveMode: true},
 		Timers:    &api.Timers{Config: &api.TimersConfig{HoldTime: 9, KeepaliveInterval: 3}},
+		AfiSafis:  []*api.AfiSafi{family(api.Family_AFI_IP), family(api.Family_AFI_IP6)},
 	}}); err != nil {
 		t.Fatal(err)
 	}
@@ -69,6 +70,10 @@ func Start(t testing.TB, peerASN uint32, password string) *Router {
 		srv.Stop()
 	})
 	return &Router{Srv: srv, Port: port}
+}
+
+func family(afi api.Family_Afi) *api.AfiSafi {
+	return &api.AfiSafi{Config: &api.AfiSafiConfig{Family: &api.Family{Afi: afi, Safi: api.Family_SAFI_UNICAST}, Enabled: true}}
 }
 
 // Learned is what the router holds from the speaker (not its own routes):
