@@ -452,11 +452,6 @@ func (s *Speaker) Close() {
 	}
 	s.mu.Unlock()
 	s.cancelWatch()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := s.srv.StopBgp(ctx, &api.StopBgpRequest{}); err != nil {
-		s.log.Warn("bgp: stop", "err", err)
-	}
-	s.srv.Stop()
+	s.srv.Stop() // StopBgp (a Cease to every peer), then GoBGP's other servers
 	s.log.Info("bgp: speaker stopped", "withdrawn", n)
 }

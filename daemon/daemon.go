@@ -142,7 +142,9 @@ func Start(cfg *config.Config, log *slog.Logger) (_ *Daemon, err error) {
 		d.cluster.run()
 	}()
 	if cfg.MetricsListen != "" {
-		if d.Metrics, err = metrics.Serve(cfg.MetricsListen, metrics.New(bal, st, d.health), log); err != nil {
+		mc := metrics.New(bal, st, d.health)
+		mc.SetCluster(d.cluster)
+		if d.Metrics, err = metrics.Serve(cfg.MetricsListen, mc, log); err != nil {
 			d.Close()
 			return nil, err
 		}

@@ -1,7 +1,8 @@
 // Package metrics exports tapvs's counters to Prometheus. Everything is read
 // at scrape time from the counters the data path keeps anyway (per-reader
 // frame counts, per-reader per-server traffic, connection counts), so a
-// scrape costs the packet path nothing.
+// scrape costs the packet path nothing; the BGP speaker and the drain are
+// read from the daemon through Cluster, as the control API reports them.
 package metrics
 
 import (
@@ -18,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/tapvs/tapvs/control/api"
 	"github.com/tapvs/tapvs/nat"
 	"github.com/tapvs/tapvs/netstack"
 )
@@ -26,11 +28,21 @@ import (
 // when the server is not checked.
 type Health func(*nat.Service, *nat.Dest) (up bool, checked bool)
 
+// Cluster is an instance's BGP speaker and drain as the control API
+// reports them (the daemon's): the metrics read them through it, and
+// import no daemon.
+type Cluster interface {
+	// BGP reports the speaker; ok is false without a bgp: section.
+	BGP() (b api.BGP, ok bool)
+	DrainStatus() api.Drain
+}
+
 // Collector reads a running tapvs at every scrape.
 type Collector struct {
-	bal    *nat.Balancer
-	st     *netstack.Stack
-	health Health
+	bal     *nat.Balancer
+	st      *netstack.Stack
+	health  Health
+	cluster Cluster // nil: no BGP or drain metrics
 }
 
 var (
@@ -69,6 +81,14 @@ var (
 	dPollSleep = prometheus.NewDesc("tapvs_busy_poll_sleeps_total", "Times the busy poller found every queue empty for interfaces.busy_poll and slept.", nil, nil)
 	dUDPProxy  = prometheus.NewDesc("tapvs_udp_proxy_headers_total", "PROXY v2 headers put before UDP datagrams toward real servers (client_address: proxy-v2).", nil, nil)
 	dFrames    = prometheus.NewDesc("tapvs_frames_total", "Frames per TAP queue, by what became of them.", append(labelsQ, "result"), nil)
+	dPeerUp    = prometheus.NewDesc("tapvs_bgp_peer_up", "BGP session state (1 established, 0 not).", []string{"peer"}, nil)
+	dPeerChg   = prometheus.NewDesc("tapvs_bgp_peer_state_changes_total", "BGP session state changes.", []string{"peer"}, nil)
+	dPeerSess  = prometheus.NewDesc("tapvs_bgp_peer_sessions_total", "BGP sessions that came up (established).", []string{"peer"}, nil)
+	dPeerMsgs  = prometheus.NewDesc("tapvs_bgp_peer_messages_total", "BGP messages, by direction (received, sent).", []string{"peer", "direction"}, nil)
+	dRoutes    = prometheus.NewDesc("tapvs_bgp_routes_announced", "Prefixes announced now, by kind (vip, lip).", []string{"kind"}, nil)
+	dAnnounce  = prometheus.NewDesc("tapvs_bgp_announcements_total", "Prefixes announced, once per change whatever the number of peers.", nil, nil)
+	dWithdraw  = prometheus.NewDesc("tapvs_bgp_withdrawals_total", "Prefixes withdrawn, once per change whatever the number of peers.", nil, nil)
+	dDraining  = prometheus.NewDesc("tapvs_draining", "1 while the instance is drained (its VIPs withdrawn from the routers), 0 otherwise.", nil, nil)
 )
 
 // New returns a collector for a running tapvs.
@@ -76,10 +96,15 @@ func New(bal *nat.Balancer, st *netstack.Stack, health Health) *Collector {
 	return &Collector{bal: bal, st: st, health: health}
 }
 
+// SetCluster has the collector export the BGP speaker's and the drain's
+// metrics from cl. Call it before the collector is registered.
+func (c *Collector) SetCluster(cl Cluster) { c.cluster = cl }
+
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{dConns, dConnsMax, dQuar, dCreated, dExpired, dExpRST, dDrops, dSPCookies, dSPOpened, dSPFailed, dSPRetries, dSPTW, dProxyHdrs, dProxyCut, dUntracked, dSvcHalf, dTOA,
-		dActive, dInactive, dSched, dWeight, dUp, dPkts, dBytes, dSvcConns, dLIPConns, dLIPConf, dLIPExh, dFrames, dPollSleep, dUDPProxy} {
+		dActive, dInactive, dSched, dWeight, dUp, dPkts, dBytes, dSvcConns, dLIPConns, dLIPConf, dLIPExh, dFrames, dPollSleep, dUDPProxy,
+		dPeerUp, dPeerChg, dPeerSess, dPeerMsgs, dRoutes, dAnnounce, dWithdraw, dDraining} {
 		ch <- d
 	}
 }
@@ -169,6 +194,43 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 				counter(dFrames, qs.Panics.Load(), append(l, "panic")...)
 			}
 		}
+	}
+	if c.cluster != nil {
+		c.collectCluster(gauge, counter)
+	}
+}
+
+// collectCluster exports the drain, and the speaker if there is one.
+func (c *Collector) collectCluster(gauge func(*prometheus.Desc, float64, ...string), counter func(*prometheus.Desc, uint64, ...string)) {
+	gauge(dDraining, b2f(c.cluster.DrainStatus().Draining))
+	b, ok := c.cluster.BGP()
+	if !ok {
+		return
+	}
+	counter(dAnnounce, b.Announced)
+	counter(dWithdraw, b.Withdrawn)
+	// A peer twice would fail the whole scrape (the same labels twice);
+	// the configuration refuses it, and this keeps a scrape whole anyway.
+	seen := map[string]bool{}
+	for _, p := range b.Peers {
+		if seen[p.Address] {
+			continue
+		}
+		seen[p.Address] = true
+		gauge(dPeerUp, b2f(p.State == "established"), p.Address)
+		counter(dPeerChg, p.Changes, p.Address)
+		counter(dPeerSess, p.Established, p.Address)
+		counter(dPeerMsgs, p.Received, p.Address, "received")
+		counter(dPeerMsgs, p.Sent, p.Address, "sent")
+	}
+	kinds := map[string]int{"vip": 0, "lip": 0}
+	for _, r := range b.Routes {
+		if _, ok := kinds[r.Kind]; ok {
+			kinds[r.Kind]++
+		}
+	}
+	for k, n := range kinds {
+		gauge(dRoutes, float64(n), k)
 	}
 }
 

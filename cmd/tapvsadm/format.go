@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
+	"unicode"
 
 	"github.com/tapvs/tapvs/control/api"
 )
@@ -200,4 +202,83 @@ func printLists(w io.Writer, svcs []api.Service, c *command) error {
 		}
 	}
 	return nil
+}
+
+// printBGP writes --bgp: the speaker, a line per peer, a line per announced
+// route, then the counters. Times are ages (3m12s) as of now.
+func printBGP(w io.Writer, b api.BGP, now time.Time) {
+	line := fmt.Sprintf("BGP AS %d router-id %s", b.ASN, b.RouterID)
+	if b.Draining {
+		line += " draining"
+	}
+	fmt.Fprintln(w, line)
+	fmt.Fprintf(w, "%-24s %-10s %-12s %-8s %-8s %-8s %-8s %-8s %s\n", "Peer", "AS", "State", "Since", "Sessions", "Changes", "MsgRcvd", "MsgSent", "LastError")
+	for _, p := range b.Peers {
+		fmt.Fprintf(w, "%-24s %-10d %-12s %-8s %-8d %-8d %-8d %-8d %s\n", p.Address, p.ASN, p.State, age(p.Since, now),
+			p.Established, p.Changes, p.Received, p.Sent, oneLine(p.LastError))
+	}
+	fmt.Fprintf(w, "%-43s %-4s %s\n", "Prefix", "Kind", "Since")
+	for _, r := range b.Routes {
+		fmt.Fprintf(w, "%-43s %-4s %s\n", r.Prefix, r.Kind, age(r.Since, now))
+	}
+	fmt.Fprintf(w, "Announced %d Withdrawn %d\n", b.Announced, b.Withdrawn)
+}
+
+// printDrain writes the answer of --drain, --undrain and --drain-status.
+func printDrain(w io.Writer, d api.Drain, now time.Time) {
+	if !d.Draining {
+		fmt.Fprintf(w, "Drain off: the VIPs are announced, %s\n", connections(d.Conns))
+		return
+	}
+	left := connections(d.Conns) + " left"
+	if d.Empty {
+		left = "no connection left: tapvs can be stopped"
+	}
+	fmt.Fprintf(w, "Drain on since %s (%s): %s\n", d.Since, age(d.Since, now), left)
+	if len(d.Withdrawn) == 0 {
+		fmt.Fprintln(w, "Withdrawn: none (nothing announced)")
+		return
+	}
+	fmt.Fprintf(w, "Withdrawn: %s\n", strings.Join(d.Withdrawn, " "))
+}
+
+// connections is "1 connection", "2 connections".
+func connections(n int) string {
+	if n == 1 {
+		return "1 connection"
+	}
+	return fmt.Sprintf("%d connections", n)
+}
+
+// age is how long ago an RFC 3339 time was, in the human form of a BGP
+// listing: 42s, 3m12s, 5h07m, 2d03h; "-" for a time it cannot read.
+func age(since string, now time.Time) string {
+	t, err := time.Parse(time.RFC3339, since)
+	if err != nil {
+		return "-"
+	}
+	d := max(now.Sub(t), 0) / time.Second
+	switch {
+	case d < 60:
+		return fmt.Sprintf("%ds", d)
+	case d < 3600:
+		return fmt.Sprintf("%dm%02ds", d/60, d%60)
+	case d < 86400:
+		return fmt.Sprintf("%dh%02dm", d/3600, d%3600/60)
+	}
+	return fmt.Sprintf("%dd%02dh", d/86400, d%86400/3600)
+}
+
+// oneLine keeps a peer's error on its line and off the terminal's
+// controls: GoBGP's reasons carry the router's own words (RFC 8203's
+// shutdown communication), where a newline would break the columns and an
+// escape sequence reach the operator's terminal.
+func oneLine(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if !unicode.IsPrint(r) && !unicode.IsSpace(r) {
+			return '?'
+		}
+		return r
+	}, strings.ToValidUTF8(s, "?"))
+	return strings.Join(strings.Fields(s), " ")
 }

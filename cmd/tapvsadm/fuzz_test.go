@@ -41,6 +41,13 @@ func FuzzParse(f *testing.F) {
 		"-Z -u [2001:db8::53]:53 -n",
 		"-E -t 172.25.254.100:80 -V 0",
 		"--set 0 0 1",
+		// Issue 21: the BGP listing and the drain.
+		"-ln --bgp",
+		"--bgp -c",
+		"--drain --wait --timeout 90s",
+		"--drain --wait --timeout=-1s",
+		"--undrain --wait",
+		"--drain-status",
 	} {
 		f.Add(s)
 	}
@@ -78,6 +85,12 @@ func FuzzParse(f *testing.F) {
 		}
 		if c.op == "capture" && (c.capture == "" || strings.HasPrefix(c.capture, "-") && c.capture != "-") {
 			t.Fatalf("%q: capture file %q", line, c.capture)
+		}
+		if c.wait && c.op != "drain" || c.timeout < 0 || c.timeout != 0 && !c.wait {
+			t.Fatalf("%q: --wait %v --timeout %s with %s", line, c.wait, c.timeout, c.op)
+		}
+		if (c.op == "bgp" || strings.Contains(c.op, "drain")) && (c.service != "" || c.real != "" || c.conns) {
+			t.Fatalf("%q: %s with a service's options", line, c.op)
 		}
 		if _, ok, err := opOf(c); err == nil && ok {
 			switch c.op {

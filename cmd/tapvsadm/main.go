@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/google/shlex"
 
@@ -75,12 +76,18 @@ func message(err error, op string) string {
 			return "No such local address"
 		case api.CodeLocalExists:
 			return "Local address already exists"
+		case api.CodeNoBGP:
+			return "BGP: this tapvs has no bgp: section, it announces nothing"
 		}
 		return ae.Message
 	}
 	var ue *usageError
 	if errors.As(err, &ue) {
 		return ue.msg
+	}
+	var fe *failure
+	if errors.As(err, &fe) {
+		return fe.msg
 	}
 	return "Can not talk to tapvs: " + err.Error() + "\nIs tapvs running, and is this its control socket (--socket or TAPVS_SOCKET)?"
 }
@@ -170,6 +177,24 @@ func execute(cl *api.Client, c *command, out io.Writer) error {
 		return nil
 	case "capture":
 		return capture(cl, c, out)
+	case "bgp":
+		b, err := cl.BGP()
+		if err != nil {
+			return err
+		}
+		printBGP(out, b, now())
+		return nil
+	case "drain", "undrain", "drain-status":
+		f := map[string]func() (api.Drain, error){"drain": cl.Drain, "undrain": cl.Undrain, "drain-status": cl.DrainStatus}[c.op]
+		d, err := f()
+		if err != nil {
+			return err
+		}
+		printDrain(out, d, now())
+		if c.wait {
+			return drainWait(cl, d, c, out)
+		}
+		return nil
 	case "list":
 		if c.conns {
 			conns, err := cl.Conns()
@@ -197,6 +222,55 @@ func execute(cl *api.Client, c *command, out io.Writer) error {
 		return nil
 	}
 	return usagef("command %s is not implemented", c.op)
+}
+
+// failure is a command that ran and did not do what was asked (a drain
+// that did not empty in time): its message is the line to print.
+type failure struct{ msg string }
+
+func (f *failure) Error() string { return f.msg }
+
+// now and drainPoll are the clock and the pace of --drain --wait; tests
+// set them.
+var (
+	now       = time.Now
+	drainPoll = 200 * time.Millisecond
+)
+
+// drainWait polls the drain d started until it holds no connection,
+// printing the count as it falls, or fails once --timeout has passed (the
+// VIPs stay withdrawn: --undrain takes them back) or when the drain is
+// ended meanwhile.
+func drainWait(cl *api.Client, d api.Drain, c *command, out io.Writer) error {
+	limit := c.timeout
+	if limit == 0 {
+		limit = defaultDrainWait
+	}
+	deadline := time.Now().Add(limit)
+	last, waited := d.Conns, false
+	for !d.Empty {
+		if !d.Draining {
+			return &failure{fmt.Sprintf("drain: ended by someone else while waiting (%s)", connections(d.Conns))}
+		}
+		left := time.Until(deadline)
+		if left <= 0 {
+			return &failure{fmt.Sprintf("drain: %s left after %s (--timeout); the VIPs stay withdrawn", connections(d.Conns), limit)}
+		}
+		time.Sleep(min(drainPoll, left))
+		var err error
+		if d, err = cl.DrainStatus(); err != nil {
+			return err
+		}
+		if d.Conns != last && !d.Empty {
+			fmt.Fprintf(out, "%s left\n", connections(d.Conns))
+			last = d.Conns
+		}
+		waited = true
+	}
+	if waited {
+		fmt.Fprintln(out, "no connection left: tapvs can be stopped")
+	}
+	return nil
 }
 
 // listOps are DPVS's list commands as the API's operations: the blacklist
@@ -304,6 +378,9 @@ Usage:
   ipvsadm --capture FILE -t|u service-address [--count N]
   ipvsadm --add-blklst|--del-blklst|--add-whtlst|--del-whtlst -t|u service-address -k address[/len]
   ipvsadm --get-blklst|--get-whtlst [-t|u service-address]
+  ipvsadm --bgp [-L] [-n]
+  ipvsadm --drain [--wait [--timeout duration]]
+  ipvsadm --undrain|--drain-status
   ipvsadm -h
 
 Commands:
@@ -330,6 +407,10 @@ Commands:
                               empty, only its sources may open connections)
   --del-whtlst                delete a source from a service's allow list
   --get-whtlst                list the allow lists
+  --bgp                       list the BGP speaker: its peers, announced routes and counters
+  --drain                     withdraw the VIPs from every BGP peer; open connections go on
+  --undrain                   end a drain: announce the VIPs again
+  --drain-status              how a drain stands: connections left, VIPs withdrawn
   --help            -h        display this help message
 
 Options:
@@ -358,5 +439,7 @@ Options:
   --source-conns N                    concurrent connections from one source (0: no limit)
   --half-open N                       TCP handshakes awaiting the client's ACK, for a service
                                       without SYN proxy (0: no limit)
+  --wait                              --drain: wait until no connection is left (poll every 200ms)
+  --timeout duration                  how long --wait waits (default 5m; 90s, 1h...): then exit 1
   --socket PATH                       tapvs's control socket (or TAPVS_SOCKET; default /run/tapvs/tapvs.sock)
 `

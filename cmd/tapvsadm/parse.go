@@ -6,11 +6,12 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // command is one parsed ipvsadm invocation.
 type command struct {
-	op       string // add-service, edit-service, delete-service, clear, restore, save, add-server, edit-server, delete-server, list, zero, set, add-laddr, del-laddr, get-laddr, help, capture, add-blklst, del-blklst, get-blklst, add-whtlst, del-whtlst, get-whtlst
+	op       string // add-service, edit-service, delete-service, clear, restore, save, add-server, edit-server, delete-server, list, zero, set, add-laddr, del-laddr, get-laddr, help, capture, add-blklst, del-blklst, get-blklst, add-whtlst, del-whtlst, get-whtlst, bgp, drain, undrain, drain-status
 	proto    string // tcp, udp
 	service  string // VIP:port
 	sched    string
@@ -36,7 +37,14 @@ type command struct {
 	// Limits on new connections (--source-cps, --source-conns, --half-open);
 	// nil: not given.
 	cps, srcConns, halfOpen *uint32
+	bgp                     bool          // --bgp: the BGP listing (alone or with -L)
+	wait                    bool          // --wait: --drain waits for the last connection
+	timeout                 time.Duration // --timeout of --drain --wait; 0: not given
 }
+
+// defaultDrainWait bounds --drain --wait without --timeout: a wait that
+// never ends would hang the script that stops a node.
+const defaultDrainWait = 5 * time.Minute
 
 type usageError struct{ msg string }
 
@@ -135,8 +143,22 @@ func parse(args []string) (*command, error) {
 		case "--add-service", "--edit-service", "--delete-service", "--add-server", "--edit-server",
 			"--delete-server", "--list", "--zero", "--clear", "--save", "--restore", "--help", "--add-laddr",
 			"--del-laddr", "--get-laddr", "--add-blklst", "--del-blklst", "--get-blklst", "--add-whtlst",
-			"--del-whtlst", "--get-whtlst":
+			"--del-whtlst", "--get-whtlst", "--drain", "--undrain", "--drain-status":
 			err = setOp(strings.TrimPrefix(a, "--"))
+		case "--bgp":
+			// A listing of its own, which -L may name too (-L --bgp, -ln
+			// --bgp): the command is settled after the loop.
+			c.bgp = true
+		case "--wait":
+			c.wait = true
+		case "--timeout":
+			if v, err = val(); err == nil {
+				d, perr := time.ParseDuration(v)
+				if perr != nil || d <= 0 {
+					return nil, usagef("illegal --timeout %q: a duration such as 90s or 5m", v)
+				}
+				c.timeout = d
+			}
 		case "--blklst-address", "--whtlst-address":
 			// DPVS spells the address -k for its blacklist; one option
 			// serves both lists here, and the command says which.
@@ -285,6 +307,12 @@ func parse(args []string) (*command, error) {
 			return nil, err
 		}
 	}
+	if c.bgp {
+		if c.op != "" && c.op != "list" {
+			return nil, usagef("multiple commands specified")
+		}
+		c.op = "bgp"
+	}
 	if c.op == "" {
 		c.op = "list" // ipvsadm with no command lists
 	}
@@ -301,6 +329,9 @@ func (c *command) check() error {
 	}
 	// ipvsadm's option/command compatibility: an option that means nothing
 	// to the command is an error, not silently ignored.
+	if err := c.checkCluster(); err != nil {
+		return err
+	}
 	svcOpts := c.sched != "" || c.persist != nil || c.synproxy != nil || c.client != "" || c.tcpTS != "" || c.estTO != 0 || c.cps != nil || c.srcConns != nil || c.halfOpen != nil
 	destOpts := c.real != "" || c.weight != nil || c.forward != ""
 	switch c.op {
@@ -334,6 +365,30 @@ func (c *command) check() error {
 	}
 	if c.prefix != "" && !strings.HasSuffix(c.op, "-blklst") && !strings.HasSuffix(c.op, "-whtlst") || strings.HasPrefix(c.op, "get-") && c.prefix != "" {
 		return usagef("Illegal option for %s: -k belongs to --add/--del-blklst and --add/--del-whtlst", c.op)
+	}
+	return nil
+}
+
+// checkCluster enforces what --bgp and the drain commands take: nothing
+// of a service's, -n for the listing, --wait and --timeout for --drain.
+func (c *command) checkCluster() error {
+	if c.wait && c.op != "drain" || c.timeout != 0 && !c.wait {
+		return usagef("--wait belongs to --drain, and --timeout to --drain --wait")
+	}
+	switch c.op {
+	case "bgp", "drain", "undrain", "drain-status":
+	default:
+		return nil
+	}
+	if c.service != "" || c.real != "" || c.laddr != "" || c.prefix != "" || c.sched != "" || c.persist != nil ||
+		c.synproxy != nil || c.client != "" || c.tcpTS != "" || c.estTO != 0 || c.weight != nil || c.forward != "" ||
+		c.cps != nil || c.srcConns != nil || c.halfOpen != nil || c.conns || c.stats || c.rate || c.exact ||
+		c.count != 0 || c.numeric && c.op != "bgp" {
+		takes := map[string]string{"bgp": "-L and -n only", "drain": "--wait and --timeout only"}[c.op]
+		if takes == "" {
+			takes = "no option"
+		}
+		return usagef("Illegal option for %s: it takes %s", c.op, takes)
 	}
 	return nil
 }

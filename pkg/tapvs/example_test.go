@@ -64,3 +64,26 @@ func ExampleLB_RemoveRealServer() {
 		fmt.Println(s.Service, s.Addr, s.Conns, "connections")
 	}
 }
+
+// Drain an instance announced over BGP, as a test of a cluster's rolling
+// restart would: its VIPs leave the routers, its connections finish, then
+// it can be closed without breaking any.
+func ExampleLB_Drain() {
+	var lb *tapvs.LB // from tapvs.Start with Config.BGP
+	if _, err := lb.Drain(); err != nil {
+		log.Fatal(err)
+	}
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(200 * time.Millisecond) {
+		d, err := lb.DrainStatus()
+		if err != nil {
+			log.Fatal(err)
+		}
+		if d.Empty {
+			break
+		}
+		if time.Now().After(deadline) {
+			log.Fatalf("%d connections left after a minute", d.Conns)
+		}
+	}
+	lb.Close()
+}

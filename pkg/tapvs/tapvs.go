@@ -62,6 +62,9 @@ type Config struct {
 	// NoOffload opens plain TAPs (one frame per system call) instead of
 	// asking the kernel for checksum and TSO offload.
 	NoOffload bool
+	// BGP, if not nil, has tapvs announce its VIPs and local addresses to
+	// routers; LB.Drain withdraws the VIPs.
+	BGP *BGP
 	// Log receives tapvs's log; nil discards it.
 	Log *slog.Logger
 }
@@ -191,6 +194,9 @@ func (cfg Config) yaml() string {
 	// No control socket: the caller holds the LB; a socket at the default
 	// path would collide between tests running at once.
 	b.WriteString("control: {socket: \"\"}\n")
+	if cfg.BGP != nil {
+		cfg.BGP.yaml(&b)
+	}
 	return b.String()
 }
 

@@ -170,6 +170,12 @@ func TestStartRefused(t *testing.T) {
 			Services: []tapvs.Service{{ServiceKey: tapvs.ServiceKey{Protocol: "sctp", VIP: netip.MustParseAddrPort("172.25.254.100:81")},
 				LocalAddrs: []netip.Addr{netip.MustParseAddr("172.25.84.20")}}},
 		},
+		// Issue 21: the bgp: section is the file's, checked as the file's.
+		"bgp without a peer": {
+			Client: tapvs.Side{TAP: "tvbadc", Netns: l.Client, Addr: netip.MustParsePrefix("172.25.254.254/24")},
+			Server: tapvs.Side{TAP: "tvbads", Netns: l.Router, Addr: netip.MustParsePrefix("172.25.84.4/24")},
+			BGP:    &tapvs.BGP{ASN: 65001, RouterID: netip.MustParseAddr("10.9.9.9")},
+		},
 	} {
 		lb, err := tapvs.Start(context.Background(), cfg)
 		if err == nil {
@@ -178,6 +184,9 @@ func TestStartRefused(t *testing.T) {
 			continue
 		}
 		t.Logf("%s: %v", name, err)
+		if name == "bgp without a peer" && !strings.Contains(err.Error(), "bgp.peers") {
+			t.Errorf("%s: %v, want bgp.peers named", name, err)
+		}
 		for _, ns := range []string{"", l.Client, l.Router} {
 			args := []string{"-o", "link"}
 			if ns != "" {

@@ -44,6 +44,9 @@ type Options struct {
 	NoService bool
 	// Scheduler is the default service's; "" is rr.
 	Scheduler string
+	// BGP, if not nil, is tapvs's BGP (Config.BGP): it dials its peers
+	// from the test's own namespace.
+	BGP *tapvs.BGP
 	// Log receives tapvs's log; nil discards it.
 	Log *slog.Logger
 }
@@ -190,6 +193,7 @@ func NewLab(t testing.TB, o Options) *Lab {
 		Client:    tapvs.Side{TAP: top.TapClient, Netns: top.Client, Addr: lab.TapvsClient},
 		Server:    tapvs.Side{TAP: top.TapServer, Netns: top.Router, Addr: lab.TapvsServer, Routes: []tapvs.Route{{Dst: lab.RSNet, Via: lab.RouterAddr.Addr()}}},
 		NoOffload: false,
+		BGP:       o.BGP,
 		Log:       o.Log,
 	}
 	if lab.HasIPv6() {
