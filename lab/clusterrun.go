@@ -98,7 +98,7 @@ func RunCluster(ctx context.Context, o ClusterOptions) error {
 		}
 	}
 
-	fmt.Fprintf(o.Out, "\ndraining t1 (POST /v1/drain on its control socket) during %d transfers:\n", o.Flows)
+	fmt.Fprintf(o.Out, "\ndraining t1 (tapvsadm --drain: POST /v1/drain on its control socket) during %d transfers:\n", o.Flows)
 	dctx, dcancel := context.WithTimeout(ctx, 30*time.Second)
 	defer dcancel()
 	d, err := c.DrainDuringTransfers(dctx, 1, o.Flows, 60)
@@ -159,8 +159,11 @@ t%[1]d started again. The cluster lab stays up until Ctrl-C. Try, in another she
   ip -n %[2]s route show %[3]s                        # the router's equal paths
   %[4]s
   ip netns exec %[5]s curl -s http://%[3]s/           # "rsN 10.20.N.2 saw 172.26.<instance>.10:port"
-  TAPVS_SOCKET=%[6]s tapvsadm -lnc                    # t1's connections
-  curl -s --unix-socket %[6]s http://tapvs/v1/bgp     # t1's peers and routes
+  export TAPVS_SOCKET=%[6]s                           # t1's control socket, for tapvsadm:
+  tapvsadm -lnc                                        # t1's connections
+  tapvsadm --bgp                                       # t1's peers and routes
+  tapvsadm --drain --wait                              # withdraw t1, wait until it is empty
+  tapvsadm --undrain                                   # announce t1 again
   kill -9 $(pgrep -f %[7]s)                           # kill t1 and watch the route
 `, victim, c.RouterNS, VIP, ctl, c.Client, c.Inst[0].Socket, c.Inst[0].Config)
 	<-ctx.Done()
