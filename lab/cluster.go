@@ -70,11 +70,6 @@ type Cluster struct {
 	// Dir holds the configurations, sockets and logs; Build makes a
 	// temporary one (and Destroy removes it) when empty.
 	Dir string
-	// Services is the services: section for instance n (1-based); nil:
-	// ClusterServices.
-	Services func(n int) string
-	// BGP is the bgp: section for instance n; nil: ClusterBGP.
-	BGP func(n int) string
 	// Logs, if set, gets each instance's standard error (its log) too,
 	// prefixed "tN ".
 	Logs io.Writer
@@ -318,16 +313,9 @@ func (c *Cluster) Build() (err error) {
 // namespace, whose kernel ends (peer_address) route between them and the
 // router.
 func (c *Cluster) config(n int) string {
-	svcs := ClusterServices
-	if c.Services != nil {
-		svcs = c.Services
-	}
 	bgp := ""
 	if c.Router != RouterStatic {
 		bgp = ClusterBGP(n)
-		if c.BGP != nil {
-			bgp = c.BGP(n)
-		}
 	}
 	srv := serverNet(n).Addr().As4()
 	addr := func(last byte) netip.Addr { a := srv; a[3] = last; return netip.AddrFrom4(a) }
@@ -356,7 +344,7 @@ control: {socket: %q}
 log: {level: info}
 %s`, TapvsClient, ClientAddr, ClientAddr.Addr(),
 		netip.PrefixFrom(addr(4), 24), netip.PrefixFrom(addr(1), 24), RSNet, addr(1),
-		svcs(n), filepath.Join(c.Dir, fmt.Sprintf("t%d.sock", n)), bgp)
+		ClusterServices(n), filepath.Join(c.Dir, fmt.Sprintf("t%d.sock", n)), bgp)
 }
 
 // Start runs the real servers' backends, the router, and every instance,
