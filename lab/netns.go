@@ -1,7 +1,9 @@
 // Package lab builds tapvs's demonstration and test network out of network
 // namespaces: a client, tapvs between two TAPs, a router, and real servers on
 // two subnets behind it, with small built-in servers and clients that open
-// their sockets inside those namespaces.
+// their sockets inside those namespaces; and a cluster of tapvs processes
+// announcing their VIP over BGP to a router (FRR or BIRD) that spreads
+// flows over them by ECMP (cluster.go).
 package lab
 
 import (
