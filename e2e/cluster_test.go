@@ -5,6 +5,8 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"io"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -201,6 +203,8 @@ func TestClusterFRR(t *testing.T) {
 		t.Logf("frr: t2's announcement of the VIP (its log) to the router's FIB with it: %v", installed.Sub(at).Round(time.Millisecond))
 	}
 
+	reloadAddsAVIP(t, c)
+
 	// Drain t1 during transfers.
 	dctx, dcancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer dcancel()
@@ -278,5 +282,68 @@ func TestLabClusterCommand(t *testing.T) {
 	}
 	if ns, _ := exec.Command("ip", "netns", "list").Output(); strings.Contains(string(ns), prefix+"-") {
 		t.Errorf("namespaces left after the cluster lab:\n%s", ns)
+	}
+}
+
+// reloadAddsAVIP has t1 reload its file with a second VIP outside its client
+// TAP's subnet: the router learns it over t1's session, which the reload
+// keeps, and requests to it are answered through t1 (tapvs put the host
+// route VIP → client TAP into t1's namespace); reloading without it
+// withdraws it, the first VIP staying over all three.
+func reloadAddsAVIP(t *testing.T, c *lab.Cluster) {
+	t.Helper()
+	vip2 := netip.MustParseAddr("172.30.0.100")
+	svc := fmt.Sprintf(`  - name: web2
+    vip: %s
+    port: 80
+    scheduler: rr
+    local_addresses: [%s]
+    real_servers:
+      - {address: %s, port: 80}
+      - {address: %s, port: 80}
+`, vip2, lab.ClusterLIP(1, 0), lab.RS1, lab.RS2)
+	before, err := c.Inst[0].API().BGP()
+	if err != nil || len(before.Peers) != 1 {
+		t.Fatalf("t1's BGP: %+v, %v", before, err)
+	}
+	if r, err := c.Reload(1, svc); err != nil {
+		t.Fatalf("t1's reload with %s: %v (%+v)", vip2, err, r)
+	}
+	reloaded := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := c.WaitNextHops(ctx, vip2, 1); err != nil {
+		t.Fatalf("after t1's reload: %v\n%s", err, c.RouterState())
+	}
+	t.Logf("frr: t1's reload with a second VIP %s: in the router's FIB %v later", vip2, time.Since(reloaded).Round(time.Millisecond))
+	hc := lab.HTTPClient(c.Client, 5*time.Second)
+	for i := range 10 {
+		resp, err := hc.Get("http://" + netip.AddrPortFrom(vip2, lab.HTTPPort).String() + "/")
+		if err != nil {
+			t.Fatalf("request %d to %s: %v", i+1, vip2, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		var name, rs, saw string
+		fmt.Sscanf(string(body), "%s %s saw %s", &name, &rs, &saw)
+		if src, err := netip.ParseAddrPort(saw); err != nil || lab.InstanceOf(src.Addr()) != 1 {
+			t.Fatalf("request %d to %s: answer %q, want one from t1's LIP", i+1, vip2, body)
+		}
+	}
+	after, err := c.Inst[0].API().BGP()
+	if err != nil || len(after.Peers) != 1 {
+		t.Fatalf("t1's BGP after the reload: %+v, %v", after, err)
+	}
+	if b, a := before.Peers[0], after.Peers[0]; a.State != "established" || a.Established != b.Established || a.Since != b.Since {
+		t.Fatalf("t1's session did not survive the reload: before %+v, after %+v", b, a)
+	}
+	if _, err := c.Reload(1, ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.WaitNextHops(ctx, vip2); err != nil {
+		t.Fatalf("after t1's reload without %s: %v", vip2, err)
+	}
+	if hops, err := c.NextHops(lab.VIP); err != nil || len(hops) != 3 {
+		t.Fatalf("after t1's reloads: the first VIP over %v (%v), want all three", hops, err)
 	}
 }

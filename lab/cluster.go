@@ -306,17 +306,17 @@ func (c *Cluster) Build() (err error) {
 		}
 	}
 	for _, in := range c.Inst {
-		if err := os.WriteFile(in.Config, []byte(c.config(in.N)), 0o600); err != nil {
+		if err := os.WriteFile(in.Config, []byte(c.config(in.N, "")), 0o600); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// config renders instance n's configuration: its TAPs stay in its own
-// namespace, whose kernel ends (peer_address) route between them and the
-// router.
-func (c *Cluster) config(n int) string {
+// config renders instance n's configuration, with more services (YAML
+// list items) after ClusterServices: its TAPs stay in its own namespace,
+// whose kernel ends (peer_address) route between them and the router.
+func (c *Cluster) config(n int, more string) string {
 	bgp := ""
 	if c.Router != RouterStatic {
 		bgp = ClusterBGP(n)
@@ -348,7 +348,7 @@ control: {socket: %q}
 log: {level: info}
 %s`, TapvsClient, ClientAddr, ClientAddr.Addr(),
 		netip.PrefixFrom(addr(4), 24), netip.PrefixFrom(addr(1), 24), RSNet, addr(1),
-		ClusterServices(n), filepath.Join(c.Dir, fmt.Sprintf("t%d.sock", n)), bgp)
+		ClusterServices(n)+more, filepath.Join(c.Dir, fmt.Sprintf("t%d.sock", n)), bgp)
 }
 
 // Start runs the real servers' backends, the router, and every instance,
@@ -429,6 +429,16 @@ func (in *Instance) WaitReady(ctx context.Context) error {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// Reload rewrites instance n's configuration with more services (YAML list
+// items, "" for none) after ClusterServices and has it reload the file.
+func (c *Cluster) Reload(n int, more string) (api.Reload, error) {
+	in := c.Inst[n-1]
+	if err := os.WriteFile(in.Config, []byte(c.config(n, more)), 0o600); err != nil {
+		return api.Reload{}, err
+	}
+	return in.API().Reload()
 }
 
 // API is a client of the instance's control socket.

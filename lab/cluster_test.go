@@ -47,7 +47,7 @@ func TestREADMEClusterSnippets(t *testing.T) {
 		t.Fatalf("README's cluster section has %d code blocks, want 3 (tapvs's bgp:, FRR, BIRD)", len(blocks))
 	}
 	c := &Cluster{Prefix: "x", Instances: 1, Router: RouterFRR, Dir: "/nonexistent"}
-	cfg := strings.Replace(c.config(1), ClusterBGP(1), blocks[0], 1)
+	cfg := strings.Replace(c.config(1, ""), ClusterBGP(1), blocks[0], 1)
 	got, err := config.Parse(cfg)
 	if err != nil {
 		t.Fatalf("README's bgp: section in the lab's instance configuration: %v", err)
