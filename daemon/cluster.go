@@ -20,6 +20,12 @@ import (
 // update, the FIB's change).
 const announceEvery = 100 * time.Millisecond
 
+// drainSettle is how long after a drain's withdrawal went out its count of
+// connections is trusted as final: routers act on a withdrawal in tens of
+// milliseconds (FRR 65-155 ms, BIRD 5 ms in the cluster lab), and a
+// connection they sent here before they did is in the table by then.
+const drainSettle = time.Second
+
 // cluster is the instance's part in a cluster of tapvs behind ECMP routers:
 // the BGP speaker, what it announces, the host routes that bring the
 // routers' traffic on into the TAPs, and the drain. Its announcer goroutine
@@ -37,6 +43,10 @@ type cluster struct {
 	announced []netip.Prefix // the last set handed to the speaker
 	vips      map[netip.Prefix]bool
 	empty     bool // a drain's "no connection left" was logged
+	// withdrawnAt is when a drain's withdrawal was handed to the speaker
+	// (zero: not yet, or no drain).
+	withdrawnAt time.Time
+	settle      time.Duration // drainSettle; a test's own
 
 	routes [2]*tun.HostRoutes // client side's (VIPs), server side's (LIPs); nil where not kept
 }
@@ -44,7 +54,7 @@ type cluster struct {
 // newCluster starts the speaker if cfg has a bgp: section; the announcer
 // runs until d.stop.
 func newCluster(d *Daemon, cfg *config.Config) (*cluster, error) {
-	c := &cluster{d: d, kick: make(chan struct{}, 1), vips: map[netip.Prefix]bool{}}
+	c := &cluster{d: d, kick: make(chan struct{}, 1), vips: map[netip.Prefix]bool{}, settle: drainSettle}
 	if cfg.BGP != nil {
 		s, err := bgp.Start(*cfg.BGP, d.log)
 		if err != nil {
@@ -130,26 +140,43 @@ func (c *cluster) pass() {
 	want = slices.Compact(want)
 	c.mu.Lock()
 	same := slices.Equal(want, c.announced)
-	drained := c.draining.Load() && bal.Table().Len() == 0 && !c.empty
-	if drained {
-		c.empty = true
-	}
 	c.mu.Unlock()
-	if drained {
-		c.d.log.Warn("drain: no connection left: this instance can be stopped without breaking any")
+	if s != nil && !same {
+		if err := s.Announce(want); err != nil {
+			if !errors.Is(err, bgp.ErrClosed) { // a shutdown or reload took it
+				c.d.log.Warn("bgp: announce", "err", err)
+			}
+			return // tried again next pass
+		}
+		c.mu.Lock()
+		c.announced, c.vips = want, serving
+		c.mu.Unlock()
 	}
-	if s == nil || same {
+	c.drainProgress()
+}
+
+// drainProgress notes when a drain's withdrawal has gone out (this pass
+// announced no VIP) and logs, once, when the drained instance holds no
+// connection any more.
+func (c *cluster) drainProgress() {
+	c.mu.Lock()
+	if !c.draining.Load() {
+		c.mu.Unlock()
 		return
 	}
-	if err := s.Announce(want); err != nil {
-		if !errors.Is(err, bgp.ErrClosed) { // a shutdown or reload took it
-			c.d.log.Warn("bgp: announce", "err", err)
-		}
-		return // tried again next pass
+	if c.withdrawnAt.IsZero() && len(c.vips) == 0 {
+		c.withdrawnAt = time.Now()
 	}
-	c.mu.Lock()
-	c.announced, c.vips = want, serving
 	c.mu.Unlock()
+	if d := c.DrainStatus(); d.Empty {
+		c.mu.Lock()
+		first := !c.empty
+		c.empty = true
+		c.mu.Unlock()
+		if first {
+			c.d.log.Warn("drain: no connection left: this instance can be stopped without breaking any")
+		}
+	}
 }
 
 func hostPrefix(a netip.Addr) netip.Prefix {
@@ -272,14 +299,16 @@ func (c *cluster) Drain(on bool) api.Drain {
 			c.d.log.Warn("drain ended: announcing the VIPs again")
 		}
 		c.mu.Lock()
-		c.empty = false
+		c.empty, c.withdrawnAt = false, time.Time{}
 		c.mu.Unlock()
 		c.poke()
 	}
 	return c.DrainStatus()
 }
 
-// DrainStatus reports the drain.
+// DrainStatus reports the drain. It is empty when the table holds no
+// connection once the withdrawal has gone out and c.settle has passed
+// (at once without a speaker: no router to wait for).
 func (c *cluster) DrainStatus() api.Drain {
 	n := c.d.Balancer.Table().Len()
 	d := api.Drain{Draining: c.draining.Load(), Conns: n, Withdrawn: []string{}}
@@ -287,9 +316,16 @@ func (c *cluster) DrainStatus() api.Drain {
 		return d
 	}
 	d.Since = time.Unix(0, c.drainSince.Load()).UTC().Format(time.RFC3339)
-	d.Empty = n == 0
 	if c.speaker.Load() == nil {
+		d.Empty = n == 0
 		return d // nothing announced, nothing withdrawn: the count only
+	}
+	c.mu.Lock()
+	at := c.withdrawnAt
+	c.mu.Unlock()
+	if !at.IsZero() {
+		d.WithdrawnAt = at.UTC().Format(time.RFC3339Nano)
+		d.Empty = n == 0 && time.Since(at) >= c.settle
 	}
 	vips, _ := c.d.Balancer.Addresses()
 	for _, v := range vips {

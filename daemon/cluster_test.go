@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/tapvs/tapvs/bgp/bgptest"
 	"github.com/tapvs/tapvs/config"
@@ -136,15 +137,23 @@ func TestAnnounceFollowsDeletes(t *testing.T) {
 func TestDrain(t *testing.T) {
 	g := newClusterRig(t)
 	g.expect(t, vip80, vip443, lip10, lip11)
+	g.c.settle = time.Hour
 	d := g.c.Drain(true)
-	if !d.Draining || !d.Empty || d.Conns != 0 || d.Since == "" || !slices.Equal(d.Withdrawn, []string{"172.25.254.100", "172.25.254.101"}) {
-		t.Fatalf("Drain(true) = %+v", d)
+	if !d.Draining || d.Empty || d.WithdrawnAt != "" || d.Conns != 0 || d.Since == "" || !slices.Equal(d.Withdrawn, []string{"172.25.254.100", "172.25.254.101"}) {
+		t.Fatalf("Drain(true) = %+v: want draining, not empty before the withdrawal has gone out", d)
 	}
 	g.expect(t, lip10, lip11)
+	if d := g.c.DrainStatus(); d.Empty || d.WithdrawnAt == "" {
+		t.Fatalf("DrainStatus() = %+v: want the withdrawal's time, and not empty before the routers settle", d)
+	}
+	g.c.settle = 0
+	if d := g.c.DrainStatus(); !d.Empty {
+		t.Fatalf("DrainStatus() = %+v: want empty once settled with no connection", d)
+	}
 	if b, _ := g.c.BGP(); !b.Draining {
 		t.Fatal("BGP() does not say draining")
 	}
-	if d := g.c.Drain(false); d.Draining || d.Empty || len(d.Withdrawn) != 0 {
+	if d := g.c.Drain(false); d.Draining || d.Empty || d.WithdrawnAt != "" || len(d.Withdrawn) != 0 {
 		t.Fatalf("Drain(false) = %+v", d)
 	}
 	g.expect(t, vip80, vip443, lip10, lip11)

@@ -278,6 +278,9 @@ type Drain struct {
 	// Empty is true once a drain has no connection left: the instance
 	// can be stopped without breaking any.
 	Empty bool `json:"empty"`
+	// WithdrawnAt is when the withdrawal went to the routers (RFC 3339);
+	// Empty waits a second past it, for what they sent before they acted.
+	WithdrawnAt string `json:"withdrawn_at,omitempty"`
 	// Withdrawn are the VIPs the drain took back from the routers (none
 	// without a bgp: section: then a drain only reports the count).
 	Withdrawn []string `json:"withdrawn"`
