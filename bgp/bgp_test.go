@@ -21,6 +21,21 @@ func speakerConfig(r *bgptest.Router) Config {
 		Peers: []Peer{{Address: netip.MustParseAddr("127.0.0.1"), ASN: 65000, Port: r.Port, LocalAddress: bgptest.SpeakerAddr}}}
 }
 
+// announced starts a speaker from cfg that announces prefixes, closed when
+// the test ends.
+func announced(t *testing.T, cfg Config, prefixes ...netip.Prefix) *Speaker {
+	t.Helper()
+	s, err := Start(cfg, quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	if err := s.Announce(prefixes); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
 func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 var (
@@ -84,14 +99,7 @@ func TestAttributes(t *testing.T) {
 	cfg.NextHop = netip.MustParseAddr("10.1.1.2")
 	cfg.Communities = []uint32{65001<<16 | 100}
 	cfg.MED, cfg.HasMED = 50, true
-	s, err := Start(cfg, quiet())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	if err := s.Announce([]netip.Prefix{vip}); err != nil {
-		t.Fatal(err)
-	}
+	announced(t, cfg, vip)
 	r.WaitLearned(t, map[netip.Prefix]netip.Addr{vip: cfg.NextHop})
 	var comms []uint32
 	var med int64 = -1
@@ -116,14 +124,7 @@ func TestAttributes(t *testing.T) {
 func TestReconfigure(t *testing.T) {
 	r := bgptest.Start(t, 65001, "")
 	cfg := speakerConfig(r)
-	s, err := Start(cfg, quiet())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	if err := s.Announce([]netip.Prefix{vip}); err != nil {
-		t.Fatal(err)
-	}
+	s := announced(t, cfg, vip)
 	r.WaitLearned(t, map[netip.Prefix]netip.Addr{vip: self})
 	kept, added, removed, err := s.Reconfigure(cfg)
 	if err != nil || len(kept) != 1 || len(added)+len(removed) != 0 {
@@ -168,15 +169,8 @@ func TestIPv6OverIPv4Session(t *testing.T) {
 	r := bgptest.Start(t, 65001, "")
 	cfg := speakerConfig(r)
 	cfg.NextHop6 = netip.MustParseAddr("fd00:1::2")
-	s, err := Start(cfg, quiet())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
 	vip6 := netip.MustParsePrefix("fd00:25:254::100/128")
-	if err := s.Announce([]netip.Prefix{vip, vip6}); err != nil {
-		t.Fatal(err)
-	}
+	s := announced(t, cfg, vip, vip6)
 	r.WaitLearned(t, map[netip.Prefix]netip.Addr{vip: self, vip6: cfg.NextHop6})
 	if err := s.Announce([]netip.Prefix{vip}); err != nil {
 		t.Fatal(err)

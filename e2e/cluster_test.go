@@ -37,18 +37,26 @@ func needRouter(t *testing.T, router string) {
 
 // startCluster builds a cluster lab of n tapvs processes behind router and
 // starts it; everything goes when the test ends, whatever its outcome.
-func startCluster(t *testing.T, router string, n int) *lab.Cluster {
+// clusterBinAndPrefix builds the tapvs binary the instances run and claims
+// a namespace prefix for one cluster.
+func clusterBinAndPrefix(t *testing.T) (bin, prefix string) {
 	t.Helper()
-	need(t)
-	needRouter(t, router)
-	bin := filepath.Join(t.TempDir(), "tapvs")
+	bin = filepath.Join(t.TempDir(), "tapvs")
 	if err := prebuilt(bin, "TAPVS_E2E_TAPVS", "../cmd/tapvs"); err != nil {
 		t.Fatal(err)
 	}
 	var rnd [2]byte
 	rand.Read(rnd[:])
-	prefix := nsPrefix + hex.EncodeToString(rnd[:])
+	prefix = nsPrefix + hex.EncodeToString(rnd[:])
 	claim(t, prefix)
+	return bin, prefix
+}
+
+func startCluster(t *testing.T, router string, n int) *lab.Cluster {
+	t.Helper()
+	need(t)
+	needRouter(t, router)
+	bin, prefix := clusterBinAndPrefix(t)
 	c := &lab.Cluster{Prefix: prefix, Instances: n, Router: router, TapvsBin: bin, Logs: testWriter{t}}
 	if err := c.Build(); err != nil {
 		t.Fatal(err)
@@ -247,14 +255,7 @@ func TestClusterBIRD(t *testing.T) {
 func TestLabClusterCommand(t *testing.T) {
 	need(t)
 	needRouter(t, lab.RouterFRR)
-	bin := filepath.Join(t.TempDir(), "tapvs")
-	if err := prebuilt(bin, "TAPVS_E2E_TAPVS", "../cmd/tapvs"); err != nil {
-		t.Fatal(err)
-	}
-	var rnd [2]byte
-	rand.Read(rnd[:])
-	prefix := nsPrefix + hex.EncodeToString(rnd[:])
-	claim(t, prefix)
+	bin, prefix := clusterBinAndPrefix(t)
 	var out strings.Builder
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
