@@ -1,6 +1,7 @@
 package config
 
 import (
+	"encoding/hex"
 	"fmt"
 	"net/netip"
 	"strconv"
@@ -8,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tapvs/tapvs/bgp"
+	"github.com/tapvs/tapvs/handoff"
 )
 
 // rawBGP mirrors the bgp: section. Absent, tapvs announces nothing.
@@ -182,4 +184,69 @@ func community(s string) (uint32, bool) {
 		return 0, false
 	}
 	return uint32(a)<<16 | uint32(b), true
+}
+
+// rawHandoff mirrors the handoff: section. Absent, a client segment that no
+// connection here holds is dropped (not_syn), as on one box.
+type rawHandoff struct {
+	Listen string   `mapstructure:"listen"`
+	Peers  []string `mapstructure:"peers"`
+	Key    string   `mapstructure:"key"`
+	Rate   *int     `mapstructure:"rate"`
+}
+
+// defaultHandoffRate is frames handed over per second at most: a moved
+// bulk upload at a few hundred Mbit/s fits; a flood of segments no instance
+// holds costs each peer at most this.
+const defaultHandoffRate = 100000
+
+// handoffConfig validates the handoff: section (nil when absent).
+func handoffConfig(e *errs, r *rawHandoff) *handoff.Config {
+	if r == nil {
+		return nil
+	}
+	const f = "handoff"
+	c := &handoff.Config{Rate: defaultHandoffRate}
+	if ap, err := netip.ParseAddrPort(r.Listen); err != nil || ap.Port() == 0 || ap.Addr().Zone() != "" || ap.Addr().IsMulticast() {
+		e.add(f+".listen", "%q is not ip:port (this instance's address, as its peers list it)", r.Listen)
+	} else {
+		c.Listen = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	if len(r.Peers) == 0 {
+		e.add(f+".peers", "no peer: the other instances' listen addresses")
+	}
+	if len(r.Peers) > maxPeers {
+		e.add(f+".peers", "%d peers: at most %d", len(r.Peers), maxPeers)
+	}
+	seen := map[netip.AddrPort]int{}
+	for i, s := range r.Peers {
+		pf := fmt.Sprintf("%s.peers[%d]", f, i)
+		ap, err := netip.ParseAddrPort(s)
+		if err != nil || ap.Port() == 0 || ap.Addr().Zone() != "" || ap.Addr().IsUnspecified() || ap.Addr().IsMulticast() {
+			e.add(pf, "%q is not ip:port of a unicast address", s)
+			continue
+		}
+		ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+		if ap == c.Listen {
+			e.add(pf, "%s is this instance's own listen address", ap)
+		}
+		if j, dup := seen[ap]; dup {
+			e.add(pf, "%s is peers[%d] too", ap, j)
+		}
+		seen[ap] = i
+		c.Peers = append(c.Peers, ap)
+	}
+	if k, err := hex.DecodeString(r.Key); err != nil || len(k) != handoff.KeyLen {
+		e.add(f+".key", "is not %d hex digits (%d bytes, the cluster's shared key: `openssl rand -hex 32`)", 2*handoff.KeyLen, handoff.KeyLen)
+	} else {
+		c.Key = k
+	}
+	if r.Rate != nil {
+		if *r.Rate < 1 || *r.Rate > 10000000 {
+			e.add(f+".rate", "%d is out of range 1-10000000 frames a second", *r.Rate)
+		} else {
+			c.Rate = *r.Rate
+		}
+	}
+	return c
 }

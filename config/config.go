@@ -19,6 +19,7 @@ import (
 	"github.com/fsnotify/fsnotify"
 
 	"github.com/tapvs/tapvs/bgp"
+	"github.com/tapvs/tapvs/handoff"
 	"github.com/tapvs/tapvs/health"
 
 	"github.com/go-viper/mapstructure/v2"
@@ -60,7 +61,8 @@ type raw struct {
 		Level  string `mapstructure:"level"`
 		Format string `mapstructure:"format"`
 	} `mapstructure:"log"`
-	BGP *rawBGP `mapstructure:"bgp"`
+	BGP     *rawBGP     `mapstructure:"bgp"`
+	Handoff *rawHandoff `mapstructure:"handoff"`
 }
 
 type rawIface struct {
@@ -172,6 +174,10 @@ type Config struct {
 	// BGP, if set, announces the VIPs that can serve and the LIPs to the
 	// routers it names (package bgp); nil announces nothing.
 	BGP *bgp.Config
+	// Handoff, if set, hands client segments that no connection here
+	// holds to the cluster's other instances, and continues those they
+	// hand here (package handoff); nil drops them.
+	Handoff *handoff.Config
 }
 
 // Interface is one TAP side.
@@ -534,6 +540,7 @@ func validate(r *raw, noServices bool) (*Config, error) {
 	}
 	c.Synproxy = synproxyConfig(&e, r.Synproxy, c.Server.MTU)
 	c.BGP = bgpConfig(&e, r.BGP)
+	c.Handoff = handoffConfig(&e, r.Handoff)
 	if len(r.Services) == 0 && !noServices {
 		e.add("services", "no service is configured")
 	}

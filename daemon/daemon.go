@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tapvs/tapvs/handoff"
 	"github.com/tapvs/tapvs/health"
 
 	"github.com/tapvs/tapvs/metrics"
@@ -44,7 +45,8 @@ type Daemon struct {
 	stop     chan struct{}
 	wg       sync.WaitGroup
 	once     sync.Once
-	unmasq   []func() error // removes the nftables tables Start made
+	unmasq   []func() error   // removes the nftables tables Start made
+	handoff  *handoff.Handoff // the cluster's other instances; nil without a handoff: section
 }
 
 // Start builds everything from cfg and starts forwarding: it opens the two
@@ -79,7 +81,9 @@ func Start(cfg *config.Config, log *slog.Logger) (_ *Daemon, err error) {
 		Synproxy: cfg.Synproxy, ServerMTU: cfg.Server.MTU, ClientMTU: cfg.Client.MTU,
 		ClientNet: cfg.Client.Address, ServerNet: cfg.Server.Address,
 		ClientNet6: cfg.Client.Address6, ServerNet6: cfg.Server.Address6,
-		Readers: len(nics[0].Devs) + len(nics[1].Devs),
+		// The handoff's receiver is a reader of its own (the last).
+		Readers: len(nics[0].Devs) + len(nics[1].Devs) + handoffReaders(cfg),
+		Handoff: cfg.Handoff != nil,
 	})
 	if err != nil {
 		return nil, err
@@ -136,6 +140,14 @@ func Start(cfg *config.Config, log *slog.Logger) (_ *Daemon, err error) {
 		return nil, err
 	}
 	d.Manager.SetCluster(d.cluster)
+	if cfg.Handoff != nil {
+		st.SetHandoffQueue(len(nics[0].Devs) + len(nics[1].Devs))
+		if d.handoff, err = handoff.Start(*cfg.Handoff, st.HandedOver, log); err != nil {
+			d.Close()
+			return nil, err
+		}
+		st.SetHandoff(d.handoff)
+	}
 	d.wg.Add(1)
 	go func() {
 		defer d.wg.Done()
@@ -144,6 +156,9 @@ func Start(cfg *config.Config, log *slog.Logger) (_ *Daemon, err error) {
 	if cfg.MetricsListen != "" {
 		mc := metrics.New(bal, st, d.health)
 		mc.SetCluster(d.cluster)
+		if d.handoff != nil {
+			mc.SetHandoff(d.handoff.Stats)
+		}
 		if d.Metrics, err = metrics.Serve(cfg.MetricsListen, mc, log); err != nil {
 			d.Close()
 			return nil, err
@@ -151,6 +166,15 @@ func Start(cfg *config.Config, log *slog.Logger) (_ *Daemon, err error) {
 	}
 	log.Info("tapvs running", "client", cfg.Client.Name, "server", cfg.Server.Name, "services", len(cfg.Services))
 	return d, nil
+}
+
+// handoffReaders is the balancer's readers besides the TAPs' queues: the
+// handoff's receiver, if there is one.
+func handoffReaders(cfg *config.Config) int {
+	if cfg.Handoff != nil {
+		return 1
+	}
+	return 0
 }
 
 // Failed is closed when the data path has failed for good (a TAP deleted
@@ -313,6 +337,10 @@ func (d *Daemon) Close() {
 		d.wg.Wait()
 		if d.cluster != nil {
 			d.cluster.clearRoutes() // the announcer that kept them has stopped
+		}
+		if d.handoff != nil {
+			d.Stack.SetHandoff(nil)
+			d.handoff.Close()
 		}
 		d.Stack.Close()
 		removeMasquerade(d.unmasq, d.log)

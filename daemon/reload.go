@@ -125,5 +125,6 @@ func restartOnly(running, next *config.Config) []string {
 	differ("log.format", running.LogFormat, next.LogFormat)
 	differ("control.socket", running.ControlSocket, next.ControlSocket)
 	differ("metrics.listen", running.MetricsListen, next.MetricsListen)
+	differ("handoff", running.Handoff, next.Handoff)
 	return fields
 }

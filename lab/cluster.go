@@ -77,6 +77,10 @@ type Cluster struct {
 	// Logs, if set, gets each instance's standard error (its log) too,
 	// prefixed "tN ".
 	Logs io.Writer
+	// NoHandoff leaves the handoff: section out: a segment of a flow the
+	// router moved to an instance that does not hold it is dropped there,
+	// as on one box, rather than handed to the instance that does.
+	NoHandoff bool
 
 	Client, RouterNS string
 	RS               [2]string
@@ -143,6 +147,26 @@ func ClusterBGP(n int) string {
   peers:
     - {address: %s, asn: %d}
 `, ClusterTapvsASN, instanceAddr(n), routerAddr(n), ClusterRouterASN)
+}
+
+// ClusterHandoffPort is the UDP port of every instance's handoff.
+const ClusterHandoffPort = 7700
+
+// clusterHandoffKey is the lab's shared handoff key. A real cluster's is
+// its own secret (`openssl rand -hex 32`).
+const clusterHandoffKey = "6c61622d6b65792d6e6f742d612d7365637265742d6c61622d6b65792d6e6f74"
+
+// ClusterHandoff is the handoff: section of instance n of instances: its
+// own address on the router's link, and every other instance's.
+func ClusterHandoff(n, instances int) string {
+	var peers []string
+	for m := 1; m <= instances; m++ {
+		if m != n {
+			peers = append(peers, netip.AddrPortFrom(instanceAddr(m), ClusterHandoffPort).String())
+		}
+	}
+	return fmt.Sprintf("handoff:\n  listen: %s\n  peers: [%s]\n  key: %s\n",
+		netip.AddrPortFrom(instanceAddr(n), ClusterHandoffPort), strings.Join(peers, ", "), clusterHandoffKey)
 }
 
 // ClusterLIP is instance n's LIP i (0 or 1): 172.26.N.10 and .11.
@@ -320,6 +344,9 @@ func (c *Cluster) config(n int, more string) string {
 	bgp := ""
 	if c.Router != RouterStatic {
 		bgp = ClusterBGP(n)
+	}
+	if !c.NoHandoff {
+		bgp += ClusterHandoff(n, c.Instances)
 	}
 	srv := serverNet(n).Addr().As4()
 	addr := func(last byte) netip.Addr { a := srv; a[3] = last; return netip.AddrFrom4(a) }

@@ -406,6 +406,7 @@ tapvs_frames_total{queue="0",result="released",side="client"} 0
 tapvs_frames_total{queue="0",result="dropped",side="client"} 1
 tapvs_frames_total{queue="0",result="tx_error",side="client"} 0
 tapvs_frames_total{queue="0",result="panic",side="client"} 0
+tapvs_frames_total{queue="0",result="handed_off",side="client"} 0
 tapvs_frames_total{queue="0",result="received",side="server"} 0
 tapvs_frames_total{queue="0",result="forwarded",side="server"} 0
 tapvs_frames_total{queue="0",result="replied",side="server"} 0
@@ -415,6 +416,7 @@ tapvs_frames_total{queue="0",result="released",side="server"} 3
 tapvs_frames_total{queue="0",result="dropped",side="server"} 0
 tapvs_frames_total{queue="0",result="tx_error",side="server"} 0
 tapvs_frames_total{queue="0",result="panic",side="server"} 2
+tapvs_frames_total{queue="0",result="handed_off",side="server"} 0
 `
 	compare(t, samples(t, New(bal, st, nil), "tapvs_frames_total"), want)
 	// And on the wire, as Prometheus scrapes it.

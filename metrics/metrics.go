@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/tapvs/tapvs/handoff"
 	"log/slog"
 	"net"
 	"net/http"
@@ -42,7 +43,8 @@ type Collector struct {
 	bal     *nat.Balancer
 	st      *netstack.Stack
 	health  Health
-	cluster Cluster // nil: no BGP or drain metrics
+	cluster Cluster              // nil: no BGP or drain metrics
+	handoff func() handoff.Stats // nil: no handoff: section
 }
 
 var (
@@ -88,6 +90,7 @@ var (
 	dRoutes    = prometheus.NewDesc("tapvs_bgp_routes_announced", "Prefixes announced now, by kind (vip, lip).", []string{"kind"}, nil)
 	dAnnounce  = prometheus.NewDesc("tapvs_bgp_announcements_total", "Prefixes announced, once per change whatever the number of peers.", nil, nil)
 	dWithdraw  = prometheus.NewDesc("tapvs_bgp_withdrawals_total", "Prefixes withdrawn, once per change whatever the number of peers.", nil, nil)
+	dHandoff   = prometheus.NewDesc("tapvs_handoff_frames_total", "Client frames handed between the cluster's instances (handoff:): sent (each to every peer), rate_limited and too_big (not sent), send_error (datagrams the kernel refused), received (checked, given to the balancer), refused_<reason> (short, long, magic, version, tag), super_frame_dropped (received, but this instance's TAPs are plain).", []string{"result"}, nil)
 	dDraining  = prometheus.NewDesc("tapvs_draining", "1 while the instance is drained (its VIPs withdrawn from the routers), 0 otherwise.", nil, nil)
 )
 
@@ -100,11 +103,14 @@ func New(bal *nat.Balancer, st *netstack.Stack, health Health) *Collector {
 // metrics from cl. Call it before the collector is registered.
 func (c *Collector) SetCluster(cl Cluster) { c.cluster = cl }
 
+// SetHandoff has the collector export the handoff's counters.
+func (c *Collector) SetHandoff(stats func() handoff.Stats) { c.handoff = stats }
+
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{dConns, dConnsMax, dQuar, dCreated, dExpired, dExpRST, dDrops, dSPCookies, dSPOpened, dSPFailed, dSPRetries, dSPTW, dProxyHdrs, dProxyCut, dUntracked, dSvcHalf, dTOA,
 		dActive, dInactive, dSched, dWeight, dUp, dPkts, dBytes, dSvcConns, dLIPConns, dLIPConf, dLIPExh, dFrames, dPollSleep, dUDPProxy,
-		dPeerUp, dPeerChg, dPeerSess, dPeerMsgs, dRoutes, dAnnounce, dWithdraw, dDraining} {
+		dPeerUp, dPeerChg, dPeerSess, dPeerMsgs, dRoutes, dAnnounce, dWithdraw, dDraining, dHandoff} {
 		ch <- d
 	}
 }
@@ -192,8 +198,20 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 				counter(dFrames, qs.Dropped.Load(), append(l, "dropped")...)
 				counter(dFrames, qs.TxErrors.Load(), append(l, "tx_error")...)
 				counter(dFrames, qs.Panics.Load(), append(l, "panic")...)
+				counter(dFrames, qs.HandedOff.Load(), append(l, "handed_off")...)
 			}
 		}
+	}
+	if c.handoff != nil {
+		h := c.handoff()
+		for result, n := range map[string]uint64{"sent": h.Sent, "rate_limited": h.RateLimited, "too_big": h.TooBig,
+			"send_error": h.SendErrors, "received": h.Received} {
+			counter(dHandoff, n, result)
+		}
+		for reason, n := range h.Refused {
+			counter(dHandoff, n, "refused_"+reason)
+		}
+		counter(dHandoff, c.st.HandoffDropped(), "super_frame_dropped")
 	}
 	if c.cluster != nil {
 		c.collectCluster(gauge, counter)

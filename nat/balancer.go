@@ -34,6 +34,10 @@ const (
 	Stolen                 // kept by the balancer (netfilter's NF_STOLEN): a client frame held until its server answers
 	Drop                   // counted in Stats and dropped
 	Release                // consumed, and Frame.Released are sent back out the side it came from
+	// Handoff: a client TCP segment of no connection here that another
+	// instance of a cluster may hold (Config.Handoff); the caller hands it
+	// on, or drops it.
+	Handoff
 )
 
 // Side is the network a frame arrived from.
@@ -88,6 +92,15 @@ type Config struct {
 	// is later (Linux, and RFC 6191's rule): tapvs's ISNs are (seq.go). 0,
 	// the default, turns it off.
 	PortQuarantine time.Duration
+	// Handoff has a client TCP segment that no connection here holds, and
+	// that could not open one (not a SYN; on a SYNPROXY service, not a
+	// cookie's ACK either), returned as Handoff instead of dropped: in a
+	// cluster behind ECMP routers another instance may hold it, the
+	// router having moved its flow here (a drain, an instance gone, a
+	// rehash). The caller hands it to the other instances (package
+	// handoff); they take it only if they hold its connection
+	// (Frame.HandedOff).
+	Handoff bool
 }
 
 // maxPortTries bounds the search for a free local port on one LIP.
@@ -284,6 +297,11 @@ func (b *Balancer) fromClient(set *serviceSet, p *pkt, dst *addr16, f *Frame) Ve
 		c = nil
 	}
 	if c == nil {
+		if f.HandedOff {
+			// Another instance had no connection for it either: it
+			// continues one here or nothing, and is never handed on.
+			return b.Stats.drop(DropHandoffUnknown)
+		}
 		svc := set.service(svcKey{addr: key.dst, port: key.dport, proto: key.proto})
 		if svc == nil {
 			return b.Stats.drop(DropNoService)
@@ -506,12 +524,22 @@ func (b *Balancer) fromServer(p *pkt, dst *addr16, f *Frame) Verdict {
 	return Forward
 }
 
+// notOpening is the verdict on a client TCP segment that no connection
+// holds and that cannot open one: handed to the cluster's other instances
+// if there are any (Config.Handoff), dropped otherwise.
+func (b *Balancer) notOpening() Verdict {
+	if b.cfg.Handoff {
+		return Handoff
+	}
+	return b.Stats.drop(DropNotSYN)
+}
+
 // newConn makes the connection for the first packet of a flow to a VIP.
 // key is taken by value: the scheduler is behind an interface, and a pointer
 // into the caller's frame would move every packet's key to the heap.
 func (b *Balancer) newConn(svc *Service, key tupleKey, p *pkt, flags uint8) (*Conn, Verdict) {
 	if key.proto == TCP && flags&(tcpflag.SYN|tcpflag.ACK|tcpflag.RST|tcpflag.FIN) != tcpflag.SYN {
-		return nil, b.Stats.drop(DropNotSYN)
+		return nil, b.notOpening()
 	}
 	c, v := b.schedule(svc, key, p)
 	if c == nil {

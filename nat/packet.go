@@ -28,6 +28,10 @@ type Frame struct {
 	// frame (see Held). The reader sends them in its batch, as it sends
 	// every other frame.
 	Released [][]byte
+	// HandedOff marks a frame another instance of a cluster handed over
+	// (package handoff): it may continue a connection this balancer
+	// holds, and nothing else (no connection opened, never handed on).
+	HandedOff bool
 }
 
 // partial reports whether the frame's transport checksum holds only the

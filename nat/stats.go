@@ -7,35 +7,36 @@ import "sync/atomic"
 type DropReason int
 
 const (
-	DropMalformed     DropReason = iota // header lengths that do not add up
-	DropFragment                        // IP fragments to a VIP or LIP: not reassembled
-	DropNoService                       // to a VIP, but no service on that port/protocol
-	DropNotSYN                          // TCP to a VIP without a connection and not a SYN
-	DropTableFull                       // the connection table is at its limit
-	DropNoDest                          // no real server with weight > 0
-	DropNoNeighbor                      // the next hop's MAC is not resolved yet
-	DropPortExhausted                   // no free local port on any LIP of the service
-	DropICMPNoConn                      // an ICMP error about a flow tapvs does not know
-	DropBadCookie                       // an ACK to a synproxy VIP whose cookie does not check
-	DropSynproxyQueue                   // more client packets than are held before the server answers
-	DropSynproxyState                   // a server packet that does not fit the proxied handshake
-	DropAckStorm                        // the same server ACK repeated past the storm limit
-	DropBadOptions                      // TCP options tapvs must read that do not parse (tcpopt.Walker.Next)
-	DropBadIPChecksum                   // an IPv4 header to a VIP or LIP whose checksum does not verify
-	DropBadChecksum                     // a segment that would open a connection (or fix a proxied one) whose transport checksum does not verify
-	DropDenied                          // a new connection from a source in the service's deny list
-	DropNotAllowed                      // a new connection from a source not in the service's (non-empty) allow list
-	DropSrcRateLimit                    // a new connection over its source's connections per second
-	DropSrcConnLimit                    // a new connection over its source's concurrent connections
-	DropHalfOpenLimit                   // a SYN over the service's half-open connections
-	DropUDPProxyBig                     // a datagram to a proxy-v2 UDP service that the header would take past the server side's MTU (udpproxy.go)
-	DropUDPProxyGSO                     // a UDP GSO super-frame to a proxy-v2 UDP service: each segment would need its own header (udpproxy.go)
-	DropProxyNoRoom                     // a segment that could not take its connection's PROXY header (no headroom, or a full-checksum frame past 65535 bytes)
-	DropIPv6Ext                         // an IPv6 packet to a VIP or LIP with an extension header tapvs cannot rewrite safely (a routing header with segments left, AH, too many headers)
-	DropNAT64                           // a packet of a NAT64 connection that cannot be translated: no headroom for the IPv6 header, an IPv4 total length past 65535, a UDP super-frame (nat64.go)
-	DropICMPXlat                        // an ICMP error about a NAT64 connection with no counterpart in the other family (parameter problem, source route failed, ...: icmp64.go)
-	DropProxyOverlap                    // a client segment whose bytes would take sequence numbers of its connection's PROXY header: from before the client's first byte into its stream, an urgent byte there, a SYN with data, or a SYN with a new ISN on an open PROXY connection (proxy.go)
-	DropNAT64TooBig                     // a server packet of a NAT64 connection that would pass the client side's MTU once translated (20 bytes longer); with DF it is answered by a fragmentation needed (nat64.go)
+	DropMalformed      DropReason = iota // header lengths that do not add up
+	DropFragment                         // IP fragments to a VIP or LIP: not reassembled
+	DropNoService                        // to a VIP, but no service on that port/protocol
+	DropNotSYN                           // TCP to a VIP without a connection and not a SYN
+	DropTableFull                        // the connection table is at its limit
+	DropNoDest                           // no real server with weight > 0
+	DropNoNeighbor                       // the next hop's MAC is not resolved yet
+	DropPortExhausted                    // no free local port on any LIP of the service
+	DropICMPNoConn                       // an ICMP error about a flow tapvs does not know
+	DropBadCookie                        // an ACK to a synproxy VIP whose cookie does not check
+	DropSynproxyQueue                    // more client packets than are held before the server answers
+	DropSynproxyState                    // a server packet that does not fit the proxied handshake
+	DropAckStorm                         // the same server ACK repeated past the storm limit
+	DropBadOptions                       // TCP options tapvs must read that do not parse (tcpopt.Walker.Next)
+	DropBadIPChecksum                    // an IPv4 header to a VIP or LIP whose checksum does not verify
+	DropBadChecksum                      // a segment that would open a connection (or fix a proxied one) whose transport checksum does not verify
+	DropDenied                           // a new connection from a source in the service's deny list
+	DropNotAllowed                       // a new connection from a source not in the service's (non-empty) allow list
+	DropSrcRateLimit                     // a new connection over its source's connections per second
+	DropSrcConnLimit                     // a new connection over its source's concurrent connections
+	DropHalfOpenLimit                    // a SYN over the service's half-open connections
+	DropUDPProxyBig                      // a datagram to a proxy-v2 UDP service that the header would take past the server side's MTU (udpproxy.go)
+	DropUDPProxyGSO                      // a UDP GSO super-frame to a proxy-v2 UDP service: each segment would need its own header (udpproxy.go)
+	DropProxyNoRoom                      // a segment that could not take its connection's PROXY header (no headroom, or a full-checksum frame past 65535 bytes)
+	DropIPv6Ext                          // an IPv6 packet to a VIP or LIP with an extension header tapvs cannot rewrite safely (a routing header with segments left, AH, too many headers)
+	DropNAT64                            // a packet of a NAT64 connection that cannot be translated: no headroom for the IPv6 header, an IPv4 total length past 65535, a UDP super-frame (nat64.go)
+	DropICMPXlat                         // an ICMP error about a NAT64 connection with no counterpart in the other family (parameter problem, source route failed, ...: icmp64.go)
+	DropProxyOverlap                     // a client segment whose bytes would take sequence numbers of its connection's PROXY header: from before the client's first byte into its stream, an urgent byte there, a SYN with data, or a SYN with a new ISN on an open PROXY connection (proxy.go)
+	DropNAT64TooBig                      // a server packet of a NAT64 connection that would pass the client side's MTU once translated (20 bytes longer); with DF it is answered by a fragmentation needed (nat64.go)
+	DropHandoffUnknown                   // a frame another instance handed over for a connection this one does not hold either (Frame.HandedOff)
 	numDropReasons
 )
 
@@ -46,6 +47,7 @@ var dropNames = [numDropReasons]string{
 	"denied", "not_allowed", "src_rate_limit", "src_conn_limit", "half_open_limit",
 	"udp_proxy_too_big", "udp_proxy_gso", "proxy_no_room", "ipv6_ext_header",
 	"nat64_untranslatable", "icmp_untranslatable", "proxy_overlap", "nat64_too_big",
+	"handoff_unknown",
 }
 
 func (r DropReason) String() string { return dropNames[r] }

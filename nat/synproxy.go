@@ -94,7 +94,7 @@ func (b *Balancer) synproxyOpen(svc *Service, key tupleKey, p *pkt, flags uint8,
 	case flags&(tcpflag.SYN|tcpflag.RST) == 0 && flags&tcpflag.ACK != 0:
 		return b.synproxyACK(svc, key, p, f)
 	}
-	return nil, b.Stats.drop(DropNotSYN)
+	return nil, b.notOpening()
 }
 
 // synAck turns a client's SYN, in place, into our SYN-ACK announcing mss
@@ -145,6 +145,12 @@ func (b *Balancer) synproxyACK(svc *Service, key tupleKey, p *pkt, f *Frame) (ho
 	flow := flowOf(&key)
 	o, ok := b.sp.cookies.Check(&flow, seq-1, ack-1)
 	if !ok {
+		if b.cfg.Handoff {
+			// Not a cookie of ours: perhaps a segment of a connection
+			// another instance holds (a download's ACKs too). A flood of
+			// bad cookies is bounded by the hand-off's rate.
+			return nil, Handoff
+		}
 		return nil, b.Stats.drop(DropBadCookie)
 	}
 	opts, ok := tcpopt.Parse(tcpOptions(p))

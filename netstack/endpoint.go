@@ -55,6 +55,7 @@ type QueueStats struct {
 	Dropped   atomic.Uint64 // frames the balancer dropped (reasons in nat.Stats)
 	TxErrors  atomic.Uint64 // frames a device refused
 	Panics    atomic.Uint64 // frames dropped because processing them panicked (a bug, see queue.frame)
+	HandedOff atomic.Uint64 // client frames no connection here holds, handed to the cluster's other instances (nat.Handoff)
 }
 
 // Endpoint is one side's link endpoint.
@@ -74,6 +75,7 @@ type Endpoint struct {
 	wg         sync.WaitGroup
 	stats      []QueueStats
 	log        *slog.Logger
+	handoff    atomic.Pointer[Handoff] // the cluster's other instances (Stack.SetHandoff); nil drops nat.Handoff
 	onClose    func()
 	fail       func(error) // a reader ends on an error it cannot read past (Stack.Failed)
 }
@@ -127,6 +129,14 @@ func (e *Endpoint) Transmit(frame []byte) {
 		copy(buf[h:], frame)
 		frame = buf
 	}
+	if _, err := e.devs[0].Write([][]byte{frame}); err != nil {
+		e.stats[0].TxErrors.Add(1)
+	}
+}
+
+// write sends one frame, behind its virtio-net header if the TAP has one,
+// out of queue 0.
+func (e *Endpoint) write(frame []byte) {
 	if _, err := e.devs[0].Write([][]byte{frame}); err != nil {
 		e.stats[0].TxErrors.Add(1)
 	}

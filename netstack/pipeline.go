@@ -153,6 +153,8 @@ func (qu *queue) frame(i int) {
 		qu.st.Dropped.Add(1)
 	case nat.Stolen:
 		qu.st.Stolen.Add(1)
+	case nat.Handoff:
+		e.handOff(f, qu.st)
 	case nat.Release:
 		// The frame is spent (a server's SYN-ACK); what the balancer
 		// held for it goes back out this side in this batch, each held
@@ -163,6 +165,24 @@ func (qu *queue) frame(i int) {
 		}
 		qu.st.Released.Add(uint64(len(f.Released)))
 	}
+}
+
+// handOff sends a client frame that no connection here holds to the
+// cluster's other instances, one of which may hold it, behind its
+// virtio-net header (zeros on a plain TAP, in the headroom): a TSO
+// super-frame goes whole. Without a handoff it is dropped.
+func (e *Endpoint) handOff(f *nat.Frame, st *QueueStats) {
+	h := e.handoff.Load()
+	if h == nil {
+		st.Dropped.Add(1)
+		return
+	}
+	payload := f.Buf[f.Off-tun.VNetHdrLen : f.Off+f.Len]
+	if len(f.VNet) == 0 {
+		clear(payload[:tun.VNetHdrLen]) // headroom: a plain frame's header
+	}
+	(*h).Send(payload)
+	st.HandedOff.Add(1)
 }
 
 // contain recovers a panic of frame (see there).

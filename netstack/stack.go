@@ -65,6 +65,12 @@ type Stack struct {
 	failOnce sync.Once
 	failed   chan struct{} // closed with the first reader that fails
 	err      error         // why: set before failed is closed
+
+	// The handoff receiver's (HandedOver: one goroutine at a time).
+	handoffQueue   int
+	handoffBuf     [Headroom + 1<<16]byte
+	handoffFrame   nat.Frame
+	handoffDropped atomic.Uint64 // super-frames handed over to plain TAPs
 }
 
 // ipv6Options make the stack an IPv6 neighbour and nothing more: it answers

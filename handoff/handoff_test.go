@@ -1,0 +1,176 @@
+package handoff
+
+import (
+	"bytes"
+	"io"
+	"log/slog"
+	"net/netip"
+	"testing"
+	"time"
+)
+
+func key(b byte) []byte { return bytes.Repeat([]byte{b}, KeyLen) }
+
+func frameOf(n int) []byte {
+	f := make([]byte, n)
+	for i := range f {
+		f[i] = byte(i)
+	}
+	return f
+}
+
+func TestSealOpen(t *testing.T) {
+	mac := NewSealer(key(1))
+	for _, n := range []int{MinFrame, 60, 1514, MaxFrame} {
+		f := frameOf(n)
+		d := mac.Seal(make([]byte, Overhead+n), f)
+		got, err := mac.Open(d)
+		if err != nil || !bytes.Equal(got, f) {
+			t.Fatalf("%d bytes: %v", n, err)
+		}
+		// Every byte altered is refused: the header by its checks or the
+		// tag, the tag and the frame by the tag.
+		for i := range d {
+			e := bytes.Clone(d)
+			e[i] ^= 0x40
+			if _, err := mac.Open(e); err == nil {
+				t.Fatalf("%d bytes: byte %d altered, accepted", n, i)
+			}
+		}
+		if _, err := NewSealer(key(2)).Open(d); err != ErrTag {
+			t.Fatalf("another key: %v, want ErrTag", err)
+		}
+	}
+}
+
+func TestOpenRefusals(t *testing.T) {
+	mac := NewSealer(key(1))
+	ok := mac.Seal(make([]byte, Overhead+60), frameOf(60))
+	cases := map[string]struct {
+		b    []byte
+		want error
+	}{
+		"empty":    {nil, ErrShort},
+		"header":   {ok[:Overhead], ErrShort},
+		"short":    {ok[:Overhead+MinFrame-1], ErrShort},
+		"long":     {make([]byte, Overhead+MaxFrame+1), ErrLong},
+		"magic":    {append([]byte("TVX"), ok[3:]...), ErrMagic},
+		"version":  {append([]byte("TVH\x02"), ok[4:]...), ErrVersion},
+		"reserved": {append([]byte("TVH\x01\x00\x00\x00\x01"), ok[8:]...), ErrVersion},
+	}
+	for name, c := range cases {
+		if _, err := mac.Open(c.b); err != c.want {
+			t.Errorf("%s: %v, want %v", name, err, c.want)
+		}
+	}
+	// The shortest and longest that pass the length checks.
+	if _, err := mac.Open(mac.Seal(make([]byte, Overhead+MinFrame), frameOf(MinFrame))); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// FuzzOpen: a datagram from anyone who can reach the listener. Open never
+// panics, and what it accepts is exactly what Seal made under the key.
+func FuzzOpen(f *testing.F) {
+	mac := NewSealer(key(7))
+	f.Add(mac.Seal(make([]byte, Overhead+60), frameOf(60)))
+	f.Add(mac.Seal(make([]byte, Overhead+MinFrame), frameOf(MinFrame)))
+	f.Add([]byte("TVH\x01\x00\x00\x00\x00"))
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		frame, err := mac.Open(b)
+		if err != nil {
+			return
+		}
+		again := mac.Seal(make([]byte, Overhead+len(frame)), frame)
+		if !bytes.Equal(again, b) {
+			t.Fatalf("accepted %x, which Seal would not make", b)
+		}
+	})
+}
+
+func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// Two instances on loopback: what one sends the other delivers; a third
+// with another key delivers nothing and counts the tags refused.
+func TestSendReceive(t *testing.T) {
+	got := make(chan []byte, 10)
+	a := netip.MustParseAddrPort("127.0.0.1:0")
+	recv, err := Start(Config{Listen: a, Key: key(1), Rate: 100}, func(f []byte) { got <- bytes.Clone(f) }, quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer recv.Close()
+	to := recv.conn.LocalAddr().(interface{ AddrPort() netip.AddrPort }).AddrPort()
+	other, err := Start(Config{Listen: a, Key: key(2), Rate: 100}, func([]byte) { t.Error("delivered under another key") }, quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	toOther := other.conn.LocalAddr().(interface{ AddrPort() netip.AddrPort }).AddrPort()
+	send, err := Start(Config{Listen: a, Key: key(1), Rate: 100, Peers: []netip.AddrPort{to, toOther}}, func([]byte) {}, quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer send.Close()
+	f := frameOf(1514)
+	send.Send(f)
+	select {
+	case g := <-got:
+		if !bytes.Equal(g, f) {
+			t.Fatal("frame altered")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("nothing delivered")
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for other.Stats().Refused["tag"] != 1 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if s := other.Stats(); s.Refused["tag"] != 1 || s.Received != 0 {
+		t.Fatalf("other key: %+v", s)
+	}
+	send.Send(frameOf(MaxFrame + 1))
+	send.Send(frameOf(MinFrame - 1))
+	if s := send.Stats(); s.Sent != 1 || s.TooBig != 2 {
+		t.Fatalf("sender %+v: want 1 sent, 2 too big", s)
+	}
+}
+
+// The rate bounds what is handed over in a burst; tokens come back with
+// time.
+func TestBucket(t *testing.T) {
+	var b bucket
+	b.init(10)
+	now := time.Now()
+	n := 0
+	for range 100 {
+		if b.take(now) {
+			n++
+		}
+	}
+	if n != 10 {
+		t.Fatalf("%d taken from a full bucket of 10", n)
+	}
+	if !b.take(now.Add(200*time.Millisecond)) || !b.take(now.Add(200*time.Millisecond)) {
+		t.Fatal("no tokens back after 200 ms at 10/s")
+	}
+	if b.take(now.Add(200 * time.Millisecond)) {
+		t.Fatal("a third token after 200 ms at 10/s")
+	}
+}
+
+// Send allocates nothing: it runs on the data path.
+func TestSendAllocs(t *testing.T) {
+	h, err := Start(Config{Listen: netip.MustParseAddrPort("127.0.0.1:0"), Key: key(1), Rate: 1 << 30,
+		Peers: []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:9")}}, func([]byte) {}, quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	f := frameOf(1514)
+	h.Send(f)
+	if n := testing.AllocsPerRun(100, func() { h.Send(f) }); n != 0 {
+		t.Fatalf("Send: %v allocations", n)
+	}
+}
