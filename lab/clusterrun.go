@@ -110,7 +110,7 @@ func RunCluster(ctx context.Context, o ClusterOptions) error {
 	fmt.Fprintf(o.Out, "  %s\n", d.Tally)
 	fmt.Fprintf(o.Out, "  t1 reported itself empty %v after the drain\n", d.Empty.Round(time.Millisecond))
 	if d.Gone > 0 {
-		fmt.Fprintf(o.Out, "  (the router sends t1's open flows to the other instances once it is withdrawn; they do not know them: that is what breaks)\n")
+		fmt.Fprintf(o.Out, "  (the router sends t1's open flows to the other instances once it is withdrawn; they hand their segments back to t1, which holds them: handoff:)\n")
 	}
 	if _, err := c.Inst[0].API().Undrain(); err != nil {
 		return err
@@ -131,7 +131,7 @@ func RunCluster(ctx context.Context, o ClusterOptions) error {
 	fmt.Fprintf(o.Out, "  the router withdrew t%d %v after the kill (the kernel closed its BGP session)\n", victim, k.Withdrawn.Round(time.Millisecond))
 	fmt.Fprintf(o.Out, "  survived: %d of %d (the %d the router left where they were: %d broke)\n",
 		k.Gone+k.Moved+k.Stayed-(k.GoneBroken+k.MovedBroken+k.StayedBroken), k.Gone+k.Moved+k.Stayed, k.Stayed, k.StayedBroken)
-	fmt.Fprintf(o.Out, "  broke: %d on t%d, %d of the %d that ECMP moved between the survivors\n", k.GoneBroken, victim, k.MovedBroken, k.Moved)
+	fmt.Fprintf(o.Out, "  broke: %d on t%d (its state died with it), %d of the %d that ECMP moved between the survivors (handed to the survivor that holds them)\n", k.GoneBroken, victim, k.MovedBroken, k.Moved)
 	out, _ = exec.Command("ip", "-n", c.RouterNS, "route", "show", VIP.String()).CombinedOutput()
 	fmt.Fprintf(o.Out, "  # ip -n %s route show %s\n%s", c.RouterNS, VIP, indent(string(out)))
 	if d.NewOnDrained+d.NewFailed > 0 {
@@ -140,6 +140,10 @@ func RunCluster(ctx context.Context, o ClusterOptions) error {
 	if d.StayedBroken+k.StayedBroken > 0 {
 		bad = append(bad, fmt.Sprintf("%d transfers the router left where they were broke (drain %d, kill %d)",
 			d.StayedBroken+k.StayedBroken, d.StayedBroken, k.StayedBroken))
+	}
+	if d.GoneBroken+d.MovedBroken+k.MovedBroken > 0 {
+		bad = append(bad, fmt.Sprintf("transfers handed between instances broke: %d of the drained t1's, %d moved by the drain, %d moved by the kill",
+			d.GoneBroken, d.MovedBroken, k.MovedBroken))
 	}
 	if len(bad) > 0 {
 		return fmt.Errorf("the cluster lab did not work: %s", strings.Join(bad, "; "))

@@ -1,0 +1,113 @@
+package nat
+
+import (
+	"bytes"
+	"testing"
+)
+
+// With Config.Handoff, a client segment that no connection holds and that
+// cannot open one is handed off (not counted as a drop: another instance
+// may hold it); a SYN still opens a connection; without Handoff it is
+// not_syn as before.
+func TestHandoffVerdict(t *testing.T) {
+	on := newRig(t, TCP, "rr", func(c *Config) { c.Handoff = true })
+	off := newRig(t, TCP, "rr", nil)
+	for _, seg := range []pktSpec{
+		{ack: true},
+		{ack: true, payload: []byte("data")},
+		{fin: true, ack: true},
+		{rst: true},
+		{syn: true, ack: true},
+	} {
+		seg.src, seg.dst, seg.sport, seg.dport, seg.proto, seg.srcMAC = client, vip, 40000, 80, TCP, macClient
+		f := frame(t, seg)
+		before := bytes.Clone(f.Bytes())
+		if v := on.b.Process(ClientSide, f); v != Handoff {
+			t.Errorf("%+v with handoff: %v, want Handoff", seg, v)
+		}
+		if !bytes.Equal(f.Bytes(), before) {
+			t.Errorf("%+v: a frame handed off was changed", seg)
+		}
+		if v := off.b.Process(ClientSide, frame(t, seg)); v != Drop {
+			t.Errorf("%+v without handoff: %v, want Drop", seg, v)
+		}
+	}
+	if n := on.b.Stats.Drop(DropNotSYN); n != 0 {
+		t.Errorf("handoffs counted as not_syn drops: %d", n)
+	}
+	if n := off.b.Stats.Drop(DropNotSYN); n != 5 {
+		t.Errorf("without handoff: not_syn %d, want 5", n)
+	}
+	if on.b.Table().Len() != 0 {
+		t.Fatal("a handed-off segment made a connection")
+	}
+	syn := frame(t, pktSpec{src: client, dst: vip, sport: 40001, dport: 80, proto: TCP, syn: true, srcMAC: macClient})
+	if v := on.b.Process(ClientSide, syn); v != Forward {
+		t.Fatalf("SYN with handoff: %v, want Forward", v)
+	}
+}
+
+// A frame handed over (Frame.HandedOff) continues a connection this
+// balancer holds, exactly as the same frame from the client would; for
+// any other tuple it is dropped as handoff_unknown, opens nothing (not
+// even a SYN) and is never handed on.
+func TestHandedOverFrames(t *testing.T) {
+	r := newRig(t, TCP, "rr", func(c *Config) { c.Handoff = true })
+	syn := frame(t, pktSpec{src: client, dst: vip, sport: 40000, dport: 80, proto: TCP, syn: true, srcMAC: macClient})
+	if v := r.b.Process(ClientSide, syn); v != Forward {
+		t.Fatal(v)
+	}
+	seg := pktSpec{src: client, dst: vip, sport: 40000, dport: 80, proto: TCP, ack: true, payload: []byte("x"), srcMAC: macClient}
+	direct, handed := frame(t, seg), frame(t, seg)
+	handed.HandedOff = true
+	if v := r.b.Process(ClientSide, direct); v != Forward {
+		t.Fatal(v)
+	}
+	if v := r.b.Process(ClientSide, handed); v != Forward {
+		t.Fatalf("handed over on a held connection: %v, want Forward", v)
+	}
+	if !bytes.Equal(direct.Bytes(), handed.Bytes()) {
+		t.Fatal("a handed-over frame was rewritten otherwise than the client's own")
+	}
+	for i, other := range []pktSpec{
+		{ack: true, payload: []byte("x")},
+		{syn: true},
+		{rst: true},
+	} {
+		other.src, other.dst, other.sport, other.dport, other.proto, other.srcMAC = client, vip, 41000+uint16(i), 80, TCP, macClient
+		f := frame(t, other)
+		f.HandedOff = true
+		if v := r.b.Process(ClientSide, f); v != Drop {
+			t.Errorf("%+v handed over, no connection: %v, want Drop", other, v)
+		}
+	}
+	if n := r.b.Stats.Drop(DropHandoffUnknown); n != 3 {
+		t.Errorf("handoff_unknown %d, want 3", n)
+	}
+	if r.b.Table().Len() != 1 {
+		t.Errorf("%d connections: a handed-over frame opened one", r.b.Table().Len())
+	}
+}
+
+// On a SYNPROXY service a segment that is not a cookie of this instance's
+// is handed off too (another instance may hold the connection); a SYN is
+// still answered with a cookie here.
+func TestHandoffSynproxy(t *testing.T) {
+	r := newRig(t, TCP, "rr", func(c *Config) { c.Handoff = true })
+	if err := r.b.Update(func(tx *Tx) error { return tx.SetSynproxy(r.svc, true) }); err != nil {
+		t.Fatal(err)
+	}
+	for _, seg := range []pktSpec{{ack: true}, {ack: true, payload: []byte("x")}, {fin: true}} {
+		seg.src, seg.dst, seg.sport, seg.dport, seg.proto, seg.srcMAC = client, vip, 40000, 80, TCP, macClient
+		if v := r.b.Process(ClientSide, frame(t, seg)); v != Handoff {
+			t.Errorf("%+v to a SYNPROXY VIP: %v, want Handoff", seg, v)
+		}
+	}
+	if n := r.b.Stats.Drop(DropBadCookie); n != 0 {
+		t.Errorf("bad_cookie %d: handed-off ACKs counted as bad cookies", n)
+	}
+	syn := frame(t, pktSpec{src: client, dst: vip, sport: 40001, dport: 80, proto: TCP, syn: true, srcMAC: macClient})
+	if v := r.b.Process(ClientSide, syn); v != Reply {
+		t.Fatalf("SYN: %v, want Reply (a cookie)", v)
+	}
+}
