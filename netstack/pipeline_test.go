@@ -74,9 +74,16 @@ var (
 
 // testBalancer has one TCP service at vip:80 with one LIP and one real
 // server whose next hop is known.
-func testBalancer(tb testing.TB) *nat.Balancer {
-	bal, err := nat.New(nat.Config{MaxConns: 1000, PortMin: 5000, PortMax: 65535, Timeouts: nat.DefaultTimeouts(),
-		ClientMAC: [6]byte{2, 0, 0, 0, 0, 1}, ServerMAC: [6]byte{2, 0, 0, 0, 0, 2}})
+func testBalancer(tb testing.TB) *nat.Balancer { return testBalancerWith(tb, nil) }
+
+// testBalancerWith is testBalancer with mod's changes to its configuration.
+func testBalancerWith(tb testing.TB, mod func(*nat.Config)) *nat.Balancer {
+	cfg := nat.Config{MaxConns: 1000, PortMin: 5000, PortMax: 65535, Timeouts: nat.DefaultTimeouts(),
+		ClientMAC: [6]byte{2, 0, 0, 0, 0, 1}, ServerMAC: [6]byte{2, 0, 0, 0, 0, 2}}
+	if mod != nil {
+		mod(&cfg)
+	}
+	bal, err := nat.New(cfg)
 	if err != nil {
 		tb.Fatal(err)
 	}
