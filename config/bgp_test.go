@@ -161,3 +161,105 @@ func TestShippedBGPSectionParses(t *testing.T) {
 		t.Fatalf("config.yaml's bgp: section read as %+v", c.BGP)
 	}
 }
+
+const validHandoff = valid + `
+handoff:
+  listen: 10.1.1.2:7700
+  peers: [10.1.2.2:7700, 10.1.3.2:7700]
+  key: 000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f
+`
+
+func TestHandoffSection(t *testing.T) {
+	c, err := Parse(validHandoff)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := c.Handoff
+	if h == nil || h.Listen.String() != "10.1.1.2:7700" || len(h.Peers) != 2 || h.Peers[1].String() != "10.1.3.2:7700" ||
+		len(h.Key) != 32 || h.Key[31] != 0x1f || h.Rate != 100000 {
+		t.Fatalf("handoff %+v", h)
+	}
+	if c, _ := Parse(valid); c.Handoff != nil {
+		t.Fatal("no handoff: section, yet a handoff configured")
+	}
+	for name, tc := range map[string]struct{ from, to string }{
+		"rate 1":      {"  listen:", "  rate: 1\n  listen:"},
+		"rate max":    {"  listen:", "  rate: 10000000\n  listen:"},
+		"listen any":  {"listen: 10.1.1.2:7700", "listen: 0.0.0.0:7700"},
+		"ipv6":        {"peers: [10.1.2.2:7700, 10.1.3.2:7700]", "peers: ['[fd00::2]:7700']"},
+		"other port":  {"peers: [10.1.2.2:7700, 10.1.3.2:7700]", "peers: [10.1.1.2:7701]"},
+		"64 peers ok": {"peers: [10.1.2.2:7700, 10.1.3.2:7700]", "peers: [" + peerList(64) + "]"},
+	} {
+		if _, err := Parse(strings.Replace(validHandoff, tc.from, tc.to, 1)); err != nil {
+			t.Errorf("%s: refused: %v", name, err)
+		}
+	}
+}
+
+func peerList(n int) string {
+	var l []string
+	for i := range n {
+		l = append(l, fmt.Sprintf("10.2.%d.2:7700", i))
+	}
+	return strings.Join(l, ", ")
+}
+
+// Every bad handoff: value is refused with its field named.
+func TestHandoffErrorsNameTheField(t *testing.T) {
+	peers := "peers: [10.1.2.2:7700, 10.1.3.2:7700]"
+	key := "key: 000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
+	cases := map[string]struct{ from, to, want string }{
+		"listen":      {"listen: 10.1.1.2:7700", "listen: 10.1.1.2", `handoff.listen: "10.1.1.2" is not ip:port`},
+		"listen 0":    {"listen: 10.1.1.2:7700", "listen: 10.1.1.2:0", `handoff.listen: "10.1.1.2:0" is not ip:port`},
+		"listen mc":   {"listen: 10.1.1.2:7700", "listen: 224.0.0.1:7700", `handoff.listen: "224.0.0.1:7700" is not ip:port`},
+		"no peers":    {peers, "peers: []", "handoff.peers: no peer"},
+		"65 peers":    {peers, "peers: [" + peerList(65) + "]", "handoff.peers: 65 peers: at most 64"},
+		"peer syntax": {peers, "peers: [10.1.2.2]", `handoff.peers[0]: "10.1.2.2" is not ip:port`},
+		"peer any":    {peers, "peers: [0.0.0.0:7700]", `handoff.peers[0]: "0.0.0.0:7700" is not ip:port of a unicast address`},
+		"peer port 0": {peers, "peers: [10.1.2.2:0]", `handoff.peers[0]: "10.1.2.2:0" is not ip:port`},
+		"peer self":   {peers, "peers: [10.1.1.2:7700]", "handoff.peers[0]: 10.1.1.2:7700 is this instance's own listen address"},
+		"peer dup":    {peers, "peers: [10.1.2.2:7700, 10.1.2.2:7700]", "handoff.peers[1]: 10.1.2.2:7700 is peers[0] too"},
+		"key short":   {key, "key: 0001", "handoff.key: is not 64 hex digits"},
+		"key long":    {key, key + "00", "handoff.key: is not 64 hex digits"},
+		"key hex":     {key, "key: zz0102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f", "handoff.key: is not 64 hex digits"},
+		"rate 0":      {"  listen:", "  rate: 0\n  listen:", "handoff.rate: 0 is out of range"},
+		"rate big":    {"  listen:", "  rate: 10000001\n  listen:", "handoff.rate: 10000001 is out of range"},
+		"unknown":     {"  listen:", "  mtu: 9000\n  listen:", "mtu"},
+	}
+	for name, tc := range cases {
+		if !strings.Contains(validHandoff, tc.from) {
+			t.Fatalf("%s: bad test: %q not in config", name, tc.from)
+		}
+		_, err := Parse(strings.Replace(validHandoff, tc.from, tc.to, 1))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: error %v, want it to say %q", name, err, tc.want)
+		}
+	}
+}
+
+// The shipped config.yaml's commented handoff: section, uncommented, is
+// valid.
+func TestShippedHandoffSectionParses(t *testing.T) {
+	b, err := os.ReadFile("../config.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(b), "# handoff:\n")
+	if !ok {
+		t.Fatal("config.yaml has no commented handoff: section")
+	}
+	section := "handoff:\n"
+	for _, l := range strings.Split(rest, "\n") {
+		if !strings.HasPrefix(l, "#   ") {
+			break
+		}
+		section += strings.TrimPrefix(l, "#") + "\n"
+	}
+	c, err := Parse(valid + section)
+	if err != nil {
+		t.Fatalf("config.yaml's handoff: section: %v\n%s", err, section)
+	}
+	if c.Handoff == nil || len(c.Handoff.Peers) != 2 || c.Handoff.Rate != 100000 {
+		t.Fatalf("config.yaml's handoff: section read as %+v", c.Handoff)
+	}
+}
