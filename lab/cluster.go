@@ -345,7 +345,7 @@ func (c *Cluster) config(n int, more string) string {
 	if c.Router != RouterStatic {
 		bgp = ClusterBGP(n)
 	}
-	if !c.NoHandoff {
+	if !c.NoHandoff && c.Instances > 1 {
 		bgp += ClusterHandoff(n, c.Instances)
 	}
 	srv := serverNet(n).Addr().As4()

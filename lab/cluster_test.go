@@ -39,21 +39,29 @@ func readmeBlocks(t *testing.T) []string {
 
 // The router configurations README gives users are the ones the cluster
 // lab runs (and TestClusterFRR and TestClusterBIRD prove): every line of
-// each snippet is a line of the lab's configuration. The bgp: section
-// README shows is one tapvs accepts in the lab's instance configuration.
+// each snippet is a line of the lab's configuration. The bgp: and
+// handoff: sections README shows are instance 1's of a three-instance lab,
+// which tapvs accepts in the lab's instance configuration.
 func TestREADMEClusterSnippets(t *testing.T) {
 	blocks := readmeBlocks(t)
 	if len(blocks) != 3 {
 		t.Fatalf("README's cluster section has %d code blocks, want 3 (tapvs's bgp:, FRR, BIRD)", len(blocks))
 	}
-	c := &Cluster{Prefix: "x", Instances: 1, Router: RouterFRR, Dir: "/nonexistent"}
-	cfg := strings.Replace(c.config(1, ""), ClusterBGP(1), blocks[0], 1)
+	c := &Cluster{Prefix: "x", Instances: 3, Router: RouterFRR, Dir: "/nonexistent"}
+	ours := ClusterBGP(1) + ClusterHandoff(1, 3)
+	if !strings.Contains(c.config(1, ""), ours) {
+		t.Fatal("the lab's instance configuration has no bgp: and handoff: sections together")
+	}
+	cfg := strings.Replace(c.config(1, ""), ours, blocks[0], 1)
 	got, err := config.Parse(cfg)
 	if err != nil {
 		t.Fatalf("README's bgp: section in the lab's instance configuration: %v", err)
 	}
 	if got.BGP == nil || len(got.BGP.Peers) != 1 || got.BGP.Peers[0].Address != routerAddr(1) || got.BGP.RouterID != instanceAddr(1) {
 		t.Fatalf("README's bgp: section is not instance 1's of the lab: %+v", got.BGP)
+	}
+	if got.Handoff == nil || got.Handoff.Listen != netip.AddrPortFrom(instanceAddr(1), ClusterHandoffPort) || len(got.Handoff.Peers) != 2 {
+		t.Fatalf("README's handoff: section is not instance 1's of the lab: %+v", got.Handoff)
 	}
 	for i, conf := range map[int]string{1: FRRConfig(clusterRouterID), 2: BIRDConfig(clusterRouterID, 1)} {
 		lines := map[string]bool{}
