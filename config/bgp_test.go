@@ -226,6 +226,14 @@ func TestHandoffErrorsNameTheField(t *testing.T) {
 		"rate big":    {"  listen:", "  rate: 10000001\n  listen:", "handoff.rate: 10000001 is out of range"},
 		"unknown":     {"  listen:", "  mtu: 9000\n  listen:", "mtu"},
 	}
+	// 64 queues a side leave the handoff's receiver no reader number.
+	full := strings.Replace(strings.Replace(validHandoff, "client: {name: tc,", "client: {name: tc, queues: 64,", 1), "name: ts\n", "name: ts\n    queues: 64\n", 1)
+	if _, err := Parse(full); err == nil || !strings.Contains(err.Error(), "handoff: its receiver is a reader of its own: the two sides' queues (128) must leave one of 128") {
+		t.Errorf("128 queues with a handoff: %v", err)
+	}
+	if _, err := Parse(strings.Replace(full, "queues: 64\n", "queues: 63\n", 1)); err != nil {
+		t.Errorf("127 queues with a handoff: %v", err)
+	}
 	for name, tc := range cases {
 		if !strings.Contains(validHandoff, tc.from) {
 			t.Fatalf("%s: bad test: %q not in config", name, tc.from)

@@ -541,6 +541,9 @@ func validate(r *raw, noServices bool) (*Config, error) {
 	c.Synproxy = synproxyConfig(&e, r.Synproxy, c.Server.MTU)
 	c.BGP = bgpConfig(&e, r.BGP)
 	c.Handoff = handoffConfig(&e, r.Handoff)
+	if c.Handoff != nil && c.Client.Queues+c.Server.Queues >= nat.MaxQueues {
+		e.add("handoff", "its receiver is a reader of its own: the two sides' queues (%d) must leave one of %d", c.Client.Queues+c.Server.Queues, nat.MaxQueues)
+	}
 	if len(r.Services) == 0 && !noServices {
 		e.add("services", "no service is configured")
 	}
