@@ -152,10 +152,13 @@ func TestBucket(t *testing.T) {
 	if n != 10 {
 		t.Fatalf("%d taken from a full bucket of 10", n)
 	}
-	if !b.take(now.Add(200*time.Millisecond)) || !b.take(now.Add(200*time.Millisecond)) {
-		t.Fatal("no tokens back after 200 ms at 10/s")
+	later := now.Add(200 * time.Millisecond)
+	for i := range 2 {
+		if !b.take(later) {
+			t.Fatalf("token %d of 2 not back after 200 ms at 10/s", i+1)
+		}
 	}
-	if b.take(now.Add(200 * time.Millisecond)) {
+	if b.take(later) {
 		t.Fatal("a third token after 200 ms at 10/s")
 	}
 }
