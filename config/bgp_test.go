@@ -135,24 +135,31 @@ func TestBGPErrorsNameTheField(t *testing.T) {
 	}
 }
 
-// The shipped config.yaml's commented bgp: section, uncommented, is valid:
-// the reference for every key cannot drift from what tapvs accepts.
-func TestShippedBGPSectionParses(t *testing.T) {
+// shippedSection is config.yaml's commented-out section name, uncommented.
+func shippedSection(t *testing.T, name string) string {
+	t.Helper()
 	b, err := os.ReadFile("../config.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, rest, ok := strings.Cut(string(b), "# bgp:\n")
+	_, rest, ok := strings.Cut(string(b), "# "+name+":\n")
 	if !ok {
-		t.Fatal("config.yaml has no commented bgp: section")
+		t.Fatalf("config.yaml has no commented %s: section", name)
 	}
-	section := "bgp:\n"
+	section := name + ":\n"
 	for _, l := range strings.Split(rest, "\n") {
 		if !strings.HasPrefix(l, "#   ") {
 			break
 		}
 		section += strings.TrimPrefix(l, "#") + "\n"
 	}
+	return section
+}
+
+// The shipped config.yaml's commented bgp: section, uncommented, is valid:
+// the reference for every key cannot drift from what tapvs accepts.
+func TestShippedBGPSectionParses(t *testing.T) {
+	section := shippedSection(t, "bgp")
 	c, err := Parse(valid + section)
 	if err != nil {
 		t.Fatalf("config.yaml's bgp: section: %v\n%s", err, section)
@@ -248,21 +255,7 @@ func TestHandoffErrorsNameTheField(t *testing.T) {
 // The shipped config.yaml's commented handoff: section, uncommented, is
 // valid.
 func TestShippedHandoffSectionParses(t *testing.T) {
-	b, err := os.ReadFile("../config.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, rest, ok := strings.Cut(string(b), "# handoff:\n")
-	if !ok {
-		t.Fatal("config.yaml has no commented handoff: section")
-	}
-	section := "handoff:\n"
-	for _, l := range strings.Split(rest, "\n") {
-		if !strings.HasPrefix(l, "#   ") {
-			break
-		}
-		section += strings.TrimPrefix(l, "#") + "\n"
-	}
+	section := shippedSection(t, "handoff")
 	c, err := Parse(valid + section)
 	if err != nil {
 		t.Fatalf("config.yaml's handoff: section: %v\n%s", err, section)
