@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
 	"slices"
 	"sync"
@@ -48,13 +49,14 @@ type cluster struct {
 	withdrawnAt time.Time
 	settle      time.Duration // drainSettle; a test's own
 
-	routes [2]*tun.HostRoutes // client side's (VIPs), server side's (LIPs); nil where not kept
+	routes   [2]*tun.HostRoutes // client side's (VIPs), server side's (LIPs); nil where not kept
+	routeErr string             // the last pass's refusal of a host route, logged once
 }
 
 // newCluster starts the speaker if cfg has a bgp: section; the announcer
 // runs until d.stop.
 func newCluster(d *Daemon, cfg *config.Config) (*cluster, error) {
-	c := &cluster{d: d, kick: make(chan struct{}, 1), vips: map[netip.Prefix]bool{}, settle: drainSettle}
+	c := &cluster{d: d, kick: make(chan struct{}, 1), vips: map[netip.Prefix]bool{}, settle: drainSettle, routeErr: "<nil>"}
 	if cfg.BGP != nil {
 		s, err := bgp.Start(*cfg.BGP, d.log)
 		if err != nil {
@@ -109,12 +111,19 @@ func (c *cluster) pass() {
 	bal := c.d.Balancer
 	vips, lips := bal.Addresses()
 	s := c.speaker.Load()
+	var routeErrs []error
 	for i, addrs := range [2][]netip.Addr{vips, lips} {
 		if r := c.routes[i]; r != nil && s != nil {
-			if err := r.Set(addrs); err != nil {
-				c.d.log.Warn("host routes", "err", err)
-			}
+			routeErrs = append(routeErrs, r.Set(addrs))
 		}
+	}
+	// A route the kernel refuses is tried again every pass: said once,
+	// and again when the refusal changes.
+	if msg := fmt.Sprint(errors.Join(routeErrs...)); msg != c.routeErr {
+		if msg != "<nil>" {
+			c.d.log.Warn("host routes", "err", msg)
+		}
+		c.routeErr = msg
 	}
 	serving := map[netip.Prefix]bool{}
 	if !c.draining.Load() {
