@@ -9,10 +9,12 @@
 // on the kernel stacks of their namespaces (where their BGP sessions are),
 // behind an 8-byte header and a 16-byte HMAC-SHA256 tag under the
 // cluster's shared key, with its virtio-net header (a TSO super-frame
-// travels whole, and the receiving TAP segments it): a datagram whose tag does not check is counted and
-// dropped before any of its bytes is read. A frame received is only ever
-// matched against the connections its instance holds (nat.Frame.HandedOff):
-// it opens none and is never handed on, so a frame crosses at most one hop.
+// travels whole, and the receiving TAP segments it). A datagram from an
+// address that is not a peer's, or whose tag does not check, is counted
+// and dropped before any byte of its frame is read. A frame received is
+// only ever matched against the connections its instance holds
+// (nat.Frame.HandedOff): it opens none and is never handed on, so a frame
+// crosses at most one hop.
 package handoff
 
 import (
@@ -146,6 +148,7 @@ type Handoff struct {
 
 	sent, sendErrors, rateLimited, tooBig, received atomic.Uint64
 	refused                                         [5]atomic.Uint64 // by refusals' order
+	notPeer                                         atomic.Uint64    // datagrams from an address not among the peers
 	done                                            chan struct{}
 }
 
@@ -204,11 +207,17 @@ func (h *Handoff) receive() {
 	sealer := NewSealer(h.cfg.Key)
 	buf := make([]byte, Overhead+MaxFrame+1) // one more: a longer datagram is seen as longer
 	for {
-		n, _, err := h.conn.ReadFromUDPAddrPort(buf)
+		n, from, err := h.conn.ReadFromUDPAddrPort(buf)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
+			continue
+		}
+		if !h.fromPeer(from) {
+			// Peers send from their listen address: anything else is
+			// refused before its tag costs a hash.
+			h.notPeer.Add(1)
 			continue
 		}
 		frame, err := sealer.Open(buf[:n])
@@ -225,6 +234,18 @@ func (h *Handoff) receive() {
 	}
 }
 
+// fromPeer reports whether a datagram from addr came from a peer's listen
+// address (an IPv4 one may arrive IPv4-mapped on a dual-stack socket).
+func (h *Handoff) fromPeer(addr netip.AddrPort) bool {
+	addr = netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
+	for _, p := range h.cfg.Peers {
+		if p == addr {
+			return true
+		}
+	}
+	return false
+}
+
 // Stats reads the counters.
 func (h *Handoff) Stats() Stats {
 	s := Stats{Sent: h.sent.Load(), SendErrors: h.sendErrors.Load(), RateLimited: h.rateLimited.Load(),
@@ -232,6 +253,7 @@ func (h *Handoff) Stats() Stats {
 	for i, name := range []string{"short", "long", "magic", "version", "tag"} {
 		s.Refused[name] = h.refused[i].Load()
 	}
+	s.Refused["not_peer"] = h.notPeer.Load()
 	return s
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"io"
 	"log/slog"
+	"net"
 	"net/netip"
 	"testing"
 	"time"
@@ -94,24 +95,35 @@ func FuzzOpen(f *testing.F) {
 
 func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
+// freeUDP is a UDP address free on loopback now.
+func freeUDP(t *testing.T) netip.AddrPort {
+	t.Helper()
+	c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.MustParseAddrPort("127.0.0.1:0")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	return c.LocalAddr().(*net.UDPAddr).AddrPort()
+}
+
 // Two instances on loopback: what one sends the other delivers; a third
-// with another key delivers nothing and counts the tags refused.
+// with another key delivers nothing and counts the tags refused; a
+// datagram from an address that is not a peer's is refused before its tag
+// is checked.
 func TestSendReceive(t *testing.T) {
 	got := make(chan []byte, 10)
-	a := netip.MustParseAddrPort("127.0.0.1:0")
-	recv, err := Start(Config{Listen: a, Key: key(1), Rate: 100}, func(f []byte) { got <- bytes.Clone(f) }, quiet())
+	toRecv, toOther, from := freeUDP(t), freeUDP(t), freeUDP(t)
+	recv, err := Start(Config{Listen: toRecv, Key: key(1), Rate: 100, Peers: []netip.AddrPort{from}}, func(f []byte) { got <- bytes.Clone(f) }, quiet())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer recv.Close()
-	to := recv.conn.LocalAddr().(interface{ AddrPort() netip.AddrPort }).AddrPort()
-	other, err := Start(Config{Listen: a, Key: key(2), Rate: 100}, func([]byte) { t.Error("delivered under another key") }, quiet())
+	other, err := Start(Config{Listen: toOther, Key: key(2), Rate: 100, Peers: []netip.AddrPort{from}}, func([]byte) { t.Error("delivered under another key") }, quiet())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer other.Close()
-	toOther := other.conn.LocalAddr().(interface{ AddrPort() netip.AddrPort }).AddrPort()
-	send, err := Start(Config{Listen: a, Key: key(1), Rate: 100, Peers: []netip.AddrPort{to, toOther}}, func([]byte) {}, quiet())
+	send, err := Start(Config{Listen: from, Key: key(1), Rate: 100, Peers: []netip.AddrPort{toRecv, toOther}}, func([]byte) {}, quiet())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,12 +138,28 @@ func TestSendReceive(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("nothing delivered")
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for other.Stats().Refused["tag"] != 1 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
+	waitStat := func(h *Handoff, name string) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); h.Stats().Refused[name] != 1 && time.Now().Before(deadline); {
+			time.Sleep(10 * time.Millisecond)
+		}
+		if s := h.Stats(); s.Refused[name] != 1 {
+			t.Fatalf("%+v: want one datagram refused as %s", s, name)
+		}
 	}
-	if s := other.Stats(); s.Refused["tag"] != 1 || s.Received != 0 {
-		t.Fatalf("other key: %+v", s)
+	waitStat(other, "tag")
+	// A stranger's datagram, well sealed under the key: refused by its source.
+	stranger, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.MustParseAddrPort("127.0.0.1:0")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stranger.Close()
+	if _, err := stranger.WriteToUDPAddrPort(NewSealer(key(1)).Seal(make([]byte, Overhead+60), frameOf(60)), toRecv); err != nil {
+		t.Fatal(err)
+	}
+	waitStat(recv, "not_peer")
+	if s := recv.Stats(); s.Received != 1 || s.Refused["tag"] != 0 {
+		t.Fatalf("receiver %+v: want the peer's one frame only", s)
 	}
 	send.Send(frameOf(MaxFrame + 1))
 	send.Send(frameOf(MinFrame - 1))

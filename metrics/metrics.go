@@ -90,7 +90,7 @@ var (
 	dRoutes    = prometheus.NewDesc("tapvs_bgp_routes_announced", "Prefixes announced now, by kind (vip, lip).", []string{"kind"}, nil)
 	dAnnounce  = prometheus.NewDesc("tapvs_bgp_announcements_total", "Prefixes announced, once per change whatever the number of peers.", nil, nil)
 	dWithdraw  = prometheus.NewDesc("tapvs_bgp_withdrawals_total", "Prefixes withdrawn, once per change whatever the number of peers.", nil, nil)
-	dHandoff   = prometheus.NewDesc("tapvs_handoff_frames_total", "Client frames handed between the cluster's instances (handoff:): sent (each to every peer), rate_limited and too_big (not sent), send_error (datagrams the kernel refused), received (checked, given to the balancer), refused_<reason> (short, long, magic, version, tag), super_frame_dropped (received, but this instance's TAPs are plain).", []string{"result"}, nil)
+	dHandoff   = prometheus.NewDesc("tapvs_handoff_frames_total", "Client frames handed between the cluster's instances (handoff:): sent (each to every peer), rate_limited and too_big (not sent), send_error (datagrams the kernel refused), received (checked, given to the balancer), refused_<reason> (short, long, magic, version, tag, not_peer), super_frame_dropped (received, but this instance's TAPs are plain).", []string{"result"}, nil)
 	dDraining  = prometheus.NewDesc("tapvs_draining", "1 while the instance is drained (its VIPs withdrawn from the routers), 0 otherwise.", nil, nil)
 )
 
