@@ -180,7 +180,10 @@ processes (this binary), each in a namespace of its own, announcing the
 VIP and their LIPs to the router over BGP. It prints the router's equal
 paths and how long they took, spreads short connections over the
 instances, drains one during long transfers, SIGKILLs another during long
-transfers, and counts what survived. Needs root and FRR or BIRD.`,
+transfers, and counts what survived: the instances hand each other the
+segments of connections the router moved (handoff:), so only the killed
+instance's break; --no-handoff shows plain ECMP, where the drained
+instance's and the moved ones break too. Needs root and FRR or BIRD.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if co.Instances > 0 {
 				bin, err := os.Executable()
@@ -216,6 +219,7 @@ transfers, and counts what survived. Needs root and FRR or BIRD.`,
 	c.Flags().IntVar(&co.Instances, "cluster", 0, fmt.Sprintf("build a cluster lab of this many tapvs instances (2-%d) behind an ECMP router over BGP", lab.MaxClusterInstances))
 	c.Flags().StringVar(&co.Router, "router", lab.RouterFRR, "the cluster lab's router: frr or bird")
 	c.Flags().IntVar(&co.Flows, "flows", 45, "the cluster lab's long transfers during the drain and the kill")
+	c.Flags().BoolVar(&co.NoHandoff, "no-handoff", false, "the cluster lab's instances without handoff: (plain ECMP: the drained instance's and the moved transfers break)")
 	mode = rootlessFlag(c)
 	return c
 }
