@@ -112,7 +112,10 @@ func RunCluster(ctx context.Context, o ClusterOptions) error {
 	fmt.Fprintf(o.Out, "  %d new connections after that: %d reached t1, %d failed\n", d.NewConns, d.NewOnDrained, d.NewFailed)
 	fmt.Fprintf(o.Out, "  %s\n", d.Tally)
 	fmt.Fprintf(o.Out, "  t1 reported itself empty %v after the drain\n", d.Empty.Round(time.Millisecond))
-	if d.Gone > 0 {
+	switch {
+	case d.Gone > 0 && o.NoHandoff:
+		fmt.Fprintf(o.Out, "  (the router sends t1's open flows to the other instances once it is withdrawn; with --no-handoff they drop what they do not hold)\n")
+	case d.Gone > 0:
 		fmt.Fprintf(o.Out, "  (the router sends t1's open flows to the other instances once it is withdrawn; they hand their segments back to t1, which holds them: handoff:)\n")
 	}
 	if _, err := c.Inst[0].API().Undrain(); err != nil {
@@ -134,7 +137,11 @@ func RunCluster(ctx context.Context, o ClusterOptions) error {
 	fmt.Fprintf(o.Out, "  the router withdrew t%d %v after the kill (the kernel closed its BGP session)\n", victim, k.Withdrawn.Round(time.Millisecond))
 	fmt.Fprintf(o.Out, "  survived: %d of %d (the %d the router left where they were: %d broke)\n",
 		k.Gone+k.Moved+k.Stayed-(k.GoneBroken+k.MovedBroken+k.StayedBroken), k.Gone+k.Moved+k.Stayed, k.Stayed, k.StayedBroken)
-	fmt.Fprintf(o.Out, "  broke: %d on t%d (its state died with it), %d of the %d that ECMP moved between the survivors (handed to the survivor that holds them)\n", k.GoneBroken, victim, k.MovedBroken, k.Moved)
+	moved := "handed to the survivor that holds them"
+	if o.NoHandoff {
+		moved = "--no-handoff: the survivor they reach does not hold them"
+	}
+	fmt.Fprintf(o.Out, "  broke: %d on t%d (its state died with it), %d of the %d that ECMP moved between the survivors (%s)\n", k.GoneBroken, victim, k.MovedBroken, k.Moved, moved)
 	out, _ = exec.Command("ip", "-n", c.RouterNS, "route", "show", VIP.String()).CombinedOutput()
 	fmt.Fprintf(o.Out, "  # ip -n %s route show %s\n%s", c.RouterNS, VIP, indent(string(out)))
 	if d.NewOnDrained+d.NewFailed > 0 {
