@@ -60,10 +60,6 @@ type Peer struct {
 	Password     string     // TCP-MD5; "" for none
 }
 
-// Key is what identifies a peer across a reload: a peer whose Key and
-// settings are unchanged keeps its session.
-func (p Peer) Key() netip.Addr { return p.Address }
-
 // ErrClosed is Announce's error once Close has run.
 var ErrClosed = errors.New("bgp: speaker closed")
 

@@ -85,12 +85,7 @@ func bgpConfig(e *errs, r *rawBGP) *bgp.Config {
 			c.MED, c.HasMED = uint32(*r.MED), true
 		}
 	}
-	if len(r.Peers) == 0 {
-		e.add(f+".peers", "no peer: bgp: needs at least one router to announce to")
-	}
-	if len(r.Peers) > maxPeers {
-		e.add(f+".peers", "%d peers: at most %d", len(r.Peers), maxPeers)
-	}
+	peerCount(e, f+".peers", len(r.Peers), "bgp: needs at least one router to announce to")
 	seen := map[netip.Addr]int{}
 	for i, rp := range r.Peers {
 		pf := fmt.Sprintf("%s.peers[%d]", f, i)
@@ -102,6 +97,17 @@ func bgpConfig(e *errs, r *rawBGP) *bgp.Config {
 		c.Peers = append(c.Peers, p)
 	}
 	return c
+}
+
+// peerCount refuses a peers list that is empty (saying what it needs) or
+// longer than maxPeers.
+func peerCount(e *errs, f string, n int, need string) {
+	if n == 0 {
+		e.add(f, "no peer: %s", need)
+	}
+	if n > maxPeers {
+		e.add(f, "%d peers: at most %d", n, maxPeers)
+	}
 }
 
 func peer(e *errs, f string, r rawPeer) bgp.Peer {
@@ -212,12 +218,7 @@ func handoffConfig(e *errs, r *rawHandoff) *handoff.Config {
 	} else {
 		c.Listen = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 	}
-	if len(r.Peers) == 0 {
-		e.add(f+".peers", "no peer: the other instances' listen addresses")
-	}
-	if len(r.Peers) > maxPeers {
-		e.add(f+".peers", "%d peers: at most %d", len(r.Peers), maxPeers)
-	}
+	peerCount(e, f+".peers", len(r.Peers), "the other instances' listen addresses")
 	seen := map[netip.AddrPort]int{}
 	for i, s := range r.Peers {
 		pf := fmt.Sprintf("%s.peers[%d]", f, i)

@@ -80,7 +80,7 @@ func hostRoutes(cfg *config.Config) (r [2]*tun.HostRoutes) {
 		if side.Netns != "" || !side.PeerAddress.IsValid() {
 			continue
 		}
-		r[i] = tun.NewHostRoutes(side.Name, side.Address.Addr(), side.Address6.Addr(), side.PeerAddress.Masked(), netip.Prefix{})
+		r[i] = tun.NewHostRoutes(side.Name, side.Address.Addr(), side.Address6.Addr(), side.PeerAddress.Masked())
 	}
 	return r
 }

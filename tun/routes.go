@@ -19,8 +19,7 @@ import (
 type HostRoutes struct {
 	dev        string
 	via, via6  netip.Addr   // tapvs's addresses on the TAP
-	peer       netip.Prefix // the kernel end's prefix (its connected route)
-	peer6      netip.Prefix
+	peer       netip.Prefix // the kernel end's prefix (its connected route; IPv4, as peer_address is)
 	have       map[netip.Addr]bool
 	link       netlink.Link
 	replace    func(*netlink.Route) error // netlink.RouteReplace; a test's fake
@@ -29,9 +28,9 @@ type HostRoutes struct {
 }
 
 // NewHostRoutes keeps routes through dev to via (IPv4) and via6 (IPv6, or
-// the zero Addr: no IPv6 routes), skipping addresses in peer or peer6.
-func NewHostRoutes(dev string, via, via6 netip.Addr, peer, peer6 netip.Prefix) *HostRoutes {
-	return &HostRoutes{dev: dev, via: via, via6: via6, peer: peer, peer6: peer6, have: map[netip.Addr]bool{},
+// the zero Addr: no IPv6 routes), skipping addresses in peer.
+func NewHostRoutes(dev string, via, via6 netip.Addr, peer netip.Prefix) *HostRoutes {
+	return &HostRoutes{dev: dev, via: via, via6: via6, peer: peer, have: map[netip.Addr]bool{},
 		replace: netlink.RouteReplace, del: netlink.RouteDel, linkByName: netlink.LinkByName}
 }
 
@@ -40,7 +39,7 @@ func (h *HostRoutes) Set(addrs []netip.Addr) error {
 	want := map[netip.Addr]bool{}
 	for _, a := range addrs {
 		a = a.Unmap()
-		if h.viaFor(a).IsValid() && !h.peer.Contains(a) && !h.peer6.Contains(a) {
+		if h.viaFor(a).IsValid() && !h.peer.Contains(a) {
 			want[a] = true
 		}
 	}

@@ -16,7 +16,7 @@ type fakeRoutes struct {
 }
 
 func (f *fakeRoutes) keeper(peer netip.Prefix) *HostRoutes {
-	h := NewHostRoutes("tap-c", netip.MustParseAddr("172.25.254.254"), netip.MustParseAddr("fd00::fe"), peer, netip.Prefix{})
+	h := NewHostRoutes("tap-c", netip.MustParseAddr("172.25.254.254"), netip.MustParseAddr("fd00::fe"), peer)
 	h.linkByName = func(string) (netlink.Link, error) {
 		return &netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Index: 7, Name: "tap-c"}}, nil
 	}
