@@ -1,0 +1,25 @@
+package wire
+
+import "encoding/binary"
+
+// Addresses in 16-byte form: the balancer keys both families alike, IPv4
+// as the IPv4-mapped ::ffff:a.b.c.d (RFC 4291 2.5.5.2), which never
+// appears on the wire, so the two cannot be confused.
+
+// Is4 reports whether a is an IPv4 address in 16-byte form: two word
+// compares, for it runs on every segment written and every cookie made or
+// checked.
+func Is4(a *[16]byte) bool {
+	return binary.LittleEndian.Uint64(a[0:8]) == 0 && binary.BigEndian.Uint32(a[8:12]) == 0xffff
+}
+
+// Mapped4 reports whether a 16-byte slice holds an IPv4-mapped address.
+func Mapped4(a []byte) bool { return Is4((*[16]byte)(a)) }
+
+// Addr4 is the 16-byte form of an IPv4 address.
+func Addr4(a [4]byte) [16]byte {
+	return [16]byte{10: 0xff, 11: 0xff, 12: a[0], 13: a[1], 14: a[2], 15: a[3]}
+}
+
+// In16 is the 16-byte form of a 4-byte slice.
+func In16(a []byte) [16]byte { return Addr4([4]byte(a)) }
