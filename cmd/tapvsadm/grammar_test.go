@@ -1,0 +1,311 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+func ref[T any](v T) *T { return &v }
+
+// words splits a command line as a shell would for these tests; an empty
+// word is written ” (strings.Fields cannot make one).
+func words(line string) []string {
+	w := strings.Fields(line)
+	for i := range w {
+		if w[i] == "''" {
+			w[i] = ""
+		}
+	}
+	return w
+}
+
+// Every option ipvsadm's grammar here has, by its short and its long name,
+// with its value attached (-t1.2.3.4:80, --udp-service=...), bundled
+// (-lnc) or apart: the whole command each line parses to.
+func TestParseEveryOption(t *testing.T) {
+	svc := command{proto: "tcp", service: "1.1.1.1:80"}
+	with := func(c command, f func(*command)) command { f(&c); return c }
+	op := func(op string) func(*command) { return func(c *command) { c.op = op } }
+	cases := []struct {
+		line string
+		want command
+	}{
+		// Commands.
+		{"-A -t 1.1.1.1:80", with(svc, op("add-service"))},
+		{"--add-service --tcp-service 1.1.1.1:80", with(svc, op("add-service"))},
+		{"--add-service --tcp-service=1.1.1.1:80", with(svc, op("add-service"))},
+		{"-t 1.1.1.1:80 -A", with(svc, op("add-service"))},
+		{"-A -t1.1.1.1:80", with(svc, op("add-service"))},
+		{"-E -t 1.1.1.1:80 -s rr", with(svc, func(c *command) { c.op, c.sched = "edit-service", "rr" })},
+		{"--edit-service -t 1.1.1.1:80", with(svc, op("edit-service"))},
+		{"-D -t 1.1.1.1:80", with(svc, op("delete-service"))},
+		{"--delete-service -t 1.1.1.1:80", with(svc, op("delete-service"))},
+		{"-C", command{op: "clear"}},
+		{"--clear", command{op: "clear"}},
+		{"-R", command{op: "restore"}},
+		{"--restore", command{op: "restore"}},
+		{"-S", command{op: "save"}},
+		{"--save -n", command{op: "save", numeric: true}},
+		{"-Sn", command{op: "save", numeric: true}},
+		{"-a -t 1.1.1.1:80 -r 2.2.2.2:80", with(svc, func(c *command) { c.op, c.real = "add-server", "2.2.2.2:80" })},
+		{"--add-server -t 1.1.1.1:80 --real-server 2.2.2.2:8080", with(svc, func(c *command) { c.op, c.real = "add-server", "2.2.2.2:8080" })},
+		{"-e -t 1.1.1.1:80 -r 2.2.2.2 -w 0", with(svc, func(c *command) { c.op, c.real, c.weight = "edit-server", "2.2.2.2:0", ref(0) })},
+		{"--edit-server -t 1.1.1.1:80 -r 2.2.2.2 --weight=65535", with(svc, func(c *command) { c.op, c.real, c.weight = "edit-server", "2.2.2.2:0", ref(65535) })},
+		{"-d -t 1.1.1.1:80 -r2.2.2.2:80", with(svc, func(c *command) { c.op, c.real = "delete-server", "2.2.2.2:80" })},
+		{"--delete-server -t 1.1.1.1:80 -r 2.2.2.2:80", with(svc, func(c *command) { c.op, c.real = "delete-server", "2.2.2.2:80" })},
+		{"-L", command{op: "list"}},
+		{"-l", command{op: "list"}},
+		{"--list", command{op: "list"}},
+		{"", command{op: "list"}},
+		{"-n", command{op: "list", numeric: true}},
+		{"-lnc", command{op: "list", numeric: true, conns: true}},
+		{"-cnL", command{op: "list", numeric: true, conns: true}},
+		{"-L -t 1.1.1.1:80 --numeric --connection", with(svc, func(c *command) { c.op, c.numeric, c.conns = "list", true, true })},
+		{"-L --stats --rate --exact", command{op: "list", stats: true, rate: true, exact: true}},
+		{"-Z", command{op: "zero"}},
+		{"--zero -u 1.1.1.1:53", command{op: "zero", proto: "udp", service: "1.1.1.1:53"}},
+		{"--set 900 120 300", command{op: "set", set: [3]uint32{900, 120, 300}}},
+		{"--set=0 0 4294967295", command{op: "set", set: [3]uint32{0, 0, 4294967295}}},
+		{"-P -t 1.1.1.1:80 -z 10.0.0.9", with(svc, func(c *command) { c.op, c.laddr = "add-laddr", "10.0.0.9" })},
+		{"--add-laddr -t 1.1.1.1:80 --laddr 10.0.0.9:80", with(svc, func(c *command) { c.op, c.laddr = "add-laddr", "10.0.0.9" })},
+		{"-Q -t 1.1.1.1:80 -z10.0.0.9", with(svc, func(c *command) { c.op, c.laddr = "del-laddr", "10.0.0.9" })},
+		{"--del-laddr -t 1.1.1.1:80 --laddr=[fd00::9]:0", with(svc, func(c *command) { c.op, c.laddr = "del-laddr", "fd00::9" })},
+		{"-G", command{op: "get-laddr"}},
+		{"--get-laddr -t 1.1.1.1:80", with(svc, op("get-laddr"))},
+		{"--capture x.pcap -t 1.1.1.1:80", with(svc, func(c *command) { c.op, c.capture = "capture", "x.pcap" })},
+		{"--capture=- -u 1.1.1.1:53 --count 5", command{op: "capture", proto: "udp", service: "1.1.1.1:53", capture: "-", count: 5}},
+		{"--add-blklst -t 1.1.1.1:80 -k 10.0.0.0/8", with(svc, func(c *command) { c.op, c.prefix = "add-blklst", "10.0.0.0/8" })},
+		{"--del-blklst -t 1.1.1.1:80 -k10.0.0.1", with(svc, func(c *command) { c.op, c.prefix = "del-blklst", "10.0.0.1" })},
+		{"--get-blklst", command{op: "get-blklst"}},
+		{"--get-blklst -t 1.1.1.1:80", with(svc, op("get-blklst"))},
+		{"--add-whtlst -t 1.1.1.1:80 --whtlst-address 10.0.0.0/8", with(svc, func(c *command) { c.op, c.prefix = "add-whtlst", "10.0.0.0/8" })},
+		{"--del-whtlst -t 1.1.1.1:80 --blklst-address=10.0.0.1", with(svc, func(c *command) { c.op, c.prefix = "del-whtlst", "10.0.0.1" })},
+		{"--get-whtlst -n", command{op: "get-whtlst", numeric: true}},
+		{"--bgp", command{op: "bgp", bgp: true}},
+		{"--bgp -l", command{op: "bgp", bgp: true}},
+		{"--drain --wait --timeout=90s", command{op: "drain", wait: true, timeout: 90 * time.Second}},
+		{"--undrain", command{op: "undrain"}},
+		{"--drain-status", command{op: "drain-status"}},
+		{"-h", command{op: "help"}},
+		{"--help", command{op: "help"}},
+		// Service options.
+		{"-A -t 1.1.1.1:http", with(svc, op("add-service"))},
+		{"-A -t 1.1.1.1", with(svc, func(c *command) { c.op, c.service = "add-service", "1.1.1.1:0" })},
+		{"-A -t [2001:db8::1]:80", with(svc, func(c *command) { c.op, c.service = "add-service", "[2001:db8::1]:80" })},
+		{"-A --udp-service=1.1.1.1:53", command{op: "add-service", proto: "udp", service: "1.1.1.1:53"}},
+		{"-A -u1.1.1.1:53", command{op: "add-service", proto: "udp", service: "1.1.1.1:53"}},
+		{"-A -t 1.1.1.1:80 -srr", with(svc, func(c *command) { c.op, c.sched = "add-service", "rr" })},
+		{"-A -t 1.1.1.1:80 --scheduler=wlc", with(svc, func(c *command) { c.op, c.sched = "add-service", "wlc" })},
+		{"-A -t 1.1.1.1:80 -p", with(svc, func(c *command) { c.op, c.persist = "add-service", ref(uint32(300)) })},
+		{"-A -t 1.1.1.1:80 -p 60", with(svc, func(c *command) { c.op, c.persist = "add-service", ref(uint32(60)) })},
+		{"-A -t 1.1.1.1:80 -p60", with(svc, func(c *command) { c.op, c.persist = "add-service", ref(uint32(60)) })},
+		{"-A -p -t 1.1.1.1:80", with(svc, func(c *command) { c.op, c.persist = "add-service", ref(uint32(300)) })},
+		{"-A -t 1.1.1.1:80 --persistent=0", with(svc, func(c *command) { c.op, c.persist = "add-service", ref(uint32(0)) })},
+		{"-A -t 1.1.1.1:80 -j enable", with(svc, func(c *command) { c.op, c.synproxy = "add-service", ref(true) })},
+		{"-A -t 1.1.1.1:80 -j 1", with(svc, func(c *command) { c.op, c.synproxy = "add-service", ref(true) })},
+		{"-A -t 1.1.1.1:80 --synproxy disable", with(svc, func(c *command) { c.op, c.synproxy = "add-service", ref(false) })},
+		{"-A -t 1.1.1.1:80 -j0", with(svc, func(c *command) { c.op, c.synproxy = "add-service", ref(false) })},
+		{"-A -t 1.1.1.1:80 --client-address none", with(svc, func(c *command) { c.op, c.client = "add-service", "none" })},
+		{"-A -t 1.1.1.1:80 --client-address=toa", with(svc, func(c *command) { c.op, c.client = "add-service", "toa" })},
+		{"-A -t 1.1.1.1:80 --client-address proxy-v1", with(svc, func(c *command) { c.op, c.client = "add-service", "proxy-v1" })},
+		{"-A -t 1.1.1.1:80 --client-address proxy-v2", with(svc, func(c *command) { c.op, c.client = "add-service", "proxy-v2" })},
+		{"-A -t 1.1.1.1:80 --proxy-protocol v1", with(svc, func(c *command) { c.op, c.client = "add-service", "proxy-v1" })},
+		{"-A -t 1.1.1.1:80 --proxy-protocol v2", with(svc, func(c *command) { c.op, c.client = "add-service", "proxy-v2" })},
+		{"-A -t 1.1.1.1:80 --proxy-protocol disable", with(svc, func(c *command) { c.op, c.client = "add-service", "none" })},
+		{"-A -t 1.1.1.1:80 --proxy-protocol none", with(svc, func(c *command) { c.op, c.client = "add-service", "none" })},
+		// Both name the client address: the last one given counts.
+		{"-A -t 1.1.1.1:80 --client-address toa --proxy-protocol v2", with(svc, func(c *command) { c.op, c.client = "add-service", "proxy-v2" })},
+		{"-A -t 1.1.1.1:80 --tcp-timestamps translate", with(svc, func(c *command) { c.op, c.tcpTS = "add-service", "translate" })},
+		{"-A -t 1.1.1.1:80 --tcp-timestamps=remove", with(svc, func(c *command) { c.op, c.tcpTS = "add-service", "remove" })},
+		{"-A -t 1.1.1.1:80 -V 1", with(svc, func(c *command) { c.op, c.estTO = "add-service", 1 })},
+		{"-A -t 1.1.1.1:80 --est-timeout=4294967295", with(svc, func(c *command) { c.op, c.estTO = "add-service", 4294967295 })},
+		{"-E -t 1.1.1.1:80 --source-cps 0 --source-conns 4294967295 --half-open=7", with(svc, func(c *command) {
+			c.op, c.cps, c.srcConns, c.halfOpen = "edit-service", ref(uint32(0)), ref(uint32(4294967295)), ref(uint32(7))
+		})},
+		// Real server options.
+		{"-a -t 1.1.1.1:80 -r 2.2.2.2:80 -b", with(svc, func(c *command) { c.op, c.real, c.forward = "add-server", "2.2.2.2:80", "fullnat" })},
+		{"-a -t 1.1.1.1:80 -r 2.2.2.2:80 --fullnat -w3", with(svc, func(c *command) { c.op, c.real, c.forward, c.weight = "add-server", "2.2.2.2:80", "fullnat", ref(3) })},
+		{"-a -t [2001:db8::1]:80 -r fd00::2", with(svc, func(c *command) { c.op, c.service, c.real = "add-server", "[2001:db8::1]:80", "[fd00::2]:0" })},
+		// Listing and the socket.
+		{"-L -n --socket /tmp/t.sock", command{op: "list", numeric: true, socket: "/tmp/t.sock"}},
+		{"--socket=/tmp/t.sock -Z", command{op: "zero", socket: "/tmp/t.sock"}},
+	}
+	for _, c := range cases {
+		if c.want.op == "" {
+			continue
+		}
+		got, err := parse(words(c.line))
+		if err != nil {
+			t.Errorf("%q: %v", c.line, err)
+			continue
+		}
+		if !reflect.DeepEqual(*got, c.want) {
+			t.Errorf("%q:\n got %+v\nwant %+v", c.line, *got, c.want)
+		}
+	}
+}
+
+// Every refusal of the grammar, word for word: ipvsadm's wording where
+// ipvsadm has one, and which of two mistakes is named when a line has both.
+func TestParseEveryRefusal(t *testing.T) {
+	for _, c := range []struct{ line, want string }{
+		// Names it does not know.
+		{"-Y", "unknown option -Y"},
+		{"--nope", "unknown option --nope"},
+		{"--", "unknown option --"},
+		{"list", "unknown option list"},
+		{"-lx", "unknown option -lx"}, // -x is not bundleable: the word stays whole
+		{"-nt", "unknown option -nt"},
+		{"-At", "unknown option t"}, // -A's tail is read as its own word
+		{"-A1 -t 1.1.1.1:80", "unknown option 1"},
+		{"--numeric=x", "unknown option x"}, // a flag's =value is the next word
+		{"--add-service=x", "unknown option x"},
+		{"-A -t 1.1.1.1:80 -s rr wrr", "unknown option wrr"},
+		{"--set 1 2 3 4", "unknown option 4"},
+		// Two commands, or one option twice.
+		{"-A -D -t 1.1.1.1:80", "multiple commands specified"},
+		{"-ZCRS", "multiple commands specified"},
+		{"-l -L", "multiple commands specified"},
+		{"-L --list", "multiple commands specified"},
+		{"-h --help", "multiple commands specified"},
+		{"--set 1 2 3 --set 1 2 3", "multiple commands specified"},
+		{"--capture a -t 1.1.1.1:80 --capture b", "multiple commands specified"},
+		{"-A --capture", "multiple commands specified"}, // the command before its value
+		{"--capture -A", "option --capture requires an argument"},
+		{"-A -t 1.1.1.1:80 --persistent -", "unknown option -"}, // -p's value is a number or nothing
+		{"-A --set 1 2 3", "multiple commands specified"},
+		{"-A -t 1.1.1.1:80 --bgp", "multiple commands specified"},
+		{"--bgp --bgp", "multiple '--bgp' options specified"},
+		{"-n -n", "multiple '--numeric' options specified"},
+		{"-lnn", "multiple '--numeric' options specified"},
+		{"-c --connection", "multiple '--connection' options specified"},
+		{"--stats --stats", "multiple '--stats' options specified"},
+		{"-A -t 1.1.1.1:80 -s rr --scheduler wrr", "multiple '--scheduler' options specified"},
+		{"-A -t 1.1.1.1:80 -p -p", "multiple '--persistent' options specified"},
+		{"-A -t 1.1.1.1:80 -j 1 -j 0", "multiple '--synproxy' options specified"},
+		{"-A -t 1.1.1.1:80 -V 1 -V 2", "multiple '--est-timeout' options specified"},
+		{"-a -t 1.1.1.1:80 -r 2.2.2.2:80 -r 3.3.3.3:80", "multiple '--real-server' options specified"},
+		{"-a -t 1.1.1.1:80 -r 2.2.2.2:80 -b -b", "multiple '--fullnat' options specified"},
+		{"-a -t 1.1.1.1:80 -r 2.2.2.2:80 -w 1 -w 2", "multiple '--weight' options specified"},
+		{"-P -t 1.1.1.1:80 -z 10.0.0.9 -z 10.0.0.8", "multiple '--laddr' options specified"},
+		{"-L --socket a --socket b", "multiple '--socket' options specified"},
+		{"--capture a -t 1.1.1.1:80 --count 1 --count 2", "multiple '--count' options specified"},
+		{"-E -t 1.1.1.1:80 --half-open 1 --half-open 2", "multiple '--half-open' options specified"},
+		{"--drain --wait --wait", "multiple '--wait' options specified"},
+		{"-A -t 1.1.1.1:80 --client-address toa --client-address none", "multiple '--client-address' options specified"},
+		// Two services, two sources: the second is refused before its
+		// value is read; the same list option twice is an option twice.
+		{"-A -t 1.1.1.1:80 -t 1.1.1.2:80", "multiple service addresses specified"},
+		{"-A -t 1.1.1.1:80 -u 1.1.1.1:53", "multiple service addresses specified"},
+		{"-A -t 1.1.1.1:80 -t", "multiple service addresses specified"},
+		{"--add-blklst -t 1.1.1.1:80 -k 1.0.0.0/8 -k 2.0.0.0/8", "multiple '--blklst-address' options specified"},
+		{"--add-blklst -t 1.1.1.1:80 -k 1.0.0.0/8 --whtlst-address 2.0.0.0/8", "multiple source addresses specified"},
+		{"--add-blklst -t 1.1.1.1:80 -k 1.0.0.0/8 --whtlst-address", "multiple source addresses specified"},
+		// A value missing, empty, or looking like the next option.
+		{"-A -t", "option -t requires an argument"},
+		{"-A --tcp-service -n", "option --tcp-service requires an argument"},
+		{"-A -u", "option -u requires an argument"},
+		{"-A -t 1.1.1.1:80 -s", "option -s requires an argument"},
+		{"-A -t 1.1.1.1:80 --scheduler ''", "option --scheduler requires an argument"},
+		{"-A -t 1.1.1.1:80 --scheduler=", "option --scheduler requires an argument"},
+		{"-a -t 1.1.1.1:80 -r", "option -r requires an argument"},
+		{"-a -t 1.1.1.1:80 -r 2.2.2.2 -w -1", "option -w requires an argument"},
+		{"-P -t 1.1.1.1:80 -z", "option -z requires an argument"},
+		{"-A -t 1.1.1.1:80 -j", "option -j requires an argument"},
+		{"-A -t 1.1.1.1:80 --client-address", "option --client-address requires an argument"},
+		{"-A -t 1.1.1.1:80 --proxy-protocol", "option --proxy-protocol requires an argument"},
+		{"-A -t 1.1.1.1:80 --tcp-timestamps", "option --tcp-timestamps requires an argument"},
+		{"-A -t 1.1.1.1:80 -V", "option -V requires an argument"},
+		{"-E -t 1.1.1.1:80 --source-cps", "option --source-cps requires an argument"},
+		{"-E -t 1.1.1.1:80 --source-conns -1", "option --source-conns requires an argument"},
+		{"-E -t 1.1.1.1:80 --half-open", "option --half-open requires an argument"},
+		{"--add-blklst -t 1.1.1.1:80 -k", "option -k requires an argument"},
+		{"--add-whtlst -t 1.1.1.1:80 --whtlst-address", "option --whtlst-address requires an argument"},
+		{"--capture", "option --capture requires an argument"},
+		{"--capture=", "option --capture requires an argument"},
+		{"--capture -t 1.1.1.1:80", "option --capture requires an argument"},
+		{"--capture x -t 1.1.1.1:80 --count", "option --count requires an argument"},
+		{"-L --socket", "option --socket requires an argument"},
+		{"--drain --wait --timeout", "option --timeout requires an argument"},
+		{"--drain --wait --timeout=-1s", "option --timeout requires an argument"},
+		{"--set", "--set needs three values: tcp tcpfin udp"},
+		{"--set 1 2", "--set needs three values: tcp tcpfin udp"},
+		{"--set 1 -2 3", "--set needs three values: tcp tcpfin udp"},
+		// Values it refuses; with --set, the bad value before the missing one.
+		{"--set x", `illegal timeout "x" for --set`},
+		{"--set 1 x", `illegal timeout "x" for --set`},
+		{"--set 1 2 4294967296", `illegal timeout "4294967296" for --set`},
+		{"-A -t 1.1.1.1:80 -p ''", `illegal persistence timeout ""`},
+		{"-A -t 1.1.1.1:80 -p x", `illegal persistence timeout "x"`},
+		{"-A -t 1.1.1.1:80 -p 4294967296", `illegal persistence timeout "4294967296"`},
+		{"-a -t 1.1.1.1:80 -r 2.2.2.2 -w x", "Illegal weight specified"},
+		{"-a -t 1.1.1.1:80 -r 2.2.2.2 -w 65536", "Illegal weight specified"},
+		{"-A -t 1.1.1.1:80 -j maybe", "-j takes enable or disable"},
+		{"-A -t 1.1.1.1:80 --synproxy on", "-j takes enable or disable"},
+		{"-A -t 1.1.1.1:80 --client-address uoa", "--client-address takes none, toa, proxy-v1 or proxy-v2"},
+		{"-A -t 1.1.1.1:80 --proxy-protocol v2-insecure", "--proxy-protocol takes v1, v2 or disable (tapvs never trusts a client's own header: no insecure modes)"},
+		{"-A -t 1.1.1.1:80 --tcp-timestamps strip", "--tcp-timestamps takes translate or remove"},
+		{"-A -t 1.1.1.1:80 -V 0", `illegal ESTABLISHED timeout "0"`},
+		{"-A -t 1.1.1.1:80 --est-timeout x", `illegal ESTABLISHED timeout "x"`},
+		{"-E -t 1.1.1.1:80 --source-cps x", `illegal --source-cps "x"`},
+		{"-E -t 1.1.1.1:80 --source-conns 4294967296", `illegal --source-conns "4294967296"`},
+		{"-E -t 1.1.1.1:80 --half-open=1.5", `illegal --half-open "1.5"`},
+		{"--capture x -t 1.1.1.1:80 --count 0", `illegal count "0"`},
+		{"--capture x -t 1.1.1.1:80 --count x", `illegal count "x"`},
+		{"--drain --wait --timeout 5", `illegal --timeout "5": a duration such as 90s or 5m`},
+		{"--drain --wait --timeout 0s", `illegal --timeout "0s": a duration such as 90s or 5m`},
+		{"-A -t 1.1.1.1:99999", "Illegal address or port: 1.1.1.1:99999"},
+		{"-A -t [fe80::1%eth0]:80", "Illegal address or port: [fe80::1%eth0]:80"},
+		{"-A -u host:53", "Illegal address or port: host:53"},
+		{"-a -t 1.1.1.1:80 -r 2.2.2.2:nosuchport", "Illegal address or port: 2.2.2.2:nosuchport"},
+		{"-P -t 1.1.1.1:80 -z fe80::1%eth0", "Illegal local address: fe80::1%eth0"},
+		// What tapvs does not do, refused by name as typed.
+		{"-A -f 1", "firewall-mark services (-f) are not supported: tapvs matches VIP:port"},
+		{"-A --fwmark-service 1", "firewall-mark services (-f) are not supported: tapvs matches VIP:port"},
+		{"-a -t 1.1.1.1:80 -r 2.2.2.2 -g", "-g: tapvs forwards with FULLNAT only (-b)"},
+		{"-a -t 1.1.1.1:80 -r 2.2.2.2 -bg", "--gatewaying: tapvs forwards with FULLNAT only (-b)"},
+		{"-a -t 1.1.1.1:80 -r 2.2.2.2 --ipip", "--ipip: tapvs forwards with FULLNAT only (-b)"},
+		{"-a -t 1.1.1.1:80 -r 2.2.2.2 -m", "-m: tapvs forwards with FULLNAT only (-b)"},
+		{"-a -t 1.1.1.1:80 -r 2.2.2.2 --masquerading", "--masquerading: tapvs forwards with FULLNAT only (-b)"},
+		{"-a -t 1.1.1.1:80 -r 2.2.2.2 -x 1", "-x is not supported"},
+		{"-a -t 1.1.1.1:80 -r 2.2.2.2 -x1", "-x is not supported"},
+		{"-a -t 1.1.1.1:80 -r 2.2.2.2 --l-threshold=1", "--l-threshold is not supported"},
+		{"-a -t 1.1.1.1:80 -r 2.2.2.2 -y 1", "-y is not supported"},
+		{"-A -t 1.1.1.1:80 -M 255.0.0.0", "-M is not supported"},
+		{"-A -t 1.1.1.1:80 --netmask 255.0.0.0", "--netmask is not supported"},
+		{"-A -t 1.1.1.1:80 --u-threshold 1", "--u-threshold is not supported"},
+		// What each command needs and takes (check, after the words).
+		{"-A", "the add-service command needs a service (-t or -u)"},
+		{"--capture x", "the capture command needs a service (-t or -u)"},
+		{"-d -t 1.1.1.1:80", "the delete-server command needs a real server (-r)"},
+		{"-Q -t 1.1.1.1:80", "the del-laddr command needs a local address (-z)"},
+		{"--del-whtlst -t 1.1.1.1:80", "the del-whtlst command needs a source address or prefix (-k)"},
+		{"-A -t 1.1.1.1:80 -w 1", "Illegal option for add-service: -r, -w, -b and -z belong to real servers and local addresses"},
+		{"-C -s rr", "Illegal option for clear"},
+		{"-a -t 1.1.1.1:80 -r 2.2.2.2 -p", "Illegal option for add-server: -s, -p, -j, -V and -z belong to services"},
+		{"-L -k 1.0.0.0/8", "Illegal option for list: -k belongs to --add/--del-blklst and --add/--del-whtlst"},
+		{"--drain -c", "Illegal option for drain: it takes --wait and --timeout only"},
+		{"--undrain --wait", "--wait belongs to --drain, and --timeout to --drain --wait"},
+	} {
+		_, err := parse(words(c.line))
+		if err == nil || err.Error() != c.want {
+			t.Errorf("%q: %v, want %q", c.line, err, c.want)
+		}
+	}
+}
+
+// -h prints the help word for word (testdata/help.txt is its copy).
+func TestHelpText(t *testing.T) {
+	want, err := os.ReadFile("testdata/help.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut bytes.Buffer
+	if code := run([]string{"-h"}, nil, &out, &errOut); code != 0 || out.String() != string(want) || errOut.Len() != 0 {
+		t.Fatalf("-h: exit %d, stderr %q, stdout:\n%s\nwant:\n%s", code, errOut.String(), out.String(), want)
+	}
+}
