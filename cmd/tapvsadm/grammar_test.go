@@ -23,14 +23,12 @@ func words(line string) []string {
 	return w
 }
 
-// Every option ipvsadm's grammar here has, by its short and its long name,
-// with its value attached (-t1.2.3.4:80, --udp-service=...), bundled
-// (-lnc) or apart: the whole command each line parses to.
-func TestParseEveryOption(t *testing.T) {
-	svc := command{proto: "tcp", service: "1.1.1.1:80"}
-	with := func(c command, f func(*command)) command { f(&c); return c }
-	op := func(op string) func(*command) { return func(c *command) { c.op = op } }
-	cases := []struct {
+var (
+	svc = command{proto: "tcp", service: "1.1.1.1:80"}
+	// everyOption is every option by its short and its long name, with its
+	// value attached (-t1.2.3.4:80, --udp-service=...), bundled (-lnc) or
+	// apart: the whole command each line parses to.
+	everyOption = []struct {
 		line string
 		want command
 	}{
@@ -134,10 +132,15 @@ func TestParseEveryOption(t *testing.T) {
 		{"-L -n --socket /tmp/t.sock", command{op: "list", numeric: true, socket: "/tmp/t.sock"}},
 		{"--socket=/tmp/t.sock -Z", command{op: "zero", socket: "/tmp/t.sock"}},
 	}
-	for _, c := range cases {
-		if c.want.op == "" {
-			continue
-		}
+)
+
+func with(c command, f func(*command)) command { f(&c); return c }
+
+func op(op string) func(*command) { return func(c *command) { c.op = op } }
+
+// Every option parses to the command it means.
+func TestParseEveryOption(t *testing.T) {
+	for _, c := range everyOption {
 		got, err := parse(words(c.line))
 		if err != nil {
 			t.Errorf("%q: %v", c.line, err)
@@ -149,148 +152,153 @@ func TestParseEveryOption(t *testing.T) {
 	}
 }
 
-// Every refusal of the grammar, word for word: ipvsadm's wording where
-// ipvsadm has one, and which of two mistakes is named when a line has both.
+// everyRefusal is every refusal of the grammar, word for word: ipvsadm's
+// wording where ipvsadm has one, and which of two mistakes is named when a
+// line has both.
+var everyRefusal = []struct{ line, want string }{
+	// Names it does not know.
+	{"-Y", "unknown option -Y"},
+	{"--nope", "unknown option --nope"},
+	{"--", "unknown option --"},
+	{"list", "unknown option list"},
+	{"-lx", "unknown option -lx"}, // -x is not bundleable: the word stays whole
+	{"-nt", "unknown option -nt"},
+	{"-At", "unknown option t"}, // -A's tail is read as its own word
+	{"-A1 -t 1.1.1.1:80", "unknown option 1"},
+	{"--numeric=x", "unknown option x"}, // a flag's =value is the next word
+	{"--add-service=x", "unknown option x"},
+	{"-A -t 1.1.1.1:80 -s rr wrr", "unknown option wrr"},
+	{"--set 1 2 3 4", "unknown option 4"},
+	// Two commands, or one option twice.
+	{"-A -D -t 1.1.1.1:80", "multiple commands specified"},
+	{"-ZCRS", "multiple commands specified"},
+	{"-l -L", "multiple commands specified"},
+	{"-L --list", "multiple commands specified"},
+	{"-h --help", "multiple commands specified"},
+	{"--set 1 2 3 --set 1 2 3", "multiple commands specified"},
+	{"--capture a -t 1.1.1.1:80 --capture b", "multiple commands specified"},
+	{"-A --capture", "multiple commands specified"}, // the command before its value
+	{"--capture -A", "option --capture requires an argument"},
+	{"-A -t 1.1.1.1:80 --persistent -", "unknown option -"}, // -p's value is a number or nothing
+	{"-A --set 1 2 3", "multiple commands specified"},
+	{"-A -t 1.1.1.1:80 --bgp", "multiple commands specified"},
+	{"--bgp --bgp", "multiple '--bgp' options specified"},
+	{"-n -n", "multiple '--numeric' options specified"},
+	{"-lnn", "multiple '--numeric' options specified"},
+	{"-c --connection", "multiple '--connection' options specified"},
+	{"--stats --stats", "multiple '--stats' options specified"},
+	{"-A -t 1.1.1.1:80 -s rr --scheduler wrr", "multiple '--scheduler' options specified"},
+	{"-A -t 1.1.1.1:80 -p -p", "multiple '--persistent' options specified"},
+	{"-A -t 1.1.1.1:80 -j 1 -j 0", "multiple '--synproxy' options specified"},
+	{"-A -t 1.1.1.1:80 -V 1 -V 2", "multiple '--est-timeout' options specified"},
+	{"-a -t 1.1.1.1:80 -r 2.2.2.2:80 -r 3.3.3.3:80", "multiple '--real-server' options specified"},
+	{"-a -t 1.1.1.1:80 -r 2.2.2.2:80 -b -b", "multiple '--fullnat' options specified"},
+	{"-a -t 1.1.1.1:80 -r 2.2.2.2:80 -w 1 -w 2", "multiple '--weight' options specified"},
+	{"-P -t 1.1.1.1:80 -z 10.0.0.9 -z 10.0.0.8", "multiple '--laddr' options specified"},
+	{"-L --socket a --socket b", "multiple '--socket' options specified"},
+	{"--capture a -t 1.1.1.1:80 --count 1 --count 2", "multiple '--count' options specified"},
+	{"-E -t 1.1.1.1:80 --half-open 1 --half-open 2", "multiple '--half-open' options specified"},
+	{"--drain --wait --wait", "multiple '--wait' options specified"},
+	{"-A -t 1.1.1.1:80 --client-address toa --client-address none", "multiple '--client-address' options specified"},
+	// Two services, two sources: the second is refused before its
+	// value is read; the same list option twice is an option twice.
+	{"-A -t 1.1.1.1:80 -t 1.1.1.2:80", "multiple service addresses specified"},
+	{"-A -t 1.1.1.1:80 -u 1.1.1.1:53", "multiple service addresses specified"},
+	{"-A -t 1.1.1.1:80 -t", "multiple service addresses specified"},
+	{"--add-blklst -t 1.1.1.1:80 -k 1.0.0.0/8 -k 2.0.0.0/8", "multiple '--blklst-address' options specified"},
+	{"--add-blklst -t 1.1.1.1:80 -k 1.0.0.0/8 --whtlst-address 2.0.0.0/8", "multiple source addresses specified"},
+	{"--add-blklst -t 1.1.1.1:80 -k 1.0.0.0/8 --whtlst-address", "multiple source addresses specified"},
+	// A value missing, empty, or looking like the next option.
+	{"-A -t", "option -t requires an argument"},
+	{"-A --tcp-service -n", "option --tcp-service requires an argument"},
+	{"-A -u", "option -u requires an argument"},
+	{"-A -t 1.1.1.1:80 -s", "option -s requires an argument"},
+	{"-A -t 1.1.1.1:80 --scheduler ''", "option --scheduler requires an argument"},
+	{"-A -t 1.1.1.1:80 --scheduler=", "option --scheduler requires an argument"},
+	{"-a -t 1.1.1.1:80 -r", "option -r requires an argument"},
+	{"-a -t 1.1.1.1:80 -r 2.2.2.2 -w -1", "option -w requires an argument"},
+	{"-P -t 1.1.1.1:80 -z", "option -z requires an argument"},
+	{"-A -t 1.1.1.1:80 -j", "option -j requires an argument"},
+	{"-A -t 1.1.1.1:80 --client-address", "option --client-address requires an argument"},
+	{"-A -t 1.1.1.1:80 --proxy-protocol", "option --proxy-protocol requires an argument"},
+	{"-A -t 1.1.1.1:80 --tcp-timestamps", "option --tcp-timestamps requires an argument"},
+	{"-A -t 1.1.1.1:80 -V", "option -V requires an argument"},
+	{"-E -t 1.1.1.1:80 --source-cps", "option --source-cps requires an argument"},
+	{"-E -t 1.1.1.1:80 --source-conns -1", "option --source-conns requires an argument"},
+	{"-E -t 1.1.1.1:80 --half-open", "option --half-open requires an argument"},
+	{"--add-blklst -t 1.1.1.1:80 -k", "option -k requires an argument"},
+	{"--add-whtlst -t 1.1.1.1:80 --whtlst-address", "option --whtlst-address requires an argument"},
+	{"--capture", "option --capture requires an argument"},
+	{"--capture=", "option --capture requires an argument"},
+	{"--capture -t 1.1.1.1:80", "option --capture requires an argument"},
+	{"--capture x -t 1.1.1.1:80 --count", "option --count requires an argument"},
+	{"-L --socket", "option --socket requires an argument"},
+	{"--drain --wait --timeout", "option --timeout requires an argument"},
+	{"--drain --wait --timeout=-1s", "option --timeout requires an argument"},
+	{"--set", "--set needs three values: tcp tcpfin udp"},
+	{"--set 1 2", "--set needs three values: tcp tcpfin udp"},
+	{"--set 1 -2 3", "--set needs three values: tcp tcpfin udp"},
+	// Values it refuses; with --set, the bad value before the missing one.
+	{"--set x", `illegal timeout "x" for --set`},
+	{"--set 1 x", `illegal timeout "x" for --set`},
+	{"--set 1 2 4294967296", `illegal timeout "4294967296" for --set`},
+	{"-A -t 1.1.1.1:80 -p ''", `illegal persistence timeout ""`},
+	{"-A -t 1.1.1.1:80 -p x", `illegal persistence timeout "x"`},
+	{"-A -t 1.1.1.1:80 -p 4294967296", `illegal persistence timeout "4294967296"`},
+	{"-a -t 1.1.1.1:80 -r 2.2.2.2 -w x", "Illegal weight specified"},
+	{"-a -t 1.1.1.1:80 -r 2.2.2.2 -w 65536", "Illegal weight specified"},
+	{"-A -t 1.1.1.1:80 -j maybe", "-j takes enable or disable"},
+	{"-A -t 1.1.1.1:80 --synproxy on", "-j takes enable or disable"},
+	{"-A -t 1.1.1.1:80 --client-address uoa", "--client-address takes none, toa, proxy-v1 or proxy-v2"},
+	{"-A -t 1.1.1.1:80 --proxy-protocol v2-insecure", "--proxy-protocol takes v1, v2 or disable (tapvs never trusts a client's own header: no insecure modes)"},
+	{"-A -t 1.1.1.1:80 --tcp-timestamps strip", "--tcp-timestamps takes translate or remove"},
+	{"-A -t 1.1.1.1:80 -V 0", `illegal ESTABLISHED timeout "0"`},
+	{"-A -t 1.1.1.1:80 --est-timeout x", `illegal ESTABLISHED timeout "x"`},
+	{"-E -t 1.1.1.1:80 --source-cps x", `illegal --source-cps "x"`},
+	{"-E -t 1.1.1.1:80 --source-conns 4294967296", `illegal --source-conns "4294967296"`},
+	{"-E -t 1.1.1.1:80 --half-open=1.5", `illegal --half-open "1.5"`},
+	{"--capture x -t 1.1.1.1:80 --count 0", `illegal count "0"`},
+	{"--capture x -t 1.1.1.1:80 --count x", `illegal count "x"`},
+	{"--drain --wait --timeout 5", `illegal --timeout "5": a duration such as 90s or 5m`},
+	{"--drain --wait --timeout 0s", `illegal --timeout "0s": a duration such as 90s or 5m`},
+	{"-A -t 1.1.1.1:99999", "Illegal address or port: 1.1.1.1:99999"},
+	{"-A -t [fe80::1%eth0]:80", "Illegal address or port: [fe80::1%eth0]:80"},
+	{"-A -u host:53", "Illegal address or port: host:53"},
+	{"-a -t 1.1.1.1:80 -r 2.2.2.2:nosuchport", "Illegal address or port: 2.2.2.2:nosuchport"},
+	{"-P -t 1.1.1.1:80 -z fe80::1%eth0", "Illegal local address: fe80::1%eth0"},
+	// What tapvs does not do, refused by name as typed.
+	{"-A -f 1", "firewall-mark services (-f) are not supported: tapvs matches VIP:port"},
+	{"-A --fwmark-service 1", "firewall-mark services (-f) are not supported: tapvs matches VIP:port"},
+	{"-a -t 1.1.1.1:80 -r 2.2.2.2 -g", "-g: tapvs forwards with FULLNAT only (-b)"},
+	{"-a -t 1.1.1.1:80 -r 2.2.2.2 -bg", "--gatewaying: tapvs forwards with FULLNAT only (-b)"},
+	{"-a -t 1.1.1.1:80 -r 2.2.2.2 --ipip", "--ipip: tapvs forwards with FULLNAT only (-b)"},
+	{"-a -t 1.1.1.1:80 -r 2.2.2.2 -i", "-i: tapvs forwards with FULLNAT only (-b)"},
+	{"-a -t 1.1.1.1:80 -r 2.2.2.2 --gatewaying", "--gatewaying: tapvs forwards with FULLNAT only (-b)"},
+	{"-a -t 1.1.1.1:80 -r 2.2.2.2 -m", "-m: tapvs forwards with FULLNAT only (-b)"},
+	{"-a -t 1.1.1.1:80 -r 2.2.2.2 --masquerading", "--masquerading: tapvs forwards with FULLNAT only (-b)"},
+	{"-a -t 1.1.1.1:80 -r 2.2.2.2 -x 1", "-x is not supported"},
+	{"-a -t 1.1.1.1:80 -r 2.2.2.2 -x1", "-x is not supported"},
+	{"-a -t 1.1.1.1:80 -r 2.2.2.2 --l-threshold=1", "--l-threshold is not supported"},
+	{"-a -t 1.1.1.1:80 -r 2.2.2.2 -y 1", "-y is not supported"},
+	{"-A -t 1.1.1.1:80 -M 255.0.0.0", "-M is not supported"},
+	{"-A -t 1.1.1.1:80 --netmask 255.0.0.0", "--netmask is not supported"},
+	{"-A -t 1.1.1.1:80 --u-threshold 1", "--u-threshold is not supported"},
+	// What each command needs and takes (check, after the words).
+	{"-A", "the add-service command needs a service (-t or -u)"},
+	{"--capture x", "the capture command needs a service (-t or -u)"},
+	{"-d -t 1.1.1.1:80", "the delete-server command needs a real server (-r)"},
+	{"-Q -t 1.1.1.1:80", "the del-laddr command needs a local address (-z)"},
+	{"--del-whtlst -t 1.1.1.1:80", "the del-whtlst command needs a source address or prefix (-k)"},
+	{"-A -t 1.1.1.1:80 -w 1", "Illegal option for add-service: -r, -w, -b and -z belong to real servers and local addresses"},
+	{"-C -s rr", "Illegal option for clear"},
+	{"-a -t 1.1.1.1:80 -r 2.2.2.2 -p", "Illegal option for add-server: -s, -p, -j, -V and -z belong to services"},
+	{"-L -k 1.0.0.0/8", "Illegal option for list: -k belongs to --add/--del-blklst and --add/--del-whtlst"},
+	{"--drain -c", "Illegal option for drain: it takes --wait and --timeout only"},
+	{"--undrain --wait", "--wait belongs to --drain, and --timeout to --drain --wait"},
+}
+
 func TestParseEveryRefusal(t *testing.T) {
-	for _, c := range []struct{ line, want string }{
-		// Names it does not know.
-		{"-Y", "unknown option -Y"},
-		{"--nope", "unknown option --nope"},
-		{"--", "unknown option --"},
-		{"list", "unknown option list"},
-		{"-lx", "unknown option -lx"}, // -x is not bundleable: the word stays whole
-		{"-nt", "unknown option -nt"},
-		{"-At", "unknown option t"}, // -A's tail is read as its own word
-		{"-A1 -t 1.1.1.1:80", "unknown option 1"},
-		{"--numeric=x", "unknown option x"}, // a flag's =value is the next word
-		{"--add-service=x", "unknown option x"},
-		{"-A -t 1.1.1.1:80 -s rr wrr", "unknown option wrr"},
-		{"--set 1 2 3 4", "unknown option 4"},
-		// Two commands, or one option twice.
-		{"-A -D -t 1.1.1.1:80", "multiple commands specified"},
-		{"-ZCRS", "multiple commands specified"},
-		{"-l -L", "multiple commands specified"},
-		{"-L --list", "multiple commands specified"},
-		{"-h --help", "multiple commands specified"},
-		{"--set 1 2 3 --set 1 2 3", "multiple commands specified"},
-		{"--capture a -t 1.1.1.1:80 --capture b", "multiple commands specified"},
-		{"-A --capture", "multiple commands specified"}, // the command before its value
-		{"--capture -A", "option --capture requires an argument"},
-		{"-A -t 1.1.1.1:80 --persistent -", "unknown option -"}, // -p's value is a number or nothing
-		{"-A --set 1 2 3", "multiple commands specified"},
-		{"-A -t 1.1.1.1:80 --bgp", "multiple commands specified"},
-		{"--bgp --bgp", "multiple '--bgp' options specified"},
-		{"-n -n", "multiple '--numeric' options specified"},
-		{"-lnn", "multiple '--numeric' options specified"},
-		{"-c --connection", "multiple '--connection' options specified"},
-		{"--stats --stats", "multiple '--stats' options specified"},
-		{"-A -t 1.1.1.1:80 -s rr --scheduler wrr", "multiple '--scheduler' options specified"},
-		{"-A -t 1.1.1.1:80 -p -p", "multiple '--persistent' options specified"},
-		{"-A -t 1.1.1.1:80 -j 1 -j 0", "multiple '--synproxy' options specified"},
-		{"-A -t 1.1.1.1:80 -V 1 -V 2", "multiple '--est-timeout' options specified"},
-		{"-a -t 1.1.1.1:80 -r 2.2.2.2:80 -r 3.3.3.3:80", "multiple '--real-server' options specified"},
-		{"-a -t 1.1.1.1:80 -r 2.2.2.2:80 -b -b", "multiple '--fullnat' options specified"},
-		{"-a -t 1.1.1.1:80 -r 2.2.2.2:80 -w 1 -w 2", "multiple '--weight' options specified"},
-		{"-P -t 1.1.1.1:80 -z 10.0.0.9 -z 10.0.0.8", "multiple '--laddr' options specified"},
-		{"-L --socket a --socket b", "multiple '--socket' options specified"},
-		{"--capture a -t 1.1.1.1:80 --count 1 --count 2", "multiple '--count' options specified"},
-		{"-E -t 1.1.1.1:80 --half-open 1 --half-open 2", "multiple '--half-open' options specified"},
-		{"--drain --wait --wait", "multiple '--wait' options specified"},
-		{"-A -t 1.1.1.1:80 --client-address toa --client-address none", "multiple '--client-address' options specified"},
-		// Two services, two sources: the second is refused before its
-		// value is read; the same list option twice is an option twice.
-		{"-A -t 1.1.1.1:80 -t 1.1.1.2:80", "multiple service addresses specified"},
-		{"-A -t 1.1.1.1:80 -u 1.1.1.1:53", "multiple service addresses specified"},
-		{"-A -t 1.1.1.1:80 -t", "multiple service addresses specified"},
-		{"--add-blklst -t 1.1.1.1:80 -k 1.0.0.0/8 -k 2.0.0.0/8", "multiple '--blklst-address' options specified"},
-		{"--add-blklst -t 1.1.1.1:80 -k 1.0.0.0/8 --whtlst-address 2.0.0.0/8", "multiple source addresses specified"},
-		{"--add-blklst -t 1.1.1.1:80 -k 1.0.0.0/8 --whtlst-address", "multiple source addresses specified"},
-		// A value missing, empty, or looking like the next option.
-		{"-A -t", "option -t requires an argument"},
-		{"-A --tcp-service -n", "option --tcp-service requires an argument"},
-		{"-A -u", "option -u requires an argument"},
-		{"-A -t 1.1.1.1:80 -s", "option -s requires an argument"},
-		{"-A -t 1.1.1.1:80 --scheduler ''", "option --scheduler requires an argument"},
-		{"-A -t 1.1.1.1:80 --scheduler=", "option --scheduler requires an argument"},
-		{"-a -t 1.1.1.1:80 -r", "option -r requires an argument"},
-		{"-a -t 1.1.1.1:80 -r 2.2.2.2 -w -1", "option -w requires an argument"},
-		{"-P -t 1.1.1.1:80 -z", "option -z requires an argument"},
-		{"-A -t 1.1.1.1:80 -j", "option -j requires an argument"},
-		{"-A -t 1.1.1.1:80 --client-address", "option --client-address requires an argument"},
-		{"-A -t 1.1.1.1:80 --proxy-protocol", "option --proxy-protocol requires an argument"},
-		{"-A -t 1.1.1.1:80 --tcp-timestamps", "option --tcp-timestamps requires an argument"},
-		{"-A -t 1.1.1.1:80 -V", "option -V requires an argument"},
-		{"-E -t 1.1.1.1:80 --source-cps", "option --source-cps requires an argument"},
-		{"-E -t 1.1.1.1:80 --source-conns -1", "option --source-conns requires an argument"},
-		{"-E -t 1.1.1.1:80 --half-open", "option --half-open requires an argument"},
-		{"--add-blklst -t 1.1.1.1:80 -k", "option -k requires an argument"},
-		{"--add-whtlst -t 1.1.1.1:80 --whtlst-address", "option --whtlst-address requires an argument"},
-		{"--capture", "option --capture requires an argument"},
-		{"--capture=", "option --capture requires an argument"},
-		{"--capture -t 1.1.1.1:80", "option --capture requires an argument"},
-		{"--capture x -t 1.1.1.1:80 --count", "option --count requires an argument"},
-		{"-L --socket", "option --socket requires an argument"},
-		{"--drain --wait --timeout", "option --timeout requires an argument"},
-		{"--drain --wait --timeout=-1s", "option --timeout requires an argument"},
-		{"--set", "--set needs three values: tcp tcpfin udp"},
-		{"--set 1 2", "--set needs three values: tcp tcpfin udp"},
-		{"--set 1 -2 3", "--set needs three values: tcp tcpfin udp"},
-		// Values it refuses; with --set, the bad value before the missing one.
-		{"--set x", `illegal timeout "x" for --set`},
-		{"--set 1 x", `illegal timeout "x" for --set`},
-		{"--set 1 2 4294967296", `illegal timeout "4294967296" for --set`},
-		{"-A -t 1.1.1.1:80 -p ''", `illegal persistence timeout ""`},
-		{"-A -t 1.1.1.1:80 -p x", `illegal persistence timeout "x"`},
-		{"-A -t 1.1.1.1:80 -p 4294967296", `illegal persistence timeout "4294967296"`},
-		{"-a -t 1.1.1.1:80 -r 2.2.2.2 -w x", "Illegal weight specified"},
-		{"-a -t 1.1.1.1:80 -r 2.2.2.2 -w 65536", "Illegal weight specified"},
-		{"-A -t 1.1.1.1:80 -j maybe", "-j takes enable or disable"},
-		{"-A -t 1.1.1.1:80 --synproxy on", "-j takes enable or disable"},
-		{"-A -t 1.1.1.1:80 --client-address uoa", "--client-address takes none, toa, proxy-v1 or proxy-v2"},
-		{"-A -t 1.1.1.1:80 --proxy-protocol v2-insecure", "--proxy-protocol takes v1, v2 or disable (tapvs never trusts a client's own header: no insecure modes)"},
-		{"-A -t 1.1.1.1:80 --tcp-timestamps strip", "--tcp-timestamps takes translate or remove"},
-		{"-A -t 1.1.1.1:80 -V 0", `illegal ESTABLISHED timeout "0"`},
-		{"-A -t 1.1.1.1:80 --est-timeout x", `illegal ESTABLISHED timeout "x"`},
-		{"-E -t 1.1.1.1:80 --source-cps x", `illegal --source-cps "x"`},
-		{"-E -t 1.1.1.1:80 --source-conns 4294967296", `illegal --source-conns "4294967296"`},
-		{"-E -t 1.1.1.1:80 --half-open=1.5", `illegal --half-open "1.5"`},
-		{"--capture x -t 1.1.1.1:80 --count 0", `illegal count "0"`},
-		{"--capture x -t 1.1.1.1:80 --count x", `illegal count "x"`},
-		{"--drain --wait --timeout 5", `illegal --timeout "5": a duration such as 90s or 5m`},
-		{"--drain --wait --timeout 0s", `illegal --timeout "0s": a duration such as 90s or 5m`},
-		{"-A -t 1.1.1.1:99999", "Illegal address or port: 1.1.1.1:99999"},
-		{"-A -t [fe80::1%eth0]:80", "Illegal address or port: [fe80::1%eth0]:80"},
-		{"-A -u host:53", "Illegal address or port: host:53"},
-		{"-a -t 1.1.1.1:80 -r 2.2.2.2:nosuchport", "Illegal address or port: 2.2.2.2:nosuchport"},
-		{"-P -t 1.1.1.1:80 -z fe80::1%eth0", "Illegal local address: fe80::1%eth0"},
-		// What tapvs does not do, refused by name as typed.
-		{"-A -f 1", "firewall-mark services (-f) are not supported: tapvs matches VIP:port"},
-		{"-A --fwmark-service 1", "firewall-mark services (-f) are not supported: tapvs matches VIP:port"},
-		{"-a -t 1.1.1.1:80 -r 2.2.2.2 -g", "-g: tapvs forwards with FULLNAT only (-b)"},
-		{"-a -t 1.1.1.1:80 -r 2.2.2.2 -bg", "--gatewaying: tapvs forwards with FULLNAT only (-b)"},
-		{"-a -t 1.1.1.1:80 -r 2.2.2.2 --ipip", "--ipip: tapvs forwards with FULLNAT only (-b)"},
-		{"-a -t 1.1.1.1:80 -r 2.2.2.2 -m", "-m: tapvs forwards with FULLNAT only (-b)"},
-		{"-a -t 1.1.1.1:80 -r 2.2.2.2 --masquerading", "--masquerading: tapvs forwards with FULLNAT only (-b)"},
-		{"-a -t 1.1.1.1:80 -r 2.2.2.2 -x 1", "-x is not supported"},
-		{"-a -t 1.1.1.1:80 -r 2.2.2.2 -x1", "-x is not supported"},
-		{"-a -t 1.1.1.1:80 -r 2.2.2.2 --l-threshold=1", "--l-threshold is not supported"},
-		{"-a -t 1.1.1.1:80 -r 2.2.2.2 -y 1", "-y is not supported"},
-		{"-A -t 1.1.1.1:80 -M 255.0.0.0", "-M is not supported"},
-		{"-A -t 1.1.1.1:80 --netmask 255.0.0.0", "--netmask is not supported"},
-		{"-A -t 1.1.1.1:80 --u-threshold 1", "--u-threshold is not supported"},
-		// What each command needs and takes (check, after the words).
-		{"-A", "the add-service command needs a service (-t or -u)"},
-		{"--capture x", "the capture command needs a service (-t or -u)"},
-		{"-d -t 1.1.1.1:80", "the delete-server command needs a real server (-r)"},
-		{"-Q -t 1.1.1.1:80", "the del-laddr command needs a local address (-z)"},
-		{"--del-whtlst -t 1.1.1.1:80", "the del-whtlst command needs a source address or prefix (-k)"},
-		{"-A -t 1.1.1.1:80 -w 1", "Illegal option for add-service: -r, -w, -b and -z belong to real servers and local addresses"},
-		{"-C -s rr", "Illegal option for clear"},
-		{"-a -t 1.1.1.1:80 -r 2.2.2.2 -p", "Illegal option for add-server: -s, -p, -j, -V and -z belong to services"},
-		{"-L -k 1.0.0.0/8", "Illegal option for list: -k belongs to --add/--del-blklst and --add/--del-whtlst"},
-		{"--drain -c", "Illegal option for drain: it takes --wait and --timeout only"},
-		{"--undrain --wait", "--wait belongs to --drain, and --timeout to --drain --wait"},
-	} {
+	for _, c := range everyRefusal {
 		_, err := parse(words(c.line))
 		if err == nil || err.Error() != c.want {
 			t.Errorf("%q: %v, want %q", c.line, err, c.want)
@@ -307,5 +315,89 @@ func TestHelpText(t *testing.T) {
 	var out, errOut bytes.Buffer
 	if code := run([]string{"-h"}, nil, &out, &errOut); code != 0 || out.String() != string(want) || errOut.Len() != 0 {
 		t.Fatalf("-h: exit %d, stderr %q, stdout:\n%s\nwant:\n%s", code, errOut.String(), out.String(), want)
+	}
+}
+
+// The table's rows hold together: each name names one row, a bundled
+// letter takes no value, only a one-value option has a default, every row
+// does something.
+func TestOptionTable(t *testing.T) {
+	n := 0
+	for _, rows := range [][]option{commands, options} {
+		for _, o := range rows {
+			n += 1 + len(o.short)
+			if !strings.HasPrefix(o.long, "--") || o.op != "" && o.op != o.long[2:] {
+				t.Errorf("%s: long name or command %q", o.long, o.op)
+			}
+			if o.bundle && (o.short == "" || o.meta != "") {
+				t.Errorf("%s: bundled, but without a short name or with a value", o.long)
+			}
+			if o.def != "" && len(strings.Fields(o.meta)) != 1 {
+				t.Errorf("%s: a default for %q", o.long, o.meta)
+			}
+			if o.set == nil && (o.op == "" || o.meta != "") {
+				t.Errorf("%s: nothing reads it", o.long)
+			}
+			if o.again && o.kin == "" {
+				t.Errorf("%s: named twice with nothing to refuse the second", o.long)
+			}
+		}
+	}
+	if n != len(byName) {
+		t.Fatalf("%d names, %d rows by name: a name is in two rows", n, len(byName))
+	}
+}
+
+// Each name of each row is in a line of everyOption or everyRefusal, as a
+// word of its own (-n, --numeric) or given its value (--numeric=x): a new
+// row comes with its test lines.
+func TestEveryNameTested(t *testing.T) {
+	tested := map[string]bool{}
+	for _, line := range allLines() {
+		for _, w := range words(line) {
+			name, _, _ := strings.Cut(w, "=")
+			tested[name] = true
+		}
+	}
+	for name := range byName {
+		if !tested[name] {
+			t.Errorf("no test line names %s", name)
+		}
+	}
+}
+
+func allLines() []string {
+	var lines []string
+	for _, c := range everyOption {
+		lines = append(lines, c.line)
+	}
+	for _, c := range everyRefusal {
+		lines = append(lines, c.line)
+	}
+	return lines
+}
+
+// An option that needs a value refuses a missing one by the name typed;
+// one with a default takes it.
+func TestEveryValueMissing(t *testing.T) {
+	for name, o := range byName {
+		n := len(strings.Fields(o.meta))
+		if n == 0 || o.set == nil {
+			continue
+		}
+		_, err := parse([]string{name})
+		want := "option " + name + " requires an argument"
+		switch {
+		case n > 1:
+			want = o.long + " needs " + spelled(n) + " values: " + o.meta
+		case o.def != "":
+			if err != nil && strings.Contains(err.Error(), "argument") {
+				t.Errorf("%s alone: %v, want its default %s", name, err, o.def)
+			}
+			continue
+		}
+		if err == nil || err.Error() != want {
+			t.Errorf("%s alone: %v, want %q", name, err, want)
+		}
 	}
 }

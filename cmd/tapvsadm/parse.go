@@ -52,21 +52,6 @@ func (e *usageError) Error() string { return e.msg }
 
 func usagef(format string, a ...any) error { return &usageError{fmt.Sprintf(format, a...)} }
 
-// Short options that take no argument may be bundled: -lnc is -l -n -c.
-var bundleable = map[byte]string{
-	'L': "--list", 'l': "--list", 'n': "--numeric", 'c': "--connection", 'Z': "--zero", 'C': "--clear",
-	'S': "--save", 'R': "--restore", 'h': "--help", 'g': "--gatewaying", 'i': "--ipip", 'm': "--masquerading",
-	'b': "--fullnat", 'G': "--get-laddr",
-}
-
-var shortLong = map[string]string{
-	"-A": "--add-service", "-E": "--edit-service", "-D": "--delete-service", "-a": "--add-server",
-	"-e": "--edit-server", "-d": "--delete-server", "-t": "--tcp-service", "-u": "--udp-service",
-	"-s": "--scheduler", "-p": "--persistent", "-r": "--real-server", "-w": "--weight", "-P": "--add-laddr",
-	"-Q": "--del-laddr", "-z": "--laddr", "-j": "--synproxy", "-V": "--est-timeout", "-f": "--fwmark-service",
-	"-x": "--u-threshold", "-y": "--l-threshold", "-M": "--netmask", "-k": "--blklst-address",
-}
-
 // expand turns bundles and attached values into one option per word.
 func expand(args []string) []string {
 	var out []string
@@ -78,11 +63,11 @@ func expand(args []string) []string {
 			} else {
 				out = append(out, a)
 			}
-		case len(a) > 2 && a[0] == '-' && allBundleable(a[1:]):
+		case len(a) > 2 && a[0] == '-' && bundled(a[1:]):
 			for i := 1; i < len(a); i++ {
-				out = append(out, bundleable[a[i]])
+				out = append(out, byName["-"+a[i:i+1]].long)
 			}
-		case len(a) > 2 && a[0] == '-' && shortLong[a[:2]] != "":
+		case len(a) > 2 && a[0] == '-' && byName[a[:2]] != nil && !byName[a[:2]].bundle:
 			out = append(out, a[:2], a[2:]) // -t1.2.3.4:80
 		default:
 			out = append(out, a)
@@ -91,223 +76,30 @@ func expand(args []string) []string {
 	return out
 }
 
-func allBundleable(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if bundleable[s[i]] == "" {
+// bundled reports whether every letter of s names an option that may be
+// bundled: -lnc.
+func bundled(s string) bool {
+	for i := range len(s) {
+		if o := byName["-"+s[i:i+1]]; o == nil || !o.bundle {
 			return false
 		}
 	}
 	return true
 }
 
+// parse reads one ipvsadm command line, option by option, each as its
+// row in commands or options says.
 func parse(args []string) (*command, error) {
-	c := &command{}
-	args = expand(args)
-	setOp := func(op string) error {
-		if c.op != "" && c.op != op {
-			return usagef("multiple commands specified")
-		}
-		c.op = op
-		return nil
-	}
-	seen := map[string]bool{}
-	for i := 0; i < len(args); i++ {
-		a := args[i]
-		if l, ok := shortLong[a]; ok {
-			a = l
-		} else if len(a) == 2 && a[0] == '-' && bundleable[a[1]] != "" {
-			a = bundleable[a[1]]
-		}
-		// Each option once, as ipvsadm's set_option has it: a second -r
-		// must not silently replace the first.
-		if seen[a] && a != "--tcp-service" && a != "--udp-service" {
-			if c.op != "" && "--"+c.op == a || a == "--list" || a == "--set" {
-				return nil, usagef("multiple commands specified")
-			}
-			return nil, usagef("multiple '%s' options specified", a)
-		}
-		seen[a] = true
-		val := func() (string, error) {
-			// A value that looks like an option is the next option, not
-			// this one's value: --capture -t VIP lacks its file. An empty
-			// one (--capture=) is none.
-			if i+1 >= len(args) || args[i+1] == "" || len(args[i+1]) > 1 && args[i+1][0] == '-' {
-				return "", usagef("option %s requires an argument", args[i])
-			}
-			i++
-			return args[i], nil
-		}
-		var err error
-		var v string
-		switch a {
-		case "--add-service", "--edit-service", "--delete-service", "--add-server", "--edit-server",
-			"--delete-server", "--list", "--zero", "--clear", "--save", "--restore", "--help", "--add-laddr",
-			"--del-laddr", "--get-laddr", "--add-blklst", "--del-blklst", "--get-blklst", "--add-whtlst",
-			"--del-whtlst", "--get-whtlst", "--drain", "--undrain", "--drain-status":
-			err = setOp(strings.TrimPrefix(a, "--"))
-		case "--bgp":
-			// A listing of its own, which -L may name too (-L --bgp, -ln
-			// --bgp): the command is settled after the loop.
-			c.bgp = true
-		case "--wait":
-			c.wait = true
-		case "--timeout":
-			if v, err = val(); err == nil {
-				d, perr := time.ParseDuration(v)
-				if perr != nil || d <= 0 {
-					return nil, usagef("illegal --timeout %q: a duration such as 90s or 5m", v)
-				}
-				c.timeout = d
-			}
-		case "--blklst-address", "--whtlst-address":
-			// DPVS spells the address -k for its blacklist; one option
-			// serves both lists here, and the command says which.
-			if c.prefix != "" {
-				return nil, usagef("multiple source addresses specified")
-			}
-			c.prefix, err = val()
-		case "--source-cps", "--source-conns", "--half-open":
-			if v, err = val(); err == nil {
-				n, perr := strconv.ParseUint(v, 10, 32)
-				if perr != nil {
-					return nil, usagef("illegal %s %q", a, v)
-				}
-				x := uint32(n)
-				*map[string]**uint32{"--source-cps": &c.cps, "--source-conns": &c.srcConns, "--half-open": &c.halfOpen}[a] = &x
-			}
-		case "--set":
-			if err = setOp("set"); err == nil {
-				for k := range 3 {
-					if v, err = val(); err != nil {
-						return nil, usagef("--set needs three values: tcp tcpfin udp")
-					}
-					n, perr := strconv.ParseUint(v, 10, 32)
-					if perr != nil {
-						return nil, usagef("illegal timeout %q for --set", v)
-					}
-					c.set[k] = uint32(n)
-				}
-			}
-		case "--capture":
-			if err = setOp("capture"); err == nil {
-				c.capture, err = val()
-			}
-		case "--count":
-			if v, err = val(); err == nil {
-				if c.count, err = strconv.Atoi(v); err != nil || c.count < 1 {
-					return nil, usagef("illegal count %q", v)
-				}
-			}
-		case "--tcp-service", "--udp-service":
-			if c.service != "" {
-				return nil, usagef("multiple service addresses specified")
-			}
-			c.proto = map[string]string{"--tcp-service": "tcp", "--udp-service": "udp"}[a]
-			if v, err = val(); err == nil {
-				c.service, err = hostPort(v, c.proto)
-			}
-		case "--fwmark-service":
-			return nil, usagef("firewall-mark services (-f) are not supported: tapvs matches VIP:port")
-		case "--scheduler":
-			c.sched, err = val()
-		case "--persistent":
-			n := uint32(300) // ipvsadm's default
-			if i+1 < len(args) && !strings.HasPrefix(args[i+1], "-") {
-				p, perr := strconv.ParseUint(args[i+1], 10, 32)
-				if perr != nil {
-					return nil, usagef("illegal persistence timeout %q", args[i+1])
-				}
-				n = uint32(p)
-				i++
-			}
-			c.persist = &n
-		case "--real-server":
-			if v, err = val(); err == nil {
-				c.real, err = hostPort(v, c.proto)
-			}
-		case "--fullnat":
-			c.forward = "fullnat"
-		case "--gatewaying", "--ipip", "--masquerading":
-			return nil, usagef("%s: tapvs forwards with FULLNAT only (-b)", args[i])
-		case "--weight":
-			if v, err = val(); err == nil {
-				w, perr := strconv.Atoi(v)
-				if perr != nil || w < 0 || w > 65535 {
-					return nil, usagef("Illegal weight specified")
-				}
-				c.weight = &w
-			}
-		case "--laddr":
-			if v, err = val(); err == nil {
-				c.laddr, err = localAddr(v)
-			}
-		case "--synproxy":
-			if v, err = val(); err == nil {
-				on := v == "enable" || v == "1"
-				if !on && v != "disable" && v != "0" {
-					return nil, usagef("-j takes enable or disable")
-				}
-				c.synproxy = &on
-			}
-		case "--client-address":
-			if v, err = val(); err == nil {
-				switch v {
-				case "none", "toa", "proxy-v1", "proxy-v2":
-					c.client = v
-				default:
-					return nil, usagef("--client-address takes none, toa, proxy-v1 or proxy-v2")
-				}
-			}
-		case "--proxy-protocol":
-			// DPVS's ipvsadm spelling; its insecure modes (trusting a
-			// client's own header) are not offered.
-			if v, err = val(); err == nil {
-				switch v {
-				case "v1", "v2":
-					c.client = "proxy-" + v
-				case "disable", "none":
-					c.client = "none"
-				default:
-					return nil, usagef("--proxy-protocol takes v1, v2 or disable (tapvs never trusts a client's own header: no insecure modes)")
-				}
-			}
-		case "--tcp-timestamps":
-			if v, err = val(); err == nil {
-				if v != "translate" && v != "remove" {
-					return nil, usagef("--tcp-timestamps takes translate or remove")
-				}
-				c.tcpTS = v
-			}
-		case "--est-timeout":
-			if v, err = val(); err == nil {
-				n, perr := strconv.ParseUint(v, 10, 32)
-				if perr != nil || n == 0 {
-					return nil, usagef("illegal ESTABLISHED timeout %q", v)
-				}
-				c.estTO = uint32(n)
-			}
-		case "--numeric":
-			c.numeric = true
-		case "--connection":
-			c.conns = true
-		case "--stats":
-			c.stats = true
-		case "--rate":
-			c.rate = true
-		case "--exact":
-			c.exact = true
-		case "--socket":
-			c.socket, err = val()
-		case "--u-threshold", "--l-threshold", "--netmask":
-			return nil, usagef("%s is not supported", args[i])
-		default:
-			return nil, usagef("unknown option %s", args[i])
-		}
-		if err != nil {
+	p := &parser{c: &command{}, words: expand(args), seen: map[*option]bool{}, kin: map[string]bool{}}
+	for ; p.i < len(p.words); p.i++ {
+		if err := p.option(); err != nil {
 			return nil, err
 		}
 	}
+	c := p.c
 	if c.bgp {
+		// A listing of its own, which -L may name too (-L --bgp, -ln
+		// --bgp).
 		if c.op != "" && c.op != "list" {
 			return nil, usagef("multiple commands specified")
 		}
@@ -317,6 +109,98 @@ func parse(args []string) (*command, error) {
 		c.op = "list" // ipvsadm with no command lists
 	}
 	return c, c.check()
+}
+
+// A parser walks the words of one command line.
+type parser struct {
+	c     *command
+	words []string
+	i     int              // the word being read
+	seen  map[*option]bool // the options named so far
+	kin   map[string]bool  // the kins named so far
+}
+
+// option reads the option at p.i and its values.
+func (p *parser) option() error {
+	name := p.words[p.i]
+	o := byName[name]
+	if o == nil {
+		return usagef("unknown option %s", name)
+	}
+	if err := p.once(o); err != nil {
+		return err
+	}
+	if o.op != "" {
+		if p.c.op != "" {
+			return usagef("multiple commands specified")
+		}
+		p.c.op = o.op
+	}
+	switch n := len(strings.Fields(o.meta)); {
+	case o.set == nil:
+		return nil
+	case n == 0:
+		return o.set(p.c, use{name: name})
+	default:
+		// One value at a time: --set 1 x names x, not the missing third.
+		for k := range n {
+			v, err := p.value(o, name, n)
+			if err != nil {
+				return err
+			}
+			if err := o.set(p.c, use{name, k, v}); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+}
+
+// once refuses a second of an option, as ipvsadm's set_option does: a
+// second -r must not silently replace the first.
+func (p *parser) once(o *option) error {
+	if p.seen[o] && !o.again {
+		if o.op != "" {
+			return usagef("multiple commands specified")
+		}
+		return usagef("multiple '%s' options specified", o.long)
+	}
+	p.seen[o] = true
+	if o.kin != "" {
+		if p.kin[o.kin] {
+			return usagef("multiple %s specified", o.kin)
+		}
+		p.kin[o.kin] = true
+	}
+	return nil
+}
+
+// value takes the word after p.i as one of o's n values. A word that
+// looks like an option is the next option, not this one's value:
+// --capture -t VIP lacks its file. An empty one (--capture=) is none.
+func (p *parser) value(o *option, name string, n int) (string, error) {
+	next, ok := "", p.i+1 < len(p.words)
+	if ok {
+		next = p.words[p.i+1]
+	}
+	switch {
+	case o.def != "" && (!ok || strings.HasPrefix(next, "-")):
+		return o.def, nil
+	case o.def == "" && (!ok || next == "" || len(next) > 1 && next[0] == '-'):
+		if n > 1 {
+			return "", usagef("%s needs %s values: %s", o.long, spelled(n), o.meta)
+		}
+		return "", usagef("option %s requires an argument", name)
+	}
+	p.i++
+	return next, nil
+}
+
+func spelled(n int) string {
+	if n < 10 {
+		return strings.Fields("zero one two three four five six seven eight nine")[n]
+	}
+	return strconv.Itoa(n)
 }
 
 // check enforces what each command needs, as ipvsadm does.
