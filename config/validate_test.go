@@ -25,14 +25,7 @@ func typed() *Config {
 // reads as the same Config a program builds and validates, to the last
 // field (the SYN proxy's MSS derived from the server side's MTU included).
 func TestDefaultIsTheFiles(t *testing.T) {
-	file, err := ParseNoServices(`
-interfaces:
-  client: {name: tc, address: 172.25.254.254/24}
-  server:
-    name: ts
-    address: 172.25.84.4/24
-    routes: [{dst: 10.20.0.0/16, via: 172.25.84.1}]
-`)
+	file, err := ParseNoServices(valid[:strings.Index(valid, "services:")]) // valid's sides, as typed's
 	if err != nil {
 		t.Fatal(err)
 	}
