@@ -190,6 +190,13 @@ func (i *Interface) check(e *errs, f string) {
 	for j := range i.Routes {
 		checkRoute(e, fmt.Sprintf("%s.routes[%d]", f, j), &i.Routes[j], a4, a6, has6)
 	}
+	i.checkKernelEnd(e, f, a4, has6)
+}
+
+// checkKernelEnd checks a sidecar's keys: the kernel end's address
+// (peer_address), the masquerade and the published ports. a4 is the
+// side's IPv4 address (zero if refused); has6 says address6 was given.
+func (i *Interface) checkKernelEnd(e *errs, f string, a4 netip.Prefix, has6 bool) {
 	// A peer address given but refused is not missing.
 	hasPeer := i.PeerAddress.IsValid() || e.refused(f+".peer_address")
 	if pa := i.PeerAddress; pa.IsValid() {

@@ -84,14 +84,7 @@ func Parse(text string) (*Config, error) { return parseText(text, false) }
 func ParseNoServices(text string) (*Config, error) { return parseText(text, true) }
 
 func parseText(text string, noServices bool) (*Config, error) {
-	c, err := parseFields(text, noServices)
-	if err != nil {
-		return nil, err
-	}
-	if err := dryRun(c); err != nil {
-		return nil, err
-	}
-	return c, nil
+	return dryRunOf(parseFields(text, noServices))
 }
 
 // parseFields is parseText without the balancer's rules between values
@@ -147,11 +140,16 @@ func setDefaults(v *viper.Viper) {
 }
 
 func decode(v *viper.Viper, name string, noServices bool) (*Config, error) {
-	c, err := decodeFields(v, name, noServices)
-	if err != nil {
-		return nil, err
+	return dryRunOf(decodeFields(v, name, noServices))
+}
+
+// dryRunOf is c once the balancer's rules between values (dryRun) pass,
+// or the first refusal: decodeFields' or parseFields', or the dry run's.
+func dryRunOf(c *Config, err error) (*Config, error) {
+	if err == nil {
+		err = dryRun(c)
 	}
-	if err := dryRun(c); err != nil {
+	if err != nil {
 		return nil, err
 	}
 	return c, nil
