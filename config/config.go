@@ -63,7 +63,7 @@ func Default() *Config {
 }
 
 // Validate fills in what derives from other values (the SYN proxy's MSS,
-// from the server side's MTU) and checks c as a file's values are
+// from the server side's MTU; routes' destinations, masked) and checks c as a file's values are
 // checked: each value, the rules between them, and the balancer's rules
 // for the services (a dry run against an empty balancer). Each refusal
 // names its field as the file writes it ("interfaces.client.mtu: ...").

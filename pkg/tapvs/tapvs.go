@@ -85,7 +85,8 @@ type Side struct {
 	MTU    int     // 0: 1500
 }
 
-// Route is a route out of one side: tapvs sends what is for Dst to Via.
+// Route is a route out of one side: tapvs sends what is for Dst to Via
+// (zero: Dst is on-link), as a route of the file's without via.
 type Route struct {
 	Dst netip.Prefix
 	Via netip.Addr
