@@ -47,27 +47,44 @@ const (
 	maxCommunities      = 32
 )
 
-// bgpConfig validates the bgp: section (nil when absent).
-func bgpConfig(e *errs, r *rawBGP) *bgp.Config {
+// DefaultBGP is a bgp: section's defaults, before its ASN, router ID and
+// peers: the data centre timers, LIPs announced. A peer's port is 179
+// (DefaultBGPPort).
+func DefaultBGP() bgp.Config {
+	return bgp.Config{HoldTime: defaultHoldTime, Keepalive: defaultHoldTime / 3, ConnectRetry: defaultConnectRetry, AnnounceLIPs: true}
+}
+
+// DefaultBGPPort is a BGP peer's port unless one is given.
+const DefaultBGPPort = 179
+
+// The BGP timers' ranges: whole seconds, as the protocol carries them.
+var (
+	holdRange      = span{3 * time.Second, 65535 * time.Second, ""}
+	keepaliveRange = span{time.Second, 21845 * time.Second, ""}
+	retryBGPRange  = span{time.Second, time.Hour, ""}
+)
+
+// readBGP reads the bgp: section (nil when absent) onto DefaultBGP.
+func readBGP(e *errs, r *rawBGP) *bgp.Config {
 	if r == nil {
 		return nil
 	}
 	const f = "bgp"
-	c := &bgp.Config{AnnounceLIPs: r.AnnounceLIPs == nil || *r.AnnounceLIPs}
-	c.ASN = asn(e, f+".asn", r.ASN)
-	if a, err := netip.ParseAddr(r.RouterID); err != nil || !a.Is4() || a.IsUnspecified() {
-		e.add(f+".router_id", "%q is not an IPv4 address (BGP's identifier is one, even for an IPv6-only speaker)", r.RouterID)
+	c := DefaultBGP()
+	if r.AnnounceLIPs != nil {
+		c.AnnounceLIPs = *r.AnnounceLIPs
+	}
+	c.ASN = readASN(e, f+".asn", r.ASN)
+	if a, err := netip.ParseAddr(r.RouterID); err != nil {
+		e.add(f+".router_id", routerIDWords, r.RouterID)
 	} else {
 		c.RouterID = a
 	}
-	c.HoldTime = bgpTimer(e, f+".hold_time", r.HoldTime, defaultHoldTime, 3*time.Second, 65535*time.Second)
-	c.Keepalive = bgpTimer(e, f+".keepalive", r.Keepalive, c.HoldTime/3, time.Second, 21845*time.Second)
-	if c.Keepalive > c.HoldTime/3 && r.Keepalive != "" {
-		e.add(f+".keepalive", "%s is more than a third of hold_time %s: a single lost keepalive would end the session", c.Keepalive, c.HoldTime)
-	}
-	c.ConnectRetry = bgpTimer(e, f+".connect_retry", r.ConnectRetry, defaultConnectRetry, time.Second, time.Hour)
-	c.NextHop = nextHop(e, f+".next_hop", r.NextHop, true)
-	c.NextHop6 = nextHop(e, f+".next_hop6", r.NextHop6, false)
+	c.HoldTime = bgpTimer(e, f+".hold_time", r.HoldTime, c.HoldTime, holdRange)
+	c.Keepalive = bgpTimer(e, f+".keepalive", r.Keepalive, c.HoldTime/3, keepaliveRange)
+	c.ConnectRetry = bgpTimer(e, f+".connect_retry", r.ConnectRetry, c.ConnectRetry, retryBGPRange)
+	c.NextHop = readNextHop(e, f+".next_hop", r.NextHop, true)
+	c.NextHop6 = readNextHop(e, f+".next_hop6", r.NextHop6, false)
 	if len(r.Communities) > maxCommunities {
 		e.add(f+".communities", "%d communities: at most %d", len(r.Communities), maxCommunities)
 	}
@@ -85,18 +102,50 @@ func bgpConfig(e *errs, r *rawBGP) *bgp.Config {
 			c.MED, c.HasMED = uint32(*r.MED), true
 		}
 	}
-	peerCount(e, f+".peers", len(r.Peers), "bgp: needs at least one router to announce to")
-	seen := map[netip.Addr]int{}
 	for i, rp := range r.Peers {
+		c.Peers = append(c.Peers, readPeer(e, fmt.Sprintf("%s.peers[%d]", f, i), rp))
+	}
+	return &c
+}
+
+const routerIDWords = "%q is not an IPv4 address (BGP's identifier is one, even for an IPv6-only speaker)"
+
+// checkBGP checks a bgp: section (nil: none).
+func checkBGP(e *errs, c *bgp.Config) {
+	if c == nil {
+		return
+	}
+	const f = "bgp"
+	checkASN(e, f+".asn", int64(c.ASN))
+	if a := c.RouterID; !a.Is4() || a.IsUnspecified() {
+		e.add(f+".router_id", routerIDWords, a)
+	}
+	holdRange.checkWhole(e, f+".hold_time", c.HoldTime)
+	// A keepalive given is whole seconds (bgpTimer); the default, a third
+	// of the hold time, need not be.
+	if k := c.Keepalive; k < keepaliveRange.lo || k > keepaliveRange.hi {
+		e.add(f+".keepalive", "%q is not from %s to %s", k, keepaliveRange.lo, keepaliveRange.hi)
+	}
+	if c.Keepalive > c.HoldTime/3 {
+		e.add(f+".keepalive", "%s is more than a third of hold_time %s: a single lost keepalive would end the session", c.Keepalive, c.HoldTime)
+	}
+	retryBGPRange.checkWhole(e, f+".connect_retry", c.ConnectRetry)
+	checkNextHop(e, f+".next_hop", c.NextHop, true)
+	checkNextHop(e, f+".next_hop6", c.NextHop6, false)
+	if len(c.Communities) > maxCommunities {
+		e.add(f+".communities", "%d communities: at most %d", len(c.Communities), maxCommunities)
+	}
+	peerCount(e, f+".peers", len(c.Peers), "bgp: needs at least one router to announce to")
+	seen := map[netip.Addr]int{}
+	for i := range c.Peers {
 		pf := fmt.Sprintf("%s.peers[%d]", f, i)
-		p := peer(e, pf, rp)
+		p := &c.Peers[i]
+		checkPeer(e, pf, p)
 		if j, dup := seen[p.Address]; dup && p.Address.IsValid() {
 			e.add(pf+".address", "%s is peers[%d]'s address too", p.Address, j)
 		}
 		seen[p.Address] = i
-		c.Peers = append(c.Peers, p)
 	}
-	return c
 }
 
 // peerCount refuses a peers list that is empty (saying what it needs) or
@@ -110,72 +159,114 @@ func peerCount(e *errs, f string, n int, need string) {
 	}
 }
 
-func peer(e *errs, f string, r rawPeer) bgp.Peer {
-	var p bgp.Peer
-	if a, err := netip.ParseAddr(r.Address); err != nil || a.Zone() != "" || a.IsUnspecified() || a.IsMulticast() {
-		e.add(f+".address", "%q is not a unicast IP address", r.Address)
-	} else {
-		p.Address = a.Unmap()
-	}
-	p.ASN = asn(e, f+".asn", r.ASN)
-	p.Port = 179
+func readPeer(e *errs, f string, r rawPeer) bgp.Peer {
+	p := bgp.Peer{ASN: readASN(e, f+".asn", r.ASN), Port: DefaultBGPPort, Password: r.Password}
+	p.Address = readUnicast(e, f+".address", r.Address)
 	if r.Port != nil {
 		p.Port, _ = port(e, f+".port", *r.Port)
 	}
 	if r.LocalAddress != "" {
-		if a, err := netip.ParseAddr(r.LocalAddress); err != nil || a.Zone() != "" || a.IsUnspecified() || a.IsMulticast() {
-			e.add(f+".local_address", "%q is not a unicast IP address", r.LocalAddress)
-		} else if p.Address.IsValid() && a.Unmap().Is4() != p.Address.Is4() {
-			e.add(f+".local_address", "%s is not of the peer's family", a)
-		} else {
-			p.LocalAddress = a.Unmap()
-		}
+		p.LocalAddress = readUnicast(e, f+".local_address", r.LocalAddress)
 	}
-	// TCP-MD5 keys are at most 80 bytes (Linux's TCP_MD5SIG_MAXKEYLEN).
-	if len(r.Password) > 80 {
-		e.add(f+".password", "%d bytes: a TCP-MD5 key is at most 80", len(r.Password))
-	}
-	p.Password = r.Password
 	return p
 }
 
-// asn reads a 4-byte AS number (RFC 6793); 0 and 23456 (AS_TRANS) are not
-// an AS of one's own.
-func asn(e *errs, f string, v int64) uint32 {
-	if v < 1 || v > 1<<32-1 || v == 23456 {
-		e.add(f, "%d is not an AS number 1-4294967295 (other than 23456, AS_TRANS)", v)
+// readUnicast reads a peer's or a local address, IPv4-mapped ones as IPv4.
+func readUnicast(e *errs, f, s string) netip.Addr {
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		e.add(f, "%q is not a unicast IP address", s)
+		return netip.Addr{}
+	}
+	return a.Unmap()
+}
+
+func unicast(a netip.Addr) bool {
+	return a.IsValid() && a.Zone() == "" && !a.IsUnspecified() && !a.IsMulticast()
+}
+
+func checkPeer(e *errs, f string, p *bgp.Peer) {
+	if !unicast(p.Address) {
+		e.add(f+".address", "%q is not a unicast IP address", p.Address)
+	}
+	checkASN(e, f+".asn", int64(p.ASN))
+	port(e, f+".port", int(p.Port))
+	if l := p.LocalAddress; l.IsValid() {
+		if !unicast(l) {
+			e.add(f+".local_address", "%q is not a unicast IP address", l)
+		} else if p.Address.IsValid() && l.Is4() != p.Address.Is4() {
+			e.add(f+".local_address", "%s is not of the peer's family", l)
+		}
+	}
+	// TCP-MD5 keys are at most 80 bytes (Linux's TCP_MD5SIG_MAXKEYLEN).
+	if len(p.Password) > 80 {
+		e.add(f+".password", "%d bytes: a TCP-MD5 key is at most 80", len(p.Password))
+	}
+}
+
+// readASN reads a 4-byte AS number (RFC 6793), refusing one too wide
+// before narrowing it.
+func readASN(e *errs, f string, v int64) uint32 {
+	if !checkASN(e, f, v) {
 		return 0
 	}
 	return uint32(v)
 }
 
-// bgpTimer reads a BGP timer: whole seconds, as the protocol carries them.
-func bgpTimer(e *errs, f, s string, def, lo, hi time.Duration) time.Duration {
+// checkASN refuses what is not an AS of one's own: 0, 23456 (AS_TRANS),
+// and what does not fit 4 bytes.
+func checkASN(e *errs, f string, v int64) bool {
+	if v < 1 || v > 1<<32-1 || v == 23456 {
+		e.add(f, "%d is not an AS number 1-4294967295 (other than 23456, AS_TRANS)", v)
+		return false
+	}
+	return true
+}
+
+// bgpTimer reads a BGP timer from the file (def if not given), refusing
+// the text as given when it is not whole seconds in r.
+func bgpTimer(e *errs, f, s string, def time.Duration, r span) time.Duration {
 	if s == "" {
 		return def
 	}
 	d, err := time.ParseDuration(s)
-	if err != nil || d < lo || d > hi || d%time.Second != 0 {
-		e.add(f, "%q is not whole seconds from %s to %s", s, lo, hi)
+	if err != nil || !r.whole(d) {
+		e.add(f, "%q is not whole seconds from %s to %s", s, r.lo, r.hi)
 		return def
 	}
 	return d
 }
 
-func nextHop(e *errs, f, s string, four bool) netip.Addr {
+func (r span) whole(d time.Duration) bool { return d >= r.lo && d <= r.hi && d%time.Second == 0 }
+
+func (r span) checkWhole(e *errs, f string, d time.Duration) {
+	if !r.whole(d) {
+		e.add(f, "%q is not whole seconds from %s to %s", d, r.lo, r.hi)
+	}
+}
+
+func readNextHop(e *errs, f, s string, four bool) netip.Addr {
 	if s == "" {
 		return netip.Addr{}
 	}
 	a, err := netip.ParseAddr(s)
-	family := "IPv6"
-	if four {
-		family = "IPv4"
-	}
-	if err != nil || a.Zone() != "" || a.Is4() != four || a.IsUnspecified() || a.IsMulticast() {
-		e.add(f, "%q is not a unicast %s address", s, family)
-		return netip.Addr{}
+	if err != nil {
+		e.add(f, "%q is not a unicast %s address", s, familyName(four))
 	}
 	return a
+}
+
+func checkNextHop(e *errs, f string, a netip.Addr, four bool) {
+	if a.IsValid() && (a.Zone() != "" || a.Is4() != four || a.IsUnspecified() || a.IsMulticast()) {
+		e.add(f, "%q is not a unicast %s address", a, familyName(four))
+	}
+}
+
+func familyName(four bool) string {
+	if four {
+		return "IPv4"
+	}
+	return "IPv6"
 }
 
 // community reads a standard community (RFC 1997) written ASN:VALUE.
@@ -206,28 +297,59 @@ type rawHandoff struct {
 // holds costs each peer at most this.
 const defaultHandoffRate = 100000
 
-// handoffConfig validates the handoff: section (nil when absent).
-func handoffConfig(e *errs, r *rawHandoff) *handoff.Config {
+// readHandoff reads the handoff: section (nil when absent).
+func readHandoff(e *errs, r *rawHandoff) *handoff.Config {
 	if r == nil {
 		return nil
 	}
 	const f = "handoff"
 	c := &handoff.Config{Rate: defaultHandoffRate}
-	if ap, err := netip.ParseAddrPort(r.Listen); err != nil || ap.Port() == 0 || ap.Addr().Zone() != "" || ap.Addr().IsMulticast() {
-		e.add(f+".listen", "%q is not ip:port (this instance's address, as its peers list it)", r.Listen)
+	if ap, err := netip.ParseAddrPort(r.Listen); err != nil {
+		e.add(f+".listen", listenWords, r.Listen)
 	} else {
 		c.Listen = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 	}
-	peerCount(e, f+".peers", len(r.Peers), "the other instances' listen addresses")
-	seen := map[netip.AddrPort]int{}
 	for i, s := range r.Peers {
-		pf := fmt.Sprintf("%s.peers[%d]", f, i)
 		ap, err := netip.ParseAddrPort(s)
-		if err != nil || ap.Port() == 0 || ap.Addr().Zone() != "" || ap.Addr().IsUnspecified() || ap.Addr().IsMulticast() {
-			e.add(pf, "%q is not ip:port of a unicast address", s)
+		if err != nil {
+			e.add(fmt.Sprintf("%s.peers[%d]", f, i), handoffPeerWords, s)
+		}
+		c.Peers = append(c.Peers, netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()))
+	}
+	if k, err := hex.DecodeString(r.Key); err != nil {
+		e.add(f+".key", keyWords, 2*handoff.KeyLen, handoff.KeyLen)
+	} else {
+		c.Key = k
+	}
+	if r.Rate != nil {
+		c.Rate = *r.Rate
+	}
+	return c
+}
+
+const (
+	listenWords      = "%q is not ip:port (this instance's address, as its peers list it)"
+	handoffPeerWords = "%q is not ip:port of a unicast address"
+	keyWords         = "is not %d hex digits (%d bytes, the cluster's shared key: `openssl rand -hex 32`)"
+)
+
+// checkHandoff checks a handoff: section (nil: none).
+func checkHandoff(e *errs, c *handoff.Config) {
+	if c == nil {
+		return
+	}
+	const f = "handoff"
+	if a := c.Listen.Addr(); c.Listen.Port() == 0 || !a.IsValid() || a.Zone() != "" || a.IsMulticast() {
+		e.add(f+".listen", listenWords, c.Listen)
+	}
+	peerCount(e, f+".peers", len(c.Peers), "the other instances' listen addresses")
+	seen := map[netip.AddrPort]int{}
+	for i, ap := range c.Peers {
+		pf := fmt.Sprintf("%s.peers[%d]", f, i)
+		if ap.Port() == 0 || !unicast(ap.Addr()) {
+			e.add(pf, handoffPeerWords, ap)
 			continue
 		}
-		ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 		if ap == c.Listen {
 			e.add(pf, "%s is this instance's own listen address", ap)
 		}
@@ -235,19 +357,11 @@ func handoffConfig(e *errs, r *rawHandoff) *handoff.Config {
 			e.add(pf, "%s is peers[%d] too", ap, j)
 		}
 		seen[ap] = i
-		c.Peers = append(c.Peers, ap)
 	}
-	if k, err := hex.DecodeString(r.Key); err != nil || len(k) != handoff.KeyLen {
-		e.add(f+".key", "is not %d hex digits (%d bytes, the cluster's shared key: `openssl rand -hex 32`)", 2*handoff.KeyLen, handoff.KeyLen)
-	} else {
-		c.Key = k
+	if len(c.Key) != handoff.KeyLen {
+		e.add(f+".key", keyWords, 2*handoff.KeyLen, handoff.KeyLen)
 	}
-	if r.Rate != nil {
-		if *r.Rate < 1 || *r.Rate > 10000000 {
-			e.add(f+".rate", "%d is out of range 1-10000000 frames a second", *r.Rate)
-		} else {
-			c.Rate = *r.Rate
-		}
+	if c.Rate < 1 || c.Rate > 10000000 {
+		e.add(f+".rate", "%d is out of range 1-10000000 frames a second", c.Rate)
 	}
-	return c
 }

@@ -12,14 +12,9 @@ import (
 // between values. The sidecar's kernel-side keys (peer_address,
 // masquerade, publish) are IPv4 only for now and refuse IPv6 saying so.
 
-// address6 reads a side's address6: tapvs's own IPv6 address on the side,
-// with the prefix that is on-link there.
-func address6(e *errs, f, s string) netip.Prefix {
-	p, err := netip.ParsePrefix(s)
-	if err != nil {
-		e.add(f, "%q is not an IPv6 address with prefix length (like fd00:25:84::4/64)", s)
-		return netip.Prefix{}
-	}
+// checkAddress6 checks a side's address6: tapvs's own IPv6 address on the
+// side, with the prefix that is on-link there.
+func checkAddress6(e *errs, f string, p netip.Prefix) {
 	a := p.Addr()
 	switch {
 	case a.Is4():
@@ -38,10 +33,7 @@ func address6(e *errs, f, s string) netip.Prefix {
 		e.add(f, "%s is link-local: address6 needs a global or unique local address (like fd00:25:84::4/64)", p)
 	case p.Bits() < 127 && a == p.Masked().Addr():
 		e.add(f, "%s is its prefix's Subnet-Router anycast address (host bits all zero), not a host", p)
-	default:
-		return p
 	}
-	return netip.Prefix{}
 }
 
 // family names an address's family in a refusal.
@@ -52,56 +44,64 @@ func family(a netip.Addr) string {
 	return "IPv6"
 }
 
-// route reads one route of side i: dst and via are of one family, and via
-// is on-link: in address's subnet (IPv4), or in address6's prefix or
+// readRoute reads one route from the file; checkRoute checks it.
+func readRoute(e *errs, rf string, rr rawRoute) Route {
+	var rt Route
+	if dst, err := netip.ParsePrefix(rr.Dst); err != nil {
+		e.add(rf+".dst", "%q is not a prefix (like 10.20.0.0/16 or fd00:20::/48)", rr.Dst)
+	} else {
+		rt.Dst = dst
+	}
+	if rr.Via == "" {
+		return rt
+	}
+	if via, err := netip.ParseAddr(rr.Via); err != nil {
+		e.add(rf+".via", "%q is not an IP address", rr.Via)
+	} else {
+		rt.Via = via
+	}
+	return rt
+}
+
+// checkRoute checks one route of a side whose addresses are a4 and a6
+// (zero: none, or refused), and masks its dst: dst and via are of one
+// family, and via is on-link: in a4's subnet (IPv4), or in a6's prefix or
 // link-local (IPv6: routers are often known by their fe80:: address).
 // has6 says address6 was given: if it was refused, that refusal is the one
-// to fix, and the routes are not refused for its absence too.
-func route(e *errs, rf string, rr rawRoute, i Interface, has6 bool) Route {
-	var rt Route
-	dst, err := netip.ParsePrefix(rr.Dst)
+// to fix, and the route is not refused for its absence too.
+func checkRoute(e *errs, rf string, rt *Route, a4, a6 netip.Prefix, has6 bool) {
 	dstOK := false
-	switch {
-	case err != nil:
-		e.add(rf+".dst", "%q is not a prefix (like 10.20.0.0/16 or fd00:20::/48)", rr.Dst)
+	switch dst := rt.Dst; {
+	case !dst.IsValid():
+		e.add(rf+".dst", "is not set: a prefix (like 10.20.0.0/16 or fd00:20::/48)")
 	case dst.Addr().Is4In6():
 		e.add(rf+".dst", "%s is IPv4-mapped: write the IPv4 prefix", dst)
-	case dst.Addr().Is6() && !i.Address6.IsValid():
+	case dst.Addr().Is6() && !a6.IsValid():
 		if !has6 {
 			e.add(rf+".dst", "%s is IPv6 and this side has no address6: IPv6 routes leave by the side's IPv6 address", dst)
 		}
 	default:
 		rt.Dst, dstOK = dst.Masked(), true
 	}
-	if rr.Via == "" {
-		return rt
-	}
-	via, err := netip.ParseAddr(rr.Via)
+	via := rt.Via
 	switch {
-	case err != nil:
-		e.add(rf+".via", "%q is not an IP address", rr.Via)
+	case !via.IsValid(): // none: the destination is on-link
 	case via.Zone() != "" || via.Is4In6():
-		e.add(rf+".via", "%q is not a router's address: no zone (the side is the link) and no IPv4-mapped form", rr.Via)
+		e.add(rf+".via", "%q is not a router's address: no zone (the side is the link) and no IPv4-mapped form", via)
 	case dstOK && via.Is4() != rt.Dst.Addr().Is4():
 		e.add(rf+".via", "%s is %s but dst %s is %s: a route's dst and via are of one family", via, family(via), rt.Dst, family(rt.Dst.Addr()))
 	case via.Is4():
-		if i.Address.IsValid() && !i.Address.Contains(via) {
-			e.add(rf+".via", "%s is not on-link (not in %s)", via, i.Address.Masked())
-		} else {
-			rt.Via = via
+		if a4.IsValid() && !a4.Contains(via) {
+			e.add(rf+".via", "%s is not on-link (not in %s)", via, a4.Masked())
 		}
 	case via.IsLinkLocalUnicast():
-		rt.Via = via
-	case !i.Address6.IsValid():
+	case !a6.IsValid():
 		if dstOK && !has6 { // else dst or address6 said it already
 			e.add(rf+".via", "%s is IPv6 and this side has no address6", via)
 		}
-	case !i.Address6.Contains(via):
-		e.add(rf+".via", "%s is not on-link (not in %s, nor link-local fe80::/10)", via, i.Address6.Masked())
-	default:
-		rt.Via = via
+	case !a6.Contains(via):
+		e.add(rf+".via", "%s is not on-link (not in %s, nor link-local fe80::/10)", via, a6.Masked())
 	}
-	return rt
 }
 
 // hostAddr reads the address of a VIP, LIP or real server, of either

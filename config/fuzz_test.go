@@ -3,6 +3,7 @@ package config
 import (
 	"net/netip"
 	"os"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -39,6 +40,9 @@ func FuzzConfig(f *testing.F) {
 	f.Add(strings.Replace(valid, "{name: tc,", "{name: 'a:b', netns: /proc/1/ns/net,", 1))
 	f.Add(strings.Replace(valid, "{name: tc,", "{name: '..', netns: '.',", 1))
 	f.Add(valid + "timeouts: {tcp: {established: 1ns}, udp: 999ms}\n")
+	// A hold time whose default keepalive (a third) is no whole second.
+	f.Add(strings.Replace(validBGP, "  peers:", "  hold_time: 10s\n  peers:", 1))
+	f.Add(validHandoff + "synproxy: {mss: 0, wscale: -1}\n")
 	f.Fuzz(func(t *testing.T, text string) {
 		if len(text) > 1<<16 {
 			return
@@ -55,6 +59,12 @@ func FuzzConfig(f *testing.F) {
 		// Parse's own dry run, with both families' prefixes.
 		if err := dryRun(c); err != nil {
 			t.Fatalf("accepted, then refused: %v", err)
+		}
+		// What the file's reading accepts, the typed rules (a program's,
+		// pkg/tapvs's) accept too, unchanged.
+		again := *c
+		if err := again.Validate(); err != nil || !reflect.DeepEqual(&again, c) {
+			t.Fatalf("accepted, then Validate said %v, or changed it", err)
 		}
 		if c.MaxConns < 1 || c.MaxConns > MaxConnections || c.PortMin < 1 || c.PortMin > c.PortMax || len(c.Services) == 0 {
 			t.Fatalf("accepted out of range: %+v", c)

@@ -165,7 +165,7 @@ func TestOwnPorts(t *testing.T) {
 	for _, tc := range []struct{ min, max, lo, hi uint16 }{
 		{2048, 65535, 1024, 2047}, {5000, 6000, 1024, 4999}, {2047, 64511, 64512, 65535}, {1, 64510, 64511, 65535}, {2047, 64512, 0, 0},
 	} {
-		c := &Config{PortMin: tc.min, PortMax: tc.max}
+		c := &Config{RestartOnly: RestartOnly{PortMin: tc.min, PortMax: tc.max}}
 		if lo, hi := c.OwnPorts(); lo != tc.lo || hi != tc.hi {
 			t.Errorf("range %d-%d: own ports %d-%d, want %d-%d", tc.min, tc.max, lo, hi, tc.lo, tc.hi)
 		}

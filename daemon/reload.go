@@ -4,9 +4,9 @@ import (
 	"context"
 	"log/slog"
 	"net/netip"
-	"reflect"
 	"strings"
 
+	"github.com/tapvs/tapvs/control"
 	"github.com/tapvs/tapvs/control/api"
 
 	"github.com/tapvs/tapvs/config"
@@ -40,38 +40,25 @@ func (d *Daemon) reload(path string) (api.Reload, error) {
 	d.reloadMu.Lock()
 	defer d.reloadMu.Unlock()
 	running := d.Config()
-	res := api.Reload{Restart: restartOnly(running, cfg)}
+	res, applied, err := decideReload(d.Manager, running, cfg, d.heldDown)
 	if len(res.Restart) > 0 {
 		d.log.Warn("reload: these change only with a restart; the running values are kept and the services are applied", "fields", strings.Join(res.Restart, ", "))
 	}
-	var drift config.Drift
-	err = d.Manager.Update(func(tx *nat.Tx) error {
-		var err error
-		drift, err = cfg.Reconcile(tx, running, d.heldDown)
-		res.Changes = tx.Changes()
-		return err
-	})
 	if err != nil {
 		d.log.Error("reload refused: the running configuration is kept", "err", err)
 		return api.Reload{}, err
 	}
-	// The running configuration is the file's services and timeouts (the
-	// next reload applies what changed since them) on the other values
-	// tapvs started with: the next reload compares against what runs, so
-	// it warns again until a restart takes the new values.
-	applied := *running
-	applied.Services, applied.Timeouts = cfg.Services, cfg.Timeouts
 	if restart, err := d.cluster.reload(cfg); err != nil {
 		// The services are applied; the speaker keeps what it ran.
 		d.log.Error("reload: bgp: the running bgp: section is kept", "err", err)
 		res.Restart = append(res.Restart, "bgp ("+err.Error()+")")
+		applied.BGP = running.BGP
 	} else {
 		res.Restart = append(res.Restart, restart...)
-		applied.BGP = cfg.BGP
+		applied.BGP = cfg.BGP // the speaker's: its ASN and router ID are the running ones
 	}
-	d.cfg.Store(&applied)
+	d.cfg.Store(applied)
 	d.startHealth(cfg)
-	res.Reverted, res.Kept = config.Texts(drift.Reverted), config.Texts(drift.Kept)
 	res.Restart = nonNil(res.Restart)
 	level := slog.LevelInfo
 	if len(res.Reverted) > 0 {
@@ -80,6 +67,31 @@ func (d *Daemon) reload(path string) (api.Reload, error) {
 	d.log.Log(context.Background(), level, "reload applied", "changes", res.Changes,
 		"reverted", strings.Join(res.Reverted, "; "), "kept", strings.Join(res.Kept, "; "))
 	return res, nil
+}
+
+// decideReload is a reload's decision, made against the balancer in one
+// transaction through m: the settings of next that wait for a restart
+// (named by their keys in the file), the services' changes, the runtime
+// changes it reverts and those it keeps, and the configuration that runs
+// then: running's RestartOnly part with next's Reloadable part, so that
+// the next reload compares against what runs and warns again until a
+// restart takes the new values. The restart list is filled in even when
+// the transaction is refused, and then nothing changed. It needs no TAP:
+// a balancer (nat.New) and its manager are enough (reload_test.go).
+func decideReload(m *control.Manager, running, next *config.Config, held func(config.Service, config.RealServer) bool) (api.Reload, *config.Config, error) {
+	res := api.Reload{Restart: running.RestartOnly.Changed(&next.RestartOnly)}
+	var drift config.Drift
+	err := m.Update(func(tx *nat.Tx) error {
+		var err error
+		drift, err = next.Reconcile(tx, running, held)
+		res.Changes = tx.Changes()
+		return err
+	})
+	if err != nil {
+		return api.Reload{Restart: res.Restart}, nil, err
+	}
+	res.Reverted, res.Kept = config.Texts(drift.Reverted), config.Texts(drift.Kept)
+	return res, &config.Config{RestartOnly: running.RestartOnly, Reloadable: next.Reloadable}, nil
 }
 
 // nonNil is s, or an empty list: the API answers [] rather than null.
@@ -99,32 +111,4 @@ func (d *Daemon) heldDown(sc config.Service, rs config.RealServer) bool {
 	}
 	up, checked, _ := hc.Up(sc.Protocol, netip.AddrPortFrom(sc.VIP, sc.Port), netip.AddrPortFrom(rs.Address, rs.Port))
 	return checked && !up
-}
-
-// restartOnly names the settings of next that differ from the running ones
-// and cannot change under a running data path: everything but the
-// services and the timeouts (the defaults and the services').
-func restartOnly(running, next *config.Config) []string {
-	var fields []string
-	differ := func(name string, a, b any) {
-		if !reflect.DeepEqual(a, b) {
-			fields = append(fields, name)
-		}
-	}
-	differ("interfaces.client", running.Client, next.Client)
-	differ("interfaces.server", running.Server, next.Server)
-	differ("interfaces.offload", running.Offload, next.Offload)
-	differ("interfaces.busy_poll", running.BusyPoll, next.BusyPoll)
-	differ("limits.max_connections", running.MaxConns, next.MaxConns)
-	differ("limits.local_port_min", running.PortMin, next.PortMin)
-	differ("limits.local_port_max", running.PortMax, next.PortMax)
-	differ("limits.port_quarantine", running.PortQuarantine, next.PortQuarantine)
-	differ("synproxy", running.Synproxy, next.Synproxy)
-	differ("sweep_interval", running.Sweep, next.Sweep)
-	differ("log.level", running.LogLevel, next.LogLevel)
-	differ("log.format", running.LogFormat, next.LogFormat)
-	differ("control.socket", running.ControlSocket, next.ControlSocket)
-	differ("metrics.listen", running.MetricsListen, next.MetricsListen)
-	differ("handoff", running.Handoff, next.Handoff)
-	return fields
 }

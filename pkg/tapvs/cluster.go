@@ -4,9 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"strings"
 	"time"
 
+	"github.com/tapvs/tapvs/bgp"
+	"github.com/tapvs/tapvs/config"
 	"github.com/tapvs/tapvs/control"
 	"github.com/tapvs/tapvs/control/api"
 )
@@ -35,26 +36,23 @@ type BGPPeer struct {
 	Password  string     // TCP-MD5; "" is none
 }
 
-// yaml renders b as the file's bgp: section.
-func (b *BGP) yaml(w *strings.Builder) {
-	fmt.Fprintf(w, "bgp:\n  asn: %d\n  router_id: %q\n  announce_lips: %t\n", b.ASN, b.RouterID.String(), !b.NoLocalAddrs)
+// config is b as the file's bgp: section reads: config.DefaultBGP with
+// b's values.
+func (b *BGP) config() bgp.Config {
+	c := config.DefaultBGP()
+	c.ASN, c.RouterID, c.AnnounceLIPs = b.ASN, b.RouterID, !b.NoLocalAddrs
 	if b.ConnectRetry != 0 {
-		fmt.Fprintf(w, "  connect_retry: %q\n", b.ConnectRetry.String())
+		c.ConnectRetry = b.ConnectRetry
 	}
-	w.WriteString("  peers:\n")
 	for _, p := range b.Peers {
-		fmt.Fprintf(w, "    - {address: %q, asn: %d", p.Addr.String(), p.ASN)
-		if p.Port != 0 {
-			fmt.Fprintf(w, ", port: %d", p.Port)
+		port := p.Port
+		if port == 0 {
+			port = config.DefaultBGPPort
 		}
-		if p.LocalAddr.IsValid() {
-			fmt.Fprintf(w, ", local_address: %q", p.LocalAddr.String())
-		}
-		if p.Password != "" {
-			fmt.Fprintf(w, ", password: %q", p.Password)
-		}
-		w.WriteString("}\n")
+		// Unmapped, as the file's addresses are read.
+		c.Peers = append(c.Peers, bgp.Peer{Address: p.Addr.Unmap(), ASN: p.ASN, Port: port, LocalAddress: p.LocalAddr.Unmap(), Password: p.Password})
 	}
+	return c
 }
 
 // ErrNoBGP is LB.BGP's error for a tapvs started without Config.BGP.

@@ -18,7 +18,6 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
-	"strings"
 	"time"
 
 	"github.com/tapvs/tapvs/config"
@@ -86,7 +85,8 @@ type Side struct {
 	MTU    int     // 0: 1500
 }
 
-// Route is a route out of one side: tapvs sends what is for Dst to Via.
+// Route is a route out of one side: tapvs sends what is for Dst to Via
+// (zero: Dst is on-link), as a route of the file's without via.
 type Route struct {
 	Dst netip.Prefix
 	Via netip.Addr
@@ -144,7 +144,7 @@ func Start(ctx context.Context, cfg Config) (*LB, error) {
 		}
 		ops = append(ops, o...)
 	}
-	c, err := config.ParseNoServices(cfg.yaml())
+	c, err := cfg.config()
 	if err != nil {
 		return nil, fmt.Errorf("tapvs: %w", err)
 	}
@@ -166,38 +166,40 @@ func Start(ctx context.Context, cfg Config) (*LB, error) {
 	return lb, nil
 }
 
-// yaml renders the interfaces as the configuration file would have them:
-// config.Parse then fills in every default and checks it all, as for a file.
-func (cfg Config) yaml() string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "interfaces:\n  offload: %t\n", !cfg.NoOffload)
-	for _, s := range []struct {
-		name string
-		side Side
-	}{{"client", cfg.Client}, {"server", cfg.Server}} {
-		fmt.Fprintf(&b, "  %s:\n    name: %q\n    netns: %q\n    address: %q\n", s.name, s.side.TAP, s.side.Netns, s.side.Addr.String())
-		if s.side.Addr6.IsValid() {
-			fmt.Fprintf(&b, "    address6: %q\n", s.side.Addr6.String())
-		}
-		if s.side.MTU != 0 {
-			fmt.Fprintf(&b, "    mtu: %d\n", s.side.MTU)
-		}
-		if len(s.side.Routes) > 0 {
-			b.WriteString("    routes:\n")
-			for _, r := range s.side.Routes {
-				fmt.Fprintf(&b, "      - {dst: %q, via: %q}\n", r.Dst.String(), r.Via.String())
-			}
-		}
-	}
-	// No services: Start loads them through the control plane, which says
-	// which one is refused and why.
+// config is cfg as tapvs's configuration: config.Default with cfg's
+// sides, offload and BGP, checked by config's Validate as a file's values
+// are (each refusal names the file's key: "interfaces.client.mtu: ...").
+// It has no services: Start loads them through the control plane, which
+// says which one is refused and why.
+func (cfg Config) config() (*config.Config, error) {
+	c := config.Default()
+	c.Client = cfg.Client.iface(c.Client)
+	c.Server = cfg.Server.iface(c.Server)
+	c.Offload = !cfg.NoOffload
 	// No control socket: the caller holds the LB; a socket at the default
 	// path would collide between tests running at once.
-	b.WriteString("control: {socket: \"\"}\n")
+	c.ControlSocket = ""
 	if cfg.BGP != nil {
-		cfg.BGP.yaml(&b)
+		b := cfg.BGP.config()
+		c.BGP = &b
 	}
-	return b.String()
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// iface is s on def, the side's defaults.
+func (s Side) iface(def config.Interface) config.Interface {
+	i := def
+	i.Name, i.Netns, i.Address, i.Address6 = s.TAP, s.Netns, s.Addr, s.Addr6
+	if s.MTU != 0 {
+		i.MTU = s.MTU
+	}
+	for _, r := range s.Routes {
+		i.Routes = append(i.Routes, config.Route{Dst: r.Dst, Via: r.Via})
+	}
+	return i
 }
 
 func (k ServiceKey) control() (control.ServiceKey, error) {

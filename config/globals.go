@@ -1,0 +1,163 @@
+package config
+
+import (
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/tapvs/tapvs/nat"
+)
+
+// The sections of one value or a few: limits:, interfaces' busy_poll,
+// sweep_interval, log:, control:, metrics: and synproxy:. All are
+// RestartOnly's.
+
+// MaxConnections bounds limits.max_connections.
+const MaxConnections = 1 << 30
+
+type rawLimits struct {
+	MaxConnections int    `mapstructure:"max_connections"`
+	LocalPortMin   int    `mapstructure:"local_port_min"`
+	LocalPortMax   int    `mapstructure:"local_port_max"`
+	PortQuarantine string `mapstructure:"port_quarantine"`
+}
+
+type rawSynproxy struct {
+	MSS           int    `mapstructure:"mss"`
+	WScale        int    `mapstructure:"wscale"`
+	SACK          bool   `mapstructure:"sack"`
+	Timestamps    bool   `mapstructure:"timestamps"`
+	MaxQueued     int    `mapstructure:"max_queued"`
+	SYNRetries    int    `mapstructure:"syn_retries"`
+	RetryInterval string `mapstructure:"retry_interval"`
+	AckStorm      int    `mapstructure:"ack_storm"`
+}
+
+// span is the range a duration field takes, and how a refusal says it.
+type span struct {
+	lo, hi time.Duration
+	words  string // "from 0 to 1s"
+}
+
+var (
+	busyPollRange   = span{0, time.Second, "from 0 to 1s"}
+	quarantineRange = span{0, time.Hour, "from 0 (off) to 1h"}
+	sweepRange      = span{10 * time.Millisecond, time.Minute, "from 10ms to 1m"}
+	retryRange      = span{10 * time.Millisecond, time.Minute, "from 10ms to 1m"}
+)
+
+// duration reads a duration field from the file, refusing the text as
+// the file gives it when it is not a duration in r (check would say it
+// as Go writes it).
+func duration(e *errs, f, s string, r span) time.Duration {
+	d, err := time.ParseDuration(s)
+	if err != nil || d < r.lo || d > r.hi {
+		e.add(f, "%q is not a duration %s", s, r.words)
+	}
+	return d
+}
+
+func (r span) check(e *errs, f string, d time.Duration) {
+	if d < r.lo || d > r.hi {
+		e.add(f, "%q is not a duration %s", d, r.words)
+	}
+}
+
+// bounds is the range an integer field takes, and how a refusal says it.
+// The file's reading holds its wide number to it before narrowing it to
+// the field's type; check holds the field to it.
+type bounds struct {
+	lo, hi int
+	words  string // "is not an MSS (64-65495)"
+}
+
+var (
+	mssBounds      = bounds{64, 65495, "is not an MSS (64-65495)"}
+	wscaleBounds   = bounds{-1, 14, "is not a window scale (0-14, or -1 for none)"}
+	queuedBounds   = bounds{1, 64, "is out of range 1-64"}
+	retriesBounds  = bounds{0, 10, "is out of range 0-10"}
+	ackStormBounds = bounds{2, 65535, "is out of range 2-65535"}
+	maxConnsBounds = bounds{1, MaxConnections, "is out of range 1-1073741824"}
+)
+
+func (b bounds) check(e *errs, f string, v int) bool {
+	if v < b.lo || v > b.hi {
+		e.add(f, "%d %s", v, b.words)
+		return false
+	}
+	return true
+}
+
+// readGlobals reads limits:, sweep_interval, log:, control: and metrics:.
+func (c *Config) readGlobals(e *errs, r *raw) {
+	c.MaxConns = r.Limits.MaxConnections
+	c.PortMin, _ = port(e, "limits.local_port_min", r.Limits.LocalPortMin)
+	c.PortMax, _ = port(e, "limits.local_port_max", r.Limits.LocalPortMax)
+	c.PortQuarantine = duration(e, "limits.port_quarantine", r.Limits.PortQuarantine, quarantineRange)
+	c.Sweep = duration(e, "sweep_interval", r.Sweep, sweepRange)
+	c.LogLevel, c.LogFormat = r.Log.Level, r.Log.Format
+	c.ControlSocket, c.MetricsListen = r.Control.Socket, r.Metrics.Listen
+}
+
+// readSynproxy reads synproxy:; an mss of 0 is the server side's MTU - 40
+// (check).
+func readSynproxy(e *errs, r rawSynproxy) nat.SynproxyConfig {
+	c := nat.SynproxyConfig{SACK: r.SACK, Timestamps: r.Timestamps, MaxQueued: r.MaxQueued, SYNRetries: r.SYNRetries}
+	if r.MSS != 0 && mssBounds.check(e, "synproxy.mss", r.MSS) {
+		c.MSS = uint16(r.MSS)
+	}
+	if wscaleBounds.check(e, "synproxy.wscale", r.WScale) {
+		c.WScale = int8(r.WScale)
+	}
+	if ackStormBounds.check(e, "synproxy.ack_storm", r.AckStorm) {
+		c.AckStorm = uint32(r.AckStorm)
+	}
+	c.RetryInterval = duration(e, "synproxy.retry_interval", r.RetryInterval, retryRange)
+	return c
+}
+
+// checkGlobals checks what readGlobals and readSynproxy read, and gives
+// the SYN proxy its MSS if it has none.
+func (c *Config) checkGlobals(e *errs) {
+	if c.ControlSocket != "" && !strings.HasPrefix(c.ControlSocket, "/") {
+		e.add("control.socket", "%q is not an absolute path", c.ControlSocket)
+	}
+	if c.MetricsListen != "" {
+		if _, err := netip.ParseAddrPort(c.MetricsListen); err != nil {
+			e.add("metrics.listen", "%q is not ip:port", c.MetricsListen)
+		}
+	}
+	maxConnsBounds.check(e, "limits.max_connections", c.MaxConns)
+	_, okMin := port(e, "limits.local_port_min", int(c.PortMin))
+	_, okMax := port(e, "limits.local_port_max", int(c.PortMax))
+	if okMin && okMax && c.PortMin > c.PortMax {
+		e.add("limits.local_port_min", "%d is above local_port_max %d", c.PortMin, c.PortMax)
+	}
+	quarantineRange.check(e, "limits.port_quarantine", c.PortQuarantine)
+	busyPollRange.check(e, "interfaces.busy_poll", c.BusyPoll)
+	sweepRange.check(e, "sweep_interval", c.Sweep)
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		e.add("log.level", "%q is not one of debug, info, warn, error", c.LogLevel)
+	}
+	switch c.LogFormat {
+	case "text", "json":
+	default:
+		e.add("log.format", "%q is not one of text, json", c.LogFormat)
+	}
+	sp := &c.Synproxy
+	if sp.MSS == 0 && !e.refused("synproxy.mss") {
+		mss := c.Server.MTU - 40
+		if mssBounds.check(e, "synproxy.mss", mss) {
+			sp.MSS = uint16(mss)
+		}
+	} else {
+		mssBounds.check(e, "synproxy.mss", int(sp.MSS))
+	}
+	wscaleBounds.check(e, "synproxy.wscale", int(sp.WScale))
+	queuedBounds.check(e, "synproxy.max_queued", sp.MaxQueued)
+	retriesBounds.check(e, "synproxy.syn_retries", sp.SYNRetries)
+	retryRange.check(e, "synproxy.retry_interval", sp.RetryInterval)
+	ackStormBounds.check(e, "synproxy.ack_storm", int(sp.AckStorm))
+}

@@ -1,0 +1,196 @@
+package config
+
+import (
+	"fmt"
+	"net/netip"
+
+	"github.com/tapvs/tapvs/health"
+	"github.com/tapvs/tapvs/nat"
+)
+
+// The services: section. Only a file brings services in a Config (a
+// program adds them through the control plane, which checks its own), so
+// they are read and checked in one step; the rules between them and the
+// interfaces are the balancer's (the dry run).
+
+type rawService struct {
+	Name           string       `mapstructure:"name"`
+	VIP            string       `mapstructure:"vip"`
+	Port           int          `mapstructure:"port"`
+	Protocol       string       `mapstructure:"protocol"`
+	Scheduler      string       `mapstructure:"scheduler"`
+	LocalAddresses []string     `mapstructure:"local_addresses"`
+	RealServers    []rawRS      `mapstructure:"real_servers"`
+	Timeouts       rawTimeouts  `mapstructure:"timeouts"`
+	Synproxy       bool         `mapstructure:"synproxy"`
+	ClientAddress  string       `mapstructure:"client_address"`
+	TCPTimestamps  string       `mapstructure:"tcp_timestamps"`
+	Health         *rawHealth   `mapstructure:"health_check"`
+	Allow          []string     `mapstructure:"allow"`
+	Deny           []string     `mapstructure:"deny"`
+	Limits         rawSvcLimits `mapstructure:"limits"`
+}
+
+type rawRS struct {
+	Address string     `mapstructure:"address"`
+	Port    int        `mapstructure:"port"`
+	Weight  *int       `mapstructure:"weight"`
+	Health  *rawHealth `mapstructure:"health_check"` // replaces the service's check for this server
+}
+
+// Service is one virtual service.
+type Service struct {
+	Name           string
+	VIP            netip.Addr
+	Port           uint16
+	Protocol       nat.Protocol
+	Scheduler      string
+	LocalAddresses []netip.Addr
+	RealServers    []RealServer
+	Timeouts       nat.Timeouts
+	Synproxy       bool
+	// ClientAddress is how the real servers learn the client's address:
+	// none, toa, proxy-v1 or proxy-v2.
+	ClientAddress nat.ClientAddr
+	// TCPTimestamps is what plain TCP connections do with the client's
+	// timestamps: translate (the default) or remove.
+	TCPTimestamps nat.Timestamps
+	// Allow and Deny are the service's source prefixes (defence.go).
+	Allow, Deny []netip.Prefix
+	Limits      nat.Limits
+}
+
+// RealServer is one real server of a service.
+type RealServer struct {
+	Address netip.Addr
+	Port    uint16
+	Weight  int
+	Health  *health.Spec // nil: not checked
+}
+
+// readServices reads the file's services onto base, the default timeouts.
+func readServices(e *errs, r *raw, base nat.Timeouts) []Service {
+	var out []Service
+	seen := map[string]string{}
+	has6 := sides6{client: r.Interfaces.Client.Address6 != "", server: r.Interfaces.Server.Address6 != ""}
+	for i, rs := range r.Services {
+		f := fmt.Sprintf("services[%d]", i)
+		s := service(e, f, rs, base, has6)
+		key := fmt.Sprintf("%s %s", s.Protocol, netip.AddrPortFrom(s.VIP, s.Port))
+		if prev, dup := seen[key]; dup && s.VIP.IsValid() {
+			e.add(f, "%s is already defined by %s", key, prev)
+		}
+		seen[key] = f
+		out = append(out, s)
+	}
+	return out
+}
+
+func port(e *errs, f string, p int) (uint16, bool) {
+	if p < 1 || p > 65535 {
+		e.add(f, "%d is not a port", p)
+		return 0, false
+	}
+	return uint16(p), true
+}
+
+func service(e *errs, f string, r rawService, base nat.Timeouts, has6 sides6) Service {
+	s := Service{Name: r.Name, Scheduler: r.Scheduler, Synproxy: r.Synproxy}
+	if err := nat.CheckName(r.Name); err != nil {
+		e.add(f+".name", "%q is not a service name: it %v", r.Name, err)
+		s.Name = ""
+	}
+	if s.Scheduler == "" {
+		s.Scheduler = "wlc" // ipvsadm's default
+	}
+	if err := nat.ValidScheduler(s.Scheduler); err != nil {
+		e.add(f+".scheduler", "%v", err)
+	}
+	if vip, err := hostAddr(r.VIP); err != nil {
+		e.add(f+".vip", "%v", err)
+	} else if vip.Is6() && !has6.client {
+		e.add(f+".vip", "%s is IPv6 and interfaces.client has no address6: IPv6 VIPs are answered for by the client side's IPv6 address", vip)
+	} else {
+		s.VIP = vip
+	}
+	s.Port, _ = port(e, f+".port", r.Port)
+	proto := r.Protocol
+	if proto == "" {
+		proto = "tcp"
+	}
+	if p, err := nat.ParseProtocol(proto); err != nil {
+		e.add(f+".protocol", "%v", err)
+	} else {
+		s.Protocol = p
+		if r.Synproxy && p != nat.TCP {
+			e.add(f+".synproxy", "only a TCP service can have a SYN proxy")
+		}
+	}
+	if r.ClientAddress != "" {
+		c, err := nat.ParseClientAddr(r.ClientAddress)
+		switch {
+		case err != nil:
+			e.add(f+".client_address", "%v", err)
+		case s.Protocol == nat.UDP && (c == nat.ClientAddrTOA || c == nat.ClientAddrProxyV1):
+			e.add(f+".client_address", "%s is TCP only: a UDP service can have proxy-v2 or none", c)
+		default:
+			s.ClientAddress = c
+		}
+	}
+	if r.TCPTimestamps != "" {
+		ts, err := nat.ParseTimestamps(r.TCPTimestamps)
+		switch {
+		case err != nil:
+			e.add(f+".tcp_timestamps", "%v", err)
+		case s.Protocol == nat.UDP:
+			e.add(f+".tcp_timestamps", "a UDP service has no TCP timestamps")
+		default:
+			s.TCPTimestamps = ts
+		}
+	}
+	if len(r.LocalAddresses) == 0 {
+		e.add(f+".local_addresses", "FULLNAT needs at least one local address")
+	}
+	for j, l := range r.LocalAddresses {
+		lf := fmt.Sprintf("%s.local_addresses[%d]", f, j)
+		a, err := hostAddr(l)
+		switch {
+		case err != nil:
+			e.add(lf, "%v", err)
+		case a.Is6() && !has6.server:
+			e.add(lf, "%s is IPv6 and interfaces.server has no address6: real servers reach IPv6 local addresses by the server side's IPv6 address", a)
+		default:
+			s.LocalAddresses = append(s.LocalAddresses, a)
+		}
+	}
+	if len(r.RealServers) == 0 {
+		e.add(f+".real_servers", "no real server is configured")
+	}
+	for j, rs := range r.RealServers {
+		rf := fmt.Sprintf("%s.real_servers[%d]", f, j)
+		var out RealServer
+		if a, err := hostAddr(rs.Address); err != nil {
+			e.add(rf+".address", "%v", err)
+		} else {
+			out.Address = a
+		}
+		out.Port, _ = port(e, rf+".port", rs.Port)
+		switch {
+		case rs.Health != nil:
+			out.Health = healthSpec(e, rf+".health_check", rs.Health)
+		case r.Health != nil:
+			out.Health = healthSpec(e, f+".health_check", r.Health)
+		}
+		out.Weight = 1
+		if rs.Weight != nil {
+			out.Weight = *rs.Weight
+		}
+		if out.Weight < 0 || out.Weight > 65535 {
+			e.add(rf+".weight", "%d is out of range 0-65535", out.Weight)
+		}
+		s.RealServers = append(s.RealServers, out)
+	}
+	s.Timeouts = timeouts(e, f+".timeouts", r.Timeouts, base)
+	defence(e, f, r, &s)
+	return s
+}
