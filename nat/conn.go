@@ -263,7 +263,7 @@ func (c *Conn) setState(old, state uint32) {
 		}
 	}
 	if c.def.src != nil && holding(old) != holding(state) {
-		c.def.src.hold(c)
+		c.holdSource()
 	}
 }
 
