@@ -69,9 +69,6 @@ func (t *Timeouts) SetEstablished(d time.Duration) { t.TCP[stEstablished] = d }
 // --set calls tcpfin.
 func (t Timeouts) FinWait() time.Duration { return t.TCP[stFinWait] }
 
-// SetFinWait sets the FIN_WAIT timeout.
-func (t *Timeouts) SetFinWait(d time.Duration) { t.TCP[stFinWait] = d }
-
 // TCPStateNames lists the state names accepted as timeout keys, lower case.
 func TCPStateNames() []string {
 	out := make([]string, numTCPStates)
