@@ -46,6 +46,13 @@ func (l *Lists) Empty() bool { return l.Allow.Empty() && l.Deny.Empty() }
 // prefixes only (nat refuses them on an IPv6 service): an IPv6 source is in
 // neither.
 func (l *Lists) Check(id Source) Reason {
+	if len(l.Allow.byLen)|len(l.Deny.byLen) == 0 {
+		return OK // inlined: a service with limits but no lists pays no call
+	}
+	return l.check(id)
+}
+
+func (l *Lists) check(id Source) Reason {
 	if id.fam == 4 && !l.Deny.Empty() && l.Deny.contains(uint32(id.key)) {
 		return Denied
 	}
