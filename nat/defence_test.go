@@ -353,3 +353,23 @@ func TestDeniedSYNAllocs(t *testing.T) {
 		t.Fatalf("%d allocations over 1000 limited SYNs", allocs)
 	}
 }
+
+// A source let in uncounted, its tracker set full of held connections,
+// is counted in Stats.SourcesUntracked (defence.Tracker.Admit's tracked).
+func TestSourcesUntrackedCounted(t *testing.T) {
+	r := newRig(t, TCP, "rr", nil)
+	r.defend(t, func(tx *Tx) error { return tx.SetLimits(r.svc, Limits{SourceConns: 1}) })
+	tr := r.svc.policy().src
+	// Pin every entry of the tracker with a held connection of some
+	// other source: 4 times as many sources as entries fill every set.
+	for ip := uint32(1); ip <= 4*defence.MaxTrackedSources; ip++ {
+		a := netip.AddrFrom4([4]byte{10, byte(ip >> 16), byte(ip >> 8), byte(ip)}).As16()
+		tr.Open(defence.SourceOf(&a))
+	}
+	if v := r.syn(t, client, 1); v != Forward || r.b.Stats.SourcesUntracked() != 1 {
+		t.Fatalf("a source with its set full: %v, untracked %d", v, r.b.Stats.SourcesUntracked())
+	}
+	if n := tr.Conns(clientSource()); n != 0 {
+		t.Fatalf("the untracked source counted %d", n)
+	}
+}
