@@ -6,10 +6,12 @@ import (
 	"slices"
 	"strings"
 
+	// Aliased: this file's func defence reads a service's section.
+	srcdefence "github.com/tapvs/tapvs/defence"
 	"github.com/tapvs/tapvs/nat"
 )
 
-// A service's defence (nat's defence.go):
+// A service's defence (packages defence and nat's defence.go):
 //
 //	allow: [10.0.0.0/8, 192.0.2.7]   # only these sources may open connections
 //	deny: [198.51.100.0/24]          # these may not; checked before allow
@@ -25,14 +27,14 @@ type rawSvcLimits struct {
 }
 
 func prefixList(e *errs, f string, in []string) []netip.Prefix {
-	if len(in) > nat.MaxCIDRs {
-		e.add(f, "%d prefixes: at most %d", len(in), nat.MaxCIDRs)
+	if len(in) > srcdefence.MaxCIDRs {
+		e.add(f, "%d prefixes: at most %d", len(in), srcdefence.MaxCIDRs)
 		return nil
 	}
 	var out []netip.Prefix
 	seen := map[netip.Prefix]int{}
 	for j, s := range in {
-		p, err := nat.ParsePrefix(s)
+		p, err := srcdefence.ParsePrefix(s)
 		if err != nil {
 			e.add(fmt.Sprintf("%s[%d]", f, j), "%v", err)
 			continue

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	srcdefence "github.com/tapvs/tapvs/defence" // config has a func defence
 	"github.com/tapvs/tapvs/nat"
 	"github.com/tapvs/tapvs/tun"
 )
@@ -86,7 +87,7 @@ func FuzzConfig(f *testing.F) {
 			if s.Port == 0 || len(s.LocalAddresses) == 0 || len(s.RealServers) == 0 || s.Timeouts.Check() != nil || nat.CheckName(s.Name) != nil {
 				t.Fatalf("accepted service %+v", s)
 			}
-			if len(s.Allow) > nat.MaxCIDRs || len(s.Deny) > nat.MaxCIDRs || s.Limits.SourceCPS < 0 || s.Limits.SourceConns < 0 || s.Limits.HalfOpen < 0 {
+			if len(s.Allow) > srcdefence.MaxCIDRs || len(s.Deny) > srcdefence.MaxCIDRs || s.Limits.SourceCPS < 0 || s.Limits.SourceConns < 0 || s.Limits.HalfOpen < 0 {
 				t.Fatalf("accepted defence %+v", s)
 			}
 			for _, p := range append(append([]netip.Prefix(nil), s.Allow...), s.Deny...) {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/tapvs/tapvs/control/api"
+	"github.com/tapvs/tapvs/defence"
 	"github.com/tapvs/tapvs/nat"
 )
 
@@ -167,7 +168,7 @@ func parseOp(o api.Op) (Op, error) {
 			op.Service.ServiceKey, err = parseKey(o.Service.ServiceKey)
 		}
 	case OpAddDeny, OpDeleteDeny, OpAddAllow, OpDeleteAllow:
-		if op.Prefix, err = nat.ParsePrefix(o.Prefix); err != nil {
+		if op.Prefix, err = defence.ParsePrefix(o.Prefix); err != nil {
 			err = fmt.Errorf("prefix: %w", err)
 		} else {
 			op.Service.ServiceKey, err = parseKey(o.Service.ServiceKey)

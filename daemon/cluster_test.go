@@ -126,7 +126,13 @@ func TestAnnounceFollowsDeletes(t *testing.T) {
 		t.Fatal(err)
 	}
 	g.expect(t, vip443, lip10, lip11)
-	if err := g.d.Balancer.DeleteService(nat.TCP, vip443.Addr(), 443); err != nil {
+	if err := g.d.Balancer.Update(func(tx *nat.Tx) error {
+		s, err := tx.Service(nat.TCP, vip443.Addr(), 443)
+		if err == nil {
+			tx.DeleteService(s)
+		}
+		return err
+	}); err != nil {
 		t.Fatal(err)
 	}
 	g.expect(t, lip10)

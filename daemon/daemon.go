@@ -13,6 +13,7 @@ import (
 
 	"github.com/tapvs/tapvs/handoff"
 	"github.com/tapvs/tapvs/health"
+	"github.com/tapvs/tapvs/hostnft"
 
 	"github.com/tapvs/tapvs/metrics"
 
@@ -353,23 +354,23 @@ func masquerade(cfg *config.Config, log *slog.Logger) (remove []func() error, er
 	for _, side := range [2]config.Interface{cfg.Client, cfg.Server} {
 		if side.Masquerade {
 			if side.Address6.IsValid() {
-				// The rules are IPv4's (tun.Masquerade): an IPv6
+				// The rules are IPv4's (hostnft.Masquerade): an IPv6
 				// real server must have a route back to the IPv6
 				// LIPs itself.
 				log.Warn("masquerade is IPv4 only: this side's IPv6 traffic is not masqueraded", "interface", side.Name, "address6", side.Address6.String())
 			}
-			r, err := tun.Masquerade(side.Name, side.Address, side.Netns)
+			r, err := hostnft.Masquerade(side.Name, side.Address, side.Netns)
 			if err != nil {
 				return remove, err
 			}
 			remove = append(remove, r)
 		}
 		if len(side.Publish) > 0 {
-			var ports []tun.PublishedPort
+			var ports []hostnft.PublishedPort
 			for _, p := range side.Publish {
-				ports = append(ports, tun.PublishedPort{Protocol: p.Protocol, Port: p.Port, VIP: p.VIP})
+				ports = append(ports, hostnft.PublishedPort{Protocol: p.Protocol, Port: p.Port, VIP: p.VIP})
 			}
-			r, err := tun.Publish(side.Name, ports, side.Netns)
+			r, err := hostnft.Publish(side.Name, ports, side.Netns)
 			if err != nil {
 				return remove, err
 			}

@@ -7,6 +7,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/tapvs/tapvs/hostnft"
 	"github.com/tapvs/tapvs/tun"
 )
 
@@ -51,10 +52,10 @@ func TestPeerAddressMasqueradePublishInNetns(t *testing.T) {
 		return string(out)
 	}
 	src := netip.MustParsePrefix("172.31.84.4/24")
-	if _, err := tun.Masquerade("tvtp-s", src, ns); err != nil { // left behind, as by a killed tapvs
+	if _, err := hostnft.Masquerade("tvtp-s", src, ns); err != nil { // left behind, as by a killed tapvs
 		t.Fatal(err)
 	}
-	remove, err := tun.Masquerade("tvtp-s", src, ns)
+	remove, err := hostnft.Masquerade("tvtp-s", src, ns)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +67,7 @@ func TestPeerAddressMasqueradePublishInNetns(t *testing.T) {
 	if out, _ := exec.Command("nft", "list", "table", "ip", "tapvs-tvtp-s").CombinedOutput(); !strings.Contains(string(out), "No such file") {
 		t.Fatalf("the table is in the caller's namespace too:\n%s", out)
 	}
-	unpublish, err := tun.Publish("tvtp-s", []tun.PublishedPort{{Protocol: syscall.IPPROTO_TCP, Port: 80, VIP: netip.MustParseAddr("172.31.254.100")},
+	unpublish, err := hostnft.Publish("tvtp-s", []hostnft.PublishedPort{{Protocol: syscall.IPPROTO_TCP, Port: 80, VIP: netip.MustParseAddr("172.31.254.100")},
 		{Protocol: syscall.IPPROTO_UDP, Port: 53, VIP: netip.MustParseAddr("172.31.254.100")}}, ns)
 	if err != nil {
 		t.Fatal(err)

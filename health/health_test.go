@@ -295,7 +295,7 @@ func TestRecordPutsBackWithItsNextHop(t *testing.T) {
 	c = New(bal, nil, nic, quiet)
 	s = newState(c, rs2, remove, 5)
 	c.record(svc, s, errProbe)
-	if _, err := bal.AddLocalAddr(svc, rs2.Addr()); err != nil {
+	if err := bal.Update(func(tx *nat.Tx) error { _, err := tx.AddLocalAddr(svc, rs2.Addr()); return err }); err != nil {
 		t.Fatalf("rs2's address, out of the service, as a LIP: %v", err)
 	}
 	c.record(svc, s, nil)

@@ -206,26 +206,6 @@ type ServiceConfig struct {
 	Timestamps Timestamps
 }
 
-// AddService adds a virtual service with no real servers and no local
-// addresses yet: a Tx of one change.
-func (b *Balancer) AddService(sc ServiceConfig) (s *Service, err error) {
-	err = b.Update(func(tx *Tx) error {
-		s, err = tx.AddService(sc)
-		return err
-	})
-	return s, err
-}
-
-// AddLocalAddr adds a LIP to a service and starts answering for it: a Tx
-// of one change.
-func (b *Balancer) AddLocalAddr(s *Service, addr netip.Addr) (l *LocalAddr, err error) {
-	err = b.Update(func(tx *Tx) error {
-		l, err = tx.AddLocalAddr(s, addr)
-		return err
-	})
-	return l, err
-}
-
 // Process runs the data path for one frame from side and says what to do
 // with it. A forwarded frame has been rewritten in place, Ethernet header
 // included; f.Len may shrink (Ethernet padding is dropped).

@@ -69,9 +69,6 @@ func (t *Timeouts) SetEstablished(d time.Duration) { t.TCP[stEstablished] = d }
 // --set calls tcpfin.
 func (t Timeouts) FinWait() time.Duration { return t.TCP[stFinWait] }
 
-// SetFinWait sets the FIN_WAIT timeout.
-func (t *Timeouts) SetFinWait(d time.Duration) { t.TCP[stFinWait] = d }
-
 // TCPStateNames lists the state names accepted as timeout keys, lower case.
 func TCPStateNames() []string {
 	out := make([]string, numTCPStates)
@@ -263,7 +260,7 @@ func (c *Conn) setState(old, state uint32) {
 		}
 	}
 	if c.def.src != nil && holding(old) != holding(state) {
-		c.def.src.hold(c)
+		c.holdSource()
 	}
 }
 

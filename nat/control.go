@@ -26,17 +26,6 @@ func (b *Balancer) Service(proto Protocol, addr netip.Addr, port uint16) (*Servi
 	return nil, fmt.Errorf("%s %s: %w", proto, netip.AddrPortFrom(addr, port), ErrNoService)
 }
 
-// DeleteService removes a virtual service: a Tx of one change.
-func (b *Balancer) DeleteService(proto Protocol, addr netip.Addr, port uint16) error {
-	return b.Update(func(tx *Tx) error {
-		s, err := tx.Service(proto, addr, port)
-		if err == nil {
-			tx.DeleteService(s)
-		}
-		return err
-	})
-}
-
 // conns counts the service's open connections.
 func (s *Service) conns() int64 {
 	var n int64
@@ -56,16 +45,6 @@ func (b *Balancer) Addresses() (vips, lips []netip.Addr) {
 	slices.SortFunc(vips, netip.Addr.Compare)
 	slices.SortFunc(lips, netip.Addr.Compare)
 	return vips, lips
-}
-
-// Clear removes every virtual service (ipvsadm -C): a Tx.
-func (b *Balancer) Clear() {
-	b.Update(func(tx *Tx) error { tx.Clear(); return nil })
-}
-
-// DeleteLocalAddr takes a LIP off a service: a Tx of one change.
-func (b *Balancer) DeleteLocalAddr(s *Service, addr netip.Addr) error {
-	return b.Update(func(tx *Tx) error { return tx.DeleteLocalAddr(s, addr) })
 }
 
 // SetTimeouts sets the ESTABLISHED, FIN_WAIT and UDP timeouts of every

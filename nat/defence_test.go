@@ -2,9 +2,10 @@ package nat
 
 import (
 	"net/netip"
-	"strings"
 	"testing"
 	"time"
+
+	"github.com/tapvs/tapvs/defence"
 )
 
 func prefixes(t testing.TB, ss ...string) []netip.Prefix {
@@ -14,6 +15,12 @@ func prefixes(t testing.TB, ss ...string) []netip.Prefix {
 		out[i] = netip.MustParsePrefix(s)
 	}
 	return out
+}
+
+// clientSource is what the source tracker counts the rig's client under.
+func clientSource() defence.Source {
+	a := client.As16()
+	return defence.SourceOf(&a)
 }
 
 func (r *rig) defend(t testing.TB, fn func(tx *Tx) error) {
@@ -32,43 +39,6 @@ func (r *rig) syn(t testing.TB, src netip.Addr, sport uint16) Verdict {
 func (r *rig) ack(t testing.TB, src netip.Addr, sport uint16) Verdict {
 	t.Helper()
 	return r.b.Process(ClientSide, frame(t, pktSpec{src: src, dst: vip, sport: sport, dport: 80, proto: TCP, ack: true, srcMAC: macClient}))
-}
-
-func TestCIDRSet(t *testing.T) {
-	s, err := newCIDRSet(prefixes(t, "10.0.0.0/8", "192.168.1.0/24", "172.25.254.1/32", "192.168.0.0/16"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for a, want := range map[string]bool{
-		"10.1.2.3": true, "11.0.0.0": false, "192.168.1.77": true, "192.168.200.1": true,
-		"192.169.0.1": false, "172.25.254.1": true, "172.25.254.2": false, "0.0.0.0": false,
-	} {
-		if got := s.contains(v4u32(netip.MustParseAddr(a))); got != want {
-			t.Errorf("%s: contains %v, want %v", a, got, want)
-		}
-	}
-	all, _ := newCIDRSet(prefixes(t, "0.0.0.0/0"))
-	if !all.contains(v4u32(netip.MustParseAddr("203.0.113.9"))) {
-		t.Error("0.0.0.0/0 does not hold everything")
-	}
-	for in, want := range map[string]string{
-		"10.0.0.1/8":             "host bits",
-		"2001:db8::/32":          "not an IPv4 prefix",
-		"10.0.0.0/8 10.0.0.0/8":  "twice",
-		"10.0.0.0/8 10.0.0.0/16": "",
-	} {
-		_, err := newCIDRSet(prefixes(t, strings.Fields(in)...))
-		if want == "" && err != nil || want != "" && (err == nil || !strings.Contains(err.Error(), want)) {
-			t.Errorf("%s: %v, want %q", in, err, want)
-		}
-	}
-	many := make([]netip.Prefix, MaxCIDRs+1)
-	for i := range many {
-		many[i] = netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i >> 8), byte(i), 0}), 24)
-	}
-	if _, err := newCIDRSet(many); err == nil {
-		t.Error("more than MaxCIDRs accepted")
-	}
 }
 
 func TestDenyAndAllow(t *testing.T) {
@@ -162,12 +132,13 @@ func TestSourceConnLimit(t *testing.T) {
 		t.Fatalf("another source: %v", v)
 	}
 	// A release gives the count back.
-	if n := r.svc.policy().src.conns(srcID{key: uint64(v4u32(client)), fam: 4}); n != 2 {
+	id := clientSource()
+	if n := r.svc.policy().src.Conns(id); n != 2 {
 		t.Fatalf("counted %d", n)
 	}
 	r.b.table.now.Store(int64(time.Minute))
 	r.b.Sweep()
-	if n := r.svc.policy().src.conns(srcID{key: uint64(v4u32(client)), fam: 4}); n != 0 {
+	if n := r.svc.policy().src.Conns(id); n != 0 {
 		t.Fatalf("counted %d after expiry", n)
 	}
 	if v := r.syn(t, client, 3); v != Forward {
@@ -187,7 +158,7 @@ func TestSourceConnLimit(t *testing.T) {
 func TestSourceConnLimitCountsHeldConnections(t *testing.T) {
 	r := newRig(t, TCP, "rr", nil)
 	r.defend(t, func(tx *Tx) error { return tx.SetLimits(r.svc, Limits{SourceConns: 1}) })
-	id := srcID{key: uint64(v4u32(client)), fam: 4}
+	id := clientSource()
 	send := func(side Side, s pktSpec) {
 		t.Helper()
 		if side == ClientSide {
@@ -233,7 +204,7 @@ func TestSourceConnLimitCountsHeldConnections(t *testing.T) {
 	if st := state(1); st != "TIME_WAIT" {
 		t.Fatalf("after both FINs: %s", st)
 	}
-	if n := r.svc.policy().src.conns(id); n != 0 {
+	if n := r.svc.policy().src.Conns(id); n != 0 {
 		t.Fatalf("a TIME_WAIT entry counted: %d", n)
 	}
 	// The next connection goes through while the first lingers; a reset
@@ -244,7 +215,7 @@ func TestSourceConnLimitCountsHeldConnections(t *testing.T) {
 		t.Fatalf("after the server's RST: %s", st)
 	}
 	open(3)
-	if n := r.svc.policy().src.conns(id); n != 1 {
+	if n := r.svc.policy().src.Conns(id); n != 1 {
 		t.Fatalf("counted %d, want the one open connection", n)
 	}
 	if v := r.syn(t, client, 4); v != Drop || r.b.Stats.Drop(DropSrcConnLimit) != 3 {
@@ -256,14 +227,14 @@ func TestSourceConnLimitCountsHeldConnections(t *testing.T) {
 	if st := state(1); st != "SYN_RECV" {
 		t.Fatalf("reopened: %s", st)
 	}
-	if n := r.svc.policy().src.conns(id); n != 2 {
+	if n := r.svc.policy().src.Conns(id); n != 2 {
 		t.Fatalf("counted %d after the reopen, want 2", n)
 	}
 	// Expiry and release give back exactly what is counted: the lingering
 	// entry of port 2 nothing, the others one each.
 	r.b.table.now.Store(int64(time.Hour))
 	r.b.Sweep()
-	if n := r.svc.policy().src.conns(id); n != 0 || r.b.Table().Len() != 0 {
+	if n := r.svc.policy().src.Conns(id); n != 0 || r.b.Table().Len() != 0 {
 		t.Fatalf("after expiry: counted %d, %d in the table", n, r.b.Table().Len())
 	}
 	if v := r.syn(t, client, 5); v != Forward {
@@ -347,49 +318,6 @@ func TestLimitsChecked(t *testing.T) {
 	}
 }
 
-// A flood of more sources than the tracker holds keeps its memory fixed:
-// entries without connections are taken over, and sources whose set is
-// full of open connections are let in uncounted.
-func TestSourceTrackerBounded(t *testing.T) {
-	tr := newSrcTracker()
-	lim := Limits{SourceCPS: 1, SourceConns: 1}
-	var st Stats
-	for ip := uint32(1); ip <= 4*MaxTrackedSources; ip++ {
-		if _, ok := tr.admit(srcID{key: uint64(ip), fam: 4}, 0, lim, &st); !ok {
-			t.Fatalf("source %d refused", ip)
-		}
-	}
-	if st.SourcesUntracked() != 0 {
-		t.Fatalf("untracked %d: idle entries should be taken over", st.SourcesUntracked())
-	}
-	// Pin every entry with an open connection.
-	for ip := uint32(1); ip <= 4*MaxTrackedSources; ip++ {
-		tr.open(srcID{key: uint64(ip), fam: 4})
-	}
-	if _, ok := tr.admit(srcID{key: 0x0a000001, fam: 4}, 0, lim, &st); !ok || st.SourcesUntracked() != 1 {
-		t.Fatalf("a new source with its set full: ok %v, untracked %d", ok, st.SourcesUntracked())
-	}
-}
-
-// An IPv6 client's /64 is never counted as an IPv4 address: the same
-// 64-bit value of either family has its own entry.
-func TestSourceTrackerFamilies(t *testing.T) {
-	tr := newSrcTracker()
-	v4 := srcID{key: 0x0a000001, fam: 4}
-	v6 := srcID{key: 0x0a000001, fam: 6}
-	tr.open(v4)
-	tr.open(v4)
-	tr.open(v6)
-	if a, b := tr.conns(v4), tr.conns(v6); a != 2 || b != 1 {
-		t.Fatalf("counts %d (IPv4) and %d (IPv6), want 2 and 1", a, b)
-	}
-	a := netip.MustParseAddr("2001:db8:1:2::7").As16()
-	b := netip.MustParseAddr("2001:db8:1:2:ffff::9").As16()
-	if srcKey(&a) != srcKey(&b) || srcKey(&a).fam != 6 {
-		t.Fatalf("two hosts of one /64: %v, %v", srcKey(&a), srcKey(&b))
-	}
-}
-
 // A denied SYN costs no allocation: the lists are looked up in place.
 func TestDeniedSYNAllocs(t *testing.T) {
 	r := newRig(t, TCP, "rr", nil)
@@ -423,5 +351,25 @@ func TestDeniedSYNAllocs(t *testing.T) {
 	})
 	if allocs != 0 {
 		t.Fatalf("%d allocations over 1000 limited SYNs", allocs)
+	}
+}
+
+// A source let in uncounted, its tracker set full of held connections,
+// is counted in Stats.SourcesUntracked (defence.Tracker.Admit's tracked).
+func TestSourcesUntrackedCounted(t *testing.T) {
+	r := newRig(t, TCP, "rr", nil)
+	r.defend(t, func(tx *Tx) error { return tx.SetLimits(r.svc, Limits{SourceConns: 1}) })
+	tr := r.svc.policy().src
+	// Pin every entry of the tracker with a held connection of some
+	// other source: 4 times as many sources as entries fill every set.
+	for ip := uint32(1); ip <= 4*defence.MaxTrackedSources; ip++ {
+		a := netip.AddrFrom4([4]byte{10, byte(ip >> 16), byte(ip >> 8), byte(ip)}).As16()
+		tr.Open(defence.SourceOf(&a))
+	}
+	if v := r.syn(t, client, 1); v != Forward || r.b.Stats.SourcesUntracked() != 1 {
+		t.Fatalf("a source with its set full: %v, untracked %d", v, r.b.Stats.SourcesUntracked())
+	}
+	if n := tr.Conns(clientSource()); n != 0 {
+		t.Fatalf("the untracked source counted %d", n)
 	}
 }

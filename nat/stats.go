@@ -119,7 +119,7 @@ func (s *Stats) ExpiredResets() uint64 { return s.expiredResets.Load() }
 
 // SourcesUntracked counts new connections admitted without a per-source
 // count because every entry of their source's set held open connections
-// (see MaxTrackedSources).
+// (see defence.MaxTrackedSources).
 func (s *Stats) SourcesUntracked() uint64 { return s.srcUntracked.Load() }
 
 // SynproxyTimeWait counts the server TIME_WAITs synproxy ended (RST, SYN again)

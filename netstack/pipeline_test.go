@@ -87,11 +87,14 @@ func testBalancerWith(tb testing.TB, mod func(*nat.Config)) *nat.Balancer {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	svc, err := bal.AddService(nat.ServiceConfig{Addr: vip, Port: 80, Protocol: nat.TCP, Scheduler: "rr"})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if _, err := bal.AddLocalAddr(svc, netip.MustParseAddr("172.25.84.10")); err != nil {
+	var svc *nat.Service
+	if err := bal.Update(func(tx *nat.Tx) error {
+		if svc, err = tx.AddService(nat.ServiceConfig{Addr: vip, Port: 80, Protocol: nat.TCP, Scheduler: "rr"}); err != nil {
+			return err
+		}
+		_, err = tx.AddLocalAddr(svc, netip.MustParseAddr("172.25.84.10"))
+		return err
+	}); err != nil {
 		tb.Fatal(err)
 	}
 	var d *nat.Dest

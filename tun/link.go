@@ -66,7 +66,7 @@ func SetupLink(name string, cfg LinkConfig) error {
 		}
 		return addPeerAddress(netlink.AddrAdd, link, name, cfg.PeerAddress)
 	}
-	ns, err := netnsByName(cfg.Netns)
+	ns, err := NetnsByName(cfg.Netns)
 	if errors.Is(err, fs.ErrNotExist) {
 		// The shipped config.yaml is the lab's: its namespaces exist only
 		// while a lab is up. Say what to do, not just what failed.

@@ -72,9 +72,9 @@ func CheckNetnsName(name string) error {
 	return nil
 }
 
-// netnsByName opens the named network namespace (in /run/netns), after
+// NetnsByName opens the named network namespace (in /run/netns), after
 // checking its name.
-func netnsByName(name string) (netns.NsHandle, error) {
+func NetnsByName(name string) (netns.NsHandle, error) {
 	if err := CheckNetnsName(name); err != nil {
 		return -1, fmt.Errorf("netns name %w", err)
 	}

@@ -1,4 +1,4 @@
-package tun
+package hostnft
 
 import (
 	"fmt"
@@ -25,36 +25,18 @@ func Masquerade(name string, src netip.Prefix, nsName string) (remove func() err
 	if !src.Addr().Is4() {
 		return nil, fmt.Errorf("masquerade %s: %s is not IPv4", name, src)
 	}
-	var opts []nftables.ConnOption
-	// Each Flush dials netlink in the namespace anew: its handle is kept
-	// open until the table is removed.
-	closeNS := func() {}
-	if nsName != "" {
-		ns, err := netnsByName(nsName)
-		if err != nil {
-			return nil, fmt.Errorf("masquerade %s: netns %q: %w", name, nsName, err)
-		}
-		closeNS = func() { ns.Close() }
-		opts = append(opts, nftables.WithNetNSFd(int(ns)))
-	}
-	c, err := nftables.New(opts...)
+	t, err := newTable("masquerade", name, nsName, "tapvs-"+name)
 	if err != nil {
-		closeNS()
-		return nil, fmt.Errorf("masquerade %s: nftables: %w", name, err)
+		return nil, err
 	}
-	table := &nftables.Table{Family: nftables.TableFamilyIPv4, Name: "tapvs-" + name}
-	// Adding a table that exists is no error; deleting it then empties it.
-	c.AddTable(table)
-	c.DelTable(table)
-	c.AddTable(table)
-	chain := c.AddChain(&nftables.Chain{Name: "postrouting", Table: table, Type: nftables.ChainTypeNAT,
+	chain := t.c.AddChain(&nftables.Chain{Name: "postrouting", Table: t.t, Type: nftables.ChainTypeNAT,
 		Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityNATSource})
 	p := src.Masked()
 	mask := net.CIDRMask(p.Bits(), 32)
 	ifname := make([]byte, unix.IFNAMSIZ)
 	copy(ifname, name)
 	// ip saddr <src> oifname != <name> masquerade
-	c.AddRule(&nftables.Rule{Table: table, Chain: chain, Exprs: []expr.Any{
+	t.c.AddRule(&nftables.Rule{Table: t.t, Chain: chain, Exprs: []expr.Any{
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
 		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: mask, Xor: make([]byte, 4)},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: p.Addr().AsSlice()},
@@ -62,16 +44,5 @@ func Masquerade(name string, src netip.Prefix, nsName string) (remove func() err
 		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: ifname},
 		&expr.Masq{},
 	}})
-	if err := c.Flush(); err != nil {
-		closeNS()
-		return nil, fmt.Errorf("masquerade %s: nftables table %s: %w", name, table.Name, err)
-	}
-	return func() error {
-		defer closeNS()
-		c.DelTable(table)
-		if err := c.Flush(); err != nil {
-			return fmt.Errorf("masquerade %s: remove nftables table %s: %w", name, table.Name, err)
-		}
-		return nil
-	}, nil
+	return t.commit()
 }

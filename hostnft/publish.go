@@ -1,4 +1,4 @@
-package tun
+package hostnft
 
 import (
 	"encoding/binary"
@@ -31,38 +31,25 @@ type PublishedPort struct {
 // returned func removes the table; one left by a tapvs that died is
 // replaced.
 func Publish(name string, ports []PublishedPort, nsName string) (remove func() error, err error) {
-	var opts []nftables.ConnOption
-	closeNS := func() {}
-	if nsName != "" {
-		ns, err := netnsByName(nsName)
-		if err != nil {
-			return nil, fmt.Errorf("publish %s: netns %q: %w", name, nsName, err)
+	// Checked before the namespace's nftables is touched.
+	for _, p := range ports {
+		if !p.VIP.Is4() || (p.Protocol != unix.IPPROTO_TCP && p.Protocol != unix.IPPROTO_UDP) {
+			return nil, fmt.Errorf("publish %s: %d/%d to %s: only TCP and UDP to IPv4", name, p.Protocol, p.Port, p.VIP)
 		}
-		closeNS = func() { ns.Close() }
-		opts = append(opts, nftables.WithNetNSFd(int(ns)))
 	}
-	c, err := nftables.New(opts...)
+	t, err := newTable("publish", name, nsName, "tapvs-publish-"+name)
 	if err != nil {
-		closeNS()
-		return nil, fmt.Errorf("publish %s: nftables: %w", name, err)
+		return nil, err
 	}
-	table := &nftables.Table{Family: nftables.TableFamilyIPv4, Name: "tapvs-publish-" + name}
-	c.AddTable(table)
-	c.DelTable(table)
-	c.AddTable(table)
-	chain := c.AddChain(&nftables.Chain{Name: "prerouting", Table: table, Type: nftables.ChainTypeNAT,
+	chain := t.c.AddChain(&nftables.Chain{Name: "prerouting", Table: t.t, Type: nftables.ChainTypeNAT,
 		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityNATDest})
 	ifname := make([]byte, unix.IFNAMSIZ)
 	copy(ifname, name)
 	local := make([]byte, 4)
 	binary.NativeEndian.PutUint32(local, unix.RTN_LOCAL)
 	for _, p := range ports {
-		if !p.VIP.Is4() || (p.Protocol != unix.IPPROTO_TCP && p.Protocol != unix.IPPROTO_UDP) {
-			closeNS()
-			return nil, fmt.Errorf("publish %s: %d/%d to %s: only TCP and UDP to IPv4", name, p.Protocol, p.Port, p.VIP)
-		}
 		// iifname != <name> fib daddr type local meta l4proto <p> th dport <port> dnat ip to <vip>
-		c.AddRule(&nftables.Rule{Table: table, Chain: chain, Exprs: []expr.Any{
+		t.c.AddRule(&nftables.Rule{Table: t.t, Chain: chain, Exprs: []expr.Any{
 			&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
 			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: ifname},
 			&expr.Fib{Register: 1, FlagDADDR: true, ResultADDRTYPE: true},
@@ -75,16 +62,5 @@ func Publish(name string, ports []PublishedPort, nsName string) (remove func() e
 			&expr.NAT{Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: 1},
 		}})
 	}
-	if err := c.Flush(); err != nil {
-		closeNS()
-		return nil, fmt.Errorf("publish %s: nftables table %s: %w", name, table.Name, err)
-	}
-	return func() error {
-		defer closeNS()
-		c.DelTable(table)
-		if err := c.Flush(); err != nil {
-			return fmt.Errorf("publish %s: remove nftables table %s: %w", name, table.Name, err)
-		}
-		return nil
-	}, nil
+	return t.commit()
 }
