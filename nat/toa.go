@@ -6,7 +6,9 @@ import (
 	"github.com/tapvs/tapvs/csum"
 	"github.com/tapvs/tapvs/tcpflag"
 	"github.com/tapvs/tapvs/tcpopt"
+	"github.com/tapvs/tapvs/tcprw"
 	"github.com/tapvs/tapvs/tun"
+	"github.com/tapvs/tapvs/wire"
 )
 
 // TOA (TCP Option Address) tells a real server behind FULLNAT the client's
@@ -54,43 +56,22 @@ func ipHdrLen(v4 bool) int {
 	return 40
 }
 
-// toaAckWanted is the ack (as the server sees it) of the client segments
-// that get TOA: the server's ISN + 1. ok is false until it is known: a
-// plain connection learns it from the server's SYN-ACK (noteTOASynAck), a
-// proxied one when the server's handshake fixes its offsets.
-func (c *Conn) toaAckWanted() (ack uint32, ok bool) {
-	if c.sp != nil {
-		return c.sp.ServerISN() + 1, c.sp.Established()
+// noteTOASynAck records, from a plain TOA connection's server SYN-ACK
+// (seq: its ISN, as the server sent it), the ack that the client's TOA
+// segments carry, in the connection's rewriter r (TOAAck); a proxied one's
+// is fixed when the server's handshake fixes its offsets. A SYN-ACK again
+// (a retransmit, or a new server handshake on a reused tuple) records its
+// own ISN. The MSS the server announces was clamped in the walk that
+// translated the SYN-ACK (the rewriter's MSSToClient: room for the option
+// in the client's segments within the server side's MTU).
+func (c *Conn) noteTOASynAck(r *tcprw.Rewriter, seq uint32) {
+	if r.Flags&tcprw.TOAKnown != 0 && r.TOAAck == seq+1 {
+		return
 	}
-	v := c.toaAck.Load()
-	return uint32(v), v != 0
-}
-
-// noteTOASynAck records, from a plain TOA connection's server SYN-ACK (tcp,
-// not yet translated), the ack that the client's TOA segments carry, and
-// clamps the MSS the server announces so that the client's segments still
-// fit the server side's MTU with 8 bytes of TOA added. It returns acc plus
-// the checksum change. A SYN-ACK again (a retransmit, or a new server
-// handshake on a reused tuple) records its own ISN.
-func (b *Balancer) noteTOASynAck(c *Conn, tcp []byte, acc uint32) uint32 {
-	c.toaAck.Store(1<<32 | uint64(binary.BigEndian.Uint32(tcp[4:])+1))
-	limit := uint16(b.cfg.ServerMTU - ipHdrLen(is4(&c.out.src)) - tcpMinLen - c.toaSize())
-	hl := int(tcp[12]>>4) * 4
-	w := tcpopt.Walk(tcp[tcpMinLen:hl])
-	for {
-		o, more := w.Next()
-		if !more {
-			// Malformed options: seqToClient walked them first and dropped
-			// the segment; nothing past the bad one is read here either.
-			return acc
-		}
-		if o.Kind == tcpopt.MSS {
-			at := tcpMinLen + o.Off + 2
-			if binary.BigEndian.Uint16(tcp[at:]) > limit {
-				acc = csum.Put16At(acc, tcp, at, limit)
-			}
-		}
-	}
+	c.editRewriter(func(r *tcprw.Rewriter) bool {
+		r.TOAAck, r.Flags = seq+1, r.Flags|tcprw.TOAKnown
+		return true
+	})
 }
 
 // synproxyMSS is the MSS tapvs's cookie SYN-ACK announces for svc (key is
@@ -144,16 +125,16 @@ func (c *Conn) heldRoom() int {
 // counted as toa_no_room, never truncated or fragmented. Either way no TOA
 // option of the client's own reaches the server: every client segment of
 // every service had its options walked, any malformed one dropped and any
-// TOA blanked, when its sequence number was translated (seqToServer,
-// synproxy.State.ToServer), so what a toa module reads is tapvs's option or
-// nothing.
+// TOA blanked, when its sequence number was translated (the connection's
+// rewriter: tcprw.Rewriter.ToServer), so what a toa module reads is
+// tapvs's option or nothing.
 func (b *Balancer) addTOA(c *Conn, p *pkt, f *Frame, l4Delta uint16) uint16 {
 	tcp := p.b[p.l4:]
 	flags := tcp[tcpflag.Offset]
 	if flags&(tcpflag.SYN|tcpflag.RST) != 0 || flags&tcpflag.ACK == 0 {
 		return l4Delta
 	}
-	if want, ok := c.toaAckWanted(); !ok || binary.BigEndian.Uint32(tcp[8:]) != want {
+	if r := c.rewriter().Load(); r == nil || r.Flags&tcprw.TOAKnown == 0 || wire.TCP(tcp).Ack() != r.TOAAck {
 		return l4Delta
 	}
 	acc := uint32(l4Delta)
