@@ -205,7 +205,7 @@ type Conn struct {
 	// server's when it acknowledges a PROXY header or a TOA connection's
 	// SYN-ACK names the ack TOA goes with; each change a CompareAndSwap
 	// on the copy it read, so none is lost.
-	rw atomic.Pointer[tcprw.Rewriter]
+	rw       atomic.Pointer[tcprw.Rewriter]
 	deadline atomic.Int64 // table clock, ns
 	filed    atomic.Int64 // the expiry wheel's tick this connection is filed under
 
