@@ -1,7 +1,6 @@
 package nat
 
 import (
-	"encoding/binary"
 	"net/netip"
 	"sync/atomic"
 
@@ -10,6 +9,7 @@ import (
 	"github.com/tapvs/tapvs/tcpflag"
 	"github.com/tapvs/tapvs/tcprw"
 	"github.com/tapvs/tapvs/tun"
+	"github.com/tapvs/tapvs/wire"
 )
 
 // PROXY protocol for TCP services (ClientAddrProxyV1, ClientAddrProxyV2).
@@ -150,13 +150,13 @@ func (pp *proxyConn) len() uint32 {
 // changing nothing, when there is no room.
 func (b *Balancer) insertHeader(pp *proxyConn, p *pkt, f *Frame) bool {
 	n := int(pp.n)
-	tcp := p.b[p.l4:]
-	hl := int(tcp[12]>>4) * 4
+	tcp := wire.TCP(p.b[p.l4:])
+	hl := tcp.HeaderLen()
 	// The IP length field that must hold the result: IPv4's total
 	// length, IPv6's payload length.
 	ipLen := len(p.b) - p.l3
 	if p.v6 {
-		ipLen -= ipv6HdrLen
+		ipLen -= wire.IPv6Len
 	}
 	cut := max(ipLen+n-0xffff, 0)
 	if f.VNet.GSOType() == tun.VNetGSONone {
@@ -169,8 +169,8 @@ func (b *Balancer) insertHeader(pp *proxyConn, p *pkt, f *Frame) bool {
 	if !p.partial {
 		// Everything the checksum covers, less the pseudo-header and
 		// the TCP header: the payload's sum, less what is cut from it.
-		h := csum.Sum(tcp[18:hl], csum.Sum(tcp[:16], p.pseudo(protoTCP, len(tcp))))
-		payload = uint32(^binary.BigEndian.Uint16(tcp[16:])) + uint32(^csum.Fold(h))
+		h := csum.Sum(tcp[wire.TCPUrgentOff:hl], csum.Sum(tcp[:wire.TCPCsumOff], p.pseudo(protoTCP, len(tcp))))
+		payload = uint32(^tcp.Checksum()) + uint32(^csum.Fold(h))
 		if cut > 0 {
 			tail := csum.Fold(csum.Sum(tcp[len(tcp)-cut:], 0))
 			if (len(tcp)-cut)&1 != 0 {
@@ -186,44 +186,44 @@ func (b *Balancer) insertHeader(pp *proxyConn, p *pkt, f *Frame) bool {
 		return false
 	}
 	p.b = f.Bytes()
-	tcp = p.b[p.l4:]
+	tcp = wire.TCP(p.b[p.l4:])
 	copy(tcp[hl:], pp.hdr[:n])
-	binary.BigEndian.PutUint32(tcp[4:], binary.BigEndian.Uint32(tcp[4:])-uint32(n))
-	if tcp[tcpflag.Offset]&tcpflag.URG != 0 {
+	tcp.SetSeq(tcp.Seq() - uint32(n))
+	if tcp.Flags()&tcpflag.URG != 0 {
 		// The urgent pointer counts from seq, now the header's first
 		// byte: it moves with the client's bytes, or, past its 16 bits
 		// or pointing before them, goes (the checksum below sums the
 		// header as it is now).
-		if ptr := uint32(binary.BigEndian.Uint16(tcp[18:])); ptr > 0 && ptr+uint32(n) <= 0xffff {
-			binary.BigEndian.PutUint16(tcp[18:], uint16(ptr+uint32(n)))
+		if ptr := uint32(tcp.Urgent()); ptr > 0 && ptr+uint32(n) <= 0xffff {
+			tcp.SetUrgent(uint16(ptr + uint32(n)))
 		} else {
 			// 0 would make the header's last byte urgent.
-			tcp[tcpflag.Offset] &^= tcpflag.URG
-			tcp[18], tcp[19] = 0, 0
+			tcp.SetFlags(tcp.Flags() &^ tcpflag.URG)
+			tcp.SetUrgent(0)
 		}
 	}
 	if cut > 0 {
-		tcp[tcpflag.Offset] &^= tcpflag.FIN // the FIN came after the bytes cut
+		tcp.SetFlags(tcp.Flags() &^ tcpflag.FIN) // the FIN came after the bytes cut
 		b.Stats.proxyCut.Add(1)
 	}
-	ip := p.b[p.l3:p.l4]
 	if p.v6 {
-		binary.BigEndian.PutUint16(ip[4:], uint16(len(p.b)-p.l3-ipv6HdrLen))
+		wire.IPv6(p.b[p.l3:]).SetPayloadLen(len(p.b) - p.l3 - wire.IPv6Len)
 	} else {
-		binary.BigEndian.PutUint16(ip[2:], uint16(len(p.b)-p.l3))
-		ip[10], ip[11] = 0, 0
-		binary.BigEndian.PutUint16(ip[10:], csum.Checksum(ip, 0))
+		ip := wire.IPv4(p.b[p.l3:p.l4])
+		ip.SetTotalLen(len(p.b) - p.l3)
+		ip.SetChecksum(0)
+		ip.SetChecksum(csum.Checksum(ip, 0))
 	}
 	if p.partial {
 		// The TCP length in the pseudo-header: n more, cut less.
-		csum.AdjustPartial(tcp[16:], csum.Fold(uint32(n)+uint32(^uint16(cut))))
+		csum.AdjustPartial(tcp.CsumField(), csum.Fold(uint32(n)+uint32(^uint16(cut))))
 		return true
 	}
 	pl := csum.Fold(payload)
 	if n&1 != 0 {
 		pl = pl<<8 | pl>>8 // the payload now starts at an odd offset (RFC 1071 2.B)
 	}
-	s := csum.Sum(tcp[18:hl+n], csum.Sum(tcp[:16], p.pseudo(protoTCP, len(tcp))))
-	binary.BigEndian.PutUint16(tcp[16:], ^csum.Fold(s+uint32(pl)))
+	s := csum.Sum(tcp[wire.TCPUrgentOff:hl+n], csum.Sum(tcp[:wire.TCPCsumOff], p.pseudo(protoTCP, len(tcp))))
+	tcp.SetChecksum(^csum.Fold(s + uint32(pl)))
 	return true
 }

@@ -32,3 +32,7 @@ const (
 	TCPOptSecondOff = 6 // TSecr
 	TCPSACKEdgeLen  = 4 // each SACK edge; a block is two
 )
+
+// OffsetFlags is the 16 bits of the data offset, the reserved bits and the
+// flags: the word a checksum update of a longer header changes.
+func (b TCP) OffsetFlags() uint16 { return binary.BigEndian.Uint16(b[TCPDataOffOff:]) }
