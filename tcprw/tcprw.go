@@ -154,14 +154,19 @@ func (r *Rewriter) Acked(ack uint32) bool {
 // ack, a SACK edge, a quoted sequence number) back to the client's space.
 func (r *Rewriter) ClientAck(a uint32) uint32 { return ClientEdge(a, r.Client, r.Start, r.Insert) }
 
-// header checks the TCP header's length: the fixed 20 bytes and a data
-// offset inside the segment.
-func header(tcp wire.TCP) (hl int, ok bool) {
+// begin starts a translation of tcp: out with acc, and the header's
+// length. A header shorter than 20 bytes, or whose data offset is under 5
+// words or past the segment, marks out BadOptions.
+func begin(tcp wire.TCP, acc uint32) (out Out, hl int) {
+	out.Acc = acc
 	if len(tcp) < wire.TCPMinLen {
-		return 0, false
+		out.Fault = BadOptions
+		return out, 0
 	}
-	hl = tcp.HeaderLen()
-	return hl, hl >= wire.TCPMinLen && hl <= len(tcp)
+	if hl = tcp.HeaderLen(); hl < wire.TCPMinLen || hl > len(tcp) {
+		out.Fault = BadOptions
+	}
+	return out, hl
 }
 
 // ToServer translates a client segment's TCP header (tcp: the segment, in
@@ -177,17 +182,15 @@ func header(tcp wire.TCP) (hl int, ok bool) {
 //     TSServer; a SYN's MSS clamped to MSSToServer.
 //
 // A fault leaves the header part-rewritten: the segment is dropped.
-func (r *Rewriter) ToServer(tcp wire.TCP, acc uint32) (out Out) {
-	out.Acc = acc
-	hl, ok := header(tcp)
-	if !ok {
-		out.Fault = BadOptions
+func (r *Rewriter) ToServer(tcp wire.TCP, acc uint32) Out {
+	out, hl := begin(tcp, acc)
+	if out.Fault != OK {
 		return out
 	}
 	flags, seq := tcp.Flags(), tcp.Seq()
 	shift := r.Client
 	if r.Insert != 0 {
-		var past bool
+		var past, ok bool
 		if out.Header, past, ok = r.place(tcp, seq, flags, hl); !ok {
 			out.Fault = Overlap
 			return out
@@ -210,15 +213,7 @@ func (r *Rewriter) ToServer(tcp wire.TCP, acc uint32) (out Out) {
 	}
 	syn := flags&tcpflag.SYN != 0
 	w := tcpopt.Walk(tcp[wire.TCPMinLen:hl])
-	for {
-		o, more := w.Next()
-		if !more {
-			if w.Malformed() {
-				out.Fault = BadOptions
-			}
-			return out
-		}
-		at := wire.TCPMinLen + o.Off // the option's offset in the header, which the checksum update needs
+	for o, at, more := step(&w, &out); more; o, at, more = step(&w, &out) {
 		opt := tcp.OptionAt(at)
 		switch o.Kind {
 		case tcpopt.Timestamps:
@@ -259,6 +254,7 @@ func (r *Rewriter) ToServer(tcp wire.TCP, acc uint32) (out Out) {
 			}
 		}
 	}
+	return out
 }
 
 // ToClient translates a server segment's TCP header (tcp, in place) for
@@ -268,11 +264,9 @@ func (r *Rewriter) ToServer(tcp wire.TCP, acc uint32) (out Out) {
 // walk TSval by TSServer, TSecr back by TSClient, and a SYN's MSS less
 // Insert and clamped to MSSToClient. With Storm it fingerprints the
 // segment as it came (Out.Print).
-func (r *Rewriter) ToClient(tcp wire.TCP, acc uint32) (out Out) {
-	out.Acc = acc
-	hl, ok := header(tcp)
-	if !ok {
-		out.Fault = BadOptions
+func (r *Rewriter) ToClient(tcp wire.TCP, acc uint32) Out {
+	out, hl := begin(tcp, acc)
+	if out.Fault != OK {
 		return out
 	}
 	flags, seq, ack, win := tcp.Flags(), tcp.Seq(), tcp.Ack(), tcp.Window()
@@ -296,15 +290,7 @@ func (r *Rewriter) ToClient(tcp wire.TCP, acc uint32) (out Out) {
 	}
 	sackSeen, tsSeen := false, false
 	w := tcpopt.Walk(tcp[wire.TCPMinLen:hl])
-	for {
-		o, more := w.Next()
-		if !more {
-			if w.Malformed() {
-				out.Fault = BadOptions
-			}
-			return out
-		}
-		at := wire.TCPMinLen + o.Off
+	for o, at, more := step(&w, &out); more; o, at, more = step(&w, &out) {
 		opt := tcp.OptionAt(at)
 		switch o.Kind {
 		case tcpopt.SACK:
@@ -337,6 +323,17 @@ func (r *Rewriter) ToClient(tcp wire.TCP, acc uint32) (out Out) {
 			}
 		}
 	}
+	return out
+}
+
+// step is a walk's next option and its offset in the header (which the
+// checksum updates need); at the end of the walk it marks out BadOptions
+// if the walk stopped at an option that does not fit.
+func step(w *tcpopt.Walker, out *Out) (o tcpopt.Option, at int, more bool) {
+	if o, more = w.Next(); !more && w.Malformed() {
+		out.Fault = BadOptions
+	}
+	return o, wire.TCPMinLen + o.Off, more
 }
 
 // clampMSS writes the MSS option at tcp[at:] as mss less the less bytes
