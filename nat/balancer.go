@@ -389,26 +389,26 @@ func (b *Balancer) fromClient(set *serviceSet, p *pkt, dst *addr16, f *Frame) Ve
 	// A partial checksum does not cover header fields yet (the kernel sums
 	// the header when it finishes it): only a full one takes the sequence
 	// change.
-	out := rw.ToServer(p.b[p.l4:], uint32(c.inL4Delta))
-	if out.Fault != tcprw.OK {
-		return b.Stats.drop(rewriteDrop(out.Fault))
+	acc, res, tsc := rw.ToServer(p.b[p.l4:], uint32(c.inL4Delta))
+	if f := res.Fault(); f != 0 {
+		return b.Stats.drop(rewriteDrop(f))
 	}
 	switch {
 	case next != nil:
-		if out.TSFixed {
-			next.FixTS(out.TSClient)
+		if res&tcprw.TSFixed != 0 {
+			next.FixTS(tsc)
 		}
 		c.rw.Store(next)
-	case out.TSFixed:
+	case res&tcprw.TSFixed != 0:
 		// The SYN fixed the timestamp offset; a retransmission of it on
 		// another reader may have first (each SYN's TSval then maps to
 		// the server side's first TSval, and later segments follow the
 		// offset stored).
 		fixed := *rw
-		fixed.FixTS(out.TSClient)
+		fixed.FixTS(tsc)
 		c.rw.CompareAndSwap(rw, &fixed)
 	}
-	acc, hdr := out.Acc, out.Header
+	hdr := res&tcprw.Header != 0
 	b.arrived(c, flags)
 	return b.forwardIn(c, p, f, csum.Fold(acc), hdr)
 }
@@ -500,14 +500,14 @@ func (b *Balancer) fromServer(p *pkt, dst *addr16, f *Frame) Verdict {
 			c.sawAck(rw, tcp.Ack())
 		}
 		seq := tcp.Seq() // the server's own: TOA's ack is its ISN + 1
-		out := rw.ToClient(tcp, uint32(l4Delta))
-		if out.Fault != tcprw.OK {
+		acc, res, _ := rw.ToClient(tcp, uint32(l4Delta))
+		if res.Fault() != 0 {
 			return b.Stats.drop(DropBadOptions)
 		}
 		if c.clientAddr == ClientAddrTOA && flags&(tcpflag.SYN|tcpflag.ACK) == tcpflag.SYN|tcpflag.ACK {
 			c.noteTOASynAck(rw, seq)
 		}
-		l4Delta = csum.Fold(out.Acc)
+		l4Delta = csum.Fold(acc)
 	}
 	c.touch(dirOut, flags, b.table.now.Load(), &b.table.wheel)
 	tap := b.tap.Load()

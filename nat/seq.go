@@ -165,7 +165,7 @@ func (b *Balancer) serverStart(c *Conn, isn uint32, r *tcprw.Rewriter) {
 }
 
 // rewriteDrop is the drop reason of a segment the rewriter refused.
-func rewriteDrop(f tcprw.Fault) DropReason {
+func rewriteDrop(f tcprw.Result) DropReason {
 	if f == tcprw.Overlap {
 		return DropProxyOverlap
 	}

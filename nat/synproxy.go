@@ -260,11 +260,11 @@ func (b *Balancer) synproxyFromClient(c *Conn, p *pkt, flags uint8, f *Frame) Ve
 // checksum change and whether the segment carries the header, or the
 // verdict of a drop.
 func (b *Balancer) synproxyToServer(c *Conn, tcp []byte, flags uint8) (acc uint32, hdr bool, v Verdict) {
-	out := c.sp.Rewriter().Load().ToServer(tcp, uint32(c.inL4Delta))
-	if out.Fault != tcprw.OK {
-		return 0, false, b.Stats.drop(rewriteDrop(out.Fault))
+	acc, res, _ := c.sp.Rewriter().Load().ToServer(tcp, uint32(c.inL4Delta))
+	if f := res.Fault(); f != 0 {
+		return 0, false, b.Stats.drop(rewriteDrop(f))
 	}
-	return out.Acc, out.Header, Forward
+	return acc, res&tcprw.Header != 0, Forward
 }
 
 // synproxyReopens reports whether a client's segment on an established
@@ -291,15 +291,15 @@ func (b *Balancer) synproxyToClient(c *Conn, p *pkt, flags uint8) (l4Delta uint1
 	if c.pp != nil && flags&tcpflag.ACK != 0 {
 		c.sawAck(rw, tcp.Ack())
 	}
-	out := rw.ToClient(tcp, uint32(c.outL4Delta)) // its fingerprint from the numbers as they came
-	if out.Fault != tcprw.OK {
+	acc, res, fp := rw.ToClient(tcp, uint32(c.outL4Delta)) // its fingerprint from the numbers as they came
+	if res.Fault() != 0 {
 		return 0, b.Stats.drop(DropBadOptions)
 	}
 	if flags&^tcpflag.PSH == tcpflag.ACK && len(tcp) == tcp.HeaderLen() &&
-		c.sp.Storm(out.Print, b.cfg.Synproxy.AckStorm) {
+		c.sp.Storm(fp, b.cfg.Synproxy.AckStorm) {
 		return 0, b.Stats.drop(DropAckStorm)
 	}
-	return csum.Fold(out.Acc), Forward
+	return csum.Fold(acc), Forward
 }
 
 // synproxyServerHandshake takes the real server's answer to our SYN.

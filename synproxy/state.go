@@ -205,8 +205,8 @@ func (s *State) Offsets() Offsets {
 func (s *State) ServerISN() uint32 { return s.Cookie - s.rw.Load().Server }
 
 // Storm reports whether a pure ACK from the server, of fingerprint print
-// (tcprw.Out.Print: its seq, ack, window, SACK blocks and timestamp as they
-// came), repeats more than limit times in a row: an ACK storm, dropped
+// (the third result of tcprw.Rewriter.ToClient: its seq, ack, window, SACK
+// blocks and timestamp as they came), repeats more than limit times in a row: an ACK storm, dropped
 // (LVS's guard against two ends disagreeing about sequence numbers
 // forever). Window, SACK and timestamp are part of it: window updates,
 // duplicate ACKs in loss recovery (each SACKing more) and zero-window

@@ -49,7 +49,7 @@ const (
 	Past
 	// TOAKnown: TOAAck is known.
 	TOAKnown
-	// Storm: ToClient fingerprints the server's segment (Out.Print) for
+	// Storm: ToClient fingerprints the server's segment (its third result) for
 	// SYNPROXY's ACK storm guard.
 	Storm
 )
@@ -96,42 +96,36 @@ type Rewriter struct {
 	Flags uint8
 }
 
-// Fault is why a segment cannot be translated.
-type Fault uint8
+// Result is what a translation found besides the checksum: a fault, for
+// which the segment is dropped, or what the caller acts on. A scalar, not
+// a struct: a struct result costs the packet path a store-forwarding stall
+// in every caller (its fields stored one by one, then copied whole).
+type Result uint8
 
 const (
-	// OK: translated.
-	OK Fault = iota
 	// BadOptions: the header or its options do not parse
 	// (tcpopt.Walker.Next); the segment is dropped and counted (nat's
 	// DropBadOptions): a server could read an option past the bad one
 	// that tapvs never saw.
-	BadOptions
+	BadOptions Result = 1 << iota
 	// Overlap: the segment runs from before the client's first byte into
 	// the stream, where the inserted bytes go (nat's DropProxyOverlap).
 	Overlap
+	// Header (ToServer): the segment starts the client's stream, and the
+	// inserted bytes go in front of its payload; its seq is already where
+	// its payload goes, after them.
+	Header
+	// TSFixed (ToServer): a client SYN fixed a pending timestamp offset,
+	// which ToServer returns: the caller publishes it (FixTS).
+	TSFixed
 )
 
-// Out is what a translation did: the checksum accumulator plus its
-// changes, and what the caller acts on.
-type Out struct {
-	Acc   uint32
-	Fault Fault
-	// Header (ToServer): the segment starts the client's stream, and the
-	// inserted bytes go in front of its payload; its seq is already
-	// where its payload goes, after them.
-	Header bool
-	// TSFixed (ToServer): a client SYN fixed a pending timestamp offset,
-	// TSClient: the caller publishes it (FixTS).
-	TSFixed  bool
-	TSClient uint32
-	// Print (ToClient, with Storm): the server segment's fingerprint,
-	// from its numbers as they came (seq, ack, window, the first SACK
-	// block's right edge, TSval).
-	Print uint64
-}
+// Fault is x's fault (BadOptions or Overlap), 0 when the segment was
+// translated.
+func (x Result) Fault() Result { return x & (BadOptions | Overlap) }
 
-// FixTS records the timestamp offset a client SYN fixed (Out.TSClient).
+// FixTS records the timestamp offset a client SYN fixed (ToServer's, with
+// TSFixed).
 func (r *Rewriter) FixTS(off uint32) {
 	r.TSClient, r.Flags = off, r.Flags&^TSPending|TSClientOn
 }
@@ -154,19 +148,14 @@ func (r *Rewriter) Acked(ack uint32) bool {
 // ack, a SACK edge, a quoted sequence number) back to the client's space.
 func (r *Rewriter) ClientAck(a uint32) uint32 { return ClientEdge(a, r.Client, r.Start, r.Insert) }
 
-// begin starts a translation of tcp: out with acc, and the header's
-// length. A header shorter than 20 bytes, or whose data offset is under 5
-// words or past the segment, marks out BadOptions.
-func begin(tcp wire.TCP, acc uint32) (out Out, hl int) {
-	out.Acc = acc
+// header is the TCP header's length, ok false when the header is shorter
+// than 20 bytes or its data offset is under 5 words or past the segment.
+func header(tcp wire.TCP) (hl int, ok bool) {
 	if len(tcp) < wire.TCPMinLen {
-		out.Fault = BadOptions
-		return out, 0
+		return 0, false
 	}
-	if hl = tcp.HeaderLen(); hl < wire.TCPMinLen || hl > len(tcp) {
-		out.Fault = BadOptions
-	}
-	return out, hl
+	hl = tcp.HeaderLen()
+	return hl, hl >= wire.TCPMinLen && hl <= len(tcp)
 }
 
 // ToServer translates a client segment's TCP header (tcp: the segment, in
@@ -182,79 +171,84 @@ func begin(tcp wire.TCP, acc uint32) (out Out, hl int) {
 //     TSServer; a SYN's MSS clamped to MSSToServer.
 //
 // A fault leaves the header part-rewritten: the segment is dropped.
-func (r *Rewriter) ToServer(tcp wire.TCP, acc uint32) Out {
-	out, hl := begin(tcp, acc)
-	if out.Fault != OK {
-		return out
+func (r *Rewriter) ToServer(tcp wire.TCP, acc uint32) (sum uint32, res Result, tsClient uint32) {
+	hl, ok := header(tcp)
+	if !ok {
+		return acc, BadOptions, 0
 	}
 	flags, seq := tcp.Flags(), tcp.Seq()
 	shift := r.Client
 	if r.Insert != 0 {
-		var past, ok bool
-		if out.Header, past, ok = r.place(tcp, seq, flags, hl); !ok {
-			out.Fault = Overlap
-			return out
+		hdr, past, ok := r.place(tcp, seq, flags, hl)
+		if !ok {
+			return acc, Overlap, 0
 		}
 		if !past {
 			shift -= r.Insert
 		}
+		if hdr {
+			res |= Header
+		}
 	}
 	if shift != 0 {
-		out.Acc = csum.Put32At(out.Acc, tcp, wire.TCPSeqOff, seq+shift)
+		acc = csum.Put32At(acc, tcp, wire.TCPSeqOff, seq+shift)
 	}
 	if flags&tcpflag.ACK != 0 && r.Server != 0 {
-		out.Acc = csum.Put32At(out.Acc, tcp, wire.TCPAckOff, tcp.Ack()-r.Server)
+		acc = csum.Put32At(acc, tcp, wire.TCPAckOff, tcp.Ack()-r.Server)
 	}
 	if r.WinIn > 0 {
-		out.Acc = csum.Put16At(out.Acc, tcp, wire.TCPWindowOff, uint16(min(uint32(tcp.Window())<<r.WinIn, 0xffff)))
+		acc = csum.Put16At(acc, tcp, wire.TCPWindowOff, uint16(min(uint32(tcp.Window())<<r.WinIn, 0xffff)))
 	}
 	if hl == wire.TCPMinLen {
-		return out // most segments: no options
+		return acc, res, tsClient // most segments: no options
 	}
 	syn := flags&tcpflag.SYN != 0
 	w := tcpopt.Walk(tcp[wire.TCPMinLen:hl])
-	for o, at, more := step(&w, &out); more; o, at, more = step(&w, &out) {
+	for o, at, more := step(&w); more; o, at, more = step(&w) {
 		opt := tcp.OptionAt(at)
 		switch o.Kind {
 		case tcpopt.Timestamps:
 			if r.Flags&TSRemove != 0 {
 				if syn {
-					out.Acc = tcpopt.Blank(tcp, o, out.Acc)
+					acc = tcpopt.Blank(tcp, o, acc)
 				}
 				continue
 			}
 			tsval, off, on := opt.Value32(), r.TSClient, r.Flags&TSClientOn != 0
 			switch {
-			case out.TSFixed: // a second timestamp option: the first fixed the offset
-				off, on = out.TSClient, true
+			case res&TSFixed != 0: // a second timestamp option: the first fixed the offset
+				off, on = tsClient, true
 			case syn && r.Flags&TSPending != 0:
 				off, on = r.TSClient-tsval, true
-				out.TSFixed, out.TSClient = true, off
+				res, tsClient = res|TSFixed, off
 			}
 			if on {
-				out.Acc = csum.Put32At(out.Acc, tcp, at+wire.TCPOptValueOff, tsval+off)
+				acc = csum.Put32At(acc, tcp, at+wire.TCPOptValueOff, tsval+off)
 			}
 			if r.Flags&TSServerOn != 0 {
-				out.Acc = csum.Put32At(out.Acc, tcp, at+wire.TCPOptSecondOff, opt.Second32()-r.TSServer)
+				acc = csum.Put32At(acc, tcp, at+wire.TCPOptSecondOff, opt.Second32()-r.TSServer)
 			}
 		case tcpopt.SACK:
 			if r.Server != 0 {
 				for j := at + wire.TCPOptValueOff; j < at+o.Len; j += wire.TCPSACKEdgeLen {
-					out.Acc = csum.Put32At(out.Acc, tcp, j, tcp.OptionAt(j-wire.TCPOptValueOff).Value32()-r.Server)
+					acc = csum.Put32At(acc, tcp, j, tcp.OptionAt(j-wire.TCPOptValueOff).Value32()-r.Server)
 				}
 			}
 		case tcpopt.MSS:
 			if syn {
-				out.Acc = clampMSS(tcp, at, opt.Value16(), 0, r.MSSToServer, out.Acc)
+				acc = clampMSS(tcp, at, opt.Value16(), 0, r.MSSToServer, acc)
 			}
 		default:
 			if tcpopt.ForgedTOA(o) {
 				// Only tapvs tells a server the client's address.
-				out.Acc = tcpopt.Blank(tcp, o, out.Acc)
+				acc = tcpopt.Blank(tcp, o, acc)
 			}
 		}
 	}
-	return out
+	if w.Malformed() {
+		return acc, BadOptions, 0
+	}
+	return acc, res, tsClient
 }
 
 // ToClient translates a server segment's TCP header (tcp, in place) for
@@ -263,76 +257,76 @@ func (r *Rewriter) ToServer(tcp wire.TCP, acc uint32) Out {
 // bytes are nothing the client sent), the window rescaled, and in the one
 // walk TSval by TSServer, TSecr back by TSClient, and a SYN's MSS less
 // Insert and clamped to MSSToClient. With Storm it fingerprints the
-// segment as it came (Out.Print).
-func (r *Rewriter) ToClient(tcp wire.TCP, acc uint32) Out {
-	out, hl := begin(tcp, acc)
-	if out.Fault != OK {
-		return out
+// segment as it came (its third result).
+func (r *Rewriter) ToClient(tcp wire.TCP, acc uint32) (sum uint32, res Result, fp uint64) {
+	hl, ok := header(tcp)
+	if !ok {
+		return acc, BadOptions, 0
 	}
 	flags, seq, ack, win := tcp.Flags(), tcp.Seq(), tcp.Ack(), tcp.Window()
 	storm := r.Flags&Storm != 0
 	if storm {
-		out.Print = printHeader(seq, ack, win)
+		fp = printHeader(seq, ack, win)
 	}
 	if r.Server != 0 {
-		out.Acc = csum.Put32At(out.Acc, tcp, wire.TCPSeqOff, seq+r.Server)
+		acc = csum.Put32At(acc, tcp, wire.TCPSeqOff, seq+r.Server)
 	}
 	edges := r.Client != 0 || r.Insert != 0
 	if flags&tcpflag.ACK != 0 && edges {
-		out.Acc = csum.Put32At(out.Acc, tcp, wire.TCPAckOff, r.ClientAck(ack))
+		acc = csum.Put32At(acc, tcp, wire.TCPAckOff, r.ClientAck(ack))
 	}
 	if r.WinOut != r.WinOutR {
 		w := uint32(win) << r.WinOut >> r.WinOutR
-		out.Acc = csum.Put16At(out.Acc, tcp, wire.TCPWindowOff, uint16(min(w, 0xffff)))
+		acc = csum.Put16At(acc, tcp, wire.TCPWindowOff, uint16(min(w, 0xffff)))
 	}
 	if hl == wire.TCPMinLen {
-		return out
+		return acc, 0, fp
 	}
 	sackSeen, tsSeen := false, false
 	w := tcpopt.Walk(tcp[wire.TCPMinLen:hl])
-	for o, at, more := step(&w, &out); more; o, at, more = step(&w, &out) {
+	for o, at, more := step(&w); more; o, at, more = step(&w) {
 		opt := tcp.OptionAt(at)
 		switch o.Kind {
 		case tcpopt.SACK:
 			if storm && !sackSeen {
 				// The first block is the most recent (RFC 2018): its right edge moves.
-				out.Print ^= printSACK(opt.Second32())
+				fp ^= printSACK(opt.Second32())
 				sackSeen = true
 			}
 			if edges {
 				// The server's SACK blocks are in the client's sequence
 				// space as the server sees it: shifted.
-				out.Acc = ClientSACK(tcp, at, o.Len, out.Acc, r.Client, r.Start, r.Insert)
+				acc = ClientSACK(tcp, at, o.Len, acc, r.Client, r.Start, r.Insert)
 			}
 		case tcpopt.Timestamps:
 			if storm && !tsSeen {
-				out.Print ^= printTS(opt.Value32())
+				fp ^= printTS(opt.Value32())
 				tsSeen = true
 			}
 			if r.Flags&TSServerOn != 0 {
-				out.Acc = csum.Put32At(out.Acc, tcp, at+wire.TCPOptValueOff, opt.Value32()+r.TSServer)
+				acc = csum.Put32At(acc, tcp, at+wire.TCPOptValueOff, opt.Value32()+r.TSServer)
 			}
 			if flags&tcpflag.ACK != 0 && r.Flags&TSClientOn != 0 {
 				// TSecr is the client's TSval as the server got it (it is
 				// only one with ACK set: RFC 7323).
-				out.Acc = csum.Put32At(out.Acc, tcp, at+wire.TCPOptSecondOff, opt.Second32()-r.TSClient)
+				acc = csum.Put32At(acc, tcp, at+wire.TCPOptSecondOff, opt.Second32()-r.TSClient)
 			}
 		case tcpopt.MSS:
 			if flags&tcpflag.SYN != 0 {
-				out.Acc = clampMSS(tcp, at, opt.Value16(), r.Insert, r.MSSToClient, out.Acc)
+				acc = clampMSS(tcp, at, opt.Value16(), r.Insert, r.MSSToClient, acc)
 			}
 		}
 	}
-	return out
+	if w.Malformed() {
+		return acc, BadOptions, 0
+	}
+	return acc, 0, fp
 }
 
-// step is a walk's next option and its offset in the header (which the
-// checksum updates need); at the end of the walk it marks out BadOptions
-// if the walk stopped at an option that does not fit.
-func step(w *tcpopt.Walker, out *Out) (o tcpopt.Option, at int, more bool) {
-	if o, more = w.Next(); !more && w.Malformed() {
-		out.Fault = BadOptions
-	}
+// step is a walk's next option and its offset in the header, which the
+// checksum updates need.
+func step(w *tcpopt.Walker) (o tcpopt.Option, at int, more bool) {
+	o, more = w.Next()
 	return o, wire.TCPMinLen + o.Off, more
 }
 
@@ -363,9 +357,10 @@ func printSACK(right uint32) uint64 { return uint64(right) * 0xc2b2ae3d27d4eb4f 
 func printTS(tsval uint32) uint64   { return uint64(tsval) * 0x165667b19e3779f9 }
 
 // Fingerprint is the ACK storm fingerprint of a server segment's header
-// (ToClient's Print), changing nothing: a record with nothing to shift
+// (ToClient's third result), changing nothing: a record with nothing to shift
 // writes no byte. A malformed option ends what it reads.
 func Fingerprint(tcp wire.TCP) uint64 {
 	r := Rewriter{Flags: Storm}
-	return r.ToClient(tcp, 0).Print
+	_, _, fp := r.ToClient(tcp, 0)
+	return fp
 }

@@ -47,6 +47,33 @@ func sackOpt(edges ...uint32) []byte {
 
 func mssOpt(mss uint16) []byte { return binary.BigEndian.AppendUint16([]byte{tcpopt.MSS, 4}, mss) }
 
+// Out is one translation's results, for the tests.
+type Out struct {
+	Acc      uint32
+	Fault    Result
+	Header   bool
+	TSFixed  bool
+	TSClient uint32
+	Print    uint64
+}
+
+func toServer(r *Rewriter) func(wire.TCP, uint32) Out {
+	return func(tcp wire.TCP, acc uint32) Out {
+		sum, res, tsc := r.ToServer(tcp, acc)
+		return Out{Acc: sum, Fault: res.Fault(), Header: res&Header != 0, TSFixed: res&TSFixed != 0, TSClient: tsc}
+	}
+}
+
+func toClient(r *Rewriter) func(wire.TCP, uint32) Out {
+	return func(tcp wire.TCP, acc uint32) Out {
+		sum, res, fp := r.ToClient(tcp, acc)
+		return Out{Acc: sum, Fault: res.Fault(), Print: fp}
+	}
+}
+
+// OK is a translation without a fault.
+const OK Result = 0
+
 // apply runs a translation and finishes the checksum, failing the test
 // on a fault or a checksum that no longer verifies.
 func apply(t *testing.T, h []byte, dir func(wire.TCP, uint32) Out) Out {
@@ -70,7 +97,7 @@ func u32(b []byte, at int) uint32 { return binary.BigEndian.Uint32(b[at:]) }
 func TestToServerShifts(t *testing.T) {
 	r := Rewriter{Client: 0x20, Server: 0x10, TSClient: 7, TSServer: 0x30, WinIn: 3, Flags: TSClientOn | TSServerOn}
 	h := seg(0xfffffff0, 5, tcpflag.ACK, 1000, append(tsOpt(0xfffffffe, 0x20), sackOpt(0x11, 0x20, 0x5, 0x8)...), []byte("data"))
-	apply(t, h, r.ToServer)
+	apply(t, h, toServer(&r))
 	tcp := wire.TCP(h)
 	if tcp.Seq() != 0x10 || tcp.Ack() != 0xfffffff5 || tcp.Window() != 8000 {
 		t.Fatalf("seq %#x ack %#x window %d, want 0x10 0xfffffff5 8000", tcp.Seq(), tcp.Ack(), tcp.Window())
@@ -88,7 +115,7 @@ func TestToServerShifts(t *testing.T) {
 	}
 	// Without ACK the ack field is not one: it stays.
 	h = seg(1, 99, 0, 10, nil, nil)
-	apply(t, h, r.ToServer)
+	apply(t, h, toServer(&r))
 	if wire.TCP(h).Ack() != 99 {
 		t.Fatalf("ack of a segment without ACK moved to %d", wire.TCP(h).Ack())
 	}
@@ -101,7 +128,7 @@ func TestToServerShifts(t *testing.T) {
 func TestToClientShifts(t *testing.T) {
 	r := Rewriter{Client: 130, Server: 0x100, Start: 1000, Insert: 30, TSClient: 50, TSServer: 9, WinOut: 7, WinOutR: 5, Flags: TSClientOn | TSServerOn}
 	h := seg(1, 1100+70, tcpflag.ACK, 100, append(tsOpt(10, 1050), sackOpt(1105, 1120, 1200, 1300)...), nil)
-	apply(t, h, r.ToClient)
+	apply(t, h, toClient(&r))
 	tcp := wire.TCP(h)
 	if tcp.Seq() != 0x101 || tcp.Ack() != 1040 || tcp.Window() != 400 {
 		t.Fatalf("seq %#x ack %d window %d, want 0x101 1040 400", tcp.Seq(), tcp.Ack(), tcp.Window())
@@ -116,20 +143,20 @@ func TestToClientShifts(t *testing.T) {
 	}
 	// The ack of part of the header is of nothing: Start.
 	h = seg(1, 1100+10, tcpflag.ACK, 100, nil, nil)
-	apply(t, h, r.ToClient)
+	apply(t, h, toClient(&r))
 	if a := wire.TCP(h).Ack(); a != 1000 {
 		t.Fatalf("ack within the header maps to %d, want 1000", a)
 	}
 	// No ACK: TSecr and ack stay.
 	h = seg(1, 77, 0, 100, tsOpt(10, 1050), nil)
-	apply(t, h, r.ToClient)
+	apply(t, h, toClient(&r))
 	if a, e := wire.TCP(h).Ack(), u32(h, 28); a != 77 || e != 1050 {
 		t.Fatalf("without ACK: ack %d TSecr %d moved", a, e)
 	}
 	// The window: shifted left, then right, at most 65535.
 	r = Rewriter{WinOut: 14}
 	h = seg(1, 1, tcpflag.ACK, 100, nil, nil)
-	apply(t, h, r.ToClient)
+	apply(t, h, toClient(&r))
 	if w := wire.TCP(h).Window(); w != 0xffff {
 		t.Fatalf("window %d, want 65535", w)
 	}
@@ -142,11 +169,11 @@ func TestToClientShifts(t *testing.T) {
 func TestTimestampsPendingAndRemoved(t *testing.T) {
 	r := Rewriter{TSClient: 5000, Flags: TSPending}
 	h := seg(1, 0, tcpflag.ACK, 100, tsOpt(300, 0), nil)
-	if out := apply(t, h, r.ToServer); out.TSFixed || u32(h, 24) != 300 {
+	if out := apply(t, h, toServer(&r)); out.TSFixed || u32(h, 24) != 300 {
 		t.Fatalf("a non-SYN fixed the offset (%+v) or moved TSval to %d", out, u32(h, 24))
 	}
 	h = seg(1, 0, tcpflag.SYN, 100, tsOpt(300, 0), nil)
-	out := apply(t, h, r.ToServer)
+	out := apply(t, h, toServer(&r))
 	if !out.TSFixed || out.TSClient != 4700 || u32(h, 24) != 5000 {
 		t.Fatalf("SYN: %+v, TSval %d; want fixed at 4700, TSval 5000", out, u32(h, 24))
 	}
@@ -155,25 +182,25 @@ func TestTimestampsPendingAndRemoved(t *testing.T) {
 		t.Fatalf("FixTS left %+v", r)
 	}
 	h = seg(2, 0, tcpflag.ACK, 100, tsOpt(301, 0), nil)
-	apply(t, h, r.ToServer)
+	apply(t, h, toServer(&r))
 	if u32(h, 24) != 5001 {
 		t.Fatalf("TSval %d after the fix, want 5001", u32(h, 24))
 	}
 	// Two timestamp options on a SYN: the first fixes, the second follows it.
 	r = Rewriter{TSClient: 5000, Flags: TSPending}
 	h = seg(1, 0, tcpflag.SYN, 100, append(tsOpt(300, 0), tsOpt(310, 0)...), nil)
-	if out := apply(t, h, r.ToServer); out.TSClient != 4700 || u32(h, 24) != 5000 || u32(h, 36) != 5010 {
+	if out := apply(t, h, toServer(&r)); out.TSClient != 4700 || u32(h, 24) != 5000 || u32(h, 36) != 5010 {
 		t.Fatalf("two options: %+v, TSvals %d %d", out, u32(h, 24), u32(h, 36))
 	}
 	r = Rewriter{Flags: TSRemove}
 	h = seg(1, 0, tcpflag.SYN, 100, tsOpt(300, 9), nil)
-	apply(t, h, r.ToServer)
+	apply(t, h, toServer(&r))
 	if !bytes.Equal(h[20:32], bytes.Repeat([]byte{tcpopt.NOP}, 12)) {
 		t.Fatalf("SYN's timestamp option not blanked: % x", h[20:32])
 	}
 	h = seg(2, 0, tcpflag.ACK, 100, tsOpt(300, 9), nil)
 	want := slices.Clone(h)
-	apply(t, h, r.ToServer)
+	apply(t, h, toServer(&r))
 	if !bytes.Equal(h, want) {
 		t.Fatalf("a later segment's option changed: % x", h)
 	}
@@ -201,9 +228,9 @@ func TestMSSClamp(t *testing.T) {
 		{"server ACK", Rewriter{MSSToClient: 1432}, false, tcpflag.ACK, 1460, 1460},
 	} {
 		h := seg(1, 1, tc.flags, 100, mssOpt(tc.mss), nil)
-		dir := tc.r.ToClient
+		dir := toClient(&tc.r)
 		if tc.toServer {
-			dir = tc.r.ToServer
+			dir = toServer(&tc.r)
 		}
 		apply(t, h, dir)
 		if got := binary.BigEndian.Uint16(h[22:]); got != tc.want {
@@ -218,12 +245,12 @@ func TestForgedTOABlanked(t *testing.T) {
 	var r Rewriter
 	toa := []byte{tcpopt.TOA, tcpopt.LenTOA, 0, 80, 10, 0, 0, 1}
 	h := seg(1, 1, tcpflag.ACK, 100, toa, nil)
-	apply(t, h, r.ToServer)
+	apply(t, h, toServer(&r))
 	if !bytes.Equal(h[20:28], bytes.Repeat([]byte{tcpopt.NOP}, 8)) {
 		t.Fatalf("client TOA left: % x", h[20:28])
 	}
 	h = seg(1, 1, tcpflag.ACK, 100, toa, nil)
-	apply(t, h, r.ToClient)
+	apply(t, h, toClient(&r))
 	if !bytes.Equal(h[20:28], toa) {
 		t.Fatalf("a server's option changed: % x", h[20:28])
 	}
@@ -240,7 +267,7 @@ func TestMalformedRefused(t *testing.T) {
 		{99, 1, 0, 0},                      // length below 2
 		{tcpopt.NOP, tcpopt.NOP, tcpopt.NOP, 200},
 	} {
-		for dir, f := range []func(wire.TCP, uint32) Out{r.ToServer, r.ToClient} {
+		for dir, f := range []func(wire.TCP, uint32) Out{toServer(&r), toClient(&r)} {
 			h := seg(1, 1, tcpflag.ACK, 100, opts, nil)
 			if out := f(h, 0); out.Fault != BadOptions {
 				t.Errorf("direction %d: options % x: fault %d, want BadOptions", dir, opts, out.Fault)
@@ -251,7 +278,7 @@ func TestMalformedRefused(t *testing.T) {
 		if len(h) == 20 {
 			h[12] = 6 << 4 // a data offset past the bytes
 		}
-		if r.ToServer(h, 0).Fault != BadOptions || r.ToClient(h, 0).Fault != BadOptions {
+		if toServer(&r)(h, 0).Fault != BadOptions || toClient(&r)(h, 0).Fault != BadOptions {
 			t.Errorf("header % x accepted", h)
 		}
 	}
@@ -270,7 +297,7 @@ func TestPlace(t *testing.T) {
 		urg     uint16
 		payload int
 		past    bool
-		fault   Fault
+		fault   Result
 		hdr     bool
 		wantSeq uint32
 	}{
@@ -296,7 +323,7 @@ func TestPlace(t *testing.T) {
 		binary.BigEndian.PutUint16(h[18:], tc.urg)
 		binary.BigEndian.PutUint16(h[16:], 0)
 		binary.BigEndian.PutUint16(h[16:], csum.Checksum(h, pseudo))
-		out := rr.ToServer(h, 0)
+		out := toServer(&rr)(h, 0)
 		if out.Fault != tc.fault || out.Header != tc.hdr {
 			t.Errorf("%s: fault %d header %v, want %d %v", tc.name, out.Fault, out.Header, tc.fault, tc.hdr)
 			continue
@@ -348,7 +375,7 @@ func TestFingerprint(t *testing.T) {
 	}
 	r := Rewriter{Server: 77, Client: 5, TSServer: 3, Flags: Storm | TSServerOn}
 	h := base(1, 2, 3, 4, 5, 6)
-	if out := apply(t, h, r.ToClient); out.Print != p {
+	if out := apply(t, h, toClient(&r)); out.Print != p {
 		t.Error("ToClient's fingerprint is not the segment's as it came")
 	}
 }
@@ -386,7 +413,7 @@ func FuzzRewriter(f *testing.F) {
 	f.Add(seg(1, 2, tcpflag.SYN, 3, append(mssOpt(1460), tsOpt(9, 0)...), nil), uint32(1), uint32(0), uint32(0), uint32(0), uint32(500), uint32(0), uint16(1400), uint16(1300), int8(2), int8(7), int8(3), uint8(TSPending), false)
 	f.Add([]byte{0, 1, 0, 2, 0, 0, 0, 1, 0, 0, 0, 2, 0x70, 0x10, 1, 0, 0, 0, 0, 0, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2, 1}, uint32(5), uint32(6), uint32(0), uint32(0), uint32(0), uint32(0), uint16(0), uint16(0), int8(0), int8(14), int8(0), uint8(0xff), true)
 	f.Add(seg(1, 2, tcpflag.ACK, 3, []byte{tcpopt.TOA, 8, 0, 80, 1, 2, 3, 4}, nil), uint32(0), uint32(0), uint32(0), uint32(0), uint32(0), uint32(0), uint16(0), uint16(0), int8(0), int8(0), int8(0), uint8(TSRemove), true)
-	f.Fuzz(func(t *testing.T, h []byte, client, server, start, insert, tsc, tss uint32, mssS, mssC uint16, winIn, winOut, winOutR int8, flags uint8, toServer bool) {
+	f.Fuzz(func(t *testing.T, h []byte, client, server, start, insert, tsc, tss uint32, mssS, mssC uint16, winIn, winOut, winOutR int8, flags uint8, towardServer bool) {
 		r := Rewriter{Client: client, Server: server, Start: start, Insert: insert, TSClient: tsc, TSServer: tss,
 			MSSToServer: mssS, MSSToClient: mssC, WinIn: max(min(winIn, 14), 0), WinOut: max(min(winOut, 14), 0), WinOutR: max(min(winOutR, 14), 0), Flags: flags}
 		h = slices.Clip(h)
@@ -395,9 +422,9 @@ func FuzzRewriter(f *testing.F) {
 			binary.BigEndian.PutUint16(h[16:], csum.Checksum(h, pseudo))
 		}
 		b := slices.Clip(slices.Clone(h))
-		dir := r.ToClient
-		if toServer {
-			dir = r.ToServer
+		dir := toClient(&r)
+		if towardServer {
+			dir = toServer(&r)
 		}
 		out := dir(b, 0)
 		hl := 0
@@ -413,7 +440,7 @@ func FuzzRewriter(f *testing.F) {
 		valid := tcpopt.Valid(h[20:hl])
 		switch {
 		case out.Fault == Overlap:
-			if !toServer || insert == 0 {
+			if !towardServer || insert == 0 {
 				t.Fatalf("Overlap without inserted bytes toward the server")
 			}
 			return
