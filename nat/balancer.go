@@ -400,13 +400,7 @@ func (b *Balancer) fromClient(set *serviceSet, p *pkt, dst *addr16, f *Frame) Ve
 		}
 		c.rw.Store(next)
 	case res&tcprw.TSFixed != 0:
-		// The SYN fixed the timestamp offset; a retransmission of it on
-		// another reader may have first (each SYN's TSval then maps to
-		// the server side's first TSval, and later segments follow the
-		// offset stored).
-		fixed := *rw
-		fixed.FixTS(tsc)
-		c.rw.CompareAndSwap(rw, &fixed)
+		c.fixTS(rw.TSClient, tsc)
 	}
 	hdr := res&tcprw.Header != 0
 	b.arrived(c, flags)

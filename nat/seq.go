@@ -164,6 +164,22 @@ func (b *Balancer) serverStart(c *Conn, isn uint32, r *tcprw.Rewriter) {
 	}
 }
 
+// fixTS publishes the timestamp offset off that a client SYN fixed on c,
+// whose rewriter was pending at the server side's first TSval start. A
+// retransmission of the SYN on another reader may have fixed it first
+// (each SYN's TSval then maps to the server side's first TSval, and later
+// segments follow the offset stored); a change of another field meanwhile
+// (the server's reader's) keeps the fix.
+func (c *Conn) fixTS(start, off uint32) {
+	c.editRewriter(func(r *tcprw.Rewriter) bool {
+		if r.Flags&tcprw.TSPending == 0 || r.TSClient != start {
+			return false
+		}
+		r.FixTS(off)
+		return true
+	})
+}
+
 // rewriteDrop is the drop reason of a segment the rewriter refused.
 func rewriteDrop(f tcprw.Result) DropReason {
 	if f == tcprw.Overlap {
