@@ -22,6 +22,8 @@ import (
 
 	"github.com/tapvs/tapvs/csum"
 	"github.com/tapvs/tapvs/tcpflag"
+	"github.com/tapvs/tapvs/tcprw"
+	"github.com/tapvs/tapvs/wire"
 )
 
 // Verdict is what to do with a frame after Process.
@@ -313,22 +315,22 @@ func (b *Balancer) fromClient(set *serviceSet, p *pkt, dst *addr16, f *Frame) Ve
 		b.arrived(c, flags)
 		return b.forwardIn(c, p, f, c.inL4Delta, false)
 	}
-	// The connection's numbers: its offset, where the client's stream
-	// starts (a PROXY header's place), and its timestamp state.
-	off, start, ts := c.seqOff.Load(), c.pp.first(), c.tsOff.Load()
-	reuse := false
+	// The connection's rewriter (seq.go): its offsets, where the client's
+	// stream starts (a PROXY header's place), its timestamp state.
+	rw := c.rw.Load()
+	var next *tcprw.Rewriter // a SYN that starts a new stream: published once known good
 	if flags&(tcpflag.SYN|tcpflag.ACK|tcpflag.RST|tcpflag.FIN) == tcpflag.SYN {
 		// The client reuses its port for a new connection while the entry
 		// of its last one on it lingers: the server, which may hold that
 		// one in TIME_WAIT, gets a fresh ISN and timestamp start too
 		// (seq.go). Stored only once the SYN is known good: one that is
 		// dropped changes nothing.
-		isn := binary.BigEndian.Uint32(p.b[p.l4+4:])
+		isn := wire.TCP(p.b[p.l4:]).Seq()
 		st := c.state.Load()
 		renew := st == stTimeWait || st == stClose
 		switch {
 		case c.pp == nil:
-		case !c.pp.past.Load():
+		case rw.Flags&tcprw.Past == 0:
 			// A PROXY connection's header goes where the server's stream
 			// starts, and a SYN may start one: the server takes it for a
 			// new connection wherever it has none on the tuple (a client's
@@ -339,13 +341,15 @@ func (b *Balancer) fromClient(set *serviceSet, p *pkt, dst *addr16, f *Frame) Ve
 			// whichever connection the server keeps, its stream starts at
 			// S, where the header goes, and no other start is made.
 			renew = false
-			if isn+1 != start {
+			if isn+1 != rw.Start {
 				if !p.l4Valid() {
 					return b.Stats.drop(DropBadChecksum)
 				}
-				off, start, reuse = off+start-(isn+1), isn+1, true
+				n := *rw
+				n.Client, n.Start = rw.Client+rw.Start-(isn+1), isn+1
+				next = &n
 			}
-		case isn+1 != start && !renew:
+		case isn+1 != rw.Start && !renew:
 			// Past the header, an open connection keeps its stream: a SYN
 			// with another ISN could only start a second one.
 			return b.Stats.drop(DropProxyOverlap)
@@ -354,36 +358,31 @@ func (b *Balancer) fromClient(set *serviceSet, p *pkt, dst *addr16, f *Frame) Ve
 			if !p.l4Valid() {
 				return b.Stats.drop(DropBadChecksum)
 			}
-			off, ts = b.serverStart(c, isn)
-			start, reuse = isn+1, true
+			n := *rw
+			b.serverStart(c, isn, &n)
+			next = &n
 		}
+	}
+	if next != nil {
+		rw = next
 	}
 	// A partial checksum does not cover header fields yet (the kernel sums
 	// the header when it finishes it): only a full one takes the sequence
 	// change.
-	hdr, shift, ok := c.pp.place(start, p.b[p.l4:], flags) // read before the seq moves
-	if !ok {
-		return b.Stats.drop(DropProxyOverlap)
-	}
-	acc, tsAfter, ok := seqToServer(c, p.b[p.l4:], uint32(c.inL4Delta), off+shift, ts)
-	if !ok {
-		return b.Stats.drop(DropBadOptions)
+	acc, res, tsc := rw.ToServer(p.b[p.l4:], uint32(c.inL4Delta))
+	if f := res.Fault(); f != 0 {
+		return b.Stats.drop(rewriteDrop(f))
 	}
 	switch {
-	case reuse:
-		c.seqOff.Store(off)
-		c.tsOff.Store(tsAfter)
-		if c.pp != nil {
-			c.pp.start.Store(start)
-			c.pp.past.Store(false)
+	case next != nil:
+		if res&tcprw.TSFixed != 0 {
+			next.FixTS(tsc)
 		}
-	case tsAfter != ts:
-		// The SYN fixed the timestamp offset; a retransmission of it on
-		// another reader may have first (each SYN's TSval then maps to
-		// the server side's first TSval, and later segments follow the
-		// offset stored).
-		c.tsOff.CompareAndSwap(ts, tsAfter)
+		c.rw.Store(next)
+	case res&tcprw.TSFixed != 0:
+		c.fixTS(rw.TSClient, tsc)
 	}
+	hdr := res&tcprw.Header != 0
 	b.arrived(c, flags)
 	return b.forwardIn(c, p, f, csum.Fold(acc), hdr)
 }
@@ -470,15 +469,17 @@ func (b *Balancer) fromServer(p *pkt, dst *addr16, f *Frame) Verdict {
 		}
 	case p.proto == protoTCP:
 		c.noteAck(dirOut, p.b[p.l4:], flags) // raw: the server's own numbers, what an RST to it must carry
+		rw, tcp := c.rw.Load(), wire.TCP(p.b[p.l4:])
 		if c.pp != nil && flags&tcpflag.ACK != 0 {
-			c.pp.sawAck(binary.BigEndian.Uint32(p.b[p.l4+8:]), c.pp.start.Load()+c.seqOff.Load())
+			c.sawAck(rw, tcp.Ack())
 		}
-		acc, ok := seqToClient(c, p.b[p.l4:], uint32(l4Delta))
-		if !ok {
+		seq := tcp.Seq() // the server's own: TOA's ack is its ISN + 1
+		acc, res, _ := rw.ToClient(tcp, uint32(l4Delta))
+		if res.Fault() != 0 {
 			return b.Stats.drop(DropBadOptions)
 		}
 		if c.clientAddr == ClientAddrTOA && flags&(tcpflag.SYN|tcpflag.ACK) == tcpflag.SYN|tcpflag.ACK {
-			acc = b.noteTOASynAck(c, p.b[p.l4:], acc)
+			c.noteTOASynAck(rw, seq)
 		}
 		l4Delta = csum.Fold(acc)
 	}
@@ -532,11 +533,8 @@ func (b *Balancer) newConn(svc *Service, key tupleKey, p *pkt, flags uint8) (*Co
 		// The server sees tapvs's ISN and timestamps for the tuple, not
 		// the client's (seq.go: a port reused from the server's TIME_WAIT
 		// is accepted).
-		isn := binary.BigEndian.Uint32(p.b[p.l4+4:])
-		off, ts := b.serverStart(c, isn)
-		c.seqOff.Store(off)
-		c.tsOff.Store(ts)
-		c.pp = newProxyConn(svc.ClientAddr(), c, isn+1)
+		c.pp = newProxyConn(svc.ClientAddr(), c)
+		c.rw.Store(b.newRewriter(c, wire.TCP(p.b[p.l4:]).Seq()))
 	}
 	return b.publishConn(c, state, b.table.now.Load()+c.timeout(state))
 }

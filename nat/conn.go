@@ -6,6 +6,7 @@ import (
 
 	"github.com/tapvs/tapvs/synproxy"
 	"github.com/tapvs/tapvs/tcpflag"
+	"github.com/tapvs/tapvs/tcprw"
 
 	"github.com/tapvs/tapvs/csum"
 )
@@ -192,25 +193,20 @@ type Conn struct {
 	outIPDelta, outL4Delta uint16
 
 	state atomic.Uint32
-	// seqOff is what a plain TCP connection adds to the client's sequence
-	// numbers toward the server (tapvs's ISN less the client's: seq.go).
-	// Set before the connection is published, and again when the client
-	// reuses its port for a new connection on the closed entry. (After
-	// state: two 4-byte fields in one 8-byte word.)
-	seqOff atomic.Uint32
-	// tsOff is what a plain TCP connection adds to the client's TSval
-	// toward the server: tsPending | the server side's first TSval until
-	// the SYN fixes it, then tsFixed | the offset (seq.go); 0 with
-	// TimestampsRemove. Set with seqOff.
-	tsOff    atomic.Uint64
+	// rw is a plain TCP connection's rewriter (tcprw: its sequence and
+	// timestamp offsets, a PROXY header's place, MSS clamps, TOA's ack; a
+	// SYNPROXY connection's is its State's: rewriter). Published before
+	// the connection is, and replaced whole, never changed in place: by
+	// the client's reader when a SYN fixes the timestamp offset or the
+	// client reuses its port on the closing entry (seq.go), by the
+	// server's when it acknowledges a PROXY header or a TOA connection's
+	// SYN-ACK names the ack TOA goes with; each change a CompareAndSwap
+	// on the copy it read, so none is lost.
+	rw       atomic.Pointer[tcprw.Rewriter]
 	deadline atomic.Int64 // table clock, ns
 	filed    atomic.Int64 // the expiry wheel's tick this connection is filed under
 
 	acks [2]atomic.Uint64 // by direction: ackValid | the last ack, raw (reset.go)
-	// toaAck is, for a plain TOA connection, 1<<32 | the server's ISN + 1:
-	// the ack of the client segments that get TOA (toa.go); 0 until the
-	// server's SYN-ACK.
-	toaAck atomic.Uint64
 }
 
 // prepare computes the checksum deltas of both directions from the keys.
@@ -230,6 +226,33 @@ func (c *Conn) prepare() {
 	l4 = csum.Replace16(ip, c.out.sport, c.in.dport)
 	l4 = csum.Replace16(l4, c.out.dport, c.in.sport)
 	c.outIPDelta, c.outL4Delta = csum.Fold(ip), csum.Fold(l4)
+}
+
+// rewriter is where c's TCP rewriter is published: its own, or its
+// SYNPROXY State's (nil there until the server's handshake fixes it).
+func (c *Conn) rewriter() *atomic.Pointer[tcprw.Rewriter] {
+	if c.sp != nil {
+		return c.sp.Rewriter()
+	}
+	return &c.rw
+}
+
+// editRewriter publishes a copy of c's rewriter changed by edit, which
+// reports false when there is nothing to change; edited again on the copy
+// another writer published first. Once per connection at most for each
+// edit (a fixed offset, Past, TOA's ack): the copy is its one allocation.
+func (c *Conn) editRewriter(edit func(r *tcprw.Rewriter) bool) {
+	home := c.rewriter()
+	for {
+		cur := home.Load()
+		if cur == nil {
+			return
+		}
+		next := *cur
+		if !edit(&next) || home.CompareAndSwap(cur, &next) {
+			return
+		}
+	}
 }
 
 // active reports whether the state counts as an active connection.

@@ -259,7 +259,7 @@ func (fc *forgeConn) streamStart() uint32 {
 	if c == nil || c.pp == nil {
 		fc.t.Fatalf("%v: a frame to the server with no connection of a PROXY service", fc.k)
 	}
-	s := c.pp.start.Load() + c.seqOff.Load()
+	s := c.rw.Load().HeaderStart()
 	if c.sp != nil {
 		s = c.sp.ClientISN + 1 // the SYN to the server has the client's ISN
 	}

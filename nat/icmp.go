@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 
 	"github.com/tapvs/tapvs/csum"
-	"github.com/tapvs/tapvs/synproxy"
 )
 
 // ICMP errors (destination unreachable, fragmentation needed, time exceeded,
@@ -127,12 +126,7 @@ func (b *Balancer) icmp(side Side, p *pkt, f *Frame) Verdict {
 func quotedSeq(c *Conn, side Side, seq uint32) uint32 {
 	if c.sp == nil {
 		if side == ServerSide {
-			n := c.pp.len()
-			var start uint32
-			if n != 0 {
-				start = c.pp.start.Load()
-			}
-			return synproxy.ClientEdge(seq, c.seqOff.Load()+n, start, n)
+			return c.rw.Load().ClientAck(seq)
 		}
 		return seq
 	}

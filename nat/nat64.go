@@ -7,8 +7,6 @@ import (
 	"net/netip"
 
 	"github.com/tapvs/tapvs/csum"
-	"github.com/tapvs/tapvs/tcpflag"
-	"github.com/tapvs/tapvs/tcpopt"
 	"github.com/tapvs/tapvs/tun"
 )
 
@@ -86,26 +84,6 @@ func (f *Frame) reframe(off, n int) bool {
 	return true
 }
 
-// clampMSS lowers a SYN's MSS option to limit and returns acc plus the
-// checksum change. The options were walked before (seqToServer,
-// seqToClient drop a segment whose options do not parse).
-func clampMSS(tcp []byte, limit uint16, acc uint32) uint32 {
-	hl := int(tcp[12]>>4) * 4
-	w := tcpopt.Walk(tcp[tcpMinLen:hl])
-	for {
-		o, more := w.Next()
-		if !more {
-			return acc
-		}
-		if o.Kind == tcpopt.MSS {
-			at := tcpMinLen + o.Off + 2
-			if binary.BigEndian.Uint16(tcp[at:]) > limit {
-				acc = csum.Put16At(acc, tcp, at, limit)
-			}
-		}
-	}
-}
-
 // The MSS across the translation. An MSS is what its sender accepts, so
 // each SYN's bounds what the other side sends, and the translated packet is
 // 20 bytes longer toward the client (IPv6) and 20 shorter toward the server
@@ -130,7 +108,9 @@ func clampMSS(tcp []byte, limit uint16, acc uint32) uint32 {
 // TOA option's length (20 for an IPv6 client) off every server SYN-ACK's
 // MSS, which for NAT64 happens to leave the same 20 bytes, and leaves the
 // client's SYN alone. tapvs refuses TOA on NAT64 services, so it clamps by
-// the arithmetic above instead.
+// the arithmetic above instead: the connection's rewriter clamps both SYNs
+// (tcprw.Rewriter's MSSToServer and MSSToClient, set in newRewriter) in
+// the walk that translates them.
 func (b *Balancer) clientMSS64() uint16 {
 	return uint16(max(b.cfg.ClientMTU-ipv6HdrLen-tcpMinLen, ipv4MinMTU))
 }
@@ -140,25 +120,21 @@ func (b *Balancer) serverMSS64() uint16 {
 }
 
 // transport64 finishes the transport header of a packet being translated:
-// ports, an MSS clamp on a SYN, and the checksum by l4Delta plus what the
-// clamp changed (a partial checksum by the pseudo-header's change ipDelta
-// alone: the kernel sums the header when it finishes it).
-func transport64(p *pkt, sport, dport, ipDelta, l4Delta, mss uint16) {
+// ports, and the checksum by l4Delta (a partial checksum by the
+// pseudo-header's change ipDelta alone: the kernel sums the header when it
+// finishes it).
+func transport64(p *pkt, sport, dport, ipDelta, l4Delta uint16) {
 	l4 := p.b[p.l4:]
 	binary.BigEndian.PutUint16(l4[0:], sport)
 	binary.BigEndian.PutUint16(l4[2:], dport)
-	acc := uint32(l4Delta)
-	if p.proto == protoTCP && l4[tcpflag.Offset]&tcpflag.SYN != 0 {
-		acc = clampMSS(l4, mss, acc)
-	}
 	off := l4csumOff(p.proto)
 	switch {
 	case p.partial:
 		csum.AdjustPartial(l4[off:], ipDelta)
 	case p.proto == protoTCP:
-		csum.Adjust(l4[off:], csum.Fold(acc))
+		csum.Adjust(l4[off:], l4Delta)
 	default:
-		csum.AdjustUDP(l4[off:], csum.Fold(acc))
+		csum.AdjustUDP(l4[off:], l4Delta)
 	}
 }
 
@@ -178,7 +154,7 @@ func (b *Balancer) to4(c *Conn, p *pkt, f *Frame, l4Delta uint16) Verdict {
 		// that DF forbids.
 		return b.Stats.drop(DropNAT64)
 	}
-	transport64(p, c.out.dport, c.out.sport, c.inIPDelta, l4Delta, b.clientMSS64())
+	transport64(p, c.out.dport, c.out.sport, c.inIPDelta, l4Delta)
 	ip6 := p.b[p.l3:]
 	tc := ip6[0]<<4 | ip6[1]>>4
 	hlim := ip6[7]
@@ -227,7 +203,7 @@ func (b *Balancer) to6(c *Conn, p *pkt, f *Frame, l4Delta uint16) Verdict {
 		}
 		binary.BigEndian.PutUint16(l4[6:], sum)
 	} else {
-		transport64(p, c.in.dport, c.in.sport, c.outIPDelta, l4Delta, b.serverMSS64())
+		transport64(p, c.in.dport, c.in.sport, c.outIPDelta, l4Delta)
 	}
 	ip := p.b[p.l3:]
 	tos, ttl := ip[1], ip[8]

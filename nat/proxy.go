@@ -1,14 +1,15 @@
 package nat
 
 import (
-	"encoding/binary"
 	"net/netip"
 	"sync/atomic"
 
 	"github.com/tapvs/tapvs/csum"
 	"github.com/tapvs/tapvs/proxyhdr"
 	"github.com/tapvs/tapvs/tcpflag"
+	"github.com/tapvs/tapvs/tcprw"
 	"github.com/tapvs/tapvs/tun"
+	"github.com/tapvs/tapvs/wire"
 )
 
 // PROXY protocol for TCP services (ClientAddrProxyV1, ClientAddrProxyV2).
@@ -35,9 +36,12 @@ import (
 // sends: a client's own PROXY header is data after tapvs's, never read as
 // one.
 //
-// Acknowledgements come back through synproxy.ClientEdge: an ack of part
+// Acknowledgements come back through tcprw.ClientEdge: an ack of part
 // of the header is one of nothing (ISN + 1), SACK blocks within it are
-// taken out (synproxy.ClientSACK).
+// taken out (tcprw.ClientSACK). The header's numbers, each segment's place
+// against them and the MSS less its length are the connection's rewriter's
+// (tcprw.Rewriter: Insert, Start, Past), applied in the one walk that
+// translates the segment.
 //
 // MSS. A full-sized first segment plus the header must still fit the
 // server side's MTU, so the MSS the client learns is n less: the server's,
@@ -50,34 +54,32 @@ import (
 // segments it by its gso_size as before; one whose IP length would pass
 // 65535 loses as many bytes from its end too.
 
-// proxyConn is a connection's PROXY header and where the client's stream
-// starts. It is set before the connection is published.
+// proxyConn is a connection's PROXY header. It is set before the
+// connection is published. Where the header goes in the server's stream,
+// and whether the server has acknowledged it, are the connection's
+// rewriter's (tcprw.Rewriter: Insert, Start, Past; its place decides each
+// client segment's).
 type proxyConn struct {
 	hdr [proxyhdr.MaxV1]byte
 	n   uint32
-	// start is the client-space sequence number of the client's first
-	// byte: its ISN + 1. A plain connection's changes when the client
-	// reuses its port on the closing entry (with seqOff).
-	start atomic.Uint32
 	// ack is, under SYNPROXY, the header-carrying handshake ACK tapvs
 	// released to the server (a virtio-net header and the frame), sent
 	// again when the server repeats its SYN-ACK.
 	ack atomic.Pointer[[]byte]
-	// past is set once the server has acknowledged the header: no client
-	// byte can take its place any more, and every later segment moves by
-	// n however far the stream has gone (past 2 GiB, place's signed
-	// comparison would put it before start). A new stream clears it.
-	past atomic.Bool
 }
 
-// sawAck notes a server's acknowledgement (ack, in the server's numbers;
-// s the server-space number of the header's first byte): one at or past
-// the header's end, and not half the number space away, sets past.
-func (pp *proxyConn) sawAck(ack, s uint32) {
-	if pp != nil && !pp.past.Load() {
-		if d := ack - s - pp.n; int32(d) >= 0 && d < 1<<30 {
-			pp.past.Store(true)
-		}
+// sawAck notes a server's acknowledgement (ack, in the server's numbers)
+// on c, whose rewriter r is: one at or past the header's end, and not half
+// the number space away, publishes the rewriter with Past set.
+func (c *Conn) sawAck(r *tcprw.Rewriter, ack uint32) {
+	if r.Acked(ack) {
+		c.editRewriter(func(r *tcprw.Rewriter) bool {
+			if !r.Acked(ack) {
+				return false
+			}
+			r.Flags |= tcprw.Past
+			return true
+		})
 	}
 }
 
@@ -114,10 +116,9 @@ func proxyLen(mode ClientAddr, in *tupleKey) uint16 {
 	return uint16(proxyHeader(mode, in, b[:]))
 }
 
-// newProxyConn is the PROXY state of a new TCP connection c of a service
-// in mode whose client's first byte is start, or nil for a mode without a
-// header.
-func newProxyConn(mode ClientAddr, c *Conn, start uint32) *proxyConn {
+// newProxyConn is the PROXY header of a new TCP connection c of a
+// service in mode, or nil for a mode without a header.
+func newProxyConn(mode ClientAddr, c *Conn) *proxyConn {
 	if mode != ClientAddrProxyV1 && mode != ClientAddrProxyV2 {
 		return nil
 	}
@@ -126,70 +127,7 @@ func newProxyConn(mode ClientAddr, c *Conn, start uint32) *proxyConn {
 	if pp.n == 0 {
 		return nil
 	}
-	pp.start.Store(start)
 	return pp
-}
-
-// first is the client-space number of the client's first byte (0 without
-// a header).
-func (pp *proxyConn) first() uint32 {
-	if pp == nil {
-		return 0
-	}
-	return pp.start.Load()
-}
-
-// place decides where a client segment (tcp: the whole segment, client
-// space, not yet translated) goes against the connection's PROXY header,
-// which takes the server-space numbers [S, S+n) before the client's first
-// byte, start (first, or a reused port's new one). The rule is the
-// segment's sequence number against start, so that no choice of sequence
-// numbers puts a client's byte in [S, S+n): only the header's go there.
-//
-//   - at start, not a SYN or RST: the segment carries the header (hdr), and
-//     its payload follows it at S+n;
-//   - at or past start: it moves by n, past the header (shift n);
-//   - once the server has acknowledged the header (past), every segment
-//     moves by n: [S, S+n) is behind the server, and a stream past 2 GiB
-//     compares as before start;
-//   - wholly before start, the SYN included (a SYN counts one number, a
-//     FIN one), with no urgent byte at or past it: it keeps its number
-//     (shift 0) and stays before S, where a server takes it for an old
-//     duplicate: the SYN, a keepalive probe at start-1 with its byte of
-//     garbage;
-//   - from before start into the stream (a client that starts its data n
-//     numbers early, to be read as the header; a SYN with data, which a
-//     server with TCP Fast Open would take): ok false, dropped. No client
-//     that follows TCP sends it.
-//
-// Without a header (pp nil) every segment goes with shift 0.
-func (pp *proxyConn) place(start uint32, tcp []byte, flags uint8) (hdr bool, shift uint32, ok bool) {
-	if pp == nil {
-		return false, 0, true
-	}
-	seq := binary.BigEndian.Uint32(tcp[4:])
-	if d := int32(seq - start); d >= 0 || pp.past.Load() {
-		hdr, shift, ok = d == 0 && flags&(tcpflag.SYN|tcpflag.RST) == 0, pp.n, true
-	} else {
-		end := seq + uint32(len(tcp)-int(tcp[12]>>4)*4)
-		if flags&tcpflag.SYN != 0 {
-			end++
-		}
-		if flags&tcpflag.FIN != 0 {
-			end++
-		}
-		ok = int32(end-start) <= 0
-	}
-	if flags&tcpflag.URG != 0 && !hdr {
-		// Its urgent byte (seq + urgent pointer - 1), which a server
-		// takes out of the stream it reads, must not be one of the
-		// header's, read or not (insertHeader sees to the segment that
-		// carries it).
-		if u := seq + shift + uint32(binary.BigEndian.Uint16(tcp[18:])) - 1 - start; u < pp.n {
-			return false, 0, false
-		}
-	}
-	return hdr, shift, ok
 }
 
 // len is the header's length, 0 without one.
@@ -212,13 +150,13 @@ func (pp *proxyConn) len() uint32 {
 // changing nothing, when there is no room.
 func (b *Balancer) insertHeader(pp *proxyConn, p *pkt, f *Frame) bool {
 	n := int(pp.n)
-	tcp := p.b[p.l4:]
-	hl := int(tcp[12]>>4) * 4
+	tcp := wire.TCP(p.b[p.l4:])
+	hl := tcp.HeaderLen()
 	// The IP length field that must hold the result: IPv4's total
 	// length, IPv6's payload length.
 	ipLen := len(p.b) - p.l3
 	if p.v6 {
-		ipLen -= ipv6HdrLen
+		ipLen -= wire.IPv6Len
 	}
 	cut := max(ipLen+n-0xffff, 0)
 	if f.VNet.GSOType() == tun.VNetGSONone {
@@ -231,8 +169,8 @@ func (b *Balancer) insertHeader(pp *proxyConn, p *pkt, f *Frame) bool {
 	if !p.partial {
 		// Everything the checksum covers, less the pseudo-header and
 		// the TCP header: the payload's sum, less what is cut from it.
-		h := csum.Sum(tcp[18:hl], csum.Sum(tcp[:16], p.pseudo(protoTCP, len(tcp))))
-		payload = uint32(^binary.BigEndian.Uint16(tcp[16:])) + uint32(^csum.Fold(h))
+		h := csum.Sum(tcp[wire.TCPUrgentOff:hl], csum.Sum(tcp[:wire.TCPCsumOff], p.pseudo(protoTCP, len(tcp))))
+		payload = uint32(^tcp.Checksum()) + uint32(^csum.Fold(h))
 		if cut > 0 {
 			tail := csum.Fold(csum.Sum(tcp[len(tcp)-cut:], 0))
 			if (len(tcp)-cut)&1 != 0 {
@@ -248,44 +186,44 @@ func (b *Balancer) insertHeader(pp *proxyConn, p *pkt, f *Frame) bool {
 		return false
 	}
 	p.b = f.Bytes()
-	tcp = p.b[p.l4:]
+	tcp = wire.TCP(p.b[p.l4:])
 	copy(tcp[hl:], pp.hdr[:n])
-	binary.BigEndian.PutUint32(tcp[4:], binary.BigEndian.Uint32(tcp[4:])-uint32(n))
-	if tcp[tcpflag.Offset]&tcpflag.URG != 0 {
+	tcp.SetSeq(tcp.Seq() - uint32(n))
+	if tcp.Flags()&tcpflag.URG != 0 {
 		// The urgent pointer counts from seq, now the header's first
 		// byte: it moves with the client's bytes, or, past its 16 bits
 		// or pointing before them, goes (the checksum below sums the
 		// header as it is now).
-		if ptr := uint32(binary.BigEndian.Uint16(tcp[18:])); ptr > 0 && ptr+uint32(n) <= 0xffff {
-			binary.BigEndian.PutUint16(tcp[18:], uint16(ptr+uint32(n)))
+		if ptr := uint32(tcp.Urgent()); ptr > 0 && ptr+uint32(n) <= 0xffff {
+			tcp.SetUrgent(uint16(ptr + uint32(n)))
 		} else {
 			// 0 would make the header's last byte urgent.
-			tcp[tcpflag.Offset] &^= tcpflag.URG
-			tcp[18], tcp[19] = 0, 0
+			tcp.SetFlags(tcp.Flags() &^ tcpflag.URG)
+			tcp.SetUrgent(0)
 		}
 	}
 	if cut > 0 {
-		tcp[tcpflag.Offset] &^= tcpflag.FIN // the FIN came after the bytes cut
+		tcp.SetFlags(tcp.Flags() &^ tcpflag.FIN) // the FIN came after the bytes cut
 		b.Stats.proxyCut.Add(1)
 	}
-	ip := p.b[p.l3:p.l4]
 	if p.v6 {
-		binary.BigEndian.PutUint16(ip[4:], uint16(len(p.b)-p.l3-ipv6HdrLen))
+		wire.IPv6(p.b[p.l3:]).SetPayloadLen(len(p.b) - p.l3 - wire.IPv6Len)
 	} else {
-		binary.BigEndian.PutUint16(ip[2:], uint16(len(p.b)-p.l3))
-		ip[10], ip[11] = 0, 0
-		binary.BigEndian.PutUint16(ip[10:], csum.Checksum(ip, 0))
+		ip := wire.IPv4(p.b[p.l3:p.l4])
+		ip.SetTotalLen(len(p.b) - p.l3)
+		ip.SetChecksum(0)
+		ip.SetChecksum(csum.Checksum(ip, 0))
 	}
 	if p.partial {
 		// The TCP length in the pseudo-header: n more, cut less.
-		csum.AdjustPartial(tcp[16:], csum.Fold(uint32(n)+uint32(^uint16(cut))))
+		csum.AdjustPartial(tcp.CsumField(), csum.Fold(uint32(n)+uint32(^uint16(cut))))
 		return true
 	}
 	pl := csum.Fold(payload)
 	if n&1 != 0 {
 		pl = pl<<8 | pl>>8 // the payload now starts at an odd offset (RFC 1071 2.B)
 	}
-	s := csum.Sum(tcp[18:hl+n], csum.Sum(tcp[:16], p.pseudo(protoTCP, len(tcp))))
-	binary.BigEndian.PutUint16(tcp[16:], ^csum.Fold(s+uint32(pl)))
+	s := csum.Sum(tcp[wire.TCPUrgentOff:hl+n], csum.Sum(tcp[:wire.TCPCsumOff], p.pseudo(protoTCP, len(tcp))))
+	tcp.SetChecksum(^csum.Fold(s + uint32(pl)))
 	return true
 }

@@ -9,10 +9,7 @@ import (
 
 	"github.com/dchest/siphash"
 
-	"github.com/tapvs/tapvs/csum"
-	"github.com/tapvs/tapvs/synproxy"
-	"github.com/tapvs/tapvs/tcpflag"
-	"github.com/tapvs/tapvs/tcpopt"
+	"github.com/tapvs/tapvs/tcprw"
 )
 
 // Local ports are reused toward a real server that may still hold the
@@ -53,7 +50,9 @@ import (
 //
 // With either, a reused tuple is accepted at once, and no quarantine is
 // needed (Config.PortQuarantine stays for servers whose stacks refuse even
-// that). SYNPROXY connections keep their own handshake and translation:
+// that). Both are the connection's rewriter's (tcprw.Rewriter: Client,
+// TSClient), applied in the one walk over each segment's options that
+// also blanks a client's own TOA option and moves a PROXY header's bytes. SYNPROXY connections keep their own handshake and translation:
 // their server handshake already ends a TIME_WAIT it runs into
 // (nat/synproxy.go).
 
@@ -127,117 +126,64 @@ func (k isnKey) start(out *tupleKey, now time.Time) (isn, tsval uint32) {
 	return uint32(h) + uint32(ns>>6), uint32(h>>32) + uint32(ns>>tsTick)
 }
 
-// The states of Conn.tsOff: a translating connection is made pending, with
-// the TSval its server side is to start at; its SYN's walk fixes the offset
-// from the SYN's own TSval.
-const (
-	tsPending = 1 << 32 // | the server side's first TSval
-	tsFixed   = 1 << 33 // | the offset added to the client's TSval
-)
+// newRewriter is the rewriter of a new plain TCP connection c (made, not
+// yet published) whose client's ISN is isn: its server side's start
+// (serverStart), its PROXY header's length and place (proxy.go), and the
+// MSS clamps of its SYNs: a TOA connection's server may not announce more
+// than leaves room for the option in the client's segments (toa.go), and a
+// NAT64 connection's SYNs are clamped by the families' header sizes
+// (nat64.go).
+func (b *Balancer) newRewriter(c *Conn, isn uint32) *tcprw.Rewriter {
+	r := &tcprw.Rewriter{Insert: c.pp.len()}
+	b.serverStart(c, isn, r)
+	switch {
+	case c.clientAddr == ClientAddrTOA:
+		r.MSSToClient = uint16(b.cfg.ServerMTU - ipHdrLen(is4(&c.out.src)) - tcpMinLen - c.toaSize())
+	case is4(&c.in.src) != is4(&c.out.src):
+		r.MSSToServer, r.MSSToClient = b.clientMSS64(), b.serverMSS64()
+	}
+	return r
+}
 
-// serverStart is where a new connection on c's tuple (made, or reused by
-// the client on a closing entry) starts its server side now, isn being the
-// client's ISN: its sequence offset and its timestamp state (Conn.tsOff:
-// pending at the server side's first TSval when it translates, else 0).
-func (b *Balancer) serverStart(c *Conn, isn uint32) (seqOff uint32, ts uint64) {
+// serverStart sets r to start the server side of a new connection on c's
+// tuple now (made, or reused by the client on a closing entry), isn being
+// the client's ISN: the client's offset (tapvs's ISN less the client's,
+// and any PROXY header's length), where the client's stream starts, and
+// the timestamp translation: pending at the server side's first TSval
+// (the SYN's walk fixes the offset from its own TSval), or the SYN's
+// option blanked with TimestampsRemove.
+func (b *Balancer) serverStart(c *Conn, isn uint32, r *tcprw.Rewriter) {
 	ours, tsval := b.isnKey.start(&c.out, time.Now())
+	r.Client, r.Start = ours-isn+r.Insert, isn+1
+	r.Flags &^= tcprw.Past | tcprw.TSClientOn | tcprw.TSPending | tcprw.TSRemove
+	r.TSClient = 0
 	if c.timestamps == TimestampsTranslate {
-		ts = tsPending | uint64(tsval)
-	}
-	return ours - isn, ts
-}
-
-// seqToServer moves a client segment's sequence number by off (the
-// connection's offset, plus a PROXY header's length where proxy.go's place
-// says so) and walks its options, once:
-//
-//   - a TOA option the client wrote itself is blanked to NOPs on every
-//     segment (tcpopt.ForgedTOA: it would tell the server an address of
-//     the client's choosing);
-//   - the timestamp option is translated by ts, the connection's timestamp
-//     state as the segment found it (Conn.tsOff): a SYN fixes a pending
-//     offset from its own TSval (the server side starts at the pending
-//     TSval), and a fixed offset is added to every TSval; or, with
-//     TimestampsRemove, the SYN's option is blanked.
-//
-// It returns acc plus the checksum change and the timestamp state after
-// the segment, which the caller stores once the segment is known good; or
-// ok false for options that do not parse: the segment is dropped, since a
-// toa module, which parses more leniently than tcpopt, could find an option
-// past the bad one that tapvs never saw, and the server a timestamp it
-// would read untranslated.
-func seqToServer(c *Conn, tcp []byte, acc, off uint32, ts uint64) (_ uint32, tsAfter uint64, ok bool) {
-	flags := tcp[tcpflag.Offset]
-	acc = csum.Put32At(acc, tcp, 4, binary.BigEndian.Uint32(tcp[4:])+off)
-	syn := flags&tcpflag.SYN != 0
-	hl := int(tcp[12]>>4) * 4
-	if hl == tcpMinLen {
-		return acc, ts, true // no options
-	}
-	w := tcpopt.Walk(tcp[tcpMinLen:hl])
-	for {
-		o, more := w.Next()
-		if !more {
-			return acc, ts, !w.Malformed()
-		}
-		switch {
-		case tcpopt.ForgedTOA(o):
-			acc = tcpopt.Blank(tcp, o, acc)
-		case o.Kind != tcpopt.Timestamps:
-		case c.timestamps == TimestampsRemove:
-			if syn {
-				acc = tcpopt.Blank(tcp, o, acc)
-			}
-		default:
-			at := tcpMinLen + o.Off
-			tsval := binary.BigEndian.Uint32(tcp[at+2:])
-			if syn && ts&tsPending != 0 {
-				ts = tsFixed | uint64(uint32(ts)-tsval)
-			}
-			if ts&tsFixed != 0 {
-				acc = csum.Put32At(acc, tcp, at+2, tsval+uint32(ts))
-			}
-		}
+		r.TSClient, r.Flags = tsval, r.Flags|tcprw.TSPending
+	} else {
+		r.Flags |= tcprw.TSRemove
 	}
 }
 
-// seqToClient takes the offset back out of a server segment's
-// acknowledgements of the client's data: its ack number and SACK blocks,
-// with any PROXY header's bytes (proxy.go), and the timestamp offset out of
-// its echo of the client's TSval (TSecr). On the SYN-ACK of a connection
-// with a header, the server's MSS is clamped by the header's length.
-func seqToClient(c *Conn, tcp []byte, acc uint32) (_ uint32, ok bool) {
-	n := c.pp.len()
-	sub, start := c.seqOff.Load()+n, uint32(0)
-	if n != 0 {
-		start = c.pp.start.Load()
-	}
-	flags, ts := tcp[tcpflag.Offset], c.tsOff.Load()
-	if flags&tcpflag.ACK != 0 {
-		acc = csum.Put32At(acc, tcp, 8, synproxy.ClientEdge(binary.BigEndian.Uint32(tcp[8:]), sub, start, n))
-	}
-	hl := int(tcp[12]>>4) * 4
-	if hl == tcpMinLen {
-		return acc, true // most segments: no options
-	}
-	w := tcpopt.Walk(tcp[tcpMinLen:hl])
-	for {
-		o, more := w.Next()
-		if !more {
-			return acc, !w.Malformed()
+// fixTS publishes the timestamp offset off that a client SYN fixed on c,
+// whose rewriter was pending at the server side's first TSval start. A
+// retransmission of the SYN on another reader may have fixed it first
+// (each SYN's TSval then maps to the server side's first TSval, and later
+// segments follow the offset stored); a change of another field meanwhile
+// (the server's reader's) keeps the fix.
+func (c *Conn) fixTS(start, off uint32) {
+	c.editRewriter(func(r *tcprw.Rewriter) bool {
+		if r.Flags&tcprw.TSPending == 0 || r.TSClient != start {
+			return false
 		}
-		at := tcpMinLen + o.Off
-		switch {
-		case o.Kind == tcpopt.SACK:
-			acc = synproxy.ClientSACK(tcp, at, o.Len, acc, sub, start, n)
-		case o.Kind == tcpopt.Timestamps && flags&tcpflag.ACK != 0 && ts&tsFixed != 0:
-			// TSecr is the client's TSval as the server got it (it is
-			// only one with ACK set: RFC 7323).
-			acc = csum.Put32At(acc, tcp, at+6, binary.BigEndian.Uint32(tcp[at+6:])-uint32(ts))
-		case o.Kind == tcpopt.MSS && n != 0 && flags&tcpflag.SYN != 0:
-			if mss := binary.BigEndian.Uint16(tcp[at+2:]); uint32(mss) > n {
-				acc = csum.Put16At(acc, tcp, at+2, mss-uint16(n))
-			}
-		}
+		r.FixTS(off)
+		return true
+	})
+}
+
+// rewriteDrop is the drop reason of a segment the rewriter refused.
+func rewriteDrop(f tcprw.Result) DropReason {
+	if f == tcprw.Overlap {
+		return DropProxyOverlap
 	}
+	return DropBadOptions
 }

@@ -11,7 +11,9 @@ import (
 	"github.com/tapvs/tapvs/synproxy"
 	"github.com/tapvs/tapvs/tcpflag"
 	"github.com/tapvs/tapvs/tcpopt"
+	"github.com/tapvs/tapvs/tcprw"
 	"github.com/tapvs/tapvs/tun"
+	"github.com/tapvs/tapvs/wire"
 )
 
 // SynproxyConfig shapes the SYN-ACKs tapvs answers with and the handshake it
@@ -169,7 +171,7 @@ func (b *Balancer) synproxyACK(svc *Service, key tupleKey, p *pkt, f *Frame) (ho
 	if o.TS && opts.TS {
 		sp.TSOn, sp.ClientTSval, sp.OurTSval = true, opts.TSval, opts.TSecr
 	}
-	if c.pp = newProxyConn(svc.ClientAddr(), c, seq); c.pp != nil {
+	if c.pp = newProxyConn(svc.ClientAddr(), c); c.pp != nil {
 		sp.InsertClient(c.pp.n)
 	}
 	sp.Hold(held(f, p, c.heldRoom()), max(cfg.MaxQueued, 1)) // not shared yet: always held
@@ -253,24 +255,16 @@ func (b *Balancer) synproxyFromClient(c *Conn, p *pkt, flags uint8, f *Frame) Ve
 }
 
 // synproxyToServer translates a proxied connection's client segment (tcp,
-// in place) for the server: its PROXY header's place first (proxy.go),
-// read before the seq moves, then the State's offsets, which count the
-// header's length in the client's; a segment wholly before the client's
-// first byte takes that length back out. It returns the checksum change
-// and whether the segment carries the header, or the verdict of a drop.
+// in place) for the server through its rewriter, which places it against
+// the PROXY header first (read before the seq moves). It returns the
+// checksum change and whether the segment carries the header, or the
+// verdict of a drop.
 func (b *Balancer) synproxyToServer(c *Conn, tcp []byte, flags uint8) (acc uint32, hdr bool, v Verdict) {
-	hdr, shift, ok := c.pp.place(c.pp.first(), tcp, flags)
-	if !ok {
-		return 0, false, b.Stats.drop(DropProxyOverlap)
+	acc, res, _ := c.sp.Rewriter().Load().ToServer(tcp, uint32(c.inL4Delta))
+	if f := res.Fault(); f != 0 {
+		return 0, false, b.Stats.drop(rewriteDrop(f))
 	}
-	acc, ok = c.sp.ToServer(tcp, uint32(c.inL4Delta))
-	if !ok {
-		return 0, false, b.Stats.drop(DropBadOptions)
-	}
-	if back := c.pp.len() - shift; back != 0 {
-		acc = csum.Put32At(acc, tcp, 4, binary.BigEndian.Uint32(tcp[4:])-back)
-	}
-	return acc, hdr, Forward
+	return acc, res&tcprw.Header != 0, Forward
 }
 
 // synproxyReopens reports whether a client's segment on an established
@@ -292,17 +286,18 @@ func (b *Balancer) synproxyReopens(c *Conn, p *pkt, flags uint8) bool {
 // packet and returns the checksum change for the caller's rewrite, or the
 // verdict of a drop: an ACK storm, or options that cannot be translated.
 func (b *Balancer) synproxyToClient(c *Conn, p *pkt, flags uint8) (l4Delta uint16, v Verdict) {
-	tcp := p.b[p.l4:]
-	if flags&^tcpflag.PSH == tcpflag.ACK && len(tcp) == int(tcp[12]>>4)*4 &&
-		c.sp.Storm(tcp, b.cfg.Synproxy.AckStorm) {
-		return 0, b.Stats.drop(DropAckStorm)
-	}
+	tcp := wire.TCP(p.b[p.l4:])
+	rw := c.sp.Rewriter().Load()
 	if c.pp != nil && flags&tcpflag.ACK != 0 {
-		c.pp.sawAck(binary.BigEndian.Uint32(tcp[8:]), c.sp.ClientISN+1)
+		c.sawAck(rw, tcp.Ack())
 	}
-	acc, ok := c.sp.ToClient(tcp, uint32(c.outL4Delta))
-	if !ok {
+	acc, res, fp := rw.ToClient(tcp, uint32(c.outL4Delta)) // its fingerprint from the numbers as they came
+	if res.Fault() != 0 {
 		return 0, b.Stats.drop(DropBadOptions)
+	}
+	if flags&^tcpflag.PSH == tcpflag.ACK && len(tcp) == tcp.HeaderLen() &&
+		c.sp.Storm(fp, b.cfg.Synproxy.AckStorm) {
+		return 0, b.Stats.drop(DropAckStorm)
 	}
 	return csum.Fold(acc), Forward
 }

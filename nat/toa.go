@@ -6,7 +6,9 @@ import (
 	"github.com/tapvs/tapvs/csum"
 	"github.com/tapvs/tapvs/tcpflag"
 	"github.com/tapvs/tapvs/tcpopt"
+	"github.com/tapvs/tapvs/tcprw"
 	"github.com/tapvs/tapvs/tun"
+	"github.com/tapvs/tapvs/wire"
 )
 
 // TOA (TCP Option Address) tells a real server behind FULLNAT the client's
@@ -49,48 +51,27 @@ func (c *Conn) toaSize() int {
 // headers are the packet's own).
 func ipHdrLen(v4 bool) int {
 	if v4 {
-		return 20
+		return wire.IPv4MinLen
 	}
-	return 40
+	return wire.IPv6Len
 }
 
-// toaAckWanted is the ack (as the server sees it) of the client segments
-// that get TOA: the server's ISN + 1. ok is false until it is known: a
-// plain connection learns it from the server's SYN-ACK (noteTOASynAck), a
-// proxied one when the server's handshake fixes its offsets.
-func (c *Conn) toaAckWanted() (ack uint32, ok bool) {
-	if c.sp != nil {
-		return c.sp.ServerISN() + 1, c.sp.Established()
+// noteTOASynAck records, from a plain TOA connection's server SYN-ACK
+// (seq: its ISN, as the server sent it), the ack that the client's TOA
+// segments carry, in the connection's rewriter r (TOAAck); a proxied one's
+// is fixed when the server's handshake fixes its offsets. A SYN-ACK again
+// (a retransmit, or a new server handshake on a reused tuple) records its
+// own ISN. The MSS the server announces was clamped in the walk that
+// translated the SYN-ACK (the rewriter's MSSToClient: room for the option
+// in the client's segments within the server side's MTU).
+func (c *Conn) noteTOASynAck(r *tcprw.Rewriter, seq uint32) {
+	if r.Flags&tcprw.TOAKnown != 0 && r.TOAAck == seq+1 {
+		return
 	}
-	v := c.toaAck.Load()
-	return uint32(v), v != 0
-}
-
-// noteTOASynAck records, from a plain TOA connection's server SYN-ACK (tcp,
-// not yet translated), the ack that the client's TOA segments carry, and
-// clamps the MSS the server announces so that the client's segments still
-// fit the server side's MTU with 8 bytes of TOA added. It returns acc plus
-// the checksum change. A SYN-ACK again (a retransmit, or a new server
-// handshake on a reused tuple) records its own ISN.
-func (b *Balancer) noteTOASynAck(c *Conn, tcp []byte, acc uint32) uint32 {
-	c.toaAck.Store(1<<32 | uint64(binary.BigEndian.Uint32(tcp[4:])+1))
-	limit := uint16(b.cfg.ServerMTU - ipHdrLen(is4(&c.out.src)) - tcpMinLen - c.toaSize())
-	hl := int(tcp[12]>>4) * 4
-	w := tcpopt.Walk(tcp[tcpMinLen:hl])
-	for {
-		o, more := w.Next()
-		if !more {
-			// Malformed options: seqToClient walked them first and dropped
-			// the segment; nothing past the bad one is read here either.
-			return acc
-		}
-		if o.Kind == tcpopt.MSS {
-			at := tcpMinLen + o.Off + 2
-			if binary.BigEndian.Uint16(tcp[at:]) > limit {
-				acc = csum.Put16At(acc, tcp, at, limit)
-			}
-		}
-	}
+	c.editRewriter(func(r *tcprw.Rewriter) bool {
+		r.TOAAck, r.Flags = seq+1, r.Flags|tcprw.TOAKnown
+		return true
+	})
 }
 
 // synproxyMSS is the MSS tapvs's cookie SYN-ACK announces for svc (key is
@@ -144,42 +125,42 @@ func (c *Conn) heldRoom() int {
 // counted as toa_no_room, never truncated or fragmented. Either way no TOA
 // option of the client's own reaches the server: every client segment of
 // every service had its options walked, any malformed one dropped and any
-// TOA blanked, when its sequence number was translated (seqToServer,
-// synproxy.State.ToServer), so what a toa module reads is tapvs's option or
-// nothing.
+// TOA blanked, when its sequence number was translated (the connection's
+// rewriter: tcprw.Rewriter.ToServer), so what a toa module reads is
+// tapvs's option or nothing.
 func (b *Balancer) addTOA(c *Conn, p *pkt, f *Frame, l4Delta uint16) uint16 {
-	tcp := p.b[p.l4:]
-	flags := tcp[tcpflag.Offset]
+	tcp := wire.TCP(p.b[p.l4:])
+	flags := tcp.Flags()
 	if flags&(tcpflag.SYN|tcpflag.RST) != 0 || flags&tcpflag.ACK == 0 {
 		return l4Delta
 	}
-	if want, ok := c.toaAckWanted(); !ok || binary.BigEndian.Uint32(tcp[8:]) != want {
+	if r := c.rewriter().Load(); r == nil || r.Flags&tcprw.TOAKnown == 0 || tcp.Ack() != r.TOAAck {
 		return l4Delta
 	}
 	acc := uint32(l4Delta)
-	hl := int(tcp[12]>>4) * 4
+	hl := tcp.HeaderLen()
 	ipLen := len(p.b) - p.l3
 	n := c.toaSize()
 	// The IP packet the server side carries: this one, or for a TSO
 	// super-frame each segment the kernel cuts from it (the headers, TOA
 	// included, repeated before gso_size bytes of payload).
-	wire := ipLen + n
+	onWire := ipLen + n
 	if f.VNet.GSOType() != tun.VNetGSONone {
-		wire = p.l4 - p.l3 + hl + n + int(f.VNet.GSOSize())
+		onWire = p.l4 - p.l3 + hl + n + int(f.VNet.GSOSize())
 	}
 	// The length field: IPv4's total length, IPv6's payload length.
 	lenField := ipLen + n
 	if p.v6 {
-		lenField -= ipv6HdrLen
+		lenField -= wire.IPv6Len
 	}
-	if hl+n > tcpMinLen+tcpopt.MaxLen || lenField > 0xffff || wire > b.cfg.ServerMTU ||
-		!f.open(p.l4+tcpMinLen, n) {
+	if hl+n > wire.TCPMinLen+tcpopt.MaxLen || lenField > 0xffff || onWire > b.cfg.ServerMTU ||
+		!f.open(p.l4+wire.TCPMinLen, n) {
 		b.Stats.toaCount(f.Queue, true)
 		return csum.Fold(acc)
 	}
 	p.b = f.Buf[f.Off : f.Off+len(p.b)+n]
-	tcp = p.b[p.l4:]
-	opt := tcp[tcpMinLen : tcpMinLen+n]
+	tcp = wire.TCP(p.b[p.l4:])
+	opt := tcp[wire.TCPMinLen : wire.TCPMinLen+n]
 	opt[0], opt[1] = toaKind, byte(n)
 	binary.BigEndian.PutUint16(opt[2:], c.in.sport)
 	copy(opt[4:], wireAddr(&c.in.src))
@@ -187,23 +168,23 @@ func (b *Balancer) addTOA(c *Conn, p *pkt, f *Frame, l4Delta uint16) uint16 {
 	// offset, and the 8 bytes more of TCP length in the pseudo-header. What
 	// follows the option moved by an even count: its words are unchanged.
 	acc = csum.Sum(opt, acc) + uint32(n)
-	acc = csum.Put16At(acc, tcp, 12, binary.BigEndian.Uint16(tcp[12:])+uint16(n/4)<<12)
+	acc = csum.Put16At(acc, tcp, wire.TCPDataOffOff, tcp.OffsetFlags()+uint16(n/4)<<12)
 	if p.partial {
 		// A partial checksum holds only the pseudo-header sum, which the
 		// TCP length is part of; the kernel sums the header, option
 		// included, when it finishes it. csum_start and csum_offset count
 		// from the frame's start, which moved with the TCP header.
-		csum.AdjustPartial(tcp[16:], uint16(n))
+		csum.AdjustPartial(tcp.CsumField(), uint16(n))
 	}
-	ip := p.b[p.l3:]
 	if p.v6 {
-		binary.BigEndian.PutUint16(ip[4:], uint16(lenField))
+		wire.IPv6(p.b[p.l3:]).SetPayloadLen(lenField)
 	} else {
-		csum.Adjust(ip[10:], csum.Fold(csum.Put16At(0, ip, 2, uint16(lenField))))
+		ip := wire.IPv4(p.b[p.l3:])
+		csum.Adjust(ip.CsumField(), csum.Fold(csum.Put16At(0, ip, wire.IPv4TotalLenOff, uint16(lenField))))
 	}
 	if f.VNet.GSOType() != tun.VNetGSONone {
 		// hdr_len is the length of the headers each segment repeats.
-		binary.LittleEndian.PutUint16(f.VNet[2:], f.VNet.HdrLen()+uint16(n))
+		f.VNet.SetHdrLen(f.VNet.HdrLen() + uint16(n))
 	}
 	b.Stats.toaCount(f.Queue, false)
 	return csum.Fold(acc)

@@ -148,7 +148,7 @@ func TestTOAPlain(t *testing.T) {
 	// The client's TSval carries the connection's timestamp offset (seq.go),
 	// as without TOA.
 	in := tupleKey{src: v4in16(client.AsSlice()), dst: v4in16(vip.AsSlice()), sport: cport, dport: 80, proto: TCP}
-	off := uint32(r.b.table.lookup(&in).tsOff.Load())
+	off := r.b.table.lookup(&in).rw.Load().TSClient
 	if o := parsedOpts(t, d.tcp); !o.TS || o.TSval != 5+off || o.TSecr != 6 || string(d.tcp.Payload) != "GET / HTTP/1.0\r\n\r\n" {
 		t.Fatalf("the client's options %+v or payload %q changed", o, d.tcp.Payload)
 	}

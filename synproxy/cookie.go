@@ -1,7 +1,8 @@
 // Package synproxy is tapvs's SYN proxy: stateless SYN cookies in Alibaba
-// LVS's layout, the TCP options of the proxied handshake, and the per-
-// connection translation of sequence numbers, SACK blocks, timestamps and
-// window scale once the real server has answered.
+// LVS's layout, the TCP options of the proxied handshake, and, once the
+// real server has answered, the connection's rewriter (tcprw.Rewriter: its
+// sequence numbers, SACK blocks, timestamps and window scale), which State
+// fixes and publishes and every packet is translated through.
 //
 // The flow (DESIGN §3): a client's SYN is answered with a SYN-ACK whose ISN
 // is a cookie, and nothing is remembered. A client ACK whose ack-1 is a valid

@@ -10,6 +10,7 @@ import (
 	"github.com/tapvs/tapvs/csum"
 	"github.com/tapvs/tapvs/tcpflag"
 	"github.com/tapvs/tapvs/tcpopt"
+	"github.com/tapvs/tapvs/tcprw"
 )
 
 var flow = Flow{
@@ -326,31 +327,31 @@ func ack(seq, ackNo uint32, window uint16, sackRight uint32) []byte {
 func TestStorm(t *testing.T) {
 	var s State
 	for i := range 10 { // seen 10 times: still passed
-		if s.Storm(ack(1, 2, 500, 0), 10) {
+		if s.Storm(tcprw.Fingerprint(ack(1, 2, 500, 0)), 10) {
 			t.Fatalf("storm after %d", i)
 		}
 	}
-	if !s.Storm(ack(1, 2, 500, 0), 10) {
+	if !s.Storm(tcprw.Fingerprint(ack(1, 2, 500, 0)), 10) {
 		t.Fatal("no storm at the 11th repeat")
 	}
-	if !s.Storm(ack(1, 2, 500, 0), 10) {
+	if !s.Storm(tcprw.Fingerprint(ack(1, 2, 500, 0)), 10) {
 		t.Fatal("the storm stopped at the 12th repeat")
 	}
-	if s.Storm(ack(1, 3, 500, 0), 10) {
+	if s.Storm(tcprw.Fingerprint(ack(1, 3, 500, 0)), 10) {
 		t.Fatal("a new ack is not a storm")
 	}
 	for w := range uint16(20) { // window updates: same seq and ack, a new window each
-		if s.Storm(ack(1, 3, 600+w, 0), 10) {
+		if s.Storm(tcprw.Fingerprint(ack(1, 3, 600+w, 0)), 10) {
 			t.Fatalf("window update %d taken for a storm", w)
 		}
 	}
 	for i := range uint32(30) { // duplicate ACKs in loss recovery: each SACKs more
-		if s.Storm(ack(1, 3, 700, 5000+100*i), 10) {
+		if s.Storm(tcprw.Fingerprint(ack(1, 3, 700, 5000+100*i)), 10) {
 			t.Fatalf("duplicate ACK %d with a new SACK block taken for a storm", i)
 		}
 	}
 	for i := range 12 { // the same SACK again and again is a storm
-		if got := s.Storm(ack(1, 3, 700, 9000), 10); got != (i >= 10) {
+		if got := s.Storm(tcprw.Fingerprint(ack(1, 3, 700, 9000)), 10); got != (i >= 10) {
 			t.Fatalf("repeat %d of the same SACK: storm %v", i, got)
 		}
 	}
@@ -363,12 +364,12 @@ func TestStorm(t *testing.T) {
 		return h
 	}
 	for i := range uint32(20) {
-		if s.Storm(probe(1000+200*i), 10) {
+		if s.Storm(tcprw.Fingerprint(probe(1000+200*i)), 10) {
 			t.Fatalf("zero-window probe %d taken for a storm", i)
 		}
 	}
 	for i := range 12 { // a storm within one tick of the timestamp clock
-		if got := s.Storm(probe(9999), 10); got != (i >= 10) {
+		if got := s.Storm(tcprw.Fingerprint(probe(9999)), 10); got != (i >= 10) {
 			t.Fatalf("repeat %d within one TSval: storm %v", i, got)
 		}
 	}

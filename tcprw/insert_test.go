@@ -1,10 +1,9 @@
-package synproxy
+package tcprw
 
 import (
 	"bytes"
 	"encoding/binary"
 	"testing"
-	"time"
 
 	"github.com/tapvs/tapvs/csum"
 )
@@ -90,15 +89,5 @@ func TestClientSACK(t *testing.T) {
 		if r := csum.Checksum(tcp, initial); r != 0 {
 			t.Errorf("%s: checksum residue %#04x", tc.name, r)
 		}
-	}
-}
-
-// A jar's own clock counts minutes since the Unix epoch.
-func TestCookiesMinuteClock(t *testing.T) {
-	before := uint32(time.Now().Unix() / 60)
-	got := NewCookies().Minute()
-	after := uint32(time.Now().Unix() / 60)
-	if got < before || got > after {
-		t.Fatalf("minute %d, want %d-%d", got, before, after)
 	}
 }
