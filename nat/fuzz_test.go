@@ -12,6 +12,7 @@ import (
 	"github.com/tapvs/tapvs/synproxy"
 	"github.com/tapvs/tapvs/tcpflag"
 	"github.com/tapvs/tapvs/tun"
+	"github.com/tapvs/tapvs/wire"
 )
 
 // The fuzz targets of the data path. Every frame a fuzzer makes goes through
@@ -126,9 +127,9 @@ func newFuzzBalancer(tb testing.TB) *fuzzBalancer {
 	return fb
 }
 
-// wire is a frame to build: Ethernet, IPv4, TCP or UDP (or ICMP carrying
+// frameSpec is a frame to build: Ethernet, IPv4, TCP or UDP (or ICMP carrying
 // quote), with every checksum right.
-type wire struct {
+type frameSpec struct {
 	src, dst     netip.Addr
 	sport, dport uint16
 	proto        uint8
@@ -142,7 +143,7 @@ type wire struct {
 	quote        []byte // ICMP error: the quoted IP packet
 }
 
-func (w *wire) bytes() []byte {
+func (w *frameSpec) bytes() []byte {
 	var l4 []byte
 	switch w.proto {
 	case protoTCP:
@@ -156,13 +157,13 @@ func (w *wire) bytes() []byte {
 		binary.BigEndian.PutUint16(l4[14:], max(w.window, 1))
 		copy(l4[20:], w.opts)
 		copy(l4[20+len(w.opts):], w.payload)
-	case protoUDP:
+	case wire.ProtoUDP:
 		l4 = make([]byte, 8+len(w.payload))
 		binary.BigEndian.PutUint16(l4[0:], w.sport)
 		binary.BigEndian.PutUint16(l4[2:], w.dport)
 		binary.BigEndian.PutUint16(l4[4:], uint16(len(l4)))
 		copy(l4[8:], w.payload)
-	case protoICMP:
+	case wire.ProtoICMP:
 		l4 = make([]byte, 8+len(w.quote))
 		l4[0], l4[1] = w.icmpType, 3
 		copy(l4[8:], w.quote)
@@ -171,7 +172,7 @@ func (w *wire) bytes() []byte {
 	b := make([]byte, 14+20+len(l4))
 	copy(b[0:6], []byte{2, 0, 0, 0, 0, 1})
 	copy(b[6:12], w.srcMAC[:])
-	binary.BigEndian.PutUint16(b[12:], etherIPv4)
+	binary.BigEndian.PutUint16(b[12:], wire.EtherIPv4)
 	ip := b[14:34]
 	ip[0], ip[8], ip[9] = 0x45, 64, w.proto
 	binary.BigEndian.PutUint16(ip[2:], uint16(20+len(l4)))
@@ -236,15 +237,15 @@ func l4Verifies(frame []byte) (ok, has bool) {
 	ip := frame[14 : 14+ihl]
 	l4 := frame[14+ihl : 14+total]
 	switch proto := ip[9]; proto {
-	case protoTCP, protoUDP:
-		if proto == protoTCP && len(l4) < 20 || proto == protoUDP && len(l4) < 8 {
+	case protoTCP, wire.ProtoUDP:
+		if proto == protoTCP && len(l4) < 20 || proto == wire.ProtoUDP && len(l4) < 8 {
 			return false, false
 		}
-		if proto == protoUDP && binary.BigEndian.Uint16(l4[6:]) == 0 {
+		if proto == wire.ProtoUDP && binary.BigEndian.Uint16(l4[6:]) == 0 {
 			return true, false
 		}
 		return csum.Checksum(l4, csum.PseudoV4(ip[12:16], ip[16:20], proto, len(l4))) == 0, true
-	case protoICMP:
+	case wire.ProtoICMP:
 		return csum.Checksum(l4, 0) == 0, true
 	}
 	return false, false
@@ -389,7 +390,7 @@ func (fb *fuzzBalancer) conn(tb testing.TB, proto Protocol, cport, vport uint16)
 }
 
 // fromServer is a frame from a connection's real server to its LIP.
-func fromServer(c ConnInfo, w wire) []byte {
+func fromServer(c ConnInfo, w frameSpec) []byte {
 	w.src, w.dst, w.sport, w.dport, w.srcMAC = c.RIP.Addr(), c.LIP.Addr(), c.RIP.Port(), c.LIP.Port(), fzRouterM
 	if w.proto == 0 {
 		w.proto = uint8(c.Protocol)
@@ -402,9 +403,9 @@ func fromServer(c ConnInfo, w wire) []byte {
 // for its server (41001).
 func fuzzLive(tb testing.TB, fb *fuzzBalancer) live {
 	tb.Helper()
-	for _, w := range []wire{
+	for _, w := range []frameSpec{
 		{src: fzClient, dst: fzVIP, sport: 40000, dport: fzTCP, proto: protoTCP, flags: tcpflag.SYN, seq: 1000, opts: synOpts4(5), srcMAC: fzClientM},
-		{src: fzClient, dst: fzVIP, sport: 42000, dport: fzUDP, proto: protoUDP, payload: []byte("query"), srcMAC: fzClientM},
+		{src: fzClient, dst: fzVIP, sport: 42000, dport: fzUDP, proto: wire.ProtoUDP, payload: []byte("query"), srcMAC: fzClientM},
 	} {
 		if v := fb.process(ClientSide, fuzzFrame(w.bytes(), nil)); v != Forward {
 			tb.Fatalf("opening %d: %v", w.sport, v)
@@ -414,7 +415,7 @@ func fuzzLive(tb testing.TB, fb *fuzzBalancer) live {
 	fuzzHandshake(tb, fb, 41001, true)
 	l := live{plain: fb.conn(tb, TCP, 40000, fzTCP), udp: fb.conn(tb, UDP, 42000, fzUDP),
 		proxied: fb.conn(tb, TCP, 41000, fzProxy), pending: fb.conn(tb, TCP, 41001, fzProxy)}
-	sa := fromServer(l.proxied, wire{proto: protoTCP, flags: tcpflag.SYN | tcpflag.ACK, seq: 90000, ack: 7001, opts: synOpts4(77)})
+	sa := fromServer(l.proxied, frameSpec{proto: protoTCP, flags: tcpflag.SYN | tcpflag.ACK, seq: 90000, ack: 7001, opts: synOpts4(77)})
 	if v := fb.process(ServerSide, fuzzFrame(sa, nil)); v != Release {
 		tb.Fatalf("server SYN-ACK: %v %v", v, fb.b.Stats.Drops())
 	}
@@ -430,37 +431,37 @@ func fuzzSeeds(tb testing.TB) (frames [][]byte, sides []Side) {
 	add := func(side Side, b []byte) {
 		frames, sides = append(frames, b), append(sides, side)
 	}
-	add(ClientSide, (&wire{src: fzClient, dst: fzVIP, sport: 40005, dport: fzTCP, proto: protoTCP, flags: tcpflag.SYN, seq: 1000, opts: synOpts4(5), srcMAC: fzClientM}).bytes())
-	add(ClientSide, (&wire{src: fzClient, dst: fzVIP, sport: 40000, dport: fzTCP, proto: protoTCP, flags: tcpflag.ACK | tcpflag.PSH, seq: 1001, ack: 1, opts: tsOpts(6, 1), payload: []byte("GET / HTTP/1.0\r\n\r\n"), srcMAC: fzClientM}).bytes())
-	add(ClientSide, (&wire{src: fzClient, dst: fzVIP, sport: 41005, dport: fzProxy, proto: protoTCP, flags: tcpflag.SYN, seq: 7000, opts: synOpts4(9), srcMAC: fzClientM}).bytes())
-	add(ClientSide, (&wire{src: fzClient, dst: fzVIP, sport: 41000, dport: fzProxy, proto: protoTCP, flags: tcpflag.ACK, seq: 7001, ack: 12345,
+	add(ClientSide, (&frameSpec{src: fzClient, dst: fzVIP, sport: 40005, dport: fzTCP, proto: protoTCP, flags: tcpflag.SYN, seq: 1000, opts: synOpts4(5), srcMAC: fzClientM}).bytes())
+	add(ClientSide, (&frameSpec{src: fzClient, dst: fzVIP, sport: 40000, dport: fzTCP, proto: protoTCP, flags: tcpflag.ACK | tcpflag.PSH, seq: 1001, ack: 1, opts: tsOpts(6, 1), payload: []byte("GET / HTTP/1.0\r\n\r\n"), srcMAC: fzClientM}).bytes())
+	add(ClientSide, (&frameSpec{src: fzClient, dst: fzVIP, sport: 41005, dport: fzProxy, proto: protoTCP, flags: tcpflag.SYN, seq: 7000, opts: synOpts4(9), srcMAC: fzClientM}).bytes())
+	add(ClientSide, (&frameSpec{src: fzClient, dst: fzVIP, sport: 41000, dport: fzProxy, proto: protoTCP, flags: tcpflag.ACK, seq: 7001, ack: 12345,
 		opts: append([]byte{1}, append(tsOpts(10, 11)[1:], 5, 10, 0, 0, 0, 1, 0, 0, 0, 2, 1, 1, 1)...), payload: []byte("x"), srcMAC: fzClientM}).bytes())
-	add(ClientSide, (&wire{src: fzClient, dst: fzVIP, sport: 41001, dport: fzProxy, proto: protoTCP, flags: tcpflag.ACK, seq: 7001, ack: 12345, payload: []byte("early"), srcMAC: fzClientM}).bytes())
-	add(ClientSide, (&wire{src: fzClient, dst: fzVIP, sport: 42000, dport: fzUDP, proto: protoUDP, payload: []byte("query"), srcMAC: fzClientM}).bytes())
-	add(ServerSide, fromServer(l.plain, wire{flags: tcpflag.SYN | tcpflag.ACK, seq: 1, ack: 1001, opts: synOpts4(3)}))
-	add(ServerSide, fromServer(l.plain, wire{flags: tcpflag.ACK, seq: 2, ack: 1019, payload: []byte("HTTP/1.0 200 OK\r\n")}))
+	add(ClientSide, (&frameSpec{src: fzClient, dst: fzVIP, sport: 41001, dport: fzProxy, proto: protoTCP, flags: tcpflag.ACK, seq: 7001, ack: 12345, payload: []byte("early"), srcMAC: fzClientM}).bytes())
+	add(ClientSide, (&frameSpec{src: fzClient, dst: fzVIP, sport: 42000, dport: fzUDP, proto: wire.ProtoUDP, payload: []byte("query"), srcMAC: fzClientM}).bytes())
+	add(ServerSide, fromServer(l.plain, frameSpec{flags: tcpflag.SYN | tcpflag.ACK, seq: 1, ack: 1001, opts: synOpts4(3)}))
+	add(ServerSide, fromServer(l.plain, frameSpec{flags: tcpflag.ACK, seq: 2, ack: 1019, payload: []byte("HTTP/1.0 200 OK\r\n")}))
 	// The plain connection's timestamps: the server's echo after a SACK
 	// block (shifted back), and a client segment whose timestamp follows a
 	// NOP (shifted).
-	add(ServerSide, fromServer(l.plain, wire{flags: tcpflag.ACK, seq: 2, ack: 1019,
+	add(ServerSide, fromServer(l.plain, frameSpec{flags: tcpflag.ACK, seq: 2, ack: 1019,
 		opts: append([]byte{1, 5, 10, 0, 0, 0, 9, 0, 0, 0, 10}, append(tsOpts(3, 6)[1:], 1, 1)...), payload: []byte("x")}))
-	add(ClientSide, (&wire{src: fzClient, dst: fzVIP, sport: 40000, dport: fzTCP, proto: protoTCP, flags: tcpflag.ACK, seq: 1019, ack: 3,
+	add(ClientSide, (&frameSpec{src: fzClient, dst: fzVIP, sport: 40000, dport: fzTCP, proto: protoTCP, flags: tcpflag.ACK, seq: 1019, ack: 3,
 		opts: append([]byte{1}, tsOpts(7, 3)[1:]...), srcMAC: fzClientM}).bytes())
-	add(ServerSide, fromServer(l.proxied, wire{flags: tcpflag.ACK, seq: 90001, ack: 7001, opts: append([]byte{1}, append(tsOpts(78, 10)[1:], 1)...), payload: []byte("220 hello")}))
-	add(ServerSide, fromServer(l.pending, wire{flags: tcpflag.SYN | tcpflag.ACK, seq: 50000, ack: 7001, opts: synOpts4(77)}))
-	add(ServerSide, fromServer(l.pending, wire{flags: tcpflag.RST | tcpflag.ACK, ack: 7001}))
-	add(ServerSide, fromServer(l.udp, wire{payload: []byte("answer")}))
-	q := fromServer(l.udp, wire{payload: []byte("query")})[14:] // as the LIP sent it: swap
+	add(ServerSide, fromServer(l.proxied, frameSpec{flags: tcpflag.ACK, seq: 90001, ack: 7001, opts: append([]byte{1}, append(tsOpts(78, 10)[1:], 1)...), payload: []byte("220 hello")}))
+	add(ServerSide, fromServer(l.pending, frameSpec{flags: tcpflag.SYN | tcpflag.ACK, seq: 50000, ack: 7001, opts: synOpts4(77)}))
+	add(ServerSide, fromServer(l.pending, frameSpec{flags: tcpflag.RST | tcpflag.ACK, ack: 7001}))
+	add(ServerSide, fromServer(l.udp, frameSpec{payload: []byte("answer")}))
+	q := fromServer(l.udp, frameSpec{payload: []byte("query")})[14:] // as the LIP sent it: swap
 	copy(q[12:16], l.udp.LIP.Addr().AsSlice())
 	copy(q[16:20], l.udp.RIP.Addr().AsSlice())
 	binary.BigEndian.PutUint16(q[20:], l.udp.LIP.Port())
 	binary.BigEndian.PutUint16(q[22:], l.udp.RIP.Port())
-	add(ServerSide, (&wire{src: l.udp.RIP.Addr(), dst: l.udp.LIP.Addr(), proto: protoICMP, icmpType: icmpUnreach, quote: q[:28], srcMAC: fzRouterM}).bytes())
+	add(ServerSide, (&frameSpec{src: l.udp.RIP.Addr(), dst: l.udp.LIP.Addr(), proto: wire.ProtoICMP, icmpType: wire.ICMP4Unreach, quote: q[:28], srcMAC: fzRouterM}).bytes())
 	// The client complains about what the VIP sent it (a time exceeded).
-	cq := (&wire{src: fzVIP, dst: fzClient, sport: fzTCP, dport: 40000, proto: protoTCP, flags: tcpflag.ACK, seq: 1, ack: 1001}).bytes()[14:]
-	add(ClientSide, (&wire{src: fzClient, dst: fzVIP, proto: protoICMP, icmpType: icmpTimeEx, quote: cq[:28], srcMAC: fzClientM}).bytes())
+	cq := (&frameSpec{src: fzVIP, dst: fzClient, sport: fzTCP, dport: 40000, proto: protoTCP, flags: tcpflag.ACK, seq: 1, ack: 1001}).bytes()[14:]
+	add(ClientSide, (&frameSpec{src: fzClient, dst: fzVIP, proto: wire.ProtoICMP, icmpType: wire.ICMP4TimeEx, quote: cq[:28], srcMAC: fzClientM}).bytes())
 	// A TSO super-frame's worth of data on the plain connection.
-	add(ClientSide, (&wire{src: fzClient, dst: fzVIP, sport: 40000, dport: fzTCP, proto: protoTCP, flags: tcpflag.ACK, seq: 1001, ack: 1, payload: make([]byte, 9000), srcMAC: fzClientM}).bytes())
+	add(ClientSide, (&frameSpec{src: fzClient, dst: fzVIP, sport: 40000, dport: fzTCP, proto: protoTCP, flags: tcpflag.ACK, seq: 1001, ack: 1, payload: make([]byte, 9000), srcMAC: fzClientM}).bytes())
 	return frames, sides
 }
 
@@ -501,7 +502,7 @@ func fuzzHandshake(tb testing.TB, fb *fuzzBalancer, cport uint16, ts bool) uint3
 	if !ts {
 		opts = []byte{2, 4, 5, 0xb4}
 	}
-	syn := fuzzFrame((&wire{src: fzClient, dst: fzVIP, sport: cport, dport: fzProxy, proto: protoTCP, flags: tcpflag.SYN, seq: 7000, opts: opts, srcMAC: fzClientM}).bytes(), nil)
+	syn := fuzzFrame((&frameSpec{src: fzClient, dst: fzVIP, sport: cport, dport: fzProxy, proto: protoTCP, flags: tcpflag.SYN, seq: 7000, opts: opts, srcMAC: fzClientM}).bytes(), nil)
 	if v := fb.process(ClientSide, syn); v != Reply {
 		tb.Fatalf("SYN from %d: %v", cport, v)
 	}
@@ -511,7 +512,7 @@ func fuzzHandshake(tb testing.TB, fb *fuzzBalancer, cport uint16, ts bool) uint3
 	if ts {
 		ackOpts = tsOpts(10, binary.BigEndian.Uint32(sa[34+20+8:]))
 	}
-	ack := fuzzFrame((&wire{src: fzClient, dst: fzVIP, sport: cport, dport: fzProxy, proto: protoTCP, flags: tcpflag.ACK, seq: 7001, ack: cookie + 1, opts: ackOpts, srcMAC: fzClientM}).bytes(), nil)
+	ack := fuzzFrame((&frameSpec{src: fzClient, dst: fzVIP, sport: cport, dport: fzProxy, proto: protoTCP, flags: tcpflag.ACK, seq: 7001, ack: cookie + 1, opts: ackOpts, srcMAC: fzClientM}).bytes(), nil)
 	if v := fb.process(ClientSide, ack); v != Forward && v != Stolen {
 		tb.Fatalf("ACK from %d: %v %v", cport, v, fb.b.Stats.Drops())
 	}
@@ -553,11 +554,11 @@ func FuzzSequence(f *testing.F) {
 			switch op {
 			case 0, 1: // a client frame to one of the services, maybe mutated
 				port := []uint16{fzTCP, fzProxy, fzUDP}[int(arg>>2)%3]
-				w := wire{src: fzClient, dst: fzVIP, sport: cport, dport: port, proto: protoTCP, srcMAC: fzClientM,
+				w := frameSpec{src: fzClient, dst: fzVIP, sport: cport, dport: port, proto: protoTCP, srcMAC: fzClientM,
 					flags: []uint8{tcpflag.SYN, tcpflag.ACK, tcpflag.ACK | tcpflag.PSH, tcpflag.FIN | tcpflag.ACK, tcpflag.RST}[int(rd())%5],
 					seq:   7001, ack: cookies[cport] + 1, opts: tsOpts(uint32(rd()), 1), payload: []byte{rd()}}
 				if port == fzUDP {
-					w.proto, w.opts = protoUDP, nil
+					w.proto, w.opts = wire.ProtoUDP, nil
 				}
 				in := w.bytes()
 				if op == 1 { // mutate: flip a byte past the Ethernet header
@@ -581,7 +582,7 @@ func FuzzSequence(f *testing.F) {
 					continue
 				}
 				c := conns[int(arg)%len(conns)]
-				w := wire{src: c.RIP.Addr(), dst: c.LIP.Addr(), sport: c.RIP.Port(), dport: c.LIP.Port(), proto: uint8(c.Protocol), srcMAC: fzRouterM,
+				w := frameSpec{src: c.RIP.Addr(), dst: c.LIP.Addr(), sport: c.RIP.Port(), dport: c.LIP.Port(), proto: uint8(c.Protocol), srcMAC: fzRouterM,
 					flags: []uint8{tcpflag.SYN | tcpflag.ACK, tcpflag.ACK, tcpflag.ACK | tcpflag.PSH, tcpflag.FIN | tcpflag.ACK, tcpflag.RST | tcpflag.ACK}[int(rd())%5],
 					seq:   90000, ack: 7001, opts: append([]byte{1}, append(tsOpts(uint32(rd()), 10)[1:], 1)...), payload: []byte{rd()}}
 				if c.Protocol == UDP {
@@ -593,7 +594,7 @@ func FuzzSequence(f *testing.F) {
 			case 3: // a handshake proved with the real cookie
 				cookies[cport] = fuzzHandshakeOrDrop(t, fb, cport, arg&0x80 != 0)
 			case 4: // a forged cookie makes nothing
-				in := (&wire{src: fzClient, dst: fzVIP, sport: 43000 + uint16(arg), dport: fzProxy, proto: protoTCP, flags: tcpflag.ACK,
+				in := (&frameSpec{src: fzClient, dst: fzVIP, sport: 43000 + uint16(arg), dport: fzProxy, proto: protoTCP, flags: tcpflag.ACK,
 					seq: 7001, ack: uint32(arg)<<8 | uint32(rd()), srcMAC: fzClientM}).bytes()
 				// A random cookie checks by chance about once in two million
 				// (as the kernel's do): the oracle is the check itself, with
@@ -619,8 +620,8 @@ func FuzzSequence(f *testing.F) {
 					continue
 				}
 				c := conns[int(arg)%len(conns)]
-				q := (&wire{src: c.LIP.Addr(), dst: c.RIP.Addr(), sport: c.LIP.Port(), dport: c.RIP.Port(), proto: uint8(c.Protocol), flags: tcpflag.ACK}).bytes()[14:]
-				in := (&wire{src: c.RIP.Addr(), dst: c.LIP.Addr(), proto: protoICMP, icmpType: icmpUnreach, quote: q[:28], srcMAC: fzRouterM}).bytes()
+				q := (&frameSpec{src: c.LIP.Addr(), dst: c.RIP.Addr(), sport: c.LIP.Port(), dport: c.RIP.Port(), proto: uint8(c.Protocol), flags: tcpflag.ACK}).bytes()[14:]
+				in := (&frameSpec{src: c.RIP.Addr(), dst: c.LIP.Addr(), proto: wire.ProtoICMP, icmpType: wire.ICMP4Unreach, quote: q[:28], srcMAC: fzRouterM}).bytes()
 				fr := fuzzFrame(in, nil)
 				check(t, in, fr, fb.process(ServerSide, fr))
 			}
@@ -646,7 +647,7 @@ func fuzzHandshakeOrDrop(tb testing.TB, fb *fuzzBalancer, cport uint16, ts bool)
 	if !ts {
 		opts = []byte{2, 4, 5, 0xb4}
 	}
-	in := (&wire{src: fzClient, dst: fzVIP, sport: cport, dport: fzProxy, proto: protoTCP, flags: tcpflag.SYN, seq: 7000, opts: opts, srcMAC: fzClientM}).bytes()
+	in := (&frameSpec{src: fzClient, dst: fzVIP, sport: cport, dport: fzProxy, proto: protoTCP, flags: tcpflag.SYN, seq: 7000, opts: opts, srcMAC: fzClientM}).bytes()
 	syn := fuzzFrame(in, nil)
 	v := fb.process(ClientSide, syn)
 	check(tb, in, syn, v)
@@ -659,7 +660,7 @@ func fuzzHandshakeOrDrop(tb testing.TB, fb *fuzzBalancer, cport uint16, ts bool)
 	if ts && sa[34+12]>>4 > 5 {
 		ackOpts = tsOpts(10, binary.BigEndian.Uint32(sa[34+20+8:]))
 	}
-	in = (&wire{src: fzClient, dst: fzVIP, sport: cport, dport: fzProxy, proto: protoTCP, flags: tcpflag.ACK, seq: 7001, ack: cookie + 1, opts: ackOpts, srcMAC: fzClientM}).bytes()
+	in = (&frameSpec{src: fzClient, dst: fzVIP, sport: cport, dport: fzProxy, proto: protoTCP, flags: tcpflag.ACK, seq: 7001, ack: cookie + 1, opts: ackOpts, srcMAC: fzClientM}).bytes()
 	ack := fuzzFrame(in, nil)
 	check(tb, in, ack, fb.process(ClientSide, ack))
 	return cookie

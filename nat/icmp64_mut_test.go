@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/tapvs/tapvs/csum"
+	"github.com/tapvs/tapvs/wire"
 )
 
 // Every ICMPv4 error type and code maps to ICMPv6's as RFC 7915 4.2's
@@ -30,7 +31,7 @@ func TestICMP4to6Table(t *testing.T) {
 	}
 	for typ := range 256 {
 		for code := range 256 {
-			t6, c6, field, ok := icmp4to6Type(uint8(typ), uint8(code), 1000)
+			t6, c6, field, ok := wire.ICMP4to6(uint8(typ), uint8(code), 1000)
 			w, translated := want[[2]uint8{uint8(typ), uint8(code)}]
 			if ok != translated || ok && (out{t6, c6, field} != w) {
 				t.Errorf("ICMPv4 %d/%d: %d/%d field %d ok %v, want %+v ok %v", typ, code, t6, c6, field, ok, w, translated)
@@ -42,7 +43,7 @@ func TestICMP4to6Table(t *testing.T) {
 		mtu  uint16
 		want uint32
 	}{{0, 1280}, {68, 1280}, {1259, 1280}, {1260, 1280}, {1261, 1281}, {1500, 1520}, {65535, 65555}} {
-		if _, _, field, _ := icmp4to6Type(3, 4, tc.mtu); field != tc.want {
+		if _, _, field, _ := wire.ICMP4to6(3, 4, tc.mtu); field != tc.want {
 			t.Errorf("fragmentation needed, MTU %d: Packet Too Big of %d, want %d", tc.mtu, field, tc.want)
 		}
 	}
@@ -68,7 +69,7 @@ func TestICMP6to4Table(t *testing.T) {
 	}
 	for typ := range 256 {
 		for code := range 256 {
-			t4, c4, mtu, ok := icmp6to4Type(uint8(typ), uint8(code), 1500, 1500)
+			t4, c4, mtu, ok := wire.ICMP6to4(uint8(typ), uint8(code), 1500, 1500)
 			w, translated := want[[2]uint8{uint8(typ), uint8(code)}]
 			if ok != translated || ok && (out{t4, c4} != w) {
 				t.Errorf("ICMPv6 %d/%d: %d/%d ok %v, want %+v ok %v", typ, code, t4, c4, ok, w, translated)
@@ -86,7 +87,7 @@ func TestICMP6to4Table(t *testing.T) {
 		{1280, 1500, 1260}, {1500, 1500, 1480}, {1520, 1500, 1500}, {9000, 1500, 1500}, {1500, 1400, 1400},
 		{0, 1500, 68}, {88, 1500, 68}, {89, 1500, 69}, {0xffffffff, 100000, 0xffff}, {65555, 100000, 65535}, {65556, 100000, 65535},
 	} {
-		if _, _, mtu, _ := icmp6to4Type(2, 0, tc.field, tc.maxMTU); mtu != tc.want {
+		if _, _, mtu, _ := wire.ICMP6to4(2, 0, tc.field, tc.maxMTU); mtu != tc.want {
 			t.Errorf("Packet Too Big of %d, server side's MTU %d: next-hop MTU %d, want %d", tc.field, tc.maxMTU, mtu, tc.want)
 		}
 	}
@@ -112,9 +113,9 @@ func TestNAT64DFAt1260(t *testing.T) {
 		if v := r.b.Process(ClientSide, f); v != Forward {
 			t.Fatalf("%v %d bytes: %v %v", tc.proto, tc.payload, v, nonZero(r.b.Stats.Drops()))
 		}
-		ip := f.Bytes()[ethHdrLen:]
+		ip := f.Bytes()[wire.EtherLen:]
 		total, flags := binary.BigEndian.Uint16(ip[2:]), binary.BigEndian.Uint16(ip[6:])
-		if total != tc.total || (flags == ipFlagDF) != tc.df || flags&^ipFlagDF != 0 {
+		if total != tc.total || (flags == wire.IPv4DF) != tc.df || flags&^wire.IPv4DF != 0 {
 			t.Errorf("%v: IPv4 packet of %d bytes with flags %#04x, want %d bytes, DF %v", tc.proto, total, flags, tc.total, tc.df)
 		}
 		decode(t, f) // its checksums, from scratch
@@ -276,9 +277,9 @@ func TestNAT64ICMPFromClientDFAndLength(t *testing.T) {
 		if v := r.b.Process(ClientSide, e); v != Forward {
 			t.Fatalf("server payload %d: %v %v", tc.payload, v, nonZero(r.b.Stats.Drops()))
 		}
-		ip := e.Bytes()[ethHdrLen:]
+		ip := e.Bytes()[wire.EtherLen:]
 		total, flags := binary.BigEndian.Uint16(ip[2:]), binary.BigEndian.Uint16(ip[6:])
-		if total != tc.total || (flags == ipFlagDF) != tc.df || flags&^ipFlagDF != 0 || csum.Checksum(ip[:20], 0) != 0 {
+		if total != tc.total || (flags == wire.IPv4DF) != tc.df || flags&^wire.IPv4DF != 0 || csum.Checksum(ip[:20], 0) != 0 {
 			t.Errorf("server payload %d: ICMPv4 error of %d bytes, flags %#04x; want %d, DF %v", tc.payload, total, flags, tc.total, tc.df)
 		}
 		if ql := binary.BigEndian.Uint16(ip[20+8+2:]); tc.zeroLen && ql != 20 {

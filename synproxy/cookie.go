@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/dchest/siphash"
+
+	"github.com/tapvs/tapvs/wire"
 )
 
 // MSSTable is LVS's list of MSS values an IPv4 cookie can carry (4 bits
@@ -106,7 +108,7 @@ type Flow struct {
 // MSSTableOf is the MSS table of f's family: MSSTable when both addresses
 // are IPv4 (as Segment.Write decides), MSSTable6 otherwise.
 func MSSTableOf(f *Flow) []uint16 {
-	if Is4(&f.Src) && Is4(&f.Dst) {
+	if wire.Is4(&f.Src) && wire.Is4(&f.Dst) {
 		return MSSTable[:]
 	}
 	return MSSTable6[:]

@@ -10,6 +10,7 @@ import (
 	"github.com/tapvs/tapvs/csum"
 	"github.com/tapvs/tapvs/tcpflag"
 	"github.com/tapvs/tapvs/tcpopt"
+	"github.com/tapvs/tapvs/wire"
 )
 
 var flow = Flow{
@@ -482,8 +483,8 @@ func FuzzCookie(f *testing.F) {
 		var fl Flow
 		copy(fl.Src[:], src)
 		fl.Dst[15], fl.Sport, fl.Dport = 100, sport, 80
-		if Is4(&fl.Src) { // an IPv4 client: an IPv4 VIP, the IPv4 table
-			fl.Dst = Addr4([4]byte{172, 25, 254, 100})
+		if wire.Is4(&fl.Src) { // an IPv4 client: an IPv4 VIP, the IPv4 table
+			fl.Dst = wire.Addr4([4]byte{172, 25, 254, 100})
 		}
 		table := MSSTableOf(&fl)
 		ws = max(ws, -1)

@@ -110,6 +110,7 @@ func (b IPv4) SetChecksum(c uint16) { binary.BigEndian.PutUint16(b[IPv4CsumOff:]
 
 // IPv4Fields is a new IPv4 header without options, for Put.
 type IPv4Fields struct {
+	TOS      uint8
 	TotalLen int
 	ID       uint16
 	Flags    uint16 // IPv4DF or 0, with the fragment offset
@@ -121,7 +122,7 @@ type IPv4Fields struct {
 // Put writes a 20-byte header at b from f, its checksum computed last.
 func (b IPv4) Put(f *IPv4Fields) {
 	h := (*[IPv4MinLen]byte)(b)
-	h[0], h[1] = 0x45, 0
+	h[0], h[1] = 0x45, f.TOS
 	binary.BigEndian.PutUint16(h[2:], uint16(f.TotalLen))
 	binary.BigEndian.PutUint16(h[4:], f.ID)
 	binary.BigEndian.PutUint16(h[6:], f.Flags)
@@ -144,7 +145,15 @@ const (
 // IPv6 is an IPv6 fixed header (and what follows it).
 type IPv6 []byte
 
-func (b IPv6) Version() uint8        { return b[0] >> 4 }
+func (b IPv6) Version() uint8 { return b[0] >> 4 }
+
+// TrafficClass is the 8 bits after the version.
+func (b IPv6) TrafficClass() uint8 { return uint8(binary.BigEndian.Uint16(b[0:]) >> 4) }
+
+// SetTrafficClass sets the traffic class, version 6, and the flow label's
+// top 4 bits 0 (Put leaves them 0: an unlabelled packet).
+func (b IPv6) SetTrafficClass(tc uint8) { binary.BigEndian.PutUint16(b[0:], 6<<12|uint16(tc)<<4) }
+
 func (b IPv6) PayloadLen() int       { return int(binary.BigEndian.Uint16(b[IPv6PayloadLenOff:])) }
 func (b IPv6) NextHeader() uint8     { return b[IPv6NextHdrOff] }
 func (b IPv6) HopLimit() uint8       { return b[IPv6HopLimitOff] }
@@ -275,6 +284,10 @@ func (b ICMP) Ident() uint16 { return binary.BigEndian.Uint16(b[ICMPRestOff:]) }
 func (b ICMP) MTU6() uint32 { return binary.BigEndian.Uint32(b[ICMPRestOff:]) }
 func (b ICMP) MTU4() uint16 { return binary.BigEndian.Uint16(b[ICMPRestOff+2:]) }
 
+// Rest is the four bytes the type defines, whole: unused (0), an MTU, a
+// pointer.
+func (b ICMP) Rest() uint32 { return binary.BigEndian.Uint32(b[ICMPRestOff:]) }
+
 // Payload is what follows the fixed header: an error's quoted packet.
 func (b ICMP) Payload() []byte      { return b[ICMPLen:] }
 func (b ICMP) SetType(t uint8)      { b[0] = t }
@@ -283,3 +296,4 @@ func (b ICMP) SetChecksum(c uint16) { binary.BigEndian.PutUint16(b[ICMPCsumOff:]
 func (b ICMP) SetIdent(id uint16)   { binary.BigEndian.PutUint16(b[ICMPRestOff:], id) }
 func (b ICMP) SetMTU6(m uint32)     { binary.BigEndian.PutUint32(b[ICMPRestOff:], m) }
 func (b ICMP) SetMTU4(m uint16)     { binary.BigEndian.PutUint16(b[ICMPRestOff+2:], m) }
+func (b ICMP) SetRest(v uint32)     { binary.BigEndian.PutUint32(b[ICMPRestOff:], v) }
