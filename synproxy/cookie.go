@@ -54,7 +54,10 @@ const (
 	noWScale   = 0xf
 )
 
-type keys struct{ k [2][2]uint64 }
+type keys struct{ k [2]sipKey }
+
+// sipKey is one SipHash key, its two halves.
+type sipKey struct{ k0, k1 uint64 }
 
 // Cookies makes and checks SYN cookies:
 //
@@ -88,8 +91,8 @@ func (c *Cookies) Rotate() {
 		panic("synproxy: no randomness for cookie keys: " + err.Error())
 	}
 	k := &keys{}
-	for i := range 2 {
-		k.k[i] = [2]uint64{binary.LittleEndian.Uint64(b[16*i:]), binary.LittleEndian.Uint64(b[16*i+8:])}
+	for i := range k.k {
+		k.k[i] = sipKey{binary.LittleEndian.Uint64(b[16*i:]), binary.LittleEndian.Uint64(b[16*i+8:])}
 	}
 	if old := c.cur.Load(); old != nil {
 		c.prev.Store(old)
@@ -115,13 +118,15 @@ func MSSTableOf(f *Flow) []uint16 {
 }
 
 func (k *keys) hash(f *Flow, count uint32, i int) uint32 {
-	var m [40]byte
-	copy(m[0:16], f.Src[:])
-	copy(m[16:32], f.Dst[:])
-	binary.LittleEndian.PutUint16(m[32:], f.Sport)
-	binary.LittleEndian.PutUint16(m[34:], f.Dport)
-	binary.LittleEndian.PutUint32(m[36:], count)
-	return uint32(siphash.Hash(k.k[i][0], k.k[i][1], m[:]))
+	// The message, 40 bytes: the addresses, the ports, the count.
+	var buf [40]byte
+	m := append(buf[:0], f.Src[:]...)
+	m = append(m, f.Dst[:]...)
+	m = binary.LittleEndian.AppendUint16(m, f.Sport)
+	m = binary.LittleEndian.AppendUint16(m, f.Dport)
+	m = binary.LittleEndian.AppendUint32(m, count)
+	key := &k.k[i]
+	return uint32(siphash.Hash(key.k0, key.k1, m))
 }
 
 // Make returns the cookie for a SYN with initial sequence number isn, and

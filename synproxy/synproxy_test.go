@@ -89,7 +89,7 @@ func TestMSSTableOf(t *testing.T) {
 // as 16 bytes, the IPv4 table): fixed keys and minute, a known cookie.
 func TestCookieIPv4Unchanged(t *testing.T) {
 	c := &Cookies{Minute: func() uint32 { return 29000000 }}
-	k := &keys{k: [2][2]uint64{{1, 2}, {3, 4}}}
+	k := &keys{k: [2]sipKey{{1, 2}, {3, 4}}}
 	c.cur.Store(k)
 	c.prev.Store(k)
 	cookie, _ := c.Make(&flow, 0x12345678, Options{MSS: 1460, WScale: 7, SACK: true, TS: true})

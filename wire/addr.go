@@ -35,3 +35,9 @@ func Short(a *[16]byte) []byte {
 	}
 	return a[:]
 }
+
+// Halves is a's two 8-byte words in the machine's order, for hashing an
+// address: two loads, whatever the family.
+func Halves(a *[16]byte) (hi, lo uint64) {
+	return binary.LittleEndian.Uint64(a[0:8]), binary.LittleEndian.Uint64(a[8:16])
+}
