@@ -11,7 +11,7 @@ var ext6Seeds = []struct {
 	{ProtoTCP, nil},
 	{IP6HopByHop, []byte{ProtoTCP, 0, 1, 4, 0, 0, 0, 0}},
 	{IP6DestOpts, []byte{IP6Routing, 0, 1, 4, 0, 0, 0, 0, ProtoUDP, 0, 0, 0, 0, 0, 0, 0}},
-	{IP6Routing, []byte{ProtoTCP, 0, 0, 1, 0, 0, 0, 0}},                  // segments left
+	{IP6Routing, []byte{ProtoTCP, 0, 0, 1, 0, 0, 0, 0}},                 // segments left
 	{IP6Fragment, []byte{ProtoTCP, 0, 0, 0x10, 0, 0, 0, 1, 1, 2, 3, 4}}, // a later fragment
 	{IP6AH, []byte{ProtoTCP, 1, 0, 0, 0, 0, 0, 0}},
 	{IP6HopByHop, []byte{ProtoTCP, 1, 0, 0, 0, 0, 0, 0}}, // says 16 bytes, has 8
