@@ -162,5 +162,5 @@ func putIPv4(b wire.IPv4, tos uint8, total int, proto, ttl uint8, src, dst *addr
 	if df {
 		flags = wire.IPv4DF
 	}
-	b.Put(&wire.IPv4Fields{TOS: tos, TotalLen: total, Flags: flags, TTL: ttl, Protocol: proto, Src: wire.In4(src), Dst: wire.In4(dst)})
+	b.Put(&wire.IPv4Fields{TOS: tos, TotalLen: total, Flags: flags, TTL: ttl, Protocol: proto, Src: [4]byte(wire.In4(src)), Dst: [4]byte(wire.In4(dst))})
 }

@@ -117,16 +117,26 @@ func MSSTableOf(f *Flow) []uint16 {
 	return MSSTable6[:]
 }
 
+// The message a cookie's hash is over: the addresses, the ports, the
+// count (or 0).
+const (
+	hashMsgSrc   = 0
+	hashMsgDst   = 16
+	hashMsgSport = 32
+	hashMsgDport = 34
+	hashMsgCount = 36
+	hashMsgLen   = 40
+)
+
 func (k *keys) hash(f *Flow, count uint32, i int) uint32 {
-	// The message, 40 bytes: the addresses, the ports, the count.
-	var buf [40]byte
-	m := append(buf[:0], f.Src[:]...)
-	m = append(m, f.Dst[:]...)
-	m = binary.LittleEndian.AppendUint16(m, f.Sport)
-	m = binary.LittleEndian.AppendUint16(m, f.Dport)
-	m = binary.LittleEndian.AppendUint32(m, count)
+	var m [hashMsgLen]byte
+	copy(m[hashMsgSrc:hashMsgDst], f.Src[:])
+	copy(m[hashMsgDst:hashMsgSport], f.Dst[:])
+	binary.LittleEndian.PutUint16(m[hashMsgSport:], f.Sport)
+	binary.LittleEndian.PutUint16(m[hashMsgDport:], f.Dport)
+	binary.LittleEndian.PutUint32(m[hashMsgCount:], count)
 	key := &k.k[i]
-	return uint32(siphash.Hash(key.k0, key.k1, m))
+	return uint32(siphash.Hash(key.k0, key.k1, m[:]))
 }
 
 // Make returns the cookie for a SYN with initial sequence number isn, and

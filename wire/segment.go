@@ -61,7 +61,7 @@ func (s *Segment) write4(b []byte) int {
 	eth.SetType(EtherIPv4)
 	src, dst := In4(&s.Src), In4(&s.Dst)
 	// No ID (DF: never fragmented, RFC 6864 4.1).
-	IPv4(eth.Payload()).Put(&IPv4Fields{TotalLen: n - EtherLen, Flags: IPv4DF, TTL: segmentTTL, Protocol: ProtoTCP, Src: src, Dst: dst})
+	IPv4(eth.Payload()).Put(&IPv4Fields{TotalLen: n - EtherLen, Flags: IPv4DF, TTL: segmentTTL, Protocol: ProtoTCP, Src: [4]byte(src), Dst: [4]byte(dst)})
 	tcp := TCP(b[EtherLen+IPv4MinLen:])
 	s.putTCP(tcp)
 	tcp.SetChecksum(csum.Checksum(tcp, csum.PseudoV4(src, dst, ProtoTCP, len(tcp))))

@@ -116,21 +116,32 @@ type IPv4Fields struct {
 	Flags    uint16 // IPv4DF or 0, with the fragment offset
 	TTL      uint8
 	Protocol uint8
-	Src, Dst []byte // 4 bytes each
+	// Arrays, not slices: each is one 4-byte move into the header, where
+	// copying a slice of a length the compiler cannot see calls memmove.
+	Src, Dst [4]byte
 }
 
-// Put writes a 20-byte header at b from f, its checksum computed last.
+// Put writes a 20-byte header at b from f with its checksum. The checksum
+// is summed from the fields as they are written, word by word in
+// registers, not read back from the header: it runs for every segment
+// tapvs writes itself (Segment), where that summing saved the cost of the
+// call.
 func (b IPv4) Put(f *IPv4Fields) {
 	h := (*[IPv4MinLen]byte)(b)
-	h[0], h[1] = 0x45, f.TOS
-	binary.BigEndian.PutUint16(h[2:], uint16(f.TotalLen))
+	verTOS := uint16(4<<12|(IPv4MinLen/4)<<8) | uint16(f.TOS)
+	total := uint16(f.TotalLen)
+	ttlProto := uint16(f.TTL)<<8 | uint16(f.Protocol)
+	src, dst := binary.BigEndian.Uint32(f.Src[:]), binary.BigEndian.Uint32(f.Dst[:])
+	sum := uint32(verTOS) + uint32(total) + uint32(f.ID) + uint32(f.Flags) + uint32(ttlProto) +
+		src>>16 + src&0xffff + dst>>16 + dst&0xffff
+	binary.BigEndian.PutUint16(h[0:], verTOS)
+	binary.BigEndian.PutUint16(h[IPv4TotalLenOff:], total)
 	binary.BigEndian.PutUint16(h[4:], f.ID)
-	binary.BigEndian.PutUint16(h[6:], f.Flags)
-	h[8], h[9] = f.TTL, f.Protocol
-	h[10], h[11] = 0, 0
-	copy(h[12:16], f.Src)
-	copy(h[16:20], f.Dst)
-	binary.BigEndian.PutUint16(h[10:], csum.Checksum(h[:], 0))
+	binary.BigEndian.PutUint16(h[IPv4FragOff:], f.Flags)
+	binary.BigEndian.PutUint16(h[IPv4TTLOff:], ttlProto)
+	binary.BigEndian.PutUint16(h[IPv4CsumOff:], ^csum.Fold(sum))
+	binary.BigEndian.PutUint32(h[IPv4SrcOff:], src)
+	binary.BigEndian.PutUint32(h[IPv4DstOff:], dst)
 }
 
 // IPv6 header field offsets.

@@ -312,8 +312,8 @@ func TestICMPv6(t *testing.T) {
 // the one gopacket computes.
 func TestIPv4Put(t *testing.T) {
 	for _, f := range []IPv4Fields{
-		{TOS: 0, TotalLen: 60, ID: 0, Flags: IPv4DF, TTL: 64, Protocol: ProtoTCP, Src: ip4A, Dst: ip4B},
-		{TOS: 0xfc, TotalLen: 0xffff, ID: 0xffff, Flags: IPv4MF | 0x1fff, TTL: 255, Protocol: ProtoICMP, Src: net.IP{255, 255, 255, 255}, Dst: net.IP{0, 0, 0, 0}},
+		{TOS: 0, TotalLen: 60, ID: 0, Flags: IPv4DF, TTL: 64, Protocol: ProtoTCP, Src: [4]byte(ip4A), Dst: [4]byte(ip4B)},
+		{TOS: 0xfc, TotalLen: 0xffff, ID: 0xffff, Flags: IPv4MF | 0x1fff, TTL: 255, Protocol: ProtoICMP, Src: [4]byte{255, 255, 255, 255}, Dst: [4]byte{0, 0, 0, 0}},
 	} {
 		b := bytes.Repeat([]byte{0xa5}, IPv4MinLen) // stale bytes Put overwrites
 		IPv4(b).Put(&f)
@@ -325,7 +325,7 @@ func TestIPv4Put(t *testing.T) {
 			t.Fatal(err)
 		}
 		if g.Version != 4 || g.IHL != 5 || g.TOS != f.TOS || int(g.Length) != f.TotalLen || g.Id != f.ID || uint16(g.Flags)<<13|g.FragOffset != f.Flags ||
-			g.TTL != f.TTL || uint8(g.Protocol) != f.Protocol || !g.SrcIP.Equal(f.Src) || !g.DstIP.Equal(f.Dst) {
+			g.TTL != f.TTL || uint8(g.Protocol) != f.Protocol || !g.SrcIP.Equal(f.Src[:]) || !g.DstIP.Equal(f.Dst[:]) {
 			t.Fatalf("Put %+v, gopacket decodes %+v", f, g)
 		}
 		g.Checksum = 0
