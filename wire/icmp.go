@@ -2,23 +2,21 @@ package wire
 
 import "gvisor.dev/gvisor/pkg/tcpip/header"
 
-// ICMPv4 error types (RFC 792): the ones that quote a packet.
+// The ICMP error types that quote a packet: ICMPv4's (RFC 792) and
+// ICMPv6's (RFC 4443 2.1).
 const (
-	ICMP4Unreach = uint8(header.ICMPv4DstUnreachable)
-	ICMP4TimeEx  = uint8(header.ICMPv4TimeExceeded)
-	ICMP4Param   = uint8(header.ICMPv4ParamProblem)
-	// ICMP4FragNeeded is Destination Unreachable's code for fragmentation
-	// needed and DF set (RFC 1191).
-	ICMP4FragNeeded = uint8(header.ICMPv4FragmentationNeeded)
+	ICMP4Unreach  = uint8(header.ICMPv4DstUnreachable) // 3
+	ICMP4TimeEx   = uint8(header.ICMPv4TimeExceeded)   // 11
+	ICMP4Param    = uint8(header.ICMPv4ParamProblem)   // 12
+	ICMP6Unreach  = uint8(header.ICMPv6DstUnreachable) // 1
+	ICMP6TooBig   = uint8(header.ICMPv6PacketTooBig)   // 2
+	ICMP6TimeEx   = uint8(header.ICMPv6TimeExceeded)   // 3
+	ICMP6ParamErr = uint8(header.ICMPv6ParamProblem)   // 4
 )
 
-// ICMPv6 error types (RFC 4443 2.1): the ones that quote a packet.
-const (
-	ICMP6Unreach  = uint8(header.ICMPv6DstUnreachable)
-	ICMP6TooBig   = uint8(header.ICMPv6PacketTooBig)
-	ICMP6TimeEx   = uint8(header.ICMPv6TimeExceeded)
-	ICMP6ParamErr = uint8(header.ICMPv6ParamProblem)
-)
+// ICMP4FragNeeded is Destination Unreachable's code for fragmentation
+// needed and DF set (RFC 1191).
+const ICMP4FragNeeded = uint8(header.ICMPv4FragmentationNeeded)
 
 // Least MTUs: IPv6's (RFC 8200 5: a Packet Too Big never says less, and an
 // ICMPv6 error is no longer than this) and IPv4's (RFC 791).

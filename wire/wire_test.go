@@ -36,6 +36,16 @@ func build(t *testing.T, ls ...gopacket.SerializableLayer) []byte {
 	return buf.Bytes()
 }
 
+// serialized is one layer as gopacket serializes it, checksums computed.
+func serialized(t *testing.T, l gopacket.SerializableLayer) []byte {
+	t.Helper()
+	buf := gopacket.NewSerializeBuffer()
+	if err := l.SerializeTo(buf, gopacket.SerializeOptions{ComputeChecksums: true}); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
 func decode(t *testing.T, b []byte) gopacket.Packet {
 	t.Helper()
 	p := gopacket.NewPacket(b, layers.LayerTypeEthernet, gopacket.Default)
@@ -45,16 +55,30 @@ func decode(t *testing.T, b []byte) gopacket.Packet {
 	return p
 }
 
+// l4Layer is a gopacket transport layer whose checksum covers a
+// pseudo-header.
+type l4Layer interface {
+	gopacket.SerializableLayer
+	SetNetworkLayerForChecksum(gopacket.NetworkLayer) error
+}
+
+// frameOf is an Ethernet frame from macA to macB carrying ip, l4 and the
+// payload, built by gopacket.
+func frameOf(t *testing.T, typ layers.EthernetType, ip gopacket.NetworkLayer, l4 l4Layer, payload string) []byte {
+	t.Helper()
+	if err := l4.SetNetworkLayerForChecksum(ip); err != nil {
+		t.Fatal(err)
+	}
+	eth := &layers.Ethernet{SrcMAC: macA, DstMAC: macB, EthernetType: typ}
+	return build(t, eth, ip.(gopacket.SerializableLayer), l4, gopacket.Payload(payload))
+}
+
 func tcp4Frame(t *testing.T) []byte {
-	eth := &layers.Ethernet{SrcMAC: macA, DstMAC: macB, EthernetType: layers.EthernetTypeIPv4}
 	ip := &layers.IPv4{Version: 4, TOS: 0xb8, Id: 0x1234, Flags: layers.IPv4DontFragment, TTL: 61, Protocol: layers.IPProtocolTCP, SrcIP: ip4A, DstIP: ip4B,
 		Options: []layers.IPv4Option{{OptionType: 1}, {OptionType: 1}, {OptionType: 1}, {OptionType: 0}}} // 4 bytes: IHL 6
 	tcp := &layers.TCP{SrcPort: 40000, DstPort: 443, Seq: 0xfedcba98, Ack: 0x01234567, SYN: true, ACK: true, PSH: true, Window: 0xabcd, Urgent: 0,
 		Options: []layers.TCPOption{{OptionType: layers.TCPOptionKindMSS, OptionLength: 4, OptionData: []byte{5, 0xb4}}}}
-	if err := tcp.SetNetworkLayerForChecksum(ip); err != nil {
-		t.Fatal(err)
-	}
-	return build(t, eth, ip, tcp, gopacket.Payload("hello"))
+	return frameOf(t, layers.EthernetTypeIPv4, ip, tcp, "hello")
 }
 
 func TestEtherIPv4TCPAccessors(t *testing.T) {
@@ -159,13 +183,8 @@ func TestIPv4Fragment(t *testing.T) {
 }
 
 func udp6Frame(t *testing.T) []byte {
-	eth := &layers.Ethernet{SrcMAC: macA, DstMAC: macB, EthernetType: layers.EthernetTypeIPv6}
 	ip := &layers.IPv6{Version: 6, TrafficClass: 0xa5, HopLimit: 33, NextHeader: layers.IPProtocolUDP, SrcIP: ip6A, DstIP: ip6B}
-	udp := &layers.UDP{SrcPort: 5000, DstPort: 6000}
-	if err := udp.SetNetworkLayerForChecksum(ip); err != nil {
-		t.Fatal(err)
-	}
-	return build(t, eth, ip, udp, gopacket.Payload("query"))
+	return frameOf(t, layers.EthernetTypeIPv6, ip, &layers.UDP{SrcPort: 5000, DstPort: 6000}, "query")
 }
 
 func TestIPv6UDPAccessors(t *testing.T) {
@@ -329,12 +348,8 @@ func TestIPv4Put(t *testing.T) {
 			t.Fatalf("Put %+v, gopacket decodes %+v", f, g)
 		}
 		g.Checksum = 0
-		buf := gopacket.NewSerializeBuffer()
-		if err := g.SerializeTo(buf, gopacket.SerializeOptions{ComputeChecksums: true}); err != nil {
-			t.Fatal(err)
-		}
-		if !bytes.Equal(buf.Bytes(), b) {
-			t.Fatalf("Put % x\ngopacket % x", b, buf.Bytes())
+		if s := serialized(t, &g); !bytes.Equal(s, b) {
+			t.Fatalf("Put % x\ngopacket % x", b, s)
 		}
 	}
 }
@@ -381,12 +396,8 @@ func TestTCPPut(t *testing.T) {
 		if err := g.SetNetworkLayerForChecksum(ip); err != nil {
 			t.Fatal(err)
 		}
-		buf := gopacket.NewSerializeBuffer()
-		if err := g.SerializeTo(buf, gopacket.SerializeOptions{ComputeChecksums: true}); err != nil {
-			t.Fatal(err)
-		}
-		if !bytes.Equal(buf.Bytes(), b) {
-			t.Fatalf("Put % x\ngopacket % x", b, buf.Bytes())
+		if s := serialized(t, g); !bytes.Equal(s, b) {
+			t.Fatalf("Put % x\ngopacket % x", b, s)
 		}
 	}
 }
