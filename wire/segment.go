@@ -63,7 +63,7 @@ func (s *Segment) write4(b []byte) int {
 	// No ID (DF: never fragmented, RFC 6864 4.1).
 	IPv4(eth.Payload()).Put(&IPv4Fields{TotalLen: n - EtherLen, Flags: IPv4DF, TTL: segmentTTL, Protocol: ProtoTCP, Src: [4]byte(src), Dst: [4]byte(dst)})
 	tcp := TCP(b[EtherLen+IPv4MinLen:])
-	s.putTCP(tcp)
+	tcp.Put(s.tcpFields())
 	tcp.SetChecksum(csum.Checksum(tcp, csum.PseudoV4(src, dst, ProtoTCP, len(tcp))))
 	return n
 }
@@ -78,12 +78,14 @@ func (s *Segment) write6(b []byte) int {
 	// end's other segments carry anyway.
 	IPv6(eth.Payload()).Put(n-EtherLen-IPv6Len, ProtoTCP, segmentTTL, s.Src[:], s.Dst[:])
 	tcp := TCP(b[EtherLen+IPv6Len:])
-	s.putTCP(tcp)
+	tcp.Put(s.tcpFields())
 	tcp.SetChecksum(csum.Checksum(tcp, csum.PseudoV6(s.Src[:], s.Dst[:], ProtoTCP, len(tcp))))
 	return n
 }
 
-// putTCP writes the TCP header, its checksum zero, and the options.
-func (s *Segment) putTCP(tcp TCP) {
-	tcp.Put(&TCPFields{SrcPort: s.Sport, DstPort: s.Dport, Seq: s.Seq, Ack: s.Ack, Flags: s.Flags, Window: s.Window, Opts: s.Opts})
+// tcpFields is the segment's TCP header, for TCP.Put: small enough to
+// inline, as Put is, so that the header goes out in stores from the
+// segment's fields.
+func (s *Segment) tcpFields() *TCPFields {
+	return &TCPFields{SrcPort: s.Sport, DstPort: s.Dport, Seq: s.Seq, Ack: s.Ack, Flags: s.Flags, Window: s.Window, Opts: s.Opts}
 }

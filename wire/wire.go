@@ -182,8 +182,10 @@ func (b IPv6) Put(payloadLen int, next, hopLimit uint8, src, dst []byte) {
 	h[0], h[1], h[2], h[3] = 0x60, 0, 0, 0
 	binary.BigEndian.PutUint16(h[4:], uint16(payloadLen))
 	h[6], h[7] = next, hopLimit
-	copy(h[8:24], src)
-	copy(h[24:40], dst)
+	// Fixed-size moves: a copy of a slice whose length the compiler
+	// cannot see is a call to memmove.
+	*(*[16]byte)(h[IPv6SrcOff:IPv6DstOff]) = [16]byte(src)
+	*(*[16]byte)(h[IPv6DstOff:IPv6Len]) = [16]byte(dst)
 }
 
 // TCP header field offsets.
@@ -240,15 +242,13 @@ type TCPFields struct {
 // Put writes the header, checksum and urgent pointer zero, and the options
 // at b (exactly their length past the fixed header).
 func (b TCP) Put(f *TCPFields) {
+	// Four 32-bit stores and the options: small enough to inline.
 	h := (*[TCPMinLen]byte)(b)
-	binary.BigEndian.PutUint16(h[0:], f.SrcPort)
-	binary.BigEndian.PutUint16(h[2:], f.DstPort)
-	binary.BigEndian.PutUint32(h[4:], f.Seq)
-	binary.BigEndian.PutUint32(h[8:], f.Ack)
-	h[12] = byte((TCPMinLen+len(f.Opts))/4) << 4
-	h[13] = f.Flags
-	binary.BigEndian.PutUint16(h[14:], f.Window)
-	h[16], h[17], h[18], h[19] = 0, 0, 0, 0
+	binary.BigEndian.PutUint32(h[0:], uint32(f.SrcPort)<<16|uint32(f.DstPort))
+	binary.BigEndian.PutUint32(h[TCPSeqOff:], f.Seq)
+	binary.BigEndian.PutUint32(h[TCPAckOff:], f.Ack)
+	binary.BigEndian.PutUint32(h[TCPDataOffOff:], uint32((TCPMinLen+len(f.Opts))/4)<<28|uint32(f.Flags)<<16|uint32(f.Window))
+	binary.BigEndian.PutUint32(h[TCPCsumOff:], 0) // checksum, urgent pointer
 	copy(b[TCPMinLen:], f.Opts)
 }
 
