@@ -696,14 +696,12 @@ func rewrite(p *pkt, src, dst *addr16, sport, dport uint16, ipDelta, l4Delta uin
 	if p.v6 {
 		// No header checksum: the addresses are in the transport's
 		// pseudo-header only (ipDelta, in l4Delta).
-		ip := p.ip6()
-		copy(ip.Src(), src[:])
-		copy(ip.Dst(), dst[:])
+		copy(p.src(), src[:])
+		copy(p.dst(), dst[:])
 	} else {
-		ip := p.ip4()
-		copy(ip.Src(), wire.In4(src))
-		copy(ip.Dst(), wire.In4(dst))
-		csum.Adjust(ip.CsumField(), ipDelta)
+		copy(p.src(), wire.In4(src))
+		copy(p.dst(), wire.In4(dst))
+		csum.Adjust(p.ip4().CsumField(), ipDelta)
 	}
 	l4 := p.tcp() // UDP's ports are at the same offsets
 	l4.SetSrcPort(sport)

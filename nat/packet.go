@@ -194,18 +194,20 @@ func (p *pkt) udp() wire.UDP   { return wire.UDP(p.b[p.l4:]) }
 func (p *pkt) icmp() wire.ICMP { return wire.ICMP(p.b[p.l4:]) }
 
 // dst and src return the addresses as slices of the frame: 4 or 16 bytes.
+// They slice the frame once, at the header's named offsets: they run for
+// every packet, and a view's accessor on a view would slice it twice.
 func (p *pkt) src() []byte {
 	if p.v6 {
-		return p.ip6().Src()
+		return p.b[p.l3+wire.IPv6SrcOff : p.l3+wire.IPv6DstOff]
 	}
-	return p.ip4().Src()
+	return p.b[p.l3+wire.IPv4SrcOff : p.l3+wire.IPv4DstOff]
 }
 
 func (p *pkt) dst() []byte {
 	if p.v6 {
-		return p.ip6().Dst()
+		return p.b[p.l3+wire.IPv6DstOff : p.l3+wire.IPv6Len]
 	}
-	return p.ip4().Dst()
+	return p.b[p.l3+wire.IPv4DstOff : p.l3+wire.IPv4MinLen]
 }
 
 // key16 is an address of the packet in the table's form (addr16).
