@@ -48,6 +48,23 @@ func TestWalk6(t *testing.T) {
 	if w := Walk6(b, IP6HopByHop, IPv6Len); w != (Ext6{Proto: ProtoTCP, L4: IPv6Len + 8}) {
 		t.Fatalf("at %d: %+v", IPv6Len, w)
 	}
+	// Cut short past a nonzero offset: every length is counted from off.
+	for _, c := range []struct {
+		name string
+		next uint8
+		tail []byte
+		want Ext6
+	}{
+		{"one byte of a header", IP6HopByHop, []byte{ProtoTCP}, Ext6{Bad: true}},
+		{"a header longer than what is left", IP6DestOpts, []byte{ProtoTCP, 1, 0, 0, 0, 0, 0, 0}, Ext6{Bad: true}},
+		{"a fragment header cut short", IP6Fragment, []byte{ProtoTCP, 0, 0, 0, 0, 0, 0}, Ext6{Bad: true}},
+		{"a fragment header and nothing after", IP6Fragment, []byte{ProtoTCP, 0, 0, 0, 0, 0, 0, 1}, Ext6{Proto: ProtoTCP, L4: IPv6Len + 8, Frag: true}},
+	} {
+		b := append(make([]byte, IPv6Len), c.tail...)
+		if w := Walk6(b, c.next, IPv6Len); w != c.want {
+			t.Errorf("%s at %d: %+v, want %+v", c.name, IPv6Len, w, c.want)
+		}
+	}
 	if w := Walk6(b, IP6HopByHop, len(b)+1); !w.Bad {
 		t.Fatal("an offset past the packet is not bad")
 	}

@@ -332,6 +332,7 @@ func TestICMPv6(t *testing.T) {
 func TestIPv4Put(t *testing.T) {
 	for _, f := range []IPv4Fields{
 		{TOS: 0, TotalLen: 60, ID: 0, Flags: IPv4DF, TTL: 64, Protocol: ProtoTCP, Src: [4]byte(ip4A), Dst: [4]byte(ip4B)},
+		{TOS: 0x10, TotalLen: 1500, ID: 0x1234, Flags: IPv4DF, TTL: 1, Protocol: ProtoUDP, Src: [4]byte{10, 0, 0, 1}, Dst: [4]byte{172, 25, 254, 100}},
 		{TOS: 0xfc, TotalLen: 0xffff, ID: 0xffff, Flags: IPv4MF | 0x1fff, TTL: 255, Protocol: ProtoICMP, Src: [4]byte{255, 255, 255, 255}, Dst: [4]byte{0, 0, 0, 0}},
 	} {
 		b := bytes.Repeat([]byte{0xa5}, IPv4MinLen) // stale bytes Put overwrites
