@@ -11,7 +11,6 @@
 package nat
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/bits"
@@ -246,16 +245,16 @@ func (b *Balancer) Process(side Side, f *Frame) Verdict {
 	}
 	p.partial, p.checked = f.partial(), f.checked()
 	switch p.proto {
-	case protoTCP, protoUDP:
+	case wire.ProtoTCP, wire.ProtoUDP:
 		if side == ClientSide {
 			return b.fromClient(set, &p, &dst, f)
 		}
 		return b.fromServer(&p, &dst, f)
-	case protoICMP:
+	case wire.ProtoICMP:
 		if !p.v6 {
 			return b.icmp(side, &p, f)
 		}
-	case protoICMPv6:
+	case wire.ProtoICMPv6:
 		if p.v6 {
 			return b.icmp6(side, &p, f)
 		}
@@ -267,7 +266,7 @@ func (b *Balancer) Process(side Side, f *Frame) Verdict {
 func (b *Balancer) fromClient(set *serviceSet, p *pkt, dst *addr16, f *Frame) Verdict {
 	key := tupleKey{src: p.key16(p.src()), dst: *dst, sport: p.sport(), dport: p.dport(), proto: Protocol(p.proto)}
 	var flags uint8
-	if p.proto == protoTCP {
+	if p.proto == wire.ProtoTCP {
 		flags = p.tcpFlags()
 	}
 	c := b.table.lookup(&key)
@@ -307,11 +306,11 @@ func (b *Balancer) fromClient(set *serviceSet, p *pkt, dst *addr16, f *Frame) Ve
 			return v
 		}
 	}
-	c.noteAck(dirIn, p.b[p.l4:], flags)
+	c.noteAck(dirIn, p.tcp(), flags)
 	if c.sp != nil {
 		return b.synproxyFromClient(c, p, flags, f)
 	}
-	if p.proto != protoTCP {
+	if p.proto != wire.ProtoTCP {
 		b.arrived(c, flags)
 		return b.forwardIn(c, p, f, c.inL4Delta, false)
 	}
@@ -325,7 +324,7 @@ func (b *Balancer) fromClient(set *serviceSet, p *pkt, dst *addr16, f *Frame) Ve
 		// one in TIME_WAIT, gets a fresh ISN and timestamp start too
 		// (seq.go). Stored only once the SYN is known good: one that is
 		// dropped changes nothing.
-		isn := wire.TCP(p.b[p.l4:]).Seq()
+		isn := p.tcp().Seq()
 		st := c.state.Load()
 		renew := st == stTimeWait || st == stClose
 		switch {
@@ -431,9 +430,8 @@ func (b *Balancer) forwardIn(c *Conn, p *pkt, f *Frame, l4Delta uint16, hdr bool
 		}
 		b.Stats.proxyHeaders.Add(1)
 	}
-	putMAC(p.b[0:6], mac)
-	copy(p.b[6:12], b.cfg.ServerMAC[:])
-	c.dest.count(f.Queue, false, f.Len-ethHdrLen)
+	b.toServer(p.eth(), mac)
+	c.dest.count(f.Queue, false, f.Len-wire.EtherLen)
 	if tap != nil {
 		tap.record(c, ServerSide, true, p.b)
 	}
@@ -448,7 +446,7 @@ func (b *Balancer) fromServer(p *pkt, dst *addr16, f *Frame) Verdict {
 		return Pass // the stack's own connection from a LIP, or one that expired
 	}
 	var flags uint8
-	if p.proto == protoTCP {
+	if p.proto == wire.ProtoTCP {
 		flags = p.tcpFlags()
 	}
 	l4Delta := c.outL4Delta
@@ -462,14 +460,14 @@ func (b *Balancer) fromServer(p *pkt, dst *addr16, f *Frame) Verdict {
 				return v
 			}
 		}
-		c.noteAck(dirOut, p.b[p.l4:], flags) // raw, before ToClient translates it
+		c.noteAck(dirOut, p.tcp(), flags) // raw, before ToClient translates it
 		var v Verdict
 		if l4Delta, v = b.synproxyToClient(c, p, flags); v != Forward {
 			return v
 		}
-	case p.proto == protoTCP:
-		c.noteAck(dirOut, p.b[p.l4:], flags) // raw: the server's own numbers, what an RST to it must carry
-		rw, tcp := c.rw.Load(), wire.TCP(p.b[p.l4:])
+	case p.proto == wire.ProtoTCP:
+		c.noteAck(dirOut, p.tcp(), flags) // raw: the server's own numbers, what an RST to it must carry
+		rw, tcp := c.rw.Load(), p.tcp()
 		if c.pp != nil && flags&tcpflag.ACK != 0 {
 			c.sawAck(rw, tcp.Ack())
 		}
@@ -495,10 +493,9 @@ func (b *Balancer) fromServer(p *pkt, dst *addr16, f *Frame) Verdict {
 	} else {
 		rewrite(p, &c.in.dst, &c.in.src, c.in.dport, c.in.sport, c.outIPDelta, l4Delta)
 	}
-	copy(p.b[0:6], c.clientMAC[:])
-	copy(p.b[6:12], b.cfg.ClientMAC[:])
+	b.toClient(p.eth(), c)
 	f.Len = len(p.b)
-	c.dest.count(f.Queue, true, f.Len-ethHdrLen)
+	c.dest.count(f.Queue, true, f.Len-wire.EtherLen)
 	if tap != nil {
 		tap.record(c, ClientSide, true, p.b)
 	}
@@ -534,7 +531,7 @@ func (b *Balancer) newConn(svc *Service, key tupleKey, p *pkt, flags uint8) (*Co
 		// the client's (seq.go: a port reused from the server's TIME_WAIT
 		// is accepted).
 		c.pp = newProxyConn(svc.ClientAddr(), c)
-		c.rw.Store(b.newRewriter(c, wire.TCP(p.b[p.l4:]).Seq()))
+		c.rw.Store(b.newRewriter(c, p.tcp().Seq()))
 	}
 	return b.publishConn(c, state, b.table.now.Load()+c.timeout(state))
 }
@@ -566,7 +563,7 @@ func (b *Balancer) schedule(svc *Service, key tupleKey, p *pkt) (*Conn, Verdict)
 		b.table.count.Add(-1)
 		return nil, b.Stats.drop(DropNAT64)
 	}
-	copy(c.clientMAC[:], p.b[6:12])
+	copy(c.clientMAC[:], p.eth().Src())
 	if !b.bind(c) {
 		b.table.count.Add(-1)
 		return nil, b.Stats.drop(DropPortExhausted)
@@ -673,30 +670,42 @@ func (b *Balancer) release(c *Conn) bool {
 // the connection's precomputed deltas. A partial transport checksum only
 // covers the pseudo-header: it moves with the addresses (ipDelta) alone.
 func rewrite(p *pkt, src, dst *addr16, sport, dport uint16, ipDelta, l4Delta uint16) {
-	b := p.b
 	if p.v6 {
 		// No header checksum: the addresses are in the transport's
 		// pseudo-header only (ipDelta, in l4Delta).
-		copy(b[p.l3+8:p.l3+24], src[:])
-		copy(b[p.l3+24:p.l3+40], dst[:])
+		copy(p.src(), src[:])
+		copy(p.dst(), dst[:])
 	} else {
-		copy(b[p.l3+12:p.l3+16], src[12:])
-		copy(b[p.l3+16:p.l3+20], dst[12:])
-		csum.Adjust(b[p.l3+10:], ipDelta)
+		copy(p.src(), wire.In4(src))
+		copy(p.dst(), wire.In4(dst))
+		csum.Adjust(p.ip4().CsumField(), ipDelta)
 	}
-	binary.BigEndian.PutUint16(b[p.l4:], sport)
-	binary.BigEndian.PutUint16(b[p.l4+2:], dport)
+	l4 := p.tcp() // UDP's ports are at the same offsets
+	l4.SetSrcPort(sport)
+	l4.SetDstPort(dport)
 	off := l4csumOff(p.proto)
 	switch {
 	case off < 0:
 	case p.partial:
-		csum.AdjustPartial(b[p.l4+off:], ipDelta)
-	case p.proto == protoTCP:
-		csum.Adjust(b[p.l4+off:], l4Delta)
+		csum.AdjustPartial(l4[off:], ipDelta)
+	case p.proto == wire.ProtoTCP:
+		csum.Adjust(l4[off:], l4Delta)
 	default:
-		csum.AdjustUDP(b[p.l4+off:], l4Delta)
+		csum.AdjustUDP(l4[off:], l4Delta)
 	}
 }
+
+// toServer addresses a frame to a server side's next hop, mac being its
+// address as a neighbour keeps it (the low 48 bits), from the balancer's
+// server-side MAC.
+func (b *Balancer) toServer(e wire.Ether, mac uint64) {
+	putMAC(e.Dst(), mac)
+	copy(e.Src(), b.cfg.ServerMAC[:])
+}
+
+// toClient addresses a frame to connection c's client, from the
+// balancer's client-side MAC.
+func (b *Balancer) toClient(e wire.Ether, c *Conn) { e.SetMACs(c.clientMAC[:], b.cfg.ClientMAC[:]) }
 
 func putMAC(b []byte, v uint64) {
 	for i := range 6 {

@@ -11,6 +11,7 @@ import (
 	"github.com/google/gopacket/layers"
 
 	"github.com/tapvs/tapvs/csum"
+	"github.com/tapvs/tapvs/wire"
 )
 
 // BenchmarkForward is the per-packet cost of the data path for an existing
@@ -138,7 +139,7 @@ func BenchmarkLookup(b *testing.B) {
 			t := newTable(n)
 			keys := make([]tupleKey, n)
 			for i := range keys {
-				keys[i] = tupleKey{src: v4in16([]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), dst: vip.As16(), sport: 40000, dport: 80, proto: TCP}
+				keys[i] = tupleKey{src: wire.In16([]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), dst: vip.As16(), sport: 40000, dport: 80, proto: TCP}
 				t.insert(&keys[i], &Conn{in: keys[i]}, false)
 			}
 			b.ReportAllocs()

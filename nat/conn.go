@@ -9,6 +9,7 @@ import (
 	"github.com/tapvs/tapvs/tcprw"
 
 	"github.com/tapvs/tapvs/csum"
+	"github.com/tapvs/tapvs/wire"
 )
 
 // TCP connection states, in IPVS's order (ipvsadm -lnc prints these names).
@@ -215,14 +216,14 @@ type Conn struct {
 // addresses are still all that changes in it.
 func (c *Conn) prepare() {
 	// in: src client->LIP, dst VIP->RIP, sport cport->lport, dport vport->rport.
-	ip := replaceAddr(0, wireAddr(&c.in.src), wireAddr(&c.out.dst))
-	ip = replaceAddr(ip, wireAddr(&c.in.dst), wireAddr(&c.out.src))
+	ip := replaceAddr(0, wire.Short(&c.in.src), wire.Short(&c.out.dst))
+	ip = replaceAddr(ip, wire.Short(&c.in.dst), wire.Short(&c.out.src))
 	l4 := csum.Replace16(ip, c.in.sport, c.out.dport)
 	l4 = csum.Replace16(l4, c.in.dport, c.out.sport)
 	c.inIPDelta, c.inL4Delta = csum.Fold(ip), csum.Fold(l4)
 	// out: src RIP->VIP, dst LIP->client, sport rport->vport, dport lport->cport.
-	ip = replaceAddr(0, wireAddr(&c.out.src), wireAddr(&c.in.dst))
-	ip = replaceAddr(ip, wireAddr(&c.out.dst), wireAddr(&c.in.src))
+	ip = replaceAddr(0, wire.Short(&c.out.src), wire.Short(&c.in.dst))
+	ip = replaceAddr(ip, wire.Short(&c.out.dst), wire.Short(&c.in.src))
 	l4 = csum.Replace16(ip, c.out.sport, c.in.dport)
 	l4 = csum.Replace16(l4, c.out.dport, c.in.sport)
 	c.outIPDelta, c.outL4Delta = csum.Fold(ip), csum.Fold(l4)

@@ -14,6 +14,7 @@ import (
 	"github.com/tapvs/tapvs/tcpflag"
 	"github.com/tapvs/tapvs/tcpopt"
 	"github.com/tapvs/tapvs/tun"
+	"github.com/tapvs/tapvs/wire"
 )
 
 // The class of issue 20's first finding: a client must not be able to
@@ -148,7 +149,7 @@ func newForgeConn(t testing.TB, k forgeKind, cport uint16) *forgeConn {
 
 func addrKey(a netip.Addr) addr16 {
 	if a.Is4() {
-		return v4in16(a.AsSlice())
+		return wire.In16(a.AsSlice())
 	}
 	return addr16(a.As16())
 }

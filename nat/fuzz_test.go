@@ -12,6 +12,7 @@ import (
 	"github.com/tapvs/tapvs/synproxy"
 	"github.com/tapvs/tapvs/tcpflag"
 	"github.com/tapvs/tapvs/tun"
+	"github.com/tapvs/tapvs/wire"
 )
 
 // The fuzz targets of the data path. Every frame a fuzzer makes goes through
@@ -156,13 +157,13 @@ func (w *frameSpec) bytes() []byte {
 		binary.BigEndian.PutUint16(l4[14:], max(w.window, 1))
 		copy(l4[20:], w.opts)
 		copy(l4[20+len(w.opts):], w.payload)
-	case protoUDP:
+	case wire.ProtoUDP:
 		l4 = make([]byte, 8+len(w.payload))
 		binary.BigEndian.PutUint16(l4[0:], w.sport)
 		binary.BigEndian.PutUint16(l4[2:], w.dport)
 		binary.BigEndian.PutUint16(l4[4:], uint16(len(l4)))
 		copy(l4[8:], w.payload)
-	case protoICMP:
+	case wire.ProtoICMP:
 		l4 = make([]byte, 8+len(w.quote))
 		l4[0], l4[1] = w.icmpType, 3
 		copy(l4[8:], w.quote)
@@ -171,7 +172,7 @@ func (w *frameSpec) bytes() []byte {
 	b := make([]byte, 14+20+len(l4))
 	copy(b[0:6], []byte{2, 0, 0, 0, 0, 1})
 	copy(b[6:12], w.srcMAC[:])
-	binary.BigEndian.PutUint16(b[12:], etherIPv4)
+	binary.BigEndian.PutUint16(b[12:], wire.EtherIPv4)
 	ip := b[14:34]
 	ip[0], ip[8], ip[9] = 0x45, 64, w.proto
 	binary.BigEndian.PutUint16(ip[2:], uint16(20+len(l4)))
@@ -236,15 +237,15 @@ func l4Verifies(frame []byte) (ok, has bool) {
 	ip := frame[14 : 14+ihl]
 	l4 := frame[14+ihl : 14+total]
 	switch proto := ip[9]; proto {
-	case protoTCP, protoUDP:
-		if proto == protoTCP && len(l4) < 20 || proto == protoUDP && len(l4) < 8 {
+	case protoTCP, wire.ProtoUDP:
+		if proto == protoTCP && len(l4) < 20 || proto == wire.ProtoUDP && len(l4) < 8 {
 			return false, false
 		}
-		if proto == protoUDP && binary.BigEndian.Uint16(l4[6:]) == 0 {
+		if proto == wire.ProtoUDP && binary.BigEndian.Uint16(l4[6:]) == 0 {
 			return true, false
 		}
 		return csum.Checksum(l4, csum.PseudoV4(ip[12:16], ip[16:20], proto, len(l4))) == 0, true
-	case protoICMP:
+	case wire.ProtoICMP:
 		return csum.Checksum(l4, 0) == 0, true
 	}
 	return false, false
@@ -404,7 +405,7 @@ func fuzzLive(tb testing.TB, fb *fuzzBalancer) live {
 	tb.Helper()
 	for _, w := range []frameSpec{
 		{src: fzClient, dst: fzVIP, sport: 40000, dport: fzTCP, proto: protoTCP, flags: tcpflag.SYN, seq: 1000, opts: synOpts4(5), srcMAC: fzClientM},
-		{src: fzClient, dst: fzVIP, sport: 42000, dport: fzUDP, proto: protoUDP, payload: []byte("query"), srcMAC: fzClientM},
+		{src: fzClient, dst: fzVIP, sport: 42000, dport: fzUDP, proto: wire.ProtoUDP, payload: []byte("query"), srcMAC: fzClientM},
 	} {
 		if v := fb.process(ClientSide, fuzzFrame(w.bytes(), nil)); v != Forward {
 			tb.Fatalf("opening %d: %v", w.sport, v)
@@ -436,7 +437,7 @@ func fuzzSeeds(tb testing.TB) (frames [][]byte, sides []Side) {
 	add(ClientSide, (&frameSpec{src: fzClient, dst: fzVIP, sport: 41000, dport: fzProxy, proto: protoTCP, flags: tcpflag.ACK, seq: 7001, ack: 12345,
 		opts: append([]byte{1}, append(tsOpts(10, 11)[1:], 5, 10, 0, 0, 0, 1, 0, 0, 0, 2, 1, 1, 1)...), payload: []byte("x"), srcMAC: fzClientM}).bytes())
 	add(ClientSide, (&frameSpec{src: fzClient, dst: fzVIP, sport: 41001, dport: fzProxy, proto: protoTCP, flags: tcpflag.ACK, seq: 7001, ack: 12345, payload: []byte("early"), srcMAC: fzClientM}).bytes())
-	add(ClientSide, (&frameSpec{src: fzClient, dst: fzVIP, sport: 42000, dport: fzUDP, proto: protoUDP, payload: []byte("query"), srcMAC: fzClientM}).bytes())
+	add(ClientSide, (&frameSpec{src: fzClient, dst: fzVIP, sport: 42000, dport: fzUDP, proto: wire.ProtoUDP, payload: []byte("query"), srcMAC: fzClientM}).bytes())
 	add(ServerSide, fromServer(l.plain, frameSpec{flags: tcpflag.SYN | tcpflag.ACK, seq: 1, ack: 1001, opts: synOpts4(3)}))
 	add(ServerSide, fromServer(l.plain, frameSpec{flags: tcpflag.ACK, seq: 2, ack: 1019, payload: []byte("HTTP/1.0 200 OK\r\n")}))
 	// The plain connection's timestamps: the server's echo after a SACK
@@ -455,10 +456,10 @@ func fuzzSeeds(tb testing.TB) (frames [][]byte, sides []Side) {
 	copy(q[16:20], l.udp.RIP.Addr().AsSlice())
 	binary.BigEndian.PutUint16(q[20:], l.udp.LIP.Port())
 	binary.BigEndian.PutUint16(q[22:], l.udp.RIP.Port())
-	add(ServerSide, (&frameSpec{src: l.udp.RIP.Addr(), dst: l.udp.LIP.Addr(), proto: protoICMP, icmpType: icmpUnreach, quote: q[:28], srcMAC: fzRouterM}).bytes())
+	add(ServerSide, (&frameSpec{src: l.udp.RIP.Addr(), dst: l.udp.LIP.Addr(), proto: wire.ProtoICMP, icmpType: wire.ICMP4Unreach, quote: q[:28], srcMAC: fzRouterM}).bytes())
 	// The client complains about what the VIP sent it (a time exceeded).
 	cq := (&frameSpec{src: fzVIP, dst: fzClient, sport: fzTCP, dport: 40000, proto: protoTCP, flags: tcpflag.ACK, seq: 1, ack: 1001}).bytes()[14:]
-	add(ClientSide, (&frameSpec{src: fzClient, dst: fzVIP, proto: protoICMP, icmpType: icmpTimeEx, quote: cq[:28], srcMAC: fzClientM}).bytes())
+	add(ClientSide, (&frameSpec{src: fzClient, dst: fzVIP, proto: wire.ProtoICMP, icmpType: wire.ICMP4TimeEx, quote: cq[:28], srcMAC: fzClientM}).bytes())
 	// A TSO super-frame's worth of data on the plain connection.
 	add(ClientSide, (&frameSpec{src: fzClient, dst: fzVIP, sport: 40000, dport: fzTCP, proto: protoTCP, flags: tcpflag.ACK, seq: 1001, ack: 1, payload: make([]byte, 9000), srcMAC: fzClientM}).bytes())
 	return frames, sides
@@ -557,7 +558,7 @@ func FuzzSequence(f *testing.F) {
 					flags: []uint8{tcpflag.SYN, tcpflag.ACK, tcpflag.ACK | tcpflag.PSH, tcpflag.FIN | tcpflag.ACK, tcpflag.RST}[int(rd())%5],
 					seq:   7001, ack: cookies[cport] + 1, opts: tsOpts(uint32(rd()), 1), payload: []byte{rd()}}
 				if port == fzUDP {
-					w.proto, w.opts = protoUDP, nil
+					w.proto, w.opts = wire.ProtoUDP, nil
 				}
 				in := w.bytes()
 				if op == 1 { // mutate: flip a byte past the Ethernet header
@@ -620,7 +621,7 @@ func FuzzSequence(f *testing.F) {
 				}
 				c := conns[int(arg)%len(conns)]
 				q := (&frameSpec{src: c.LIP.Addr(), dst: c.RIP.Addr(), sport: c.LIP.Port(), dport: c.RIP.Port(), proto: uint8(c.Protocol), flags: tcpflag.ACK}).bytes()[14:]
-				in := (&frameSpec{src: c.RIP.Addr(), dst: c.LIP.Addr(), proto: protoICMP, icmpType: icmpUnreach, quote: q[:28], srcMAC: fzRouterM}).bytes()
+				in := (&frameSpec{src: c.RIP.Addr(), dst: c.LIP.Addr(), proto: wire.ProtoICMP, icmpType: wire.ICMP4Unreach, quote: q[:28], srcMAC: fzRouterM}).bytes()
 				fr := fuzzFrame(in, nil)
 				check(t, in, fr, fb.process(ServerSide, fr))
 			}

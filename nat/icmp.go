@@ -1,9 +1,8 @@
 package nat
 
 import (
-	"encoding/binary"
-
 	"github.com/tapvs/tapvs/csum"
+	"github.com/tapvs/tapvs/wire"
 )
 
 // ICMP errors (destination unreachable, fragmentation needed, time exceeded,
@@ -14,9 +13,9 @@ import (
 // addresses of that side. Errors are rare, so checksums are recomputed here
 // rather than kept as deltas.
 func (b *Balancer) icmp(side Side, p *pkt, f *Frame) Verdict {
-	ic := p.b[p.l4:]
-	switch ic[0] {
-	case icmpUnreach, icmpTimeEx, icmpParam:
+	ic := p.icmp()
+	switch ic.Type() {
+	case wire.ICMP4Unreach, wire.ICMP4TimeEx, wire.ICMP4Param:
 	default:
 		return Pass // echo and friends are the stack's
 	}
@@ -25,24 +24,24 @@ func (b *Balancer) icmp(side Side, p *pkt, f *Frame) Verdict {
 		// error would leave as a valid one.
 		return b.Stats.drop(DropBadChecksum)
 	}
-	q := ic[icmpHdrLen:] // the quoted IP header and at least 8 bytes of its payload
-	if len(q) < ipv4MinLen || q[0]>>4 != 4 {
+	q := wire.IPv4(ic.Payload()) // the quoted IP header and at least 8 bytes of its payload
+	if len(q) < wire.IPv4MinLen || q.Version() != 4 {
 		return b.Stats.drop(DropMalformed)
 	}
-	qihl := int(q[0]&0x0f) * 4
-	if qihl < ipv4MinLen || len(q) < qihl+8 {
+	qihl := q.HeaderLen()
+	if qihl < wire.IPv4MinLen || len(q) < qihl+quotedL4 {
 		return b.Stats.drop(DropMalformed)
 	}
-	qproto := q[9]
-	if qproto != protoTCP && qproto != protoUDP {
+	qproto := q.Protocol()
+	if qproto != wire.ProtoTCP && qproto != wire.ProtoUDP {
 		return Pass
 	}
-	ql4 := q[qihl:]
+	ql4 := wire.TCP(q.Payload()) // TCP or UDP: the ports are at the same offsets
 	// The quoted packet went the other way: its source is our side of the
 	// connection, its destination the peer that complains.
 	key := tupleKey{
-		src: v4in16(q[16:20]), dst: v4in16(q[12:16]),
-		sport: binary.BigEndian.Uint16(ql4[2:]), dport: binary.BigEndian.Uint16(ql4[0:]),
+		src: wire.In16(q.Dst()), dst: wire.In16(q.Src()),
+		sport: ql4.DstPort(), dport: ql4.SrcPort(),
 		proto: Protocol(qproto),
 	}
 	c := b.table.lookup(&key)
@@ -55,66 +54,90 @@ func (b *Balancer) icmp(side Side, p *pkt, f *Frame) Verdict {
 	if c.nat64() {
 		return b.icmp4to6(c, side, p, f) // NAT64: the client hears over IPv6 (icmp64.go)
 	}
-	var outerSrc, outerDst, qSrc, qDst *addr16
-	var qSport, qDport uint16
+	to, v := b.icmpPeer(c, side, p.eth())
+	if v != Forward {
+		return v
+	}
+
+	// The quoted transport checksum, if quoted, moves with its pseudo-header.
+	d := csum.Replace(0, q.Src(), wire.In4(to.qSrc))
+	d = csum.Replace(d, q.Dst(), wire.In4(to.qDst))
+	requote(c, side, ql4, qproto, to.qSport, to.qDport, d)
+	copy(q.Src(), wire.In4(to.qSrc))
+	copy(q.Dst(), wire.In4(to.qDst))
+	q.SetChecksum(0)
+	q.SetChecksum(csum.Checksum(q[:qihl], 0))
+
+	ip := p.ip4()
+	copy(ip.Src(), wire.In4(to.outerSrc))
+	copy(ip.Dst(), wire.In4(to.outerDst))
+	ip.SetChecksum(0)
+	ip.SetChecksum(csum.Checksum(ip[:p.l4-p.l3], 0))
+	ic.SetChecksum(0)
+	ic.SetChecksum(csum.Checksum(ic, 0))
+	f.Len = len(p.b)
+	f.plain()
+	return Forward
+}
+
+// quotedL4 is how much of the transport header an ICMP error quotes at
+// least (RFC 792): the ports, and TCP's sequence number.
+const quotedL4 = 8
+
+// icmpTo is where an ICMP error about a connection goes: the outer
+// addresses it leaves with, and the addresses and ports of the quoted
+// packet as the peer that hears it sent it.
+type icmpTo struct {
+	outerSrc, outerDst, qSrc, qDst *addr16
+	qSport, qDport                 uint16
+}
+
+// icmpPeer is icmp's and icmp6's choice of the peer on the other side of
+// connection c from side, e addressed to it. The verdict is Forward, or a
+// drop while the server side's next hop is not resolved.
+func (b *Balancer) icmpPeer(c *Conn, side Side, e wire.Ether) (icmpTo, Verdict) {
 	if side == ClientSide {
 		// The client complains about VIP -> client; the server sent RIP -> LIP.
 		mac := c.dest.mac.Load()
 		if mac == 0 {
 			b.link.Resolve(c.dest)
-			return b.Stats.drop(DropNoNeighbor)
+			return icmpTo{}, b.Stats.drop(DropNoNeighbor)
 		}
-		outerSrc, outerDst = &c.out.dst, &c.out.src
-		qSrc, qDst, qSport, qDport = &c.out.src, &c.out.dst, c.out.sport, c.out.dport
-		putMAC(p.b[0:6], mac)
-		copy(p.b[6:12], b.cfg.ServerMAC[:])
-	} else {
-		// A server or router complains about LIP -> RIP; the client sent
-		// client -> VIP, and hears from the VIP.
-		outerSrc, outerDst = &c.in.dst, &c.in.src
-		qSrc, qDst, qSport, qDport = &c.in.src, &c.in.dst, c.in.sport, c.in.dport
-		copy(p.b[0:6], c.clientMAC[:])
-		copy(p.b[6:12], b.cfg.ClientMAC[:])
+		b.toServer(e, mac)
+		return icmpTo{&c.out.dst, &c.out.src, &c.out.src, &c.out.dst, c.out.sport, c.out.dport}, Forward
 	}
+	// A server or router complains about LIP -> RIP; the client sent
+	// client -> VIP, and hears from the VIP.
+	b.toClient(e, c)
+	return icmpTo{&c.in.dst, &c.in.src, &c.in.src, &c.in.dst, c.in.sport, c.in.dport}, Forward
+}
 
-	// The quoted transport checksum, if quoted, moves with its pseudo-header.
-	d := csum.Replace(0, q[12:16], qSrc[12:])
-	d = csum.Replace(d, q[16:20], qDst[12:])
-	d = csum.Replace16(d, binary.BigEndian.Uint16(ql4[0:]), qSport)
-	d = csum.Replace16(d, binary.BigEndian.Uint16(ql4[2:]), qDport)
-	if qproto == protoTCP {
+// requote turns the quoted transport header ql4 (as much of it as is
+// quoted, at least 8 bytes) of protocol proto into the one its sender sent:
+// ports sport -> dport, the sequence number as quotedSeq says for an error
+// from side, and its checksum adjusted by acc (the pseudo-header's change)
+// plus those changes.
+func requote(c *Conn, side Side, ql4 wire.TCP, proto uint8, sport, dport uint16, acc uint32) {
+	acc = csum.Replace16(acc, ql4.SrcPort(), sport)
+	acc = csum.Replace16(acc, ql4.DstPort(), dport)
+	if proto == wire.ProtoTCP {
 		// The quoted sequence number is the one its sender's peer saw: a
 		// stack matches an error to its connection by it (Linux ignores
 		// one outside what it has in flight), so it goes back to the
 		// sender's own.
-		if seq := binary.BigEndian.Uint32(ql4[4:]); quotedSeq(c, side, seq) != seq {
-			d = csum.Put32At(d, ql4, 4, quotedSeq(c, side, seq))
+		if seq := ql4.Seq(); quotedSeq(c, side, seq) != seq {
+			acc = csum.Put32At(acc, ql4, wire.TCPSeqOff, quotedSeq(c, side, seq))
 		}
 	}
-	if off := l4csumOff(qproto); len(ql4) >= off+2 {
-		if qproto == protoUDP {
-			csum.AdjustUDP(ql4[off:], csum.Fold(d))
+	if off := l4csumOff(proto); len(ql4) >= off+2 {
+		if proto == wire.ProtoUDP {
+			csum.AdjustUDP(ql4[off:], csum.Fold(acc))
 		} else {
-			csum.Adjust(ql4[off:], csum.Fold(d))
+			csum.Adjust(ql4[off:], csum.Fold(acc))
 		}
 	}
-	copy(q[12:16], qSrc[12:])
-	copy(q[16:20], qDst[12:])
-	binary.BigEndian.PutUint16(ql4[0:], qSport)
-	binary.BigEndian.PutUint16(ql4[2:], qDport)
-	q[10], q[11] = 0, 0
-	binary.BigEndian.PutUint16(q[10:], csum.Checksum(q[:qihl], 0))
-
-	ip := p.b[p.l3:p.l4]
-	copy(ip[12:16], outerSrc[12:])
-	copy(ip[16:20], outerDst[12:])
-	ip[10], ip[11] = 0, 0
-	binary.BigEndian.PutUint16(ip[10:], csum.Checksum(ip, 0))
-	ic[2], ic[3] = 0, 0
-	binary.BigEndian.PutUint16(ic[2:], csum.Checksum(ic, 0))
-	f.Len = len(p.b)
-	f.plain()
-	return Forward
+	ql4.SetSrcPort(sport)
+	ql4.SetDstPort(dport)
 }
 
 // quotedSeq is the sequence number the sender of the segment an ICMP

@@ -10,6 +10,7 @@ import (
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
 	"github.com/tapvs/tapvs/csum"
+	"github.com/tapvs/tapvs/wire"
 )
 
 // The IPv6 data path: the lab's IPv6 addressing.
@@ -176,7 +177,7 @@ func withExt6(t testing.TB, f *Frame, kind uint8, body []byte) *Frame {
 	hdr := make([]byte, 2+len(body))
 	hdr[0] = b[14+6] // the old next header
 	hdr[1] = byte(len(hdr)/8 - 1)
-	if kind == ip6Fragment {
+	if kind == wire.IP6Fragment {
 		hdr[1] = 0
 	}
 	copy(hdr[2:], body)
@@ -198,18 +199,18 @@ func TestIPv6ExtensionHeaders(t *testing.T) {
 		want Verdict
 		drop string
 	}{
-		{"hop-by-hop", withExt6(t, syn(), ip6HopByHop, pad6), Forward, ""},
-		{"destination options", withExt6(t, syn(), ip6DestOpts, pad6), Forward, ""},
-		{"routing, no segments left", withExt6(t, syn(), ip6Routing, []byte{0, 0, 0, 0, 0, 0}), Forward, ""},
-		{"routing, segments left", withExt6(t, syn(), ip6Routing, []byte{0, 1, 0, 0, 0, 0}), Drop, "ipv6_ext_header"},
-		{"fragment", withExt6(t, syn(), ip6Fragment, []byte{0, 1, 0, 0, 0, 1}), Drop, "fragment"},
-		{"atomic fragment", withExt6(t, syn(), ip6Fragment, []byte{0, 0, 0, 0, 0, 1}), Drop, "fragment"},
-		{"AH", withExt6(t, syn(), ip6AH, pad6), Drop, "ipv6_ext_header"},
+		{"hop-by-hop", withExt6(t, syn(), wire.IP6HopByHop, pad6), Forward, ""},
+		{"destination options", withExt6(t, syn(), wire.IP6DestOpts, pad6), Forward, ""},
+		{"routing, no segments left", withExt6(t, syn(), wire.IP6Routing, []byte{0, 0, 0, 0, 0, 0}), Forward, ""},
+		{"routing, segments left", withExt6(t, syn(), wire.IP6Routing, []byte{0, 1, 0, 0, 0, 0}), Drop, "ipv6_ext_header"},
+		{"fragment", withExt6(t, syn(), wire.IP6Fragment, []byte{0, 1, 0, 0, 0, 1}), Drop, "fragment"},
+		{"atomic fragment", withExt6(t, syn(), wire.IP6Fragment, []byte{0, 0, 0, 0, 0, 1}), Drop, "fragment"},
+		{"AH", withExt6(t, syn(), wire.IP6AH, pad6), Drop, "ipv6_ext_header"},
 	}
 	// Nine hop-by-hop headers: past the walk's bound.
 	many := syn()
-	for range ip6MaxExt + 1 {
-		many = withExt6(t, many, ip6DestOpts, pad6)
+	for range wire.IP6MaxExt + 1 {
+		many = withExt6(t, many, wire.IP6DestOpts, pad6)
 	}
 	cases = append(cases, struct {
 		name string
@@ -218,7 +219,7 @@ func TestIPv6ExtensionHeaders(t *testing.T) {
 		drop string
 	}{"too many headers", many, Drop, "ipv6_ext_header"})
 	// A header whose length runs past the packet.
-	long := withExt6(t, syn(), ip6DestOpts, pad6)
+	long := withExt6(t, syn(), wire.IP6DestOpts, pad6)
 	long.Bytes()[54+1] = 200
 	cases = append(cases, struct {
 		name string
@@ -320,7 +321,7 @@ func TestIPv6PacketTooBig(t *testing.T) {
 	out := big.Bytes()
 	sent := decode(t, big)
 	router := netip.MustParseAddr("fd00:25:84::1")
-	ptb := icmp6Error(t, router, lip6, macGateway, icmp6TooBig, 0, 1280, out[14:14+1280-40-8])
+	ptb := icmp6Error(t, router, lip6, macGateway, wire.ICMP6TooBig, 0, 1280, out[14:14+1280-40-8])
 	if v := r.b.Process(ServerSide, ptb); v != Forward {
 		t.Fatalf("PTB verdict %v, drops %v", v, r.b.Stats.Drops())
 	}
@@ -330,7 +331,7 @@ func TestIPv6PacketTooBig(t *testing.T) {
 	}
 	pk := gopacket.NewPacket(ptb.Bytes(), layers.LayerTypeEthernet, gopacket.Default)
 	ic := pk.Layer(layers.LayerTypeICMPv6).(*layers.ICMPv6)
-	if ic.TypeCode.Type() != icmp6TooBig || binary.BigEndian.Uint32(ic.Payload) != 1280 {
+	if ic.TypeCode.Type() != wire.ICMP6TooBig || binary.BigEndian.Uint32(ic.Payload) != 1280 {
 		t.Fatalf("ICMPv6 %v, MTU %d", ic.TypeCode, binary.BigEndian.Uint32(ic.Payload))
 	}
 	q := ic.Payload[4:]
@@ -351,7 +352,7 @@ func TestIPv6PacketTooBig(t *testing.T) {
 	if v := r.b.Process(ServerSide, back); v != Forward {
 		t.Fatal(v)
 	}
-	un := icmp6Error(t, client6, vip6, macClient, icmp6Unreach, 4, 0, back.Bytes()[14:])
+	un := icmp6Error(t, client6, vip6, macClient, wire.ICMP6Unreach, 4, 0, back.Bytes()[14:])
 	if v := r.b.Process(ClientSide, un); v != Forward {
 		t.Fatalf("unreachable verdict %v, drops %v", v, r.b.Stats.Drops())
 	}
@@ -362,11 +363,11 @@ func TestIPv6PacketTooBig(t *testing.T) {
 
 	// An error about no connection, from the client: counted.
 	stray := frame(t, pktSpec{src: vip6, dst: client6, sport: 80, dport: 1, proto: TCP, ack: true, srcMAC: macClient})
-	if v := r.b.Process(ClientSide, icmp6Error(t, client6, vip6, macClient, icmp6Unreach, 4, 0, stray.Bytes()[14:])); v != Drop || r.b.Stats.Drops()["icmp_no_conn"] != 1 {
+	if v := r.b.Process(ClientSide, icmp6Error(t, client6, vip6, macClient, wire.ICMP6Unreach, 4, 0, stray.Bytes()[14:])); v != Drop || r.b.Stats.Drops()["icmp_no_conn"] != 1 {
 		t.Fatalf("stray error: %v, drops %v", v, r.b.Stats.Drops())
 	}
 	// A quote cut inside its header: malformed.
-	if v := r.b.Process(ServerSide, icmp6Error(t, router, lip6, macGateway, icmp6TooBig, 0, 1280, out[14:14+30])); v != Drop || r.b.Stats.Drops()["malformed"] != 1 {
+	if v := r.b.Process(ServerSide, icmp6Error(t, router, lip6, macGateway, wire.ICMP6TooBig, 0, 1280, out[14:14+30])); v != Drop || r.b.Stats.Drops()["malformed"] != 1 {
 		t.Fatalf("short quote: %v, drops %v", v, r.b.Stats.Drops())
 	}
 }
@@ -550,10 +551,10 @@ func FuzzProcess6(f *testing.F) {
 	syn := frame(f, pktSpec{src: client6, dst: vip6, sport: 40001, dport: 80, proto: TCP, syn: true, payload: []byte("x"), srcMAC: macClient})
 	pad6 := []byte{1, 4, 0, 0, 0, 0}
 	add(syn)
-	add(withExt6(f, syn, ip6HopByHop, pad6))
-	add(withExt6(f, syn, ip6Routing, []byte{0, 1, 0, 0, 0, 0}))
-	add(withExt6(f, syn, ip6Fragment, []byte{0, 1, 0, 0, 0, 1}))
-	add(icmp6Error(f, netip.MustParseAddr("fd00:25:84::1"), lip6, macGateway, icmp6TooBig, 0, 1280, syn.Bytes()[14:]))
+	add(withExt6(f, syn, wire.IP6HopByHop, pad6))
+	add(withExt6(f, syn, wire.IP6Routing, []byte{0, 1, 0, 0, 0, 0}))
+	add(withExt6(f, syn, wire.IP6Fragment, []byte{0, 1, 0, 0, 0, 1}))
+	add(icmp6Error(f, netip.MustParseAddr("fd00:25:84::1"), lip6, macGateway, wire.ICMP6TooBig, 0, 1280, syn.Bytes()[14:]))
 	for _, s := range seeds {
 		f.Add(uint8(0), s)
 		f.Add(uint8(1), s)
@@ -575,7 +576,7 @@ func FuzzProcess6(f *testing.F) {
 			return
 		}
 		out := fr.Bytes()
-		if len(out) < 54 || binary.BigEndian.Uint16(out[12:]) != etherIPv6 {
+		if len(out) < 54 || binary.BigEndian.Uint16(out[12:]) != wire.EtherIPv6 {
 			t.Fatalf("forwarded a frame that is not IPv6: % x", out[:min(len(out), 20)])
 		}
 		if verified && !l4Verifies6(out) {
@@ -586,22 +587,22 @@ func FuzzProcess6(f *testing.F) {
 
 // l4Verifies6 reports whether an IPv6 frame's transport (or ICMPv6)
 // checksum verifies, past any extension headers (walked with the data
-// path's walk6, whose own checks are TestIPv6ExtensionHeaders'); false
+// path's wire.Walk6, whose own checks are TestIPv6ExtensionHeaders'); false
 // for anything else.
 func l4Verifies6(b []byte) bool {
-	if len(b) < 54 || binary.BigEndian.Uint16(b[12:]) != etherIPv6 || b[14]>>4 != 6 {
+	if len(b) < 54 || binary.BigEndian.Uint16(b[12:]) != wire.EtherIPv6 || b[14]>>4 != 6 {
 		return false
 	}
 	n := int(binary.BigEndian.Uint16(b[18:]))
 	if n == 0 || 54+n > len(b) {
 		return false
 	}
-	w := walk6(b[:54+n], b[20], 54)
-	if w.bad || w.frag || (w.proto != 6 && w.proto != 17 && w.proto != 58) {
+	w := wire.Walk6(b[:54+n], b[20], 54)
+	if w.Bad || w.Frag || (w.Proto != 6 && w.Proto != 17 && w.Proto != 58) {
 		return false
 	}
-	l4 := b[w.l4 : 54+n]
-	return csum.Checksum(l4, pseudo6(b[22:38], b[38:54], w.proto, len(l4))) == 0
+	l4 := b[w.L4 : 54+n]
+	return csum.Checksum(l4, pseudo6(b[22:38], b[38:54], w.Proto, len(l4))) == 0
 }
 
 // TestIPv6TOA: an IPv6 client's address reaches the server in DPVS's IPv6
@@ -671,8 +672,8 @@ func TestIPv6ReviewFindings(t *testing.T) {
 	// as headers.
 	r := newRig6(t, TCP, "rr", nil)
 	frag := frame(t, pktSpec{src: client6, dst: netip.MustParseAddr("fd00:25:254::77"), sport: 40000, dport: 80, proto: TCP, payload: []byte("x"), srcMAC: macClient})
-	frag = withExt6(t, frag, ip6Fragment, []byte{0, 0x10, 0, 0, 0, 1}) // offset 2 (x8 bytes)
-	frag.Bytes()[54] = ip6DestOpts                                     // what follows claims to be a header
+	frag = withExt6(t, frag, wire.IP6Fragment, []byte{0, 0x10, 0, 0, 0, 1}) // offset 2 (x8 bytes)
+	frag.Bytes()[54] = wire.IP6DestOpts                                     // what follows claims to be a header
 	if v := r.b.Process(ClientSide, frag); v != Pass {
 		t.Fatalf("a later fragment not to a VIP: %v, drops %v", v, nonZero(r.b.Stats.Drops()))
 	}
@@ -692,7 +693,7 @@ func TestIPv6ReviewFindings(t *testing.T) {
 	if v := r.b.Process(ClientSide, in); v != Forward {
 		t.Fatal(v)
 	}
-	ptb := icmp6Error(t, netip.MustParseAddr("fd00:25:84::1"), lip6, macGateway, icmp6TooBig, 0, 1280, in.Bytes()[14:14+200])
+	ptb := icmp6Error(t, netip.MustParseAddr("fd00:25:84::1"), lip6, macGateway, wire.ICMP6TooBig, 0, 1280, in.Bytes()[14:14+200])
 	ptb.Bytes()[54+2] ^= 0x10
 	if v := r.b.Process(ServerSide, ptb); v != Drop || r.b.Stats.Drops()["bad_checksum"] != 1 {
 		t.Fatalf("a corrupted Packet Too Big: %v, drops %v", v, nonZero(r.b.Stats.Drops()))

@@ -1,13 +1,13 @@
 package nat
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
 
 	"github.com/tapvs/tapvs/csum"
 	"github.com/tapvs/tapvs/tun"
+	"github.com/tapvs/tapvs/wire"
 )
 
 // NAT64, as DPVS does it: an IPv6 VIP in front of IPv4 LIPs and real
@@ -31,17 +31,8 @@ import (
 // length and protocol do not (the upper-layer length is the same number in
 // both). The IPv4 header checksum is computed whole: it is 20 bytes.
 
-const (
-	ipFlagDF = 0x4000
-	// nat64MinMTU is IPv6's minimum MTU (RFC 8200 5): a Packet Too Big
-	// never says less, and an ICMPv6 error is no longer than this.
-	nat64MinMTU = 1280
-	// ipv4MinMTU is the least MTU an IPv4 link may have (RFC 791).
-	ipv4MinMTU = 68
-)
-
 // nat64 reports whether the connection translates IPv6 to IPv4.
-func (c *Conn) nat64() bool { return is4(&c.out.src) && !is4(&c.in.src) }
+func (c *Conn) nat64() bool { return wire.Is4(&c.out.src) && !wire.Is4(&c.in.src) }
 
 // replaceAddr adds to acc the change of replacing address old by new in a
 // checksum: both 4 or 16 bytes (FULLNAT, csum.Replace), or one of each
@@ -112,11 +103,11 @@ func (f *Frame) reframe(off, n int) bool {
 // (tcprw.Rewriter's MSSToServer and MSSToClient, set in newRewriter) in
 // the walk that translates them.
 func (b *Balancer) clientMSS64() uint16 {
-	return uint16(max(b.cfg.ClientMTU-ipv6HdrLen-tcpMinLen, ipv4MinMTU))
+	return uint16(max(b.cfg.ClientMTU-wire.IPv6Len-wire.TCPMinLen, wire.IPv4MinMTU))
 }
 
 func (b *Balancer) serverMSS64() uint16 {
-	return uint16(max(b.cfg.ServerMTU-ipv4MinLen-tcpMinLen, ipv4MinMTU))
+	return uint16(max(b.cfg.ServerMTU-wire.IPv4MinLen-wire.TCPMinLen, wire.IPv4MinMTU))
 }
 
 // transport64 finishes the transport header of a packet being translated:
@@ -124,14 +115,14 @@ func (b *Balancer) serverMSS64() uint16 {
 // pseudo-header's change ipDelta alone: the kernel sums the header when it
 // finishes it).
 func transport64(p *pkt, sport, dport, ipDelta, l4Delta uint16) {
-	l4 := p.b[p.l4:]
-	binary.BigEndian.PutUint16(l4[0:], sport)
-	binary.BigEndian.PutUint16(l4[2:], dport)
+	l4 := p.tcp() // UDP's ports and checksum offset are read alike
+	l4.SetSrcPort(sport)
+	l4.SetDstPort(dport)
 	off := l4csumOff(p.proto)
 	switch {
 	case p.partial:
 		csum.AdjustPartial(l4[off:], ipDelta)
-	case p.proto == protoTCP:
+	case p.proto == wire.ProtoTCP:
 		csum.Adjust(l4[off:], l4Delta)
 	default:
 		csum.AdjustUDP(l4[off:], l4Delta)
@@ -148,23 +139,22 @@ func transport64(p *pkt, sport, dport, ipDelta, l4Delta uint16) {
 func (b *Balancer) to4(c *Conn, p *pkt, f *Frame, l4Delta uint16) Verdict {
 	l4len := len(p.b) - p.l4
 	gso := f.VNet.GSOType() &^ tun.VNetGSOECN
-	if ipv4MinLen+l4len > 0xffff || (gso != tun.VNetGSONone && gso != tun.VNetGSOTCPv6) {
+	if wire.IPv4MinLen+l4len > 0xffff || (gso != tun.VNetGSONone && gso != tun.VNetGSOTCPv6) {
 		// A 64 KiB super-frame whose IPv4 total length would overflow,
 		// or a UDP one (UFO) the kernel would cut into IPv4 fragments
 		// that DF forbids.
 		return b.Stats.drop(DropNAT64)
 	}
 	transport64(p, c.out.dport, c.out.sport, c.inIPDelta, l4Delta)
-	ip6 := p.b[p.l3:]
-	tc := ip6[0]<<4 | ip6[1]>>4
-	hlim := ip6[7]
-	d := p.l4 - ethHdrLen - ipv4MinLen // the IPv6 headers' bytes past 20
+	ip6 := p.ip6()
+	tc, hlim := ip6.TrafficClass(), ip6.HopLimit()
+	d := p.l4 - wire.EtherLen - wire.IPv4MinLen // the IPv6 headers' bytes past 20
 	if !f.reframe(f.Off+d, len(p.b)-d) {
 		return b.Stats.drop(DropNAT64)
 	}
-	fb := f.Bytes()
-	binary.BigEndian.PutUint16(fb[12:], etherIPv4)
-	putIPv4(fb[ethHdrLen:], tc, ipv4MinLen+l4len, p.proto, hlim, &c.out.dst, &c.out.src, dfFor(ipv4MinLen+l4len))
+	eth := wire.Ether(f.Bytes())
+	eth.SetType(wire.EtherIPv4)
+	putIPv4(wire.IPv4(eth.Payload()), tc, wire.IPv4MinLen+l4len, p.proto, hlim, &c.out.dst, &c.out.src, dfFor(wire.IPv4MinLen+l4len))
 	if gso != tun.VNetGSONone {
 		f.VNet.SetGSOType(tun.VNetGSOTCPv4)
 		f.VNet.SetHdrLen(f.VNet.HdrLen() - uint16(d))
@@ -172,7 +162,7 @@ func (b *Balancer) to4(c *Conn, p *pkt, f *Frame, l4Delta uint16) Verdict {
 	if f.VNet.NeedsCsum() {
 		f.VNet.SetCsumStart(f.VNet.CsumStart() - d)
 	}
-	p.b, p.l3, p.l4, p.v6 = fb, ethHdrLen, ethHdrLen+ipv4MinLen, false
+	p.b, p.l3, p.l4, p.v6 = eth, wire.EtherLen, wire.EtherLen+wire.IPv4MinLen, false
 	return Forward
 }
 
@@ -185,34 +175,33 @@ func (b *Balancer) to4(c *Conn, p *pkt, f *Frame, l4Delta uint16) Verdict {
 func (b *Balancer) to6(c *Conn, p *pkt, f *Frame, l4Delta uint16) Verdict {
 	l4len := len(p.b) - p.l4
 	gso := f.VNet.GSOType() &^ tun.VNetGSOECN
-	d := ipv6HdrLen - (p.l4 - p.l3) // 20 less the IPv4 options' length
+	d := wire.IPv6Len - (p.l4 - p.l3) // 20 less the IPv4 options' length
 	if (gso != tun.VNetGSONone && gso != tun.VNetGSOTCPv4) || f.Off-d-f.vnetHere() < 0 {
 		return b.Stats.drop(DropNAT64)
 	}
 	if v := b.fits64(c, p, f, gso); v != Forward {
 		return v
 	}
-	l4 := p.b[p.l4:]
-	if p.proto == protoUDP && !p.partial && binary.BigEndian.Uint16(l4[6:]) == 0 {
-		binary.BigEndian.PutUint16(l4[0:], c.in.dport)
-		binary.BigEndian.PutUint16(l4[2:], c.in.sport)
-		ul := int(binary.BigEndian.Uint16(l4[4:])) // l4ok: 8 to l4len
-		sum := csum.Checksum(l4[:ul], csum.PseudoV6(c.in.dst[:], c.in.src[:], protoUDP, ul))
+	if udp := p.udp(); p.proto == wire.ProtoUDP && !p.partial && udp.Checksum() == 0 {
+		udp.SetSrcPort(c.in.dport)
+		udp.SetDstPort(c.in.sport)
+		ul := udp.Length() // l4ok: 8 to l4len
+		sum := csum.Checksum(udp[:ul], csum.PseudoV6(c.in.dst[:], c.in.src[:], wire.ProtoUDP, ul))
 		if sum == 0 {
 			sum = 0xffff // RFC 768: a computed 0 is sent as all ones
 		}
-		binary.BigEndian.PutUint16(l4[6:], sum)
+		udp.SetChecksum(sum)
 	} else {
 		transport64(p, c.in.dport, c.in.sport, c.outIPDelta, l4Delta)
 	}
-	ip := p.b[p.l3:]
-	tos, ttl := ip[1], ip[8]
+	ip := p.ip4()
+	tos, ttl := ip.TOS(), ip.TTL()
 	if !f.reframe(f.Off-d, len(p.b)+d) {
 		return b.Stats.drop(DropNAT64)
 	}
-	fb := f.Bytes()
-	binary.BigEndian.PutUint16(fb[12:], etherIPv6)
-	putIPv6(fb[ethHdrLen:], tos, l4len, p.proto, ttl, &c.in.dst, &c.in.src)
+	eth := wire.Ether(f.Bytes())
+	eth.SetType(wire.EtherIPv6)
+	putIPv6(wire.IPv6(eth.Payload()), tos, l4len, p.proto, ttl, &c.in.dst, &c.in.src)
 	if gso != tun.VNetGSONone {
 		f.VNet.SetGSOType(tun.VNetGSOTCPv6)
 		f.VNet.SetHdrLen(uint16(int(f.VNet.HdrLen()) + d))
@@ -220,7 +209,7 @@ func (b *Balancer) to6(c *Conn, p *pkt, f *Frame, l4Delta uint16) Verdict {
 	if f.VNet.NeedsCsum() {
 		f.VNet.SetCsumStart(f.VNet.CsumStart() + d)
 	}
-	p.b, p.l3, p.l4, p.v6 = fb, ethHdrLen, ethHdrLen+ipv6HdrLen, true
+	p.b, p.l3, p.l4, p.v6 = eth, wire.EtherLen, wire.EtherLen+wire.IPv6Len, true
 	return Forward
 }
 
@@ -239,19 +228,23 @@ func (b *Balancer) to6(c *Conn, p *pkt, f *Frame, l4Delta uint16) Verdict {
 // packet is untouched until here (to6 rewrites nothing before): the quote
 // is what the server sent.
 func (b *Balancer) fits64(c *Conn, p *pkt, f *Frame, gso uint8) Verdict {
-	n := ipv6HdrLen + len(p.b) - p.l4
+	n := wire.IPv6Len + len(p.b) - p.l4
 	if gso == tun.VNetGSOTCPv4 {
-		n = min(n, ipv6HdrLen+int(p.b[p.l4+12]>>4)*4+int(f.VNet.GSOSize()))
+		n = min(n, wire.IPv6Len+p.tcp().HeaderLen()+int(f.VNet.GSOSize()))
 	}
 	if n <= b.cfg.ClientMTU {
 		return Forward
 	}
 	b.Stats.drops[DropNAT64TooBig].Add(1)
-	if binary.BigEndian.Uint16(p.b[p.l3+6:])&ipFlagDF == 0 {
+	if p.ip4().FragField()&wire.IPv4DF == 0 {
 		return Drop
 	}
 	return b.fragNeeded64(c, p, f)
 }
+
+// icmpTTL is the TTL of an ICMP error tapvs makes itself (Linux's
+// default).
+const icmpTTL = 64
 
 // fragNeeded64 rewrites a server packet that fits64 found too big into an
 // ICMPv4 fragmentation needed back to the server, from the LIP it was sent
@@ -259,20 +252,23 @@ func (b *Balancer) fits64(c *Conn, p *pkt, f *Frame, gso uint8) Verdict {
 // ports, and a TCP sequence number the server's stack checks). The next-hop
 // MTU is the largest IPv4 packet that fits once translated.
 func (b *Balancer) fragNeeded64(c *Conn, p *pkt, f *Frame) Verdict {
-	const at = ethHdrLen + ipv4MinLen + icmpHdrLen // where the quote goes
-	qlen := p.l4 - p.l3 + 8
+	const at = wire.EtherLen + wire.IPv4MinLen + wire.ICMPLen // where the quote goes
+	qlen := p.l4 - p.l3 + quotedL4
 	if len(p.b) < at+qlen { // cannot be: the packet is larger than an MTU
 		return Drop
 	}
 	copy(p.b[at:at+qlen], p.b[p.l3:p.l3+qlen]) // overlapping: copy moves
-	copy(p.b[0:6], p.b[6:12])                  // back to the server's next hop
-	copy(p.b[6:12], b.cfg.ServerMAC[:])
-	binary.BigEndian.PutUint16(p.b[12:], etherIPv4)
-	putIPv4(p.b[ethHdrLen:], 0, ipv4MinLen+icmpHdrLen+qlen, protoICMP, 64, &c.out.dst, &c.out.src, false)
-	ic := p.b[ethHdrLen+ipv4MinLen : at+qlen]
-	ic[0], ic[1], ic[2], ic[3] = icmpUnreach, 4, 0, 0 // fragmentation needed
-	binary.BigEndian.PutUint32(ic[4:], uint32(b.cfg.ClientMTU-(ipv6HdrLen-ipv4MinLen)))
-	binary.BigEndian.PutUint16(ic[2:], csum.Checksum(ic, 0))
+	eth := p.eth()
+	eth.SetMACs(eth.Src(), b.cfg.ServerMAC[:]) // back to the server's next hop
+	eth.SetType(wire.EtherIPv4)
+	ip := wire.IPv4(eth.Payload())
+	putIPv4(ip, 0, wire.IPv4MinLen+wire.ICMPLen+qlen, wire.ProtoICMP, icmpTTL, &c.out.dst, &c.out.src, false)
+	ic := wire.ICMP(ip[wire.IPv4MinLen : wire.IPv4MinLen+wire.ICMPLen+qlen])
+	ic.SetType(wire.ICMP4Unreach)
+	ic.SetCode(wire.ICMP4FragNeeded)
+	ic.SetChecksum(0)
+	ic.SetRest(uint32(b.cfg.ClientMTU - (wire.IPv6Len - wire.IPv4MinLen)))
+	ic.SetChecksum(csum.Checksum(ic, 0))
 	f.reframe(f.Off, at+qlen) // shorter, in place: cannot fail
 	f.plain()
 	return Reply

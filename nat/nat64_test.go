@@ -12,6 +12,7 @@ import (
 	"github.com/google/gopacket/layers"
 	"github.com/tapvs/tapvs/csum"
 	"github.com/tapvs/tapvs/tun"
+	"github.com/tapvs/tapvs/wire"
 )
 
 // NAT64: an IPv6 VIP in front of IPv4 LIPs and real servers.
@@ -187,7 +188,7 @@ func TestNAT64HeadersDropped(t *testing.T) {
 	r := newRig64(t, TCP, nil)
 	pad6 := []byte{1, 4, 0, 0, 0, 0}
 	syn := frame(t, pktSpec{src: client6, dst: vip64, sport: 40000, dport: 80, proto: TCP, syn: true, payload: []byte("x"), srcMAC: macClient})
-	syn = withExt6(t, withExt6(t, syn, ip6HopByHop, pad6), ip6Routing, []byte{0, 0, 0, 0, 0, 0})
+	syn = withExt6(t, withExt6(t, syn, wire.IP6HopByHop, pad6), wire.IP6Routing, []byte{0, 0, 0, 0, 0, 0})
 	off0 := syn.Off
 	if v := r.b.Process(ClientSide, syn); v != Forward {
 		t.Fatalf("%v %v", v, nonZero(r.b.Stats.Drops()))
@@ -663,7 +664,7 @@ func TestNAT64ICMPFromClient(t *testing.T) {
 			// (as FULLNAT's does); the transport checksum must verify over
 			// what is quoted, whole here.
 			want := append([]byte(nil), sent...)
-			binary.BigEndian.PutUint32(want[4:], ipFlagDF)
+			binary.BigEndian.PutUint32(want[4:], wire.IPv4DF)
 			want[10], want[11] = q[10], q[11]
 			want[20+8], want[20+9], want[20+10], want[20+11] = q[20+8], q[20+9], q[20+10], q[20+11]
 			want[20+16], want[20+17] = q[20+16], q[20+17]
@@ -681,7 +682,7 @@ func TestNAT64ICMPFromClient(t *testing.T) {
 	r.b.Process(ServerSide, back)
 	// A quote with an extension header: the quoted IPv4 packet's length
 	// leaves it out, as the translation of the packet itself would.
-	e := icmp6Error(t, client6, vip64, macClient, icmp6Unreach, 4, 0, withExt6(t, back, ip6DestOpts, []byte{1, 4, 0, 0, 0, 0}).Bytes()[14:])
+	e := icmp6Error(t, client6, vip64, macClient, wire.ICMP6Unreach, 4, 0, withExt6(t, back, wire.IP6DestOpts, []byte{1, 4, 0, 0, 0, 0}).Bytes()[14:])
 	if v := r.b.Process(ClientSide, e); v != Forward {
 		t.Fatalf("quote with a header: %v %v", v, nonZero(r.b.Stats.Drops()))
 	}
@@ -856,12 +857,12 @@ func FuzzProcess64(f *testing.F) {
 			add(icmp4Err(f, rs1, 3, 4, 1400, in.Bytes()[14:]))
 		}
 		if r.b.Process(ServerSide, back) == Forward {
-			add(icmp6Error(f, client6, vip64, macClient, icmp6TooBig, 0, 1400, back.Bytes()[14:]))
+			add(icmp6Error(f, client6, vip64, macClient, wire.ICMP6TooBig, 0, 1400, back.Bytes()[14:]))
 		}
 	}
 	syn := frame(f, pktSpec{src: client6, dst: vip64, sport: 40001, dport: 80, proto: TCP, syn: true, opts: []layers.TCPOption{mssOpt(9000)}, payload: []byte("x"), srcMAC: macClient})
 	add(syn)
-	add(withExt6(f, syn, ip6HopByHop, []byte{1, 4, 0, 0, 0, 0}))
+	add(withExt6(f, syn, wire.IP6HopByHop, []byte{1, 4, 0, 0, 0, 0}))
 	for _, s := range seeds {
 		f.Add(uint8(0), s)
 		f.Add(uint8(1), s)
@@ -892,7 +893,7 @@ func check64(t *testing.T, ctl uint8, raw []byte) {
 		// A fragmentation needed to the server: IPv4, ICMP, checksums
 		// right, the quote a header and 8 bytes.
 		out := fr.Bytes()
-		if len(out) < 14+20+8+28 || len(out) > 14+20+8+60+8 || binary.BigEndian.Uint16(out[12:]) != etherIPv4 || out[23] != protoICMP ||
+		if len(out) < 14+20+8+28 || len(out) > 14+20+8+60+8 || binary.BigEndian.Uint16(out[12:]) != wire.EtherIPv4 || out[23] != wire.ProtoICMP ||
 			csum.Checksum(out[14:34], 0) != 0 || csum.Checksum(out[34:], 0) != 0 || out[34] != 3 || out[35] != 4 {
 			t.Fatalf("answered with a frame that is not a fragmentation needed: % x", out)
 		}
@@ -903,7 +904,7 @@ func check64(t *testing.T, ctl uint8, raw []byte) {
 	}
 	out := fr.Bytes()
 	if side == ClientSide {
-		if len(out) < 34 || binary.BigEndian.Uint16(out[12:]) != etherIPv4 || csum.Checksum(out[14:34], 0) != 0 {
+		if len(out) < 34 || binary.BigEndian.Uint16(out[12:]) != wire.EtherIPv4 || csum.Checksum(out[14:34], 0) != 0 {
 			t.Fatalf("forwarded a frame that is not IPv4 with a right header: % x", out[:min(len(out), 40)])
 		}
 		if ok, has := l4Verifies(out); verified && has && !ok {
@@ -911,7 +912,7 @@ func check64(t *testing.T, ctl uint8, raw []byte) {
 		}
 		return
 	}
-	if len(out) < 54 || binary.BigEndian.Uint16(out[12:]) != etherIPv6 {
+	if len(out) < 54 || binary.BigEndian.Uint16(out[12:]) != wire.EtherIPv6 {
 		t.Fatalf("forwarded a frame that is not IPv6: % x", out[:min(len(out), 40)])
 	}
 	// A UDP datagram without a checksum gets one: it verifies whatever came in.
@@ -922,7 +923,7 @@ func check64(t *testing.T, ctl uint8, raw []byte) {
 
 // udpNoChecksum reports an IPv4 UDP frame with checksum 0.
 func udpNoChecksum(b []byte) bool {
-	if len(b) < 34 || binary.BigEndian.Uint16(b[12:]) != etherIPv4 || b[14+9] != protoUDP {
+	if len(b) < 34 || binary.BigEndian.Uint16(b[12:]) != wire.EtherIPv4 || b[14+9] != wire.ProtoUDP {
 		return false
 	}
 	ihl := int(b[14]&0xf) * 4
@@ -954,13 +955,13 @@ func TestNAT64ICMPUDP(t *testing.T) {
 	if v := r.b.Process(ServerSide, back); v != Forward {
 		t.Fatal(v)
 	}
-	e = icmp6Error(t, client6, vip64, macClient, icmp6Unreach, 4, 0, back.Bytes()[14:])
+	e = icmp6Error(t, client6, vip64, macClient, wire.ICMP6Unreach, 4, 0, back.Bytes()[14:])
 	if v := r.b.Process(ClientSide, e); v != Forward {
 		t.Fatalf("%v %v", v, nonZero(r.b.Stats.Drops()))
 	}
 	q := e.Bytes()[34+8:]
 	if e.Bytes()[34] != 3 || e.Bytes()[35] != 3 || binary.BigEndian.Uint16(q[20:]) != 8080 || binary.BigEndian.Uint16(q[22:]) != lport ||
-		csum.Checksum(q[20:], csum.PseudoV4(q[12:16], q[16:20], protoUDP, len(q)-20)) != 0 || addr4(q[12:16]) != rip || addr4(q[16:20]) != lip1 {
+		csum.Checksum(q[20:], csum.PseudoV4(q[12:16], q[16:20], wire.ProtoUDP, len(q)-20)) != 0 || addr4(q[12:16]) != rip || addr4(q[16:20]) != lip1 {
 		t.Fatalf("ICMPv4 %d/%d quoting % x", e.Bytes()[34], e.Bytes()[35], q)
 	}
 }

@@ -1,10 +1,9 @@
 package nat
 
 import (
-	"encoding/binary"
-
 	"github.com/tapvs/tapvs/csum"
 	"github.com/tapvs/tapvs/tun"
+	"github.com/tapvs/tapvs/wire"
 )
 
 // Frame is an Ethernet frame in a reader's buffer. The bytes before Off are
@@ -76,37 +75,13 @@ func (f *Frame) releasable() []byte {
 // Bytes is the frame as it goes on the wire.
 func (f *Frame) Bytes() []byte { return f.Buf[f.Off : f.Off+f.Len] }
 
+// Names the TCP rewriter's files (seq.go, toa.go, proxy.go, nat64.go's MSS
+// clamp) still use, from before package wire: they go when those files
+// read wire's.
 const (
-	ethHdrLen   = 14
-	etherIPv4   = 0x0800
-	etherIPv6   = 0x86dd
-	ipv4MinLen  = 20
-	ipv6HdrLen  = 40
-	protoICMP   = 1
-	protoICMPv6 = 58
-	protoTCP    = 6
-	protoUDP    = 17
-	tcpMinLen   = 20
-	udpHdrLen   = 8
-	icmpHdrLen  = 8
-	ipFlagMF    = 0x2000
-	ipFragMask  = 0x1fff
-	icmpUnreach = 3
-	icmpTimeEx  = 11
-	icmpParam   = 12
-)
-
-// IPv6 extension headers (RFC 8200 4) a packet to a VIP or LIP may carry.
-const (
-	ip6HopByHop = 0
-	ip6Routing  = 43
-	ip6Fragment = 44
-	ip6AH       = 51
-	ip6DestOpts = 60
-	ip6NoNext   = 59
-	// ip6MaxExt bounds the walk: a packet with more extension headers
-	// than this is dropped (RFC 8200 recommends a host accept few).
-	ip6MaxExt = 8
+	tcpMinLen  = wire.TCPMinLen
+	ipv6HdrLen = wire.IPv6Len
+	protoTCP   = wire.ProtoTCP
 )
 
 // pkt is a parsed IPv4 or IPv6 packet inside a frame: offsets into the
@@ -139,7 +114,7 @@ func (p *pkt) l4Valid() bool {
 		// A zero UDP checksum is not allowed over IPv6 (RFC 8200 8.1).
 		return csum.Checksum(l4, csum.PseudoV6(p.src(), p.dst(), p.proto, len(l4))) == 0
 	}
-	if p.proto == protoUDP && binary.BigEndian.Uint16(l4[6:]) == 0 {
+	if p.proto == wire.ProtoUDP && wire.UDP(l4).Checksum() == 0 {
 		return true
 	}
 	return csum.Checksum(l4, csum.PseudoV4(p.src(), p.dst(), p.proto, len(l4))) == 0
@@ -147,13 +122,13 @@ func (p *pkt) l4Valid() bool {
 
 // parseIP parses an IPv4 or IPv6 frame (see parseIPv4, parseIPv6).
 func parseIP(frame []byte, p *pkt) (ok bool, bad bool) {
-	if len(frame) < ethHdrLen {
+	if len(frame) < wire.EtherLen {
 		return false, false
 	}
-	switch binary.BigEndian.Uint16(frame[12:]) {
-	case etherIPv4:
+	switch wire.Ether(frame).Type() {
+	case wire.EtherIPv4:
 		return parseIPv4(frame, p)
-	case etherIPv6:
+	case wire.EtherIPv6:
 		return parseIPv6(frame, p)
 	}
 	return false, false
@@ -164,123 +139,75 @@ func parseIP(frame []byte, p *pkt) (ok bool, bad bool) {
 // whose lengths do not add up (or a jumbogram: payload length 0); a
 // fragment sets frag and a header the rewrite must not cross sets ext.
 func parseIPv6(frame []byte, p *pkt) (ok bool, bad bool) {
-	ip := frame[ethHdrLen:]
-	if len(ip) < ipv6HdrLen || ip[0]>>4 != 6 {
+	ip := wire.IPv6(wire.Ether(frame).Payload())
+	if len(ip) < wire.IPv6Len || ip.Version() != 6 {
 		return true, true
 	}
-	plen := int(binary.BigEndian.Uint16(ip[4:]))
-	if plen == 0 || ipv6HdrLen+plen > len(ip) {
+	plen := ip.PayloadLen()
+	if plen == 0 || wire.IPv6Len+plen > len(ip) {
 		return true, true
 	}
-	if mapped4(ip[8:24]) || mapped4(ip[24:40]) {
+	if wire.Mapped4(ip.Src()) || wire.Mapped4(ip.Dst()) {
 		// The table keeps IPv4 addresses in this form: an IPv6 packet
 		// with one would be taken for IPv4 (RFC 4291 2.5.5.2: it never
 		// appears on the wire).
 		return true, true
 	}
-	p.b = frame[:ethHdrLen+ipv6HdrLen+plen] // drops Ethernet padding
-	p.l3 = ethHdrLen
+	p.b = frame[:wire.EtherLen+wire.IPv6Len+plen] // drops Ethernet padding
+	p.l3 = wire.EtherLen
 	p.v6 = true
-	w := walk6(p.b, ip[6], ethHdrLen+ipv6HdrLen)
-	if w.bad {
+	w := wire.Walk6(p.b, ip.NextHeader(), wire.EtherLen+wire.IPv6Len)
+	if w.Bad {
 		return true, true
 	}
-	p.proto, p.l4, p.frag, p.ext = w.proto, w.l4, w.frag, w.ext
+	p.proto, p.l4, p.frag, p.ext = w.Proto, w.L4, w.Frag, w.Ext
 	return true, false
-}
-
-// mapped4 reports whether a 16-byte address is IPv4-mapped (::ffff:a.b.c.d).
-func mapped4(a []byte) bool { return is4((*addr16)(a)) }
-
-// ext6 is where an IPv6 packet's extension headers end.
-type ext6 struct {
-	proto uint8 // the next header after the last extension header
-	l4    int   // its offset
-	frag  bool  // a fragment header was crossed
-	ext   bool  // a header the rewrite must not cross (see pkt.ext)
-	bad   bool  // an extension header runs past the packet
-}
-
-// walk6 walks the extension headers of the IPv6 packet in b starting with
-// next at off. Each header's length is checked against b before it is
-// read or skipped.
-func walk6(b []byte, next uint8, off int) (w ext6) {
-	for range ip6MaxExt {
-		switch next {
-		case ip6HopByHop, ip6DestOpts, ip6Routing:
-			if len(b)-off < 8 {
-				w.bad = true
-				return w
-			}
-			n := (int(b[off+1]) + 1) * 8
-			if len(b)-off < n {
-				w.bad = true
-				return w
-			}
-			if next == ip6Routing && b[off+3] != 0 {
-				w.ext = true // segments left: the destination is not final
-			}
-			next = b[off]
-			off += n
-		case ip6Fragment:
-			if len(b)-off < 8 {
-				w.bad = true
-				return w
-			}
-			// Whatever follows is a fragment's: the headers after it are
-			// in the first fragment only, so the walk ends here.
-			w.frag = true
-			w.proto, w.l4 = b[off], off+8
-			return w
-		case ip6AH:
-			w.ext = true // it signs the addresses the rewrite changes
-			w.proto, w.l4 = next, off
-			return w
-		default:
-			w.proto, w.l4 = next, off
-			return w
-		}
-	}
-	w.ext = true
-	w.proto, w.l4 = next, off
-	return w
 }
 
 // parseIPv4 validates the Ethernet and IPv4 headers of frame. ok is false for a
 // frame that is not IP (it belongs to the stack); bad is true for an IPv4
 // packet whose header lengths do not add up.
 func parseIPv4(frame []byte, p *pkt) (ok bool, bad bool) {
-	ip := frame[ethHdrLen:]
-	if len(ip) < ipv4MinLen || ip[0]>>4 != 4 {
+	ip := wire.IPv4(wire.Ether(frame).Payload())
+	if len(ip) < wire.IPv4MinLen || ip.Version() != 4 {
 		return true, true
 	}
-	ihl := int(ip[0]&0x0f) * 4
-	total := int(binary.BigEndian.Uint16(ip[2:]))
-	if ihl < ipv4MinLen || total < ihl || total > len(ip) {
+	ihl := ip.HeaderLen()
+	total := ip.TotalLen()
+	if ihl < wire.IPv4MinLen || total < ihl || total > len(ip) {
 		return true, true
 	}
-	fragField := binary.BigEndian.Uint16(ip[6:])
-	p.b = frame[:ethHdrLen+total] // drops Ethernet padding
-	p.l3 = ethHdrLen
-	p.l4 = ethHdrLen + ihl
-	p.proto = ip[9]
-	p.frag = fragField&(ipFlagMF|ipFragMask) != 0
+	p.b = frame[:wire.EtherLen+total] // drops Ethernet padding
+	p.l3 = wire.EtherLen
+	p.l4 = wire.EtherLen + ihl
+	p.proto = ip.Protocol()
+	p.frag = ip.Fragment()
 	return true, false
 }
 
+// The packet's headers, as views from where each starts.
+func (p *pkt) eth() wire.Ether { return wire.Ether(p.b) }
+func (p *pkt) ip4() wire.IPv4  { return wire.IPv4(p.b[p.l3:]) }
+func (p *pkt) ip6() wire.IPv6  { return wire.IPv6(p.b[p.l3:]) }
+func (p *pkt) tcp() wire.TCP   { return wire.TCP(p.b[p.l4:]) }
+func (p *pkt) udp() wire.UDP   { return wire.UDP(p.b[p.l4:]) }
+func (p *pkt) icmp() wire.ICMP { return wire.ICMP(p.b[p.l4:]) }
+
 // dst and src return the addresses as slices of the frame: 4 or 16 bytes.
+// They slice the frame once, at the header's named offsets: they run for
+// every packet, and a view's accessor on a view would slice it twice.
 func (p *pkt) src() []byte {
 	if p.v6 {
-		return p.b[p.l3+8 : p.l3+24]
+		return p.b[p.l3+wire.IPv6SrcOff : p.l3+wire.IPv6DstOff]
 	}
-	return p.b[p.l3+12 : p.l3+16]
+	return p.b[p.l3+wire.IPv4SrcOff : p.l3+wire.IPv4DstOff]
 }
 
 func (p *pkt) dst() []byte {
 	if p.v6 {
-		return p.b[p.l3+24 : p.l3+40]
+		return p.b[p.l3+wire.IPv6DstOff : p.l3+wire.IPv6Len]
 	}
-	return p.b[p.l3+16 : p.l3+20]
+	return p.b[p.l3+wire.IPv4DstOff : p.l3+wire.IPv4MinLen]
 }
 
 // key16 is an address of the packet in the table's form (addr16).
@@ -288,7 +215,7 @@ func (p *pkt) key16(a []byte) (k addr16) {
 	if p.v6 {
 		return addr16(a)
 	}
-	return v4in16(a)
+	return wire.In16(a)
 }
 
 // pseudo is the sum of the packet's pseudo-header for a transport length.
@@ -303,38 +230,38 @@ func (p *pkt) pseudo(proto uint8, length int) uint32 {
 func (p *pkt) l4ok() bool {
 	rest := len(p.b) - p.l4
 	switch p.proto {
-	case protoTCP:
-		if rest < tcpMinLen {
+	case wire.ProtoTCP:
+		if rest < wire.TCPMinLen {
 			return false
 		}
-		off := int(p.b[p.l4+12]>>4) * 4
-		return off >= tcpMinLen && off <= rest
-	case protoUDP:
-		if rest < udpHdrLen {
+		off := p.tcp().HeaderLen()
+		return off >= wire.TCPMinLen && off <= rest
+	case wire.ProtoUDP:
+		if rest < wire.UDPLen {
 			return false
 		}
-		ul := int(binary.BigEndian.Uint16(p.b[p.l4+4:]))
-		return ul >= udpHdrLen && ul <= rest
-	case protoICMP, protoICMPv6:
-		return rest >= icmpHdrLen
+		ul := p.udp().Length()
+		return ul >= wire.UDPLen && ul <= rest
+	case wire.ProtoICMP, wire.ProtoICMPv6:
+		return rest >= wire.ICMPLen
 	}
 	return true
 }
 
-func (p *pkt) sport() uint16 { return binary.BigEndian.Uint16(p.b[p.l4:]) }
-func (p *pkt) dport() uint16 { return binary.BigEndian.Uint16(p.b[p.l4+2:]) }
-func (p *pkt) tcpFlags() uint8 {
-	return p.b[p.l4+13]
-}
+// The transport ports (TCP's and UDP's are at the same offsets) and TCP's
+// flags.
+func (p *pkt) sport() uint16   { return p.tcp().SrcPort() }
+func (p *pkt) dport() uint16   { return p.tcp().DstPort() }
+func (p *pkt) tcpFlags() uint8 { return p.tcp().Flags() }
 
 // l4csum is the offset of the transport checksum, or -1 when there is none to
 // update (UDP over IPv4 may send 0: no checksum).
 func l4csumOff(proto uint8) int {
 	switch proto {
-	case protoTCP:
-		return 16
-	case protoUDP:
-		return 6
+	case wire.ProtoTCP:
+		return wire.TCPCsumOff
+	case wire.ProtoUDP:
+		return wire.UDPCsumOff
 	}
 	return -1
 }

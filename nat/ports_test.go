@@ -4,6 +4,8 @@ import (
 	"net/netip"
 	"sync"
 	"testing"
+
+	"github.com/tapvs/tapvs/wire"
 )
 
 // A port map hands out every port of its range once, in turn from where it
@@ -87,7 +89,7 @@ func TestLastFreePortFound(t *testing.T) {
 	for _, c := range r.b.table.Conns() {
 		if c.LIP.Port() == 20600 {
 			freed = c.LIP
-			r.b.release(r.b.table.lookup(&tupleKey{src: v4in16(client.AsSlice()), dst: v4in16(vip.AsSlice()), sport: c.Client.Port(), dport: 80, proto: UDP}))
+			r.b.release(r.b.table.lookup(&tupleKey{src: wire.In16(client.AsSlice()), dst: wire.In16(vip.AsSlice()), sport: c.Client.Port(), dport: 80, proto: UDP}))
 		}
 	}
 	if !freed.IsValid() {

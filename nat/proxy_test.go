@@ -15,6 +15,7 @@ import (
 	"github.com/tapvs/tapvs/csum"
 	"github.com/tapvs/tapvs/proxyhdr"
 	"github.com/tapvs/tapvs/tun"
+	"github.com/tapvs/tapvs/wire"
 )
 
 // proxyRig is a TCP rig with one real server (rs1) whose service sends
@@ -132,7 +133,7 @@ func proxyPlain(t *testing.T, mode ClientAddr, cport uint16, body string) {
 	r := proxyRig(t, mode, false)
 	var isn uint32 = 0xfffffff0 // wraps
 	var hb [proxyhdr.MaxV1]byte
-	in := tupleKey{src: v4in16(client.AsSlice()), dst: v4in16(vip.AsSlice()), sport: cport, dport: 80, proto: TCP}
+	in := tupleKey{src: wire.In16(client.AsSlice()), dst: wire.In16(vip.AsSlice()), sport: cport, dport: 80, proto: TCP}
 	n := uint32(proxyHeader(mode, &in, hb[:]))
 	cl := func(s pktSpec) *Frame {
 		s.src, s.dst, s.sport, s.dport, s.proto, s.srcMAC = client, vip, cport, 80, TCP, macClient
@@ -391,7 +392,7 @@ func TestProxySynproxy(t *testing.T) {
 			r := proxyRig(t, mode, true)
 			const cport, isn, rsISN = 40000, 5000, 0x7000
 			var hb [proxyhdr.MaxV1]byte
-			in := tupleKey{src: v4in16(client.AsSlice()), dst: v4in16(vip.AsSlice()), sport: cport, dport: 80, proto: TCP}
+			in := tupleKey{src: wire.In16(client.AsSlice()), dst: wire.In16(vip.AsSlice()), sport: cport, dport: 80, proto: TCP}
 			n := uint32(proxyHeader(mode, &in, hb[:]))
 			cl := func(s pktSpec, want Verdict) *Frame {
 				s.src, s.dst, s.sport, s.dport, s.proto, s.srcMAC = client, vip, cport, 80, TCP, macClient

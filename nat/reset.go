@@ -1,10 +1,8 @@
 package nat
 
 import (
-	"encoding/binary"
-
-	"github.com/tapvs/tapvs/synproxy"
 	"github.com/tapvs/tapvs/tcpflag"
+	"github.com/tapvs/tapvs/wire"
 )
 
 // An established TCP connection that times out is ended with an RST to
@@ -49,11 +47,11 @@ const ackValid = 1 << 32
 
 // noteAck records the ack of a TCP segment from direction dir (not an RST,
 // which ends the connection itself). tcp is the whole TCP header (l4ok).
-func (c *Conn) noteAck(dir int, tcp []byte, flags uint8) {
+func (c *Conn) noteAck(dir int, tcp wire.TCP, flags uint8) {
 	if flags&(tcpflag.ACK|tcpflag.RST) != tcpflag.ACK {
 		return
 	}
-	ack := binary.BigEndian.Uint32(tcp[8:])
+	ack := tcp.Ack()
 	v := &c.acks[dir]
 	old := v.Load()
 	if old == ackValid|uint64(ack) || (old != 0 && int32(ack-uint32(old)) < 0) {
@@ -75,7 +73,7 @@ func (b *Balancer) expireResets(c *Conn, st uint32) int {
 	if c.in.proto != TCP || st != stEstablished || (c.sp != nil && !c.sp.Established()) {
 		return 0
 	}
-	var buf [synproxy.MaxFrameLen]byte
+	var buf [wire.MaxFrameLen]byte
 	n := 0
 	seq, ok := c.lastAck(dirIn)
 	if !ok && c.sp != nil {
@@ -84,7 +82,7 @@ func (b *Balancer) expireResets(c *Conn, st uint32) int {
 		seq, ok = c.sp.Cookie+1, true
 	}
 	if ok {
-		seg := synproxy.Segment{
+		seg := wire.Segment{
 			SrcMAC: b.cfg.ClientMAC, DstMAC: c.clientMAC,
 			Src: c.in.dst, Dst: c.in.src, Sport: c.in.dport, Dport: c.in.sport,
 			Seq: seq, Flags: tcpflag.RST,
@@ -100,7 +98,7 @@ func (b *Balancer) expireResets(c *Conn, st uint32) int {
 		seq, ok = c.sp.ClientISN+1, true
 	}
 	if mac := c.dest.mac.Load(); ok && mac != 0 {
-		seg := synproxy.Segment{
+		seg := wire.Segment{
 			SrcMAC: b.cfg.ServerMAC, DstMAC: macBytes(mac),
 			Src: c.out.dst, Dst: c.out.src, Sport: c.out.dport, Dport: c.out.sport,
 			Seq: seq, Flags: tcpflag.RST,

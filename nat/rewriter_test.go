@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/tapvs/tapvs/tcprw"
+	"github.com/tapvs/tapvs/wire"
 )
 
 // The client's reader and the server's translate through a connection's
@@ -38,7 +39,7 @@ func TestRewriterSharedByBothReaders(t *testing.T) {
 		wg.Wait()
 	}
 	conn := func(t *testing.T, r *rig) *Conn {
-		in := tupleKey{src: v4in16(client.AsSlice()), dst: v4in16(vip.AsSlice()), sport: 40000, dport: 80, proto: TCP}
+		in := tupleKey{src: wire.In16(client.AsSlice()), dst: wire.In16(vip.AsSlice()), sport: 40000, dport: 80, proto: TCP}
 		c := r.b.table.lookup(&in)
 		if c == nil {
 			t.Fatal("no connection")

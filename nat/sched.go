@@ -183,8 +183,11 @@ func (s *sourceHash) pick(client *addr16) *Dest {
 	if !s.any {
 		return nil
 	}
-	// IPVS's hash: the address times the golden ratio, top 8 bits.
-	h := binary.BigEndian.Uint32(client[12:]) ^ binary.BigEndian.Uint32(client[8:]) ^
-		binary.BigEndian.Uint32(client[4:]) ^ binary.BigEndian.Uint32(client[0:])
+	// IPVS's hash: the address (its four words folded) times the golden
+	// ratio, top 8 bits.
+	var h uint32
+	for i := 0; i < len(client); i += 4 {
+		h ^= binary.BigEndian.Uint32(client[i:])
+	}
 	return s.buckets[(h*2654435761)>>24]
 }

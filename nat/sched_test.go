@@ -3,6 +3,8 @@ package nat
 import (
 	"net/netip"
 	"testing"
+
+	"github.com/tapvs/tapvs/wire"
 )
 
 // schedDests makes real servers 10.0.0.1, 10.0.0.2, ... in the order given,
@@ -167,7 +169,7 @@ func TestSourceHashBuckets(t *testing.T) {
 		a := netip.MustParseAddr(tc.client)
 		c := addr16(a.As16())
 		if a.Is4() {
-			c = v4in16(a.AsSlice())
+			c = wire.In16(a.AsSlice())
 		}
 		if got, want := s.pick(&c), s.buckets[tc.bucket]; got != want {
 			t.Errorf("client %s: %v, want bucket %d's %v", tc.client, got, tc.bucket, want)

@@ -7,6 +7,7 @@ import (
 
 	"github.com/google/gopacket/layers"
 	"github.com/tapvs/tapvs/csum"
+	"github.com/tapvs/tapvs/wire"
 )
 
 // isn and tsval are the ISN and first TSval of the server side of a
@@ -39,7 +40,7 @@ func TestPlainTCPSequenceOffset(t *testing.T) {
 	after := time.Now()
 	s := decode(t, syn)
 	c := r.b.Table().Conns()[0]
-	out := tupleKey{src: v4in16(rs1.AsSlice()), dst: v4in16(lip1.AsSlice()), sport: 8080, dport: c.LIP.Port(), proto: TCP}
+	out := tupleKey{src: wire.In16(rs1.AsSlice()), dst: wire.In16(lip1.AsSlice()), sport: 8080, dport: c.LIP.Port(), proto: TCP}
 	lo, hi := r.b.isnKey.isn(&out, before), r.b.isnKey.isn(&out, after)
 	if got := s.tcp.Seq; got-lo > hi-lo {
 		t.Fatalf("SYN seq %#x, want tapvs's ISN for the tuple, in [%#x, %#x]", got, lo, hi)
@@ -90,7 +91,7 @@ func TestPlainTCPSequenceOffset(t *testing.T) {
 // unrelated values.
 func TestISNRisesPerTuple(t *testing.T) {
 	k := newISNKey()
-	a := tupleKey{src: v4in16(rs1.AsSlice()), dst: v4in16(lip1.AsSlice()), sport: 8080, dport: 5000, proto: TCP}
+	a := tupleKey{src: wire.In16(rs1.AsSlice()), dst: wire.In16(lip1.AsSlice()), sport: 8080, dport: 5000, proto: TCP}
 	b := a
 	b.dport = 5001
 	t0 := time.Unix(1_700_000_000, 0)
@@ -183,7 +184,7 @@ func TestClientPortReuseGetsAFreshISN(t *testing.T) {
 	s2.syn, s2.seq = true, 5 // a new connection, with an ISN lower than the last one's
 	before := time.Now()
 	second := send(ClientSide, s2).tcp.Seq
-	out := tupleKey{src: v4in16(rs1.AsSlice()), dst: v4in16(lip1.AsSlice()), sport: 8080, dport: c.LIP.Port(), proto: TCP}
+	out := tupleKey{src: wire.In16(rs1.AsSlice()), dst: wire.In16(lip1.AsSlice()), sport: 8080, dport: c.LIP.Port(), proto: TCP}
 	if lo, hi := r.b.isnKey.isn(&out, before), r.b.isnKey.isn(&out, time.Now()); second-lo > hi-lo {
 		t.Fatalf("second SYN seq %#x, want a fresh ISN for the tuple in [%#x, %#x] (the old offset gives %#x)", second, lo, hi, first-1000+5)
 	}
@@ -254,7 +255,7 @@ func TestTimestampsTranslated(t *testing.T) {
 	after := time.Now()
 	c := r.b.Table().Conns()[0]
 	lport := c.LIP.Port()
-	out := tupleKey{src: v4in16(rs1.AsSlice()), dst: v4in16(lip1.AsSlice()), sport: 8080, dport: lport, proto: TCP}
+	out := tupleKey{src: wire.In16(rs1.AsSlice()), dst: wire.In16(lip1.AsSlice()), sport: 8080, dport: lport, proto: TCP}
 	lo, hi := r.b.isnKey.tsval(&out, before), r.b.isnKey.tsval(&out, after)
 	val, ecr, ok := tsOf(syn)
 	if !ok || val-lo > hi-lo || ecr != 0 {

@@ -5,14 +5,16 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+
+	"github.com/tapvs/tapvs/wire"
 )
 
 // Protocol is the transport protocol of a virtual service.
 type Protocol uint8
 
 const (
-	TCP Protocol = protoTCP
-	UDP Protocol = protoUDP
+	TCP = Protocol(wire.ProtoTCP)
+	UDP = Protocol(wire.ProtoUDP)
 )
 
 func (p Protocol) String() string {
@@ -40,24 +42,10 @@ func ParseProtocol(s string) (Protocol, error) {
 // the same bytes netip.Addr.As16 gives.
 type addr16 = [16]byte
 
-// is4 reports whether a is an IPv4 address (::ffff:a.b.c.d).
-func is4(a *addr16) bool {
-	return a[10] == 0xff && a[11] == 0xff && *(*[10]byte)(a[:10]) == [10]byte{}
-}
-
-// wireAddr is the address as it is on the wire: 4 bytes for IPv4, 16 for IPv6.
-func wireAddr(a *addr16) []byte {
-	if is4(a) {
-		return a[12:]
-	}
-	return a[:]
-}
-
-func v4in16(b []byte) (a addr16) {
-	a[10], a[11] = 0xff, 0xff
-	copy(a[12:], b)
-	return a
-}
+// is4 and wireAddr are wire.Is4 and wire.Short under the names toa.go and
+// defence.go still use (theirs to switch).
+func is4(a *addr16) bool        { return wire.Is4(a) }
+func wireAddr(a *addr16) []byte { return wire.Short(a) }
 
 // svcKey finds a virtual service by what a client sends to.
 type svcKey struct {

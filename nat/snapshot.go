@@ -2,10 +2,11 @@ package nat
 
 import (
 	"cmp"
-	"encoding/binary"
 	"net/netip"
 	"slices"
 	"sync/atomic"
+
+	"github.com/tapvs/tapvs/wire"
 )
 
 // serviceSet is an immutable snapshot of what the packet path looks up:
@@ -62,7 +63,8 @@ func (set *serviceSet) hasLIP(a *addr16) bool {
 // does; a lookup for an address no key has (any packet's) finds an empty
 // slot or one other key, whatever it is.
 func hashAddr(a *addr16) uint64 {
-	return mum(binary.LittleEndian.Uint64(a[0:])^0x9e3779b97f4a7c15, binary.LittleEndian.Uint64(a[8:])^0xc2b2ae3d27d4eb4f)
+	hi, lo := wire.Halves(a)
+	return mum(hi^0x9e3779b97f4a7c15, lo^0xc2b2ae3d27d4eb4f)
 }
 
 func hashSvcKey(k *svcKey) uint64 {

@@ -1,7 +1,6 @@
 package nat
 
 import (
-	"encoding/binary"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -81,8 +80,7 @@ func flowOf(k *tupleKey) synproxy.Flow {
 }
 
 func tcpOptions(p *pkt) []byte {
-	tcp := p.b[p.l4:]
-	return tcp[tcpMinLen : int(tcp[12]>>4)*4]
+	return p.tcp().Options()
 }
 
 // synproxyOpen handles a packet to a synproxy VIP with no connection: a SYN
@@ -114,7 +112,7 @@ func (b *Balancer) synAck(key *tupleKey, p *pkt, f *Frame, mss uint16) Verdict {
 	if cfg.WScale < 0 {
 		in.WScale = -1
 	}
-	isn := binary.BigEndian.Uint32(p.b[p.l4+4:])
+	isn := p.tcp().Seq()
 	flow := flowOf(key)
 	cookie, kept := b.sp.cookies.Make(&flow, isn, in)
 	so := synproxy.SynOptions{MSS: mss, WScale: -1, SACKPerm: kept.SACK, TS: kept.TS}
@@ -125,8 +123,8 @@ func (b *Balancer) synAck(key *tupleKey, p *pkt, f *Frame, mss uint16) Verdict {
 		so.TSval, so.TSecr = b.sp.tsNow(), opts.TSval
 	}
 	var ob [20]byte
-	seg := synproxy.Segment{
-		SrcMAC: b.cfg.ClientMAC, DstMAC: [6]byte(p.b[6:12]),
+	seg := wire.Segment{
+		SrcMAC: b.cfg.ClientMAC, DstMAC: [6]byte(p.eth().Src()),
 		Src: key.dst, Dst: key.src, Sport: key.dport, Dport: key.sport,
 		Seq: cookie, Ack: isn + 1, Flags: tcpflag.SYN | tcpflag.ACK, Window: 65535,
 		Opts: ob[:so.Write(ob[:])],
@@ -142,8 +140,8 @@ func (b *Balancer) synAck(key *tupleKey, p *pkt, f *Frame, mss uint16) Verdict {
 // client's ISN and options goes to the chosen real server. If another reader
 // opened the connection first, that one is returned as holder.
 func (b *Balancer) synproxyACK(svc *Service, key tupleKey, p *pkt, f *Frame) (holder *Conn, v Verdict) {
-	tcp := p.b[p.l4:]
-	seq, ack := binary.BigEndian.Uint32(tcp[4:]), binary.BigEndian.Uint32(tcp[8:])
+	tcp := p.tcp()
+	seq, ack := tcp.Seq(), tcp.Ack()
 	flow := flowOf(&key)
 	o, ok := b.sp.cookies.Check(&flow, seq-1, ack-1)
 	if !ok {
@@ -187,12 +185,12 @@ func (b *Balancer) synproxyACK(svc *Service, key tupleKey, p *pkt, f *Frame) (ho
 	b.Stats.synproxyOpened.Add(1)
 
 	so := synproxy.SynOptions{MSS: o.MSS, WScale: o.WScale, SACKPerm: o.SACK, TS: sp.TSOn, TSval: sp.ClientTSval}
-	win := uint32(binary.BigEndian.Uint16(tcp[14:]))
+	win := uint32(tcp.Window())
 	if o.WScale >= 0 && sp.OurWScale >= 0 {
 		win <<= o.WScale // the client's window, scaled, as a SYN's unscaled field
 	}
 	var ob [20]byte
-	seg := synproxy.Segment{
+	seg := wire.Segment{
 		SrcMAC: b.cfg.ServerMAC, DstMAC: macBytes(c.dest.mac.Load()),
 		Src: c.out.dst, Dst: c.out.src, Sport: c.out.dport, Dport: c.out.sport,
 		Seq: seq - 1, Flags: tcpflag.SYN, Window: uint16(min(win, 0xffff)),
@@ -247,7 +245,7 @@ func (b *Balancer) synproxyFromClient(c *Conn, p *pkt, flags uint8, f *Frame) Ve
 	// ToServer changes header fields; a partial checksum does not cover them
 	// yet (the kernel sums the header when it finishes), so only a full one
 	// takes the change.
-	acc, hdr, v := b.synproxyToServer(c, p.b[p.l4:], flags)
+	acc, hdr, v := b.synproxyToServer(c, p.tcp(), flags)
 	if v != Forward {
 		return v
 	}
@@ -259,7 +257,7 @@ func (b *Balancer) synproxyFromClient(c *Conn, p *pkt, flags uint8, f *Frame) Ve
 // the PROXY header first (read before the seq moves). It returns the
 // checksum change and whether the segment carries the header, or the
 // verdict of a drop.
-func (b *Balancer) synproxyToServer(c *Conn, tcp []byte, flags uint8) (acc uint32, hdr bool, v Verdict) {
+func (b *Balancer) synproxyToServer(c *Conn, tcp wire.TCP, flags uint8) (acc uint32, hdr bool, v Verdict) {
 	acc, res, _ := c.sp.Rewriter().Load().ToServer(tcp, uint32(c.inL4Delta))
 	if f := res.Fault(); f != 0 {
 		return 0, false, b.Stats.drop(rewriteDrop(f))
@@ -276,9 +274,9 @@ func (b *Balancer) synproxyReopens(c *Conn, p *pkt, flags uint8) bool {
 		flags&(tcpflag.SYN|tcpflag.RST) != 0 || flags&tcpflag.ACK == 0 || !p.l4Valid() {
 		return false
 	}
-	tcp := p.b[p.l4:]
+	tcp := p.tcp()
 	flow := flowOf(&c.in)
-	_, ok := b.sp.cookies.Check(&flow, binary.BigEndian.Uint32(tcp[4:])-1, binary.BigEndian.Uint32(tcp[8:])-1)
+	_, ok := b.sp.cookies.Check(&flow, tcp.Seq()-1, tcp.Ack()-1)
 	return ok
 }
 
@@ -286,7 +284,7 @@ func (b *Balancer) synproxyReopens(c *Conn, p *pkt, flags uint8) bool {
 // packet and returns the checksum change for the caller's rewrite, or the
 // verdict of a drop: an ACK storm, or options that cannot be translated.
 func (b *Balancer) synproxyToClient(c *Conn, p *pkt, flags uint8) (l4Delta uint16, v Verdict) {
-	tcp := wire.TCP(p.b[p.l4:])
+	tcp := p.tcp()
 	rw := c.sp.Rewriter().Load()
 	if c.pp != nil && flags&tcpflag.ACK != 0 {
 		c.sawAck(rw, tcp.Ack())
@@ -305,7 +303,7 @@ func (b *Balancer) synproxyToClient(c *Conn, p *pkt, flags uint8) (l4Delta uint1
 // synproxyServerHandshake takes the real server's answer to our SYN.
 func (b *Balancer) synproxyServerHandshake(c *Conn, p *pkt, flags uint8, f *Frame) Verdict {
 	sp := c.sp
-	tcp := p.b[p.l4:]
+	tcp := p.tcp()
 	switch {
 	case flags&tcpflag.RST != 0:
 		// Refused: the client, which believes it is connected, gets an RST.
@@ -313,7 +311,7 @@ func (b *Balancer) synproxyServerHandshake(c *Conn, p *pkt, flags uint8, f *Fram
 		f.plain()
 		b.synproxyFail(c)
 		return Forward
-	case flags&(tcpflag.SYN|tcpflag.ACK) == tcpflag.SYN|tcpflag.ACK && binary.BigEndian.Uint32(tcp[8:]) == sp.ClientISN+1:
+	case flags&(tcpflag.SYN|tcpflag.ACK) == tcpflag.SYN|tcpflag.ACK && tcp.Ack() == sp.ClientISN+1:
 		if !p.l4Valid() {
 			return b.Stats.drop(DropBadChecksum) // it would fix the connection's numbers
 		}
@@ -321,7 +319,7 @@ func (b *Balancer) synproxyServerHandshake(c *Conn, p *pkt, flags uint8, f *Fram
 		if !ok {
 			return b.Stats.drop(DropBadOptions)
 		}
-		queue, ok := sp.Establish(binary.BigEndian.Uint32(tcp[4:]), opts)
+		queue, ok := sp.Establish(tcp.Seq(), opts)
 		if !ok {
 			return b.Stats.drop(DropSynproxyState)
 		}
@@ -363,10 +361,10 @@ func (b *Balancer) synproxyServerHandshake(c *Conn, p *pkt, flags uint8, f *Fram
 		// from an earlier connection and answered our SYN with that one's
 		// ACK. As a client's kernel would, end the TIME_WAIT with an RST
 		// carrying that ACK's number, and send the SYN again at once.
-		seg := synproxy.Segment{
+		seg := wire.Segment{
 			SrcMAC: b.cfg.ServerMAC, DstMAC: macBytes(c.dest.mac.Load()),
 			Src: c.out.dst, Dst: c.out.src, Sport: c.out.dport, Dport: c.out.sport,
-			Seq: binary.BigEndian.Uint32(tcp[8:]), Flags: tcpflag.RST,
+			Seq: tcp.Ack(), Flags: tcpflag.RST,
 		}
 		rst := make([]byte, tun.VNetHdrLen+seg.FrameLen())
 		seg.Write(rst[tun.VNetHdrLen:])
@@ -387,9 +385,9 @@ func (b *Balancer) synproxyServerHandshake(c *Conn, p *pkt, flags uint8, f *Fram
 // answer a SYN-ACK with a challenge ACK, and only if it has sent nothing).
 // ok is false when there is nothing to re-send yet.
 func (b *Balancer) proxyResend(c *Conn, p *pkt, flags uint8, f *Frame) (v Verdict, ok bool) {
-	tcp := p.b[p.l4:]
+	tcp := p.tcp()
 	if flags&(tcpflag.SYN|tcpflag.ACK|tcpflag.RST) != tcpflag.SYN|tcpflag.ACK ||
-		binary.BigEndian.Uint32(tcp[8:]) != c.sp.ClientISN+1 || binary.BigEndian.Uint32(tcp[4:]) != c.sp.ServerISN() {
+		tcp.Ack() != c.sp.ClientISN+1 || tcp.Seq() != c.sp.ServerISN() {
 		return 0, false
 	}
 	ack := c.pp.ack.Load()
@@ -404,7 +402,7 @@ func (b *Balancer) proxyResend(c *Conn, p *pkt, flags uint8, f *Frame) (v Verdic
 // clientRST writes into buf an RST from the VIP that the client, which
 // completed its handshake with the cookie, will accept.
 func (b *Balancer) clientRST(c *Conn, buf []byte) int {
-	seg := synproxy.Segment{
+	seg := wire.Segment{
 		SrcMAC: b.cfg.ClientMAC, DstMAC: c.clientMAC,
 		Src: c.in.dst, Dst: c.in.src, Sport: c.in.dport, Dport: c.in.sport,
 		Seq: c.sp.Cookie + 1, Flags: tcpflag.RST,
@@ -451,7 +449,7 @@ func (b *Balancer) synproxyTick() {
 			b.Stats.synRetries.Add(1)
 			b.link.Transmit(ServerSide, syn[tun.VNetHdrLen:])
 		case giveUp:
-			var buf [synproxy.MaxFrameLen]byte
+			var buf [wire.MaxFrameLen]byte
 			b.link.Transmit(ClientSide, buf[:b.clientRST(c, buf[:])])
 			b.synproxyFail(c)
 		}

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/tapvs/tapvs/wire"
 )
 
 // The connection table is split into shards, each with its own lock, so that
@@ -75,8 +77,10 @@ func newTable(max int) *Table {
 // a hash. (A shared hash costs only a trip to the overflow map.)
 func (t *Table) hash(k *tupleKey) uint64 {
 	w := uint64(k.sport)<<24 | uint64(k.dport)<<8 | uint64(k.proto)
-	h := mum(binary.LittleEndian.Uint64(k.src[0:])^t.seed[0], binary.LittleEndian.Uint64(k.src[8:])^t.seed[1])
-	h = mum(h^binary.LittleEndian.Uint64(k.dst[0:])^t.seed[2], binary.LittleEndian.Uint64(k.dst[8:])^t.seed[3])
+	s0, s1 := wire.Halves(&k.src)
+	d0, d1 := wire.Halves(&k.dst)
+	h := mum(s0^t.seed[0], s1^t.seed[1])
+	h = mum(h^d0^t.seed[2], d1^t.seed[3])
 	return mum(h^w, t.seed[4])
 }
 

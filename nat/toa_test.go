@@ -8,6 +8,7 @@ import (
 
 	"github.com/tapvs/tapvs/csum"
 	"github.com/tapvs/tapvs/tun"
+	"github.com/tapvs/tapvs/wire"
 )
 
 // toaRig is a one-server rig whose service adds TOA.
@@ -147,7 +148,7 @@ func TestTOAPlain(t *testing.T) {
 	wantTOA(t, d, cport)
 	// The client's TSval carries the connection's timestamp offset (seq.go),
 	// as without TOA.
-	in := tupleKey{src: v4in16(client.AsSlice()), dst: v4in16(vip.AsSlice()), sport: cport, dport: 80, proto: TCP}
+	in := tupleKey{src: wire.In16(client.AsSlice()), dst: wire.In16(vip.AsSlice()), sport: cport, dport: 80, proto: TCP}
 	off := r.b.table.lookup(&in).rw.Load().TSClient
 	if o := parsedOpts(t, d.tcp); !o.TS || o.TSval != 5+off || o.TSecr != 6 || string(d.tcp.Payload) != "GET / HTTP/1.0\r\n\r\n" {
 		t.Fatalf("the client's options %+v or payload %q changed", o, d.tcp.Payload)

@@ -1,12 +1,12 @@
 package nat
 
 import (
-	"encoding/binary"
 	"sync/atomic"
 
 	"github.com/tapvs/tapvs/csum"
 	"github.com/tapvs/tapvs/proxyhdr"
 	"github.com/tapvs/tapvs/tun"
+	"github.com/tapvs/tapvs/wire"
 )
 
 // A UDP service with ClientAddrProxyV2 puts a PROXY protocol v2 header
@@ -63,7 +63,7 @@ func (b *Balancer) udpProxyV2(p *pkt, f *Frame) Verdict {
 	if p.v6 {
 		n = udpProxyLen6
 	}
-	udpLen := int(binary.BigEndian.Uint16(p.b[p.l4+4:])) // l4ok checked it is within the packet
+	udpLen := p.udp().Length() // l4ok checked it is within the packet
 	mtu := b.cfg.ServerMTU
 	if mtu <= 0 {
 		mtu = defaultServerMTU
@@ -74,7 +74,7 @@ func (b *Balancer) udpProxyV2(p *pkt, f *Frame) Verdict {
 		// would be read as one with a wrong client. Neither is sent.
 		return b.Stats.drop(DropUDPProxyBig)
 	}
-	at := p.l4 + udpHdrLen
+	at := p.l4 + wire.UDPLen
 	src, dst, sport, dport := p.key16(p.src()), p.key16(p.dst()), p.sport(), p.dport()
 	if !f.open(at, n) {
 		// The reader always leaves room (netstack.Headroom); a frame
@@ -84,22 +84,22 @@ func (b *Balancer) udpProxyV2(p *pkt, f *Frame) Verdict {
 	p.b = f.Buf[f.Off : f.Off+len(p.b)+n]
 	hdr := p.b[at : at+n]
 	var sum uint32 // the header's sum, from the values it was written from
-	ip := p.b[p.l3:]
 	if p.v6 {
 		proxyhdr.V2Raw6(hdr, proxyhdr.Datagram, src, dst, sport, dport)
 		sum = proxyhdr.V2Sum6(proxyhdr.Datagram, src, dst, sport, dport)
-		binary.BigEndian.PutUint16(ip[4:], uint16(ipLen+n-ipv6HdrLen))
+		p.ip6().SetPayloadLen(ipLen + n - wire.IPv6Len)
 	} else {
-		s4, d4 := [4]byte(src[12:]), [4]byte(dst[12:])
+		s4, d4 := [4]byte(wire.In4(&src)), [4]byte(wire.In4(&dst))
 		proxyhdr.V2Raw4(hdr, proxyhdr.Datagram, s4, d4, sport, dport)
 		sum = proxyhdr.V2Sum4(proxyhdr.Datagram, s4, d4, sport, dport)
-		binary.BigEndian.PutUint16(ip[2:], uint16(ipLen+n))
-		csum.Adjust(ip[10:], csum.Fold(csum.Replace16(0, uint16(ipLen), uint16(ipLen+n))))
+		ip := p.ip4()
+		ip.SetTotalLen(ipLen + n)
+		csum.Adjust(ip.CsumField(), csum.Fold(csum.Replace16(0, uint16(ipLen), uint16(ipLen+n))))
 	}
 
-	l4 := p.b[p.l4:]
+	udp := p.udp()
 	oldLen, newLen := uint16(udpLen), uint16(udpLen+n)
-	binary.BigEndian.PutUint16(l4[4:], newLen)
+	udp.SetLength(int(newLen))
 	// The length is in the UDP checksum twice: the header's field and the
 	// pseudo-header's.
 	lenDelta := csum.Replace16(0, oldLen, newLen)
@@ -108,13 +108,13 @@ func (b *Balancer) udpProxyV2(p *pkt, f *Frame) Verdict {
 		// The field holds the pseudo-header sum alone (not complemented):
 		// only its length changes; the kernel that finishes the checksum
 		// sums the header and the rest of the datagram.
-		csum.AdjustPartial(l4[6:], csum.Fold(lenDelta))
+		csum.AdjustPartial(udp.CsumField(), csum.Fold(lenDelta))
 	default:
 		// The header starts at an even offset of the datagram (8), so its
 		// 16-bit words line up with the checksum's. AdjustUDP keeps 0 (no
 		// checksum) as 0 and sends a computed 0 as 0xffff.
 		// The header's sum comes from the values it was written from.
-		csum.AdjustUDP(l4[6:], csum.Fold(sum+lenDelta+lenDelta))
+		csum.AdjustUDP(udp.CsumField(), csum.Fold(sum+lenDelta+lenDelta))
 	}
 	b.Stats.udpProxy[f.Queue&(MaxQueues-1)].n.Add(1)
 	return Forward

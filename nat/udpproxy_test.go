@@ -13,6 +13,7 @@ import (
 	proxyproto "github.com/pires/go-proxyproto"
 	"github.com/tapvs/tapvs/csum"
 	"github.com/tapvs/tapvs/tun"
+	"github.com/tapvs/tapvs/wire"
 )
 
 // udpProxyRig is a UDP rig whose service puts a PROXY v2 header before each
@@ -172,7 +173,7 @@ func TestUDPProxyV2PartialChecksum(t *testing.T) {
 	f := udpFrom(t, 40000, []byte("partial"))
 	b := f.Bytes()
 	l4 := b[34 : 14+int(binary.BigEndian.Uint16(b[16:]))]
-	binary.BigEndian.PutUint16(l4[6:], csum.Fold(csum.PseudoV4(b[26:30], b[30:34], protoUDP, len(l4))))
+	binary.BigEndian.PutUint16(l4[6:], csum.Fold(csum.PseudoV4(b[26:30], b[30:34], wire.ProtoUDP, len(l4))))
 	f.VNet = make(tun.VNetHdr, tun.VNetHdrLen)
 	// The virtio-net header sits just before the frame, as a reader puts it.
 	copy(f.Buf[f.Off-tun.VNetHdrLen:], f.VNet)

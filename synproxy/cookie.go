@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/dchest/siphash"
+
+	"github.com/tapvs/tapvs/wire"
 )
 
 // MSSTable is LVS's list of MSS values an IPv4 cookie can carry (4 bits
@@ -53,7 +55,10 @@ const (
 	noWScale   = 0xf
 )
 
-type keys struct{ k [2][2]uint64 }
+type keys struct{ k [2]sipKey }
+
+// sipKey is one SipHash key, its two halves.
+type sipKey struct{ k0, k1 uint64 }
 
 // Cookies makes and checks SYN cookies:
 //
@@ -87,8 +92,8 @@ func (c *Cookies) Rotate() {
 		panic("synproxy: no randomness for cookie keys: " + err.Error())
 	}
 	k := &keys{}
-	for i := range 2 {
-		k.k[i] = [2]uint64{binary.LittleEndian.Uint64(b[16*i:]), binary.LittleEndian.Uint64(b[16*i+8:])}
+	for i := range k.k {
+		k.k[i] = sipKey{binary.LittleEndian.Uint64(b[16*i:]), binary.LittleEndian.Uint64(b[16*i+8:])}
 	}
 	if old := c.cur.Load(); old != nil {
 		c.prev.Store(old)
@@ -107,20 +112,32 @@ type Flow struct {
 // MSSTableOf is the MSS table of f's family: MSSTable when both addresses
 // are IPv4 (as Segment.Write decides), MSSTable6 otherwise.
 func MSSTableOf(f *Flow) []uint16 {
-	if Is4(&f.Src) && Is4(&f.Dst) {
+	if wire.Is4(&f.Src) && wire.Is4(&f.Dst) {
 		return MSSTable[:]
 	}
 	return MSSTable6[:]
 }
 
+// The message a cookie's hash is over: the addresses, the ports, the
+// count (or 0).
+const (
+	hashMsgSrc   = 0
+	hashMsgDst   = 16
+	hashMsgSport = 32
+	hashMsgDport = 34
+	hashMsgCount = 36
+	hashMsgLen   = 40
+)
+
 func (k *keys) hash(f *Flow, count uint32, i int) uint32 {
-	var m [40]byte
-	copy(m[0:16], f.Src[:])
-	copy(m[16:32], f.Dst[:])
-	binary.LittleEndian.PutUint16(m[32:], f.Sport)
-	binary.LittleEndian.PutUint16(m[34:], f.Dport)
-	binary.LittleEndian.PutUint32(m[36:], count)
-	return uint32(siphash.Hash(k.k[i][0], k.k[i][1], m[:]))
+	var m [hashMsgLen]byte
+	copy(m[hashMsgSrc:hashMsgDst], f.Src[:])
+	copy(m[hashMsgDst:hashMsgSport], f.Dst[:])
+	binary.LittleEndian.PutUint16(m[hashMsgSport:], f.Sport)
+	binary.LittleEndian.PutUint16(m[hashMsgDport:], f.Dport)
+	binary.LittleEndian.PutUint32(m[hashMsgCount:], count)
+	key := &k.k[i]
+	return uint32(siphash.Hash(key.k0, key.k1, m[:]))
 }
 
 // Make returns the cookie for a SYN with initial sequence number isn, and

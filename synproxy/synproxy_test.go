@@ -11,6 +11,7 @@ import (
 	"github.com/tapvs/tapvs/tcpflag"
 	"github.com/tapvs/tapvs/tcpopt"
 	"github.com/tapvs/tapvs/tcprw"
+	"github.com/tapvs/tapvs/wire"
 )
 
 var flow = Flow{
@@ -89,7 +90,7 @@ func TestMSSTableOf(t *testing.T) {
 // as 16 bytes, the IPv4 table): fixed keys and minute, a known cookie.
 func TestCookieIPv4Unchanged(t *testing.T) {
 	c := &Cookies{Minute: func() uint32 { return 29000000 }}
-	k := &keys{k: [2][2]uint64{{1, 2}, {3, 4}}}
+	k := &keys{k: [2]sipKey{{1, 2}, {3, 4}}}
 	c.cur.Store(k)
 	c.prev.Store(k)
 	cookie, _ := c.Make(&flow, 0x12345678, Options{MSS: 1460, WScale: 7, SACK: true, TS: true})
@@ -483,8 +484,8 @@ func FuzzCookie(f *testing.F) {
 		var fl Flow
 		copy(fl.Src[:], src)
 		fl.Dst[15], fl.Sport, fl.Dport = 100, sport, 80
-		if Is4(&fl.Src) { // an IPv4 client: an IPv4 VIP, the IPv4 table
-			fl.Dst = Addr4([4]byte{172, 25, 254, 100})
+		if wire.Is4(&fl.Src) { // an IPv4 client: an IPv4 VIP, the IPv4 table
+			fl.Dst = wire.Addr4([4]byte{172, 25, 254, 100})
 		}
 		table := MSSTableOf(&fl)
 		ws = max(ws, -1)

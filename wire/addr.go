@@ -23,3 +23,21 @@ func Addr4(a [4]byte) [16]byte {
 
 // In16 is the 16-byte form of a 4-byte slice.
 func In16(a []byte) [16]byte { return Addr4([4]byte(a)) }
+
+// In4 is the 4 bytes of an IPv4 address in 16-byte form.
+func In4(a *[16]byte) []byte { return a[12:16] }
+
+// Short is the address as the wire carries it: 4 bytes for IPv4, 16 for
+// IPv6.
+func Short(a *[16]byte) []byte {
+	if Is4(a) {
+		return a[12:16]
+	}
+	return a[:]
+}
+
+// Halves is a's two 8-byte words in the machine's order, for hashing an
+// address: two loads, whatever the family.
+func Halves(a *[16]byte) (hi, lo uint64) {
+	return binary.LittleEndian.Uint64(a[0:8]), binary.LittleEndian.Uint64(a[8:16])
+}

@@ -110,26 +110,38 @@ func (b IPv4) SetChecksum(c uint16) { binary.BigEndian.PutUint16(b[IPv4CsumOff:]
 
 // IPv4Fields is a new IPv4 header without options, for Put.
 type IPv4Fields struct {
+	TOS      uint8
 	TotalLen int
 	ID       uint16
 	Flags    uint16 // IPv4DF or 0, with the fragment offset
 	TTL      uint8
 	Protocol uint8
-	Src, Dst []byte // 4 bytes each
+	// Arrays, not slices: each is one 4-byte move into the header, where
+	// copying a slice of a length the compiler cannot see calls memmove.
+	Src, Dst [4]byte
 }
 
-// Put writes a 20-byte header at b from f, its checksum computed last.
+// Put writes a 20-byte header at b from f with its checksum. The checksum
+// is summed from the fields as they are written, word by word in
+// registers, not read back from the header: it runs for every segment
+// tapvs writes itself (Segment), where that summing saved the cost of the
+// call.
 func (b IPv4) Put(f *IPv4Fields) {
 	h := (*[IPv4MinLen]byte)(b)
-	h[0], h[1] = 0x45, 0
-	binary.BigEndian.PutUint16(h[2:], uint16(f.TotalLen))
+	verTOS := uint16(4<<12|(IPv4MinLen/4)<<8) | uint16(f.TOS)
+	total := uint16(f.TotalLen)
+	ttlProto := uint16(f.TTL)<<8 | uint16(f.Protocol)
+	src, dst := binary.BigEndian.Uint32(f.Src[:]), binary.BigEndian.Uint32(f.Dst[:])
+	sum := uint32(verTOS) + uint32(total) + uint32(f.ID) + uint32(f.Flags) + uint32(ttlProto) +
+		src>>16 + src&0xffff + dst>>16 + dst&0xffff
+	binary.BigEndian.PutUint16(h[0:], verTOS)
+	binary.BigEndian.PutUint16(h[IPv4TotalLenOff:], total)
 	binary.BigEndian.PutUint16(h[4:], f.ID)
-	binary.BigEndian.PutUint16(h[6:], f.Flags)
-	h[8], h[9] = f.TTL, f.Protocol
-	h[10], h[11] = 0, 0
-	copy(h[12:16], f.Src)
-	copy(h[16:20], f.Dst)
-	binary.BigEndian.PutUint16(h[10:], csum.Checksum(h[:], 0))
+	binary.BigEndian.PutUint16(h[IPv4FragOff:], f.Flags)
+	binary.BigEndian.PutUint16(h[IPv4TTLOff:], ttlProto)
+	binary.BigEndian.PutUint16(h[IPv4CsumOff:], ^csum.Fold(sum))
+	binary.BigEndian.PutUint32(h[IPv4SrcOff:], src)
+	binary.BigEndian.PutUint32(h[IPv4DstOff:], dst)
 }
 
 // IPv6 header field offsets.
@@ -144,7 +156,15 @@ const (
 // IPv6 is an IPv6 fixed header (and what follows it).
 type IPv6 []byte
 
-func (b IPv6) Version() uint8        { return b[0] >> 4 }
+func (b IPv6) Version() uint8 { return b[0] >> 4 }
+
+// TrafficClass is the 8 bits after the version.
+func (b IPv6) TrafficClass() uint8 { return uint8(binary.BigEndian.Uint16(b[0:]) >> 4) }
+
+// SetTrafficClass sets the traffic class, version 6, and the flow label's
+// top 4 bits 0 (Put leaves them 0: an unlabelled packet).
+func (b IPv6) SetTrafficClass(tc uint8) { binary.BigEndian.PutUint16(b[0:], 6<<12|uint16(tc)<<4) }
+
 func (b IPv6) PayloadLen() int       { return int(binary.BigEndian.Uint16(b[IPv6PayloadLenOff:])) }
 func (b IPv6) NextHeader() uint8     { return b[IPv6NextHdrOff] }
 func (b IPv6) HopLimit() uint8       { return b[IPv6HopLimitOff] }
@@ -162,8 +182,10 @@ func (b IPv6) Put(payloadLen int, next, hopLimit uint8, src, dst []byte) {
 	h[0], h[1], h[2], h[3] = 0x60, 0, 0, 0
 	binary.BigEndian.PutUint16(h[4:], uint16(payloadLen))
 	h[6], h[7] = next, hopLimit
-	copy(h[8:24], src)
-	copy(h[24:40], dst)
+	// Fixed-size moves: a copy of a slice whose length the compiler
+	// cannot see is a call to memmove.
+	*(*[16]byte)(h[IPv6SrcOff:IPv6DstOff]) = [16]byte(src)
+	*(*[16]byte)(h[IPv6DstOff:IPv6Len]) = [16]byte(dst)
 }
 
 // TCP header field offsets.
@@ -220,15 +242,13 @@ type TCPFields struct {
 // Put writes the header, checksum and urgent pointer zero, and the options
 // at b (exactly their length past the fixed header).
 func (b TCP) Put(f *TCPFields) {
+	// Four 32-bit stores and the options: small enough to inline.
 	h := (*[TCPMinLen]byte)(b)
-	binary.BigEndian.PutUint16(h[0:], f.SrcPort)
-	binary.BigEndian.PutUint16(h[2:], f.DstPort)
-	binary.BigEndian.PutUint32(h[4:], f.Seq)
-	binary.BigEndian.PutUint32(h[8:], f.Ack)
-	h[12] = byte((TCPMinLen+len(f.Opts))/4) << 4
-	h[13] = f.Flags
-	binary.BigEndian.PutUint16(h[14:], f.Window)
-	h[16], h[17], h[18], h[19] = 0, 0, 0, 0
+	binary.BigEndian.PutUint32(h[0:], uint32(f.SrcPort)<<16|uint32(f.DstPort))
+	binary.BigEndian.PutUint32(h[TCPSeqOff:], f.Seq)
+	binary.BigEndian.PutUint32(h[TCPAckOff:], f.Ack)
+	binary.BigEndian.PutUint32(h[TCPDataOffOff:], uint32((TCPMinLen+len(f.Opts))/4)<<28|uint32(f.Flags)<<16|uint32(f.Window))
+	binary.BigEndian.PutUint32(h[TCPCsumOff:], 0) // checksum, urgent pointer
 	copy(b[TCPMinLen:], f.Opts)
 }
 
@@ -275,6 +295,10 @@ func (b ICMP) Ident() uint16 { return binary.BigEndian.Uint16(b[ICMPRestOff:]) }
 func (b ICMP) MTU6() uint32 { return binary.BigEndian.Uint32(b[ICMPRestOff:]) }
 func (b ICMP) MTU4() uint16 { return binary.BigEndian.Uint16(b[ICMPRestOff+2:]) }
 
+// Rest is the four bytes the type defines, whole: unused (0), an MTU, a
+// pointer.
+func (b ICMP) Rest() uint32 { return binary.BigEndian.Uint32(b[ICMPRestOff:]) }
+
 // Payload is what follows the fixed header: an error's quoted packet.
 func (b ICMP) Payload() []byte      { return b[ICMPLen:] }
 func (b ICMP) SetType(t uint8)      { b[0] = t }
@@ -283,3 +307,4 @@ func (b ICMP) SetChecksum(c uint16) { binary.BigEndian.PutUint16(b[ICMPCsumOff:]
 func (b ICMP) SetIdent(id uint16)   { binary.BigEndian.PutUint16(b[ICMPRestOff:], id) }
 func (b ICMP) SetMTU6(m uint32)     { binary.BigEndian.PutUint32(b[ICMPRestOff:], m) }
 func (b ICMP) SetMTU4(m uint16)     { binary.BigEndian.PutUint16(b[ICMPRestOff+2:], m) }
+func (b ICMP) SetRest(v uint32)     { binary.BigEndian.PutUint32(b[ICMPRestOff:], v) }

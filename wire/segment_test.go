@@ -1,4 +1,4 @@
-package synproxy
+package wire_test
 
 import (
 	"bytes"
@@ -7,14 +7,16 @@ import (
 
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
+	"github.com/tapvs/tapvs/synproxy"
 	"github.com/tapvs/tapvs/tcpflag"
+	"github.com/tapvs/tapvs/wire"
 )
 
 // Every frame Write lays out, IPv4 and IPv6, is the frame gopacket builds
 // from the same fields with its own lengths and checksums, byte for byte.
 func TestSegmentWriteMatchesGopacket(t *testing.T) {
 	opts := make([]byte, 20)
-	n := (&SynOptions{MSS: 1440, WScale: 7, SACKPerm: true, TS: true, TSval: 0xdeadbeef, TSecr: 7}).Write(opts)
+	n := (&synproxy.SynOptions{MSS: 1440, WScale: 7, SACKPerm: true, TS: true, TSval: 0xdeadbeef, TSecr: 7}).Write(opts)
 	for _, c := range []struct {
 		src, dst string
 		v4       bool
@@ -27,7 +29,7 @@ func TestSegmentWriteMatchesGopacket(t *testing.T) {
 		{"::ffff:10.0.0.1", "2001:db8::1", false, nil}, // one mapped address: not IPv4
 		{"::1.2.3.4", "::5.6.7.8", false, nil},         // IPv4-compatible, not mapped
 	} {
-		seg := Segment{
+		seg := wire.Segment{
 			SrcMAC: [6]byte{2, 0, 0, 0, 0, 1}, DstMAC: [6]byte{2, 0, 0, 0, 0, 2},
 			Src: netip.MustParseAddr(c.src).As16(), Dst: netip.MustParseAddr(c.dst).As16(),
 			Sport: 80, Dport: 40000, Seq: 0xfffffff0, Ack: 12345, Flags: tcpflag.SYN | tcpflag.ACK, Window: 65535, Opts: c.opts,
@@ -66,7 +68,7 @@ func TestSegmentWriteMatchesGopacket(t *testing.T) {
 			ip = ip6
 			want += 20
 		}
-		if n != want || n > MaxFrameLen {
+		if n != want || n > wire.MaxFrameLen {
 			t.Fatalf("%s: %d bytes, want %d", c.src, n, want)
 		}
 		if tcp.SrcPort != 80 || tcp.DstPort != 40000 || tcp.Seq != seg.Seq || tcp.Ack != seg.Ack || !tcp.SYN || !tcp.ACK || tcp.RST || tcp.Window != 65535 || len(tcp.Options) == 0 && len(c.opts) > 0 {
@@ -93,7 +95,7 @@ func TestSegmentWriteNoAllocations(t *testing.T) {
 	var b [128]byte
 	opts := []byte{2, 4, 5, 0xa0}
 	for _, a := range []string{"172.25.254.1", "2001:db8::1"} {
-		seg := Segment{Src: netip.MustParseAddr(a).As16(), Dst: netip.MustParseAddr(a).As16(), Opts: opts}
+		seg := wire.Segment{Src: netip.MustParseAddr(a).As16(), Dst: netip.MustParseAddr(a).As16(), Opts: opts}
 		if n := testing.AllocsPerRun(100, func() { seg.Write(b[:]) }); n != 0 {
 			t.Fatalf("%s: %v allocations a segment", a, n)
 		}
@@ -101,12 +103,12 @@ func TestSegmentWriteNoAllocations(t *testing.T) {
 }
 
 func TestAddr4(t *testing.T) {
-	a := Addr4([4]byte{172, 25, 254, 1})
-	if a != netip.MustParseAddr("::ffff:172.25.254.1").As16() || !Is4(&a) {
+	a := wire.Addr4([4]byte{172, 25, 254, 1})
+	if a != netip.MustParseAddr("::ffff:172.25.254.1").As16() || !wire.Is4(&a) {
 		t.Fatalf("Addr4: % x", a)
 	}
 	v6 := netip.MustParseAddr("2001:db8::1").As16()
-	if Is4(&v6) {
+	if wire.Is4(&v6) {
 		t.Fatal("an IPv6 address is IPv4")
 	}
 }
@@ -114,7 +116,7 @@ func TestAddr4(t *testing.T) {
 func BenchmarkSegmentWrite(b *testing.B) {
 	var buf [128]byte
 	for _, a := range []string{"172.25.254.1", "2001:db8::1"} {
-		seg := Segment{Src: netip.MustParseAddr(a).As16(), Dst: netip.MustParseAddr(a).As16(), Opts: []byte{2, 4, 5, 0xa0, 1, 3, 3, 7}}
+		seg := wire.Segment{Src: netip.MustParseAddr(a).As16(), Dst: netip.MustParseAddr(a).As16(), Opts: []byte{2, 4, 5, 0xa0, 1, 3, 3, 7}}
 		b.Run(a, func(b *testing.B) {
 			for b.Loop() {
 				seg.Write(buf[:])
@@ -123,11 +125,11 @@ func BenchmarkSegmentWrite(b *testing.B) {
 	}
 }
 
-// The longest segment fits MaxFrameLen exactly.
+// The longest segment fits wire.MaxFrameLen exactly.
 func TestMaxFrameLen(t *testing.T) {
-	seg := Segment{Src: netip.MustParseAddr("2001:db8::1").As16(), Opts: make([]byte, 40)}
-	var b [MaxFrameLen]byte
-	if n := seg.Write(b[:]); n != MaxFrameLen {
-		t.Fatalf("%d bytes, MaxFrameLen %d", n, MaxFrameLen)
+	seg := wire.Segment{Src: netip.MustParseAddr("2001:db8::1").As16(), Opts: make([]byte, 40)}
+	var b [wire.MaxFrameLen]byte
+	if n := seg.Write(b[:]); n != wire.MaxFrameLen {
+		t.Fatalf("%d bytes, wire.MaxFrameLen %d", n, wire.MaxFrameLen)
 	}
 }
