@@ -1,6 +1,7 @@
 package synproxy
 
 import (
+	"bytes"
 	"encoding/binary"
 	"math/rand/v2"
 	"net/netip"
@@ -536,6 +537,28 @@ func TestCookieNoAllocations(t *testing.T) {
 			c.Check(f, 1, cookie)
 		}); n != 0 {
 			t.Fatalf("%v: %v allocations a cookie", netip.AddrFrom16(f.Src), n)
+		}
+	}
+}
+
+// TestOptionsLinuxLayout pins the bytes: Linux's order and padding
+// (tcp_options_write), which servers and middleboxes are used to.
+func TestOptionsLinuxLayout(t *testing.T) {
+	for _, c := range []struct {
+		o    SynOptions
+		want []byte
+	}{
+		{SynOptions{MSS: 1460, WScale: 7, SACKPerm: true, TS: true, TSval: 0x01020304, TSecr: 0x05060708},
+			[]byte{2, 4, 0x05, 0xb4, 4, 2, 8, 10, 1, 2, 3, 4, 5, 6, 7, 8, 1, 3, 3, 7}},
+		{SynOptions{MSS: 1400, WScale: -1, TS: true, TSval: 9},
+			[]byte{2, 4, 0x05, 0x78, 1, 1, 8, 10, 0, 0, 0, 9, 0, 0, 0, 0}},
+		{SynOptions{MSS: 536, WScale: 0, SACKPerm: true},
+			[]byte{2, 4, 0x02, 0x18, 1, 1, 4, 2, 1, 3, 3, 0}},
+		{SynOptions{MSS: 536, WScale: -1}, []byte{2, 4, 0x02, 0x18}},
+	} {
+		var b [20]byte
+		if got := b[:c.o.Write(b[:])]; !bytes.Equal(got, c.want) {
+			t.Errorf("%+v: % x, want % x", c.o, got, c.want)
 		}
 	}
 }
