@@ -416,7 +416,7 @@ func (b *Balancer) forwardIn(c *Conn, p *pkt, f *Frame, l4Delta uint16, hdr bool
 			return v
 		}
 	}
-	if p.v6 && is4(&c.out.src) {
+	if p.v6 && wire.Is4(&c.out.src) {
 		if v := b.to4(c, p, f, l4Delta); v != Forward { // NAT64 (nat64.go)
 			return v
 		}
@@ -486,7 +486,7 @@ func (b *Balancer) fromServer(p *pkt, dst *addr16, f *Frame) Verdict {
 	if tap != nil {
 		tap.record(c, ServerSide, false, p.b)
 	}
-	if !p.v6 && !is4(&c.in.src) {
+	if !p.v6 && !wire.Is4(&c.in.src) {
 		if v := b.to6(c, p, f, l4Delta); v != Forward { // NAT64 (nat64.go)
 			return v
 		}
@@ -556,7 +556,7 @@ func (b *Balancer) schedule(svc *Service, key tupleKey, p *pkt) (*Conn, Verdict)
 		return nil, b.Stats.drop(DropNoNeighbor)
 	}
 	c.dest = dest
-	if !is4(&key.src) && is4(&dest.a16) && (svc.synproxy.Load() || svc.ClientAddr() != ClientAddrNone) {
+	if !wire.Is4(&key.src) && wire.Is4(&dest.a16) && (svc.synproxy.Load() || svc.ClientAddr() != ClientAddrNone) {
 		// NAT64 does neither: the Tx refuses the pair, and only a reader
 		// between a change's stores (the settings, then the servers)
 		// can see both.
@@ -610,7 +610,7 @@ func (b *Balancer) bind(c *Conn) bool {
 	start := c.dest.lipNext.Add(1)
 	for i := range uint32(len(lips)) {
 		la := lips[(start+i)%uint32(len(lips))]
-		if is4(&la.a16) != is4(&c.dest.a16) {
+		if wire.Is4(&la.a16) != wire.Is4(&c.dest.a16) {
 			// A service's LIPs and real servers are one family, but a
 			// change between families (IPv6 FULLNAT to NAT64) publishes
 			// the two lists one after the other: a reader between them

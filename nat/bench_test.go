@@ -184,7 +184,7 @@ func BenchmarkConnMemory(b *testing.B) {
 		fixIPChecksum(bs)
 		tcp := bs[34 : 14+int(binary.BigEndian.Uint16(bs[16:]))] // not the Ethernet padding
 		tcp[16], tcp[17] = 0, 0
-		binary.BigEndian.PutUint16(tcp[16:], csum.Checksum(tcp, csum.PseudoV4(bs[26:30], bs[30:34], protoTCP, len(tcp))))
+		binary.BigEndian.PutUint16(tcp[16:], csum.Checksum(tcp, csum.PseudoV4(bs[26:30], bs[30:34], wire.ProtoTCP, len(tcp))))
 		if r.b.Process(ClientSide, syn) != Forward {
 			b.Fatalf("conn %d: %v", i, r.b.Stats.Drops())
 		}

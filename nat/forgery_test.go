@@ -199,9 +199,9 @@ func (fc *forgeConn) offloaded(f *Frame, olen int) {
 	if fc.k.v6 {
 		l4, gso = 14+40, tun.VNetGSOTCPv6
 		end = l4 + int(binary.BigEndian.Uint16(b[14+4:]))
-		ps = csum.PseudoV6(b[22:38], b[38:54], protoTCP, end-l4)
+		ps = csum.PseudoV6(b[22:38], b[38:54], wire.ProtoTCP, end-l4)
 	} else {
-		ps = csum.PseudoV4(b[26:30], b[30:34], protoTCP, end-l4)
+		ps = csum.PseudoV4(b[26:30], b[30:34], wire.ProtoTCP, end-l4)
 	}
 	binary.BigEndian.PutUint16(b[l4+16:], csum.Fold(ps))
 	v := withVNet(f)
@@ -315,9 +315,9 @@ func (fc *forgeConn) setOptions(f *Frame, opts []byte, olen int, urg bool) {
 	tcp[16], tcp[17] = 0, 0
 	var ps uint32
 	if fc.k.v6 {
-		ps = csum.PseudoV6(b[22:38], b[38:54], protoTCP, len(tcp))
+		ps = csum.PseudoV6(b[22:38], b[38:54], wire.ProtoTCP, len(tcp))
 	} else {
-		ps = csum.PseudoV4(b[26:30], b[30:34], protoTCP, len(tcp))
+		ps = csum.PseudoV4(b[26:30], b[30:34], wire.ProtoTCP, len(tcp))
 	}
 	binary.BigEndian.PutUint16(tcp[16:], csum.Checksum(tcp, ps))
 }
@@ -334,21 +334,21 @@ func (fc *forgeConn) check(raw []byte) (tcp []byte) {
 		ip := raw[14:]
 		ihl := int(ip[0]&0xf) * 4
 		total := int(binary.BigEndian.Uint16(ip[2:]))
-		if ihl != 20 || total > len(ip) || csum.Checksum(ip[:ihl], 0) != 0 || ip[9] != protoTCP {
+		if ihl != 20 || total > len(ip) || csum.Checksum(ip[:ihl], 0) != 0 || ip[9] != wire.ProtoTCP {
 			t.Fatalf("%v: to the server: IPv4 header %x", fc.k, ip[:min(len(ip), 20)])
 		}
 		tcp = ip[ihl:total]
-		if csum.Checksum(tcp, csum.PseudoV4(ip[12:16], ip[16:20], protoTCP, len(tcp))) != 0 {
+		if csum.Checksum(tcp, csum.PseudoV4(ip[12:16], ip[16:20], wire.ProtoTCP, len(tcp))) != 0 {
 			t.Fatalf("%v: to the server: TCP checksum does not verify", fc.k)
 		}
 	case 0x86dd:
 		ip := raw[14:]
 		pl := int(binary.BigEndian.Uint16(ip[4:]))
-		if 40+pl > len(ip) || ip[6] != protoTCP {
+		if 40+pl > len(ip) || ip[6] != wire.ProtoTCP {
 			t.Fatalf("%v: to the server: IPv6 header %x", fc.k, ip[:min(len(ip), 40)])
 		}
 		tcp = ip[40 : 40+pl]
-		if csum.Checksum(tcp, csum.PseudoV6(ip[8:24], ip[24:40], protoTCP, len(tcp))) != 0 {
+		if csum.Checksum(tcp, csum.PseudoV6(ip[8:24], ip[24:40], wire.ProtoTCP, len(tcp))) != 0 {
 			t.Fatalf("%v: to the server: TCP checksum does not verify", fc.k)
 		}
 	default:

@@ -146,7 +146,7 @@ type frameSpec struct {
 func (w *frameSpec) bytes() []byte {
 	var l4 []byte
 	switch w.proto {
-	case protoTCP:
+	case wire.ProtoTCP:
 		l4 = make([]byte, 20+len(w.opts)+len(w.payload))
 		binary.BigEndian.PutUint16(l4[0:], w.sport)
 		binary.BigEndian.PutUint16(l4[2:], w.dport)
@@ -237,8 +237,8 @@ func l4Verifies(frame []byte) (ok, has bool) {
 	ip := frame[14 : 14+ihl]
 	l4 := frame[14+ihl : 14+total]
 	switch proto := ip[9]; proto {
-	case protoTCP, wire.ProtoUDP:
-		if proto == protoTCP && len(l4) < 20 || proto == wire.ProtoUDP && len(l4) < 8 {
+	case wire.ProtoTCP, wire.ProtoUDP:
+		if proto == wire.ProtoTCP && len(l4) < 20 || proto == wire.ProtoUDP && len(l4) < 8 {
 			return false, false
 		}
 		if proto == wire.ProtoUDP && binary.BigEndian.Uint16(l4[6:]) == 0 {
@@ -404,7 +404,7 @@ func fromServer(c ConnInfo, w frameSpec) []byte {
 func fuzzLive(tb testing.TB, fb *fuzzBalancer) live {
 	tb.Helper()
 	for _, w := range []frameSpec{
-		{src: fzClient, dst: fzVIP, sport: 40000, dport: fzTCP, proto: protoTCP, flags: tcpflag.SYN, seq: 1000, opts: synOpts4(5), srcMAC: fzClientM},
+		{src: fzClient, dst: fzVIP, sport: 40000, dport: fzTCP, proto: wire.ProtoTCP, flags: tcpflag.SYN, seq: 1000, opts: synOpts4(5), srcMAC: fzClientM},
 		{src: fzClient, dst: fzVIP, sport: 42000, dport: fzUDP, proto: wire.ProtoUDP, payload: []byte("query"), srcMAC: fzClientM},
 	} {
 		if v := fb.process(ClientSide, fuzzFrame(w.bytes(), nil)); v != Forward {
@@ -415,7 +415,7 @@ func fuzzLive(tb testing.TB, fb *fuzzBalancer) live {
 	fuzzHandshake(tb, fb, 41001, true)
 	l := live{plain: fb.conn(tb, TCP, 40000, fzTCP), udp: fb.conn(tb, UDP, 42000, fzUDP),
 		proxied: fb.conn(tb, TCP, 41000, fzProxy), pending: fb.conn(tb, TCP, 41001, fzProxy)}
-	sa := fromServer(l.proxied, frameSpec{proto: protoTCP, flags: tcpflag.SYN | tcpflag.ACK, seq: 90000, ack: 7001, opts: synOpts4(77)})
+	sa := fromServer(l.proxied, frameSpec{proto: wire.ProtoTCP, flags: tcpflag.SYN | tcpflag.ACK, seq: 90000, ack: 7001, opts: synOpts4(77)})
 	if v := fb.process(ServerSide, fuzzFrame(sa, nil)); v != Release {
 		tb.Fatalf("server SYN-ACK: %v %v", v, fb.b.Stats.Drops())
 	}
@@ -431,12 +431,12 @@ func fuzzSeeds(tb testing.TB) (frames [][]byte, sides []Side) {
 	add := func(side Side, b []byte) {
 		frames, sides = append(frames, b), append(sides, side)
 	}
-	add(ClientSide, (&frameSpec{src: fzClient, dst: fzVIP, sport: 40005, dport: fzTCP, proto: protoTCP, flags: tcpflag.SYN, seq: 1000, opts: synOpts4(5), srcMAC: fzClientM}).bytes())
-	add(ClientSide, (&frameSpec{src: fzClient, dst: fzVIP, sport: 40000, dport: fzTCP, proto: protoTCP, flags: tcpflag.ACK | tcpflag.PSH, seq: 1001, ack: 1, opts: tsOpts(6, 1), payload: []byte("GET / HTTP/1.0\r\n\r\n"), srcMAC: fzClientM}).bytes())
-	add(ClientSide, (&frameSpec{src: fzClient, dst: fzVIP, sport: 41005, dport: fzProxy, proto: protoTCP, flags: tcpflag.SYN, seq: 7000, opts: synOpts4(9), srcMAC: fzClientM}).bytes())
-	add(ClientSide, (&frameSpec{src: fzClient, dst: fzVIP, sport: 41000, dport: fzProxy, proto: protoTCP, flags: tcpflag.ACK, seq: 7001, ack: 12345,
+	add(ClientSide, (&frameSpec{src: fzClient, dst: fzVIP, sport: 40005, dport: fzTCP, proto: wire.ProtoTCP, flags: tcpflag.SYN, seq: 1000, opts: synOpts4(5), srcMAC: fzClientM}).bytes())
+	add(ClientSide, (&frameSpec{src: fzClient, dst: fzVIP, sport: 40000, dport: fzTCP, proto: wire.ProtoTCP, flags: tcpflag.ACK | tcpflag.PSH, seq: 1001, ack: 1, opts: tsOpts(6, 1), payload: []byte("GET / HTTP/1.0\r\n\r\n"), srcMAC: fzClientM}).bytes())
+	add(ClientSide, (&frameSpec{src: fzClient, dst: fzVIP, sport: 41005, dport: fzProxy, proto: wire.ProtoTCP, flags: tcpflag.SYN, seq: 7000, opts: synOpts4(9), srcMAC: fzClientM}).bytes())
+	add(ClientSide, (&frameSpec{src: fzClient, dst: fzVIP, sport: 41000, dport: fzProxy, proto: wire.ProtoTCP, flags: tcpflag.ACK, seq: 7001, ack: 12345,
 		opts: append([]byte{1}, append(tsOpts(10, 11)[1:], 5, 10, 0, 0, 0, 1, 0, 0, 0, 2, 1, 1, 1)...), payload: []byte("x"), srcMAC: fzClientM}).bytes())
-	add(ClientSide, (&frameSpec{src: fzClient, dst: fzVIP, sport: 41001, dport: fzProxy, proto: protoTCP, flags: tcpflag.ACK, seq: 7001, ack: 12345, payload: []byte("early"), srcMAC: fzClientM}).bytes())
+	add(ClientSide, (&frameSpec{src: fzClient, dst: fzVIP, sport: 41001, dport: fzProxy, proto: wire.ProtoTCP, flags: tcpflag.ACK, seq: 7001, ack: 12345, payload: []byte("early"), srcMAC: fzClientM}).bytes())
 	add(ClientSide, (&frameSpec{src: fzClient, dst: fzVIP, sport: 42000, dport: fzUDP, proto: wire.ProtoUDP, payload: []byte("query"), srcMAC: fzClientM}).bytes())
 	add(ServerSide, fromServer(l.plain, frameSpec{flags: tcpflag.SYN | tcpflag.ACK, seq: 1, ack: 1001, opts: synOpts4(3)}))
 	add(ServerSide, fromServer(l.plain, frameSpec{flags: tcpflag.ACK, seq: 2, ack: 1019, payload: []byte("HTTP/1.0 200 OK\r\n")}))
@@ -445,7 +445,7 @@ func fuzzSeeds(tb testing.TB) (frames [][]byte, sides []Side) {
 	// NOP (shifted).
 	add(ServerSide, fromServer(l.plain, frameSpec{flags: tcpflag.ACK, seq: 2, ack: 1019,
 		opts: append([]byte{1, 5, 10, 0, 0, 0, 9, 0, 0, 0, 10}, append(tsOpts(3, 6)[1:], 1, 1)...), payload: []byte("x")}))
-	add(ClientSide, (&frameSpec{src: fzClient, dst: fzVIP, sport: 40000, dport: fzTCP, proto: protoTCP, flags: tcpflag.ACK, seq: 1019, ack: 3,
+	add(ClientSide, (&frameSpec{src: fzClient, dst: fzVIP, sport: 40000, dport: fzTCP, proto: wire.ProtoTCP, flags: tcpflag.ACK, seq: 1019, ack: 3,
 		opts: append([]byte{1}, tsOpts(7, 3)[1:]...), srcMAC: fzClientM}).bytes())
 	add(ServerSide, fromServer(l.proxied, frameSpec{flags: tcpflag.ACK, seq: 90001, ack: 7001, opts: append([]byte{1}, append(tsOpts(78, 10)[1:], 1)...), payload: []byte("220 hello")}))
 	add(ServerSide, fromServer(l.pending, frameSpec{flags: tcpflag.SYN | tcpflag.ACK, seq: 50000, ack: 7001, opts: synOpts4(77)}))
@@ -458,10 +458,10 @@ func fuzzSeeds(tb testing.TB) (frames [][]byte, sides []Side) {
 	binary.BigEndian.PutUint16(q[22:], l.udp.RIP.Port())
 	add(ServerSide, (&frameSpec{src: l.udp.RIP.Addr(), dst: l.udp.LIP.Addr(), proto: wire.ProtoICMP, icmpType: wire.ICMP4Unreach, quote: q[:28], srcMAC: fzRouterM}).bytes())
 	// The client complains about what the VIP sent it (a time exceeded).
-	cq := (&frameSpec{src: fzVIP, dst: fzClient, sport: fzTCP, dport: 40000, proto: protoTCP, flags: tcpflag.ACK, seq: 1, ack: 1001}).bytes()[14:]
+	cq := (&frameSpec{src: fzVIP, dst: fzClient, sport: fzTCP, dport: 40000, proto: wire.ProtoTCP, flags: tcpflag.ACK, seq: 1, ack: 1001}).bytes()[14:]
 	add(ClientSide, (&frameSpec{src: fzClient, dst: fzVIP, proto: wire.ProtoICMP, icmpType: wire.ICMP4TimeEx, quote: cq[:28], srcMAC: fzClientM}).bytes())
 	// A TSO super-frame's worth of data on the plain connection.
-	add(ClientSide, (&frameSpec{src: fzClient, dst: fzVIP, sport: 40000, dport: fzTCP, proto: protoTCP, flags: tcpflag.ACK, seq: 1001, ack: 1, payload: make([]byte, 9000), srcMAC: fzClientM}).bytes())
+	add(ClientSide, (&frameSpec{src: fzClient, dst: fzVIP, sport: 40000, dport: fzTCP, proto: wire.ProtoTCP, flags: tcpflag.ACK, seq: 1001, ack: 1, payload: make([]byte, 9000), srcMAC: fzClientM}).bytes())
 	return frames, sides
 }
 
@@ -502,7 +502,7 @@ func fuzzHandshake(tb testing.TB, fb *fuzzBalancer, cport uint16, ts bool) uint3
 	if !ts {
 		opts = []byte{2, 4, 5, 0xb4}
 	}
-	syn := fuzzFrame((&frameSpec{src: fzClient, dst: fzVIP, sport: cport, dport: fzProxy, proto: protoTCP, flags: tcpflag.SYN, seq: 7000, opts: opts, srcMAC: fzClientM}).bytes(), nil)
+	syn := fuzzFrame((&frameSpec{src: fzClient, dst: fzVIP, sport: cport, dport: fzProxy, proto: wire.ProtoTCP, flags: tcpflag.SYN, seq: 7000, opts: opts, srcMAC: fzClientM}).bytes(), nil)
 	if v := fb.process(ClientSide, syn); v != Reply {
 		tb.Fatalf("SYN from %d: %v", cport, v)
 	}
@@ -512,7 +512,7 @@ func fuzzHandshake(tb testing.TB, fb *fuzzBalancer, cport uint16, ts bool) uint3
 	if ts {
 		ackOpts = tsOpts(10, binary.BigEndian.Uint32(sa[34+20+8:]))
 	}
-	ack := fuzzFrame((&frameSpec{src: fzClient, dst: fzVIP, sport: cport, dport: fzProxy, proto: protoTCP, flags: tcpflag.ACK, seq: 7001, ack: cookie + 1, opts: ackOpts, srcMAC: fzClientM}).bytes(), nil)
+	ack := fuzzFrame((&frameSpec{src: fzClient, dst: fzVIP, sport: cport, dport: fzProxy, proto: wire.ProtoTCP, flags: tcpflag.ACK, seq: 7001, ack: cookie + 1, opts: ackOpts, srcMAC: fzClientM}).bytes(), nil)
 	if v := fb.process(ClientSide, ack); v != Forward && v != Stolen {
 		tb.Fatalf("ACK from %d: %v %v", cport, v, fb.b.Stats.Drops())
 	}
@@ -554,7 +554,7 @@ func FuzzSequence(f *testing.F) {
 			switch op {
 			case 0, 1: // a client frame to one of the services, maybe mutated
 				port := []uint16{fzTCP, fzProxy, fzUDP}[int(arg>>2)%3]
-				w := frameSpec{src: fzClient, dst: fzVIP, sport: cport, dport: port, proto: protoTCP, srcMAC: fzClientM,
+				w := frameSpec{src: fzClient, dst: fzVIP, sport: cport, dport: port, proto: wire.ProtoTCP, srcMAC: fzClientM,
 					flags: []uint8{tcpflag.SYN, tcpflag.ACK, tcpflag.ACK | tcpflag.PSH, tcpflag.FIN | tcpflag.ACK, tcpflag.RST}[int(rd())%5],
 					seq:   7001, ack: cookies[cport] + 1, opts: tsOpts(uint32(rd()), 1), payload: []byte{rd()}}
 				if port == fzUDP {
@@ -573,7 +573,7 @@ func FuzzSequence(f *testing.F) {
 					fb.heldBad++
 				}
 
-				if op == 0 && w.proto == protoTCP && w.flags&tcpflag.SYN == 0 && port == fzTCP && b.table.Len() > before {
+				if op == 0 && w.proto == wire.ProtoTCP && w.flags&tcpflag.SYN == 0 && port == fzTCP && b.table.Len() > before {
 					t.Fatalf("a non-SYN made a connection (%v)", v)
 				}
 			case 2: // a server frame on a live connection's reply tuple
@@ -594,7 +594,7 @@ func FuzzSequence(f *testing.F) {
 			case 3: // a handshake proved with the real cookie
 				cookies[cport] = fuzzHandshakeOrDrop(t, fb, cport, arg&0x80 != 0)
 			case 4: // a forged cookie makes nothing
-				in := (&frameSpec{src: fzClient, dst: fzVIP, sport: 43000 + uint16(arg), dport: fzProxy, proto: protoTCP, flags: tcpflag.ACK,
+				in := (&frameSpec{src: fzClient, dst: fzVIP, sport: 43000 + uint16(arg), dport: fzProxy, proto: wire.ProtoTCP, flags: tcpflag.ACK,
 					seq: 7001, ack: uint32(arg)<<8 | uint32(rd()), srcMAC: fzClientM}).bytes()
 				// A random cookie checks by chance about once in two million
 				// (as the kernel's do): the oracle is the check itself, with
@@ -647,7 +647,7 @@ func fuzzHandshakeOrDrop(tb testing.TB, fb *fuzzBalancer, cport uint16, ts bool)
 	if !ts {
 		opts = []byte{2, 4, 5, 0xb4}
 	}
-	in := (&frameSpec{src: fzClient, dst: fzVIP, sport: cport, dport: fzProxy, proto: protoTCP, flags: tcpflag.SYN, seq: 7000, opts: opts, srcMAC: fzClientM}).bytes()
+	in := (&frameSpec{src: fzClient, dst: fzVIP, sport: cport, dport: fzProxy, proto: wire.ProtoTCP, flags: tcpflag.SYN, seq: 7000, opts: opts, srcMAC: fzClientM}).bytes()
 	syn := fuzzFrame(in, nil)
 	v := fb.process(ClientSide, syn)
 	check(tb, in, syn, v)
@@ -660,7 +660,7 @@ func fuzzHandshakeOrDrop(tb testing.TB, fb *fuzzBalancer, cport uint16, ts bool)
 	if ts && sa[34+12]>>4 > 5 {
 		ackOpts = tsOpts(10, binary.BigEndian.Uint32(sa[34+20+8:]))
 	}
-	in = (&frameSpec{src: fzClient, dst: fzVIP, sport: cport, dport: fzProxy, proto: protoTCP, flags: tcpflag.ACK, seq: 7001, ack: cookie + 1, opts: ackOpts, srcMAC: fzClientM}).bytes()
+	in = (&frameSpec{src: fzClient, dst: fzVIP, sport: cport, dport: fzProxy, proto: wire.ProtoTCP, flags: tcpflag.ACK, seq: 7001, ack: cookie + 1, opts: ackOpts, srcMAC: fzClientM}).bytes()
 	ack := fuzzFrame(in, nil)
 	check(tb, in, ack, fb.process(ClientSide, ack))
 	return cookie

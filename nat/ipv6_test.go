@@ -634,7 +634,7 @@ func TestIPv6TOA(t *testing.T) {
 		if partial {
 			b := ack.Bytes()
 			l4 := b[54:]
-			binary.BigEndian.PutUint16(l4[16:], csum.Fold(csum.PseudoV6(b[22:38], b[38:54], protoTCP, len(l4))))
+			binary.BigEndian.PutUint16(l4[16:], csum.Fold(csum.PseudoV6(b[22:38], b[38:54], wire.ProtoTCP, len(l4))))
 			inVNet(ack).SetNeedsCsum(54, 16)
 		}
 		if v := r.b.Process(ClientSide, ack); v != Forward {

@@ -267,7 +267,7 @@ func TestNAT64TSO(t *testing.T) {
 	rip, lport := open64(t, r, TCP, 40000, 100)
 	f := frame(t, pktSpec{src: client6, dst: vip64, sport: 40000, dport: 80, proto: TCP, ack: true, seq: 101, payload: make([]byte, 4000), srcMAC: macClient})
 	b := f.Bytes()
-	binary.BigEndian.PutUint16(b[54+16:], csum.Fold(csum.PseudoV6(b[22:38], b[38:54], protoTCP, len(b)-54)))
+	binary.BigEndian.PutUint16(b[54+16:], csum.Fold(csum.PseudoV6(b[22:38], b[38:54], wire.ProtoTCP, len(b)-54)))
 	v := inVNet(f)
 	v.SetNeedsCsum(54, 16)
 	v.SetGSO(tun.VNetGSOTCPv6|tun.VNetGSOECN, 54+20, 1440)
@@ -282,7 +282,7 @@ func TestNAT64TSO(t *testing.T) {
 
 	back := frame(t, pktSpec{src: rip, dst: lip1, sport: 8080, dport: lport, proto: TCP, ack: true, payload: make([]byte, 4000), srcMAC: macGateway})
 	b = back.Bytes()
-	binary.BigEndian.PutUint16(b[34+16:], csum.Fold(csum.PseudoV4(b[26:30], b[30:34], protoTCP, len(b)-34)))
+	binary.BigEndian.PutUint16(b[34+16:], csum.Fold(csum.PseudoV4(b[26:30], b[30:34], wire.ProtoTCP, len(b)-34)))
 	v = inVNet(back)
 	v.SetNeedsCsum(34, 16)
 	v.SetGSO(tun.VNetGSOTCPv4, 34+20, 1440)
@@ -481,7 +481,7 @@ func TestNAT64ClientMTU(t *testing.T) {
 			back := frame(t, pktSpec{src: rip, dst: lip1, sport: 8080, dport: lport, proto: TCP, ack: true, seq: 7000, payload: make([]byte, 4000), srcMAC: macGateway})
 			setDF(back)
 			b := back.Bytes()
-			binary.BigEndian.PutUint16(b[34+16:], csum.Fold(csum.PseudoV4(b[26:30], b[30:34], protoTCP, len(b)-34)))
+			binary.BigEndian.PutUint16(b[34+16:], csum.Fold(csum.PseudoV4(b[26:30], b[30:34], wire.ProtoTCP, len(b)-34)))
 			v := inVNet(back)
 			v.SetNeedsCsum(34, 16)
 			v.SetGSO(tun.VNetGSOTCPv4, 34+20, uint16(size))
@@ -671,7 +671,7 @@ func TestNAT64ICMPFromClient(t *testing.T) {
 			if !bytes.Equal(q, want) {
 				t.Fatalf("quoted packet is not the server's:\n got % x\nwant % x", q, want)
 			}
-			if c := csum.Checksum(q[20:], csum.PseudoV4(q[12:16], q[16:20], protoTCP, len(q)-20)); c != 0 {
+			if c := csum.Checksum(q[20:], csum.PseudoV4(q[12:16], q[16:20], wire.ProtoTCP, len(q)-20)); c != 0 {
 				t.Fatalf("quoted TCP checksum does not verify (residue %#04x)", c)
 			}
 		})

@@ -75,15 +75,6 @@ func (f *Frame) releasable() []byte {
 // Bytes is the frame as it goes on the wire.
 func (f *Frame) Bytes() []byte { return f.Buf[f.Off : f.Off+f.Len] }
 
-// Names the TCP rewriter's files (seq.go, toa.go, proxy.go, nat64.go's MSS
-// clamp) still use, from before package wire: they go when those files
-// read wire's.
-const (
-	tcpMinLen  = wire.TCPMinLen
-	ipv6HdrLen = wire.IPv6Len
-	protoTCP   = wire.ProtoTCP
-)
-
 // pkt is a parsed IPv4 or IPv6 packet inside a frame: offsets into the
 // frame, so the rewrite works in place. It lives on the reader's stack.
 type pkt struct {

@@ -169,7 +169,7 @@ func (b *Balancer) insertHeader(pp *proxyConn, p *pkt, f *Frame) bool {
 	if !p.partial {
 		// Everything the checksum covers, less the pseudo-header and
 		// the TCP header: the payload's sum, less what is cut from it.
-		h := csum.Sum(tcp[wire.TCPUrgentOff:hl], csum.Sum(tcp[:wire.TCPCsumOff], p.pseudo(protoTCP, len(tcp))))
+		h := csum.Sum(tcp[wire.TCPUrgentOff:hl], csum.Sum(tcp[:wire.TCPCsumOff], p.pseudo(wire.ProtoTCP, len(tcp))))
 		payload = uint32(^tcp.Checksum()) + uint32(^csum.Fold(h))
 		if cut > 0 {
 			tail := csum.Fold(csum.Sum(tcp[len(tcp)-cut:], 0))
@@ -223,7 +223,7 @@ func (b *Balancer) insertHeader(pp *proxyConn, p *pkt, f *Frame) bool {
 	if n&1 != 0 {
 		pl = pl<<8 | pl>>8 // the payload now starts at an odd offset (RFC 1071 2.B)
 	}
-	s := csum.Sum(tcp[wire.TCPUrgentOff:hl+n], csum.Sum(tcp[:wire.TCPCsumOff], p.pseudo(protoTCP, len(tcp))))
+	s := csum.Sum(tcp[wire.TCPUrgentOff:hl+n], csum.Sum(tcp[:wire.TCPCsumOff], p.pseudo(wire.ProtoTCP, len(tcp))))
 	tcp.SetChecksum(^csum.Fold(s + uint32(pl)))
 	return true
 }

@@ -212,7 +212,7 @@ func proxyPlain(t *testing.T, mode ClientAddr, cport uint16, body string) {
 	// ICMP errors quoting the header segment and a later one.
 	for _, c := range []struct{ seq, want uint32 }{{server + 1, isn + 1}, {server + 1 + n + 5, isn + 6}} {
 		q := make([]byte, 40)
-		q[0], q[9] = 0x45, protoTCP
+		q[0], q[9] = 0x45, wire.ProtoTCP
 		copy(q[12:16], lip1.AsSlice())
 		copy(q[16:20], rs1.AsSlice())
 		binary.BigEndian.PutUint16(q[20:], lport)
@@ -267,7 +267,7 @@ func TestProxyOffloadedFrames(t *testing.T) {
 			}
 			f := pframe(t, pktSpec{src: client, dst: vip, sport: 40001, dport: 80, proto: TCP, ack: true, fin: c.fin, seq: 11, ackNum: 7001, srcMAC: macClient, payload: body})
 			b := f.Bytes()
-			binary.BigEndian.PutUint16(b[34+16:], csum.Fold(csum.PseudoV4(b[26:30], b[30:34], protoTCP, len(b)-34)))
+			binary.BigEndian.PutUint16(b[34+16:], csum.Fold(csum.PseudoV4(b[26:30], b[30:34], wire.ProtoTCP, len(b)-34)))
 			vnet := withVNet(f)
 			vnet.SetNeedsCsum(34, 16)
 			if c.payload > 1448 {
@@ -465,7 +465,7 @@ func TestProxySynproxy(t *testing.T) {
 			}
 			for _, c := range []struct{ seq, want uint32 }{{isn + 1, isn + 1}, {isn + 1 + n + 5, isn + 6}} {
 				q := make([]byte, 40)
-				q[0], q[9] = 0x45, protoTCP
+				q[0], q[9] = 0x45, wire.ProtoTCP
 				copy(q[12:16], lip1.AsSlice())
 				copy(q[16:20], rs1.AsSlice())
 				binary.BigEndian.PutUint16(q[20:], lport)

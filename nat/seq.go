@@ -10,6 +10,7 @@ import (
 	"github.com/dchest/siphash"
 
 	"github.com/tapvs/tapvs/tcprw"
+	"github.com/tapvs/tapvs/wire"
 )
 
 // Local ports are reused toward a real server that may still hold the
@@ -138,8 +139,8 @@ func (b *Balancer) newRewriter(c *Conn, isn uint32) *tcprw.Rewriter {
 	b.serverStart(c, isn, r)
 	switch {
 	case c.clientAddr == ClientAddrTOA:
-		r.MSSToClient = uint16(b.cfg.ServerMTU - ipHdrLen(is4(&c.out.src)) - tcpMinLen - c.toaSize())
-	case is4(&c.in.src) != is4(&c.out.src):
+		r.MSSToClient = uint16(b.cfg.ServerMTU - ipHdrLen(wire.Is4(&c.out.src)) - wire.TCPMinLen - c.toaSize())
+	case wire.Is4(&c.in.src) != wire.Is4(&c.out.src):
 		r.MSSToServer, r.MSSToClient = b.clientMSS64(), b.serverMSS64()
 	}
 	return r

@@ -44,8 +44,6 @@ type addr16 = [16]byte
 
 // is4 and wireAddr are wire.Is4 and wire.Short under the names toa.go and
 // defence.go still use (theirs to switch).
-func is4(a *addr16) bool        { return wire.Is4(a) }
-func wireAddr(a *addr16) []byte { return wire.Short(a) }
 
 // svcKey finds a virtual service by what a client sends to.
 type svcKey struct {

@@ -41,7 +41,7 @@ const (
 
 // toaSize is the TOA option's length for the connection's client family.
 func (c *Conn) toaSize() int {
-	if is4(&c.in.src) {
+	if wire.Is4(&c.in.src) {
 		return toaLen
 	}
 	return toaLen6
@@ -80,13 +80,13 @@ func (c *Conn) noteTOASynAck(r *tcprw.Rewriter, seq uint32) {
 // segments carrying it still fit the server side's MTU.
 func (b *Balancer) synproxyMSS(svc *Service, key *tupleKey) uint16 {
 	mss := b.cfg.Synproxy.MSS
-	if !is4(&key.src) && mss > 20+64 {
+	if !wire.Is4(&key.src) && mss > 20+64 {
 		mss -= 20 // the configured MSS is for IPv4's header; IPv6's is 20 bytes more
 	}
 	switch mode := svc.ClientAddr(); mode {
 	case ClientAddrTOA:
 		n := uint16(toaLen)
-		if !is4(&key.src) {
+		if !wire.Is4(&key.src) {
 			n = toaLen6
 		}
 		if mss > n+64 {
@@ -163,7 +163,7 @@ func (b *Balancer) addTOA(c *Conn, p *pkt, f *Frame, l4Delta uint16) uint16 {
 	opt := tcp[wire.TCPMinLen : wire.TCPMinLen+n]
 	opt[0], opt[1] = toaKind, byte(n)
 	binary.BigEndian.PutUint16(opt[2:], c.in.sport)
-	copy(opt[4:], wireAddr(&c.in.src))
+	copy(opt[4:], wire.Short(&c.in.src))
 	// The transport checksum gains the option's words, the longer data
 	// offset, and the 8 bytes more of TCP length in the pseudo-header. What
 	// follows the option moved by an even count: its words are unchanged.

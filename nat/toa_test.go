@@ -75,7 +75,7 @@ func inVNet(f *Frame) tun.VNetHdr {
 func makePartial(f *Frame) tun.VNetHdr {
 	b := f.Bytes()
 	l4 := b[34 : 14+int(binary.BigEndian.Uint16(b[16:]))]
-	binary.BigEndian.PutUint16(l4[16:], csum.Fold(csum.PseudoV4(b[26:30], b[30:34], protoTCP, len(l4))))
+	binary.BigEndian.PutUint16(l4[16:], csum.Fold(csum.PseudoV4(b[26:30], b[30:34], wire.ProtoTCP, len(l4))))
 	v := inVNet(f)
 	v.SetNeedsCsum(34, 16)
 	return v
