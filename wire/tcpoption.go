@@ -2,7 +2,8 @@ package wire
 
 import "encoding/binary"
 
-// Accessors the TCP rewriter (package tcprw) needs beyond wire.go's.
+// A TCP header's options by name (the rewriter, package tcprw, reads and
+// shifts their values in place), and the fields only it reads.
 
 // Urgent is the urgent pointer: with URG set, seq + Urgent - 1 is the
 // urgent byte.
