@@ -680,7 +680,15 @@ func rewrite(p *pkt, src, dst *addr16, sport, dport uint16, ipDelta, l4Delta uin
 		copy(p.dst(), wire.In4(dst))
 		csum.Adjust(p.ip4().CsumField(), ipDelta)
 	}
-	l4 := p.tcp() // UDP's ports are at the same offsets
+	transport(p, sport, dport, ipDelta, l4Delta)
+}
+
+// transport finishes the transport header of a packet being rewritten (or
+// translated, NAT64): its ports, and its checksum by l4Delta (a partial
+// checksum by the pseudo-header's change ipDelta alone: the kernel sums
+// the header when it finishes it).
+func transport(p *pkt, sport, dport, ipDelta, l4Delta uint16) {
+	l4 := p.tcp() // UDP's ports and checksum offset are read alike
 	l4.SetSrcPort(sport)
 	l4.SetDstPort(dport)
 	off := l4csumOff(p.proto)

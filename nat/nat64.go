@@ -110,25 +110,6 @@ func (b *Balancer) serverMSS64() uint16 {
 	return uint16(max(b.cfg.ServerMTU-wire.IPv4MinLen-wire.TCPMinLen, wire.IPv4MinMTU))
 }
 
-// transport64 finishes the transport header of a packet being translated:
-// ports, and the checksum by l4Delta (a partial checksum by the
-// pseudo-header's change ipDelta alone: the kernel sums the header when it
-// finishes it).
-func transport64(p *pkt, sport, dport, ipDelta, l4Delta uint16) {
-	l4 := p.tcp() // UDP's ports and checksum offset are read alike
-	l4.SetSrcPort(sport)
-	l4.SetDstPort(dport)
-	off := l4csumOff(p.proto)
-	switch {
-	case p.partial:
-		csum.AdjustPartial(l4[off:], ipDelta)
-	case p.proto == wire.ProtoTCP:
-		csum.Adjust(l4[off:], l4Delta)
-	default:
-		csum.AdjustUDP(l4[off:], l4Delta)
-	}
-}
-
 // to4 translates a client packet of a NAT64 connection (IPv6, client6 ->
 // VIP6) into LIP4 -> RIP4, in place, l4Delta being its transport checksum
 // change (the connection's and any sequence change). p is left describing
@@ -145,7 +126,7 @@ func (b *Balancer) to4(c *Conn, p *pkt, f *Frame, l4Delta uint16) Verdict {
 		// that DF forbids.
 		return b.Stats.drop(DropNAT64)
 	}
-	transport64(p, c.out.dport, c.out.sport, c.inIPDelta, l4Delta)
+	transport(p, c.out.dport, c.out.sport, c.inIPDelta, l4Delta)
 	ip6 := p.ip6()
 	tc, hlim := ip6.TrafficClass(), ip6.HopLimit()
 	d := p.l4 - wire.EtherLen - wire.IPv4MinLen // the IPv6 headers' bytes past 20
@@ -192,7 +173,7 @@ func (b *Balancer) to6(c *Conn, p *pkt, f *Frame, l4Delta uint16) Verdict {
 		}
 		udp.SetChecksum(sum)
 	} else {
-		transport64(p, c.in.dport, c.in.sport, c.outIPDelta, l4Delta)
+		transport(p, c.in.dport, c.in.sport, c.outIPDelta, l4Delta)
 	}
 	ip := p.ip4()
 	tos, ttl := ip.TOS(), ip.TTL()
