@@ -115,6 +115,7 @@ type Syncer struct {
 	maxPayload int
 	bucket     clusterauth.Bucket
 	done       chan struct{} // closed by Close
+	closeOnce  sync.Once
 	wg         sync.WaitGroup
 
 	// qmu guards the batch being filled, the full ones and the free
@@ -654,7 +655,9 @@ func (s *Syncer) Epoch() uint64 { return s.epoch }
 // Close stops sending and receiving, and waits for the goroutines
 // (copies being served stop at their next datagram).
 func (s *Syncer) Close() {
-	close(s.done)
-	s.conn.Close()
+	s.closeOnce.Do(func() {
+		close(s.done)
+		s.conn.Close()
+	})
 	s.wg.Wait()
 }
