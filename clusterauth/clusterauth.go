@@ -9,7 +9,9 @@ package clusterauth
 import (
 	"crypto/hmac"
 	"crypto/sha256"
+	"errors"
 	"hash"
+	"net"
 	"net/netip"
 	"sync/atomic"
 	"time"
@@ -57,6 +59,54 @@ func PeerIndex(peers []netip.AddrPort, from netip.AddrPort) int {
 		}
 	}
 	return -1
+}
+
+// ReadLoop reads datagrams from conn into buf until conn is closed, and
+// hands each to handle with its source, in buf (reused once handle
+// returns). A buf one byte longer than the longest datagram accepted lets
+// handle see a longer one as longer.
+func ReadLoop(conn *net.UDPConn, buf []byte, handle func(b []byte, from netip.AddrPort)) {
+	for {
+		n, from, err := conn.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			continue
+		}
+		handle(buf[:n], from)
+	}
+}
+
+// Refusals counts refused datagrams by reason: one counter per error of a
+// channel's parser, each with the name the metrics give it.
+type Refusals struct {
+	errs  []error
+	names []string
+	n     []atomic.Uint64
+}
+
+// NewRefusals makes the counters of errs, named names (as many).
+func NewRefusals(errs []error, names []string) *Refusals {
+	return &Refusals{errs: errs, names: names, n: make([]atomic.Uint64, len(errs))}
+}
+
+// Count counts err, if it is one of the reasons.
+func (r *Refusals) Count(err error) {
+	for i, e := range r.errs {
+		if err == e {
+			r.n[i].Add(1)
+		}
+	}
+}
+
+// Load returns the counts by name.
+func (r *Refusals) Load() map[string]uint64 {
+	m := make(map[string]uint64, len(r.names))
+	for i, name := range r.names {
+		m[name] = r.n[i].Load()
+	}
+	return m
 }
 
 // Bucket is a token bucket of Rate tokens a second, holding at most one

@@ -145,7 +145,7 @@ type Syncer struct {
 	queued, dropped, tooBig, sent, sentRecords, sendErrors, received, applied, lost, restarts atomic.Uint64
 	copiesAsked, copiesDone, copiesFail, copiesServed, copyBusy                               atomic.Uint64
 	updatesSent                                                                               atomic.Uint64
-	refused                                                                                   [len(refusals)]atomic.Uint64
+	refused                                                                                   *clusterauth.Refusals
 }
 
 // dgram is an UPDATE datagram being filled: header room, then records.
@@ -185,7 +185,7 @@ func New(cfg Config) (*Syncer, error) {
 	if len(cfg.Keys) == 0 {
 		return nil, errors.New("connsync: no key")
 	}
-	s := &Syncer{done: make(chan struct{})}
+	s := &Syncer{done: make(chan struct{}), refused: clusterauth.NewRefusals(refusals[:], reasons[:])}
 	var o opener
 	for i, k := range cfg.Keys {
 		if len(k.Secret) != clusterauth.KeyLen {
@@ -490,23 +490,12 @@ func (s *Syncer) receive(o opener) {
 	defer s.wg.Done()
 	buf := make([]byte, s.cfg.MaxDatagram+1) // one more: a longer datagram is seen as longer
 	ends := make([]int, 0, 64)
-	for {
-		n, from, err := s.conn.ReadFromUDPAddrPort(buf)
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			continue
+	clusterauth.ReadLoop(s.conn, buf, func(b []byte, from netip.AddrPort) {
+		var err error
+		if ends, err = s.accept(&o, b, from, ends[:0]); err != nil {
+			s.refused.Count(err)
 		}
-		ends, err = s.accept(&o, buf[:n], from, ends[:0])
-		if err != nil {
-			for i, r := range refusals {
-				if err == r {
-					s.refused[i].Add(1)
-				}
-			}
-		}
-	}
+	})
 }
 
 // accept checks one datagram in the order of the package's comment, then
@@ -642,10 +631,7 @@ func (s *Syncer) Stats() Stats {
 		Sent: s.sent.Load(), SentRecords: s.sentRecords.Load(), SendErrors: s.sendErrors.Load(),
 		Received: s.received.Load(), Applied: s.applied.Load(), Lost: s.lost.Load(), Restarts: s.restarts.Load(),
 		CopiesAsked: s.copiesAsked.Load(), CopiesDone: s.copiesDone.Load(), CopiesFail: s.copiesFail.Load(),
-		CopiesServed: s.copiesServed.Load(), CopyBusy: s.copyBusy.Load(), Refused: map[string]uint64{}}
-	for i, name := range reasons {
-		st.Refused[name] = s.refused[i].Load()
-	}
+		CopiesServed: s.copiesServed.Load(), CopyBusy: s.copyBusy.Load(), Refused: s.refused.Load()}
 	return st
 }
 

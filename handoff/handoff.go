@@ -136,12 +136,10 @@ type Handoff struct {
 	bucket  clusterauth.Bucket
 
 	sent, sendErrors, rateLimited, tooBig, received atomic.Uint64
-	refused                                         [5]atomic.Uint64 // by refusals' order
-	notPeer                                         atomic.Uint64    // datagrams from an address not among the peers
+	refused                                         *clusterauth.Refusals
+	notPeer                                         atomic.Uint64 // datagrams from an address not among the peers
 	done                                            chan struct{}
 }
-
-var refusals = [5]error{ErrShort, ErrLong, ErrMagic, ErrVersion, ErrTag}
 
 // Start binds cfg.Listen and delivers every frame received whose tag
 // checks to deliver, from one goroutine, in a buffer reused once deliver
@@ -154,7 +152,8 @@ func Start(cfg Config, deliver func(frame []byte), log *slog.Logger) (*Handoff, 
 	if err != nil {
 		return nil, fmt.Errorf("handoff: listen %s: %w", cfg.Listen, err)
 	}
-	h := &Handoff{cfg: cfg, conn: conn, log: log, deliver: deliver, done: make(chan struct{})}
+	h := &Handoff{cfg: cfg, conn: conn, log: log, deliver: deliver, done: make(chan struct{}),
+		refused: clusterauth.NewRefusals([]error{ErrShort, ErrLong, ErrMagic, ErrVersion, ErrTag}, []string{"short", "long", "magic", "version", "tag"})}
 	h.sends.New = func() any { return &sendBuf{Sealer: *NewSealer(cfg.Key)} }
 	h.bucket.Init(cfg.Rate, time.Now())
 	go h.receive()
@@ -195,41 +194,27 @@ func (h *Handoff) receive() {
 	defer close(h.done)
 	sealer := NewSealer(h.cfg.Key)
 	buf := make([]byte, Overhead+MaxFrame+1) // one more: a longer datagram is seen as longer
-	for {
-		n, from, err := h.conn.ReadFromUDPAddrPort(buf)
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			continue
-		}
+	clusterauth.ReadLoop(h.conn, buf, func(b []byte, from netip.AddrPort) {
 		if clusterauth.PeerIndex(h.cfg.Peers, from) < 0 {
 			// Peers send from their listen address: anything else is
 			// refused before its tag costs a hash.
 			h.notPeer.Add(1)
-			continue
+			return
 		}
-		frame, err := sealer.Open(buf[:n])
+		frame, err := sealer.Open(b)
 		if err != nil {
-			for i, r := range refusals {
-				if err == r {
-					h.refused[i].Add(1)
-				}
-			}
-			continue
+			h.refused.Count(err)
+			return
 		}
 		h.received.Add(1)
 		h.deliver(frame)
-	}
+	})
 }
 
 // Stats reads the counters.
 func (h *Handoff) Stats() Stats {
 	s := Stats{Sent: h.sent.Load(), SendErrors: h.sendErrors.Load(), RateLimited: h.rateLimited.Load(),
-		TooBig: h.tooBig.Load(), Received: h.received.Load(), Refused: map[string]uint64{}}
-	for i, name := range []string{"short", "long", "magic", "version", "tag"} {
-		s.Refused[name] = h.refused[i].Load()
-	}
+		TooBig: h.tooBig.Load(), Received: h.received.Load(), Refused: h.refused.Load()}
 	s.Refused["not_peer"] = h.notPeer.Load()
 	return s
 }
