@@ -265,7 +265,9 @@ func (s *Syncer) Queue(rec []byte) {
 		return
 	}
 	s.qmu.Lock()
-	if c := s.cur; c != nil && (len(c.b)+len(rec) > cap(c.b) || c.count == 1<<16-1) {
+	// The count cannot overflow: a record is at least a byte, and a
+	// datagram holds fewer than 65536.
+	if c := s.cur; c != nil && len(c.b)+len(rec) > cap(c.b) {
 		s.ready = append(s.ready, c)
 		s.cur = nil
 	}
@@ -461,7 +463,7 @@ func (s *Syncer) serveCopy(i int, nonce uint64) {
 				s.tooBig.Add(1)
 				return true
 			}
-			if len(buf)+len(rec) > cap(buf) || count == 1<<16-1 {
+			if len(buf)+len(rec) > cap(buf) {
 				if !flush() {
 					stopped = true
 					return false

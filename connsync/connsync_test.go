@@ -590,3 +590,61 @@ func TestBodies(t *testing.T) {
 		t.Fatalf("COPY_END %x, COPY_DATA %x", e, bodies[CopyData])
 	}
 }
+
+// One copy per asker is served at a time: a second request while the
+// first is being walked is refused and counted; the asker's retry gets it.
+func TestCopyBusy(t *testing.T) {
+	release := make(chan struct{})
+	a, b := pair(t, func(c *Config) {
+		c.Copy = func(yield func([]byte) bool) {
+			<-release
+			yield(rec(1))
+		}
+	}, nil)
+	b.s.RequestCopy(1)
+	waitFor(t, "b's first request", func() bool { return a.s.Stats().Received == 1 })
+	b.s.RequestCopy(1)
+	waitFor(t, "the second refused as busy", func() bool { return a.s.Stats().CopyBusy == 1 })
+	close(release)
+	waitFor(t, "the first copy served", func() bool { return a.s.Stats().CopiesServed == 1 })
+	if s := b.s.Stats(); s.CopiesDone != 0 {
+		t.Fatalf("%+v: the first copy's nonce completed the second", s)
+	}
+	b.s.tick(b.clk.Add(1100 * time.Millisecond)) // the retry
+	waitFor(t, "the retry's copy", func() bool { return b.s.Stats().CopiesDone == 1 })
+	if !b.tb.has(rec(1)) {
+		t.Fatal("copied record not applied")
+	}
+}
+
+// Receiving allocates nothing per datagram: checks, window, delivery.
+func TestAcceptAllocs(t *testing.T) {
+	a, b := pair(t, func(c *Config) { c.Apply = func(PeerID, []byte) {} }, nil)
+	from := addr(b.s.conn)
+	o := testOpener(1472)
+	s := sealer{id: 1, mac: o.macs[1]}
+	const n = 300
+	ds := make([][]byte, n+1)
+	for i := range ds {
+		d := append(make([]byte, Overhead), append(rec(1), rec(2)...)...)
+		ds[i] = s.seal(d, Header{Type: Update, Sender: 2, Epoch: 100, Seq: uint64(i + 1), Count: 2})
+	}
+	ends := make([]int, 0, 8)
+	if _, err := a.s.accept(o, ds[0], from, ends); err != nil {
+		t.Fatal(err)
+	}
+	i := 1
+	allocs := testing.AllocsPerRun(n-1, func() {
+		var err error
+		if ends, err = a.s.accept(o, ds[i], from, ends[:0]); err != nil {
+			t.Fatal(err)
+		}
+		i++
+	})
+	if allocs != 0 {
+		t.Fatalf("accept: %v allocations", allocs)
+	}
+	if _, err := a.s.accept(o, ds[1], from, ends[:0]); err != ErrReplay {
+		t.Fatalf("again: %v, want ErrReplay", err)
+	}
+}
