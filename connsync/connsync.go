@@ -18,8 +18,8 @@
 // There are no acks. HELLOs every HelloInterval say an instance is alive
 // (dead after DeadAfter of silence) and how many UPDATE datagrams it has
 // sent; a receiver that got fewer than the previous HELLO announced lost
-// some and asks that peer for a full copy (COPY_REQ); so does the daemon
-// when an instance starts or a peer comes back. The copy streams as
+// some and asks that peer for a full copy (COPY_REQ); with JoinCopy, so
+// does an instance when it first hears a peer after its start. The copy streams as
 // COPY_DATA datagrams, then COPY_END with their count; a copy that ends
 // short, or goes silent for CopyTimeout, is asked again under a new nonce,
 // at most CopyRetries times. Records may arrive twice and in any order:
@@ -68,6 +68,10 @@ type Config struct {
 	DeadAfter     time.Duration // a peer not heard from for this long is dead: 1 s
 	CopyTimeout   time.Duration // a copy silent this long is asked again: 1 s
 	CopyRetries   int           // how many times: 3
+	// JoinCopy asks each peer for a full copy the first time it is heard
+	// from after this instance starts (a new or restarted instance needs
+	// the others' tables); the daemon sets it.
+	JoinCopy bool
 
 	// RecordLen returns the length of the record at the start of b, or an
 	// error if it does not parse (connrec.Decode's n and err). Required.
@@ -162,6 +166,8 @@ type peerState struct {
 	// Loss: UPDATE datagrams received this epoch, the count the previous
 	// HELLO announced, and the losses already counted.
 	updates, announced, lostSeen uint64
+	helloHeard                   bool        // a HELLO of this epoch came
+	joined                       uint64      // the epoch this peer was first heard in (JoinCopy asked it then)
 	copy                         copyState   // the copy asked of this peer
 	serving                      atomic.Bool // a copy is being sent to this peer
 }
@@ -541,10 +547,16 @@ func (s *Syncer) accept(o *opener, b []byte, from netip.AddrPort, ends []int) ([
 			s.cfg.Log.Info("connsync: peer restarted", "peer", peer, "epoch", h.Epoch)
 		}
 		p.win = window{epoch: h.Epoch}
-		p.updates, p.announced, p.lostSeen = 0, 0, 0
+		p.updates, p.announced, p.lostSeen, p.helloHeard = 0, 0, 0, false
 	}
 	p.win.mark(h.Seq)
 	p.lastHeard = now
+	if p.joined == 0 {
+		p.joined = h.Epoch
+		if s.cfg.JoinCopy {
+			s.askCopy(i, now)
+		}
+	}
 	wasAlive := p.alive
 	p.alive = true
 	recs := payload
@@ -554,6 +566,15 @@ func (s *Syncer) accept(o *opener, b []byte, from netip.AddrPort, ends []int) ([
 		p.updates++
 		deliver = true
 	case Hello:
+		if sent := binary.BigEndian.Uint64(payload); !p.helloHeard && p.joined == h.Epoch && s.cfg.JoinCopy {
+			// What the peer sent before this instance listened is not
+			// loss: the join copy holds it.
+			p.helloHeard = true
+			p.announced = sent
+			p.lostSeen = sent - min(sent, p.updates)
+			break
+		}
+		p.helloHeard = true
 		// Every UPDATE sent before the previous HELLO (an interval ago)
 		// should be here by now; one that is not was lost, and a copy
 		// repairs it.
