@@ -264,7 +264,8 @@ func def[T int | time.Duration](v, d T) T {
 
 // Queue batches rec (copied) for every peer. It does not block on the
 // network and allocates nothing; when the queue is full the record is
-// dropped and counted (a later refresh or copy repairs it).
+// dropped and counted (a later refresh or copy repairs it). It takes qmu
+// for the copy: it runs once per connection change, not per packet.
 func (s *Syncer) Queue(rec []byte) {
 	if len(rec) == 0 || len(rec) > s.maxPayload {
 		s.tooBig.Add(1)
