@@ -194,6 +194,8 @@ func body(h Header, p []byte, recLen func([]byte) (int, error), ends []int) ([]i
 		if off != len(p) {
 			return ends, ErrBadRecords
 		}
+	default: // open refuses these first
+		return ends, ErrVersion
 	}
 	return ends, nil
 }
