@@ -226,12 +226,12 @@ func FuzzBody(f *testing.F) {
 				}
 				start = end
 			}
-		default:
-			t.Fatalf("type %d accepted", typ)
 		case Hello, CopyReq, CopyEnd:
 			if count != 0 || len(p) != map[Type]int{Hello: helloLen, CopyReq: nonceLen, CopyEnd: copyEndLen}[h.Type] {
 				t.Fatalf("%d: %d records, %d bytes accepted", typ, count, len(p))
 			}
+		default:
+			t.Fatalf("type %d accepted", typ)
 		}
 	})
 }
