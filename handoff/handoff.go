@@ -18,12 +18,9 @@
 package handoff
 
 import (
-	"crypto/hmac"
-	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -31,6 +28,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tapvs/tapvs/clusterauth"
 	"github.com/tapvs/tapvs/tun"
 )
 
@@ -40,7 +38,7 @@ import (
 const (
 	version   = 1
 	headerLen = 8
-	tagLen    = 16
+	tagLen    = clusterauth.TagLen
 	// Overhead is the envelope's bytes before the payload.
 	Overhead = headerLen + tagLen
 	// MinFrame and MaxFrame bound a payload: a virtio-net header and an
@@ -49,7 +47,7 @@ const (
 	MinFrame = tun.VNetHdrLen + 14
 	MaxFrame = 65507 - Overhead
 	// KeyLen is the shared key's length.
-	KeyLen = 32
+	KeyLen = clusterauth.KeyLen
 )
 
 var magic = [3]byte{'T', 'V', 'H'}
@@ -63,24 +61,15 @@ var (
 	ErrTag     = errors.New("handoff: tag does not check (another key, or altered)")
 )
 
-// Sealer seals envelopes under a key: an HMAC and its scratch, for one
-// goroutine at a time.
-type Sealer struct {
-	mac hash.Hash
-	sum [sha256.Size]byte
-}
+// Sealer seals envelopes under a key, for one goroutine at a time.
+type Sealer struct{ mac clusterauth.MAC }
 
 // NewSealer makes a Sealer under key.
-func NewSealer(key []byte) *Sealer { return &Sealer{mac: hmac.New(sha256.New, key)} }
+func NewSealer(key []byte) *Sealer { return &Sealer{mac: *clusterauth.NewMAC(key)} }
 
 // tag computes the tag of datagram d (header and frame; its tag bytes are
 // not read).
-func (s *Sealer) tag(d []byte) []byte {
-	s.mac.Reset()
-	s.mac.Write(d[:headerLen])
-	s.mac.Write(d[Overhead:])
-	return s.mac.Sum(s.sum[:0])[:tagLen]
-}
+func (s *Sealer) tag(d []byte) []byte { return s.mac.Tag(d[:headerLen], d[Overhead:]) }
 
 // Seal writes frame's envelope into dst (at least Overhead+len(frame)
 // bytes) and returns the datagram.
@@ -111,7 +100,7 @@ func (s *Sealer) Open(b []byte) ([]byte, error) {
 	if b[3] != version || binary.BigEndian.Uint32(b[4:8]) != 0 {
 		return nil, ErrVersion
 	}
-	if !hmac.Equal(s.tag(b), b[headerLen:Overhead]) {
+	if !s.mac.Check(b[:headerLen], b[Overhead:], b[headerLen:Overhead]) {
 		return nil, ErrTag
 	}
 	return b[Overhead:], nil
@@ -144,15 +133,13 @@ type Handoff struct {
 	log     *slog.Logger
 	deliver func([]byte)
 	sends   sync.Pool // *sendBuf, one per concurrent Send
-	bucket  bucket
+	bucket  clusterauth.Bucket
 
 	sent, sendErrors, rateLimited, tooBig, received atomic.Uint64
-	refused                                         [5]atomic.Uint64 // by refusals' order
-	notPeer                                         atomic.Uint64    // datagrams from an address not among the peers
+	refused                                         *clusterauth.Refusals
+	notPeer                                         atomic.Uint64 // datagrams from an address not among the peers
 	done                                            chan struct{}
 }
-
-var refusals = [5]error{ErrShort, ErrLong, ErrMagic, ErrVersion, ErrTag}
 
 // Start binds cfg.Listen and delivers every frame received whose tag
 // checks to deliver, from one goroutine, in a buffer reused once deliver
@@ -165,9 +152,10 @@ func Start(cfg Config, deliver func(frame []byte), log *slog.Logger) (*Handoff, 
 	if err != nil {
 		return nil, fmt.Errorf("handoff: listen %s: %w", cfg.Listen, err)
 	}
-	h := &Handoff{cfg: cfg, conn: conn, log: log, deliver: deliver, done: make(chan struct{})}
+	h := &Handoff{cfg: cfg, conn: conn, log: log, deliver: deliver, done: make(chan struct{}),
+		refused: clusterauth.NewRefusals([]error{ErrShort, ErrLong, ErrMagic, ErrVersion, ErrTag}, []string{"short", "long", "magic", "version", "tag"})}
 	h.sends.New = func() any { return &sendBuf{Sealer: *NewSealer(cfg.Key)} }
-	h.bucket.init(cfg.Rate)
+	h.bucket.Init(cfg.Rate, time.Now())
 	go h.receive()
 	log.Info("handoff: listening", "listen", cfg.Listen, "peers", len(cfg.Peers), "rate", cfg.Rate)
 	return h, nil
@@ -181,7 +169,7 @@ func (h *Handoff) Send(frame []byte) {
 		h.tooBig.Add(1)
 		return
 	}
-	if !h.bucket.take(time.Now()) {
+	if !h.bucket.Take(time.Now()) {
 		h.rateLimited.Add(1)
 		return
 	}
@@ -206,53 +194,27 @@ func (h *Handoff) receive() {
 	defer close(h.done)
 	sealer := NewSealer(h.cfg.Key)
 	buf := make([]byte, Overhead+MaxFrame+1) // one more: a longer datagram is seen as longer
-	for {
-		n, from, err := h.conn.ReadFromUDPAddrPort(buf)
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			continue
-		}
-		if !h.fromPeer(from) {
+	clusterauth.ReadLoop(h.conn, buf, func(b []byte, from netip.AddrPort) {
+		if clusterauth.PeerIndex(h.cfg.Peers, from) < 0 {
 			// Peers send from their listen address: anything else is
 			// refused before its tag costs a hash.
 			h.notPeer.Add(1)
-			continue
+			return
 		}
-		frame, err := sealer.Open(buf[:n])
+		frame, err := sealer.Open(b)
 		if err != nil {
-			for i, r := range refusals {
-				if err == r {
-					h.refused[i].Add(1)
-				}
-			}
-			continue
+			h.refused.Count(err)
+			return
 		}
 		h.received.Add(1)
 		h.deliver(frame)
-	}
-}
-
-// fromPeer reports whether a datagram from addr came from a peer's listen
-// address (an IPv4 one may arrive IPv4-mapped on a dual-stack socket).
-func (h *Handoff) fromPeer(addr netip.AddrPort) bool {
-	addr = netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
-	for _, p := range h.cfg.Peers {
-		if p == addr {
-			return true
-		}
-	}
-	return false
+	})
 }
 
 // Stats reads the counters.
 func (h *Handoff) Stats() Stats {
 	s := Stats{Sent: h.sent.Load(), SendErrors: h.sendErrors.Load(), RateLimited: h.rateLimited.Load(),
-		TooBig: h.tooBig.Load(), Received: h.received.Load(), Refused: map[string]uint64{}}
-	for i, name := range []string{"short", "long", "magic", "version", "tag"} {
-		s.Refused[name] = h.refused[i].Load()
-	}
+		TooBig: h.tooBig.Load(), Received: h.received.Load(), Refused: h.refused.Load()}
 	s.Refused["not_peer"] = h.notPeer.Load()
 	return s
 }
@@ -261,38 +223,4 @@ func (h *Handoff) Stats() Stats {
 func (h *Handoff) Close() {
 	h.conn.Close()
 	<-h.done
-}
-
-// bucket is a token bucket of Rate tokens a second, holding at most one
-// second's worth: lock-free, as every reader takes from it.
-type bucket struct {
-	rate   int64
-	tokens atomic.Int64
-	last   atomic.Int64 // unix nanoseconds of the last refill
-}
-
-func (b *bucket) init(rate int) {
-	b.rate = int64(rate)
-	b.tokens.Store(b.rate)
-	b.last.Store(time.Now().UnixNano())
-}
-
-func (b *bucket) take(now time.Time) bool {
-	t := now.UnixNano()
-	last := b.last.Load()
-	if elapsed := t - last; elapsed >= int64(time.Millisecond) && b.last.CompareAndSwap(last, t) {
-		add := elapsed * b.rate / int64(time.Second)
-		for {
-			cur := b.tokens.Load()
-			next := min(cur+add, b.rate)
-			if b.tokens.CompareAndSwap(cur, next) {
-				break
-			}
-		}
-	}
-	if b.tokens.Add(-1) >= 0 {
-		return true
-	}
-	b.tokens.Add(1)
-	return false
 }

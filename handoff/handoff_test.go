@@ -168,32 +168,6 @@ func TestSendReceive(t *testing.T) {
 	}
 }
 
-// The rate bounds what is handed over in a burst; tokens come back with
-// time.
-func TestBucket(t *testing.T) {
-	var b bucket
-	b.init(10)
-	now := time.Now()
-	n := 0
-	for range 100 {
-		if b.take(now) {
-			n++
-		}
-	}
-	if n != 10 {
-		t.Fatalf("%d taken from a full bucket of 10", n)
-	}
-	later := now.Add(200 * time.Millisecond)
-	for i := range 2 {
-		if !b.take(later) {
-			t.Fatalf("token %d of 2 not back after 200 ms at 10/s", i+1)
-		}
-	}
-	if b.take(later) {
-		t.Fatal("a third token after 200 ms at 10/s")
-	}
-}
-
 // Send allocates nothing: it runs on the data path.
 func TestSendAllocs(t *testing.T) {
 	h, err := Start(Config{Listen: netip.MustParseAddrPort("127.0.0.1:0"), Key: key(1), Rate: 1 << 30,
