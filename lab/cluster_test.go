@@ -48,7 +48,7 @@ func TestREADMEClusterSnippets(t *testing.T) {
 		t.Fatalf("README's cluster section has %d code blocks, want 3 (tapvs's bgp:, FRR, BIRD)", len(blocks))
 	}
 	c := &Cluster{Prefix: "x", Instances: 3, Router: RouterFRR, Dir: "/nonexistent"}
-	ours := ClusterBGP(1) + ClusterHandoff(1, 3)
+	ours := ClusterBGP(1, 3) + ClusterHandoff(1, 3)
 	if !strings.Contains(c.config(1, ""), ours) {
 		t.Fatal("the lab's instance configuration has no bgp: and handoff: sections together")
 	}
