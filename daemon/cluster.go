@@ -121,7 +121,7 @@ func (c *cluster) pass() {
 			backups = append(backups, b.Addr)
 		}
 	}
-	if bal.SetBackupLIPs(backups) {
+	if bal.SetBackupLIPs(backups) && c.d.Stack != nil { // (a daemon without TAPs has none)
 		// The stack answers ARP and neighbour discovery for them from
 		// now on (or no longer).
 		if err := c.d.sync(); err != nil {
