@@ -371,8 +371,14 @@ func reloadAddsAVIP(t *testing.T, c *lab.Cluster) {
 // t1 is killed, the best path and the FIB go to t2, whose stack answers for the
 // LIP on its server side: a real server's segment to it reaches t2's
 // balancer, which drops it (counted) until connection sync gives it state.
-func TestClusterFRRBackupLIPs(t *testing.T) {
-	c := startCluster(t, lab.RouterFRR, 2)
+func TestClusterFRRBackupLIPs(t *testing.T) { backupLIPFailover(t, lab.RouterFRR) }
+
+// TestClusterBIRDBackupLIPs is TestClusterFRRBackupLIPs with BIRD as the
+// router (its table read with birdc).
+func TestClusterBIRDBackupLIPs(t *testing.T) { backupLIPFailover(t, lab.RouterBIRD) }
+
+func backupLIPFailover(t *testing.T, router string) {
+	c := startCluster(t, router, 2)
 	lip := c.Inst[0].LIPs[0]
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

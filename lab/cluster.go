@@ -1020,13 +1020,18 @@ type BGPPath struct {
 	Best     bool
 }
 
-// BGPPaths returns the paths FRR's BGP table holds for dst/32 (vtysh's
-// "show ip bgp dst/32 json"), sorted by instance.
+// BGPPaths returns the paths the router's BGP table holds for dst/32
+// (FRR: vtysh's "show ip bgp dst/32 json"; BIRD: birdc's "show route for
+// dst/32 all"), sorted by instance.
 func (c *Cluster) BGPPaths(dst netip.Addr) ([]BGPPath, error) {
-	if c.Router != RouterFRR {
-		return nil, fmt.Errorf("BGPPaths reads FRR's table, not %s's", c.Router)
-	}
 	p := netip.PrefixFrom(dst, 32).String()
+	switch c.Router {
+	case RouterFRR:
+	case RouterBIRD:
+		return c.birdPaths(p)
+	default:
+		return nil, fmt.Errorf("BGPPaths reads FRR's or BIRD's table, not %s's", c.Router)
+	}
 	out, err := exec.Command("vtysh", "--vty_socket", c.routerDir(), "-c", "show ip bgp "+p+" json").Output()
 	if err != nil {
 		return nil, fmt.Errorf("vtysh show ip bgp %s: %w", p, err)
@@ -1049,6 +1054,33 @@ func (c *Cluster) BGPPaths(dst netip.Addr) ([]BGPPath, error) {
 	for _, q := range r.Paths {
 		a, _ := netip.ParseAddr(q.Peer.PeerID)
 		paths = append(paths, BGPPath{Instance: InstanceOf(a), MED: q.Metric, Best: q.Bestpath.Overall})
+	}
+	slices.SortFunc(paths, func(a, b BGPPath) int { return a.Instance - b.Instance })
+	return paths, nil
+}
+
+// birdPaths is BGPPaths from birdc: each route of the prefix starts with a
+// line "... unicast [protocol time] * (pref) [AS...]" ("*": the best),
+// and its own lines follow: "via 10.1.N.2 on tN", "BGP.med: M".
+func (c *Cluster) birdPaths(p string) ([]BGPPath, error) {
+	out, err := exec.Command("birdc", "-s", filepath.Join(c.routerDir(), "bird.ctl"), "show", "route", "for", p, "all").Output()
+	if err != nil {
+		return nil, fmt.Errorf("birdc show route for %s: %w", p, err)
+	}
+	var paths []BGPPath
+	for _, l := range strings.Split(string(out), "\n") {
+		f := strings.Fields(l)
+		switch {
+		case slices.Contains(f, "unicast"):
+			_, after, _ := strings.Cut(l, "]")
+			paths = append(paths, BGPPath{Best: strings.HasPrefix(strings.TrimSpace(after), "*")})
+		case len(paths) == 0:
+		case len(f) >= 2 && f[0] == "via":
+			a, _ := netip.ParseAddr(f[1])
+			paths[len(paths)-1].Instance = InstanceOf(a)
+		case len(f) == 2 && f[0] == "BGP.med:":
+			paths[len(paths)-1].MED, _ = strconv.ParseInt(f[1], 10, 64)
+		}
 	}
 	slices.SortFunc(paths, func(a, b BGPPath) int { return a.Instance - b.Instance })
 	return paths, nil
