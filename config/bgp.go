@@ -131,8 +131,12 @@ const (
 
 // checkBackups checks bgp.backup_lips against the instance's own LIPs
 // (lips: address → the services[i] that lists it) and VIPs: a backup is
-// another instance's LIP, never one of this one's addresses.
-func checkBackups(e *errs, c *bgp.Config, lips map[netip.Addr]string, vips map[netip.Addr]string) {
+// another instance's LIP, never one of this one's addresses, and never on
+// the server side's link (onLink, its IPv4 and IPv6 prefixes): there the
+// real servers reach a LIP by ARP or neighbour discovery, not by the
+// routes BGP steers, and this instance answering for it would take its
+// owner's replies.
+func checkBackups(e *errs, c *bgp.Config, lips map[netip.Addr]string, vips map[netip.Addr]string, onLink [2]netip.Prefix) {
 	if c == nil {
 		return
 	}
@@ -162,6 +166,11 @@ func checkBackups(e *errs, c *bgp.Config, lips map[netip.Addr]string, vips map[n
 		}
 		if svc, own := vips[a]; own {
 			e.add(bf+".address", "%s is a VIP of this instance (%s)", a, svc)
+		}
+		for _, p := range onLink {
+			if p.IsValid() && p.Contains(a) {
+				e.add(bf+".address", "%s is on the server side's link (interfaces.server %s): the real servers reach it there without the routers, so its owner's replies would come here", a, p.Masked())
+			}
 		}
 		if j, dup := seen[a]; dup {
 			e.add(bf+".address", "%s is backup_lips[%d] too", a, j)

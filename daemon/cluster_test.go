@@ -179,8 +179,8 @@ func TestDrain(t *testing.T) {
 // during a drain, and go when a reload takes them off.
 func TestAnnounceBackupLIPs(t *testing.T) {
 	r := bgptest.Start(t, 65001, "")
-	peerLIP := netip.MustParsePrefix("172.25.84.50/32")
-	withBackup := strings.Replace(bgpSection(r), "  peers:", "  backup_lips: [{address: 172.25.84.50, rank: 2}]\n  peers:", 1)
+	peerLIP := netip.MustParsePrefix("172.26.84.50/32")
+	withBackup := strings.Replace(bgpSection(r), "  peers:", "  backup_lips: [{address: 172.26.84.50, rank: 2}]\n  peers:", 1)
 	g := newClusterRigFrom(t, r, clusterBase+withBackup)
 	g.expect(t, vip80, vip443, lip10, lip11, peerLIP)
 	g.r.WaitMEDs(t, map[netip.Prefix]int64{vip80: 0, vip443: 0, lip10: 0, lip11: 0, peerLIP: 102})
