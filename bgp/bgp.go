@@ -48,8 +48,28 @@ type Config struct {
 	HasMED            bool
 	// AnnounceLIPs announces each LIP as a host route beside the VIPs.
 	AnnounceLIPs bool
-	Peers        []Peer
+	// BackupLIPs are the other instances' LIPs this one announces as
+	// their backup (Route.Backup): a router sends their replies here only
+	// once the owner's path is gone.
+	BackupLIPs []BackupLIP
+	Peers      []Peer
 }
+
+// BackupLIP is a peer instance's LIP and this instance's place among its
+// backups: 1 is the first, whose path wins once the owner's is gone.
+type BackupLIP struct {
+	Addr netip.Addr
+	Rank int // 1-MaxBackupRank
+}
+
+// MaxBackupRank is the largest backup rank: with the 100 that sets every
+// backup behind every owner, a path's MED is at most MED+200.
+const MaxBackupRank = 100
+
+// BackupMED is what a backup's MED adds to the configured one: 100 puts
+// every backup behind every owner (whose MED is the configured one), and
+// the rank orders the backups among themselves.
+func BackupMED(rank int) uint32 { return uint32(100 + rank) }
 
 // Peer is one router to announce to.
 type Peer struct {
@@ -72,7 +92,7 @@ type Speaker struct {
 	// Reconfigure (a reload) and the status readers (the API, metrics).
 	mu     sync.Mutex
 	cfg    Config
-	routes map[netip.Prefix]time.Time // announced, since when
+	routes map[netip.Prefix]Route // announced: with what rank, since when
 	peers  map[netip.Addr]*peerState
 
 	announced, withdrawn atomic.Uint64 // routes, counted once per change
@@ -97,7 +117,7 @@ func Start(cfg Config, log *slog.Logger) (*Speaker, error) {
 	lvl.Set(slog.LevelWarn) // GoBGP's own log: its warnings and errors only
 	srv := server.NewBgpServer(server.LoggerOption(log.With("component", "gobgp"), lvl))
 	go srv.Serve()
-	s := &Speaker{srv: srv, log: log, cfg: cfg, routes: map[netip.Prefix]time.Time{}, peers: map[netip.Addr]*peerState{}}
+	s := &Speaker{srv: srv, log: log, cfg: cfg, routes: map[netip.Prefix]Route{}, peers: map[netip.Addr]*peerState{}}
 	ctx := context.Background()
 	if err := srv.StartBgp(ctx, &api.StartBgpRequest{Global: &api.Global{
 		Asn: cfg.ASN, RouterId: cfg.RouterID.String(),
@@ -244,10 +264,30 @@ func fsmName(st bgp.FSMState) string {
 	return fmt.Sprintf("state %d", st)
 }
 
-// Announce makes the announced routes exactly want (host routes: /32 and
-// /128), announcing what is new and withdrawing what is gone. It is called
-// by one goroutine at a time (the daemon's announcer).
-func (s *Speaker) Announce(want []netip.Prefix) error {
+// Route is a prefix to announce (a host route: /32 or /128) and its place:
+// Backup 0 is this instance's own (a VIP, its LIP), announced with the
+// configured attributes; Backup r > 0 is another instance's LIP, announced
+// as its r-th backup. Since is when it was announced (Status; Announce
+// ignores it).
+type Route struct {
+	Prefix netip.Prefix
+	Backup int
+	Since  time.Time
+}
+
+// Own is prefixes as this instance's own routes (Backup 0).
+func Own(prefixes ...netip.Prefix) []Route {
+	r := make([]Route, len(prefixes))
+	for i, p := range prefixes {
+		r[i] = Route{Prefix: p}
+	}
+	return r
+}
+
+// Announce makes the announced routes exactly want, announcing what is new
+// or whose backup rank changed (its path replaced) and withdrawing what is
+// gone. It is called by one goroutine at a time (the daemon's announcer).
+func (s *Speaker) Announce(want []Route) error {
 	if s.closed.Load() {
 		return ErrClosed
 	}
@@ -255,18 +295,19 @@ func (s *Speaker) Announce(want []netip.Prefix) error {
 	defer s.mu.Unlock()
 	var errs []error
 	wanted := make(map[netip.Prefix]bool, len(want))
-	for _, p := range want {
+	for _, r := range want {
+		p := r.Prefix
 		wanted[p] = true
-		if _, ok := s.routes[p]; ok {
+		if have, ok := s.routes[p]; ok && have.Backup == r.Backup {
 			continue
 		}
-		if err := s.add(p); err != nil {
+		if err := s.add(p, r.Backup); err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		s.routes[p] = time.Now()
+		s.routes[p] = Route{Prefix: p, Backup: r.Backup, Since: time.Now()}
 		s.announced.Add(1)
-		s.log.Info("bgp: announce", "prefix", p)
+		s.log.Info("bgp: announce", "prefix", p, "backup", r.Backup)
 	}
 	for p := range s.routes {
 		if wanted[p] {
@@ -283,9 +324,27 @@ func (s *Speaker) Announce(want []netip.Prefix) error {
 	return errors.Join(errs...)
 }
 
-// path is prefix's path with the configured attributes; the next hop left
-// unspecified is GoBGP's next-hop self.
-func (s *Speaker) path(p netip.Prefix) (*apiutil.Path, error) {
+// med is the MED of a path of the given backup rank, and whether it has
+// one. A backup's is the configured one (0 unset) + BackupMED(rank). With
+// backups configured, the own paths carry the configured MED, 0 if unset,
+// rather than none: a router told "bgp bestpath med missing-as-worst"
+// would otherwise rank the owner behind its backups.
+func (s *Speaker) med(backup int) (uint32, bool) {
+	if backup > 0 {
+		return s.cfg.MED + BackupMED(backup), true
+	}
+	return s.cfg.MED, s.cfg.HasMED || len(s.cfg.BackupLIPs) > 0
+}
+
+// path is prefix's path with the configured attributes and the MED of its
+// backup rank; the next hop left unspecified is GoBGP's next-hop self.
+//
+// The backup's preference is its MED, not a longer AS path or a
+// LOCAL_PREF: MED orders paths on eBGP sessions when the instances share
+// an AS (FRR and BIRD compare it between paths from the same neighbouring
+// AS, which they are) and on iBGP ones, where a prepended AS path would
+// carry the router's own AS and be dropped by its loop check.
+func (s *Speaker) path(p netip.Prefix, backup int) (*apiutil.Path, error) {
 	nlri, err := bgp.NewIPAddrPrefix(p)
 	if err != nil {
 		return nil, fmt.Errorf("bgp: %s: %w", p, err)
@@ -314,8 +373,8 @@ func (s *Speaker) path(p netip.Prefix) (*apiutil.Path, error) {
 		}
 		attrs = append(attrs, a)
 	}
-	if s.cfg.HasMED {
-		attrs = append(attrs, bgp.NewPathAttributeMultiExitDisc(s.cfg.MED))
+	if med, ok := s.med(backup); ok {
+		attrs = append(attrs, bgp.NewPathAttributeMultiExitDisc(med))
 	}
 	if len(s.cfg.Communities) > 0 {
 		attrs = append(attrs, bgp.NewPathAttributeCommunities(slices.Clone(s.cfg.Communities)))
@@ -323,8 +382,8 @@ func (s *Speaker) path(p netip.Prefix) (*apiutil.Path, error) {
 	return &apiutil.Path{Family: fam, Nlri: nlri, Attrs: attrs}, nil
 }
 
-func (s *Speaker) add(p netip.Prefix) error {
-	path, err := s.path(p)
+func (s *Speaker) add(p netip.Prefix, backup int) error {
+	path, err := s.path(p, backup)
 	if err != nil {
 		return err
 	}
@@ -335,7 +394,7 @@ func (s *Speaker) add(p netip.Prefix) error {
 }
 
 func (s *Speaker) del(p netip.Prefix) error {
-	path, err := s.path(p)
+	path, err := s.path(p, 0)
 	if err != nil {
 		return err
 	}
@@ -403,8 +462,8 @@ func (s *Speaker) Reconfigure(next Config) (kept, added, removed []netip.Addr, e
 		added = append(added, p.Address)
 	}
 	if global {
-		for p := range s.routes {
-			if err := s.add(p); err != nil {
+		for p, r := range s.routes {
+			if err := s.add(p, r.Backup); err != nil {
 				errs = append(errs, err)
 			}
 		}
@@ -420,7 +479,7 @@ func (s *Speaker) Reconfigure(next Config) (kept, added, removed []netip.Addr, e
 func sameGlobal(a, b Config) bool {
 	return a.HoldTime == b.HoldTime && a.Keepalive == b.Keepalive && a.ConnectRetry == b.ConnectRetry &&
 		a.NextHop == b.NextHop && a.NextHop6 == b.NextHop6 && slices.Equal(a.Communities, b.Communities) &&
-		a.MED == b.MED && a.HasMED == b.HasMED
+		a.MED == b.MED && a.HasMED == b.HasMED && (len(a.BackupLIPs) > 0) == (len(b.BackupLIPs) > 0)
 }
 
 // Config is the configuration the speaker runs.

@@ -30,7 +30,7 @@ func announced(t *testing.T, cfg Config, prefixes ...netip.Prefix) *Speaker {
 		t.Fatal(err)
 	}
 	t.Cleanup(s.Close)
-	if err := s.Announce(prefixes); err != nil {
+	if err := s.Announce(Own(prefixes...)); err != nil {
 		t.Fatal(err)
 	}
 	return s
@@ -53,11 +53,11 @@ func TestAnnounceWithdrawClose(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	if err := s.Announce([]netip.Prefix{vip, lip}); err != nil {
+	if err := s.Announce(Own(vip, lip)); err != nil {
 		t.Fatal(err)
 	}
 	r.WaitLearned(t, map[netip.Prefix]netip.Addr{vip: self, lip: self})
-	if err := s.Announce([]netip.Prefix{lip}); err != nil {
+	if err := s.Announce(Own(lip)); err != nil {
 		t.Fatal(err)
 	}
 	r.WaitLearned(t, map[netip.Prefix]netip.Addr{lip: self})
@@ -87,7 +87,7 @@ func TestAnnounceWithdrawClose(t *testing.T) {
 	}
 	s.Close()
 	r.WaitLearned(t, map[netip.Prefix]netip.Addr{})
-	if err := s.Announce([]netip.Prefix{vip}); err != ErrClosed {
+	if err := s.Announce(Own(vip)); err != ErrClosed {
 		t.Fatalf("Announce after Close: %v, want ErrClosed", err)
 	}
 }
@@ -155,7 +155,7 @@ func TestPasswordChangeConnects(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	s.Announce([]netip.Prefix{vip})
+	s.Announce(Own(vip))
 	cfg.Peers[0].Password = "router-secret"
 	if _, _, _, err := s.Reconfigure(cfg); err != nil {
 		t.Fatal(err)
@@ -172,8 +172,47 @@ func TestIPv6OverIPv4Session(t *testing.T) {
 	vip6 := netip.MustParsePrefix("fd00:25:254::100/128")
 	s := announced(t, cfg, vip, vip6)
 	r.WaitLearned(t, map[netip.Prefix]netip.Addr{vip: self, vip6: cfg.NextHop6})
-	if err := s.Announce([]netip.Prefix{vip}); err != nil {
+	if err := s.Announce(Own(vip)); err != nil {
 		t.Fatal(err)
 	}
 	r.WaitLearned(t, map[netip.Prefix]netip.Addr{vip: self})
+}
+
+// A backup LIP goes out with MED = med + 100 + rank, the own routes with
+// the configured MED (0 when unset, once backups are configured); a rank
+// that changes re-announces the path with its new MED, and a backup that
+// becomes an own route gets the owner's.
+func TestBackupMED(t *testing.T) {
+	r := bgptest.Start(t, 65001, "")
+	cfg := speakerConfig(r)
+	peerLIP := netip.MustParsePrefix("172.26.1.11/32")
+	cfg.BackupLIPs = []BackupLIP{{Addr: peerLIP.Addr(), Rank: 1}}
+	s := announced(t, cfg)
+	if err := s.Announce([]Route{{Prefix: vip}, {Prefix: lip}, {Prefix: peerLIP, Backup: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	r.WaitMEDs(t, map[netip.Prefix]int64{vip: 0, lip: 0, peerLIP: 101})
+	if err := s.Announce([]Route{{Prefix: vip}, {Prefix: lip}, {Prefix: peerLIP, Backup: 3}}); err != nil {
+		t.Fatal(err)
+	}
+	r.WaitMEDs(t, map[netip.Prefix]int64{vip: 0, lip: 0, peerLIP: 103})
+	if st := s.Status(); st.Announced != 4 || st.Routes[2].Backup != 3 {
+		t.Fatalf("status %+v: want 4 announcements (3, then the new rank), the route at rank 3", st)
+	}
+	// A configured MED is the base of both.
+	cfg.MED, cfg.HasMED = 50, true
+	if _, _, _, err := s.Reconfigure(cfg); err != nil {
+		t.Fatal(err)
+	}
+	r.WaitMEDs(t, map[netip.Prefix]int64{vip: 50, lip: 50, peerLIP: 153})
+	if err := s.Announce([]Route{{Prefix: vip}, {Prefix: lip}, {Prefix: peerLIP}}); err != nil {
+		t.Fatal(err)
+	}
+	r.WaitMEDs(t, map[netip.Prefix]int64{vip: 50, lip: 50, peerLIP: 50})
+	// Without backups and a MED, no MED at all, as before.
+	cfg.BackupLIPs, cfg.HasMED, cfg.MED = nil, false, 0
+	if _, _, _, err := s.Reconfigure(cfg); err != nil {
+		t.Fatal(err)
+	}
+	r.WaitMEDs(t, map[netip.Prefix]int64{vip: -1, lip: -1, peerLIP: -1})
 }

@@ -104,7 +104,7 @@ func TestBadPeersLeaveTheGoodOneAlone(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	if err := s.Announce([]netip.Prefix{vip, lip}); err != nil {
+	if err := s.Announce(Own(vip, lip)); err != nil {
 		t.Fatal(err)
 	}
 	good.WaitLearned(t, map[netip.Prefix]netip.Addr{vip: self, lip: self})
@@ -154,7 +154,7 @@ func TestBadPeersLeaveTheGoodOneAlone(t *testing.T) {
 		}
 	}
 	good.WaitLearned(t, map[netip.Prefix]netip.Addr{vip: self, lip: self})
-	if err := s.Announce([]netip.Prefix{lip}); err != nil {
+	if err := s.Announce(Own(lip)); err != nil {
 		t.Fatal(err)
 	}
 	good.WaitLearned(t, map[netip.Prefix]netip.Addr{lip: self})

@@ -36,12 +36,6 @@ type PeerStatus struct {
 	LastError string
 }
 
-// Route is an announced prefix.
-type Route struct {
-	Prefix netip.Prefix
-	Since  time.Time
-}
-
 // Status reads the speaker's state.
 func (s *Speaker) Status() Status {
 	msgs := map[string][2]uint64{}
@@ -75,8 +69,8 @@ func (s *Speaker) Status() Status {
 			Changes: p.changes, Established: p.ups, Received: m[0], Sent: m[1], LastError: reasons[addr.String()]})
 	}
 	slices.SortFunc(st.Peers, func(a, b PeerStatus) int { return a.Address.Compare(b.Address) })
-	for p, since := range s.routes {
-		st.Routes = append(st.Routes, Route{Prefix: p, Since: since})
+	for _, r := range s.routes {
+		st.Routes = append(st.Routes, r)
 	}
 	slices.SortFunc(st.Routes, func(a, b Route) int {
 		if c := a.Prefix.Addr().Compare(b.Prefix.Addr()); c != 0 {

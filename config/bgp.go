@@ -14,17 +14,25 @@ import (
 
 // rawBGP mirrors the bgp: section. Absent, tapvs announces nothing.
 type rawBGP struct {
-	ASN          int64     `mapstructure:"asn"`
-	RouterID     string    `mapstructure:"router_id"`
-	HoldTime     string    `mapstructure:"hold_time"`
-	Keepalive    string    `mapstructure:"keepalive"`
-	ConnectRetry string    `mapstructure:"connect_retry"`
-	NextHop      string    `mapstructure:"next_hop"`
-	NextHop6     string    `mapstructure:"next_hop6"`
-	Communities  []string  `mapstructure:"communities"`
-	MED          *int64    `mapstructure:"med"`
-	AnnounceLIPs *bool     `mapstructure:"announce_lips"`
-	Peers        []rawPeer `mapstructure:"peers"`
+	ASN          int64       `mapstructure:"asn"`
+	RouterID     string      `mapstructure:"router_id"`
+	HoldTime     string      `mapstructure:"hold_time"`
+	Keepalive    string      `mapstructure:"keepalive"`
+	ConnectRetry string      `mapstructure:"connect_retry"`
+	NextHop      string      `mapstructure:"next_hop"`
+	NextHop6     string      `mapstructure:"next_hop6"`
+	Communities  []string    `mapstructure:"communities"`
+	MED          *int64      `mapstructure:"med"`
+	AnnounceLIPs *bool       `mapstructure:"announce_lips"`
+	BackupLIPs   []rawBackup `mapstructure:"backup_lips"`
+	Peers        []rawPeer   `mapstructure:"peers"`
+}
+
+// rawBackup is one of bgp.backup_lips: another instance's LIP and this
+// instance's rank among its backups.
+type rawBackup struct {
+	Address string `mapstructure:"address"`
+	Rank    *int   `mapstructure:"rank"`
 }
 
 type rawPeer struct {
@@ -105,7 +113,70 @@ func readBGP(e *errs, r *rawBGP) *bgp.Config {
 	for i, rp := range r.Peers {
 		c.Peers = append(c.Peers, readPeer(e, fmt.Sprintf("%s.peers[%d]", f, i), rp))
 	}
+	for i, rb := range r.BackupLIPs {
+		bf := fmt.Sprintf("%s.backup_lips[%d]", f, i)
+		b := bgp.BackupLIP{Addr: readUnicast(e, bf+".address", rb.Address), Rank: 1}
+		if rb.Rank != nil {
+			b.Rank = *rb.Rank
+		}
+		c.BackupLIPs = append(c.BackupLIPs, b)
+	}
 	return &c
+}
+
+const (
+	maxBackupLIPs = 1024
+	rankWords     = "%d is not a backup rank 1-%d (1: the first backup, whose path wins once the owner's is gone)"
+)
+
+// checkBackups checks bgp.backup_lips against the instance's own LIPs
+// (lips: address → the services[i] that lists it) and VIPs: a backup is
+// another instance's LIP, never one of this one's addresses, and never on
+// the server side's link (onLink, its IPv4 and IPv6 prefixes): there the
+// real servers reach a LIP by ARP or neighbour discovery, not by the
+// routes BGP steers, and this instance answering for it would take its
+// owner's replies.
+func checkBackups(e *errs, c *bgp.Config, lips map[netip.Addr]string, vips map[netip.Addr]string, onLink [2]netip.Prefix) {
+	if c == nil {
+		return
+	}
+	const f = "bgp"
+	if len(c.BackupLIPs) > maxBackupLIPs {
+		e.add(f+".backup_lips", "%d backup LIPs: at most %d", len(c.BackupLIPs), maxBackupLIPs)
+	}
+	if len(c.BackupLIPs) > 0 && !c.AnnounceLIPs {
+		e.add(f+".backup_lips", "are announced as backups of other instances' LIPs: they need announce_lips (this instance's own LIPs announced as their owner)")
+	}
+	if len(c.BackupLIPs) > 0 && c.HasMED && uint64(c.MED)+uint64(bgp.BackupMED(bgp.MaxBackupRank)) > 1<<32-1 {
+		e.add(f+".med", "%d: a backup's MED adds up to %d, past 4294967295", c.MED, bgp.BackupMED(bgp.MaxBackupRank))
+	}
+	seen := map[netip.Addr]int{}
+	for i, b := range c.BackupLIPs {
+		bf := fmt.Sprintf("%s.backup_lips[%d]", f, i)
+		a := b.Addr.Unmap()
+		if !unicast(a) {
+			e.add(bf+".address", "%q is not a unicast IP address", b.Addr)
+			continue
+		}
+		if b.Rank < 1 || b.Rank > bgp.MaxBackupRank {
+			e.add(bf+".rank", rankWords, b.Rank, bgp.MaxBackupRank)
+		}
+		if svc, own := lips[a]; own {
+			e.add(bf+".address", "%s is a LIP of this instance's own (%s): a backup LIP is another instance's", a, svc)
+		}
+		if svc, own := vips[a]; own {
+			e.add(bf+".address", "%s is a VIP of this instance (%s)", a, svc)
+		}
+		for _, p := range onLink {
+			if p.IsValid() && p.Contains(a) {
+				e.add(bf+".address", "%s is on the server side's link (interfaces.server %s): the real servers reach it there without the routers, so its owner's replies would come here", a, p.Masked())
+			}
+		}
+		if j, dup := seen[a]; dup {
+			e.add(bf+".address", "%s is backup_lips[%d] too", a, j)
+		}
+		seen[a] = i
+	}
 }
 
 const routerIDWords = "%q is not an IPv4 address (BGP's identifier is one, even for an IPv6-only speaker)"

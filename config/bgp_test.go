@@ -4,9 +4,12 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tapvs/tapvs/bgp"
 )
 
 const validBGP = valid + `
@@ -57,6 +60,22 @@ func TestBGPValues(t *testing.T) {
 	}
 }
 
+// bgp.backup_lips: each another instance's LIP with its rank, 1 unless
+// given; IPv4-mapped addresses read as IPv4.
+func TestBGPBackupLIPs(t *testing.T) {
+	c, err := Parse(strings.Replace(validBGP, "  peers:", "  backup_lips:\n    - {address: 172.26.84.11}\n    - {address: '::ffff:172.26.84.12', rank: 2}\n  peers:", 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []bgp.BackupLIP{{Addr: netip.MustParseAddr("172.26.84.11"), Rank: 1}, {Addr: netip.MustParseAddr("172.26.84.12"), Rank: 2}}
+	if !slices.Equal(c.BGP.BackupLIPs, want) {
+		t.Fatalf("backup_lips %+v, want %+v", c.BGP.BackupLIPs, want)
+	}
+	if c, _ := Parse(validBGP); len(c.BGP.BackupLIPs) != 0 {
+		t.Fatalf("backup_lips %+v without the key", c.BGP.BackupLIPs)
+	}
+}
+
 // The bounds are inclusive: each limit itself is accepted, one past it
 // refused (TestBGPErrorsNameTheField has the refusals).
 func TestBGPLimitsAccepted(t *testing.T) {
@@ -79,6 +98,7 @@ func TestBGPLimitsAccepted(t *testing.T) {
 		"64 peers":    {peer, strings.Join(peers, "\n")},
 		"32 comms":    {"router_id: 10.1.1.2", "router_id: 10.1.1.2\n  communities: [" + strings.Join(comms, ", ") + "]"},
 		"password 80": {peer, "    - {address: 10.1.1.1, asn: 65000, password: " + strings.Repeat("x", 80) + "}"},
+		"backup rank": {"router_id: 10.1.1.2", "router_id: 10.1.1.2\n  med: 4294967095\n  backup_lips: [{address: 172.26.84.11, rank: 100}, {address: 'fd00::11', rank: 1}]"},
 	}
 	for name, tc := range cases {
 		if !strings.Contains(validBGP, tc.from) {
@@ -123,6 +143,16 @@ func TestBGPErrorsNameTheField(t *testing.T) {
 		"peer password": {peer, "    - {address: 10.1.1.1, asn: 65000, password: " + strings.Repeat("x", 81) + "}", "bgp.peers[0].password: 81 bytes: a TCP-MD5 key is at most 80"},
 		"unknown key":   {"router_id: 10.1.1.2", "router_id: 10.1.1.2\n  listen_port: 179", "listen_port"},
 		"peer unknown":  {peer, "    - {address: 10.1.1.1, asn: 65000, multihop: 2}", "multihop"},
+		"backup addr":   {"router_id: 10.1.1.2", "router_id: 10.1.1.2\n  backup_lips: [{address: 172.25.84.0/24}]", `bgp.backup_lips[0].address: "172.25.84.0/24" is not a unicast IP address`},
+		"backup own":    {"router_id: 10.1.1.2", "router_id: 10.1.1.2\n  backup_lips: [{address: 172.25.84.10}]", "bgp.backup_lips[0].address: 172.25.84.10 is a LIP of this instance's own (services[0])"},
+		"backup vip":    {"router_id: 10.1.1.2", "router_id: 10.1.1.2\n  backup_lips: [{address: 172.25.254.100}]", "bgp.backup_lips[0].address: 172.25.254.100 is a VIP of this instance"},
+		"backup dup":    {"router_id: 10.1.1.2", "router_id: 10.1.1.2\n  backup_lips: [{address: 172.26.84.11}, {address: 172.26.84.11, rank: 2}]", "bgp.backup_lips[1].address: 172.26.84.11 is backup_lips[0] too"},
+		"backup link":   {"router_id: 10.1.1.2", "router_id: 10.1.1.2\n  backup_lips: [{address: 172.25.84.11}]", "bgp.backup_lips[0].address: 172.25.84.11 is on the server side's link (interfaces.server 172.25.84.0/24)"},
+		"backup rank 0": {"router_id: 10.1.1.2", "router_id: 10.1.1.2\n  backup_lips: [{address: 172.26.84.11, rank: 0}]", "bgp.backup_lips[0].rank: 0 is not a backup rank 1-100"},
+		"backup rank":   {"router_id: 10.1.1.2", "router_id: 10.1.1.2\n  backup_lips: [{address: 172.26.84.11, rank: 101}]", "bgp.backup_lips[0].rank: 101 is not a backup rank 1-100"},
+		"backup no lip": {"router_id: 10.1.1.2", "router_id: 10.1.1.2\n  announce_lips: false\n  backup_lips: [{address: 172.26.84.11}]", "bgp.backup_lips: are announced as backups of other instances' LIPs: they need announce_lips"},
+		"backup med":    {"router_id: 10.1.1.2", "router_id: 10.1.1.2\n  med: 4294967196\n  backup_lips: [{address: 172.26.84.11}]", "bgp.med: 4294967196: a backup's MED adds up to 200"},
+		"backup key":    {"router_id: 10.1.1.2", "router_id: 10.1.1.2\n  backup_lips: [{address: 172.26.84.11, med: 5}]", "med"},
 	}
 	for name, tc := range cases {
 		if !strings.Contains(validBGP, tc.from) {

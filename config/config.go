@@ -15,6 +15,8 @@
 package config
 
 import (
+	"fmt"
+	"net/netip"
 	"time"
 
 	"github.com/tapvs/tapvs/bgp"
@@ -90,6 +92,14 @@ func (c *Config) check(e *errs) {
 	}
 	c.checkGlobals(e)
 	checkBGP(e, c.BGP)
+	lips, vips := map[netip.Addr]string{}, map[netip.Addr]string{}
+	for i, s := range c.Services {
+		vips[s.VIP.Unmap()] = fmt.Sprintf("services[%d]", i)
+		for _, l := range s.LocalAddresses {
+			lips[l.Unmap()] = fmt.Sprintf("services[%d]", i)
+		}
+	}
+	checkBackups(e, c.BGP, lips, vips, [2]netip.Prefix{c.Server.Address, c.Server.Address6})
 	checkHandoff(e, c.Handoff)
 	if c.Handoff != nil && c.Client.Queues+c.Server.Queues >= nat.MaxQueues {
 		e.add("handoff", "its receiver is a reader of its own: the two sides' queues (%d) must leave one of %d", c.Client.Queues+c.Server.Queues, nat.MaxQueues)

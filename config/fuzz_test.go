@@ -44,6 +44,8 @@ func FuzzConfig(f *testing.F) {
 	// A hold time whose default keepalive (a third) is no whole second.
 	f.Add(strings.Replace(validBGP, "  peers:", "  hold_time: 10s\n  peers:", 1))
 	f.Add(validHandoff + "synproxy: {mss: 0, wscale: -1}\n")
+	// Backup LIPs: one the instance's own, one mapped, one without a rank.
+	f.Add(strings.Replace(validBGP, "  peers:", "  med: 4294967095\n  backup_lips: [{address: 172.25.84.10, rank: 0}, {address: '::ffff:10.0.2.11', rank: 100}, {address: 'fd00::11'}]\n  peers:", 1))
 	f.Fuzz(func(t *testing.T, text string) {
 		if len(text) > 1<<16 {
 			return

@@ -41,7 +41,7 @@ type cluster struct {
 
 	// mu guards the announcer's record of its last pass, read by the API.
 	mu        sync.Mutex
-	announced []netip.Prefix // the last set handed to the speaker
+	announced []bgp.Route // the last set handed to the speaker
 	vips      map[netip.Prefix]bool
 	empty     bool // a drain's "no connection left" was logged
 	// withdrawnAt is when a drain's withdrawal was handed to the speaker
@@ -106,11 +106,29 @@ func (c *cluster) run() {
 // take a new connection (weight above 0: a failed health check quiesces or
 // removes it) and the instance is not drained; a LIP while the balancer
 // answers for it (also a deleted one whose connections are still open:
-// their replies must come back here).
+// their replies must come back here). The other instances' LIPs this one
+// backs up (bgp: backup_lips) are answered for on the server side and
+// announced with their backup rank while the speaker runs, drained or not,
+// as this instance's own LIPs are.
 func (c *cluster) pass() {
 	bal := c.d.Balancer
-	vips, lips := bal.Addresses()
 	s := c.speaker.Load()
+	rank := map[netip.Addr]int{}
+	var backups []netip.Addr
+	if s != nil {
+		for _, b := range s.Config().BackupLIPs {
+			rank[b.Addr] = b.Rank
+			backups = append(backups, b.Addr)
+		}
+	}
+	if bal.SetBackupLIPs(backups) && c.d.Stack != nil { // (a daemon without TAPs has none)
+		// The stack answers ARP and neighbour discovery for them from
+		// now on (or no longer).
+		if err := c.d.sync(); err != nil {
+			c.d.log.Warn("backup LIPs: stack addresses", "err", err)
+		}
+	}
+	vips, lips := bal.Addresses()
 	var routeErrs []error
 	for i, addrs := range [2][]netip.Addr{vips, lips} {
 		if r := c.routes[i]; r != nil && s != nil {
@@ -136,16 +154,16 @@ func (c *cluster) pass() {
 			}
 		}
 	}
-	want := make([]netip.Prefix, 0, len(serving)+len(lips))
+	want := make([]bgp.Route, 0, len(serving)+len(lips))
 	for p := range serving {
-		want = append(want, p)
+		want = append(want, bgp.Route{Prefix: p})
 	}
 	if s != nil && s.Config().AnnounceLIPs {
 		for _, a := range lips {
-			want = append(want, hostPrefix(a))
+			want = append(want, bgp.Route{Prefix: hostPrefix(a), Backup: rank[a]})
 		}
 	}
-	slices.SortFunc(want, comparePrefix)
+	slices.SortFunc(want, func(a, b bgp.Route) int { return comparePrefix(a.Prefix, b.Prefix) })
 	want = slices.Compact(want)
 	c.mu.Lock()
 	same := slices.Equal(want, c.announced)
@@ -291,7 +309,7 @@ func (c *cluster) BGP() (api.BGP, bool) {
 		if vips[r.Prefix] {
 			kind = "vip"
 		}
-		b.Routes = append(b.Routes, api.BGPRoute{Prefix: r.Prefix.String(), Kind: kind, Since: r.Since.UTC().Format(time.RFC3339)})
+		b.Routes = append(b.Routes, api.BGPRoute{Prefix: r.Prefix.String(), Kind: kind, Backup: r.Backup, Since: r.Since.UTC().Format(time.RFC3339)})
 	}
 	return b, true
 }

@@ -5,11 +5,13 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/tapvs/tapvs/bgp/bgptest"
 	"github.com/tapvs/tapvs/config"
+	"github.com/tapvs/tapvs/control/api"
 	"github.com/tapvs/tapvs/nat"
 )
 
@@ -37,7 +39,14 @@ func bgpSection(r *bgptest.Router) string {
 func newClusterRig(t *testing.T) *clusterRig {
 	t.Helper()
 	r := bgptest.Start(t, 65001, "")
-	cfg, err := config.Parse(clusterBase + bgpSection(r))
+	return newClusterRigFrom(t, r, clusterBase+bgpSection(r))
+}
+
+// newClusterRigFrom is newClusterRig with text as the configuration, its
+// bgp: section toward r.
+func newClusterRigFrom(t *testing.T, r *bgptest.Router, text string) *clusterRig {
+	t.Helper()
+	cfg, err := config.Parse(text)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,6 +172,42 @@ func TestDrain(t *testing.T) {
 		t.Fatalf("Drain(false) = %+v", d)
 	}
 	g.expect(t, vip80, vip443, lip10, lip11)
+}
+
+// Backup LIPs (bgp.backup_lips) go out beside the own routes with MED
+// 100 + rank (the own ones with 0), are answered for by the balancer, stay
+// during a drain, and go when a reload takes them off.
+func TestAnnounceBackupLIPs(t *testing.T) {
+	r := bgptest.Start(t, 65001, "")
+	peerLIP := netip.MustParsePrefix("172.26.84.50/32")
+	withBackup := strings.Replace(bgpSection(r), "  peers:", "  backup_lips: [{address: 172.26.84.50, rank: 2}]\n  peers:", 1)
+	g := newClusterRigFrom(t, r, clusterBase+withBackup)
+	g.expect(t, vip80, vip443, lip10, lip11, peerLIP)
+	g.r.WaitMEDs(t, map[netip.Prefix]int64{vip80: 0, vip443: 0, lip10: 0, lip11: 0, peerLIP: 102})
+	if got := g.d.Balancer.BackupLIPs(); !slices.Equal(got, []netip.Addr{peerLIP.Addr()}) {
+		t.Fatalf("the balancer's backup LIPs %v, want [%s]", got, peerLIP.Addr())
+	}
+	if _, lips := g.d.Balancer.Addresses(); !slices.Contains(lips, peerLIP.Addr()) {
+		t.Fatalf("LIPs answered for %v: no backup %s", lips, peerLIP.Addr())
+	}
+	b, _ := g.c.BGP()
+	if i := slices.IndexFunc(b.Routes, func(r api.BGPRoute) bool { return r.Prefix == peerLIP.String() }); i < 0 || b.Routes[i].Backup != 2 || b.Routes[i].Kind != "lip" {
+		t.Fatalf("BGP() routes %+v: want %s a lip at backup rank 2", b.Routes, peerLIP)
+	}
+	g.c.Drain(true)
+	g.expect(t, lip10, lip11, peerLIP)
+	g.c.Drain(false)
+	noBackup, err := config.Parse(clusterBase + bgpSection(r))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.c.reload(noBackup); err != nil {
+		t.Fatal(err)
+	}
+	g.expect(t, vip80, vip443, lip10, lip11)
+	if got := g.d.Balancer.BackupLIPs(); len(got) != 0 {
+		t.Fatalf("backup LIPs %v after the reload took them off", got)
+	}
 }
 
 // Without announce_lips only the VIPs go out.

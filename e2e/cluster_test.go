@@ -6,11 +6,13 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -360,4 +362,91 @@ func reloadAddsAVIP(t *testing.T, c *lab.Cluster) {
 	if hops, err := c.NextHops(lab.VIP); err != nil || len(hops) != 3 {
 		t.Fatalf("after t1's reloads: the first VIP over %v (%v), want all three", hops, err)
 	}
+}
+
+// LIP failover (bgp: backup_lips, the lab's default): two instances each
+// announce their own LIPs with the configured MED and the other's as its
+// first backup (MED + 101). The router's best path for t1's LIP is t1's,
+// and its FIB sends the LIP to t1 alone (a worse MED is never ECMP); once
+// t1 is killed, the best path and the FIB go to t2, whose stack answers for the
+// LIP on its server side: a real server's segment to it reaches t2's
+// balancer, which drops it (counted) until connection sync gives it state.
+func TestClusterFRRBackupLIPs(t *testing.T) { backupLIPFailover(t, lab.RouterFRR) }
+
+// TestClusterBIRDBackupLIPs is TestClusterFRRBackupLIPs with BIRD as the
+// router (its table read with birdc).
+func TestClusterBIRDBackupLIPs(t *testing.T) { backupLIPFailover(t, lab.RouterBIRD) }
+
+func backupLIPFailover(t *testing.T, router string) {
+	c := startCluster(t, router, 2)
+	lip := c.Inst[0].LIPs[0]
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := c.WaitNextHops(ctx, lip, 1); err != nil {
+		t.Fatalf("t1's LIP: %v\n%s", err, c.RouterState())
+	}
+	want := []lab.BGPPath{{Instance: 1, MED: 0, Best: true}, {Instance: 2, MED: 101}}
+	var paths []lab.BGPPath
+	for ctx.Err() == nil {
+		var err error
+		if paths, err = c.BGPPaths(lip); err != nil {
+			t.Fatal(err)
+		}
+		if slices.Equal(paths, want) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !slices.Equal(paths, want) {
+		t.Fatalf("the router's paths for t1's LIP %s: %+v, want %+v", lip, paths, want)
+	}
+	t.Logf("t1's LIP %s: the router holds %+v; its FIB sends it to t1 alone", lip, paths)
+	if b, err := c.Inst[1].API().BGP(); err == nil {
+		t.Logf("t2 announces %+v", b.Routes)
+	}
+	// SIGKILL: no withdrawal, the session's end alone tells the router.
+	killed := time.Now()
+	if err := c.Inst[0].Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.WaitNextHops(ctx, lip, 2); err != nil {
+		t.Fatalf("after t1 was killed: %v\n%s", err, c.RouterState())
+	}
+	t.Logf("t1 killed: the router's FIB sends t1's LIP to t2 %v after the SIGKILL", time.Since(killed).Round(time.Millisecond))
+	want = []lab.BGPPath{{Instance: 2, MED: 101, Best: true}}
+	paths, err := c.BGPPaths(lip)
+	if err != nil || !slices.Equal(paths, want) {
+		t.Fatalf("the router's paths for t1's LIP after t1 was killed: %+v (%v), want %+v", paths, err, want)
+	}
+	// A real server's reply to t1's LIP reaches t2 now, whose balancer
+	// takes it as one to a LIP of its own: no connection here holds it
+	// (connection sync is what would), so it is dropped and counted, not
+	// answered with a reset by the stack (the dial times out, never
+	// refused).
+	for ctx.Err() == nil {
+		var derr error
+		err := lab.InNetns(c.RS[0], func() error {
+			conn, err := net.DialTimeout("tcp4", netip.AddrPortFrom(lip, 40000).String(), 200*time.Millisecond)
+			if err == nil {
+				conn.Close()
+			}
+			derr = err
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if derr == nil || strings.Contains(derr.Error(), "refused") {
+			t.Fatalf("rs1's segment to t1's LIP, now backed up by t2, was answered: %v", derr)
+		}
+		n, err := c.Inst[1].Drops("backup_lip_no_conn")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n > 0 {
+			t.Logf("rs1's segments to t1's LIP reach t2, which drops them (backup_lip_no_conn %d): %v", n, derr)
+			return
+		}
+	}
+	t.Fatalf("rs1's segments to t1's LIP never reached t2's balancer: %v", ctx.Err())
 }

@@ -3,6 +3,7 @@ package lab
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -135,18 +136,39 @@ func ClusterServices(n int) string {
 `, VIP, HTTPPort, ClusterLIP(n, 0), ClusterLIP(n, 1), RS1, RS2, BulkPort)
 }
 
-// ClusterBGP is the bgp: section of instance n: AS 65001 toward the
-// router's 10.1.N.1 in AS 65000, with short timers for a lab.
-func ClusterBGP(n int) string {
+// ClusterBGP is the bgp: section of instance n of instances: AS 65001
+// toward the router's 10.1.N.1 in AS 65000, with short timers for a lab,
+// and every other instance's LIPs as its backups (ClusterBackupRank).
+func ClusterBGP(n, instances int) string {
+	var backups strings.Builder
+	for m := 1; m <= instances; m++ {
+		if m == n {
+			continue
+		}
+		if backups.Len() == 0 {
+			backups.WriteString("  backup_lips:\n")
+		}
+		for i := range 2 {
+			fmt.Fprintf(&backups, "    - {address: %s, rank: %d}\n", ClusterLIP(m, i), ClusterBackupRank(n, m, instances))
+		}
+	}
 	return fmt.Sprintf(`bgp:
   asn: %d
   router_id: %s
   hold_time: 3s
   keepalive: 1s
   connect_retry: 1s
-  peers:
+%s  peers:
     - {address: %s, asn: %d}
-`, ClusterTapvsASN, instanceAddr(n), routerAddr(n), ClusterRouterASN)
+`, ClusterTapvsASN, instanceAddr(n), backups.String(), routerAddr(n), ClusterRouterASN)
+}
+
+// ClusterBackupRank is instance n's rank among the backups of instance
+// home's LIPs: the instances after home in a ring, (n - home - 1) mod N,
+// counted from 1 (the instance after home is its first backup), so that
+// the LIPs of different dead instances go to different survivors.
+func ClusterBackupRank(n, home, instances int) int {
+	return ((n-home-1)%instances+instances)%instances + 1
 }
 
 // ClusterHandoffPort is the UDP port of every instance's handoff.
@@ -343,7 +365,7 @@ func (c *Cluster) Build() (err error) {
 func (c *Cluster) config(n int, more string) string {
 	bgp := ""
 	if c.Router != RouterStatic {
-		bgp = ClusterBGP(n)
+		bgp = ClusterBGP(n, c.Instances)
 	}
 	if !c.NoHandoff && c.Instances > 1 {
 		bgp += ClusterHandoff(n, c.Instances)
@@ -372,10 +394,11 @@ timeouts:
   tcp: {established: 5s, fin_wait: 1s, time_wait: 1s, close: 1s, close_wait: 1s, last_ack: 1s}
 sweep_interval: 100ms
 control: {socket: %q}
+metrics: {listen: %s}
 log: {level: info}
 %s`, TapvsClient, ClientAddr, ClientAddr.Addr(),
 		netip.PrefixFrom(addr(4), 24), netip.PrefixFrom(addr(1), 24), RSNet, addr(1),
-		ClusterServices(n)+more, filepath.Join(c.Dir, fmt.Sprintf("t%d.sock", n)), bgp)
+		ClusterServices(n)+more, filepath.Join(c.Dir, fmt.Sprintf("t%d.sock", n)), clusterMetrics, bgp)
 }
 
 // Start runs the real servers' backends, the router, and every instance,
@@ -953,4 +976,112 @@ func (p *prefixWriter) Write(b []byte) (int, error) {
 		return 0, err
 	}
 	return len(b), nil
+}
+
+// clusterMetrics is where each instance serves its metrics, in its own
+// namespace (Instance.Drops).
+const clusterMetrics = "127.0.0.1:9477"
+
+// Drops is the instance's count of drops for reason (its metrics'
+// tapvs_drops_total), read in its namespace.
+func (in *Instance) Drops(reason string) (uint64, error) {
+	var body []byte
+	err := InNetns(in.NS, func() error {
+		conn, err := net.DialTimeout("tcp4", clusterMetrics, 2*time.Second)
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.WriteString(conn, "GET /metrics HTTP/1.0\r\nHost: tapvs\r\n\r\n"); err != nil {
+			return err
+		}
+		body, err = io.ReadAll(conn)
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("t%d's metrics: %w", in.N, err)
+	}
+	want := fmt.Sprintf("tapvs_drops_total{reason=%q} ", reason)
+	for _, l := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(l, want); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			return uint64(f), err
+		}
+	}
+	return 0, nil // not counted yet
+}
+
+// BGPPath is one path the router holds for a prefix: the instance it came
+// from, its MED, and whether the router chose it as best.
+type BGPPath struct {
+	Instance int
+	MED      int64
+	Best     bool
+}
+
+// BGPPaths returns the paths the router's BGP table holds for dst/32
+// (FRR: vtysh's "show ip bgp dst/32 json"; BIRD: birdc's "show route for
+// dst/32 all"), sorted by instance.
+func (c *Cluster) BGPPaths(dst netip.Addr) ([]BGPPath, error) {
+	p := netip.PrefixFrom(dst, 32).String()
+	switch c.Router {
+	case RouterFRR:
+	case RouterBIRD:
+		return c.birdPaths(p)
+	default:
+		return nil, fmt.Errorf("BGPPaths reads FRR's or BIRD's table, not %s's", c.Router)
+	}
+	out, err := exec.Command("vtysh", "--vty_socket", c.routerDir(), "-c", "show ip bgp "+p+" json").Output()
+	if err != nil {
+		return nil, fmt.Errorf("vtysh show ip bgp %s: %w", p, err)
+	}
+	var r struct {
+		Paths []struct {
+			Metric   int64 `json:"metric"`
+			Bestpath struct {
+				Overall bool `json:"overall"`
+			} `json:"bestpath"`
+			Peer struct {
+				PeerID string `json:"peerId"`
+			} `json:"peer"`
+		} `json:"paths"`
+	}
+	if err := json.Unmarshal(out, &r); err != nil {
+		return nil, fmt.Errorf("vtysh show ip bgp %s: %w: %s", p, err, out)
+	}
+	var paths []BGPPath
+	for _, q := range r.Paths {
+		a, _ := netip.ParseAddr(q.Peer.PeerID)
+		paths = append(paths, BGPPath{Instance: InstanceOf(a), MED: q.Metric, Best: q.Bestpath.Overall})
+	}
+	slices.SortFunc(paths, func(a, b BGPPath) int { return a.Instance - b.Instance })
+	return paths, nil
+}
+
+// birdPaths is BGPPaths from birdc: each route of the prefix starts with a
+// line "... unicast [protocol time] * (pref) [AS...]" ("*": the best),
+// and its own lines follow: "via 10.1.N.2 on tN", "BGP.med: M".
+func (c *Cluster) birdPaths(p string) ([]BGPPath, error) {
+	out, err := exec.Command("birdc", "-s", filepath.Join(c.routerDir(), "bird.ctl"), "show", "route", "for", p, "all").Output()
+	if err != nil {
+		return nil, fmt.Errorf("birdc show route for %s: %w", p, err)
+	}
+	var paths []BGPPath
+	for _, l := range strings.Split(string(out), "\n") {
+		f := strings.Fields(l)
+		switch {
+		case slices.Contains(f, "unicast"):
+			_, after, _ := strings.Cut(l, "]")
+			paths = append(paths, BGPPath{Best: strings.HasPrefix(strings.TrimSpace(after), "*")})
+		case len(paths) == 0:
+		case len(f) >= 2 && f[0] == "via":
+			a, _ := netip.ParseAddr(f[1])
+			paths[len(paths)-1].Instance = InstanceOf(a)
+		case len(f) == 2 && f[0] == "BGP.med:":
+			paths[len(paths)-1].MED, _ = strconv.ParseInt(f[1], 10, 64)
+		}
+	}
+	slices.SortFunc(paths, func(a, b BGPPath) int { return a.Instance - b.Instance })
+	return paths, nil
 }

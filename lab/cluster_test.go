@@ -3,6 +3,7 @@ package lab
 import (
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 
@@ -48,7 +49,7 @@ func TestREADMEClusterSnippets(t *testing.T) {
 		t.Fatalf("README's cluster section has %d code blocks, want 3 (tapvs's bgp:, FRR, BIRD)", len(blocks))
 	}
 	c := &Cluster{Prefix: "x", Instances: 3, Router: RouterFRR, Dir: "/nonexistent"}
-	ours := ClusterBGP(1) + ClusterHandoff(1, 3)
+	ours := ClusterBGP(1, 3) + ClusterHandoff(1, 3)
 	if !strings.Contains(c.config(1, ""), ours) {
 		t.Fatal("the lab's instance configuration has no bgp: and handoff: sections together")
 	}
@@ -59,6 +60,13 @@ func TestREADMEClusterSnippets(t *testing.T) {
 	}
 	if got.BGP == nil || len(got.BGP.Peers) != 1 || got.BGP.Peers[0].Address != routerAddr(1) || got.BGP.RouterID != instanceAddr(1) {
 		t.Fatalf("README's bgp: section is not instance 1's of the lab: %+v", got.BGP)
+	}
+	inst1, err := config.Parse(c.config(1, ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(got.BGP.BackupLIPs, inst1.BGP.BackupLIPs) {
+		t.Fatalf("README's backup_lips %+v are not instance 1's of the lab: %+v", got.BGP.BackupLIPs, inst1.BGP.BackupLIPs)
 	}
 	if got.Handoff == nil || got.Handoff.Listen != netip.AddrPortFrom(instanceAddr(1), ClusterHandoffPort) || len(got.Handoff.Peers) != 2 {
 		t.Fatalf("README's handoff: section is not instance 1's of the lab: %+v", got.Handoff)

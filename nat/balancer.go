@@ -117,12 +117,13 @@ type Balancer struct {
 
 	sweepBuf    []*Conn
 	sp          synproxyState
-	retired     []*LocalAddr   // LIPs deleted while connections still use them; under mu
-	retiredSvcs []*Service     // services deleted while connections still use them; under mu
-	idx         *addrIndex     // the addresses of the published services (tx.go); under mu
-	seq         uint64         // the last Service.seq given; under mu
-	changes     []loggedChange // what the last publishes changed, for Changes; under mu
-	changesLost uint64         // the last generation whose changes are no longer all in changes; under mu
+	retired     []*LocalAddr    // LIPs deleted while connections still use them; under mu
+	retiredSvcs []*Service      // services deleted while connections still use them; under mu
+	backups     map[addr16]bool // other instances' LIPs answered for here (SetBackupLIPs), replaced whole, never written; under mu
+	idx         *addrIndex      // the addresses of the published services (tx.go); under mu
+	seq         uint64          // the last Service.seq given; under mu
+	changes     []loggedChange  // what the last publishes changed, for Changes; under mu
+	changesLost uint64          // the last generation whose changes are no longer all in changes; under mu
 	tap         atomic.Pointer[Tap]
 	quarantined atomic.Int64 // reply tuples in quarantine after the last sweep
 	readers     int          // Config.Readers rounded up to a power of two
@@ -443,6 +444,12 @@ func (b *Balancer) fromServer(p *pkt, dst *addr16, f *Frame) Verdict {
 	key := tupleKey{src: p.key16(p.src()), dst: *dst, sport: p.sport(), dport: p.dport(), proto: Protocol(p.proto)}
 	c := b.table.lookup(&key)
 	if c == nil {
+		if b.set.Load().backups[*dst] {
+			// Another instance's connection, whose replies the router
+			// moved here: no state for it (yet), and the stack would
+			// answer it with a reset that ends it for good.
+			return b.Stats.drop(DropBackupLIP)
+		}
 		return Pass // the stack's own connection from a LIP, or one that expired
 	}
 	var flags uint8

@@ -37,7 +37,8 @@ func (s *Service) conns() int64 {
 }
 
 // Addresses are the VIPs and LIPs the stack must answer ARP for: those of
-// the services, and of deleted ones whose connections are still open.
+// the services, of deleted ones whose connections are still open, and the
+// backup LIPs (SetBackupLIPs).
 func (b *Balancer) Addresses() (vips, lips []netip.Addr) {
 	set := b.set.Load()
 	set.vips.each(func(a addr16, _ int32) { vips = append(vips, netip.AddrFrom16(a).Unmap()) })
@@ -45,6 +46,54 @@ func (b *Balancer) Addresses() (vips, lips []netip.Addr) {
 	slices.SortFunc(vips, netip.Addr.Compare)
 	slices.SortFunc(lips, netip.Addr.Compare)
 	return vips, lips
+}
+
+// SetBackupLIPs makes the other instances' LIPs this instance backs up
+// exactly want. The snapshot counts each as a LIP, so that the stack
+// answers ARP and neighbour discovery for it on the server side once a
+// router sends its replies here, and the data path takes a reply to it as
+// one to a LIP of its own: continued if a connection here holds it,
+// dropped and counted (no connection) if not, never passed to the stack,
+// which would answer a stray segment with a reset. A backup LIP is never
+// allocated from: no service lists it. It reports whether the set
+// changed (the stack's addresses are then to sync).
+func (b *Balancer) SetBackupLIPs(want []netip.Addr) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	next := make(map[addr16]bool, len(want))
+	lips := map[addr16]int32{}
+	for _, a := range want {
+		k := a.As16()
+		if next[k] {
+			continue
+		}
+		next[k] = true
+		if !b.backups[k] {
+			lips[k]++
+		}
+	}
+	for k := range b.backups {
+		if !next[k] {
+			lips[k]--
+		}
+	}
+	if len(lips) > 0 {
+		b.backups = next // a new map: the published snapshot holds the old one
+		b.publish(nil, nil, nil, lips, nil)
+	}
+	return len(lips) > 0
+}
+
+// BackupLIPs are the addresses SetBackupLIPs set, in order.
+func (b *Balancer) BackupLIPs() []netip.Addr {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := make([]netip.Addr, 0, len(b.backups))
+	for k := range b.backups {
+		out = append(out, netip.AddrFrom16(k).Unmap())
+	}
+	slices.SortFunc(out, netip.Addr.Compare)
+	return out
 }
 
 // SetTimeouts sets the ESTABLISHED, FIN_WAIT and UDP timeouts of every

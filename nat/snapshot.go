@@ -18,6 +18,10 @@ import (
 type serviceSet struct {
 	byKey      pmap[svcKey, *Service]
 	vips, lips pmap[addr16, int32]
+	// backups are the LIPs of the lips counted for SetBackupLIPs, read only
+	// when a server's packet finds no connection; the map is never written
+	// once published.
+	backups map[addr16]bool
 
 	// list is the services in the order they were made, built at the first
 	// Services() of the snapshot (listings, the stack's sync), not by each
@@ -137,7 +141,7 @@ func (b *Balancer) logChange(gen uint64, c Change) {
 func (b *Balancer) publish(added, removed []*Service, vips, lips map[addr16]int32, dests []*Dest) {
 	gen := b.gen.Load() + 1
 	cur := b.set.Load()
-	n := &serviceSet{byKey: cur.byKey, vips: cur.vips, lips: cur.lips}
+	n := &serviceSet{byKey: cur.byKey, vips: cur.vips, lips: cur.lips, backups: b.backups}
 	ed := new(pedit) // n's new nodes are written in place until it is stored
 	if len(removed) == cur.byKey.n {
 		n.byKey = pmap[svcKey, *Service]{} // all of them (ipvsadm -C): no need to take each out

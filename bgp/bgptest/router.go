@@ -6,6 +6,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
 	"testing"
@@ -141,4 +142,49 @@ func (r *Router) Add(t testing.TB, p netip.Prefix) {
 		Attrs: []bgp.PathAttributeInterface{bgp.NewPathAttributeOrigin(0), nh}}}}); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// MEDs is the MED of each path the router holds from the speaker, -1 for
+// a path without one.
+func (r *Router) MEDs(t testing.TB) map[netip.Prefix]int64 {
+	t.Helper()
+	got := map[netip.Prefix]int64{}
+	for _, fam := range []bgp.Family{bgp.RF_IPv4_UC, bgp.RF_IPv6_UC} {
+		err := r.Srv.ListPath(apiutil.ListPathRequest{TableType: api.TableType_TABLE_TYPE_GLOBAL, Family: fam},
+			func(prefix bgp.NLRI, paths []*apiutil.Path) {
+				for _, p := range paths {
+					if p.PeerAddress != SpeakerAddr {
+						continue
+					}
+					pfx, err := netip.ParsePrefix(prefix.String())
+					if err != nil {
+						t.Errorf("prefix %s: %v", prefix, err)
+						continue
+					}
+					got[pfx] = -1
+					for _, a := range p.Attrs {
+						if m, ok := a.(*bgp.PathAttributeMultiExitDisc); ok {
+							got[pfx] = int64(m.Value)
+						}
+					}
+				}
+			})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	return got
+}
+
+// WaitMEDs polls the router until the speaker's paths have exactly the
+// MEDs of want (-1: none), for at most 15 s.
+func (r *Router) WaitMEDs(t testing.TB, want map[netip.Prefix]int64) {
+	t.Helper()
+	var got map[netip.Prefix]int64
+	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if got = r.MEDs(t); maps.Equal(got, want) {
+			return
+		}
+	}
+	t.Fatalf("router holds MEDs %v, want %v", got, want)
 }

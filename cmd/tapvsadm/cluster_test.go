@@ -102,6 +102,7 @@ var testBGP = api.BGP{ASN: 65001, RouterID: "10.0.0.1", Announced: 5, Withdrawn:
 		{Prefix: "172.25.254.100/32", Kind: "vip", Since: "2026-12-06T09:26:47Z"},
 		{Prefix: "2001:db8:ffff:ffff:ffff:ffff:ffff:ffff/128", Kind: "vip", Since: "2026-12-06T09:26:47Z"},
 		{Prefix: "172.25.84.10/32", Kind: "lip", Since: "2026-12-05T08:00:00Z"},
+		{Prefix: "172.25.85.10/32", Kind: "lip", Backup: 2, Since: "2026-12-05T08:00:00Z"},
 	}}
 
 const testBGPOut = "" +
@@ -113,6 +114,7 @@ const testBGPOut = "" +
 	"172.25.254.100/32                           vip  3m13s\n" +
 	"2001:db8:ffff:ffff:ffff:ffff:ffff:ffff/128  vip  3m13s\n" +
 	"172.25.84.10/32                             lip  1d01h\n" +
+	"172.25.85.10/32                             lip  1d01h    backup 2\n" +
 	"Announced 5 Withdrawn 1\n"
 
 // A router's words in a peer's error stay on the line and never drive the

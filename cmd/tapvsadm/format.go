@@ -219,7 +219,11 @@ func printBGP(w io.Writer, b api.BGP, now time.Time) {
 	}
 	fmt.Fprintf(w, "%-43s %-4s %s\n", "Prefix", "Kind", "Since")
 	for _, r := range b.Routes {
-		fmt.Fprintf(w, "%-43s %-4s %s\n", r.Prefix, r.Kind, age(r.Since, now))
+		backup := ""
+		if r.Backup > 0 { // another instance's LIP, announced as its backup
+			backup = fmt.Sprintf("    backup %d", r.Backup)
+		}
+		fmt.Fprintf(w, "%-43s %-4s %s%s\n", r.Prefix, r.Kind, age(r.Since, now), backup)
 	}
 	fmt.Fprintf(w, "Announced %d Withdrawn %d\n", b.Announced, b.Withdrawn)
 }

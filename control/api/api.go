@@ -264,7 +264,10 @@ type BGPPeer struct {
 // BGPRoute is an announced prefix.
 type BGPRoute struct {
 	Prefix string `json:"prefix"`
-	Kind   string `json:"kind"`  // "vip" or "lip"
+	Kind   string `json:"kind"` // "vip" or "lip"
+	// Backup is a backed-up peer's LIP's rank (bgp: backup_lips): 1 is
+	// its first backup; 0 (absent) is this instance's own route.
+	Backup int    `json:"backup,omitempty"`
 	Since  string `json:"since"` // RFC 3339
 }
 

@@ -94,7 +94,10 @@ type BGPRoute struct {
 	// LocalAddr is true for a local address's route (kept during a
 	// drain), false for a VIP's.
 	LocalAddr bool
-	Since     time.Time
+	// Backup is, for another instance's local address announced as its
+	// backup (Config.BGP.BackupLIPs), this instance's rank; 0 for its own.
+	Backup int
+	Since  time.Time
 }
 
 // Drain is how a drain stands: while it is on, the VIPs are withdrawn
@@ -178,7 +181,7 @@ func bgpStatusOf(a api.BGP) (BGPStatus, error) {
 		b.Peers = append(b.Peers, ps)
 	}
 	for _, r := range a.Routes {
-		rt := BGPRoute{LocalAddr: r.Kind == "lip"}
+		rt := BGPRoute{LocalAddr: r.Kind == "lip", Backup: r.Backup}
 		if rt.Prefix, err = netip.ParsePrefix(r.Prefix); err != nil {
 			return BGPStatus{}, fmt.Errorf("tapvs: bgp: route: %w", err)
 		}
