@@ -1,0 +1,292 @@
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/tapvs/tapvs/config"
+	"github.com/tapvs/tapvs/nat"
+	"github.com/tapvs/tapvs/netstack"
+	"github.com/tapvs/tapvs/takeover"
+	"github.com/tapvs/tapvs/tun"
+	"golang.org/x/sys/unix"
+)
+
+// A restart that keeps the TAPs (tapvs run --takeover): the running tapvs
+// listens on a takeover socket next to its control socket, and a new one
+// started with --takeover takes its TAP queues over it (package takeover
+// has the protocol). The TAPs never go away, so the kernel's ends keep
+// their addresses, routes and namespaces and the neighbours their entries
+// (the new process keeps the sides' MACs).
+
+// TakeoverSocket is where cfg's tapvs listens for a successor: beside the
+// control socket (/run/tapvs/tapvs.sock → /run/tapvs/tapvs.takeover.sock);
+// "" without a control socket.
+func TakeoverSocket(cfg *config.Config) string {
+	if cfg.ControlSocket == "" {
+		return ""
+	}
+	return strings.TrimSuffix(cfg.ControlSocket, ".sock") + ".takeover.sock"
+}
+
+// timers is the balancer's timer loop (expiry, SYN retries, sweeping):
+// it writes frames and changes the table, so a takeover's freeze stops it.
+type timers struct {
+	stop chan struct{}
+	done chan struct{}
+}
+
+func (d *Daemon) startTimers() {
+	t := timers{stop: make(chan struct{}), done: make(chan struct{})}
+	d.timers = t
+	sweep := d.Config().Sweep
+	go func() {
+		defer close(t.done)
+		d.Balancer.Run(t.stop, sweep)
+	}()
+}
+
+func (d *Daemon) stopTimers() {
+	if d.timers.stop == nil {
+		return
+	}
+	select {
+	case <-d.timers.stop:
+	default:
+		close(d.timers.stop)
+	}
+	<-d.timers.done
+}
+
+var _ takeover.Source = (*Daemon)(nil)
+
+// Freeze is the old side's freeze (takeover.Source): no reload, no reader,
+// no timer until Resume or the exit. The readers stop between batches; the
+// frames that arrive meanwhile wait in the TAPs' rings.
+func (d *Daemon) Freeze() ([]takeover.Queue, []tun.Passer, error) {
+	d.reloadMu.Lock()
+	if err := d.Stack.Pause(); err != nil {
+		if !errors.Is(err, netstack.ErrCannotPause) { // refused before any change
+			d.Stack.Resume() // the readers stopped
+		}
+		d.reloadMu.Unlock()
+		return nil, nil, err
+	}
+	d.stopTimers()
+	cfg := d.Config()
+	cmac, smac := d.Stack.MACs()
+	client, server := d.Stack.Devices()
+	var qs []takeover.Queue
+	var devs []tun.Passer
+	for side, sd := range []struct {
+		name string
+		mac  [6]byte
+		devs []tun.Device
+	}{{cfg.Client.Name, cmac, client}, {cfg.Server.Name, smac, server}} {
+		for i, dev := range sd.devs {
+			p, ok := dev.(tun.Passer)
+			if !ok { // Pause has checked
+				d.resume()
+				return nil, nil, fmt.Errorf("%s queue %d cannot be passed", sd.name, i)
+			}
+			qs = append(qs, takeover.Queue{Side: uint8(side), Index: uint8(i), VNetHdrLen: uint8(dev.VNetHdrLen()), MAC: sd.mac, Name: sd.name})
+			devs = append(devs, p)
+		}
+	}
+	return qs, devs, nil
+}
+
+// Export hands over the connection table (takeover.Source). This build has
+// no record of a connection yet: the successor starts with an empty table,
+// and says so.
+func (d *Daemon) Export(yield func([]byte) bool) bool { return false }
+
+// Resume undoes Freeze (takeover.Source): the takeover failed.
+func (d *Daemon) Resume() error { return d.resume() }
+
+func (d *Daemon) resume() error {
+	defer d.reloadMu.Unlock()
+	d.startTimers()
+	return d.Stack.Resume()
+}
+
+// HandedOver is closed when a successor has taken over: tapvs run then
+// ends through Abandon, not Close. Never closed without a takeover socket.
+func (d *Daemon) HandedOver() <-chan struct{} {
+	if d.takeover == nil {
+		return nil
+	}
+	return d.takeover.HandedOver()
+}
+
+// Abandon ends a process that a successor has taken over: it lets go of
+// what the successor opens again (the control socket, the metrics port,
+// the BGP session, the handoff socket) and closes its copies of the TAP
+// queues, but none of Close's teardown of what now is the successor's: the
+// TAPs stay (the successor holds them), as do the host routes and the
+// nftables tables. BGP cannot be handed over (GoBGP opens its own
+// sessions): the speaker stops here (its routes are withdrawn with the
+// session) and the successor's session comes up after, so a router sends
+// nothing to this instance for the few seconds in between.
+func (d *Daemon) Abandon() {
+	d.once.Do(func() {
+		if d.cluster != nil {
+			d.cluster.withdraw()
+		}
+		if d.control != nil {
+			d.control.Close()
+		}
+		if d.Metrics != nil {
+			d.Metrics.Close()
+		}
+		if hc := d.checker.Load(); hc != nil {
+			hc.Close()
+		}
+		close(d.stop)
+		d.wg.Wait()
+		if d.handoff != nil {
+			d.Stack.SetHandoff(nil)
+			d.handoff.Close()
+		}
+		d.Stack.Close() // this process's copies: the queues stay attached
+		// Last: ending the session tells the successor it may open what
+		// was closed above.
+		d.takeover.Close()
+	})
+}
+
+// StartTakeover starts as a successor of the tapvs listening at cfg's
+// takeover socket, or, if none listens there, as Start does.
+func StartTakeover(cfg *config.Config, log *slog.Logger) (*Daemon, error) {
+	path := TakeoverSocket(cfg)
+	if path == "" {
+		return nil, errors.New("--takeover: the configuration has no control.socket, beside which the takeover socket is")
+	}
+	s, err := takeover.Dial(path)
+	if errors.Is(err, takeover.ErrNoOld) {
+		log.Info("takeover: no tapvs to take over; starting as usual", "socket", path)
+		return Start(cfg, log)
+	}
+	if err != nil {
+		return nil, err
+	}
+	var records [][]byte
+	t, err := s.Receive(func(rec []byte) error {
+		records = append(records, append([]byte(nil), rec...))
+		return nil
+	}, 1<<10)
+	if err != nil {
+		s.Close()
+		if errors.Is(err, takeover.ErrRefused) {
+			return nil, err
+		}
+		// The old process went away, or sent what cannot be used: it
+		// serves on (it resumes on our end), or it is gone and its TAPs
+		// with it, and a cold start makes them again.
+		log.Warn("takeover failed before the queues were ours: starting cold; the old tapvs's connections are not carried over", "err", err)
+		return Start(cfg, log)
+	}
+	succ := &successor{s: s, records: records, table: t.Table}
+	nics, err := adoptSides(cfg, t)
+	if err != nil {
+		s.Abort(err.Error())
+		return nil, fmt.Errorf("takeover: %w", err)
+	}
+	log.Info("takeover: the queues are ours", "queues", len(t.FDs), "records", t.Records)
+	d, err := start(cfg, log, nics, succ)
+	if err != nil && !succ.done {
+		s.Abort(err.Error())
+	}
+	return d, err
+}
+
+// adoptSides makes the sides of the queues handed over, checking them
+// against cfg and the kernel. On error every descriptor is closed.
+func adoptSides(cfg *config.Config, t *takeover.Taken) (nics [2]netstack.NICConfig, err error) {
+	used := make([]bool, len(t.FDs))
+	defer func() {
+		if err != nil {
+			closeNICs(nics)
+			for i, fd := range t.FDs {
+				if !used[i] {
+					closeFD(fd)
+				}
+			}
+		}
+	}()
+	sides := [2]config.Interface{cfg.Client, cfg.Server}
+	for i, q := range t.Queues {
+		side := sides[q.Side]
+		if q.Name != side.Name {
+			return nics, fmt.Errorf("the old tapvs's %s TAP is %q, this configuration's %q", nat.Side(q.Side), q.Name, side.Name)
+		}
+		if int(q.Index) != len(nics[q.Side].Devs) {
+			return nics, fmt.Errorf("%s queue %d sent as queue %d", q.Name, len(nics[q.Side].Devs), q.Index)
+		}
+		if len(nics[q.Side].Devs) > 0 && nics[q.Side].MAC != q.MAC {
+			return nics, fmt.Errorf("%s: two MACs for one side", q.Name)
+		}
+		dev, err := tun.Adopt(t.FDs[i], q.Name, int(q.VNetHdrLen))
+		if err != nil {
+			return nics, err
+		}
+		used[i] = true
+		nics[q.Side].Devs = append(nics[q.Side].Devs, dev)
+		nics[q.Side].MAC = q.MAC
+	}
+	for i, side := range sides {
+		if want := max(side.Queues, 1); len(nics[i].Devs) != want {
+			return nics, fmt.Errorf("the old tapvs's %s TAP %s has %d queues, this configuration %d (a change of queues needs a cold restart)", nat.Side(i), side.Name, len(nics[i].Devs), want)
+		}
+		nics[i].MTU, nics[i].Address, nics[i].Address6 = uint32(side.MTU), side.Address, side.Address6
+		for _, r := range side.Routes {
+			nics[i].Routes = append(nics[i].Routes, netstack.Route{Dst: r.Dst, Via: r.Via})
+		}
+	}
+	if nics[0].Devs[0].VNetHdrLen() != nics[1].Devs[0].VNetHdrLen() {
+		return nics, errors.New("one side has offload and the other not")
+	}
+	return nics, nil
+}
+
+func closeFD(fd int) { unix.Close(fd) }
+
+// successor is the new side's session while start runs.
+type successor struct {
+	s       *takeover.Session
+	records [][]byte
+	table   bool
+	done    bool // DONE was sent: the old process is going
+}
+
+// importTable loads the records into the balancer before the first frame
+// is read.
+func (succ *successor) importTable(bal *nat.Balancer, log *slog.Logger) error {
+	if !succ.table {
+		log.Warn("takeover: the old tapvs did not hand over its connection table: the TAPs were kept, but every connection open through it is lost (its next segment is dropped here)")
+		return nil
+	}
+	if len(succ.records) > 0 {
+		return fmt.Errorf("takeover: %d connection records, and this build cannot read them", len(succ.records))
+	}
+	return nil
+}
+
+// handedOver says DONE and waits for the old process to let go.
+func (succ *successor) handedOver(log *slog.Logger) error {
+	if err := succ.s.Done(); err != nil {
+		return fmt.Errorf("takeover: %w", err)
+	}
+	succ.done = true
+	start := time.Now()
+	err := succ.s.WaitGone(10 * time.Second)
+	succ.s.Close()
+	if err != nil {
+		return fmt.Errorf("takeover: %w", err)
+	}
+	log.Info("takeover: the old tapvs has let go", "waited", time.Since(start).Round(time.Millisecond))
+	return nil
+}
