@@ -52,6 +52,28 @@ var dropNames = [numDropReasons]string{
 
 func (r DropReason) String() string { return dropNames[r] }
 
+// ImportReason says why ImportConn refused a connection record (export.go).
+// Every refusal is counted under exactly one reason; a refused record
+// changes nothing else.
+type ImportReason int
+
+const (
+	ImportInvalid        ImportReason = iota // the record fails connrec's checks, or its parts do not fit together here (a PROXY header of another length)
+	ImportUnknownService                     // no service here on its VIP:port and protocol
+	ImportUnknownDest                        // its real server is not one of that service's (weight 0 still counts)
+	ImportUnknownLIP                         // its LIP is not one of that service's, or its port is outside this balancer's local port range
+	ImportStale                              // an entry of the same connection with a newer or equal version is here already
+	ImportTableFull                          // the connection table is at its limit
+	ImportConflict                           // its reply tuple (real server to LIP:lport) or port is held by another connection
+	numImportReasons
+)
+
+var importNames = [numImportReasons]string{
+	"invalid", "unknown_service", "unknown_dest", "unknown_lip", "stale", "table_full", "conflict",
+}
+
+func (r ImportReason) String() string { return importNames[r] }
+
 // Stats are the balancer's counters. Only slow events (drops, connection
 // births and deaths) are counted here; per-packet counters live with the
 // reader that forwards the packet so that no cache line is shared by all.
@@ -59,6 +81,9 @@ type Stats struct {
 	drops        [numDropReasons]atomic.Uint64
 	connsCreated atomic.Uint64
 	connsExpired atomic.Uint64
+
+	imported      atomic.Uint64                   // connections ImportConn put in the table or updated
+	importRefused [numImportReasons]atomic.Uint64 // records ImportConn refused, by reason
 
 	synCookies     atomic.Uint64 // SYN-ACKs answered with a cookie
 	synproxyOpened atomic.Uint64 // handshakes proved by a valid cookie
@@ -148,6 +173,22 @@ func (s *Stats) Drop(r DropReason) uint64 { return s.drops[r].Load() }
 func (s *Stats) Conns() (created, expired uint64) {
 	return s.connsCreated.Load(), s.connsExpired.Load()
 }
+
+// Imported is how many connection records ImportConn applied: new
+// connections put in the table, and entries a newer record updated.
+func (s *Stats) Imported() uint64 { return s.imported.Load() }
+
+// ImportRefused returns the refused connection records by reason name.
+func (s *Stats) ImportRefused() map[string]uint64 {
+	m := make(map[string]uint64, numImportReasons)
+	for i := range s.importRefused {
+		m[importNames[i]] = s.importRefused[i].Load()
+	}
+	return m
+}
+
+// ImportRefusal is one refusal counter.
+func (s *Stats) ImportRefusal(r ImportReason) uint64 { return s.importRefused[r].Load() }
 
 func (s *Stats) drop(r DropReason) Verdict {
 	s.drops[r].Add(1)
