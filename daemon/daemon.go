@@ -125,15 +125,14 @@ func start(cfg *config.Config, log *slog.Logger, nics [2]netstack.NICConfig, suc
 		d.Close()
 		return nil, err
 	}
+	if succ != nil {
+		// The connections taken over are in the table before the first
+		// frame of theirs is read.
+		succ.importTable(bal, log)
+	}
 	if err := st.Start(cfg.BusyPoll); err != nil {
 		d.Close()
 		return nil, err
-	}
-	if succ != nil {
-		if err := succ.importTable(bal, log); err != nil {
-			d.Close()
-			return nil, err
-		}
 	}
 	d.startTimers()
 	d.wg.Add(1)

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/tapvs/tapvs/config"
+	"github.com/tapvs/tapvs/connrec"
 	"github.com/tapvs/tapvs/nat"
 	"github.com/tapvs/tapvs/netstack"
 	"github.com/tapvs/tapvs/takeover"
@@ -99,10 +100,17 @@ func (d *Daemon) Freeze() ([]takeover.Queue, []tun.Passer, error) {
 	return qs, devs, nil
 }
 
-// Export hands over the connection table (takeover.Source). This build has
-// no record of a connection yet: the successor starts with an empty table,
-// and says so.
-func (d *Daemon) Export(yield func([]byte) bool) bool { return false }
+// Export hands over the connection table (takeover.Source), one record
+// per connection. The table is frozen: nothing reads a queue or runs a
+// timer, so the records are the table as the successor will find it.
+func (d *Daemon) Export(yield func([]byte) bool) bool {
+	buf := make([]byte, 0, connrec.MaxLen)
+	d.Balancer.ExportConns(func(r *connrec.Record) bool {
+		buf = r.AppendTo(buf[:0])
+		return yield(buf)
+	})
+	return true
+}
 
 // Resume undoes Freeze (takeover.Source): the takeover failed.
 func (d *Daemon) Resume() error { return d.resume() }
@@ -173,11 +181,21 @@ func StartTakeover(cfg *config.Config, log *slog.Logger) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
-	var records [][]byte
+	// A record is checked whole as it arrives: one that does not decode
+	// refuses the takeover (the old process serves on) rather than
+	// starting with part of the table.
+	var records []connrec.Record
 	t, err := s.Receive(func(rec []byte) error {
-		records = append(records, append([]byte(nil), rec...))
+		r, n, err := connrec.Decode(rec)
+		if err != nil {
+			return fmt.Errorf("connection record %d: %w", len(records), err)
+		}
+		if n != len(rec) {
+			return fmt.Errorf("connection record %d: %d bytes after it", len(records), len(rec)-n)
+		}
+		records = append(records, r)
 		return nil
-	}, 1<<10)
+	}, connrec.MaxLen)
 	if err != nil {
 		s.Close()
 		if errors.Is(err, takeover.ErrRefused) {
@@ -257,22 +275,34 @@ func closeFD(fd int) { unix.Close(fd) }
 // successor is the new side's session while start runs.
 type successor struct {
 	s       *takeover.Session
-	records [][]byte
+	records []connrec.Record
 	table   bool
 	done    bool // DONE was sent: the old process is going
 }
 
 // importTable loads the records into the balancer before the first frame
-// is read.
-func (succ *successor) importTable(bal *nat.Balancer, log *slog.Logger) error {
+// is read. A record the balancer refuses (its service, real server or LIP
+// is not in this configuration) is counted (ImportRefused) and logged in
+// sum: that connection is lost, the others carry on.
+func (succ *successor) importTable(bal *nat.Balancer, log *slog.Logger) {
 	if !succ.table {
-		log.Warn("takeover: the old tapvs did not hand over its connection table: the TAPs were kept, but every connection open through it is lost (its next segment is dropped here)")
-		return nil
+		log.Warn("takeover: the old tapvs did not hand over its connection table: the TAPs were kept, but every connection open through it is lost")
+		return
 	}
-	if len(succ.records) > 0 {
-		return fmt.Errorf("takeover: %d connection records, and this build cannot read them", len(succ.records))
+	refused := 0
+	var first error
+	for i := range succ.records {
+		if err := bal.ImportConn(&succ.records[i]); err != nil {
+			if refused++; first == nil {
+				first = err
+			}
+		}
 	}
-	return nil
+	succ.records = nil
+	if refused > 0 {
+		log.Warn("takeover: connections refused (lost)", "refused", refused, "carried", bal.Stats.Imported(), "first", first)
+	}
+	log.Info("takeover: connection table taken over", "connections", bal.Stats.Imported(), "refused", refused)
 }
 
 // handedOver says DONE and waits for the old process to let go.

@@ -92,8 +92,8 @@ func TestTakeoverKeepsTAPs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if tk.Table || len(tk.FDs) != 4 {
-		t.Fatalf("taken: table %v, %d queues", tk.Table, len(tk.FDs))
+	if !tk.Table || tk.Records != 0 || len(tk.FDs) != 4 {
+		t.Fatalf("taken: table %v, %d records, %d queues", tk.Table, tk.Records, len(tk.FDs))
 	}
 	for _, fd := range tk.FDs {
 		unix.Close(fd)

@@ -53,9 +53,9 @@ type Server struct {
 	closed    chan struct{}
 	once      sync.Once
 
-	// Sessions counts sessions by how they ended, for tests and the log.
-	mu    sync.Mutex
-	ended map[string]int
+	mu     sync.Mutex
+	ended  map[string]int // sessions by how they ended, for tests and the log
+	active *net.UnixConn  // the session under way, ended by Close
 }
 
 // Listen opens the takeover socket at path (mode 0600, SOCK_SEQPACKET) and
@@ -107,6 +107,11 @@ func (s *Server) Close() {
 	s.once.Do(func() {
 		close(s.closed)
 		s.ln.Close()
+		s.mu.Lock()
+		if s.active != nil {
+			s.active.Close() // a session under way ends (and resumes)
+		}
+		s.mu.Unlock()
 	})
 	s.wg.Wait()
 	if s.successor != nil {
@@ -143,7 +148,19 @@ func (s *Server) serve() {
 			time.Sleep(100 * time.Millisecond)
 			continue
 		}
-		if s.session(c) {
+		s.mu.Lock()
+		s.active = c
+		s.mu.Unlock()
+		select {
+		case <-s.closed: // Close ran before active was set
+			c.Close()
+		default:
+		}
+		ok := s.session(c)
+		s.mu.Lock()
+		s.active = nil
+		s.mu.Unlock()
+		if ok {
 			// The session stays open until Close: its end tells the new
 			// process that this one has let go of everything (control
 			// socket, metrics port, BGP session) and it may take them.
@@ -229,7 +246,9 @@ func (s *Server) session(c *net.UnixConn) bool {
 		// It holds the queues and may read them: it must be gone before
 		// this process reads again.
 		log.Warn("takeover: the new tapvs did not finish in time; killing it and serving on", "timeout", s.Timeouts.Done)
-		if kerr := killPeer(cred.Pid); kerr != nil {
+		if cred.Pid == int32(os.Getpid()) {
+			log.Error("takeover: the new tapvs is this process (a test?): not killed")
+		} else if kerr := killPeer(cred.Pid); kerr != nil {
 			log.Error("takeover: could not kill the new tapvs: two processes may read the TAPs", "err", kerr)
 		}
 	case errors.Is(err, io.EOF) || err != nil:
