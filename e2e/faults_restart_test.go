@@ -27,10 +27,10 @@ type tapvsProc struct {
 	err  error         // its exit, once done
 }
 
-func startTapvsProc(t *testing.T, bin, config string) *tapvsProc {
+func startTapvsProc(t *testing.T, bin, config string, flags ...string) *tapvsProc {
 	t.Helper()
 	p := &tapvsProc{out: &lockedBuf{}, done: make(chan struct{})}
-	p.cmd = exec.Command(bin, "run", "-c", config)
+	p.cmd = exec.Command(bin, append([]string{"run", "-c", config}, flags...)...)
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -1,0 +1,194 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tapvs/tapvs/control/api"
+	"github.com/tapvs/tapvs/lab"
+)
+
+// tapvs run --takeover under load: a second `tapvs run --takeover` with the
+// same file takes the TAPs and the connection table from the running one,
+// which exits 0. The TAPs are never deleted (nobody addresses them again),
+// a long-lived connection carries bytes both ways after it, short
+// connections run throughout (none fails), and new ones work after.
+func TestTakeoverKeepsConnections(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "tapvs")
+	if err := prebuilt(bin, "TAPVS_E2E_TAPVS", "../cmd/tapvs"); err != nil {
+		t.Fatal(err)
+	}
+	top := labOnly(t)
+	path := filepath.Join(t.TempDir(), "tapvs.yaml")
+	if err := os.WriteFile(path, []byte(top.Config(faultServices(), "")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for i, a := range []netip.Addr{lab.RS1, lab.RS2} {
+		b, err := lab.StartBackend(top.RS[i], fmt.Sprintf("rs%d", i+1), a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(b.Close)
+	}
+	serverConns := make(chan held, 4)
+	for i, a := range []netip.Addr{lab.RS1, lab.RS2} {
+		serveHold(t, listenIn(t, top.RS[i], a, holdPort), serverConns)
+	}
+
+	// With no tapvs to take over, --takeover starts as usual.
+	p1 := startTapvsProc(t, bin, path, "--takeover")
+	if !eventually(10*time.Second, func() bool { return linkIn(top.Client, top.TapClient) && linkIn(top.Router, top.TapServer) }) {
+		t.Fatal("tapvs's TAPs did not appear in their namespaces")
+	}
+	if err := top.AddressTAPs(); err != nil {
+		t.Fatal(err)
+	}
+	hc := lab.HTTPClient(top.Client, time.Second)
+	if !eventually(10*time.Second, func() bool { _, err := httpGet(hc, lab.VIP, lab.HTTPPort); return err == nil }) {
+		t.Fatal("no HTTP through tapvs after it started")
+	}
+	if !strings.Contains(p1.out.String(), "no tapvs to take over; starting as usual") {
+		t.Errorf("the first tapvs did not say it started as usual:\n%s", p1.out)
+	}
+
+	long, err := lab.Dial(context.Background(), top.Client, "tcp4", netip.AddrPortFrom(lab.VIP, holdPort).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer long.Close()
+	if err := echo(long, "before\n", 5*time.Second); err != nil {
+		t.Fatalf("the long connection before the takeover: %v", err)
+	}
+	var longServer held
+	select {
+	case longServer = <-serverConns:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the real server did not see the long connection")
+	}
+
+	// Short connections, one after another, throughout.
+	type result struct {
+		at  time.Time
+		err error
+	}
+	var (
+		mu      sync.Mutex
+		results []result
+		stop    = make(chan struct{})
+		wg      sync.WaitGroup
+	)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for range 100000 { // bounded whatever happens
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			_, err := httpGet(hc, lab.VIP, lab.HTTPPort)
+			mu.Lock()
+			results = append(results, result{time.Now(), err})
+			mu.Unlock()
+		}
+	}()
+	stopLoad := sync.OnceFunc(func() { close(stop); wg.Wait() })
+	defer stopLoad()
+	okSince := func(t0 time.Time, n int) func() bool {
+		return func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			k := 0
+			for _, r := range results {
+				if r.err == nil && r.at.After(t0) {
+					k++
+				}
+			}
+			return k >= n
+		}
+	}
+	if !eventually(10*time.Second, okSince(time.Time{}, 20)) {
+		t.Fatal("fewer than 20 requests through the first tapvs in 10s")
+	}
+
+	started := time.Now()
+	p2 := startTapvsProc(t, bin, path, "--takeover")
+	select {
+	case <-p1.done:
+	case <-p2.done:
+		t.Fatalf("the new tapvs ended (%v) before the old one", p2.err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("the old tapvs did not exit within 20s of the takeover")
+	}
+	exited := time.Now()
+	if p1.err != nil {
+		t.Errorf("the old tapvs exited with %v, want 0", p1.err)
+	}
+	if !linkIn(top.Client, top.TapClient) || !linkIn(top.Router, top.TapServer) {
+		t.Fatal("the TAPs went with the old tapvs")
+	}
+	// The new one has the table and serves the control socket.
+	if !eventually(10*time.Second, func() bool { _, err := api.Dial(top.Socket).Info(); return err == nil }) {
+		t.Fatal("the new tapvs's control socket does not answer")
+	}
+	if !strings.Contains(p2.out.String(), "connection table taken over") {
+		t.Errorf("the new tapvs did not report the table:\n%s", p2.out)
+	}
+
+	// The long connection, both ways.
+	if err := echo(long, "after\n", 5*time.Second); err != nil {
+		t.Fatalf("the long connection after the takeover, client to server and back: %v", err)
+	}
+	long.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := longServer.c.Write([]byte("from the server\n")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, len("from the server\n"))
+	if _, err := io.ReadFull(long, buf); err != nil || string(buf) != "from the server\n" {
+		t.Fatalf("the long connection after the takeover, server to client: %q, %v", buf, err)
+	}
+	long.SetReadDeadline(time.Time{})
+
+	// New connections after the old one is gone.
+	if !eventually(10*time.Second, okSince(exited, 20)) {
+		t.Fatal("fewer than 20 new requests through the new tapvs in 10s")
+	}
+	stopLoad()
+	var failed []result
+	var gap time.Duration
+	var prev time.Time
+	for _, r := range results {
+		if r.err != nil {
+			failed = append(failed, r)
+			continue
+		}
+		if !prev.IsZero() && r.at.After(started) && r.at.Sub(prev) > gap {
+			gap = r.at.Sub(prev)
+		}
+		prev = r.at
+	}
+	t.Logf("takeover: the old tapvs exited %v after the new one started; %d short connections, %d failed; longest gap between successes after the start %v",
+		exited.Sub(started).Round(time.Millisecond), len(results), len(failed), gap.Round(time.Millisecond))
+	for i, r := range failed {
+		if i < 5 {
+			t.Errorf("a short connection failed at +%v: %v", r.at.Sub(started).Round(time.Millisecond), r.err)
+		}
+	}
+	if t.Failed() {
+		t.Logf("the new tapvs said:\n%s", p2.out)
+	}
+	t.Logf("the old tapvs's last lines:\n%s", lastLines(p1.out.String(), 4))
+}
+
+func lastLines(s string, n int) string {
+	l := strings.Split(strings.TrimSpace(s), "\n")
+	return strings.Join(l[max(0, len(l)-n):], "\n")
+}
