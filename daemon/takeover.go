@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -112,6 +113,25 @@ func (d *Daemon) Export(yield func([]byte) bool) bool {
 	return true
 }
 
+// NextHops hands over the real servers' resolved next hops
+// (takeover.Source), so that the successor's first segments to them leave
+// at once instead of waiting for ARP.
+func (d *Daemon) NextHops(yield func(takeover.NextHop) bool) {
+	seen := map[netip.Addr]bool{}
+	for _, s := range d.Balancer.Services() {
+		for _, dst := range s.Dests() {
+			mac, ok := dst.NextHopMAC()
+			if !ok || seen[dst.Addr] {
+				continue
+			}
+			seen[dst.Addr] = true
+			if !yield(takeover.NextHop{Addr: dst.Addr, MAC: mac}) {
+				return
+			}
+		}
+	}
+}
+
 // Resume undoes Freeze (takeover.Source): the takeover failed.
 func (d *Daemon) Resume() error { return d.resume() }
 
@@ -207,7 +227,7 @@ func StartTakeover(cfg *config.Config, log *slog.Logger) (*Daemon, error) {
 		log.Warn("takeover failed before the queues were ours: starting cold; the old tapvs's connections are not carried over", "err", err)
 		return Start(cfg, log)
 	}
-	succ := &successor{s: s, records: records, table: t.Table}
+	succ := &successor{s: s, records: records, table: t.Table, hops: t.NextHops}
 	nics, err := adoptSides(cfg, t)
 	if err != nil {
 		s.Abort(err.Error())
@@ -277,6 +297,7 @@ type successor struct {
 	s       *takeover.Session
 	records []connrec.Record
 	table   bool
+	hops    []takeover.NextHop
 	done    bool // DONE was sent: the old process is going
 }
 
@@ -285,6 +306,18 @@ type successor struct {
 // is not in this configuration) is counted (ImportRefused) and logged in
 // sum: that connection is lost, the others carry on.
 func (succ *successor) importTable(bal *nat.Balancer, log *slog.Logger) {
+	// The next hops first: the resolver refreshes them within seconds.
+	macs := make(map[netip.Addr][6]byte, len(succ.hops))
+	for _, h := range succ.hops {
+		macs[h.Addr] = h.MAC
+	}
+	for _, s := range bal.Services() {
+		for _, dst := range s.Dests() {
+			if mac, ok := macs[dst.Addr]; ok {
+				dst.SetNextHopMAC(mac)
+			}
+		}
+	}
 	if !succ.table {
 		log.Warn("takeover: the old tapvs did not hand over its connection table: the TAPs were kept, but every connection open through it is lost")
 		return

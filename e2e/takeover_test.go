@@ -185,10 +185,21 @@ func TestTakeoverKeepsConnections(t *testing.T) {
 	if t.Failed() {
 		t.Logf("the new tapvs said:\n%s", p2.out)
 	}
-	t.Logf("the old tapvs's last lines:\n%s", lastLines(p1.out.String(), 4))
+	t.Logf("the old tapvs's last lines:\n%s", lastLines(p1.out.String(), 3))
+	t.Logf("the new tapvs's takeover lines:\n%s", grepLines(p2.out.String(), "takeover"))
 }
 
 func lastLines(s string, n int) string {
 	l := strings.Split(strings.TrimSpace(s), "\n")
 	return strings.Join(l[max(0, len(l)-n):], "\n")
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

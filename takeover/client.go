@@ -66,8 +66,9 @@ type Taken struct {
 	Queues []Queue
 	FDs    []int // Queues[i]'s descriptor; the caller's to adopt or close
 	// Table is false when the old process could not export its table.
-	Table   bool
-	Records int
+	Table    bool
+	Records  int
+	NextHops []NextHop
 }
 
 // Receive says READY and takes the queues and records (each handed to
@@ -105,6 +106,11 @@ func (s *Session) Receive(record func([]byte) error, maxRecord int) (*Taken, err
 				t.Records++
 				return record(rec)
 			})
+		case msgNextHops:
+			err = parseNextHops(m, func(h NextHop) { t.NextHops = append(t.NextHops, h) })
+			if err == nil && len(t.NextHops) > MaxNextHops {
+				err = bad("NEXTHOPS: more than %d", MaxNextHops)
+			}
 		case msgEnd:
 			if len(m) != 6 || m[5] > 1 {
 				err = bad("END: %d bytes", len(m))
@@ -115,7 +121,7 @@ func (s *Session) Receive(record func([]byte) error, maxRecord int) (*Taken, err
 				return t, nil
 			}
 		default:
-			err = bad("expected RECORDS or END, got %s", msgName(first(m)))
+			err = bad("expected RECORDS, NEXTHOPS or END, got %s", msgName(first(m)))
 		}
 		if err != nil {
 			closeFDs(fds)

@@ -2,6 +2,7 @@ package takeover
 
 import (
 	"bytes"
+	"net/netip"
 	"testing"
 )
 
@@ -18,6 +19,7 @@ func FuzzMessages(f *testing.F) {
 	f.Add([]byte{msgRecords, 0, 9, 'a'}, 0)
 	f.Add(good[:len(good)-3], 2)
 	f.Add([]byte{msgQueues, 200}, 200)
+	f.Add(append([]byte{msgNextHops}, append(netip.MustParseAddr("::ffff:10.20.1.2").AsSlice(), 2, 0, 0, 0, 0, 1)...), 0)
 	f.Fuzz(func(t *testing.T, m []byte, fds int) {
 		if q, err := parseQueues(m, fds); err == nil {
 			back, err := appendQueues(nil, q)
@@ -29,6 +31,11 @@ func FuzzMessages(f *testing.F) {
 			t.Fatalf("HELLO %x accepted as %d..%d", m, lo, hi)
 		}
 		if len(m) > 0 {
+			parseNextHops(m, func(h NextHop) {
+				if !h.Addr.IsGlobalUnicast() {
+					t.Fatalf("next hop %v passed", h.Addr)
+				}
+			})
 			total := 0
 			parseRecords(m, 64, func(r []byte) error {
 				if len(r) == 0 || len(r) > 64 {

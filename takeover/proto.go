@@ -12,6 +12,7 @@
 //	old → new  QUEUES   count u8 | count × (side u8 | queue u8 | vnethdr u8 | mac [6] | namelen u8 | name)
 //	                    with the count descriptors attached (SCM_RIGHTS), in the same order
 //	old → new  RECORDS  (len u16 | record)…                     zero or more messages
+//	old → new  NEXTHOPS (address [16] | mac [6])…               the real servers' next hops; zero or more messages
 //	old → new  END      records u32 | table u8 (1: the table was exported, 0: this build cannot)
 //	new → old  DONE                                              or ABORT  reason (text)
 //	           (old: exits 0 without its teardown; new: starts the rest once the old one is gone)
@@ -28,6 +29,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net/netip"
 )
 
 // The protocol versions this build speaks.
@@ -56,10 +58,11 @@ const (
 	msgEnd
 	msgDone
 	msgAbort
+	msgNextHops
 )
 
 var msgNames = [...]string{msgHello: "HELLO", msgAccept: "ACCEPT", msgRefuse: "REFUSE", msgReady: "READY",
-	msgQueues: "QUEUES", msgRecords: "RECORDS", msgEnd: "END", msgDone: "DONE", msgAbort: "ABORT"}
+	msgQueues: "QUEUES", msgRecords: "RECORDS", msgEnd: "END", msgDone: "DONE", msgAbort: "ABORT", msgNextHops: "NEXTHOPS"}
 
 func msgName(t byte) string {
 	if int(t) < len(msgNames) && msgNames[t] != "" {
@@ -185,4 +188,34 @@ func first(m []byte) byte {
 		return 0
 	}
 	return m[0]
+}
+
+// NextHop is a real server's next-hop MAC as the old process resolved it:
+// the successor starts with it instead of resolving again (a connection's
+// first segment to the server would wait for ARP, and the client's
+// retransmission takes a second).
+type NextHop struct {
+	Addr netip.Addr
+	MAC  [6]byte
+}
+
+const nextHopLen = 16 + 6
+
+// MaxNextHops bounds the next hops a session carries.
+const MaxNextHops = 1 << 16
+
+// parseNextHops calls each for every entry of a NEXTHOPS message.
+func parseNextHops(m []byte, each func(NextHop)) error {
+	b := m[1:]
+	if len(b) == 0 || len(b)%nextHopLen != 0 {
+		return bad("NEXTHOPS: %d bytes, not a multiple of %d", len(b), nextHopLen)
+	}
+	for ; len(b) > 0; b = b[nextHopLen:] {
+		a := netip.AddrFrom16([16]byte(b[:16])).Unmap()
+		if !a.IsGlobalUnicast() {
+			return bad("NEXTHOPS: address %s", a)
+		}
+		each(NextHop{Addr: a, MAC: [6]byte(b[16:22])})
+	}
+	return nil
 }

@@ -27,6 +27,8 @@ type Source interface {
 	// yield returns false; it reports false if this build cannot export
 	// its table (then the new process starts with an empty one).
 	Export(yield func(rec []byte) bool) bool
+	// NextHops calls yield with each real server's resolved next hop.
+	NextHops(yield func(NextHop) bool)
 	// Resume undoes Freeze: the takeover failed and this process serves on.
 	Resume() error
 }
@@ -302,6 +304,30 @@ func (s *Server) send(cn *conn, qs []Queue, devs []tun.Passer) (int, error) {
 		msg = binary.BigEndian.AppendUint16(msg, uint16(len(rec)))
 		msg = append(msg, rec...)
 		n++
+		return true
+	})
+	if serr != nil {
+		return n, serr
+	}
+	if len(msg) > 1 {
+		if err := cn.send(msg, nil, s.Timeouts.Step); err != nil {
+			return n, err
+		}
+	}
+	msg = append(msg[:0], msgNextHops)
+	hops := 0
+	s.src.NextHops(func(h NextHop) bool {
+		if hops++; hops > MaxNextHops {
+			return false
+		}
+		if len(msg)+nextHopLen > MaxMessage {
+			if serr = cn.send(msg, nil, s.Timeouts.Step); serr != nil {
+				return false
+			}
+			msg = msg[:1]
+		}
+		a := h.Addr.As16()
+		msg = append(append(msg, a[:]...), h.MAC[:]...)
 		return true
 	})
 	if serr != nil {

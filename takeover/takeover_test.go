@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -48,6 +49,7 @@ type fakeSource struct {
 	devs      []tun.Passer
 	far       []*os.File // the socketpairs' other ends
 	records   [][]byte
+	hops      []NextHop
 	noTable   bool
 	freezeErr error
 }
@@ -73,6 +75,14 @@ func (s *fakeSource) Export(yield func([]byte) bool) bool {
 		}
 	}
 	return true
+}
+
+func (s *fakeSource) NextHops(yield func(NextHop) bool) {
+	for _, h := range s.hops {
+		if !yield(h) {
+			return
+		}
+	}
 }
 
 func (s *fakeSource) Resume() error {
@@ -131,6 +141,9 @@ func TestTakeoverHandsQueuesAndRecords(t *testing.T) {
 	for i := range 3000 { // several RECORDS messages
 		src.records = append(src.records, []byte(strings.Repeat(string(rune('a'+i%26)), 1+i%200)))
 	}
+	for i := range 3000 { // several NEXTHOPS messages
+		src.hops = append(src.hops, NextHop{Addr: netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)}), MAC: [6]byte{2, 0, 0, 0, byte(i >> 8), byte(i)}})
+	}
 	srv, path := listen(t, src)
 	s, err := Dial(path)
 	if err != nil {
@@ -154,6 +167,14 @@ func TestTakeoverHandsQueuesAndRecords(t *testing.T) {
 	for i := range src.records {
 		if string(got[i]) != string(src.records[i]) {
 			t.Fatalf("record %d: %q, want %q", i, got[i], src.records[i])
+		}
+	}
+	if len(tk.NextHops) != len(src.hops) {
+		t.Fatalf("%d next hops, want %d", len(tk.NextHops), len(src.hops))
+	}
+	for i, h := range tk.NextHops {
+		if h != src.hops[i] {
+			t.Fatalf("next hop %d: %v, want %v", i, h, src.hops[i])
 		}
 	}
 	for i, q := range tk.Queues {
