@@ -356,9 +356,15 @@ func (d *Daemon) reconcile() {
 }
 
 // Close stops forwarding and removes the TAPs and the control socket.
-func (d *Daemon) Close() {
+func (d *Daemon) Close() { d.shutdown(true) }
+
+// shutdown stops everything this process runs. With teardown it also
+// removes what it made outside itself (the host routes, the nftables
+// tables; the TAPs go with its last queue); without (Abandon), a successor
+// holds those, and the takeover session ends last.
+func (d *Daemon) shutdown(teardown bool) {
 	d.once.Do(func() {
-		if d.takeover != nil {
+		if d.takeover != nil && teardown {
 			d.takeover.Close() // no session starts during the teardown
 		}
 		// The routers first: the VIPs and LIPs are withdrawn while this
@@ -379,14 +385,20 @@ func (d *Daemon) Close() {
 		close(d.stop)
 		d.wg.Wait()
 		d.stopTimers()
-		if d.cluster != nil {
+		if d.cluster != nil && teardown {
 			d.cluster.clearRoutes() // the announcer that kept them has stopped
 		}
 		if d.handoff != nil {
 			d.Stack.SetHandoff(nil)
 			d.handoff.Close()
 		}
-		d.Stack.Close()
+		d.Stack.Close() // after a takeover: this process's copies, the queues stay attached
+		if !teardown {
+			// Last: ending the session tells the successor it may
+			// open what was closed above.
+			d.takeover.Close()
+			return
+		}
 		removeMasquerade(d.unmasq, d.log)
 	})
 }

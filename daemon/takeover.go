@@ -159,32 +159,7 @@ func (d *Daemon) HandedOver() <-chan struct{} {
 // sessions): the speaker stops here (its routes are withdrawn with the
 // session) and the successor's session comes up after, so a router sends
 // nothing to this instance for the few seconds in between.
-func (d *Daemon) Abandon() {
-	d.once.Do(func() {
-		if d.cluster != nil {
-			d.cluster.withdraw()
-		}
-		if d.control != nil {
-			d.control.Close()
-		}
-		if d.Metrics != nil {
-			d.Metrics.Close()
-		}
-		if hc := d.checker.Load(); hc != nil {
-			hc.Close()
-		}
-		close(d.stop)
-		d.wg.Wait()
-		if d.handoff != nil {
-			d.Stack.SetHandoff(nil)
-			d.handoff.Close()
-		}
-		d.Stack.Close() // this process's copies: the queues stay attached
-		// Last: ending the session tells the successor it may open what
-		// was closed above.
-		d.takeover.Close()
-	})
-}
+func (d *Daemon) Abandon() { d.shutdown(false) }
 
 // StartTakeover starts as a successor of the tapvs listening at cfg's
 // takeover socket, or, if none listens there, as Start does.

@@ -288,55 +288,28 @@ func (s *Server) send(cn *conn, qs []Queue, devs []tun.Passer) (int, error) {
 		return 0, err
 	}
 	n := 0
-	msg := []byte{msgRecords}
-	var serr error
+	recs := batch{cn: cn, timeout: s.Timeouts.Step, msg: []byte{msgRecords}}
 	exported := s.src.Export(func(rec []byte) bool {
 		if len(rec) == 0 || len(rec) > 0xffff {
-			serr = fmt.Errorf("a record of %d bytes", len(rec))
+			recs.err = fmt.Errorf("a record of %d bytes", len(rec))
 			return false
 		}
-		if len(msg)+2+len(rec) > MaxMessage {
-			if serr = cn.send(msg, nil, s.Timeouts.Step); serr != nil {
-				return false
-			}
-			msg = msg[:1]
-		}
-		msg = binary.BigEndian.AppendUint16(msg, uint16(len(rec)))
-		msg = append(msg, rec...)
 		n++
-		return true
+		return recs.add(binary.BigEndian.AppendUint16(nil, uint16(len(rec))), rec)
 	})
-	if serr != nil {
-		return n, serr
+	if err := recs.flush(); err != nil {
+		return n, err
 	}
-	if len(msg) > 1 {
-		if err := cn.send(msg, nil, s.Timeouts.Step); err != nil {
-			return n, err
-		}
-	}
-	msg = append(msg[:0], msgNextHops)
-	hops := 0
+	hops, count := batch{cn: cn, timeout: s.Timeouts.Step, msg: []byte{msgNextHops}}, 0
 	s.src.NextHops(func(h NextHop) bool {
-		if hops++; hops > MaxNextHops {
+		if count++; count > MaxNextHops {
 			return false
-		}
-		if len(msg)+nextHopLen > MaxMessage {
-			if serr = cn.send(msg, nil, s.Timeouts.Step); serr != nil {
-				return false
-			}
-			msg = msg[:1]
 		}
 		a := h.Addr.As16()
-		msg = append(append(msg, a[:]...), h.MAC[:]...)
-		return true
+		return hops.add(a[:], h.MAC[:])
 	})
-	if serr != nil {
-		return n, serr
-	}
-	if len(msg) > 1 {
-		if err := cn.send(msg, nil, s.Timeouts.Step); err != nil {
-			return n, err
-		}
+	if err := hops.flush(); err != nil {
+		return n, err
 	}
 	end := binary.BigEndian.AppendUint32([]byte{msgEnd}, uint32(n))
 	table := byte(0)
@@ -344,4 +317,42 @@ func (s *Server) send(cn *conn, qs []Queue, devs []tun.Passer) (int, error) {
 		table = 1
 	}
 	return n, cn.send(append(end, table), nil, s.Timeouts.Step)
+}
+
+// batch fills messages of one type (its first byte) with entries, sending
+// each when the next entry would not fit; the first error stops it.
+type batch struct {
+	cn      *conn
+	timeout time.Duration
+	msg     []byte
+	err     error
+}
+
+// add appends an entry (its parts, whole); false once sending failed.
+func (b *batch) add(parts ...[]byte) bool {
+	if b.err != nil {
+		return false
+	}
+	size := 0
+	for _, p := range parts {
+		size += len(p)
+	}
+	if len(b.msg)+size > MaxMessage {
+		if b.err = b.cn.send(b.msg, nil, b.timeout); b.err != nil {
+			return false
+		}
+		b.msg = b.msg[:1]
+	}
+	for _, p := range parts {
+		b.msg = append(b.msg, p...)
+	}
+	return true
+}
+
+// flush sends what is left, and reports the first error.
+func (b *batch) flush() error {
+	if b.err == nil && len(b.msg) > 1 {
+		b.err = b.cn.send(b.msg, nil, b.timeout)
+	}
+	return b.err
 }

@@ -46,18 +46,7 @@ func (q *tapQueue) Dup() (int, error) {
 		}
 		return d, nil
 	}
-	raw, err := q.f.SyscallConn()
-	if err != nil {
-		return -1, fmt.Errorf("tap %s: %w", q.name, err)
-	}
-	dup, derr := -1, error(nil)
-	if err := raw.Control(func(fd uintptr) { dup, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
-		return -1, fmt.Errorf("tap %s: %w", q.name, err)
-	}
-	if derr != nil {
-		return -1, fmt.Errorf("tap %s: dup: %w", q.name, derr)
-	}
-	return dup, nil
+	return q.dupFile()
 }
 
 // SetReadDeadline sets the file's read deadline; a detached queue has no
