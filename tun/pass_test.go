@@ -3,39 +3,14 @@ package tun
 import (
 	"errors"
 	"os"
-	"runtime"
 	"testing"
 	"time"
 
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
-)
 
-// inNetns runs the rest of the test on a thread in a network namespace of
-// its own (root: CI runs as root).
-func inNetns(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Fatal("needs root: it makes a network namespace and a TAP")
-	}
-	runtime.LockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns, err := netns.New()
-	if err != nil {
-		orig.Close()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		netns.Set(orig)
-		ns.Close()
-		orig.Close()
-		runtime.UnlockOSThread()
-	})
-}
+	"github.com/tapvs/tapvs/tun/tuntest"
+)
 
 // A queue's duplicate, adopted, is the same TAP queue: the kernel names it,
 // it keeps the header length and non-blocking mode, and closing the first
@@ -43,7 +18,7 @@ func inNetns(t *testing.T) {
 // removes it. Adopt refuses a descriptor for another name or header length,
 // and one that is not a TAP.
 func TestAdoptPassedQueue(t *testing.T) {
-	inNetns(t)
+	tuntest.InNewNetns(t)
 	for _, offload := range []bool{true, false} {
 		devs, err := OpenTAP(TAPConfig{Name: "tvp0", Queues: 2, Offload: offload})
 		if err != nil {
