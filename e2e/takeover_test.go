@@ -2,13 +2,9 @@ package e2e
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,26 +18,7 @@ import (
 // a long-lived connection carries bytes both ways after it, short
 // connections run throughout (none fails), and new ones work after.
 func TestTakeoverKeepsConnections(t *testing.T) {
-	bin := filepath.Join(t.TempDir(), "tapvs")
-	if err := prebuilt(bin, "TAPVS_E2E_TAPVS", "../cmd/tapvs"); err != nil {
-		t.Fatal(err)
-	}
-	top := labOnly(t)
-	path := filepath.Join(t.TempDir(), "tapvs.yaml")
-	if err := os.WriteFile(path, []byte(top.Config(faultServices(), "")), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	for i, a := range []netip.Addr{lab.RS1, lab.RS2} {
-		b, err := lab.StartBackend(top.RS[i], fmt.Sprintf("rs%d", i+1), a)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(b.Close)
-	}
-	serverConns := make(chan held, 4)
-	for i, a := range []netip.Addr{lab.RS1, lab.RS2} {
-		serveHold(t, listenIn(t, top.RS[i], a, holdPort), serverConns)
-	}
+	bin, path, top, serverConns := holdLab(t)
 
 	// With no tapvs to take over, --takeover starts as usual.
 	p1 := startTapvsProc(t, bin, path, "--takeover")
@@ -75,47 +52,9 @@ func TestTakeoverKeepsConnections(t *testing.T) {
 	}
 
 	// Short connections, one after another, throughout.
-	type result struct {
-		at  time.Time
-		err error
-	}
-	var (
-		mu      sync.Mutex
-		results []result
-		stop    = make(chan struct{})
-		wg      sync.WaitGroup
-	)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for range 100000 { // bounded whatever happens
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			_, err := httpGet(hc, lab.VIP, lab.HTTPPort)
-			mu.Lock()
-			results = append(results, result{time.Now(), err})
-			mu.Unlock()
-		}
-	}()
-	stopLoad := sync.OnceFunc(func() { close(stop); wg.Wait() })
-	defer stopLoad()
-	okSince := func(t0 time.Time, n int) func() bool {
-		return func() bool {
-			mu.Lock()
-			defer mu.Unlock()
-			k := 0
-			for _, r := range results {
-				if r.err == nil && r.at.After(t0) {
-					k++
-				}
-			}
-			return k >= n
-		}
-	}
-	if !eventually(10*time.Second, okSince(time.Time{}, 20)) {
+	load := startShortLoad(hc, 0)
+	defer load.stop()
+	if !eventually(10*time.Second, func() bool { return load.okSince(time.Time{}) >= 20 }) {
 		t.Fatal("fewer than 20 requests through the first tapvs in 10s")
 	}
 
@@ -158,11 +97,12 @@ func TestTakeoverKeepsConnections(t *testing.T) {
 	long.SetReadDeadline(time.Time{})
 
 	// New connections after the old one is gone.
-	if !eventually(10*time.Second, okSince(exited, 20)) {
+	if !eventually(10*time.Second, func() bool { return load.okSince(exited) >= 20 }) {
 		t.Fatal("fewer than 20 new requests through the new tapvs in 10s")
 	}
-	stopLoad()
-	var failed []result
+	load.stop()
+	results := load.snapshot()
+	var failed []shortResult
 	var gap time.Duration
 	var prev time.Time
 	for _, r := range results {
