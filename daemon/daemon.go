@@ -198,12 +198,6 @@ func start(cfg *config.Config, log *slog.Logger, nics [2]netstack.NICConfig, suc
 			return nil, err
 		}
 	}
-	if path := TakeoverSocket(cfg); path != "" {
-		if d.takeover, err = takeover.Listen(path, d, log); err != nil {
-			d.Close()
-			return nil, err
-		}
-	}
 	log.Info("tapvs running", "client", cfg.Client.Name, "server", cfg.Server.Name, "services", len(cfg.Services))
 	return d, nil
 }

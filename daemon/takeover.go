@@ -34,6 +34,24 @@ func TakeoverSocket(cfg *config.Config) string {
 	return strings.TrimSuffix(cfg.ControlSocket, ".sock") + ".takeover.sock"
 }
 
+// ServeTakeover listens on the takeover socket (TakeoverSocket), for a
+// successor to take this process over; none without a control socket.
+// Only a process that ends through Abandon once HandedOver is closed may
+// call it (tapvs run): one that kept reading after handing its queues over
+// would split their frames with its successor. Call it once, after Start.
+func (d *Daemon) ServeTakeover() error {
+	path := TakeoverSocket(d.Config())
+	if path == "" {
+		return nil
+	}
+	srv, err := takeover.Listen(path, d, d.log)
+	if err != nil {
+		return err
+	}
+	d.takeover = srv
+	return nil
+}
+
 // timers is the balancer's timer loop (expiry, SYN retries, sweeping):
 // it writes frames and changes the table, so a takeover's freeze stops it.
 type timers struct {

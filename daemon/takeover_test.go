@@ -61,6 +61,10 @@ func TestTakeoverKeepsTAPs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := old.ServeTakeover(); err != nil {
+		old.Close()
+		t.Fatal(err)
+	}
 	oldDone := false
 	defer func() {
 		if !oldDone {
@@ -140,6 +144,9 @@ func TestTakeoverKeepsTAPs(t *testing.T) {
 	}
 	d := r.d
 	defer d.Close()
+	if err := d.ServeTakeover(); err != nil {
+		t.Fatalf("the successor's own takeover socket: %v", err)
+	}
 	after, err := netlink.LinkByName("tvd-c")
 	if err != nil || after.Attrs().Index != link.Attrs().Index {
 		t.Fatalf("the TAP after the takeover: %v (index %d, was %d)", err, after.Attrs().Index, link.Attrs().Index)

@@ -111,6 +111,12 @@ change that needs a restart), which exits once this one serves.`,
 			if err != nil {
 				return err
 			}
+			// A successor may take this process over (tapvs run
+			// --takeover): it then ends through Abandon, below.
+			if err := d.ServeTakeover(); err != nil {
+				d.Close()
+				return err
+			}
 			// SIGHUP or a change to the file reloads it; a burst of writes
 			// (an editor saving) is one reload.
 			hup := make(chan os.Signal, 1)
