@@ -41,11 +41,14 @@ func Dial(path string) (*Session, error) {
 }
 
 func (s *Session) hello() error {
-	if err := s.cn.send(appendHello(nil, MinVersion, MaxVersion), nil, s.Timeouts.Step); err != nil {
-		return err
-	}
+	serr := s.cn.send(appendHello(nil, MinVersion, MaxVersion), nil, s.Timeouts.Step)
+	// A refusal that needs no HELLO (the uid) may be waiting already,
+	// the old side gone: it is the answer, not the failed send.
 	m, _, err := s.cn.recv(s.Timeouts.Step, 0)
 	if err != nil {
+		if serr != nil {
+			return serr
+		}
 		return fmt.Errorf("no answer to HELLO: %w", err)
 	}
 	switch {

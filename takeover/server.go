@@ -191,6 +191,14 @@ func (s *Server) session(c *net.UnixConn) bool {
 		s.count("refused")
 		log.Warn("takeover refused", "reason", reason)
 		cn.send(append([]byte{msgRefuse}, reason...), nil, s.Timeouts.Step)
+		// Until the peer has read it and gone (bounded): closing with
+		// its messages unread would reset the connection, and the
+		// refusal with it, before the peer reads it.
+		for range 4 {
+			if _, _, err := cn.recv(s.Timeouts.Step, 0); err != nil {
+				break
+			}
+		}
 		return false
 	}
 	if uid := uint32(os.Getuid()); cred.Uid != uid && cred.Uid != 0 {

@@ -471,3 +471,61 @@ func eventually(cond func() bool) bool {
 	}
 	return false
 }
+
+// A peer of another uid than the old process's (and not root) is refused
+// even if the socket's mode lets it connect: SO_PEERCRED, checked before
+// anything is read. The peer is a child of the test run as nobody.
+func TestTakeoverOtherUIDRefused(t *testing.T) {
+	if path := os.Getenv("TAKEOVER_UID_PATH"); path != "" {
+		_, err := Dial(path)
+		if errors.Is(err, ErrRefused) && strings.Contains(err.Error(), "uid 65534") {
+			os.Exit(0)
+		}
+		os.Stderr.WriteString(fmt.Sprint(err))
+		os.Exit(6)
+	}
+	if os.Geteuid() != 0 {
+		t.Fatal("needs root: it runs a child as another uid (CI runs as root)")
+	}
+	src := newSource(t, 2)
+	dir, err := os.MkdirTemp("", "takeover-uid")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	path := filepath.Join(dir, "t.sock")
+	srv, err := Listen(path, src, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	// Open to all, so that only the credential check stands in the way.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(path, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The test binary must be readable by nobody: a copy in dir.
+	bin := filepath.Join(dir, "takeover.test")
+	data, err := os.ReadFile(exe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := newCmd(bin, "-test.run=^TestTakeoverOtherUIDRefused$")
+	cmd.Env = append(os.Environ(), "TAKEOVER_UID_PATH="+path)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("the child as nobody: %v: %s", err, out)
+	}
+	if f, _, _ := src.counts(); f != 0 || srv.Ended("refused") != 1 {
+		t.Fatalf("freezes %d, refused %d", f, srv.Ended("refused"))
+	}
+}
