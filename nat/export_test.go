@@ -364,3 +364,29 @@ func isReason(err error, want ImportReason) bool {
 	var ie *ImportError
 	return errors.As(err, &ie) && ie.Reason == want
 }
+
+// TestRecordEnums: the record's state and client address numbers are
+// pinned to IPVS's names; nat's own must map to them as export.go
+// converts them (a plain number conversion).
+func TestRecordEnums(t *testing.T) {
+	states := map[uint32]connrec.State{
+		stNone: connrec.StateNone, stEstablished: connrec.StateEstablished, stSynSent: connrec.StateSynSent,
+		stSynRecv: connrec.StateSynRecv, stFinWait: connrec.StateFinWait, stTimeWait: connrec.StateTimeWait,
+		stClose: connrec.StateClose, stCloseWait: connrec.StateCloseWait, stLastAck: connrec.StateLastAck,
+		stListen: connrec.StateListen, stSynAck: connrec.StateSynAck,
+	}
+	if len(states) != int(numTCPStates) || int(connrec.NumStates) != int(numTCPStates) {
+		t.Fatalf("%d states here, %d in the record", numTCPStates, connrec.NumStates)
+	}
+	for st, want := range states {
+		if connrec.State(st) != want {
+			t.Errorf("state %s is %d in the record, %d here", StateName(st), want, st)
+		}
+	}
+	for c, want := range map[ClientAddr]connrec.ClientAddr{ClientAddrNone: connrec.ClientAddrNone,
+		ClientAddrTOA: connrec.ClientAddrTOA, ClientAddrProxyV1: connrec.ClientAddrProxyV1, ClientAddrProxyV2: connrec.ClientAddrProxyV2} {
+		if connrec.ClientAddr(c) != want {
+			t.Errorf("client address %v is %d in the record", c, want)
+		}
+	}
+}
