@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/google/gopacket/layers"
 
@@ -388,5 +389,49 @@ func TestRecordEnums(t *testing.T) {
 		if connrec.ClientAddr(c) != want {
 			t.Errorf("client address %v is %d in the record", c, want)
 		}
+	}
+}
+
+// TestImportCountsAtTheSource: an imported connection the client holds is
+// counted at its source as one made here would be, and an established one
+// is not half-open; one in TIME_WAIT is not counted until a SYN reopens
+// it; a release gives every count back.
+func TestImportCountsAtTheSource(t *testing.T) {
+	mc := moveCases()[0]
+	plain := mc.rig
+	limited := func(t *testing.T) *rig {
+		r := plain(t)
+		r.defend(t, func(tx *Tx) error { return tx.SetLimits(r.svc, Limits{SourceConns: 5, HalfOpen: 5}) })
+		return r
+	}
+	mc.rig = limited
+	_, b, rec, _, _ := mc.moved(t)
+	id := clientSource()
+	if n := b.svc.policy().src.Conns(id); n != 1 || b.svc.HalfOpen() != 0 {
+		t.Fatalf("established: %d at the source, %d half-open; want 1, 0", n, b.svc.HalfOpen())
+	}
+	tw := rec
+	tw.CPort, tw.LPort, tw.State = rec.CPort+1, rec.LPort+1, connrec.StateTimeWait
+	if err := b.b.ImportConn(&tw); err != nil {
+		t.Fatal(err)
+	}
+	if n := b.svc.policy().src.Conns(id); n != 1 {
+		t.Fatalf("with one in TIME_WAIT: %d at the source, want 1", n)
+	}
+	// A SYN on the TIME_WAIT entry reopens it: held again, counted.
+	syn := pframe(t, pktSpec{src: client, dst: vip, sport: tw.CPort, dport: 80, proto: TCP, syn: true, seq: 90000, srcMAC: macClient})
+	mustForward(t, b, ClientSide, syn)
+	if n := b.svc.policy().src.Conns(id); n != 2 {
+		t.Fatalf("reopened: %d at the source, want 2", n)
+	}
+	half := rec
+	half.CPort, half.LPort, half.State = rec.CPort+2, rec.LPort+2, connrec.StateSynRecv
+	if err := b.b.ImportConn(&half); err != nil || b.svc.HalfOpen() != 1 {
+		t.Fatalf("SYN_RECV: %v, %d half-open", err, b.svc.HalfOpen())
+	}
+	b.b.table.now.Store(int64(rec.LifetimeMS)*1e6 + int64(time.Minute)) // past every lifetime here
+	b.b.Sweep()
+	if n := b.svc.policy().src.Conns(id); n != 0 || b.svc.HalfOpen() != 0 || b.b.Table().Len() != 0 {
+		t.Fatalf("after expiry: %d at the source, %d half-open, %d connections", n, b.svc.HalfOpen(), b.b.Table().Len())
 	}
 }
