@@ -34,7 +34,6 @@ import (
 // Any goroutine may call it, alongside the packet path and control changes.
 func (b *Balancer) ExportConns(yield func(*connrec.Record) bool) {
 	t := b.table
-	now := t.now.Load()
 	var (
 		conns []*Conn // one shard's, copied out under its lock
 		r     connrec.Record
@@ -55,7 +54,8 @@ func (b *Balancer) ExportConns(yield func(*connrec.Record) bool) {
 		}
 		s.mu.RUnlock()
 		for _, c := range conns {
-			if c.record(&r, now) && !yield(&r) {
+			// The clock read for each: a slow yield ages the rest.
+			if c.record(&r, t.now.Load()) && !yield(&r) {
 				return
 			}
 		}

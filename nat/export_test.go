@@ -435,3 +435,59 @@ func TestImportCountsAtTheSource(t *testing.T) {
 		t.Fatalf("after expiry: %d at the source, %d half-open, %d connections", n, b.svc.HalfOpen(), b.b.Table().Len())
 	}
 }
+
+// TestExportImportBesideThePacketPath: ExportConns and ImportConn (newer
+// records of the connection, updates) run while both sides' segments of
+// it go through: under -race, no field is read or written unguarded, and
+// every record exported is whole (it decodes).
+func TestExportImportBesideThePacketPath(t *testing.T) {
+	mc := moveCases()[0]
+	a, b, rec, cseq, sseq := mc.moved(t)
+	cl := pktSpec{src: client, dst: vip, sport: rec.CPort, dport: 80, proto: TCP, srcMAC: macClient, ack: true,
+		opts: []layers.TCPOption{nop, nop, tsOpt(150, 9001)}}
+	sv := pktSpec{src: rs1, dst: lip1, sport: rec.RPort, dport: rec.LPort, proto: TCP, srcMAC: macGateway, ack: true,
+		opts: []layers.TCPOption{nop, nop, tsOpt(9100, 150)}}
+	const n = 200
+	done := make(chan error, 2)
+	go func() {
+		for range n {
+			var err error
+			a.b.ExportConns(func(r *connrec.Record) bool {
+				_, _, err = connrec.Decode(r.AppendTo(nil))
+				return err == nil
+			})
+			if err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	go func() {
+		up := rec
+		for range n {
+			up.Version++
+			if err := b.b.ImportConn(&up); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	for i := range uint32(n) {
+		for _, r := range []*rig{a, b} {
+			c, s := cl, sv
+			c.seq, c.ackNum, s.seq, s.ackNum = cseq+i, sseq+i, sseq+i, 0x10000+i
+			mustForward(t, r, ClientSide, pframe(t, c))
+			mustForward(t, r, ServerSide, pframe(t, s))
+		}
+	}
+	for range 2 {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := exportAll(b.b); len(got) != 1 || got[0].Version != rec.Version+n {
+		t.Fatalf("B ends with %+v", got)
+	}
+}
