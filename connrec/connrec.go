@@ -331,43 +331,42 @@ func (e *Error) Error() string { return "connrec: " + e.Field + ": " + e.Why }
 
 // The refusals, made once: Decode allocates nothing.
 var (
-	errShort       = &Error{"length", "past the bytes given"}
-	errLen         = &Error{"length", "not a multiple of 4 in 88..256"}
-	errKind        = &Error{"kind", "not open (1) or closed (2)"}
-	errVer         = &Error{"record version", "not 1"}
-	errProto       = &Error{"proto", "not TCP (6) or UDP (17)"}
-	errState       = &Error{"state", "not 0..10"}
-	errStateUDP    = &Error{"state", "not ESTABLISHED (1) for UDP"}
-	errFlags       = &Error{"flags", "reserved bit set"}
-	errFlagsUDP    = &Error{"flags", "SYNPROXY or timestamps remove on UDP"}
-	errFlags46     = &Error{"flags", "an IPv4 client to an IPv6 server"}
-	errFlags64     = &Error{"flags", "SYNPROXY or a client address mode with NAT64"}
-	errClientAddr  = &Error{"client address mode", "not 0..3"}
-	errCAUDP       = &Error{"client address mode", "TOA or PROXY v1 on UDP"}
-	errLifetime    = &Error{"lifetime", "past 30 days"}
-	errClient      = &Error{"client address", "family not the flags' (b1)"}
-	errVIP         = &Error{"VIP", "family not the flags' (b1)"}
-	errLIP         = &Error{"LIP", "family not the flags' (b2)"}
-	errServer      = &Error{"real server", "family not the flags' (b2)"}
-	errCPort       = &Error{"cport", "0"}
-	errVPort       = &Error{"vport", "0"}
-	errLPort       = &Error{"lport", "0"}
-	errRPort       = &Error{"rport", "0"}
-	errExtShort    = &Error{"extension", "header or value past the record's length"}
-	errExtOrder    = &Error{"extension", "types not in ascending order"}
-	errExtUnknown  = &Error{"extension", "unknown type, not skippable"}
-	errExtLen      = &Error{"extension", "value of the wrong length for its type"}
-	errExtPad      = &Error{"extension", "padding not zero"}
-	errExtClosed   = &Error{"extension", "a known extension on a tombstone"}
-	errRewriter    = &Error{"rewriter", "missing on an open TCP record, or on UDP"}
-	errRwFlags     = &Error{"rewriter flags", "bit 7 set"}
-	errRwWin       = &Error{"rewriter window shift", "not 0..14"}
-	errSynproxy    = &Error{"synproxy", "present without flag b0, or missing with it"}
-	errSpWScale    = &Error{"synproxy window scale", "not -1..14"}
-	errSpBits      = &Error{"synproxy options", "reserved bit set"}
-	errAcks        = &Error{"acks", "missing on an open TCP record, or on UDP"}
-	errAcksValid   = &Error{"acks valid", "reserved bit set, padding not 0, or an ack not marked valid not 0"}
-	errUnknownFull = &Error{"extension", "too many unknown extensions"}
+	errShort      = &Error{"length", "past the bytes given"}
+	errLen        = &Error{"length", "not a multiple of 4 in 88..256"}
+	errKind       = &Error{"kind", "not open (1) or closed (2)"}
+	errVer        = &Error{"record version", "not 1"}
+	errProto      = &Error{"proto", "not TCP (6) or UDP (17)"}
+	errState      = &Error{"state", "not 0..10"}
+	errStateUDP   = &Error{"state", "not ESTABLISHED (1) for UDP"}
+	errFlags      = &Error{"flags", "reserved bit set"}
+	errFlagsUDP   = &Error{"flags", "SYNPROXY or timestamps remove on UDP"}
+	errFlags46    = &Error{"flags", "an IPv4 client to an IPv6 server"}
+	errFlags64    = &Error{"flags", "SYNPROXY or a client address mode with NAT64"}
+	errClientAddr = &Error{"client address mode", "not 0..3"}
+	errCAUDP      = &Error{"client address mode", "TOA or PROXY v1 on UDP"}
+	errLifetime   = &Error{"lifetime", "past 30 days"}
+	errClient     = &Error{"client address", "family not the flags' (b1)"}
+	errVIP        = &Error{"VIP", "family not the flags' (b1)"}
+	errLIP        = &Error{"LIP", "family not the flags' (b2)"}
+	errServer     = &Error{"real server", "family not the flags' (b2)"}
+	errCPort      = &Error{"cport", "0"}
+	errVPort      = &Error{"vport", "0"}
+	errLPort      = &Error{"lport", "0"}
+	errRPort      = &Error{"rport", "0"}
+	errExtShort   = &Error{"extension", "header or value past the record's length"}
+	errExtOrder   = &Error{"extension", "types not in ascending order"}
+	errExtUnknown = &Error{"extension", "unknown type, not skippable"}
+	errExtLen     = &Error{"extension", "value of the wrong length for its type"}
+	errExtPad     = &Error{"extension", "padding not zero"}
+	errExtClosed  = &Error{"extension", "a known extension on a tombstone"}
+	errRewriter   = &Error{"rewriter", "missing on an open TCP record, or on UDP"}
+	errRwFlags    = &Error{"rewriter flags", "bit 7 set"}
+	errRwWin      = &Error{"rewriter window shift", "not 0..14"}
+	errSynproxy   = &Error{"synproxy", "present without flag b0, or missing with it"}
+	errSpWScale   = &Error{"synproxy window scale", "not -1..14"}
+	errSpBits     = &Error{"synproxy options", "reserved bit set"}
+	errAcks       = &Error{"acks", "missing on an open TCP record, or on UDP"}
+	errAcksValid  = &Error{"acks valid", "reserved bit set, padding not 0, or an ack not marked valid not 0"}
 )
 
 // Decode reads the record at the start of b and returns it and its length.
@@ -489,9 +488,8 @@ func (r *Record) extensions(b []byte) error {
 			if t&extSkip == 0 {
 				return errExtUnknown
 			}
-			if int(r.unknownLen)+l > len(r.unknown) {
-				return errUnknownFull // cannot happen within MaxLen; checked all the same
-			}
+			// unknown holds MaxLen-CoreLen bytes: all a record's
+			// extensions, whatever they are.
 			r.unknownLen += uint8(copy(r.unknown[r.unknownLen:], b[:l]))
 			b = b[l:]
 			continue
