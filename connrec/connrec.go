@@ -137,13 +137,11 @@ const (
 // connection recorded it when it was made (nat.ClientAddr's numbers).
 type ClientAddr uint8
 
-// Client address modes.
+// Client address modes: nat.ClientAddr's numbers, pinned here.
 const (
-	ClientAddrNone ClientAddr = iota
-	ClientAddrTOA
-	ClientAddrProxyV1
-	ClientAddrProxyV2
-	numClientAddr
+	ClientAddrNone, ClientAddrTOA, ClientAddrProxyV1, ClientAddrProxyV2 ClientAddr = 0, 1, 2, 3
+
+	numClientAddr = 4
 )
 
 // Extension types.
@@ -279,23 +277,14 @@ func (r *Record) AppendTo(b []byte) []byte {
 	}
 	if r.Ext&ExtRewriter != 0 {
 		v, rw := put(extRewriter, rewriterLen), &r.Rewriter
-		binary.BigEndian.PutUint32(v[0:], rw.Client)
-		binary.BigEndian.PutUint32(v[4:], rw.Server)
-		binary.BigEndian.PutUint32(v[8:], rw.Start)
-		binary.BigEndian.PutUint32(v[12:], rw.Insert)
-		binary.BigEndian.PutUint32(v[16:], rw.TSClient)
-		binary.BigEndian.PutUint32(v[20:], rw.TSServer)
-		binary.BigEndian.PutUint32(v[24:], rw.TOAAck)
+		putWords(v, rw.Client, rw.Server, rw.Start, rw.Insert, rw.TSClient, rw.TSServer, rw.TOAAck)
 		binary.BigEndian.PutUint16(v[28:], rw.MSSToServer)
 		binary.BigEndian.PutUint16(v[30:], rw.MSSToClient)
 		v[32], v[33], v[34], v[35] = byte(rw.WinIn), byte(rw.WinOut), byte(rw.WinOutR), rw.Flags
 	}
 	if r.Ext&ExtSynproxy != 0 {
 		v, sp := put(extSynproxy, synproxyLen), &r.Synproxy
-		binary.BigEndian.PutUint32(v[0:], sp.ClientISN)
-		binary.BigEndian.PutUint32(v[4:], sp.Cookie)
-		binary.BigEndian.PutUint32(v[8:], sp.ClientTSval)
-		binary.BigEndian.PutUint32(v[12:], sp.OurTSval)
+		putWords(v, sp.ClientISN, sp.Cookie, sp.ClientTSval, sp.OurTSval)
 		binary.BigEndian.PutUint16(v[16:], sp.MSS)
 		v[18], v[19], v[20] = byte(sp.WScale), byte(sp.OurWScale), bit(sp.SACK, 0)|bit(sp.TS, 1)|bit(sp.TSOn, 2)
 	}
@@ -310,6 +299,20 @@ func (r *Record) AppendTo(b []byte) []byte {
 	}
 	copy(w[at:], unk) // unknown extensions past every known type
 	return b
+}
+
+// putWords writes ws at the start of v, 4 bytes each.
+func putWords(v []byte, ws ...uint32) {
+	for i, w := range ws {
+		binary.BigEndian.PutUint32(v[4*i:], w)
+	}
+}
+
+// getWords reads ws from the start of v, 4 bytes each.
+func getWords(v []byte, ws ...*uint32) {
+	for i, w := range ws {
+		*w = binary.BigEndian.Uint32(v[4*i:])
+	}
 }
 
 func bit(v bool, n uint) byte {
@@ -328,43 +331,42 @@ func (e *Error) Error() string { return "connrec: " + e.Field + ": " + e.Why }
 
 // The refusals, made once: Decode allocates nothing.
 var (
-	errShort       = &Error{"length", "past the bytes given"}
-	errLen         = &Error{"length", "not a multiple of 4 in 88..256"}
-	errKind        = &Error{"kind", "not open (1) or closed (2)"}
-	errVer         = &Error{"record version", "not 1"}
-	errProto       = &Error{"proto", "not TCP (6) or UDP (17)"}
-	errState       = &Error{"state", "not 0..10"}
-	errStateUDP    = &Error{"state", "not ESTABLISHED (1) for UDP"}
-	errFlags       = &Error{"flags", "reserved bit set"}
-	errFlagsUDP    = &Error{"flags", "SYNPROXY or timestamps remove on UDP"}
-	errFlags46     = &Error{"flags", "an IPv4 client to an IPv6 server"}
-	errFlags64     = &Error{"flags", "SYNPROXY or a client address mode with NAT64"}
-	errClientAddr  = &Error{"client address mode", "not 0..3"}
-	errCAUDP       = &Error{"client address mode", "TOA or PROXY v1 on UDP"}
-	errLifetime    = &Error{"lifetime", "past 30 days"}
-	errClient      = &Error{"client address", "family not the flags' (b1)"}
-	errVIP         = &Error{"VIP", "family not the flags' (b1)"}
-	errLIP         = &Error{"LIP", "family not the flags' (b2)"}
-	errServer      = &Error{"real server", "family not the flags' (b2)"}
-	errCPort       = &Error{"cport", "0"}
-	errVPort       = &Error{"vport", "0"}
-	errLPort       = &Error{"lport", "0"}
-	errRPort       = &Error{"rport", "0"}
-	errExtShort    = &Error{"extension", "header or value past the record's length"}
-	errExtOrder    = &Error{"extension", "types not in ascending order"}
-	errExtUnknown  = &Error{"extension", "unknown type, not skippable"}
-	errExtLen      = &Error{"extension", "value of the wrong length for its type"}
-	errExtPad      = &Error{"extension", "padding not zero"}
-	errExtClosed   = &Error{"extension", "a known extension on a tombstone"}
-	errRewriter    = &Error{"rewriter", "missing on an open TCP record, or on UDP"}
-	errRwFlags     = &Error{"rewriter flags", "bit 7 set"}
-	errRwWin       = &Error{"rewriter window shift", "not 0..14"}
-	errSynproxy    = &Error{"synproxy", "present without flag b0, or missing with it"}
-	errSpWScale    = &Error{"synproxy window scale", "not -1..14"}
-	errSpBits      = &Error{"synproxy options", "reserved bit set"}
-	errAcks        = &Error{"acks", "missing on an open TCP record, or on UDP"}
-	errAcksValid   = &Error{"acks valid", "reserved bit set, padding not 0, or an ack not marked valid not 0"}
-	errUnknownFull = &Error{"extension", "too many unknown extensions"}
+	errShort      = &Error{"length", "past the bytes given"}
+	errLen        = &Error{"length", "not a multiple of 4 in 88..256"}
+	errKind       = &Error{"kind", "not open (1) or closed (2)"}
+	errVer        = &Error{"record version", "not 1"}
+	errProto      = &Error{"proto", "not TCP (6) or UDP (17)"}
+	errState      = &Error{"state", "not 0..10"}
+	errStateUDP   = &Error{"state", "not ESTABLISHED (1) for UDP"}
+	errFlags      = &Error{"flags", "reserved bit set"}
+	errFlagsUDP   = &Error{"flags", "SYNPROXY or timestamps remove on UDP"}
+	errFlags46    = &Error{"flags", "an IPv4 client to an IPv6 server"}
+	errFlags64    = &Error{"flags", "SYNPROXY or a client address mode with NAT64"}
+	errClientAddr = &Error{"client address mode", "not 0..3"}
+	errCAUDP      = &Error{"client address mode", "TOA or PROXY v1 on UDP"}
+	errLifetime   = &Error{"lifetime", "past 30 days"}
+	errClient     = &Error{"client address", "family not the flags' (b1)"}
+	errVIP        = &Error{"VIP", "family not the flags' (b1)"}
+	errLIP        = &Error{"LIP", "family not the flags' (b2)"}
+	errServer     = &Error{"real server", "family not the flags' (b2)"}
+	errCPort      = &Error{"cport", "0"}
+	errVPort      = &Error{"vport", "0"}
+	errLPort      = &Error{"lport", "0"}
+	errRPort      = &Error{"rport", "0"}
+	errExtShort   = &Error{"extension", "header or value past the record's length"}
+	errExtOrder   = &Error{"extension", "types not in ascending order"}
+	errExtUnknown = &Error{"extension", "unknown type, not skippable"}
+	errExtLen     = &Error{"extension", "value of the wrong length for its type"}
+	errExtPad     = &Error{"extension", "padding not zero"}
+	errExtClosed  = &Error{"extension", "a known extension on a tombstone"}
+	errRewriter   = &Error{"rewriter", "missing on an open TCP record, or on UDP"}
+	errRwFlags    = &Error{"rewriter flags", "bit 7 set"}
+	errRwWin      = &Error{"rewriter window shift", "not 0..14"}
+	errSynproxy   = &Error{"synproxy", "present without flag b0, or missing with it"}
+	errSpWScale   = &Error{"synproxy window scale", "not -1..14"}
+	errSpBits     = &Error{"synproxy options", "reserved bit set"}
+	errAcks       = &Error{"acks", "missing on an open TCP record, or on UDP"}
+	errAcksValid  = &Error{"acks valid", "reserved bit set, padding not 0, or an ack not marked valid not 0"}
 )
 
 // Decode reads the record at the start of b and returns it and its length.
@@ -486,9 +488,8 @@ func (r *Record) extensions(b []byte) error {
 			if t&extSkip == 0 {
 				return errExtUnknown
 			}
-			if int(r.unknownLen)+l > len(r.unknown) {
-				return errUnknownFull // cannot happen within MaxLen; checked all the same
-			}
+			// unknown holds MaxLen-CoreLen bytes: all a record's
+			// extensions, whatever they are.
 			r.unknownLen += uint8(copy(r.unknown[r.unknownLen:], b[:l]))
 			b = b[l:]
 			continue
@@ -513,13 +514,7 @@ func (r *Record) value(e Ext, v []byte) error {
 	switch e {
 	case ExtRewriter:
 		rw := &r.Rewriter
-		rw.Client = binary.BigEndian.Uint32(v[0:])
-		rw.Server = binary.BigEndian.Uint32(v[4:])
-		rw.Start = binary.BigEndian.Uint32(v[8:])
-		rw.Insert = binary.BigEndian.Uint32(v[12:])
-		rw.TSClient = binary.BigEndian.Uint32(v[16:])
-		rw.TSServer = binary.BigEndian.Uint32(v[20:])
-		rw.TOAAck = binary.BigEndian.Uint32(v[24:])
+		getWords(v, &rw.Client, &rw.Server, &rw.Start, &rw.Insert, &rw.TSClient, &rw.TSServer, &rw.TOAAck)
 		rw.MSSToServer = binary.BigEndian.Uint16(v[28:])
 		rw.MSSToClient = binary.BigEndian.Uint16(v[30:])
 		rw.WinIn, rw.WinOut, rw.WinOutR, rw.Flags = int8(v[32]), int8(v[33]), int8(v[34]), v[35]
@@ -533,10 +528,7 @@ func (r *Record) value(e Ext, v []byte) error {
 		}
 	case ExtSynproxy:
 		sp := &r.Synproxy
-		sp.ClientISN = binary.BigEndian.Uint32(v[0:])
-		sp.Cookie = binary.BigEndian.Uint32(v[4:])
-		sp.ClientTSval = binary.BigEndian.Uint32(v[8:])
-		sp.OurTSval = binary.BigEndian.Uint32(v[12:])
+		getWords(v, &sp.ClientISN, &sp.Cookie, &sp.ClientTSval, &sp.OurTSval)
 		sp.MSS = binary.BigEndian.Uint16(v[16:])
 		sp.WScale, sp.OurWScale = int8(v[18]), int8(v[19])
 		if !shift(sp.WScale, -1) || !shift(sp.OurWScale, -1) {

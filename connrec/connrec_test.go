@@ -248,3 +248,33 @@ func TestSkippable(t *testing.T) {
 		t.Errorf("re-encoded\n %x\nwant %x", re, b)
 	}
 }
+
+// TestBounds: the edges of what is accepted: a record of MaxLen bytes
+// (Decode and Check), window scales of -1 and 14, and the client's ack
+// not marked valid yet not 0 refused as the server's is.
+func TestBounds(t *testing.T) {
+	r := samples()["synproxy"]
+	b := r.AppendTo(nil)
+	pad := MaxLen - len(b)
+	b = append(b, 0x90, byte(pad-2))
+	b = append(b, make([]byte, pad-2)...)
+	binary.BigEndian.PutUint16(b[2:], MaxLen)
+	got, n, err := Decode(b)
+	if err != nil || n != MaxLen {
+		t.Fatalf("a record of MaxLen: %d, %v", n, err)
+	}
+	if err := got.Check(); err != nil || !bytes.Equal(got.AppendTo(nil), b) {
+		t.Fatalf("Check of a record of MaxLen: %v", err)
+	}
+	for _, ws := range []int8{-1, 14} {
+		r := samples()["synproxy"]
+		r.Synproxy.WScale, r.Synproxy.OurWScale, r.Rewriter.WinIn, r.Rewriter.WinOut, r.Rewriter.WinOutR = ws, ws, 14, 14, 14
+		if err := r.Check(); err != nil {
+			t.Errorf("window scale %d, shifts 14: %v", ws, err)
+		}
+	}
+	r.Acks = Acks{Valid: [2]bool{false, true}, Ack: [2]uint32{5, 6}}
+	if err := r.Check(); err == nil || !strings.Contains(err.Error(), "acks valid") {
+		t.Errorf("the client's ack not valid, not 0: %v", err)
+	}
+}

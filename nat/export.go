@@ -34,7 +34,6 @@ import (
 // Any goroutine may call it, alongside the packet path and control changes.
 func (b *Balancer) ExportConns(yield func(*connrec.Record) bool) {
 	t := b.table
-	now := t.now.Load()
 	var (
 		conns []*Conn // one shard's, copied out under its lock
 		r     connrec.Record
@@ -55,7 +54,8 @@ func (b *Balancer) ExportConns(yield func(*connrec.Record) bool) {
 		}
 		s.mu.RUnlock()
 		for _, c := range conns {
-			if c.record(&r, now) && !yield(&r) {
+			// The clock read for each: a slow yield ages the rest.
+			if c.record(&r, t.now.Load()) && !yield(&r) {
 				return
 			}
 		}
@@ -124,8 +124,10 @@ func (c *Conn) record(r *connrec.Record, now int64) bool {
 // lock (mu) for its whole run, as a Tx does from start to commit, so it
 // runs alone among control changes (the connection's service, real server
 // and LIP cannot go while it binds to them) and may be called from any
-// goroutine: connsync's receiver, the takeover's loader. The packet path
-// runs on meanwhile; the connection is published to it last, whole.
+// goroutine (connsync's receiver, the takeover's loader), but not from
+// within an Update's function, whose Tx holds mu already. The packet path
+// runs on meanwhile: the connection is whole (rewriter, deltas, acks)
+// before either of its keys is in the table.
 func (b *Balancer) ImportConn(r *connrec.Record) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -231,7 +233,10 @@ func (b *Balancer) importConn(r *connrec.Record) (ImportReason, error) {
 		return refuse(ImportConflict, nil)
 	}
 	// The reply key, as bind claims it; a quarantined tuple is no bar: the
-	// connection on it is live elsewhere.
+	// connection on it is live elsewhere. A server segment that finds the
+	// connection by it before enter counts it is translated, but moves no
+	// state and no counter (stDead's rule), so enter's counts stand.
+	c.state.Store(stDead)
 	if b.table.insert(&c.out, c, false) != c {
 		pm.put(idx)
 		b.table.count.Add(-1)

@@ -159,9 +159,14 @@ func (s *Stats) Synproxy() (cookies, opened, failed, retries uint64) {
 
 // Drops returns the drop counters by reason name.
 func (s *Stats) Drops() map[string]uint64 {
-	m := make(map[string]uint64, numDropReasons)
-	for i := range s.drops {
-		m[dropNames[i]] = s.drops[i].Load()
+	return named(dropNames[:], s.drops[:])
+}
+
+// named is a family of counters by name.
+func named(names []string, counters []atomic.Uint64) map[string]uint64 {
+	m := make(map[string]uint64, len(names))
+	for i := range counters {
+		m[names[i]] = counters[i].Load()
 	}
 	return m
 }
@@ -180,11 +185,7 @@ func (s *Stats) Imported() uint64 { return s.imported.Load() }
 
 // ImportRefused returns the refused connection records by reason name.
 func (s *Stats) ImportRefused() map[string]uint64 {
-	m := make(map[string]uint64, numImportReasons)
-	for i := range s.importRefused {
-		m[importNames[i]] = s.importRefused[i].Load()
-	}
-	return m
+	return named(importNames[:], s.importRefused[:])
 }
 
 // ImportRefusal is one refusal counter.
