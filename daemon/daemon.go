@@ -23,6 +23,7 @@ import (
 	"github.com/tapvs/tapvs/config"
 	"github.com/tapvs/tapvs/nat"
 	"github.com/tapvs/tapvs/netstack"
+	"github.com/tapvs/tapvs/takeover"
 	"github.com/tapvs/tapvs/tun"
 )
 
@@ -48,6 +49,9 @@ type Daemon struct {
 	once     sync.Once
 	unmasq   []func() error   // removes the nftables tables Start made
 	handoff  *handoff.Handoff // the cluster's other instances; nil without a handoff: section
+
+	takeover *takeover.Server // hands this process over to a successor; nil without a control socket
+	timers   timers           // the balancer's, stopped while a takeover is frozen
 }
 
 // Start builds everything from cfg and starts forwarding: it opens the two
@@ -60,13 +64,28 @@ func Start(cfg *config.Config, log *slog.Logger) (_ *Daemon, err error) {
 	if err != nil {
 		return nil, err
 	}
+	return start(cfg, log, nics, nil)
+}
+
+// start is Start on sides already open: its own, or a takeover's (then
+// succ is the session with the old process, told DONE once the data path
+// runs here, and waited for before the control socket, the metrics port,
+// BGP and the handoff are opened, which the old process holds until it
+// exits).
+func start(cfg *config.Config, log *slog.Logger, nics [2]netstack.NICConfig, succ *successor) (_ *Daemon, err error) {
 	owned := true // the TAPs are Start's to close until the stack has them
 	defer func() {
 		if err != nil && owned {
 			closeNICs(nics)
 		}
 	}()
-	unmasq, err := masquerade(cfg, log)
+	// A successor replaces the old process's nftables tables (atomically)
+	// only once it has let go: until then they are the old one's, which
+	// serves on if the takeover fails.
+	var unmasq []func() error
+	if succ == nil {
+		unmasq, err = masquerade(cfg, log)
+	}
 	if err != nil {
 		removeMasquerade(unmasq, log)
 		return nil, err
@@ -106,19 +125,33 @@ func Start(cfg *config.Config, log *slog.Logger) (_ *Daemon, err error) {
 		d.Close()
 		return nil, err
 	}
+	if succ != nil {
+		// The connections taken over are in the table before the first
+		// frame of theirs is read.
+		succ.importTable(bal, log)
+	}
 	if err := st.Start(cfg.BusyPoll); err != nil {
 		d.Close()
 		return nil, err
 	}
-	d.wg.Add(2)
-	go func() {
-		defer d.wg.Done()
-		bal.Run(d.stop, cfg.Sweep)
-	}()
+	d.startTimers()
+	d.wg.Add(1)
 	go func() {
 		defer d.wg.Done()
 		d.reconcile()
 	}()
+	if succ != nil {
+		// The data path runs here: the old process may go, and must
+		// before the control socket, the metrics port and BGP are opened.
+		if err := succ.handedOver(log); err != nil {
+			d.Close()
+			return nil, err
+		}
+		if d.unmasq, err = masquerade(cfg, log); err != nil {
+			d.Close()
+			return nil, err
+		}
+	}
 	if cfg.ControlSocket != "" {
 		d.control = control.NewServer(d.Manager, log)
 		if err := d.control.Listen(cfg.ControlSocket); err != nil {
@@ -317,8 +350,17 @@ func (d *Daemon) reconcile() {
 }
 
 // Close stops forwarding and removes the TAPs and the control socket.
-func (d *Daemon) Close() {
+func (d *Daemon) Close() { d.shutdown(true) }
+
+// shutdown stops everything this process runs. With teardown it also
+// removes what it made outside itself (the host routes, the nftables
+// tables; the TAPs go with its last queue); without (Abandon), a successor
+// holds those, and the takeover session ends last.
+func (d *Daemon) shutdown(teardown bool) {
 	d.once.Do(func() {
+		if d.takeover != nil && teardown {
+			d.takeover.Close() // no session starts during the teardown
+		}
 		// The routers first: the VIPs and LIPs are withdrawn while this
 		// instance still answers, so that nothing is sent here after the
 		// TAPs close.
@@ -336,14 +378,21 @@ func (d *Daemon) Close() {
 		}
 		close(d.stop)
 		d.wg.Wait()
-		if d.cluster != nil {
+		d.stopTimers()
+		if d.cluster != nil && teardown {
 			d.cluster.clearRoutes() // the announcer that kept them has stopped
 		}
 		if d.handoff != nil {
 			d.Stack.SetHandoff(nil)
 			d.handoff.Close()
 		}
-		d.Stack.Close()
+		d.Stack.Close() // after a takeover: this process's copies, the queues stay attached
+		if !teardown {
+			// Last: ending the session tells the successor it may
+			// open what was closed above.
+			d.takeover.Close()
+			return
+		}
 		removeMasquerade(d.unmasq, d.log)
 	})
 }

@@ -4,42 +4,20 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 
 	"github.com/tapvs/tapvs/config"
 	"github.com/tapvs/tapvs/nat"
+	"github.com/tapvs/tapvs/tun/tuntest"
 )
 
 // inNewNetns runs the rest of the test on a thread in a network namespace
 // of its own, so the TAPs it makes touch nothing else; the namespace goes
 // when the test ends.
-func inNewNetns(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Fatal("needs root: it makes a network namespace and TAPs (CI runs as root)")
-	}
-	runtime.LockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns, err := netns.New()
-	if err != nil {
-		orig.Close()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		netns.Set(orig)
-		ns.Close()
-		orig.Close()
-		runtime.UnlockOSThread()
-	})
-}
+func inNewNetns(t *testing.T) { tuntest.InNewNetns(t) }
 
 const base = `
 interfaces:

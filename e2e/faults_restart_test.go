@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -27,10 +29,10 @@ type tapvsProc struct {
 	err  error         // its exit, once done
 }
 
-func startTapvsProc(t *testing.T, bin, config string) *tapvsProc {
+func startTapvsProc(t *testing.T, bin, config string, flags ...string) *tapvsProc {
 	t.Helper()
 	p := &tapvsProc{out: &lockedBuf{}, done: make(chan struct{})}
-	p.cmd = exec.Command(bin, "run", "-c", config)
+	p.cmd = exec.Command(bin, append([]string{"run", "-c", config}, flags...)...)
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -44,6 +46,99 @@ func startTapvsProc(t *testing.T, bin, config string) *tapvsProc {
 		}
 	})
 	return p
+}
+
+// holdLab is the lab without tapvs for a test that runs `tapvs run` itself:
+// the binary, its configuration file (the fault services), the backends,
+// and the hold servers, whose connections come on serverConns.
+func holdLab(t *testing.T) (bin, path string, top *lab.Topology, serverConns chan held) {
+	t.Helper()
+	bin = filepath.Join(t.TempDir(), "tapvs")
+	if err := prebuilt(bin, "TAPVS_E2E_TAPVS", "../cmd/tapvs"); err != nil {
+		t.Fatal(err)
+	}
+	top = labOnly(t)
+	path = filepath.Join(t.TempDir(), "tapvs.yaml")
+	if err := os.WriteFile(path, []byte(top.Config(faultServices(), "")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for i, a := range []netip.Addr{lab.RS1, lab.RS2} {
+		b, err := lab.StartBackend(top.RS[i], fmt.Sprintf("rs%d", i+1), a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(b.Close)
+	}
+	serverConns = make(chan held, 4)
+	for i, a := range []netip.Addr{lab.RS1, lab.RS2} {
+		serveHold(t, listenIn(t, top.RS[i], a, holdPort), serverConns)
+	}
+	return bin, path, top, serverConns
+}
+
+// shortLoad is short HTTP connections to the VIP, one after another, each
+// one's end recorded.
+type shortLoad struct {
+	mu      sync.Mutex
+	results []shortResult
+	stop    func() // ends the load and waits for it
+}
+
+type shortResult struct {
+	at  time.Time
+	err error
+}
+
+// startShortLoad runs the load until stop; after a failure it waits
+// pause (a failure without a route is immediate) before the next.
+func startShortLoad(hc *http.Client, pause time.Duration) *shortLoad {
+	l := &shortLoad{}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for range 100000 { // bounded whatever happens
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			_, err := httpGet(hc, lab.VIP, lab.HTTPPort)
+			l.mu.Lock()
+			l.results = append(l.results, shortResult{time.Now(), err})
+			l.mu.Unlock()
+			if err != nil && pause > 0 {
+				select {
+				case <-stop:
+					return
+				case <-time.After(pause):
+				}
+			}
+		}
+	}()
+	l.stop = sync.OnceFunc(func() { close(stop); wg.Wait() })
+	return l
+}
+
+// okSince counts the connections that succeeded after t0.
+func (l *shortLoad) okSince(t0 time.Time) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, r := range l.results {
+		if r.err == nil && r.at.After(t0) {
+			n++
+		}
+	}
+	return n
+}
+
+// snapshot is the results so far.
+func (l *shortLoad) snapshot() []shortResult {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.results)
 }
 
 // linkIn reports whether namespace ns has a link named name.
@@ -94,26 +189,7 @@ func serveHold(t *testing.T, l net.Listener, conns chan<- held) {
 // new connections succeed, and what is lost. Every figure is logged; the
 // docs quote them.
 func TestFaultKillRestart(t *testing.T) {
-	bin := filepath.Join(t.TempDir(), "tapvs")
-	if err := prebuilt(bin, "TAPVS_E2E_TAPVS", "../cmd/tapvs"); err != nil {
-		t.Fatal(err)
-	}
-	top := labOnly(t)
-	path := filepath.Join(t.TempDir(), "tapvs.yaml")
-	if err := os.WriteFile(path, []byte(top.Config(faultServices(), "")), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	for i, a := range []netip.Addr{lab.RS1, lab.RS2} {
-		b, err := lab.StartBackend(top.RS[i], fmt.Sprintf("rs%d", i+1), a)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(b.Close)
-	}
-	serverConns := make(chan held, 4)
-	for i, a := range []netip.Addr{lab.RS1, lab.RS2} {
-		serveHold(t, listenIn(t, top.RS[i], a, holdPort), serverConns)
-	}
+	bin, path, top, serverConns := holdLab(t)
 
 	// up starts tapvs and waits for its TAPs, giving their kernel ends
 	// their addresses as the operator's start-up does (the TAPs are
@@ -150,54 +226,10 @@ func TestFaultKillRestart(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the real server did not see the long connection")
 	}
-	type result struct {
-		at time.Time
-		ok bool
-	}
-	var (
-		mu      sync.Mutex
-		results []result
-		stop    = make(chan struct{})
-		wg      sync.WaitGroup
-	)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for range 100000 { // bounded whatever happens
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			_, err := httpGet(hc, lab.VIP, lab.HTTPPort)
-			mu.Lock()
-			results = append(results, result{time.Now(), err == nil})
-			mu.Unlock()
-			if err != nil {
-				// No route while the TAP is gone fails at once: try again
-				// a little later, or stop.
-				select {
-				case <-stop:
-					return
-				case <-time.After(10 * time.Millisecond):
-				}
-			}
-		}
-	}()
-	defer func() { close(stop); wg.Wait() }()
+	load := startShortLoad(hc, 10*time.Millisecond)
+	defer load.stop()
 	// Some successes before the kill, to show the load runs.
-	succeeded := func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		n := 0
-		for _, r := range results {
-			if r.ok {
-				n++
-			}
-		}
-		return n >= 20
-	}
-	if !eventually(10*time.Second, succeeded) {
+	if !eventually(10*time.Second, func() bool { return load.okSince(time.Time{}) >= 20 }) {
 		t.Fatal("fewer than 20 requests through the first tapvs in 10s")
 	}
 
@@ -216,10 +248,8 @@ func TestFaultKillRestart(t *testing.T) {
 	p2, taps, addressed := up()
 	var firstOK time.Time
 	if !eventually(20*time.Second, func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		for _, r := range results {
-			if r.ok && r.at.After(addressed) {
+		for _, r := range load.snapshot() {
+			if r.err == nil && r.at.After(addressed) {
 				firstOK = r.at
 				return true
 			}
@@ -235,19 +265,17 @@ func TestFaultKillRestart(t *testing.T) {
 	if d := firstOK.Sub(addressed); d > 5*time.Second {
 		t.Errorf("the first new connection came %v after the TAPs were back: the restart is slow", d)
 	}
-	mu.Lock()
 	var before, during, after int
-	for _, r := range results {
+	for _, r := range load.snapshot() {
 		switch {
-		case r.at.Before(killed) && r.ok:
+		case r.at.Before(killed) && r.err == nil:
 			before++
-		case !r.ok:
+		case r.err != nil:
 			during++
 		case r.at.After(firstOK):
 			after++
 		}
 	}
-	mu.Unlock()
 	t.Logf("short connections: %d succeeded before the kill, %d failed in the outage", before, during)
 	if before == 0 {
 		t.Error("no short connection succeeded before the kill: the load did not run")

@@ -584,6 +584,19 @@ func (b *Balancer) schedule(svc *Service, key tupleKey, p *pkt) (*Conn, Verdict)
 // retransmitted SYN on another queue) that connection is returned and this
 // one given back.
 func (b *Balancer) publishConn(c *Conn, state uint32, deadline int64) (*Conn, Verdict) {
+	if holder := b.enter(c, state, deadline); holder != c {
+		return holder, Forward
+	}
+	b.Stats.connsCreated.Add(1)
+	return c, Forward
+}
+
+// enter is publishConn's part that ImportConn shares (export.go): c,
+// bound to its reply key, is counted at its server in state and at its
+// source (defence), filed for expiry at deadline and put in the table
+// under its client key. It returns the holder of that key: c, or another
+// connection that got there first, c then given back.
+func (b *Balancer) enter(c *Conn, state uint32, deadline int64) *Conn {
 	c.state.Store(state)
 	if active(state) {
 		c.dest.active.Add(1)
@@ -594,12 +607,11 @@ func (b *Balancer) publishConn(c *Conn, state uint32, deadline int64) (*Conn, Ve
 	b.track(c)
 	if holder := b.table.insert(&c.in, c, false); holder != c {
 		b.release(c)
-		return holder, Forward
+		return holder
 	}
 	b.table.wheel.file(c)
 	c.dest.total.Add(1)
-	b.Stats.connsCreated.Add(1)
-	return c, Forward
+	return c
 }
 
 // bind picks a LIP and a local port so that (LIP, lport, RIP, rport) is

@@ -208,6 +208,11 @@ type Conn struct {
 	filed    atomic.Int64 // the expiry wheel's tick this connection is filed under
 
 	acks [2]atomic.Uint64 // by direction: ackValid | the last ack, raw (reset.go)
+
+	// version counts the connection's updates as its record carries them
+	// (connrec.Record.Version, serial arithmetic): an imported record
+	// sets it, and one not newer than it is refused (export.go).
+	version atomic.Uint32
 }
 
 // prepare computes the checksum deltas of both directions from the keys.

@@ -249,19 +249,28 @@ var defenceDrops = [defence.NumReasons]DropReason{
 	defence.ConnLimit:  DropSrcConnLimit,
 }
 
-// track counts a new connection before it is published: at its source
-// and, for a TCP connection not made by the SYN proxy, as half-open. Its
+// track counts a new connection before it is published, in the state
+// stored in it: at its source while the client holds it and, for a TCP
+// connection not made by the SYN proxy, as half-open until the client's
+// handshake ACK. Its
 // release gives both back (untrack).
 func (b *Balancer) track(c *Conn) {
 	pol := c.svc.def.pol.Load()
 	if pol == nil {
 		return
 	}
-	if pol.src != nil && pol.src.Open(defence.SourceOf(&c.in.src)) {
+	// A new connection is held and half-open; an imported one (export.go)
+	// is counted as its state says.
+	st := c.state.Load()
+	switch {
+	case pol.src == nil:
+	case !holding(st):
+		c.def.src = pol.src // not counted until a SYN reopens it (setState)
+	case pol.src.Open(defence.SourceOf(&c.in.src)):
 		c.def.src = pol.src
 		c.def.srcHeld = true // not published yet: no other reader sees it
 	}
-	if pol.limits.HalfOpen > 0 && c.in.proto == TCP && c.sp == nil {
+	if pol.limits.HalfOpen > 0 && c.in.proto == TCP && c.sp == nil && (st == stNone || st == stSynRecv) {
 		c.def.halfOpen.Store(true)
 		c.svc.def.halfOpen.Add(1)
 	}

@@ -75,3 +75,22 @@ func (m *portMap) take() (uint32, bool) {
 func (m *portMap) put(i uint32) {
 	m.words[i/64].And(^(uint64(1) << (i % 64)))
 }
+
+// claim marks port index i held, if it is free: a connection made
+// elsewhere (connrec, ImportConn) comes with its port, and the port must
+// not be taken again while it lives.
+func (m *portMap) claim(i uint32) bool {
+	if i >= m.span {
+		return false
+	}
+	w, bit := &m.words[i/64], uint64(1)<<(i%64)
+	for {
+		v := w.Load()
+		if v&bit != 0 {
+			return false
+		}
+		if w.CompareAndSwap(v, v|bit) {
+			return true
+		}
+	}
+}

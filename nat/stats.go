@@ -53,6 +53,28 @@ var dropNames = [numDropReasons]string{
 
 func (r DropReason) String() string { return dropNames[r] }
 
+// ImportReason says why ImportConn refused a connection record (export.go).
+// Every refusal is counted under exactly one reason; a refused record
+// changes nothing else.
+type ImportReason int
+
+const (
+	ImportInvalid        ImportReason = iota // the record fails connrec's checks, or its parts do not fit together here (a PROXY header of another length)
+	ImportUnknownService                     // no service here on its VIP:port and protocol
+	ImportUnknownDest                        // its real server is not one of that service's (weight 0 still counts)
+	ImportUnknownLIP                         // its LIP is not one of that service's, or its port is outside this balancer's local port range
+	ImportStale                              // an entry of the same connection with a newer or equal version is here already
+	ImportTableFull                          // the connection table is at its limit
+	ImportConflict                           // its reply tuple (real server to LIP:lport) or port is held by another connection
+	numImportReasons
+)
+
+var importNames = [numImportReasons]string{
+	"invalid", "unknown_service", "unknown_dest", "unknown_lip", "stale", "table_full", "conflict",
+}
+
+func (r ImportReason) String() string { return importNames[r] }
+
 // Stats are the balancer's counters. Only slow events (drops, connection
 // births and deaths) are counted here; per-packet counters live with the
 // reader that forwards the packet so that no cache line is shared by all.
@@ -60,6 +82,9 @@ type Stats struct {
 	drops        [numDropReasons]atomic.Uint64
 	connsCreated atomic.Uint64
 	connsExpired atomic.Uint64
+
+	imported      atomic.Uint64                   // connections ImportConn put in the table or updated
+	importRefused [numImportReasons]atomic.Uint64 // records ImportConn refused, by reason
 
 	synCookies     atomic.Uint64 // SYN-ACKs answered with a cookie
 	synproxyOpened atomic.Uint64 // handshakes proved by a valid cookie
@@ -135,9 +160,14 @@ func (s *Stats) Synproxy() (cookies, opened, failed, retries uint64) {
 
 // Drops returns the drop counters by reason name.
 func (s *Stats) Drops() map[string]uint64 {
-	m := make(map[string]uint64, numDropReasons)
-	for i := range s.drops {
-		m[dropNames[i]] = s.drops[i].Load()
+	return named(dropNames[:], s.drops[:])
+}
+
+// named is a family of counters by name.
+func named(names []string, counters []atomic.Uint64) map[string]uint64 {
+	m := make(map[string]uint64, len(names))
+	for i := range counters {
+		m[names[i]] = counters[i].Load()
 	}
 	return m
 }
@@ -149,6 +179,18 @@ func (s *Stats) Drop(r DropReason) uint64 { return s.drops[r].Load() }
 func (s *Stats) Conns() (created, expired uint64) {
 	return s.connsCreated.Load(), s.connsExpired.Load()
 }
+
+// Imported is how many connection records ImportConn applied: new
+// connections put in the table, and entries a newer record updated.
+func (s *Stats) Imported() uint64 { return s.imported.Load() }
+
+// ImportRefused returns the refused connection records by reason name.
+func (s *Stats) ImportRefused() map[string]uint64 {
+	return named(importNames[:], s.importRefused[:])
+}
+
+// ImportRefusal is one refusal counter.
+func (s *Stats) ImportRefusal(r ImportReason) uint64 { return s.importRefused[r].Load() }
 
 func (s *Stats) drop(r DropReason) Verdict {
 	s.drops[r].Add(1)

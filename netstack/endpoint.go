@@ -78,6 +78,7 @@ type Endpoint struct {
 	handoff    atomic.Pointer[Handoff] // the cluster's other instances (Stack.SetHandoff); nil drops nat.Handoff
 	onClose    func()
 	fail       func(error) // a reader ends on an error it cannot read past (Stack.Failed)
+	paused     atomic.Bool // Stack.Pause: a reader woken by its deadline ends
 }
 
 var _ stack.LinkEndpoint = (*Endpoint)(nil)

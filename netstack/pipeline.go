@@ -62,6 +62,9 @@ func (e *Endpoint) readLoop(q int) {
 			if errors.Is(err, os.ErrClosed) || errors.Is(err, io.EOF) {
 				return
 			}
+			if errors.Is(err, os.ErrDeadlineExceeded) && e.paused.Load() {
+				return // Stack.Pause: stopped between batches
+			}
 			// An error that does not go away when tried again (one
 			// the kernel has not named, such as Go's "not pollable")
 			// is not transient either.

@@ -118,6 +118,19 @@ func (q *tapQueue) Detach() (int, error) {
 	case fd >= 0:
 		return int(fd), nil
 	}
+	dup, err := q.dupFile()
+	if err != nil {
+		return -1, err
+	}
+	q.fd.Store(int64(dup))
+	q.f.Close() // the queue lives on in dup (same open file: the TAP stays)
+	return dup, nil
+}
+
+// dupFile duplicates the file's descriptor (close-on-exec) through
+// SyscallConn: never Fd(), which would make the open file, shared with
+// every copy, blocking.
+func (q *tapQueue) dupFile() (int, error) {
 	raw, err := q.f.SyscallConn()
 	if err != nil {
 		return -1, fmt.Errorf("tap %s: %w", q.name, err)
@@ -129,8 +142,6 @@ func (q *tapQueue) Detach() (int, error) {
 	if derr != nil {
 		return -1, fmt.Errorf("tap %s: dup: %w", q.name, derr)
 	}
-	q.fd.Store(int64(dup))
-	q.f.Close() // the queue lives on in dup (same open file: the TAP stays)
 	return dup, nil
 }
 

@@ -81,12 +81,17 @@ func enterRootless(mode string) error {
 func runCmd() *cobra.Command {
 	var path string
 	var mode *string
+	var takeOver bool
 	c := &cobra.Command{
 		Use:   "run",
 		Short: "Run the balancer from a configuration file",
 		Long: `run starts the balancer from a configuration file. Not root, it runs in a user,
 mount and network namespace of its own (--rootless=auto): its TAPs, the
-namespaces the file names and the control socket are there, not on the host.`,
+namespaces the file names and the control socket are there, not on the host.
+
+With --takeover it takes the TAPs over from the tapvs already running with
+the same configuration (a restart that keeps the interfaces: an upgrade, a
+change that needs a restart), which exits once this one serves.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := enterRootless(*mode); err != nil {
 				return err
@@ -98,8 +103,18 @@ namespaces the file names and the control socket are there, not on the host.`,
 			log := newLogger(cfg.LogLevel, cfg.LogFormat)
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			d, err := daemon.Start(cfg, log)
+			start := daemon.Start
+			if takeOver {
+				start = daemon.StartTakeover
+			}
+			d, err := start(cfg, log)
 			if err != nil {
+				return err
+			}
+			// A successor may take this process over (tapvs run
+			// --takeover): it then ends through Abandon, below.
+			if err := d.ServeTakeover(); err != nil {
+				d.Close()
 				return err
 			}
 			// SIGHUP or a change to the file reloads it; a burst of writes
@@ -111,20 +126,33 @@ namespaces the file names and the control socket are there, not on the host.`,
 			// restarts it, which recreates the TAPs.
 			ctx, cancel := context.WithCancel(ctx)
 			defer cancel()
+			handed := make(chan struct{})
 			go func() {
 				select {
 				case <-d.Failed():
+					cancel()
+				case <-d.HandedOver():
+					close(handed)
 					cancel()
 				case <-ctx.Done():
 				}
 			}()
 			d.ReloadOn(ctx, hup, path)
+			select {
+			case <-handed:
+				// A successor runs on the TAPs: let go, tear nothing down.
+				d.Abandon()
+				log.Info("taken over by a new tapvs: exiting")
+				return nil
+			default:
+			}
 			log.Info("shutting down")
 			d.Close()
 			return d.Err()
 		},
 	}
 	c.Flags().StringVarP(&path, "config", "c", "config.yaml", "configuration file")
+	c.Flags().BoolVar(&takeOver, "takeover", false, "take the TAPs over from the tapvs running with this configuration (its takeover socket is beside control.socket), which then exits; if none runs, start as usual")
 	mode = rootlessFlag(c)
 	return c
 }
