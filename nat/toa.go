@@ -1,8 +1,6 @@
 package nat
 
 import (
-	"encoding/binary"
-
 	"github.com/tapvs/tapvs/csum"
 	"github.com/tapvs/tapvs/tcpflag"
 	"github.com/tapvs/tapvs/tcpopt"
@@ -160,10 +158,7 @@ func (b *Balancer) addTOA(c *Conn, p *pkt, f *Frame, l4Delta uint16) uint16 {
 	}
 	p.b = f.Buf[f.Off : f.Off+len(p.b)+n]
 	tcp = wire.TCP(p.b[p.l4:])
-	opt := tcp[wire.TCPMinLen : wire.TCPMinLen+n]
-	opt[0], opt[1] = toaKind, byte(n)
-	binary.BigEndian.PutUint16(opt[2:], c.in.sport)
-	copy(opt[4:], wire.Short(&c.in.src))
+	opt := tcpopt.AppendTOA(tcp[wire.TCPMinLen:wire.TCPMinLen], c.in.sport, wire.Short(&c.in.src))
 	// The transport checksum gains the option's words, the longer data
 	// offset, and the 8 bytes more of TCP length in the pseudo-header. What
 	// follows the option moved by an even count: its words are unchanged.

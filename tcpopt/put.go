@@ -33,3 +33,11 @@ func AppendNOPs(b []byte, n int) []byte {
 	}
 	return b
 }
+
+// AppendTOA appends a TOA option (kind 254) carrying a client's port and
+// address: length 8 for an IPv4 address (4 bytes), 20 for IPv6 (16), the
+// layouts of Alibaba's toa_data and DPVS's toa_ip6_data.
+func AppendTOA(b []byte, port uint16, addr []byte) []byte {
+	b = binary.BigEndian.AppendUint16(append(b, TOA, byte(4+len(addr))), port)
+	return append(b, addr...)
+}
