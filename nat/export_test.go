@@ -551,3 +551,20 @@ func TestImportEdges(t *testing.T) {
 		}
 	}
 }
+
+// TestImportShortensLifetime: a newer record with less lifetime left
+// files the entry for its earlier deadline: the sweep then takes it.
+func TestImportShortensLifetime(t *testing.T) {
+	mc := moveCases()[0]
+	_, b, rec, _, _ := mc.moved(t)
+	newer := rec
+	newer.Version, newer.LifetimeMS = rec.Version+1, 1000
+	if err := b.b.ImportConn(&newer); err != nil {
+		t.Fatal(err)
+	}
+	b.b.table.now.Store(int64(2 * time.Second))
+	b.b.Sweep()
+	if n := b.b.Table().Len(); n != 0 {
+		t.Fatalf("%d connections left past the shortened lifetime", n)
+	}
+}
