@@ -491,3 +491,80 @@ func TestExportImportBesideThePacketPath(t *testing.T) {
 		t.Fatalf("B ends with %+v", got)
 	}
 }
+
+// TestImportEdges: the edges ImportConn decides on: the port range's both
+// ends, a table filled to its last place, a version past the wrap, the
+// lifetime carried in milliseconds, a newer record's rewriter and acks
+// applied, the next hop asked for when unknown.
+func TestImportEdges(t *testing.T) {
+	mc := moveCases()[0]
+	_, b, rec, _, _ := mc.moved(t)
+	if rec.LifetimeMS != 90000 {
+		t.Errorf("lifetime %d ms, want 90000 (ESTABLISHED, at the clock's start)", rec.LifetimeMS)
+	}
+	key := tupleKey{src: rec.Client, dst: rec.VIP, sport: rec.CPort, dport: rec.VPort, proto: TCP}
+	c := b.b.table.lookup(&key)
+	if d := c.deadline.Load(); d != int64(90*time.Second) {
+		t.Errorf("deadline %d, want 90 s", d)
+	}
+	// Both ends of the local port range, each on a port map the import
+	// makes (the second server's: weight 0 still matches).
+	for i, lport := range []uint16{b.b.cfg.PortMin, b.b.cfg.PortMax} {
+		r := rec
+		r.CPort, r.LPort, r.Server = rec.CPort+1+uint16(i), lport, rs2.As16()
+		if err := b.b.ImportConn(&r); err != nil {
+			t.Errorf("lport %d: %v", lport, err)
+		}
+	}
+	// A newer record: its rewriter and acks replace the entry's; a version
+	// past the 32-bit wrap is newer (serial arithmetic).
+	c.version.Store(0xffffffff)
+	newer := rec
+	newer.Version, newer.Rewriter.Server, newer.Acks = 0, rec.Rewriter.Server+5, connrec.Acks{Valid: [2]bool{true, true}, Ack: [2]uint32{1, 2}}
+	if err := b.b.ImportConn(&newer); err != nil {
+		t.Fatalf("a version past the wrap: %v", err)
+	}
+	if *c.rw.Load() != newer.Rewriter || c.acks[0].Load() != ackValid|1 || c.acks[1].Load() != ackValid|2 {
+		t.Errorf("the newer record's rewriter or acks not applied")
+	}
+	// A table filled to its last place by imports.
+	two := newRig(t, TCP, "rr", func(c *Config) { c.MaxConns = 2 })
+	for i := range 3 {
+		r := rec
+		r.CPort, r.LPort = rec.CPort+uint16(i), rec.LPort+uint16(i)
+		err := two.b.ImportConn(&r)
+		if (i < 2) != (err == nil) {
+			t.Errorf("import %d into a table of 2: %v", i+1, err)
+		}
+	}
+	// A real server whose next hop is unknown is asked for, as a new
+	// connection's is; a known one is not.
+	for _, known := range []bool{false, true} {
+		asked := 0
+		r := newRig(t, TCP, "rr", nil)
+		r.b.Attach(countLink{&asked})
+		if !known {
+			r.d1.mac.Store(0)
+		}
+		if err := r.b.ImportConn(&rec); err != nil || asked != map[bool]int{false: 1, true: 0}[known] {
+			t.Errorf("next hop known %v: %v, asked %d times", known, err, asked)
+		}
+	}
+}
+
+// TestImportShortensLifetime: a newer record with less lifetime left
+// files the entry for its earlier deadline: the sweep then takes it.
+func TestImportShortensLifetime(t *testing.T) {
+	mc := moveCases()[0]
+	_, b, rec, _, _ := mc.moved(t)
+	newer := rec
+	newer.Version, newer.LifetimeMS = rec.Version+1, 1000
+	if err := b.b.ImportConn(&newer); err != nil {
+		t.Fatal(err)
+	}
+	b.b.table.now.Store(int64(2 * time.Second))
+	b.b.Sweep()
+	if n := b.b.Table().Len(); n != 0 {
+		t.Fatalf("%d connections left past the shortened lifetime", n)
+	}
+}

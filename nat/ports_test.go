@@ -103,3 +103,25 @@ func TestLastFreePortFound(t *testing.T) {
 		t.Fatalf("took port %d, want the free 20600", got)
 	}
 }
+
+// TestPortMapClaim: claim takes a given port if free (an imported
+// connection's), once; take passes it by; put frees it; an index outside
+// the range is never claimed, whether the range ends a word or not.
+func TestPortMapClaim(t *testing.T) {
+	for _, span := range []uint32{64, 100} {
+		m := newPortMap(span, 0)
+		if !m.claim(0) || m.claim(0) {
+			t.Fatalf("span %d: claim(0) twice", span)
+		}
+		if i, ok := m.take(); !ok || i != 1 {
+			t.Fatalf("span %d: take after claim(0) = %d, %v", span, i, ok)
+		}
+		m.put(0)
+		if !m.claim(0) || !m.claim(span-1) {
+			t.Fatalf("span %d: claim after put, or of the last port", span)
+		}
+		if m.claim(span) || m.claim(span+64) {
+			t.Fatalf("span %d: claimed past the range", span)
+		}
+	}
+}
