@@ -213,6 +213,10 @@ type Conn struct {
 	// (connrec.Record.Version, serial arithmetic): an imported record
 	// sets it, and one not newer than it is refused (export.go).
 	version atomic.Uint32
+	// feed is the balancer's change feed for a connection made here
+	// (feed.go); nil without sync, and for one imported (a peer's).
+	feed   *changeFeed
+	queued atomic.Bool // on the feed, not drained yet
 }
 
 // prepare computes the checksum deltas of both directions from the keys.
@@ -291,6 +295,7 @@ func (c *Conn) setState(old, state uint32) {
 	if c.def.src != nil && holding(old) != holding(state) {
 		c.holdSource()
 	}
+	c.changed(state)
 }
 
 // timeout is how long the connection lives in state without packets.
