@@ -1,0 +1,147 @@
+package daemon
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/tapvs/tapvs/config"
+	"github.com/tapvs/tapvs/connrec"
+	"github.com/tapvs/tapvs/nat"
+)
+
+// syncInstance is one instance's configuration for the sync test: base's
+// service with lip as its LIP and a sync: section.
+func syncInstance(t *testing.T, lip string, id int, listen, peer netip.AddrPort, peerID int) *config.Config {
+	t.Helper()
+	text := fmt.Sprintf(`
+interfaces:
+  client: {name: tvd-c, address: 172.25.254.254/24}
+  server: {name: tvd-s, address: 172.25.84.4/24}
+services:
+  - vip: 172.25.254.100
+    port: 80
+    local_addresses: [%s]
+    real_servers: [{address: 172.25.84.20, port: 8080}]
+sync:
+  listen: %s
+  id: %d
+  peers: [{address: %s, id: %d}]
+  keys: [{id: 7, key: 000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f}]
+`, lip, listen, id, peer, peerID)
+	c, err := config.Parse(text)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// balancerOf is the balancer Start makes for c, without its TAPs.
+func balancerOf(t *testing.T, c *config.Config) *nat.Balancer {
+	t.Helper()
+	bal, err := nat.New(nat.Config{MaxConns: c.MaxConns, PortMin: c.PortMin, PortMax: c.PortMax, Timeouts: c.Timeouts,
+		ClientNet: c.Client.Address, ServerNet: c.Server.Address, Readers: 1, SyncFeed: syncFeedLen(c),
+		ClientMAC: [6]byte{2, 0, 0, 0, 0, 1}, ServerMAC: [6]byte{2, 0, 0, 0, 0, 2}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bal.Update(func(tx *nat.Tx) error { return c.Apply(tx, nil) }); err != nil {
+		t.Fatal(err)
+	}
+	return bal
+}
+
+// freePorts are n loopback UDP addresses free a moment ago.
+func freePorts(t *testing.T, n int) []netip.AddrPort {
+	var out []netip.AddrPort
+	for range n {
+		c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, c.LocalAddr().(*net.UDPAddr).AddrPort())
+		c.Close()
+	}
+	return out
+}
+
+// established is the record of an established plain FULLNAT connection
+// of base's service on lip.
+func established(t *testing.T, lip string, cport uint16) connrec.Record {
+	t.Helper()
+	r := connrec.Record{Kind: connrec.KindOpen, Proto: 6, State: connrec.StateEstablished, Version: 1, LifetimeMS: 60000,
+		Client: netip.MustParseAddr("::ffff:172.25.254.1").As16(), VIP: netip.MustParseAddr("::ffff:172.25.254.100").As16(),
+		LIP: netip.MustParseAddr("::ffff:" + lip).As16(), Server: netip.MustParseAddr("::ffff:172.25.84.20").As16(),
+		CPort: cport, VPort: 80, LPort: 20000 + cport%1000, RPort: 8080, Ext: connrec.ExtRewriter | connrec.ExtAcks}
+	r.Rewriter.Client, r.Rewriter.Start = 12345, 1
+	if err := r.Check(); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// The daemon's sync wiring without root: two instances over loopback. B
+// starts after A holds connections and gets them by its join copy (A's
+// ExportConns through connsync to B's ImportConn) as shadows on A's LIP,
+// which B backs up; a record on a LIP B does not back up is refused and
+// counted (unknown_lip), and a repeated one is stale. Each sees the
+// other alive.
+func TestSyncCopiesTheTableToAPeer(t *testing.T) {
+	addrs := freePorts(t, 2)
+	ca := syncInstance(t, "172.25.84.10", 1, addrs[0], addrs[1], 2)
+	cb := syncInstance(t, "172.25.84.11", 2, addrs[1], addrs[0], 1)
+	a, b := balancerOf(t, ca), balancerOf(t, cb)
+	b.SetBackupLIPs([]netip.Addr{netip.MustParseAddr("172.25.84.10")})
+	for i := range uint16(3) {
+		r := established(t, "172.25.84.10", 40000+i)
+		if err := a.ImportConn(&r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	log := slog.New(slog.DiscardHandler)
+	sa, err := startSync(ca.Sync, a, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sa.Close()
+	sb, err := startSync(cb.Sync, b, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sb.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for b.Table().Len() < 3 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := b.Table().Len(); n != 3 {
+		t.Fatalf("B holds %d connections, want A's 3 (refused %v)", n, b.Stats.ImportRefused())
+	}
+	for _, ci := range b.Table().Conns() {
+		if ci.LIP.Addr().String() != "172.25.84.10" {
+			t.Errorf("shadow on %v", ci.LIP)
+		}
+	}
+	for _, s := range []*connSync{sa, sb} {
+		for time.Now().Before(deadline) {
+			if _, alive := s.Stats(); alive == 1 {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		if _, alive := s.Stats(); alive != 1 {
+			t.Errorf("peers alive %d, want 1", alive)
+		}
+	}
+	// What B applies goes through its apply: a LIP it neither owns nor
+	// backs up is refused, the same version again is stale.
+	r := established(t, "172.25.84.12", 41000)
+	sb.apply(1, r.AppendTo(nil))
+	r = established(t, "172.25.84.10", 40000)
+	sb.apply(1, r.AppendTo(nil))
+	if got := b.Stats.ImportRefused(); got["unknown_lip"] != 1 || got["stale"] < 1 {
+		t.Errorf("refused %v", got)
+	}
+}
