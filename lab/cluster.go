@@ -82,6 +82,10 @@ type Cluster struct {
 	// router moved to an instance that does not hold it is dropped there,
 	// as on one box, rather than handed to the instance that does.
 	NoHandoff bool
+	// Sync adds the sync: section (connection sync between the
+	// instances, ClusterSync): a killed instance's connections go on
+	// through the survivors, which hold them as shadows.
+	Sync bool
 
 	Client, RouterNS string
 	RS               [2]string
@@ -189,6 +193,24 @@ func ClusterHandoff(n, instances int) string {
 	}
 	return fmt.Sprintf("handoff:\n  listen: %s\n  peers: [%s]\n  key: %s\n",
 		netip.AddrPortFrom(instanceAddr(n), ClusterHandoffPort), strings.Join(peers, ", "), clusterHandoffKey)
+}
+
+// ClusterSyncPort is the UDP port of every instance's connection sync.
+const ClusterSyncPort = 7701
+
+// ClusterSync is the sync: section of instance n of instances: its own
+// address on the router's link and id n, every other instance's, and the
+// lab's key.
+func ClusterSync(n, instances int) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "sync:\n  listen: %s\n  id: %d\n  peers:\n", netip.AddrPortFrom(instanceAddr(n), ClusterSyncPort), n)
+	for m := 1; m <= instances; m++ {
+		if m != n {
+			fmt.Fprintf(&b, "    - {address: %s, id: %d}\n", netip.AddrPortFrom(instanceAddr(m), ClusterSyncPort), m)
+		}
+	}
+	fmt.Fprintf(&b, "  keys: [{id: 1, key: %s}]\n", clusterHandoffKey)
+	return b.String()
 }
 
 // ClusterLIP is instance n's LIP i (0 or 1): 172.26.N.10 and .11.
@@ -369,6 +391,9 @@ func (c *Cluster) config(n int, more string) string {
 	}
 	if !c.NoHandoff && c.Instances > 1 {
 		bgp += ClusterHandoff(n, c.Instances)
+	}
+	if c.Sync && c.Instances > 1 {
+		bgp += ClusterSync(n, c.Instances)
 	}
 	srv := serverNet(n).Addr().As4()
 	addr := func(last byte) netip.Addr { a := srv; a[3] = last; return netip.AddrFrom4(a) }

@@ -199,6 +199,13 @@ func (c *Cluster) KillDuringTransfers(ctx context.Context, victim, flows int) (K
 	if err != nil {
 		return r, err
 	}
+	if c.Sync {
+		// The kill tests what sync carries, not how fast: every flow on
+		// the victim is in every survivor's table first.
+		if err := c.waitSynced(ctx, fs, before, victim, others); err != nil {
+			return r, err
+		}
+	}
 	in := c.Inst[victim-1]
 	killed := time.Now()
 	if err := in.Kill(); err != nil {
@@ -314,4 +321,38 @@ func (c *Cluster) openFlows(ctx context.Context, leaving, flows int) (fs []*Flow
 		return nil, nil, nil, fmt.Errorf("none of %d flows is on instance %d", len(fs), leaving)
 	}
 	return fs, before, others, nil
+}
+
+// waitSynced waits (within ctx) until every flow on instance victim is in
+// the connection table of each of the others (connection sync's shadows).
+func (c *Cluster) waitSynced(ctx context.Context, fs []*Flow, before []int, victim int, others []int) error {
+	want := map[string]bool{}
+	for i, f := range fs {
+		if before[i] == victim {
+			want[netip.AddrPortFrom(ClusterClient.Addr(), f.Port).String()] = true
+		}
+	}
+	for _, n := range others {
+		for {
+			conns, err := c.Inst[n-1].API().Conns()
+			if err != nil {
+				return fmt.Errorf("t%d's connections: %w", n, err)
+			}
+			held := 0
+			for _, cn := range conns {
+				if want[cn.Source] && cn.State == "ESTABLISHED" {
+					held++
+				}
+			}
+			if held == len(want) {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("t%d holds %d of t%d's %d flows (connection sync): %w", n, held, victim, len(want), ctx.Err())
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+	}
+	return nil
 }

@@ -24,6 +24,9 @@ type ClusterOptions struct {
 	// NoHandoff runs the instances without handoff:, to show what plain
 	// ECMP does to moved connections: the drain's and the rehash's break.
 	NoHandoff bool
+	// Sync runs the instances with connection sync (sync:): the killed
+	// instance's transfers go on through the survivors.
+	Sync bool
 }
 
 // ClusterPrefix names the namespaces of `tapvs lab --cluster`.
@@ -47,7 +50,7 @@ func RunCluster(ctx context.Context, o ClusterOptions) error {
 	if o.Prefix == "" {
 		o.Prefix = ClusterPrefix
 	}
-	c := &Cluster{Prefix: o.Prefix, Instances: o.Instances, Router: o.Router, TapvsBin: o.TapvsBin, NoHandoff: o.NoHandoff}
+	c := &Cluster{Prefix: o.Prefix, Instances: o.Instances, Router: o.Router, TapvsBin: o.TapvsBin, NoHandoff: o.NoHandoff, Sync: o.Sync}
 	if err := c.check(); err != nil {
 		return err
 	}
@@ -141,7 +144,11 @@ func RunCluster(ctx context.Context, o ClusterOptions) error {
 	if o.NoHandoff {
 		moved = "--no-handoff: the survivor they reach does not hold them"
 	}
-	fmt.Fprintf(o.Out, "  broke: %d on t%d (its state died with it), %d of the %d that ECMP moved between the survivors (%s)\n", k.GoneBroken, victim, k.MovedBroken, k.Moved, moved)
+	gone := "its state died with it"
+	if o.Sync {
+		gone = "sync: the survivors held them"
+	}
+	fmt.Fprintf(o.Out, "  broke: %d of the %d on t%d (%s), %d of the %d that ECMP moved between the survivors (%s)\n", k.GoneBroken, k.Gone, victim, gone, k.MovedBroken, k.Moved, moved)
 	out, _ = exec.Command("ip", "-n", c.RouterNS, "route", "show", VIP.String()).CombinedOutput()
 	fmt.Fprintf(o.Out, "  # ip -n %s route show %s\n%s", c.RouterNS, VIP, indent(string(out)))
 	if d.NewOnDrained+d.NewFailed > 0 {
@@ -154,6 +161,9 @@ func RunCluster(ctx context.Context, o ClusterOptions) error {
 	if !o.NoHandoff && d.GoneBroken+d.MovedBroken+k.MovedBroken > 0 {
 		bad = append(bad, fmt.Sprintf("transfers handed between instances broke: %d of the drained t1's, %d moved by the drain, %d moved by the kill",
 			d.GoneBroken, d.MovedBroken, k.MovedBroken))
+	}
+	if o.Sync && k.GoneBroken > 0 {
+		bad = append(bad, fmt.Sprintf("%d of the killed t%d's %d transfers broke with sync on", k.GoneBroken, victim, k.Gone))
 	}
 	if len(bad) > 0 {
 		return fmt.Errorf("the cluster lab did not work: %s", strings.Join(bad, "; "))
