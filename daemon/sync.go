@@ -15,7 +15,9 @@ import (
 // connSync wires connection sync (the sync: section) to the balancer:
 // its goroutine drains the balancer's change feed (nat.DrainChanges: this
 // instance's connections that reached ESTABLISHED, stepped on or ended)
-// into connsync's queue every drainEvery; connsync's receiver applies the
+// into connsync's queue every drainEvery, and has the balancer feed its
+// established connections again once every refreshInterval
+// (nat.Balancer.Refresh), before their peers' shadows expire; connsync's receiver applies the
 // peers' records through ImportConn (the balancer's control lock, as a Tx,
 // so they serialise with configuration changes); a peer's full copy is
 // the table as ExportConns walks it. Records on a peer's LIP that this
@@ -84,19 +86,49 @@ func recordLen(b []byte) (int, error) {
 	return n, err
 }
 
-// run drains the change feed into connsync until Close.
+// run drains the change feed into connsync until Close, and refreshes
+// the table a few shards a tick, the whole of it every refreshInterval.
 func (cs *connSync) run() {
 	defer cs.wg.Done()
 	t := time.NewTicker(drainEvery)
 	defer t.Stop()
+	var tick, ticks, shard int
 	for {
 		select {
 		case <-cs.stop:
 			return
 		case <-t.C:
-			cs.drain()
+		}
+		if shard == 0 && tick == 0 {
+			ticks = max(1, int(refreshInterval(cs.bal)/drainEvery))
+		}
+		tick++
+		for due := tick * nat.RefreshShards / ticks; shard < due && shard < nat.RefreshShards; shard++ {
+			cs.bal.Refresh(shard)
+		}
+		if shard >= nat.RefreshShards {
+			shard, tick = 0, 0
+		}
+		cs.drain()
+	}
+}
+
+// maxRefresh bounds the refresh interval: a record lost on the way is
+// sent again within it.
+const maxRefresh = 30 * time.Second
+
+// refreshInterval is how often every established connection is sent
+// again: a third of the shortest ESTABLISHED timeout of the services, so
+// that a shadow (which lives as long as its record said) is renewed twice
+// before it would expire, at most maxRefresh.
+func refreshInterval(bal *nat.Balancer) time.Duration {
+	d := maxRefresh
+	for _, svc := range bal.Services() {
+		if e := svc.Timeouts().Established() / 3; e > 0 && e < d {
+			d = e
 		}
 	}
+	return max(d, drainEvery)
 }
 
 // drain queues the record of every connection the feed holds.

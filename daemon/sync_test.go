@@ -145,3 +145,20 @@ func TestSyncCopiesTheTableToAPeer(t *testing.T) {
 		t.Errorf("refused %v", got)
 	}
 }
+
+// The refresh runs a third of the shortest ESTABLISHED timeout, at most
+// every 30 s.
+func TestRefreshInterval(t *testing.T) {
+	addrs := freePorts(t, 2)
+	c := syncInstance(t, "172.25.84.10", 1, addrs[0], addrs[1], 2)
+	bal := balancerOf(t, c)
+	if got := refreshInterval(bal); got != maxRefresh {
+		t.Errorf("default timeouts (90 s established): %v", got)
+	}
+	if err := bal.Update(func(tx *nat.Tx) error { return tx.SetAllTimeouts(6*time.Second, 0, 0) }); err != nil {
+		t.Fatal(err)
+	}
+	if got := refreshInterval(bal); got != 2*time.Second {
+		t.Errorf("6 s established: %v", got)
+	}
+}

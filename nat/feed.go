@@ -152,3 +152,36 @@ func (b *Balancer) FeedDropped() uint64 {
 	}
 	return b.feed.dropped.Load()
 }
+
+// RefreshShards is how many shards the table has: Refresh walks them.
+const RefreshShards = 1 << shardBits
+
+// Refresh feeds again every connection made here whose open record was
+// fed and which is still ESTABLISHED, in table shard i (0 to
+// RefreshShards-1): a peer's shadow lives only as long as the lifetime
+// its record gave it, so an established connection whose state does not
+// step is sent again before its shadows expire (and a record lost on the
+// way is repaired). The daemon walks the shards one after another, the
+// whole table once per refresh interval. Without a feed it does nothing.
+func (b *Balancer) Refresh(i int) {
+	if b.feed == nil {
+		return
+	}
+	s := &b.table.shards[i%RefreshShards]
+	var conns []*Conn
+	s.mu.RLock()
+	for h, c := range s.m {
+		if b.table.hash(&c.in) == h && c.feed != nil && c.version.Load() != 0 && c.state.Load() == stEstablished {
+			conns = append(conns, c)
+		}
+	}
+	for k, c := range s.overflow {
+		if k == c.in && c.feed != nil && c.version.Load() != 0 && c.state.Load() == stEstablished {
+			conns = append(conns, c)
+		}
+	}
+	s.mu.RUnlock()
+	for _, c := range conns {
+		b.feed.push(c)
+	}
+}

@@ -146,3 +146,35 @@ func TestSteadyStateAllocsWithSync(t *testing.T) {
 		t.Fatalf("fed %+v", recs)
 	}
 }
+
+// TestRefreshFeedsEstablishedAgain: a refresh of every shard feeds an
+// established connection made here again, with a newer version; not a
+// shadow, and not a half-open one.
+func TestRefreshFeedsEstablishedAgain(t *testing.T) {
+	r := feedRig(t)
+	moveCases()[0].open(t, r)
+	mustForward(t, r, ClientSide, pframe(t, pktSpec{src: client, dst: vip, sport: 999, dport: 80, proto: TCP, syn: true, srcMAC: macClient}))
+	recs := drained(r.b)
+	if len(recs) != 1 {
+		t.Fatalf("%d records", len(recs))
+	}
+	for i := range RefreshShards {
+		r.b.Refresh(i)
+	}
+	again := drained(r.b)
+	if len(again) != 1 || again[0].CPort != moveCport || again[0].Version != recs[0].Version+1 {
+		t.Fatalf("refreshed %+v", again)
+	}
+	// A shadow of it elsewhere is not refreshed there.
+	b := newRigAt(t, TCP, "rr", func(c *Config) { c.SyncFeed = 64 }, vip, netip.MustParseAddr("172.25.84.11"), rs1, rs2)
+	b.b.SetBackupLIPs([]netip.Addr{lip1})
+	if err := b.b.ImportConn(&again[0]); err != nil {
+		t.Fatal(err)
+	}
+	for i := range RefreshShards {
+		b.b.Refresh(i)
+	}
+	if recs := drained(b.b); len(recs) != 0 {
+		t.Fatalf("a shadow refreshed: %+v", recs)
+	}
+}
