@@ -20,9 +20,11 @@ import (
 // builds the records there. A full ring drops the change and counts it
 // (Stats.FeedDropped): the next step or a full copy repairs it.
 //
-// Only connections made here are fed (newConn binds them to a LIP of this
-// instance's own): a peer's connection imported as a shadow sends
-// nothing, its owner does.
+// Only connections on a LIP of this instance's own are fed: those made
+// here, and those imported onto one (a takeover's table, a peer's copy of
+// what this instance held before it restarted). A peer's connection
+// imported as a shadow (its LIP a backup one) sends nothing: its owner
+// does.
 
 // feedShards spreads the rings' locks: a state step takes one of them.
 const feedShards = 16

@@ -178,3 +178,20 @@ func TestRefreshFeedsEstablishedAgain(t *testing.T) {
 		t.Fatalf("a shadow refreshed: %+v", recs)
 	}
 }
+
+// TestImportOnOwnLIPIsFed: a connection imported onto a LIP of this
+// balancer's own (a takeover, or a peer's copy after a restart) is this
+// instance's to send: it is fed at once, with a newer version.
+func TestImportOnOwnLIPIsFed(t *testing.T) {
+	a := feedRig(t)
+	moveCases()[0].open(t, a)
+	recs := drained(a.b)
+	b := feedRig(t) // the same LIP: a restarted a
+	if err := b.b.ImportConn(&recs[0]); err != nil {
+		t.Fatal(err)
+	}
+	got := drained(b.b)
+	if len(got) != 1 || got[0].Version != recs[0].Version+1 {
+		t.Fatalf("fed %+v", got)
+	}
+}
