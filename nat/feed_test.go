@@ -125,57 +125,9 @@ func TestShadowOnBackupLIP(t *testing.T) {
 // TestSteadyStateAllocsWithSync: with the change feed on, packets of an
 // established connection allocate nothing (no state step, nothing fed).
 func TestSteadyStateAllocsWithSync(t *testing.T) {
-	r := newRig(t, TCP, "rr", func(c *Config) { c.SyncFeed = 64 })
-	f := frame(t, pktSpec{src: client, dst: vip, sport: 40000, dport: 80, proto: TCP, syn: true, payload: make([]byte, 1400), srcMAC: macClient})
-	r.b.Process(ClientSide, f)
-	in := frame(t, pktSpec{src: client, dst: vip, sport: 40000, dport: 80, proto: TCP, ack: true, payload: make([]byte, 1400), srcMAC: macClient})
-	info := r.b.Table().Conns()[0]
-	back := frame(t, pktSpec{src: info.RIP.Addr(), dst: lip1, sport: 8080, dport: info.LIP.Port(), proto: TCP, ack: true, payload: make([]byte, 1400)})
-	inB, backB := append([]byte(nil), in.Bytes()...), append([]byte(nil), back.Bytes()...)
-	allocs := totalAllocs(1000, func() {
-		copy(in.Bytes(), inB)
-		copy(back.Bytes(), backB)
-		if r.b.Process(ClientSide, in) != Forward || r.b.Process(ServerSide, back) != Forward {
-			t.Fatal("not forwarded")
-		}
-	})
-	if allocs != 0 {
-		t.Fatalf("%d allocations over 1000 packet pairs", allocs)
-	}
+	r := steadyStateAllocs(t, func(c *Config) { c.SyncFeed = 64 })
 	if recs := drained(r.b); len(recs) != 1 || recs[0].State != connrec.StateEstablished {
 		t.Fatalf("fed %+v", recs)
-	}
-}
-
-// TestRefreshFeedsEstablishedAgain: a refresh of every shard feeds an
-// established connection made here again, with a newer version; not a
-// shadow, and not a half-open one.
-func TestRefreshFeedsEstablishedAgain(t *testing.T) {
-	r := feedRig(t)
-	moveCases()[0].open(t, r)
-	mustForward(t, r, ClientSide, pframe(t, pktSpec{src: client, dst: vip, sport: 999, dport: 80, proto: TCP, syn: true, srcMAC: macClient}))
-	recs := drained(r.b)
-	if len(recs) != 1 {
-		t.Fatalf("%d records", len(recs))
-	}
-	for i := range RefreshShards {
-		r.b.Refresh(i)
-	}
-	again := drained(r.b)
-	if len(again) != 1 || again[0].CPort != moveCport || again[0].Version != recs[0].Version+1 {
-		t.Fatalf("refreshed %+v", again)
-	}
-	// A shadow of it elsewhere is not refreshed there.
-	b := newRigAt(t, TCP, "rr", func(c *Config) { c.SyncFeed = 64 }, vip, netip.MustParseAddr("172.25.84.11"), rs1, rs2)
-	b.b.SetBackupLIPs([]netip.Addr{lip1})
-	if err := b.b.ImportConn(&again[0]); err != nil {
-		t.Fatal(err)
-	}
-	for i := range RefreshShards {
-		b.b.Refresh(i)
-	}
-	if recs := drained(b.b); len(recs) != 0 {
-		t.Fatalf("a shadow refreshed: %+v", recs)
 	}
 }
 
