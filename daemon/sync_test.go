@@ -2,6 +2,8 @@ package daemon
 
 import (
 	"fmt"
+	"github.com/google/gopacket"
+	"github.com/google/gopacket/layers"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -160,5 +162,83 @@ func TestRefreshInterval(t *testing.T) {
 	}
 	if got := refreshInterval(bal); got != 2*time.Second {
 		t.Errorf("6 s established: %v", got)
+	}
+}
+
+// tcpFrame is an Ethernet frame of a TCP segment, as a reader hands it to
+// the balancer.
+func tcpFrame(t *testing.T, src, dst netip.AddrPort, syn, ack, rst bool, seq, ackN uint32) *nat.Frame {
+	t.Helper()
+	eth := &layers.Ethernet{SrcMAC: net.HardwareAddr{2, 0, 0, 0, 0, 9}, DstMAC: net.HardwareAddr{2, 0, 0, 0, 0, 1}, EthernetType: layers.EthernetTypeIPv4}
+	ip := &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolTCP, SrcIP: src.Addr().AsSlice(), DstIP: dst.Addr().AsSlice()}
+	tcp := &layers.TCP{SrcPort: layers.TCPPort(src.Port()), DstPort: layers.TCPPort(dst.Port()), SYN: syn, ACK: ack, RST: rst, Seq: seq, Ack: ackN, Window: 65535}
+	tcp.SetNetworkLayerForChecksum(ip)
+	buf := gopacket.NewSerializeBuffer()
+	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, eth, ip, tcp); err != nil {
+		t.Fatal(err)
+	}
+	const headroom = 128
+	b := make([]byte, headroom+len(buf.Bytes())+256)
+	copy(b[headroom:], buf.Bytes())
+	return &nat.Frame{Buf: b, Off: headroom, Len: len(buf.Bytes())}
+}
+
+// waitState waits (bounded) until bal holds one connection in state.
+func waitState(t *testing.T, bal *nat.Balancer, state string) {
+	t.Helper()
+	var cs []nat.ConnInfo
+	for range 500 {
+		if cs = bal.Table().Conns(); len(cs) == 1 && cs[0].State == state {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("connections %+v, want one %s (refused %v)", cs, state, bal.Stats.ImportRefused())
+}
+
+// The daemon's change feed path without root: a connection A makes
+// (client SYN, server SYN-ACK, client ACK through its balancer) reaches B
+// as a shadow once ESTABLISHED, on A's LIP and local port, and its next
+// state step (the client's RST: CLOSE) follows it there.
+func TestSyncSendsConnectionChanges(t *testing.T) {
+	addrs := freePorts(t, 2)
+	ca := syncInstance(t, "172.25.84.10", 1, addrs[0], addrs[1], 2)
+	cb := syncInstance(t, "172.25.84.11", 2, addrs[1], addrs[0], 1)
+	a, b := balancerOf(t, ca), balancerOf(t, cb)
+	b.SetBackupLIPs([]netip.Addr{netip.MustParseAddr("172.25.84.10")})
+	for _, d := range a.Services()[0].Dests() {
+		d.SetNextHopMAC([6]byte{2, 0, 0, 0, 0, 7})
+	}
+	log := slog.New(slog.DiscardHandler)
+	sa, err := startSync(ca.Sync, a, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sa.Close()
+	sb, err := startSync(cb.Sync, b, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sb.Close()
+
+	cli, vip := netip.MustParseAddrPort("172.25.254.1:40000"), netip.MustParseAddrPort("172.25.254.100:80")
+	forward := func(side nat.Side, f *nat.Frame) {
+		t.Helper()
+		if v := a.Process(side, f); v != nat.Forward {
+			t.Fatalf("%v: %v, drops %v", side, v, a.Stats.Drops())
+		}
+	}
+	forward(nat.ClientSide, tcpFrame(t, cli, vip, true, false, false, 1000, 0))
+	ci := a.Table().Conns()[0]
+	forward(nat.ServerSide, tcpFrame(t, ci.RIP, ci.LIP, true, true, false, 5000, 1001))
+	forward(nat.ClientSide, tcpFrame(t, cli, vip, false, true, false, 1001, 5001))
+	waitState(t, b, "ESTABLISHED")
+	if got := b.Table().Conns()[0]; got.LIP != ci.LIP || got.Client != cli || got.RIP != ci.RIP {
+		t.Errorf("B's shadow %+v, A's connection %+v", got, ci)
+	}
+	forward(nat.ClientSide, tcpFrame(t, cli, vip, false, false, true, 1001, 0))
+	waitState(t, b, "CLOSE")
+	if st, _ := sa.Stats(); st.Queued < 2 {
+		t.Errorf("A queued %d records", st.Queued)
 	}
 }
