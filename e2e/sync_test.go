@@ -18,8 +18,15 @@ import (
 // the connection with t2's LIP:lport and offsets; and the survivors' own,
 // those ECMP moved between them included. The survivors drop no server
 // segment for want of state (backup_lip_no_conn does not move).
-func TestClusterFRRSync(t *testing.T) {
-	c := startClusterWith(t, lab.RouterFRR, 3, func(c *lab.Cluster) { c.Sync = true })
+func TestClusterFRRSync(t *testing.T) { syncedKill(t, lab.BulkPort) }
+
+// TestClusterFRRSyncSynproxy is TestClusterFRRSync with the uploads behind
+// SYNPROXY: the shadows carry the proxy's sequence and timestamp
+// translation.
+func TestClusterFRRSyncSynproxy(t *testing.T) { syncedKill(t, lab.ClusterSynproxyBulkPort) }
+
+func syncedKill(t *testing.T, port uint16) {
+	c := startClusterWith(t, lab.RouterFRR, 3, func(c *lab.Cluster) { c.Sync, c.FlowPort = true, port })
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	if _, err := c.WaitNextHops(ctx, lab.VIP, 1, 2, 3); err != nil {

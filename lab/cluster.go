@@ -86,6 +86,10 @@ type Cluster struct {
 	// instances, ClusterSync): a killed instance's connections go on
 	// through the survivors, which hold them as shadows.
 	Sync bool
+	// FlowPort is the VIP's port the flows of a drain or a kill go to:
+	// BulkPort when 0, ClusterSynproxyBulkPort for the same transfers
+	// behind SYNPROXY (a service only a Sync cluster has).
+	FlowPort uint16
 
 	Client, RouterNS string
 	RS               [2]string
@@ -211,6 +215,33 @@ func ClusterSync(n, instances int) string {
 	}
 	fmt.Fprintf(&b, "  keys: [{id: 1, key: %s}]\n", clusterHandoffKey)
 	return b.String()
+}
+
+// ClusterSynproxyBulkPort is the VIP's port of the bulk servers behind
+// SYNPROXY in a Sync cluster.
+const ClusterSynproxyBulkPort = 9010
+
+// clusterSynproxyBulk is the bulk service behind SYNPROXY of instance n.
+func clusterSynproxyBulk(n int) string {
+	return fmt.Sprintf(`  - name: bulk-synproxy
+    vip: %s
+    port: %d
+    scheduler: rr
+    synproxy: true
+    local_addresses: [%s]
+    health_check: {type: tcp, interval: 200ms, timeout: 200ms, rise: 1, fall: 2}
+    real_servers:
+      - {address: %s, port: %d}
+      - {address: %s, port: %d}
+`, VIP, ClusterSynproxyBulkPort, ClusterLIP(n, 0), RS1, BulkPort, RS2, BulkPort)
+}
+
+// flowPort is c.FlowPort, or BulkPort.
+func (c *Cluster) flowPort() uint16 {
+	if c.FlowPort != 0 {
+		return c.FlowPort
+	}
+	return BulkPort
 }
 
 // ClusterLIP is instance n's LIP i (0 or 1): 172.26.N.10 and .11.
@@ -384,7 +415,7 @@ func (c *Cluster) Build() (err error) {
 // config renders instance n's configuration, with more services (YAML
 // list items) after ClusterServices: its TAPs stay in its own namespace,
 // whose kernel ends (peer_address) route between them and the router.
-func (c *Cluster) config(n int, more string) string {
+func (c *Cluster) config(n int, extra string) string {
 	bgp := ""
 	if c.Router != RouterStatic {
 		bgp = ClusterBGP(n, c.Instances)
@@ -392,8 +423,10 @@ func (c *Cluster) config(n int, more string) string {
 	if !c.NoHandoff && c.Instances > 1 {
 		bgp += ClusterHandoff(n, c.Instances)
 	}
+	more := ""
 	if c.Sync && c.Instances > 1 {
 		bgp += ClusterSync(n, c.Instances)
+		more = clusterSynproxyBulk(n)
 	}
 	srv := serverNet(n).Addr().As4()
 	addr := func(last byte) netip.Addr { a := srv; a[3] = last; return netip.AddrFrom4(a) }
@@ -423,7 +456,7 @@ metrics: {listen: %s}
 log: {level: info}
 %s`, TapvsClient, ClientAddr, ClientAddr.Addr(),
 		netip.PrefixFrom(addr(4), 24), netip.PrefixFrom(addr(1), 24), RSNet, addr(1),
-		ClusterServices(n)+more, filepath.Join(c.Dir, fmt.Sprintf("t%d.sock", n)), clusterMetrics, bgp)
+		ClusterServices(n)+more+extra, filepath.Join(c.Dir, fmt.Sprintf("t%d.sock", n)), clusterMetrics, bgp)
 }
 
 // Start runs the real servers' backends, the router, and every instance,

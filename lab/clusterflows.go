@@ -77,7 +77,7 @@ func (f *Flow) Wait() error {
 func (c *Cluster) StartFlows(ctx context.Context, n int, size int64, pace time.Duration) ([]*Flow, error) {
 	var fs []*Flow
 	for range n {
-		conn, err := bulk(ctx, c.Client, netip.AddrPortFrom(VIP, BulkPort), 'U', size)
+		conn, err := bulk(ctx, c.Client, netip.AddrPortFrom(VIP, c.flowPort()), 'U', size)
 		if err != nil {
 			for _, f := range fs {
 				f.Wait()
@@ -128,7 +128,7 @@ func pacedUpload(ctx context.Context, conn net.Conn, size int64, pace time.Durat
 func (c *Cluster) Hops(fs []*Flow) ([]int, error) {
 	prev := make([]int, len(fs))
 	for i, f := range fs {
-		h, err := c.FlowHop(f.Port, BulkPort)
+		h, err := c.FlowHop(f.Port, c.flowPort())
 		if err != nil {
 			return nil, err
 		}
