@@ -213,8 +213,9 @@ type Conn struct {
 	// (connrec.Record.Version, serial arithmetic): an imported record
 	// sets it, and one not newer than it is refused (export.go).
 	version atomic.Uint32
-	// feed is the balancer's change feed for a connection made here
-	// (feed.go); nil without sync, and for one imported (a peer's).
+	// feed is the balancer's change feed for a connection on a LIP of
+	// this instance's own (feed.go); nil without sync, and for a shadow
+	// of a peer's connection (its owner sends it).
 	feed   *changeFeed
 	queued atomic.Bool // on the feed, not drained yet
 }
