@@ -92,7 +92,7 @@ var (
 	dRoutes    = prometheus.NewDesc("tapvs_bgp_routes_announced", "Prefixes announced now, by kind (vip, lip).", []string{"kind"}, nil)
 	dAnnounce  = prometheus.NewDesc("tapvs_bgp_announcements_total", "Prefixes announced, once per change whatever the number of peers.", nil, nil)
 	dWithdraw  = prometheus.NewDesc("tapvs_bgp_withdrawals_total", "Prefixes withdrawn, once per change whatever the number of peers.", nil, nil)
-	dSyncRecs  = prometheus.NewDesc("tapvs_sync_records_total", "Connection records of connection sync (sync:): queued (to every peer), dropped (the send queue full), too_big, feed_dropped (a change the balancer's feed had no room for), received (from peers, checked), applied (put in the table or updating an entry), refused_<reason> (invalid, unknown_service, unknown_dest, unknown_lip, stale, table_full, conflict; a takeover's refusals count here too).", []string{"result"}, nil)
+	dSyncRecs  = prometheus.NewDesc("tapvs_sync_records_total", "Connection records of connection sync (sync:): queued (to every peer), dropped (the send queue full), too_big, feed_dropped (a change the balancer's feed had no room for), received (from peers, checked), applied (put in the table or updating an entry), adopted (a peer's connection this instance took over, its server's segments having come here), refused_<reason> (invalid, unknown_service, unknown_dest, unknown_lip, stale, table_full, conflict; a takeover's refusals count here too).", []string{"result"}, nil)
 	dSyncDgram = prometheus.NewDesc("tapvs_sync_datagrams_total", "Datagrams of connection sync: sent (UPDATEs, each to every peer), send_error, received (accepted), lost (peers' UPDATEs announced and never received), refused_<reason> (not_peer, short, long, magic, version, key, tag, stale_epoch, replay, bad_records).", []string{"result"}, nil)
 	dSyncCopy  = prometheus.NewDesc("tapvs_sync_copies_total", "Full copies of connection sync: asked (of peers, retries included), done, failed (given up), served (to peers), busy (a request refused, one being served).", []string{"result"}, nil)
 	dSyncPeers = prometheus.NewDesc("tapvs_sync_peers_alive", "Connection sync's peers heard from within the last second.", nil, nil)
@@ -237,7 +237,7 @@ func (c *Collector) collectSync(gauge func(*prometheus.Desc, float64, ...string)
 	s, alive := c.sync()
 	gauge(dSyncPeers, float64(alive))
 	for result, n := range map[string]uint64{"queued": s.Queued, "dropped": s.Dropped, "too_big": s.TooBig,
-		"feed_dropped": c.bal.FeedDropped(), "received": s.Applied, "applied": c.bal.Stats.Imported()} {
+		"feed_dropped": c.bal.FeedDropped(), "received": s.Applied, "applied": c.bal.Stats.Imported(), "adopted": c.bal.Stats.Adopted()} {
 		counter(dSyncRecs, n, result)
 	}
 	for reason, n := range c.bal.Stats.ImportRefused() {

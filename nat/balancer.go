@@ -463,6 +463,9 @@ func (b *Balancer) fromServer(p *pkt, dst *addr16, f *Frame) Verdict {
 		}
 		return Pass // the stack's own connection from a LIP, or one that expired
 	}
+	if c.feed != nil && c.shadow.Load() {
+		b.adopt(c) // the router sends its replies here: its owner is gone
+	}
 	var flags uint8
 	if p.proto == wire.ProtoTCP {
 		flags = p.tcpFlags()

@@ -210,12 +210,11 @@ func (b *Balancer) importConn(r *connrec.Record) (ImportReason, error) {
 	// the client side's is this box's (Balancer.toClient).
 	c := &Conn{in: in, out: out, svc: svc, dest: dest, laddr: la,
 		clientAddr: ClientAddr(r.ClientAddr), timestamps: TimestampsTranslate, clientMAC: r.NextHop}
-	if own {
-		// On a LIP of this instance's own (a takeover's table, or a
-		// peer's copy of what this instance had before it restarted):
-		// this instance is its owner, and sends it from now on.
-		c.feed = b.feed
-	}
+	// On a LIP of this instance's own (a takeover's table, or a peer's
+	// copy of what this instance had before it restarted) this instance
+	// owns it and sends it from now on; on a backup LIP it is a shadow.
+	c.feed = b.feed
+	c.shadow.Store(!own)
 	if r.Flags&connrec.FlagTSRemove != 0 {
 		c.timestamps = TimestampsRemove
 	}

@@ -20,11 +20,14 @@ import (
 // builds the records there. A full ring drops the change and counts it
 // (Stats.FeedDropped): the next step or a full copy repairs it.
 //
-// Only connections on a LIP of this instance's own are fed: those made
-// here, and those imported onto one (a takeover's table, a peer's copy of
-// what this instance held before it restarted). A peer's connection
-// imported as a shadow (its LIP a backup one) sends nothing: its owner
-// does.
+// Only connections this instance owns are fed: those on a LIP of its own
+// (made here, or imported onto one: a takeover's table, a peer's copy of
+// what this instance held before it restarted), and shadows it adopted. A
+// peer's connection imported as a shadow (its LIP a backup one) sends
+// nothing, its owner does, until a real server's segment of it arrives
+// here: the router sends the LIP's replies to a backup only once its
+// owner is gone, so this instance adopts it (adopt) and sends it from then
+// on, with a newer version, to the other survivors.
 
 // feedShards spreads the rings' locks: a state step takes one of them.
 const feedShards = 16
@@ -75,14 +78,26 @@ func (f *changeFeed) push(c *Conn) {
 // changed is a state step of c from old to state (the step made): an
 // ESTABLISHED connection, and every later step of one, is fed.
 func (c *Conn) changed(state uint32) {
-	if c.feed != nil && (state == stEstablished || c.version.Load() != 0) {
+	if c.feed != nil && !c.shadow.Load() && (state == stEstablished || c.version.Load() != 0) {
+		c.feed.push(c)
+	}
+}
+
+// owned reports whether c is fed and its open record was.
+func (c *Conn) owned() bool { return c.feed != nil && !c.shadow.Load() && c.version.Load() != 0 }
+
+// adopt makes shadow c this instance's own, once: fed from now on, and at
+// once. The caller checked c.feed.
+func (b *Balancer) adopt(c *Conn) {
+	if c.shadow.CompareAndSwap(true, false) {
+		b.Stats.adopted.Add(1)
 		c.feed.push(c)
 	}
 }
 
 // closed is c's end: fed if its open record was.
 func (c *Conn) closed() {
-	if c.feed != nil && c.version.Load() != 0 {
+	if c.feed != nil && !c.shadow.Load() && c.version.Load() != 0 {
 		c.feed.push(c)
 	}
 }
@@ -173,12 +188,12 @@ func (b *Balancer) Refresh(i int) {
 	var conns []*Conn
 	s.mu.RLock()
 	for h, c := range s.m {
-		if b.table.hash(&c.in) == h && c.feed != nil && c.version.Load() != 0 && c.state.Load() == stEstablished {
+		if b.table.hash(&c.in) == h && c.owned() && c.state.Load() == stEstablished {
 			conns = append(conns, c)
 		}
 	}
 	for k, c := range s.overflow {
-		if k == c.in && c.feed != nil && c.version.Load() != 0 && c.state.Load() == stEstablished {
+		if k == c.in && c.owned() && c.state.Load() == stEstablished {
 			conns = append(conns, c)
 		}
 	}

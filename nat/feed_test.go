@@ -80,9 +80,9 @@ func TestFeedFullDrops(t *testing.T) {
 // TestShadowOnBackupLIP: a peer's record on a LIP this balancer does not
 // back up is refused (unknown_lip); once the LIP is a backup one it is
 // kept as a shadow, which continues the connection both ways: the
-// server's replies to the peer's LIP go to the client through this box's
-// next hop (the record carries none), the client's segments to the server
-// from the peer's LIP:lport.
+// client's segments to the server from the peer's LIP:lport, sending
+// nothing; the server's replies to the peer's LIP to the client through
+// this box's next hop (the record carries none), adopting it.
 func TestShadowOnBackupLIP(t *testing.T) {
 	a := feedRig(t)
 	mc := moveCases()[0]
@@ -105,11 +105,6 @@ func TestShadowOnBackupLIP(t *testing.T) {
 	hop := [6]byte{0x02, 0, 0, 0, 0, 0x77}
 	mustForward(t, b, ClientSide, pframe(t, pktSpec{src: client, dst: vip, sport: 999, dport: 80, proto: TCP, syn: true, srcMAC: hop}))
 
-	reply := pframe(t, pktSpec{src: rs1, dst: lip1, sport: 8080, dport: rec.LPort, proto: TCP, ack: true, seq: sseq, ackNum: cseq, payload: []byte("pong"), srcMAC: macGateway})
-	mustForward(t, b, ServerSide, reply)
-	if got := decode(t, reply); got.ip.DstIP.String() != client.String() || got.eth.DstMAC.String() != "02:00:00:00:00:77" {
-		t.Errorf("reply to %v via %v", got.ip.DstIP, got.eth.DstMAC)
-	}
 	seg := pframe(t, pktSpec{src: client, dst: vip, sport: moveCport, dport: 80, proto: TCP, ack: true, seq: cseq, ackNum: 0x7001, payload: []byte("ping"), srcMAC: macClient})
 	mustForward(t, b, ClientSide, seg)
 	if got := decode(t, seg); got.ip.SrcIP.String() != lip1.String() || uint16(got.tcp.SrcPort) != rec.LPort {
@@ -119,6 +114,22 @@ func TestShadowOnBackupLIP(t *testing.T) {
 	// handshake.
 	if recs := drained(b.b); len(recs) != 0 {
 		t.Errorf("shadow fed: %+v", recs)
+	}
+	// A real server's segment to the peer's LIP: the router sends it here,
+	// so the owner is gone. The shadow goes on and is adopted: sent from
+	// now on, once, with a newer version.
+	reply := pframe(t, pktSpec{src: rs1, dst: lip1, sport: 8080, dport: rec.LPort, proto: TCP, ack: true, seq: sseq, ackNum: cseq, payload: []byte("pong"), srcMAC: macGateway})
+	mustForward(t, b, ServerSide, reply)
+	if got := decode(t, reply); got.ip.DstIP.String() != client.String() || got.eth.DstMAC.String() != "02:00:00:00:00:77" {
+		t.Errorf("reply to %v via %v", got.ip.DstIP, got.eth.DstMAC)
+	}
+	recs = drained(b.b)
+	if len(recs) != 1 || recs[0].Version != rec.Version+1 || recs[0].LIP != rec.LIP || b.b.Stats.Adopted() != 1 {
+		t.Fatalf("adopted: %+v, %d", recs, b.b.Stats.Adopted())
+	}
+	mustForward(t, b, ServerSide, pframe(t, pktSpec{src: rs1, dst: lip1, sport: 8080, dport: rec.LPort, proto: TCP, ack: true, seq: sseq + 4, ackNum: cseq, srcMAC: macGateway}))
+	if recs := drained(b.b); len(recs) != 0 || b.b.Stats.Adopted() != 1 {
+		t.Errorf("adopted twice: %+v", recs)
 	}
 }
 

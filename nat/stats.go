@@ -84,6 +84,7 @@ type Stats struct {
 	connsExpired atomic.Uint64
 
 	imported      atomic.Uint64                   // connections ImportConn put in the table or updated
+	adopted       atomic.Uint64                   // shadows of a peer's connections this instance took over (feed.go)
 	importRefused [numImportReasons]atomic.Uint64 // records ImportConn refused, by reason
 
 	synCookies     atomic.Uint64 // SYN-ACKs answered with a cookie
@@ -183,6 +184,10 @@ func (s *Stats) Conns() (created, expired uint64) {
 // Imported is how many connection records ImportConn applied: new
 // connections put in the table, and entries a newer record updated.
 func (s *Stats) Imported() uint64 { return s.imported.Load() }
+
+// Adopted is how many shadows of peers' connections this instance took
+// over, a server's segment of each having come here (connection sync).
+func (s *Stats) Adopted() uint64 { return s.adopted.Load() }
 
 // ImportRefused returns the refused connection records by reason name.
 func (s *Stats) ImportRefused() map[string]uint64 {
