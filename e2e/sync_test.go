@@ -17,7 +17,8 @@ import (
 // the survivor backing up t2's LIP (bgp: backup_lips), both continuing
 // the connection with t2's LIP:lport and offsets; and the survivors' own,
 // those ECMP moved between them included. The survivors drop no server
-// segment for want of state (backup_lip_no_conn does not move).
+// segment of a connection for want of state (backup_lip_no_conn does not
+// move; the replies to t2's health checks, backup_lip_stack, are logged).
 func TestClusterFRRSync(t *testing.T) { syncedKill(t, lab.BulkPort) }
 
 // TestClusterFRRSyncSynproxy is TestClusterFRRSync with the uploads behind
@@ -64,6 +65,9 @@ func syncedKill(t *testing.T, port uint16) {
 		}
 		if v != before[n] {
 			t.Errorf("t%d dropped %d server segments to a backed-up LIP for want of state", n, v-before[n])
+		}
+		if v, err := c.Inst[n-1].Drops("backup_lip_stack"); err == nil {
+			t.Logf("t%d: %d replies to t%d's own stack's connections (health checks) dropped", n, v, victim)
 		}
 	}
 }

@@ -458,7 +458,11 @@ func (b *Balancer) fromServer(p *pkt, dst *addr16, f *Frame) Verdict {
 		if b.set.Load().backups[*dst] {
 			// Another instance's connection, whose replies the router
 			// moved here: no state for it (yet), and the stack would
-			// answer it with a reset that ends it for good.
+			// answer it with a reset that ends it for good. Outside the
+			// balancer's ports, its stack's own (a health check's).
+			if key.dport < b.cfg.PortMin || key.dport > b.cfg.PortMax {
+				return b.Stats.drop(DropBackupLIPStack)
+			}
 			return b.Stats.drop(DropBackupLIP)
 		}
 		return Pass // the stack's own connection from a LIP, or one that expired
