@@ -116,6 +116,8 @@ func RunCluster(ctx context.Context, o ClusterOptions) error {
 	fmt.Fprintf(o.Out, "  %s\n", d.Tally)
 	fmt.Fprintf(o.Out, "  t1 reported itself empty %v after the drain\n", d.Empty.Round(time.Millisecond))
 	switch {
+	case d.Gone > 0 && o.Sync:
+		fmt.Fprintf(o.Out, "  (the router sends t1's open flows to the other instances once it is withdrawn; they continue them from their shadows, sync:, and the replies still come to t1's LIPs)\n")
 	case d.Gone > 0 && o.NoHandoff:
 		fmt.Fprintf(o.Out, "  (the router sends t1's open flows to the other instances once it is withdrawn; with --no-handoff they drop what they do not hold)\n")
 	case d.Gone > 0:
@@ -141,6 +143,9 @@ func RunCluster(ctx context.Context, o ClusterOptions) error {
 	fmt.Fprintf(o.Out, "  survived: %d of %d (the %d the router left where they were: %d broke)\n",
 		k.Gone+k.Moved+k.Stayed-(k.GoneBroken+k.MovedBroken+k.StayedBroken), k.Gone+k.Moved+k.Stayed, k.Stayed, k.StayedBroken)
 	moved := "handed to the survivor that holds them"
+	if o.Sync {
+		moved = "continued from the shadows sync: keeps"
+	}
 	if o.NoHandoff {
 		moved = "--no-handoff: the survivor they reach does not hold them"
 	}
