@@ -56,6 +56,29 @@ func balancerOf(t *testing.T, c *config.Config) *nat.Balancer {
 	return bal
 }
 
+// syncPair is two instances' configurations over loopback and their
+// balancers: A with LIP 172.25.84.10 and id 1, B with 172.25.84.11 and id
+// 2, backing A's LIP up.
+func syncPair(t *testing.T) (ca, cb *config.Config, a, b *nat.Balancer) {
+	addrs := freePorts(t, 2)
+	ca = syncInstance(t, "172.25.84.10", 1, addrs[0], addrs[1], 2)
+	cb = syncInstance(t, "172.25.84.11", 2, addrs[1], addrs[0], 1)
+	a, b = balancerOf(t, ca), balancerOf(t, cb)
+	b.SetBackupLIPs([]netip.Addr{netip.MustParseAddr("172.25.84.10")})
+	return ca, cb, a, b
+}
+
+// runSync starts c's connection sync on bal, closed when the test ends.
+func runSync(t *testing.T, c *config.Config, bal *nat.Balancer) *connSync {
+	t.Helper()
+	s, err := startSync(c.Sync, bal, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	return s
+}
+
 // freePorts are n loopback UDP addresses free a moment ago.
 func freePorts(t *testing.T, n int) []netip.AddrPort {
 	var out []netip.AddrPort
@@ -92,28 +115,14 @@ func established(t *testing.T, lip string, cport uint16) connrec.Record {
 // counted (unknown_lip), and a repeated one is stale. Each sees the
 // other alive.
 func TestSyncCopiesTheTableToAPeer(t *testing.T) {
-	addrs := freePorts(t, 2)
-	ca := syncInstance(t, "172.25.84.10", 1, addrs[0], addrs[1], 2)
-	cb := syncInstance(t, "172.25.84.11", 2, addrs[1], addrs[0], 1)
-	a, b := balancerOf(t, ca), balancerOf(t, cb)
-	b.SetBackupLIPs([]netip.Addr{netip.MustParseAddr("172.25.84.10")})
+	ca, cb, a, b := syncPair(t)
 	for i := range uint16(3) {
 		r := established(t, "172.25.84.10", 40000+i)
 		if err := a.ImportConn(&r); err != nil {
 			t.Fatal(err)
 		}
 	}
-	log := slog.New(slog.DiscardHandler)
-	sa, err := startSync(ca.Sync, a, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sa.Close()
-	sb, err := startSync(cb.Sync, b, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sb.Close()
+	sa, sb := runSync(t, ca, a), runSync(t, cb, b)
 	deadline := time.Now().Add(10 * time.Second)
 	for b.Table().Len() < 3 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
@@ -201,25 +210,12 @@ func waitState(t *testing.T, bal *nat.Balancer, state string) {
 // as a shadow once ESTABLISHED, on A's LIP and local port, and its next
 // state step (the client's RST: CLOSE) follows it there.
 func TestSyncSendsConnectionChanges(t *testing.T) {
-	addrs := freePorts(t, 2)
-	ca := syncInstance(t, "172.25.84.10", 1, addrs[0], addrs[1], 2)
-	cb := syncInstance(t, "172.25.84.11", 2, addrs[1], addrs[0], 1)
-	a, b := balancerOf(t, ca), balancerOf(t, cb)
-	b.SetBackupLIPs([]netip.Addr{netip.MustParseAddr("172.25.84.10")})
+	ca, cb, a, b := syncPair(t)
 	for _, d := range a.Services()[0].Dests() {
 		d.SetNextHopMAC([6]byte{2, 0, 0, 0, 0, 7})
 	}
-	log := slog.New(slog.DiscardHandler)
-	sa, err := startSync(ca.Sync, a, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sa.Close()
-	sb, err := startSync(cb.Sync, b, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sb.Close()
+	sa := runSync(t, ca, a)
+	runSync(t, cb, b)
 
 	cli, vip := netip.MustParseAddrPort("172.25.254.1:40000"), netip.MustParseAddrPort("172.25.254.100:80")
 	forward := func(side nat.Side, f *nat.Frame) {
