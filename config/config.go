@@ -101,6 +101,7 @@ func (c *Config) check(e *errs) {
 	}
 	checkBackups(e, c.BGP, lips, vips, [2]netip.Prefix{c.Server.Address, c.Server.Address6})
 	checkHandoff(e, c.Handoff)
+	checkSync(e, c.Sync)
 	if c.Handoff != nil && c.Client.Queues+c.Server.Queues >= nat.MaxQueues {
 		e.add("handoff", "its receiver is a reader of its own: the two sides' queues (%d) must leave one of %d", c.Client.Queues+c.Server.Queues, nat.MaxQueues)
 	}

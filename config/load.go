@@ -48,6 +48,7 @@ type raw struct {
 	} `mapstructure:"log"`
 	BGP     *rawBGP     `mapstructure:"bgp"`
 	Handoff *rawHandoff `mapstructure:"handoff"`
+	Sync    *rawSync    `mapstructure:"sync"`
 }
 
 // Load reads the file at path (YAML), applies TAPVS_ environment overrides
@@ -314,6 +315,7 @@ func validate(r *raw, noServices bool) (*Config, error) {
 	c.Timeouts = timeouts(&e, "timeouts", r.Timeouts, nat.DefaultTimeouts())
 	c.BGP = readBGP(&e, r.BGP)
 	c.Handoff = readHandoff(&e, r.Handoff)
+	c.Sync = readSync(&e, r.Sync)
 	if len(r.Services) == 0 && !noServices {
 		e.add("services", "no service is configured")
 	}

@@ -44,6 +44,9 @@ type RestartOnly struct {
 	// holds to the cluster's other instances, and continues those they
 	// hand here (package handoff); nil drops them.
 	Handoff *handoff.Config `key:"handoff"`
+	// Sync, if set, sends this instance's connections to the cluster's
+	// other instances and keeps theirs (package connsync); nil: none.
+	Sync *Sync `key:"sync"`
 }
 
 // Changed names, by their keys in the file, the fields of next that

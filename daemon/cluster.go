@@ -113,21 +113,7 @@ func (c *cluster) run() {
 func (c *cluster) pass() {
 	bal := c.d.Balancer
 	s := c.speaker.Load()
-	rank := map[netip.Addr]int{}
-	var backups []netip.Addr
-	if s != nil {
-		for _, b := range s.Config().BackupLIPs {
-			rank[b.Addr] = b.Rank
-			backups = append(backups, b.Addr)
-		}
-	}
-	if bal.SetBackupLIPs(backups) && c.d.Stack != nil { // (a daemon without TAPs has none)
-		// The stack answers ARP and neighbour discovery for them from
-		// now on (or no longer).
-		if err := c.d.sync(); err != nil {
-			c.d.log.Warn("backup LIPs: stack addresses", "err", err)
-		}
-	}
+	rank := c.backups(s)
 	vips, lips := bal.Addresses()
 	var routeErrs []error
 	for i, addrs := range [2][]netip.Addr{vips, lips} {
@@ -180,6 +166,28 @@ func (c *cluster) pass() {
 		c.mu.Unlock()
 	}
 	c.drainProgress()
+}
+
+// backups has the balancer answer for the LIPs the speaker s backs up
+// (none without one) and returns their ranks. The announcer's, and once
+// at start before connection sync imports a record on one of them.
+func (c *cluster) backups(s *bgp.Speaker) map[netip.Addr]int {
+	rank := map[netip.Addr]int{}
+	var backups []netip.Addr
+	if s != nil {
+		for _, b := range s.Config().BackupLIPs {
+			rank[b.Addr] = b.Rank
+			backups = append(backups, b.Addr)
+		}
+	}
+	if c.d.Balancer.SetBackupLIPs(backups) && c.d.Stack != nil { // (a daemon without TAPs has none)
+		// The stack answers ARP and neighbour discovery for them from
+		// now on (or no longer).
+		if err := c.d.sync(); err != nil {
+			c.d.log.Warn("backup LIPs: stack addresses", "err", err)
+		}
+	}
+	return rank
 }
 
 // drainProgress notes when a drain's withdrawal has gone out (this pass

@@ -49,6 +49,7 @@ type Daemon struct {
 	once     sync.Once
 	unmasq   []func() error   // removes the nftables tables Start made
 	handoff  *handoff.Handoff // the cluster's other instances; nil without a handoff: section
+	connSync *connSync        // connection sync with them; nil without a sync: section
 
 	takeover *takeover.Server // hands this process over to a successor; nil without a control socket
 	timers   timers           // the balancer's, stopped while a takeover is frozen
@@ -102,8 +103,9 @@ func start(cfg *config.Config, log *slog.Logger, nics [2]netstack.NICConfig, suc
 		ClientNet: cfg.Client.Address, ServerNet: cfg.Server.Address,
 		ClientNet6: cfg.Client.Address6, ServerNet6: cfg.Server.Address6,
 		// The handoff's receiver is a reader of its own (the last).
-		Readers: len(nics[0].Devs) + len(nics[1].Devs) + handoffReaders(cfg),
-		Handoff: cfg.Handoff != nil,
+		Readers:  len(nics[0].Devs) + len(nics[1].Devs) + handoffReaders(cfg),
+		Handoff:  cfg.Handoff != nil,
+		SyncFeed: syncFeedLen(cfg),
 	})
 	if err != nil {
 		return nil, err
@@ -182,6 +184,15 @@ func start(cfg *config.Config, log *slog.Logger, nics [2]netstack.NICConfig, suc
 		}
 		st.SetHandoff(d.handoff)
 	}
+	if cfg.Sync != nil {
+		// The backup LIPs first: a peer's record on one is kept as a
+		// shadow, on another LIP refused.
+		d.cluster.backups(d.cluster.speaker.Load())
+		if d.connSync, err = startSync(cfg.Sync, bal, log); err != nil {
+			d.Close()
+			return nil, err
+		}
+	}
 	d.wg.Add(1)
 	go func() {
 		defer d.wg.Done()
@@ -192,6 +203,9 @@ func start(cfg *config.Config, log *slog.Logger, nics [2]netstack.NICConfig, suc
 		mc.SetCluster(d.cluster)
 		if d.handoff != nil {
 			mc.SetHandoff(d.handoff.Stats)
+		}
+		if d.connSync != nil {
+			mc.SetSync(d.connSync.Stats)
 		}
 		if d.Metrics, err = metrics.Serve(cfg.MetricsListen, mc, log); err != nil {
 			d.Close()
@@ -385,6 +399,9 @@ func (d *Daemon) shutdown(teardown bool) {
 		if d.handoff != nil {
 			d.Stack.SetHandoff(nil)
 			d.handoff.Close()
+		}
+		if d.connSync != nil {
+			d.connSync.Close()
 		}
 		d.Stack.Close() // after a takeover: this process's copies, the queues stay attached
 		if !teardown {

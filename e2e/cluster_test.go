@@ -56,10 +56,20 @@ func clusterBinAndPrefix(t *testing.T) (bin, prefix string) {
 
 func startCluster(t *testing.T, router string, n int) *lab.Cluster {
 	t.Helper()
+	return startClusterWith(t, router, n, nil)
+}
+
+// startClusterWith is startCluster with the lab's options set by with
+// (nil: none) before it is built.
+func startClusterWith(t *testing.T, router string, n int, with func(*lab.Cluster)) *lab.Cluster {
+	t.Helper()
 	need(t)
 	needRouter(t, router)
 	bin, prefix := clusterBinAndPrefix(t)
 	c := &lab.Cluster{Prefix: prefix, Instances: n, Router: router, TapvsBin: bin, Logs: testWriter{t}}
+	if with != nil {
+		with(c)
+	}
 	if err := c.Build(); err != nil {
 		t.Fatal(err)
 	}

@@ -82,6 +82,14 @@ type Cluster struct {
 	// router moved to an instance that does not hold it is dropped there,
 	// as on one box, rather than handed to the instance that does.
 	NoHandoff bool
+	// Sync adds the sync: section (connection sync between the
+	// instances, ClusterSync): a killed instance's connections go on
+	// through the survivors, which hold them as shadows.
+	Sync bool
+	// FlowPort is the VIP's port the flows of a drain or a kill go to:
+	// BulkPort when 0, ClusterSynproxyBulkPort for the same transfers
+	// behind SYNPROXY (a service only a Sync cluster has).
+	FlowPort uint16
 
 	Client, RouterNS string
 	RS               [2]string
@@ -189,6 +197,51 @@ func ClusterHandoff(n, instances int) string {
 	}
 	return fmt.Sprintf("handoff:\n  listen: %s\n  peers: [%s]\n  key: %s\n",
 		netip.AddrPortFrom(instanceAddr(n), ClusterHandoffPort), strings.Join(peers, ", "), clusterHandoffKey)
+}
+
+// ClusterSyncPort is the UDP port of every instance's connection sync.
+const ClusterSyncPort = 7701
+
+// ClusterSync is the sync: section of instance n of instances: its own
+// address on the router's link and id n, every other instance's, and the
+// lab's key.
+func ClusterSync(n, instances int) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "sync:\n  listen: %s\n  id: %d\n  peers:\n", netip.AddrPortFrom(instanceAddr(n), ClusterSyncPort), n)
+	for m := 1; m <= instances; m++ {
+		if m != n {
+			fmt.Fprintf(&b, "    - {address: %s, id: %d}\n", netip.AddrPortFrom(instanceAddr(m), ClusterSyncPort), m)
+		}
+	}
+	fmt.Fprintf(&b, "  keys: [{id: 1, key: %s}]\n", clusterHandoffKey)
+	return b.String()
+}
+
+// ClusterSynproxyBulkPort is the VIP's port of the bulk servers behind
+// SYNPROXY in a Sync cluster.
+const ClusterSynproxyBulkPort = 9010
+
+// clusterSynproxyBulk is the bulk service behind SYNPROXY of instance n.
+func clusterSynproxyBulk(n int) string {
+	return fmt.Sprintf(`  - name: bulk-synproxy
+    vip: %s
+    port: %d
+    scheduler: rr
+    synproxy: true
+    local_addresses: [%s]
+    health_check: {type: tcp, interval: 200ms, timeout: 200ms, rise: 1, fall: 2}
+    real_servers:
+      - {address: %s, port: %d}
+      - {address: %s, port: %d}
+`, VIP, ClusterSynproxyBulkPort, ClusterLIP(n, 0), RS1, BulkPort, RS2, BulkPort)
+}
+
+// flowPort is c.FlowPort, or BulkPort.
+func (c *Cluster) flowPort() uint16 {
+	if c.FlowPort != 0 {
+		return c.FlowPort
+	}
+	return BulkPort
 }
 
 // ClusterLIP is instance n's LIP i (0 or 1): 172.26.N.10 and .11.
@@ -362,13 +415,18 @@ func (c *Cluster) Build() (err error) {
 // config renders instance n's configuration, with more services (YAML
 // list items) after ClusterServices: its TAPs stay in its own namespace,
 // whose kernel ends (peer_address) route between them and the router.
-func (c *Cluster) config(n int, more string) string {
+func (c *Cluster) config(n int, extra string) string {
 	bgp := ""
 	if c.Router != RouterStatic {
 		bgp = ClusterBGP(n, c.Instances)
 	}
 	if !c.NoHandoff && c.Instances > 1 {
 		bgp += ClusterHandoff(n, c.Instances)
+	}
+	more := ""
+	if c.Sync && c.Instances > 1 {
+		bgp += ClusterSync(n, c.Instances)
+		more = clusterSynproxyBulk(n)
 	}
 	srv := serverNet(n).Addr().As4()
 	addr := func(last byte) netip.Addr { a := srv; a[3] = last; return netip.AddrFrom4(a) }
@@ -398,7 +456,7 @@ metrics: {listen: %s}
 log: {level: info}
 %s`, TapvsClient, ClientAddr, ClientAddr.Addr(),
 		netip.PrefixFrom(addr(4), 24), netip.PrefixFrom(addr(1), 24), RSNet, addr(1),
-		ClusterServices(n)+more, filepath.Join(c.Dir, fmt.Sprintf("t%d.sock", n)), clusterMetrics, bgp)
+		ClusterServices(n)+more+extra, filepath.Join(c.Dir, fmt.Sprintf("t%d.sock", n)), clusterMetrics, bgp)
 }
 
 // Start runs the real servers' backends, the router, and every instance,

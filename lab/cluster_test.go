@@ -122,3 +122,26 @@ func TestClusterCheck(t *testing.T) {
 		t.Errorf("%+v: %v, want accepted with FRR", c, err)
 	}
 }
+
+// A Sync cluster's instance configuration is valid: its sync: section
+// names the instance and its two peers by their addresses on the router's
+// links, and it has the bulk servers behind SYNPROXY too.
+func TestClusterSyncConfig(t *testing.T) {
+	c := &Cluster{Prefix: "x", Instances: 3, Router: RouterFRR, Dir: "/nonexistent", Sync: true}
+	got, err := config.Parse(c.config(2, ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := got.Sync
+	if s == nil || s.ID != 2 || s.Listen != netip.AddrPortFrom(instanceAddr(2), ClusterSyncPort) || len(s.Peers) != 2 ||
+		s.Peers[0].ID != 1 || s.Peers[1].Addr != netip.AddrPortFrom(instanceAddr(3), ClusterSyncPort) {
+		t.Fatalf("sync %+v", s)
+	}
+	i := slices.IndexFunc(got.Services, func(s config.Service) bool { return s.Port == ClusterSynproxyBulkPort })
+	if i < 0 || !got.Services[i].Synproxy {
+		t.Fatalf("no SYNPROXY bulk service: %+v", got.Services)
+	}
+	if plain, _ := config.Parse((&Cluster{Prefix: "x", Instances: 3, Router: RouterFRR, Dir: "/nonexistent"}).config(2, "")); plain.Sync != nil || len(plain.Services) != len(got.Services)-1 {
+		t.Fatalf("a cluster without Sync has sync %+v, %d services", plain.Sync, len(plain.Services))
+	}
+}

@@ -77,7 +77,7 @@ func (f *Flow) Wait() error {
 func (c *Cluster) StartFlows(ctx context.Context, n int, size int64, pace time.Duration) ([]*Flow, error) {
 	var fs []*Flow
 	for range n {
-		conn, err := bulk(ctx, c.Client, netip.AddrPortFrom(VIP, BulkPort), 'U', size)
+		conn, err := bulk(ctx, c.Client, netip.AddrPortFrom(VIP, c.flowPort()), 'U', size)
 		if err != nil {
 			for _, f := range fs {
 				f.Wait()
@@ -128,7 +128,7 @@ func pacedUpload(ctx context.Context, conn net.Conn, size int64, pace time.Durat
 func (c *Cluster) Hops(fs []*Flow) ([]int, error) {
 	prev := make([]int, len(fs))
 	for i, f := range fs {
-		h, err := c.FlowHop(f.Port, BulkPort)
+		h, err := c.FlowHop(f.Port, c.flowPort())
 		if err != nil {
 			return nil, err
 		}
@@ -198,6 +198,13 @@ func (c *Cluster) KillDuringTransfers(ctx context.Context, victim, flows int) (K
 	fs, before, others, err := c.openFlows(ctx, victim, flows)
 	if err != nil {
 		return r, err
+	}
+	if c.Sync {
+		// The kill tests what sync carries, not how fast: every flow on
+		// the victim is in every survivor's table first.
+		if err := c.waitSynced(ctx, fs, before, victim, others); err != nil {
+			return r, err
+		}
 	}
 	in := c.Inst[victim-1]
 	killed := time.Now()
@@ -314,4 +321,38 @@ func (c *Cluster) openFlows(ctx context.Context, leaving, flows int) (fs []*Flow
 		return nil, nil, nil, fmt.Errorf("none of %d flows is on instance %d", len(fs), leaving)
 	}
 	return fs, before, others, nil
+}
+
+// waitSynced waits (within ctx) until every flow on instance victim is in
+// the connection table of each of the others (connection sync's shadows).
+func (c *Cluster) waitSynced(ctx context.Context, fs []*Flow, before []int, victim int, others []int) error {
+	want := map[string]bool{}
+	for i, f := range fs {
+		if before[i] == victim {
+			want[netip.AddrPortFrom(ClusterClient.Addr(), f.Port).String()] = true
+		}
+	}
+	for _, n := range others {
+		for {
+			conns, err := c.Inst[n-1].API().Conns()
+			if err != nil {
+				return fmt.Errorf("t%d's connections: %w", n, err)
+			}
+			held := 0
+			for _, cn := range conns {
+				if want[cn.Source] && cn.State == "ESTABLISHED" {
+					held++
+				}
+			}
+			if held == len(want) {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("t%d holds %d of t%d's %d flows (connection sync): %w", n, held, victim, len(want), ctx.Err())
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+	}
+	return nil
 }

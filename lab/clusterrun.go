@@ -24,6 +24,9 @@ type ClusterOptions struct {
 	// NoHandoff runs the instances without handoff:, to show what plain
 	// ECMP does to moved connections: the drain's and the rehash's break.
 	NoHandoff bool
+	// Sync runs the instances with connection sync (sync:): the killed
+	// instance's transfers go on through the survivors.
+	Sync bool
 }
 
 // ClusterPrefix names the namespaces of `tapvs lab --cluster`.
@@ -47,7 +50,7 @@ func RunCluster(ctx context.Context, o ClusterOptions) error {
 	if o.Prefix == "" {
 		o.Prefix = ClusterPrefix
 	}
-	c := &Cluster{Prefix: o.Prefix, Instances: o.Instances, Router: o.Router, TapvsBin: o.TapvsBin, NoHandoff: o.NoHandoff}
+	c := &Cluster{Prefix: o.Prefix, Instances: o.Instances, Router: o.Router, TapvsBin: o.TapvsBin, NoHandoff: o.NoHandoff, Sync: o.Sync}
 	if err := c.check(); err != nil {
 		return err
 	}
@@ -113,6 +116,8 @@ func RunCluster(ctx context.Context, o ClusterOptions) error {
 	fmt.Fprintf(o.Out, "  %s\n", d.Tally)
 	fmt.Fprintf(o.Out, "  t1 reported itself empty %v after the drain\n", d.Empty.Round(time.Millisecond))
 	switch {
+	case d.Gone > 0 && o.Sync:
+		fmt.Fprintf(o.Out, "  (the router sends t1's open flows to the other instances once it is withdrawn; they continue them from their shadows, sync:, and the replies still come to t1's LIPs)\n")
 	case d.Gone > 0 && o.NoHandoff:
 		fmt.Fprintf(o.Out, "  (the router sends t1's open flows to the other instances once it is withdrawn; with --no-handoff they drop what they do not hold)\n")
 	case d.Gone > 0:
@@ -138,10 +143,17 @@ func RunCluster(ctx context.Context, o ClusterOptions) error {
 	fmt.Fprintf(o.Out, "  survived: %d of %d (the %d the router left where they were: %d broke)\n",
 		k.Gone+k.Moved+k.Stayed-(k.GoneBroken+k.MovedBroken+k.StayedBroken), k.Gone+k.Moved+k.Stayed, k.Stayed, k.StayedBroken)
 	moved := "handed to the survivor that holds them"
+	if o.Sync {
+		moved = "continued from the shadows sync: keeps"
+	}
 	if o.NoHandoff {
 		moved = "--no-handoff: the survivor they reach does not hold them"
 	}
-	fmt.Fprintf(o.Out, "  broke: %d on t%d (its state died with it), %d of the %d that ECMP moved between the survivors (%s)\n", k.GoneBroken, victim, k.MovedBroken, k.Moved, moved)
+	gone := "its state died with it"
+	if o.Sync {
+		gone = "sync: the survivors held them"
+	}
+	fmt.Fprintf(o.Out, "  broke: %d of the %d on t%d (%s), %d of the %d that ECMP moved between the survivors (%s)\n", k.GoneBroken, k.Gone, victim, gone, k.MovedBroken, k.Moved, moved)
 	out, _ = exec.Command("ip", "-n", c.RouterNS, "route", "show", VIP.String()).CombinedOutput()
 	fmt.Fprintf(o.Out, "  # ip -n %s route show %s\n%s", c.RouterNS, VIP, indent(string(out)))
 	if d.NewOnDrained+d.NewFailed > 0 {
@@ -154,6 +166,9 @@ func RunCluster(ctx context.Context, o ClusterOptions) error {
 	if !o.NoHandoff && d.GoneBroken+d.MovedBroken+k.MovedBroken > 0 {
 		bad = append(bad, fmt.Sprintf("transfers handed between instances broke: %d of the drained t1's, %d moved by the drain, %d moved by the kill",
 			d.GoneBroken, d.MovedBroken, k.MovedBroken))
+	}
+	if o.Sync && k.GoneBroken > 0 {
+		bad = append(bad, fmt.Sprintf("%d of the killed t%d's %d transfers broke with sync on", k.GoneBroken, victim, k.Gone))
 	}
 	if len(bad) > 0 {
 		return fmt.Errorf("the cluster lab did not work: %s", strings.Join(bad, "; "))

@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/tapvs/tapvs/connsync"
 	"github.com/tapvs/tapvs/handoff"
 	"log/slog"
 	"net"
@@ -43,8 +44,9 @@ type Collector struct {
 	bal     *nat.Balancer
 	st      *netstack.Stack
 	health  Health
-	cluster Cluster              // nil: no BGP or drain metrics
-	handoff func() handoff.Stats // nil: no handoff: section
+	cluster Cluster                      // nil: no BGP or drain metrics
+	handoff func() handoff.Stats         // nil: no handoff: section
+	sync    func() (connsync.Stats, int) // nil: no sync: section; its counters and the peers alive
 }
 
 var (
@@ -90,6 +92,10 @@ var (
 	dRoutes    = prometheus.NewDesc("tapvs_bgp_routes_announced", "Prefixes announced now, by kind (vip, lip).", []string{"kind"}, nil)
 	dAnnounce  = prometheus.NewDesc("tapvs_bgp_announcements_total", "Prefixes announced, once per change whatever the number of peers.", nil, nil)
 	dWithdraw  = prometheus.NewDesc("tapvs_bgp_withdrawals_total", "Prefixes withdrawn, once per change whatever the number of peers.", nil, nil)
+	dSyncRecs  = prometheus.NewDesc("tapvs_sync_records_total", "Connection records of connection sync (sync:): queued (to every peer), dropped (the send queue full), too_big, feed_dropped (a change the balancer's feed had no room for), received (from peers, checked), applied (put in the table or updating an entry), adopted (a peer's connection this instance took over, its server's segments having come here), refused_<reason> (invalid, unknown_service, unknown_dest, unknown_lip, stale, table_full, conflict; a takeover's refusals count here too).", []string{"result"}, nil)
+	dSyncDgram = prometheus.NewDesc("tapvs_sync_datagrams_total", "Datagrams of connection sync: sent (UPDATEs, each to every peer), send_error, received (accepted), lost (peers' UPDATEs announced and never received), refused_<reason> (not_peer, short, long, magic, version, key, tag, stale_epoch, replay, bad_records).", []string{"result"}, nil)
+	dSyncCopy  = prometheus.NewDesc("tapvs_sync_copies_total", "Full copies of connection sync: asked (of peers, retries included), done, failed (given up), served (to peers), busy (a request refused, one being served).", []string{"result"}, nil)
+	dSyncPeers = prometheus.NewDesc("tapvs_sync_peers_alive", "Connection sync's peers heard from within the last second.", nil, nil)
 	dHandoff   = prometheus.NewDesc("tapvs_handoff_frames_total", "Client frames handed between the cluster's instances (handoff:): sent (each to every peer), rate_limited and too_big (not sent), send_error (datagrams the kernel refused), received (checked, given to the balancer), refused_<reason> (short, long, magic, version, tag, not_peer), super_frame_dropped (received, but this instance's TAPs are plain).", []string{"result"}, nil)
 	dDraining  = prometheus.NewDesc("tapvs_draining", "1 while the instance is drained (its VIPs withdrawn from the routers), 0 otherwise.", nil, nil)
 )
@@ -106,11 +112,15 @@ func (c *Collector) SetCluster(cl Cluster) { c.cluster = cl }
 // SetHandoff has the collector export the handoff's counters.
 func (c *Collector) SetHandoff(stats func() handoff.Stats) { c.handoff = stats }
 
+// SetSync has the collector export connection sync's counters and how
+// many of its peers are alive.
+func (c *Collector) SetSync(stats func() (connsync.Stats, int)) { c.sync = stats }
+
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{dConns, dConnsMax, dQuar, dCreated, dExpired, dExpRST, dDrops, dSPCookies, dSPOpened, dSPFailed, dSPRetries, dSPTW, dProxyHdrs, dProxyCut, dUntracked, dSvcHalf, dTOA,
 		dActive, dInactive, dSched, dWeight, dUp, dPkts, dBytes, dSvcConns, dLIPConns, dLIPConf, dLIPExh, dFrames, dPollSleep, dUDPProxy,
-		dPeerUp, dPeerChg, dPeerSess, dPeerMsgs, dRoutes, dAnnounce, dWithdraw, dDraining, dHandoff} {
+		dPeerUp, dPeerChg, dPeerSess, dPeerMsgs, dRoutes, dAnnounce, dWithdraw, dDraining, dHandoff, dSyncRecs, dSyncDgram, dSyncCopy, dSyncPeers} {
 		ch <- d
 	}
 }
@@ -213,8 +223,35 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		}
 		counter(dHandoff, c.st.HandoffDropped(), "super_frame_dropped")
 	}
+	if c.sync != nil {
+		c.collectSync(gauge, counter)
+	}
 	if c.cluster != nil {
 		c.collectCluster(gauge, counter)
+	}
+}
+
+// collectSync exports connection sync's counters, the balancer's side of
+// them (its feed, its imports) with them.
+func (c *Collector) collectSync(gauge func(*prometheus.Desc, float64, ...string), counter func(*prometheus.Desc, uint64, ...string)) {
+	s, alive := c.sync()
+	gauge(dSyncPeers, float64(alive))
+	for result, n := range map[string]uint64{"queued": s.Queued, "dropped": s.Dropped, "too_big": s.TooBig,
+		"feed_dropped": c.bal.FeedDropped(), "received": s.Applied, "applied": c.bal.Stats.Imported(), "adopted": c.bal.Stats.Adopted()} {
+		counter(dSyncRecs, n, result)
+	}
+	for reason, n := range c.bal.Stats.ImportRefused() {
+		counter(dSyncRecs, n, "refused_"+reason)
+	}
+	for result, n := range map[string]uint64{"sent": s.Sent, "send_error": s.SendErrors, "received": s.Received, "lost": s.Lost} {
+		counter(dSyncDgram, n, result)
+	}
+	for reason, n := range s.Refused {
+		counter(dSyncDgram, n, "refused_"+reason)
+	}
+	for result, n := range map[string]uint64{"asked": s.CopiesAsked, "done": s.CopiesDone, "failed": s.CopiesFail,
+		"served": s.CopiesServed, "busy": s.CopyBusy} {
+		counter(dSyncCopy, n, result)
 	}
 }
 

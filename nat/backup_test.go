@@ -34,6 +34,12 @@ func TestBackupLIPs(t *testing.T) {
 	if v := reply(); v != Drop || r.b.Stats.Drop(DropBackupLIP) != 1 {
 		t.Fatalf("reply to a backup LIP: %v, %d counted, want Drop and 1", v, r.b.Stats.Drop(DropBackupLIP))
 	}
+	// To a port outside the balancer's (5000-65535 here): the peer's
+	// stack's own connection (a health check), counted apart.
+	if v := r.b.Process(ServerSide, frame(t, pktSpec{src: rs1, dst: peer, sport: 8080, dport: 4999, proto: TCP, ack: true})); v != Drop ||
+		r.b.Stats.Drop(DropBackupLIPStack) != 1 || r.b.Stats.Drop(DropBackupLIP) != 1 {
+		t.Fatalf("a health check's reply to a backup LIP: %v, %d and %d counted", v, r.b.Stats.Drop(DropBackupLIPStack), r.b.Stats.Drop(DropBackupLIP))
+	}
 	// The same set again publishes nothing.
 	_, gen1, _ := r.b.Changes(0)
 	r.b.SetBackupLIPs([]netip.Addr{peer})

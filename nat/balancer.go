@@ -102,6 +102,11 @@ type Config struct {
 	// handoff); they take it only if they hold its connection
 	// (Frame.HandedOff).
 	Handoff bool
+
+	// SyncFeed, if above 0, keeps the change feed connection sync sends
+	// from (feed.go, DrainChanges): each of its rings holds this many
+	// changed connections between drains. 0: no feed.
+	SyncFeed int
 }
 
 // maxPortTries bounds the search for a free local port on one LIP.
@@ -117,13 +122,16 @@ type Balancer struct {
 
 	sweepBuf    []*Conn
 	sp          synproxyState
-	retired     []*LocalAddr    // LIPs deleted while connections still use them; under mu
-	retiredSvcs []*Service      // services deleted while connections still use them; under mu
-	backups     map[addr16]bool // other instances' LIPs answered for here (SetBackupLIPs), replaced whole, never written; under mu
-	idx         *addrIndex      // the addresses of the published services (tx.go); under mu
-	seq         uint64          // the last Service.seq given; under mu
-	changes     []loggedChange  // what the last publishes changed, for Changes; under mu
-	changesLost uint64          // the last generation whose changes are no longer all in changes; under mu
+	retired     []*LocalAddr          // LIPs deleted while connections still use them; under mu
+	retiredSvcs []*Service            // services deleted while connections still use them; under mu
+	clientHop   atomic.Uint64         // the client side's next hop new connections last came from (toClient)
+	feed        *changeFeed           // connection sync's change feed; nil without (Config.SyncFeed)
+	backupLAs   map[addr16]*LocalAddr // the backup LIPs ImportConn bound shadows to; kept, under mu
+	backups     map[addr16]bool       // other instances' LIPs answered for here (SetBackupLIPs), replaced whole, never written; under mu
+	idx         *addrIndex            // the addresses of the published services (tx.go); under mu
+	seq         uint64                // the last Service.seq given; under mu
+	changes     []loggedChange        // what the last publishes changed, for Changes; under mu
+	changesLost uint64                // the last generation whose changes are no longer all in changes; under mu
 	tap         atomic.Pointer[Tap]
 	quarantined atomic.Int64 // reply tuples in quarantine after the last sweep
 	readers     int          // Config.Readers rounded up to a power of two
@@ -185,6 +193,9 @@ func New(cfg Config) (*Balancer, error) {
 	b.isnKey = newISNKey()
 	b.set.Store(&serviceSet{})
 	b.idx = newAddrIndex()
+	if cfg.SyncFeed > 0 {
+		b.feed = newChangeFeed(cfg.SyncFeed)
+	}
 	return b, nil
 }
 
@@ -447,10 +458,17 @@ func (b *Balancer) fromServer(p *pkt, dst *addr16, f *Frame) Verdict {
 		if b.set.Load().backups[*dst] {
 			// Another instance's connection, whose replies the router
 			// moved here: no state for it (yet), and the stack would
-			// answer it with a reset that ends it for good.
+			// answer it with a reset that ends it for good. Outside the
+			// balancer's ports, its stack's own (a health check's).
+			if key.dport < b.cfg.PortMin || key.dport > b.cfg.PortMax {
+				return b.Stats.drop(DropBackupLIPStack)
+			}
 			return b.Stats.drop(DropBackupLIP)
 		}
 		return Pass // the stack's own connection from a LIP, or one that expired
+	}
+	if c.feed != nil && c.shadow.Load() {
+		b.adopt(c) // the router sends its replies here: its owner is gone
 	}
 	var flags uint8
 	if p.proto == wire.ProtoTCP {
@@ -551,7 +569,7 @@ func (b *Balancer) schedule(svc *Service, key tupleKey, p *pkt) (*Conn, Verdict)
 		b.table.count.Add(-1)
 		return nil, b.Stats.drop(DropTableFull)
 	}
-	c := &Conn{in: key, svc: svc, clientAddr: svc.ClientAddr(), timestamps: svc.Timestamps()}
+	c := &Conn{in: key, svc: svc, clientAddr: svc.ClientAddr(), timestamps: svc.Timestamps(), feed: b.feed}
 	dest := svc.dests.Load().sched.pick(&c.in.src)
 	if dest == nil {
 		b.table.count.Add(-1)
@@ -571,6 +589,9 @@ func (b *Balancer) schedule(svc *Service, key tupleKey, p *pkt) (*Conn, Verdict)
 		return nil, b.Stats.drop(DropNAT64)
 	}
 	copy(c.clientMAC[:], p.eth().Src())
+	if hop := macOf(c.clientMAC); b.clientHop.Load() != hop {
+		b.clientHop.Store(hop) // once per change of hop, not per connection
+	}
 	if !b.bind(c) {
 		b.table.count.Add(-1)
 		return nil, b.Stats.drop(DropPortExhausted)
@@ -611,6 +632,7 @@ func (b *Balancer) enter(c *Conn, state uint32, deadline int64) *Conn {
 	}
 	b.table.wheel.file(c)
 	c.dest.total.Add(1)
+	c.changed(state)
 	return c
 }
 
@@ -682,6 +704,7 @@ func (b *Balancer) release(c *Conn) bool {
 	c.dest.portMap(c.laddr, uint32(b.cfg.PortMax-b.cfg.PortMin)+1).put(uint32(c.out.dport - b.cfg.PortMin))
 	b.table.count.Add(-1)
 	untrack(c)
+	c.closed()
 	return true
 }
 
@@ -732,7 +755,18 @@ func (b *Balancer) toServer(e wire.Ether, mac uint64) {
 
 // toClient addresses a frame to connection c's client, from the
 // balancer's client-side MAC.
-func (b *Balancer) toClient(e wire.Ether, c *Conn) { e.SetMACs(c.clientMAC[:], b.cfg.ClientMAC[:]) }
+//
+// A connection imported from a peer (connection sync) has no next hop of
+// this box's: it takes the one this box's own connections were last made
+// through (the router's, or the TAP's kernel end's).
+func (b *Balancer) toClient(e wire.Ether, c *Conn) {
+	if c.clientMAC == ([6]byte{}) {
+		putMAC(e.Dst(), b.clientHop.Load())
+		copy(e.Src(), b.cfg.ClientMAC[:])
+		return
+	}
+	e.SetMACs(c.clientMAC[:], b.cfg.ClientMAC[:])
+}
 
 func putMAC(b []byte, v uint64) {
 	for i := range 6 {

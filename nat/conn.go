@@ -213,6 +213,12 @@ type Conn struct {
 	// (connrec.Record.Version, serial arithmetic): an imported record
 	// sets it, and one not newer than it is refused (export.go).
 	version atomic.Uint32
+	// feed is the balancer's change feed (feed.go); nil without sync.
+	feed   *changeFeed
+	queued atomic.Bool // on the feed, not drained yet
+	// shadow marks a peer's connection kept here (connection sync): it
+	// is not fed (its owner sends it) until this instance adopts it.
+	shadow atomic.Bool
 }
 
 // prepare computes the checksum deltas of both directions from the keys.
@@ -291,6 +297,7 @@ func (c *Conn) setState(old, state uint32) {
 	if c.def.src != nil && holding(old) != holding(state) {
 		c.holdSource()
 	}
+	c.changed(state)
 }
 
 // timeout is how long the connection lives in state without packets.

@@ -1,6 +1,8 @@
 package nat
 
 import (
+	"net/netip"
+
 	"github.com/tapvs/tapvs/connrec"
 	"github.com/tapvs/tapvs/synproxy"
 	"github.com/tapvs/tapvs/wire"
@@ -194,14 +196,25 @@ func (b *Balancer) importConn(r *connrec.Record) (ImportReason, error) {
 			break
 		}
 	}
+	own := la != nil
+	if la == nil && b.backups[r.LIP] {
+		la = b.backupLA(r.LIP) // a shadow of a peer's connection
+	}
 	if la == nil || r.LPort < b.cfg.PortMin || r.LPort > b.cfg.PortMax {
 		return refuse(ImportUnknownLIP, nil)
 	}
 	if b.table.lookup(&out) != nil {
 		return refuse(ImportConflict, nil)
 	}
+	// Without a next hop (a peer's record: its hop is on its own link)
+	// the client side's is this box's (Balancer.toClient).
 	c := &Conn{in: in, out: out, svc: svc, dest: dest, laddr: la,
 		clientAddr: ClientAddr(r.ClientAddr), timestamps: TimestampsTranslate, clientMAC: r.NextHop}
+	// On a LIP of this instance's own (a takeover's table, or a peer's
+	// copy of what this instance had before it restarted) this instance
+	// owns it and sends it from now on; on a backup LIP it is a shadow.
+	c.feed = b.feed
+	c.shadow.Store(!own)
 	if r.Flags&connrec.FlagTSRemove != 0 {
 		c.timestamps = TimestampsRemove
 	}
@@ -285,6 +298,22 @@ func (b *Balancer) importOver(c *Conn, r *connrec.Record, out *tupleKey) (Import
 	}
 	b.Stats.imported.Add(1)
 	return 0, nil
+}
+
+// backupLA is the LocalAddr shadows of connections on the backup LIP a
+// are bound to: made once, kept while the balancer lives (a handful, one
+// per backup LIP ever set), so that a LIP set again finds its port maps.
+// b.mu is held.
+func (b *Balancer) backupLA(a addr16) *LocalAddr {
+	la := b.backupLAs[a]
+	if la == nil {
+		if b.backupLAs == nil {
+			b.backupLAs = map[addr16]*LocalAddr{}
+		}
+		la = &LocalAddr{Addr: netip.AddrFrom16(a).Unmap(), a16: a}
+		b.backupLAs[a] = la
+	}
+	return la
 }
 
 // deadlineIn is the table-clock deadline of r's lifetime left.

@@ -702,8 +702,12 @@ func TestICMPErrorsTranslated(t *testing.T) {
 	}
 }
 
-func TestSteadyStateAllocs(t *testing.T) {
-	r := newRig(t, TCP, "rr", nil)
+func TestSteadyStateAllocs(t *testing.T) { steadyStateAllocs(t, nil) }
+
+// steadyStateAllocs checks that packet pairs of an established connection
+// allocate nothing on a rig of mod's config, and returns the rig.
+func steadyStateAllocs(t *testing.T, mod func(*Config)) *rig {
+	r := newRig(t, TCP, "rr", mod)
 	f := frame(t, pktSpec{src: client, dst: vip, sport: 40000, dport: 80, proto: TCP, syn: true, payload: make([]byte, 1400), srcMAC: macClient})
 	r.b.Process(ClientSide, f)
 	in := frame(t, pktSpec{src: client, dst: vip, sport: 40000, dport: 80, proto: TCP, ack: true, payload: make([]byte, 1400), srcMAC: macClient})
@@ -720,6 +724,7 @@ func TestSteadyStateAllocs(t *testing.T) {
 	if allocs != 0 {
 		t.Fatalf("%d allocations over 1000 packet pairs", allocs)
 	}
+	return r
 }
 
 // totalAllocs is testing.AllocsPerRun without the division: the

@@ -181,12 +181,18 @@ func (d *Dest) Conns() (active, inactive int64, total uint64) {
 	return d.active.Load(), d.inactive.Load(), d.total.Load()
 }
 
-// SetNextHopMAC records the link address packets to this server are sent to.
-func (d *Dest) SetNextHopMAC(mac [6]byte) {
+// macOf is mac as a uint64 with bit 48 set (known), putMAC's inverse.
+func macOf(mac [6]byte) uint64 {
 	var v uint64 = 1 << 48
 	for i, b := range mac {
 		v |= uint64(b) << (8 * (5 - i))
 	}
+	return v
+}
+
+// SetNextHopMAC records the link address packets to this server are sent to.
+func (d *Dest) SetNextHopMAC(mac [6]byte) {
+	v := macOf(mac)
 	d.mac.Store(v)
 	if u := d.hop.Load(); u != nil {
 		u.mac.Store(v)

@@ -37,7 +37,8 @@ const (
 	DropProxyOverlap                     // a client segment whose bytes would take sequence numbers of its connection's PROXY header: from before the client's first byte into its stream, an urgent byte there, a SYN with data, or a SYN with a new ISN on an open PROXY connection (proxy.go)
 	DropNAT64TooBig                      // a server packet of a NAT64 connection that would pass the client side's MTU once translated (20 bytes longer); with DF it is answered by a fragmentation needed (nat64.go)
 	DropHandoffUnknown                   // a frame another instance handed over for a connection this one does not hold either (Frame.HandedOff)
-	DropBackupLIP                        // a server's packet to another instance's LIP backed up here (Balancer.SetBackupLIPs) that no connection here holds
+	DropBackupLIP                        // a server's packet to another instance's LIP backed up here (Balancer.SetBackupLIPs), to a port of the balancer's range, that no connection here holds: one of the peer's connections that sync did not carry
+	DropBackupLIPStack                   // the same to a port outside the balancer's range: the peer's own stack's connection (its health checks), which nothing carries
 	numDropReasons
 )
 
@@ -48,7 +49,7 @@ var dropNames = [numDropReasons]string{
 	"denied", "not_allowed", "src_rate_limit", "src_conn_limit", "half_open_limit",
 	"udp_proxy_too_big", "udp_proxy_gso", "proxy_no_room", "ipv6_ext_header",
 	"nat64_untranslatable", "icmp_untranslatable", "proxy_overlap", "nat64_too_big",
-	"handoff_unknown", "backup_lip_no_conn",
+	"handoff_unknown", "backup_lip_no_conn", "backup_lip_stack",
 }
 
 func (r DropReason) String() string { return dropNames[r] }
@@ -84,6 +85,7 @@ type Stats struct {
 	connsExpired atomic.Uint64
 
 	imported      atomic.Uint64                   // connections ImportConn put in the table or updated
+	adopted       atomic.Uint64                   // shadows of a peer's connections this instance took over (feed.go)
 	importRefused [numImportReasons]atomic.Uint64 // records ImportConn refused, by reason
 
 	synCookies     atomic.Uint64 // SYN-ACKs answered with a cookie
@@ -183,6 +185,10 @@ func (s *Stats) Conns() (created, expired uint64) {
 // Imported is how many connection records ImportConn applied: new
 // connections put in the table, and entries a newer record updated.
 func (s *Stats) Imported() uint64 { return s.imported.Load() }
+
+// Adopted is how many shadows of peers' connections this instance took
+// over, a server's segment of each having come here (connection sync).
+func (s *Stats) Adopted() uint64 { return s.adopted.Load() }
 
 // ImportRefused returns the refused connection records by reason name.
 func (s *Stats) ImportRefused() map[string]uint64 {

@@ -248,6 +248,7 @@ instance's and the moved ones break too. Needs root and FRR or BIRD.`,
 	c.Flags().StringVar(&co.Router, "router", lab.RouterFRR, "the cluster lab's router: frr or bird")
 	c.Flags().IntVar(&co.Flows, "flows", 45, "the cluster lab's long transfers during the drain and the kill")
 	c.Flags().BoolVar(&co.NoHandoff, "no-handoff", false, "the cluster lab's instances without handoff: (plain ECMP: the drained instance's and the moved transfers break)")
+	c.Flags().BoolVar(&co.Sync, "sync", false, "the cluster lab's instances with connection sync (sync:): the killed instance's transfers go on through the survivors")
 	mode = rootlessFlag(c)
 	return c
 }

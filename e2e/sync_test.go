@@ -1,0 +1,73 @@
+package e2e
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/tapvs/tapvs/lab"
+)
+
+// TestClusterFRRSync: three instances with connection sync (sync:) behind
+// FRR. Long uploads through the VIP (each checked by the server's hash of
+// what arrived, sent back at its end), spread over all three; once every
+// upload on t2 is in both survivors' tables (their shadows), t2 is
+// SIGKILLed. Every upload completes intact: t2's, whose client segments
+// ECMP moves to a survivor and whose server replies the router sends to
+// the survivor backing up t2's LIP (bgp: backup_lips), both continuing
+// the connection with t2's LIP:lport and offsets; and the survivors' own,
+// those ECMP moved between them included. The survivors drop no server
+// segment of a connection for want of state (backup_lip_no_conn does not
+// move; the replies to t2's health checks, backup_lip_stack, are logged).
+func TestClusterFRRSync(t *testing.T) { syncedKill(t, lab.BulkPort) }
+
+// TestClusterFRRSyncSynproxy is TestClusterFRRSync with the uploads behind
+// SYNPROXY: the shadows carry the proxy's sequence and timestamp
+// translation.
+func TestClusterFRRSyncSynproxy(t *testing.T) { syncedKill(t, lab.ClusterSynproxyBulkPort) }
+
+func syncedKill(t *testing.T, port uint16) {
+	c := startClusterWith(t, lab.RouterFRR, 3, func(c *lab.Cluster) { c.Sync, c.FlowPort = true, port })
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if _, err := c.WaitNextHops(ctx, lab.VIP, 1, 2, 3); err != nil {
+		t.Fatalf("%v\n%s", err, c.RouterState())
+	}
+	const victim = 2
+	survivors := []int{1, 3}
+	before := map[int]uint64{}
+	for _, n := range survivors {
+		v, err := c.Inst[n-1].Drops("backup_lip_no_conn")
+		if err != nil {
+			t.Fatal(err)
+		}
+		before[n] = v
+	}
+	r, err := c.KillDuringTransfers(ctx, victim, 45)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("SIGKILL of t%d with sync: withdrawn in %v; %s", victim, r.Withdrawn.Round(time.Millisecond), r.Tally)
+	for _, e := range r.Errors {
+		t.Logf("  broken: %s", e)
+	}
+	if r.Gone == 0 {
+		t.Fatalf("no upload was on t%d: nothing shown", victim)
+	}
+	if r.GoneBroken+r.MovedBroken+r.StayedBroken != 0 {
+		t.Errorf("broken with sync on: %d of t%d's %d, %d of %d moved between survivors, %d of %d that stayed",
+			r.GoneBroken, victim, r.Gone, r.MovedBroken, r.Moved, r.StayedBroken, r.Stayed)
+	}
+	for _, n := range survivors {
+		v, err := c.Inst[n-1].Drops("backup_lip_no_conn")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v != before[n] {
+			t.Errorf("t%d dropped %d server segments to a backed-up LIP for want of state", n, v-before[n])
+		}
+		if v, err := c.Inst[n-1].Drops("backup_lip_stack"); err == nil {
+			t.Logf("t%d: %d replies to t%d's own stack's connections (health checks) dropped", n, v, victim)
+		}
+	}
+}
