@@ -466,3 +466,13 @@ func macBytes(v uint64) (m [6]byte) {
 	putMAC(m[:], v)
 	return m
 }
+
+// CookieKeys are SYNPROXY's cookie keys for a successor process (tapvs run
+// --takeover); nil when they derive from the cluster's secret
+// (Config.CookieSecret), which the successor has as well.
+func (b *Balancer) CookieKeys() []byte { return b.sp.cookies.Keys() }
+
+// AdoptCookieKeys takes a predecessor's cookie keys (CookieKeys), before
+// the first frame is read, so that the handshakes it answered complete
+// here.
+func (b *Balancer) AdoptCookieKeys(k []byte) error { return b.sp.cookies.AdoptKeys(k) }

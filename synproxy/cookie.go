@@ -17,6 +17,8 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
+	"errors"
+	"fmt"
 	"sync/atomic"
 	"time"
 
@@ -265,4 +267,42 @@ func (k *keys) check(f *Flow, isn, cookie, count uint32, table []uint16) (Option
 		o.WScale = -1
 	}
 	return o, true
+}
+
+// KeysLen is the length of Keys' encoding.
+const KeysLen = 2*32 + 4
+
+// Keys encodes the jar's random keys (current, previous, the minute they
+// were made) for a successor process (tapvs run --takeover), so that a
+// handshake whose SYN-ACK this process sent completes on the next; nil for
+// shared keys, which the successor derives itself.
+func (c *Cookies) Keys() []byte {
+	if c.shared != nil {
+		return nil
+	}
+	b := make([]byte, 0, KeysLen)
+	for _, k := range [2]*keys{c.cur.Load(), c.prev.Load()} {
+		for _, s := range k.k {
+			b = binary.LittleEndian.AppendUint64(b, s.k0)
+			b = binary.LittleEndian.AppendUint64(b, s.k1)
+		}
+	}
+	return binary.BigEndian.AppendUint32(b, c.made.Load())
+}
+
+// AdoptKeys replaces the jar's random keys with a predecessor's (Keys). A
+// jar with shared keys refuses them: its keys come from the cluster's
+// secret, whatever the predecessor had.
+func (c *Cookies) AdoptKeys(b []byte) error {
+	if c.shared != nil {
+		return errors.New("synproxy: cookie keys derive from the cluster's secret; a predecessor's are not adopted")
+	}
+	if len(b) != KeysLen {
+		return fmt.Errorf("synproxy: cookie keys of %d bytes, want %d", len(b), KeysLen)
+	}
+	cur, prev := keysOf((*[32]byte)(b[:32])), keysOf((*[32]byte)(b[32:64]))
+	c.prev.Store(prev)
+	c.cur.Store(cur)
+	c.made.Store(binary.BigEndian.Uint32(b[64:]))
+	return nil
 }

@@ -111,3 +111,45 @@ func keyBytes(k *keys) []byte {
 	}
 	return b
 }
+
+// A successor process adopts its predecessor's random keys (tapvs run
+// --takeover): the cookies made under the current and the previous keys
+// check in the successor's jar. Shared keys are not handed over (nil), and
+// a shared jar refuses a predecessor's; a wrong length is refused and
+// leaves the keys as they were.
+func TestKeysHandedToASuccessor(t *testing.T) {
+	old := NewCookies()
+	before, _ := old.Make(&flow, 1, Options{MSS: 1460, WScale: -1})
+	old.Rotate()
+	after, _ := old.Make(&flow, 2, Options{MSS: 1460, WScale: -1})
+	succ := NewCookies()
+	if _, ok := succ.Check(&flow, 2, after); ok {
+		t.Fatal("a fresh jar accepts another's cookie")
+	}
+	k := old.Keys()
+	if len(k) != KeysLen {
+		t.Fatalf("%d bytes of keys, want %d", len(k), KeysLen)
+	}
+	if err := succ.AdoptKeys(k[:KeysLen-1]); err == nil {
+		t.Fatal("a short encoding adopted")
+	}
+	if err := succ.AdoptKeys(k); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := succ.Check(&flow, 2, after); !ok {
+		t.Fatal("the successor refuses a cookie made under the current keys")
+	}
+	if _, ok := succ.Check(&flow, 1, before); !ok {
+		t.Fatal("the successor refuses a cookie made under the previous keys")
+	}
+	if succ.made.Load() != old.made.Load() || succ.Due() != old.Due() {
+		t.Fatal("the successor's rotation clock differs from its predecessor's")
+	}
+	shared := NewSharedCookies([]byte("cluster"))
+	if shared.Keys() != nil {
+		t.Fatal("shared keys handed over")
+	}
+	if err := shared.AdoptKeys(k); err == nil {
+		t.Fatal("a shared jar adopted a predecessor's random keys")
+	}
+}
