@@ -160,3 +160,19 @@ func checkSync(e *errs, c *Sync) {
 		e.add(f+".rate", "%d is out of range 1-%d datagrams a second", c.Rate, maxSyncRate)
 	}
 }
+
+// CookieSecret is the secret SYNPROXY's cookie keys derive from
+// (nat.Config.CookieSecret): in a cluster, the key connection sync signs
+// with, else the handoff's key, so that every instance checks the cookies
+// the others made; nil on an instance with neither (random keys). Both
+// sections are restart-only, so the keys never change under a running
+// balancer.
+func (c *Config) CookieSecret() []byte {
+	switch {
+	case c.Sync != nil && len(c.Sync.Keys) > 0:
+		return c.Sync.Keys[0].Secret
+	case c.Handoff != nil:
+		return c.Handoff.Key
+	}
+	return nil
+}

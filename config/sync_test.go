@@ -113,3 +113,36 @@ func TestShippedSyncSectionParses(t *testing.T) {
 		t.Fatalf("config.yaml's sync: section read as %+v", c.Sync)
 	}
 }
+
+// SYNPROXY's cookie keys derive from the key sync signs with, else from
+// the handoff's key, else from nothing (random keys on a lone instance).
+func TestCookieSecret(t *testing.T) {
+	handoffKey := strings.Replace(strings.TrimPrefix(validHandoff, valid), "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f",
+		"ff0102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f", 1)
+	twoKeys := strings.Replace(syncSection, "  keys:\n", "  keys:\n    - {id: 2, key: 1f0102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f}\n", 1)
+	for name, tc := range map[string]struct {
+		conf  string
+		first byte // the secret's first byte; 0: none
+	}{
+		"lone":          {valid, 0},
+		"sync":          {validSync, 0x00},
+		"sync, 2 keys":  {valid + twoKeys, 0x1f},
+		"handoff":       {valid + handoffKey, 0xff},
+		"sync, handoff": {valid + twoKeys + handoffKey, 0x1f},
+	} {
+		c, err := Parse(tc.conf)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		s := c.CookieSecret()
+		if name == "lone" {
+			if s != nil {
+				t.Errorf("%s: secret %x, want none", name, s)
+			}
+			continue
+		}
+		if len(s) != 32 || s[0] != tc.first {
+			t.Errorf("%s: secret %x, want 32 bytes from %#x", name, s, tc.first)
+		}
+	}
+}

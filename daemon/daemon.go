@@ -106,6 +106,8 @@ func start(cfg *config.Config, log *slog.Logger, nics [2]netstack.NICConfig, suc
 		Readers:  len(nics[0].Devs) + len(nics[1].Devs) + handoffReaders(cfg),
 		Handoff:  cfg.Handoff != nil,
 		SyncFeed: syncFeedLen(cfg),
+		// A cluster's instances check each other's cookies.
+		CookieSecret: cfg.CookieSecret(),
 	})
 	if err != nil {
 		return nil, err

@@ -150,6 +150,12 @@ func (d *Daemon) NextHops(yield func(takeover.NextHop) bool) {
 	}
 }
 
+// Keys hands over SYNPROXY's cookie keys (takeover.Source), so that the
+// handshakes whose SYN-ACK this process sent complete on the successor;
+// none when they derive from the cluster's key, which the successor
+// derives again.
+func (d *Daemon) Keys() []byte { return d.Balancer.CookieKeys() }
+
 // Resume undoes Freeze (takeover.Source): the takeover failed.
 func (d *Daemon) Resume() error { return d.resume() }
 
@@ -220,7 +226,7 @@ func StartTakeover(cfg *config.Config, log *slog.Logger) (*Daemon, error) {
 		log.Warn("takeover failed before the queues were ours: starting cold; the old tapvs's connections are not carried over", "err", err)
 		return Start(cfg, log)
 	}
-	succ := &successor{s: s, records: records, table: t.Table, hops: t.NextHops}
+	succ := &successor{s: s, records: records, table: t.Table, hops: t.NextHops, keys: t.Keys}
 	nics, err := adoptSides(cfg, t)
 	if err != nil {
 		s.Abort(err.Error())
@@ -291,7 +297,8 @@ type successor struct {
 	records []connrec.Record
 	table   bool
 	hops    []takeover.NextHop
-	done    bool // DONE was sent: the old process is going
+	keys    []byte // the old process's cookie keys; nil: none came
+	done    bool   // DONE was sent: the old process is going
 }
 
 // importTable loads the records into the balancer before the first frame
@@ -299,6 +306,15 @@ type successor struct {
 // is not in this configuration) is counted (ImportRefused) and logged in
 // sum: that connection is lost, the others carry on.
 func (succ *successor) importTable(bal *nat.Balancer, log *slog.Logger) {
+	// The cookie keys: a cookie ACK the old process's SYN-ACK asked for
+	// checks here. Refused (this process's keys derive from a cluster's
+	// key its predecessor had not, or the old build's encoding differs),
+	// those handshakes fail with bad_cookie and their clients retry.
+	if succ.keys != nil {
+		if err := bal.AdoptCookieKeys(succ.keys); err != nil {
+			log.Warn("takeover: the old tapvs's SYN cookie keys are not used: handshakes it answered and not finished fail", "err", err)
+		}
+	}
 	// The next hops first: the resolver refreshes them within seconds.
 	macs := make(map[netip.Addr][6]byte, len(succ.hops))
 	for _, h := range succ.hops {

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"bytes"
 	"log/slog"
 	"net"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tapvs/tapvs/config"
+	"github.com/tapvs/tapvs/synproxy"
 	"github.com/tapvs/tapvs/takeover"
 )
 
@@ -96,8 +98,8 @@ func TestTakeoverKeepsTAPs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !tk.Table || tk.Records != 0 || len(tk.FDs) != 4 {
-		t.Fatalf("taken: table %v, %d records, %d queues", tk.Table, tk.Records, len(tk.FDs))
+	if !tk.Table || tk.Records != 0 || len(tk.FDs) != 4 || !bytes.Equal(tk.Keys, old.Balancer.CookieKeys()) || len(tk.Keys) != synproxy.KeysLen {
+		t.Fatalf("taken: table %v, %d records, %d queues, %d bytes of cookie keys", tk.Table, tk.Records, len(tk.FDs), len(tk.Keys))
 	}
 	for _, fd := range tk.FDs {
 		unix.Close(fd)
@@ -131,6 +133,7 @@ func TestTakeoverKeepsTAPs(t *testing.T) {
 		t.Fatal("no handover in 10s")
 	}
 	oldCM, oldSM := old.Stack.MACs()
+	oldKeys := old.Balancer.CookieKeys()
 	old.Abandon()
 	oldDone = true
 	var r started
@@ -156,6 +159,11 @@ func TestTakeoverKeepsTAPs(t *testing.T) {
 	}
 	if !kick(t, d) {
 		t.Fatal("the successor reads nothing from the TAP taken over")
+	}
+	// Its SYN cookies are the old one's: a handshake the old one answered
+	// completes here.
+	if !bytes.Equal(d.Balancer.CookieKeys(), oldKeys) {
+		t.Fatal("the successor's SYN cookie keys are not the old tapvs's")
 	}
 	c, err := net.Dial("unix", ctl)
 	if err != nil {

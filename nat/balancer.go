@@ -107,6 +107,14 @@ type Config struct {
 	// from (feed.go, DrainChanges): each of its rings holds this many
 	// changed connections between drains. 0: no feed.
 	SyncFeed int
+
+	// CookieSecret, if set, is the secret SYNPROXY's cookie keys derive
+	// from (synproxy.NewSharedCookies) instead of being drawn at random:
+	// the instances of a cluster that share it each check the cookies the
+	// others made, so a handshake whose SYN-ACK one instance sent
+	// completes on the instance its ACK reaches (a rehash, an instance
+	// gone).
+	CookieSecret []byte
 }
 
 // maxPortTries bounds the search for a free local port on one LIP.
@@ -189,7 +197,7 @@ func New(cfg Config) (*Balancer, error) {
 		cfg.ClientMTU = 1500
 	}
 	b := &Balancer{cfg: cfg, table: newTable(cfg.MaxConns), readers: 1 << bits.Len(uint(cfg.Readers-1)), link: noLink{}}
-	b.sp.init()
+	b.sp.init(cfg.CookieSecret)
 	b.isnKey = newISNKey()
 	b.set.Store(&serviceSet{})
 	b.idx = newAddrIndex()

@@ -53,21 +53,25 @@ func DefaultSynproxy() SynproxyConfig {
 // synproxyState is the balancer's own: the cookie keys, the clock for our
 // timestamps, and the connections waiting for a server's SYN-ACK.
 type synproxyState struct {
-	cookies   *synproxy.Cookies
-	tsEpoch   time.Time
-	tsOffset  uint32
-	mu        sync.Mutex
-	pending   map[*Conn]struct{}
-	lastTick  atomic.Int64
-	lastRotat time.Time
+	cookies  *synproxy.Cookies
+	tsEpoch  time.Time
+	tsOffset uint32
+	mu       sync.Mutex
+	pending  map[*Conn]struct{}
+	lastTick atomic.Int64
 }
 
-func (s *synproxyState) init() {
-	s.cookies = synproxy.NewCookies()
+// init makes the cookie keys: shared by a cluster if secret is set
+// (Config.CookieSecret), drawn at random otherwise.
+func (s *synproxyState) init(secret []byte) {
+	if secret != nil {
+		s.cookies = synproxy.NewSharedCookies(secret)
+	} else {
+		s.cookies = synproxy.NewCookies()
+	}
 	s.tsEpoch = time.Now()
 	s.tsOffset = rand.Uint32()
 	s.pending = map[*Conn]struct{}{}
-	s.lastRotat = time.Now()
 }
 
 // tsNow is the TSval of our SYN-ACKs: a millisecond clock from a random start.
@@ -419,17 +423,19 @@ func (b *Balancer) synproxyFail(c *Conn) {
 }
 
 // synproxyTick retries SYNs to silent servers and gives up on them, every
-// 100ms, and rotates the cookie keys every half hour. What it sends leaves
-// through the Link: no reader is at hand.
+// 100ms, and rotates the cookie keys when they are due (every half hour).
+// What it sends leaves through the Link: no reader is at hand. One caller
+// at a time gets past the clock's check (the swap): two rotating at once
+// would leave the previous keys behind, two retrying would send each SYN
+// twice.
 func (b *Balancer) synproxyTick() {
 	now := b.table.now.Load()
-	if now-b.sp.lastTick.Load() < int64(100*time.Millisecond) {
+	last := b.sp.lastTick.Load()
+	if now-last < int64(100*time.Millisecond) || !b.sp.lastTick.CompareAndSwap(last, now) {
 		return
 	}
-	b.sp.lastTick.Store(now)
-	if time.Since(b.sp.lastRotat) > 30*time.Minute {
+	if b.sp.cookies.Due() {
 		b.sp.cookies.Rotate()
-		b.sp.lastRotat = time.Now()
 	}
 	b.sp.mu.Lock()
 	var due []*Conn
@@ -460,3 +466,13 @@ func macBytes(v uint64) (m [6]byte) {
 	putMAC(m[:], v)
 	return m
 }
+
+// CookieKeys are SYNPROXY's cookie keys for a successor process (tapvs run
+// --takeover); nil when they derive from the cluster's secret
+// (Config.CookieSecret), which the successor has as well.
+func (b *Balancer) CookieKeys() []byte { return b.sp.cookies.Keys() }
+
+// AdoptCookieKeys takes a predecessor's cookie keys (CookieKeys), before
+// the first frame is read, so that the handshakes it answered complete
+// here.
+func (b *Balancer) AdoptCookieKeys(k []byte) error { return b.sp.cookies.AdoptKeys(k) }

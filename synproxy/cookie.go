@@ -13,8 +13,12 @@
 package synproxy
 
 import (
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/binary"
+	"errors"
+	"fmt"
 	"sync/atomic"
 	"time"
 
@@ -65,40 +69,106 @@ type sipKey struct{ k0, k1 uint64 }
 //	cookie = H(s,d,sp,dp,0,k0) + client_isn + (count<<24) +
 //	         ((H(s,d,sp,dp,count,k1) + data) & 0xFFFFFF)
 //
-// with count the minute, H SipHash-2-4 under per-process random keys, and
-// data: bits 12-15 the MSS index, 16-19 the client's window scale (15: none),
-// 20 timestamps, 21 SACK. The low 12 bits of data are zero, so a forged or
-// stale cookie is caught by them as well as by its age.
+// with count the minute, H SipHash-2-4 under keys that change every
+// rotateMinutes, and data: bits 12-15 the MSS index, 16-19 the client's
+// window scale (15: none), 20 timestamps, 21 SACK. The low 12 bits of data
+// are zero, so a forged or stale cookie is caught by them as well as by its
+// age.
+//
+// The keys are drawn at random (NewCookies), or, for a cluster, derived
+// from a secret the instances share (NewSharedCookies): then the instance
+// a client's ACK reaches checks the cookie another made, and a handshake
+// outlives the instance that answered its SYN.
 type Cookies struct {
 	cur, prev atomic.Pointer[keys]
+	made      atomic.Uint32 // the minute the current keys were made
+	shared    []byte        // the cluster's secret; nil: random keys
 	// Minute returns the current minute counter; tests replace it.
 	Minute func() uint32
 }
 
+// rotateMinutes is how long one set of keys makes cookies. A cookie lives
+// maxAge minutes, far less, so the previous keys (which Check still tries)
+// cover every cookie alive at a rotation.
+const rotateMinutes = 30
+
 // NewCookies returns a cookie jar with fresh random keys.
 func NewCookies() *Cookies {
-	c := &Cookies{Minute: func() uint32 { return uint32(time.Now().Unix() / 60) }}
+	c := &Cookies{Minute: wallMinute}
 	c.Rotate()
 	c.prev.Store(c.cur.Load())
 	return c
 }
 
-// Rotate draws new keys. Cookies made under the previous keys stay valid
-// until the next rotation, so rotating more rarely than every maxAge minutes
-// never refuses a live handshake.
+// NewSharedCookies returns a cookie jar whose keys derive from secret and
+// the half hour of the wall clock (HMAC-SHA256 over a label and the
+// period's number): every jar with the same secret makes and checks the
+// same cookies, as long as the clocks agree to within a minute or so (the
+// minute counter is in the cookie already). The secret is not used
+// directly, so the keys reveal nothing of it.
+func NewSharedCookies(secret []byte) *Cookies {
+	c := &Cookies{Minute: wallMinute, shared: append([]byte(nil), secret...)}
+	c.Rotate()
+	return c
+}
+
+func wallMinute() uint32 { return uint32(time.Now().Unix() / 60) }
+
+// Due reports whether the keys are due to rotate: random keys
+// rotateMinutes after they were drawn, shared ones when the wall clock's
+// half hour has changed (at the same moment on every instance).
+func (c *Cookies) Due() bool {
+	now, made := c.Minute(), c.made.Load()
+	if c.shared != nil {
+		return now/rotateMinutes != made/rotateMinutes
+	}
+	return now-made >= rotateMinutes
+}
+
+// Rotate replaces the keys: random keys are drawn anew, shared ones
+// derived for the current half hour. Cookies made under the previous keys
+// stay valid until the next rotation, so rotating no more often than every
+// maxAge minutes never refuses a live handshake.
 func (c *Cookies) Rotate() {
+	now := c.Minute()
+	if c.shared != nil {
+		p := now / rotateMinutes
+		// The previous period's keys too, even at the start: an instance
+		// whose clock is a little behind still makes cookies under them.
+		c.prev.Store(deriveKeys(c.shared, p-1))
+		c.cur.Store(deriveKeys(c.shared, p))
+		c.made.Store(now)
+		return
+	}
 	var b [32]byte
 	if _, err := rand.Read(b[:]); err != nil {
 		panic("synproxy: no randomness for cookie keys: " + err.Error())
 	}
+	if old := c.cur.Load(); old != nil {
+		c.prev.Store(old)
+	}
+	c.cur.Store(keysOf(&b))
+	c.made.Store(now)
+}
+
+// cookieLabel separates the cookie keys' derivation from any other use of
+// the cluster's secret.
+const cookieLabel = "tapvs synproxy cookie keys v1"
+
+// deriveKeys is the keys of period p under secret.
+func deriveKeys(secret []byte, p uint32) *keys {
+	m := hmac.New(sha256.New, secret)
+	m.Write([]byte(cookieLabel))
+	m.Write(binary.BigEndian.AppendUint32(nil, p))
+	return keysOf((*[32]byte)(m.Sum(nil)))
+}
+
+func keysOf(b *[32]byte) *keys {
 	k := &keys{}
 	for i := range k.k {
 		k.k[i] = sipKey{binary.LittleEndian.Uint64(b[16*i:]), binary.LittleEndian.Uint64(b[16*i+8:])}
 	}
-	if old := c.cur.Load(); old != nil {
-		c.prev.Store(old)
-	}
-	c.cur.Store(k)
+	return k
 }
 
 // Flow is what a cookie is bound to: the client's addresses and ports as the
@@ -197,4 +267,42 @@ func (k *keys) check(f *Flow, isn, cookie, count uint32, table []uint16) (Option
 		o.WScale = -1
 	}
 	return o, true
+}
+
+// KeysLen is the length of Keys' encoding.
+const KeysLen = 2*32 + 4
+
+// Keys encodes the jar's random keys (current, previous, the minute they
+// were made) for a successor process (tapvs run --takeover), so that a
+// handshake whose SYN-ACK this process sent completes on the next; nil for
+// shared keys, which the successor derives itself.
+func (c *Cookies) Keys() []byte {
+	if c.shared != nil {
+		return nil
+	}
+	b := make([]byte, 0, KeysLen)
+	for _, k := range [2]*keys{c.cur.Load(), c.prev.Load()} {
+		for _, s := range k.k {
+			b = binary.LittleEndian.AppendUint64(b, s.k0)
+			b = binary.LittleEndian.AppendUint64(b, s.k1)
+		}
+	}
+	return binary.BigEndian.AppendUint32(b, c.made.Load())
+}
+
+// AdoptKeys replaces the jar's random keys with a predecessor's (Keys). A
+// jar with shared keys refuses them: its keys come from the cluster's
+// secret, whatever the predecessor had.
+func (c *Cookies) AdoptKeys(b []byte) error {
+	if c.shared != nil {
+		return errors.New("synproxy: cookie keys derive from the cluster's secret; a predecessor's are not adopted")
+	}
+	if len(b) != KeysLen {
+		return fmt.Errorf("synproxy: cookie keys of %d bytes, want %d", len(b), KeysLen)
+	}
+	cur, prev := keysOf((*[32]byte)(b[:32])), keysOf((*[32]byte)(b[32:64]))
+	c.prev.Store(prev)
+	c.cur.Store(cur)
+	c.made.Store(binary.BigEndian.Uint32(b[64:]))
+	return nil
 }

@@ -72,6 +72,7 @@ type Taken struct {
 	Table    bool
 	Records  int
 	NextHops []NextHop
+	Keys     []byte // the old process's KEYS; nil: none came
 }
 
 // Receive says READY and takes the queues and records (each handed to
@@ -114,6 +115,12 @@ func (s *Session) Receive(record func([]byte) error, maxRecord int) (*Taken, err
 			if err == nil && len(t.NextHops) > MaxNextHops {
 				err = bad("NEXTHOPS: more than %d", MaxNextHops)
 			}
+		case msgKeys:
+			if t.Keys != nil {
+				err = bad("KEYS twice")
+			} else {
+				t.Keys, err = parseKeys(m, s.Version)
+			}
 		case msgEnd:
 			if len(m) != 6 || m[5] > 1 {
 				err = bad("END: %d bytes", len(m))
@@ -124,7 +131,7 @@ func (s *Session) Receive(record func([]byte) error, maxRecord int) (*Taken, err
 				return t, nil
 			}
 		default:
-			err = bad("expected RECORDS, NEXTHOPS or END, got %s", msgName(first(m)))
+			err = bad("expected RECORDS, NEXTHOPS, KEYS or END, got %s", msgName(first(m)))
 		}
 		if err != nil {
 			closeFDs(fds)

@@ -20,12 +20,16 @@ func FuzzMessages(f *testing.F) {
 	f.Add(good[:len(good)-3], 2)
 	f.Add([]byte{msgQueues, 200}, 200)
 	f.Add(append([]byte{msgNextHops}, append(netip.MustParseAddr("::ffff:10.20.1.2").AsSlice(), 2, 0, 0, 0, 0, 1)...), 0)
+	f.Add(append([]byte{msgKeys}, make([]byte, 68)...), 0)
 	f.Fuzz(func(t *testing.T, m []byte, fds int) {
 		if q, err := parseQueues(m, fds); err == nil {
 			back, err := appendQueues(nil, q)
 			if err != nil || !bytes.Equal(back, m) {
 				t.Fatalf("QUEUES %x accepted as %+v, encodes to %x (%v)", m, q, back, err)
 			}
+		}
+		if k, err := parseKeys(m, MaxVersion); err == nil && (len(k) == 0 || len(k) > MaxKeys || !bytes.Equal(append([]byte{msgKeys}, k...), m)) {
+			t.Fatalf("KEYS %x accepted as %x", m, k)
 		}
 		if lo, hi, err := parseHello(m); err == nil && !bytes.Equal(appendHello(nil, lo, hi), m) {
 			t.Fatalf("HELLO %x accepted as %d..%d", m, lo, hi)

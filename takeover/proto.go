@@ -13,6 +13,8 @@
 //	                    with the count descriptors attached (SCM_RIGHTS), in the same order
 //	old → new  RECORDS  (len u16 | record)…                     zero or more messages
 //	old → new  NEXTHOPS (address [16] | mac [6])…               the real servers' next hops; zero or more messages
+//	old → new  KEYS     keys                                     version 2 on: SYNPROXY's cookie keys (at most MaxKeys
+//	                                                             bytes, opaque here); none when they need not travel
 //	old → new  END      records u32 | table u8 (1: the table was exported, 0: this build cannot)
 //	new → old  DONE                                              or ABORT  reason (text)
 //	           (old: exits 0 without its teardown; new: starts the rest once the old one is gone)
@@ -33,10 +35,19 @@ import (
 )
 
 // The protocol versions this build speaks.
+//
+// Version 2 adds KEYS: a successor that got none (version 1) answers the
+// handshakes its predecessor's cookies began with bad_cookie.
 const (
 	MinVersion = 1
-	MaxVersion = 1
+	MaxVersion = 2
 )
+
+// keysVersion is the first version with KEYS.
+const keysVersion = 2
+
+// MaxKeys bounds a KEYS message's body.
+const MaxKeys = 256
 
 // MaxMessage bounds every message either side accepts.
 const MaxMessage = 64 << 10
@@ -59,10 +70,11 @@ const (
 	msgDone
 	msgAbort
 	msgNextHops
+	msgKeys
 )
 
 var msgNames = [...]string{msgHello: "HELLO", msgAccept: "ACCEPT", msgRefuse: "REFUSE", msgReady: "READY",
-	msgQueues: "QUEUES", msgRecords: "RECORDS", msgEnd: "END", msgDone: "DONE", msgAbort: "ABORT", msgNextHops: "NEXTHOPS"}
+	msgQueues: "QUEUES", msgRecords: "RECORDS", msgEnd: "END", msgDone: "DONE", msgAbort: "ABORT", msgNextHops: "NEXTHOPS", msgKeys: "KEYS"}
 
 func msgName(t byte) string {
 	if int(t) < len(msgNames) && msgNames[t] != "" {
@@ -218,4 +230,17 @@ func parseNextHops(m []byte, each func(NextHop)) error {
 		each(NextHop{Addr: a, MAC: [6]byte(b[16:22])})
 	}
 	return nil
+}
+
+// parseKeys decodes KEYS (a copy of its body) in protocol version v.
+func parseKeys(m []byte, v uint16) ([]byte, error) {
+	switch {
+	case len(m) == 0 || m[0] != msgKeys:
+		return nil, bad("expected KEYS, got %s", msgName(first(m)))
+	case v < keysVersion:
+		return nil, bad("KEYS in protocol version %d", v)
+	case len(m) < 2 || len(m)-1 > MaxKeys:
+		return nil, bad("KEYS: %d bytes (1 to %d)", len(m)-1, MaxKeys)
+	}
+	return append([]byte(nil), m[1:]...), nil
 }

@@ -29,6 +29,10 @@ type Source interface {
 	Export(yield func(rec []byte) bool) bool
 	// NextHops calls yield with each real server's resolved next hop.
 	NextHops(yield func(NextHop) bool)
+	// Keys are the secrets the successor needs to finish what this
+	// process began (SYNPROXY's cookie keys), opaque here, at most
+	// MaxKeys bytes; nil: none to send.
+	Keys() []byte
 	// Resume undoes Freeze: the takeover failed and this process serves on.
 	Resume() error
 }
@@ -236,7 +240,7 @@ func (s *Server) session(c *net.UnixConn) bool {
 		s.resume(log)
 		return refuse("cannot hand over: " + err.Error())
 	}
-	sent, err := s.send(cn, qs, devs)
+	sent, err := s.send(cn, version, qs, devs)
 	if err != nil {
 		s.count("aborted")
 		log.Warn("takeover aborted while sending; serving on", "err", err)
@@ -276,9 +280,9 @@ func (s *Server) resume(log *slog.Logger) {
 	}
 }
 
-// send sends QUEUES with the descriptors, the records and END; it returns
-// how many records went.
-func (s *Server) send(cn *conn, qs []Queue, devs []tun.Passer) (int, error) {
+// send sends QUEUES with the descriptors, the records, the next hops, the
+// keys (version 2 on) and END; it returns how many records went.
+func (s *Server) send(cn *conn, version uint16, qs []Queue, devs []tun.Passer) (int, error) {
 	body, err := appendQueues(nil, qs)
 	if err != nil {
 		return 0, err
@@ -318,6 +322,14 @@ func (s *Server) send(cn *conn, qs []Queue, devs []tun.Passer) (int, error) {
 	})
 	if err := hops.flush(); err != nil {
 		return n, err
+	}
+	if k := s.src.Keys(); version >= keysVersion && len(k) > 0 {
+		if len(k) > MaxKeys {
+			return n, fmt.Errorf("keys of %d bytes, at most %d", len(k), MaxKeys)
+		}
+		if err := cn.send(append([]byte{msgKeys}, k...), nil, s.Timeouts.Step); err != nil {
+			return n, err
+		}
 	}
 	end := binary.BigEndian.AppendUint32([]byte{msgEnd}, uint32(n))
 	table := byte(0)

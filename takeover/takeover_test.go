@@ -50,6 +50,7 @@ type fakeSource struct {
 	far       []*os.File // the socketpairs' other ends
 	records   [][]byte
 	hops      []NextHop
+	keys      []byte
 	noTable   bool
 	freezeErr error
 }
@@ -84,6 +85,8 @@ func (s *fakeSource) NextHops(yield func(NextHop) bool) {
 		}
 	}
 }
+
+func (s *fakeSource) Keys() []byte { return s.keys }
 
 func (s *fakeSource) Resume() error {
 	s.mu.Lock()
@@ -144,13 +147,14 @@ func TestTakeoverHandsQueuesAndRecords(t *testing.T) {
 	for i := range 3000 { // several NEXTHOPS messages
 		src.hops = append(src.hops, NextHop{Addr: netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)}), MAC: [6]byte{2, 0, 0, 0, byte(i >> 8), byte(i)}})
 	}
+	src.keys = []byte("the cookie keys")
 	srv, path := listen(t, src)
 	s, err := Dial(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	if s.Version != 1 {
+	if s.Version != 2 {
 		t.Fatalf("version %d", s.Version)
 	}
 	var got [][]byte
@@ -168,6 +172,9 @@ func TestTakeoverHandsQueuesAndRecords(t *testing.T) {
 		if string(got[i]) != string(src.records[i]) {
 			t.Fatalf("record %d: %q, want %q", i, got[i], src.records[i])
 		}
+	}
+	if string(tk.Keys) != string(src.keys) {
+		t.Fatalf("keys %q, want %q", tk.Keys, src.keys)
 	}
 	if len(tk.NextHops) != len(src.hops) {
 		t.Fatalf("%d next hops, want %d", len(tk.NextHops), len(src.hops))
@@ -351,7 +358,7 @@ func TestTakeoverRefusals(t *testing.T) {
 		}
 		return string(buf[1:n])
 	}
-	if r := raw(appendHello(nil, 2, 3)); !strings.Contains(r, "version") || !strings.Contains(r, "1..1") || !strings.Contains(r, "2..3") {
+	if r := raw(appendHello(nil, 3, 4)); !strings.Contains(r, "version") || !strings.Contains(r, "1..2") || !strings.Contains(r, "3..4") {
 		t.Fatalf("version mismatch: %q", r)
 	}
 	if r := raw([]byte("GET / HTTP/1.0\r\n")); !strings.Contains(r, "not a HELLO") {
@@ -527,5 +534,75 @@ func TestTakeoverOtherUIDRefused(t *testing.T) {
 	}
 	if f, _, _ := src.counts(); f != 0 || srv.Ended("refused") != 1 {
 		t.Fatalf("freezes %d, refused %d", f, srv.Ended("refused"))
+	}
+}
+
+// A new process that speaks only version 1 gets no KEYS (it would refuse
+// the message): the old side sends QUEUES, RECORDS, NEXTHOPS and END.
+func TestTakeoverVersion1GetsNoKeys(t *testing.T) {
+	src := newSource(t, 2)
+	src.keys = []byte("the cookie keys")
+	src.records = [][]byte{[]byte("a record")}
+	_, path := listen(t, src)
+	c, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: path, Net: "unixpacket"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	cn := newConn(c)
+	if err := cn.send(appendHello(nil, 1, 1), nil, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	m, _, err := cn.recv(time.Second, 0)
+	if err != nil || first(m) != msgAccept || binary.BigEndian.Uint16(m[1:]) != 1 {
+		t.Fatalf("ACCEPT: %x, %v; want version 1", m, err)
+	}
+	if err := cn.send([]byte{msgReady}, nil, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for range 10 {
+		m, fds, err := cn.recv(time.Second, MaxQueues)
+		closeFDs(fds)
+		if err != nil {
+			t.Fatalf("after %v: %v", got, err)
+		}
+		got = append(got, msgName(first(m)))
+		if first(m) == msgEnd {
+			break
+		}
+	}
+	if strings.Join(got, " ") != "QUEUES RECORDS END" {
+		t.Fatalf("version 1 got %v, want QUEUES RECORDS END", got)
+	}
+	cn.send([]byte{msgAbort}, nil, time.Second)
+}
+
+// KEYS is refused in version 1, empty or past MaxKeys; its body is copied.
+func TestParseKeys(t *testing.T) {
+	m := append([]byte{msgKeys}, "keys"...)
+	k, err := parseKeys(m, 2)
+	if err != nil || string(k) != "keys" {
+		t.Fatalf("%q, %v", k, err)
+	}
+	m[1] = 'K'
+	if string(k) != "keys" {
+		t.Fatal("the keys alias the message")
+	}
+	for name, tc := range map[string]struct {
+		m []byte
+		v uint16
+	}{
+		"version 1": {m, 1},
+		"empty":     {[]byte{msgKeys}, 2},
+		"too long":  {append([]byte{msgKeys}, make([]byte, MaxKeys+1)...), 2},
+		"not KEYS":  {[]byte{msgEnd, 1}, 2},
+	} {
+		if _, err := parseKeys(tc.m, tc.v); !errors.Is(err, ErrBadMessage) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	if _, err := parseKeys(append([]byte{msgKeys}, make([]byte, MaxKeys)...), 2); err != nil {
+		t.Errorf("MaxKeys bytes: %v", err)
 	}
 }
