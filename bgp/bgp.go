@@ -219,7 +219,7 @@ func (s *Speaker) apiPeer(p Peer) *api.Peer {
 	}
 	return &api.Peer{
 		GracefulRestart: restart,
-		Conf: &api.PeerConf{NeighborAddress: p.Address.String(), PeerAsn: p.ASN, AuthPassword: p.Password},
+		Conf:            &api.PeerConf{NeighborAddress: p.Address.String(), PeerAsn: p.ASN, AuthPassword: p.Password},
 		Timers: &api.Timers{Config: &api.TimersConfig{
 			HoldTime: seconds(s.cfg.HoldTime), KeepaliveInterval: seconds(s.cfg.Keepalive),
 			ConnectRetry: seconds(s.cfg.ConnectRetry),

@@ -14,20 +14,20 @@ import (
 
 // rawBGP mirrors the bgp: section. Absent, tapvs announces nothing.
 type rawBGP struct {
-	ASN          int64       `mapstructure:"asn"`
-	RouterID     string      `mapstructure:"router_id"`
-	HoldTime     string      `mapstructure:"hold_time"`
-	Keepalive    string      `mapstructure:"keepalive"`
-	ConnectRetry string      `mapstructure:"connect_retry"`
+	ASN          int64  `mapstructure:"asn"`
+	RouterID     string `mapstructure:"router_id"`
+	HoldTime     string `mapstructure:"hold_time"`
+	Keepalive    string `mapstructure:"keepalive"`
+	ConnectRetry string `mapstructure:"connect_retry"`
 	// GracefulRestart is RFC 4724's restart time: "" or 0 for off.
-	GracefulRestart string `mapstructure:"graceful_restart"`
-	NextHop      string      `mapstructure:"next_hop"`
-	NextHop6     string      `mapstructure:"next_hop6"`
-	Communities  []string    `mapstructure:"communities"`
-	MED          *int64      `mapstructure:"med"`
-	AnnounceLIPs *bool       `mapstructure:"announce_lips"`
-	BackupLIPs   []rawBackup `mapstructure:"backup_lips"`
-	Peers        []rawPeer   `mapstructure:"peers"`
+	GracefulRestart string      `mapstructure:"graceful_restart"`
+	NextHop         string      `mapstructure:"next_hop"`
+	NextHop6        string      `mapstructure:"next_hop6"`
+	Communities     []string    `mapstructure:"communities"`
+	MED             *int64      `mapstructure:"med"`
+	AnnounceLIPs    *bool       `mapstructure:"announce_lips"`
+	BackupLIPs      []rawBackup `mapstructure:"backup_lips"`
+	Peers           []rawPeer   `mapstructure:"peers"`
 }
 
 // rawBackup is one of bgp.backup_lips: another instance's LIP and this
