@@ -39,6 +39,18 @@ type Config struct {
 	// smaller hold time of the two sides); ConnectRetry is how long an
 	// unanswered or refused session waits before the next attempt.
 	HoldTime, Keepalive, ConnectRetry time.Duration
+	// GracefulRestart, if set, is the Restart Time (RFC 4724) every peer
+	// is offered: a session that ends without a notification (Leave, and
+	// also a crash) leaves this speaker's routes at the router, stale, up
+	// to this long, until a new session replaces them.
+	GracefulRestart time.Duration
+	// Restarting says this speaker replaces one that left its routes
+	// stale (a takeover's successor): its OPEN sets the Restart State and
+	// Forwarding State bits, so that a router keeps them until this
+	// speaker's End-of-RIB, and it announces once it has every peer's
+	// End-of-RIB (at most restartDeferral later). Only with
+	// GracefulRestart.
+	Restarting bool
 	// NextHop and NextHop6, if set, are the next hop of announced IPv4 and
 	// IPv6 routes; unset, each peer is told the session's own address
 	// (next-hop self), which is what a router one hop away needs.
@@ -188,12 +200,26 @@ func (s *Speaker) apiPeer(p Peer) *api.Peer {
 	if p.LocalAddress.IsValid() {
 		t.LocalAddress = p.LocalAddress.String()
 	}
-	families := []*api.AfiSafi{family(api.Family_AFI_IP)}
+	gr := s.cfg.GracefulRestart > 0
+	families := []*api.AfiSafi{family(api.Family_AFI_IP, gr)}
 	if p.Address.Is6() || s.cfg.NextHop6.IsValid() {
-		families = append(families, family(api.Family_AFI_IP6))
+		families = append(families, family(api.Family_AFI_IP6, gr))
+	}
+	var restart *api.GracefulRestart
+	if gr {
+		restart = &api.GracefulRestart{
+			Enabled: true, RestartTime: uint32(seconds(s.cfg.GracefulRestart)),
+			// A successor's OPEN carries the Restart State bit and, per
+			// family, the Forwarding State bit (GoBGP sets it while
+			// restarting): the router keeps the stale routes until this
+			// speaker's End-of-RIB instead of dropping them at the OPEN.
+			LocalRestarting: s.cfg.Restarting,
+			DeferralTime:    uint32(seconds(restartDeferral)),
+		}
 	}
 	return &api.Peer{
-		Conf: &api.PeerConf{NeighborAddress: p.Address.String(), PeerAsn: p.ASN, AuthPassword: p.Password},
+		GracefulRestart: restart,
+		Conf:            &api.PeerConf{NeighborAddress: p.Address.String(), PeerAsn: p.ASN, AuthPassword: p.Password},
 		Timers: &api.Timers{Config: &api.TimersConfig{
 			HoldTime: seconds(s.cfg.HoldTime), KeepaliveInterval: seconds(s.cfg.Keepalive),
 			ConnectRetry: seconds(s.cfg.ConnectRetry),
@@ -207,9 +233,21 @@ func (s *Speaker) apiPeer(p Peer) *api.Peer {
 	}
 }
 
-func family(afi api.Family_Afi) *api.AfiSafi {
-	return &api.AfiSafi{Config: &api.AfiSafiConfig{Family: &api.Family{Afi: afi, Safi: api.Family_SAFI_UNICAST}, Enabled: true}}
+func family(afi api.Family_Afi, gr bool) *api.AfiSafi {
+	f := &api.AfiSafi{Config: &api.AfiSafiConfig{Family: &api.Family{Afi: afi, Safi: api.Family_SAFI_UNICAST}, Enabled: true}}
+	if gr {
+		f.MpGracefulRestart = &api.MpGracefulRestart{Config: &api.MpGracefulRestartConfig{Enabled: true}}
+	}
+	return f
 }
+
+// restartDeferral bounds how long a restarting speaker (Config.Restarting)
+// waits for its peers' End-of-RIB before it announces (RFC 4724's
+// Selection_Deferral_Timer; GoBGP's default is 6 minutes): a router sends
+// its End-of-RIB within milliseconds of the session, and one that is down
+// must not hold the announcement for long (the stale routes it would
+// replace point here anyway).
+const restartDeferral = 5 * time.Second
 
 // seconds rounds d up to whole seconds, BGP's unit for timers.
 func seconds(d time.Duration) uint64 { return uint64((d + time.Second - 1) / time.Second) }
@@ -418,6 +456,9 @@ func (s *Speaker) Reconfigure(next Config) (kept, added, removed []netip.Addr, e
 		return nil, nil, nil, fmt.Errorf("bgp: asn and router_id change only with a restart (running: %d %s)", prev.ASN, prev.RouterID)
 	}
 	global := !sameGlobal(prev, next)
+	// A restart is over once running: peers added from now on open as
+	// any speaker does.
+	next.Restarting = false
 	s.cfg = next
 	var errs []error
 	if global {
@@ -477,7 +518,7 @@ func (s *Speaker) Reconfigure(next Config) (kept, added, removed []netip.Addr, e
 // sameGlobal reports whether a and b agree on everything that is not a
 // peer's own.
 func sameGlobal(a, b Config) bool {
-	return a.HoldTime == b.HoldTime && a.Keepalive == b.Keepalive && a.ConnectRetry == b.ConnectRetry &&
+	return a.HoldTime == b.HoldTime && a.Keepalive == b.Keepalive && a.ConnectRetry == b.ConnectRetry && a.GracefulRestart == b.GracefulRestart &&
 		a.NextHop == b.NextHop && a.NextHop6 == b.NextHop6 && slices.Equal(a.Communities, b.Communities) &&
 		a.MED == b.MED && a.HasMED == b.HasMED && (len(a.BackupLIPs) > 0) == (len(b.BackupLIPs) > 0)
 }
@@ -487,6 +528,29 @@ func (s *Speaker) Config() Config {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.cfg
+}
+
+// Leave stops the speaker for a successor (tapvs run --takeover) with
+// graceful restart (Config.GracefulRestart): nothing is withdrawn and the
+// sessions close without a notification, so that the routers keep the
+// routes, stale, until the successor's sessions replace them. Without
+// graceful restart it is Close.
+func (s *Speaker) Leave() {
+	if s.Config().GracefulRestart == 0 {
+		s.Close()
+		return
+	}
+	if s.closed.Swap(true) {
+		return
+	}
+	s.cancelWatch()
+	if err := s.srv.StopBgp(context.Background(), &api.StopBgpRequest{AllowGracefulRestart: true}); err != nil {
+		s.log.Warn("bgp: stop for a successor", "err", err)
+	}
+	s.mu.Lock()
+	n := len(s.routes)
+	s.mu.Unlock()
+	s.log.Info("bgp: speaker left its routes to a successor (graceful restart)", "routes", n)
 }
 
 // Close withdraws every route, closes the sessions (a Cease notification,

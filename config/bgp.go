@@ -14,18 +14,20 @@ import (
 
 // rawBGP mirrors the bgp: section. Absent, tapvs announces nothing.
 type rawBGP struct {
-	ASN          int64       `mapstructure:"asn"`
-	RouterID     string      `mapstructure:"router_id"`
-	HoldTime     string      `mapstructure:"hold_time"`
-	Keepalive    string      `mapstructure:"keepalive"`
-	ConnectRetry string      `mapstructure:"connect_retry"`
-	NextHop      string      `mapstructure:"next_hop"`
-	NextHop6     string      `mapstructure:"next_hop6"`
-	Communities  []string    `mapstructure:"communities"`
-	MED          *int64      `mapstructure:"med"`
-	AnnounceLIPs *bool       `mapstructure:"announce_lips"`
-	BackupLIPs   []rawBackup `mapstructure:"backup_lips"`
-	Peers        []rawPeer   `mapstructure:"peers"`
+	ASN          int64  `mapstructure:"asn"`
+	RouterID     string `mapstructure:"router_id"`
+	HoldTime     string `mapstructure:"hold_time"`
+	Keepalive    string `mapstructure:"keepalive"`
+	ConnectRetry string `mapstructure:"connect_retry"`
+	// GracefulRestart is RFC 4724's restart time: "" or 0 for off.
+	GracefulRestart string      `mapstructure:"graceful_restart"`
+	NextHop         string      `mapstructure:"next_hop"`
+	NextHop6        string      `mapstructure:"next_hop6"`
+	Communities     []string    `mapstructure:"communities"`
+	MED             *int64      `mapstructure:"med"`
+	AnnounceLIPs    *bool       `mapstructure:"announce_lips"`
+	BackupLIPs      []rawBackup `mapstructure:"backup_lips"`
+	Peers           []rawPeer   `mapstructure:"peers"`
 }
 
 // rawBackup is one of bgp.backup_lips: another instance's LIP and this
@@ -70,6 +72,8 @@ var (
 	holdRange      = span{3 * time.Second, 65535 * time.Second, ""}
 	keepaliveRange = span{time.Second, 21845 * time.Second, ""}
 	retryBGPRange  = span{time.Second, time.Hour, ""}
+	// RFC 4724's Restart Time is 12 bits of seconds.
+	restartRange = span{time.Second, 4095 * time.Second, ""}
 )
 
 // readBGP reads the bgp: section (nil when absent) onto DefaultBGP.
@@ -91,6 +95,9 @@ func readBGP(e *errs, r *rawBGP) *bgp.Config {
 	c.HoldTime = bgpTimer(e, f+".hold_time", r.HoldTime, c.HoldTime, holdRange)
 	c.Keepalive = bgpTimer(e, f+".keepalive", r.Keepalive, c.HoldTime/3, keepaliveRange)
 	c.ConnectRetry = bgpTimer(e, f+".connect_retry", r.ConnectRetry, c.ConnectRetry, retryBGPRange)
+	if d, err := time.ParseDuration(r.GracefulRestart); r.GracefulRestart != "" && (err != nil || d != 0) {
+		c.GracefulRestart = bgpTimer(e, f+".graceful_restart", r.GracefulRestart, 0, restartRange)
+	}
 	c.NextHop = readNextHop(e, f+".next_hop", r.NextHop, true)
 	c.NextHop6 = readNextHop(e, f+".next_hop6", r.NextHop6, false)
 	if len(r.Communities) > maxCommunities {
@@ -201,6 +208,9 @@ func checkBGP(e *errs, c *bgp.Config) {
 		e.add(f+".keepalive", "%s is more than a third of hold_time %s: a single lost keepalive would end the session", c.Keepalive, c.HoldTime)
 	}
 	retryBGPRange.checkWhole(e, f+".connect_retry", c.ConnectRetry)
+	if c.GracefulRestart != 0 {
+		restartRange.checkWhole(e, f+".graceful_restart", c.GracefulRestart)
+	}
 	checkNextHop(e, f+".next_hop", c.NextHop, true)
 	checkNextHop(e, f+".next_hop6", c.NextHop6, false)
 	if len(c.Communities) > maxCommunities {

@@ -27,7 +27,7 @@ func TestBGPDefaults(t *testing.T) {
 	}
 	b := c.BGP
 	if b == nil || b.ASN != 65001 || b.RouterID != netip.MustParseAddr("10.1.1.2") || b.HoldTime != 9*time.Second ||
-		b.Keepalive != 3*time.Second || b.ConnectRetry != 5*time.Second || !b.AnnounceLIPs || b.HasMED ||
+		b.Keepalive != 3*time.Second || b.ConnectRetry != 5*time.Second || !b.AnnounceLIPs || b.HasMED || b.GracefulRestart != 0 || b.Restarting ||
 		len(b.Peers) != 1 || b.Peers[0].Port != 179 || b.Peers[0].ASN != 65000 {
 		t.Fatalf("bgp %+v", b)
 	}
@@ -40,6 +40,7 @@ func TestBGPValues(t *testing.T) {
 	c, err := Parse(strings.Replace(validBGP, "  peers:", `  hold_time: 30s
   keepalive: 10s
   connect_retry: 2s
+  graceful_restart: 120s
   next_hop: 10.1.1.3
   next_hop6: fd00::3
   communities: ["65001:100", "0:65535"]
@@ -51,7 +52,7 @@ func TestBGPValues(t *testing.T) {
 		t.Fatal(err)
 	}
 	b := c.BGP
-	if b.HoldTime != 30*time.Second || b.Keepalive != 10*time.Second || b.ConnectRetry != 2*time.Second ||
+	if b.HoldTime != 30*time.Second || b.Keepalive != 10*time.Second || b.ConnectRetry != 2*time.Second || b.GracefulRestart != 120*time.Second ||
 		b.NextHop.String() != "10.1.1.3" || b.NextHop6.String() != "fd00::3" || len(b.Communities) != 2 ||
 		b.Communities[0] != 65001<<16|100 || b.Communities[1] != 65535 || !b.HasMED || b.MED != 1<<32-1 || b.AnnounceLIPs ||
 		len(b.Peers) != 2 || b.Peers[1].ASN != 65000 || b.Peers[0].Port != 1179 || b.Peers[0].Password != "s3cret" ||
@@ -94,6 +95,9 @@ func TestBGPLimitsAccepted(t *testing.T) {
 		"hold max":    {"router_id: 10.1.1.2", "router_id: 10.1.1.2\n  hold_time: 65535s\n  keepalive: 21845s"},
 		"keepalive":   {"router_id: 10.1.1.2", "router_id: 10.1.1.2\n  keepalive: 3s"},
 		"retry":       {"router_id: 10.1.1.2", "router_id: 10.1.1.2\n  connect_retry: 1h"},
+		"gr min":      {"router_id: 10.1.1.2", "router_id: 10.1.1.2\n  graceful_restart: 1s"},
+		"gr max":      {"router_id: 10.1.1.2", "router_id: 10.1.1.2\n  graceful_restart: 4095s"},
+		"gr off":      {"router_id: 10.1.1.2", "router_id: 10.1.1.2\n  graceful_restart: 0s"},
 		"med 0":       {"router_id: 10.1.1.2", "router_id: 10.1.1.2\n  med: 0"},
 		"64 peers":    {peer, strings.Join(peers, "\n")},
 		"32 comms":    {"router_id: 10.1.1.2", "router_id: 10.1.1.2\n  communities: [" + strings.Join(comms, ", ") + "]"},
@@ -124,6 +128,9 @@ func TestBGPErrorsNameTheField(t *testing.T) {
 		"hold frac":     {"router_id: 10.1.1.2", "router_id: 10.1.1.2\n  hold_time: 3.5s", `bgp.hold_time: "3.5s" is not whole seconds`},
 		"keepalive":     {"router_id: 10.1.1.2", "router_id: 10.1.1.2\n  keepalive: 4s", "bgp.keepalive: 4s is more than a third of hold_time 9s"},
 		"retry":         {"router_id: 10.1.1.2", "router_id: 10.1.1.2\n  connect_retry: 0s", `bgp.connect_retry: "0s" is not whole seconds`},
+		"gr big":        {"router_id: 10.1.1.2", "router_id: 10.1.1.2\n  graceful_restart: 4096s", `bgp.graceful_restart: "4096s" is not whole seconds from 1s to 1h8m15s`},
+		"gr frac":       {"router_id: 10.1.1.2", "router_id: 10.1.1.2\n  graceful_restart: 1.5s", `bgp.graceful_restart: "1.5s" is not whole seconds`},
+		"gr text":       {"router_id: 10.1.1.2", "router_id: 10.1.1.2\n  graceful_restart: soon", `bgp.graceful_restart: "soon" is not whole seconds`},
 		"next hop":      {"router_id: 10.1.1.2", "router_id: 10.1.1.2\n  next_hop: fd00::1", `bgp.next_hop: "fd00::1" is not a unicast IPv4 address`},
 		"next hop6":     {"router_id: 10.1.1.2", "router_id: 10.1.1.2\n  next_hop6: 10.0.0.1", `bgp.next_hop6: "10.0.0.1" is not a unicast IPv6 address`},
 		"community":     {"router_id: 10.1.1.2", "router_id: 10.1.1.2\n  communities: [\"65001:100\", \"65536:1\"]", `bgp.communities[1]: "65536:1" is not a community`},

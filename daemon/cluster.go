@@ -54,11 +54,15 @@ type cluster struct {
 }
 
 // newCluster starts the speaker if cfg has a bgp: section; the announcer
-// runs until d.stop.
-func newCluster(d *Daemon, cfg *config.Config) (*cluster, error) {
+// runs until d.stop. A successor (tapvs run --takeover) restarts its
+// predecessor's sessions: with graceful restart the routers kept the
+// routes for it.
+func newCluster(d *Daemon, cfg *config.Config, successor bool) (*cluster, error) {
 	c := &cluster{d: d, kick: make(chan struct{}, 1), vips: map[netip.Prefix]bool{}, settle: drainSettle, routeErr: "<nil>"}
 	if cfg.BGP != nil {
-		s, err := bgp.Start(*cfg.BGP, d.log)
+		bc := *cfg.BGP
+		bc.Restarting = successor && bc.GracefulRestart > 0
+		s, err := bgp.Start(bc, d.log)
 		if err != nil {
 			return nil, err
 		}
@@ -240,6 +244,15 @@ func (c *cluster) poke() {
 func (c *cluster) withdraw() {
 	if s := c.speaker.Swap(nil); s != nil {
 		s.Close()
+	}
+}
+
+// leave stops the speaker for a successor: with graceful restart the
+// routes stay at the routers (bgp.Speaker.Leave), without it they are
+// withdrawn as on shutdown.
+func (c *cluster) leave() {
+	if s := c.speaker.Swap(nil); s != nil {
+		s.Leave()
 	}
 }
 

@@ -60,7 +60,7 @@ func newClusterRigFrom(t *testing.T, r *bgptest.Router, text string) *clusterRig
 	}
 	d := &Daemon{Balancer: bal, log: slog.New(slog.DiscardHandler), stop: make(chan struct{})}
 	d.cfg.Store(cfg)
-	c, err := newCluster(d, cfg)
+	c, err := newCluster(d, cfg, false)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -173,7 +173,7 @@ func start(cfg *config.Config, log *slog.Logger, nics [2]netstack.NICConfig, suc
 	d.Manager.SetHealth(d.healthViews)
 	// The speaker starts after the services and their health checks: its
 	// first announcement is of what can serve, never of a VIP that cannot.
-	if d.cluster, err = newCluster(d, cfg); err != nil {
+	if d.cluster, err = newCluster(d, cfg, succ != nil); err != nil {
 		d.Close()
 		return nil, err
 	}
@@ -380,8 +380,11 @@ func (d *Daemon) shutdown(teardown bool) {
 		// The routers first: the VIPs and LIPs are withdrawn while this
 		// instance still answers, so that nothing is sent here after the
 		// TAPs close.
-		if d.cluster != nil {
+		switch {
+		case d.cluster != nil && teardown:
 			d.cluster.withdraw()
+		case d.cluster != nil:
+			d.cluster.leave() // a successor's sessions replace these
 		}
 		if d.control != nil {
 			d.control.Close()

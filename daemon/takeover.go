@@ -179,9 +179,10 @@ func (d *Daemon) HandedOver() <-chan struct{} {
 // the BGP session, the handoff socket) and closes its copies of the TAP
 // queues, but none of Close's teardown of what now is the successor's: the
 // TAPs stay (the successor holds them), as do the host routes and the
-// nftables tables. BGP cannot be handed over (GoBGP opens its own
-// sessions): the speaker stops here (its routes are withdrawn with the
-// session) and the successor's session comes up after, so a router sends
+// nftables tables. BGP sessions cannot be handed over (GoBGP opens its
+// own): the speaker stops here and the successor's sessions come up after.
+// With bgp.graceful_restart the routes stay at the routers in between
+// (bgp.Speaker.Leave); without, they are withdrawn, and a router sends
 // nothing to this instance for the few seconds in between.
 func (d *Daemon) Abandon() { d.shutdown(false) }
 

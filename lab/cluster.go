@@ -90,6 +90,9 @@ type Cluster struct {
 	// BulkPort when 0, ClusterSynproxyBulkPort for the same transfers
 	// behind SYNPROXY (a service only a Sync cluster has).
 	FlowPort uint16
+	// GracefulRestart, if set, is each instance's bgp.graceful_restart:
+	// a takeover (Instance.Takeover) leaves its routes at the router.
+	GracefulRestart time.Duration
 
 	Client, RouterNS string
 	RS               [2]string
@@ -419,6 +422,9 @@ func (c *Cluster) config(n int, extra string) string {
 	bgp := ""
 	if c.Router != RouterStatic {
 		bgp = ClusterBGP(n, c.Instances)
+		if c.GracefulRestart > 0 {
+			bgp = strings.Replace(bgp, "bgp:\n", fmt.Sprintf("bgp:\n  graceful_restart: %ds\n", int(c.GracefulRestart/time.Second)), 1)
+		}
 	}
 	if !c.NoHandoff && c.Instances > 1 {
 		bgp += ClusterHandoff(n, c.Instances)
@@ -494,11 +500,17 @@ func (in *Instance) Start() error {
 	if in.cmd != nil && !in.Exited() {
 		return fmt.Errorf("instance t%d is running", in.N)
 	}
+	return in.spawn()
+}
+
+// spawn starts `tapvs run` with the instance's file and args; in.cmd and
+// in.done become the new process's.
+func (in *Instance) spawn(args ...string) error {
 	f, err := os.OpenFile(in.Log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command("ip", "netns", "exec", in.NS, in.bin, "run", "-c", in.Config, "--rootless", "never")
+	cmd := exec.Command("ip", append([]string{"netns", "exec", in.NS, in.bin, "run", "-c", in.Config, "--rootless", "never"}, args...)...)
 	// A lab whose process is killed leaves no tapvs behind.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	var w io.Writer = f
@@ -510,11 +522,12 @@ func (in *Instance) Start() error {
 		f.Close()
 		return fmt.Errorf("instance t%d: %w", in.N, err)
 	}
-	in.cmd, in.done = cmd, make(chan struct{})
+	done := make(chan struct{}) // this process's: a takeover's successor gets its own
+	in.cmd, in.done = cmd, done
 	go func() {
 		cmd.Wait()
 		f.Close()
-		close(in.done)
+		close(done)
 	}()
 	return nil
 }
@@ -1076,6 +1089,7 @@ type BGPPath struct {
 	Instance int
 	MED      int64
 	Best     bool
+	Stale    bool // kept for a peer restarting gracefully (FRR's table only)
 }
 
 // BGPPaths returns the paths the router's BGP table holds for dst/32
@@ -1103,6 +1117,7 @@ func (c *Cluster) BGPPaths(dst netip.Addr) ([]BGPPath, error) {
 			Peer struct {
 				PeerID string `json:"peerId"`
 			} `json:"peer"`
+			Stale bool `json:"stale"`
 		} `json:"paths"`
 	}
 	if err := json.Unmarshal(out, &r); err != nil {
@@ -1111,7 +1126,7 @@ func (c *Cluster) BGPPaths(dst netip.Addr) ([]BGPPath, error) {
 	var paths []BGPPath
 	for _, q := range r.Paths {
 		a, _ := netip.ParseAddr(q.Peer.PeerID)
-		paths = append(paths, BGPPath{Instance: InstanceOf(a), MED: q.Metric, Best: q.Bestpath.Overall})
+		paths = append(paths, BGPPath{Instance: InstanceOf(a), MED: q.Metric, Best: q.Bestpath.Overall, Stale: q.Stale})
 	}
 	slices.SortFunc(paths, func(a, b BGPPath) int { return a.Instance - b.Instance })
 	return paths, nil

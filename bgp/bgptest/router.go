@@ -50,6 +50,20 @@ func FreePort(t testing.TB) uint16 {
 // when the test ends.
 func Start(t testing.TB, peerASN uint32, password string) *Router {
 	t.Helper()
+	return start(t, peerASN, password, false)
+}
+
+// StartHelper is Start with the router a graceful restart helper (RFC
+// 4724's Receiving Speaker, as FRR and BIRD are by default): a session
+// that ends without a notification leaves the speaker's routes, stale,
+// until its next session's End-of-RIB or the restart time.
+func StartHelper(t testing.TB, peerASN uint32) *Router {
+	t.Helper()
+	return start(t, peerASN, "", true)
+}
+
+func start(t testing.TB, peerASN uint32, password string, helper bool) *Router {
+	t.Helper()
 	port := FreePort(t)
 	srv := server.NewBgpServer(server.LoggerOption(slog.New(slog.NewTextHandler(io.Discard, nil)), new(slog.LevelVar)))
 	go srv.Serve()
@@ -58,12 +72,19 @@ func Start(t testing.TB, peerASN uint32, password string) *Router {
 	}}); err != nil {
 		t.Fatal(err)
 	}
-	if err := srv.AddPeer(context.Background(), &api.AddPeerRequest{Peer: &api.Peer{
+	p := &api.Peer{
 		Conf:      &api.PeerConf{NeighborAddress: SpeakerAddr.String(), PeerAsn: peerASN, AuthPassword: password},
 		Transport: &api.Transport{PassiveMode: true},
 		Timers:    &api.Timers{Config: &api.TimersConfig{HoldTime: 9, KeepaliveInterval: 3}},
 		AfiSafis:  []*api.AfiSafi{family(api.Family_AFI_IP), family(api.Family_AFI_IP6)},
-	}}); err != nil {
+	}
+	if helper {
+		p.GracefulRestart = &api.GracefulRestart{Enabled: true, HelperOnly: true, RestartTime: 120}
+		for _, f := range p.AfiSafis {
+			f.MpGracefulRestart = &api.MpGracefulRestart{Config: &api.MpGracefulRestartConfig{Enabled: true}}
+		}
+	}
+	if err := srv.AddPeer(context.Background(), &api.AddPeerRequest{Peer: p}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
@@ -131,6 +152,40 @@ func (r *Router) WaitLearned(t testing.TB, want map[netip.Prefix]netip.Addr) {
 		}
 	}
 	t.Fatalf("router holds %v, want %v", got, want)
+}
+
+// Established reports whether the speaker's session is up.
+func (r *Router) Established(t testing.TB) bool {
+	t.Helper()
+	up := false
+	err := r.Srv.ListPeer(context.Background(), &api.ListPeerRequest{Address: SpeakerAddr.String()}, func(p *api.Peer) {
+		up = p.State != nil && p.State.SessionState == api.PeerState_SESSION_STATE_ESTABLISHED
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return up
+}
+
+// RemoteGR is the graceful restart capability of the speaker's last OPEN
+// (nil: it offered none).
+func (r *Router) RemoteGR(t testing.TB) *api.GracefulRestartCapability {
+	t.Helper()
+	var gr *api.GracefulRestartCapability
+	err := r.Srv.ListPeer(context.Background(), &api.ListPeerRequest{Address: SpeakerAddr.String()}, func(p *api.Peer) {
+		if p.State == nil {
+			return
+		}
+		for _, c := range p.State.RemoteCap {
+			if g := c.GetGracefulRestart(); g != nil {
+				gr = g
+			}
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return gr
 }
 
 // Add announces a route of the router's own (what a speaker must refuse).
