@@ -290,8 +290,10 @@ func (s *Syncer) Queue(rec []byte) {
 	}
 	s.cur.b = append(s.cur.b, rec...)
 	s.cur.count++
-	s.qmu.Unlock()
+	// Counted before the lock goes: the ticker may send the record at
+	// once, and a peer's applying it must never run ahead of the count.
 	s.queued.Add(1)
+	s.qmu.Unlock()
 }
 
 func (s *Syncer) ticker() {

@@ -134,6 +134,7 @@ type Balancer struct {
 	retiredSvcs []*Service            // services deleted while connections still use them; under mu
 	clientHop   atomic.Uint64         // the client side's next hop new connections last came from (toClient)
 	feed        *changeFeed           // connection sync's change feed; nil without (Config.SyncFeed)
+	tombs       tombs                 // peers' tombstones, lest a late open record revive a connection; under mu
 	backupLAs   map[addr16]*LocalAddr // the backup LIPs ImportConn bound shadows to; kept, under mu
 	backups     map[addr16]bool       // other instances' LIPs answered for here (SetBackupLIPs), replaced whole, never written; under mu
 	idx         *addrIndex            // the addresses of the published services (tx.go); under mu

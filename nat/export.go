@@ -167,13 +167,23 @@ func (b *Balancer) importConn(r *connrec.Record) (ImportReason, error) {
 		return refuse(ImportInvalid, err)
 	}
 	proto := Protocol(r.Proto)
-	in := tupleKey{src: r.Client, dst: r.VIP, sport: r.CPort, dport: r.VPort, proto: proto}
-	out := tupleKey{src: r.Server, dst: r.LIP, sport: r.RPort, dport: r.LPort, proto: proto}
+	id := idOf(r)
+	in, out := id.in, id.out
+	now := b.table.now.Load()
 	if c := b.table.lookup(&in); c != nil {
-		return b.importOver(c, r, &out)
+		reason, err := b.importOver(c, r, &out)
+		if err == nil && r.Kind == connrec.KindClosed {
+			b.tombs.add(id, r.Version, now)
+		}
+		return reason, err
 	}
 	if r.Kind == connrec.KindClosed {
-		return 0, nil // nothing here to close
+		// Nothing here to close: its open record may yet come, late.
+		b.tombs.add(id, r.Version, now)
+		return 0, nil
+	}
+	if b.tombs.buries(id, r.Version, now) {
+		return refuse(ImportStale, nil) // it ended already
 	}
 	svc := b.set.Load().service(svcKey{addr: r.VIP, port: r.VPort, proto: proto})
 	if svc == nil {

@@ -64,7 +64,7 @@ const (
 	ImportUnknownService                     // no service here on its VIP:port and protocol
 	ImportUnknownDest                        // its real server is not one of that service's (weight 0 still counts)
 	ImportUnknownLIP                         // its LIP is not one of that service's, or its port is outside this balancer's local port range
-	ImportStale                              // an entry of the same connection with a newer or equal version is here already
+	ImportStale                              // an entry of the same connection with a newer or equal version is here already, or its tombstone came (nat/tombs.go)
 	ImportTableFull                          // the connection table is at its limit
 	ImportConflict                           // its reply tuple (real server to LIP:lport) or port is held by another connection
 	numImportReasons
