@@ -41,8 +41,9 @@ func syncedKill(t *testing.T, port uint16, flows int, shape lab.FlowShape) {
 	if _, err := c.WaitNextHops(ctx, lab.VIP, 1, 2, 3); err != nil {
 		t.Fatalf("%v\n%s", err, c.RouterState())
 	}
-	const victim = 2
-	survivors := []int{1, 3}
+	// The victim is the first of the router's next hops: ECMP moves some
+	// of the survivors' flows between them too.
+	victim, survivors := firstHop(t, c)
 	before := map[int]uint64{}
 	for _, n := range survivors {
 		v, err := c.Inst[n-1].Drops("backup_lip_no_conn")
@@ -95,6 +96,17 @@ func syncedKill(t *testing.T, port uint16, flows int, shape lab.FlowShape) {
 			t.Logf("t%d: %d replies to t%d's own stack's connections (health checks) dropped", n, v, victim)
 		}
 	}
+}
+
+// firstHop returns the first of the router's next hops for the VIP, in its
+// FIB's order, and the others.
+func firstHop(t *testing.T, c *lab.Cluster) (first int, others []int) {
+	t.Helper()
+	hops, err := c.FIBNextHops(lab.VIP)
+	if err != nil || len(hops) < 2 {
+		t.Fatalf("the router's next hops for the VIP: %v (%v)", hops, err)
+	}
+	return hops[0], hops[1:]
 }
 
 // heldLine says how many of the victim's flows each survivor held at the

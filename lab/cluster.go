@@ -936,6 +936,16 @@ func (c *Cluster) RouterState() string {
 // NextHops returns the instances (by number) the router's FIB sends dst to,
 // sorted: nil when it has no route of its own to dst/32.
 func (c *Cluster) NextHops(dst netip.Addr) ([]int, error) {
+	hops, err := c.FIBNextHops(dst)
+	slices.Sort(hops)
+	return hops, err
+}
+
+// FIBNextHops is NextHops in the FIB's order, the order hash-threshold
+// multipath gives each next hop its range of hashes in: when the first or
+// the last leaves, some flows move between the others; when one in the
+// middle leaves, none do.
+func (c *Cluster) FIBNextHops(dst netip.Addr) ([]int, error) {
 	h, err := netns.GetFromName(c.RouterNS)
 	if err != nil {
 		return nil, fmt.Errorf("netns %s: %w", c.RouterNS, err)
@@ -966,7 +976,6 @@ func (c *Cluster) NextHops(dst netip.Addr) ([]int, error) {
 			add(nh.Gw)
 		}
 	}
-	slices.Sort(hops)
 	return hops, nil
 }
 
