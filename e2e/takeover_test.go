@@ -16,7 +16,11 @@ import (
 // same file takes the TAPs and the connection table from the running one,
 // which exits 0. The TAPs are never deleted (nobody addresses them again),
 // a long-lived connection carries bytes both ways after it, short
-// connections run throughout (none fails), and new ones work after.
+// connections run throughout (none fails), bulk uploads run across it
+// (none breaks: each is checked by the server's hash), and new connections
+// work after. The gap in service is printed: the longest between two
+// successful short connections, and the longest stall in a bulk upload's
+// acknowledged bytes.
 func TestTakeoverKeepsConnections(t *testing.T) {
 	bin, path, top, serverConns := holdLab(t)
 
@@ -58,6 +62,20 @@ func TestTakeoverKeepsConnections(t *testing.T) {
 		t.Fatal("fewer than 20 requests through the first tapvs in 10s")
 	}
 
+	// Bulk uploads, hash-checked, through the takeover: each sends
+	// for 4 s (16 KiB every 10 ms), so it is mid-transfer when the old
+	// tapvs exits.
+	fctx, fcancel := context.WithTimeout(context.Background(), takeoverFlows.Duration()+20*time.Second)
+	defer fcancel()
+	flows, err := lab.StartFlows(fctx, top.Client, netip.AddrPortFrom(lab.VIP, lab.BulkPort), 4, takeoverFlows)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := lab.WaitCarrying(fctx, flows); err != nil {
+		t.Fatal(err)
+	}
+	stalls := sampleStalls(flows, takeoverFlows.Size())
+
 	started := time.Now()
 	p2 := startTapvsProc(t, bin, path, "--takeover")
 	select {
@@ -68,6 +86,12 @@ func TestTakeoverKeepsConnections(t *testing.T) {
 		t.Fatal("the old tapvs did not exit within 20s of the takeover")
 	}
 	exited := time.Now()
+	sending := 0
+	for _, f := range flows {
+		if f.Sending() {
+			sending++
+		}
+	}
 	if p1.err != nil {
 		t.Errorf("the old tapvs exited with %v, want 0", p1.err)
 	}
@@ -101,6 +125,19 @@ func TestTakeoverKeepsConnections(t *testing.T) {
 		t.Fatal("fewer than 20 new requests through the new tapvs in 10s")
 	}
 	load.stop()
+	broken := 0
+	for i, f := range flows {
+		if err := f.Wait(); err != nil {
+			broken++
+			t.Errorf("bulk upload %d (port %d) across the takeover: %v", i+1, f.Port, err)
+		}
+	}
+	stall := stalls()
+	t.Logf("takeover: %d bulk uploads of %d KiB, %d still sending when the old tapvs exited: %d broken; the longest stall in one's acknowledged bytes %v",
+		len(flows), takeoverFlows.Size()>>10, sending, broken, stall.Round(time.Millisecond))
+	if sending == 0 {
+		t.Errorf("every bulk upload had ended before the old tapvs exited: none crossed the takeover")
+	}
 	results := load.snapshot()
 	var failed []shortResult
 	var gap time.Duration
@@ -127,6 +164,44 @@ func TestTakeoverKeepsConnections(t *testing.T) {
 	}
 	t.Logf("the old tapvs's last lines:\n%s", lastLines(p1.out.String(), 3))
 	t.Logf("the new tapvs's takeover lines:\n%s", grepLines(p2.out.String(), "takeover"))
+}
+
+// takeoverFlows are the bulk uploads across a takeover: 4 s each, 1.6 MB/s.
+var takeoverFlows = lab.FlowShape{Piece: 16 << 10, Pieces: 400, Pace: 10 * time.Millisecond}
+
+// sampleStalls samples every flow's acknowledged bytes (of size each) every
+// 2 ms until the returned function is called, which returns the longest
+// time one of them went with data unacknowledged and no ack advancing.
+// A flow sends a piece every 10 ms, so that is its usual longest.
+func sampleStalls(fs []*lab.Flow, size int64) func() time.Duration {
+	stop := make(chan struct{})
+	done := make(chan time.Duration)
+	go func() {
+		last := make([]uint64, len(fs))
+		since := make([]time.Time, len(fs))
+		var longest time.Duration
+		t := time.NewTicker(2 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				done <- longest
+				return
+			case now := <-t.C:
+				for i, f := range fs {
+					a := f.Acked()
+					switch {
+					case a == 0: // ended: nothing to read
+					case a > last[i] || since[i].IsZero():
+						last[i], since[i] = a, now
+					case a < uint64(size): // unacknowledged data waits
+						longest = max(longest, now.Sub(since[i]))
+					}
+				}
+			}
+		}
+	}()
+	return func() time.Duration { close(stop); return <-done }
 }
 
 func lastLines(s string, n int) string {

@@ -93,6 +93,9 @@ type Cluster struct {
 	// GracefulRestart, if set, is each instance's bgp.graceful_restart:
 	// a takeover (Instance.Takeover) leaves its routes at the router.
 	GracefulRestart time.Duration
+	// FlowShape is how each flow of a drain or a kill sends: ShortFlows
+	// when zero, LongFlows for hundreds of them.
+	FlowShape FlowShape
 
 	Client, RouterNS string
 	RS               [2]string
@@ -946,6 +949,16 @@ func (c *Cluster) RouterState() string {
 // NextHops returns the instances (by number) the router's FIB sends dst to,
 // sorted: nil when it has no route of its own to dst/32.
 func (c *Cluster) NextHops(dst netip.Addr) ([]int, error) {
+	hops, err := c.FIBNextHops(dst)
+	slices.Sort(hops)
+	return hops, err
+}
+
+// FIBNextHops is NextHops in the FIB's order, the order hash-threshold
+// multipath gives each next hop its range of hashes in: when the first or
+// the last leaves, some flows move between the others; when one in the
+// middle leaves, none do.
+func (c *Cluster) FIBNextHops(dst netip.Addr) ([]int, error) {
 	h, err := netns.GetFromName(c.RouterNS)
 	if err != nil {
 		return nil, fmt.Errorf("netns %s: %w", c.RouterNS, err)
@@ -976,7 +989,6 @@ func (c *Cluster) NextHops(dst netip.Addr) ([]int, error) {
 			add(nh.Gw)
 		}
 	}
-	slices.Sort(hops)
 	return hops, nil
 }
 
@@ -1008,14 +1020,56 @@ func (c *Cluster) WaitNextHops(ctx context.Context, dst netip.Addr, want ...int)
 // to the VIP to, by the kernel's own multipath hash (ip route get with the
 // flow's ports): 0 if it has no route.
 func (c *Cluster) FlowHop(sport, dport uint16) (int, error) {
-	out, err := exec.Command("ip", "-n", c.RouterNS, "-o", "route", "get", VIP.String(), "from", ClusterClient.Addr().String(),
-		"iif", "c", "ipproto", "tcp", "sport", strconv.Itoa(int(sport)), "dport", strconv.Itoa(int(dport))).CombinedOutput()
+	out, err := exec.Command("ip", append([]string{"-n", c.RouterNS, "-o"}, flowRouteGet(sport, dport)...)...).CombinedOutput()
 	if err != nil {
 		if bytes.Contains(out, []byte("unreachable")) {
 			return 0, nil
 		}
 		return 0, fmt.Errorf("ip route get: %w: %s", err, bytes.TrimSpace(out))
 	}
+	return hopOf(out)
+}
+
+// FlowHops is FlowHop for many flows at once: one ip for all of them
+// (ip -batch; an ip per flow takes 10-20 ms, seconds for hundreds), or,
+// when some has no route (its answer is missing from the batch's), one
+// each.
+func (c *Cluster) FlowHops(sports []uint16, dport uint16) ([]int, error) {
+	var in strings.Builder
+	for _, p := range sports {
+		in.WriteString(strings.Join(flowRouteGet(p, dport), " ") + "\n")
+	}
+	cmd := exec.Command("ip", "-n", c.RouterNS, "-o", "-force", "-batch", "-")
+	cmd.Stdin = strings.NewReader(in.String())
+	out, err := cmd.Output()
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	hops := make([]int, len(sports))
+	if err == nil && len(lines) == len(sports) {
+		for i, l := range lines {
+			if hops[i], err = hopOf([]byte(l)); err != nil {
+				return nil, err
+			}
+		}
+		return hops, nil
+	}
+	for i, p := range sports {
+		if hops[i], err = c.FlowHop(p, dport); err != nil {
+			return nil, err
+		}
+	}
+	return hops, nil
+}
+
+// flowRouteGet is ip's arguments that ask the router's route for a TCP
+// flow from the client to the VIP.
+func flowRouteGet(sport, dport uint16) []string {
+	return []string{"route", "get", VIP.String(), "from", ClusterClient.Addr().String(),
+		"iif", "c", "ipproto", "tcp", "sport", strconv.Itoa(int(sport)), "dport", strconv.Itoa(int(dport))}
+}
+
+// hopOf reads the instance from one line of ip route get: 0 for a route
+// with no next hop.
+func hopOf(out []byte) (int, error) {
 	f := strings.Fields(string(out))
 	for i := 0; i+1 < len(f); i++ {
 		if f[i] == "via" {

@@ -10,7 +10,10 @@ import (
 	"net/http"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // What the cluster lab measures: where the router spreads connections, and
@@ -54,13 +57,16 @@ func (c *Cluster) Spread(ctx context.Context, n int) map[int]int {
 	return by
 }
 
-// Flow is a long TCP connection from the client to the VIP's bulk port: it
-// uploads at a steady pace, then checks the server's hash of what arrived.
+// Flow is a long TCP connection to a bulk server (in a cluster, from the
+// client to the VIP's bulk port): it uploads at a steady pace, then checks
+// the server's hash of what arrived.
 type Flow struct {
 	Port uint16 // the client's source port
 	// Hop is the instance the router sent the flow to when it was checked
 	// last (Cluster.Hops).
 	Hop  int
+	conn *net.TCPConn
+	left atomic.Int64 // bytes not yet written
 	done chan struct{}
 	err  error
 }
@@ -72,41 +78,108 @@ func (f *Flow) Wait() error {
 	return f.err
 }
 
-// StartFlows opens n flows, each sending size bytes in 8 KiB pieces every
-// pace; each ends with ctx's deadline at the latest.
-func (c *Cluster) StartFlows(ctx context.Context, n int, size int64, pace time.Duration) ([]*Flow, error) {
+// Sending reports whether the flow still has bytes to write.
+func (f *Flow) Sending() bool { return f.left.Load() > 0 }
+
+// Carrying reports whether the real server has acknowledged some of the
+// flow's data (Acked past the bulk header), that is whether it goes
+// through the balancer both ways; a flow that has ended counts as
+// carrying.
+func (f *Flow) Carrying() bool {
+	select {
+	case <-f.done:
+		return true
+	default:
+	}
+	return f.Acked() > bulkHeader
+}
+
+// Acked is how many bytes the real server has acknowledged so far (the
+// client's TCP_INFO, bytes_acked); 0 once the flow has ended.
+func (f *Flow) Acked() uint64 {
+	rc, err := f.conn.SyscallConn()
+	if err != nil {
+		return 0
+	}
+	var acked uint64
+	rc.Control(func(fd uintptr) {
+		if ti, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO); err == nil {
+			acked = ti.Bytes_acked
+		}
+	})
+	return acked
+}
+
+// bulkHeader is the length of the bulk protocol's request ('U' or 'D' and
+// the length).
+const bulkHeader = 9
+
+// FlowShape is how each flow of a drain or a kill sends: Pieces pieces of
+// Piece bytes, one every Pace.
+type FlowShape struct {
+	Piece, Pieces int
+	Pace          time.Duration
+}
+
+// ShortFlows are the flows of a drain or a kill of a few dozen: about 2 s
+// each (40 pieces of 8 KiB, one every 50 ms).
+var ShortFlows = FlowShape{Piece: 8 << 10, Pieces: 40, Pace: 50 * time.Millisecond}
+
+// LongFlows are the flows of a kill of hundreds: about 5 s each (50
+// pieces of 4 KiB, one every 100 ms: 40 KiB/s, 12 MB/s for 300), long
+// enough to be all open and carrying bytes before the kill, and all
+// mid-transfer at it, on a loaded machine.
+var LongFlows = FlowShape{Piece: 4 << 10, Pieces: 50, Pace: 100 * time.Millisecond}
+
+// Size is the bytes a flow of this shape sends.
+func (s FlowShape) Size() int64 { return int64(s.Piece) * int64(s.Pieces) }
+
+// Duration is how long a flow of this shape sends.
+func (s FlowShape) Duration() time.Duration { return time.Duration(s.Pieces) * s.Pace }
+
+// StartFlows opens n flows of shape s to the VIP; each ends with ctx's
+// deadline at the latest.
+func (c *Cluster) StartFlows(ctx context.Context, n int, s FlowShape) ([]*Flow, error) {
+	return StartFlows(ctx, c.Client, netip.AddrPortFrom(VIP, c.flowPort()), n, s)
+}
+
+// StartFlows opens n flows of shape s from namespace ns to the bulk server
+// at addr; each ends with ctx's deadline at the latest.
+func StartFlows(ctx context.Context, ns string, addr netip.AddrPort, n int, s FlowShape) ([]*Flow, error) {
 	var fs []*Flow
 	for range n {
-		conn, err := bulk(ctx, c.Client, netip.AddrPortFrom(VIP, c.flowPort()), 'U', size)
+		conn, err := bulk(ctx, ns, addr, 'U', s.Size())
 		if err != nil {
 			for _, f := range fs {
 				f.Wait()
 			}
 			return nil, fmt.Errorf("flow %d: %w", len(fs)+1, err)
 		}
-		f := &Flow{Port: uint16(conn.LocalAddr().(*net.TCPAddr).Port), done: make(chan struct{})}
+		tc := conn.(*net.TCPConn)
+		f := &Flow{Port: uint16(tc.LocalAddr().(*net.TCPAddr).Port), conn: tc, done: make(chan struct{})}
+		f.left.Store(s.Size())
 		go func() {
 			defer close(f.done)
 			defer conn.Close()
-			f.err = pacedUpload(ctx, conn, size, pace)
+			f.err = pacedUpload(ctx, conn, s, &f.left)
 		}()
 		fs = append(fs, f)
 	}
 	return fs, nil
 }
 
-func pacedUpload(ctx context.Context, conn net.Conn, size int64, pace time.Duration) error {
+func pacedUpload(ctx context.Context, conn net.Conn, s FlowShape, left *atomic.Int64) error {
 	want := sha256.New()
-	src := io.TeeReader(Stream(size), want)
-	buf := make([]byte, 8<<10)
-	t := time.NewTicker(pace)
+	src := io.TeeReader(Stream(s.Size()), want)
+	buf := make([]byte, s.Piece)
+	t := time.NewTicker(s.Pace)
 	defer t.Stop()
-	for left := size; left > 0; {
-		n, _ := io.ReadFull(src, buf[:min(int64(len(buf)), left)])
+	for left.Load() > 0 {
+		n, _ := io.ReadFull(src, buf[:min(int64(len(buf)), left.Load())])
 		if _, err := conn.Write(buf[:n]); err != nil {
 			return fmt.Errorf("sending: %w", err)
 		}
-		left -= int64(n)
+		left.Add(-int64(n))
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -126,13 +199,17 @@ func pacedUpload(ctx context.Context, conn net.Conn, size int64, pace time.Durat
 // Hops asks the router where it sends each flow now and records it in
 // Flow.Hop; it returns the flows' previous hops.
 func (c *Cluster) Hops(fs []*Flow) ([]int, error) {
+	ports := make([]uint16, len(fs))
+	for i, f := range fs {
+		ports[i] = f.Port
+	}
+	hops, err := c.FlowHops(ports, c.flowPort())
+	if err != nil {
+		return nil, err
+	}
 	prev := make([]int, len(fs))
 	for i, f := range fs {
-		h, err := c.FlowHop(f.Port, c.flowPort())
-		if err != nil {
-			return nil, err
-		}
-		prev[i], f.Hop = f.Hop, h
+		prev[i], f.Hop = f.Hop, hops[i]
 	}
 	return prev, nil
 }
@@ -175,41 +252,67 @@ func tally(fs []*Flow, before []int, gone int) Tally {
 	return t
 }
 
-// The flows of a drain or a kill: about 2 s each (40 pieces of 8 KiB, one
-// every 50 ms), and one that breaks is given up after flowLimit (room for
-// a loaded machine: a flow that merely ran slow must not count as broken).
-const (
-	flowPieces = 40
-	flowPace   = 50 * time.Millisecond
-	flowLimit  = 7 * time.Second
-)
+// flowSlack is how long past its shape's duration a flow that breaks is
+// given up (room for a loaded machine: a flow that merely ran slow must
+// not count as broken).
+const flowSlack = 5 * time.Second
+
+// flowShape is c.FlowShape, or ShortFlows.
+func (c *Cluster) flowShape() FlowShape {
+	if c.FlowShape.Pieces > 0 {
+		return c.FlowShape
+	}
+	return ShortFlows
+}
 
 // KillResult is what SIGKILL of one instance during transfers did.
 type KillResult struct {
 	Withdrawn time.Duration // from the kill to the router's FIB without it
+	// Sending is how many flows still had bytes to send at the kill: all
+	// of them, unless the flows are too short for their number.
+	Sending int
+	// Held is, for each survivor, how many of the victim's flows were in
+	// its connection table (ESTABLISHED: connection sync's shadows) right
+	// after the kill: what sync had carried by then.
+	Held map[int]int
+	// Opened is how long opening the flows took (and asking the router
+	// where each goes), Killed how long after the first was opened the
+	// victim was killed: a flow lasts its shape's duration.
+	Opened, Killed time.Duration
 	Tally
 }
 
-// KillDuringTransfers opens flows flows (each about 2 s long), SIGKILLs
-// instance victim while they run, measures how long the router takes to
-// withdraw it, and counts what survived.
+// KillDuringTransfers opens flows flows (of c.FlowShape), SIGKILLs instance
+// victim once every one of them carries bytes (the real server acks its
+// data), measures how long the router takes to withdraw it, and counts
+// what survived. The kill does not wait for connection sync: with c.Sync,
+// KillResult.Held says how many of the victim's flows the survivors held.
 func (c *Cluster) KillDuringTransfers(ctx context.Context, victim, flows int) (KillResult, error) {
 	var r KillResult
+	start := time.Now()
 	fs, before, others, err := c.openFlows(ctx, victim, flows)
 	if err != nil {
 		return r, err
 	}
-	if c.Sync {
-		// The kill tests what sync carries, not how fast: every flow on
-		// the victim is in every survivor's table first.
-		if err := c.waitSynced(ctx, fs, before, victim, others); err != nil {
-			return r, err
-		}
+	r.Opened = time.Since(start)
+	if err := WaitCarrying(ctx, fs); err != nil {
+		return r, err
 	}
 	in := c.Inst[victim-1]
 	killed := time.Now()
+	r.Killed = killed.Sub(start)
 	if err := in.Kill(); err != nil {
 		return r, err
+	}
+	for _, f := range fs {
+		if f.Sending() {
+			r.Sending++
+		}
+	}
+	if c.Sync {
+		if r.Held, err = c.held(fs, before, victim, others); err != nil {
+			return r, err
+		}
 	}
 	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -222,6 +325,26 @@ func (c *Cluster) KillDuringTransfers(ctx context.Context, victim, flows int) (K
 	}
 	r.Tally = tally(fs, before, victim)
 	return r, nil
+}
+
+// WaitCarrying waits (within ctx) until every flow carries bytes.
+func WaitCarrying(ctx context.Context, fs []*Flow) error {
+	for {
+		n := 0
+		for _, f := range fs {
+			if f.Carrying() {
+				n++
+			}
+		}
+		if n == len(fs) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%d of %d flows carry bytes: %w", n, len(fs), ctx.Err())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 }
 
 // DrainResult is what draining one instance during transfers did.
@@ -284,7 +407,8 @@ func (c *Cluster) DrainDuringTransfers(ctx context.Context, n, flows, newConns i
 // fails unless some flows are on leaving.
 func (c *Cluster) openFlows(ctx context.Context, leaving, flows int) (fs []*Flow, before, others []int, err error) {
 	// A flow that breaks ends here at the latest.
-	ctx, cancel := context.WithTimeout(ctx, flowLimit)
+	shape := c.flowShape()
+	ctx, cancel := context.WithTimeout(ctx, shape.Duration()+flowSlack)
 	defer func() {
 		if err != nil {
 			cancel()
@@ -302,7 +426,7 @@ func (c *Cluster) openFlows(ctx context.Context, leaving, flows int) (fs []*Flow
 	if len(others) == len(hops) {
 		return nil, nil, nil, fmt.Errorf("instance %d is not among the VIP's next hops %v", leaving, hops)
 	}
-	fs, err = c.StartFlows(ctx, flows, flowPieces<<13, flowPace)
+	fs, err = c.StartFlows(ctx, flows, shape)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -323,36 +447,26 @@ func (c *Cluster) openFlows(ctx context.Context, leaving, flows int) (fs []*Flow
 	return fs, before, others, nil
 }
 
-// waitSynced waits (within ctx) until every flow on instance victim is in
-// the connection table of each of the others (connection sync's shadows).
-func (c *Cluster) waitSynced(ctx context.Context, fs []*Flow, before []int, victim int, others []int) error {
+// held counts, for each of the instances others, the flows on instance
+// victim in its connection table (ESTABLISHED: connection sync's shadows).
+func (c *Cluster) held(fs []*Flow, before []int, victim int, others []int) (map[int]int, error) {
 	want := map[string]bool{}
 	for i, f := range fs {
 		if before[i] == victim {
 			want[netip.AddrPortFrom(ClusterClient.Addr(), f.Port).String()] = true
 		}
 	}
+	held := map[int]int{}
 	for _, n := range others {
-		for {
-			conns, err := c.Inst[n-1].API().Conns()
-			if err != nil {
-				return fmt.Errorf("t%d's connections: %w", n, err)
-			}
-			held := 0
-			for _, cn := range conns {
-				if want[cn.Source] && cn.State == "ESTABLISHED" {
-					held++
-				}
-			}
-			if held == len(want) {
-				break
-			}
-			select {
-			case <-ctx.Done():
-				return fmt.Errorf("t%d holds %d of t%d's %d flows (connection sync): %w", n, held, victim, len(want), ctx.Err())
-			case <-time.After(10 * time.Millisecond):
+		conns, err := c.Inst[n-1].API().Conns()
+		if err != nil {
+			return nil, fmt.Errorf("t%d's connections: %w", n, err)
+		}
+		for _, cn := range conns {
+			if want[cn.Source] && cn.State == "ESTABLISHED" {
+				held[n]++
 			}
 		}
 	}
-	return nil
+	return held, nil
 }

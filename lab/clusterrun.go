@@ -140,6 +140,15 @@ func RunCluster(ctx context.Context, o ClusterOptions) error {
 		return err
 	}
 	fmt.Fprintf(o.Out, "  the router withdrew t%d %v after the kill (the kernel closed its BGP session)\n", victim, k.Withdrawn.Round(time.Millisecond))
+	if o.Sync {
+		var held []string
+		for _, n := range all {
+			if n != victim {
+				held = append(held, fmt.Sprintf("t%d %d of t%d's %d", n, k.Held[n], victim, k.Gone))
+			}
+		}
+		fmt.Fprintf(o.Out, "  killed once every transfer carried bytes, without waiting for sync; the survivors held then: %s\n", strings.Join(held, ", "))
+	}
 	fmt.Fprintf(o.Out, "  survived: %d of %d (the %d the router left where they were: %d broke)\n",
 		k.Gone+k.Moved+k.Stayed-(k.GoneBroken+k.MovedBroken+k.StayedBroken), k.Gone+k.Moved+k.Stayed, k.Stayed, k.StayedBroken)
 	moved := "handed to the survivor that holds them"
