@@ -26,6 +26,12 @@ func (tb *testbed) measureAll(ctx context.Context, o Options) ([]Result, error) 
 			results = append(results, Result{Path: p.Name})
 			continue
 		}
+		// tapvs runs with sync for the Sync path alone.
+		if strings.HasPrefix(p.Name, "tapvs") {
+			if err := tb.useSync(ctx, o, p.Sync); err != nil {
+				return nil, fmt.Errorf("%s: %w", p.Name, err)
+			}
+		}
 		r, err := tb.measurePath(ctx, p, o)
 		if err != nil {
 			return nil, err
@@ -128,6 +134,13 @@ func measure(ctx context.Context, c client, p Path, o Options) (Result, error) {
 			s.gbps4 = append(s.gbps4, bps/1e9)
 		}
 		if o.wants("short") {
+			var sc0 syncCount
+			if p.Sync {
+				var err error
+				if sc0, err = p.syncCounters(); err != nil {
+					return Result{Path: p.Name}, err
+				}
+			}
 			c0 := p.cpuSeconds()
 			w, err := c.wrk(ctx, p.HTTP, sec, true, 32)
 			if err != nil {
@@ -135,6 +148,17 @@ func measure(ctx context.Context, c client, p Path, o Options) (Result, error) {
 			}
 			s.short = append(s.short, w.rps)
 			s.cpuK = append(s.cpuK, (p.cpuSeconds()-c0)/(w.requests/1000))
+			if p.Sync {
+				sc1, err := syncSettle(ctx, p.syncCounters, sc0)
+				if err != nil {
+					return Result{Path: p.Name}, err
+				}
+				r, err := syncRun(w, sc0, sc1)
+				if err != nil {
+					return Result{Path: p.Name}, fmt.Errorf("short: %w", err)
+				}
+				s.sync = append(s.sync, r)
+			}
 		}
 		if o.wants("keepalive") {
 			w, err := c.wrk(ctx, p.HTTP, sec, false, 32)
@@ -180,12 +204,17 @@ type samples struct {
 	gbps1, gbps4, short, keep, p50, p99, idle50, idle99, cpuGB, cpuK, udp []float64
 	flood                                                                 []floodStats
 	sustained                                                             []sustainedRun
+	sync                                                                  []SyncRun
 }
 
 // result is the median of each figure's runs.
 func (s *samples) result(path string) Result {
+	var shortRuns []float64
+	if len(s.short) > 0 {
+		shortRuns = slices.Clone(s.short) // before median sorts them
+	}
 	return Result{
-		Path:  path,
+		Path: path, ShortRuns: shortRuns, Sync: s.sync,
 		Gbps1: median(s.gbps1), Gbps4: median(s.gbps4), ShortCPS: median(s.short), KeepRPS: median(s.keep), UDPpps: median(s.udp),
 		P50: time.Duration(median(s.p50)), P99: time.Duration(median(s.p99)),
 		IdleP50: time.Duration(median(s.idle50)), IdleP99: time.Duration(median(s.idle99)),
