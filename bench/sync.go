@@ -289,8 +289,8 @@ func syncRun(w wrkResult, c0, c1 syncCount) (SyncRun, error) {
 }
 
 // syncTable renders the sync cost, when tapvs+sync ran: run by run against
-// the tapvs path's run of the same index (the same bench run, one path
-// after the other), and the medians.
+// the tapvs path's run of the same index (the same bench run, their runs
+// alternating: measureSyncPair), and the medians.
 func syncTable(b *strings.Builder, rs []Result) (ratio float64) {
 	t, s := find(rs, "tapvs"), find(rs, "tapvs+sync")
 	if len(s.Sync) == 0 {
@@ -313,7 +313,7 @@ func syncTable(b *strings.Builder, rs []Result) (ratio float64) {
 	}
 	ratio = median(ratios)
 	fmt.Fprintf(b, "| median | %s | %.0f | %s | %.1f | %.3f | %.2f | %.2f | %.3f |\n", num(median(off), "%.0f"), median(cps), num(ratio, "%.2f×"), median(bytes), median(dgrams), median(recs), median(applied), median(cpu))
-	b.WriteString("\nsync on / off: each run against the tapvs path's run of the same number; its median is the target's. Bytes: the UDP payload of every sync datagram sent (`tapvs_sync_bytes_total{direction=\"sent\"}`: UPDATEs, HELLOs; headers and tags included), datagrams and records from `tapvs_sync_datagrams_total{result=\"sent\"}` and the records in those UPDATEs; the peer's from its metrics. The peer shares the machine's cores.\n")
+	b.WriteString("\nsync on / off: each run against the tapvs path's run of the same number; the two paths' runs alternate (ABBA: tapvs first in odd runs, tapvs+sync in even ones), tapvs restarted with or without sync at each switch; the median of the runs' ratios is the target's. Bytes: the UDP payload of every sync datagram sent (`tapvs_sync_bytes_total{direction=\"sent\"}`: UPDATEs, HELLOs; headers and tags included), datagrams and records from `tapvs_sync_datagrams_total{result=\"sent\"}` and the records in those UPDATEs; the peer's from its metrics. The peer shares the machine's cores.\n")
 	return ratio
 }
 
