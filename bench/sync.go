@@ -209,6 +209,7 @@ func (tb *testbed) useSync(ctx context.Context, o Options, on bool) error {
 // syncCount is what connection sync counted at one moment: the bench
 // tapvs's sending side, the peer's receiving side, and the peer's CPU.
 type syncCount struct {
+	conns                                    float64 // the bench tapvs's connections in its table
 	sentBytes, sentDgrams, sentRecords       float64 // UPDATE datagrams; bytes of every datagram
 	peerBytes, peerDgrams, peerRecords       float64 // accepted by the peer, and the records in them
 	peerApplied, peerRefused, peerCPUSeconds float64 // records the peer put in its table, and refused
@@ -226,6 +227,7 @@ func (tb *testbed) syncCounters() (syncCount, error) {
 		return syncCount{}, fmt.Errorf("the sync peer's metrics: %w", err)
 	}
 	return syncCount{
+		conns:     float64(tb.d.Balancer.Table().Len()),
 		sentBytes: float64(s.SentBytes), sentDgrams: float64(s.Sent), sentRecords: float64(s.SentRecords),
 		peerBytes:      lab.MetricSum(body, `tapvs_sync_bytes_total{direction="received"} `),
 		peerDgrams:     lab.MetricSum(body, `tapvs_sync_datagrams_total{result="received"} `),
@@ -249,22 +251,28 @@ type SyncRun struct {
 	peerBytes, peerRecords float64
 }
 
-// syncSettle waits until the records of the run's last connections are
-// sent and the peer has them all (the feed is drained every 10 ms and
-// sent within the next 10): the sender's record count stops rising and
-// the peer has received as many, or 2 s pass.
+// syncSettle waits until every record the run's connections cause is
+// sent and the peer has them all: their tombstones too, each sent when its
+// connection leaves the table (time_wait, 7 s after its close, then the
+// next drain, every 10 ms, and send): the bench tapvs's table is empty,
+// its record count has stopped rising and the peer has received as many,
+// or 30 s pass.
 func syncSettle(ctx context.Context, read func() (syncCount, error), c0 syncCount) (syncCount, error) {
 	last, err := read()
-	for deadline := time.Now().Add(2 * time.Second); err == nil && time.Now().Before(deadline) && ctx.Err() == nil; {
-		time.Sleep(30 * time.Millisecond)
+	for deadline := time.Now().Add(30 * time.Second); err == nil && time.Now().Before(deadline) && ctx.Err() == nil; {
+		time.Sleep(50 * time.Millisecond)
 		var c syncCount
 		if c, err = read(); err != nil {
 			break
 		}
-		if c.sentRecords == last.sentRecords && c.peerRecords-c0.peerRecords >= c.sentRecords-c0.sentRecords {
+		if c.conns == 0 && c.sentRecords == last.sentRecords && c.peerRecords-c0.peerRecords >= c.sentRecords-c0.sentRecords {
 			return c, nil
 		}
 		last = c
+	}
+	if err == nil {
+		err = fmt.Errorf("sync: the run's records not all sent and received within 30 s (%.0f connections left, %.0f records sent, the peer received %.0f)",
+			last.conns, last.sentRecords-c0.sentRecords, last.peerRecords-c0.peerRecords)
 	}
 	return last, err
 }
