@@ -254,28 +254,35 @@ type SyncRun struct {
 	peerBytes, peerRecords float64
 }
 
-// syncSettle waits until every record the run's connections cause is
-// sent and the peer has what reaches it: their tombstones too, each sent
-// when its connection leaves the table (time_wait, 7 s after its close,
-// then the next drain, every 10 ms, and send). Done when the bench
-// tapvs's table is empty, its record count has stopped rising, and the
-// peer has received as many or its count has not moved for half a second
-// (two HELLOs: a datagram lost on the way, which sync tolerates and the
-// peer counts as lost), or after 30 s.
+// syncSettle waits until the records the run's connections cause are
+// sent and the peer has what reaches it: the tombstones of those that
+// closed too, each sent when its connection leaves the table (time_wait,
+// 7 s after its close, then the next drain, every 10 ms, and send). Done
+// when the bench tapvs's connection count has stopped falling for a
+// second (ten sweeps: what was closing has expired; a few of wrk's
+// connections cut at its end may stay, with their longer timeouts), its
+// record count has stopped rising, and the peer has received as many or
+// its count has not moved for half a second (two HELLOs: a datagram lost
+// on the way, which sync tolerates and the peer counts as lost); or
+// after 30 s.
 func syncSettle(ctx context.Context, read func() (syncCount, error), c0 syncCount) (syncCount, error) {
 	last, err := read()
-	still := time.Now() // since the peer's count last moved
+	connsStill, peerStill := time.Now(), time.Now() // since each count last moved
 	for deadline := time.Now().Add(30 * time.Second); err == nil && time.Now().Before(deadline) && ctx.Err() == nil; {
 		time.Sleep(50 * time.Millisecond)
 		var c syncCount
 		if c, err = read(); err != nil {
 			break
 		}
-		if c.peerRecords != last.peerRecords {
-			still = time.Now()
+		if c.conns != last.conns {
+			connsStill = time.Now()
 		}
-		caughtUp := c.peerRecords-c0.peerRecords >= c.sentRecords-c0.sentRecords || time.Since(still) >= 500*time.Millisecond
-		if c.conns == 0 && c.sentRecords == last.sentRecords && caughtUp {
+		if c.peerRecords != last.peerRecords {
+			peerStill = time.Now()
+		}
+		expired := c.conns == 0 || time.Since(connsStill) >= time.Second
+		caughtUp := c.peerRecords-c0.peerRecords >= c.sentRecords-c0.sentRecords || time.Since(peerStill) >= 500*time.Millisecond
+		if expired && c.sentRecords == last.sentRecords && caughtUp {
 			return c, nil
 		}
 		last = c

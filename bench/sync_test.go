@@ -224,26 +224,28 @@ func TestMeasureSyncNothingSent(t *testing.T) {
 	}
 }
 
-// The settle after a run waits for the table to empty (the tombstones)
-// and for the peer; a datagram lost on the way (sync tolerates it) ends
-// the wait once the peer's count stops moving, not after the 30 s bound.
+// The settle after a run waits for the table to stop shrinking (the
+// tombstones) and for the peer; a datagram lost on the way (sync
+// tolerates it) ends the wait once the peer's count stops moving, and a
+// few connections left with long timeouts once the count stops falling,
+// not after the 30 s bound.
 func TestSyncSettle(t *testing.T) {
 	c0 := syncCount{}
 	reads := 0
 	read := func() (syncCount, error) {
 		reads++
 		c := syncCount{conns: 3, sentRecords: 100, peerRecords: 90}
-		if reads > 4 { // the connections expire, their tombstones go
-			c.conns, c.sentRecords, c.peerRecords = 0, 120, 110
+		if reads > 4 { // the connections expire, their tombstones go, two stay
+			c.conns, c.sentRecords, c.peerRecords = 2, 120, 110
 		}
 		return c, nil
 	}
 	start := time.Now()
 	c, err := syncSettle(context.Background(), read, c0)
-	if err != nil || c.conns != 0 || c.sentRecords != 120 {
+	if err != nil || c.conns != 2 || c.sentRecords != 120 {
 		t.Fatalf("%+v, %v", c, err)
 	}
-	if d := time.Since(start); d < 500*time.Millisecond || d > 5*time.Second {
-		t.Errorf("settled in %s: not after the peer's count stood still for 0.5 s", d)
+	if d := time.Since(start); d < time.Second || d > 5*time.Second {
+		t.Errorf("settled in %s: not after the connection count stood still for 1 s", d)
 	}
 }
