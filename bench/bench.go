@@ -125,6 +125,7 @@ type Path struct {
 	// syncCounters reads what sync counted (the short workload reports it).
 	Sync         bool
 	syncCounters func() (syncCount, error)
+	syncClosing  time.Duration // how long a closing connection stays in tapvs's table (closingTimeout)
 }
 
 // Result is one path's figures.

@@ -235,7 +235,7 @@ func measureInto(ctx context.Context, c client, p Path, o Options, s *samples) e
 			s.short = append(s.short, w.rps)
 			s.cpuK = append(s.cpuK, (p.cpuSeconds()-c0)/(w.requests/1000))
 			if p.Sync {
-				sc1, err := syncSettle(ctx, p.syncCounters, sc0)
+				sc1, err := syncSettle(ctx, p.syncCounters, sc0, p.syncClosing)
 				if err != nil {
 					return err
 				}

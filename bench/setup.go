@@ -188,6 +188,7 @@ func setup(ctx context.Context, o Options) (_ *testbed, err error) {
 	for i := range tb.paths {
 		if tb.paths[i].Sync {
 			tb.paths[i].syncCounters = tb.syncCounters
+			tb.paths[i].syncClosing = closingTimeout(tb.d.Config().Timeouts)
 		}
 	}
 	if !lab.HasIPv6() {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/tapvs/tapvs/config"
 	"github.com/tapvs/tapvs/control/api"
 	"github.com/tapvs/tapvs/lab"
+	"github.com/tapvs/tapvs/nat"
 )
 
 // The tapvs+sync path: what connection sync (the sync: section) costs the
@@ -254,21 +256,34 @@ type SyncRun struct {
 	peerBytes, peerRecords float64
 }
 
+// closingTimeout is the longest a closing TCP connection stays in a
+// table with timeouts t: FIN_WAIT, TIME_WAIT, CLOSE, CLOSE_WAIT, LAST_ACK.
+func closingTimeout(t nat.Timeouts) time.Duration {
+	var d time.Duration
+	for i, n := range nat.TCPStateNames() { // TCP's order
+		if slices.Contains([]string{"fin_wait", "time_wait", "close", "close_wait", "last_ack"}, n) {
+			d = max(d, t.TCP[i])
+		}
+	}
+	return d
+}
+
 // syncSettle waits until the records the run's connections cause are
 // sent and the peer has what reaches it: the tombstones of those that
-// closed too, each sent when its connection leaves the table (time_wait,
-// 7 s after its close, then the next drain, every 10 ms, and send). Done
-// when the bench tapvs's connection count has stopped falling for a
-// second (ten sweeps: what was closing has expired; a few of wrk's
-// connections cut at its end may stay, with their longer timeouts), its
+// closed too, each sent when its connection leaves the table, up to
+// closing (closingTimeout) after its close, then the next sweep (100 ms),
+// drain (10 ms) and send. Done once closing and a second have passed, the
+// bench tapvs's connection count has stopped falling for a second (a few
+// of wrk's connections cut at its end may stay, with longer timeouts), its
 // record count has stopped rising, and the peer has received as many or
 // its count has not moved for half a second (two HELLOs: a datagram lost
-// on the way, which sync tolerates and the peer counts as lost); or
-// after 30 s.
-func syncSettle(ctx context.Context, read func() (syncCount, error), c0 syncCount) (syncCount, error) {
+// on the way, which sync tolerates and the peer counts as lost); or 30 s
+// later.
+func syncSettle(ctx context.Context, read func() (syncCount, error), c0 syncCount, closing time.Duration) (syncCount, error) {
+	start := time.Now()
 	last, err := read()
 	connsStill, peerStill := time.Now(), time.Now() // since each count last moved
-	for deadline := time.Now().Add(30 * time.Second); err == nil && time.Now().Before(deadline) && ctx.Err() == nil; {
+	for deadline := start.Add(closing + 30*time.Second); err == nil && time.Now().Before(deadline) && ctx.Err() == nil; {
 		time.Sleep(50 * time.Millisecond)
 		var c syncCount
 		if c, err = read(); err != nil {
@@ -280,7 +295,7 @@ func syncSettle(ctx context.Context, read func() (syncCount, error), c0 syncCoun
 		if c.peerRecords != last.peerRecords {
 			peerStill = time.Now()
 		}
-		expired := c.conns == 0 || time.Since(connsStill) >= time.Second
+		expired := time.Since(start) >= closing+time.Second && (c.conns == 0 || time.Since(connsStill) >= time.Second)
 		caughtUp := c.peerRecords-c0.peerRecords >= c.sentRecords-c0.sentRecords || time.Since(peerStill) >= 500*time.Millisecond
 		if expired && c.sentRecords == last.sentRecords && caughtUp {
 			return c, nil
@@ -288,8 +303,8 @@ func syncSettle(ctx context.Context, read func() (syncCount, error), c0 syncCoun
 		last = c
 	}
 	if err == nil {
-		err = fmt.Errorf("sync: the run's records not all sent within 30 s (%.0f connections left, %.0f records sent, the peer received %.0f)",
-			last.conns, last.sentRecords-c0.sentRecords, last.peerRecords-c0.peerRecords)
+		err = fmt.Errorf("sync: the run's records not all sent within %s (%.0f connections left, %.0f records sent, the peer received %.0f)",
+			closing+30*time.Second, last.conns, last.sentRecords-c0.sentRecords, last.peerRecords-c0.peerRecords)
 	}
 	return last, err
 }

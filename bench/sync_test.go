@@ -12,6 +12,7 @@ import (
 	"github.com/tapvs/tapvs/config"
 	"github.com/tapvs/tapvs/connsync"
 	"github.com/tapvs/tapvs/lab"
+	"github.com/tapvs/tapvs/nat"
 )
 
 // The tapvs+sync path's daemon has the sync: section, sending to the peer
@@ -241,11 +242,21 @@ func TestSyncSettle(t *testing.T) {
 		return c, nil
 	}
 	start := time.Now()
-	c, err := syncSettle(context.Background(), read, c0)
+	c, err := syncSettle(context.Background(), read, c0, 200*time.Millisecond)
 	if err != nil || c.conns != 2 || c.sentRecords != 120 {
 		t.Fatalf("%+v, %v", c, err)
 	}
-	if d := time.Since(start); d < time.Second || d > 5*time.Second {
-		t.Errorf("settled in %s: not after the connection count stood still for 1 s", d)
+	if d := time.Since(start); d < 1200*time.Millisecond || d > 5*time.Second {
+		t.Errorf("settled in %s: not after the closing timeout and a second, the connection count still for 1 s", d)
+	}
+}
+
+// The bench's closing timeout is the longest of the closing states'.
+func TestClosingTimeout(t *testing.T) {
+	to := nat.DefaultTimeouts()
+	to.SetTCP("last_ack", 11*time.Second)
+	to.SetEstablished(time.Hour)
+	if d := closingTimeout(to); d != 11*time.Second {
+		t.Errorf("%s, want 11s", d)
 	}
 }
