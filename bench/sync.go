@@ -92,7 +92,9 @@ func tapvsConfig(top *lab.Topology, o Options, sync bool) (*config.Config, error
 // real server and LIP, and a peer lacking one refuses it), the bench
 // tapvs's LIPs as backups, and the sync: section. A backup LIP needs a
 // bgp: section; its one router is a port in syncNS where nothing listens
-// (the peer announces nothing anywhere).
+// (the peer announces nothing anywhere). Nor does it forward anything: its
+// real servers' next hop is not there, which it would warn about every
+// second (log level error).
 func peerConfig(work string) string {
 	var backups strings.Builder
 	for i := range 8 {
@@ -109,7 +111,7 @@ func peerConfig(work string) string {
 services:
 %[6]s
 control: {socket: %[7]q}
-log: {level: warn}
+log: {level: error}
 metrics: {listen: %[8]s}
 bgp:
   asn: 65001
