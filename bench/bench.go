@@ -8,6 +8,8 @@
 //	           and without TCP timestamps
 //	haproxy    client -> router[HAProxy TCP, 2 threads] -> RS
 //	tapvs      client -> tapvs -> router -> RS
+//	sync       the same tapvs, with connection sync to a second tapvs
+//	           (sync.go)
 //	synproxy   the same, through a SYNPROXY service
 //	ts-remove  the same, through a service that removes TCP timestamps
 //	           (tcp_timestamps: remove, as LVS FULLNAT does)
@@ -63,7 +65,7 @@ type Options struct {
 // PathNames and WorkloadNames are what Options.Paths and Options.Workloads
 // choose from.
 var (
-	PathNames = []string{"direct", "nftables", "nftables+synproxy", "nftables+synproxy-nots", "haproxy", "tapvs", "tapvs+synproxy", "tapvs+proxy-v2", "tapvs+ts-remove",
+	PathNames = []string{"direct", "nftables", "nftables+synproxy", "nftables+synproxy-nots", "haproxy", "tapvs", "tapvs+sync", "tapvs+synproxy", "tapvs+proxy-v2", "tapvs+ts-remove",
 		"direct6", "nftables6", "haproxy6", "tapvs6", "tapvs-nat64"}
 	// sustained runs minutes per path: only when asked for by name.
 	WorkloadNames = []string{"iperf1", "iperf4", "short", "keepalive", "latency", "udp", "flood", "sustained"}
@@ -119,6 +121,11 @@ type Path struct {
 	Synproxy   bool           // a SYN proxy answers SYNs: the flood workload runs through it
 	Dev        string         // the client's device towards the balancer, in its namespace
 	cpuSeconds func() float64 // the balancer's CPU time so far; nil: not attributable
+	// Sync: tapvs runs with connection sync for this path, and
+	// syncCounters reads what sync counted (the short workload reports it).
+	Sync         bool
+	syncCounters func() (syncCount, error)
+	syncClosing  time.Duration // how long a closing connection stays in tapvs's table (closingTimeout)
 }
 
 // Result is one path's figures.
@@ -126,6 +133,7 @@ type Result struct {
 	Path                  string
 	Gbps1, Gbps4          float64         // iperf3, 1 and 4 streams
 	ShortCPS              float64         // wrk, Connection: close
+	ShortRuns             []float64       // each run's ShortCPS, in run order
 	KeepRPS               float64         // wrk, keep-alive
 	P50, P99              time.Duration   // keep-alive, 32 connections: saturated, so mostly queueing
 	IdleP50, IdleP99      time.Duration   // keep-alive, one connection: the path's own latency
@@ -134,6 +142,7 @@ type Result struct {
 	Notes                 string          // tapvs's drops and synproxy counters during the run
 	Flood                 FloodResult     // the flood workload; zero: not measured
 	Sustained             SustainedResult // the sustained workload; zero: not measured
+	Sync                  []SyncRun       // the short workload's runs through a Sync path
 }
 
 // FloodResult is the flood workload's figures: medians of the runs, but

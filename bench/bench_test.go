@@ -84,6 +84,10 @@ func TestPathsArePathNames(t *testing.T) {
 		if p.cpuSeconds == nil {
 			t.Errorf("%s: no CPU accounting", p.Name)
 		}
+		// tapvs runs with connection sync for tapvs+sync alone.
+		if p.Sync != (p.Name == "tapvs+sync") {
+			t.Errorf("%s: Sync %v", p.Name, p.Sync)
+		}
 	}
 }
 

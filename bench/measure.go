@@ -15,16 +15,37 @@ import (
 )
 
 // measureAll measures the chosen paths in PathNames' order. A path not
-// chosen gets an empty Result, so the table still has its row.
+// chosen gets an empty Result, so the table still has its row. tapvs and
+// tapvs+sync, when both are chosen, are measured together, their runs
+// alternating (measureSyncPair).
 func (tb *testbed) measureAll(ctx context.Context, o Options) ([]Result, error) {
+	chosen := func(name string) bool { return len(o.Paths) == 0 || slices.Contains(o.Paths, name) }
+	paired := chosen("tapvs") && chosen("tapvs+sync")
+	var pair map[string]Result
 	var results []Result
 	for _, p := range tb.paths {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		if len(o.Paths) > 0 && !slices.Contains(o.Paths, p.Name) {
+		if !chosen(p.Name) {
 			results = append(results, Result{Path: p.Name})
 			continue
+		}
+		if paired && (p.Name == "tapvs" || p.Sync) {
+			if pair == nil {
+				var err error
+				if pair, err = tb.measureSyncPair(ctx, o); err != nil {
+					return nil, err
+				}
+			}
+			results = append(results, pair[p.Name])
+			continue
+		}
+		// tapvs runs with sync for the Sync path alone.
+		if strings.HasPrefix(p.Name, "tapvs") {
+			if err := tb.useSync(ctx, o, p.Sync); err != nil {
+				return nil, fmt.Errorf("%s: %w", p.Name, err)
+			}
 		}
 		r, err := tb.measurePath(ctx, p, o)
 		if err != nil {
@@ -35,27 +56,89 @@ func (tb *testbed) measureAll(ctx context.Context, o Options) ([]Result, error) 
 	return results, nil
 }
 
-// measurePath runs every chosen workload through p, under a CPU profile
-// when asked. For the tapvs paths it notes what tapvs counted meanwhile,
-// also when a workload failed: drops are often why.
+// measureSyncPair measures tapvs and tapvs+sync a run of each at a time,
+// in the order ABBA (tapvs first in odd runs, tapvs+sync in even ones),
+// tapvs restarted with or without sync at each switch. Measured one path
+// after the other, the path measured second gained 10-20% on this machine
+// (either way round: the first runs after the lab is built are slower),
+// which is the size of what sync costs; alternating cancels a drift of
+// the machine that is steady over a few runs.
+func (tb *testbed) measureSyncPair(ctx context.Context, o Options) (map[string]Result, error) {
+	var ps []Path
+	for _, p := range tb.paths {
+		if p.Name == "tapvs" || p.Sync {
+			ps = append(ps, p)
+		}
+	}
+	if len(ps) != 2 || ps[0].Sync {
+		return nil, fmt.Errorf("the sync pair: paths %v", ps)
+	}
+	one := o
+	one.Runs = 1
+	s := make([]samples, 2)
+	notes := make([][]string, 2)
+	for run := range max(o.Runs, 1) {
+		order := []int{0, 1}
+		if run%2 == 1 {
+			order = []int{1, 0}
+		}
+		for _, i := range order {
+			p := ps[i]
+			if err := tb.useSync(ctx, o, p.Sync); err != nil {
+				return nil, fmt.Errorf("%s: %w", p.Name, err)
+			}
+			n, err := tb.measureRuns(ctx, p, one, &s[i], fmt.Sprintf("%s.run%d", p.Name, run+1))
+			if n != "" {
+				notes[i] = append(notes[i], fmt.Sprintf("run %d: %s", run+1, n))
+			}
+			if err != nil {
+				return nil, err
+			}
+		}
+	}
+	out := map[string]Result{}
+	for i, p := range ps {
+		r := s[i].result(p.Name)
+		r.Notes = strings.Join(notes[i], "; ")
+		out[p.Name] = r
+	}
+	return out, nil
+}
+
+// measurePath runs every chosen workload through p, o.Runs times.
 func (tb *testbed) measurePath(ctx context.Context, p Path, o Options) (Result, error) {
+	var s samples
+	notes, err := tb.measureRuns(ctx, p, o, &s, p.Name)
+	if err != nil {
+		return Result{Path: p.Name, Notes: notes}, err
+	}
+	r := s.result(p.Name)
+	r.Notes = notes
+	return r, nil
+}
+
+// measureRuns runs every chosen workload through p into s, under a CPU
+// profile (<prof>.pprof) when asked. For the tapvs paths it returns what
+// tapvs counted meanwhile, also when a workload failed: drops are often
+// why.
+func (tb *testbed) measureRuns(ctx context.Context, p Path, o Options, s *samples, prof string) (notes string, err error) {
 	fmt.Fprintf(o.Out, "measuring %s...\n", p.Name)
 	before := tb.counters()
-	stopProfile, err := profile(o.ProfileDir, p.Name)
+	stopProfile, err := profile(o.ProfileDir, prof)
 	if err != nil {
-		return Result{}, err
+		return "", err
 	}
-	r, err := measure(ctx, netnsClient{ns: tb.top.Client, servers: tb.top.RS[:]}, p, o)
+	err = measureInto(ctx, netnsClient{ns: tb.top.Client, servers: tb.top.RS[:]}, p, o, s)
 	stopProfile()
 	if strings.HasPrefix(p.Name, "tapvs") {
-		r.Notes = tb.counters().since(before)
-		fmt.Fprintf(o.Out, "  tapvs counters during %s: %s\n", p.Name, r.Notes)
+		notes = tb.counters().since(before)
+		fmt.Fprintf(o.Out, "  tapvs counters during %s: %s\n", p.Name, notes)
 	}
 	if err != nil {
 		logs, _ := os.ReadFile(tb.logf.Name())
-		return r, fmt.Errorf("%s: %w\nserver logs:\n%s", p.Name, err, logs)
+		return notes, fmt.Errorf("%s: %w\nserver logs:\n%s", p.Name, err, logs)
 	}
-	return r, nil
+	return notes, nil
 }
 
 // counters are tapvs's drop and SYN proxy counters at one moment.
@@ -108,6 +191,15 @@ type client interface {
 // median of three rarely is.
 func measure(ctx context.Context, c client, p Path, o Options) (Result, error) {
 	var s samples
+	if err := measureInto(ctx, c, p, o, &s); err != nil {
+		return Result{Path: p.Name}, err
+	}
+	return s.result(p.Name), nil
+}
+
+// measureInto runs every chosen workload through p, o.Runs times each,
+// adding each run's figures to s.
+func measureInto(ctx context.Context, c client, p Path, o Options, s *samples) error {
 	runs := max(o.Runs, 1)
 	sec := strconv.Itoa(int(o.Duration.Seconds()))
 	for range runs {
@@ -115,7 +207,7 @@ func measure(ctx context.Context, c client, p Path, o Options) (Result, error) {
 			c0 := p.cpuSeconds()
 			bps, bytes, err := c.iperf(ctx, p.Iperf, 1, sec)
 			if err != nil {
-				return Result{Path: p.Name}, err
+				return err
 			}
 			s.gbps1 = append(s.gbps1, bps/1e9)
 			s.cpuGB = append(s.cpuGB, (p.cpuSeconds()-c0)/(bytes/1e9))
@@ -123,56 +215,74 @@ func measure(ctx context.Context, c client, p Path, o Options) (Result, error) {
 		if p.Iperf.IsValid() && o.wants("iperf4") {
 			bps, _, err := c.iperf(ctx, p.Iperf, 4, sec)
 			if err != nil {
-				return Result{Path: p.Name}, err
+				return err
 			}
 			s.gbps4 = append(s.gbps4, bps/1e9)
 		}
 		if o.wants("short") {
+			var sc0 syncCount
+			if p.Sync {
+				var err error
+				if sc0, err = p.syncCounters(); err != nil {
+					return err
+				}
+			}
 			c0 := p.cpuSeconds()
 			w, err := c.wrk(ctx, p.HTTP, sec, true, 32)
 			if err != nil {
-				return Result{Path: p.Name}, err
+				return err
 			}
 			s.short = append(s.short, w.rps)
 			s.cpuK = append(s.cpuK, (p.cpuSeconds()-c0)/(w.requests/1000))
+			if p.Sync {
+				sc1, err := syncSettle(ctx, p.syncCounters, sc0, p.syncClosing)
+				if err != nil {
+					return err
+				}
+				r, err := syncRun(w, sc0, sc1)
+				if err != nil {
+					return fmt.Errorf("short: %w", err)
+				}
+				s.sync = append(s.sync, r)
+			}
 		}
 		if o.wants("keepalive") {
 			w, err := c.wrk(ctx, p.HTTP, sec, false, 32)
 			if err != nil {
-				return Result{Path: p.Name}, err
+				return err
 			}
 			s.keep, s.p50, s.p99 = append(s.keep, w.rps), append(s.p50, float64(w.p50)), append(s.p99, float64(w.p99))
 		}
 		if o.wants("latency") {
 			w, err := c.wrk(ctx, p.HTTP, sec, false, 1)
 			if err != nil {
-				return Result{Path: p.Name}, err
+				return err
 			}
 			s.idle50, s.idle99 = append(s.idle50, float64(w.p50)), append(s.idle99, float64(w.p99))
 		}
 		if p.UDP && p.Iperf.IsValid() && o.wants("udp") {
 			pps, err := c.iperfUDP(ctx, p.Iperf, sec)
 			if err != nil {
-				return Result{Path: p.Name}, err
+				return err
 			}
 			s.udp = append(s.udp, pps)
 		}
 		if p.Synproxy && o.wants("flood") {
 			f, err := measureFlood(ctx, c, p, sec)
 			if err != nil {
-				return Result{Path: p.Name}, fmt.Errorf("flood: %w", err)
+				return fmt.Errorf("flood: %w", err)
 			}
 			s.flood = append(s.flood, f)
 		}
 		if o.wants("sustained") {
 			r, err := c.sustained(ctx, p.HTTP, max(o.Sustained, MinSustained))
 			if err != nil {
-				return Result{Path: p.Name}, fmt.Errorf("sustained: %w", err)
+				return fmt.Errorf("sustained: %w", err)
 			}
 			s.sustained = append(s.sustained, r)
 		}
 	}
-	return s.result(p.Name), nil
+	return nil
 }
 
 // samples are one path's figures, one per run.
@@ -180,12 +290,17 @@ type samples struct {
 	gbps1, gbps4, short, keep, p50, p99, idle50, idle99, cpuGB, cpuK, udp []float64
 	flood                                                                 []floodStats
 	sustained                                                             []sustainedRun
+	sync                                                                  []SyncRun
 }
 
 // result is the median of each figure's runs.
 func (s *samples) result(path string) Result {
+	var shortRuns []float64
+	if len(s.short) > 0 {
+		shortRuns = slices.Clone(s.short) // before median sorts them
+	}
 	return Result{
-		Path:  path,
+		Path: path, ShortRuns: shortRuns, Sync: s.sync,
 		Gbps1: median(s.gbps1), Gbps4: median(s.gbps4), ShortCPS: median(s.short), KeepRPS: median(s.keep), UDPpps: median(s.udp),
 		P50: time.Duration(median(s.p50)), P99: time.Duration(median(s.p99)),
 		IdleP50: time.Duration(median(s.idle50)), IdleP99: time.Duration(median(s.idle99)),

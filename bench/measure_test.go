@@ -109,7 +109,7 @@ func TestMeasureMedians(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := Result{
-		Path: "p", Gbps1: 4, Gbps4: 2, ShortCPS: 200, KeepRPS: 7, P50: 2 * ms, P99: 20 * ms,
+		Path: "p", Gbps1: 4, Gbps4: 2, ShortCPS: 200, ShortRuns: []float64{300, 100, 200}, KeepRPS: 7, P50: 2 * ms, P99: 20 * ms,
 		IdleP50: 50 * time.Microsecond, IdleP99: 80 * time.Microsecond, UDPpps: 20,
 		// 0.5 CPU-s per 8/4, 2/4, 4/4 GB: 0.25, 1, 0.5. 2 CPU-s per 1, 4, 2 thousand connections: 2, 0.5, 1.
 		CPUPerGB: 0.5, CPUPerKConn: 1,
@@ -135,7 +135,7 @@ func TestMeasureChosenWorkloads(t *testing.T) {
 	if !slices.Equal(f.calls, []string{"short 10.0.0.1:80"}) {
 		t.Errorf("ran %q, want only the short connections", f.calls)
 	}
-	if want := (Result{Path: "p", ShortCPS: 100, CPUPerKConn: 2}); !reflect.DeepEqual(r, want) {
+	if want := (Result{Path: "p", ShortCPS: 100, ShortRuns: []float64{100}, CPUPerKConn: 2}); !reflect.DeepEqual(r, want) {
 		t.Errorf("got  %+v\nwant %+v", r, want)
 	}
 }

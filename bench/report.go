@@ -92,6 +92,7 @@ func table(rs []Result, machine string, o Options) string {
 	row("HAProxy", t, h, false)
 	row("tapvs (synproxy vs without)", s, t, false)
 	row("tapvs (proxy-v2 vs without)", pp, t, false)
+	row("tapvs (sync vs without)", find(rs, "tapvs+sync"), t, false)
 	k6, h6, t6, n64 := find(rs, "nftables6"), find(rs, "haproxy6"), find(rs, "tapvs6"), find(rs, "tapvs-nat64")
 	row("IPv6: kernel nftables FULLNAT (tapvs6 vs nftables6)", t6, k6, true)
 	row("IPv6: HAProxy (tapvs6 vs haproxy6)", t6, h6, false)
@@ -133,7 +134,11 @@ func table(rs []Result, machine string, o Options) string {
 	// (the table's whole / first): the median whole over the median first
 	// mixes runs.
 	check("sustained short conns/s, whole run vs its first 10 s", t.Sustained.Ratio, 1, 0.9, true)
+	var sync strings.Builder
+	// The median of the runs' own ratios (syncTable), as sustained's.
+	check("sync short conns/s vs without (median of the runs' ratios)", syncTable(&sync, rs), 1, 0.85, true)
 	floodTable(&b, rs)
+	b.WriteString(sync.String())
 	sustainedTable(&b, rs)
 	for _, r := range rs {
 		if r.Notes != "" {

@@ -13,7 +13,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/tapvs/tapvs/config"
 	"github.com/tapvs/tapvs/daemon"
 	"github.com/tapvs/tapvs/lab"
 )
@@ -107,7 +106,11 @@ type testbed struct {
 	logf  *os.File    // the servers' output, quoted when a measurement fails
 	procs []*exec.Cmd // the servers and HAProxy
 	d     *daemon.Daemon
-	paths []Path
+	// syncOn: d runs with the sync: section (the tapvs+sync path's), and
+	// peer is its peer, once started (sync.go).
+	syncOn bool
+	peer   *exec.Cmd
+	paths  []Path
 	// undo holds what close runs, last first: each step of setup adds its
 	// own undoing once it has succeeded, so a failed setup can undo exactly
 	// what it did, and close after a run tears down in the reverse order.
@@ -172,11 +175,22 @@ func setup(ctx context.Context, o Options) (_ *testbed, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if err = tb.startTapvs(ctx, o); err != nil {
+	if err = tb.startTapvs(ctx, o, false); err != nil {
 		return nil, err
 	}
+	tb.undo = append(tb.undo, func() {
+		if tb.d != nil { // nil after a failed restart (useSync)
+			tb.d.Close()
+		}
+	})
 	time.Sleep(500 * time.Millisecond) // the servers come up
 	tb.paths = paths(hap.Process.Pid)
+	for i := range tb.paths {
+		if tb.paths[i].Sync {
+			tb.paths[i].syncCounters = tb.syncCounters
+			tb.paths[i].syncClosing = closingTimeout(tb.d.Config().Timeouts)
+		}
+	}
 	if !lab.HasIPv6() {
 		// A kernel without IPv6 (ipv6.disable=1): the IPv6 paths are left
 		// out, and say so in the table as not measured.
@@ -294,21 +308,17 @@ func (tb *testbed) startKernelAndHAProxy() (*exec.Cmd, error) {
 	return tb.start(tb.top.Router, "haproxy", "-db", "-f", hapCfg)
 }
 
-// startTapvs runs tapvs in this process, so its CPU time is this process's.
-func (tb *testbed) startTapvs(ctx context.Context, o Options) error {
-	svcs := tapvsService
-	if tb.top.IPv6 {
-		svcs += tapvsService6
-	}
-	cfg, err := config.Parse(tb.top.Config(svcs, "log: {level: warn}\n"))
+// startTapvs runs tapvs in this process, so its CPU time is this
+// process's; with sync, with the tapvs+sync path's sync: section.
+func (tb *testbed) startTapvs(ctx context.Context, o Options, sync bool) error {
+	cfg, err := tapvsConfig(tb.top, o, sync)
 	if err != nil {
 		return err
 	}
-	cfg.BusyPoll = o.BusyPoll
 	if tb.d, err = tb.top.StartTapvs(ctx, cfg, o.Log); err != nil {
 		return err
 	}
-	tb.undo = append(tb.undo, tb.d.Close)
+	tb.syncOn = sync
 	return nil
 }
 
@@ -323,6 +333,8 @@ func paths(hap int) []Path {
 		{Name: "nftables+synproxy-nots", HTTP: netip.AddrPortFrom(vipSPNoTS, 80), Iperf: netip.AddrPortFrom(vipSPNoTS, iperfPort), UDP: true, Synproxy: true, Dev: "direct", cpuSeconds: softirqSeconds},
 		{Name: "haproxy", HTTP: netip.AddrPortFrom(vipHAP, 80), Iperf: netip.AddrPortFrom(vipHAP, iperfPort), Dev: "direct", cpuSeconds: func() float64 { return procSeconds(hap) }},
 		{Name: "tapvs", HTTP: netip.AddrPortFrom(vip, 80), Iperf: netip.AddrPortFrom(vip, iperfPort), UDP: true, Dev: tapClient, cpuSeconds: selfSeconds},
+		// The same tapvs, restarted with connection sync to a peer (sync.go).
+		{Name: "tapvs+sync", HTTP: netip.AddrPortFrom(vip, 80), Iperf: netip.AddrPortFrom(vip, iperfPort), UDP: true, Dev: tapClient, cpuSeconds: selfSeconds, Sync: true},
 		{Name: "tapvs+synproxy", HTTP: netip.AddrPortFrom(vip, spHTTPPort), Iperf: netip.AddrPortFrom(vip, spIperfPort), UDP: true, Synproxy: true, Dev: tapClient, cpuSeconds: selfSeconds},
 		// The servers behind PROXY v2: nginx reads the header; iperf3 would
 		// take it for its own protocol, so the path has no iperf3.

@@ -102,12 +102,15 @@ type Stats struct {
 	Sent, SentRecords       uint64 // UPDATE datagrams sent (each to every peer), and their records
 	SendErrors              uint64 // datagrams the kernel refused
 	Received, Applied       uint64 // datagrams accepted; records given to Apply
-	Lost                    uint64 // UPDATE datagrams peers announced and never sent here
-	Restarts                uint64 // peers seen with a newer boot epoch
-	CopiesAsked             uint64 // COPY_REQs sent, retries included
-	CopiesDone, CopiesFail  uint64 // copies asked of peers, completed and given up
-	CopiesServed, CopyBusy  uint64 // copies sent to peers; requests refused as one was running
-	Refused                 map[string]uint64
+	// UDP payload bytes of every datagram the kernel took (each type, each
+	// peer: what sync costs the link), and of every datagram accepted.
+	SentBytes, ReceivedBytes uint64
+	Lost                     uint64 // UPDATE datagrams peers announced and never sent here
+	Restarts                 uint64 // peers seen with a newer boot epoch
+	CopiesAsked              uint64 // COPY_REQs sent, retries included
+	CopiesDone, CopiesFail   uint64 // copies asked of peers, completed and given up
+	CopiesServed, CopyBusy   uint64 // copies sent to peers; requests refused as one was running
+	Refused                  map[string]uint64
 }
 
 // Syncer sends and receives connection records.
@@ -148,7 +151,7 @@ type Syncer struct {
 
 	queued, dropped, tooBig, sent, sentRecords, sendErrors, received, applied, lost, restarts atomic.Uint64
 	copiesAsked, copiesDone, copiesFail, copiesServed, copyBusy                               atomic.Uint64
-	updatesSent                                                                               atomic.Uint64
+	updatesSent, sentBytes, receivedBytes                                                     atomic.Uint64
 	refused                                                                                   *clusterauth.Refusals
 }
 
@@ -437,7 +440,9 @@ func (s *Syncer) sendTo(d []byte, to netip.AddrPort) {
 func (s *Syncer) write(d []byte, to netip.AddrPort) {
 	if _, err := s.conn.WriteToUDPAddrPort(d, to); err != nil {
 		s.sendErrors.Add(1)
+		return
 	}
+	s.sentBytes.Add(uint64(len(d)))
 }
 
 // serveCopy sends peer i the records cfg.Copy walks, as COPY_DATA
@@ -540,6 +545,7 @@ func (s *Syncer) accept(o *opener, b []byte, from netip.AddrPort, ends []int) ([
 	}
 	now := s.cfg.Now()
 	s.received.Add(1)
+	s.receivedBytes.Add(uint64(len(b)))
 
 	s.cbMu.Lock()
 	s.mu.Lock()
@@ -655,7 +661,7 @@ func (c *copyState) complete() bool {
 func (s *Syncer) Stats() Stats {
 	st := Stats{Queued: s.queued.Load(), Dropped: s.dropped.Load(), TooBig: s.tooBig.Load(),
 		Sent: s.sent.Load(), SentRecords: s.sentRecords.Load(), SendErrors: s.sendErrors.Load(),
-		Received: s.received.Load(), Applied: s.applied.Load(), Lost: s.lost.Load(), Restarts: s.restarts.Load(),
+		Received: s.received.Load(), Applied: s.applied.Load(), SentBytes: s.sentBytes.Load(), ReceivedBytes: s.receivedBytes.Load(), Lost: s.lost.Load(), Restarts: s.restarts.Load(),
 		CopiesAsked: s.copiesAsked.Load(), CopiesDone: s.copiesDone.Load(), CopiesFail: s.copiesFail.Load(),
 		CopiesServed: s.copiesServed.Load(), CopyBusy: s.copyBusy.Load(), Refused: s.refused.Load()}
 	return st

@@ -194,6 +194,21 @@ func TestExchange(t *testing.T) {
 	}
 }
 
+// The bytes counters count every datagram the kernel took, whatever its
+// type, whole (header, records, tag), and the receiver every one it
+// accepted: over loopback the two agree.
+func TestBytesCounted(t *testing.T) {
+	a, b := pair(t, nil, nil)
+	a.own(0, 500)
+	a.s.tick(a.clk.Now()) // 3 UPDATEs and the first HELLO
+	waitFor(t, "b to accept a's 4 datagrams", func() bool { return b.s.Stats().Received == 4 })
+	// 500 records of 6 bytes, 3 headers and tags, a HELLO.
+	want := uint64(500*6 + 3*Overhead + Overhead + helloLen)
+	if sa, sb := a.s.Stats(), b.s.Stats(); sa.SentBytes != want || sb.ReceivedBytes != want || sb.SentBytes != 0 || sa.ReceivedBytes != 0 {
+		t.Fatalf("a sent %d, b received %d bytes, want %d each; a received %d, b sent %d, want 0", sa.SentBytes, sb.ReceivedBytes, want, sa.ReceivedBytes, sb.SentBytes)
+	}
+}
+
 // Queue allocates nothing once its buffers exist: it runs for every
 // connection's change.
 func TestQueueAllocs(t *testing.T) {

@@ -185,6 +185,16 @@ func (cs *connSync) Stats() (connsync.Stats, int) {
 	return cs.s.Stats(), int(cs.peers.Load())
 }
 
+// SyncStats are connection sync's counters and how many of its peers are
+// alive (what the metrics export); ok is false without a sync: section.
+func (d *Daemon) SyncStats() (s connsync.Stats, alive int, ok bool) {
+	if d.connSync == nil {
+		return connsync.Stats{}, 0, false
+	}
+	s, alive = d.connSync.Stats()
+	return s, alive, true
+}
+
 // Close stops the drain and the transport; what the feed still holds is
 // not sent.
 func (cs *connSync) Close() {

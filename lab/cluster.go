@@ -1110,9 +1110,19 @@ const clusterMetrics = "127.0.0.1:9477"
 // Drops is the instance's count of drops for reason (its metrics'
 // tapvs_drops_total), read in its namespace.
 func (in *Instance) Drops(reason string) (uint64, error) {
+	body, err := ScrapeMetrics(in.NS, clusterMetrics)
+	if err != nil {
+		return 0, fmt.Errorf("t%d's metrics: %w", in.N, err)
+	}
+	return uint64(MetricSum(body, fmt.Sprintf("tapvs_drops_total{reason=%q} ", reason))), nil
+}
+
+// ScrapeMetrics reads the Prometheus text a tapvs serves at addr in
+// namespace ns.
+func ScrapeMetrics(ns, addr string) (string, error) {
 	var body []byte
-	err := InNetns(in.NS, func() error {
-		conn, err := net.DialTimeout("tcp4", clusterMetrics, 2*time.Second)
+	err := InNetns(ns, func() error {
+		conn, err := net.DialTimeout("tcp4", addr, 2*time.Second)
 		if err != nil {
 			return err
 		}
@@ -1124,17 +1134,24 @@ func (in *Instance) Drops(reason string) (uint64, error) {
 		body, err = io.ReadAll(conn)
 		return err
 	})
-	if err != nil {
-		return 0, fmt.Errorf("t%d's metrics: %w", in.N, err)
-	}
-	want := fmt.Sprintf("tapvs_drops_total{reason=%q} ", reason)
-	for _, l := range strings.Split(string(body), "\n") {
-		if v, ok := strings.CutPrefix(l, want); ok {
-			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			return uint64(f), err
+	return string(body), err
+}
+
+// MetricSum is the sum of the samples in body whose line starts with
+// prefix (a whole series, "name{label=\"v\"} ", or the start of several);
+// 0 when none is there yet.
+func MetricSum(body, prefix string) float64 {
+	var sum float64
+	for l := range strings.Lines(body) {
+		if !strings.HasPrefix(l, prefix) {
+			continue
+		}
+		f := strings.Fields(l)
+		if v, err := strconv.ParseFloat(f[len(f)-1], 64); err == nil {
+			sum += v
 		}
 	}
-	return 0, nil // not counted yet
+	return sum
 }
 
 // BGPPath is one path the router holds for a prefix: the instance it came

@@ -430,3 +430,26 @@ func TestConfigRendersIPv6(t *testing.T) {
 		t.Errorf("routes %+v, want %+v", sv.Routes, want)
 	}
 }
+
+// MetricSum adds the samples of the series a prefix names, a whole series
+// or the start of several, and takes no other: a prefix of a name is not
+// that name's series.
+func TestMetricSum(t *testing.T) {
+	body := `# HELP tapvs_sync_records_total x
+tapvs_sync_records_total{result="applied"} 12
+tapvs_sync_records_total{result="refused_stale"} 2
+tapvs_sync_records_total{result="refused_conflict"} 1.5e+01
+tapvs_sync_records_total_other{result="applied"} 100
+tapvs_drops_total{reason="x"} 7
+`
+	for prefix, want := range map[string]float64{
+		`tapvs_sync_records_total{result="applied"} `: 12,
+		`tapvs_sync_records_total{result="refused_`:   17,
+		`tapvs_drops_total{reason="x"} `:              7,
+		`tapvs_drops_total{reason="y"} `:              0,
+	} {
+		if got := MetricSum(body, prefix); got != want {
+			t.Errorf("%s: %v, want %v", prefix, got, want)
+		}
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/tapvs/tapvs/connsync"
 	"github.com/tapvs/tapvs/control/api"
 )
 
@@ -86,4 +87,14 @@ func TestDrainWithoutBGP(t *testing.T) {
 	c.SetCluster(&fakeCluster{drain: api.Drain{Draining: true}})
 	compare(t, samples(t, c, clusterNames...), "tapvs_draining 1")
 	compare(t, samples(t, New(testBalancer(t), nil, nil), clusterNames...), "")
+}
+
+// Connection sync's bytes are exported by direction, from the syncer's
+// counters.
+func TestSyncBytes(t *testing.T) {
+	c := New(testBalancer(t), nil, nil)
+	c.SetSync(func() (connsync.Stats, int) { return connsync.Stats{SentBytes: 1500, ReceivedBytes: 700}, 1 })
+	compare(t, samples(t, c, "tapvs_sync_bytes_total"),
+		`tapvs_sync_bytes_total{direction="received"} 700
+tapvs_sync_bytes_total{direction="sent"} 1500`)
 }

@@ -95,6 +95,7 @@ var (
 	dSyncRecs  = prometheus.NewDesc("tapvs_sync_records_total", "Connection records of connection sync (sync:): queued (to every peer), dropped (the send queue full), too_big, feed_dropped (a change the balancer's feed had no room for), received (from peers, checked), applied (put in the table or updating an entry), adopted (a peer's connection this instance took over, its server's segments having come here), refused_<reason> (invalid, unknown_service, unknown_dest, unknown_lip, stale, table_full, conflict; a takeover's refusals count here too).", []string{"result"}, nil)
 	dSyncDgram = prometheus.NewDesc("tapvs_sync_datagrams_total", "Datagrams of connection sync: sent (UPDATEs, each to every peer), send_error, received (accepted), lost (peers' UPDATEs announced and never received), refused_<reason> (not_peer, short, long, magic, version, key, tag, stale_epoch, replay, bad_records).", []string{"result"}, nil)
 	dSyncCopy  = prometheus.NewDesc("tapvs_sync_copies_total", "Full copies of connection sync: asked (of peers, retries included), done, failed (given up), served (to peers), busy (a request refused, one being served).", []string{"result"}, nil)
+	dSyncBytes = prometheus.NewDesc("tapvs_sync_bytes_total", "UDP payload bytes of connection sync's datagrams: sent (every datagram the kernel took, of every type, to every peer), received (every datagram accepted).", []string{"direction"}, nil)
 	dSyncPeers = prometheus.NewDesc("tapvs_sync_peers_alive", "Connection sync's peers heard from within the last second.", nil, nil)
 	dHandoff   = prometheus.NewDesc("tapvs_handoff_frames_total", "Client frames handed between the cluster's instances (handoff:): sent (each to every peer), rate_limited and too_big (not sent), send_error (datagrams the kernel refused), received (checked, given to the balancer), refused_<reason> (short, long, magic, version, tag, not_peer), super_frame_dropped (received, but this instance's TAPs are plain).", []string{"result"}, nil)
 	dDraining  = prometheus.NewDesc("tapvs_draining", "1 while the instance is drained (its VIPs withdrawn from the routers), 0 otherwise.", nil, nil)
@@ -120,7 +121,7 @@ func (c *Collector) SetSync(stats func() (connsync.Stats, int)) { c.sync = stats
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{dConns, dConnsMax, dQuar, dCreated, dExpired, dExpRST, dDrops, dSPCookies, dSPOpened, dSPFailed, dSPRetries, dSPTW, dProxyHdrs, dProxyCut, dUntracked, dSvcHalf, dTOA,
 		dActive, dInactive, dSched, dWeight, dUp, dPkts, dBytes, dSvcConns, dLIPConns, dLIPConf, dLIPExh, dFrames, dPollSleep, dUDPProxy,
-		dPeerUp, dPeerChg, dPeerSess, dPeerMsgs, dRoutes, dAnnounce, dWithdraw, dDraining, dHandoff, dSyncRecs, dSyncDgram, dSyncCopy, dSyncPeers} {
+		dPeerUp, dPeerChg, dPeerSess, dPeerMsgs, dRoutes, dAnnounce, dWithdraw, dDraining, dHandoff, dSyncRecs, dSyncDgram, dSyncBytes, dSyncCopy, dSyncPeers} {
 		ch <- d
 	}
 }
@@ -249,6 +250,8 @@ func (c *Collector) collectSync(gauge func(*prometheus.Desc, float64, ...string)
 	for reason, n := range s.Refused {
 		counter(dSyncDgram, n, "refused_"+reason)
 	}
+	counter(dSyncBytes, s.SentBytes, "sent")
+	counter(dSyncBytes, s.ReceivedBytes, "received")
 	for result, n := range map[string]uint64{"asked": s.CopiesAsked, "done": s.CopiesDone, "failed": s.CopiesFail,
 		"served": s.CopiesServed, "busy": s.CopyBusy} {
 		counter(dSyncCopy, n, result)
