@@ -87,3 +87,18 @@ func TestDrainWithoutBGP(t *testing.T) {
 	compare(t, samples(t, c, clusterNames...), "tapvs_draining 1")
 	compare(t, samples(t, New(testBalancer(t), nil, nil), clusterNames...), "")
 }
+
+// Connection sync's join is a gauge: 0 while the instance joins (it
+// announces nothing), 1 once it holds the table; its peers alive beside it.
+func TestSyncJoined(t *testing.T) {
+	names := []string{"tapvs_sync_joined", "tapvs_sync_peers_alive"}
+	for _, joined := range []bool{false, true} {
+		c := New(testBalancer(t), nil, nil)
+		c.SetSync(func() Sync { return Sync{Alive: 2, Joined: joined} })
+		want := "tapvs_sync_joined 0\ntapvs_sync_peers_alive 2"
+		if joined {
+			want = "tapvs_sync_joined 1\ntapvs_sync_peers_alive 2"
+		}
+		compare(t, samples(t, c, names...), want)
+	}
+}
