@@ -215,4 +215,3 @@ func TestJoiningAnnouncesNothing(t *testing.T) {
 		t.Fatal("joined, yet the API says joining")
 	}
 }
-
