@@ -600,12 +600,16 @@ func (in *Instance) Stop() {
 // LoggedAt returns the time of the last line of the instance's log that
 // has every one of words (tapvs's text log: time=... first), or false.
 func (in *Instance) LoggedAt(words ...string) (time.Time, bool) {
+	at, _, found := in.LastLogged(words...)
+	return at, found
+}
+
+// LastLogged is LoggedAt with the line.
+func (in *Instance) LastLogged(words ...string) (at time.Time, line string, found bool) {
 	b, err := os.ReadFile(in.Log)
 	if err != nil {
-		return time.Time{}, false
+		return time.Time{}, "", false
 	}
-	var at time.Time
-	found := false
 	for _, l := range strings.Split(string(b), "\n") {
 		ok := strings.HasPrefix(l, "time=")
 		for _, w := range words {
@@ -616,10 +620,10 @@ func (in *Instance) LoggedAt(words ...string) (time.Time, bool) {
 		}
 		ts, _, _ := strings.Cut(strings.TrimPrefix(l, "time="), " ")
 		if t, err := time.Parse(time.RFC3339Nano, ts); err == nil {
-			at, found = t, true
+			at, line, found = t, l, true
 		}
 	}
-	return at, found
+	return at, line, found
 }
 
 func (in *Instance) tailLog() string {
@@ -1043,6 +1047,13 @@ const clusterMetrics = "127.0.0.1:9477"
 // Drops is the instance's count of drops for reason (its metrics'
 // tapvs_drops_total), read in its namespace.
 func (in *Instance) Drops(reason string) (uint64, error) {
+	return in.Metric(fmt.Sprintf("tapvs_drops_total{reason=%q}", reason))
+}
+
+// Metric is the value of one sample of the instance's metrics, named as
+// the exposition writes it (name{label="value"}), read in its namespace:
+// 0 if it is not there yet.
+func (in *Instance) Metric(sample string) (uint64, error) {
 	var body []byte
 	err := InNetns(in.NS, func() error {
 		conn, err := net.DialTimeout("tcp4", clusterMetrics, 2*time.Second)
@@ -1060,7 +1071,7 @@ func (in *Instance) Drops(reason string) (uint64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("t%d's metrics: %w", in.N, err)
 	}
-	want := fmt.Sprintf("tapvs_drops_total{reason=%q} ", reason)
+	want := sample + " "
 	for _, l := range strings.Split(string(body), "\n") {
 		if v, ok := strings.CutPrefix(l, want); ok {
 			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
