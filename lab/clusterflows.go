@@ -427,13 +427,16 @@ func (in *Instance) blockCopies(on bool) error {
 
 // RejoinDuringTransfers opens flows flows (each about 6 s long) over
 // every instance, SIGKILLs instance victim once the survivors hold its
-// flows (connection sync), waits for the router to withdraw it, and
-// starts it again with its same configuration. Its peers' first copies
-// to it are lost (copyBlock) until it has asked them again: its join
-// lasts a second at least, during which its BGP session is up. Until it
-// has logged that it joined, it must not be among the VIP's next hops
-// (an error if it is); once it is, the router spreads the flows over the
-// three again. It counts what survived.
+// flows (connection sync), waits for the router to withdraw it, opens
+// flows more (over the survivors: some of them the return moves to it),
+// and starts it again with its same configuration. Its peers' first
+// copies to it are lost (copyBlock) until its BGP session is up and it
+// has asked them again, so that it joins with its session up: until
+// then it must announce nothing (its /v1/bgp), and until each survivor's
+// copy has completed (its log) it must not be among the router's next
+// hops for the VIP or its own LIP (an error if it is). Once it is back,
+// the router spreads the flows over the three again; it counts what
+// survived.
 func (c *Cluster) RejoinDuringTransfers(ctx context.Context, victim, flows int) (RejoinResult, error) {
 	var r RejoinResult
 	if !c.Sync {
@@ -464,7 +467,7 @@ func (c *Cluster) RejoinDuringTransfers(ctx context.Context, victim, flows int) 
 	if err := in.Kill(); err != nil {
 		return r, err
 	}
-	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	wctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	if _, err := c.WaitNextHops(wctx, VIP, others...); err != nil {
 		return r, err
@@ -472,6 +475,19 @@ func (c *Cluster) RejoinDuringTransfers(ctx context.Context, victim, flows int) 
 	r.Withdrawn = time.Since(killed)
 	if _, err := c.Hops(fs); err != nil {
 		return r, err
+	}
+	fctx, fcancel := context.WithTimeout(ctx, rejoinLimit)
+	defer fcancel()
+	more, err := c.StartFlows(fctx, flows, rejoinPieces<<13, flowPace)
+	if err != nil {
+		return r, err
+	}
+	fs = append(fs, more...)
+	if _, err := c.Hops(more); err != nil {
+		return r, err
+	}
+	for _, f := range more {
+		before = append(before, f.Hop)
 	}
 	if err := in.blockCopies(true); err != nil {
 		return r, err
@@ -486,27 +502,46 @@ func (c *Cluster) RejoinDuringTransfers(ctx context.Context, victim, flows int) 
 	if err := in.Start(); err != nil {
 		return r, err
 	}
+	lip := ClusterLIP(victim, 0)
 	for {
-		hops, err := c.NextHops(VIP)
+		vips, err := c.NextHops(VIP)
 		if err != nil {
 			return r, err
 		}
-		if slices.Contains(hops, victim) {
+		lips, err := c.NextHops(lip)
+		if err != nil {
+			return r, err
+		}
+		if slices.Contains(vips, victim) || slices.Contains(lips, victim) {
+			for _, p := range others {
+				if at, ok := in.LoggedAt("connection sync: copy", fmt.Sprintf("peer=%d ", p), "complete=true"); !ok || at.Before(started) {
+					return r, fmt.Errorf("t%d is among the next hops of the VIP (%v) or of its LIP %s (%v) %v after its start, before t%d's copy to it completed",
+						victim, vips, lip, lips, time.Since(started).Round(time.Millisecond), p)
+				}
+			}
 			at, line, ok := in.LastLogged("connection sync: joined")
 			if !ok || at.Before(started) {
-				return r, fmt.Errorf("t%d is among the VIP's next hops %v %v after its start, before it joined (its peers' copies lost: %v)",
-					victim, hops, time.Since(started).Round(time.Millisecond), blocked)
+				return r, fmt.Errorf("t%d is among the next hops %v after its start, before it logged that it joined", victim, time.Since(started).Round(time.Millisecond))
 			}
-			r.Announced, r.Joined, r.JoinLine = time.Since(started), at.Sub(started), line
-			break
+			if slices.Contains(vips, victim) {
+				r.Announced, r.Joined, r.JoinLine = time.Since(started), at.Sub(started), line
+				break
+			}
 		}
 		if blocked {
-			// Two peers' copies asked, and one again: let them through.
-			if n, err := in.Metric(`tapvs_sync_copies_total{result="asked"}`); err == nil && n > uint64(len(others)) {
-				if err := in.blockCopies(false); err != nil {
-					return r, err
+			if b, err := in.API().BGP(); err == nil {
+				if b.Joining && len(b.Routes) > 0 {
+					return r, fmt.Errorf("t%d announces %+v while it joins", victim, b.Routes)
 				}
-				blocked, r.CopiesAsked = false, n
+				// Its session up, both copies asked and one again: let
+				// them through.
+				n, err := in.Metric(`tapvs_sync_copies_total{result="asked"}`)
+				if err == nil && n > uint64(len(others)) && len(b.Peers) > 0 && b.Peers[0].State == "established" {
+					if err := in.blockCopies(false); err != nil {
+						return r, err
+					}
+					blocked, r.CopiesAsked = false, n
+				}
 			}
 		}
 		select {
