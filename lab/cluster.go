@@ -1054,6 +1054,38 @@ func (in *Instance) Drops(reason string) (uint64, error) {
 // the exposition writes it (name{label="value"}), read in its namespace:
 // 0 if it is not there yet.
 func (in *Instance) Metric(sample string) (uint64, error) {
+	body, err := in.metrics()
+	if err != nil {
+		return 0, err
+	}
+	want := sample + " "
+	for _, l := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(l, want); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			return uint64(f), err
+		}
+	}
+	return 0, nil // not counted yet
+}
+
+// MetricLines is the samples of the instance's metrics whose names start
+// with prefix, one a line: for a failure's message.
+func (in *Instance) MetricLines(prefix string) string {
+	body, err := in.metrics()
+	if err != nil {
+		return err.Error()
+	}
+	var out []string
+	for _, l := range strings.Split(string(body), "\n") {
+		if strings.HasPrefix(l, prefix) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+// metrics is the instance's metrics page, read in its namespace.
+func (in *Instance) metrics() ([]byte, error) {
 	var body []byte
 	err := InNetns(in.NS, func() error {
 		conn, err := net.DialTimeout("tcp4", clusterMetrics, 2*time.Second)
@@ -1069,16 +1101,9 @@ func (in *Instance) Metric(sample string) (uint64, error) {
 		return err
 	})
 	if err != nil {
-		return 0, fmt.Errorf("t%d's metrics: %w", in.N, err)
+		return nil, fmt.Errorf("t%d's metrics: %w", in.N, err)
 	}
-	want := sample + " "
-	for _, l := range strings.Split(string(body), "\n") {
-		if v, ok := strings.CutPrefix(l, want); ok {
-			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			return uint64(f), err
-		}
-	}
-	return 0, nil // not counted yet
+	return body, nil
 }
 
 // BGPPath is one path the router holds for a prefix: the instance it came

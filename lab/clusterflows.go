@@ -336,9 +336,19 @@ func (c *Cluster) openFlowsOf(ctx context.Context, leaving, flows, pieces int, l
 // the connection table of each of the others (connection sync's shadows).
 func (c *Cluster) waitSynced(ctx context.Context, fs []*Flow, before []int, victim int, others []int) error {
 	want := map[string]bool{}
+	ended := 0 // of the victim's flows, already: a loaded machine opened the flows slower than they ran
+	var firstErr error
 	for i, f := range fs {
 		if before[i] == victim {
 			want[netip.AddrPortFrom(ClusterClient.Addr(), f.Port).String()] = true
+			select {
+			case <-f.done:
+				ended++
+				if f.err != nil && firstErr == nil {
+					firstErr = f.err
+				}
+			default:
+			}
 		}
 	}
 	for _, n := range others {
@@ -358,7 +368,8 @@ func (c *Cluster) waitSynced(ctx context.Context, fs []*Flow, before []int, vict
 			}
 			select {
 			case <-ctx.Done():
-				return fmt.Errorf("t%d holds %d of t%d's %d flows (connection sync): %w", n, held, victim, len(want), ctx.Err())
+				return fmt.Errorf("t%d holds %d of t%d's %d flows (connection sync; %d of them had ended before the wait began, the first error %v): %w\nt%d's:\n%s\nt%d's:\n%s", n, held, victim, len(want), ended, firstErr, ctx.Err(),
+					victim, c.Inst[victim-1].MetricLines("tapvs_sync"), n, c.Inst[n-1].MetricLines("tapvs_sync"))
 			case <-time.After(10 * time.Millisecond):
 			}
 		}
