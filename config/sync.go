@@ -4,6 +4,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/netip"
+	"time"
 
 	"github.com/tapvs/tapvs/clusterauth"
 	"github.com/tapvs/tapvs/connsync"
@@ -22,6 +23,9 @@ type Sync struct {
 	Peers  []connsync.Peer // every other instance: its listen address and id
 	Keys   []connsync.Key  // the first signs; all are accepted
 	Rate   int             // UPDATE and COPY datagrams a second, each to every peer
+	// JoinTimeout bounds how long a starting instance waits for its
+	// peers' full copies before it announces its routes anyway.
+	JoinTimeout time.Duration
 }
 
 // rawSync mirrors the sync: section.
@@ -31,6 +35,8 @@ type rawSync struct {
 	Peers  []rawSyncPeer `mapstructure:"peers"`
 	Keys   []rawSyncKey  `mapstructure:"keys"`
 	Rate   *int          `mapstructure:"rate"`
+	// JoinTimeout is a duration's text ("10s"); "" is the default.
+	JoinTimeout string `mapstructure:"join_timeout"`
 }
 
 type rawSyncPeer struct {
@@ -47,7 +53,17 @@ const (
 	defaultSyncRate = 10000 // connsync's default
 	maxSyncRate     = 1000000
 	maxSyncKeys     = 2 // the key in use and the next (or the last) while rotated
+	// DefaultJoinTimeout is sync.join_timeout's default: room for a
+	// copy of some hundred thousand connections at the default rate,
+	// and for a copy asked again after one was lost (connsync's
+	// CopyTimeout, 1 s).
+	DefaultJoinTimeout = 10 * time.Second
 )
+
+// joinRange is sync.join_timeout's: at least a peer's HELLO interval
+// twice over (a shorter wait would announce before the peers are heard),
+// at most 10 minutes.
+var joinRange = span{time.Second, 10 * time.Minute, "from 1s to 10m"}
 
 // readSync reads the sync: section (nil when absent).
 func readSync(e *errs, r *rawSync) *Sync {
@@ -55,7 +71,7 @@ func readSync(e *errs, r *rawSync) *Sync {
 		return nil
 	}
 	const f = "sync"
-	c := &Sync{Rate: defaultSyncRate}
+	c := &Sync{Rate: defaultSyncRate, JoinTimeout: DefaultJoinTimeout}
 	if ap, err := netip.ParseAddrPort(r.Listen); err != nil {
 		e.add(f+".listen", listenWords, r.Listen)
 	} else {
@@ -87,6 +103,9 @@ func readSync(e *errs, r *rawSync) *Sync {
 	}
 	if r.Rate != nil {
 		c.Rate = *r.Rate
+	}
+	if r.JoinTimeout != "" {
+		c.JoinTimeout = duration(e, f+".join_timeout", r.JoinTimeout, joinRange)
 	}
 	return c
 }
@@ -159,6 +178,7 @@ func checkSync(e *errs, c *Sync) {
 	if c.Rate < 1 || c.Rate > maxSyncRate {
 		e.add(f+".rate", "%d is out of range 1-%d datagrams a second", c.Rate, maxSyncRate)
 	}
+	joinRange.check(e, f+".join_timeout", c.JoinTimeout)
 }
 
 // CookieSecret is the secret SYNPROXY's cookie keys derive from

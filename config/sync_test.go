@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 )
 
 const syncSection = `
@@ -26,7 +27,7 @@ func TestSyncSection(t *testing.T) {
 	}
 	s := c.Sync
 	if s == nil || s.Listen.String() != "10.1.1.2:7701" || s.ID != 1 || len(s.Peers) != 2 || s.Peers[1].Addr.String() != "10.1.3.2:7701" ||
-		s.Peers[1].ID != 3 || len(s.Keys) != 1 || s.Keys[0].ID != 1 || len(s.Keys[0].Secret) != 32 || s.Keys[0].Secret[31] != 0x1f || s.Rate != 10000 {
+		s.Peers[1].ID != 3 || len(s.Keys) != 1 || s.Keys[0].ID != 1 || len(s.Keys[0].Secret) != 32 || s.Keys[0].Secret[31] != 0x1f || s.Rate != 10000 || s.JoinTimeout != 10*time.Second {
 		t.Fatalf("sync %+v", s)
 	}
 	if c, _ := Parse(valid); c.Sync != nil {
@@ -36,6 +37,8 @@ func TestSyncSection(t *testing.T) {
 	for name, tc := range map[string]struct{ from, to string }{
 		"rate 1":    {"  listen:", "  rate: 1\n  listen:"},
 		"rate max":  {"  listen:", "  rate: 1000000\n  listen:"},
+		"join 1s":   {"  listen:", "  join_timeout: 1s\n  listen:"},
+		"join 10m":  {"  listen:", "  join_timeout: 10m\n  listen:"},
 		"two keys":  {"    - {id: 1, key: 000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f}\n", key2},
 		"id 65535":  {"  id: 1\n", "  id: 65535\n"},
 		"ipv6 peer": {"10.1.3.2:7701", "'[fd00::3]:7701'"},
@@ -88,6 +91,9 @@ func TestSyncErrorsNameTheField(t *testing.T) {
 		"key hex":       {"key: 0001020304", "key: zz01020304", "sync.keys[0].key: is not 64 hex digits"},
 		"rate 0":        {"  listen:", "  rate: 0\n  listen:", "sync.rate: 0 is out of range 1-1000000"},
 		"rate big":      {"  listen:", "  rate: 1000001\n  listen:", "sync.rate: 1000001 is out of range"},
+		"join short":    {"  listen:", "  join_timeout: 500ms\n  listen:", `sync.join_timeout: "500ms" is not a duration from 1s to 10m`},
+		"join long":     {"  listen:", "  join_timeout: 11m\n  listen:", `sync.join_timeout: "11m" is not a duration from 1s to 10m`},
+		"join text":     {"  listen:", "  join_timeout: soon\n  listen:", `sync.join_timeout: "soon" is not a duration`},
 		"unknown field": {"  listen:", "  multicast: true\n  listen:", "multicast"},
 	}
 	for name, tc := range cases {

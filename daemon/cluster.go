@@ -34,6 +34,7 @@ const drainSettle = time.Second
 type cluster struct {
 	d       *Daemon
 	speaker atomic.Pointer[bgp.Speaker] // nil without a bgp: section
+	sync    atomic.Pointer[connSync]    // connection sync, whose join holds the announcements back; nil without
 
 	draining   atomic.Bool
 	drainSince atomic.Int64 // unix nanoseconds
@@ -113,7 +114,8 @@ func (c *cluster) run() {
 // their replies must come back here). The other instances' LIPs this one
 // backs up (bgp: backup_lips) are answered for on the server side and
 // announced with their backup rank while the speaker runs, drained or not,
-// as this instance's own LIPs are.
+// as this instance's own LIPs are. Nothing is announced while connection
+// sync joins: not even a backup, which is worth nothing without the table.
 func (c *cluster) pass() {
 	bal := c.d.Balancer
 	s := c.speaker.Load()
@@ -133,8 +135,11 @@ func (c *cluster) pass() {
 		}
 		c.routeErr = msg
 	}
+	// While connection sync joins, nothing: a flow or a reply the
+	// router sent here would find no connection (connSync's join).
+	joining := c.joining()
 	serving := map[netip.Prefix]bool{}
-	if !c.draining.Load() {
+	if !c.draining.Load() && !joining {
 		for _, svc := range bal.Services() {
 			for _, dst := range svc.Dests() {
 				if dst.Weight() > 0 {
@@ -148,7 +153,7 @@ func (c *cluster) pass() {
 	for p := range serving {
 		want = append(want, bgp.Route{Prefix: p})
 	}
-	if s != nil && s.Config().AnnounceLIPs {
+	if s != nil && s.Config().AnnounceLIPs && !joining {
 		for _, a := range lips {
 			want = append(want, bgp.Route{Prefix: hostPrefix(a), Backup: rank[a]})
 		}
@@ -170,6 +175,13 @@ func (c *cluster) pass() {
 		c.mu.Unlock()
 	}
 	c.drainProgress()
+}
+
+// joining reports whether connection sync has yet to join (false without
+// a sync: section).
+func (c *cluster) joining() bool {
+	cs := c.sync.Load()
+	return cs != nil && !cs.Joined()
 }
 
 // backups has the balancer answer for the LIPs the speaker s backs up
@@ -316,7 +328,7 @@ func (c *cluster) BGP() (api.BGP, bool) {
 	}
 	st := s.Status()
 	b := api.BGP{ASN: st.ASN, RouterID: st.RouterID.String(), Announced: st.Announced, Withdrawn: st.Withdrawn,
-		Draining: c.draining.Load(), Peers: []api.BGPPeer{}, Routes: []api.BGPRoute{}}
+		Draining: c.draining.Load(), Joining: c.joining(), Peers: []api.BGPPeer{}, Routes: []api.BGPRoute{}}
 	for _, p := range st.Peers {
 		b.Peers = append(b.Peers, api.BGPPeer{Address: p.Address.String(), ASN: p.ASN, State: p.State,
 			Since: p.Since.UTC().Format(time.RFC3339), Changes: p.Changes, Established: p.Established,

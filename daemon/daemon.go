@@ -190,10 +190,13 @@ func start(cfg *config.Config, log *slog.Logger, nics [2]netstack.NICConfig, suc
 		// The backup LIPs first: a peer's record on one is kept as a
 		// shadow, on another LIP refused.
 		d.cluster.backups(d.cluster.speaker.Load())
-		if d.connSync, err = startSync(cfg.Sync, bal, log); err != nil {
+		// Joining: the announcer announces nothing until it has
+		// joined, and at once when it has.
+		if d.connSync, err = startSync(cfg.Sync, bal, log, d.cluster.poke); err != nil {
 			d.Close()
 			return nil, err
 		}
+		d.cluster.sync.Store(d.connSync)
 	}
 	d.wg.Add(1)
 	go func() {

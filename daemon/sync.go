@@ -9,6 +9,7 @@ import (
 	"github.com/tapvs/tapvs/config"
 	"github.com/tapvs/tapvs/connrec"
 	"github.com/tapvs/tapvs/connsync"
+	"github.com/tapvs/tapvs/metrics"
 	"github.com/tapvs/tapvs/nat"
 )
 
@@ -24,6 +25,10 @@ import (
 // instance backs up (bgp: backup_lips, Balancer.SetBackupLIPs) are kept as
 // shadows: they send nothing, and continue the connection when its
 // segments come here.
+//
+// An instance starts joining: it announces no route (cluster.pass) until
+// it holds the table, so that the router moves no flow here, nor the
+// replies to its LIPs, before their connections are here (join).
 type connSync struct {
 	bal  *nat.Balancer
 	s    *connsync.Syncer
@@ -33,7 +38,34 @@ type connSync struct {
 
 	peers atomic.Int64 // peers alive
 	buf   []byte       // the drain's record buffer; the run goroutine's
+	join  join
 }
+
+// joinDiscover is how long a starting instance listens for its peers
+// before it takes those it has not heard for not running: connsync's
+// DeadAfter (a running peer sends a HELLO every 250 ms). The first
+// instance of a cluster joins after it.
+const joinDiscover = time.Second
+
+// join is the joining state: the peers heard since the start whose full
+// copy (connsync's JoinCopy) has not completed yet. The instance has
+// joined once every peer heard has sent its copy (or it was given up) and
+// either every configured peer was heard or joinDiscover has passed; or,
+// whatever the copies, once the join timeout (sync.join_timeout) has.
+type join struct {
+	start   time.Time
+	timeout time.Duration
+	peers   int                      // configured
+	joined  atomic.Bool              // read by the announcer
+	onJoin  func()                   // told once, when joined: the announcer announces at once
+	mu      sync.Mutex               // guards what follows: connsync's callbacks and the run goroutine meet here
+	waiting map[connsync.PeerID]bool // alive, copy not complete
+	done    map[connsync.PeerID]bool // copy completed (true) or given up (false)
+}
+
+// Joined reports whether the instance holds the table: its routes may be
+// announced.
+func (cs *connSync) Joined() bool { return cs.join.joined.Load() }
 
 // drainEvery is how often the change feed is drained: connsync's own
 // flush interval, so a change waits at most two of them.
@@ -52,9 +84,15 @@ func syncFeedLen(cfg *config.Config) int {
 	return syncFeed
 }
 
-// startSync starts connection sync for cfg.Sync on bal.
-func startSync(cfg *config.Sync, bal *nat.Balancer, log *slog.Logger) (*connSync, error) {
+// startSync starts connection sync for cfg.Sync on bal, joining: onJoin
+// is called once it has joined (from its goroutine).
+func startSync(cfg *config.Sync, bal *nat.Balancer, log *slog.Logger, onJoin func()) (*connSync, error) {
 	cs := &connSync{bal: bal, log: log, stop: make(chan struct{}), buf: make([]byte, 0, connrec.MaxLen)}
+	cs.join = join{start: time.Now(), timeout: cfg.JoinTimeout, peers: len(cfg.Peers), onJoin: onJoin,
+		waiting: map[connsync.PeerID]bool{}, done: map[connsync.PeerID]bool{}}
+	if cs.join.timeout <= 0 {
+		cs.join.timeout = config.DefaultJoinTimeout // a configuration a program built
+	}
 	s, err := connsync.New(cs.config(cfg, log))
 	if err != nil {
 		return nil, err
@@ -74,10 +112,8 @@ func (cs *connSync) config(cfg *config.Sync, log *slog.Logger) connsync.Config {
 		Apply:     cs.apply,
 		PeerState: cs.peerState,
 		Copy:      cs.copy,
-		CopyDone: func(from connsync.PeerID, ok bool) {
-			log.Info("connection sync: copy", "peer", from, "complete", ok)
-		},
-		Log: log,
+		CopyDone:  cs.copyDone,
+		Log:       log,
 	}
 }
 
@@ -110,6 +146,65 @@ func (cs *connSync) run() {
 			shard, tick = 0, 0
 		}
 		cs.drain()
+		if !cs.join.joined.Load() {
+			cs.checkJoin(time.Now())
+		}
+	}
+}
+
+// checkJoin ends the joining state when the table is here (join's rule),
+// says so in the log and tells onJoin.
+func (cs *connSync) checkJoin(now time.Time) {
+	j := &cs.join
+	j.mu.Lock()
+	if j.joined.Load() { // once: the sync goroutine and a test's clock may both check
+		j.mu.Unlock()
+		return
+	}
+	took := now.Sub(j.start)
+	heardAll := len(j.done)+len(j.waiting) >= j.peers
+	copied := len(j.waiting) == 0 && (heardAll || took >= joinDiscover)
+	if !copied && took < j.timeout {
+		j.mu.Unlock()
+		return
+	}
+	var given, waiting []connsync.PeerID
+	for p, ok := range j.done {
+		if !ok {
+			given = append(given, p)
+		}
+	}
+	for p := range j.waiting {
+		waiting = append(waiting, p)
+	}
+	copies := len(j.done)
+	j.joined.Store(true)
+	j.mu.Unlock()
+	st := cs.s.Stats()
+	args := []any{"took", took.Round(time.Millisecond), "records", st.Applied, "copies", copies - len(given), "peers_alive", cs.peers.Load()}
+	switch {
+	case !copied:
+		cs.log.Warn("connection sync: joined on sync.join_timeout: announcing without every peer's full copy", append(args, "waiting_for", waiting)...)
+	case len(given) > 0:
+		cs.log.Warn("connection sync: joined: announcing without the full copy of peers that gave none", append(args, "given_up", given)...)
+	default:
+		cs.log.Info("connection sync: joined: holding the table, announcing", args...)
+	}
+	if j.onJoin != nil {
+		j.onJoin()
+	}
+}
+
+// copyDone is connsync's CopyDone: a joining instance's copy from a peer
+// completed (ok) or was given up.
+func (cs *connSync) copyDone(from connsync.PeerID, ok bool) {
+	cs.log.Info("connection sync: copy", "peer", from, "complete", ok)
+	j := &cs.join
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	delete(j.waiting, from)
+	if !j.done[from] {
+		j.done[from] = ok
 	}
 }
 
@@ -171,18 +266,29 @@ func (cs *connSync) copy(yield func(rec []byte) bool) {
 	})
 }
 
+// peerState is connsync's PeerState. A peer heard while joining is
+// waited for until its copy (asked as it was heard) is here; one that
+// dies is not.
 func (cs *connSync) peerState(from connsync.PeerID, alive bool) {
 	if alive {
 		cs.peers.Add(1)
 	} else {
 		cs.peers.Add(-1)
 	}
+	j := &cs.join
+	j.mu.Lock()
+	if _, copied := j.done[from]; alive && !copied {
+		j.waiting[from] = true
+	} else if !alive {
+		delete(j.waiting, from)
+	}
+	j.mu.Unlock()
 	cs.log.Info("connection sync: peer", "peer", from, "alive", alive)
 }
 
-// Stats are connection sync's counters for the metrics.
-func (cs *connSync) Stats() (connsync.Stats, int) {
-	return cs.s.Stats(), int(cs.peers.Load())
+// Stats are connection sync's counters and state for the metrics.
+func (cs *connSync) Stats() metrics.Sync {
+	return metrics.Sync{Stats: cs.s.Stats(), Alive: int(cs.peers.Load()), Joined: cs.Joined()}
 }
 
 // SyncStats are connection sync's counters and how many of its peers are
@@ -191,8 +297,8 @@ func (d *Daemon) SyncStats() (s connsync.Stats, alive int, ok bool) {
 	if d.connSync == nil {
 		return connsync.Stats{}, 0, false
 	}
-	s, alive = d.connSync.Stats()
-	return s, alive, true
+	st := d.connSync.Stats()
+	return st.Stats, st.Alive, true
 }
 
 // Close stops the drain and the transport; what the feed still holds is

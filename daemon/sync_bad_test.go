@@ -38,7 +38,7 @@ func TestSyncRefusesWhatAPeerDidNotSend(t *testing.T) {
 	}
 	defer capc.Close()
 	a := balancerOf(t, ca)
-	sa, err := startSync(ca.Sync, a, slog.New(slog.DiscardHandler))
+	sa, err := startSync(ca.Sync, a, slog.New(slog.DiscardHandler), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

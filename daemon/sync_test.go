@@ -71,7 +71,7 @@ func syncPair(t *testing.T) (ca, cb *config.Config, a, b *nat.Balancer) {
 // runSync starts c's connection sync on bal, closed when the test ends.
 func runSync(t *testing.T, c *config.Config, bal *nat.Balancer) *connSync {
 	t.Helper()
-	s, err := startSync(c.Sync, bal, slog.New(slog.DiscardHandler))
+	s, err := startSync(c.Sync, bal, slog.New(slog.DiscardHandler), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,12 +137,12 @@ func TestSyncCopiesTheTableToAPeer(t *testing.T) {
 	}
 	for _, s := range []*connSync{sa, sb} {
 		for time.Now().Before(deadline) {
-			if _, alive := s.Stats(); alive == 1 {
+			if s.Stats().Alive == 1 {
 				break
 			}
 			time.Sleep(10 * time.Millisecond)
 		}
-		if _, alive := s.Stats(); alive != 1 {
+		if alive := s.Stats().Alive; alive != 1 {
 			t.Errorf("peers alive %d, want 1", alive)
 		}
 	}
@@ -234,7 +234,7 @@ func TestSyncSendsConnectionChanges(t *testing.T) {
 	}
 	forward(nat.ClientSide, tcpFrame(t, cli, vip, false, false, true, 1001, 0))
 	waitState(t, b, "CLOSE")
-	if st, _ := sa.Stats(); st.Queued < 2 {
+	if st := sa.Stats().Stats; st.Queued < 2 {
 		t.Errorf("A queued %d records", st.Queued)
 	}
 }

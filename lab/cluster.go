@@ -616,12 +616,16 @@ func (in *Instance) Stop() {
 // LoggedAt returns the time of the last line of the instance's log that
 // has every one of words (tapvs's text log: time=... first), or false.
 func (in *Instance) LoggedAt(words ...string) (time.Time, bool) {
+	at, _, found := in.LastLogged(words...)
+	return at, found
+}
+
+// LastLogged is LoggedAt with the line.
+func (in *Instance) LastLogged(words ...string) (at time.Time, line string, found bool) {
 	b, err := os.ReadFile(in.Log)
 	if err != nil {
-		return time.Time{}, false
+		return time.Time{}, "", false
 	}
-	var at time.Time
-	found := false
 	for _, l := range strings.Split(string(b), "\n") {
 		ok := strings.HasPrefix(l, "time=")
 		for _, w := range words {
@@ -632,10 +636,10 @@ func (in *Instance) LoggedAt(words ...string) (time.Time, bool) {
 		}
 		ts, _, _ := strings.Cut(strings.TrimPrefix(l, "time="), " ")
 		if t, err := time.Parse(time.RFC3339Nano, ts); err == nil {
-			at, found = t, true
+			at, line, found = t, l, true
 		}
 	}
-	return at, found
+	return at, line, found
 }
 
 func (in *Instance) tailLog() string {
@@ -1110,11 +1114,34 @@ const clusterMetrics = "127.0.0.1:9477"
 // Drops is the instance's count of drops for reason (its metrics'
 // tapvs_drops_total), read in its namespace.
 func (in *Instance) Drops(reason string) (uint64, error) {
+	return in.Metric(fmt.Sprintf("tapvs_drops_total{reason=%q}", reason))
+}
+
+// Metric is the value of one sample of the instance's metrics, named as
+// the exposition writes it (name{label="value"}), read in its namespace:
+// 0 if it is not there yet.
+func (in *Instance) Metric(sample string) (uint64, error) {
 	body, err := ScrapeMetrics(in.NS, clusterMetrics)
 	if err != nil {
 		return 0, fmt.Errorf("t%d's metrics: %w", in.N, err)
 	}
-	return uint64(MetricSum(body, fmt.Sprintf("tapvs_drops_total{reason=%q} ", reason))), nil
+	return uint64(MetricSum(body, sample+" ")), nil
+}
+
+// MetricLines is the samples of the instance's metrics whose names start
+// with prefix, one a line: for a failure's message.
+func (in *Instance) MetricLines(prefix string) string {
+	body, err := ScrapeMetrics(in.NS, clusterMetrics)
+	if err != nil {
+		return err.Error()
+	}
+	var out []string
+	for l := range strings.Lines(body) {
+		if strings.HasPrefix(l, prefix) {
+			out = append(out, strings.TrimSuffix(l, "\n"))
+		}
+	}
+	return strings.Join(out, "\n")
 }
 
 // ScrapeMetrics reads the Prometheus text a tapvs serves at addr in

@@ -9,6 +9,9 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os/exec"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -406,9 +409,14 @@ func (c *Cluster) DrainDuringTransfers(ctx context.Context, n, flows, newConns i
 // and the instances other than leaving the VIP's route goes to now. It
 // fails unless some flows are on leaving.
 func (c *Cluster) openFlows(ctx context.Context, leaving, flows int) (fs []*Flow, before, others []int, err error) {
-	// A flow that breaks ends here at the latest.
 	shape := c.flowShape()
-	ctx, cancel := context.WithTimeout(ctx, shape.Duration()+flowSlack)
+	return c.openFlowsOf(ctx, leaving, flows, shape, shape.Duration()+flowSlack)
+}
+
+// openFlowsOf is openFlows with flows of shape, given up after limit.
+func (c *Cluster) openFlowsOf(ctx context.Context, leaving, flows int, shape FlowShape, limit time.Duration) (fs []*Flow, before, others []int, err error) {
+	// A flow that breaks ends here at the latest.
+	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer func() {
 		if err != nil {
 			cancel()
@@ -447,6 +455,39 @@ func (c *Cluster) openFlows(ctx context.Context, leaving, flows int) (fs []*Flow
 	return fs, before, others, nil
 }
 
+// waitSynced waits (within ctx) until each of the instances others holds
+// every flow on instance victim (connection sync's shadows).
+func (c *Cluster) waitSynced(ctx context.Context, fs []*Flow, before []int, victim int, others []int) error {
+	want := 0
+	for _, h := range before {
+		if h == victim {
+			want++
+		}
+	}
+	for {
+		held, err := c.held(fs, before, victim, others)
+		if err != nil {
+			return err
+		}
+		all := true
+		for _, n := range others {
+			all = all && held[n] == want
+		}
+		if all {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			var lines []string
+			for _, n := range append([]int{victim}, others...) {
+				lines = append(lines, fmt.Sprintf("t%d's:\n%s", n, c.Inst[n-1].MetricLines("tapvs_sync")))
+			}
+			return fmt.Errorf("the survivors hold %v of t%d's %d flows (connection sync): %w\n%s", held, victim, want, ctx.Err(), strings.Join(lines, "\n"))
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
 // held counts, for each of the instances others, the flows on instance
 // victim in its connection table (ESTABLISHED: connection sync's shadows).
 func (c *Cluster) held(fs []*Flow, before []int, victim int, others []int) (map[int]int, error) {
@@ -469,4 +510,221 @@ func (c *Cluster) held(fs []*Flow, before []int, victim int, others []int) (map[
 		}
 	}
 	return held, nil
+}
+
+// The flows of a rejoin: about 6 s each (120 pieces), long enough for
+// the instance to be killed, withdrawn, started again, to join and be
+// announced while they run, and to carry them on a while after; a broken
+// one is given up after rejoinLimit.
+var rejoinFlows = FlowShape{Piece: 8 << 10, Pieces: 120, Pace: 50 * time.Millisecond}
+
+const rejoinLimit = 20 * time.Second
+
+// RejoinResult is what SIGKILL of one instance and its start again, with
+// connection sync, did to the transfers running through it all.
+type RejoinResult struct {
+	Withdrawn time.Duration // from the kill to the router's FIB without it
+	// Joined is from the start again to its log's "joined" line
+	// (JoinLine: the records received and the time the join took), and
+	// Announced to the router's FIB with it again.
+	Joined, Announced time.Duration
+	JoinLine          string
+	// CopiesAsked is how many full copies it had asked of its peers when
+	// the first datagrams of their copies were let through.
+	CopiesAsked uint64
+	RejoinTally
+}
+
+// RejoinTally counts the flows of a rejoin by where they were: on the
+// instance that left and came back (its own: to the survivors, then back
+// to it), on a survivor that the return moved to it, or neither (moved
+// between survivors or not at all); and how many of each broke.
+type RejoinTally struct {
+	Own, Returned, Other                   int
+	OwnBroken, ReturnedBroken, OtherBroken int
+	Errors                                 []string // one per broken flow, for a log
+}
+
+func (t RejoinTally) String() string {
+	return fmt.Sprintf("%d flows on the instance that left and came back (continued by the survivors, then by it again): %d broke; "+
+		"%d of the survivors' flows moved to it by its return: %d broke; %d others: %d broke",
+		t.Own, t.OwnBroken, t.Returned, t.ReturnedBroken, t.Other, t.OtherBroken)
+}
+
+// copyBlock is the nftables table that drops, in an instance's namespace,
+// the connection sync datagrams to it longer than a HELLO, a COPY_REQ or
+// a COPY_END (IP length 84-92): COPY_DATA and UPDATEs. The copies a
+// (re)started instance asks are lost, and it asks them again after
+// connsync's CopyTimeout (1 s).
+const copyBlock = "tapvs_lab_copyblock"
+
+func (in *Instance) blockCopies(on bool) error {
+	script := fmt.Sprintf("table inet %[1]s\ndelete table inet %[1]s\n", copyBlock)
+	if on {
+		script = fmt.Sprintf("table inet %s {\n  chain in {\n    type filter hook input priority 0;\n    udp dport %d ip length > 120 drop\n  }\n}\n", copyBlock, ClusterSyncPort)
+	}
+	cmd := exec.Command("ip", "netns", "exec", in.NS, "nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(script)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("nft in %s: %w: %s", in.NS, err, out)
+	}
+	return nil
+}
+
+// RejoinDuringTransfers opens flows flows (each about 6 s long) over
+// every instance, SIGKILLs instance victim once the survivors hold its
+// flows (connection sync), waits for the router to withdraw it, opens
+// flows more (over the survivors: some of them the return moves to it),
+// and starts it again with its same configuration. Its peers' first
+// copies to it are lost (copyBlock) until its BGP session is up and it
+// has asked them again, so that it joins with its session up: until
+// then it must announce nothing (its /v1/bgp), and until each survivor's
+// copy has completed (its log) it must not be among the router's next
+// hops for the VIP or its own LIP (an error if it is). Once it is back,
+// the router spreads the flows over the three again; it counts what
+// survived.
+func (c *Cluster) RejoinDuringTransfers(ctx context.Context, victim, flows int) (RejoinResult, error) {
+	var r RejoinResult
+	if !c.Sync {
+		return r, errors.New("a rejoin needs connection sync (Cluster.Sync)")
+	}
+	fs, before, others, err := c.openFlowsOf(ctx, victim, flows, rejoinFlows, rejoinLimit)
+	if err != nil {
+		return r, err
+	}
+	all, err := c.NextHops(VIP)
+	if err != nil {
+		return r, err
+	}
+	// However this ends, every flow is waited for: none outlives the lab.
+	waited := false
+	defer func() {
+		if !waited {
+			for _, f := range fs {
+				f.Wait()
+			}
+		}
+	}()
+	if err := c.waitSynced(ctx, fs, before, victim, others); err != nil {
+		return r, err
+	}
+	in := c.Inst[victim-1]
+	killed := time.Now()
+	if err := in.Kill(); err != nil {
+		return r, err
+	}
+	wctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	if _, err := c.WaitNextHops(wctx, VIP, others...); err != nil {
+		return r, err
+	}
+	r.Withdrawn = time.Since(killed)
+	if _, err := c.Hops(fs); err != nil {
+		return r, err
+	}
+	fctx, fcancel := context.WithTimeout(ctx, rejoinLimit)
+	defer fcancel()
+	more, err := c.StartFlows(fctx, flows, rejoinFlows)
+	if err != nil {
+		return r, err
+	}
+	fs = append(fs, more...)
+	if _, err := c.Hops(more); err != nil {
+		return r, err
+	}
+	for _, f := range more {
+		before = append(before, f.Hop)
+	}
+	if err := in.blockCopies(true); err != nil {
+		return r, err
+	}
+	blocked := true
+	defer func() {
+		if blocked {
+			in.blockCopies(false)
+		}
+	}()
+	started := time.Now()
+	if err := in.Start(); err != nil {
+		return r, err
+	}
+	lip := ClusterLIP(victim, 0)
+	for {
+		vips, err := c.NextHops(VIP)
+		if err != nil {
+			return r, err
+		}
+		lips, err := c.NextHops(lip)
+		if err != nil {
+			return r, err
+		}
+		if slices.Contains(vips, victim) || slices.Contains(lips, victim) {
+			for _, p := range others {
+				if at, ok := in.LoggedAt("connection sync: copy", fmt.Sprintf("peer=%d ", p), "complete=true"); !ok || at.Before(started) {
+					return r, fmt.Errorf("t%d is among the next hops of the VIP (%v) or of its LIP %s (%v) %v after its start, before t%d's copy to it completed",
+						victim, vips, lip, lips, time.Since(started).Round(time.Millisecond), p)
+				}
+			}
+			at, line, ok := in.LastLogged("connection sync: joined")
+			if !ok || at.Before(started) {
+				return r, fmt.Errorf("t%d is among the next hops %v after its start, before it logged that it joined", victim, time.Since(started).Round(time.Millisecond))
+			}
+			if slices.Contains(vips, victim) {
+				r.Announced, r.Joined, r.JoinLine = time.Since(started), at.Sub(started), line
+				break
+			}
+		}
+		if blocked {
+			if b, err := in.API().BGP(); err == nil {
+				if b.Joining && len(b.Routes) > 0 {
+					return r, fmt.Errorf("t%d announces %+v while it joins", victim, b.Routes)
+				}
+				// Its session up, both copies asked and one again: let
+				// them through.
+				n, err := in.Metric(`tapvs_sync_copies_total{result="asked"}`)
+				if err == nil && n > uint64(len(others)) && len(b.Peers) > 0 && b.Peers[0].State == "established" {
+					if err := in.blockCopies(false); err != nil {
+						return r, err
+					}
+					blocked, r.CopiesAsked = false, n
+				}
+			}
+		}
+		select {
+		case <-wctx.Done():
+			return r, fmt.Errorf("t%d never came back among the VIP's next hops (copies still lost: %v): %w", victim, blocked, wctx.Err())
+		case <-in.done:
+			return r, fmt.Errorf("t%d exited: %s", victim, in.tailLog())
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	if _, err := c.WaitNextHops(wctx, VIP, all...); err != nil {
+		return r, err
+	}
+	mid := make([]int, len(fs))
+	for i, f := range fs {
+		mid[i] = f.Hop
+	}
+	if _, err := c.Hops(fs); err != nil {
+		return r, err
+	}
+	waited = true
+	for i, f := range fs {
+		err := f.Wait()
+		var n, broke *int
+		switch {
+		case before[i] == victim:
+			n, broke = &r.Own, &r.OwnBroken
+		case f.Hop == victim:
+			n, broke = &r.Returned, &r.ReturnedBroken
+		default:
+			n, broke = &r.Other, &r.OtherBroken
+		}
+		*n++
+		if err != nil {
+			*broke++
+			r.Errors = append(r.Errors, fmt.Sprintf("port %d (instance %d, %d after the kill, %d after the return): %v", f.Port, before[i], mid[i], f.Hop, err))
+		}
+	}
+	return r, nil
 }

@@ -93,8 +93,23 @@ func TestDrainWithoutBGP(t *testing.T) {
 // counters.
 func TestSyncBytes(t *testing.T) {
 	c := New(testBalancer(t), nil, nil)
-	c.SetSync(func() (connsync.Stats, int) { return connsync.Stats{SentBytes: 1500, ReceivedBytes: 700}, 1 })
+	c.SetSync(func() Sync { return Sync{Stats: connsync.Stats{SentBytes: 1500, ReceivedBytes: 700}, Alive: 1} })
 	compare(t, samples(t, c, "tapvs_sync_bytes_total"),
 		`tapvs_sync_bytes_total{direction="received"} 700
 tapvs_sync_bytes_total{direction="sent"} 1500`)
+}
+
+// Connection sync's join is a gauge: 0 while the instance joins (it
+// announces nothing), 1 once it holds the table; its peers alive beside it.
+func TestSyncJoined(t *testing.T) {
+	names := []string{"tapvs_sync_joined", "tapvs_sync_peers_alive"}
+	for _, joined := range []bool{false, true} {
+		c := New(testBalancer(t), nil, nil)
+		c.SetSync(func() Sync { return Sync{Alive: 2, Joined: joined} })
+		want := "tapvs_sync_joined 0\ntapvs_sync_peers_alive 2"
+		if joined {
+			want = "tapvs_sync_joined 1\ntapvs_sync_peers_alive 2"
+		}
+		compare(t, samples(t, c, names...), want)
+	}
 }

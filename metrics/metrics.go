@@ -44,9 +44,9 @@ type Collector struct {
 	bal     *nat.Balancer
 	st      *netstack.Stack
 	health  Health
-	cluster Cluster                      // nil: no BGP or drain metrics
-	handoff func() handoff.Stats         // nil: no handoff: section
-	sync    func() (connsync.Stats, int) // nil: no sync: section; its counters and the peers alive
+	cluster Cluster              // nil: no BGP or drain metrics
+	handoff func() handoff.Stats // nil: no handoff: section
+	sync    func() Sync          // nil: no sync: section
 }
 
 var (
@@ -97,6 +97,7 @@ var (
 	dSyncCopy  = prometheus.NewDesc("tapvs_sync_copies_total", "Full copies of connection sync: asked (of peers, retries included), done, failed (given up), served (to peers), busy (a request refused, one being served).", []string{"result"}, nil)
 	dSyncBytes = prometheus.NewDesc("tapvs_sync_bytes_total", "UDP payload bytes of connection sync's datagrams: sent (every datagram the kernel took, of every type, to every peer), received (every datagram accepted).", []string{"direction"}, nil)
 	dSyncPeers = prometheus.NewDesc("tapvs_sync_peers_alive", "Connection sync's peers heard from within the last second.", nil, nil)
+	dSyncJoin  = prometheus.NewDesc("tapvs_sync_joined", "1 once this instance holds the table (its peers' full copies, or sync.join_timeout passed) and announces its routes; 0 while it joins, announcing none.", nil, nil)
 	dHandoff   = prometheus.NewDesc("tapvs_handoff_frames_total", "Client frames handed between the cluster's instances (handoff:): sent (each to every peer), rate_limited and too_big (not sent), send_error (datagrams the kernel refused), received (checked, given to the balancer), refused_<reason> (short, long, magic, version, tag, not_peer), super_frame_dropped (received, but this instance's TAPs are plain).", []string{"result"}, nil)
 	dDraining  = prometheus.NewDesc("tapvs_draining", "1 while the instance is drained (its VIPs withdrawn from the routers), 0 otherwise.", nil, nil)
 )
@@ -113,15 +114,23 @@ func (c *Collector) SetCluster(cl Cluster) { c.cluster = cl }
 // SetHandoff has the collector export the handoff's counters.
 func (c *Collector) SetHandoff(stats func() handoff.Stats) { c.handoff = stats }
 
+// Sync is connection sync's state for the collector: its counters, the
+// peers alive, and whether this instance has joined (holds the table).
+type Sync struct {
+	Stats  connsync.Stats
+	Alive  int
+	Joined bool
+}
+
 // SetSync has the collector export connection sync's counters and how
-// many of its peers are alive.
-func (c *Collector) SetSync(stats func() (connsync.Stats, int)) { c.sync = stats }
+// many of its peers are alive, and whether it has joined.
+func (c *Collector) SetSync(stats func() Sync) { c.sync = stats }
 
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{dConns, dConnsMax, dQuar, dCreated, dExpired, dExpRST, dDrops, dSPCookies, dSPOpened, dSPFailed, dSPRetries, dSPTW, dProxyHdrs, dProxyCut, dUntracked, dSvcHalf, dTOA,
 		dActive, dInactive, dSched, dWeight, dUp, dPkts, dBytes, dSvcConns, dLIPConns, dLIPConf, dLIPExh, dFrames, dPollSleep, dUDPProxy,
-		dPeerUp, dPeerChg, dPeerSess, dPeerMsgs, dRoutes, dAnnounce, dWithdraw, dDraining, dHandoff, dSyncRecs, dSyncDgram, dSyncBytes, dSyncCopy, dSyncPeers} {
+		dPeerUp, dPeerChg, dPeerSess, dPeerMsgs, dRoutes, dAnnounce, dWithdraw, dDraining, dHandoff, dSyncRecs, dSyncDgram, dSyncBytes, dSyncCopy, dSyncPeers, dSyncJoin} {
 		ch <- d
 	}
 }
@@ -235,8 +244,10 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 // collectSync exports connection sync's counters, the balancer's side of
 // them (its feed, its imports) with them.
 func (c *Collector) collectSync(gauge func(*prometheus.Desc, float64, ...string), counter func(*prometheus.Desc, uint64, ...string)) {
-	s, alive := c.sync()
-	gauge(dSyncPeers, float64(alive))
+	y := c.sync()
+	s := y.Stats
+	gauge(dSyncPeers, float64(y.Alive))
+	gauge(dSyncJoin, b2f(y.Joined))
 	for result, n := range map[string]uint64{"queued": s.Queued, "dropped": s.Dropped, "too_big": s.TooBig,
 		"feed_dropped": c.bal.FeedDropped(), "received": s.Applied, "applied": c.bal.Stats.Imported(), "adopted": c.bal.Stats.Adopted()} {
 		counter(dSyncRecs, n, result)

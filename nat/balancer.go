@@ -327,6 +327,15 @@ func (b *Balancer) fromClient(set *serviceSet, p *pkt, dst *addr16, f *Frame) Ve
 			return v
 		}
 	}
+	if c.clientMAC == ([6]byte{}) && b.clientHop.Load() == 0 {
+		// A connection a peer's record made (connection sync) has no
+		// client-side hop of its own: its replies take the box's
+		// (toClient), which no new connection has taught yet on an
+		// instance that restarted and holds only such ones. Learnt once.
+		var hop [6]byte
+		copy(hop[:], p.eth().Src())
+		b.clientHop.CompareAndSwap(0, macOf(hop))
+	}
 	c.noteAck(dirIn, p.tcp(), flags)
 	if c.sp != nil {
 		return b.synproxyFromClient(c, p, flags, f)

@@ -158,3 +158,28 @@ func TestImportOnOwnLIPIsFed(t *testing.T) {
 		t.Fatalf("fed %+v", got)
 	}
 }
+
+// TestImportedOnlyLearnsTheClientHop: a restarted instance whose table
+// holds only a peer's copy of its connections (records without a next
+// hop: connection sync's) and has made no connection of its own yet
+// sends the server's replies to the client side's hop the client's
+// segments came from, not to a MAC of zeros.
+func TestImportedOnlyLearnsTheClientHop(t *testing.T) {
+	a := feedRig(t)
+	cseq, sseq := moveCases()[0].open(t, a)
+	rec := drained(a.b)[0]
+	rec.Ext &^= connrec.ExtNextHop // as the peer sends it (daemon's peerRecord)
+	rec.NextHop = [6]byte{}
+	b := feedRig(t) // the same LIP: a restarted a
+	if err := b.b.ImportConn(&rec); err != nil {
+		t.Fatal(err)
+	}
+	hop := [6]byte{0x02, 0, 0, 0, 0, 0x78}
+	mustForward(t, b, ClientSide, pframe(t, pktSpec{src: client, dst: vip, sport: moveCport, dport: 80, proto: TCP, ack: true,
+		seq: cseq, ackNum: 0x7001, payload: []byte("ping"), srcMAC: hop}))
+	reply := pframe(t, pktSpec{src: rs1, dst: lip1, sport: 8080, dport: rec.LPort, proto: TCP, ack: true, seq: sseq, ackNum: cseq, payload: []byte("pong"), srcMAC: macGateway})
+	mustForward(t, b, ServerSide, reply)
+	if got := decode(t, reply); got.ip.DstIP.String() != client.String() || got.eth.DstMAC.String() != "02:00:00:00:00:78" {
+		t.Errorf("reply to %v via %v, want via the client's segments' hop", got.ip.DstIP, got.eth.DstMAC)
+	}
+}

@@ -147,6 +147,11 @@ func TestBGPLayout(t *testing.T) {
 	if b.String() != want {
 		t.Fatalf("draining, nothing announced: got\n%s\nwant\n%s", b.String(), want)
 	}
+	b.Reset()
+	printBGP(&b, api.BGP{ASN: 65001, RouterID: "10.0.0.1", Joining: true}, testNow)
+	if l, _, _ := strings.Cut(b.String(), "\n"); l != "BGP AS 65001 router-id 10.0.0.1 joining (no route announced until connection sync holds the table)" {
+		t.Fatalf("joining: first line %q", l)
+	}
 }
 
 func TestDrainLayout(t *testing.T) {

@@ -211,6 +211,9 @@ func printBGP(w io.Writer, b api.BGP, now time.Time) {
 	if b.Draining {
 		line += " draining"
 	}
+	if b.Joining {
+		line += " joining (no route announced until connection sync holds the table)"
+	}
 	fmt.Fprintln(w, line)
 	fmt.Fprintf(w, "%-24s %-10s %-12s %-8s %-8s %-8s %-8s %-8s %s\n", "Peer", "AS", "State", "Since", "Sessions", "Changes", "MsgRcvd", "MsgSent", "LastError")
 	for _, p := range b.Peers {

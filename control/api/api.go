@@ -242,6 +242,9 @@ type BGP struct {
 	Announced uint64 `json:"announced"`
 	Withdrawn uint64 `json:"withdrawn"`
 	Draining  bool   `json:"draining"`
+	// Joining: connection sync has yet to receive the table from its
+	// peers; nothing is announced until it has.
+	Joining bool `json:"joining"`
 }
 
 // BGPPeer is one router's session.
