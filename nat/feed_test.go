@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/tapvs/tapvs/connrec"
+	"github.com/tapvs/tapvs/synproxy"
 )
 
 // drained is every record DrainChanges yields, copied.
@@ -181,5 +182,42 @@ func TestImportedOnlyLearnsTheClientHop(t *testing.T) {
 	mustForward(t, b, ServerSide, reply)
 	if got := decode(t, reply); got.ip.DstIP.String() != client.String() || got.eth.DstMAC.String() != "02:00:00:00:00:78" {
 		t.Errorf("reply to %v via %v, want via the client's segments' hop", got.ip.DstIP, got.eth.DstMAC)
+	}
+}
+
+// A tombstone names its connection as the peer's shadow has it: the
+// state a closed entry of its protocol has (TCP's CLOSE; UDP has none
+// but ESTABLISHED), and the flags its open record had: an IPv6 client or
+// server, SYNPROXY, timestamps removed. Each passes connrec's checks.
+func TestTombstoneFlags(t *testing.T) {
+	v4c, v4s := netip.MustParseAddr("::ffff:172.25.254.1").As16(), netip.MustParseAddr("::ffff:172.25.84.20").As16()
+	v6c, v6s := netip.MustParseAddr("2001:db8::1").As16(), netip.MustParseAddr("fd00::20").As16()
+	vip4, lip4 := netip.MustParseAddr("::ffff:172.25.254.100").As16(), netip.MustParseAddr("::ffff:172.25.84.10").As16()
+	vip6, lip6 := netip.MustParseAddr("2001:db8::100").As16(), netip.MustParseAddr("fd00::10").As16()
+	conn := func(proto Protocol, client, vip, lip, server [16]byte) *Conn {
+		return &Conn{in: tupleKey{src: client, dst: vip, sport: 40000, dport: 80, proto: proto},
+			out: tupleKey{src: server, dst: lip, sport: 8080, dport: 20000, proto: proto}}
+	}
+	for _, tc := range []struct {
+		name  string
+		c     *Conn
+		state connrec.State
+		flags connrec.Flags
+	}{
+		{"tcp", conn(TCP, v4c, vip4, lip4, v4s), connrec.StateClose, 0},
+		{"udp", conn(UDP, v4c, vip4, lip4, v4s), connrec.StateEstablished, 0},
+		{"ipv6", conn(TCP, v6c, vip6, lip6, v6s), connrec.StateClose, connrec.FlagClient6 | connrec.FlagServer6},
+		{"nat64", conn(TCP, v6c, vip6, lip4, v4s), connrec.StateClose, connrec.FlagClient6},
+		{"synproxy", func() *Conn { c := conn(TCP, v4c, vip4, lip4, v4s); c.sp = new(synproxy.State); return c }(), connrec.StateClose, connrec.FlagSynproxy},
+		{"ts remove", func() *Conn { c := conn(TCP, v4c, vip4, lip4, v4s); c.timestamps = TimestampsRemove; return c }(), connrec.StateClose, connrec.FlagTSRemove},
+	} {
+		var r connrec.Record
+		tc.c.tombstone(&r)
+		if r.Kind != connrec.KindClosed || r.State != tc.state || r.Flags != tc.flags {
+			t.Errorf("%s: kind %v, state %v, flags %#x; want closed, %v, %#x", tc.name, r.Kind, r.State, r.Flags, tc.state, tc.flags)
+		}
+		if err := r.Check(); err != nil {
+			t.Errorf("%s: %v", tc.name, err)
+		}
 	}
 }
