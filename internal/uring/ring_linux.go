@@ -65,6 +65,7 @@ type Ring struct {
 
 	ringMem, sqeMem unsafe.Pointer
 	ringLen, sqeLen uintptr
+	bufs            []*BufRing // registered buffer rings, unmapped by Close
 	closed          bool
 }
 
@@ -340,6 +341,14 @@ func (r *Ring) Close() error {
 	if r.sqeMem != nil {
 		unix.MunmapPtr(r.sqeMem, r.sqeLen)
 	}
+	// Closing the ring unregistered the buffer rings; their memory goes
+	// only if no read can still land in it.
+	if err == nil {
+		for _, b := range r.bufs {
+			b.unmap()
+		}
+	}
+	r.bufs = nil
 	return err
 }
 
