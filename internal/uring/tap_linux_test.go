@@ -160,3 +160,97 @@ func TestTAPForward(t *testing.T) {
 	}
 	t.Logf("%d frames forwarded A→B through the ring, %d other frames read and recycled", seq, other)
 }
+
+// TestTAPTruncated pins what a TAP does with a frame longer than the
+// provided buffer: it fills the buffer and drops the rest, and the CQE's
+// Res is the buffer's length, not the frame's. So a poller's slot must be
+// longer than the largest frame plus its vnet header, and a read that
+// fills its buffer exactly is to be dropped as cut short.
+func TestTAPTruncated(t *testing.T) {
+	tuntest.InNewNetns(t)
+	fd, idx := openTAP(t, fmt.Sprintf("ut%x", rand.Uint32()))
+	inject := packetSocket(t, idx)
+	r := newRing(t, 4, 16)
+	const slot = 64
+	br, err := r.NewBufRing(0, 4, slot, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.ReadMultishot(fd, br.Group(), udRead)
+	frame := make([]byte, 200)
+	copy(frame, []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0, 0, 0, 0, 1})
+	binary.BigEndian.PutUint16(frame[12:], etherTest)
+	if _, err := unix.Write(inject, frame); err != nil {
+		t.Fatal(err)
+	}
+	var cqes [4]CQE
+	for tries := 0; tries < 20; tries++ {
+		if e := r.Wait(1, 100*time.Millisecond); e != 0 {
+			t.Fatalf("Wait: %v", e)
+		}
+		for _, c := range cqes[:r.Reap(cqes[:])] {
+			bid, ok := c.Buffer()
+			if !ok || c.Res <= 0 {
+				t.Fatalf("read CQE %+v: want bytes in a buffer", c)
+			}
+			b := br.Slot(bid)
+			if binary.BigEndian.Uint16(b[tun.VNetHdrLen+12:]) != etherTest {
+				br.Put(bid) // the TAP's own chatter
+				continue
+			}
+			if c.Res != slot || !c.More() {
+				t.Fatalf("a %d-byte frame into a %d-byte buffer: res %d, F_MORE %v; want res %d, still armed",
+					tun.VNetHdrLen+len(frame), slot, c.Res, c.More(), slot)
+			}
+			return
+		}
+		br.Publish()
+	}
+	t.Fatal("the injected frame was never read")
+}
+
+// TestTAPDeleted deletes a TAP under an armed multishot read: the read ends
+// at once with -EBADFD (no F_MORE), so a poller learns of a dead TAP from
+// its CQE (the memo feared none would come, as for EPOLLERR on fuse).
+func TestTAPDeleted(t *testing.T) {
+	tuntest.InNewNetns(t)
+	name := fmt.Sprintf("ud%x", rand.Uint32())
+	fd, _ := openTAP(t, name)
+	r := newRing(t, 4, 16)
+	br, err := r.NewBufRing(0, 4, 4096, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.ReadMultishot(fd, br.Group(), udRead)
+	if e := r.Submit(); e != 0 {
+		t.Fatalf("Submit: %v", e)
+	}
+	link, err := netlink.LinkByName(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := netlink.LinkDel(link); err != nil {
+		t.Fatal(err)
+	}
+	var cqes [4]CQE
+	for tries := 0; tries < 10 && r.Inflight() > 0; tries++ {
+		if e := r.Wait(1, 100*time.Millisecond); e != 0 {
+			t.Fatalf("Wait: %v", e)
+		}
+		for _, c := range cqes[:r.Reap(cqes[:])] {
+			if c.More() {
+				if bid, ok := c.Buffer(); ok {
+					br.Put(bid) // chatter read before the link went
+				}
+				continue
+			}
+			if c.Res != -int32(unix.EBADFD) {
+				t.Fatalf("the read ended with %d (%v), want -EBADFD", c.Res, unix.Errno(-c.Res))
+			}
+		}
+		br.Publish()
+	}
+	if r.Inflight() != 0 {
+		t.Fatal("the read is still armed a second after its TAP was deleted")
+	}
+}
