@@ -37,6 +37,7 @@ type queue struct {
 	sizes []int
 	fwd   [][]byte
 	back  [][]byte
+	tx    txer      // sends what a batch classified
 	f     nat.Frame // the frame being processed: here, not on the stack, as process is called through a func value
 }
 
@@ -44,7 +45,7 @@ func (e *Endpoint) queue(q int) *queue {
 	dev := e.devs[q]
 	n := dev.BatchSize()
 	qu := &queue{e: e, q: q, dev: dev, out: e.peer.devs[q%len(e.peer.devs)], st: &e.stats[q], h: dev.VNetHdrLen(),
-		bufs: make([][]byte, n), sizes: make([]int, n), fwd: make([][]byte, 0, n), back: make([][]byte, 0, n)}
+		bufs: make([][]byte, n), sizes: make([]int, n), fwd: make([][]byte, 0, n), back: make([][]byte, 0, n), tx: syscallTx{}}
 	for i := range qu.bufs {
 		qu.bufs[i] = make([]byte, Headroom+maxFrame)
 	}
@@ -103,14 +104,38 @@ func transient(err error) bool {
 }
 
 // handle sends each of the first got frames in the queue's buffers where
-// the balancer says.
+// the balancer says: every frame is classified first, then the batch is
+// sent, so a sender that batches (an io_uring ring) sees it whole.
 func (qu *queue) handle(got int) {
-	st := qu.st
-	st.Received.Add(uint64(got))
+	qu.classify(got)
+	qu.tx.flush(qu)
+}
+
+// classify runs each of the first got frames through the balancer, filing
+// the ones to send in qu.fwd and qu.back.
+func (qu *queue) classify(got int) {
+	qu.st.Received.Add(uint64(got))
 	qu.fwd, qu.back = qu.fwd[:0], qu.back[:0]
 	for i := range got {
 		qu.frame(i)
 	}
+}
+
+// txer sends a classified batch: qu.fwd out of the other side's queue,
+// qu.back back out of this one, counting them Forwarded, Replied or
+// TxErrors. It is the seam between classifying frames and the system
+// calls that send them: syscallTx writes each frame with its own write(2);
+// a ring poller (issue 24) queues them on its io_uring instead. One call
+// per batch, not per frame.
+type txer interface {
+	flush(qu *queue)
+}
+
+// syscallTx sends through the devices' Write.
+type syscallTx struct{}
+
+func (syscallTx) flush(qu *queue) {
+	st := qu.st
 	if len(qu.fwd) > 0 {
 		sent, err := qu.out.Write(qu.fwd)
 		st.Forwarded.Add(uint64(sent))
