@@ -293,3 +293,58 @@ func TestPutOrder(t *testing.T) {
 		}
 	}
 }
+
+// TestCancelFD cancels the read of one pipe among two (a paused queue):
+// that read ends with -ECANCELED, the cancel reports one request, and the
+// other pipe's read stays armed and reads.
+func TestCancelFD(t *testing.T) {
+	r := newRing(t, 8, 16)
+	rd1, _ := pipe(t)
+	rd2, wr2 := pipe(t)
+	br, err := r.NewBufRing(0, 4, 256, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const udCancel = 3 << 32
+	r.ReadMultishot(rd1, br.Group(), udRead|1)
+	r.ReadMultishot(rd2, br.Group(), udRead|2)
+	if e := r.Submit(); e != 0 {
+		t.Fatalf("Submit: %v", e)
+	}
+	r.CancelFD(rd1, udCancel)
+	var cqes [4]CQE
+	var cancelled, counted bool
+	for tries := 0; tries < 10 && !(cancelled && counted); tries++ {
+		if e := r.Wait(1, 100*time.Millisecond); e != 0 {
+			t.Fatalf("Wait: %v", e)
+		}
+		for _, c := range cqes[:r.Reap(cqes[:])] {
+			switch c.UserData {
+			case udRead | 1:
+				if c.Res != -int32(unix.ECANCELED) || c.More() {
+					t.Fatalf("cancelled read: %+v, want -ECANCELED, no F_MORE", c)
+				}
+				cancelled = true
+			case udCancel:
+				if c.Res != 1 {
+					t.Fatalf("cancel: res %d, want 1 request", c.Res)
+				}
+				counted = true
+			default:
+				t.Fatalf("unexpected CQE %+v", c)
+			}
+		}
+	}
+	if !cancelled || !counted || r.Inflight() != 1 {
+		t.Fatalf("cancelled %v, cancel's CQE %v, inflight %d; want true, true, 1", cancelled, counted, r.Inflight())
+	}
+	if _, err := unix.Write(wr2, []byte("still")); err != nil {
+		t.Fatal(err)
+	}
+	if e := r.Wait(1, time.Second); e != 0 {
+		t.Fatalf("Wait: %v", e)
+	}
+	if n := r.Reap(cqes[:]); n != 1 || cqes[0].UserData != udRead|2 || cqes[0].Res != 5 || !cqes[0].More() {
+		t.Fatalf("the other read: %d CQEs, %+v; want 5 bytes, still armed", n, cqes[0])
+	}
+}

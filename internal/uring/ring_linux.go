@@ -74,6 +74,11 @@ type Ring struct {
 // must be locked (runtime.LockOSThread) until Close returns. Its error is a
 // *RefusedError that names the step and the cause.
 func New(sqEntries, cqEntries uint32) (*Ring, error) {
+	// The kernel refuses this with EINVAL, which would read as an old
+	// kernel and hide the caller's mistake behind a fallback.
+	if sqEntries == 0 || cqEntries < sqEntries {
+		return nil, fmt.Errorf("io_uring: %d CQ entries for %d SQ entries: want 0 < SQ <= CQ", cqEntries, sqEntries)
+	}
 	p := params{Flags: setupFlags, CQEntries: cqEntries}
 	fd, _, e := unix.Syscall6(unix.SYS_IO_URING_SETUP, uintptr(sqEntries), uintptr(unsafe.Pointer(&p)), 0, 0, 0, 0)
 	if e != 0 {

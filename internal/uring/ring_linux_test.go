@@ -141,3 +141,53 @@ func TestRefusalCause(t *testing.T) {
 		}
 	}
 }
+
+// TestCQOverflow fills the CQ past its size: with FEAT_NODROP no CQE is
+// lost, the SQ flags say CQ_OVERFLOW without a system call, and an enter
+// moves the kept CQEs in once there is room.
+func TestCQOverflow(t *testing.T) {
+	r := newRing(t, 4, 4)
+	size := uint32(len(r.cqes))
+	for round := range 2 { // two submits of a full SQ, nothing reaped between
+		for i := range size {
+			if !r.Nop(uint64(round)*uint64(size) + uint64(i)) {
+				t.Fatalf("SQ full at NOP %d of round %d", i, round)
+			}
+		}
+		if e := r.Submit(); e != 0 {
+			t.Fatalf("Submit: %v", e)
+		}
+	}
+	if !r.NeedsEnter() || r.Ready() != size {
+		t.Fatalf("after %d NOPs into a %d-entry CQ: NeedsEnter %v, ready %d; want true, %d", 2*size, size, r.NeedsEnter(), r.Ready(), size)
+	}
+	cqes := make([]CQE, 2*size)
+	got := r.Reap(cqes)
+	if e := r.Submit(); e != 0 {
+		t.Fatalf("Submit to flush the overflow: %v", e)
+	}
+	got += r.Reap(cqes[got:])
+	if uint32(got) != 2*size || r.NeedsEnter() {
+		t.Fatalf("reaped %d of %d CQEs, NeedsEnter %v after the flush", got, 2*size, r.NeedsEnter())
+	}
+	for i, c := range cqes {
+		if c.UserData != uint64(i) {
+			t.Fatalf("CQE %d carries %d: order lost in the overflow", i, c.UserData)
+		}
+	}
+}
+
+// TestNewArguments refuses a CQ smaller than the SQ before the kernel
+// does: its EINVAL would read as an old kernel.
+func TestNewArguments(t *testing.T) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	r, err := New(8, 4)
+	if err == nil {
+		r.Close()
+		t.Fatal("a 4-entry CQ under an 8-entry SQ was accepted")
+	}
+	if Refused(err) {
+		t.Fatalf("%v: reported as a refusal of io_uring, not a bad argument", err)
+	}
+}
