@@ -1,0 +1,384 @@
+package netstack
+
+import (
+	"fmt"
+	"runtime"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/tapvs/tapvs/internal/uring"
+	"github.com/tapvs/tapvs/tun"
+)
+
+// The io_uring poller (issue 24): one locked thread reads every queue of
+// both sides with a multishot read each into a provided-buffer ring, runs
+// each frame through queue.handle as a reader does, and queues the writes
+// on the same ring, so a pass over many frames costs one io_uring_enter
+// instead of a read and a write per frame. Frames stay in their ring slot
+// from the read to the end of their write; the kernel writes each one
+// where a reader's buffer has it (the vnet header just before Headroom).
+
+// Sizes of the ring poller.
+const (
+	ringSQ      = 256 // writes and re-arms queued per pass
+	ringSlots   = 128 // provided buffers per queue: the read CQEs a queue can have outstanding
+	ringBatch   = 32  // CQEs reaped per pass (a pass's writes wait behind them)
+	ringHeapMax = ringSQ
+)
+
+// ringSlot is a slot's size: headroom and the largest frame with its vnet
+// header, rounded to pages; a read that fills the whole buffer was cut
+// short (uring.TestTAPTruncated), so the buffer must be longer than any
+// frame.
+const ringSlot = (Headroom + maxFrame + 1 + 4095) &^ 4095
+
+// User data of the ring's requests: kind in the top byte, the queue's
+// index in ringPoller.qs, and a slot id (or heap index).
+const (
+	udRead     = 1 << 56
+	udWrite    = 2 << 56
+	udKind     = 0xff << 56
+	udBack     = 1 << 55 // a write back out the reading side (Replied), else Forwarded
+	udHeap     = 1 << 54 // a write from the heap table, not a slot
+	udQueueSh  = 32
+	udQueueMsk = 0xffff
+)
+
+// ringQueue is one queue as the ring poller sees it.
+type ringQueue struct {
+	*queue
+	dev   tun.Poller
+	fd    int
+	outFd int // the other side's queue that forwards leave by
+	br    *uring.BufRing
+	refs  []uint8 // writes in flight per slot: the slot goes back at 0
+	armed bool
+	rearm bool // the read ended for want of buffers: arm again once some are back
+	fails int  // reads ended in a row
+	dead  bool
+	dirty bool // slots put since the last Publish
+	held  int  // slots the kernel filled that are not back yet
+	tx    ringTx
+}
+
+// ringTx is a queue's txer on the ring: its batch becomes SQEs.
+type ringTx struct {
+	p  *ringPoller
+	qi int
+}
+
+func (t *ringTx) flush(*queue) { t.p.send(t.qi) }
+
+// ringPoller owns the ring and the queues it reads.
+type ringPoller struct {
+	st   *Stack
+	spin time.Duration
+	qs   []ringQueue
+	r    *uring.Ring
+	cqes [ringBatch]uring.CQE
+	// heap holds frames that are not in a slot (nat's released copies)
+	// until their write's CQE: referenced, so not collected.
+	heap     [ringHeapMax][]byte
+	heapFree []int
+}
+
+// startUring starts the io_uring poller over every queue of both sides.
+// It returns once the ring is set up and every read armed, or with the
+// ring's error (a *uring.RefusedError when io_uring is refused: the
+// caller may fall back).
+//
+// Not yet wired to the configuration (issue 24 step 3: interfaces.io and
+// the fallback); StartUring is its one entry, for tests.
+func (st *Stack) startUring(spin time.Duration) error {
+	p := &ringPoller{st: st, spin: spin, heapFree: make([]int, 0, ringHeapMax)}
+	for i := range ringHeapMax {
+		p.heapFree = append(p.heapFree, i)
+	}
+	for _, e := range []*Endpoint{st.Client, st.Server} {
+		for q := range e.devs {
+			d, ok := e.devs[q].(tun.Poller)
+			if !ok {
+				return fmt.Errorf("io_uring: %s queue %d (%T) cannot be polled", e.devs[q].Name(), q, e.devs[q])
+			}
+			p.qs = append(p.qs, ringQueue{queue: e.queue(q), dev: d, refs: make([]uint8, ringSlots)})
+		}
+	}
+	ready := make(chan error, 1)
+	st.polling = true
+	st.done.Add(1)
+	go func() {
+		defer st.done.Done()
+		p.run(ready)
+	}()
+	if err := <-ready; err != nil {
+		return err
+	}
+	return nil
+}
+
+// StartUring is Start with the io_uring poller (see startUring).
+func (st *Stack) StartUring(spin time.Duration) error {
+	if err := st.startUring(spin); err != nil {
+		return err
+	}
+	st.done.Add(1)
+	go func() {
+		defer st.done.Done()
+		st.resolver()
+	}()
+	return nil
+}
+
+// setup builds the ring, detaches the queues and arms their reads; on the
+// poller's locked thread.
+func (p *ringPoller) setup() error {
+	cq := uint32(ringSQ)
+	for cq < uint32(len(p.qs)*ringSlots+ringSQ) {
+		cq *= 2
+	}
+	r, err := uring.New(ringSQ, cq)
+	if err != nil {
+		return err
+	}
+	p.r = r
+	// Buffer rings before any queue is detached: a kernel that refuses
+	// them (PBUF_RING: 5.19) refuses before the queues leave Go's
+	// netpoller, which cannot be undone (a fallback needs them there).
+	for i := range p.qs {
+		q := &p.qs[i]
+		if q.br, err = r.NewBufRing(uint16(i), ringSlots, ringSlot, uintptr(Headroom-q.h)); err != nil {
+			return fmt.Errorf("io_uring: %s queue %d: %w", q.dev.Name(), q.q, err)
+		}
+	}
+	for i := range p.qs {
+		q := &p.qs[i]
+		if q.fd, err = q.dev.Detach(); err != nil {
+			return fmt.Errorf("io_uring: %w", err)
+		}
+		q.tx = ringTx{p: p, qi: i}
+		q.queue.tx = &q.tx
+	}
+	for i := range p.qs { // the other side's descriptors are known only now
+		q := &p.qs[i]
+		for j := range p.qs {
+			if p.qs[j].queue.dev == q.out {
+				q.outFd = p.qs[j].fd
+			}
+		}
+		p.arm(i)
+	}
+	if e := r.Submit(); e != 0 {
+		return fmt.Errorf("io_uring: arming the reads: %w", e)
+	}
+	return nil
+}
+
+// arm queues queue i's multishot read, and reports whether it could.
+func (p *ringPoller) arm(i int) bool {
+	q := &p.qs[i]
+	if p.r.ReadMultishot(q.fd, q.br.Group(), udRead|uint64(i)<<udQueueSh) {
+		q.armed, q.rearm = true, false
+		return true
+	}
+	q.rearm = true // the SQ is full: next pass
+	return false
+}
+
+func (p *ringPoller) run(ready chan<- error) {
+	// The submitter thread of a SINGLE_ISSUER ring: setup, every enter and
+	// Close happen here, and it must not exit with requests in flight.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	err := p.setup()
+	if err != nil {
+		if p.r != nil {
+			p.r.Close()
+		}
+		ready <- err
+		return
+	}
+	defer func() {
+		if err := p.r.Close(); err != nil {
+			p.st.log.Error("io_uring poller: close", "err", err)
+		}
+	}()
+	ready <- nil
+	var idle time.Time
+	for {
+		select {
+		case <-p.st.stop:
+			return
+		default:
+		}
+		n := p.r.Reap(p.cqes[:])
+		for i := range n {
+			p.complete(&p.cqes[i])
+		}
+		rearmed := false
+		for i := range p.qs {
+			q := &p.qs[i]
+			if q.dirty {
+				q.br.Publish()
+				q.dirty = false
+			}
+			// Armed with no buffer, a read would end with
+			// -ENOBUFS at once: wait for a slot to come back.
+			if q.rearm && !q.dead && q.held < ringSlots && p.arm(i) {
+				rearmed = true
+			}
+		}
+		if n > 0 || rearmed || p.r.NeedsEnter() {
+			// Submit the pass's writes and re-arms, and run the
+			// deferred completions that become the next CQEs.
+			if e := p.r.Submit(); e != 0 && e != unix.EBUSY && e != unix.EAGAIN {
+				p.st.log.Warn("io_uring poller: enter failed", "err", e)
+			}
+			idle = time.Time{}
+			continue
+		}
+		if idle.IsZero() {
+			idle = time.Now()
+			continue
+		}
+		if time.Since(idle) < p.spin {
+			continue // a spin costs no system call: NeedsEnter is a load
+		}
+		p.st.pollSleeps.Add(1)
+		if e := p.r.Wait(1, pollWait*time.Millisecond); e != 0 && e != unix.EBUSY && e != unix.EAGAIN {
+			p.st.log.Warn("io_uring poller: wait failed", "err", e)
+			time.Sleep(time.Millisecond)
+		}
+		idle = time.Time{}
+	}
+}
+
+// complete handles one CQE: a frame read, a read ended, a write done.
+func (p *ringPoller) complete(c *uring.CQE) {
+	qi := int(c.UserData >> udQueueSh & udQueueMsk)
+	q := &p.qs[qi]
+	switch c.UserData & udKind {
+	case udRead:
+		p.read(q, c)
+	case udWrite:
+		if c.Res < 0 {
+			q.st.TxErrors.Add(1)
+		} else if c.UserData&udBack != 0 {
+			q.st.Replied.Add(1)
+		} else {
+			q.st.Forwarded.Add(1)
+		}
+		id := int(c.UserData & 0xffff)
+		if c.UserData&udHeap != 0 {
+			p.heap[id] = nil
+			p.heapFree = append(p.heapFree, id)
+			return
+		}
+		if q.refs[id]--; q.refs[id] == 0 {
+			p.put(q, uint16(id))
+		}
+	}
+}
+
+// read runs a read CQE's frame through the queue, or handles the end of
+// the read.
+func (p *ringPoller) read(q *ringQueue, c *uring.CQE) {
+	if !c.More() {
+		q.armed = false
+	}
+	bid, ok := c.Buffer()
+	if c.Res > 0 && ok {
+		q.fails = 0
+		q.held++
+		switch {
+		case int(c.Res) >= ringSlot-(Headroom-q.h):
+			q.st.Dropped.Add(1) // filled the buffer: cut short (cannot happen below 64 KiB + headroom)
+		case int(c.Res) < q.h:
+			q.st.Dropped.Add(1)
+		default:
+			q.bufs[0] = q.br.Slot(bid)[:Headroom+maxFrame]
+			q.sizes[0] = int(c.Res) - q.h
+			q.handle(1)
+		}
+		if q.refs[bid] == 0 { // not written (dropped, passed, stolen): back at once
+			p.put(q, bid)
+		}
+		if !q.armed {
+			q.rearm = true
+		}
+		return
+	}
+	if c.More() {
+		return
+	}
+	// The read ended without a frame.
+	switch errno := unix.Errno(-c.Res); {
+	case errno == unix.ENOBUFS:
+		q.rearm = true // after this pass's slots are published
+	case errno == unix.ECANCELED:
+	case errno == unix.EBADFD || errno == unix.ENODEV || errno == unix.EBADF:
+		q.dead = true
+		q.e.fail(fmt.Errorf("%s side: io_uring: TAP %s queue %d: %w", q.e.side, q.queue.dev.Name(), q.q, errno))
+	default:
+		if q.fails++; q.fails >= maxFailures {
+			q.dead = true
+			q.e.fail(fmt.Errorf("%s side: io_uring: TAP %s queue %d: %w", q.e.side, q.queue.dev.Name(), q.q, errno))
+			return
+		}
+		q.rearm = true
+	}
+}
+
+// send queues queue qi's classified batch as writes.
+func (p *ringPoller) send(qi int) {
+	q := &p.qs[qi]
+	for _, f := range q.fwd {
+		p.write(q, qi, q.outFd, f, 0)
+	}
+	for _, f := range q.back {
+		p.write(q, qi, q.fd, f, udBack)
+	}
+}
+
+// write queues one frame's write; its slot (or heap entry) is held until
+// the write's CQE.
+func (p *ringPoller) write(q *ringQueue, qi, fd int, f []byte, back uint64) {
+	ud := udWrite | back | uint64(qi)<<udQueueSh
+	bid, inSlot := q.br.Bid(f)
+	if inSlot {
+		ud |= uint64(bid)
+	} else {
+		if len(p.heapFree) == 0 {
+			q.st.TxErrors.Add(1)
+			return
+		}
+		id := p.heapFree[len(p.heapFree)-1]
+		p.heapFree = p.heapFree[:len(p.heapFree)-1]
+		p.heap[id] = f
+		ud |= udHeap | uint64(id)
+	}
+	ok := p.r.Write(fd, f, ud)
+	if !ok {
+		p.r.Submit() // the SQ is full: hand it over and try once more
+		ok = p.r.Write(fd, f, ud)
+	}
+	if !ok {
+		q.st.TxErrors.Add(1)
+		if !inSlot {
+			id := int(ud & 0xffff)
+			p.heap[id] = nil
+			p.heapFree = append(p.heapFree, id)
+		}
+		return
+	}
+	if inSlot {
+		q.refs[bid]++
+	}
+}
+
+// put gives a slot back to its queue's buffer ring (published once per pass).
+func (p *ringPoller) put(q *ringQueue, bid uint16) {
+	q.br.Put(bid)
+	q.held--
+	q.dirty = true
+}

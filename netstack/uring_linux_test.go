@@ -1,0 +1,258 @@
+package netstack
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/netip"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/tapvs/tapvs/tun"
+	"github.com/tapvs/tapvs/tun/tuntest"
+)
+
+// ringTAP creates an offload TAP, IPv6 off (no chatter to count), up.
+func ringTAP(t *testing.T, name string) ([]tun.Device, int) {
+	t.Helper()
+	devs, err := tun.OpenTAP(tun.TAPConfig{Name: name, Offload: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile("/proc/sys/net/ipv6/conf/"+name+"/disable_ipv6", []byte("1"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	link, err := netlink.LinkByName(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := netlink.LinkSetUp(link); err != nil {
+		t.Fatal(err)
+	}
+	return devs, link.Attrs().Index
+}
+
+// ipSocket is an AF_PACKET socket on ifindex for IPv4 frames: writing
+// sends a frame out of the interface (into its TAP's reader), reading gets
+// what the interface receives (what tapvs wrote to the TAP), one second
+// at most.
+func ipSocket(t *testing.T, ifindex int) int {
+	t.Helper()
+	const proto = 0x0008 // ETH_P_IP (0x0800) in network order
+	s, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, proto)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(s) })
+	if err := unix.Bind(s, &unix.SockaddrLinklayer{Ifindex: ifindex, Protocol: proto}); err != nil {
+		t.Fatal(err)
+	}
+	tv := unix.Timeval{Sec: 1}
+	if err := unix.SetsockoptTimeval(s, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// TestRingForward runs a Stack over two real TAPs with each I/O path: a
+// client SYN and 1000 data segments sent into the client TAP come out of
+// the server TAP rewritten toward the real server, in order, counted as
+// forwarded, with 0 allocations per frame (the poller's included: every
+// goroutine counts).
+func TestRingForward(t *testing.T) {
+	for _, mode := range []string{"syscalls", "uring"} {
+		t.Run(mode, func(t *testing.T) { ringForward(t, mode) })
+	}
+}
+
+func ringForward(t *testing.T, mode string) {
+	tuntest.InNewNetns(t)
+	sfx := rand.Uint32()
+	cdevs, cidx := ringTAP(t, fmt.Sprintf("rc%x", sfx))
+	sdevs, sidx := ringTAP(t, fmt.Sprintf("rs%x", sfx))
+	inject, sink := ipSocket(t, cidx), ipSocket(t, sidx)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	st, err := New(testBalancer(t), NICConfig{Devs: cdevs, MTU: 1500, Address: netip.MustParsePrefix("172.25.254.254/24")},
+		NICConfig{Devs: sdevs, MTU: 1500, Address: netip.MustParsePrefix("172.25.84.4/24")}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if mode == "uring" {
+		err = st.StartUring(0)
+	} else {
+		err = st.Start(0)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(st.Close)
+	if _, polling := st.PollSleeps(); polling != (mode == "uring") {
+		t.Fatalf("%s: polling %v", mode, polling)
+	}
+
+	got := make([]byte, 2048)
+	rs := netip.MustParseAddr("10.20.1.2").As4()
+	// pass sends frame into the client TAP and waits for it on the server
+	// TAP, toward the real server with the payload's first byte tag.
+	pass := func(frame []byte, tag byte) {
+		if _, err := unix.Write(inject, frame); err != nil {
+			t.Fatalf("inject: %v", err)
+		}
+		for tries := 0; tries < 10; tries++ {
+			n, err := unix.Read(sink, got)
+			if err != nil {
+				t.Fatalf("frame %d: nothing out of the server TAP: %v", tag, err)
+			}
+			if n < 14+20+20 || [4]byte(got[14+16:14+20]) != rs {
+				continue // not toward the real server (the stack's own frames)
+			}
+			// The SYN came in padded to Ethernet's 60 bytes: compare
+			// the IPv4 packets' lengths.
+			want := 14 + int(binary.BigEndian.Uint16(frame[14+2:]))
+			if n != want || (n > 54 && got[54] != tag) {
+				t.Fatalf("frame %d out: %d bytes, tag %d; want %d bytes", tag, n, got[54], want)
+			}
+			return
+		}
+		t.Fatalf("frame %d: not seen toward the real server", tag)
+	}
+	pass(tcpFrame(t, client, vip, true, 0), 0)
+	data := tcpFrame(t, client, vip, false, 100)
+	var tag byte
+	round := func() {
+		tag++
+		data[54] = tag
+		// The payload changed: nat updates the checksum incrementally, so
+		// it must be right coming in; recount it here, outside tapvs.
+		binary.BigEndian.PutUint16(data[14+20+16:], 0)
+		binary.BigEndian.PutUint16(data[14+20+16:], tcpChecksum(data[14:]))
+		pass(data, tag)
+	}
+	if a := testing.AllocsPerRun(1000, round); a != 0 {
+		t.Errorf("%s: %v allocations per forwarded frame, want 0", mode, a)
+	}
+	// Counters are the poller's or the reader's: wait on them, bounded.
+	deadline := time.Now().Add(2 * time.Second)
+	for st.Client.Stats()[0].Forwarded.Load() < 1002 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if f := st.Client.Stats()[0].Forwarded.Load(); f != 1002 {
+		t.Errorf("%s: forwarded %d, want 1002", mode, f)
+	}
+}
+
+// tcpChecksum is the TCP checksum of the IPv4 packet ip (checksum field 0).
+func tcpChecksum(ip []byte) uint16 {
+	hl := int(ip[0]&0xf) * 4
+	seg := ip[hl:int(binary.BigEndian.Uint16(ip[2:]))]
+	sum := uint32(0)
+	add := func(b []byte) {
+		for i := 0; i+1 < len(b); i += 2 {
+			sum += uint32(binary.BigEndian.Uint16(b[i:]))
+		}
+		if len(b)%2 == 1 {
+			sum += uint32(b[len(b)-1]) << 8
+		}
+	}
+	add(ip[12:20])
+	sum += 6 + uint32(len(seg))
+	add(seg)
+	for sum > 0xffff {
+		sum = sum&0xffff + sum>>16
+	}
+	return ^uint16(sum)
+}
+
+// TestRingDeadTAP deletes the client TAP under a running ring poller: its
+// read ends with EBADFD and the stack reports it failed, naming the TAP,
+// instead of polling a dead queue.
+func TestRingDeadTAP(t *testing.T) {
+	tuntest.InNewNetns(t)
+	sfx := rand.Uint32()
+	name := fmt.Sprintf("rc%x", sfx)
+	cdevs, _ := ringTAP(t, name)
+	sdevs, _ := ringTAP(t, fmt.Sprintf("rs%x", sfx))
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	st, err := New(testBalancer(t), NICConfig{Devs: cdevs, MTU: 1500, Address: netip.MustParsePrefix("172.25.254.254/24")},
+		NICConfig{Devs: sdevs, MTU: 1500, Address: netip.MustParsePrefix("172.25.84.4/24")}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.StartUring(0); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(st.Close)
+	link, err := netlink.LinkByName(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := netlink.LinkDel(link); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-st.Failed():
+	case <-time.After(2 * time.Second):
+		t.Fatal("the stack did not fail within 2 s of its client TAP's deletion")
+	}
+	if err := st.Err(); !errors.Is(err, unix.EBADFD) || !strings.Contains(err.Error(), name) {
+		t.Fatalf("failed with %v: want EBADFD naming %s", err, name)
+	}
+}
+
+// TestRingCloseInFlight closes stacks while frames pour in: Close must
+// stop the poller, cancel its reads and wait for them before the slots
+// are unmapped and the TAPs closed (a read into unmapped memory, or into
+// memory Go has reused, would crash or corrupt the test).
+func TestRingCloseInFlight(t *testing.T) {
+	tuntest.InNewNetns(t)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	for i := range 20 {
+		sfx := rand.Uint32()
+		cdevs, cidx := ringTAP(t, fmt.Sprintf("rc%x", sfx))
+		sdevs, _ := ringTAP(t, fmt.Sprintf("rs%x", sfx))
+		inject := ipSocket(t, cidx)
+		st, err := New(testBalancer(t), NICConfig{Devs: cdevs, MTU: 1500, Address: netip.MustParsePrefix("172.25.254.254/24")},
+			NICConfig{Devs: sdevs, MTU: 1500, Address: netip.MustParsePrefix("172.25.84.4/24")}, log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := st.StartUring(0); err != nil {
+			t.Fatal(err)
+		}
+		syn := tcpFrame(t, client, vip, true, 0)
+		data := tcpFrame(t, client, vip, false, 1000)
+		unix.Write(inject, syn)
+		stop, done := make(chan struct{}), make(chan struct{})
+		go func() { // frames keep coming through Close; errors once the TAP is gone
+			defer close(done)
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+					unix.Write(inject, data)
+				}
+			}
+		}()
+		deadline := time.Now().Add(2 * time.Second)
+		for st.Client.Stats()[0].Received.Load() < 50 && time.Now().Before(deadline) {
+			time.Sleep(100 * time.Microsecond)
+		}
+		if r := st.Client.Stats()[0].Received.Load(); r < 50 {
+			close(stop)
+			<-done
+			t.Fatalf("round %d: %d frames read in 2 s", i, r)
+		}
+		st.Close()
+		close(stop)
+		<-done
+	}
+}
