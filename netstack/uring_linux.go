@@ -81,6 +81,7 @@ type ringPoller struct {
 	// until their write's CQE: referenced, so not collected.
 	heap     [ringHeapMax][]byte
 	heapFree []int
+	writes   int // writes queued in this pass
 }
 
 // startUring starts the io_uring poller over every queue of both sides.
@@ -229,12 +230,25 @@ func (p *ringPoller) run(ready chan<- error) {
 			}
 		}
 		if n > 0 || rearmed || p.r.NeedsEnter() {
-			// Submit the pass's writes and re-arms, and run the
-			// deferred completions that become the next CQEs.
-			if e := p.r.Submit(); e != 0 && e != unix.EBUSY && e != unix.EAGAIN {
+			idle = time.Time{}
+			var e unix.Errno
+			if p.spin == 0 && n < len(p.cqes) && p.r.Ready() == 0 {
+				// Drained, and not spinning: submit the pass's
+				// writes and sleep in the same system call until one
+				// CQE more than those writes (which complete inline)
+				// arrives: one enter per frame when frames come one
+				// at a time, instead of a submit and a wait.
+				p.st.pollSleeps.Add(1)
+				e = p.r.Wait(uint32(p.writes)+1, pollWait*time.Millisecond)
+			} else {
+				// Submit the pass's writes and re-arms, and run the
+				// deferred completions that become the next CQEs.
+				e = p.r.Submit()
+			}
+			p.writes = 0
+			if e != 0 && e != unix.EBUSY && e != unix.EAGAIN {
 				p.st.log.Warn("io_uring poller: enter failed", "err", e)
 			}
-			idle = time.Time{}
 			continue
 		}
 		if idle.IsZero() {
@@ -374,6 +388,7 @@ func (p *ringPoller) write(q *ringQueue, qi, fd int, f []byte, back uint64) {
 	if inSlot {
 		q.refs[bid]++
 	}
+	p.writes++
 }
 
 // put gives a slot back to its queue's buffer ring (published once per pass).
