@@ -135,6 +135,11 @@ func (c *Config) checkGlobals(e *errs) {
 	}
 	quarantineRange.check(e, "limits.port_quarantine", c.PortQuarantine)
 	busyPollRange.check(e, "interfaces.busy_poll", c.BusyPoll)
+	switch c.IO {
+	case "auto", "uring", "syscalls":
+	default:
+		e.add("interfaces.io", "%q is not one of auto, uring, syscalls", c.IO)
+	}
 	sweepRange.check(e, "sweep_interval", c.Sweep)
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":

@@ -28,9 +28,14 @@ type RestartOnly struct {
 	// after this long without a frame (0: a reader per queue that sleeps
 	// whenever its queue is empty).
 	BusyPoll time.Duration `key:"interfaces.busy_poll"`
-	MaxConns int           `key:"limits.max_connections"`
-	PortMin  uint16        `key:"limits.local_port_min"`
-	PortMax  uint16        `key:"limits.local_port_max"`
+	// IO is how the TAPs are read and written: "syscalls" (a read and a
+	// write per frame), "uring" (an io_uring poller; refused io_uring
+	// fails the start) or "auto" (io_uring where the kernel allows it,
+	// else system calls, said once in the log).
+	IO       string `key:"interfaces.io"`
+	MaxConns int    `key:"limits.max_connections"`
+	PortMin  uint16 `key:"limits.local_port_min"`
+	PortMax  uint16 `key:"limits.local_port_max"`
 	// PortQuarantine keeps closed TCP connections' reply tuples from reuse
 	// (the real server's TIME_WAIT); 0 turns it off.
 	PortQuarantine time.Duration      `key:"limits.port_quarantine"`

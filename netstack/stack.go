@@ -18,6 +18,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 
+	"github.com/tapvs/tapvs/internal/uring"
 	"github.com/tapvs/tapvs/nat"
 	"github.com/tapvs/tapvs/tun"
 )
@@ -175,6 +176,44 @@ var _ nat.Link = (*Stack)(nil)
 // thread polls every queue instead (see poll.go), sleeping after busyPoll
 // without a frame.
 func (st *Stack) Start(busyPoll time.Duration) error {
+	return st.StartIO(IOSyscalls, busyPoll)
+}
+
+// IOMode is how the stack reads and writes its TAPs (interfaces.io).
+type IOMode string
+
+// The I/O modes.
+const (
+	// IOSyscalls: a read and a write system call per frame, by a reader
+	// per queue or, with busy polling, by one polling thread.
+	IOSyscalls IOMode = "syscalls"
+	// IOUring: an io_uring poller reads and writes every queue; a kernel
+	// or seccomp profile that refuses io_uring fails the start.
+	IOUring IOMode = "uring"
+	// IOAuto: IOUring where io_uring is allowed, else IOSyscalls, said
+	// once in the log with the cause.
+	IOAuto IOMode = "auto"
+)
+
+// StartIO is Start with the I/O mode: with io_uring, busyPoll is how long
+// the poller spins after its last frame before it sleeps.
+func (st *Stack) StartIO(mode IOMode, busyPoll time.Duration) error {
+	switch mode {
+	case IOUring, IOAuto:
+		err := st.startUring(busyPoll)
+		var re *uring.RefusedError
+		switch {
+		case err == nil:
+			return st.startResolver()
+		case mode == IOAuto && uring.Refused(err) && errors.As(err, &re):
+			st.log.Warn("TAP I/O: io_uring refused, using read/write system calls", "err", err, "hint", re.Hint)
+		default:
+			return err
+		}
+	case IOSyscalls:
+	default:
+		return fmt.Errorf("I/O mode %q is not one of auto, uring, syscalls", mode)
+	}
 	if busyPoll > 0 {
 		if err := st.startPolling(busyPoll); err != nil {
 			return err
@@ -183,6 +222,11 @@ func (st *Stack) Start(busyPoll time.Duration) error {
 		st.Client.start()
 		st.Server.start()
 	}
+	return st.startResolver()
+}
+
+// startResolver runs the next-hop resolver, the last of Start.
+func (st *Stack) startResolver() error {
 	st.done.Add(1)
 	go func() {
 		defer st.done.Done()

@@ -84,13 +84,13 @@ type ringPoller struct {
 	writes   int // writes queued in this pass
 }
 
+// newRing sets a ring up; a variable so tests can make io_uring refuse.
+var newRing = uring.New
+
 // startUring starts the io_uring poller over every queue of both sides.
 // It returns once the ring is set up and every read armed, or with the
-// ring's error (a *uring.RefusedError when io_uring is refused: the
-// caller may fall back).
-//
-// Not yet wired to the configuration (issue 24 step 3: interfaces.io and
-// the fallback); StartUring is its one entry, for tests.
+// ring's error: a *uring.RefusedError when io_uring is refused, returned
+// before any queue is detached, so the caller may fall back to readers.
 func (st *Stack) startUring(spin time.Duration) error {
 	p := &ringPoller{st: st, spin: spin, heapFree: make([]int, 0, ringHeapMax)}
 	for i := range ringHeapMax {
@@ -106,7 +106,6 @@ func (st *Stack) startUring(spin time.Duration) error {
 		}
 	}
 	ready := make(chan error, 1)
-	st.polling = true
 	st.done.Add(1)
 	go func() {
 		defer st.done.Done()
@@ -115,19 +114,7 @@ func (st *Stack) startUring(spin time.Duration) error {
 	if err := <-ready; err != nil {
 		return err
 	}
-	return nil
-}
-
-// StartUring is Start with the io_uring poller (see startUring).
-func (st *Stack) StartUring(spin time.Duration) error {
-	if err := st.startUring(spin); err != nil {
-		return err
-	}
-	st.done.Add(1)
-	go func() {
-		defer st.done.Done()
-		st.resolver()
-	}()
+	st.polling = true
 	return nil
 }
 
@@ -138,7 +125,7 @@ func (p *ringPoller) setup() error {
 	for cq < uint32(len(p.qs)*ringSlots+ringSQ) {
 		cq *= 2
 	}
-	r, err := uring.New(ringSQ, cq)
+	r, err := newRing(ringSQ, cq)
 	if err != nil {
 		return err
 	}

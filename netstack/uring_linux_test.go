@@ -16,6 +16,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/tapvs/tapvs/internal/uring"
 	"github.com/tapvs/tapvs/tun"
 	"github.com/tapvs/tapvs/tun/tuntest"
 )
@@ -85,12 +86,7 @@ func ringForward(t *testing.T, mode string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if mode == "uring" {
-		err = st.StartUring(0)
-	} else {
-		err = st.Start(0)
-	}
-	if err != nil {
+	if err := st.StartIO(IOMode(mode), 0); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(st.Close)
@@ -98,32 +94,7 @@ func ringForward(t *testing.T, mode string) {
 		t.Fatalf("%s: polling %v", mode, polling)
 	}
 
-	got := make([]byte, 2048)
-	rs := netip.MustParseAddr("10.20.1.2").As4()
-	// pass sends frame into the client TAP and waits for it on the server
-	// TAP, toward the real server with the payload's first byte tag.
-	pass := func(frame []byte, tag byte) {
-		if _, err := unix.Write(inject, frame); err != nil {
-			t.Fatalf("inject: %v", err)
-		}
-		for tries := 0; tries < 10; tries++ {
-			n, err := unix.Read(sink, got)
-			if err != nil {
-				t.Fatalf("frame %d: nothing out of the server TAP: %v", tag, err)
-			}
-			if n < 14+20+20 || [4]byte(got[14+16:14+20]) != rs {
-				continue // not toward the real server (the stack's own frames)
-			}
-			// The SYN came in padded to Ethernet's 60 bytes: compare
-			// the IPv4 packets' lengths.
-			want := 14 + int(binary.BigEndian.Uint16(frame[14+2:]))
-			if n != want || (n > 54 && got[54] != tag) {
-				t.Fatalf("frame %d out: %d bytes, tag %d; want %d bytes", tag, n, got[54], want)
-			}
-			return
-		}
-		t.Fatalf("frame %d: not seen toward the real server", tag)
-	}
+	pass := func(frame []byte, tag byte) { forwardOne(t, inject, sink, frame, tag) }
 	pass(tcpFrame(t, client, vip, true, 0), 0)
 	data := tcpFrame(t, client, vip, false, 100)
 	var tag byte
@@ -186,7 +157,7 @@ func TestRingDeadTAP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := st.StartUring(0); err != nil {
+	if err := st.StartIO(IOUring, 0); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(st.Close)
@@ -224,7 +195,7 @@ func TestRingCloseInFlight(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := st.StartUring(0); err != nil {
+		if err := st.StartIO(IOUring, 0); err != nil {
 			t.Fatal(err)
 		}
 		syn := tcpFrame(t, client, vip, true, 0)
@@ -254,5 +225,97 @@ func TestRingCloseInFlight(t *testing.T) {
 		st.Close()
 		close(stop)
 		<-done
+	}
+}
+
+// forwardOne sends frame into the client TAP (inject) and waits for it on
+// the server TAP (sink), toward the real server, with the payload's first
+// byte tag (data frames).
+func forwardOne(t *testing.T, inject, sink int, frame []byte, tag byte) {
+	t.Helper()
+	var got [2048]byte
+	rs := netip.MustParseAddr("10.20.1.2").As4()
+	if _, err := unix.Write(inject, frame); err != nil {
+		t.Fatalf("inject: %v", err)
+	}
+	for tries := 0; tries < 10; tries++ {
+		n, err := unix.Read(sink, got[:])
+		if err != nil {
+			t.Fatalf("frame %d: nothing out of the server TAP: %v", tag, err)
+		}
+		if n < 14+20+20 || [4]byte(got[14+16:14+20]) != rs {
+			continue // not toward the real server (the stack's own frames)
+		}
+		// The SYN came in padded to Ethernet's 60 bytes: compare the
+		// IPv4 packets' lengths.
+		want := 14 + int(binary.BigEndian.Uint16(frame[14+2:]))
+		if n != want || (n > 54 && got[54] != tag) {
+			t.Fatalf("frame %d out: %d bytes, tag %d; want %d bytes", tag, n, got[54], want)
+		}
+		return
+	}
+	t.Fatalf("frame %d: not seen toward the real server", tag)
+}
+
+// TestStartIOFallback makes io_uring refuse (as a seccomp profile does)
+// and checks each mode: auto says so in one warning naming the hint and
+// forwards through readers; uring fails the start with the refusal; a
+// failure that is not a refusal fails auto too (no fallback hides it);
+// and auto with io_uring allowed runs the ring poller.
+func TestStartIOFallback(t *testing.T) {
+	refuse := func(uint32, uint32) (*uring.Ring, error) {
+		return nil, &uring.RefusedError{Step: "io_uring_setup", Cause: uring.CauseSeccomp, Hint: "a seccomp profile", Err: unix.EPERM}
+	}
+	broken := func(uint32, uint32) (*uring.Ring, error) {
+		return nil, &uring.RefusedError{Step: "io_uring_setup", Cause: uring.CauseOther, Hint: "io_uring setup failed", Err: unix.ENOMEM}
+	}
+	for _, c := range []struct {
+		name    string
+		mode    IOMode
+		ring    func(uint32, uint32) (*uring.Ring, error)
+		err     error // nil: starts
+		polling bool
+		warns   int
+	}{
+		{"auto refused", IOAuto, refuse, nil, false, 1},
+		{"uring refused", IOUring, refuse, unix.EPERM, false, 0},
+		{"auto broken", IOAuto, broken, unix.ENOMEM, false, 0},
+		{"auto allowed", IOAuto, uring.New, nil, true, 0},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			tuntest.InNewNetns(t)
+			newRing = c.ring
+			defer func() { newRing = uring.New }()
+			sfx := rand.Uint32()
+			cdevs, cidx := ringTAP(t, fmt.Sprintf("rc%x", sfx))
+			sdevs, sidx := ringTAP(t, fmt.Sprintf("rs%x", sfx))
+			var logs strings.Builder
+			log := slog.New(slog.NewTextHandler(&logs, nil))
+			st, err := New(testBalancer(t), NICConfig{Devs: cdevs, MTU: 1500, Address: netip.MustParsePrefix("172.25.254.254/24")},
+				NICConfig{Devs: sdevs, MTU: 1500, Address: netip.MustParsePrefix("172.25.84.4/24")}, log)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(st.Close)
+			err = st.StartIO(c.mode, 0)
+			if warns := strings.Count(logs.String(), "io_uring refused, using read/write system calls"); warns != c.warns ||
+				c.warns > 0 && !strings.Contains(logs.String(), `hint="a seccomp profile"`) {
+				t.Fatalf("%d fallback warnings, want %d with the hint; log:\n%s", warns, c.warns, logs.String())
+			}
+			if c.err != nil {
+				var re *uring.RefusedError
+				if !errors.Is(err, c.err) || !errors.As(err, &re) {
+					t.Fatalf("StartIO: %v, want the ring's error (%v)", err, c.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("StartIO: %v", err)
+			}
+			if _, polling := st.PollSleeps(); polling != c.polling {
+				t.Fatalf("polling %v, want %v", polling, c.polling)
+			}
+			forwardOne(t, ipSocket(t, cidx), ipSocket(t, sidx), tcpFrame(t, client, vip, true, 0), 0)
+		})
 	}
 }
