@@ -57,13 +57,15 @@ func (l *lockedBuf) String() string {
 // its readers with one error naming it, reported by the daemon; nothing
 // spins, and Close still returns.
 func TestFaultTAPDeleted(t *testing.T) {
-	t.Run("readers", func(t *testing.T) { testTAPDeleted(t, 0) })
-	t.Run("busy-poll", func(t *testing.T) { testTAPDeleted(t, 50*time.Microsecond) })
+	t.Run("readers", func(t *testing.T) { testTAPDeleted(t, topoOpts{}) })
+	t.Run("busy-poll", func(t *testing.T) { testTAPDeleted(t, topoOpts{busyPoll: 50 * time.Microsecond}) })
+	t.Run("io_uring", func(t *testing.T) { testTAPDeleted(t, topoOpts{io: "uring"}) })
 }
 
-func testTAPDeleted(t *testing.T, busyPoll time.Duration) {
+func testTAPDeleted(t *testing.T, o topoOpts) {
 	var logs lockedBuf // the daemon's log, to find the error in
-	e := setupWith(t, topoOpts{queues: 1, log: &logs, busyPoll: busyPoll}, services("rr", 1, 1), "")
+	o.queues, o.log = 1, &logs
+	e := setupWith(t, o, services("rr", 1, 1), "")
 	hc := lab.HTTPClient(e.top.Client, 5*time.Second)
 	if _, err := httpGet(hc, lab.VIP, lab.HTTPPort); err != nil {
 		t.Fatalf("before the delete: %v", err)

@@ -207,6 +207,7 @@ type topoOpts struct {
 	txQLen    int // the TAPs' txqueuelen; 0: the kernel's
 	noOffload bool
 	busyPoll  time.Duration
+	io        string    // interfaces.io; "": the configuration's default
 	log       io.Writer // tapvs's log goes here too, for a test to read
 	// ipv6 gives tapvs its IPv6 addresses and route (address6, RSNet6)
 	// in the configuration; the lab's namespaces are dual-stack anyway.
@@ -247,6 +248,9 @@ func setupWith(t testing.TB, o topoOpts, svcs, extra string) *env {
 		t.Fatalf("config: %v", err)
 	}
 	cfg.BusyPoll = o.busyPoll
+	if o.io != "" {
+		cfg.IO = o.io
+	}
 	var w io.Writer = testWriter{t}
 	if o.log != nil {
 		w = io.MultiWriter(w, o.log)

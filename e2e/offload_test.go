@@ -173,8 +173,19 @@ func (e *env) crossAll(requests int) {
 // tapvs_busy_poll_sleeps_total); and stopping tapvs ends the poller (else
 // the cleanup's Close would hang).
 func TestBusyPoll(t *testing.T) {
-	for _, o := range []topoOpts{{queues: 2, busyPoll: 200 * time.Microsecond}, {queues: 1, noOffload: true, busyPoll: time.Millisecond}} {
-		t.Run(fmt.Sprintf("queues=%d,offload=%v", o.queues, !o.noOffload), func(t *testing.T) {
+	testPoller(t, []topoOpts{{queues: 2, busyPoll: 200 * time.Microsecond}, {queues: 1, noOffload: true, busyPoll: time.Millisecond}})
+}
+
+// The io_uring poller (interfaces.io: uring): the same traffic crosses
+// intact with and without offload, two queues a side, sleeping at once
+// (busy_poll 0) or after a spin; idle, it sleeps.
+func TestIOUring(t *testing.T) {
+	testPoller(t, []topoOpts{{queues: 2, io: "uring"}, {queues: 1, noOffload: true, io: "uring", busyPoll: 200 * time.Microsecond}})
+}
+
+func testPoller(t *testing.T, opts []topoOpts) {
+	for _, o := range opts {
+		t.Run(fmt.Sprintf("queues=%d,offload=%v,busy_poll=%v", o.queues, !o.noOffload, o.busyPoll), func(t *testing.T) {
 			e := setupWith(t, o, services("rr", 1, 1), "metrics: {listen: \"127.0.0.1:0\"}\n")
 			e.crossAll(6)
 			var fwd uint64
