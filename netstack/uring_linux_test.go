@@ -9,6 +9,8 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"os"
+	"os/exec"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tapvs/tapvs/internal/uring"
+	"github.com/tapvs/tapvs/internal/uring/uringtest"
 	"github.com/tapvs/tapvs/tun"
 	"github.com/tapvs/tapvs/tun/tuntest"
 )
@@ -318,4 +321,74 @@ func TestStartIOFallback(t *testing.T) {
 			forwardOne(t, ipSocket(t, cidx), ipSocket(t, sidx), tcpFrame(t, client, vip, true, 0), 0)
 		})
 	}
+}
+
+// seccompChildEnv marks the re-executed test binary of TestSeccompFallback.
+const seccompChildEnv = "TAPVS_NETSTACK_SECCOMP_CHILD"
+
+// TestSeccompFallback is the sidecar case: a container runtime's seccomp
+// profile refuses io_uring (EPERM, as Docker's default does). The test
+// re-executes itself under such a filter (it cannot be removed from a
+// process); there a Stack started with io: auto over real TAPs says once
+// that io_uring is refused, naming seccomp, and forwards through readers,
+// and io: uring refuses to start.
+func TestSeccompFallback(t *testing.T) {
+	if os.Getenv(seccompChildEnv) != "" {
+		seccompFallbackChild(t)
+		return
+	}
+	if !uringtest.Supported() {
+		t.Skipf("no seccomp arch constant for %s in uringtest", runtime.GOARCH)
+	}
+	if v, err := os.ReadFile("/proc/sys/kernel/io_uring_disabled"); err == nil && strings.TrimSpace(string(v)) != "0" {
+		t.Skipf("kernel.io_uring_disabled=%s: the sysctl, not seccomp, would refuse", strings.TrimSpace(string(v)))
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestSeccompFallback$", "-test.v", "-test.count=1")
+	cmd.Env = append(os.Environ(), seccompChildEnv+"=1")
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "--- PASS: TestSeccompFallback") {
+		t.Fatalf("the child under seccomp: %v\n%s", err, out)
+	}
+	t.Logf("child:\n%s", out)
+}
+
+func seccompFallbackChild(t *testing.T) {
+	tuntest.InNewNetns(t)
+	if err := uringtest.Deny(unix.EPERM, unix.SYS_IO_URING_SETUP, unix.SYS_IO_URING_REGISTER); err != nil {
+		t.Fatal(err)
+	}
+	var logs strings.Builder
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	var cidx, sidx int
+	for _, mode := range []IOMode{IOUring, IOAuto} {
+		sfx := rand.Uint32()
+		var cdevs, sdevs []tun.Device
+		cdevs, cidx = ringTAP(t, fmt.Sprintf("rc%x", sfx))
+		sdevs, sidx = ringTAP(t, fmt.Sprintf("rs%x", sfx))
+		st, err := New(testBalancer(t), NICConfig{Devs: cdevs, MTU: 1500, Address: netip.MustParsePrefix("172.25.254.254/24")},
+			NICConfig{Devs: sdevs, MTU: 1500, Address: netip.MustParsePrefix("172.25.84.4/24")}, log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(st.Close)
+		err = st.StartIO(mode, 0)
+		if mode == IOUring {
+			if !errors.Is(err, unix.EPERM) || !uring.Refused(err) {
+				t.Fatalf("io: uring under seccomp: %v, want the refusal", err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("io: auto under seccomp: %v", err)
+		}
+		if _, polling := st.PollSleeps(); polling {
+			t.Fatal("io: auto under seccomp runs a poller")
+		}
+	}
+	const want = `msg="TAP I/O: io_uring refused, using read/write system calls"`
+	if n := strings.Count(logs.String(), want); n != 1 || !strings.Contains(logs.String(), `hint="a seccomp profile`) {
+		t.Fatalf("%d fallback warnings naming seccomp, want 1; log:\n%s", n, logs.String())
+	}
+	forwardOne(t, ipSocket(t, cidx), ipSocket(t, sidx), tcpFrame(t, client, vip, true, 0), 0)
+	t.Logf("under seccomp: %s", strings.TrimSpace(logs.String()))
 }

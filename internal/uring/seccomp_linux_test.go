@@ -9,9 +9,10 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/tapvs/tapvs/internal/uring/uringtest"
 )
 
 // seccompEnv carries the filter a re-executed test binary installs before
@@ -27,12 +28,9 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// auditArch is the AUDIT_ARCH_* of this build, for the filter's arch check.
-var auditArch = map[string]uint32{"amd64": unix.AUDIT_ARCH_X86_64, "arm64": unix.AUDIT_ARCH_AARCH64}
-
 // seccompChild installs a filter answering errno to the system calls first
 // to last, as a container's profile does, then tries New and prints what
-// it says: "step cause errno hint".
+// it says: "step|cause|errno|refused|hint".
 func seccompChild(spec string) int {
 	var name string
 	var first, last uint32
@@ -42,24 +40,8 @@ func seccompChild(spec string) int {
 	}
 	errno := map[string]unix.Errno{"EPERM": unix.EPERM, "ENOSYS": unix.ENOSYS, "EINVAL": unix.EINVAL}[name]
 	runtime.LockOSThread()
-	filter := []unix.SockFilter{
-		{Code: unix.BPF_LD | unix.BPF_W | unix.BPF_ABS, K: 4}, // seccomp_data.arch
-		{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, K: auditArch[runtime.GOARCH], Jt: 0, Jf: 4},
-		{Code: unix.BPF_LD | unix.BPF_W | unix.BPF_ABS, K: 0}, // seccomp_data.nr
-		{Code: unix.BPF_JMP | unix.BPF_JGE | unix.BPF_K, K: first, Jt: 0, Jf: 2},
-		{Code: unix.BPF_JMP | unix.BPF_JGT | unix.BPF_K, K: last, Jt: 1, Jf: 0},
-		{Code: unix.BPF_RET | unix.BPF_K, K: unix.SECCOMP_RET_ERRNO | uint32(errno)},
-		{Code: unix.BPF_RET | unix.BPF_K, K: unix.SECCOMP_RET_ALLOW},
-	}
-	prog := unix.SockFprog{Len: uint16(len(filter)), Filter: &filter[0]}
-	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
-		fmt.Fprintln(os.Stderr, "no_new_privs:", err)
-		return 2
-	}
-	// TSYNC: every thread of the process, as a container runtime's filter.
-	if _, _, e := unix.Syscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, unix.SECCOMP_FILTER_FLAG_TSYNC,
-		uintptr(unsafe.Pointer(&prog))); e != 0 {
-		fmt.Fprintln(os.Stderr, "seccomp:", e)
+	if err := uringtest.Deny(errno, first, last); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
 	r, err := New(8, 16)
@@ -86,8 +68,8 @@ func seccompChild(spec string) int {
 // filter that lets setup through but refuses io_uring_register fails the
 // probe.
 func TestSeccompRefusal(t *testing.T) {
-	if _, ok := auditArch[runtime.GOARCH]; !ok {
-		t.Skipf("no seccomp arch constant for %s in this test", runtime.GOARCH)
+	if !uringtest.Supported() {
+		t.Skipf("no seccomp arch constant for %s in uringtest", runtime.GOARCH)
 	}
 	disabled := "0"
 	if v, err := os.ReadFile(disabledPath); err == nil {
