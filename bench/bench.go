@@ -51,6 +51,8 @@ type Options struct {
 	ProfileDir string
 	// BusyPoll is tapvs's interfaces.busy_poll for the run (0: off).
 	BusyPoll time.Duration
+	// IO is tapvs's interfaces.io for the run ("": the default, syscalls).
+	IO string
 	// Queues is tapvs's queues per TAP (interfaces.*.queues; 0: 1).
 	Queues int
 	// Sustained is the length of the sustained workload (sustained.go),
@@ -80,6 +82,11 @@ func (o Options) Check() error {
 	}
 	if o.BusyPoll < 0 || o.BusyPoll > time.Second {
 		return fmt.Errorf("busy-poll: %s is not from 0 to 1s", o.BusyPoll)
+	}
+	switch o.IO {
+	case "", "auto", "uring", "syscalls":
+	default:
+		return fmt.Errorf("io: %q is not one of auto, uring, syscalls", o.IO)
 	}
 	if o.Queues < 0 || o.Queues > 64 {
 		return fmt.Errorf("queues: %d is not a queue count (1-64, 0 for 1)", o.Queues)

@@ -65,6 +65,9 @@ func table(rs []Result, machine string, o Options) string {
 	if o.BusyPoll > 0 {
 		fmt.Fprintf(&b, " tapvs busy polls (interfaces.busy_poll: %s).", o.BusyPoll)
 	}
+	if o.IO != "" {
+		fmt.Fprintf(&b, " tapvs's TAP I/O: interfaces.io: %s.", o.IO)
+	}
 	b.WriteString("\n\n")
 	b.WriteString("| path | iperf3 1 stream Gbit/s | 4 streams Gbit/s | short conns/s | keep-alive req/s | p50 ms | p99 ms | 1 conn p50 µs | 1 conn p99 µs | UDP 64 B kpps | CPU-s/GB | CPU-s/1k conns |\n")
 	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|\n")

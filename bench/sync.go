@@ -82,6 +82,9 @@ func tapvsConfig(top *lab.Topology, o Options, sync bool) (*config.Config, error
 		return nil, err
 	}
 	cfg.BusyPoll = o.BusyPoll
+	if o.IO != "" {
+		cfg.IO = o.IO
+	}
 	return cfg, nil
 }
 

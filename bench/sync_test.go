@@ -27,7 +27,7 @@ func TestSyncPathConfig(t *testing.T) {
 	if off.Sync != nil {
 		t.Fatalf("the tapvs path's config has a sync: section: %+v", off.Sync)
 	}
-	on, err := tapvsConfig(top, Options{BusyPoll: time.Millisecond}, true)
+	on, err := tapvsConfig(top, Options{BusyPoll: time.Millisecond, IO: "uring"}, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,8 +39,8 @@ func TestSyncPathConfig(t *testing.T) {
 		!slices.Equal(s.Peers, []connsync.Peer{{Addr: netip.AddrPortFrom(syncPeer.Addr(), syncPort), ID: 2}}) || len(s.Keys) != 1 {
 		t.Fatalf("sync: %+v", s)
 	}
-	if on.BusyPoll != time.Millisecond {
-		t.Errorf("busy_poll %s: the options' are not applied with sync", on.BusyPoll)
+	if on.BusyPoll != time.Millisecond || on.IO != "uring" {
+		t.Errorf("busy_poll %s, io %q: the options' are not applied with sync", on.BusyPoll, on.IO)
 	}
 	// Otherwise the same services.
 	if len(on.Services) != len(off.Services) {
