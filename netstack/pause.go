@@ -16,13 +16,13 @@ import (
 // queues, which is what the old process does when a takeover fails.
 
 // ErrCannotPause is Pause's error when a reader cannot be stopped without
-// closing its queue (busy polling reads detached descriptors).
+// closing its queue (the epoll busy poller reads detached descriptors).
 var ErrCannotPause = errors.New("the readers cannot be paused")
 
 // Pause stops the readers and returns once none is left. The timers that
 // write frames (the balancer's) are the caller's to stop.
 func (st *Stack) Pause() error {
-	if st.polling {
+	if st.polling && st.ring == nil {
 		return fmt.Errorf("busy polling: %w", ErrCannotPause)
 	}
 	for _, e := range []*Endpoint{st.Client, st.Server} {
@@ -31,6 +31,9 @@ func (st *Stack) Pause() error {
 				return fmt.Errorf("%s queue (%T): %w", d.Name(), d, ErrCannotPause)
 			}
 		}
+	}
+	if st.ring != nil {
+		return st.ring.pauseFromOutside(st)
 	}
 	var errs []error
 	for _, e := range []*Endpoint{st.Client, st.Server} {
@@ -49,6 +52,14 @@ func (st *Stack) Pause() error {
 // Resume starts the readers Pause stopped; the frames queued meanwhile are
 // read first.
 func (st *Stack) Resume() error {
+	if st.ring != nil {
+		select {
+		case st.ring.resume <- struct{}{}:
+			return nil
+		case <-st.stop:
+			return errors.New("resume: the stack is closed")
+		}
+	}
 	var errs []error
 	for _, e := range []*Endpoint{st.Client, st.Server} {
 		for _, d := range e.devs {

@@ -60,6 +60,7 @@ type Stack struct {
 	ownServer  [2]netip.Addr
 	stop       chan struct{}
 	polling    bool
+	ring       *ringPoller // the io_uring poller, when it runs: Pause asks it to stop reading
 	pollSleeps atomic.Uint64
 	done       sync.WaitGroup
 

@@ -3,6 +3,7 @@ package netstack
 import (
 	"fmt"
 	"runtime"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -82,6 +83,13 @@ type ringPoller struct {
 	heap     [ringHeapMax][]byte
 	heapFree []int
 	writes   int // writes queued in this pass
+
+	// Pause and Resume (a takeover): pause asks the poller to stop reading
+	// between passes; it cancels its reads, finishes what it read, and
+	// answers on paused; resume lets it arm them again.
+	pauseReq atomic.Bool
+	paused   chan struct{}
+	resume   chan struct{}
 }
 
 // newRing sets a ring up; a variable so tests can make io_uring refuse.
@@ -92,7 +100,8 @@ var newRing = uring.New
 // ring's error: a *uring.RefusedError when io_uring is refused, returned
 // before any queue is detached, so the caller may fall back to readers.
 func (st *Stack) startUring(spin time.Duration) error {
-	p := &ringPoller{st: st, spin: spin, heapFree: make([]int, 0, ringHeapMax)}
+	p := &ringPoller{st: st, spin: spin, heapFree: make([]int, 0, ringHeapMax),
+		paused: make(chan struct{}), resume: make(chan struct{})}
 	for i := range ringHeapMax {
 		p.heapFree = append(p.heapFree, i)
 	}
@@ -114,7 +123,7 @@ func (st *Stack) startUring(spin time.Duration) error {
 	if err := <-ready; err != nil {
 		return err
 	}
-	st.polling = true
+	st.polling, st.ring = true, p
 	return nil
 }
 
@@ -199,23 +208,14 @@ func (p *ringPoller) run(ready chan<- error) {
 			return
 		default:
 		}
+		if p.pauseReq.Load() && !p.pause() {
+			return // stopped while paused
+		}
 		n := p.r.Reap(p.cqes[:])
 		for i := range n {
 			p.complete(&p.cqes[i])
 		}
-		rearmed := false
-		for i := range p.qs {
-			q := &p.qs[i]
-			if q.dirty {
-				q.br.Publish()
-				q.dirty = false
-			}
-			// Armed with no buffer, a read would end with
-			// -ENOBUFS at once: wait for a slot to come back.
-			if q.rearm && !q.dead && q.held < ringSlots && p.arm(i) {
-				rearmed = true
-			}
-		}
+		rearmed := p.publish(true)
 		if n > 0 || rearmed || p.r.NeedsEnter() {
 			idle = time.Time{}
 			var e unix.Errno
@@ -383,4 +383,85 @@ func (p *ringPoller) put(q *ringQueue, bid uint16) {
 	q.br.Put(bid)
 	q.held--
 	q.dirty = true
+}
+
+// pause cancels every read, finishes the frames already read (their
+// writes included) until no request is in flight, tells Pause, and waits
+// for Resume, then arms the reads again. Frames that arrive meanwhile wait
+// in the TAPs' queues, for this process or a successor. It returns false
+// if the stack stops while paused.
+func (p *ringPoller) pause() bool {
+	for i := range p.qs {
+		if q := &p.qs[i]; q.armed || q.rearm {
+			q.rearm = false
+			p.r.CancelFD(q.fd, 0)
+		}
+	}
+	// Bounded: the cancels end every read at once; what they had read
+	// is handled (written) on the way.
+	deadline := time.Now().Add(time.Second)
+	for p.r.Inflight() > 0 && time.Now().Before(deadline) {
+		p.writes = 0
+		if e := p.r.Wait(1, 10*time.Millisecond); e != 0 && e != unix.EBUSY && e != unix.EAGAIN {
+			p.st.log.Warn("io_uring poller: wait failed while pausing", "err", e)
+		}
+		n := p.r.Reap(p.cqes[:])
+		for i := range n {
+			p.complete(&p.cqes[i])
+		}
+		p.publish(false)
+	}
+	if p.r.Inflight() > 0 {
+		p.st.log.Error("io_uring poller: requests still in flight a second after pausing", "inflight", p.r.Inflight())
+	}
+	for i := range p.qs {
+		p.qs[i].rearm = false // Resume arms every live queue
+	}
+	p.pauseReq.Store(false)
+	p.paused <- struct{}{}
+	select {
+	case <-p.resume:
+	case <-p.st.stop:
+		return false
+	}
+	for i := range p.qs {
+		if !p.qs[i].dead {
+			p.arm(i)
+		}
+	}
+	p.r.Submit()
+	return true
+}
+
+// publish makes the slots put back in this pass visible to the kernel
+// (one store per buffer ring) and, if rearm, arms the reads that ended;
+// it reports whether it armed any.
+func (p *ringPoller) publish(rearm bool) bool {
+	rearmed := false
+	for i := range p.qs {
+		q := &p.qs[i]
+		if q.dirty {
+			q.br.Publish()
+			q.dirty = false
+		}
+		// Armed with no buffer, a read would end with -ENOBUFS at
+		// once: wait for a slot to come back.
+		if rearm && q.rearm && !q.dead && q.held < ringSlots && p.arm(i) {
+			rearmed = true
+		}
+	}
+	return rearmed
+}
+
+// pauseFromOutside is Stack.Pause for the ring poller: it asks and waits
+// for the poller to have stopped reading (at most a sleep of pollWait
+// later: a sleeping poller notices at its next wake-up).
+func (p *ringPoller) pauseFromOutside(st *Stack) error {
+	p.pauseReq.Store(true)
+	select {
+	case <-p.paused:
+		return nil
+	case <-st.stop:
+		return fmt.Errorf("pause: the stack is closed: %w", ErrCannotPause)
+	}
 }
