@@ -286,7 +286,7 @@ func TestLabelSets(t *testing.T) {
 		"tapvs_rs_weight": rs, "tapvs_rs_up": rs, "tapvs_rs_packets_total": "direction " + rs, "tapvs_rs_bytes_total": "direction " + rs,
 		"tapvs_service_connections_total": "service vip", "tapvs_service_half_open": "service vip", "tapvs_sources_untracked_total": "", "tapvs_toa_total": "result",
 		"tapvs_lip_connections": "lip service vip", "tapvs_lip_port_conflicts_total": "lip service vip", "tapvs_lip_port_exhausted_total": "lip service vip",
-		"tapvs_frames_total": "queue result side", "tapvs_udp_proxy_headers_total": "",
+		"tapvs_frames_total": "queue result side", "tapvs_udp_proxy_headers_total": "", "tapvs_tap_io_uring": "",
 	}
 	got := map[string]string{}
 	for _, mf := range mfs {
@@ -437,6 +437,13 @@ tapvs_frames_total{queue="0",result="handed_off",side="server"} 0
 	// Not busy polling: no poll sleep counter.
 	if n := len(samples(t, New(bal, st, nil), "tapvs_busy_poll_sleeps_total")); n != 0 {
 		t.Fatalf("%d tapvs_busy_poll_sleeps_total without busy polling", n)
+	}
+	// Read/write system calls: io_uring off, and no enter counter.
+	if s := samples(t, New(bal, st, nil), "tapvs_tap_io_uring"); len(s) != 1 || s[0] != "tapvs_tap_io_uring 0" {
+		t.Fatalf("tapvs_tap_io_uring without io_uring: %v", s)
+	}
+	if n := len(samples(t, New(bal, st, nil), "tapvs_uring_enters_total")); n != 0 {
+		t.Fatalf("%d tapvs_uring_enters_total without io_uring", n)
 	}
 }
 

@@ -83,6 +83,8 @@ var (
 	dLIPConf   = prometheus.NewDesc("tapvs_lip_port_conflicts_total", "Candidate ports already in use toward the same server.", labelsLIP, nil)
 	dLIPExh    = prometheus.NewDesc("tapvs_lip_port_exhausted_total", "Allocations that found no free port on this address.", labelsLIP, nil)
 	dPollSleep = prometheus.NewDesc("tapvs_busy_poll_sleeps_total", "Times the busy poller found every queue empty for interfaces.busy_poll and slept.", nil, nil)
+	dURing     = prometheus.NewDesc("tapvs_tap_io_uring", "1 if the TAPs are read and written through io_uring (interfaces.io), 0 with read/write system calls.", nil, nil)
+	dUEnters   = prometheus.NewDesc("tapvs_uring_enters_total", "io_uring_enter calls of the io_uring poller; divided by the frames read, its system calls per frame.", nil, nil)
 	dUDPProxy  = prometheus.NewDesc("tapvs_udp_proxy_headers_total", "PROXY v2 headers put before UDP datagrams toward real servers (client_address: proxy-v2).", nil, nil)
 	dFrames    = prometheus.NewDesc("tapvs_frames_total", "Frames per TAP queue, by what became of them.", append(labelsQ, "result"), nil)
 	dPeerUp    = prometheus.NewDesc("tapvs_bgp_peer_up", "BGP session state (1 established, 0 not).", []string{"peer"}, nil)
@@ -129,7 +131,7 @@ func (c *Collector) SetSync(stats func() Sync) { c.sync = stats }
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{dConns, dConnsMax, dQuar, dCreated, dExpired, dExpRST, dDrops, dSPCookies, dSPOpened, dSPFailed, dSPRetries, dSPTW, dProxyHdrs, dProxyCut, dUntracked, dSvcHalf, dTOA,
-		dActive, dInactive, dSched, dWeight, dUp, dPkts, dBytes, dSvcConns, dLIPConns, dLIPConf, dLIPExh, dFrames, dPollSleep, dUDPProxy,
+		dActive, dInactive, dSched, dWeight, dUp, dPkts, dBytes, dSvcConns, dLIPConns, dLIPConf, dLIPExh, dFrames, dPollSleep, dURing, dUEnters, dUDPProxy,
 		dPeerUp, dPeerChg, dPeerSess, dPeerMsgs, dRoutes, dAnnounce, dWithdraw, dDraining, dHandoff, dSyncRecs, dSyncDgram, dSyncBytes, dSyncCopy, dSyncPeers, dSyncJoin} {
 		ch <- d
 	}
@@ -169,6 +171,13 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	if c.st != nil {
 		if sleeps, polling := c.st.PollSleeps(); polling {
 			counter(dPollSleep, sleeps)
+		}
+		enters, ring := c.st.RingEnters()
+		if ring {
+			gauge(dURing, 1)
+			counter(dUEnters, enters)
+		} else {
+			gauge(dURing, 0)
 		}
 	}
 	for _, s := range c.bal.Services() {

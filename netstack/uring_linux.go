@@ -90,6 +90,10 @@ type ringPoller struct {
 	pauseReq atomic.Bool
 	paused   chan struct{}
 	resume   chan struct{}
+
+	// enters counts io_uring_enter calls (Stack.RingEnters, the metrics:
+	// divided by the frames read, the system calls per frame).
+	enters atomic.Uint64
 }
 
 // newRing sets a ring up; a variable so tests can make io_uring refuse.
@@ -226,10 +230,12 @@ func (p *ringPoller) run(ready chan<- error) {
 				// arrives: one enter per frame when frames come one
 				// at a time, instead of a submit and a wait.
 				p.st.pollSleeps.Add(1)
+				p.enters.Add(1)
 				e = p.r.Wait(uint32(p.writes)+1, pollWait*time.Millisecond)
 			} else {
 				// Submit the pass's writes and re-arms, and run the
 				// deferred completions that become the next CQEs.
+				p.enters.Add(1)
 				e = p.r.Submit()
 			}
 			p.writes = 0
@@ -246,6 +252,7 @@ func (p *ringPoller) run(ready chan<- error) {
 			continue // a spin costs no system call: NeedsEnter is a load
 		}
 		p.st.pollSleeps.Add(1)
+		p.enters.Add(1)
 		if e := p.r.Wait(1, pollWait*time.Millisecond); e != 0 && e != unix.EBUSY && e != unix.EAGAIN {
 			p.st.log.Warn("io_uring poller: wait failed", "err", e)
 			time.Sleep(time.Millisecond)
@@ -360,6 +367,7 @@ func (p *ringPoller) write(q *ringQueue, qi, fd int, f []byte, back uint64) {
 	}
 	ok := p.r.Write(fd, f, ud)
 	if !ok {
+		p.enters.Add(1)
 		p.r.Submit() // the SQ is full: hand it over and try once more
 		ok = p.r.Write(fd, f, ud)
 	}
@@ -402,6 +410,7 @@ func (p *ringPoller) pause() bool {
 	deadline := time.Now().Add(time.Second)
 	for p.r.Inflight() > 0 && time.Now().Before(deadline) {
 		p.writes = 0
+		p.enters.Add(1)
 		if e := p.r.Wait(1, 10*time.Millisecond); e != 0 && e != unix.EBUSY && e != unix.EAGAIN {
 			p.st.log.Warn("io_uring poller: wait failed while pausing", "err", e)
 		}
@@ -429,6 +438,7 @@ func (p *ringPoller) pause() bool {
 			p.arm(i)
 		}
 	}
+	p.enters.Add(1)
 	p.r.Submit()
 	return true
 }
@@ -464,4 +474,13 @@ func (p *ringPoller) pauseFromOutside(st *Stack) error {
 	case <-st.stop:
 		return fmt.Errorf("pause: the stack is closed: %w", ErrCannotPause)
 	}
+}
+
+// RingEnters reports how many io_uring_enter calls the io_uring poller has
+// made, and whether it runs (interfaces.io: uring, or auto where allowed).
+func (st *Stack) RingEnters() (enters uint64, on bool) {
+	if st.ring == nil {
+		return 0, false
+	}
+	return st.ring.enters.Load(), true
 }

@@ -121,6 +121,14 @@ func ringForward(t *testing.T, mode string) {
 	if f := st.Client.Stats()[0].Forwarded.Load(); f != 1002 {
 		t.Errorf("%s: forwarded %d, want 1002", mode, f)
 	}
+	// One frame in flight at a time: the poller submits a frame's write
+	// and sleeps for the next in one io_uring_enter, so about one enter
+	// per frame (a submit and a wait apiece would be two).
+	enters, on := st.RingEnters()
+	if on != (mode == "uring") || on && (enters < 1000 || enters > 1200) {
+		t.Errorf("%s: %d io_uring_enter calls (ring on: %v) for 1002 frames, want about one each", mode, enters, on)
+	}
+	t.Logf("%s: %d io_uring_enter calls for 1002 frames", mode, enters)
 }
 
 // tcpChecksum is the TCP checksum of the IPv4 packet ip (checksum field 0).
