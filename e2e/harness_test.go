@@ -248,6 +248,11 @@ func setupWith(t testing.TB, o topoOpts, svcs, extra string) *env {
 		t.Fatalf("config: %v", err)
 	}
 	cfg.BusyPoll = o.busyPoll
+	// TAPVS_IO runs the in-process tests on another TAP I/O path
+	// (TAPVS_IO=uring go test ./e2e/); a test's own choice comes first.
+	if v := os.Getenv("TAPVS_IO"); v != "" && o.io == "" {
+		cfg.IO = v
+	}
 	if o.io != "" {
 		cfg.IO = o.io
 	}
