@@ -140,6 +140,9 @@ func (c *Config) checkGlobals(e *errs) {
 	default:
 		e.add("interfaces.io", "%q is not one of auto, uring, syscalls", c.IO)
 	}
+	if c.Pollers < 0 || c.Pollers > 64 {
+		e.add("interfaces.pollers", "%d is not a poller count (0: auto, or 1-64)", c.Pollers)
+	}
 	sweepRange.check(e, "sweep_interval", c.Sweep)
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":

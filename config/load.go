@@ -31,6 +31,7 @@ type raw struct {
 		Offload  bool     `mapstructure:"offload"`
 		BusyPoll string   `mapstructure:"busy_poll"`
 		IO       string   `mapstructure:"io"`
+		Pollers  int      `mapstructure:"pollers"`
 	} `mapstructure:"interfaces"`
 	Services []rawService `mapstructure:"services"`
 	Limits   rawLimits    `mapstructure:"limits"`
@@ -122,6 +123,7 @@ func setDefaults(v *viper.Viper) {
 	v.SetDefault("interfaces.offload", d.Offload)
 	v.SetDefault("interfaces.busy_poll", d.BusyPoll.String())
 	v.SetDefault("interfaces.io", d.IO)
+	v.SetDefault("interfaces.pollers", d.Pollers)
 	v.SetDefault("limits.max_connections", d.MaxConns)
 	v.SetDefault("limits.local_port_min", int(d.PortMin))
 	v.SetDefault("limits.local_port_max", int(d.PortMax))
@@ -313,6 +315,7 @@ func validate(r *raw, noServices bool) (*Config, error) {
 	c.Offload = r.Interfaces.Offload
 	c.BusyPoll = duration(&e, "interfaces.busy_poll", r.Interfaces.BusyPoll, busyPollRange)
 	c.IO = r.Interfaces.IO
+	c.Pollers = r.Interfaces.Pollers
 	c.readGlobals(&e, r)
 	c.Synproxy = readSynproxy(&e, r.Synproxy)
 	c.Timeouts = timeouts(&e, "timeouts", r.Timeouts, nat.DefaultTimeouts())

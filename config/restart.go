@@ -32,7 +32,10 @@ type RestartOnly struct {
 	// write per frame), "uring" (an io_uring poller; refused io_uring
 	// fails the start) or "auto" (io_uring where the kernel allows it,
 	// else system calls, said once in the log).
-	IO       string `key:"interfaces.io"`
+	IO string `key:"interfaces.io"`
+	// Pollers is how many io_uring pollers share the queues (io: uring or
+	// auto): 0 picks half the CPUs, at most the larger side's queue count.
+	Pollers  int    `key:"interfaces.pollers"`
 	MaxConns int    `key:"limits.max_connections"`
 	PortMin  uint16 `key:"limits.local_port_min"`
 	PortMax  uint16 `key:"limits.local_port_max"`

@@ -208,6 +208,7 @@ type topoOpts struct {
 	noOffload bool
 	busyPoll  time.Duration
 	io        string    // interfaces.io; "": the configuration's default
+	pollers   int       // interfaces.pollers
 	log       io.Writer // tapvs's log goes here too, for a test to read
 	// ipv6 gives tapvs its IPv6 addresses and route (address6, RSNet6)
 	// in the configuration; the lab's namespaces are dual-stack anyway.
@@ -256,6 +257,7 @@ func setupWith(t testing.TB, o topoOpts, svcs, extra string) *env {
 	if o.io != "" {
 		cfg.IO = o.io
 	}
+	cfg.Pollers = o.pollers
 	var w io.Writer = testWriter{t}
 	if o.log != nil {
 		w = io.MultiWriter(w, o.log)

@@ -178,14 +178,15 @@ func TestBusyPoll(t *testing.T) {
 
 // The io_uring poller (interfaces.io: uring): the same traffic crosses
 // intact with and without offload, two queues a side, sleeping at once
-// (busy_poll 0) or after a spin; idle, it sleeps.
+// (busy_poll 0) or after a spin, with one poller or two; idle, it sleeps.
 func TestIOUring(t *testing.T) {
-	testPoller(t, []topoOpts{{queues: 2, io: "uring"}, {queues: 1, noOffload: true, io: "uring", busyPoll: 200 * time.Microsecond}})
+	testPoller(t, []topoOpts{{queues: 2, io: "uring"}, {queues: 1, noOffload: true, io: "uring", busyPoll: 200 * time.Microsecond},
+		{queues: 2, io: "uring", pollers: 2}})
 }
 
 func testPoller(t *testing.T, opts []topoOpts) {
 	for _, o := range opts {
-		t.Run(fmt.Sprintf("queues=%d,offload=%v,busy_poll=%v", o.queues, !o.noOffload, o.busyPoll), func(t *testing.T) {
+		t.Run(fmt.Sprintf("queues=%d,offload=%v,busy_poll=%v,pollers=%d", o.queues, !o.noOffload, o.busyPoll, o.pollers), func(t *testing.T) {
 			e := setupWith(t, o, services("rr", 1, 1), "metrics: {listen: \"127.0.0.1:0\"}\n")
 			e.crossAll(6)
 			var fwd uint64

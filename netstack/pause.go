@@ -22,7 +22,7 @@ var ErrCannotPause = errors.New("the readers cannot be paused")
 // Pause stops the readers and returns once none is left. The timers that
 // write frames (the balancer's) are the caller's to stop.
 func (st *Stack) Pause() error {
-	if st.polling && st.ring == nil {
+	if st.polling && len(st.rings) == 0 {
 		return fmt.Errorf("busy polling: %w", ErrCannotPause)
 	}
 	for _, e := range []*Endpoint{st.Client, st.Server} {
@@ -32,8 +32,8 @@ func (st *Stack) Pause() error {
 			}
 		}
 	}
-	if st.ring != nil {
-		return st.ring.pauseFromOutside(st)
+	if len(st.rings) > 0 {
+		return st.pauseRings()
 	}
 	var errs []error
 	for _, e := range []*Endpoint{st.Client, st.Server} {
@@ -52,13 +52,8 @@ func (st *Stack) Pause() error {
 // Resume starts the readers Pause stopped; the frames queued meanwhile are
 // read first.
 func (st *Stack) Resume() error {
-	if st.ring != nil {
-		select {
-		case st.ring.resume <- struct{}{}:
-			return nil
-		case <-st.stop:
-			return errors.New("resume: the stack is closed")
-		}
+	if len(st.rings) > 0 {
+		return st.resumeRings()
 	}
 	var errs []error
 	for _, e := range []*Endpoint{st.Client, st.Server} {

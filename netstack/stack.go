@@ -60,7 +60,7 @@ type Stack struct {
 	ownServer  [2]netip.Addr
 	stop       chan struct{}
 	polling    bool
-	ring       *ringPoller // the io_uring poller, when it runs: Pause asks it to stop reading
+	rings      []*ringPoller // the io_uring pollers, when they run: Pause asks them to stop reading
 	pollSleeps atomic.Uint64
 	done       sync.WaitGroup
 
@@ -177,7 +177,7 @@ var _ nat.Link = (*Stack)(nil)
 // thread polls every queue instead (see poll.go), sleeping after busyPoll
 // without a frame.
 func (st *Stack) Start(busyPoll time.Duration) error {
-	return st.StartIO(IOSyscalls, busyPoll)
+	return st.StartIO(IOSyscalls, busyPoll, 0)
 }
 
 // IOMode is how the stack reads and writes its TAPs (interfaces.io).
@@ -197,11 +197,12 @@ const (
 )
 
 // StartIO is Start with the I/O mode: with io_uring, busyPoll is how long
-// the poller spins after its last frame before it sleeps.
-func (st *Stack) StartIO(mode IOMode, busyPoll time.Duration) error {
+// a poller spins after its last frame before it sleeps, and pollers how
+// many pollers share the queues (0: autoPollers).
+func (st *Stack) StartIO(mode IOMode, busyPoll time.Duration, pollers int) error {
 	switch mode {
 	case IOUring, IOAuto:
-		err := st.startUring(busyPoll)
+		err := st.startUring(busyPoll, pollers)
 		var re *uring.RefusedError
 		switch {
 		case err == nil:

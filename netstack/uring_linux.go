@@ -1,6 +1,7 @@
 package netstack
 
 import (
+	"errors"
 	"fmt"
 	"runtime"
 	"sync/atomic"
@@ -91,6 +92,9 @@ type ringPoller struct {
 	paused   chan struct{}
 	resume   chan struct{}
 
+	ready chan error              // setup's, then start's result
+	fds   chan map[tun.Device]int // every queue's descriptor, or nil: give up
+
 	// enters counts io_uring_enter calls (Stack.RingEnters, the metrics:
 	// divided by the frames read, the system calls per frame).
 	enters atomic.Uint64
@@ -99,15 +103,29 @@ type ringPoller struct {
 // newRing sets a ring up; a variable so tests can make io_uring refuse.
 var newRing = uring.New
 
-// startUring starts the io_uring poller over every queue of both sides.
-// It returns once the ring is set up and every read armed, or with the
-// ring's error: a *uring.RefusedError when io_uring is refused, returned
-// before any queue is detached, so the caller may fall back to readers.
-func (st *Stack) startUring(spin time.Duration) error {
-	p := &ringPoller{st: st, spin: spin, heapFree: make([]int, 0, ringHeapMax),
-		paused: make(chan struct{}), resume: make(chan struct{})}
-	for i := range ringHeapMax {
-		p.heapFree = append(p.heapFree, i)
+// startUring starts io_uring pollers over every queue of both sides:
+// pollers of them (0: autoPollers), poller k reading the client queues
+// i ≡ k and the server queues j ≡ k (mod pollers), so client queue i and
+// the server queue it forwards to share a poller when the counts match.
+// Writes may go to a queue another poller reads (an SQE writes any fd);
+// each queue has one reader. It returns once every ring is set up and
+// every read armed, or with the first error: a *uring.RefusedError when
+// io_uring is refused, returned before any queue is detached and with
+// every ring closed, so the caller may fall back to readers.
+func (st *Stack) startUring(spin time.Duration, pollers int) error {
+	if pollers <= 0 {
+		pollers = autoPollers(runtime.NumCPU(), len(st.Client.devs), len(st.Server.devs))
+	}
+	// A poller beyond the larger side's queue count would read nothing.
+	pollers = min(pollers, max(len(st.Client.devs), len(st.Server.devs)))
+	ps := make([]*ringPoller, pollers)
+	for k := range ps {
+		ps[k] = &ringPoller{st: st, spin: spin, heapFree: make([]int, 0, ringHeapMax),
+			paused: make(chan struct{}), resume: make(chan struct{}),
+			ready: make(chan error, 1), fds: make(chan map[tun.Device]int, 1)}
+		for i := range ringHeapMax {
+			ps[k].heapFree = append(ps[k].heapFree, i)
+		}
 	}
 	for _, e := range []*Endpoint{st.Client, st.Server} {
 		for q := range e.devs {
@@ -115,24 +133,67 @@ func (st *Stack) startUring(spin time.Duration) error {
 			if !ok {
 				return fmt.Errorf("io_uring: %s queue %d (%T) cannot be polled", e.devs[q].Name(), q, e.devs[q])
 			}
+			p := ps[q%pollers]
 			p.qs = append(p.qs, ringQueue{queue: e.queue(q), dev: d, refs: make([]uint8, ringSlots)})
 		}
 	}
-	ready := make(chan error, 1)
-	st.done.Add(1)
-	go func() {
-		defer st.done.Done()
-		p.run(ready)
-	}()
-	if err := <-ready; err != nil {
+	for _, p := range ps {
+		st.done.Add(1)
+		go func() {
+			defer st.done.Done()
+			p.run()
+		}()
+	}
+	// Rings and buffer rings first, on each poller's thread; then, if all
+	// have them, the queues leave Go's netpoller and the reads are armed.
+	var err error
+	for _, p := range ps {
+		if e := <-p.ready; e != nil && err == nil {
+			err = e
+		}
+	}
+	fds := map[tun.Device]int{}
+	for _, p := range ps {
+		for i := range p.qs {
+			if err != nil {
+				break
+			}
+			q := &p.qs[i]
+			if q.fd, err = q.dev.Detach(); err != nil {
+				err = fmt.Errorf("io_uring: %w", err)
+			}
+			fds[q.queue.dev] = q.fd
+		}
+	}
+	for _, p := range ps {
+		if err != nil {
+			p.fds <- nil // close the ring and end
+		} else {
+			p.fds <- fds
+		}
+	}
+	for _, p := range ps {
+		if e := <-p.ready; e != nil && err == nil {
+			err = e
+		}
+	}
+	if err != nil {
 		return err
 	}
-	st.polling, st.ring = true, p
+	st.polling, st.rings = true, ps
 	return nil
 }
 
-// setup builds the ring, detaches the queues and arms their reads; on the
-// poller's locked thread.
+// autoPollers is interfaces.pollers' 0: half the CPUs (rounded up), no
+// more than the larger side's queue count, at least one.
+func autoPollers(cpus, clientQueues, serverQueues int) int {
+	return max(1, min((cpus+1)/2, max(clientQueues, serverQueues)))
+}
+
+// setup builds the ring and a buffer ring per queue, on the poller's
+// locked thread, before any queue is detached: a kernel that refuses them
+// (PBUF_RING: 5.19) refuses while the queues are still in Go's netpoller,
+// which cannot be undone (a fallback needs them there).
 func (p *ringPoller) setup() error {
 	cq := uint32(ringSQ)
 	for cq < uint32(len(p.qs)*ringSlots+ringSQ) {
@@ -143,33 +204,27 @@ func (p *ringPoller) setup() error {
 		return err
 	}
 	p.r = r
-	// Buffer rings before any queue is detached: a kernel that refuses
-	// them (PBUF_RING: 5.19) refuses before the queues leave Go's
-	// netpoller, which cannot be undone (a fallback needs them there).
 	for i := range p.qs {
 		q := &p.qs[i]
 		if q.br, err = r.NewBufRing(uint16(i), ringSlots, ringSlot, uintptr(Headroom-q.h)); err != nil {
 			return fmt.Errorf("io_uring: %s queue %d: %w", q.dev.Name(), q.q, err)
 		}
 	}
+	return nil
+}
+
+// start arms the reads once every queue is detached: fds has every
+// queue's descriptor, this poller's and the others' (forwards go to
+// the other side's queue, whichever poller reads it).
+func (p *ringPoller) start(fds map[tun.Device]int) error {
 	for i := range p.qs {
 		q := &p.qs[i]
-		if q.fd, err = q.dev.Detach(); err != nil {
-			return fmt.Errorf("io_uring: %w", err)
-		}
+		q.fd, q.outFd = fds[q.queue.dev], fds[q.out]
 		q.tx = ringTx{p: p, qi: i}
 		q.queue.tx = &q.tx
-	}
-	for i := range p.qs { // the other side's descriptors are known only now
-		q := &p.qs[i]
-		for j := range p.qs {
-			if p.qs[j].queue.dev == q.out {
-				q.outFd = p.qs[j].fd
-			}
-		}
 		p.arm(i)
 	}
-	if e := r.Submit(); e != 0 {
+	if e := p.r.Submit(); e != 0 {
 		return fmt.Errorf("io_uring: arming the reads: %w", e)
 	}
 	return nil
@@ -186,25 +241,39 @@ func (p *ringPoller) arm(i int) bool {
 	return false
 }
 
-func (p *ringPoller) run(ready chan<- error) {
+// run is the poller: setup and start (reporting each on p.ready), then
+// passes until the stack stops.
+func (p *ringPoller) run() {
 	// The submitter thread of a SINGLE_ISSUER ring: setup, every enter and
 	// Close happen here, and it must not exit with requests in flight.
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	err := p.setup()
-	if err != nil {
+	if err := p.setup(); err != nil {
 		if p.r != nil {
 			p.r.Close()
+			p.r = nil
 		}
-		ready <- err
+		p.ready <- err
+		<-p.fds
+		p.ready <- nil
 		return
 	}
+	p.ready <- nil
 	defer func() {
 		if err := p.r.Close(); err != nil {
 			p.st.log.Error("io_uring poller: close", "err", err)
 		}
 	}()
-	ready <- nil
+	fds := <-p.fds
+	if fds == nil {
+		p.ready <- nil // another poller failed: close and end
+		return
+	}
+	if err := p.start(fds); err != nil {
+		p.ready <- err
+		return
+	}
+	p.ready <- nil
 	var idle time.Time
 	for {
 		select {
@@ -463,24 +532,40 @@ func (p *ringPoller) publish(rearm bool) bool {
 	return rearmed
 }
 
-// pauseFromOutside is Stack.Pause for the ring poller: it asks and waits
-// for the poller to have stopped reading (at most a sleep of pollWait
+// pauseRings is Stack.Pause for the io_uring pollers: it asks them all and
+// waits for each to have stopped reading (at most a sleep of pollWait
 // later: a sleeping poller notices at its next wake-up).
-func (p *ringPoller) pauseFromOutside(st *Stack) error {
-	p.pauseReq.Store(true)
-	select {
-	case <-p.paused:
-		return nil
-	case <-st.stop:
-		return fmt.Errorf("pause: the stack is closed: %w", ErrCannotPause)
+func (st *Stack) pauseRings() error {
+	for _, p := range st.rings {
+		p.pauseReq.Store(true)
 	}
+	for _, p := range st.rings {
+		select {
+		case <-p.paused:
+		case <-st.stop:
+			return fmt.Errorf("pause: the stack is closed: %w", ErrCannotPause)
+		}
+	}
+	return nil
+}
+
+// resumeRings is Stack.Resume for the io_uring pollers.
+func (st *Stack) resumeRings() error {
+	for _, p := range st.rings {
+		select {
+		case p.resume <- struct{}{}:
+		case <-st.stop:
+			return errors.New("resume: the stack is closed")
+		}
+	}
+	return nil
 }
 
 // RingEnters reports how many io_uring_enter calls the io_uring poller has
 // made, and whether it runs (interfaces.io: uring, or auto where allowed).
 func (st *Stack) RingEnters() (enters uint64, on bool) {
-	if st.ring == nil {
-		return 0, false
+	for _, p := range st.rings {
+		enters += p.enters.Load()
 	}
-	return st.ring.enters.Load(), true
+	return enters, len(st.rings) > 0
 }

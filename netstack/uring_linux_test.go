@@ -25,9 +25,12 @@ import (
 )
 
 // ringTAP creates an offload TAP, IPv6 off (no chatter to count), up.
-func ringTAP(t *testing.T, name string) ([]tun.Device, int) {
+func ringTAP(t *testing.T, name string) ([]tun.Device, int) { return ringTAPQueues(t, name, 1) }
+
+// ringTAPQueues is ringTAP with queues queues.
+func ringTAPQueues(t *testing.T, name string, queues int) ([]tun.Device, int) {
 	t.Helper()
-	devs, err := tun.OpenTAP(tun.TAPConfig{Name: name, Offload: true})
+	devs, err := tun.OpenTAP(tun.TAPConfig{Name: name, Offload: true, Queues: queues})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +92,7 @@ func ringForward(t *testing.T, mode string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := st.StartIO(IOMode(mode), 0); err != nil {
+	if err := st.StartIO(IOMode(mode), 0, 0); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(st.Close)
@@ -168,7 +171,7 @@ func TestRingDeadTAP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := st.StartIO(IOUring, 0); err != nil {
+	if err := st.StartIO(IOUring, 0, 0); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(st.Close)
@@ -206,7 +209,7 @@ func TestRingCloseInFlight(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := st.StartIO(IOUring, 0); err != nil {
+		if err := st.StartIO(IOUring, 0, 0); err != nil {
 			t.Fatal(err)
 		}
 		syn := tcpFrame(t, client, vip, true, 0)
@@ -298,8 +301,8 @@ func TestStartIOFallback(t *testing.T) {
 			newRing = c.ring
 			defer func() { newRing = uring.New }()
 			sfx := rand.Uint32()
-			cdevs, cidx := ringTAP(t, fmt.Sprintf("rc%x", sfx))
-			sdevs, sidx := ringTAP(t, fmt.Sprintf("rs%x", sfx))
+			cdevs, cidx := ringTAPQueues(t, fmt.Sprintf("rc%x", sfx), 2)
+			sdevs, sidx := ringTAPQueues(t, fmt.Sprintf("rs%x", sfx), 2)
 			var logs strings.Builder
 			log := slog.New(slog.NewTextHandler(&logs, nil))
 			st, err := New(testBalancer(t), NICConfig{Devs: cdevs, MTU: 1500, Address: netip.MustParsePrefix("172.25.254.254/24")},
@@ -308,7 +311,7 @@ func TestStartIOFallback(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Cleanup(st.Close)
-			err = st.StartIO(c.mode, 0)
+			err = st.StartIO(c.mode, 0, 4) // as many pollers as queues (2), each refused: one warning
 			if warns := strings.Count(logs.String(), "io_uring refused, using read/write system calls"); warns != c.warns ||
 				c.warns > 0 && !strings.Contains(logs.String(), `hint="a seccomp profile"`) {
 				t.Fatalf("%d fallback warnings, want %d with the hint; log:\n%s", warns, c.warns, logs.String())
@@ -323,8 +326,8 @@ func TestStartIOFallback(t *testing.T) {
 			if err != nil {
 				t.Fatalf("StartIO: %v", err)
 			}
-			if _, polling := st.PollSleeps(); polling != c.polling {
-				t.Fatalf("polling %v, want %v", polling, c.polling)
+			if _, polling := st.PollSleeps(); polling != c.polling || c.polling && len(st.rings) != 2 {
+				t.Fatalf("polling %v with %d pollers, want %v (2 pollers when polling)", polling, len(st.rings), c.polling)
 			}
 			forwardOne(t, ipSocket(t, cidx), ipSocket(t, sidx), tcpFrame(t, client, vip, true, 0), 0)
 		})
@@ -379,7 +382,7 @@ func seccompFallbackChild(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(st.Close)
-		err = st.StartIO(mode, 0)
+		err = st.StartIO(mode, 0, 0)
 		if mode == IOUring {
 			if !errors.Is(err, unix.EPERM) || !uring.Refused(err) {
 				t.Fatalf("io: uring under seccomp: %v, want the refusal", err)
@@ -416,7 +419,7 @@ func TestRingPauseResume(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := st.StartIO(IOUring, 0); err != nil {
+	if err := st.StartIO(IOUring, 0, 0); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(st.Close)
@@ -460,5 +463,74 @@ func TestRingPauseResume(t *testing.T) {
 		if n := rx.Load() - before; n != 100 {
 			t.Fatalf("round %d: %d frames read after resuming, want 100 (each once)", round, n)
 		}
+	}
+}
+
+// TestAutoPollers pins interfaces.pollers: 0: half the CPUs rounded up,
+// no more than the larger side's queue count, at least one.
+func TestAutoPollers(t *testing.T) {
+	for _, c := range []struct{ cpus, client, server, want int }{
+		{1, 1, 1, 1}, {2, 1, 1, 1}, {2, 4, 4, 1}, {3, 4, 4, 2}, {8, 4, 4, 4},
+		{8, 1, 1, 1}, {8, 2, 4, 4}, {16, 8, 2, 8}, {64, 64, 64, 32},
+	} {
+		if got := autoPollers(c.cpus, c.client, c.server); got != c.want {
+			t.Errorf("%d CPUs, %d+%d queues: %d pollers, want %d", c.cpus, c.client, c.server, got, c.want)
+		}
+	}
+}
+
+// TestRingPollers runs two pollers over 2+2 queues: poller k reads client
+// queue k and server queue k (the one client queue k forwards to), every
+// queue is read by exactly one, and frames still cross; pausing pauses both.
+func TestRingPollers(t *testing.T) {
+	tuntest.InNewNetns(t)
+	sfx := rand.Uint32()
+	cdevs, cidx := ringTAPQueues(t, fmt.Sprintf("rc%x", sfx), 2)
+	sdevs, sidx := ringTAPQueues(t, fmt.Sprintf("rs%x", sfx), 2)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	st, err := New(testBalancer(t), NICConfig{Devs: cdevs, MTU: 1500, Address: netip.MustParsePrefix("172.25.254.254/24")},
+		NICConfig{Devs: sdevs, MTU: 1500, Address: netip.MustParsePrefix("172.25.84.4/24")}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.StartIO(IOUring, 0, 2); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(st.Close)
+	if len(st.rings) != 2 {
+		t.Fatalf("%d pollers, want 2", len(st.rings))
+	}
+	seen := map[tun.Device]int{}
+	for k, p := range st.rings {
+		if len(p.qs) != 2 || p.qs[0].queue.dev != cdevs[k] || p.qs[1].queue.dev != sdevs[k] || p.qs[0].out != sdevs[k] {
+			t.Fatalf("poller %d reads %d queues, not client %d and server %d", k, len(p.qs), k, k)
+		}
+		for _, q := range p.qs {
+			seen[q.queue.dev]++
+			if q.fd <= 0 || q.outFd <= 0 {
+				t.Fatalf("poller %d: queue %s has fd %d, out fd %d", k, q.dev.Name(), q.fd, q.outFd)
+			}
+		}
+	}
+	if len(seen) != 4 {
+		t.Fatalf("%d queues read, want 4 each once", len(seen))
+	}
+	inject, sink := ipSocket(t, cidx), ipSocket(t, sidx)
+	forwardOne(t, inject, sink, tcpFrame(t, client, vip, true, 0), 0)
+	if err := st.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	data := tcpFrame(t, client, vip, false, 100)
+	for tag := byte(1); tag <= 50; tag++ {
+		data[54] = tag
+		binary.BigEndian.PutUint16(data[14+20+16:], 0)
+		binary.BigEndian.PutUint16(data[14+20+16:], tcpChecksum(data[14:]))
+		forwardOne(t, inject, sink, data, tag)
+	}
+	if enters, on := st.RingEnters(); !on || enters == 0 {
+		t.Fatalf("RingEnters %d, %v: not summed over the pollers", enters, on)
 	}
 }
