@@ -534,3 +534,45 @@ func TestRingPollers(t *testing.T) {
 		t.Fatalf("RingEnters %d, %v: not summed over the pollers", enters, on)
 	}
 }
+
+// TestRingIdle checks sparse traffic does not keep a core spinning: after
+// a frame, a poller with busy_poll 200us spins that long, then sleeps in
+// io_uring_enter; over the next second the whole test process uses a
+// small fraction of a core, and the poller's sleeps are counted.
+func TestRingIdle(t *testing.T) {
+	tuntest.InNewNetns(t)
+	sfx := rand.Uint32()
+	cdevs, cidx := ringTAPQueues(t, fmt.Sprintf("rc%x", sfx), 2)
+	sdevs, sidx := ringTAPQueues(t, fmt.Sprintf("rs%x", sfx), 2)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	st, err := New(testBalancer(t), NICConfig{Devs: cdevs, MTU: 1500, Address: netip.MustParsePrefix("172.25.254.254/24")},
+		NICConfig{Devs: sdevs, MTU: 1500, Address: netip.MustParsePrefix("172.25.84.4/24")}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.StartIO(IOUring, 200*time.Microsecond, 2); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(st.Close)
+	forwardOne(t, ipSocket(t, cidx), ipSocket(t, sidx), tcpFrame(t, client, vip, true, 0), 0)
+	cpu := func() time.Duration {
+		var ru unix.Rusage
+		if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
+			t.Fatal(err)
+		}
+		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
+	s0, _ := st.PollSleeps()
+	c0, w0 := cpu(), time.Now()
+	time.Sleep(time.Second) // a measurement window: CPU used over it, not a wait for an event
+	used, wall := cpu()-c0, time.Since(w0)
+	s1, _ := st.PollSleeps()
+	t.Logf("idle: %v of CPU in %v, %d sleeps", used, wall.Round(time.Millisecond), s1-s0)
+	// Two spinning pollers would use two cores' worth: 2 s in 1 s.
+	if used > wall/10 {
+		t.Errorf("%v of CPU in %v idle: a poller spins", used, wall)
+	}
+	if s1 == s0 {
+		t.Error("the idle pollers never slept")
+	}
+}
