@@ -215,7 +215,18 @@ func TestSyncSendsConnectionChanges(t *testing.T) {
 		d.SetNextHopMAC([6]byte{2, 0, 0, 0, 0, 7})
 	}
 	sa := runSync(t, ca, a)
-	runSync(t, cb, b)
+	sb := runSync(t, cb, b)
+	// B's join copy first, while A holds nothing: the connection then
+	// reaches B through A's feed alone (a copy taken after the handshake
+	// would carry it, and the feed could send its ESTABLISHED and CLOSE
+	// steps as one record).
+	deadline := time.Now().Add(10 * time.Second)
+	for !sb.Joined() && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if !sb.Joined() {
+		t.Fatal("B did not join in 10 s")
+	}
 
 	cli, vip := netip.MustParseAddrPort("172.25.254.1:40000"), netip.MustParseAddrPort("172.25.254.100:80")
 	forward := func(side nat.Side, f *nat.Frame) {
