@@ -220,13 +220,7 @@ func TestSyncSendsConnectionChanges(t *testing.T) {
 	// reaches B through A's feed alone (a copy taken after the handshake
 	// would carry it, and the feed could send its ESTABLISHED and CLOSE
 	// steps as one record).
-	deadline := time.Now().Add(10 * time.Second)
-	for !sb.Joined() && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
-	if !sb.Joined() {
-		t.Fatal("B did not join in 10 s")
-	}
+	poll(t, "B's join copy", sb.Joined)
 
 	cli, vip := netip.MustParseAddrPort("172.25.254.1:40000"), netip.MustParseAddrPort("172.25.254.100:80")
 	forward := func(side nat.Side, f *nat.Frame) {
