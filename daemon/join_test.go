@@ -81,19 +81,11 @@ func waitHeard(t *testing.T, asked <-chan struct{}, b *connSync) {
 	})
 }
 
-// poll checks cond every millisecond until it holds, failing the test
-// after 10 s.
+// poll waits (eventually) until cond holds, failing the test after 10 s.
 func poll(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	tick := time.NewTicker(time.Millisecond)
-	defer tick.Stop()
-	deadline := time.After(10 * time.Second)
-	for !cond() {
-		select {
-		case <-tick.C:
-		case <-deadline:
-			t.Fatalf("waited 10 s for %s", what)
-		}
+	if !eventually(10*time.Second, cond) {
+		t.Fatalf("waited 10 s for %s", what)
 	}
 }
 
