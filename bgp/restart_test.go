@@ -87,11 +87,17 @@ func TestLeaveWithoutGracefulRestartWithdraws(t *testing.T) {
 	}
 }
 
-// waitFor polls cond every 10 ms for at most 10 s.
+// waitFor checks cond every 10 ms until it holds, failing the test after
+// 10 s.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(10 * time.Second)
+	for !cond() {
+		select {
+		case <-tick.C:
+		case <-deadline:
 			t.Fatalf("timed out waiting for %s", what)
 		}
 	}

@@ -14,12 +14,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/tapvs/tapvs/control/api"
+	"github.com/tapvs/tapvs/internal/logbuf"
 	"github.com/tapvs/tapvs/nat"
 )
 
@@ -133,7 +133,7 @@ func TestSocketIsPrivate(t *testing.T) {
 		t.Fatalf("chmod %s: %v", dir, err)
 	}
 	sock := filepath.Join(dir, "tapvs.sock")
-	logs := &lockedBuffer{}
+	logs := &logbuf.Buffer{}
 	srv := NewServer(newManager(t), slog.New(slog.NewTextHandler(logs, nil)))
 	if err := srv.Listen(sock); err != nil {
 		t.Fatal(err)
@@ -284,24 +284,6 @@ func TestCounterWireNames(t *testing.T) {
 			t.Errorf("wire form changed: was %s, now %s", was, now)
 		}
 	}
-}
-
-// lockedBuffer is a log the test reads while the server writes it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // control.socket may name a stale socket (a tapvs that died left it): it

@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"bytes"
 	"log/slog"
 	"strings"
 	"sync"
@@ -11,6 +10,7 @@ import (
 	"github.com/tapvs/tapvs/config"
 	"github.com/tapvs/tapvs/connrec"
 	"github.com/tapvs/tapvs/connsync"
+	"github.com/tapvs/tapvs/internal/logbuf"
 )
 
 // fakePeer is instance A (id 1) of syncPair's configuration as connsync
@@ -46,10 +46,10 @@ func fakePeer(t *testing.T, ca *config.Config, recs []connrec.Record) (asked <-c
 // joiner starts B's connection sync (syncPair's) with its log in a buffer
 // and its start an hour ahead: only the test's own checkJoin calls, with
 // their clocks, can end the join. joined is closed by onJoin.
-func joiner(t *testing.T) (ca *config.Config, b *connSync, log *syncBuf, joined chan struct{}) {
+func joiner(t *testing.T) (ca *config.Config, b *connSync, log *logbuf.Buffer, joined chan struct{}) {
 	t.Helper()
 	ca, cb, _, bal := syncPair(t)
-	log = &syncBuf{}
+	log = &logbuf.Buffer{}
 	joined = make(chan struct{})
 	var once sync.Once
 	cs, err := startSync(cb.Sync, bal, slog.New(slog.NewTextHandler(log, nil)), func() {
@@ -63,24 +63,6 @@ func joiner(t *testing.T) (ca *config.Config, b *connSync, log *syncBuf, joined 
 	cs.join.start = time.Now().Add(time.Hour)
 	cs.join.mu.Unlock()
 	return ca, cs, log, joined
-}
-
-// syncBuf is a log's buffer, written by the sync goroutines.
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // waitHeard waits (bounded) until B waits for A's copy: A heard, the copy
@@ -99,19 +81,11 @@ func waitHeard(t *testing.T, asked <-chan struct{}, b *connSync) {
 	})
 }
 
-// poll checks cond every millisecond until it holds, failing the test
-// after 10 s.
+// poll waits (eventually) until cond holds, failing the test after 10 s.
 func poll(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	tick := time.NewTicker(time.Millisecond)
-	defer tick.Stop()
-	deadline := time.After(10 * time.Second)
-	for !cond() {
-		select {
-		case <-tick.C:
-		case <-deadline:
-			t.Fatalf("waited 10 s for %s", what)
-		}
+	if !eventually(10*time.Second, cond) {
+		t.Fatalf("waited 10 s for %s", what)
 	}
 }
 

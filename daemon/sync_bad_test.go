@@ -72,10 +72,7 @@ func TestSyncRefusesWhatAPeerDidNotSend(t *testing.T) {
 	refused := func(reason string) uint64 { return sb.s.Stats().Refused[reason] }
 	waitRefused := func(reason string, want uint64) {
 		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
-		for refused(reason) < want && time.Now().Before(deadline) {
-			time.Sleep(5 * time.Millisecond)
-		}
+		poll(t, "refused "+reason, func() bool { return refused(reason) >= want })
 		if got := refused(reason); got != want {
 			t.Fatalf("refused %s: %d, want %d (all: %v)", reason, got, want, sb.s.Stats().Refused)
 		}
@@ -84,10 +81,7 @@ func TestSyncRefusesWhatAPeerDidNotSend(t *testing.T) {
 	for _, d := range genuine {
 		send(from, d)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for b.Table().Len() == 0 && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
+	poll(t, "B to apply A's genuine datagrams", func() bool { return b.Table().Len() > 0 })
 	if n := b.Table().Len(); n != 1 {
 		t.Fatalf("B holds %d connections after A's genuine datagrams, want 1 (refused %v)", n, sb.s.Stats().Refused)
 	}
@@ -126,15 +120,18 @@ func TestSyncRefusesWhatAPeerDidNotSend(t *testing.T) {
 		flipped[len(flipped)-1-i%16] ^= byte(i)
 		from.WriteToUDP(flipped, to) // the kernel may drop some: counted by neither side
 	}
-	// Drained: the refusals stop moving.
-	for i, last := 0, uint64(0); i < 200; i++ {
-		time.Sleep(50 * time.Millisecond)
-		r := refused("tag")
-		if r == last {
-			break
+	// Drained: one receiver reads the socket in order, so once a short
+	// datagram sent after the flood is refused, every forgery the kernel
+	// kept has been read. The kernel may drop a sentinel too, so one more
+	// goes at each poll until one is counted.
+	shorts := refused("short")
+	poll(t, "the receiver to drain the flood", func() bool {
+		if refused("short") > shorts {
+			return true
 		}
-		last = r
-	}
+		from.WriteToUDP(genuine[0][:20], to)
+		return false
+	})
 	runtime.GC()
 	runtime.ReadMemStats(&after)
 	got := refused("tag") - tagBefore

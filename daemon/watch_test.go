@@ -1,51 +1,23 @@
 package daemon
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/tapvs/tapvs/config"
+	"github.com/tapvs/tapvs/internal/logbuf"
 	"github.com/tapvs/tapvs/nat"
 )
 
-// logBuffer is a log the test can read while the daemon writes it.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func (l *logBuffer) count(s string) int { return strings.Count(l.String(), s) }
-
-// within polls cond every 20ms for up to d.
-func within(d time.Duration, cond func() bool) bool {
-	for deadline := time.Now().Add(d); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if cond() {
-			return true
-		}
-	}
-	return cond()
-}
+// count is how many times s is in the log so far.
+func count(l *logbuf.Buffer, s string) int { return strings.Count(l.String(), s) }
 
 // replace writes text to a new file and renames it over path, as editors
 // and config managers save.
@@ -68,7 +40,7 @@ func TestReloadOnSIGHUPAndFileChange(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &logBuffer{}
+	logs := &logbuf.Buffer{}
 	d, err := Start(cfg, slog.New(slog.NewTextHandler(logs, nil)))
 	if err != nil {
 		t.Fatal(err)
@@ -115,21 +87,21 @@ func TestReloadOnSIGHUPAndFileChange(t *testing.T) {
 	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
 		t.Fatalf("SIGHUP to self: %v", err)
 	}
-	if !within(5*time.Second, func() bool { return weight() == 4 }) {
+	if !eventually(5*time.Second, func() bool { return weight() == 4 }) {
 		t.Fatalf("after SIGHUP the weight is %d, want the file's 4", weight())
 	}
 
 	// An editor's save: a new file renamed over the old one.
 	replace(t, path, withWeight("7"))
-	if !within(5*time.Second, func() bool { return weight() == 7 }) {
+	if !eventually(5*time.Second, func() bool { return weight() == 7 }) {
 		t.Fatalf("after the file was replaced the weight is %d, want 7", weight())
 	}
 
 	// A save that does not validate is refused whole: the weight stays 7
 	// and the running configuration is the one last applied.
-	refused := logs.count("reload refused")
+	refused := count(logs, "reload refused")
 	replace(t, path, strings.Replace(withWeight("3"), "port: 80\n", "port: 70000\n", 1))
-	if !within(5*time.Second, func() bool { return logs.count("reload refused") > refused }) {
+	if !eventually(5*time.Second, func() bool { return count(logs, "reload refused") > refused }) {
 		t.Fatal("a refused edit was not reported as refused")
 	}
 	if w := weight(); w != 7 {
@@ -153,7 +125,7 @@ func TestReloadWarnsUntilRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &logBuffer{}
+	logs := &logbuf.Buffer{}
 	d, err := Start(cfg, slog.New(slog.NewTextHandler(logs, nil)))
 	if err != nil {
 		t.Fatal(err)
@@ -169,7 +141,7 @@ func TestReloadWarnsUntilRestart(t *testing.T) {
 		if err := d.Reload(path); err != nil {
 			t.Fatalf("reload %d: %v", i, err)
 		}
-		if n := logs.count(warning); n != i {
+		if n := count(logs, warning); n != i {
 			t.Fatalf("after reload %d the restart warning was logged %d times, want %d:\n%s", i, n, i, logs)
 		}
 	}

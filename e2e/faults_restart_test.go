@@ -18,20 +18,21 @@ import (
 	"time"
 
 	"github.com/tapvs/tapvs/control/api"
+	"github.com/tapvs/tapvs/internal/logbuf"
 	"github.com/tapvs/tapvs/lab"
 )
 
 // tapvsProc is `tapvs run` as an operator runs it: its own process.
 type tapvsProc struct {
 	cmd  *exec.Cmd
-	out  *lockedBuf
+	out  *logbuf.Buffer
 	done chan struct{} // closed when it has exited
 	err  error         // its exit, once done
 }
 
 func startTapvsProc(t *testing.T, bin, config string, flags ...string) *tapvsProc {
 	t.Helper()
-	p := &tapvsProc{out: &lockedBuf{}, done: make(chan struct{})}
+	p := &tapvsProc{out: &logbuf.Buffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(bin, append([]string{"run", "-c", config}, flags...)...)
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {

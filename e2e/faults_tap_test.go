@@ -1,17 +1,16 @@
 package e2e
 
 import (
-	"bytes"
 	"io"
 	"net/http"
 	"net/netip"
 	"os/exec"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/tapvs/tapvs/internal/logbuf"
 	"github.com/tapvs/tapvs/lab"
 )
 
@@ -35,24 +34,6 @@ func cpuTime(t testing.TB) time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// lockedBuf is a log destination a test reads while tapvs writes it.
-type lockedBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // A TAP deleted under a running tapvs (ip link del in its namespace) ends
 // its readers with one error naming it, reported by the daemon; nothing
 // spins, and Close still returns.
@@ -63,7 +44,7 @@ func TestFaultTAPDeleted(t *testing.T) {
 }
 
 func testTAPDeleted(t *testing.T, o topoOpts) {
-	var logs lockedBuf // the daemon's log, to find the error in
+	var logs logbuf.Buffer // the daemon's log, to find the error in
 	o.queues, o.log = 1, &logs
 	e := setupWith(t, o, services("rr", 1, 1), "")
 	hc := lab.HTTPClient(e.top.Client, 5*time.Second)

@@ -21,6 +21,7 @@ import (
 	"github.com/google/gopacket/pcapgo"
 
 	"github.com/tapvs/tapvs/control/api"
+	"github.com/tapvs/tapvs/internal/logbuf"
 	"github.com/tapvs/tapvs/lab"
 )
 
@@ -527,7 +528,7 @@ func TestIpvsadmZeroOneService(t *testing.T) {
 // and is named (reverted=, level WARN). tapvsadm says so when the change is
 // made, POST /v1/reload answers the same lists, and the log line has them.
 func TestReloadNamesWhatItRevertsAndKeeps(t *testing.T) {
-	var logs lockedBuf
+	var logs logbuf.Buffer
 	e := setupWith(t, topoOpts{queues: 1, log: &logs}, services("wrr", 1, 1), "")
 	file := filepath.Join(t.TempDir(), "tapvs.yaml")
 	if err := os.WriteFile(file, []byte(e.top.Config(services("wrr", 1, 1), "")), 0o600); err != nil {

@@ -317,12 +317,9 @@ func (c *Cluster) KillDuringTransfers(ctx context.Context, victim, flows int) (K
 			return r, err
 		}
 	}
-	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	if _, err := c.WaitNextHops(wctx, VIP, others...); err != nil {
+	if r.Withdrawn, err = c.waitWithdrawn(ctx, killed, others, 10*time.Second); err != nil {
 		return r, err
 	}
-	r.Withdrawn = time.Since(killed)
 	if _, err := c.Hops(fs); err != nil {
 		return r, err
 	}
@@ -376,12 +373,9 @@ func (c *Cluster) DrainDuringTransfers(ctx context.Context, n, flows, newConns i
 	if _, err := in.API().Drain(); err != nil {
 		return r, fmt.Errorf("drain t%d: %w", n, err)
 	}
-	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	if _, err := c.WaitNextHops(wctx, VIP, others...); err != nil {
+	if r.Withdrawn, err = c.waitWithdrawn(ctx, start, others, 10*time.Second); err != nil {
 		return r, err
 	}
-	r.Withdrawn = time.Since(start)
 	by := c.Spread(ctx, newConns)
 	r.NewConns, r.NewOnDrained, r.NewFailed = newConns, by[n], by[0]
 	if _, err := c.Hops(fs); err != nil {
@@ -453,6 +447,17 @@ func (c *Cluster) openFlowsOf(ctx context.Context, leaving, flows int, shape Flo
 		return nil, nil, nil, fmt.Errorf("none of %d flows is on instance %d", len(fs), leaving)
 	}
 	return fs, before, others, nil
+}
+
+// waitWithdrawn waits (at most limit) until the router's FIB sends the
+// VIP to the instances others alone, and returns how long after from.
+func (c *Cluster) waitWithdrawn(ctx context.Context, from time.Time, others []int, limit time.Duration) (time.Duration, error) {
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	if _, err := c.WaitNextHops(ctx, VIP, others...); err != nil {
+		return 0, err
+	}
+	return time.Since(from), nil
 }
 
 // waitSynced waits (within ctx) until each of the instances others holds
@@ -613,12 +618,9 @@ func (c *Cluster) RejoinDuringTransfers(ctx context.Context, victim, flows int) 
 	if err := in.Kill(); err != nil {
 		return r, err
 	}
-	wctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	defer cancel()
-	if _, err := c.WaitNextHops(wctx, VIP, others...); err != nil {
+	if r.Withdrawn, err = c.waitWithdrawn(ctx, killed, others, 15*time.Second); err != nil {
 		return r, err
 	}
-	r.Withdrawn = time.Since(killed)
 	if _, err := c.Hops(fs); err != nil {
 		return r, err
 	}
@@ -644,6 +646,9 @@ func (c *Cluster) RejoinDuringTransfers(ctx context.Context, victim, flows int) 
 			in.blockCopies(false)
 		}
 	}()
+	// Its start, join and return, bounded.
+	wctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
 	started := time.Now()
 	if err := in.Start(); err != nil {
 		return r, err

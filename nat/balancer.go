@@ -348,6 +348,7 @@ func (b *Balancer) fromClient(set *serviceSet, p *pkt, dst *addr16, f *Frame) Ve
 	// stream starts (a PROXY header's place), its timestamp state.
 	rw := c.rw.Load()
 	var next *tcprw.Rewriter // a SYN that starts a new stream: published once known good
+	renewed := false         // next starts a new connection on the entry
 	if flags&(tcpflag.SYN|tcpflag.ACK|tcpflag.RST|tcpflag.FIN) == tcpflag.SYN {
 		// The client reuses its port for a new connection while the entry
 		// of its last one on it lingers: the server, which may hold that
@@ -389,7 +390,8 @@ func (b *Balancer) fromClient(set *serviceSet, p *pkt, dst *addr16, f *Frame) Ve
 			}
 			n := *rw
 			b.serverStart(c, isn, &n)
-			next = &n
+			c.pastLast(&n)
+			next, renewed = &n, true
 		}
 	}
 	if next != nil {
@@ -398,7 +400,7 @@ func (b *Balancer) fromClient(set *serviceSet, p *pkt, dst *addr16, f *Frame) Ve
 	// A partial checksum does not cover header fields yet (the kernel sums
 	// the header when it finishes it): only a full one takes the sequence
 	// change.
-	acc, res, tsc := rw.ToServer(p.b[p.l4:], uint32(c.inL4Delta))
+	acc, res, tsc, tsv := rw.ToServer(p.b[p.l4:], uint32(c.inL4Delta))
 	if f := res.Fault(); f != 0 {
 		return b.Stats.drop(rewriteDrop(f))
 	}
@@ -410,6 +412,9 @@ func (b *Balancer) fromClient(set *serviceSet, p *pkt, dst *addr16, f *Frame) Ve
 		c.rw.Store(next)
 	case res&tcprw.TSFixed != 0:
 		c.fixTS(rw.TSClient, tsc)
+	}
+	if res&tcprw.TSSent != 0 {
+		c.noteTS(tsv, renewed)
 	}
 	hdr := res&tcprw.Header != 0
 	b.arrived(c, flags)

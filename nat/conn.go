@@ -208,6 +208,10 @@ type Conn struct {
 	filed    atomic.Int64 // the expiry wheel's tick this connection is filed under
 
 	acks [2]atomic.Uint64 // by direction: ackValid | the last ack, raw (reset.go)
+	// tsSent is ackValid | the highest TSval sent to the server (server
+	// space) on a plain TCP connection that translates timestamps: where
+	// the next connection on the tuple must start past (seq.go).
+	tsSent atomic.Uint64
 
 	// version counts the connection's updates as its record carries them
 	// (connrec.Record.Version, serial arithmetic): an imported record

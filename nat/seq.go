@@ -165,6 +165,42 @@ func (b *Balancer) serverStart(c *Conn, isn uint32, r *tcprw.Rewriter) {
 	}
 }
 
+// noteTS records tsval, a TSval the client's segment takes to the server,
+// when it is the highest yet; a SYN that starts a new connection on the
+// entry (renewed) starts the record again.
+func (c *Conn) noteTS(tsval uint32, renewed bool) {
+	old := c.tsSent.Load()
+	if !renewed && old != 0 && int32(tsval-uint32(old)) <= 0 {
+		return
+	}
+	c.tsSent.Store(ackValid | uint64(tsval))
+}
+
+// pastLast moves the start of a new connection on c's tuple (r, which
+// serverStart set; the client reuses its port on the closing entry) past
+// where the last one ended at the server, should the clocks not have
+// done it: its first TSval past the last one's highest, its ISN past the
+// server's last ack. A Linux client stamps a segment with the time it
+// is to leave (its pacing's departure time), so its TSvals can run ahead
+// of its clock (10 ms seen on the handshake's ACK): a connection that
+// lasts a few milliseconds can end past where the clock tapvs starts the
+// next one from has got to, and a server in TIME_WAIT refuses an older
+// TSval (PAWS), or, without timestamps, a sequence number at or before
+// its last ack.
+func (c *Conn) pastLast(r *tcprw.Rewriter) {
+	if v := c.tsSent.Load(); v != 0 && r.Flags&tcprw.TSPending != 0 && int32(uint32(v)+1-r.TSClient) > 0 {
+		r.TSClient = uint32(v) + 1
+	}
+	if ack, ok := c.lastAck(dirOut); ok {
+		// The server's ISN space is tapvs's: the client's start is
+		// r.Start, and tapvs's ISN is r.Start-1 + r.Client less what a
+		// PROXY header inserts.
+		if isn := r.Start - 1 + r.Client - r.Insert; int32(isn-ack) <= 0 {
+			r.Client += ack - isn + 1
+		}
+	}
+}
+
 // fixTS publishes the timestamp offset off that a client SYN fixed on c,
 // whose rewriter was pending at the server side's first TSval start. A
 // retransmission of the SYN on another reader may have fixed it first

@@ -418,3 +418,52 @@ func TestSteadyStateAllocsWithTimestamps(t *testing.T) {
 		t.Fatalf("%v allocations per timestamped packet pair", allocs)
 	}
 }
+
+// A connection on a closing entry starts past where the last one ended at
+// the server even when that one outran tapvs's clocks: a Linux client
+// stamps a segment with its pacing's departure time, so its TSvals can run
+// ahead of its clock (10 ms on a handshake's ACK, seen in the e2e
+// TestTimestampsKeptOnTuplesReusedFromTimeWait), and a client can send
+// more bytes than the ISN clock moves (16 MiB here: 67 ms of it). The
+// client reuses its port at once: the new SYN's TSval is past the last
+// TSval the server got, and its ISN past the server's last ack, which a
+// server holding the tuple in TIME_WAIT needs (PAWS; RFC 6191).
+func TestPortReuseStartsPastAConnectionThatOutranTheClocks(t *testing.T) {
+	r := newTSRig(t, nil)
+	const cport = 40030
+	syn := r.fromClient(cport, pktSpec{syn: true, seq: 100, opts: synOpts(1460, 7, 5000)})
+	synTS, _, _ := tsOf(syn)
+	lport := r.b.Table().Conns()[0].LIP.Port()
+	r.fromServer(lport, pktSpec{syn: true, ack: true, seq: 9000, ackNum: syn.tcp.Seq + 1, opts: []layers.TCPOption{tsOpt(5, synTS)}})
+	// The handshake's ACK 50 ms ahead of the SYN on the client's clock,
+	// then 16 MiB, then the client's FIN: none of it took 50 ms here.
+	const sent = 1 << 24
+	r.fromClient(cport, pktSpec{ack: true, seq: 101, ackNum: 9001, opts: []layers.TCPOption{tsOpt(5050, 5)}})
+	fin := r.fromClient(cport, pktSpec{fin: true, ack: true, seq: 101 + sent, ackNum: 9001, opts: []layers.TCPOption{tsOpt(5051, 5)}})
+	lastTS, _, _ := tsOf(fin)
+	if lastTS != synTS+51 {
+		t.Fatalf("FIN's TSval %d, want the SYN's %d + 51", lastTS, synTS)
+	}
+	// An ACK the client sent before its FIN, reordered after it, does not
+	// lower the mark.
+	r.fromClient(cport, pktSpec{ack: true, seq: 101, ackNum: 9001, opts: []layers.TCPOption{tsOpt(5049, 5)}})
+	lastAck := fin.tcp.Seq + 1
+	r.fromServer(lport, pktSpec{fin: true, ack: true, seq: 9001, ackNum: lastAck, opts: []layers.TCPOption{tsOpt(6, lastTS)}})
+	if st := r.b.Table().Conns()[0].State; st != "TIME_WAIT" {
+		t.Fatalf("entry in %s, want TIME_WAIT", st)
+	}
+	again := r.fromClient(cport, pktSpec{syn: true, seq: 7, opts: synOpts(1460, 7, 5052)})
+	if ts, _, _ := tsOf(again); int32(ts-lastTS) <= 0 {
+		t.Fatalf("the new SYN's TSval %d is not past the last connection's last %d", ts, lastTS)
+	}
+	if int32(again.tcp.Seq-lastAck) <= 0 {
+		t.Fatalf("the new SYN's ISN %#x is not past the server's last ack %#x", again.tcp.Seq, lastAck)
+	}
+	// The new connection's later segments follow its own start.
+	ts2, _, _ := tsOf(again)
+	r.fromServer(lport, pktSpec{syn: true, ack: true, seq: 20000, ackNum: again.tcp.Seq + 1, opts: []layers.TCPOption{tsOpt(7, ts2)}})
+	ack := r.fromClient(cport, pktSpec{ack: true, seq: 8, ackNum: 20001, opts: []layers.TCPOption{tsOpt(5060, 7)}})
+	if v, _, _ := tsOf(ack); v != ts2+8 || ack.tcp.Seq != again.tcp.Seq+1 {
+		t.Fatalf("the new connection's ACK: TSval %d seq %#x, want %d and %#x", v, ack.tcp.Seq, ts2+8, again.tcp.Seq+1)
+	}
+}

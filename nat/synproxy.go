@@ -262,7 +262,7 @@ func (b *Balancer) synproxyFromClient(c *Conn, p *pkt, flags uint8, f *Frame) Ve
 // checksum change and whether the segment carries the header, or the
 // verdict of a drop.
 func (b *Balancer) synproxyToServer(c *Conn, tcp wire.TCP, flags uint8) (acc uint32, hdr bool, v Verdict) {
-	acc, res, _ := c.sp.Rewriter().Load().ToServer(tcp, uint32(c.inL4Delta))
+	acc, res, _, _ := c.sp.Rewriter().Load().ToServer(tcp, uint32(c.inL4Delta))
 	if f := res.Fault(); f != 0 {
 		return 0, false, b.Stats.drop(rewriteDrop(f))
 	}

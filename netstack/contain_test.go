@@ -1,14 +1,13 @@
 package netstack
 
 import (
-	"bytes"
 	"log/slog"
 	"net/netip"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 
+	"github.com/tapvs/tapvs/internal/logbuf"
 	"github.com/tapvs/tapvs/nat"
 	"github.com/tapvs/tapvs/tun"
 )
@@ -28,17 +27,6 @@ func (d *listDev) Read(bufs [][]byte, sizes []int, off int) (int, error) {
 	return 1, nil
 }
 
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
 // A frame that makes processing panic is dropped and counted, the first
 // panic is logged with its stack, and the reader forwards the frames after
 // it: no single frame stops the data path.
@@ -49,7 +37,7 @@ func TestReaderSurvivesAPanic(t *testing.T) {
 	good := tcpFrame(t, client, vip, false, 100)
 	in := &listDev{frames: [][]byte{tcpFrame(t, client, vip, true, 0), poison, good, poison, good, good}}
 	out := &memDev{}
-	var logs syncBuf
+	var logs logbuf.Buffer
 	st, err := New(bal, NICConfig{Devs: []tun.Device{in}, MTU: 1500, Address: netip.MustParsePrefix("172.25.254.254/24")},
 		NICConfig{Devs: []tun.Device{out}, MTU: 1500, Address: netip.MustParsePrefix("172.25.84.4/24")}, slog.New(slog.NewTextHandler(&logs, nil)))
 	if err != nil {
@@ -69,7 +57,7 @@ func TestReaderSurvivesAPanic(t *testing.T) {
 	if out.written != 4 || qs.Panics.Load() != 2 || qs.Received.Load() != 6 {
 		t.Fatalf("forwarded %d of 4, panics %d of 2, received %d", out.written, qs.Panics.Load(), qs.Received.Load())
 	}
-	log := logs.b.String()
+	log := logs.String()
 	if strings.Count(log, "BUG: a frame made the data path panic") != 1 || !strings.Contains(log, "index out of range") || !strings.Contains(log, "contain_test.go") {
 		t.Fatalf("want one log line with the panic and its stack, got:\n%s", log)
 	}

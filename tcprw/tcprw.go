@@ -118,6 +118,12 @@ const (
 	// TSFixed (ToServer): a client SYN fixed a pending timestamp offset,
 	// which ToServer returns: the caller publishes it (FixTS).
 	TSFixed
+	// TSSent (ToServer): the segment's TSval went to the server shifted
+	// (TSClientOn, or a SYN fixing the offset), and ToServer returns the
+	// value sent: the caller keeps the highest, where the next connection
+	// on the tuple must start past (a server in TIME_WAIT refuses an
+	// older one).
+	TSSent
 )
 
 // Fault is x's fault (BadOptions or Overlap), 0 when the segment was
@@ -170,18 +176,21 @@ func header(tcp wire.TCP) (hl int, ok bool) {
 //     pending offset) or, with TSRemove, a SYN's option blanked; TSecr by
 //     TSServer; a SYN's MSS clamped to MSSToServer.
 //
+// Its results: acc plus the checksum change, what the caller acts on, the
+// offset a SYN fixed (TSFixed) and the TSval sent (TSSent).
+//
 // A fault leaves the header part-rewritten: the segment is dropped.
-func (r *Rewriter) ToServer(tcp wire.TCP, acc uint32) (sum uint32, res Result, tsClient uint32) {
+func (r *Rewriter) ToServer(tcp wire.TCP, acc uint32) (sum uint32, res Result, tsClient, tsSent uint32) {
 	hl, ok := header(tcp)
 	if !ok {
-		return acc, BadOptions, 0
+		return acc, BadOptions, 0, 0
 	}
 	flags, seq := tcp.Flags(), tcp.Seq()
 	shift := r.Client
 	if r.Insert != 0 {
 		hdr, past, ok := r.place(tcp, seq, flags, hl)
 		if !ok {
-			return acc, Overlap, 0
+			return acc, Overlap, 0, 0
 		}
 		if !past {
 			shift -= r.Insert
@@ -200,7 +209,7 @@ func (r *Rewriter) ToServer(tcp wire.TCP, acc uint32) (sum uint32, res Result, t
 		acc = csum.Put16At(acc, tcp, wire.TCPWindowOff, uint16(min(uint32(tcp.Window())<<r.WinIn, 0xffff)))
 	}
 	if hl == wire.TCPMinLen {
-		return acc, res, tsClient // most segments: no options
+		return acc, res, 0, 0 // most segments: no options
 	}
 	syn := flags&tcpflag.SYN != 0
 	w := tcpopt.Walk(tcp[wire.TCPMinLen:hl])
@@ -223,7 +232,8 @@ func (r *Rewriter) ToServer(tcp wire.TCP, acc uint32) (sum uint32, res Result, t
 				res, tsClient = res|TSFixed, off
 			}
 			if on {
-				acc = csum.Put32At(acc, tcp, at+wire.TCPOptValueOff, tsval+off)
+				tsSent, res = tsval+off, res|TSSent
+				acc = csum.Put32At(acc, tcp, at+wire.TCPOptValueOff, tsSent)
 			}
 			if r.Flags&TSServerOn != 0 {
 				acc = csum.Put32At(acc, tcp, at+wire.TCPOptSecondOff, opt.Second32()-r.TSServer)
@@ -246,9 +256,9 @@ func (r *Rewriter) ToServer(tcp wire.TCP, acc uint32) (sum uint32, res Result, t
 		}
 	}
 	if w.Malformed() {
-		return acc, BadOptions, 0
+		return acc, BadOptions, 0, 0
 	}
-	return acc, res, tsClient
+	return acc, res, tsClient, tsSent
 }
 
 // ToClient translates a server segment's TCP header (tcp, in place) for

@@ -54,13 +54,17 @@ type Out struct {
 	Header   bool
 	TSFixed  bool
 	TSClient uint32
+	TSSent   uint32 // 0 unless a TSval went shifted (TSSent)
 	Print    uint64
 }
 
 func toServer(r *Rewriter) func(wire.TCP, uint32) Out {
 	return func(tcp wire.TCP, acc uint32) Out {
-		sum, res, tsc := r.ToServer(tcp, acc)
-		return Out{Acc: sum, Fault: res.Fault(), Header: res&Header != 0, TSFixed: res&TSFixed != 0, TSClient: tsc}
+		sum, res, tsc, sent := r.ToServer(tcp, acc)
+		if res&TSSent == 0 && sent != 0 {
+			panic("a TSval reported sent without TSSent")
+		}
+		return Out{Acc: sum, Fault: res.Fault(), Header: res&Header != 0, TSFixed: res&TSFixed != 0, TSClient: tsc, TSSent: sent}
 	}
 }
 
@@ -97,7 +101,9 @@ func u32(b []byte, at int) uint32 { return binary.BigEndian.Uint32(b[at:]) }
 func TestToServerShifts(t *testing.T) {
 	r := Rewriter{Client: 0x20, Server: 0x10, TSClient: 7, TSServer: 0x30, WinIn: 3, Flags: TSClientOn | TSServerOn}
 	h := seg(0xfffffff0, 5, tcpflag.ACK, 1000, append(tsOpt(0xfffffffe, 0x20), sackOpt(0x11, 0x20, 0x5, 0x8)...), []byte("data"))
-	apply(t, h, toServer(&r))
+	if out := apply(t, h, toServer(&r)); out.TSSent != 5 {
+		t.Fatalf("TSval sent reported as %d, want 5", out.TSSent)
+	}
 	tcp := wire.TCP(h)
 	if tcp.Seq() != 0x10 || tcp.Ack() != 0xfffffff5 || tcp.Window() != 8000 {
 		t.Fatalf("seq %#x ack %#x window %d, want 0x10 0xfffffff5 8000", tcp.Seq(), tcp.Ack(), tcp.Window())
@@ -169,12 +175,12 @@ func TestToClientShifts(t *testing.T) {
 func TestTimestampsPendingAndRemoved(t *testing.T) {
 	r := Rewriter{TSClient: 5000, Flags: TSPending}
 	h := seg(1, 0, tcpflag.ACK, 100, tsOpt(300, 0), nil)
-	if out := apply(t, h, toServer(&r)); out.TSFixed || u32(h, 24) != 300 {
-		t.Fatalf("a non-SYN fixed the offset (%+v) or moved TSval to %d", out, u32(h, 24))
+	if out := apply(t, h, toServer(&r)); out.TSFixed || out.TSSent != 0 || u32(h, 24) != 300 {
+		t.Fatalf("a non-SYN fixed the offset or reported a TSval sent (%+v) or moved TSval to %d", out, u32(h, 24))
 	}
 	h = seg(1, 0, tcpflag.SYN, 100, tsOpt(300, 0), nil)
 	out := apply(t, h, toServer(&r))
-	if !out.TSFixed || out.TSClient != 4700 || u32(h, 24) != 5000 {
+	if !out.TSFixed || out.TSClient != 4700 || out.TSSent != 5000 || u32(h, 24) != 5000 {
 		t.Fatalf("SYN: %+v, TSval %d; want fixed at 4700, TSval 5000", out, u32(h, 24))
 	}
 	r.FixTS(out.TSClient)
@@ -182,19 +188,20 @@ func TestTimestampsPendingAndRemoved(t *testing.T) {
 		t.Fatalf("FixTS left %+v", r)
 	}
 	h = seg(2, 0, tcpflag.ACK, 100, tsOpt(301, 0), nil)
-	apply(t, h, toServer(&r))
-	if u32(h, 24) != 5001 {
-		t.Fatalf("TSval %d after the fix, want 5001", u32(h, 24))
+	if out := apply(t, h, toServer(&r)); u32(h, 24) != 5001 || out.TSSent != 5001 {
+		t.Fatalf("TSval %d after the fix, reported %d; want 5001", u32(h, 24), out.TSSent)
 	}
 	// Two timestamp options on a SYN: the first fixes, the second follows it.
 	r = Rewriter{TSClient: 5000, Flags: TSPending}
 	h = seg(1, 0, tcpflag.SYN, 100, append(tsOpt(300, 0), tsOpt(310, 0)...), nil)
-	if out := apply(t, h, toServer(&r)); out.TSClient != 4700 || u32(h, 24) != 5000 || u32(h, 36) != 5010 {
+	if out := apply(t, h, toServer(&r)); out.TSClient != 4700 || out.TSSent != 5010 || u32(h, 24) != 5000 || u32(h, 36) != 5010 {
 		t.Fatalf("two options: %+v, TSvals %d %d", out, u32(h, 24), u32(h, 36))
 	}
 	r = Rewriter{Flags: TSRemove}
 	h = seg(1, 0, tcpflag.SYN, 100, tsOpt(300, 9), nil)
-	apply(t, h, toServer(&r))
+	if out := apply(t, h, toServer(&r)); out.TSSent != 0 {
+		t.Fatalf("a blanked option reported TSval %d sent", out.TSSent)
+	}
 	if !bytes.Equal(h[20:32], bytes.Repeat([]byte{tcpopt.NOP}, 12)) {
 		t.Fatalf("SYN's timestamp option not blanked: % x", h[20:32])
 	}
