@@ -67,7 +67,7 @@ type Options struct {
 // PathNames and WorkloadNames are what Options.Paths and Options.Workloads
 // choose from.
 var (
-	PathNames = []string{"direct", "nftables", "nftables+synproxy", "nftables+synproxy-nots", "haproxy", "tapvs", "tapvs+sync", "tapvs+synproxy", "tapvs+proxy-v2", "tapvs+ts-remove",
+	PathNames = []string{"direct", "nftables", "nftables+synproxy", "nftables+synproxy-nots", "haproxy", "tapvs", "tapvs+sync", "tapvs+syscalls", "tapvs+synproxy", "tapvs+proxy-v2", "tapvs+ts-remove",
 		"direct6", "nftables6", "haproxy6", "tapvs6", "tapvs-nat64"}
 	// sustained runs minutes per path: only when asked for by name.
 	WorkloadNames = []string{"iperf1", "iperf4", "short", "keepalive", "latency", "udp", "flood", "sustained"}
@@ -130,7 +130,11 @@ type Path struct {
 	cpuSeconds func() float64 // the balancer's CPU time so far; nil: not attributable
 	// Sync: tapvs runs with connection sync for this path, and
 	// syncCounters reads what sync counted (the short workload reports it).
-	Sync         bool
+	Sync bool
+	// IO, when set, is tapvs's interfaces.io for this path, whatever the
+	// run's (Options.IO): tapvs+syscalls is the same tapvs on read and
+	// write system calls, measured beside the default's figures.
+	IO           string
 	syncCounters func() (syncCount, error)
 	syncClosing  time.Duration // how long a closing connection stays in tapvs's table (closingTimeout)
 }

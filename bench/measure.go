@@ -41,9 +41,10 @@ func (tb *testbed) measureAll(ctx context.Context, o Options) ([]Result, error) 
 			results = append(results, pair[p.Name])
 			continue
 		}
-		// tapvs runs with sync for the Sync path alone.
+		// tapvs runs with sync for the Sync path alone, on read and
+		// write system calls for tapvs+syscalls alone.
 		if strings.HasPrefix(p.Name, "tapvs") {
-			if err := tb.useSync(ctx, o, p.Sync); err != nil {
+			if err := tb.useVariant(ctx, o, p.variant()); err != nil {
 				return nil, fmt.Errorf("%s: %w", p.Name, err)
 			}
 		}
@@ -84,7 +85,7 @@ func (tb *testbed) measureSyncPair(ctx context.Context, o Options) (map[string]R
 		}
 		for _, i := range order {
 			p := ps[i]
-			if err := tb.useSync(ctx, o, p.Sync); err != nil {
+			if err := tb.useVariant(ctx, o, p.variant()); err != nil {
 				return nil, fmt.Errorf("%s: %w", p.Name, err)
 			}
 			n, err := tb.measureRuns(ctx, p, one, &s[i], fmt.Sprintf("%s.run%d", p.Name, run+1))

@@ -96,6 +96,7 @@ func table(rs []Result, machine string, o Options) string {
 	row("tapvs (synproxy vs without)", s, t, false)
 	row("tapvs (proxy-v2 vs without)", pp, t, false)
 	row("tapvs (sync vs without)", find(rs, "tapvs+sync"), t, false)
+	row("tapvs (read/write system calls vs the default TAP I/O)", find(rs, "tapvs+syscalls"), t, true)
 	k6, h6, t6, n64 := find(rs, "nftables6"), find(rs, "haproxy6"), find(rs, "tapvs6"), find(rs, "tapvs-nat64")
 	row("IPv6: kernel nftables FULLNAT (tapvs6 vs nftables6)", t6, k6, true)
 	row("IPv6: HAProxy (tapvs6 vs haproxy6)", t6, h6, false)

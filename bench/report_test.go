@@ -32,6 +32,8 @@ func fixed() []Result {
 			Sync: []SyncRun{{CPS: 8500, Bytes: 301.5, Datagrams: 0.6, Records: 2.9, PeerApplied: 2.9, PeerCPUPerKConn: 0.021},
 				{CPS: 14400, Bytes: 290, Datagrams: 0.5, Records: 2.8, PeerApplied: 2.8, PeerRefused: 3, PeerCPUPerKConn: 0.02},
 				{CPS: 14250, Bytes: 280, Datagrams: 0.5, Records: 2.7, PeerApplied: 2.7, PeerCPUPerKConn: 0.019}}},
+		{Path: "tapvs+syscalls", Gbps1: 8, Gbps4: 16, ShortCPS: 8000, KeepRPS: 40000, P50: 700 * time.Microsecond, P99: 2 * time.Millisecond,
+			IdleP50: 90 * time.Microsecond, IdleP99: 600 * time.Microsecond, UDPpps: 40000, CPUPerGB: 0.6, CPUPerKConn: 0.15},
 		{Path: "tapvs+synproxy", Gbps1: 10, Gbps4: 20, ShortCPS: 12000, KeepRPS: 60000, P50: 600 * time.Microsecond, P99: 2 * time.Millisecond,
 			IdleP50: 60 * time.Microsecond, IdleP99: 2 * time.Millisecond, UDPpps: 80000, CPUPerGB: 0.43, CPUPerKConn: 0.091,
 			Notes: "cookies 10, handshakes 10, server failures 0, SYN retries 0, server TIME_WAITs ended 0",

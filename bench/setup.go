@@ -107,8 +107,10 @@ type testbed struct {
 	procs []*exec.Cmd // the servers and HAProxy
 	d     *daemon.Daemon
 	// syncOn: d runs with the sync: section (the tapvs+sync path's), and
-	// peer is its peer, once started (sync.go).
+	// peer is its peer, once started (sync.go); io is d's interfaces.io
+	// when a path set one, "" with the run's.
 	syncOn bool
+	io     string
 	peer   *exec.Cmd
 	paths  []Path
 	// undo holds what close runs, last first: each step of setup adds its
@@ -175,7 +177,7 @@ func setup(ctx context.Context, o Options) (_ *testbed, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if err = tb.startTapvs(ctx, o, false); err != nil {
+	if err = tb.startTapvs(ctx, o, variant{}); err != nil {
 		return nil, err
 	}
 	tb.undo = append(tb.undo, func() {
@@ -310,17 +312,26 @@ func (tb *testbed) startKernelAndHAProxy() (*exec.Cmd, error) {
 
 // startTapvs runs tapvs in this process, so its CPU time is this
 // process's; with sync, with the tapvs+sync path's sync: section.
-func (tb *testbed) startTapvs(ctx context.Context, o Options, sync bool) error {
-	cfg, err := tapvsConfig(tb.top, o, sync)
+func (tb *testbed) startTapvs(ctx context.Context, o Options, v variant) error {
+	cfg, err := tapvsConfig(tb.top, o, v)
 	if err != nil {
 		return err
 	}
 	if tb.d, err = tb.top.StartTapvs(ctx, cfg, o.Log); err != nil {
 		return err
 	}
-	tb.syncOn = sync
+	tb.syncOn, tb.io = v.sync, v.io
 	return nil
 }
+
+// variant is how a path has the bench tapvs run: with connection sync, and
+// with an interfaces.io of its own ("": the run's).
+type variant struct {
+	sync bool
+	io   string
+}
+
+func (p Path) variant() variant { return variant{sync: p.Sync, io: p.IO} }
 
 // paths are the ways to the real servers, in PathNames' order; hap is
 // HAProxy's process.
@@ -335,6 +346,8 @@ func paths(hap int) []Path {
 		{Name: "tapvs", HTTP: netip.AddrPortFrom(vip, 80), Iperf: netip.AddrPortFrom(vip, iperfPort), UDP: true, Dev: tapClient, cpuSeconds: selfSeconds},
 		// The same tapvs, restarted with connection sync to a peer (sync.go).
 		{Name: "tapvs+sync", HTTP: netip.AddrPortFrom(vip, 80), Iperf: netip.AddrPortFrom(vip, iperfPort), UDP: true, Dev: tapClient, cpuSeconds: selfSeconds, Sync: true},
+		// The same tapvs, restarted on read and write system calls.
+		{Name: "tapvs+syscalls", HTTP: netip.AddrPortFrom(vip, 80), Iperf: netip.AddrPortFrom(vip, iperfPort), UDP: true, Dev: tapClient, cpuSeconds: selfSeconds, IO: "syscalls"},
 		{Name: "tapvs+synproxy", HTTP: netip.AddrPortFrom(vip, spHTTPPort), Iperf: netip.AddrPortFrom(vip, spIperfPort), UDP: true, Synproxy: true, Dev: tapClient, cpuSeconds: selfSeconds},
 		// The servers behind PROXY v2: nginx reads the header; iperf3 would
 		// take it for its own protocol, so the path has no iperf3.

@@ -67,14 +67,15 @@ func syncSection(peer bool) string {
 }
 
 // tapvsConfig is the bench tapvs's configuration: its services for top,
-// busy polling as o asks, and with sync the sync: section.
-func tapvsConfig(top *lab.Topology, o Options, sync bool) (*config.Config, error) {
+// busy polling and TAP I/O as o asks (v's io first), and with v.sync the
+// sync: section.
+func tapvsConfig(top *lab.Topology, o Options, v variant) (*config.Config, error) {
 	svcs := tapvsService
 	if top.IPv6 {
 		svcs += tapvsService6
 	}
 	extra := "log: {level: warn}\n"
-	if sync {
+	if v.sync {
 		extra += syncSection(false)
 	}
 	cfg, err := config.Parse(top.Config(svcs, extra))
@@ -84,6 +85,9 @@ func tapvsConfig(top *lab.Topology, o Options, sync bool) (*config.Config, error
 	cfg.BusyPoll = o.BusyPoll
 	if o.IO != "" {
 		cfg.IO = o.IO
+	}
+	if v.io != "" {
+		cfg.IO = v.io
 	}
 	return cfg, nil
 }
@@ -181,11 +185,12 @@ func (tb *testbed) startSyncPeer(ctx context.Context) error {
 	}
 }
 
-// useSync has the bench tapvs run with connection sync (on) or without,
-// restarting it when it runs the other way; with sync it returns once the
-// peer is alive for it.
-func (tb *testbed) useSync(ctx context.Context, o Options, on bool) error {
-	if tb.syncOn == on {
+// useVariant has the bench tapvs run as v asks (with connection sync or
+// without, on a path's own TAP I/O or the run's), restarting it when it
+// runs another way; with sync it returns once the peer is alive for it.
+func (tb *testbed) useVariant(ctx context.Context, o Options, v variant) error {
+	on := v.sync
+	if tb.syncOn == on && tb.io == v.io {
 		return nil
 	}
 	if on && tb.peer == nil {
@@ -193,10 +198,17 @@ func (tb *testbed) useSync(ctx context.Context, o Options, on bool) error {
 			return err
 		}
 	}
-	fmt.Fprintf(o.Out, "restarting tapvs with sync %v...\n", map[bool]string{true: "on", false: "off"}[on])
+	io := v.io
+	if io == "" {
+		io = o.IO
+	}
+	if io == "" {
+		io = "the default"
+	}
+	fmt.Fprintf(o.Out, "restarting tapvs with sync %v, TAP I/O %s...\n", map[bool]string{true: "on", false: "off"}[on], io)
 	tb.d.Close()
 	tb.d = nil
-	if err := tb.startTapvs(ctx, o, on); err != nil {
+	if err := tb.startTapvs(ctx, o, v); err != nil {
 		return err
 	}
 	if !on {

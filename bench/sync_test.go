@@ -20,14 +20,14 @@ import (
 // in sync alone.
 func TestSyncPathConfig(t *testing.T) {
 	top := lab.NewTopology(benchPrefix, tapClient, tapServer)
-	off, err := tapvsConfig(top, Options{}, false)
+	off, err := tapvsConfig(top, Options{}, variant{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if off.Sync != nil {
 		t.Fatalf("the tapvs path's config has a sync: section: %+v", off.Sync)
 	}
-	on, err := tapvsConfig(top, Options{BusyPoll: time.Millisecond, IO: "uring"}, true)
+	on, err := tapvsConfig(top, Options{BusyPoll: time.Millisecond, IO: "uring"}, variant{sync: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,7 +64,7 @@ func TestSyncPathConfig(t *testing.T) {
 // shadows instead of refusing them (unknown_lip).
 func TestSyncPeerConfig(t *testing.T) {
 	top := lab.NewTopology(benchPrefix, tapClient, tapServer)
-	bench, err := tapvsConfig(top, Options{}, true)
+	bench, err := tapvsConfig(top, Options{}, variant{sync: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -258,5 +258,33 @@ func TestClosingTimeout(t *testing.T) {
 	to.SetEstablished(time.Hour)
 	if d := closingTimeout(to); d != 11*time.Second {
 		t.Errorf("%s, want 11s", d)
+	}
+}
+
+// The tapvs+syscalls path's daemon reads and writes its TAPs with system
+// calls whatever the run's interfaces.io, and the tapvs path's keeps the
+// run's: the two differ in TAP I/O alone.
+func TestSyscallsPathConfig(t *testing.T) {
+	top := lab.NewTopology(benchPrefix, tapClient, tapServer)
+	var sys Path
+	for _, p := range paths(0) {
+		if p.Name == "tapvs+syscalls" {
+			sys = p
+		}
+	}
+	if sys.IO != "syscalls" || sys.Sync {
+		t.Fatalf("tapvs+syscalls: %+v", sys)
+	}
+	o := Options{IO: "uring"}
+	def, err := tapvsConfig(top, o, variant{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := tapvsConfig(top, o, sys.variant())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if def.IO != "uring" || got.IO != "syscalls" || got.Sync != nil || len(got.Services) != len(def.Services) {
+		t.Fatalf("io %q and %q, sync %v, %d and %d services", def.IO, got.IO, got.Sync, len(def.Services), len(got.Services))
 	}
 }
