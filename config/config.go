@@ -51,7 +51,7 @@ func Default() *Config {
 			Client:        Interface{Name: "tap-c", MTU: 1500, Queues: 1},
 			Server:        Interface{Name: "tap-s", MTU: 1500, Queues: 1},
 			Offload:       true,
-			IO:            "syscalls",
+			IO:            "auto",
 			MaxConns:      1 << 20,
 			PortMin:       5000,
 			PortMax:       65535,

@@ -28,10 +28,10 @@ type RestartOnly struct {
 	// after this long without a frame (0: a reader per queue that sleeps
 	// whenever its queue is empty).
 	BusyPoll time.Duration `key:"interfaces.busy_poll"`
-	// IO is how the TAPs are read and written: "syscalls" (a read and a
-	// write per frame), "uring" (an io_uring poller; refused io_uring
-	// fails the start) or "auto" (io_uring where the kernel allows it,
-	// else system calls, said once in the log).
+	// IO is how the TAPs are read and written: "auto" (the default:
+	// io_uring where the kernel allows it, else system calls, said once in
+	// the log), "uring" (io_uring pollers; refused io_uring fails the
+	// start) or "syscalls" (a read and a write per frame).
 	IO string `key:"interfaces.io"`
 	// Pollers is how many io_uring pollers share the queues (io: uring or
 	// auto): 0 picks half the CPUs, at most the larger side's queue count.

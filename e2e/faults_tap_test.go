@@ -38,8 +38,9 @@ func cpuTime(t testing.TB) time.Duration {
 // its readers with one error naming it, reported by the daemon; nothing
 // spins, and Close still returns.
 func TestFaultTAPDeleted(t *testing.T) {
-	t.Run("readers", func(t *testing.T) { testTAPDeleted(t, topoOpts{}) })
-	t.Run("busy-poll", func(t *testing.T) { testTAPDeleted(t, topoOpts{busyPoll: 50 * time.Microsecond}) })
+	t.Run("default", func(t *testing.T) { testTAPDeleted(t, topoOpts{}) })
+	t.Run("busy-poll", func(t *testing.T) { testTAPDeleted(t, topoOpts{io: "syscalls", busyPoll: 50 * time.Microsecond}) })
+	t.Run("read-write", func(t *testing.T) { testTAPDeleted(t, topoOpts{io: "syscalls"}) })
 	t.Run("io_uring", func(t *testing.T) { testTAPDeleted(t, topoOpts{io: "uring"}) })
 }
 

@@ -173,7 +173,26 @@ func (e *env) crossAll(requests int) {
 // tapvs_busy_poll_sleeps_total); and stopping tapvs ends the poller (else
 // the cleanup's Close would hang).
 func TestBusyPoll(t *testing.T) {
-	testPoller(t, []topoOpts{{queues: 2, busyPoll: 200 * time.Microsecond}, {queues: 1, noOffload: true, busyPoll: time.Millisecond}})
+	testPoller(t, []topoOpts{{queues: 2, io: "syscalls", busyPoll: 200 * time.Microsecond}, {queues: 1, noOffload: true, io: "syscalls", busyPoll: time.Millisecond}})
+}
+
+// Read and write system calls (interfaces.io: syscalls), where the
+// default (auto) falls back when io_uring is refused: the same traffic
+// crosses intact with and without offload, one and two queues a side, a
+// reader per queue and no ring; and by default (auto, io_uring allowed
+// here) the ring carries it.
+func TestReadWrite(t *testing.T) {
+	for _, o := range []topoOpts{{queues: 2, io: "syscalls"}, {queues: 1, noOffload: true, io: "syscalls"}, {queues: 1}} {
+		t.Run(fmt.Sprintf("queues=%d,offload=%v,io=%q", o.queues, !o.noOffload, o.io), func(t *testing.T) {
+			e := setupWith(t, o, services("rr", 1, 1), "")
+			e.crossAll(6)
+			_, ring := e.d.Stack.RingEnters()
+			_, polling := e.d.Stack.PollSleeps()
+			if want := o.io == ""; ring != want || polling {
+				t.Fatalf("io %q: on the ring %v (want %v), busy polling %v", o.io, ring, want, polling)
+			}
+		})
+	}
 }
 
 // The io_uring poller (interfaces.io: uring): the same traffic crosses

@@ -131,7 +131,10 @@ func (st *Stack) startUring(spin time.Duration, pollers int) error {
 		for q := range e.devs {
 			d, ok := e.devs[q].(tun.Poller)
 			if !ok {
-				return fmt.Errorf("io_uring: %s queue %d (%T) cannot be polled", e.devs[q].Name(), q, e.devs[q])
+				// Not a TAP descriptor (a wrapped queue, as tests make):
+				// nothing to read through a ring, and auto falls back.
+				return &uring.RefusedError{Step: "queues", Cause: uring.CauseUnavailable, Err: uring.ErrUnsupported,
+					Hint: fmt.Sprintf("%s queue %d (%T) has no descriptor to read through io_uring", e.devs[q].Name(), q, e.devs[q])}
 			}
 			p := ps[q%pollers]
 			p.qs = append(p.qs, ringQueue{queue: e.queue(q), dev: d, refs: make([]uint8, ringSlots)})
