@@ -143,6 +143,7 @@ func (c *Config) checkGlobals(e *errs) {
 	if c.Pollers < 0 || c.Pollers > 64 {
 		e.add("interfaces.pollers", "%d is not a poller count (0: auto, or 1-64)", c.Pollers)
 	}
+	c.checkPollGroups(e)
 	sweepRange.check(e, "sweep_interval", c.Sweep)
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
@@ -168,4 +169,52 @@ func (c *Config) checkGlobals(e *errs) {
 	retriesBounds.check(e, "synproxy.syn_retries", sp.SYNRetries)
 	retryRange.check(e, "synproxy.retry_interval", sp.RetryInterval)
 	ackStormBounds.check(e, "synproxy.ack_storm", int(sp.AckStorm))
+}
+
+// checkPollGroups checks interfaces.poll_groups: each group a poller's
+// queue indexes, every index below the larger side's queue count in
+// exactly one group, as many groups as interfaces.pollers when that is
+// set too, and an io that has pollers.
+func (c *Config) checkPollGroups(e *errs) {
+	g := c.PollGroups
+	if len(g) == 0 {
+		return
+	}
+	const key = "interfaces.poll_groups"
+	queues := max(c.Client.Queues, c.Server.Queues)
+	switch {
+	case c.IO == "syscalls":
+		e.add(key, "io_uring pollers' groups, but io is syscalls")
+		return
+	case c.Pollers != 0 && c.Pollers != len(g):
+		e.add(key, "%d groups, but interfaces.pollers is %d", len(g), c.Pollers)
+		return
+	case len(g) > queues:
+		e.add(key, "%d groups for %d queues a side: a group would read nothing", len(g), queues)
+		return
+	}
+	seen := make([]bool, queues)
+	for k, qs := range g {
+		if len(qs) == 0 {
+			e.add(key, "group %d is empty", k)
+			return
+		}
+		for _, q := range qs {
+			switch {
+			case q < 0 || q >= queues:
+				e.add(key, "group %d: queue %d is not one (the larger side has %d: 0-%d)", k, q, queues, queues-1)
+				return
+			case seen[q]:
+				e.add(key, "group %d: queue %d is in another group too", k, q)
+				return
+			}
+			seen[q] = true
+		}
+	}
+	for q, ok := range seen {
+		if !ok {
+			e.add(key, "queue %d is in no group", q)
+			return
+		}
+	}
 }

@@ -32,6 +32,7 @@ type raw struct {
 		BusyPoll string   `mapstructure:"busy_poll"`
 		IO       string   `mapstructure:"io"`
 		Pollers  int      `mapstructure:"pollers"`
+		Groups   [][]int  `mapstructure:"poll_groups"`
 	} `mapstructure:"interfaces"`
 	Services []rawService `mapstructure:"services"`
 	Limits   rawLimits    `mapstructure:"limits"`
@@ -316,6 +317,7 @@ func validate(r *raw, noServices bool) (*Config, error) {
 	c.BusyPoll = duration(&e, "interfaces.busy_poll", r.Interfaces.BusyPoll, busyPollRange)
 	c.IO = r.Interfaces.IO
 	c.Pollers = r.Interfaces.Pollers
+	c.PollGroups = r.Interfaces.Groups
 	c.readGlobals(&e, r)
 	c.Synproxy = readSynproxy(&e, r.Synproxy)
 	c.Timeouts = timeouts(&e, "timeouts", r.Timeouts, nat.DefaultTimeouts())

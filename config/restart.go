@@ -35,10 +35,14 @@ type RestartOnly struct {
 	IO string `key:"interfaces.io"`
 	// Pollers is how many io_uring pollers share the queues (io: uring or
 	// auto): 0 picks half the CPUs, at most the larger side's queue count.
-	Pollers  int    `key:"interfaces.pollers"`
-	MaxConns int    `key:"limits.max_connections"`
-	PortMin  uint16 `key:"limits.local_port_min"`
-	PortMax  uint16 `key:"limits.local_port_max"`
+	Pollers int `key:"interfaces.pollers"`
+	// PollGroups, when set, says which queues each io_uring poller reads:
+	// poller k the client and server queues of index PollGroups[k] (every
+	// index below the larger side's queue count in one group).
+	PollGroups [][]int `key:"interfaces.poll_groups"`
+	MaxConns   int     `key:"limits.max_connections"`
+	PortMin    uint16  `key:"limits.local_port_min"`
+	PortMax    uint16  `key:"limits.local_port_max"`
 	// PortQuarantine keeps closed TCP connections' reply tuples from reuse
 	// (the real server's TIME_WAIT); 0 turns it off.
 	PortQuarantine time.Duration      `key:"limits.port_quarantine"`

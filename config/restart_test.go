@@ -49,12 +49,12 @@ func fieldByTag(t reflect.Type, tag string) (reflect.StructField, bool) {
 // field (to its zero value) is named, by that field's key alone, and an
 // equal configuration names none.
 func TestChangedNamesEachField(t *testing.T) {
-	c, err := Parse(strings.Replace(validHandoff, "interfaces:\n", "interfaces:\n  busy_poll: 1ms\n  pollers: 2\n", 1) + syncSection +
+	c, err := Parse(strings.Replace(validHandoff, "interfaces:\n", "interfaces:\n  busy_poll: 1ms\n  pollers: 1\n  poll_groups: [[0]]\n", 1) + syncSection +
 		"limits: {port_quarantine: 1s}\nmetrics: {listen: 127.0.0.1:9100}\n")
 	if err != nil {
 		t.Fatal(err)
 	}
-	again, err := Parse(strings.Replace(validHandoff, "interfaces:\n", "interfaces:\n  busy_poll: 1ms\n  pollers: 2\n", 1) + syncSection +
+	again, err := Parse(strings.Replace(validHandoff, "interfaces:\n", "interfaces:\n  busy_poll: 1ms\n  pollers: 1\n  poll_groups: [[0]]\n", 1) + syncSection +
 		"limits: {port_quarantine: 1s}\nmetrics: {listen: 127.0.0.1:9100}\n")
 	if err != nil {
 		t.Fatal(err)

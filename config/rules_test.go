@@ -205,3 +205,34 @@ func TestBoundsKeepTheirValues(t *testing.T) {
 		t.Fatalf("defaults: %+v", h)
 	}
 }
+
+// interfaces.poll_groups: each group a poller's queue indexes, every index
+// below the larger side's queue count (3 on the client side here, 1 on
+// the server's) in exactly one group; refused with one line naming the
+// field, and kept as given when accepted.
+func TestPollGroups(t *testing.T) {
+	y := strings.Replace(valid, "name: tc,", "name: tc, queues: 3,", 1)
+	for _, tc := range []struct{ set, want string }{
+		{"poll_groups: [[0, 2], [1]]", ""},
+		{"poll_groups: [[2, 1, 0]]", ""},
+		{"poll_groups: [[0, 2], [1]]\n  pollers: 2", ""},
+		{"poll_groups: [[0, 2], [1]]\n  pollers: 3", "interfaces.poll_groups: 2 groups, but interfaces.pollers is 3"},
+		{"poll_groups: [[0, 2], [1]]\n  io: syscalls", "interfaces.poll_groups: io_uring pollers' groups, but io is syscalls"},
+		{"poll_groups: [[0], [1], [2], [0]]", "interfaces.poll_groups: 4 groups for 3 queues a side"},
+		{"poll_groups: [[0, 1], []]", "interfaces.poll_groups: group 1 is empty"},
+		{"poll_groups: [[0, 1], [3]]", "interfaces.poll_groups: group 1: queue 3 is not one (the larger side has 3: 0-2)"},
+		{"poll_groups: [[0, 1], [-1]]", "interfaces.poll_groups: group 1: queue -1 is not one"},
+		{"poll_groups: [[0, 1], [1, 2]]", "interfaces.poll_groups: group 1: queue 1 is in another group too"},
+		{"poll_groups: [[0], [2]]", "interfaces.poll_groups: queue 1 is in no group"},
+	} {
+		c, err := Parse(strings.Replace(y, "interfaces:\n", "interfaces:\n  "+tc.set+"\n", 1))
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%s: refused: %v", tc.set, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%s: error %v, want it to say %q", tc.set, err, tc.want)
+		case tc.want == "" && (len(c.PollGroups) == 0 || c.PollGroups[0][0] != map[bool]int{true: 2, false: 0}[strings.Contains(tc.set, "[[2")]):
+			t.Errorf("%s: kept as %v", tc.set, c.PollGroups)
+		}
+	}
+}

@@ -134,7 +134,7 @@ func start(cfg *config.Config, log *slog.Logger, nics [2]netstack.NICConfig, suc
 		// frame of theirs is read.
 		succ.importTable(bal, log)
 	}
-	if err := st.StartIO(netstack.IOMode(cfg.IO), cfg.BusyPoll, cfg.Pollers); err != nil {
+	if err := st.StartIO(netstack.IOMode(cfg.IO), cfg.BusyPoll, cfg.Pollers, cfg.PollGroups); err != nil {
 		d.Close()
 		return nil, err
 	}

@@ -177,7 +177,7 @@ var _ nat.Link = (*Stack)(nil)
 // thread polls every queue instead (see poll.go), sleeping after busyPoll
 // without a frame.
 func (st *Stack) Start(busyPoll time.Duration) error {
-	return st.StartIO(IOSyscalls, busyPoll, 0)
+	return st.StartIO(IOSyscalls, busyPoll, 0, nil)
 }
 
 // IOMode is how the stack reads and writes its TAPs (interfaces.io).
@@ -197,12 +197,13 @@ const (
 )
 
 // StartIO is Start with the I/O mode: with io_uring, busyPoll is how long
-// a poller spins after its last frame before it sleeps, and pollers how
-// many pollers share the queues (0: autoPollers).
-func (st *Stack) StartIO(mode IOMode, busyPoll time.Duration, pollers int) error {
+// a poller spins after its last frame before it sleeps, pollers how many
+// pollers share the queues (0: autoPollers), and groups, when set, which
+// queue indexes each poller reads (pollPlan).
+func (st *Stack) StartIO(mode IOMode, busyPoll time.Duration, pollers int, groups [][]int) error {
 	switch mode {
 	case IOUring, IOAuto:
-		err := st.startUring(busyPoll, pollers)
+		err := st.startUring(busyPoll, pollers, groups)
 		var re *uring.RefusedError
 		switch {
 		case err == nil:

@@ -112,12 +112,11 @@ var newRing = uring.New
 // every read armed, or with the first error: a *uring.RefusedError when
 // io_uring is refused, returned before any queue is detached and with
 // every ring closed, so the caller may fall back to readers.
-func (st *Stack) startUring(spin time.Duration, pollers int) error {
-	if pollers <= 0 {
-		pollers = autoPollers(runtime.NumCPU(), len(st.Client.devs), len(st.Server.devs))
+func (st *Stack) startUring(spin time.Duration, pollers int, groups [][]int) error {
+	pollers, owner, err := pollPlan(pollers, groups, runtime.NumCPU(), len(st.Client.devs), len(st.Server.devs))
+	if err != nil {
+		return err
 	}
-	// A poller beyond the larger side's queue count would read nothing.
-	pollers = min(pollers, max(len(st.Client.devs), len(st.Server.devs)))
 	ps := make([]*ringPoller, pollers)
 	for k := range ps {
 		ps[k] = &ringPoller{st: st, spin: spin, heapFree: make([]int, 0, ringHeapMax),
@@ -136,7 +135,7 @@ func (st *Stack) startUring(spin time.Duration, pollers int) error {
 				return &uring.RefusedError{Step: "queues", Cause: uring.CauseUnavailable, Err: uring.ErrUnsupported,
 					Hint: fmt.Sprintf("%s queue %d (%T) has no descriptor to read through io_uring", e.devs[q].Name(), q, e.devs[q])}
 			}
-			p := ps[q%pollers]
+			p := ps[owner[q]]
 			p.qs = append(p.qs, ringQueue{queue: e.queue(q), dev: d, refs: make([]uint8, ringSlots)})
 		}
 	}
@@ -149,7 +148,6 @@ func (st *Stack) startUring(spin time.Duration, pollers int) error {
 	}
 	// Rings and buffer rings first, on each poller's thread; then, if all
 	// have them, the queues leave Go's netpoller and the reads are armed.
-	var err error
 	for _, p := range ps {
 		if e := <-p.ready; e != nil && err == nil {
 			err = e
@@ -185,6 +183,47 @@ func (st *Stack) startUring(spin time.Duration, pollers int) error {
 	}
 	st.polling, st.rings = true, ps
 	return nil
+}
+
+// pollPlan is which poller reads each queue index (owner, on both sides)
+// and how many there are: with groups (interfaces.poll_groups) poller k
+// reads the indexes groups[k], each index below the larger side's queue
+// count in exactly one; else pollers of them (0: autoPollers), poller k
+// reading the indexes i ≡ k (mod pollers), and no more pollers than
+// queues a side (one beyond would read nothing).
+func pollPlan(pollers int, groups [][]int, cpus, clientQueues, serverQueues int) (n int, owner []int, err error) {
+	queues := max(clientQueues, serverQueues)
+	owner = make([]int, queues)
+	if len(groups) == 0 {
+		if pollers <= 0 {
+			pollers = autoPollers(cpus, clientQueues, serverQueues)
+		}
+		n = min(pollers, queues)
+		for q := range owner {
+			owner[q] = q % n
+		}
+		return n, owner, nil
+	}
+	for q := range owner {
+		owner[q] = -1
+	}
+	for k, g := range groups {
+		if len(g) == 0 {
+			return 0, nil, fmt.Errorf("io_uring: poll group %d is empty", k)
+		}
+		for _, q := range g {
+			if q < 0 || q >= queues || owner[q] != -1 {
+				return 0, nil, fmt.Errorf("io_uring: poll group %d: queue %d is not one of %d or is in another group", k, q, queues)
+			}
+			owner[q] = k
+		}
+	}
+	for q, k := range owner {
+		if k == -1 {
+			return 0, nil, fmt.Errorf("io_uring: queue %d is in no poll group", q)
+		}
+	}
+	return len(groups), owner, nil
 }
 
 // autoPollers is interfaces.pollers' 0: half the CPUs (rounded up), no

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -92,7 +93,7 @@ func ringForward(t *testing.T, mode string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := st.StartIO(IOMode(mode), 0, 0); err != nil {
+	if err := st.StartIO(IOMode(mode), 0, 0, nil); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(st.Close)
@@ -171,7 +172,7 @@ func TestRingDeadTAP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := st.StartIO(IOUring, 0, 0); err != nil {
+	if err := st.StartIO(IOUring, 0, 0, nil); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(st.Close)
@@ -209,7 +210,7 @@ func TestRingCloseInFlight(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := st.StartIO(IOUring, 0, 0); err != nil {
+		if err := st.StartIO(IOUring, 0, 0, nil); err != nil {
 			t.Fatal(err)
 		}
 		syn := tcpFrame(t, client, vip, true, 0)
@@ -311,7 +312,7 @@ func TestStartIOFallback(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Cleanup(st.Close)
-			err = st.StartIO(c.mode, 0, 4) // as many pollers as queues (2), each refused: one warning
+			err = st.StartIO(c.mode, 0, 4, nil) // as many pollers as queues (2), each refused: one warning
 			if warns := strings.Count(logs.String(), "io_uring refused, using read/write system calls"); warns != c.warns ||
 				c.warns > 0 && !strings.Contains(logs.String(), `hint="a seccomp profile"`) {
 				t.Fatalf("%d fallback warnings, want %d with the hint; log:\n%s", warns, c.warns, logs.String())
@@ -382,7 +383,7 @@ func seccompFallbackChild(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(st.Close)
-		err = st.StartIO(mode, 0, 0)
+		err = st.StartIO(mode, 0, 0, nil)
 		if mode == IOUring {
 			if !errors.Is(err, unix.EPERM) || !uring.Refused(err) {
 				t.Fatalf("io: uring under seccomp: %v, want the refusal", err)
@@ -419,7 +420,7 @@ func TestRingPauseResume(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := st.StartIO(IOUring, 0, 0); err != nil {
+	if err := st.StartIO(IOUring, 0, 0, nil); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(st.Close)
@@ -479,6 +480,43 @@ func TestAutoPollers(t *testing.T) {
 	}
 }
 
+// TestPollPlan pins which poller reads each queue index: without groups,
+// index i goes to poller i mod n (n: pollers, or autoPollers for 0, no
+// more than the larger side's queues); with groups (interfaces.poll_groups)
+// to the group that lists it, and groups that leave an index out, list one
+// twice or one past the queues are refused.
+func TestPollPlan(t *testing.T) {
+	for _, c := range []struct {
+		pollers, cpus, cq, sq int
+		groups                [][]int
+		n                     int
+		owner                 []int
+		err                   string
+	}{
+		{0, 2, 1, 1, nil, 1, []int{0}, ""},
+		{0, 8, 4, 2, nil, 4, []int{0, 1, 2, 3}, ""},
+		{2, 2, 4, 4, nil, 2, []int{0, 1, 0, 1}, ""},
+		{8, 2, 2, 3, nil, 3, []int{0, 1, 2}, ""},
+		{0, 2, 4, 4, [][]int{{0, 3}, {2, 1}}, 2, []int{0, 1, 1, 0}, ""},
+		{5, 2, 3, 1, [][]int{{2}, {0}, {1}}, 3, []int{1, 2, 0}, ""},
+		{0, 2, 3, 3, [][]int{{0, 1}}, 0, nil, "queue 2 is in no poll group"},
+		{0, 2, 3, 3, [][]int{{0, 1}, {1, 2}}, 0, nil, "poll group 1: queue 1"},
+		{0, 2, 3, 3, [][]int{{0, 1, 2, 3}}, 0, nil, "poll group 0: queue 3"},
+		{0, 2, 3, 3, [][]int{{0, 1, 2}, {}}, 0, nil, "poll group 1 is empty"},
+	} {
+		n, owner, err := pollPlan(c.pollers, c.groups, c.cpus, c.cq, c.sq)
+		if c.err != "" {
+			if err == nil || !strings.Contains(err.Error(), c.err) {
+				t.Errorf("%+v: error %v, want %q", c, err, c.err)
+			}
+			continue
+		}
+		if err != nil || n != c.n || !slices.Equal(owner, c.owner) {
+			t.Errorf("%+v: %d pollers, owners %v, %v", c, n, owner, err)
+		}
+	}
+}
+
 // TestRingPollers runs two pollers over 2+2 queues: poller k reads client
 // queue k and server queue k (the one client queue k forwards to), every
 // queue is read by exactly one, and frames still cross; pausing pauses both.
@@ -493,7 +531,7 @@ func TestRingPollers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := st.StartIO(IOUring, 0, 2); err != nil {
+	if err := st.StartIO(IOUring, 0, 2, nil); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(st.Close)
@@ -550,7 +588,7 @@ func TestRingIdle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := st.StartIO(IOUring, 200*time.Microsecond, 2); err != nil {
+	if err := st.StartIO(IOUring, 200*time.Microsecond, 2, nil); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(st.Close)
