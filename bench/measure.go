@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/tapvs/tapvs/netstack"
 )
 
 // measureAll measures the chosen paths in PathNames' order. A path not
@@ -142,16 +144,25 @@ func (tb *testbed) measureRuns(ctx context.Context, p Path, o Options, s *sample
 	return notes, nil
 }
 
-// counters are tapvs's drop and SYN proxy counters at one moment.
+// counters are tapvs's drop and SYN proxy counters at one moment, and
+// its TAP I/O's: frames read, and io_uring_enter calls when on the ring.
 type counters struct {
 	drops                                      map[string]uint64
 	cookies, opened, failed, retries, timeWait uint64
+	frames, enters                             uint64
+	ring                                       bool
 }
 
 func (tb *testbed) counters() counters {
 	s := &tb.d.Balancer.Stats
 	c := counters{drops: s.Drops(), timeWait: s.SynproxyTimeWait()}
 	c.cookies, c.opened, c.failed, c.retries = s.Synproxy()
+	for _, e := range []*netstack.Endpoint{tb.d.Stack.Client, tb.d.Stack.Server} {
+		for i := range e.Stats() {
+			c.frames += e.Stats()[i].Received.Load()
+		}
+	}
+	c.enters, c.ring = tb.d.Stack.RingEnters()
 	return c
 }
 
@@ -164,6 +175,13 @@ func (c counters) since(c0 counters) string {
 		if v > c0.drops[k] {
 			notes = append(notes, fmt.Sprintf("%s %d", k, v-c0.drops[k]))
 		}
+	}
+	if c.ring && c.frames > c0.frames {
+		// Every system call of the ring path's I/O is an io_uring_enter
+		// (the readers' path makes a read per frame and a write per
+		// frame written).
+		notes = append(notes, fmt.Sprintf("io_uring_enter %.3f per frame read (%d frames)",
+			float64(c.enters-c0.enters)/float64(c.frames-c0.frames), c.frames-c0.frames))
 	}
 	if c.cookies > c0.cookies {
 		notes = append(notes, fmt.Sprintf("cookies %d, handshakes %d, server failures %d, SYN retries %d, server TIME_WAITs ended %d",

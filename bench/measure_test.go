@@ -205,6 +205,16 @@ func TestCountersSince(t *testing.T) {
 	if got := c0.since(c0); got != "" {
 		t.Errorf("nothing changed: %q", got)
 	}
+	// On the ring: its io_uring_enter calls per frame read; on the
+	// readers' path (ring false) nothing of it.
+	r0, r := counters{frames: 1000, enters: 50, ring: true}, counters{frames: 9000, enters: 450, ring: true}
+	if got := r.since(r0); got != "io_uring_enter 0.050 per frame read (8000 frames)" {
+		t.Errorf("on the ring: %q", got)
+	}
+	r0.ring, r.ring = false, false
+	if got := r.since(r0); got != "" {
+		t.Errorf("on the readers' path: %q", got)
+	}
 }
 
 func (f *fakeClient) sustained(_ context.Context, to netip.AddrPort, d time.Duration) (sustainedRun, error) {
