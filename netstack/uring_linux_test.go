@@ -25,10 +25,8 @@ import (
 	"github.com/tapvs/tapvs/tun/tuntest"
 )
 
-// ringTAP creates an offload TAP, IPv6 off (no chatter to count), up.
-func ringTAP(t *testing.T, name string) ([]tun.Device, int) { return ringTAPQueues(t, name, 1) }
-
-// ringTAPQueues is ringTAP with queues queues.
+// ringTAPQueues creates an offload TAP of queues queues, IPv6 off (no
+// chatter to count), up.
 func ringTAPQueues(t *testing.T, name string, queues int) ([]tun.Device, int) {
 	t.Helper()
 	devs, err := tun.OpenTAP(tun.TAPConfig{Name: name, Offload: true, Queues: queues})
@@ -48,27 +46,40 @@ func ringTAPQueues(t *testing.T, name string, queues int) ([]tun.Device, int) {
 	return devs, link.Attrs().Index
 }
 
-// ipSocket is an AF_PACKET socket on ifindex for IPv4 frames: writing
-// sends a frame out of the interface (into its TAP's reader), reading gets
-// what the interface receives (what tapvs wrote to the TAP), one second
-// at most.
-func ipSocket(t *testing.T, ifindex int) int {
+// ringRig is a stack, not started, over two new TAPs (ringTAPQueues)
+// named rc<n> and rs<n>, with the client TAP's name and both TAPs'
+// interface indexes.
+type ringRig struct {
+	st         *Stack
+	client     string
+	cidx, sidx int
+}
+
+// newRingRig makes a ringRig of queues queues a side, the stack logging
+// to w (nil: nowhere).
+func newRingRig(t *testing.T, queues int, w io.Writer) ringRig {
 	t.Helper()
-	const proto = 0x0008 // ETH_P_IP (0x0800) in network order
-	s, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, proto)
+	sfx := rand.Uint32()
+	r := ringRig{client: fmt.Sprintf("rc%x", sfx)}
+	var cdevs, sdevs []tun.Device
+	cdevs, r.cidx = ringTAPQueues(t, r.client, queues)
+	sdevs, r.sidx = ringTAPQueues(t, fmt.Sprintf("rs%x", sfx), queues)
+	if w == nil {
+		w = io.Discard
+	}
+	var err error
+	r.st, err = New(testBalancer(t), NICConfig{Devs: cdevs, MTU: 1500, Address: netip.MustParsePrefix("172.25.254.254/24")},
+		NICConfig{Devs: sdevs, MTU: 1500, Address: netip.MustParsePrefix("172.25.84.4/24")}, slog.New(slog.NewTextHandler(w, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { unix.Close(s) })
-	if err := unix.Bind(s, &unix.SockaddrLinklayer{Ifindex: ifindex, Protocol: proto}); err != nil {
-		t.Fatal(err)
-	}
-	tv := unix.Timeval{Sec: 1}
-	if err := unix.SetsockoptTimeval(s, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
-		t.Fatal(err)
-	}
-	return s
+	return r
 }
+
+// ipSocket is an AF_PACKET socket on ifindex for IPv4 frames
+// (tuntest.PacketSocket): writing sends a frame out of the interface (into
+// its TAP's reader), reading gets what tapvs wrote to the TAP.
+func ipSocket(t *testing.T, ifindex int) int { return tuntest.PacketSocket(t, ifindex, unix.ETH_P_IP) }
 
 // TestRingForward runs a Stack over two real TAPs with each I/O path: a
 // client SYN and 1000 data segments sent into the client TAP come out of
@@ -83,16 +94,9 @@ func TestRingForward(t *testing.T) {
 
 func ringForward(t *testing.T, mode string) {
 	tuntest.InNewNetns(t)
-	sfx := rand.Uint32()
-	cdevs, cidx := ringTAP(t, fmt.Sprintf("rc%x", sfx))
-	sdevs, sidx := ringTAP(t, fmt.Sprintf("rs%x", sfx))
-	inject, sink := ipSocket(t, cidx), ipSocket(t, sidx)
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	st, err := New(testBalancer(t), NICConfig{Devs: cdevs, MTU: 1500, Address: netip.MustParsePrefix("172.25.254.254/24")},
-		NICConfig{Devs: sdevs, MTU: 1500, Address: netip.MustParsePrefix("172.25.84.4/24")}, log)
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := newRingRig(t, 1, nil)
+	st := r.st
+	inject, sink := ipSocket(t, r.cidx), ipSocket(t, r.sidx)
 	if err := st.StartIO(IOMode(mode), 0, 0, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -162,16 +166,8 @@ func tcpChecksum(ip []byte) uint16 {
 // instead of polling a dead queue.
 func TestRingDeadTAP(t *testing.T) {
 	tuntest.InNewNetns(t)
-	sfx := rand.Uint32()
-	name := fmt.Sprintf("rc%x", sfx)
-	cdevs, _ := ringTAP(t, name)
-	sdevs, _ := ringTAP(t, fmt.Sprintf("rs%x", sfx))
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	st, err := New(testBalancer(t), NICConfig{Devs: cdevs, MTU: 1500, Address: netip.MustParsePrefix("172.25.254.254/24")},
-		NICConfig{Devs: sdevs, MTU: 1500, Address: netip.MustParsePrefix("172.25.84.4/24")}, log)
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := newRingRig(t, 1, nil)
+	st, name := r.st, r.client
 	if err := st.StartIO(IOUring, 0, 0, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -199,17 +195,10 @@ func TestRingDeadTAP(t *testing.T) {
 // memory Go has reused, would crash or corrupt the test).
 func TestRingCloseInFlight(t *testing.T) {
 	tuntest.InNewNetns(t)
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	for i := range 20 {
-		sfx := rand.Uint32()
-		cdevs, cidx := ringTAP(t, fmt.Sprintf("rc%x", sfx))
-		sdevs, _ := ringTAP(t, fmt.Sprintf("rs%x", sfx))
-		inject := ipSocket(t, cidx)
-		st, err := New(testBalancer(t), NICConfig{Devs: cdevs, MTU: 1500, Address: netip.MustParsePrefix("172.25.254.254/24")},
-			NICConfig{Devs: sdevs, MTU: 1500, Address: netip.MustParsePrefix("172.25.84.4/24")}, log)
-		if err != nil {
-			t.Fatal(err)
-		}
+		r := newRingRig(t, 1, nil)
+		st := r.st
+		inject := ipSocket(t, r.cidx)
 		if err := st.StartIO(IOUring, 0, 0, nil); err != nil {
 			t.Fatal(err)
 		}
@@ -301,18 +290,11 @@ func TestStartIOFallback(t *testing.T) {
 			tuntest.InNewNetns(t)
 			newRing = c.ring
 			defer func() { newRing = uring.New }()
-			sfx := rand.Uint32()
-			cdevs, cidx := ringTAPQueues(t, fmt.Sprintf("rc%x", sfx), 2)
-			sdevs, sidx := ringTAPQueues(t, fmt.Sprintf("rs%x", sfx), 2)
 			var logs strings.Builder
-			log := slog.New(slog.NewTextHandler(&logs, nil))
-			st, err := New(testBalancer(t), NICConfig{Devs: cdevs, MTU: 1500, Address: netip.MustParsePrefix("172.25.254.254/24")},
-				NICConfig{Devs: sdevs, MTU: 1500, Address: netip.MustParsePrefix("172.25.84.4/24")}, log)
-			if err != nil {
-				t.Fatal(err)
-			}
+			r := newRingRig(t, 2, &logs)
+			st, cidx, sidx := r.st, r.cidx, r.sidx
 			t.Cleanup(st.Close)
-			err = st.StartIO(c.mode, 0, 4, nil) // as many pollers as queues (2), each refused: one warning
+			err := st.StartIO(c.mode, 0, 4, nil) // as many pollers as queues (2), each refused: one warning
 			if warns := strings.Count(logs.String(), "io_uring refused, using read/write system calls"); warns != c.warns ||
 				c.warns > 0 && !strings.Contains(logs.String(), `hint="a seccomp profile"`) {
 				t.Fatalf("%d fallback warnings, want %d with the hint; log:\n%s", warns, c.warns, logs.String())
@@ -370,20 +352,13 @@ func seccompFallbackChild(t *testing.T) {
 		t.Fatal(err)
 	}
 	var logs strings.Builder
-	log := slog.New(slog.NewTextHandler(&logs, nil))
 	var cidx, sidx int
 	for _, mode := range []IOMode{IOUring, IOAuto} {
-		sfx := rand.Uint32()
-		var cdevs, sdevs []tun.Device
-		cdevs, cidx = ringTAP(t, fmt.Sprintf("rc%x", sfx))
-		sdevs, sidx = ringTAP(t, fmt.Sprintf("rs%x", sfx))
-		st, err := New(testBalancer(t), NICConfig{Devs: cdevs, MTU: 1500, Address: netip.MustParsePrefix("172.25.254.254/24")},
-			NICConfig{Devs: sdevs, MTU: 1500, Address: netip.MustParsePrefix("172.25.84.4/24")}, log)
-		if err != nil {
-			t.Fatal(err)
-		}
+		r := newRingRig(t, 1, &logs)
+		st := r.st
+		cidx, sidx = r.cidx, r.sidx
 		t.Cleanup(st.Close)
-		err = st.StartIO(mode, 0, 0, nil)
+		err := st.StartIO(mode, 0, 0, nil)
 		if mode == IOUring {
 			if !errors.Is(err, unix.EPERM) || !uring.Refused(err) {
 				t.Fatalf("io: uring under seccomp: %v, want the refusal", err)
@@ -410,16 +385,9 @@ func seccompFallbackChild(t *testing.T) {
 // and after Resume each of them comes out exactly once, in order.
 func TestRingPauseResume(t *testing.T) {
 	tuntest.InNewNetns(t)
-	sfx := rand.Uint32()
-	cdevs, cidx := ringTAP(t, fmt.Sprintf("rc%x", sfx))
-	sdevs, sidx := ringTAP(t, fmt.Sprintf("rs%x", sfx))
-	inject, sink := ipSocket(t, cidx), ipSocket(t, sidx)
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	st, err := New(testBalancer(t), NICConfig{Devs: cdevs, MTU: 1500, Address: netip.MustParsePrefix("172.25.254.254/24")},
-		NICConfig{Devs: sdevs, MTU: 1500, Address: netip.MustParsePrefix("172.25.84.4/24")}, log)
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := newRingRig(t, 1, nil)
+	st := r.st
+	inject, sink := ipSocket(t, r.cidx), ipSocket(t, r.sidx)
 	if err := st.StartIO(IOUring, 0, 0, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -522,15 +490,8 @@ func TestPollPlan(t *testing.T) {
 // queue is read by exactly one, and frames still cross; pausing pauses both.
 func TestRingPollers(t *testing.T) {
 	tuntest.InNewNetns(t)
-	sfx := rand.Uint32()
-	cdevs, cidx := ringTAPQueues(t, fmt.Sprintf("rc%x", sfx), 2)
-	sdevs, sidx := ringTAPQueues(t, fmt.Sprintf("rs%x", sfx), 2)
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	st, err := New(testBalancer(t), NICConfig{Devs: cdevs, MTU: 1500, Address: netip.MustParsePrefix("172.25.254.254/24")},
-		NICConfig{Devs: sdevs, MTU: 1500, Address: netip.MustParsePrefix("172.25.84.4/24")}, log)
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := newRingRig(t, 2, nil)
+	st, cidx, sidx := r.st, r.cidx, r.sidx
 	if err := st.StartIO(IOUring, 0, 2, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -540,7 +501,7 @@ func TestRingPollers(t *testing.T) {
 	}
 	seen := map[tun.Device]int{}
 	for k, p := range st.rings {
-		if len(p.qs) != 2 || p.qs[0].queue.dev != cdevs[k] || p.qs[1].queue.dev != sdevs[k] || p.qs[0].out != sdevs[k] {
+		if len(p.qs) != 2 || p.qs[0].queue.dev != st.Client.devs[k] || p.qs[1].queue.dev != st.Server.devs[k] || p.qs[0].out != st.Server.devs[k] {
 			t.Fatalf("poller %d reads %d queues, not client %d and server %d", k, len(p.qs), k, k)
 		}
 		for _, q := range p.qs {
@@ -579,15 +540,8 @@ func TestRingPollers(t *testing.T) {
 // small fraction of a core, and the poller's sleeps are counted.
 func TestRingIdle(t *testing.T) {
 	tuntest.InNewNetns(t)
-	sfx := rand.Uint32()
-	cdevs, cidx := ringTAPQueues(t, fmt.Sprintf("rc%x", sfx), 2)
-	sdevs, sidx := ringTAPQueues(t, fmt.Sprintf("rs%x", sfx), 2)
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	st, err := New(testBalancer(t), NICConfig{Devs: cdevs, MTU: 1500, Address: netip.MustParsePrefix("172.25.254.254/24")},
-		NICConfig{Devs: sdevs, MTU: 1500, Address: netip.MustParsePrefix("172.25.84.4/24")}, log)
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := newRingRig(t, 2, nil)
+	st, cidx, sidx := r.st, r.cidx, r.sidx
 	if err := st.StartIO(IOUring, 200*time.Microsecond, 2, nil); err != nil {
 		t.Fatal(err)
 	}

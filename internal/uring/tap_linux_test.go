@@ -17,9 +17,6 @@ import (
 // experimental), so the IPv6 chatter of a TAP coming up is told apart.
 const etherTest = 0x88b5
 
-// htons turns a port or ethertype into network order for sockaddr_ll.
-func htons(v uint16) uint16 { return v<<8 | v>>8 }
-
 // openTAP creates an offload TAP (virtio-net header) with one queue, up,
 // and returns its detached descriptor and its ifindex.
 func openTAP(t *testing.T, name string) (fd, ifindex int) {
@@ -46,26 +43,9 @@ func openTAP(t *testing.T, name string) (fd, ifindex int) {
 	return fd, link.Attrs().Index
 }
 
-// packetSocket opens an AF_PACKET socket bound to ifindex for etherTest
-// frames: writing to it transmits on the interface (so its TAP's reader
-// gets the frame), reading gets what the interface receives.
-func packetSocket(t *testing.T, ifindex int) int {
-	t.Helper()
-	s, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(htons(etherTest)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { unix.Close(s) })
-	if err := unix.Bind(s, &unix.SockaddrLinklayer{Ifindex: ifindex, Protocol: htons(etherTest)}); err != nil {
-		t.Fatal(err)
-	}
-	// Reads block at most a second: a lost frame fails the test, not hangs it.
-	tv := unix.Timeval{Sec: 1}
-	if err := unix.SetsockoptTimeval(s, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
+// packetSocket is an AF_PACKET socket bound to ifindex for etherTest
+// frames (tuntest.PacketSocket).
+func packetSocket(t *testing.T, ifindex int) int { return tuntest.PacketSocket(t, ifindex, etherTest) }
 
 // TestTAPForward forwards frames from one TAP to another through the ring,
 // as a poller will: frames sent on TAP A (an AF_PACKET socket) are read by

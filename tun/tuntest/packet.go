@@ -1,0 +1,31 @@
+package tuntest
+
+import (
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// PacketSocket opens an AF_PACKET socket bound to interface ifindex for
+// frames of ethertype proto: writing to it transmits on the interface (so
+// a TAP's reader gets the frame), reading gets what the interface
+// receives (what was written to the TAP). A read blocks one second at
+// most, so a lost frame fails the test instead of hanging it. Closed when
+// the test ends.
+func PacketSocket(t testing.TB, ifindex int, proto uint16) int {
+	t.Helper()
+	network := int(proto<<8 | proto>>8) // htons
+	s, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, network)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(s) })
+	if err := unix.Bind(s, &unix.SockaddrLinklayer{Ifindex: ifindex, Protocol: uint16(network)}); err != nil {
+		t.Fatal(err)
+	}
+	tv := unix.Timeval{Sec: 1}
+	if err := unix.SetsockoptTimeval(s, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
