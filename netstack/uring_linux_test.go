@@ -332,10 +332,10 @@ func TestSeccompFallback(t *testing.T) {
 		return
 	}
 	if !uringtest.Supported() {
-		t.Skipf("no seccomp arch constant for %s in uringtest", runtime.GOARCH)
+		uringtest.Missing(t, "no seccomp arch constant for %s in uringtest", runtime.GOARCH)
 	}
 	if v, err := os.ReadFile("/proc/sys/kernel/io_uring_disabled"); err == nil && strings.TrimSpace(string(v)) != "0" {
-		t.Skipf("kernel.io_uring_disabled=%s: the sysctl, not seccomp, would refuse", strings.TrimSpace(string(v)))
+		uringtest.Missing(t, "kernel.io_uring_disabled=%s: the sysctl, not seccomp, would refuse", strings.TrimSpace(string(v)))
 	}
 	cmd := exec.Command(os.Args[0], "-test.run=^TestSeccompFallback$", "-test.v", "-test.count=1")
 	cmd.Env = append(os.Environ(), seccompChildEnv+"=1")

@@ -69,7 +69,7 @@ func seccompChild(spec string) int {
 // probe.
 func TestSeccompRefusal(t *testing.T) {
 	if !uringtest.Supported() {
-		t.Skipf("no seccomp arch constant for %s in uringtest", runtime.GOARCH)
+		uringtest.Missing(t, "no seccomp arch constant for %s in uringtest", runtime.GOARCH)
 	}
 	disabled := "0"
 	if v, err := os.ReadFile(disabledPath); err == nil {
