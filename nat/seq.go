@@ -43,7 +43,11 @@ import (
 // that the signed 32-bit comparison Linux makes between the two only wraps
 // for a connection that lasted 27 days. A client whose clock ticks faster
 // still (Linux's opt-in microsecond timestamps) can end a long connection
-// past where the next one on its tuple starts.
+// past where the next one on its tuple starts. Nor does a client's clock
+// bound its TSvals: Linux stamps a segment with its pacing's departure
+// time, milliseconds ahead. So a client that reuses its port on the
+// closing entry gets a start past what the last connection actually sent
+// the server, not only past the clocks (pastLast).
 //
 // TimestampsRemove keeps LVS's way instead (tcp_opt_remove_timestamp,
 // fullnat_timestamp_remove_entry): the SYN's timestamp option is blanked to
