@@ -205,7 +205,144 @@ func TestValidScheduler(t *testing.T) {
 			t.Errorf("%s: %v", s, err)
 		}
 	}
-	if err := ValidScheduler("fifo"); err == nil || err.Error() != `"fifo" is not a scheduler (one of [rr wrr lc wlc sed nq sh])` {
+	if err := ValidScheduler("fifo"); err == nil || err.Error() != `"fifo" is not a scheduler (one of [rr wrr lc wlc sed nq sh mh fo ovf])` {
 		t.Fatalf("fifo: %v", err)
+	}
+}
+
+// mhClients is n client addresses 172.16.x.y, as the scheduler sees them.
+func mhClients(n int) []addr16 {
+	cs := make([]addr16, n)
+	for i := range cs {
+		cs[i] = netip.AddrFrom4([4]byte{172, 16, byte(i >> 8), byte(i)}).As16()
+	}
+	return cs
+}
+
+// mh (Maglev) fills every slot of its prime table with the live servers in
+// proportion to their weights (each within one round's turns of its share),
+// builds the same table from the same servers every time (so every
+// instance of a cluster sends a client to the same server), leaves a
+// drained server out, and picks nothing without a live server.
+func TestMaglevTable(t *testing.T) {
+	ds := schedDests([3]int64{3}, [3]int64{1}, [3]int64{2}, [3]int64{0}, [3]int64{2})
+	m := newMaglev(ds)
+	if len(m.table) != mhTableSize {
+		t.Fatalf("table of %d slots, want %d", len(m.table), mhTableSize)
+	}
+	count := map[*Dest]int{}
+	for i, d := range m.table {
+		if d == nil {
+			t.Fatalf("slot %d empty", i)
+		}
+		count[d]++
+	}
+	const total = 3 + 1 + 2 + 2
+	for i, w := range []int{3, 1, 2, 0, 2} {
+		share := float64(mhTableSize*w) / total
+		if got := float64(count[ds[i]]); got < share-3 || got > share+3 {
+			t.Errorf("server %d (weight %d): %v slots, want %.1f ± 3", i, w, got, share)
+		}
+	}
+	again := newMaglev(schedDests([3]int64{3}, [3]int64{1}, [3]int64{2}, [3]int64{0}, [3]int64{2}))
+	for i := range m.table {
+		if m.table[i].Addr != again.table[i].Addr {
+			t.Fatalf("slot %d: %v, then %v from the same servers", i, m.table[i].Addr, again.table[i].Addr)
+		}
+	}
+	// Equal weights share equally, whatever their size (gcd).
+	even := newMaglev(schedDests([3]int64{100}, [3]int64{100}))
+	n := 0
+	for _, d := range even.table {
+		if d.Addr == ds[0].Addr {
+			n++
+		}
+	}
+	if n != mhTableSize/2+1 && n != mhTableSize/2 {
+		t.Errorf("two servers of weight 100: %d and %d slots", n, mhTableSize-n)
+	}
+	if m := newMaglev(schedDests([3]int64{0}, [3]int64{0})); m.pick(&addr16{}) != nil {
+		t.Fatal("mh with every weight 0 picked a server")
+	}
+	// A client's slot is its address's hash: the same client, the same
+	// server; clients spread over all live servers.
+	seen := map[*Dest]int{}
+	for _, c := range mhClients(4000) {
+		d := m.pick(&c)
+		if d != m.pick(&c) {
+			t.Fatal("one client, two servers")
+		}
+		seen[d]++
+	}
+	if len(seen) != 4 || seen[ds[3]] != 0 {
+		t.Fatalf("4000 clients went to %d servers (the drained one: %d), want the 4 live", len(seen), seen[ds[3]])
+	}
+	if got := seen[ds[0]]; got < 1200 || got > 1800 {
+		t.Errorf("the weight-3 server of 8 got %d of 4000 clients, want about 1500", got)
+	}
+}
+
+// Maglev's point: a server removed (drained) moves its own clients and
+// few others, where sh's buckets shift wholesale. Over 10 000 clients and
+// five servers, removing one: mh moves under 5% of the others' clients
+// (Maglev's disruption at this table size), sh well over half.
+func TestMaglevMinimalDisruption(t *testing.T) {
+	weights := [][3]int64{{1}, {1}, {1}, {1}, {1}}
+	before := schedDests(weights...)
+	after := schedDests(weights...)
+	after[2].weight.Store(0)
+	for _, c := range []struct {
+		sched   string
+		atMost  float64
+		atLeast float64
+	}{{"mh", 0.05, 0}, {"sh", 1, 0.5}} {
+		a, b := newScheduler(c.sched, before), newScheduler(c.sched, after)
+		moved, others := 0, 0
+		for _, cl := range mhClients(10000) {
+			was := a.pick(&cl)
+			if was.Addr == before[2].Addr {
+				if now := b.pick(&cl); now.Addr == before[2].Addr {
+					t.Fatalf("%s: a client still on the drained server", c.sched)
+				}
+				continue
+			}
+			others++
+			if b.pick(&cl).Addr != was.Addr {
+				moved++
+			}
+		}
+		frac := float64(moved) / float64(others)
+		t.Logf("%s: %d of %d clients of the other servers moved (%.1f%%)", c.sched, moved, others, 100*frac)
+		if frac > c.atMost || frac < c.atLeast {
+			t.Errorf("%s: %.3f of the other servers' clients moved, want %v to %v", c.sched, frac, c.atLeast, c.atMost)
+		}
+	}
+}
+
+// fo picks the server of highest weight (a tie: the first listed), so a
+// lower weight or a drain fails over; ovf the same among servers whose
+// active connections do not exceed their weight (IPVS's test is active >
+// weight), and none when every server is over.
+func TestFailoverAndOverflow(t *testing.T) {
+	for _, c := range []struct {
+		sched string
+		specs [][3]int64
+		want  int
+	}{
+		{"fo", [][3]int64{{1, 0, 0}, {5, 0, 0}, {3, 0, 0}}, 1},
+		{"fo", [][3]int64{{5, 0, 0}, {5, 0, 0}}, 0},
+		{"fo", [][3]int64{{1, 0, 0}, {5, 100, 0}, {3, 0, 0}}, 1}, // fo ignores the load
+		{"fo", [][3]int64{{1, 0, 0}, {0, 0, 0}}, 0},
+		{"fo", [][3]int64{{0, 0, 0}}, -1},
+		{"ovf", [][3]int64{{1, 0, 0}, {5, 5, 0}, {3, 0, 0}}, 1}, // at its weight: still picked
+		{"ovf", [][3]int64{{1, 0, 0}, {5, 6, 0}, {3, 0, 0}}, 2}, // over: the next weight
+		{"ovf", [][3]int64{{1, 0, 0}, {5, 6, 0}, {3, 4, 0}}, 0},
+		{"ovf", [][3]int64{{1, 2, 0}, {5, 6, 0}, {3, 4, 0}}, -1},
+		{"ovf", [][3]int64{{2, 0, 0}, {2, 0, 0}}, 0},
+		{"ovf", [][3]int64{{0, 0, 0}, {1, 1, 0}}, 1},
+	} {
+		if got := pickIndex(t, c.sched, schedDests(c.specs...)); got != c.want {
+			t.Errorf("%s over %v: picked %d, want %d", c.sched, c.specs, got, c.want)
+		}
 	}
 }

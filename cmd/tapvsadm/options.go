@@ -85,7 +85,7 @@ var options = []option{
 	{long: "--udp-service", short: "u", meta: "service-address", kin: "service addresses", again: true, set: service("udp"),
 		help: "service-address is host[:port]"},
 	{long: "--scheduler", short: "s", meta: "scheduler", set: text(func(c *command) *string { return &c.sched }),
-		help: "one of rr|wrr|lc|wlc|sed|nq|sh, the default scheduler is wlc"},
+		help: "one of rr|wrr|lc|wlc|sed|nq|sh|mh|fo|ovf, the default scheduler is wlc"},
 	{long: "--real-server", short: "r", meta: "server-address", set: realServer, help: "server-address is host (and port)"},
 	{long: "--fullnat", short: "b", bundle: true, set: flag(func(c *command) { c.forward = "fullnat" }),
 		help: "full NAT (the only method tapvs has; the default)"},
