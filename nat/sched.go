@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
-
-	"github.com/dchest/siphash"
 )
 
 // Schedulers pick a real server for a new connection. They run once per
@@ -198,87 +196,6 @@ func (s *sourceHash) pick(client *addr16) *Dest {
 		h ^= binary.BigEndian.Uint32(client[i:])
 	}
 	return s.buckets[(h*2654435761)>>24]
-}
-
-// mhTableSize is mh's lookup table size: IPVS's default
-// (CONFIG_IP_VS_MH_TAB_INDEX 12), a prime, so every skip below it visits
-// every slot.
-const mhTableSize = 4093
-
-// mhKeys key mh's hashes. Fixed, as IPVS's are (generate_hash_secret), so
-// that every instance of a cluster builds the same table from the same
-// servers and sends a client to the same server whichever instance ECMP
-// gives it to.
-var mhKeys = [2][2]uint64{{2654435761, 2654435761}, {2654435801, 2654435801}}
-
-// maglev is IPVS's mh: Maglev hashing (Eisenbud et al., NSDI 2016, 3.4).
-// Each live server has a permutation of the table's slots (an offset and
-// a skip from hashes of its address and port); in rounds, each takes its
-// next free preferred slot, as many per round as its weight over the
-// weights' greatest common divisor, until every slot is taken. A client's
-// address hashes to a slot. A server added or removed moves few clients
-// besides its own: the others' slots mostly keep their server, where sh's
-// buckets shift wholesale.
-type maglev struct {
-	table []*Dest // nil without a live server
-}
-
-func newMaglev(dests []*Dest) *maglev {
-	var live []*Dest
-	g := 0
-	for _, d := range dests {
-		if w := int(d.Weight()); w > 0 {
-			live = append(live, d)
-			g = gcd(g, w)
-		}
-	}
-	if len(live) == 0 {
-		return &maglev{}
-	}
-	type perm struct{ offset, skip, next, turns int }
-	ps := make([]perm, len(live))
-	for i, d := range live {
-		var k [18]byte
-		a := d.Addr.As16()
-		copy(k[:16], a[:])
-		binary.BigEndian.PutUint16(k[16:], d.Port)
-		ps[i] = perm{
-			offset: int(siphash.Hash(mhKeys[0][0], mhKeys[0][1], k[:]) % mhTableSize),
-			skip:   int(siphash.Hash(mhKeys[1][0], mhKeys[1][1], k[:])%(mhTableSize-1)) + 1,
-			turns:  int(d.Weight()) / g,
-		}
-	}
-	m := &maglev{table: make([]*Dest, mhTableSize)}
-	for filled := 0; filled < mhTableSize; {
-		for i := range ps {
-			p := &ps[i]
-			for t := 0; t < p.turns && filled < mhTableSize; t++ {
-				c := (p.offset + p.next*p.skip) % mhTableSize
-				for m.table[c] != nil {
-					p.next++
-					c = (p.offset + p.next*p.skip) % mhTableSize
-				}
-				m.table[c] = live[i]
-				p.next++
-				filled++
-			}
-		}
-	}
-	return m
-}
-
-func gcd(a, b int) int {
-	for b != 0 {
-		a, b = b, a%b
-	}
-	return a
-}
-
-func (m *maglev) pick(client *addr16) *Dest {
-	if m.table == nil {
-		return nil
-	}
-	return m.table[siphash.Hash(mhKeys[0][0], mhKeys[0][1], client[:])%mhTableSize]
 }
 
 // failover is IPVS's fo and ovf. fo: the server with the highest weight

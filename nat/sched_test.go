@@ -346,3 +346,27 @@ func TestFailoverAndOverflow(t *testing.T) {
 		}
 	}
 }
+
+// Every server's permutation is a permutation: an offset in the table and
+// a skip from 1 to its size less one (the size is prime, so the list
+// visits every slot), over 20 000 addresses and ports; and the list of
+// one server does visit every slot.
+func TestMaglevPermutations(t *testing.T) {
+	for i := range 20000 {
+		d := &Dest{Addr: netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), Port: uint16(i * 7)}
+		off, skip := mhPerm(d)
+		if off < 0 || off >= mhTableSize || skip < 1 || skip > mhTableSize-1 {
+			t.Fatalf("%v:%d: offset %d, skip %d", d.Addr, d.Port, off, skip)
+		}
+	}
+	off, skip := mhPerm(schedDests([3]int64{1})[0])
+	seen := make([]bool, mhTableSize)
+	for j := range mhTableSize {
+		seen[(off+j*skip)%mhTableSize] = true
+	}
+	for c, ok := range seen {
+		if !ok {
+			t.Fatalf("slot %d not on the list", c)
+		}
+	}
+}
