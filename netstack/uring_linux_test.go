@@ -36,14 +36,7 @@ func ringTAPQueues(t *testing.T, name string, queues int) ([]tun.Device, int) {
 	if err := os.WriteFile("/proc/sys/net/ipv6/conf/"+name+"/disable_ipv6", []byte("1"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	link, err := netlink.LinkByName(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := netlink.LinkSetUp(link); err != nil {
-		t.Fatal(err)
-	}
-	return devs, link.Attrs().Index
+	return devs, tuntest.Up(t, name)
 }
 
 // ringRig is a stack, not started, over two new TAPs (ringTAPQueues)

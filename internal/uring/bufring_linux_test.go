@@ -29,6 +29,28 @@ const (
 	udWrite = 2 << 32
 )
 
+// armRead makes a buffer ring (NewBufRing's group, entries, slot, lead) and
+// queues a multishot read of fd into it, user data udRead; armSubmitted
+// submits it too.
+func armRead(t *testing.T, r *Ring, fd int, group uint16, entries int, slot, lead uintptr) *BufRing {
+	t.Helper()
+	br, err := r.NewBufRing(group, entries, slot, lead)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.ReadMultishot(fd, br.Group(), udRead)
+	return br
+}
+
+func armSubmitted(t *testing.T, r *Ring, fd int, group uint16, entries int, slot, lead uintptr) *BufRing {
+	t.Helper()
+	br := armRead(t, r, fd, group, entries, slot, lead)
+	if e := r.Submit(); e != 0 {
+		t.Fatalf("Submit: %v", e)
+	}
+	return br
+}
+
 // TestMultishotPipe writes 100 messages into a pipe through the ring, then
 // reads them with one multishot read into a 2-slot buffer ring: the read
 // runs dry of buffers (-ENOBUFS ends it), is re-armed after the slots come
@@ -113,14 +135,7 @@ func TestMultishotPipe(t *testing.T) {
 func TestTaskrunFlag(t *testing.T) {
 	r := newRing(t, 4, 8)
 	rd, wr := pipe(t)
-	br, err := r.NewBufRing(0, 2, 256, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.ReadMultishot(rd, br.Group(), udRead)
-	if e := r.Submit(); e != 0 {
-		t.Fatalf("Submit: %v", e)
-	}
+	br := armSubmitted(t, r, rd, 0, 2, 256, 0)
 	if r.NeedsEnter() || r.Ready() != 0 {
 		t.Fatalf("NeedsEnter %v, %d CQEs ready before any data", r.NeedsEnter(), r.Ready())
 	}
@@ -151,11 +166,7 @@ func TestTaskrunFlag(t *testing.T) {
 func TestReadAllocs(t *testing.T) {
 	r := newRing(t, 4, 64)
 	rd, wr := pipe(t)
-	br, err := r.NewBufRing(1, 8, 128, 16)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.ReadMultishot(rd, br.Group(), udRead)
+	br := armRead(t, r, rd, 1, 8, 128, 16)
 	msg := []byte("0123456789abcdef")
 	var cqes [8]CQE
 	total := 0
@@ -196,14 +207,7 @@ func TestReadAllocs(t *testing.T) {
 func TestCloseCancels(t *testing.T) {
 	r := newRing(t, 4, 8)
 	rd, _ := pipe(t)
-	br, err := r.NewBufRing(0, 2, 256, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.ReadMultishot(rd, br.Group(), udRead)
-	if e := r.Submit(); e != 0 {
-		t.Fatalf("Submit: %v", e)
-	}
+	br := armSubmitted(t, r, rd, 0, 2, 256, 0)
 	if r.Inflight() != 1 {
 		t.Fatalf("inflight %d after arming, want 1", r.Inflight())
 	}
@@ -241,11 +245,7 @@ func TestBid(t *testing.T) {
 func TestPutOrder(t *testing.T) {
 	r := newRing(t, 4, 16)
 	rd, wr := pipe(t)
-	br, err := r.NewBufRing(0, 4, 64, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.ReadMultishot(rd, br.Group(), udRead)
+	br := armRead(t, r, rd, 0, 4, 64, 0)
 	var cqes [4]CQE
 	// readOne writes one message and returns the slot its read filled.
 	readOne := func(i int) uint16 {

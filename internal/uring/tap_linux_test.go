@@ -33,14 +33,7 @@ func openTAP(t *testing.T, name string) (fd, ifindex int) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	link, err := netlink.LinkByName(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := netlink.LinkSetUp(link); err != nil {
-		t.Fatal(err)
-	}
-	return fd, link.Attrs().Index
+	return fd, tuntest.Up(t, name)
 }
 
 // packetSocket is an AF_PACKET socket bound to ifindex for etherTest
@@ -64,11 +57,7 @@ func TestTAPForward(t *testing.T) {
 	r := newRing(t, 16, 64)
 	const headroom = 128 // netstack.Headroom: nat grows headers into it
 	slot := uintptr(headroom+65550+4095) &^ 4095
-	br, err := r.NewBufRing(0, 16, slot, headroom-tun.VNetHdrLen)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.ReadMultishot(fdA, br.Group(), udRead)
+	br := armRead(t, r, fdA, 0, 16, slot, headroom-tun.VNetHdrLen)
 
 	frame := make([]byte, 14+64)
 	copy(frame, []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0, 0, 0, 0, 1})
@@ -152,11 +141,7 @@ func TestTAPTruncated(t *testing.T) {
 	inject := packetSocket(t, idx)
 	r := newRing(t, 4, 16)
 	const slot = 64
-	br, err := r.NewBufRing(0, 4, slot, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.ReadMultishot(fd, br.Group(), udRead)
+	br := armRead(t, r, fd, 0, 4, slot, 0)
 	frame := make([]byte, 200)
 	copy(frame, []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0, 0, 0, 0, 1})
 	binary.BigEndian.PutUint16(frame[12:], etherTest)
@@ -197,14 +182,7 @@ func TestTAPDeleted(t *testing.T) {
 	name := fmt.Sprintf("ud%x", rand.Uint32())
 	fd, _ := openTAP(t, name)
 	r := newRing(t, 4, 16)
-	br, err := r.NewBufRing(0, 4, 4096, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.ReadMultishot(fd, br.Group(), udRead)
-	if e := r.Submit(); e != 0 {
-		t.Fatalf("Submit: %v", e)
-	}
+	br := armSubmitted(t, r, fd, 0, 4, 4096, 0)
 	link, err := netlink.LinkByName(name)
 	if err != nil {
 		t.Fatal(err)

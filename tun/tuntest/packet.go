@@ -3,6 +3,7 @@ package tuntest
 import (
 	"testing"
 
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
 
@@ -28,4 +29,17 @@ func PacketSocket(t testing.TB, ifindex int, proto uint16) int {
 		t.Fatal(err)
 	}
 	return s
+}
+
+// Up sets the interface called name up and returns its index.
+func Up(t testing.TB, name string) int {
+	t.Helper()
+	link, err := netlink.LinkByName(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := netlink.LinkSetUp(link); err != nil {
+		t.Fatal(err)
+	}
+	return link.Attrs().Index
 }
