@@ -370,3 +370,17 @@ func TestMaglevPermutations(t *testing.T) {
 		}
 	}
 }
+
+// Weights 3 and 1 fill the table in rounds of 4 slots, 3 then 1: 1023
+// whole rounds and one slot more, the weight-3 server's, so exactly 3070
+// and 1023 slots; the round that fills the last slot takes no more.
+func TestMaglevRoundsFillExactly(t *testing.T) {
+	ds := schedDests([3]int64{3}, [3]int64{1})
+	n := map[*Dest]int{}
+	for _, d := range newMaglev(ds).table {
+		n[d]++
+	}
+	if n[ds[0]] != 3070 || n[ds[1]] != 1023 {
+		t.Fatalf("weights 3 and 1: %d and %d slots, want 3070 and 1023", n[ds[0]], n[ds[1]])
+	}
+}
