@@ -115,10 +115,7 @@ func ringForward(t *testing.T, mode string) {
 		t.Errorf("%s: %v allocations per forwarded frame, want 0", mode, a)
 	}
 	// Counters are the poller's or the reader's: wait on them, bounded.
-	deadline := time.Now().Add(2 * time.Second)
-	for st.Client.Stats()[0].Forwarded.Load() < 1002 && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
-	}
+	within(2*time.Second, func() bool { return st.Client.Stats()[0].Forwarded.Load() >= 1002 })
 	if f := st.Client.Stats()[0].Forwarded.Load(); f != 1002 {
 		t.Errorf("%s: forwarded %d, want 1002", mode, f)
 	}
@@ -210,10 +207,7 @@ func TestRingCloseInFlight(t *testing.T) {
 				}
 			}
 		}()
-		deadline := time.Now().Add(2 * time.Second)
-		for st.Client.Stats()[0].Received.Load() < 50 && time.Now().Before(deadline) {
-			time.Sleep(100 * time.Microsecond)
-		}
+		within(2*time.Second, func() bool { return st.Client.Stats()[0].Received.Load() >= 50 })
 		if r := st.Client.Stats()[0].Received.Load(); r < 50 {
 			close(stop)
 			<-done
@@ -223,6 +217,22 @@ func TestRingCloseInFlight(t *testing.T) {
 		close(stop)
 		<-done
 	}
+}
+
+// within reports whether cond holds within d, checking every 100 µs (a
+// counter another thread moves): the caller checks what it waited for.
+func within(d time.Duration, cond func() bool) bool {
+	tick := time.NewTicker(100 * time.Microsecond)
+	defer tick.Stop()
+	deadline := time.After(d)
+	for !cond() {
+		select {
+		case <-tick.C:
+		case <-deadline:
+			return cond()
+		}
+	}
+	return true
 }
 
 // forwardOne sends frame into the client TAP (inject) and waits for it on
