@@ -106,13 +106,12 @@ type testbed struct {
 	logf  *os.File    // the servers' output, quoted when a measurement fails
 	procs []*exec.Cmd // the servers and HAProxy
 	d     *daemon.Daemon
-	// syncOn: d runs with the sync: section (the tapvs+sync path's), and
-	// peer is its peer, once started (sync.go); io is d's interfaces.io
-	// when a path set one, "" with the run's.
-	syncOn bool
-	io     string
-	peer   *exec.Cmd
-	paths  []Path
+	// running is how d runs (with the tapvs+sync path's sync: section, a
+	// path's own interfaces.io), and peer is its sync peer, once started
+	// (sync.go).
+	running variant
+	peer    *exec.Cmd
+	paths   []Path
 	// undo holds what close runs, last first: each step of setup adds its
 	// own undoing once it has succeeded, so a failed setup can undo exactly
 	// what it did, and close after a run tears down in the reverse order.
@@ -320,7 +319,7 @@ func (tb *testbed) startTapvs(ctx context.Context, o Options, v variant) error {
 	if tb.d, err = tb.top.StartTapvs(ctx, cfg, o.Log); err != nil {
 		return err
 	}
-	tb.syncOn, tb.io = v.sync, v.io
+	tb.running = v
 	return nil
 }
 

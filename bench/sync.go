@@ -190,7 +190,7 @@ func (tb *testbed) startSyncPeer(ctx context.Context) error {
 // runs another way; with sync it returns once the peer is alive for it.
 func (tb *testbed) useVariant(ctx context.Context, o Options, v variant) error {
 	on := v.sync
-	if tb.syncOn == on && tb.io == v.io {
+	if tb.running == v {
 		return nil
 	}
 	if on && tb.peer == nil {
