@@ -388,6 +388,7 @@ func TestFramesAndPanicCounter(t *testing.T) {
 	// reader would.
 	st.Server.Stats()[0].Panics.Add(2)
 	st.Server.Stats()[0].Released.Add(3) // held frames a server's SYN-ACK let go
+	st.Client.Stats()[0].Truncated.Add(4) // reads the kernel cut short
 
 	s, err := Serve("127.0.0.1:0", New(bal, st, nil), quiet)
 	if err != nil {
@@ -404,6 +405,7 @@ tapvs_frames_total{queue="0",result="passed",side="client"} 0
 tapvs_frames_total{queue="0",result="held",side="client"} 0
 tapvs_frames_total{queue="0",result="released",side="client"} 0
 tapvs_frames_total{queue="0",result="dropped",side="client"} 1
+tapvs_frames_total{queue="0",result="truncated",side="client"} 4
 tapvs_frames_total{queue="0",result="tx_error",side="client"} 0
 tapvs_frames_total{queue="0",result="panic",side="client"} 0
 tapvs_frames_total{queue="0",result="handed_off",side="client"} 0
@@ -414,6 +416,7 @@ tapvs_frames_total{queue="0",result="passed",side="server"} 0
 tapvs_frames_total{queue="0",result="held",side="server"} 0
 tapvs_frames_total{queue="0",result="released",side="server"} 3
 tapvs_frames_total{queue="0",result="dropped",side="server"} 0
+tapvs_frames_total{queue="0",result="truncated",side="server"} 0
 tapvs_frames_total{queue="0",result="tx_error",side="server"} 0
 tapvs_frames_total{queue="0",result="panic",side="server"} 2
 tapvs_frames_total{queue="0",result="handed_off",side="server"} 0

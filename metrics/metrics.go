@@ -225,6 +225,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 				counter(dFrames, qs.Stolen.Load(), append(l, "held")...)
 				counter(dFrames, qs.Released.Load(), append(l, "released")...)
 				counter(dFrames, qs.Dropped.Load(), append(l, "dropped")...)
+				counter(dFrames, qs.Truncated.Load(), append(l, "truncated")...)
 				counter(dFrames, qs.TxErrors.Load(), append(l, "tx_error")...)
 				counter(dFrames, qs.Panics.Load(), append(l, "panic")...)
 				counter(dFrames, qs.HandedOff.Load(), append(l, "handed_off")...)

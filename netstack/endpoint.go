@@ -53,6 +53,7 @@ type QueueStats struct {
 	Stolen    atomic.Uint64 // frames the balancer kept (held until a server answers) or spent (a server's SYN-ACK)
 	Released  atomic.Uint64 // held frames the balancer let go, sent back out this side (nat.Release)
 	Dropped   atomic.Uint64 // frames the balancer dropped (reasons in nat.Stats)
+	Truncated atomic.Uint64 // reads the balancer never saw: cut short by the kernel, or shorter than the virtio-net header
 	TxErrors  atomic.Uint64 // frames a device refused
 	Panics    atomic.Uint64 // frames dropped because processing them panicked (a bug, see queue.frame)
 	HandedOff atomic.Uint64 // client frames no connection here holds, handed to the cluster's other instances (nat.Handoff)

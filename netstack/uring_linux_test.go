@@ -580,3 +580,28 @@ func TestRingIdle(t *testing.T) {
 		t.Errorf("the idle pollers slept %d times in %v, want 20 (woken every %d ms)", s1-s0, wall, pollWait)
 	}
 }
+
+// A read the balancer must not see is one that filled its slot's whole
+// buffer (the kernel cut the frame short) or is shorter than the
+// virtio-net header; every other length is the frame's, the header off.
+func TestRingFrameLen(t *testing.T) {
+	for _, h := range []int{0, tun.VNetHdrLen} {
+		whole := ringSlot - (Headroom - h) // the read's buffer
+		for _, c := range []struct {
+			res  int
+			n    int
+			seen bool
+		}{
+			{h, 0, true}, {h + 60, 60, true}, {whole - 1, whole - 1 - h, true},
+			{whole, 0, false}, {whole + 1, 0, false}, {h - 1, 0, false},
+		} {
+			if c.res < 0 { // no header: nothing is shorter
+				continue
+			}
+			n, ok := ringFrameLen(c.res, h)
+			if ok != c.seen || (ok && n != c.n) {
+				t.Errorf("header %d, read of %d: (%d, %v), want (%d, %v)", h, c.res, n, ok, c.n, c.seen)
+			}
+		}
+	}
+}
