@@ -157,13 +157,14 @@ type Result struct {
 }
 
 // FloodResult is the flood workload's figures: medians of the runs, but
-// HalfOpenMax, the most any run saw.
+// HalfOpenMax and HalfOpenStuckMax, the most any run saw.
 type FloodResult struct {
 	Runs                    int
 	BaseCPS, FloodCPS       float64 // legitimate short connections/s without and with the flood
 	Ratio                   float64 // FloodCPS/BaseCPS, the median of each run's
 	SynPerSec               float64 // spoofed SYNs/s the flood sent
 	HalfOpenMax             int     // the real servers' SYN-RECV sockets
+	HalfOpenStuckMax        int     // of those, the ones that retransmitted their SYN-ACK: no one answered within 1 s
 	Frames, TxDropped       float64 // frames the client-side device was given during the flood, and those it dropped
 	RetransSegs, SynRetrans float64 // the legitimate clients' TCP retransmits, and of those SYNs
 }

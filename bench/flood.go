@@ -26,10 +26,10 @@ import (
 
 // floodStats is what the flood workload counts, from one run.
 type floodStats struct {
-	base, flood float64 // legitimate short connections/s without and with the flood
-	synPerSec   float64 // spoofed SYNs/s hping3 sent
-	halfOpen    int     // the real servers' SYN-RECV sockets, the most seen in one sample
-	probe               // the counters' rise during the flood
+	base, flood float64  // legitimate short connections/s without and with the flood
+	synPerSec   float64  // spoofed SYNs/s hping3 sent
+	halfOpen    halfOpen // the real servers' SYN-RECV sockets, the most seen in one sample
+	probe                // the counters' rise during the flood
 }
 
 // probe is a moment's counters in the client's namespace: the client-side
@@ -125,17 +125,55 @@ func (c netnsClient) flood(ctx context.Context, to netip.AddrPort) (stop func() 
 	}, nil
 }
 
+// halfOpen counts SYN-RECV sockets: all of them, and those that have
+// retransmitted their SYN-ACK (stuck), which no peer answered within the
+// kernel's first retransmit timeout (1 s). A balancer's own handshakes
+// with the server complete in well under that, so a sample catches some
+// in flight; a spoofed SYN let through to a server is stuck until it
+// expires, so a SYN proxy must keep stuck at 0.
+type halfOpen struct{ open, stuck int }
+
+func (h halfOpen) max(o halfOpen) halfOpen {
+	return halfOpen{max(h.open, o.open), max(h.stuck, o.stuck)}
+}
+
 // halfOpen sums the real servers' SYN-RECV sockets.
-func (c netnsClient) halfOpen(ctx context.Context) (int, error) {
-	n := 0
+func (c netnsClient) halfOpen(ctx context.Context) (halfOpen, error) {
+	var n halfOpen
 	for _, ns := range c.servers {
-		out, err := run(ctx, ns, "ss", "-Htan", "state", "syn-recv")
+		out, err := run(ctx, ns, "ss", "-Htano", "state", "syn-recv")
 		if err != nil {
-			return 0, err
+			return halfOpen{}, err
 		}
-		n += countSS(out)
+		h := countSynRecv(out)
+		n.open, n.stuck = n.open+h.open, n.stuck+h.stuck
 	}
 	return n, nil
+}
+
+// countSynRecv reads `ss -Htano state syn-recv`: a socket a line, each
+// with its timer as iproute2's ss prints it, "timer:(on,980ms,0)", the
+// last figure the SYN-ACK's retransmits. A line without a timer counts as
+// open, not stuck.
+func countSynRecv(out []byte) halfOpen {
+	var h halfOpen
+	for l := range bytes.Lines(out) {
+		if len(bytes.TrimSpace(l)) == 0 {
+			continue
+		}
+		h.open++
+		_, t, ok := bytes.Cut(l, []byte("timer:("))
+		if !ok {
+			continue
+		}
+		t, _, ok = bytes.Cut(t, []byte(")"))
+		if i := bytes.LastIndexByte(t, ','); ok && i >= 0 {
+			if n, err := strconv.Atoi(string(t[i+1:])); err == nil && n > 0 {
+				h.stuck++
+			}
+		}
+	}
+	return h
 }
 
 // probe reads dev's transmit counters and the TCP retransmits in the
@@ -199,14 +237,14 @@ func measureFlood(ctx context.Context, c client, p Path, sec string) (floodStats
 	}
 	defer stop()
 	sctx, cancel := context.WithCancel(ctx)
-	sampled := make(chan int)
+	sampled := make(chan halfOpen)
 	go func() {
-		most := 0
+		var most halfOpen
 		t := time.NewTicker(500 * time.Millisecond)
 		defer t.Stop()
 		for {
 			if n, err := c.halfOpen(sctx); err == nil {
-				most = max(most, n)
+				most = most.max(n)
 			}
 			select {
 			case <-sctx.Done():

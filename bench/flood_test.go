@@ -45,6 +45,29 @@ func TestCountSS(t *testing.T) {
 	}
 }
 
+// ss -Htano's SYN-RECV lines (iproute2 6.x, testdata/ss-syn-recv-timers.txt):
+// every line is a half-open socket, and stuck when its timer shows a
+// SYN-ACK retransmit.
+func TestCountSynRecv(t *testing.T) {
+	if h := countSynRecv(testdata(t, "ss-syn-recv-timers.txt")); h != (halfOpen{open: 4, stuck: 2}) {
+		t.Errorf("%+v, want 4 open, 2 stuck", h)
+	}
+	for in, want := range map[string]halfOpen{
+		"":                                   {},
+		"  \n\n":                             {},
+		"0 0 10.0.0.1:80 10.0.0.2:1\n":       {open: 1}, // no timer
+		"0 0 a b timer:(on,1.2sec,1\n":       {open: 1}, // cut short
+		"0 0 a b timer:(on,1.2sec,x)\n":      {open: 1},
+		"0 0 a b timer:(on,1.2sec,0)\n":      {open: 1},
+		"0 0 a b timer:(on,1.2sec,12)\nx\n":  {open: 2, stuck: 1},
+		"0 0 a b timer:(on,1.2sec,1) zz\n\n": {open: 1, stuck: 1},
+	} {
+		if h := countSynRecv([]byte(in)); h != want {
+			t.Errorf("%q: %+v, want %+v", in, h, want)
+		}
+	}
+}
+
 func TestParseNstat(t *testing.T) {
 	m, err := parseNstat(testdata(t, "nstat.txt"), "TcpRetransSegs", "TcpExtTCPSynRetrans")
 	if err != nil {
@@ -81,7 +104,7 @@ type floodFake struct {
 	mu          sync.Mutex
 	underFlood  []wrkResult
 	synPerSec   []float64
-	halfOpens   []int // one run's sample; every sample of the run reads it
+	halfOpens   []halfOpen // one run's sample; every sample of the run reads it
 	probes      []probe
 	flooding    bool
 	halfOpenRun int
@@ -120,7 +143,7 @@ func (f *fakeClient) flood(_ context.Context, to netip.AddrPort) (func() (float6
 	}, nil
 }
 
-func (f *fakeClient) halfOpen(context.Context) (int, error) {
+func (f *fakeClient) halfOpen(context.Context) (halfOpen, error) {
 	f.ff.mu.Lock()
 	defer f.ff.mu.Unlock()
 	f.ff.samples++
@@ -154,7 +177,7 @@ func TestMeasureFlood(t *testing.T) {
 	f := &fakeClient{cpu: &cpu, short: []wrkResult{{rps: 1000, requests: 1}, {rps: 2000, requests: 1}, {rps: 1000, requests: 1}}}
 	f.ff.underFlood = []wrkResult{{rps: 100}, {rps: 1000}, {rps: 500}} // ratios 0.1, 0.5, 0.5
 	f.ff.synPerSec = []float64{70000, 60000, 80000}
-	f.ff.halfOpens = []int{0, 3, 1}
+	f.ff.halfOpens = []halfOpen{{0, 0}, {3, 0}, {1, 1}}
 	f.ff.probes = []probe{
 		{txPackets: 10, txDropped: 1, retransSegs: 5, synRetrans: 2}, {txPackets: 1010, txDropped: 101, retransSegs: 205, synRetrans: 62}, // 1100 frames, 100 dropped, 200 (60)
 		{txPackets: 0, txDropped: 0}, {txPackets: 500, txDropped: 0, retransSegs: 10, synRetrans: 0}, // 500, 0, 10 (0)
@@ -164,7 +187,7 @@ func TestMeasureFlood(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := FloodResult{Runs: 3, BaseCPS: 1000, FloodCPS: 500, Ratio: 0.5, SynPerSec: 70000, HalfOpenMax: 3,
+	want := FloodResult{Runs: 3, BaseCPS: 1000, FloodCPS: 500, Ratio: 0.5, SynPerSec: 70000, HalfOpenMax: 3, HalfOpenStuckMax: 1,
 		Frames: 1100, TxDropped: 100, RetransSegs: 200, SynRetrans: 60}
 	if r.Flood != want {
 		t.Errorf("got  %+v\nwant %+v", r.Flood, want)
@@ -195,7 +218,7 @@ func TestMeasureFloodOnlySynproxy(t *testing.T) {
 func TestMeasureFloodFailureStopsFlood(t *testing.T) {
 	var cpu float64
 	f := &fakeClient{cpu: &cpu, short: []wrkResult{{rps: 1000, requests: 1}}, fail: "flood-wrk 10.0.0.1:80"}
-	f.ff.synPerSec, f.ff.halfOpens, f.ff.probes = []float64{1}, []int{0}, []probe{{}, {}}
+	f.ff.synPerSec, f.ff.halfOpens, f.ff.probes = []float64{1}, []halfOpen{{}}, []probe{{}, {}}
 	_, err := measure(context.Background(), f, floodPath(), Options{Duration: time.Second, Workloads: []string{"flood"}})
 	if err == nil || !strings.Contains(err.Error(), "flood") {
 		t.Errorf("error %v, want the flood's", err)

@@ -199,7 +199,7 @@ type client interface {
 	// The flood workload's (flood.go).
 	shortUnderFlood(ctx context.Context, to netip.AddrPort, sec string) (wrkResult, error)
 	flood(ctx context.Context, to netip.AddrPort) (stop func() (synPerSec float64, err error), err error)
-	halfOpen(ctx context.Context) (int, error)
+	halfOpen(ctx context.Context) (halfOpen, error)
 	probe(ctx context.Context, dev string) (probe, error)
 	// The sustained workload's (sustained.go).
 	sustained(ctx context.Context, to netip.AddrPort, d time.Duration) (sustainedRun, error)
@@ -329,7 +329,8 @@ func (s *samples) result(path string) Result {
 }
 
 // floodResult is the median of each flood figure's runs, but the
-// half-open count is the most any run saw: a SYN proxy must keep it at 0.
+// half-open counts are the most any run saw: a SYN proxy must keep the
+// stuck ones at 0.
 func (s *samples) floodResult() FloodResult {
 	if len(s.flood) == 0 {
 		return FloodResult{}
@@ -343,7 +344,7 @@ func (s *samples) floodResult() FloodResult {
 		}
 		frames, dropped = append(frames, float64(f.txPackets+f.txDropped)), append(dropped, float64(f.txDropped))
 		retrans, synRetrans = append(retrans, float64(f.retransSegs)), append(synRetrans, float64(f.synRetrans))
-		r.HalfOpenMax = max(r.HalfOpenMax, f.halfOpen)
+		r.HalfOpenMax, r.HalfOpenStuckMax = max(r.HalfOpenMax, f.halfOpen.open), max(r.HalfOpenStuckMax, f.halfOpen.stuck)
 	}
 	r.BaseCPS, r.FloodCPS, r.Ratio, r.SynPerSec = median(base), median(flood), median(ratio), median(syn)
 	r.Frames, r.TxDropped = median(frames), median(dropped)

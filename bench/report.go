@@ -167,14 +167,14 @@ func floodTable(b *strings.Builder, rs []Result) {
 		return
 	}
 	b.WriteString("\nLegitimate short connections (wrk, 32 connections) during an hping3 SYN flood from random sources (`-S --flood --rand-source`) from the same namespace:\n\n")
-	b.WriteString("| path | no flood conns/s | flood conns/s | ratio | flood SYN/s sent | real servers' half-open, max | client-side device tx drops (of frames) | wrk's TCP retransmits (SYN) |\n")
+	b.WriteString("| path | no flood conns/s | flood conns/s | ratio | flood SYN/s sent | real servers' half-open, max (stuck) | client-side device tx drops (of frames) | wrk's TCP retransmits (SYN) |\n")
 	b.WriteString("|---|---|---|---|---|---|---|---|\n")
 	for _, r := range fl {
 		f := r.Flood
 		drops := fmt.Sprintf("%.0f (of %.0f, %.1f%%)", f.TxDropped, f.Frames, 100*f.TxDropped/max(f.Frames, 1))
-		fmt.Fprintf(b, "| %s | %.0f | %.0f | %.2f× | %.0f | %d | %s | %.0f (%.0f) |\n", r.Path, f.BaseCPS, f.FloodCPS, f.Ratio, f.SynPerSec, f.HalfOpenMax, drops, f.RetransSegs, f.SynRetrans)
+		fmt.Fprintf(b, "| %s | %.0f | %.0f | %.2f× | %.0f | %d (%d) | %s | %.0f (%.0f) |\n", r.Path, f.BaseCPS, f.FloodCPS, f.Ratio, f.SynPerSec, f.HalfOpenMax, f.HalfOpenStuckMax, drops, f.RetransSegs, f.SynRetrans)
 	}
-	b.WriteString("\nRatio: the median of each run's flood/no-flood ratio, the no-flood run just before its flood run. Half-open: `ss -tan state syn-recv` on both real servers every 0.5 s, the most seen in any run. Drops: frames the transmit queue of the client namespace's device towards the balancer (tapvs's TAP, the kernel paths' veth) dropped before the balancer read them. Retransmits: `nstat` TcpRetransSegs (TcpExtTCPSynRetrans) in the client's namespace, each a stall of 200 ms to 1 s for a legitimate connection.\n")
+	b.WriteString("\nRatio: the median of each run's flood/no-flood ratio, the no-flood run just before its flood run. Half-open: `ss -tano state syn-recv` on both real servers every 0.5 s, the most seen in any run; stuck: those whose SYN-ACK the server had retransmitted, unanswered for 1 s (a balancer's own handshakes in flight are not; a spoofed SYN let through is). Drops: frames the transmit queue of the client namespace's device towards the balancer (tapvs's TAP, the kernel paths' veth) dropped before the balancer read them. Retransmits: `nstat` TcpRetransSegs (TcpExtTCPSynRetrans) in the client's namespace, each a stall of 200 ms to 1 s for a legitimate connection.\n")
 }
 
 // sustainedTable renders the sustained workload's figures, when it ran.
