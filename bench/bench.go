@@ -62,6 +62,10 @@ type Options struct {
 	// (the kernel's default is 1000 frames): the TAPs' transmit queue is
 	// where frames wait for tapvs to read them.
 	TxQueueLen int
+	// FloodRate, when set, paces the flood workload's spoofed SYNs at this
+	// many a second from a raw socket, the same for every path, instead of
+	// hping3 --flood's as-fast-as-it-can (paced.go says why).
+	FloodRate int
 }
 
 // PathNames and WorkloadNames are what Options.Paths and Options.Workloads
@@ -90,6 +94,9 @@ func (o Options) Check() error {
 	}
 	if o.Queues < 0 || o.Queues > 64 {
 		return fmt.Errorf("queues: %d is not a queue count (1-64, 0 for 1)", o.Queues)
+	}
+	if o.FloodRate < 0 || o.FloodRate > 1_000_000 {
+		return fmt.Errorf("flood-rate: %d is not a rate of SYN/s (1-1000000, 0 for hping3 --flood)", o.FloodRate)
 	}
 	if o.Sustained != 0 && o.Sustained < MinSustained {
 		return fmt.Errorf("sustained: %s is under %s: two of the client's TIME_WAIT periods (60 s) at least", o.Sustained, MinSustained)
@@ -160,6 +167,7 @@ type Result struct {
 // HalfOpenMax and HalfOpenStuckMax, the most any run saw.
 type FloodResult struct {
 	Runs                    int
+	Paced                   int     // the SYN/s asked for (Options.FloodRate); 0: hping3 --flood
 	BaseCPS, FloodCPS       float64 // legitimate short connections/s without and with the flood
 	Ratio                   float64 // FloodCPS/BaseCPS, the median of each run's
 	SynPerSec               float64 // spoofed SYNs/s the flood sent

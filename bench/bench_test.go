@@ -31,6 +31,9 @@ func TestCheck(t *testing.T) {
 		{Options{Queues: 65}, "queues"},
 		{Options{TxQueueLen: -1}, "tap-txqueuelen"},
 		{Options{TxQueueLen: 100001}, "tap-txqueuelen"},
+		{Options{FloodRate: 1_000_000}, ""},
+		{Options{FloodRate: -1}, "flood-rate"},
+		{Options{FloodRate: 1_000_001}, "flood-rate"},
 		{Options{Sustained: 2 * time.Minute}, ""},
 		{Options{Sustained: 90 * time.Second}, "sustained: 1m30s is under 2m0s"},
 	} {

@@ -98,9 +98,12 @@ func parseNstat(out []byte, names ...string) (map[string]uint64, error) {
 	return got, nil
 }
 
-// flood starts hping3 towards to; stop interrupts it and returns the SYNs/s
-// it sent.
-func (c netnsClient) flood(ctx context.Context, to netip.AddrPort) (stop func() (float64, error), err error) {
+// flood starts hping3 towards to, or a paced flood at rate; stop ends it
+// and returns the SYNs/s it sent.
+func (c netnsClient) flood(ctx context.Context, to netip.AddrPort, rate int) (stop func() (float64, error), err error) {
+	if rate > 0 {
+		return pacedFlood(c.ns, to, rate)
+	}
 	var out bytes.Buffer
 	cmd := exec.Command("ip", append([]string{"netns", "exec", c.ns}, floodArgs(to)...)...)
 	cmd.Stdout, cmd.Stderr = &out, &out
@@ -220,7 +223,7 @@ func (c netnsClient) shortUnderFlood(ctx context.Context, to netip.AddrPort, sec
 // measureFlood runs the flood workload once through p: the short
 // connections without the flood, then with it, the half-open connections
 // sampled meanwhile.
-func measureFlood(ctx context.Context, c client, p Path, sec string) (floodStats, error) {
+func measureFlood(ctx context.Context, c client, p Path, sec string, rate int) (floodStats, error) {
 	var s floodStats
 	w, err := c.wrk(ctx, p.HTTP, sec, true, 32)
 	if err != nil {
@@ -231,7 +234,7 @@ func measureFlood(ctx context.Context, c client, p Path, sec string) (floodStats
 	if err != nil {
 		return s, err
 	}
-	stop, err := c.flood(ctx, p.HTTP)
+	stop, err := c.flood(ctx, p.HTTP, rate)
 	if err != nil {
 		return s, err
 	}

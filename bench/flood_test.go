@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
@@ -123,10 +124,14 @@ func (f *fakeClient) shortUnderFlood(_ context.Context, to netip.AddrPort, _ str
 	return pop(&f.ff.underFlood), nil
 }
 
-func (f *fakeClient) flood(_ context.Context, to netip.AddrPort) (func() (float64, error), error) {
+func (f *fakeClient) flood(_ context.Context, to netip.AddrPort, rate int) (func() (float64, error), error) {
 	f.ff.mu.Lock()
 	defer f.ff.mu.Unlock()
-	if err := f.call("hping3 " + to.String()); err != nil {
+	name := "hping3 "
+	if rate > 0 {
+		name = fmt.Sprintf("paced %d ", rate)
+	}
+	if err := f.call(name + to.String()); err != nil {
 		return nil, err
 	}
 	f.ff.flooding = true
@@ -228,5 +233,29 @@ func TestMeasureFloodFailureStopsFlood(t *testing.T) {
 	}
 	if !errors.Is(err, errTool) {
 		t.Errorf("the tool's error is not wrapped: %v", err)
+	}
+}
+
+// With --flood-rate the flood is the paced one at that rate, and the
+// report says so.
+func TestMeasureFloodPaced(t *testing.T) {
+	var cpu float64
+	f := &fakeClient{cpu: &cpu, short: []wrkResult{{rps: 1000, requests: 1}}}
+	f.ff.underFlood = []wrkResult{{rps: 700}}
+	f.ff.synPerSec, f.ff.halfOpens, f.ff.probes = []float64{29990}, []halfOpen{{}}, []probe{{}, {}}
+	r, err := measure(context.Background(), f, floodPath(), Options{Runs: 1, Duration: time.Second, Workloads: []string{"flood"}, FloodRate: 30000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(f.calls, "paced 30000 10.0.0.1:80") || slices.Contains(f.calls, "hping3 10.0.0.1:80") {
+		t.Errorf("ran %q, want the paced flood", f.calls)
+	}
+	if r.Flood.Paced != 30000 || r.Flood.SynPerSec != 29990 || r.Flood.Ratio != 0.7 {
+		t.Errorf("%+v", r.Flood)
+	}
+	var b strings.Builder
+	floodTable(&b, []Result{r})
+	if !strings.Contains(b.String(), "paced at 30000 SYN/s") || strings.Contains(b.String(), "hping3") {
+		t.Errorf("the table does not say the flood was paced:\n%s", b.String())
 	}
 }

@@ -198,7 +198,9 @@ type client interface {
 	wrk(ctx context.Context, to netip.AddrPort, sec string, close bool, conns int) (wrkResult, error)
 	// The flood workload's (flood.go).
 	shortUnderFlood(ctx context.Context, to netip.AddrPort, sec string) (wrkResult, error)
-	flood(ctx context.Context, to netip.AddrPort) (stop func() (synPerSec float64, err error), err error)
+	// flood floods to with hping3 --flood, or at rate SYN/s when rate > 0
+	// (paced.go).
+	flood(ctx context.Context, to netip.AddrPort, rate int) (stop func() (synPerSec float64, err error), err error)
 	halfOpen(ctx context.Context) (halfOpen, error)
 	probe(ctx context.Context, dev string) (probe, error)
 	// The sustained workload's (sustained.go).
@@ -287,11 +289,11 @@ func measureInto(ctx context.Context, c client, p Path, o Options, s *samples) e
 			s.udp = append(s.udp, pps)
 		}
 		if p.Synproxy && o.wants("flood") {
-			f, err := measureFlood(ctx, c, p, sec)
+			f, err := measureFlood(ctx, c, p, sec, o.FloodRate)
 			if err != nil {
 				return fmt.Errorf("flood: %w", err)
 			}
-			s.flood = append(s.flood, f)
+			s.flood, s.floodRate = append(s.flood, f), o.FloodRate
 		}
 		if o.wants("sustained") {
 			r, err := c.sustained(ctx, p.HTTP, max(o.Sustained, MinSustained))
@@ -310,6 +312,7 @@ type samples struct {
 	flood                                                                 []floodStats
 	sustained                                                             []sustainedRun
 	sync                                                                  []SyncRun
+	floodRate                                                             int // Options.FloodRate of the flood runs
 }
 
 // result is the median of each figure's runs.
@@ -336,7 +339,7 @@ func (s *samples) floodResult() FloodResult {
 		return FloodResult{}
 	}
 	var base, flood, ratio, syn, frames, dropped, retrans, synRetrans []float64
-	r := FloodResult{Runs: len(s.flood)}
+	r := FloodResult{Runs: len(s.flood), Paced: s.floodRate}
 	for _, f := range s.flood {
 		base, flood, syn = append(base, f.base), append(flood, f.flood), append(syn, f.synPerSec)
 		if f.base > 0 {

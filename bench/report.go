@@ -166,7 +166,11 @@ func floodTable(b *strings.Builder, rs []Result) {
 	if len(fl) == 0 {
 		return
 	}
-	b.WriteString("\nLegitimate short connections (wrk, 32 connections) during an hping3 SYN flood from random sources (`-S --flood --rand-source`) from the same namespace:\n\n")
+	if rate := fl[0].Flood.Paced; rate > 0 {
+		fmt.Fprintf(b, "\nLegitimate short connections (wrk, 32 connections) during a SYN flood from random sources paced at %d SYN/s (`--flood-rate`), from a raw socket in the same namespace:\n\n", rate)
+	} else {
+		b.WriteString("\nLegitimate short connections (wrk, 32 connections) during an hping3 SYN flood from random sources (`-S --flood --rand-source`) from the same namespace:\n\n")
+	}
 	b.WriteString("| path | no flood conns/s | flood conns/s | ratio | flood SYN/s sent | real servers' half-open, max (stuck) | client-side device tx drops (of frames) | wrk's TCP retransmits (SYN) |\n")
 	b.WriteString("|---|---|---|---|---|---|---|---|\n")
 	for _, r := range fl {

@@ -139,7 +139,7 @@ func setup(ctx context.Context, o Options) (_ *testbed, err error) {
 			return nil, fmt.Errorf("iperf3 is missing (the iperf1, iperf4 and udp workloads'): apt-get install -y iperf3, or leave them out with --workloads")
 		}
 	}
-	if o.wants("flood") {
+	if o.wants("flood") && o.FloodRate == 0 {
 		if _, err := exec.LookPath("hping3"); err != nil {
 			return nil, fmt.Errorf("hping3 is missing (the flood workload's SYN flood): apt-get install -y hping3, or leave out --workloads flood")
 		}

@@ -276,7 +276,7 @@ iproute2 nftables iperf3 wrk haproxy nginx-light, and hping3 for the flood
 			if err := o.Check(); err != nil {
 				return err
 			}
-			if err := ensurePackages(len(o.Workloads) == 0 || slices.Contains(o.Workloads, "flood"), o.WantsIperf()); err != nil {
+			if err := ensurePackages(o.FloodRate == 0 && (len(o.Workloads) == 0 || slices.Contains(o.Workloads, "flood")), o.WantsIperf()); err != nil {
 				return err
 			}
 			o.Log = newLogger("warn", "text")
@@ -294,6 +294,7 @@ iproute2 nftables iperf3 wrk haproxy nginx-light, and hping3 for the flood
 	c.Flags().StringVar(&o.IO, "io", "", "tapvs's interfaces.io during the run: syscalls, uring or auto (empty: the default)")
 	c.Flags().IntVar(&o.Queues, "queues", 1, "tapvs's queues per TAP (interfaces.*.queues)")
 	c.Flags().IntVar(&o.TxQueueLen, "tap-txqueuelen", 0, "tapvs's interfaces.*.txqueuelen: the TAPs' transmit queue in frames, where they wait for tapvs (0: the kernel's default, 1000)")
+	c.Flags().IntVar(&o.FloodRate, "flood-rate", 0, "pace the flood workload's spoofed SYNs at this many a second, the same for every path (0: hping3 --flood, as fast as it sends)")
 	c.Flags().DurationVar(&o.Sustained, "sustained", 150*time.Second, "length of the sustained workload (--workloads sustained), at least 2m")
 	c.Flags().StringVar(&o.ProfileDir, "cpuprofile", "", "write a CPU profile of tapvs per tapvs path into this directory")
 	return c
