@@ -82,6 +82,9 @@ func (k ServiceKey) escPath() string {
 
 func (c *Client) Info() (i Info, err error)          { return i, c.do("GET", "/v1/info", nil, &i) }
 func (c *Client) Services() (s []Service, err error) { return s, c.do("GET", "/v1/services", nil, &s) }
+func (c *Client) ServicesAsAdded() (s []Service, err error) {
+	return s, c.do("GET", "/v1/services?order=added", nil, &s)
+}
 func (c *Client) Conns() (cs []Conn, err error)      { return cs, c.do("GET", "/v1/conns", nil, &cs) }
 func (c *Client) Timeouts() (t Timeouts, err error)  { return t, c.do("GET", "/v1/timeouts", nil, &t) }
 func (c *Client) SetTimeouts(t Timeouts) error       { return c.do("PUT", "/v1/timeouts", t, nil) }
