@@ -82,9 +82,6 @@ func (k ServiceKey) escPath() string {
 
 func (c *Client) Info() (i Info, err error)          { return i, c.do("GET", "/v1/info", nil, &i) }
 func (c *Client) Services() (s []Service, err error) { return s, c.do("GET", "/v1/services", nil, &s) }
-func (c *Client) ServicesAsAdded() (s []Service, err error) {
-	return s, c.do("GET", "/v1/services?order=added", nil, &s)
-}
 func (c *Client) Conns() (cs []Conn, err error)      { return cs, c.do("GET", "/v1/conns", nil, &cs) }
 func (c *Client) Timeouts() (t Timeouts, err error)  { return t, c.do("GET", "/v1/timeouts", nil, &t) }
 func (c *Client) SetTimeouts(t Timeouts) error       { return c.do("PUT", "/v1/timeouts", t, nil) }
@@ -108,6 +105,12 @@ func (c *Client) AddLocalAddr(k ServiceKey, addr string) error {
 }
 func (c *Client) DeleteLocalAddr(k ServiceKey, addr string) error {
 	return c.do("DELETE", k.escPath()+"/laddrs/"+esc(addr), nil, nil)
+}
+
+// ServicesAsAdded lists the services in the order they were added, as a
+// kernel's table lists them (ipvsadm --nosort); Services sorts them.
+func (c *Client) ServicesAsAdded() (s []Service, err error) {
+	return s, c.do("GET", "/v1/services?order=added", nil, &s)
 }
 
 // Reload reloads the configuration file, as SIGHUP does, and says what it
