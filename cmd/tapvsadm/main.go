@@ -11,6 +11,7 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"path"
 	"runtime/debug"
 	"strings"
 	"time"
@@ -348,8 +349,9 @@ func restore(cl *api.Client, in io.Reader, stderr io.Writer) int {
 			return 1
 		}
 		// Some systems' ipvsadm -S writes each rule as a whole command
-		// ("ipvsadm -A -t ..."): the program's name is not an option.
-		if len(words) > 0 && (words[0] == "ipvsadm" || words[0] == "tapvsadm") {
+		// ("ipvsadm -A -t ...", "/sbin/ipvsadm ..."): the program's name
+		// is not an option.
+		if len(words) > 0 && (path.Base(words[0]) == "ipvsadm" || path.Base(words[0]) == "tapvsadm") {
 			words = words[1:]
 		}
 		c, err := parse(words)

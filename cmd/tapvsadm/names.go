@@ -75,11 +75,12 @@ func (r *resolver) addr(a netip.Addr) string {
 	if !r.dead {
 		ctx, cancel := context.WithTimeout(context.Background(), r.timeout)
 		hosts, err := r.host(ctx, a)
+		timedOut := ctx.Err() == context.DeadlineExceeded
 		cancel()
 		switch {
 		case err == nil && len(hosts) > 0 && hosts[0] != "":
 			n = strings.TrimSuffix(hosts[0], ".")
-		case ctx.Err() != nil:
+		case timedOut:
 			r.dead = true
 		}
 	}
