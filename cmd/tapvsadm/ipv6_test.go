@@ -174,8 +174,7 @@ func TestListIPv6(t *testing.T) {
 			"  -> [fd00:20:2:ffff:ffff:ffff:ffff:2]:65535 FullNat 0      0          0         \n" +
 			"UDP  [2001:db8::53]:53 rr ppv2\n" +
 			"  -> [fd00:20:1::53]:53           FullNat 2      0          0         \n"},
-		// One service's listing has no version line (list_service).
-		{[]string{"-ln", "-t", "[2001:db8::1]:80", "--stats"}, "" +
+		{[]string{"-ln", "-t", "[2001:db8::1]:80", "--stats"}, "IP Virtual Server version 1.2.1 (size=4096)\n" +
 			"Prot LocalAddress:Port               Conns   InPkts  OutPkts  InBytes OutBytes\n" +
 			"  -> RemoteAddress:Port\n" +
 			"TCP  [2001:db8::1]:80                    0        0        0        0        0\n" +
