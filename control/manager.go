@@ -39,7 +39,7 @@ func NewManager(bal *nat.Balancer, sync func() error) *Manager {
 	if sync == nil {
 		sync = func() error { return nil }
 	}
-	return &Manager{bal: bal, sync: sync, Version: "1.2.1"}
+	return &Manager{bal: bal, sync: sync, Version: api.IPVSVersion}
 }
 
 // SetHealth reports health checks in listings.
@@ -371,7 +371,7 @@ func (m *Manager) ZeroService(k ServiceKey) error {
 	return nil
 }
 
-// Services lists the services, sorted as ipvsadm sorts them.
+// Services lists the services, sorted by protocol and VIP:port.
 func (m *Manager) Services() []api.Service {
 	svcs := slices.Clone(m.bal.Services()) // the published list is shared with the data path: sort a copy
 	slices.SortFunc(svcs, func(a, b *nat.Service) int {
@@ -380,6 +380,15 @@ func (m *Manager) Services() []api.Service {
 		}
 		return netip.AddrPortFrom(a.Addr, a.Port).Compare(netip.AddrPortFrom(b.Addr, b.Port))
 	})
+	return m.list(svcs)
+}
+
+// ServicesAsAdded lists the services in the order they were added, their
+// real servers in theirs: the order a kernel's table lists them in, which
+// ipvsadm --nosort shows.
+func (m *Manager) ServicesAsAdded() []api.Service { return m.list(m.bal.Services()) }
+
+func (m *Manager) list(svcs []*nat.Service) []api.Service {
 	var out []api.Service
 	for _, s := range svcs {
 		v := api.Service{

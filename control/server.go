@@ -167,7 +167,16 @@ func (s *Server) Handler() http.Handler {
 		return parseKey(api.ServiceKey{Protocol: r.PathValue("proto"), Addr: r.PathValue("addr")})
 	}
 	mux.HandleFunc("GET /v1/info", func(w http.ResponseWriter, r *http.Request) { reply(w, m.Info()) })
-	mux.HandleFunc("GET /v1/services", func(w http.ResponseWriter, r *http.Request) { reply(w, m.Services()) })
+	mux.HandleFunc("GET /v1/services", func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Query().Get("order") {
+		case "":
+			reply(w, m.Services())
+		case "added":
+			reply(w, m.ServicesAsAdded())
+		default:
+			fail(w, &api.Error{Code: api.CodeInvalid, Message: "order: only \"added\" (the order services were added in) or none (sorted)"}, http.StatusBadRequest)
+		}
+	})
 	mux.HandleFunc("DELETE /v1/services", func(w http.ResponseWriter, r *http.Request) { s.done(w, r, m.Clear(), Op{Kind: OpClear}) })
 	mux.HandleFunc("POST /v1/services", func(w http.ResponseWriter, r *http.Request) {
 		var in api.ServiceSpec

@@ -95,7 +95,7 @@ func TestSeedSequenceWithIpvsadm(t *testing.T) {
 	}
 	lnc := rows(e.must("-lnc"))
 	fields(t, lnc[0], "IPVS", "connection", "entries")
-	fields(t, lnc[1], "pro", "expire", "state", "source", "virtual", "destination")
+	fields(t, lnc[1], "pro", "expire", "state", "source", "virtual", "local", "destination")
 	if len(lnc) != 2 {
 		t.Fatalf("connections before any traffic: %q", lnc)
 	}
@@ -152,12 +152,18 @@ func TestSeedSequenceWithIpvsadm(t *testing.T) {
 	}
 	states := map[string]int{}
 	for _, r := range lnc[2:] {
-		if len(r) != 6 || r[0] != "TCP" || r[4] != "172.25.254.100:80" || !strings.HasPrefix(r[3], "172.25.254.1:") {
+		// The local column is the LIP:lport the connection leaves from
+		// (DPVS's), the one LIP here and a port of its range.
+		if len(r) != 7 || r[0] != "TCP" || r[4] != "172.25.254.100:80" || !strings.HasPrefix(r[3], "172.25.254.1:") {
 			t.Fatalf("connection row %q", r)
 		}
-		if r[5] != "10.20.1.2:80" && r[5] != "10.20.2.2:80" {
-			t.Fatalf("destination %q", r[5])
+		if lip, err := netip.ParseAddrPort(r[5]); err != nil || lip.Addr() != lab.LIP1 || lip.Port() == 0 {
+			t.Fatalf("local %q, want %s:port", r[5], lab.LIP1)
 		}
+		if r[6] != "10.20.1.2:80" && r[6] != "10.20.2.2:80" {
+			t.Fatalf("destination %q", r[6])
+		}
+		r = append(r[:5], r[6]) // the rest reads mainline's columns
 		mm, ss, ok := strings.Cut(r[1], ":")
 		m, merr := strconv.Atoi(mm)
 		sec, serr := strconv.Atoi(ss)
@@ -255,7 +261,7 @@ func TestIpvsadmErrorsLeaveStateAlone(t *testing.T) {
 func TestIpvsadmSaveRestoreAndFriends(t *testing.T) {
 	e := setup(t, services("wrr", 1, 1), "")
 	saved := e.must("-Sn")
-	for _, want := range []string{"-A -t 172.25.254.100:80 -s wrr", "-a -t 172.25.254.100:80 -r 10.20.1.2:80 -b -w 1", "-P -t 172.25.254.100:80 -z 172.25.84.10", "-A -u 172.25.254.100:9001 -s rr"} {
+	for _, want := range []string{"-A -t 172.25.254.100:80 -s wrr -j disable", "-a -t 172.25.254.100:80 -r 10.20.1.2:80 -b -w 1", "-P -t 172.25.254.100:80 -z 172.25.84.10", "-A -u 172.25.254.100:9001 -s rr -j disable"} {
 		if !strings.Contains(saved, want+"\n") {
 			t.Fatalf("-S lacks %q:\n%s", want, saved)
 		}
@@ -278,6 +284,16 @@ func TestIpvsadmSaveRestoreAndFriends(t *testing.T) {
 	}
 	if again := e.must("-Sn"); again != saved {
 		t.Fatalf("-S | -R does not round-trip:\n%s\nwas\n%s", again, saved)
+	}
+	// The same rules as some systems' ipvsadm -S writes them: whole
+	// commands, with a comment and a blank line.
+	e.must("-C")
+	prefixed := "# ipvsadm -S\n\nipvsadm " + strings.ReplaceAll(strings.TrimSuffix(saved, "\n"), "\n", "\nipvsadm ") + "\n"
+	if _, errOut, code := e.adm(prefixed, "-R"); code != 0 {
+		t.Fatalf("-R of ipvsadm lines: %s", errOut)
+	}
+	if again := e.must("-Sn"); again != saved {
+		t.Fatalf("-R of ipvsadm lines restored\n%s\nwas\n%s", again, saved)
 	}
 	e.get(lab.HTTPClient(e.top.Client, 5*time.Second)) // traffic flows through the restored rules
 
@@ -308,6 +324,16 @@ func TestIpvsadmSaveRestoreAndFriends(t *testing.T) {
 	if exp := e.d.Manager.Services()[0].Timeouts; exp.TCP != 100 {
 		t.Fatalf("--set did not reach the services: %+v", exp)
 	}
+	if got := e.must("-L", "--timeout"); got != "Timeout (tcp tcpfin udp): 100 10 50\n" {
+		t.Fatalf("-L --timeout after --set: %q", got)
+	}
+	// -S keeps a service's own ESTABLISHED timeout (-V), as Alibaba's
+	// ipvsadm does, and only one that is not the default.
+	e.must("-E", "-t", "172.25.254.100:80", "-V", "30")
+	if rules := e.must("-Sn"); !strings.Contains(rules, "-A -t 172.25.254.100:80 -s rr -j enable -V 30\n") || strings.Count(rules, " -V ") != 1 {
+		t.Fatalf("-S after -V 30:\n%s", rules)
+	}
+	e.must("-E", "-t", "172.25.254.100:80", "-V", "100")
 
 	// --stats counts the traffic; -Z zeroes it.
 	st := rows(e.must("-ln", "--stats", "-t", "172.25.254.100:80"))
@@ -611,7 +637,9 @@ func TestReloadNamesWhatItRevertsAndKeeps(t *testing.T) {
 	rules := e.must("-Sn")
 	for _, want := range []string{
 		"-a -t 172.25.254.100:80 -r 10.20.1.2:80 -b -w 0\n", // the drain
-		"-a -t 172.25.254.100:80 -r 10.20.1.3:80 -b -w 2\n", "-A -t 172.25.254.100:81 -s rr\n",
+		// :81, added at run time, keeps the ESTABLISHED timeout it was
+		// added with (90 s), no longer the default (600 s): -S says so.
+		"-a -t 172.25.254.100:80 -r 10.20.1.3:80 -b -w 2\n", "-A -t 172.25.254.100:81 -s rr -j disable -V 90\n",
 		"-a -t 172.25.254.100:81 -r 10.20.1.2:80 -b -w 1\n", "-P -t 172.25.254.100:81 -z 172.25.84.12\n",
 	} {
 		if !strings.Contains(rules, want) {

@@ -50,10 +50,10 @@ func TestClientAddressFlags(t *testing.T) {
 		}
 	}
 	b.Reset()
-	printRules(&b, svcs, &command{})
-	want := "-A -t 172.25.254.100:80 -s rr --proxy-protocol v2\n" +
+	printRules(&b, svcs, api.Timeouts{}, &command{})
+	want := "-A -t 172.25.254.100:80 -s rr -j disable --proxy-protocol v2\n" +
 		"-A -t 172.25.254.100:81 -s rr -j enable --client-address toa\n" +
-		"-A -t 172.25.254.100:82 -s rr\n"
+		"-A -t 172.25.254.100:82 -s rr -j disable\n"
 	if b.String() != want {
 		t.Fatalf("-S:\n%s\nwant\n%s", b.String(), want)
 	}
@@ -99,8 +99,8 @@ func TestTCPTimestampsFlag(t *testing.T) {
 		}
 	}
 	b.Reset()
-	printRules(&b, svcs, &command{})
-	if want := "-A -t 172.25.254.100:80 -s rr --tcp-timestamps remove\n-A -t 172.25.254.100:81 -s rr\n"; b.String() != want {
+	printRules(&b, svcs, api.Timeouts{}, &command{})
+	if want := "-A -t 172.25.254.100:80 -s rr -j disable --tcp-timestamps remove\n-A -t 172.25.254.100:81 -s rr -j disable\n"; b.String() != want {
 		t.Fatalf("-S:\n%s\nwant\n%s", b.String(), want)
 	}
 }

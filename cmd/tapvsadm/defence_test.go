@@ -60,8 +60,8 @@ func TestPrintListsAndRules(t *testing.T) {
 		t.Fatalf("get-blklst:\n%s", b.String())
 	}
 	b.Reset()
-	printRules(&b, svcs, &command{})
-	want := "-A -t 172.25.254.100:80 -s rr --source-cps 0 --source-conns 2 --half-open 0\n" +
+	printRules(&b, svcs, api.Timeouts{}, &command{})
+	want := "-A -t 172.25.254.100:80 -s rr -j disable --source-cps 0 --source-conns 2 --half-open 0\n" +
 		"--add-blklst -t 172.25.254.100:80 -k 10.0.0.0/8\n--add-whtlst -t 172.25.254.100:80 -k 172.25.254.0/24\n"
 	if b.String() != want {
 		t.Fatalf("-S:\n%s\nwant\n%s", b.String(), want)

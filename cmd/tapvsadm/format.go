@@ -1,8 +1,12 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
 	"io"
+	"net/netip"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 	"unicode"
@@ -13,10 +17,84 @@ import (
 // The layouts are ipvsadm's (and Alibaba's additions for FULLNAT, -G and
 // synproxy), so that what parses ipvsadm's output parses tapvsadm's.
 
-func svcName(s api.Service) string {
-	return fmt.Sprintf("%s  %s", strings.ToUpper(s.Protocol), s.Addr)
+// svcName is a service as -L names it: "TCP  172.25.254.100:80", or
+// "TCP  172.25.254.100:http" without -n; ipvsadm cuts an IPv4 one at 33
+// bytes (print_service_entry's svc_name[33]).
+func svcName(s api.Service, c *command) string {
+	n := fmt.Sprintf("%s  %s", strings.ToUpper(s.Protocol), naming.addrPort(s.Addr, s.Protocol, c.numeric))
+	if !isIPv6(s.Addr) && len(n) > 33 {
+		n = n[:33]
+	}
+	return n
 }
 
+// destName is a real server as -L names it; ipvsadm cuts one of an IPv4
+// service at 28 bytes (dname[28]).
+func destName(s api.Service, d api.Dest, c *command) string {
+	n := naming.addrPort(d.Addr, s.Protocol, c.numeric)
+	if !isIPv6(s.Addr) && len(n) > 28 {
+		n = n[:28]
+	}
+	return n
+}
+
+func isIPv6(addrPort string) bool {
+	ap, err := netip.ParseAddrPort(addrPort)
+	return err == nil && ap.Addr().Is6()
+}
+
+// sortServices puts services and their real servers in ipvsadm's order
+// (libipvs's ipvs_cmp_services and ipvs_cmp_dests: family, protocol,
+// address, port), unless --nosort asked for tapvs's own (the order they
+// were added in, as the kernel's table lists them). It sorts a copy.
+func sortServices(svcs []api.Service, c *command) []api.Service {
+	if c.nosort {
+		return svcs
+	}
+	svcs = slices.Clone(svcs)
+	key := func(a string) netip.AddrPort { ap, _ := netip.ParseAddrPort(a); return ap }
+	slices.SortStableFunc(svcs, func(a, b api.Service) int {
+		x, y := key(a.Addr), key(b.Addr)
+		if d := cmp.Compare(family(x), family(y)); d != 0 {
+			return d
+		}
+		if d := cmp.Compare(protoNumber(a.Protocol), protoNumber(b.Protocol)); d != 0 {
+			return d
+		}
+		return x.Compare(y)
+	})
+	for i := range svcs {
+		svcs[i].Dests = slices.Clone(svcs[i].Dests)
+		slices.SortStableFunc(svcs[i].Dests, func(a, b api.Dest) int { return key(a.Addr).Compare(key(b.Addr)) })
+	}
+	return svcs
+}
+
+// family orders IPv4 before IPv6, as AF_INET (2) sorts before AF_INET6.
+func family(ap netip.AddrPort) int {
+	if ap.Addr().Is6() {
+		return 6
+	}
+	return 4
+}
+
+// protoNumber orders TCP (6) before UDP (17), as IPPROTO_ numbers do.
+func protoNumber(p string) int {
+	switch strings.ToLower(p) {
+	case "tcp":
+		return 6
+	case "udp":
+		return 17
+	}
+	return 256
+}
+
+// printList writes -L. Its format strings are ipvsadm's print_title and
+// print_service_entry (ipvsadm.c): the title "%-33s %8s %8s %8s %8s %8s"
+// for --stats and --rate, a real server "  -> %-28s %-7s %-6d %-10u %-10u",
+// each counter print_largenum's. (ipvsadm's listing of one service, -t|-u,
+// has no version line; tapvsadm's has always had one, and scripts and
+// tests count its rows, so it stays.)
 func printList(w io.Writer, info api.Info, svcs []api.Service, c *command) {
 	fmt.Fprintf(w, "IP Virtual Server version %s (size=%d)\n", info.Version, info.Size)
 	switch {
@@ -30,20 +108,27 @@ func printList(w io.Writer, info api.Info, svcs []api.Service, c *command) {
 		fmt.Fprintf(w, "Prot LocalAddress:Port Scheduler Flags\n")
 		fmt.Fprintf(w, "  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n")
 	}
-	for _, s := range svcs {
+	for _, s := range sortServices(svcs, c) {
+		name := svcName(s, c)
 		switch {
 		case c.stats:
-			fmt.Fprintf(w, "%-33s %s\n", svcName(s), traffic(s.Stats, c.exact))
+			fmt.Fprintf(w, "%-33s%s\n", name, traffic(s.Stats, c.exact))
 			for _, d := range s.Dests {
-				fmt.Fprintf(w, "  -> %-28s %s\n", d.Addr, traffic(d.Stats, c.exact))
+				fmt.Fprintf(w, "  -> %-28s%s\n", destName(s, d, c), traffic(d.Stats, c.exact))
 			}
 		case c.rate:
-			fmt.Fprintf(w, "%-33s %s\n", svcName(s), rate(s.Rate, c.exact))
+			r := s.Rate
+			fmt.Fprintf(w, "%-33s%s%s%s%s%s\n", name, largenum(round(r.CPS), c.exact), largenum(round(r.InPPS), c.exact),
+				largenum(round(r.OutPPS), c.exact), largenum(round(r.InBPS), c.exact), largenum(round(r.OutBPS), c.exact))
 			for _, d := range s.Dests {
-				fmt.Fprintf(w, "  -> %-28s %s\n", d.Addr, rate(d.Rate, c.exact))
+				// A real server's first three rates are "%8u", never
+				// scaled; its byte rates print_largenum's.
+				r := d.Rate
+				fmt.Fprintf(w, "  -> %-28s %8d %8d %8d%s%s\n", destName(s, d, c), round(r.CPS), round(r.InPPS), round(r.OutPPS),
+					largenum(round(r.InBPS), c.exact), largenum(round(r.OutBPS), c.exact))
 			}
 		default:
-			line := fmt.Sprintf("%s %s", svcName(s), s.Scheduler)
+			line := fmt.Sprintf("%s %s", name, s.Scheduler)
 			if s.Synproxy {
 				line += " synproxy"
 			}
@@ -53,11 +138,14 @@ func printList(w io.Writer, info api.Info, svcs []api.Service, c *command) {
 			}
 			fmt.Fprintln(w, line)
 			for _, d := range s.Dests {
-				fmt.Fprintf(w, "  -> %-28s %-7s %-6d %-10d %-10d\n", d.Addr, d.Forward, d.Weight, d.ActiveConn, d.InActConn)
+				fmt.Fprintf(w, "  -> %-28s %-7s %-6d %-10d %-10d\n", destName(s, d, c), d.Forward, d.Weight, d.ActiveConn, d.InActConn)
 			}
 		}
 	}
 }
+
+// round is a rate to the nearest whole number.
+func round(f float64) uint64 { return uint64(f + 0.5) }
 
 // clientFlag is a service's client address mode in the -L flags, as DPVS's
 // ipvsadm prints its proxy protocol (" ppv2"); TOA, always on in DPVS, is
@@ -74,28 +162,35 @@ func clientFlag(mode string) string {
 	return ""
 }
 
-// traffic is the five --stats columns.
+// traffic is the five --stats columns, each print_largenum's.
 func traffic(t api.Traffic, exact bool) string {
-	return strings.Join([]string{largenum(t.Conns, exact), largenum(t.InPkts, exact), largenum(t.OutPkts, exact),
-		largenum(t.InBytes, exact), largenum(t.OutBytes, exact)}, " ")
+	return largenum(t.Conns, exact) + largenum(t.InPkts, exact) + largenum(t.OutPkts, exact) +
+		largenum(t.InBytes, exact) + largenum(t.OutBytes, exact)
 }
 
-// rate is the five --rate columns.
-func rate(r api.Rate, exact bool) string {
-	return strings.Join([]string{largenum(uint64(r.CPS+0.5), exact), largenum(uint64(r.InPPS+0.5), exact),
-		largenum(uint64(r.OutPPS+0.5), exact), largenum(uint64(r.InBPS+0.5), exact), largenum(uint64(r.OutBPS+0.5), exact)}, " ")
-}
-
+// printConns writes -lnc: ipvsadm's title and expiry ("IPVS connection
+// entries", list_conn's "pro expire %-11s %-18s %-18s %s" and "%02d:%02d"),
+// with the local address (LIP:lport) each FULLNAT connection leaves from in
+// its own column before the destination, where DPVS's print_conn_entry
+// prints it ("%-3s %-6s %-11s %-18s %-18s %-18s %s": client, virtual,
+// local, destination).
 func printConns(w io.Writer, conns []api.Conn, c *command) {
 	fmt.Fprintf(w, "IPVS connection entries\n")
-	fmt.Fprintf(w, "pro expire %-11s %-18s %-18s %s\n", "state", "source", "virtual", "destination")
+	fmt.Fprintf(w, "pro expire %-11s %-18s %-18s %-18s %s\n", "state", "source", "virtual", "local", "destination")
 	for _, x := range conns {
 		if c.service != "" && (x.Virtual != c.service || !strings.EqualFold(x.Protocol, c.proto)) {
 			continue
 		}
 		sec := (x.ExpiresMs + 999) / 1000
-		fmt.Fprintf(w, "%-3s %02d:%02d  %-11s %-18s %-18s %s\n", x.Protocol, sec/60, sec%60, x.State, x.Source, x.Virtual, x.Destination)
+		fmt.Fprintf(w, "%-3s %-6s %-11s %-18s %-18s %-18s %s\n", x.Protocol, fmt.Sprintf("%02d:%02d", sec/60, sec%60), x.State,
+			naming.addrPort(x.Source, x.Protocol, c.numeric), naming.addrPort(x.Virtual, x.Protocol, c.numeric),
+			naming.addrPort(x.Local, x.Protocol, c.numeric), naming.addrPort(x.Destination, x.Protocol, c.numeric))
 	}
+}
+
+// printTimeout writes -L --timeout as list_timeout does.
+func printTimeout(w io.Writer, t api.Timeouts) {
+	fmt.Fprintf(w, "Timeout (tcp tcpfin udp): %d %d %d\n", t.TCP, t.TCPFin, t.UDP)
 }
 
 // printLaddrs writes -G: Alibaba's columns, then EXHAUSTED, the allocations
@@ -125,16 +220,36 @@ func printLaddrs(w io.Writer, svcs []api.Service, c *command) error {
 	return nil
 }
 
-// printRules writes -S output: commands that -R reads back.
-func printRules(w io.Writer, svcs []api.Service, c *command) {
-	for _, s := range svcs {
+// printRules writes -S: commands that -R reads back, in the layout of
+// Alibaba's ipvsadm (print_service_entry with FMT_RULE): a service as
+// "-A %s -s %s", then " -j enable" or " -j disable" and " -V %u" when its
+// ESTABLISHED timeout is not the default (defaults: what --set sets), its
+// real servers as "-a %s -r %s %s -w %d", and every local address after
+// all the services as print_laddrs_rules's "-P %s -z %s". Services are in
+// ipvsadm's order. What tapvs adds (client address, timestamps, limits,
+// deny and allow lists) follows in its own options. Without -n ports are
+// named as /etc/services names them, which -R reads back; addresses stay
+// numbers, since -R takes no host name (a name's address may have changed
+// by the time the rules are restored).
+func printRules(w io.Writer, svcs []api.Service, defaults api.Timeouts, c *command) {
+	svcs = sortServices(svcs, &command{})
+	svcArg := func(s api.Service) string {
 		flag := "-t"
 		if s.Protocol == "udp" {
 			flag = "-u"
 		}
-		line := fmt.Sprintf("-A %s %s -s %s", flag, s.Addr, s.Scheduler)
+		return flag + " " + rulePort(s.Addr, s.Protocol, c.numeric)
+	}
+	for _, s := range svcs {
+		svc := svcArg(s)
+		line := fmt.Sprintf("-A %s -s %s", svc, s.Scheduler)
 		if s.Synproxy {
 			line += " -j enable"
+		} else {
+			line += " -j disable"
+		}
+		if s.Timeouts.TCP != 0 && s.Timeouts.TCP != defaults.TCP {
+			line += fmt.Sprintf(" -V %d", s.Timeouts.TCP)
 		}
 		switch s.ClientAddress {
 		case "proxy-v1", "proxy-v2":
@@ -150,33 +265,55 @@ func printRules(w io.Writer, svcs []api.Service, c *command) {
 		}
 		fmt.Fprintln(w, line)
 		for _, p := range s.Deny {
-			fmt.Fprintf(w, "--add-blklst %s %s -k %s\n", flag, s.Addr, p)
+			fmt.Fprintf(w, "--add-blklst %s -k %s\n", svc, p)
 		}
 		for _, p := range s.Allow {
-			fmt.Fprintf(w, "--add-whtlst %s %s -k %s\n", flag, s.Addr, p)
+			fmt.Fprintf(w, "--add-whtlst %s -k %s\n", svc, p)
 		}
 		for _, d := range s.Dests {
-			fmt.Fprintf(w, "-a %s %s -r %s -b -w %d\n", flag, s.Addr, d.Addr, d.Weight)
+			fmt.Fprintf(w, "-a %s -r %s -b -w %d\n", svc, rulePort(d.Addr, s.Protocol, c.numeric), d.Weight)
 		}
+	}
+	for _, s := range svcs {
 		for _, l := range s.LocalAddrs {
-			fmt.Fprintf(w, "-P %s %s -z %s\n", flag, s.Addr, l.Addr)
+			fmt.Fprintf(w, "-P %s -z %s\n", svcArg(s), l.Addr)
 		}
 	}
 }
 
-// largenum prints a counter in 8 columns, as ipvsadm: exact, or scaled to
-// K, M, G or T once it no longer fits.
+// rulePort is an address and port of -S: the port named unless numeric,
+// the address always a number.
+func rulePort(addrPort, proto string, numeric bool) string {
+	ap, err := netip.ParseAddrPort(addrPort)
+	if numeric || err != nil {
+		return addrPort
+	}
+	host := ap.Addr().String()
+	if ap.Addr().Is6() {
+		host = "[" + host + "]"
+	}
+	return host + ":" + naming.port(ap.Port(), proto)
+}
+
+// largenum is a counter as ipvsadm's print_largenum prints it, its
+// separating space included: "%9llu" below 100 million, then "%8lluK"
+// (thousands) below a billion, "%8lluM" below 100 billion, "%8lluG"
+// below 100 trillion, "%8lluT"; with --exact the whole number in
+// "%*llu", 9 wide or one more than its digits.
 func largenum(n uint64, exact bool) string {
-	if exact || n < 100000000 {
-		return fmt.Sprintf("%8d", n)
+	switch {
+	case exact:
+		return fmt.Sprintf("%*d", max(9, len(strconv.FormatUint(n, 10))+1), n)
+	case n < 100_000_000:
+		return fmt.Sprintf("%9d", n)
+	case n < 1_000_000_000:
+		return fmt.Sprintf("%8dK", n/1_000)
+	case n < 100_000_000_000:
+		return fmt.Sprintf("%8dM", n/1_000_000)
+	case n < 100_000_000_000_000:
+		return fmt.Sprintf("%8dG", n/1_000_000_000)
 	}
-	for _, unit := range []string{"K", "M", "G", "T"} {
-		n /= 1000
-		if n < 10000000 {
-			return fmt.Sprintf("%7d%s", n, unit)
-		}
-	}
-	return fmt.Sprintf("%7dP", n/1000)
+	return fmt.Sprintf("%8dT", n/1_000_000_000_000)
 }
 
 // printLists writes --get-blklst or --get-whtlst: DPVS's two columns, a

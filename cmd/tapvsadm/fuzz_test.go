@@ -2,6 +2,7 @@ package main
 
 import (
 	"net/netip"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -102,6 +103,34 @@ func FuzzParse(f *testing.F) {
 				if c.prefix == "" || c.service == "" {
 					t.Fatalf("%q: a list rule without a prefix or service", line)
 				}
+			}
+		}
+	})
+}
+
+// FuzzServices reads any services(5) text: nothing panics, and every entry
+// is a port that fits 16 bits, a protocol and a name without spaces, as
+// getservbyport would give them.
+func FuzzServices(f *testing.F) {
+	for _, s := range []string{
+		"http\t\t80/tcp\t\twww # WorldWideWeb HTTP\n",
+		"domain 53/udp\ndomain 53/tcp\n",
+		"# only a comment\n\n",
+		"bad 70000/tcp\nnoproto 99\nslash 99/\n",
+		"x 080/TCP alias\n",
+		"a -1/tcp\n",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, text string) {
+		for key, name := range parseServices(strings.NewReader(text)) {
+			port, proto, ok := strings.Cut(key, "/")
+			p, err := strconv.ParseUint(port, 10, 16)
+			if !ok || err != nil || strconv.FormatUint(p, 10) != port || proto == "" || strings.ContainsAny(proto, " \t/") {
+				t.Fatalf("%q: entry %q", text, key)
+			}
+			if name == "" || strings.ContainsAny(name, " \t\n#") {
+				t.Fatalf("%q: %s named %q", text, key, name)
 			}
 		}
 	})

@@ -90,6 +90,14 @@ var (
 		{"--drain-status", command{op: "drain-status"}},
 		{"-h", command{op: "help"}},
 		{"--help", command{op: "help"}},
+		// Issue 25: the listing's timeouts and order, the version.
+		{"-L --timeout", command{op: "list", timeouts: true}},
+		{"--timeout -n", command{op: "list", timeouts: true, numeric: true}},
+		{"-L --sort", command{op: "list"}},
+		{"-L --nosort -n", command{op: "list", nosort: true, numeric: true}},
+		{"-L -n -X --stats", command{op: "list", numeric: true, exact: true, stats: true}},
+		{"-v", command{op: "version"}},
+		{"--version", command{op: "version"}},
 		// Service options.
 		{"-A -t 1.1.1.1:http", with(svc, op("add-service"))},
 		{"-A -t 1.1.1.1", with(svc, func(c *command) { c.op, c.service = "add-service", "1.1.1.1:0" })},
@@ -295,6 +303,15 @@ var everyRefusal = []struct{ line, want string }{
 	{"-L -k 1.0.0.0/8", "Illegal option for list: -k belongs to --add/--del-blklst and --add/--del-whtlst"},
 	{"--drain -c", "Illegal option for drain: it takes --wait and --timeout only"},
 	{"--undrain --wait", "--wait belongs to --drain, and --timeout to --drain --wait"},
+	// Issue 25: -L --timeout lists only the timeouts; --nosort is -L's.
+	{"-L --timeout -c", "options conflicts in the list command"},
+	{"-L --timeout --stats", "options conflicts in the list command"},
+	{"-L --rate --timeout", "options conflicts in the list command"},
+	{"-L --timeout -t 1.1.1.1:80", "options conflicts in the list command"},
+	{"-A -t 1.1.1.1:80 --timeout", "--timeout without a duration belongs to -L (-L --timeout)"},
+	{"-L --timeout 5", `illegal --timeout "5": a duration such as 90s or 5m`},
+	{"-S --nosort", "Illegal option for save: --nosort belongs to -L"},
+	{"-v -v", "multiple commands specified"},
 }
 
 func TestParseEveryRefusal(t *testing.T) {
@@ -393,6 +410,11 @@ func TestEveryValueMissing(t *testing.T) {
 		case o.def != "":
 			if err != nil && strings.Contains(err.Error(), "argument") {
 				t.Errorf("%s alone: %v, want its default %s", name, err, o.def)
+			}
+			continue
+		case o.bare != "":
+			if err != nil {
+				t.Errorf("%s alone: %v, want it bare", name, err)
 			}
 			continue
 		}

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -85,7 +86,19 @@ func fakeDaemon(t *testing.T, svcs []api.Service, conns []api.Conn) (sock string
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/info", func(w http.ResponseWriter, r *http.Request) { reply(w, api.Info{Version: "1.2.1", Size: 4096}) })
-	mux.HandleFunc("GET /v1/services", func(w http.ResponseWriter, r *http.Request) { reply(w, svcs) })
+	// svcs is the order they were added in (--nosort's); the sorted list
+	// is reversed here, so that a listing shows ipvsadm's order only if
+	// tapvsadm sorts it.
+	mux.HandleFunc("GET /v1/services", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("order") == "added" {
+			reply(w, svcs)
+			return
+		}
+		rev := slices.Clone(svcs)
+		slices.Reverse(rev)
+		reply(w, rev)
+	})
+	mux.HandleFunc("GET /v1/timeouts", func(w http.ResponseWriter, r *http.Request) { reply(w, api.Timeouts{TCP: 900, TCPFin: 120, UDP: 300}) })
 	mux.HandleFunc("GET /v1/conns", func(w http.ResponseWriter, r *http.Request) { reply(w, conns) })
 	mux.HandleFunc("GET /v1/capture", func(w http.ResponseWriter, r *http.Request) {
 		// The service named in the query, as the pcap's content.
@@ -150,16 +163,17 @@ func TestListIPv6(t *testing.T) {
 		args []string
 		want string
 	}{
+		// ipvsadm's order: IPv4 before IPv6, TCP before UDP.
 		{[]string{"-ln"}, "IP Virtual Server version 1.2.1 (size=4096)\n" +
 			"Prot LocalAddress:Port Scheduler Flags\n" +
 			"  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n" +
+			"TCP  172.25.254.100:80 wlc\n" +
+			"  -> 10.20.1.2:80                 FullNat 1      0          0         \n" +
 			"TCP  [2001:db8::1]:80 wrr synproxy\n" +
 			"  -> [fd00:20:1::2]:80            FullNat 1      3          12        \n" +
 			"  -> [fd00:20:2:ffff:ffff:ffff:ffff:2]:65535 FullNat 0      0          0         \n" +
 			"UDP  [2001:db8::53]:53 rr ppv2\n" +
-			"  -> [fd00:20:1::53]:53           FullNat 2      0          0         \n" +
-			"TCP  172.25.254.100:80 wlc\n" +
-			"  -> 10.20.1.2:80                 FullNat 1      0          0         \n"},
+			"  -> [fd00:20:1::53]:53           FullNat 2      0          0         \n"},
 		{[]string{"-ln", "-t", "[2001:db8::1]:80", "--stats"}, "IP Virtual Server version 1.2.1 (size=4096)\n" +
 			"Prot LocalAddress:Port               Conns   InPkts  OutPkts  InBytes OutBytes\n" +
 			"  -> RemoteAddress:Port\n" +
@@ -167,12 +181,12 @@ func TestListIPv6(t *testing.T) {
 			"  -> [fd00:20:1::2]:80                   0        0        0        0        0\n" +
 			"  -> [fd00:20:2:ffff:ffff:ffff:ffff:2]:65535        0        0        0        0        0\n"},
 		{[]string{"-lnc"}, "IPVS connection entries\n" +
-			"pro expire state       source             virtual            destination\n" +
-			"TCP 15:00  ESTABLISHED [2001:db8:ff::7]:40000 [2001:db8::1]:80   [fd00:20:1::2]:80\n" +
-			"TCP 00:30  SYN_RECV    198.51.100.7:40000 172.25.254.100:80  10.20.1.2:80\n"},
+			"pro expire state       source             virtual            local              destination\n" +
+			"TCP 15:00  ESTABLISHED [2001:db8:ff::7]:40000 [2001:db8::1]:80   [fd00:25:84::10]:5001 [fd00:20:1::2]:80\n" +
+			"TCP 00:30  SYN_RECV    198.51.100.7:40000 172.25.254.100:80  172.25.84.10:5002  10.20.1.2:80\n"},
 		{[]string{"-lnc", "-t", "[2001:db8::1]:80"}, "IPVS connection entries\n" +
-			"pro expire state       source             virtual            destination\n" +
-			"TCP 15:00  ESTABLISHED [2001:db8:ff::7]:40000 [2001:db8::1]:80   [fd00:20:1::2]:80\n"},
+			"pro expire state       source             virtual            local              destination\n" +
+			"TCP 15:00  ESTABLISHED [2001:db8:ff::7]:40000 [2001:db8::1]:80   [fd00:25:84::10]:5001 [fd00:20:1::2]:80\n"},
 		{[]string{"-G", "-t", "[2001:db8::1]:80"}, "VIP:VPORT            TOTAL    SNAT_IP              CONFLICTS  CONNS      EXHAUSTED \n" +
 			"[2001:db8::1]:80     2        fd00:25:84::10       3          7          2         \n" +
 			"                              fd00:25:84::11       0          0          0         \n"},
@@ -188,17 +202,19 @@ func TestListIPv6(t *testing.T) {
 func TestSaveRestoreIPv6(t *testing.T) {
 	sock, batches := fakeDaemon(t, svcs6, nil)
 	saved := tapvsadm(t, sock, "", "-S", "-n")
-	want := "-A -t [2001:db8::1]:80 -s wrr -j enable\n" +
+	// Alibaba's layout: services in ipvsadm's order with their servers,
+	// then every local address.
+	want := "-A -t 172.25.254.100:80 -s wlc -j disable\n" +
+		"-a -t 172.25.254.100:80 -r 10.20.1.2:80 -b -w 1\n" +
+		"-A -t [2001:db8::1]:80 -s wrr -j enable\n" +
 		"-a -t [2001:db8::1]:80 -r [fd00:20:1::2]:80 -b -w 1\n" +
 		"-a -t [2001:db8::1]:80 -r [fd00:20:2:ffff:ffff:ffff:ffff:2]:65535 -b -w 0\n" +
+		"-A -u [2001:db8::53]:53 -s rr -j disable --proxy-protocol v2\n" +
+		"-a -u [2001:db8::53]:53 -r [fd00:20:1::53]:53 -b -w 2\n" +
+		"-P -t 172.25.254.100:80 -z 172.25.84.10\n" +
 		"-P -t [2001:db8::1]:80 -z fd00:25:84::10\n" +
 		"-P -t [2001:db8::1]:80 -z fd00:25:84::11\n" +
-		"-A -u [2001:db8::53]:53 -s rr --proxy-protocol v2\n" +
-		"-a -u [2001:db8::53]:53 -r [fd00:20:1::53]:53 -b -w 2\n" +
-		"-P -u [2001:db8::53]:53 -z fd00:25:84::12\n" +
-		"-A -t 172.25.254.100:80 -s wlc\n" +
-		"-a -t 172.25.254.100:80 -r 10.20.1.2:80 -b -w 1\n" +
-		"-P -t 172.25.254.100:80 -z 172.25.84.10\n"
+		"-P -u [2001:db8::53]:53 -z fd00:25:84::12\n"
 	if saved != want {
 		t.Fatalf("-S:\n got %q\nwant %q", saved, want)
 	}
@@ -221,17 +237,18 @@ func TestSaveRestoreIPv6(t *testing.T) {
 			}
 			s.Dests = append(s.Dests, api.Dest{Addr: op.Dest.Addr, Forward: "FullNat", Weight: *op.Dest.Weight})
 		case "add-laddr":
-			s := &rebuilt[len(rebuilt)-1]
-			if s.ServiceKey != op.Service.ServiceKey {
-				t.Fatalf("%+v: not the service before it", op)
+			i := slices.IndexFunc(rebuilt, func(s api.Service) bool { return s.ServiceKey == op.Service.ServiceKey })
+			if i < 0 {
+				t.Fatalf("%+v: no service added before it", op)
 			}
+			s := &rebuilt[i]
 			s.LocalAddrs = append(s.LocalAddrs, api.LocalAddr{Addr: op.LocalAddr})
 		default:
 			t.Fatalf("-R sent %+v", op)
 		}
 	}
 	// Counters are not rules: compare without them.
-	listed := append([]api.Service(nil), svcs6...)
+	listed := sortServices(svcs6, &command{})
 	for i := range listed {
 		listed[i].Dests = append([]api.Dest(nil), listed[i].Dests...)
 		for j := range listed[i].Dests {

@@ -11,6 +11,8 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"path"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -35,6 +37,10 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	if c.op == "help" {
 		fmt.Fprint(stdout, helpText)
+		return 0
+	}
+	if c.op == "version" {
+		fmt.Fprintln(stdout, versionLine())
 		return 0
 	}
 	sock := c.socket
@@ -173,7 +179,11 @@ func execute(cl *api.Client, c *command, out io.Writer) error {
 		if err != nil {
 			return err
 		}
-		printRules(out, svcs, c)
+		defaults, err := cl.Timeouts()
+		if err != nil {
+			return err
+		}
+		printRules(out, svcs, defaults, c)
 		return nil
 	case "capture":
 		return capture(cl, c, out)
@@ -204,11 +214,23 @@ func execute(cl *api.Client, c *command, out io.Writer) error {
 			printConns(out, conns, c)
 			return nil
 		}
+		if c.timeouts {
+			t, err := cl.Timeouts()
+			if err != nil {
+				return err
+			}
+			printTimeout(out, t)
+			return nil
+		}
 		info, err := cl.Info()
 		if err != nil {
 			return err
 		}
-		svcs, err := cl.Services()
+		list := cl.Services
+		if c.nosort {
+			list = cl.ServicesAsAdded
+		}
+		svcs, err := list()
 		if err != nil {
 			return err
 		}
@@ -326,6 +348,12 @@ func restore(cl *api.Client, in io.Reader, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "line %d: %v\n", n, err)
 			return 1
 		}
+		// Some systems' ipvsadm -S writes each rule as a whole command
+		// ("ipvsadm -A -t ...", "/sbin/ipvsadm ..."): the program's name
+		// is not an option.
+		if len(words) > 0 && (path.Base(words[0]) == "ipvsadm" || path.Base(words[0]) == "tapvsadm") {
+			words = words[1:]
+		}
 		c, err := parse(words)
 		var op api.Op
 		ok := false
@@ -358,4 +386,38 @@ func restore(cl *api.Client, in io.Reader, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// versionLine is -v, in ipvsadm's layout ("ipvsadm v1.26 2008/5/15
+// (compiled with popt and IPVS v1.2.1)", version()): tapvsadm's build
+// (the module version or the commit it was built from) and the IPVS
+// version tapvs answers as.
+func versionLine() string {
+	v := "devel"
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		v = buildVersion(bi)
+	}
+	return fmt.Sprintf("tapvsadm %s (ipvsadm for tapvs, IPVS v%s)", v, api.IPVSVersion)
+}
+
+// buildVersion is a build's version: the module's when it has one (go
+// install of a release), else its commit (12 hex digits, "-dirty" if
+// built from changed files), else "devel".
+func buildVersion(bi *debug.BuildInfo) string {
+	if v := bi.Main.Version; v != "" && v != "(devel)" {
+		return v
+	}
+	var rev, dirty string
+	for _, s := range bi.Settings {
+		switch {
+		case s.Key == "vcs.revision":
+			rev = s.Value[:min(12, len(s.Value))]
+		case s.Key == "vcs.modified" && s.Value == "true":
+			dirty = "-dirty"
+		}
+	}
+	if rev == "" {
+		return "devel"
+	}
+	return rev + dirty
 }

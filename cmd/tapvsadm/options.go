@@ -23,6 +23,10 @@ type option struct {
 	// def makes its one value optional: what it is when the next word is
 	// not a number (-p alone is ipvsadm's 300 seconds).
 	def string
+	// bare makes its value optional in another way: what it is when the
+	// next word is none or an option (-L --timeout -n), where a word that
+	// only looks like one (-1s) is still refused as its value.
+	bare string
 	// kin is what options that set one field share: a second of them is
 	// "multiple <kin> specified", refused before its value is read.
 	kin string
@@ -75,6 +79,7 @@ var commands = []option{
 	{long: "--undrain", op: "undrain", help: "end a drain: announce the VIPs again"},
 	{long: "--drain-status", op: "drain-status", help: "how a drain stands: connections left, VIPs withdrawn"},
 	{long: "--help", short: "h", bundle: true, op: "help", help: "display this help message"},
+	{long: "--version", short: "v", bundle: true, op: "version", help: "display the version"},
 }
 
 // options are what the commands take, in -h's order, then those -h does
@@ -105,7 +110,9 @@ var options = []option{
 	{long: "--connection", short: "c", bundle: true, set: flag(func(c *command) { c.conns = true }), help: "output of current IPVS connections"},
 	{long: "--stats", set: flag(func(c *command) { c.stats = true }), help: "output of statistics information"},
 	{long: "--rate", set: flag(func(c *command) { c.rate = true }), help: "output of rate information"},
-	{long: "--exact", set: flag(func(c *command) { c.exact = true }), help: "expand numbers (display exact values)"},
+	{long: "--exact", short: "X", bundle: true, set: flag(func(c *command) { c.exact = true }), help: "expand numbers (display exact values)"},
+	{long: "--sort", set: flag(func(*command) {}), help: "sort the listing (the default: ipvsadm's order)"},
+	{long: "--nosort", set: flag(func(c *command) { c.nosort = true }), help: "list services and servers in the order they were added"},
 	{long: "--count", meta: "N", set: count, help: "frames to capture (default 100)"},
 	// DPVS spells the address -k for its blacklist; one option serves both
 	// lists here, and the command says which.
@@ -118,7 +125,8 @@ var options = []option{
 	{long: "--half-open", meta: "N", set: limit(func(c *command) **uint32 { return &c.halfOpen }),
 		help: "TCP handshakes awaiting the client's ACK, for a service\nwithout SYN proxy (0: no limit)"},
 	{long: "--wait", set: flag(func(c *command) { c.wait = true }), help: "--drain: wait until no connection is left (poll every 200ms)"},
-	{long: "--timeout", meta: "duration", set: timeout, help: "how long --wait waits (default 5m; 90s, 1h...): then exit 1"},
+	{long: "--timeout", meta: "[duration]", bare: listTimeouts, set: timeout,
+		help: "-L: the timeouts --set sets; --drain --wait: how long it waits\n(default 5m; 90s, 1h...), then exit 1"},
 	{long: "--socket", meta: "PATH", set: text(func(c *command) *string { return &c.socket }),
 		help: "tapvs's control socket (or TAPVS_SOCKET; default /run/tapvs/tapvs.sock)"},
 
@@ -285,7 +293,14 @@ func count(c *command, u use) error {
 	return nil
 }
 
+// listTimeouts is --timeout without a duration: -L --timeout.
+const listTimeouts = "(list)"
+
 func timeout(c *command, u use) error {
+	if u.v == listTimeouts {
+		c.timeouts = true
+		return nil
+	}
 	d, err := time.ParseDuration(u.v)
 	if err != nil || d <= 0 {
 		return usagef("illegal --timeout %q: a duration such as 90s or 5m", u.v)
@@ -307,7 +322,8 @@ Usage:
   ipvsadm -S [-n]
   ipvsadm -a|e -t|u service-address -r server-address [-b] [-w weight]
   ipvsadm -d -t|u service-address -r server-address
-  ipvsadm -L|l [-t|u service-address] [-n] [-c] [--stats] [--rate] [--exact]
+  ipvsadm -L|l [-t|u service-address] [-n] [-c] [--stats] [--rate] [--exact] [--nosort]
+  ipvsadm -L --timeout
   ipvsadm -Z [-t|u service-address]
   ipvsadm --set tcp tcpfin udp
   ipvsadm -P|Q -t|u service-address -z local-address
@@ -319,6 +335,7 @@ Usage:
   ipvsadm --drain [--wait [--timeout duration]]
   ipvsadm --undrain|--drain-status
   ipvsadm -h
+  ipvsadm -v
 `
 
 // commandNames is a command's names in -h: "--list            -L|-l".

@@ -40,6 +40,8 @@ type command struct {
 	bgp                     bool          // --bgp: the BGP listing (alone or with -L)
 	wait                    bool          // --wait: --drain waits for the last connection
 	timeout                 time.Duration // --timeout of --drain --wait; 0: not given
+	timeouts                bool          // -L --timeout: the timeouts, not the table
+	nosort                  bool          // --nosort: the order services were added in
 }
 
 // defaultDrainWait bounds --drain --wait without --timeout: a wait that
@@ -186,6 +188,8 @@ func (p *parser) value(o *option, name string, n int) (string, error) {
 	switch {
 	case o.def != "" && (!ok || strings.HasPrefix(next, "-")):
 		return o.def, nil
+	case o.bare != "" && (!ok || byName[next] != nil):
+		return o.bare, nil
 	case o.def == "" && (!ok || next == "" || len(next) > 1 && next[0] == '-'):
 		if n > 1 {
 			return "", usagef("%s needs %s values: %s", o.long, spelled(n), o.meta)
@@ -256,6 +260,19 @@ func (c *command) check() error {
 // checkCluster enforces what --bgp and the drain commands take: nothing
 // of a service's, -n for the listing, --wait and --timeout for --drain.
 func (c *command) checkCluster() error {
+	if c.timeouts {
+		switch {
+		case c.wait: // --drain --wait --timeout: its duration is missing
+			return usagef("option --timeout requires an argument")
+		case c.op != "list":
+			return usagef("--timeout without a duration belongs to -L (-L --timeout)")
+		case c.conns || c.service != "" || c.stats || c.rate:
+			return usagef("options conflicts in the list command")
+		}
+	}
+	if c.nosort && c.op != "list" {
+		return usagef("Illegal option for %s: --nosort belongs to -L", c.op)
+	}
 	if c.wait && c.op != "drain" || c.timeout != 0 && !c.wait {
 		return usagef("--wait belongs to --drain, and --timeout to --drain --wait")
 	}

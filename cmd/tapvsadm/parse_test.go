@@ -98,13 +98,21 @@ func TestUsageErrorsExitTwo(t *testing.T) {
 }
 
 func TestLargeNumbers(t *testing.T) {
-	for n, want := range map[uint64]string{0: "       0", 99999999: "99999999", 100000000: " 100000K", 123456789012: " 123456M"} {
+	// ipvsadm's print_largenum: "%9llu" below 10^8, then K below 10^9,
+	// M below 10^11, G below 10^14, T; every boundary on both sides.
+	for n, want := range map[uint64]string{0: "        0", 99999999: " 99999999", 100000000: "  100000K",
+		999999999: "  999999K", 1000000000: "    1000M", 99999999999: "   99999M", 100000000000: "     100G",
+		123456789012: "     123G", 99999999999999: "   99999G", 100000000000000: "     100T",
+		18446744073709551615: "18446744T"} {
 		if got := largenum(n, false); got != want {
 			t.Errorf("%d: %q, want %q", n, got, want)
 		}
 	}
-	if got := largenum(123456789012, true); got != "123456789012" {
-		t.Errorf("exact: %q", got)
+	// --exact: "%*llu", 9 wide, or one more than its digits.
+	for n, want := range map[uint64]string{0: "        0", 12345678: " 12345678", 123456789: " 123456789", 123456789012: " 123456789012"} {
+		if got := largenum(n, true); got != want {
+			t.Errorf("exact %d: %q, want %q", n, got, want)
+		}
 	}
 }
 

@@ -34,7 +34,7 @@ func TestRateAndStatsColumns(t *testing.T) {
 		{"-L -n --stats",
 			"Prot LocalAddress:Port               Conns   InPkts  OutPkts  InBytes OutBytes\n" +
 				"  -> RemoteAddress:Port\n" +
-				"TCP  172.25.254.100:80                   1       22      333     4444  123456M\n" +
+				"TCP  172.25.254.100:80                   1       22      333     4444     123G\n" +
 				"  -> 172.25.84.2:80                      5        4        3        2        1\n"},
 	} {
 		c, err := parse(strings.Fields(tc.args))

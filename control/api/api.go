@@ -172,6 +172,10 @@ type Conn struct {
 	Destination string `json:"destination"`
 }
 
+// IPVSVersion is the IPVS version tapvs answers as (ipvsadm's "IP Virtual
+// Server version"), whose listings and rules it keeps.
+const IPVSVersion = "1.2.1"
+
 // Info describes the running tapvs.
 type Info struct {
 	Version  string `json:"version"`

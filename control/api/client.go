@@ -107,6 +107,12 @@ func (c *Client) DeleteLocalAddr(k ServiceKey, addr string) error {
 	return c.do("DELETE", k.escPath()+"/laddrs/"+esc(addr), nil, nil)
 }
 
+// ServicesAsAdded lists the services in the order they were added, as a
+// kernel's table lists them (ipvsadm --nosort); Services sorts them.
+func (c *Client) ServicesAsAdded() (s []Service, err error) {
+	return s, c.do("GET", "/v1/services?order=added", nil, &s)
+}
+
 // Reload reloads the configuration file, as SIGHUP does, and says what it
 // did.
 func (c *Client) Reload() (r Reload, err error) { return r, c.do("POST", "/v1/reload", nil, &r) }
