@@ -173,4 +173,3 @@ func TestCheckSSL(t *testing.T) {
 		mu.Unlock()
 	}
 }
-

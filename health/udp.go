@@ -7,7 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"os"
+	"net"
 	"strings"
 
 	"golang.org/x/net/dns/dnsmessage"
@@ -39,8 +39,8 @@ func (c *Checker) exchange(ctx context.Context, local, remote tcpip.FullAddress,
 	}
 	buf := make([]byte, maxReply)
 	n, err := conn.Read(buf)
-	if errors.Is(err, os.ErrDeadlineExceeded) {
-		return nil, nil
+	if ne := net.Error(nil); errors.As(err, &ne) && ne.Timeout() {
+		return nil, nil // gonet's deadline error is a net.Error, not os's
 	}
 	if err != nil {
 		return nil, err
