@@ -172,13 +172,13 @@ func healthTypes(e *errs, f string, r *rawHealth, s *health.Spec) {
 		if !r.Verify {
 			e.add(f+".ca_file", "is used only with verify: true")
 		}
-		pem, err := os.ReadFile(r.CAFile)
-		s.Roots = x509.NewCertPool()
+		pem, err := os.ReadFile(r.CAFile) // read again at each reload
 		if err != nil {
 			e.add(f+".ca_file", "%v", err)
-		} else if !s.Roots.AppendCertsFromPEM(pem) {
+		} else if !x509.NewCertPool().AppendCertsFromPEM(pem) {
 			e.add(f+".ca_file", "%q holds no PEM certificate", r.CAFile)
 		}
+		s.CAPEM = pem
 	}
 	only("script", len(r.Script) > 0, "misc")
 	s.MiscDynamic = only("misc_dynamic", r.MiscDynamic, "misc")

@@ -22,7 +22,7 @@ func withCheck(check string) string {
 // holds; each refusal is one line naming its field.
 func TestHealthKeepalivedFields(t *testing.T) {
 	dir := t.TempDir()
-	caPEM := []byte("-----BEGIN CERTIFICATE-----\nMIIBhTCCASugAwIBAgIQIRi6zePL6mKjOipn+dNuaTAKBggqhkjOPQQDAjASMRAw\nDgYDVQQKEwdBY21lIENvMB4XDTE3MTAyMDE5NDMwNloXDTE4MTAyMDE5NDMwNlow\nEjEQMA4GA1UEChMHQWNtZSBDbzBZMBMGByqGSM49AgEGCCqGSM49AwEHA0IABD0d\n7VNhbWvZLWPuj/RtHFjvtJBEwOkhbN/BnnE8rnZR8+sbwnc/KhCk3FhnpHZnQz7B\n5aETbbIgmuvewdjvSBSjYzBhMA4GA1UdDwEB/wQEAwICpDATBgNVHSUEDDAKBggr\nBgEFBQcDATAPBgNVHRMBAf8EBTADAQH/MCkGA1UdEQQiMCCCDmxvY2FsaG9zdDo1\nNDUzgg4xMjcuMC4wLjE6NTQ1MzAKBggqhkjOPQQDAgNIADBFAiEA2zpJEPQyz6/l\nWf86aX6PepsntZv2GYlA5UpabfT2EZICICpJ5h/iI+i341gBmLiAFQOyTDT+/wQc\n6MF9+Yw1Yy0t\n-----END CERTIFICATE-----\n")
+	caPEM := testCAPEM
 	ca := filepath.Join(dir, "ca.pem")
 	notPEM := filepath.Join(dir, "not.pem")
 	if err := os.WriteFile(ca, caPEM, 0o600); err != nil {
@@ -38,10 +38,10 @@ func TestHealthKeepalivedFields(t *testing.T) {
 		ok          func(*health.Spec) bool // what an accepted check holds
 	}{
 		{"ssl defaults", "type: ssl", "", func(s *health.Spec) bool {
-			return s.Type == "ssl" && s.Path == "/" && !s.Verify && s.Roots == nil && s.ServerName == "" && s.VirtualHost == ""
+			return s.Type == "ssl" && s.Path == "/" && !s.Verify && s.CAPEM == nil && s.ServerName == "" && s.VirtualHost == ""
 		}},
 		{"ssl all", "type: ssl, http_path: /h, http_status: 204, virtualhost: www.example.test, server_name: sni.example.test, verify: true, ca_file: " + ca, "", func(s *health.Spec) bool {
-			return s.Path == "/h" && s.Status == 204 && s.VirtualHost == "www.example.test" && s.ServerName == "sni.example.test" && s.Verify && s.Roots != nil
+			return s.Path == "/h" && s.Status == 204 && s.VirtualHost == "www.example.test" && s.ServerName == "sni.example.test" && s.Verify && bytes.Equal(s.CAPEM, caPEM)
 		}},
 		{"http virtualhost with a port", "type: http, virtualhost: 'www.example.test:8080'", "", func(s *health.Spec) bool { return s.VirtualHost == "www.example.test:8080" }},
 		{"virtualhost on tcp", "type: tcp, virtualhost: a.test", f + "virtualhost: is only for type http or ssl, not tcp", nil},
@@ -112,3 +112,28 @@ func TestHealthKeepalivedFields(t *testing.T) {
 		}
 	}
 }
+
+// A check read twice from one file is the same check: a reload compares
+// services (a CA is kept as its PEM, not as a pool that never compares
+// equal).
+func TestHealthSpecsCompare(t *testing.T) {
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(ca, testCAPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	y := withCheck("type: ssl, verify: true, ca_file: " + ca + ", virtualhost: a.test")
+	a, err := Parse(y)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := Parse(y)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(a.Services, b.Services) {
+		t.Fatal("one file read twice: the services differ")
+	}
+}
+
+// testCAPEM is a self-signed certificate (crypto/tls's example).
+var testCAPEM = []byte("-----BEGIN CERTIFICATE-----\nMIIBhTCCASugAwIBAgIQIRi6zePL6mKjOipn+dNuaTAKBggqhkjOPQQDAjASMRAw\nDgYDVQQKEwdBY21lIENvMB4XDTE3MTAyMDE5NDMwNloXDTE4MTAyMDE5NDMwNlow\nEjEQMA4GA1UEChMHQWNtZSBDbzBZMBMGByqGSM49AgEGCCqGSM49AwEHA0IABD0d\n7VNhbWvZLWPuj/RtHFjvtJBEwOkhbN/BnnE8rnZR8+sbwnc/KhCk3FhnpHZnQz7B\n5aETbbIgmuvewdjvSBSjYzBhMA4GA1UdDwEB/wQEAwICpDATBgNVHSUEDDAKBggr\nBgEFBQcDATAPBgNVHRMBAf8EBTADAQH/MCkGA1UdEQQiMCCCDmxvY2FsaG9zdDo1\nNDUzgg4xMjcuMC4wLjE6NTQ1MzAKBggqhkjOPQQDAgNIADBFAiEA2zpJEPQyz6/l\nWf86aX6PepsntZv2GYlA5UpabfT2EZICICpJ5h/iI+i341gBmLiAFQOyTDT+/wQc\n6MF9+Yw1Yy0t\n-----END CERTIFICATE-----\n")

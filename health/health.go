@@ -60,7 +60,8 @@ type Spec struct {
 	VirtualHost string         // http, ssl: the Host header (and ssl's default SNI); "": the server's address
 	ServerName  string         // ssl: the SNI and the name verified; "": VirtualHost's host
 	Verify      bool           // ssl: verify the server's certificate (else it is not checked)
-	Roots       *x509.CertPool // ssl with Verify: the CAs; nil: the system's
+	CAPEM       []byte         // ssl with Verify: the CAs, PEM; nil: the system's
+	roots       *x509.CertPool // CAPEM parsed, by Start (the configuration compares Specs: no pool in them)
 
 	Script      []string // misc: argv, run without a shell
 	MiscDynamic bool     // misc: exit codes 2-255 pass and set the weight to code-2
@@ -125,6 +126,10 @@ func (c *Checker) SetNextHop(f func(netip.Addr) ([6]byte, error)) { c.nextHop = 
 // that is down stays out, and comes back with its configured weight.
 func (c *Checker) Start(targets []Target, prev *Checker) {
 	for _, t := range targets {
+		if len(t.Spec.CAPEM) > 0 {
+			t.Spec.roots = x509.NewCertPool()
+			t.Spec.roots.AppendCertsFromPEM(t.Spec.CAPEM)
+		}
 		k := stateKey{t.Proto, t.VIP, t.RS}
 		s := &state{t: t, up: true, weight: t.Weight}
 		if prev != nil {
@@ -479,7 +484,7 @@ func httpGet(ctx context.Context, dial func(context.Context) (net.Conn, error), 
 
 // tlsConfig is the ssl check's: SNI from ServerName, else VirtualHost's
 // host; the certificate is verified only when asked (keepalived's SSL_GET
-// does not verify), against Roots or the system's, for the SNI name or,
+// does not verify), against CAPEM's or the system's, for the SNI name or,
 // without one, the server's address.
 func tlsConfig(server netip.Addr, spec Spec) *tls.Config {
 	name := spec.ServerName
@@ -492,5 +497,10 @@ func tlsConfig(server netip.Addr, spec Spec) *tls.Config {
 	if name == "" {
 		name = server.String() // not sent as SNI (an address); what is verified
 	}
-	return &tls.Config{ServerName: name, InsecureSkipVerify: !spec.Verify, RootCAs: spec.Roots}
+	roots := spec.roots
+	if roots == nil && len(spec.CAPEM) > 0 { // a Spec Start did not see
+		roots = x509.NewCertPool()
+		roots.AppendCertsFromPEM(spec.CAPEM)
+	}
+	return &tls.Config{ServerName: name, InsecureSkipVerify: !spec.Verify, RootCAs: roots}
 }

@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/hex"
+	"encoding/pem"
 	"io"
 	"log"
 	"math/big"
@@ -24,8 +25,8 @@ import (
 )
 
 // selfSigned is a certificate for www.example.test and the given
-// addresses, signed by itself, and a pool that trusts it.
-func selfSigned(t *testing.T, addrs ...netip.Addr) (tls.Certificate, *x509.CertPool) {
+// addresses, signed by itself, and its PEM.
+func selfSigned(t *testing.T, addrs ...netip.Addr) (tls.Certificate, []byte) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -48,9 +49,7 @@ func selfSigned(t *testing.T, addrs ...netip.Addr) (tls.Certificate, *x509.CertP
 	if err != nil {
 		t.Fatal(err)
 	}
-	pool := x509.NewCertPool()
-	pool.AddCert(leaf)
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, pool
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }
 
 // The ssl check (SSL_GET) through the stack: status and body digest as
@@ -138,10 +137,10 @@ func TestCheckSSL(t *testing.T) {
 		{"ssl server_name", ssl(Spec{ServerName: "www.example.test"}), "", "www.example.test", "10.20.1.2:443"},
 		{"ssl virtualhost", ssl(Spec{VirtualHost: "www.example.test:8443"}), "", "www.example.test", "www.example.test:8443"},
 		{"ssl server_name over virtualhost", ssl(Spec{VirtualHost: "a.example.test", ServerName: "b.example.test"}), "", "b.example.test", "a.example.test"},
-		{"ssl verified by its CA and name", ssl(Spec{Verify: true, Roots: pool, ServerName: "www.example.test"}), "", "-", "-"},
-		{"ssl verified by its CA and address", ssl(Spec{Verify: true, Roots: pool}), "", "-", "-"},
-		{"ssl verified, wrong name", ssl(Spec{Verify: true, Roots: pool, ServerName: "other.example.test"}), "tls handshake", "-", "-"},
-		{"ssl verified, another CA", ssl(Spec{Verify: true, Roots: otherPool, ServerName: "www.example.test"}), "tls handshake", "-", "-"},
+		{"ssl verified by its CA and name", ssl(Spec{Verify: true, CAPEM: pool, ServerName: "www.example.test"}), "", "-", "-"},
+		{"ssl verified by its CA and address", ssl(Spec{Verify: true, CAPEM: pool}), "", "-", "-"},
+		{"ssl verified, wrong name", ssl(Spec{Verify: true, CAPEM: pool, ServerName: "other.example.test"}), "tls handshake", "-", "-"},
+		{"ssl verified, another CA", ssl(Spec{Verify: true, CAPEM: otherPool, ServerName: "www.example.test"}), "tls handshake", "-", "-"},
 		{"ssl to plain http", Spec{Type: "ssl", Port: 8080, Path: "/ok"}, "tls handshake", "-", "-"},
 		{"ssl nothing listening", Spec{Type: "ssl", Port: 81, Path: "/"}, "ssl: ", "-", "-"},
 		{"ssl handshake unanswered", Spec{Type: "ssl", Port: 8443, Path: "/"}, "context deadline exceeded", "-", "-"},
