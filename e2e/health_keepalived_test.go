@@ -36,7 +36,17 @@ const keepalivedServices = `
     health_check: {type: misc, script: [%s], misc_dynamic: true, interval: 200ms, timeout: 150ms, rise: 1, fall: 1}
     real_servers:
       - {address: 10.20.1.2, port: 80, weight: 3}
-      - {address: 10.20.2.2, port: 80, weight: 3}`
+      - {address: 10.20.2.2, port: 80, weight: 3}
+  - name: echo
+    vip: 172.25.254.100
+    port: 9001
+    protocol: udp
+    scheduler: rr
+    local_addresses: [172.25.84.11]
+    health_check: {type: udp, payload: '70696e67', require_reply: '7273312073617720', interval: 200ms, timeout: 150ms, rise: 1, fall: 2}
+    real_servers:
+      - {address: 10.20.1.2, port: 9001, weight: 4}
+      - {address: 10.20.2.2, port: 9009, weight: 4, health_check: {type: udp, payload: '70696e67', interval: 500ms, timeout: 150ms, rise: 100, fall: 1}}`
 
 // startTLS serves HTTPS on addr inside namespace ns (httptest's
 // certificate, not verified by the check): /health answers 200 to a
@@ -65,7 +75,9 @@ func startTLS(t *testing.T, ns string, addr netip.AddrPort) *httptest.Server {
 // keepalived's checkers end to end: an ssl check takes out a real server
 // whose TLS server stops (quiesced) and puts it back with its weight when
 // it serves again; a misc script's exit code does the same on another
-// service, and with misc_dynamic its code 2-255 sets the weight (code-2).
+// service, and with misc_dynamic its code 2-255 sets the weight (code-2);
+// a udp check passes on a real echo and fails on the ICMP port
+// unreachable of a closed port, which comes back through tapvs.
 func TestKeepalivedCheckers(t *testing.T) {
 	dir := t.TempDir()
 	script := filepath.Join(dir, "check.sh")
@@ -85,7 +97,7 @@ func TestKeepalivedCheckers(t *testing.T) {
 	startTLS(t, e.top.RS[0], netip.AddrPortFrom(lab.RS1, 8443))
 	tls2 := startTLS(t, e.top.RS[1], netip.AddrPortFrom(lab.RS2, 8443))
 	const bound = 5 * time.Second
-	weight := func(svc, rs string, want int, up bool) string {
+	weight := func(t *testing.T, svc, rs string, want int, up bool) string {
 		t.Helper()
 		var w int
 		var gotUp bool
@@ -113,25 +125,34 @@ func TestKeepalivedCheckers(t *testing.T) {
 			t.Fatal("the ssl checks never reported both servers")
 		}
 		tls2.Close()
-		if why := weight("172.25.254.100:80", "10.20.2.2:80", 0, false); !strings.HasPrefix(why, "ssl: ") {
+		if why := weight(t, "172.25.254.100:80", "10.20.2.2:80", 0, false); !strings.HasPrefix(why, "ssl: ") {
 			t.Fatalf("rs2 down for %q, want the ssl check's reason", why)
 		}
-		weight("172.25.254.100:80", "10.20.1.2:80", 2, true)
+		weight(t, "172.25.254.100:80", "10.20.1.2:80", 2, true)
 		startTLS(t, e.top.RS[1], netip.AddrPortFrom(lab.RS2, 8443))
-		weight("172.25.254.100:80", "10.20.2.2:80", 5, true)
+		weight(t, "172.25.254.100:80", "10.20.2.2:80", 5, true)
+	})
+	t.Run("udp", func(t *testing.T) {
+		if why := weight(t, "172.25.254.100:9001", "10.20.2.2:9009", 0, false); !strings.HasPrefix(why, "udp: ") || strings.Contains(why, "no reply") {
+			t.Fatalf("rs2 down for %q, want the ICMP error", why)
+		}
+		// rs1 has been checked as long, its echo required: still up.
+		if w, up, why := e.weightOf("172.25.254.100:9001", "10.20.1.2:9001"); w != 4 || !up || why != "" {
+			t.Fatalf("rs1 behind a real echo: weight %d up %v (%s)", w, up, why)
+		}
 	})
 	t.Run("misc", func(t *testing.T) {
-		weight("172.25.254.100:8081", "10.20.1.2:80", 3, true)
+		weight(t, "172.25.254.100:8081", "10.20.1.2:80", 3, true)
 		code(lab.RS1, 1)
-		if why := weight("172.25.254.100:8081", "10.20.1.2:80", 0, false); why != "misc: "+script+" exited 1" {
+		if why := weight(t, "172.25.254.100:8081", "10.20.1.2:80", 0, false); why != "misc: "+script+" exited 1" {
 			t.Fatalf("rs1 down for %q, want the script's exit 1", why)
 		}
-		weight("172.25.254.100:8081", "10.20.2.2:80", 3, true)
+		weight(t, "172.25.254.100:8081", "10.20.2.2:80", 3, true)
 		code(lab.RS1, 9) // passes, weight 7
-		weight("172.25.254.100:8081", "10.20.1.2:80", 7, true)
+		weight(t, "172.25.254.100:8081", "10.20.1.2:80", 7, true)
 		code(lab.RS1, 0) // passes, weight unchanged
 		code(lab.RS2, 2) // passes, weight 0: drained, still up
-		weight("172.25.254.100:8081", "10.20.2.2:80", 0, true)
-		weight("172.25.254.100:8081", "10.20.1.2:80", 7, true)
+		weight(t, "172.25.254.100:8081", "10.20.2.2:80", 0, true)
+		weight(t, "172.25.254.100:8081", "10.20.1.2:80", 7, true)
 	})
 }
