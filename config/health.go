@@ -188,6 +188,8 @@ func healthTypes(e *errs, f string, r *rawHealth, s *health.Spec) {
 			e.add(f+".script", "a misc check needs a script: [path, args...]")
 		case !filepath.IsAbs(r.Script[0]):
 			e.add(f+".script", "%q is not an absolute path (no shell, no PATH search)", r.Script[0])
+		case strings.Contains(strings.Join(r.Script, ""), "\x00"):
+			e.add(f+".script", "an argument holds a NUL byte")
 		default:
 			s.Script = append([]string(nil), r.Script...)
 		}

@@ -77,6 +77,7 @@ func TestHealthKeepalivedFields(t *testing.T) {
 		{"misc timeout", "type: misc, script: [/bin/true], timeout: 300ms", "", func(s *health.Spec) bool { return s.Timeout == 300*time.Millisecond }},
 		{"misc without script", "type: misc", f + "script: a misc check needs a script: [path, args...]", nil},
 		{"misc relative script", "type: misc, script: [check.sh]", f + `script: "check.sh" is not an absolute path`, nil},
+		{"misc NUL", `type: misc, script: [/bin/check, "a\0b"]`, f + "script: an argument holds a NUL byte", nil},
 		{"script on tcp", "type: tcp, script: [/bin/true]", f + "script: is only for type misc, not tcp", nil},
 		{"misc_dynamic on http", "type: http, misc_dynamic: true", f + "misc_dynamic: is only for type misc, not http", nil},
 

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -49,7 +50,7 @@ func runMisc(t Target) (weight int, err error) {
 		envRSPort+"="+strconv.Itoa(int(port)),
 		envVIPAddr+"="+t.VIP.Addr().String(),
 		envVIPPort+"="+strconv.Itoa(int(t.VIP.Port())),
-		envProto+"="+protoName(t.Proto),
+		envProto+"="+strings.ToLower(t.Proto.String()),
 	)
 	// Its own process group, so that a timeout kills what it started too;
 	// no pipes (stdin, stdout and stderr are /dev/null), so a child left
@@ -77,13 +78,6 @@ func runMisc(t Target) (weight int, err error) {
 	default:
 		return -1, fmt.Errorf("misc: %s exited %d", spec.Script[0], code)
 	}
-}
-
-func protoName(p nat.Protocol) string {
-	if p == nat.UDP {
-		return "udp"
-	}
-	return "tcp"
 }
 
 // setDynamic sets a server's weight to what its misc_dynamic script said:
