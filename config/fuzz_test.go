@@ -46,6 +46,11 @@ func FuzzConfig(f *testing.F) {
 	f.Add(validHandoff + "synproxy: {mss: 0, wscale: -1}\n")
 	// Backup LIPs: one the instance's own, one mapped, one without a rank.
 	f.Add(strings.Replace(validBGP, "  peers:", "  med: 4294967095\n  backup_lips: [{address: 172.25.84.10, rank: 0}, {address: '::ffff:10.0.2.11', rank: 100}, {address: 'fd00::11'}]\n  peers:", 1))
+	// keepalived's checkers and knobs.
+	f.Add(withCheck("type: ssl, virtualhost: 'www.example.test:8443', server_name: a.test, verify: true, ca_file: /dev/null, retry: 2, delay_before_retry: 50ms, warmup: 1s"))
+	f.Add(withCheck("type: misc, script: [/bin/true, -x], misc_dynamic: true, connect_timeout: 1s"))
+	f.Add(withCheck("type: udp, payload: 'de ad', require_reply: '00'"))
+	f.Add(withCheck("type: dns, dns_name: 'a..b', dns_type: aaaa"))
 	f.Fuzz(func(t *testing.T, text string) {
 		if len(text) > 1<<16 {
 			return

@@ -1,7 +1,9 @@
 // Package health checks real servers the way keepalived does for LVS: a TCP
-// connect or an HTTP GET every interval, from one of the service's local
-// addresses through tapvs's own gVisor stack (so a check takes the path
-// traffic takes), with rise/fall counts. A server that fails is quiesced
+// connect, an HTTP or HTTPS GET, a UDP exchange or a DNS query every
+// interval, from one of the service's local addresses through tapvs's own
+// gVisor stack (so a check takes the path traffic takes), or a script run
+// on the host (keepalived's MISC_CHECK), with keepalived's retry and
+// warmup and rise/fall counts. A server that fails is quiesced
 // (weight 0: no new connections, open ones continue) or removed; it is put
 // back with its weight when it passes again. Every transition is logged.
 // Each change is a transaction of the balancer's (nat.Tx), as every
@@ -13,11 +15,14 @@ package health
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/netip"
@@ -35,15 +40,37 @@ import (
 
 // Spec is one check.
 type Spec struct {
-	Type       string // "tcp" or "http"
+	Type       string // "tcp", "http", "ssl", "misc", "udp" or "dns"
 	Port       uint16 // 0: the server's own port
 	Interval   time.Duration
-	Timeout    time.Duration
+	Timeout    time.Duration // the whole probe: connect, handshake, answer; a script's run
 	Rise, Fall int
-	Path       string // http
-	Status     int    // http; 0: 200
-	BodySHA256 string // http; hex, optional
+	Path       string // http, ssl
+	Status     int    // http, ssl; 0: 200
+	BodySHA256 string // http, ssl; hex, optional
 	Remove     bool   // remove the server on failure instead of quiescing it
+
+	// keepalived's timing: a failed probe is tried again Retry times,
+	// DelayBeforeRetry apart, before it counts as one failure; the first
+	// probe runs after a random delay of up to Warmup (0: one interval).
+	Retry            int
+	DelayBeforeRetry time.Duration
+	Warmup           time.Duration
+
+	VirtualHost string         // http, ssl: the Host header (and ssl's default SNI); "": the server's address
+	ServerName  string         // ssl: the SNI and the name verified; "": VirtualHost's host
+	Verify      bool           // ssl: verify the server's certificate (else it is not checked)
+	CAPEM       []byte         // ssl with Verify: the CAs, PEM; nil: the system's
+	roots       *x509.CertPool // CAPEM parsed, by Start (the configuration compares Specs: no pool in them)
+
+	Script      []string // misc: argv, run without a shell
+	MiscDynamic bool     // misc: exit codes 2-255 pass and set the weight to code-2
+
+	Payload      []byte // udp: the datagram sent
+	RequireReply []byte // udp: a reply must start with this; nil: any reply or none passes, an ICMP error fails
+
+	DNSName string // dns: the name queried
+	DNSType uint16 // dns: the type queried (dnsmessage.Type)
 }
 
 // Target is a server to check, by service and address.
@@ -99,6 +126,10 @@ func (c *Checker) SetNextHop(f func(netip.Addr) ([6]byte, error)) { c.nextHop = 
 // that is down stays out, and comes back with its configured weight.
 func (c *Checker) Start(targets []Target, prev *Checker) {
 	for _, t := range targets {
+		if len(t.Spec.CAPEM) > 0 {
+			t.Spec.roots = x509.NewCertPool()
+			t.Spec.roots.AppendCertsFromPEM(t.Spec.CAPEM)
+		}
 		k := stateKey{t.Proto, t.VIP, t.RS}
 		s := &state{t: t, up: true, weight: t.Weight}
 		if prev != nil {
@@ -165,21 +196,76 @@ func (c *Checker) Up(proto nat.Protocol, vip, rs netip.AddrPort) (up, checked bo
 }
 
 func (c *Checker) loop(k stateKey, s *state) {
+	// keepalived's warmup: the first probe at a random moment up to
+	// Warmup, so that servers (and tapvs instances) started together are
+	// not all checked at once.
+	if w := s.t.Spec.Warmup; w > 0 && !c.sleep(rand.N(w+1)) {
+		return
+	}
+	first := s.t.Spec.Warmup > 0
 	tick := time.NewTicker(s.t.Spec.Interval)
 	defer tick.Stop()
 	for {
-		select {
-		case <-c.stop:
-			return
-		case <-tick.C:
+		if !first {
+			select {
+			case <-c.stop:
+				return
+			case <-tick.C:
+			}
 		}
+		first = false
 		svc, err := c.bal.Service(k.proto, k.vip.Addr(), k.vip.Port())
 		if err != nil {
 			continue // the service is gone, perhaps for a while (a reload)
 		}
-		err = c.check(svc, s.t)
+		var weight int
+		err = c.retry(s.t.Spec, func() error {
+			var err error
+			weight, err = c.probe(svc, s.t)
+			return err
+		})
+		if err == nil && weight >= 0 {
+			c.setDynamic(s, weight)
+		}
 		c.record(svc, s, err)
 	}
+}
+
+// sleep waits d, or less if the checker stops: it reports whether to go on.
+func (c *Checker) sleep(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-c.stop:
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// retry runs probe, and again up to spec.Retry times, DelayBeforeRetry
+// apart, while it fails (keepalived's retry and delay_before_retry): only
+// the last failure is returned, to count as one. A checker stopping ends
+// the retries with the failure in hand.
+func (c *Checker) retry(spec Spec, probe func() error) error {
+	err := probe()
+	for i := 0; err != nil && i < spec.Retry; i++ {
+		if !c.sleep(spec.DelayBeforeRetry) {
+			return err
+		}
+		err = probe()
+	}
+	return err
+}
+
+// probe runs one check of t: a script on the host, or else a probe
+// through the stack. weight is what a passing misc_dynamic script sets the
+// server's weight to, or -1.
+func (c *Checker) probe(svc *nat.Service, t Target) (weight int, err error) {
+	if t.Spec.Type == "misc" {
+		return runMisc(t)
+	}
+	return -1, c.check(svc, t)
 }
 
 // record counts a result and moves the server when a count is reached.
@@ -316,45 +402,105 @@ func (c *Checker) checkFrom(lips []netip.Addr, t Target) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), t.Spec.Timeout)
 	defer cancel()
+	local := tcpip.FullAddress{NIC: c.nic, Addr: tcpip.AddrFromSlice(lip.AsSlice())}
+	remote := tcpip.FullAddress{NIC: c.nic, Addr: tcpip.AddrFromSlice(rs.AsSlice()), Port: port}
 	dial := func(ctx context.Context) (net.Conn, error) {
-		local := tcpip.FullAddress{NIC: c.nic, Addr: tcpip.AddrFromSlice(lip.AsSlice())}
-		remote := tcpip.FullAddress{NIC: c.nic, Addr: tcpip.AddrFromSlice(rs.AsSlice()), Port: port}
 		return gonet.DialTCPWithBind(ctx, c.st, local, remote, proto)
 	}
-	if t.Spec.Type == "tcp" {
+	switch t.Spec.Type {
+	case "tcp":
 		conn, err := dial(ctx)
 		if err != nil {
 			return fmt.Errorf("tcp connect: %w", err)
 		}
 		return conn.Close()
+	case "udp":
+		return c.udpCheck(ctx, local, remote, proto, t.Spec)
+	case "dns":
+		return c.dnsCheck(ctx, local, remote, proto, t.Spec)
 	}
-	hc := &http.Client{Transport: &http.Transport{
+	return httpGet(ctx, dial, netip.AddrPortFrom(rs, port), t.Spec)
+}
+
+// httpGet is the http and ssl checks: one GET on a connection of its own,
+// its status and, when asked, its body's SHA-256.
+func httpGet(ctx context.Context, dial func(context.Context) (net.Conn, error), server netip.AddrPort, spec Spec) error {
+	tr := &http.Transport{
 		DisableKeepAlives: true,
 		DialContext:       func(ctx context.Context, _, _ string) (net.Conn, error) { return dial(ctx) },
-	}}
+	}
+	scheme := spec.Type // "http" or "ssl"
+	if spec.Type == "ssl" {
+		scheme = "https"
+		cfg := tlsConfig(server.Addr(), spec)
+		// The handshake is bounded by the probe's context (its timeout),
+		// as the connect is.
+		tr.DialTLSContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
+			conn, err := dial(ctx)
+			if err != nil {
+				return nil, err
+			}
+			tc := tls.Client(conn, cfg)
+			if err := tc.HandshakeContext(ctx); err != nil {
+				conn.Close()
+				return nil, fmt.Errorf("tls handshake: %w", err)
+			}
+			return tc, nil
+		}
+	}
+	hc := &http.Client{Transport: tr}
 	// An IPv6 server's address is bracketed in the URL, and so in the
 	// Host header: AddrPort's form.
-	req, _ := http.NewRequestWithContext(ctx, "GET", fmt.Sprintf("http://%s%s", netip.AddrPortFrom(rs, port), t.Spec.Path), nil)
+	req, err := http.NewRequestWithContext(ctx, "GET", fmt.Sprintf("%s://%s%s", scheme, server, spec.Path), nil)
+	if err != nil {
+		return fmt.Errorf("%s: %w", spec.Type, err)
+	}
+	if spec.VirtualHost != "" {
+		req.Host = spec.VirtualHost // keepalived's virtualhost
+	}
 	resp, err := hc.Do(req)
 	if err != nil {
-		return fmt.Errorf("http: %w", err)
+		return fmt.Errorf("%s: %w", spec.Type, err)
 	}
 	defer resp.Body.Close()
-	want := t.Spec.Status
+	want := spec.Status
 	if want == 0 {
 		want = 200
 	}
 	if resp.StatusCode != want {
-		return fmt.Errorf("http status %d, want %d", resp.StatusCode, want)
+		return fmt.Errorf("%s status %d, want %d", spec.Type, resp.StatusCode, want)
 	}
-	if t.Spec.BodySHA256 != "" {
+	if spec.BodySHA256 != "" {
 		h := sha256.New()
 		if _, err := io.Copy(h, io.LimitReader(resp.Body, 16<<20)); err != nil {
-			return fmt.Errorf("http body: %w", err)
+			return fmt.Errorf("%s body: %w", spec.Type, err)
 		}
-		if got := hex.EncodeToString(h.Sum(nil)); got != t.Spec.BodySHA256 {
-			return fmt.Errorf("http body sha256 %s, want %s", got, t.Spec.BodySHA256)
+		if got := hex.EncodeToString(h.Sum(nil)); got != spec.BodySHA256 {
+			return fmt.Errorf("%s body sha256 %s, want %s", spec.Type, got, spec.BodySHA256)
 		}
 	}
 	return nil
+}
+
+// tlsConfig is the ssl check's: SNI from ServerName, else VirtualHost's
+// host; the certificate is verified only when asked (keepalived's SSL_GET
+// does not verify), against CAPEM's or the system's, for the SNI name or,
+// without one, the server's address.
+func tlsConfig(server netip.Addr, spec Spec) *tls.Config {
+	name := spec.ServerName
+	if name == "" && spec.VirtualHost != "" {
+		name = spec.VirtualHost
+		if h, _, err := net.SplitHostPort(name); err == nil {
+			name = h
+		}
+	}
+	if name == "" {
+		name = server.String() // not sent as SNI (an address); what is verified
+	}
+	roots := spec.roots
+	if roots == nil && len(spec.CAPEM) > 0 { // a Spec Start did not see
+		roots = x509.NewCertPool()
+		roots.AppendCertsFromPEM(spec.CAPEM)
+	}
+	return &tls.Config{ServerName: name, InsecureSkipVerify: !spec.Verify, RootCAs: roots}
 }
