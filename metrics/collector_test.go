@@ -387,7 +387,7 @@ func TestFramesAndPanicCounter(t *testing.T) {
 	// A panic is a bug no frame is known to trigger: count one as the
 	// reader would.
 	st.Server.Stats()[0].Panics.Add(2)
-	st.Server.Stats()[0].Released.Add(3) // held frames a server's SYN-ACK let go
+	st.Server.Stats()[0].Released.Add(3)  // held frames a server's SYN-ACK let go
 	st.Client.Stats()[0].Truncated.Add(4) // reads the kernel cut short
 
 	s, err := Serve("127.0.0.1:0", New(bal, st, nil), quiet)
