@@ -26,6 +26,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -90,6 +91,7 @@ type Checker struct {
 	log   *slog.Logger
 	mu    sync.Mutex
 	state map[stateKey]*state
+	targs []Target // as Start was given them
 	stop  chan struct{}
 	wg    sync.WaitGroup
 	// nextHop, if set, looks up a server's next hop in the stack the
@@ -125,6 +127,9 @@ func (c *Checker) SetNextHop(f func(netip.Addr) ([6]byte, error)) { c.nextHop = 
 // checker being replaced, on reload; already closed) last saw them: a server
 // that is down stays out, and comes back with its configured weight.
 func (c *Checker) Start(targets []Target, prev *Checker) {
+	c.mu.Lock()
+	c.targs = append(c.targs, targets...)
+	c.mu.Unlock()
 	for _, t := range targets {
 		if len(t.Spec.CAPEM) > 0 {
 			t.Spec.roots = x509.NewCertPool()
@@ -146,6 +151,39 @@ func (c *Checker) Start(targets []Target, prev *Checker) {
 			defer c.wg.Done()
 			c.loop(k, s)
 		}()
+	}
+}
+
+// Release puts back, with the weight it had, every server prev (closed)
+// held out that c does not check and match selects: the servers of a
+// check that was removed, which nothing would otherwise bring back. A
+// server prev removed (on_failure: remove) is added again only if readd.
+func (c *Checker) Release(prev *Checker, match func(Target) bool, readd bool) {
+	if prev == nil {
+		return
+	}
+	for k, p := range prev.state {
+		c.mu.Lock()
+		_, checked := c.state[k]
+		c.mu.Unlock()
+		if p.up || checked || !match(p.t) {
+			continue
+		}
+		err := c.change(p.t, func(tx *nat.Tx, svc *nat.Service, d *nat.Dest) error {
+			switch {
+			case d != nil:
+				return tx.SetWeight(svc, d.Addr, d.Port, p.weight)
+			case readd:
+				_, err := tx.AddDest(svc, p.t.RS.Addr(), p.t.RS.Port(), p.weight)
+				return err
+			}
+			return nil
+		})
+		if err != nil && !errors.Is(err, nat.ErrNoService) {
+			c.log.Warn("real server no longer checked, but could not be put back", "service", p.t.VIP.String(), "rs", p.t.RS.String(), "err", err)
+			continue
+		}
+		c.log.Info("real server no longer checked: put back", "service", p.t.VIP.String(), "rs", p.t.RS.String(), "weight", p.weight)
 	}
 }
 
@@ -182,6 +220,13 @@ func (c *Checker) change(t Target, fn func(tx *nat.Tx, svc *nat.Service, d *nat.
 func (c *Checker) Close() {
 	close(c.stop)
 	c.wg.Wait()
+}
+
+// Targets are the servers checked, in the order Start was given them.
+func (c *Checker) Targets() []Target {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.targs)
 }
 
 // Up reports a server's state; checked is false if nothing checks it.
