@@ -187,6 +187,8 @@ func execute(cl *api.Client, c *command, out io.Writer) error {
 		return nil
 	case "capture":
 		return capture(cl, c, out)
+	case "health":
+		return health(cl, c, out)
 	case "bgp":
 		b, err := cl.BGP()
 		if err != nil {
