@@ -270,17 +270,20 @@ func (d *Daemon) healthViews(s *nat.Service) []api.HealthView {
 
 // startHealth runs cfg's health checks, with the runtime checks in place
 // of the file's for their services (targets), taking over the state of
-// the checker it replaces: a server it held down stays out. A server it
-// held down that release selects and the new checker does not check is
-// put back (health.Checker.Release); readd adds back one it removed.
+// the checker it replaces: a server it held down stays out, but for those
+// release selects (a service whose check changed), which are put back and
+// checked afresh (health.Checker.Release); readd adds back one it removed.
 // Called with reloadMu held, or before the API serves.
 func (d *Daemon) startHealth(cfg *config.Config, release func(health.Target) bool, readd bool) {
 	prev := d.checker.Swap(nil)
 	if prev != nil {
 		prev.Close() // stopped before its state is read
 	}
+	if prev != nil && release != nil {
+		prev.Release(release, readd)
+	}
 	targets := d.targets(cfg)
-	if len(targets) == 0 && prev == nil {
+	if len(targets) == 0 {
 		return
 	}
 	next := health.New(d.Balancer, d.Stack.Stack(), netstack.ServerNIC, d.log)
@@ -289,9 +292,6 @@ func (d *Daemon) startHealth(cfg *config.Config, release func(health.Target) boo
 	// and a short one bounds the checker's pause if it is not.
 	next.SetNextHop(func(a netip.Addr) ([6]byte, error) { return d.Stack.NextHopMAC(a, 100*time.Millisecond) })
 	next.Start(targets, prev)
-	if release != nil {
-		next.Release(prev, release, readd)
-	}
 	d.checker.Store(next)
 }
 

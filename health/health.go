@@ -154,21 +154,24 @@ func (c *Checker) Start(targets []Target, prev *Checker) {
 	}
 }
 
-// Release puts back, with the weight it had, every server prev (closed)
-// held out that c does not check and match selects: the servers of a
-// check that was removed, which nothing would otherwise bring back. A
-// server prev removed (on_failure: remove) is added again only if readd.
-func (c *Checker) Release(prev *Checker, match func(Target) bool, readd bool) {
-	if prev == nil {
-		return
-	}
-	for k, p := range prev.state {
-		c.mu.Lock()
-		_, checked := c.state[k]
-		c.mu.Unlock()
-		if p.up || checked || !match(p.t) {
-			continue
+// Release puts back, with the weight it had, every server this closed
+// checker held out that match selects, and forgets it, so that a checker
+// Started with this one as prev checks it afresh: a check that was
+// changed or removed does not hold a server out for another's failures. A
+// server it removed (on_failure: remove) is added again only if readd.
+func (c *Checker) Release(match func(Target) bool, readd bool) {
+	var down []*state
+	c.mu.Lock() // Up may still read a closed checker
+	for k, p := range c.state {
+		if match(p.t) {
+			delete(c.state, k)
+			if !p.up {
+				down = append(down, p)
+			}
 		}
+	}
+	c.mu.Unlock()
+	for _, p := range down {
 		err := c.change(p.t, func(tx *nat.Tx, svc *nat.Service, d *nat.Dest) error {
 			switch {
 			case d != nil:
@@ -180,10 +183,10 @@ func (c *Checker) Release(prev *Checker, match func(Target) bool, readd bool) {
 			return nil
 		})
 		if err != nil && !errors.Is(err, nat.ErrNoService) {
-			c.log.Warn("real server no longer checked, but could not be put back", "service", p.t.VIP.String(), "rs", p.t.RS.String(), "err", err)
+			c.log.Warn("real server's check changed, but it could not be put back", "service", p.t.VIP.String(), "rs", p.t.RS.String(), "err", err)
 			continue
 		}
-		c.log.Info("real server no longer checked: put back", "service", p.t.VIP.String(), "rs", p.t.RS.String(), "weight", p.weight)
+		c.log.Info("real server's check changed: put back until the new check says otherwise", "service", p.t.VIP.String(), "rs", p.t.RS.String(), "weight", p.weight)
 	}
 }
 
