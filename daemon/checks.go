@@ -20,7 +20,7 @@ type runtimeCheck struct {
 }
 
 // reloadNote is told with every runtime check change.
-const reloadNote = "health check changed at run time: the next reload (SIGHUP, tapvsadm --reload) re-applies the configuration file's check of this service"
+const reloadNote = "health check changed at run time: the next reload of the configuration file (SIGHUP, a change to the file, POST /v1/reload) re-applies the configuration file's check of this service"
 
 // checks serves the control API's health routes (control.Checks).
 type checks struct{ d *Daemon }
