@@ -33,9 +33,8 @@ func (c checks) HealthCheck(k control.ServiceKey) (api.Health, error) {
 	d.reloadMu.Unlock()
 	h := api.Health{Source: "none", Servers: d.checkViews(k)}
 	switch {
-	case runtime && rc.spec != nil:
-		h.Source, h.Check = "runtime", rc.set
 	case runtime:
+		h.Source, h.Check = "runtime", rc.set // nil: stopped at run time
 	case len(h.Servers) > 0:
 		h.Source = "file"
 	}

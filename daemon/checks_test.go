@@ -136,7 +136,7 @@ func TestRuntimeHealthCheck(t *testing.T) {
 		t.Fatalf("DELETE: %d %s", code, msg)
 	}
 	waitWeights("cleared", filed)
-	if h := get(); h.Source != "none" || len(h.Servers) != 0 || d.checker.Load() != nil {
+	if h := get(); h.Source != "runtime" || h.Check != nil || len(h.Servers) != 0 || d.checker.Load() != nil {
 		t.Fatalf("GET after DELETE: %+v, checker %v (want none: nothing is checked)", h, d.checker.Load())
 	}
 

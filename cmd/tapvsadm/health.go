@@ -154,8 +154,11 @@ func health(cl *api.Client, c *command, out io.Writer) error {
 //	  -> 10.20.2.2:80                 down: connect: connection refused
 func printHealth(w io.Writer, c *command, h api.Health) {
 	line := fmt.Sprintf("%s  %s health %s", strings.ToUpper(c.proto), c.service, h.Source)
-	if h.Check != nil {
+	switch {
+	case h.Check != nil:
 		line += " --check " + checkText(*h.Check)
+	case h.Source == "runtime":
+		line += " --off"
 	}
 	fmt.Fprintln(w, line)
 	for _, s := range h.Servers {

@@ -35,6 +35,11 @@ func TestHealthListing(t *testing.T) {
 		t.Fatalf("read back as %s, want %s", got, checkText(hc))
 	}
 	out.Reset()
+	printHealth(&out, &command{proto: "udp", service: "10.0.0.1:53"}, api.Health{Source: "runtime"})
+	if out.String() != "UDP  10.0.0.1:53 health runtime --off\n" {
+		t.Fatalf("stopped at run time: %q", out.String())
+	}
+	out.Reset()
 	printHealth(&out, &command{proto: "udp", service: "10.0.0.1:53"}, api.Health{Source: "none"})
 	if out.String() != "UDP  10.0.0.1:53 health none\n" {
 		t.Fatalf("no check: %q", out.String())

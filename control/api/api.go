@@ -336,10 +336,11 @@ type HealthCheck struct {
 // Health is a service's health check as GET .../health answers it.
 type Health struct {
 	// Source is where the check comes from: "file" (the configuration
-	// file's), "runtime" (set through the API or tapvsadm; the next reload
-	// re-applies the file's) or "none".
+	// file's), "runtime" (set or stopped through the API or tapvsadm; the
+	// next reload re-applies the file's) or "none".
 	Source string `json:"source"`
-	// Check is the runtime check as it was set (Source "runtime").
+	// Check is the runtime check as it was set; nil with Source "runtime":
+	// the service's checks were stopped at run time.
 	Check   *HealthCheck `json:"check,omitempty"`
 	Servers []HealthView `json:"servers"`
 }
