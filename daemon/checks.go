@@ -25,6 +25,10 @@ const reloadNote = "health check changed at run time: the next reload of the con
 // checks serves the control API's health routes (control.Checks).
 type checks struct{ d *Daemon }
 
+// Checks are the running health checks, as the control API changes them
+// (pkg/tapvs's way to them).
+func (d *Daemon) Checks() control.Checks { return checks{d} }
+
 // HealthCheck reports a service's check and its servers' state.
 func (c checks) HealthCheck(k control.ServiceKey) (api.Health, error) {
 	d := c.d

@@ -175,7 +175,7 @@ func start(cfg *config.Config, log *slog.Logger, nics [2]netstack.NICConfig, suc
 	}
 	d.startHealth(cfg, nil, false)
 	d.Manager.SetHealth(d.healthViews)
-	d.Manager.SetChecks(checks{d})
+	d.Manager.SetChecks(d.Checks())
 	// The speaker starts after the services and their health checks: its
 	// first announcement is of what can serve, never of a VIP that cannot.
 	if d.cluster, err = newCluster(d, cfg, succ != nil); err != nil {
