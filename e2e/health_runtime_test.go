@@ -51,6 +51,9 @@ func TestRuntimeCheckWithTapvsadm(t *testing.T) {
 	if !strings.HasPrefix(show, "TCP  "+svc+" health runtime --check type=http,interval=200ms,timeout=150ms,rise=2,fall=2,http_path=/,http_status=200\n") {
 		t.Fatalf("--health:\n%s", show)
 	}
+	if save := e.must("-Sn"); !strings.HasSuffix(save, "\n--health -t "+svc+" --check type=http,interval=200ms,timeout=150ms,rise=2,fall=2,http_path=/,http_status=200\n") {
+		t.Fatalf("-Sn does not end with the runtime check:\n%s", save)
+	}
 	if !eventually(2*time.Second, func() bool { return strings.Count(e.must("--health", "-t", svc), " up\n") == 2 }) {
 		t.Fatalf("both servers not up under the runtime check:\n%s", e.must("--health", "-t", svc))
 	}

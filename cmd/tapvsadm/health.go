@@ -172,3 +172,43 @@ func printHealth(w io.Writer, c *command, h api.Health) {
 		fmt.Fprintf(w, "  -> %-28s %s\n", s.Dest, state)
 	}
 }
+
+// saveChecks writes -S's runtime checks, after the rules: a --health line
+// for each service whose check was set or stopped at run time (the file's
+// checks are the file's to restore).
+func saveChecks(cl *api.Client, out io.Writer, svcs []api.Service, c *command) error {
+	for _, s := range sortServices(svcs, &command{}) {
+		h, err := cl.HealthCheck(s.ServiceKey)
+		if err != nil {
+			return err
+		}
+		switch {
+		case h.Source != "runtime":
+		case h.Check != nil:
+			fmt.Fprintf(out, "--health %s --check %s\n", ruleService(s, c.numeric), checkText(*h.Check))
+		default:
+			fmt.Fprintf(out, "--health %s --off\n", ruleService(s, c.numeric))
+		}
+	}
+	return nil
+}
+
+// A restoredCheck is a --health line of -R's input.
+type restoredCheck struct {
+	c    *command
+	line int
+	text string
+}
+
+// restoreChecks applies -R's --health lines, after its rules were
+// applied (not in their transaction: a refused one leaves the rules, and
+// the checks before it, in place, and says so).
+func restoreChecks(cl *api.Client, checks []restoredCheck, stderr io.Writer) int {
+	for _, rc := range checks {
+		if err := health(cl, rc.c, io.Discard); err != nil {
+			fmt.Fprintf(stderr, "line %d: %s: %s (the rules and the lines before it were restored)\n", rc.line, rc.text, message(err, "health"))
+			return 1
+		}
+	}
+	return 0
+}
