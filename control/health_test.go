@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tapvs/tapvs/config"
 	"github.com/tapvs/tapvs/control/api"
 	"github.com/tapvs/tapvs/nat"
 )
@@ -34,6 +35,17 @@ func (f *fakeChecks) SetHealthCheck(k ServiceKey, hc api.HealthCheck) ([]string,
 func (f *fakeChecks) ClearHealthCheck(k ServiceKey) ([]string, error) {
 	delete(f.set, k)
 	return []string{"until the next reload"}, nil
+}
+
+// validatingChecks validate a check as the daemon does (the file's
+// rules) and keep what they accept: FuzzAPI's.
+type validatingChecks struct{ fakeChecks }
+
+func (v *validatingChecks) SetHealthCheck(k ServiceKey, hc api.HealthCheck) ([]string, error) {
+	if _, err := config.RuntimeHealthCheck(hc); err != nil {
+		return nil, err
+	}
+	return v.fakeChecks.SetHealthCheck(k, hc)
 }
 
 // The health routes' HTTP edge: the service is looked up before the
