@@ -92,11 +92,9 @@ func (d *Daemon) checkViews(k control.ServiceKey) []api.HealthView {
 		return []api.HealthView{}
 	}
 	out := []api.HealthView{}
-	for _, t := range hc.Targets() {
-		if t.Proto == k.Protocol && t.VIP == k.Addr {
-			up, _, why := hc.Up(t.Proto, t.VIP, t.RS)
-			out = append(out, api.HealthView{Dest: t.RS.String(), Healthy: up, Reason: why})
-		}
+	for _, t := range hc.Targets(k.Protocol, k.Addr) {
+		up, _, why := hc.Up(t.Proto, t.VIP, t.RS)
+		out = append(out, api.HealthView{Dest: t.RS.String(), Healthy: up, Reason: why})
 	}
 	return out
 }

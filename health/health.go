@@ -91,13 +91,18 @@ type Checker struct {
 	log   *slog.Logger
 	mu    sync.Mutex
 	state map[stateKey]*state
-	targs []Target // as Start was given them
+	targs map[svcKey][]Target // by service, in the order Start was given them
 	stop  chan struct{}
 	wg    sync.WaitGroup
 	// nextHop, if set, looks up a server's next hop in the stack the
 	// checks go through: a server that has just passed a check is put back
 	// with it, not left to the first packet's resolution.
 	nextHop func(netip.Addr) ([6]byte, error)
+}
+
+type svcKey struct {
+	proto nat.Protocol
+	vip   netip.AddrPort
 }
 
 type stateKey struct {
@@ -128,7 +133,13 @@ func (c *Checker) SetNextHop(f func(netip.Addr) ([6]byte, error)) { c.nextHop = 
 // that is down stays out, and comes back with its configured weight.
 func (c *Checker) Start(targets []Target, prev *Checker) {
 	c.mu.Lock()
-	c.targs = append(c.targs, targets...)
+	if c.targs == nil {
+		c.targs = map[svcKey][]Target{}
+	}
+	for _, t := range targets {
+		k := svcKey{t.Proto, t.VIP}
+		c.targs[k] = append(c.targs[k], t)
+	}
 	c.mu.Unlock()
 	for _, t := range targets {
 		if len(t.Spec.CAPEM) > 0 {
@@ -225,11 +236,12 @@ func (c *Checker) Close() {
 	c.wg.Wait()
 }
 
-// Targets are the servers checked, in the order Start was given them.
-func (c *Checker) Targets() []Target {
+// Targets are the servers of a service checked, in the order Start was
+// given them.
+func (c *Checker) Targets(proto nat.Protocol, vip netip.AddrPort) []Target {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return slices.Clone(c.targs)
+	return slices.Clone(c.targs[svcKey{proto, vip}])
 }
 
 // Up reports a server's state; checked is false if nothing checks it.
