@@ -10,39 +10,27 @@ import (
 
 	"golang.org/x/net/dns/dnsmessage"
 
+	"github.com/tapvs/tapvs/control/api"
 	"github.com/tapvs/tapvs/health"
 )
 
 // A service's or a real server's health_check: section.
 
-type rawHealth struct {
-	Type       string `mapstructure:"type"`
-	Port       int    `mapstructure:"port"`
-	Interval   string `mapstructure:"interval"`
-	Timeout    string `mapstructure:"timeout"`
-	Rise       int    `mapstructure:"rise"`
-	Fall       int    `mapstructure:"fall"`
-	Path       string `mapstructure:"http_path"`
-	Status     int    `mapstructure:"http_status"`
-	BodySHA256 string `mapstructure:"http_body_sha256"`
-	OnFailure  string `mapstructure:"on_failure"`
+// rawHealth is the block as the file spells it: the API's type, so that a
+// check set at run time takes the same fields, refused by the same code
+// (RuntimeHealthCheck).
+type rawHealth = api.HealthCheck
 
-	// keepalived's timing.
-	ConnectTimeout   string `mapstructure:"connect_timeout"` // keepalived's name for timeout
-	Retry            int    `mapstructure:"retry"`
-	DelayBeforeRetry string `mapstructure:"delay_before_retry"`
-	Warmup           string `mapstructure:"warmup"`
-
-	VirtualHost string   `mapstructure:"virtualhost"` // http, ssl
-	ServerName  string   `mapstructure:"server_name"` // ssl
-	Verify      bool     `mapstructure:"verify"`      // ssl
-	CAFile      string   `mapstructure:"ca_file"`     // ssl
-	Script      []string `mapstructure:"script"`      // misc
-	MiscDynamic bool     `mapstructure:"misc_dynamic"`
-	Payload     string   `mapstructure:"payload"`       // udp, hex
-	Require     string   `mapstructure:"require_reply"` // udp, hex
-	DNSName     string   `mapstructure:"dns_name"`
-	DNSType     string   `mapstructure:"dns_type"`
+// RuntimeHealthCheck validates a check set through the control API as the
+// file's health_check: block is validated: the same refusals, one a line,
+// naming the field. A nil Spec with no error is type none.
+func RuntimeHealthCheck(r api.HealthCheck) (*health.Spec, error) {
+	var e errs
+	s := healthSpec(&e, "health_check", &r)
+	if err := e.err(); err != nil {
+		return nil, err
+	}
+	return s, nil
 }
 
 // dnsTypes are the query types a dns check may ask (keepalived's, and PTR

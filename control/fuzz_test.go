@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tapvs/tapvs/control/api"
 	"github.com/tapvs/tapvs/nat"
 )
 
@@ -32,11 +33,12 @@ func fuzzManager(tb testing.TB) *Manager {
 	if err != nil {
 		tb.Fatal(err)
 	}
+	m.SetChecks(&validatingChecks{fakeChecks{set: map[ServiceKey]api.HealthCheck{}}})
 	return m
 }
 
 // state is everything a request could change, as the API lists it.
-func state(m *Manager) string { return fmt.Sprint(m.Services(), m.Timeouts()) }
+func state(m *Manager) string { return fmt.Sprint(m.Services(), m.Timeouts(), m.checksOf()) }
 
 // FuzzAPI sends any method, path and body to the control API. Nothing
 // panics, every answer is a status the API gives, a refused request
@@ -76,6 +78,13 @@ func FuzzAPI(f *testing.F) {
 		{"POST", "/v1/services/tcp/172.25.254.100:80/zero", ``},
 		{"POST", "/v1/services/tcp/172.25.254.100:81/zero", ``},
 		{"POST", "/v1/reload", ``},
+		// Issue 25: a service's health check at run time.
+		{"PUT", "/v1/services/tcp/172.25.254.100:80/health", `{"type":"http","http_path":"/healthz","http_status":200,"rise":2,"fall":3}`},
+		{"PUT", "/v1/services/tcp/172.25.254.100:80/health", `{"type":"misc","script":["/bin/true","a\u0000"]}`},
+		{"PUT", "/v1/services/tcp/172.25.254.100:80/health", `{"type":"dns","dns_name":"` + strings.Repeat("a", 70) + `.example","dns_type":"MX"}`},
+		{"PUT", "/v1/services/tcp/172.25.254.100:80/health", `{"type":"udp","payload":"zz","interval":"1ns"}`},
+		{"GET", "/v1/services/tcp/172.25.254.100:80/health", ``},
+		{"DELETE", "/v1/services/udp/172.25.254.100:80/health", ``},
 	} {
 		f.Add(s.method, s.path, []byte(s.body))
 	}

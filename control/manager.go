@@ -30,6 +30,7 @@ type Manager struct {
 	notes   atomic.Pointer[func([]Op) []string]        // how a reload treats a change (SetNotes)
 	reload  atomic.Pointer[func() (api.Reload, error)] // POST /v1/reload (SetReload)
 	cluster atomic.Pointer[Cluster]                    // GET /v1/bgp, /v1/drain (SetCluster)
+	checks  atomic.Pointer[Checks]                     // .../health (SetChecks)
 	// Version is reported by Info.
 	Version string
 }
@@ -72,6 +73,27 @@ type Cluster interface {
 	Drain(on bool) api.Drain
 	// DrainStatus reports the drain without changing it.
 	DrainStatus() api.Drain
+}
+
+// Checks are the running health checks, changed at run time: what
+// GET, PUT and DELETE /v1/services/{proto}/{addr}/health do. A change
+// lasts until the next reload of the configuration file, which re-applies
+// the file's checks; notes say so.
+type Checks interface {
+	HealthCheck(k ServiceKey) (api.Health, error)
+	SetHealthCheck(k ServiceKey, c api.HealthCheck) (notes []string, err error)
+	ClearHealthCheck(k ServiceKey) (notes []string, err error)
+}
+
+// SetChecks has the API serve a service's health check from c.
+func (m *Manager) SetChecks(c Checks) { m.checks.Store(&c) }
+
+// checksOf is the Checks set, or nil.
+func (m *Manager) checksOf() Checks {
+	if c := m.checks.Load(); c != nil {
+		return *c
+	}
+	return nil
 }
 
 // SetCluster has the API answer /v1/bgp and /v1/drain from c.

@@ -302,6 +302,25 @@ func (s *Server) Handler() http.Handler {
 		}
 		s.done(w, r, err)
 	})
+	mux.HandleFunc("GET /v1/services/{proto}/{addr}/health", func(w http.ResponseWriter, r *http.Request) {
+		s.health(w, r, func(c Checks, k ServiceKey) error {
+			h, err := c.HealthCheck(k)
+			if err == nil {
+				reply(w, h)
+			}
+			return err
+		})
+	})
+	mux.HandleFunc("PUT /v1/services/{proto}/{addr}/health", func(w http.ResponseWriter, r *http.Request) {
+		var in api.HealthCheck
+		if !decode(w, r, &in) {
+			return
+		}
+		s.health(w, r, func(c Checks, k ServiceKey) error { return s.noted(w, r)(c.SetHealthCheck(k, in)) })
+	})
+	mux.HandleFunc("DELETE /v1/services/{proto}/{addr}/health", func(w http.ResponseWriter, r *http.Request) {
+		s.health(w, r, func(c Checks, k ServiceKey) error { return s.noted(w, r)(c.ClearHealthCheck(k)) })
+	})
 	mux.HandleFunc("POST /v1/reload", s.reload)
 	mux.HandleFunc("GET /v1/bgp", s.bgp)
 	mux.HandleFunc("POST /v1/drain", func(w http.ResponseWriter, r *http.Request) {
@@ -403,6 +422,40 @@ func (s *Server) reload(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	reply(w, res)
+}
+
+// health answers /v1/services/{proto}/{addr}/health with what f does on
+// the service's checks; f answers unless it fails.
+func (s *Server) health(w http.ResponseWriter, r *http.Request, f func(Checks, ServiceKey) error) {
+	c := s.m.checksOf()
+	if c == nil {
+		fail(w, &api.Error{Code: api.CodeInternal, Message: "this tapvs runs no health checks (no daemon behind the API)"}, http.StatusNotImplemented)
+		return
+	}
+	k, err := parseKey(api.ServiceKey{Protocol: r.PathValue("proto"), Addr: r.PathValue("addr")})
+	if err == nil {
+		_, err = s.m.service(k)
+	}
+	if err == nil {
+		err = f(c, k)
+	}
+	if err != nil {
+		s.done(w, r, err)
+	}
+}
+
+// noted answers an applied change with its notes, as done does for the
+// Manager's: a runtime check's notes say that a reload re-applies the
+// file's.
+func (s *Server) noted(w http.ResponseWriter, r *http.Request) func([]string, error) error {
+	return func(notes []string, err error) error {
+		if err != nil {
+			return err
+		}
+		s.log.Info("control: applied", "op", r.Method+" "+r.URL.Path, "notes", strings.Join(notes, "; "))
+		reply(w, api.Result{Notes: notes})
+		return nil
+	}
 }
 
 // bgp answers GET /v1/bgp.

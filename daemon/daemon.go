@@ -53,6 +53,10 @@ type Daemon struct {
 
 	takeover *takeover.Server // hands this process over to a successor; nil without a control socket
 	timers   timers           // the balancer's, stopped while a takeover is frozen
+
+	// runtimeChecks are the services' health checks set through the API
+	// (checks.go), until a reload; guarded by reloadMu.
+	runtimeChecks map[control.ServiceKey]runtimeCheck
 }
 
 // Start builds everything from cfg and starts forwarding: it opens the two
@@ -169,8 +173,9 @@ func start(cfg *config.Config, log *slog.Logger, nics [2]netstack.NICConfig, suc
 			return nil, err
 		}
 	}
-	d.startHealth(cfg)
+	d.startHealth(cfg, nil, false)
 	d.Manager.SetHealth(d.healthViews)
+	d.Manager.SetChecks(d.Checks())
 	// The speaker starts after the services and their health checks: its
 	// first announcement is of what can serve, never of a VIP that cannot.
 	if d.cluster, err = newCluster(d, cfg, succ != nil); err != nil {
@@ -256,42 +261,28 @@ func (d *Daemon) health(s *nat.Service, dst *nat.Dest) (up, checked bool) {
 
 // healthViews reports a service's checks to the control API's listings.
 func (d *Daemon) healthViews(s *nat.Service) []api.HealthView {
-	hc := d.checker.Load()
-	if hc == nil {
+	views := d.checkViews(control.ServiceKey{Protocol: s.Protocol, Addr: netip.AddrPortFrom(s.Addr, s.Port)})
+	if len(views) == 0 {
 		return nil
 	}
-	var out []api.HealthView
-	vip := netip.AddrPortFrom(s.Addr, s.Port)
-	for _, sc := range d.Config().Services {
-		if sc.VIP != s.Addr || sc.Port != s.Port || sc.Protocol != s.Protocol {
-			continue
-		}
-		for _, rs := range sc.RealServers {
-			ap := netip.AddrPortFrom(rs.Address, rs.Port)
-			if up, checked, why := hc.Up(s.Protocol, vip, ap); checked {
-				out = append(out, api.HealthView{Dest: ap.String(), Healthy: up, Reason: why})
-			}
-		}
-	}
-	return out
+	return views
 }
 
-// startHealth runs the configuration's health checks, taking over the state
-// of the checker it replaces.
-func (d *Daemon) startHealth(cfg *config.Config) {
+// startHealth runs cfg's health checks, with the runtime checks in place
+// of the file's for their services (targets), taking over the state of
+// the checker it replaces: a server it held down stays out, but for those
+// release selects (a service whose check changed), which are put back and
+// checked afresh (health.Checker.Release); readd adds back one it removed.
+// Called with reloadMu held, or before the API serves.
+func (d *Daemon) startHealth(cfg *config.Config, release func(health.Target) bool, readd bool) {
 	prev := d.checker.Swap(nil)
 	if prev != nil {
 		prev.Close() // stopped before its state is read
 	}
-	var targets []health.Target
-	for _, sc := range cfg.Services {
-		for _, rs := range sc.RealServers {
-			if rs.Health != nil {
-				targets = append(targets, health.Target{Proto: sc.Protocol, VIP: netip.AddrPortFrom(sc.VIP, sc.Port),
-					RS: netip.AddrPortFrom(rs.Address, rs.Port), Spec: *rs.Health, Weight: rs.Weight})
-			}
-		}
+	if prev != nil && release != nil {
+		prev.Release(release, readd)
 	}
+	targets := d.targets(cfg)
 	if len(targets) == 0 {
 		return
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/tapvs/tapvs/control/api"
 
 	"github.com/tapvs/tapvs/config"
+	"github.com/tapvs/tapvs/health"
 	"github.com/tapvs/tapvs/nat"
 )
 
@@ -58,7 +59,17 @@ func (d *Daemon) reload(path string) (api.Reload, error) {
 		applied.BGP = cfg.BGP // the speaker's: its ASN and router ID are the running ones
 	}
 	d.cfg.Store(applied)
-	d.startHealth(cfg)
+	// The file is the source of truth for checks: runtime ones end here,
+	// and the servers they held out that the file does not check come back.
+	overridden := d.runtimeChecks
+	d.runtimeChecks = nil
+	if len(overridden) > 0 {
+		d.log.Warn("reload: the health checks set at run time are replaced by the file's", "services", len(overridden))
+	}
+	d.startHealth(cfg, func(t health.Target) bool {
+		_, ok := overridden[control.ServiceKey{Protocol: t.Proto, Addr: t.VIP}]
+		return ok
+	}, false)
 	res.Restart = nonNil(res.Restart)
 	level := slog.LevelInfo
 	if len(res.Reverted) > 0 {

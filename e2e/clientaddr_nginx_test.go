@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -99,13 +100,22 @@ func getFrom(t testing.TB, e *env, addr netip.AddrPort) string {
 // the test ends.
 func startNginx(t testing.TB, ns, dir string, addr netip.Addr, ports []int) string {
 	t.Helper()
+	logPath, _ := runNginx(t, ns, dir, addr, ports, " proxy_protocol")
+	return logPath
+}
+
+// runNginx runs nginx in namespace ns, listening on addr at each port
+// with listen's parameters, and returns its access log's path and a stop
+// that ends it (at the latest when the test ends).
+func runNginx(t testing.TB, ns, dir string, addr netip.Addr, ports []int, listen string) (string, func()) {
+	t.Helper()
 	if err := os.MkdirAll(filepath.Join(dir, "tmp"), 0o777); err != nil {
 		t.Fatal(err)
 	}
 	logPath := filepath.Join(dir, "access.log")
 	var servers strings.Builder
 	for _, p := range ports {
-		fmt.Fprintf(&servers, "  server { listen %s proxy_protocol; location / { return 200 \"ok\\n\"; } }\n", netip.AddrPortFrom(addr, uint16(p)))
+		fmt.Fprintf(&servers, "  server { listen %s%s; location / { return 200 \"ok\\n\"; } }\n", netip.AddrPortFrom(addr, uint16(p)), listen)
 	}
 	conf := fmt.Sprintf(`worker_processes 1;
 pid %[1]s/nginx.pid;
@@ -127,9 +137,15 @@ http {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cmd.Process.Signal(syscall.SIGTERM)
+			cmd.Wait()
+		})
+	}
 	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		cmd.Wait()
+		stop()
 		if t.Failed() {
 			errLog, _ := os.ReadFile(filepath.Join(dir, "error.log"))
 			t.Logf("nginx output: %s\nerror.log: %s", out, errLog)
@@ -151,7 +167,7 @@ http {
 			t.Fatalf("nginx never listened on %s:%d: %v (%s)", addr, p, err, out)
 		}
 	}
-	return logPath
+	return logPath, stop
 }
 
 // waitLines waits until the file has n lines (nginx writes a request's log

@@ -26,6 +26,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -90,12 +91,18 @@ type Checker struct {
 	log   *slog.Logger
 	mu    sync.Mutex
 	state map[stateKey]*state
+	targs map[svcKey][]Target // by service, in the order Start was given them
 	stop  chan struct{}
 	wg    sync.WaitGroup
 	// nextHop, if set, looks up a server's next hop in the stack the
 	// checks go through: a server that has just passed a check is put back
 	// with it, not left to the first packet's resolution.
 	nextHop func(netip.Addr) ([6]byte, error)
+}
+
+type svcKey struct {
+	proto nat.Protocol
+	vip   netip.AddrPort
 }
 
 type stateKey struct {
@@ -125,6 +132,15 @@ func (c *Checker) SetNextHop(f func(netip.Addr) ([6]byte, error)) { c.nextHop = 
 // checker being replaced, on reload; already closed) last saw them: a server
 // that is down stays out, and comes back with its configured weight.
 func (c *Checker) Start(targets []Target, prev *Checker) {
+	c.mu.Lock()
+	if c.targs == nil {
+		c.targs = map[svcKey][]Target{}
+	}
+	for _, t := range targets {
+		k := svcKey{t.Proto, t.VIP}
+		c.targs[k] = append(c.targs[k], t)
+	}
+	c.mu.Unlock()
 	for _, t := range targets {
 		if len(t.Spec.CAPEM) > 0 {
 			t.Spec.roots = x509.NewCertPool()
@@ -146,6 +162,42 @@ func (c *Checker) Start(targets []Target, prev *Checker) {
 			defer c.wg.Done()
 			c.loop(k, s)
 		}()
+	}
+}
+
+// Release puts back, with the weight it had, every server this closed
+// checker held out that match selects, and forgets it, so that a checker
+// Started with this one as prev checks it afresh: a check that was
+// changed or removed does not hold a server out for another's failures. A
+// server it removed (on_failure: remove) is added again only if readd.
+func (c *Checker) Release(match func(Target) bool, readd bool) {
+	var down []*state
+	c.mu.Lock() // Up may still read a closed checker
+	for k, p := range c.state {
+		if match(p.t) {
+			delete(c.state, k)
+			if !p.up {
+				down = append(down, p)
+			}
+		}
+	}
+	c.mu.Unlock()
+	for _, p := range down {
+		err := c.change(p.t, func(tx *nat.Tx, svc *nat.Service, d *nat.Dest) error {
+			switch {
+			case d != nil:
+				return tx.SetWeight(svc, d.Addr, d.Port, p.weight)
+			case readd:
+				_, err := tx.AddDest(svc, p.t.RS.Addr(), p.t.RS.Port(), p.weight)
+				return err
+			}
+			return nil
+		})
+		if err != nil && !errors.Is(err, nat.ErrNoService) {
+			c.log.Warn("real server's check changed, but it could not be put back", "service", p.t.VIP.String(), "rs", p.t.RS.String(), "err", err)
+			continue
+		}
+		c.log.Info("real server's check changed: put back until the new check says otherwise", "service", p.t.VIP.String(), "rs", p.t.RS.String(), "weight", p.weight)
 	}
 }
 
@@ -182,6 +234,14 @@ func (c *Checker) change(t Target, fn func(tx *nat.Tx, svc *nat.Service, d *nat.
 func (c *Checker) Close() {
 	close(c.stop)
 	c.wg.Wait()
+}
+
+// Targets are the servers of a service checked, in the order Start was
+// given them.
+func (c *Checker) Targets(proto nat.Protocol, vip netip.AddrPort) []Target {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.targs[svcKey{proto, vip}])
 }
 
 // Up reports a server's state; checked is false if nothing checks it.

@@ -233,13 +233,7 @@ func printLaddrs(w io.Writer, svcs []api.Service, c *command) error {
 // by the time the rules are restored).
 func printRules(w io.Writer, svcs []api.Service, defaults api.Timeouts, c *command) {
 	svcs = sortServices(svcs, &command{})
-	svcArg := func(s api.Service) string {
-		flag := "-t"
-		if s.Protocol == "udp" {
-			flag = "-u"
-		}
-		return flag + " " + rulePort(s.Addr, s.Protocol, c.numeric)
-	}
+	svcArg := func(s api.Service) string { return ruleService(s, c.numeric) }
 	for _, s := range svcs {
 		svc := svcArg(s)
 		line := fmt.Sprintf("-A %s -s %s", svc, s.Scheduler)
@@ -279,6 +273,15 @@ func printRules(w io.Writer, svcs []api.Service, defaults api.Timeouts, c *comma
 			fmt.Fprintf(w, "-P %s -z %s\n", svcArg(s), l.Addr)
 		}
 	}
+}
+
+// ruleService is a service as -S names it: -t|-u and its address.
+func ruleService(s api.Service, numeric bool) string {
+	flag := "-t"
+	if s.Protocol == "udp" {
+		flag = "-u"
+	}
+	return flag + " " + rulePort(s.Addr, s.Protocol, numeric)
 }
 
 // rulePort is an address and port of -S: the port named unless numeric,

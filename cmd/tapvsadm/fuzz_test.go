@@ -49,6 +49,11 @@ func FuzzParse(f *testing.F) {
 		"--drain --wait --timeout=-1s",
 		"--undrain --wait",
 		"--drain-status",
+		// Issue 25: a service's health check at run time.
+		"--health -t 172.25.254.100:80 --check type=http,http_path=/healthz,rise=2,fall=3",
+		"--health -u 172.25.254.100:53 --check type=misc,script='/bin/check a',misc_dynamic=true",
+		"--health -t 172.25.254.100:80 --check rise=x,,=",
+		"--health -t 172.25.254.100:80 --off --check type=tcp",
 	} {
 		f.Add(s)
 	}

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tapvs/tapvs/control/api"
 )
 
 func ref[T any](v T) *T { return &v }
@@ -88,6 +90,15 @@ var (
 		{"--drain --wait --timeout=90s", command{op: "drain", wait: true, timeout: 90 * time.Second}},
 		{"--undrain", command{op: "undrain"}},
 		{"--drain-status", command{op: "drain-status"}},
+		// Issue 25: a service's health check at run time.
+		{"--health -t 1.1.1.1:80", with(svc, op("health"))},
+		{"--health -t 1.1.1.1:80 --off", with(svc, func(c *command) { c.op, c.checkOff = "health", true })},
+		{"--health -t 1.1.1.1:80 --check type=http,http_path=/healthz,http_status=200,rise=2,fall=3,verify=true", with(svc, func(c *command) {
+			c.op, c.healthCheck = "health", &api.HealthCheck{Type: "http", Path: "/healthz", Status: 200, Rise: 2, Fall: 3, Verify: true}
+		})},
+		{"--check=type=misc,script=/bin/true --health -t 1.1.1.1:80", with(svc, func(c *command) {
+			c.op, c.healthCheck = "health", &api.HealthCheck{Type: "misc", Script: []string{"/bin/true"}}
+		})},
 		{"-h", command{op: "help"}},
 		{"--help", command{op: "help"}},
 		// Issue 25: the listing's timeouts and order, the version.
@@ -303,6 +314,17 @@ var everyRefusal = []struct{ line, want string }{
 	{"-L -k 1.0.0.0/8", "Illegal option for list: -k belongs to --add/--del-blklst and --add/--del-whtlst"},
 	{"--drain -c", "Illegal option for drain: it takes --wait and --timeout only"},
 	{"--undrain --wait", "--wait belongs to --drain, and --timeout to --drain --wait"},
+	// Issue 25: --health.
+	{"--health", "the health command needs a service (-t or -u)"},
+	{"--health -t 1.1.1.1:80 --check type=tcp --off", "--health takes --check or --off, not both"},
+	{"-L --off", "Illegal option for list: --check and --off belong to --health"},
+	{"-A -t 1.1.1.1:80 --check type=tcp", "Illegal option for add-service: --check and --off belong to --health"},
+	{"--health -t 1.1.1.1:80 -w 1", "Illegal option for health: it takes -t|-u, --check, --off and -n only"},
+	{"--health -t 1.1.1.1:80 --check rise=x", `--check: rise: "x" is not a number`},
+	{"--health -t 1.1.1.1:80 --check type=ssl,verify=maybe", `--check: verify: "maybe" is not true or false`},
+	{"--health -t 1.1.1.1:80 --check type=http,path=/", "--check: unknown path (the configuration file's health_check: names: type, port, interval, timeout, rise, fall, http_path, http_status, http_body_sha256, on_failure, connect_timeout, retry, delay_before_retry, warmup, virtualhost, server_name, verify, ca_file, script, misc_dynamic, payload, require_reply, dns_name, dns_type)"},
+	{"--health -t 1.1.1.1:80 --check type", `--check: "type" is not key=value (type=http,http_path=/healthz,rise=2,fall=3)`},
+	{"--health -t 1.1.1.1:80 --check rise=1,rise=2", "--check: rise given twice"},
 	// Issue 25: -L --timeout lists only the timeouts; --nosort is -L's.
 	{"-L --timeout -c", "options conflicts in the list command"},
 	{"-L --timeout --stats", "options conflicts in the list command"},

@@ -184,9 +184,11 @@ func execute(cl *api.Client, c *command, out io.Writer) error {
 			return err
 		}
 		printRules(out, svcs, defaults, c)
-		return nil
+		return saveChecks(cl, out, svcs, c)
 	case "capture":
 		return capture(cl, c, out)
+	case "health":
+		return health(cl, c, out)
 	case "bgp":
 		b, err := cl.BGP()
 		if err != nil {
@@ -336,6 +338,7 @@ func restore(cl *api.Client, in io.Reader, stderr io.Writer) int {
 	var ops []api.Op
 	var lines []int
 	var texts, cmds []string
+	var checks []restoredCheck
 	n := 0
 	for sc.Scan() {
 		n++
@@ -357,6 +360,12 @@ func restore(cl *api.Client, in io.Reader, stderr io.Writer) int {
 		c, err := parse(words)
 		var op api.Op
 		ok := false
+		if err == nil && c.op == "health" && (c.healthCheck != nil || c.checkOff) {
+			// -S's runtime checks: applied after the rules, which
+			// make their services.
+			checks = append(checks, restoredCheck{c, n, line})
+			continue
+		}
 		if err == nil {
 			op, ok, err = opOf(c)
 		}
@@ -374,7 +383,7 @@ func restore(cl *api.Client, in io.Reader, stderr io.Writer) int {
 		return 1
 	}
 	if len(ops) == 0 {
-		return 0
+		return restoreChecks(cl, checks, stderr)
 	}
 	if err := cl.Batch(ops); err != nil {
 		var ae *api.Error
@@ -385,7 +394,7 @@ func restore(cl *api.Client, in io.Reader, stderr io.Writer) int {
 		}
 		return 1
 	}
-	return 0
+	return restoreChecks(cl, checks, stderr)
 }
 
 // versionLine is -v, in ipvsadm's layout ("ipvsadm v1.26 2008/5/15

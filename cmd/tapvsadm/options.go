@@ -78,6 +78,7 @@ var commands = []option{
 	{long: "--drain", op: "drain", help: "withdraw the VIPs from every BGP peer; open connections go on"},
 	{long: "--undrain", op: "undrain", help: "end a drain: announce the VIPs again"},
 	{long: "--drain-status", op: "drain-status", help: "how a drain stands: connections left, VIPs withdrawn"},
+	{long: "--health", op: "health", help: "show a service's health check, set it (--check) or stop it (--off)\nuntil the next reload, which re-applies the file's"},
 	{long: "--help", short: "h", bundle: true, op: "help", help: "display this help message"},
 	{long: "--version", short: "v", bundle: true, op: "version", help: "display the version"},
 }
@@ -127,6 +128,9 @@ var options = []option{
 	{long: "--wait", set: flag(func(c *command) { c.wait = true }), help: "--drain: wait until no connection is left (poll every 200ms)"},
 	{long: "--timeout", meta: "[duration]", bare: listTimeouts, set: timeout,
 		help: "-L: the timeouts --set sets; --drain --wait: how long it waits\n(default 5m; 90s, 1h...), then exit 1"},
+	{long: "--check", meta: "key=value,...", set: checkOption,
+		help: "--health: the check, in the file's health_check: names\n(type=http,http_path=/healthz,http_status=200,rise=2,fall=3)"},
+	{long: "--off", set: flag(func(c *command) { c.checkOff = true }), help: "--health: no check of the service until the next reload"},
 	{long: "--socket", meta: "PATH", set: text(func(c *command) *string { return &c.socket }),
 		help: "tapvs's control socket (or TAPVS_SOCKET; default /run/tapvs/tapvs.sock)"},
 
@@ -334,6 +338,7 @@ Usage:
   ipvsadm --bgp [-L] [-n]
   ipvsadm --drain [--wait [--timeout duration]]
   ipvsadm --undrain|--drain-status
+  ipvsadm --health -t|u service-address [--check key=value,...|--off]
   ipvsadm -h
   ipvsadm -v
 `

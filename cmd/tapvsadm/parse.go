@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/tapvs/tapvs/control/api"
 )
 
 // command is one parsed ipvsadm invocation.
@@ -42,6 +44,9 @@ type command struct {
 	timeout                 time.Duration // --timeout of --drain --wait; 0: not given
 	timeouts                bool          // -L --timeout: the timeouts, not the table
 	nosort                  bool          // --nosort: the order services were added in
+
+	healthCheck *api.HealthCheck // --health --check
+	checkOff    bool             // --health --off
 }
 
 // defaultDrainWait bounds --drain --wait without --timeout: a wait that
@@ -211,13 +216,16 @@ func spelled(n int) string {
 func (c *command) check() error {
 	needSvc := map[string]bool{"add-service": true, "edit-service": true, "delete-service": true, "add-server": true,
 		"edit-server": true, "delete-server": true, "add-laddr": true, "del-laddr": true, "capture": true,
-		"add-blklst": true, "del-blklst": true, "add-whtlst": true, "del-whtlst": true}
+		"add-blklst": true, "del-blklst": true, "add-whtlst": true, "del-whtlst": true, "health": true}
 	if needSvc[c.op] && c.service == "" {
 		return usagef("the %s command needs a service (-t or -u)", c.op)
 	}
 	// ipvsadm's option/command compatibility: an option that means nothing
 	// to the command is an error, not silently ignored.
 	if err := c.checkCluster(); err != nil {
+		return err
+	}
+	if err := c.checkHealth(); err != nil {
 		return err
 	}
 	svcOpts := c.sched != "" || c.persist != nil || c.synproxy != nil || c.client != "" || c.tcpTS != "" || c.estTO != 0 || c.cps != nil || c.srcConns != nil || c.halfOpen != nil
@@ -253,6 +261,26 @@ func (c *command) check() error {
 	}
 	if c.prefix != "" && !strings.HasSuffix(c.op, "-blklst") && !strings.HasSuffix(c.op, "-whtlst") || strings.HasPrefix(c.op, "get-") && c.prefix != "" {
 		return usagef("Illegal option for %s: -k belongs to --add/--del-blklst and --add/--del-whtlst", c.op)
+	}
+	return nil
+}
+
+// checkHealth enforces what --health takes: a service, and --check or
+// --off or neither (a listing).
+func (c *command) checkHealth() error {
+	if c.op != "health" {
+		if c.healthCheck != nil || c.checkOff {
+			return usagef("Illegal option for %s: --check and --off belong to --health", c.op)
+		}
+		return nil
+	}
+	if c.healthCheck != nil && c.checkOff {
+		return usagef("--health takes --check or --off, not both")
+	}
+	if c.real != "" || c.laddr != "" || c.prefix != "" || c.sched != "" || c.persist != nil || c.synproxy != nil ||
+		c.client != "" || c.tcpTS != "" || c.estTO != 0 || c.weight != nil || c.forward != "" || c.cps != nil ||
+		c.srcConns != nil || c.halfOpen != nil || c.conns || c.stats || c.rate || c.exact || c.count != 0 {
+		return usagef("Illegal option for health: it takes -t|-u, --check, --off and -n only")
 	}
 	return nil
 }

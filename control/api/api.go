@@ -298,3 +298,49 @@ type Drain struct {
 
 // CodeNoBGP: GET /v1/bgp to a tapvs without a bgp: section, 404.
 const CodeNoBGP = "no_bgp"
+
+// HealthCheck is a service's health check: the fields of the
+// configuration file's health_check: block, by the same names (the file
+// reads this type too), validated by the same code. PUT
+// /v1/services/{proto}/{addr}/health takes it.
+type HealthCheck struct {
+	Type       string `json:"type,omitempty" mapstructure:"type"`
+	Port       int    `json:"port,omitempty" mapstructure:"port"`
+	Interval   string `json:"interval,omitempty" mapstructure:"interval"`
+	Timeout    string `json:"timeout,omitempty" mapstructure:"timeout"`
+	Rise       int    `json:"rise,omitempty" mapstructure:"rise"`
+	Fall       int    `json:"fall,omitempty" mapstructure:"fall"`
+	Path       string `json:"http_path,omitempty" mapstructure:"http_path"`
+	Status     int    `json:"http_status,omitempty" mapstructure:"http_status"`
+	BodySHA256 string `json:"http_body_sha256,omitempty" mapstructure:"http_body_sha256"`
+	OnFailure  string `json:"on_failure,omitempty" mapstructure:"on_failure"`
+
+	// keepalived's timing.
+	ConnectTimeout   string `json:"connect_timeout,omitempty" mapstructure:"connect_timeout"` // keepalived's name for timeout
+	Retry            int    `json:"retry,omitempty" mapstructure:"retry"`
+	DelayBeforeRetry string `json:"delay_before_retry,omitempty" mapstructure:"delay_before_retry"`
+	Warmup           string `json:"warmup,omitempty" mapstructure:"warmup"`
+
+	VirtualHost string   `json:"virtualhost,omitempty" mapstructure:"virtualhost"` // http, ssl
+	ServerName  string   `json:"server_name,omitempty" mapstructure:"server_name"` // ssl
+	Verify      bool     `json:"verify,omitempty" mapstructure:"verify"`           // ssl
+	CAFile      string   `json:"ca_file,omitempty" mapstructure:"ca_file"`         // ssl
+	Script      []string `json:"script,omitempty" mapstructure:"script"`           // misc
+	MiscDynamic bool     `json:"misc_dynamic,omitempty" mapstructure:"misc_dynamic"`
+	Payload     string   `json:"payload,omitempty" mapstructure:"payload"`             // udp, hex
+	Require     string   `json:"require_reply,omitempty" mapstructure:"require_reply"` // udp, hex
+	DNSName     string   `json:"dns_name,omitempty" mapstructure:"dns_name"`
+	DNSType     string   `json:"dns_type,omitempty" mapstructure:"dns_type"`
+}
+
+// Health is a service's health check as GET .../health answers it.
+type Health struct {
+	// Source is where the check comes from: "file" (the configuration
+	// file's), "runtime" (set or stopped through the API or tapvsadm; the
+	// next reload re-applies the file's) or "none".
+	Source string `json:"source"`
+	// Check is the runtime check as it was set; nil with Source "runtime":
+	// the service's checks were stopped at run time.
+	Check   *HealthCheck `json:"check,omitempty"`
+	Servers []HealthView `json:"servers"`
+}

@@ -127,6 +127,21 @@ func (c *Client) Drain() (d Drain, err error)       { return d, c.do("POST", "/v
 func (c *Client) DrainStatus() (d Drain, err error) { return d, c.do("GET", "/v1/drain", nil, &d) }
 func (c *Client) Undrain() (d Drain, err error)     { return d, c.do("DELETE", "/v1/drain", nil, &d) }
 
+// HealthCheck reports a service's health check.
+func (c *Client) HealthCheck(k ServiceKey) (h Health, err error) {
+	return h, c.do("GET", k.escPath()+"/health", nil, &h)
+}
+
+// SetHealthCheck replaces a service's health check until the next reload.
+func (c *Client) SetHealthCheck(k ServiceKey, hc HealthCheck) error {
+	return c.do("PUT", k.escPath()+"/health", hc, nil)
+}
+
+// ClearHealthCheck stops a service's health check until the next reload.
+func (c *Client) ClearHealthCheck(k ServiceKey) error {
+	return c.do("DELETE", k.escPath()+"/health", nil, nil)
+}
+
 // Batch applies ops as one: all of them or, if one is refused, none.
 func (c *Client) Batch(ops []Op) error { return c.do("POST", "/v1/batch", Batch{Ops: ops}, nil) }
 

@@ -147,6 +147,39 @@ func TestChangeServices(t *testing.T) {
 	}
 }
 
+// A health check set through the Go API takes failing servers out and,
+// cleared, puts them back; a bad field is refused by its name.
+func TestHealthCheck(t *testing.T) {
+	l := tapvstest.NewLab(t, tapvstest.Options{})
+	weights := func() (w []int) {
+		for _, rs := range l.LB.RealServers() {
+			if rs.Service == l.Service {
+				w = append(w, rs.Weight)
+			}
+		}
+		return w
+	}
+	err := l.LB.SetHealthCheck(l.Service, tapvs.HealthCheck{Type: "http", Path: "healthz"})
+	if err == nil || !strings.Contains(err.Error(), "health_check.http_path") {
+		t.Fatalf("a path without its /: %v", err)
+	}
+	// Nothing listens on port 9 of the real servers: every probe fails.
+	if err := l.LB.SetHealthCheck(l.Service, tapvs.HealthCheck{Type: "tcp", Port: 9, Interval: "50ms", Timeout: "40ms", Rise: 1, Fall: 1}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "both servers quiesced", func() bool { w := weights(); return len(w) == 2 && w[0] == 0 && w[1] == 0 })
+	if err := l.LB.ClearHealthCheck(l.Service); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "both servers back", func() bool { w := weights(); return len(w) == 2 && w[0] == 1 && w[1] == 1 })
+	if got := answer(t, l, l.URL()); got != "rs1" && got != "rs2" {
+		t.Fatalf("after the check was cleared, %q answered", got)
+	}
+	if err := l.LB.ClearHealthCheck(tapvs.ServiceKey{VIP: netip.AddrPortFrom(l.VIP, 1)}); err == nil {
+		t.Error("clearing the check of a service that does not exist: no error")
+	}
+}
+
 // A refused configuration starts nothing: no TAP is left behind.
 func TestStartRefused(t *testing.T) {
 	l := tapvstest.NewLab(t, tapvstest.Options{NoService: true})

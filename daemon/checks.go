@@ -1,0 +1,140 @@
+package daemon
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+
+	"github.com/tapvs/tapvs/config"
+	"github.com/tapvs/tapvs/control"
+	"github.com/tapvs/tapvs/control/api"
+	"github.com/tapvs/tapvs/health"
+)
+
+// runtimeCheck is a service's health check set through the control API
+// (control.Checks): it replaces the file's check of every real server of
+// the service until the next reload, which re-applies the file's.
+type runtimeCheck struct {
+	spec *health.Spec     // nil: no check (cleared at run time)
+	set  *api.HealthCheck // as it was set; nil when cleared
+}
+
+// reloadNote is told with every runtime check change.
+const reloadNote = "health check changed at run time: the next reload of the configuration file (SIGHUP, a change to the file, POST /v1/reload) re-applies the configuration file's check of this service"
+
+// checks serves the control API's health routes (control.Checks).
+type checks struct{ d *Daemon }
+
+// Checks are the running health checks, as the control API changes them
+// (pkg/tapvs's way to them).
+func (d *Daemon) Checks() control.Checks { return checks{d} }
+
+// HealthCheck reports a service's check and its servers' state.
+func (c checks) HealthCheck(k control.ServiceKey) (api.Health, error) {
+	d := c.d
+	d.reloadMu.Lock()
+	rc, runtime := d.runtimeChecks[k]
+	d.reloadMu.Unlock()
+	h := api.Health{Source: "none", Servers: d.checkViews(k)}
+	switch {
+	case runtime:
+		h.Source, h.Check = "runtime", rc.set // nil: stopped at run time
+	case len(h.Servers) > 0:
+		h.Source = "file"
+	}
+	return h, nil
+}
+
+// SetHealthCheck validates hc as the file's health_check: block is and
+// restarts the service's checks with it.
+func (c checks) SetHealthCheck(k control.ServiceKey, hc api.HealthCheck) ([]string, error) {
+	spec, err := config.RuntimeHealthCheck(hc)
+	if err != nil {
+		// The file's refusals are a line each: the API's is one line.
+		return nil, fmt.Errorf("%s", strings.ReplaceAll(err.Error(), "\n", "; "))
+	}
+	rc := runtimeCheck{spec: spec}
+	if spec != nil {
+		rc.set = &hc
+	}
+	return c.d.setRuntimeCheck(k, rc), nil
+}
+
+// ClearHealthCheck stops the service's checks and puts back the servers
+// they held out.
+func (c checks) ClearHealthCheck(k control.ServiceKey) ([]string, error) {
+	return c.d.setRuntimeCheck(k, runtimeCheck{}), nil
+}
+
+func (d *Daemon) setRuntimeCheck(k control.ServiceKey, rc runtimeCheck) []string {
+	d.reloadMu.Lock()
+	defer d.reloadMu.Unlock()
+	if d.runtimeChecks == nil {
+		d.runtimeChecks = map[control.ServiceKey]runtimeCheck{}
+	}
+	d.runtimeChecks[k] = rc
+	d.startHealth(d.Config(), func(t health.Target) bool { return t.Proto == k.Protocol && t.VIP == k.Addr }, true)
+	d.log.Warn("health check changed at run time; a reload re-applies the file's", "service", k.String(), "check", checkType(rc.spec))
+	return []string{reloadNote}
+}
+
+func checkType(s *health.Spec) string {
+	if s == nil {
+		return "none"
+	}
+	return s.Type
+}
+
+// checkViews are the states of a service's checked servers.
+func (d *Daemon) checkViews(k control.ServiceKey) []api.HealthView {
+	hc := d.checker.Load()
+	if hc == nil {
+		return []api.HealthView{}
+	}
+	out := []api.HealthView{}
+	for _, t := range hc.Targets(k.Protocol, k.Addr) {
+		up, _, why := hc.Up(t.Proto, t.VIP, t.RS)
+		out = append(out, api.HealthView{Dest: t.RS.String(), Healthy: up, Reason: why})
+	}
+	return out
+}
+
+// targets are what cfg checks, with the runtime checks in place of the
+// file's for their services: a runtime check covers every real server the
+// service has now. Called with reloadMu held.
+func (d *Daemon) targets(cfg *config.Config) []health.Target {
+	var out []health.Target
+	weights := map[control.ServiceKey]map[netip.AddrPort]int{} // the file's weights, for runtime checks
+	for _, sc := range cfg.Services {
+		k := control.ServiceKey{Protocol: sc.Protocol, Addr: netip.AddrPortFrom(sc.VIP, sc.Port)}
+		_, runtime := d.runtimeChecks[k]
+		for _, rs := range sc.RealServers {
+			ap := netip.AddrPortFrom(rs.Address, rs.Port)
+			if runtime {
+				if weights[k] == nil {
+					weights[k] = map[netip.AddrPort]int{}
+				}
+				weights[k][ap] = rs.Weight
+				continue
+			}
+			if rs.Health != nil {
+				out = append(out, health.Target{Proto: sc.Protocol, VIP: k.Addr, RS: ap, Spec: *rs.Health, Weight: rs.Weight})
+			}
+		}
+	}
+	for k, rc := range d.runtimeChecks {
+		svc, err := d.Balancer.Service(k.Protocol, k.Addr.Addr(), k.Addr.Port())
+		if rc.spec == nil || err != nil {
+			continue
+		}
+		for _, dst := range svc.Dests() {
+			ap := netip.AddrPortFrom(dst.Addr, dst.Port)
+			w, ok := weights[k][ap]
+			if !ok {
+				w = max(dst.Weight(), 1) // added at run time: its weight now
+			}
+			out = append(out, health.Target{Proto: k.Protocol, VIP: k.Addr, RS: ap, Spec: *rc.spec, Weight: w})
+		}
+	}
+	return out
+}
