@@ -3,8 +3,8 @@ package daemon
 import (
 	"encoding/json"
 	"log/slog"
-	"net/netip"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
