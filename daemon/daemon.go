@@ -283,25 +283,41 @@ func (d *Daemon) startHealth(cfg *config.Config) {
 	if prev != nil {
 		prev.Close() // stopped before its state is read
 	}
-	var targets []health.Target
-	for _, sc := range cfg.Services {
-		for _, rs := range sc.RealServers {
-			if rs.Health != nil {
-				targets = append(targets, health.Target{Proto: sc.Protocol, VIP: netip.AddrPortFrom(sc.VIP, sc.Port),
-					RS: netip.AddrPortFrom(rs.Address, rs.Port), Spec: *rs.Health, Weight: rs.Weight})
-			}
-		}
-	}
+	targets, vs := healthTargets(cfg)
 	if len(targets) == 0 {
 		return
 	}
 	next := health.New(d.Balancer, d.Stack.Stack(), netstack.ServerNIC, d.log)
+	next.SetVS(vs)
 	// A server put back has just answered a check through the stack, so
 	// its next hop is in the stack's neighbour table: no wait is needed,
 	// and a short one bounds the checker's pause if it is not.
 	next.SetNextHop(func(a netip.Addr) ([6]byte, error) { return d.Stack.NextHopMAC(a, 100*time.Millisecond) })
 	next.Start(targets, prev)
 	d.checker.Store(next)
+}
+
+// healthTargets is what cfg's services give the checker: a target per
+// checked real server, and each service's keepalived behaviour (sorry
+// server, quorum, alpha, omega, notify scripts).
+func healthTargets(cfg *config.Config) ([]health.Target, []health.VS) {
+	var targets []health.Target
+	var vs []health.VS
+	for _, sc := range cfg.Services {
+		vip := netip.AddrPortFrom(sc.VIP, sc.Port)
+		v := health.VS{Proto: sc.Protocol, VIP: vip, Sorry: sc.Sorry, SorryInhibit: sc.SorryInhibit,
+			Quorum: sc.Quorum, Hysteresis: sc.Hysteresis, QuorumUp: sc.QuorumUp, QuorumDown: sc.QuorumDown, Omega: sc.Omega}
+		for _, rs := range sc.RealServers {
+			ap := netip.AddrPortFrom(rs.Address, rs.Port)
+			v.Servers = append(v.Servers, health.Server{RS: ap, Weight: rs.Weight})
+			if rs.Health != nil {
+				targets = append(targets, health.Target{Proto: sc.Protocol, VIP: vip, RS: ap, Spec: *rs.Health, Weight: rs.Weight,
+					Alpha: sc.Alpha, NotifyUp: rs.NotifyUp, NotifyDown: rs.NotifyDown})
+			}
+		}
+		vs = append(vs, v)
+	}
+	return targets, vs
 }
 
 // sync makes the stack answer for exactly the balancer's VIPs and LIPs and
@@ -395,8 +411,11 @@ func (d *Daemon) shutdown(teardown bool) {
 		if d.Metrics != nil {
 			d.Metrics.Close()
 		}
-		if hc := d.checker.Load(); hc != nil {
-			hc.Close()
+		switch hc := d.checker.Load(); {
+		case hc != nil && teardown:
+			hc.Shutdown() // keepalived's omega scripts, where asked
+		case hc != nil:
+			hc.Close() // a successor serves on: nothing went down
 		}
 		close(d.stop)
 		d.wg.Wait()

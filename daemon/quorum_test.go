@@ -1,0 +1,86 @@
+package daemon
+
+import (
+	"io"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/tapvs/tapvs/config"
+	"github.com/tapvs/tapvs/control"
+	"github.com/tapvs/tapvs/health"
+	"github.com/tapvs/tapvs/nat"
+)
+
+// A service's keepalived behaviour goes from the file to the checker
+// (healthTargets), and a reload keeps a lost quorum: the server it holds
+// out (up, unchecked) is not put back at the file's weight, and the sorry
+// server stays.
+func TestReloadKeepsALostQuorum(t *testing.T) {
+	const text = `
+interfaces:
+  client: {name: tvd-c, address: 172.25.254.254/24}
+  server: {name: tvd-s, address: 172.25.84.4/24}
+services:
+  - vip: 172.25.254.100
+    port: 80
+    local_addresses: [172.25.84.10]
+    sorry_server: '172.25.84.99:8080'
+    quorum: 3
+    alpha: true
+    real_servers:
+      - {address: 172.25.84.20, port: 8080, weight: 5, health_check: {type: tcp, interval: 1h}}
+      - {address: 172.25.84.21, port: 8080}
+`
+	cfg, err := config.Parse(text)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bal, err := nat.New(nat.Config{MaxConns: cfg.MaxConns, PortMin: cfg.PortMin, PortMax: cfg.PortMax, Timeouts: cfg.Timeouts,
+		ClientNet: cfg.Client.Address, ServerNet: cfg.Server.Address, Readers: 1,
+		ClientMAC: [6]byte{2, 0, 0, 0, 0, 1}, ServerMAC: [6]byte{2, 0, 0, 0, 0, 2}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bal.Update(func(tx *nat.Tx) error { return cfg.Apply(tx, nil) }); err != nil {
+		t.Fatal(err)
+	}
+	vip := netip.MustParseAddrPort("172.25.254.100:80")
+	rs20, rs21, sorry := netip.MustParseAddrPort("172.25.84.20:8080"), netip.MustParseAddrPort("172.25.84.21:8080"), netip.MustParseAddrPort("172.25.84.99:8080")
+	weights := func(step string) {
+		t.Helper()
+		s, err := bal.Service(nat.TCP, vip.Addr(), vip.Port())
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[netip.AddrPort]int{}
+		for _, d := range s.Dests() {
+			got[netip.AddrPortFrom(d.Addr, d.Port)] = d.Weight()
+		}
+		want := map[netip.AddrPort]int{rs20: 0, rs21: 0, sorry: 1}
+		if len(got) != len(want) || got[rs20] != 0 || got[rs21] != 0 || got[sorry] != 1 {
+			t.Fatalf("%s: weights %v, want %v", step, got, want)
+		}
+	}
+	targets, vs := healthTargets(cfg)
+	if len(targets) != 1 || !targets[0].Alpha || targets[0].RS != rs20 || len(vs) != 1 || vs[0].Sorry != sorry || vs[0].Quorum != 3 || len(vs[0].Servers) != 2 {
+		t.Fatalf("targets %+v, vs %+v", targets, vs)
+	}
+	hc := health.New(bal, nil, 1, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	hc.SetVS(vs)
+	hc.Start(targets, nil) // alpha: rs20 down, 1 < quorum 3
+	defer hc.Close()
+	weights("started")
+	d := &Daemon{}
+	d.checker.Store(hc)
+	// The file changes rs21's weight: a reload would set it, were it not held.
+	next, err := config.Parse(strings.Replace(text, "port: 8080}", "port: 8080, weight: 2}", 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := decideReload(control.NewManager(bal, nil), cfg, next, d.heldDown); err != nil {
+		t.Fatal(err)
+	}
+	weights("reloaded")
+}
