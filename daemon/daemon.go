@@ -206,6 +206,7 @@ func start(cfg *config.Config, log *slog.Logger, nics [2]netstack.NICConfig, suc
 	if cfg.MetricsListen != "" {
 		mc := metrics.New(bal, st, d.health)
 		mc.SetCluster(d.cluster)
+		mc.SetQuorum(d.quorum)
 		if d.handoff != nil {
 			mc.SetHandoff(d.handoff.Stats)
 		}
@@ -252,6 +253,15 @@ func (d *Daemon) health(s *nat.Service, dst *nat.Dest) (up, checked bool) {
 	}
 	up, checked, _ = hc.Up(s.Protocol, netip.AddrPortFrom(s.Addr, s.Port), netip.AddrPortFrom(dst.Addr, dst.Port))
 	return up, checked
+}
+
+// quorum reports a service's quorum state to the metrics.
+func (d *Daemon) quorum(s *nat.Service) (up, known bool) {
+	hc := d.checker.Load()
+	if hc == nil {
+		return false, false
+	}
+	return hc.Serving(s.Protocol, netip.AddrPortFrom(s.Addr, s.Port))
 }
 
 // healthViews reports a service's checks to the control API's listings.
