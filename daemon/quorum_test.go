@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tapvs/tapvs/bgp/bgptest"
 	"github.com/tapvs/tapvs/config"
 	"github.com/tapvs/tapvs/control"
 	"github.com/tapvs/tapvs/health"
@@ -83,4 +84,31 @@ services:
 		t.Fatal(err)
 	}
 	weights("reloaded")
+}
+
+// A service below quorum is no longer announced: its servers still up are
+// held at 0, so no service of its VIP has a weight above 0 (cluster.go's
+// pass); with its quorum back (here a reload lowering it), announced again.
+func TestAnnounceStopsBelowQuorum(t *testing.T) {
+	r := bgptest.Start(t, 65001, "")
+	text := strings.Replace(clusterBase, "port: 443\n", "port: 443\n    quorum: 2\n    alpha: true\n", 1)
+	text = strings.Replace(text, "{address: 172.25.84.21, port: 8443}", "{address: 172.25.84.21, port: 8443, health_check: {type: tcp, interval: 1h}}", 1)
+	g := newClusterRigFrom(t, r, text+bgpSection(r))
+	start := func(text string, prev *health.Checker) *health.Checker {
+		cfg, err := config.Parse(text + bgpSection(r))
+		if err != nil {
+			t.Fatal(err)
+		}
+		targets, vs := healthTargets(cfg)
+		hc := health.New(g.d.Balancer, nil, 1, g.d.log)
+		hc.SetVS(vs)
+		hc.Start(targets, prev)
+		return hc
+	}
+	hc := start(text, nil) // alpha: .21 down; .22 (weight 1) < quorum 2
+	g.expect(t, vip80, lip10, lip11)
+	hc.Close()
+	hc = start(strings.Replace(text, "quorum: 2", "quorum: 1", 1), hc) // 1 >= 1
+	defer hc.Close()
+	g.expect(t, vip80, vip443, lip10, lip11)
 }
