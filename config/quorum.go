@@ -30,10 +30,10 @@ type VS struct {
 // 65535) sum far below it, and quorum+hysteresis cannot overflow.
 const maxQuorum = 1 << 30
 
-func vs(e *errs, f string, r rawService, servers []RealServer) VS {
+func vs(e *errs, f string, r rawService, s Service) VS {
 	v := VS{Quorum: 1, Hysteresis: r.Hysteresis, SorryInhibit: r.SorryServerInhibit, Alpha: r.Alpha, Omega: r.Omega}
 	if r.SorryServer != "" {
-		v.Sorry = sorryServer(e, f+".sorry_server", r.SorryServer, servers)
+		v.Sorry = sorryServer(e, f+".sorry_server", r.SorryServer, s)
 	} else if r.SorryServerInhibit {
 		e.add(f+".sorry_server_inhibit", "there is no sorry_server")
 	}
@@ -52,8 +52,10 @@ func vs(e *errs, f string, r rawService, servers []RealServer) VS {
 }
 
 // sorryServer reads ADDR:PORT ([v6]:PORT), a server that is not one of
-// the service's real servers (it would be removed as the sorry server).
-func sorryServer(e *errs, f, s string, servers []RealServer) netip.AddrPort {
+// the service's real servers (it would be removed as the sorry server) and
+// that one of its local addresses can reach (of its family): it is added
+// only when the quorum is lost, so no dry run tries it.
+func sorryServer(e *errs, f, s string, svc Service) netip.AddrPort {
 	host, p, err := net.SplitHostPort(s)
 	if err != nil {
 		e.add(f, "%q is not ADDR:PORT", s)
@@ -70,7 +72,15 @@ func sorryServer(e *errs, f, s string, servers []RealServer) netip.AddrPort {
 		return netip.AddrPort{}
 	}
 	ap := netip.AddrPortFrom(a, uint16(n))
-	for _, rs := range servers {
+	family := false
+	for _, l := range svc.LocalAddresses {
+		family = family || l.Is4() == a.Is4()
+	}
+	if !family && len(svc.LocalAddresses) > 0 {
+		e.add(f, "%s: the service has no local address of its family", ap)
+		return netip.AddrPort{}
+	}
+	for _, rs := range svc.RealServers {
 		if rs.Address == a && rs.Port == ap.Port() {
 			e.add(f, "%s is also a real server of the service", ap)
 			return netip.AddrPort{}

@@ -41,7 +41,7 @@ func TestVirtualServerFields(t *testing.T) {
 					reflect.DeepEqual(s.QuorumUp, []string{"/bin/up", "a"}) && reflect.DeepEqual(s.QuorumDown, []string{"/bin/down"}) && s.Alpha && s.Omega &&
 					reflect.DeepEqual(s.RealServers[0].NotifyUp, []string{"/bin/nu", "x"}) && reflect.DeepEqual(s.RealServers[0].NotifyDown, []string{"/bin/nd"})
 			}},
-		{"sorry IPv6", "sorry_server: '[2001:db8::9]:80'", "", "", func(s Service) bool { return s.Sorry == netip.MustParseAddrPort("[2001:db8::9]:80") }},
+		{"sorry IPv6 behind IPv4 LIPs", "sorry_server: '[2001:db8::9]:80'", "", f + "sorry_server: [2001:db8::9]:80: the service has no local address of its family", nil},
 		{"sorry without port", "sorry_server: 10.20.9.9", "", f + `sorry_server: "10.20.9.9" is not ADDR:PORT`, nil},
 		{"sorry port 0", "sorry_server: '10.20.9.9:0'", "", f + `sorry_server: "0" is not a port`, nil},
 		{"sorry not an address", "sorry_server: 'www:80'", "", f + "sorry_server: ", nil},

@@ -218,7 +218,7 @@ func service(e *errs, f string, r rawService, base nat.Timeouts, has6 sides6) Se
 		}
 		s.RealServers = append(s.RealServers, out)
 	}
-	s.VS = vs(e, f, r, s.RealServers)
+	s.VS = vs(e, f, r, s)
 	s.Timeouts = timeouts(e, f+".timeouts", r.Timeouts, base)
 	defence(e, f, r, &s)
 	return s
