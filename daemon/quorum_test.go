@@ -80,8 +80,12 @@ services:
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := decideReload(control.NewManager(bal, nil), cfg, next, d.heldDown); err != nil {
+	res, _, err := decideReload(control.NewManager(bal, nil), cfg, next, d.heldDown)
+	if err != nil {
 		t.Fatal(err)
+	}
+	if len(res.Kept) != 1 || res.Kept[0] != "tcp 172.25.254.100:80 real server 172.25.84.99:8080" || len(res.Reverted) != 0 {
+		t.Fatalf("kept %q, reverted %q: want the sorry server kept, nothing reverted", res.Kept, res.Reverted)
 	}
 	weights("reloaded")
 }
