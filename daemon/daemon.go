@@ -308,8 +308,9 @@ func (d *Daemon) startHealth(cfg *config.Config) {
 }
 
 // healthTargets is what cfg's services give the checker: a target per
-// checked real server, and each service's keepalived behaviour (sorry
-// server, quorum, alpha, omega, notify scripts).
+// checked real server, and the keepalived behaviour (sorry server, quorum,
+// alpha, omega, notify scripts) of each service with a checked server
+// (without one, nothing ever moves).
 func healthTargets(cfg *config.Config) ([]health.Target, []health.VS) {
 	var targets []health.Target
 	var vs []health.VS
@@ -325,7 +326,9 @@ func healthTargets(cfg *config.Config) ([]health.Target, []health.VS) {
 					Alpha: sc.Alpha, NotifyUp: rs.NotifyUp, NotifyDown: rs.NotifyDown})
 			}
 		}
-		vs = append(vs, v)
+		if len(targets) > 0 && targets[len(targets)-1].VIP == vip && targets[len(targets)-1].Proto == sc.Protocol {
+			vs = append(vs, v)
+		}
 	}
 	return targets, vs
 }

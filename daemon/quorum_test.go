@@ -116,3 +116,23 @@ func TestAnnounceStopsBelowQuorum(t *testing.T) {
 	defer hc.Close()
 	g.expect(t, vip80, vip443, lip10, lip11)
 }
+
+// Only a service with a checked server gets a quorum: without one nothing
+// moves, and no quorum gauge is exported for it.
+func TestHealthTargetsOnlyCheckedServices(t *testing.T) {
+	cfg, err := config.Parse(clusterBase)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if targets, vs := healthTargets(cfg); len(targets) != 0 || len(vs) != 0 {
+		t.Fatalf("no check: targets %+v, vs %+v", targets, vs)
+	}
+	text := strings.Replace(clusterBase, "{address: 172.25.84.21, port: 8443}", "{address: 172.25.84.21, port: 8443, health_check: {type: tcp}}", 1)
+	if cfg, err = config.Parse(text); err != nil {
+		t.Fatal(err)
+	}
+	targets, vs := healthTargets(cfg)
+	if len(targets) != 1 || len(vs) != 1 || vs[0].VIP != netip.MustParseAddrPort("172.25.254.101:443") || len(vs[0].Servers) != 2 {
+		t.Fatalf("targets %+v, vs %+v: want the 443 service only", targets, vs)
+	}
+}
