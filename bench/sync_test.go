@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/netip"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -106,7 +107,7 @@ func TestSyncPeerConfig(t *testing.T) {
 				ps = &peer.Services[i]
 			}
 		}
-		if ps == nil || ps.VIP != s.VIP || ps.Port != s.Port || ps.Protocol != s.Protocol || !slices.Equal(ps.RealServers, s.RealServers) {
+		if ps == nil || ps.VIP != s.VIP || ps.Port != s.Port || ps.Protocol != s.Protocol || !reflect.DeepEqual(ps.RealServers, s.RealServers) {
 			t.Errorf("service %s: the peer's is %+v", s.Name, ps)
 			continue
 		}

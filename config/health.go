@@ -171,15 +171,10 @@ func healthTypes(e *errs, f string, r *rawHealth, s *health.Spec) {
 	only("script", len(r.Script) > 0, "misc")
 	s.MiscDynamic = only("misc_dynamic", r.MiscDynamic, "misc")
 	if s.Type == "misc" {
-		switch {
-		case len(r.Script) == 0:
+		if len(r.Script) == 0 {
 			e.add(f+".script", "a misc check needs a script: [path, args...]")
-		case !filepath.IsAbs(r.Script[0]):
-			e.add(f+".script", "%q is not an absolute path (no shell, no PATH search)", r.Script[0])
-		case strings.Contains(strings.Join(r.Script, ""), "\x00"):
-			e.add(f+".script", "an argument holds a NUL byte")
-		default:
-			s.Script = append([]string(nil), r.Script...)
+		} else {
+			s.Script = script(e, f+".script", r.Script)
 		}
 	}
 	hexField := func(field, v string) []byte {
@@ -239,4 +234,20 @@ func validHost(h string) bool {
 		}
 	}
 	return true
+}
+
+// script checks a program run without a shell (a misc check's, a notify
+// or quorum script's): [absolute path, args...]. nil: none, or refused.
+func script(e *errs, f string, argv []string) []string {
+	switch {
+	case len(argv) == 0:
+		return nil
+	case !filepath.IsAbs(argv[0]):
+		e.add(f, "%q is not an absolute path (no shell, no PATH search)", argv[0])
+	case strings.Contains(strings.Join(argv, ""), "\x00"):
+		e.add(f, "an argument holds a NUL byte")
+	default:
+		return append([]string(nil), argv...)
+	}
+	return nil
 }

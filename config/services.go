@@ -29,6 +29,16 @@ type rawService struct {
 	Allow          []string     `mapstructure:"allow"`
 	Deny           []string     `mapstructure:"deny"`
 	Limits         rawSvcLimits `mapstructure:"limits"`
+
+	// keepalived's virtual-server behaviour (quorum.go)
+	SorryServer        string   `mapstructure:"sorry_server"`
+	SorryServerInhibit bool     `mapstructure:"sorry_server_inhibit"`
+	Quorum             *int     `mapstructure:"quorum"`
+	Hysteresis         int      `mapstructure:"hysteresis"`
+	QuorumUp           []string `mapstructure:"quorum_up"`
+	QuorumDown         []string `mapstructure:"quorum_down"`
+	Alpha              bool     `mapstructure:"alpha"`
+	Omega              bool     `mapstructure:"omega"`
 }
 
 type rawRS struct {
@@ -36,6 +46,9 @@ type rawRS struct {
 	Port    int        `mapstructure:"port"`
 	Weight  *int       `mapstructure:"weight"`
 	Health  *rawHealth `mapstructure:"health_check"` // replaces the service's check for this server
+
+	NotifyUp   []string `mapstructure:"notify_up"` // keepalived's, run when its check puts it back
+	NotifyDown []string `mapstructure:"notify_down"`
 }
 
 // Service is one virtual service.
@@ -58,6 +71,9 @@ type Service struct {
 	// Allow and Deny are the service's source prefixes (defence.go).
 	Allow, Deny []netip.Prefix
 	Limits      nat.Limits
+	// VS is keepalived's virtual-server behaviour: sorry server, quorum,
+	// alpha and omega (quorum.go).
+	VS
 }
 
 // RealServer is one real server of a service.
@@ -66,6 +82,9 @@ type RealServer struct {
 	Port    uint16
 	Weight  int
 	Health  *health.Spec // nil: not checked
+	// NotifyUp and NotifyDown are keepalived's notify_up and notify_down:
+	// run when the server's check puts it back or takes it out.
+	NotifyUp, NotifyDown []string
 }
 
 // readServices reads the file's services onto base, the default timeouts.
@@ -188,8 +207,18 @@ func service(e *errs, f string, r rawService, base nat.Timeouts, has6 sides6) Se
 		if out.Weight < 0 || out.Weight > 65535 {
 			e.add(rf+".weight", "%d is out of range 0-65535", out.Weight)
 		}
+		out.NotifyUp = script(e, rf+".notify_up", rs.NotifyUp)
+		out.NotifyDown = script(e, rf+".notify_down", rs.NotifyDown)
+		switch {
+		case out.Health != nil:
+		case len(rs.NotifyUp) > 0:
+			e.add(rf+".notify_up", "the server has no health_check: it never goes up or down")
+		case len(rs.NotifyDown) > 0:
+			e.add(rf+".notify_down", "the server has no health_check: it never goes up or down")
+		}
 		s.RealServers = append(s.RealServers, out)
 	}
+	s.VS = vs(e, f, r, s)
 	s.Timeouts = timeouts(e, f+".timeouts", r.Timeouts, base)
 	defence(e, f, r, &s)
 	return s

@@ -118,7 +118,8 @@ func (d *Daemon) targets(cfg *config.Config) []health.Target {
 				continue
 			}
 			if rs.Health != nil {
-				out = append(out, health.Target{Proto: sc.Protocol, VIP: k.Addr, RS: ap, Spec: *rs.Health, Weight: rs.Weight})
+				out = append(out, health.Target{Proto: sc.Protocol, VIP: k.Addr, RS: ap, Spec: *rs.Health, Weight: rs.Weight,
+					Alpha: sc.Alpha, NotifyUp: rs.NotifyUp, NotifyDown: rs.NotifyDown})
 			}
 		}
 	}

@@ -211,6 +211,7 @@ func start(cfg *config.Config, log *slog.Logger, nics [2]netstack.NICConfig, suc
 	if cfg.MetricsListen != "" {
 		mc := metrics.New(bal, st, d.health)
 		mc.SetCluster(d.cluster)
+		mc.SetQuorum(d.quorum)
 		if d.handoff != nil {
 			mc.SetHandoff(d.handoff.Stats)
 		}
@@ -259,6 +260,15 @@ func (d *Daemon) health(s *nat.Service, dst *nat.Dest) (up, checked bool) {
 	return up, checked
 }
 
+// quorum reports a service's quorum state to the metrics.
+func (d *Daemon) quorum(s *nat.Service) (up, known bool) {
+	hc := d.checker.Load()
+	if hc == nil {
+		return false, false
+	}
+	return hc.Serving(s.Protocol, netip.AddrPortFrom(s.Addr, s.Port))
+}
+
 // healthViews reports a service's checks to the control API's listings.
 func (d *Daemon) healthViews(s *nat.Service) []api.HealthView {
 	views := d.checkViews(control.ServiceKey{Protocol: s.Protocol, Addr: netip.AddrPortFrom(s.Addr, s.Port)})
@@ -282,17 +292,39 @@ func (d *Daemon) startHealth(cfg *config.Config, release func(health.Target) boo
 	if prev != nil && release != nil {
 		prev.Release(release, readd)
 	}
-	targets := d.targets(cfg)
+	targets, vs := d.targets(cfg), quorums(cfg)
 	if len(targets) == 0 {
 		return
 	}
 	next := health.New(d.Balancer, d.Stack.Stack(), netstack.ServerNIC, d.log)
+	next.SetVS(vs)
 	// A server put back has just answered a check through the stack, so
 	// its next hop is in the stack's neighbour table: no wait is needed,
 	// and a short one bounds the checker's pause if it is not.
 	next.SetNextHop(func(a netip.Addr) ([6]byte, error) { return d.Stack.NextHopMAC(a, 100*time.Millisecond) })
 	next.Start(targets, prev)
 	d.checker.Store(next)
+}
+
+// quorums is the keepalived behaviour (sorry server, quorum, omega) of
+// each of cfg's services with a checked real server in the file (without
+// one, nothing ever moves); the checked servers themselves, alpha and
+// notify scripts included, are Daemon.targets'.
+func quorums(cfg *config.Config) []health.VS {
+	var vs []health.VS
+	for _, sc := range cfg.Services {
+		v := health.VS{Proto: sc.Protocol, VIP: netip.AddrPortFrom(sc.VIP, sc.Port), Sorry: sc.Sorry, SorryInhibit: sc.SorryInhibit,
+			Quorum: sc.Quorum, Hysteresis: sc.Hysteresis, QuorumUp: sc.QuorumUp, QuorumDown: sc.QuorumDown, Omega: sc.Omega}
+		checked := false
+		for _, rs := range sc.RealServers {
+			v.Servers = append(v.Servers, health.Server{RS: netip.AddrPortFrom(rs.Address, rs.Port), Weight: rs.Weight})
+			checked = checked || rs.Health != nil
+		}
+		if checked {
+			vs = append(vs, v)
+		}
+	}
+	return vs
 }
 
 // sync makes the stack answer for exactly the balancer's VIPs and LIPs and
@@ -386,8 +418,11 @@ func (d *Daemon) shutdown(teardown bool) {
 		if d.Metrics != nil {
 			d.Metrics.Close()
 		}
-		if hc := d.checker.Load(); hc != nil {
-			hc.Close()
+		switch hc := d.checker.Load(); {
+		case hc != nil && teardown:
+			hc.Shutdown() // keepalived's omega scripts, where asked
+		case hc != nil:
+			hc.Close() // a successor serves on: nothing went down
 		}
 		close(d.stop)
 		d.wg.Wait()

@@ -113,11 +113,18 @@ func nonNil(s []string) []string {
 	return s
 }
 
-// heldDown reports whether a failed health check holds the server out
-// (quiesced or removed): a reload must not put it back.
+// heldDown reports whether a failed health check, or its service's lost
+// quorum, holds the server out (quiesced or removed): a reload must not put
+// it back.
 func (d *Daemon) heldDown(sc config.Service, rs config.RealServer) bool {
 	hc := d.checker.Load()
-	if hc == nil || rs.Health == nil {
+	if hc == nil {
+		return false
+	}
+	if up, known := hc.Serving(sc.Protocol, netip.AddrPortFrom(sc.VIP, sc.Port)); known && !up {
+		return true // below quorum: its quorum puts it back
+	}
+	if rs.Health == nil {
 		return false
 	}
 	up, checked, _ := hc.Up(sc.Protocol, netip.AddrPortFrom(sc.VIP, sc.Port), netip.AddrPortFrom(rs.Address, rs.Port))

@@ -6,6 +6,9 @@
 // warmup and rise/fall counts. A server that fails is quiesced
 // (weight 0: no new connections, open ones continue) or removed; it is put
 // back with its weight when it passes again. Every transition is logged.
+// keepalived's virtual-server behaviour rides on these moves (quorum.go):
+// a service's quorum and hysteresis, its sorry server, alpha and omega,
+// and the notify and quorum scripts.
 // Each change is a transaction of the balancer's (nat.Tx), as every
 // operator change is: one writer of the balancer's state, which checks a
 // server put back against every other address and starts it with its
@@ -81,6 +84,9 @@ type Target struct {
 	RS     netip.AddrPort
 	Spec   Spec
 	Weight int // the configured weight: what a recovery restores
+
+	Alpha                bool     // keepalived's alpha: down until its first check passes
+	NotifyUp, NotifyDown []string // keepalived's notify_up and notify_down: argv, run at a move
 }
 
 // Checker runs every check.
@@ -89,11 +95,16 @@ type Checker struct {
 	st    *stack.Stack
 	nic   tcpip.NICID
 	log   *slog.Logger
-	mu    sync.Mutex
+	mu    sync.Mutex // guards state's and vs's fields
 	state map[stateKey]*state
 	targs map[svcKey][]Target // by service, in the order Start was given them
-	stop  chan struct{}
-	wg    sync.WaitGroup
+	vs    map[vsKey]*vsState  // quorum.go
+	// qmu orders the moves of servers and services with their scripts
+	// (quorum.go); taken before mu, never inside it.
+	qmu           sync.Mutex
+	scriptTimeout time.Duration
+	stop          chan struct{}
+	wg            sync.WaitGroup
 	// nextHop, if set, looks up a server's next hop in the stack the
 	// checks go through: a server that has just passed a check is put back
 	// with it, not left to the first packet's resolution.
@@ -121,16 +132,18 @@ type state struct {
 
 // New returns a checker that dials from nic of st.
 func New(bal *nat.Balancer, st *stack.Stack, nic tcpip.NICID, log *slog.Logger) *Checker {
-	return &Checker{bal: bal, st: st, nic: nic, log: log, state: map[stateKey]*state{}, stop: make(chan struct{})}
+	return &Checker{bal: bal, st: st, nic: nic, log: log, state: map[stateKey]*state{}, vs: map[vsKey]*vsState{},
+		scriptTimeout: defaultScriptTimeout, stop: make(chan struct{})}
 }
 
 // SetNextHop sets how a server's next hop is looked up when it is put
 // back; call it before Start.
 func (c *Checker) SetNextHop(f func(netip.Addr) ([6]byte, error)) { c.nextHop = f }
 
-// Start runs a goroutine per target. Servers start as up, or as prev (a
-// checker being replaced, on reload; already closed) last saw them: a server
-// that is down stays out, and comes back with its configured weight.
+// Start runs a goroutine per target. Servers start as up (down with
+// Alpha), or as prev (a checker being replaced, on reload; already closed)
+// last saw them: a server that is down stays out, and comes back with its
+// configured weight. The services' quorums (SetVS) are applied then.
 func (c *Checker) Start(targets []Target, prev *Checker) {
 	c.mu.Lock()
 	if c.targs == nil {
@@ -141,6 +154,7 @@ func (c *Checker) Start(targets []Target, prev *Checker) {
 		c.targs[k] = append(c.targs[k], t)
 	}
 	c.mu.Unlock()
+	var started []*state
 	for _, t := range targets {
 		if len(t.Spec.CAPEM) > 0 {
 			t.Spec.roots = x509.NewCertPool()
@@ -148,15 +162,26 @@ func (c *Checker) Start(targets []Target, prev *Checker) {
 		}
 		k := stateKey{t.Proto, t.VIP, t.RS}
 		s := &state{t: t, up: true, weight: t.Weight}
+		var p *state
 		if prev != nil {
-			if p := prev.state[k]; p != nil && !p.up {
-				s.up, s.ko, s.reason = false, p.ko, p.reason
-				c.holdDown(s)
-			}
+			p = prev.state[k]
+		}
+		switch {
+		case p != nil && !p.up:
+			s.up, s.ko, s.reason = false, p.ko, p.reason
+			c.holdDown(s)
+		case p == nil && t.Alpha:
+			s.up, s.reason = false, "alpha: no check has passed yet"
+			c.holdDown(s)
 		}
 		c.mu.Lock()
 		c.state[k] = s
 		c.mu.Unlock()
+		started = append(started, s)
+	}
+	c.startQuorum(prev)
+	for _, s := range started {
+		k := stateKey{s.t.Proto, s.t.VIP, s.t.RS}
 		c.wg.Add(1)
 		go func() {
 			defer c.wg.Done()
@@ -333,8 +358,13 @@ func (c *Checker) probe(svc *nat.Service, t Target) (weight int, err error) {
 // ask the checker (a reload asks Up), so c.mu is never held while waiting
 // for one. Each target's results come from its own loop only, so its moves
 // keep their order.
+//
+// A move, its notify script and the service's quorum are under c.qmu.
 func (c *Checker) record(svc *nat.Service, s *state, err error) {
 	rs := s.t.RS
+	k := stateKey{s.t.Proto, s.t.VIP, rs}
+	c.qmu.Lock()
+	defer c.qmu.Unlock()
 	c.mu.Lock()
 	if err != nil {
 		s.ok, s.ko, s.reason = 0, s.ko+1, err.Error()
@@ -346,6 +376,8 @@ func (c *Checker) record(svc *nat.Service, s *state, err error) {
 		c.mu.Unlock()
 		if down {
 			c.takeOut(svc, s, ko, err)
+			c.notify(s.t, false)
+			c.evalQuorum(vsKey{k.proto, k.vip}, false)
 		}
 		return
 	}
@@ -354,9 +386,16 @@ func (c *Checker) record(svc *nat.Service, s *state, err error) {
 	if up {
 		s.up, s.reason = true, ""
 	}
-	ok, weight := s.ok, s.weight
+	ok, weight, serving := s.ok, s.weight, c.servingLocked(k)
 	c.mu.Unlock()
 	if !up {
+		return
+	}
+	defer c.evalQuorum(vsKey{k.proto, k.vip}, false)
+	defer c.notify(s.t, true)
+	if !serving {
+		// The quorum puts it back with the others when it is reached.
+		c.log.Info("real server up: held out while its service is below quorum", "service", svc.String(), "rs", rs.String(), "after", ok)
 		return
 	}
 	// The check has just reached the server through the stack: its next
@@ -399,7 +438,9 @@ func (c *Checker) takeOut(svc *nat.Service, s *state, ko int, why error) {
 		}
 		w := tx.Weight(svc, d)
 		c.mu.Lock()
-		s.weight = w
+		if c.servingLocked(stateKey{s.t.Proto, s.t.VIP, rs}) {
+			s.weight = w // below quorum, the 0 is the quorum's
+		}
 		c.mu.Unlock()
 		if s.t.Spec.Remove {
 			return tx.DeleteDest(svc, rs.Addr(), rs.Port())

@@ -44,21 +44,13 @@ func runMisc(t Target) (weight int, err error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), spec.Timeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, spec.Script[0], spec.Script[1:]...)
-	cmd.Env = append(os.Environ(),
+	err = command(ctx, spec.Script,
 		envRSAddr+"="+t.RS.Addr().Unmap().String(),
 		envRSPort+"="+strconv.Itoa(int(port)),
 		envVIPAddr+"="+t.VIP.Addr().String(),
 		envVIPPort+"="+strconv.Itoa(int(t.VIP.Port())),
 		envProto+"="+strings.ToLower(t.Proto.String()),
-	)
-	// Its own process group, so that a timeout kills what it started too;
-	// no pipes (stdin, stdout and stderr are /dev/null), so a child left
-	// behind cannot hold Wait.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	cmd.WaitDelay = time.Second
-	err = cmd.Run()
+	).Run()
 	if ctx.Err() != nil {
 		return -1, fmt.Errorf("misc: %s timed out after %s", spec.Script[0], spec.Timeout)
 	}
@@ -80,12 +72,29 @@ func runMisc(t Target) (weight int, err error) {
 	}
 }
 
+// command is argv run without a shell, with env added to tapvs's own, in a
+// process group of its own, so that ctx's end kills what it started too; no
+// pipes (stdin, stdout and stderr are /dev/null), so a child left behind
+// cannot hold Wait.
+func command(ctx context.Context, argv []string, env ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = time.Second
+	return cmd
+}
+
 // setDynamic sets a server's weight to what its misc_dynamic script said:
 // at once if it is up (and listed), and as the weight a recovery restores.
 func (c *Checker) setDynamic(s *state, w int) {
+	k := stateKey{s.t.Proto, s.t.VIP, s.t.RS}
+	c.qmu.Lock()
+	defer c.qmu.Unlock()
+	defer c.evalQuorum(vsKey{k.proto, k.vip}, false) // the weights summed changed
 	c.mu.Lock()
 	s.weight = w
-	up := s.up
+	up := s.up && c.servingLocked(k) // below quorum it waits at 0
 	c.mu.Unlock()
 	if !up {
 		return

@@ -271,7 +271,9 @@ func TestLabelSets(t *testing.T) {
 	bal := testBalancer(t)
 	st := testStack(t, bal, nil)
 	reg := prometheus.NewPedanticRegistry()
-	reg.MustRegister(New(bal, st, func(*nat.Service, *nat.Dest) (bool, bool) { return false, true }))
+	mc := New(bal, st, func(*nat.Service, *nat.Dest) (bool, bool) { return false, true })
+	mc.SetQuorum(func(*nat.Service) (bool, bool) { return true, true })
+	reg.MustRegister(mc)
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -284,7 +286,7 @@ func TestLabelSets(t *testing.T) {
 		"tapvs_synproxy_syn_retries_total": "", "tapvs_synproxy_server_time_wait_total": "", "tapvs_proxy_headers_total": "", "tapvs_proxy_headers_cut_total": "",
 		"tapvs_rs_active_connections": rs, "tapvs_rs_inactive_connections": rs, "tapvs_rs_scheduled_total": rs,
 		"tapvs_rs_weight": rs, "tapvs_rs_up": rs, "tapvs_rs_packets_total": "direction " + rs, "tapvs_rs_bytes_total": "direction " + rs,
-		"tapvs_service_connections_total": "service vip", "tapvs_service_half_open": "service vip", "tapvs_sources_untracked_total": "", "tapvs_toa_total": "result",
+		"tapvs_service_connections_total": "service vip", "tapvs_service_half_open": "service vip", "tapvs_service_quorum_up": "service vip", "tapvs_sources_untracked_total": "", "tapvs_toa_total": "result",
 		"tapvs_lip_connections": "lip service vip", "tapvs_lip_port_conflicts_total": "lip service vip", "tapvs_lip_port_exhausted_total": "lip service vip",
 		"tapvs_frames_total": "queue result side", "tapvs_udp_proxy_headers_total": "", "tapvs_tap_io_uring": "",
 	}
@@ -505,5 +507,26 @@ func TestScrapeConcurrencyLimit(t *testing.T) {
 	}
 	if code, _, err := get(); err != nil || code != 200 {
 		t.Fatalf("scrape after the others finished: %d %v", code, err)
+	}
+}
+
+// A service's quorum state, when something tracks it: 1 up, 0 below.
+func TestServiceQuorum(t *testing.T) {
+	bal := testBalancer(t)
+	c := New(bal, nil, nil)
+	if n := len(samples(t, c, "tapvs_service_quorum_up")); n != 0 {
+		t.Fatalf("%d quorum samples without SetQuorum", n)
+	}
+	for _, up := range []bool{true, false} {
+		c.SetQuorum(func(*nat.Service) (bool, bool) { return up, true })
+		want := `tapvs_service_quorum_up{service="web",vip="` + vipLabel + `"} 0`
+		if up {
+			want = strings.Replace(want, "} 0", "} 1", 1)
+		}
+		compare(t, samples(t, c, "tapvs_service_quorum_up"), want)
+	}
+	c.SetQuorum(func(*nat.Service) (bool, bool) { return true, false })
+	if n := len(samples(t, c, "tapvs_service_quorum_up")); n != 0 {
+		t.Fatalf("%d quorum samples for an untracked service", n)
 	}
 }

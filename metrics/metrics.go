@@ -47,7 +47,15 @@ type Collector struct {
 	cluster Cluster              // nil: no BGP or drain metrics
 	handoff func() handoff.Stats // nil: no handoff: section
 	sync    func() Sync          // nil: no sync: section
+	quorum  Quorum               // nil: no quorum gauge
 }
+
+// Quorum reports whether a service has its keepalived quorum; known is
+// false when nothing tracks it (no checked server).
+type Quorum func(*nat.Service) (up, known bool)
+
+// SetQuorum has the collector export each service's quorum state.
+func (c *Collector) SetQuorum(q Quorum) { c.quorum = q }
 
 var (
 	labelsSvc  = []string{"service", "vip"}
@@ -74,6 +82,7 @@ var (
 	dPkts      = prometheus.NewDesc("tapvs_rs_packets_total", "Packets through tapvs, by direction (in: client to server).", append(labelsRS, "direction"), nil)
 	dBytes     = prometheus.NewDesc("tapvs_rs_bytes_total", "IP bytes through tapvs, by direction.", append(labelsRS, "direction"), nil)
 	dSvcConns  = prometheus.NewDesc("tapvs_service_connections_total", "Connections made to the service.", labelsSvc, nil)
+	dSvcQuorum = prometheus.NewDesc("tapvs_service_quorum_up", "1 while the weights of the service's up real servers reach its quorum (keepalived's quorum and hysteresis), 0 while below it (its real servers held out, the sorry server in); absent when nothing checks it.", labelsSvc, nil)
 	dSvcHalf   = prometheus.NewDesc("tapvs_service_half_open", "Connections waiting for the client's ACK, counted while the service has a half_open limit.", labelsSvc, nil)
 	dProxyHdrs = prometheus.NewDesc("tapvs_proxy_headers_total", "PROXY protocol headers put in front of client segments toward real servers, re-sends included.", nil, nil)
 	dProxyCut  = prometheus.NewDesc("tapvs_proxy_headers_cut_total", "Client segments that carried a PROXY header and were cut short at their end to fit the server side's MTU; the client sends the rest again.", nil, nil)
@@ -130,7 +139,7 @@ func (c *Collector) SetSync(stats func() Sync) { c.sync = stats }
 
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{dConns, dConnsMax, dQuar, dCreated, dExpired, dExpRST, dDrops, dSPCookies, dSPOpened, dSPFailed, dSPRetries, dSPTW, dProxyHdrs, dProxyCut, dUntracked, dSvcHalf, dTOA,
+	for _, d := range []*prometheus.Desc{dConns, dConnsMax, dQuar, dCreated, dExpired, dExpRST, dDrops, dSPCookies, dSPOpened, dSPFailed, dSPRetries, dSPTW, dProxyHdrs, dProxyCut, dUntracked, dSvcHalf, dSvcQuorum, dTOA,
 		dActive, dInactive, dSched, dWeight, dUp, dPkts, dBytes, dSvcConns, dLIPConns, dLIPConf, dLIPExh, dFrames, dPollSleep, dURing, dUEnters, dUDPProxy,
 		dPeerUp, dPeerChg, dPeerSess, dPeerMsgs, dRoutes, dAnnounce, dWithdraw, dDraining, dHandoff, dSyncRecs, dSyncDgram, dSyncBytes, dSyncCopy, dSyncPeers, dSyncJoin} {
 		ch <- d
@@ -184,6 +193,11 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		vip := fmt.Sprintf("%s/%s", s.Protocol, netipPort(s))
 		counter(dSvcConns, s.Traffic().Conns, s.Name(), vip)
 		gauge(dSvcHalf, float64(s.HalfOpen()), s.Name(), vip)
+		if c.quorum != nil {
+			if up, known := c.quorum(s); known {
+				gauge(dSvcQuorum, b2f(up), s.Name(), vip)
+			}
+		}
 		for _, d := range s.Dests() {
 			l := []string{s.Name(), vip, d.String()}
 			a, ia, total := d.Conns()
