@@ -418,7 +418,7 @@ func (r *reconcile) applyService(sc Service) (errs []error) {
 		}
 		to := sc.Timeouts
 		if svc, err = tx.AddService(nat.ServiceConfig{Name: sc.Name, Addr: sc.VIP, Port: sc.Port, Protocol: sc.Protocol,
-			Scheduler: sc.Scheduler, Timeouts: &to, Synproxy: sc.Synproxy, ClientAddr: sc.ClientAddress,
+			Scheduler: sc.Scheduler, SchedFlags: sc.SchedulerFlags, Timeouts: &to, Synproxy: sc.Synproxy, ClientAddr: sc.ClientAddress,
 			Timestamps: sc.TCPTimestamps}); err != nil {
 			return []error{fmt.Errorf("vip: %w", err)}
 		}
@@ -494,8 +494,14 @@ func (r *reconcile) setService(svc *nat.Service, k ServiceKey, sc Service, old *
 	tx := r.tx
 	r.setting(&errs, k, "name", some(svc.Name()), some(sc.Name), old,
 		func(s *Service) val { return some(s.Name) }, func() error { return tx.SetName(svc, sc.Name) })
-	r.setting(&errs, k, "scheduler", some(svc.Scheduler()), some(sc.Scheduler), old,
-		func(s *Service) val { return some(s.Scheduler) }, func() error { return tx.SetScheduler(svc, sc.Scheduler) })
+	// The scheduler and its flags are one setting: flags belong to one.
+	type sched struct {
+		name  string
+		flags nat.SchedFlags
+	}
+	r.setting(&errs, k, "scheduler", some(sched{svc.Scheduler(), svc.SchedFlags()}), some(sched{sc.Scheduler, sc.SchedulerFlags}), old,
+		func(s *Service) val { return some(sched{s.Scheduler, s.SchedulerFlags}) },
+		func() error { return tx.SetScheduler(svc, sc.Scheduler, sc.SchedulerFlags) })
 	r.setting(&errs, k, "synproxy", some(svc.Synproxy()), some(sc.Synproxy), old,
 		func(s *Service) val { return some(s.Synproxy) }, func() error { return tx.SetSynproxy(svc, sc.Synproxy) })
 	r.setting(&errs, k, "client_address", some(svc.ClientAddr()), some(sc.ClientAddress), old,

@@ -218,8 +218,10 @@ type ServiceConfig struct {
 	Port      uint16
 	Protocol  Protocol
 	Scheduler string
-	Timeouts  *Timeouts // nil: the balancer's defaults
-	Synproxy  bool      // answer SYNs with cookies; open the server side after the handshake
+	// SchedFlags are the scheduler's flags; only sh and mh take any.
+	SchedFlags SchedFlags
+	Timeouts   *Timeouts // nil: the balancer's defaults
+	Synproxy   bool      // answer SYNs with cookies; open the server side after the handshake
 	// ClientAddr is how the real servers learn the client's address: none,
 	// TOA or a PROXY protocol header (nat/clientaddr.go).
 	ClientAddr ClientAddr
@@ -593,7 +595,7 @@ func (b *Balancer) schedule(svc *Service, key tupleKey, p *pkt) (*Conn, Verdict)
 		return nil, b.Stats.drop(DropTableFull)
 	}
 	c := &Conn{in: key, svc: svc, clientAddr: svc.ClientAddr(), timestamps: svc.Timestamps(), feed: b.feed}
-	dest := svc.dests.Load().sched.pick(&c.in.src)
+	dest := svc.dests.Load().sched.pick(&c.in)
 	if dest == nil {
 		b.table.count.Add(-1)
 		return nil, b.Stats.drop(DropNoDest)
