@@ -488,17 +488,27 @@ func (r *reconcile) setting(errs *[]error, k ServiceKey, name string, run, next 
 	}
 }
 
+// sched is the setting "scheduler": its name and its flags, one setting
+// because flags belong to a scheduler.
+type sched struct {
+	name  string
+	flags nat.SchedFlags
+}
+
+// String is the scheduler as ipvsadm lists it: "sh (sh-fallback,sh-port)".
+func (s sched) String() string {
+	if s.flags == 0 {
+		return s.name
+	}
+	return s.name + " (" + strings.Join(s.flags.Names(s.name), ",") + ")"
+}
+
 // setService makes a running service's own settings sc's, where decide
 // says so.
 func (r *reconcile) setService(svc *nat.Service, k ServiceKey, sc Service, old *Service) (errs []error) {
 	tx := r.tx
 	r.setting(&errs, k, "name", some(svc.Name()), some(sc.Name), old,
 		func(s *Service) val { return some(s.Name) }, func() error { return tx.SetName(svc, sc.Name) })
-	// The scheduler and its flags are one setting: flags belong to one.
-	type sched struct {
-		name  string
-		flags nat.SchedFlags
-	}
 	r.setting(&errs, k, "scheduler", some(sched{svc.Scheduler(), svc.SchedFlags()}), some(sched{sc.Scheduler, sc.SchedulerFlags}), old,
 		func(s *Service) val { return some(sched{s.Scheduler, s.SchedulerFlags}) },
 		func() error { return tx.SetScheduler(svc, sc.Scheduler, sc.SchedulerFlags) })

@@ -218,16 +218,16 @@ type ServiceConfig struct {
 	Port      uint16
 	Protocol  Protocol
 	Scheduler string
-	// SchedFlags are the scheduler's flags; only sh and mh take any.
-	SchedFlags SchedFlags
-	Timeouts   *Timeouts // nil: the balancer's defaults
-	Synproxy   bool      // answer SYNs with cookies; open the server side after the handshake
+	Timeouts  *Timeouts // nil: the balancer's defaults
+	Synproxy  bool      // answer SYNs with cookies; open the server side after the handshake
 	// ClientAddr is how the real servers learn the client's address: none,
 	// TOA or a PROXY protocol header (nat/clientaddr.go).
 	ClientAddr ClientAddr
 	// Timestamps is what a plain TCP connection does with the client's
 	// timestamps: translate them (the zero value) or remove them (seq.go).
 	Timestamps Timestamps
+	// SchedFlags are the scheduler's flags; only sh and mh take any.
+	SchedFlags SchedFlags
 }
 
 // Process runs the data path for one frame from side and says what to do

@@ -44,6 +44,9 @@ func printList(w io.Writer, info api.Info, svcs []api.Service, c *command) {
 			}
 		default:
 			line := fmt.Sprintf("%s %s", svcName(s), s.Scheduler)
+			if len(s.SchedFlags) > 0 {
+				line += " (" + strings.Join(s.SchedFlags, ",") + ")" // ipvsadm's print_sched_flags
+			}
 			if s.Synproxy {
 				line += " synproxy"
 			}
@@ -133,6 +136,10 @@ func printRules(w io.Writer, svcs []api.Service, c *command) {
 			flag = "-u"
 		}
 		line := fmt.Sprintf("-A %s %s -s %s", flag, s.Addr, s.Scheduler)
+		if len(s.SchedFlags) > 0 {
+			// ipvsadm writes -b, which is --fullnat in tapvsadm.
+			line += " --sched-flags " + strings.Join(s.SchedFlags, ",")
+		}
 		if s.Synproxy {
 			line += " -j enable"
 		}

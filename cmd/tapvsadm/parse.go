@@ -40,6 +40,7 @@ type command struct {
 	bgp                     bool          // --bgp: the BGP listing (alone or with -L)
 	wait                    bool          // --wait: --drain waits for the last connection
 	timeout                 time.Duration // --timeout of --drain --wait; 0: not given
+	schedFlags              *[]string     // --sched-flags' names; nil: not given
 }
 
 // defaultDrainWait bounds --drain --wait without --timeout: a wait that
@@ -216,7 +217,7 @@ func (c *command) check() error {
 	if err := c.checkCluster(); err != nil {
 		return err
 	}
-	svcOpts := c.sched != "" || c.persist != nil || c.synproxy != nil || c.client != "" || c.tcpTS != "" || c.estTO != 0 || c.cps != nil || c.srcConns != nil || c.halfOpen != nil
+	svcOpts := c.sched != "" || c.schedFlags != nil || c.persist != nil || c.synproxy != nil || c.client != "" || c.tcpTS != "" || c.estTO != 0 || c.cps != nil || c.srcConns != nil || c.halfOpen != nil
 	destOpts := c.real != "" || c.weight != nil || c.forward != ""
 	switch c.op {
 	case "add-service", "edit-service":
@@ -264,7 +265,7 @@ func (c *command) checkCluster() error {
 	default:
 		return nil
 	}
-	if c.service != "" || c.real != "" || c.laddr != "" || c.prefix != "" || c.sched != "" || c.persist != nil ||
+	if c.service != "" || c.real != "" || c.laddr != "" || c.prefix != "" || c.sched != "" || c.schedFlags != nil || c.persist != nil ||
 		c.synproxy != nil || c.client != "" || c.tcpTS != "" || c.estTO != 0 || c.weight != nil || c.forward != "" ||
 		c.cps != nil || c.srcConns != nil || c.halfOpen != nil || c.conns || c.stats || c.rate || c.exact ||
 		c.count != 0 || c.numeric && c.op != "bgp" {
