@@ -197,7 +197,7 @@ func (e *lblcEntry) most() int {
 		if w <= 0 {
 			continue
 		}
-		if oh := lcOverhead(d); best < 0 || bestOH*w < oh*bestW {
+		if oh := lcOverhead(d); bestW == 0 || bestOH*w < oh*bestW { // bestW 0: none yet
 			best, bestOH, bestW = i, oh, w
 		}
 	}

@@ -72,16 +72,20 @@ func TestLBLCSticks(t *testing.T) {
 	}
 }
 
+// lblcDst is destination i of a set whose addresses all fold alike (IPv6,
+// the first two words equal): one window of the table.
+func lblcDst(i int) tupleKey {
+	return tupleKey{dst: netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, byte(i), 0x20, 0x01, 0x0d, byte(i), 15: 1}).As16()}
+}
+
 // A window of lblcProbe slots full, a new destination takes the least
-// recently used one's slot; the others keep theirs.
+// recently used one's slot (of two as old, the first in the window); the
+// others keep theirs. The clock is far from 0, as a running one is.
 func TestLBLCTableEvicts(t *testing.T) {
 	ds := schedDests([3]int64{1}, [3]int64{1})
 	l, now := testLBLC(ds, false)
-	// IPv6 destinations whose first two words are equal fold alike: one
-	// window.
-	dst := func(i int) tupleKey {
-		return tupleKey{dst: netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, byte(i), 0x20, 0x01, 0x0d, byte(i), 15: 1}).As16()}
-	}
+	*now = 1 << 50
+	dst := lblcDst
 	for i := range lblcProbe {
 		ds[i%2].active.Store(0)
 		ds[1-i%2].active.Store(1)
@@ -111,6 +115,27 @@ func TestLBLCTableEvicts(t *testing.T) {
 	k1 := dst(1)
 	if got := destIndex(ds, l.pick(&k1)); got != 0 {
 		t.Fatalf("the least recently used destination: %d, want it evicted and wlc's 0", got)
+	}
+
+	// All used at one time: the first of the window goes.
+	l, now = testLBLC(ds, false)
+	*now = 1 << 50
+	for i := range lblcProbe {
+		ds[i%2].active.Store(0)
+		ds[1-i%2].active.Store(1)
+		k := dst(i)
+		l.pick(&k)
+	}
+	ds[0].active.Store(0)
+	ds[1].active.Store(0)
+	k = dst(lblcProbe)
+	l.pick(&k)
+	ds[1].active.Store(1) // wlc: 0; destination 7 keeps 1, destination 0 is new
+	for _, c := range []struct{ dst, want int }{{lblcProbe - 1, 1}, {0, 0}} {
+		k := dst(c.dst)
+		if got := destIndex(ds, l.pick(&k)); got != c.want {
+			t.Fatalf("same age, destination %d: %d, want %d (the first of the window evicted)", c.dst, got, c.want)
+		}
 	}
 }
 
