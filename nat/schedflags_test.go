@@ -121,18 +121,26 @@ func TestSourceHashPort(t *testing.T) {
 // table not rebuilt yet): without sh-fallback the connection is refused,
 // as IPVS does; with it the walk of IPVS's ip_vs_sh_get_fallback takes the
 // first available server from bucket 2×hash on; nothing available, none.
+// Five servers, so that a bucket's server is its number mod 5 and a walk
+// from elsewhere (-2×hash, hash+1) lands on another.
 func TestSourceHashFallback(t *testing.T) {
-	ds := schedDests([3]int64{1}, [3]int64{1}, [3]int64{1}, [3]int64{1}) // bucket b: ds[b%4]
+	ds := schedDests([3]int64{1}, [3]int64{1}, [3]int64{1}, [3]int64{1}, [3]int64{1})
 	plain, fb := newSourceHash(ds, 0), newSourceHash(ds, SchedFallback)
+	for b, d := range fb.buckets {
+		if d != ds[b%5] {
+			t.Fatalf("bucket %d: %v, want %v", b, d, ds[b%5])
+		}
+	}
 	ds[1].weight.Store(0)
 	ds[2].weight.Store(0)
+	up := func(i int) bool { return i != 1 && i != 2 }
 	checked := 0
 	for i := range 256 {
 		k := v4Key(netip.AddrFrom4([4]byte{192, 0, 2, byte(i)}).String(), 0, "")
 		ihash := bucket256(addrFold(&k.src))
-		hashed := int(ihash % 4)
+		hashed := int(ihash % 5)
 		p, f := destIndex(ds, plain.pick(&k)), destIndex(ds, fb.pick(&k))
-		if hashed == 0 || hashed == 3 {
+		if up(hashed) {
 			if p != hashed || f != hashed {
 				t.Fatalf("client %d, bucket %d's server %d is up: sh %d, sh-fallback %d", i, ihash, hashed, p, f)
 			}
@@ -143,8 +151,8 @@ func TestSourceHashFallback(t *testing.T) {
 		}
 		want := -1
 		for o := range uint32(256) {
-			if b := (o + 2*ihash) % 4; b == 0 || b == 3 {
-				want = int(b)
+			if b := int((o + 2*ihash) % 256 % 5); up(b) {
+				want = b
 				break
 			}
 		}
@@ -156,8 +164,9 @@ func TestSourceHashFallback(t *testing.T) {
 	if checked < 64 {
 		t.Fatalf("only %d clients hashed to a drained server", checked)
 	}
-	ds[0].weight.Store(0)
-	ds[3].weight.Store(0)
+	for _, d := range ds {
+		d.weight.Store(0)
+	}
 	if d := fb.pick(&tupleKey{}); d != nil {
 		t.Fatalf("sh-fallback with every server drained picked %v", d)
 	}
