@@ -26,8 +26,12 @@ func flagged(sched string) bool { return sched == "sh" || sched == "mh" }
 // ParseSchedFlags reads flag names for scheduler sched as ipvsadm's
 // --sched-flags takes them: sh-fallback, sh-port, mh-fallback, mh-port,
 // or flag-1 and flag-2 for the first two. A name that is not one of
-// sched's is refused, naming it.
+// sched's is refused, naming it; with names, an unknown sched is refused
+// as ValidScheduler refuses it.
 func ParseSchedFlags(sched string, names []string) (SchedFlags, error) {
+	if err := ValidScheduler(sched); err != nil && len(names) > 0 {
+		return 0, err
+	}
 	var f SchedFlags
 	for _, n := range names {
 		bit, ok := SchedFlags(0), false

@@ -33,6 +33,8 @@ func TestSchedFlagsNames(t *testing.T) {
 		{"sh", []string{"flag-3"}, 0, `"flag-3" is not a flag of scheduler sh (it takes sh-fallback, sh-port)`},
 		{"rr", []string{"flag-1"}, 0, `"flag-1" is not a flag of scheduler rr (it takes none; sh and mh take them)`},
 		{"wlc", []string{"sh-port"}, 0, `"sh-port" is not a flag of scheduler wlc (it takes none; sh and mh take them)`},
+		{"fifo", []string{"sh-port"}, 0, `"fifo" is not a scheduler (one of [rr wrr lc wlc sed nq sh mh dh lblc lblcr fo ovf])`},
+		{"fifo", nil, 0, ""},
 	} {
 		got, err := ParseSchedFlags(tc.sched, tc.names)
 		if tc.err != "" {
