@@ -31,6 +31,7 @@ func FuzzConfig(f *testing.F) {
 	f.Add("a: &a [*a, *a]\n")
 	f.Add(strings.Replace(valid, "port: 80\n    local", "port: 80\n    allow: [10.0.0.0/8, 192.0.2.7]\n    deny: [10.1.0.0/16]\n    limits: {source_cps: 5, source_conns: 2, half_open: 100}\n    local", 1))
 	f.Add(strings.Replace(valid, "port: 80\n    local", "port: 80\n    deny: [10.0.0.1/8, '::/0', 10.0.0.0/8, 10.0.0.0/8]\n    limits: {half_open: -1}\n    local", 1))
+	f.Add(strings.Replace(valid, "port: 80\n    local", "port: 80\n    scheduler: mh\n    scheduler_flags: [mh-fallback, flag-2, sh-port]\n    local", 1))
 	f.Add(valid6)
 	f.Add(strings.Replace(valid6, "via: fd00:25:84::1}", "via: 172.25.84.1}", 1))
 	f.Add(strings.Replace(valid6, "[172.25.84.10]", "[fd00:25:84::12]", 1))
