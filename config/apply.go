@@ -418,7 +418,7 @@ func (r *reconcile) applyService(sc Service) (errs []error) {
 		}
 		to := sc.Timeouts
 		if svc, err = tx.AddService(nat.ServiceConfig{Name: sc.Name, Addr: sc.VIP, Port: sc.Port, Protocol: sc.Protocol,
-			Scheduler: sc.Scheduler, Timeouts: &to, Synproxy: sc.Synproxy, ClientAddr: sc.ClientAddress,
+			Scheduler: sc.Scheduler, SchedFlags: sc.SchedulerFlags, Timeouts: &to, Synproxy: sc.Synproxy, ClientAddr: sc.ClientAddress,
 			Timestamps: sc.TCPTimestamps}); err != nil {
 			return []error{fmt.Errorf("vip: %w", err)}
 		}
@@ -488,14 +488,30 @@ func (r *reconcile) setting(errs *[]error, k ServiceKey, name string, run, next 
 	}
 }
 
+// sched is the setting "scheduler": its name and its flags, one setting
+// because flags belong to a scheduler.
+type sched struct {
+	name  string
+	flags nat.SchedFlags
+}
+
+// String is the scheduler as ipvsadm lists it: "sh (sh-fallback,sh-port)".
+func (s sched) String() string {
+	if s.flags == 0 {
+		return s.name
+	}
+	return s.name + " (" + strings.Join(s.flags.Names(s.name), ",") + ")"
+}
+
 // setService makes a running service's own settings sc's, where decide
 // says so.
 func (r *reconcile) setService(svc *nat.Service, k ServiceKey, sc Service, old *Service) (errs []error) {
 	tx := r.tx
 	r.setting(&errs, k, "name", some(svc.Name()), some(sc.Name), old,
 		func(s *Service) val { return some(s.Name) }, func() error { return tx.SetName(svc, sc.Name) })
-	r.setting(&errs, k, "scheduler", some(svc.Scheduler()), some(sc.Scheduler), old,
-		func(s *Service) val { return some(s.Scheduler) }, func() error { return tx.SetScheduler(svc, sc.Scheduler) })
+	r.setting(&errs, k, "scheduler", some(sched{svc.Scheduler(), svc.SchedFlags()}), some(sched{sc.Scheduler, sc.SchedulerFlags}), old,
+		func(s *Service) val { return some(sched{s.Scheduler, s.SchedulerFlags}) },
+		func() error { return tx.SetScheduler(svc, sc.Scheduler, sc.SchedulerFlags) })
 	r.setting(&errs, k, "synproxy", some(svc.Synproxy()), some(sc.Synproxy), old,
 		func(s *Service) val { return some(s.Synproxy) }, func() error { return tx.SetSynproxy(svc, sc.Synproxy) })
 	r.setting(&errs, k, "client_address", some(svc.ClientAddr()), some(sc.ClientAddress), old,

@@ -418,7 +418,7 @@ func TestReconcileNamesRuntimeChanges(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		return errors.Join(tx.SetName(s, "front"), tx.SetScheduler(s, "rr"),
+		return errors.Join(tx.SetName(s, "front"), tx.SetScheduler(s, "rr", 0),
 			tx.DeleteLocalAddr(s, netip.MustParseAddr("172.25.84.11")),
 			tx.SetAllow(s, []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}),
 			tx.SetLimits(s, nat.Limits{SourceCPS: 5}),

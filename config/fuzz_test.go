@@ -33,6 +33,7 @@ func FuzzConfig(f *testing.F) {
 	f.Add(strings.Replace(valid, "port: 80\n    local", "port: 80\n    deny: [10.0.0.1/8, '::/0', 10.0.0.0/8, 10.0.0.0/8]\n    limits: {half_open: -1}\n    local", 1))
 	f.Add(withVS("sorry_server: '[2001:db8::9]:80'\n    sorry_server_inhibit: true\n    quorum: 3\n    hysteresis: 1\n    quorum_up: [/bin/up]\n    quorum_down: [/bin/down, x]\n    alpha: true\n    omega: true\n    health_check: {type: tcp}",
 		"notify_up: [/bin/nu], notify_down: [rel]"))
+	f.Add(strings.Replace(valid, "port: 80\n    local", "port: 80\n    scheduler: mh\n    scheduler_flags: [mh-fallback, flag-2, sh-port]\n    local", 1))
 	f.Add(valid6)
 	f.Add(strings.Replace(valid6, "via: fd00:25:84::1}", "via: 172.25.84.1}", 1))
 	f.Add(strings.Replace(valid6, "[172.25.84.10]", "[fd00:25:84::12]", 1))

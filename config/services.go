@@ -19,6 +19,7 @@ type rawService struct {
 	Port           int          `mapstructure:"port"`
 	Protocol       string       `mapstructure:"protocol"`
 	Scheduler      string       `mapstructure:"scheduler"`
+	SchedulerFlags []string     `mapstructure:"scheduler_flags"`
 	LocalAddresses []string     `mapstructure:"local_addresses"`
 	RealServers    []rawRS      `mapstructure:"real_servers"`
 	Timeouts       rawTimeouts  `mapstructure:"timeouts"`
@@ -53,11 +54,15 @@ type rawRS struct {
 
 // Service is one virtual service.
 type Service struct {
-	Name           string
-	VIP            netip.Addr
-	Port           uint16
-	Protocol       nat.Protocol
-	Scheduler      string
+	Name      string
+	VIP       netip.Addr
+	Port      uint16
+	Protocol  nat.Protocol
+	Scheduler string
+	// SchedulerFlags are the scheduler's flags (sh-port...), ipvsadm's
+	// --sched-flags and keepalived's sh-port, sh-fallback, mh-port,
+	// mh-fallback keywords.
+	SchedulerFlags nat.SchedFlags
 	LocalAddresses []netip.Addr
 	RealServers    []RealServer
 	Timeouts       nat.Timeouts
@@ -124,6 +129,8 @@ func service(e *errs, f string, r rawService, base nat.Timeouts, has6 sides6) Se
 	}
 	if err := nat.ValidScheduler(s.Scheduler); err != nil {
 		e.add(f+".scheduler", "%v", err)
+	} else if s.SchedulerFlags, err = nat.ParseSchedFlags(s.Scheduler, r.SchedulerFlags); err != nil {
+		e.add(f+".scheduler_flags", "%v", err)
 	}
 	if vip, err := hostAddr(r.VIP); err != nil {
 		e.add(f+".vip", "%v", err)

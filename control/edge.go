@@ -72,7 +72,7 @@ func parseService(s api.ServiceSpec) (ServiceSpec, error) {
 	}
 	// Seconds as uint32 cannot overflow a Duration; the Manager checks the
 	// value against nat's limit.
-	return ServiceSpec{ServiceKey: k, Name: s.Name, Scheduler: s.Scheduler, Synproxy: s.Synproxy, ClientAddr: client, Timestamps: ts,
+	return ServiceSpec{ServiceKey: k, Name: s.Name, Scheduler: s.Scheduler, SchedFlags: s.SchedFlags, Synproxy: s.Synproxy, ClientAddr: client, Timestamps: ts,
 		EstablishedTimeout: time.Duration(s.EstablishedTimeout) * time.Second, Limits: limitsOf(s.Limits)}, nil
 }
 

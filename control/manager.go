@@ -236,8 +236,15 @@ func addService(tx *nat.Tx, s ServiceSpec) error {
 	if s.Timestamps != nil {
 		ts = *s.Timestamps
 	}
+	var flags nat.SchedFlags
+	if s.SchedFlags != nil {
+		var err error
+		if flags, err = nat.ParseSchedFlags(sched, *s.SchedFlags); err != nil {
+			return err
+		}
+	}
 	svc, err := tx.AddService(nat.ServiceConfig{Name: s.Name, Addr: s.Addr.Addr(), Port: s.Addr.Port(), Protocol: s.Protocol,
-		Scheduler: sched, Timeouts: &to, Synproxy: s.Synproxy != nil && *s.Synproxy, ClientAddr: clientAddr,
+		Scheduler: sched, SchedFlags: flags, Timeouts: &to, Synproxy: s.Synproxy != nil && *s.Synproxy, ClientAddr: clientAddr,
 		Timestamps: ts})
 	if err != nil {
 		return err
@@ -250,10 +257,8 @@ func editService(tx *nat.Tx, s ServiceSpec) error {
 	if err != nil {
 		return err
 	}
-	if s.Scheduler != "" && s.Scheduler != svc.Scheduler() {
-		if err := tx.SetScheduler(svc, s.Scheduler); err != nil {
-			return err
-		}
+	if err := editScheduler(tx, svc, s); err != nil {
+		return err
 	}
 	if s.Synproxy != nil {
 		if err := tx.SetSynproxy(svc, *s.Synproxy); err != nil {
@@ -287,6 +292,26 @@ func editService(tx *nat.Tx, s ServiceSpec) error {
 		return tx.SetTimeouts(svc, t)
 	}
 	return nil
+}
+
+// editScheduler sets the scheduler and its flags s names: flags not named
+// stay as they are while the scheduler does, and go with it (they are
+// its own).
+func editScheduler(tx *nat.Tx, svc *nat.Service, s ServiceSpec) error {
+	sched, flags := svc.Scheduler(), svc.SchedFlags()
+	if s.Scheduler != "" && s.Scheduler != sched {
+		sched, flags = s.Scheduler, 0
+	}
+	if s.SchedFlags != nil {
+		var err error
+		if flags, err = nat.ParseSchedFlags(sched, *s.SchedFlags); err != nil {
+			return err
+		}
+	}
+	if sched == svc.Scheduler() && flags == svc.SchedFlags() {
+		return nil
+	}
+	return tx.SetScheduler(svc, sched, flags)
 }
 
 func destOp(tx *nat.Tx, kind OpKind, k ServiceKey, d DestSpec) error {
@@ -415,7 +440,7 @@ func (m *Manager) list(svcs []*nat.Service) []api.Service {
 	for _, s := range svcs {
 		v := api.Service{
 			ServiceKey: api.ServiceKey{Protocol: protoName(s.Protocol), Addr: netip.AddrPortFrom(s.Addr, s.Port).String()},
-			Name:       s.Name(), Scheduler: s.Scheduler(), Synproxy: s.Synproxy(), ClientAddress: s.ClientAddr().String(),
+			Name:       s.Name(), Scheduler: s.Scheduler(), SchedFlags: s.SchedFlags().Names(s.Scheduler()), Synproxy: s.Synproxy(), ClientAddress: s.ClientAddr().String(),
 			TCPTimestamps: s.Timestamps().String(),
 			Timeouts:      apiTimeouts(s.Timeouts()), Stats: apiTraffic(s.Traffic()), Rate: apiRate(s.Rate()),
 		}

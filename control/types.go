@@ -34,7 +34,10 @@ type ServiceSpec struct {
 	ServiceKey
 	Name      string
 	Scheduler string // empty: wlc on add, unchanged on edit
-	Synproxy  *bool  // nil: off on add, unchanged on edit
+	// SchedFlags names the scheduler's flags (sh-port...); nil: none on
+	// add, on edit unchanged, or none when the scheduler changes.
+	SchedFlags *[]string
+	Synproxy   *bool // nil: off on add, unchanged on edit
 	// ClientAddr is how the real servers learn the client's address; nil:
 	// none on add, unchanged on edit.
 	ClientAddr *nat.ClientAddr

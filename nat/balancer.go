@@ -226,6 +226,8 @@ type ServiceConfig struct {
 	// Timestamps is what a plain TCP connection does with the client's
 	// timestamps: translate them (the zero value) or remove them (seq.go).
 	Timestamps Timestamps
+	// SchedFlags are the scheduler's flags; only sh and mh take any.
+	SchedFlags SchedFlags
 }
 
 // Process runs the data path for one frame from side and says what to do
@@ -593,7 +595,7 @@ func (b *Balancer) schedule(svc *Service, key tupleKey, p *pkt) (*Conn, Verdict)
 		return nil, b.Stats.drop(DropTableFull)
 	}
 	c := &Conn{in: key, svc: svc, clientAddr: svc.ClientAddr(), timestamps: svc.Timestamps(), feed: b.feed}
-	dest := svc.dests.Load().sched.pick(&c.in.src)
+	dest := svc.dests.Load().sched.pick(&c.in)
 	if dest == nil {
 		b.table.count.Add(-1)
 		return nil, b.Stats.drop(DropNoDest)

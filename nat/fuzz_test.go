@@ -693,7 +693,7 @@ func fuzzControl(tb testing.TB, fb *fuzzBalancer, a, b byte) {
 	case 4:
 		_, err = bal.AddLocalAddr(s, lip)
 	case 5:
-		err = bal.Update(func(tx *Tx) error { return tx.SetScheduler(s, []string{"rr", "wlc", "sh"}[int(b)%3]) })
+		err = bal.Update(func(tx *Tx) error { return tx.SetScheduler(s, []string{"rr", "wlc", "sh"}[int(b)%3], 0) })
 	case 6:
 		err = bal.Update(func(tx *Tx) error { return tx.SetWeight(s, rs, s.Port, int(b>>2)%2) }) // the health checker: a Tx like any other
 	case 7:

@@ -25,8 +25,16 @@ var mhKeys = [2][2]uint64{{2654435761, 2654435761}, {2654435801, 2654435801}}
 // is taken. A client's address hashes to a slot. A server added or
 // removed moves few clients besides its own: the others' slots mostly
 // keep their server, where sh's buckets shift wholesale.
+//
+// Flags (IPVS's): port (mh-port) hashes the client's source port with its
+// address; fallback (mh-fallback), when the slot's server is unavailable
+// at pick time (its weight went to 0 and the table is not rebuilt yet),
+// hashes again with offsets as IPVS does, where without it the connection
+// is refused. A drained server has no slot once the table is rebuilt
+// (IPVS keeps its slots, through last_weight, and refuses or falls back).
 type maglev struct {
 	table []*Dest // nil without a live server
+	flags SchedFlags
 }
 
 // mhPerm is d's permutation of the table: slot j of its preference list
@@ -41,7 +49,7 @@ func mhPerm(d *Dest) (offset, skip int) {
 	return offset, skip
 }
 
-func newMaglev(dests []*Dest) *maglev {
+func newMaglev(dests []*Dest, flags SchedFlags) *maglev {
 	var live []*Dest
 	g := 0
 	for _, d := range dests {
@@ -51,7 +59,7 @@ func newMaglev(dests []*Dest) *maglev {
 		}
 	}
 	if len(live) == 0 {
-		return &maglev{}
+		return &maglev{flags: flags}
 	}
 	type perm struct{ offset, skip, next, turns int }
 	ps := make([]perm, len(live))
@@ -59,7 +67,7 @@ func newMaglev(dests []*Dest) *maglev {
 		ps[i].offset, ps[i].skip = mhPerm(d)
 		ps[i].turns = int(d.Weight()) / g
 	}
-	m := &maglev{table: make([]*Dest, mhTableSize)}
+	m := &maglev{table: make([]*Dest, mhTableSize), flags: flags}
 	// Each round takes at least one slot, and each server's list holds
 	// every slot: the bounds only end a loop that a bug would make endless.
 	for round, filled := 0, 0; filled < mhTableSize && round < mhTableSize; round++ {
@@ -86,9 +94,42 @@ func gcd(a, b int) int {
 	return int(new(big.Int).GCD(nil, nil, big.NewInt(int64(a)), big.NewInt(int64(b))).Int64())
 }
 
-func (m *maglev) pick(client *addr16) *Dest {
+func (m *maglev) pick(k *tupleKey) *Dest {
 	if m.table == nil {
 		return nil
 	}
-	return m.table[siphash.Hash(mhKeys[0][0], mhKeys[0][1], client[:])%mhTableSize]
+	var port uint16
+	if m.flags&SchedPort != 0 {
+		port = k.sport
+	}
+	ihash := mhSlot(&k.src, port, 0)
+	d := m.table[ihash]
+	if available(d) {
+		return d
+	}
+	if m.flags&SchedFallback == 0 {
+		return nil
+	}
+	// IPVS's walk: offset o hashes again with o + ihash added, each
+	// offset once; bounded by the table, ended by the first live server.
+	for o := range uint32(mhTableSize) {
+		if d := m.table[mhSlot(&k.src, port, (o+ihash)%mhTableSize)]; available(d) {
+			return d
+		}
+	}
+	return nil
+}
+
+// mhSlot hashes a client address, with port and offset when not 0 (without
+// them the address alone, as before the flags: a table's clients keep
+// their slots), to a slot of the table.
+func mhSlot(client *addr16, port uint16, offset uint32) uint32 {
+	if port == 0 && offset == 0 {
+		return uint32(siphash.Hash(mhKeys[0][0], mhKeys[0][1], client[:]) % mhTableSize)
+	}
+	var b [22]byte
+	copy(b[:16], client[:])
+	binary.BigEndian.PutUint16(b[16:], port)
+	binary.BigEndian.PutUint32(b[18:], offset)
+	return uint32(siphash.Hash(mhKeys[0][0], mhKeys[0][1], b[:]) % mhTableSize)
 }

@@ -8,14 +8,17 @@ import (
 )
 
 // Schedulers pick a real server for a new connection. They run once per
-// connection, never per packet. Each is built for one immutable list of
-// servers; a change to the list or a weight builds a new one.
+// connection, never per packet, on any of the readers at once (a scheduler
+// with state guards it). Each is built for one immutable list of servers; a
+// change to the list, a weight or the flags builds a new one. pick gets the
+// connection's key as the client sent it (sh hashes its source, dh and
+// lblc its destination); it must not keep the pointer.
 type scheduler interface {
-	pick(client *addr16) *Dest
+	pick(k *tupleKey) *Dest
 }
 
 // Schedulers lists the scheduler names accepted in config and by ipvsadm's -s.
-var Schedulers = []string{"rr", "wrr", "lc", "wlc", "sed", "nq", "sh", "mh", "fo", "ovf"}
+var Schedulers = []string{"rr", "wrr", "lc", "wlc", "sed", "nq", "sh", "mh", "dh", "lblc", "lblcr", "fo", "ovf"}
 
 // ValidScheduler reports whether name is a known scheduler.
 func ValidScheduler(name string) error {
@@ -27,7 +30,9 @@ func ValidScheduler(name string) error {
 	return fmt.Errorf("%q is not a scheduler (one of %v)", name, Schedulers)
 }
 
-func newScheduler(name string, dests []*Dest) scheduler {
+// newScheduler builds scheduler name with flags (checked against it by
+// CheckSchedFlags) for dests.
+func newScheduler(name string, flags SchedFlags, dests []*Dest) scheduler {
 	switch name {
 	case "wrr":
 		return newWRR(dests)
@@ -40,9 +45,15 @@ func newScheduler(name string, dests []*Dest) scheduler {
 	case "nq":
 		return &leastConn{dests: dests, overhead: sedOverhead, weighted: true, idleFirst: true}
 	case "sh":
-		return newSourceHash(dests)
+		return newSourceHash(dests, flags)
 	case "mh":
-		return newMaglev(dests)
+		return newMaglev(dests, flags)
+	case "dh":
+		return newDestHash(dests)
+	case "lblc":
+		return newLBLC(dests, false)
+	case "lblcr":
+		return newLBLC(dests, true)
 	case "fo":
 		return &failover{dests: dests}
 	case "ovf":
@@ -68,7 +79,7 @@ func newRR(dests []*Dest) *rr {
 	return r
 }
 
-func (r *rr) pick(*addr16) *Dest {
+func (r *rr) pick(*tupleKey) *Dest {
 	if len(r.live) == 0 {
 		return nil
 	}
@@ -99,7 +110,7 @@ func newWRR(dests []*Dest) *wrr {
 	return w
 }
 
-func (w *wrr) pick(*addr16) *Dest {
+func (w *wrr) pick(*tupleKey) *Dest {
 	if len(w.live) == 0 {
 		return nil
 	}
@@ -129,7 +140,7 @@ type leastConn struct {
 	idleFirst bool // nq: a server with no active connection wins outright
 }
 
-func (l *leastConn) pick(*addr16) *Dest {
+func (l *leastConn) pick(*tupleKey) *Dest {
 	var best *Dest
 	var bestOH, bestW int64
 	for _, d := range l.dests {
@@ -154,14 +165,23 @@ func (l *leastConn) pick(*addr16) *Dest {
 
 // sourceHash maps a client address to a server through 256 buckets filled in
 // proportion to weight, so a client keeps its server while the list is stable.
-// A drained server (weight 0) gets no bucket.
+// A drained server (weight 0) gets no bucket: the table is rebuilt when a
+// weight changes, so its clients go to the others (IPVS keeps it one bucket
+// and refuses the clients that hash to it unless sh-fallback is set).
+//
+// Flags (IPVS's): port (sh-port) hashes the client's source port with its
+// address, so one client's connections spread over the servers; fallback
+// (sh-fallback) walks the table, as IPVS does, when the hashed server is
+// unavailable at pick time (its weight went to 0 and the table is not
+// rebuilt yet), where without it the connection is refused.
 type sourceHash struct {
 	buckets [256]*Dest
 	any     bool
+	flags   SchedFlags
 }
 
-func newSourceHash(dests []*Dest) *sourceHash {
-	s := &sourceHash{}
+func newSourceHash(dests []*Dest, flags SchedFlags) *sourceHash {
+	s := &sourceHash{flags: flags}
 	var live []*Dest
 	var weights []int
 	for _, d := range dests {
@@ -185,17 +205,87 @@ func newSourceHash(dests []*Dest) *sourceHash {
 	return s
 }
 
-func (s *sourceHash) pick(client *addr16) *Dest {
+// addrFold is IPVS's fold of an address for sh and dh: its four 32-bit
+// words XORed (an IPv4 address in the 16-byte form the data path keeps).
+func addrFold(a *addr16) uint32 {
+	var h uint32
+	for i := 0; i < len(a); i += 4 {
+		h ^= binary.BigEndian.Uint32(a[i:])
+	}
+	return h
+}
+
+// bucket256 is IPVS's sh/dh hash of v: times the golden ratio, top 8 bits.
+func bucket256(v uint32) uint32 { return (v * 2654435761) >> 24 }
+
+func (s *sourceHash) pick(k *tupleKey) *Dest {
 	if !s.any {
 		return nil
 	}
-	// IPVS's hash: the address (its four words folded) times the golden
-	// ratio, top 8 bits.
-	var h uint32
-	for i := 0; i < len(client); i += 4 {
-		h ^= binary.BigEndian.Uint32(client[i:])
+	v := addrFold(&k.src)
+	if s.flags&SchedPort != 0 {
+		v += uint32(k.sport)
 	}
-	return s.buckets[(h*2654435761)>>24]
+	ihash := bucket256(v)
+	d := s.buckets[ihash]
+	if available(d) {
+		return d
+	}
+	if s.flags&SchedFallback == 0 {
+		return nil
+	}
+	// IPVS's walk: offset o looks at bucket (o + ihash + ihash) mod 256,
+	// every bucket once.
+	for o := range uint32(len(s.buckets)) {
+		if d := s.buckets[(o+2*ihash)%256]; available(d) {
+			return d
+		}
+	}
+	return nil
+}
+
+// available reports whether a hashing scheduler may send a new connection
+// to d: its weight is above 0 now (the table may be older than a weight).
+func available(d *Dest) bool { return d != nil && d.Weight() > 0 }
+
+// destHash is IPVS's dh: the connection's destination address hashed, as
+// sh hashes the source, to 256 buckets given to the live servers one each
+// in turn (IPVS's dh ignores weights, beyond 0 meaning none). Every
+// connection to one destination address goes to one server, refused when
+// that server is unavailable at pick time. On a tapvs service the
+// destination is the VIP, so each VIP maps to one server: it is for
+// several VIPs (or, later, all-port services) sharing servers by address.
+type destHash struct {
+	buckets [256]*Dest
+	any     bool
+}
+
+func newDestHash(dests []*Dest) *destHash {
+	h := &destHash{}
+	var live []*Dest
+	for _, d := range dests {
+		if d.Weight() > 0 {
+			live = append(live, d)
+		}
+	}
+	if len(live) == 0 {
+		return h
+	}
+	h.any = true
+	for b := range h.buckets {
+		h.buckets[b] = live[b%len(live)]
+	}
+	return h
+}
+
+func (h *destHash) pick(k *tupleKey) *Dest {
+	if !h.any {
+		return nil
+	}
+	if d := h.buckets[bucket256(addrFold(&k.dst))]; available(d) {
+		return d
+	}
+	return nil
 }
 
 // failover is IPVS's fo and ovf. fo: the server with the highest weight
@@ -208,7 +298,7 @@ type failover struct {
 	overflow bool
 }
 
-func (f *failover) pick(*addr16) *Dest {
+func (f *failover) pick(*tupleKey) *Dest {
 	var best *Dest
 	bestW := 0 // a weight of 0 is never above it: a drained server is never picked
 	for _, d := range f.dests {

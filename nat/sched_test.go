@@ -24,8 +24,7 @@ func schedDests(specs ...[3]int64) []*Dest {
 // pickIndex is the index of the server sched picks among dests, -1 for none.
 func pickIndex(t *testing.T, sched string, dests []*Dest) int {
 	t.Helper()
-	var client addr16
-	d := newScheduler(sched, dests).pick(&client)
+	d := newScheduler(sched, 0, dests).pick(&tupleKey{})
 	for i, x := range dests {
 		if x == d {
 			return i
@@ -104,7 +103,7 @@ func TestLeastConnPicks(t *testing.T) {
 func TestRoundRobinOrder(t *testing.T) {
 	order := func(sched string, n int, specs ...[3]int64) []int {
 		ds := schedDests(specs...)
-		s := newScheduler(sched, ds)
+		s := newScheduler(sched, 0, ds)
 		var got []int
 		for range n {
 			d := s.pick(nil)
@@ -145,7 +144,7 @@ func TestRoundRobinOrder(t *testing.T) {
 // below were worked out apart from this code.
 func TestSourceHashBuckets(t *testing.T) {
 	ds := schedDests([3]int64{0}, [3]int64{3}, [3]int64{0}, [3]int64{1})
-	s := newSourceHash(ds)
+	s := newSourceHash(ds, 0)
 	counts := map[*Dest]int{}
 	for b, d := range s.buckets {
 		want := ds[1]
@@ -171,13 +170,13 @@ func TestSourceHashBuckets(t *testing.T) {
 		if a.Is4() {
 			c = wire.In16(a.AsSlice())
 		}
-		if got, want := s.pick(&c), s.buckets[tc.bucket]; got != want {
+		if got, want := s.pick(&tupleKey{src: c}), s.buckets[tc.bucket]; got != want {
 			t.Errorf("client %s: %v, want bucket %d's %v", tc.client, got, tc.bucket, want)
 		}
 	}
 	// Weights 2 and 5: runs of 2 and 5 buckets, 256 = 36×7 + 4.
 	ds = schedDests([3]int64{2}, [3]int64{5})
-	s = newSourceHash(ds)
+	s = newSourceHash(ds, 0)
 	counts = map[*Dest]int{}
 	for b, d := range s.buckets {
 		want := ds[1]
@@ -192,7 +191,7 @@ func TestSourceHashBuckets(t *testing.T) {
 	if counts[ds[0]] != 74 || counts[ds[1]] != 182 {
 		t.Fatalf("weights 2, 5: buckets per server %v, want 74 and 182", counts)
 	}
-	if s := newSourceHash(schedDests([3]int64{0})); s.pick(&addr16{}) != nil {
+	if s := newSourceHash(schedDests([3]int64{0}), 0); s.pick(&tupleKey{}) != nil {
 		t.Fatal("sh with every weight 0 picked a server")
 	}
 }
@@ -205,16 +204,16 @@ func TestValidScheduler(t *testing.T) {
 			t.Errorf("%s: %v", s, err)
 		}
 	}
-	if err := ValidScheduler("fifo"); err == nil || err.Error() != `"fifo" is not a scheduler (one of [rr wrr lc wlc sed nq sh mh fo ovf])` {
+	if err := ValidScheduler("fifo"); err == nil || err.Error() != `"fifo" is not a scheduler (one of [rr wrr lc wlc sed nq sh mh dh lblc lblcr fo ovf])` {
 		t.Fatalf("fifo: %v", err)
 	}
 }
 
-// mhClients is n client addresses 172.16.x.y, as the scheduler sees them.
-func mhClients(n int) []addr16 {
-	cs := make([]addr16, n)
+// mhClients is n clients 172.16.x.y (port 0) as the scheduler sees them.
+func mhClients(n int) []tupleKey {
+	cs := make([]tupleKey, n)
 	for i := range cs {
-		cs[i] = netip.AddrFrom4([4]byte{172, 16, byte(i >> 8), byte(i)}).As16()
+		cs[i].src = netip.AddrFrom4([4]byte{172, 16, byte(i >> 8), byte(i)}).As16()
 	}
 	return cs
 }
@@ -226,7 +225,7 @@ func mhClients(n int) []addr16 {
 // drained server out, and picks nothing without a live server.
 func TestMaglevTable(t *testing.T) {
 	ds := schedDests([3]int64{3}, [3]int64{1}, [3]int64{2}, [3]int64{0}, [3]int64{2})
-	m := newMaglev(ds)
+	m := newMaglev(ds, 0)
 	if len(m.table) != mhTableSize {
 		t.Fatalf("table of %d slots, want %d", len(m.table), mhTableSize)
 	}
@@ -244,14 +243,14 @@ func TestMaglevTable(t *testing.T) {
 			t.Errorf("server %d (weight %d): %v slots, want %.1f ± 3", i, w, got, share)
 		}
 	}
-	again := newMaglev(schedDests([3]int64{3}, [3]int64{1}, [3]int64{2}, [3]int64{0}, [3]int64{2}))
+	again := newMaglev(schedDests([3]int64{3}, [3]int64{1}, [3]int64{2}, [3]int64{0}, [3]int64{2}), 0)
 	for i := range m.table {
 		if m.table[i].Addr != again.table[i].Addr {
 			t.Fatalf("slot %d: %v, then %v from the same servers", i, m.table[i].Addr, again.table[i].Addr)
 		}
 	}
 	// Equal weights share equally, whatever their size (gcd).
-	even := newMaglev(schedDests([3]int64{100}, [3]int64{100}))
+	even := newMaglev(schedDests([3]int64{100}, [3]int64{100}), 0)
 	n := 0
 	for _, d := range even.table {
 		if d.Addr == ds[0].Addr {
@@ -261,7 +260,7 @@ func TestMaglevTable(t *testing.T) {
 	if n != mhTableSize/2+1 && n != mhTableSize/2 {
 		t.Errorf("two servers of weight 100: %d and %d slots", n, mhTableSize-n)
 	}
-	if m := newMaglev(schedDests([3]int64{0}, [3]int64{0})); m.pick(&addr16{}) != nil {
+	if m := newMaglev(schedDests([3]int64{0}, [3]int64{0}), 0); m.pick(&tupleKey{}) != nil {
 		t.Fatal("mh with every weight 0 picked a server")
 	}
 	// A client's slot is its address's hash: the same client, the same
@@ -296,7 +295,7 @@ func TestMaglevMinimalDisruption(t *testing.T) {
 		atMost  float64
 		atLeast float64
 	}{{"mh", 0.05, 0}, {"sh", 1, 0.5}} {
-		a, b := newScheduler(c.sched, before), newScheduler(c.sched, after)
+		a, b := newScheduler(c.sched, 0, before), newScheduler(c.sched, 0, after)
 		moved, others := 0, 0
 		for _, cl := range mhClients(10000) {
 			was := a.pick(&cl)
@@ -377,7 +376,7 @@ func TestMaglevPermutations(t *testing.T) {
 func TestMaglevRoundsFillExactly(t *testing.T) {
 	ds := schedDests([3]int64{3}, [3]int64{1})
 	n := map[*Dest]int{}
-	for _, d := range newMaglev(ds).table {
+	for _, d := range newMaglev(ds, 0).table {
 		n[d]++
 	}
 	if n[ds[0]] != 3070 || n[ds[1]] != 1023 {

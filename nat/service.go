@@ -260,6 +260,9 @@ type Service struct {
 	readers   int // the balancer's Config.Readers, rounded up to a power of two
 	name      atomic.Pointer[string]
 	schedName atomic.Pointer[string]
+	// schedFlags is the scheduler's SchedFlags, stored with schedName (which
+	// a Tx checks it against) before the scheduler is rebuilt.
+	schedFlags atomic.Uint32
 }
 
 // Name is the service's name (its label in metrics).
@@ -279,6 +282,9 @@ func (s *Service) LocalAddrs() []*LocalAddr { return *s.laddrs.Load() }
 
 // Scheduler is the scheduler's name.
 func (s *Service) Scheduler() string { return *s.schedName.Load() }
+
+// SchedFlags are the scheduler's flags (sh-port...).
+func (s *Service) SchedFlags() SchedFlags { return SchedFlags(s.schedFlags.Load()) }
 
 // Synproxy reports whether SYNs to the service are answered with cookies.
 func (s *Service) Synproxy() bool { return s.synproxy.Load() }
@@ -334,5 +340,5 @@ func (s *Service) String() string {
 
 // publish builds the scheduler for dests and swaps both in. Caller holds s.mu.
 func (s *Service) publish(dests []*Dest) {
-	s.dests.Store(&destSet{all: dests, sched: newScheduler(s.Scheduler(), dests)})
+	s.dests.Store(&destSet{all: dests, sched: newScheduler(s.Scheduler(), s.SchedFlags(), dests)})
 }

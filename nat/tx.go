@@ -44,6 +44,7 @@ type stage struct {
 	fresh    bool // made by this Tx: nothing of it is published yet
 	name     *string
 	sched    *string
+	flags    SchedFlags // with sched
 	synproxy *bool
 	client   *ClientAddr
 	ts       *Timestamps
@@ -212,6 +213,9 @@ func (tx *Tx) AddService(sc ServiceConfig) (*Service, error) {
 	if err := ValidScheduler(sc.Scheduler); err != nil {
 		return nil, fmt.Errorf("%s: %w", where, err)
 	}
+	if err := CheckSchedFlags(sc.Scheduler, sc.SchedFlags); err != nil {
+		return nil, fmt.Errorf("%s: %w", where, err)
+	}
 	if err := CheckName(sc.Name); err != nil {
 		return nil, fmt.Errorf("%s: name %w", where, err)
 	}
@@ -242,11 +246,12 @@ func (tx *Tx) AddService(sc ServiceConfig) (*Service, error) {
 	s := &Service{Addr: sc.Addr, Port: sc.Port, Protocol: sc.Protocol, key: key, seq: b.seq, readers: b.readers}
 	s.name.Store(&sc.Name)
 	s.schedName.Store(&sc.Scheduler)
+	s.schedFlags.Store(uint32(sc.SchedFlags))
 	s.timeouts.Store(&to)
 	s.synproxy.Store(sc.Synproxy)
 	s.clientAddr.Store(uint32(sc.ClientAddr))
 	s.timestamps.Store(uint32(sc.Timestamps))
-	s.dests.Store(&destSet{sched: newScheduler(sc.Scheduler, nil)})
+	s.dests.Store(&destSet{sched: newScheduler(sc.Scheduler, sc.SchedFlags, nil)})
 	s.laddrs.Store(&[]*LocalAddr{})
 	tx.added = append(tx.added, s)
 	tx.addedByKey[key] = s
@@ -309,12 +314,17 @@ func (tx *Tx) SetName(s *Service, name string) error {
 	return nil
 }
 
-// SetScheduler switches a service's scheduler for new connections.
-func (tx *Tx) SetScheduler(s *Service, name string) error {
+// SetScheduler switches a service's scheduler and its flags (which must
+// be the scheduler's: CheckSchedFlags) for new connections.
+func (tx *Tx) SetScheduler(s *Service, name string, flags SchedFlags) error {
 	if err := ValidScheduler(name); err != nil {
 		return fmt.Errorf("service %s: %w", s, err)
 	}
-	tx.stage(s).sched = &name
+	if err := CheckSchedFlags(name, flags); err != nil {
+		return fmt.Errorf("service %s: %w", s, err)
+	}
+	st := tx.stage(s)
+	st.sched, st.flags = &name, flags
 	tx.n++
 	return nil
 }
@@ -620,6 +630,7 @@ func (s *Service) commit(st *stage) {
 	}
 	if st.sched != nil {
 		s.schedName.Store(st.sched)
+		s.schedFlags.Store(uint32(st.flags))
 	}
 	if st.defence != nil {
 		s.install(st.defence)

@@ -259,7 +259,7 @@ func TestTxConcurrentWithTraffic(t *testing.T) {
 				return err
 			}
 			tx.SetName(r.svc, fmt.Sprint("web", i))
-			if err := tx.SetScheduler(r.svc, []string{"rr", "wlc"}[i%2]); err != nil {
+			if err := tx.SetScheduler(r.svc, []string{"rr", "wlc"}[i%2], 0); err != nil {
 				return err
 			}
 			return tx.SetWeight(r.svc, rs2, 8080, i%3)

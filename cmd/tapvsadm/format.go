@@ -129,6 +129,9 @@ func printList(w io.Writer, info api.Info, svcs []api.Service, c *command) {
 			}
 		default:
 			line := fmt.Sprintf("%s %s", name, s.Scheduler)
+			if len(s.SchedFlags) > 0 {
+				line += " (" + strings.Join(s.SchedFlags, ",") + ")" // ipvsadm's print_sched_flags
+			}
 			if s.Synproxy {
 				line += " synproxy"
 			}
@@ -237,6 +240,10 @@ func printRules(w io.Writer, svcs []api.Service, defaults api.Timeouts, c *comma
 	for _, s := range svcs {
 		svc := svcArg(s)
 		line := fmt.Sprintf("-A %s -s %s", svc, s.Scheduler)
+		if len(s.SchedFlags) > 0 {
+			// ipvsadm writes -b, which is --fullnat in tapvsadm.
+			line += " --sched-flags " + strings.Join(s.SchedFlags, ",")
+		}
 		if s.Synproxy {
 			line += " -j enable"
 		} else {

@@ -25,6 +25,7 @@ func FuzzParse(f *testing.F) {
 		"-E -t 1.1.1.1:80 -p -j disable",
 		"-A -t [::1]:80",
 		"-A -t [2001:db8::1]:80 -s wrr",
+		"-A -t 172.25.254.100:80 -s sh --sched-flags sh-fallback,sh-port",
 		"-a -t [2001:db8::1]:80 -r [fd00:20:1::2]:80 -b -w 3",
 		"-a -u [2001:db8::53]:domain -r fd00:20:1::53",
 		"-P -t [2001:db8::1]:80 -z fd00:25:84::10",

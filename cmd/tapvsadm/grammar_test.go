@@ -136,6 +136,10 @@ var (
 		{"-A -t 1.1.1.1:80 --proxy-protocol none", with(svc, func(c *command) { c.op, c.client = "add-service", "none" })},
 		// Both name the client address: the last one given counts.
 		{"-A -t 1.1.1.1:80 --client-address toa --proxy-protocol v2", with(svc, func(c *command) { c.op, c.client = "add-service", "proxy-v2" })},
+		{"-A -t 1.1.1.1:80 -s sh --sched-flags sh-fallback,sh-port", with(svc, func(c *command) {
+			c.op, c.sched, c.schedFlags = "add-service", "sh", &[]string{"sh-fallback", "sh-port"}
+		})},
+		{"-E -t 1.1.1.1:80 --sched-flags=,", with(svc, func(c *command) { c.op, c.schedFlags = "edit-service", &[]string{} })},
 		{"-A -t 1.1.1.1:80 --tcp-timestamps translate", with(svc, func(c *command) { c.op, c.tcpTS = "add-service", "translate" })},
 		{"-A -t 1.1.1.1:80 --tcp-timestamps=remove", with(svc, func(c *command) { c.op, c.tcpTS = "add-service", "remove" })},
 		{"-A -t 1.1.1.1:80 -V 1", with(svc, func(c *command) { c.op, c.estTO = "add-service", 1 })},
@@ -241,6 +245,7 @@ var everyRefusal = []struct{ line, want string }{
 	{"-A -t 1.1.1.1:80 --client-address", "option --client-address requires an argument"},
 	{"-A -t 1.1.1.1:80 --proxy-protocol", "option --proxy-protocol requires an argument"},
 	{"-A -t 1.1.1.1:80 --tcp-timestamps", "option --tcp-timestamps requires an argument"},
+	{"-A -t 1.1.1.1:80 --sched-flags", "option --sched-flags requires an argument"},
 	{"-A -t 1.1.1.1:80 -V", "option -V requires an argument"},
 	{"-E -t 1.1.1.1:80 --source-cps", "option --source-cps requires an argument"},
 	{"-E -t 1.1.1.1:80 --source-conns -1", "option --source-conns requires an argument"},

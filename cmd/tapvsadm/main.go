@@ -119,7 +119,7 @@ func opOf(c *command) (op api.Op, ok bool, err error) {
 	switch c.op {
 	case "add-service", "edit-service":
 		svc.Scheduler, svc.Synproxy, svc.ClientAddress, svc.EstablishedTimeout = c.sched, c.synproxy, c.client, c.estTO
-		svc.TCPTimestamps = c.tcpTS
+		svc.TCPTimestamps, svc.SchedFlags = c.tcpTS, c.schedFlags
 		if c.cps != nil || c.srcConns != nil || c.halfOpen != nil {
 			svc.Limits = &api.Limits{SourceCPS: c.cps, SourceConns: c.srcConns, HalfOpen: c.halfOpen}
 		}

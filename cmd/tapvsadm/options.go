@@ -91,7 +91,8 @@ var options = []option{
 	{long: "--udp-service", short: "u", meta: "service-address", kin: "service addresses", again: true, set: service("udp"),
 		help: "service-address is host[:port]"},
 	{long: "--scheduler", short: "s", meta: "scheduler", set: text(func(c *command) *string { return &c.sched }),
-		help: "one of rr|wrr|lc|wlc|sed|nq|sh|mh|fo|ovf, the default scheduler is wlc"},
+		help: "one of rr|wrr|lc|wlc|sed|nq|sh|mh|dh|lblc|lblcr|fo|ovf,\nthe default scheduler is wlc"},
+	{long: "--sched-flags", meta: "flags", set: schedFlags, help: "scheduler flags, comma-separated: sh-fallback,sh-port (sh),\nmh-fallback,mh-port (mh); -b is --fullnat here"},
 	{long: "--real-server", short: "r", meta: "server-address", set: realServer, help: "server-address is host (and port)"},
 	{long: "--fullnat", short: "b", bundle: true, set: flag(func(c *command) { c.forward = "fullnat" }),
 		help: "full NAT (the only method tapvs has; the default)"},
@@ -319,7 +320,7 @@ var helpText = usage + "\nCommands:\n" + helpLines(commands, 28, commandNames) +
 const usage = `tapvsadm (ipvsadm for tapvs)
 Usage:
   ipvsadm -A|E -t|u service-address [-s scheduler] [-j enable|disable] [-V est-timeout]
-        [--source-cps N] [--source-conns N] [--half-open N]
+        [--sched-flags flags] [--source-cps N] [--source-conns N] [--half-open N]
   ipvsadm -D -t|u service-address
   ipvsadm -C
   ipvsadm -R

@@ -44,6 +44,7 @@ type command struct {
 	timeout                 time.Duration // --timeout of --drain --wait; 0: not given
 	timeouts                bool          // -L --timeout: the timeouts, not the table
 	nosort                  bool          // --nosort: the order services were added in
+	schedFlags              *[]string     // --sched-flags' names; nil: not given
 
 	healthCheck *api.HealthCheck // --health --check
 	checkOff    bool             // --health --off
@@ -228,7 +229,7 @@ func (c *command) check() error {
 	if err := c.checkHealth(); err != nil {
 		return err
 	}
-	svcOpts := c.sched != "" || c.persist != nil || c.synproxy != nil || c.client != "" || c.tcpTS != "" || c.estTO != 0 || c.cps != nil || c.srcConns != nil || c.halfOpen != nil
+	svcOpts := c.sched != "" || c.schedFlags != nil || c.persist != nil || c.synproxy != nil || c.client != "" || c.tcpTS != "" || c.estTO != 0 || c.cps != nil || c.srcConns != nil || c.halfOpen != nil
 	destOpts := c.real != "" || c.weight != nil || c.forward != ""
 	switch c.op {
 	case "add-service", "edit-service":
@@ -309,7 +310,7 @@ func (c *command) checkCluster() error {
 	default:
 		return nil
 	}
-	if c.service != "" || c.real != "" || c.laddr != "" || c.prefix != "" || c.sched != "" || c.persist != nil ||
+	if c.service != "" || c.real != "" || c.laddr != "" || c.prefix != "" || c.sched != "" || c.schedFlags != nil || c.persist != nil ||
 		c.synproxy != nil || c.client != "" || c.tcpTS != "" || c.estTO != 0 || c.weight != nil || c.forward != "" ||
 		c.cps != nil || c.srcConns != nil || c.halfOpen != nil || c.conns || c.stats || c.rate || c.exact ||
 		c.count != 0 || c.numeric && c.op != "bgp" {

@@ -18,7 +18,11 @@ type ServiceSpec struct {
 	ServiceKey
 	Name      string `json:"name,omitempty"`
 	Scheduler string `json:"scheduler,omitempty"` // empty: wlc on add, unchanged on edit
-	Synproxy  *bool  `json:"synproxy,omitempty"`  // nil: off on add, unchanged on edit
+	// SchedFlags are the scheduler's flags as ipvsadm's --sched-flags
+	// names them (sh-fallback, sh-port, mh-fallback, mh-port); nil: none on
+	// add, on edit unchanged, or none when the scheduler changes.
+	SchedFlags *[]string `json:"sched_flags,omitempty"`
+	Synproxy   *bool     `json:"synproxy,omitempty"` // nil: off on add, unchanged on edit
 	// ClientAddress is how the real servers learn the client's address:
 	// "none", "toa", "proxy-v1" or "proxy-v2"; empty: none on add,
 	// unchanged on edit.
@@ -80,7 +84,9 @@ type Service struct {
 	ServiceKey
 	Name      string `json:"name"`
 	Scheduler string `json:"scheduler"`
-	Synproxy  bool   `json:"synproxy"`
+	// SchedFlags are the scheduler's flags (sh-port...), as ipvsadm prints them.
+	SchedFlags []string `json:"sched_flags,omitempty"`
+	Synproxy   bool     `json:"synproxy"`
 	// ClientAddress: "none", "toa", "proxy-v1" or "proxy-v2".
 	ClientAddress string `json:"client_address"`
 	// TCPTimestamps: "translate" or "remove" ("translate" for UDP).

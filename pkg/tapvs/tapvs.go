@@ -104,6 +104,9 @@ type Service struct {
 	ServiceKey
 	Name      string
 	Scheduler string // rr, wrr, lc, wlc, sh, ...; "" is wlc
+	// SchedFlags are the scheduler's flags as ipvsadm names them
+	// (sh-port, sh-fallback; mh-port, mh-fallback); only sh and mh take any.
+	SchedFlags []string
 	// LocalAddrs are the source addresses tapvs opens the connections to
 	// the real servers from (FULLNAT); at least one.
 	LocalAddrs  []netip.Addr
@@ -233,6 +236,9 @@ func serviceOps(s Service) ([]control.Op, error) {
 		return nil, fmt.Errorf("tapvs: service %s: no local address (FULLNAT needs one to reach the real servers from)", s.ServiceKey)
 	}
 	spec := control.ServiceSpec{ServiceKey: k, Name: s.Name, Scheduler: s.Scheduler}
+	if s.SchedFlags != nil {
+		spec.SchedFlags = &s.SchedFlags
+	}
 	ops := []control.Op{{Kind: control.OpAddService, Service: spec}}
 	for _, l := range s.LocalAddrs {
 		ops = append(ops, control.Op{Kind: control.OpAddLocalAddr, Service: spec, LocalAddr: l})

@@ -122,6 +122,19 @@ func TestChangeServices(t *testing.T) {
 	if err := l.LB.AddService(svc); err == nil {
 		t.Error("adding a service twice: no error")
 	}
+	// Scheduler flags are the scheduler's: rr takes none.
+	flagged := svc
+	flagged.VIP = netip.AddrPortFrom(l.VIP, 8001)
+	flagged.SchedFlags = []string{"sh-port"}
+	if err := l.LB.AddService(flagged); err == nil || !strings.Contains(err.Error(), `"sh-port" is not a flag of scheduler rr`) {
+		t.Errorf("rr with sh-port: %v", err)
+	}
+	flagged.Scheduler = "sh"
+	if err := l.LB.AddService(flagged); err != nil {
+		t.Errorf("sh with sh-port: %v", err)
+	} else if err := l.LB.RemoveService(flagged.ServiceKey); err != nil {
+		t.Error(err)
+	}
 	url := "http://" + k.VIP.String()
 	if got := answer(t, l, url); got != "rs1" {
 		t.Errorf("the second service's one server is rs1; %s answered", got)
