@@ -1,0 +1,300 @@
+package nat
+
+import (
+	"fmt"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tapvs/tapvs/wire"
+)
+
+// Persistence is IPVS's (ipvsadm -p, -M; keepalived's persistence_timeout
+// and persistence_granularity): a persistent service keeps a template per
+// client network, (client address masked, VIP, port) -> real server, and
+// a new connection from a client whose template lives goes to its server
+// without asking the scheduler; the scheduler is asked, and a template
+// made, only when there is none (ip_vs_sched_persist).
+//
+// A template's deadline is the persistence timeout from its last use:
+// each connection it gives a server refreshes it. It expires when its
+// deadline has passed and no connection it gave a server is still open;
+// one that still has some is given the timeout again (ip_vs_conn_expire
+// re-arms a template with controlled connections). The sweep
+// (Balancer.Sweep) expires them.
+//
+// A template whose server is drained (weight 0) or no longer the
+// service's (deleted, or taken out by its health check) is not used:
+// the next connection of its clients asks the scheduler for a new one,
+// while the server's open connections go on (IPVS with
+// expire_quiescent_template set, as keepalived's documentation advises).
+//
+// A service on port 0 (all ports, as IPVS allows only with persistence)
+// takes any TCP or UDP port of its VIP that no service of its own port
+// has, and keeps one template per client network for all of them.
+
+// Persistence is a service's persistence: Timeout 0 is none. Mask is the
+// client prefix length a template covers: IPv4's netmask as bits (-M
+// 255.255.255.0 is 24), IPv6's prefix length; 0 is the whole address
+// (32 or 128), as ipvsadm's default.
+type Persistence struct {
+	Timeout time.Duration
+	Mask    int
+}
+
+// MaxPersistTimeout bounds the persistence timeout, as ipvsadm's
+// MAX_TIMEOUT (31 days).
+const MaxPersistTimeout = 31 * 24 * time.Hour
+
+// check refuses a persistence a service of family v4 cannot have.
+func (p Persistence) check(v4 bool) error {
+	if p.Timeout < 0 || p.Timeout > MaxPersistTimeout {
+		return fmt.Errorf("persistence timeout %v is out of range 1s-%v", p.Timeout, MaxPersistTimeout)
+	}
+	if p.Timeout > 0 && p.Timeout < time.Second {
+		return fmt.Errorf("persistence timeout %v is below a second", p.Timeout)
+	}
+	bits := 128
+	if v4 {
+		bits = 32
+	}
+	if p.Mask < 0 || p.Mask > bits {
+		return fmt.Errorf("persistence netmask /%d is out of range 1-%d", p.Mask, bits)
+	}
+	return nil
+}
+
+// norm is p with the whole address for Mask 0, and no mask at all without
+// persistence.
+func (p Persistence) norm(v4 bool) Persistence {
+	switch {
+	case p.Timeout == 0:
+		return Persistence{}
+	case p.Mask == 0 && v4:
+		p.Mask = 32
+	case p.Mask == 0:
+		p.Mask = 128
+	}
+	return p
+}
+
+// template is one client network's server: made once, its dest never
+// changed (a template that may no longer be used is replaced whole).
+type template struct {
+	client   addr16 // masked
+	dest     *Dest
+	deadline atomic.Int64 // table clock
+	conns    atomic.Int64 // connections it gave its server that are still open
+}
+
+// usable is IPVS's ip_vs_check_template: the server is still the
+// service's and not drained.
+func (t *template) usable() bool {
+	return t.dest.Weight() > 0 && !t.dest.gone.Load()
+}
+
+// templateShards split a service's templates: a new connection locks the
+// shard of its client network only, so readers opening connections of
+// different clients rarely meet.
+const templateShards = 64
+
+// templates is a service's templates by masked client address. Each
+// shard's lock guards its map; it is taken by a new connection of a
+// persistent service (not by other packets), by the sweep and by a
+// listing.
+type templates struct {
+	shards [templateShards]struct {
+		mu sync.Mutex
+		m  map[addr16]*template
+		_  [40]byte
+	}
+}
+
+func (ts *templates) shard(k *addr16) int {
+	h := hashAddr(k)
+	return int(h % templateShards)
+}
+
+// maskAddr keeps the first bits of a (IPv4 counts from the address's own
+// first bit, past the ::ffff: prefix).
+func maskAddr(a *addr16, bits int) addr16 {
+	if wire.Is4(a) {
+		bits += 96
+	}
+	var m addr16
+	for i := range m {
+		switch {
+		case bits >= 8:
+			m[i] = a[i]
+			bits -= 8
+		case bits > 0:
+			m[i] = a[i] & ^byte(0xff>>bits)
+			bits = 0
+		}
+	}
+	return m
+}
+
+// persistPick is schedule's choice of server on a persistent service: the
+// client network's template's, or the scheduler's for a new template. It
+// returns the template the connection is counted in (its conns already
+// counted), or a drop verdict.
+func (b *Balancer) persistPick(svc *Service, ts *templates, p Persistence, client *addr16) (*Dest, *template, Verdict) {
+	k := maskAddr(client, p.Mask)
+	now := b.table.now.Load()
+	sh := &ts.shards[ts.shard(&k)]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	t := sh.m[k]
+	if t != nil && t.usable() {
+		t.conns.Add(1)
+		t.deadline.Store(now + int64(p.Timeout))
+		return t.dest, t, Forward
+	}
+	if t == nil && b.templates.Add(1) > b.maxTemplates {
+		b.templates.Add(-1)
+		return nil, nil, b.Stats.drop(DropTemplatesFull)
+	}
+	// The scheduler runs under the shard's lock: two readers with
+	// connections of one client network make one template, not two.
+	dest := svc.dests.Load().sched.pick(client)
+	if dest == nil {
+		if t == nil {
+			b.templates.Add(-1)
+		}
+		return nil, nil, b.Stats.drop(DropNoDest)
+	}
+	if t != nil {
+		// A quiescent template gives way to the new one; the connections
+		// it gave its server keep it until they end, uncounted.
+		t.dest.persistConns.Add(-1)
+	}
+	if sh.m == nil {
+		sh.m = map[addr16]*template{}
+	}
+	t = &template{client: k, dest: dest}
+	t.conns.Store(1)
+	t.deadline.Store(now + int64(p.Timeout))
+	sh.m[k] = t
+	dest.persistConns.Add(1)
+	return dest, t, Forward
+}
+
+// unpersist gives back a connection's count in its template.
+func (c *Conn) unpersist() {
+	if c.tmpl != nil {
+		c.tmpl.conns.Add(-1)
+	}
+}
+
+// sweepTemplates expires the templates whose deadline has passed and that
+// no open connection holds; one still held gets the timeout again. It
+// returns how many expired.
+func (b *Balancer) sweepTemplates(now int64) int {
+	n := 0
+	for _, s := range b.set.Load().services() {
+		p := s.Persistence()
+		if p.Timeout == 0 {
+			continue
+		}
+		ts := s.tmpl.Load()
+		if ts == nil {
+			continue
+		}
+		n += ts.expire(b, func(t *template) bool {
+			if t.deadline.Load() > now {
+				return false
+			}
+			if t.conns.Load() > 0 {
+				t.deadline.Store(now + int64(p.Timeout))
+				return false
+			}
+			return true
+		})
+	}
+	return n
+}
+
+// expire drops the templates gone says are, and counts them off.
+func (ts *templates) expire(b *Balancer, gone func(*template) bool) int {
+	n := 0
+	for i := range ts.shards {
+		sh := &ts.shards[i]
+		sh.mu.Lock()
+		for k, t := range sh.m {
+			if gone(t) {
+				delete(sh.m, k)
+				t.dest.persistConns.Add(-1)
+				b.templates.Add(-1)
+				n++
+			}
+		}
+		sh.mu.Unlock()
+	}
+	return n
+}
+
+// clearTemplates drops all of a service's templates: the service is
+// deleted, or its persistence turned off or its netmask changed (a
+// template's key is masked by it).
+func (b *Balancer) clearTemplates(s *Service) {
+	if ts := s.tmpl.Load(); ts != nil {
+		ts.expire(b, func(*template) bool { return true })
+	}
+}
+
+// Templates is how many persistence templates all services hold.
+func (b *Balancer) Templates() int64 { return b.templates.Load() }
+
+// TemplateInfo is a snapshot of one template, for listings (ipvsadm -lnc
+// shows them as connections in state NONE from client port 0).
+type TemplateInfo struct {
+	Protocol Protocol
+	Expires  time.Duration
+	Client   netip.AddrPort // the masked address, port 0
+	VIP      netip.AddrPort // the service's: port 0 for an all-ports service
+	RIP      netip.AddrPort
+	Conns    int64 // the open connections it gave its server
+}
+
+// TemplateList returns a snapshot of every template of the persistent
+// services.
+func (b *Balancer) TemplateList() []TemplateInfo {
+	now := b.table.now.Load()
+	var out []TemplateInfo
+	for _, s := range b.set.Load().services() {
+		ts := s.tmpl.Load()
+		if s.Persistence().Timeout == 0 || ts == nil {
+			continue
+		}
+		for i := range ts.shards {
+			sh := &ts.shards[i]
+			sh.mu.Lock()
+			for _, t := range sh.m {
+				out = append(out, TemplateInfo{
+					Protocol: s.Protocol,
+					Expires:  time.Duration(max(t.deadline.Load()-now, 0)),
+					Client:   addrPort(t.client, 0),
+					VIP:      netip.AddrPortFrom(s.Addr, s.Port),
+					RIP:      netip.AddrPortFrom(t.dest.Addr, t.dest.Port),
+					Conns:    t.conns.Load(),
+				})
+			}
+			sh.mu.Unlock()
+		}
+	}
+	return out
+}
+
+// PersistConns is how many templates send clients to this server
+// (ipvsadm's PersistConn).
+func (d *Dest) PersistConns() int64 { return d.persistConns.Load() }
+
+// Persistence is the service's persistence (Timeout 0: none).
+func (s *Service) Persistence() Persistence {
+	if p := s.persist.Load(); p != nil {
+		return *p
+	}
+	return Persistence{}
+}

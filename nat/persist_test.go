@@ -1,0 +1,424 @@
+package nat
+
+import (
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// persistRig is the rig's service (rr over rs1 and rs2) made persistent.
+func persistRig(t *testing.T, p Persistence, mod func(*Config)) *rig {
+	t.Helper()
+	r := newRig(t, TCP, "rr", mod)
+	if err := r.b.Update(func(tx *Tx) error { return tx.SetPersistence(r.svc, p) }); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// synTo sends a SYN from src:sport to vip:dport and returns the verdict
+// and, when forwarded, the real server and port it was sent to.
+func synTo(t *testing.T, b *Balancer, src netip.Addr, sport, dport uint16) (Verdict, netip.AddrPort) {
+	t.Helper()
+	f := frame(t, pktSpec{src: src, dst: vip, sport: sport, dport: dport, proto: TCP, syn: true, srcMAC: macClient})
+	v := b.Process(ClientSide, f)
+	if v != Forward {
+		return v, netip.AddrPort{}
+	}
+	d := decode(t, f)
+	return v, netip.AddrPortFrom(addr(d.ip.DstIP), uint16(d.tcp.DstPort))
+}
+
+// mustSyn is synTo that must be forwarded; it returns the server's address.
+func mustSyn(t *testing.T, b *Balancer, src netip.Addr, sport uint16) netip.Addr {
+	t.Helper()
+	v, to := synTo(t, b, src, sport, 80)
+	if v != Forward {
+		t.Fatalf("SYN %v:%d: verdict %v, drops %v", src, sport, v, b.Stats.Drops())
+	}
+	return to.Addr()
+}
+
+// tick moves the rig's clock by d and sweeps.
+func (r *rig) tick(d time.Duration) {
+	r.b.table.now.Add(int64(d))
+	r.b.Sweep()
+}
+
+// One client's connections all go to one server, however many it opens,
+// while rr spreads other clients; without persistence the same client's
+// connections alternate (what persistence changes).
+func TestPersistClientSticks(t *testing.T) {
+	plain := newRig(t, TCP, "rr", nil)
+	seen := map[netip.Addr]int{}
+	for i := range 4 {
+		seen[mustSyn(t, plain.b, client, uint16(10000+i))]++
+	}
+	if len(seen) != 2 {
+		t.Fatalf("without persistence, rr sent one client's 4 connections to %v: want both servers", seen)
+	}
+
+	r := persistRig(t, Persistence{Timeout: 600 * time.Second}, nil)
+	first := mustSyn(t, r.b, client, 10000)
+	for i := range 20 {
+		if got := mustSyn(t, r.b, client, uint16(10001+i)); got != first {
+			t.Fatalf("connection %d of %v went to %v, its first to %v", i+2, client, got, first)
+		}
+	}
+	spread := map[netip.Addr]int{}
+	for i := range 10 {
+		spread[mustSyn(t, r.b, clientAddr(i), 20000)]++
+	}
+	if len(spread) != 2 {
+		t.Fatalf("10 other clients went to %v: the scheduler must still spread new clients", spread)
+	}
+	if n := r.b.Templates(); n != 11 {
+		t.Fatalf("templates %d, want 11 (one per client)", n)
+	}
+	if a, b := r.d1.PersistConns(), r.d2.PersistConns(); a+b != 11 || a == 0 || b == 0 {
+		t.Fatalf("PersistConns %d and %d, want 11 in all, some each", a, b)
+	}
+	list := r.b.TemplateList()
+	if len(list) != 11 {
+		t.Fatalf("TemplateList has %d, want 11", len(list))
+	}
+	for _, ti := range list {
+		if ti.Client == netip.AddrPortFrom(client, 0) {
+			if ti.RIP != netip.AddrPortFrom(first, 8080) || ti.Conns != 21 || ti.VIP != netip.AddrPortFrom(vip, 80) || ti.Expires != 600*time.Second {
+				t.Fatalf("template of %v: %+v, want to %v:8080, 21 connections, 600s", client, ti, first)
+			}
+		}
+	}
+}
+
+// A template outlives its timeout while a connection it made is open
+// (given the timeout again), expires once none is and its time is up, and
+// the client is then scheduled afresh: rr's next server.
+func TestPersistTemplateExpiry(t *testing.T) {
+	r := persistRig(t, Persistence{Timeout: 60 * time.Second}, nil)
+	fl := openFlow(t, r.b, client, 10000, vip) // established: 90s
+	first := fl.rip
+
+	r.tick(59 * time.Second)
+	fl.exchange(t, r.b) // the flow's 90s start again
+	if got := mustSyn(t, r.b, client, 10001); got != first { // refreshes: 60s from here
+		t.Fatalf("within the timeout, went to %v, not %v", got, first)
+	}
+	r.tick(61 * time.Second) // the template's time is up, the established flow (90s) is not
+	if r.b.Templates() != 1 {
+		t.Fatalf("a template with an open connection expired")
+	}
+	fl.exchange(t, r.b) // keeps the flow alive
+	if got := mustSyn(t, r.b, client, 10002); got != first {
+		t.Fatalf("the template given more time sent the client to %v, not %v", got, first)
+	}
+	r.tick(10 * time.Minute) // every connection ends, then the template
+	if n := r.b.Templates(); n != 0 || r.b.Table().Len() != 0 {
+		t.Fatalf("after every connection and the timeout: templates %d, connections %d, want 0 and 0", n, r.b.Table().Len())
+	}
+	if r.d1.PersistConns()+r.d2.PersistConns() != 0 {
+		t.Fatalf("PersistConns not given back: %d %d", r.d1.PersistConns(), r.d2.PersistConns())
+	}
+	// rr's next pick is the other server: a client with a template would
+	// not have been asked about.
+	if got := mustSyn(t, r.b, client, 10003); got == first {
+		t.Fatalf("after expiry the client went back to %v: not rescheduled", got)
+	}
+}
+
+// Without a connection, a template lasts exactly its timeout from its
+// last use.
+func TestPersistTemplateDeadline(t *testing.T) {
+	r := persistRig(t, Persistence{Timeout: 60 * time.Second}, nil)
+	mustSyn(t, r.b, client, 10000)
+	r.tick(30 * time.Second) // the SYN's entry (a few seconds) is gone
+	if r.b.Table().Len() != 0 || r.b.Templates() != 1 {
+		t.Fatalf("at 30s: connections %d, templates %d, want 0 and 1", r.b.Table().Len(), r.b.Templates())
+	}
+	r.tick(30*time.Second - time.Millisecond)
+	if r.b.Templates() != 1 {
+		t.Fatal("expired before its timeout")
+	}
+	r.tick(time.Millisecond)
+	if r.b.Templates() != 0 {
+		t.Fatal("lives past its timeout with no connection")
+	}
+}
+
+// -M 255.255.255.0: two clients of one /24 share a template and a server;
+// a client of another /24 does not; with the whole address (the default)
+// the same two clients are two clients.
+func TestPersistNetmask(t *testing.T) {
+	a, b := netip.MustParseAddr("172.25.253.10"), netip.MustParseAddr("172.25.253.200")
+	other := netip.MustParseAddr("172.25.252.10")
+
+	r := persistRig(t, Persistence{Timeout: time.Minute, Mask: 24}, nil)
+	first := mustSyn(t, r.b, a, 10000)
+	for i := range 6 {
+		if got := mustSyn(t, r.b, b, uint16(10001+i)); got != first {
+			t.Fatalf("%v (the /24 of %v) went to %v, not %v", b, a, got, first)
+		}
+	}
+	if got := mustSyn(t, r.b, other, 10000); got == first {
+		t.Fatalf("%v, another /24, went to %v too (rr's next is the other server)", other, got)
+	}
+	if n := r.b.Templates(); n != 2 {
+		t.Fatalf("templates %d, want 2 (one per /24)", n)
+	}
+	for _, ti := range r.b.TemplateList() {
+		if ti.Client.Addr() != netip.MustParseAddr("172.25.253.0") && ti.Client.Addr() != netip.MustParseAddr("172.25.252.0") {
+			t.Fatalf("template client %v is not a /24's network", ti.Client)
+		}
+	}
+
+	whole := persistRig(t, Persistence{Timeout: time.Minute}, nil)
+	if mustSyn(t, whole.b, a, 10000) == mustSyn(t, whole.b, b, 10000) {
+		t.Fatal("/32: two clients went to one server under rr: the mask is not the whole address")
+	}
+
+	// A changed netmask drops the templates (their keys are the old
+	// mask's); a changed timeout keeps them.
+	if err := r.b.Update(func(tx *Tx) error { return tx.SetPersistence(r.svc, Persistence{Timeout: 2 * time.Minute, Mask: 24}) }); err != nil {
+		t.Fatal(err)
+	}
+	if r.b.Templates() != 2 {
+		t.Fatalf("a new timeout dropped templates: %d left", r.b.Templates())
+	}
+	if err := r.b.Update(func(tx *Tx) error { return tx.SetPersistence(r.svc, Persistence{Timeout: time.Minute, Mask: 16}) }); err != nil {
+		t.Fatal(err)
+	}
+	if r.b.Templates() != 0 {
+		t.Fatalf("a new netmask kept %d templates", r.b.Templates())
+	}
+	if err := r.b.Update(func(tx *Tx) error { return tx.SetPersistence(r.svc, Persistence{}) }); err != nil {
+		t.Fatal(err)
+	}
+	mustSyn(t, r.b, a, 11000)
+	if r.b.Templates() != 0 {
+		t.Fatal("persistence off, a template was made")
+	}
+}
+
+func TestMaskAddr(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		bits int
+		want string
+	}{
+		{"10.1.2.3", 32, "10.1.2.3"}, {"10.1.2.3", 24, "10.1.2.0"}, {"10.1.2.255", 25, "10.1.2.128"},
+		{"10.1.2.3", 0, "0.0.0.0"}, {"10.1.2.3", 9, "10.0.0.0"}, {"10.129.2.3", 9, "10.128.0.0"},
+		{"2001:db8::1", 128, "2001:db8::1"}, {"2001:db8:1:2::1", 64, "2001:db8:1:2::"}, {"2001:db8:ffff::1", 33, "2001:db8:8000::"},
+	} {
+		a := netip.MustParseAddr(c.in).As16()
+		if got := netip.AddrFrom16(maskAddr(&a, c.bits)).Unmap(); got != netip.MustParseAddr(c.want) {
+			t.Errorf("mask %s/%d = %v, want %s", c.in, c.bits, got, c.want)
+		}
+	}
+}
+
+// A drained server's template is not used: the client's next connection
+// gets a new template from the scheduler, while its open connection to the
+// drained server goes on; so is a deleted server's.
+func TestPersistQuiescentTemplate(t *testing.T) {
+	r := persistRig(t, Persistence{Timeout: 10 * time.Minute}, nil)
+	fl := openFlow(t, r.b, client, 10000, vip)
+	drained, other := r.d1, r.d2
+	if fl.rip != drained.Addr {
+		drained, other = other, drained
+	}
+	r.setWeight(t, drained.Addr, 8080, 0)
+	for i := range 3 {
+		if got := mustSyn(t, r.b, client, uint16(10001+i)); got != other.Addr {
+			t.Fatalf("after the drain, connection %d went to %v, want %v", i, got, other.Addr)
+		}
+	}
+	fl.exchange(t, r.b) // the drained server's connection still flows
+	if drained.PersistConns() != 0 || other.PersistConns() != 1 || r.b.Templates() != 1 {
+		t.Fatalf("PersistConns drained %d other %d, templates %d: want 0 1 1", drained.PersistConns(), other.PersistConns(), r.b.Templates())
+	}
+	// Weight back: the client stays on its new template's server.
+	r.setWeight(t, drained.Addr, 8080, 1)
+	if got := mustSyn(t, r.b, client, 10010); got != other.Addr {
+		t.Fatalf("undrained, the client moved back to %v", got)
+	}
+
+	// Deleted: the same.
+	if err := r.b.Update(func(tx *Tx) error { return tx.DeleteDest(r.svc, other.Addr, 8080) }); err != nil {
+		t.Fatal(err)
+	}
+	if got := mustSyn(t, r.b, client, 10011); got != drained.Addr {
+		t.Fatalf("its server deleted, the client went to %v, want %v", got, drained.Addr)
+	}
+}
+
+// Port 0 (all ports): one template per client covers every port of the
+// VIP; each connection keeps its own port to the server; a service of its
+// own port on the VIP wins.
+func TestPersistAllPorts(t *testing.T) {
+	r := newRig(t, TCP, "rr", nil)
+	var all *Service
+	if err := r.b.Update(func(tx *Tx) error {
+		var err error
+		if all, err = tx.AddService(ServiceConfig{Name: "all", Addr: vip, Port: 0, Protocol: TCP, Scheduler: "rr",
+			Persistence: Persistence{Timeout: time.Minute}}); err != nil {
+			return err
+		}
+		if _, err = tx.AddLocalAddr(all, lip1); err != nil {
+			return err
+		}
+		for _, a := range []netip.Addr{rs1, rs2} {
+			d, err := tx.AddDest(all, a, 0, 1)
+			if err != nil {
+				return err
+			}
+			d.SetNextHopMAC(macGateway)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	v, first := synTo(t, r.b, client, 10000, 443)
+	if v != Forward || first.Port() != 443 {
+		t.Fatalf("SYN to port 443: %v to %v, want forwarded to port 443", v, first)
+	}
+	for i, port := range []uint16{22, 8443, 443, 5000} {
+		if v, to := synTo(t, r.b, client, uint16(10001+i), port); v != Forward || to != netip.AddrPortFrom(first.Addr(), port) {
+			t.Fatalf("SYN to port %d: %v to %v, want %v:%d", port, v, to, first.Addr(), port)
+		}
+	}
+	if n := r.b.Templates(); n != 1 {
+		t.Fatalf("templates %d, want 1 for every port", n)
+	}
+	// Port 80 has its own service (not persistent, servers on 8080).
+	if v, to := synTo(t, r.b, client, 10100, 80); v != Forward || to.Port() != 8080 {
+		t.Fatalf("SYN to port 80: %v to %v: the port's own service must win", v, to)
+	}
+	if l := r.b.TemplateList(); len(l) != 1 || l[0].VIP != netip.AddrPortFrom(vip, 0) || l[0].RIP != netip.AddrPortFrom(first.Addr(), 0) {
+		t.Fatalf("templates %+v, want one from %v:0 to %v:0", l, vip, first.Addr())
+	}
+	// UDP to the VIP has no service: port 0 is per protocol.
+	f := frame(t, pktSpec{src: client, dst: vip, sport: 1000, dport: 443, proto: UDP, srcMAC: macClient})
+	if v := r.b.Process(ClientSide, f); v != Drop {
+		t.Fatalf("UDP to a TCP all-ports VIP: %v, want Drop", v)
+	}
+}
+
+// Port 0 needs persistence, and a server of port 0 an all-ports service:
+// each refusal names what is wrong.
+func TestPersistRefusals(t *testing.T) {
+	r := newRig(t, TCP, "rr", nil)
+	for _, c := range []struct {
+		fn   func(tx *Tx) error
+		want string
+	}{
+		{func(tx *Tx) error {
+			_, err := tx.AddService(ServiceConfig{Addr: vip, Port: 0, Protocol: TCP, Scheduler: "rr"})
+			return err
+		}, "port 0 (all ports) needs persistence"},
+		{func(tx *Tx) error { _, err := tx.AddDest(r.svc, rs1, 0, 1); return err }, "port 0"},
+		{func(tx *Tx) error { return tx.SetPersistence(r.svc, Persistence{Timeout: time.Minute, Mask: 33}) }, "netmask /33"},
+		{func(tx *Tx) error { return tx.SetPersistence(r.svc, Persistence{Timeout: MaxPersistTimeout + time.Second}) }, "persistence timeout"},
+		{func(tx *Tx) error { return tx.SetPersistence(r.svc, Persistence{Timeout: time.Millisecond}) }, "below a second"},
+		{func(tx *Tx) error {
+			s, err := tx.AddService(ServiceConfig{Addr: vip, Port: 0, Protocol: UDP, Scheduler: "rr", Persistence: Persistence{Timeout: time.Minute}})
+			if err != nil {
+				return err
+			}
+			return tx.SetPersistence(s, Persistence{})
+		}, "port 0 (all ports) needs persistence"},
+	} {
+		err := r.b.Update(c.fn)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("got %v, want an error with %q", err, c.want)
+		}
+	}
+	if err := r.b.Update(func(tx *Tx) error {
+		return tx.SetPersistence(r.svc, Persistence{Timeout: MaxPersistTimeout, Mask: 32})
+	}); err != nil {
+		t.Fatalf("the largest timeout and /32: %v", err)
+	}
+}
+
+// Templates are bounded: a new client network past the bound is dropped
+// and counted, clients with a template go on, and an expired template
+// makes room.
+func TestPersistTemplateBound(t *testing.T) {
+	r := persistRig(t, Persistence{Timeout: time.Minute}, func(c *Config) { c.MaxTemplates = 2 })
+	a, b, c := clientAddr(0), clientAddr(1), clientAddr(2)
+	mustSyn(t, r.b, a, 10000)
+	mustSyn(t, r.b, b, 10000)
+	if v, _ := synTo(t, r.b, c, 10000, 80); v != Drop {
+		t.Fatalf("a third client network past a bound of 2: %v, want Drop", v)
+	}
+	if n := r.b.Stats.Drop(DropTemplatesFull); n != 1 {
+		t.Fatalf("%v counted %d, want 1", DropTemplatesFull, n)
+	}
+	if r.b.Templates() != 2 || r.b.Table().Len() != 2 {
+		t.Fatalf("templates %d, connections %d, want 2 and 2", r.b.Templates(), r.b.Table().Len())
+	}
+	mustSyn(t, r.b, a, 10001) // a client with a template is not bounded
+	r.tick(2 * time.Minute)
+	mustSyn(t, r.b, c, 10000)
+	if r.b.Templates() != 1 {
+		t.Fatalf("templates %d after expiry and one new, want 1", r.b.Templates())
+	}
+}
+
+// A deleted service's templates are given back at once.
+func TestPersistServiceDeleted(t *testing.T) {
+	r := persistRig(t, Persistence{Timeout: time.Minute}, nil)
+	mustSyn(t, r.b, client, 10000)
+	if err := r.b.DeleteService(TCP, vip, 80); err != nil {
+		t.Fatal(err)
+	}
+	if n := r.b.Templates(); n != 0 {
+		t.Fatalf("templates %d after the service was deleted", n)
+	}
+}
+
+// A connection that is scheduled but not made (no local port here) gives
+// back its count in the template, which then expires on time.
+func TestPersistFailedConnGivesBack(t *testing.T) {
+	r := persistRig(t, Persistence{Timeout: time.Minute}, func(c *Config) { c.PortMin, c.PortMax = 5000, 5000 })
+	mustSyn(t, r.b, client, 10000)
+	if v, _ := synTo(t, r.b, client, 10001, 80); v != Drop {
+		t.Fatalf("with its one port taken: %v, want Drop", v)
+	}
+	l := r.b.TemplateList()
+	if len(l) != 1 || l[0].Conns != 1 {
+		t.Fatalf("templates %+v: want one holding 1 connection", l)
+	}
+}
+
+// Readers opening connections of one client at once make one template
+// and agree on its server.
+func TestPersistConcurrent(t *testing.T) {
+	r := persistRig(t, Persistence{Timeout: time.Minute}, nil)
+	const n = 8
+	got := make([]netip.Addr, n)
+	frames := make([]*Frame, n)
+	for i := range frames {
+		frames[i] = frame(t, pktSpec{src: client, dst: vip, sport: uint16(10000 + i), dport: 80, proto: TCP, syn: true, srcMAC: macClient})
+	}
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if r.b.Process(ClientSide, frames[i]) == Forward {
+				got[i] = addr(decode(t, frames[i]).ip.DstIP)
+			}
+		}()
+	}
+	wg.Wait()
+	for i := range got {
+		if got[i] != got[0] || !got[i].IsValid() {
+			t.Fatalf("concurrent SYNs of one client went to %v", got)
+		}
+	}
+	if r.b.Templates() != 1 {
+		t.Fatalf("templates %d, want 1", r.b.Templates())
+	}
+}
