@@ -64,8 +64,8 @@ type Config struct {
 	// persist_templates_full. 0 is MaxConns.
 	MaxTemplates int
 	PortMin      uint16
-	PortMax  uint16
-	Timeouts Timeouts // default for services that do not set their own
+	PortMax      uint16
+	Timeouts     Timeouts // default for services that do not set their own
 	// MACs of tapvs's own two NICs: the source of every forwarded frame.
 	ClientMAC, ServerMAC [6]byte
 	// Readers is how many readers hand frames to Process (Frame.Queue is

@@ -1,8 +1,11 @@
 package nat
 
 import (
+	"encoding/binary"
 	"fmt"
+	"math/bits"
 	"net/netip"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -65,9 +68,9 @@ func (p Persistence) check(v4 bool) error {
 	return nil
 }
 
-// norm is p with the whole address for Mask 0, and no mask at all without
-// persistence.
-func (p Persistence) norm(v4 bool) Persistence {
+// Normal is p as a service keeps it: the whole address (32 or 128) for
+// Mask 0, and no mask at all without persistence.
+func (p Persistence) Normal(v4 bool) Persistence {
 	switch {
 	case p.Timeout == 0:
 		return Persistence{}
@@ -297,4 +300,46 @@ func (s *Service) Persistence() Persistence {
 		return *p
 	}
 	return Persistence{}
+}
+
+// ParseNetmask reads ipvsadm's -M: an IPv4 netmask (255.255.255.0) for
+// an IPv4 service, or a prefix length (24; IPv6's 64). It returns the
+// prefix length.
+func ParseNetmask(s string, v4 bool) (int, error) {
+	top := 128
+	if v4 {
+		top = 32
+	}
+	if n, err := strconv.Atoi(s); err == nil {
+		if n < 1 || n > top {
+			return 0, fmt.Errorf("%q is not a prefix length 1-%d", s, top)
+		}
+		return n, nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil || !v4 || !a.Is4() {
+		if v4 {
+			return 0, fmt.Errorf("%q is not an IPv4 netmask (255.255.255.0) or a prefix length", s)
+		}
+		return 0, fmt.Errorf("%q is not a prefix length 1-128 (an IPv6 service's netmask)", s)
+	}
+	m := binary.BigEndian.Uint32(a.AsSlice())
+	ones := bits.LeadingZeros32(^m)
+	if ones == 0 || m<<ones != 0 {
+		return 0, fmt.Errorf("%q is not a netmask: its ones must be contiguous from the left, and at least one", s)
+	}
+	return ones, nil
+}
+
+// NetmaskString is a prefix length as ipvsadm prints -M: an IPv4 netmask
+// dotted, an IPv6 one as its length; empty for the whole address.
+func NetmaskString(bits int, v4 bool) string {
+	switch {
+	case v4 && bits > 0 && bits < 32:
+		m := ^uint32(0) << (32 - bits)
+		return netip.AddrFrom4([4]byte{byte(m >> 24), byte(m >> 16), byte(m >> 8), byte(m)}).String()
+	case !v4 && bits > 0 && bits < 128:
+		return strconv.Itoa(bits)
+	}
+	return ""
 }

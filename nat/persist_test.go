@@ -102,7 +102,7 @@ func TestPersistTemplateExpiry(t *testing.T) {
 	first := fl.rip
 
 	r.tick(59 * time.Second)
-	fl.exchange(t, r.b) // the flow's 90s start again
+	fl.exchange(t, r.b)                                      // the flow's 90s start again
 	if got := mustSyn(t, r.b, client, 10001); got != first { // refreshes: 60s from here
 		t.Fatalf("within the timeout, went to %v, not %v", got, first)
 	}
@@ -319,7 +319,9 @@ func TestPersistRefusals(t *testing.T) {
 		}, "port 0 (all ports) needs persistence"},
 		{func(tx *Tx) error { _, err := tx.AddDest(r.svc, rs1, 0, 1); return err }, "port 0"},
 		{func(tx *Tx) error { return tx.SetPersistence(r.svc, Persistence{Timeout: time.Minute, Mask: 33}) }, "netmask /33"},
-		{func(tx *Tx) error { return tx.SetPersistence(r.svc, Persistence{Timeout: MaxPersistTimeout + time.Second}) }, "persistence timeout"},
+		{func(tx *Tx) error {
+			return tx.SetPersistence(r.svc, Persistence{Timeout: MaxPersistTimeout + time.Second})
+		}, "persistence timeout"},
 		{func(tx *Tx) error { return tx.SetPersistence(r.svc, Persistence{Timeout: time.Millisecond}) }, "below a second"},
 		{func(tx *Tx) error {
 			s, err := tx.AddService(ServiceConfig{Addr: vip, Port: 0, Protocol: UDP, Scheduler: "rr", Persistence: Persistence{Timeout: time.Minute}})

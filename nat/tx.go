@@ -250,7 +250,7 @@ func (tx *Tx) AddService(sc ServiceConfig) (*Service, error) {
 	s.synproxy.Store(sc.Synproxy)
 	s.clientAddr.Store(uint32(sc.ClientAddr))
 	s.timestamps.Store(uint32(sc.Timestamps))
-	if p := sc.Persistence.norm(sc.Addr.Is4()); p.Timeout > 0 {
+	if p := sc.Persistence.Normal(sc.Addr.Is4()); p.Timeout > 0 {
 		s.tmpl.Store(new(templates))
 		s.persist.Store(&p)
 	}
@@ -388,7 +388,7 @@ func (tx *Tx) SetPersistence(s *Service, p Persistence) error {
 	if s.Port == 0 && p.Timeout == 0 {
 		return fmt.Errorf("service %s: port 0 (all ports) needs persistence (-p), as in IPVS", s)
 	}
-	p = p.norm(s.Addr.Is4())
+	p = p.Normal(s.Addr.Is4())
 	tx.stage(s).persist = &p
 	tx.n++
 	return nil

@@ -26,6 +26,9 @@ func printList(w io.Writer, info api.Info, svcs []api.Service, c *command) {
 	case c.rate:
 		fmt.Fprintf(w, "%-33s %8s %8s %8s %8s %8s\n", "Prot LocalAddress:Port", "CPS", "InPPS", "OutPPS", "InBPS", "OutBPS")
 		fmt.Fprintf(w, "  -> RemoteAddress:Port\n")
+	case c.pconn:
+		fmt.Fprintf(w, "%-33s %-9s %-11s %-10s %-10s\n", "Prot LocalAddress:Port", "Weight", "PersistConn", "ActiveConn", "InActConn")
+		fmt.Fprintf(w, "  -> RemoteAddress:Port\n")
 	default:
 		fmt.Fprintf(w, "Prot LocalAddress:Port Scheduler Flags\n")
 		fmt.Fprintf(w, "  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n")
@@ -44,6 +47,13 @@ func printList(w io.Writer, info api.Info, svcs []api.Service, c *command) {
 			}
 		default:
 			line := fmt.Sprintf("%s %s", svcName(s), s.Scheduler)
+			if s.Persistent > 0 {
+				// ipvsadm's order: persistent, its mask, then synproxy.
+				line += fmt.Sprintf(" persistent %d", s.Persistent)
+				if s.PersistenceNetmask != "" {
+					line += " mask " + s.PersistenceNetmask
+				}
+			}
 			if s.Synproxy {
 				line += " synproxy"
 			}
@@ -53,6 +63,10 @@ func printList(w io.Writer, info api.Info, svcs []api.Service, c *command) {
 			}
 			fmt.Fprintln(w, line)
 			for _, d := range s.Dests {
+				if c.pconn {
+					fmt.Fprintf(w, "  -> %-28s %-9d %-11d %-10d %-10d\n", d.Addr, d.Weight, d.PersistConn, d.ActiveConn, d.InActConn)
+					continue
+				}
 				fmt.Fprintf(w, "  -> %-28s %-7s %-6d %-10d %-10d\n", d.Addr, d.Forward, d.Weight, d.ActiveConn, d.InActConn)
 			}
 		}
@@ -133,6 +147,12 @@ func printRules(w io.Writer, svcs []api.Service, c *command) {
 			flag = "-u"
 		}
 		line := fmt.Sprintf("-A %s %s -s %s", flag, s.Addr, s.Scheduler)
+		if s.Persistent > 0 {
+			line += fmt.Sprintf(" -p %d", s.Persistent)
+			if s.PersistenceNetmask != "" {
+				line += " -M " + s.PersistenceNetmask
+			}
+		}
 		if s.Synproxy {
 			line += " -j enable"
 		}
