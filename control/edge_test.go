@@ -78,3 +78,38 @@ func TestParseOp(t *testing.T) {
 		t.Fatalf("batch: %v", err)
 	}
 }
+
+// -p and -M through the manager: a persistent service's settings listed,
+// an edit of the netmask alone, -M without persistence refused naming it,
+// and -p 0 turning persistence off.
+func TestManagerPersistence(t *testing.T) {
+	m := newManager(t)
+	p600, p0 := uint32(600), uint32(0)
+	do := func(op api.Op) error {
+		o, err := parseOp(op)
+		if err != nil {
+			return err
+		}
+		return m.Batch([]Op{o})
+	}
+	key := api.ServiceKey{Protocol: "tcp", Addr: "10.0.0.1:80"}
+	if err := do(api.Op{Op: "add-service", Service: &api.ServiceSpec{ServiceKey: key, Scheduler: "rr", Persistent: &p600}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := do(api.Op{Op: "edit-service", Service: &api.ServiceSpec{ServiceKey: key, PersistenceNetmask: "255.255.0.0"}}); err != nil {
+		t.Fatal(err)
+	}
+	if s := m.Services()[0]; s.Persistent != 600 || s.PersistenceNetmask != "255.255.0.0" {
+		t.Fatalf("listed persistent %d mask %q, want 600 255.255.0.0", s.Persistent, s.PersistenceNetmask)
+	}
+	other := api.ServiceKey{Protocol: "tcp", Addr: "10.0.0.1:81"}
+	if err := do(api.Op{Op: "add-service", Service: &api.ServiceSpec{ServiceKey: other, PersistenceNetmask: "24"}}); err == nil || !strings.Contains(err.Error(), "netmask (-M) needs persistence (-p)") {
+		t.Fatalf("-M without -p: %v", err)
+	}
+	if err := do(api.Op{Op: "edit-service", Service: &api.ServiceSpec{ServiceKey: key, Persistent: &p0}}); err != nil {
+		t.Fatal(err)
+	}
+	if s := m.Services()[0]; s.Persistent != 0 || s.PersistenceNetmask != "" {
+		t.Fatalf("after -p 0: persistent %d mask %q", s.Persistent, s.PersistenceNetmask)
+	}
+}

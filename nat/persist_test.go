@@ -145,6 +145,83 @@ func TestPersistTemplateDeadline(t *testing.T) {
 	if r.b.Templates() != 0 {
 		t.Fatal("lives past its timeout with no connection")
 	}
+
+	// Each use refreshes it: used at 50s, it is there at 109s (with no
+	// connection left), and gone at 110s.
+	mustSyn(t, r.b, client, 10001)
+	r.tick(50 * time.Second)
+	mustSyn(t, r.b, client, 10002)
+	r.tick(59 * time.Second)
+	if r.b.Table().Len() != 0 || r.b.Templates() != 1 {
+		t.Fatalf("59s after its last use: connections %d, templates %d, want 0 and 1", r.b.Table().Len(), r.b.Templates())
+	}
+	r.tick(time.Second)
+	if r.b.Templates() != 0 {
+		t.Fatal("lives past its timeout from its last use")
+	}
+}
+
+// A connection the template chose a server for but that is not made (the
+// server's next hop unknown) holds no count in it; with no server at all
+// no template is made (or counted), and a quiescent one stays until a
+// server can replace it.
+func TestPersistNoServer(t *testing.T) {
+	r := persistRig(t, Persistence{Timeout: time.Minute}, nil)
+	rs3 := netip.MustParseAddr("10.20.3.2")
+	if err := r.b.Update(func(tx *Tx) error {
+		if _, err := tx.AddDest(r.svc, rs3, 8080, 1); err != nil {
+			return err
+		}
+		if err := tx.SetWeight(r.svc, rs1, 8080, 0); err != nil {
+			return err
+		}
+		return tx.SetWeight(r.svc, rs2, 8080, 0)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := synTo(t, r.b, client, 10000, 80); v != Drop || r.b.Stats.Drop(DropNoNeighbor) != 1 {
+		t.Fatalf("to a server of no next hop: %v, drops %v", v, r.b.Stats.Drops())
+	}
+	if l := r.b.TemplateList(); len(l) != 1 || l[0].Conns != 0 || l[0].RIP.Addr() != rs3 {
+		t.Fatalf("templates %+v, want one to %v holding no connection", l, rs3)
+	}
+	r.setWeight(t, rs3, 8080, 0)
+	if v, _ := synTo(t, r.b, client, 10001, 80); v != Drop || r.b.Stats.Drop(DropNoDest) != 1 {
+		t.Fatalf("every server drained: %v, drops %v", v, r.b.Stats.Drops())
+	}
+	if v, _ := synTo(t, r.b, clientAddr(1), 10000, 80); v != Drop || r.b.Stats.Drop(DropNoDest) != 2 {
+		t.Fatalf("every server drained, a new client: %v, drops %v", v, r.b.Stats.Drops())
+	}
+	if n := r.b.Templates(); n != 1 {
+		t.Fatalf("templates %d, want the quiescent one only", n)
+	}
+}
+
+func TestNetmaskText(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		v4   bool
+		bits int
+		out  string
+	}{
+		{"255.255.255.0", true, 24, "255.255.255.0"}, {"24", true, 24, "255.255.255.0"}, {"255.255.255.255", true, 32, ""},
+		{"255.255.255.128", true, 25, "255.255.255.128"}, {"128.0.0.0", true, 1, "128.0.0.0"}, {"1", true, 1, "128.0.0.0"},
+		{"64", false, 64, "64"}, {"128", false, 128, ""}, {"1", false, 1, "1"},
+	} {
+		bits, err := ParseNetmask(c.in, c.v4)
+		if err != nil || bits != c.bits || NetmaskString(bits, c.v4) != c.out {
+			t.Errorf("%q: /%d %v, printed %q; want /%d %q", c.in, bits, err, NetmaskString(bits, c.v4), c.bits, c.out)
+		}
+	}
+	for _, c := range []struct {
+		in string
+		v4 bool
+	}{{"0", true}, {"33", true}, {"0.0.0.0", true}, {"255.0.255.0", true}, {"255.255.255.1", true}, {"::", true}, {"x", true},
+		{"129", false}, {"0", false}, {"255.255.255.0", false}, {"ffff::", false}} {
+		if bits, err := ParseNetmask(c.in, c.v4); err == nil {
+			t.Errorf("%q (v4 %v) taken as /%d", c.in, c.v4, bits)
+		}
+	}
 }
 
 // -M 255.255.255.0: two clients of one /24 share a template and a server;
