@@ -330,16 +330,15 @@ func TestPersistQuiescentTemplate(t *testing.T) {
 	}
 }
 
-// Port 0 (all ports): one template per client covers every port of the
-// VIP; each connection keeps its own port to the server; a service of its
-// own port on the VIP wins.
-func TestPersistAllPorts(t *testing.T) {
+// allPortsRig is the rig with a persistent all-ports service on its VIP
+// too: rr over rs1 and rs2 on port 0.
+func allPortsRig(t *testing.T) *rig {
+	t.Helper()
 	r := newRig(t, TCP, "rr", nil)
-	var all *Service
 	if err := r.b.Update(func(tx *Tx) error {
-		var err error
-		if all, err = tx.AddService(ServiceConfig{Name: "all", Addr: vip, Port: 0, Protocol: TCP, Scheduler: "rr",
-			Persistence: Persistence{Timeout: time.Minute}}); err != nil {
+		all, err := tx.AddService(ServiceConfig{Name: "all", Addr: vip, Port: 0, Protocol: TCP, Scheduler: "rr",
+			Persistence: Persistence{Timeout: time.Minute}})
+		if err != nil {
 			return err
 		}
 		if _, err = tx.AddLocalAddr(all, lip1); err != nil {
@@ -356,6 +355,34 @@ func TestPersistAllPorts(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
+	return r
+}
+
+// A connection of an all-ports service moves to another instance
+// (connection sync): its record names the client's port, which the
+// importer finds the port-0 service and server by.
+func TestPersistAllPortsImport(t *testing.T) {
+	a, b := allPortsRig(t), allPortsRig(t)
+	if v, _ := synTo(t, a.b, client, 10000, 443); v != Forward {
+		t.Fatal("SYN to 443 not forwarded")
+	}
+	recs := exportAll(a.b)
+	if len(recs) != 1 {
+		t.Fatalf("%d records, want 1", len(recs))
+	}
+	if err := b.b.ImportConn(&recs[0]); err != nil {
+		t.Fatalf("import: %v", err)
+	}
+	if c := b.b.Table().Conns(); len(c) != 1 || c[0].VIP.Port() != 443 || c[0].RIP.Port() != 443 {
+		t.Fatalf("imported %+v", c)
+	}
+}
+
+// Port 0 (all ports): one template per client covers every port of the
+// VIP; each connection keeps its own port to the server; a service of its
+// own port on the VIP wins.
+func TestPersistAllPorts(t *testing.T) {
+	r := allPortsRig(t)
 	v, first := synTo(t, r.b, client, 10000, 443)
 	if v != Forward || first.Port() != 443 {
 		t.Fatalf("SYN to port 443: %v to %v, want forwarded to port 443", v, first)
