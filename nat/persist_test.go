@@ -528,3 +528,33 @@ func TestPersistConcurrent(t *testing.T) {
 		t.Fatalf("templates %d, want 1", r.b.Templates())
 	}
 }
+
+// BenchmarkPersistPick is what persistence adds to a new connection: the
+// template's lookup under its shard's lock (a client with a template),
+// against rr's pick alone.
+func BenchmarkPersistPick(b *testing.B) {
+	r := newRig(b, TCP, "rr", func(c *Config) { c.MaxTemplates = 4096 })
+	if err := r.b.Update(func(tx *Tx) error { return tx.SetPersistence(r.svc, Persistence{Timeout: time.Minute}) }); err != nil {
+		b.Fatal(err)
+	}
+	ts, p := r.svc.tmpl.Load(), r.svc.Persistence()
+	var clients [1024]addr16
+	for i := range clients {
+		clients[i] = netip.AddrFrom4([4]byte{10, 1, byte(i >> 8), byte(i)}).As16()
+		r.b.persistPick(r.svc, ts, p, &clients[i])
+	}
+	b.Run("template", func(b *testing.B) {
+		b.ReportAllocs()
+		for i := 0; i < b.N; i++ {
+			_, t, _ := r.b.persistPick(r.svc, ts, p, &clients[i&1023])
+			t.conns.Add(-1)
+		}
+	})
+	b.Run("rr", func(b *testing.B) {
+		b.ReportAllocs()
+		sched := r.svc.dests.Load().sched
+		for i := 0; i < b.N; i++ {
+			sched.pick(&clients[i&1023])
+		}
+	})
+}
