@@ -268,7 +268,7 @@ func (c *command) checkCluster() error {
 	}
 	if c.service != "" || c.real != "" || c.laddr != "" || c.prefix != "" || c.sched != "" || c.persist != nil || c.netmask != "" ||
 		c.synproxy != nil || c.client != "" || c.tcpTS != "" || c.estTO != 0 || c.weight != nil || c.forward != "" ||
-		c.cps != nil || c.srcConns != nil || c.halfOpen != nil || c.conns || c.stats || c.rate || c.exact ||
+		c.cps != nil || c.srcConns != nil || c.halfOpen != nil || c.conns || c.stats || c.rate || c.exact || c.pconn ||
 		c.count != 0 || c.numeric && c.op != "bgp" {
 		takes := map[string]string{"bgp": "-L and -n only", "drain": "--wait and --timeout only"}[c.op]
 		if takes == "" {
