@@ -257,8 +257,8 @@ type TemplateInfo struct {
 	Expires  time.Duration
 	Client   netip.AddrPort // the masked address, port 0
 	VIP      netip.AddrPort // the service's: port 0 for an all-ports service
-	RIP      netip.AddrPort
-	Conns    int64 // the open connections it gave its server
+	RIP      netip.AddrPort // the server's; port 0 for an all-ports service, as IPVS shows it
+	Conns    int64          // the open connections it gave its server
 }
 
 // TemplateList returns a snapshot of every template of the persistent
@@ -275,12 +275,18 @@ func (b *Balancer) TemplateList() []TemplateInfo {
 			sh := &ts.shards[i]
 			sh.mu.Lock()
 			for _, t := range sh.m {
+				rport := t.dest.Port
+				if s.Port == 0 {
+					// IPVS's port-zero template: <protocol, caddr, 0,
+					// vaddr, 0, daddr, 0> (ip_vs_sched_persist).
+					rport = 0
+				}
 				out = append(out, TemplateInfo{
 					Protocol: s.Protocol,
 					Expires:  time.Duration(max(t.deadline.Load()-now, 0)),
 					Client:   addrPort(t.client, 0),
 					VIP:      netip.AddrPortFrom(s.Addr, s.Port),
-					RIP:      netip.AddrPortFrom(t.dest.Addr, t.dest.Port),
+					RIP:      netip.AddrPortFrom(t.dest.Addr, rport),
 					Conns:    t.conns.Load(),
 				})
 			}

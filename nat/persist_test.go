@@ -558,3 +558,36 @@ func BenchmarkPersistPick(b *testing.B) {
 		}
 	})
 }
+
+// A server of its own port in an all-ports service takes every port's
+// connections there; its template shows port 0, as IPVS's port-zero
+// template does.
+func TestPersistAllPortsFixedPort(t *testing.T) {
+	r := allPortsRig(t)
+	all, err := r.b.Service(TCP, vip, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs3 := netip.MustParseAddr("10.20.3.2")
+	if err := r.b.Update(func(tx *Tx) error {
+		d, err := tx.AddDest(all, rs3, 8443, 1)
+		if err != nil {
+			return err
+		}
+		d.SetNextHopMAC(macGateway)
+		if err := tx.SetWeight(all, rs1, 0, 0); err != nil {
+			return err
+		}
+		return tx.SetWeight(all, rs2, 0, 0)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for i, port := range []uint16{443, 22} {
+		if v, to := synTo(t, r.b, client, uint16(10000+i), port); v != Forward || to != netip.AddrPortFrom(rs3, 8443) {
+			t.Fatalf("SYN to port %d: %v to %v, want %v:8443", port, v, to, rs3)
+		}
+	}
+	if l := r.b.TemplateList(); len(l) != 1 || l[0].RIP != netip.AddrPortFrom(rs3, 0) {
+		t.Fatalf("templates %+v, want one to %v:0", l, rs3)
+	}
+}
