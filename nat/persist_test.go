@@ -591,3 +591,25 @@ func TestPersistAllPortsFixedPort(t *testing.T) {
 		t.Fatalf("templates %+v, want one to %v:0", l, rs3)
 	}
 }
+
+// BenchmarkSweepTemplates is the sweep's look at 1M live templates (none
+// due): the cost a persistent service's templates add to every sweep.
+func BenchmarkSweepTemplates(b *testing.B) {
+	const n = 1 << 20
+	r := newRig(b, TCP, "rr", func(c *Config) { c.MaxTemplates = n })
+	if err := r.b.Update(func(tx *Tx) error { return tx.SetPersistence(r.svc, Persistence{Timeout: time.Hour}) }); err != nil {
+		b.Fatal(err)
+	}
+	ts, p := r.svc.tmpl.Load(), r.svc.Persistence()
+	for i := range n {
+		a := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}).As16()
+		_, t, _ := r.b.persistPick(r.svc, ts, p, &a)
+		t.conns.Add(-1)
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if r.b.sweepTemplates(r.b.table.now.Load()) != 0 {
+			b.Fatal("expired")
+		}
+	}
+}
