@@ -155,6 +155,8 @@ type Balancer struct {
 	// by maxTemplates (Config.MaxTemplates; persist.go).
 	templates    atomic.Int64
 	maxTemplates int64
+	tmplWheel    *tmplWheel  // when each template is due to be looked at (persist.go)
+	tmplBuf      []*template // the sweep's due templates
 }
 
 // Link is the balancer's way to the devices around it beyond the frame it
@@ -206,6 +208,7 @@ func New(cfg Config) (*Balancer, error) {
 		cfg.ClientMTU = 1500
 	}
 	b := &Balancer{cfg: cfg, table: newTable(cfg.MaxConns), readers: 1 << bits.Len(uint(cfg.Readers-1)), link: noLink{}}
+	b.tmplWheel = new(tmplWheel)
 	b.maxTemplates = int64(cfg.MaxTemplates)
 	if b.maxTemplates <= 0 {
 		b.maxTemplates = int64(cfg.MaxConns)

@@ -25,7 +25,9 @@ import (
 // deadline has passed and no connection it gave a server is still open;
 // one that still has some is given the timeout again (ip_vs_conn_expire
 // re-arms a template with controlled connections). The sweep
-// (Balancer.Sweep) expires them.
+// (Balancer.Sweep) expires them through a wheel of their own, filed as
+// the connections' are (expiry.go): it looks at the templates due, not
+// at all of them.
 //
 // A template whose server is drained (weight 0) or no longer the
 // service's (deleted, or taken out by its health check) is not used:
@@ -87,8 +89,14 @@ func (p Persistence) Normal(v4 bool) Persistence {
 type template struct {
 	client   addr16 // masked
 	dest     *Dest
+	svc      *Service
+	ts       *templates   // svc's, whose map holds it
 	deadline atomic.Int64 // table clock
 	conns    atomic.Int64 // connections it gave its server that are still open
+	// dead is set when it leaves its map (expired, replaced, cleared):
+	// its wheel entry is then dropped.
+	dead  atomic.Bool
+	filed int64 // the wheel's tick it is filed under; under its stripe's lock
 }
 
 // usable is IPVS's ip_vs_check_template: the server is still the
@@ -107,16 +115,83 @@ const templateShards = 64
 // persistent service (not by other packets), by the sweep and by a
 // listing.
 type templates struct {
-	shards [templateShards]struct {
-		mu sync.Mutex
-		m  map[addr16]*template
-		_  [40]byte
-	}
+	shards [templateShards]tmplShard
 }
 
-func (ts *templates) shard(k *addr16) int {
-	h := hashAddr(k)
-	return int(h % templateShards)
+type tmplShard struct {
+	mu sync.Mutex
+	m  map[addr16]*template
+	_  [40]byte
+}
+
+func (ts *templates) shard(k *addr16) *tmplShard {
+	return &ts.shards[hashAddr(k)%templateShards]
+}
+
+// tmplWheel files templates by deadline as the connections' wheel files
+// connections (expiry.go, whose ticks and horizon it shares): a use that
+// pushes a deadline later does not touch it; when the old tick comes the
+// sweep files the template again. A template is filed when it is made
+// (under its shard's lock, then its stripe's: the order everywhere) and
+// by the sweep.
+type tmplWheel struct {
+	stripes [tmplStripes]tmplStripe
+	done    atomic.Int64 // the last tick swept: nothing is filed at or before it
+}
+
+const tmplStripes = 16
+
+type tmplStripe struct {
+	mu    sync.Mutex
+	slots [wheelSlots][]*template
+	_     [56]byte
+}
+
+func (w *tmplWheel) stripe(t *template) *tmplStripe {
+	return &w.stripes[hashAddr(&t.client)%tmplStripes]
+}
+
+func (w *tmplWheel) file(t *template) {
+	s := w.stripe(t)
+	s.mu.Lock()
+	w.put(s, t, t.deadline.Load())
+	s.mu.Unlock()
+}
+
+// put files t in stripe s (locked) under deadline, within one turn of the
+// last tick swept.
+func (w *tmplWheel) put(s *tmplStripe, t *template, deadline int64) {
+	done := w.done.Load()
+	tick := min(max(tickOf(deadline), done+1), done+wheelSlots-1)
+	t.filed = tick
+	i := tick % wheelSlots
+	s.slots[i] = append(s.slots[i], t)
+}
+
+// due appends to out the templates filed under the ticks that have
+// passed up to now; the sweep decides on each under its shard's lock
+// (sweepTemplates), where its deadline and its place in the map are
+// known for sure. Only the sweeper calls it.
+func (w *tmplWheel) due(now int64, out []*template) []*template {
+	last := now / wheelTick
+	for tk := w.done.Load() + 1; tk <= last; tk++ {
+		w.done.Store(tk) // new entries go after tk from here on
+		i := tk % wheelSlots
+		for k := range w.stripes {
+			s := &w.stripes[k]
+			s.mu.Lock()
+			list := s.slots[i]
+			for _, t := range list {
+				if t.filed == tk { // else filed again since
+					out = append(out, t)
+				}
+			}
+			clear(list)
+			s.slots[i] = list[:0]
+			s.mu.Unlock()
+		}
+	}
+	return out
 }
 
 // maskAddr keeps the first bits of a (IPv4 counts from the address's own
@@ -146,13 +221,17 @@ func maskAddr(a *addr16, bits int) addr16 {
 func (b *Balancer) persistPick(svc *Service, ts *templates, p Persistence, client *addr16) (*Dest, *template, Verdict) {
 	k := maskAddr(client, p.Mask)
 	now := b.table.now.Load()
-	sh := &ts.shards[ts.shard(&k)]
+	sh := ts.shard(&k)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	t := sh.m[k]
 	if t != nil && t.usable() {
 		t.conns.Add(1)
-		t.deadline.Store(now + int64(p.Timeout))
+		if d := now + int64(p.Timeout); t.deadline.Swap(d) > d {
+			// A shorter timeout since (-p): filed earlier, or it would
+			// wait for its old tick.
+			b.tmplWheel.file(t)
+		}
 		return t.dest, t, Forward
 	}
 	if t == nil && b.templates.Add(1) > b.maxTemplates {
@@ -172,15 +251,17 @@ func (b *Balancer) persistPick(svc *Service, ts *templates, p Persistence, clien
 		// A quiescent template gives way to the new one; the connections
 		// it gave its server keep it until they end, uncounted.
 		t.dest.persistConns.Add(-1)
+		t.dead.Store(true)
 	}
 	if sh.m == nil {
 		sh.m = map[addr16]*template{}
 	}
-	t = &template{client: k, dest: dest}
+	t = &template{client: k, dest: dest, svc: svc, ts: ts}
 	t.conns.Store(1)
 	t.deadline.Store(now + int64(p.Timeout))
 	sh.m[k] = t
 	dest.persistConns.Add(1)
+	b.tmplWheel.file(t)
 	return dest, t, Forward
 }
 
@@ -191,59 +272,58 @@ func (c *Conn) unpersist() {
 	}
 }
 
-// sweepTemplates expires the templates whose deadline has passed and that
-// no open connection holds; one still held gets the timeout again. It
-// returns how many expired.
+// sweepTemplates expires the templates due whose deadline has passed
+// and that no open connection holds; one still held gets its service's
+// timeout again. It returns how many expired. Only the sweeper calls it.
 func (b *Balancer) sweepTemplates(now int64) int {
+	b.tmplBuf = b.tmplWheel.due(now, b.tmplBuf[:0])
 	n := 0
-	for _, s := range b.set.Load().services() {
-		p := s.Persistence()
-		if p.Timeout == 0 {
-			continue
-		}
-		ts := s.tmpl.Load()
-		if ts == nil {
-			continue
-		}
-		n += ts.expire(b, func(t *template) bool {
-			if t.deadline.Load() > now {
-				return false
-			}
-			if t.conns.Load() > 0 {
-				t.deadline.Store(now + int64(p.Timeout))
-				return false
-			}
-			return true
-		})
-	}
-	return n
-}
-
-// expire drops the templates gone says are, and counts them off.
-func (ts *templates) expire(b *Balancer, gone func(*template) bool) int {
-	n := 0
-	for i := range ts.shards {
-		sh := &ts.shards[i]
+	for _, t := range b.tmplBuf {
+		sh := t.ts.shard(&t.client)
 		sh.mu.Lock()
-		for k, t := range sh.m {
-			if gone(t) {
-				delete(sh.m, k)
-				t.dest.persistConns.Add(-1)
-				b.templates.Add(-1)
-				n++
-			}
+		timeout := t.svc.Persistence().Timeout
+		switch {
+		case t.dead.Load(): // replaced or cleared: its key may be another's now
+		case t.deadline.Load() > now:
+			b.tmplWheel.file(t) // used since it was filed
+		case t.conns.Load() > 0 && timeout > 0:
+			t.deadline.Store(now + int64(timeout))
+			b.tmplWheel.file(t)
+		default:
+			delete(sh.m, t.client)
+			b.dropTemplate(t)
+			n++
 		}
 		sh.mu.Unlock()
 	}
+	clear(b.tmplBuf)
 	return n
+}
+
+// dropTemplate counts off a template taken out of its map (its shard
+// locked).
+func (b *Balancer) dropTemplate(t *template) {
+	t.dead.Store(true)
+	t.dest.persistConns.Add(-1)
+	b.templates.Add(-1)
 }
 
 // clearTemplates drops all of a service's templates: the service is
 // deleted, or its persistence turned off or its netmask changed (a
 // template's key is masked by it).
 func (b *Balancer) clearTemplates(s *Service) {
-	if ts := s.tmpl.Load(); ts != nil {
-		ts.expire(b, func(*template) bool { return true })
+	ts := s.tmpl.Load()
+	if ts == nil {
+		return
+	}
+	for i := range ts.shards {
+		sh := &ts.shards[i]
+		sh.mu.Lock()
+		for k, t := range sh.m {
+			delete(sh.m, k)
+			b.dropTemplate(t)
+		}
+		sh.mu.Unlock()
 	}
 }
 

@@ -128,8 +128,9 @@ func TestPersistTemplateExpiry(t *testing.T) {
 	}
 }
 
-// Without a connection, a template lasts exactly its timeout from its
-// last use.
+// Without a connection, a template lasts its timeout from its last use,
+// and is gone within the wheel's tick (100 ms) after it, as a
+// connection is.
 func TestPersistTemplateDeadline(t *testing.T) {
 	r := persistRig(t, Persistence{Timeout: 60 * time.Second}, nil)
 	mustSyn(t, r.b, client, 10000)
@@ -142,6 +143,10 @@ func TestPersistTemplateDeadline(t *testing.T) {
 		t.Fatal("expired before its timeout")
 	}
 	r.tick(time.Millisecond)
+	if r.b.Templates() != 1 {
+		t.Fatal("expired at its deadline, before the wheel's tick passed")
+	}
+	r.tick(time.Duration(wheelTick))
 	if r.b.Templates() != 0 {
 		t.Fatal("lives past its timeout with no connection")
 	}
@@ -151,7 +156,7 @@ func TestPersistTemplateDeadline(t *testing.T) {
 	mustSyn(t, r.b, client, 10001)
 	r.tick(50 * time.Second)
 	mustSyn(t, r.b, client, 10002)
-	r.tick(59 * time.Second)
+	r.tick(59*time.Second + time.Duration(wheelTick))
 	if r.b.Table().Len() != 0 || r.b.Templates() != 1 {
 		t.Fatalf("59s after its last use: connections %d, templates %d, want 0 and 1", r.b.Table().Len(), r.b.Templates())
 	}
@@ -378,6 +383,40 @@ func TestPersistAllPortsImport(t *testing.T) {
 	}
 }
 
+// A template given a shorter timeout (-p) takes it at its next use, and
+// expires by it, not at the tick its old deadline was filed under.
+func TestPersistShorterTimeout(t *testing.T) {
+	r := persistRig(t, Persistence{Timeout: 10 * time.Minute}, nil)
+	mustSyn(t, r.b, client, 10000)
+	if err := r.b.Update(func(tx *Tx) error { return tx.SetPersistence(r.svc, Persistence{Timeout: time.Minute}) }); err != nil {
+		t.Fatal(err)
+	}
+	r.tick(time.Second)
+	mustSyn(t, r.b, client, 10001) // due at 61s now
+	r.tick(61*time.Second + time.Duration(wheelTick))
+	if n := r.b.Templates(); n != 0 {
+		t.Fatalf("templates %d a minute after its last use with a minute's timeout", n)
+	}
+}
+
+// A replaced template still on the wheel is not its key's any more: when
+// its time comes the template that replaced it stays.
+func TestPersistReplacedTemplateExpires(t *testing.T) {
+	r := persistRig(t, Persistence{Timeout: time.Minute}, nil)
+	first := mustSyn(t, r.b, client, 10000)
+	r.tick(30 * time.Second)
+	r.setWeight(t, first, 8080, 0)
+	second := mustSyn(t, r.b, client, 10001) // a new template, due at 90s
+	r.tick(31 * time.Second)                 // the first's time (60s) has come
+	if n := r.b.Templates(); n != 1 {
+		t.Fatalf("templates %d, want the second one", n)
+	}
+	r.setWeight(t, first, 8080, 1)
+	if got := mustSyn(t, r.b, client, 10002); got != second {
+		t.Fatalf("the client went to %v, its template's server is %v", got, second)
+	}
+}
+
 // Port 0 (all ports): one template per client covers every port of the
 // VIP; each connection keeps its own port to the server; a service of its
 // own port on the VIP wins.
@@ -592,8 +631,9 @@ func TestPersistAllPortsFixedPort(t *testing.T) {
 	}
 }
 
-// BenchmarkSweepTemplates is the sweep's look at 1M live templates (none
-// due): the cost a persistent service's templates add to every sweep.
+// BenchmarkSweepTemplates is a sweep a second with 1M live templates,
+// none due (an hour's timeout): the wheel looks at the ten ticks passed,
+// not at the templates.
 func BenchmarkSweepTemplates(b *testing.B) {
 	const n = 1 << 20
 	r := newRig(b, TCP, "rr", func(c *Config) { c.MaxTemplates = n })
@@ -608,6 +648,7 @@ func BenchmarkSweepTemplates(b *testing.B) {
 	}
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
+		r.b.table.now.Add(int64(time.Second))
 		if r.b.sweepTemplates(r.b.table.now.Load()) != 0 {
 			b.Fatal("expired")
 		}
