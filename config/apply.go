@@ -419,7 +419,7 @@ func (r *reconcile) applyService(sc Service) (errs []error) {
 		to := sc.Timeouts
 		if svc, err = tx.AddService(nat.ServiceConfig{Name: sc.Name, Addr: sc.VIP, Port: sc.Port, Protocol: sc.Protocol,
 			Scheduler: sc.Scheduler, SchedFlags: sc.SchedulerFlags, Timeouts: &to, Synproxy: sc.Synproxy, ClientAddr: sc.ClientAddress,
-			Timestamps: sc.TCPTimestamps}); err != nil {
+			Timestamps: sc.TCPTimestamps, Persistence: sc.Persistence}); err != nil {
 			return []error{fmt.Errorf("vip: %w", err)}
 		}
 		// A service the reload adds is the file's whole: its lists and
@@ -518,6 +518,8 @@ func (r *reconcile) setService(svc *nat.Service, k ServiceKey, sc Service, old *
 		func(s *Service) val { return some(s.ClientAddress) }, func() error { return tx.SetClientAddr(svc, sc.ClientAddress) })
 	r.setting(&errs, k, "tcp_timestamps", some(svc.Timestamps()), some(sc.TCPTimestamps), old,
 		func(s *Service) val { return some(s.TCPTimestamps) }, func() error { return tx.SetTimestamps(svc, sc.TCPTimestamps) })
+	r.setting(&errs, k, "persistence", some(tx.Persistence(svc)), some(sc.Persistence), old,
+		func(s *Service) val { return some(s.Persistence) }, func() error { return tx.SetPersistence(svc, sc.Persistence) })
 	r.setting(&errs, k, "timeouts", some(tx.Timeouts(svc)), some(sc.Timeouts), old,
 		func(s *Service) val { return some(s.Timeouts) }, func() error { return tx.SetTimeouts(svc, sc.Timeouts) })
 	return errs

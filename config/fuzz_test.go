@@ -35,6 +35,10 @@ func FuzzConfig(f *testing.F) {
 		"notify_up: [/bin/nu], notify_down: [rel]"))
 	f.Add(strings.Replace(valid, "port: 80\n    local", "port: 80\n    scheduler: mh\n    scheduler_flags: [mh-fallback, flag-2, sh-port]\n    local", 1))
 	f.Add(valid6)
+	// Issue 25: persistence and all-ports services.
+	f.Add(strings.Replace(valid, "port: 80\n    local", "port: 0\n    persistence_timeout: 600\n    persistence_granularity: 255.255.255.0\n    local", 1))
+	f.Add(strings.Replace(valid, "port: 80\n    local", "port: 80\n    persistence_timeout: -5\n    persistence_granularity: {a: 1}\n    local", 1))
+	f.Add(strings.Replace(valid6, "port: 80\n    local", "port: 80\n    persistence_timeout: 1\n    persistence_granularity: 129\n    local", 1))
 	f.Add(strings.Replace(valid6, "via: fd00:25:84::1}", "via: 172.25.84.1}", 1))
 	f.Add(strings.Replace(valid6, "[172.25.84.10]", "[fd00:25:84::12]", 1))
 	// Issue 20: names and timeouts that were taken unchecked.
@@ -94,8 +98,17 @@ func FuzzConfig(f *testing.F) {
 			}
 		}
 		for _, s := range c.Services {
-			if s.Port == 0 || len(s.LocalAddresses) == 0 || len(s.RealServers) == 0 || s.Timeouts.Check() != nil || nat.CheckName(s.Name) != nil {
+			// Port 0 (all ports) only with persistence, as in IPVS.
+			if s.Port == 0 && s.Persistence.Timeout == 0 || len(s.LocalAddresses) == 0 || len(s.RealServers) == 0 || s.Timeouts.Check() != nil || nat.CheckName(s.Name) != nil {
 				t.Fatalf("accepted service %+v", s)
+			}
+			if p := s.Persistence; p.Timeout < 0 || p.Timeout > nat.MaxPersistTimeout || p.Timeout > 0 && (p.Mask < 1 || p.Mask > 128 || s.VIP.Is4() && p.Mask > 32) {
+				t.Fatalf("accepted persistence %+v", s)
+			}
+			for _, rs := range s.RealServers {
+				if rs.Port == 0 && s.Port != 0 {
+					t.Fatalf("accepted real server port 0 on service port %d", s.Port)
+				}
 			}
 			if len(s.Allow) > srcdefence.MaxCIDRs || len(s.Deny) > srcdefence.MaxCIDRs || s.Limits.SourceCPS < 0 || s.Limits.SourceConns < 0 || s.Limits.HalfOpen < 0 {
 				t.Fatalf("accepted defence %+v", s)

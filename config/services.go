@@ -3,6 +3,8 @@ package config
 import (
 	"fmt"
 	"net/netip"
+	"strconv"
+	"time"
 
 	"github.com/tapvs/tapvs/health"
 	"github.com/tapvs/tapvs/nat"
@@ -40,6 +42,10 @@ type rawService struct {
 	QuorumDown         []string `mapstructure:"quorum_down"`
 	Alpha              bool     `mapstructure:"alpha"`
 	Omega              bool     `mapstructure:"omega"`
+	// keepalived's names: seconds, and the client network a template
+	// covers (an IPv4 netmask, or a prefix length: IPv6's 64).
+	PersistenceTimeout     int `mapstructure:"persistence_timeout"`
+	PersistenceGranularity any `mapstructure:"persistence_granularity"`
 }
 
 type rawRS struct {
@@ -79,6 +85,9 @@ type Service struct {
 	// VS is keepalived's virtual-server behaviour: sorry server, quorum,
 	// alpha and omega (quorum.go).
 	VS
+	// Persistence is persistence_timeout and persistence_granularity
+	// (nat.Persistence.Normal: as the balancer keeps it).
+	Persistence nat.Persistence
 }
 
 // RealServer is one real server of a service.
@@ -110,6 +119,39 @@ func readServices(e *errs, r *raw, base nat.Timeouts) []Service {
 	return out
 }
 
+// persistence reads persistence_timeout and persistence_granularity.
+func persistence(e *errs, f string, r rawService, vip netip.Addr) nat.Persistence {
+	var p nat.Persistence
+	v4 := !vip.Is6()
+	if r.PersistenceTimeout < 0 || time.Duration(r.PersistenceTimeout)*time.Second > nat.MaxPersistTimeout {
+		e.add(f+".persistence_timeout", "%d is out of range 0-%d seconds", r.PersistenceTimeout, int(nat.MaxPersistTimeout/time.Second))
+		return p
+	}
+	p.Timeout = time.Duration(r.PersistenceTimeout) * time.Second
+	if r.PersistenceGranularity != nil {
+		var s string
+		switch g := r.PersistenceGranularity.(type) {
+		case string:
+			s = g
+		case int:
+			s = strconv.Itoa(g)
+		default:
+			e.add(f+".persistence_granularity", "%v is not a netmask (255.255.255.0) or a prefix length", g)
+			return p
+		}
+		bits, err := nat.ParseNetmask(s, v4)
+		switch {
+		case err != nil:
+			e.add(f+".persistence_granularity", "%v", err)
+		case p.Timeout == 0:
+			e.add(f+".persistence_granularity", "needs persistence_timeout")
+		default:
+			p.Mask = bits
+		}
+	}
+	return p.Normal(v4)
+}
+
 func port(e *errs, f string, p int) (uint16, bool) {
 	if p < 1 || p > 65535 {
 		e.add(f, "%d is not a port", p)
@@ -139,7 +181,14 @@ func service(e *errs, f string, r rawService, base nat.Timeouts, has6 sides6) Se
 	} else {
 		s.VIP = vip
 	}
-	s.Port, _ = port(e, f+".port", r.Port)
+	if r.Port == 0 && r.PersistenceTimeout > 0 {
+		s.Port = 0 // all ports: IPVS allows it with persistence only (nat/persist.go)
+	} else if r.Port == 0 {
+		e.add(f+".port", "0 (all ports) needs persistence_timeout, as in IPVS")
+	} else {
+		s.Port, _ = port(e, f+".port", r.Port)
+	}
+	s.Persistence = persistence(e, f, r, s.VIP)
 	proto := r.Protocol
 	if proto == "" {
 		proto = "tcp"
@@ -200,12 +249,17 @@ func service(e *errs, f string, r rawService, base nat.Timeouts, has6 sides6) Se
 		} else {
 			out.Address = a
 		}
-		out.Port, _ = port(e, rf+".port", rs.Port)
+		if rs.Port != 0 || r.Port != 0 {
+			out.Port, _ = port(e, rf+".port", rs.Port)
+		} // else the server of an all-ports service takes each client's port
 		switch {
 		case rs.Health != nil:
 			out.Health = healthSpec(e, rf+".health_check", rs.Health)
 		case r.Health != nil:
 			out.Health = healthSpec(e, f+".health_check", r.Health)
+		}
+		if out.Health != nil && out.Health.Port == 0 && out.Port == 0 && rs.Port == 0 && r.Port == 0 {
+			e.add(rf+".health_check.port", "is needed: the server of an all-ports service has no port of its own to check")
 		}
 		out.Weight = 1
 		if rs.Weight != nil {

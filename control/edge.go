@@ -51,8 +51,18 @@ func parseService(s api.ServiceSpec) (ServiceSpec, error) {
 	if err != nil {
 		return ServiceSpec{}, err
 	}
-	if s.Persistent != 0 {
-		return ServiceSpec{}, fmt.Errorf("persistence (-p) is not supported yet")
+	var persist *time.Duration
+	if s.Persistent != nil {
+		d := time.Duration(*s.Persistent) * time.Second
+		persist = &d
+	}
+	var mask *int
+	if s.PersistenceNetmask != "" {
+		bits, err := nat.ParseNetmask(s.PersistenceNetmask, k.Addr.Addr().Is4())
+		if err != nil {
+			return ServiceSpec{}, fmt.Errorf("persistence_netmask: %w", err)
+		}
+		mask = &bits
 	}
 	var client *nat.ClientAddr
 	if s.ClientAddress != "" {
@@ -73,7 +83,8 @@ func parseService(s api.ServiceSpec) (ServiceSpec, error) {
 	// Seconds as uint32 cannot overflow a Duration; the Manager checks the
 	// value against nat's limit.
 	return ServiceSpec{ServiceKey: k, Name: s.Name, Scheduler: s.Scheduler, SchedFlags: s.SchedFlags, Synproxy: s.Synproxy, ClientAddr: client, Timestamps: ts,
-		EstablishedTimeout: time.Duration(s.EstablishedTimeout) * time.Second, Limits: limitsOf(s.Limits)}, nil
+		EstablishedTimeout: time.Duration(s.EstablishedTimeout) * time.Second, Limits: limitsOf(s.Limits),
+		Persistent: persist, Netmask: mask}, nil
 }
 
 // parseDest reads a real server; tapvs forwards by FULLNAT only, so any

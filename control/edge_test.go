@@ -25,7 +25,10 @@ func TestParseOp(t *testing.T) {
 		{api.Op{Op: "set-timeouts"}, "set-timeouts needs timeouts"},
 		{api.Op{Op: "delete-service", Service: &api.ServiceSpec{ServiceKey: api.ServiceKey{Protocol: "sctp", Addr: "10.0.0.1:80"}}}, "not a protocol"},
 		{api.Op{Op: "delete-service", Service: &api.ServiceSpec{ServiceKey: api.ServiceKey{Protocol: "tcp", Addr: "10.0.0.1"}}}, `"10.0.0.1" is not VIP:port`},
-		{api.Op{Op: "add-service", Service: &api.ServiceSpec{ServiceKey: key, Persistent: 300}}, "persistence (-p) is not supported yet"},
+		{api.Op{Op: "add-service", Service: &api.ServiceSpec{ServiceKey: key, PersistenceNetmask: "255.0.255.0"}}, `persistence_netmask: "255.0.255.0" is not a netmask`},
+		{api.Op{Op: "add-service", Service: &api.ServiceSpec{ServiceKey: key, PersistenceNetmask: "33"}}, `persistence_netmask: "33" is not a prefix length 1-32`},
+		{api.Op{Op: "add-service", Service: &api.ServiceSpec{ServiceKey: key, PersistenceNetmask: "0.0.0.0"}}, `persistence_netmask: "0.0.0.0" is not a netmask`},
+		{api.Op{Op: "add-service", Service: &api.ServiceSpec{ServiceKey: api.ServiceKey{Protocol: "tcp", Addr: "[fd00::1]:80"}, PersistenceNetmask: "255.255.255.0"}}, `persistence_netmask: "255.255.255.0" is not a prefix length 1-128`},
 		{api.Op{Op: "add-dest", Service: svc, Dest: &api.DestSpec{Addr: "10.1.0.1"}}, `"10.1.0.1" is not RIP:port`},
 		{api.Op{Op: "add-dest", Service: svc, Dest: &api.DestSpec{Addr: "10.1.0.1:80", Forward: "tunnel"}}, "FULLNAT only"},
 		{api.Op{Op: "add-laddr", Service: svc, LocalAddr: "10.0.9"}, `"10.0.9" is not a local address`},
@@ -73,5 +76,40 @@ func TestParseOp(t *testing.T) {
 	var be *BatchError
 	if !errors.As(err, &be) || be.Index != 1 {
 		t.Fatalf("batch: %v", err)
+	}
+}
+
+// -p and -M through the manager: a persistent service's settings listed,
+// an edit of the netmask alone, -M without persistence refused naming it,
+// and -p 0 turning persistence off.
+func TestManagerPersistence(t *testing.T) {
+	m := newManager(t)
+	p600, p0 := uint32(600), uint32(0)
+	do := func(op api.Op) error {
+		o, err := parseOp(op)
+		if err != nil {
+			return err
+		}
+		return m.Batch([]Op{o})
+	}
+	key := api.ServiceKey{Protocol: "tcp", Addr: "10.0.0.1:80"}
+	if err := do(api.Op{Op: "add-service", Service: &api.ServiceSpec{ServiceKey: key, Scheduler: "rr", Persistent: &p600}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := do(api.Op{Op: "edit-service", Service: &api.ServiceSpec{ServiceKey: key, PersistenceNetmask: "255.255.0.0"}}); err != nil {
+		t.Fatal(err)
+	}
+	if s := m.Services()[0]; s.Persistent != 600 || s.PersistenceNetmask != "255.255.0.0" {
+		t.Fatalf("listed persistent %d mask %q, want 600 255.255.0.0", s.Persistent, s.PersistenceNetmask)
+	}
+	other := api.ServiceKey{Protocol: "tcp", Addr: "10.0.0.1:81"}
+	if err := do(api.Op{Op: "add-service", Service: &api.ServiceSpec{ServiceKey: other, PersistenceNetmask: "24"}}); err == nil || !strings.Contains(err.Error(), "netmask (-M) needs persistence (-p)") {
+		t.Fatalf("-M without -p: %v", err)
+	}
+	if err := do(api.Op{Op: "edit-service", Service: &api.ServiceSpec{ServiceKey: key, Persistent: &p0}}); err != nil {
+		t.Fatal(err)
+	}
+	if s := m.Services()[0]; s.Persistent != 0 || s.PersistenceNetmask != "" {
+		t.Fatalf("after -p 0: persistent %d mask %q", s.Persistent, s.PersistenceNetmask)
 	}
 }

@@ -88,6 +88,11 @@ func FuzzAPI(f *testing.F) {
 		{"PUT", "/v1/services/tcp/172.25.254.100:80/health", `{"type":"udp","payload":"zz","interval":"1ns"}`},
 		{"GET", "/v1/services/tcp/172.25.254.100:80/health", ``},
 		{"DELETE", "/v1/services/udp/172.25.254.100:80/health", ``},
+		// Issue 25: persistence, all-ports services.
+		{"POST", "/v1/services", `{"protocol":"tcp","addr":"172.25.254.101:0","scheduler":"rr","persistent":600,"persistence_netmask":"255.255.255.0"}`},
+		{"PUT", "/v1/services/tcp/172.25.254.100:80", `{"persistent":0,"persistence_netmask":"24"}`},
+		{"PUT", "/v1/services/tcp/172.25.254.100:80", `{"persistent":4294967295,"persistence_netmask":"255.255.0.255"}`},
+		{"POST", "/v1/services/tcp/172.25.254.101:0/dests", `{"addr":"10.20.3.2:0"}`},
 	} {
 		f.Add(s.method, s.path, []byte(s.body))
 	}

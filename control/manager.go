@@ -243,13 +243,31 @@ func addService(tx *nat.Tx, s ServiceSpec) error {
 			return err
 		}
 	}
+	p, err := persistence(nat.Persistence{}, s)
+	if err != nil {
+		return err
+	}
 	svc, err := tx.AddService(nat.ServiceConfig{Name: s.Name, Addr: s.Addr.Addr(), Port: s.Addr.Port(), Protocol: s.Protocol,
 		Scheduler: sched, SchedFlags: flags, Timeouts: &to, Synproxy: s.Synproxy != nil && *s.Synproxy, ClientAddr: clientAddr,
-		Timestamps: ts})
+		Timestamps: ts, Persistence: p})
 	if err != nil {
 		return err
 	}
 	return setLimits(tx, svc, s.Limits)
+}
+
+// persistence is cur changed by s's -p and -M.
+func persistence(cur nat.Persistence, s ServiceSpec) (nat.Persistence, error) {
+	if s.Persistent != nil {
+		cur.Timeout = *s.Persistent
+	}
+	if s.Netmask != nil {
+		if cur.Timeout == 0 {
+			return cur, fmt.Errorf("service %s: netmask (-M) needs persistence (-p)", s.ServiceKey)
+		}
+		cur.Mask = *s.Netmask
+	}
+	return cur, nil
 }
 
 func editService(tx *nat.Tx, s ServiceSpec) error {
@@ -282,6 +300,15 @@ func editService(tx *nat.Tx, s ServiceSpec) error {
 	}
 	if err := setLimits(tx, svc, s.Limits); err != nil {
 		return err
+	}
+	if s.Persistent != nil || s.Netmask != nil {
+		p, err := persistence(tx.Persistence(svc), s)
+		if err != nil {
+			return err
+		}
+		if err := tx.SetPersistence(svc, p); err != nil {
+			return err
+		}
 	}
 	if s.EstablishedTimeout > 0 {
 		if err := estTimeout(s.EstablishedTimeout); err != nil {
@@ -441,12 +468,14 @@ func (m *Manager) list(svcs []*nat.Service) []api.Service {
 		v := api.Service{
 			ServiceKey: api.ServiceKey{Protocol: protoName(s.Protocol), Addr: netip.AddrPortFrom(s.Addr, s.Port).String()},
 			Name:       s.Name(), Scheduler: s.Scheduler(), SchedFlags: s.SchedFlags().Names(s.Scheduler()), Synproxy: s.Synproxy(), ClientAddress: s.ClientAddr().String(),
-			TCPTimestamps: s.Timestamps().String(),
-			Timeouts:      apiTimeouts(s.Timeouts()), Stats: apiTraffic(s.Traffic()), Rate: apiRate(s.Rate()),
+			TCPTimestamps:      s.Timestamps().String(),
+			Persistent:         uint32(s.Persistence().Timeout / time.Second),
+			PersistenceNetmask: nat.NetmaskString(s.Persistence().Mask, s.Addr.Is4()),
+			Timeouts:           apiTimeouts(s.Timeouts()), Stats: apiTraffic(s.Traffic()), Rate: apiRate(s.Rate()),
 		}
 		for _, d := range s.Dests() {
 			a, ia, _ := d.Conns()
-			v.Dests = append(v.Dests, api.Dest{Addr: d.String(), Forward: "FullNat", Weight: d.Weight(), ActiveConn: a, InActConn: ia,
+			v.Dests = append(v.Dests, api.Dest{Addr: d.String(), Forward: "FullNat", Weight: d.Weight(), ActiveConn: a, InActConn: ia, PersistConn: d.PersistConns(),
 				Stats: apiTraffic(d.Traffic()), Rate: apiRate(d.Rate())})
 		}
 		for _, l := range s.LocalAddrs() {
@@ -468,6 +497,12 @@ func (m *Manager) Conns() []api.Conn {
 	for _, c := range m.bal.Table().Conns() {
 		out = append(out, api.Conn{Protocol: c.Protocol.String(), State: c.State, ExpiresMs: c.Expires.Milliseconds(),
 			Source: c.Client.String(), Virtual: c.VIP.String(), Local: c.LIP.String(), Destination: c.RIP.String()})
+	}
+	// Persistence templates, as IPVS lists them among its connections:
+	// state NONE, from the client network's port 0 (ipvsadm -lnc).
+	for _, t := range m.bal.TemplateList() {
+		out = append(out, api.Conn{Protocol: t.Protocol.String(), State: "NONE", ExpiresMs: t.Expires.Milliseconds(),
+			Source: t.Client.String(), Virtual: t.VIP.String(), Destination: t.RIP.String()})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Source < out[j].Source })
 	return out

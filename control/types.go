@@ -47,6 +47,11 @@ type ServiceSpec struct {
 	// EstablishedTimeout (-V); 0: the default on add, unchanged on edit.
 	EstablishedTimeout time.Duration
 	Limits             LimitsSpec
+	// Persistent is the persistence timeout (-p; 0 turns it off), and
+	// Netmask the prefix length of the client network a template covers
+	// (-M); nil: none on add, unchanged on edit.
+	Persistent *time.Duration
+	Netmask    *int
 }
 
 // LimitsSpec changes a service's limits: a nil field is unchanged on edit,

@@ -18,7 +18,7 @@ func TestSchedFlagsShPort(t *testing.T) {
 	e.must("-E", "-t", "172.25.254.100:80", "-s", "sh", "--sched-flags", "sh-port")
 	ln := rows(e.must("-ln", "-t", "172.25.254.100:80"))
 	fields(t, ln[3], "TCP", "172.25.254.100:80", "sh", "(sh-port)")
-	if saved := e.must("-Sn"); !strings.Contains(saved, "-A -t 172.25.254.100:80 -s sh --sched-flags sh-port\n") {
+	if saved := e.must("-Sn"); !strings.Contains(saved, "-A -t 172.25.254.100:80 -s sh --sched-flags sh-port -j disable\n") {
 		t.Fatalf("-S:\n%s", saved)
 	}
 	hc := lab.HTTPClient(e.top.Client, 5*time.Second) // a connection, and a source port, per request

@@ -59,9 +59,13 @@ func (s Side) String() string {
 // Config is the balancer's fixed configuration.
 type Config struct {
 	MaxConns int
-	PortMin  uint16
-	PortMax  uint16
-	Timeouts Timeouts // default for services that do not set their own
+	// MaxTemplates bounds the persistence templates of all services
+	// together (persist.go): a new client network past it is dropped as
+	// persist_templates_full. 0 is MaxConns.
+	MaxTemplates int
+	PortMin      uint16
+	PortMax      uint16
+	Timeouts     Timeouts // default for services that do not set their own
 	// MACs of tapvs's own two NICs: the source of every forwarded frame.
 	ClientMAC, ServerMAC [6]byte
 	// Readers is how many readers hand frames to Process (Frame.Queue is
@@ -147,6 +151,12 @@ type Balancer struct {
 	gen         atomic.Uint64
 	link        Link   // set by Attach before the first frame; never changed after
 	isnKey      isnKey // keys the ISNs of plain TCP connections (seq.go)
+	// templates counts the persistence templates of all services, bounded
+	// by maxTemplates (Config.MaxTemplates; persist.go).
+	templates    atomic.Int64
+	maxTemplates int64
+	tmplWheel    *tmplWheel  // when each template is due to be looked at (persist.go)
+	tmplBuf      []*template // the sweep's due templates
 }
 
 // Link is the balancer's way to the devices around it beyond the frame it
@@ -198,6 +208,11 @@ func New(cfg Config) (*Balancer, error) {
 		cfg.ClientMTU = 1500
 	}
 	b := &Balancer{cfg: cfg, table: newTable(cfg.MaxConns), readers: 1 << bits.Len(uint(cfg.Readers-1)), link: noLink{}}
+	b.tmplWheel = new(tmplWheel)
+	b.maxTemplates = int64(cfg.MaxTemplates)
+	if b.maxTemplates <= 0 {
+		b.maxTemplates = int64(cfg.MaxConns)
+	}
 	b.sp.init(cfg.CookieSecret)
 	b.isnKey = newISNKey()
 	b.set.Store(&serviceSet{})
@@ -228,6 +243,9 @@ type ServiceConfig struct {
 	Timestamps Timestamps
 	// SchedFlags are the scheduler's flags; only sh and mh take any.
 	SchedFlags SchedFlags
+	// Persistence makes the service persistent (persist.go); a service on
+	// port 0 (all ports) must be.
+	Persistence Persistence
 }
 
 // Process runs the data path for one frame from side and says what to do
@@ -307,6 +325,11 @@ func (b *Balancer) fromClient(set *serviceSet, p *pkt, dst *addr16, f *Frame) Ve
 			return b.Stats.drop(DropHandoffUnknown)
 		}
 		svc := set.service(svcKey{addr: key.dst, port: key.dport, proto: key.proto})
+		if svc == nil {
+			// A persistent service on port 0 takes the VIP's ports that
+			// no service of their own has (persist.go).
+			svc = set.service(svcKey{addr: key.dst, proto: key.proto})
+		}
 		if svc == nil {
 			return b.Stats.drop(DropNoService)
 		}
@@ -595,13 +618,20 @@ func (b *Balancer) schedule(svc *Service, key tupleKey, p *pkt) (*Conn, Verdict)
 		return nil, b.Stats.drop(DropTableFull)
 	}
 	c := &Conn{in: key, svc: svc, clientAddr: svc.ClientAddr(), timestamps: svc.Timestamps(), feed: b.feed}
-	dest := svc.dests.Load().sched.pick(&c.in)
-	if dest == nil {
+	var dest *Dest
+	if p, ts := svc.Persistence(), svc.tmpl.Load(); p.Timeout > 0 && ts != nil {
+		var v Verdict
+		if dest, c.tmpl, v = b.persistPick(svc, ts, p, &c.in); dest == nil {
+			b.table.count.Add(-1)
+			return nil, v
+		}
+	} else if dest = svc.dests.Load().sched.pick(&c.in); dest == nil {
 		b.table.count.Add(-1)
 		return nil, b.Stats.drop(DropNoDest)
 	}
 	if dest.mac.Load() == 0 {
 		b.table.count.Add(-1)
+		c.unpersist()
 		b.link.Resolve(dest)
 		return nil, b.Stats.drop(DropNoNeighbor)
 	}
@@ -611,6 +641,7 @@ func (b *Balancer) schedule(svc *Service, key tupleKey, p *pkt) (*Conn, Verdict)
 		// between a change's stores (the settings, then the servers)
 		// can see both.
 		b.table.count.Add(-1)
+		c.unpersist()
 		return nil, b.Stats.drop(DropNAT64)
 	}
 	copy(c.clientMAC[:], p.eth().Src())
@@ -619,6 +650,7 @@ func (b *Balancer) schedule(svc *Service, key tupleKey, p *pkt) (*Conn, Verdict)
 	}
 	if !b.bind(c) {
 		b.table.count.Add(-1)
+		c.unpersist()
 		return nil, b.Stats.drop(DropPortExhausted)
 	}
 	c.prepare()
@@ -674,6 +706,10 @@ func (b *Balancer) bind(c *Conn) bool {
 	// scheduler that rotates servers, would pair each LIP with one server
 	// only and leave most (LIP, RS) port spaces unused.
 	start := c.dest.lipNext.Add(1)
+	rport := c.dest.Port
+	if rport == 0 {
+		rport = c.in.dport // a server of an all-ports service takes the client's port
+	}
 	for i := range uint32(len(lips)) {
 		la := lips[(start+i)%uint32(len(lips))]
 		if wire.Is4(&la.a16) != wire.Is4(&c.dest.a16) {
@@ -689,7 +725,7 @@ func (b *Balancer) bind(c *Conn) bool {
 			if !ok {
 				break // every port of this LIP toward this server is held
 			}
-			c.out = tupleKey{src: c.dest.a16, dst: la.a16, sport: c.dest.Port, dport: b.cfg.PortMin + uint16(idx), proto: c.in.proto}
+			c.out = tupleKey{src: c.dest.a16, dst: la.a16, sport: rport, dport: b.cfg.PortMin + uint16(idx), proto: c.in.proto}
 			if b.table.insert(&c.out, c, true) == c {
 				c.laddr = la
 				la.inUse.Add(1)
@@ -728,6 +764,7 @@ func (b *Balancer) release(c *Conn) bool {
 	c.laddr.inUse.Add(-1)
 	c.dest.portMap(c.laddr, uint32(b.cfg.PortMax-b.cfg.PortMin)+1).put(uint32(c.out.dport - b.cfg.PortMin))
 	b.table.count.Add(-1)
+	c.unpersist()
 	untrack(c)
 	c.closed()
 	return true
@@ -818,6 +855,7 @@ func (b *Balancer) Sweep() int {
 	}
 	clear(b.sweepBuf)
 	b.quarantined.Store(int64(b.table.purgeQuarantine(now)))
+	b.sweepTemplates(now)
 	b.mu.Lock()
 	if len(b.retired) > 0 || len(b.retiredSvcs) > 0 {
 		vips, lips := map[addr16]int32{}, map[addr16]int32{}

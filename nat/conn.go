@@ -174,6 +174,7 @@ type Conn struct {
 	svc   *Service
 	dest  *Dest
 	laddr *LocalAddr
+	tmpl  *template       // the persistence template that chose dest, counted in its conns (persist.go); nil: none
 	sp    *synproxy.State // nil unless the connection was opened by the SYN proxy
 	def   connDefence     // what defence.go counted it in
 	// pp is the connection's PROXY protocol header (proxy.go), nil

@@ -187,11 +187,14 @@ func (b *Balancer) importConn(r *connrec.Record) (ImportReason, error) {
 	}
 	svc := b.set.Load().service(svcKey{addr: r.VIP, port: r.VPort, proto: proto})
 	if svc == nil {
+		svc = b.set.Load().service(svcKey{addr: r.VIP, proto: proto}) // an all-ports service (persist.go)
+	}
+	if svc == nil {
 		return refuse(ImportUnknownService, nil)
 	}
 	var dest *Dest
 	for _, d := range svc.Dests() {
-		if d.a16 == r.Server && d.Port == r.RPort {
+		if d.a16 == r.Server && (d.Port == r.RPort || d.Port == 0) {
 			dest = d
 			break
 		}

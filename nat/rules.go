@@ -145,11 +145,13 @@ func (c *Config) checkLIP(a netip.Addr) error {
 	return c.checkOwn(a)
 }
 
-func (c *Config) checkRS(a netip.Addr, port uint16) error {
+func (c *Config) checkRS(a netip.Addr, port uint16, allPorts bool) error {
 	if err := checkHost(a); err != nil {
 		return err
 	}
-	if port == 0 {
+	if port == 0 && !allPorts {
+		// Only a server of an all-ports service may: it takes each
+		// client's port (persist.go).
 		return errors.New("has port 0, which is not a port")
 	}
 	for _, n := range []netip.Prefix{c.ClientNet, c.ClientNet6} {

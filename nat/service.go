@@ -57,11 +57,15 @@ type Dest struct {
 	Addr netip.Addr
 	Port uint16
 
-	a16     addr16
-	svc     *Service
-	weight  atomic.Int32
-	lipNext atomic.Uint32 // the next of the service's LIPs to bind from
-	ports   sync.Map      // *LocalAddr -> *portMap: the local ports held toward this server from each LIP
+	a16    addr16
+	svc    *Service
+	weight atomic.Int32
+	// gone is set when the server is taken off its service: a persistence
+	// template that sends clients to it is no longer used (persist.go).
+	gone         atomic.Bool
+	persistConns atomic.Int64  // the templates that send clients here (persist.go)
+	lipNext      atomic.Uint32 // the next of the service's LIPs to bind from
+	ports        sync.Map      // *LocalAddr -> *portMap: the local ports held toward this server from each LIP
 
 	// Connection counts as ipvsadm shows them: TCP ESTABLISHED is active,
 	// other TCP states inactive; UDP entries count as active, as in IPVS.
@@ -250,6 +254,10 @@ type Service struct {
 	timestamps atomic.Uint32
 	gone       Traffic // counters of servers deleted from the service, under mu
 	def        svcDefence
+	// persist is the service's persistence (nil: none); tmpl its templates,
+	// made when persistence is first turned on and kept (persist.go).
+	persist atomic.Pointer[Persistence]
+	tmpl    atomic.Pointer[templates]
 
 	// dests is swapped whole on every change so that the packet path reads a
 	// consistent list and scheduler without a lock.

@@ -49,6 +49,7 @@ type stage struct {
 	client   *ClientAddr
 	ts       *Timestamps
 	timeouts *Timeouts
+	persist  *Persistence
 	// dests is the list as it will be, published whole at commit: a Tx is
 	// the only writer of a service's list (the health checker's changes are
 	// Txs too), so nothing can have changed it meanwhile.
@@ -207,8 +208,11 @@ func (tx *Tx) AddService(sc ServiceConfig) (*Service, error) {
 	if err := b.cfg.checkVIP(sc.Addr); err != nil {
 		return nil, fmt.Errorf("VIP %s %w", sc.Addr, err)
 	}
-	if sc.Port == 0 {
-		return nil, fmt.Errorf("%s: port 0 is not a port", where)
+	if err := sc.Persistence.check(sc.Addr.Is4()); err != nil {
+		return nil, fmt.Errorf("%s: %w", where, err)
+	}
+	if sc.Port == 0 && sc.Persistence.Timeout == 0 {
+		return nil, fmt.Errorf("%s: port 0 (all ports) needs persistence (-p), as in IPVS", where)
 	}
 	if err := ValidScheduler(sc.Scheduler); err != nil {
 		return nil, fmt.Errorf("%s: %w", where, err)
@@ -251,6 +255,10 @@ func (tx *Tx) AddService(sc ServiceConfig) (*Service, error) {
 	s.synproxy.Store(sc.Synproxy)
 	s.clientAddr.Store(uint32(sc.ClientAddr))
 	s.timestamps.Store(uint32(sc.Timestamps))
+	if p := sc.Persistence.Normal(sc.Addr.Is4()); p.Timeout > 0 {
+		s.tmpl.Store(new(templates))
+		s.persist.Store(&p)
+	}
 	s.dests.Store(&destSet{sched: newScheduler(sc.Scheduler, sc.SchedFlags, nil)})
 	s.laddrs.Store(&[]*LocalAddr{})
 	tx.added = append(tx.added, s)
@@ -379,6 +387,31 @@ func (tx *Tx) SetTimeouts(s *Service, t Timeouts) error {
 	return nil
 }
 
+// SetPersistence changes a service's persistence (Timeout 0 turns it
+// off). Its templates are kept when only the timeout changes (each takes
+// the new one at its next use), and dropped when the netmask changes or
+// persistence goes: their clients are scheduled again.
+func (tx *Tx) SetPersistence(s *Service, p Persistence) error {
+	if err := p.check(s.Addr.Is4()); err != nil {
+		return fmt.Errorf("service %s: %w", s, err)
+	}
+	if s.Port == 0 && p.Timeout == 0 {
+		return fmt.Errorf("service %s: port 0 (all ports) needs persistence (-p), as in IPVS", s)
+	}
+	p = p.Normal(s.Addr.Is4())
+	tx.stage(s).persist = &p
+	tx.n++
+	return nil
+}
+
+// Persistence is a service's persistence as the transaction leaves it.
+func (tx *Tx) Persistence(s *Service) Persistence {
+	if st := tx.stages[s]; st != nil && st.persist != nil {
+		return *st.persist
+	}
+	return s.Persistence()
+}
+
 // Timeouts are a service's timeouts as the transaction leaves them.
 func (tx *Tx) Timeouts(s *Service) Timeouts {
 	if st := tx.stages[s]; st != nil && st.timeouts != nil {
@@ -393,7 +426,7 @@ func (tx *Tx) AddDest(s *Service, addr netip.Addr, port uint16, weight int) (*De
 	if err := tx.live(s); err != nil {
 		return nil, err
 	}
-	if err := tx.b.cfg.checkRS(addr, port); err != nil {
+	if err := tx.b.cfg.checkRS(addr, port, s.Port == 0); err != nil {
 		return nil, fmt.Errorf("real server %s %w", rs, err)
 	}
 	if err := tx.checkServerSide(s, addr); err != nil {
@@ -548,7 +581,11 @@ func (tx *Tx) commit() {
 		if !st.fresh {
 			old = s.LocalAddrs()
 		}
+		was := s.Persistence()
 		s.commit(st)
+		if now := s.Persistence(); was.Timeout > 0 && (now.Timeout == 0 || now.Mask != was.Mask) {
+			b.clearTemplates(s) // keyed by the old mask, or of no use
+		}
 		if st.fresh {
 			vips[s.key.addr]++
 		}
@@ -571,6 +608,7 @@ func (tx *Tx) commit() {
 		}
 	}
 	for _, s := range tx.gone {
+		b.clearTemplates(s)
 		if s.conns() > 0 {
 			b.retiredSvcs = append(b.retiredSvcs, s)
 		} else {
@@ -625,6 +663,12 @@ func (s *Service) commit(st *stage) {
 	if st.timeouts != nil {
 		s.timeouts.Store(st.timeouts)
 	}
+	if st.persist != nil {
+		if st.persist.Timeout > 0 && s.tmpl.Load() == nil {
+			s.tmpl.Store(new(templates)) // before persist: a reader that sees one sees the other
+		}
+		s.persist.Store(st.persist)
+	}
 	if st.laddrs != nil {
 		s.laddrs.Store(st.laddrs)
 	}
@@ -641,6 +685,7 @@ func (s *Service) commit(st *stage) {
 		for _, d := range next {
 			if st.dest(d.Addr, d.Port) != d {
 				s.gone.add(d.Traffic())
+				d.gone.Store(true) // its templates are no longer used (persist.go)
 			}
 		}
 		next, changed = st.dests, true

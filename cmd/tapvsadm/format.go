@@ -104,6 +104,9 @@ func printList(w io.Writer, info api.Info, svcs []api.Service, c *command) {
 	case c.rate:
 		fmt.Fprintf(w, "%-33s %8s %8s %8s %8s %8s\n", "Prot LocalAddress:Port", "CPS", "InPPS", "OutPPS", "InBPS", "OutBPS")
 		fmt.Fprintf(w, "  -> RemoteAddress:Port\n")
+	case c.pconn:
+		fmt.Fprintf(w, "%-33s %-9s %-11s %-10s %-10s\n", "Prot LocalAddress:Port", "Weight", "PersistConn", "ActiveConn", "InActConn")
+		fmt.Fprintf(w, "  -> RemoteAddress:Port\n")
 	default:
 		fmt.Fprintf(w, "Prot LocalAddress:Port Scheduler Flags\n")
 		fmt.Fprintf(w, "  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n")
@@ -132,6 +135,13 @@ func printList(w io.Writer, info api.Info, svcs []api.Service, c *command) {
 			if len(s.SchedFlags) > 0 {
 				line += " (" + strings.Join(s.SchedFlags, ",") + ")" // ipvsadm's print_sched_flags
 			}
+			if s.Persistent > 0 {
+				// ipvsadm's order: persistent, its mask, then synproxy.
+				line += fmt.Sprintf(" persistent %d", s.Persistent)
+				if s.PersistenceNetmask != "" {
+					line += " mask " + s.PersistenceNetmask
+				}
+			}
 			if s.Synproxy {
 				line += " synproxy"
 			}
@@ -141,6 +151,10 @@ func printList(w io.Writer, info api.Info, svcs []api.Service, c *command) {
 			}
 			fmt.Fprintln(w, line)
 			for _, d := range s.Dests {
+				if c.pconn {
+					fmt.Fprintf(w, "  -> %-28s %-9d %-11d %-10d %-10d\n", destName(s, d, c), d.Weight, d.PersistConn, d.ActiveConn, d.InActConn)
+					continue
+				}
 				fmt.Fprintf(w, "  -> %-28s %-7s %-6d %-10d %-10d\n", destName(s, d, c), d.Forward, d.Weight, d.ActiveConn, d.InActConn)
 			}
 		}
@@ -185,6 +199,14 @@ func printConns(w io.Writer, conns []api.Conn, c *command) {
 			continue
 		}
 		sec := (x.ExpiresMs + 999) / 1000
+		if x.Local == "" {
+			// A persistence template leaves from no LIP: the unspecified
+			// address, so that every line has the same columns for awk.
+			x.Local = "0.0.0.0:0"
+			if strings.HasPrefix(x.Virtual, "[") {
+				x.Local = "[::]:0"
+			}
+		}
 		fmt.Fprintf(w, "%-3s %-6s %-11s %-18s %-18s %-18s %s\n", x.Protocol, fmt.Sprintf("%02d:%02d", sec/60, sec%60), x.State,
 			naming.addrPort(x.Source, x.Protocol, c.numeric), naming.addrPort(x.Virtual, x.Protocol, c.numeric),
 			naming.addrPort(x.Local, x.Protocol, c.numeric), naming.addrPort(x.Destination, x.Protocol, c.numeric))
@@ -243,6 +265,12 @@ func printRules(w io.Writer, svcs []api.Service, defaults api.Timeouts, c *comma
 		if len(s.SchedFlags) > 0 {
 			// ipvsadm writes -b, which is --fullnat in tapvsadm.
 			line += " --sched-flags " + strings.Join(s.SchedFlags, ",")
+		}
+		if s.Persistent > 0 {
+			line += fmt.Sprintf(" -p %d", s.Persistent)
+			if s.PersistenceNetmask != "" {
+				line += " -M " + s.PersistenceNetmask
+			}
 		}
 		if s.Synproxy {
 			line += " -j enable"

@@ -40,6 +40,10 @@ func FuzzParse(f *testing.F) {
 		"-E -t 172.25.254.100:80 --source-cps 10 --source-conns 2 --half-open 100",
 		// Issue 20: -Z of one service; timeouts below a second.
 		"-Z -t 172.25.254.100:80",
+		// Issue 25: persistence.
+		"-A -t 172.25.254.100:0 -s rr -p 600 -M 255.255.255.0",
+		"-E -u [2001:db8::1]:53 -p1 -M 64",
+		"-Ln --persistent-conn",
 		"-Z -u [2001:db8::53]:53 -n",
 		"-E -t 172.25.254.100:80 -V 0",
 		"--set 0 0 1",

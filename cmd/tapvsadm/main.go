@@ -123,9 +123,7 @@ func opOf(c *command) (op api.Op, ok bool, err error) {
 		if c.cps != nil || c.srcConns != nil || c.halfOpen != nil {
 			svc.Limits = &api.Limits{SourceCPS: c.cps, SourceConns: c.srcConns, HalfOpen: c.halfOpen}
 		}
-		if c.persist != nil {
-			svc.Persistent = *c.persist
-		}
+		svc.Persistent, svc.PersistenceNetmask = c.persist, c.netmask
 		return api.Op{Op: c.op, Service: svc}, true, nil
 	case "delete-service":
 		return api.Op{Op: c.op, Service: svc}, true, nil

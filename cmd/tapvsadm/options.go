@@ -135,7 +135,11 @@ var options = []option{
 	{long: "--socket", meta: "PATH", set: text(func(c *command) *string { return &c.socket }),
 		help: "tapvs's control socket (or TAPVS_SOCKET; default /run/tapvs/tapvs.sock)"},
 
-	{long: "--persistent", short: "p", meta: "timeout", def: "300", set: persistent},
+	{long: "--persistent", short: "p", meta: "timeout", def: "300", set: persistent,
+		help: "persistent service: a client's connections go to one\nreal server for timeout seconds after its last (0: off)"},
+	{long: "--netmask", short: "M", meta: "netmask", set: text(func(c *command) *string { return &c.netmask }),
+		help: "persistent granularity mask: a client network shares\na server (255.255.255.0; IPv6: a prefix length)"},
+	{long: "--persistent-conn", set: flag(func(c *command) { c.pconn = true }), help: "output of persistence templates per real server"},
 	{long: "--whtlst-address", meta: "address[/len]", kin: "source addresses", set: text(func(c *command) *string { return &c.prefix })},
 	// What tapvs does not do, refused by the name typed.
 	{long: "--fwmark-service", short: "f", set: func(*command, use) error {
@@ -146,7 +150,6 @@ var options = []option{
 	{long: "--masquerading", short: "m", bundle: true, set: refuse("%s: tapvs forwards with FULLNAT only (-b)")},
 	{long: "--u-threshold", short: "x", set: refuse("%s is not supported")},
 	{long: "--l-threshold", short: "y", set: refuse("%s is not supported")},
-	{long: "--netmask", short: "M", set: refuse("%s is not supported")},
 }
 
 // byName finds a row by any of its names: --list, -L, -l.

@@ -18,6 +18,7 @@ type command struct {
 	service  string // VIP:port
 	sched    string
 	persist  *uint32
+	netmask  string // -M: the persistence netmask, as typed
 	real     string // RIP:port
 	forward  string // fullnat (-b); others are refused
 	weight   *int
@@ -31,6 +32,7 @@ type command struct {
 	stats    bool
 	rate     bool
 	exact    bool
+	pconn    bool // --persistent-conn
 	set      [3]uint32
 	capture  string
 	count    int
@@ -229,7 +231,7 @@ func (c *command) check() error {
 	if err := c.checkHealth(); err != nil {
 		return err
 	}
-	svcOpts := c.sched != "" || c.schedFlags != nil || c.persist != nil || c.synproxy != nil || c.client != "" || c.tcpTS != "" || c.estTO != 0 || c.cps != nil || c.srcConns != nil || c.halfOpen != nil
+	svcOpts := c.sched != "" || c.schedFlags != nil || c.persist != nil || c.netmask != "" || c.synproxy != nil || c.client != "" || c.tcpTS != "" || c.estTO != 0 || c.cps != nil || c.srcConns != nil || c.halfOpen != nil
 	destOpts := c.real != "" || c.weight != nil || c.forward != ""
 	switch c.op {
 	case "add-service", "edit-service":
@@ -310,9 +312,9 @@ func (c *command) checkCluster() error {
 	default:
 		return nil
 	}
-	if c.service != "" || c.real != "" || c.laddr != "" || c.prefix != "" || c.sched != "" || c.schedFlags != nil || c.persist != nil ||
+	if c.service != "" || c.real != "" || c.laddr != "" || c.prefix != "" || c.sched != "" || c.schedFlags != nil || c.persist != nil || c.netmask != "" ||
 		c.synproxy != nil || c.client != "" || c.tcpTS != "" || c.estTO != 0 || c.weight != nil || c.forward != "" ||
-		c.cps != nil || c.srcConns != nil || c.halfOpen != nil || c.conns || c.stats || c.rate || c.exact ||
+		c.cps != nil || c.srcConns != nil || c.halfOpen != nil || c.conns || c.stats || c.rate || c.exact || c.pconn ||
 		c.count != 0 || c.numeric && c.op != "bgp" {
 		takes := map[string]string{"bgp": "-L and -n only", "drain": "--wait and --timeout only"}[c.op]
 		if takes == "" {

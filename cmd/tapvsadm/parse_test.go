@@ -146,7 +146,7 @@ func TestUnsupportedOptionsRefusedBeforeTheDaemon(t *testing.T) {
 		"-a -t 1.1.1.1:80 -r 2.2.2.2:80 -y 10":           "-y is not supported",
 		"-e -t 1.1.1.1:80 -r 2.2.2.2:80 --u-threshold 1": "--u-threshold is not supported",
 		"-e -t 1.1.1.1:80 -r 2.2.2.2:80 --l-threshold 1": "--l-threshold is not supported",
-		"-A -t 1.1.1.1:80 -p 60 -M 255.255.255.0":        "-M is not supported",
+		"-a -t 1.1.1.1:80 -r 2.2.2.2:80 -M 255.0.0.0":    "Illegal option for add-server: -s, -p, -j, -V and -z belong to services",
 	} {
 		var out, errOut bytes.Buffer
 		code := run(append(strings.Fields(args), "--socket", "/nonexistent/tapvs.sock"), nil, &out, &errOut)

@@ -31,8 +31,14 @@ type ServiceSpec struct {
 	// TCP timestamps: "translate" or "remove"; empty: translate on add,
 	// unchanged on edit.
 	TCPTimestamps string `json:"tcp_timestamps,omitempty"`
-	// Persistence (-p) is not implemented: a non-zero value is refused.
-	Persistent uint32 `json:"persistent,omitempty"`
+	// Persistent (-p) is the persistence timeout in seconds: nil none on
+	// add, unchanged on edit; 0 turns persistence off.
+	Persistent *uint32 `json:"persistent,omitempty"`
+	// PersistenceNetmask (-M) is the client network a persistence
+	// template covers: an IPv4 netmask ("255.255.255.0") or a prefix
+	// length ("24", IPv6's "64"); empty: the whole address on add,
+	// unchanged on edit.
+	PersistenceNetmask string `json:"persistence_netmask,omitempty"`
 	// EstablishedTimeout (-V), seconds; 0: unchanged.
 	EstablishedTimeout uint32 `json:"established_timeout,omitempty"`
 	// Limits on new connections; nil, or a nil field: unchanged on edit,
@@ -90,13 +96,18 @@ type Service struct {
 	// ClientAddress: "none", "toa", "proxy-v1" or "proxy-v2".
 	ClientAddress string `json:"client_address"`
 	// TCPTimestamps: "translate" or "remove" ("translate" for UDP).
-	TCPTimestamps string       `json:"tcp_timestamps"`
-	Timeouts      Timeouts     `json:"timeouts"`
-	Dests         []Dest       `json:"dests"`
-	LocalAddrs    []LocalAddr  `json:"local_addrs"`
-	Stats         Traffic      `json:"stats"`
-	Rate          Rate         `json:"rate"`
-	Health        []HealthView `json:"health,omitempty"`
+	TCPTimestamps string `json:"tcp_timestamps"`
+	// Persistent is the persistence timeout in seconds, 0 for none;
+	// PersistenceNetmask its netmask as ipvsadm prints it (IPv4 dotted,
+	// IPv6 a prefix length), empty for the whole address.
+	Persistent         uint32       `json:"persistent,omitempty"`
+	PersistenceNetmask string       `json:"persistence_netmask,omitempty"`
+	Timeouts           Timeouts     `json:"timeouts"`
+	Dests              []Dest       `json:"dests"`
+	LocalAddrs         []LocalAddr  `json:"local_addrs"`
+	Stats              Traffic      `json:"stats"`
+	Rate               Rate         `json:"rate"`
+	Health             []HealthView `json:"health,omitempty"`
 	// Allow and Deny are the service's source prefixes: when Allow is not
 	// empty only its sources may open connections; Deny's never may.
 	Allow  []string   `json:"allow,omitempty"`
@@ -113,13 +124,16 @@ type LimitsView struct {
 
 // Dest is a real server as listed.
 type Dest struct {
-	Addr       string  `json:"addr"`
-	Forward    string  `json:"forward"`
-	Weight     int     `json:"weight"`
-	ActiveConn int64   `json:"active_conns"`
-	InActConn  int64   `json:"inactive_conns"`
-	Stats      Traffic `json:"stats"`
-	Rate       Rate    `json:"rate"`
+	Addr       string `json:"addr"`
+	Forward    string `json:"forward"`
+	Weight     int    `json:"weight"`
+	ActiveConn int64  `json:"active_conns"`
+	InActConn  int64  `json:"inactive_conns"`
+	// PersistConn is how many persistence templates send clients here
+	// (ipvsadm --persistent-conn).
+	PersistConn int64   `json:"persist_conns"`
+	Stats       Traffic `json:"stats"`
+	Rate        Rate    `json:"rate"`
 }
 
 // Traffic is what crossed tapvs for a server or a service (ipvsadm
