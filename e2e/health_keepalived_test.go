@@ -77,7 +77,8 @@ func startTLS(t *testing.T, ns string, addr netip.AddrPort) *httptest.Server {
 // it serves again; a misc script's exit code does the same on another
 // service, and with misc_dynamic its code 2-255 sets the weight (code-2);
 // a udp check passes on a real echo and fails on the ICMP port
-// unreachable of a closed port, which comes back through tapvs.
+// unreachable of a closed port, which comes back through tapvs (also when
+// it comes after the check began to wait: health/udp.go's exchange).
 func TestKeepalivedCheckers(t *testing.T) {
 	dir := t.TempDir()
 	script := filepath.Join(dir, "check.sh")

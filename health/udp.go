@@ -7,12 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"strings"
 
 	"golang.org/x/net/dns/dnsmessage"
 	"gvisor.dev/gvisor/pkg/tcpip"
-	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
+	"gvisor.dev/gvisor/pkg/waiter"
 )
 
 // keepalived's UDP_CHECK and DNS_CHECK: a datagram from the LIP through
@@ -25,27 +25,49 @@ const maxReply = 4096
 // exchange sends payload from local to remote and waits for a reply until
 // ctx ends. got is the reply (nil when none came before the timeout); err
 // is the socket's: an ICMP error (port unreachable) comes back as one.
+//
+// It waits on the endpoint itself, not through gonet's UDPConn: an ICMP
+// error wakes its waiters with EventErr alone, which gonet's Read does not
+// wait for, so an error that came after the Read began was missed and the
+// check passed on "silence" (seen in e2e on a loaded machine).
 func (c *Checker) exchange(ctx context.Context, local, remote tcpip.FullAddress, proto tcpip.NetworkProtocolNumber, payload []byte) (got []byte, err error) {
-	conn, err := gonet.DialUDP(c.st, &local, &remote, proto)
-	if err != nil {
-		return nil, fmt.Errorf("dial: %w", err)
+	var wq waiter.Queue
+	ep, terr := c.st.NewEndpoint(udp.ProtocolNumber, proto, &wq)
+	if terr != nil {
+		return nil, fmt.Errorf("dial: %s", terr)
 	}
-	defer conn.Close()
-	if dl, ok := ctx.Deadline(); ok {
-		conn.SetDeadline(dl)
+	defer ep.Close()
+	entry, ready := waiter.NewChannelEntry(waiter.ReadableEvents | waiter.EventErr)
+	wq.EventRegister(&entry)
+	defer wq.EventUnregister(&entry)
+	if terr := ep.Bind(local); terr != nil {
+		return nil, fmt.Errorf("dial: bind %v: %s", local.Addr, terr)
 	}
-	if _, err := conn.Write(payload); err != nil {
-		return nil, fmt.Errorf("send: %w", err)
+	if terr := ep.Connect(remote); terr != nil {
+		return nil, fmt.Errorf("dial: %s", terr)
+	}
+	var r bytes.Reader
+	r.Reset(payload)
+	if _, terr := ep.Write(&r, tcpip.WriteOptions{}); terr != nil {
+		return nil, fmt.Errorf("send: %s", terr)
 	}
 	buf := make([]byte, maxReply)
-	n, err := conn.Read(buf)
-	if ne := net.Error(nil); errors.As(err, &ne) && ne.Timeout() {
-		return nil, nil // gonet's deadline error is a net.Error, not os's
+	for {
+		w := tcpip.SliceWriter(buf)
+		res, terr := ep.Read(&w, tcpip.ReadOptions{})
+		switch terr.(type) {
+		case nil:
+			return buf[:res.Count], nil
+		case *tcpip.ErrWouldBlock:
+		default: // the ICMP error: ErrConnectionRefused for a closed port
+			return nil, errors.New(terr.String())
+		}
+		select {
+		case <-ready:
+		case <-ctx.Done():
+			return nil, nil
+		}
 	}
-	if err != nil {
-		return nil, err
-	}
-	return buf[:n], nil
 }
 
 // udpCheck sends the payload. With RequireReply the reply must come and
