@@ -122,7 +122,7 @@ func parseServices(r io.Reader) map[string]string {
 		}
 		num, proto, ok := strings.Cut(f[1], "/")
 		p, err := strconv.ParseUint(num, 10, 16)
-		if !ok || err != nil || proto == "" {
+		if !ok || err != nil || proto == "" || strings.Contains(proto, "/") { // "80//": no protocol
 			continue
 		}
 		key := strconv.Itoa(int(p)) + "/" + strings.ToLower(proto)
