@@ -80,9 +80,7 @@ func TestRuntimeHealthCheck(t *testing.T) {
 	out := map[string]int{"172.25.84.20:8080": 0, "172.25.84.21:8080": 0}
 	waitWeights := func(what string, want map[string]int) {
 		t.Helper()
-		for i := 0; i < 250 && !reflect.DeepEqual(weights(), want); i++ {
-			time.Sleep(20 * time.Millisecond)
-		}
+		eventually(5*time.Second, func() bool { return reflect.DeepEqual(weights(), want) })
 		if w := weights(); !reflect.DeepEqual(w, want) {
 			t.Fatalf("%s: weights %v, want %v", what, w, want)
 		}
