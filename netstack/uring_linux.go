@@ -29,6 +29,16 @@ const (
 	ringHeapMax = ringSQ
 )
 
+// adaptMax bounds the adaptive spin of a poller without busy_poll: after
+// its queues drain it spins (yielding the CPU to any other runnable
+// thread) for up to twice the recent gap between frames, if that gap is
+// under adaptMax and its passes reap a frame or so, and sleeps otherwise.
+// A sleep costs a wake-up per frame, tens of microseconds on a virtual
+// machine, about the whole gap of one connection's request and reply;
+// sparse traffic never spins, and a busy machine's CPU stays with its
+// clients and servers (docs/speed.md, "The adaptive spin").
+const adaptMax = 100 * time.Microsecond
+
 // ringSlot is a slot's size: headroom and the largest frame with its vnet
 // header, rounded to pages; a read that fills the whole buffer was cut
 // short (uring.TestTAPTruncated), so the buffer must be longer than any
@@ -84,6 +94,14 @@ type ringPoller struct {
 	heap     [ringHeapMax][]byte
 	heapFree []int
 	writes   int // writes queued in this pass
+	// gap is a moving average of how long the queues stayed empty (a
+	// spin's or a sleep's length until the next frame): the adaptive
+	// spin's budget.
+	gap time.Duration
+	// batch is a moving average of the frames each busy pass reaped, in
+	// sixteenths: more than one or two means the machine is busy, where a
+	// spin would take CPU from the clients and servers sharing it.
+	batch int
 
 	// Pause and Resume (a takeover): pause asks the poller to stop reading
 	// between passes; it cancels its reads, finishes what it read, and
@@ -119,7 +137,7 @@ func (st *Stack) startUring(spin time.Duration, pollers int, groups [][]int) err
 	}
 	ps := make([]*ringPoller, pollers)
 	for k := range ps {
-		ps[k] = &ringPoller{st: st, spin: spin, heapFree: make([]int, 0, ringHeapMax),
+		ps[k] = &ringPoller{st: st, spin: spin, gap: time.Second, heapFree: make([]int, 0, ringHeapMax),
 			paused: make(chan struct{}), resume: make(chan struct{}),
 			ready: make(chan error, 1), fds: make(chan map[tun.Device]int, 1)}
 		for i := range ringHeapMax {
@@ -332,9 +350,15 @@ func (p *ringPoller) run() {
 		}
 		rearmed := p.publish(true)
 		if n > 0 || rearmed || p.r.NeedsEnter() {
+			if !idle.IsZero() {
+				p.sample(time.Since(idle)) // the spin caught a frame
+			}
+			if n > 0 {
+				p.batch += (n*16 - p.batch) / 8
+			}
 			idle = time.Time{}
 			var e unix.Errno
-			if p.spin == 0 && n < len(p.cqes) && p.r.Ready() == 0 {
+			if p.spin == 0 && p.budget() == 0 && n < len(p.cqes) && p.r.Ready() == 0 {
 				// Drained, and not spinning: submit the pass's
 				// writes and sleep in the same system call until one
 				// CQE more than those writes (which complete inline)
@@ -342,7 +366,9 @@ func (p *ringPoller) run() {
 				// at a time, instead of a submit and a wait.
 				p.st.pollSleeps.Add(1)
 				p.enters.Add(1)
+				t := time.Now()
 				e = p.r.Wait(uint32(p.writes)+1, pollWait*time.Millisecond)
+				p.sample(time.Since(t))
 			} else {
 				// Submit the pass's writes and re-arms, and run the
 				// deferred completions that become the next CQEs.
@@ -359,8 +385,16 @@ func (p *ringPoller) run() {
 			idle = time.Now()
 			continue
 		}
-		if time.Since(idle) < p.spin {
-			continue // a spin costs no system call: NeedsEnter is a load
+		if p.spin > 0 {
+			if time.Since(idle) < p.spin {
+				continue // a spin costs no system call: NeedsEnter is a load
+			}
+		} else if time.Since(idle) < p.budget() {
+			// The adaptive spin: a frame is likely soon. Give the
+			// CPU to whatever else may run on it (the clients and
+			// servers of a small machine) between looks.
+			unix.Syscall(unix.SYS_SCHED_YIELD, 0, 0, 0)
+			continue
 		}
 		p.st.pollSleeps.Add(1)
 		p.enters.Add(1)
@@ -368,8 +402,26 @@ func (p *ringPoller) run() {
 			p.st.log.Warn("io_uring poller: wait failed", "err", e)
 			time.Sleep(time.Millisecond)
 		}
+		if p.spin == 0 {
+			p.sample(time.Since(idle)) // the spin and the sleep
+		}
 		idle = time.Time{}
 	}
+}
+
+// sample adds one empty stretch of the queues to the moving average of
+// gaps (weight 1/4: a few frames to learn a new rhythm).
+func (p *ringPoller) sample(d time.Duration) {
+	p.gap += (d - p.gap) / 4
+}
+
+// budget is how long to spin for the next frame: twice the recent gap
+// while it is short enough to be worth a CPU, else nothing.
+func (p *ringPoller) budget() time.Duration {
+	if p.gap >= adaptMax || p.batch > 24 {
+		return 0
+	}
+	return min(2*p.gap, adaptMax)
 }
 
 // complete handles one CQE: a frame read, a read ended, a write done.

@@ -605,3 +605,42 @@ func TestRingFrameLen(t *testing.T) {
 		}
 	}
 }
+
+// The adaptive spin (busy_poll 0): none until the gaps between frames are
+// short, then twice the recent gap, never more than adaptMax; a run of
+// long gaps (sparse traffic) turns it off again.
+func TestAdaptiveSpin(t *testing.T) {
+	p := &ringPoller{gap: time.Second}
+	if b := p.budget(); b != 0 {
+		t.Fatalf("before any frame: spin %v, want 0", b)
+	}
+	for range 60 { // from the first second's gap: about 30 frames to learn
+		p.sample(20 * time.Microsecond)
+	}
+	if b := p.budget(); b < 38*time.Microsecond || b > 42*time.Microsecond {
+		t.Errorf("gaps of 20µs: spin %v, want about 40µs (twice the gap)", b)
+	}
+	for range 20 {
+		p.sample(adaptMax * 3 / 4)
+	}
+	if b := p.budget(); b != adaptMax {
+		t.Errorf("gaps of %v: spin %v, want the cap %v", adaptMax*3/4, b, adaptMax)
+	}
+	p.batch = 2 * 16 // two frames a pass: a busy machine
+	if b := p.budget(); b != 0 {
+		t.Errorf("passes of 2 frames: spin %v, want 0 (the CPU is the clients' and servers')", b)
+	}
+	p.batch = 16
+	p.sample(time.Millisecond) // one long gap: sparse traffic
+	if b := p.budget(); b != 0 {
+		t.Errorf("after a 1ms gap: spin %v, want 0", b)
+	}
+	// One short gap among long ones does not start a spin.
+	for range 20 {
+		p.sample(5 * time.Millisecond)
+	}
+	p.sample(10 * time.Microsecond)
+	if b := p.budget(); b != 0 {
+		t.Errorf("one short gap among 5ms ones: spin %v, want 0", b)
+	}
+}
