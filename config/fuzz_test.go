@@ -58,6 +58,8 @@ func FuzzConfig(f *testing.F) {
 	f.Add(withCheck("type: misc, script: [/bin/true, -x], misc_dynamic: true, connect_timeout: 1s"))
 	f.Add(withCheck("type: udp, payload: 'de ad', require_reply: '00'"))
 	f.Add(withCheck("type: dns, dns_name: 'a..b', dns_type: aaaa"))
+	f.Add(withCheck("type: smtp, helo_name: lb1.example.test, port: 25"))
+	f.Add(withCheck("type: ping, port: 7"))
 	f.Fuzz(func(t *testing.T, text string) {
 		if len(text) > 1<<16 {
 			return

@@ -49,11 +49,13 @@ func healthSpec(e *errs, f string, r *rawHealth) *health.Spec {
 		s.Type = "tcp"
 	}
 	switch s.Type {
-	case "tcp", "http", "ssl", "misc", "udp", "dns":
+	case "tcp", "http", "ssl", "smtp", "ping", "misc", "udp", "dns":
 	default:
-		e.add(f+".type", "%q is not a check (tcp, http, ssl, misc, udp, dns or none)", r.Type)
+		e.add(f+".type", "%q is not a check (tcp, http, ssl, smtp, ping, misc, udp, dns or none)", r.Type)
 	}
-	if r.Port != 0 {
+	if r.Port != 0 && s.Type == "ping" {
+		e.add(f+".port", "a ping check has no port")
+	} else if r.Port != 0 {
 		s.Port, _ = port(e, f+".port", r.Port)
 	}
 	dur := func(field, v, def string) time.Duration {
@@ -189,6 +191,13 @@ func healthTypes(e *errs, f string, r *rawHealth, s *health.Spec) {
 	}
 	if only("require_reply", r.Require != "", "udp") {
 		s.RequireReply = hexField("require_reply", r.Require)
+	}
+	if only("helo_name", r.HeloName != "", "smtp") {
+		// Sent in the HELO line: a CR or LF would start another command.
+		if !validHost(r.HeloName) || strings.Contains(r.HeloName, ":") {
+			e.add(f+".helo_name", "%q is not a host name", r.HeloName)
+		}
+		s.HeloName = r.HeloName
 	}
 	only("dns_name", r.DNSName != "", "dns")
 	only("dns_type", r.DNSType != "", "dns")

@@ -54,7 +54,7 @@ func TestHealthKeepalivedFields(t *testing.T) {
 		{"ca_file missing", "type: ssl, verify: true, ca_file: " + filepath.Join(dir, "none"), f + "ca_file: open ", nil},
 		{"ca_file not PEM", "type: ssl, verify: true, ca_file: " + notPEM, f + "ca_file: \"" + notPEM + "\" holds no PEM certificate", nil},
 		{"ssl status 600", "type: ssl, http_status: 600", f + "http_status: 600 is not an HTTP status", nil},
-		{"unknown type", "type: ping", f + `type: "ping" is not a check (tcp, http, ssl, misc, udp, dns or none)`, nil},
+		{"unknown type", "type: bfd", f + `type: "bfd" is not a check (tcp, http, ssl, smtp, ping, misc, udp, dns or none)`, nil},
 
 		{"timing defaults", "type: tcp", "", func(s *health.Spec) bool {
 			return s.Retry == 0 && s.DelayBeforeRetry == time.Second && s.Warmup == 0 && s.Timeout == time.Second
@@ -98,6 +98,14 @@ func TestHealthKeepalivedFields(t *testing.T) {
 		{"dns long label", "type: dns, dns_name: " + strings.Repeat("a", 64) + ".test", f + "dns_name: ", nil},
 		{"dns_name on udp", "type: udp, dns_name: a.test", f + "dns_name: is only for type dns, not udp", nil},
 		{"dns_type on tcp", "type: tcp, dns_type: A", f + "dns_type: is only for type dns, not tcp", nil},
+
+		{"smtp default helo", "type: smtp", "", func(s *health.Spec) bool { return s.Type == "smtp" && s.HeloName == "" }},
+		{"smtp helo_name", "type: smtp, helo_name: lb1.example.test, port: 25", "", func(s *health.Spec) bool { return s.HeloName == "lb1.example.test" && s.Port == 25 }},
+		{"smtp helo_name with CRLF", `type: smtp, helo_name: "a\r\nQUIT"`, f + `helo_name: "a\r\nQUIT" is not a host name`, nil},
+		{"smtp helo_name with a port", "type: smtp, helo_name: 'a.test:25'", f + `helo_name: "a.test:25" is not a host name`, nil},
+		{"helo_name on http", "type: http, helo_name: a.test", f + "helo_name: is only for type smtp, not http", nil},
+		{"ping", "type: ping", "", func(s *health.Spec) bool { return s.Type == "ping" }},
+		{"ping with a port", "type: ping, port: 80", f + "port: a ping check has no port", nil},
 	}
 	for _, tc := range cases {
 		c, err := Parse(withCheck(tc.check))

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"net/textproto"
 	"os"
 	"path/filepath"
 	"strings"
@@ -46,7 +47,25 @@ const keepalivedServices = `
     health_check: {type: udp, payload: '70696e67', require_reply: '7273312073617720', interval: 200ms, timeout: 150ms, rise: 1, fall: 2}
     real_servers:
       - {address: 10.20.1.2, port: 9001, weight: 4}
-      - {address: 10.20.2.2, port: 9009, weight: 4, health_check: {type: udp, payload: '70696e67', interval: 500ms, timeout: 150ms, rise: 100, fall: 1}}`
+      - {address: 10.20.2.2, port: 9009, weight: 4, health_check: {type: udp, payload: '70696e67', interval: 500ms, timeout: 150ms, rise: 100, fall: 1}}
+  - name: mail
+    vip: 172.25.254.100
+    port: 25
+    scheduler: rr
+    local_addresses: [172.25.84.11]
+    health_check: {type: smtp, helo_name: lb1.example.test, interval: 200ms, timeout: 150ms, rise: 1, fall: 1}
+    real_servers:
+      - {address: 10.20.1.2, port: 2525, weight: 2}
+      - {address: 10.20.2.2, port: 2525, weight: 2}
+  - name: pinged
+    vip: 172.25.254.100
+    port: 8082
+    scheduler: rr
+    local_addresses: [172.25.84.11]
+    health_check: {type: ping, interval: 200ms, timeout: 150ms, rise: 1, fall: 1}
+    real_servers:
+      - {address: 10.20.1.2, port: 80, weight: 6}
+      - {address: 10.20.2.2, port: 80, weight: 6}`
 
 // startTLS serves HTTPS on addr inside namespace ns (httptest's
 // certificate, not verified by the check): /health answers 200 to a
@@ -72,13 +91,61 @@ func startTLS(t *testing.T, ns string, addr netip.AddrPort) *httptest.Server {
 	return s
 }
 
+// startSMTP answers SMTP on addr inside namespace ns as a mail server
+// does (220, 250 to a HELO naming lb1.example.test, 221 to QUIT) until it
+// is closed; it records nothing, the check's pass is the proof.
+func startSMTP(t *testing.T, ns string, addr netip.AddrPort) net.Listener {
+	t.Helper()
+	var l net.Listener
+	if err := lab.InNetns(ns, func() (err error) {
+		l, err = net.Listen("tcp4", addr.String())
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(5 * time.Second))
+				tc := textproto.NewConn(c)
+				tc.PrintfLine("220 rs ESMTP")
+				for {
+					line, err := tc.ReadLine()
+					if err != nil {
+						return
+					}
+					switch {
+					case line == "HELO lb1.example.test":
+						tc.PrintfLine("250 rs")
+					case line == "QUIT":
+						tc.PrintfLine("221 rs closing")
+						return
+					default:
+						tc.PrintfLine("500 %q", line)
+					}
+				}
+			}()
+		}
+	}()
+	t.Cleanup(func() { l.Close() })
+	return l
+}
+
 // keepalived's checkers end to end: an ssl check takes out a real server
 // whose TLS server stops (quiesced) and puts it back with its weight when
 // it serves again; a misc script's exit code does the same on another
 // service, and with misc_dynamic its code 2-255 sets the weight (code-2);
 // a udp check passes on a real echo and fails on the ICMP port
 // unreachable of a closed port, which comes back through tapvs (also when
-// it comes after the check began to wait: health/udp.go's exchange).
+// it comes after the check began to wait: health/udp.go's exchange); an
+// smtp check follows a mail server that stops and comes back, and a ping
+// check a server whose kernel stops answering echo requests and starts
+// again.
 func TestKeepalivedCheckers(t *testing.T) {
 	dir := t.TempDir()
 	script := filepath.Join(dir, "check.sh")
@@ -141,6 +208,31 @@ func TestKeepalivedCheckers(t *testing.T) {
 		if w, up, why := e.weightOf("172.25.254.100:9001", "10.20.1.2:9001"); w != 4 || !up || why != "" {
 			t.Fatalf("rs1 behind a real echo: weight %d up %v (%s)", w, up, why)
 		}
+	})
+	t.Run("smtp", func(t *testing.T) {
+		startSMTP(t, e.top.RS[0], netip.AddrPortFrom(lab.RS1, 2525))
+		mail2 := startSMTP(t, e.top.RS[1], netip.AddrPortFrom(lab.RS2, 2525))
+		weight(t, "172.25.254.100:25", "10.20.1.2:2525", 2, true)
+		weight(t, "172.25.254.100:25", "10.20.2.2:2525", 2, true)
+		mail2.Close()
+		if why := weight(t, "172.25.254.100:25", "10.20.2.2:2525", 0, false); !strings.HasPrefix(why, "smtp connect: ") {
+			t.Fatalf("rs2 down for %q, want the smtp check's connect", why)
+		}
+		startSMTP(t, e.top.RS[1], netip.AddrPortFrom(lab.RS2, 2525))
+		weight(t, "172.25.254.100:25", "10.20.2.2:2525", 2, true)
+		weight(t, "172.25.254.100:25", "10.20.1.2:2525", 2, true)
+	})
+	t.Run("ping", func(t *testing.T) {
+		weight(t, "172.25.254.100:8082", "10.20.1.2:80", 6, true)
+		weight(t, "172.25.254.100:8082", "10.20.2.2:80", 6, true)
+		mustRun(t, e.top.RS[1], "sysctl", "-qw", "net.ipv4.icmp_echo_ignore_all=1")
+		t.Cleanup(func() { nsRun(e.top.RS[1], "sysctl", "-qw", "net.ipv4.icmp_echo_ignore_all=0") })
+		if why := weight(t, "172.25.254.100:8082", "10.20.2.2:80", 0, false); !strings.HasPrefix(why, "ping: no echo reply") {
+			t.Fatalf("rs2 down for %q, want no echo reply", why)
+		}
+		weight(t, "172.25.254.100:8082", "10.20.1.2:80", 6, true)
+		mustRun(t, e.top.RS[1], "sysctl", "-qw", "net.ipv4.icmp_echo_ignore_all=0")
+		weight(t, "172.25.254.100:8082", "10.20.2.2:80", 6, true)
 	})
 	t.Run("misc", func(t *testing.T) {
 		weight(t, "172.25.254.100:8081", "10.20.1.2:80", 3, true)

@@ -1,5 +1,6 @@
 // Package health checks real servers the way keepalived does for LVS: a TCP
-// connect, an HTTP or HTTPS GET, a UDP exchange or a DNS query every
+// connect, an HTTP or HTTPS GET, an SMTP greeting, an ICMP echo, a UDP
+// exchange or a DNS query every
 // interval, from one of the service's local addresses through tapvs's own
 // gVisor stack (so a check takes the path traffic takes), or a script run
 // on the host (keepalived's MISC_CHECK), with keepalived's retry and
@@ -44,7 +45,7 @@ import (
 
 // Spec is one check.
 type Spec struct {
-	Type       string // "tcp", "http", "ssl", "misc", "udp" or "dns"
+	Type       string // "tcp", "http", "ssl", "smtp", "ping", "misc", "udp" or "dns"
 	Port       uint16 // 0: the server's own port
 	Interval   time.Duration
 	Timeout    time.Duration // the whole probe: connect, handshake, answer; a script's run
@@ -72,6 +73,8 @@ type Spec struct {
 
 	Payload      []byte // udp: the datagram sent
 	RequireReply []byte // udp: a reply must start with this; nil: any reply or none passes, an ICMP error fails
+
+	HeloName string // smtp: the HELO's name; "": keepalived's smtpchecker.keepalived.org
 
 	DNSName string // dns: the name queried
 	DNSType uint16 // dns: the type queried (dnsmessage.Type)
@@ -519,6 +522,10 @@ func (c *Checker) checkFrom(lips []netip.Addr, t Target) error {
 		return c.udpCheck(ctx, local, remote, proto, t.Spec)
 	case "dns":
 		return c.dnsCheck(ctx, local, remote, proto, t.Spec)
+	case "ping":
+		return c.pingCheck(ctx, local, remote, proto)
+	case "smtp":
+		return smtpCheck(ctx, dial, t.Spec)
 	}
 	return httpGet(ctx, dial, netip.AddrPortFrom(rs, port), t.Spec)
 }

@@ -351,6 +351,7 @@ type HealthCheck struct {
 	Require     string   `json:"require_reply,omitempty" mapstructure:"require_reply"` // udp, hex
 	DNSName     string   `json:"dns_name,omitempty" mapstructure:"dns_name"`
 	DNSType     string   `json:"dns_type,omitempty" mapstructure:"dns_type"`
+	HeloName    string   `json:"helo_name,omitempty" mapstructure:"helo_name"` // smtp
 }
 
 // Health is a service's health check as GET .../health answers it.
