@@ -72,6 +72,9 @@ func (d *Daemon) setRuntimeCheck(k control.ServiceKey, rc runtimeCheck) []string
 	if d.runtimeChecks == nil {
 		d.runtimeChecks = map[control.ServiceKey]runtimeCheck{}
 	}
+	// The servers deleted since the last change are no longer the
+	// checker's, so that the release below does not put them back.
+	d.followLocked()
 	d.runtimeChecks[k] = rc
 	d.startHealth(d.Config(), func(t health.Target) bool { return t.Proto == k.Protocol && t.VIP == k.Addr }, true)
 	d.log.Warn("health check changed at run time; a reload re-applies the file's", "service", k.String(), "check", checkType(rc.spec))
@@ -138,4 +141,55 @@ func (d *Daemon) targets(cfg *config.Config) []health.Target {
 		}
 	}
 	return out
+}
+
+// followServers restarts the checks when a service with a runtime check
+// and its checker disagree on the service's real servers: one added with
+// tapvsadm -a or the API after the check was set (checked from now on, as
+// every server was when it was set), or one deleted (no longer checked,
+// and so not put back when the check is cleared). The checks' state
+// carries over (health.Checker.Start). A server the checker itself
+// removed (on_failure: remove, and down) stays its target.
+func (d *Daemon) followServers() {
+	d.reloadMu.Lock()
+	defer d.reloadMu.Unlock()
+	d.followLocked()
+}
+
+// followLocked is followServers with reloadMu held.
+func (d *Daemon) followLocked() {
+	hc := d.checker.Load()
+	for k, rc := range d.runtimeChecks {
+		if rc.spec == nil {
+			continue
+		}
+		svc, err := d.Balancer.Service(k.Protocol, k.Addr.Addr(), k.Addr.Port())
+		if err != nil {
+			continue
+		}
+		has := map[netip.AddrPort]bool{}
+		for _, dst := range svc.Dests() {
+			has[netip.AddrPortFrom(dst.Addr, dst.Port)] = true
+		}
+		checked := map[netip.AddrPort]bool{}
+		changed := ""
+		if hc != nil {
+			for _, t := range hc.Targets(k.Protocol, k.Addr) {
+				checked[t.RS] = true
+				if up, _, _ := hc.Up(t.Proto, t.VIP, t.RS); !has[t.RS] && (up || !t.Spec.Remove) {
+					changed = "deleted"
+				}
+			}
+		}
+		for rs := range has {
+			if !checked[rs] {
+				changed = "added"
+			}
+		}
+		if changed != "" {
+			d.log.Info("runtime health check follows the service's servers", "service", k.String(), "server", changed)
+			d.startHealth(d.Config(), nil, false)
+			return
+		}
+	}
 }

@@ -130,6 +130,24 @@ func TestRuntimeHealthCheck(t *testing.T) {
 		}
 	}
 
+	// A server added after the check was set is checked too: nothing
+	// answers there either, so it goes out; deleted, it is not listed.
+	added := netip.MustParseAddrPort("172.25.84.22:8080")
+	two := 2
+	if err := d.Manager.AddDest(control.ServiceKey{Protocol: nat.TCP, Addr: netip.MustParseAddrPort("172.25.254.100:80")}, control.DestSpec{Addr: added, Weight: &two}); err != nil {
+		t.Fatal(err)
+	}
+	waitWeights("a server added under the runtime check", map[string]int{"172.25.84.20:8080": 0, "172.25.84.21:8080": 0, added.String(): 0})
+	if n := len(get().Servers); n != 3 {
+		t.Fatalf("after -a: %d servers checked, want 3", n)
+	}
+	if err := d.Manager.DeleteDest(control.ServiceKey{Protocol: nat.TCP, Addr: netip.MustParseAddrPort("172.25.254.100:80")}, added); err != nil {
+		t.Fatal(err)
+	}
+	waitWeights("the added server deleted", out)
+	// Cleared at once: the deleted server is not put back (the clear
+	// catches up with the delete if the checker has not yet).
+
 	// Cleared: no check, and the servers are back with their weights.
 	if code, msg := do("DELETE", path, ""); code != 200 || !strings.Contains(msg, "next reload") {
 		t.Fatalf("DELETE: %d %s", code, msg)

@@ -57,6 +57,9 @@ type Daemon struct {
 	// runtimeChecks are the services' health checks set through the API
 	// (checks.go), until a reload; guarded by reloadMu.
 	runtimeChecks map[control.ServiceKey]runtimeCheck
+	// serversChanged is poked after every operator change (sync), for
+	// reconcile to extend the runtime checks to servers added since.
+	serversChanged chan struct{}
 }
 
 // Start builds everything from cfg and starts forwarding: it opens the two
@@ -124,7 +127,7 @@ func start(cfg *config.Config, log *slog.Logger, nics [2]netstack.NICConfig, suc
 		return nil, err
 	}
 	owned = false
-	d := &Daemon{Balancer: bal, Stack: st, stop: make(chan struct{}), log: log, unmasq: unmasq}
+	d := &Daemon{Balancer: bal, Stack: st, stop: make(chan struct{}), serversChanged: make(chan struct{}, 1), log: log, unmasq: unmasq}
 	d.cfg.Store(cfg)
 	d.Manager = control.NewManager(bal, d.sync)
 	// The stack answers for the VIPs and LIPs before the first frame is read;
@@ -331,7 +334,14 @@ func quorums(cfg *config.Config) []health.VS {
 // asks for the next hops of the real servers the last changes published.
 // It runs after every control change: an ipvsadm script's command costs
 // its own change, not a pass over every service.
-func (d *Daemon) sync() error { return d.syncStack(false) }
+func (d *Daemon) sync() error {
+	err := d.syncStack(false)
+	select {
+	case d.serversChanged <- struct{}{}: // not here: the API's caller holds the manager's lock
+	default:
+	}
+	return err
+}
 
 // syncStack is sync; all also asks for every real server's next hop still
 // unknown (the pass every second, which also lets go of addresses whose
@@ -387,6 +397,8 @@ func (d *Daemon) reconcile() {
 			if err := d.syncStack(true); err != nil {
 				d.log.Warn("address sync", "err", err)
 			}
+		case <-d.serversChanged:
+			d.followServers()
 		}
 	}
 }
