@@ -56,6 +56,17 @@ func TestVirtualServerFields(t *testing.T) {
 		{"notify_down NUL", check, `notify_down: [/bin/nd, "\0"]`, rf + "notify_down: an argument holds a NUL byte", nil},
 		{"notify without a check", "", "notify_down: [/bin/nd]", rf + "notify_down: the server has no health_check: it never goes up or down", nil},
 		{"unknown key", "quorum_upp: [/bin/x]", "", "quorum_upp", nil},
+		// The bounds themselves are accepted.
+		{"quorum 1", "quorum: 1", "", "", func(s Service) bool { return s.Quorum == 1 }},
+		{"quorum max", "quorum: 1073741824", "", "", func(s Service) bool { return s.Quorum == 1<<30 }},
+		{"hysteresis 0", "hysteresis: 0", "", "", func(s Service) bool { return s.Hysteresis == 0 }},
+		{"hysteresis max", "hysteresis: 1073741824", "", "", func(s Service) bool { return s.Hysteresis == 1<<30 }},
+		{"hysteresis huge", "hysteresis: 1073741825", "", f + "hysteresis: 1073741825 is out of range", nil},
+		{"sorry port 1", "sorry_server: '10.20.9.9:1'", "", "", func(s Service) bool { return s.VS.Sorry.Port() == 1 }},
+		{"sorry port 65535", "sorry_server: '10.20.9.9:65535'", "", "", func(s Service) bool { return s.VS.Sorry.Port() == 65535 }},
+		{"sorry port 65536", "sorry_server: '10.20.9.9:65536'", "", f + `sorry_server: "65536" is not a port`, nil},
+		{"sorry the real server's address, another port", "sorry_server: '10.20.2.2:81'", "", "", func(s Service) bool { return s.VS.Sorry == netip.MustParseAddrPort("10.20.2.2:81") }},
+		{"sorry another address, the real server's port", "sorry_server: '10.20.9.2:80'", "", "", func(s Service) bool { return s.VS.Sorry == netip.MustParseAddrPort("10.20.9.2:80") }},
 	}
 	for _, tc := range cases {
 		c, err := Parse(withVS(tc.svc, tc.rs))
