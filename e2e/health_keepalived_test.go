@@ -10,8 +10,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/miekg/dns"
 
 	"github.com/tapvs/tapvs/lab"
 )
@@ -57,6 +60,16 @@ const keepalivedServices = `
     real_servers:
       - {address: 10.20.1.2, port: 2525, weight: 2}
       - {address: 10.20.2.2, port: 2525, weight: 2}
+  - name: names
+    vip: 172.25.254.100
+    port: 53
+    protocol: udp
+    scheduler: rr
+    local_addresses: [172.25.84.11]
+    health_check: {type: dns, dns_name: www.example.test, dns_type: A, interval: 200ms, timeout: 150ms, rise: 1, fall: 1}
+    real_servers:
+      - {address: 10.20.1.2, port: 5353, weight: 3}
+      - {address: 10.20.2.2, port: 5353, weight: 3}
   - name: pinged
     vip: 172.25.254.100
     port: 8082
@@ -136,6 +149,38 @@ func startSMTP(t *testing.T, ns string, addr netip.AddrPort) net.Listener {
 	return l
 }
 
+// startDNS runs a DNS server (miekg/dns, CoreDNS's engine) on UDP addr
+// inside namespace ns, authoritative for www.example.test (an A record);
+// while *fail is set it answers SERVFAIL, as a broken resolver does.
+func startDNS(t *testing.T, ns string, addr netip.AddrPort, fail *atomic.Bool) {
+	t.Helper()
+	var pc net.PacketConn
+	if err := lab.InNetns(ns, func() (err error) {
+		pc, err = net.ListenPacket("udp4", addr.String())
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	h := dns.HandlerFunc(func(w dns.ResponseWriter, q *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(q)
+		m.Authoritative = true
+		switch {
+		case fail.Load():
+			m.Rcode = dns.RcodeServerFailure
+		case len(q.Question) == 1 && q.Question[0].Name == "www.example.test." && q.Question[0].Qtype == dns.TypeA:
+			m.Answer = []dns.RR{&dns.A{Hdr: dns.RR_Header{Name: "www.example.test.", Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 60}, A: net.IPv4(10, 20, 9, 9)}}
+		default:
+			m.Rcode = dns.RcodeNameError
+		}
+		w.WriteMsg(m)
+	})
+	srv := &dns.Server{PacketConn: pc, Handler: h}
+	done := make(chan struct{})
+	go func() { defer close(done); srv.ActivateAndServe() }()
+	t.Cleanup(func() { srv.Shutdown(); <-done })
+}
+
 // keepalived's checkers end to end: an ssl check takes out a real server
 // whose TLS server stops (quiesced) and puts it back with its weight when
 // it serves again; a misc script's exit code does the same on another
@@ -143,7 +188,8 @@ func startSMTP(t *testing.T, ns string, addr netip.AddrPort) net.Listener {
 // a udp check passes on a real echo and fails on the ICMP port
 // unreachable of a closed port, which comes back through tapvs (also when
 // it comes after the check began to wait: health/udp.go's exchange); an
-// smtp check follows a mail server that stops and comes back, and a ping
+// smtp check follows a mail server that stops and comes back, a dns check
+// a DNS server that answers SERVFAIL for a while, and a ping
 // check a server whose kernel stops answering echo requests and starts
 // again.
 func TestKeepalivedCheckers(t *testing.T) {
@@ -221,6 +267,20 @@ func TestKeepalivedCheckers(t *testing.T) {
 		startSMTP(t, e.top.RS[1], netip.AddrPortFrom(lab.RS2, 2525))
 		weight(t, "172.25.254.100:25", "10.20.2.2:2525", 2, true)
 		weight(t, "172.25.254.100:25", "10.20.1.2:2525", 2, true)
+	})
+	t.Run("dns", func(t *testing.T) {
+		var ok1, fail2 atomic.Bool
+		startDNS(t, e.top.RS[0], netip.AddrPortFrom(lab.RS1, 5353), &ok1)
+		startDNS(t, e.top.RS[1], netip.AddrPortFrom(lab.RS2, 5353), &fail2)
+		weight(t, "172.25.254.100:53", "10.20.1.2:5353", 3, true)
+		weight(t, "172.25.254.100:53", "10.20.2.2:5353", 3, true)
+		fail2.Store(true)
+		if why := weight(t, "172.25.254.100:53", "10.20.2.2:5353", 0, false); why != "dns: rcode RCodeServerFailure" {
+			t.Fatalf("rs2 down for %q, want the dns check's SERVFAIL", why)
+		}
+		weight(t, "172.25.254.100:53", "10.20.1.2:5353", 3, true)
+		fail2.Store(false)
+		weight(t, "172.25.254.100:53", "10.20.2.2:5353", 3, true)
 	})
 	t.Run("ping", func(t *testing.T) {
 		weight(t, "172.25.254.100:8082", "10.20.1.2:80", 6, true)
