@@ -17,7 +17,10 @@
 // a multiple of 4, at most MaxLen.
 //
 //	off size field
-//	  0  1   kind: 1 open (a connection, new or changed), 2 closed (a tombstone)
+//	  0  1   kind: 1 open (a connection, new or changed), 2 closed (a tombstone),
+//	         3 a persistence template (KindTemplate: client network, cport
+//	         0, vport 0 for an all-ports service, rport 0 for a server of
+//	         the client's port, LIP unspecified, lport 0, state 0)
 //	  1  1   record version: 1; a record of another version is refused whole
 //	  2  2   length: core and extensions, a multiple of 4, CoreLen..MaxLen
 //	  4  1   proto: 6 TCP, 17 UDP
@@ -31,7 +34,7 @@
 //	 32 16   VIP              (family by b1)
 //	 48 16   LIP              (family by b2)
 //	 64 16   real server      (family by b2)
-//	 80  2   client port      (each port not 0)
+//	 80  2   client port      (each port not 0 but as a template says)
 //	 82  2   VIP port
 //	 84  2   LIP port
 //	 86  2   real server port
@@ -69,7 +72,7 @@
 //	       hop (a MAC) on the box that wrote it. Skippable: meaningful to a
 //	       process on the same box (a takeover), not to a peer.
 //
-// Sizes: a tombstone and a UDP record are the core, 88 bytes; plain TCP
+// Sizes: a tombstone, a template and a UDP record are the core, 88 bytes; plain TCP
 // 88+40+12 = 140; SYNPROXY 164; each 8 more with NEXTHOP (172 at most of
 // the types known here).
 package connrec
@@ -99,6 +102,12 @@ type Kind uint8
 const (
 	KindOpen   Kind = 1 // the connection, as it is now
 	KindClosed Kind = 2 // a tombstone: the connection has left the table
+	// KindTemplate is a persistence template (IPVS's connection with
+	// IP_VS_CONN_F_TEMPLATE): Client is the masked client network with
+	// cport 0, VIP:vport the persistent service (vport 0: all ports),
+	// Server:rport its real server, the lifetime what is left of it; no
+	// LIP (unspecified, lport 0), state NONE, no extension.
+	KindTemplate Kind = 3
 )
 
 // State is a TCP connection's state as the record carries it: IPVS's names
@@ -333,7 +342,12 @@ func (e *Error) Error() string { return "connrec: " + e.Field + ": " + e.Why }
 var (
 	errShort      = &Error{"length", "past the bytes given"}
 	errLen        = &Error{"length", "not a multiple of 4 in 88..256"}
-	errKind       = &Error{"kind", "not open (1) or closed (2)"}
+	errKind       = &Error{"kind", "not open (1), closed (2) or template (3)"}
+	errTmplState  = &Error{"state", "not NONE (0) on a template"}
+	errTmplFlags  = &Error{"flags", "SYNPROXY or timestamps remove on a template"}
+	errTmplCA     = &Error{"client address mode", "not 0 on a template"}
+	errTmplCPort  = &Error{"cport", "not 0 on a template"}
+	errTmplLIP    = &Error{"LIP", "not unspecified with lport 0 on a template"}
 	errVer        = &Error{"record version", "not 1"}
 	errProto      = &Error{"proto", "not TCP (6) or UDP (17)"}
 	errState      = &Error{"state", "not 0..10"}
@@ -358,7 +372,7 @@ var (
 	errExtUnknown = &Error{"extension", "unknown type, not skippable"}
 	errExtLen     = &Error{"extension", "value of the wrong length for its type"}
 	errExtPad     = &Error{"extension", "padding not zero"}
-	errExtClosed  = &Error{"extension", "a known extension on a tombstone"}
+	errExtClosed  = &Error{"extension", "a known extension on a tombstone or template"}
 	errRewriter   = &Error{"rewriter", "missing on an open TCP record, or on UDP"}
 	errRwFlags    = &Error{"rewriter flags", "bit 7 set"}
 	errRwWin      = &Error{"rewriter window shift", "not 0..14"}
@@ -376,7 +390,7 @@ func Decode(b []byte) (r Record, n int, err error) {
 	if len(b) < 4 {
 		return Record{}, 0, errShort
 	}
-	if Kind(b[0]) != KindOpen && Kind(b[0]) != KindClosed {
+	if Kind(b[0]) != KindOpen && Kind(b[0]) != KindClosed && Kind(b[0]) != KindTemplate {
 		return Record{}, 0, errKind
 	}
 	if b[1] != Ver {
@@ -411,6 +425,9 @@ func (r *Record) core(b []byte) error {
 	r.RPort = binary.BigEndian.Uint16(b[86:])
 	udp := r.Proto == wire.ProtoUDP
 	c6, s6 := r.Flags&FlagClient6 != 0, r.Flags&FlagServer6 != 0
+	if r.Kind == KindTemplate {
+		return r.template(udp, c6, s6)
+	}
 	switch {
 	case r.Proto != wire.ProtoTCP && !udp:
 		return errProto
@@ -448,6 +465,42 @@ func (r *Record) core(b []byte) error {
 		return errLPort
 	case r.RPort == 0:
 		return errRPort
+	}
+	return nil
+}
+
+// template checks a template's core: the families as a connection's, the
+// rest as KindTemplate says.
+func (r *Record) template(udp, c6, s6 bool) error {
+	unspec := [16]byte{10: 0xff, 11: 0xff} // ::ffff:0.0.0.0
+	if s6 {
+		unspec = [16]byte{}
+	}
+	switch {
+	case r.Proto != wire.ProtoTCP && !udp:
+		return errProto
+	case r.State != StateNone:
+		return errTmplState
+	case r.Flags&^flagsKnown != 0:
+		return errFlags
+	case r.Flags&(FlagSynproxy|FlagTSRemove) != 0:
+		return errTmplFlags
+	case !c6 && s6:
+		return errFlags46
+	case r.ClientAddr != ClientAddrNone:
+		return errTmplCA
+	case r.LifetimeMS > MaxLifetimeMS:
+		return errLifetime
+	case wire.Is4(&r.Client) == c6:
+		return errClient
+	case wire.Is4(&r.VIP) == c6:
+		return errVIP
+	case wire.Is4(&r.Server) == s6:
+		return errServer
+	case r.CPort != 0:
+		return errTmplCPort
+	case r.LIP != unspec || r.LPort != 0:
+		return errTmplLIP
 	}
 	return nil
 }
@@ -497,7 +550,7 @@ func (r *Record) extensions(b []byte) error {
 		if vlen != want {
 			return errExtLen
 		}
-		if r.Kind == KindClosed && e != ExtNextHop {
+		if r.Kind != KindOpen && e != ExtNextHop {
 			return errExtClosed
 		}
 		r.Ext |= e

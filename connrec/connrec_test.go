@@ -73,6 +73,15 @@ func samples() map[string]Record {
 	r.Ext |= ExtNextHop
 	r.NextHop = [6]byte{2, 0, 0, 0, 0, 1}
 	m["nexthop"] = r
+
+	// Templates: a /24 on port 80, an IPv6 one of an all-ports service
+	// whose server has port 0.
+	tmpl := Record{Kind: KindTemplate, Proto: wire.ProtoTCP, LifetimeMS: 300000,
+		Client: a16("::ffff:198.51.100.0"), VIP: v4.VIP, LIP: a16("::ffff:0.0.0.0"), Server: v4.Server, VPort: 80, RPort: 8080}
+	m["template"] = tmpl
+	tmpl.Proto, tmpl.Flags = wire.ProtoUDP, FlagClient6|FlagServer6
+	tmpl.Client, tmpl.VIP, tmpl.LIP, tmpl.Server, tmpl.VPort, tmpl.RPort = a16("2001:db8::"), a16("2001:db8::10"), [16]byte{}, a16("fd00:1::5"), 0, 0
+	m["template6_all_ports"] = tmpl
 	return m
 }
 
@@ -109,7 +118,8 @@ func TestLayout(t *testing.T) {
 // TestSizes pins each kind's length (docs/design.md's table).
 func TestSizes(t *testing.T) {
 	want := map[string]int{"tcp": 140, "tcp_ts_remove": 140, "synproxy": 164, "toa": 140, "proxy_v2": 140,
-		"udp": 88, "udp_proxy_v2": 88, "ipv6": 140, "nat64": 140, "tombstone": 88, "nexthop": 148}
+		"udp": 88, "udp_proxy_v2": 88, "ipv6": 140, "nat64": 140, "tombstone": 88, "nexthop": 148,
+		"template": 88, "template6_all_ports": 88}
 	for name, r := range samples() {
 		if n := len(r.AppendTo(nil)); n != want[name] || n != r.Len() {
 			t.Errorf("%s: %d bytes (Len %d), want %d", name, n, r.Len(), want[name])
@@ -151,6 +161,7 @@ func TestRefusals(t *testing.T) {
 	enc := func(r Record) []byte { return r.AppendTo(nil) }
 	mod := func(f func(b []byte)) []byte { b := enc(base); f(b); return b }
 	with := func(f func(r *Record)) []byte { r := base; f(&r); return enc(r) }
+	tmplWith := func(f func(r *Record)) []byte { r := samples()["template"]; f(&r); return enc(r) }
 	ext := func(t, l byte, v ...byte) []byte { // base plus one extension at its end
 		b := enc(base)
 		e := append([]byte{t, l}, v...)
@@ -168,7 +179,8 @@ func TestRefusals(t *testing.T) {
 	}{
 		{"empty", nil, "connrec: length: past the bytes given"},
 		{"short", enc(base)[:100], "connrec: length: past the bytes given"},
-		{"kind", mod(func(b []byte) { b[0] = 3 }), "connrec: kind:"},
+		{"kind", mod(func(b []byte) { b[0] = 4 }), "connrec: kind:"},
+		{"kind 0", mod(func(b []byte) { b[0] = 0 }), "connrec: kind:"},
 		{"version", mod(func(b []byte) { b[1] = 2 }), "connrec: record version: not 1"},
 		{"len odd", mod(func(b []byte) { b[3]-- }), "connrec: length: not a multiple"},
 		{"len small", mod(func(b []byte) { binary.BigEndian.PutUint16(b[2:], 84) }), "connrec: length: not a multiple"},
@@ -213,6 +225,25 @@ func TestRefusals(t *testing.T) {
 		{"acks pad", mod(func(b []byte) { b[CoreLen+64+3] = 1 }), "connrec: acks valid"},
 		{"acks invalid nonzero", with(func(r *Record) { r.Acks.Ack[1] = 5 }), "connrec: acks valid"},
 		{"tombstone ext", with(func(r *Record) { r.Kind = KindClosed }), "connrec: extension: a known extension on a tombstone"},
+		{"template ext", with(func(r *Record) {
+			r.Kind, r.State, r.Flags, r.CPort, r.LIP, r.LPort = KindTemplate, StateNone, 0, 0, a16("::ffff:0.0.0.0"), 0
+			r.Ext = ExtAcks
+		}), "connrec: extension: a known extension on a tombstone or template"},
+		{"template state", tmplWith(func(r *Record) { r.State = StateEstablished }), "connrec: state: not NONE (0) on a template"},
+		{"template synproxy", tmplWith(func(r *Record) { r.Flags = FlagSynproxy }), "connrec: flags: SYNPROXY or timestamps remove on a template"},
+		{"template ts remove", tmplWith(func(r *Record) { r.Flags = FlagTSRemove }), "connrec: flags: SYNPROXY or timestamps remove on a template"},
+		{"template flags", tmplWith(func(r *Record) { r.Flags = 0x10 }), "connrec: flags: reserved"},
+		{"template proto", tmplWith(func(r *Record) { r.Proto = 1 }), "connrec: proto:"},
+		{"template 46", tmplWith(func(r *Record) { r.Flags = FlagServer6 }), "connrec: flags: an IPv4 client"},
+		{"template client address", tmplWith(func(r *Record) { r.ClientAddr = ClientAddrTOA }), "connrec: client address mode: not 0 on a template"},
+		{"template lifetime", tmplWith(func(r *Record) { r.LifetimeMS = MaxLifetimeMS + 1 }), "connrec: lifetime:"},
+		{"template cport", tmplWith(func(r *Record) { r.CPort = 1 }), "connrec: cport: not 0 on a template"},
+		{"template lip", tmplWith(func(r *Record) { r.LIP = a16("::ffff:10.0.0.2") }), "connrec: LIP: not unspecified"},
+		{"template lip v6 form", tmplWith(func(r *Record) { r.LIP = [16]byte{} }), "connrec: LIP: not unspecified"},
+		{"template lport", tmplWith(func(r *Record) { r.LPort = 5 }), "connrec: LIP: not unspecified"},
+		{"template client family", tmplWith(func(r *Record) { r.Client = a16("2001:db8::1") }), "connrec: client address: family"},
+		{"template vip family", tmplWith(func(r *Record) { r.VIP = a16("2001:db8::1") }), "connrec: VIP: family"},
+		{"template rs family", tmplWith(func(r *Record) { r.Server = a16("2001:db8::1") }), "connrec: real server: family"},
 	} {
 		r, n, err := Decode(tc.b)
 		var e *Error

@@ -256,14 +256,20 @@ func peerRecord(r *connrec.Record) {
 }
 
 // copy is a full copy for a peer that asks: every connection here, own
-// and shadowed (a restarted instance gets its own back from its backups).
+// and shadowed, and the persistence templates (a restarted instance gets its own back from its backups).
 func (cs *connSync) copy(yield func(rec []byte) bool) {
 	buf := make([]byte, 0, connrec.MaxLen) // a goroutine of its own: not cs.buf
-	cs.bal.ExportConns(func(r *connrec.Record) bool {
+	more := true
+	put := func(r *connrec.Record) bool {
 		peerRecord(r)
 		buf = r.AppendTo(buf[:0])
-		return yield(buf)
-	})
+		more = yield(buf)
+		return more
+	}
+	cs.bal.ExportConns(put)
+	if more {
+		cs.bal.ExportTemplates(put) // persistence templates (nat/tmplrec.go)
+	}
 }
 
 // peerState is connsync's PeerState. A peer heard while joining is

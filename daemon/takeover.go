@@ -120,14 +120,20 @@ func (d *Daemon) Freeze() ([]takeover.Queue, []tun.Passer, error) {
 }
 
 // Export hands over the connection table (takeover.Source), one record
-// per connection. The table is frozen: nothing reads a queue or runs a
+// per connection, then the persistence templates. The table is frozen: nothing reads a queue or runs a
 // timer, so the records are the table as the successor will find it.
 func (d *Daemon) Export(yield func([]byte) bool) bool {
 	buf := make([]byte, 0, connrec.MaxLen)
-	d.Balancer.ExportConns(func(r *connrec.Record) bool {
+	more := true
+	put := func(r *connrec.Record) bool {
 		buf = r.AppendTo(buf[:0])
-		return yield(buf)
-	})
+		more = yield(buf)
+		return more
+	}
+	d.Balancer.ExportConns(put)
+	if more {
+		d.Balancer.ExportTemplates(put) // persistence templates (nat/tmplrec.go)
+	}
 	return true
 }
 
@@ -345,7 +351,7 @@ func (succ *successor) importTable(bal *nat.Balancer, log *slog.Logger) {
 	if refused > 0 {
 		log.Warn("takeover: connections refused (lost)", "refused", refused, "carried", bal.Stats.Imported(), "first", first)
 	}
-	log.Info("takeover: connection table taken over", "connections", bal.Stats.Imported(), "refused", refused)
+	log.Info("takeover: connection table taken over", "connections", bal.Stats.Imported(), "templates", bal.Stats.TemplatesImported(), "refused", refused)
 }
 
 // handedOver says DONE and waits for the old process to let go.

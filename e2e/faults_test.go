@@ -39,8 +39,21 @@ func faultServices() string {
     local_addresses: [172.25.84.10, 172.25.84.11]
     real_servers:
       - {address: 10.20.1.2, port: %[2]d}
-      - {address: 10.20.2.2, port: %[2]d}`, dyingPort, holdPort)
+      - {address: 10.20.2.2, port: %[2]d}
+  - name: sticky
+    vip: 172.25.254.100
+    port: %d
+    scheduler: rr
+    persistence_timeout: 600
+    local_addresses: [172.25.84.10]
+    real_servers:
+      - {address: 10.20.1.2, port: 80}
+      - {address: 10.20.2.2, port: 80}`, dyingPort, holdPort, stickyPort)
 }
+
+// stickyPort is faultServices' persistent service (its templates cross a
+// takeover).
+const stickyPort = 8090
 
 // listenIn listens on addr:port inside namespace ns, closed when the test ends.
 func listenIn(t testing.TB, ns string, addr netip.Addr, port uint16) *net.TCPListener {

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/netip"
 	"strings"
@@ -76,6 +77,21 @@ func TestTakeoverKeepsConnections(t *testing.T) {
 	}
 	stalls := sampleStalls(flows, takeoverFlows.Size())
 
+	// A persistent service's client: its template names one server.
+	sticky := func() string {
+		t.Helper()
+		body, err := httpGet(hc, lab.VIP, stickyPort)
+		if err != nil {
+			t.Fatalf("the persistent service: %v", err)
+		}
+		name, _, _ := strings.Cut(body, " ")
+		return name
+	}
+	stuck := sticky()
+	if again := sticky(); again != stuck {
+		t.Fatalf("the persistent service sent the client to %s, then %s", stuck, again)
+	}
+
 	started := time.Now()
 	p2 := startTapvsProc(t, bin, path, "--takeover")
 	select {
@@ -104,6 +120,27 @@ func TestTakeoverKeepsConnections(t *testing.T) {
 	}
 	if !strings.Contains(p2.out.String(), "connection table taken over") {
 		t.Errorf("the new tapvs did not report the table:\n%s", p2.out)
+	}
+
+	// The template came over with the table: listed (state NONE, client
+	// port 0) before the client opens anything through the new tapvs, and
+	// its next connection goes to the same server.
+	stuckAt := map[string]string{"rs1": "10.20.1.2:80", "rs2": "10.20.2.2:80"}[stuck]
+	var tmpl bool
+	if !eventually(5*time.Second, func() bool {
+		cs, err := api.Dial(top.Socket).Conns()
+		tmpl = false
+		for _, c := range err2nil(cs, err) {
+			if c.State == "NONE" && c.Virtual == fmt.Sprintf("172.25.254.100:%d", stickyPort) && c.Destination == stuckAt && strings.HasSuffix(c.Source, ":0") {
+				tmpl = true
+			}
+		}
+		return tmpl
+	}) {
+		t.Fatalf("the new tapvs lists no template of the persistent service to %s", stuckAt)
+	}
+	if got := sticky(); got != stuck {
+		t.Fatalf("after the takeover the persistent service sent the client to %s, want its template's %s", got, stuck)
 	}
 
 	// The long connection, both ways.
@@ -202,6 +239,14 @@ func sampleStalls(fs []*lab.Flow, size int64) func() time.Duration {
 		}
 	}()
 	return func() time.Duration { close(stop); return <-done }
+}
+
+// err2nil is v, or nothing when err is set.
+func err2nil[T any](v []T, err error) []T {
+	if err != nil {
+		return nil
+	}
+	return v
 }
 
 func lastLines(s string, n int) string {

@@ -103,7 +103,7 @@ var (
 	dRoutes    = prometheus.NewDesc("tapvs_bgp_routes_announced", "Prefixes announced now, by kind (vip, lip).", []string{"kind"}, nil)
 	dAnnounce  = prometheus.NewDesc("tapvs_bgp_announcements_total", "Prefixes announced, once per change whatever the number of peers.", nil, nil)
 	dWithdraw  = prometheus.NewDesc("tapvs_bgp_withdrawals_total", "Prefixes withdrawn, once per change whatever the number of peers.", nil, nil)
-	dSyncRecs  = prometheus.NewDesc("tapvs_sync_records_total", "Connection records of connection sync (sync:): queued (to every peer), dropped (the send queue full), too_big, feed_dropped (a change the balancer's feed had no room for), received (from peers, checked), applied (put in the table or updating an entry), adopted (a peer's connection this instance took over, its server's segments having come here), refused_<reason> (invalid, unknown_service, unknown_dest, unknown_lip, stale, table_full, conflict; a takeover's refusals count here too).", []string{"result"}, nil)
+	dSyncRecs  = prometheus.NewDesc("tapvs_sync_records_total", "Connection records of connection sync (sync:): queued (to every peer), dropped (the send queue full), too_big, feed_dropped (a change the balancer's feed had no room for), received (from peers, checked), applied (put in the table or updating an entry), templates_applied (persistence templates made or refreshed, a takeover's included), adopted (a peer's connection this instance took over, its server's segments having come here), refused_<reason> (invalid, unknown_service, unknown_dest, unknown_lip, stale, table_full, conflict; a takeover's refusals count here too).", []string{"result"}, nil)
 	dSyncDgram = prometheus.NewDesc("tapvs_sync_datagrams_total", "Datagrams of connection sync: sent (UPDATEs, each to every peer), send_error, received (accepted), lost (peers' UPDATEs announced and never received), refused_<reason> (not_peer, short, long, magic, version, key, tag, stale_epoch, replay, bad_records).", []string{"result"}, nil)
 	dSyncCopy  = prometheus.NewDesc("tapvs_sync_copies_total", "Full copies of connection sync: asked (of peers, retries included), done, failed (given up), served (to peers), busy (a request refused, one being served).", []string{"result"}, nil)
 	dSyncBytes = prometheus.NewDesc("tapvs_sync_bytes_total", "UDP payload bytes of connection sync's datagrams: sent (every datagram the kernel took, of every type, to every peer), received (every datagram accepted).", []string{"direction"}, nil)
@@ -273,7 +273,7 @@ func (c *Collector) collectSync(gauge func(*prometheus.Desc, float64, ...string)
 	gauge(dSyncPeers, float64(y.Alive))
 	gauge(dSyncJoin, b2f(y.Joined))
 	for result, n := range map[string]uint64{"queued": s.Queued, "dropped": s.Dropped, "too_big": s.TooBig,
-		"feed_dropped": c.bal.FeedDropped(), "received": s.Applied, "applied": c.bal.Stats.Imported(), "adopted": c.bal.Stats.Adopted()} {
+		"feed_dropped": c.bal.FeedDropped(), "received": s.Applied, "applied": c.bal.Stats.Imported(), "templates_applied": c.bal.Stats.TemplatesImported(), "adopted": c.bal.Stats.Adopted()} {
 		counter(dSyncRecs, n, result)
 	}
 	for reason, n := range c.bal.Stats.ImportRefused() {

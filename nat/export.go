@@ -166,6 +166,9 @@ func (b *Balancer) importConn(r *connrec.Record) (ImportReason, error) {
 	if err := r.Check(); err != nil {
 		return refuse(ImportInvalid, err)
 	}
+	if r.Kind == connrec.KindTemplate {
+		return b.importTemplate(r)
+	}
 	proto := Protocol(r.Proto)
 	id := idOf(r)
 	in, out := id.in, id.out

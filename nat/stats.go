@@ -85,9 +85,10 @@ type Stats struct {
 	connsCreated atomic.Uint64
 	connsExpired atomic.Uint64
 
-	imported      atomic.Uint64                   // connections ImportConn put in the table or updated
-	adopted       atomic.Uint64                   // shadows of a peer's connections this instance took over (feed.go)
-	importRefused [numImportReasons]atomic.Uint64 // records ImportConn refused, by reason
+	imported          atomic.Uint64                   // connections ImportConn put in the table or updated
+	templatesImported atomic.Uint64                   // persistence templates ImportConn made or refreshed (tmplrec.go)
+	adopted           atomic.Uint64                   // shadows of a peer's connections this instance took over (feed.go)
+	importRefused     [numImportReasons]atomic.Uint64 // records ImportConn refused, by reason
 
 	synCookies     atomic.Uint64 // SYN-ACKs answered with a cookie
 	synproxyOpened atomic.Uint64 // handshakes proved by a valid cookie

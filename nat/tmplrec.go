@@ -1,0 +1,154 @@
+package nat
+
+import (
+	"errors"
+	"time"
+
+	"github.com/tapvs/tapvs/connrec"
+	"github.com/tapvs/tapvs/wire"
+)
+
+// Persistence templates as records (connrec.KindTemplate), so that they
+// outlive an instance as its connections do: a takeover hands them over
+// with the table, and connection sync copies them to a peer that asks, as
+// IPVS's sync daemon sends templates (IP_VS_CONN_F_TEMPLATE). A client
+// that comes back after a restart, or to the peer after a failover, goes
+// to the server its template names.
+//
+// An imported template counts no connections: the connections it gave its
+// server here came as records of their own, which do not point at it, so
+// it expires at its deadline even while they are open (IPVS's backup does
+// the same until a connection of the client is scheduled through it, which
+// re-arms it, as here).
+
+// errTmplMask refuses a template whose client network is not masked as
+// the service's netmask masks (another granularity there, or here).
+var errTmplMask = errors.New("the client network is not masked by the service's netmask")
+
+// ExportTemplates calls yield with each persistence template's record,
+// service by service, until yield returns false. As ExportConns, no lock
+// is held while yield runs (a shard's templates are copied out first), the
+// record is ExportTemplates's own and written again for the next, and any
+// goroutine may call it.
+func (b *Balancer) ExportTemplates(yield func(*connrec.Record) bool) {
+	var (
+		r    connrec.Record
+		list []*template
+	)
+	for _, s := range b.set.Load().services() {
+		ts := s.tmpl.Load()
+		timeout := s.Persistence().Timeout
+		if timeout == 0 || ts == nil {
+			continue
+		}
+		for i := range ts.shards {
+			sh := &ts.shards[i]
+			list = list[:0]
+			sh.mu.Lock()
+			for _, t := range sh.m {
+				list = append(list, t)
+			}
+			sh.mu.Unlock()
+			for _, t := range list {
+				if t.record(&r, s, timeout, b.table.now.Load()) && !yield(&r) {
+					return
+				}
+			}
+		}
+	}
+}
+
+// record writes t's record into r at now (the table's clock). A template
+// past its deadline that no connection holds is about to expire: false,
+// no record. One still held would be re-armed by the sweep: it goes with
+// its service's timeout.
+func (t *template) record(r *connrec.Record, s *Service, timeout time.Duration, now int64) bool {
+	if t.dead.Load() {
+		return false
+	}
+	left := time.Duration(t.deadline.Load() - now)
+	if left <= 0 {
+		if t.conns.Load() == 0 {
+			return false
+		}
+		left = timeout
+	}
+	*r = connrec.Record{
+		Kind: connrec.KindTemplate, Proto: uint8(s.Protocol),
+		LifetimeMS: uint32(min(left.Milliseconds(), connrec.MaxLifetimeMS)),
+		Client:     t.client, VIP: s.Addr.As16(), Server: t.dest.a16,
+		VPort: s.Port, RPort: t.dest.Port,
+	}
+	if !wire.Is4(&t.client) {
+		r.Flags |= connrec.FlagClient6
+	}
+	if wire.Is4(&t.dest.a16) {
+		r.LIP = addr16{10: 0xff, 11: 0xff} // ::ffff:0.0.0.0: no LIP, of the server's family
+	} else {
+		r.Flags |= connrec.FlagServer6
+	}
+	return true
+}
+
+// importTemplate is ImportConn for a template (mu held, the record
+// checked): the service (persistent, with the same netmask) and its server
+// must be here. A template of the client network that names another server
+// gives way to the record's, as a scheduling here would replace a
+// quiescent one; one that names the same server keeps the later deadline.
+func (b *Balancer) importTemplate(r *connrec.Record) (ImportReason, error) {
+	svc := b.set.Load().service(svcKey{addr: r.VIP, port: r.VPort, proto: Protocol(r.Proto)})
+	if svc == nil {
+		return refuse(ImportUnknownService, nil)
+	}
+	p, ts := svc.Persistence(), svc.tmpl.Load()
+	if p.Timeout == 0 || ts == nil {
+		return refuse(ImportUnknownService, nil)
+	}
+	if maskAddr(&r.Client, p.Mask) != r.Client {
+		return refuse(ImportInvalid, errTmplMask)
+	}
+	var dest *Dest
+	for _, d := range svc.Dests() {
+		if d.a16 == r.Server && d.Port == r.RPort {
+			dest = d
+			break
+		}
+	}
+	if dest == nil {
+		return refuse(ImportUnknownDest, nil)
+	}
+	deadline := b.table.now.Load() + int64(time.Duration(r.LifetimeMS)*time.Millisecond)
+	k := r.Client
+	sh := ts.shard(&k)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	t := sh.m[k]
+	switch {
+	case t != nil && t.dest == dest:
+		if t.deadline.Load() < deadline {
+			t.deadline.Store(deadline) // filed at its old tick: the sweep files it again
+		}
+		b.Stats.templatesImported.Add(1)
+		return 0, nil
+	case t != nil:
+		t.dest.persistConns.Add(-1)
+		t.dead.Store(true)
+	case b.templates.Add(1) > b.maxTemplates:
+		b.templates.Add(-1)
+		return refuse(ImportTableFull, nil)
+	}
+	if sh.m == nil {
+		sh.m = map[addr16]*template{}
+	}
+	t = &template{client: k, dest: dest, svc: svc, ts: ts}
+	t.deadline.Store(deadline)
+	sh.m[k] = t
+	dest.persistConns.Add(1)
+	b.tmplWheel.file(t)
+	b.Stats.templatesImported.Add(1)
+	return 0, nil
+}
+
+// TemplatesImported is how many template records ImportConn took (made or
+// refreshed a template).
+func (s *Stats) TemplatesImported() uint64 { return s.templatesImported.Load() }

@@ -1,0 +1,168 @@
+package nat
+
+import (
+	"errors"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/tapvs/tapvs/connrec"
+)
+
+// templates exports r's templates as encoded records, each decoded back
+// (what a takeover or a peer reads).
+func templateRecords(t *testing.T, b *Balancer) []connrec.Record {
+	t.Helper()
+	var out []connrec.Record
+	b.ExportTemplates(func(r *connrec.Record) bool {
+		got, _, err := connrec.Decode(r.AppendTo(nil))
+		if err != nil {
+			t.Fatalf("an exported template does not decode: %v (%+v)", err, *r)
+		}
+		out = append(out, got)
+		return true
+	})
+	return out
+}
+
+// A template exported and imported into another balancer with the same
+// service sends the client's next connection there to the template's
+// server, with what was left of its lifetime, where the scheduler alone
+// would have picked the other; a /24 template stays a /24 one.
+func TestTemplateExportImport(t *testing.T) {
+	p := Persistence{Timeout: 10 * time.Minute, Mask: 24}
+	old := persistRig(t, p, nil)
+	mustSyn(t, old.b, client, 10000) // rr's first: rs1; a second client takes rs2
+	other := netip.MustParseAddr("198.51.100.77")
+	if got := mustSyn(t, old.b, other, 10000); got != rs2 {
+		t.Fatalf("the second client went to %v, want rs2", got)
+	}
+	old.tick(time.Minute)
+	recs := templateRecords(t, old.b)
+	if len(recs) != 2 {
+		t.Fatalf("%d template records, want 2", len(recs))
+	}
+	for _, r := range recs {
+		if r.Kind != connrec.KindTemplate || r.CPort != 0 || r.VPort != 80 || r.RPort != 8080 {
+			t.Errorf("record %+v", r)
+		}
+		if left := time.Duration(r.LifetimeMS) * time.Millisecond; left != 9*time.Minute {
+			t.Errorf("lifetime %v, want the 9m left", left)
+		}
+		if want := maskAddr(&r.Client, 24); r.Client != want {
+			t.Errorf("client %v not the /24", r.Client)
+		}
+	}
+
+	// The successor: the same service, empty. Only the other client's
+	// template comes: its next connection must go to rs2, though rr's
+	// first pick here is rs1.
+	next := persistRig(t, p, nil)
+	var otherRec connrec.Record
+	for _, r := range recs {
+		if r.Server == rs2.As16() {
+			otherRec = r
+		}
+	}
+	if err := next.b.ImportConn(&otherRec); err != nil {
+		t.Fatal(err)
+	}
+	if n := next.b.Stats.TemplatesImported(); n != 1 {
+		t.Fatalf("TemplatesImported %d, want 1", n)
+	}
+	list := next.b.TemplateList()
+	if len(list) != 1 || list[0].RIP.Addr() != rs2 || list[0].Expires != 9*time.Minute || list[0].Conns != 0 {
+		t.Fatalf("templates after import: %+v", list)
+	}
+	// Imported again (a second copy): refreshed, not doubled.
+	if err := next.b.ImportConn(&otherRec); err != nil || next.b.Templates() != 1 {
+		t.Fatalf("imported twice: %v, %d templates", err, next.b.Templates())
+	}
+	next.tick(8 * time.Minute) // within its 9 minutes
+	if got := mustSyn(t, next.b, netip.MustParseAddr("198.51.100.5"), 20000); got != rs2 {
+		t.Fatalf("a client of the imported /24 went to %v, want its template's rs2", got)
+	}
+	if next.b.Templates() != 1 {
+		t.Fatalf("%d templates, want the imported one used, not another made", next.b.Templates())
+	}
+	// Re-armed by that connection, it expires once the connection (a
+	// SYN never answered) has and its timeout has passed.
+	next.tick(11 * time.Minute)
+	if next.b.Templates() != 0 {
+		t.Fatalf("%d templates 11 minutes on, want the imported one expired", next.b.Templates())
+	}
+}
+
+// An imported template that names another server replaces the one here,
+// as a quiescent template gives way; refusals are counted by reason and
+// change nothing.
+func TestTemplateImportRefusals(t *testing.T) {
+	p := Persistence{Timeout: time.Minute, Mask: 32}
+	r := persistRig(t, p, func(c *Config) { c.MaxTemplates = 1 })
+	mustSyn(t, r.b, client, 10000) // its template: rs1
+	rec := templateRecords(t, r.b)[0]
+	moved := rec
+	moved.Server = rs2.As16()
+	if err := r.b.ImportConn(&moved); err != nil {
+		t.Fatal(err)
+	}
+	if l := r.b.TemplateList(); len(l) != 1 || l[0].RIP.Addr() != rs2 || r.b.Templates() != 1 {
+		t.Fatalf("after a template naming rs2: %+v, %d", l, r.b.Templates())
+	}
+	if got := mustSyn(t, r.b, client, 10001); got != rs2 {
+		t.Fatalf("the client went to %v, want the imported rs2", got)
+	}
+
+	for name, c := range map[string]struct {
+		edit func(*connrec.Record)
+		want ImportReason
+	}{
+		"unknown service":                 {func(r *connrec.Record) { r.VPort = 81 }, ImportUnknownService},
+		"unknown server":                  {func(r *connrec.Record) { r.RPort = 9090 }, ImportUnknownDest},
+		"a second client, MaxTemplates 1": {func(r *connrec.Record) { r.Client[15] ^= 2 }, ImportTableFull},
+		"invalid (a cport)":               {func(r *connrec.Record) { r.CPort = 1 }, ImportInvalid},
+	} {
+		bad := rec
+		c.edit(&bad)
+		before := r.b.Stats.ImportRefusal(c.want)
+		err := r.b.ImportConn(&bad)
+		var ie *ImportError
+		if !errors.As(err, &ie) || ie.Reason != c.want || r.b.Stats.ImportRefusal(c.want) != before+1 {
+			t.Errorf("%s: %v, want refused as %v and counted", name, err, c.want)
+		}
+		if l := r.b.TemplateList(); len(l) != 1 || l[0].RIP.Addr() != rs2 {
+			t.Errorf("%s: templates changed: %+v", name, l)
+		}
+	}
+
+	// A service without persistence takes no template.
+	plain := newRig(t, TCP, "rr", nil)
+	if err := plain.b.ImportConn(&rec); err == nil {
+		t.Fatal("a template imported into a service without persistence")
+	}
+}
+
+// A /24 service refuses a template whose client is not a /24 network.
+func TestTemplateImportMask(t *testing.T) {
+	r := persistRig(t, Persistence{Timeout: time.Minute, Mask: 24}, nil)
+	rec := connrec.Record{Kind: connrec.KindTemplate, Proto: 6, LifetimeMS: 1000, Client: client.As16(), VIP: vip.As16(),
+		LIP: addr16{10: 0xff, 11: 0xff}, Server: rs1.As16(), VPort: 80, RPort: 8080}
+	err := r.b.ImportConn(&rec)
+	var ie *ImportError
+	if !errors.As(err, &ie) || ie.Reason != ImportInvalid || !errors.Is(err, errTmplMask) {
+		t.Fatalf("a /32 template into a /24 service: %v", err)
+	}
+	rec.Client = maskAddr(&rec.Client, 24)
+	if err := r.b.ImportConn(&rec); err != nil || r.b.Templates() != 1 {
+		t.Fatalf("its /24: %v, %d templates", err, r.b.Templates())
+	}
+	// No connection holds it: it lasts its lifetime (1 s), no more.
+	r.tick(900 * time.Millisecond)
+	if r.b.Templates() != 1 {
+		t.Fatal("expired before its lifetime")
+	}
+	r.tick(300 * time.Millisecond)
+	if r.b.Templates() != 0 {
+		t.Fatal("still there past its lifetime")
+	}
+}
