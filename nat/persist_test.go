@@ -9,7 +9,7 @@ import (
 )
 
 // persistRig is the rig's service (rr over rs1 and rs2) made persistent.
-func persistRig(t *testing.T, p Persistence, mod func(*Config)) *rig {
+func persistRig(t testing.TB, p Persistence, mod func(*Config)) *rig {
 	t.Helper()
 	r := newRig(t, TCP, "rr", mod)
 	if err := r.b.Update(func(tx *Tx) error { return tx.SetPersistence(r.svc, p) }); err != nil {
@@ -20,7 +20,7 @@ func persistRig(t *testing.T, p Persistence, mod func(*Config)) *rig {
 
 // synTo sends a SYN from src:sport to vip:dport and returns the verdict
 // and, when forwarded, the real server and port it was sent to.
-func synTo(t *testing.T, b *Balancer, src netip.Addr, sport, dport uint16) (Verdict, netip.AddrPort) {
+func synTo(t testing.TB, b *Balancer, src netip.Addr, sport, dport uint16) (Verdict, netip.AddrPort) {
 	t.Helper()
 	f := frame(t, pktSpec{src: src, dst: vip, sport: sport, dport: dport, proto: TCP, syn: true, srcMAC: macClient})
 	v := b.Process(ClientSide, f)

@@ -166,3 +166,41 @@ func TestTemplateImportMask(t *testing.T) {
 		t.Fatal("still there past its lifetime")
 	}
 }
+
+// FuzzImport: any bytes a peer or a predecessor sends, decoded and
+// imported into a balancer with a persistent service: a refusal changes
+// nothing it counts, and the templates stay consistent (each named server
+// is the service's, the count is the map's, within the bound).
+func FuzzImport(f *testing.F) {
+	old := persistRig(f, Persistence{Timeout: time.Minute, Mask: 24}, nil)
+	for i := range 3 {
+		src := netip.AddrFrom4([4]byte{198, 51, byte(100 + i), 7})
+		if v, _ := synTo(f, old.b, src, 10000, 80); v != Forward {
+			f.Fatal("seed SYN not forwarded")
+		}
+	}
+	old.b.ExportConns(func(r *connrec.Record) bool { f.Add(r.AppendTo(nil)); return true })
+	old.b.ExportTemplates(func(r *connrec.Record) bool { f.Add(r.AppendTo(nil)); return true })
+	f.Fuzz(func(t *testing.T, b []byte) {
+		r := persistRig(t, Persistence{Timeout: time.Minute, Mask: 24}, func(c *Config) { c.MaxTemplates = 2 })
+		for len(b) > 0 {
+			rec, n, err := connrec.Decode(b)
+			if err != nil {
+				return
+			}
+			b = b[n:]
+			before, list := r.b.Templates(), r.b.TemplateList()
+			if err := r.b.ImportConn(&rec); err != nil && (r.b.Templates() != before || len(r.b.TemplateList()) != len(list)) {
+				t.Fatalf("a refused record (%v) changed the templates", err)
+			}
+			if n := r.b.Templates(); n > 2 || n != int64(len(r.b.TemplateList())) {
+				t.Fatalf("%d templates counted, %d listed, bound 2", n, len(r.b.TemplateList()))
+			}
+			for _, ti := range r.b.TemplateList() {
+				if ti.RIP.Addr() != rs1 && ti.RIP.Addr() != rs2 {
+					t.Fatalf("a template to %v, not a server of the service", ti.RIP)
+				}
+			}
+		}
+	})
+}
