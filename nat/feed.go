@@ -12,7 +12,9 @@ import (
 // which of this instance's own connections changed, so that it sends
 // their records to the peers: a connection that reaches ESTABLISHED (the
 // open record; a half-open handshake is not synced, as in LVS), each later
-// state step (FIN_WAIT, CLOSE_WAIT, ...) and its end (a tombstone). The
+// state step (FIN_WAIT, CLOSE_WAIT, ...) and its end (a tombstone). An
+// open record of a persistent service's connection is followed by its
+// template's, as IPVS syncs a connection's controlling template. The
 // data path pays nothing per packet for it: a state step, a few per
 // connection, bumps the connection's version and puts its pointer on a
 // bounded ring, once (a queued bit coalesces the steps made before the
@@ -128,6 +130,13 @@ func (b *Balancer) DrainChanges(yield func(*connrec.Record)) {
 				r.Ext &^= connrec.ExtNextHop
 				r.NextHop = [6]byte{}
 				yield(&r)
+				// Its persistence template after it, as IPVS's
+				// ip_vs_sync_conn sends a connection's controlling
+				// template: a peer that takes the client over keeps
+				// its server (tmplrec.go).
+				if t := c.tmpl; t != nil && t.record(&r, t.svc, t.svc.Persistence().Timeout, b.table.now.Load()) {
+					yield(&r)
+				}
 			} else if c.state.Load() == stDead {
 				c.tombstone(&r)
 				yield(&r)

@@ -204,3 +204,29 @@ func FuzzImport(f *testing.F) {
 		}
 	})
 }
+
+// Connection sync's running stream: a persistent service's connection,
+// once ESTABLISHED, is fed with its template after it (IPVS's
+// ip_vs_sync_conn sends cp->control), which a peer imports.
+func TestFeedSendsTemplate(t *testing.T) {
+	mc := moveCases()[0]
+	r := feedRig(t)
+	if err := r.b.Update(func(tx *Tx) error {
+		return tx.SetPersistence(r.svc, Persistence{Timeout: time.Minute, Mask: 24})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	mc.open(t, r)
+	recs := drained(r.b)
+	if len(recs) != 2 || recs[0].Kind != connrec.KindOpen || recs[1].Kind != connrec.KindTemplate {
+		t.Fatalf("after the handshake: %d records %+v, want the connection's then its template's", len(recs), recs)
+	}
+	tr := recs[1]
+	if tr.Server != rs1.As16() || tr.Client != maskAddr(&recs[0].Client, 24) || tr.VPort != 80 || tr.LifetimeMS != 60000 {
+		t.Fatalf("template record %+v", tr)
+	}
+	peer := persistRig(t, Persistence{Timeout: time.Minute, Mask: 24}, nil)
+	if err := peer.b.ImportConn(&tr); err != nil || peer.b.Templates() != 1 {
+		t.Fatalf("the peer's import: %v, %d templates", err, peer.b.Templates())
+	}
+}
