@@ -449,14 +449,11 @@ func (r *Record) core(b []byte) error {
 		return errCAUDP
 	case r.LifetimeMS > MaxLifetimeMS:
 		return errLifetime
-	case wire.Is4(&r.Client) == c6:
-		return errClient
-	case wire.Is4(&r.VIP) == c6:
-		return errVIP
-	case wire.Is4(&r.LIP) == s6:
-		return errLIP
-	case wire.Is4(&r.Server) == s6:
-		return errServer
+	}
+	if err := r.families(c6, s6); err != nil {
+		return err
+	}
+	switch {
 	case r.CPort == 0:
 		return errCPort
 	case r.VPort == 0:
@@ -465,6 +462,22 @@ func (r *Record) core(b []byte) error {
 		return errLPort
 	case r.RPort == 0:
 		return errRPort
+	}
+	return nil
+}
+
+// families checks that each address is of the family the flags say (b1
+// the client side's, b2 the server side's).
+func (r *Record) families(c6, s6 bool) error {
+	switch {
+	case wire.Is4(&r.Client) == c6:
+		return errClient
+	case wire.Is4(&r.VIP) == c6:
+		return errVIP
+	case wire.Is4(&r.LIP) == s6:
+		return errLIP
+	case wire.Is4(&r.Server) == s6:
+		return errServer
 	}
 	return nil
 }
@@ -491,12 +504,11 @@ func (r *Record) template(udp, c6, s6 bool) error {
 		return errTmplCA
 	case r.LifetimeMS > MaxLifetimeMS:
 		return errLifetime
-	case wire.Is4(&r.Client) == c6:
-		return errClient
-	case wire.Is4(&r.VIP) == c6:
-		return errVIP
-	case wire.Is4(&r.Server) == s6:
-		return errServer
+	}
+	if err := r.families(c6, s6); err != nil {
+		return err
+	}
+	switch {
 	case r.CPort != 0:
 		return errTmplCPort
 	case r.LIP != unspec || r.LPort != 0:

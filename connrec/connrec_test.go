@@ -239,7 +239,7 @@ func TestRefusals(t *testing.T) {
 		{"template lifetime", tmplWith(func(r *Record) { r.LifetimeMS = MaxLifetimeMS + 1 }), "connrec: lifetime:"},
 		{"template cport", tmplWith(func(r *Record) { r.CPort = 1 }), "connrec: cport: not 0 on a template"},
 		{"template lip", tmplWith(func(r *Record) { r.LIP = a16("::ffff:10.0.0.2") }), "connrec: LIP: not unspecified"},
-		{"template lip v6 form", tmplWith(func(r *Record) { r.LIP = [16]byte{} }), "connrec: LIP: not unspecified"},
+		{"template lip v6 form", tmplWith(func(r *Record) { r.LIP = [16]byte{} }), "connrec: LIP: family"},
 		{"template lport", tmplWith(func(r *Record) { r.LPort = 5 }), "connrec: LIP: not unspecified"},
 		{"template client family", tmplWith(func(r *Record) { r.Client = a16("2001:db8::1") }), "connrec: client address: family"},
 		{"template vip family", tmplWith(func(r *Record) { r.VIP = a16("2001:db8::1") }), "connrec: VIP: family"},
