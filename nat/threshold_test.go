@@ -243,3 +243,27 @@ func TestThresholdsEveryScheduler(t *testing.T) {
 		})
 	}
 }
+
+// A persistent service's template keeps sending its client to a server
+// overloaded by its thresholds, as IPVS's ip_vs_sched_persist does (its
+// ip_vs_check_template looks at the server's availability, not its
+// load); a new client network is scheduled past it.
+func TestThresholdsPersistentTemplate(t *testing.T) {
+	r := persistRig(t, Persistence{Timeout: 600 * time.Second, Mask: 32}, nil)
+	first := mustSyn(t, r.b, client, 10000)
+	r.setThresholds(t, first, Thresholds{Upper: 1})
+	second := mustSyn(t, r.b, client, 10001) // the template's server: now at 2 connections
+	d := r.svc.Dest(first, 8080)
+	if second != first || !d.Overloaded() {
+		t.Fatalf("the template's client went to %v (first %v), overloaded %v", second, first, d.Overloaded())
+	}
+	if got := mustSyn(t, r.b, client, 10002); got != first {
+		t.Fatalf("overloaded, the template's server lost its client to %v", got)
+	}
+	other := netip.MustParseAddr("172.25.253.77")
+	for i := range 4 {
+		if got := mustSyn(t, r.b, other, uint16(20000+i)); got == first {
+			t.Fatalf("a new client went to the overloaded %v", first)
+		}
+	}
+}
