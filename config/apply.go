@@ -306,6 +306,8 @@ func (s Subject) String() string {
 	switch {
 	case s.Service == ServiceKey{}:
 		return s.Setting
+	case s.Dest.IsValid() && s.Setting != "":
+		return s.Service.String() + " real server " + s.Dest.String() + " " + s.Setting
 	case s.Dest.IsValid():
 		return s.Service.String() + " real server " + s.Dest.String()
 	case s.LocalAddr.IsValid():
@@ -326,6 +328,8 @@ func (s Subject) show(v val, absent string) string {
 		return "added"
 	case nat.Timeouts:
 		return timeoutsText(x)
+	case nat.Thresholds:
+		return fmt.Sprintf("uthreshold %d lthreshold %d", x.Upper, x.Lower)
 	}
 	switch {
 	case s.Dest.IsValid():
@@ -383,6 +387,14 @@ func rsVal(sc *Service, ap netip.AddrPort) val {
 	}
 	if rs := findRS(sc, ap.Addr(), ap.Port()); rs != nil {
 		return some(rs.Weight)
+	}
+	return val{}
+}
+
+// rsThresholds is a real server's thresholds in sc (none: not declared).
+func rsThresholds(sc *Service, ap netip.AddrPort) val {
+	if rs := findRS(sc, ap.Addr(), ap.Port()); rs != nil {
+		return some(rs.Thresholds)
 	}
 	return val{}
 }
@@ -448,11 +460,24 @@ func (r *reconcile) applyService(sc Service) (errs []error) {
 		cur[netip.AddrPortFrom(dst.Addr, dst.Port)] = dst
 	}
 	for j, rs := range sc.RealServers {
+		ap := netip.AddrPortFrom(rs.Address, rs.Port)
+		dst, ok := cur[ap]
+		if ok {
+			// Its thresholds are a subject of their own: a check that
+			// holds the server out holds its weight, not them.
+			var prev val
+			if old != nil {
+				prev = rsThresholds(old, ap)
+			}
+			if r.decide(Subject{Service: k, Dest: ap, Setting: "thresholds"}, prev, some(rs.Thresholds), some(tx.Thresholds(svc, dst))) {
+				if err := tx.SetThresholds(svc, rs.Address, rs.Port, rs.Thresholds); err != nil {
+					errs = append(errs, fmt.Errorf("real_servers[%d]: %w", j, err))
+				}
+			}
+		}
 		if r.held(sc, rs) {
 			continue // the check puts it back, with this configuration's weight, when it recovers
 		}
-		ap := netip.AddrPortFrom(rs.Address, rs.Port)
-		dst, ok := cur[ap]
 		var run val
 		if ok {
 			run = some(tx.Weight(svc, dst))
@@ -462,8 +487,8 @@ func (r *reconcile) applyService(sc Service) (errs []error) {
 		}
 		if ok {
 			err = tx.SetWeight(svc, rs.Address, rs.Port, rs.Weight)
-		} else {
-			_, err = tx.AddDest(svc, rs.Address, rs.Port, rs.Weight)
+		} else if _, err = tx.AddDest(svc, rs.Address, rs.Port, rs.Weight); err == nil && rs.Thresholds != (nat.Thresholds{}) {
+			err = tx.SetThresholds(svc, rs.Address, rs.Port, rs.Thresholds) // a server added is the file's whole
 		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("real_servers[%d]: %w", j, err))

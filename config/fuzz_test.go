@@ -60,6 +60,10 @@ func FuzzConfig(f *testing.F) {
 	f.Add(withCheck("type: dns, dns_name: 'a..b', dns_type: aaaa"))
 	f.Add(withCheck("type: smtp, helo_name: lb1.example.test, port: 25"))
 	f.Add(withCheck("type: ping, port: 7"))
+	// Issue 25: a real server's thresholds, in range and not.
+	f.Add(strings.Replace(valid, "{address: 10.20.1.2, port: 80}", "{address: 10.20.1.2, port: 80, uthreshold: 100, lthreshold: 50}", 1))
+	f.Add(strings.Replace(valid, "{address: 10.20.1.2, port: 80}", "{address: 10.20.1.2, port: 80, uthreshold: -1, lthreshold: 2147483648}", 1))
+	f.Add(strings.Replace(valid, "weight: 0}", "weight: 0, lthreshold: 3}", 1))
 	f.Fuzz(func(t *testing.T, text string) {
 		if len(text) > 1<<16 {
 			return
@@ -110,6 +114,9 @@ func FuzzConfig(f *testing.F) {
 			for _, rs := range s.RealServers {
 				if rs.Port == 0 && s.Port != 0 {
 					t.Fatalf("accepted real server port 0 on service port %d", s.Port)
+				}
+				if rs.Thresholds.Check() != nil {
+					t.Fatalf("accepted thresholds %+v", rs.Thresholds)
 				}
 			}
 			if len(s.Allow) > srcdefence.MaxCIDRs || len(s.Deny) > srcdefence.MaxCIDRs || s.Limits.SourceCPS < 0 || s.Limits.SourceConns < 0 || s.Limits.HalfOpen < 0 {

@@ -53,6 +53,9 @@ type rawRS struct {
 	Port    int        `mapstructure:"port"`
 	Weight  *int       `mapstructure:"weight"`
 	Health  *rawHealth `mapstructure:"health_check"` // replaces the service's check for this server
+	// keepalived's uthreshold and lthreshold: ipvsadm's -x and -y.
+	UThreshold int `mapstructure:"uthreshold"`
+	LThreshold int `mapstructure:"lthreshold"`
 
 	NotifyUp   []string `mapstructure:"notify_up"` // keepalived's, run when its check puts it back
 	NotifyDown []string `mapstructure:"notify_down"`
@@ -95,10 +98,37 @@ type RealServer struct {
 	Address netip.Addr
 	Port    uint16
 	Weight  int
-	Health  *health.Spec // nil: not checked
+	// Thresholds are its connection thresholds (uthreshold, lthreshold):
+	// overloaded at the upper, no new connection until below the lower.
+	Thresholds nat.Thresholds
+	Health     *health.Spec // nil: not checked
 	// NotifyUp and NotifyDown are keepalived's notify_up and notify_down:
 	// run when the server's check puts it back or takes it out.
 	NotifyUp, NotifyDown []string
+}
+
+// thresholds reads a real server's uthreshold and lthreshold, each 0 (no
+// limit; lthreshold: 3/4 of uthreshold) to nat.MaxThreshold, lthreshold
+// not above uthreshold, as IPVS refuses.
+func thresholds(e *errs, rf string, upper, lower int) nat.Thresholds {
+	ok := true
+	for _, v := range []struct {
+		key string
+		n   int
+	}{{"uthreshold", upper}, {"lthreshold", lower}} {
+		if v.n < 0 || v.n > nat.MaxThreshold {
+			e.add(rf+"."+v.key, "%d is out of range 0-%d", v.n, nat.MaxThreshold)
+			ok = false
+		}
+	}
+	if !ok {
+		return nat.Thresholds{}
+	}
+	t := nat.Thresholds{Upper: uint32(upper), Lower: uint32(lower)}
+	if t.Lower > t.Upper {
+		e.add(rf+".lthreshold", "%d is above uthreshold %d, which IPVS refuses (uthreshold 0: no limit)", lower, upper)
+	}
+	return t
 }
 
 // readServices reads the file's services onto base, the default timeouts.
@@ -268,6 +298,7 @@ func service(e *errs, f string, r rawService, base nat.Timeouts, has6 sides6) Se
 		if out.Weight < 0 || out.Weight > 65535 {
 			e.add(rf+".weight", "%d is out of range 0-65535", out.Weight)
 		}
+		out.Thresholds = thresholds(e, rf, rs.UThreshold, rs.LThreshold)
 		out.NotifyUp = script(e, rf+".notify_up", rs.NotifyUp)
 		out.NotifyDown = script(e, rf+".notify_down", rs.NotifyDown)
 		switch {

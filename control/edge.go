@@ -102,7 +102,7 @@ func parseDest(d api.DestSpec) (DestSpec, error) {
 	default:
 		return DestSpec{}, fmt.Errorf("forwarding method %q: tapvs does FULLNAT only (-b)", d.Forward)
 	}
-	return DestSpec{Addr: ap, Weight: d.Weight}, nil
+	return DestSpec{Addr: ap, Weight: d.Weight, UThreshold: d.UThreshold, LThreshold: d.LThreshold}, nil
 }
 
 // parseLIP reads a local address.

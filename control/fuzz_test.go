@@ -73,6 +73,10 @@ func FuzzAPI(f *testing.F) {
 		{"POST", "/v1/services/tcp/172.25.254.100:80/laddrs", `{"addr":"fd00:25:84::10"}`},
 		{"DELETE", "/v1/services/tcp/%5B2001:db8::1%5D:80/dests/%5Bfd00:20:1::2%5D:80", ``},
 		{"DELETE", "/v1/services/tcp/%5Bfe80::1%25tc%5D:80", ``},
+		// Issue 25: a real server's thresholds.
+		{"PUT", "/v1/services/tcp/172.25.254.100:80/dests/10.20.1.2:80", `{"u_threshold":2,"l_threshold":1}`},
+		{"POST", "/v1/services/tcp/172.25.254.100:80/dests", `{"addr":"10.20.3.2:80","u_threshold":1,"l_threshold":2}`},
+		{"PUT", "/v1/services/tcp/172.25.254.100:80/dests/10.20.2.2:80", `{"l_threshold":4294967295,"u_threshold":-1}`},
 		{"POST", "/v1/batch", `{"ops":[{"op":"add-service","service":{"protocol":"udp","addr":"[2001:db8::53]:53"}},{"op":"add-laddr","service":{"protocol":"udp","addr":"[2001:db8::53]:53"},"laddr":"[fd00:25:84::10]:0"},{"op":"add-dest","service":{"protocol":"udp","addr":"[2001:db8::53]:53"},"dest":{"addr":"[::ffff:10.20.1.2]:53"}}]}`},
 		// Issue 20: names that became metrics labels unchecked.
 		{"POST", "/v1/services", `{"protocol":"tcp","addr":"172.25.254.101:80","name":"a\u0000\nb"}`},

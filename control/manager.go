@@ -353,18 +353,36 @@ func destOp(tx *nat.Tx, kind OpKind, k ServiceKey, d DestSpec) error {
 		if d.Weight != nil {
 			w = *d.Weight
 		}
-		_, err = tx.AddDest(svc, ap.Addr(), ap.Port(), w)
-		return err
+		if _, err = tx.AddDest(svc, ap.Addr(), ap.Port(), w); err != nil {
+			return err
+		}
+		return setThresholds(tx, svc, d)
 	case OpEditDest:
 		if !slices.ContainsFunc(tx.Dests(svc), func(x *nat.Dest) bool { return x.Addr == ap.Addr() && x.Port == ap.Port() }) {
 			return fmt.Errorf("real server %s: %w", ap, nat.ErrNoDest)
 		}
-		if d.Weight == nil {
-			return nil
+		if err := setThresholds(tx, svc, d); err != nil || d.Weight == nil {
+			return err
 		}
 		return tx.SetWeight(svc, ap.Addr(), ap.Port(), *d.Weight)
 	}
 	return tx.DeleteDest(svc, ap.Addr(), ap.Port())
+}
+
+// setThresholds sets the thresholds d gives (-x, -y) on its server, the
+// one not given kept as the server has it.
+func setThresholds(tx *nat.Tx, svc *nat.Service, d DestSpec) error {
+	if d.UThreshold == nil && d.LThreshold == nil {
+		return nil
+	}
+	th := tx.Thresholds(svc, tx.Dest(svc, d.Addr.Addr(), d.Addr.Port()))
+	if d.UThreshold != nil {
+		th.Upper = *d.UThreshold
+	}
+	if d.LThreshold != nil {
+		th.Lower = *d.LThreshold
+	}
+	return tx.SetThresholds(svc, d.Addr.Addr(), d.Addr.Port(), th)
 }
 
 // one runs a single operation as its own transaction.
@@ -475,7 +493,9 @@ func (m *Manager) list(svcs []*nat.Service) []api.Service {
 		}
 		for _, d := range s.Dests() {
 			a, ia, _ := d.Conns()
+			th := d.Thresholds()
 			v.Dests = append(v.Dests, api.Dest{Addr: d.String(), Forward: "FullNat", Weight: d.Weight(), ActiveConn: a, InActConn: ia, PersistConn: d.PersistConns(),
+				UThreshold: th.Upper, LThreshold: th.Lower, Overloaded: d.Overloaded(),
 				Stats: apiTraffic(d.Traffic()), Rate: apiRate(d.Rate())})
 		}
 		for _, l := range s.LocalAddrs() {

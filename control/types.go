@@ -64,6 +64,9 @@ type LimitsSpec struct {
 type DestSpec struct {
 	Addr   netip.AddrPort // RIP:port
 	Weight *int           // nil: 1 on add, unchanged on edit
+	// UThreshold and LThreshold are the connection thresholds (-x, -y:
+	// nat.Thresholds); nil: none on add, unchanged on edit.
+	UThreshold, LThreshold *uint32
 }
 
 // Timeouts are ipvsadm --set's three; 0 leaves one as it is.

@@ -122,7 +122,7 @@ func (d *Daemon) targets(cfg *config.Config) []health.Target {
 			}
 			if rs.Health != nil {
 				out = append(out, health.Target{Proto: sc.Protocol, VIP: k.Addr, RS: ap, Spec: *rs.Health, Weight: rs.Weight,
-					Alpha: sc.Alpha, NotifyUp: rs.NotifyUp, NotifyDown: rs.NotifyDown})
+					Thresholds: rs.Thresholds, Alpha: sc.Alpha, NotifyUp: rs.NotifyUp, NotifyDown: rs.NotifyDown})
 			}
 		}
 	}
@@ -137,7 +137,7 @@ func (d *Daemon) targets(cfg *config.Config) []health.Target {
 			if !ok {
 				w = max(dst.Weight(), 1) // added at run time: its weight now
 			}
-			out = append(out, health.Target{Proto: k.Protocol, VIP: k.Addr, RS: ap, Spec: *rc.spec, Weight: w})
+			out = append(out, health.Target{Proto: k.Protocol, VIP: k.Addr, RS: ap, Spec: *rc.spec, Weight: w, Thresholds: dst.Thresholds()})
 		}
 	}
 	return out

@@ -320,7 +320,7 @@ func quorums(cfg *config.Config) []health.VS {
 			Quorum: sc.Quorum, Hysteresis: sc.Hysteresis, QuorumUp: sc.QuorumUp, QuorumDown: sc.QuorumDown, Omega: sc.Omega}
 		checked := false
 		for _, rs := range sc.RealServers {
-			v.Servers = append(v.Servers, health.Server{RS: netip.AddrPortFrom(rs.Address, rs.Port), Weight: rs.Weight})
+			v.Servers = append(v.Servers, health.Server{RS: netip.AddrPortFrom(rs.Address, rs.Port), Weight: rs.Weight, Thresholds: rs.Thresholds})
 			checked = checked || rs.Health != nil
 		}
 		if checked {

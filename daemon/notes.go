@@ -100,8 +100,10 @@ func (d *Daemon) notes(ops []control.Op) []string {
 				}
 			}
 		case control.OpAddDest, control.OpEditDest, control.OpDeleteDest:
-			if n, ok := parts[config.Subject{Service: k, Dest: op.Dest.Addr}]; ok {
-				say(n)
+			for _, setting := range []string{"", "thresholds"} { // its weight or presence, its thresholds
+				if n, ok := parts[config.Subject{Service: k, Dest: op.Dest.Addr, Setting: setting}]; ok {
+					say(n)
+				}
 			}
 		case control.OpAddLocalAddr, control.OpDeleteLocalAddr:
 			if n, ok := parts[config.Subject{Service: k, LocalAddr: op.LocalAddr}]; ok {

@@ -60,6 +60,12 @@ func TestNotesAreWhatAReloadDoes(t *testing.T) {
 	check("a drain, twice in a batch", change(weight(0), weight(0)),
 		"tcp 172.25.254.100:80 real server 172.25.84.20:8080 weight 0 (file: weight 1): kept across reloads unless the file changes this value")
 	check("back to the file's weight", change(weight(1)))
+	upper := func(x uint32) control.Op {
+		return control.Op{Kind: control.OpEditDest, Service: web, Dest: control.DestSpec{Addr: netip.MustParseAddrPort("172.25.84.20:8080"), UThreshold: &x}}
+	}
+	check("-e -x 5", change(upper(5)),
+		"tcp 172.25.254.100:80 real server 172.25.84.20:8080 thresholds uthreshold 5 lthreshold 0 (file: uthreshold 0 lthreshold 0): kept across reloads unless the file changes this value")
+	check("back to the file's thresholds", change(upper(0)))
 	check("--set", change(control.Op{Kind: control.OpSetTimeouts, Timeouts: control.Timeouts{TCP: 100 * time.Second}}),
 		"timeouts (tcp 1m40s, tcpfin 7s, udp 5m0s) (file: (tcp 1m30s, tcpfin 7s, udp 5m0s)): kept across reloads unless the file changes this value",
 		"the timeouts of 2 services the configuration file declares: kept across reloads unless the file changes them")

@@ -235,8 +235,8 @@ func TestIpvsadmErrorsLeaveStateAlone(t *testing.T) {
 		{[]string{"-E", "-t", "172.25.254.100:80", "-V", "4294967295"}, "ESTABLISHED timeout"},
 		{[]string{"-A", "-t", "not-an-address:80"}, "Illegal address or port"},
 		{[]string{"-A", "-u", "172.25.254.100:53", "-j", "enable"}, "only a TCP service can have a SYN proxy"},
-		// Not supported: other forwarding methods, thresholds; what
-		// persistence refuses.
+		// Not supported: other forwarding methods; what persistence and
+		// thresholds refuse (IPVS's: a lower threshold above the upper).
 		{[]string{"-a", "-t", "172.25.254.100:80", "-r", "10.20.1.3:80", "-g"}, "-g: tapvs forwards with FULLNAT only (-b)\nTry `ipvsadm -h'"},
 		{[]string{"-a", "-t", "172.25.254.100:80", "-r", "10.20.1.3:80", "-i"}, "-i: tapvs forwards with FULLNAT only (-b)\nTry `ipvsadm -h'"},
 		{[]string{"-e", "-t", "172.25.254.100:80", "-r", "10.20.1.2:80", "-g", "-w", "5"}, "-g: tapvs forwards with FULLNAT only (-b)\nTry `ipvsadm -h'"},
@@ -244,8 +244,9 @@ func TestIpvsadmErrorsLeaveStateAlone(t *testing.T) {
 		{[]string{"-A", "-t", "172.25.254.100:0", "-s", "rr"}, "port 0 (all ports) needs persistence (-p), as in IPVS"},
 		{[]string{"-E", "-t", "172.25.254.100:80", "-p", "60", "-M", "255.0.255.0"}, `persistence_netmask: "255.0.255.0" is not a netmask`},
 		{[]string{"-E", "-t", "172.25.254.100:80", "-p", "4294967295"}, "persistence timeout"},
-		{[]string{"-a", "-t", "172.25.254.100:80", "-r", "10.20.1.3:80", "-x", "100"}, "-x is not supported\nTry `ipvsadm -h'"},
-		{[]string{"-e", "-t", "172.25.254.100:80", "-r", "10.20.1.2:80", "-w", "5", "-y", "10"}, "-y is not supported\nTry `ipvsadm -h'"},
+		{[]string{"-a", "-t", "172.25.254.100:80", "-r", "10.20.1.3:80", "-x", "2", "-y", "3"}, "real server 10.20.1.3:80 has lower threshold 3 above its upper threshold 2"},
+		{[]string{"-e", "-t", "172.25.254.100:80", "-r", "10.20.1.2:80", "-w", "5", "-y", "10"}, "real server 10.20.1.2:80 has lower threshold 10 above its upper threshold 0"},
+		{[]string{"-e", "-t", "172.25.254.100:80", "-r", "10.20.1.2:80", "-x", "2147483648"}, "illegal u_threshold specified"},
 	}
 	for _, c := range cases {
 		_, errOut, code := e.adm("", c.args...)

@@ -87,6 +87,9 @@ type Target struct {
 	RS     netip.AddrPort
 	Spec   Spec
 	Weight int // the configured weight: what a recovery restores
+	// Thresholds are the configured connection thresholds: what a server
+	// a recovery adds back (on_failure: remove) has.
+	Thresholds nat.Thresholds
 
 	Alpha                bool     // keepalived's alpha: down until its first check passes
 	NotifyUp, NotifyDown []string // keepalived's notify_up and notify_down: argv, run at a move
@@ -216,7 +219,7 @@ func (c *Checker) Release(match func(Target) bool, readd bool) {
 			case d != nil:
 				return tx.SetWeight(svc, d.Addr, d.Port, p.weight)
 			case readd:
-				_, err := tx.AddDest(svc, p.t.RS.Addr(), p.t.RS.Port(), p.weight)
+				_, err := addBack(tx, svc, p.t.RS, p.weight, p.t.Thresholds)
 				return err
 			}
 			return nil
@@ -227,6 +230,16 @@ func (c *Checker) Release(match func(Target) bool, readd bool) {
 		}
 		c.log.Info("real server's check changed: put back until the new check says otherwise", "service", p.t.VIP.String(), "rs", p.t.RS.String(), "weight", p.weight)
 	}
+}
+
+// addBack adds a removed real server back with weight w and its
+// configured thresholds th.
+func addBack(tx *nat.Tx, svc *nat.Service, rs netip.AddrPort, w int, th nat.Thresholds) (*nat.Dest, error) {
+	d, err := tx.AddDest(svc, rs.Addr(), rs.Port(), w)
+	if err == nil && th != (nat.Thresholds{}) {
+		err = tx.SetThresholds(svc, rs.Addr(), rs.Port(), th)
+	}
+	return d, err
 }
 
 // holdDown keeps a down server out as its spec says (the spec may have
@@ -414,7 +427,7 @@ func (c *Checker) record(svc *nat.Service, s *state, err error) {
 		if d != nil {
 			return tx.SetWeight(svc, rs.Addr(), rs.Port(), weight)
 		}
-		d, err := tx.AddDest(svc, rs.Addr(), rs.Port(), weight)
+		d, err := addBack(tx, svc, rs, weight, s.t.Thresholds)
 		if err != nil {
 			return err
 		}

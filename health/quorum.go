@@ -42,8 +42,9 @@ type VS struct {
 // Server is a real server of a VS with its configured weight (what an
 // unchecked server, always up, counts in the quorum).
 type Server struct {
-	RS     netip.AddrPort
-	Weight int
+	RS         netip.AddrPort
+	Weight     int
+	Thresholds nat.Thresholds // what it has when the quorum adds it back
 }
 
 type vsKey struct {
@@ -159,7 +160,7 @@ func (c *Checker) evalQuorum(k vsKey, force bool) {
 			}
 			w = s.weight
 		}
-		up = append(up, Server{sv.RS, w})
+		up = append(up, Server{RS: sv.RS, Weight: w, Thresholds: sv.Thresholds})
 		sum += w
 	}
 	was := v.up
@@ -218,7 +219,7 @@ func (c *Checker) applyQuorum(v VS, serving, restore bool, up []Server) error {
 			d := tx.Dest(svc, u.RS.Addr(), u.RS.Port())
 			switch {
 			case d == nil && serving: // put back while the quorum was lost, by a check that removes
-				if _, err := tx.AddDest(svc, u.RS.Addr(), u.RS.Port(), w); err != nil {
+				if _, err := addBack(tx, svc, u.RS, w, u.Thresholds); err != nil {
 					return err
 				}
 			case d != nil && tx.Weight(svc, d) != w:

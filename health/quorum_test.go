@@ -91,7 +91,7 @@ func TestQuorumSorryServerInAndOut(t *testing.T) {
 	argv, runs := recorder(t)
 	c.SetVS([]VS{{Proto: nat.TCP, VIP: vip, Sorry: sorry, Quorum: 1,
 		QuorumUp: named(argv, "quorum_up"), QuorumDown: named(argv, "quorum_down"),
-		Servers: []Server{{rs1, 5}, {rs2, 5}}}})
+		Servers: []Server{{RS: rs1, Weight: 5}, {RS: rs2, Weight: 5}}}})
 	spec := Spec{Type: "tcp", Rise: 1, Fall: 1}
 	s1, s2 := newState(c, rs1, spec, 5), newState(c, rs2, spec, 5)
 
@@ -122,7 +122,7 @@ func TestQuorumSorryServerInAndOut(t *testing.T) {
 func TestQuorumSorryServerInhibit(t *testing.T) {
 	bal, svc := testBalancer(t, rs1)
 	c := New(bal, nil, nic, quiet)
-	c.SetVS([]VS{{Proto: nat.TCP, VIP: vip, Sorry: sorry, SorryInhibit: true, Quorum: 1, Servers: []Server{{rs1, 5}}}})
+	c.SetVS([]VS{{Proto: nat.TCP, VIP: vip, Sorry: sorry, SorryInhibit: true, Quorum: 1, Servers: []Server{{RS: rs1, Weight: 5}}}})
 	s1 := newState(c, rs1, Spec{Type: "tcp", Rise: 1, Fall: 1}, 5)
 	c.startQuorum(nil)
 	weights(t, "start", svc, map[netip.AddrPort]int{rs1: 5, sorry: 0})
@@ -146,7 +146,7 @@ func TestQuorumHysteresis(t *testing.T) {
 	argv, runs := recorder(t)
 	c.SetVS([]VS{{Proto: nat.TCP, VIP: vip, Quorum: 8, Hysteresis: 3,
 		QuorumUp: named(argv, "quorum_up"), QuorumDown: named(argv, "quorum_down"),
-		Servers: []Server{{rs1, 5}, {rs2, 3}, {rs3, 4}}}})
+		Servers: []Server{{RS: rs1, Weight: 5}, {RS: rs2, Weight: 3}, {RS: rs3, Weight: 4}}}})
 	spec := Spec{Type: "tcp", Rise: 1, Fall: 1}
 	s1, s2 := newState(c, rs1, spec, 5), newState(c, rs2, spec, 3)
 	// rs3 is not checked: always up, with its configured weight.
@@ -202,7 +202,7 @@ func TestNotifyOncePerTransition(t *testing.T) {
 func TestAlphaStartsDown(t *testing.T) {
 	bal, svc := testBalancer(t, rs1, rs2)
 	c := New(bal, nil, nic, quiet)
-	c.SetVS([]VS{{Proto: nat.TCP, VIP: vip, Sorry: sorry, Quorum: 1, Servers: []Server{{rs1, 5}, {rs2, 5}}}})
+	c.SetVS([]VS{{Proto: nat.TCP, VIP: vip, Sorry: sorry, Quorum: 1, Servers: []Server{{RS: rs1, Weight: 5}, {RS: rs2, Weight: 5}}}})
 	never := Spec{Type: "tcp", Interval: time.Hour, Timeout: time.Second, Rise: 1, Fall: 1}
 	c.Start([]Target{
 		{Proto: nat.TCP, VIP: vip, RS: rs1, Spec: never, Weight: 5, Alpha: true},
@@ -218,7 +218,7 @@ func TestAlphaStartsDown(t *testing.T) {
 
 	bal2, svc2 := testBalancer(t, rs1)
 	c2 := New(bal2, nil, nic, quiet)
-	c2.SetVS([]VS{{Proto: nat.TCP, VIP: vip, Sorry: sorry, Quorum: 1, Servers: []Server{{rs1, 5}}}})
+	c2.SetVS([]VS{{Proto: nat.TCP, VIP: vip, Sorry: sorry, Quorum: 1, Servers: []Server{{RS: rs1, Weight: 5}}}})
 	c2.Start([]Target{{Proto: nat.TCP, VIP: vip, RS: rs1, Spec: never, Weight: 5}}, nil)
 	defer c2.Close()
 	weights(t, "no alpha", svc2, map[netip.AddrPort]int{rs1: 5, sorry: -1})
@@ -232,7 +232,7 @@ func TestQuorumSurvivesReload(t *testing.T) {
 	bal, svc := testBalancer(t, rs1)
 	argv, runs := recorder(t)
 	v := VS{Proto: nat.TCP, VIP: vip, Sorry: sorry, Quorum: 1, QuorumUp: named(argv, "quorum_up"), QuorumDown: named(argv, "quorum_down"),
-		Servers: []Server{{rs1, 5}}}
+		Servers: []Server{{RS: rs1, Weight: 5}}}
 	never := Spec{Type: "tcp", Interval: time.Hour, Timeout: time.Second, Rise: 1, Fall: 1}
 	tg := []Target{{Proto: nat.TCP, VIP: vip, RS: rs1, Spec: never, Weight: 5}}
 	prev := New(bal, nil, nic, quiet)
@@ -270,7 +270,7 @@ func TestOmega(t *testing.T) {
 		argv, runs := recorder(t)
 		c := New(bal, nil, nic, quiet)
 		c.SetVS([]VS{{Proto: nat.TCP, VIP: vip, Quorum: 1, Omega: omega, QuorumDown: named(argv, "quorum_down"),
-			Servers: []Server{{rs1, 5}, {rs2, 5}}}})
+			Servers: []Server{{RS: rs1, Weight: 5}, {RS: rs2, Weight: 5}}}})
 		never := Spec{Type: "tcp", Interval: time.Hour, Timeout: time.Second, Rise: 1, Fall: 1}
 		c.Start([]Target{
 			{Proto: nat.TCP, VIP: vip, RS: rs1, Spec: never, Weight: 5, NotifyDown: named(argv, "notify_down")},
@@ -293,7 +293,7 @@ func TestQuorumScriptTimeout(t *testing.T) {
 	c := New(bal, nil, nic, quiet)
 	c.scriptTimeout = 100 * time.Millisecond
 	slow := script(t, "sleep 30")
-	c.SetVS([]VS{{Proto: nat.TCP, VIP: vip, Sorry: sorry, Quorum: 1, QuorumDown: []string{slow}, Servers: []Server{{rs1, 5}}}})
+	c.SetVS([]VS{{Proto: nat.TCP, VIP: vip, Sorry: sorry, Quorum: 1, QuorumDown: []string{slow}, Servers: []Server{{RS: rs1, Weight: 5}}}})
 	s1 := newState(c, rs1, Spec{Type: "tcp", Rise: 1, Fall: 1}, 5)
 	start := time.Now()
 	c.record(svc, s1, errProbe)
@@ -308,7 +308,7 @@ func TestQuorumScriptTimeout(t *testing.T) {
 func TestQuorumKeepsTheWeightOfAServerFailingBelowQuorum(t *testing.T) {
 	bal, svc := testBalancer(t, rs1, rs2)
 	c := New(bal, nil, nic, quiet)
-	c.SetVS([]VS{{Proto: nat.TCP, VIP: vip, Quorum: 8, Servers: []Server{{rs1, 5}, {rs2, 5}}}})
+	c.SetVS([]VS{{Proto: nat.TCP, VIP: vip, Quorum: 8, Servers: []Server{{RS: rs1, Weight: 5}, {RS: rs2, Weight: 5}}}})
 	spec := Spec{Type: "tcp", Rise: 1, Fall: 1}
 	s1, s2 := newState(c, rs1, spec, 5), newState(c, rs2, spec, 5)
 	c.record(svc, s1, errProbe) // 5 < 8: rs2 quiesced by the quorum

@@ -285,7 +285,7 @@ func TestLabelSets(t *testing.T) {
 		"tapvs_synproxy_syn_cookies_total": "", "tapvs_synproxy_handshakes_total": "", "tapvs_synproxy_server_failures_total": "",
 		"tapvs_synproxy_syn_retries_total": "", "tapvs_synproxy_server_time_wait_total": "", "tapvs_proxy_headers_total": "", "tapvs_proxy_headers_cut_total": "",
 		"tapvs_rs_active_connections": rs, "tapvs_rs_inactive_connections": rs, "tapvs_rs_scheduled_total": rs,
-		"tapvs_rs_weight": rs, "tapvs_rs_up": rs, "tapvs_rs_packets_total": "direction " + rs, "tapvs_rs_bytes_total": "direction " + rs,
+		"tapvs_rs_weight": rs, "tapvs_rs_overloaded": rs, "tapvs_rs_up": rs, "tapvs_rs_packets_total": "direction " + rs, "tapvs_rs_bytes_total": "direction " + rs,
 		"tapvs_service_connections_total": "service vip", "tapvs_service_half_open": "service vip", "tapvs_service_quorum_up": "service vip", "tapvs_sources_untracked_total": "", "tapvs_toa_total": "result",
 		"tapvs_lip_connections": "lip service vip", "tapvs_lip_port_conflicts_total": "lip service vip", "tapvs_lip_port_exhausted_total": "lip service vip",
 		"tapvs_frames_total": "queue result side", "tapvs_udp_proxy_headers_total": "", "tapvs_tap_io_uring": "",

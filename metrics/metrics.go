@@ -78,6 +78,7 @@ var (
 	dInactive  = prometheus.NewDesc("tapvs_rs_inactive_connections", "Other connections (ipvsadm InActConn).", labelsRS, nil)
 	dSched     = prometheus.NewDesc("tapvs_rs_scheduled_total", "Connections the scheduler gave this server.", labelsRS, nil)
 	dWeight    = prometheus.NewDesc("tapvs_rs_weight", "Scheduling weight (0: drained).", labelsRS, nil)
+	dOverload  = prometheus.NewDesc("tapvs_rs_overloaded", "1 while the real server is at its upper connection threshold (ipvsadm -x) and not yet below its lower one (-y): no new connection goes to it; 0 otherwise.", labelsRS, nil)
 	dUp        = prometheus.NewDesc("tapvs_rs_up", "Health check state (1 healthy, 0 failed); absent when unchecked.", labelsRS, nil)
 	dPkts      = prometheus.NewDesc("tapvs_rs_packets_total", "Packets through tapvs, by direction (in: client to server).", append(labelsRS, "direction"), nil)
 	dBytes     = prometheus.NewDesc("tapvs_rs_bytes_total", "IP bytes through tapvs, by direction.", append(labelsRS, "direction"), nil)
@@ -140,7 +141,7 @@ func (c *Collector) SetSync(stats func() Sync) { c.sync = stats }
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{dConns, dConnsMax, dQuar, dCreated, dExpired, dExpRST, dDrops, dSPCookies, dSPOpened, dSPFailed, dSPRetries, dSPTW, dProxyHdrs, dProxyCut, dUntracked, dSvcHalf, dSvcQuorum, dTOA,
-		dActive, dInactive, dSched, dWeight, dUp, dPkts, dBytes, dSvcConns, dLIPConns, dLIPConf, dLIPExh, dFrames, dPollSleep, dURing, dUEnters, dUDPProxy,
+		dActive, dInactive, dSched, dWeight, dOverload, dUp, dPkts, dBytes, dSvcConns, dLIPConns, dLIPConf, dLIPExh, dFrames, dPollSleep, dURing, dUEnters, dUDPProxy,
 		dPeerUp, dPeerChg, dPeerSess, dPeerMsgs, dRoutes, dAnnounce, dWithdraw, dDraining, dHandoff, dSyncRecs, dSyncDgram, dSyncBytes, dSyncCopy, dSyncPeers, dSyncJoin} {
 		ch <- d
 	}
@@ -205,6 +206,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 			gauge(dInactive, float64(ia), l...)
 			counter(dSched, total, l...)
 			gauge(dWeight, float64(d.Weight()), l...)
+			gauge(dOverload, b2f(d.Overloaded()), l...)
 			if c.health != nil {
 				if up, checked := c.health(s, d); checked {
 					gauge(dUp, b2f(up), l...)

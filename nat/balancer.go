@@ -681,6 +681,7 @@ func (b *Balancer) enter(c *Conn, state uint32, deadline int64) *Conn {
 	} else {
 		c.dest.inactive.Add(1)
 	}
+	c.dest.bound()
 	c.deadline.Store(deadline)
 	b.track(c)
 	if holder := b.table.insert(&c.in, c, false); holder != c {
@@ -761,6 +762,7 @@ func (b *Balancer) release(c *Conn) bool {
 	} else {
 		c.dest.inactive.Add(-1)
 	}
+	c.dest.unbound()
 	c.laddr.inUse.Add(-1)
 	c.dest.portMap(c.laddr, uint32(b.cfg.PortMax-b.cfg.PortMin)+1).put(uint32(c.out.dport - b.cfg.PortMin))
 	b.table.count.Add(-1)

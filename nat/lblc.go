@@ -17,6 +17,12 @@ import (
 // (lblc) or one set (lblcr) while it keeps up: it is for several VIPs
 // sharing servers, as caches are shared in IPVS's use of it.
 //
+// A server overloaded by its connection thresholds (threshold.go) is passed
+// over everywhere: wlc's pick, lblcr's set, and lblc's kept server too,
+// where IPVS's lblc still gives a destination its kept server (its check
+// there is its own is_overloaded, not the flag): the thresholds are the
+// operator's limit, which every scheduler here honours.
+//
 // The table is fixed: lblcSlots entries, an address taking one of the
 // lblcProbe slots from its hash on; an entry unused for lblcExpire (IPVS's
 // lblc_expiration) is gone, and a full window gives up its least recently
@@ -169,14 +175,15 @@ func (l *lblc) slot(dst *addr16, now int64) *lblcEntry {
 
 // least is the set's least loaded available server by wlc's measure
 // (overhead over weight), the newest of a tie as IPVS's list has it first;
-// nil when none is available.
+// nil when none is available. An overloaded server (its thresholds) is
+// passed over, as ip_vs_dest_set_min does.
 func (e *lblcEntry) least() *Dest {
 	var best *Dest
 	var bestOH, bestW int64
 	for i := e.n - 1; i >= 0; i-- {
 		d := e.set[i]
 		w := int64(d.Weight())
-		if w <= 0 {
+		if w <= 0 || d.overload.Load() {
 			continue
 		}
 		if oh := lcOverhead(d); best == nil || oh*bestW < bestOH*w {

@@ -28,10 +28,11 @@ var mhKeys = [2][2]uint64{{2654435761, 2654435761}, {2654435801, 2654435801}}
 //
 // Flags (IPVS's): port (mh-port) hashes the client's source port with its
 // address; fallback (mh-fallback), when the slot's server is unavailable
-// at pick time (its weight went to 0 and the table is not rebuilt yet),
-// hashes again with offsets as IPVS does, where without it the connection
-// is refused. A drained server has no slot once the table is rebuilt
-// (IPVS keeps its slots, through last_weight, and refuses or falls back).
+// at pick time (overloaded, or its weight went to 0 and the table is not
+// rebuilt yet), hashes again with offsets as IPVS does, where without it
+// the connection is refused. A drained server has no slot once the table
+// is rebuilt (IPVS keeps its slots, through last_weight, and refuses or
+// falls back).
 type maglev struct {
 	table []*Dest // nil without a live server
 	flags SchedFlags

@@ -100,7 +100,8 @@ type template struct {
 }
 
 // usable is IPVS's ip_vs_check_template: the server is still the
-// service's and not drained.
+// service's and not drained. Its load is not looked at: a server
+// overloaded by its thresholds keeps its templates' clients (threshold.go).
 func (t *template) usable() bool {
 	return t.dest.Weight() > 0 && !t.dest.gone.Load()
 }

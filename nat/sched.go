@@ -12,7 +12,9 @@ import (
 // with state guards it). Each is built for one immutable list of servers; a
 // change to the list, a weight or the flags builds a new one. pick gets the
 // connection's key as the client sent it (sh hashes its source, dh and
-// lblc its destination); it must not keep the pointer.
+// lblc its destination); it must not keep the pointer. Each passes over
+// a server overloaded at pick time (its connection thresholds,
+// threshold.go), as IPVS's schedulers pass over IP_VS_DEST_F_OVERLOAD.
 type scheduler interface {
 	pick(k *tupleKey) *Dest
 }
@@ -63,7 +65,8 @@ func newScheduler(name string, flags SchedFlags, dests []*Dest) scheduler {
 	}
 }
 
-// rr cycles through servers whose weight is not 0.
+// rr cycles through servers whose weight is not 0, passing over those
+// overloaded (IPVS's rr walks on from its last to the next that is not).
 type rr struct {
 	live []*Dest
 	next atomic.Uint32
@@ -80,21 +83,26 @@ func newRR(dests []*Dest) *rr {
 }
 
 func (r *rr) pick(*tupleKey) *Dest {
-	if len(r.live) == 0 {
-		return nil
+	n := uint32(len(r.live))
+	start := r.next.Add(1) - 1
+	for i := range n {
+		if d := r.live[(start+i)%n]; !d.overload.Load() {
+			return d
+		}
 	}
-	return r.live[(r.next.Add(1)-1)%uint32(len(r.live))]
+	return nil
 }
 
 // wrr is smooth weighted round robin (as nginx does it): over any window of
 // sum(weights) picks each server gets exactly its weight, spread out rather
-// than in runs as IPVS's wrr gives them.
+// than in runs as IPVS's wrr gives them. An overloaded server sits a pick
+// out as nginx's smooth wrr skips a peer that is down: its current weight
+// does not grow, and the total is the others'.
 type wrr struct {
 	mu      sync.Mutex
 	live    []*Dest
 	weights []int
 	current []int
-	total   int
 }
 
 func newWRR(dests []*Dest) *wrr {
@@ -103,7 +111,6 @@ func newWRR(dests []*Dest) *wrr {
 		if wt := d.Weight(); wt > 0 {
 			w.live = append(w.live, d)
 			w.weights = append(w.weights, wt)
-			w.total += wt
 		}
 	}
 	w.current = make([]int, len(w.live))
@@ -115,15 +122,22 @@ func (w *wrr) pick(*tupleKey) *Dest {
 		return nil
 	}
 	w.mu.Lock()
-	best := 0
-	for i := range w.live {
+	defer w.mu.Unlock()
+	best, total := -1, 0
+	for i, d := range w.live {
+		if d.overload.Load() {
+			continue
+		}
 		w.current[i] += w.weights[i]
-		if w.current[i] > w.current[best] {
+		total += w.weights[i]
+		if best < 0 || w.current[i] > w.current[best] {
 			best = i
 		}
 	}
-	w.current[best] -= w.total
-	w.mu.Unlock()
+	if best < 0 {
+		return nil
+	}
+	w.current[best] -= total
 	return w.live[best]
 }
 
@@ -145,7 +159,7 @@ func (l *leastConn) pick(*tupleKey) *Dest {
 	var bestOH, bestW int64
 	for _, d := range l.dests {
 		w := int64(d.Weight())
-		if w == 0 {
+		if w == 0 || d.overload.Load() {
 			continue
 		}
 		if l.idleFirst && d.active.Load() == 0 {
@@ -172,8 +186,10 @@ func (l *leastConn) pick(*tupleKey) *Dest {
 // Flags (IPVS's): port (sh-port) hashes the client's source port with its
 // address, so one client's connections spread over the servers; fallback
 // (sh-fallback) walks the table, as IPVS does, when the hashed server is
-// unavailable at pick time (its weight went to 0 and the table is not
-// rebuilt yet), where without it the connection is refused.
+// unavailable at pick time (overloaded, or its weight went to 0 and the
+// table is not rebuilt yet), where without it the connection is refused,
+// as IPVS refuses it: an overloaded server's clients wait for it, unless
+// the flag lets them go elsewhere.
 type sourceHash struct {
 	buckets [256]*Dest
 	any     bool
@@ -245,8 +261,9 @@ func (s *sourceHash) pick(k *tupleKey) *Dest {
 }
 
 // available reports whether a hashing scheduler may send a new connection
-// to d: its weight is above 0 now (the table may be older than a weight).
-func available(d *Dest) bool { return d != nil && d.Weight() > 0 }
+// to d: its weight is above 0 now (the table may be older than a weight)
+// and it is not overloaded (IPVS's is_unavailable of sh and mh).
+func available(d *Dest) bool { return d != nil && d.Weight() > 0 && !d.overload.Load() }
 
 // destHash is IPVS's dh: the connection's destination address hashed, as
 // sh hashes the source, to 256 buckets given to the live servers one each
@@ -293,6 +310,7 @@ func (h *destHash) pick(k *tupleKey) *Dest {
 // fails over to the next. ovf (overflow): the same, among the servers
 // whose active connections do not exceed their weight, so the weight is a
 // connection limit and the rest spill to the next: none such, no server.
+// Both pass over an overloaded server (its thresholds), as IPVS's do.
 type failover struct {
 	dests    []*Dest
 	overflow bool
@@ -303,7 +321,7 @@ func (f *failover) pick(*tupleKey) *Dest {
 	bestW := 0 // a weight of 0 is never above it: a drained server is never picked
 	for _, d := range f.dests {
 		w := d.Weight()
-		if f.overflow && d.active.Load() > int64(w) {
+		if d.overload.Load() || f.overflow && d.active.Load() > int64(w) {
 			continue
 		}
 		if w > bestW {

@@ -72,6 +72,11 @@ type Dest struct {
 	active   atomic.Int64
 	inactive atomic.Int64
 	total    atomic.Uint64
+	// thresh is the server's Thresholds (upper<<32 | lower), read as a
+	// connection is counted here or taken off; overload is IPVS's
+	// IP_VS_DEST_F_OVERLOAD, read by the schedulers (threshold.go).
+	thresh   atomic.Uint64
+	overload atomic.Bool
 
 	// mac is the next hop toward this server: bit 48 set marks it valid. It is
 	// written by the neighbor resolver, read by every packet.

@@ -61,6 +61,9 @@ type stage struct {
 	laddrs  *[]*LocalAddr     // nil: unchanged
 	retire  []*LocalAddr      // LIPs taken off
 	defence *policy           // nil: unchanged (defence.go)
+	// thresh holds the thresholds of published servers (threshold.go);
+	// nil: none changed.
+	thresh map[*Dest]Thresholds
 }
 
 type destKey struct {
@@ -493,6 +496,7 @@ func (tx *Tx) DeleteDest(s *Service, addr netip.Addr, port uint16) error {
 	delete(st.byKey, destKey{addr, port})
 	delete(st.isNew, d)
 	delete(st.weights, d)
+	delete(st.thresh, d)
 	tx.release(addr, roleRS)
 	tx.n++
 	return nil
@@ -692,6 +696,9 @@ func (s *Service) commit(st *stage) {
 	}
 	for d, w := range st.weights {
 		d.weight.Store(int32(w))
+	}
+	for d, t := range st.thresh {
+		d.setThresholds(t)
 	}
 	if changed {
 		s.publish(next)

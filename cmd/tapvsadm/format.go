@@ -92,7 +92,11 @@ func protoNumber(p string) int {
 // printList writes -L. Its format strings are ipvsadm's print_title and
 // print_service_entry (ipvsadm.c): the title "%-33s %8s %8s %8s %8s %8s"
 // for --stats and --rate, a real server "  -> %-28s %-7s %-6d %-10u %-10u",
-// each counter print_largenum's. (ipvsadm's listing of one service, -t|-u,
+// each counter print_largenum's; --thresholds "%-33s %-10s %-10s %-10s
+// %-10s" and a real server "  -> %-28s %-10u %-10u %-10u %-10u"
+// (Uthreshold, Lthreshold, ActiveConn, InActConn), its service line the
+// default one, as print_service_entry prints it for every format but
+// --stats and --rate. (ipvsadm's listing of one service, -t|-u,
 // has no version line; tapvsadm's has always had one, and scripts and
 // tests count its rows, so it stays.)
 func printList(w io.Writer, info api.Info, svcs []api.Service, c *command) {
@@ -103,6 +107,9 @@ func printList(w io.Writer, info api.Info, svcs []api.Service, c *command) {
 		fmt.Fprintf(w, "  -> RemoteAddress:Port\n")
 	case c.rate:
 		fmt.Fprintf(w, "%-33s %8s %8s %8s %8s %8s\n", "Prot LocalAddress:Port", "CPS", "InPPS", "OutPPS", "InBPS", "OutBPS")
+		fmt.Fprintf(w, "  -> RemoteAddress:Port\n")
+	case c.thresh:
+		fmt.Fprintf(w, "%-33s %-10s %-10s %-10s %-10s\n", "Prot LocalAddress:Port", "Uthreshold", "Lthreshold", "ActiveConn", "InActConn")
 		fmt.Fprintf(w, "  -> RemoteAddress:Port\n")
 	case c.pconn:
 		fmt.Fprintf(w, "%-33s %-9s %-11s %-10s %-10s\n", "Prot LocalAddress:Port", "Weight", "PersistConn", "ActiveConn", "InActConn")
@@ -151,6 +158,10 @@ func printList(w io.Writer, info api.Info, svcs []api.Service, c *command) {
 			}
 			fmt.Fprintln(w, line)
 			for _, d := range s.Dests {
+				if c.thresh {
+					fmt.Fprintf(w, "  -> %-28s %-10d %-10d %-10d %-10d\n", destName(s, d, c), d.UThreshold, d.LThreshold, d.ActiveConn, d.InActConn)
+					continue
+				}
 				if c.pconn {
 					fmt.Fprintf(w, "  -> %-28s %-9d %-11d %-10d %-10d\n", destName(s, d, c), d.Weight, d.PersistConn, d.ActiveConn, d.InActConn)
 					continue
@@ -300,7 +311,16 @@ func printRules(w io.Writer, svcs []api.Service, defaults api.Timeouts, c *comma
 			fmt.Fprintf(w, "--add-whtlst %s -k %s\n", svc, p)
 		}
 		for _, d := range s.Dests {
-			fmt.Fprintf(w, "-a %s -r %s -b -w %d\n", svc, rulePort(d.Addr, s.Protocol, c.numeric), d.Weight)
+			line := fmt.Sprintf("-a %s -r %s -b -w %d", svc, rulePort(d.Addr, s.Protocol, c.numeric), d.Weight)
+			// ipvsadm's -S writes no thresholds (they are lost at -R);
+			// tapvsadm's follow in ipvsadm's own options.
+			if d.UThreshold != 0 {
+				line += fmt.Sprintf(" -x %d", d.UThreshold)
+			}
+			if d.LThreshold != 0 {
+				line += fmt.Sprintf(" -y %d", d.LThreshold)
+			}
+			fmt.Fprintln(w, line)
 		}
 	}
 	for _, s := range svcs {

@@ -59,6 +59,11 @@ func FuzzParse(f *testing.F) {
 		"--health -u 172.25.254.100:53 --check type=misc,script='/bin/check a',misc_dynamic=true",
 		"--health -t 172.25.254.100:80 --check rise=x,,=",
 		"--health -t 172.25.254.100:80 --off --check type=tcp",
+		// Issue 25: thresholds.
+		"-a -t 172.25.254.100:80 -r 10.20.1.2 -w 1 -x 100 -y 50",
+		"-e -t 172.25.254.100:80 -r 10.20.1.2:80 --u-threshold=2 --l-threshold 1",
+		"-e -u [2001:db8::53]:53 -r [fd00:20:1::53]:53 -y0 -x4294967296",
+		"-Ln --thresholds -t 172.25.254.100:80",
 	} {
 		f.Add(s)
 	}

@@ -55,6 +55,13 @@ var (
 		{"--add-server -t 1.1.1.1:80 --real-server 2.2.2.2:8080", with(svc, func(c *command) { c.op, c.real = "add-server", "2.2.2.2:8080" })},
 		{"-e -t 1.1.1.1:80 -r 2.2.2.2 -w 0", with(svc, func(c *command) { c.op, c.real, c.weight = "edit-server", "2.2.2.2:0", ref(0) })},
 		{"--edit-server -t 1.1.1.1:80 -r 2.2.2.2 --weight=65535", with(svc, func(c *command) { c.op, c.real, c.weight = "edit-server", "2.2.2.2:0", ref(65535) })},
+		{"-a -t 1.1.1.1:80 -r 2.2.2.2 -x 100 -y50", with(svc, func(c *command) {
+			c.op, c.real, c.uthresh, c.lthresh = "add-server", "2.2.2.2:0", ref(uint32(100)), ref(uint32(50))
+		})},
+		{"-e -t 1.1.1.1:80 -r 2.2.2.2 --u-threshold=2147483647 --l-threshold 0", with(svc, func(c *command) {
+			c.op, c.real, c.uthresh, c.lthresh = "edit-server", "2.2.2.2:0", ref(uint32(2147483647)), ref(uint32(0))
+		})},
+		{"-Ln --thresholds", command{op: "list", numeric: true, thresh: true}},
 		{"-d -t 1.1.1.1:80 -r2.2.2.2:80", with(svc, func(c *command) { c.op, c.real = "delete-server", "2.2.2.2:80" })},
 		{"--delete-server -t 1.1.1.1:80 -r 2.2.2.2:80", with(svc, func(c *command) { c.op, c.real = "delete-server", "2.2.2.2:80" })},
 		{"-L", command{op: "list"}},
@@ -303,20 +310,26 @@ var everyRefusal = []struct{ line, want string }{
 	{"-a -t 1.1.1.1:80 -r 2.2.2.2 --gatewaying", "--gatewaying: tapvs forwards with FULLNAT only (-b)"},
 	{"-a -t 1.1.1.1:80 -r 2.2.2.2 -m", "-m: tapvs forwards with FULLNAT only (-b)"},
 	{"-a -t 1.1.1.1:80 -r 2.2.2.2 --masquerading", "--masquerading: tapvs forwards with FULLNAT only (-b)"},
-	{"-a -t 1.1.1.1:80 -r 2.2.2.2 -x 1", "-x is not supported"},
-	{"-a -t 1.1.1.1:80 -r 2.2.2.2 -x1", "-x is not supported"},
-	{"-a -t 1.1.1.1:80 -r 2.2.2.2 --l-threshold=1", "--l-threshold is not supported"},
-	{"-a -t 1.1.1.1:80 -r 2.2.2.2 -y 1", "-y is not supported"},
+	// The thresholds: ipvsadm's range (0 to INT_MAX) and messages; a
+	// service's or a deletion's are refused.
+	{"-a -t 1.1.1.1:80 -r 2.2.2.2 -x -1", "option -x requires an argument"},
+	{"-a -t 1.1.1.1:80 -r 2.2.2.2 -x x", "illegal u_threshold specified"},
+	{"-a -t 1.1.1.1:80 -r 2.2.2.2 -x 2147483648", "illegal u_threshold specified"},
+	{"-a -t 1.1.1.1:80 -r 2.2.2.2 --l-threshold=1e3", "illegal l_threshold specified"},
+	{"-a -t 1.1.1.1:80 -r 2.2.2.2 -y 1 -y 2", "multiple '--l-threshold' options specified"},
+	{"-d -t 1.1.1.1:80 -r 2.2.2.2 -x 1", "Illegal option for delete-server: -x and -y belong to -a and -e"},
+	{"-E -t 1.1.1.1:80 -y 1", "Illegal option for edit-service: -r, -w, -x, -y, -b and -z belong to real servers and local addresses"},
+	{"--health -t 1.1.1.1:80 -x 1", "Illegal option for health: it takes -t|-u, --check, --off and -n only"},
+	{"--bgp --thresholds", "Illegal option for bgp: it takes -L and -n only"},
 	{"-a -t 1.1.1.1:80 -r 2.2.2.2 -M 255.0.0.0", "Illegal option for add-server: -s, -p, -j, -V and -z belong to services"},
 	{"-D -t 1.1.1.1:80 -M 255.0.0.0", "Illegal option for delete-service"},
-	{"-A -t 1.1.1.1:80 --u-threshold 1", "--u-threshold is not supported"},
 	// What each command needs and takes (check, after the words).
 	{"-A", "the add-service command needs a service (-t or -u)"},
 	{"--capture x", "the capture command needs a service (-t or -u)"},
 	{"-d -t 1.1.1.1:80", "the delete-server command needs a real server (-r)"},
 	{"-Q -t 1.1.1.1:80", "the del-laddr command needs a local address (-z)"},
 	{"--del-whtlst -t 1.1.1.1:80", "the del-whtlst command needs a source address or prefix (-k)"},
-	{"-A -t 1.1.1.1:80 -w 1", "Illegal option for add-service: -r, -w, -b and -z belong to real servers and local addresses"},
+	{"-A -t 1.1.1.1:80 -w 1", "Illegal option for add-service: -r, -w, -x, -y, -b and -z belong to real servers and local addresses"},
 	{"-C -s rr", "Illegal option for clear"},
 	{"-a -t 1.1.1.1:80 -r 2.2.2.2 -p", "Illegal option for add-server: -s, -p, -j, -V and -z belong to services"},
 	{"-L -k 1.0.0.0/8", "Illegal option for list: -k belongs to --add/--del-blklst and --add/--del-whtlst"},

@@ -150,7 +150,7 @@ func TestRestoreIpvsadmLines(t *testing.T) {
 	for _, tc := range []struct{ in, want string }{
 		{"ipvsadm -A -t 1.1.1.1:80\n\n# x\nipvsadm -a -t 1.1.1.1:80 -r 2.2.2.2:nosuchport\n",
 			"line 4: ipvsadm -a -t 1.1.1.1:80 -r 2.2.2.2:nosuchport: Illegal address or port: 2.2.2.2:nosuchport\n"},
-		{"ipvsadm -A -t 1.1.1.1:80 -s rr -w 1\n", "line 1: ipvsadm -A -t 1.1.1.1:80 -s rr -w 1: Illegal option for add-service: -r, -w, -b and -z belong to real servers and local addresses\n"},
+		{"ipvsadm -A -t 1.1.1.1:80 -s rr -w 1\n", "line 1: ipvsadm -A -t 1.1.1.1:80 -s rr -w 1: Illegal option for add-service: -r, -w, -x, -y, -b and -z belong to real servers and local addresses\n"},
 		{"ipvsadm\n", "line 1: ipvsadm: not a rule: only commands that change the rules can be restored\n"},
 		{"ipvsadm -ln\n", "line 1: ipvsadm -ln: not a rule: only commands that change the rules can be restored\n"},
 		{"/sbin/ipvsadm -A -t 1.1.1.1:80\nipvsadm2 -C\n", "line 2: ipvsadm2 -C: unknown option ipvsadm2\n"},

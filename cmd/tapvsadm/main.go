@@ -134,7 +134,7 @@ func opOf(c *command) (op api.Op, ok bool, err error) {
 		if err != nil {
 			return op, false, err
 		}
-		d := &api.DestSpec{Addr: real, Weight: c.weight, Forward: c.forward}
+		d := &api.DestSpec{Addr: real, Weight: c.weight, Forward: c.forward, UThreshold: c.uthresh, LThreshold: c.lthresh}
 		return api.Op{Op: strings.Replace(c.op, "server", "dest", 1), Service: svc, Dest: d}, true, nil
 	case "add-laddr", "del-laddr":
 		return api.Op{Op: map[string]string{"add-laddr": "add-laddr", "del-laddr": "delete-laddr"}[c.op], Service: svc, LocalAddr: c.laddr}, true, nil

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -97,6 +98,10 @@ var options = []option{
 	{long: "--fullnat", short: "b", bundle: true, set: flag(func(c *command) { c.forward = "fullnat" }),
 		help: "full NAT (the only method tapvs has; the default)"},
 	{long: "--weight", short: "w", meta: "weight", set: weight, help: "capacity of real server"},
+	{long: "--u-threshold", short: "x", meta: "uthreshold", set: threshold(func(c *command) **uint32 { return &c.uthresh }, "u_threshold"),
+		help: "upper threshold of connections"},
+	{long: "--l-threshold", short: "y", meta: "lthreshold", set: threshold(func(c *command) **uint32 { return &c.lthresh }, "l_threshold"),
+		help: "lower threshold of connections"},
 	{long: "--laddr", short: "z", meta: "local-address", set: laddr, help: "local address (LIP) for FULLNAT"},
 	{long: "--synproxy", short: "j", meta: "enable|disable", set: synproxy, help: "SYN proxy for a TCP service"},
 	{long: "--client-address", meta: "none|toa|proxy-v1|proxy-v2", set: clientAddress,
@@ -112,6 +117,7 @@ var options = []option{
 	{long: "--connection", short: "c", bundle: true, set: flag(func(c *command) { c.conns = true }), help: "output of current IPVS connections"},
 	{long: "--stats", set: flag(func(c *command) { c.stats = true }), help: "output of statistics information"},
 	{long: "--rate", set: flag(func(c *command) { c.rate = true }), help: "output of rate information"},
+	{long: "--thresholds", set: flag(func(c *command) { c.thresh = true }), help: "output of thresholds information"},
 	{long: "--exact", short: "X", bundle: true, set: flag(func(c *command) { c.exact = true }), help: "expand numbers (display exact values)"},
 	{long: "--sort", set: flag(func(*command) {}), help: "sort the listing (the default: ipvsadm's order)"},
 	{long: "--nosort", set: flag(func(c *command) { c.nosort = true }), help: "list services and servers in the order they were added"},
@@ -148,8 +154,6 @@ var options = []option{
 	{long: "--gatewaying", short: "g", bundle: true, set: refuse("%s: tapvs forwards with FULLNAT only (-b)")},
 	{long: "--ipip", short: "i", bundle: true, set: refuse("%s: tapvs forwards with FULLNAT only (-b)")},
 	{long: "--masquerading", short: "m", bundle: true, set: refuse("%s: tapvs forwards with FULLNAT only (-b)")},
-	{long: "--u-threshold", short: "x", set: refuse("%s is not supported")},
-	{long: "--l-threshold", short: "y", set: refuse("%s is not supported")},
 }
 
 // byName finds a row by any of its names: --list, -L, -l.
@@ -192,6 +196,19 @@ func limit(field func(c *command) **uint32) func(*command, use) error {
 		n, ok := u32(u.v)
 		if !ok {
 			return usagef("illegal %s %q", u.name, u.v)
+		}
+		*field(c) = &n
+		return nil
+	}
+}
+
+// threshold reads -x or -y as ipvsadm does (0 to INT_MAX), with its
+// message ("illegal u_threshold specified").
+func threshold(field func(c *command) **uint32, name string) func(*command, use) error {
+	return func(c *command, u use) error {
+		n, ok := u32(u.v)
+		if !ok || n > math.MaxInt32 {
+			return usagef("illegal %s specified", name)
 		}
 		*field(c) = &n
 		return nil
@@ -329,8 +346,9 @@ Usage:
   ipvsadm -R
   ipvsadm -S [-n]
   ipvsadm -a|e -t|u service-address -r server-address [-b] [-w weight]
+        [-x upper-threshold] [-y lower-threshold]
   ipvsadm -d -t|u service-address -r server-address
-  ipvsadm -L|l [-t|u service-address] [-n] [-c] [--stats] [--rate] [--exact] [--nosort]
+  ipvsadm -L|l [-t|u service-address] [-n] [-c] [--stats] [--rate] [--thresholds] [--exact] [--nosort]
   ipvsadm -L --timeout
   ipvsadm -Z [-t|u service-address]
   ipvsadm --set tcp tcpfin udp

@@ -22,6 +22,8 @@ type command struct {
 	real     string // RIP:port
 	forward  string // fullnat (-b); others are refused
 	weight   *int
+	uthresh  *uint32 // -x; nil: not given
+	lthresh  *uint32 // -y; nil: not given
 	laddr    string
 	synproxy *bool
 	client   string // --client-address or --proxy-protocol, as the API names it
@@ -33,6 +35,7 @@ type command struct {
 	rate     bool
 	exact    bool
 	pconn    bool // --persistent-conn
+	thresh   bool // --thresholds: the servers' -x and -y listed
 	set      [3]uint32
 	capture  string
 	count    int
@@ -232,11 +235,11 @@ func (c *command) check() error {
 		return err
 	}
 	svcOpts := c.sched != "" || c.schedFlags != nil || c.persist != nil || c.netmask != "" || c.synproxy != nil || c.client != "" || c.tcpTS != "" || c.estTO != 0 || c.cps != nil || c.srcConns != nil || c.halfOpen != nil
-	destOpts := c.real != "" || c.weight != nil || c.forward != ""
+	destOpts := c.real != "" || c.weight != nil || c.forward != "" || c.uthresh != nil || c.lthresh != nil
 	switch c.op {
 	case "add-service", "edit-service":
 		if destOpts || c.laddr != "" {
-			return usagef("Illegal option for %s: -r, -w, -b and -z belong to real servers and local addresses", c.op)
+			return usagef("Illegal option for %s: -r, -w, -x, -y, -b and -z belong to real servers and local addresses", c.op)
 		}
 	case "delete-service", "add-laddr", "del-laddr", "get-laddr", "clear", "zero", "save", "restore", "set",
 		"add-blklst", "del-blklst", "get-blklst", "add-whtlst", "del-whtlst", "get-whtlst":
@@ -252,6 +255,9 @@ func (c *command) check() error {
 	case "add-server", "edit-server", "delete-server":
 		if c.real == "" {
 			return usagef("the %s command needs a real server (-r)", c.op)
+		}
+		if c.op == "delete-server" && (c.uthresh != nil || c.lthresh != nil) {
+			return usagef("Illegal option for delete-server: -x and -y belong to -a and -e")
 		}
 	case "add-laddr", "del-laddr":
 		if c.laddr == "" {
@@ -282,7 +288,8 @@ func (c *command) checkHealth() error {
 	}
 	if c.real != "" || c.laddr != "" || c.prefix != "" || c.sched != "" || c.persist != nil || c.synproxy != nil ||
 		c.client != "" || c.tcpTS != "" || c.estTO != 0 || c.weight != nil || c.forward != "" || c.cps != nil ||
-		c.srcConns != nil || c.halfOpen != nil || c.conns || c.stats || c.rate || c.exact || c.count != 0 {
+		c.srcConns != nil || c.halfOpen != nil || c.conns || c.stats || c.rate || c.exact || c.count != 0 ||
+		c.uthresh != nil || c.lthresh != nil || c.thresh {
 		return usagef("Illegal option for health: it takes -t|-u, --check, --off and -n only")
 	}
 	return nil
@@ -315,6 +322,7 @@ func (c *command) checkCluster() error {
 	if c.service != "" || c.real != "" || c.laddr != "" || c.prefix != "" || c.sched != "" || c.schedFlags != nil || c.persist != nil || c.netmask != "" ||
 		c.synproxy != nil || c.client != "" || c.tcpTS != "" || c.estTO != 0 || c.weight != nil || c.forward != "" ||
 		c.cps != nil || c.srcConns != nil || c.halfOpen != nil || c.conns || c.stats || c.rate || c.exact || c.pconn ||
+		c.uthresh != nil || c.lthresh != nil || c.thresh ||
 		c.count != 0 || c.numeric && c.op != "bgp" {
 		takes := map[string]string{"bgp": "-L and -n only", "drain": "--wait and --timeout only"}[c.op]
 		if takes == "" {

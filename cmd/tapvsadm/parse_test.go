@@ -131,7 +131,7 @@ func TestListLayout(t *testing.T) {
 	}
 }
 
-// Forwarding methods other than FULLNAT and the thresholds are refused as
+// Forwarding methods other than FULLNAT are refused as
 // ipvsadm refuses an option: one line naming it, its usage hint, exit 2,
 // and the daemon never asked (the socket here does not exist: reaching for
 // it would exit 1 with "Is tapvs running").
@@ -142,10 +142,8 @@ func TestUnsupportedOptionsRefusedBeforeTheDaemon(t *testing.T) {
 		"-a -t 1.1.1.1:80 -r 2.2.2.2:80 -i":              "-i: tapvs forwards with FULLNAT only (-b)",
 		"-a -t 1.1.1.1:80 -r 2.2.2.2:80 -m":              "-m: tapvs forwards with FULLNAT only (-b)",
 		"-e -t 1.1.1.1:80 -r 2.2.2.2:80 -g -w 2":         "-g: tapvs forwards with FULLNAT only (-b)",
-		"-a -t 1.1.1.1:80 -r 2.2.2.2:80 -x 100":          "-x is not supported",
-		"-a -t 1.1.1.1:80 -r 2.2.2.2:80 -y 10":           "-y is not supported",
-		"-e -t 1.1.1.1:80 -r 2.2.2.2:80 --u-threshold 1": "--u-threshold is not supported",
-		"-e -t 1.1.1.1:80 -r 2.2.2.2:80 --l-threshold 1": "--l-threshold is not supported",
+		"-a -t 1.1.1.1:80 -r 2.2.2.2:80 -x 1e2":          "illegal u_threshold specified",
+		"-e -t 1.1.1.1:80 -r 2.2.2.2:80 --l-threshold y": "illegal l_threshold specified",
 		"-a -t 1.1.1.1:80 -r 2.2.2.2:80 -M 255.0.0.0":    "Illegal option for add-server: -s, -p, -j, -V and -z belong to services",
 	} {
 		var out, errOut bytes.Buffer

@@ -59,6 +59,13 @@ type Limits struct {
 type DestSpec struct {
 	Addr   string `json:"addr"`             // RIP:port
 	Weight *int   `json:"weight,omitempty"` // nil: 1 on add, unchanged on edit
+	// UThreshold and LThreshold are the connection thresholds (ipvsadm -x
+	// and -y): at u_threshold connections (active and inactive) the
+	// server takes no new one until below l_threshold (0: below 3/4 of
+	// u_threshold); u_threshold 0 is no limit. nil: 0 on add, unchanged on
+	// edit.
+	UThreshold *uint32 `json:"u_threshold,omitempty"`
+	LThreshold *uint32 `json:"l_threshold,omitempty"`
 	// Forward is the forwarding method; tapvs does FULLNAT only ("fullnat",
 	// ipvsadm's -b). Empty means fullnat.
 	Forward string `json:"forward,omitempty"`
@@ -134,6 +141,12 @@ type Dest struct {
 	PersistConn int64   `json:"persist_conns"`
 	Stats       Traffic `json:"stats"`
 	Rate        Rate    `json:"rate"`
+	// UThreshold and LThreshold are the connection thresholds (0: none);
+	// Overloaded is set while the server is at its upper threshold and not
+	// yet below its lower one: no new connection goes to it.
+	UThreshold uint32 `json:"u_threshold"`
+	LThreshold uint32 `json:"l_threshold"`
+	Overloaded bool   `json:"overloaded"`
 }
 
 // Traffic is what crossed tapvs for a server or a service (ipvsadm

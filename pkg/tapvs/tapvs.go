@@ -117,6 +117,10 @@ type Service struct {
 type RealServer struct {
 	Addr   netip.AddrPort
 	Weight int // 0 is 1
+	// UThreshold and LThreshold are its connection thresholds (ipvsadm
+	// -x and -y): at UThreshold connections it takes no new one until
+	// below LThreshold (0: below 3/4 of UThreshold). 0 and 0: no limit.
+	UThreshold, LThreshold uint32
 }
 
 // LB is a running tapvs.
@@ -251,7 +255,8 @@ func serviceOps(s Service) ([]control.Op, error) {
 
 func destSpec(rs RealServer) control.DestSpec {
 	w := max(rs.Weight, 1)
-	return control.DestSpec{Addr: rs.Addr, Weight: &w}
+	u, l := rs.UThreshold, rs.LThreshold
+	return control.DestSpec{Addr: rs.Addr, Weight: &w, UThreshold: &u, LThreshold: &l}
 }
 
 // AddService adds s with its local addresses and real servers, all or
@@ -398,6 +403,8 @@ type RealServerStats struct {
 	Service                    ServiceKey
 	Addr                       netip.AddrPort
 	Weight                     int
+	UThreshold, LThreshold     uint32
+	Overloaded                 bool // at UThreshold, not yet below LThreshold: no new connection
 	ActiveConns, InactiveConns int64
 	Conns                      uint64 // every connection scheduled to it
 	InPackets, OutPackets      uint64 // In: client to server
@@ -412,7 +419,9 @@ func (lb *LB) RealServers() []RealServerStats {
 		for _, d := range s.Dests() {
 			a, ia, _ := d.Conns()
 			t := d.Traffic()
+			th := d.Thresholds()
 			out = append(out, RealServerStats{Service: k, Addr: netip.AddrPortFrom(d.Addr, d.Port), Weight: d.Weight(),
+				UThreshold: th.Upper, LThreshold: th.Lower, Overloaded: d.Overloaded(),
 				ActiveConns: a, InactiveConns: ia, Conns: t.Conns, InPackets: t.InPkts, OutPackets: t.OutPkts, InBytes: t.InBytes, OutBytes: t.OutBytes})
 		}
 	}

@@ -101,8 +101,18 @@ func TestChangeServices(t *testing.T) {
 	if err := l.LB.RemoveRealServer(l.Service, rs1); err == nil {
 		t.Error("removing a real server twice: no error")
 	}
-	if err := l.LB.AddRealServer(l.Service, tapvs.RealServer{Addr: rs1, Weight: 1}); err != nil {
+	if err := l.LB.AddRealServer(l.Service, tapvs.RealServer{Addr: rs1, Weight: 1, UThreshold: 100, LThreshold: 50}); err != nil {
 		t.Fatal(err)
+	}
+	for _, rs := range l.LB.RealServers() {
+		if rs.Addr == rs1 && (rs.UThreshold != 100 || rs.LThreshold != 50 || rs.Overloaded) {
+			t.Errorf("rs1 added with thresholds 100 and 50: listed %+v", rs)
+		}
+	}
+	// IPVS's rule: the lower threshold is not above the upper.
+	bad := tapvs.RealServer{Addr: netip.AddrPortFrom(rs1.Addr(), 8081), LThreshold: 1}
+	if err := l.LB.AddRealServer(l.Service, bad); err == nil || !strings.Contains(err.Error(), "lower threshold 1 above its upper threshold 0") {
+		t.Errorf("thresholds 0 and 1: %v", err)
 	}
 	seen := map[string]bool{}
 	for range 4 {
