@@ -343,7 +343,7 @@ var everyRefusal = []struct{ line, want string }{
 	{"--health -t 1.1.1.1:80 -w 1", "Illegal option for health: it takes -t|-u, --check, --off and -n only"},
 	{"--health -t 1.1.1.1:80 --check rise=x", `--check: rise: "x" is not a number`},
 	{"--health -t 1.1.1.1:80 --check type=ssl,verify=maybe", `--check: verify: "maybe" is not true or false`},
-	{"--health -t 1.1.1.1:80 --check type=http,path=/", "--check: unknown path (the configuration file's health_check: names: type, port, interval, timeout, rise, fall, http_path, http_status, http_body_sha256, on_failure, connect_timeout, retry, delay_before_retry, warmup, virtualhost, server_name, verify, ca_file, script, misc_dynamic, payload, require_reply, dns_name, dns_type)"},
+	{"--health -t 1.1.1.1:80 --check type=http,path=/", "--check: unknown path (the configuration file's health_check: names: type, port, interval, timeout, rise, fall, http_path, http_status, http_body_sha256, on_failure, connect_timeout, retry, delay_before_retry, warmup, virtualhost, server_name, verify, ca_file, script, misc_dynamic, payload, require_reply, dns_name, dns_type, helo_name)"},
 	{"--health -t 1.1.1.1:80 --check type", `--check: "type" is not key=value (type=http,http_path=/healthz,rise=2,fall=3)`},
 	{"--health -t 1.1.1.1:80 --check rise=1,rise=2", "--check: rise given twice"},
 	// Issue 25: -L --timeout lists only the timeouts; --nosort is -L's.
