@@ -41,6 +41,11 @@ func FuzzConfig(f *testing.F) {
 	f.Add(strings.Replace(valid6, "port: 80\n    local", "port: 80\n    persistence_timeout: 1\n    persistence_granularity: 129\n    local", 1))
 	f.Add(strings.Replace(valid6, "via: fd00:25:84::1}", "via: 172.25.84.1}", 1))
 	f.Add(strings.Replace(valid6, "[172.25.84.10]", "[fd00:25:84::12]", 1))
+	// Issue 25: match services (marks: and fwmark:).
+	f.Add(matchConfig)
+	f.Add(strings.Replace(matchConfig, `ports: [80, 443, "8000-8099"]`, `ports: [65535, "1-1", " 7 - 9 ", "-", "1-2-3", 1.5, {a: 1}]`, 1))
+	f.Add(strings.Replace(matchConfig, "fwmark: 1\n", "fwmark: 2\n    vip: ::1\n", 1))
+	f.Add(strings.Replace(matchConfig, "mark: 2, vip: 172.25.254.100", "mark: 4294967295, vip: 'fd00::1'", 1))
 	// Issue 20: names and timeouts that were taken unchecked.
 	f.Add(strings.Replace(valid, "  - vip:", "  - name: \"web\\0\\n\\xff\"\n    vip:", 1))
 	f.Add(strings.Replace(valid, "  - vip:", "  - name: "+strings.Repeat("w", 200)+"\n    vip:", 1))
