@@ -436,6 +436,9 @@ func (s *Server) health(w http.ResponseWriter, r *http.Request, f func(Checks, S
 	if err == nil {
 		_, err = s.m.service(k)
 	}
+	if err == nil && k.Mark != 0 {
+		err = errNoMatchChecks
+	}
 	if err == nil {
 		err = f(c, k)
 	}

@@ -211,6 +211,15 @@ func (tx *Tx) SetMarks(defs map[uint32]Match) error {
 		}
 		norm[n] = m
 	}
+	cur := tx.b.marks
+	if tx.marks != nil {
+		cur = tx.marks.defs
+	}
+	if maps.EqualFunc(norm, cur, func(a, b Match) bool {
+		return a.Addr == b.Addr && a.Protocol == b.Protocol && slices.Equal(a.Ports, b.Ports)
+	}) {
+		return nil // a reload of the same marks changes nothing
+	}
 	re := map[*Service]*Match{}
 	for _, s := range tx.services() {
 		if s.Mark == 0 {
