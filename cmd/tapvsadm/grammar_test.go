@@ -294,8 +294,12 @@ var everyRefusal = []struct{ line, want string }{
 	{"-a -t 1.1.1.1:80 -r 2.2.2.2:nosuchport", "Illegal address or port: 2.2.2.2:nosuchport"},
 	{"-P -t 1.1.1.1:80 -z fe80::1%eth0", "Illegal local address: fe80::1%eth0"},
 	// What tapvs does not do, refused by name as typed.
-	{"-A -f 1", "firewall-mark services (-f) are not supported: tapvs matches VIP:port"},
-	{"-A --fwmark-service 1", "firewall-mark services (-f) are not supported: tapvs matches VIP:port"},
+	// Issue 25: -f names a selector of the configuration (marks:).
+	{"-A -f 0", "invalid fwmark value `0' specified"},
+	{"-A --fwmark-service 4294967296", "invalid fwmark value `4294967296' specified"},
+	{"-A -f x", "invalid fwmark value `x' specified"},
+	{"-A -f 1 -t 1.1.1.1:80", "multiple service addresses specified"},
+	{"-A -t 1.1.1.1:80 -6", "-6 belongs to -f (fwmark uses IPv6)"},
 	{"-a -t 1.1.1.1:80 -r 2.2.2.2 -g", "-g: tapvs forwards with FULLNAT only (-b)"},
 	{"-a -t 1.1.1.1:80 -r 2.2.2.2 -bg", "--gatewaying: tapvs forwards with FULLNAT only (-b)"},
 	{"-a -t 1.1.1.1:80 -r 2.2.2.2 --ipip", "--ipip: tapvs forwards with FULLNAT only (-b)"},
@@ -311,8 +315,8 @@ var everyRefusal = []struct{ line, want string }{
 	{"-D -t 1.1.1.1:80 -M 255.0.0.0", "Illegal option for delete-service"},
 	{"-A -t 1.1.1.1:80 --u-threshold 1", "--u-threshold is not supported"},
 	// What each command needs and takes (check, after the words).
-	{"-A", "the add-service command needs a service (-t or -u)"},
-	{"--capture x", "the capture command needs a service (-t or -u)"},
+	{"-A", "the add-service command needs a service (-t, -u or -f)"},
+	{"--capture x", "the capture command needs a service (-t, -u or -f)"},
 	{"-d -t 1.1.1.1:80", "the delete-server command needs a real server (-r)"},
 	{"-Q -t 1.1.1.1:80", "the del-laddr command needs a local address (-z)"},
 	{"--del-whtlst -t 1.1.1.1:80", "the del-whtlst command needs a source address or prefix (-k)"},
@@ -323,7 +327,7 @@ var everyRefusal = []struct{ line, want string }{
 	{"--drain -c", "Illegal option for drain: it takes --wait and --timeout only"},
 	{"--undrain --wait", "--wait belongs to --drain, and --timeout to --drain --wait"},
 	// Issue 25: --health.
-	{"--health", "the health command needs a service (-t or -u)"},
+	{"--health", "the health command needs a service (-t, -u or -f)"},
 	{"--health -t 1.1.1.1:80 --check type=tcp --off", "--health takes --check or --off, not both"},
 	{"-L --off", "Illegal option for list: --check and --off belong to --health"},
 	{"-A -t 1.1.1.1:80 --check type=tcp", "Illegal option for add-service: --check and --off belong to --health"},
