@@ -67,13 +67,13 @@ func readMarks(e *errs, r *raw, has6 sides6) map[uint32]nat.Match {
 			ok = false
 		}
 		for j, p := range rm.Ports {
-			r, err := portRange(p)
+			pr, err := portRange(p)
 			if err != nil {
 				e.add(fmt.Sprintf("%s.ports[%d]", f, j), "%v", err)
 				ok = false
 				continue
 			}
-			m.Ports = append(m.Ports, r)
+			m.Ports = append(m.Ports, pr)
 		}
 		if ok {
 			if _, err := m.Normal(); err != nil {

@@ -193,13 +193,13 @@ func service(e *errs, f string, r rawService, base nat.Timeouts, has6 sides6, ma
 	} else {
 		s.VIP = vip
 	}
-	if r.FWMark != 0 {
-		// its selector's ports (match.go)
-	} else if r.Port == 0 && r.PersistenceTimeout > 0 {
+	switch {
+	case r.FWMark != 0: // its selector's ports (match.go)
+	case r.Port == 0 && r.PersistenceTimeout > 0:
 		s.Port = 0 // all ports: IPVS allows it with persistence only (nat/persist.go)
-	} else if r.Port == 0 {
+	case r.Port == 0:
 		e.add(f+".port", "0 (all ports) needs persistence_timeout, as in IPVS")
-	} else {
+	default:
 		s.Port, _ = port(e, f+".port", r.Port)
 	}
 	s.Persistence = persistence(e, f, r, s.VIP)
@@ -208,13 +208,13 @@ func service(e *errs, f string, r rawService, base nat.Timeouts, has6 sides6, ma
 		proto = "tcp"
 	}
 	if s.Mark != 0 {
-		proto = strings.ToLower(s.Protocol.String())
+		proto = strings.ToLower(s.Protocol.String()) // its selector's
 	}
-	if p, err := nat.ParseProtocol(proto); r.FWMark != 0 && s.Mark == 0 {
-		// refused above; no protocol of its own
-	} else if err != nil {
+	switch p, err := nat.ParseProtocol(proto); {
+	case r.FWMark != 0 && s.Mark == 0: // refused by matchService: no protocol of its own
+	case err != nil:
 		e.add(f+".protocol", "%v", err)
-	} else {
+	default:
 		s.Protocol = p
 		if r.Synproxy && p != nat.TCP {
 			e.add(f+".synproxy", "only a TCP service can have a SYN proxy")
