@@ -8,7 +8,9 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -189,5 +191,48 @@ func TestMatchService(t *testing.T) {
 	e.must("-E", "-f", "1", "-s", "rr")
 	if out := e.must("-Ln", "-f", "1"); !strings.Contains(out, "FWM  1 rr\n") {
 		t.Fatalf("ipvsadm -Ln -f 1 after -E without -p:\n%s", out)
+	}
+
+	// A reload: mark 1 loses the bulk port, which a new connection then
+	// finds no service on; another reload removes the mark with its
+	// service.
+	file := filepath.Join(t.TempDir(), "tapvs.yaml")
+	reload := func(svcs, extra string) {
+		t.Helper()
+		if err := os.WriteFile(file, []byte(e.top.Config(svcs, extra)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.d.Reload(file); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reload(svcs, fmt.Sprintf("marks:\n  - {mark: 1, vip: %s, protocol: tcp, ports: [%d]}\n", vip, lab.HTTPPort))
+	if svc, err := e.d.Balancer.MatchService(1); err != nil || svc.Selector().PortsString() != fmt.Sprint(lab.HTTPPort) {
+		t.Fatalf("after a reload with port %d only: %v %v", lab.HTTPPort, svc, err)
+	}
+	drops = e.d.Balancer.Stats.Drop(nat.DropNoService)
+	lab.InNetns(e.top.Client, func() error { //nolint:errcheck // the SYN is dropped: the dial fails
+		c, err := (&net.Dialer{Timeout: time.Second}).Dial("tcp4", netip.AddrPortFrom(vip, lab.BulkPort).String())
+		if err == nil {
+			c.Close()
+			t.Errorf("port %d answered after the reload took it from the selector", lab.BulkPort)
+		}
+		return err
+	})
+	if !eventually(5*time.Second, func() bool { return e.d.Balancer.Stats.Drop(nat.DropNoService) > drops }) {
+		t.Fatalf("a SYN to port %d after the reload was not counted as %v", lab.BulkPort, nat.DropNoService)
+	}
+	get(c1) // port 80 still the service's
+	reload(fmt.Sprintf(`
+  - vip: %s
+    port: %d
+    local_addresses: [172.25.84.10]
+    real_servers:
+      - {address: 10.20.1.2, port: %d}`, lab.VIP, lab.HTTPPort, lab.HTTPPort), "")
+	if _, err := e.d.Balancer.MatchService(1); err == nil {
+		t.Fatal("FWM 1 still runs after a reload without it")
+	}
+	if out := e.must("-Ln"); strings.Contains(out, "FWM") {
+		t.Fatalf("ipvsadm -Ln after the reload:\n%s", out)
 	}
 }
