@@ -211,7 +211,7 @@ func TestMatchService(t *testing.T) {
 		t.Fatalf("after a reload with port %d only: %v %v", lab.HTTPPort, svc, err)
 	}
 	drops = e.d.Balancer.Stats.Drop(nat.DropNoService)
-	lab.InNetns(e.top.Client, func() error { //nolint:errcheck // the SYN is dropped: the dial fails
+	_ = lab.InNetns(e.top.Client, func() error { // the SYN is dropped: the dial fails
 		c, err := (&net.Dialer{Timeout: time.Second}).Dial("tcp4", netip.AddrPortFrom(vip, lab.BulkPort).String())
 		if err == nil {
 			c.Close()
