@@ -97,7 +97,7 @@ func (m *Match) overlap(o *Match) (uint16, bool) {
 }
 
 // PortsString is the ports as the configuration writes them: "80,443,8000-8099".
-func (m *Match) PortsString() string {
+func (m Match) PortsString() string {
 	s := make([]string, len(m.Ports))
 	for i, r := range m.Ports {
 		s[i] = r.String()

@@ -67,6 +67,11 @@ var (
 		{"-L -t 1.1.1.1:80 --numeric --connection", with(svc, func(c *command) { c.op, c.numeric, c.conns = "list", true, true })},
 		{"-L --stats --rate --exact", command{op: "list", stats: true, rate: true, exact: true}},
 		{"-Ln --persistent-conn", command{op: "list", numeric: true, pconn: true}},
+		// Issue 25: match services, -f MARK (-6 after it).
+		{"-A -f 1 -s rr", command{op: "add-service", proto: "fwm", service: "1", sched: "rr"}},
+		{"--add-server --fwmark-service=4294967295 -r 2.2.2.2", command{op: "add-server", proto: "fwm", service: "4294967295", real: "2.2.2.2:0"}},
+		{"-D -f1 -6", command{op: "delete-service", proto: "fwm", service: "1", ipv6: true}},
+		{"-Ln --fwmark-service 007 --ipv6", command{op: "list", numeric: true, proto: "fwm", service: "7", ipv6: true}},
 		{"-Z", command{op: "zero"}},
 		{"--zero -u 1.1.1.1:53", command{op: "zero", proto: "udp", service: "1.1.1.1:53"}},
 		{"--set 900 120 300", command{op: "set", set: [3]uint32{900, 120, 300}}},

@@ -91,7 +91,7 @@ var options = []option{
 	{long: "--udp-service", short: "u", meta: "service-address", kin: "service addresses", again: true, set: service("udp"),
 		help: "service-address is host[:port]"},
 	{long: "--fwmark-service", short: "f", meta: "fwmark", kin: "service addresses", again: true, set: fwmark,
-		help: "fwmark names a selector of tapvs's configuration (marks:\na VIP, a protocol, ports): tapvs sees no kernel marks"},
+		help: "fwmark names a selector of the configuration's marks:\n(a VIP, a protocol, ports); tapvs sees no kernel marks"},
 	{long: "--scheduler", short: "s", meta: "scheduler", set: text(func(c *command) *string { return &c.sched }),
 		help: "one of rr|wrr|lc|wlc|sed|nq|sh|mh|dh|lblc|lblcr|fo|ovf,\nthe default scheduler is wlc"},
 	{long: "--sched-flags", meta: "flags", set: schedFlags, help: "scheduler flags, comma-separated: sh-fallback,sh-port (sh),\nmh-fallback,mh-port (mh); -b is --fullnat here"},
