@@ -45,6 +45,9 @@ func TestAPIMatchService(t *testing.T) {
 		s.Scheduler != "wrr" || s.Persistent != 600 || s.PersistenceNetmask != "255.255.255.0" || len(s.Dests) != 1 || s.Dests[0].Weight != 3 {
 		t.Fatalf("listed as %+v", s)
 	}
+	if c, b := do("GET", "/v1/services/fwm/1/health", ""); c != 200 || !strings.Contains(b, `"source":"none"`) {
+		t.Fatalf("GET /v1/services/fwm/1/health: %d %s", c, b)
+	}
 	if c, b := do("GET", "/v1/services", ""); c != 200 || !strings.Contains(b, `"fwmark":1,"match":{"vip":"10.0.0.1","protocol":"tcp","ports":"80,443"}`) {
 		t.Fatalf("GET /v1/services: %d %s", c, b)
 	}
@@ -54,7 +57,8 @@ func TestAPIMatchService(t *testing.T) {
 		{"DELETE", "/v1/services/fwm/0", ``, `\"0\" is not a mark`},
 		{"DELETE", "/v1/services/fwm/x", ``, `\"x\" is not a mark`},
 		{"DELETE", "/v1/services/fwm/2", ``, "FWM 2: service not defined"},
-		{"GET", "/v1/services/fwm/1/health", ``, "health checks of a match service"},
+		{"PUT", "/v1/services/fwm/1/health", `{"type":"tcp"}`, "health checks of a match service"},
+		{"DELETE", "/v1/services/fwm/1/health", ``, "health checks of a match service"},
 	} {
 		c, b := do(tc.method, tc.path, tc.body)
 		if c < 400 || !strings.Contains(b, tc.want) || strings.Count(strings.TrimSpace(b), "\n") > 0 {

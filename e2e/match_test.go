@@ -186,11 +186,14 @@ func TestMatchService(t *testing.T) {
 	if len(list) != 1 || list[0].FWMark != 1 || list[0].Match == nil || list[0].Match.Ports != fmt.Sprintf("%d,%d", lab.HTTPPort, lab.BulkPort) || list[0].Match.VIP != vip.String() {
 		t.Fatalf("GET /v1/services: %+v", list)
 	}
-	// -E by mark through the API's fwm/1 path: persistence off, and the
-	// next client network's connections go their own ways (rr).
-	e.must("-E", "-f", "1", "-s", "rr")
+	// -E by mark: persistence off (tapvsadm's -E changes what it is
+	// given: -p 0), the templates gone.
+	e.must("-E", "-f", "1", "-p", "0")
 	if out := e.must("-Ln", "-f", "1"); !strings.Contains(out, "FWM  1 rr\n") {
-		t.Fatalf("ipvsadm -Ln -f 1 after -E without -p:\n%s", out)
+		t.Fatalf("ipvsadm -Ln -f 1 after -E -p 0:\n%s", out)
+	}
+	if n := e.d.Balancer.Templates(); n != 0 {
+		t.Fatalf("templates %d after persistence was turned off", n)
 	}
 
 	// A reload: mark 1 loses the bulk port, which a new connection then
