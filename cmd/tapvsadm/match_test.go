@@ -8,11 +8,9 @@ import (
 )
 
 // svcsFWM are a VIP:port service and two match services (-f), in the
-// order they were added.
+// order they were added: the fake daemon's sorted list reverses it, so
+// that only a sort by mark first puts FWM 1 before FWM 2.
 var svcsFWM = []api.Service{
-	{ServiceKey: api.ServiceKey{FWMark: 2}, Match: &api.Match{VIP: "2001:db8::1", Protocol: "tcp", Ports: "80,443"},
-		Scheduler: "wlc", Timeouts: api.Timeouts{TCP: 900},
-		Dests: []api.Dest{{Addr: "[fd00:20:1::2]:0", Forward: "FullNat", Weight: 1}}},
 	{ServiceKey: api.ServiceKey{FWMark: 1}, Match: &api.Match{VIP: "172.25.254.100", Protocol: "tcp", Ports: "80,443,8000-8099"},
 		Scheduler: "rr", Persistent: 600, Timeouts: api.Timeouts{TCP: 900},
 		Dests: []api.Dest{
@@ -22,6 +20,9 @@ var svcsFWM = []api.Service{
 		LocalAddrs: []api.LocalAddr{{Addr: "172.25.84.10"}}},
 	{ServiceKey: api.ServiceKey{Protocol: "tcp", Addr: "172.25.254.100:443"}, Scheduler: "wlc", Timeouts: api.Timeouts{TCP: 900},
 		Dests: []api.Dest{{Addr: "10.20.1.2:443", Forward: "FullNat", Weight: 1}}},
+	{ServiceKey: api.ServiceKey{FWMark: 2}, Match: &api.Match{VIP: "2001:db8::1", Protocol: "tcp", Ports: "80,443"},
+		Scheduler: "wlc", Timeouts: api.Timeouts{TCP: 900},
+		Dests: []api.Dest{{Addr: "[fd00:20:1::2]:0", Forward: "FullNat", Weight: 1}}},
 }
 
 // Match services in the listings, each a golden file written from
