@@ -18,13 +18,16 @@ func TestAPIMatchService(t *testing.T) {
 	m := newManager(t)
 	vip := netip.MustParseAddr("10.0.0.1")
 	if err := m.Update(func(tx *nat.Tx) error {
-		return tx.SetMarks(map[uint32]nat.Match{1: {Addr: vip, Protocol: nat.TCP, Ports: []nat.PortRange{{Lo: 443, Hi: 443}, {Lo: 80, Hi: 80}}}})
+		return tx.SetMarks(map[uint32]nat.Match{1: {Addr: vip, Protocol: nat.TCP, Ports: []nat.PortRange{{Lo: 443, Hi: 443}, {Lo: 80, Hi: 80}}},
+			2: {Addr: vip, Protocol: nat.UDP, Ports: []nat.PortRange{{Lo: 53, Hi: 53}}}})
 	}); err != nil {
 		t.Fatal(err)
 	}
 	m.SetChecks(noChecks{t})
 	do := serve(t, m)
 	for _, tc := range []struct{ method, path, body string }{
+		{"POST", "/v1/services", `{"fwmark":2}`},
+		{"POST", "/v1/services", `{"protocol":"tcp","addr":"10.0.0.1:9000"}`},
 		{"POST", "/v1/services", `{"fwmark":1,"scheduler":"rr","persistent":600,"persistence_netmask":"255.255.255.0"}`},
 		{"POST", "/v1/services/fwm/1/dests", `{"addr":"10.1.0.1:0"}`},
 		{"POST", "/v1/services/fwm/1/laddrs", `{"addr":"10.2.0.1"}`},
@@ -36,11 +39,13 @@ func TestAPIMatchService(t *testing.T) {
 			t.Fatalf("%s %s: %d %s", tc.method, tc.path, c, b)
 		}
 	}
+	// Listed VIP:port services first, then match services by mark, as
+	// ipvsadm sorts them (fwmark first).
 	svcs := m.Services()
-	if len(svcs) != 1 {
-		t.Fatalf("%d services", len(svcs))
+	if len(svcs) != 3 || svcs[0].Addr != "10.0.0.1:9000" || svcs[1].FWMark != 1 || svcs[2].FWMark != 2 || svcs[2].Match.Protocol != "udp" {
+		t.Fatalf("listed %+v", svcs)
 	}
-	s := svcs[0]
+	s := svcs[1]
 	if s.FWMark != 1 || s.Protocol != "" || s.Addr != "" || s.Match == nil || s.Match.VIP != "10.0.0.1" || s.Match.Ports != "80,443" ||
 		s.Scheduler != "wrr" || s.Persistent != 600 || s.PersistenceNetmask != "255.255.255.0" || len(s.Dests) != 1 || s.Dests[0].Weight != 3 {
 		t.Fatalf("listed as %+v", s)
@@ -52,11 +57,11 @@ func TestAPIMatchService(t *testing.T) {
 		t.Fatalf("GET /v1/services: %d %s", c, b)
 	}
 	for _, tc := range []struct{ method, path, body, want string }{
-		{"POST", "/v1/services", `{"fwmark":2,"scheduler":"rr"}`, "mark 2 is not defined"},
+		{"POST", "/v1/services", `{"fwmark":3,"scheduler":"rr"}`, "mark 3 is not defined"},
 		{"POST", "/v1/services", `{"fwmark":1,"protocol":"tcp","addr":"10.0.0.1:80"}`, "fwmark 1 names the service alone"},
 		{"DELETE", "/v1/services/fwm/0", ``, `\"0\" is not a mark`},
 		{"DELETE", "/v1/services/fwm/x", ``, `\"x\" is not a mark`},
-		{"DELETE", "/v1/services/fwm/2", ``, "FWM 2: service not defined"},
+		{"DELETE", "/v1/services/fwm/3", ``, "FWM 3: service not defined"},
 		{"PUT", "/v1/services/fwm/1/health", `{"type":"tcp"}`, "health checks of a match service"},
 		{"DELETE", "/v1/services/fwm/1/health", ``, "health checks of a match service"},
 	} {
@@ -68,8 +73,8 @@ func TestAPIMatchService(t *testing.T) {
 	if c, b := do("DELETE", "/v1/services/fwm/1", ""); c != 204 {
 		t.Fatalf("delete: %d %s", c, b)
 	}
-	if len(m.Services()) != 0 {
-		t.Fatal("FWM 1 still listed after DELETE /v1/services/fwm/1")
+	if l := m.Services(); len(l) != 2 || l[1].FWMark != 2 {
+		t.Fatalf("after DELETE /v1/services/fwm/1: %+v", l)
 	}
 }
 
