@@ -180,6 +180,9 @@ func TestMatchSetMarks(t *testing.T) {
 	if v, _ := synTo(t, r.b, client, 10002, 80); v != Drop {
 		t.Fatalf("SYN to 80 with no service: %v, want Drop", v)
 	}
+	if m := r.b.set.Load().matches; m != nil {
+		t.Fatalf("the snapshot keeps %v with no match service left", m)
+	}
 }
 
 // Each refusal names what is wrong, and leaves the marks as they were.
@@ -192,6 +195,16 @@ func TestMatchRefusals(t *testing.T) {
 		want string
 	}{
 		{func(tx *Tx) error { return tx.SetMarks(map[uint32]Match{1: webMark, 2: other}) }, "mark 2: port 8050 of tcp 172.25.254.100 is mark 1's too"},
+		{func(tx *Tx) error {
+			return tx.SetMarks(map[uint32]Match{1: webMark, 2: {Addr: vip, Protocol: TCP, Ports: []PortRange{{8099, 8099}}}})
+		}, "mark 2: port 8099 of tcp 172.25.254.100 is mark 1's too"},
+		{func(tx *Tx) error {
+			return tx.SetMarks(map[uint32]Match{1: webMark, 2: {Addr: vip, Protocol: TCP, Ports: []PortRange{{1, 80}}}})
+		}, "mark 2: port 80 of tcp 172.25.254.100 is mark 1's too"},
+		{func(tx *Tx) error { return tx.SetMarks(map[uint32]Match{1: webMark, 3: {Addr: vip, Ports: webMark.Ports}}) }, "mark 3: protocol proto(0): only tcp and udp"},
+		{func(tx *Tx) error {
+			return tx.SetMarks(map[uint32]Match{1: webMark, 3: {Protocol: UDP, Ports: webMark.Ports}})
+		}, "mark 3: VIP invalid IP"},
 		{func(tx *Tx) error { return tx.SetMarks(map[uint32]Match{1: webMark, 0: udp}) }, "mark 0 is no mark"},
 		{func(tx *Tx) error {
 			return tx.SetMarks(map[uint32]Match{1: webMark, 3: {Addr: vip, Protocol: TCP}})
@@ -205,6 +218,9 @@ func TestMatchRefusals(t *testing.T) {
 		{func(tx *Tx) error {
 			return tx.SetMarks(map[uint32]Match{1: webMark, 3: {Addr: vip, Protocol: TCP, Ports: []PortRange{{90, 99}, {95, 95}}}})
 		}, "mark 3: ports 90-99 and 95 overlap"},
+		{func(tx *Tx) error {
+			return tx.SetMarks(map[uint32]Match{1: webMark, 3: {Addr: vip, Protocol: TCP, Ports: []PortRange{{99, 100}, {90, 99}}}})
+		}, "mark 3: ports 90-99 and 99-100 overlap"},
 		{func(tx *Tx) error { _, err := tx.AddService(ServiceConfig{Mark: 7, Scheduler: "rr"}); return err }, "mark 7 is not defined"},
 		{func(tx *Tx) error { _, err := tx.AddService(ServiceConfig{Mark: 1, Scheduler: "rr"}); return err }, "service FWM 1: service already exists"},
 	} {
@@ -212,8 +228,17 @@ func TestMatchRefusals(t *testing.T) {
 			t.Errorf("got %v, want an error with %q", err, c.want)
 		}
 	}
+	// Ranges that touch do not overlap; another VIP's selector may have
+	// the same ports.
+	adjacent := Match{Addr: vip, Protocol: TCP, Ports: []PortRange{{8100, 8100}, {81, 442}, {65535, 65535}}}
+	other6 := Match{Addr: netip.MustParseAddr("172.25.254.101"), Protocol: TCP, Ports: webMark.Ports}
+	if err := r.b.Update(func(tx *Tx) error {
+		return tx.SetMarks(map[uint32]Match{1: webMark, 2: udp, 3: adjacent, 4: other6})
+	}); err != nil {
+		t.Fatalf("a UDP selector on the same ports, adjacent ranges, another VIP: %v", err)
+	}
 	if err := r.b.Update(func(tx *Tx) error { return tx.SetMarks(map[uint32]Match{1: webMark, 2: udp}) }); err != nil {
-		t.Fatalf("a UDP selector on the same ports: %v", err)
+		t.Fatal(err)
 	}
 	if m := r.b.Marks(); len(m) != 2 || m[1].PortsString() != "80,443,8000-8099" {
 		t.Fatalf("marks %+v", m)
