@@ -47,6 +47,16 @@ func TestMatchConfig(t *testing.T) {
 	if m := c.Marks[1]; m.Addr != vip || m.Protocol != nat.TCP || len(m.Ports) != 3 {
 		t.Fatalf("mark 1 read as %+v", m)
 	}
+	if m := c.Marks[2]; m.Protocol != nat.UDP || len(m.Ports) != 1 || m.Ports[0] != (nat.PortRange{Lo: 53, Hi: 53}) {
+		t.Fatalf("mark 2 read as %+v", m)
+	}
+	// The largest mark, the last port, a range to it, tcp by default.
+	edge := parse(t, strings.Replace(strings.Replace(matchConfig, "fwmark: 1\n", "fwmark: 4294967295\n", 1),
+		`{mark: 1, vip: 172.25.254.100, protocol: tcp, ports: [80, 443, "8000-8099"]}`, `{mark: 4294967295, vip: 172.25.254.100, ports: [65535, "1-79"]}`, 1))
+	if m := edge.Marks[4294967295]; m.Protocol != nat.TCP || len(m.Ports) != 2 || m.Ports[0] != (nat.PortRange{Lo: 65535, Hi: 65535}) || m.Ports[1] != (nat.PortRange{Lo: 1, Hi: 79}) ||
+		edge.Services[0].Mark != 4294967295 {
+		t.Fatalf("mark 4294967295 read as %+v, its service as %+v", m, edge.Services[0])
+	}
 	bal := running(t, c)
 	svc, err := bal.MatchService(1)
 	if err != nil {
@@ -91,6 +101,10 @@ func TestMatchConfigRefusals(t *testing.T) {
 		{"mark: 2, vip", "mark: 1, vip", "marks[1].mark: 1 is already defined by marks[0]"},
 		{"mark: 2, vip", "mark: 0, vip", "marks[1].mark: 0 is not a mark (1-4294967295)"},
 		{"mark: 2, vip", "mark: 4294967296, vip", "marks[1].mark: 4294967296 is not a mark"},
+		{"mark: 2, vip: 172.25.254.100", "mark: 2, vip: 'fd00:25:254::100'", "marks[1].vip: fd00:25:254::100 is IPv6 and interfaces.client has no address6"},
+		{"udp, ports: [53]", "udp, ports: [65536]", `marks[1].ports[0]: "65536" is not in ports 1-65535`},
+		{"udp, ports: [53]", "udp, ports: [\"1-65536\"]", `marks[1].ports[0]: "1-65536" is not in ports 1-65535`},
+		{"udp, ports: [53]", "udp, ports: [\"0-5\"]", `marks[1].ports[0]: "0-5" is not in ports 1-65535`},
 		{"udp, ports: [53]", "udp, ports: []", "marks[1].ports: is empty"},
 		{"udp, ports: [53]", "udp, ports: [0]", `marks[1].ports[0]: "0" is not in ports 1-65535`},
 		{"udp, ports: [53]", "udp, ports: [\"60-50\"]", `marks[1].ports[0]: "60-50" runs high to low`},
@@ -106,6 +120,9 @@ func TestMatchConfigRefusals(t *testing.T) {
 		{"  - name: web-443\n    vip: 172.25.254.100\n    port: 443\n", "  - name: web-443\n    fwmark: 1\n", "services[1]: fwmark 1 is already defined by services[0]"},
 		{"- {address: 10.20.1.2}\n", "- {address: 10.20.1.2, health_check: {type: tcp}}\n", "services[0].real_servers[0].health_check: a match service's servers cannot be checked yet"},
 		{"fwmark: 1\n", "fwmark: 1\n    quorum: 1\n", "services[0].fwmark: a match service has no sorry_server, quorum"},
+		{"fwmark: 1\n", "fwmark: 1\n    health_check: {type: tcp, port: 80}\n", "services[0].health_check: a match service's servers cannot be checked yet"},
+		{"fwmark: 1\n", "fwmark: 1\n    protocol: udp\n", "services[0].fwmark: a match service takes its vip"},
+		{"fwmark: 1\n", "fwmark: 1\n    vip: 172.25.254.100\n", "services[0].fwmark: a match service takes its vip"},
 	} {
 		if !strings.Contains(matchConfig, tc.from) {
 			t.Fatalf("bad test: %q not in the config", tc.from)
