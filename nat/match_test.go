@@ -201,7 +201,9 @@ func TestMatchRefusals(t *testing.T) {
 		{func(tx *Tx) error {
 			return tx.SetMarks(map[uint32]Match{1: webMark, 2: {Addr: vip, Protocol: TCP, Ports: []PortRange{{1, 80}}}})
 		}, "mark 2: port 80 of tcp 172.25.254.100 is mark 1's too"},
-		{func(tx *Tx) error { return tx.SetMarks(map[uint32]Match{1: webMark, 3: {Addr: vip, Ports: webMark.Ports}}) }, "mark 3: protocol proto(0): only tcp and udp"},
+		{func(tx *Tx) error {
+			return tx.SetMarks(map[uint32]Match{1: webMark, 3: {Addr: vip, Ports: webMark.Ports}})
+		}, "mark 3: protocol proto(0): only tcp and udp"},
 		{func(tx *Tx) error {
 			return tx.SetMarks(map[uint32]Match{1: webMark, 3: {Protocol: UDP, Ports: webMark.Ports}})
 		}, "mark 3: VIP invalid IP"},
