@@ -199,7 +199,7 @@ func (c *Config) reconcile(tx *nat.Tx, prev *Config, held func(Service, RealServ
 		running = tx.Services()
 	} else {
 		for k := range only {
-			if s, err := tx.Service(k.Protocol, k.VIP, k.Port); err == nil {
+			if s, err := txService(tx, k); err == nil {
 				running = append(running, s)
 			}
 		}
@@ -220,6 +220,13 @@ func (c *Config) reconcile(tx *nat.Tx, prev *Config, held func(Service, RealServ
 			return Drift{}, err
 		}
 	}
+	if only == nil {
+		// After the deletions: a mark whose service the file deletes
+		// may go or move with it.
+		if err := tx.SetMarks(c.Marks); err != nil {
+			return Drift{}, fmt.Errorf("marks: %w", err)
+		}
+	}
 	var errs []error
 	for _, i := range declared {
 		for _, err := range r.applyService(c.Services[i]) {
@@ -229,20 +236,13 @@ func (c *Config) reconcile(tx *nat.Tx, prev *Config, held func(Service, RealServ
 	return r.drift, errors.Join(errs...)
 }
 
-// ServiceKey is a service's key: its protocol, VIP and port.
+// ServiceKey is a service's key: its protocol, VIP and port, or a match
+// service's mark alone (match.go).
 type ServiceKey struct {
 	Protocol nat.Protocol
 	VIP      netip.Addr
 	Port     uint16
-}
-
-func keyOf(s *nat.Service) ServiceKey { return ServiceKey{s.Protocol, s.Addr, s.Port} }
-
-func (sc *Service) key() ServiceKey { return ServiceKey{sc.Protocol, sc.VIP, sc.Port} }
-
-// String is the key as tapvsadm and the API write it: "tcp 10.0.0.1:80".
-func (k ServiceKey) String() string {
-	return strings.ToLower(k.Protocol.String()) + " " + netip.AddrPortFrom(k.VIP, k.Port).String()
+	Mark     uint32
 }
 
 // services indexes c's services by key: those in only, or (nil) all.
@@ -414,7 +414,7 @@ func (r *reconcile) applyService(sc Service) (errs []error) {
 	tx := r.tx
 	k := sc.key()
 	old := r.prev[k]
-	svc, err := tx.Service(sc.Protocol, sc.VIP, sc.Port)
+	svc, err := txService(tx, k)
 	if err != nil {
 		// Not running: new in the file, or deleted at run time, which
 		// stays deleted unless the file changed the service.
@@ -431,7 +431,7 @@ func (r *reconcile) applyService(sc Service) (errs []error) {
 		to := sc.Timeouts
 		if svc, err = tx.AddService(nat.ServiceConfig{Name: sc.Name, Addr: sc.VIP, Port: sc.Port, Protocol: sc.Protocol,
 			Scheduler: sc.Scheduler, SchedFlags: sc.SchedulerFlags, Timeouts: &to, Synproxy: sc.Synproxy, ClientAddr: sc.ClientAddress,
-			Timestamps: sc.TCPTimestamps, Persistence: sc.Persistence}); err != nil {
+			Timestamps: sc.TCPTimestamps, Persistence: sc.Persistence, Mark: sc.Mark}); err != nil {
 			return []error{fmt.Errorf("vip: %w", err)}
 		}
 		// A service the reload adds is the file's whole: its lists and

@@ -503,7 +503,7 @@ UDP 172.25.254.100:54 name= sched=rr synproxy=false lips=[] rs=[]`
 	// do) names what it keeps of that one only, once.
 	var named []Named
 	_ = bal.Update(func(tx *nat.Tx) error {
-		dns := ServiceKey{nat.UDP, netip.MustParseAddr("172.25.254.100"), 53}
+		dns := ServiceKey{Protocol: nat.UDP, VIP: netip.MustParseAddr("172.25.254.100"), Port: 53}
 		named = b.Keeps(tx, []ServiceKey{dns, dns}, nil)
 		return nil
 	})

@@ -33,6 +33,9 @@ type Config struct {
 // Reloadable is what a reload changes under a running data path.
 type Reloadable struct {
 	Services []Service
+	// Marks are the selectors match services name by number (marks:,
+	// match.go); nil: none.
+	Marks    map[uint32]nat.Match
 	Timeouts nat.Timeouts // the default timeouts, the services' base
 	// BGP, if set, announces the VIPs that can serve and the LIPs to the
 	// routers it names (package bgp); nil announces nothing. A reload

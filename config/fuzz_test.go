@@ -41,6 +41,11 @@ func FuzzConfig(f *testing.F) {
 	f.Add(strings.Replace(valid6, "port: 80\n    local", "port: 80\n    persistence_timeout: 1\n    persistence_granularity: 129\n    local", 1))
 	f.Add(strings.Replace(valid6, "via: fd00:25:84::1}", "via: 172.25.84.1}", 1))
 	f.Add(strings.Replace(valid6, "[172.25.84.10]", "[fd00:25:84::12]", 1))
+	// Issue 25: match services (marks: and fwmark:).
+	f.Add(matchConfig)
+	f.Add(strings.Replace(matchConfig, `ports: [80, 443, "8000-8099"]`, `ports: [65535, "1-1", " 7 - 9 ", "-", "1-2-3", 1.5, {a: 1}]`, 1))
+	f.Add(strings.Replace(matchConfig, "fwmark: 1\n", "fwmark: 2\n    vip: ::1\n", 1))
+	f.Add(strings.Replace(matchConfig, "mark: 2, vip: 172.25.254.100", "mark: 4294967295, vip: 'fd00::1'", 1))
 	// Issue 20: names and timeouts that were taken unchecked.
 	f.Add(strings.Replace(valid, "  - vip:", "  - name: \"web\\0\\n\\xff\"\n    vip:", 1))
 	f.Add(strings.Replace(valid, "  - vip:", "  - name: "+strings.Repeat("w", 200)+"\n    vip:", 1))
@@ -103,9 +108,24 @@ func FuzzConfig(f *testing.F) {
 				}
 			}
 		}
+		for n, m := range c.Marks {
+			if n == 0 || len(m.Ports) == 0 || !m.Addr.IsValid() {
+				t.Fatalf("accepted mark %d %+v", n, m)
+			}
+			if _, err := m.Normal(); err != nil {
+				t.Fatalf("accepted mark %d %+v: %v", n, m, err)
+			}
+		}
 		for _, s := range c.Services {
-			// Port 0 (all ports) only with persistence, as in IPVS.
-			if s.Port == 0 && s.Persistence.Timeout == 0 || len(s.LocalAddresses) == 0 || len(s.RealServers) == 0 || s.Timeouts.Check() != nil || nat.CheckName(s.Name) != nil {
+			// Port 0 (all ports) only with persistence, as in IPVS; a
+			// match service's port is 0, its VIP and protocol its mark's.
+			if s.Mark != 0 {
+				m, ok := c.Marks[s.Mark]
+				if !ok || m.Addr != s.VIP || m.Protocol != s.Protocol || s.Port != 0 {
+					t.Fatalf("accepted match service %+v of mark %+v", s, m)
+				}
+			}
+			if s.Port == 0 && s.Mark == 0 && s.Persistence.Timeout == 0 || len(s.LocalAddresses) == 0 || len(s.RealServers) == 0 || s.Timeouts.Check() != nil || nat.CheckName(s.Name) != nil {
 				t.Fatalf("accepted service %+v", s)
 			}
 			if p := s.Persistence; p.Timeout < 0 || p.Timeout > nat.MaxPersistTimeout || p.Timeout > 0 && (p.Mask < 1 || p.Mask > 128 || s.VIP.Is4() && p.Mask > 32) {
@@ -139,7 +159,7 @@ func FuzzConfig(f *testing.F) {
 				if rs.Address.Is4() != out.Is4() || rs.Address.Zone() != "" {
 					t.Fatalf("accepted real server %s for VIP %s", rs.Address, s.VIP)
 				}
-				if rs.Port == 0 || rs.Weight < 0 || rs.Weight > nat.MaxWeight {
+				if rs.Port == 0 && s.Port != 0 || rs.Weight < 0 || rs.Weight > nat.MaxWeight {
 					t.Fatalf("accepted real server %+v", rs)
 				}
 			}

@@ -35,6 +35,7 @@ type raw struct {
 		Groups   [][]int  `mapstructure:"poll_groups"`
 	} `mapstructure:"interfaces"`
 	Services []rawService `mapstructure:"services"`
+	Marks    []rawMark    `mapstructure:"marks"`
 	Limits   rawLimits    `mapstructure:"limits"`
 	Timeouts rawTimeouts  `mapstructure:"timeouts"`
 	Synproxy rawSynproxy  `mapstructure:"synproxy"`
@@ -327,7 +328,8 @@ func validate(r *raw, noServices bool) (*Config, error) {
 	if len(r.Services) == 0 && !noServices {
 		e.add("services", "no service is configured")
 	}
-	c.Services = readServices(&e, r, c.Timeouts)
+	c.Marks = readMarks(&e, r, sides6{client: r.Interfaces.Client.Address6 != "", server: r.Interfaces.Server.Address6 != ""})
+	c.Services = readServices(&e, r, c.Timeouts, c.Marks)
 	c.check(&e)
 	if err := e.err(); err != nil {
 		return nil, err

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/tapvs/tapvs/health"
@@ -46,6 +47,9 @@ type rawService struct {
 	// covers (an IPv4 netmask, or a prefix length: IPv6's 64).
 	PersistenceTimeout     int `mapstructure:"persistence_timeout"`
 	PersistenceGranularity any `mapstructure:"persistence_granularity"`
+	// FWMark makes a match service of the marks: selector it names
+	// (match.go): vip, port and protocol are the mark's.
+	FWMark int `mapstructure:"fwmark"`
 }
 
 type rawRS struct {
@@ -91,6 +95,9 @@ type Service struct {
 	// Persistence is persistence_timeout and persistence_granularity
 	// (nat.Persistence.Normal: as the balancer keeps it).
 	Persistence nat.Persistence
+	// Mark, if not 0, makes a match service (fwmark:, match.go): VIP and
+	// Protocol are the mark's, Port 0.
+	Mark uint32
 }
 
 // RealServer is one real server of a service.
@@ -132,14 +139,17 @@ func thresholds(e *errs, rf string, upper, lower int) nat.Thresholds {
 }
 
 // readServices reads the file's services onto base, the default timeouts.
-func readServices(e *errs, r *raw, base nat.Timeouts) []Service {
+func readServices(e *errs, r *raw, base nat.Timeouts, marks map[uint32]nat.Match) []Service {
 	var out []Service
 	seen := map[string]string{}
 	has6 := sides6{client: r.Interfaces.Client.Address6 != "", server: r.Interfaces.Server.Address6 != ""}
 	for i, rs := range r.Services {
 		f := fmt.Sprintf("services[%d]", i)
-		s := service(e, f, rs, base, has6)
+		s := service(e, f, rs, base, has6, marks)
 		key := fmt.Sprintf("%s %s", s.Protocol, netip.AddrPortFrom(s.VIP, s.Port))
+		if s.Mark != 0 {
+			key = fmt.Sprintf("fwmark %d", s.Mark)
+		}
 		if prev, dup := seen[key]; dup && s.VIP.IsValid() {
 			e.add(f, "%s is already defined by %s", key, prev)
 		}
@@ -190,7 +200,7 @@ func port(e *errs, f string, p int) (uint16, bool) {
 	return uint16(p), true
 }
 
-func service(e *errs, f string, r rawService, base nat.Timeouts, has6 sides6) Service {
+func service(e *errs, f string, r rawService, base nat.Timeouts, has6 sides6, marks map[uint32]nat.Match) Service {
 	s := Service{Name: r.Name, Scheduler: r.Scheduler, Synproxy: r.Synproxy}
 	if err := nat.CheckName(r.Name); err != nil {
 		e.add(f+".name", "%q is not a service name: it %v", r.Name, err)
@@ -204,18 +214,22 @@ func service(e *errs, f string, r rawService, base nat.Timeouts, has6 sides6) Se
 	} else if s.SchedulerFlags, err = nat.ParseSchedFlags(s.Scheduler, r.SchedulerFlags); err != nil {
 		e.add(f+".scheduler_flags", "%v", err)
 	}
-	if vip, err := hostAddr(r.VIP); err != nil {
+	if r.FWMark != 0 {
+		matchService(e, f, r, marks, &s)
+	} else if vip, err := hostAddr(r.VIP); err != nil {
 		e.add(f+".vip", "%v", err)
 	} else if vip.Is6() && !has6.client {
 		e.add(f+".vip", "%s is IPv6 and interfaces.client has no address6: IPv6 VIPs are answered for by the client side's IPv6 address", vip)
 	} else {
 		s.VIP = vip
 	}
-	if r.Port == 0 && r.PersistenceTimeout > 0 {
+	switch {
+	case r.FWMark != 0: // its selector's ports (match.go)
+	case r.Port == 0 && r.PersistenceTimeout > 0:
 		s.Port = 0 // all ports: IPVS allows it with persistence only (nat/persist.go)
-	} else if r.Port == 0 {
+	case r.Port == 0:
 		e.add(f+".port", "0 (all ports) needs persistence_timeout, as in IPVS")
-	} else {
+	default:
 		s.Port, _ = port(e, f+".port", r.Port)
 	}
 	s.Persistence = persistence(e, f, r, s.VIP)
@@ -223,9 +237,14 @@ func service(e *errs, f string, r rawService, base nat.Timeouts, has6 sides6) Se
 	if proto == "" {
 		proto = "tcp"
 	}
-	if p, err := nat.ParseProtocol(proto); err != nil {
+	if s.Mark != 0 {
+		proto = strings.ToLower(s.Protocol.String()) // its selector's
+	}
+	switch p, err := nat.ParseProtocol(proto); {
+	case r.FWMark != 0 && s.Mark == 0: // refused by matchService: no protocol of its own
+	case err != nil:
 		e.add(f+".protocol", "%v", err)
-	} else {
+	default:
 		s.Protocol = p
 		if r.Synproxy && p != nat.TCP {
 			e.add(f+".synproxy", "only a TCP service can have a SYN proxy")

@@ -17,6 +17,9 @@ import (
 
 // parseKey reads a service's protocol and VIP:port.
 func parseKey(k api.ServiceKey) (ServiceKey, error) {
+	if mk, ok, err := parseMarkKey(k); ok {
+		return mk, err
+	}
 	p, err := nat.ParseProtocol(k.Protocol)
 	if err != nil {
 		return ServiceKey{}, err
@@ -58,7 +61,10 @@ func parseService(s api.ServiceSpec) (ServiceSpec, error) {
 	}
 	var mask *int
 	if s.PersistenceNetmask != "" {
-		bits, err := nat.ParseNetmask(s.PersistenceNetmask, k.Addr.Addr().Is4())
+		// A match service's family is its selector's; a dotted mask is
+		// IPv4's.
+		v4 := k.Addr.Addr().Is4() || k.Mark != 0 && strings.Contains(s.PersistenceNetmask, ".")
+		bits, err := nat.ParseNetmask(s.PersistenceNetmask, v4)
 		if err != nil {
 			return ServiceSpec{}, fmt.Errorf("persistence_netmask: %w", err)
 		}

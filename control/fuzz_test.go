@@ -33,6 +33,13 @@ func fuzzManager(tb testing.TB) *Manager {
 	if err != nil {
 		tb.Fatal(err)
 	}
+	// Mark 1 for match services (nat/match.go), as marks: defines one.
+	if err := m.Update(func(tx *nat.Tx) error {
+		return tx.SetMarks(map[uint32]nat.Match{1: {Addr: netip.MustParseAddr("172.25.254.101"), Protocol: nat.TCP,
+			Ports: []nat.PortRange{{Lo: 443, Hi: 443}, {Lo: 8000, Hi: 8099}}}})
+	}); err != nil {
+		tb.Fatal(err)
+	}
 	m.SetChecks(&validatingChecks{fakeChecks{set: map[ServiceKey]api.HealthCheck{}}})
 	return m
 }
@@ -97,6 +104,14 @@ func FuzzAPI(f *testing.F) {
 		{"PUT", "/v1/services/tcp/172.25.254.100:80", `{"persistent":0,"persistence_netmask":"24"}`},
 		{"PUT", "/v1/services/tcp/172.25.254.100:80", `{"persistent":4294967295,"persistence_netmask":"255.255.0.255"}`},
 		{"POST", "/v1/services/tcp/172.25.254.101:0/dests", `{"addr":"10.20.3.2:0"}`},
+		// Issue 25: match services, by mark.
+		{"POST", "/v1/services", `{"fwmark":1,"scheduler":"rr","persistent":600}`},
+		{"POST", "/v1/services", `{"fwmark":4294967295,"protocol":"tcp","addr":"1.2.3.4:5"}`},
+		{"POST", "/v1/services/fwm/1/dests", `{"addr":"10.20.3.2:0"}`},
+		{"PUT", "/v1/services/fwm/01", `{"scheduler":"wrr","persistence_netmask":"255.255.255.0"}`},
+		{"DELETE", "/v1/services/fwm/4294967296", ``},
+		{"GET", "/v1/services/fwm/1/health", ``},
+		{"POST", "/v1/batch", `{"ops":[{"op":"add-dest","service":{"fwmark":1},"dest":{"addr":"10.20.1.2:0"}}]}`},
 	} {
 		f.Add(s.method, s.path, []byte(s.body))
 	}

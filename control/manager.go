@@ -117,6 +117,9 @@ func (m *Manager) Reload() (res api.Reload, ok bool, err error) {
 }
 
 func (m *Manager) service(k ServiceKey) (*nat.Service, error) {
+	if k.Mark != 0 {
+		return m.bal.MatchService(k.Mark)
+	}
 	return m.bal.Service(k.Protocol, k.Addr.Addr(), k.Addr.Port())
 }
 
@@ -205,6 +208,9 @@ func do(tx *nat.Tx, op Op) error {
 }
 
 func txService(tx *nat.Tx, k ServiceKey) (*nat.Service, error) {
+	if k.Mark != 0 {
+		return tx.MatchService(k.Mark)
+	}
 	return tx.Service(k.Protocol, k.Addr.Addr(), k.Addr.Port())
 }
 
@@ -249,7 +255,7 @@ func addService(tx *nat.Tx, s ServiceSpec) error {
 	}
 	svc, err := tx.AddService(nat.ServiceConfig{Name: s.Name, Addr: s.Addr.Addr(), Port: s.Addr.Port(), Protocol: s.Protocol,
 		Scheduler: sched, SchedFlags: flags, Timeouts: &to, Synproxy: s.Synproxy != nil && *s.Synproxy, ClientAddr: clientAddr,
-		Timestamps: ts, Persistence: p})
+		Timestamps: ts, Persistence: p, Mark: s.Mark})
 	if err != nil {
 		return err
 	}
@@ -467,6 +473,14 @@ func (m *Manager) ZeroService(k ServiceKey) error {
 func (m *Manager) Services() []api.Service {
 	svcs := slices.Clone(m.bal.Services()) // the published list is shared with the data path: sort a copy
 	slices.SortFunc(svcs, func(a, b *nat.Service) int {
+		switch {
+		case (a.Mark == 0) != (b.Mark == 0):
+			// Match services after VIP:port ones, as ipvsadm lists FWM
+			// after TCP and UDP.
+			return cmp.Compare(min(a.Mark, 1), min(b.Mark, 1))
+		case a.Mark != 0:
+			return cmp.Compare(a.Mark, b.Mark)
+		}
 		if c := cmp.Compare(protoName(a.Protocol), protoName(b.Protocol)); c != 0 {
 			return c
 		}
@@ -483,8 +497,13 @@ func (m *Manager) ServicesAsAdded() []api.Service { return m.list(m.bal.Services
 func (m *Manager) list(svcs []*nat.Service) []api.Service {
 	var out []api.Service
 	for _, s := range svcs {
+		key := api.ServiceKey{Protocol: protoName(s.Protocol), Addr: netip.AddrPortFrom(s.Addr, s.Port).String()}
+		if s.Mark != 0 {
+			key = api.ServiceKey{FWMark: s.Mark}
+		}
 		v := api.Service{
-			ServiceKey: api.ServiceKey{Protocol: protoName(s.Protocol), Addr: netip.AddrPortFrom(s.Addr, s.Port).String()},
+			ServiceKey: key,
+			Match:      apiMatch(s),
 			Name:       s.Name(), Scheduler: s.Scheduler(), SchedFlags: s.SchedFlags().Names(s.Scheduler()), Synproxy: s.Synproxy(), ClientAddress: s.ClientAddr().String(),
 			TCPTimestamps:      s.Timestamps().String(),
 			Persistent:         uint32(s.Persistence().Timeout / time.Second),

@@ -18,14 +18,19 @@ import (
 	"github.com/tapvs/tapvs/nat"
 )
 
-// ServiceKey names a service as ipvsadm does: protocol and VIP:port.
+// ServiceKey names a service as ipvsadm does: protocol and VIP:port, or
+// a match service's mark alone (match.go).
 type ServiceKey struct {
 	Protocol nat.Protocol
 	Addr     netip.AddrPort // VIP:port
+	Mark     uint32         // a match service's; Protocol and Addr are then zero
 }
 
-// String is the key as the API writes it: "tcp 10.0.0.1:80".
+// String is the key as the API writes it: "tcp 10.0.0.1:80", "fwm 1".
 func (k ServiceKey) String() string {
+	if k.Mark != 0 {
+		return fmt.Sprintf("fwm %d", k.Mark)
+	}
 	return strings.ToLower(k.Protocol.String()) + " " + k.Addr.String()
 }
 

@@ -115,5 +115,5 @@ func (d *Daemon) notes(ops []control.Op) []string {
 }
 
 func serviceKey(k control.ServiceKey) config.ServiceKey {
-	return config.ServiceKey{Protocol: k.Protocol, VIP: k.Addr.Addr(), Port: k.Addr.Port()}
+	return config.ServiceKey{Protocol: k.Protocol, VIP: k.Addr.Addr(), Port: k.Addr.Port(), Mark: k.Mark}
 }

@@ -192,6 +192,9 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for _, s := range c.bal.Services() {
 		vip := fmt.Sprintf("%s/%s", s.Protocol, netipPort(s))
+		if s.Mark != 0 {
+			vip = fmt.Sprintf("FWM/%d", s.Mark) // a match service (nat/match.go): VIP:0 is a port-0 service's
+		}
 		counter(dSvcConns, s.Traffic().Conns, s.Name(), vip)
 		gauge(dSvcHalf, float64(s.HalfOpen()), s.Name(), vip)
 		if c.quorum != nil {

@@ -157,6 +157,9 @@ type Balancer struct {
 	maxTemplates int64
 	tmplWheel    *tmplWheel  // when each template is due to be looked at (persist.go)
 	tmplBuf      []*template // the sweep's due templates
+	// marks are the mark definitions match services take their selectors
+	// from (match.go); under mu, replaced whole by a Tx.
+	marks map[uint32]Match
 }
 
 // Link is the balancer's way to the devices around it beyond the frame it
@@ -246,6 +249,10 @@ type ServiceConfig struct {
 	// Persistence makes the service persistent (persist.go); a service on
 	// port 0 (all ports) must be.
 	Persistence Persistence
+	// Mark, if not 0, makes a match service (match.go): its Addr,
+	// Protocol and ports are the mark's definition (Tx.SetMarks), Addr,
+	// Port and Protocol here are ignored.
+	Mark uint32
 }
 
 // Process runs the data path for one frame from side and says what to do
@@ -325,6 +332,11 @@ func (b *Balancer) fromClient(set *serviceSet, p *pkt, dst *addr16, f *Frame) Ve
 			return b.Stats.drop(DropHandoffUnknown)
 		}
 		svc := set.service(svcKey{addr: key.dst, port: key.dport, proto: key.proto})
+		if svc == nil && set.matches != nil {
+			// A match service takes its selector's ports that no
+			// service of their own has (match.go).
+			svc = set.match(&key.dst, key.proto, key.dport)
+		}
 		if svc == nil {
 			// A persistent service on port 0 takes the VIP's ports that
 			// no service of their own has (persist.go).

@@ -190,6 +190,9 @@ func (b *Balancer) importConn(r *connrec.Record) (ImportReason, error) {
 	}
 	svc := b.set.Load().service(svcKey{addr: r.VIP, port: r.VPort, proto: proto})
 	if svc == nil {
+		svc = b.set.Load().match(&r.VIP, proto, r.VPort) // a match service (match.go)
+	}
+	if svc == nil {
 		svc = b.set.Load().service(svcKey{addr: r.VIP, proto: proto}) // an all-ports service (persist.go)
 	}
 	if svc == nil {

@@ -50,6 +50,7 @@ type svcKey struct {
 	addr  addr16
 	port  uint16
 	proto Protocol
+	mark  uint32 // a match service's (match.go): its port is 0
 }
 
 // Dest is a real server of one service.
@@ -243,11 +244,15 @@ func (l *LocalAddr) Stats() (conns int64, conflicts, exhausted uint64) {
 	return l.inUse.Load(), l.conflicts.Load(), l.exhausted.Load()
 }
 
-// Service is a virtual service: VIP:port and protocol.
+// Service is a virtual service: VIP:port and protocol, or a match
+// service's mark (match.go), whose Port is 0.
 type Service struct {
 	Addr     netip.Addr
 	Port     uint16
 	Protocol Protocol
+	Mark     uint32 // a match service's mark; 0: a VIP:port service
+
+	match atomic.Pointer[Match] // a match service's selector (match.go); nil for others
 
 	key      svcKey
 	seq      uint64 // the order services were made in (Services lists them in it)
@@ -348,6 +353,9 @@ func (s *Service) Dest(addr netip.Addr, port uint16) *Dest {
 }
 
 func (s *Service) String() string {
+	if s.Mark != 0 {
+		return fmt.Sprintf("FWM %d", s.Mark)
+	}
 	return fmt.Sprintf("%s %s", s.Protocol, netip.AddrPortFrom(s.Addr, s.Port))
 }
 

@@ -16,7 +16,10 @@ import (
 // (pmap.go): a transaction's commit makes the next snapshot from this one
 // in the time of what it changed, not of every service.
 type serviceSet struct {
-	byKey      pmap[svcKey, *Service]
+	byKey pmap[svcKey, *Service]
+	// matches are the match services by VIP and protocol (match.go); nil
+	// without any. Never written once published.
+	matches    map[matchKey][]*Service
 	vips, lips pmap[addr16, int32]
 	// backups are the LIPs of the lips counted for SetBackupLIPs, read only
 	// when a server's packet finds no connection; the map is never written
@@ -72,7 +75,7 @@ func hashAddr(a *addr16) uint64 {
 }
 
 func hashSvcKey(k *svcKey) uint64 {
-	return mum(hashAddr(&k.addr)^uint64(k.port)<<8^uint64(k.proto), 0x165667b19e3779f9)
+	return mum(hashAddr(&k.addr)^uint64(k.port)<<8^uint64(k.proto)^uint64(k.mark)<<24, 0x165667b19e3779f9)
 }
 
 // counted adds d to a's count in m, taking a out at 0; in and out report
@@ -141,7 +144,7 @@ func (b *Balancer) logChange(gen uint64, c Change) {
 func (b *Balancer) publish(added, removed []*Service, vips, lips map[addr16]int32, dests []*Dest) {
 	gen := b.gen.Load() + 1
 	cur := b.set.Load()
-	n := &serviceSet{byKey: cur.byKey, vips: cur.vips, lips: cur.lips, backups: b.backups}
+	n := &serviceSet{byKey: cur.byKey, vips: cur.vips, lips: cur.lips, backups: b.backups, matches: nextMatches(cur.matches, added, removed)}
 	ed := new(pedit) // n's new nodes are written in place until it is stored
 	if len(removed) == cur.byKey.n {
 		n.byKey = pmap[svcKey, *Service]{} // all of them (ipvsadm -C): no need to take each out

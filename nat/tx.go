@@ -37,6 +37,7 @@ type Tx struct {
 	retired    map[netip.Addr]int64 // connections of retiring LIPs by address, built at first need
 	deflt      *Timeouts            // new default timeouts, set at commit
 	n          int                  // changes made
+	marks      *txMarks             // the mark definitions as they will be (match.go); nil: unchanged
 }
 
 // stage holds what a Tx changes in one service until it commits.
@@ -204,7 +205,17 @@ func (tx *Tx) Weight(s *Service, d *Dest) int {
 // addresses yet.
 func (tx *Tx) AddService(sc ServiceConfig) (*Service, error) {
 	b := tx.b
+	var match *Match
+	if sc.Mark != 0 {
+		var err error
+		if match, err = tx.matchService(&sc); err != nil {
+			return nil, err
+		}
+	}
 	where := fmt.Sprintf("service %s", netip.AddrPortFrom(sc.Addr, sc.Port))
+	if sc.Mark != 0 {
+		where = fmt.Sprintf("service FWM %d", sc.Mark)
+	}
 	if sc.Protocol != TCP && sc.Protocol != UDP {
 		return nil, fmt.Errorf("%s: protocol %v: only tcp and udp", where, sc.Protocol)
 	}
@@ -214,7 +225,7 @@ func (tx *Tx) AddService(sc ServiceConfig) (*Service, error) {
 	if err := sc.Persistence.check(sc.Addr.Is4()); err != nil {
 		return nil, fmt.Errorf("%s: %w", where, err)
 	}
-	if sc.Port == 0 && sc.Persistence.Timeout == 0 {
+	if sc.Port == 0 && sc.Mark == 0 && sc.Persistence.Timeout == 0 {
 		return nil, fmt.Errorf("%s: port 0 (all ports) needs persistence (-p), as in IPVS", where)
 	}
 	if err := ValidScheduler(sc.Scheduler); err != nil {
@@ -242,7 +253,7 @@ func (tx *Tx) AddService(sc ServiceConfig) (*Service, error) {
 	if err := to.Check(); err != nil {
 		return nil, fmt.Errorf("%s: timeouts: %w", where, err)
 	}
-	key := svcKey{addr: sc.Addr.As16(), port: sc.Port, proto: sc.Protocol}
+	key := svcKey{addr: sc.Addr.As16(), port: sc.Port, proto: sc.Protocol, mark: sc.Mark}
 	if old := tx.lookup(key); old != nil {
 		return nil, fmt.Errorf("service %s: %w", old, ErrServiceExists)
 	}
@@ -250,7 +261,8 @@ func (tx *Tx) AddService(sc ServiceConfig) (*Service, error) {
 		return nil, fmt.Errorf("VIP %s %w", sc.Addr, err)
 	}
 	b.seq++
-	s := &Service{Addr: sc.Addr, Port: sc.Port, Protocol: sc.Protocol, key: key, seq: b.seq, readers: b.readers}
+	s := &Service{Addr: sc.Addr, Port: sc.Port, Protocol: sc.Protocol, Mark: sc.Mark, key: key, seq: b.seq, readers: b.readers}
+	s.match.Store(match)
 	s.name.Store(&sc.Name)
 	s.schedName.Store(&sc.Scheduler)
 	s.schedFlags.Store(uint32(sc.SchedFlags))
@@ -398,7 +410,7 @@ func (tx *Tx) SetPersistence(s *Service, p Persistence) error {
 	if err := p.check(s.Addr.Is4()); err != nil {
 		return fmt.Errorf("service %s: %w", s, err)
 	}
-	if s.Port == 0 && p.Timeout == 0 {
+	if s.Port == 0 && s.Mark == 0 && p.Timeout == 0 {
 		return fmt.Errorf("service %s: port 0 (all ports) needs persistence (-p), as in IPVS", s)
 	}
 	p = p.Normal(s.Addr.Is4())
@@ -633,6 +645,7 @@ func (tx *Tx) commit() {
 		d.hop.Store(u)
 	}
 	b.pruneRetired(vips, lips)
+	tx.commitMarks()
 	if tx.n > 0 {
 		b.publish(tx.added, tx.gone, vips, lips, newDests)
 	}

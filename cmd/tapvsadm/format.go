@@ -21,6 +21,9 @@ import (
 // "TCP  172.25.254.100:http" without -n; ipvsadm cuts an IPv4 one at 33
 // bytes (print_service_entry's svc_name[33]).
 func svcName(s api.Service, c *command) string {
+	if s.FWMark != 0 {
+		return fwmName(s)
+	}
 	n := fmt.Sprintf("%s  %s", strings.ToUpper(s.Protocol), naming.addrPort(s.Addr, s.Protocol, c.numeric))
 	if !isIPv6(s.Addr) && len(n) > 33 {
 		n = n[:33]
@@ -32,7 +35,7 @@ func svcName(s api.Service, c *command) string {
 // service at 28 bytes (dname[28]).
 func destName(s api.Service, d api.Dest, c *command) string {
 	n := naming.addrPort(d.Addr, s.Protocol, c.numeric)
-	if !isIPv6(s.Addr) && len(n) > 28 {
+	if !svcIPv6(s) && len(n) > 28 {
 		n = n[:28]
 	}
 	return n
@@ -54,6 +57,11 @@ func sortServices(svcs []api.Service, c *command) []api.Service {
 	svcs = slices.Clone(svcs)
 	key := func(a string) netip.AddrPort { ap, _ := netip.ParseAddrPort(a); return ap }
 	slices.SortStableFunc(svcs, func(a, b api.Service) int {
+		// ipvs_cmp_services compares fwmark first: VIP:port services
+		// (mark 0), then match services by mark.
+		if d := cmp.Compare(a.FWMark, b.FWMark); d != 0 {
+			return d
+		}
 		x, y := key(a.Addr), key(b.Addr)
 		if d := cmp.Compare(family(x), family(y)); d != 0 {
 			return d
@@ -206,7 +214,7 @@ func printConns(w io.Writer, conns []api.Conn, c *command) {
 	fmt.Fprintf(w, "IPVS connection entries\n")
 	fmt.Fprintf(w, "pro expire %-11s %-18s %-18s %-18s %s\n", "state", "source", "virtual", "local", "destination")
 	for _, x := range conns {
-		if c.service != "" && (x.Virtual != c.service || !strings.EqualFold(x.Protocol, c.proto)) {
+		if c.service != "" && c.proto != fwm && (x.Virtual != c.service || !strings.EqualFold(x.Protocol, c.proto)) {
 			continue
 		}
 		sec := (x.ExpiresMs + 999) / 1000
@@ -242,12 +250,12 @@ func printLaddrs(w io.Writer, svcs []api.Service, c *command) error {
 	fmt.Fprintf(w, "%-20s %-8s %-20s %-10s %-10s %-10s\n", "VIP:VPORT", "TOTAL", "SNAT_IP", "CONFLICTS", "CONNS", "EXHAUSTED")
 	for _, s := range svcs {
 		if len(s.LocalAddrs) == 0 {
-			fmt.Fprintf(w, "%-20s %-8d\n", s.Addr, 0)
+			fmt.Fprintf(w, "%-20s %-8d\n", svcAddr(s), 0)
 			continue
 		}
 		for i, l := range s.LocalAddrs {
 			if i == 0 {
-				fmt.Fprintf(w, "%-20s %-8d %-20s %-10d %-10d %-10d\n", s.Addr, len(s.LocalAddrs), l.Addr, l.Conflicts, l.Conns, l.Exhausted)
+				fmt.Fprintf(w, "%-20s %-8d %-20s %-10d %-10d %-10d\n", svcAddr(s), len(s.LocalAddrs), l.Addr, l.Conflicts, l.Conns, l.Exhausted)
 			} else {
 				fmt.Fprintf(w, "%-20s %-8s %-20s %-10d %-10d %-10d\n", "", "", l.Addr, l.Conflicts, l.Conns, l.Exhausted)
 			}
@@ -332,6 +340,9 @@ func printRules(w io.Writer, svcs []api.Service, defaults api.Timeouts, c *comma
 
 // ruleService is a service as -S names it: -t|-u and its address.
 func ruleService(s api.Service, numeric bool) string {
+	if s.FWMark != 0 {
+		return fwmRule(s)
+	}
 	flag := "-t"
 	if s.Protocol == "udp" {
 		flag = "-u"
@@ -393,7 +404,7 @@ func printLists(w io.Writer, svcs []api.Service, c *command) error {
 			list = s.Allow
 		}
 		for _, p := range list {
-			fmt.Fprintf(w, "%-5s %-22s %s\n", strings.ToUpper(s.Protocol), s.Addr, p)
+			fmt.Fprintf(w, "%-5s %-22s %s\n", strings.ToUpper(svcProto(s)), svcAddr(s), p)
 		}
 	}
 	return nil

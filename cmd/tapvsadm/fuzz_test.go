@@ -40,6 +40,14 @@ func FuzzParse(f *testing.F) {
 		"-E -t 172.25.254.100:80 --source-cps 10 --source-conns 2 --half-open 100",
 		// Issue 20: -Z of one service; timeouts below a second.
 		"-Z -t 172.25.254.100:80",
+		// Issue 25: match services (-f names a selector of marks:).
+		"-A -f 1 -s rr -p 600",
+		"-a -f 1 -r 10.20.1.2 -b",
+		"-a -f4294967295 -r [fd00:20:1::2]:http -w 0",
+		"-A -f 1 -6 -p -M 64",
+		"-lnc -f 7 -6",
+		"-Z -f 0x1",
+		"--health -f 1 --off",
 		// Issue 25: persistence.
 		"-A -t 172.25.254.100:0 -s rr -p 600 -M 255.255.255.0",
 		"-E -u [2001:db8::1]:53 -p1 -M 64",
@@ -79,7 +87,11 @@ func FuzzParse(f *testing.F) {
 		if c.op == "" {
 			t.Fatalf("%q: accepted without a command", line)
 		}
-		if c.service != "" {
+		if c.proto == fwm {
+			if n, err := strconv.ParseUint(c.service, 10, 32); err != nil || n == 0 || strconv.FormatUint(n, 10) != c.service {
+				t.Fatalf("%q: fwmark %q", line, c.service)
+			}
+		} else if c.service != "" {
 			if ap, err := netip.ParseAddrPort(c.service); err != nil || c.proto != "tcp" && c.proto != "udp" {
 				t.Fatalf("%q: service %q %q", line, c.proto, c.service)
 			} else if ap.Port() == 0 && c.op != "list" && c.op != "zero" {
@@ -92,6 +104,9 @@ func FuzzParse(f *testing.F) {
 			}
 		}
 		for _, ap := range []string{c.service, c.real} {
+			if ap == c.service && c.proto == fwm {
+				continue
+			}
 			if a, err := netip.ParseAddrPort(ap); ap != "" && (err != nil || a.Addr().Zone() != "") {
 				t.Fatalf("%q: address %q", line, ap)
 			}

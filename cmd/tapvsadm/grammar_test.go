@@ -74,6 +74,11 @@ var (
 		{"-L -t 1.1.1.1:80 --numeric --connection", with(svc, func(c *command) { c.op, c.numeric, c.conns = "list", true, true })},
 		{"-L --stats --rate --exact", command{op: "list", stats: true, rate: true, exact: true}},
 		{"-Ln --persistent-conn", command{op: "list", numeric: true, pconn: true}},
+		// Issue 25: match services, -f MARK (-6 after it).
+		{"-A -f 1 -s rr", command{op: "add-service", proto: "fwm", service: "1", sched: "rr"}},
+		{"--add-server --fwmark-service=4294967295 -r 2.2.2.2", command{op: "add-server", proto: "fwm", service: "4294967295", real: "2.2.2.2:0"}},
+		{"-D -f1 -6", command{op: "delete-service", proto: "fwm", service: "1", ipv6: true}},
+		{"-Ln --fwmark-service 007 --ipv6", command{op: "list", numeric: true, proto: "fwm", service: "7", ipv6: true}},
 		{"-Z", command{op: "zero"}},
 		{"--zero -u 1.1.1.1:53", command{op: "zero", proto: "udp", service: "1.1.1.1:53"}},
 		{"--set 900 120 300", command{op: "set", set: [3]uint32{900, 120, 300}}},
@@ -301,8 +306,12 @@ var everyRefusal = []struct{ line, want string }{
 	{"-a -t 1.1.1.1:80 -r 2.2.2.2:nosuchport", "Illegal address or port: 2.2.2.2:nosuchport"},
 	{"-P -t 1.1.1.1:80 -z fe80::1%eth0", "Illegal local address: fe80::1%eth0"},
 	// What tapvs does not do, refused by name as typed.
-	{"-A -f 1", "firewall-mark services (-f) are not supported: tapvs matches VIP:port"},
-	{"-A --fwmark-service 1", "firewall-mark services (-f) are not supported: tapvs matches VIP:port"},
+	// Issue 25: -f names a selector of the configuration (marks:).
+	{"-A -f 0", "invalid fwmark value `0' specified"},
+	{"-A --fwmark-service 4294967296", "invalid fwmark value `4294967296' specified"},
+	{"-A -f x", "invalid fwmark value `x' specified"},
+	{"-A -f 1 -t 1.1.1.1:80", "multiple service addresses specified"},
+	{"-A -t 1.1.1.1:80 -6", "-6 belongs to -f (fwmark uses IPv6)"},
 	{"-a -t 1.1.1.1:80 -r 2.2.2.2 -g", "-g: tapvs forwards with FULLNAT only (-b)"},
 	{"-a -t 1.1.1.1:80 -r 2.2.2.2 -bg", "--gatewaying: tapvs forwards with FULLNAT only (-b)"},
 	{"-a -t 1.1.1.1:80 -r 2.2.2.2 --ipip", "--ipip: tapvs forwards with FULLNAT only (-b)"},
@@ -324,8 +333,8 @@ var everyRefusal = []struct{ line, want string }{
 	{"-a -t 1.1.1.1:80 -r 2.2.2.2 -M 255.0.0.0", "Illegal option for add-server: -s, -p, -j, -V and -z belong to services"},
 	{"-D -t 1.1.1.1:80 -M 255.0.0.0", "Illegal option for delete-service"},
 	// What each command needs and takes (check, after the words).
-	{"-A", "the add-service command needs a service (-t or -u)"},
-	{"--capture x", "the capture command needs a service (-t or -u)"},
+	{"-A", "the add-service command needs a service (-t, -u or -f)"},
+	{"--capture x", "the capture command needs a service (-t, -u or -f)"},
 	{"-d -t 1.1.1.1:80", "the delete-server command needs a real server (-r)"},
 	{"-Q -t 1.1.1.1:80", "the del-laddr command needs a local address (-z)"},
 	{"--del-whtlst -t 1.1.1.1:80", "the del-whtlst command needs a source address or prefix (-k)"},
@@ -336,7 +345,7 @@ var everyRefusal = []struct{ line, want string }{
 	{"--drain -c", "Illegal option for drain: it takes --wait and --timeout only"},
 	{"--undrain --wait", "--wait belongs to --drain, and --timeout to --drain --wait"},
 	// Issue 25: --health.
-	{"--health", "the health command needs a service (-t or -u)"},
+	{"--health", "the health command needs a service (-t, -u or -f)"},
 	{"--health -t 1.1.1.1:80 --check type=tcp --off", "--health takes --check or --off, not both"},
 	{"-L --off", "Illegal option for list: --check and --off belong to --health"},
 	{"-A -t 1.1.1.1:80 --check type=tcp", "Illegal option for add-service: --check and --off belong to --health"},

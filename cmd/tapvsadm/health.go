@@ -131,7 +131,7 @@ func shellQuote(s string) string {
 
 // health runs --health: set, clear or show.
 func health(cl *api.Client, c *command, out io.Writer) error {
-	k := api.ServiceKey{Protocol: c.proto, Addr: c.service}
+	k := c.key()
 	switch {
 	case c.healthCheck != nil:
 		return cl.SetHealthCheck(k, *c.healthCheck)

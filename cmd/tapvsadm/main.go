@@ -114,7 +114,7 @@ func noService(op string) string {
 // opOf turns a command that changes the rules into its control API
 // operation; ok is false for one that does not (a listing, -Z, -S).
 func opOf(c *command) (op api.Op, ok bool, err error) {
-	key := api.ServiceKey{Protocol: c.proto, Addr: c.service}
+	key := c.key()
 	svc := &api.ServiceSpec{ServiceKey: key}
 	switch c.op {
 	case "add-service", "edit-service":
@@ -130,9 +130,11 @@ func opOf(c *command) (op api.Op, ok bool, err error) {
 	case "clear":
 		return api.Op{Op: c.op}, true, nil
 	case "add-server", "edit-server", "delete-server":
-		real, err := withServicePort(c.real, c.service)
-		if err != nil {
-			return op, false, err
+		real := c.real // a match service's server without a port: 0, the client's
+		if c.proto != fwm {
+			if real, err = withServicePort(c.real, c.service); err != nil {
+				return op, false, err
+			}
 		}
 		d := &api.DestSpec{Addr: real, Weight: c.weight, Forward: c.forward, UThreshold: c.uthresh, LThreshold: c.lthresh}
 		return api.Op{Op: strings.Replace(c.op, "server", "dest", 1), Service: svc, Dest: d}, true, nil
@@ -171,7 +173,7 @@ func execute(cl *api.Client, c *command, out io.Writer) error {
 			return cl.Zero()
 		}
 		// -Z with a service zeroes that one only.
-		return cl.ZeroService(api.ServiceKey{Protocol: c.proto, Addr: c.service})
+		return cl.ZeroService(c.key())
 	case "save":
 		svcs, err := cl.Services()
 		if err != nil {
@@ -319,7 +321,7 @@ func withServicePort(real, svc string) (string, error) {
 func only(svcs []api.Service, c *command) []api.Service {
 	var out []api.Service
 	for _, s := range svcs {
-		if s.Protocol == c.proto && s.Addr == c.service {
+		if c.is(s) {
 			out = append(out, s)
 		}
 	}

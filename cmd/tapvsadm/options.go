@@ -91,6 +91,8 @@ var options = []option{
 		help: "service-address is host[:port]"},
 	{long: "--udp-service", short: "u", meta: "service-address", kin: "service addresses", again: true, set: service("udp"),
 		help: "service-address is host[:port]"},
+	{long: "--fwmark-service", short: "f", meta: "fwmark", kin: "service addresses", again: true, set: fwmark,
+		help: "fwmark names a selector of the configuration's marks:\n(a VIP, a protocol, ports); tapvs sees no kernel marks"},
 	{long: "--scheduler", short: "s", meta: "scheduler", set: text(func(c *command) *string { return &c.sched }),
 		help: "one of rr|wrr|lc|wlc|sed|nq|sh|mh|dh|lblc|lblcr|fo|ovf,\nthe default scheduler is wlc"},
 	{long: "--sched-flags", meta: "flags", set: schedFlags, help: "scheduler flags, comma-separated: sh-fallback,sh-port (sh),\nmh-fallback,mh-port (mh); -b is --fullnat here"},
@@ -145,12 +147,10 @@ var options = []option{
 		help: "persistent service: a client's connections go to one\nreal server for timeout seconds after its last (0: off)"},
 	{long: "--netmask", short: "M", meta: "netmask", set: text(func(c *command) *string { return &c.netmask }),
 		help: "persistent granularity mask: a client network shares\na server (255.255.255.0; IPv6: a prefix length)"},
+	{long: "--ipv6", short: "6", bundle: true, set: ipv6, help: "fwmark uses IPv6 (-S writes it; the selector's family decides)"},
 	{long: "--persistent-conn", set: flag(func(c *command) { c.pconn = true }), help: "output of persistence templates per real server"},
 	{long: "--whtlst-address", meta: "address[/len]", kin: "source addresses", set: text(func(c *command) *string { return &c.prefix })},
 	// What tapvs does not do, refused by the name typed.
-	{long: "--fwmark-service", short: "f", set: func(*command, use) error {
-		return usagef("firewall-mark services (-f) are not supported: tapvs matches VIP:port")
-	}},
 	{long: "--gatewaying", short: "g", bundle: true, set: refuse("%s: tapvs forwards with FULLNAT only (-b)")},
 	{long: "--ipip", short: "i", bundle: true, set: refuse("%s: tapvs forwards with FULLNAT only (-b)")},
 	{long: "--masquerading", short: "m", bundle: true, set: refuse("%s: tapvs forwards with FULLNAT only (-b)")},
@@ -226,7 +226,11 @@ func service(proto string) func(*command, use) error {
 // realServer reads -r with the service's protocol given so far (a port
 // may be a service name).
 func realServer(c *command, u use) (err error) {
-	c.real, err = hostPort(u.v, c.proto)
+	proto := c.proto
+	if proto == fwm {
+		proto = "" // a match service's port names are TCP's
+	}
+	c.real, err = hostPort(u.v, proto)
 	return err
 }
 
@@ -339,7 +343,7 @@ var helpText = usage + "\nCommands:\n" + helpLines(commands, 28, commandNames) +
 
 const usage = `tapvsadm (ipvsadm for tapvs)
 Usage:
-  ipvsadm -A|E -t|u service-address [-s scheduler] [-j enable|disable] [-V est-timeout]
+  ipvsadm -A|E -t|u service-address|-f fwmark [-s scheduler] [-j enable|disable] [-V est-timeout]
         [--sched-flags flags] [--source-cps N] [--source-conns N] [--half-open N]
   ipvsadm -D -t|u service-address
   ipvsadm -C

@@ -51,6 +51,8 @@ type command struct {
 	nosort                  bool          // --nosort: the order services were added in
 	schedFlags              *[]string     // --sched-flags' names; nil: not given
 
+	ipv6 bool // -6: with -f, the selector is IPv6's
+
 	healthCheck *api.HealthCheck // --health --check
 	checkOff    bool             // --health --off
 }
@@ -224,7 +226,10 @@ func (c *command) check() error {
 		"edit-server": true, "delete-server": true, "add-laddr": true, "del-laddr": true, "capture": true,
 		"add-blklst": true, "del-blklst": true, "add-whtlst": true, "del-whtlst": true, "health": true}
 	if needSvc[c.op] && c.service == "" {
-		return usagef("the %s command needs a service (-t or -u)", c.op)
+		return usagef("the %s command needs a service (-t, -u or -f)", c.op)
+	}
+	if c.ipv6 && c.proto != fwm {
+		return usagef("-6 belongs to -f (fwmark uses IPv6)")
 	}
 	// ipvsadm's option/command compatibility: an option that means nothing
 	// to the command is an error, not silently ignored.

@@ -60,7 +60,7 @@ func TestParseRefusals(t *testing.T) {
 		"-A":                               "needs a service",
 		"-A -t 1.1.1.1:80 -u 1.1.1.1:53":   "multiple service addresses",
 		"-a -t 1.1.1.1:80 -r 2.2.2.2 -w x": "Illegal weight",
-		"-A -f 1":                          "firewall-mark",
+		"-A -f 0":                          "invalid fwmark value `0' specified",
 		"--set 1 2":                        "three values",
 		"-Y":                               "unknown option",
 		"-A -t 1.1.1.1:nosuchservice":      "Illegal address or port",

@@ -7,10 +7,23 @@
 // parses them into typed keys before anything acts on them.
 package api
 
-// ServiceKey names a service as ipvsadm does: protocol and VIP:port.
+// ServiceKey names a service as ipvsadm does: protocol and VIP:port, or
+// a match service's mark alone (ipvsadm -f; protocol and addr empty).
+// tapvs sees no kernel marks: a mark names a selector of the
+// configuration's marks: (a VIP, a protocol, ports and ranges). In a path
+// a match service is fwm/MARK: /v1/services/fwm/1.
 type ServiceKey struct {
 	Protocol string `json:"protocol"` // "tcp" or "udp"
 	Addr     string `json:"addr"`     // VIP:port
+	FWMark   uint32 `json:"fwmark,omitempty"`
+}
+
+// Match is a match service's selector, as the configuration's marks:
+// defines it.
+type Match struct {
+	VIP      string `json:"vip"`
+	Protocol string `json:"protocol"`
+	Ports    string `json:"ports"` // "80,443,8000-8099"
 }
 
 // ServiceSpec adds or edits a service (ipvsadm -A / -E).
@@ -95,6 +108,7 @@ type Batch struct {
 // Service is a service as listed.
 type Service struct {
 	ServiceKey
+	Match     *Match `json:"match,omitempty"` // a match service's selector (FWMark set)
 	Name      string `json:"name"`
 	Scheduler string `json:"scheduler"`
 	// SchedFlags are the scheduler's flags (sh-port...), as ipvsadm prints them.

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"time"
 )
 
@@ -77,6 +78,9 @@ func (c *Client) do(method, path string, in, out any) error {
 func esc(s string) string { return url.PathEscape(s) }
 
 func (k ServiceKey) escPath() string {
+	if k.FWMark != 0 {
+		return "/v1/services/fwm/" + strconv.FormatUint(uint64(k.FWMark), 10)
+	}
 	return "/v1/services/" + esc(k.Protocol) + "/" + esc(k.Addr)
 }
 
