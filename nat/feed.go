@@ -134,8 +134,10 @@ func (b *Balancer) DrainChanges(yield func(*connrec.Record)) {
 				// ip_vs_sync_conn sends a connection's controlling
 				// template: a peer that takes the client over keeps
 				// its server (tmplrec.go).
-				if t := c.tmpl; t != nil && t.record(&r, t.svc, t.svc.Persistence().Timeout, b.table.now.Load()) {
-					yield(&r)
+				if t := c.tmpl; t != nil {
+					if vport, ok := b.tmplPort(t.svc); ok && t.record(&r, t.svc, vport, t.svc.Persistence().Timeout, b.table.now.Load()) {
+						yield(&r)
+					}
 				}
 			} else if c.state.Load() == stDead {
 				c.tombstone(&r)

@@ -35,11 +35,19 @@ func (b *Balancer) ExportTemplates(yield func(*connrec.Record) bool) {
 		r    connrec.Record
 		list []*template
 	)
-	for _, s := range b.set.Load().services() {
+	set := b.set.Load()
+	for _, s := range set.services() {
 		ts := s.tmpl.Load()
 		timeout := s.Persistence().Timeout
 		if timeout == 0 || ts == nil {
 			continue
+		}
+		vport, ok := s.Port, true
+		if isMatch(s) {
+			vport, ok = set.matchPort(s)
+		}
+		if !ok {
+			continue // every port of its selector taken by VIP:port services: no flow reaches it
 		}
 		for i := range ts.shards {
 			sh := &ts.shards[i]
@@ -50,7 +58,7 @@ func (b *Balancer) ExportTemplates(yield func(*connrec.Record) bool) {
 			}
 			sh.mu.Unlock()
 			for _, t := range list {
-				if t.record(&r, s, timeout, b.table.now.Load()) && !yield(&r) {
+				if t.record(&r, s, vport, timeout, b.table.now.Load()) && !yield(&r) {
 					return
 				}
 			}
@@ -58,11 +66,11 @@ func (b *Balancer) ExportTemplates(yield func(*connrec.Record) bool) {
 	}
 }
 
-// record writes t's record into r at now (the table's clock). A template
-// past its deadline that no connection holds is about to expire: false,
-// no record. One still held would be re-armed by the sweep: it goes with
-// its service's timeout.
-func (t *template) record(r *connrec.Record, s *Service, timeout time.Duration, now int64) bool {
+// record writes t's record into r at now (the table's clock), naming the
+// service by VIP and vport. A template past its deadline that no
+// connection holds is about to expire: false, no record. One still held
+// would be re-armed by the sweep: it goes with its service's timeout.
+func (t *template) record(r *connrec.Record, s *Service, vport uint16, timeout time.Duration, now int64) bool {
 	if t.dead.Load() {
 		return false
 	}
@@ -77,7 +85,7 @@ func (t *template) record(r *connrec.Record, s *Service, timeout time.Duration, 
 		Kind: connrec.KindTemplate, Proto: uint8(s.Protocol),
 		LifetimeMS: uint32(min(left.Milliseconds(), connrec.MaxLifetimeMS)),
 		Client:     t.client, VIP: s.Addr.As16(), Server: t.dest.a16,
-		VPort: s.Port, RPort: t.dest.Port,
+		VPort: vport, RPort: t.dest.Port,
 	}
 	if !wire.Is4(&t.client) {
 		r.Flags |= connrec.FlagClient6
@@ -96,7 +104,17 @@ func (t *template) record(r *connrec.Record, s *Service, timeout time.Duration, 
 // gives way to the record's, as a scheduling here would replace a
 // quiescent one; one that names the same server keeps the later deadline.
 func (b *Balancer) importTemplate(r *connrec.Record) (ImportReason, error) {
-	svc := b.set.Load().service(svcKey{addr: r.VIP, port: r.VPort, proto: Protocol(r.Proto)})
+	// The service a flow to VIP:vport finds, as importConn finds a
+	// connection's: VIP:port, else a match service's selector, else the
+	// VIP's port-0 service.
+	set, proto := b.set.Load(), Protocol(r.Proto)
+	svc := set.service(svcKey{addr: r.VIP, port: r.VPort, proto: proto})
+	if svc == nil && r.VPort != 0 {
+		svc = set.match(&r.VIP, proto, r.VPort)
+	}
+	if svc == nil && r.VPort != 0 {
+		svc = set.service(svcKey{addr: r.VIP, proto: proto})
+	}
 	if svc == nil {
 		return refuse(ImportUnknownService, nil)
 	}
@@ -152,3 +170,31 @@ func (b *Balancer) importTemplate(r *connrec.Record) (ImportReason, error) {
 // TemplatesImported is how many template records ImportConn took (made or
 // refreshed a template).
 func (s *Stats) TemplatesImported() uint64 { return s.templatesImported.Load() }
+
+// matchPort is a port by which a flow reaches match service s (one of its
+// selector's that no VIP:port service takes): a template record names the
+// service by it, the record having no field for a mark, and the importer,
+// with the same services, finds s by it.
+func (set *serviceSet) matchPort(s *Service) (uint16, bool) {
+	m := s.match.Load()
+	if m == nil {
+		return 0, false
+	}
+	for _, pr := range m.Ports {
+		for p := uint32(pr.Lo); p <= uint32(pr.Hi); p++ {
+			if set.service(svcKey{addr: s.key.addr, port: uint16(p), proto: s.Protocol}) == nil {
+				return uint16(p), true
+			}
+		}
+	}
+	return 0, false
+}
+
+// tmplPort is the vport a template record of s names it by: its port, or
+// a match service's matchPort.
+func (b *Balancer) tmplPort(s *Service) (uint16, bool) {
+	if !isMatch(s) {
+		return s.Port, true
+	}
+	return b.set.Load().matchPort(s)
+}

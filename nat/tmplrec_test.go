@@ -230,3 +230,120 @@ func TestFeedSendsTemplate(t *testing.T) {
 		t.Fatalf("the peer's import: %v, %d templates", err, peer.b.Templates())
 	}
 }
+
+// A match service's template goes by a port of its selector that no
+// VIP:port service takes (the record has no field for a mark), and the
+// importer with the same services finds the match service by it: the
+// client's next connection on any of the selector's ports keeps its
+// server. With 80 taken by a VIP:80 service, 443 names it.
+func TestTemplateMatchService(t *testing.T) {
+	old, _ := matchRig(t)
+	if v, to := synTo(t, old.b, client, 10000, 443); v != Forward || to.Addr() != rs1 {
+		t.Fatalf("first SYN: %v to %v", v, to)
+	}
+	// The next client would be rr's rs2 in a fresh balancer: send the
+	// template of one whose server is rs2.
+	other := netip.MustParseAddr("198.51.100.77")
+	if v, to := synTo(t, old.b, other, 10000, 8042); v != Forward || to.Addr() != rs2 {
+		t.Fatalf("second SYN: %v to %v", v, to)
+	}
+	var rec connrec.Record
+	for _, r := range templateRecords(t, old.b) {
+		if r.Server == rs2.As16() {
+			rec = r
+		}
+	}
+	if rec.VPort != 80 || rec.RPort != 0 {
+		t.Fatalf("the match service's template names vport %d rport %d, want its selector's first port 80 and the server's port 0", rec.VPort, rec.RPort)
+	}
+	next, _ := matchRig(t)
+	if err := next.b.ImportConn(&rec); err != nil {
+		t.Fatal(err)
+	}
+	if v, to := synTo(t, next.b, other, 20000, 443); v != Forward || to.Addr() != rs2 {
+		t.Fatalf("the client's SYN to 443 after the import: %v to %v, want its template's rs2", v, to)
+	}
+
+	// 80 taken by a service of its own: the template goes by 443.
+	if err := old.b.Update(func(tx *Tx) error {
+		_, err := tx.AddService(ServiceConfig{Name: "exact", Addr: vip, Port: 80, Protocol: TCP, Scheduler: "rr"})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range templateRecords(t, old.b) {
+		if r.VPort != 443 {
+			t.Fatalf("with VIP:80 a service of its own, a template names vport %d, want 443", r.VPort)
+		}
+	}
+}
+
+// The edges of a template's export and import: its deadline exactly now
+// (no record unless a connection holds it, then its service's timeout), a
+// replaced template's server no longer counting it, an older record not
+// shortening a deadline, and the bound on templates exact.
+func TestTemplateEdges(t *testing.T) {
+	p := Persistence{Timeout: time.Minute, Mask: 32}
+	r := persistRig(t, p, func(c *Config) { c.MaxTemplates = 2 })
+	mustSyn(t, r.b, client, 10000) // rs1's template, held by the SYN's connection
+	rec := templateRecords(t, r.b)[0]
+
+	// The clock at the deadline, no sweep yet: held, it goes with the
+	// service's timeout; let go, it is not sent.
+	r.b.table.now.Add(int64(time.Minute))
+	if recs := templateRecords(t, r.b); len(recs) != 1 || recs[0].LifetimeMS != 60000 {
+		t.Fatalf("a held template at its deadline: %+v, want one record with the service's 60 s", recs)
+	}
+	c := r.b.table.lookup(&tupleKey{src: client.As16(), dst: vip.As16(), sport: 10000, dport: 80, proto: TCP})
+	if c == nil || !r.b.release(c) {
+		t.Fatal("the connection was not released")
+	}
+	if recs := templateRecords(t, r.b); len(recs) != 0 {
+		t.Fatalf("a template at its deadline, no connection: %+v, want none", recs)
+	}
+
+	// A fresh balancer: rs1's template imported, then one naming rs2
+	// replaces it; rs1 no longer counts it.
+	n := persistRig(t, p, func(c *Config) { c.MaxTemplates = 2 })
+	if err := n.b.ImportConn(&rec); err != nil {
+		t.Fatal(err)
+	}
+	moved := rec
+	moved.Server = rs2.As16()
+	if err := n.b.ImportConn(&moved); err != nil {
+		t.Fatal(err)
+	}
+	persist := map[netip.Addr]int64{}
+	for _, d := range n.svc.Dests() {
+		persist[d.Addr] = d.PersistConns()
+	}
+	if persist[rs1] != 0 || persist[rs2] != 1 || n.b.Templates() != 1 {
+		t.Fatalf("after a replacing import: PersistConns %v, %d templates; want rs1 0, rs2 1, 1", persist, n.b.Templates())
+	}
+	// An older record of the same template does not shorten it; a
+	// newer one lengthens it.
+	short, long := moved, moved
+	short.LifetimeMS, long.LifetimeMS = 10_000, 120_000
+	for _, c := range []struct {
+		rec  connrec.Record
+		want time.Duration
+	}{{short, time.Minute}, {long, 2 * time.Minute}} {
+		if err := n.b.ImportConn(&c.rec); err != nil {
+			t.Fatal(err)
+		}
+		if l := n.b.TemplateList(); len(l) != 1 || l[0].Expires != c.want {
+			t.Fatalf("after a record of %d ms: %+v, want %v left", c.rec.LifetimeMS, l, c.want)
+		}
+	}
+	// The bound, 2: a second client network is taken, a third refused,
+	// and the count stays 2.
+	second, third := rec, rec
+	second.Client[15] ^= 2
+	third.Client[15] ^= 4
+	if err := n.b.ImportConn(&second); err != nil || n.b.Templates() != 2 {
+		t.Fatalf("a second template within the bound: %v, %d", err, n.b.Templates())
+	}
+	if err := n.b.ImportConn(&third); err == nil || n.b.Templates() != 2 || n.b.Stats.ImportRefusal(ImportTableFull) != 1 {
+		t.Fatalf("a third past the bound of 2: %v, %d templates, %d refused", err, n.b.Templates(), n.b.Stats.ImportRefusal(ImportTableFull))
+	}
+}
