@@ -104,16 +104,12 @@ func (t *template) record(r *connrec.Record, s *Service, vport uint16, timeout t
 // gives way to the record's, as a scheduling here would replace a
 // quiescent one; one that names the same server keeps the later deadline.
 func (b *Balancer) importTemplate(r *connrec.Record) (ImportReason, error) {
-	// The service a flow to VIP:vport finds, as importConn finds a
-	// connection's: VIP:port, else a match service's selector, else the
-	// VIP's port-0 service.
+	// The service the exporter named: VIP:vport (vport 0: a port-0
+	// service), else the match service whose selector has vport.
 	set, proto := b.set.Load(), Protocol(r.Proto)
 	svc := set.service(svcKey{addr: r.VIP, port: r.VPort, proto: proto})
-	if svc == nil && r.VPort != 0 {
+	if svc == nil {
 		svc = set.match(&r.VIP, proto, r.VPort)
-	}
-	if svc == nil && r.VPort != 0 {
-		svc = set.service(svcKey{addr: r.VIP, proto: proto})
 	}
 	if svc == nil {
 		return refuse(ImportUnknownService, nil)
