@@ -109,13 +109,7 @@ func startTLS(t *testing.T, ns string, addr netip.AddrPort) *httptest.Server {
 // is closed; it records nothing, the check's pass is the proof.
 func startSMTP(t *testing.T, ns string, addr netip.AddrPort) net.Listener {
 	t.Helper()
-	var l net.Listener
-	if err := lab.InNetns(ns, func() (err error) {
-		l, err = net.Listen("tcp4", addr.String())
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
+	l := listenIn(t, ns, addr.Addr(), addr.Port())
 	go func() {
 		for {
 			c, err := l.Accept()
@@ -145,7 +139,6 @@ func startSMTP(t *testing.T, ns string, addr netip.AddrPort) net.Listener {
 			}()
 		}
 	}()
-	t.Cleanup(func() { l.Close() })
 	return l
 }
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -60,34 +59,7 @@ func TestMatchService(t *testing.T) {
 		t.Cleanup(func() { c.Close() })
 		return c
 	}
-	// get makes one HTTP request from src and returns the real server
-	// that answered.
-	get := func(src netip.Addr) string {
-		t.Helper()
-		hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true,
-			DialContext: func(ctx context.Context, network, addr string) (c net.Conn, err error) {
-				err = lab.InNetns(e.top.Client, func() (err error) {
-					d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(src, 0))}
-					c, err = d.DialContext(ctx, network, addr)
-					return err
-				})
-				return c, err
-			}}}
-		resp, err := hc.Get("http://" + netip.AddrPortFrom(vip, lab.HTTPPort).String() + "/")
-		if err != nil {
-			t.Fatalf("GET from %v: %v", src, err)
-		}
-		defer resp.Body.Close()
-		body, err := io.ReadAll(resp.Body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var rs, addr, saw string
-		if _, err := fmt.Sscanf(string(body), "%s %s saw %s", &rs, &addr, &saw); err != nil {
-			t.Fatalf("answer %q: %v", body, err)
-		}
-		return addr
-	}
+	get := func(src netip.Addr) string { t.Helper(); return answeredBy(t, e.top.Client, src, vip) }
 	// rip is the real server the table holds conn's connection to.
 	rip := func(conn net.Conn) netip.AddrPort {
 		t.Helper()

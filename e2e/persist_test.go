@@ -51,34 +51,7 @@ func TestPersistence(t *testing.T) {
 			t.Fatalf("client address %s: %v: %s", a, err, out)
 		}
 	}
-	// get makes one HTTP request to vip:80 from src and returns the real
-	// server that answered and the source it saw.
-	get := func(src, vip netip.Addr) string {
-		t.Helper()
-		hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true,
-			DialContext: func(ctx context.Context, network, addr string) (c net.Conn, err error) {
-				err = lab.InNetns(e.top.Client, func() (err error) {
-					d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(src, 0))}
-					c, err = d.DialContext(ctx, network, addr)
-					return err
-				})
-				return c, err
-			}}}
-		resp, err := hc.Get("http://" + netip.AddrPortFrom(vip, lab.HTTPPort).String() + "/")
-		if err != nil {
-			t.Fatalf("GET from %v: %v", src, err)
-		}
-		defer resp.Body.Close()
-		body, err := io.ReadAll(resp.Body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var rs, addr, saw string
-		if _, err := fmt.Sscanf(string(body), "%s %s saw %s", &rs, &addr, &saw); err != nil {
-			t.Fatalf("answer %q: %v", body, err)
-		}
-		return addr
-	}
+	get := func(src, vip netip.Addr) string { t.Helper(); return answeredBy(t, e.top.Client, src, vip) }
 	sticks := func(src netip.Addr, n int) string {
 		t.Helper()
 		first := get(src, lab.VIP)
@@ -193,4 +166,34 @@ func TestPersistence(t *testing.T) {
 	if got := templates(); !slices.Contains(got, "TCP 172.25.254.1:0 172.25.254.101:0 "+rs+":0") {
 		t.Fatalf("ipvsadm -lnc templates %q: no port-0 template of %v", got, c1)
 	}
+}
+
+// answeredBy makes one HTTP request from src, an address of the client
+// namespace ns, to vip's HTTP port, and returns the real server that
+// answered (the lab backends' "rsN ADDR:PORT saw ..." reply).
+func answeredBy(t *testing.T, ns string, src, vip netip.Addr) string {
+	t.Helper()
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true,
+		DialContext: func(ctx context.Context, network, addr string) (c net.Conn, err error) {
+			err = lab.InNetns(ns, func() (err error) {
+				d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(src, 0))}
+				c, err = d.DialContext(ctx, network, addr)
+				return err
+			})
+			return c, err
+		}}}
+	resp, err := hc.Get("http://" + netip.AddrPortFrom(vip, lab.HTTPPort).String() + "/")
+	if err != nil {
+		t.Fatalf("GET from %v: %v", src, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rs, addr, saw string
+	if _, err := fmt.Sscanf(string(body), "%s %s saw %s", &rs, &addr, &saw); err != nil {
+		t.Fatalf("answer %q: %v", body, err)
+	}
+	return addr
 }
