@@ -137,6 +137,20 @@ func TestThresholdsChange(t *testing.T) {
 	if got := r.d1.Thresholds(); got != (Thresholds{Upper: 1}) {
 		t.Fatalf("thresholds %+v", got)
 	}
+	// The same upper threshold again is not a raise (IPVS's "u_threshold
+	// > dest's"): still overloaded; and it is one change of the
+	// transaction, as every change is (the manager publishes on it).
+	var n int
+	if err := r.b.Update(func(tx *Tx) error {
+		err := tx.SetThresholds(r.svc, rs1, 8080, Thresholds{Upper: 1})
+		n = tx.Changes()
+		return err
+	}); err != nil || n != 1 {
+		t.Fatalf("the same thresholds set again: %v, %d changes, want 1", err, n)
+	}
+	if !r.d1.Overloaded() {
+		t.Fatal("the same upper threshold set again cleared the overload")
+	}
 
 	for _, bad := range []struct {
 		th   Thresholds
