@@ -54,11 +54,14 @@ func TestConnectionsAndCounters(t *testing.T) {
 	defer c.Close()
 	client := netip.MustParseAddrPort(c.LocalAddr().String())
 	var got tapvs.Conn
-	eventually(t, "the connection is listed", func() bool {
+	// Listed once tapvs has seen the client's handshake ACK: Dial returns
+	// when the client sends it, which may be before tapvs has read it (the
+	// entry is then SYN_RECV, as CI saw once).
+	eventually(t, "the connection is listed ESTABLISHED", func() bool {
 		for _, cn := range l.LB.Connections() {
 			if cn.Client == client {
 				got = cn
-				return true
+				return cn.State == "ESTABLISHED"
 			}
 		}
 		return false
