@@ -181,8 +181,19 @@ func FuzzImport(f *testing.F) {
 	}
 	old.b.ExportConns(func(r *connrec.Record) bool { f.Add(r.AppendTo(nil)); return true })
 	old.b.ExportTemplates(func(r *connrec.Record) bool { f.Add(r.AppendTo(nil)); return true })
+	// One balancer for every input (a new one per input made the run
+	// build tables, not import records: 45 inputs a second); each input
+	// starts with no templates (persistence off and on again drops them).
+	r := persistRig(f, Persistence{Timeout: time.Minute, Mask: 24}, func(c *Config) { c.MaxTemplates = 2 })
 	f.Fuzz(func(t *testing.T, b []byte) {
-		r := persistRig(t, Persistence{Timeout: time.Minute, Mask: 24}, func(c *Config) { c.MaxTemplates = 2 })
+		for _, p := range []Persistence{{}, {Timeout: time.Minute, Mask: 24}} {
+			if err := r.b.Update(func(tx *Tx) error { return tx.SetPersistence(r.svc, p) }); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if r.b.Templates() != 0 {
+			t.Fatalf("%d templates after a reset", r.b.Templates())
+		}
 		for len(b) > 0 {
 			rec, n, err := connrec.Decode(b)
 			if err != nil {
