@@ -282,3 +282,94 @@ func BenchmarkForwardTimestamps(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkConnPhases is one short TCP connection's whole life in the
+// balancer, timed by phase (issue 24's "profile by phase"): what nat
+// costs per connection, apart from the TAP I/O around it. A connection
+// here is what `tapvs bench`'s short workload makes (wrk asking nginx with
+// Connection: close): the client's SYN, the server's SYN-ACK, the client's
+// ACK and request, the server's response, then the server closes (its FIN,
+// the client's ACK and FIN, the server's last ACK), and the entry expires.
+// The table's clock moves 100 µs per connection (10 000 connections/s,
+// about the bench's rate) and the sweeper runs every second of it, as the
+// daemon's default sweep_interval: expiry is each sweep's cost shared by
+// the connections it ends, the wheel's ticks included, with the TIME_WAIT
+// entries of the last 7 s in the table as on a busy box. Each phase's
+// frames are built outside the timed calls (with gopacket: ns/op, the
+// whole iteration, is mostly building); the per-phase metrics are only
+// Process and Sweep, and "conn-ns" their sum: nat's time per connection,
+// to set against the CPU per connection `tapvs bench` reports.
+func BenchmarkConnPhases(b *testing.B) {
+	r := newRig(b, TCP, "rr", func(c *Config) { c.MaxConns = 1 << 20 })
+	phases := []string{"syn", "synack", "ack", "request", "response", "close", "expiry"}
+	spent := make([]time.Duration, len(phases))
+	const step, sweep = int64(100 * time.Microsecond), int64(time.Second)
+	now, lastSweep, swept := int64(0), int64(0), 0
+	sweepNow := func() {
+		r.b.table.now.Store(now)
+		t0 := time.Now()
+		swept += r.b.Sweep()
+		spent[6] += time.Since(t0)
+		lastSweep = now
+	}
+	body := make([]byte, 120) // about wrk's GET; the response is nginx's 612-byte page and headers
+	page := make([]byte, 850)
+	timed := func(phase int, side Side, f *Frame) {
+		t0 := time.Now()
+		v := r.b.Process(side, f)
+		spent[phase] += time.Since(t0)
+		if v != Forward {
+			b.Fatalf("%s: %v", phases[phase], v)
+		}
+	}
+	const rsISN, cISN = 5000, 1000
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		now += step
+		r.b.table.now.Store(now)
+		if now-lastSweep >= sweep {
+			sweepNow()
+		}
+		c := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
+		in := func(s pktSpec) *Frame {
+			s.src, s.dst, s.sport, s.dport, s.proto, s.srcMAC = c, vip, 40000, 80, TCP, macClient
+			return frame(b, s)
+		}
+		timed(0, ClientSide, in(pktSpec{syn: true, seq: cISN}))
+		key := tupleKey{src: wire.In16(c.AsSlice()), dst: vip.As16(), sport: 40000, dport: 80, proto: TCP}
+		conn := r.b.table.lookup(&key)
+		if conn == nil {
+			b.Fatal("no entry after the SYN")
+		}
+		rip, lport := netip.AddrFrom16(conn.out.src).Unmap(), conn.out.dport
+		out := func(s pktSpec) *Frame {
+			s.src, s.dst, s.sport, s.dport, s.proto = rip, lip1, 8080, lport, TCP
+			return frame(b, s)
+		}
+		timed(1, ServerSide, out(pktSpec{syn: true, ack: true, seq: rsISN, ackNum: cISN + 1}))
+		timed(2, ClientSide, in(pktSpec{ack: true, seq: cISN + 1, ackNum: rsISN + 1}))
+		timed(3, ClientSide, in(pktSpec{ack: true, seq: cISN + 1, ackNum: rsISN + 1, payload: body}))
+		timed(4, ServerSide, out(pktSpec{ack: true, seq: rsISN + 1, ackNum: cISN + 1 + 120, payload: page}))
+		srvEnd := uint32(rsISN + 1 + 850)
+		timed(5, ServerSide, out(pktSpec{fin: true, ack: true, seq: srvEnd, ackNum: cISN + 1 + 120}))
+		timed(5, ClientSide, in(pktSpec{ack: true, seq: cISN + 1 + 120, ackNum: srvEnd + 1}))
+		timed(5, ClientSide, in(pktSpec{fin: true, ack: true, seq: cISN + 1 + 120, ackNum: srvEnd + 1}))
+		timed(5, ServerSide, out(pktSpec{ack: true, seq: srvEnd + 1, ackNum: cISN + 1 + 121}))
+	}
+	// The last connections' entries expire as the clock goes on.
+	for k := 0; k < 600 && r.b.Table().Len() > 0; k++ {
+		now += sweep
+		sweepNow()
+	}
+	b.StopTimer()
+	if swept != b.N || r.b.Table().Len() != 0 {
+		b.Fatalf("expiry: %d of %d swept, %d left", swept, b.N, r.b.Table().Len())
+	}
+	var sum time.Duration
+	for i, p := range phases {
+		b.ReportMetric(float64(spent[i].Nanoseconds())/float64(b.N), p+"-ns")
+		sum += spent[i]
+	}
+	b.ReportMetric(float64(sum.Nanoseconds())/float64(b.N), "conn-ns")
+}
