@@ -59,6 +59,9 @@ type Config struct {
 	// tapvs reaches the real servers on, from the local addresses.
 	Client, Server Side
 	Services       []Service
+	// Marks are the selectors of the match services (Services with a
+	// ServiceKey.Mark), by number.
+	Marks []Mark
 	// NoOffload opens plain TAPs (one frame per system call) instead of
 	// asking the kernel for checksum and TSO offload.
 	NoOffload bool
@@ -93,11 +96,18 @@ type Route struct {
 	Via netip.Addr
 }
 
-// ServiceKey names a service: protocol and VIP:port.
+// ServiceKey names a service: protocol and VIP:port, or a match
+// service's mark alone (tapvsadm -f).
 type ServiceKey struct {
 	Protocol Protocol // "" is TCP
 	VIP      netip.AddrPort
+	// Mark names a match service, whose selector is Config.Marks' with
+	// that number; Protocol and VIP are then zero.
+	Mark uint32
 }
+
+// MarkKey is the key of the match service on mark.
+func MarkKey(mark uint32) ServiceKey { return ServiceKey{Mark: mark} }
 
 // Service is a virtual service.
 type Service struct {
@@ -111,6 +121,27 @@ type Service struct {
 	// the real servers from (FULLNAT); at least one.
 	LocalAddrs  []netip.Addr
 	RealServers []RealServer
+	// Synproxy has tapvs answer the clients' handshakes itself and open
+	// the real server's connection only once a client finished its own
+	// (TCP only).
+	Synproxy   bool
+	ClientAddr ClientAddr // "": none
+	Timestamps Timestamps // "": translate
+	// Persistence (-p), whole seconds, sends a client network's new
+	// connections to the server its last one went to while it has one
+	// open or for Persistence after; 0 is none. PersistenceMask is that
+	// network's prefix length (-M; 24 for 255.255.255.0); 0 is the
+	// client's address alone.
+	Persistence     time.Duration
+	PersistenceMask int
+	// EstablishedTimeout is the ESTABLISHED (and UDP) timeout of the
+	// service's connections (-V), whole seconds; 0 is Timeouts'.
+	EstablishedTimeout time.Duration
+	Limits             Limits
+	// Allow, when not empty, are the only sources that may open
+	// connections to the service; Deny's never may (IPv4 prefixes without
+	// host bits).
+	Allow, Deny []netip.Prefix
 }
 
 // RealServer is one server behind a service.
@@ -144,13 +175,13 @@ func Start(ctx context.Context, cfg Config) (*LB, error) {
 		}
 	}
 	// The services are checked before any TAP is made.
-	var ops []control.Op
-	for _, s := range cfg.Services {
-		o, err := serviceOps(s)
+	var cs []change
+	for i, s := range cfg.Services {
+		c, err := serviceChanges(s, fmt.Sprintf("Config.Services[%d]", i))
 		if err != nil {
 			return nil, err
 		}
-		ops = append(ops, o...)
+		cs = append(cs, c...)
 	}
 	c, err := cfg.config()
 	if err != nil {
@@ -167,9 +198,11 @@ func Start(ctx context.Context, cfg Config) (*LB, error) {
 	lb := &LB{d: d}
 	// The services go in as one batch through the control plane, the way
 	// they would at run time: one refused leaves tapvs not started.
-	if err := d.Manager.Batch(ops); err != nil {
-		d.Close()
-		return nil, fmt.Errorf("tapvs: services: %w", err)
+	if len(cs) > 0 {
+		if err := lb.apply(cs); err != nil {
+			d.Close()
+			return nil, err
+		}
 	}
 	return lb, nil
 }
@@ -194,6 +227,13 @@ func (cfg Config) config() (*config.Config, error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
+	// After Validate, which reads the file's fields: these are the
+	// caller's, named as such.
+	m, err := cfg.marks()
+	if err != nil {
+		return nil, err
+	}
+	c.Marks = m
 	return c, nil
 }
 
@@ -211,6 +251,12 @@ func (s Side) iface(def config.Interface) config.Interface {
 }
 
 func (k ServiceKey) control() (control.ServiceKey, error) {
+	if k.Mark != 0 {
+		if k.Protocol != "" || k.VIP.IsValid() {
+			return control.ServiceKey{}, fmt.Errorf("mark %d names the service alone: leave Protocol and VIP out (Config.Marks has them)", k.Mark)
+		}
+		return control.ServiceKey{Mark: k.Mark}, nil
+	}
 	p, err := k.Protocol.nat()
 	if err != nil {
 		return control.ServiceKey{}, err
@@ -221,36 +267,16 @@ func (k ServiceKey) control() (control.ServiceKey, error) {
 	return control.ServiceKey{Protocol: p, Addr: k.VIP}, nil
 }
 
-// String is "tcp 172.25.254.100:80".
+// String is "tcp 172.25.254.100:80", or "fwm 1".
 func (k ServiceKey) String() string {
+	if k.Mark != 0 {
+		return fmt.Sprintf("fwm %d", k.Mark)
+	}
 	p := k.Protocol
 	if p == "" {
 		p = TCP
 	}
 	return string(p) + " " + k.VIP.String()
-}
-
-// serviceOps are the operations that add s whole.
-func serviceOps(s Service) ([]control.Op, error) {
-	k, err := s.control()
-	if err != nil {
-		return nil, fmt.Errorf("tapvs: service %s: %w", s.ServiceKey, err)
-	}
-	if len(s.LocalAddrs) == 0 {
-		return nil, fmt.Errorf("tapvs: service %s: no local address (FULLNAT needs one to reach the real servers from)", s.ServiceKey)
-	}
-	spec := control.ServiceSpec{ServiceKey: k, Name: s.Name, Scheduler: s.Scheduler}
-	if s.SchedFlags != nil {
-		spec.SchedFlags = &s.SchedFlags
-	}
-	ops := []control.Op{{Kind: control.OpAddService, Service: spec}}
-	for _, l := range s.LocalAddrs {
-		ops = append(ops, control.Op{Kind: control.OpAddLocalAddr, Service: spec, LocalAddr: l})
-	}
-	for _, rs := range s.RealServers {
-		ops = append(ops, control.Op{Kind: control.OpAddDest, Service: spec, Dest: destSpec(rs)})
-	}
-	return ops, nil
 }
 
 func destSpec(rs RealServer) control.DestSpec {
@@ -259,17 +285,15 @@ func destSpec(rs RealServer) control.DestSpec {
 	return control.DestSpec{Addr: rs.Addr, Weight: &w, UThreshold: &u, LThreshold: &l}
 }
 
-// AddService adds s with its local addresses and real servers, all or
-// nothing.
+// AddService adds s with its settings, local addresses, real servers and
+// source lists, all or nothing. A refusal names the field of s it is
+// about: "tapvs: Service.Scheduler: ...".
 func (lb *LB) AddService(s Service) error {
-	ops, err := serviceOps(s)
+	cs, err := serviceChanges(s, "Service")
 	if err != nil {
 		return err
 	}
-	if err := lb.d.Manager.Batch(ops); err != nil {
-		return fmt.Errorf("tapvs: add service %s: %w", s.ServiceKey, err)
-	}
-	return nil
+	return lb.apply(cs)
 }
 
 // RemoveService removes a service; its connections go with it.
