@@ -1,7 +1,6 @@
 package tapvs
 
 import (
-	"fmt"
 	"net/netip"
 	"time"
 
@@ -110,42 +109,4 @@ func (lb *LB) Templates() []Template {
 		out = append(out, Template{Protocol: protocolOf(t.Protocol), Client: t.Client.Addr(), VIP: t.VIP, Real: t.RIP, Expires: t.Expires, Conns: t.Conns})
 	}
 	return out
-}
-
-// ServerHealth is one real server as its service's health check sees it.
-type ServerHealth struct {
-	Addr    netip.AddrPort
-	Healthy bool
-	Reason  string // why the last probe failed; "" if it passed
-}
-
-// HealthStatus is a service's health check now.
-type HealthStatus struct {
-	// Check is the check set with SetHealthCheck; nil if none is, or it
-	// was cleared.
-	Check   *HealthCheck
-	Servers []ServerHealth
-}
-
-// HealthStatus reads a service's health check and what it says of each
-// real server.
-func (lb *LB) HealthStatus(k ServiceKey) (HealthStatus, error) {
-	ck, err := k.control()
-	if err != nil {
-		return HealthStatus{}, fmt.Errorf("tapvs: health check of %s: %w", k, err)
-	}
-	h, err := lb.d.Checks().HealthCheck(ck)
-	if err != nil {
-		return HealthStatus{}, fmt.Errorf("tapvs: health check of %s: %w", k, err)
-	}
-	out := HealthStatus{Check: h.Check}
-	for _, v := range h.Servers {
-		a, err := netip.ParseAddrPort(v.Dest)
-		if err != nil {
-			// tapvs's own text: a bug if it does not read back.
-			return HealthStatus{}, fmt.Errorf("tapvs: health check of %s: server %q: %w", k, v.Dest, err)
-		}
-		out.Servers = append(out.Servers, ServerHealth{Addr: a, Healthy: v.Healthy, Reason: v.Reason})
-	}
-	return out, nil
 }

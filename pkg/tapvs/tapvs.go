@@ -22,7 +22,6 @@ import (
 
 	"github.com/tapvs/tapvs/config"
 	"github.com/tapvs/tapvs/control"
-	"github.com/tapvs/tapvs/control/api"
 	"github.com/tapvs/tapvs/daemon"
 	"github.com/tapvs/tapvs/nat"
 )
@@ -329,45 +328,6 @@ func (lb *LB) RemoveRealServer(k ServiceKey, addr netip.AddrPort) error {
 	}
 	if err != nil {
 		return fmt.Errorf("tapvs: remove real server %s from %s: %w", addr, k, err)
-	}
-	return nil
-}
-
-// HealthCheck is a service's health check: the configuration file's
-// health_check: fields, by the same names and with the same defaults.
-type HealthCheck = api.HealthCheck
-
-// SetHealthCheck checks every real server of a service with hc, in place
-// of any check it had: a server that fails it is taken out (quiesced, or
-// removed with OnFailure "remove") and put back when it passes. A bad
-// field is refused as the file refuses it, naming it, and nothing
-// changes.
-func (lb *LB) SetHealthCheck(k ServiceKey, hc HealthCheck) error {
-	ck, err := k.control()
-	if err == nil {
-		_, err = lb.d.Balancer.Service(ck.Protocol, ck.Addr.Addr(), ck.Addr.Port())
-	}
-	if err == nil {
-		_, err = lb.d.Checks().SetHealthCheck(ck, hc)
-	}
-	if err != nil {
-		return fmt.Errorf("tapvs: health check of %s: %w", k, err)
-	}
-	return nil
-}
-
-// ClearHealthCheck stops a service's checks; the servers they held out
-// are put back with their weights.
-func (lb *LB) ClearHealthCheck(k ServiceKey) error {
-	ck, err := k.control()
-	if err == nil {
-		_, err = lb.d.Balancer.Service(ck.Protocol, ck.Addr.Addr(), ck.Addr.Port())
-	}
-	if err == nil {
-		_, err = lb.d.Checks().ClearHealthCheck(ck)
-	}
-	if err != nil {
-		return fmt.Errorf("tapvs: health check of %s: %w", k, err)
 	}
 	return nil
 }
