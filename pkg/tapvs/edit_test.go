@@ -92,6 +92,11 @@ func TestEditService(t *testing.T) {
 		`tapvs: ServiceEdit.Limits.SourceConns: ...`)
 	refused(t, "no such service", l.LB.EditService(tapvs.ServiceKey{VIP: netip.AddrPortFrom(l.VIP, 1)}, tapvs.ServiceEdit{Scheduler: new("rr")}),
 		`tapvs: ServiceEdit.Scheduler: ...`)
+	refused(t, "nothing, of no such service", l.LB.EditService(tapvs.ServiceKey{VIP: netip.AddrPortFrom(l.VIP, 1)}, tapvs.ServiceEdit{}),
+		`tapvs: ServiceEdit: ...`)
+	if err := l.LB.EditService(k, tapvs.ServiceEdit{}); err != nil {
+		t.Errorf("nothing to change: %v", err)
+	}
 
 	// All or nothing: a good scheduler with a bad limit changes neither.
 	before := service(t, l, k)
@@ -124,6 +129,13 @@ func TestEditService(t *testing.T) {
 		t.Errorf("templates %+v: want one, of 172.25.254.0 to %s", tmpls, k.VIP)
 	}
 	// Changing the scheduler alone drops sh's flags (they are its own).
+	// A mask of the whole address is no mask.
+	if err := l.LB.EditService(k, tapvs.ServiceEdit{PersistenceMask: new(32)}); err != nil {
+		t.Fatal(err)
+	}
+	if s := service(t, l, k); s.PersistenceMask != 0 || s.Persistence != 300*time.Second {
+		t.Errorf("mask /32: listed %d, persistence %v", s.PersistenceMask, s.Persistence)
+	}
 	if err := l.LB.EditService(k, tapvs.ServiceEdit{Scheduler: new("wrr"), Persistence: new(time.Duration(0))}); err != nil {
 		t.Fatal(err)
 	}
@@ -308,6 +320,8 @@ func TestTimeoutsCountersLocalAddrs(t *testing.T) {
 	if err := l.LB.AddLocalAddr(k, lips[0]); err != nil {
 		t.Fatal(err)
 	}
+	refused(t, "mapped", l.LB.AddLocalAddr(k, netip.MustParseAddr("::ffff:"+lips[0].String())),
+		"tapvs: add local address ::ffff:"+lips[0].String()+" to "+k.String()+": ...")
 	refused(t, "added twice", l.LB.AddLocalAddr(k, lips[0]), "tapvs: add local address "+lips[0].String()+" to "+k.String()+": ...")
 }
 
@@ -341,6 +355,9 @@ func TestAddServiceSettings(t *testing.T) {
 		"real server":    {func(s *tapvs.Service) { s.RealServers[0].LThreshold = 20 }, `tapvs: Service.RealServers[0]: ...`},
 		"deny host bits": {func(s *tapvs.Service) { s.Deny = []netip.Prefix{netip.MustParsePrefix("172.25.9.1/24")} }, `tapvs: Service.Deny[0]: ...`},
 		"name":           {func(s *tapvs.Service) { s.Name = "a\nb" }, `tapvs: Service.Name: ...`},
+		"mapped real server": {func(s *tapvs.Service) { s.RealServers[0].Addr = netip.MustParseAddrPort("[::ffff:10.20.1.2]:80") },
+			`tapvs: Service.RealServers[0]: service ` + k.String() + `: "::ffff:10.20.1.2" is an IPv4-mapped IPv6 address: write the IPv4 address 10.20.1.2`},
+		"mapped VIP": {func(s *tapvs.Service) { s.VIP = netip.MustParseAddrPort("[::ffff:172.25.254.100]:8000") }, `tapvs: Service: service tcp [::ffff:172.25.254.100]:8000: VIP: ...`},
 	} {
 		bad := svc
 		bad.RealServers = []tapvs.RealServer{svc.RealServers[0]}
@@ -397,8 +414,11 @@ func TestMatchService(t *testing.T) {
 	if err := l.LB.EditService(k, tapvs.ServiceEdit{Scheduler: new("wlc")}); err != nil {
 		t.Fatal(err)
 	}
-	if s := service(t, l, k); s.Scheduler != "wlc" {
-		t.Errorf("scheduler %s after the edit", s.Scheduler)
+	if err := l.LB.EditService(k, tapvs.ServiceEdit{Persistence: new(time.Minute), PersistenceMask: new(24)}); err != nil {
+		t.Fatal(err)
+	}
+	if s := service(t, l, k); s.Scheduler != "wlc" || s.Persistence != time.Minute || s.PersistenceMask != 24 {
+		t.Errorf("after the edits: %s", dump(s))
 	}
 	refused(t, "mark with a VIP", l.LB.EditService(tapvs.ServiceKey{Mark: 7, VIP: netip.AddrPortFrom(l.VIP, 80)}, tapvs.ServiceEdit{}),
 		"tapvs: edit service fwm 7: mark 7 names the service alone: leave Protocol and VIP out (Config.Marks has them)")

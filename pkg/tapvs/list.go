@@ -36,7 +36,12 @@ func (lb *LB) Services() []ServiceStatus {
 		if p := s.Persistence(); p.Timeout != 0 {
 			st.Persistence = p.Timeout
 			// nat keeps the whole address as its full length; Service's 0.
-			if p.Mask > 0 && p.Mask < s.Addr.BitLen() {
+			// A match service's family is its selector's.
+			a := s.Addr
+			if m := s.Selector(); m != nil {
+				a = m.Addr
+			}
+			if p.Mask > 0 && p.Mask < a.BitLen() {
 				st.PersistenceMask = p.Mask
 			}
 		}

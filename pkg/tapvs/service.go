@@ -197,9 +197,15 @@ func serviceChanges(s Service, field string) ([]change, error) {
 	}
 	cs = append(cs, ecs...)
 	for i, l := range s.LocalAddrs {
+		if err := control.CheckAddr(l); err != nil {
+			return nil, fieldError(fmt.Sprintf("%s[%d]", f("LocalAddrs"), i), s.ServiceKey, "%v", err)
+		}
 		cs = append(cs, change{fmt.Sprintf("%s[%d]", f("LocalAddrs"), i), control.Op{Kind: control.OpAddLocalAddr, Service: spec, LocalAddr: l}})
 	}
 	for i, rs := range s.RealServers {
+		if err := control.CheckAddr(rs.Addr.Addr()); err != nil {
+			return nil, fieldError(fmt.Sprintf("%s[%d]", f("RealServers"), i), s.ServiceKey, "%v", err)
+		}
 		cs = append(cs, change{fmt.Sprintf("%s[%d]", f("RealServers"), i), control.Op{Kind: control.OpAddDest, Service: spec, Dest: destSpec(rs)}})
 	}
 	for _, l := range []struct {
@@ -319,8 +325,12 @@ func (lb *LB) EditService(k ServiceKey, e ServiceEdit) error {
 		return fmt.Errorf("tapvs: edit service %s: %w", k, err)
 	}
 	cs, err := e.changes(k, ck, "ServiceEdit")
-	if err != nil || len(cs) == 0 {
+	if err != nil {
 		return err
+	}
+	if len(cs) == 0 {
+		// Nothing to change, but the service must be there, as for -E.
+		cs = []change{{"ServiceEdit", control.Op{Kind: control.OpEditService, Service: control.ServiceSpec{ServiceKey: ck}}}}
 	}
 	return lb.apply(cs)
 }
@@ -336,6 +346,9 @@ func (lb *LB) EditRealServer(k ServiceKey, addr netip.AddrPort, e RealServerEdit
 	var cs []change
 	if e.Weight != nil {
 		cs = append(cs, change{"RealServerEdit.Weight", control.Op{Kind: control.OpEditDest, Service: svc, Dest: control.DestSpec{Addr: addr, Weight: e.Weight}}})
+	}
+	if err := control.CheckAddr(addr.Addr()); err != nil {
+		return fmt.Errorf("tapvs: edit real server %s of %s: %w", addr, k, err)
 	}
 	// Both thresholds in one operation: each is checked against the other.
 	if e.UThreshold != nil || e.LThreshold != nil {
@@ -358,6 +371,9 @@ func (lb *LB) EditRealServer(k ServiceKey, addr netip.AddrPort, e RealServerEdit
 
 // AddLocalAddr adds a local address to a service (tapvsadm -P).
 func (lb *LB) AddLocalAddr(k ServiceKey, a netip.Addr) error {
+	if err := control.CheckAddr(a); err != nil {
+		return fmt.Errorf("tapvs: add local address %s to %s: %w", a, k, err)
+	}
 	return lb.keyed(k, "add local address "+a.String()+" to", control.Op{Kind: control.OpAddLocalAddr, LocalAddr: a})
 }
 

@@ -263,6 +263,9 @@ func (k ServiceKey) control() (control.ServiceKey, error) {
 	if !k.VIP.IsValid() {
 		return control.ServiceKey{}, errors.New("service without a VIP:port")
 	}
+	if err := control.CheckAddr(k.VIP.Addr()); err != nil {
+		return control.ServiceKey{}, fmt.Errorf("VIP: %w", err)
+	}
 	return control.ServiceKey{Protocol: p, Addr: k.VIP}, nil
 }
 
@@ -311,6 +314,9 @@ func (lb *LB) RemoveService(k ServiceKey) error {
 // to it at once.
 func (lb *LB) AddRealServer(k ServiceKey, rs RealServer) error {
 	ck, err := k.control()
+	if err == nil {
+		err = control.CheckAddr(rs.Addr.Addr())
+	}
 	if err == nil {
 		err = lb.d.Manager.AddDest(ck, destSpec(rs))
 	}
