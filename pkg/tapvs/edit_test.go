@@ -124,6 +124,18 @@ func TestEditService(t *testing.T) {
 			t.Errorf("persistent service: %s answered after %s", got, first)
 		}
 	}
+	// The server that answered has the template; the other none.
+	for _, rs := range l.LB.RealServers() {
+		want := int64(0)
+		for _, lr := range l.RealServers {
+			if lr.Name == first && lr.Addr == rs.Addr.Addr() {
+				want = 1
+			}
+		}
+		if rs.PersistConns != want {
+			t.Errorf("%s answered; %s has %d persistence templates, want %d", first, rs.Addr, rs.PersistConns, want)
+		}
+	}
 	tmpls := l.LB.Templates()
 	if len(tmpls) != 1 || tmpls[0].Client != netip.MustParseAddr("172.25.254.0") || tmpls[0].VIP != k.VIP || tmpls[0].Protocol != tapvs.TCP {
 		t.Errorf("templates %+v: want one, of 172.25.254.0 to %s", tmpls, k.VIP)
@@ -323,6 +335,13 @@ func TestTimeoutsCountersLocalAddrs(t *testing.T) {
 	refused(t, "mapped", l.LB.AddLocalAddr(k, netip.MustParseAddr("::ffff:"+lips[0].String())),
 		"tapvs: add local address ::ffff:"+lips[0].String()+" to "+k.String()+": ...")
 	refused(t, "added twice", l.LB.AddLocalAddr(k, lips[0]), "tapvs: add local address "+lips[0].String()+" to "+k.String()+": ...")
+
+	if err := l.LB.RemoveServices(); err != nil {
+		t.Fatal(err)
+	}
+	if s := l.LB.Services(); len(s) != 0 {
+		t.Errorf("every service removed, %d listed", len(s))
+	}
 }
 
 // A service added with every setting lists them back; a bad one is refused

@@ -298,6 +298,14 @@ func (lb *LB) AddService(s Service) error {
 	return lb.apply(cs)
 }
 
+// RemoveServices removes every service (tapvsadm -C).
+func (lb *LB) RemoveServices() error {
+	if err := lb.d.Manager.Clear(); err != nil {
+		return fmt.Errorf("tapvs: remove services: %w", err)
+	}
+	return nil
+}
+
 // RemoveService removes a service; its connections go with it.
 func (lb *LB) RemoveService(k ServiceKey) error {
 	ck, err := k.control()
@@ -363,13 +371,16 @@ type Conn struct {
 	VIP      netip.AddrPort
 	Local    netip.AddrPort // the local address and port tapvs opened it from
 	Real     netip.AddrPort // the real server
+	// Expires is how long the entry has left without a packet (its
+	// state's timeout, counting down).
+	Expires time.Duration
 }
 
 // Connections is a snapshot of the connection table.
 func (lb *LB) Connections() []Conn {
 	var out []Conn
 	for _, c := range lb.d.Balancer.Table().Conns() {
-		out = append(out, Conn{Protocol: protocolOf(c.Protocol), State: c.State, Client: c.Client, VIP: c.VIP, Local: c.LIP, Real: c.RIP})
+		out = append(out, Conn{Protocol: protocolOf(c.Protocol), State: c.State, Client: c.Client, VIP: c.VIP, Local: c.LIP, Real: c.RIP, Expires: c.Expires})
 	}
 	return out
 }
@@ -396,9 +407,12 @@ type RealServerStats struct {
 	UThreshold, LThreshold     uint32
 	Overloaded                 bool // at UThreshold, not yet below LThreshold: no new connection
 	ActiveConns, InactiveConns int64
-	Conns                      uint64 // every connection scheduled to it
-	InPackets, OutPackets      uint64 // In: client to server
-	InBytes, OutBytes          uint64
+	// PersistConns is how many persistence templates send clients to it
+	// (tapvsadm --persistent-conn).
+	PersistConns          int64
+	Conns                 uint64 // every connection scheduled to it
+	InPackets, OutPackets uint64 // In: client to server
+	InBytes, OutBytes     uint64
 }
 
 // RealServers lists every real server of every service with its counters.
@@ -412,7 +426,7 @@ func (lb *LB) RealServers() []RealServerStats {
 			th := d.Thresholds()
 			out = append(out, RealServerStats{Service: k, Addr: netip.AddrPortFrom(d.Addr, d.Port), Weight: d.Weight(),
 				UThreshold: th.Upper, LThreshold: th.Lower, Overloaded: d.Overloaded(),
-				ActiveConns: a, InactiveConns: ia, Conns: t.Conns, InPackets: t.InPkts, OutPackets: t.OutPkts, InBytes: t.InBytes, OutBytes: t.OutBytes})
+				ActiveConns: a, InactiveConns: ia, PersistConns: d.PersistConns(), Conns: t.Conns, InPackets: t.InPkts, OutPackets: t.OutPkts, InBytes: t.InBytes, OutBytes: t.OutBytes})
 		}
 	}
 	return out

@@ -67,7 +67,7 @@ func TestConnectionsAndCounters(t *testing.T) {
 		}
 		return false
 	})
-	if got.Protocol != tapvs.TCP || got.VIP != l.Service.VIP || got.State != "ESTABLISHED" {
+	if got.Protocol != tapvs.TCP || got.VIP != l.Service.VIP || got.State != "ESTABLISHED" || got.Expires <= 0 || got.Expires > l.LB.Timeouts().TCP {
 		t.Errorf("connection %+v: want TCP ESTABLISHED to %s", got, l.Service.VIP)
 	}
 	if got.Local.Addr() != l.LocalAddrs[0] && got.Local.Addr() != l.LocalAddrs[1] {
