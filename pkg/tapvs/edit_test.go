@@ -310,9 +310,30 @@ func TestTimeoutsCountersLocalAddrs(t *testing.T) {
 	}
 	refused(t, "zero no service", l.LB.ZeroService(tapvs.ServiceKey{VIP: netip.AddrPortFrom(l.VIP, 1)}), "tapvs: zero service tcp "+l.VIP.String()+":1: ...")
 
+	// The estimate (every 2s, from the second on) sees the requests'
+	// connections and packets; the service's is its servers' sum.
+	eventually(t, "a rate estimated", func() bool {
+		answer(t, l, l.URL())
+		r := service(t, l, k).Rate
+		return r.CPS > 0 && r.InPPS > 0 && r.OutPPS > 0 && r.InBPS > r.InPPS && r.OutBPS > r.OutPPS
+	})
+	var sum float64
+	for _, s := range l.LB.RealServers() {
+		sum += s.Rate.CPS
+	}
+	if sum <= 0 {
+		t.Errorf("the service has a rate, its servers none: %+v", l.LB.RealServers())
+	}
+
 	lips := service(t, l, k).LocalAddrs
 	if len(lips) != 2 {
 		t.Fatalf("the lab's service has local addresses %v", lips)
+	}
+	// The connections of the rates above linger in TIME_WAIT: only the
+	// new ones are looked at.
+	old := map[netip.AddrPort]bool{}
+	for _, c := range l.LB.Connections() {
+		old[c.Client] = true
 	}
 	if err := l.LB.RemoveLocalAddr(k, lips[0]); err != nil {
 		t.Fatal(err)
@@ -324,7 +345,7 @@ func TestTimeoutsCountersLocalAddrs(t *testing.T) {
 		answer(t, l, l.URL())
 	}
 	for _, c := range l.LB.Connections() {
-		if c.Local.Addr() == lips[0] {
+		if c.Local.Addr() == lips[0] && !old[c.Client] {
 			t.Errorf("a connection from removed local address %s: %+v", lips[0], c)
 		}
 	}

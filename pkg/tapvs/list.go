@@ -22,6 +22,7 @@ type ServiceStatus struct {
 	InPackets, OutPackets      uint64 // In: client to server
 	InBytes, OutBytes          uint64
 	ActiveConns, InactiveConns int64 // its real servers' together
+	Rate                       Rate
 }
 
 // Services lists every service with its settings and counters, in the
@@ -68,6 +69,7 @@ func (lb *LB) Services() []ServiceStatus {
 		}
 		t := s.Traffic()
 		st.Conns, st.InPackets, st.OutPackets, st.InBytes, st.OutBytes = t.Conns, t.InPkts, t.OutPkts, t.InBytes, t.OutBytes
+		st.Rate = rateOf(s.Rate())
 		out = append(out, st)
 	}
 	return out

@@ -413,6 +413,19 @@ type RealServerStats struct {
 	Conns                 uint64 // every connection scheduled to it
 	InPackets, OutPackets uint64 // In: client to server
 	InBytes, OutBytes     uint64
+	Rate                  Rate
+}
+
+// Rate is traffic per second over the last 2 second period (tapvsadm
+// --rate); In is client to server, bytes are IP bytes.
+type Rate struct {
+	CPS           float64 // new connections
+	InPPS, OutPPS float64 // packets
+	InBPS, OutBPS float64 // bytes
+}
+
+func rateOf(r nat.Rate) Rate {
+	return Rate{CPS: r.CPS, InPPS: r.InPPS, OutPPS: r.OutPPS, InBPS: r.InBPS, OutBPS: r.OutBPS}
 }
 
 // RealServers lists every real server of every service with its counters.
@@ -426,7 +439,7 @@ func (lb *LB) RealServers() []RealServerStats {
 			th := d.Thresholds()
 			out = append(out, RealServerStats{Service: k, Addr: netip.AddrPortFrom(d.Addr, d.Port), Weight: d.Weight(),
 				UThreshold: th.Upper, LThreshold: th.Lower, Overloaded: d.Overloaded(),
-				ActiveConns: a, InactiveConns: ia, PersistConns: d.PersistConns(), Conns: t.Conns, InPackets: t.InPkts, OutPackets: t.OutPkts, InBytes: t.InBytes, OutBytes: t.OutBytes})
+				ActiveConns: a, InactiveConns: ia, PersistConns: d.PersistConns(), Conns: t.Conns, InPackets: t.InPkts, OutPackets: t.OutPkts, InBytes: t.InBytes, OutBytes: t.OutBytes, Rate: rateOf(d.Rate())})
 		}
 	}
 	return out
