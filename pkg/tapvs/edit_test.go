@@ -294,7 +294,10 @@ func TestTimeoutsCountersLocalAddrs(t *testing.T) {
 	}
 	l.LB.ZeroCounters()
 	if s := service(t, l, k); s.Conns != 0 || s.InPackets != 0 || s.OutBytes != 0 {
-		t.Errorf("after ZeroCounters, the service counts %+v", s)
+		t.Errorf("after ZeroCounters, the service counts %d connections, %d and %d", s.Conns, s.InPackets, s.OutBytes)
+	}
+	if n := l.LB.Counters(); n.ConnsCreated != 1 {
+		t.Errorf("tapvs's own totals go on after ZeroCounters: %+v", n)
 	}
 	for _, rs := range l.LB.RealServers() {
 		if rs.Conns != 0 || rs.InBytes != 0 {

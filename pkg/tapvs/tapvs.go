@@ -3,6 +3,15 @@
 // services and real servers while it forwards, read its connections and
 // counters, and close it.
 //
+// It changes what tapvsadm changes (services and their settings, real
+// servers' weights and thresholds, local addresses, allow and deny lists,
+// timeouts, counters, health checks, drain), through the control plane
+// tapvsadm's requests go through, so a change is refused or applied as it
+// would be there. A change is all or nothing, and a refusal names the field
+// of the caller's value it is about:
+//
+//	tapvs: ServiceEdit.Scheduler: service tcp 172.25.254.100:80: "foo" is not a scheduler (one of [rr wrr ...])
+//
 // Its types are its own, not tapvs's internal ones, so that the internals
 // can change without breaking the programs that import it. The network
 // namespaces tapvs's two TAPs move into are the caller's to make (package
