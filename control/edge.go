@@ -34,6 +34,11 @@ func parseKey(k api.ServiceKey) (ServiceKey, error) {
 	return ServiceKey{Protocol: p, Addr: ap}, nil
 }
 
+// CheckAddr refuses what the API refuses of a VIP, LIP or real server
+// address given typed (pkg/tapvs): the edge's check below, without the
+// text it was read from.
+func CheckAddr(a netip.Addr) error { return plainAddr(a.String(), a) }
+
 // plainAddr refuses what netip reads but no VIP, LIP or real server can
 // be: an address with a zone (tapvs's sides are its links: its addresses
 // are not scoped to one), and an IPv4-mapped IPv6 address (an IPv4 host

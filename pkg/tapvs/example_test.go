@@ -87,3 +87,48 @@ func ExampleLB_Drain() {
 	}
 	lb.Close()
 }
+
+// Change a running service's scheduler and turn persistence on, as
+// tapvsadm -E -t 172.25.254.100:80 -s sh -p 300 would; then give one real
+// server three times the others' share and quiesce another (tapvsadm -e
+// -w). Each change is all or nothing; a refusal names the field.
+func ExampleLB_EditService() {
+	var lb *tapvs.LB // from tapvs.Start
+	web := tapvs.ServiceKey{Protocol: tapvs.TCP, VIP: netip.MustParseAddrPort("172.25.254.100:80")}
+	err := lb.EditService(web, tapvs.ServiceEdit{
+		Scheduler:   new("sh"),
+		SchedFlags:  &[]string{"sh-port"},
+		Persistence: new(300 * time.Second),
+		ClientAddr:  new(tapvs.ProxyV2),
+	})
+	if err != nil {
+		log.Fatal(err) // e.g. tapvs: ServiceEdit.Scheduler: service tcp 172.25.254.100:80: "foo" is not a scheduler (...)
+	}
+	if err := lb.EditRealServer(web, netip.MustParseAddrPort("10.20.1.2:80"), tapvs.RealServerEdit{Weight: new(3)}); err != nil {
+		log.Fatal(err)
+	}
+	if err := lb.EditRealServer(web, netip.MustParseAddrPort("10.20.2.2:80"), tapvs.RealServerEdit{Weight: new(0)}); err != nil {
+		log.Fatal(err)
+	}
+	if s, ok := lb.Service(web); ok {
+		fmt.Println(s.Scheduler, s.Persistence, s.RealServers)
+	}
+}
+
+// Refuse a client network's new connections to a service and limit each
+// source, as a test of a service's behaviour behind an abusive client
+// would.
+func ExampleLB_AddDeny() {
+	var lb *tapvs.LB // from tapvs.Start
+	web := tapvs.ServiceKey{Protocol: tapvs.TCP, VIP: netip.MustParseAddrPort("172.25.254.100:80")}
+	if err := lb.AddDeny(web, netip.MustParsePrefix("172.25.254.0/28")); err != nil {
+		log.Fatal(err)
+	}
+	if err := lb.EditService(web, tapvs.ServiceEdit{Limits: &tapvs.Limits{SourceCPS: 100, SourceConns: 20}}); err != nil {
+		log.Fatal(err)
+	}
+	// ... the clients of 172.25.254.0/28 connect no more ...
+	if err := lb.RemoveDeny(web, netip.MustParsePrefix("172.25.254.0/28")); err != nil {
+		log.Fatal(err)
+	}
+}

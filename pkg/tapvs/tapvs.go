@@ -3,6 +3,15 @@
 // services and real servers while it forwards, read its connections and
 // counters, and close it.
 //
+// It changes what tapvsadm changes (services and their settings, real
+// servers' weights and thresholds, local addresses, allow and deny lists,
+// timeouts, counters, health checks, drain), through the control plane
+// tapvsadm's requests go through, so a change is refused or applied as it
+// would be there. A change is all or nothing, and a refusal names the field
+// of the caller's value it is about:
+//
+//	tapvs: ServiceEdit.Scheduler: service tcp 172.25.254.100:80: "foo" is not a scheduler (one of [rr wrr ...])
+//
 // Its types are its own, not tapvs's internal ones, so that the internals
 // can change without breaking the programs that import it. The network
 // namespaces tapvs's two TAPs move into are the caller's to make (package
@@ -22,7 +31,6 @@ import (
 
 	"github.com/tapvs/tapvs/config"
 	"github.com/tapvs/tapvs/control"
-	"github.com/tapvs/tapvs/control/api"
 	"github.com/tapvs/tapvs/daemon"
 	"github.com/tapvs/tapvs/nat"
 )
@@ -59,6 +67,9 @@ type Config struct {
 	// tapvs reaches the real servers on, from the local addresses.
 	Client, Server Side
 	Services       []Service
+	// Marks are the selectors of the match services (Services with a
+	// ServiceKey.Mark), by number.
+	Marks []Mark
 	// NoOffload opens plain TAPs (one frame per system call) instead of
 	// asking the kernel for checksum and TSO offload.
 	NoOffload bool
@@ -93,11 +104,18 @@ type Route struct {
 	Via netip.Addr
 }
 
-// ServiceKey names a service: protocol and VIP:port.
+// ServiceKey names a service: protocol and VIP:port, or a match
+// service's mark alone (tapvsadm -f).
 type ServiceKey struct {
 	Protocol Protocol // "" is TCP
 	VIP      netip.AddrPort
+	// Mark names a match service, whose selector is Config.Marks' with
+	// that number; Protocol and VIP are then zero.
+	Mark uint32
 }
+
+// MarkKey is the key of the match service on mark.
+func MarkKey(mark uint32) ServiceKey { return ServiceKey{Mark: mark} }
 
 // Service is a virtual service.
 type Service struct {
@@ -111,6 +129,27 @@ type Service struct {
 	// the real servers from (FULLNAT); at least one.
 	LocalAddrs  []netip.Addr
 	RealServers []RealServer
+	// Synproxy has tapvs answer the clients' handshakes itself and open
+	// the real server's connection only once a client finished its own
+	// (TCP only).
+	Synproxy   bool
+	ClientAddr ClientAddr // "": none
+	Timestamps Timestamps // "": translate
+	// Persistence (-p), whole seconds, sends a client network's new
+	// connections to the server its last one went to while it has one
+	// open or for Persistence after; 0 is none. PersistenceMask is that
+	// network's prefix length (-M; 24 for 255.255.255.0); 0 is the
+	// client's address alone.
+	Persistence     time.Duration
+	PersistenceMask int
+	// EstablishedTimeout is the ESTABLISHED (and UDP) timeout of the
+	// service's connections (-V), whole seconds; 0 is Timeouts'.
+	EstablishedTimeout time.Duration
+	Limits             Limits
+	// Allow, when not empty, are the only sources that may open
+	// connections to the service; Deny's never may (IPv4 prefixes without
+	// host bits).
+	Allow, Deny []netip.Prefix
 }
 
 // RealServer is one server behind a service.
@@ -144,13 +183,13 @@ func Start(ctx context.Context, cfg Config) (*LB, error) {
 		}
 	}
 	// The services are checked before any TAP is made.
-	var ops []control.Op
-	for _, s := range cfg.Services {
-		o, err := serviceOps(s)
+	var cs []change
+	for i, s := range cfg.Services {
+		c, err := serviceChanges(s, fmt.Sprintf("Config.Services[%d]", i))
 		if err != nil {
 			return nil, err
 		}
-		ops = append(ops, o...)
+		cs = append(cs, c...)
 	}
 	c, err := cfg.config()
 	if err != nil {
@@ -167,9 +206,11 @@ func Start(ctx context.Context, cfg Config) (*LB, error) {
 	lb := &LB{d: d}
 	// The services go in as one batch through the control plane, the way
 	// they would at run time: one refused leaves tapvs not started.
-	if err := d.Manager.Batch(ops); err != nil {
-		d.Close()
-		return nil, fmt.Errorf("tapvs: services: %w", err)
+	if len(cs) > 0 {
+		if err := lb.apply(cs); err != nil {
+			d.Close()
+			return nil, err
+		}
 	}
 	return lb, nil
 }
@@ -194,6 +235,13 @@ func (cfg Config) config() (*config.Config, error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
+	// After Validate, which reads the file's fields: these are the
+	// caller's, named as such.
+	m, err := cfg.marks()
+	if err != nil {
+		return nil, err
+	}
+	c.Marks = m
 	return c, nil
 }
 
@@ -211,6 +259,12 @@ func (s Side) iface(def config.Interface) config.Interface {
 }
 
 func (k ServiceKey) control() (control.ServiceKey, error) {
+	if k.Mark != 0 {
+		if k.Protocol != "" || k.VIP.IsValid() {
+			return control.ServiceKey{}, fmt.Errorf("mark %d names the service alone: leave Protocol and VIP out (Config.Marks has them)", k.Mark)
+		}
+		return control.ServiceKey{Mark: k.Mark}, nil
+	}
 	p, err := k.Protocol.nat()
 	if err != nil {
 		return control.ServiceKey{}, err
@@ -218,39 +272,22 @@ func (k ServiceKey) control() (control.ServiceKey, error) {
 	if !k.VIP.IsValid() {
 		return control.ServiceKey{}, errors.New("service without a VIP:port")
 	}
+	if err := control.CheckAddr(k.VIP.Addr()); err != nil {
+		return control.ServiceKey{}, fmt.Errorf("VIP: %w", err)
+	}
 	return control.ServiceKey{Protocol: p, Addr: k.VIP}, nil
 }
 
-// String is "tcp 172.25.254.100:80".
+// String is "tcp 172.25.254.100:80", or "fwm 1".
 func (k ServiceKey) String() string {
+	if k.Mark != 0 {
+		return fmt.Sprintf("fwm %d", k.Mark)
+	}
 	p := k.Protocol
 	if p == "" {
 		p = TCP
 	}
 	return string(p) + " " + k.VIP.String()
-}
-
-// serviceOps are the operations that add s whole.
-func serviceOps(s Service) ([]control.Op, error) {
-	k, err := s.control()
-	if err != nil {
-		return nil, fmt.Errorf("tapvs: service %s: %w", s.ServiceKey, err)
-	}
-	if len(s.LocalAddrs) == 0 {
-		return nil, fmt.Errorf("tapvs: service %s: no local address (FULLNAT needs one to reach the real servers from)", s.ServiceKey)
-	}
-	spec := control.ServiceSpec{ServiceKey: k, Name: s.Name, Scheduler: s.Scheduler}
-	if s.SchedFlags != nil {
-		spec.SchedFlags = &s.SchedFlags
-	}
-	ops := []control.Op{{Kind: control.OpAddService, Service: spec}}
-	for _, l := range s.LocalAddrs {
-		ops = append(ops, control.Op{Kind: control.OpAddLocalAddr, Service: spec, LocalAddr: l})
-	}
-	for _, rs := range s.RealServers {
-		ops = append(ops, control.Op{Kind: control.OpAddDest, Service: spec, Dest: destSpec(rs)})
-	}
-	return ops, nil
 }
 
 func destSpec(rs RealServer) control.DestSpec {
@@ -259,15 +296,21 @@ func destSpec(rs RealServer) control.DestSpec {
 	return control.DestSpec{Addr: rs.Addr, Weight: &w, UThreshold: &u, LThreshold: &l}
 }
 
-// AddService adds s with its local addresses and real servers, all or
-// nothing.
+// AddService adds s with its settings, local addresses, real servers and
+// source lists, all or nothing. A refusal names the field of s it is
+// about: "tapvs: Service.Scheduler: ...".
 func (lb *LB) AddService(s Service) error {
-	ops, err := serviceOps(s)
+	cs, err := serviceChanges(s, "Service")
 	if err != nil {
 		return err
 	}
-	if err := lb.d.Manager.Batch(ops); err != nil {
-		return fmt.Errorf("tapvs: add service %s: %w", s.ServiceKey, err)
+	return lb.apply(cs)
+}
+
+// RemoveServices removes every service (tapvsadm -C).
+func (lb *LB) RemoveServices() error {
+	if err := lb.d.Manager.Clear(); err != nil {
+		return fmt.Errorf("tapvs: remove services: %w", err)
 	}
 	return nil
 }
@@ -289,6 +332,9 @@ func (lb *LB) RemoveService(k ServiceKey) error {
 func (lb *LB) AddRealServer(k ServiceKey, rs RealServer) error {
 	ck, err := k.control()
 	if err == nil {
+		err = control.CheckAddr(rs.Addr.Addr())
+	}
+	if err == nil {
 		err = lb.d.Manager.AddDest(ck, destSpec(rs))
 	}
 	if err != nil {
@@ -305,45 +351,6 @@ func (lb *LB) RemoveRealServer(k ServiceKey, addr netip.AddrPort) error {
 	}
 	if err != nil {
 		return fmt.Errorf("tapvs: remove real server %s from %s: %w", addr, k, err)
-	}
-	return nil
-}
-
-// HealthCheck is a service's health check: the configuration file's
-// health_check: fields, by the same names and with the same defaults.
-type HealthCheck = api.HealthCheck
-
-// SetHealthCheck checks every real server of a service with hc, in place
-// of any check it had: a server that fails it is taken out (quiesced, or
-// removed with OnFailure "remove") and put back when it passes. A bad
-// field is refused as the file refuses it, naming it, and nothing
-// changes.
-func (lb *LB) SetHealthCheck(k ServiceKey, hc HealthCheck) error {
-	ck, err := k.control()
-	if err == nil {
-		_, err = lb.d.Balancer.Service(ck.Protocol, ck.Addr.Addr(), ck.Addr.Port())
-	}
-	if err == nil {
-		_, err = lb.d.Checks().SetHealthCheck(ck, hc)
-	}
-	if err != nil {
-		return fmt.Errorf("tapvs: health check of %s: %w", k, err)
-	}
-	return nil
-}
-
-// ClearHealthCheck stops a service's checks; the servers they held out
-// are put back with their weights.
-func (lb *LB) ClearHealthCheck(k ServiceKey) error {
-	ck, err := k.control()
-	if err == nil {
-		_, err = lb.d.Balancer.Service(ck.Protocol, ck.Addr.Addr(), ck.Addr.Port())
-	}
-	if err == nil {
-		_, err = lb.d.Checks().ClearHealthCheck(ck)
-	}
-	if err != nil {
-		return fmt.Errorf("tapvs: health check of %s: %w", k, err)
 	}
 	return nil
 }
@@ -373,13 +380,16 @@ type Conn struct {
 	VIP      netip.AddrPort
 	Local    netip.AddrPort // the local address and port tapvs opened it from
 	Real     netip.AddrPort // the real server
+	// Expires is how long the entry has left without a packet (its
+	// state's timeout, counting down).
+	Expires time.Duration
 }
 
 // Connections is a snapshot of the connection table.
 func (lb *LB) Connections() []Conn {
 	var out []Conn
 	for _, c := range lb.d.Balancer.Table().Conns() {
-		out = append(out, Conn{Protocol: protocolOf(c.Protocol), State: c.State, Client: c.Client, VIP: c.VIP, Local: c.LIP, Real: c.RIP})
+		out = append(out, Conn{Protocol: protocolOf(c.Protocol), State: c.State, Client: c.Client, VIP: c.VIP, Local: c.LIP, Real: c.RIP, Expires: c.Expires})
 	}
 	return out
 }
@@ -406,9 +416,25 @@ type RealServerStats struct {
 	UThreshold, LThreshold     uint32
 	Overloaded                 bool // at UThreshold, not yet below LThreshold: no new connection
 	ActiveConns, InactiveConns int64
-	Conns                      uint64 // every connection scheduled to it
-	InPackets, OutPackets      uint64 // In: client to server
-	InBytes, OutBytes          uint64
+	// PersistConns is how many persistence templates send clients to it
+	// (tapvsadm --persistent-conn).
+	PersistConns          int64
+	Conns                 uint64 // every connection scheduled to it
+	InPackets, OutPackets uint64 // In: client to server
+	InBytes, OutBytes     uint64
+	Rate                  Rate
+}
+
+// Rate is traffic per second over the last 2 second period (tapvsadm
+// --rate); In is client to server, bytes are IP bytes.
+type Rate struct {
+	CPS           float64 // new connections
+	InPPS, OutPPS float64 // packets
+	InBPS, OutBPS float64 // bytes
+}
+
+func rateOf(r nat.Rate) Rate {
+	return Rate{CPS: r.CPS, InPPS: r.InPPS, OutPPS: r.OutPPS, InBPS: r.InBPS, OutBPS: r.OutBPS}
 }
 
 // RealServers lists every real server of every service with its counters.
@@ -422,7 +448,7 @@ func (lb *LB) RealServers() []RealServerStats {
 			th := d.Thresholds()
 			out = append(out, RealServerStats{Service: k, Addr: netip.AddrPortFrom(d.Addr, d.Port), Weight: d.Weight(),
 				UThreshold: th.Upper, LThreshold: th.Lower, Overloaded: d.Overloaded(),
-				ActiveConns: a, InactiveConns: ia, Conns: t.Conns, InPackets: t.InPkts, OutPackets: t.OutPkts, InBytes: t.InBytes, OutBytes: t.OutBytes})
+				ActiveConns: a, InactiveConns: ia, PersistConns: d.PersistConns(), Conns: t.Conns, InPackets: t.InPkts, OutPackets: t.OutPkts, InBytes: t.InBytes, OutBytes: t.OutBytes, Rate: rateOf(d.Rate())})
 		}
 	}
 	return out

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/netip"
 	"os/exec"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -66,7 +67,7 @@ func TestConnectionsAndCounters(t *testing.T) {
 		}
 		return false
 	})
-	if got.Protocol != tapvs.TCP || got.VIP != l.Service.VIP || got.State != "ESTABLISHED" {
+	if got.Protocol != tapvs.TCP || got.VIP != l.Service.VIP || got.State != "ESTABLISHED" || got.Expires <= 0 || got.Expires > l.LB.Timeouts().TCP {
 		t.Errorf("connection %+v: want TCP ESTABLISHED to %s", got, l.Service.VIP)
 	}
 	if got.Local.Addr() != l.LocalAddrs[0] && got.Local.Addr() != l.LocalAddrs[1] {
@@ -185,19 +186,36 @@ func TestHealthCheck(t *testing.T) {
 		}
 		return w
 	}
+	// The file's refusals, each naming HealthCheck's field.
 	err := l.LB.SetHealthCheck(l.Service, tapvs.HealthCheck{Type: "http", Path: "healthz"})
-	if err == nil || !strings.Contains(err.Error(), "health_check.http_path") {
+	if err == nil || !strings.HasPrefix(err.Error(), "tapvs: health check of "+l.Service.String()+": HealthCheck.Path: ") {
 		t.Fatalf("a path without its /: %v", err)
 	}
+	err = l.LB.SetHealthCheck(l.Service, tapvs.HealthCheck{Interval: time.Millisecond, OnFailure: "drop"})
+	if err == nil || !strings.Contains(err.Error(), "HealthCheck.Interval: \"1ms\" is not a duration from 10ms to 1h") ||
+		!strings.Contains(err.Error(), `HealthCheck.OnFailure: "drop" is not quiesce or remove`) {
+		t.Fatalf("interval 1ms and on_failure drop: %v", err)
+	}
+	if h, err := l.LB.HealthStatus(l.Service); err != nil || h.Check != nil || len(h.Servers) != 0 {
+		t.Errorf("no check yet: %+v, %v", h, err)
+	}
 	// Nothing listens on port 9 of the real servers: every probe fails.
-	if err := l.LB.SetHealthCheck(l.Service, tapvs.HealthCheck{Type: "tcp", Port: 9, Interval: "50ms", Timeout: "40ms", Rise: 1, Fall: 1}); err != nil {
+	hc := tapvs.HealthCheck{Type: "tcp", Port: 9, Interval: 50 * time.Millisecond, Timeout: 40 * time.Millisecond, Rise: 1, Fall: 1}
+	if err := l.LB.SetHealthCheck(l.Service, hc); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, "both servers quiesced", func() bool { w := weights(); return len(w) == 2 && w[0] == 0 && w[1] == 0 })
+	h, err := l.LB.HealthStatus(l.Service)
+	if err != nil || h.Check == nil || !reflect.DeepEqual(*h.Check, hc) || len(h.Servers) != 2 || h.Servers[0].Healthy || h.Servers[0].Reason == "" {
+		t.Errorf("both servers failing port 9: %+v (check %+v), %v", h, h.Check, err)
+	}
 	if err := l.LB.ClearHealthCheck(l.Service); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, "both servers back", func() bool { w := weights(); return len(w) == 2 && w[0] == 1 && w[1] == 1 })
+	if h, err := l.LB.HealthStatus(l.Service); err != nil || h.Check != nil {
+		t.Errorf("the check cleared: %+v, %v", h, err)
+	}
 	if got := answer(t, l, l.URL()); got != "rs1" && got != "rs2" {
 		t.Fatalf("after the check was cleared, %q answered", got)
 	}

@@ -44,6 +44,9 @@ type Options struct {
 	NoService bool
 	// Scheduler is the default service's; "" is rr.
 	Scheduler string
+	// Marks are the selectors of match services (Config.Marks); the test
+	// adds the services (Lab.LB.AddService with tapvs.MarkKey).
+	Marks []tapvs.Mark
 	// BGP, if not nil, is tapvs's BGP (Config.BGP): it dials its peers
 	// from the test's own namespace.
 	BGP *tapvs.BGP
@@ -194,6 +197,7 @@ func NewLab(t testing.TB, o Options) *Lab {
 		Server:    tapvs.Side{TAP: top.TapServer, Netns: top.Router, Addr: lab.TapvsServer, Routes: []tapvs.Route{{Dst: lab.RSNet, Via: lab.RouterAddr.Addr()}}},
 		NoOffload: false,
 		BGP:       o.BGP,
+		Marks:     o.Marks,
 		Log:       o.Log,
 	}
 	if lab.HasIPv6() {
