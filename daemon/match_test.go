@@ -37,8 +37,10 @@ services:
 // A match service's check through the API (fwm/1): one that connects
 // with no port of its own is refused, naming health_check.port, since a
 // server is on port 0; with a port it is set, takes the failing servers
-// out and lists them in the service's listing; cleared, they are back. A
-// reload re-applies the file's check, which the checker keeps by the mark.
+// out and lists them in the service's listing, follows a server added and
+// deleted; cleared, they are back. A reload puts back what a runtime check
+// held out and re-applies the file's check, which the checker keeps by
+// the mark.
 func TestMatchServiceRuntimeCheck(t *testing.T) {
 	inNewNetns(t)
 	cfg, err := config.Parse(matchBase)
@@ -119,12 +121,33 @@ func TestMatchServiceRuntimeCheck(t *testing.T) {
 	if len(listed) != 2 || listed[0].Dest != "172.25.84.20:0" || listed[0].Healthy {
 		t.Fatalf("the FWM 1 listing's checks: %+v", listed)
 	}
+	// A server added under the check is checked (its port 0 too: the
+	// check has its own); deleted, it is no longer.
+	added := netip.MustParseAddrPort("172.25.84.22:0")
+	two := 2
+	if err := d.Manager.AddDest(control.ServiceKey{Mark: 1}, control.DestSpec{Addr: added, Weight: &two}); err != nil {
+		t.Fatal(err)
+	}
+	waitWeights("a server added under the runtime check", map[string]int{"172.25.84.20:0": 0, "172.25.84.21:8080": 0, added.String(): 0})
+	if n := len(get().Servers); n != 3 {
+		t.Fatalf("after adding a server: %d servers checked, want 3", n)
+	}
+	if err := d.Manager.DeleteDest(control.ServiceKey{Mark: 1}, added); err != nil {
+		t.Fatal(err)
+	}
+	waitWeights("the added server deleted", out)
 	if code, _ := do("DELETE", path, ""); code != 200 {
 		t.Fatalf("DELETE: %d", code)
 	}
 	waitWeights("cleared", filed)
+	if code, _ := do("PUT", path, string(b)); code != 200 {
+		t.Fatalf("PUT again: %d", code)
+	}
+	waitWeights("set again", out)
 
-	// A reload: the file's check, kept by the mark.
+	// A reload: the servers the runtime check held out are back, and the
+	// file's check (not probed yet: its warmup is its interval) is kept
+	// by the mark.
 	file := filepath.Join(t.TempDir(), "tapvs.yaml")
 	withCheck := strings.Replace(matchBase, "    real_servers:", "    health_check: {type: tcp, port: 80, interval: 1h, timeout: 1s}\n    real_servers:", 1)
 	if err := os.WriteFile(file, []byte(withCheck), 0o600); err != nil {
@@ -133,6 +156,7 @@ func TestMatchServiceRuntimeCheck(t *testing.T) {
 	if err := d.Reload(file); err != nil {
 		t.Fatal(err)
 	}
+	waitWeights("reloaded", filed)
 	if h := get(); h.Source != "file" || len(h.Servers) != 2 {
 		t.Fatalf("GET after reload: %+v", h)
 	}
