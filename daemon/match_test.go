@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tapvs/tapvs/bgp/bgptest"
 	"github.com/tapvs/tapvs/config"
 	"github.com/tapvs/tapvs/control"
 	"github.com/tapvs/tapvs/control/api"
@@ -242,4 +243,39 @@ services:
 		t.Fatalf("kept %q, reverted %q: want the sorry server kept, nothing reverted", res.Kept, res.Reverted)
 	}
 	weights("reloaded")
+}
+
+// Below quorum a match service's selector VIP is no longer announced, as
+// a VIP:port service's VIP is not (TestAnnounceStopsBelowQuorum): its
+// servers still up are held at 0; with its quorum back (a reload lowering
+// it), announced again.
+func TestAnnounceStopsBelowQuorumMatch(t *testing.T) {
+	r := bgptest.Start(t, 65001, "")
+	text := base + `  - fwmark: 1
+    quorum: 2
+    alpha: true
+    local_addresses: [172.25.84.11]
+    real_servers: [{address: 172.25.84.21, health_check: {type: tcp, port: 443, interval: 1h}}, {address: 172.25.84.22}]
+marks:
+  - {mark: 1, vip: 172.25.254.101, protocol: tcp, ports: [443, 8443]}
+`
+	g := newClusterRigFrom(t, r, text+bgpSection(r))
+	start := func(text string, prev *health.Checker) *health.Checker {
+		cfg, err := config.Parse(text + bgpSection(r))
+		if err != nil {
+			t.Fatal(err)
+		}
+		targets, vs := healthTargets(cfg)
+		hc := health.New(g.d.Balancer, nil, 1, g.d.log)
+		hc.SetVS(vs)
+		hc.Start(targets, prev)
+		return hc
+	}
+	g.expect(t, vip80, vip443, lip10, lip11) // no checker yet: every server at its weight
+	hc := start(text, nil)                   // alpha: .21 down; .22 (weight 1) < quorum 2
+	g.expect(t, vip80, lip10, lip11)
+	hc.Close()
+	hc = start(strings.Replace(text, "quorum: 2", "quorum: 1", 1), hc) // 1 >= 1
+	defer hc.Close()
+	g.expect(t, vip80, vip443, lip10, lip11)
 }
