@@ -134,19 +134,6 @@ func matchService(e *errs, f string, r rawService, marks map[uint32]nat.Match, s
 		return
 	}
 	s.Mark, s.VIP, s.Protocol, s.Port = uint32(r.FWMark), m.Addr, m.Protocol, 0
-	// The checker and keepalived's virtual-server behaviour find their
-	// services by VIP:port: not done for match services yet.
-	if r.Health != nil {
-		e.add(f+".health_check", "a match service's servers cannot be checked yet")
-	}
-	for j, rs := range r.RealServers {
-		if rs.Health != nil {
-			e.add(fmt.Sprintf("%s.real_servers[%d].health_check", f, j), "a match service's servers cannot be checked yet")
-		}
-	}
-	if r.SorryServer != "" || r.Quorum != nil || len(r.QuorumUp)+len(r.QuorumDown) > 0 || r.Alpha || r.Omega {
-		e.add(f+".fwmark", "a match service has no sorry_server, quorum, alpha or omega yet")
-	}
 }
 
 // keyOf is a running service's key: its mark alone for a match service.

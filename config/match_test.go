@@ -118,9 +118,6 @@ func TestMatchConfigRefusals(t *testing.T) {
 		{"fwmark: 1\n", "fwmark: -1\n", "services[0].fwmark: -1 is not a mark"},
 		{"fwmark: 1\n", "fwmark: 1\n    port: 80\n", "services[0].fwmark: a match service takes its vip, protocol and ports from marks"},
 		{"  - name: web-443\n    vip: 172.25.254.100\n    port: 443\n", "  - name: web-443\n    fwmark: 1\n", "services[1]: fwmark 1 is already defined by services[0]"},
-		{"- {address: 10.20.1.2}\n", "- {address: 10.20.1.2, health_check: {type: tcp}}\n", "services[0].real_servers[0].health_check: a match service's servers cannot be checked yet"},
-		{"fwmark: 1\n", "fwmark: 1\n    quorum: 1\n", "services[0].fwmark: a match service has no sorry_server, quorum"},
-		{"fwmark: 1\n", "fwmark: 1\n    health_check: {type: tcp, port: 80}\n", "services[0].health_check: a match service's servers cannot be checked yet"},
 		{"fwmark: 1\n", "fwmark: 1\n    protocol: udp\n", "services[0].fwmark: a match service takes its vip"},
 		{"fwmark: 1\n", "fwmark: 1\n    vip: 172.25.254.100\n", "services[0].fwmark: a match service takes its vip"},
 	} {

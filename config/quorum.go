@@ -33,7 +33,7 @@ const maxQuorum = 1 << 30
 func vs(e *errs, f string, r rawService, s Service) VS {
 	v := VS{Quorum: 1, Hysteresis: r.Hysteresis, SorryInhibit: r.SorryServerInhibit, Alpha: r.Alpha, Omega: r.Omega}
 	if r.SorryServer != "" {
-		v.Sorry = sorryServer(e, f+".sorry_server", r.SorryServer, s)
+		v.Sorry = sorryServer(e, f+".sorry_server", r.SorryServer, s, r.Port == 0)
 	} else if r.SorryServerInhibit {
 		e.add(f+".sorry_server_inhibit", "there is no sorry_server")
 	}
@@ -54,8 +54,10 @@ func vs(e *errs, f string, r rawService, s Service) VS {
 // sorryServer reads ADDR:PORT ([v6]:PORT), a server that is not one of
 // the service's real servers (it would be removed as the sorry server) and
 // that one of its local addresses can reach (of its family): it is added
-// only when the quorum is lost, so no dry run tries it.
-func sorryServer(e *errs, f, s string, svc Service) netip.AddrPort {
+// only when the quorum is lost, so no dry run tries it. Port 0 is allowed
+// where a real server's is (portless: a match service, an all-ports
+// service): the sorry server then takes the client's port, as they do.
+func sorryServer(e *errs, f, s string, svc Service, portless bool) netip.AddrPort {
 	host, p, err := net.SplitHostPort(s)
 	if err != nil {
 		e.add(f, "%q is not ADDR:PORT", s)
@@ -67,7 +69,7 @@ func sorryServer(e *errs, f, s string, svc Service) netip.AddrPort {
 		return netip.AddrPort{}
 	}
 	n, err := strconv.Atoi(p)
-	if err != nil || n < 1 || n > 65535 {
+	if err != nil || n < 0 || n > 65535 || n == 0 && !portless {
 		e.add(f, "%q is not a port", p)
 		return netip.AddrPort{}
 	}

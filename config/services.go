@@ -301,14 +301,18 @@ func service(e *errs, f string, r rawService, base nat.Timeouts, has6 sides6, ma
 		if rs.Port != 0 || r.Port != 0 {
 			out.Port, _ = port(e, rf+".port", rs.Port)
 		} // else the server of an all-ports service takes each client's port
+		hf := rf + ".health_check"
 		switch {
 		case rs.Health != nil:
-			out.Health = healthSpec(e, rf+".health_check", rs.Health)
+			out.Health = healthSpec(e, hf, rs.Health)
 		case r.Health != nil:
-			out.Health = healthSpec(e, f+".health_check", r.Health)
+			hf = f + ".health_check"
+			out.Health = healthSpec(e, hf, r.Health)
 		}
-		if out.Health != nil && out.Health.Port == 0 && out.Port == 0 && rs.Port == 0 && r.Port == 0 {
-			e.add(rf+".health_check.port", "is needed: the server of an all-ports service has no port of its own to check")
+		if out.Health != nil && out.Health.Port == 0 && out.Health.NeedsPort() && rs.Port == 0 && r.Port == 0 {
+			// A match service's or an all-ports service's server on port
+			// 0 takes each client's port (keepalived's connect_port).
+			e.add(hf+".port", "is needed: real_servers[%d] is on port 0 (it takes the client's port), so a %s check has no port of its own to connect to", j, out.Health.Type)
 		}
 		out.Weight = 1
 		if rs.Weight != nil {

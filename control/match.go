@@ -13,10 +13,6 @@ import (
 // (/v1/services/fwm/1). tapvs sees no kernel marks: the number names a
 // selector of the configuration's marks:.
 
-// errNoMatchChecks refuses a health check of a match service: the checker
-// finds its services by VIP:port (not done yet).
-var errNoMatchChecks = &api.Error{Code: api.CodeInvalid, Message: "health checks of a match service (fwm) are not supported yet"}
-
 // parseMarkKey reads a match service's key; ok is false for a key that
 // names no mark (a VIP:port service's).
 func parseMarkKey(k api.ServiceKey) (_ ServiceKey, ok bool, err error) {

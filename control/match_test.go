@@ -11,9 +11,10 @@ import (
 
 // A match service through the API: added by its mark ({"fwmark": 1}),
 // addressed by fwm/1 in paths, listed with its mark and selector and no
-// protocol or addr; a mark not in marks:, a key naming both a mark and a
-// VIP:port, a bad fwm path and a health check of it refused, one line
-// each.
+// protocol or addr; its health check reaches the daemon's checks by its
+// mark alone; a mark not in marks:, a key naming both a mark and a
+// VIP:port, a bad fwm path and a check of a mark with no service refused,
+// one line each.
 func TestAPIMatchService(t *testing.T) {
 	m := newManager(t)
 	vip := netip.MustParseAddr("10.0.0.1")
@@ -23,7 +24,8 @@ func TestAPIMatchService(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	m.SetChecks(noChecks{t})
+	checks := &fakeChecks{set: map[ServiceKey]api.HealthCheck{}}
+	m.SetChecks(checks)
 	do := serve(t, m)
 	for _, tc := range []struct{ method, path, body string }{
 		{"POST", "/v1/services", `{"fwmark":2}`},
@@ -53,6 +55,18 @@ func TestAPIMatchService(t *testing.T) {
 	if c, b := do("GET", "/v1/services/fwm/1/health", ""); c != 200 || !strings.Contains(b, `"source":"none"`) {
 		t.Fatalf("GET /v1/services/fwm/1/health: %d %s", c, b)
 	}
+	if c, b := do("PUT", "/v1/services/fwm/1/health", `{"type":"tcp","port":443}`); c != 200 || !strings.Contains(b, "until the next reload") {
+		t.Fatalf("PUT /v1/services/fwm/1/health: %d %s", c, b)
+	}
+	if hc, ok := checks.set[ServiceKey{Mark: 1}]; !ok || hc.Port != 443 || len(checks.set) != 1 {
+		t.Fatalf("the checks got %+v, want fwm 1's tcp check on port 443", checks.set)
+	}
+	if c, b := do("GET", "/v1/services/fwm/1/health", ""); c != 200 || !strings.Contains(b, `"source":"runtime","check":{"type":"tcp","port":443}`) {
+		t.Fatalf("GET /v1/services/fwm/1/health after PUT: %d %s", c, b)
+	}
+	if c, b := do("DELETE", "/v1/services/fwm/1/health", ""); c != 200 || len(checks.set) != 0 {
+		t.Fatalf("DELETE /v1/services/fwm/1/health: %d %s, left %v", c, b, checks.set)
+	}
 	if c, b := do("GET", "/v1/services", ""); c != 200 || !strings.Contains(b, `"fwmark":1,"match":{"vip":"10.0.0.1","protocol":"tcp","ports":"80,443"}`) {
 		t.Fatalf("GET /v1/services: %d %s", c, b)
 	}
@@ -62,8 +76,8 @@ func TestAPIMatchService(t *testing.T) {
 		{"DELETE", "/v1/services/fwm/0", ``, `\"0\" is not a mark`},
 		{"DELETE", "/v1/services/fwm/x", ``, `\"x\" is not a mark`},
 		{"DELETE", "/v1/services/fwm/3", ``, "FWM 3: service not defined"},
-		{"PUT", "/v1/services/fwm/1/health", `{"type":"tcp"}`, "health checks of a match service"},
-		{"DELETE", "/v1/services/fwm/1/health", ``, "health checks of a match service"},
+		{"PUT", "/v1/services/fwm/3/health", `{"type":"tcp","port":80}`, "FWM 3: service not defined"},
+		{"GET", "/v1/services/fwm/0/health", ``, `\"0\" is not a mark`},
 	} {
 		c, b := do(tc.method, tc.path, tc.body)
 		if c < 400 || !strings.Contains(b, tc.want) || strings.Count(strings.TrimSpace(b), "\n") > 0 {
@@ -76,22 +90,4 @@ func TestAPIMatchService(t *testing.T) {
 	if l := m.Services(); len(l) != 2 || l[1].FWMark != 2 {
 		t.Fatalf("after DELETE /v1/services/fwm/1: %+v", l)
 	}
-}
-
-// noChecks fails a test that reaches the health checks.
-type noChecks struct{ t *testing.T }
-
-func (c noChecks) HealthCheck(k ServiceKey) (api.Health, error) {
-	c.t.Errorf("health check of %s reached the checker", k)
-	return api.Health{}, nil
-}
-
-func (c noChecks) SetHealthCheck(k ServiceKey, _ api.HealthCheck) ([]string, error) {
-	c.t.Errorf("health check of %s reached the checker", k)
-	return nil, nil
-}
-
-func (c noChecks) ClearHealthCheck(k ServiceKey) ([]string, error) {
-	c.t.Errorf("health check of %s reached the checker", k)
-	return nil, nil
 }

@@ -436,15 +436,6 @@ func (s *Server) health(w http.ResponseWriter, r *http.Request, f func(Checks, S
 	if err == nil {
 		_, err = s.m.service(k)
 	}
-	if err == nil && k.Mark != 0 {
-		// A match service is never checked (not done yet): it has no
-		// check to show, and none may be set.
-		if r.Method == http.MethodGet {
-			reply(w, api.Health{Source: "none", Servers: []api.HealthView{}})
-			return
-		}
-		err = errNoMatchChecks
-	}
 	if err == nil {
 		err = f(c, k)
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/tapvs/tapvs/control"
 	"github.com/tapvs/tapvs/control/api"
 	"github.com/tapvs/tapvs/health"
+	"github.com/tapvs/tapvs/nat"
 )
 
 // runtimeCheck is a service's health check set through the control API
@@ -53,6 +54,9 @@ func (c checks) SetHealthCheck(k control.ServiceKey, hc api.HealthCheck) ([]stri
 		// The file's refusals are a line each: the API's is one line.
 		return nil, fmt.Errorf("%s", strings.ReplaceAll(err.Error(), "\n", "; "))
 	}
+	if err := c.d.portless(k, spec); err != nil {
+		return nil, err
+	}
 	rc := runtimeCheck{spec: spec}
 	if spec != nil {
 		rc.set = &hc
@@ -76,9 +80,58 @@ func (d *Daemon) setRuntimeCheck(k control.ServiceKey, rc runtimeCheck) []string
 	// checker's, so that the release below does not put them back.
 	d.followLocked()
 	d.runtimeChecks[k] = rc
-	d.startHealth(d.Config(), func(t health.Target) bool { return t.Proto == k.Protocol && t.VIP == k.Addr }, true)
+	d.startHealth(d.Config(), func(t health.Target) bool { return t.Key() == checkKey(k) }, true)
 	d.log.Warn("health check changed at run time; a reload re-applies the file's", "service", k.String(), "check", checkType(rc.spec))
 	return []string{reloadNote}
+}
+
+// portless refuses a check that connects to the server's port for a
+// service with a real server on port 0 (a match service's, or an
+// all-ports service's, which takes the client's port): it needs a port of
+// its own, as the file's health_check does.
+func (d *Daemon) portless(k control.ServiceKey, spec *health.Spec) error {
+	if spec == nil || spec.Port != 0 || !spec.NeedsPort() {
+		return nil
+	}
+	svc, err := d.service(k)
+	if err != nil {
+		return nil // the API answers for a service that is not there
+	}
+	for _, dst := range svc.Dests() {
+		if dst.Port == 0 {
+			return fmt.Errorf("health_check.port: is needed: real server %s is on port 0 (it takes the client's port), so a %s check has no port of its own to connect to (keepalived's connect_port)", dst, spec.Type)
+		}
+	}
+	return nil
+}
+
+// service is k's running service.
+func (d *Daemon) service(k control.ServiceKey) (*nat.Service, error) {
+	if k.Mark != 0 {
+		return d.Balancer.MatchService(k.Mark)
+	}
+	return d.Balancer.Service(k.Protocol, k.Addr.Addr(), k.Addr.Port())
+}
+
+// checkKey is a control key as the checker names the service.
+func checkKey(k control.ServiceKey) health.Key {
+	return health.Key{Proto: k.Protocol, VIP: k.Addr, Mark: k.Mark}.Norm()
+}
+
+// controlKey is a checker's key as the control API names the service.
+func controlKey(k health.Key) control.ServiceKey {
+	if k.Mark != 0 {
+		return control.ServiceKey{Mark: k.Mark}
+	}
+	return control.ServiceKey{Protocol: k.Proto, Addr: k.VIP}
+}
+
+// configKey is a configured service's key, as the control API names it.
+func configKey(sc *config.Service) control.ServiceKey {
+	if sc.Mark != 0 {
+		return control.ServiceKey{Mark: sc.Mark}
+	}
+	return control.ServiceKey{Protocol: sc.Protocol, Addr: netip.AddrPortFrom(sc.VIP, sc.Port)}
 }
 
 func checkType(s *health.Spec) string {
@@ -95,8 +148,8 @@ func (d *Daemon) checkViews(k control.ServiceKey) []api.HealthView {
 		return []api.HealthView{}
 	}
 	out := []api.HealthView{}
-	for _, t := range hc.Targets(k.Protocol, k.Addr) {
-		up, _, why := hc.Up(t.Proto, t.VIP, t.RS)
+	for _, t := range hc.Targets(checkKey(k)) {
+		up, _, why := hc.Up(t.Key(), t.RS)
 		out = append(out, api.HealthView{Dest: t.RS.String(), Healthy: up, Reason: why})
 	}
 	return out
@@ -108,8 +161,9 @@ func (d *Daemon) checkViews(k control.ServiceKey) []api.HealthView {
 func (d *Daemon) targets(cfg *config.Config) []health.Target {
 	var out []health.Target
 	weights := map[control.ServiceKey]map[netip.AddrPort]int{} // the file's weights, for runtime checks
-	for _, sc := range cfg.Services {
-		k := control.ServiceKey{Protocol: sc.Protocol, Addr: netip.AddrPortFrom(sc.VIP, sc.Port)}
+	for i := range cfg.Services {
+		sc := &cfg.Services[i]
+		k := configKey(sc)
 		_, runtime := d.runtimeChecks[k]
 		for _, rs := range sc.RealServers {
 			ap := netip.AddrPortFrom(rs.Address, rs.Port)
@@ -121,13 +175,13 @@ func (d *Daemon) targets(cfg *config.Config) []health.Target {
 				continue
 			}
 			if rs.Health != nil {
-				out = append(out, health.Target{Proto: sc.Protocol, VIP: k.Addr, RS: ap, Spec: *rs.Health, Weight: rs.Weight,
+				out = append(out, health.Target{Proto: sc.Protocol, VIP: netip.AddrPortFrom(sc.VIP, sc.Port), Mark: sc.Mark, RS: ap, Spec: *rs.Health, Weight: rs.Weight,
 					Thresholds: rs.Thresholds, Alpha: sc.Alpha, NotifyUp: rs.NotifyUp, NotifyDown: rs.NotifyDown})
 			}
 		}
 	}
 	for k, rc := range d.runtimeChecks {
-		svc, err := d.Balancer.Service(k.Protocol, k.Addr.Addr(), k.Addr.Port())
+		svc, err := d.service(k)
 		if rc.spec == nil || err != nil {
 			continue
 		}
@@ -137,7 +191,7 @@ func (d *Daemon) targets(cfg *config.Config) []health.Target {
 			if !ok {
 				w = max(dst.Weight(), 1) // added at run time: its weight now
 			}
-			out = append(out, health.Target{Proto: k.Protocol, VIP: k.Addr, RS: ap, Spec: *rc.spec, Weight: w, Thresholds: dst.Thresholds()})
+			out = append(out, health.Target{Proto: svc.Protocol, VIP: netip.AddrPortFrom(svc.Addr, svc.Port), Mark: svc.Mark, RS: ap, Spec: *rc.spec, Weight: w, Thresholds: dst.Thresholds()})
 		}
 	}
 	return out
@@ -163,7 +217,7 @@ func (d *Daemon) followLocked() {
 		if rc.spec == nil {
 			continue
 		}
-		svc, err := d.Balancer.Service(k.Protocol, k.Addr.Addr(), k.Addr.Port())
+		svc, err := d.service(k)
 		if err != nil {
 			continue
 		}
@@ -174,9 +228,9 @@ func (d *Daemon) followLocked() {
 		checked := map[netip.AddrPort]bool{}
 		changed := ""
 		if hc != nil {
-			for _, t := range hc.Targets(k.Protocol, k.Addr) {
+			for _, t := range hc.Targets(checkKey(k)) {
 				checked[t.RS] = true
-				if up, _, _ := hc.Up(t.Proto, t.VIP, t.RS); !has[t.RS] && (up || !t.Spec.Remove) {
+				if up, _, _ := hc.Up(t.Key(), t.RS); !has[t.RS] && (up || !t.Spec.Remove) {
 					changed = "deleted"
 				}
 			}

@@ -15,6 +15,7 @@ import (
 	"github.com/tapvs/tapvs/config"
 	"github.com/tapvs/tapvs/control"
 	"github.com/tapvs/tapvs/control/api"
+	"github.com/tapvs/tapvs/health"
 	"github.com/tapvs/tapvs/nat"
 )
 
@@ -176,7 +177,7 @@ func TestRuntimeHealthCheck(t *testing.T) {
 	if h := get(); h.Source != "file" || h.Check != nil || len(h.Servers) != 2 || !h.Servers[0].Healthy || !h.Servers[1].Healthy {
 		t.Fatalf("GET after reload: %+v", h)
 	}
-	for _, tg := range d.checker.Load().Targets(nat.TCP, netip.MustParseAddrPort("172.25.254.100:80")) {
+	for _, tg := range d.checker.Load().Targets(health.Key{Proto: nat.TCP, VIP: netip.MustParseAddrPort("172.25.254.100:80")}) {
 		if tg.Spec.Interval != time.Hour {
 			t.Fatalf("after reload, %s is checked every %v, not the file's 1h", tg.RS, tg.Spec.Interval)
 		}

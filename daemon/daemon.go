@@ -259,7 +259,7 @@ func (d *Daemon) health(s *nat.Service, dst *nat.Dest) (up, checked bool) {
 	if hc == nil {
 		return false, false
 	}
-	up, checked, _ = hc.Up(s.Protocol, netip.AddrPortFrom(s.Addr, s.Port), netip.AddrPortFrom(dst.Addr, dst.Port))
+	up, checked, _ = hc.Up(health.KeyOf(s), netip.AddrPortFrom(dst.Addr, dst.Port))
 	return up, checked
 }
 
@@ -269,12 +269,12 @@ func (d *Daemon) quorum(s *nat.Service) (up, known bool) {
 	if hc == nil {
 		return false, false
 	}
-	return hc.Serving(s.Protocol, netip.AddrPortFrom(s.Addr, s.Port))
+	return hc.Serving(health.KeyOf(s))
 }
 
 // healthViews reports a service's checks to the control API's listings.
 func (d *Daemon) healthViews(s *nat.Service) []api.HealthView {
-	views := d.checkViews(control.ServiceKey{Protocol: s.Protocol, Addr: netip.AddrPortFrom(s.Addr, s.Port)})
+	views := d.checkViews(controlKey(health.KeyOf(s)))
 	if len(views) == 0 {
 		return nil
 	}
@@ -316,7 +316,7 @@ func (d *Daemon) startHealth(cfg *config.Config, release func(health.Target) boo
 func quorums(cfg *config.Config) []health.VS {
 	var vs []health.VS
 	for _, sc := range cfg.Services {
-		v := health.VS{Proto: sc.Protocol, VIP: netip.AddrPortFrom(sc.VIP, sc.Port), Sorry: sc.Sorry, SorryInhibit: sc.SorryInhibit,
+		v := health.VS{Proto: sc.Protocol, VIP: netip.AddrPortFrom(sc.VIP, sc.Port), Mark: sc.Mark, Sorry: sc.Sorry, SorryInhibit: sc.SorryInhibit,
 			Quorum: sc.Quorum, Hysteresis: sc.Hysteresis, QuorumUp: sc.QuorumUp, QuorumDown: sc.QuorumDown, Omega: sc.Omega}
 		checked := false
 		for _, rs := range sc.RealServers {

@@ -67,7 +67,7 @@ func (d *Daemon) reload(path string) (api.Reload, error) {
 		d.log.Warn("reload: the health checks set at run time are replaced by the file's", "services", len(overridden))
 	}
 	d.startHealth(cfg, func(t health.Target) bool {
-		_, ok := overridden[control.ServiceKey{Protocol: t.Proto, Addr: t.VIP}]
+		_, ok := overridden[controlKey(t.Key())]
 		return ok
 	}, false)
 	res.Restart = nonNil(res.Restart)
@@ -121,12 +121,13 @@ func (d *Daemon) heldDown(sc config.Service, rs config.RealServer) bool {
 	if hc == nil {
 		return false
 	}
-	if up, known := hc.Serving(sc.Protocol, netip.AddrPortFrom(sc.VIP, sc.Port)); known && !up {
+	k := checkKey(configKey(&sc))
+	if up, known := hc.Serving(k); known && !up {
 		return true // below quorum: its quorum puts it back
 	}
 	if rs.Health == nil {
 		return false
 	}
-	up, checked, _ := hc.Up(sc.Protocol, netip.AddrPortFrom(sc.VIP, sc.Port), netip.AddrPortFrom(rs.Address, rs.Port))
+	up, checked, _ := hc.Up(k, netip.AddrPortFrom(rs.Address, rs.Port))
 	return checked && !up
 }

@@ -82,9 +82,12 @@ type Spec struct {
 
 // Target is a server to check, by service and address.
 type Target struct {
-	Proto  nat.Protocol
-	VIP    netip.AddrPort
-	RS     netip.AddrPort
+	Proto nat.Protocol
+	VIP   netip.AddrPort // a match service's: its selector's VIP, port 0
+	// Mark, if not 0, makes the service a match service (nat/match.go),
+	// found by its mark alone: its VIP:0 is also a port-0 service's.
+	Mark   uint32
+	RS     netip.AddrPort // a match service's on port 0 takes the client's port: its check has a port of its own
 	Spec   Spec
 	Weight int // the configured weight: what a recovery restores
 	// Thresholds are the configured connection thresholds: what a server
@@ -103,8 +106,8 @@ type Checker struct {
 	log   *slog.Logger
 	mu    sync.Mutex // guards state's and vs's fields
 	state map[stateKey]*state
-	targs map[svcKey][]Target // by service, in the order Start was given them
-	vs    map[vsKey]*vsState  // quorum.go
+	targs map[Key][]Target // by service, in the order Start was given them
+	vs    map[Key]*vsState // quorum.go
 	// qmu orders the moves of servers and services with their scripts
 	// (quorum.go); taken before mu, never inside it.
 	qmu           sync.Mutex
@@ -117,16 +120,69 @@ type Checker struct {
 	nextHop func(netip.Addr) ([6]byte, error)
 }
 
-type svcKey struct {
-	proto nat.Protocol
-	vip   netip.AddrPort
+// Key names a checked service as the control API does: its protocol and
+// VIP:port, or a match service's mark alone (nat/match.go), whose VIP:0
+// may also be a port-0 service's (persistent on every port).
+type Key struct {
+	Proto nat.Protocol
+	VIP   netip.AddrPort
+	Mark  uint32
 }
 
-type stateKey struct {
-	proto nat.Protocol
-	vip   netip.AddrPort
-	rs    netip.AddrPort
+// KeyOf is a running service's key.
+func KeyOf(s *nat.Service) Key {
+	return Key{Proto: s.Protocol, VIP: netip.AddrPortFrom(s.Addr, s.Port), Mark: s.Mark}.Norm()
 }
+
+// Norm is k as the checker keeps it: a mark alone, or protocol and
+// VIP:port. The checker's methods take a key either way.
+func (k Key) Norm() Key {
+	if k.Mark != 0 {
+		return Key{Mark: k.Mark}
+	}
+	return k
+}
+
+// String is the service as the logs name it: "172.25.254.100:80", "fwm 1".
+func (k Key) String() string {
+	if k.Mark != 0 {
+		return fmt.Sprintf("fwm %d", k.Mark)
+	}
+	return k.VIP.String()
+}
+
+// txService finds k's service in tx.
+func (k Key) txService(tx *nat.Tx) (*nat.Service, error) {
+	if k.Mark != 0 {
+		return tx.MatchService(k.Mark)
+	}
+	return tx.Service(k.Proto, k.VIP.Addr(), k.VIP.Port())
+}
+
+// service finds k's service in the running balancer.
+func (k Key) service(b *nat.Balancer) (*nat.Service, error) {
+	if k.Mark != 0 {
+		return b.MatchService(k.Mark)
+	}
+	return b.Service(k.Proto, k.VIP.Addr(), k.VIP.Port())
+}
+
+// Key is t's service's key.
+func (t Target) Key() Key { return Key{Proto: t.Proto, VIP: t.VIP, Mark: t.Mark}.Norm() }
+
+// key is Key.
+func (t *Target) key() Key { return t.Key() }
+
+type stateKey struct {
+	svc Key
+	rs  netip.AddrPort
+}
+
+func (t *Target) stateKey() stateKey { return stateKey{t.key(), t.RS} }
+
+// NeedsPort reports whether the check connects to a port (0: the
+// server's): every check but ping and misc.
+func (s *Spec) NeedsPort() bool { return s.Type != "ping" && s.Type != "misc" }
 
 type state struct {
 	t      Target
@@ -138,7 +194,7 @@ type state struct {
 
 // New returns a checker that dials from nic of st.
 func New(bal *nat.Balancer, st *stack.Stack, nic tcpip.NICID, log *slog.Logger) *Checker {
-	return &Checker{bal: bal, st: st, nic: nic, log: log, state: map[stateKey]*state{}, vs: map[vsKey]*vsState{},
+	return &Checker{bal: bal, st: st, nic: nic, log: log, state: map[stateKey]*state{}, vs: map[Key]*vsState{},
 		scriptTimeout: defaultScriptTimeout, stop: make(chan struct{})}
 }
 
@@ -153,10 +209,10 @@ func (c *Checker) SetNextHop(f func(netip.Addr) ([6]byte, error)) { c.nextHop = 
 func (c *Checker) Start(targets []Target, prev *Checker) {
 	c.mu.Lock()
 	if c.targs == nil {
-		c.targs = map[svcKey][]Target{}
+		c.targs = map[Key][]Target{}
 	}
 	for _, t := range targets {
-		k := svcKey{t.Proto, t.VIP}
+		k := t.key()
 		c.targs[k] = append(c.targs[k], t)
 	}
 	c.mu.Unlock()
@@ -166,7 +222,7 @@ func (c *Checker) Start(targets []Target, prev *Checker) {
 			t.Spec.roots = x509.NewCertPool()
 			t.Spec.roots.AppendCertsFromPEM(t.Spec.CAPEM)
 		}
-		k := stateKey{t.Proto, t.VIP, t.RS}
+		k := t.stateKey()
 		s := &state{t: t, up: true, weight: t.Weight}
 		var p *state
 		if prev != nil {
@@ -187,7 +243,7 @@ func (c *Checker) Start(targets []Target, prev *Checker) {
 	}
 	c.startQuorum(prev)
 	for _, s := range started {
-		k := stateKey{s.t.Proto, s.t.VIP, s.t.RS}
+		k := s.t.stateKey()
 		c.wg.Add(1)
 		go func() {
 			defer c.wg.Done()
@@ -225,10 +281,10 @@ func (c *Checker) Release(match func(Target) bool, readd bool) {
 			return nil
 		})
 		if err != nil && !errors.Is(err, nat.ErrNoService) {
-			c.log.Warn("real server's check changed, but it could not be put back", "service", p.t.VIP.String(), "rs", p.t.RS.String(), "err", err)
+			c.log.Warn("real server's check changed, but it could not be put back", "service", p.t.key().String(), "rs", p.t.RS.String(), "err", err)
 			continue
 		}
-		c.log.Info("real server's check changed: put back until the new check says otherwise", "service", p.t.VIP.String(), "rs", p.t.RS.String(), "weight", p.weight)
+		c.log.Info("real server's check changed: put back until the new check says otherwise", "service", p.t.key().String(), "rs", p.t.RS.String(), "weight", p.weight)
 	}
 }
 
@@ -255,7 +311,7 @@ func (c *Checker) holdDown(s *state) {
 		return tx.SetWeight(svc, d.Addr, d.Port, 0)
 	})
 	if err != nil && !errors.Is(err, nat.ErrNoService) {
-		c.log.Warn("real server down, but could not be held out", "service", s.t.VIP.String(), "rs", s.t.RS.String(), "err", err)
+		c.log.Warn("real server down, but could not be held out", "service", s.t.key().String(), "rs", s.t.RS.String(), "err", err)
 	}
 }
 
@@ -263,7 +319,7 @@ func (c *Checker) holdDown(s *state) {
 // not listed) in a transaction of its own.
 func (c *Checker) change(t Target, fn func(tx *nat.Tx, svc *nat.Service, d *nat.Dest) error) error {
 	return c.bal.Update(func(tx *nat.Tx) error {
-		svc, err := tx.Service(t.Proto, t.VIP.Addr(), t.VIP.Port())
+		svc, err := t.key().txService(tx)
 		if err != nil {
 			return err
 		}
@@ -279,17 +335,17 @@ func (c *Checker) Close() {
 
 // Targets are the servers of a service checked, in the order Start was
 // given them.
-func (c *Checker) Targets(proto nat.Protocol, vip netip.AddrPort) []Target {
+func (c *Checker) Targets(k Key) []Target {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return slices.Clone(c.targs[svcKey{proto, vip}])
+	return slices.Clone(c.targs[k.Norm()])
 }
 
 // Up reports a server's state; checked is false if nothing checks it.
-func (c *Checker) Up(proto nat.Protocol, vip, rs netip.AddrPort) (up, checked bool, reason string) {
+func (c *Checker) Up(k Key, rs netip.AddrPort) (up, checked bool, reason string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	s := c.state[stateKey{proto, vip, rs}]
+	s := c.state[stateKey{k.Norm(), rs}]
 	if s == nil {
 		return false, false, ""
 	}
@@ -315,7 +371,7 @@ func (c *Checker) loop(k stateKey, s *state) {
 			}
 		}
 		first = false
-		svc, err := c.bal.Service(k.proto, k.vip.Addr(), k.vip.Port())
+		svc, err := k.svc.service(c.bal)
 		if err != nil {
 			continue // the service is gone, perhaps for a while (a reload)
 		}
@@ -378,7 +434,7 @@ func (c *Checker) probe(svc *nat.Service, t Target) (weight int, err error) {
 // A move, its notify script and the service's quorum are under c.qmu.
 func (c *Checker) record(svc *nat.Service, s *state, err error) {
 	rs := s.t.RS
-	k := stateKey{s.t.Proto, s.t.VIP, rs}
+	k := s.t.stateKey()
 	c.qmu.Lock()
 	defer c.qmu.Unlock()
 	c.mu.Lock()
@@ -393,7 +449,7 @@ func (c *Checker) record(svc *nat.Service, s *state, err error) {
 		if down {
 			c.takeOut(svc, s, ko, err)
 			c.notify(s.t, false)
-			c.evalQuorum(vsKey{k.proto, k.vip}, false)
+			c.evalQuorum(k.svc, false)
 		}
 		return
 	}
@@ -407,7 +463,7 @@ func (c *Checker) record(svc *nat.Service, s *state, err error) {
 	if !up {
 		return
 	}
-	defer c.evalQuorum(vsKey{k.proto, k.vip}, false)
+	defer c.evalQuorum(k.svc, false)
 	defer c.notify(s.t, true)
 	if !serving {
 		// The quorum puts it back with the others when it is reached.
@@ -454,7 +510,7 @@ func (c *Checker) takeOut(svc *nat.Service, s *state, ko int, why error) {
 		}
 		w := tx.Weight(svc, d)
 		c.mu.Lock()
-		if c.servingLocked(stateKey{s.t.Proto, s.t.VIP, rs}) {
+		if c.servingLocked(s.t.stateKey()) {
 			s.weight = w // below quorum, the 0 is the quorum's
 		}
 		c.mu.Unlock()
@@ -516,6 +572,11 @@ func (c *Checker) checkFrom(lips []netip.Addr, t Target) error {
 	port := t.Spec.Port
 	if port == 0 {
 		port = t.RS.Port()
+	}
+	if port == 0 && t.Spec.NeedsPort() {
+		// A match service's server on port 0, under a check set at run
+		// time without a port (the file's refuses it).
+		return fmt.Errorf("%s: the server is on port 0 (the client's port): the check needs a port of its own", t.Spec.Type)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), t.Spec.Timeout)
 	defer cancel()

@@ -30,11 +30,12 @@ import (
 )
 
 var (
-	vip   = netip.MustParseAddrPort("172.25.254.100:80")
-	lip   = netip.MustParseAddr("172.25.84.10")
-	rs1   = netip.MustParseAddrPort("10.20.1.2:80")
-	rs2   = netip.MustParseAddrPort("10.20.2.2:80")
-	quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+	vip    = netip.MustParseAddrPort("172.25.254.100:80")
+	tcpVIP = Key{Proto: nat.TCP, VIP: vip}
+	lip    = netip.MustParseAddr("172.25.84.10")
+	rs1    = netip.MustParseAddrPort("10.20.1.2:80")
+	rs2    = netip.MustParseAddrPort("10.20.2.2:80")
+	quiet  = slog.New(slog.NewTextHandler(io.Discard, nil))
 )
 
 const nic tcpip.NICID = 1
@@ -150,7 +151,7 @@ func setWeight(t *testing.T, bal *nat.Balancer, svc *nat.Service, rs netip.AddrP
 
 // newState registers a state for rs in c as Start does, without running its loop.
 func newState(c *Checker, rs netip.AddrPort, spec Spec, weight int) *state {
-	k := stateKey{nat.TCP, vip, rs}
+	k := stateKey{tcpVIP, rs}
 	s := &state{t: Target{Proto: nat.TCP, VIP: vip, RS: rs, Spec: spec, Weight: weight}, up: true, weight: weight}
 	c.state[k] = s
 	return s
@@ -169,7 +170,7 @@ func TestRecordQuiescesAfterFallAndRestoresAfterRise(t *testing.T) {
 	setWeight(t, bal, svc, rs1, 7)
 	expect := func(step string, up bool, weight int) {
 		t.Helper()
-		gotUp, checked, _ := c.Up(nat.TCP, vip, rs1)
+		gotUp, checked, _ := c.Up(tcpVIP, rs1)
 		w, listed := weightOf(t, svc, rs1)
 		if gotUp != up || !checked || !listed || w != weight {
 			t.Fatalf("%s: up %v checked %v listed %v weight %d; want up %v, listed, weight %d", step, gotUp, checked, listed, w, up, weight)
@@ -187,7 +188,7 @@ func TestRecordQuiescesAfterFallAndRestoresAfterRise(t *testing.T) {
 	expect("2 failures after a pass", true, 7)
 	c.record(svc, s, errProbe)
 	expect("3 failures", false, 0)
-	if _, _, reason := c.Up(nat.TCP, vip, rs1); reason != errProbe.Error() {
+	if _, _, reason := c.Up(tcpVIP, rs1); reason != errProbe.Error() {
 		t.Fatalf("reason %q, want %q", reason, errProbe)
 	}
 	c.record(svc, s, errProbe)
@@ -199,7 +200,7 @@ func TestRecordQuiescesAfterFallAndRestoresAfterRise(t *testing.T) {
 	expect("1 pass after a failure", false, 0)
 	c.record(svc, s, nil)
 	expect("2 passes", true, 7)
-	if _, _, reason := c.Up(nat.TCP, vip, rs1); reason != "" {
+	if _, _, reason := c.Up(tcpVIP, rs1); reason != "" {
 		t.Fatalf("reason %q after recovery, want none", reason)
 	}
 }
@@ -221,14 +222,14 @@ func TestRecordRemovesAndAddsBack(t *testing.T) {
 	if w, listed := weightOf(t, svc, rs2); !listed || w != 5 {
 		t.Fatalf("the other server: listed %v weight %d", listed, w)
 	}
-	if up, _, _ := c.Up(nat.TCP, vip, rs1); up {
+	if up, _, _ := c.Up(tcpVIP, rs1); up {
 		t.Fatal("reported up after removal")
 	}
 	c.record(svc, s, nil)
 	if w, listed := weightOf(t, svc, rs1); !listed || w != 5 {
 		t.Fatalf("after recovery: listed %v weight %d, want listed with weight 5", listed, w)
 	}
-	if up, _, _ := c.Up(nat.TCP, vip, rs1); !up {
+	if up, _, _ := c.Up(tcpVIP, rs1); !up {
 		t.Fatal("reported down after recovery")
 	}
 }
@@ -313,7 +314,7 @@ func TestRecordAddsBackAServerThatWasAbsentWhenItFailed(t *testing.T) {
 	c := New(bal, nil, nic, quiet)
 	s := newState(c, rs1, Spec{Type: "tcp", Rise: 1, Fall: 1}, 3)
 	c.record(svc, s, errProbe)
-	if up, _, _ := c.Up(nat.TCP, vip, rs1); up {
+	if up, _, _ := c.Up(tcpVIP, rs1); up {
 		t.Fatal("up after a failure with fall 1")
 	}
 	if _, listed := weightOf(t, svc, rs1); listed {
@@ -329,7 +330,7 @@ func TestRecordAddsBackAServerThatWasAbsentWhenItFailed(t *testing.T) {
 func TestUpUnchecked(t *testing.T) {
 	bal, _ := testBalancer(t, rs1)
 	c := New(bal, nil, nic, quiet)
-	if up, checked, reason := c.Up(nat.TCP, vip, rs1); up || checked || reason != "" {
+	if up, checked, reason := c.Up(tcpVIP, rs1); up || checked || reason != "" {
 		t.Fatalf("unchecked server: up %v checked %v reason %q", up, checked, reason)
 	}
 }
@@ -363,14 +364,14 @@ func TestStartTakesOverStateFromPreviousChecker(t *testing.T) {
 	}, prev)
 	defer next.Close()
 
-	if up, checked, reason := next.Up(nat.TCP, vip, rs1); up || !checked || reason != errProbe.Error() {
+	if up, checked, reason := next.Up(tcpVIP, rs1); up || !checked || reason != errProbe.Error() {
 		t.Fatalf("rs1 after reload: up %v checked %v reason %q; want down with the old reason", up, checked, reason)
 	}
 	if _, listed := weightOf(t, svc, rs1); listed {
 		t.Fatal("rs1 was down and its check now says remove: still listed")
 	}
 	for _, rs := range []netip.AddrPort{rs2, rs3} {
-		if up, checked, _ := next.Up(nat.TCP, vip, rs); !up || !checked {
+		if up, checked, _ := next.Up(tcpVIP, rs); !up || !checked {
 			t.Fatalf("%s after reload: up %v checked %v", rs, up, checked)
 		}
 		if w, listed := weightOf(t, svc, rs); !listed || w != 5 {
@@ -378,7 +379,7 @@ func TestStartTakesOverStateFromPreviousChecker(t *testing.T) {
 		}
 	}
 	next.mu.Lock()
-	s := next.state[stateKey{nat.TCP, vip, rs1}]
+	s := next.state[stateKey{tcpVIP, rs1}]
 	ko := s.ko
 	next.mu.Unlock()
 	if ko != 1 {
@@ -406,7 +407,7 @@ func TestStartHoldsDownARemovedServerUnderQuiesce(t *testing.T) {
 	next := New(bal, nil, nic, quiet)
 	next.Start([]Target{{Proto: nat.TCP, VIP: vip, RS: rs1, Spec: never, Weight: 4}}, prev)
 	defer next.Close()
-	if up, _, _ := next.Up(nat.TCP, vip, rs1); up {
+	if up, _, _ := next.Up(tcpVIP, rs1); up {
 		t.Fatal("a down server came up on reload")
 	}
 	if _, listed := weightOf(t, svc, rs1); listed {
@@ -630,7 +631,7 @@ func TestCheckerFollowsAListener(t *testing.T) {
 	waitFor(t, "a pass counted on rs1", func() bool {
 		c.mu.Lock()
 		defer c.mu.Unlock()
-		return c.state[stateKey{nat.TCP, vip, rs1}].ok >= 3
+		return c.state[stateKey{tcpVIP, rs1}].ok >= 3
 	})
 	if w, _ := weightOf(t, svc, rs1); w != 5 {
 		t.Fatalf("weight %d while passing", w)
@@ -638,16 +639,16 @@ func TestCheckerFollowsAListener(t *testing.T) {
 
 	l1.Close()
 	waitFor(t, "rs1 down", func() bool {
-		up, _, _ := c.Up(nat.TCP, vip, rs1)
+		up, _, _ := c.Up(tcpVIP, rs1)
 		return !up
 	})
 	if w, listed := weightOf(t, svc, rs1); !listed || w != 0 {
 		t.Fatalf("rs1 down: listed %v weight %d, want quiesced", listed, w)
 	}
-	if _, _, reason := c.Up(nat.TCP, vip, rs1); !strings.Contains(reason, "tcp connect") {
+	if _, _, reason := c.Up(tcpVIP, rs1); !strings.Contains(reason, "tcp connect") {
 		t.Fatalf("reason %q", reason)
 	}
-	if up, _, _ := c.Up(nat.TCP, vip, rs2); !up {
+	if up, _, _ := c.Up(tcpVIP, rs2); !up {
 		t.Fatal("rs2 went down with rs1")
 	}
 	if w, _ := weightOf(t, svc, rs2); w != 5 {
@@ -658,7 +659,7 @@ func TestCheckerFollowsAListener(t *testing.T) {
 	defer l1.Close()
 	accept(l1, &wg)
 	waitFor(t, "rs1 up again", func() bool {
-		up, _, _ := c.Up(nat.TCP, vip, rs1)
+		up, _, _ := c.Up(tcpVIP, rs1)
 		return up
 	})
 	if w, _ := weightOf(t, svc, rs1); w != 5 {

@@ -26,7 +26,8 @@ const (
 	envRSPort  = "TAPVS_RS_PORT" // the check's port: Spec.Port, or the server's
 	envVIPAddr = "TAPVS_VIP_ADDR"
 	envVIPPort = "TAPVS_VIP_PORT"
-	envProto   = "TAPVS_PROTO" // tcp or udp
+	envProto   = "TAPVS_PROTO"  // tcp or udp
+	envMark    = "TAPVS_FWMARK" // a match service's mark (its VIP port 0); 0 for a VIP:port service
 )
 
 // runMisc runs t's script for at most its timeout. Exit 0 passes, 1 fails;
@@ -50,6 +51,7 @@ func runMisc(t Target) (weight int, err error) {
 		envVIPAddr+"="+t.VIP.Addr().String(),
 		envVIPPort+"="+strconv.Itoa(int(t.VIP.Port())),
 		envProto+"="+strings.ToLower(t.Proto.String()),
+		envMark+"="+strconv.FormatUint(uint64(t.Mark), 10),
 	).Run()
 	if ctx.Err() != nil {
 		return -1, fmt.Errorf("misc: %s timed out after %s", spec.Script[0], spec.Timeout)
@@ -88,10 +90,10 @@ func command(ctx context.Context, argv []string, env ...string) *exec.Cmd {
 // setDynamic sets a server's weight to what its misc_dynamic script said:
 // at once if it is up (and listed), and as the weight a recovery restores.
 func (c *Checker) setDynamic(s *state, w int) {
-	k := stateKey{s.t.Proto, s.t.VIP, s.t.RS}
+	k := s.t.stateKey()
 	c.qmu.Lock()
 	defer c.qmu.Unlock()
-	defer c.evalQuorum(vsKey{k.proto, k.vip}, false) // the weights summed changed
+	defer c.evalQuorum(k.svc, false) // the weights summed changed
 	c.mu.Lock()
 	s.weight = w
 	up := s.up && c.servingLocked(k) // below quorum it waits at 0
@@ -110,8 +112,8 @@ func (c *Checker) setDynamic(s *state, w int) {
 	})
 	switch {
 	case err != nil:
-		c.log.Warn("misc_dynamic weight not set", "service", s.t.VIP.String(), "rs", rs.String(), "weight", w, "err", err)
+		c.log.Warn("misc_dynamic weight not set", "service", s.t.key().String(), "rs", rs.String(), "weight", w, "err", err)
 	case changed:
-		c.log.Info("real server weight set by its check (misc_dynamic)", "service", s.t.VIP.String(), "rs", rs.String(), "weight", w)
+		c.log.Info("real server weight set by its check (misc_dynamic)", "service", s.t.key().String(), "rs", rs.String(), "weight", w)
 	}
 }

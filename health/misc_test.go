@@ -174,13 +174,13 @@ func TestLoopWarmupRetryAndDynamic(t *testing.T) {
 			Rise: 1, Fall: 1, Warmup: 20 * time.Millisecond}},
 	}, nil)
 	defer c.Close()
-	waitFor(t, "rs1 down", func() bool { up, _, _ := c.Up(nat.TCP, vip, rs1); return !up })
+	waitFor(t, "rs1 down", func() bool { up, _, _ := c.Up(tcpVIP, rs1); return !up })
 	b, _ := os.ReadFile(count)
 	if n := strings.Count(string(b), "x"); n != 3 {
 		t.Fatalf("the script ran %d times before the server went down, want 1 + retry 2", n)
 	}
 	c.mu.Lock()
-	ko := c.state[stateKey{nat.TCP, vip, rs1}].ko
+	ko := c.state[stateKey{tcpVIP, rs1}].ko
 	c.mu.Unlock()
 	if ko != 1 {
 		t.Fatalf("%d failures counted, want the retries' last one only", ko)

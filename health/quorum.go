@@ -28,7 +28,8 @@ import (
 // VS is a service's keepalived behaviour.
 type VS struct {
 	Proto        nat.Protocol
-	VIP          netip.AddrPort
+	VIP          netip.AddrPort // a match service's: its selector's VIP, port 0
+	Mark         uint32         // a match service's mark (Target.Mark)
 	Sorry        netip.AddrPort // invalid: none
 	SorryInhibit bool           // keep the sorry server listed at weight 0 when not in use
 	Quorum       int            // >= 1
@@ -47,10 +48,7 @@ type Server struct {
 	Thresholds nat.Thresholds // what it has when the quorum adds it back
 }
 
-type vsKey struct {
-	proto nat.Protocol
-	vip   netip.AddrPort
-}
+func (v *VS) key() Key { return Key{Proto: v.Proto, VIP: v.VIP, Mark: v.Mark}.Norm() }
 
 type vsState struct {
 	v  VS
@@ -74,16 +72,16 @@ func (c *Checker) SetVS(list []VS) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, v := range list {
-		c.vs[vsKey{v.Proto, v.VIP}] = &vsState{v: v, up: true}
+		c.vs[v.key()] = &vsState{v: v, up: true}
 	}
 }
 
 // Serving reports whether a service has its quorum; known is false for a
 // service the checker has no VS of.
-func (c *Checker) Serving(proto nat.Protocol, vip netip.AddrPort) (up, known bool) {
+func (c *Checker) Serving(k Key) (up, known bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	v := c.vs[vsKey{proto, vip}]
+	v := c.vs[k.Norm()]
 	if v == nil {
 		return false, false
 	}
@@ -93,7 +91,7 @@ func (c *Checker) Serving(proto nat.Protocol, vip netip.AddrPort) (up, known boo
 // servingLocked reports whether k's service has its quorum (true without
 // a VS). c.mu is held.
 func (c *Checker) servingLocked(k stateKey) bool {
-	v := c.vs[vsKey{k.proto, k.vip}]
+	v := c.vs[k.svc]
 	return v == nil || v.up
 }
 
@@ -125,7 +123,7 @@ func (c *Checker) startQuorum(prev *Checker) {
 // dropSorry removes a sorry server the configuration no longer has.
 func (c *Checker) dropSorry(v VS) {
 	err := c.bal.Update(func(tx *nat.Tx) error {
-		svc, err := tx.Service(v.Proto, v.VIP.Addr(), v.VIP.Port())
+		svc, err := v.key().txService(tx)
 		if err != nil {
 			return nil // the service went too
 		}
@@ -135,7 +133,7 @@ func (c *Checker) dropSorry(v VS) {
 		return tx.DeleteDest(svc, v.Sorry.Addr(), v.Sorry.Port())
 	})
 	if err != nil {
-		c.log.Warn("sorry server no longer configured, but could not be removed", "service", v.VIP.String(), "sorry_server", v.Sorry.String(), "err", err)
+		c.log.Warn("sorry server no longer configured, but could not be removed", "service", v.key().String(), "sorry_server", v.Sorry.String(), "err", err)
 	}
 }
 
@@ -143,7 +141,7 @@ func (c *Checker) dropSorry(v VS) {
 // when it crosses a threshold: down below Quorum-Hysteresis (or at 0), up
 // at Quorum+Hysteresis (and above 0), keepalived's rule. force applies the
 // state even when it did not change (at start). c.qmu is held.
-func (c *Checker) evalQuorum(k vsKey, force bool) {
+func (c *Checker) evalQuorum(k Key, force bool) {
 	c.mu.Lock()
 	v := c.vs[k]
 	if v == nil {
@@ -154,7 +152,7 @@ func (c *Checker) evalQuorum(k vsKey, force bool) {
 	sum := 0
 	for _, sv := range v.v.Servers {
 		w := sv.Weight
-		if s := c.state[stateKey{k.proto, k.vip, sv.RS}]; s != nil {
+		if s := c.state[stateKey{k, sv.RS}]; s != nil {
 			if !s.up {
 				continue
 			}
@@ -171,7 +169,7 @@ func (c *Checker) evalQuorum(k vsKey, force bool) {
 		return
 	}
 	if err := c.applyQuorum(v.v, now, now && !was, up); err != nil {
-		c.log.Warn("quorum: the service could not be moved", "service", k.vip.String(), "up", now, "err", err)
+		c.log.Warn("quorum: the service could not be moved", "service", k.String(), "up", now, "err", err)
 	}
 	if now == was {
 		return
@@ -179,9 +177,9 @@ func (c *Checker) evalQuorum(k vsKey, force bool) {
 	argv := v.v.QuorumDown
 	if now {
 		argv = v.v.QuorumUp
-		c.log.Info("quorum gained: real servers back in service", "service", k.vip.String(), "weights", sum, "quorum", v.v.Quorum, "hysteresis", v.v.Hysteresis)
+		c.log.Info("quorum gained: real servers back in service", "service", k.String(), "weights", sum, "quorum", v.v.Quorum, "hysteresis", v.v.Hysteresis)
 	} else {
-		c.log.Warn("quorum lost: real servers out of service", "service", k.vip.String(), "weights", sum, "quorum", v.v.Quorum, "hysteresis", v.v.Hysteresis, "sorry_server", v.v.Sorry.String())
+		c.log.Warn("quorum lost: real servers out of service", "service", k.String(), "weights", sum, "quorum", v.v.Quorum, "hysteresis", v.v.Hysteresis, "sorry_server", v.v.Sorry.String())
 	}
 	c.runQuorum(v.v, argv, now, sum)
 }
@@ -204,7 +202,7 @@ func quorum(was bool, sum, q, h int) bool {
 // servers at weight 0 and the sorry server in at weight 1.
 func (c *Checker) applyQuorum(v VS, serving, restore bool, up []Server) error {
 	return c.bal.Update(func(tx *nat.Tx) error {
-		svc, err := tx.Service(v.Proto, v.VIP.Addr(), v.VIP.Port())
+		svc, err := v.key().txService(tx)
 		if err != nil {
 			return err
 		}
@@ -259,7 +257,7 @@ func (c *Checker) runQuorum(v VS, argv []string, up bool, sum int) {
 	if len(argv) == 0 {
 		return
 	}
-	c.runScript(argv, v.VIP.String(), vipEnv(v.Proto, v.VIP, up, envWeights+"="+strconv.Itoa(sum)))
+	c.runScript(argv, v.key().String(), vipEnv(v.Proto, v.VIP, v.Mark, up, envWeights+"="+strconv.Itoa(sum)))
 }
 
 // notify runs a real server's notify_up or notify_down, if any.
@@ -271,13 +269,13 @@ func (c *Checker) notify(t Target, up bool) {
 	if len(argv) == 0 {
 		return
 	}
-	env := vipEnv(t.Proto, t.VIP, up,
+	env := vipEnv(t.Proto, t.VIP, t.Mark, up,
 		envRSAddr+"="+t.RS.Addr().Unmap().String(),
 		envRSPort+"="+strconv.Itoa(int(t.RS.Port())))
-	c.runScript(argv, t.VIP.String(), env)
+	c.runScript(argv, t.key().String(), env)
 }
 
-func vipEnv(proto nat.Protocol, vip netip.AddrPort, up bool, more ...string) []string {
+func vipEnv(proto nat.Protocol, vip netip.AddrPort, mark uint32, up bool, more ...string) []string {
 	state := "down"
 	if up {
 		state = "up"
@@ -286,6 +284,7 @@ func vipEnv(proto nat.Protocol, vip netip.AddrPort, up bool, more ...string) []s
 		envVIPAddr + "=" + vip.Addr().String(),
 		envVIPPort + "=" + strconv.Itoa(int(vip.Port())),
 		envProto + "=" + strings.ToLower(proto.String()),
+		envMark + "=" + strconv.FormatUint(uint64(mark), 10),
 		envState + "=" + state,
 	}, more...)
 }
@@ -317,7 +316,7 @@ func (c *Checker) Shutdown() {
 			continue
 		}
 		for _, sv := range v.v.Servers {
-			if s := c.state[stateKey{k.proto, k.vip, sv.RS}]; s != nil && s.up {
+			if s := c.state[stateKey{k, sv.RS}]; s != nil && s.up {
 				c.notify(s.t, false)
 			}
 		}

@@ -75,7 +75,7 @@ func weights(t *testing.T, step string, svc *nat.Service, want map[netip.AddrPor
 
 func serving(t *testing.T, c *Checker) bool {
 	t.Helper()
-	up, known := c.Serving(nat.TCP, vip)
+	up, known := c.Serving(tcpVIP)
 	if !known {
 		t.Fatal("the service's quorum is unknown")
 	}
@@ -210,10 +210,10 @@ func TestAlphaStartsDown(t *testing.T) {
 	}, nil)
 	defer c.Close()
 	weights(t, "alpha start", svc, map[netip.AddrPort]int{rs1: 0, rs2: 0, sorry: 1})
-	if up, _, _ := c.Up(nat.TCP, vip, rs1); up {
+	if up, _, _ := c.Up(tcpVIP, rs1); up {
 		t.Fatal("alpha: rs1 starts up")
 	}
-	c.record(svc, c.state[stateKey{nat.TCP, vip, rs1}], nil)
+	c.record(svc, c.state[stateKey{tcpVIP, rs1}], nil)
 	weights(t, "first pass", svc, map[netip.AddrPort]int{rs1: 5, rs2: 0, sorry: -1})
 
 	bal2, svc2 := testBalancer(t, rs1)
@@ -238,7 +238,7 @@ func TestQuorumSurvivesReload(t *testing.T) {
 	prev := New(bal, nil, nic, quiet)
 	prev.SetVS([]VS{v})
 	prev.Start(tg, nil)
-	prev.record(svc, prev.state[stateKey{nat.TCP, vip, rs1}], errProbe)
+	prev.record(svc, prev.state[stateKey{tcpVIP, rs1}], errProbe)
 	prev.Close()
 	weights(t, "down", svc, map[netip.AddrPort]int{rs1: 0, sorry: 1})
 

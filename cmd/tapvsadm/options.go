@@ -364,7 +364,7 @@ Usage:
   ipvsadm --bgp [-L] [-n]
   ipvsadm --drain [--wait [--timeout duration]]
   ipvsadm --undrain|--drain-status
-  ipvsadm --health -t|u service-address [--check key=value,...|--off]
+  ipvsadm --health -t|u service-address|-f fwmark [--check key=value,...|--off]
   ipvsadm -h
   ipvsadm -v
 `

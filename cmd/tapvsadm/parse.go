@@ -295,7 +295,7 @@ func (c *command) checkHealth() error {
 		c.client != "" || c.tcpTS != "" || c.estTO != 0 || c.weight != nil || c.forward != "" || c.cps != nil ||
 		c.srcConns != nil || c.halfOpen != nil || c.conns || c.stats || c.rate || c.exact || c.count != 0 ||
 		c.uthresh != nil || c.lthresh != nil || c.thresh {
-		return usagef("Illegal option for health: it takes -t|-u, --check, --off and -n only")
+		return usagef("Illegal option for health: it takes -t|-u|-f, --check, --off and -n only")
 	}
 	return nil
 }
