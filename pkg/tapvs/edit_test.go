@@ -465,10 +465,18 @@ func TestMatchService(t *testing.T) {
 	}
 	refused(t, "mark with a VIP", l.LB.EditService(tapvs.ServiceKey{Mark: 7, VIP: netip.AddrPortFrom(l.VIP, 80)}, tapvs.ServiceEdit{}),
 		"tapvs: edit service fwm 7: mark 7 names the service alone: leave Protocol and VIP out (Config.Marks has them)")
-	refused(t, "a match service's check", l.LB.SetHealthCheck(k, tapvs.HealthCheck{}),
-		"tapvs: health check of fwm 7: health checks of a match service (fwm) are not supported yet")
-	if h, err := l.LB.HealthStatus(k); err != nil || h.Check != nil || h.Servers != nil {
+	// A match service's check, as a VIP:port service's.
+	if err := l.LB.SetHealthCheck(k, tapvs.HealthCheck{Type: "tcp"}); err != nil {
+		t.Fatal(err)
+	}
+	if h, err := l.LB.HealthStatus(k); err != nil || h.Check == nil || h.Check.Type != "tcp" || len(h.Servers) != 1 || h.Servers[0].Addr != rs1 {
 		t.Errorf("a match service's health: %+v, %v", h, err)
+	}
+	if err := l.LB.ClearHealthCheck(k); err != nil {
+		t.Fatal(err)
+	}
+	if h, err := l.LB.HealthStatus(k); err != nil || h.Check != nil {
+		t.Errorf("a match service's health, cleared: %+v, %v", h, err)
 	}
 	refused(t, "no mark 8", l.LB.AddService(tapvs.Service{ServiceKey: tapvs.MarkKey(8), LocalAddrs: l.LocalAddrs}), "tapvs: add service fwm 8: ...")
 }

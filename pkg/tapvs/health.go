@@ -112,10 +112,6 @@ func healthError(err error) error {
 	return errors.New(msg)
 }
 
-// errNoMatchChecks is the control API's refusal of a match service's
-// check, said the same.
-var errNoMatchChecks = errors.New("health checks of a match service (fwm) are not supported yet")
-
 // SetHealthCheck checks every real server of a service with hc, in place
 // of any check it had: a server that fails it is taken out (quiesced, or
 // removed with OnFailure "remove") and put back when it passes. A bad
@@ -154,10 +150,8 @@ func (lb *LB) checked(k ServiceKey) (control.ServiceKey, error) {
 		return ck, err
 	}
 	if k.Mark != 0 {
-		if _, err := lb.d.Balancer.MatchService(k.Mark); err != nil {
-			return ck, err
-		}
-		return ck, errNoMatchChecks
+		_, err := lb.d.Balancer.MatchService(k.Mark)
+		return ck, err
 	}
 	_, err = lb.d.Balancer.Service(ck.Protocol, ck.Addr.Addr(), ck.Addr.Port())
 	return ck, err
@@ -179,12 +173,9 @@ type HealthStatus struct {
 }
 
 // HealthStatus reads a service's health check and what it says of each
-// real server. A match service has none.
+// real server.
 func (lb *LB) HealthStatus(k ServiceKey) (HealthStatus, error) {
 	ck, err := lb.checked(k)
-	if errors.Is(err, errNoMatchChecks) {
-		return HealthStatus{}, nil
-	}
 	if err != nil {
 		return HealthStatus{}, fmt.Errorf("tapvs: health check of %s: %w", k, err)
 	}
