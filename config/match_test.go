@@ -117,6 +117,7 @@ func TestMatchConfigRefusals(t *testing.T) {
 		{"mark: 2, vip: 172.25.254.100", "mark: 2, vip: 172.25.254.0/23", "marks[1].vip: 172.25.254.0/23 is more than 256 addresses (IPv4 /24 or longer, IPv6 /120 or longer)"},
 		{"mark: 2, vip: 172.25.254.100", "mark: 2, vip: 172.25.254.97/29", "marks[1].vip: 172.25.254.97/29 has host bits set: its prefix is 172.25.254.96/29"},
 		{"mark: 2, vip: 172.25.254.100", "mark: 2, vip: 172.25.254.96/33", `marks[1].vip: "172.25.254.96/33" is not an address or a prefix`},
+		{"mark: 2, vip: 172.25.254.100", "mark: 2, vip: 0.0.0.0/0", "marks[1].vip: 0.0.0.0/0 is more than 256 addresses"},
 		{"mark: 2, vip: 172.25.254.100", "mark: 2, vip: 172.25.254.96/-1", `marks[1].vip: "172.25.254.96/-1" is not an address or a prefix`},
 		{"mark: 2, vip: 172.25.254.100", "mark: 2, vip: 172.25.254.96/x", `marks[1].vip: "172.25.254.96/x" is not an address or a prefix`},
 		{"mark: 2, vip: 172.25.254.100", "mark: 2, vip: 172.25.254.x/29", `marks[1].vip: "172.25.254.x" is not an IP address`},

@@ -254,6 +254,19 @@ func TestMatchPrefixRefusals(t *testing.T) {
 			t.Errorf("moving mark 1 to %s: %v", p, err)
 		}
 	}
+	// Nor its protocol, nor its length alone, the rest as it was.
+	for _, tc := range []struct {
+		m    Match
+		want string
+	}{
+		{Match{Addr: prefix29.Addr(), Bits: 28, Protocol: TCP, Ports: prefixMark.Ports}, "mark 1 moves to tcp 172.25.254.96/28"},
+		{Match{Addr: prefix29.Addr(), Bits: 29, Protocol: UDP, Ports: prefixMark.Ports}, "mark 1 moves to udp 172.25.254.96/29"},
+	} {
+		err := r2.b.Update(func(tx *Tx) error { return tx.SetMarks(map[uint32]Match{1: tc.m}) })
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%+v: %v, want %q", tc.m, err, tc.want)
+		}
+	}
 	// Its ports may: the same prefix, written as it was.
 	if err := r2.b.Update(func(tx *Tx) error { return tx.SetMarks(map[uint32]Match{1: m("172.25.254.96/29", 443)}) }); err != nil {
 		t.Fatal(err)
