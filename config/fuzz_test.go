@@ -46,6 +46,11 @@ func FuzzConfig(f *testing.F) {
 	f.Add(strings.Replace(matchConfig, `ports: [80, 443, "8000-8099"]`, `ports: [65535, "1-1", " 7 - 9 ", "-", "1-2-3", 1.5, {a: 1}]`, 1))
 	f.Add(strings.Replace(matchConfig, "fwmark: 1\n", "fwmark: 2\n    vip: ::1\n", 1))
 	f.Add(strings.Replace(matchConfig, "mark: 2, vip: 172.25.254.100", "mark: 4294967295, vip: 'fd00::1'", 1))
+	// A selector's VIP prefix (172.25.254.96/29), and ones that are not.
+	f.Add(strings.Replace(matchConfig, "vip: 172.25.254.100, protocol: tcp", "vip: 172.25.254.96/29, protocol: tcp", 1))
+	f.Add(strings.Replace(matchConfig, "vip: 172.25.254.100, protocol: udp", "vip: '172.25.254.97/+29 ', protocol: udp", 1))
+	f.Add(strings.Replace(matchConfig, "vip: 172.25.254.100, protocol: udp", "vip: 172.25.254.0/23, protocol: udp", 1))
+	f.Add(strings.Replace(matchConfig, "vip: 172.25.254.100, protocol: udp", "vip: 'fd00::100/-1', protocol: udp", 1))
 	// Issue 20: names and timeouts that were taken unchecked.
 	f.Add(strings.Replace(valid, "  - vip:", "  - name: \"web\\0\\n\\xff\"\n    vip:", 1))
 	f.Add(strings.Replace(valid, "  - vip:", "  - name: "+strings.Repeat("w", 200)+"\n    vip:", 1))
@@ -109,7 +114,7 @@ func FuzzConfig(f *testing.F) {
 			}
 		}
 		for n, m := range c.Marks {
-			if n == 0 || len(m.Ports) == 0 || !m.Addr.IsValid() {
+			if n == 0 || len(m.Ports) == 0 || !m.Addr.IsValid() || nat.CheckVIPPrefix(m.Prefix()) != nil || m.Bits == m.Addr.BitLen() {
 				t.Fatalf("accepted mark %d %+v", n, m)
 			}
 			if _, err := m.Normal(); err != nil {

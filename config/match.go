@@ -16,6 +16,7 @@ import (
 //
 //	marks:
 //	  - {mark: 1, vip: 172.25.254.100, protocol: tcp, ports: [80, 443, "8000-8099"]}
+//	  - {mark: 2, vip: 172.25.254.96/29, protocol: tcp, ports: [80, 443]}
 
 type rawMark struct {
 	Mark     int    `mapstructure:"mark"`
@@ -43,14 +44,14 @@ func readMarks(e *errs, r *raw, has6 sides6) map[uint32]nat.Match {
 			e.add(f+".mark", "%d is already defined by %s", rm.Mark, prev)
 			ok = false
 		}
-		if vip, err := hostAddr(rm.VIP); err != nil {
+		if vip, bits, err := vipPrefix(rm.VIP); err != nil {
 			e.add(f+".vip", "%v", err)
 			ok = false
 		} else if vip.Is6() && !has6.client {
 			e.add(f+".vip", "%s is IPv6 and interfaces.client has no address6: IPv6 VIPs are answered for by the client side's IPv6 address", vip)
 			ok = false
 		} else {
-			m.Addr = vip
+			m.Addr, m.Bits = vip, bits
 		}
 		proto := rm.Protocol
 		if proto == "" {
@@ -87,6 +88,29 @@ func readMarks(e *errs, r *raw, has6 sides6) map[uint32]nat.Match {
 		}
 	}
 	return out
+}
+
+// vipPrefix reads a selector's vip: an address, or a prefix of at most
+// nat.MaxMatchAddrs addresses (172.25.254.96/29, 2001:db8::/120), which
+// the selector covers as a kernel LVS's fwmark rule covers iptables -d's
+// prefix. bits is 0 for an address alone.
+func vipPrefix(s string) (netip.Addr, int, error) {
+	as, bs, isPrefix := strings.Cut(s, "/")
+	a, err := hostAddr(as)
+	if err != nil || !isPrefix {
+		return a, 0, err
+	}
+	bits, err := strconv.Atoi(bs)
+	if err != nil || bits < 0 || bits > a.BitLen() {
+		return netip.Addr{}, 0, fmt.Errorf("%q is not an address or a prefix (172.25.254.96/29)", escape(s))
+	}
+	if err := nat.CheckVIPPrefix(netip.PrefixFrom(a, bits)); err != nil {
+		return netip.Addr{}, 0, err
+	}
+	if bits == a.BitLen() {
+		bits = 0 // a /32 (/128) is the address alone
+	}
+	return a, bits, nil
 }
 
 // portRange reads one of ports: a port (443, or "443") or a range

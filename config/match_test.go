@@ -2,6 +2,7 @@ package config
 
 import (
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -113,6 +114,19 @@ func TestMatchConfigRefusals(t *testing.T) {
 		{"udp, ports: [53]", "udp, ports: [53, \"50-60\"]", "marks[1].ports: ports 50-60 and 53 overlap"},
 		{"protocol: udp", "protocol: sctp", `marks[1].protocol: "sctp" is not a protocol`},
 		{"mark: 2, vip: 172.25.254.100", "mark: 2, vip: 172.25.254.x", `marks[1].vip: "172.25.254.x" is not an IP address`},
+		{"mark: 2, vip: 172.25.254.100", "mark: 2, vip: 172.25.254.0/23", "marks[1].vip: 172.25.254.0/23 is more than 256 addresses (IPv4 /24 or longer, IPv6 /120 or longer)"},
+		{"mark: 2, vip: 172.25.254.100", "mark: 2, vip: 172.25.254.97/29", "marks[1].vip: 172.25.254.97/29 has host bits set: its prefix is 172.25.254.96/29"},
+		{"mark: 2, vip: 172.25.254.100", "mark: 2, vip: 172.25.254.96/33", `marks[1].vip: "172.25.254.96/33" is not an address or a prefix`},
+		{"mark: 2, vip: 172.25.254.100", "mark: 2, vip: 0.0.0.0/0", "marks[1].vip: 0.0.0.0/0 is more than 256 addresses"},
+		{"mark: 2, vip: 172.25.254.100", "mark: 2, vip: 172.25.254.96/-1", `marks[1].vip: "172.25.254.96/-1" is not an address or a prefix`},
+		{"mark: 2, vip: 172.25.254.100", "mark: 2, vip: 172.25.254.96/x", `marks[1].vip: "172.25.254.96/x" is not an address or a prefix`},
+		{"mark: 2, vip: 172.25.254.100", "mark: 2, vip: 172.25.254.x/29", `marks[1].vip: "172.25.254.x" is not an IP address`},
+		{"mark: 2, vip: 172.25.254.100", "mark: 2, vip: '::ffff:172.25.254.96/125'", `marks[1].vip: ::ffff:172.25.254.96 is an IPv4-mapped IPv6 address`},
+		// A prefix holding tapvs's own client address, or its subnet's
+		// broadcast address: the dry run refuses the address by name.
+		{"mark: 2, vip: 172.25.254.100", "mark: 2, vip: 172.25.254.248/29", "marks: mark 2: VIP 172.25.254.254 is tapvs's own address on the client side"},
+		// Overlap across prefixes: a port of one VIP in two selectors.
+		{"mark: 2, vip: 172.25.254.100, protocol: udp, ports: [53]", "mark: 2, vip: 172.25.254.96/29, protocol: tcp, ports: [443]", "marks: mark 2: port 443 of tcp 172.25.254.96/29 is mark 1's too"},
 		{"protocol: udp, ports: [53]", "protocol: tcp, ports: [53, 8050]", "marks: mark 2: port 8050 of tcp 172.25.254.100 is mark 1's too"},
 		{"fwmark: 1\n", "fwmark: 3\n", "services[0].fwmark: 3 is not defined in marks:"},
 		{"fwmark: 1\n", "fwmark: -1\n", "services[0].fwmark: -1 is not a mark"},
@@ -128,5 +142,53 @@ func TestMatchConfigRefusals(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%q -> %q: error %v, want it to say %q", tc.from, tc.to, err, tc.want)
 		}
+	}
+}
+
+// A selector's vip may be a prefix of up to 256 addresses: read as its
+// first address and length (a /32 is the address alone), listed as
+// written, and the running match service answers on each of its
+// addresses. IPv6's bound is /120.
+func TestMatchConfigPrefix(t *testing.T) {
+	for _, tc := range []struct {
+		vip  string
+		addr string
+		bits int
+	}{
+		{"172.25.254.96/29", "172.25.254.96", 29},
+		{"172.25.254.100/32", "172.25.254.100", 0},
+		{"172.25.254.0/24", "172.25.254.0", 24},
+	} {
+		a, bits, err := vipPrefix(tc.vip)
+		if err != nil || a != netip.MustParseAddr(tc.addr) || bits != tc.bits {
+			t.Errorf("vip %s read as %v /%d (%v), want %s /%d", tc.vip, a, bits, err, tc.addr, tc.bits)
+		}
+	}
+	if _, _, err := vipPrefix("fd00::/119"); err == nil || !strings.Contains(err.Error(), "fd00::/119 is more than 256 addresses") {
+		t.Errorf("fd00::/119: %v", err)
+	}
+	if a, bits, err := vipPrefix("fd00::100/120"); err != nil || a != netip.MustParseAddr("fd00::100") || bits != 120 {
+		t.Errorf("fd00::100/120 read as %v /%d (%v)", a, bits, err)
+	}
+	c := parse(t, strings.Replace(matchConfig, "vip: 172.25.254.100, protocol: tcp", "vip: 172.25.254.96/29, protocol: tcp", 1))
+	if m := c.Marks[1]; m.Addr != netip.MustParseAddr("172.25.254.96") || m.Bits != 29 || m.VIPString() != "172.25.254.96/29" {
+		t.Fatalf("mark 1 read as %+v", m)
+	}
+	if s := c.Services[0]; s.VIP != netip.MustParseAddr("172.25.254.96") {
+		t.Fatalf("its service read as %+v", s)
+	}
+	bal := running(t, c)
+	svc, err := bal.MatchService(1)
+	if err != nil || svc.VIPPrefix() != netip.MustParsePrefix("172.25.254.96/29") {
+		t.Fatalf("FWM 1: %v, %v", svc, err)
+	}
+	vips, _ := bal.Addresses()
+	for a := netip.MustParseAddr("172.25.254.96"); a != netip.MustParseAddr("172.25.254.104"); a = a.Next() {
+		if !slices.Contains(vips, a) {
+			t.Errorf("the balancer does not answer for %v of the prefix: %v", a, vips)
+		}
+	}
+	if n := len(vips); n != 8 { // web-443's 172.25.254.100 is one of them
+		t.Errorf("%d VIPs, want 8 for the prefix (web-443's inside it): %v", n, vips)
 	}
 }

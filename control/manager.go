@@ -540,7 +540,13 @@ func (m *Manager) Conns() []api.Conn {
 	// Persistence templates, as IPVS lists them among its connections:
 	// state NONE, from the client network's port 0 (ipvsadm -lnc).
 	for _, t := range m.bal.TemplateList() {
-		out = append(out, api.Conn{Protocol: t.Protocol.String(), State: "NONE", ExpiresMs: t.Expires.Milliseconds(),
+		proto := t.Protocol.String()
+		if t.Mark != 0 {
+			// A fwmark template's protocol is IPPROTO_IP, which
+			// ip_vs_proto_name writes "IP" (its virtual address the mark).
+			proto = "IP"
+		}
+		out = append(out, api.Conn{Protocol: proto, State: "NONE", ExpiresMs: t.Expires.Milliseconds(),
 			Source: t.Client.String(), Virtual: t.VIP.String(), Destination: t.RIP.String()})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Source < out[j].Source })

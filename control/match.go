@@ -41,5 +41,5 @@ func apiMatch(s *nat.Service) *api.Match {
 	if m == nil {
 		return nil
 	}
-	return &api.Match{VIP: m.Addr.String(), Protocol: protoName(m.Protocol), Ports: m.PortsString()}
+	return &api.Match{VIP: m.VIPString(), Protocol: protoName(m.Protocol), Ports: m.PortsString()}
 }

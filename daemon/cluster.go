@@ -143,7 +143,10 @@ func (c *cluster) pass() {
 		for _, svc := range bal.Services() {
 			for _, dst := range svc.Dests() {
 				if dst.Weight() > 0 {
-					serving[hostPrefix(svc.Addr)] = true
+					// A match service's selector prefix is one route, not
+					// one per address (its addresses' host routes are
+					// the balancer's Addresses, above).
+					serving[svc.VIPPrefix()] = true
 					break
 				}
 			}

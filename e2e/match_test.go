@@ -134,7 +134,9 @@ func TestMatchService(t *testing.T) {
 			tmpl = append(tmpl, f[3]+" "+f[4]+" "+f[6])
 		}
 	}
-	want := []string{c1.String() + ":0 " + vip.String() + ":0 " + s1 + ":0", c2.String() + ":0 " + vip.String() + ":0 " + s2 + ":0"}
+	// A fwmark template's virtual address is its mark (IPVS's
+	// ip_vs_sched_persist), not the VIP.
+	want := []string{c1.String() + ":0 0.0.0.1:0 " + s1 + ":0", c2.String() + ":0 0.0.0.1:0 " + s2 + ":0"}
 	if !slices.Equal(tmpl, want) {
 		t.Fatalf("ipvsadm -lnc templates %q, want %q:\n%s", tmpl, want, lnc)
 	}
@@ -209,5 +211,114 @@ func TestMatchService(t *testing.T) {
 	}
 	if out := e.must("-Ln"); strings.Contains(out, "FWM") {
 		t.Fatalf("ipvsadm -Ln after the reload:\n%s", out)
+	}
+}
+
+// Issue 25, a selector on a VIP prefix (what iptables -d 172.25.254.104/30
+// -j MARK marks for a kernel LVS): tapvs answers ARP for every address of
+// the /30, a client reaches two of them and, with persistence, lands on
+// one real server for both (one template per client across every VIP and
+// port of the selector); a second client lands on the other server; an
+// address outside the prefix gets no ARP answer; ipvsadm -lnc lists each
+// template as IPVS lists a fwmark template (IP, the mark as the virtual
+// address, 0.0.0.1:0), and the API lists the selector with its prefix.
+func TestMatchServicePrefix(t *testing.T) {
+	prefix := netip.MustParsePrefix("172.25.254.104/30")
+	svcs := `
+  - name: sticky-prefix
+    fwmark: 1
+    scheduler: rr
+    persistence_timeout: 600
+    local_addresses: [172.25.84.10]
+    real_servers:
+      - {address: 10.20.1.2}
+      - {address: 10.20.2.2}`
+	marks := fmt.Sprintf("marks:\n  - {mark: 1, vip: %s, protocol: tcp, ports: [%d, %d]}\n", prefix, lab.HTTPPort, lab.BulkPort)
+	e := setup(t, svcs, marks)
+	c1, c2 := netip.MustParseAddr("172.25.254.1"), netip.MustParseAddr("172.25.254.2")
+	if out, err := exec.Command("ip", "-n", e.top.Client, "addr", "add", c2.String()+"/24", "dev", e.top.TapClient).CombinedOutput(); err != nil {
+		t.Fatalf("client address %s: %v: %s", c2, err, out)
+	}
+	v1, v2 := netip.MustParseAddr("172.25.254.105"), netip.MustParseAddr("172.25.254.106")
+
+	// ARP: the client's kernel learns a MAC for both addresses, tapvs's.
+	neigh := func(a netip.Addr) string {
+		t.Helper()
+		out, err := exec.Command("ip", "-n", e.top.Client, "neigh", "show", a.String(), "dev", e.top.TapClient).CombinedOutput()
+		if err != nil {
+			t.Fatalf("ip neigh show %v: %v: %s", a, err, out)
+		}
+		return string(out)
+	}
+	s1 := answeredBy(t, e.top.Client, c1, v1)
+	if got := answeredBy(t, e.top.Client, c1, v2); got != s1 {
+		t.Fatalf("%v reached %s through %v and %s through %v: one template must cover every VIP of the prefix", c1, s1, v1, got, v2)
+	}
+	for _, a := range []netip.Addr{v1, v2} {
+		if n := neigh(a); !strings.Contains(n, "lladdr") {
+			t.Fatalf("the client has no MAC for %v after reaching it: %q", a, n)
+		}
+	}
+	s2 := answeredBy(t, e.top.Client, c2, v2)
+	if s2 == s1 {
+		t.Fatalf("clients %v and %v both on %s: rr must give the second the other server", c1, c2, s1)
+	}
+	if got := answeredBy(t, e.top.Client, c2, netip.MustParseAddr("172.25.254.107")); got != s2 {
+		t.Fatalf("%v reached %s, then %s through the prefix's last address", c2, s2, got)
+	}
+	if n := e.d.Balancer.Templates(); n != 2 {
+		t.Fatalf("templates %d, want one per client for every VIP and port", n)
+	}
+
+	// An address just past the prefix is nobody's: no ARP answer, no
+	// connection.
+	outside := netip.MustParseAddr("172.25.254.108")
+	err := lab.InNetns(e.top.Client, func() error {
+		c, err := (&net.Dialer{Timeout: 2 * time.Second}).Dial("tcp4", netip.AddrPortFrom(outside, lab.HTTPPort).String())
+		if err == nil {
+			c.Close()
+		}
+		return err
+	})
+	if err == nil {
+		t.Fatalf("%v, outside the prefix, was answered", outside)
+	}
+	if n := neigh(outside); strings.Contains(n, "lladdr") {
+		t.Fatalf("%v, outside the prefix, was answered by ARP: %q", outside, n)
+	}
+
+	// ipvsadm -lnc: the templates as IPVS lists fwmark templates.
+	lnc := e.must("-Lnc")
+	var tmpl []string
+	for _, l := range strings.Split(lnc, "\n") {
+		if f := strings.Fields(l); len(f) == 7 && f[2] == "NONE" {
+			tmpl = append(tmpl, strings.Join([]string{f[0], f[3], f[4], f[6]}, " "))
+		}
+	}
+	want := []string{"IP " + c1.String() + ":0 0.0.0.1:0 " + s1 + ":0", "IP " + c2.String() + ":0 0.0.0.1:0 " + s2 + ":0"}
+	if !slices.Equal(tmpl, want) {
+		t.Fatalf("ipvsadm -lnc templates %q, want %q:\n%s", tmpl, want, lnc)
+	}
+	for _, a := range []netip.Addr{v1, v2} {
+		if !strings.Contains(lnc, " "+netip.AddrPortFrom(a, lab.HTTPPort).String()+" ") {
+			t.Fatalf("ipvsadm -lnc shows no connection to %v:%d:\n%s", a, lab.HTTPPort, lnc)
+		}
+	}
+
+	// The API: the selector with its prefix.
+	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", e.top.Socket)
+	}}}
+	resp, err := hc.Get("http://tapvs/v1/services")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var list []api.Service
+	if err := json.NewDecoder(resp.Body).Decode(&list); err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != 1 || list[0].Match == nil || list[0].Match.VIP != prefix.String() {
+		t.Fatalf("GET /v1/services: %+v", list)
 	}
 }

@@ -135,7 +135,7 @@ func (b *Balancer) DrainChanges(yield func(*connrec.Record)) {
 				// template: a peer that takes the client over keeps
 				// its server (tmplrec.go).
 				if t := c.tmpl; t != nil {
-					if vport, ok := b.tmplPort(t.svc); ok && t.record(&r, t.svc, vport, t.svc.Persistence().Timeout, b.table.now.Load()) {
+					if vip, vport, ok := b.tmplPort(t.svc); ok && t.record(&r, t.svc, vip, vport, t.svc.Persistence().Timeout, b.table.now.Load()) {
 						yield(&r)
 					}
 				}

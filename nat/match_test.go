@@ -65,8 +65,8 @@ func TestMatchServicePersistent(t *testing.T) {
 	if n := r.b.Templates(); n != 1 {
 		t.Fatalf("templates %d, want 1 for 80 and 443 together", n)
 	}
-	if l := r.b.TemplateList(); len(l) != 1 || l[0].VIP != netip.AddrPortFrom(vip, 0) || l[0].RIP != netip.AddrPortFrom(first.Addr(), 0) || l[0].Conns != 6 {
-		t.Fatalf("templates %+v, want one from %v:0 to %v:0 with 6 connections", l, vip, first.Addr())
+	if l := r.b.TemplateList(); len(l) != 1 || l[0].VIP != netip.MustParseAddrPort("0.0.0.1:0") || l[0].Mark != 1 || l[0].RIP != netip.AddrPortFrom(first.Addr(), 0) || l[0].Conns != 6 {
+		t.Fatalf("templates %+v, want one of mark 1 (0.0.0.1:0, as IPVS keys it) to %v:0 with 6 connections", l, first.Addr())
 	}
 	spread := map[netip.Addr]int{}
 	for i := range 10 {

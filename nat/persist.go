@@ -337,9 +337,13 @@ type TemplateInfo struct {
 	Protocol Protocol
 	Expires  time.Duration
 	Client   netip.AddrPort // the masked address, port 0
-	VIP      netip.AddrPort // the service's: port 0 for an all-ports service
-	RIP      netip.AddrPort // the server's; port 0 for an all-ports service, as IPVS shows it
-	Conns    int64          // the open connections it gave its server
+	// VIP is the service's, port 0 for an all-ports service; a match
+	// service's is its mark as an address, port 0, as IPVS keys a fwmark
+	// template (Mark says which).
+	VIP   netip.AddrPort
+	Mark  uint32         // a match service's mark (its template's protocol is IPVS's IPPROTO_IP)
+	RIP   netip.AddrPort // the server's; port 0 for an all-ports service, as IPVS shows it
+	Conns int64          // the open connections it gave its server
 }
 
 // TemplateList returns a snapshot of every template of the persistent
@@ -362,11 +366,16 @@ func (b *Balancer) TemplateList() []TemplateInfo {
 					// vaddr, 0, daddr, 0> (ip_vs_sched_persist).
 					rport = 0
 				}
+				vip := netip.AddrPortFrom(s.Addr, s.Port)
+				if isMatch(s) {
+					vip = netip.AddrPortFrom(MarkAddr(s.Mark, s.Addr.Is4()), 0)
+				}
 				out = append(out, TemplateInfo{
 					Protocol: s.Protocol,
 					Expires:  time.Duration(max(t.deadline.Load()-now, 0)),
 					Client:   addrPort(t.client, 0),
-					VIP:      netip.AddrPortFrom(s.Addr, s.Port),
+					VIP:      vip,
+					Mark:     s.Mark,
 					RIP:      netip.AddrPortFrom(t.dest.Addr, rport),
 					Conns:    t.conns.Load(),
 				})

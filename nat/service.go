@@ -253,6 +253,12 @@ type Service struct {
 	Mark     uint32 // a match service's mark; 0: a VIP:port service
 
 	match atomic.Pointer[Match] // a match service's selector (match.go); nil for others
+	// vips are the addresses the service answers on: Addr, or every
+	// address of its selector's prefix (match.go). Set when the service is
+	// made, never written after (a selector's prefix cannot change under
+	// its service).
+	vips []addr16
+	bits int // the prefix length of vips: Addr's bit length for one address
 
 	key      svcKey
 	seq      uint64 // the order services were made in (Services lists them in it)

@@ -195,7 +195,9 @@ func (b *Balancer) pruneRetired(vips, lips map[addr16]int32) {
 		if s.conns() > 0 {
 			return false
 		}
-		vips[s.key.addr]--
+		for _, a := range s.vips {
+			vips[a]--
+		}
 		return true
 	})
 }

@@ -42,9 +42,9 @@ func (b *Balancer) ExportTemplates(yield func(*connrec.Record) bool) {
 		if timeout == 0 || ts == nil {
 			continue
 		}
-		vport, ok := s.Port, true
+		vip, vport, ok := s.key.addr, s.Port, true
 		if isMatch(s) {
-			vport, ok = set.matchPort(s)
+			vip, vport, ok = set.matchPort(s)
 		}
 		if !ok {
 			continue // every port of its selector taken by VIP:port services: no flow reaches it
@@ -58,7 +58,7 @@ func (b *Balancer) ExportTemplates(yield func(*connrec.Record) bool) {
 			}
 			sh.mu.Unlock()
 			for _, t := range list {
-				if t.record(&r, s, vport, timeout, b.table.now.Load()) && !yield(&r) {
+				if t.record(&r, s, vip, vport, timeout, b.table.now.Load()) && !yield(&r) {
 					return
 				}
 			}
@@ -67,10 +67,10 @@ func (b *Balancer) ExportTemplates(yield func(*connrec.Record) bool) {
 }
 
 // record writes t's record into r at now (the table's clock), naming the
-// service by VIP and vport. A template past its deadline that no
+// service by vip and vport. A template past its deadline that no
 // connection holds is about to expire: false, no record. One still held
 // would be re-armed by the sweep: it goes with its service's timeout.
-func (t *template) record(r *connrec.Record, s *Service, vport uint16, timeout time.Duration, now int64) bool {
+func (t *template) record(r *connrec.Record, s *Service, vip addr16, vport uint16, timeout time.Duration, now int64) bool {
 	if t.dead.Load() {
 		return false
 	}
@@ -84,7 +84,7 @@ func (t *template) record(r *connrec.Record, s *Service, vport uint16, timeout t
 	*r = connrec.Record{
 		Kind: connrec.KindTemplate, Proto: uint8(s.Protocol),
 		LifetimeMS: uint32(min(left.Milliseconds(), connrec.MaxLifetimeMS)),
-		Client:     t.client, VIP: s.Addr.As16(), Server: t.dest.a16,
+		Client:     t.client, VIP: vip, Server: t.dest.a16,
 		VPort: vport, RPort: t.dest.Port,
 	}
 	if !wire.Is4(&t.client) {
@@ -167,30 +167,33 @@ func (b *Balancer) importTemplate(r *connrec.Record) (ImportReason, error) {
 // refreshed a template).
 func (s *Stats) TemplatesImported() uint64 { return s.templatesImported.Load() }
 
-// matchPort is a port by which a flow reaches match service s (one of its
-// selector's that no VIP:port service takes): a template record names the
-// service by it, the record having no field for a mark, and the importer,
-// with the same services, finds s by it.
-func (set *serviceSet) matchPort(s *Service) (uint16, bool) {
+// matchPort is a VIP and port by which a flow reaches match service s
+// (one of its selector's VIPs and ports that no VIP:port service takes):
+// a template record names the service by them, the record having no field
+// for a mark, and the importer, with the same services, finds s by them.
+// The template is the service's, whichever of its VIPs the record names.
+func (set *serviceSet) matchPort(s *Service) (addr16, uint16, bool) {
 	m := s.match.Load()
 	if m == nil {
-		return 0, false
+		return addr16{}, 0, false
 	}
-	for _, pr := range m.Ports {
-		for p := uint32(pr.Lo); p <= uint32(pr.Hi); p++ {
-			if set.service(svcKey{addr: s.key.addr, port: uint16(p), proto: s.Protocol}) == nil {
-				return uint16(p), true
+	for _, a := range s.vips {
+		for _, pr := range m.Ports {
+			for p := uint32(pr.Lo); p <= uint32(pr.Hi); p++ {
+				if set.service(svcKey{addr: a, port: uint16(p), proto: s.Protocol}) == nil {
+					return a, uint16(p), true
+				}
 			}
 		}
 	}
-	return 0, false
+	return addr16{}, 0, false
 }
 
-// tmplPort is the vport a template record of s names it by: its port, or
-// a match service's matchPort.
-func (b *Balancer) tmplPort(s *Service) (uint16, bool) {
+// tmplPort is the VIP and vport a template record of s names it by: its
+// own, or a match service's matchPort.
+func (b *Balancer) tmplPort(s *Service) (addr16, uint16, bool) {
 	if !isMatch(s) {
-		return s.Port, true
+		return s.key.addr, s.Port, true
 	}
 	return b.set.Load().matchPort(s)
 }

@@ -219,8 +219,14 @@ func (tx *Tx) AddService(sc ServiceConfig) (*Service, error) {
 	if sc.Protocol != TCP && sc.Protocol != UDP {
 		return nil, fmt.Errorf("%s: protocol %v: only tcp and udp", where, sc.Protocol)
 	}
-	if err := b.cfg.checkVIP(sc.Addr); err != nil {
-		return nil, fmt.Errorf("VIP %s %w", sc.Addr, err)
+	addrs, bits := []netip.Addr{sc.Addr}, sc.Addr.BitLen()
+	if match != nil {
+		addrs, bits = match.addrs(), match.Prefix().Bits()
+	}
+	for _, a := range addrs {
+		if err := b.cfg.checkVIP(a); err != nil {
+			return nil, fmt.Errorf("VIP %s %w", a, err)
+		}
 	}
 	if err := sc.Persistence.check(sc.Addr.Is4()); err != nil {
 		return nil, fmt.Errorf("%s: %w", where, err)
@@ -257,11 +263,18 @@ func (tx *Tx) AddService(sc ServiceConfig) (*Service, error) {
 	if old := tx.lookup(key); old != nil {
 		return nil, fmt.Errorf("service %s: %w", old, ErrServiceExists)
 	}
-	if err := tx.claim(sc.Addr, roleVIP); err != nil {
-		return nil, fmt.Errorf("VIP %s %w", sc.Addr, err)
+	vips := make([]addr16, len(addrs))
+	for i, a := range addrs {
+		if err := tx.claim(a, roleVIP); err != nil {
+			for _, c := range addrs[:i] {
+				tx.release(c, roleVIP) // the claims made so far: nothing of a refused service stays
+			}
+			return nil, fmt.Errorf("VIP %s %w", a, err)
+		}
+		vips[i] = a.As16()
 	}
 	b.seq++
-	s := &Service{Addr: sc.Addr, Port: sc.Port, Protocol: sc.Protocol, Mark: sc.Mark, key: key, seq: b.seq, readers: b.readers}
+	s := &Service{Addr: sc.Addr, Port: sc.Port, Protocol: sc.Protocol, Mark: sc.Mark, key: key, seq: b.seq, readers: b.readers, vips: vips, bits: bits}
 	s.match.Store(match)
 	s.name.Store(&sc.Name)
 	s.schedName.Store(&sc.Scheduler)
@@ -295,7 +308,13 @@ func (tx *Tx) DeleteService(s *Service) {
 
 // deleteService deletes a service the Tx holds.
 func (tx *Tx) deleteService(s *Service) {
-	tx.release(s.Addr, roleVIP)
+	if m := s.match.Load(); m != nil {
+		for _, a := range m.addrs() {
+			tx.release(a, roleVIP)
+		}
+	} else {
+		tx.release(s.Addr, roleVIP)
+	}
 	for _, l := range tx.LocalAddrs(s) {
 		tx.release(l.Addr, roleLIP)
 	}
@@ -603,7 +622,9 @@ func (tx *Tx) commit() {
 			b.clearTemplates(s) // keyed by the old mask, or of no use
 		}
 		if st.fresh {
-			vips[s.key.addr]++
+			for _, a := range s.vips {
+				vips[a]++
+			}
 		}
 		if st.laddrs != nil {
 			for _, l := range *st.laddrs {
@@ -628,7 +649,9 @@ func (tx *Tx) commit() {
 		if s.conns() > 0 {
 			b.retiredSvcs = append(b.retiredSvcs, s)
 		} else {
-			vips[s.key.addr]--
+			for _, a := range s.vips {
+				vips[a]--
+			}
 		}
 		for _, l := range s.LocalAddrs() {
 			b.retireLIP(l, lips)

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strconv"
+	"strings"
 
 	"github.com/tapvs/tapvs/control/api"
 )
@@ -47,8 +48,8 @@ func (c *command) is(s api.Service) bool {
 // selector's VIP.
 func svcIPv6(s api.Service) bool {
 	if s.FWMark != 0 {
-		a, err := netip.ParseAddr(matchVIP(s))
-		return err == nil && a.Is6()
+		p, err := matchPrefix(s)
+		return err == nil && p.Addr().Is6()
 	}
 	return isIPv6(s.Addr)
 }
@@ -58,6 +59,17 @@ func matchVIP(s api.Service) string {
 		return ""
 	}
 	return s.Match.VIP
+}
+
+// matchPrefix is a match service's selector's VIPs: a prefix, or one
+// address as a full-length prefix.
+func matchPrefix(s api.Service) (netip.Prefix, error) {
+	v := matchVIP(s)
+	if strings.Contains(v, "/") {
+		return netip.ParsePrefix(v)
+	}
+	a, err := netip.ParseAddr(v)
+	return netip.PrefixFrom(a, a.BitLen()), err
 }
 
 // fwmName is a match service as -L names it: print_service_entry's
@@ -78,16 +90,20 @@ func fwmRule(s api.Service) string {
 }
 
 // svcAddr is a service's VIP:port in -G's and the lists' columns: a
-// match service's selector VIP on port 0, as its templates show it.
+// match service's selector VIP on port 0, or its selector's prefix
+// (172.25.254.96/29), which no port follows.
 func svcAddr(s api.Service) string {
 	if s.FWMark == 0 {
 		return s.Addr
 	}
-	a, err := netip.ParseAddr(matchVIP(s))
-	if err != nil {
+	p, err := matchPrefix(s)
+	switch {
+	case err != nil:
 		return fmt.Sprintf("fwm/%d", s.FWMark)
+	case p.IsSingleIP():
+		return netip.AddrPortFrom(p.Addr(), 0).String()
 	}
-	return netip.AddrPortFrom(a, 0).String()
+	return p.String()
 }
 
 // svcProto is a service's protocol: a match service's selector's.

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
@@ -87,4 +88,51 @@ func equalU32(a, b []uint32) bool {
 		}
 	}
 	return true
+}
+
+// -lnc with a match service's templates, a golden file written from
+// ipvsadm's print_conn ("%-3s %-6s %-11s %-18s %-18s %s" with DPVS's
+// local column): the kernel writes a fwmark template's protocol IPPROTO_IP
+// as ip_vs_proto_name's "IP" and its virtual address as the mark
+// (ip_vs_sched_persist's `.ip = htonl(svc->fwmark)`, port 0), which
+// print_conn reads back as 0.0.0.1:0, or [0:2::]:0 for IPv6's mark 2; the
+// template leaves from no LIP. The connections themselves show the
+// address of the prefix the client asked for.
+func TestMatchConnsGolden(t *testing.T) {
+	conns := []api.Conn{
+		{Protocol: "TCP", State: "ESTABLISHED", ExpiresMs: 899500, Source: "198.51.100.7:40000", Virtual: "172.25.254.97:80", Local: "172.25.84.10:5002", Destination: "10.20.1.2:80"},
+		{Protocol: "TCP", State: "ESTABLISHED", ExpiresMs: 899000, Source: "198.51.100.7:40001", Virtual: "172.25.254.99:443", Local: "172.25.84.10:5003", Destination: "10.20.1.2:443"},
+		{Protocol: "IP", State: "NONE", ExpiresMs: 599000, Source: "198.51.100.7:0", Virtual: "0.0.0.1:0", Destination: "10.20.1.2:0"},
+		{Protocol: "IP", State: "NONE", ExpiresMs: 60000, Source: "[2001:db8:1::7]:0", Virtual: "[0:2::]:0", Destination: "[fd00:20:1::2]:0"},
+	}
+	prefixed := slices.Clone(svcsFWM)
+	prefixed[0].Match = &api.Match{VIP: "172.25.254.96/29", Protocol: "tcp", Ports: "80,443"}
+	sock, _ := fakeDaemon(t, prefixed, conns)
+	golden(t, "conns-fwm.txt", tapvsadm(t, sock, "", "-lnc"))
+}
+
+// A selector's prefix where tapvsadm shows a match service's VIP: -G's
+// column writes it whole (no port follows a prefix), one address as
+// VIP:0; its family is the prefix's.
+func TestMatchPrefixAddr(t *testing.T) {
+	for _, tc := range []struct {
+		vip, addr string
+		v6        bool
+	}{
+		{"172.25.254.96/29", "172.25.254.96/29", false},
+		{"172.25.254.100", "172.25.254.100:0", false},
+		{"2001:db8::100/120", "2001:db8::100/120", true},
+		{"2001:db8::1", "[2001:db8::1]:0", true},
+		{"2001:db8::1/128", "[2001:db8::1]:0", true},
+		{"x/29", "fwm/1", false},
+		{"x", "fwm/1", false},
+	} {
+		s := api.Service{ServiceKey: api.ServiceKey{FWMark: 1}, Match: &api.Match{VIP: tc.vip, Protocol: "tcp", Ports: "80"}}
+		if got := svcAddr(s); got != tc.addr {
+			t.Errorf("svcAddr of %s: %q, want %q", tc.vip, got, tc.addr)
+		}
+		if got := svcIPv6(s); got != tc.v6 {
+			t.Errorf("svcIPv6 of %s: %v", tc.vip, got)
+		}
+	}
 }

@@ -21,7 +21,7 @@ type ServiceKey struct {
 // Match is a match service's selector, as the configuration's marks:
 // defines it.
 type Match struct {
-	VIP      string `json:"vip"`
+	VIP      string `json:"vip"` // "172.25.254.100", or a prefix: "172.25.254.96/29"
 	Protocol string `json:"protocol"`
 	Ports    string `json:"ports"` // "80,443,8000-8099"
 }
