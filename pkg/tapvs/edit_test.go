@@ -497,6 +497,10 @@ func TestStartMarksRefused(t *testing.T) {
 		{tapvs.Mark{Mark: 1, VIP: vip, Protocol: "sctp", Ports: []tapvs.PortRange{{First: 80}}}, `tapvs: Config.Marks[0].Protocol: protocol "sctp": tcp or udp`},
 		{tapvs.Mark{Mark: 1, VIP: vip}, "tapvs: Config.Marks[0].Ports: has no ports"},
 		{tapvs.Mark{Mark: 1, VIP: vip, Ports: []tapvs.PortRange{{First: 90, Last: 80}}}, "tapvs: Config.Marks[0].Ports: port range 90-80 is not ports 1-65535, low to high"},
+		{tapvs.Mark{Mark: 1, VIP: vip, Bits: 33, Ports: []tapvs.PortRange{{First: 80}}}, "tapvs: Config.Marks[0].Bits: 33 is not a prefix length of 172.25.254.100"},
+		{tapvs.Mark{Mark: 1, VIP: vip, Bits: -1, Ports: []tapvs.PortRange{{First: 80}}}, "tapvs: Config.Marks[0].Bits: -1 is not a prefix length of 172.25.254.100"},
+		{tapvs.Mark{Mark: 1, VIP: vip, Bits: 29, Ports: []tapvs.PortRange{{First: 80}}}, "tapvs: Config.Marks[0].Bits: 172.25.254.100/29 has host bits set: its prefix is 172.25.254.96/29"},
+		{tapvs.Mark{Mark: 1, VIP: netip.MustParseAddr("172.25.254.0"), Bits: 23, Ports: []tapvs.PortRange{{First: 80}}}, "tapvs: Config.Marks[0].Bits: 172.25.254.0/23 is more than 256 addresses (IPv4 /24 or longer, IPv6 /120 or longer)"},
 	} {
 		lb, err := tapvs.Start(context.Background(), tapvs.Config{Client: side("tvbadc", l.Client, "172.25.254.254/24"),
 			Server: side("tvbads", l.Router, "172.25.84.4/24"), Marks: []tapvs.Mark{c.mark}})
