@@ -1,7 +1,16 @@
 // Package tapvstest builds, for one test, a network with tapvs in it — a
-// client, tapvs between two TAPs, a router, and real servers behind it,
-// each in a network namespace of its own — and removes all of it when the
-// test ends, as net/http/httptest serves HTTP for a test.
+// client, tapvs between two TAPs, a router, and real servers on one or
+// more subnets behind it, each in a network namespace of its own — and
+// removes all of it when the test ends, as net/http/httptest serves HTTP
+// for a test.
+//
+// Labs share nothing, so tests that call t.Parallel each build their own:
+// the namespaces and TAPs are named after Lab.Name, unique in the process,
+// and everything else (addresses, bridges, sysctls) is per namespace. A lab
+// takes about 0.1 s to build and 0.1 s to remove on two cores; ten built
+// at once take about 1 s in all, against 2.4 s one after another (the
+// kernel moves one network device between namespaces at a time, about 20
+// ms each, and tapvs moves two a lab).
 //
 // It needs root, or root in a user namespace with its own mount and network
 // namespaces (unshare -Urnm), plus /dev/net/tun and ip(8). Without them
