@@ -56,8 +56,8 @@ type Options struct {
 	// VIP's EchoPort over every real server's EchoPort, where the built-in
 	// UDP server answers who it is. Not with NoService.
 	UDP bool
-	// Clients is how many addresses the client has, 172.25.254.1 and on
-	// (Lab.ClientAddrs); 0 is 1. A Dialer with LocalAddr set dials from
+	// Clients is how many IPv4 addresses the client has, 172.25.254.1
+	// and on (Lab.ClientAddrs); 0 is 1. A Dialer with LocalAddr set dials from
 	// one of them.
 	Clients int
 	// NoBackends starts no built-in servers: the test runs its own in the
@@ -257,10 +257,20 @@ func NewLab(t testing.TB, o Options) *Lab {
 	// (this process's and other test binaries') apart; nothing else is
 	// shared: the addresses, the bridges and veths are per namespace, and
 	// pkg/tapvs opens no control socket and no metrics port.
-	name := newName()
-	top := lab.NewTopology(name, name+"c", name+"s")
-	if err := top.BuildBare(); err != nil {
-		t.Fatalf("tapvstest: %v", err)
+	var name string
+	var top *lab.Topology
+	for try := 0; ; try++ {
+		name = newName()
+		top = lab.NewTopology(name, name+"c", name+"s")
+		err := top.BuildBare()
+		if err == nil {
+			break
+		}
+		// Another process took the name between newName's look and
+		// here: BuildBare removed what it made, and another name will do.
+		if !strings.Contains(err.Error(), "File exists") || try == 2 {
+			t.Fatalf("tapvstest: %v", err)
+		}
 	}
 	t.Cleanup(func() {
 		if err := top.Destroy(); err != nil {
