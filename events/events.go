@@ -34,8 +34,10 @@ const (
 	// crossing its quorum (keepalived's quorum_up and quorum_down).
 	QuorumGained Kind = "quorum_gained"
 	QuorumLost   Kind = "quorum_lost"
-	// ConnOpened is a connection entered in the table (State: its first
-	// state, SYN_RECV or, with SYNPROXY, ESTABLISHED; UDP for UDP).
+	// ConnOpened is a connection entered in the table (State: the state
+	// it enters in: NONE for plain TCP, which its first segment moves on
+	// at once, SYN_SENT with SYNPROXY, once the client's handshake is
+	// done; UDP for UDP).
 	ConnOpened Kind = "conn_opened"
 	// ConnClosed is a TCP connection leaving its held states by a FIN
 	// (to TIME_WAIT); Reason says which side closed first. The entry
