@@ -53,7 +53,9 @@ type ConnEvent struct {
 }
 
 // connWatch holds the watcher; every connection points at its balancer's.
-type connWatch struct{ fn atomic.Pointer[func(ConnEvent)] }
+type connWatch struct {
+	fn atomic.Pointer[func(ConnEvent)]
+}
 
 // WatchConns has f called with every watched step of every connection,
 // from now on; nil stops it. f runs on the packet path's goroutines and
