@@ -312,3 +312,12 @@ func (s *Sub) put(e Event) {
 		s.lostN.Add(1)
 	}
 }
+
+// ServiceName is a service's key as events and tapvsadm name it: "tcp
+// 172.25.254.100:80", or "fwm 1" for a match service.
+func ServiceName(proto string, vip netip.AddrPort, mark uint32) string {
+	if mark != 0 {
+		return fmt.Sprintf("fwm %d", mark)
+	}
+	return strings.ToLower(proto) + " " + vip.String()
+}

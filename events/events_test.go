@@ -330,3 +330,12 @@ func TestString(t *testing.T) {
 		t.Fatalf("drops: %s", got)
 	}
 }
+
+func TestServiceName(t *testing.T) {
+	if got := ServiceName("TCP", netip.MustParseAddrPort("10.0.0.1:80"), 0); got != "tcp 10.0.0.1:80" {
+		t.Fatal(got)
+	}
+	if got := ServiceName("TCP", netip.MustParseAddrPort("10.0.0.1:80"), 3); got != "fwm 3" {
+		t.Fatal(got)
+	}
+}
