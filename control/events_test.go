@@ -52,7 +52,7 @@ func TestEventsStream(t *testing.T) {
 	rs := netip.MustParseAddrPort("10.1.0.1:8080")
 	at := time.Date(2026, 12, 7, 5, 0, 0, 0, time.UTC)
 	bus.Publish(events.Event{Kind: events.ServerDown, Service: "tcp 10.0.0.2:80", Server: rs}) // another service
-	bus.Publish(events.Event{Kind: events.ReloadApplied, Service: "tcp 10.0.0.1:80"})         // another kind
+	bus.Publish(events.Event{Kind: events.ReloadApplied, Service: "tcp 10.0.0.1:80"})          // another kind
 	bus.Publish(events.Event{Kind: events.ServerDown, Time: at, Service: "tcp 10.0.0.1:80", Server: rs, Reason: "connection refused"})
 	bus.Publish(events.Event{Kind: events.ServerUp, Service: "tcp 10.0.0.1:80", Server: rs})
 	e := <-got
