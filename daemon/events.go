@@ -82,7 +82,7 @@ func (d *Daemon) publishDrops() {
 // on the packet path's goroutines, with a subscriber only.
 func (d *Daemon) connEvent(c nat.ConnEvent) {
 	e := events.Event{Client: c.Client, VIP: c.VIP, Local: c.Local, Server: c.Server,
-		Protocol: strings.ToLower(c.Protocol.String()), State: c.State, Reason: c.Reason}
+		Protocol: protoName(c.Protocol), State: c.State, Reason: c.Reason}
 	if s := c.Service; s != nil {
 		e.Service = events.ServiceName(e.Protocol, netip.AddrPortFrom(s.Addr, s.Port), s.Mark)
 	}
@@ -120,6 +120,17 @@ func closeReason(c nat.ConnEvent) string {
 		return "fin: the server closed first"
 	}
 	return "fin from the " + sideName(c.From) + " in " + c.Prev
+}
+
+// protoName is p as events name it, without allocating for TCP and UDP.
+func protoName(p nat.Protocol) string {
+	switch p {
+	case nat.TCP:
+		return "tcp"
+	case nat.UDP:
+		return "udp"
+	}
+	return strings.ToLower(p.String())
 }
 
 func sideName(s nat.Side) string {

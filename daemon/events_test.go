@@ -99,6 +99,14 @@ func TestEventsConnSteps(t *testing.T) {
 	if ev := waiting(sub); len(ev) != 1 || ev[0].Reason != "synproxy: gave up" {
 		t.Errorf("synproxy: %+v", ev)
 	}
+	c.Step, c.Protocol, c.State = nat.ConnOpened, nat.UDP, "UDP"
+	d.connEvent(c)
+	if ev := waiting(sub); len(ev) != 1 || ev[0].Protocol != "udp" || ev[0].State != "UDP" {
+		t.Errorf("udp: %+v", ev)
+	}
+	if protoName(nat.Protocol(99)) != "proto(99)" {
+		t.Errorf("an unknown protocol: %s", protoName(nat.Protocol(99)))
+	}
 	c.Step = 0
 	d.connEvent(c)
 	if ev := waiting(sub); len(ev) != 0 {
@@ -114,5 +122,37 @@ func TestEventsReload(t *testing.T) {
 	if len(ev) != 2 || ev[0].Kind != events.ReloadApplied || ev[0].Count != 3 || ev[0].Reason != "3 changes; reverted: a; b" ||
 		ev[1].Kind != events.ReloadRefused || ev[1].Reason != "services[0].port: bad" {
 		t.Fatalf("%+v", ev)
+	}
+}
+
+// BenchmarkConnEvent is a connection step's cost past the nat hook with a
+// subscriber reading: the event made and published (nat's
+// BenchmarkConnWatch is the hook's side, with a watcher doing nothing).
+// A real step also names its service: two small allocations more.
+func BenchmarkConnEvent(b *testing.B) {
+	bal, err := nat.New(nat.Config{MaxConns: 100, PortMin: 5000, PortMax: 65535, Timeouts: nat.DefaultTimeouts()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	d := &Daemon{Balancer: bal, events: events.New(), stop: make(chan struct{})}
+	sub := d.events.Subscribe(events.Filter{}, events.MaxBuffer)
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-sub.C():
+			case <-done:
+				return
+			}
+		}
+	}()
+	defer close(done)
+	defer sub.Close()
+	c := nat.ConnEvent{Step: nat.ConnClosed, Protocol: nat.TCP, State: "TIME_WAIT", Prev: "CLOSE_WAIT", Client: netip.MustParseAddrPort("1.2.3.4:5"),
+		VIP: netip.MustParseAddrPort("10.0.0.1:80"), Local: netip.MustParseAddrPort("10.2.0.1:6000"), Server: netip.MustParseAddrPort("10.1.0.1:80")}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		d.connEvent(c)
 	}
 }
