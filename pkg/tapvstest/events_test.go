@@ -143,3 +143,22 @@ func TestSubscribeRefused(t *testing.T) {
 		t.Error("subscribed on an ended context")
 	}
 }
+
+// Frames dropped are told as Drops events, aggregated per reason: SYNs
+// to a port of the VIP with no service are no_service drops.
+func TestWaitDrops(t *testing.T) {
+	l := tapvstest.NewLab(t, tapvstest.Options{RealServers: 1})
+	w := l.Watch(tapvs.EventFilter{Kinds: []tapvs.EventKind{tapvs.EventDrops}})
+	before := l.LB.Counters().Drops["no_service"]
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if c, err := l.Dial(ctx, "tcp4", netip.AddrPortFrom(l.VIP, 81).String()); err == nil {
+		c.Close()
+		t.Fatal("connected to a port of the VIP with no service")
+	}
+	// The client's SYN, and any it sent again, were dropped.
+	got := w.WaitDrops("no_service", 1, 5*time.Second)
+	if after := l.LB.Counters().Drops["no_service"]; got < 1 || got > after-before {
+		t.Errorf("drops events counted %d no_service drops, the counter moved by %d", got, after-before)
+	}
+}
