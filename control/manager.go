@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/tapvs/tapvs/control/api"
+	"github.com/tapvs/tapvs/events"
 	"github.com/tapvs/tapvs/nat"
 )
 
@@ -31,6 +32,7 @@ type Manager struct {
 	reload  atomic.Pointer[func() (api.Reload, error)] // POST /v1/reload (SetReload)
 	cluster atomic.Pointer[Cluster]                    // GET /v1/bgp, /v1/drain (SetCluster)
 	checks  atomic.Pointer[Checks]                     // .../health (SetChecks)
+	events  atomic.Pointer[events.Bus]                 // GET /v1/events (SetEvents)
 	// Version is reported by Info.
 	Version string
 }

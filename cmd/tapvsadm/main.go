@@ -189,6 +189,8 @@ func execute(cl *api.Client, c *command, out io.Writer) error {
 		return capture(cl, c, out)
 	case "health":
 		return health(cl, c, out)
+	case "events":
+		return printEvents(cl, c, out)
 	case "bgp":
 		b, err := cl.BGP()
 		if err != nil {
