@@ -60,14 +60,18 @@ func TestMatchService(t *testing.T) {
 		return c
 	}
 	get := func(src netip.Addr) string { t.Helper(); return answeredBy(t, e.top.Client, src, vip) }
-	// rip is the real server the table holds conn's connection to.
+	// rip is the real server the table holds conn's connection to. The
+	// client may have used its port before, toward another of the VIP's
+	// ports (an HTTP connection whose entry lingers): the VIP:port
+	// tells them apart.
 	rip := func(conn net.Conn) netip.AddrPort {
 		t.Helper()
 		local := netip.MustParseAddrPort(conn.LocalAddr().String())
+		remote := netip.MustParseAddrPort(conn.RemoteAddr().String())
 		var got netip.AddrPort
 		if !eventually(5*time.Second, func() bool {
 			for _, c := range e.d.Balancer.Table().Conns() {
-				if c.Client == local {
+				if c.Client == local && c.VIP == remote {
 					got = c.RIP
 					return true
 				}
