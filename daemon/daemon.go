@@ -5,6 +5,7 @@ package daemon
 import (
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/netip"
 	"sync"
@@ -120,6 +121,9 @@ func start(cfg *config.Config, log *slog.Logger, nics [2]netstack.NICConfig, suc
 		return nil, err
 	}
 	if err := bal.Update(func(tx *nat.Tx) error { return cfg.Apply(tx, nil) }); err != nil {
+		return nil, err
+	}
+	if err := setFaults(bal, cfg.Faults, log); err != nil {
 		return nil, err
 	}
 	st, err := netstack.New(bal, nics[0], nics[1], log) // attaches itself as the balancer's nat.Link
@@ -570,4 +574,21 @@ func randomMAC() ([6]byte, error) {
 	}
 	m[0] = m[0]&^1 | 2 // unicast, locally administered
 	return m, nil
+}
+
+// setFaults puts the file's faults in force, saying so loudly: a fault
+// left on by mistake is an outage nobody ordered.
+func setFaults(bal *nat.Balancer, fs []nat.Fault, log *slog.Logger) error {
+	had := len(bal.Faults())
+	if err := bal.SetFaults(fs); err != nil {
+		return fmt.Errorf("faults: %w", err)
+	}
+	for _, f := range fs {
+		log.Warn("fault in force: traffic is disturbed on purpose", "target", f.Target.String(), "direction", f.Dir.String(),
+			"blackhole", f.Blackhole, "loss", f.Loss, "every", f.Every, "syn", f.SYN.String())
+	}
+	if len(fs) == 0 && had > 0 {
+		log.Info("faults cleared", "were", had)
+	}
+	return nil
 }

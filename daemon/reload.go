@@ -59,6 +59,9 @@ func (d *Daemon) reload(path string) (api.Reload, error) {
 		applied.BGP = cfg.BGP // the speaker's: its ASN and router ID are the running ones
 	}
 	d.cfg.Store(applied)
+	if err := setFaults(d.Balancer, cfg.Faults, d.log); err != nil {
+		d.log.Error("reload: the running faults are kept", "err", err) // checked by the file's reading: not expected
+	}
 	// The file is the source of truth for checks: runtime ones end here,
 	// and the servers they held out that the file does not check come back.
 	overridden := d.runtimeChecks
