@@ -147,8 +147,8 @@ type Balancer struct {
 	changesLost uint64                // the last generation whose changes are no longer all in changes; under mu
 	tap         atomic.Pointer[Tap]
 	faults      atomic.Pointer[faultSet] // nil: no fault anywhere (fault.go)
-	quarantined atomic.Int64 // reply tuples in quarantine after the last sweep
-	readers     int          // Config.Readers rounded up to a power of two
+	quarantined atomic.Int64             // reply tuples in quarantine after the last sweep
+	readers     int                      // Config.Readers rounded up to a power of two
 	gen         atomic.Uint64
 	link        Link   // set by Attach before the first frame; never changed after
 	isnKey      isnKey // keys the ISNs of plain TCP connections (seq.go)
