@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/tapvs/tapvs/control/api"
 	"github.com/tapvs/tapvs/nat"
 )
 
@@ -20,18 +21,7 @@ import (
 //	  - {service: fwm 1, syn: refuse}                       # connections refused, as a closed port
 //	  - {client: 172.25.254.0/28, direction: to_server, every: 10}
 
-type rawFault struct {
-	Service   string  `mapstructure:"service"`
-	Server    string  `mapstructure:"server"`
-	Client    string  `mapstructure:"client"`
-	Direction string  `mapstructure:"direction"`
-	Blackhole bool    `mapstructure:"blackhole"`
-	Loss      float64 `mapstructure:"loss"`
-	Every     int     `mapstructure:"every"`
-	SYN       string  `mapstructure:"syn"`
-}
-
-// MaxFaults bounds the faults: list; each is a frame's lookup at most.
+// MaxFaults bounds the faults in force; each is a frame's lookup at most.
 const MaxFaults = 256
 
 // readFaults reads faults: after the services, whose keys and real
@@ -53,88 +43,126 @@ func readFaults(e *errs, r *raw, services []Service) []nat.Fault {
 	seen := map[nat.FaultTarget]int{}
 	for i, rf := range r.Faults {
 		f := fmt.Sprintf("faults[%d]", i)
-		var ft nat.Fault
-		ok := true
-		n := 0
-		if rf.Service != "" {
-			n++
-			k, err := ParseServiceKey(rf.Service)
-			switch {
-			case err != nil:
-				e.add(f+".service", "%v", err)
-				ok = false
-			case !keys[k]:
-				e.add(f+".service", "%s is no service of this file", k)
-				ok = false
-			default:
-				ft.Target = nat.FaultTarget{Protocol: k.Protocol, VIP: netip.AddrPortFrom(k.VIP, k.Port), Mark: k.Mark}
-				if k.Mark != 0 {
-					ft.Target.Protocol, ft.Target.VIP = 0, netip.AddrPort{}
-				}
-			}
-		}
-		if rf.Server != "" {
-			n++
-			ap, err := netip.ParseAddrPort(rf.Server)
-			switch {
-			case err != nil:
-				e.add(f+".server", "%q is not an address:port (10.20.1.2:8080, [fd00::2]:8080; port 0 for a match service's server)", rf.Server)
-				ok = false
-			case !servers[ap]:
-				e.add(f+".server", "%s is no real server of this file's services", ap)
-				ok = false
-			default:
-				ft.Target.Server = ap
-			}
-		}
-		if rf.Client != "" {
-			n++
-			p, err := clientPrefix(rf.Client)
-			if err != nil {
-				e.add(f+".client", "%v", err)
-				ok = false
-			} else {
-				ft.Target.Client = p
-			}
-		}
-		if n != 1 {
-			e.add(f, "names %d targets: one of service, server or client", n)
-			continue
-		}
-		d, err := nat.ParseFaultDir(rf.Direction)
-		if err != nil {
-			e.add(f+".direction", "%v", err)
-			ok = false
-		}
-		ft.Dir = d
-		if !(rf.Loss >= 0 && rf.Loss <= 1) {
-			e.add(f+".loss", "%v is not a probability (0 to 1: 0.05 drops 5%% of frames)", rf.Loss)
-			ok = false
-		}
-		ft.Loss = rf.Loss
-		if rf.Every < 0 || rf.Every > 1<<20 {
-			e.add(f+".every", "%d is not a count (1: every frame, up to %d)", rf.Every, 1<<20)
-			ok = false
-		}
-		ft.Every = uint32(max(rf.Every, 0))
-		ft.Blackhole = rf.Blackhole
-		if ft.SYN, err = nat.ParseSYNFault(rf.SYN); err != nil {
-			e.add(f+".syn", "%v", err)
-			ok = false
-		}
+		ft, ok := faultOf(e, f, rf)
 		if !ok {
 			continue
 		}
-		if err := ft.Check(); err != nil {
-			e.add(f, "%v", err)
-			continue
+		t := ft.Target
+		switch {
+		case t.VIP.IsValid() || t.Mark != 0:
+			if k := (ServiceKey{Protocol: t.Protocol, VIP: t.VIP.Addr(), Port: t.VIP.Port(), Mark: t.Mark}); !keys[k] {
+				e.add(f+".service", "%s is no service of this file", k)
+				continue
+			}
+		case t.Server.IsValid():
+			if !servers[t.Server] {
+				e.add(f+".server", "%s is no real server of this file's services", t.Server)
+				continue
+			}
 		}
-		if j, dup := seen[ft.Target]; dup {
+		if j, dup := seen[t]; dup {
 			e.add(f, "has the target of faults[%d]: one fault per target", j)
 			continue
 		}
-		seen[ft.Target] = i
+		seen[t] = i
 		out = append(out, ft)
+	}
+	return out
+}
+
+// ParseFault reads a fault as the API takes it (POST /v1/faults), each
+// refusal naming its field ("fault.loss: ..."). Whether its service or
+// server exists is the caller's to check.
+func ParseFault(rf api.Fault) (nat.Fault, error) {
+	var e errs
+	f, _ := faultOf(&e, "fault", rf)
+	return f, e.err()
+}
+
+// faultOf reads rf, adding its refusals to e under f.
+func faultOf(e *errs, f string, rf api.Fault) (nat.Fault, bool) {
+	var ft nat.Fault
+	ok := true
+	n := 0
+	if rf.Service != "" {
+		n++
+		if k, err := ParseServiceKey(rf.Service); err != nil {
+			e.add(f+".service", "%v", err)
+			ok = false
+		} else if k.Mark != 0 {
+			ft.Target.Mark = k.Mark
+		} else {
+			ft.Target.Protocol, ft.Target.VIP = k.Protocol, netip.AddrPortFrom(k.VIP, k.Port)
+		}
+	}
+	if rf.Server != "" {
+		n++
+		if ap, err := netip.ParseAddrPort(rf.Server); err != nil {
+			e.add(f+".server", "%q is not an address:port (10.20.1.2:8080, [fd00::2]:8080; port 0 for a match service's server)", rf.Server)
+			ok = false
+		} else {
+			ft.Target.Server = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+		}
+	}
+	if rf.Client != "" {
+		n++
+		if p, err := clientPrefix(rf.Client); err != nil {
+			e.add(f+".client", "%v", err)
+			ok = false
+		} else {
+			ft.Target.Client = p
+		}
+	}
+	if n != 1 {
+		e.add(f, "names %d targets: one of service, server or client", n)
+		return ft, false
+	}
+	d, err := nat.ParseFaultDir(rf.Direction)
+	if err != nil {
+		e.add(f+".direction", "%v", err)
+		ok = false
+	}
+	ft.Dir = d
+	if !(rf.Loss >= 0 && rf.Loss <= 1) {
+		e.add(f+".loss", "%v is not a probability (0 to 1: 0.05 drops 5%% of frames)", rf.Loss)
+		ok = false
+	}
+	ft.Loss = rf.Loss
+	if rf.Every < 0 || rf.Every > maxEvery {
+		e.add(f+".every", "%d is not a count (1: every frame, up to %d)", rf.Every, maxEvery)
+		ok = false
+	}
+	ft.Every = uint32(max(rf.Every, 0))
+	ft.Blackhole = rf.Blackhole
+	if ft.SYN, err = nat.ParseSYNFault(rf.SYN); err != nil {
+		e.add(f+".syn", "%v", err)
+		ok = false
+	}
+	if !ok {
+		return ft, false
+	}
+	if err := ft.Check(); err != nil {
+		e.add(f, "%v", err)
+		return ft, false
+	}
+	return ft, true
+}
+
+const maxEvery = 1 << 20
+
+// FaultSpec is f as the file and the API write it, the inverse of
+// ParseFault.
+func FaultSpec(f nat.Fault) api.Fault {
+	out := api.Fault{Direction: f.Dir.String(), Blackhole: f.Blackhole, Loss: f.Loss, Every: int(f.Every), SYN: f.SYN.String()}
+	switch t := f.Target; {
+	case t.Mark != 0:
+		out.Service = ServiceKey{Mark: t.Mark}.String()
+	case t.VIP.IsValid():
+		out.Service = ServiceKey{Protocol: t.Protocol, VIP: t.VIP.Addr(), Port: t.VIP.Port()}.String()
+	case t.Server.IsValid():
+		out.Server = t.Server.String()
+	default:
+		out.Client = t.Client.String()
 	}
 	return out
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/viper"
 
+	"github.com/tapvs/tapvs/control/api"
 	"github.com/tapvs/tapvs/nat"
 )
 
@@ -36,7 +37,7 @@ type raw struct {
 	} `mapstructure:"interfaces"`
 	Services []rawService `mapstructure:"services"`
 	Marks    []rawMark    `mapstructure:"marks"`
-	Faults   []rawFault   `mapstructure:"faults"`
+	Faults   []api.Fault  `mapstructure:"faults"`
 	Limits   rawLimits    `mapstructure:"limits"`
 	Timeouts rawTimeouts  `mapstructure:"timeouts"`
 	Synproxy rawSynproxy  `mapstructure:"synproxy"`
