@@ -58,6 +58,9 @@ type Daemon struct {
 	// runtimeChecks are the services' health checks set through the API
 	// (checks.go), until a reload; guarded by reloadMu.
 	runtimeChecks map[control.ServiceKey]runtimeCheck
+	// runtimeFaults are the targets of the faults set through the API
+	// (faults.go), until a reload; guarded by reloadMu.
+	runtimeFaults map[nat.FaultTarget]bool
 	// serversChanged is poked after every operator change (sync), for
 	// reconcile to extend the runtime checks to servers added since.
 	serversChanged chan struct{}
@@ -123,9 +126,10 @@ func start(cfg *config.Config, log *slog.Logger, nics [2]netstack.NICConfig, suc
 	if err := bal.Update(func(tx *nat.Tx) error { return cfg.Apply(tx, nil) }); err != nil {
 		return nil, err
 	}
-	if err := setFaults(bal, cfg.Faults, log); err != nil {
-		return nil, err
+	if err := bal.SetFaults(cfg.Faults); err != nil {
+		return nil, fmt.Errorf("faults: %w", err)
 	}
+	logFaults(log, cfg.Faults, 0)
 	st, err := netstack.New(bal, nics[0], nics[1], log) // attaches itself as the balancer's nat.Link
 	if err != nil {
 		return nil, err
@@ -183,6 +187,7 @@ func start(cfg *config.Config, log *slog.Logger, nics [2]netstack.NICConfig, suc
 	d.startHealth(cfg, nil, false)
 	d.Manager.SetHealth(d.healthViews)
 	d.Manager.SetChecks(d.Checks())
+	d.Manager.ServeFaults(d.Faults())
 	// The speaker starts after the services and their health checks: its
 	// first announcement is of what can serve, never of a VIP that cannot.
 	if d.cluster, err = newCluster(d, cfg, succ != nil); err != nil {
@@ -574,21 +579,4 @@ func randomMAC() ([6]byte, error) {
 	}
 	m[0] = m[0]&^1 | 2 // unicast, locally administered
 	return m, nil
-}
-
-// setFaults puts the file's faults in force, saying so loudly: a fault
-// left on by mistake is an outage nobody ordered.
-func setFaults(bal *nat.Balancer, fs []nat.Fault, log *slog.Logger) error {
-	had := len(bal.Faults())
-	if err := bal.SetFaults(fs); err != nil {
-		return fmt.Errorf("faults: %w", err)
-	}
-	for _, f := range fs {
-		log.Warn("fault in force: traffic is disturbed on purpose", "target", f.Target.String(), "direction", f.Dir.String(),
-			"blackhole", f.Blackhole, "loss", f.Loss, "every", f.Every, "syn", f.SYN.String())
-	}
-	if len(fs) == 0 && had > 0 {
-		log.Info("faults cleared", "were", had)
-	}
-	return nil
 }

@@ -54,7 +54,9 @@ type command struct {
 	ipv6 bool // -6: with -f, the selector is IPv6's
 
 	healthCheck *api.HealthCheck // --health --check
-	checkOff    bool             // --health --off
+	checkOff    bool             // --health --off, --fault --off
+	fault       *api.Fault       // --fault --with: what it does, without its target
+	faultClient string           // --fault --client
 }
 
 // defaultDrainWait bounds --drain --wait without --timeout: a wait that
@@ -239,6 +241,9 @@ func (c *command) check() error {
 	if err := c.checkHealth(); err != nil {
 		return err
 	}
+	if err := c.checkFault(); err != nil {
+		return err
+	}
 	svcOpts := c.sched != "" || c.schedFlags != nil || c.persist != nil || c.netmask != "" || c.synproxy != nil || c.client != "" || c.tcpTS != "" || c.estTO != 0 || c.cps != nil || c.srcConns != nil || c.halfOpen != nil
 	destOpts := c.real != "" || c.weight != nil || c.forward != "" || c.uthresh != nil || c.lthresh != nil
 	switch c.op {
@@ -283,7 +288,7 @@ func (c *command) check() error {
 // --off or neither (a listing).
 func (c *command) checkHealth() error {
 	if c.op != "health" {
-		if c.healthCheck != nil || c.checkOff {
+		if c.healthCheck != nil || c.checkOff && c.op != "fault" {
 			return usagef("Illegal option for %s: --check and --off belong to --health", c.op)
 		}
 		return nil

@@ -410,6 +410,9 @@ type Fault struct {
 	SYN       string  `json:"syn,omitempty" mapstructure:"syn"`
 }
 
+// CodeNoFault: DELETE /v1/faults?... naming a target with no fault, 404.
+const CodeNoFault = "no_fault"
+
 // FaultView is a fault in force (GET /v1/faults) and what it has done
 // since it was set.
 type FaultView struct {
