@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
@@ -80,6 +81,14 @@ func TestFaultsConfigRefusals(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s -> %s: %v, want %q", tc.from, tc.to, err, tc.want)
 		}
+	}
+	// The bounds: 256 faults, every 1048576.
+	var b strings.Builder
+	for i := range MaxFaults {
+		fmt.Fprintf(&b, "  - {client: 10.0.%d.%d, every: %d}\n", i/256, i%256, 1<<20)
+	}
+	if c, err := Parse(matchConfig + "faults:\n" + b.String()); err != nil || len(c.Faults) != MaxFaults || c.Faults[0].Every != 1<<20 {
+		t.Errorf("256 faults, every 1048576: %v", err)
 	}
 	many := matchConfig + "faults:\n" + strings.Repeat("  - {client: 10.0.0.1, blackhole: true}\n", MaxFaults+1)
 	if _, err := Parse(many); err == nil || !strings.Contains(err.Error(), "faults: 257 faults: at most 256") {

@@ -275,7 +275,7 @@ func (b *Balancer) Process(side Side, f *Frame) Verdict {
 			return Pass
 		}
 	} else if !set.hasLIP(&dst) {
-		if fs := b.faults.Load(); fs != nil && len(fs.bySrv) > 0 {
+		if fs := b.faults.Load(); fs != nil {
 			// A blackholed server is silent to the stack's own
 			// connections too (fault.go).
 			src := p.key16(p.src())
@@ -547,7 +547,7 @@ func (b *Balancer) fromServer(p *pkt, dst *addr16, f *Frame) Verdict {
 			}
 			return b.Stats.drop(DropBackupLIP)
 		}
-		if fs := b.faults.Load(); fs != nil && len(fs.bySrv) > 0 {
+		if fs := b.faults.Load(); fs != nil {
 			return b.faultStack(fs, &key.src)
 		}
 		return Pass // the stack's own connection from a LIP, or one that expired
