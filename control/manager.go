@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/tapvs/tapvs/control/api"
+	"github.com/tapvs/tapvs/events"
 	"github.com/tapvs/tapvs/nat"
 )
 
@@ -33,6 +34,7 @@ type Manager struct {
 	cluster atomic.Pointer[Cluster]                    // GET /v1/bgp, /v1/drain (SetCluster)
 	checks  atomic.Pointer[Checks]                     // .../health (SetChecks)
 	faults  atomic.Pointer[Faults]                     // /v1/faults (ServeFaults)
+	events  atomic.Pointer[events.Bus]                 // GET /v1/events (SetEvents)
 	// Version is reported by Info.
 	Version string
 }

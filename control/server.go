@@ -363,6 +363,7 @@ func (s *Server) Handler() http.Handler {
 		s.drain(w, r, func(c Cluster) api.Drain { return c.Drain(false) })
 	})
 	mux.HandleFunc("GET /v1/capture", s.capture)
+	mux.HandleFunc("GET /v1/events", s.events)
 	// Profiles of the running data path. They show code paths, timings and
 	// memory: served here, to the owner of the socket only, never on the
 	// metrics address that every local user can reach.

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tapvs/tapvs/events"
 	"github.com/tapvs/tapvs/handoff"
 	"github.com/tapvs/tapvs/health"
 	"github.com/tapvs/tapvs/hostnft"
@@ -64,6 +65,12 @@ type Daemon struct {
 	// serversChanged is poked after every operator change (sync), for
 	// reconcile to extend the runtime checks to servers added since.
 	serversChanged chan struct{}
+
+	// events is the event bus (events.go); dropsBase the drop counters
+	// its last Drops events were counted from.
+	events    *events.Bus
+	dropsMu   sync.Mutex
+	dropsBase map[string]uint64
 }
 
 // Start builds everything from cfg and starts forwarding: it opens the two
@@ -135,9 +142,10 @@ func start(cfg *config.Config, log *slog.Logger, nics [2]netstack.NICConfig, suc
 		return nil, err
 	}
 	owned = false
-	d := &Daemon{Balancer: bal, Stack: st, stop: make(chan struct{}), serversChanged: make(chan struct{}, 1), log: log, unmasq: unmasq}
+	d := &Daemon{Balancer: bal, Stack: st, stop: make(chan struct{}), serversChanged: make(chan struct{}, 1), log: log, unmasq: unmasq, events: events.New()}
 	d.cfg.Store(cfg)
 	d.Manager = control.NewManager(bal, d.sync)
+	d.Manager.SetEvents(d.events)
 	// The stack answers for the VIPs and LIPs before the first frame is read;
 	// an address it refuses is a start-up error, not a half-configured tapvs.
 	if err := d.syncStack(true); err != nil {
@@ -154,6 +162,7 @@ func start(cfg *config.Config, log *slog.Logger, nics [2]netstack.NICConfig, suc
 		return nil, err
 	}
 	d.startTimers()
+	d.startEvents()
 	d.wg.Add(1)
 	go func() {
 		defer d.wg.Done()
@@ -310,6 +319,7 @@ func (d *Daemon) startHealth(cfg *config.Config, release func(health.Target) boo
 	}
 	next := health.New(d.Balancer, d.Stack.Stack(), netstack.ServerNIC, d.log)
 	next.SetVS(vs)
+	next.SetEvents(d.events)
 	// A server put back has just answered a check through the stack, so
 	// its next hop is in the stack's neighbour table: no wait is needed,
 	// and a short one bounds the checker's pause if it is not.

@@ -32,7 +32,8 @@ func (d *Daemon) Reload(path string) error {
 	return err
 }
 
-func (d *Daemon) reload(path string) (api.Reload, error) {
+func (d *Daemon) reload(path string) (res api.Reload, err error) {
+	defer func() { d.reloadEvent(res, err) }()
 	cfg, err := config.Load(path)
 	if err != nil {
 		d.log.Error("reload refused: the running configuration is kept", "err", err)
@@ -41,7 +42,8 @@ func (d *Daemon) reload(path string) (api.Reload, error) {
 	d.reloadMu.Lock()
 	defer d.reloadMu.Unlock()
 	running := d.Config()
-	res, applied, err := decideReload(d.Manager, running, cfg, d.heldDown)
+	var applied *config.Config
+	res, applied, err = decideReload(d.Manager, running, cfg, d.heldDown)
 	if len(res.Restart) > 0 {
 		d.log.Warn("reload: these change only with a restart; the running values are kept and the services are applied", "fields", strings.Join(res.Restart, ", "))
 	}

@@ -40,6 +40,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 
+	"github.com/tapvs/tapvs/events"
 	"github.com/tapvs/tapvs/nat"
 )
 
@@ -118,7 +119,25 @@ type Checker struct {
 	// checks go through: a server that has just passed a check is put back
 	// with it, not left to the first packet's resolution.
 	nextHop func(netip.Addr) ([6]byte, error)
+	// events, if set, is told of every move of a server and a quorum.
+	events *events.Bus
 }
+
+// SetEvents has the checker publish its moves (a server up or down, a
+// quorum gained or lost) on bus; call it before Start.
+func (c *Checker) SetEvents(bus *events.Bus) { c.events = bus }
+
+// publish puts e on the bus, if anyone listens.
+func (c *Checker) publish(kind events.Kind, k Key, rs netip.AddrPort, reason string) {
+	if !c.events.Active() {
+		return
+	}
+	c.events.Publish(events.Event{Kind: kind, Service: k.EventName(), Server: rs, Reason: reason})
+}
+
+// EventName is the service as events name it: "tcp 172.25.254.100:80",
+// "fwm 1".
+func (k Key) EventName() string { return events.ServiceName(k.Proto.String(), k.VIP, k.Mark) }
 
 // Key names a checked service as the control API does: its protocol and
 // VIP:port, or a match service's mark alone (nat/match.go), whose VIP:0
@@ -448,6 +467,7 @@ func (c *Checker) record(svc *nat.Service, s *state, err error) {
 		c.mu.Unlock()
 		if down {
 			c.takeOut(svc, s, ko, err)
+			c.publish(events.ServerDown, k.svc, rs, err.Error())
 			c.notify(s.t, false)
 			c.evalQuorum(k.svc, false)
 		}
@@ -465,6 +485,7 @@ func (c *Checker) record(svc *nat.Service, s *state, err error) {
 	}
 	defer c.evalQuorum(k.svc, false)
 	defer c.notify(s.t, true)
+	defer c.publish(events.ServerUp, k.svc, rs, "")
 	if !serving {
 		// The quorum puts it back with the others when it is reached.
 		c.log.Info("real server up: held out while its service is below quorum", "service", svc.String(), "rs", rs.String(), "after", ok)

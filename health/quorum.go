@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tapvs/tapvs/events"
 	"github.com/tapvs/tapvs/nat"
 )
 
@@ -177,8 +178,10 @@ func (c *Checker) evalQuorum(k Key, force bool) {
 	argv := v.v.QuorumDown
 	if now {
 		argv = v.v.QuorumUp
+		c.publish(events.QuorumGained, k, netip.AddrPort{}, fmt.Sprintf("weights %d, quorum %d, hysteresis %d", sum, v.v.Quorum, v.v.Hysteresis))
 		c.log.Info("quorum gained: real servers back in service", "service", k.String(), "weights", sum, "quorum", v.v.Quorum, "hysteresis", v.v.Hysteresis)
 	} else {
+		c.publish(events.QuorumLost, k, netip.AddrPort{}, fmt.Sprintf("weights %d, quorum %d, hysteresis %d", sum, v.v.Quorum, v.v.Hysteresis))
 		c.log.Warn("quorum lost: real servers out of service", "service", k.String(), "weights", sum, "quorum", v.v.Quorum, "hysteresis", v.v.Hysteresis, "sorry_server", v.v.Sorry.String())
 	}
 	c.runQuorum(v.v, argv, now, sum)

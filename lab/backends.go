@@ -28,9 +28,10 @@ import (
 type Backend struct {
 	Name  string
 	Addr  netip.Addr
-	Addr6 netip.Addr // the real server's IPv6 address (RS6(Addr)); invalid: IPv4 only
+	Addr6 netip.Addr // the real server's IPv6 address; invalid: IPv4 only
 
 	Requests atomic.Int64 // HTTP requests served
+	Echoes   atomic.Int64 // UDP datagrams answered on EchoPort
 
 	closers []io.Closer
 	wg      sync.WaitGroup
@@ -43,10 +44,17 @@ type Backend struct {
 // StartBackend listens inside namespace ns on addr and, for the lab's real
 // servers (RS1, RS2) on a host with IPv6, on their IPv6 addresses too.
 func StartBackend(ns, name string, addr netip.Addr) (*Backend, error) {
-	b := &Backend{Name: name, Addr: addr, ns: ns}
+	var addr6 netip.Addr
 	if HasIPv6() {
-		b.Addr6 = RS6(addr)
+		addr6 = RS6(addr)
 	}
+	return StartBackendAt(ns, name, addr, addr6)
+}
+
+// StartBackendAt listens inside namespace ns on addr and, if it is valid,
+// on addr6 as well.
+func StartBackendAt(ns, name string, addr, addr6 netip.Addr) (*Backend, error) {
+	b := &Backend{Name: name, Addr: addr, Addr6: addr6, ns: ns}
 	type socks struct {
 		http, bulk, pHTTP, pBulk net.Listener
 		udp, pUDP                net.PacketConn
@@ -293,6 +301,7 @@ func (b *Backend) serveEcho(pc net.PacketConn) {
 		if err != nil {
 			return
 		}
+		b.Echoes.Add(1)
 		reply := append([]byte(fmt.Sprintf("%s saw %s: ", b.Name, from)), buf[:n]...)
 		pc.WriteTo(reply, from)
 	}

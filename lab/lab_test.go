@@ -453,3 +453,43 @@ tapvs_drops_total{reason="x"} 7
 		}
 	}
 }
+
+// The subnets behind the router follow rs1's and rs2's: subnet k is
+// 10.20.k+1.0/24 and fd00:20:k+1::/64 on its own bridge.
+func TestSubnetPlan(t *testing.T) {
+	for _, c := range []struct {
+		k, h        int
+		v4, v6, gw4 string
+		gw6, bridge string
+	}{
+		{0, 2, "10.20.1.2", "fd00:20:1::2", "10.20.1.1/24", "fd00:20:1::1/64", "br-a"},
+		{1, 2, "10.20.2.2", "fd00:20:2::2", "10.20.2.1/24", "fd00:20:2::1/64", "br-b"},
+		{2, 7, "10.20.3.7", "fd00:20:3::7", "10.20.3.1/24", "fd00:20:3::1/64", "br-c"},
+		{25, 2, "10.20.26.2", "fd00:20:1a::2", "10.20.26.1/24", "fd00:20:1a::1/64", "br-z"},
+		{26, 254, "10.20.27.254", "fd00:20:1b::fe", "10.20.27.1/24", "fd00:20:1b::1/64", "br-27"},
+		{253, 2, "10.20.254.2", "fd00:20:fe::2", "10.20.254.1/24", "fd00:20:fe::1/64", "br-254"},
+	} {
+		v4, v6 := SubnetAddr(c.k, c.h)
+		gw4, gw6 := SubnetGW(c.k)
+		if v4.String() != c.v4 || v6.String() != c.v6 || gw4.String() != c.gw4 || gw6.String() != c.gw6 || SubnetBridge(c.k) != c.bridge {
+			t.Errorf("subnet %d host %d: %s %s, gateway %s %s, %s; want %s %s, %s %s, %s",
+				c.k, c.h, v4, v6, gw4, gw6, SubnetBridge(c.k), c.v4, c.v6, c.gw4, c.gw6, c.bridge)
+		}
+		if !RSNet.Contains(v4) || !RSNet6.Contains(v6) {
+			t.Errorf("subnet %d: %s or %s outside %s, %s (tapvs's route)", c.k, v4, v6, RSNet, RSNet6)
+		}
+	}
+	if v4, v6 := SubnetAddr(0, 2); v4 != RS1 || v6 != RS1v6 {
+		t.Errorf("SubnetAddr(0, 2) = %s %s, not RS1's", v4, v6)
+	}
+	if v4, v6 := SubnetAddr(1, 2); v4 != RS2 || v6 != RS2v6 {
+		t.Errorf("SubnetAddr(1, 2) = %s %s, not RS2's", v4, v6)
+	}
+	if gw, _ := SubnetGW(0); gw != rs1GW {
+		t.Errorf("SubnetGW(0) = %s, not rs1's gateway %s", gw, rs1GW)
+	}
+	var top Topology
+	if err := top.AddSubnet(MaxSubnets); err == nil || !strings.Contains(err.Error(), "subnet 254: 0 to 253") {
+		t.Errorf("AddSubnet(%d): %v", MaxSubnets, err)
+	}
+}

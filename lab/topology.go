@@ -120,38 +120,28 @@ func (t *Topology) Namespaces() []string {
 }
 
 // Build creates the namespaces and everything in them but the TAPs, which
-// tapvs creates and moves in itself (see AddressTAPs).
-func (t *Topology) Build() (err error) {
+// tapvs creates and moves in itself (see AddressTAPs): the client, the
+// router, and rs1 and rs2 on two subnets behind it (SubnetBridge(0) and
+// SubnetBridge(1), br-a and br-b).
+func (t *Topology) Build() error { return t.build(true) }
+
+// BuildBare is Build without the real servers: the client, the router and
+// the direct path between them, and no subnet behind the router.
+// AddSubnet and AddRealServer add them; t.RS is not used.
+func (t *Topology) BuildBare() error { return t.build(false) }
+
+func (t *Topology) build(servers bool) (err error) {
 	defer func() {
 		if err != nil {
 			t.Destroy()
 		}
 	}()
-	for _, ns := range t.Namespaces() {
-		if err := ip("netns", "add", ns); err != nil {
-			return err
-		}
-		t.built = append(t.built, ns)
-		if err := ip("-n", ns, "link", "set", "lo", "up"); err != nil {
+	for _, ns := range []string{t.Client, t.Router} {
+		if err := t.addNetns(ns); err != nil {
 			return err
 		}
 	}
-	// IPv6 addresses are usable at once (no duplicate address detection)
-	// and nothing configures itself from router advertisements. The
-	// defaults are set before any link is made, so every link has them.
 	v6 := HasIPv6()
-	for _, ns := range t.Namespaces() {
-		for _, k := range []string{"accept_dad", "accept_ra", "autoconf"} {
-			for _, c := range []string{"all", "default"} {
-				if !v6 {
-					continue
-				}
-				if err := sysctl(ns, "net.ipv6.conf."+c+"."+k, "0"); err != nil {
-					return err
-				}
-			}
-		}
-	}
 	if err := sysctl(t.Router, "net.ipv4.ip_forward", "1"); err != nil {
 		return err
 	}
@@ -161,23 +151,6 @@ func (t *Topology) Build() (err error) {
 		}
 	}
 	steps := [][]string{
-		// Each server subnet is its own bridge (VLAN) on the router.
-		{"-n", t.Router, "link", "add", "br-a", "type", "bridge"},
-		{"-n", t.Router, "link", "add", "br-b", "type", "bridge"},
-		{"-n", t.Router, "addr", "add", rs1GW.String(), "dev", "br-a"},
-		{"-n", t.Router, "addr", "add", rs2GW.String(), "dev", "br-b"},
-		{"-n", t.Router, "link", "add", "to-rs1", "type", "veth", "peer", "name", "eth0", "netns", t.RS[0]},
-		{"-n", t.Router, "link", "add", "to-rs2", "type", "veth", "peer", "name", "eth0", "netns", t.RS[1]},
-		{"-n", t.Router, "link", "set", "to-rs1", "master", "br-a", "up"},
-		{"-n", t.Router, "link", "set", "to-rs2", "master", "br-b", "up"},
-		{"-n", t.Router, "link", "set", "br-a", "up"},
-		{"-n", t.Router, "link", "set", "br-b", "up"},
-		{"-n", t.RS[0], "addr", "add", netip.PrefixFrom(RS1, 24).String(), "dev", "eth0"},
-		{"-n", t.RS[1], "addr", "add", netip.PrefixFrom(RS2, 24).String(), "dev", "eth0"},
-		{"-n", t.RS[0], "link", "set", "eth0", "up"},
-		{"-n", t.RS[1], "link", "set", "eth0", "up"},
-		{"-n", t.RS[0], "route", "add", "default", "via", rs1GW.Addr().String()},
-		{"-n", t.RS[1], "route", "add", "default", "via", rs2GW.Addr().String()},
 		// The direct, kernel-routed path for the baseline.
 		{"-n", t.Client, "link", "add", "direct", "type", "veth", "peer", "name", "direct", "netns", t.Router},
 		{"-n", t.Client, "addr", "add", directClient.String(), "dev", "direct"},
@@ -187,19 +160,139 @@ func (t *Topology) Build() (err error) {
 		{"-n", t.Client, "route", "add", RSNet.String(), "via", directRouter.Addr().String()},
 	}
 	steps6 := [][]string{
-		// IPv6: the same links, dual-stack.
-		{"-n", t.Router, "addr", "add", rs1GW6.String(), "dev", "br-a", "nodad"},
-		{"-n", t.Router, "addr", "add", rs2GW6.String(), "dev", "br-b", "nodad"},
-		{"-n", t.RS[0], "addr", "add", netip.PrefixFrom(RS1v6, 64).String(), "dev", "eth0", "nodad"},
-		{"-n", t.RS[1], "addr", "add", netip.PrefixFrom(RS2v6, 64).String(), "dev", "eth0", "nodad"},
-		{"-n", t.RS[0], "-6", "route", "add", "default", "via", rs1GW6.Addr().String()},
-		{"-n", t.RS[1], "-6", "route", "add", "default", "via", rs2GW6.Addr().String()},
 		{"-n", t.Client, "addr", "add", directClient6.String(), "dev", "direct", "nodad"},
 		{"-n", t.Router, "addr", "add", directRouter6.String(), "dev", "direct", "nodad"},
 		{"-n", t.Client, "-6", "route", "add", RSNet6.String(), "via", directRouter6.Addr().String()},
 	}
 	if v6 {
 		steps = append(steps, steps6...)
+	}
+	for _, s := range steps {
+		if err := ip(s...); err != nil {
+			return err
+		}
+	}
+	if !servers {
+		return nil
+	}
+	// Each server subnet is its own bridge (VLAN) on the router.
+	for k := range 2 {
+		if err := t.AddSubnet(k); err != nil {
+			return err
+		}
+	}
+	for i, a := range []netip.Addr{RS1, RS2} {
+		a6 := netip.Addr{}
+		if v6 {
+			a6 = RS6(a)
+		}
+		if err := t.AddRealServer(t.RS[i], i, fmt.Sprintf("to-rs%d", i+1), a, a6); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// addNetns makes namespace ns, noted for Destroy, with its loopback up.
+// IPv6 addresses are usable at once (no duplicate address detection) and
+// nothing configures itself from router advertisements: the defaults are
+// set before any link is made, so every link has them.
+func (t *Topology) addNetns(ns string) error {
+	if err := ip("netns", "add", ns); err != nil {
+		return err
+	}
+	t.built = append(t.built, ns)
+	if err := ip("-n", ns, "link", "set", "lo", "up"); err != nil {
+		return err
+	}
+	if !HasIPv6() {
+		return nil
+	}
+	for _, k := range []string{"accept_dad", "accept_ra", "autoconf"} {
+		for _, c := range []string{"all", "default"} {
+			if err := sysctl(ns, "net.ipv6.conf."+c+"."+k, "0"); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// MaxSubnets bounds the real servers' subnets: 10.20.1.0/24 to
+// 10.20.254.0/24 in RSNet.
+const MaxSubnets = 254
+
+// SubnetBridge names the router's bridge of subnet k (from 0): br-a to
+// br-z, then br-27, br-28, ...
+func SubnetBridge(k int) string {
+	if k < 26 {
+		return "br-" + string(rune('a'+k))
+	}
+	return fmt.Sprintf("br-%d", k+1)
+}
+
+// SubnetGW is the router's address on subnet k (from 0), 10.20.<k+1>.1/24
+// and fd00:20:<k+1>::1/64 (k+1 in hex): subnet 0 is rs1's, 1 is rs2's.
+func SubnetGW(k int) (v4, v6 netip.Prefix) {
+	a, a6 := SubnetAddr(k, 1)
+	return netip.PrefixFrom(a, 24), netip.PrefixFrom(a6, 64)
+}
+
+// SubnetAddr is host h's addresses on subnet k (from 0): 10.20.<k+1>.<h>
+// and fd00:20:<k+1>::<h>. SubnetAddr(0, 2) is RS1 and RS1v6, SubnetAddr(1,
+// 2) RS2 and RS2v6.
+func SubnetAddr(k, h int) (v4, v6 netip.Addr) {
+	v4 = netip.AddrFrom4([4]byte{10, 20, byte(k + 1), byte(h)})
+	v6 = netip.AddrFrom16([16]byte{0: 0xfd, 3: 0x20, 5: byte(k + 1), 15: byte(h)})
+	return v4, v6
+}
+
+// AddSubnet adds subnet k (from 0) behind the router: a bridge
+// (SubnetBridge(k)) with the router's SubnetGW(k) addresses on it.
+func (t *Topology) AddSubnet(k int) error {
+	if k < 0 || k >= MaxSubnets {
+		return fmt.Errorf("subnet %d: 0 to %d", k, MaxSubnets-1)
+	}
+	br := SubnetBridge(k)
+	gw, gw6 := SubnetGW(k)
+	steps := [][]string{
+		{"-n", t.Router, "link", "add", br, "type", "bridge"},
+		{"-n", t.Router, "addr", "add", gw.String(), "dev", br},
+	}
+	if HasIPv6() {
+		steps = append(steps, []string{"-n", t.Router, "addr", "add", gw6.String(), "dev", br, "nodad"})
+	}
+	steps = append(steps, []string{"-n", t.Router, "link", "set", br, "up"})
+	for _, s := range steps {
+		if err := ip(s...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// AddRealServer makes namespace ns (removed by Destroy) a real server on
+// subnet k, which AddSubnet made: a veth from the router's bridge (the
+// router's end named veth) to its eth0 with addr, and addr6 too if it is
+// valid, and default routes through the router.
+func (t *Topology) AddRealServer(ns string, k int, veth string, addr, addr6 netip.Addr) error {
+	if err := t.addNetns(ns); err != nil {
+		return err
+	}
+	gw, gw6 := SubnetGW(k)
+	steps := [][]string{
+		{"-n", t.Router, "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns},
+		{"-n", t.Router, "link", "set", veth, "master", SubnetBridge(k), "up"},
+		{"-n", ns, "addr", "add", netip.PrefixFrom(addr, 24).String(), "dev", "eth0"},
+	}
+	if addr6.IsValid() {
+		steps = append(steps, []string{"-n", ns, "addr", "add", netip.PrefixFrom(addr6, 64).String(), "dev", "eth0", "nodad"})
+	}
+	steps = append(steps,
+		[]string{"-n", ns, "link", "set", "eth0", "up"},
+		[]string{"-n", ns, "route", "add", "default", "via", gw.Addr().String()})
+	if addr6.IsValid() {
+		steps = append(steps, []string{"-n", ns, "-6", "route", "add", "default", "via", gw6.Addr().String()})
 	}
 	for _, s := range steps {
 		if err := ip(s...); err != nil {

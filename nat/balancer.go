@@ -138,6 +138,7 @@ type Balancer struct {
 	retiredSvcs []*Service            // services deleted while connections still use them; under mu
 	clientHop   atomic.Uint64         // the client side's next hop new connections last came from (toClient)
 	feed        *changeFeed           // connection sync's change feed; nil without (Config.SyncFeed)
+	watch       connWatch             // the connection watch (watch.go); its watcher nil while nobody subscribes
 	tombs       tombs                 // peers' tombstones, lest a late open record revive a connection; under mu
 	backupLAs   map[addr16]*LocalAddr // the backup LIPs ImportConn bound shadows to; kept, under mu
 	backups     map[addr16]bool       // other instances' LIPs answered for here (SetBackupLIPs), replaced whole, never written; under mu
@@ -659,7 +660,7 @@ func (b *Balancer) schedule(svc *Service, key tupleKey, p *pkt) (*Conn, Verdict)
 		b.table.count.Add(-1)
 		return nil, b.Stats.drop(DropTableFull)
 	}
-	c := &Conn{in: key, svc: svc, clientAddr: svc.ClientAddr(), timestamps: svc.Timestamps(), feed: b.feed}
+	c := &Conn{in: key, svc: svc, clientAddr: svc.ClientAddr(), timestamps: svc.Timestamps(), feed: b.feed, watch: &b.watch}
 	var dest *Dest
 	if p, ts := svc.Persistence(), svc.tmpl.Load(); p.Timeout > 0 && ts != nil {
 		var v Verdict
@@ -708,6 +709,9 @@ func (b *Balancer) publishConn(c *Conn, state uint32, deadline int64) (*Conn, Ve
 		return holder, Forward
 	}
 	b.Stats.connsCreated.Add(1)
+	if f := c.watcher(); f != nil {
+		f(c.event(ConnOpened, state))
+	}
 	return c, Forward
 }
 
@@ -893,7 +897,13 @@ func (b *Balancer) Sweep() int {
 		st := c.state.Load()
 		if b.release(c) {
 			b.Stats.connsExpired.Add(1)
-			b.Stats.expiredResets.Add(uint64(b.expireResets(c, st)))
+			rsts := b.expireResets(c, st)
+			b.Stats.expiredResets.Add(uint64(rsts))
+			if f := c.watcher(); f != nil {
+				e := c.event(ConnExpired, st)
+				e.Resets = rsts
+				f(e)
+			}
 			n++
 		}
 	}

@@ -135,12 +135,15 @@ var tcpStates = [2][4][numTCPStates]uint32{
 	},
 }
 
+// rstRow is tcpStates' row of an RST.
+const rstRow = 3
+
 // flagIndex picks the row of tcpStates for a packet's flags, as IPVS does:
 // RST wins over SYN, SYN over FIN, FIN over ACK.
 func flagIndex(flags uint8) int {
 	switch {
 	case flags&tcpflag.RST != 0:
-		return 3
+		return rstRow
 	case flags&tcpflag.SYN != 0:
 		return 0
 	case flags&tcpflag.FIN != 0:
@@ -224,6 +227,8 @@ type Conn struct {
 	// shadow marks a peer's connection kept here (connection sync): it
 	// is not fed (its owner sends it) until this instance adopts it.
 	shadow atomic.Bool
+	// watch is the balancer's connection watch (watch.go).
+	watch *connWatch
 }
 
 // prepare computes the checksum deltas of both directions from the keys.
@@ -285,10 +290,10 @@ func holding(state uint32) bool { return state != stTimeWait && state != stClose
 // setState moves the connection to state and keeps the server's
 // active/inactive counts, and its source's count of held connections, in
 // step. Concurrent readers race through the CAS: exactly one of them moves
-// the counts.
-func (c *Conn) setState(old, state uint32) {
+// the counts, and is told it did.
+func (c *Conn) setState(old, state uint32) bool {
 	if old == state || !c.state.CompareAndSwap(old, state) {
-		return
+		return false
 	}
 	if a, b := active(old), active(state); a != b {
 		if b {
@@ -303,6 +308,7 @@ func (c *Conn) setState(old, state uint32) {
 		c.holdSource()
 	}
 	c.changed(state)
+	return true
 }
 
 // timeout is how long the connection lives in state without packets.
@@ -329,7 +335,9 @@ func (c *Conn) touch(dir int, flags uint8, now int64, w *wheel) {
 	if c.in.proto == TCP {
 		if fi := flagIndex(flags); fi >= 0 {
 			next := tcpStates[dir][fi][st]
-			c.setState(st, next)
+			if c.setState(st, next) {
+				c.stepped(st, next, dir, fi == rstRow)
+			}
 			st = next
 		}
 	}

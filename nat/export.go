@@ -233,6 +233,7 @@ func (b *Balancer) importConn(r *connrec.Record) (ImportReason, error) {
 	// copy of what this instance had before it restarted) this instance
 	// owns it and sends it from now on; on a backup LIP it is a shadow.
 	c.feed = b.feed
+	c.watch = &b.watch
 	c.shadow.Store(!own)
 	if r.Flags&connrec.FlagTSRemove != 0 {
 		c.timestamps = TimestampsRemove

@@ -313,7 +313,7 @@ func (b *Balancer) synproxyServerHandshake(c *Conn, p *pkt, flags uint8, f *Fram
 		// Refused: the client, which believes it is connected, gets an RST.
 		f.Len = b.clientRST(c, f.Buf[f.Off:])
 		f.plain()
-		b.synproxyFail(c)
+		b.synproxyFail(c, "synproxy: the real server refused the connection (RST): the client was sent an RST")
 		return Forward
 	case flags&(tcpflag.SYN|tcpflag.ACK) == tcpflag.SYN|tcpflag.ACK && tcp.Ack() == sp.ClientISN+1:
 		if !p.l4Valid() {
@@ -414,8 +414,13 @@ func (b *Balancer) clientRST(c *Conn, buf []byte) int {
 	return seg.Write(buf)
 }
 
-func (b *Balancer) synproxyFail(c *Conn) {
-	b.release(c)
+func (b *Balancer) synproxyFail(c *Conn, why string) {
+	st := c.state.Load()
+	if f := c.watcher(); b.release(c) && f != nil {
+		e := c.event(ConnReset, st)
+		e.Reason, e.From = why, ServerSide
+		f(e)
+	}
 	b.sp.mu.Lock()
 	delete(b.sp.pending, c)
 	b.sp.mu.Unlock()
@@ -457,7 +462,7 @@ func (b *Balancer) synproxyTick() {
 		case giveUp:
 			var buf [wire.MaxFrameLen]byte
 			b.link.Transmit(ClientSide, buf[:b.clientRST(c, buf[:])])
-			b.synproxyFail(c)
+			b.synproxyFail(c, "synproxy: the real server never answered the SYN: the client was sent an RST")
 		}
 	}
 }

@@ -121,6 +121,10 @@ var (
 		{"--fault -r 2.2.2.2:8080 --with=blackhole=true,every=3,syn=refuse", command{op: "fault", real: "2.2.2.2:8080", fault: &api.Fault{Blackhole: true, Every: 3, SYN: "refuse"}}},
 		{"--fault --client 10.0.0.0/8 --off", command{op: "fault", faultClient: "10.0.0.0/8", checkOff: true}},
 		{"--fault --client=10.0.0.1 -n", command{op: "fault", faultClient: "10.0.0.1", numeric: true}},
+		// Issue 26: events.
+		{"--events", command{op: "events"}},
+		{"--events --kind server_down,conn -t 1.1.1.1:80 --count 3", with(svc, func(c *command) { c.op, c.kinds, c.count = "events", "server_down,conn", 3 })},
+		{"--events -f 1", command{op: "events", proto: "fwm", service: "1"}},
 		{"-h", command{op: "help"}},
 		{"--help", command{op: "help"}},
 		// Issue 25: the listing's timeouts and order, the version.
@@ -355,6 +359,9 @@ var everyRefusal = []struct{ line, want string }{
 	{"--undrain --wait", "--wait belongs to --drain, and --timeout to --drain --wait"},
 	// Issue 25: --health.
 	{"--health", "the health command needs a service (-t, -u or -f)"},
+	{"-L --kind conn", "Illegal option for list: --kind belongs to --events"},
+	{"--events -w 1", "Illegal option for events: it takes --kind, -t|-u|-f and --count only"},
+	{"--events -r 1.1.1.1:80", "Illegal option for events: it takes --kind, -t|-u|-f and --count only"},
 	{"--health -t 1.1.1.1:80 --check type=tcp --off", "--health takes --check or --off, not both"},
 	{"-L --off", "Illegal option for list: --check and --off belong to --health"},
 	{"-A -t 1.1.1.1:80 --check type=tcp", "Illegal option for add-service: --check and --off belong to --health"},

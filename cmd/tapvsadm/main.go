@@ -194,6 +194,8 @@ func execute(cl *api.Client, c *command, out io.Writer) error {
 		return health(cl, c, out)
 	case "fault":
 		return fault(cl, c, out)
+	case "events":
+		return printEvents(cl, c, out)
 	case "bgp":
 		b, err := cl.BGP()
 		if err != nil {

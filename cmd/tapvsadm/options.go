@@ -81,6 +81,7 @@ var commands = []option{
 	{long: "--drain-status", op: "drain-status", help: "how a drain stands: connections left, VIPs withdrawn"},
 	{long: "--health", op: "health", help: "show a service's health check, set it (--check) or stop it (--off)\nuntil the next reload, which re-applies the file's"},
 	{long: "--fault", op: "fault", help: "show the faults in force, set one on a service (-t|-u|-f), a real\nserver (-r) or clients (--client) with --with, clear it (--off),\nor all of them (--off alone), until the next reload"},
+	{long: "--events", op: "events", help: "print tapvs's events, one a line, until interrupted (or --count N):\nservers up and down, connections, drops, reloads"},
 	{long: "--help", short: "h", bundle: true, op: "help", help: "display this help message"},
 	{long: "--version", short: "v", bundle: true, op: "version", help: "display the version"},
 }
@@ -124,7 +125,9 @@ var options = []option{
 	{long: "--exact", short: "X", bundle: true, set: flag(func(c *command) { c.exact = true }), help: "expand numbers (display exact values)"},
 	{long: "--sort", set: flag(func(*command) {}), help: "sort the listing (the default: ipvsadm's order)"},
 	{long: "--nosort", set: flag(func(c *command) { c.nosort = true }), help: "list services and servers in the order they were added"},
-	{long: "--count", meta: "N", set: count, help: "frames to capture (default 100)"},
+	{long: "--count", meta: "N", set: count, help: "frames to capture (default 100); events to print (--events)"},
+	{long: "--kind", meta: "kinds", set: text(func(c *command) *string { return &c.kinds }),
+		help: "the events --events prints, comma-separated: server_up, server_down,\nconn_opened, conn_closed, conn_reset, conn_expired, drops, quorum_lost,\nquorum_gained, reload_applied, reload_refused, or a group: server, conn,\nquorum, reload"},
 	// DPVS spells the address -k for its blacklist; one option serves both
 	// lists here, and the command says which.
 	{long: "--blklst-address", short: "k", meta: "address[/len]", kin: "source addresses", set: text(func(c *command) *string { return &c.prefix }),
@@ -372,6 +375,7 @@ Usage:
   ipvsadm --health -t|u service-address|-f fwmark [--check key=value,...|--off]
   ipvsadm --fault [-t|u service-address|-f fwmark|-r server-address|--client address[/len]]
         [--with key=value,...|--off]
+  ipvsadm --events [--kind kinds] [-t|u service-address|-f fwmark] [--count N]
   ipvsadm -h
   ipvsadm -v
 `

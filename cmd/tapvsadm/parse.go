@@ -39,6 +39,7 @@ type command struct {
 	set      [3]uint32
 	capture  string
 	count    int
+	kinds    string // --kind: the events --events prints
 	socket   string
 	prefix   string // -k: a source prefix of the deny (blklst) or allow (whtlst) list
 	// Limits on new connections (--source-cps, --source-conns, --half-open);
@@ -244,6 +245,9 @@ func (c *command) check() error {
 	if err := c.checkFault(); err != nil {
 		return err
 	}
+	if err := c.checkEvents(); err != nil {
+		return err
+	}
 	svcOpts := c.sched != "" || c.schedFlags != nil || c.persist != nil || c.netmask != "" || c.synproxy != nil || c.client != "" || c.tcpTS != "" || c.estTO != 0 || c.cps != nil || c.srcConns != nil || c.halfOpen != nil
 	destOpts := c.real != "" || c.weight != nil || c.forward != "" || c.uthresh != nil || c.lthresh != nil
 	switch c.op {
@@ -383,4 +387,22 @@ func localAddr(s string) (string, error) {
 		return "", usagef("Illegal local address: %s", s)
 	}
 	return ap.Addr().String(), nil
+}
+
+// checkEvents enforces what --events takes: --kind, a service to filter
+// on, --count; --kind belongs to it alone.
+func (c *command) checkEvents() error {
+	if c.op != "events" {
+		if c.kinds != "" {
+			return usagef("Illegal option for %s: --kind belongs to --events", c.op)
+		}
+		return nil
+	}
+	if c.real != "" || c.laddr != "" || c.prefix != "" || c.sched != "" || c.persist != nil || c.synproxy != nil ||
+		c.client != "" || c.tcpTS != "" || c.estTO != 0 || c.weight != nil || c.forward != "" || c.cps != nil ||
+		c.srcConns != nil || c.halfOpen != nil || c.conns || c.stats || c.rate || c.exact ||
+		c.uthresh != nil || c.lthresh != nil || c.thresh || c.healthCheck != nil || c.checkOff {
+		return usagef("Illegal option for events: it takes --kind, -t|-u|-f and --count only")
+	}
+	return nil
 }

@@ -7,6 +7,8 @@
 // parses them into typed keys before anything acts on them.
 package api
 
+import "time"
+
 // ServiceKey names a service as ipvsadm does: protocol and VIP:port, or
 // a match service's mark alone (ipvsadm -f; protocol and addr empty).
 // tapvs sees no kernel marks: a mark names a selector of the
@@ -423,4 +425,21 @@ type FaultView struct {
 	Frames  uint64 `json:"frames"`  // frames of its target and direction it met
 	Dropped uint64 `json:"dropped"` // frames it dropped, SYNs included
 	Refused uint64 `json:"refused"` // SYNs it answered with an RST
+}
+
+// Event is one event of GET /v1/events, a line of JSON each (package
+// events says what each kind means). The fields a kind does not use are
+// left out.
+type Event struct {
+	Kind     string    `json:"kind"`
+	Time     time.Time `json:"time"`
+	Service  string    `json:"service,omitempty"` // "tcp 172.25.254.100:80", "fwm 1"
+	Server   string    `json:"server,omitempty"`  // the real server
+	Client   string    `json:"client,omitempty"`
+	VIP      string    `json:"vip,omitempty"`
+	Local    string    `json:"local,omitempty"` // the local address tapvs opened the connection from
+	Protocol string    `json:"protocol,omitempty"`
+	State    string    `json:"state,omitempty"`
+	Reason   string    `json:"reason,omitempty"`
+	Count    uint64    `json:"count,omitempty"`
 }

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -193,4 +194,63 @@ func (c *Client) RemoveFault(target Fault) error {
 		return errors.New("a fault's target: its service, server or client")
 	}
 	return c.do("DELETE", "/v1/faults?"+q.Encode(), nil, nil)
+}
+
+// EventQuery selects the events of Events: Kinds (kinds or groups: conn,
+// server, quorum, reload), one service (Protocol and Addr, as /v1/capture
+// names it), and the subscription's buffer (0: the server's default).
+type EventQuery struct {
+	Kinds          []string
+	Protocol, Addr string
+	Buffer         int
+}
+
+// Events streams the events q selects, from the moment it returns, until
+// ctx ends or the server goes; it calls yield with each, and stops when
+// yield returns false. The error is why the stream ended (nil: yield
+// stopped it).
+func (c *Client) Events(ctx context.Context, q EventQuery, started func(), yield func(Event) bool) error {
+	v := url.Values{}
+	if len(q.Kinds) > 0 {
+		v.Set("kind", strings.Join(q.Kinds, ","))
+	}
+	if q.Protocol != "" || q.Addr != "" {
+		v.Set("proto", q.Protocol)
+		v.Set("addr", q.Addr)
+	}
+	if q.Buffer > 0 {
+		v.Set("buffer", strconv.Itoa(q.Buffer))
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://tapvs/v1/events?"+v.Encode(), nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.stream.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		var e Error
+		if json.NewDecoder(resp.Body).Decode(&e) == nil && e.Message != "" {
+			return &e
+		}
+		return fmt.Errorf("%s", resp.Status)
+	}
+	if started != nil {
+		started()
+	}
+	dec := json.NewDecoder(resp.Body)
+	for {
+		var e Event
+		if err := dec.Decode(&e); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("events: %w", err)
+		}
+		if !yield(e) {
+			return nil
+		}
+	}
 }

@@ -168,6 +168,9 @@ type RealServer struct {
 // LB is a running tapvs.
 type LB struct {
 	d *daemon.Daemon
+	// ctx ends when the LB is closed: the subscriptions end with it.
+	ctx    context.Context
+	cancel context.CancelFunc
 }
 
 // Start runs tapvs from cfg: it creates both TAPs, moves them into their
@@ -207,6 +210,7 @@ func Start(ctx context.Context, cfg Config) (*LB, error) {
 		return nil, fmt.Errorf("tapvs: start: %w", err)
 	}
 	lb := &LB{d: d}
+	lb.ctx, lb.cancel = context.WithCancel(context.Background())
 	// The services go in as one batch through the control plane, the way
 	// they would at run time: one refused leaves tapvs not started.
 	if len(cs) > 0 {
@@ -465,6 +469,7 @@ func (lb *LB) RealServers() []RealServerStats {
 
 // Close stops tapvs and removes its TAPs. It is safe to call more than once.
 func (lb *LB) Close() error {
+	lb.cancel()
 	lb.d.Close()
 	return nil
 }

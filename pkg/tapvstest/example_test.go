@@ -1,8 +1,10 @@
 package tapvstest_test
 
 import (
+	"context"
 	"io"
 	"testing"
+	"time"
 
 	"github.com/tapvs/tapvs/pkg/tapvstest"
 )
@@ -55,4 +57,31 @@ func ExampleRealServer_Listen() {
 		// l.LB.WaitReady(ctx) and l.Dial(ctx, "tcp4", "172.25.254.100:7000").
 	}
 	_ = testOwnServer
+}
+
+// Tests that run at once, each with a lab of its own: six real servers on
+// three subnets with the UDP service, a client driven by hand from its
+// second address. Labs never share a name, a TAP or a namespace.
+func ExampleLab_Dialer() {
+	testByHand := func(t *testing.T) {
+		t.Parallel()
+		l := tapvstest.NewLab(t, tapvstest.Options{RealServers: 6, Subnets: 3, UDP: true, Clients: 2})
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		d := l.Dialer(l.Client)
+		d.LocalAddr = l.ClientAddrs[1] // 172.25.254.2
+		c, err := d.DialContext(ctx, "tcp4", l.Service.VIP.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		io.WriteString(c, "GET / HTTP/1.0\r\n") // half a request: tapvs holds the connection
+		// ... look at l.LB.Connections(), then finish it:
+		io.WriteString(c, "\r\n")
+		answer, _ := io.ReadAll(c) // "HTTP/1.0 200 OK ... rs1 10.20.1.2 saw 172.25.84.10:5000"
+		_ = answer
+		server, reply, err := l.Echo(ctx, "ping") // through the UDP service: "rs1", "ping"
+		_, _, _ = server, reply, err
+	}
+	_ = testByHand
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os/exec"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -191,5 +192,200 @@ func TestCleanup(t *testing.T) {
 	}
 	if out, _ := exec.Command("ip", "-o", "link").Output(); strings.Contains(string(out), prefix) {
 		t.Errorf("links of %s left in this namespace: %s", prefix, out)
+	}
+}
+
+// Five real servers on three subnets, with the UDP service and three client
+// addresses: each server on its own subnet's address, dual-stack, reached
+// over TCP, UDP and IPv6; the client driven by hand from a chosen address,
+// a byte at a time, through a Dialer.
+func TestSubnetsUDPAndClient(t *testing.T) {
+	l := tapvstest.NewLab(t, tapvstest.Options{RealServers: 5, Subnets: 3, UDP: true, Clients: 3})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	want := []string{"10.20.1.2", "10.20.2.2", "10.20.3.2", "10.20.1.3", "10.20.2.3"}
+	for i, rs := range l.RealServers {
+		if rs.Addr.String() != want[i] || rs.Subnet != i%3 {
+			t.Errorf("%s is %s on subnet %d, want %s on %d", rs.Name, rs.Addr, rs.Subnet, want[i], i%3)
+		}
+		out, err := l.Command(ctx, rs.Netns, "ip", "-o", "addr", "show", "dev", "eth0").Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(out), rs.Addr.String()+"/24") || !strings.Contains(string(out), rs.Addr6.String()+"/64") {
+			t.Errorf("%s's eth0 has not %s and %s: %s", rs.Name, rs.Addr, rs.Addr6, out)
+		}
+	}
+	// The router reaches each subnet through a bridge of its own.
+	out, err := l.Command(ctx, l.Router, "ip", "-o", "-4", "addr", "show").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, br := range []string{"br-a inet 10.20.1.1/24", "br-b inet 10.20.2.1/24", "br-c inet 10.20.3.1/24"} {
+		if !strings.Contains(strings.Join(strings.Fields(string(out)), " "), br) {
+			t.Errorf("the router has no %s: %s", br, out)
+		}
+	}
+	seen := map[string]int{}
+	for range 5 {
+		name, _ := get(t, l)
+		seen[name]++
+		server, reply, err := l.Echo(ctx, "hi")
+		if err != nil || reply != "hi" {
+			t.Fatalf("echo: %q, %v", reply, err)
+		}
+		seen[server+"/udp"]++
+	}
+	for _, rs := range l.RealServers {
+		if seen[rs.Name] != 1 || seen[rs.Name+"/udp"] != 1 || rs.Requests() != 1 || rs.Echoes() != 1 {
+			t.Errorf("rr over five: %s answered %d requests and %d datagrams (counted %d and %d)", rs.Name, seen[rs.Name], seen[rs.Name+"/udp"], rs.Requests(), rs.Echoes())
+		}
+	}
+
+	// IPv6 to every server, the three past the lab's first two too.
+	v6 := tapvs.Service{ServiceKey: tapvs.ServiceKey{Protocol: tapvs.TCP, VIP: netip.AddrPortFrom(l.VIP6, tapvstest.HTTPPort)},
+		Scheduler: "rr", LocalAddrs: l.LocalAddrs6}
+	for _, rs := range l.RealServers {
+		v6.RealServers = append(v6.RealServers, tapvs.RealServer{Addr: netip.AddrPortFrom(rs.Addr6, tapvstest.HTTPPort)})
+	}
+	if err := l.LB.AddService(v6); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.LB.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	seen6 := map[string]bool{}
+	for range 5 {
+		resp, err := l.HTTPClient().Get("http://" + v6.VIP.String() + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		var name, addr string
+		fmt.Sscanf(string(body), "%s %s", &name, &addr)
+		seen6[name+" "+addr] = true
+	}
+	for _, rs := range l.RealServers {
+		if !seen6[rs.Name+" "+rs.Addr6.String()] {
+			t.Errorf("no IPv6 answer from %s at %s: %v", rs.Name, rs.Addr6, seen6)
+		}
+	}
+
+	// A connection from the third client address, written by hand: tapvs
+	// holds it from that address while the request is half sent.
+	if len(l.ClientAddrs) != 3 || l.ClientAddrs[2].String() != "172.25.254.3" {
+		t.Fatalf("client addresses %v", l.ClientAddrs)
+	}
+	d := l.Dialer(l.Client)
+	d.LocalAddr = l.ClientAddrs[2]
+	c, err := d.DialContext(ctx, "tcp4", l.URL()[len("http://"):])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, "GET / HTTP/1.0\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	held := eventually(5*time.Second, func() bool {
+		for _, cn := range l.LB.Connections() {
+			if cn.Client.Addr() == l.ClientAddrs[2] && cn.VIP == l.Service.VIP && cn.State == "ESTABLISHED" {
+				return true
+			}
+		}
+		return false
+	})
+	if !held {
+		t.Fatalf("no ESTABLISHED connection from %s: %v", l.ClientAddrs[2], l.LB.Connections())
+	}
+	if _, err := io.WriteString(c, "\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(c)
+	if err != nil || !strings.Contains(string(body), " saw 172.25.84.1") {
+		t.Errorf("answer %q, %v", body, err)
+	}
+
+	// An unconnected UDP socket: two datagrams from one port are one
+	// connection, so one server answers both.
+	pc, err := d.ListenPacket("udp4", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	pc.SetDeadline(time.Now().Add(10 * time.Second))
+	vip := net.UDPAddrFromAddrPort(l.UDPService.VIP)
+	var first string
+	buf := make([]byte, 1500)
+	for i := range 2 {
+		if _, err := pc.WriteTo([]byte("x"), vip); err != nil {
+			t.Fatal(err)
+		}
+		n, from, err := pc.ReadFrom(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if from.String() != vip.String() {
+			t.Errorf("answer from %s, not the VIP %s", from, vip)
+		}
+		name, _, _ := strings.Cut(string(buf[:n]), " ")
+		if i == 0 {
+			first = name
+		} else if name != first {
+			t.Errorf("one source port's datagrams answered by %s then %s", first, name)
+		}
+	}
+}
+
+// eventually polls cond until it holds or d has passed.
+func eventually(d time.Duration, cond func() bool) bool {
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for deadline := time.Now().Add(d); time.Now().Before(deadline); <-tick.C {
+		if cond() {
+			return true
+		}
+	}
+	return cond()
+}
+
+// fatalTB records NewLab's Fatalf and ends its goroutine, as testing's does.
+type fatalTB struct {
+	testing.TB
+	msg string
+}
+
+func (f *fatalTB) Helper() {}
+func (f *fatalTB) Fatalf(format string, args ...any) {
+	f.msg = fmt.Sprintf(format, args...)
+	runtime.Goexit()
+}
+
+// Options that cannot make a lab are refused before anything is built,
+// naming the field.
+func TestOptionsRefused(t *testing.T) {
+	for _, c := range []struct {
+		o    tapvstest.Options
+		want string
+	}{
+		{tapvstest.Options{RealServers: -1}, "Options.RealServers: -1 real servers: 1 to 253"},
+		{tapvstest.Options{RealServers: 254}, "Options.RealServers: 254 real servers: 1 to 253"},
+		{tapvstest.Options{Subnets: 3}, "Options.Subnets: 3 subnets for 2 real servers: 0 to 2"},
+		{tapvstest.Options{Subnets: -1}, "Options.Subnets: -1 subnets"},
+		{tapvstest.Options{Clients: 100}, "Options.Clients: 100 client addresses: 1 to 99"},
+		{tapvstest.Options{Clients: -1}, "Options.Clients: -1 client addresses"},
+		{tapvstest.Options{UDP: true, NoService: true}, "Options.UDP: a UDP service with NoService"},
+	} {
+		f := &fatalTB{TB: t}
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			tapvstest.NewLab(f, c.o)
+		}()
+		<-done
+		if !strings.Contains(f.msg, c.want) {
+			t.Errorf("%+v: %q, want it to say %q", c.o, f.msg, c.want)
+		}
 	}
 }
