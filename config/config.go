@@ -35,7 +35,10 @@ type Reloadable struct {
 	Services []Service
 	// Marks are the selectors match services name by number (marks:,
 	// match.go); nil: none.
-	Marks    map[uint32]nat.Match
+	Marks map[uint32]nat.Match
+	// Faults are the faults: section (faults.go, nat/fault.go), set whole
+	// at start and by every reload; nil: none.
+	Faults   []nat.Fault
 	Timeouts nat.Timeouts // the default timeouts, the services' base
 	// BGP, if set, announces the VIPs that can serve and the LIPs to the
 	// routers it names (package bgp); nil announces nothing. A reload

@@ -51,6 +51,10 @@ func FuzzConfig(f *testing.F) {
 	f.Add(strings.Replace(matchConfig, "vip: 172.25.254.100, protocol: udp", "vip: '172.25.254.97/+29 ', protocol: udp", 1))
 	f.Add(strings.Replace(matchConfig, "vip: 172.25.254.100, protocol: udp", "vip: 172.25.254.0/23, protocol: udp", 1))
 	f.Add(strings.Replace(matchConfig, "vip: 172.25.254.100, protocol: udp", "vip: 'fd00::100/-1', protocol: udp", 1))
+	// Issue 26: faults.
+	f.Add(faultConfig)
+	f.Add(strings.Replace(faultConfig, "{client: 172.25.254.7/28, direction: to_server, every: 10}", "{client: '::/0', direction: both, every: 4294967296, loss: .NaN}", 1))
+	f.Add(strings.Replace(faultConfig, "{service: fwm 1, syn: refuse}", "{service: 'fwm 1 ', server: '[::ffff:10.20.1.2]:443', syn: [refuse]}", 1))
 	// Issue 20: names and timeouts that were taken unchecked.
 	f.Add(strings.Replace(valid, "  - vip:", "  - name: \"web\\0\\n\\xff\"\n    vip:", 1))
 	f.Add(strings.Replace(valid, "  - vip:", "  - name: "+strings.Repeat("w", 200)+"\n    vip:", 1))

@@ -12,6 +12,7 @@ import (
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/viper"
 
+	"github.com/tapvs/tapvs/control/api"
 	"github.com/tapvs/tapvs/nat"
 )
 
@@ -36,6 +37,7 @@ type raw struct {
 	} `mapstructure:"interfaces"`
 	Services []rawService `mapstructure:"services"`
 	Marks    []rawMark    `mapstructure:"marks"`
+	Faults   []api.Fault  `mapstructure:"faults"`
 	Limits   rawLimits    `mapstructure:"limits"`
 	Timeouts rawTimeouts  `mapstructure:"timeouts"`
 	Synproxy rawSynproxy  `mapstructure:"synproxy"`
@@ -330,6 +332,7 @@ func validate(r *raw, noServices bool) (*Config, error) {
 	}
 	c.Marks = readMarks(&e, r, sides6{client: r.Interfaces.Client.Address6 != "", server: r.Interfaces.Server.Address6 != ""})
 	c.Services = readServices(&e, r, c.Timeouts, c.Marks)
+	c.Faults = readFaults(&e, r, c.Services)
 	c.check(&e)
 	if err := e.err(); err != nil {
 		return nil, err

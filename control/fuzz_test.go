@@ -41,11 +41,14 @@ func fuzzManager(tb testing.TB) *Manager {
 		tb.Fatal(err)
 	}
 	m.SetChecks(&validatingChecks{fakeChecks{set: map[ServiceKey]api.HealthCheck{}}})
+	m.ServeFaults(validatingFaults{b})
 	return m
 }
 
 // state is everything a request could change, as the API lists it.
-func state(m *Manager) string { return fmt.Sprint(m.Services(), m.Timeouts(), m.checksOf()) }
+func state(m *Manager) string {
+	return fmt.Sprint(m.Services(), m.Timeouts(), m.checksOf(), m.faultsOf().Faults())
+}
 
 // FuzzAPI sends any method, path and body to the control API. Nothing
 // panics, every answer is a status the API gives, a refused request
@@ -112,6 +115,14 @@ func FuzzAPI(f *testing.F) {
 		{"DELETE", "/v1/services/fwm/4294967296", ``},
 		{"GET", "/v1/services/fwm/1/health", ``},
 		{"POST", "/v1/batch", `{"ops":[{"op":"add-dest","service":{"fwmark":1},"dest":{"addr":"10.20.1.2:0"}}]}`},
+		// Issue 26: faults.
+		{"POST", "/v1/faults", `{"service":"tcp 172.25.254.100:80","direction":"to_client","loss":0.05}`},
+		{"POST", "/v1/faults", `{"server":"[::ffff:10.20.1.2]:80","blackhole":true,"every":4294967296}`},
+		{"PUT", "/v1/faults", `[{"client":"10.0.0.0/8","syn":"refuse"},{"service":"fwm 1","syn":"drop","direction":"to_client"}]`},
+		{"PUT", "/v1/faults", `null`},
+		{"DELETE", "/v1/faults?client=10.0.0.0%2F8&server=10.20.1.2:80", ``},
+		{"DELETE", "/v1/faults", ``},
+		{"GET", "/v1/faults", ``},
 	} {
 		f.Add(s.method, s.path, []byte(s.body))
 	}

@@ -2,6 +2,7 @@ package control
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -32,6 +33,7 @@ type Manager struct {
 	reload  atomic.Pointer[func() (api.Reload, error)] // POST /v1/reload (SetReload)
 	cluster atomic.Pointer[Cluster]                    // GET /v1/bgp, /v1/drain (SetCluster)
 	checks  atomic.Pointer[Checks]                     // .../health (SetChecks)
+	faults  atomic.Pointer[Faults]                     // /v1/faults (ServeFaults)
 	events  atomic.Pointer[events.Bus]                 // GET /v1/events (SetEvents)
 	// Version is reported by Info.
 	Version string
@@ -85,6 +87,35 @@ type Checks interface {
 	HealthCheck(k ServiceKey) (api.Health, error)
 	SetHealthCheck(k ServiceKey, c api.HealthCheck) (notes []string, err error)
 	ClearHealthCheck(k ServiceKey) (notes []string, err error)
+}
+
+// Faults are the faults in force (nat/fault.go), changed at run time:
+// what GET, PUT, POST and DELETE /v1/faults do. The daemon reads them as
+// the file's faults: are read; a change lasts until the next reload,
+// which sets the file's, and notes say so.
+type Faults interface {
+	Faults() []api.FaultView
+	// SetFaults replaces them all (none: fs empty).
+	SetFaults(fs []api.Fault) (notes []string, err error)
+	// AddFault sets f, in place of a fault on its target.
+	AddFault(f api.Fault) (notes []string, err error)
+	// RemoveFault clears the fault on target's target (its other fields
+	// are empty): ErrNoFault if there is none.
+	RemoveFault(target api.Fault) (notes []string, err error)
+}
+
+// ErrNoFault: no fault is set on the target named.
+var ErrNoFault = errors.New("no fault on that target")
+
+// ServeFaults has the API serve the faults from f.
+func (m *Manager) ServeFaults(f Faults) { m.faults.Store(&f) }
+
+// faultsOf is the Faults served, or nil.
+func (m *Manager) faultsOf() Faults {
+	if f := m.faults.Load(); f != nil {
+		return *f
+	}
+	return nil
 }
 
 // SetChecks has the API serve a service's health check from c.

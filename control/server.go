@@ -321,6 +321,38 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("DELETE /v1/services/{proto}/{addr}/health", func(w http.ResponseWriter, r *http.Request) {
 		s.health(w, r, func(c Checks, k ServiceKey) error { return s.noted(w, r)(c.ClearHealthCheck(k)) })
 	})
+	mux.HandleFunc("GET /v1/faults", func(w http.ResponseWriter, r *http.Request) {
+		// Without a daemon behind the API there are none: nothing can set one.
+		var fs []api.FaultView
+		if f := m.faultsOf(); f != nil {
+			fs = f.Faults()
+		}
+		reply(w, nonNilFaults(fs))
+	})
+	mux.HandleFunc("PUT /v1/faults", func(w http.ResponseWriter, r *http.Request) {
+		var in []api.Fault
+		if decode(w, r, &in) {
+			s.faults(w, r, func(f Faults) error { return s.noted(w, r)(f.SetFaults(in)) })
+		}
+	})
+	mux.HandleFunc("POST /v1/faults", func(w http.ResponseWriter, r *http.Request) {
+		var in api.Fault
+		if decode(w, r, &in) {
+			s.faults(w, r, func(f Faults) error { return s.noted(w, r)(f.AddFault(in)) })
+		}
+	})
+	mux.HandleFunc("DELETE /v1/faults", func(w http.ResponseWriter, r *http.Request) {
+		// ?service=|server=|client= names one fault's target; none clears
+		// them all.
+		q := r.URL.Query()
+		t := api.Fault{Service: q.Get("service"), Server: q.Get("server"), Client: q.Get("client")}
+		s.faults(w, r, func(f Faults) error {
+			if t == (api.Fault{}) {
+				return s.noted(w, r)(f.SetFaults(nil))
+			}
+			return s.noted(w, r)(f.RemoveFault(t))
+		})
+	})
 	mux.HandleFunc("POST /v1/reload", s.reload)
 	mux.HandleFunc("GET /v1/bgp", s.bgp)
 	mux.HandleFunc("POST /v1/drain", func(w http.ResponseWriter, r *http.Request) {
@@ -443,6 +475,25 @@ func (s *Server) health(w http.ResponseWriter, r *http.Request, f func(Checks, S
 	if err != nil {
 		s.done(w, r, err)
 	}
+}
+
+// faults runs f on the Faults served, or answers that there are none.
+func (s *Server) faults(w http.ResponseWriter, r *http.Request, f func(Faults) error) {
+	fs := s.m.faultsOf()
+	if fs == nil {
+		fail(w, &api.Error{Code: api.CodeInternal, Message: "this tapvs serves no faults (no daemon behind the API)"}, http.StatusNotImplemented)
+		return
+	}
+	if err := f(fs); err != nil {
+		s.done(w, r, err)
+	}
+}
+
+func nonNilFaults(fs []api.FaultView) []api.FaultView {
+	if fs == nil {
+		return []api.FaultView{}
+	}
+	return fs
 }
 
 // noted answers an applied change with its notes, as done does for the

@@ -139,6 +139,8 @@ func codeOf(err error) (string, int) {
 		return api.CodeNoLocalAddr, 404
 	case errors.Is(err, nat.ErrLocalAddrExists):
 		return api.CodeLocalExists, 409
+	case errors.Is(err, ErrNoFault):
+		return api.CodeNoFault, 404
 	}
 	return api.CodeInvalid, 400
 }

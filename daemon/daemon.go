@@ -5,6 +5,7 @@ package daemon
 import (
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/netip"
 	"sync"
@@ -58,6 +59,9 @@ type Daemon struct {
 	// runtimeChecks are the services' health checks set through the API
 	// (checks.go), until a reload; guarded by reloadMu.
 	runtimeChecks map[control.ServiceKey]runtimeCheck
+	// runtimeFaults are the targets of the faults set through the API
+	// (faults.go), until a reload; guarded by reloadMu.
+	runtimeFaults map[nat.FaultTarget]bool
 	// serversChanged is poked after every operator change (sync), for
 	// reconcile to extend the runtime checks to servers added since.
 	serversChanged chan struct{}
@@ -129,6 +133,10 @@ func start(cfg *config.Config, log *slog.Logger, nics [2]netstack.NICConfig, suc
 	if err := bal.Update(func(tx *nat.Tx) error { return cfg.Apply(tx, nil) }); err != nil {
 		return nil, err
 	}
+	if err := bal.SetFaults(cfg.Faults); err != nil {
+		return nil, fmt.Errorf("faults: %w", err)
+	}
+	logFaults(log, cfg.Faults, 0)
 	st, err := netstack.New(bal, nics[0], nics[1], log) // attaches itself as the balancer's nat.Link
 	if err != nil {
 		return nil, err
@@ -188,6 +196,7 @@ func start(cfg *config.Config, log *slog.Logger, nics [2]netstack.NICConfig, suc
 	d.startHealth(cfg, nil, false)
 	d.Manager.SetHealth(d.healthViews)
 	d.Manager.SetChecks(d.Checks())
+	d.Manager.ServeFaults(d.Faults())
 	// The speaker starts after the services and their health checks: its
 	// first announcement is of what can serve, never of a VIP that cannot.
 	if d.cluster, err = newCluster(d, cfg, succ != nil); err != nil {

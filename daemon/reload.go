@@ -61,6 +61,15 @@ func (d *Daemon) reload(path string) (res api.Reload, err error) {
 		applied.BGP = cfg.BGP // the speaker's: its ASN and router ID are the running ones
 	}
 	d.cfg.Store(applied)
+	// The file is the source of truth for faults too.
+	if len(d.runtimeFaults) > 0 {
+		d.log.Warn("reload: the faults set at run time are replaced by the file's", "faults", len(d.runtimeFaults))
+	}
+	if err := d.setFaults(cfg.Faults, false); err != nil {
+		d.log.Error("reload: the running faults are kept", "err", err) // checked by the file's reading: not expected
+	} else {
+		d.runtimeFaults = nil
+	}
 	// The file is the source of truth for checks: runtime ones end here,
 	// and the servers they held out that the file does not check come back.
 	overridden := d.runtimeChecks

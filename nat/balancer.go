@@ -147,8 +147,9 @@ type Balancer struct {
 	changes     []loggedChange        // what the last publishes changed, for Changes; under mu
 	changesLost uint64                // the last generation whose changes are no longer all in changes; under mu
 	tap         atomic.Pointer[Tap]
-	quarantined atomic.Int64 // reply tuples in quarantine after the last sweep
-	readers     int          // Config.Readers rounded up to a power of two
+	faults      atomic.Pointer[faultSet] // nil: no fault anywhere (fault.go)
+	quarantined atomic.Int64             // reply tuples in quarantine after the last sweep
+	readers     int                      // Config.Readers rounded up to a power of two
 	gen         atomic.Uint64
 	link        Link   // set by Attach before the first frame; never changed after
 	isnKey      isnKey // keys the ISNs of plain TCP connections (seq.go)
@@ -275,6 +276,12 @@ func (b *Balancer) Process(side Side, f *Frame) Verdict {
 			return Pass
 		}
 	} else if !set.hasLIP(&dst) {
+		if fs := b.faults.Load(); fs != nil {
+			// A blackholed server is silent to the stack's own
+			// connections too (fault.go).
+			src := p.key16(p.src())
+			return b.faultStack(fs, &src)
+		}
 		return Pass
 	}
 	if !p.v6 && csum.Checksum(p.b[p.l3:p.l4], 0) != 0 {
@@ -350,6 +357,12 @@ func (b *Balancer) fromClient(set *serviceSet, p *pkt, dst *addr16, f *Frame) Ve
 			// No state, and no SYN-ACK, from a segment a host would drop.
 			return b.Stats.drop(DropBadChecksum)
 		}
+		if fs := b.faults.Load(); fs != nil && key.proto == TCP && flags&(tcpflag.SYN|tcpflag.ACK) == tcpflag.SYN {
+			// A SYN a fault drops or refuses makes no state (fault.go).
+			if v := b.faultSYN(fs, svc, &key, p, f); v != Forward {
+				return v
+			}
+		}
 		if v := b.admit(svc, &key.src, key.proto, flags); v != Forward {
 			return v
 		}
@@ -362,6 +375,15 @@ func (b *Balancer) fromClient(set *serviceSet, p *pkt, dst *addr16, f *Frame) Ve
 				return v
 			}
 		} else if c, v = b.newConn(svc, key, p, flags); c == nil {
+			return v
+		}
+	}
+	if fs := b.faults.Load(); fs != nil {
+		// Before the connection's state sees the frame, as a loss in
+		// front of tapvs. A new connection's first frame meets it once its
+		// server is chosen: a SYN dropped here is lost beyond tapvs, and
+		// its entry expires as it would.
+		if v := b.faultConn(fs, c, FaultToServer); v != Forward {
 			return v
 		}
 	}
@@ -526,7 +548,15 @@ func (b *Balancer) fromServer(p *pkt, dst *addr16, f *Frame) Verdict {
 			}
 			return b.Stats.drop(DropBackupLIP)
 		}
+		if fs := b.faults.Load(); fs != nil {
+			return b.faultStack(fs, &key.src)
+		}
 		return Pass // the stack's own connection from a LIP, or one that expired
+	}
+	if fs := b.faults.Load(); fs != nil {
+		if v := b.faultConn(fs, c, FaultToClient); v != Forward {
+			return v
+		}
 	}
 	if c.feed != nil && c.shadow.Load() {
 		b.adopt(c) // the router sends its replies here: its owner is gone

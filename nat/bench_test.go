@@ -373,3 +373,37 @@ func BenchmarkConnPhases(b *testing.B) {
 	}
 	b.ReportMetric(float64(sum.Nanoseconds())/float64(b.N), "conn-ns")
 }
+
+// BenchmarkForwardFaults is BenchmarkForward's one connection with no
+// fault set (one pointer load per frame) and with a fault set on another
+// service (the lookups a fault set costs every frame).
+func BenchmarkForwardFaults(b *testing.B) {
+	for _, mode := range []string{"none", "elsewhere"} {
+		b.Run(mode, func(b *testing.B) {
+			r := newRig(b, TCP, "rr", nil)
+			if mode == "elsewhere" {
+				if err := r.b.SetFaults([]Fault{{Target: FaultTarget{Protocol: TCP, VIP: netip.AddrPortFrom(vip, 81)}, Dir: FaultBoth, Blackhole: true}}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			r.b.Process(ClientSide, frame(b, pktSpec{src: client, dst: vip, sport: 40000, dport: 80, proto: TCP, syn: true, srcMAC: macClient}))
+			info := r.b.Table().Conns()[0]
+			in := frame(b, pktSpec{src: client, dst: vip, sport: 40000, dport: 80, proto: TCP, ack: true, payload: make([]byte, 1400), srcMAC: macClient})
+			back := frame(b, pktSpec{src: info.RIP.Addr(), dst: lip1, sport: 8080, dport: info.LIP.Port(), proto: TCP, ack: true, payload: make([]byte, 1400)})
+			inB, backB := append([]byte(nil), in.Bytes()...), append([]byte(nil), back.Bytes()...)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				f, orig, side := in, inB, ClientSide
+				if i&1 == 1 {
+					f, orig, side = back, backB, ServerSide
+				}
+				copy(f.Buf[f.Off:f.Off+54], orig[:54])
+				f.Len = len(orig)
+				if r.b.Process(side, f) != Forward {
+					b.Fatal("not forwarded")
+				}
+			}
+		})
+	}
+}

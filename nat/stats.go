@@ -40,6 +40,7 @@ const (
 	DropBackupLIP                        // a server's packet to another instance's LIP backed up here (Balancer.SetBackupLIPs), to a port of the balancer's range, that no connection here holds: one of the peer's connections that sync did not carry
 	DropBackupLIPStack                   // the same to a port outside the balancer's range: the peer's own stack's connection (its health checks), which nothing carries
 	DropTemplatesFull                    // a new connection of a persistent service whose client network has no template, with the templates at their bound (Config.MaxTemplates)
+	DropFault                            // a frame a fault dropped on purpose (SetFaults: fault.go)
 	numDropReasons
 )
 
@@ -50,7 +51,7 @@ var dropNames = [numDropReasons]string{
 	"denied", "not_allowed", "src_rate_limit", "src_conn_limit", "half_open_limit",
 	"udp_proxy_too_big", "udp_proxy_gso", "proxy_no_room", "ipv6_ext_header",
 	"nat64_untranslatable", "icmp_untranslatable", "proxy_overlap", "nat64_too_big",
-	"handoff_unknown", "backup_lip_no_conn", "backup_lip_stack", "persist_templates_full",
+	"handoff_unknown", "backup_lip_no_conn", "backup_lip_stack", "persist_templates_full", "fault",
 }
 
 func (r DropReason) String() string { return dropNames[r] }

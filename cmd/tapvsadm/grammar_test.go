@@ -112,6 +112,15 @@ var (
 		{"--check=type=misc,script=/bin/true --health -t 1.1.1.1:80", with(svc, func(c *command) {
 			c.op, c.healthCheck = "health", &api.HealthCheck{Type: "misc", Script: []string{"/bin/true"}}
 		})},
+		// Issue 26: faults.
+		{"--fault", command{op: "fault"}},
+		{"--fault --off", command{op: "fault", checkOff: true}},
+		{"--fault -t 1.1.1.1:80 --with direction=to_client,loss=0.05", with(svc, func(c *command) {
+			c.op, c.fault = "fault", &api.Fault{Direction: "to_client", Loss: 0.05}
+		})},
+		{"--fault -r 2.2.2.2:8080 --with=blackhole=true,every=3,syn=refuse", command{op: "fault", real: "2.2.2.2:8080", fault: &api.Fault{Blackhole: true, Every: 3, SYN: "refuse"}}},
+		{"--fault --client 10.0.0.0/8 --off", command{op: "fault", faultClient: "10.0.0.0/8", checkOff: true}},
+		{"--fault --client=10.0.0.1 -n", command{op: "fault", faultClient: "10.0.0.1", numeric: true}},
 		// Issue 26: events.
 		{"--events", command{op: "events"}},
 		{"--events --kind server_down,conn -t 1.1.1.1:80 --count 3", with(svc, func(c *command) { c.op, c.kinds, c.count = "events", "server_down,conn", 3 })},
@@ -362,6 +371,21 @@ var everyRefusal = []struct{ line, want string }{
 	{"--health -t 1.1.1.1:80 --check type=http,path=/", "--check: unknown path (the configuration file's health_check: names: type, port, interval, timeout, rise, fall, http_path, http_status, http_body_sha256, on_failure, connect_timeout, retry, delay_before_retry, warmup, virtualhost, server_name, verify, ca_file, script, misc_dynamic, payload, require_reply, dns_name, dns_type, helo_name)"},
 	{"--health -t 1.1.1.1:80 --check type", `--check: "type" is not key=value (type=http,http_path=/healthz,rise=2,fall=3)`},
 	{"--health -t 1.1.1.1:80 --check rise=1,rise=2", "--check: rise given twice"},
+	// Issue 26: --fault.
+	{"--fault -t 1.1.1.1:80 -r 2.2.2.2:80 --with blackhole=true", "--fault names one target: a service (-t|-u|-f), a real server (-r) or clients (--client)"},
+	{"--fault -t 1.1.1.1:80 --client 10.0.0.0/8 --off", "--fault names one target: a service (-t|-u|-f), a real server (-r) or clients (--client)"},
+	{"--fault --with blackhole=true", "--fault --with needs a target: a service (-t|-u|-f), a real server (-r) or clients (--client)"},
+	{"--fault -t 1.1.1.1:80 --with blackhole=true --off", "--fault takes --with or --off, not both"},
+	{"--fault -t 1.1.1.1:80 -s rr", "Illegal option for fault: it takes -t|-u|-f, -r, --client, --with, --off and -n only"},
+	{"--fault -t 1.1.1.1:80 --check type=tcp", "Illegal option for fault: --check and --off belong to --health"},
+	{"-L --with blackhole=true", "Illegal option for list: --with and --client belong to --fault"},
+	{"-A -t 1.1.1.1:80 --client 10.0.0.0/8", "Illegal option for add-service: --with and --client belong to --fault"},
+	{"--fault -t 1.1.1.1:80 --with colour=red", "--with: unknown colour (the file's faults: names: direction, blackhole, loss, every, syn)"},
+	{"--fault -t 1.1.1.1:80 --with loss=lots", `--with: loss: "lots" is not a number`},
+	{"--fault -t 1.1.1.1:80 --with blackhole=maybe", `--with: blackhole: "maybe" is not true or false`},
+	{"--fault -t 1.1.1.1:80 --with every=x", `--with: every: "x" is not a number`},
+	{"--fault -t 1.1.1.1:80 --with loss", `--with: "loss" is not key=value (blackhole=true, loss=0.05, every=10, syn=refuse, direction=to_client)`},
+	{"--fault -t 1.1.1.1:80 --with loss=0.1,loss=0.2", "--with: loss given twice"},
 	// Issue 25: -L --timeout lists only the timeouts; --nosort is -L's.
 	{"-L --timeout -c", "options conflicts in the list command"},
 	{"-L --timeout --stats", "options conflicts in the list command"},

@@ -193,20 +193,24 @@ func saveChecks(cl *api.Client, out io.Writer, svcs []api.Service, c *command) e
 	return nil
 }
 
-// A restoredCheck is a --health line of -R's input.
+// A restoredCheck is a --health or --fault line of -R's input.
 type restoredCheck struct {
 	c    *command
 	line int
 	text string
 }
 
-// restoreChecks applies -R's --health lines, after its rules were
+// restoreChecks applies -R's --health and --fault lines, after its rules were
 // applied (not in their transaction: a refused one leaves the rules, and
 // the checks before it, in place, and says so).
 func restoreChecks(cl *api.Client, checks []restoredCheck, stderr io.Writer) int {
 	for _, rc := range checks {
-		if err := health(cl, rc.c, io.Discard); err != nil {
-			fmt.Fprintf(stderr, "line %d: %s: %s (the rules and the lines before it were restored)\n", rc.line, rc.text, message(err, "health"))
+		run := health
+		if rc.c.op == "fault" {
+			run = fault
+		}
+		if err := run(cl, rc.c, io.Discard); err != nil {
+			fmt.Fprintf(stderr, "line %d: %s: %s (the rules and the lines before it were restored)\n", rc.line, rc.text, message(err, rc.c.op))
 			return 1
 		}
 	}

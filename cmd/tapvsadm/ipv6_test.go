@@ -117,6 +117,7 @@ func fakeDaemon(t *testing.T, svcs []api.Service, conns []api.Conn) (sock string
 		w.WriteHeader(http.StatusNoContent)
 	})
 	fakeHealthRoutes(mux, &mu)
+	fakeFaultRoutes(mux, &mu)
 	srv := &http.Server{Handler: mux}
 	go srv.Serve(ln) //nolint:errcheck // ends with Close
 	t.Cleanup(func() { srv.Close() })

@@ -184,11 +184,16 @@ func execute(cl *api.Client, c *command, out io.Writer) error {
 			return err
 		}
 		printRules(out, svcs, defaults, c)
-		return saveChecks(cl, out, svcs, c)
+		if err := saveChecks(cl, out, svcs, c); err != nil {
+			return err
+		}
+		return saveFaults(cl, out)
 	case "capture":
 		return capture(cl, c, out)
 	case "health":
 		return health(cl, c, out)
+	case "fault":
+		return fault(cl, c, out)
 	case "events":
 		return printEvents(cl, c, out)
 	case "bgp":
@@ -245,6 +250,11 @@ func execute(cl *api.Client, c *command, out io.Writer) error {
 			}
 		}
 		printList(out, info, svcs, c)
+		fs, err := cl.Faults()
+		if err != nil {
+			return err
+		}
+		printFaults(out, fs)
 		return nil
 	}
 	return usagef("command %s is not implemented", c.op)
@@ -362,7 +372,7 @@ func restore(cl *api.Client, in io.Reader, stderr io.Writer) int {
 		c, err := parse(words)
 		var op api.Op
 		ok := false
-		if err == nil && c.op == "health" && (c.healthCheck != nil || c.checkOff) {
+		if err == nil && (c.op == "health" && (c.healthCheck != nil || c.checkOff) || c.op == "fault" && c.fault != nil) {
 			// -S's runtime checks: applied after the rules, which
 			// make their services.
 			checks = append(checks, restoredCheck{c, n, line})

@@ -80,6 +80,7 @@ var commands = []option{
 	{long: "--undrain", op: "undrain", help: "end a drain: announce the VIPs again"},
 	{long: "--drain-status", op: "drain-status", help: "how a drain stands: connections left, VIPs withdrawn"},
 	{long: "--health", op: "health", help: "show a service's health check, set it (--check) or stop it (--off)\nuntil the next reload, which re-applies the file's"},
+	{long: "--fault", op: "fault", help: "show the faults in force, set one on a service (-t|-u|-f), a real\nserver (-r) or clients (--client) with --with, clear it (--off),\nor all of them (--off alone), until the next reload"},
 	{long: "--events", op: "events", help: "print tapvs's events, one a line, until interrupted (or --count N):\nservers up and down, connections, drops, reloads"},
 	{long: "--help", short: "h", bundle: true, op: "help", help: "display this help message"},
 	{long: "--version", short: "v", bundle: true, op: "version", help: "display the version"},
@@ -142,7 +143,11 @@ var options = []option{
 		help: "-L: the timeouts --set sets; --drain --wait: how long it waits\n(default 5m; 90s, 1h...), then exit 1"},
 	{long: "--check", meta: "key=value,...", set: checkOption,
 		help: "--health: the check, in the file's health_check: names\n(type=http,http_path=/healthz,http_status=200,rise=2,fall=3)"},
-	{long: "--off", set: flag(func(c *command) { c.checkOff = true }), help: "--health: no check of the service until the next reload"},
+	{long: "--off", set: flag(func(c *command) { c.checkOff = true }), help: "--health: no check of the service until the next reload;\n--fault: clear the fault"},
+	{long: "--with", meta: "key=value,...", set: faultOption,
+		help: "--fault: what it does, in the file's faults: names\n(blackhole=true; loss=0.05; every=10; syn=drop|refuse;\ndirection=to_server|to_client|both)"},
+	{long: "--client", meta: "address[/len]", set: text(func(c *command) *string { return &c.faultClient }),
+		help: "--fault: the clients it acts on"},
 	{long: "--socket", meta: "PATH", set: text(func(c *command) *string { return &c.socket }),
 		help: "tapvs's control socket (or TAPVS_SOCKET; default /run/tapvs/tapvs.sock)"},
 
@@ -368,6 +373,8 @@ Usage:
   ipvsadm --drain [--wait [--timeout duration]]
   ipvsadm --undrain|--drain-status
   ipvsadm --health -t|u service-address|-f fwmark [--check key=value,...|--off]
+  ipvsadm --fault [-t|u service-address|-f fwmark|-r server-address|--client address[/len]]
+        [--with key=value,...|--off]
   ipvsadm --events [--kind kinds] [-t|u service-address|-f fwmark] [--count N]
   ipvsadm -h
   ipvsadm -v

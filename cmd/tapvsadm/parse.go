@@ -55,7 +55,9 @@ type command struct {
 	ipv6 bool // -6: with -f, the selector is IPv6's
 
 	healthCheck *api.HealthCheck // --health --check
-	checkOff    bool             // --health --off
+	checkOff    bool             // --health --off, --fault --off
+	fault       *api.Fault       // --fault --with: what it does, without its target
+	faultClient string           // --fault --client
 }
 
 // defaultDrainWait bounds --drain --wait without --timeout: a wait that
@@ -240,6 +242,9 @@ func (c *command) check() error {
 	if err := c.checkHealth(); err != nil {
 		return err
 	}
+	if err := c.checkFault(); err != nil {
+		return err
+	}
 	if err := c.checkEvents(); err != nil {
 		return err
 	}
@@ -287,7 +292,7 @@ func (c *command) check() error {
 // --off or neither (a listing).
 func (c *command) checkHealth() error {
 	if c.op != "health" {
-		if c.healthCheck != nil || c.checkOff {
+		if c.healthCheck != nil || c.checkOff && c.op != "fault" {
 			return usagef("Illegal option for %s: --check and --off belong to --health", c.op)
 		}
 		return nil

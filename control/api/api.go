@@ -395,6 +395,38 @@ type Health struct {
 	Servers []HealthView `json:"servers"`
 }
 
+// Fault is one fault (the configuration file's faults: entries, by the
+// same names; the file reads this type too): exactly one target (a
+// service "tcp 172.25.254.100:80" or "fwm 1", a real server
+// "10.20.1.2:8080", or a client prefix), a direction (to_server,
+// to_client, both: the default) and what it does. PUT /v1/faults takes a
+// list of them, POST /v1/faults one.
+type Fault struct {
+	Service   string  `json:"service,omitempty" mapstructure:"service"`
+	Server    string  `json:"server,omitempty" mapstructure:"server"`
+	Client    string  `json:"client,omitempty" mapstructure:"client"`
+	Direction string  `json:"direction,omitempty" mapstructure:"direction"`
+	Blackhole bool    `json:"blackhole,omitempty" mapstructure:"blackhole"`
+	Loss      float64 `json:"loss,omitempty" mapstructure:"loss"`
+	Every     int     `json:"every,omitempty" mapstructure:"every"`
+	SYN       string  `json:"syn,omitempty" mapstructure:"syn"`
+}
+
+// CodeNoFault: DELETE /v1/faults?... naming a target with no fault, 404.
+const CodeNoFault = "no_fault"
+
+// FaultView is a fault in force (GET /v1/faults) and what it has done
+// since it was set.
+type FaultView struct {
+	Fault
+	// Source is "file" (the configuration file's faults:) or "runtime"
+	// (set through the API or tapvsadm; the next reload sets the file's).
+	Source  string `json:"source"`
+	Frames  uint64 `json:"frames"`  // frames of its target and direction it met
+	Dropped uint64 `json:"dropped"` // frames it dropped, SYNs included
+	Refused uint64 `json:"refused"` // SYNs it answered with an RST
+}
+
 // Event is one event of GET /v1/events, a line of JSON each (package
 // events says what each kind means). The fields a kind does not use are
 // left out.

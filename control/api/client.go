@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -162,6 +163,37 @@ func (c *Client) Get(path string) (*http.Response, error) {
 		return nil, fmt.Errorf("%s", resp.Status)
 	}
 	return resp, err
+}
+
+// Faults lists the faults in force with their counters.
+func (c *Client) Faults() (fs []FaultView, err error) { return fs, c.do("GET", "/v1/faults", nil, &fs) }
+
+// SetFaults replaces the faults in force until the next reload (none:
+// fs empty).
+func (c *Client) SetFaults(fs []Fault) error {
+	if fs == nil {
+		fs = []Fault{}
+	}
+	return c.do("PUT", "/v1/faults", fs, nil)
+}
+
+// AddFault sets f until the next reload, in place of a fault on its
+// target.
+func (c *Client) AddFault(f Fault) error { return c.do("POST", "/v1/faults", f, nil) }
+
+// RemoveFault clears the fault on target's target (Service, Server or
+// Client).
+func (c *Client) RemoveFault(target Fault) error {
+	q := url.Values{}
+	for k, v := range map[string]string{"service": target.Service, "server": target.Server, "client": target.Client} {
+		if v != "" {
+			q.Set(k, v)
+		}
+	}
+	if len(q) == 0 {
+		return errors.New("a fault's target: its service, server or client")
+	}
+	return c.do("DELETE", "/v1/faults?"+q.Encode(), nil, nil)
 }
 
 // EventQuery selects the events of Events: Kinds (kinds or groups: conn,

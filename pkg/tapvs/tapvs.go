@@ -70,6 +70,9 @@ type Config struct {
 	// Marks are the selectors of the match services (Services with a
 	// ServiceKey.Mark), by number.
 	Marks []Mark
+	// Faults are set once the services are in (LB.SetFaults): a test
+	// that starts with a broken network.
+	Faults []Fault
 	// NoOffload opens plain TAPs (one frame per system call) instead of
 	// asking the kernel for checksum and TSO offload.
 	NoOffload bool
@@ -214,6 +217,12 @@ func Start(ctx context.Context, cfg Config) (*LB, error) {
 		if err := lb.apply(cs); err != nil {
 			d.Close()
 			return nil, err
+		}
+	}
+	if len(cfg.Faults) > 0 {
+		if err := lb.SetFaults(cfg.Faults); err != nil {
+			d.Close()
+			return nil, fmt.Errorf("%w (Config.Faults)", err)
 		}
 	}
 	return lb, nil

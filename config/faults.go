@@ -1,0 +1,213 @@
+package config
+
+import (
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+
+	"github.com/tapvs/tapvs/control/api"
+	"github.com/tapvs/tapvs/nat"
+)
+
+// The faults: section (nat/fault.go): the network misbehaving on purpose,
+// for failover and chaos tests, on a service, a real server or a client
+// prefix, one direction or both. Never active unless set; a reload sets
+// the file's list, and an empty one clears them.
+//
+//	faults:
+//	  - {server: 10.20.1.2:8080, blackhole: true}           # a dead server: its health checks fail too
+//	  - {service: tcp 172.25.254.100:80, direction: to_client, loss: 0.05}
+//	  - {service: fwm 1, syn: refuse}                       # connections refused, as a closed port
+//	  - {client: 172.25.254.0/28, direction: to_server, every: 10}
+
+// MaxFaults bounds the faults in force; each is a frame's lookup at most.
+const MaxFaults = 256
+
+// readFaults reads faults: after the services, whose keys and real
+// servers a fault must name.
+func readFaults(e *errs, r *raw, services []Service) []nat.Fault {
+	if len(r.Faults) > MaxFaults {
+		e.add("faults", "%d faults: at most %d", len(r.Faults), MaxFaults)
+		return nil
+	}
+	keys := map[ServiceKey]bool{}
+	servers := map[netip.AddrPort]bool{}
+	for _, s := range services {
+		keys[s.key()] = true
+		for _, rs := range s.RealServers {
+			servers[netip.AddrPortFrom(rs.Address, rs.Port)] = true
+		}
+	}
+	var out []nat.Fault
+	seen := map[nat.FaultTarget]int{}
+	for i, rf := range r.Faults {
+		f := fmt.Sprintf("faults[%d]", i)
+		ft, ok := faultOf(e, f, rf)
+		if !ok {
+			continue
+		}
+		t := ft.Target
+		switch {
+		case t.VIP.IsValid() || t.Mark != 0:
+			if k := (ServiceKey{Protocol: t.Protocol, VIP: t.VIP.Addr(), Port: t.VIP.Port(), Mark: t.Mark}); !keys[k] {
+				e.add(f+".service", "%s is no service of this file", k)
+				continue
+			}
+		case t.Server.IsValid():
+			if !servers[t.Server] {
+				e.add(f+".server", "%s is no real server of this file's services", t.Server)
+				continue
+			}
+		}
+		if j, dup := seen[t]; dup {
+			e.add(f, "has the target of faults[%d]: one fault per target", j)
+			continue
+		}
+		seen[t] = i
+		out = append(out, ft)
+	}
+	return out
+}
+
+// ParseFault reads a fault as the API takes it (POST /v1/faults), each
+// refusal naming its field ("fault.loss: ..."). Whether its service or
+// server exists is the caller's to check.
+func ParseFault(rf api.Fault) (nat.Fault, error) {
+	var e errs
+	f, _ := faultOf(&e, "fault", rf)
+	return f, e.err()
+}
+
+// faultOf reads rf, adding its refusals to e under f.
+func faultOf(e *errs, f string, rf api.Fault) (nat.Fault, bool) {
+	var ft nat.Fault
+	ok := true
+	n := 0
+	if rf.Service != "" {
+		n++
+		if k, err := ParseServiceKey(rf.Service); err != nil {
+			e.add(f+".service", "%v", err)
+			ok = false
+		} else if k.Mark != 0 {
+			ft.Target.Mark = k.Mark
+		} else {
+			ft.Target.Protocol, ft.Target.VIP = k.Protocol, netip.AddrPortFrom(k.VIP, k.Port)
+		}
+	}
+	if rf.Server != "" {
+		n++
+		if ap, err := netip.ParseAddrPort(rf.Server); err != nil {
+			e.add(f+".server", "%q is not an address:port (10.20.1.2:8080, [fd00::2]:8080; port 0 for a match service's server)", rf.Server)
+			ok = false
+		} else {
+			ft.Target.Server = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+		}
+	}
+	if rf.Client != "" {
+		n++
+		if p, err := clientPrefix(rf.Client); err != nil {
+			e.add(f+".client", "%v", err)
+			ok = false
+		} else {
+			ft.Target.Client = p
+		}
+	}
+	if n != 1 {
+		e.add(f, "names %d targets: one of service, server or client", n)
+		return ft, false
+	}
+	d, err := nat.ParseFaultDir(rf.Direction)
+	if err != nil {
+		e.add(f+".direction", "%v", err)
+		ok = false
+	}
+	ft.Dir = d
+	if !(rf.Loss >= 0 && rf.Loss <= 1) {
+		e.add(f+".loss", "%v is not a probability (0 to 1: 0.05 drops 5%% of frames)", rf.Loss)
+		ok = false
+	}
+	ft.Loss = rf.Loss
+	if rf.Every < 0 || rf.Every > maxEvery {
+		e.add(f+".every", "%d is not a count (1: every frame, up to %d)", rf.Every, maxEvery)
+		ok = false
+	}
+	ft.Every = uint32(max(rf.Every, 0))
+	ft.Blackhole = rf.Blackhole
+	if ft.SYN, err = nat.ParseSYNFault(rf.SYN); err != nil {
+		e.add(f+".syn", "%v", err)
+		ok = false
+	}
+	if !ok {
+		return ft, false
+	}
+	if err := ft.Check(); err != nil {
+		e.add(f, "%v", err)
+		return ft, false
+	}
+	return ft, true
+}
+
+const maxEvery = 1 << 20
+
+// FaultSpec is f as the file and the API write it, the inverse of
+// ParseFault.
+func FaultSpec(f nat.Fault) api.Fault {
+	out := api.Fault{Direction: f.Dir.String(), Blackhole: f.Blackhole, Loss: f.Loss, Every: int(f.Every), SYN: f.SYN.String()}
+	switch t := f.Target; {
+	case t.Mark != 0:
+		out.Service = ServiceKey{Mark: t.Mark}.String()
+	case t.VIP.IsValid():
+		out.Service = ServiceKey{Protocol: t.Protocol, VIP: t.VIP.Addr(), Port: t.VIP.Port()}.String()
+	case t.Server.IsValid():
+		out.Server = t.Server.String()
+	default:
+		out.Client = t.Client.String()
+	}
+	return out
+}
+
+// clientPrefix is a prefix or a bare address (a /32 or /128), masked.
+func clientPrefix(s string) (netip.Prefix, error) {
+	if !strings.Contains(s, "/") {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return netip.Prefix{}, fmt.Errorf("%q is not an address or a prefix", s)
+		}
+		return netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), nil
+	}
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("%q is not a prefix (172.25.254.0/24, fd00::/64)", s)
+	}
+	if p.Addr().Is4In6() {
+		return netip.Prefix{}, fmt.Errorf("%q: write an IPv4 prefix as IPv4", s)
+	}
+	return p.Masked(), nil
+}
+
+// ParseServiceKey reads a service's key as tapvsadm and the API write it:
+// "tcp 172.25.254.100:80", "udp [fd00::100]:53", "fwm 1".
+func ParseServiceKey(s string) (ServiceKey, error) {
+	proto, rest, ok := strings.Cut(strings.TrimSpace(s), " ")
+	if !ok {
+		return ServiceKey{}, fmt.Errorf("%q is not a service (tcp 172.25.254.100:80, udp [fd00::100]:53, fwm 1)", s)
+	}
+	rest = strings.TrimSpace(rest)
+	if strings.EqualFold(proto, "fwm") {
+		m, err := strconv.ParseUint(rest, 10, 32)
+		if err != nil || m == 0 {
+			return ServiceKey{}, fmt.Errorf("%q is not a mark (1-%d)", rest, uint32(nat.MaxMark))
+		}
+		return ServiceKey{Mark: uint32(m)}, nil
+	}
+	p, err := nat.ParseProtocol(strings.ToLower(proto))
+	if err != nil {
+		return ServiceKey{}, fmt.Errorf("%q: %w", s, err)
+	}
+	ap, err := netip.ParseAddrPort(rest)
+	if err != nil {
+		return ServiceKey{}, fmt.Errorf("%q is not a VIP:port (172.25.254.100:80, [fd00::100]:53)", rest)
+	}
+	return ServiceKey{Protocol: p, VIP: ap.Addr().Unmap(), Port: ap.Port()}, nil
+}

@@ -1,0 +1,126 @@
+package control
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/tapvs/tapvs/config"
+	"github.com/tapvs/tapvs/control/api"
+	"github.com/tapvs/tapvs/nat"
+)
+
+// validatingFaults serves /v1/faults as the daemon does, without its
+// checks of what runs: each fault read by config.ParseFault and put on
+// the balancer.
+type validatingFaults struct{ b *nat.Balancer }
+
+func (v validatingFaults) Faults() []api.FaultView {
+	var out []api.FaultView
+	for _, f := range v.b.Faults() {
+		out = append(out, api.FaultView{Fault: config.FaultSpec(f.Fault), Source: "runtime", Frames: f.Frames, Dropped: f.Dropped, Refused: f.Refused})
+	}
+	return out
+}
+
+func (v validatingFaults) running() []nat.Fault {
+	var out []nat.Fault
+	for _, f := range v.b.Faults() {
+		out = append(out, f.Fault)
+	}
+	return out
+}
+
+func (v validatingFaults) SetFaults(fs []api.Fault) ([]string, error) {
+	var list []nat.Fault
+	for i, in := range fs {
+		f, err := config.ParseFault(in)
+		if err != nil {
+			return nil, fmt.Errorf("faults[%d]: %s", i, strings.ReplaceAll(err.Error(), "\n", "; "))
+		}
+		list = append(list, f)
+	}
+	return []string{"note"}, v.b.SetFaults(list)
+}
+
+func (v validatingFaults) AddFault(in api.Fault) ([]string, error) {
+	f, err := config.ParseFault(in)
+	if err != nil {
+		return nil, errors.New(strings.ReplaceAll(err.Error(), "\n", "; "))
+	}
+	list := v.running()
+	if i := slices.IndexFunc(list, func(o nat.Fault) bool { return o.Target == f.Target }); i >= 0 {
+		list[i] = f
+	} else {
+		list = append(list, f)
+	}
+	return []string{"note"}, v.b.SetFaults(list)
+}
+
+func (v validatingFaults) RemoveFault(t api.Fault) ([]string, error) {
+	t.Blackhole = true
+	f, err := config.ParseFault(t)
+	if err != nil {
+		return nil, errors.New(strings.ReplaceAll(err.Error(), "\n", "; "))
+	}
+	list := v.running()
+	i := slices.IndexFunc(list, func(o nat.Fault) bool { return o.Target == f.Target })
+	if i < 0 {
+		return nil, ErrNoFault
+	}
+	return []string{"note"}, v.b.SetFaults(slices.Delete(list, i, i+1))
+}
+
+// The fault routes' edge: bodies and queries read, refusals one line with
+// their status, GET answering [] with no faults and without a daemon.
+func TestFaultRoutes(t *testing.T) {
+	m := fuzzManager(t)
+	h := NewServer(m, slog.New(slog.NewTextHandler(io.Discard, nil))).Handler()
+	do := func(method, path, body string) (int, string) {
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, httptest.NewRequest(method, path, strings.NewReader(body)))
+		return w.Code, strings.TrimSpace(w.Body.String())
+	}
+	if code, body := do("GET", "/v1/faults", ""); code != 200 || body != "[]" {
+		t.Fatalf("GET with none: %d %s", code, body)
+	}
+	for _, c := range []struct {
+		method, path, body string
+		code               int
+		want               string
+	}{
+		{"POST", "/v1/faults", `{"service": "tcp 172.25.254.100:80", "loss": 0.5}`, 200, `{"notes":["note"]}`},
+		{"GET", "/v1/faults", ``, 200, `[{"service":"tcp 172.25.254.100:80","direction":"both","loss":0.5,"source":"runtime","frames":0,"dropped":0,"refused":0}]`},
+		{"POST", "/v1/faults", `{"service": "tcp 172.25.254.100:80"`, 400, `{"code":"invalid","error":"request body: unexpected EOF"}`},
+		{"POST", "/v1/faults", `{"client": "10.0.0.0/8", "every": -1}`, 400, `{"code":"invalid","error":"fault.every: -1 is not a count (1: every frame, up to 1048576)"}`},
+		{"PUT", "/v1/faults", `[{"client": "10.0.0.0/8", "every": 2}, {}]`, 400, `{"code":"invalid","error":"faults[1]: fault: names 0 targets: one of service, server or client"}`},
+		{"DELETE", "/v1/faults?server=10.20.1.2:80", ``, 404, `{"code":"no_fault","error":"no fault on that target"}`},
+		{"DELETE", "/v1/faults?server=nowhere", ``, 400, `{"code":"invalid","error":"fault.server: \"nowhere\" is not an address:port (10.20.1.2:8080, [fd00::2]:8080; port 0 for a match service's server)"}`},
+		{"DELETE", "/v1/faults?service=tcp+172.25.254.100:80", ``, 200, `{"notes":["note"]}`},
+		{"GET", "/v1/faults", ``, 200, `[]`},
+		{"PUT", "/v1/faults", `[{"client": "10.0.0.0/8", "every": 2}]`, 200, `{"notes":["note"]}`},
+		{"DELETE", "/v1/faults", ``, 200, `{"notes":["note"]}`},
+		{"GET", "/v1/faults", ``, 200, `[]`},
+	} {
+		if code, body := do(c.method, c.path, c.body); code != c.code || body != c.want {
+			t.Errorf("%s %s %s: %d %s, want %d %s", c.method, c.path, c.body, code, body, c.code, c.want)
+		}
+	}
+	// Without a daemon behind the API: none to list, none to change.
+	bare := NewServer(NewManager(m.bal, nil), slog.New(slog.NewTextHandler(io.Discard, nil))).Handler()
+	w := httptest.NewRecorder()
+	bare.ServeHTTP(w, httptest.NewRequest("GET", "/v1/faults", nil))
+	if w.Code != 200 || strings.TrimSpace(w.Body.String()) != "[]" {
+		t.Fatalf("GET without a daemon: %d %s", w.Code, w.Body)
+	}
+	w = httptest.NewRecorder()
+	bare.ServeHTTP(w, httptest.NewRequest("POST", "/v1/faults", strings.NewReader(`{"client": "10.0.0.0/8", "every": 2}`)))
+	if w.Code != 501 {
+		t.Fatalf("POST without a daemon: %d %s", w.Code, w.Body)
+	}
+}

@@ -1,0 +1,202 @@
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+
+	"github.com/tapvs/tapvs/config"
+	"github.com/tapvs/tapvs/control"
+	"github.com/tapvs/tapvs/control/api"
+	"github.com/tapvs/tapvs/nat"
+)
+
+// faults serves the control API's fault routes (control.Faults): the
+// file's faults: at start and after each reload, changed at run time in
+// between. Every change goes through reloadMu, so a reload and the API
+// never interleave their lists.
+type faults struct{ d *Daemon }
+
+// Faults are the faults in force, as the control API changes them
+// (pkg/tapvs's way to them).
+func (d *Daemon) Faults() control.Faults { return faults{d} }
+
+// faultNotes say how long a runtime fault lasts.
+var faultNotes = []string{"faults set at run time last until the next reload, which sets the file's faults:"}
+
+// Faults lists the faults in force with their counters.
+func (f faults) Faults() []api.FaultView {
+	d := f.d
+	d.reloadMu.Lock()
+	defer d.reloadMu.Unlock()
+	var out []api.FaultView
+	for _, fs := range d.Balancer.Faults() {
+		src := "file"
+		if d.runtimeFaults[fs.Target] {
+			src = "runtime"
+		}
+		out = append(out, api.FaultView{Fault: config.FaultSpec(fs.Fault), Source: src, Frames: fs.Frames, Dropped: fs.Dropped, Refused: fs.Refused})
+	}
+	return out
+}
+
+// SetFaults replaces the faults in force with fs.
+func (f faults) SetFaults(fs []api.Fault) ([]string, error) {
+	if len(fs) > config.MaxFaults {
+		return nil, fmt.Errorf("faults: %d faults: at most %d", len(fs), config.MaxFaults)
+	}
+	list := make([]nat.Fault, 0, len(fs))
+	for i, in := range fs {
+		nf, err := f.d.runtimeFault(in)
+		if err != nil {
+			return nil, fmt.Errorf("faults[%d]: %w", i, err)
+		}
+		list = append(list, nf)
+	}
+	d := f.d
+	d.reloadMu.Lock()
+	defer d.reloadMu.Unlock()
+	if err := d.setFaults(list, true); err != nil {
+		return nil, err
+	}
+	return faultNotes, nil
+}
+
+// AddFault sets in, in place of the fault on its target if there is one.
+func (f faults) AddFault(in api.Fault) ([]string, error) {
+	nf, err := f.d.runtimeFault(in)
+	if err != nil {
+		return nil, err
+	}
+	d := f.d
+	d.reloadMu.Lock()
+	defer d.reloadMu.Unlock()
+	list := running(d.Balancer)
+	if i := slices.IndexFunc(list, func(o nat.Fault) bool { return o.Target == nf.Target }); i >= 0 {
+		list[i] = nf
+	} else if len(list) >= config.MaxFaults {
+		return nil, fmt.Errorf("faults: %d in force already: at most %d", len(list), config.MaxFaults)
+	} else {
+		list = append(list, nf)
+	}
+	if err := d.setFaults(list, true); err != nil {
+		return nil, err
+	}
+	return faultNotes, nil
+}
+
+// RemoveFault clears the fault on target's target.
+func (f faults) RemoveFault(target api.Fault) ([]string, error) {
+	// A target alone does nothing: read it with a stand-in action.
+	probe := target
+	probe.Blackhole = true
+	nf, err := config.ParseFault(probe)
+	if err != nil {
+		return nil, oneLine(err)
+	}
+	d := f.d
+	d.reloadMu.Lock()
+	defer d.reloadMu.Unlock()
+	list := running(d.Balancer)
+	i := slices.IndexFunc(list, func(o nat.Fault) bool { return o.Target == nf.Target })
+	if i < 0 {
+		return nil, fmt.Errorf("%s: %w", nf.Target, control.ErrNoFault)
+	}
+	if err := d.setFaults(slices.Delete(list, i, i+1), false); err != nil {
+		return nil, err
+	}
+	delete(d.runtimeFaults, nf.Target)
+	return faultNotes, nil
+}
+
+// runtimeFault reads a fault the API was given, as the file's are read,
+// and checks that its service or real server runs.
+func (d *Daemon) runtimeFault(in api.Fault) (nat.Fault, error) {
+	nf, err := config.ParseFault(in)
+	if err != nil {
+		return nf, oneLine(err)
+	}
+	t := nf.Target
+	switch {
+	case t.Mark != 0:
+		if _, err := d.Balancer.MatchService(t.Mark); err != nil {
+			return nf, fmt.Errorf("fault.service: %w", err)
+		}
+	case t.VIP.IsValid():
+		if _, err := d.Balancer.Service(t.Protocol, t.VIP.Addr(), t.VIP.Port()); err != nil {
+			return nf, fmt.Errorf("fault.service: %w", err)
+		}
+	case t.Server.IsValid():
+		found := false
+		for _, s := range d.Balancer.Services() {
+			if s.Dest(t.Server.Addr(), t.Server.Port()) != nil {
+				found = true
+				break
+			}
+		}
+		if !found {
+			return nf, fmt.Errorf("fault.server: %s is no service's real server: %w", t.Server, nat.ErrNoDest)
+		}
+	}
+	return nf, nil
+}
+
+// oneLine is a reading's refusals as the API's one line.
+func oneLine(err error) error {
+	return errors.New(strings.ReplaceAll(err.Error(), "\n", "; "))
+}
+
+// running is the faults in force, without their counters.
+func running(b *nat.Balancer) []nat.Fault {
+	var out []nat.Fault
+	for _, fs := range b.Faults() {
+		out = append(out, fs.Fault)
+	}
+	return out
+}
+
+// setFaults puts fs in force, saying so loudly: a fault left on by
+// mistake is an outage nobody ordered. runtime marks the targets of fs
+// that were not in force before as set at run time. Called with
+// reloadMu held, or before the API serves.
+func (d *Daemon) setFaults(fs []nat.Fault, runtime bool) error {
+	before := map[nat.Fault]bool{}
+	for _, f := range running(d.Balancer) {
+		before[f] = true
+	}
+	if err := d.Balancer.SetFaults(fs); err != nil {
+		return fmt.Errorf("faults: %w", err)
+	}
+	if runtime {
+		if d.runtimeFaults == nil {
+			d.runtimeFaults = map[nat.FaultTarget]bool{}
+		}
+		kept := map[nat.FaultTarget]bool{}
+		for _, f := range fs {
+			if !before[f] {
+				d.runtimeFaults[f.Target] = true
+			}
+			kept[f.Target] = true
+		}
+		for t := range d.runtimeFaults {
+			if !kept[t] {
+				delete(d.runtimeFaults, t)
+			}
+		}
+	}
+	logFaults(d.log, fs, len(before))
+	return nil
+}
+
+// logFaults says which faults are in force, a warning each.
+func logFaults(log *slog.Logger, fs []nat.Fault, had int) {
+	for _, f := range fs {
+		log.Warn("fault in force: traffic is disturbed on purpose", "target", f.Target.String(), "direction", f.Dir.String(),
+			"blackhole", f.Blackhole, "loss", f.Loss, "every", f.Every, "syn", f.SYN.String())
+	}
+	if len(fs) == 0 && had > 0 {
+		log.Info("faults cleared", "were", had)
+	}
+}

@@ -1,0 +1,384 @@
+package nat
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"sync/atomic"
+
+	"github.com/tapvs/tapvs/tcpflag"
+	"github.com/tapvs/tapvs/wire"
+)
+
+// Faults make the network misbehave on purpose, for failover and chaos
+// tests (what Toxiproxy does as a proxy, done here where tapvs already
+// sits: on the packet path of every connection it balances, so the client
+// and the server change nothing). A fault is set on a service, a real
+// server or a client prefix, for one direction or both, and acts as the
+// network in front of tapvs would: a frame of a connection it drops never
+// reaches the balancer's state. A new connection's first frame meets the
+// drops once its server is chosen (a dropped SYN is then lost beyond
+// tapvs, and its entry expires as it would); a SYN fault acts before any
+// state is made.
+//
+// What a fault can do (the drop family): drop every frame (a blackhole),
+// drop each frame with a probability, drop every Nth, and drop or refuse
+// (with an RST, as a closed port answers) the SYNs that would open new
+// connections. A blackholed real server is silent to tapvs's own stack
+// too: its answers to the health checks are dropped, so the checks fail
+// as they would against a dead host.
+//
+// Cost: the data path loads one pointer per frame, nil unless a fault is
+// set anywhere; with faults set, a frame of a connection looks its
+// service, server and client up in the fault set (two map lookups and
+// the client prefixes). The set is immutable and swapped whole by
+// SetFaults; a rule's counters are atomics.
+
+// FaultDir is the direction a fault acts on.
+type FaultDir uint8
+
+const (
+	FaultToServer FaultDir = 1 << iota // client to server frames
+	FaultToClient                      // server to client frames
+	FaultBoth     = FaultToServer | FaultToClient
+)
+
+func (d FaultDir) String() string {
+	switch d {
+	case FaultToServer:
+		return "to_server"
+	case FaultToClient:
+		return "to_client"
+	case FaultBoth:
+		return "both"
+	}
+	return fmt.Sprintf("FaultDir(%d)", uint8(d))
+}
+
+// ParseFaultDir reads a direction as the configuration writes it.
+func ParseFaultDir(s string) (FaultDir, error) {
+	switch s {
+	case "to_server":
+		return FaultToServer, nil
+	case "to_client":
+		return FaultToClient, nil
+	case "both", "":
+		return FaultBoth, nil
+	}
+	return 0, fmt.Errorf("%q is not a direction (to_server, to_client, both)", s)
+}
+
+// SYNFault is what happens to a SYN that would open a new connection.
+type SYNFault uint8
+
+const (
+	SYNPass   SYNFault = iota // the SYN goes on
+	SYNDrop                   // dropped: the client's connect times out
+	SYNRefuse                 // answered with an RST: the client's connect is refused
+)
+
+func (s SYNFault) String() string {
+	switch s {
+	case SYNPass:
+		return ""
+	case SYNDrop:
+		return "drop"
+	case SYNRefuse:
+		return "refuse"
+	}
+	return fmt.Sprintf("SYNFault(%d)", uint8(s))
+}
+
+// ParseSYNFault reads a SYN fault as the configuration writes it.
+func ParseSYNFault(s string) (SYNFault, error) {
+	switch s {
+	case "":
+		return SYNPass, nil
+	case "drop":
+		return SYNDrop, nil
+	case "refuse":
+		return SYNRefuse, nil
+	}
+	return 0, fmt.Errorf("%q is not a SYN fault (drop, refuse)", s)
+}
+
+// FaultTarget is what a fault is set on: exactly one of a service (by its
+// key: protocol, VIP and port, or a match service's mark), a real server
+// (by address and port, in every service that has it) or a client prefix.
+type FaultTarget struct {
+	Protocol Protocol
+	VIP      netip.AddrPort
+	Mark     uint32
+	Server   netip.AddrPort
+	Client   netip.Prefix
+}
+
+func (t FaultTarget) String() string {
+	if t.Mark != 0 {
+		return fmt.Sprintf("service fwm %d", t.Mark)
+	}
+	if t.VIP.IsValid() {
+		return fmt.Sprintf("service %s %s", t.Protocol, t.VIP)
+	}
+	if t.Server.IsValid() {
+		return fmt.Sprintf("server %s", t.Server)
+	}
+	return fmt.Sprintf("client %s", t.Client)
+}
+
+// Fault is one fault on one target.
+type Fault struct {
+	Target FaultTarget
+	Dir    FaultDir
+	// Blackhole drops every frame. A real server's also drops its frames
+	// to tapvs's own stack (its health checks' answers), Dir permitting.
+	Blackhole bool
+	// Loss drops each frame with this probability (0 to 1).
+	Loss float64
+	// Every drops every Nth frame (1: all of them; 0: none).
+	Every uint32
+	// SYN acts on the SYNs that would open new connections (to the
+	// server: Dir must include FaultToServer).
+	SYN SYNFault
+}
+
+// Check refuses a fault that names no target or two, or does nothing.
+func (f Fault) Check() error {
+	n := 0
+	if f.Target.VIP.IsValid() || f.Target.Mark != 0 {
+		n++
+	}
+	if f.Target.VIP.IsValid() && f.Target.Mark != 0 {
+		return errors.New("target: a service is a VIP:port or a mark, not both")
+	}
+	if f.Target.Server.IsValid() {
+		n++
+	}
+	if f.Target.Client.IsValid() {
+		n++
+	}
+	if n != 1 {
+		return errors.New("target: exactly one of a service, a real server or a client prefix")
+	}
+	if f.Dir == 0 || f.Dir > FaultBoth {
+		return fmt.Errorf("direction: %v is not to_server, to_client or both", f.Dir)
+	}
+	if !(f.Loss >= 0 && f.Loss <= 1) { // NaN too
+		return fmt.Errorf("loss: %v is not a probability (0 to 1)", f.Loss)
+	}
+	if f.SYN > SYNRefuse {
+		return fmt.Errorf("syn: %v is not drop or refuse", f.SYN)
+	}
+	if f.SYN != SYNPass && f.Dir&FaultToServer == 0 {
+		return errors.New("syn: SYNs go to the server, and the direction is to_client")
+	}
+	if !f.Blackhole && f.Loss == 0 && f.Every == 0 && f.SYN == SYNPass {
+		return errors.New("does nothing: set blackhole, loss, every or syn")
+	}
+	return nil
+}
+
+// FaultStats are what a fault has done since it was set.
+type FaultStats struct {
+	Fault
+	Frames  uint64 // frames it looked at (of its target and direction)
+	Dropped uint64 // frames it dropped, SYNs included
+	Refused uint64 // SYNs it answered with an RST
+}
+
+// faultRule is a fault with its counters.
+type faultRule struct {
+	Fault
+	frames, dropped, refused atomic.Uint64
+}
+
+type faultSvcKey struct {
+	addr  addr16
+	port  uint16
+	proto Protocol
+	mark  uint32
+}
+
+type faultDestKey struct {
+	addr addr16
+	port uint16
+}
+
+// faultSet is the faults in force, immutable once published.
+type faultSet struct {
+	rules   []*faultRule // in the order set: listings
+	bySvc   map[faultSvcKey]*faultRule
+	byDest  map[faultDestKey]*faultRule
+	bySrv   map[addr16]*faultRule // blackholed servers by address, for the stack's own frames
+	clients []*faultRule
+}
+
+// SetFaults replaces the faults in force with fs (none: nil or empty). A
+// fault whose target and direction are one already set keeps its
+// counters. It refuses the whole list if one fault is bad or two share a
+// target, naming it.
+func (b *Balancer) SetFaults(fs []Fault) error {
+	old := b.faults.Load()
+	prev := map[Fault]*faultRule{}
+	if old != nil {
+		for _, r := range old.rules {
+			prev[r.Fault] = r
+		}
+	}
+	set := &faultSet{bySvc: map[faultSvcKey]*faultRule{}, byDest: map[faultDestKey]*faultRule{}, bySrv: map[addr16]*faultRule{}}
+	targets := map[FaultTarget]int{}
+	for i, f := range fs {
+		if err := f.Check(); err != nil {
+			return fmt.Errorf("fault %d (%s): %w", i, f.Target, err)
+		}
+		f.Target.Client = f.Target.Client.Masked()
+		if j, dup := targets[f.Target]; dup {
+			return fmt.Errorf("fault %d (%s): fault %d has the same target: one fault per target", i, f.Target, j)
+		}
+		targets[f.Target] = i
+		r := prev[f]
+		if r == nil {
+			r = &faultRule{Fault: f}
+		}
+		set.rules = append(set.rules, r)
+		t := f.Target
+		if t.Mark != 0 {
+			set.bySvc[faultSvcKey{mark: t.Mark}] = r
+		} else if t.VIP.IsValid() {
+			set.bySvc[faultSvcKey{addr: wire.In16(t.VIP.Addr().AsSlice()), port: t.VIP.Port(), proto: t.Protocol}] = r
+		} else if t.Server.IsValid() {
+			a := wire.In16(t.Server.Addr().Unmap().AsSlice())
+			set.byDest[faultDestKey{addr: a, port: t.Server.Port()}] = r
+			if f.Blackhole && f.Dir&FaultToClient != 0 {
+				set.bySrv[a] = r
+			}
+		} else {
+			set.clients = append(set.clients, r)
+		}
+	}
+	if len(set.rules) == 0 {
+		set = nil
+	}
+	b.faults.Store(set)
+	return nil
+}
+
+// Faults lists the faults in force with their counters, in the order set.
+func (b *Balancer) Faults() []FaultStats {
+	set := b.faults.Load()
+	if set == nil {
+		return nil
+	}
+	out := make([]FaultStats, len(set.rules))
+	for i, r := range set.rules {
+		out[i] = FaultStats{Fault: r.Fault, Frames: r.frames.Load(), Dropped: r.dropped.Load(), Refused: r.refused.Load()}
+	}
+	return out
+}
+
+// rule is the fault of a connection's frame in direction dir: its real
+// server's, then its service's, then its client's.
+func (set *faultSet) rule(svc *Service, d *Dest, client *addr16, dir FaultDir) *faultRule {
+	if d != nil {
+		if r := set.byDest[faultDestKey{addr: d.a16, port: d.Port}]; r != nil && r.Dir&dir != 0 {
+			return r
+		}
+	}
+	if svc != nil {
+		k := faultSvcKey{mark: svc.Mark}
+		if svc.Mark == 0 {
+			k = faultSvcKey{addr: svc.key.addr, port: svc.Port, proto: svc.Protocol}
+		}
+		if r := set.bySvc[k]; r != nil && r.Dir&dir != 0 {
+			return r
+		}
+	}
+	for _, r := range set.clients {
+		if r.Dir&dir != 0 && prefixHas(r.Target.Client, client) {
+			return r
+		}
+	}
+	return nil
+}
+
+// prefixHas reports whether a (an addr16: IPv4 mapped) is in p.
+func prefixHas(p netip.Prefix, a *addr16) bool {
+	ip := netip.AddrFrom16(*a)
+	if ip.Is4In6() != p.Addr().Is4() {
+		return false // an IPv6 prefix holds no IPv4 client, ::/0 included
+	}
+	return p.Contains(ip.Unmap())
+}
+
+// drops reports whether r drops a frame it looked at, and counts it.
+func (r *faultRule) drops() bool {
+	n := r.frames.Add(1)
+	drop := r.Blackhole
+	if r.Every > 0 && n%uint64(r.Every) == 0 {
+		drop = true
+	}
+	// Loss 0 draws no number: rand costs a few ns a frame.
+	if r.Loss > 0 && rand.Float64() < r.Loss {
+		drop = true
+	}
+	if drop {
+		r.dropped.Add(1)
+	}
+	return drop
+}
+
+// faultConn is the verdict of the faults on a frame of connection c in
+// direction dir: Drop, or Forward to go on.
+func (b *Balancer) faultConn(set *faultSet, c *Conn, dir FaultDir) Verdict {
+	r := set.rule(c.svc, c.dest, &c.in.src, dir)
+	if r == nil || !r.drops() {
+		return Forward
+	}
+	return b.Stats.drop(DropFault)
+}
+
+// faultSYN is the verdict of the faults on a client's SYN that would open
+// a connection of svc (key is its flow), before the balancer makes any
+// state: Forward to go on, Drop, or Reply with the frame turned into an
+// RST, as a closed port answers. The drops of the SYN's rule act on it
+// later, with its connection's (faultConn).
+func (b *Balancer) faultSYN(set *faultSet, svc *Service, key *tupleKey, p *pkt, f *Frame) Verdict {
+	r := set.rule(svc, nil, &key.src, FaultToServer)
+	if r == nil {
+		return Forward
+	}
+	switch r.SYN {
+	case SYNDrop:
+		r.frames.Add(1)
+		r.dropped.Add(1)
+		return b.Stats.drop(DropFault)
+	case SYNRefuse:
+		r.frames.Add(1)
+		r.refused.Add(1)
+		// RFC 9293 3.10.7.1: a closed port answers a SYN with <SEQ=0>
+		// <ACK=SEG.SEQ+SEG.LEN><CTL=RST,ACK>; the SYN counts one.
+		seg := wire.Segment{
+			SrcMAC: b.cfg.ClientMAC, DstMAC: [6]byte(p.eth().Src()),
+			Src: key.dst, Dst: key.src, Sport: key.dport, Dport: key.sport,
+			Ack: p.tcp().Seq() + 1 + uint32(len(p.tcp().Payload())), Flags: tcpflag.RST | tcpflag.ACK,
+		}
+		f.Len = seg.Write(f.Buf[f.Off:])
+		f.plain()
+		return Reply
+	}
+	return Forward
+}
+
+// faultStack is the verdict on a server-side frame that no connection
+// holds (the stack's own: a health check's answer) from a blackholed real
+// server's address.
+func (b *Balancer) faultStack(set *faultSet, src *addr16) Verdict {
+	r := set.bySrv[*src]
+	if r == nil {
+		return Pass
+	}
+	r.frames.Add(1)
+	r.dropped.Add(1)
+	return b.Stats.drop(DropFault)
+}

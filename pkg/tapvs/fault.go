@@ -1,0 +1,148 @@
+package tapvs
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+
+	"github.com/tapvs/tapvs/control/api"
+)
+
+// Fault makes the network misbehave on purpose, for failover and chaos
+// tests, on the packet path tapvs already is on: the client and the server
+// change nothing. It acts on one target (a service, a real server in every
+// service that has it, or clients), in one direction or both, as the
+// network in front of tapvs would. Faults are never on unless set, and
+// are counted (Faults).
+type Fault struct {
+	// The target: exactly one of them.
+	Service ServiceKey     // a service's traffic (a match service by its Mark)
+	Server  netip.AddrPort // a real server's, in every service (port 0: a match service's)
+	Client  netip.Prefix   // the traffic of these clients
+
+	// Direction is "to_server", "to_client" or "" (both).
+	Direction string
+	// Blackhole drops every frame. A blackholed server is silent to
+	// tapvs's health checks too (with Direction to_client or both).
+	Blackhole bool
+	// Loss drops each frame with this probability (0 to 1).
+	Loss float64
+	// Every drops every Nth frame (1: all; 0: none).
+	Every int
+	// SYN drops ("drop": the client's connect times out) or refuses with
+	// an RST ("refuse") the SYNs that would open new connections.
+	SYN string
+}
+
+// FaultStatus is a fault in force and what it has done since it was set.
+type FaultStatus struct {
+	Fault
+	Frames  uint64 // frames of its target and direction it met
+	Dropped uint64 // frames it dropped, SYNs included
+	Refused uint64 // SYNs it answered with an RST
+}
+
+// spec is f as the control API takes it.
+func (f Fault) spec() api.Fault {
+	out := api.Fault{Direction: f.Direction, Blackhole: f.Blackhole, Loss: f.Loss, Every: f.Every, SYN: f.SYN}
+	if f.Service != (ServiceKey{}) {
+		out.Service = f.Service.String()
+	}
+	if f.Server.IsValid() {
+		out.Server = f.Server.String()
+	}
+	if f.Client.IsValid() {
+		out.Client = f.Client.String()
+	}
+	return out
+}
+
+// faultOf is a fault the API lists, in this package's types.
+func faultOf(v api.FaultView) (FaultStatus, error) {
+	f := Fault{Blackhole: v.Blackhole, Loss: v.Loss, Every: v.Every, SYN: v.SYN}
+	if v.Direction != "both" {
+		f.Direction = v.Direction
+	}
+	var err error
+	switch {
+	case strings.HasPrefix(v.Service, "fwm "):
+		_, err = fmt.Sscanf(v.Service, "fwm %d", &f.Service.Mark)
+	case v.Service != "":
+		proto, addr, _ := strings.Cut(v.Service, " ")
+		f.Service.Protocol = Protocol(proto)
+		f.Service.VIP, err = netip.ParseAddrPort(addr)
+	case v.Server != "":
+		f.Server, err = netip.ParseAddrPort(v.Server)
+	default:
+		f.Client, err = netip.ParsePrefix(v.Client)
+	}
+	if err != nil {
+		return FaultStatus{}, fmt.Errorf("tapvs: a fault listed as %+v: %w", v.Fault, err) // tapvs's own text: a bug
+	}
+	return FaultStatus{Fault: f, Frames: v.Frames, Dropped: v.Dropped, Refused: v.Refused}, nil
+}
+
+// faultFields are the API's field names in a refusal, as this package's.
+var faultFields = strings.NewReplacer(
+	"fault.service:", "Fault.Service:", "fault.server:", "Fault.Server:", "fault.client:", "Fault.Client:",
+	"fault.direction:", "Fault.Direction:", "fault.loss:", "Fault.Loss:", "fault.every:", "Fault.Every:",
+	"fault.syn:", "Fault.SYN:", "fault:", "Fault:", "faults[", "Faults[")
+
+func faultError(what string, err error) error {
+	return fmt.Errorf("tapvs: %s: %w", what, wrapMsg{faultFields.Replace(err.Error()), err})
+}
+
+// wrapMsg is err said with msg, still err for errors.Is.
+type wrapMsg struct {
+	msg string
+	err error
+}
+
+func (w wrapMsg) Error() string { return w.msg }
+func (w wrapMsg) Unwrap() error { return w.err }
+
+// SetFault sets f, in place of the fault on its target if there is one.
+// A bad field is refused, naming it (Fault.Loss), and nothing changes.
+func (lb *LB) SetFault(f Fault) error {
+	if _, err := lb.d.Faults().AddFault(f.spec()); err != nil {
+		return faultError("set fault", err)
+	}
+	return nil
+}
+
+// SetFaults replaces every fault in force with fs (none: fs empty).
+func (lb *LB) SetFaults(fs []Fault) error {
+	specs := make([]api.Fault, len(fs))
+	for i, f := range fs {
+		specs[i] = f.spec()
+	}
+	if _, err := lb.d.Faults().SetFaults(specs); err != nil {
+		return faultError("set faults", err)
+	}
+	return nil
+}
+
+// ClearFault clears the fault on target's target (its Service, Server or
+// Client; the rest of it is not read).
+func (lb *LB) ClearFault(target Fault) error {
+	t := target.spec()
+	if _, err := lb.d.Faults().RemoveFault(api.Fault{Service: t.Service, Server: t.Server, Client: t.Client}); err != nil {
+		return faultError("clear fault", err)
+	}
+	return nil
+}
+
+// ClearFaults clears every fault.
+func (lb *LB) ClearFaults() error { return lb.SetFaults(nil) }
+
+// Faults lists the faults in force, in the order they were set, with what
+// each has done.
+func (lb *LB) Faults() []FaultStatus {
+	var out []FaultStatus
+	for _, v := range lb.d.Faults().Faults() {
+		if fs, err := faultOf(v); err == nil {
+			out = append(out, fs)
+		}
+	}
+	return out
+}
