@@ -2,8 +2,6 @@ package daemon
 
 import (
 	"encoding/json"
-	"log/slog"
-	"net/http/httptest"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -12,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tapvs/tapvs/config"
 	"github.com/tapvs/tapvs/control"
 	"github.com/tapvs/tapvs/control/api"
 	"github.com/tapvs/tapvs/health"
@@ -38,25 +35,8 @@ services:
 // and cleared puts them back; a reload re-applies the file, which puts
 // back what a runtime check held out and restarts the file's own check.
 func TestRuntimeHealthCheck(t *testing.T) {
-	inNewNetns(t)
-	cfg, err := config.Parse(checkedBase)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d, err := Start(cfg, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
-	// The handler itself: the test's network namespace has no loopback up.
-	h := control.NewServer(d.Manager, slog.New(slog.DiscardHandler)).Handler()
+	d, do := apiDaemon(t, checkedBase)
 	const path = "/v1/services/tcp/172.25.254.100:80/health"
-	do := func(method, p, body string) (int, string) {
-		t.Helper()
-		w := httptest.NewRecorder()
-		h.ServeHTTP(w, httptest.NewRequest(method, p, strings.NewReader(body)))
-		return w.Code, w.Body.String()
-	}
 	get := func() api.Health {
 		t.Helper()
 		code, body := do("GET", path, "")
@@ -67,7 +47,7 @@ func TestRuntimeHealthCheck(t *testing.T) {
 		return h
 	}
 	weights := func() map[string]int {
-		s, err := d.Balancer.Service(nat.TCP, cfg.Services[0].VIP, 80)
+		s, err := d.Balancer.Service(nat.TCP, netip.MustParseAddr("172.25.254.100"), 80)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"log/slog"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/tapvs/tapvs/config"
+	"github.com/tapvs/tapvs/control"
 	"github.com/tapvs/tapvs/nat"
 	"github.com/tapvs/tapvs/tun/tuntest"
 )
@@ -129,4 +131,29 @@ func TestStartRefusedLeavesNothing(t *testing.T) {
 		t.Fatalf("the error does not name the namespace: %v", err)
 	}
 	gone(t, "tvd-c", "tvd-s")
+}
+
+// apiDaemon starts a daemon from text in a namespace of the test's own and
+// returns it with do, which sends one request to its control API's
+// handler (the namespace has no loopback up) and returns the status and
+// body. The daemon is closed when the test ends.
+func apiDaemon(t *testing.T, text string) (*Daemon, func(method, path, body string) (int, string)) {
+	t.Helper()
+	inNewNetns(t)
+	cfg, err := config.Parse(text)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := Start(cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(d.Close)
+	h := control.NewServer(d.Manager, slog.New(slog.DiscardHandler)).Handler()
+	return d, func(method, path, body string) (int, string) {
+		t.Helper()
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, httptest.NewRequest(method, path, strings.NewReader(body)))
+		return w.Code, w.Body.String()
+	}
 }

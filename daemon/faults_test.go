@@ -2,15 +2,11 @@ package daemon
 
 import (
 	"encoding/json"
-	"log/slog"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/tapvs/tapvs/config"
-	"github.com/tapvs/tapvs/control"
 	"github.com/tapvs/tapvs/control/api"
 )
 
@@ -19,24 +15,8 @@ import (
 // cleared; refusals naming the field, or 404 for no such service, server
 // or fault; a reload sets the file's again, replacing the runtime ones.
 func TestFaultsAPI(t *testing.T) {
-	inNewNetns(t)
 	file := matchBase + "faults:\n  - {service: fwm 1, syn: refuse}\n"
-	cfg, err := config.Parse(file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d, err := Start(cfg, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
-	h := control.NewServer(d.Manager, slog.New(slog.DiscardHandler)).Handler()
-	do := func(method, p, body string) (int, string) {
-		t.Helper()
-		w := httptest.NewRecorder()
-		h.ServeHTTP(w, httptest.NewRequest(method, p, strings.NewReader(body)))
-		return w.Code, w.Body.String()
-	}
+	d, do := apiDaemon(t, file)
 	list := func() []api.FaultView {
 		t.Helper()
 		code, body := do("GET", "/v1/faults", "")

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
-	"net/http/httptest"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -43,24 +42,8 @@ services:
 // held out and re-applies the file's check, which the checker keeps by
 // the mark.
 func TestMatchServiceRuntimeCheck(t *testing.T) {
-	inNewNetns(t)
-	cfg, err := config.Parse(matchBase)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d, err := Start(cfg, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
-	h := control.NewServer(d.Manager, slog.New(slog.DiscardHandler)).Handler()
+	d, do := apiDaemon(t, matchBase)
 	const path = "/v1/services/fwm/1/health"
-	do := func(method, p, body string) (int, string) {
-		t.Helper()
-		w := httptest.NewRecorder()
-		h.ServeHTTP(w, httptest.NewRequest(method, p, strings.NewReader(body)))
-		return w.Code, w.Body.String()
-	}
 	get := func() api.Health {
 		t.Helper()
 		code, body := do("GET", path, "")

@@ -3,6 +3,7 @@ package nat
 import (
 	"math"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -168,7 +169,7 @@ func TestFaultDrops(t *testing.T) {
 			t.Fatalf("to the server: %v", v)
 		}
 	}
-	if want := []Verdict{Forward, Forward, Drop, Forward, Forward, Drop}; !slicesEqual(got, want) {
+	if want := []Verdict{Forward, Forward, Drop, Forward, Forward, Drop}; !slices.Equal(got, want) {
 		t.Fatalf("every 3rd: %v", got)
 	}
 	fs := r.b.Faults()
@@ -265,18 +266,6 @@ func TestFaultBlackholeServer(t *testing.T) {
 	if verdicts[Drop] != 2 || verdicts[Forward] != 2 {
 		t.Fatalf("SYNs to two servers, one blackholed: %v", verdicts)
 	}
-}
-
-func slicesEqual(a, b []Verdict) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // A match service's fault is set on its mark and covers every port of its
