@@ -56,9 +56,12 @@ func syncedKill(t *testing.T, port uint16, flows int, shape lab.FlowShape) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("SIGKILL of t%d with sync during %d uploads of %v (opened in %v, all carrying bytes, killed %v after the first), %d still sending: held by the survivors at the kill: %s; withdrawn in %v; %s",
-		victim, flows, shape.Duration(), r.Opened.Round(time.Millisecond), r.Killed.Round(time.Millisecond), r.Sending,
+	t.Logf("SIGKILL of t%d with sync during %d uploads of %v (opened in %v, all carrying bytes, synced %v after that, killed %v after the first), %d still sending: held by the survivors at the kill: %s; withdrawn in %v; %s",
+		victim, flows, shape.Duration(), r.Opened.Round(time.Millisecond), r.Synced.Round(time.Millisecond), r.Killed.Round(time.Millisecond), r.Sending,
 		heldLine(r, victim, survivors), r.Withdrawn.Round(time.Millisecond), r.Tally)
+	if r.Synced < 0 {
+		t.Errorf("the survivors did not hold t%d's flows within 500 ms of their carrying bytes (sync lags): %s", victim, heldLine(r, victim, survivors))
+	}
 	for _, e := range r.Errors {
 		t.Logf("  broken: %s", e)
 	}

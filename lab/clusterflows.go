@@ -282,14 +282,64 @@ type KillResult struct {
 	// where each goes), Killed how long after the first was opened the
 	// victim was killed: a flow lasts its shape's duration.
 	Opened, Killed time.Duration
+	// Synced is how long after every flow carried bytes the survivors held
+	// all of the victim's (with c.Sync); -1: not within syncWait, and the
+	// victim was killed anyway.
+	Synced time.Duration
 	Tally
+}
+
+// syncWait bounds KillDuringTransfers' wait for connection sync: 7-8 ms
+// here, and the change feed is drained every 10 ms (daemon/sync.go's
+// drainEvery); a sync that lags by half a second is broken, and the
+// victim is then killed with what the survivors hold.
+const syncWait = 500 * time.Millisecond
+
+// waitHeld polls the survivors' tables until each holds every one of the
+// victim's flows, for syncWait at most: 0 once they do, -1 if not by then.
+func (c *Cluster) waitHeld(ctx context.Context, fs []*Flow, before []int, victim int, others []int) (time.Duration, error) {
+	want := 0
+	for _, n := range before {
+		if n == victim {
+			want++
+		}
+	}
+	deadline := time.Now().Add(syncWait)
+	for {
+		held, err := c.held(fs, before, victim, others)
+		if err != nil {
+			return 0, err
+		}
+		all := true
+		for _, n := range others {
+			if held[n] < want {
+				all = false
+			}
+		}
+		if all {
+			return 0, nil
+		}
+		if time.Now().After(deadline) {
+			return -1, nil
+		}
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
 }
 
 // KillDuringTransfers opens flows flows (of c.FlowShape), SIGKILLs instance
 // victim once every one of them carries bytes (the real server acks its
 // data), measures how long the router takes to withdraw it, and counts
-// what survived. The kill does not wait for connection sync: with c.Sync,
-// KillResult.Held says how many of the victim's flows the survivors held.
+// what survived. With c.Sync the kill waits, up to syncWait (500 ms), for every
+// survivor to hold the victim's flows (KillResult.Synced says how long
+// that took, from the flows carrying bytes): connection sync is
+// asynchronous, as LVS's sync daemon is, and a connection younger than its
+// latency dies with its instance (a fast machine carried bytes 18 ms after
+// the first SYN, before sync had sent anything). KillResult.Held says how
+// many of them the survivors held at the kill.
 func (c *Cluster) KillDuringTransfers(ctx context.Context, victim, flows int) (KillResult, error) {
 	var r KillResult
 	start := time.Now()
@@ -300,6 +350,15 @@ func (c *Cluster) KillDuringTransfers(ctx context.Context, victim, flows int) (K
 	r.Opened = time.Since(start)
 	if err := WaitCarrying(ctx, fs); err != nil {
 		return r, err
+	}
+	if c.Sync {
+		carrying := time.Now()
+		if r.Synced, err = c.waitHeld(ctx, fs, before, victim, others); err != nil {
+			return r, err
+		}
+		if r.Synced >= 0 {
+			r.Synced = time.Since(carrying)
+		}
 	}
 	in := c.Inst[victim-1]
 	killed := time.Now()
