@@ -21,8 +21,8 @@ import (
 //	  - {service: fwm 1, syn: refuse}                       # connections refused, as a closed port
 //	  - {client: 172.25.254.0/28, direction: to_server, every: 10}
 
-// MaxFaults bounds the faults in force; each is a frame's lookup at most.
-const MaxFaults = 256
+// MaxFaults bounds the faults in force (the balancer's bound).
+const MaxFaults = nat.MaxFaults
 
 // readFaults reads faults: after the services, whose keys and real
 // servers a fault must name.
@@ -82,41 +82,8 @@ func ParseFault(rf api.Fault) (nat.Fault, error) {
 // faultOf reads rf, adding its refusals to e under f.
 func faultOf(e *errs, f string, rf api.Fault) (nat.Fault, bool) {
 	var ft nat.Fault
-	ok := true
-	n := 0
-	if rf.Service != "" {
-		n++
-		if k, err := ParseServiceKey(rf.Service); err != nil {
-			e.add(f+".service", "%v", err)
-			ok = false
-		} else if k.Mark != 0 {
-			ft.Target.Mark = k.Mark
-		} else {
-			ft.Target.Protocol, ft.Target.VIP = k.Protocol, netip.AddrPortFrom(k.VIP, k.Port)
-		}
-	}
-	if rf.Server != "" {
-		n++
-		if ap, err := netip.ParseAddrPort(rf.Server); err != nil {
-			e.add(f+".server", "%q is not an address:port (10.20.1.2:8080, [fd00::2]:8080; port 0 for a match service's server)", rf.Server)
-			ok = false
-		} else {
-			ft.Target.Server = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
-		}
-	}
-	if rf.Client != "" {
-		n++
-		if p, err := clientPrefix(rf.Client); err != nil {
-			e.add(f+".client", "%v", err)
-			ok = false
-		} else {
-			ft.Target.Client = p
-		}
-	}
-	if n != 1 {
-		e.add(f, "names %d targets: one of service, server or client", n)
-		return ft, false
-	}
+	t, ok := targetOf(e, f, rf) // and on: every bad field is said at once
+	ft.Target = t
 	d, err := nat.ParseFaultDir(rf.Direction)
 	if err != nil {
 		e.add(f+".direction", "%v", err)
@@ -146,6 +113,55 @@ func faultOf(e *errs, f string, rf api.Fault) (nat.Fault, bool) {
 		return ft, false
 	}
 	return ft, true
+}
+
+// ParseFaultTarget reads the target of rf (its service, server or
+// client; the rest is not read), as DELETE /v1/faults names one.
+func ParseFaultTarget(rf api.Fault) (nat.FaultTarget, error) {
+	var e errs
+	t, _ := targetOf(&e, "fault", rf)
+	return t, e.err()
+}
+
+// targetOf reads rf's target, adding its refusals to e under f.
+func targetOf(e *errs, f string, rf api.Fault) (nat.FaultTarget, bool) {
+	var t nat.FaultTarget
+	ok := true
+	n := 0
+	if rf.Service != "" {
+		n++
+		if k, err := ParseServiceKey(rf.Service); err != nil {
+			e.add(f+".service", "%v", err)
+			ok = false
+		} else if k.Mark != 0 {
+			t.Mark = k.Mark
+		} else {
+			t.Protocol, t.VIP = k.Protocol, netip.AddrPortFrom(k.VIP, k.Port)
+		}
+	}
+	if rf.Server != "" {
+		n++
+		if ap, err := netip.ParseAddrPort(rf.Server); err != nil {
+			e.add(f+".server", "%q is not an address:port (10.20.1.2:8080, [fd00::2]:8080; port 0 for a match service's server)", rf.Server)
+			ok = false
+		} else {
+			t.Server = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+		}
+	}
+	if rf.Client != "" {
+		n++
+		if p, err := clientPrefix(rf.Client); err != nil {
+			e.add(f+".client", "%v", err)
+			ok = false
+		} else {
+			t.Client = p
+		}
+	}
+	if n != 1 {
+		e.add(f, "names %d targets: one of service, server or client", n)
+		return t, false
+	}
+	return t, ok
 }
 
 const maxEvery = 1 << 20

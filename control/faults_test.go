@@ -6,12 +6,13 @@ import (
 	"io"
 	"log/slog"
 	"net/http/httptest"
-	"slices"
+	"net/url"
 	"strings"
 	"testing"
 
 	"github.com/tapvs/tapvs/config"
 	"github.com/tapvs/tapvs/control/api"
+	"github.com/tapvs/tapvs/events"
 	"github.com/tapvs/tapvs/nat"
 )
 
@@ -24,14 +25,6 @@ func (v validatingFaults) Faults() []api.FaultView {
 	var out []api.FaultView
 	for _, f := range v.b.Faults() {
 		out = append(out, api.FaultView{Fault: config.FaultSpec(f.Fault), Source: "runtime", Frames: f.Frames, Dropped: f.Dropped, Refused: f.Refused})
-	}
-	return out
-}
-
-func (v validatingFaults) running() []nat.Fault {
-	var out []nat.Fault
-	for _, f := range v.b.Faults() {
-		out = append(out, f.Fault)
 	}
 	return out
 }
@@ -53,27 +46,18 @@ func (v validatingFaults) AddFault(in api.Fault) ([]string, error) {
 	if err != nil {
 		return nil, errors.New(strings.ReplaceAll(err.Error(), "\n", "; "))
 	}
-	list := v.running()
-	if i := slices.IndexFunc(list, func(o nat.Fault) bool { return o.Target == f.Target }); i >= 0 {
-		list[i] = f
-	} else {
-		list = append(list, f)
-	}
-	return []string{"note"}, v.b.SetFaults(list)
+	return []string{"note"}, v.b.SetFault(f)
 }
 
-func (v validatingFaults) RemoveFault(t api.Fault) ([]string, error) {
-	t.Blackhole = true
-	f, err := config.ParseFault(t)
+func (v validatingFaults) RemoveFault(in api.Fault) ([]string, error) {
+	t, err := config.ParseFaultTarget(in)
 	if err != nil {
 		return nil, errors.New(strings.ReplaceAll(err.Error(), "\n", "; "))
 	}
-	list := v.running()
-	i := slices.IndexFunc(list, func(o nat.Fault) bool { return o.Target == f.Target })
-	if i < 0 {
+	if !v.b.ClearFault(t) {
 		return nil, ErrNoFault
 	}
-	return []string{"note"}, v.b.SetFaults(slices.Delete(list, i, i+1))
+	return []string{"note"}, nil
 }
 
 // The fault routes' edge: bodies and queries read, refusals one line with
@@ -123,4 +107,30 @@ func TestFaultRoutes(t *testing.T) {
 	if w.Code != 501 {
 		t.Fatalf("POST without a daemon: %d %s", w.Code, w.Body)
 	}
+}
+
+// FuzzEventFilter: GET /v1/events's query, read without a panic; a
+// refusal names its parameter and an accepted buffer is in range.
+func FuzzEventFilter(f *testing.F) {
+	for _, q := range []string{"", "kind=server_down,conn&proto=tcp&addr=172.25.254.100:80&buffer=10",
+		"kind=,,&buffer=0", "proto=fwm&addr=1", "proto=fwm&addr=4294967296", "addr=%5B::1%5D:53&proto=udp&buffer=65537",
+		"kind=reload&kind=quorum&buffer=-1", "kind=nothing"} {
+		f.Add(q)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		q, err := url.ParseQuery(raw)
+		if err != nil {
+			return
+		}
+		_, buffer, err := EventFilter(q)
+		if err != nil {
+			if msg := err.Error(); !strings.HasPrefix(msg, "kind: ") && !strings.HasPrefix(msg, "proto, addr: ") && !strings.HasPrefix(msg, "buffer: ") {
+				t.Fatalf("%q: a refusal that names no parameter: %v", raw, err)
+			}
+			return
+		}
+		if buffer < 0 || buffer > events.MaxBuffer {
+			t.Fatalf("%q: buffer %d accepted", raw, buffer)
+		}
+	})
 }

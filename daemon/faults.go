@@ -55,13 +55,7 @@ func (f faults) SetFaults(fs []api.Fault) ([]string, error) {
 		}
 		list = append(list, nf)
 	}
-	d := f.d
-	d.reloadMu.Lock()
-	defer d.reloadMu.Unlock()
-	if err := d.setFaults(list, true); err != nil {
-		return nil, err
-	}
-	return faultNotes, nil
+	return faultNotes, f.d.changeFaults(true, func() error { return f.d.Balancer.SetFaults(list) })
 }
 
 // AddFault sets in, in place of the fault on its target if there is one.
@@ -70,44 +64,22 @@ func (f faults) AddFault(in api.Fault) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := f.d
-	d.reloadMu.Lock()
-	defer d.reloadMu.Unlock()
-	list := running(d.Balancer)
-	if i := slices.IndexFunc(list, func(o nat.Fault) bool { return o.Target == nf.Target }); i >= 0 {
-		list[i] = nf
-	} else if len(list) >= config.MaxFaults {
-		return nil, fmt.Errorf("faults: %d in force already: at most %d", len(list), config.MaxFaults)
-	} else {
-		list = append(list, nf)
-	}
-	if err := d.setFaults(list, true); err != nil {
-		return nil, err
-	}
-	return faultNotes, nil
+	return faultNotes, f.d.changeFaults(true, func() error { return f.d.Balancer.SetFault(nf) })
 }
 
 // RemoveFault clears the fault on target's target.
 func (f faults) RemoveFault(target api.Fault) ([]string, error) {
-	// A target alone does nothing: read it with a stand-in action.
-	probe := target
-	probe.Blackhole = true
-	nf, err := config.ParseFault(probe)
+	t, err := config.ParseFaultTarget(target)
 	if err != nil {
 		return nil, oneLine(err)
 	}
-	d := f.d
-	d.reloadMu.Lock()
-	defer d.reloadMu.Unlock()
-	list := running(d.Balancer)
-	i := slices.IndexFunc(list, func(o nat.Fault) bool { return o.Target == nf.Target })
-	if i < 0 {
-		return nil, fmt.Errorf("%s: %w", nf.Target, control.ErrNoFault)
-	}
-	if err := d.setFaults(slices.Delete(list, i, i+1), false); err != nil {
+	cleared := false
+	if err := f.d.changeFaults(true, func() error { cleared = f.d.Balancer.ClearFault(t); return nil }); err != nil {
 		return nil, err
 	}
-	delete(d.runtimeFaults, nf.Target)
+	if !cleared {
+		return nil, fmt.Errorf("%s: %w", t, control.ErrNoFault)
+	}
 	return faultNotes, nil
 }
 
@@ -157,25 +129,32 @@ func running(b *nat.Balancer) []nat.Fault {
 	return out
 }
 
-// setFaults puts fs in force, saying so loudly: a fault left on by
-// mistake is an outage nobody ordered. runtime marks the targets of fs
-// that were not in force before as set at run time. Called with
-// reloadMu held, or before the API serves.
-func (d *Daemon) setFaults(fs []nat.Fault, runtime bool) error {
-	before := map[nat.Fault]bool{}
-	for _, f := range running(d.Balancer) {
-		before[f] = true
-	}
-	if err := d.Balancer.SetFaults(fs); err != nil {
+// changeFaults makes change to the faults in force and says which are
+// then, loudly: a fault left on by mistake is an outage nobody ordered.
+// With runtime, the targets whose fault the change set or changed are
+// marked as set at run time, and those it cleared unmarked. It takes
+// reloadMu (a reload's list and the API's never interleave).
+func (d *Daemon) changeFaults(runtime bool, change func() error) error {
+	d.reloadMu.Lock()
+	defer d.reloadMu.Unlock()
+	return d.changeFaultsLocked(runtime, change)
+}
+
+// changeFaultsLocked is changeFaults with reloadMu held, or before the
+// API serves.
+func (d *Daemon) changeFaultsLocked(runtime bool, change func() error) error {
+	before := running(d.Balancer)
+	if err := change(); err != nil {
 		return fmt.Errorf("faults: %w", err)
 	}
+	after := running(d.Balancer)
 	if runtime {
 		if d.runtimeFaults == nil {
 			d.runtimeFaults = map[nat.FaultTarget]bool{}
 		}
 		kept := map[nat.FaultTarget]bool{}
-		for _, f := range fs {
-			if !before[f] {
+		for _, f := range after {
+			if !slices.Contains(before, f) {
 				d.runtimeFaults[f.Target] = true
 			}
 			kept[f.Target] = true
@@ -186,7 +165,7 @@ func (d *Daemon) setFaults(fs []nat.Fault, runtime bool) error {
 			}
 		}
 	}
-	logFaults(d.log, fs, len(before))
+	logFaults(d.log, after, len(before))
 	return nil
 }
 

@@ -65,7 +65,7 @@ func (d *Daemon) reload(path string) (res api.Reload, err error) {
 	if len(d.runtimeFaults) > 0 {
 		d.log.Warn("reload: the faults set at run time are replaced by the file's", "faults", len(d.runtimeFaults))
 	}
-	if err := d.setFaults(cfg.Faults, false); err != nil {
+	if err := d.changeFaultsLocked(false, func() error { return d.Balancer.SetFaults(cfg.Faults) }); err != nil {
 		d.log.Error("reload: the running faults are kept", "err", err) // checked by the file's reading: not expected
 	} else {
 		d.runtimeFaults = nil

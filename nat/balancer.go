@@ -148,6 +148,7 @@ type Balancer struct {
 	changesLost uint64                // the last generation whose changes are no longer all in changes; under mu
 	tap         atomic.Pointer[Tap]
 	faults      atomic.Pointer[faultSet] // nil: no fault anywhere (fault.go)
+	faultsMu    sync.Mutex               // serialises the writers of faults (SetFaults, SetFault, ClearFault)
 	quarantined atomic.Int64             // reply tuples in quarantine after the last sweep
 	readers     int                      // Config.Readers rounded up to a power of two
 	gen         atomic.Uint64

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"sync/atomic"
 
 	"github.com/tapvs/tapvs/tcpflag"
@@ -32,8 +33,9 @@ import (
 // Cost: the data path loads one pointer per frame, nil unless a fault is
 // set anywhere; with faults set, a frame of a connection looks its
 // service, server and client up in the fault set (two map lookups and
-// the client prefixes). The set is immutable and swapped whole by
-// SetFaults; a rule's counters are atomics.
+// the client prefixes). The set is immutable and swapped whole by its
+// writers (SetFaults, SetFault, ClearFault: one at a time, faultsMu); a
+// rule's counters are atomics.
 
 // FaultDir is the direction a fault acts on.
 type FaultDir uint8
@@ -219,6 +221,62 @@ type faultSet struct {
 // counters. It refuses the whole list if one fault is bad or two share a
 // target, naming it.
 func (b *Balancer) SetFaults(fs []Fault) error {
+	b.faultsMu.Lock()
+	defer b.faultsMu.Unlock()
+	return b.setFaults(fs)
+}
+
+// MaxFaults bounds the faults in force: a frame's lookups scan the client
+// prefixes.
+const MaxFaults = 256
+
+// SetFault sets f in place of the fault on its target, or after the
+// others if its target has none; the others keep their counters.
+func (b *Balancer) SetFault(f Fault) error {
+	b.faultsMu.Lock()
+	defer b.faultsMu.Unlock()
+	f.Target.Client = f.Target.Client.Masked()
+	list := b.faultList()
+	if i := slices.IndexFunc(list, func(o Fault) bool { return o.Target == f.Target }); i >= 0 {
+		list[i] = f
+	} else {
+		list = append(list, f)
+	}
+	return b.setFaults(list)
+}
+
+// ClearFault clears the fault on t and reports whether there was one.
+func (b *Balancer) ClearFault(t FaultTarget) bool {
+	b.faultsMu.Lock()
+	defer b.faultsMu.Unlock()
+	t.Client = t.Client.Masked()
+	list := b.faultList()
+	i := slices.IndexFunc(list, func(o Fault) bool { return o.Target == t })
+	if i < 0 {
+		return false
+	}
+	b.setFaults(slices.Delete(list, i, i+1)) // what was in force, less one: valid
+	return true
+}
+
+// faultList is the faults in force, in the order set. Under faultsMu.
+func (b *Balancer) faultList() []Fault {
+	set := b.faults.Load()
+	if set == nil {
+		return nil
+	}
+	out := make([]Fault, len(set.rules))
+	for i, r := range set.rules {
+		out[i] = r.Fault
+	}
+	return out
+}
+
+// setFaults is SetFaults under faultsMu.
+func (b *Balancer) setFaults(fs []Fault) error {
+	if len(fs) > MaxFaults {
+		return fmt.Errorf("%d faults: at most %d", len(fs), MaxFaults)
+	}
 	old := b.faults.Load()
 	prev := map[Fault]*faultRule{}
 	if old != nil {

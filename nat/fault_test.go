@@ -289,3 +289,57 @@ func TestFaultMatchService(t *testing.T) {
 		t.Fatal("the match service's servers' blackholes")
 	}
 }
+
+// SetFault replaces the fault on its target (a client prefix by its
+// network, whatever its host bits) or adds one after the others, which
+// keep their counters; ClearFault removes one; the bound holds.
+func TestFaultSetAndClearOne(t *testing.T) {
+	r := newRig(t, TCP, "rr", nil)
+	a := Fault{Target: FaultTarget{Client: netip.MustParsePrefix("10.1.0.0/16")}, Dir: FaultBoth, Every: 2}
+	b := Fault{Target: FaultTarget{Server: netip.AddrPortFrom(rs1, 8080)}, Dir: FaultToClient, Blackhole: true}
+	if err := r.b.SetFault(a); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.b.SetFault(b); err != nil {
+		t.Fatal(err)
+	}
+	r.b.faults.Load().rules[1].frames.Add(5)
+	a2 := a
+	a2.Target.Client = netip.MustParsePrefix("10.1.2.3/16")
+	a2.Every = 3
+	if err := r.b.SetFault(a2); err != nil {
+		t.Fatal(err)
+	}
+	fs := r.b.Faults()
+	if len(fs) != 2 || fs[0].Every != 3 || fs[0].Target.Client.String() != "10.1.0.0/16" || fs[1].Fault != b || fs[1].Frames != 5 {
+		t.Fatalf("after replacing the first: %+v", fs)
+	}
+	if err := r.b.SetFault(Fault{Target: b.Target}); err == nil || len(r.b.Faults()) != 2 || r.b.Faults()[1].Fault != b {
+		t.Fatalf("a bad fault on b's target: %v, %+v", err, r.b.Faults())
+	}
+	if r.b.ClearFault(FaultTarget{Client: netip.MustParsePrefix("10.2.0.0/16")}) {
+		t.Fatal("cleared a fault that is not there")
+	}
+	if !r.b.ClearFault(FaultTarget{Client: netip.MustParsePrefix("10.1.9.9/16")}) {
+		t.Fatal("10.1.0.0/16's fault not cleared by its network")
+	}
+	if fs := r.b.Faults(); len(fs) != 1 || fs[0].Fault != b || fs[0].Frames != 5 {
+		t.Fatalf("after clearing the first: %+v", fs)
+	}
+	if !r.b.ClearFault(b.Target) || r.b.faults.Load() != nil {
+		t.Fatal("the last fault cleared: the set is not nil")
+	}
+	many := make([]Fault, MaxFaults+1)
+	for i := range many {
+		many[i] = Fault{Target: FaultTarget{Client: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)}), 32)}, Dir: FaultBoth, Blackhole: true}
+	}
+	if err := r.b.SetFaults(many); err == nil || !strings.Contains(err.Error(), "257 faults: at most 256") {
+		t.Fatalf("257 faults: %v", err)
+	}
+	if err := r.b.SetFaults(many[:MaxFaults]); err != nil {
+		t.Fatalf("256 faults: %v", err)
+	}
+	if err := r.b.SetFault(Fault{Target: FaultTarget{Client: netip.MustParsePrefix("11.0.0.0/8")}, Dir: FaultBoth, Blackhole: true}); err == nil {
+		t.Fatal("a 257th fault set")
+	}
+}

@@ -5,7 +5,9 @@ import (
 	"net/netip"
 	"strings"
 
+	"github.com/tapvs/tapvs/config"
 	"github.com/tapvs/tapvs/control/api"
+	"github.com/tapvs/tapvs/nat"
 )
 
 // Fault makes the network misbehave on purpose, for failover and chaos
@@ -57,27 +59,22 @@ func (f Fault) spec() api.Fault {
 	return out
 }
 
-// faultOf is a fault the API lists, in this package's types.
+// faultOf is a fault the API lists, in this package's types: read back
+// by the parser that read it in.
 func faultOf(v api.FaultView) (FaultStatus, error) {
-	f := Fault{Blackhole: v.Blackhole, Loss: v.Loss, Every: v.Every, SYN: v.SYN}
-	if v.Direction != "both" {
-		f.Direction = v.Direction
-	}
-	var err error
-	switch {
-	case strings.HasPrefix(v.Service, "fwm "):
-		_, err = fmt.Sscanf(v.Service, "fwm %d", &f.Service.Mark)
-	case v.Service != "":
-		proto, addr, _ := strings.Cut(v.Service, " ")
-		f.Service.Protocol = Protocol(proto)
-		f.Service.VIP, err = netip.ParseAddrPort(addr)
-	case v.Server != "":
-		f.Server, err = netip.ParseAddrPort(v.Server)
-	default:
-		f.Client, err = netip.ParsePrefix(v.Client)
-	}
+	nf, err := config.ParseFault(v.Fault)
 	if err != nil {
 		return FaultStatus{}, fmt.Errorf("tapvs: a fault listed as %+v: %w", v.Fault, err) // tapvs's own text: a bug
+	}
+	t := nf.Target
+	f := Fault{Server: t.Server, Client: t.Client, Blackhole: nf.Blackhole, Loss: nf.Loss, Every: int(nf.Every), SYN: nf.SYN.String()}
+	if t.Mark != 0 {
+		f.Service = MarkKey(t.Mark)
+	} else if t.VIP.IsValid() {
+		f.Service = ServiceKey{Protocol: protocolOf(t.Protocol), VIP: t.VIP}
+	}
+	if nf.Dir != nat.FaultBoth {
+		f.Direction = nf.Dir.String()
 	}
 	return FaultStatus{Fault: f, Frames: v.Frames, Dropped: v.Dropped, Refused: v.Refused}, nil
 }
