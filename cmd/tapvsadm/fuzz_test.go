@@ -72,6 +72,13 @@ func FuzzParse(f *testing.F) {
 		"-e -t 172.25.254.100:80 -r 10.20.1.2:80 --u-threshold=2 --l-threshold 1",
 		"-e -u [2001:db8::53]:53 -r [fd00:20:1::53]:53 -y0 -x4294967296",
 		"-Ln --thresholds -t 172.25.254.100:80",
+		// Issue 26: faults and events.
+		"--fault -t 172.25.254.100:80 --with direction=to_client,loss=0.05",
+		"--fault -r [fd00:20:1::2]:80 --with blackhole=1,every=-3,syn=refuse",
+		"--fault --client 10.0.0.0/8 --off -f 7",
+		"--fault --with loss=,=,blackhole --client ::/0",
+		"--events --kind server_down,conn -t 172.25.254.100:80 --count 3",
+		"--events --kind=,, -f 4294967296 --count -1",
 	} {
 		f.Add(s)
 	}
