@@ -74,10 +74,7 @@ func (c *command) checkFault() error {
 	case c.fault != nil && targets == 0:
 		return usagef("--fault --with needs a target: a service (-t|-u|-f), a real server (-r) or clients (--client)")
 	}
-	if c.laddr != "" || c.prefix != "" || c.sched != "" || c.schedFlags != nil || c.persist != nil || c.netmask != "" ||
-		c.synproxy != nil || c.client != "" || c.tcpTS != "" || c.estTO != 0 || c.weight != nil || c.forward != "" ||
-		c.cps != nil || c.srcConns != nil || c.halfOpen != nil || c.conns || c.stats || c.rate || c.exact || c.count != 0 ||
-		c.uthresh != nil || c.lthresh != nil || c.thresh || c.healthCheck != nil || c.pconn {
+	if c.ruleOptions() || c.listOptions() || c.count != 0 || c.healthCheck != nil {
 		return usagef("Illegal option for fault: it takes -t|-u|-f, -r, --client, --with, --off and -n only")
 	}
 	return nil

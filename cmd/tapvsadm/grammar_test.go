@@ -371,6 +371,13 @@ var everyRefusal = []struct{ line, want string }{
 	{"--health -t 1.1.1.1:80 --check type=http,path=/", "--check: unknown path (the configuration file's health_check: names: type, port, interval, timeout, rise, fall, http_path, http_status, http_body_sha256, on_failure, connect_timeout, retry, delay_before_retry, warmup, virtualhost, server_name, verify, ca_file, script, misc_dynamic, payload, require_reply, dns_name, dns_type, helo_name)"},
 	{"--health -t 1.1.1.1:80 --check type", `--check: "type" is not key=value (type=http,http_path=/healthz,rise=2,fall=3)`},
 	{"--health -t 1.1.1.1:80 --check rise=1,rise=2", "--check: rise given twice"},
+	// The commands of their own refuse every rule and listing option
+	// (parse.go's ruleOptions, listOptions).
+	{"--health -t 1.1.1.1:80 --sched-flags sh-port", "Illegal option for health: it takes -t|-u|-f, --check, --off and -n only"},
+	{"--events -M 255.255.255.0", "Illegal option for events: it takes --kind, -t|-u|-f and --count only"},
+	{"--events --persistent-conn", "Illegal option for events: it takes --kind, -t|-u|-f and --count only"},
+	{"--fault -r 2.2.2.2:80 -y 1 --off", "Illegal option for fault: it takes -t|-u|-f, -r, --client, --with, --off and -n only"},
+	{"--drain-status -z 1.2.3.4", "Illegal option for drain-status: it takes no option"},
 	// Issue 26: --fault.
 	{"--fault -t 1.1.1.1:80 -r 2.2.2.2:80 --with blackhole=true", "--fault names one target: a service (-t|-u|-f), a real server (-r) or clients (--client)"},
 	{"--fault -t 1.1.1.1:80 --client 10.0.0.0/8 --off", "--fault names one target: a service (-t|-u|-f), a real server (-r) or clients (--client)"},

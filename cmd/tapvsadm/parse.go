@@ -300,13 +300,25 @@ func (c *command) checkHealth() error {
 	if c.healthCheck != nil && c.checkOff {
 		return usagef("--health takes --check or --off, not both")
 	}
-	if c.real != "" || c.laddr != "" || c.prefix != "" || c.sched != "" || c.persist != nil || c.synproxy != nil ||
-		c.client != "" || c.tcpTS != "" || c.estTO != 0 || c.weight != nil || c.forward != "" || c.cps != nil ||
-		c.srcConns != nil || c.halfOpen != nil || c.conns || c.stats || c.rate || c.exact || c.count != 0 ||
-		c.uthresh != nil || c.lthresh != nil || c.thresh {
+	if c.real != "" || c.ruleOptions() || c.listOptions() || c.count != 0 {
 		return usagef("Illegal option for health: it takes -t|-u|-f, --check, --off and -n only")
 	}
 	return nil
+}
+
+// ruleOptions reports whether c has an option of the rules' commands: a
+// service's, a real server's, a local address or a list's source. The
+// commands of their own (--health, --fault, --events, the cluster's)
+// take none.
+func (c *command) ruleOptions() bool {
+	return c.laddr != "" || c.prefix != "" || c.sched != "" || c.schedFlags != nil || c.persist != nil || c.netmask != "" ||
+		c.synproxy != nil || c.client != "" || c.tcpTS != "" || c.estTO != 0 || c.weight != nil || c.forward != "" ||
+		c.cps != nil || c.srcConns != nil || c.halfOpen != nil || c.uthresh != nil || c.lthresh != nil
+}
+
+// listOptions reports whether c has an option of -L's.
+func (c *command) listOptions() bool {
+	return c.conns || c.stats || c.rate || c.exact || c.thresh || c.pconn
 }
 
 // checkCluster enforces what --bgp and the drain commands take: nothing
@@ -333,11 +345,7 @@ func (c *command) checkCluster() error {
 	default:
 		return nil
 	}
-	if c.service != "" || c.real != "" || c.laddr != "" || c.prefix != "" || c.sched != "" || c.schedFlags != nil || c.persist != nil || c.netmask != "" ||
-		c.synproxy != nil || c.client != "" || c.tcpTS != "" || c.estTO != 0 || c.weight != nil || c.forward != "" ||
-		c.cps != nil || c.srcConns != nil || c.halfOpen != nil || c.conns || c.stats || c.rate || c.exact || c.pconn ||
-		c.uthresh != nil || c.lthresh != nil || c.thresh ||
-		c.count != 0 || c.numeric && c.op != "bgp" {
+	if c.service != "" || c.real != "" || c.ruleOptions() || c.listOptions() || c.count != 0 || c.numeric && c.op != "bgp" {
 		takes := map[string]string{"bgp": "-L and -n only", "drain": "--wait and --timeout only"}[c.op]
 		if takes == "" {
 			takes = "no option"
@@ -398,10 +406,7 @@ func (c *command) checkEvents() error {
 		}
 		return nil
 	}
-	if c.real != "" || c.laddr != "" || c.prefix != "" || c.sched != "" || c.persist != nil || c.synproxy != nil ||
-		c.client != "" || c.tcpTS != "" || c.estTO != 0 || c.weight != nil || c.forward != "" || c.cps != nil ||
-		c.srcConns != nil || c.halfOpen != nil || c.conns || c.stats || c.rate || c.exact ||
-		c.uthresh != nil || c.lthresh != nil || c.thresh || c.healthCheck != nil || c.checkOff {
+	if c.real != "" || c.ruleOptions() || c.listOptions() || c.healthCheck != nil || c.checkOff {
 		return usagef("Illegal option for events: it takes --kind, -t|-u|-f and --count only")
 	}
 	return nil
