@@ -20,37 +20,8 @@ var prefix29 = netip.MustParsePrefix("172.25.254.96/29")
 // prefixMark is mark 1 on every address of prefix29, TCP 80 and 443.
 var prefixMark = Match{Addr: prefix29.Addr(), Bits: 29, Protocol: TCP, Ports: []PortRange{{80, 80}, {443, 443}}}
 
-// prefixRig is the rig with its VIP:80 service replaced by a persistent
-// match service on prefixMark: rr over rs1 and rs2 on port 0.
-func prefixRig(t *testing.T) (*rig, *Service) {
-	t.Helper()
-	r := newRig(t, TCP, "rr", nil)
-	var svc *Service
-	if err := r.b.Update(func(tx *Tx) error {
-		tx.DeleteService(r.svc)
-		if err := tx.SetMarks(map[uint32]Match{1: prefixMark}); err != nil {
-			return err
-		}
-		var err error
-		if svc, err = tx.AddService(ServiceConfig{Mark: 1, Scheduler: "rr", Persistence: Persistence{Timeout: 600 * time.Second}}); err != nil {
-			return err
-		}
-		if _, err = tx.AddLocalAddr(svc, lip1); err != nil {
-			return err
-		}
-		for _, a := range []netip.Addr{rs1, rs2} {
-			d, err := tx.AddDest(svc, a, 0, 1)
-			if err != nil {
-				return err
-			}
-			d.SetNextHopMAC(macGateway)
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	return r, svc
-}
+// prefixRig is matchRig's persistent match service on prefixMark.
+func prefixRig(t *testing.T) (*rig, *Service) { return matchRigOn(t, prefixMark) }
 
 // synAt is synTo to dst rather than the rig's VIP.
 func synAt(t testing.TB, b *Balancer, src, dst netip.Addr, sport, dport uint16) (Verdict, netip.AddrPort) {

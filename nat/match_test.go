@@ -14,13 +14,16 @@ var webMark = Match{Addr: vip, Protocol: TCP, Ports: []PortRange{{443, 443}, {80
 // matchRig is the rig with its VIP:80 service replaced by a persistent
 // match service on mark 1 (webMark): rr over rs1 and rs2 on port 0, the
 // client's port.
-func matchRig(t *testing.T) (*rig, *Service) {
+func matchRig(t *testing.T) (*rig, *Service) { return matchRigOn(t, webMark) }
+
+// matchRigOn is matchRig with mark 1 being m.
+func matchRigOn(t *testing.T, m Match) (*rig, *Service) {
 	t.Helper()
 	r := newRig(t, TCP, "rr", nil)
 	var svc *Service
 	if err := r.b.Update(func(tx *Tx) error {
 		tx.DeleteService(r.svc)
-		if err := tx.SetMarks(map[uint32]Match{1: webMark}); err != nil {
+		if err := tx.SetMarks(map[uint32]Match{1: m}); err != nil {
 			return err
 		}
 		var err error
