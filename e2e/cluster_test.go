@@ -441,9 +441,11 @@ func backupLIPFailover(t *testing.T, router string) {
 		t.Fatalf("after t1 was killed: %v\n%s", err, c.RouterState())
 	}
 	t.Logf("t1 killed: the router's FIB sends t1's LIP to t2 %v after the SIGKILL", time.Since(killed).Round(time.Millisecond))
+	// The FIB can move to t2 a moment before FRR drops t1's path from its
+	// table (it is marked not best first): wait for the table too.
 	want = []lab.BGPPath{{Instance: 2, MED: 101, Best: true}}
-	paths, err := c.BGPPaths(lip)
-	if err != nil || !slices.Equal(paths, want) {
+	var err error
+	if !eventually(5*time.Second, func() bool { paths, err = c.BGPPaths(lip); return err == nil && slices.Equal(paths, want) }) {
 		t.Fatalf("the router's paths for t1's LIP after t1 was killed: %+v (%v), want %+v", paths, err, want)
 	}
 	// A real server's reply to t1's LIP reaches t2 now, whose balancer
