@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync/atomic"
+	"time"
 
 	"github.com/tapvs/tapvs/tcpflag"
 	"github.com/tapvs/tapvs/wire"
@@ -143,7 +144,60 @@ type Fault struct {
 	// SYN acts on the SYNs that would open new connections (to the
 	// server: Dir must include FaultToServer).
 	SYN SYNFault
+	// DropFIN drops the TCP FINs of the direction: a half-close that never
+	// completes (the closing side retransmits its FIN until it gives up;
+	// its peer never reads the end of the stream).
+	DropFIN bool
+
+	// The delay family (faultdelay.go): the frames a fault lets through
+	// leave from a line of their own per direction, in the order they
+	// came unless Reorder says otherwise.
+
+	// Latency delays each frame; Jitter spreads the delay evenly over
+	// Latency-Jitter to Latency+Jitter (never below zero), frames kept in
+	// order (a frame never leaves before the one ahead of it).
+	Latency, Jitter time.Duration
+	// Rate caps the direction's bytes per second (whole frames, Ethernet
+	// header included), queueing up to MaxRateQueue of it; frames past
+	// that are dropped, as a bottleneck's queue drops them. 0: no cap.
+	Rate uint64
+	// Duplicate sends a frame twice with this probability (0 to 1).
+	Duplicate float64
+	// Reorder holds a frame back with this probability (0 to 1): it
+	// leaves right after the next frame of its line, or ReorderHold late
+	// if none comes.
+	Reorder float64
+
+	// The reset family (faultreset.go), on TCP connections.
+
+	// ResetBytes ends a connection once this many bytes of its stream
+	// have passed in the direction (counted from its SYN, or from the
+	// first frame the fault saw): the receiver gets exactly that many,
+	// then an RST, and its peer an RST. 0: none.
+	ResetBytes uint64
+	// ResetAfter ends a connection with an RST to each side this long
+	// after the fault first saw it (its SYN, for a new one). 0: none.
+	ResetAfter time.Duration
 }
+
+// The bounds of the delay family.
+const (
+	MaxLatency   = time.Minute
+	MaxResetAge  = 24 * time.Hour
+	MaxRateQueue = 250 * time.Millisecond // the most a rate-capped line queues
+	ReorderHold  = 10 * time.Millisecond  // a held-back frame's wait for one to pass it
+	// MaxDelayed bounds the bytes of all the frames the lines hold at
+	// once; frames past it are dropped (DropFaultQueue).
+	MaxDelayed = 64 << 20
+)
+
+// delays reports whether f uses a delay line.
+func (f *Fault) delays() bool {
+	return f.Latency > 0 || f.Jitter > 0 || f.Rate > 0 || f.Duplicate > 0 || f.Reorder > 0
+}
+
+// resets reports whether f acts on the connections it sees (the reset family).
+func (f *Fault) resets() bool { return f.ResetBytes > 0 || f.ResetAfter > 0 }
 
 // Check refuses a fault that names no target or two, or does nothing.
 func (f Fault) Check() error {
@@ -175,11 +229,37 @@ func (f Fault) Check() error {
 	if f.SYN != SYNPass && f.Dir&FaultToServer == 0 {
 		return errors.New("syn: SYNs go to the server, and the direction is to_client")
 	}
-	if !f.Blackhole && f.Loss == 0 && f.Every == 0 && f.SYN == SYNPass {
-		return errors.New("does nothing: set blackhole, loss, every or syn")
+	for _, p := range []struct {
+		name string
+		v    float64
+	}{{"duplicate", f.Duplicate}, {"reorder", f.Reorder}} {
+		if !(p.v >= 0 && p.v <= 1) {
+			return fmt.Errorf("%s: %v is not a probability (0 to 1)", p.name, p.v)
+		}
+	}
+	if f.Latency < 0 || f.Latency > MaxLatency {
+		return fmt.Errorf("latency: %v is not within 0 to %v", f.Latency, MaxLatency)
+	}
+	if f.Jitter < 0 || f.Jitter > f.Latency {
+		return fmt.Errorf("jitter: %v is not within 0 to the latency (%v)", f.Jitter, f.Latency)
+	}
+	if f.ResetAfter < 0 || f.ResetAfter > MaxResetAge {
+		return fmt.Errorf("reset_after: %v is not within 0 to %v", f.ResetAfter, MaxResetAge)
+	}
+	if f.Rate != 0 && f.Rate < MinRate {
+		return fmt.Errorf("rate: %d bytes/s is below %d (a full-sized frame a second)", f.Rate, MinRate)
+	}
+	if f.Blackhole && (f.delays() || f.resets() || f.DropFIN) {
+		return errors.New("blackhole: drops every frame, so nothing else can act; set it alone (or with syn)")
+	}
+	if !f.Blackhole && f.Loss == 0 && f.Every == 0 && f.SYN == SYNPass && !f.DropFIN && !f.delays() && !f.resets() {
+		return errors.New("does nothing: set blackhole, loss, every, syn, drop_fin, latency, rate, duplicate, reorder, reset_bytes or reset_after")
 	}
 	return nil
 }
+
+// MinRate is the lowest rate cap: a full-sized frame a second.
+const MinRate = 1514
 
 // FaultStats are what a fault has done since it was set.
 type FaultStats struct {
@@ -187,6 +267,8 @@ type FaultStats struct {
 	Frames  uint64 // frames it looked at (of its target and direction)
 	Dropped uint64 // frames it dropped, SYNs included
 	Refused uint64 // SYNs it answered with an RST
+	Delayed uint64 // frames it put on a delay line (duplicates included)
+	Reset   uint64 // connections it ended with RSTs
 }
 
 // faultRule is a fault with its counters.

@@ -410,6 +410,18 @@ type Fault struct {
 	Loss      float64 `json:"loss,omitempty" mapstructure:"loss"`
 	Every     int     `json:"every,omitempty" mapstructure:"every"`
 	SYN       string  `json:"syn,omitempty" mapstructure:"syn"`
+	DropFIN   bool    `json:"drop_fin,omitempty" mapstructure:"drop_fin"`
+	// Latency, Jitter and ResetAfter are durations as Go writes them
+	// ("50ms", "1.5s").
+	Latency string `json:"latency,omitempty" mapstructure:"latency"`
+	Jitter  string `json:"jitter,omitempty" mapstructure:"jitter"`
+	// Rate is a rate cap as tc writes one: "8mbit", "512kbit", "1mbps"
+	// (bytes), "250000" (bytes a second).
+	Rate       string  `json:"rate,omitempty" mapstructure:"rate"`
+	Duplicate  float64 `json:"duplicate,omitempty" mapstructure:"duplicate"`
+	Reorder    float64 `json:"reorder,omitempty" mapstructure:"reorder"`
+	ResetBytes uint64  `json:"reset_bytes,omitempty" mapstructure:"reset_bytes"`
+	ResetAfter string  `json:"reset_after,omitempty" mapstructure:"reset_after"`
 }
 
 // CodeNoFault: DELETE /v1/faults?... naming a target with no fault, 404.
@@ -425,6 +437,8 @@ type FaultView struct {
 	Frames  uint64 `json:"frames"`  // frames of its target and direction it met
 	Dropped uint64 `json:"dropped"` // frames it dropped, SYNs included
 	Refused uint64 `json:"refused"` // SYNs it answered with an RST
+	Delayed uint64 `json:"delayed"` // frames it put on a delay line, duplicates included
+	Reset   uint64 `json:"reset"`   // connections it ended with RSTs
 }
 
 // Event is one event of GET /v1/events, a line of JSON each (package
