@@ -149,11 +149,14 @@ type Balancer struct {
 	tap         atomic.Pointer[Tap]
 	faults      atomic.Pointer[faultSet] // nil: no fault anywhere (fault.go)
 	faultsMu    sync.Mutex               // serialises the writers of faults (SetFaults, SetFault, ClearFault)
-	quarantined atomic.Int64             // reply tuples in quarantine after the last sweep
-	readers     int                      // Config.Readers rounded up to a power of two
-	gen         atomic.Uint64
-	link        Link   // set by Attach before the first frame; never changed after
-	isnKey      isnKey // keys the ISNs of plain TCP connections (seq.go)
+	// delayedBytes is what the faults' delay lines hold, bounded by
+	// MaxDelayed (faultdelay.go).
+	delayedBytes atomic.Int64
+	quarantined  atomic.Int64 // reply tuples in quarantine after the last sweep
+	readers      int          // Config.Readers rounded up to a power of two
+	gen          atomic.Uint64
+	link         Link   // set by Attach before the first frame; never changed after
+	isnKey       isnKey // keys the ISNs of plain TCP connections (seq.go)
 	// templates counts the persistence templates of all services, bounded
 	// by maxTemplates (Config.MaxTemplates; persist.go).
 	templates    atomic.Int64
@@ -175,6 +178,12 @@ type Link interface {
 	// server, an RST to a client it gave up on) out of side out, with full
 	// checksums. The frame may be reused once it returns.
 	Transmit(out Side, frame []byte)
+	// Send sends a frame the balancer kept for a while (a fault's delay
+	// line) out of side out: tun.VNetHdrLen bytes of virtio-net header,
+	// then the frame, as Frame.Released carries them (a TSO super-frame
+	// or a partial checksum as the header says). The frame may be reused
+	// once it returns.
+	Send(out Side, frame []byte)
 }
 
 // Attach gives the balancer its Link. It is called once, before the
@@ -186,6 +195,7 @@ type noLink struct{}
 
 func (noLink) Resolve(*Dest)         {}
 func (noLink) Transmit(Side, []byte) {}
+func (noLink) Send(Side, []byte)     {}
 
 // Generation counts the lookup snapshots published: the VIPs and LIPs
 // (Addresses) change only when it does.
@@ -262,6 +272,17 @@ type ServiceConfig struct {
 // with it. A forwarded frame has been rewritten in place, Ethernet header
 // included; f.Len may shrink (Ethernet padding is dropped).
 func (b *Balancer) Process(side Side, f *Frame) Verdict {
+	f.fault = nil
+	v := b.process(side, f)
+	if f.fault != nil {
+		// A fault of the delay or reset family acts on the frame as it
+		// leaves (fault.go).
+		v = b.faultOut(side, f, v)
+	}
+	return v
+}
+
+func (b *Balancer) process(side Side, f *Frame) Verdict {
 	var p pkt
 	isIP, bad := parseIP(f.Bytes(), &p)
 	if !isIP {
@@ -384,7 +405,7 @@ func (b *Balancer) fromClient(set *serviceSet, p *pkt, dst *addr16, f *Frame) Ve
 		// front of tapvs. A new connection's first frame meets it once its
 		// server is chosen: a SYN dropped here is lost beyond tapvs, and
 		// its entry expires as it would.
-		if v := b.faultConn(fs, c, FaultToServer); v != Forward {
+		if v := b.faultConn(fs, c, FaultToServer, p, f); v != Forward {
 			return v
 		}
 	}
@@ -555,7 +576,7 @@ func (b *Balancer) fromServer(p *pkt, dst *addr16, f *Frame) Verdict {
 		return Pass // the stack's own connection from a LIP, or one that expired
 	}
 	if fs := b.faults.Load(); fs != nil {
-		if v := b.faultConn(fs, c, FaultToClient); v != Forward {
+		if v := b.faultConn(fs, c, FaultToClient, p, f); v != Forward {
 			return v
 		}
 	}

@@ -229,6 +229,9 @@ type Conn struct {
 	shadow atomic.Bool
 	// watch is the balancer's connection watch (watch.go).
 	watch *connWatch
+	// fault is a fault's state on the connection (faultreset.go): nil
+	// unless a fault of the reset family has seen it.
+	fault atomic.Pointer[connFault]
 }
 
 // prepare computes the checksum deltas of both directions from the keys.

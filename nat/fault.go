@@ -275,6 +275,45 @@ type FaultStats struct {
 type faultRule struct {
 	Fault
 	frames, dropped, refused atomic.Uint64
+	delayed, nreset          atomic.Uint64
+	// lines are the delay lines (faultdelay.go) by direction (lineOf),
+	// made when the rule is put in force if it delays that way.
+	lines [2]*delayLine
+	// live is true while the rule is in force: a connection's timer
+	// (faultreset.go) that outlives it does nothing.
+	live atomic.Bool
+}
+
+// lineOf is the index of direction dir's line.
+func lineOf(dir FaultDir) int {
+	if dir == FaultToClient {
+		return 1
+	}
+	return 0
+}
+
+// start puts r in force: its lines run.
+func (b *Balancer) startRule(r *faultRule) {
+	r.live.Store(true)
+	if !r.delays() {
+		return
+	}
+	for _, d := range []FaultDir{FaultToServer, FaultToClient} {
+		if r.Dir&d != 0 {
+			r.lines[lineOf(d)] = newDelayLine(b, r)
+		}
+	}
+}
+
+// stopRule takes r out of force: what its lines hold leaves now.
+func stopRule(r *faultRule) {
+	r.live.Store(false)
+	for i, l := range r.lines {
+		if l != nil {
+			l.stop()
+			r.lines[i] = nil
+		}
+	}
 }
 
 type faultSvcKey struct {
@@ -381,6 +420,7 @@ func (b *Balancer) setFaults(fs []Fault) error {
 		if r == nil {
 			r = &faultRule{Fault: f}
 		}
+		delete(prev, f) // kept: not stopped below
 		set.rules = append(set.rules, r)
 		t := f.Target
 		if t.Mark != 0 {
@@ -397,10 +437,18 @@ func (b *Balancer) setFaults(fs []Fault) error {
 			set.clients = append(set.clients, r)
 		}
 	}
+	for _, r := range set.rules {
+		if !r.live.Load() {
+			b.startRule(r)
+		}
+	}
 	if len(set.rules) == 0 {
 		set = nil
 	}
 	b.faults.Store(set)
+	for _, r := range prev {
+		stopRule(r) // after the swap: no reader finds it in force any more
+	}
 	return nil
 }
 
@@ -412,7 +460,8 @@ func (b *Balancer) Faults() []FaultStats {
 	}
 	out := make([]FaultStats, len(set.rules))
 	for i, r := range set.rules {
-		out[i] = FaultStats{Fault: r.Fault, Frames: r.frames.Load(), Dropped: r.dropped.Load(), Refused: r.refused.Load()}
+		out[i] = FaultStats{Fault: r.Fault, Frames: r.frames.Load(), Dropped: r.dropped.Load(), Refused: r.refused.Load(),
+			Delayed: r.delayed.Load(), Reset: r.nreset.Load()}
 	}
 	return out
 }
@@ -468,14 +517,62 @@ func (r *faultRule) drops() bool {
 	return drop
 }
 
-// faultConn is the verdict of the faults on a frame of connection c in
-// direction dir: Drop, or Forward to go on.
-func (b *Balancer) faultConn(set *faultSet, c *Conn, dir FaultDir) Verdict {
+// faultConn is the verdict of the faults on a frame p of connection c in
+// direction dir, before the connection's state sees it: Drop, or Forward
+// to go on. A fault that acts on the frame as it leaves (the delay and
+// reset families) is noted in f for faultOut.
+func (b *Balancer) faultConn(set *faultSet, c *Conn, dir FaultDir, p *pkt, f *Frame) Verdict {
 	r := set.rule(c.svc, c.dest, &c.in.src, dir)
-	if r == nil || !r.drops() {
+	if r == nil {
 		return Forward
 	}
-	return b.Stats.drop(DropFault)
+	if r.drops() {
+		return b.Stats.drop(DropFault)
+	}
+	if r.DropFIN && p.proto == wire.ProtoTCP && p.tcpFlags()&tcpflag.FIN != 0 {
+		r.dropped.Add(1)
+		return b.Stats.drop(DropFault)
+	}
+	if r.delays() || (r.resets() && c.in.proto == TCP) {
+		f.fault, f.faultConn, f.faultDir = r, c, dir
+	}
+	return Forward
+}
+
+// faultOut applies f's fault of the delay or reset family to the frame
+// as it leaves, rewritten, with verdict v: only a forwarded frame is
+// the fault's (what tapvs answers itself, a SYNPROXY SYN-ACK, is not on
+// the path the fault stands for).
+func (b *Balancer) faultOut(side Side, f *Frame, v Verdict) Verdict {
+	if v != Forward {
+		return v
+	}
+	r, c, dir := f.fault, f.faultConn, f.faultDir
+	out := ClientSide
+	if side == ClientSide {
+		out = ServerSide
+	}
+	if c.in.proto == TCP {
+		if r.ResetAfter > 0 {
+			b.faultState(c, r) // its timer starts at first sight
+		}
+		if r.ResetBytes > 0 {
+			if v = b.faultBytes(r, c, dir, out, f); v != Forward {
+				return v
+			}
+		}
+	}
+	line := r.lines[lineOf(dir)]
+	if line == nil {
+		return Forward
+	}
+	if !line.put(out, f) {
+		if line.isStopped() {
+			return Forward // the fault was cleared meanwhile: the frame goes on
+		}
+		return b.Stats.drop(DropFaultQueue)
+	}
+	return Stolen
 }
 
 // faultSYN is the verdict of the faults on a client's SYN that would open

@@ -578,6 +578,7 @@ type countLink struct{ asked *int }
 
 func (l countLink) Resolve(*Dest)       { *l.asked++ }
 func (countLink) Transmit(Side, []byte) {}
+func (countLink) Send(Side, []byte)     {}
 
 func TestUnresolvedNeighborAsksAndDrops(t *testing.T) {
 	asked := 0

@@ -31,6 +31,13 @@ type Frame struct {
 	// (package handoff): it may continue a connection this balancer
 	// holds, and nothing else (no connection opened, never handed on).
 	HandedOff bool
+
+	// fault is the fault of the delay or reset family that acts on the
+	// frame as it leaves (Balancer.faultOut), on connection faultConn in
+	// direction faultDir; nil: none. Process sets it.
+	fault     *faultRule
+	faultConn *Conn
+	faultDir  FaultDir
 }
 
 // partial reports whether the frame's transport checksum holds only the

@@ -41,6 +41,7 @@ const (
 	DropBackupLIPStack                   // the same to a port outside the balancer's range: the peer's own stack's connection (its health checks), which nothing carries
 	DropTemplatesFull                    // a new connection of a persistent service whose client network has no template, with the templates at their bound (Config.MaxTemplates)
 	DropFault                            // a frame a fault dropped on purpose (SetFaults: fault.go)
+	DropFaultQueue                       // a frame a fault's delay line had no room for: past its rate cap's queue or MaxDelayed (faultdelay.go)
 	numDropReasons
 )
 
@@ -52,6 +53,7 @@ var dropNames = [numDropReasons]string{
 	"udp_proxy_too_big", "udp_proxy_gso", "proxy_no_room", "ipv6_ext_header",
 	"nat64_untranslatable", "icmp_untranslatable", "proxy_overlap", "nat64_too_big",
 	"handoff_unknown", "backup_lip_no_conn", "backup_lip_stack", "persist_templates_full", "fault",
+	"fault_queue",
 }
 
 func (r DropReason) String() string { return dropNames[r] }

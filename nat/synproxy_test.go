@@ -25,6 +25,9 @@ func (l recordLink) Transmit(side Side, f []byte) {
 	*l.out = append(*l.out, sent{side, append([]byte(nil), f...)})
 }
 
+// Send records a kept frame without its virtio-net header.
+func (l recordLink) Send(side Side, f []byte) { l.Transmit(side, f[tun.VNetHdrLen:]) }
+
 // released adds the frames a Release verdict let go, which leave by the
 // side the frame came in on, to out, without their virtio-net headers.
 func released(out *[]sent, side Side, f *Frame) {

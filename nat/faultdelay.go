@@ -1,0 +1,256 @@
+package nat
+
+import (
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/tapvs/tapvs/tun"
+)
+
+// The delay family of faults (Fault.Latency, Jitter, Rate, Duplicate,
+// Reorder): what netem's delay, rate, duplicate and reorder do on an
+// interface, done on the frames of one fault's target. A frame the fault
+// lets through is rewritten as any other, then, rather than going out
+// with its reader's batch, copied onto its fault's line for its direction
+// and sent by the line's goroutine when it is due (Link.Send), behind its
+// virtio-net header: a TSO super-frame stays one, a partial checksum
+// partial.
+//
+// A line is a queue in the order frames leave: each frame's time is its
+// arrival, plus the time the rate cap's queue ahead of it takes, plus
+// the latency (with its jitter), and never before the frame ahead of it,
+// so jitter does not reorder (netem's jitter does, unless a rate is set;
+// a test that wants reordering sets reorder). Reordering holds a frame
+// back until the next one has gone, as two frames swapped on the wire.
+//
+// Bounds: the frames held by every line together take at most MaxDelayed
+// bytes, and a rate-capped line queues at most MaxRateQueue of its rate
+// (at least two super-frames' worth); frames past either are dropped and
+// counted (DropFaultQueue), as a full queue drops them. A line has one
+// goroutine and one timer, for as long as its fault is in force; when the
+// fault is cleared or replaced, what the line holds is sent at once (the
+// network recovers) and the goroutine ends.
+
+// delayed is a frame on a line.
+type delayed struct {
+	at  int64   // when it is due, on monoNow's clock
+	out Side    // the side it leaves by
+	buf *[]byte // virtio-net header and frame, from framePool
+	n   int
+}
+
+// delayLine is one fault's line for one direction.
+type delayLine struct {
+	b *Balancer
+	f *Fault // the fault's settings, read only
+	r *faultRule
+
+	wake chan struct{} // a frame was queued: look again (buffered, 1)
+	done chan struct{} // closed when the fault is no longer in force
+
+	// mu guards what follows: taken by the readers that queue the
+	// fault's frames (one per queue of the side) and by the line's
+	// goroutine. Only frames of a fault's target take it: a fault is a
+	// test's, and its line is the one place the order is decided.
+	mu      sync.Mutex
+	q       []delayed // due times ascending, from head
+	head    int
+	tail    int64 // the due time of the last frame queued: none leaves before it
+	free    int64 // rate: when the frames queued so far have been sent
+	held    delayed
+	hasHeld bool // reorder: held waits for the next frame, or its own time
+	stopped bool
+}
+
+// lineEpoch is monoNow's zero: the lines' clock is the monotonic one.
+var lineEpoch = time.Now()
+
+func monoNow() int64 { return int64(time.Since(lineEpoch)) }
+
+func newDelayLine(b *Balancer, r *faultRule) *delayLine {
+	l := &delayLine{b: b, f: &r.Fault, r: r, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	go l.run()
+	return l
+}
+
+// framePool holds the lines' frame buffers: one a frame up to a jumbo
+// MTU fits, or one for a TSO super-frame.
+var framePool = [2]sync.Pool{
+	{New: func() any { b := make([]byte, tun.VNetHdrLen+9216+64); return &b }},
+	{New: func() any { b := make([]byte, tun.VNetHdrLen+65536+256); return &b }},
+}
+
+func getFrameBuf(n int) (*[]byte, bool) {
+	for i := range framePool {
+		b := framePool[i].Get().(*[]byte)
+		if len(*b) >= n {
+			return b, true
+		}
+		framePool[i].Put(b)
+	}
+	return nil, false
+}
+
+func putFrameBuf(b *[]byte) {
+	i := 0
+	if len(*b) > tun.VNetHdrLen+9216+64 {
+		i = 1
+	}
+	framePool[i].Put(b)
+}
+
+// rateBacklog is the most a rate-capped line queues, as time: MaxRateQueue
+// of its rate, or the time two super-frames take, whichever is longer (a
+// slow cap must still pass a super-frame).
+func rateBacklog(rate uint64) int64 {
+	return max(int64(MaxRateQueue), int64(2*65536*uint64(time.Second)/rate))
+}
+
+// put queues the frame f (rewritten, to leave by out) on the line, and
+// reports false, queueing nothing, when a bound is reached. It takes the
+// frame's bytes: the caller's buffer is free again when it returns.
+func (l *delayLine) put(out Side, f *Frame) bool {
+	n := tun.VNetHdrLen + f.Len
+	now := monoNow()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.stopped {
+		return false
+	}
+	at := now
+	if rate := l.f.Rate; rate > 0 {
+		start := max(now, l.free)
+		if start-now > rateBacklog(rate) {
+			return false
+		}
+		l.free = start + int64(uint64(f.Len)*uint64(time.Second)/rate)
+		at = l.free
+	}
+	at += int64(l.f.Latency)
+	if j := int64(l.f.Jitter); j > 0 {
+		at += rand.Int64N(2*j+1) - j
+	}
+	at = max(at, l.tail)
+	copies := 1
+	if l.f.Duplicate > 0 && rand.Float64() < l.f.Duplicate {
+		copies = 2
+	}
+	if l.b.delayedBytes.Add(int64(copies*n)) > MaxDelayed {
+		l.b.delayedBytes.Add(-int64(copies * n))
+		return false
+	}
+	first := true
+	for range copies {
+		buf, ok := getFrameBuf(n)
+		if !ok {
+			l.b.delayedBytes.Add(-int64(n))
+			continue // larger than any frame a TAP gives: not copied
+		}
+		if len(f.VNet) == tun.VNetHdrLen {
+			copy(*buf, f.VNet)
+		} else {
+			clear((*buf)[:tun.VNetHdrLen])
+		}
+		copy((*buf)[tun.VNetHdrLen:], f.Bytes())
+		d := delayed{at: at, out: out, buf: buf, n: n}
+		l.r.delayed.Add(1)
+		if first && !l.hasHeld && l.f.Reorder > 0 && rand.Float64() < l.f.Reorder {
+			// Held back: the next frame passes it, or its time comes.
+			d.at += int64(ReorderHold)
+			l.held, l.hasHeld = d, true
+			first = false
+			continue
+		}
+		first = false
+		l.q = append(l.q, d)
+		l.tail = at
+		if l.hasHeld {
+			l.releaseHeld(at) // this frame passed it
+		}
+	}
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
+	return true
+}
+
+// releaseHeld queues the held frame to leave at at, right after the frame
+// that passed it. Under mu.
+func (l *delayLine) releaseHeld(at int64) {
+	h := l.held
+	l.held, l.hasHeld = delayed{}, false
+	h.at = max(at, l.tail)
+	l.q = append(l.q, h)
+	l.tail = h.at
+}
+
+// stop ends the line: what it holds leaves at once, and its goroutine
+// ends. The fault is no longer in force; frames no longer come.
+func (l *delayLine) stop() {
+	l.mu.Lock()
+	l.stopped = true
+	l.mu.Unlock()
+	close(l.done)
+}
+
+// run sends the line's frames when they are due.
+func (l *delayLine) run() {
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	var due []delayed
+	for {
+		l.mu.Lock()
+		now := monoNow()
+		stopped := l.stopped
+		if l.hasHeld && (stopped || l.held.at <= now) {
+			l.releaseHeld(l.held.at)
+		}
+		for l.head < len(l.q) && (stopped || l.q[l.head].at <= now) {
+			due = append(due, l.q[l.head])
+			l.q[l.head] = delayed{}
+			l.head++
+		}
+		if l.head == len(l.q) {
+			l.q, l.head = l.q[:0], 0
+		} else if l.head > 1024 && l.head > len(l.q)/2 {
+			l.q, l.head = append(l.q[:0], l.q[l.head:]...), 0
+		}
+		next := int64(-1)
+		if l.head < len(l.q) {
+			next = l.q[l.head].at
+		}
+		if l.hasHeld && (next < 0 || l.held.at < next) {
+			next = l.held.at
+		}
+		l.mu.Unlock()
+		for i, d := range due {
+			l.b.link.Send(d.out, (*d.buf)[:d.n])
+			l.b.delayedBytes.Add(-int64(d.n))
+			putFrameBuf(d.buf)
+			due[i] = delayed{}
+		}
+		due = due[:0]
+		if stopped {
+			return
+		}
+		if next >= 0 {
+			t.Reset(time.Duration(next - now))
+		}
+		select {
+		case <-t.C:
+		case <-l.wake:
+			t.Stop()
+		case <-l.done:
+			t.Stop()
+		}
+	}
+}
+
+// isStopped reports whether the line's fault has been cleared.
+func (l *delayLine) isStopped() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.stopped
+}

@@ -1,0 +1,323 @@
+package nat
+
+import (
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tapvs/tapvs/tun"
+)
+
+// timedLink records what the balancer sends, with when, from any
+// goroutine (a delay line's).
+type timedLink struct {
+	mu   sync.Mutex
+	sent []timedFrame
+}
+
+type timedFrame struct {
+	at    time.Time
+	side  Side
+	kept  bool // by Send (a kept frame), not Transmit
+	frame []byte
+}
+
+func (*timedLink) Resolve(*Dest) {}
+func (l *timedLink) Transmit(side Side, f []byte) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.sent = append(l.sent, timedFrame{time.Now(), side, false, append([]byte(nil), f...)})
+}
+func (l *timedLink) Send(side Side, f []byte) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.sent = append(l.sent, timedFrame{time.Now(), side, true, append([]byte(nil), f[tun.VNetHdrLen:]...)})
+}
+
+// wait waits (bounded) until n frames have been sent, and returns them.
+func (l *timedLink) wait(t *testing.T, n int) []timedFrame {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		l.mu.Lock()
+		got := append([]timedFrame(nil), l.sent...)
+		l.mu.Unlock()
+		if len(got) >= n {
+			return got
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d frames sent, want %d", len(got), n)
+		}
+		time.Sleep(time.Millisecond) // polling a test double's slice: nothing to wait on
+	}
+}
+
+func delayRig(t *testing.T) (*rig, *timedLink, netip.Addr, uint16) {
+	r := newRig(t, TCP, "rr", nil)
+	l := &timedLink{}
+	r.b.Attach(l)
+	rip, lport := r.open(t, 40000)
+	t.Cleanup(func() { r.b.SetFaults(nil) })
+	return r, l, rip, lport
+}
+
+func (r *rig) data(t *testing.T, seq uint32, n int) *Frame {
+	return frame(t, pktSpec{src: client, dst: vip, sport: 40000, dport: 80, proto: TCP, ack: true, seq: seq, payload: make([]byte, n), srcMAC: macClient})
+}
+
+var svc80 = FaultTarget{Protocol: TCP, VIP: netip.AddrPortFrom(vip, 80)}
+
+func TestFaultLatencyKeepsOrder(t *testing.T) {
+	r, l, _, _ := delayRig(t)
+	r.setFaults(t, Fault{Target: svc80, Dir: FaultToServer, Latency: 40 * time.Millisecond, Jitter: 20 * time.Millisecond})
+	start := time.Now()
+	const n = 30
+	for i := range n {
+		if v := r.b.Process(ClientSide, r.data(t, uint32(1+i*10), 10)); v != Stolen {
+			t.Fatalf("frame %d: %v, want it kept", i, v)
+		}
+	}
+	if len(l.sent) != 0 && time.Since(start) < 20*time.Millisecond {
+		t.Fatal("a frame left before its latency")
+	}
+	got := l.wait(t, n)
+	seq0 := seqOf(t, got[0])
+	for i, s := range got {
+		if s.side != ServerSide || !s.kept || seqOf(t, s)-seq0 != uint32(i*10) {
+			t.Fatalf("frame %d: side %v kept %v seq +%d: out of order", i, s.side, s.kept, seqOf(t, s)-seq0)
+		}
+		if e := s.at.Sub(start); e < 20*time.Millisecond {
+			t.Fatalf("frame %d left %v after it came, below latency - jitter", i, e)
+		}
+		if ok, _ := l4Verifies(s.frame); !ok {
+			t.Fatalf("frame %d: bad checksum", i)
+		}
+	}
+	if fs := r.b.Faults(); fs[0].Delayed != n || fs[0].Frames != n {
+		t.Fatalf("counters %+v", fs[0])
+	}
+	// The other direction is not delayed.
+	if v := r.b.Process(ServerSide, frame(t, pktSpec{src: rs1, dst: lip1, sport: 8080, dport: 5000, proto: TCP, ack: true})); v == Stolen {
+		t.Fatal("a to_client frame of a to_server fault was delayed")
+	}
+}
+
+func TestFaultDuplicateAndReorder(t *testing.T) {
+	r, l, _, _ := delayRig(t)
+	r.setFaults(t, Fault{Target: svc80, Dir: FaultToServer, Duplicate: 1})
+	for i := range 3 {
+		if v := r.b.Process(ClientSide, r.data(t, uint32(1+i), 1)); v != Stolen {
+			t.Fatalf("%v", v)
+		}
+	}
+	got := l.wait(t, 6)
+	seq0 := seqOf(t, got[0])
+	for i, s := range got {
+		if seqOf(t, s)-seq0 != uint32(i/2) {
+			t.Fatalf("copy %d: seq +%d, want each frame twice in order", i, seqOf(t, s)-seq0)
+		}
+	}
+	if fs := r.b.Faults(); fs[0].Delayed != 6 {
+		t.Fatalf("delayed %d, want 6 (duplicates counted)", fs[0].Delayed)
+	}
+
+	// Every frame that can be held is: each pair swapped.
+	l.mu.Lock()
+	l.sent = nil
+	l.mu.Unlock()
+	r.setFaults(t, Fault{Target: svc80, Dir: FaultToServer, Reorder: 1})
+	for i := range 4 {
+		r.b.Process(ClientSide, r.data(t, uint32(10+i), 1))
+	}
+	got = l.wait(t, 4)
+	var seqs []uint32
+	for _, s := range got {
+		seqs = append(seqs, seqOf(t, s)-seq0-9+100) // seq 10, the first of this run, as 100
+	}
+	if want := []uint32{101, 100, 103, 102}; !equalU32(seqs, want) {
+		t.Fatalf("order %v, want %v", seqs, want)
+	}
+	// A held frame with none to pass it leaves after ReorderHold.
+	start := time.Now()
+	r.b.Process(ClientSide, r.data(t, 20, 1))
+	got = l.wait(t, 5)
+	if e := got[4].at.Sub(start); e < ReorderHold {
+		t.Fatalf("the lone held frame left after %v, want at least %v", e, ReorderHold)
+	}
+}
+
+func seqOf(t *testing.T, s timedFrame) uint32 {
+	t.Helper()
+	return decode(t, &Frame{Buf: s.frame, Len: len(s.frame)}).tcp.Seq
+}
+
+func equalU32(a, b []uint32) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func TestFaultRateSpacesAndBounds(t *testing.T) {
+	r, l, _, _ := delayRig(t)
+	const rate = 200_000 // bytes/s: a 1000-byte frame each 5 ms (with its headers: a little more)
+	r.setFaults(t, Fault{Target: svc80, Dir: FaultToServer, Rate: rate})
+	start := time.Now()
+	sent := 0
+	for i := range 400 {
+		if v := r.b.Process(ClientSide, r.data(t, uint32(1+i*1000), 1000)); v == Stolen {
+			sent++
+		} else if v != Drop {
+			t.Fatalf("frame %d: %v", i, v)
+		}
+	}
+	// The queue holds rateBacklog of the rate (two super-frames' worth
+	// here: 655 ms), the rest is dropped as a full queue drops.
+	frameLen := 1000 + 54
+	wantQueued := int(rateBacklog(rate)*rate/int64(time.Second))/frameLen + 1
+	// What left meanwhile made room for as many more (a slow run).
+	extra := int(time.Since(start)*rate/time.Second)/frameLen + 1
+	if sent < wantQueued-1 || sent > wantQueued+extra || r.drops(DropFaultQueue) != uint64(400-sent) {
+		t.Fatalf("queued %d (want %d), queue drops %d", sent, wantQueued, r.drops(DropFaultQueue))
+	}
+	got := l.wait(t, 20)
+	// The 20th left no sooner than 20 frames' time at the rate.
+	if e, min := got[19].at.Sub(start), time.Duration(20*frameLen)*time.Second/rate; e < min {
+		t.Fatalf("20 frames in %v, faster than the rate allows (%v)", e, min)
+	}
+	// Clearing the fault sends what the line holds at once.
+	r.setFaults(t)
+	got = l.wait(t, sent)
+	if e := got[sent-1].at.Sub(start); e > 400*time.Millisecond {
+		t.Fatalf("the queue drained %v after the start: not at once", e)
+	}
+	if n := r.b.delayedBytes.Load(); n != 0 {
+		t.Fatalf("%d bytes still counted as held", n)
+	}
+	if v := r.b.Process(ClientSide, r.data(t, 1, 1)); v != Forward {
+		t.Fatalf("with the fault cleared: %v", v)
+	}
+}
+
+func TestFaultDelayedBound(t *testing.T) {
+	r, l, _, _ := delayRig(t)
+	r.setFaults(t, Fault{Target: svc80, Dir: FaultToServer, Latency: time.Minute})
+	kept := 0
+	for i := 0; i < MaxDelayed/1400+100; i++ {
+		if v := r.b.Process(ClientSide, r.data(t, uint32(i), 1400)); v == Stolen {
+			kept++
+		}
+	}
+	if n := r.b.delayedBytes.Load(); n > MaxDelayed || n < MaxDelayed-2*(1400+54+tun.VNetHdrLen) {
+		t.Fatalf("%d bytes held, bound %d", n, MaxDelayed)
+	}
+	if r.drops(DropFaultQueue) == 0 {
+		t.Fatal("nothing dropped past the bound")
+	}
+	r.setFaults(t)
+	l.wait(t, kept)
+}
+
+func TestFaultDropFIN(t *testing.T) {
+	r, _, _, _ := delayRig(t)
+	r.setFaults(t, Fault{Target: svc80, Dir: FaultToServer, DropFIN: true})
+	fin := frame(t, pktSpec{src: client, dst: vip, sport: 40000, dport: 80, proto: TCP, ack: true, fin: true, seq: 1, srcMAC: macClient})
+	if v := r.b.Process(ClientSide, fin); v != Drop {
+		t.Fatalf("FIN: %v", v)
+	}
+	if v := r.b.Process(ClientSide, r.data(t, 1, 5)); v != Forward {
+		t.Fatalf("data: %v", v)
+	}
+	if fs := r.b.Faults(); fs[0].Dropped != 1 || fs[0].Frames != 2 {
+		t.Fatalf("counters %+v", fs[0])
+	}
+}
+
+func TestFaultResetBytes(t *testing.T) {
+	r := newRig(t, TCP, "rr", nil)
+	l := &timedLink{}
+	r.b.Attach(l)
+	r.setFaults(t, Fault{Target: svc80, Dir: FaultToClient, ResetBytes: 100})
+	rip, lport := r.open(t, 40000) // the SYN-ACK's seq is 0: the stream starts at 1
+	fromServer := func(seq uint32, n int, fin bool) (*Frame, Verdict) {
+		f := frame(t, pktSpec{src: rip, dst: lip1, sport: 8080, dport: lport, proto: TCP, ack: true, fin: fin, seq: seq, ackNum: 2001, payload: make([]byte, n)})
+		return f, r.b.Process(ServerSide, f)
+	}
+	if _, v := fromServer(1, 60, false); v != Forward {
+		t.Fatalf("60 bytes: %v", v)
+	}
+	// A retransmission within the limit passes.
+	if _, v := fromServer(1, 60, false); v != Forward {
+		t.Fatalf("60 bytes again: %v", v)
+	}
+	if _, v := fromServer(61, 80, true); v != Stolen {
+		t.Fatalf("80 more: %v, want it cut and sent", v)
+	}
+	got := l.wait(t, 3)
+	cut := decode(t, &Frame{Buf: got[0].frame, Len: len(got[0].frame)})
+	if !got[0].kept || got[0].side != ClientSide || cut.tcp.Seq != 61 || len(cut.tcp.Payload) != 40 || cut.tcp.FIN || cut.tcp.RST {
+		t.Fatalf("the cut segment: kept %v seq %d len %d fin %v", got[0].kept, cut.tcp.Seq, len(cut.tcp.Payload), cut.tcp.FIN)
+	}
+	if ok, has := l4Verifies(got[0].frame); !has || !ok {
+		t.Fatal("the cut segment's checksum")
+	}
+	rst := decode(t, &Frame{Buf: got[1].frame, Len: len(got[1].frame)})
+	if got[1].side != ClientSide || !rst.tcp.RST || rst.tcp.Seq != 101 || rst.tcp.DstPort != 40000 || rst.ip.DstIP.String() != client.String() {
+		t.Fatalf("the client's RST: side %v %+v", got[1].side, rst.tcp)
+	}
+	srv := decode(t, &Frame{Buf: got[2].frame, Len: len(got[2].frame)})
+	if got[2].side != ServerSide || !srv.tcp.RST || srv.tcp.Seq != 2001 || srv.ip.DstIP.String() != rip.String() || srv.tcp.DstPort != 8080 {
+		t.Fatalf("the server's RST: side %v %+v", got[2].side, srv.tcp)
+	}
+	for i := 1; i < 3; i++ {
+		if ok, has := l4Verifies(got[i].frame); !has || !ok {
+			t.Fatalf("RST %d's checksum", i)
+		}
+	}
+	// Past the limit nothing goes; below it a retransmission still does.
+	if _, v := fromServer(141, 10, false); v != Drop {
+		t.Fatalf("past the limit: %v", v)
+	}
+	if fs := r.b.Faults(); fs[0].Reset != 1 {
+		t.Fatalf("resets %d", fs[0].Reset)
+	}
+	if st := r.b.Table().Conns()[0].State; st != "CLOSE" {
+		t.Fatalf("state %s after the reset", st)
+	}
+}
+
+func TestFaultResetAfter(t *testing.T) {
+	r := newRig(t, TCP, "rr", nil)
+	l := &timedLink{}
+	r.b.Attach(l)
+	r.setFaults(t, Fault{Target: svc80, Dir: FaultBoth, ResetAfter: 30 * time.Millisecond})
+	start := time.Now()
+	r.open(t, 40000)
+	got := l.wait(t, 2)
+	if e := got[0].at.Sub(start); e < 30*time.Millisecond {
+		t.Fatalf("reset after %v", e)
+	}
+	sides := map[Side]bool{}
+	for _, s := range got {
+		d := decode(t, &Frame{Buf: s.frame, Len: len(s.frame)})
+		if !d.tcp.RST {
+			t.Fatalf("%+v", d.tcp)
+		}
+		sides[s.side] = true
+	}
+	if !sides[ClientSide] || !sides[ServerSide] {
+		t.Fatalf("RSTs to %v, want both sides", sides)
+	}
+	if fs := r.b.Faults(); fs[0].Reset != 1 {
+		t.Fatalf("resets %d", fs[0].Reset)
+	}
+	if st := r.b.Table().Conns()[0].State; st != "CLOSE" {
+		t.Fatalf("state %s after the reset", st)
+	}
+}
