@@ -88,6 +88,7 @@ func (b *Balancer) faultBytes(r *faultRule, c *Conn, dir FaultDir, out Side, f *
 	if ok, bad := parseIP(f.Bytes(), &p); !ok || bad || p.proto != wire.ProtoTCP || !p.l4ok() {
 		return Forward
 	}
+	p.partial, p.checked = f.partial(), f.checked()
 	cf := b.faultState(c, r)
 	if cf == nil {
 		return Forward
