@@ -426,9 +426,9 @@ func (b *Balancer) setFaults(fs []Fault) error {
 		if t.Mark != 0 {
 			set.bySvc[faultSvcKey{mark: t.Mark}] = r
 		} else if t.VIP.IsValid() {
-			set.bySvc[faultSvcKey{addr: wire.In16(t.VIP.Addr().AsSlice()), port: t.VIP.Port(), proto: t.Protocol}] = r
+			set.bySvc[faultSvcKey{addr: t.VIP.Addr().Unmap().As16(), port: t.VIP.Port(), proto: t.Protocol}] = r
 		} else if t.Server.IsValid() {
-			a := wire.In16(t.Server.Addr().Unmap().AsSlice())
+			a := t.Server.Addr().Unmap().As16() // the table's form: IPv4 mapped
 			set.byDest[faultDestKey{addr: a, port: t.Server.Port()}] = r
 			if f.Blackhole && f.Dir&FaultToClient != 0 {
 				set.bySrv[a] = r

@@ -6,14 +6,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tapvs/tapvs/csum"
 	"github.com/tapvs/tapvs/tun"
 )
 
 // timedLink records what the balancer sends, with when, from any
 // goroutine (a delay line's).
 type timedLink struct {
-	mu   sync.Mutex
-	sent []timedFrame
+	mu    sync.Mutex
+	sent  []timedFrame
+	vnets []tun.VNetHdr // the virtio-net headers of the frames Send sent
 }
 
 type timedFrame struct {
@@ -32,6 +34,7 @@ func (l *timedLink) Transmit(side Side, f []byte) {
 func (l *timedLink) Send(side Side, f []byte) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.vnets = append(l.vnets, append(tun.VNetHdr(nil), f[:tun.VNetHdrLen]...))
 	l.sent = append(l.sent, timedFrame{time.Now(), side, true, append([]byte(nil), f[tun.VNetHdrLen:]...)})
 }
 
@@ -319,5 +322,107 @@ func TestFaultResetAfter(t *testing.T) {
 	}
 	if st := r.b.Table().Conns()[0].State; st != "CLOSE" {
 		t.Fatalf("state %s after the reset", st)
+	}
+}
+
+// A super-frame from the server, offloaded (a partial checksum, TSO),
+// cut at the limit: what is left stays a super-frame while longer than
+// one segment, becomes one frame when not, and its partial checksum
+// holds the shorter length's pseudo-header sum.
+func TestFaultResetBytesOffloaded(t *testing.T) {
+	for _, c := range []struct {
+		limit uint64
+		gso   bool // left a super-frame
+	}{{2000, true}, {1000, false}} {
+		r := newRig(t, TCP, "rr", nil)
+		l := &timedLink{}
+		r.b.Attach(l)
+		r.setFaults(t, Fault{Target: svc80, Dir: FaultToClient, ResetBytes: c.limit})
+		rip, lport := r.open(t, 40000)
+		f := frame(t, pktSpec{src: rip, dst: lip1, sport: 8080, dport: lport, proto: TCP, ack: true, seq: 1, ackNum: 2001, payload: make([]byte, 3000)})
+		makePartial(f).SetGSO(tun.VNetGSOTCPv4, 14+20+20, 1400)
+		if v := r.b.Process(ServerSide, f); v != Stolen {
+			t.Fatalf("limit %d: %v", c.limit, v)
+		}
+		got := l.wait(t, 3)
+		q := make([]byte, len(got[0].frame))
+		copy(q, got[0].frame)
+		// The line's frame, with its header: read it again from the link.
+		l.mu.Lock()
+		vnet := l.vnets[0]
+		l.mu.Unlock()
+		if !vnet.NeedsCsum() || (vnet.GSOType() != tun.VNetGSONone) != c.gso {
+			t.Fatalf("limit %d: virtio-net header %v, want a super-frame %v", c.limit, vnet, c.gso)
+		}
+		csum.Finish(q[vnet.CsumStart():], vnet.CsumOffset())
+		d := decode(t, &Frame{Buf: q, Len: len(q)})
+		if uint64(len(d.tcp.Payload)) != c.limit || d.ip.Length != uint16(20+20+c.limit) {
+			t.Fatalf("limit %d: %d bytes, IP length %d", c.limit, len(d.tcp.Payload), d.ip.Length)
+		}
+		if ok, has := l4Verifies(q); !has || !ok {
+			t.Fatalf("limit %d: the finished checksum does not verify", c.limit)
+		}
+		if ok, _ := l4Verifies(got[1].frame); !ok || decode(t, &Frame{Buf: got[1].frame, Len: len(got[1].frame)}).tcp.Seq != 1+uint32(c.limit) {
+			t.Fatalf("limit %d: the client's RST", c.limit)
+		}
+	}
+}
+
+// From the client over IPv6: the stream toward the server is cut, the
+// server gets the bytes and an RST at their end, the client an RST at its
+// last ack; a corrupt segment that would be cut is dropped instead.
+func TestFaultResetBytesToServer6(t *testing.T) {
+	r := newRig6(t, TCP, "rr", nil)
+	l := &timedLink{}
+	r.b.Attach(l)
+	r.setFaults(t, Fault{Target: FaultTarget{Protocol: TCP, VIP: netip.AddrPortFrom(vip6, 80)}, Dir: FaultToServer, ResetBytes: 10})
+	data := func(seq uint32, payload string) *Frame {
+		return frame(t, pktSpec{src: client6, dst: vip6, sport: 40000, dport: 80, proto: TCP, ack: true, seq: seq, ackNum: 500, payload: []byte(payload), srcMAC: macClient})
+	}
+	if v := r.b.Process(ClientSide, frame(t, pktSpec{src: client6, dst: vip6, sport: 40000, dport: 80, proto: TCP, syn: true, seq: 100, srcMAC: macClient})); v != Forward {
+		t.Fatalf("SYN: %v", v)
+	}
+	if v := r.b.Process(ClientSide, data(101, "0123")); v != Forward {
+		t.Fatalf("4 bytes: %v", v)
+	}
+	bad := data(105, "456789abcd")
+	bad.Bytes()[len(bad.Bytes())-1] ^= 1 // the checksum no longer verifies
+	if v := r.b.Process(ClientSide, bad); v != Drop {
+		t.Fatalf("a corrupt segment over the limit: %v", v)
+	}
+	if v := r.b.Process(ClientSide, data(105, "456789abcd")); v != Stolen {
+		t.Fatalf("10 more: %v", v)
+	}
+	got := l.wait(t, 3)
+	cut := decode(t, &Frame{Buf: got[0].frame, Len: len(got[0].frame)})
+	if got[0].side != ServerSide || string(cut.tcp.Payload) != "456789" || !l4Verifies6(got[0].frame) {
+		t.Fatalf("the cut segment: side %v payload %q", got[0].side, cut.tcp.Payload)
+	}
+	rst := decode(t, &Frame{Buf: got[1].frame, Len: len(got[1].frame)})
+	if got[1].side != ServerSide || !rst.tcp.RST || rst.tcp.Seq != cut.tcp.Seq+6 || !l4Verifies6(got[1].frame) {
+		t.Fatalf("the server's RST: side %v %+v", got[1].side, rst.tcp)
+	}
+	cl := decode(t, &Frame{Buf: got[2].frame, Len: len(got[2].frame)})
+	if got[2].side != ClientSide || !cl.tcp.RST || cl.tcp.Seq != 500 || cl.tcp.DstPort != 40000 || !l4Verifies6(got[2].frame) {
+		t.Fatalf("the client's RST: side %v %+v", got[2].side, cl.tcp)
+	}
+}
+
+// IPv6 targets are found: a service by its VIP, a real server by its
+// address (the keys are the table's 16-byte form, not the first 4 bytes).
+func TestFaultIPv6Targets(t *testing.T) {
+	for _, target := range []FaultTarget{
+		{Protocol: TCP, VIP: netip.AddrPortFrom(vip6, 80)},
+		{Server: netip.AddrPortFrom(rs6a, 8080)},
+	} {
+		r := newRig6(t, TCP, "rr", func(c *Config) {})
+		r.setWeight(t, rs6b, 8080, 0)
+		r.setFaults(t, Fault{Target: target, Dir: FaultToServer, Every: 1})
+		if v := r.b.Process(ClientSide, frame(t, pktSpec{src: client6, dst: vip6, sport: 40000, dport: 80, proto: TCP, syn: true, srcMAC: macClient})); v != Drop {
+			t.Fatalf("%s: %v", target, v)
+		}
+		if fs := r.b.Faults(); fs[0].Dropped != 1 {
+			t.Fatalf("%s: %+v", target, fs[0])
+		}
 	}
 }
