@@ -22,7 +22,13 @@ import (
 // (--client prefix).
 
 // faultNames are the keys --with takes: the file's, less the target's.
-var faultNames = []string{"direction", "blackhole", "loss", "every", "syn"}
+var faultNames = []string{"direction", "blackhole", "loss", "every", "syn", "drop_fin",
+	"latency", "jitter", "rate", "duplicate", "reorder", "reset_bytes", "reset_after"}
+
+// faultKinds say what a key --with could not read takes (the strings are
+// tapvs's to refuse, naming the field).
+var faultKinds = map[string]string{"blackhole": "true or false", "drop_fin": "true or false", "loss": "a number", "every": "a number",
+	"duplicate": "a number", "reorder": "a number", "reset_bytes": "a whole number (0 or more)"}
 
 // faultOption reads --with's key=value,...
 func faultOption(c *command, u use) error {
@@ -44,7 +50,7 @@ func faultOption(c *command, u use) error {
 	var f api.Fault
 	for k, v := range raw {
 		if err := mapstructure.WeakDecode(map[string]any{k: v}, &f); err != nil {
-			return usagef("--with: %s: %q is not %s", k, v, map[string]string{"blackhole": "true or false", "loss": "a number", "every": "a number"}[k])
+			return usagef("--with: %s: %q is not %s", k, v, faultKinds[k])
 		}
 	}
 	c.fault = &f
@@ -154,6 +160,8 @@ func faultText(f api.Fault) string {
 			s = strconv.FormatFloat(fv.Float(), 'g', -1, 64)
 		case reflect.Int:
 			s = strconv.FormatInt(fv.Int(), 10)
+		case reflect.Uint64:
+			s = strconv.FormatUint(fv.Uint(), 10)
 		case reflect.Bool:
 			s = strconv.FormatBool(fv.Bool())
 		default:
@@ -167,9 +175,9 @@ func faultText(f api.Fault) string {
 // printFault writes one fault in force: how to set it again, where it
 // comes from, and what it did.
 //
-//	--fault -t 172.25.254.100:80 --with direction=to_client,loss=0.05  runtime  seen 200 dropped 9 refused 0
+//	--fault -t 172.25.254.100:80 --with direction=to_client,loss=0.05  runtime  seen 200 dropped 9 refused 0 delayed 0 reset 0
 func printFault(w io.Writer, f api.FaultView) {
-	fmt.Fprintf(w, "--fault %s  %s  seen %d dropped %d refused %d\n", faultArgs(f.Fault), f.Source, f.Frames, f.Dropped, f.Refused)
+	fmt.Fprintf(w, "--fault %s  %s  seen %d dropped %d refused %d delayed %d reset %d\n", faultArgs(f.Fault), f.Source, f.Frames, f.Dropped, f.Refused, f.Delayed, f.Reset)
 }
 
 // printFaults follows a listing (-L) when faults are in force, so that
