@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"net/netip"
+	"os"
 	"reflect"
 	"strings"
 	"testing"
@@ -336,5 +337,23 @@ func TestStrictUnsigned(t *testing.T) {
 	}
 	if kindName(reflect.TypeOf(uint32(0))) != "whole number (0 or more)" {
 		t.Error("an unsigned field's kind")
+	}
+}
+
+// The shipped config.yaml's commented faults: section, uncommented, is
+// valid on the file's own services: the examples cannot drift from what
+// tapvs accepts.
+func TestShippedFaultsSectionParses(t *testing.T) {
+	b, err := os.ReadFile("../config.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	section := shippedSection(t, "faults")
+	c, err := Parse(string(b) + section)
+	if err != nil {
+		t.Fatalf("config.yaml's faults: section: %v\n%s", err, section)
+	}
+	if len(c.Faults) != 7 || c.Faults[4].Rate != 1_000_000 || c.Faults[5].ResetBytes != 1<<20 || !c.Faults[6].DropFIN {
+		t.Fatalf("config.yaml's faults: section read as %+v", c.Faults)
 	}
 }
