@@ -173,11 +173,26 @@ func faultText(f api.Fault) string {
 }
 
 // printFault writes one fault in force: how to set it again, where it
-// comes from, and what it did.
+// comes from, and what it did. A fault of the delay family (latency,
+// jitter, rate, duplicate, reorder) says its delayed frames, one of the
+// reset family (reset_bytes, reset_after) the connections it reset, before
+// the counters every fault has; the line ends with those, as it did
+// before the families were (scripts read its end).
 //
-//	--fault -t 172.25.254.100:80 --with direction=to_client,loss=0.05  runtime  seen 200 dropped 9 refused 0 delayed 0 reset 0
+//	--fault -t 172.25.254.100:80 --with direction=to_client,loss=0.05  runtime  seen 200 dropped 9 refused 0
+//	--fault -r 10.20.1.2:80 --with direction=both,latency=80ms,reset_after=30s  runtime  delayed 40 reset 2  seen 40 dropped 0 refused 0
 func printFault(w io.Writer, f api.FaultView) {
-	fmt.Fprintf(w, "--fault %s  %s  seen %d dropped %d refused %d delayed %d reset %d\n", faultArgs(f.Fault), f.Source, f.Frames, f.Dropped, f.Refused, f.Delayed, f.Reset)
+	var more string
+	if x := f.Fault; x.Latency != "" || x.Jitter != "" || x.Rate != "" || x.Duplicate != 0 || x.Reorder != 0 {
+		more += fmt.Sprintf("delayed %d ", f.Delayed)
+	}
+	if x := f.Fault; x.ResetBytes != 0 || x.ResetAfter != "" {
+		more += fmt.Sprintf("reset %d ", f.Reset)
+	}
+	if more != "" {
+		more += " "
+	}
+	fmt.Fprintf(w, "--fault %s  %s  %sseen %d dropped %d refused %d\n", faultArgs(f.Fault), f.Source, more, f.Frames, f.Dropped, f.Refused)
 }
 
 // printFaults follows a listing (-L) when faults are in force, so that

@@ -60,11 +60,11 @@ var faultsInForce = []api.FaultView{
 		ResetBytes: 1048576, ResetAfter: "1m30s"}, Source: "runtime", Frames: 40, Dropped: 1, Delayed: 41, Reset: 3},
 }
 
-const faultLines = `--fault -t 172.25.254.100:80 --with direction=to_client,loss=0.05  runtime  seen 200 dropped 9 refused 0 delayed 0 reset 0
---fault -f 1 --with direction=both,syn=refuse  file  seen 3 dropped 0 refused 3 delayed 0 reset 0
---fault -r 10.20.1.2:80 --with direction=both,blackhole=true  runtime  seen 0 dropped 0 refused 0 delayed 0 reset 0
---fault --client 172.25.254.0/28 --with direction=to_server,every=10  runtime  seen 20 dropped 2 refused 0 delayed 0 reset 0
---fault --client 172.25.254.16/28 --with direction=both,drop_fin=true,latency=80ms,jitter=20ms,rate=8mbit,duplicate=0.01,reorder=0.02,reset_bytes=1048576,reset_after=1m30s  runtime  seen 40 dropped 1 refused 0 delayed 41 reset 3
+const faultLines = `--fault -t 172.25.254.100:80 --with direction=to_client,loss=0.05  runtime  seen 200 dropped 9 refused 0
+--fault -f 1 --with direction=both,syn=refuse  file  seen 3 dropped 0 refused 3
+--fault -r 10.20.1.2:80 --with direction=both,blackhole=true  runtime  seen 0 dropped 0 refused 0
+--fault --client 172.25.254.0/28 --with direction=to_server,every=10  runtime  seen 20 dropped 2 refused 0
+--fault --client 172.25.254.16/28 --with direction=both,drop_fin=true,latency=80ms,jitter=20ms,rate=8mbit,duplicate=0.01,reorder=0.02,reset_bytes=1048576,reset_after=1m30s  runtime  delayed 41 reset 3  seen 40 dropped 1 refused 0
 `
 
 // --fault lists, sets, clears one and clears all; -L ends with the faults
@@ -131,5 +131,32 @@ POST {"client":"172.25.254.0/28","direction":"to_server","every":10}
 POST {"client":"172.25.254.16/28","direction":"both","drop_fin":true,"latency":"80ms","jitter":"20ms","rate":"8mbit","duplicate":0.01,"reorder":0.02,"reset_bytes":1048576,"reset_after":"1m30s"}`
 	if got := strings.Join(fakeFaultsSet, "\n"); got != wantRestored {
 		t.Fatalf("-R's faults:\n%s\nwant:\n%s", got, wantRestored)
+	}
+}
+
+// A fault's line says its delayed frames when it has a key of the delay
+// family, its resets when it has one of the reset family, and ends with
+// the counters every fault has.
+func TestPrintFaultCounters(t *testing.T) {
+	for _, c := range []struct {
+		f    api.Fault
+		want string
+	}{
+		{api.Fault{DropFIN: true}, "drop_fin=true  file  seen 1 dropped 2 refused 3\n"},
+		{api.Fault{Latency: "1ms"}, "latency=1ms  file  delayed 4  seen 1 dropped 2 refused 3\n"},
+		{api.Fault{Jitter: "1ms"}, "jitter=1ms  file  delayed 4  seen 1 dropped 2 refused 3\n"},
+		{api.Fault{Rate: "1514"}, "rate=1514  file  delayed 4  seen 1 dropped 2 refused 3\n"},
+		{api.Fault{Duplicate: 0.5}, "duplicate=0.5  file  delayed 4  seen 1 dropped 2 refused 3\n"},
+		{api.Fault{Reorder: 0.5}, "reorder=0.5  file  delayed 4  seen 1 dropped 2 refused 3\n"},
+		{api.Fault{ResetBytes: 9}, "reset_bytes=9  file  reset 5  seen 1 dropped 2 refused 3\n"},
+		{api.Fault{ResetAfter: "1s"}, "reset_after=1s  file  reset 5  seen 1 dropped 2 refused 3\n"},
+		{api.Fault{Latency: "1ms", ResetAfter: "1s"}, "latency=1ms,reset_after=1s  file  delayed 4 reset 5  seen 1 dropped 2 refused 3\n"},
+	} {
+		c.f.Client = "10.0.0.0/8"
+		var b strings.Builder
+		printFault(&b, api.FaultView{Fault: c.f, Source: "file", Frames: 1, Dropped: 2, Refused: 3, Delayed: 4, Reset: 5})
+		if want := "--fault --client 10.0.0.0/8 --with " + c.want; b.String() != want {
+			t.Errorf("%+v: %q, want %q", c.f, b.String(), want)
+		}
 	}
 }
