@@ -2,9 +2,11 @@ package config
 
 import (
 	"fmt"
+	"math/bits"
 	"net/netip"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/tapvs/tapvs/control/api"
 	"github.com/tapvs/tapvs/nat"
@@ -20,6 +22,11 @@ import (
 //	  - {service: tcp 172.25.254.100:80, direction: to_client, loss: 0.05}
 //	  - {service: fwm 1, syn: refuse}                       # connections refused, as a closed port
 //	  - {client: 172.25.254.0/28, direction: to_server, every: 10}
+//	  - {server: 10.20.1.3:8080, latency: 80ms, jitter: 20ms, rate: 8mbit} # a slow, far server
+//	  - {service: tcp 172.25.254.100:443, reorder: 0.01, duplicate: 0.01}
+//	  - {client: 172.25.254.9, direction: to_client, reset_bytes: 1048576} # downloads cut at 1 MiB
+//	  - {server: 10.20.1.4:8080, reset_after: 30s}                       # connections reset at 30s
+//	  - {server: 10.20.1.5:8080, direction: to_server, drop_fin: true}   # half-closes never complete
 
 // MaxFaults bounds the faults in force (the balancer's bound).
 const MaxFaults = nat.MaxFaults
@@ -105,6 +112,38 @@ func faultOf(e *errs, f string, rf api.Fault) (nat.Fault, bool) {
 		e.add(f+".syn", "%v", err)
 		ok = false
 	}
+	ft.DropFIN = rf.DropFIN
+	for _, p := range []struct {
+		name, eg string
+		v        float64
+		to       *float64
+	}{{"duplicate", "0.01 sends 1% of frames twice", rf.Duplicate, &ft.Duplicate}, {"reorder", "0.01 holds 1% of frames back", rf.Reorder, &ft.Reorder}} {
+		if !(p.v >= 0 && p.v <= 1) {
+			e.add(f+"."+p.name, "%v is not a probability (0 to 1: %s)", p.v, p.eg)
+			ok = false
+		}
+		*p.to = p.v
+	}
+	for _, d := range []struct {
+		name, s string
+		r       span
+		to      *time.Duration
+	}{
+		{"latency", rf.Latency, latencyRange, &ft.Latency},
+		{"jitter", rf.Jitter, latencyRange, &ft.Jitter},
+		{"reset_after", rf.ResetAfter, resetAfterRange, &ft.ResetAfter},
+	} {
+		if d.s == "" {
+			continue
+		}
+		*d.to = duration(e, f+"."+d.name, d.s, d.r)
+		ok = ok && !e.refused(f+"."+d.name)
+	}
+	if ft.Rate, err = ParseRate(rf.Rate); err != nil {
+		e.add(f+".rate", "%v", err)
+		ok = false
+	}
+	ft.ResetBytes = rf.ResetBytes
 	if !ok {
 		return ft, false
 	}
@@ -166,10 +205,90 @@ func targetOf(e *errs, f string, rf api.Fault) (nat.FaultTarget, bool) {
 
 const maxEvery = 1 << 20
 
+// The duration fields' ranges (nat.Fault's).
+var (
+	latencyRange    = span{0, nat.MaxLatency, "from 0 to 1m (50ms, 1.5s)"}
+	resetAfterRange = span{0, nat.MaxResetAge, "from 0 to 24h (30s, 1.5m)"}
+)
+
+// MaxRate bounds a rate cap: 100gbit, far above what a TAP device
+// carries, so that a rate times a delay in nanoseconds stays in 64 bits.
+const MaxRate = 100 * 1000 * 1000 * 1000 / 8
+
+// rateUnits are tc's units of a rate: bytes a second for each unit.
+// "bit" units are bits and "bps" ones bytes, as tc has them (its "mbps"
+// is megabytes, not megabits).
+var rateUnits = map[string]struct{ mul, div uint64 }{
+	"":     {1, 1},
+	"bps":  {1, 1},
+	"kbps": {1e3, 1},
+	"mbps": {1e6, 1},
+	"gbps": {1e9, 1},
+	"bit":  {1, 8},
+	"kbit": {1e3, 8},
+	"mbit": {1e6, 8},
+	"gbit": {1e9, 8},
+}
+
+// ParseRate reads a rate cap as tc writes one, in bytes a second: a whole
+// number of bytes a second ("250000"), or of a unit: bit, kbit, mbit,
+// gbit (bits a second; a fraction of a byte is dropped) or bps, kbps,
+// mbps, gbps (bytes), in any case. "" and "0" are no cap; 0 with a unit is
+// refused, as a cap of nothing is a mistake.
+func ParseRate(s string) (uint64, error) {
+	if s == "" {
+		return 0, nil
+	}
+	t := strings.ToLower(strings.TrimSpace(s))
+	i := 0
+	for i < len(t) && t[i] >= '0' && t[i] <= '9' {
+		i++
+	}
+	u, ok := rateUnits[t[i:]]
+	if i == 0 || !ok {
+		return 0, fmt.Errorf("%q is not a rate (bytes a second, or a whole number of bit, kbit, mbit, gbit, bps, kbps, mbps, gbps: 8mbit, 250000)", s)
+	}
+	n, err := strconv.ParseUint(t[:i], 10, 64)
+	hi, lo := bits.Mul64(n, u.mul)
+	if err != nil || hi != 0 || lo/u.div > MaxRate {
+		return 0, fmt.Errorf("%q is above 100gbit (%d bytes a second)", s, uint64(MaxRate))
+	}
+	if n == 0 && i < len(t) {
+		return 0, fmt.Errorf("%q is no rate: leave rate out (or 0) for no cap", s)
+	}
+	return lo / u.div, nil
+}
+
+// FormatRate is r as ParseRate reads it back to r: in kbit, mbit or gbit
+// when that is exact, else in bytes a second; "" for none.
+func FormatRate(r uint64) string {
+	switch {
+	case r == 0:
+		return ""
+	case r%125_000_000 == 0:
+		return strconv.FormatUint(r/125_000_000, 10) + "gbit"
+	case r%125_000 == 0:
+		return strconv.FormatUint(r/125_000, 10) + "mbit"
+	case r%125 == 0:
+		return strconv.FormatUint(r/125, 10) + "kbit"
+	}
+	return strconv.FormatUint(r, 10)
+}
+
+// durationText is d as the file writes it, "" for none.
+func durationText(d time.Duration) string {
+	if d == 0 {
+		return ""
+	}
+	return d.String()
+}
+
 // FaultSpec is f as the file and the API write it, the inverse of
 // ParseFault.
 func FaultSpec(f nat.Fault) api.Fault {
-	out := api.Fault{Direction: f.Dir.String(), Blackhole: f.Blackhole, Loss: f.Loss, Every: int(f.Every), SYN: f.SYN.String()}
+	out := api.Fault{Direction: f.Dir.String(), Blackhole: f.Blackhole, Loss: f.Loss, Every: int(f.Every), SYN: f.SYN.String(),
+		DropFIN: f.DropFIN, Latency: durationText(f.Latency), Jitter: durationText(f.Jitter), Rate: FormatRate(f.Rate),
+		Duplicate: f.Duplicate, Reorder: f.Reorder, ResetBytes: f.ResetBytes, ResetAfter: durationText(f.ResetAfter)}
 	switch t := f.Target; {
 	case t.Mark != 0:
 		out.Service = ServiceKey{Mark: t.Mark}.String()

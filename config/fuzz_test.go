@@ -55,6 +55,8 @@ func FuzzConfig(f *testing.F) {
 	f.Add(faultConfig)
 	f.Add(strings.Replace(faultConfig, "{client: 172.25.254.7/28, direction: to_server, every: 10}", "{client: '::/0', direction: both, every: 4294967296, loss: .NaN}", 1))
 	f.Add(strings.Replace(faultConfig, "{service: fwm 1, syn: refuse}", "{service: 'fwm 1 ', server: '[::ffff:10.20.1.2]:443', syn: [refuse]}", 1))
+	f.Add(strings.Replace(faultConfig, "latency: 80ms, jitter: 20ms, rate: 8mbit", "latency: 2562047h, jitter: -1ns, rate: 18446744073709551615GBIT", 1))
+	f.Add(strings.Replace(faultConfig, "reset_bytes: 1048576, drop_fin: true", "reset_bytes: -0.0, drop_fin: 1, reset_after: 1e300", 1))
 	// Issue 20: names and timeouts that were taken unchecked.
 	f.Add(strings.Replace(valid, "  - vip:", "  - name: \"web\\0\\n\\xff\"\n    vip:", 1))
 	f.Add(strings.Replace(valid, "  - vip:", "  - name: "+strings.Repeat("w", 200)+"\n    vip:", 1))

@@ -204,6 +204,26 @@ func strict(from, to reflect.Type, data any) (any, error) {
 		case bool:
 			return nil, fmt.Errorf("%v is not a number", v)
 		}
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		switch v := data.(type) {
+		case float64:
+			if v != math.Trunc(v) || v < 0 || v > maxExact {
+				return nil, fmt.Errorf("%v is not a whole number (0 or more)", v)
+			}
+			return uint64(v), nil
+		case int:
+			if v < 0 {
+				return nil, fmt.Errorf("%d is not a whole number (0 or more)", v)
+			}
+		case string: // from the environment
+			n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+			if err != nil {
+				return nil, fmt.Errorf("%q is not a whole number (0 or more)", v)
+			}
+			return n, nil
+		case bool:
+			return nil, fmt.Errorf("%v is not a number", v)
+		}
 	case reflect.Bool:
 		if v, ok := data.(string); ok { // from the environment
 			b, err := strconv.ParseBool(strings.TrimSpace(v))
@@ -265,6 +285,8 @@ func kindName(t reflect.Type) string {
 	switch t.Kind() {
 	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
 		return "whole number"
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "whole number (0 or more)"
 	case reflect.Bool:
 		return "boolean (true or false)"
 	case reflect.String:

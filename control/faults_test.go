@@ -24,7 +24,8 @@ type validatingFaults struct{ b *nat.Balancer }
 func (v validatingFaults) Faults() []api.FaultView {
 	var out []api.FaultView
 	for _, f := range v.b.Faults() {
-		out = append(out, api.FaultView{Fault: config.FaultSpec(f.Fault), Source: "runtime", Frames: f.Frames, Dropped: f.Dropped, Refused: f.Refused})
+		out = append(out, api.FaultView{Fault: config.FaultSpec(f.Fault), Source: "runtime", Frames: f.Frames, Dropped: f.Dropped, Refused: f.Refused,
+			Delayed: f.Delayed, Reset: f.Reset})
 	}
 	return out
 }
@@ -79,7 +80,11 @@ func TestFaultRoutes(t *testing.T) {
 		want               string
 	}{
 		{"POST", "/v1/faults", `{"service": "tcp 172.25.254.100:80", "loss": 0.5}`, 200, `{"notes":["note"]}`},
-		{"GET", "/v1/faults", ``, 200, `[{"service":"tcp 172.25.254.100:80","direction":"both","loss":0.5,"source":"runtime","frames":0,"dropped":0,"refused":0}]`},
+		{"GET", "/v1/faults", ``, 200, `[{"service":"tcp 172.25.254.100:80","direction":"both","loss":0.5,"source":"runtime","frames":0,"dropped":0,"refused":0,"delayed":0,"reset":0}]`},
+		{"POST", "/v1/faults", `{"service": "tcp 172.25.254.100:80", "latency": "0.5s", "jitter": "1ms", "rate": "8MBIT", "duplicate": 0.5, "reorder": 0.25, "drop_fin": true, "reset_bytes": 7, "reset_after": "60s"}`, 200, `{"notes":["note"]}`},
+		{"GET", "/v1/faults", ``, 200, `[{"service":"tcp 172.25.254.100:80","direction":"both","drop_fin":true,"latency":"500ms","jitter":"1ms","rate":"8mbit","duplicate":0.5,"reorder":0.25,"reset_bytes":7,"reset_after":"1m0s","source":"runtime","frames":0,"dropped":0,"refused":0,"delayed":0,"reset":0}]`},
+		{"POST", "/v1/faults", `{"client": "10.0.0.0/8", "reset_bytes": -1}`, 400, `{"code":"invalid","error":"request body: json: cannot unmarshal number -1 into Go struct field Fault.reset_bytes of type uint64"}`},
+		{"POST", "/v1/faults", `{"client": "10.0.0.0/8", "rate": "fast"}`, 400, `{"code":"invalid","error":"fault.rate: \"fast\" is not a rate (bytes a second, or a whole number of bit, kbit, mbit, gbit, bps, kbps, mbps, gbps: 8mbit, 250000)"}`},
 		{"POST", "/v1/faults", `{"service": "tcp 172.25.254.100:80"`, 400, `{"code":"invalid","error":"request body: unexpected EOF"}`},
 		{"POST", "/v1/faults", `{"client": "10.0.0.0/8", "every": -1}`, 400, `{"code":"invalid","error":"fault.every: -1 is not a count (1: every frame, up to 1048576)"}`},
 		{"PUT", "/v1/faults", `[{"client": "10.0.0.0/8", "every": 2}, {}]`, 400, `{"code":"invalid","error":"faults[1]: fault: names 0 targets: one of service, server or client"}`},

@@ -37,9 +37,15 @@ func (f faults) Faults() []api.FaultView {
 		if d.runtimeFaults[fs.Target] {
 			src = "runtime"
 		}
-		out = append(out, api.FaultView{Fault: config.FaultSpec(fs.Fault), Source: src, Frames: fs.Frames, Dropped: fs.Dropped, Refused: fs.Refused})
+		out = append(out, faultView(fs, src))
 	}
 	return out
+}
+
+// faultView is fs as the API lists it, from src ("file" or "runtime").
+func faultView(fs nat.FaultStats, src string) api.FaultView {
+	return api.FaultView{Fault: config.FaultSpec(fs.Fault), Source: src, Frames: fs.Frames, Dropped: fs.Dropped, Refused: fs.Refused,
+		Delayed: fs.Delayed, Reset: fs.Reset}
 }
 
 // SetFaults replaces the faults in force with fs.
@@ -172,8 +178,11 @@ func (d *Daemon) changeFaultsLocked(runtime bool, change func() error) error {
 // logFaults says which faults are in force, a warning each.
 func logFaults(log *slog.Logger, fs []nat.Fault, had int) {
 	for _, f := range fs {
+		spec := config.FaultSpec(f)
 		log.Warn("fault in force: traffic is disturbed on purpose", "target", f.Target.String(), "direction", f.Dir.String(),
-			"blackhole", f.Blackhole, "loss", f.Loss, "every", f.Every, "syn", f.SYN.String())
+			"blackhole", f.Blackhole, "loss", f.Loss, "every", f.Every, "syn", f.SYN.String(), "drop_fin", f.DropFIN,
+			"latency", f.Latency, "jitter", f.Jitter, "rate", spec.Rate, "duplicate", f.Duplicate, "reorder", f.Reorder,
+			"reset_bytes", f.ResetBytes, "reset_after", f.ResetAfter)
 	}
 	if len(fs) == 0 && had > 0 {
 		log.Info("faults cleared", "were", had)

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/tapvs/tapvs/control/api"
+	"github.com/tapvs/tapvs/nat"
 )
 
 // The faults through the API: the file's listed as "file"; one added,
@@ -49,11 +50,28 @@ func TestFaultsAPI(t *testing.T) {
 	if got := list(); len(got) != 2 || got[1].Every != 3 || got[1].Loss != 0 || got[1].Direction != "both" {
 		t.Fatalf("replaced: %+v", got)
 	}
+	// The delay and reset families' fields, listed as the file writes them.
+	if code, body := do("POST", "/v1/faults", `{"client": "172.25.254.7", "latency": "80ms", "jitter": "0.02s", "rate": "1000kbit", "duplicate": 0.01, "reorder": 0.02, "drop_fin": true, "reset_bytes": 1024, "reset_after": "90s"}`); code != 200 {
+		t.Fatalf("POST the new fields: %d %s", code, body)
+	}
+	want := api.Fault{Client: "172.25.254.7/32", Direction: "both", Latency: "80ms", Jitter: "20ms", Rate: "1mbit", Duplicate: 0.01, Reorder: 0.02,
+		DropFIN: true, ResetBytes: 1024, ResetAfter: "1m30s"}
+	if got := list(); len(got) != 3 || got[2].Fault != want || got[2].Source != "runtime" {
+		t.Fatalf("the new fields listed as %+v, want %+v", got, want)
+	}
+	if code, body := do("DELETE", "/v1/faults?client=172.25.254.7", ""); code != 200 {
+		t.Fatalf("DELETE the new fields' fault: %d %s", code, body)
+	}
 	for _, c := range []struct {
 		body string
 		code int
 		want string
 	}{
+		{`{"client": "10.0.0.0/8", "latency": "5x"}`, 400, `fault.latency: \"5x\" is not a duration from 0 to 1m (50ms, 1.5s)`},
+		{`{"client": "10.0.0.0/8", "rate": "8mbits"}`, 400, `fault.rate: \"8mbits\" is not a rate`},
+		{`{"client": "10.0.0.0/8", "reset_bytes": -1}`, 400, `reset_bytes`},
+		{`{"client": "10.0.0.0/8", "reset_after": "25h"}`, 400, `fault.reset_after: \"25h\" is not a duration from 0 to 24h`},
+		{`{"client": "10.0.0.0/8", "reorder": 2, "duplicate": -1}`, 400, `fault.duplicate: -1 is not a probability (0 to 1: 0.01 sends 1% of frames twice); fault.reorder: 2 is not a probability`},
 		{`{"server": "172.25.84.22:80", "blackhole": true}`, 404, "fault.server: 172.25.84.22:80 is no service's real server"},
 		{`{"service": "tcp 172.25.254.100:81", "blackhole": true}`, 404, "fault.service: "},
 		{`{"service": "fwm 2", "blackhole": true}`, 404, "fault.service: "},
@@ -114,5 +132,16 @@ func TestFaultsAPI(t *testing.T) {
 	}
 	if len(list()) != 0 {
 		t.Fatalf("a file without faults left %+v", list())
+	}
+}
+
+// faultView lists every counter of a fault, the delay and reset families'
+// included.
+func TestFaultView(t *testing.T) {
+	fs := nat.FaultStats{Fault: nat.Fault{Target: nat.FaultTarget{Mark: 1}, Dir: nat.FaultToServer, Rate: 1514},
+		Frames: 1, Dropped: 2, Refused: 3, Delayed: 4, Reset: 5}
+	want := api.FaultView{Fault: api.Fault{Service: "fwm 1", Direction: "to_server", Rate: "1514"}, Source: "file", Frames: 1, Dropped: 2, Refused: 3, Delayed: 4, Reset: 5}
+	if got := faultView(fs, "file"); got != want {
+		t.Fatalf("%+v listed as %+v, want %+v", fs, got, want)
 	}
 }

@@ -111,9 +111,20 @@ var (
 	dSyncPeers = prometheus.NewDesc("tapvs_sync_peers_alive", "Connection sync's peers heard from within the last second.", nil, nil)
 	dSyncJoin  = prometheus.NewDesc("tapvs_sync_joined", "1 once this instance holds the table (its peers' full copies, or sync.join_timeout passed) and announces its routes; 0 while it joins, announcing none.", nil, nil)
 	dHandoff   = prometheus.NewDesc("tapvs_handoff_frames_total", "Client frames handed between the cluster's instances (handoff:): sent (each to every peer), rate_limited and too_big (not sent), send_error (datagrams the kernel refused), received (checked, given to the balancer), refused_<reason> (short, long, magic, version, tag, not_peer), super_frame_dropped (received, but this instance's TAPs are plain).", []string{"result"}, nil)
-	dFaults    = prometheus.NewDesc("tapvs_fault_frames_total", "Frames the faults in force (faults:) met, by result: seen (of the fault's target and direction), dropped (SYNs included), refused (SYNs answered with an RST). A fault's counters start when it is set and go with it.", []string{"target", "direction", "result"}, nil)
+	dFaults    = prometheus.NewDesc("tapvs_fault_frames_total", "Frames the faults in force (faults:) met, by result: seen (of the fault's target and direction), dropped (SYNs included), refused (SYNs answered with an RST), delayed (put on a delay line: latency, jitter, rate, duplicate, reorder; duplicates included). A fault's counters start when it is set and go with it.", []string{"target", "direction", "result"}, nil)
+	dFaultRST  = prometheus.NewDesc("tapvs_fault_resets_total", "Connections the faults in force (faults:) ended with RSTs (reset_bytes, reset_after). A fault's counters start when it is set and go with it.", []string{"target", "direction"}, nil)
 	dDraining  = prometheus.NewDesc("tapvs_draining", "1 while the instance is drained (its VIPs withdrawn from the routers), 0 otherwise.", nil, nil)
 )
+
+// faultCounters exports what f has done through counter.
+func faultCounters(f nat.FaultStats, counter func(d *prometheus.Desc, v uint64, l ...string)) {
+	t, d := f.Target.String(), f.Dir.String()
+	counter(dFaults, f.Frames, t, d, "seen")
+	counter(dFaults, f.Dropped, t, d, "dropped")
+	counter(dFaults, f.Refused, t, d, "refused")
+	counter(dFaults, f.Delayed, t, d, "delayed")
+	counter(dFaultRST, f.Reset, t, d)
+}
 
 // New returns a collector for a running tapvs.
 func New(bal *nat.Balancer, st *netstack.Stack, health Health) *Collector {
@@ -143,7 +154,7 @@ func (c *Collector) SetSync(stats func() Sync) { c.sync = stats }
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{dConns, dConnsMax, dQuar, dCreated, dExpired, dExpRST, dDrops, dSPCookies, dSPOpened, dSPFailed, dSPRetries, dSPTW, dProxyHdrs, dProxyCut, dUntracked, dSvcHalf, dSvcQuorum, dTOA,
 		dActive, dInactive, dSched, dWeight, dOverload, dUp, dPkts, dBytes, dSvcConns, dLIPConns, dLIPConf, dLIPExh, dFrames, dPollSleep, dURing, dUEnters, dUDPProxy,
-		dPeerUp, dPeerChg, dPeerSess, dPeerMsgs, dRoutes, dAnnounce, dWithdraw, dDraining, dHandoff, dSyncRecs, dSyncDgram, dSyncBytes, dSyncCopy, dSyncPeers, dSyncJoin, dFaults} {
+		dPeerUp, dPeerChg, dPeerSess, dPeerMsgs, dRoutes, dAnnounce, dWithdraw, dDraining, dHandoff, dSyncRecs, dSyncDgram, dSyncBytes, dSyncCopy, dSyncPeers, dSyncJoin, dFaults, dFaultRST} {
 		ch <- d
 	}
 }
@@ -167,10 +178,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		counter(dDrops, n, reason)
 	}
 	for _, f := range c.bal.Faults() {
-		t, d := f.Target.String(), f.Dir.String()
-		counter(dFaults, f.Frames, t, d, "seen")
-		counter(dFaults, f.Dropped, t, d, "dropped")
-		counter(dFaults, f.Refused, t, d, "refused")
+		faultCounters(f, counter)
 	}
 	cookies, opened, failed, retries := c.bal.Stats.Synproxy()
 	counter(dSPCookies, cookies)

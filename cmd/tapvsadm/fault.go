@@ -22,7 +22,13 @@ import (
 // (--client prefix).
 
 // faultNames are the keys --with takes: the file's, less the target's.
-var faultNames = []string{"direction", "blackhole", "loss", "every", "syn"}
+var faultNames = []string{"direction", "blackhole", "loss", "every", "syn", "drop_fin",
+	"latency", "jitter", "rate", "duplicate", "reorder", "reset_bytes", "reset_after"}
+
+// faultKinds say what a key --with could not read takes (the strings are
+// tapvs's to refuse, naming the field).
+var faultKinds = map[string]string{"blackhole": "true or false", "drop_fin": "true or false", "loss": "a number", "every": "a number",
+	"duplicate": "a number", "reorder": "a number", "reset_bytes": "a whole number (0 or more)"}
 
 // faultOption reads --with's key=value,...
 func faultOption(c *command, u use) error {
@@ -44,7 +50,7 @@ func faultOption(c *command, u use) error {
 	var f api.Fault
 	for k, v := range raw {
 		if err := mapstructure.WeakDecode(map[string]any{k: v}, &f); err != nil {
-			return usagef("--with: %s: %q is not %s", k, v, map[string]string{"blackhole": "true or false", "loss": "a number", "every": "a number"}[k])
+			return usagef("--with: %s: %q is not %s", k, v, faultKinds[k])
 		}
 	}
 	c.fault = &f
@@ -154,6 +160,8 @@ func faultText(f api.Fault) string {
 			s = strconv.FormatFloat(fv.Float(), 'g', -1, 64)
 		case reflect.Int:
 			s = strconv.FormatInt(fv.Int(), 10)
+		case reflect.Uint64:
+			s = strconv.FormatUint(fv.Uint(), 10)
 		case reflect.Bool:
 			s = strconv.FormatBool(fv.Bool())
 		default:
@@ -165,11 +173,26 @@ func faultText(f api.Fault) string {
 }
 
 // printFault writes one fault in force: how to set it again, where it
-// comes from, and what it did.
+// comes from, and what it did. A fault of the delay family (latency,
+// jitter, rate, duplicate, reorder) says its delayed frames, one of the
+// reset family (reset_bytes, reset_after) the connections it reset, before
+// the counters every fault has; the line ends with those, as it did
+// before the families were (scripts read its end).
 //
 //	--fault -t 172.25.254.100:80 --with direction=to_client,loss=0.05  runtime  seen 200 dropped 9 refused 0
+//	--fault -r 10.20.1.2:80 --with direction=both,latency=80ms,reset_after=30s  runtime  delayed 40 reset 2  seen 40 dropped 0 refused 0
 func printFault(w io.Writer, f api.FaultView) {
-	fmt.Fprintf(w, "--fault %s  %s  seen %d dropped %d refused %d\n", faultArgs(f.Fault), f.Source, f.Frames, f.Dropped, f.Refused)
+	var more string
+	if x := f.Fault; x.Latency != "" || x.Jitter != "" || x.Rate != "" || x.Duplicate != 0 || x.Reorder != 0 {
+		more += fmt.Sprintf("delayed %d ", f.Delayed)
+	}
+	if x := f.Fault; x.ResetBytes != 0 || x.ResetAfter != "" {
+		more += fmt.Sprintf("reset %d ", f.Reset)
+	}
+	if more != "" {
+		more += " "
+	}
+	fmt.Fprintf(w, "--fault %s  %s  %sseen %d dropped %d refused %d\n", faultArgs(f.Fault), f.Source, more, f.Frames, f.Dropped, f.Refused)
 }
 
 // printFaults follows a listing (-L) when faults are in force, so that

@@ -119,6 +119,8 @@ var (
 			c.op, c.fault = "fault", &api.Fault{Direction: "to_client", Loss: 0.05}
 		})},
 		{"--fault -r 2.2.2.2:8080 --with=blackhole=true,every=3,syn=refuse", command{op: "fault", real: "2.2.2.2:8080", fault: &api.Fault{Blackhole: true, Every: 3, SYN: "refuse"}}},
+		{"--fault --client 10.0.0.0/8 --with drop_fin=true,latency=50ms,jitter=5ms,rate=8mbit,duplicate=0.01,reorder=0.02,reset_bytes=1024,reset_after=30s",
+			command{op: "fault", faultClient: "10.0.0.0/8", fault: &api.Fault{DropFIN: true, Latency: "50ms", Jitter: "5ms", Rate: "8mbit", Duplicate: 0.01, Reorder: 0.02, ResetBytes: 1024, ResetAfter: "30s"}}},
 		{"--fault --client 10.0.0.0/8 --off", command{op: "fault", faultClient: "10.0.0.0/8", checkOff: true}},
 		{"--fault --client=10.0.0.1 -n", command{op: "fault", faultClient: "10.0.0.1", numeric: true}},
 		// Issue 26: events.
@@ -387,7 +389,13 @@ var everyRefusal = []struct{ line, want string }{
 	{"--fault -t 1.1.1.1:80 --check type=tcp", "Illegal option for fault: --check and --off belong to --health"},
 	{"-L --with blackhole=true", "Illegal option for list: --with and --client belong to --fault"},
 	{"-A -t 1.1.1.1:80 --client 10.0.0.0/8", "Illegal option for add-service: --with and --client belong to --fault"},
-	{"--fault -t 1.1.1.1:80 --with colour=red", "--with: unknown colour (the file's faults: names: direction, blackhole, loss, every, syn)"},
+	{"--fault -t 1.1.1.1:80 --with colour=red", "--with: unknown colour (the file's faults: names: direction, blackhole, loss, every, syn, drop_fin, latency, jitter, rate, duplicate, reorder, reset_bytes, reset_after)"},
+	{"--fault -t 1.1.1.1:80 --with drop_fin=maybe", `--with: drop_fin: "maybe" is not true or false`},
+	{"--fault -t 1.1.1.1:80 --with duplicate=often", `--with: duplicate: "often" is not a number`},
+	{"--fault -t 1.1.1.1:80 --with reorder=often", `--with: reorder: "often" is not a number`},
+	{"--fault -t 1.1.1.1:80 --with reset_bytes=-1", `--with: reset_bytes: "-1" is not a whole number (0 or more)`},
+	{"--fault -t 1.1.1.1:80 --with reset_bytes=1.5", `--with: reset_bytes: "1.5" is not a whole number (0 or more)`},
+	{"--fault -t 1.1.1.1:80 --with latency=1s,latency=2s", "--with: latency given twice"},
 	{"--fault -t 1.1.1.1:80 --with loss=lots", `--with: loss: "lots" is not a number`},
 	{"--fault -t 1.1.1.1:80 --with blackhole=maybe", `--with: blackhole: "maybe" is not true or false`},
 	{"--fault -t 1.1.1.1:80 --with every=x", `--with: every: "x" is not a number`},

@@ -145,7 +145,7 @@ var options = []option{
 		help: "--health: the check, in the file's health_check: names\n(type=http,http_path=/healthz,http_status=200,rise=2,fall=3)"},
 	{long: "--off", set: flag(func(c *command) { c.checkOff = true }), help: "--health: no check of the service until the next reload;\n--fault: clear the fault"},
 	{long: "--with", meta: "key=value,...", set: faultOption,
-		help: "--fault: what it does, in the file's faults: names\n(blackhole=true; loss=0.05; every=10; syn=drop|refuse;\ndirection=to_server|to_client|both)"},
+		help: "--fault: what it does, in the file's faults: names\n(blackhole=true; loss=0.05; every=10; syn=drop|refuse;\ndirection=to_server|to_client|both; drop_fin=true;\nlatency=50ms; jitter=10ms; rate=8mbit; duplicate=0.01;\nreorder=0.01; reset_bytes=1048576; reset_after=30s)"},
 	{long: "--client", meta: "address[/len]", set: text(func(c *command) *string { return &c.faultClient }),
 		help: "--fault: the clients it acts on"},
 	{long: "--socket", meta: "PATH", set: text(func(c *command) *string { return &c.socket }),

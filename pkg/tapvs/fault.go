@@ -3,7 +3,9 @@ package tapvs
 import (
 	"fmt"
 	"net/netip"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/tapvs/tapvs/config"
 	"github.com/tapvs/tapvs/control/api"
@@ -34,6 +36,36 @@ type Fault struct {
 	// SYN drops ("drop": the client's connect times out) or refuses with
 	// an RST ("refuse") the SYNs that would open new connections.
 	SYN string
+	// DropFIN drops the TCP FINs of the direction: a half-close that
+	// never completes.
+	DropFIN bool
+
+	// The delay family: the frames the fault lets through leave from a
+	// line of their own per direction.
+
+	// Latency delays each frame (up to a minute); Jitter spreads the
+	// delay evenly over Latency-Jitter to Latency+Jitter (Jitter at most
+	// Latency), frames kept in order.
+	Latency, Jitter time.Duration
+	// Rate caps the direction's bytes a second (whole frames, Ethernet
+	// header included; at least 1514, at most 100 Gbit/s), queueing up
+	// to 250ms of it and dropping past that. 0: no cap.
+	Rate uint64
+	// Duplicate sends a frame twice with this probability (0 to 1).
+	Duplicate float64
+	// Reorder holds a frame back with this probability (0 to 1): it
+	// leaves right after the next frame, or 10ms late if none comes.
+	Reorder float64
+
+	// The reset family, on TCP connections.
+
+	// ResetBytes ends a connection once this many bytes of its stream
+	// have passed in the direction: the receiver gets exactly that many,
+	// then an RST, and its peer an RST. 0: none.
+	ResetBytes uint64
+	// ResetAfter ends a connection with an RST to each side this long
+	// after the fault first saw it (up to 24h). 0: none.
+	ResetAfter time.Duration
 }
 
 // FaultStatus is a fault in force and what it has done since it was set.
@@ -42,11 +74,18 @@ type FaultStatus struct {
 	Frames  uint64 // frames of its target and direction it met
 	Dropped uint64 // frames it dropped, SYNs included
 	Refused uint64 // SYNs it answered with an RST
+	Delayed uint64 // frames it put on a delay line, duplicates included
+	Reset   uint64 // connections it ended with RSTs
 }
 
 // spec is f as the control API takes it.
 func (f Fault) spec() api.Fault {
-	out := api.Fault{Direction: f.Direction, Blackhole: f.Blackhole, Loss: f.Loss, Every: f.Every, SYN: f.SYN}
+	out := api.Fault{Direction: f.Direction, Blackhole: f.Blackhole, Loss: f.Loss, Every: f.Every, SYN: f.SYN,
+		DropFIN: f.DropFIN, Latency: durationSpec(f.Latency), Jitter: durationSpec(f.Jitter), Duplicate: f.Duplicate, Reorder: f.Reorder,
+		ResetBytes: f.ResetBytes, ResetAfter: durationSpec(f.ResetAfter)}
+	if f.Rate != 0 {
+		out.Rate = strconv.FormatUint(f.Rate, 10) // bytes a second, as a refusal then quotes it
+	}
 	if f.Service != (ServiceKey{}) {
 		out.Service = f.Service.String()
 	}
@@ -59,6 +98,14 @@ func (f Fault) spec() api.Fault {
 	return out
 }
 
+// durationSpec is d as the API takes it: "" for none.
+func durationSpec(d time.Duration) string {
+	if d == 0 {
+		return ""
+	}
+	return d.String()
+}
+
 // faultOf is a fault the API lists, in this package's types: read back
 // by the parser that read it in.
 func faultOf(v api.FaultView) (FaultStatus, error) {
@@ -67,7 +114,9 @@ func faultOf(v api.FaultView) (FaultStatus, error) {
 		return FaultStatus{}, fmt.Errorf("tapvs: a fault listed as %+v: %w", v.Fault, err) // tapvs's own text: a bug
 	}
 	t := nf.Target
-	f := Fault{Server: t.Server, Client: t.Client, Blackhole: nf.Blackhole, Loss: nf.Loss, Every: int(nf.Every), SYN: nf.SYN.String()}
+	f := Fault{Server: t.Server, Client: t.Client, Blackhole: nf.Blackhole, Loss: nf.Loss, Every: int(nf.Every), SYN: nf.SYN.String(),
+		DropFIN: nf.DropFIN, Latency: nf.Latency, Jitter: nf.Jitter, Rate: nf.Rate, Duplicate: nf.Duplicate, Reorder: nf.Reorder,
+		ResetBytes: nf.ResetBytes, ResetAfter: nf.ResetAfter}
 	if t.Mark != 0 {
 		f.Service = MarkKey(t.Mark)
 	} else if t.VIP.IsValid() {
@@ -76,14 +125,19 @@ func faultOf(v api.FaultView) (FaultStatus, error) {
 	if nf.Dir != nat.FaultBoth {
 		f.Direction = nf.Dir.String()
 	}
-	return FaultStatus{Fault: f, Frames: v.Frames, Dropped: v.Dropped, Refused: v.Refused}, nil
+	return FaultStatus{Fault: f, Frames: v.Frames, Dropped: v.Dropped, Refused: v.Refused, Delayed: v.Delayed, Reset: v.Reset}, nil
 }
 
 // faultFields are the API's field names in a refusal, as this package's.
 var faultFields = strings.NewReplacer(
 	"fault.service:", "Fault.Service:", "fault.server:", "Fault.Server:", "fault.client:", "Fault.Client:",
 	"fault.direction:", "Fault.Direction:", "fault.loss:", "Fault.Loss:", "fault.every:", "Fault.Every:",
-	"fault.syn:", "Fault.SYN:", "fault:", "Fault:", "faults[", "Faults[")
+	"fault.syn:", "Fault.SYN:", "fault.drop_fin:", "Fault.DropFIN:", "fault.latency:", "Fault.Latency:",
+	"fault.jitter:", "Fault.Jitter:", "fault.rate:", "Fault.Rate:", "fault.duplicate:", "Fault.Duplicate:",
+	"fault.reorder:", "Fault.Reorder:", "fault.reset_bytes:", "Fault.ResetBytes:", "fault.reset_after:", "Fault.ResetAfter:",
+	// The checks between fields (nat.Fault.Check) name the one they refuse.
+	"fault: jitter:", "Fault.Jitter:", "fault: rate:", "Fault.Rate:", "fault: syn:", "Fault.SYN:", "fault: blackhole:", "Fault.Blackhole:",
+	"fault:", "Fault:", "faults[", "Faults[")
 
 func faultError(what string, err error) error {
 	return fmt.Errorf("tapvs: %s: %w", what, wrapMsg{faultFields.Replace(err.Error()), err})

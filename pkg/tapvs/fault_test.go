@@ -83,14 +83,14 @@ func TestFaults(t *testing.T) {
 		{tapvs.Fault{Service: l.Service, Loss: 2}, "tapvs: set fault: Fault.Loss: 2 is not a probability (0 to 1: 0.05 drops 5% of frames)"},
 		{tapvs.Fault{Service: l.Service, SYN: "reject"}, `tapvs: set fault: Fault.SYN: "reject" is not a SYN fault (drop, refuse)`},
 		{tapvs.Fault{Service: l.Service, Direction: "up", Blackhole: true}, `tapvs: set fault: Fault.Direction: "up" is not a direction (to_server, to_client, both)`},
-		{tapvs.Fault{Service: l.Service}, "tapvs: set fault: Fault: does nothing: set blackhole, loss, every or syn"},
+		{tapvs.Fault{Service: l.Service}, "tapvs: set fault: Fault: does nothing: set blackhole, loss, every, syn, drop_fin, latency, rate, duplicate, reorder, reset_bytes or reset_after"},
 		{tapvs.Fault{Server: netip.MustParseAddrPort("10.9.9.9:80"), Blackhole: true}, "tapvs: set fault: Fault.Server: 10.9.9.9:80 is no service's real server: ..."},
 		{tapvs.Fault{Service: tapvs.ServiceKey{Protocol: tapvs.TCP, VIP: netip.AddrPortFrom(l.VIP, 81)}, Blackhole: true}, "tapvs: set fault: Fault.Service: ..."},
 	} {
 		refused(t, c.want, l.LB.SetFault(c.f), c.want)
 	}
 	refused(t, "a list with a bad fault", l.LB.SetFaults([]tapvs.Fault{{Client: netip.MustParsePrefix("10.0.0.0/8"), Every: 1}, {Client: netip.MustParsePrefix("10.0.0.0/16")}}),
-		"tapvs: set faults: Faults[1]: Fault: does nothing: set blackhole, loss, every or syn")
+		"tapvs: set faults: Faults[1]: Fault: does nothing: set blackhole, loss, every, syn, drop_fin, latency, rate, duplicate, reorder, reset_bytes or reset_after")
 	refused(t, "no fault there", l.LB.ClearFault(tapvs.Fault{Server: rs1}), "tapvs: clear fault: server "+rs1.String()+": no fault on that target")
 	if len(l.LB.Faults()) != 0 {
 		t.Fatal("a refused change set a fault")
@@ -123,5 +123,60 @@ func TestStartWithFaults(t *testing.T) {
 	fs := lb.Faults()
 	if len(fs) != 2 || fs[0].Server != rs || fs[0].Every != 2 || fs[0].Direction != "to_client" || fs[1].Client != cfg.Faults[1].Client || fs[1].Loss != 0.5 {
 		t.Fatalf("started with %+v", fs)
+	}
+}
+
+// The delay and reset families' fields go in and come back as set; a bad
+// one is refused naming it, and nothing changes. (What they do to traffic
+// is nat's and the e2e tests'.)
+func TestFaultFields(t *testing.T) {
+	l := tapvstest.NewLab(t, tapvstest.Options{})
+	rs1 := netip.AddrPortFrom(l.RealServers[0].Addr, tapvstest.HTTPPort)
+	set := []tapvs.Fault{
+		{Service: l.Service, Direction: "to_client", Latency: 80 * time.Millisecond, Jitter: 20 * time.Millisecond, Rate: 1_000_000, Duplicate: 0.01, Reorder: 0.02},
+		{Server: rs1, DropFIN: true, ResetBytes: 1 << 20, ResetAfter: 90 * time.Second, Rate: 1514},
+		{Client: netip.MustParsePrefix("172.25.254.0/24"), Direction: "to_server", Latency: time.Minute, Jitter: time.Minute, Rate: 12_500_000_000, Duplicate: 1, Reorder: 1},
+	}
+	if err := l.LB.SetFaults(set); err != nil {
+		t.Fatal(err)
+	}
+	fs := l.LB.Faults()
+	if len(fs) != len(set) {
+		t.Fatalf("listed %+v", fs)
+	}
+	for i := range set {
+		if fs[i].Fault != set[i] {
+			t.Errorf("faults[%d] set as %+v, listed as %+v", i, set[i], fs[i].Fault)
+		}
+	}
+	if err := l.LB.SetFault(tapvs.Fault{Server: rs1, ResetAfter: time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	if fs := l.LB.Faults(); len(fs) != 3 || fs[1].Fault != (tapvs.Fault{Server: rs1, ResetAfter: time.Second}) {
+		t.Fatalf("replaced: %+v", fs)
+	}
+	svc := l.Service
+	for _, c := range []struct {
+		f    tapvs.Fault
+		want string
+	}{
+		{tapvs.Fault{Service: svc, Latency: -time.Millisecond}, `tapvs: set fault: Fault.Latency: "-1ms" is not a duration from 0 to 1m (50ms, 1.5s)`},
+		{tapvs.Fault{Service: svc, Latency: time.Minute + 1}, `tapvs: set fault: Fault.Latency: "1m0.000000001s" is not a duration from 0 to 1m (50ms, 1.5s)`},
+		{tapvs.Fault{Service: svc, Latency: time.Second, Jitter: -time.Second}, `tapvs: set fault: Fault.Jitter: "-1s" is not a duration from 0 to 1m (50ms, 1.5s)`},
+		{tapvs.Fault{Service: svc, Latency: time.Second, Jitter: 2 * time.Second}, "tapvs: set fault: Fault.Jitter: 2s is not within 0 to the latency (1s)"},
+		{tapvs.Fault{Service: svc, Rate: 1513}, "tapvs: set fault: Fault.Rate: 1513 bytes/s is below 1514 (a full-sized frame a second)"},
+		{tapvs.Fault{Service: svc, Rate: 12_500_000_001}, `tapvs: set fault: Fault.Rate: "12500000001" is above 100gbit (12500000000 bytes a second)`},
+		{tapvs.Fault{Service: svc, Duplicate: 1.5}, "tapvs: set fault: Fault.Duplicate: 1.5 is not a probability (0 to 1: 0.01 sends 1% of frames twice)"},
+		{tapvs.Fault{Service: svc, Reorder: -0.1}, "tapvs: set fault: Fault.Reorder: -0.1 is not a probability (0 to 1: 0.01 holds 1% of frames back)"},
+		{tapvs.Fault{Service: svc, ResetAfter: 25 * time.Hour}, `tapvs: set fault: Fault.ResetAfter: "25h0m0s" is not a duration from 0 to 24h (30s, 1.5m)`},
+		{tapvs.Fault{Service: svc, Blackhole: true, DropFIN: true}, "tapvs: set fault: Fault.Blackhole: drops every frame, so nothing else can act; set it alone (or with syn)"},
+		{tapvs.Fault{Service: svc, SYN: "drop", Direction: "to_client"}, "tapvs: set fault: Fault.SYN: SYNs go to the server, and the direction is to_client"},
+	} {
+		refused(t, c.want, l.LB.SetFault(c.f), c.want)
+	}
+	refused(t, "a list with a bad fault", l.LB.SetFaults([]tapvs.Fault{{Client: netip.MustParsePrefix("10.0.0.0/8"), DropFIN: true}, {Client: netip.MustParsePrefix("10.0.0.0/16"), Reorder: 2}}),
+		"tapvs: set faults: Faults[1]: Fault.Reorder: 2 is not a probability (0 to 1: 0.01 holds 1% of frames back)")
+	if fs := l.LB.Faults(); len(fs) != 3 || fs[1].Fault != (tapvs.Fault{Server: rs1, ResetAfter: time.Second}) {
+		t.Fatalf("a refused change changed the faults: %+v", fs)
 	}
 }
