@@ -211,9 +211,9 @@ var (
 	resetAfterRange = span{0, nat.MaxResetAge, "from 0 to 24h (30s, 1.5m)"}
 )
 
-// MaxRate bounds a rate cap: 100gbit, far above what a TAP device
-// carries, so that a rate times a delay in nanoseconds stays in 64 bits.
-const MaxRate = 100 * 1000 * 1000 * 1000 / 8
+// MaxRate bounds a rate cap (the balancer's bound): 100gbit, far above
+// what a TAP device carries.
+const MaxRate = nat.MaxRate
 
 // rateUnits are tc's units of a rate: bytes a second for each unit.
 // "bit" units are bits and "bps" ones bytes, as tc has them (its "mbps"

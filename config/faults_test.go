@@ -100,6 +100,7 @@ func TestFaultsConfigRefusals(t *testing.T) {
 		{"rate: 8mbit", "rate: 0mbit", `faults[6].rate: "0mbit" is no rate: leave rate out (or 0) for no cap`},
 		{"rate: 8mbit", "rate: 101gbit", `faults[6].rate: "101gbit" is above 100gbit (12500000000 bytes a second)`},
 		{"rate: 8mbit", "rate: 12111bit", "faults[6]: rate: 1513 bytes/s is below 1514"},
+		{"reset_bytes: 1048576", "reset_bytes: 1073741825", "faults[7]: reset_bytes: 1073741825 is above 1073741824"},
 		{"duplicate: 0.01", "duplicate: 1.01", "faults[6].duplicate: 1.01 is not a probability (0 to 1: 0.01 sends 1% of frames twice)"},
 		{"duplicate: 0.01", "duplicate: -0.01", "faults[6].duplicate: -0.01 is not a probability"},
 		{"duplicate: 0.01", "duplicate: .nan", "faults[6].duplicate: NaN is not a probability"},
@@ -185,8 +186,8 @@ func TestFaultsConfigBounds(t *testing.T) {
 		{"reset_bytes: 1048576", "reset_bytes: 0", 7, func(f nat.Fault) bool { return f.ResetBytes == 0 && f.DropFIN }},
 		{"reset_bytes: 1048576", "reset_bytes: 1.0", 7, func(f nat.Fault) bool { return f.ResetBytes == 1 }},
 		{"reset_bytes: 1048576", "reset_bytes: 0.0", 7, func(f nat.Fault) bool { return f.ResetBytes == 0 }},
-		{"reset_bytes: 1048576", "reset_bytes: 9007199254740992.0", 7, func(f nat.Fault) bool { return f.ResetBytes == 1<<53 }},
-		{"reset_bytes: 1048576", "reset_bytes: 18446744073709551615", 7, func(f nat.Fault) bool { return f.ResetBytes == math.MaxUint64 }},
+		{"reset_bytes: 1048576", "reset_bytes: 1073741824.0", 7, func(f nat.Fault) bool { return f.ResetBytes == nat.MaxResetBytes }},
+		{"reset_bytes: 1048576", "reset_bytes: 1073741824", 7, func(f nat.Fault) bool { return f.ResetBytes == nat.MaxResetBytes }},
 		{"reset_after: 1.5s", "reset_after: 24h", 8, func(f nat.Fault) bool { return f.ResetAfter == 24*time.Hour }},
 		{"reset_after: 1.5s, rate: 250001", "reset_after: 0, rate: 250001", 8, func(f nat.Fault) bool { return f.ResetAfter == 0 && f.Rate == 250001 }},
 	} {

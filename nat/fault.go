@@ -249,6 +249,15 @@ func (f Fault) Check() error {
 	if f.Rate != 0 && f.Rate < MinRate {
 		return fmt.Errorf("rate: %d bytes/s is below %d (a full-sized frame a second)", f.Rate, MinRate)
 	}
+	if f.Rate > MaxRate {
+		return fmt.Errorf("rate: %d bytes/s is above %d (100gbit)", f.Rate, uint64(MaxRate))
+	}
+	if f.ResetBytes > MaxResetBytes {
+		return fmt.Errorf("reset_bytes: %d is above %d (sequence numbers wrap at 4 GiB)", f.ResetBytes, MaxResetBytes)
+	}
+	if (f.resets() || f.DropFIN) && f.Target.VIP.IsValid() && f.Target.Protocol != TCP {
+		return fmt.Errorf("reset_bytes, reset_after and drop_fin act on TCP connections, and %s is not TCP", f.Target)
+	}
 	if f.Blackhole && (f.delays() || f.resets() || f.DropFIN) {
 		return errors.New("blackhole: drops every frame, so nothing else can act; set it alone (or with syn)")
 	}
@@ -258,8 +267,15 @@ func (f Fault) Check() error {
 	return nil
 }
 
-// MinRate is the lowest rate cap: a full-sized frame a second.
-const MinRate = 1514
+// The bounds of a rate cap: a full-sized frame a second, and 100gbit.
+const (
+	MinRate = 1514
+	MaxRate = 100 * 1000 * 1000 * 1000 / 8
+)
+
+// MaxResetBytes bounds ResetBytes: a stream's bytes are counted by
+// sequence number, in serial arithmetic (half the 32-bit space).
+const MaxResetBytes = 1 << 30
 
 // FaultStats are what a fault has done since it was set.
 type FaultStats struct {

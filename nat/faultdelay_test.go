@@ -2,6 +2,7 @@ package nat
 
 import (
 	"net/netip"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -423,6 +424,54 @@ func TestFaultIPv6Targets(t *testing.T) {
 		}
 		if fs := r.b.Faults(); fs[0].Dropped != 1 {
 			t.Fatalf("%s: %+v", target, fs[0])
+		}
+	}
+}
+
+func TestFaultDelayRefusals(t *testing.T) {
+	udp := FaultTarget{Protocol: UDP, VIP: netip.AddrPortFrom(vip, 53)}
+	for _, c := range []struct {
+		f    Fault
+		want string
+	}{
+		{Fault{Target: svc80, Dir: FaultBoth, Duplicate: 1.5}, "duplicate"},
+		{Fault{Target: svc80, Dir: FaultBoth, Duplicate: -0.1}, "duplicate"},
+		{Fault{Target: svc80, Dir: FaultBoth, Reorder: 1.01}, "reorder"},
+		{Fault{Target: svc80, Dir: FaultBoth, Latency: -time.Millisecond}, "latency"},
+		{Fault{Target: svc80, Dir: FaultBoth, Latency: MaxLatency + 1}, "latency"},
+		{Fault{Target: svc80, Dir: FaultBoth, Latency: time.Millisecond, Jitter: time.Millisecond + 1}, "jitter"},
+		{Fault{Target: svc80, Dir: FaultBoth, Latency: time.Millisecond, Jitter: -1}, "jitter"},
+		{Fault{Target: svc80, Dir: FaultBoth, ResetAfter: -1}, "reset_after"},
+		{Fault{Target: svc80, Dir: FaultBoth, ResetAfter: MaxResetAge + 1}, "reset_after"},
+		{Fault{Target: svc80, Dir: FaultBoth, Rate: MinRate - 1}, "rate"},
+		{Fault{Target: svc80, Dir: FaultBoth, Rate: MaxRate + 1}, "rate"},
+		{Fault{Target: svc80, Dir: FaultBoth, ResetBytes: MaxResetBytes + 1}, "reset_bytes"},
+		{Fault{Target: udp, Dir: FaultBoth, ResetBytes: 1}, "not TCP"},
+		{Fault{Target: udp, Dir: FaultBoth, ResetAfter: time.Second}, "not TCP"},
+		{Fault{Target: udp, Dir: FaultBoth, DropFIN: true}, "not TCP"},
+		{Fault{Target: svc80, Dir: FaultBoth, Blackhole: true, Latency: time.Second}, "blackhole"},
+		{Fault{Target: svc80, Dir: FaultBoth, Blackhole: true, DropFIN: true}, "blackhole"},
+		{Fault{Target: svc80, Dir: FaultBoth, Blackhole: true, ResetBytes: 1}, "blackhole"},
+	} {
+		if err := c.f.Check(); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%+v: %v, want %q", c.f, err, c.want)
+		}
+	}
+	for _, f := range []Fault{
+		{Target: svc80, Dir: FaultBoth, Duplicate: 1},
+		{Target: svc80, Dir: FaultBoth, Reorder: 1},
+		{Target: svc80, Dir: FaultBoth, Latency: MaxLatency, Jitter: MaxLatency},
+		{Target: svc80, Dir: FaultBoth, Jitter: 0, Latency: 1},
+		{Target: svc80, Dir: FaultBoth, ResetAfter: MaxResetAge},
+		{Target: svc80, Dir: FaultBoth, Rate: MinRate},
+		{Target: svc80, Dir: FaultBoth, Rate: MaxRate},
+		{Target: svc80, Dir: FaultBoth, ResetBytes: MaxResetBytes},
+		{Target: svc80, Dir: FaultBoth, DropFIN: true},
+		{Target: FaultTarget{Server: netip.AddrPortFrom(rs1, 53)}, Dir: FaultBoth, ResetBytes: 1},
+		{Target: udp, Dir: FaultBoth, Latency: time.Millisecond},
+	} {
+		if err := f.Check(); err != nil {
+			t.Errorf("%+v: %v", f, err)
 		}
 	}
 }
