@@ -3,10 +3,13 @@
 // dark (a blackhole tapvs makes on the packet path, as a dead host or a
 // cut cable would), the health check notices and takes it out, and from
 // then on no request fails. It waits on tapvs's events, never on a sleep.
+// A second test makes the network slow (latency on the answers) and
+// checks that a client with a deadline gives up rather than hangs.
 package failover
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net/netip"
 	"strings"
@@ -76,4 +79,31 @@ func TestFailoverWhenAServerGoesDark(t *testing.T) {
 	if err := l.LB.WaitReady(ctx); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// A slow network, and a client with a deadline: the service's answers
+// take 300ms more to arrive (latency tapvs adds on the packet path), so a
+// client that waits 100ms gives up with a timeout rather than hanging;
+// once the network is fast again the same client succeeds.
+func TestClientGivesUpOnASlowService(t *testing.T) {
+	l := tapvstest.NewLab(t, tapvstest.Options{RealServers: 2})
+	impatient := l.HTTPClient()
+	impatient.Timeout = 100 * time.Millisecond
+	url := "http://" + netip.AddrPortFrom(l.VIP, tapvstest.HTTPPort).String() + "/"
+	if err := l.LB.SetFault(tapvs.Fault{Service: l.Service, Direction: "to_client", Latency: 300 * time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := impatient.Get(url)
+	var ne interface{ Timeout() bool }
+	if !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("a 100ms client against a 300ms network: %v, want a timeout", err)
+	}
+	if err := l.LB.ClearFaults(); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := impatient.Get(url)
+	if err != nil {
+		t.Fatalf("the network fast again: %v", err)
+	}
+	resp.Body.Close()
 }
