@@ -1,6 +1,7 @@
 package nat
 
 import (
+	"math"
 	"math/rand/v2"
 	"sync"
 	"time"
@@ -54,9 +55,8 @@ type delayLine struct {
 	// goroutine. Only frames of a fault's target take it: a fault is a
 	// test's, and its line is the one place the order is decided.
 	mu      sync.Mutex
-	q       []delayed // due times ascending, from head
-	head    int
-	tail    int64 // the due time of the last frame queued: none leaves before it
+	q       []delayed // due times ascending
+	tail    int64     // the due time of the last frame queued: none leaves before it
 	free    int64 // rate: when the frames queued so far have been sent
 	held    delayed
 	hasHeld bool // reorder: held waits for the next frame, or its own time
@@ -74,31 +74,36 @@ func newDelayLine(b *Balancer, r *faultRule) *delayLine {
 	return l
 }
 
-// framePool holds the lines' frame buffers: one a frame up to a jumbo
-// MTU fits, or one for a TSO super-frame.
+// The lines' frame buffers (virtio-net header and frame) come in two
+// sizes: one a frame up to a jumbo MTU fits, and one for a TSO
+// super-frame; framePool holds each.
+const (
+	smallFrameBuf = tun.VNetHdrLen + 9216 + 64
+	bigFrameBuf   = tun.VNetHdrLen + 65536 + 256
+)
+
 var framePool = [2]sync.Pool{
-	{New: func() any { b := make([]byte, tun.VNetHdrLen+9216+64); return &b }},
-	{New: func() any { b := make([]byte, tun.VNetHdrLen+65536+256); return &b }},
+	{New: func() any { b := make([]byte, smallFrameBuf); return &b }},
+	{New: func() any { b := make([]byte, bigFrameBuf); return &b }},
 }
 
-func getFrameBuf(n int) (*[]byte, bool) {
-	for i := range framePool {
-		b := framePool[i].Get().(*[]byte)
-		if len(*b) >= n {
-			return b, true
-		}
-		framePool[i].Put(b)
+// frameClass is the pool of a buffer for n bytes.
+func frameClass(n int) int {
+	if n > smallFrameBuf {
+		return 1
 	}
-	return nil, false
+	return 0
 }
 
-func putFrameBuf(b *[]byte) {
-	i := 0
-	if len(*b) > tun.VNetHdrLen+9216+64 {
-		i = 1
+// getFrameBuf is a buffer for n bytes, nil past the largest.
+func getFrameBuf(n int) *[]byte {
+	if n > bigFrameBuf {
+		return nil
 	}
-	framePool[i].Put(b)
+	return framePool[frameClass(n)].Get().(*[]byte)
 }
+
+func putFrameBuf(b *[]byte) { framePool[frameClass(len(*b))].Put(b) }
 
 // rateBacklog is the most a rate-capped line queues, as time: MaxRateQueue
 // of its rate, or the time two super-frames take, whichever is longer (a
@@ -127,13 +132,11 @@ func (l *delayLine) put(out Side, f *Frame) bool {
 		l.free = start + int64(uint64(f.Len)*uint64(time.Second)/rate)
 		at = l.free
 	}
-	at += int64(l.f.Latency)
-	if j := int64(l.f.Jitter); j > 0 {
-		at += rand.Int64N(2*j+1) - j
-	}
+	j := int64(l.f.Jitter)
+	at += int64(l.f.Latency) + rand.Int64N(2*j+1) - j
 	at = max(at, l.tail)
 	copies := 1
-	if l.f.Duplicate > 0 && rand.Float64() < l.f.Duplicate {
+	if rand.Float64() < l.f.Duplicate {
 		copies = 2
 	}
 	if l.b.delayedBytes.Add(int64(copies*n)) > MaxDelayed {
@@ -142,8 +145,8 @@ func (l *delayLine) put(out Side, f *Frame) bool {
 	}
 	first := true
 	for range copies {
-		buf, ok := getFrameBuf(n)
-		if !ok {
+		buf := getFrameBuf(n)
+		if buf == nil {
 			l.b.delayedBytes.Add(-int64(n))
 			continue // larger than any frame a TAP gives: not copied
 		}
@@ -155,7 +158,7 @@ func (l *delayLine) put(out Side, f *Frame) bool {
 		copy((*buf)[tun.VNetHdrLen:], f.Bytes())
 		d := delayed{at: at, out: out, buf: buf, n: n}
 		l.r.delayed.Add(1)
-		if first && !l.hasHeld && l.f.Reorder > 0 && rand.Float64() < l.f.Reorder {
+		if first && !l.hasHeld && rand.Float64() < l.f.Reorder {
 			// Held back: the next frame passes it, or its time comes.
 			d.at += int64(ReorderHold)
 			l.held, l.hasHeld = d, true
@@ -204,25 +207,23 @@ func (l *delayLine) run() {
 		l.mu.Lock()
 		now := monoNow()
 		stopped := l.stopped
+		for len(l.q) > 0 && (stopped || l.q[0].at <= now) {
+			due = append(due, l.q[0])
+			l.q[0] = delayed{}
+			l.q = l.q[1:]
+		}
+		// A held frame that no frame passed leaves at its own time,
+		// after those due before it.
 		if l.hasHeld && (stopped || l.held.at <= now) {
-			l.releaseHeld(l.held.at)
+			due = append(due, l.held)
+			l.held, l.hasHeld = delayed{}, false
 		}
-		for l.head < len(l.q) && (stopped || l.q[l.head].at <= now) {
-			due = append(due, l.q[l.head])
-			l.q[l.head] = delayed{}
-			l.head++
+		next := int64(math.MaxInt64)
+		if len(l.q) > 0 {
+			next = l.q[0].at
 		}
-		if l.head == len(l.q) {
-			l.q, l.head = l.q[:0], 0
-		} else if l.head > 1024 && l.head > len(l.q)/2 {
-			l.q, l.head = append(l.q[:0], l.q[l.head:]...), 0
-		}
-		next := int64(-1)
-		if l.head < len(l.q) {
-			next = l.q[l.head].at
-		}
-		if l.hasHeld && (next < 0 || l.held.at < next) {
-			next = l.held.at
+		if l.hasHeld {
+			next = min(next, l.held.at)
 		}
 		l.mu.Unlock()
 		for i, d := range due {
@@ -235,7 +236,7 @@ func (l *delayLine) run() {
 		if stopped {
 			return
 		}
-		if next >= 0 {
+		if next != math.MaxInt64 {
 			t.Reset(time.Duration(next - now))
 		}
 		select {

@@ -209,25 +209,6 @@ func TestFaultRateSpacesAndBounds(t *testing.T) {
 	}
 }
 
-func TestFaultDelayedBound(t *testing.T) {
-	r, l, _, _ := delayRig(t)
-	r.setFaults(t, Fault{Target: svc80, Dir: FaultToServer, Latency: time.Minute})
-	kept := 0
-	for i := 0; i < MaxDelayed/1400+100; i++ {
-		if v := r.b.Process(ClientSide, r.data(t, uint32(i), 1400)); v == Stolen {
-			kept++
-		}
-	}
-	if n := r.b.delayedBytes.Load(); n > MaxDelayed || n < MaxDelayed-2*(1400+54+tun.VNetHdrLen) {
-		t.Fatalf("%d bytes held, bound %d", n, MaxDelayed)
-	}
-	if r.drops(DropFaultQueue) == 0 {
-		t.Fatal("nothing dropped past the bound")
-	}
-	r.setFaults(t)
-	l.wait(t, kept)
-}
-
 func TestFaultDropFIN(t *testing.T) {
 	r, _, _, _ := delayRig(t)
 	r.setFaults(t, Fault{Target: svc80, Dir: FaultToServer, DropFIN: true})
@@ -474,4 +455,133 @@ func TestFaultDelayRefusals(t *testing.T) {
 			t.Errorf("%+v: %v", f, err)
 		}
 	}
+}
+
+func TestFrameBufSizes(t *testing.T) {
+	for _, c := range []struct{ n, want int }{
+		{1, smallFrameBuf}, {smallFrameBuf, smallFrameBuf}, {smallFrameBuf + 1, bigFrameBuf}, {bigFrameBuf, bigFrameBuf},
+	} {
+		b := getFrameBuf(c.n)
+		if b == nil || len(*b) != c.want {
+			t.Fatalf("a buffer for %d bytes: %v, want %d", c.n, b, c.want)
+		}
+		putFrameBuf(b)
+	}
+	if b := getFrameBuf(bigFrameBuf + 1); b != nil {
+		t.Fatalf("a buffer for more than the largest: %d bytes", len(*b))
+	}
+}
+
+func TestRateBacklog(t *testing.T) {
+	for _, c := range []struct {
+		rate uint64
+		want time.Duration
+	}{
+		{1_000_000, MaxRateQueue},                   // 250ms of it is more than two super-frames
+		{200_000, 655_360 * time.Microsecond},       // two super-frames take longer than 250ms
+		{524_288, 250 * time.Millisecond},           // exactly 250ms both ways
+		{MinRate, 86_573_315_719 * time.Nanosecond}, // 131072 bytes at 1514 a second
+	} {
+		if got := time.Duration(rateBacklog(c.rate)); got != c.want {
+			t.Errorf("rateBacklog(%d) = %v, want %v", c.rate, got, c.want)
+		}
+	}
+}
+
+// The lines hold MaxDelayed bytes and not one more: frames of 2048
+// bytes with their header fill it exactly.
+func TestFaultDelayedBoundExact(t *testing.T) {
+	r, l, _, _ := delayRig(t)
+	r.setFaults(t, Fault{Target: svc80, Dir: FaultToServer, Latency: time.Minute})
+	const frameBytes = 2048
+	payload := frameBytes - tun.VNetHdrLen - 14 - 20 - 20
+	fits := MaxDelayed / frameBytes
+	kept := 0
+	for i := range fits + 3 {
+		if r.b.Process(ClientSide, r.data(t, uint32(1+i), payload)) == Stolen {
+			kept++
+		}
+	}
+	if kept != fits || r.b.delayedBytes.Load() != MaxDelayed || r.drops(DropFaultQueue) != 3 {
+		t.Fatalf("kept %d of %d that fit, %d bytes held, %d dropped", kept, fits, r.b.delayedBytes.Load(), r.drops(DropFaultQueue))
+	}
+	r.setFaults(t)
+	l.wait(t, kept)
+}
+
+// A delayed frame keeps its virtio-net header: an offloaded frame leaves
+// partial, a plain one with a zero header.
+func TestFaultDelayKeepsVNet(t *testing.T) {
+	r, l, _, _ := delayRig(t)
+	r.setFaults(t, Fault{Target: svc80, Dir: FaultToServer, Latency: time.Millisecond})
+	f := r.data(t, 1, 100)
+	makePartial(f)
+	if v := r.b.Process(ClientSide, f); v != Stolen {
+		t.Fatalf("%v", v)
+	}
+	plain := r.data(t, 101, 100)
+	if v := r.b.Process(ClientSide, plain); v != Stolen {
+		t.Fatalf("%v", v)
+	}
+	l.wait(t, 2)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if v := l.vnets[0]; !v.NeedsCsum() || v.CsumStart() != 34 || v.CsumOffset() != 16 {
+		t.Fatalf("the offloaded frame's header: %v", v)
+	}
+	if v := l.vnets[1]; string(v) != string(make([]byte, tun.VNetHdrLen)) {
+		t.Fatalf("the plain frame's header: %v", v)
+	}
+}
+
+// Jitter spreads a frame's due time evenly over latency ± jitter: on
+// fresh lines (nothing ahead), some frames earlier than the latency, some
+// later, none outside.
+func TestFaultJitterSpread(t *testing.T) {
+	r, _, _, _ := delayRig(t)
+	const lat, jit = int64(50 * time.Millisecond), int64(20 * time.Millisecond)
+	r.setFaults(t, Fault{Target: svc80, Dir: FaultToServer, Latency: time.Duration(lat), Jitter: time.Duration(jit)})
+	line := r.b.faults.Load().rules[0].lines[0]
+	early, late := 0, 0
+	for i := range 200 {
+		line.mu.Lock()
+		line.tail = 0 // as if nothing were ahead
+		line.mu.Unlock()
+		before := monoNow()
+		if !line.put(ServerSide, r.data(t, uint32(i), 1)) {
+			t.Fatal("not queued")
+		}
+		after := monoNow()
+		line.mu.Lock()
+		at := line.q[len(line.q)-1].at
+		line.mu.Unlock()
+		if at < before+lat-jit || at > after+lat+jit {
+			t.Fatalf("due %v after it came: outside %v ± %v", time.Duration(at-before), time.Duration(lat), time.Duration(jit))
+		}
+		if at < before+lat-jit/2 {
+			early++
+		}
+		if at > after+lat+jit/2 {
+			late++
+		}
+	}
+	if early < 20 || late < 20 {
+		t.Fatalf("%d of 200 in the first quarter of the spread, %d in the last: not even", early, late)
+	}
+}
+
+// A frame whose fault is cleared while it is on its way to the line goes
+// on at once rather than being dropped.
+func TestFaultClearedOnTheWay(t *testing.T) {
+	r, _, _, _ := delayRig(t)
+	r.setFaults(t, Fault{Target: svc80, Dir: FaultToServer, Latency: time.Minute})
+	line := r.b.faults.Load().rules[0].lines[0]
+	line.stop() // as ClearFault does, between the frame's lookup and its put
+	if v := r.b.Process(ClientSide, r.data(t, 1, 10)); v != Forward {
+		t.Fatalf("%v, want it forwarded", v)
+	}
+	if r.drops(DropFaultQueue) != 0 {
+		t.Fatal("counted as a queue drop")
+	}
+	r.b.faults.Load().rules[0].lines[0] = nil // stopped once
 }
