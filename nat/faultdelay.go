@@ -57,7 +57,7 @@ type delayLine struct {
 	mu      sync.Mutex
 	q       []delayed // due times ascending
 	tail    int64     // the due time of the last frame queued: none leaves before it
-	free    int64 // rate: when the frames queued so far have been sent
+	free    int64     // rate: when the frames queued so far have been sent
 	held    delayed
 	hasHeld bool // reorder: held waits for the next frame, or its own time
 	stopped bool
