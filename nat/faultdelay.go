@@ -150,11 +150,8 @@ func (l *delayLine) put(out Side, f *Frame) bool {
 			l.b.delayedBytes.Add(-int64(n))
 			continue // larger than any frame a TAP gives: not copied
 		}
-		if len(f.VNet) == tun.VNetHdrLen {
-			copy(*buf, f.VNet)
-		} else {
-			clear((*buf)[:tun.VNetHdrLen])
-		}
+		clear((*buf)[:tun.VNetHdrLen]) // a plain frame's: zeros
+		copy(*buf, f.VNet)
 		copy((*buf)[tun.VNetHdrLen:], f.Bytes())
 		d := delayed{at: at, out: out, buf: buf, n: n}
 		l.r.delayed.Add(1)

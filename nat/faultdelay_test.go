@@ -585,3 +585,62 @@ func TestFaultClearedOnTheWay(t *testing.T) {
 	}
 	r.b.faults.Load().rules[0].lines[0] = nil // stopped once
 }
+
+// The limit's edges: a segment ending exactly at it passes whole, one
+// starting at it (after the reset) is dropped; a fault without
+// reset_after starts no timer.
+func TestFaultResetBytesEdges(t *testing.T) {
+	r := newRig(t, TCP, "rr", nil)
+	l := &timedLink{}
+	r.b.Attach(l)
+	r.setFaults(t, Fault{Target: svc80, Dir: FaultToClient, ResetBytes: 100})
+	rip, lport := r.open(t, 40000) // the stream starts at 1
+	fromServer := func(seq uint32, n int) Verdict {
+		return r.b.Process(ServerSide, frame(t, pktSpec{src: rip, dst: lip1, sport: 8080, dport: lport, proto: TCP, ack: true, seq: seq, ackNum: 2001, payload: make([]byte, n)}))
+	}
+	if v := fromServer(1, 100); v != Forward {
+		t.Fatalf("100 bytes of 100: %v, want them whole", v)
+	}
+	c := r.b.table.lookup(&tupleKey{src: client.As16(), dst: vip.As16(), sport: 40000, dport: 80, proto: TCP})
+	if cf := c.fault.Load(); cf == nil || cf.timer != nil {
+		t.Fatalf("the connection's fault state %+v: want one, without a timer", cf)
+	}
+	if len(l.sent) != 0 {
+		t.Fatal("something sent within the limit")
+	}
+	if v := fromServer(1, 101); v != Stolen {
+		t.Fatalf("101 bytes: %v, want them cut", v)
+	}
+	if v := fromServer(101, 1); v != Drop {
+		t.Fatalf("a byte at the limit, after the reset: %v", v)
+	}
+	got := l.wait(t, 3)
+	if d := decode(t, &Frame{Buf: got[0].frame, Len: len(got[0].frame)}); len(d.tcp.Payload) != 100 {
+		t.Fatalf("cut to %d bytes", len(d.tcp.Payload))
+	}
+}
+
+// reset_after on a connection whose sides have acknowledged nothing (a
+// SYN only): no RST can carry a number they take, none is sent or
+// counted, and the entry closes.
+func TestFaultResetAfterNothingAcked(t *testing.T) {
+	r := newRig(t, TCP, "rr", nil)
+	l := &timedLink{}
+	r.b.Attach(l)
+	r.setFaults(t, Fault{Target: svc80, Dir: FaultBoth, ResetAfter: 10 * time.Millisecond})
+	if v := r.b.Process(ClientSide, frame(t, pktSpec{src: client, dst: vip, sport: 40000, dport: 80, proto: TCP, syn: true, srcMAC: macClient})); v != Forward {
+		t.Fatalf("SYN: %v", v)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for r.b.Table().Conns()[0].State != "CLOSE" {
+		if time.Now().After(deadline) {
+			t.Fatalf("state %s", r.b.Table().Conns()[0].State)
+		}
+		time.Sleep(time.Millisecond) // the timer's goroutine: nothing else to wait on
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if fs := r.b.Faults(); fs[0].Reset != 0 || len(l.sent) != 0 {
+		t.Fatalf("resets %d, %d frames sent", fs[0].Reset, len(l.sent))
+	}
+}

@@ -32,7 +32,7 @@ import (
 // first sees one of its TCP frames (Conn.fault).
 type connFault struct {
 	r *faultRule
-	// start is, by direction (dirIn, dirOut), the sequence number of the
+	// start is, by direction (lineOf), the sequence number of the
 	// stream's first byte counted, as it leaves tapvs; known says it has
 	// been seen. Each is written by its direction's reader only.
 	start [2]uint32
@@ -75,7 +75,7 @@ func (b *Balancer) faultResetLater(c *Conn, cf *connFault) {
 	if b.expireResets(c, stEstablished) > 0 {
 		cf.r.nreset.Add(1)
 	}
-	c.touch(dirIn, tcpflag.RST, b.table.now.Load(), &b.table.wheel)
+	b.faultClose(c)
 }
 
 // faultBytes applies ResetBytes to a TCP frame of c leaving in direction
@@ -93,10 +93,7 @@ func (b *Balancer) faultBytes(r *faultRule, c *Conn, dir FaultDir, out Side, f *
 	if cf == nil {
 		return Forward
 	}
-	d := dirIn
-	if dir == FaultToClient {
-		d = dirOut
-	}
+	d := lineOf(dir) // the direction's counters
 	tcp := p.tcp()
 	flags := tcp.Flags()
 	seq := tcp.Seq()
@@ -144,8 +141,19 @@ func (b *Balancer) faultBytes(r *faultRule, c *Conn, dir FaultDir, out Side, f *
 		b.link.Transmit(out, buf[tun.VNetHdrLen:tun.VNetHdrLen+rst])
 	}
 	b.resetSender(c, dir)
-	c.touch(dirIn, tcpflag.RST, b.table.now.Load(), &b.table.wheel)
+	b.faultClose(c)
 	return Stolen
+}
+
+// faultClose moves a connection a fault has reset to CLOSE, as an RST
+// seen would (a connection event says reset), and onto CLOSE's short
+// timeout. Not through the TCP state table: IPVS's keeps SYN_RECV on a
+// client's RST, against forged ones, and this one is tapvs's own.
+func (b *Balancer) faultClose(c *Conn) {
+	if st := c.state.Load(); holding(st) && c.setState(st, stClose) {
+		c.stepped(st, stClose, dirIn, true)
+	}
+	c.touch(dirIn, 0, b.table.now.Load(), &b.table.wheel) // CLOSE's deadline
 }
 
 // resetSender sends the RST to the side that sent the stream cut in
@@ -205,21 +213,11 @@ func cutTo(p *pkt, f *Frame, keep int) {
 	tcp.SetChecksum(csum.Checksum(tcp, p.pseudo(wire.ProtoTCP, len(tcp))))
 }
 
-// heldBytes is the frame behind its virtio-net header, as Link.Send takes
-// it: the header is written into the headroom (zeros for a plain frame).
+// heldBytes is a copy of the frame behind its virtio-net header (zeros
+// for a plain frame), as Link.Send takes it: once per connection reset.
 func (f *Frame) heldBytes() []byte {
-	if f.Off < tun.VNetHdrLen {
-		// No headroom (a test's frame): a copy.
-		q := make([]byte, tun.VNetHdrLen+f.Len)
-		copy(q, f.VNet)
-		copy(q[tun.VNetHdrLen:], f.Bytes())
-		return q
-	}
-	h := f.Buf[f.Off-tun.VNetHdrLen : f.Off]
-	if len(f.VNet) == tun.VNetHdrLen {
-		copy(h, f.VNet)
-	} else {
-		clear(h)
-	}
-	return f.Buf[f.Off-tun.VNetHdrLen : f.Off+f.Len]
+	q := make([]byte, tun.VNetHdrLen+f.Len)
+	copy(q, f.VNet)
+	copy(q[tun.VNetHdrLen:], f.Bytes())
+	return q
 }
