@@ -315,7 +315,7 @@ func TestFaultResetBytesOffloaded(t *testing.T) {
 	for _, c := range []struct {
 		limit uint64
 		gso   bool // left a super-frame
-	}{{2000, true}, {1000, false}} {
+	}{{2000, true}, {1401, true}, {1400, false}, {1000, false}} {
 		r := newRig(t, TCP, "rr", nil)
 		l := &timedLink{}
 		r.b.Attach(l)
