@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -71,8 +72,12 @@ func TestNetworkDelayFaults(t *testing.T) {
 	t.Run("latency", func(t *testing.T) {
 		base := e.connectTimes(21)[10]
 		const lat = 40 * time.Millisecond
-		e.setFault(nat.Fault{Target: svcWeb, Dir: nat.FaultToClient, Latency: lat})
+		// Set as an operator would, and listed with what it delayed.
+		e.must("--fault", "-t", web.String(), "--with", "direction=to_client,latency=40ms")
 		got := e.connectTimes(21)
+		if out := e.must("-ln"); !regexp.MustCompile(`--fault -t ` + regexp.QuoteMeta(web.String()) + ` --with direction=to_client,latency=40ms  runtime  delayed \d+  seen \d+ dropped 0 refused 0`).MatchString(out) {
+			t.Fatalf("-ln with a latency fault:\n%s", out)
+		}
 		added := got[10] - base
 		t.Logf("connect: %v without, median %v with %v of latency (min %v max %v): %v added", base, got[10], lat, got[0], got[20], added)
 		if added < lat*9/10 || added > lat*11/10 {
