@@ -95,13 +95,8 @@ func frameClass(n int) int {
 	return 0
 }
 
-// getFrameBuf is a buffer for n bytes, nil past the largest.
-func getFrameBuf(n int) *[]byte {
-	if n > bigFrameBuf {
-		return nil
-	}
-	return framePool[frameClass(n)].Get().(*[]byte)
-}
+// getFrameBuf is a buffer for n bytes, at most bigFrameBuf.
+func getFrameBuf(n int) *[]byte { return framePool[frameClass(n)].Get().(*[]byte) }
 
 func putFrameBuf(b *[]byte) { framePool[frameClass(len(*b))].Put(b) }
 
@@ -117,20 +112,23 @@ func rateBacklog(rate uint64) int64 {
 // frame's bytes: the caller's buffer is free again when it returns.
 func (l *delayLine) put(out Side, f *Frame) bool {
 	n := tun.VNetHdrLen + f.Len
+	if n > bigFrameBuf {
+		return false // larger than any frame a TAP gives
+	}
 	now := monoNow()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.stopped {
 		return false
 	}
-	at := now
+	at, free := now, l.free
 	if rate := l.f.Rate; rate > 0 {
-		start := max(now, l.free)
+		start := max(now, free)
 		if start-now > rateBacklog(rate) {
 			return false
 		}
-		l.free = start + int64(uint64(f.Len)*uint64(time.Second)/rate)
-		at = l.free
+		free = start + int64(uint64(f.Len)*uint64(time.Second)/rate)
+		at = free
 	}
 	j := int64(l.f.Jitter)
 	at += int64(l.f.Latency) + rand.Int64N(2*j+1) - j
@@ -143,13 +141,10 @@ func (l *delayLine) put(out Side, f *Frame) bool {
 		l.b.delayedBytes.Add(-int64(copies * n))
 		return false
 	}
+	l.free = free // the frame is taken: the rate cap counts it
 	first := true
 	for range copies {
 		buf := getFrameBuf(n)
-		if buf == nil {
-			l.b.delayedBytes.Add(-int64(n))
-			continue // larger than any frame a TAP gives: not copied
-		}
 		clear((*buf)[:tun.VNetHdrLen]) // a plain frame's: zeros
 		copy(*buf, f.VNet)
 		copy((*buf)[tun.VNetHdrLen:], f.Bytes())

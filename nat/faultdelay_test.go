@@ -467,8 +467,28 @@ func TestFrameBufSizes(t *testing.T) {
 		}
 		putFrameBuf(b)
 	}
-	if b := getFrameBuf(bigFrameBuf + 1); b != nil {
-		t.Fatalf("a buffer for more than the largest: %d bytes", len(*b))
+}
+
+// A frame larger than any buffer is not taken (counted by the caller); a
+// frame the byte bound refuses does not count against the rate cap.
+func TestFaultLineRefusals(t *testing.T) {
+	r, _, _, _ := delayRig(t)
+	r.setFaults(t, Fault{Target: svc80, Dir: FaultToServer, Rate: MinRate})
+	line := r.b.faults.Load().rules[0].lines[0]
+	huge := &Frame{Buf: make([]byte, bigFrameBuf), Len: bigFrameBuf - tun.VNetHdrLen + 1}
+	if line.put(ServerSide, huge) {
+		t.Fatal("a frame past the largest buffer was taken")
+	}
+	r.b.delayedBytes.Store(MaxDelayed) // the lines full
+	if line.put(ServerSide, r.data(t, 1, 10)) {
+		t.Fatal("a frame past MaxDelayed was taken")
+	}
+	line.mu.Lock()
+	free := line.free
+	line.mu.Unlock()
+	r.b.delayedBytes.Store(0)
+	if free != 0 {
+		t.Fatalf("a refused frame moved the rate cap's clock to %d", free)
 	}
 }
 
