@@ -269,6 +269,11 @@ func TestFaultResetBytes(t *testing.T) {
 	if _, v := fromServer(141, 10, false); v != Drop {
 		t.Fatalf("past the limit: %v", v)
 	}
+	// The cut segment again (the RST lost): cut and reset again, counted once.
+	if _, v := fromServer(61, 80, true); v != Stolen {
+		t.Fatalf("the cut segment again: %v", v)
+	}
+	l.wait(t, 6)
 	if fs := r.b.Faults(); fs[0].Reset != 1 {
 		t.Fatalf("resets %d", fs[0].Reset)
 	}
@@ -662,5 +667,36 @@ func TestFaultResetAfterNothingAcked(t *testing.T) {
 	defer l.mu.Unlock()
 	if fs := r.b.Faults(); fs[0].Reset != 0 || len(l.sent) != 0 {
 		t.Fatalf("resets %d, %d frames sent", fs[0].Reset, len(l.sent))
+	}
+}
+
+// reset_bytes with latency: the cut segment and the receiver's RST both
+// take the line, in that order; the sender's RST does not.
+func TestFaultResetBytesDelayed(t *testing.T) {
+	r := newRig(t, TCP, "rr", nil)
+	l := &timedLink{}
+	r.b.Attach(l)
+	t.Cleanup(func() { r.b.SetFaults(nil) })
+	rip, lport := r.open(t, 40000)
+	r.setFaults(t, Fault{Target: svc80, Dir: FaultToClient, ResetBytes: 10, Latency: 5 * time.Millisecond})
+	start := time.Now()
+	if v := r.b.Process(ServerSide, frame(t, pktSpec{src: rip, dst: lip1, sport: 8080, dport: lport, proto: TCP, ack: true, seq: 1, ackNum: 2001, payload: make([]byte, 20)})); v != Stolen {
+		t.Fatalf("%v", v)
+	}
+	got := l.wait(t, 3)
+	var kept []timedFrame
+	for _, s := range got {
+		if s.kept {
+			kept = append(kept, s)
+		} else if s.side != ServerSide {
+			t.Fatal("the client's RST left the line")
+		}
+	}
+	if len(kept) != 2 {
+		t.Fatalf("%d frames on the line, want the cut segment and the RST", len(kept))
+	}
+	cut, rst := decode(t, &Frame{Buf: kept[0].frame, Len: len(kept[0].frame)}), decode(t, &Frame{Buf: kept[1].frame, Len: len(kept[1].frame)})
+	if len(cut.tcp.Payload) != 10 || !rst.tcp.RST || rst.tcp.Seq != 11 || kept[0].at.Sub(start) < 5*time.Millisecond {
+		t.Fatalf("on the line: payload %d, then rst %v seq %d, after %v", len(cut.tcp.Payload), rst.tcp.RST, rst.tcp.Seq, kept[0].at.Sub(start))
 	}
 }

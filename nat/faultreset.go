@@ -37,6 +37,8 @@ type connFault struct {
 	// been seen. Each is written by its direction's reader only.
 	start [2]uint32
 	known [2]bool
+	cut   [2]bool // the stream has been cut and reset
+
 	timer *time.Timer
 }
 
@@ -121,7 +123,12 @@ func (b *Balancer) faultBytes(r *faultRule, c *Conn, dir FaultDir, out Side, f *
 		}
 	}
 	cutTo(&p, f, keep)
-	r.nreset.Add(1)
+	if !cf.cut[d] {
+		// Once: a retransmission of the segment cut is cut and reset
+		// again (the first RST may have been lost), not counted again.
+		cf.cut[d] = true
+		r.nreset.Add(1)
+	}
 	// The receiver's RST: at its RCV.NXT once the cut segment is in.
 	var buf [tun.VNetHdrLen + wire.MaxFrameLen]byte
 	tcp = p.tcp()
@@ -130,10 +137,10 @@ func (b *Balancer) faultBytes(r *faultRule, c *Conn, dir FaultDir, out Side, f *
 	copy(seg.SrcMAC[:], eth.Src())
 	copy(seg.DstMAC[:], eth.Dst())
 	rst := seg.Write(buf[tun.VNetHdrLen:])
-	if line := r.lines[lineOf(dir)]; line != nil {
-		sent := line.put(out, f)
+	if line := r.lines[lineOf(dir)]; line != nil && line.put(out, f) {
+		// Delayed too: the RST follows it on the line.
 		rf := Frame{Buf: buf[:], Off: tun.VNetHdrLen, Len: rst}
-		if !line.put(out, &rf) || !sent {
+		if !line.put(out, &rf) {
 			b.link.Transmit(out, buf[tun.VNetHdrLen:tun.VNetHdrLen+rst])
 		}
 	} else {
