@@ -2,6 +2,7 @@ package nat
 
 import (
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -139,7 +140,7 @@ func TestFaultDuplicateAndReorder(t *testing.T) {
 	for _, s := range got {
 		seqs = append(seqs, seqOf(t, s)-seq0-9+100) // seq 10, the first of this run, as 100
 	}
-	if want := []uint32{101, 100, 103, 102}; !equalU32(seqs, want) {
+	if want := []uint32{101, 100, 103, 102}; !slices.Equal(seqs, want) {
 		t.Fatalf("order %v, want %v", seqs, want)
 	}
 	// A held frame with none to pass it leaves after ReorderHold.
@@ -154,18 +155,6 @@ func TestFaultDuplicateAndReorder(t *testing.T) {
 func seqOf(t *testing.T, s timedFrame) uint32 {
 	t.Helper()
 	return decode(t, &Frame{Buf: s.frame, Len: len(s.frame)}).tcp.Seq
-}
-
-func equalU32(a, b []uint32) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func TestFaultRateSpacesAndBounds(t *testing.T) {

@@ -201,14 +201,7 @@ func cutTo(p *pkt, f *Frame, keep int) {
 	p.b = f.Bytes()
 	tcp = p.tcp()
 	tcp.SetFlags(tcp.Flags() &^ tcpflag.FIN)
-	if p.v6 {
-		wire.IPv6(p.b[p.l3:]).SetPayloadLen(len(p.b) - p.l3 - wire.IPv6Len)
-	} else {
-		ip := wire.IPv4(p.b[p.l3:p.l4])
-		ip.SetTotalLen(len(p.b) - p.l3)
-		ip.SetChecksum(0)
-		ip.SetChecksum(csum.Checksum(ip, 0))
-	}
+	p.setIPLen()
 	if f.VNet.GSOType() != tun.VNetGSONone && keep <= int(f.VNet.GSOSize()) {
 		f.VNet.SetGSOType(tun.VNetGSONone)
 	}

@@ -216,6 +216,20 @@ func (p *pkt) key16(a []byte) (k addr16) {
 	return wire.In16(a)
 }
 
+// setIPLen sets the IP header's length to the packet's, p.b, once a
+// rewrite has grown or cut it: IPv6's payload length, or IPv4's total
+// length and its header checksum anew.
+func (p *pkt) setIPLen() {
+	if p.v6 {
+		wire.IPv6(p.b[p.l3:]).SetPayloadLen(len(p.b) - p.l3 - wire.IPv6Len)
+		return
+	}
+	ip := wire.IPv4(p.b[p.l3:p.l4])
+	ip.SetTotalLen(len(p.b) - p.l3)
+	ip.SetChecksum(0)
+	ip.SetChecksum(csum.Checksum(ip, 0))
+}
+
 // pseudo is the sum of the packet's pseudo-header for a transport length.
 func (p *pkt) pseudo(proto uint8, length int) uint32 {
 	if p.v6 {

@@ -206,14 +206,7 @@ func (b *Balancer) insertHeader(pp *proxyConn, p *pkt, f *Frame) bool {
 		tcp.SetFlags(tcp.Flags() &^ tcpflag.FIN) // the FIN came after the bytes cut
 		b.Stats.proxyCut.Add(1)
 	}
-	if p.v6 {
-		wire.IPv6(p.b[p.l3:]).SetPayloadLen(len(p.b) - p.l3 - wire.IPv6Len)
-	} else {
-		ip := wire.IPv4(p.b[p.l3:p.l4])
-		ip.SetTotalLen(len(p.b) - p.l3)
-		ip.SetChecksum(0)
-		ip.SetChecksum(csum.Checksum(ip, 0))
-	}
+	p.setIPLen()
 	if p.partial {
 		// The TCP length in the pseudo-header: n more, cut less.
 		csum.AdjustPartial(tcp.CsumField(), csum.Fold(uint32(n)+uint32(^uint16(cut))))
