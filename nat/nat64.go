@@ -259,16 +259,33 @@ func (b *Balancer) fragNeeded64(c *Conn, p *pkt, f *Frame) Verdict {
 // and what the NAT64 path does not do yet is refused whichever of the two
 // (the feature, the first IPv4 LIP or real server) comes second.
 
-// errNAT64Features is the refusal of SYNPROXY and client address modes on
-// a NAT64 service.
-var errNAT64Features = errors.New("NAT64 (an IPv6 VIP with IPv4 local addresses and real servers) does not do SYNPROXY or a client address mode (toa, proxy-v1, proxy-v2) yet")
+// errNAT64TOA and errNAT64Synproxy are the refusals of what a NAT64
+// service does not do yet, each naming its setting.
+var (
+	errNAT64TOA      = errors.New("NAT64 (an IPv6 VIP with IPv4 local addresses and real servers) does not do client_address toa yet (proxy-v1 and proxy-v2 it does)")
+	errNAT64Synproxy = errors.New("NAT64 (an IPv6 VIP with IPv4 local addresses and real servers) does not do synproxy yet")
+)
 
-// checkNAT64 refuses SYNPROXY and a client address mode on a service
+// checkNAT64 refuses what the NAT64 path does not do yet on a service
 // whose VIP is IPv6 and whose server side (out: a LIP or real server, or
-// invalid when it has none yet) is IPv4.
+// invalid when it has none yet) is IPv4. A PROXY header (v1, v2) names
+// the IPv6 client toward the IPv4 server: the header is the client's
+// family, whatever the server's (proxy.go).
 func checkNAT64(vip, out netip.Addr, synproxy bool, ca ClientAddr) error {
-	if vip.Is6() && out.Is4() && (synproxy || ca != ClientAddrNone) {
-		return errNAT64Features
+	if !vip.Is6() || !out.Is4() {
+		return nil
+	}
+	return nat64Lacks(synproxy, ca)
+}
+
+// nat64Lacks is the refusal of the settings a NAT64 service cannot have
+// yet, nil if it can have them all.
+func nat64Lacks(synproxy bool, ca ClientAddr) error {
+	if synproxy {
+		return errNAT64Synproxy
+	}
+	if ca == ClientAddrTOA {
+		return errNAT64TOA
 	}
 	return nil
 }

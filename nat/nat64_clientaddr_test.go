@@ -1,0 +1,199 @@
+package nat
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"net"
+	"net/netip"
+	"testing"
+
+	"github.com/google/gopacket/layers"
+	proxyproto "github.com/pires/go-proxyproto"
+)
+
+// The client's address over NAT64 (an IPv6 client, an IPv4 server): PROXY
+// v1/v2 headers name the IPv6 client (TCP6, AF_INET6) toward the IPv4
+// server, with the server side's arithmetic IPv4's.
+
+// rig64With is newRig64 with one real server (rs1) and the service set to
+// synproxy and client address mode.
+func rig64With(t *testing.T, proto Protocol, synproxy bool, mode ClientAddr) (*rig, *[]sent) {
+	t.Helper()
+	out := new([]sent)
+	r := newRig64(t, proto, func(c *Config) { c.Synproxy = DefaultSynproxy() })
+	r.b.Attach(recordLink{out})
+	if err := r.b.Update(func(tx *Tx) error {
+		if synproxy {
+			if err := tx.SetSynproxy(r.svc, true); err != nil {
+				return err
+			}
+		}
+		return tx.SetClientAddr(r.svc, mode)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	r.setWeight(t, rs2, 8080, 0)
+	return r, out
+}
+
+// proxyHdr64 is the header a NAT64 connection from client6:cport to
+// [vip64]:80 gets in mode.
+func proxyHdr64(mode ClientAddr, cport uint16) []byte {
+	if mode == ClientAddrProxyV1 {
+		return fmt.Appendf(nil, "PROXY TCP6 %s %s %d 80\r\n", client6, vip64, cport)
+	}
+	h := []byte("\r\n\r\n\x00\r\nQUIT\n")
+	h = append(h, 0x21, 0x21, 0, 36)
+	s, d := client6.As16(), vip64.As16()
+	h = append(append(h, s[:]...), d[:]...)
+	h = binary.BigEndian.AppendUint16(h, cport)
+	return binary.BigEndian.AppendUint16(h, 80)
+}
+
+// readProxy64 reads a PROXY header at the start of payload with
+// go-proxyproto and checks it names client6:cport -> [vip64]:80 over TCP6
+// (UDPv6 for a datagram), returning what follows it.
+func readProxy64(t *testing.T, payload []byte, udp bool, cport uint16) []byte {
+	t.Helper()
+	br := bufio.NewReader(bytes.NewReader(payload))
+	h, err := proxyproto.Read(br)
+	if err != nil {
+		t.Fatalf("payload %q: %v", payload[:min(len(payload), 80)], err)
+	}
+	want, proto := netip.AddrPortFrom(client6, cport), proxyproto.TCPv6
+	var src, dst netip.AddrPort
+	if udp {
+		proto = proxyproto.UDPv6
+		src, dst = h.SourceAddr.(*net.UDPAddr).AddrPort(), h.DestinationAddr.(*net.UDPAddr).AddrPort()
+	} else {
+		src, dst = h.SourceAddr.(*net.TCPAddr).AddrPort(), h.DestinationAddr.(*net.TCPAddr).AddrPort()
+	}
+	if h.TransportProtocol != proto || src != want || dst != netip.AddrPortFrom(vip64, 80) {
+		t.Fatalf("header %v %v -> %v, want %v %v -> [%v]:80", h.TransportProtocol, src, dst, proto, want, vip64)
+	}
+	return payload[len(payload)-br.Buffered():]
+}
+
+// TestNAT64ProxyHeaders: a plain NAT64 connection with PROXY v1 or v2.
+// The client's SYN reaches the IPv4 server with its MSS clamped for the
+// server's segments (ClientMTU - 60); the server's SYN-ACK MSS reaches the
+// client less the header's length and never past ServerMTU - 40 less it,
+// IPv4's headers (a server announcing 8960 on a 1500 link). The first
+// data reaches the IPv4 server after the header naming the IPv6 client and
+// VIP, byte for byte, read back by go-proxyproto; a first segment the
+// client sends larger than it was told is cut to end at exactly the IPv4
+// server side's 1500 bytes (not IPv6's 20 more).
+func TestNAT64ProxyHeaders(t *testing.T) {
+	for _, c := range []struct {
+		mode               ClientAddr
+		serverMSS, wantMSS uint16
+	}{
+		{ClientAddrProxyV1, 1460, 0}, {ClientAddrProxyV2, 1460, 0},
+		{ClientAddrProxyV1, 8960, 0}, {ClientAddrProxyV2, 8960, 0},
+		{ClientAddrProxyV2, 1000, 1000 - 52},
+	} {
+		t.Run(fmt.Sprintf("%v/mss=%d", c.mode, c.serverMSS), func(t *testing.T) {
+			r, _ := rig64With(t, TCP, false, c.mode)
+			const isn, cport = 0x2000, 41000
+			hdr := proxyHdr64(c.mode, cport)
+			want := c.wantMSS
+			if want == 0 {
+				want = uint16(1500 - 20 - 20 - len(hdr))
+			}
+			cl := func(s pktSpec) *Frame {
+				s.src, s.dst, s.sport, s.dport, s.proto, s.srcMAC = client6, vip64, cport, 80, TCP, macClient
+				return pframe(t, s)
+			}
+			syn := cl(pktSpec{syn: true, seq: isn, opts: []layers.TCPOption{mssOpt(1460)}})
+			if v := r.b.Process(ClientSide, syn); v != Forward {
+				t.Fatalf("SYN %v %v", v, r.b.Stats.Drops())
+			}
+			s := decode(t, syn)
+			if s.ip == nil || mssOf(t, s.tcp) != 1440 {
+				t.Fatalf("SYN to the server: IPv4 %v, MSS %d, want 1440 (ClientMTU - 60)", s.ip != nil, mssOf(t, s.tcp))
+			}
+			sa := pframe(t, pktSpec{src: rs1, dst: lip1, sport: 8080, dport: uint16(s.tcp.SrcPort), proto: TCP, syn: true, ack: true, seq: 9000, ackNum: s.tcp.Seq + 1, opts: []layers.TCPOption{mssOpt(c.serverMSS)}, srcMAC: macGateway})
+			if v := r.b.Process(ServerSide, sa); v != Forward {
+				t.Fatalf("SYN-ACK %v", v)
+			}
+			if d := decode(t, sa); d.ip6 == nil || mssOf(t, d.tcp) != want {
+				t.Fatalf("SYN-ACK to the client: MSS %d, want %d", mssOf(t, d.tcp), want)
+			}
+			ack := cl(pktSpec{ack: true, seq: isn + 1, ackNum: 9001, payload: []byte("GET /")})
+			if v := r.b.Process(ClientSide, ack); v != Forward {
+				t.Fatalf("first data %v %v", v, r.b.Stats.Drops())
+			}
+			d := decode(t, ack)
+			if d.ip == nil || addr4(d.ip.SrcIP) != lip1 || addr4(d.ip.DstIP) != rs1 {
+				t.Fatal("first data not IPv4 LIP -> RS")
+			}
+			if !bytes.HasPrefix(d.tcp.Payload, hdr) || int(d.ip.Length) != 20+20+len(hdr)+5 {
+				t.Fatalf("first data %q (%d bytes), want %q then the client's", d.tcp.Payload, d.ip.Length, hdr)
+			}
+			if rest := readProxy64(t, d.tcp.Payload, false, cport); string(rest) != "GET /" {
+				t.Fatalf("after the header %q", rest)
+			}
+			// Again at ISN + 1, larger than the MSS: cut at the IPv4 MTU.
+			body := bytes.Repeat([]byte("x"), 1460)
+			big := cl(pktSpec{ack: true, seq: isn + 1, ackNum: 9001, payload: body})
+			if v := r.b.Process(ClientSide, big); v != Forward {
+				t.Fatalf("full segment %v %v", v, r.b.Stats.Drops())
+			}
+			if d := decode(t, big); d.ip == nil || d.ip.Length != 1500 || !bytes.HasPrefix(d.tcp.Payload, hdr) || len(d.tcp.Payload) != 1460 {
+				t.Fatalf("full segment: IPv4 length %d, payload %d: want 1500 and 1460, the header first", d.ip.Length, len(d.tcp.Payload))
+			}
+		})
+	}
+}
+
+// TestNAT64ProxyUDP: PROXY v2 before a NAT64 datagram is AF_INET6/DGRAM
+// (52 bytes) naming the IPv6 client, inside an IPv4 datagram whose every
+// checksum verifies; the MTU edge is IPv4's: a payload that makes the
+// IPv4 packet 1500 bytes with the header (1500 - 20 - 8 - 52) goes, one
+// byte more is dropped and counted.
+func TestNAT64ProxyUDP(t *testing.T) {
+	r, _ := rig64With(t, UDP, false, ClientAddrProxyV2)
+	f := pframe(t, pktSpec{src: client6, dst: vip64, sport: 42000, dport: 80, proto: UDP, payload: []byte("ping"), srcMAC: macClient})
+	if v := r.b.Process(ClientSide, f); v != Forward {
+		t.Fatalf("UDP: %v %v", v, r.b.Stats.Drops())
+	}
+	d := decode(t, f)
+	if d.ip == nil || int(d.udp.Length) != 8+52+4 || int(d.ip.Length) != 20+8+52+4 {
+		t.Fatalf("not IPv4, or UDP length %d", d.udp.Length)
+	}
+	if rest := readProxy64(t, d.udp.Payload, true, 42000); string(rest) != "ping" {
+		t.Fatalf("after the header %q", rest)
+	}
+	const fits = 1500 - 20 - 8 - 52
+	ok := pframe(t, pktSpec{src: client6, dst: vip64, sport: 42000, dport: 80, proto: UDP, payload: make([]byte, fits), srcMAC: macClient})
+	if v := r.b.Process(ClientSide, ok); v != Forward {
+		t.Fatalf("a datagram that fits: %v %v", v, r.b.Stats.Drops())
+	}
+	if d := decode(t, ok); d.ip == nil || d.ip.Length != 1500 {
+		t.Fatalf("IPv4 length %d, want 1500", d.ip.Length)
+	}
+	big := pframe(t, pktSpec{src: client6, dst: vip64, sport: 42000, dport: 80, proto: UDP, payload: make([]byte, fits+1), srcMAC: macClient})
+	if v := r.b.Process(ClientSide, big); v != Drop || r.b.Stats.Drop(DropUDPProxyBig) != 1 {
+		t.Fatalf("too big: %v %v", v, r.b.Stats.Drops())
+	}
+}
+
+// TestNAT64ReaderGuard: a reader that sees a NAT64 service with a setting
+// the NAT64 path does not do (only possible between a change's stores:
+// the Tx refuses the pair) drops the new connection as
+// nat64_untranslatable; a PROXY mode it does goes on.
+func TestNAT64ReaderGuard(t *testing.T) {
+	for _, c := range []struct {
+		mode ClientAddr
+		want Verdict
+	}{{ClientAddrTOA, Drop}, {ClientAddrProxyV1, Forward}, {ClientAddrNone, Forward}} {
+		r := newRig64(t, TCP, nil)
+		r.svc.clientAddr.Store(uint32(c.mode)) // as a reader between stores sees it
+		syn := frame(t, pktSpec{src: client6, dst: vip64, sport: 40000, dport: 80, proto: TCP, syn: true, srcMAC: macClient})
+		if v := r.b.Process(ClientSide, syn); v != c.want || (v == Drop) != (r.b.Stats.Drop(DropNAT64) == 1) {
+			t.Fatalf("%v: %v, drops %v", c.mode, v, nonZero(r.b.Stats.Drops()))
+		}
+	}
+}
