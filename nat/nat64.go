@@ -98,10 +98,11 @@ func (f *Frame) reframe(off, n int) bool {
 // DPVS clamps neither for NAT64 as such: its tcp_out_adjust_mss takes the
 // TOA option's length (20 for an IPv6 client) off every server SYN-ACK's
 // MSS, which for NAT64 happens to leave the same 20 bytes, and leaves the
-// client's SYN alone. tapvs refuses TOA on NAT64 services, so it clamps by
-// the arithmetic above instead: the connection's rewriter clamps both SYNs
-// (tcprw.Rewriter's MSSToServer and MSSToClient, set in newRewriter) in
-// the walk that translates them.
+// client's SYN alone. tapvs clamps by the arithmetic above instead, less
+// the TOA option's 20 bytes or the PROXY header's length where the service
+// adds one: the connection's rewriter clamps both SYNs (tcprw.Rewriter's
+// MSSToServer and MSSToClient, set in newRewriter) in the walk that
+// translates them.
 func (b *Balancer) clientMSS64() uint16 {
 	return uint16(max(b.cfg.ClientMTU-wire.IPv6Len-wire.TCPMinLen, wire.IPv4MinMTU))
 }
@@ -259,18 +260,15 @@ func (b *Balancer) fragNeeded64(c *Conn, p *pkt, f *Frame) Verdict {
 // and what the NAT64 path does not do yet is refused whichever of the two
 // (the feature, the first IPv4 LIP or real server) comes second.
 
-// errNAT64TOA and errNAT64Synproxy are the refusals of what a NAT64
-// service does not do yet, each naming its setting.
-var (
-	errNAT64TOA      = errors.New("NAT64 (an IPv6 VIP with IPv4 local addresses and real servers) does not do client_address toa yet (proxy-v1 and proxy-v2 it does)")
-	errNAT64Synproxy = errors.New("NAT64 (an IPv6 VIP with IPv4 local addresses and real servers) does not do synproxy yet")
-)
+// errNAT64Synproxy is the refusal of what a NAT64 service does not do
+// yet, naming its setting.
+var errNAT64Synproxy = errors.New("NAT64 (an IPv6 VIP with IPv4 local addresses and real servers) does not do synproxy yet")
 
 // checkNAT64 refuses what the NAT64 path does not do yet on a service
 // whose VIP is IPv6 and whose server side (out: a LIP or real server, or
-// invalid when it has none yet) is IPv4. A PROXY header (v1, v2) names
-// the IPv6 client toward the IPv4 server: the header is the client's
-// family, whatever the server's (proxy.go).
+// invalid when it has none yet) is IPv4. A PROXY header (v1, v2) and a
+// TOA option name the IPv6 client toward the IPv4 server: they are the
+// client's family, whatever the server's (proxy.go, toa.go).
 func checkNAT64(vip, out netip.Addr, synproxy bool, ca ClientAddr) error {
 	if !vip.Is6() || !out.Is4() {
 		return nil
@@ -283,9 +281,6 @@ func checkNAT64(vip, out netip.Addr, synproxy bool, ca ClientAddr) error {
 func nat64Lacks(synproxy bool, ca ClientAddr) error {
 	if synproxy {
 		return errNAT64Synproxy
-	}
-	if ca == ClientAddrTOA {
-		return errNAT64TOA
 	}
 	return nil
 }

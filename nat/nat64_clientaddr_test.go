@@ -11,6 +11,8 @@ import (
 
 	"github.com/google/gopacket/layers"
 	proxyproto "github.com/pires/go-proxyproto"
+
+	"github.com/tapvs/tapvs/tun"
 )
 
 // The client's address over NAT64 (an IPv6 client, an IPv4 server): PROXY
@@ -180,20 +182,133 @@ func TestNAT64ProxyUDP(t *testing.T) {
 	}
 }
 
-// TestNAT64ReaderGuard: a reader that sees a NAT64 service with a setting
-// the NAT64 path does not do (only possible between a change's stores:
-// the Tx refuses the pair) drops the new connection as
-// nat64_untranslatable; a PROXY mode it does goes on.
+// TestNAT64ReaderGuard: a reader that sees a NAT64 service with SYNPROXY
+// (only possible between a change's stores: the Tx refuses the pair)
+// drops the connection the cookie's ACK would open as
+// nat64_untranslatable.
 func TestNAT64ReaderGuard(t *testing.T) {
+	r := newRig64(t, TCP, func(c *Config) { c.Synproxy = DefaultSynproxy() })
+	r.svc.synproxy.Store(true) // as a reader between stores sees it
+	cl := func(s pktSpec) *Frame {
+		s.src, s.dst, s.sport, s.dport, s.proto, s.srcMAC = client6, vip64, 40000, 80, TCP, macClient
+		return pframe(t, s)
+	}
+	syn := cl(pktSpec{syn: true, seq: 100})
+	if v := r.b.Process(ClientSide, syn); v != Reply {
+		t.Fatalf("SYN: %v", v)
+	}
+	ack := cl(pktSpec{ack: true, seq: 101, ackNum: decode(t, syn).tcp.Seq + 1})
+	if v := r.b.Process(ClientSide, ack); v != Drop || r.b.Stats.Drop(DropNAT64) != 1 {
+		t.Fatalf("ACK: %v, drops %v", v, nonZero(r.b.Stats.Drops()))
+	}
+}
+
+// wantTOA64 checks that a NAT64 segment to the IPv4 server carries exactly
+// one TOA option, first, in DPVS's IPv6 layout (kind 254, length 20: the
+// client's port, then its 16-byte IPv6 address).
+func wantTOA64(t *testing.T, d decoded, cport uint16) {
+	t.Helper()
+	if d.ip == nil {
+		t.Fatal("not IPv4")
+	}
+	toas, first := toaOpts(d)
+	if len(toas) != 1 || !first {
+		t.Fatalf("TOA options %v (first %v) in %v, want one, first", toas, first, d.tcp.Options)
+	}
+	o := toas[0]
+	if o.OptionLength != 20 || len(o.OptionData) != 18 || binary.BigEndian.Uint16(o.OptionData) != cport || [16]byte(o.OptionData[2:]) != client6.As16() {
+		t.Fatalf("TOA %+v, want length 20, port %d, address %v", o, cport, client6)
+	}
+}
+
+// TestNAT64TOA: a plain NAT64 connection of a TOA service. The server's
+// SYN-ACK MSS reaches the client at most ServerMTU - 40 - 20 (IPv4's
+// headers and the option); the handshake ACK and the first data reach the
+// IPv4 server with the 20-byte option (DPVS's layout for an IPv6 client,
+// whatever the server's family), decoded by gopacket with every checksum
+// from scratch; the room is the IPv4 server side's: 1440 bytes of payload
+// take the option to exactly 1500 bytes, 1441 go without it (toa_no_room).
+func TestNAT64TOA(t *testing.T) {
+	for _, c := range []struct{ serverMSS, want uint16 }{{1460, 1440}, {8960, 1440}, {1000, 1000}} {
+		r, _ := rig64With(t, TCP, false, ClientAddrTOA)
+		const cport = 41000
+		var rsISN uint32 = 0x7000
+		syn := frame(t, pktSpec{src: client6, dst: vip64, sport: cport, dport: 80, proto: TCP, syn: true, seq: 100, srcMAC: macClient, opts: []layers.TCPOption{mssOpt(1460)}})
+		if v := r.b.Process(ClientSide, syn); v != Forward {
+			t.Fatalf("SYN: %v %v", v, r.b.Stats.Drops())
+		}
+		d := decode(t, syn)
+		wantNoTOA(t, d)
+		if mssOf(t, d.tcp) != 1440 {
+			t.Fatalf("SYN to the server: MSS %d, want 1440 (ClientMTU - 60)", mssOf(t, d.tcp))
+		}
+		lport := uint16(d.tcp.SrcPort)
+		sa := frame(t, pktSpec{src: rs1, dst: lip1, sport: 8080, dport: lport, proto: TCP, syn: true, ack: true, seq: rsISN, ackNum: d.tcp.Seq + 1, srcMAC: macGateway, opts: []layers.TCPOption{mssOpt(c.serverMSS)}})
+		if v := r.b.Process(ServerSide, sa); v != Forward {
+			t.Fatalf("SYN-ACK: %v %v", v, r.b.Stats.Drops())
+		}
+		if got := mssOf(t, decode(t, sa).tcp); got != c.want {
+			t.Fatalf("server MSS %d reached the client as %d, want %d", c.serverMSS, got, c.want)
+		}
+		send := func(payload int) decoded {
+			t.Helper()
+			f := frame(t, pktSpec{src: client6, dst: vip64, sport: cport, dport: 80, proto: TCP, ack: true, seq: 101, ackNum: rsISN + 1, srcMAC: macClient, payload: make([]byte, payload)})
+			if v := r.b.Process(ClientSide, f); v != Forward {
+				t.Fatalf("client segment: %v %v", v, r.b.Stats.Drops())
+			}
+			d := decode(t, f)
+			if d.ip == nil || int(d.ip.Length) != 20+int(d.tcp.DataOffset)*4+payload {
+				t.Fatalf("not an IPv4 segment with the payload's %d bytes", payload)
+			}
+			return d
+		}
+		wantTOA64(t, send(0), cport)
+		d = send(1440)
+		wantTOA64(t, d, cport)
+		if d.ip.Length != 1500 {
+			t.Fatalf("IPv4 length %d, want 1500", d.ip.Length)
+		}
+		wantNoTOA(t, send(1441))
+		if ins, nr := r.b.Stats.TOA(); ins != 2 || nr != 1 {
+			t.Fatalf("TOA counters: %d inserted, %d no room; want 2, 1", ins, nr)
+		}
+	}
+}
+
+// TestNAT64TOASuperFrame: a TSO super-frame from an IPv6 client gets the
+// option when its IPv4 total length, once translated, is at most 65535
+// with it (20 + TCP + 20), and goes without it one byte past: never one
+// that to4 would then have to drop.
+func TestNAT64TOASuperFrame(t *testing.T) {
+	r, _ := rig64With(t, TCP, false, ClientAddrTOA)
+	const cport = 42000
+	var rsISN uint32 = 0x9000
+	syn := frame(t, pktSpec{src: client6, dst: vip64, sport: cport, dport: 80, proto: TCP, syn: true, seq: 100, srcMAC: macClient})
+	if v := r.b.Process(ClientSide, syn); v != Forward {
+		t.Fatal(v)
+	}
+	d := decode(t, syn)
+	sa := frame(t, pktSpec{src: rs1, dst: lip1, sport: 8080, dport: uint16(d.tcp.SrcPort), proto: TCP, syn: true, ack: true, seq: rsISN, ackNum: d.tcp.Seq + 1, srcMAC: macGateway})
+	if v := r.b.Process(ServerSide, sa); v != Forward {
+		t.Fatal(v)
+	}
 	for _, c := range []struct {
-		mode ClientAddr
-		want Verdict
-	}{{ClientAddrTOA, Drop}, {ClientAddrProxyV1, Forward}, {ClientAddrNone, Forward}} {
-		r := newRig64(t, TCP, nil)
-		r.svc.clientAddr.Store(uint32(c.mode)) // as a reader between stores sees it
-		syn := frame(t, pktSpec{src: client6, dst: vip64, sport: 40000, dport: 80, proto: TCP, syn: true, srcMAC: macClient})
-		if v := r.b.Process(ClientSide, syn); v != c.want || (v == Drop) != (r.b.Stats.Drop(DropNAT64) == 1) {
-			t.Fatalf("%v: %v, drops %v", c.mode, v, nonZero(r.b.Stats.Drops()))
+		payload int
+		toa     bool
+	}{{65535 - 20 - 20 - 20, true}, {65535 - 20 - 20 - 20 + 1, false}} {
+		f := frame(t, pktSpec{src: client6, dst: vip64, sport: cport, dport: 80, proto: TCP, ack: true, seq: 101, ackNum: rsISN + 1, srcMAC: macClient, payload: make([]byte, c.payload)})
+		inVNet(f).SetGSO(tun.VNetGSOTCPv6, 14+40+20, 1400)
+		if v := r.b.Process(ClientSide, f); v != Forward {
+			t.Fatalf("payload %d: %v %v", c.payload, v, nonZero(r.b.Stats.Drops()))
+		}
+		d := decode(t, f)
+		if c.toa {
+			wantTOA64(t, d, cport)
+		} else {
+			wantNoTOA(t, d)
+		}
+		if f.VNet.GSOType() != tun.VNetGSOTCPv4 || int(f.VNet.HdrLen()) != 14+20+int(d.tcp.DataOffset)*4 {
+			t.Fatalf("payload %d: virtio-net header %v", c.payload, f.VNet)
 		}
 	}
 }

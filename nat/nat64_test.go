@@ -720,8 +720,8 @@ func TestNAT64ICMPv4FromClient(t *testing.T) {
 }
 
 // TestNAT64Rules: a service's server side is one family; NAT46, and NAT64
-// with SYNPROXY or TOA, are refused whichever comes second, naming the
-// address or setting and why; NAT64 with PROXY v1 or v2 is accepted.
+// with SYNPROXY, are refused whichever comes second, naming the address
+// or setting and why; NAT64 with TOA, PROXY v1 or v2 is accepted.
 func TestNAT64Rules(t *testing.T) {
 	cfg := Config{MaxConns: 10, PortMin: 5000, PortMax: 65535, Timeouts: DefaultTimeouts(),
 		ClientNet: netip.MustParsePrefix("172.25.254.254/24"), ServerNet: netip.MustParsePrefix("172.25.84.4/24"),
@@ -743,7 +743,7 @@ func TestNAT64Rules(t *testing.T) {
 	}); err != nil {
 		t.Fatalf("NAT64 service refused: %v", err)
 	}
-	sTOA, err := b.AddService(ServiceConfig{Addr: vip64, Port: 443, Protocol: TCP, Scheduler: "rr", ClientAddr: ClientAddrTOA})
+	sSP, err := b.AddService(ServiceConfig{Addr: vip64, Port: 443, Protocol: TCP, Scheduler: "rr", Synproxy: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -769,13 +769,10 @@ func TestNAT64Rules(t *testing.T) {
 			return b.Update(func(tx *Tx) error { _, err := tx.AddDest(s4, rs6a, 80, 1); return err })
 		}, "NAT46 is not built"},
 		{"v6 LIP on a v4 VIP", func() error { _, err := b.AddLocalAddr(s4, lip6); return err }, "NAT46 is not built"},
-		{"toa on a NAT64 service", func() error {
-			return b.Update(func(tx *Tx) error { return tx.SetClientAddr(s64, ClientAddrTOA) })
-		}, "service TCP [fd00:25:254::64]:80: NAT64 (an IPv6 VIP with IPv4 local addresses and real servers) does not do client_address toa yet"},
-		{"v4 LIP on a toa service", func() error { _, err := b.AddLocalAddr(sTOA, lip1); return err }, "local address 172.25.84.10 is IPv4 on service TCP [fd00:25:254::64]:443: NAT64"},
-		{"v4 RS on a toa service", func() error {
-			return b.Update(func(tx *Tx) error { _, err := tx.AddDest(sTOA, rs1, 80, 1); return err })
-		}, "does not do client_address toa yet"},
+		{"v4 LIP on a synproxy service", func() error { _, err := b.AddLocalAddr(sSP, lip1); return err }, "local address 172.25.84.10 is IPv4 on service TCP [fd00:25:254::64]:443: NAT64"},
+		{"v4 RS on a synproxy service", func() error {
+			return b.Update(func(tx *Tx) error { _, err := tx.AddDest(sSP, rs1, 80, 1); return err })
+		}, "does not do synproxy yet"},
 		{"synproxy on a NAT64 service", func() error {
 			return b.Update(func(tx *Tx) error { return tx.SetSynproxy(s64, true) })
 		}, "service TCP [fd00:25:254::64]:80: NAT64 (an IPv6 VIP with IPv4 local addresses and real servers) does not do synproxy yet"},
@@ -796,28 +793,31 @@ func TestNAT64Rules(t *testing.T) {
 			t.Errorf("%s: %v, want %q", c.name, err, c.want)
 		}
 	}
-	// PROXY v1 and v2 on a NAT64 service, either coming second: accepted.
-	for _, m := range []ClientAddr{ClientAddrProxyV1, ClientAddrProxyV2} {
+	// TOA, PROXY v1 and v2 on a NAT64 service, either coming second:
+	// accepted.
+	for _, m := range []ClientAddr{ClientAddrTOA, ClientAddrProxyV1, ClientAddrProxyV2} {
 		if err := b.Update(func(tx *Tx) error { return tx.SetClientAddr(s64, m) }); err != nil {
 			t.Fatalf("%v on a NAT64 service: %v", m, err)
 		}
 	}
-	sPP, err := b.AddService(ServiceConfig{Addr: vip64, Port: 444, Protocol: TCP, Scheduler: "rr", ClientAddr: ClientAddrProxyV1})
-	if err != nil {
-		t.Fatal(err)
+	for i, m := range []ClientAddr{ClientAddrTOA, ClientAddrProxyV1} {
+		s, err := b.AddService(ServiceConfig{Addr: vip64, Port: uint16(444 + i), Protocol: TCP, Scheduler: "rr", ClientAddr: m})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.AddLocalAddr(s, lip1); err != nil {
+			t.Fatalf("an IPv4 LIP on a %v service: %v", m, err)
+		}
 	}
-	if _, err := b.AddLocalAddr(sPP, lip1); err != nil {
-		t.Fatalf("an IPv4 LIP on a proxy-v1 service: %v", err)
-	}
-	// In one Tx: the toa mode goes, then the IPv4 LIP comes: accepted.
+	// In one Tx: synproxy goes, then the IPv4 LIP comes: accepted.
 	if err := b.Update(func(tx *Tx) error {
-		if err := tx.SetClientAddr(sTOA, ClientAddrNone); err != nil {
+		if err := tx.SetSynproxy(sSP, false); err != nil {
 			return err
 		}
-		_, err := tx.AddLocalAddr(sTOA, lip1)
+		_, err := tx.AddLocalAddr(sSP, lip1)
 		return err
 	}); err != nil {
-		t.Fatalf("NAT64 after toa is turned off: %v", err)
+		t.Fatalf("NAT64 after synproxy is turned off: %v", err)
 	}
 }
 

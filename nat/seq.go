@@ -144,9 +144,12 @@ func (b *Balancer) newRewriter(c *Conn, isn uint32) *tcprw.Rewriter {
 	switch {
 	case c.nat64():
 		// The clamp is the MSS after the header's length is taken off
-		// (tcprw: MSSToClient): a full segment and the header fit the
-		// IPv4 server side.
+		// (tcprw: MSSToClient): a full segment and the header, or the
+		// TOA option, fit the IPv4 server side.
 		r.MSSToServer, r.MSSToClient = b.clientMSS64(), b.serverMSS64()-uint16(r.Insert)
+		if c.clientAddr == ClientAddrTOA {
+			r.MSSToClient -= uint16(c.toaSize())
+		}
 	case c.clientAddr == ClientAddrTOA:
 		r.MSSToClient = uint16(b.cfg.ServerMTU - ipHdrLen(wire.Is4(&c.out.src)) - wire.TCPMinLen - c.toaSize())
 	}
