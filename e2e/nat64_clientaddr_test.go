@@ -20,31 +20,37 @@ import (
 	"github.com/tapvs/tapvs/nat"
 )
 
-// nat64ProxyServices are PROXY services at the NAT64 VIP: v1 and v2 to
-// nginx on the first real server's IPv4 address (8181, 8182), to the
-// lab's go-proxyproto HTTP servers on both (8101, 8102), the bulk server
+// nat64ProxyServices are PROXY services at the NAT64 VIP: v1 and v2,
+// without and with SYNPROXY, to nginx on the first real server's IPv4
+// address (8181-8184), to the lab's go-proxyproto HTTP servers on both
+// (8101-8104), the bulk server
 // behind a v2 header (9102), and v2 before UDP datagrams (9003).
 const nat64ProxyServices = `
   - {name: v1-64, vip: "fd00:25:254::64", port: 8181, scheduler: rr, client_address: proxy-v1, local_addresses: [172.25.84.10], real_servers: [{address: 10.20.1.2, port: 8181}]}
   - {name: v2-64, vip: "fd00:25:254::64", port: 8182, scheduler: rr, client_address: proxy-v2, local_addresses: [172.25.84.10], real_servers: [{address: 10.20.1.2, port: 8182}]}
+  - {name: v1-sp-64, vip: "fd00:25:254::64", port: 8183, scheduler: rr, synproxy: true, client_address: proxy-v1, local_addresses: [172.25.84.11], real_servers: [{address: 10.20.1.2, port: 8183}]}
+  - {name: v2-sp-64, vip: "fd00:25:254::64", port: 8184, scheduler: rr, synproxy: true, client_address: proxy-v2, local_addresses: [172.25.84.11], real_servers: [{address: 10.20.1.2, port: 8184}]}
   - {name: p1-64, vip: "fd00:25:254::64", port: 8101, client_address: proxy-v1, local_addresses: [172.25.84.10], real_servers: [{address: 10.20.1.2, port: 8081}, {address: 10.20.2.2, port: 8081}]}
   - {name: p2-64, vip: "fd00:25:254::64", port: 8102, client_address: proxy-v2, local_addresses: [172.25.84.10], real_servers: [{address: 10.20.1.2, port: 8081}, {address: 10.20.2.2, port: 8081}]}
+  - {name: p1-sp-64, vip: "fd00:25:254::64", port: 8103, synproxy: true, client_address: proxy-v1, local_addresses: [172.25.84.10], real_servers: [{address: 10.20.1.2, port: 8081}, {address: 10.20.2.2, port: 8081}]}
+  - {name: p2-sp-64, vip: "fd00:25:254::64", port: 8104, synproxy: true, client_address: proxy-v2, local_addresses: [172.25.84.10], real_servers: [{address: 10.20.1.2, port: 8081}, {address: 10.20.2.2, port: 8081}]}
   - {name: p2-bulk64, vip: "fd00:25:254::64", port: 9102, client_address: proxy-v2, local_addresses: [172.25.84.10], real_servers: [{address: 10.20.1.2, port: 9002}]}
   - {name: p2-udp64, vip: "fd00:25:254::64", port: 9003, protocol: udp, client_address: proxy-v2, local_addresses: [172.25.84.11], real_servers: [{address: 10.20.1.2, port: 9003}, {address: 10.20.2.2, port: 9003}]}
 `
 
 // nginx on the first real server's IPv4 address, behind the NAT64 VIP
-// with PROXY v1 and v2, logs the IPv6 client's own address and port
-// ($proxy_protocol_addr:$proxy_protocol_port) for every request, while
-// the connection itself ($remote_addr) comes from an IPv4 LIP.
+// with PROXY v1 and v2, without and with SYNPROXY, logs the IPv6 client's
+// own address and port ($proxy_protocol_addr:$proxy_protocol_port) for
+// every request, while the connection itself ($remote_addr) comes from an
+// IPv4 LIP.
 func TestNAT64ProxyNginx(t *testing.T) {
 	if _, err := exec.LookPath("nginx"); err != nil {
 		t.Fatalf("nginx is missing (apt-get install nginx-light; bash .ci/deps installs it): %v", err)
 	}
 	e := setup6(t, nat64ProxyServices, "")
-	logPath := startNginx(t, e.top.RS[0], t.TempDir(), lab.RS1, []int{8181, 8182})
+	logPath := startNginx(t, e.top.RS[0], t.TempDir(), lab.RS1, []int{8181, 8182, 8183, 8184})
 	var want []string
-	for _, port := range []uint16{8181, 8182} {
+	for _, port := range []uint16{8181, 8182, 8183, 8184} {
 		for range 3 {
 			local := getFrom6(t, e, netip.AddrPortFrom(lab.VIP64, port))
 			if local.Addr() != lab.ClientAddr6.Addr() {
@@ -65,15 +71,16 @@ func TestNAT64ProxyNginx(t *testing.T) {
 		if got := f[0] + " " + f[1]; got != want[i] {
 			t.Errorf("request %d: nginx logged %q, want %q (the IPv6 client's own address and port)", i, got, want[i])
 		}
-		if f[2] != lab.LIP1.String() {
-			t.Errorf("request %d: the connection came from %s, not the IPv4 LIP %s", i, f[2], lab.LIP1)
+		if f[2] != lab.LIP1.String() && f[2] != lab.LIP2.String() {
+			t.Errorf("request %d: the connection came from %s, not an IPv4 LIP", i, f[2])
 		}
 	}
 }
 
 // The lab's go-proxyproto HTTP servers on both real servers' IPv4
 // addresses are told the IPv6 client's own address and port by PROXY v1
-// and v2 through the NAT64 VIP, on connections from an IPv4 LIP. On the
+// and v2, without and with SYNPROXY, through the NAT64 VIP, on
+// connections from an IPv4 LIP. On the
 // wire at each real server, every packet of the port is IPv4 with valid
 // checksums, and each connection's first payload starts with the header
 // byte for byte: v1 "PROXY TCP6 <client> <VIP64> <ports>\r\n", v2 the
@@ -93,7 +100,7 @@ func TestNAT64ProxyProtocolTCP(t *testing.T) {
 	for _, tc := range []struct {
 		port    uint16
 		version int
-	}{{8101, 1}, {8102, 2}} {
+	}{{8101, 1}, {8102, 2}, {8103, 1}, {8104, 2}} {
 		for range 4 {
 			vip := netip.AddrPortFrom(lab.VIP64, tc.port)
 			body, local := getBody6(t, e, vip)
@@ -241,9 +248,10 @@ const toaServices64 = `
 // client; every packet at the server is IPv4 with checksums that verify
 // from scratch (without offload, every one from the LIP full and within
 // the 1500-byte MTU, the option included); no segment went without it for
-// lack of room; 8 MiB each way arrive intact. With TAP offload and without.
+// lack of room; 8 MiB each way arrive intact. With and without SYNPROXY,
+// with TAP offload and without.
 func TestNAT64TOA(t *testing.T) {
-	for _, tc := range []struct{ synproxy, noOffload bool }{{false, false}, {false, true}} {
+	for _, tc := range []struct{ synproxy, noOffload bool }{{false, false}, {true, false}, {false, true}, {true, true}} {
 		t.Run(fmt.Sprintf("synproxy=%t/offload=%t", tc.synproxy, !tc.noOffload), func(t *testing.T) {
 			need(t)
 			needIPv6(t)

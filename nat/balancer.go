@@ -701,14 +701,6 @@ func (b *Balancer) schedule(svc *Service, key tupleKey, p *pkt) (*Conn, Verdict)
 		return nil, b.Stats.drop(DropNoNeighbor)
 	}
 	c.dest = dest
-	if !wire.Is4(&key.src) && wire.Is4(&dest.a16) && nat64Lacks(svc.synproxy.Load(), svc.ClientAddr()) != nil {
-		// What NAT64 does not do yet: the Tx refuses the pair, and only
-		// a reader between a change's stores (the settings, then the
-		// servers) can see both.
-		b.table.count.Add(-1)
-		c.unpersist()
-		return nil, b.Stats.drop(DropNAT64)
-	}
 	copy(c.clientMAC[:], p.eth().Src())
 	if hop := macOf(c.clientMAC); b.clientHop.Load() != hop {
 		b.clientHop.Store(hop) // once per change of hop, not per connection

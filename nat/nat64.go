@@ -1,8 +1,6 @@
 package nat
 
 import (
-	"errors"
-	"fmt"
 	"net/netip"
 
 	"github.com/tapvs/tapvs/csum"
@@ -256,34 +254,10 @@ func (b *Balancer) fragNeeded64(c *Conn, p *pkt, f *Frame) Verdict {
 	return Reply
 }
 
-// The rules of a NAT64 service (rules.go): its server side is one family,
-// and what the NAT64 path does not do yet is refused whichever of the two
-// (the feature, the first IPv4 LIP or real server) comes second.
-
-// errNAT64Synproxy is the refusal of what a NAT64 service does not do
-// yet, naming its setting.
-var errNAT64Synproxy = errors.New("NAT64 (an IPv6 VIP with IPv4 local addresses and real servers) does not do synproxy yet")
-
-// checkNAT64 refuses what the NAT64 path does not do yet on a service
-// whose VIP is IPv6 and whose server side (out: a LIP or real server, or
-// invalid when it has none yet) is IPv4. A PROXY header (v1, v2) and a
-// TOA option name the IPv6 client toward the IPv4 server: they are the
-// client's family, whatever the server's (proxy.go, toa.go).
-func checkNAT64(vip, out netip.Addr, synproxy bool, ca ClientAddr) error {
-	if !vip.Is6() || !out.Is4() {
-		return nil
-	}
-	return nat64Lacks(synproxy, ca)
-}
-
-// nat64Lacks is the refusal of the settings a NAT64 service cannot have
-// yet, nil if it can have them all.
-func nat64Lacks(synproxy bool, ca ClientAddr) error {
-	if synproxy {
-		return errNAT64Synproxy
-	}
-	return nil
-}
+// The rules of a NAT64 service (rules.go): its server side is one family.
+// Everything a service can have, a NAT64 one can: SYNPROXY (the cookie
+// handshake with the IPv6 client, the SYN to the server in IPv4), TOA and
+// PROXY headers (in the client's family: toa.go, proxy.go).
 
 // outAddr is one of a service's LIPs or real servers as the Tx leaves
 // them (invalid: none), for the family of its server side.
@@ -297,30 +271,8 @@ func (tx *Tx) outAddr(s *Service) netip.Addr {
 	return netip.Addr{}
 }
 
-// txSynproxy and txClientAddr are a service's settings as the Tx leaves
-// them.
-func (tx *Tx) txSynproxy(s *Service) bool {
-	if st := tx.stages[s]; st != nil && st.synproxy != nil {
-		return *st.synproxy
-	}
-	return s.synproxy.Load()
-}
-
-func (tx *Tx) txClientAddr(s *Service) ClientAddr {
-	if st := tx.stages[s]; st != nil && st.client != nil {
-		return *st.client
-	}
-	return s.ClientAddr()
-}
-
-// checkServerSide is checkFamily and checkNAT64 for a LIP or real server a
-// being added to s in the Tx.
+// checkServerSide is checkFamily for a LIP or real server a being added to
+// s in the Tx.
 func (tx *Tx) checkServerSide(s *Service, a netip.Addr) error {
-	if err := checkFamily(s, a, tx.outAddr(s)); err != nil {
-		return err
-	}
-	if err := checkNAT64(s.Addr, a, tx.txSynproxy(s), tx.txClientAddr(s)); err != nil {
-		return fmt.Errorf("is IPv4 on service %s: %w", s, err)
-	}
-	return nil
+	return checkFamily(s, a, tx.outAddr(s))
 }

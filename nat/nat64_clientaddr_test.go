@@ -182,27 +182,6 @@ func TestNAT64ProxyUDP(t *testing.T) {
 	}
 }
 
-// TestNAT64ReaderGuard: a reader that sees a NAT64 service with SYNPROXY
-// (only possible between a change's stores: the Tx refuses the pair)
-// drops the connection the cookie's ACK would open as
-// nat64_untranslatable.
-func TestNAT64ReaderGuard(t *testing.T) {
-	r := newRig64(t, TCP, func(c *Config) { c.Synproxy = DefaultSynproxy() })
-	r.svc.synproxy.Store(true) // as a reader between stores sees it
-	cl := func(s pktSpec) *Frame {
-		s.src, s.dst, s.sport, s.dport, s.proto, s.srcMAC = client6, vip64, 40000, 80, TCP, macClient
-		return pframe(t, s)
-	}
-	syn := cl(pktSpec{syn: true, seq: 100})
-	if v := r.b.Process(ClientSide, syn); v != Reply {
-		t.Fatalf("SYN: %v", v)
-	}
-	ack := cl(pktSpec{ack: true, seq: 101, ackNum: decode(t, syn).tcp.Seq + 1})
-	if v := r.b.Process(ClientSide, ack); v != Drop || r.b.Stats.Drop(DropNAT64) != 1 {
-		t.Fatalf("ACK: %v, drops %v", v, nonZero(r.b.Stats.Drops()))
-	}
-}
-
 // wantTOA64 checks that a NAT64 segment to the IPv4 server carries exactly
 // one TOA option, first, in DPVS's IPv6 layout (kind 254, length 20: the
 // client's port, then its 16-byte IPv6 address).
@@ -310,5 +289,159 @@ func TestNAT64TOASuperFrame(t *testing.T) {
 		if f.VNet.GSOType() != tun.VNetGSOTCPv4 || int(f.VNet.HdrLen()) != 14+20+int(d.tcp.DataOffset)*4 {
 			t.Fatalf("payload %d: virtio-net header %v", c.payload, f.VNet)
 		}
+	}
+}
+
+// synproxy64 makes a NAT64 SYNPROXY rig (client side MTU clientMTU) in
+// mode and runs the cookie handshake from client6:cport with ISN isn
+// announcing clientMSS: it returns the cookie SYN-ACK's MSS, the cookie,
+// and the SYN tapvs sent the server.
+func synproxy64(t *testing.T, clientMTU int, mode ClientAddr, cport uint16, isn uint32, clientMSS uint16) (r *rig, out *[]sent, mss uint16, cookie uint32, syn decoded) {
+	t.Helper()
+	out = new([]sent)
+	r = newRig64(t, TCP, func(c *Config) { c.Synproxy, c.ClientMTU = DefaultSynproxy(), clientMTU })
+	r.b.Attach(recordLink{out})
+	if err := r.b.Update(func(tx *Tx) error {
+		if err := tx.SetSynproxy(r.svc, true); err != nil {
+			return err
+		}
+		return tx.SetClientAddr(r.svc, mode)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	r.setWeight(t, rs2, 8080, 0)
+	cl := func(s pktSpec) *Frame {
+		s.src, s.dst, s.sport, s.dport, s.proto, s.srcMAC = client6, vip64, cport, 80, TCP, macClient
+		return pframe(t, s)
+	}
+	f := cl(pktSpec{syn: true, seq: isn, opts: synOpts(clientMSS, 7, 1000)})
+	if v := r.b.Process(ClientSide, f); v != Reply {
+		t.Fatalf("SYN: %v %v", v, r.b.Stats.Drops())
+	}
+	sa := decode(t, f)
+	if sa.ip6 == nil || !sa.tcp.SYN || !sa.tcp.ACK || sa.tcp.Ack != isn+1 || addr6(sa.ip6.SrcIP) != vip64 || addr6(sa.ip6.DstIP) != client6 {
+		t.Fatalf("cookie SYN-ACK %+v", sa.tcp)
+	}
+	if r.b.Table().Len() != 0 {
+		t.Fatal("a SYN made state")
+	}
+	o := parsedOpts(t, sa.tcp)
+	cookie = sa.tcp.Seq
+	ack := cl(pktSpec{ack: true, seq: isn + 1, ackNum: cookie + 1, opts: []layers.TCPOption{nop, nop, tsOpt(1001, o.TSval)}})
+	if v := r.b.Process(ClientSide, ack); v != Forward {
+		t.Fatalf("ACK: %v %v", v, r.b.Stats.Drops())
+	}
+	syn = decode(t, ack)
+	if syn.ip == nil || !syn.tcp.SYN || syn.tcp.ACK || syn.tcp.Seq != isn || addr4(syn.ip.SrcIP) != lip1 || addr4(syn.ip.DstIP) != rs1 {
+		t.Fatalf("SYN to the server: IPv4 %v, %+v", syn.ip != nil, syn.tcp)
+	}
+	return r, out, o.MSS, cookie, syn
+}
+
+// TestNAT64Synproxy: SYNPROXY on a NAT64 service. The cookie handshake is
+// the IPv6 client's: the SYN-ACK from VIP64 announces the configured MSS
+// (the server side is IPv4: no 20 bytes off for IPv6) bounded by the
+// client side's MTU - 60; the client's cookie ACK opens an IPv4 SYN from
+// the LIP with the client's ISN and its MSS clamped to the client side's
+// MTU - 60 (the server's segments grow by 20 toward the client); the
+// server's SYN-ACK releases the held ACK over IPv4; server data reaches
+// the client over IPv6 at the cookie's numbers; an expiry's RSTs are IPv6
+// to the client and IPv4 to the server. Checksums from scratch.
+func TestNAT64Synproxy(t *testing.T) {
+	for _, c := range []struct {
+		clientMTU                    int
+		clientMSS, cookieMSS, synMSS uint16
+	}{
+		{1500, 1440, 1440, 1440}, // the cookie's IPv6 table keeps 1440
+		{1500, 8960, 1440, 1440}, // a jumbo client: 8940 in the table, clamped
+		{1400, 1440, 1340, 1340},
+		{9000, 8960, 1460, 8940}, // the configured MSS whole: the server side is IPv4
+	} {
+		t.Run(fmt.Sprintf("mtu=%d/mss=%d", c.clientMTU, c.clientMSS), func(t *testing.T) {
+			const isn, cport = 0x10000000, 40000
+			r, out, mss, cookie, syn := synproxy64(t, c.clientMTU, ClientAddrNone, cport, isn, c.clientMSS)
+			if mss != c.cookieMSS {
+				t.Fatalf("cookie SYN-ACK MSS %d, want %d", mss, c.cookieMSS)
+			}
+			if got := mssOf(t, syn.tcp); got != c.synMSS {
+				t.Fatalf("SYN to the server: MSS %d, want %d", got, c.synMSS)
+			}
+			lport := uint16(syn.tcp.SrcPort)
+			const rsISN = 0x5000
+			rsa := pframe(t, pktSpec{src: rs1, dst: lip1, sport: 8080, dport: lport, proto: TCP, syn: true, ack: true, seq: rsISN, ackNum: isn + 1, srcMAC: macGateway})
+			if v := r.b.Process(ServerSide, rsa); v != Release {
+				t.Fatalf("server SYN-ACK: %v %v", v, r.b.Stats.Drops())
+			}
+			released(out, ServerSide, rsa)
+			if len(*out) != 1 {
+				t.Fatalf("%d frames released, want the held ACK", len(*out))
+			}
+			d := decodeRaw(t, (*out)[0].frame)
+			if d.ip == nil || d.tcp.SYN || d.tcp.Seq != isn+1 || d.tcp.Ack != rsISN+1 || addr4(d.ip.SrcIP) != lip1 || addr4(d.ip.DstIP) != rs1 {
+				t.Fatalf("released ACK: IPv4 %v, %+v", d.ip != nil, d.tcp)
+			}
+			resp := pframe(t, pktSpec{src: rs1, dst: lip1, sport: 8080, dport: lport, proto: TCP, ack: true, seq: rsISN + 1, ackNum: isn + 1, payload: []byte("hi"), srcMAC: macGateway})
+			if v := r.b.Process(ServerSide, resp); v != Forward {
+				t.Fatalf("server data: %v %v", v, r.b.Stats.Drops())
+			}
+			if d := decode(t, resp); d.ip6 == nil || d.tcp.Seq != cookie+1 || addr6(d.ip6.SrcIP) != vip64 || addr6(d.ip6.DstIP) != client6 || string(d.tcp.Payload) != "hi" {
+				t.Fatalf("to the client: IPv6 %v, seq %#x (want %#x)", d.ip6 != nil, d.tcp.Seq, cookie+1)
+			}
+			*out = (*out)[:0]
+			conn := r.b.Table().lookup(&tupleKey{src: client6.As16(), dst: vip64.As16(), sport: cport, dport: 80, proto: TCP})
+			if conn == nil {
+				t.Fatal("no connection")
+			}
+			if n := r.b.expireResets(conn, stEstablished); n != 2 || len(*out) != 2 {
+				t.Fatalf("%d RSTs sent (%d frames)", n, len(*out))
+			}
+			for _, o := range *out {
+				d := decodeRaw(t, o.frame)
+				if !d.tcp.RST || (o.side == ClientSide) != (d.ip6 != nil) || (o.side == ServerSide) != (d.ip != nil) {
+					t.Fatalf("expiry RST to the %v side: IPv4 %v, IPv6 %v", o.side, d.ip != nil, d.ip6 != nil)
+				}
+			}
+		})
+	}
+}
+
+// TestNAT64SynproxyClientAddr: SYNPROXY with TOA or a PROXY header on a
+// NAT64 service. The cookie SYN-ACK's MSS leaves room for what the
+// client's segments carry to the IPv4 server (1460 less the option's 20,
+// the v1 header's length, v2's 52) within the client side's 1440; the held
+// handshake ACK is released over IPv4 carrying the 20-byte IPv6 TOA, or
+// the header naming the IPv6 client (TCP6, AF_INET6).
+func TestNAT64SynproxyClientAddr(t *testing.T) {
+	for _, mode := range []ClientAddr{ClientAddrTOA, ClientAddrProxyV1, ClientAddrProxyV2} {
+		t.Run(mode.String(), func(t *testing.T) {
+			const isn, cport = 0x3000, 41000
+			r, out, mss, _, syn := synproxy64(t, 1500, mode, cport, isn, 1440)
+			want := uint16(1440)
+			if mode != ClientAddrTOA {
+				want = uint16(1460 - len(proxyHdr64(mode, cport)))
+			}
+			if mss != want {
+				t.Fatalf("cookie SYN-ACK MSS %d, want %d", mss, want)
+			}
+			rsa := pframe(t, pktSpec{src: rs1, dst: lip1, sport: 8080, dport: uint16(syn.tcp.SrcPort), proto: TCP, syn: true, ack: true, seq: 9000, ackNum: isn + 1, srcMAC: macGateway})
+			if v := r.b.Process(ServerSide, rsa); v != Release {
+				t.Fatalf("server SYN-ACK: %v %v", v, r.b.Stats.Drops())
+			}
+			released(out, ServerSide, rsa)
+			if len(*out) != 1 {
+				t.Fatalf("%d frames released", len(*out))
+			}
+			d := decodeRaw(t, (*out)[0].frame)
+			if d.ip == nil || d.tcp.Ack != 9001 {
+				t.Fatalf("released ACK: IPv4 %v, %+v", d.ip != nil, d.tcp)
+			}
+			if mode == ClientAddrTOA {
+				wantTOA64(t, d, cport)
+				return
+			}
+			if rest := readProxy64(t, d.tcp.Payload, false, cport); len(rest) != 0 {
+				t.Fatalf("after the header %q", rest)
+			}
+		})
 	}
 }

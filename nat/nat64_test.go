@@ -719,9 +719,9 @@ func TestNAT64ICMPv4FromClient(t *testing.T) {
 	}
 }
 
-// TestNAT64Rules: a service's server side is one family; NAT46, and NAT64
-// with SYNPROXY, are refused whichever comes second, naming the address
-// or setting and why; NAT64 with TOA, PROXY v1 or v2 is accepted.
+// TestNAT64Rules: a service's server side is one family, and NAT46 is
+// refused, naming the address and why; NAT64 with SYNPROXY, TOA, PROXY v1
+// or v2 is accepted whichever comes second.
 func TestNAT64Rules(t *testing.T) {
 	cfg := Config{MaxConns: 10, PortMin: 5000, PortMax: 65535, Timeouts: DefaultTimeouts(),
 		ClientNet: netip.MustParsePrefix("172.25.254.254/24"), ServerNet: netip.MustParsePrefix("172.25.84.4/24"),
@@ -769,21 +769,6 @@ func TestNAT64Rules(t *testing.T) {
 			return b.Update(func(tx *Tx) error { _, err := tx.AddDest(s4, rs6a, 80, 1); return err })
 		}, "NAT46 is not built"},
 		{"v6 LIP on a v4 VIP", func() error { _, err := b.AddLocalAddr(s4, lip6); return err }, "NAT46 is not built"},
-		{"v4 LIP on a synproxy service", func() error { _, err := b.AddLocalAddr(sSP, lip1); return err }, "local address 172.25.84.10 is IPv4 on service TCP [fd00:25:254::64]:443: NAT64"},
-		{"v4 RS on a synproxy service", func() error {
-			return b.Update(func(tx *Tx) error { _, err := tx.AddDest(sSP, rs1, 80, 1); return err })
-		}, "does not do synproxy yet"},
-		{"synproxy on a NAT64 service", func() error {
-			return b.Update(func(tx *Tx) error { return tx.SetSynproxy(s64, true) })
-		}, "service TCP [fd00:25:254::64]:80: NAT64 (an IPv6 VIP with IPv4 local addresses and real servers) does not do synproxy yet"},
-		{"synproxy and proxy-v2 on a NAT64 service", func() error {
-			return b.Update(func(tx *Tx) error {
-				if err := tx.SetClientAddr(s64, ClientAddrProxyV2); err != nil {
-					return err
-				}
-				return tx.SetSynproxy(s64, true)
-			})
-		}, "does not do synproxy yet"},
 		{"v4 LIP outside the server subnet", func() error {
 			return b.Update(func(tx *Tx) error { _, err := tx.AddLocalAddr(s64, netip.MustParseAddr("172.25.99.10")); return err })
 		}, "not in the server side's subnet 172.25.84.0/24"},
@@ -793,11 +778,16 @@ func TestNAT64Rules(t *testing.T) {
 			t.Errorf("%s: %v, want %q", c.name, err, c.want)
 		}
 	}
-	// TOA, PROXY v1 and v2 on a NAT64 service, either coming second:
-	// accepted.
+	// SYNPROXY with TOA, PROXY v1 or v2 on a NAT64 service, either coming
+	// second: accepted.
 	for _, m := range []ClientAddr{ClientAddrTOA, ClientAddrProxyV1, ClientAddrProxyV2} {
-		if err := b.Update(func(tx *Tx) error { return tx.SetClientAddr(s64, m) }); err != nil {
-			t.Fatalf("%v on a NAT64 service: %v", m, err)
+		if err := b.Update(func(tx *Tx) error {
+			if err := tx.SetSynproxy(s64, true); err != nil {
+				return err
+			}
+			return tx.SetClientAddr(s64, m)
+		}); err != nil {
+			t.Fatalf("synproxy and %v on a NAT64 service: %v", m, err)
 		}
 	}
 	for i, m := range []ClientAddr{ClientAddrTOA, ClientAddrProxyV1} {
@@ -809,15 +799,8 @@ func TestNAT64Rules(t *testing.T) {
 			t.Fatalf("an IPv4 LIP on a %v service: %v", m, err)
 		}
 	}
-	// In one Tx: synproxy goes, then the IPv4 LIP comes: accepted.
-	if err := b.Update(func(tx *Tx) error {
-		if err := tx.SetSynproxy(sSP, false); err != nil {
-			return err
-		}
-		_, err := tx.AddLocalAddr(sSP, lip1)
-		return err
-	}); err != nil {
-		t.Fatalf("NAT64 after synproxy is turned off: %v", err)
+	if _, err := b.AddLocalAddr(sSP, lip1); err != nil {
+		t.Fatalf("an IPv4 LIP on a synproxy service: %v", err)
 	}
 }
 

@@ -83,16 +83,23 @@ func (c *Conn) noteTOASynAck(r *tcprw.Rewriter, seq uint32) {
 // synproxyMSS is the MSS tapvs's cookie SYN-ACK announces for svc (key is
 // the client's tuple): the configured one, less TOA's 8 bytes or the PROXY
 // header's length when the service adds one, so that the client's data
-// segments carrying it still fit the server side's MTU.
+// segments carrying it still fit the server side's MTU. The configured MSS
+// is for an IPv4 server side: an IPv6 one takes 20 bytes off it. A NAT64
+// service's server side is IPv4, so its client's segments are bounded by
+// the client side instead: at most ClientMTU - 60, an IPv6 segment that
+// tapvs's client side carries (20 bytes less than the configured 1460 on
+// a 1500-byte link, as for IPv6 FULLNAT).
 func (b *Balancer) synproxyMSS(svc *Service, key *tupleKey) uint16 {
 	mss := b.cfg.Synproxy.MSS
-	if !wire.Is4(&key.src) && mss > 20+64 {
+	v6 := !wire.Is4(&key.src)
+	nat64 := v6 && svc.serverSide4()
+	if v6 && !nat64 && mss > 20+64 {
 		mss -= 20 // the configured MSS is for IPv4's header; IPv6's is 20 bytes more
 	}
 	switch mode := svc.ClientAddr(); mode {
 	case ClientAddrTOA:
 		n := uint16(toaLen)
-		if !wire.Is4(&key.src) {
+		if v6 {
 			n = toaLen6
 		}
 		if mss > n+64 {
@@ -103,6 +110,9 @@ func (b *Balancer) synproxyMSS(svc *Service, key *tupleKey) uint16 {
 		if n := proxyLen(mode, key); mss > n+64 {
 			mss -= n
 		}
+	}
+	if nat64 {
+		mss = min(mss, b.clientMSS64())
 	}
 	return mss
 }
