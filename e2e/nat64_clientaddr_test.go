@@ -5,8 +5,10 @@
 package e2e
 
 import (
+	"bufio"
 	"bytes"
 	"fmt"
+	"net"
 	"net/netip"
 	"os/exec"
 	"slices"
@@ -315,5 +317,77 @@ func TestNAT64TOA(t *testing.T) {
 				t.Fatalf("TOA inserted %d, no room %d, %d bulk segments with TOA captured", ins, noRoom, n)
 			}
 		})
+	}
+}
+
+// ipv6ListServices are an IPv6 FULLNAT and a NAT64 HTTP service, for the
+// IPv6 allow and deny lists.
+const ipv6ListServices = `
+  - {name: web6, vip: "fd00:25:254::100", port: 80, scheduler: rr, local_addresses: ["fd00:25:84::10"], real_servers: [{address: "fd00:20:1::2", port: 80}]}
+  - {name: web64, vip: "fd00:25:254::64", port: 80, scheduler: rr, local_addresses: [172.25.84.10], real_servers: [{address: 10.20.1.2, port: 80}]}
+`
+
+// IPv6 allow and deny lists (issue #27), set live with tapvsadm as DPVS's
+// blacklist and whitelist, on an IPv6 service and a NAT64 one: a deny of
+// the client's /64 refuses its new connections, counted as denied, while
+// the connection it has keeps working, and deleting it lets new ones in;
+// an allow list of another /64 refuses them as not_allowed, one of the
+// client's /48 lets them in. An IPv4 prefix on an IPv6 service, and an
+// IPv6 prefix longer than /64, are refused naming them.
+func TestIPv6SourceLists(t *testing.T) {
+	e := setup6(t, ipv6ListServices, "")
+	for _, vip := range []netip.Addr{lab.VIP6, lab.VIP64} {
+		svc := netip.AddrPortFrom(vip, lab.HTTPPort).String()
+		dial := func() (net.Conn, error) {
+			return lab.Dial(e.ctx(1500*time.Millisecond), e.top.Client, "tcp6", svc)
+		}
+		open, err := dial()
+		if err != nil {
+			t.Fatalf("%s: %v", svc, err)
+		}
+		defer open.Close()
+		ka := &keepAlive{c: open, r: bufio.NewReader(open)}
+		if body, err := ka.get(); err != nil || !strings.Contains(body, "saw") {
+			t.Fatalf("%s before the deny: %q %v", svc, body, err)
+		}
+		e.must("--add-blklst", "-t", svc, "-k", "fd00:25:254::/64")
+		if out := e.must("--get-blklst", "-t", svc); !strings.Contains(out, "fd00:25:254::/64") {
+			t.Fatalf("--get-blklst:\n%s", out)
+		}
+		denied := e.d.Balancer.Stats.Drop(nat.DropDenied)
+		if c, err := dial(); err == nil {
+			c.Close()
+			t.Fatalf("%s: a new connection from a denied /64 was opened", svc)
+		}
+		if n := e.d.Balancer.Stats.Drop(nat.DropDenied); n <= denied {
+			t.Fatalf("%s: denied SYNs not counted: %v", svc, e.d.Balancer.Stats.Drops())
+		}
+		if body, err := ka.get(); err != nil || !strings.Contains(body, "saw") {
+			t.Fatalf("%s: the open connection after the deny: %q %v", svc, body, err)
+		}
+		e.must("--del-blklst", "-t", svc, "-k", "fd00:25:254::/64")
+		e.must("--add-whtlst", "-t", svc, "-k", "fd00:99::/64")
+		notAllowed := e.d.Balancer.Stats.Drop(nat.DropNotAllowed)
+		if c, err := dial(); err == nil {
+			c.Close()
+			t.Fatalf("%s: a new connection from outside the allow list was opened", svc)
+		}
+		if n := e.d.Balancer.Stats.Drop(nat.DropNotAllowed); n <= notAllowed {
+			t.Fatalf("%s: not_allowed SYNs not counted: %v", svc, e.d.Balancer.Stats.Drops())
+		}
+		e.must("--add-whtlst", "-t", svc, "-k", "fd00:25:254::/48")
+		c, err := dial()
+		if err != nil {
+			t.Fatalf("%s: the client's /48 in the allow list: %v", svc, err)
+		}
+		c.Close()
+		for _, k := range []struct{ prefix, want string }{
+			{"10.0.0.0/8", "10.0.0.0/8 is IPv4, and this service's clients are IPv6"},
+			{"fd00:25:254::/96", "is longer than /64"},
+		} {
+			if _, errOut, code := e.adm("", "--add-blklst", "-t", svc, "-k", k.prefix); code == 0 || !strings.Contains(errOut, k.want) {
+				t.Fatalf("%s: --add-blklst -k %s: exit %d, %q; want %q", svc, k.prefix, code, errOut, k.want)
+			}
+		}
 	}
 }

@@ -445,3 +445,23 @@ func TestNAT64SynproxyClientAddr(t *testing.T) {
 		})
 	}
 }
+
+// TestSynproxyMSSNoServerSide: an IPv6 SYNPROXY service without LIPs yet
+// (its server side's family not known) still answers a SYN with a cookie,
+// announcing the IPv6 FULLNAT MSS (the configured 1460 less 20).
+func TestSynproxyMSSNoServerSide(t *testing.T) {
+	b, err := New(Config{MaxConns: 10, PortMin: 5000, PortMax: 65535, Timeouts: DefaultTimeouts(), Synproxy: DefaultSynproxy(), ClientMAC: macClientNIC, ServerMAC: macServerNIC})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.AddService(ServiceConfig{Addr: vip64, Port: 80, Protocol: TCP, Scheduler: "rr", Synproxy: true}); err != nil {
+		t.Fatal(err)
+	}
+	syn := pframe(t, pktSpec{src: client6, dst: vip64, sport: 40000, dport: 80, proto: TCP, syn: true, seq: 1, opts: synOpts(1440, 7, 1), srcMAC: macClient})
+	if v := b.Process(ClientSide, syn); v != Reply {
+		t.Fatalf("SYN: %v %v", v, nonZero(b.Stats.Drops()))
+	}
+	if o := parsedOpts(t, decode(t, syn).tcp); o.MSS != 1440 {
+		t.Fatalf("cookie MSS %d, want 1440", o.MSS)
+	}
+}
