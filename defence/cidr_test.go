@@ -71,6 +71,23 @@ func TestCIDRSet(t *testing.T) {
 	if _, err := NewCIDRSet(many); err == nil {
 		t.Error("more than MaxCIDRs accepted")
 	}
+	exactly := make([]netip.Prefix, MaxCIDRs)
+	for i := range exactly {
+		exactly[i] = netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i >> 8), byte(i), 0}), 24)
+	}
+	if _, err := NewCIDRSet(exactly); err != nil {
+		t.Errorf("MaxCIDRs prefixes refused: %v", err)
+	}
+	// No prefix: empty, and a list of none lets every source in.
+	none, err := NewCIDRSet(nil)
+	if err != nil || !none.Empty() || (&Lists{Allow: none}).Check(src("2001:db8::1")) != OK || (&Lists{Allow: none}).check(src("10.0.0.1")) != OK {
+		t.Errorf("the empty set: %v, empty %v", err, none.Empty())
+	}
+	// Sorted by address, then by length.
+	s, _ = newSet("192.0.0.0/8 10.0.0.0/16 10.0.0.0/8 2001:db8::/32")
+	if got := fmt.Sprint(s.Prefixes()); got != "[10.0.0.0/8 10.0.0.0/16 192.0.0.0/8 2001:db8::/32]" {
+		t.Errorf("Prefixes() %s", got)
+	}
 	// The set keeps its own sorted copy: the caller's slice is its own.
 	in := []netip.Prefix{netip.MustParsePrefix("192.168.0.0/16"), netip.MustParsePrefix("10.0.0.0/8")}
 	s, _ = NewCIDRSet(in)
