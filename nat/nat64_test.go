@@ -838,7 +838,8 @@ func BenchmarkForwardNAT64(b *testing.B) {
 }
 
 // FuzzProcess64 sends any frame through a balancer with a NAT64 TCP or
-// UDP service, one connection open, from either side. Nothing may panic; a
+// UDP service (with TOA, PROXY v1 or v2 where the protocol carries it:
+// ctl's bits 2-3), one connection open, from either side. Nothing may panic; a
 // forwarded frame must parse as the family of the side it leaves by, with
 // its IPv4 header checksum right, and its transport (or ICMP) checksum
 // right when the input's was (the translation adjusts it incrementally).
@@ -868,10 +869,9 @@ func FuzzProcess64(f *testing.F) {
 	add(syn)
 	add(withExt6(f, syn, wire.IP6HopByHop, []byte{1, 4, 0, 0, 0, 0}))
 	for _, s := range seeds {
-		f.Add(uint8(0), s)
-		f.Add(uint8(1), s)
-		f.Add(uint8(2), s)
-		f.Add(uint8(3), s)
+		for ctl := range uint8(16) {
+			f.Add(ctl, s)
+		}
 	}
 	f.Fuzz(check64)
 }
@@ -883,6 +883,13 @@ func check64(t *testing.T, ctl uint8, raw []byte) {
 		proto = UDP
 	}
 	r := newRig64(t, proto, nil)
+	// Bits 2-3: the service's client address mode (issue #27: TOA and
+	// PROXY headers on NAT64), what the protocol can carry.
+	if mode := ClientAddr(ctl >> 2 & 3); mode.check(proto) == nil {
+		if err := r.b.Update(func(tx *Tx) error { return tx.SetClientAddr(r.svc, mode) }); err != nil {
+			t.Fatal(err)
+		}
+	}
 	established64(t, r, proto)
 	side := Side(ctl & 1)
 	var verified bool
