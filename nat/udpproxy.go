@@ -47,9 +47,9 @@ func (s *Stats) UDPProxyHeaders() uint64 {
 }
 
 // udpProxyV2 puts the PROXY v2 header before the payload of p, a client
-// datagram of c not yet rewritten or translated (its addresses are still the client's
-// and the VIP's, which the header carries), and fixes the IP and UDP
-// lengths and checksums for it. p and f then describe the grown frame. A
+// datagram of c not yet rewritten or translated (its addresses are still
+// the client's and the VIP's, which the header carries), and fixes the IP
+// and UDP lengths and checksums for it. p and f then describe the grown frame. A
 // verdict other than Forward is a counted drop.
 func (b *Balancer) udpProxyV2(c *Conn, p *pkt, f *Frame) Verdict {
 	if f.VNet.GSOType() != tun.VNetGSONone {
