@@ -17,7 +17,9 @@ import (
 //	deny: [198.51.100.0/24]          # these may not; checked before allow
 //	limits: {source_cps: 50, source_conns: 100, half_open: 10000}
 //
-// A bare address is a /32. Connections already open are not touched by a
+// A bare IPv4 address is a /32. An IPv6 service's lists hold IPv6
+// prefixes of at most /64 (an IPv6 client is listed by its /64), an IPv4
+// service's IPv4 ones. Connections already open are not touched by a
 // reload that changes these.
 
 type rawSvcLimits struct {
@@ -26,7 +28,9 @@ type rawSvcLimits struct {
 	HalfOpen    int `mapstructure:"half_open"`
 }
 
-func prefixList(e *errs, f string, in []string) []netip.Prefix {
+// prefixList reads a service's allow or deny list (field f) for a service
+// whose clients are of vip's family (invalid: refused already, no check).
+func prefixList(e *errs, f string, in []string, vip netip.Addr) []netip.Prefix {
 	if len(in) > srcdefence.MaxCIDRs {
 		e.add(f, "%d prefixes: at most %d", len(in), srcdefence.MaxCIDRs)
 		return nil
@@ -37,6 +41,10 @@ func prefixList(e *errs, f string, in []string) []netip.Prefix {
 		p, err := srcdefence.ParsePrefix(s)
 		if err != nil {
 			e.add(fmt.Sprintf("%s[%d]", f, j), "%v", err)
+			continue
+		}
+		if vip.IsValid() && p.Addr().Is6() != vip.Is6() {
+			e.add(fmt.Sprintf("%s[%d]", f, j), "%s is %s and the service's VIP %s is %s: a list holds prefixes of its clients' family", p, family(p.Addr()), vip, family(vip))
 			continue
 		}
 		if k, dup := seen[p]; dup {
@@ -50,8 +58,8 @@ func prefixList(e *errs, f string, in []string) []netip.Prefix {
 }
 
 func defence(e *errs, f string, r rawService, s *Service) {
-	s.Allow = prefixList(e, f+".allow", r.Allow)
-	s.Deny = prefixList(e, f+".deny", r.Deny)
+	s.Allow = prefixList(e, f+".allow", r.Allow, s.VIP)
+	s.Deny = prefixList(e, f+".deny", r.Deny, s.VIP)
 	l := r.Limits
 	for _, x := range []struct {
 		name string

@@ -22,11 +22,27 @@ func TestDefenceParsed(t *testing.T) {
 	}
 }
 
+// An IPv6 service's lists hold IPv6 prefixes of at most /64.
+func TestDefenceIPv6Lists(t *testing.T) {
+	in := strings.Replace(valid6, "  - vip: 2001:db8::1\n    port: 80\n", "  - vip: 2001:db8::1\n    port: 80\n    allow: ['fd00:25::/32', '::/0']\n    deny: ['fd00:25:254::/64']\n", 1)
+	c, err := Parse(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := c.Services[1]
+	if len(s.Allow) != 2 || s.Allow[0] != netip.MustParsePrefix("fd00:25::/32") || s.Allow[1] != netip.MustParsePrefix("::/0") ||
+		len(s.Deny) != 1 || s.Deny[0] != netip.MustParsePrefix("fd00:25:254::/64") {
+		t.Fatalf("parsed allow %v deny %v", s.Allow, s.Deny)
+	}
+}
+
 func TestDefenceRefusalsNameTheField(t *testing.T) {
 	for in, want := range map[string]string{
 		"allow: [10.0.0.1/8]":                       `services[0].allow[0]: "10.0.0.1/8" has host bits set (10.0.0.0/8?)`,
-		"deny: [10.0.0.0/8, nonsense]":              `services[0].deny[1]: "nonsense" is not an IPv4 prefix or address`,
-		"deny: ['2001:db8::/32']":                   `services[0].deny[0]: "2001:db8::/32" is not an IPv4 prefix`,
+		"deny: [10.0.0.0/8, nonsense]":              `services[0].deny[1]: "nonsense" is not a prefix or an IPv4 address`,
+		"deny: ['2001:db8::/32']":                   `services[0].deny[0]: 2001:db8::/32 is IPv6 and the service's VIP 172.25.254.100 is IPv4: a list holds prefixes of its clients' family`,
+		"allow: ['2001:db8::1']":                    `services[0].allow[0]: "2001:db8::1" is an IPv6 address: an IPv6 client is listed by its /64 (2001:db8::/64)`,
+		"allow: ['2001:db8::/96']":                  `services[0].allow[0]: "2001:db8::/96" is longer than /64`,
 		"deny: [10.0.0.0/8, 10.0.0.0/8]":            `services[0].deny[1]: 10.0.0.0/8 is deny[0] already`,
 		"limits: {source_cps: -1}":                  "services[0].limits.source_cps: -1 is out of range",
 		"limits: {source_conns: 2000000}":           "services[0].limits.source_conns: 2000000 is out of range",

@@ -355,7 +355,6 @@ var (
 	errFlags      = &Error{"flags", "reserved bit set"}
 	errFlagsUDP   = &Error{"flags", "SYNPROXY or timestamps remove on UDP"}
 	errFlags46    = &Error{"flags", "an IPv4 client to an IPv6 server"}
-	errFlags64    = &Error{"flags", "SYNPROXY or a client address mode with NAT64"}
 	errClientAddr = &Error{"client address mode", "not 0..3"}
 	errCAUDP      = &Error{"client address mode", "TOA or PROXY v1 on UDP"}
 	errLifetime   = &Error{"lifetime", "past 30 days"}
@@ -441,8 +440,6 @@ func (r *Record) core(b []byte) error {
 		return errFlagsUDP
 	case !c6 && s6:
 		return errFlags46
-	case c6 && !s6 && (r.Flags&FlagSynproxy != 0 || r.ClientAddr != ClientAddrNone):
-		return errFlags64
 	case r.ClientAddr >= numClientAddr:
 		return errClientAddr
 	case udp && (r.ClientAddr == ClientAddrTOA || r.ClientAddr == ClientAddrProxyV1):

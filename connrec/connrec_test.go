@@ -193,7 +193,6 @@ func TestRefusals(t *testing.T) {
 		{"flags", mod(func(b []byte) { b[6] |= 0x10 }), "connrec: flags: reserved"},
 		{"udp synproxy", with(func(r *Record) { r.Proto, r.Ext = wire.ProtoUDP, 0 }), "connrec: flags: SYNPROXY or timestamps remove on UDP"},
 		{"46", with(func(r *Record) { r.Flags |= FlagServer6 }), "connrec: flags: an IPv4 client"},
-		{"64 synproxy", with(func(r *Record) { r.Flags |= FlagClient6 }), "connrec: flags: SYNPROXY or a client address mode with NAT64"},
 		{"client addr", mod(func(b []byte) { b[7] = 4 }), "connrec: client address mode: not 0..3"},
 		{"udp toa", with(func(r *Record) {
 			r.Proto, r.Flags, r.Ext, r.ClientAddr = wire.ProtoUDP, 0, 0, ClientAddrTOA

@@ -35,7 +35,8 @@ func TestDefenceOps(t *testing.T) {
 	for _, tc := range []struct{ method, path, body, want string }{
 		{"POST", "/v1/batch", op("add-deny", "10.0.0.0/8"), "10.0.0.0/8 is in its deny list already"},
 		{"POST", "/v1/batch", op("delete-allow", "10.0.0.0/8"), "10.0.0.0/8 is not in its allow list"},
-		{"POST", "/v1/batch", op("add-deny", "10.0.0.0/33"), `prefix: \"10.0.0.0/33\" is not an IPv4 prefix`},
+		{"POST", "/v1/batch", op("add-deny", "10.0.0.0/33"), `prefix: \"10.0.0.0/33\" is not an IPv4 or IPv6 prefix`},
+		{"POST", "/v1/batch", op("add-deny", "2001:db8::/32"), "deny: 2001:db8::/32 is IPv6, and this service's clients are IPv4"},
 		{"PUT", "/v1/services/tcp/172.25.254.100:80", `{"limits":{"source_conns":4294967295}}`, "source_conns 4294967295 is out of range"},
 	} {
 		c, body := do(tc.method, tc.path, tc.body)

@@ -33,8 +33,8 @@ func TestParseOp(t *testing.T) {
 		{api.Op{Op: "add-dest", Service: svc, Dest: &api.DestSpec{Addr: "10.1.0.1:80", Forward: "tunnel"}}, "FULLNAT only"},
 		{api.Op{Op: "add-laddr", Service: svc, LocalAddr: "10.0.9"}, `"10.0.9" is not a local address`},
 		{api.Op{Op: "add-deny", Service: svc, Prefix: "10.0.0.1/8"}, `prefix: "10.0.0.1/8" has host bits set (10.0.0.0/8?)`},
-		{api.Op{Op: "add-allow", Service: svc, Prefix: "2001:db8::/32"}, `prefix: "2001:db8::/32" is not an IPv4 prefix`},
-		{api.Op{Op: "delete-allow", Service: svc}, `prefix: "" is not an IPv4 prefix or address`},
+		{api.Op{Op: "add-allow", Service: svc, Prefix: "2001:db8::/96"}, `prefix: "2001:db8::/96" is longer than /64`},
+		{api.Op{Op: "delete-allow", Service: svc}, `prefix: "" is not a prefix or an IPv4 address`},
 		{api.Op{Op: "add-deny", Prefix: "10.0.0.0/8"}, "add-deny needs a service"},
 		// IPv6: [address]:port, without a zone or an IPv4-mapped form.
 		{api.Op{Op: "delete-service", Service: &api.ServiceSpec{ServiceKey: api.ServiceKey{Protocol: "tcp", Addr: "2001:db8::1:80"}}}, `"2001:db8::1:80" is not VIP:port (IPv6: [VIP]:port)`},

@@ -11,32 +11,35 @@ import (
 // MaxCIDRs bounds each of a service's allow and deny lists.
 const MaxCIDRs = 4096
 
-// CIDRSet is an immutable set of IPv4 prefixes. A lookup costs one binary
-// search per distinct prefix length in the set (at most 33), and no
-// allocation. The zero value is the empty set.
+// CIDRSet is an immutable set of IPv4 prefixes and IPv6 prefixes of at
+// most /64 (an IPv6 client is listed, as it is counted, by its /64: a
+// Source). A lookup costs one binary search per distinct prefix length of
+// the source's family in the set (at most 33 for IPv4, 65 for IPv6), and
+// no allocation. The zero value is the empty set.
 type CIDRSet struct {
-	list  []netip.Prefix // sorted, as listed
-	byLen []cidrLen
+	list   []netip.Prefix // sorted, as listed
+	byLen  []cidrLen      // IPv4: the address as a number
+	byLen6 []cidrLen      // IPv6: the /64 as a number (Source's key)
 }
 
 type cidrLen struct {
-	mask uint32
-	nets []uint32 // sorted network addresses of this length
+	mask uint64
+	nets []uint64 // sorted network numbers of this length
 }
 
-// NewCIDRSet checks and indexes a list: IPv4 prefixes, without host bits,
-// each once, at most MaxCIDRs.
+// MaxBits6 is the longest IPv6 prefix a list holds: a Source's /64.
+const MaxBits6 = 64
+
+// NewCIDRSet checks and indexes a list: IPv4 prefixes and IPv6 ones of at
+// most /64, without host bits, each once, at most MaxCIDRs.
 func NewCIDRSet(in []netip.Prefix) (CIDRSet, error) {
 	if len(in) > MaxCIDRs {
 		return CIDRSet{}, fmt.Errorf("%d prefixes: at most %d", len(in), MaxCIDRs)
 	}
 	list := slices.Clone(in)
 	for _, p := range list {
-		if !p.IsValid() || !p.Addr().Is4() {
-			return CIDRSet{}, fmt.Errorf("%s is not an IPv4 prefix", p)
-		}
-		if p.Masked() != p {
-			return CIDRSet{}, fmt.Errorf("%s has host bits set (%s?)", p, p.Masked())
+		if err := checkPrefix(p); err != nil {
+			return CIDRSet{}, fmt.Errorf("%s %w", p, err)
 		}
 	}
 	slices.SortFunc(list, comparePrefix)
@@ -45,27 +48,50 @@ func NewCIDRSet(in []netip.Prefix) (CIDRSet, error) {
 			return CIDRSet{}, fmt.Errorf("%s is listed twice", list[i])
 		}
 	}
-	s := CIDRSet{list: list}
-	for bitsLen := 0; bitsLen <= 32; bitsLen++ {
-		var nets []uint32
+	return CIDRSet{list: list, byLen: index(list, true), byLen6: index(list, false)}, nil
+}
+
+// checkPrefix says why p cannot be listed (a phrase after it), or nil.
+func checkPrefix(p netip.Prefix) error {
+	switch {
+	case !p.IsValid() || p.Addr().Is4In6():
+		return fmt.Errorf("is not an IPv4 or IPv6 prefix")
+	case p.Addr().Is6() && p.Bits() > MaxBits6:
+		return fmt.Errorf("is longer than /%d: an IPv6 client is listed by its /64 (one host holds a whole /64)", MaxBits6)
+	case p.Masked() != p:
+		return fmt.Errorf("has host bits set (%s?)", p.Masked())
+	}
+	return nil
+}
+
+// index groups a sorted list's prefixes of one family (IPv4: v4) by
+// length, each length's network numbers sorted.
+func index(list []netip.Prefix, v4 bool) []cidrLen {
+	width := MaxBits6
+	if v4 {
+		width = 32
+	}
+	var out []cidrLen
+	for bitsLen := 0; bitsLen <= width; bitsLen++ {
+		var nets []uint64
 		for _, p := range list {
-			if p.Bits() == bitsLen {
-				nets = append(nets, v4u32(p.Addr()))
+			if p.Addr().Is4() == v4 && p.Bits() == bitsLen {
+				nets = append(nets, prefixNumber(p.Addr()))
 			}
 		}
 		if len(nets) > 0 {
 			slices.Sort(nets)
-			s.byLen = append(s.byLen, cidrLen{mask: prefixMask(bitsLen), nets: nets})
+			out = append(out, cidrLen{mask: prefixMask(bitsLen, width), nets: nets})
 		}
 	}
-	return s, nil
+	return out
 }
 
 // Prefixes are the set's prefixes, sorted; the caller must not change them.
 func (c *CIDRSet) Prefixes() []netip.Prefix { return c.list }
 
 // Empty reports whether the set has no prefix.
-func (c *CIDRSet) Empty() bool { return len(c.byLen) == 0 }
+func (c *CIDRSet) Empty() bool { return len(c.byLen)+len(c.byLen6) == 0 }
 
 func comparePrefix(a, b netip.Prefix) int {
 	if c := a.Addr().Compare(b.Addr()); c != 0 {
@@ -74,24 +100,32 @@ func comparePrefix(a, b netip.Prefix) int {
 	return a.Bits() - b.Bits()
 }
 
-func prefixMask(bitsLen int) uint32 {
-	if bitsLen == 0 {
-		return 0
+// prefixMask is the mask of a prefix of bitsLen bits of a width-bit
+// number (IPv4's 32, IPv6's /64); 0 for /0 (Go's shift past 63 is 0).
+func prefixMask(bitsLen, width int) uint64 {
+	return ^uint64(0) << (64 - bitsLen) >> (64 - width)
+}
+
+// prefixNumber is an address as a Source keys it: IPv4's 32 bits, IPv6's
+// first 64.
+func prefixNumber(a netip.Addr) uint64 {
+	if a.Is4() {
+		b := a.As4()
+		return uint64(binary.BigEndian.Uint32(b[:]))
 	}
-	return ^uint32(0) << (32 - bitsLen)
+	b := a.As16()
+	return binary.BigEndian.Uint64(b[:8])
 }
 
-func v4u32(a netip.Addr) uint32 {
-	b := a.As4()
-	return binary.BigEndian.Uint32(b[:])
-}
-
-// contains reports whether a prefix of the set holds ip, an IPv4 address
-// as a number.
-func (c *CIDRSet) contains(ip uint32) bool {
-	for i := range c.byLen {
-		l := &c.byLen[i]
-		if _, ok := slices.BinarySearch(l.nets, ip&l.mask); ok {
+// contains reports whether a prefix of the set holds the source.
+func (c *CIDRSet) contains(id Source) bool {
+	ls := c.byLen
+	if id.fam == 6 {
+		ls = c.byLen6
+	}
+	for i := range ls {
+		l := &ls[i]
+		if _, ok := slices.BinarySearch(l.nets, id.key&l.mask); ok {
 			return true
 		}
 	}
@@ -99,21 +133,25 @@ func (c *CIDRSet) contains(ip uint32) bool {
 }
 
 // ParsePrefix reads a source prefix as the config, the API and tapvsadm
-// take it: an IPv4 prefix without host bits, or an address (a /32).
+// take it: an IPv4 prefix or an IPv6 one of at most /64, without host
+// bits, or an IPv4 address (a /32).
 func ParsePrefix(s string) (netip.Prefix, error) {
 	if !strings.Contains(s, "/") {
 		a, err := netip.ParseAddr(s)
-		if err != nil || !a.Is4() {
-			return netip.Prefix{}, fmt.Errorf("%q is not an IPv4 prefix or address", s)
+		switch {
+		case err == nil && a.Is6() && a.Zone() == "" && !a.Is4In6():
+			return netip.Prefix{}, fmt.Errorf("%q is an IPv6 address: an IPv6 client is listed by its /64 (%s)", s, netip.PrefixFrom(a, MaxBits6).Masked())
+		case err != nil || !a.Is4():
+			return netip.Prefix{}, fmt.Errorf("%q is not a prefix or an IPv4 address", s)
 		}
 		return netip.PrefixFrom(a, 32), nil
 	}
 	p, err := netip.ParsePrefix(s)
-	if err != nil || !p.Addr().Is4() {
-		return netip.Prefix{}, fmt.Errorf("%q is not an IPv4 prefix", s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("%q is not an IPv4 or IPv6 prefix", s)
 	}
-	if p.Masked() != p {
-		return netip.Prefix{}, fmt.Errorf("%q has host bits set (%s?)", s, p.Masked())
+	if err := checkPrefix(p); err != nil {
+		return netip.Prefix{}, fmt.Errorf("%q %w", s, err)
 	}
 	return p, nil
 }

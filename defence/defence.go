@@ -42,21 +42,22 @@ type Lists struct {
 func (l *Lists) Empty() bool { return l.Allow.Empty() && l.Deny.Empty() }
 
 // Check looks id up: Denied if the deny list holds it, NotAllowed if the
-// allow list is not empty and does not, else OK. The lists hold IPv4
-// prefixes only (nat refuses them on an IPv6 service): an IPv6 source is in
-// neither.
+// allow list is not empty and does not, else OK. A source is looked up
+// among the prefixes of its family only: an IPv6 source is never in an
+// IPv4 prefix, whatever its low bits (nat keeps a service's lists to its
+// clients' family).
 func (l *Lists) Check(id Source) Reason {
-	if len(l.Allow.byLen)|len(l.Deny.byLen) == 0 {
+	if len(l.Allow.byLen)|len(l.Deny.byLen)|len(l.Allow.byLen6)|len(l.Deny.byLen6) == 0 {
 		return OK // inlined: a service with limits but no lists pays no call
 	}
 	return l.check(id)
 }
 
 func (l *Lists) check(id Source) Reason {
-	if id.fam == 4 && !l.Deny.Empty() && l.Deny.contains(uint32(id.key)) {
+	if l.Deny.contains(id) {
 		return Denied
 	}
-	if !l.Allow.Empty() && (id.fam != 4 || !l.Allow.contains(uint32(id.key))) {
+	if !l.Allow.Empty() && !l.Allow.contains(id) {
 		return NotAllowed
 	}
 	return OK

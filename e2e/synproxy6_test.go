@@ -49,7 +49,73 @@ const synproxyServices6 = `
       - {address: fd00:20:1::2, port: 9001}
       - {address: fd00:20:2::2, port: 9001}`
 
-var web6Synproxy = netip.AddrPortFrom(lab.VIP6, lab.SynproxyPort)
+// synproxyServices64 are synproxyServices6 at the NAT64 VIP (issue #27):
+// IPv4 LIPs and real servers behind [VIP64]:8080, :9000 and :9001.
+const synproxyServices64 = `
+  - name: web64-synproxy
+    vip: fd00:25:254::64
+    port: 8080
+    scheduler: rr
+    synproxy: true
+    local_addresses: [172.25.84.10, 172.25.84.11]
+    real_servers:
+      - {address: 10.20.1.2, port: 80}
+      - {address: 10.20.2.2, port: 80}
+  - name: bulk64-synproxy
+    vip: fd00:25:254::64
+    port: 9000
+    scheduler: rr
+    synproxy: true
+    local_addresses: [172.25.84.10]
+    real_servers:
+      - {address: 10.20.1.2, port: 9000}
+      - {address: 10.20.2.2, port: 9000}
+  - name: echo64
+    vip: fd00:25:254::64
+    port: 9001
+    protocol: udp
+    scheduler: rr
+    local_addresses: [172.25.84.11]
+    real_servers:
+      - {address: 10.20.1.2, port: 9001}
+      - {address: 10.20.2.2, port: 9001}`
+
+// synproxyKind is where the IPv6 SYNPROXY tests run: IPv6 FULLNAT (an
+// IPv6 VIP, IPv6 LIPs and real servers) or NAT64 (IPv4 ones behind an
+// IPv6 VIP), whose server side the checks read in its own family.
+type synproxyKind struct {
+	name     string
+	services string
+	vip      netip.Addr
+	lips     [2]netip.Addr
+	rs       map[string]netip.Addr // by the lab's names, rs1 and rs2
+	// server reads a packet on the router's link in the server side's
+	// family (ok false: another family).
+	server func(gopacket.Packet) (src, dst netip.Addr, ok bool)
+	sums   func(t *testing.T, ps []gopacket.Packet, from netip.Addr, full bool) int
+}
+
+var synproxyKinds = []synproxyKind{
+	{name: "ipv6", services: synproxyServices6, vip: lab.VIP6, lips: [2]netip.Addr{lab.LIP1v6, lab.LIP2v6},
+		rs: map[string]netip.Addr{"rs1": lab.RS1v6, "rs2": lab.RS2v6},
+		server: func(p gopacket.Packet) (src, dst netip.Addr, ok bool) {
+			if ip := ip6Of(p); ip != nil {
+				return addr(ip.SrcIP), addr(ip.DstIP), true
+			}
+			return src, dst, false
+		}, sums: checkTCPSums6},
+	{name: "nat64", services: synproxyServices64, vip: lab.VIP64, lips: [2]netip.Addr{lab.LIP1, lab.LIP2},
+		rs: map[string]netip.Addr{"rs1": lab.RS1, "rs2": lab.RS2},
+		server: func(p gopacket.Packet) (src, dst netip.Addr, ok bool) {
+			if ip := ip4Of(p); ip != nil {
+				return addr(ip.SrcIP), addr(ip.DstIP), true
+			}
+			return src, dst, false
+		}, sums: checkTCPSums4},
+}
+
+func (k *synproxyKind) isLIP(a netip.Addr) bool { return a == k.lips[0] || a == k.lips[1] }
+func (k *synproxyKind) isRS(a netip.Addr) bool  { return a == k.rs["rs1"] || a == k.rs["rs2"] }
 
 // mssOf returns a TCP segment's MSS option.
 func mssOf(tcp *layers.TCP) (uint16, bool) {
@@ -61,12 +127,12 @@ func mssOf(tcp *layers.TCP) (uint16, bool) {
 	return 0, false
 }
 
-// craft6 builds an IPv6 TCP frame to [VIP6]:8080 from a client that exists
+// craft6 builds an IPv6 TCP frame to [vip]:8080 from a client that exists
 // only on the wire.
-func craft6(t testing.TB, srcMAC, dstMAC net.HardwareAddr, src netip.Addr, sport uint16, tcp *layers.TCP, payload []byte) []byte {
+func craft6(t testing.TB, srcMAC, dstMAC net.HardwareAddr, src, vip netip.Addr, sport uint16, tcp *layers.TCP, payload []byte) []byte {
 	t.Helper()
 	eth := &layers.Ethernet{SrcMAC: srcMAC, DstMAC: dstMAC, EthernetType: layers.EthernetTypeIPv6}
-	ip := &layers.IPv6{Version: 6, HopLimit: 64, NextHeader: layers.IPProtocolTCP, SrcIP: src.AsSlice(), DstIP: lab.VIP6.AsSlice()}
+	ip := &layers.IPv6{Version: 6, HopLimit: 64, NextHeader: layers.IPProtocolTCP, SrcIP: src.AsSlice(), DstIP: vip.AsSlice()}
 	tcp.SrcPort, tcp.DstPort = layers.TCPPort(sport), lab.SynproxyPort
 	tcp.SetNetworkLayerForChecksum(ip)
 	buf := gopacket.NewSerializeBuffer()
@@ -89,30 +155,36 @@ func synproxyMSS6(t *testing.T, e *env) uint16 {
 
 // HTTP through [VIP6]:8080, behind SYNPROXY, with the client's kernel:
 // rr alternates over both real servers, each answering on its IPv6
-// address and seeing an IPv6 LIP. Every SYN-ACK the client gets from
+// address and seeing an IPv6 LIP; and the same through [VIP64]:8080
+// (NAT64: IPv4 LIPs and real servers, issue #27). Every SYN-ACK the client gets from
 // the VIP is tapvs's cookie, announcing the IPv6 MSS (the configured 1460
 // less 20: 1440); every handshake was proved by a cookie (the counters),
 // none failed, nothing dropped as a bad cookie. Checksums verify from
 // scratch on both links.
 func TestIPv6SynproxyHTTP(t *testing.T) {
-	e := setup6(t, synproxyServices6, "")
+	for _, k := range synproxyKinds {
+		t.Run(k.name, func(t *testing.T) { testSynproxyHTTP6(t, &k) })
+	}
+}
+
+func testSynproxyHTTP6(t *testing.T, k *synproxyKind) {
+	e := setup6(t, k.services, "")
+	web := netip.AddrPortFrom(k.vip, lab.SynproxyPort)
 	wantMSS := synproxyMSS6(t, e)
 	capClient := startCapture(t, e.top.Client, e.top.TapClient)
 	capRouter := startCapture(t, e.top.Router, e.top.TapServer)
 	cookies0, opened0, failed0, _ := e.d.Balancer.Stats.Synproxy()
 	hc := lab.HTTPClient(e.top.Client, 5*time.Second)
-	lips := map[netip.Addr]bool{lab.LIP1v6: true, lab.LIP2v6: true}
-	want := map[string]netip.Addr{"rs1": lab.RS1v6, "rs2": lab.RS2v6}
 	prev := ""
 	const n = 8
 	for i := range n {
-		rs, rsAddr, saw := e.getAt(hc, web6Synproxy)
+		rs, rsAddr, saw := e.getAt(hc, web)
 		if rs == prev {
 			t.Fatalf("request %d went to %s twice in a row", i, rs)
 		}
 		prev = rs
-		if rsAddr != want[rs] || !lips[saw.Addr()] {
-			t.Fatalf("request %d: %s answered on %s and saw %s; want its IPv6 address %s and an IPv6 LIP", i, rs, rsAddr, saw, want[rs])
+		if rsAddr != k.rs[rs] || !k.isLIP(saw.Addr()) {
+			t.Fatalf("request %d: %s answered on %s and saw %s; want its address %s and a LIP %v", i, rs, rsAddr, saw, k.rs[rs], k.lips)
 		}
 	}
 	if a, b := e.rs[0].Requests.Load(), e.rs[1].Requests.Load(); a != n/2 || b != n/2 {
@@ -141,7 +213,7 @@ func TestIPv6SynproxyHTTP(t *testing.T) {
 			continue
 		}
 		sa++
-		if ip := ip6Of(p); ip == nil || addr(ip.SrcIP) != lab.VIP6 {
+		if ip := ip6Of(p); ip == nil || addr(ip.SrcIP) != k.vip {
 			t.Fatalf("a SYN-ACK on the client's link not from the VIP over IPv6: %v", p.NetworkLayer().NetworkFlow())
 		}
 		if mss, ok := mssOf(tcp); !ok || mss != wantMSS {
@@ -151,8 +223,13 @@ func TestIPv6SynproxyHTTP(t *testing.T) {
 	if sa != n {
 		t.Fatalf("%d SYN-ACKs reached the client for %d connections", sa, n)
 	}
-	checkTCPSums6(t, capClient.packets(), lab.VIP6, false)
-	checkTCPSums6(t, capRouter.packets(), netip.Addr{}, false)
+	checkTCPSums6(t, capClient.packets(), k.vip, false)
+	for i, p := range tcpPort(capRouter.packets(), lab.HTTPPort) {
+		if src, dst, ok := k.server(p); !ok || !(k.isLIP(src) && k.isRS(dst) || k.isRS(src) && k.isLIP(dst)) {
+			t.Fatalf("router link frame %d: %v: only LIP <-> RS in the server side's family may appear", i, p.NetworkLayer().NetworkFlow())
+		}
+	}
+	k.sums(t, capRouter.packets(), netip.Addr{}, false)
 }
 
 // On the wire, for a client that exists only there (fd00:25:254::77, its
@@ -163,8 +240,17 @@ func TestIPv6SynproxyHTTP(t *testing.T) {
 // connection entry exists. Only the client's ACK, carrying the cookie,
 // makes tapvs open the server side: a SYN from an IPv6 LIP to an IPv6 real
 // server with the client's ISN, and the server's handshake completes.
+// Through [VIP64]:8080 (NAT64) the same, the server side IPv4: the SYN
+// from an IPv4 LIP to an IPv4 real server, with the client's MSS of 1440
+// (within the client side's MTU - 60).
 func TestIPv6SynproxyOnTheWire(t *testing.T) {
-	e := setup6(t, synproxyServices6, "")
+	for _, k := range synproxyKinds {
+		t.Run(k.name, func(t *testing.T) { testSynproxyOnTheWire6(t, &k) })
+	}
+}
+
+func testSynproxyOnTheWire6(t *testing.T, k *synproxyKind) {
+	e := setup6(t, k.services, "")
 	wantMSS := synproxyMSS6(t, e)
 	capClient := startCapture(t, e.top.Client, e.top.TapClient)
 	capRouter := startCapture(t, e.top.Router, e.top.TapServer)
@@ -178,7 +264,7 @@ func TestIPv6SynproxyOnTheWire(t *testing.T) {
 		{OptionType: layers.TCPOptionKindNop},
 		{OptionType: layers.TCPOptionKindWindowScale, OptionLength: 3, OptionData: []byte{7}},
 	}
-	if _, err := inject(e.top.Client, e.top.TapClient, craft6(t, myMAC, vipMAC, ghost, sport, &layers.TCP{SYN: true, Seq: isn, Window: 64800, Options: opts}, nil)); err != nil {
+	if _, err := inject(e.top.Client, e.top.TapClient, craft6(t, myMAC, vipMAC, ghost, k.vip, sport, &layers.TCP{SYN: true, Seq: isn, Window: 64800, Options: opts}, nil)); err != nil {
 		t.Fatal(err)
 	}
 	var synack *layers.TCP
@@ -202,21 +288,22 @@ func TestIPv6SynproxyOnTheWire(t *testing.T) {
 	echoTo := func(rs netip.Addr) int {
 		n := 0
 		for _, p := range udpPort(capRouter.packets(), lab.EchoPort) {
-			if ip := ip6Of(p); ip != nil && addr(ip.DstIP) == rs {
+			if _, dst, ok := k.server(p); ok && dst == rs {
 				n++
 			}
 		}
 		return n
 	}
-	echo := netip.AddrPortFrom(lab.VIP6, lab.EchoPort)
-	for i := 0; echoTo(lab.RS1v6) == 0 || echoTo(lab.RS2v6) == 0; i++ {
+	echo := netip.AddrPortFrom(k.vip, lab.EchoPort)
+	rs1, rs2 := k.rs["rs1"], k.rs["rs2"]
+	for i := 0; echoTo(rs1) == 0 || echoTo(rs2) == 0; i++ {
 		if i == 10 {
-			t.Fatalf("after %d echoes, the router's link saw %d to rs1 and %d to rs2", i, echoTo(lab.RS1v6), echoTo(lab.RS2v6))
+			t.Fatalf("after %d echoes, the router's link saw %d to rs1 and %d to rs2", i, echoTo(rs1), echoTo(rs2))
 		}
 		if _, err := lab.UDPEcho(e.ctx(3*time.Second), e.top.Client, echo, "marker"); err != nil {
 			t.Fatalf("echo %d through the IPv6 VIP: %v", i, err)
 		}
-		eventually(time.Second, func() bool { return echoTo(lab.RS1v6)+echoTo(lab.RS2v6) >= i+1 })
+		eventually(time.Second, func() bool { return echoTo(rs1)+echoTo(rs2) >= i+1 })
 	}
 	if ps := tcpPort(capRouter.packets(), lab.HTTPPort); len(ps) != 0 {
 		t.Fatalf("%d TCP segments to the real servers' port 80 before the client's ACK", len(ps))
@@ -227,7 +314,7 @@ func TestIPv6SynproxyOnTheWire(t *testing.T) {
 		}
 	}
 
-	if _, err := inject(e.top.Client, e.top.TapClient, craft6(t, myMAC, vipMAC, ghost, sport,
+	if _, err := inject(e.top.Client, e.top.TapClient, craft6(t, myMAC, vipMAC, ghost, k.vip, sport,
 		&layers.TCP{ACK: true, Seq: isn + 1, Ack: synack.Seq + 1, Window: 507}, nil)); err != nil {
 		t.Fatal(err)
 	}
@@ -239,11 +326,13 @@ func TestIPv6SynproxyOnTheWire(t *testing.T) {
 		t.Fatalf("after the client's ACK, %d segments to or from a real server's port 80; want its handshake", len(seen))
 	}
 	syn := seen[0].Layer(layers.LayerTypeTCP).(*layers.TCP)
-	ip := ip6Of(seen[0])
-	if ip == nil || !syn.SYN || syn.ACK || syn.Seq != isn || !(addr(ip.SrcIP) == lab.LIP1v6 || addr(ip.SrcIP) == lab.LIP2v6) ||
-		!(addr(ip.DstIP) == lab.RS1v6 || addr(ip.DstIP) == lab.RS2v6) {
-		t.Fatalf("the first segment to a real server: %v, SYN %v ACK %v seq %#x; want an IPv6 SYN LIP6 -> RS6 with the client's ISN %#x",
+	src, dst, ok := k.server(seen[0])
+	if !ok || !syn.SYN || syn.ACK || syn.Seq != isn || !k.isLIP(src) || !k.isRS(dst) {
+		t.Fatalf("the first segment to a real server: %v, SYN %v ACK %v seq %#x; want a SYN LIP -> RS in the server side's family with the client's ISN %#x",
 			seen[0].NetworkLayer().NetworkFlow(), syn.SYN, syn.ACK, syn.Seq, uint32(isn))
+	}
+	if mss, _ := mssOf(syn); mss != 1440 {
+		t.Fatalf("the SYN to the real server announces MSS %d; want the client's 1440", mss)
 	}
 	if rsSynAck := seen[1].Layer(layers.LayerTypeTCP).(*layers.TCP); !rsSynAck.SYN || !rsSynAck.ACK {
 		t.Fatal("the real server did not answer tapvs's SYN with a SYN-ACK")
@@ -251,7 +340,7 @@ func TestIPv6SynproxyOnTheWire(t *testing.T) {
 	if ack := seen[2].Layer(layers.LayerTypeTCP).(*layers.TCP); ack.SYN || !ack.ACK {
 		t.Fatal("tapvs did not complete the real server's handshake with an ACK")
 	}
-	checkTCPSums6(t, capRouter.packets(), netip.Addr{}, false)
+	k.sums(t, capRouter.packets(), netip.Addr{}, false)
 	if _, opened, _, _ := e.d.Balancer.Stats.Synproxy(); opened != 1 {
 		t.Fatalf("%d handshakes proved; want the one", opened)
 	}
@@ -259,10 +348,16 @@ func TestIPv6SynproxyOnTheWire(t *testing.T) {
 
 // 16 MiB each way through [VIP6]:9000 behind SYNPROXY arrives intact
 // (hashes compared), the upload on one real server and the download on
-// the other (rr).
+// the other (rr); and through [VIP64]:9000 (NAT64).
 func TestIPv6SynproxyBulk16MiB(t *testing.T) {
-	e := setup6(t, synproxyServices6, "")
-	bulk := netip.AddrPortFrom(lab.VIP6, lab.BulkPort)
+	for _, k := range synproxyKinds {
+		t.Run(k.name, func(t *testing.T) { testSynproxyBulk6(t, &k) })
+	}
+}
+
+func testSynproxyBulk6(t *testing.T, k *synproxyKind) {
+	e := setup6(t, k.services, "")
+	bulk := netip.AddrPortFrom(k.vip, lab.BulkPort)
 	const n = 16 << 20
 	if _, err := lab.Upload(e.ctx(time.Minute), e.top.Client, bulk, n); err != nil {
 		t.Fatal(err)
@@ -281,9 +376,16 @@ func TestIPv6SynproxyBulk16MiB(t *testing.T) {
 // half-open connection on the real servers and no entry in tapvs, while
 // legitimate IPv6 requests through the same VIP keep succeeding: the
 // IPv4 flood test's checks (TestSynproxySpoofedFlood) over IPv6. hping3
-// has no IPv6, so the frames are built here and written to the TAP.
+// has no IPv6, so the frames are built here and written to the TAP. The
+// same through the NAT64 VIP.
 func TestIPv6SynproxySpoofedFlood(t *testing.T) {
-	e := setup6(t, synproxyServices6, "")
+	for _, k := range synproxyKinds {
+		t.Run(k.name, func(t *testing.T) { testSynproxySpoofedFlood6(t, &k) })
+	}
+}
+
+func testSynproxySpoofedFlood6(t *testing.T, k *synproxyKind) {
+	e := setup6(t, k.services, "")
 	vipMAC := net.HardwareAddr(e.d.Stack.Client.LinkAddress())
 	myMAC, _ := net.ParseMAC(ifaceMAC(t, e.top.Client, e.top.TapClient))
 	const n, rate = 40000, 20000
@@ -296,7 +398,7 @@ func TestIPv6SynproxySpoofedFlood(t *testing.T) {
 			src[j] = byte(rand.IntN(256))
 		}
 		src[8] |= 0x80 // never the client's ::1, the VIP's ::100 or tapvs's ::fe
-		frames[i] = craft6(t, myMAC, vipMAC, netip.AddrFrom16(src), uint16(1024+rand.IntN(60000)),
+		frames[i] = craft6(t, myMAC, vipMAC, netip.AddrFrom16(src), k.vip, uint16(1024+rand.IntN(60000)),
 			&layers.TCP{SYN: true, Seq: rand.Uint32(), Window: 64240, Options: []layers.TCPOption{{OptionType: layers.TCPOptionKindMSS, OptionLength: 4, OptionData: []byte{0x05, 0xa0}}}}, nil)
 	}
 	cookies0, _, _, _ := e.d.Balancer.Stats.Synproxy()
@@ -317,7 +419,7 @@ func TestIPv6SynproxySpoofedFlood(t *testing.T) {
 			flooding = false
 		default:
 		}
-		e.getAt(hc, web6Synproxy)
+		e.getAt(hc, netip.AddrPortFrom(k.vip, lab.SynproxyPort))
 		legit++
 		for i := range e.rs {
 			maxHalfOpen = max(maxHalfOpen, synRecv(t, e.top.RS[i]))

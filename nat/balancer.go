@@ -529,7 +529,7 @@ func (b *Balancer) forwardIn(c *Conn, p *pkt, f *Frame, l4Delta uint16, hdr bool
 	case c.clientAddr == ClientAddrTOA:
 		l4Delta = b.addTOA(c, p, f, l4Delta)
 	case c.clientAddr == ClientAddrProxyV2 && c.in.proto == UDP:
-		if v := b.udpProxyV2(p, f); v != Forward {
+		if v := b.udpProxyV2(c, p, f); v != Forward {
 			return v
 		}
 	}
@@ -701,14 +701,6 @@ func (b *Balancer) schedule(svc *Service, key tupleKey, p *pkt) (*Conn, Verdict)
 		return nil, b.Stats.drop(DropNoNeighbor)
 	}
 	c.dest = dest
-	if !wire.Is4(&key.src) && wire.Is4(&dest.a16) && (svc.synproxy.Load() || svc.ClientAddr() != ClientAddrNone) {
-		// NAT64 does neither: the Tx refuses the pair, and only a reader
-		// between a change's stores (the settings, then the servers)
-		// can see both.
-		b.table.count.Add(-1)
-		c.unpersist()
-		return nil, b.Stats.drop(DropNAT64)
-	}
 	copy(c.clientMAC[:], p.eth().Src())
 	if hop := macOf(c.clientMAC); b.clientHop.Load() != hop {
 		b.clientHop.Store(hop) // once per change of hop, not per connection

@@ -153,10 +153,13 @@ func (tx *Tx) SetDeny(s *Service, prefixes []netip.Prefix) error {
 
 // setList stages one of a service's source lists, checked.
 func (tx *Tx) setList(s *Service, name string, prefixes []netip.Prefix, put func(*policy, defence.CIDRSet)) error {
-	if len(prefixes) > 0 && s.Addr.Is6() {
-		// The lists hold IPv4 prefixes: on an IPv6 service an allow list
-		// would refuse every client and a deny list none.
-		return fmt.Errorf("service %s: %s: source lists hold IPv4 prefixes only, and this service's clients are IPv6", s, name)
+	for _, p := range prefixes {
+		if p.Addr().Is6() != s.Addr.Is6() {
+			// A prefix of the other family holds none of the service's
+			// clients: in an allow list it would refuse every one, in a
+			// deny list none.
+			return fmt.Errorf("service %s: %s: %s is %s, and this service's clients are %s", s, name, p, family(p.Addr()), family(s.Addr))
+		}
 	}
 	set, err := defence.NewCIDRSet(prefixes)
 	if err != nil {

@@ -40,6 +40,10 @@ func moveCases() []moveCase {
 		{"udp", UDP, false, client, vip, func(t *testing.T) *rig { r := newRig(t, UDP, "rr", nil); r.setWeight(t, rs2, 8080, 0); return r }},
 		{"udp_proxy_v2", UDP, false, client, vip, func(t *testing.T) *rig { r := udpProxyRig(t, nil); r.setWeight(t, rs2, 8080, 0); return r }},
 		{"nat64", TCP, false, client6, vip64, func(t *testing.T) *rig { r := newRig64(t, TCP, nil); r.setWeight(t, rs2, 8080, 0); return r }},
+		{"nat64_synproxy", TCP, true, client6, vip64, func(t *testing.T) *rig { r, _ := rig64With(t, TCP, true, ClientAddrNone); return r }},
+		{"nat64_toa", TCP, false, client6, vip64, func(t *testing.T) *rig { r, _ := rig64With(t, TCP, false, ClientAddrTOA); return r }},
+		{"nat64_proxy_v2", TCP, false, client6, vip64, func(t *testing.T) *rig { r, _ := rig64With(t, TCP, false, ClientAddrProxyV2); return r }},
+		{"nat64_synproxy_proxy_v1", TCP, true, client6, vip64, func(t *testing.T) *rig { r, _ := rig64With(t, TCP, true, ClientAddrProxyV1); return r }},
 		{"ipv6", TCP, false, client6, vip6, func(t *testing.T) *rig { r := newRig6(t, TCP, "rr", nil); r.setWeight(t, rs6b, 8080, 0); return r }},
 	}
 }
@@ -52,7 +56,7 @@ const moveCport = 40123
 func (mc moveCase) open(t *testing.T, r *rig) (cseq, sseq uint32) {
 	t.Helper()
 	if mc.synproxy {
-		_, _, rsISN := establishProxied(t, r, moveCport)
+		_, _, rsISN := establishProxiedFrom(t, r, mc.client, mc.vip, moveCport)
 		return 5001, rsISN + 1
 	}
 	c := pktSpec{src: mc.client, dst: mc.vip, sport: moveCport, dport: 80, proto: mc.proto, srcMAC: macClient}

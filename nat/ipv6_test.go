@@ -699,10 +699,10 @@ func TestIPv6ReviewFindings(t *testing.T) {
 		t.Fatalf("a corrupted Packet Too Big: %v, drops %v", v, nonZero(r.b.Stats.Drops()))
 	}
 
-	// Source lists on an IPv6 service are refused: they hold IPv4
-	// prefixes, and an allow list would refuse every client.
+	// An IPv4 prefix on an IPv6 service's list is refused: it holds none
+	// of its clients, and an allow list would refuse every one.
 	err := r.b.Update(func(tx *Tx) error { return tx.SetAllow(r.svc, []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}) })
-	if err == nil || !strings.Contains(err.Error(), "IPv4 prefixes only") {
-		t.Fatalf("an allow list on an IPv6 service: %v", err)
+	if err == nil || !strings.Contains(err.Error(), "allow: 10.0.0.0/8 is IPv4, and this service's clients are IPv6") {
+		t.Fatalf("an IPv4 allow list on an IPv6 service: %v", err)
 	}
 }

@@ -1,8 +1,6 @@
 package nat
 
 import (
-	"errors"
-	"fmt"
 	"net/netip"
 
 	"github.com/tapvs/tapvs/csum"
@@ -98,10 +96,11 @@ func (f *Frame) reframe(off, n int) bool {
 // DPVS clamps neither for NAT64 as such: its tcp_out_adjust_mss takes the
 // TOA option's length (20 for an IPv6 client) off every server SYN-ACK's
 // MSS, which for NAT64 happens to leave the same 20 bytes, and leaves the
-// client's SYN alone. tapvs refuses TOA on NAT64 services, so it clamps by
-// the arithmetic above instead: the connection's rewriter clamps both SYNs
-// (tcprw.Rewriter's MSSToServer and MSSToClient, set in newRewriter) in
-// the walk that translates them.
+// client's SYN alone. tapvs clamps by the arithmetic above instead, less
+// the TOA option's 20 bytes or the PROXY header's length where the service
+// adds one: the connection's rewriter clamps both SYNs (tcprw.Rewriter's
+// MSSToServer and MSSToClient, set in newRewriter) in the walk that
+// translates them.
 func (b *Balancer) clientMSS64() uint16 {
 	return uint16(max(b.cfg.ClientMTU-wire.IPv6Len-wire.TCPMinLen, wire.IPv4MinMTU))
 }
@@ -255,23 +254,10 @@ func (b *Balancer) fragNeeded64(c *Conn, p *pkt, f *Frame) Verdict {
 	return Reply
 }
 
-// The rules of a NAT64 service (rules.go): its server side is one family,
-// and what the NAT64 path does not do yet is refused whichever of the two
-// (the feature, the first IPv4 LIP or real server) comes second.
-
-// errNAT64Features is the refusal of SYNPROXY and client address modes on
-// a NAT64 service.
-var errNAT64Features = errors.New("NAT64 (an IPv6 VIP with IPv4 local addresses and real servers) does not do SYNPROXY or a client address mode (toa, proxy-v1, proxy-v2) yet")
-
-// checkNAT64 refuses SYNPROXY and a client address mode on a service
-// whose VIP is IPv6 and whose server side (out: a LIP or real server, or
-// invalid when it has none yet) is IPv4.
-func checkNAT64(vip, out netip.Addr, synproxy bool, ca ClientAddr) error {
-	if vip.Is6() && out.Is4() && (synproxy || ca != ClientAddrNone) {
-		return errNAT64Features
-	}
-	return nil
-}
+// The rules of a NAT64 service (rules.go): its server side is one family.
+// Everything a service can have, a NAT64 one can: SYNPROXY (the cookie
+// handshake with the IPv6 client, the SYN to the server in IPv4), TOA and
+// PROXY headers (in the client's family: toa.go, proxy.go).
 
 // outAddr is one of a service's LIPs or real servers as the Tx leaves
 // them (invalid: none), for the family of its server side.
@@ -285,30 +271,8 @@ func (tx *Tx) outAddr(s *Service) netip.Addr {
 	return netip.Addr{}
 }
 
-// txSynproxy and txClientAddr are a service's settings as the Tx leaves
-// them.
-func (tx *Tx) txSynproxy(s *Service) bool {
-	if st := tx.stages[s]; st != nil && st.synproxy != nil {
-		return *st.synproxy
-	}
-	return s.synproxy.Load()
-}
-
-func (tx *Tx) txClientAddr(s *Service) ClientAddr {
-	if st := tx.stages[s]; st != nil && st.client != nil {
-		return *st.client
-	}
-	return s.ClientAddr()
-}
-
-// checkServerSide is checkFamily and checkNAT64 for a LIP or real server a
-// being added to s in the Tx.
+// checkServerSide is checkFamily for a LIP or real server a being added to
+// s in the Tx.
 func (tx *Tx) checkServerSide(s *Service, a netip.Addr) error {
-	if err := checkFamily(s, a, tx.outAddr(s)); err != nil {
-		return err
-	}
-	if err := checkNAT64(s.Addr, a, tx.txSynproxy(s), tx.txClientAddr(s)); err != nil {
-		return fmt.Errorf("is IPv4 on service %s: %w", s, err)
-	}
-	return nil
+	return checkFamily(s, a, tx.outAddr(s))
 }

@@ -719,9 +719,9 @@ func TestNAT64ICMPv4FromClient(t *testing.T) {
 	}
 }
 
-// TestNAT64Rules: a service's server side is one family; NAT46, and NAT64
-// with SYNPROXY or a client address mode, are refused whichever comes
-// second, naming the address and why.
+// TestNAT64Rules: a service's server side is one family, and NAT46 is
+// refused, naming the address and why; NAT64 with SYNPROXY, TOA, PROXY v1
+// or v2 is accepted whichever comes second.
 func TestNAT64Rules(t *testing.T) {
 	cfg := Config{MaxConns: 10, PortMin: 5000, PortMax: 65535, Timeouts: DefaultTimeouts(),
 		ClientNet: netip.MustParsePrefix("172.25.254.254/24"), ServerNet: netip.MustParsePrefix("172.25.84.4/24"),
@@ -743,7 +743,7 @@ func TestNAT64Rules(t *testing.T) {
 	}); err != nil {
 		t.Fatalf("NAT64 service refused: %v", err)
 	}
-	sTOA, err := b.AddService(ServiceConfig{Addr: vip64, Port: 443, Protocol: TCP, Scheduler: "rr", ClientAddr: ClientAddrTOA})
+	sSP, err := b.AddService(ServiceConfig{Addr: vip64, Port: 443, Protocol: TCP, Scheduler: "rr", Synproxy: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -769,16 +769,6 @@ func TestNAT64Rules(t *testing.T) {
 			return b.Update(func(tx *Tx) error { _, err := tx.AddDest(s4, rs6a, 80, 1); return err })
 		}, "NAT46 is not built"},
 		{"v6 LIP on a v4 VIP", func() error { _, err := b.AddLocalAddr(s4, lip6); return err }, "NAT46 is not built"},
-		{"toa on a NAT64 service", func() error {
-			return b.Update(func(tx *Tx) error { return tx.SetClientAddr(s64, ClientAddrTOA) })
-		}, "does not do SYNPROXY or a client address mode"},
-		{"v4 LIP on a toa service", func() error { _, err := b.AddLocalAddr(sTOA, lip1); return err }, "local address 172.25.84.10 is IPv4 on service TCP [fd00:25:254::64]:443: NAT64"},
-		{"v4 RS on a toa service", func() error {
-			return b.Update(func(tx *Tx) error { _, err := tx.AddDest(sTOA, rs1, 80, 1); return err })
-		}, "does not do SYNPROXY or a client address mode"},
-		{"synproxy on a NAT64 service", func() error {
-			return b.Update(func(tx *Tx) error { return tx.SetSynproxy(s64, true) })
-		}, "SYNPROXY"},
 		{"v4 LIP outside the server subnet", func() error {
 			return b.Update(func(tx *Tx) error { _, err := tx.AddLocalAddr(s64, netip.MustParseAddr("172.25.99.10")); return err })
 		}, "not in the server side's subnet 172.25.84.0/24"},
@@ -788,15 +778,29 @@ func TestNAT64Rules(t *testing.T) {
 			t.Errorf("%s: %v, want %q", c.name, err, c.want)
 		}
 	}
-	// In one Tx: the toa mode goes, then the IPv4 LIP comes: accepted.
-	if err := b.Update(func(tx *Tx) error {
-		if err := tx.SetClientAddr(sTOA, ClientAddrNone); err != nil {
-			return err
+	// SYNPROXY with TOA, PROXY v1 or v2 on a NAT64 service, either coming
+	// second: accepted.
+	for _, m := range []ClientAddr{ClientAddrTOA, ClientAddrProxyV1, ClientAddrProxyV2} {
+		if err := b.Update(func(tx *Tx) error {
+			if err := tx.SetSynproxy(s64, true); err != nil {
+				return err
+			}
+			return tx.SetClientAddr(s64, m)
+		}); err != nil {
+			t.Fatalf("synproxy and %v on a NAT64 service: %v", m, err)
 		}
-		_, err := tx.AddLocalAddr(sTOA, lip1)
-		return err
-	}); err != nil {
-		t.Fatalf("NAT64 after toa is turned off: %v", err)
+	}
+	for i, m := range []ClientAddr{ClientAddrTOA, ClientAddrProxyV1} {
+		s, err := b.AddService(ServiceConfig{Addr: vip64, Port: uint16(444 + i), Protocol: TCP, Scheduler: "rr", ClientAddr: m})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.AddLocalAddr(s, lip1); err != nil {
+			t.Fatalf("an IPv4 LIP on a %v service: %v", m, err)
+		}
+	}
+	if _, err := b.AddLocalAddr(sSP, lip1); err != nil {
+		t.Fatalf("an IPv4 LIP on a synproxy service: %v", err)
 	}
 }
 
@@ -834,7 +838,8 @@ func BenchmarkForwardNAT64(b *testing.B) {
 }
 
 // FuzzProcess64 sends any frame through a balancer with a NAT64 TCP or
-// UDP service, one connection open, from either side. Nothing may panic; a
+// UDP service (with TOA, PROXY v1 or v2 where the protocol carries it:
+// ctl's bits 2-3), one connection open, from either side. Nothing may panic; a
 // forwarded frame must parse as the family of the side it leaves by, with
 // its IPv4 header checksum right, and its transport (or ICMP) checksum
 // right when the input's was (the translation adjusts it incrementally).
@@ -864,10 +869,9 @@ func FuzzProcess64(f *testing.F) {
 	add(syn)
 	add(withExt6(f, syn, wire.IP6HopByHop, []byte{1, 4, 0, 0, 0, 0}))
 	for _, s := range seeds {
-		f.Add(uint8(0), s)
-		f.Add(uint8(1), s)
-		f.Add(uint8(2), s)
-		f.Add(uint8(3), s)
+		for ctl := range uint8(16) {
+			f.Add(ctl, s)
+		}
 	}
 	f.Fuzz(check64)
 }
@@ -879,6 +883,13 @@ func check64(t *testing.T, ctl uint8, raw []byte) {
 		proto = UDP
 	}
 	r := newRig64(t, proto, nil)
+	// Bits 2-3: the service's client address mode (issue #27: TOA and
+	// PROXY headers on NAT64), what the protocol can carry.
+	if mode := ClientAddr(ctl >> 2 & 3); mode.check(proto) == nil {
+		if err := r.b.Update(func(tx *Tx) error { return tx.SetClientAddr(r.svc, mode) }); err != nil {
+			t.Fatal(err)
+		}
+	}
 	established64(t, r, proto)
 	side := Side(ctl & 1)
 	var verified bool

@@ -223,6 +223,13 @@ func (d *Dest) NextHopMAC() (mac [6]byte, ok bool) {
 
 func (d *Dest) String() string { return netip.AddrPortFrom(d.Addr, d.Port).String() }
 
+// serverSide4 reports whether the service's server side is IPv4: its
+// LIPs (one family: rules.go). With an IPv6 VIP that is NAT64 (nat64.go).
+func (s *Service) serverSide4() bool {
+	ls := *s.laddrs.Load()
+	return len(ls) > 0 && wire.Is4(&ls[0].a16)
+}
+
 // LocalAddr is a local address (LIP) of a service: the source address its
 // connections to real servers use. Ports are not reserved per LIP: a
 // (LIP, lport, RIP, rport) tuple is unique because it is the connection's key

@@ -189,6 +189,11 @@ func (b *Balancer) synproxyACK(svc *Service, key tupleKey, p *pkt, f *Frame) (ho
 	b.Stats.synproxyOpened.Add(1)
 
 	so := synproxy.SynOptions{MSS: o.MSS, WScale: o.WScale, SACKPerm: o.SACK, TS: sp.TSOn, TSval: sp.ClientTSval}
+	if c.nat64() {
+		// The server's segments grow by 20 bytes toward the IPv6 client:
+		// the client's MSS is clamped as a plain NAT64 SYN's is (nat64.go).
+		so.MSS = min(so.MSS, b.clientMSS64())
+	}
 	win := uint32(tcp.Window())
 	if o.WScale >= 0 && sp.OurWScale >= 0 {
 		win <<= o.WScale // the client's window, scaled, as a SYN's unscaled field

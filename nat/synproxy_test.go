@@ -2,6 +2,7 @@ package nat
 
 import (
 	"encoding/binary"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -369,14 +370,21 @@ func TestSynproxyServerTimeWait(t *testing.T) {
 // ISN the client knows), the local port and the server's ISN.
 func establishProxied(t *testing.T, r *rig, cport uint16) (cookie uint32, lport uint16, rsISN uint32) {
 	t.Helper()
-	syn := frame(t, pktSpec{src: client, dst: vip, sport: cport, dport: 80, proto: TCP, syn: true, seq: 5000, srcMAC: macClient, opts: synOpts(1460, 7, 100)})
+	return establishProxiedFrom(t, r, client, vip, cport)
+}
+
+// establishProxiedFrom is establishProxied from src to VIP dst, whose
+// server side is lip1 and rs1 (IPv4: FULLNAT, or NAT64 from an IPv6 src).
+func establishProxiedFrom(t *testing.T, r *rig, src, dst netip.Addr, cport uint16) (cookie uint32, lport uint16, rsISN uint32) {
+	t.Helper()
+	syn := frame(t, pktSpec{src: src, dst: dst, sport: cport, dport: 80, proto: TCP, syn: true, seq: 5000, srcMAC: macClient, opts: synOpts(1460, 7, 100)})
 	if v := r.b.Process(ClientSide, syn); v != Reply {
 		t.Fatalf("SYN: %v", v)
 	}
 	sa := decode(t, syn)
 	cookie = sa.tcp.Seq
 	ourTS := parsedOpts(t, sa.tcp).TSval
-	ack := frame(t, pktSpec{src: client, dst: vip, sport: cport, dport: 80, proto: TCP, ack: true, seq: 5001, ackNum: cookie + 1, srcMAC: macClient,
+	ack := frame(t, pktSpec{src: src, dst: dst, sport: cport, dport: 80, proto: TCP, ack: true, seq: 5001, ackNum: cookie + 1, srcMAC: macClient,
 		opts: []layers.TCPOption{{OptionType: layers.TCPOptionKindNop}, {OptionType: layers.TCPOptionKindNop}, tsOpt(101, ourTS)}})
 	if v := r.b.Process(ClientSide, ack); v != Forward {
 		t.Fatalf("ACK: %v %v", v, r.b.Stats.Drops())

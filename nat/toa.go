@@ -14,7 +14,15 @@ import (
 // address in network order (struct toa_data in Alibaba's LVS and DPVS). The
 // IPv6 client gets DPVS's IPv6 layout (struct toa_ip6_data): kind 254,
 // length 20, the port and the 16-byte address; Alibaba's toa module reads
-// the same. The
+// the same. The layout follows the client's family, not the server's: an
+// IPv6 client behind a NAT64 service gets the 20-byte option on IPv4
+// segments, as DPVS does (src/ipvs/ip_vs_proto_tcp.c, tcp_in_add_toa:
+// tcp_opt_len is TCP_OLEN_IP6_ADDR when conn->af, the client's family, is
+// AF_INET6, whatever tuplehash_out(conn).af; include/ipvs/proto_tcp.h:
+// TCP_OPT_ADDR 254, struct tcpopt_ip6_addr), and DPVS's toa module built
+// with TOA_NAT64_ENABLE reads a 254/20 option on an IPv4 socket as the
+// NAT64 peer (kmod/toa/toa.c, get_toa_data: *nat64 = 1; the server asks
+// for it with getsockopt TOA_SO_GET_LOOKUP, struct toa_nat64_peer). The
 // Linux toa module reads it when the server's handshake completes
 // (syn_recv_sock), from the client segment that acknowledges the server's
 // SYN-ACK, and answers getpeername with it from then on.
@@ -75,16 +83,23 @@ func (c *Conn) noteTOASynAck(r *tcprw.Rewriter, seq uint32) {
 // synproxyMSS is the MSS tapvs's cookie SYN-ACK announces for svc (key is
 // the client's tuple): the configured one, less TOA's 8 bytes or the PROXY
 // header's length when the service adds one, so that the client's data
-// segments carrying it still fit the server side's MTU.
+// segments carrying it still fit the server side's MTU. The configured MSS
+// is for an IPv4 server side: an IPv6 one takes 20 bytes off it. A NAT64
+// service's server side is IPv4, so its client's segments are bounded by
+// the client side instead: at most ClientMTU - 60, an IPv6 segment that
+// tapvs's client side carries (20 bytes less than the configured 1460 on
+// a 1500-byte link, as for IPv6 FULLNAT).
 func (b *Balancer) synproxyMSS(svc *Service, key *tupleKey) uint16 {
 	mss := b.cfg.Synproxy.MSS
-	if !wire.Is4(&key.src) && mss > 20+64 {
+	v6 := !wire.Is4(&key.src)
+	nat64 := v6 && svc.serverSide4()
+	if v6 && !nat64 && mss > 20+64 {
 		mss -= 20 // the configured MSS is for IPv4's header; IPv6's is 20 bytes more
 	}
 	switch mode := svc.ClientAddr(); mode {
 	case ClientAddrTOA:
 		n := uint16(toaLen)
-		if !wire.Is4(&key.src) {
+		if v6 {
 			n = toaLen6
 		}
 		if mss > n+64 {
@@ -95,6 +110,9 @@ func (b *Balancer) synproxyMSS(svc *Service, key *tupleKey) uint16 {
 		if n := proxyLen(mode, key); mss > n+64 {
 			mss -= n
 		}
+	}
+	if nat64 {
+		mss = min(mss, b.clientMSS64())
 	}
 	return mss
 }
@@ -139,17 +157,25 @@ func (b *Balancer) addTOA(c *Conn, p *pkt, f *Frame, l4Delta uint16) uint16 {
 	hl := tcp.HeaderLen()
 	ipLen := len(p.b) - p.l3
 	n := c.toaSize()
+	// The IP headers the server side carries: this packet's, or for NAT64
+	// the 20-byte IPv4 header to4 makes of its IPv6 headers (the option
+	// is put in before the translation, and stays the client's family).
+	hdrs, v6 := p.l4-p.l3, p.v6
+	if c.nat64() {
+		hdrs, v6 = wire.IPv4MinLen, false
+	}
+	// The length field as the server side carries it: IPv4's total
+	// length, IPv6's payload length.
+	lenField := hdrs + len(p.b) - p.l4 + n
+	if v6 {
+		lenField -= wire.IPv6Len
+	}
 	// The IP packet the server side carries: this one, or for a TSO
 	// super-frame each segment the kernel cuts from it (the headers, TOA
 	// included, repeated before gso_size bytes of payload).
-	onWire := ipLen + n
+	onWire := hdrs + len(p.b) - p.l4 + n
 	if f.VNet.GSOType() != tun.VNetGSONone {
-		onWire = p.l4 - p.l3 + hl + n + int(f.VNet.GSOSize())
-	}
-	// The length field: IPv4's total length, IPv6's payload length.
-	lenField := ipLen + n
-	if p.v6 {
-		lenField -= wire.IPv6Len
+		onWire = hdrs + hl + n + int(f.VNet.GSOSize())
 	}
 	if hl+n > wire.TCPMinLen+tcpopt.MaxLen || lenField > 0xffff || onWire > b.cfg.ServerMTU ||
 		!f.open(p.l4+wire.TCPMinLen, n) {
@@ -172,7 +198,7 @@ func (b *Balancer) addTOA(c *Conn, p *pkt, f *Frame, l4Delta uint16) uint16 {
 		csum.AdjustPartial(tcp.CsumField(), uint16(n))
 	}
 	if p.v6 {
-		wire.IPv6(p.b[p.l3:]).SetPayloadLen(lenField)
+		wire.IPv6(p.b[p.l3:]).SetPayloadLen(ipLen + n - wire.IPv6Len)
 	} else {
 		ip := wire.IPv4(p.b[p.l3:])
 		csum.Adjust(ip.CsumField(), csum.Fold(csum.Put16At(0, ip, wire.IPv4TotalLenOff, uint16(lenField))))

@@ -377,9 +377,6 @@ func (tx *Tx) SetSynproxy(s *Service, on bool) error {
 	if on && s.Protocol != TCP {
 		return fmt.Errorf("service %s: only a TCP service can have a SYN proxy", s)
 	}
-	if err := checkNAT64(s.Addr, tx.outAddr(s), on, tx.txClientAddr(s)); err != nil {
-		return fmt.Errorf("service %s: %w", s, err)
-	}
 	tx.stage(s).synproxy = &on
 	tx.n++
 	return nil
@@ -389,9 +386,6 @@ func (tx *Tx) SetSynproxy(s *Service, on bool) error {
 // for new connections; open ones keep the way they were made.
 func (tx *Tx) SetClientAddr(s *Service, c ClientAddr) error {
 	if err := c.check(s.Protocol); err != nil {
-		return fmt.Errorf("service %s: %w", s, err)
-	}
-	if err := checkNAT64(s.Addr, tx.outAddr(s), tx.txSynproxy(s), c); err != nil {
 		return fmt.Errorf("service %s: %w", s, err)
 	}
 	tx.stage(s).client = &c

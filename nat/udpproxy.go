@@ -47,11 +47,11 @@ func (s *Stats) UDPProxyHeaders() uint64 {
 }
 
 // udpProxyV2 puts the PROXY v2 header before the payload of p, a client
-// datagram of c not yet rewritten (its addresses are still the client's
-// and the VIP's, which the header carries), and fixes the IP and UDP
-// lengths and checksums for it. p and f then describe the grown frame. A
+// datagram of c not yet rewritten or translated (its addresses are still
+// the client's and the VIP's, which the header carries), and fixes the IP
+// and UDP lengths and checksums for it. p and f then describe the grown frame. A
 // verdict other than Forward is a counted drop.
-func (b *Balancer) udpProxyV2(p *pkt, f *Frame) Verdict {
+func (b *Balancer) udpProxyV2(c *Conn, p *pkt, f *Frame) Verdict {
 	if f.VNet.GSOType() != tun.VNetGSONone {
 		// A super-frame the kernel would cut into datagrams after tapvs:
 		// one header before the whole would reach the server as one
@@ -63,12 +63,19 @@ func (b *Balancer) udpProxyV2(p *pkt, f *Frame) Verdict {
 	if p.v6 {
 		n = udpProxyLen6
 	}
+	// The IP packet the server side carries: NAT64 makes the client's
+	// IPv6 headers (extension headers included) one 20-byte IPv4 header;
+	// the PROXY header stays the client's family (AF_INET6).
+	wireLen := ipLen
+	if c.nat64() {
+		wireLen = wire.IPv4MinLen + len(p.b) - p.l4
+	}
 	udpLen := p.udp().Length() // l4ok checked it is within the packet
 	mtu := b.cfg.ServerMTU
 	if mtu <= 0 {
 		mtu = defaultServerMTU
 	}
-	if ipLen+n > mtu || udpLen+n > 0xffff {
+	if wireLen+n > mtu || udpLen+n > 0xffff {
 		// Fragmenting it, or sending it over the MTU, would give the server
 		// a datagram it may never get whole; a datagram without the header
 		// would be read as one with a wrong client. Neither is sent.

@@ -131,7 +131,7 @@ var options = []option{
 	// DPVS spells the address -k for its blacklist; one option serves both
 	// lists here, and the command says which.
 	{long: "--blklst-address", short: "k", meta: "address[/len]", kin: "source addresses", set: text(func(c *command) *string { return &c.prefix }),
-		help: "source address or IPv4 prefix of a deny or allow list"},
+		help: "source IPv4 address or prefix (IPv6: a /64 or shorter) of a deny or allow list"},
 	{long: "--source-cps", meta: "N", set: limit(func(c *command) **uint32 { return &c.cps }),
 		help: "new connections per second from one source (0: no limit)"},
 	{long: "--source-conns", meta: "N", set: limit(func(c *command) **uint32 { return &c.srcConns }),
