@@ -27,11 +27,24 @@ func TestSourceTrackerBounded(t *testing.T) {
 	if untracked != 0 {
 		t.Fatalf("untracked %d: idle entries should be taken over", untracked)
 	}
-	// Pin every entry with an open connection.
-	for ip := uint32(1); ip <= 4*MaxTrackedSources; ip++ {
-		tr.Open(v4(ip))
+	// Fill the probe's set with sources holding a connection each (which
+	// sources share a set is the random seed's: they are searched for).
+	probe := v4(0x0a000001)
+	_, target := tr.set(probe)
+	held := 0
+	for ip := uint32(4*MaxTrackedSources + 1); held < srcWays; ip++ { // new ones: their buckets full
+		if ip > 64*MaxTrackedSources {
+			t.Fatal("no sources found for the probe's set")
+		}
+		if _, set := tr.set(v4(ip)); set != target || v4(ip) == probe {
+			continue
+		}
+		if r, tracked := tr.Admit(v4(ip), 0, lim); r != OK || !tracked || !tr.Open(v4(ip)) {
+			t.Fatalf("source %d: %v, tracked %v", ip, r, tracked)
+		}
+		held++
 	}
-	if r, tracked := tr.Admit(v4(0x0a000001), 0, lim); r != OK || tracked {
+	if r, tracked := tr.Admit(probe, 0, lim); r != OK || tracked {
 		t.Fatalf("a new source with its set full: %v, tracked %v", r, tracked)
 	}
 }
