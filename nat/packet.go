@@ -32,6 +32,11 @@ type Frame struct {
 	// holds, and nothing else (no connection opened, never handed on).
 	HandedOff bool
 
+	// reasm, if not 0, marks a datagram reassembled from fragments: the
+	// largest fragment's IP length, which its fragments leave no longer
+	// than (frag.go).
+	reasm int
+
 	// fault is the fault of the delay or reset family that acts on the
 	// frame as it leaves (Balancer.faultOut), on connection faultConn in
 	// direction faultDir; nil: none. Process sets it.

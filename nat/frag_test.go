@@ -1,0 +1,254 @@
+package nat
+
+import (
+	"bytes"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/tapvs/tapvs/frag"
+	"github.com/tapvs/tapvs/wire"
+)
+
+// cut is the frame's IP datagram as fragments of at most mtu bytes, each a
+// frame in a reader's buffer (64 KiB past the headroom) from the same MACs.
+func cut(t testing.TB, f *Frame, mtu int, id uint32) []*Frame {
+	t.Helper()
+	raw := f.Bytes()
+	s, ok := frag.NewSplitter(raw[wire.EtherLen:], mtu, id)
+	if !ok {
+		t.Fatalf("cannot cut for %d", mtu)
+	}
+	var out []*Frame
+	for range 100 {
+		const headroom = 64
+		buf := make([]byte, headroom+wire.EtherLen+65536)
+		copy(buf[headroom:], raw[:wire.EtherLen])
+		n := s.Next(buf[headroom+wire.EtherLen:])
+		if n == 0 {
+			return out
+		}
+		out = append(out, &Frame{Buf: buf, Off: headroom, Len: wire.EtherLen + n})
+	}
+	t.Fatal("too many fragments")
+	return nil
+}
+
+// joined reassembles the fragments the balancer sent out of side with a
+// reassembler of its own, each at most mtu bytes of IP, into a frame
+// decode can check.
+func joined(t testing.TB, sent []sent, side Side, mtu int) *Frame {
+	t.Helper()
+	r := frag.New(frag.Config{})
+	out := make([]byte, 70000)
+	for i, s := range sent {
+		if s.side != side {
+			t.Fatalf("fragment %d out of the %v side, want %v", i, s.side, side)
+		}
+		if ip := len(s.frame) - wire.EtherLen; ip > mtu {
+			t.Fatalf("fragment %d of %d bytes past %d", i, ip, mtu)
+		}
+		res, info, reason := r.Add(s.frame[wire.EtherLen:], out[wire.EtherLen:], 0)
+		if i < len(sent)-1 {
+			if res != frag.Held {
+				t.Fatalf("fragment %d: %v %v", i, res, reason)
+			}
+			continue
+		}
+		if res != frag.Done {
+			t.Fatalf("last fragment: %v %v", res, reason)
+		}
+		copy(out, s.frame[:wire.EtherLen])
+		return withHeadroom(out[:wire.EtherLen+info.Len])
+	}
+	t.Fatal("no fragments sent")
+	return nil
+}
+
+func payload(n int) []byte {
+	p := make([]byte, n)
+	for i := range p {
+		p[i] = byte(i*13 + 1)
+	}
+	return p
+}
+
+// TestFragmentsBothWays sends a 4000-byte UDP datagram in fragments to the
+// VIP and one back from the real server to the LIP: each is reassembled,
+// rewritten, checked whole, and cut again for its way out (no longer than
+// the largest fragment that came in, nor than the side's MTU).
+func TestFragmentsBothWays(t *testing.T) {
+	for _, fam := range []struct {
+		name              string
+		rig               func(testing.TB, Protocol, string, func(*Config)) *rig
+		client, vip, lip  netip.Addr
+		inMTU, serverMTU  int
+		wantIn, wantBack  int // the largest fragment expected out each way
+		fragsIn, fragsOut int
+	}{
+		{"v4", newRig, client, vip, lip1, 1500, 1400, 1400, 1500, 3, 3},
+		{"v6", newRig6, client6, vip6, lip6, 1280, 1500, 1280, 1500, 4, 3},
+	} {
+		t.Run(fam.name, func(t *testing.T) {
+			var out []sent
+			r := fam.rig(t, UDP, "rr", func(c *Config) { c.ServerMTU = fam.serverMTU })
+			r.b.Attach(recordLink{&out})
+			body := payload(4000)
+			whole := frame(t, pktSpec{src: fam.client, dst: fam.vip, sport: 40000, dport: 80, proto: UDP, payload: body, srcMAC: macClient})
+			frags := cut(t, whole, fam.inMTU, 77)
+			for i, f := range frags {
+				if v := r.b.Process(ClientSide, f); v != Stolen {
+					t.Fatalf("fragment %d: %v, drops %v", i, v, nonZero(r.b.Stats.Drops()))
+				}
+				if i < len(frags)-1 && r.b.FragmentBytes() == 0 {
+					t.Fatal("nothing charged while held")
+				}
+			}
+			if r.b.FragmentBytes() != 0 || r.b.Reassembled() != 1 {
+				t.Fatalf("after: %d bytes held, %d reassembled", r.b.FragmentBytes(), r.b.Reassembled())
+			}
+			if len(out) != fam.fragsIn {
+				t.Fatalf("%d fragments out, want %d", len(out), fam.fragsIn)
+			}
+			d := decode(t, joined(t, out, ServerSide, fam.wantIn))
+			var src, dst netip.Addr
+			if d.ip6 != nil {
+				src, dst = addr6(d.ip6.SrcIP), addr6(d.ip6.DstIP)
+			} else {
+				src, dst = addr(d.ip.SrcIP), addr(d.ip.DstIP)
+			}
+			if src != fam.lip || (dst != r.d1.Addr && dst != r.d2.Addr) || d.udp.DstPort != 8080 || !bytes.Equal(d.udp.Payload, body) {
+				t.Fatalf("forwarded %v -> %v:%d, %d bytes", src, dst, d.udp.DstPort, len(d.udp.Payload))
+			}
+			ids := map[uint32]bool{}
+			for _, s := range out {
+				ids[fragID(s.frame)] = true
+			}
+			if len(ids) != 1 || ids[77] {
+				t.Fatalf("fragment ids %v: want one, tapvs's own", ids)
+			}
+
+			// The server's answer, fragmented, to the LIP.
+			out = out[:0]
+			back := frame(t, pktSpec{src: dst, dst: fam.lip, sport: 8080, dport: uint16(d.udp.SrcPort), proto: UDP, payload: body, srcMAC: macGateway})
+			for i, f := range cut(t, back, 1500, 99) {
+				if v := r.b.Process(ServerSide, f); v != Stolen {
+					t.Fatalf("reply fragment %d: %v, drops %v", i, v, nonZero(r.b.Stats.Drops()))
+				}
+			}
+			if len(out) != fam.fragsOut {
+				t.Fatalf("%d reply fragments out, want %d", len(out), fam.fragsOut)
+			}
+			d = decode(t, joined(t, out, ClientSide, fam.wantBack))
+			if d.ip6 != nil {
+				src, dst = addr6(d.ip6.SrcIP), addr6(d.ip6.DstIP)
+			} else {
+				src, dst = addr(d.ip.SrcIP), addr(d.ip.DstIP)
+			}
+			if src != fam.vip || dst != fam.client || d.udp.SrcPort != 80 || d.udp.DstPort != 40000 || !bytes.Equal(d.udp.Payload, body) {
+				t.Fatalf("reply %v:%d -> %v:%d", src, d.udp.SrcPort, dst, d.udp.DstPort)
+			}
+			if !bytes.Equal(out[0].frame[:6], macClient[:]) {
+				t.Fatalf("reply fragments to %x", out[0].frame[:6])
+			}
+		})
+	}
+}
+
+// fragID is a fragment's identification, IPv4 or IPv6.
+func fragID(f []byte) uint32 {
+	ip := f[wire.EtherLen:]
+	if ip[0]>>4 == 4 {
+		return uint32(wire.IPv4(ip).ID())
+	}
+	return uint32(ip[wire.IPv6Len+4])<<24 | uint32(ip[wire.IPv6Len+5])<<16 | uint32(ip[wire.IPv6Len+6])<<8 | uint32(ip[wire.IPv6Len+7])
+}
+
+// TestFragmentsFit: a reassembled datagram that fits its way out whole
+// (an IPv6 atomic fragment) is forwarded as any other packet.
+func TestFragmentsFit(t *testing.T) {
+	r := newRig6(t, UDP, "rr", nil)
+	var out []sent
+	r.b.Attach(recordLink{&out})
+	f := withExt6(t, frame(t, pktSpec{src: client6, dst: vip6, sport: 40000, dport: 80, proto: UDP, payload: payload(100), srcMAC: macClient}), wire.IP6Fragment, []byte{0, 0, 0, 0, 0, 1})
+	if v := r.b.Process(ClientSide, f); v != Forward || len(out) != 0 {
+		t.Fatalf("%v, %d sent", v, len(out))
+	}
+	if d := decode(t, f); d.udp == nil || len(d.udp.Payload) != 100 {
+		t.Fatal("not the datagram")
+	}
+}
+
+func TestFragmentsRefused(t *testing.T) {
+	whole := func() *Frame {
+		return frame(t, pktSpec{src: client, dst: vip, sport: 40000, dport: 80, proto: UDP, payload: payload(3000), srcMAC: macClient})
+	}
+	t.Run("no reassembly", func(t *testing.T) {
+		r := newRig(t, UDP, "rr", func(c *Config) { c.NoReassembly = true })
+		if v := r.b.Process(ClientSide, cut(t, whole(), 1500, 1)[0]); v != Drop || r.b.Stats.Drop(DropFragment) != 1 || r.b.FragmentBytes() != 0 || r.b.Reassembled() != 0 {
+			t.Fatalf("%v, %v", v, nonZero(r.b.Stats.Drops()))
+		}
+	})
+	t.Run("overlap", func(t *testing.T) {
+		r := newRig(t, UDP, "rr", nil)
+		frags := cut(t, whole(), 1500, 1)
+		r.b.Process(ClientSide, frags[0])
+		second := frags[1].Bytes()
+		ff := wire.IPv4(second[wire.EtherLen:]).FragField() - 1
+		second[wire.EtherLen+wire.IPv4FragOff], second[wire.EtherLen+wire.IPv4FragOff+1] = byte(ff>>8), byte(ff)
+		fixIPChecksum(second)
+		if v := r.b.Process(ClientSide, frags[1]); v != Drop {
+			t.Fatal(v)
+		}
+		if n := r.b.Stats.Drop(DropFragOverlap); n != 2 || r.b.Stats.Drops()["fragment_overlap"] != 2 || r.b.FragmentBytes() != 0 {
+			t.Fatalf("overlap counted %d (want the held and the refused), %v", n, nonZero(r.b.Stats.Drops()))
+		}
+	})
+	t.Run("timeout", func(t *testing.T) {
+		r := newRig(t, UDP, "rr", func(c *Config) { c.Reassembly.Timeout = time.Second })
+		frags := cut(t, whole(), 1500, 1)
+		r.b.Process(ClientSide, frags[0])
+		r.b.Process(ClientSide, frags[1])
+		r.b.table.now.Store(int64(time.Second))
+		r.b.Sweep()
+		if r.b.Stats.Drop(DropFragTimeout) != 0 || r.b.FragmentBytes() == 0 {
+			t.Fatal("given up at its deadline")
+		}
+		r.b.table.now.Store(int64(time.Second) + 1)
+		r.b.Sweep()
+		if r.b.Stats.Drop(DropFragTimeout) != 2 || r.b.FragmentBytes() != 0 {
+			t.Fatalf("timeout: %v, %d bytes", nonZero(r.b.Stats.Drops()), r.b.FragmentBytes())
+		}
+	})
+	t.Run("no room to cut", func(t *testing.T) {
+		r := newRig(t, UDP, "rr", func(c *Config) { c.ServerMTU = wire.IPv4MinLen + 7 })
+		var out []sent
+		r.b.Attach(recordLink{&out})
+		frags := cut(t, whole(), 1500, 1)
+		for _, f := range frags[:len(frags)-1] {
+			r.b.Process(ClientSide, f)
+		}
+		if v := r.b.Process(ClientSide, frags[len(frags)-1]); v != Drop || r.b.Stats.Drop(DropFragNoRoom) != 1 || len(out) != 0 {
+			t.Fatalf("%v, %v", v, nonZero(r.b.Stats.Drops()))
+		}
+	})
+	t.Run("cut to the MTU", func(t *testing.T) {
+		r := newRig(t, UDP, "rr", func(c *Config) { c.ServerMTU = wire.IPv4MinLen + 8 })
+		var out []sent
+		r.b.Attach(recordLink{&out})
+		frags := cut(t, whole(), 1500, 1)
+		for _, f := range frags {
+			r.b.Process(ClientSide, f)
+		}
+		if len(out) != (3008+7)/8 {
+			t.Fatalf("%d fragments of 8 bytes, want %d", len(out), (3008+7)/8)
+		}
+	})
+	t.Run("not a VIP", func(t *testing.T) {
+		r := newRig(t, UDP, "rr", nil)
+		f := frame(t, pktSpec{src: client, dst: netip.MustParseAddr("172.25.254.99"), sport: 40000, dport: 80, proto: UDP, payload: payload(3000), srcMAC: macClient})
+		if v := r.b.Process(ClientSide, cut(t, f, 1500, 1)[0]); v != Pass || r.b.FragmentBytes() != 0 {
+			t.Fatalf("%v", v)
+		}
+	})
+}
