@@ -252,3 +252,34 @@ func TestFragmentsRefused(t *testing.T) {
 		}
 	})
 }
+
+// TestFragmentsNAT64: a NAT64 connection's datagrams in fragments, IPv6
+// from the client and IPv4 from the server, are reassembled, translated,
+// and leave as fragments of the other family.
+func TestFragmentsNAT64(t *testing.T) {
+	var out []sent
+	r := newRig64(t, UDP, nil)
+	r.b.Attach(recordLink{&out})
+	body := payload(4000)
+	whole := frame(t, pktSpec{src: client6, dst: vip64, sport: 40000, dport: 80, proto: UDP, payload: body, srcMAC: macClient})
+	for i, f := range cut(t, whole, 1280, 5) {
+		if v := r.b.Process(ClientSide, f); v != Stolen {
+			t.Fatalf("fragment %d: %v, drops %v", i, v, nonZero(r.b.Stats.Drops()))
+		}
+	}
+	d := decode(t, joined(t, out, ServerSide, 1280))
+	if d.ip == nil || addr(d.ip.SrcIP) != lip1 || !bytes.Equal(d.udp.Payload, body) {
+		t.Fatalf("to the server: %+v", d.ip)
+	}
+	out = out[:0]
+	back := frame(t, pktSpec{src: addr(d.ip.DstIP), dst: lip1, sport: 8080, dport: uint16(d.udp.SrcPort), proto: UDP, payload: body, srcMAC: macGateway})
+	for i, f := range cut(t, back, 1500, 6) {
+		if v := r.b.Process(ServerSide, f); v != Stolen {
+			t.Fatalf("reply fragment %d: %v, drops %v", i, v, nonZero(r.b.Stats.Drops()))
+		}
+	}
+	d = decode(t, joined(t, out, ClientSide, 1500))
+	if d.ip6 == nil || addr6(d.ip6.SrcIP) != vip64 || addr6(d.ip6.DstIP) != client6 || !bytes.Equal(d.udp.Payload, body) || r.b.Stats.Drop(DropNAT64TooBig) != 0 {
+		t.Fatalf("to the client: %+v, drops %v", d.ip6, nonZero(r.b.Stats.Drops()))
+	}
+}
