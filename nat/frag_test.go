@@ -283,3 +283,35 @@ func TestFragmentsNAT64(t *testing.T) {
 		t.Fatalf("to the client: %+v, drops %v", d.ip6, nonZero(r.b.Stats.Drops()))
 	}
 }
+
+// TestFragmentsUDPProxy: a datagram to a proxy-v2 UDP service that came in
+// fragments gets its header past the MTU and leaves in fragments; one that
+// came whole and would pass the MTU with it is still dropped, and so is a
+// reassembled one the header would take past 65535 bytes.
+func TestFragmentsUDPProxy(t *testing.T) {
+	var out []sent
+	r := newRig(t, UDP, "rr", nil)
+	r.b.Attach(recordLink{&out})
+	setClientAddr(t, r, ClientAddrProxyV2)
+	body := payload(4000)
+	whole := frame(t, pktSpec{src: client, dst: vip, sport: 40000, dport: 80, proto: UDP, payload: body, srcMAC: macClient})
+	for _, f := range cut(t, whole, 1500, 5) {
+		r.b.Process(ClientSide, f)
+	}
+	d := decode(t, joined(t, out, ServerSide, 1500))
+	if len(d.udp.Payload) != udpProxyLen+len(body) || !bytes.Equal(d.udp.Payload[udpProxyLen:], body) {
+		t.Fatalf("%d bytes at the server, want the header and %d", len(d.udp.Payload), len(body))
+	}
+	big := frame(t, pktSpec{src: client, dst: vip, sport: 40001, dport: 80, proto: UDP, payload: payload(1472), srcMAC: macClient})
+	if v := r.b.Process(ClientSide, big); v != Drop || r.b.Stats.Drop(DropUDPProxyBig) != 1 {
+		t.Fatalf("a whole datagram past the MTU with the header: %v", v)
+	}
+	// 65535 bytes whole: the header would pass it.
+	max := frame(t, pktSpec{src: client, dst: vip, sport: 40002, dport: 80, proto: UDP, payload: payload(65535 - 28), srcMAC: macClient})
+	for _, f := range cut(t, max, 1500, 6) {
+		r.b.Process(ClientSide, f)
+	}
+	if r.b.Stats.Drop(DropUDPProxyBig) != 2 {
+		t.Fatalf("a 65535-byte datagram: %v", nonZero(r.b.Stats.Drops()))
+	}
+}
