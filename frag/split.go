@@ -7,6 +7,10 @@ import (
 	"github.com/tapvs/tapvs/wire"
 )
 
+// MaxSplit is the most fragments a Splitter makes of a datagram: 8 bytes
+// of data each.
+const MaxSplit = MaxDatagram / 8
+
 // Splitter cuts one IPv4 or IPv6 datagram into fragments no longer than an
 // MTU, one per Next, into a buffer of the caller's: it holds nothing of its
 // own, so fragmenting allocates nothing.

@@ -119,7 +119,7 @@ func (b *Balancer) refragment(side Side, v Verdict, f *Frame) Verdict {
 	clear(buf[:tun.VNetHdrLen]) // full checksums, no segmentation
 	copy(buf[tun.VNetHdrLen:], frame[:wire.EtherLen])
 	at := tun.VNetHdrLen + wire.EtherLen
-	for range frag.MaxDatagram / 8 {
+	for range frag.MaxSplit {
 		n := s.Next(buf[at:])
 		if n == 0 {
 			break

@@ -177,6 +177,33 @@ func TestFragmentsFit(t *testing.T) {
 	if d := decode(t, f); d.udp == nil || len(d.udp.Payload) != 100 {
 		t.Fatal("not the datagram")
 	}
+	// Exactly the server side's MTU: whole still.
+	r = newRig6(t, UDP, "rr", func(c *Config) { c.ServerMTU = wire.IPv6Len + wire.UDPLen + 100 })
+	r.b.Attach(recordLink{&out})
+	f = withExt6(t, frame(t, pktSpec{src: client6, dst: vip6, sport: 40000, dport: 80, proto: UDP, payload: payload(100), srcMAC: macClient}), wire.IP6Fragment, []byte{0, 0, 0, 0, 0, 1})
+	if v := r.b.Process(ClientSide, f); v != Forward || len(out) != 0 {
+		t.Fatalf("at the MTU: %v, %d sent", v, len(out))
+	}
+}
+
+// TestFragmentsLargest: fragments as large as IPv4 allows (an MTU of
+// 65535 on both sides) come in and leave as large.
+func TestFragmentsLargest(t *testing.T) {
+	var out []sent
+	r := newRig(t, UDP, "rr", func(c *Config) { c.ServerMTU, c.ClientMTU = 65535, 65535 })
+	r.b.Attach(recordLink{&out})
+	body := payload(65535 - 28)
+	whole := frame(t, pktSpec{src: client, dst: vip, sport: 40000, dport: 80, proto: UDP, payload: body, srcMAC: macClient})
+	frags := cut(t, whole, 65535, 1)
+	for _, f := range frags {
+		r.b.Process(ClientSide, f)
+	}
+	if len(out) != 2 || len(out[0].frame) != wire.EtherLen+len(frags[0].Bytes())-wire.EtherLen {
+		t.Fatalf("%d fragments out, want 2 as they came", len(out))
+	}
+	if d := decode(t, joined(t, out, ServerSide, 65535)); !bytes.Equal(d.udp.Payload, body) {
+		t.Fatal("not the datagram")
+	}
 }
 
 func TestFragmentsRefused(t *testing.T) {
@@ -242,6 +269,21 @@ func TestFragmentsRefused(t *testing.T) {
 		}
 		if len(out) != (3008+7)/8 {
 			t.Fatalf("%d fragments of 8 bytes, want %d", len(out), (3008+7)/8)
+		}
+	})
+	t.Run("no service", func(t *testing.T) {
+		// Whole, the datagram is dropped as any other: nothing is cut
+		// or sent.
+		r := newRig(t, UDP, "rr", nil)
+		var out []sent
+		r.b.Attach(recordLink{&out})
+		f := frame(t, pktSpec{src: client, dst: vip, sport: 40000, dport: 81, proto: UDP, payload: payload(3000), srcMAC: macClient})
+		frags := cut(t, f, 1500, 1)
+		for _, f := range frags[:len(frags)-1] {
+			r.b.Process(ClientSide, f)
+		}
+		if v := r.b.Process(ClientSide, frags[len(frags)-1]); v != Drop || len(out) != 0 || r.b.Stats.Drop(DropNoService) != 1 {
+			t.Fatalf("%v, %d sent, %v", v, len(out), nonZero(r.b.Stats.Drops()))
 		}
 	})
 	t.Run("not a VIP", func(t *testing.T) {
