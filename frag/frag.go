@@ -327,7 +327,9 @@ func (r *Reassembler) atomic(ip []byte, f *fragment, out []byte) (Result, Info, 
 	copy(out[f.hdrLen:], f.data)
 	finish(out[:n], true, f.nhOff, f.proto, false)
 	r.done.Add(1)
-	return Done, Info{Len: n, MaxFrag: len(ip)}, 0
+	// Linux forwards it as the packet it is (no frag_max_size): its
+	// largest fragment is itself, without the fragment header.
+	return Done, Info{Len: n, MaxFrag: n}, 0
 }
 
 func (r *Reassembler) drop(reason Reason, n int) (Result, Info, Reason) {

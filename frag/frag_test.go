@@ -387,8 +387,8 @@ func TestAtomic6(t *testing.T) {
 	buf := make([]byte, 70000)
 	copy(buf, frags[0])
 	res, info, _ := r.Add(buf[:len(frags[0])], buf, 0)
-	if res != Done {
-		t.Fatal(res)
+	if res != Done || info.MaxFrag != len(ip) {
+		t.Fatal(res, info)
 	}
 	same(t, buf[:info.Len], ip)
 }

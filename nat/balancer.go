@@ -292,7 +292,7 @@ type ServiceConfig struct {
 func (b *Balancer) Process(side Side, f *Frame) Verdict {
 	f.fault, f.reasm = nil, 0
 	v := b.process(side, f)
-	if f.reasm != 0 && (v == Forward || v == Reply) {
+	if f.reasm != 0 {
 		// A reassembled datagram leaves as fragments (frag.go); a
 		// fault's delay line does not hold it.
 		return b.refragment(side, v, f)
@@ -336,7 +336,7 @@ func (b *Balancer) process(side Side, f *Frame) Verdict {
 		return b.Stats.drop(DropBadIPChecksum)
 	}
 	if p.frag {
-		if v, whole := b.reassemble(&p, f); !whole {
+		if v, whole := b.reassemble(side, &p, f); !whole {
 			return v
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"sync"
 
+	"github.com/tapvs/tapvs/csum"
 	"github.com/tapvs/tapvs/frag"
 	"github.com/tapvs/tapvs/tun"
 	"github.com/tapvs/tapvs/wire"
@@ -45,7 +46,7 @@ var fragDrops = [frag.NumReasons]DropReason{
 // datagram, the datagram replaces it in f (the reader's buffer holds 64 KiB
 // past its headroom), p is parsed anew and whole is true; otherwise the
 // fragment is held (Stolen) or dropped.
-func (b *Balancer) reassemble(p *pkt, f *Frame) (v Verdict, whole bool) {
+func (b *Balancer) reassemble(side Side, p *pkt, f *Frame) (v Verdict, whole bool) {
 	if b.frags == nil {
 		return b.Stats.drop(DropFragment), false
 	}
@@ -59,6 +60,12 @@ func (b *Balancer) reassemble(p *pkt, f *Frame) (v Verdict, whole bool) {
 	f.Len = wire.EtherLen + info.Len
 	f.plain()
 	f.reasm = info.MaxFrag
+	v6 := f.Buf[f.Off+wire.EtherLen]>>4 == 6
+	if (v6 || info.DF) && info.MaxFrag > b.mtu(1-side) {
+		o := origQuotes.Get().(*origQuote)
+		o.n = copy(o.b[:], f.Bytes())
+		f.orig = o
+	}
 	*p = pkt{}
 	if isIP, bad := parseIP(f.Bytes(), p); !isIP || bad || p.frag {
 		return b.Stats.drop(DropFragMalformed), false
@@ -93,18 +100,44 @@ var fragBufs = sync.Pool{New: func() any {
 	return &b
 }}
 
+// origQuote is the start of a reassembled datagram as it came (Frame.orig).
+type origQuote struct {
+	b [wire.EtherLen + 128]byte
+	n int
+}
+
+var origQuotes = sync.Pool{New: func() any { return new(origQuote) }}
+
+// mtu is side's MTU.
+func (b *Balancer) mtu(side Side) int {
+	if side == ServerSide {
+		return b.cfg.ServerMTU
+	}
+	return b.cfg.ClientMTU
+}
+
 // refragment cuts a reassembled datagram that v sends out for its way out
-// and sends the fragments by the Link; one that fits is sent whole.
+// and sends the fragments by the Link; one that fits is sent whole. A
+// datagram forwarded whose largest fragment would not fit the other side,
+// IPv6 or IPv4 with DF, is answered as Linux answers it (ip6_forward,
+// ip_forward with frag_max_size): a Packet Too Big or a fragmentation
+// needed to its sender, and dropped.
 func (b *Balancer) refragment(side Side, v Verdict, f *Frame) Verdict {
+	if o := f.orig; o != nil {
+		f.orig = nil
+		defer origQuotes.Put(o)
+		if v == Forward {
+			return b.tooBig(side, o.b[:o.n], b.mtu(1-side), f)
+		}
+	}
+	if v != Forward && v != Reply {
+		return v
+	}
 	out := side
 	if v == Forward {
 		out = 1 - side
 	}
-	mtu := b.cfg.ClientMTU
-	if out == ServerSide {
-		mtu = b.cfg.ServerMTU
-	}
-	mtu = min(mtu, f.reasm)
+	mtu := min(b.mtu(out), f.reasm)
 	frame := f.Bytes()
 	ip := frame[wire.EtherLen:]
 	if len(ip) <= mtu {
@@ -128,6 +161,64 @@ func (b *Balancer) refragment(side Side, v Verdict, f *Frame) Verdict {
 	}
 	fragBufs.Put(bp)
 	return Stolen
+}
+
+// tooBig answers a reassembled datagram, whose start as it came is orig,
+// with a fragmentation needed (IPv4) or a Packet Too Big (IPv6) for mtu,
+// from the address it was sent to (the VIP or the LIP: tapvs's own),
+// back out of side. Translated (NAT64), the MTU is the sender's family's:
+// 20 bytes more for an IPv6 sender, 20 less for an IPv4 one. RFC 792 and
+// RFC 4443 3.2: the quote is the IP header and the first 8 bytes of the
+// transport (IPv4), as much as orig holds (IPv6).
+func (b *Balancer) tooBig(side Side, orig []byte, mtu int, f *Frame) Verdict {
+	in := orig[wire.EtherLen:]
+	v6in := in[0]>>4 == 6
+	if v6out := f.Buf[f.Off+wire.EtherLen]>>4 == 6; v6in != v6out {
+		if v6in {
+			mtu += wire.IPv6Len - wire.IPv4MinLen
+		} else {
+			mtu -= wire.IPv6Len - wire.IPv4MinLen
+		}
+	}
+	mac := b.cfg.ClientMAC
+	if side == ServerSide {
+		mac = b.cfg.ServerMAC
+	}
+	bp := fragBufs.Get().(*[]byte)
+	defer fragBufs.Put(bp)
+	buf := *bp
+	clear(buf[:tun.VNetHdrLen])
+	eth := wire.Ether(buf[tun.VNetHdrLen:])
+	eth.SetMACs(wire.Ether(orig).Src(), mac[:])
+	n := wire.EtherLen
+	if v6in {
+		eth.SetType(wire.EtherIPv6)
+		src := wire.IPv6(in)
+		ic := wire.ICMP(eth[wire.EtherLen+wire.IPv6Len : wire.EtherLen+wire.IPv6Len+wire.ICMPLen+len(in)])
+		wire.IPv6(eth[wire.EtherLen:]).Put(len(ic), wire.ProtoICMPv6, icmpTTL, src.Dst(), src.Src())
+		copy(ic[wire.ICMPLen:], in)
+		ic.SetType(wire.ICMP6TooBig)
+		ic.SetCode(0)
+		ic.SetChecksum(0)
+		ic.SetRest(uint32(max(mtu, wire.IPv6MinMTU)))
+		ic.SetChecksum(csum.Checksum(ic, csum.PseudoV6(src.Dst(), src.Src(), wire.ProtoICMPv6, len(ic))))
+		n += wire.IPv6Len + len(ic)
+	} else {
+		eth.SetType(wire.EtherIPv4)
+		src := wire.IPv4(in)
+		q := min(len(in), src.HeaderLen()+quotedL4)
+		ic := wire.ICMP(eth[wire.EtherLen+wire.IPv4MinLen : wire.EtherLen+wire.IPv4MinLen+wire.ICMPLen+q])
+		wire.IPv4(eth[wire.EtherLen:]).Put(&wire.IPv4Fields{TotalLen: wire.IPv4MinLen + len(ic), TTL: icmpTTL, Protocol: wire.ProtoICMP, Src: [4]byte(src.Dst()), Dst: [4]byte(src.Src())})
+		copy(ic[wire.ICMPLen:], in[:q])
+		ic.SetType(wire.ICMP4Unreach)
+		ic.SetCode(wire.ICMP4FragNeeded)
+		ic.SetChecksum(0)
+		ic.SetRest(uint32(mtu))
+		ic.SetChecksum(csum.Checksum(ic, 0))
+		n += wire.IPv4MinLen + len(ic)
+	}
+	b.link.Send(side, buf[:tun.VNetHdrLen+n])
+	return b.Stats.drop(DropFragPathMTU)
 }
 
 func randUint32() uint32 {

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tapvs/tapvs/csum"
 	"github.com/tapvs/tapvs/frag"
 	"github.com/tapvs/tapvs/wire"
 )
@@ -355,5 +356,118 @@ func TestFragmentsUDPProxy(t *testing.T) {
 	}
 	if r.b.Stats.Drop(DropUDPProxyBig) != 2 {
 		t.Fatalf("a 65535-byte datagram: %v", nonZero(r.b.Stats.Drops()))
+	}
+}
+
+// TestFragmentsTooBig: a datagram whose largest fragment would not fit the
+// other side, IPv6 or IPv4 with DF, is answered to its sender as Linux
+// answers it (a Packet Too Big, a fragmentation needed with the other
+// side's MTU, from the address it was sent to, quoting it) and dropped;
+// IPv4 without DF is cut to the MTU; fragments that fit are cut as they
+// came.
+func TestFragmentsTooBig(t *testing.T) {
+	df := func(fs []*Frame) []*Frame {
+		for _, f := range fs {
+			b := f.Bytes()
+			b[wire.EtherLen+wire.IPv4FragOff] |= wire.IPv4DF >> 8
+			fixIPChecksum(b)
+		}
+		return fs
+	}
+	for _, c := range []struct {
+		name       string
+		rig        func(testing.TB, Protocol, string, func(*Config)) *rig
+		src, dst   netip.Addr
+		side       Side
+		cutAt, mtu int
+		setDF      bool
+		wantMTU    uint32 // 0: no error, cut
+		wantV6     bool
+		quoteLen   int
+	}{
+		{"v4 DF from the client", newRig, client, vip, ClientSide, 1500, 1400, true, 1400, false, 28},
+		{"v4 DF fitting", newRig, client, vip, ClientSide, 1400, 1400, true, 0, false, 0},
+		{"v4 without DF", newRig, client, vip, ClientSide, 1500, 1400, false, 0, false, 0},
+		{"v6 from the client", newRig6, client6, vip6, ClientSide, 1500, 1400, false, 1400, true, 128},
+		{"v6 fitting", newRig6, client6, vip6, ClientSide, 1400, 1400, false, 0, true, 0},
+		{"v6 at 1280", newRig6, client6, vip6, ClientSide, 1500, 1000, false, 1280, true, 128},
+		{"NAT64 from the client", nil, client6, vip64, ClientSide, 1500, 1400, false, 1420, true, 128},
+		{"v4 DF from the server", newRig, rs1, lip1, ServerSide, 1500, 1400, true, 1400, false, 28},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var out []sent
+			mod := func(cfg *Config) { cfg.ServerMTU = c.mtu }
+			if c.side == ServerSide {
+				mod = func(cfg *Config) { cfg.ClientMTU = c.mtu }
+			}
+			var r *rig
+			if c.rig == nil {
+				r = newRig64(t, UDP, mod)
+			} else {
+				r = c.rig(t, UDP, "rr", mod)
+			}
+			r.b.Attach(recordLink{&out})
+			sport, dport := uint16(40000), uint16(80)
+			if c.side == ServerSide {
+				// A connection first, for the server's answer.
+				if v := r.b.Process(ClientSide, frame(t, pktSpec{src: client, dst: vip, sport: 40000, dport: 80, proto: UDP, payload: []byte("q"), srcMAC: macClient})); v != Forward {
+					t.Fatal(v)
+				}
+				info := r.b.Table().Conns()[0]
+				c.src, sport, dport = info.RIP.Addr(), 8080, info.LIP.Port()
+			}
+			mac := macClient
+			if c.side == ServerSide {
+				mac = macGateway
+			}
+			whole := frame(t, pktSpec{src: c.src, dst: c.dst, sport: sport, dport: dport, proto: UDP, payload: payload(4000), srcMAC: mac})
+			frags := cut(t, whole, c.cutAt, 3)
+			if c.setDF {
+				df(frags)
+			}
+			var v Verdict
+			for _, f := range frags {
+				v = r.b.Process(c.side, f)
+			}
+			if c.wantMTU == 0 {
+				if v != Stolen || r.b.Stats.Drop(DropFragPathMTU) != 0 || len(out) < 3 || out[0].side == c.side {
+					t.Fatalf("%v, %d sent, %v", v, len(out), nonZero(r.b.Stats.Drops()))
+				}
+				return
+			}
+			if v != Drop || r.b.Stats.Drop(DropFragPathMTU) != 1 || len(out) != 1 || out[0].side != c.side {
+				t.Fatalf("%v, %d sent, %v", v, len(out), nonZero(r.b.Stats.Drops()))
+			}
+			raw := out[0].frame
+			if !bytes.Equal(raw[:6], mac[:]) {
+				t.Fatalf("to %x, want the sender's MAC %x", raw[:6], mac)
+			}
+			orig := whole.Bytes()[wire.EtherLen:]
+			if c.wantV6 {
+				ip := wire.IPv6(raw[wire.EtherLen:])
+				ic := wire.ICMP(ip[wire.IPv6Len:])
+				if !bytes.Equal(ip.Src(), c.dst.AsSlice()) || !bytes.Equal(ip.Dst(), c.src.AsSlice()) || ic.Type() != wire.ICMP6TooBig || ic.Code() != 0 || ic.MTU6() != c.wantMTU {
+					t.Fatalf("Packet Too Big: %x", raw[:wire.EtherLen+wire.IPv6Len+8])
+				}
+				if ip.PayloadLen() != wire.ICMPLen+c.quoteLen || !bytes.Equal(ic[wire.ICMPLen:], orig[:c.quoteLen]) {
+					t.Fatalf("quote of %d bytes, want %d of the datagram", ip.PayloadLen()-wire.ICMPLen, c.quoteLen)
+				}
+				if csum.Checksum(ic, csum.PseudoV6(ip.Src(), ip.Dst(), wire.ProtoICMPv6, len(ic))) != 0 {
+					t.Fatal("ICMPv6 checksum")
+				}
+				return
+			}
+			ip := wire.IPv4(raw[wire.EtherLen:])
+			ic := wire.ICMP(ip[wire.IPv4MinLen:ip.TotalLen()])
+			if !bytes.Equal(ip.Src(), c.dst.AsSlice()) || !bytes.Equal(ip.Dst(), c.src.AsSlice()) || ip.Protocol() != wire.ProtoICMP || ic.Type() != wire.ICMP4Unreach || ic.Code() != wire.ICMP4FragNeeded || uint32(ic.MTU4()) != c.wantMTU {
+				t.Fatalf("fragmentation needed: %x", raw[:wire.EtherLen+wire.IPv4MinLen+8])
+			}
+			if len(ic) != wire.ICMPLen+c.quoteLen || !bytes.Equal(ic[wire.ICMPLen+12:], orig[12:c.quoteLen]) {
+				t.Fatalf("quote %x, want the datagram's %x", ic[wire.ICMPLen:], orig[:c.quoteLen])
+			}
+			if csum.Checksum(ip[:wire.IPv4MinLen], 0) != 0 || csum.Checksum(ic, 0) != 0 || ip.TTL() != icmpTTL {
+				t.Fatal("checksums or TTL")
+			}
+		})
 	}
 }
