@@ -50,6 +50,14 @@ const (
 	ServerSide             // where LIPs and real servers live
 )
 
+// other is the side across tapvs from s.
+func (s Side) other() Side {
+	if s == ClientSide {
+		return ServerSide
+	}
+	return ClientSide
+}
+
 func (s Side) String() string {
 	if s == ClientSide {
 		return "client"

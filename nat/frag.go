@@ -61,7 +61,7 @@ func (b *Balancer) reassemble(side Side, p *pkt, f *Frame) (v Verdict, whole boo
 	f.plain()
 	f.reasm = info.MaxFrag
 	v6 := f.Buf[f.Off+wire.EtherLen]>>4 == 6
-	if (v6 || info.DF) && info.MaxFrag > b.mtu(1-side) {
+	if (v6 || info.DF) && info.MaxFrag > b.mtu(side.other()) {
 		o := origQuotes.Get().(*origQuote)
 		o.n = copy(o.b[:], f.Bytes())
 		f.orig = o
@@ -102,7 +102,7 @@ var fragBufs = sync.Pool{New: func() any {
 
 // origQuote is the start of a reassembled datagram as it came (Frame.orig).
 type origQuote struct {
-	b [wire.EtherLen + 128]byte
+	b [142]byte // the Ethernet header and 128 bytes
 	n int
 }
 
@@ -127,7 +127,7 @@ func (b *Balancer) refragment(side Side, v Verdict, f *Frame) Verdict {
 		f.orig = nil
 		defer origQuotes.Put(o)
 		if v == Forward {
-			return b.tooBig(side, o.b[:o.n], b.mtu(1-side), f)
+			return b.tooBig(side, o.b[:o.n], b.mtu(side.other()), f)
 		}
 	}
 	if v != Forward && v != Reply {
@@ -135,7 +135,7 @@ func (b *Balancer) refragment(side Side, v Verdict, f *Frame) Verdict {
 	}
 	out := side
 	if v == Forward {
-		out = 1 - side
+		out = side.other()
 	}
 	mtu := min(b.mtu(out), f.reasm)
 	frame := f.Bytes()

@@ -349,6 +349,15 @@ func TestFragmentsUDPProxy(t *testing.T) {
 	if v := r.b.Process(ClientSide, big); v != Drop || r.b.Stats.Drop(DropUDPProxyBig) != 1 {
 		t.Fatalf("a whole datagram past the MTU with the header: %v", v)
 	}
+	// 65535 bytes with the header: it fits, and leaves in fragments.
+	out = out[:0]
+	fits := frame(t, pktSpec{src: client, dst: vip, sport: 40003, dport: 80, proto: UDP, payload: payload(65535 - 28 - udpProxyLen), srcMAC: macClient})
+	for _, f := range cut(t, fits, 1500, 7) {
+		r.b.Process(ClientSide, f)
+	}
+	if d := decode(t, joined(t, out, ServerSide, 1500)); len(d.udp.Payload) != 65535-28 || r.b.Stats.Drop(DropUDPProxyBig) != 1 {
+		t.Fatalf("a datagram of 65535 bytes with the header: %v", nonZero(r.b.Stats.Drops()))
+	}
 	// 65535 bytes whole: the header would pass it.
 	max := frame(t, pktSpec{src: client, dst: vip, sport: 40002, dport: 80, proto: UDP, payload: payload(65535 - 28), srcMAC: macClient})
 	for _, f := range cut(t, max, 1500, 6) {
@@ -393,6 +402,7 @@ func TestFragmentsTooBig(t *testing.T) {
 		{"v6 at 1280", newRig6, client6, vip6, ClientSide, 1500, 1000, false, 1280, true, 128},
 		{"NAT64 from the client", nil, client6, vip64, ClientSide, 1500, 1400, false, 1420, true, 128},
 		{"v4 DF from the server", newRig, rs1, lip1, ServerSide, 1500, 1400, true, 1400, false, 28},
+		{"NAT64, v4 DF from the server", nil, rs1, lip1, ServerSide, 1500, 1400, true, 1380, false, 28},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			var out []sent
@@ -410,7 +420,11 @@ func TestFragmentsTooBig(t *testing.T) {
 			sport, dport := uint16(40000), uint16(80)
 			if c.side == ServerSide {
 				// A connection first, for the server's answer.
-				if v := r.b.Process(ClientSide, frame(t, pktSpec{src: client, dst: vip, sport: 40000, dport: 80, proto: UDP, payload: []byte("q"), srcMAC: macClient})); v != Forward {
+				cl, v := client, vip
+				if c.rig == nil {
+					cl, v = client6, vip64
+				}
+				if v := r.b.Process(ClientSide, frame(t, pktSpec{src: cl, dst: v, sport: 40000, dport: 80, proto: UDP, payload: []byte("q"), srcMAC: macClient})); v != Forward {
 					t.Fatal(v)
 				}
 				info := r.b.Table().Conns()[0]
@@ -439,8 +453,12 @@ func TestFragmentsTooBig(t *testing.T) {
 				t.Fatalf("%v, %d sent, %v", v, len(out), nonZero(r.b.Stats.Drops()))
 			}
 			raw := out[0].frame
-			if !bytes.Equal(raw[:6], mac[:]) {
-				t.Fatalf("to %x, want the sender's MAC %x", raw[:6], mac)
+			own := macClientNIC
+			if c.side == ServerSide {
+				own = macServerNIC
+			}
+			if !bytes.Equal(raw[:6], mac[:]) || !bytes.Equal(raw[6:12], own[:]) {
+				t.Fatalf("%x -> %x, want from tapvs's %x to the sender's MAC %x", raw[6:12], raw[:6], own, mac)
 			}
 			orig := whole.Bytes()[wire.EtherLen:]
 			if c.wantV6 {

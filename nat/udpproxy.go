@@ -68,12 +68,13 @@ func (b *Balancer) udpProxyV2(p *pkt, f *Frame) Verdict {
 	if mtu <= 0 {
 		mtu = defaultServerMTU
 	}
-	if (ipLen+n > mtu && f.reasm == 0) || udpLen+n > 0xffff || ipLen+n > 0xffff {
+	if (ipLen+n > mtu && f.reasm == 0) || ipLen+n > 0xffff {
 		// Fragmenting it, or sending it over the MTU, would give the server
 		// a datagram it may never get whole; a datagram without the header
 		// would be read as one with a wrong client. Neither is sent. A
 		// datagram that came in fragments leaves in fragments anyway
-		// (frag.go), up to 65535 bytes.
+		// (frag.go), up to 65535 bytes (the UDP length, shorter, fits
+		// then too).
 		return b.Stats.drop(DropUDPProxyBig)
 	}
 	at := p.l4 + wire.UDPLen
