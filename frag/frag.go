@@ -424,7 +424,7 @@ func parse(ip []byte, f *fragment) (Reason, bool) {
 	if len(ip) < 1 {
 		return Malformed, false
 	}
-	switch ip[0] >> 4 {
+	switch version(ip) {
 	case 4:
 		return parse4(ip, f)
 	case 6:
@@ -469,31 +469,28 @@ func parse6(ip []byte, f *fragment) (Reason, bool) {
 		if next == wire.IP6Fragment {
 			break
 		}
-		if next != wire.IP6HopByHop && next != wire.IP6DestOpts && next != wire.IP6Routing {
+		if !crossable(next) || len(ip)-off < ext6Unit {
 			return Malformed, false
 		}
-		if len(ip)-off < 8 {
-			return Malformed, false
-		}
-		n := (int(ip[off+1]) + 1) * 8
+		x := ext6(ip[off:])
+		n := x.Len()
 		if len(ip)-off < n {
 			return Malformed, false
 		}
-		next, nhOff, off = ip[off], off, off+n
+		next, nhOff, off = x.Next(), off, off+n
 	}
-	if next != wire.IP6Fragment || len(ip)-off < 8 {
+	if next != wire.IP6Fragment || len(ip)-off < frag6Len {
 		return Malformed, false
 	}
-	fh := ip[off : off+8]
+	fh := frag6(ip[off : off+frag6Len])
 	copy(f.key.src[:], h.Src())
 	copy(f.key.dst[:], h.Dst())
 	f.key.v6 = true
-	f.key.id = binary.BigEndian.Uint32(fh[4:])
-	ofm := binary.BigEndian.Uint16(fh[2:])
-	f.off = int(ofm>>3) * 8
-	f.last = ofm&1 == 0
-	f.data = ip[off+8:]
-	f.hdrLen, f.nhOff, f.proto = off, nhOff, fh[0]
+	f.key.id = fh.ID()
+	f.off = fh.Off()
+	f.last = !fh.More()
+	f.data = ip[off+frag6Len:]
+	f.hdrLen, f.nhOff, f.proto = off, nhOff, fh.Next()
 	return f.check()
 }
 

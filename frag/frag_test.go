@@ -493,3 +493,27 @@ func TestConcurrentReaders(t *testing.T) {
 		t.Fatalf("%d made whole by the readers, %d counted, %d held, %d bytes", total, r.Reassembled(), r.Held(), r.Bytes())
 	}
 }
+
+// TestSplitHopByHop: a hop-by-hop header stays in front of every fragment
+// (the unfragmentable part), a destination options header after it goes
+// into the fragments, and reassembly gives the datagram back.
+func TestSplitHopByHop(t *testing.T) {
+	ip := udp6(3000)
+	hbh := []byte{wire.IP6DestOpts, 0, 1, 4, 0, 0, 0, 0}
+	dst := []byte{wire.ProtoUDP, 0, 1, 4, 0, 0, 0, 0}
+	ip = append(append(append(bytes.Clone(ip[:wire.IPv6Len]), hbh...), dst...), ip[wire.IPv6Len:]...)
+	wire.IPv6(ip).SetNextHeader(wire.IP6HopByHop)
+	wire.IPv6(ip).SetPayloadLen(len(ip) - wire.IPv6Len)
+	frags := split(t, ip, 1280, 42)
+	for i, f := range frags {
+		if f[wire.IPv6NextHdrOff] != wire.IP6HopByHop || f[wire.IPv6Len] != wire.IP6Fragment {
+			t.Fatalf("fragment %d: next headers %d then %d", i, f[wire.IPv6NextHdrOff], f[wire.IPv6Len])
+		}
+		fh := frag6(f[wire.IPv6Len+8:])
+		if fh.Next() != wire.IP6DestOpts || fh.ID() != 42 || fh.More() != (i < len(frags)-1) {
+			t.Fatalf("fragment %d: header %x", i, f[wire.IPv6Len+8:wire.IPv6Len+16])
+		}
+	}
+	got, _ := feed(t, New(Config{}), frags, []int{2, 0, 1})
+	same(t, got, ip)
+}

@@ -41,7 +41,7 @@ func NewSplitter(ip []byte, mtu int, id uint32) (s Splitter, ok bool) {
 	if len(ip) < 1 {
 		return s, false
 	}
-	switch ip[0] >> 4 {
+	switch version(ip) {
 	case 4:
 		if len(ip) < wire.IPv4MinLen {
 			return s, false
@@ -57,22 +57,24 @@ func NewSplitter(ip []byte, mtu int, id uint32) (s Splitter, ok bool) {
 		}
 		s.v6 = true
 		s.hdrLen, s.nhOff = wire.IPv6Len, wire.IPv6NextHdrOff
-		next, off := ip[wire.IPv6NextHdrOff], wire.IPv6Len
+		next, off := wire.IPv6(ip).NextHeader(), wire.IPv6Len
 		for range wire.IP6MaxExt {
-			if next != wire.IP6HopByHop && next != wire.IP6DestOpts && next != wire.IP6Routing {
+			if !crossable(next) {
 				break
 			}
-			if len(ip)-off < 8 || len(ip)-off < (int(ip[off+1])+1)*8 {
+			if len(ip)-off < ext6Unit || len(ip)-off < ext6(ip[off:]).Len() {
 				return s, false
 			}
-			n := (int(ip[off+1]) + 1) * 8
+			x := ext6(ip[off:])
 			if next == wire.IP6HopByHop || next == wire.IP6Routing {
-				s.hdrLen, s.nhOff = off+n, off
+				s.hdrLen, s.nhOff = off+x.Len(), off
 			}
-			next, off = ip[off], off+n
+			next, off = x.Next(), off+x.Len()
 		}
+		// The next header field of the unfragmentable part's last header:
+		// the fixed header's, or an extension header's first byte.
 		s.next = ip[s.nhOff]
-		s.per = (mtu - s.hdrLen - 8) &^ 7
+		s.per = (mtu - s.hdrLen - frag6Len) &^ 7
 	default:
 		return s, false
 	}
@@ -97,7 +99,7 @@ func (s *Splitter) Next(buf []byte) int {
 		if more {
 			ff |= wire.IPv4MF
 		}
-		binary.BigEndian.PutUint16(buf[4:], uint16(s.id))
+		binary.BigEndian.PutUint16(buf[ipv4IDOff:], uint16(s.id))
 		binary.BigEndian.PutUint16(buf[wire.IPv4FragOff:], ff)
 		h.SetChecksum(0)
 		h.SetChecksum(csum.Checksum(buf[:s.hdrLen], 0))
@@ -105,17 +107,10 @@ func (s *Splitter) Next(buf []byte) int {
 		return s.hdrLen + n
 	}
 	copy(buf, s.ip[:s.hdrLen])
-	buf[s.nhOff] = wire.IP6Fragment
-	fh := buf[s.hdrLen : s.hdrLen+8]
-	fh[0], fh[1] = s.next, 0
-	ofm := uint16(s.off)
-	if more {
-		ofm |= 1
-	}
-	binary.BigEndian.PutUint16(fh[2:], ofm)
-	binary.BigEndian.PutUint32(fh[4:], s.id)
-	copy(buf[s.hdrLen+8:], s.ip[s.hdrLen+s.off:s.hdrLen+s.off+n])
-	wire.IPv6(buf).SetPayloadLen(s.hdrLen + 8 + n - wire.IPv6Len)
+	buf[s.nhOff] = wire.IP6Fragment // the next header field, as NewSplitter found it
+	frag6(buf[s.hdrLen:s.hdrLen+frag6Len]).Put(s.next, s.off, more, s.id)
+	copy(buf[s.hdrLen+frag6Len:], s.ip[s.hdrLen+s.off:s.hdrLen+s.off+n])
+	wire.IPv6(buf).SetPayloadLen(s.hdrLen + frag6Len + n - wire.IPv6Len)
 	s.off += n
-	return s.hdrLen + 8 + n
+	return s.hdrLen + frag6Len + n
 }

@@ -60,7 +60,7 @@ func (b *Balancer) reassemble(side Side, p *pkt, f *Frame) (v Verdict, whole boo
 	f.Len = wire.EtherLen + info.Len
 	f.plain()
 	f.reasm = info.MaxFrag
-	v6 := f.Buf[f.Off+wire.EtherLen]>>4 == 6
+	v6 := wire.IPv6(f.Buf[f.Off+wire.EtherLen:]).Version() == 6
 	if (v6 || info.DF) && info.MaxFrag > b.mtu(side.other()) {
 		o := origQuotes.Get().(*origQuote)
 		o.n = copy(o.b[:], f.Bytes())
@@ -172,8 +172,8 @@ func (b *Balancer) refragment(side Side, v Verdict, f *Frame) Verdict {
 // transport (IPv4), as much as orig holds (IPv6).
 func (b *Balancer) tooBig(side Side, orig []byte, mtu int, f *Frame) Verdict {
 	in := orig[wire.EtherLen:]
-	v6in := in[0]>>4 == 6
-	if v6out := f.Buf[f.Off+wire.EtherLen]>>4 == 6; v6in != v6out {
+	v6in := wire.IPv6(in).Version() == 6
+	if v6out := wire.IPv6(f.Buf[f.Off+wire.EtherLen:]).Version() == 6; v6in != v6out {
 		if v6in {
 			mtu += wire.IPv6Len - wire.IPv4MinLen
 		} else {
