@@ -297,3 +297,58 @@ func TestFragmentFlood(t *testing.T) {
 	echo("after")
 	t.Logf("held %d bytes; drops %v", e.d.Balancer.FragmentBytes(), nonZeroDrops(e))
 }
+
+// TestFragmentsPathMTU: with the server side's MTU at 1400, a 3000-byte
+// UDP datagram the client's kernel cuts at 1500 is answered by tapvs with
+// a Packet Too Big of 1400 from the VIP (the largest fragment would not
+// fit, and IPv6 routers do not fragment: Linux's rule); the client's
+// kernel then cuts at 1400, and the echo comes back.
+func TestFragmentsPathMTU(t *testing.T) {
+	need(t)
+	needIPv6(t)
+	e := setupWith(t, topoOpts{queues: 1, ipv6: true, serverMTU: 1400}, services6("rr", 1, 1), "")
+	capClient := startCapture(t, e.top.Client, e.top.TapClient)
+	c, err := lab.Dial(e.ctx(20*time.Second), e.top.Client, "udp6", netip.AddrPortFrom(lab.VIP6, lab.EchoPort).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	payload := strings.Repeat("p", 3000)
+	buf := make([]byte, 65536)
+	answered := false
+	for try := range 10 {
+		c.SetDeadline(time.Now().Add(time.Second))
+		if _, err := c.Write([]byte(payload)); err != nil {
+			// The kernel reports the Packet Too Big on the socket (EMSGSIZE)
+			// once; the next write is cut to the new path MTU.
+			t.Logf("try %d: %v", try, err)
+			continue
+		}
+		n, err := c.Read(buf)
+		if err == nil && strings.HasSuffix(string(buf[:n]), ": "+payload) {
+			answered = true
+			break
+		}
+		t.Logf("try %d: %v", try, err)
+	}
+	if !answered {
+		t.Fatalf("no echo of 3000 bytes: drops %v", nonZeroDrops(e))
+	}
+	if e.d.Balancer.Stats.Drop(nat.DropFragPathMTU) == 0 {
+		t.Fatal("no datagram answered with a Packet Too Big")
+	}
+	var ptb uint32
+	for _, p := range capClient.packets() {
+		raw := p.Data()
+		if binary.BigEndian.Uint16(raw[12:]) != 0x86dd || raw[14+6] != 58 || raw[14+40] != 2 {
+			continue
+		}
+		if netip.AddrFrom16([16]byte(raw[14+8:14+24])) != lab.VIP6 {
+			t.Fatalf("a Packet Too Big from %x, want the VIP", raw[14+8:14+24])
+		}
+		ptb = binary.BigEndian.Uint32(raw[14+40+4:])
+	}
+	if ptb != 1400 {
+		t.Fatalf("Packet Too Big on the client's link with MTU %d, want 1400", ptb)
+	}
+}
