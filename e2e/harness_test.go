@@ -213,6 +213,8 @@ type topoOpts struct {
 	// ipv6 gives tapvs its IPv6 addresses and route (address6, RSNet6)
 	// in the configuration; the lab's namespaces are dual-stack anyway.
 	ipv6 bool
+	// serverMTU, if not 0, is interfaces.server.mtu (the server TAP's MTU).
+	serverMTU int
 }
 
 // buildLab builds a lab's namespaces under a prefix of this run's own
@@ -249,6 +251,9 @@ func setupWith(t testing.TB, o topoOpts, svcs, extra string) *env {
 		t.Fatalf("config: %v", err)
 	}
 	cfg.BusyPoll = o.busyPoll
+	if o.serverMTU > 0 {
+		cfg.Server.MTU = o.serverMTU
+	}
 	// TAPVS_IO runs the in-process tests on another TAP I/O path
 	// (TAPVS_IO=uring go test ./e2e/); a test's own choice comes first.
 	if v := os.Getenv("TAPVS_IO"); v != "" && o.io == "" {

@@ -284,7 +284,8 @@ func dropsOf(t *testing.T, body string) map[string]uint64 {
 // past the frame or of 0, an extension header whose length runs past the
 // packet or that is cut short, are each counted as "malformed"; a routing
 // header with segments left, AH, and a chain of nine extension headers as
-// "ipv6_ext_header"; a first and a later fragment as "fragment". Each
+// "ipv6_ext_header"; a first fragment not a multiple of 8 bytes long as
+// "fragment_malformed" and one past 65535 bytes as "fragment_too_big". Each
 // burst moves tapvs_drops_total (scraped from the metrics) by exactly its
 // count under its reason and nothing else; none of them crosses to the
 // servers' side (the probe payload never shows on the router's link); and
@@ -313,7 +314,7 @@ func TestIPv6Malformed(t *testing.T) {
 		nhDestOpts = 60
 	)
 	padN := func(next uint8) []byte { return []byte{next, 0, 1, 4, 0, 0, 0, 0} } // an 8-byte options header
-	malformed, ext, frag := nat.DropMalformed.String(), nat.DropIPv6Ext.String(), nat.DropFragment.String()
+	malformed, ext := nat.DropMalformed.String(), nat.DropIPv6Ext.String()
 	var nine []byte
 	for i := range 9 {
 		next := uint8(nhDestOpts)
@@ -350,8 +351,8 @@ func TestIPv6Malformed(t *testing.T) {
 		{"routing header with segments left", frame6(mac, nhRouting, routing(1)), ext},
 		{"AH", frame6(mac, nhAH, []byte{nhTCP, 4, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}), ext},
 		{"nine extension headers", frame6(mac, nhDestOpts, nine), ext},
-		{"first fragment", frame6(mac, nhFragment, []byte{nhTCP, 0, 0, 1, 0, 0, 0x12, 0x34}), frag},
-		{"later fragment", frame6(mac, nhFragment, []byte{nhTCP, 0, 0x05, 0xc8, 0, 0, 0x12, 0x34}), frag},
+		{"first fragment of 46 bytes", frame6(mac, nhFragment, []byte{nhTCP, 0, 0, 1, 0, 0, 0x12, 0x34}), nat.DropFragMalformed.String()},
+		{"fragment past 65535 bytes", frame6(mac, nhFragment, []byte{nhTCP, 0, 0xff, 0xf8, 0, 0, 0x12, 0x34}), nat.DropFragTooBig.String()},
 	}
 
 	in, err := newInjector(e.top.Client, e.top.TapClient)

@@ -65,6 +65,8 @@ var (
 	dConns     = prometheus.NewDesc("tapvs_connections", "Connections in the table.", nil, nil)
 	dConnsMax  = prometheus.NewDesc("tapvs_connections_max", "Connection table limit.", nil, nil)
 	dQuar      = prometheus.NewDesc("tapvs_ports_quarantined", "Closed connections' local ports held back from their real server (TIME_WAIT).", nil, nil)
+	dFragBytes = prometheus.NewDesc("tapvs_fragment_bytes", "Bytes charged to the fragments held for reassembly (bounded by 4 MiB by default).", nil, nil)
+	dReasm     = prometheus.NewDesc("tapvs_fragments_reassembled_total", "Datagrams to a VIP or LIP made whole from fragments.", nil, nil)
 	dCreated   = prometheus.NewDesc("tapvs_connections_created_total", "Connections made.", nil, nil)
 	dExpired   = prometheus.NewDesc("tapvs_connections_expired_total", "Connections that timed out.", nil, nil)
 	dExpRST    = prometheus.NewDesc("tapvs_expired_resets_total", "RSTs sent to a client or real server when an established TCP connection timed out.", nil, nil)
@@ -152,7 +154,7 @@ func (c *Collector) SetSync(stats func() Sync) { c.sync = stats }
 
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{dConns, dConnsMax, dQuar, dCreated, dExpired, dExpRST, dDrops, dSPCookies, dSPOpened, dSPFailed, dSPRetries, dSPTW, dProxyHdrs, dProxyCut, dUntracked, dSvcHalf, dSvcQuorum, dTOA,
+	for _, d := range []*prometheus.Desc{dConns, dConnsMax, dQuar, dFragBytes, dReasm, dCreated, dExpired, dExpRST, dDrops, dSPCookies, dSPOpened, dSPFailed, dSPRetries, dSPTW, dProxyHdrs, dProxyCut, dUntracked, dSvcHalf, dSvcQuorum, dTOA,
 		dActive, dInactive, dSched, dWeight, dOverload, dUp, dPkts, dBytes, dSvcConns, dLIPConns, dLIPConf, dLIPExh, dFrames, dPollSleep, dURing, dUEnters, dUDPProxy,
 		dPeerUp, dPeerChg, dPeerSess, dPeerMsgs, dRoutes, dAnnounce, dWithdraw, dDraining, dHandoff, dSyncRecs, dSyncDgram, dSyncBytes, dSyncCopy, dSyncPeers, dSyncJoin, dFaults, dFaultRST} {
 		ch <- d
@@ -170,6 +172,8 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(dConns, float64(c.bal.Table().Len()))
 	gauge(dConnsMax, float64(c.bal.MaxConns()))
 	gauge(dQuar, float64(c.bal.Quarantined()))
+	gauge(dFragBytes, float64(c.bal.FragmentBytes()))
+	counter(dReasm, c.bal.Reassembled())
 	created, expired := c.bal.Stats.Conns()
 	counter(dCreated, created)
 	counter(dExpired, expired)

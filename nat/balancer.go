@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/tapvs/tapvs/csum"
+	"github.com/tapvs/tapvs/frag"
 	"github.com/tapvs/tapvs/tcpflag"
 	"github.com/tapvs/tapvs/tcprw"
 	"github.com/tapvs/tapvs/wire"
@@ -48,6 +49,14 @@ const (
 	ClientSide Side = iota // where VIPs live
 	ServerSide             // where LIPs and real servers live
 )
+
+// other is the side across tapvs from s.
+func (s Side) other() Side {
+	if s == ClientSide {
+		return ServerSide
+	}
+	return ClientSide
+}
 
 func (s Side) String() string {
 	if s == ClientSide {
@@ -119,6 +128,13 @@ type Config struct {
 	// completes on the instance its ACK reaches (a rehash, an instance
 	// gone).
 	CookieSecret []byte
+
+	// Reassembly bounds the reassembly of fragments to a VIP or LIP
+	// (frag.go); its zero value is Linux's defaults (4 MiB, 30 s).
+	Reassembly frag.Config
+	// NoReassembly drops fragments to a VIP or LIP as `fragment`, as
+	// tapvs did before it reassembled them.
+	NoReassembly bool
 }
 
 // maxPortTries bounds the search for a free local port on one LIP.
@@ -166,6 +182,11 @@ type Balancer struct {
 	// marks are the mark definitions match services take their selectors
 	// from (match.go); under mu, replaced whole by a Tx.
 	marks map[uint32]Match
+	// frags reassembles fragments to a VIP or LIP; nil with
+	// Config.NoReassembly. fragID is the identification of the next
+	// datagram tapvs fragments (frag.go).
+	frags  *frag.Reassembler
+	fragID atomic.Uint32
 }
 
 // Link is the balancer's way to the devices around it beyond the frame it
@@ -236,6 +257,11 @@ func New(cfg Config) (*Balancer, error) {
 	if cfg.SyncFeed > 0 {
 		b.feed = newChangeFeed(cfg.SyncFeed)
 	}
+	if !cfg.NoReassembly {
+		b.frags = frag.New(cfg.Reassembly)
+		b.Stats.frags = b.frags
+		b.fragID.Store(randUint32())
+	}
 	return b, nil
 }
 
@@ -272,8 +298,13 @@ type ServiceConfig struct {
 // with it. A forwarded frame has been rewritten in place, Ethernet header
 // included; f.Len may shrink (Ethernet padding is dropped).
 func (b *Balancer) Process(side Side, f *Frame) Verdict {
-	f.fault = nil
+	f.fault, f.reasm = nil, 0
 	v := b.process(side, f)
+	if f.reasm != 0 {
+		// A reassembled datagram leaves as fragments (frag.go); a
+		// fault's delay line does not hold it.
+		return b.refragment(side, v, f)
+	}
 	if f.fault != nil {
 		// A fault of the delay or reset family acts on the frame as it
 		// leaves (fault.go).
@@ -313,7 +344,9 @@ func (b *Balancer) process(side Side, f *Frame) Verdict {
 		return b.Stats.drop(DropBadIPChecksum)
 	}
 	if p.frag {
-		return b.Stats.drop(DropFragment)
+		if v, whole := b.reassemble(side, &p, f); !whole {
+			return v
+		}
 	}
 	if p.ext {
 		return b.Stats.drop(DropIPv6Ext)
@@ -924,6 +957,9 @@ func (b *Balancer) Sweep() int {
 	clear(b.sweepBuf)
 	b.quarantined.Store(int64(b.table.purgeQuarantine(now)))
 	b.sweepTemplates(now)
+	if b.frags != nil {
+		b.sweepFrags(now)
+	}
 	b.mu.Lock()
 	if len(b.retired) > 0 || len(b.retiredSvcs) > 0 {
 		vips, lips := map[addr16]int32{}, map[addr16]int32{}

@@ -203,8 +203,10 @@ func TestIPv6ExtensionHeaders(t *testing.T) {
 		{"destination options", withExt6(t, syn(), wire.IP6DestOpts, pad6), Forward, ""},
 		{"routing, no segments left", withExt6(t, syn(), wire.IP6Routing, []byte{0, 0, 0, 0, 0, 0}), Forward, ""},
 		{"routing, segments left", withExt6(t, syn(), wire.IP6Routing, []byte{0, 1, 0, 0, 0, 0}), Drop, "ipv6_ext_header"},
-		{"fragment", withExt6(t, syn(), wire.IP6Fragment, []byte{0, 1, 0, 0, 0, 1}), Drop, "fragment"},
-		{"atomic fragment", withExt6(t, syn(), wire.IP6Fragment, []byte{0, 0, 0, 0, 0, 1}), Drop, "fragment"},
+		// A first fragment of 20 bytes with more to come: not a multiple of 8.
+		{"fragment", withExt6(t, syn(), wire.IP6Fragment, []byte{0, 1, 0, 0, 0, 1}), Drop, "fragment_malformed"},
+		// Reassembled in isolation (RFC 6946) and forwarded.
+		{"atomic fragment", withExt6(t, syn(), wire.IP6Fragment, []byte{0, 0, 0, 0, 0, 1}), Forward, ""},
 		{"AH", withExt6(t, syn(), wire.IP6AH, pad6), Drop, "ipv6_ext_header"},
 	}
 	// Nine hop-by-hop headers: past the walk's bound.

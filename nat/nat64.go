@@ -204,7 +204,8 @@ func (b *Balancer) to6(c *Conn, p *pkt, f *Frame, l4Delta uint16) Verdict {
 // Without DF the packet would have to become IPv6 fragments (RFC 7915's
 // SHOULD), which tapvs does not make: a server's UDP stack sets DF on
 // what fits its path, so such a packet is one it already fragments
-// itself, and IPv4 fragments are dropped anyway (DropFragment). The
+// itself. A datagram reassembled from the server's IPv4 fragments passes:
+// it leaves as IPv6 fragments (frag.go). The
 // packet is untouched until here (to6 rewrites nothing before): the quote
 // is what the server sent.
 func (b *Balancer) fits64(c *Conn, p *pkt, f *Frame, gso uint8) Verdict {
@@ -212,7 +213,7 @@ func (b *Balancer) fits64(c *Conn, p *pkt, f *Frame, gso uint8) Verdict {
 	if gso == tun.VNetGSOTCPv4 {
 		n = min(n, wire.IPv6Len+p.tcp().HeaderLen()+int(f.VNet.GSOSize()))
 	}
-	if n <= b.cfg.ClientMTU {
+	if n <= b.cfg.ClientMTU || f.reasm != 0 {
 		return Forward
 	}
 	b.Stats.drops[DropNAT64TooBig].Add(1)

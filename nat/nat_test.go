@@ -371,12 +371,13 @@ func TestMalformedCountedAndDropped(t *testing.T) {
 	if r.b.Table().Len() != 0 {
 		t.Fatalf("malformed frames made %d conns", r.b.Table().Len())
 	}
-	// A fragment to the VIP is counted as such.
+	// A first fragment to the VIP whose length is not a multiple of 8 is
+	// counted as such.
 	frag := append([]byte(nil), good...)
 	frag[14+6] = 0x20 // MF
 	fixIPChecksum(frag)
-	if v := r.b.Process(ClientSide, withHeadroom(frag)); v != Drop || r.b.Stats.Drop(DropFragment) != 1 {
-		t.Fatalf("fragment: %v, count %d", v, r.b.Stats.Drop(DropFragment))
+	if v := r.b.Process(ClientSide, withHeadroom(frag)); v != Drop || r.b.Stats.Drop(DropFragMalformed) != 1 {
+		t.Fatalf("fragment: %v, count %d", v, r.b.Stats.Drop(DropFragMalformed))
 	}
 }
 

@@ -32,6 +32,16 @@ type Frame struct {
 	// holds, and nothing else (no connection opened, never handed on).
 	HandedOff bool
 
+	// reasm, if not 0, marks a datagram reassembled from fragments: the
+	// largest fragment's IP length, which its fragments leave no longer
+	// than (frag.go).
+	reasm int
+	// orig, for a reassembled datagram that may not be cut for the other
+	// side (frag.go: IPv6, or IPv4 with DF, whose largest fragment passes
+	// that side's MTU), is its Ethernet header and start as it came: the
+	// quote of the ICMP error that answers it. nil otherwise.
+	orig *origQuote
+
 	// fault is the fault of the delay or reset family that acts on the
 	// frame as it leaves (Balancer.faultOut), on connection faultConn in
 	// direction faultDir; nil: none. Process sets it.

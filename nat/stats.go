@@ -1,6 +1,10 @@
 package nat
 
-import "sync/atomic"
+import (
+	"sync/atomic"
+
+	"github.com/tapvs/tapvs/frag"
+)
 
 // DropReason says why the balancer dropped a packet. Every drop is counted
 // under exactly one reason.
@@ -8,7 +12,7 @@ type DropReason int
 
 const (
 	DropMalformed      DropReason = iota // header lengths that do not add up
-	DropFragment                         // IP fragments to a VIP or LIP: not reassembled
+	DropFragment                         // IP fragments to a VIP or LIP with reassembly off (Config.NoReassembly)
 	DropNoService                        // to a VIP, but no service on that port/protocol
 	DropNotSYN                           // TCP to a VIP without a connection and not a SYN
 	DropTableFull                        // the connection table is at its limit
@@ -42,6 +46,17 @@ const (
 	DropTemplatesFull                    // a new connection of a persistent service whose client network has no template, with the templates at their bound (Config.MaxTemplates)
 	DropFault                            // a frame a fault dropped on purpose (SetFaults: fault.go)
 	DropFaultQueue                       // a frame a fault's delay line had no room for: past its rate cap's queue or MaxDelayed (faultdelay.go)
+	DropFragOverlap                      // a fragment overlapping one held (RFC 5722): it and its datagram's held fragments (frag.Overlap)
+	DropFragDuplicate                    // a fragment exactly like one held (frag.Duplicate)
+	DropFragTiny                         // a first fragment without the whole transport header (frag.Tiny)
+	DropFragTooBig                       // a fragment of a datagram past 65535 bytes, and its datagram's held fragments (frag.TooBig)
+	DropFragMemory                       // a fragment past the reassembly's memory bound (frag.Memory)
+	DropFragSource                       // a fragment past its source's share of that bound (frag.Source)
+	DropFragTooMany                      // a datagram's 65th fragment, and its held ones (frag.TooMany)
+	DropFragMalformed                    // a fragment whose lengths do not add up (frag.Malformed), or a reassembled datagram that does not parse
+	DropFragTimeout                      // the held fragments of a datagram not whole in time (frag.Timeout)
+	DropFragNoRoom                       // a reassembled datagram that could not be cut for its way out (an MTU below its headers and 8 bytes)
+	DropFragPathMTU                      // a reassembled datagram, IPv6 or IPv4 with DF, whose largest fragment passes the other side's MTU: answered with a Packet Too Big or fragmentation needed (frag.go)
 	numDropReasons
 )
 
@@ -53,7 +68,9 @@ var dropNames = [numDropReasons]string{
 	"udp_proxy_too_big", "udp_proxy_gso", "proxy_no_room", "ipv6_ext_header",
 	"nat64_untranslatable", "icmp_untranslatable", "proxy_overlap", "nat64_too_big",
 	"handoff_unknown", "backup_lip_no_conn", "backup_lip_stack", "persist_templates_full", "fault",
-	"fault_queue",
+	"fault_queue", "fragment_overlap", "fragment_duplicate", "fragment_tiny", "fragment_too_big",
+	"fragment_memory", "fragment_source", "fragment_too_many", "fragment_malformed", "fragment_timeout",
+	"fragment_no_room", "fragment_path_mtu",
 }
 
 func (r DropReason) String() string { return dropNames[r] }
@@ -85,6 +102,7 @@ func (r ImportReason) String() string { return importNames[r] }
 // reader that forwards the packet so that no cache line is shared by all.
 type Stats struct {
 	drops        [numDropReasons]atomic.Uint64
+	frags        *frag.Reassembler // counts the fragments it drops (fragDrops); nil: none
 	connsCreated atomic.Uint64
 	connsExpired atomic.Uint64
 
@@ -167,7 +185,21 @@ func (s *Stats) Synproxy() (cookies, opened, failed, retries uint64) {
 
 // Drops returns the drop counters by reason name.
 func (s *Stats) Drops() map[string]uint64 {
-	return named(dropNames[:], s.drops[:])
+	m := named(dropNames[:], s.drops[:])
+	for r, d := range fragDrops {
+		m[dropNames[d]] += s.fragCount(frag.Reason(r))
+	}
+	return m
+}
+
+// fragCount is the reassembler's count of fragments it dropped for r: it
+// counts them itself, as a refusal may give up fragments held before, and
+// its sweep gives up those of datagrams whose time is up.
+func (s *Stats) fragCount(r frag.Reason) uint64 {
+	if s.frags == nil {
+		return 0
+	}
+	return s.frags.Count(r)
 }
 
 // named is a family of counters by name.
@@ -180,7 +212,15 @@ func named(names []string, counters []atomic.Uint64) map[string]uint64 {
 }
 
 // Drop is one drop counter.
-func (s *Stats) Drop(r DropReason) uint64 { return s.drops[r].Load() }
+func (s *Stats) Drop(r DropReason) uint64 {
+	n := s.drops[r].Load()
+	for fr, d := range fragDrops {
+		if d == r {
+			n += s.fragCount(frag.Reason(fr))
+		}
+	}
+	return n
+}
 
 // Conns returns how many connections were created and expired.
 func (s *Stats) Conns() (created, expired uint64) {

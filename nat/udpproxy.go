@@ -75,10 +75,13 @@ func (b *Balancer) udpProxyV2(c *Conn, p *pkt, f *Frame) Verdict {
 	if mtu <= 0 {
 		mtu = defaultServerMTU
 	}
-	if wireLen+n > mtu || udpLen+n > 0xffff {
+	if (wireLen+n > mtu && f.reasm == 0) || wireLen+n > 0xffff {
 		// Fragmenting it, or sending it over the MTU, would give the server
 		// a datagram it may never get whole; a datagram without the header
-		// would be read as one with a wrong client. Neither is sent.
+		// would be read as one with a wrong client. Neither is sent. A
+		// datagram that came in fragments leaves in fragments anyway
+		// (frag.go), up to 65535 bytes (the UDP length, shorter, fits
+		// then too).
 		return b.Stats.drop(DropUDPProxyBig)
 	}
 	at := p.l4 + wire.UDPLen

@@ -1,0 +1,228 @@
+package nat
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"sync"
+
+	"github.com/tapvs/tapvs/csum"
+	"github.com/tapvs/tapvs/frag"
+	"github.com/tapvs/tapvs/tun"
+	"github.com/tapvs/tapvs/wire"
+)
+
+// Fragments to a VIP (client side) and to a LIP (server side: a real
+// server's replies) are reassembled (package frag, bounded as Linux's
+// ipfrag_high_thresh and ipfrag_time), and the whole datagram takes the
+// path any other packet takes: matched, rewritten, checksums updated over
+// the whole. On its way out it is cut again, as Linux forwards a datagram
+// netfilter reassembled (ip_do_fragment with frag_max_size): fragments no
+// longer than the largest that came in, nor than the way out's MTU
+// (Config.ServerMTU, Config.ClientMTU). tapvs is the source of the rewritten
+// datagram (the LIP toward a server, the VIP toward a client), so it gives
+// it an identification of its own: the client's would not be unique among
+// the datagrams of all clients from one LIP. IPv4 fragments leave without
+// DF (a fragment with DF set is dropped by nobody and means nothing once
+// reassembled; Linux would answer a fragmentation needed when the largest
+// fragment passes the MTU: tapvs cuts it to the MTU instead). IPv6 fragments
+// carry a Fragment header: tapvs, as the datagram's source on that side,
+// may fragment it (RFC 8200 4.5). The fragments leave by Link.Send, not in
+// the reader's batch, and a fault's delay line does not hold them.
+
+// fragDrops is the drop reason of each of the reassembler's refusals.
+var fragDrops = [frag.NumReasons]DropReason{
+	frag.Overlap:   DropFragOverlap,
+	frag.Duplicate: DropFragDuplicate,
+	frag.Tiny:      DropFragTiny,
+	frag.TooBig:    DropFragTooBig,
+	frag.Memory:    DropFragMemory,
+	frag.Source:    DropFragSource,
+	frag.TooMany:   DropFragTooMany,
+	frag.Malformed: DropFragMalformed,
+	frag.Timeout:   DropFragTimeout,
+}
+
+// reassemble takes a fragment to a VIP or LIP. When it completes its
+// datagram, the datagram replaces it in f (the reader's buffer holds 64 KiB
+// past its headroom), p is parsed anew and whole is true; otherwise the
+// fragment is held (Stolen) or dropped.
+func (b *Balancer) reassemble(side Side, p *pkt, f *Frame) (v Verdict, whole bool) {
+	if b.frags == nil {
+		return b.Stats.drop(DropFragment), false
+	}
+	res, info, _ := b.frags.Add(p.b[p.l3:], f.Buf[f.Off+wire.EtherLen:], b.table.now.Load())
+	switch res {
+	case frag.Held:
+		return Stolen, false
+	case frag.Dropped:
+		return Drop, false // counted by the reassembler (Stats.fragCount)
+	}
+	f.Len = wire.EtherLen + info.Len
+	f.plain()
+	f.reasm = info.MaxFrag
+	v6 := wire.IPv6(f.Buf[f.Off+wire.EtherLen:]).Version() == 6
+	if (v6 || info.DF) && info.MaxFrag > b.mtu(side.other()) {
+		o := origQuotes.Get().(*origQuote)
+		o.n = copy(o.b[:], f.Bytes())
+		f.orig = o
+	}
+	*p = pkt{}
+	if isIP, bad := parseIP(f.Bytes(), p); !isIP || bad || p.frag {
+		return b.Stats.drop(DropFragMalformed), false
+	}
+	return 0, true
+}
+
+// sweepFrags gives up the datagrams whose time is up.
+func (b *Balancer) sweepFrags(now int64) { b.frags.Sweep(now) }
+
+// FragmentBytes is what the fragments held for reassembly are charged,
+// within Config.Reassembly.MaxBytes.
+func (b *Balancer) FragmentBytes() int64 {
+	if b.frags == nil {
+		return 0
+	}
+	return b.frags.Bytes()
+}
+
+// Reassembled counts the datagrams made whole from fragments.
+func (b *Balancer) Reassembled() uint64 {
+	if b.frags == nil {
+		return 0
+	}
+	return b.frags.Reassembled()
+}
+
+// fragBufs are the buffers fragments are cut into: a virtio-net header,
+// the Ethernet header and up to 64 KiB.
+var fragBufs = sync.Pool{New: func() any {
+	b := make([]byte, tun.VNetHdrLen+wire.EtherLen+frag.MaxDatagram)
+	return &b
+}}
+
+// origQuote is the start of a reassembled datagram as it came (Frame.orig).
+type origQuote struct {
+	b [142]byte // the Ethernet header and 128 bytes
+	n int
+}
+
+var origQuotes = sync.Pool{New: func() any { return new(origQuote) }}
+
+// mtu is side's MTU.
+func (b *Balancer) mtu(side Side) int {
+	if side == ServerSide {
+		return b.cfg.ServerMTU
+	}
+	return b.cfg.ClientMTU
+}
+
+// refragment cuts a reassembled datagram that v sends out for its way out
+// and sends the fragments by the Link; one that fits is sent whole. A
+// datagram forwarded whose largest fragment would not fit the other side,
+// IPv6 or IPv4 with DF, is answered as Linux answers it (ip6_forward,
+// ip_forward with frag_max_size): a Packet Too Big or a fragmentation
+// needed to its sender, and dropped.
+func (b *Balancer) refragment(side Side, v Verdict, f *Frame) Verdict {
+	if o := f.orig; o != nil {
+		f.orig = nil
+		defer origQuotes.Put(o)
+		if v == Forward {
+			return b.tooBig(side, o.b[:o.n], b.mtu(side.other()), f)
+		}
+	}
+	if v != Forward && v != Reply {
+		return v
+	}
+	out := side
+	if v == Forward {
+		out = side.other()
+	}
+	mtu := min(b.mtu(out), f.reasm)
+	frame := f.Bytes()
+	ip := frame[wire.EtherLen:]
+	if len(ip) <= mtu {
+		return v
+	}
+	s, ok := frag.NewSplitter(ip, mtu, b.fragID.Add(1))
+	if !ok {
+		return b.Stats.drop(DropFragNoRoom)
+	}
+	bp := fragBufs.Get().(*[]byte)
+	buf := *bp
+	clear(buf[:tun.VNetHdrLen]) // full checksums, no segmentation
+	copy(buf[tun.VNetHdrLen:], frame[:wire.EtherLen])
+	at := tun.VNetHdrLen + wire.EtherLen
+	for range frag.MaxSplit {
+		n := s.Next(buf[at:])
+		if n == 0 {
+			break
+		}
+		b.link.Send(out, buf[:at+n])
+	}
+	fragBufs.Put(bp)
+	return Stolen
+}
+
+// tooBig answers a reassembled datagram, whose start as it came is orig,
+// with a fragmentation needed (IPv4) or a Packet Too Big (IPv6) for mtu,
+// from the address it was sent to (the VIP or the LIP: tapvs's own),
+// back out of side. Translated (NAT64), the MTU is the sender's family's:
+// 20 bytes more for an IPv6 sender, 20 less for an IPv4 one. RFC 792 and
+// RFC 4443 3.2: the quote is the IP header and the first 8 bytes of the
+// transport (IPv4), as much as orig holds (IPv6).
+func (b *Balancer) tooBig(side Side, orig []byte, mtu int, f *Frame) Verdict {
+	in := orig[wire.EtherLen:]
+	v6in := wire.IPv6(in).Version() == 6
+	if v6out := wire.IPv6(f.Buf[f.Off+wire.EtherLen:]).Version() == 6; v6in != v6out {
+		if v6in {
+			mtu += wire.IPv6Len - wire.IPv4MinLen
+		} else {
+			mtu -= wire.IPv6Len - wire.IPv4MinLen
+		}
+	}
+	mac := b.cfg.ClientMAC
+	if side == ServerSide {
+		mac = b.cfg.ServerMAC
+	}
+	bp := fragBufs.Get().(*[]byte)
+	defer fragBufs.Put(bp)
+	buf := *bp
+	clear(buf[:tun.VNetHdrLen])
+	eth := wire.Ether(buf[tun.VNetHdrLen:])
+	eth.SetMACs(wire.Ether(orig).Src(), mac[:])
+	n := wire.EtherLen
+	if v6in {
+		eth.SetType(wire.EtherIPv6)
+		src := wire.IPv6(in)
+		ic := wire.ICMP(eth[wire.EtherLen+wire.IPv6Len : wire.EtherLen+wire.IPv6Len+wire.ICMPLen+len(in)])
+		wire.IPv6(eth[wire.EtherLen:]).Put(len(ic), wire.ProtoICMPv6, icmpTTL, src.Dst(), src.Src())
+		copy(ic[wire.ICMPLen:], in)
+		ic.SetType(wire.ICMP6TooBig)
+		ic.SetCode(0)
+		ic.SetChecksum(0)
+		ic.SetRest(uint32(max(mtu, wire.IPv6MinMTU)))
+		ic.SetChecksum(csum.Checksum(ic, csum.PseudoV6(src.Dst(), src.Src(), wire.ProtoICMPv6, len(ic))))
+		n += wire.IPv6Len + len(ic)
+	} else {
+		eth.SetType(wire.EtherIPv4)
+		src := wire.IPv4(in)
+		q := min(len(in), src.HeaderLen()+quotedL4)
+		ic := wire.ICMP(eth[wire.EtherLen+wire.IPv4MinLen : wire.EtherLen+wire.IPv4MinLen+wire.ICMPLen+q])
+		wire.IPv4(eth[wire.EtherLen:]).Put(&wire.IPv4Fields{TotalLen: wire.IPv4MinLen + len(ic), TTL: icmpTTL, Protocol: wire.ProtoICMP, Src: [4]byte(src.Dst()), Dst: [4]byte(src.Src())})
+		copy(ic[wire.ICMPLen:], in[:q])
+		ic.SetType(wire.ICMP4Unreach)
+		ic.SetCode(wire.ICMP4FragNeeded)
+		ic.SetChecksum(0)
+		ic.SetRest(uint32(mtu))
+		ic.SetChecksum(csum.Checksum(ic, 0))
+		n += wire.IPv4MinLen + len(ic)
+	}
+	b.link.Send(side, buf[:tun.VNetHdrLen+n])
+	return b.Stats.drop(DropFragPathMTU)
+}
+
+func randUint32() uint32 {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return binary.BigEndian.Uint32(b[:])
+}

@@ -1,0 +1,491 @@
+package nat
+
+import (
+	"bytes"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/tapvs/tapvs/csum"
+	"github.com/tapvs/tapvs/frag"
+	"github.com/tapvs/tapvs/wire"
+)
+
+// cut is the frame's IP datagram as fragments of at most mtu bytes, each a
+// frame in a reader's buffer (64 KiB past the headroom) from the same MACs.
+func cut(t testing.TB, f *Frame, mtu int, id uint32) []*Frame {
+	t.Helper()
+	raw := f.Bytes()
+	s, ok := frag.NewSplitter(raw[wire.EtherLen:], mtu, id)
+	if !ok {
+		t.Fatalf("cannot cut for %d", mtu)
+	}
+	var out []*Frame
+	for range 100 {
+		const headroom = 64
+		buf := make([]byte, headroom+wire.EtherLen+65536)
+		copy(buf[headroom:], raw[:wire.EtherLen])
+		n := s.Next(buf[headroom+wire.EtherLen:])
+		if n == 0 {
+			return out
+		}
+		out = append(out, &Frame{Buf: buf, Off: headroom, Len: wire.EtherLen + n})
+	}
+	t.Fatal("too many fragments")
+	return nil
+}
+
+// joined reassembles the fragments the balancer sent out of side with a
+// reassembler of its own, each at most mtu bytes of IP, into a frame
+// decode can check.
+func joined(t testing.TB, sent []sent, side Side, mtu int) *Frame {
+	t.Helper()
+	r := frag.New(frag.Config{})
+	out := make([]byte, 70000)
+	for i, s := range sent {
+		if s.side != side {
+			t.Fatalf("fragment %d out of the %v side, want %v", i, s.side, side)
+		}
+		if ip := len(s.frame) - wire.EtherLen; ip > mtu {
+			t.Fatalf("fragment %d of %d bytes past %d", i, ip, mtu)
+		}
+		res, info, reason := r.Add(s.frame[wire.EtherLen:], out[wire.EtherLen:], 0)
+		if i < len(sent)-1 {
+			if res != frag.Held {
+				t.Fatalf("fragment %d: %v %v", i, res, reason)
+			}
+			continue
+		}
+		if res != frag.Done {
+			t.Fatalf("last fragment: %v %v", res, reason)
+		}
+		copy(out, s.frame[:wire.EtherLen])
+		return withHeadroom(out[:wire.EtherLen+info.Len])
+	}
+	t.Fatal("no fragments sent")
+	return nil
+}
+
+func payload(n int) []byte {
+	p := make([]byte, n)
+	for i := range p {
+		p[i] = byte(i*13 + 1)
+	}
+	return p
+}
+
+// TestFragmentsBothWays sends a 4000-byte UDP datagram in fragments to the
+// VIP and one back from the real server to the LIP: each is reassembled,
+// rewritten, checked whole, and cut again for its way out (no longer than
+// the largest fragment that came in, nor than the side's MTU).
+func TestFragmentsBothWays(t *testing.T) {
+	for _, fam := range []struct {
+		name              string
+		rig               func(testing.TB, Protocol, string, func(*Config)) *rig
+		client, vip, lip  netip.Addr
+		inMTU, serverMTU  int
+		wantIn, wantBack  int // the largest fragment expected out each way
+		fragsIn, fragsOut int
+	}{
+		{"v4", newRig, client, vip, lip1, 1500, 1400, 1400, 1500, 3, 3},
+		{"v6", newRig6, client6, vip6, lip6, 1280, 1500, 1280, 1500, 4, 3},
+	} {
+		t.Run(fam.name, func(t *testing.T) {
+			var out []sent
+			r := fam.rig(t, UDP, "rr", func(c *Config) { c.ServerMTU = fam.serverMTU })
+			r.b.Attach(recordLink{&out})
+			body := payload(4000)
+			whole := frame(t, pktSpec{src: fam.client, dst: fam.vip, sport: 40000, dport: 80, proto: UDP, payload: body, srcMAC: macClient})
+			frags := cut(t, whole, fam.inMTU, 77)
+			for i, f := range frags {
+				if v := r.b.Process(ClientSide, f); v != Stolen {
+					t.Fatalf("fragment %d: %v, drops %v", i, v, nonZero(r.b.Stats.Drops()))
+				}
+				if i < len(frags)-1 && r.b.FragmentBytes() == 0 {
+					t.Fatal("nothing charged while held")
+				}
+			}
+			if r.b.FragmentBytes() != 0 || r.b.Reassembled() != 1 {
+				t.Fatalf("after: %d bytes held, %d reassembled", r.b.FragmentBytes(), r.b.Reassembled())
+			}
+			if len(out) != fam.fragsIn {
+				t.Fatalf("%d fragments out, want %d", len(out), fam.fragsIn)
+			}
+			d := decode(t, joined(t, out, ServerSide, fam.wantIn))
+			var src, dst netip.Addr
+			if d.ip6 != nil {
+				src, dst = addr6(d.ip6.SrcIP), addr6(d.ip6.DstIP)
+			} else {
+				src, dst = addr(d.ip.SrcIP), addr(d.ip.DstIP)
+			}
+			if src != fam.lip || (dst != r.d1.Addr && dst != r.d2.Addr) || d.udp.DstPort != 8080 || !bytes.Equal(d.udp.Payload, body) {
+				t.Fatalf("forwarded %v -> %v:%d, %d bytes", src, dst, d.udp.DstPort, len(d.udp.Payload))
+			}
+			ids := map[uint32]bool{}
+			for _, s := range out {
+				ids[fragID(s.frame)] = true
+			}
+			if len(ids) != 1 || ids[77] {
+				t.Fatalf("fragment ids %v: want one, tapvs's own", ids)
+			}
+
+			// The server's answer, fragmented, to the LIP.
+			out = out[:0]
+			back := frame(t, pktSpec{src: dst, dst: fam.lip, sport: 8080, dport: uint16(d.udp.SrcPort), proto: UDP, payload: body, srcMAC: macGateway})
+			for i, f := range cut(t, back, 1500, 99) {
+				if v := r.b.Process(ServerSide, f); v != Stolen {
+					t.Fatalf("reply fragment %d: %v, drops %v", i, v, nonZero(r.b.Stats.Drops()))
+				}
+			}
+			if len(out) != fam.fragsOut {
+				t.Fatalf("%d reply fragments out, want %d", len(out), fam.fragsOut)
+			}
+			d = decode(t, joined(t, out, ClientSide, fam.wantBack))
+			if d.ip6 != nil {
+				src, dst = addr6(d.ip6.SrcIP), addr6(d.ip6.DstIP)
+			} else {
+				src, dst = addr(d.ip.SrcIP), addr(d.ip.DstIP)
+			}
+			if src != fam.vip || dst != fam.client || d.udp.SrcPort != 80 || d.udp.DstPort != 40000 || !bytes.Equal(d.udp.Payload, body) {
+				t.Fatalf("reply %v:%d -> %v:%d", src, d.udp.SrcPort, dst, d.udp.DstPort)
+			}
+			if !bytes.Equal(out[0].frame[:6], macClient[:]) {
+				t.Fatalf("reply fragments to %x", out[0].frame[:6])
+			}
+		})
+	}
+}
+
+// fragID is a fragment's identification, IPv4 or IPv6.
+func fragID(f []byte) uint32 {
+	ip := f[wire.EtherLen:]
+	if ip[0]>>4 == 4 {
+		return uint32(wire.IPv4(ip).ID())
+	}
+	return uint32(ip[wire.IPv6Len+4])<<24 | uint32(ip[wire.IPv6Len+5])<<16 | uint32(ip[wire.IPv6Len+6])<<8 | uint32(ip[wire.IPv6Len+7])
+}
+
+// TestFragmentsFit: a reassembled datagram that fits its way out whole
+// (an IPv6 atomic fragment) is forwarded as any other packet.
+func TestFragmentsFit(t *testing.T) {
+	r := newRig6(t, UDP, "rr", nil)
+	var out []sent
+	r.b.Attach(recordLink{&out})
+	f := withExt6(t, frame(t, pktSpec{src: client6, dst: vip6, sport: 40000, dport: 80, proto: UDP, payload: payload(100), srcMAC: macClient}), wire.IP6Fragment, []byte{0, 0, 0, 0, 0, 1})
+	if v := r.b.Process(ClientSide, f); v != Forward || len(out) != 0 {
+		t.Fatalf("%v, %d sent", v, len(out))
+	}
+	if d := decode(t, f); d.udp == nil || len(d.udp.Payload) != 100 {
+		t.Fatal("not the datagram")
+	}
+	// Exactly the server side's MTU: whole still.
+	r = newRig6(t, UDP, "rr", func(c *Config) { c.ServerMTU = wire.IPv6Len + wire.UDPLen + 100 })
+	r.b.Attach(recordLink{&out})
+	f = withExt6(t, frame(t, pktSpec{src: client6, dst: vip6, sport: 40000, dport: 80, proto: UDP, payload: payload(100), srcMAC: macClient}), wire.IP6Fragment, []byte{0, 0, 0, 0, 0, 1})
+	if v := r.b.Process(ClientSide, f); v != Forward || len(out) != 0 {
+		t.Fatalf("at the MTU: %v, %d sent", v, len(out))
+	}
+}
+
+// TestFragmentsLargest: fragments as large as IPv4 allows (an MTU of
+// 65535 on both sides) come in and leave as large.
+func TestFragmentsLargest(t *testing.T) {
+	var out []sent
+	r := newRig(t, UDP, "rr", func(c *Config) { c.ServerMTU, c.ClientMTU = 65535, 65535 })
+	r.b.Attach(recordLink{&out})
+	body := payload(65535 - 28)
+	whole := frame(t, pktSpec{src: client, dst: vip, sport: 40000, dport: 80, proto: UDP, payload: body, srcMAC: macClient})
+	frags := cut(t, whole, 65535, 1)
+	for _, f := range frags {
+		r.b.Process(ClientSide, f)
+	}
+	if len(out) != 2 || len(out[0].frame) != wire.EtherLen+len(frags[0].Bytes())-wire.EtherLen {
+		t.Fatalf("%d fragments out, want 2 as they came", len(out))
+	}
+	if d := decode(t, joined(t, out, ServerSide, 65535)); !bytes.Equal(d.udp.Payload, body) {
+		t.Fatal("not the datagram")
+	}
+}
+
+func TestFragmentsRefused(t *testing.T) {
+	whole := func() *Frame {
+		return frame(t, pktSpec{src: client, dst: vip, sport: 40000, dport: 80, proto: UDP, payload: payload(3000), srcMAC: macClient})
+	}
+	t.Run("no reassembly", func(t *testing.T) {
+		r := newRig(t, UDP, "rr", func(c *Config) { c.NoReassembly = true })
+		if v := r.b.Process(ClientSide, cut(t, whole(), 1500, 1)[0]); v != Drop || r.b.Stats.Drop(DropFragment) != 1 || r.b.FragmentBytes() != 0 || r.b.Reassembled() != 0 {
+			t.Fatalf("%v, %v", v, nonZero(r.b.Stats.Drops()))
+		}
+	})
+	t.Run("overlap", func(t *testing.T) {
+		r := newRig(t, UDP, "rr", nil)
+		frags := cut(t, whole(), 1500, 1)
+		r.b.Process(ClientSide, frags[0])
+		second := frags[1].Bytes()
+		ff := wire.IPv4(second[wire.EtherLen:]).FragField() - 1
+		second[wire.EtherLen+wire.IPv4FragOff], second[wire.EtherLen+wire.IPv4FragOff+1] = byte(ff>>8), byte(ff)
+		fixIPChecksum(second)
+		if v := r.b.Process(ClientSide, frags[1]); v != Drop {
+			t.Fatal(v)
+		}
+		if n := r.b.Stats.Drop(DropFragOverlap); n != 2 || r.b.Stats.Drops()["fragment_overlap"] != 2 || r.b.FragmentBytes() != 0 {
+			t.Fatalf("overlap counted %d (want the held and the refused), %v", n, nonZero(r.b.Stats.Drops()))
+		}
+	})
+	t.Run("timeout", func(t *testing.T) {
+		r := newRig(t, UDP, "rr", func(c *Config) { c.Reassembly.Timeout = time.Second })
+		frags := cut(t, whole(), 1500, 1)
+		r.b.Process(ClientSide, frags[0])
+		r.b.Process(ClientSide, frags[1])
+		r.b.table.now.Store(int64(time.Second))
+		r.b.Sweep()
+		if r.b.Stats.Drop(DropFragTimeout) != 0 || r.b.FragmentBytes() == 0 {
+			t.Fatal("given up at its deadline")
+		}
+		r.b.table.now.Store(int64(time.Second) + 1)
+		r.b.Sweep()
+		if r.b.Stats.Drop(DropFragTimeout) != 2 || r.b.FragmentBytes() != 0 {
+			t.Fatalf("timeout: %v, %d bytes", nonZero(r.b.Stats.Drops()), r.b.FragmentBytes())
+		}
+	})
+	t.Run("no room to cut", func(t *testing.T) {
+		r := newRig(t, UDP, "rr", func(c *Config) { c.ServerMTU = wire.IPv4MinLen + 7 })
+		var out []sent
+		r.b.Attach(recordLink{&out})
+		frags := cut(t, whole(), 1500, 1)
+		for _, f := range frags[:len(frags)-1] {
+			r.b.Process(ClientSide, f)
+		}
+		if v := r.b.Process(ClientSide, frags[len(frags)-1]); v != Drop || r.b.Stats.Drop(DropFragNoRoom) != 1 || len(out) != 0 {
+			t.Fatalf("%v, %v", v, nonZero(r.b.Stats.Drops()))
+		}
+	})
+	t.Run("cut to the MTU", func(t *testing.T) {
+		r := newRig(t, UDP, "rr", func(c *Config) { c.ServerMTU = wire.IPv4MinLen + 8 })
+		var out []sent
+		r.b.Attach(recordLink{&out})
+		frags := cut(t, whole(), 1500, 1)
+		for _, f := range frags {
+			r.b.Process(ClientSide, f)
+		}
+		if len(out) != (3008+7)/8 {
+			t.Fatalf("%d fragments of 8 bytes, want %d", len(out), (3008+7)/8)
+		}
+	})
+	t.Run("no service", func(t *testing.T) {
+		// Whole, the datagram is dropped as any other: nothing is cut
+		// or sent.
+		r := newRig(t, UDP, "rr", nil)
+		var out []sent
+		r.b.Attach(recordLink{&out})
+		f := frame(t, pktSpec{src: client, dst: vip, sport: 40000, dport: 81, proto: UDP, payload: payload(3000), srcMAC: macClient})
+		frags := cut(t, f, 1500, 1)
+		for _, f := range frags[:len(frags)-1] {
+			r.b.Process(ClientSide, f)
+		}
+		if v := r.b.Process(ClientSide, frags[len(frags)-1]); v != Drop || len(out) != 0 || r.b.Stats.Drop(DropNoService) != 1 {
+			t.Fatalf("%v, %d sent, %v", v, len(out), nonZero(r.b.Stats.Drops()))
+		}
+	})
+	t.Run("not a VIP", func(t *testing.T) {
+		r := newRig(t, UDP, "rr", nil)
+		f := frame(t, pktSpec{src: client, dst: netip.MustParseAddr("172.25.254.99"), sport: 40000, dport: 80, proto: UDP, payload: payload(3000), srcMAC: macClient})
+		if v := r.b.Process(ClientSide, cut(t, f, 1500, 1)[0]); v != Pass || r.b.FragmentBytes() != 0 {
+			t.Fatalf("%v", v)
+		}
+	})
+}
+
+// TestFragmentsNAT64: a NAT64 connection's datagrams in fragments, IPv6
+// from the client and IPv4 from the server, are reassembled, translated,
+// and leave as fragments of the other family.
+func TestFragmentsNAT64(t *testing.T) {
+	var out []sent
+	r := newRig64(t, UDP, nil)
+	r.b.Attach(recordLink{&out})
+	body := payload(4000)
+	whole := frame(t, pktSpec{src: client6, dst: vip64, sport: 40000, dport: 80, proto: UDP, payload: body, srcMAC: macClient})
+	for i, f := range cut(t, whole, 1280, 5) {
+		if v := r.b.Process(ClientSide, f); v != Stolen {
+			t.Fatalf("fragment %d: %v, drops %v", i, v, nonZero(r.b.Stats.Drops()))
+		}
+	}
+	d := decode(t, joined(t, out, ServerSide, 1280))
+	if d.ip == nil || addr(d.ip.SrcIP) != lip1 || !bytes.Equal(d.udp.Payload, body) {
+		t.Fatalf("to the server: %+v", d.ip)
+	}
+	out = out[:0]
+	back := frame(t, pktSpec{src: addr(d.ip.DstIP), dst: lip1, sport: 8080, dport: uint16(d.udp.SrcPort), proto: UDP, payload: body, srcMAC: macGateway})
+	for i, f := range cut(t, back, 1500, 6) {
+		if v := r.b.Process(ServerSide, f); v != Stolen {
+			t.Fatalf("reply fragment %d: %v, drops %v", i, v, nonZero(r.b.Stats.Drops()))
+		}
+	}
+	d = decode(t, joined(t, out, ClientSide, 1500))
+	if d.ip6 == nil || addr6(d.ip6.SrcIP) != vip64 || addr6(d.ip6.DstIP) != client6 || !bytes.Equal(d.udp.Payload, body) || r.b.Stats.Drop(DropNAT64TooBig) != 0 {
+		t.Fatalf("to the client: %+v, drops %v", d.ip6, nonZero(r.b.Stats.Drops()))
+	}
+}
+
+// TestFragmentsUDPProxy: a datagram to a proxy-v2 UDP service that came in
+// fragments gets its header past the MTU and leaves in fragments; one that
+// came whole and would pass the MTU with it is still dropped, and so is a
+// reassembled one the header would take past 65535 bytes.
+func TestFragmentsUDPProxy(t *testing.T) {
+	var out []sent
+	r := newRig(t, UDP, "rr", nil)
+	r.b.Attach(recordLink{&out})
+	setClientAddr(t, r, ClientAddrProxyV2)
+	body := payload(4000)
+	whole := frame(t, pktSpec{src: client, dst: vip, sport: 40000, dport: 80, proto: UDP, payload: body, srcMAC: macClient})
+	for _, f := range cut(t, whole, 1500, 5) {
+		r.b.Process(ClientSide, f)
+	}
+	d := decode(t, joined(t, out, ServerSide, 1500))
+	if len(d.udp.Payload) != udpProxyLen+len(body) || !bytes.Equal(d.udp.Payload[udpProxyLen:], body) {
+		t.Fatalf("%d bytes at the server, want the header and %d", len(d.udp.Payload), len(body))
+	}
+	big := frame(t, pktSpec{src: client, dst: vip, sport: 40001, dport: 80, proto: UDP, payload: payload(1472), srcMAC: macClient})
+	if v := r.b.Process(ClientSide, big); v != Drop || r.b.Stats.Drop(DropUDPProxyBig) != 1 {
+		t.Fatalf("a whole datagram past the MTU with the header: %v", v)
+	}
+	// 65535 bytes with the header: it fits, and leaves in fragments.
+	out = out[:0]
+	fits := frame(t, pktSpec{src: client, dst: vip, sport: 40003, dport: 80, proto: UDP, payload: payload(65535 - 28 - udpProxyLen), srcMAC: macClient})
+	for _, f := range cut(t, fits, 1500, 7) {
+		r.b.Process(ClientSide, f)
+	}
+	if d := decode(t, joined(t, out, ServerSide, 1500)); len(d.udp.Payload) != 65535-28 || r.b.Stats.Drop(DropUDPProxyBig) != 1 {
+		t.Fatalf("a datagram of 65535 bytes with the header: %v", nonZero(r.b.Stats.Drops()))
+	}
+	// 65535 bytes whole: the header would pass it.
+	max := frame(t, pktSpec{src: client, dst: vip, sport: 40002, dport: 80, proto: UDP, payload: payload(65535 - 28), srcMAC: macClient})
+	for _, f := range cut(t, max, 1500, 6) {
+		r.b.Process(ClientSide, f)
+	}
+	if r.b.Stats.Drop(DropUDPProxyBig) != 2 {
+		t.Fatalf("a 65535-byte datagram: %v", nonZero(r.b.Stats.Drops()))
+	}
+}
+
+// TestFragmentsTooBig: a datagram whose largest fragment would not fit the
+// other side, IPv6 or IPv4 with DF, is answered to its sender as Linux
+// answers it (a Packet Too Big, a fragmentation needed with the other
+// side's MTU, from the address it was sent to, quoting it) and dropped;
+// IPv4 without DF is cut to the MTU; fragments that fit are cut as they
+// came.
+func TestFragmentsTooBig(t *testing.T) {
+	df := func(fs []*Frame) []*Frame {
+		for _, f := range fs {
+			b := f.Bytes()
+			b[wire.EtherLen+wire.IPv4FragOff] |= wire.IPv4DF >> 8
+			fixIPChecksum(b)
+		}
+		return fs
+	}
+	for _, c := range []struct {
+		name       string
+		rig        func(testing.TB, Protocol, string, func(*Config)) *rig
+		src, dst   netip.Addr
+		side       Side
+		cutAt, mtu int
+		setDF      bool
+		wantMTU    uint32 // 0: no error, cut
+		wantV6     bool
+		quoteLen   int
+	}{
+		{"v4 DF from the client", newRig, client, vip, ClientSide, 1500, 1400, true, 1400, false, 28},
+		{"v4 DF fitting", newRig, client, vip, ClientSide, 1400, 1400, true, 0, false, 0},
+		{"v4 without DF", newRig, client, vip, ClientSide, 1500, 1400, false, 0, false, 0},
+		{"v6 from the client", newRig6, client6, vip6, ClientSide, 1500, 1400, false, 1400, true, 128},
+		{"v6 fitting", newRig6, client6, vip6, ClientSide, 1400, 1400, false, 0, true, 0},
+		{"v6 at 1280", newRig6, client6, vip6, ClientSide, 1500, 1000, false, 1280, true, 128},
+		{"NAT64 from the client", nil, client6, vip64, ClientSide, 1500, 1400, false, 1420, true, 128},
+		{"v4 DF from the server", newRig, rs1, lip1, ServerSide, 1500, 1400, true, 1400, false, 28},
+		{"NAT64, v4 DF from the server", nil, rs1, lip1, ServerSide, 1500, 1400, true, 1380, false, 28},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var out []sent
+			mod := func(cfg *Config) { cfg.ServerMTU = c.mtu }
+			if c.side == ServerSide {
+				mod = func(cfg *Config) { cfg.ClientMTU = c.mtu }
+			}
+			var r *rig
+			if c.rig == nil {
+				r = newRig64(t, UDP, mod)
+			} else {
+				r = c.rig(t, UDP, "rr", mod)
+			}
+			r.b.Attach(recordLink{&out})
+			sport, dport := uint16(40000), uint16(80)
+			if c.side == ServerSide {
+				// A connection first, for the server's answer.
+				cl, v := client, vip
+				if c.rig == nil {
+					cl, v = client6, vip64
+				}
+				if v := r.b.Process(ClientSide, frame(t, pktSpec{src: cl, dst: v, sport: 40000, dport: 80, proto: UDP, payload: []byte("q"), srcMAC: macClient})); v != Forward {
+					t.Fatal(v)
+				}
+				info := r.b.Table().Conns()[0]
+				c.src, sport, dport = info.RIP.Addr(), 8080, info.LIP.Port()
+			}
+			mac := macClient
+			if c.side == ServerSide {
+				mac = macGateway
+			}
+			whole := frame(t, pktSpec{src: c.src, dst: c.dst, sport: sport, dport: dport, proto: UDP, payload: payload(4000), srcMAC: mac})
+			frags := cut(t, whole, c.cutAt, 3)
+			if c.setDF {
+				df(frags)
+			}
+			var v Verdict
+			for _, f := range frags {
+				v = r.b.Process(c.side, f)
+			}
+			if c.wantMTU == 0 {
+				if v != Stolen || r.b.Stats.Drop(DropFragPathMTU) != 0 || len(out) < 3 || out[0].side == c.side {
+					t.Fatalf("%v, %d sent, %v", v, len(out), nonZero(r.b.Stats.Drops()))
+				}
+				return
+			}
+			if v != Drop || r.b.Stats.Drop(DropFragPathMTU) != 1 || len(out) != 1 || out[0].side != c.side {
+				t.Fatalf("%v, %d sent, %v", v, len(out), nonZero(r.b.Stats.Drops()))
+			}
+			raw := out[0].frame
+			own := macClientNIC
+			if c.side == ServerSide {
+				own = macServerNIC
+			}
+			if !bytes.Equal(raw[:6], mac[:]) || !bytes.Equal(raw[6:12], own[:]) {
+				t.Fatalf("%x -> %x, want from tapvs's %x to the sender's MAC %x", raw[6:12], raw[:6], own, mac)
+			}
+			orig := whole.Bytes()[wire.EtherLen:]
+			if c.wantV6 {
+				ip := wire.IPv6(raw[wire.EtherLen:])
+				ic := wire.ICMP(ip[wire.IPv6Len:])
+				if !bytes.Equal(ip.Src(), c.dst.AsSlice()) || !bytes.Equal(ip.Dst(), c.src.AsSlice()) || ic.Type() != wire.ICMP6TooBig || ic.Code() != 0 || ic.MTU6() != c.wantMTU {
+					t.Fatalf("Packet Too Big: %x", raw[:wire.EtherLen+wire.IPv6Len+8])
+				}
+				if ip.PayloadLen() != wire.ICMPLen+c.quoteLen || !bytes.Equal(ic[wire.ICMPLen:], orig[:c.quoteLen]) {
+					t.Fatalf("quote of %d bytes, want %d of the datagram", ip.PayloadLen()-wire.ICMPLen, c.quoteLen)
+				}
+				if csum.Checksum(ic, csum.PseudoV6(ip.Src(), ip.Dst(), wire.ProtoICMPv6, len(ic))) != 0 {
+					t.Fatal("ICMPv6 checksum")
+				}
+				return
+			}
+			ip := wire.IPv4(raw[wire.EtherLen:])
+			ic := wire.ICMP(ip[wire.IPv4MinLen:ip.TotalLen()])
+			if !bytes.Equal(ip.Src(), c.dst.AsSlice()) || !bytes.Equal(ip.Dst(), c.src.AsSlice()) || ip.Protocol() != wire.ProtoICMP || ic.Type() != wire.ICMP4Unreach || ic.Code() != wire.ICMP4FragNeeded || uint32(ic.MTU4()) != c.wantMTU {
+				t.Fatalf("fragmentation needed: %x", raw[:wire.EtherLen+wire.IPv4MinLen+8])
+			}
+			if len(ic) != wire.ICMPLen+c.quoteLen || !bytes.Equal(ic[wire.ICMPLen+12:], orig[12:c.quoteLen]) {
+				t.Fatalf("quote %x, want the datagram's %x", ic[wire.ICMPLen:], orig[:c.quoteLen])
+			}
+			if csum.Checksum(ip[:wire.IPv4MinLen], 0) != 0 || csum.Checksum(ic, 0) != 0 || ip.TTL() != icmpTTL {
+				t.Fatal("checksums or TTL")
+			}
+		})
+	}
+}
