@@ -113,8 +113,9 @@ type entry struct {
 	n        int
 	hdr      *[]byte // the first fragment's header (IPv4 with options; IPv6 up to the fragment header)
 	hdrLen   int
-	nhOff    int // IPv6: the offset in hdr of the next header field naming the fragment header
-	total    int // the fragmentable part's length once the last fragment came; -1 before
+	nhOff    int  // IPv6: the offset in hdr of the next header field naming the fragment header
+	total    int  // the fragmentable part's length, once last
+	last     bool // the last fragment came
 	got      int
 	charge   int
 	deadline int64
@@ -228,17 +229,17 @@ func (r *Reassembler) Add(ip []byte, out []byte, now int64) (Result, Info, Reaso
 	}
 	if e == nil {
 		e = r.entries.Get().(*entry)
-		*e = entry{key: f.key, total: -1, deadline: now + int64(r.cfg.Timeout)}
+		*e = entry{key: f.key, deadline: now + int64(r.cfg.Timeout)}
 		s.dgrams[f.key] = e
 		r.charge(s, e, entrySize)
 	}
 	// As Linux: a last fragment that does not end where the datagram
 	// does, or any past that end, gives the datagram up.
 	if f.last {
-		if (e.total >= 0 && e.total != f.end) || (e.n > 0 && e.pieces[e.n-1].end > f.end) {
+		if (e.last && e.total != f.end) || (e.n > 0 && e.pieces[e.n-1].end > f.end) {
 			return r.kill(s, e, Malformed)
 		}
-	} else if e.total >= 0 && f.end > e.total {
+	} else if e.last && f.end > e.total {
 		return r.kill(s, e, Malformed)
 	}
 	// Where the fragment goes, and whether it overlaps a neighbour.
@@ -256,7 +257,7 @@ func (r *Reassembler) Add(ip []byte, out []byte, now int64) (Result, Info, Reaso
 		return r.kill(s, e, TooMany)
 	}
 	if f.last {
-		e.total = f.end
+		e.total, e.last = f.end, true
 	}
 	if f.off == 0 {
 		h := r.chunks[chunkClass(f.hdrLen)].Get().(*[]byte)
@@ -273,7 +274,7 @@ func (r *Reassembler) Add(ip []byte, out []byte, now int64) (Result, Info, Reaso
 	e.got += f.end - f.off
 	e.maxFrag = max(e.maxFrag, len(ip))
 	e.df = e.df || f.df
-	if e.total < 0 || e.got != e.total || e.hdr == nil {
+	if !e.last || e.got != e.total || e.hdr == nil {
 		return Held, Info{}, 0
 	}
 	// Whole: no overlaps and every byte below total held.
@@ -392,10 +393,7 @@ func (r *Reassembler) Sweep(now int64) int {
 
 // chunkClass is the size class of the smallest chunk that holds n bytes.
 func chunkClass(n int) int {
-	if n <= 1<<minChunk {
-		return 0
-	}
-	return bits.Len(uint(n-1)) - minChunk
+	return bits.Len(uint(max(n, 1<<minChunk)-1)) - minChunk
 }
 
 func hashSrc(a *[16]byte) uint64 {
@@ -421,9 +419,6 @@ type fragment struct {
 
 // parse reads ip's fragment fields, refusing what cannot be reassembled.
 func parse(ip []byte, f *fragment) (Reason, bool) {
-	if len(ip) < 1 {
-		return Malformed, false
-	}
 	switch version(ip) {
 	case 4:
 		return parse4(ip, f)
@@ -469,15 +464,13 @@ func parse6(ip []byte, f *fragment) (Reason, bool) {
 		if next == wire.IP6Fragment {
 			break
 		}
+		// A header longer than what is left leaves off past len(ip): the
+		// next turn, or the fragment header's check below, refuses it.
 		if !crossable(next) || len(ip)-off < ext6Unit {
 			return Malformed, false
 		}
 		x := ext6(ip[off:])
-		n := x.Len()
-		if len(ip)-off < n {
-			return Malformed, false
-		}
-		next, nhOff, off = x.Next(), off, off+n
+		next, nhOff, off = x.Next(), off, off+x.Len()
 	}
 	if next != wire.IP6Fragment || len(ip)-off < frag6Len {
 		return Malformed, false

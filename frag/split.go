@@ -38,9 +38,6 @@ type Splitter struct {
 // data, or headers that do not parse.
 func NewSplitter(ip []byte, mtu int, id uint32) (s Splitter, ok bool) {
 	s = Splitter{ip: ip, id: id}
-	if len(ip) < 1 {
-		return s, false
-	}
 	switch version(ip) {
 	case 4:
 		if len(ip) < wire.IPv4MinLen {

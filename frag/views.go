@@ -55,8 +55,13 @@ func crossable(next uint8) bool {
 	return next == wire.IP6HopByHop || next == wire.IP6DestOpts || next == wire.IP6Routing
 }
 
-// version is an IP packet's version.
-func version(ip []byte) uint8 { return ip[0] >> 4 }
+// version is an IP packet's version, 0 (neither 4 nor 6) for an empty one.
+func version(ip []byte) uint8 {
+	if len(ip) == 0 {
+		return 0
+	}
+	return ip[0] >> 4
+}
 
 // ipv4IDOff is the IPv4 identification's offset (wire.IPv4 reads it, as
 // ID, but does not write it).
