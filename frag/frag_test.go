@@ -238,15 +238,10 @@ func TestTooBig(t *testing.T) {
 	if res, _, reason := r.Add(last, make([]byte, 70000), 0); res != Dropped || reason != TooBig {
 		t.Fatalf("too big: %v %v", res, reason)
 	}
-	// 65535 exactly is not.
-	data := len(last) - wire.IPv4MinLen
-	off := (MaxDatagram - wire.IPv4MinLen - data)
-	if off%8 != 0 {
-		last = last[:len(last)-off%8]
-		wire.IPv4(last).SetTotalLen(len(last))
-		off = MaxDatagram - len(last)
-	}
-	binary.BigEndian.PutUint16(last[wire.IPv4FragOff:], uint16(off/8))
+	// 65535 exactly is not: 27 bytes at 65488, after a 20-byte header.
+	last = last[:wire.IPv4MinLen+27]
+	wire.IPv4(last).SetTotalLen(len(last))
+	binary.BigEndian.PutUint16(last[wire.IPv4FragOff:], 65488/8)
 	if res, _, reason := r.Add(last, make([]byte, 70000), 0); res != Held {
 		t.Fatalf("ending at 65535: %v %v", res, reason)
 	}
