@@ -328,3 +328,40 @@ func TestChargeLongHeader(t *testing.T) {
 	got, _ := feed(t, New(Config{}), frags, []int{1, 2, 0})
 	same(t, got, ip)
 }
+
+// TestSplitMTUEdges: a datagram exactly as long as the MTU (IPv6: with
+// the fragment header) comes out as one fragment; a byte longer, as two,
+// the first's data a multiple of 8 and the last's the rest.
+func TestSplitMTUEdges(t *testing.T) {
+	ip := udp4(1000, 3) // 1028 bytes
+	one := split(t, ip, len(ip), 3)
+	if len(one) != 1 {
+		t.Fatalf("%d fragments at the MTU", len(one))
+	}
+	same(t, one[0], ip) // offset 0, no MF: the datagram itself
+	two := split(t, ip, len(ip)-1, 3)
+	per := (len(ip) - 1 - wire.IPv4MinLen) &^ 7 // 1000
+	if len(two) != 2 || len(two[0]) != wire.IPv4MinLen+per || len(two[1]) != len(ip)-per {
+		t.Fatalf("a byte past the MTU: %d fragments", len(two))
+	}
+	if ff := wire.IPv4(two[0]).FragField(); ff != wire.IPv4MF {
+		t.Fatalf("first: %x", ff)
+	}
+	if ff := wire.IPv4(two[1]).FragField(); ff != uint16(per/8) {
+		t.Fatalf("last: %x", ff)
+	}
+	v6 := udp6(1000)
+	if n := len(split(t, v6, len(v6)+frag6Len, 1)); n != 1 {
+		t.Fatalf("v6 at the MTU: %d fragments", n)
+	}
+	two = split(t, v6, len(v6)+frag6Len-1, 1)
+	per = (len(v6) + frag6Len - 1 - wire.IPv6Len - frag6Len) &^ 7
+	if len(two) != 2 || len(two[0]) != wire.IPv6Len+frag6Len+per || len(two[1]) != len(v6)+frag6Len-per {
+		t.Fatalf("v6 a byte past the MTU: %d fragments", len(two))
+	}
+	if fh := frag6(two[1][wire.IPv6Len:]); fh.Off() != per || fh.More() || !frag6(two[0][wire.IPv6Len:]).More() {
+		t.Fatalf("v6 fragment headers %x %x", two[0][wire.IPv6Len:wire.IPv6Len+8], two[1][wire.IPv6Len:wire.IPv6Len+8])
+	}
+	got, _ := feed(t, New(Config{}), two, []int{1, 0})
+	same(t, got, v6)
+}
