@@ -563,11 +563,7 @@ func (b *Balancer) faultOut(side Side, f *Frame, v Verdict) Verdict {
 	if v != Forward {
 		return v
 	}
-	r, c, dir := f.fault, f.faultConn, f.faultDir
-	out := ClientSide
-	if side == ClientSide {
-		out = ServerSide
-	}
+	r, c, dir, out := f.fault, f.faultConn, f.faultDir, side.other()
 	if c.in.proto == TCP {
 		if r.ResetAfter > 0 {
 			b.faultState(c, r) // its timer starts at first sight
