@@ -18,6 +18,18 @@ type timedLink struct {
 	mu    sync.Mutex
 	sent  []timedFrame
 	vnets []tun.VNetHdr // the virtio-net headers of the frames Send sent
+	more  chan struct{} // a frame was recorded (buffered, 1)
+}
+
+func newTimedLink() *timedLink { return &timedLink{more: make(chan struct{}, 1)} }
+
+// record keeps a frame sent. Under mu.
+func (l *timedLink) record(tf timedFrame) {
+	l.sent = append(l.sent, tf)
+	select {
+	case l.more <- struct{}{}:
+	default:
+	}
 }
 
 type timedFrame struct {
@@ -31,19 +43,19 @@ func (*timedLink) Resolve(*Dest) {}
 func (l *timedLink) Transmit(side Side, f []byte) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.sent = append(l.sent, timedFrame{time.Now(), side, false, append([]byte(nil), f...)})
+	l.record(timedFrame{time.Now(), side, false, append([]byte(nil), f...)})
 }
 func (l *timedLink) Send(side Side, f []byte) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.vnets = append(l.vnets, append(tun.VNetHdr(nil), f[:tun.VNetHdrLen]...))
-	l.sent = append(l.sent, timedFrame{time.Now(), side, true, append([]byte(nil), f[tun.VNetHdrLen:]...)})
+	l.record(timedFrame{time.Now(), side, true, append([]byte(nil), f[tun.VNetHdrLen:]...)})
 }
 
 // wait waits (bounded) until n frames have been sent, and returns them.
 func (l *timedLink) wait(t *testing.T, n int) []timedFrame {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.After(5 * time.Second)
 	for {
 		l.mu.Lock()
 		got := append([]timedFrame(nil), l.sent...)
@@ -51,16 +63,17 @@ func (l *timedLink) wait(t *testing.T, n int) []timedFrame {
 		if len(got) >= n {
 			return got
 		}
-		if time.Now().After(deadline) {
+		select {
+		case <-l.more:
+		case <-deadline:
 			t.Fatalf("%d frames sent, want %d", len(got), n)
 		}
-		time.Sleep(time.Millisecond) // polling a test double's slice: nothing to wait on
 	}
 }
 
 func delayRig(t *testing.T) (*rig, *timedLink, netip.Addr, uint16) {
 	r := newRig(t, TCP, "rr", nil)
-	l := &timedLink{}
+	l := newTimedLink()
 	r.b.Attach(l)
 	rip, lport := r.open(t, 40000)
 	t.Cleanup(func() { r.b.SetFaults(nil) })
@@ -215,7 +228,7 @@ func TestFaultDropFIN(t *testing.T) {
 
 func TestFaultResetBytes(t *testing.T) {
 	r := newRig(t, TCP, "rr", nil)
-	l := &timedLink{}
+	l := newTimedLink()
 	r.b.Attach(l)
 	r.setFaults(t, Fault{Target: svc80, Dir: FaultToClient, ResetBytes: 100})
 	rip, lport := r.open(t, 40000) // the SYN-ACK's seq is 0: the stream starts at 1
@@ -273,7 +286,7 @@ func TestFaultResetBytes(t *testing.T) {
 
 func TestFaultResetAfter(t *testing.T) {
 	r := newRig(t, TCP, "rr", nil)
-	l := &timedLink{}
+	l := newTimedLink()
 	r.b.Attach(l)
 	r.setFaults(t, Fault{Target: svc80, Dir: FaultBoth, ResetAfter: 30 * time.Millisecond})
 	start := time.Now()
@@ -311,7 +324,7 @@ func TestFaultResetBytesOffloaded(t *testing.T) {
 		gso   bool // left a super-frame
 	}{{2000, true}, {1401, true}, {1400, false}, {1000, false}} {
 		r := newRig(t, TCP, "rr", nil)
-		l := &timedLink{}
+		l := newTimedLink()
 		r.b.Attach(l)
 		r.setFaults(t, Fault{Target: svc80, Dir: FaultToClient, ResetBytes: c.limit})
 		rip, lport := r.open(t, 40000)
@@ -349,7 +362,7 @@ func TestFaultResetBytesOffloaded(t *testing.T) {
 // last ack; a corrupt segment that would be cut is dropped instead.
 func TestFaultResetBytesToServer6(t *testing.T) {
 	r := newRig6(t, TCP, "rr", nil)
-	l := &timedLink{}
+	l := newTimedLink()
 	r.b.Attach(l)
 	r.setFaults(t, Fault{Target: FaultTarget{Protocol: TCP, VIP: netip.AddrPortFrom(vip6, 80)}, Dir: FaultToServer, ResetBytes: 10})
 	data := func(seq uint32, payload string) *Frame {
@@ -605,7 +618,7 @@ func TestFaultClearedOnTheWay(t *testing.T) {
 // reset_after starts no timer.
 func TestFaultResetBytesEdges(t *testing.T) {
 	r := newRig(t, TCP, "rr", nil)
-	l := &timedLink{}
+	l := newTimedLink()
 	r.b.Attach(l)
 	r.setFaults(t, Fault{Target: svc80, Dir: FaultToClient, ResetBytes: 100})
 	rip, lport := r.open(t, 40000) // the stream starts at 1
@@ -639,18 +652,21 @@ func TestFaultResetBytesEdges(t *testing.T) {
 // counted, and the entry closes.
 func TestFaultResetAfterNothingAcked(t *testing.T) {
 	r := newRig(t, TCP, "rr", nil)
-	l := &timedLink{}
+	l := newTimedLink()
 	r.b.Attach(l)
 	r.setFaults(t, Fault{Target: svc80, Dir: FaultBoth, ResetAfter: 10 * time.Millisecond})
 	if v := r.b.Process(ClientSide, frame(t, pktSpec{src: client, dst: vip, sport: 40000, dport: 80, proto: TCP, syn: true, srcMAC: macClient})); v != Forward {
 		t.Fatalf("SYN: %v", v)
 	}
-	deadline := time.Now().Add(5 * time.Second)
+	// The timer's goroutine closes the entry: its state is what to watch.
+	tick, deadline := time.NewTicker(time.Millisecond), time.After(5*time.Second)
+	defer tick.Stop()
 	for r.b.Table().Conns()[0].State != "CLOSE" {
-		if time.Now().After(deadline) {
+		select {
+		case <-tick.C:
+		case <-deadline:
 			t.Fatalf("state %s", r.b.Table().Conns()[0].State)
 		}
-		time.Sleep(time.Millisecond) // the timer's goroutine: nothing else to wait on
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -663,7 +679,7 @@ func TestFaultResetAfterNothingAcked(t *testing.T) {
 // take the line, in that order; the sender's RST does not.
 func TestFaultResetBytesDelayed(t *testing.T) {
 	r := newRig(t, TCP, "rr", nil)
-	l := &timedLink{}
+	l := newTimedLink()
 	r.b.Attach(l)
 	t.Cleanup(func() { r.b.SetFaults(nil) })
 	rip, lport := r.open(t, 40000)
