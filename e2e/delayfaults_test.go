@@ -36,6 +36,24 @@ func (e *env) setFault(f nat.Fault) {
 	}
 }
 
+// faultOn is the fault in force on target, with its counters.
+func (e *env) faultOn(target nat.FaultTarget) nat.FaultStats {
+	e.t.Helper()
+	for _, f := range e.d.Balancer.Faults() {
+		if f.Target == target {
+			return f
+		}
+	}
+	e.t.Fatalf("no fault on %s", target)
+	return nat.FaultStats{}
+}
+
+// noFaultsAfter clears every fault when t ends, passed or not, so a
+// failed subtest leaves none to the next.
+func (e *env) noFaultsAfter(t *testing.T) {
+	t.Cleanup(func() { e.d.Balancer.SetFaults(nil) })
+}
+
 func (e *env) clearFault(t nat.FaultTarget) {
 	e.t.Helper()
 	if !e.d.Balancer.ClearFault(t) {
@@ -70,6 +88,7 @@ func TestNetworkDelayFaults(t *testing.T) {
 	e := setup(t, services("rr", 1, 1), "")
 
 	t.Run("latency", func(t *testing.T) {
+		e.noFaultsAfter(t)
 		base := e.connectTimes(21)[10]
 		const lat = 40 * time.Millisecond
 		// Set as an operator would, and listed with what it delayed.
@@ -86,7 +105,9 @@ func TestNetworkDelayFaults(t *testing.T) {
 		e.setFault(nat.Fault{Target: svcWeb, Dir: nat.FaultToClient, Latency: lat, Jitter: 20 * time.Millisecond})
 		got = e.connectTimes(41)
 		t.Logf("with ±20ms of jitter: min %v median %v max %v", got[0], got[20], got[40])
-		if got[0] < 20*time.Millisecond || got[40] > 60*time.Millisecond+10*base || got[40]-got[0] < 10*time.Millisecond {
+		// Not below latency - jitter; above latency + jitter by the round
+		// trip and the scheduling of a busy machine at most.
+		if got[0] < 20*time.Millisecond || got[40] > 65*time.Millisecond+10*base || got[40]-got[0] < 10*time.Millisecond {
 			t.Fatalf("jitter ±20ms around 40ms: connects from %v to %v", got[0], got[40])
 		}
 		e.clearFault(svcWeb)
@@ -96,6 +117,7 @@ func TestNetworkDelayFaults(t *testing.T) {
 	})
 
 	t.Run("rate", func(t *testing.T) {
+		e.noFaultsAfter(t)
 		const rate = 1_000_000 // bytes a second
 		const n = 1_500_000
 		free, err := lab.Download(e.ctx(30*time.Second), e.top.Client, bulkVIP, n)
@@ -119,10 +141,11 @@ func TestNetworkDelayFaults(t *testing.T) {
 	})
 
 	t.Run("duplicate", func(t *testing.T) {
+		e.noFaultsAfter(t)
 		const n, p = 2000, 0.3
 		e.setFault(nat.Fault{Target: svcEcho, Dir: nat.FaultToServer, Duplicate: p})
 		answers := len(e.echoPaced(n))
-		fs := e.d.Balancer.Faults()
+		fs := []nat.FaultStats{e.faultOn(svcEcho)}
 		copies := float64(fs[0].Delayed) - n
 		sd := math.Sqrt(n * p * (1 - p))
 		t.Logf("duplicate %.1f: %d datagrams sent, %.0f copies made (expected %.0f ± %.0f), %d answers", p, n, copies, n*p, sd, answers)
@@ -141,6 +164,7 @@ func TestNetworkDelayFaults(t *testing.T) {
 	})
 
 	t.Run("reorder", func(t *testing.T) {
+		e.noFaultsAfter(t)
 		const n, p = 2000, 0.2
 		e.setFault(nat.Fault{Target: svcEcho, Dir: nat.FaultToClient, Reorder: p})
 		seqs := e.echoPaced(n)
@@ -243,6 +267,7 @@ func TestNetworkResetFaults(t *testing.T) {
 	e := setup(t, services("rr", 1, 1), "")
 
 	t.Run("bytes", func(t *testing.T) {
+		e.noFaultsAfter(t)
 		const limit = 100_000
 		e.setFault(nat.Fault{Target: svcBulk, Dir: nat.FaultToClient, ResetBytes: limit})
 		for i := range 3 {
@@ -253,8 +278,8 @@ func TestNetworkResetFaults(t *testing.T) {
 				t.Fatalf("download %d: %d bytes, then %v; want exactly %d, then a reset", i, got, err, limit)
 			}
 		}
-		if fs := e.d.Balancer.Faults(); fs[0].Reset != 3 {
-			t.Fatalf("resets counted: %d", fs[0].Reset)
+		if f := e.faultOn(svcBulk); f.Reset != 3 {
+			t.Fatalf("resets counted: %d", f.Reset)
 		}
 		e.clearFault(svcBulk)
 		if _, err := lab.Download(e.ctx(10*time.Second), e.top.Client, bulkVIP, 1_000_000); err != nil {
@@ -263,6 +288,7 @@ func TestNetworkResetFaults(t *testing.T) {
 	})
 
 	t.Run("after", func(t *testing.T) {
+		e.noFaultsAfter(t)
 		const after = 300 * time.Millisecond
 		e.setFault(nat.Fault{Target: svcBulk, Dir: nat.FaultBoth, ResetAfter: after})
 		start := time.Now()
@@ -281,6 +307,7 @@ func TestNetworkResetFaults(t *testing.T) {
 	})
 
 	t.Run("fin", func(t *testing.T) {
+		e.noFaultsAfter(t)
 		e.setFault(nat.Fault{Target: svcBulk, Dir: nat.FaultToClient, DropFIN: true})
 		c := e.askDownload(1000, 30*time.Second)
 		defer c.Close()
@@ -293,7 +320,7 @@ func TestNetworkResetFaults(t *testing.T) {
 		if _, err := c.Read(buf); !errors.Is(err, os.ErrDeadlineExceeded) {
 			t.Fatalf("after the data, with the server's FIN dropped: %v, want nothing", err)
 		}
-		if fs := e.d.Balancer.Faults(); fs[0].Dropped == 0 {
+		if f := e.faultOn(svcBulk); f.Dropped == 0 {
 			t.Fatal("no FIN counted dropped")
 		}
 		// Cleared, the server's next retransmission of its FIN ends it.

@@ -226,6 +226,17 @@ func TestFaultDropFIN(t *testing.T) {
 	}
 }
 
+// cutOut checks that Process forwarded f cut, with the receiver's RST to
+// follow it, and returns both as they leave (the frame's virtio-net
+// header left out).
+func cutOut(t *testing.T, f *Frame, v Verdict) (cut, rst []byte) {
+	t.Helper()
+	if v != Forward || len(f.Follow) <= tun.VNetHdrLen {
+		t.Fatalf("%v, follow %d bytes: want the frame cut and an RST to follow", v, len(f.Follow))
+	}
+	return append([]byte(nil), f.Bytes()...), f.Follow[tun.VNetHdrLen:]
+}
+
 func TestFaultResetBytes(t *testing.T) {
 	r := newRig(t, TCP, "rr", nil)
 	l := newTimedLink()
@@ -243,28 +254,24 @@ func TestFaultResetBytes(t *testing.T) {
 	if _, v := fromServer(1, 60, false); v != Forward {
 		t.Fatalf("60 bytes again: %v", v)
 	}
-	if _, v := fromServer(61, 80, true); v != Stolen {
-		t.Fatalf("80 more: %v, want it cut and sent", v)
+	f, v := fromServer(61, 80, true)
+	cutB, rstB := cutOut(t, f, v)
+	cut := decode(t, &Frame{Buf: cutB, Len: len(cutB)})
+	if cut.tcp.Seq != 61 || len(cut.tcp.Payload) != 40 || cut.tcp.FIN || cut.tcp.RST {
+		t.Fatalf("the cut segment: seq %d len %d fin %v", cut.tcp.Seq, len(cut.tcp.Payload), cut.tcp.FIN)
 	}
-	got := l.wait(t, 3)
-	cut := decode(t, &Frame{Buf: got[0].frame, Len: len(got[0].frame)})
-	if !got[0].kept || got[0].side != ClientSide || cut.tcp.Seq != 61 || len(cut.tcp.Payload) != 40 || cut.tcp.FIN || cut.tcp.RST {
-		t.Fatalf("the cut segment: kept %v seq %d len %d fin %v", got[0].kept, cut.tcp.Seq, len(cut.tcp.Payload), cut.tcp.FIN)
+	rst := decode(t, &Frame{Buf: rstB, Len: len(rstB)})
+	if !rst.tcp.RST || rst.tcp.Seq != 101 || rst.tcp.DstPort != 40000 || rst.ip.DstIP.String() != client.String() {
+		t.Fatalf("the client's RST: %+v", rst.tcp)
 	}
-	if ok, has := l4Verifies(got[0].frame); !has || !ok {
-		t.Fatal("the cut segment's checksum")
+	got := l.wait(t, 1)
+	srv := decode(t, &Frame{Buf: got[0].frame, Len: len(got[0].frame)})
+	if got[0].side != ServerSide || !srv.tcp.RST || srv.tcp.Seq != 2001 || srv.ip.DstIP.String() != rip.String() || srv.tcp.DstPort != 8080 {
+		t.Fatalf("the server's RST: side %v %+v", got[0].side, srv.tcp)
 	}
-	rst := decode(t, &Frame{Buf: got[1].frame, Len: len(got[1].frame)})
-	if got[1].side != ClientSide || !rst.tcp.RST || rst.tcp.Seq != 101 || rst.tcp.DstPort != 40000 || rst.ip.DstIP.String() != client.String() {
-		t.Fatalf("the client's RST: side %v %+v", got[1].side, rst.tcp)
-	}
-	srv := decode(t, &Frame{Buf: got[2].frame, Len: len(got[2].frame)})
-	if got[2].side != ServerSide || !srv.tcp.RST || srv.tcp.Seq != 2001 || srv.ip.DstIP.String() != rip.String() || srv.tcp.DstPort != 8080 {
-		t.Fatalf("the server's RST: side %v %+v", got[2].side, srv.tcp)
-	}
-	for i := 1; i < 3; i++ {
-		if ok, has := l4Verifies(got[i].frame); !has || !ok {
-			t.Fatalf("RST %d's checksum", i)
+	for _, b := range [][]byte{cutB, rstB, got[0].frame} {
+		if ok, has := l4Verifies(b); !has || !ok {
+			t.Fatal("a bad checksum")
 		}
 	}
 	// Past the limit nothing goes; below it a retransmission still does.
@@ -272,10 +279,9 @@ func TestFaultResetBytes(t *testing.T) {
 		t.Fatalf("past the limit: %v", v)
 	}
 	// The cut segment again (the RST lost): cut and reset again, counted once.
-	if _, v := fromServer(61, 80, true); v != Stolen {
-		t.Fatalf("the cut segment again: %v", v)
-	}
-	l.wait(t, 6)
+	f, v = fromServer(61, 80, true)
+	cutOut(t, f, v)
+	l.wait(t, 2)
 	if fs := r.b.Faults(); fs[0].Reset != 1 {
 		t.Fatalf("resets %d", fs[0].Reset)
 	}
@@ -330,16 +336,8 @@ func TestFaultResetBytesOffloaded(t *testing.T) {
 		rip, lport := r.open(t, 40000)
 		f := frame(t, pktSpec{src: rip, dst: lip1, sport: 8080, dport: lport, proto: TCP, ack: true, seq: 1, ackNum: 2001, payload: make([]byte, 3000)})
 		makePartial(f).SetGSO(tun.VNetGSOTCPv4, 14+20+20, 1400)
-		if v := r.b.Process(ServerSide, f); v != Stolen {
-			t.Fatalf("limit %d: %v", c.limit, v)
-		}
-		got := l.wait(t, 3)
-		q := make([]byte, len(got[0].frame))
-		copy(q, got[0].frame)
-		// The line's frame, with its header: read it again from the link.
-		l.mu.Lock()
-		vnet := l.vnets[0]
-		l.mu.Unlock()
+		q, rst := cutOut(t, f, r.b.Process(ServerSide, f))
+		vnet := f.VNet
 		if !vnet.NeedsCsum() || (vnet.GSOType() != tun.VNetGSONone) != c.gso {
 			t.Fatalf("limit %d: virtio-net header %v, want a super-frame %v", c.limit, vnet, c.gso)
 		}
@@ -351,7 +349,7 @@ func TestFaultResetBytesOffloaded(t *testing.T) {
 		if ok, has := l4Verifies(q); !has || !ok {
 			t.Fatalf("limit %d: the finished checksum does not verify", c.limit)
 		}
-		if ok, _ := l4Verifies(got[1].frame); !ok || decode(t, &Frame{Buf: got[1].frame, Len: len(got[1].frame)}).tcp.Seq != 1+uint32(c.limit) {
+		if ok, _ := l4Verifies(rst); !ok || decode(t, &Frame{Buf: rst, Len: len(rst)}).tcp.Seq != 1+uint32(c.limit) {
 			t.Fatalf("limit %d: the client's RST", c.limit)
 		}
 	}
@@ -379,21 +377,20 @@ func TestFaultResetBytesToServer6(t *testing.T) {
 	if v := r.b.Process(ClientSide, bad); v != Drop {
 		t.Fatalf("a corrupt segment over the limit: %v", v)
 	}
-	if v := r.b.Process(ClientSide, data(105, "456789abcd")); v != Stolen {
-		t.Fatalf("10 more: %v", v)
+	f := data(105, "456789abcd")
+	cutB, rstB := cutOut(t, f, r.b.Process(ClientSide, f))
+	cut := decode(t, &Frame{Buf: cutB, Len: len(cutB)})
+	if string(cut.tcp.Payload) != "456789" || !l4Verifies6(cutB) {
+		t.Fatalf("the cut segment: payload %q", cut.tcp.Payload)
 	}
-	got := l.wait(t, 3)
-	cut := decode(t, &Frame{Buf: got[0].frame, Len: len(got[0].frame)})
-	if got[0].side != ServerSide || string(cut.tcp.Payload) != "456789" || !l4Verifies6(got[0].frame) {
-		t.Fatalf("the cut segment: side %v payload %q", got[0].side, cut.tcp.Payload)
+	rst := decode(t, &Frame{Buf: rstB, Len: len(rstB)})
+	if !rst.tcp.RST || rst.tcp.Seq != cut.tcp.Seq+6 || !l4Verifies6(rstB) {
+		t.Fatalf("the server's RST: %+v", rst.tcp)
 	}
-	rst := decode(t, &Frame{Buf: got[1].frame, Len: len(got[1].frame)})
-	if got[1].side != ServerSide || !rst.tcp.RST || rst.tcp.Seq != cut.tcp.Seq+6 || !l4Verifies6(got[1].frame) {
-		t.Fatalf("the server's RST: side %v %+v", got[1].side, rst.tcp)
-	}
-	cl := decode(t, &Frame{Buf: got[2].frame, Len: len(got[2].frame)})
-	if got[2].side != ClientSide || !cl.tcp.RST || cl.tcp.Seq != 500 || cl.tcp.DstPort != 40000 || !l4Verifies6(got[2].frame) {
-		t.Fatalf("the client's RST: side %v %+v", got[2].side, cl.tcp)
+	got := l.wait(t, 1)
+	cl := decode(t, &Frame{Buf: got[0].frame, Len: len(got[0].frame)})
+	if got[0].side != ClientSide || !cl.tcp.RST || cl.tcp.Seq != 500 || cl.tcp.DstPort != 40000 || !l4Verifies6(got[0].frame) {
+		t.Fatalf("the client's RST: side %v %+v", got[0].side, cl.tcp)
 	}
 }
 
@@ -622,10 +619,11 @@ func TestFaultResetBytesEdges(t *testing.T) {
 	r.b.Attach(l)
 	r.setFaults(t, Fault{Target: svc80, Dir: FaultToClient, ResetBytes: 100})
 	rip, lport := r.open(t, 40000) // the stream starts at 1
-	fromServer := func(seq uint32, n int) Verdict {
-		return r.b.Process(ServerSide, frame(t, pktSpec{src: rip, dst: lip1, sport: 8080, dport: lport, proto: TCP, ack: true, seq: seq, ackNum: 2001, payload: make([]byte, n)}))
+	fromServer := func(seq uint32, n int) (*Frame, Verdict) {
+		f := frame(t, pktSpec{src: rip, dst: lip1, sport: 8080, dport: lport, proto: TCP, ack: true, seq: seq, ackNum: 2001, payload: make([]byte, n)})
+		return f, r.b.Process(ServerSide, f)
 	}
-	if v := fromServer(1, 100); v != Forward {
+	if f, v := fromServer(1, 100); v != Forward || f.Follow != nil {
 		t.Fatalf("100 bytes of 100: %v, want them whole", v)
 	}
 	c := r.b.table.lookup(&tupleKey{src: client.As16(), dst: vip.As16(), sport: 40000, dport: 80, proto: TCP})
@@ -635,14 +633,12 @@ func TestFaultResetBytesEdges(t *testing.T) {
 	if len(l.sent) != 0 {
 		t.Fatal("something sent within the limit")
 	}
-	if v := fromServer(1, 101); v != Stolen {
-		t.Fatalf("101 bytes: %v, want them cut", v)
-	}
-	if v := fromServer(101, 1); v != Drop {
+	f, v := fromServer(1, 101)
+	cut, _ := cutOut(t, f, v)
+	if _, v := fromServer(101, 1); v != Drop {
 		t.Fatalf("a byte at the limit, after the reset: %v", v)
 	}
-	got := l.wait(t, 3)
-	if d := decode(t, &Frame{Buf: got[0].frame, Len: len(got[0].frame)}); len(d.tcp.Payload) != 100 {
+	if d := decode(t, &Frame{Buf: cut, Len: len(cut)}); len(d.tcp.Payload) != 100 {
 		t.Fatalf("cut to %d bytes", len(d.tcp.Payload))
 	}
 }

@@ -82,9 +82,9 @@ func (b *Balancer) faultResetLater(c *Conn, cf *connFault) {
 
 // faultBytes applies ResetBytes to a TCP frame of c leaving in direction
 // dir, rewritten, about to be sent by out. It returns Forward for a frame
-// that goes on as it is, Drop for one wholly past the limit, or Stolen
-// when it has sent the frame cut to the limit and the RSTs itself (on the
-// fault's line when it has one, so the RST follows the frame).
+// that goes on as it is or cut to the limit (then with the receiver's RST
+// to follow it: Frame.Follow), Drop for one wholly past the limit, or
+// Stolen when the fault's line took the cut frame and its RST.
 func (b *Balancer) faultBytes(r *faultRule, c *Conn, dir FaultDir, out Side, f *Frame) Verdict {
 	var p pkt
 	if ok, bad := parseIP(f.Bytes(), &p); !ok || bad || p.proto != wire.ProtoTCP || !p.l4ok() {
@@ -130,27 +130,31 @@ func (b *Balancer) faultBytes(r *faultRule, c *Conn, dir FaultDir, out Side, f *
 		r.nreset.Add(1)
 	}
 	// The receiver's RST: at its RCV.NXT once the cut segment is in.
-	var buf [tun.VNetHdrLen + wire.MaxFrameLen]byte
 	tcp = p.tcp()
 	eth := p.eth()
 	seg := wire.Segment{Src: p.key16(p.src()), Dst: p.key16(p.dst()), Sport: tcp.SrcPort(), Dport: tcp.DstPort(), Seq: limit, Flags: tcpflag.RST}
 	copy(seg.SrcMAC[:], eth.Src())
 	copy(seg.DstMAC[:], eth.Dst())
-	rst := seg.Write(buf[tun.VNetHdrLen:])
-	if line := r.lines[lineOf(dir)]; line != nil && line.put(out, f) {
-		// Delayed too: the RST follows it on the line.
-		rf := Frame{Buf: buf[:], Off: tun.VNetHdrLen, Len: rst}
-		if !line.put(out, &rf) {
-			b.link.Transmit(out, buf[tun.VNetHdrLen:tun.VNetHdrLen+rst])
-		}
-	} else {
-		b.link.Send(out, f.heldBytes())
-		b.link.Transmit(out, buf[tun.VNetHdrLen:tun.VNetHdrLen+rst])
-	}
+	rst := make([]byte, tun.VNetHdrLen+wire.MaxFrameLen) // once per connection cut
+	rst = rst[:tun.VNetHdrLen+seg.Write(rst[tun.VNetHdrLen:])]
 	b.resetSender(c, dir)
 	b.faultClose(c)
-	return Stolen
+	if line := r.lines[lineOf(dir)]; line != nil && line.put(out, f) {
+		// Delayed too: the RST follows it on the line.
+		rf := Frame{Buf: rst, Off: tun.VNetHdrLen, Len: len(rst) - tun.VNetHdrLen}
+		if !line.put(out, &rf) {
+			b.link.Send(out, rst)
+		}
+		return Stolen
+	}
+	// The cut segment goes on in its reader's batch, behind the frames
+	// before it, and the RST right after it: sent apart, either could
+	// pass them (a client takes an RST at the right edge of what it holds
+	// out of order, so it would end before the bytes due).
+	f.Follow = rst
+	return Forward
 }
+
 
 // faultClose moves a connection a fault has reset to CLOSE, as an RST
 // seen would (a connection event says reset), and onto CLOSE's short
@@ -211,13 +215,4 @@ func cutTo(p *pkt, f *Frame, keep int) {
 	}
 	tcp.SetChecksum(0)
 	tcp.SetChecksum(csum.Checksum(tcp, p.pseudo(wire.ProtoTCP, len(tcp))))
-}
-
-// heldBytes is a copy of the frame behind its virtio-net header (zeros
-// for a plain frame), as Link.Send takes it: once per connection reset.
-func (f *Frame) heldBytes() []byte {
-	q := make([]byte, tun.VNetHdrLen+f.Len)
-	copy(q, f.VNet)
-	copy(q[tun.VNetHdrLen:], f.Bytes())
-	return q
 }

@@ -68,6 +68,9 @@ func (fb *fuzzBalancer) Send(side Side, f []byte) { fb.Transmit(side, f[tun.VNet
 // lets go, as a reader would.
 func (fb *fuzzBalancer) process(side Side, fr *Frame) Verdict {
 	v := fb.b.Process(side, fr)
+	if v == Forward && fr.Follow != nil {
+		fb.Transmit(side, fr.Follow[tun.VNetHdrLen:]) // checked as a built frame
+	}
 	if v == Release {
 		for _, q := range fr.Released {
 			fb.Transmit(side, q[tun.VNetHdrLen:])

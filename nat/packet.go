@@ -31,6 +31,12 @@ type Frame struct {
 	// (package handoff): it may continue a connection this balancer
 	// holds, and nothing else (no connection opened, never handed on).
 	HandedOff bool
+	// Follow, with the verdict Forward, is a frame to send right after
+	// this one and the same way, in the same batch (nil: none), as
+	// tun.VNetHdrLen bytes of virtio-net header and the frame: the RST
+	// that ends a stream a fault cut (faultreset.go), which must not pass
+	// the frames of the batch before it.
+	Follow []byte
 
 	// reasm, if not 0, marks a datagram reassembled from fragments: the
 	// largest fragment's IP length, which its fragments leave no longer

@@ -58,6 +58,9 @@ func (st *Stack) HandedOver(payload []byte) {
 	switch st.bal.Process(nat.ClientSide, f) {
 	case nat.Forward:
 		st.Server.write(f.Buf[f.Off-h : f.Off+f.Len])
+		if f.Follow != nil {
+			st.Server.write(f.Follow[tun.VNetHdrLen-h:])
+		}
 	case nat.Reply:
 		st.Client.write(f.Buf[f.Off-h : f.Off+f.Len])
 	case nat.Release:

@@ -171,6 +171,9 @@ func (qu *queue) frame(i int) {
 	switch e.process(e.side, f) {
 	case nat.Forward:
 		qu.fwd = append(qu.fwd, f.Buf[f.Off-h:f.Off+f.Len])
+		if f.Follow != nil {
+			qu.fwd = append(qu.fwd, f.Follow[tun.VNetHdrLen-h:])
+		}
 	case nat.Reply:
 		qu.back = append(qu.back, f.Buf[f.Off-h:f.Off+f.Len])
 	case nat.Pass:
