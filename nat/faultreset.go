@@ -155,7 +155,6 @@ func (b *Balancer) faultBytes(r *faultRule, c *Conn, dir FaultDir, out Side, f *
 	return Forward
 }
 
-
 // faultClose moves a connection a fault has reset to CLOSE, as an RST
 // seen would (a connection event says reset), and onto CLOSE's short
 // timeout. Not through the TCP state table: IPVS's keeps SYN_RECV on a
