@@ -844,6 +844,9 @@ func (b *Balancer) release(c *Conn) bool {
 	if st == stDead {
 		return false
 	}
+	if cf := c.fault.Load(); cf != nil && cf.timer != nil {
+		cf.timer.Stop() // a reset_after timer holds the connection until it fires
+	}
 	b.table.remove(&c.in, c, 0)
 	var until int64
 	if c.in.proto == TCP && b.cfg.PortQuarantine > 0 {

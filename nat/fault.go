@@ -146,7 +146,8 @@ type Fault struct {
 	SYN SYNFault
 	// DropFIN drops the TCP FINs of the direction: a half-close that never
 	// completes (the closing side retransmits its FIN until it gives up;
-	// its peer never reads the end of the stream).
+	// its peer never reads the end of the stream). A segment with data and
+	// the FIN is dropped whole.
 	DropFIN bool
 
 	// The delay family (faultdelay.go): the frames a fault lets through
@@ -186,8 +187,9 @@ const (
 	MaxResetAge  = 24 * time.Hour
 	MaxRateQueue = 250 * time.Millisecond // the most a rate-capped line queues
 	ReorderHold  = 10 * time.Millisecond  // a held-back frame's wait for one to pass it
-	// MaxDelayed bounds the bytes of all the frames the lines hold at
-	// once; frames past it are dropped (DropFaultQueue).
+	// MaxDelayed bounds the bytes of the frame buffers all the lines hold
+	// at once (a frame counts its buffer's size); frames past it are
+	// dropped (DropFaultQueue).
 	MaxDelayed = 64 << 20
 )
 
@@ -324,10 +326,9 @@ func (b *Balancer) startRule(r *faultRule) {
 // stopRule takes r out of force: what its lines hold leaves now.
 func stopRule(r *faultRule) {
 	r.live.Store(false)
-	for i, l := range r.lines {
+	for _, l := range r.lines {
 		if l != nil {
-			l.stop()
-			r.lines[i] = nil
+			l.stop() // the slot stays: readers may still hold the rule, and a stopped line refuses
 		}
 	}
 }
@@ -569,7 +570,9 @@ func (b *Balancer) faultOut(side Side, f *Frame, v Verdict) Verdict {
 			b.faultState(c, r) // its timer starts at first sight
 		}
 		if r.ResetBytes > 0 {
-			if v = b.faultBytes(r, c, dir, out, f); v != Forward {
+			// A cut frame is sent, on the line or with its RST to follow
+			// in the batch: not queued again.
+			if v = b.faultBytes(r, c, dir, out, f); v != Forward || f.Follow != nil {
 				return v
 			}
 		}
@@ -578,7 +581,7 @@ func (b *Balancer) faultOut(side Side, f *Frame, v Verdict) Verdict {
 	if line == nil {
 		return Forward
 	}
-	if !line.put(out, f) {
+	if !line.put(out, f, nil) {
 		if line.isStopped() {
 			return Forward // the fault was cleared meanwhile: the frame goes on
 		}

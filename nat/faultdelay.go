@@ -74,26 +74,37 @@ func newDelayLine(b *Balancer, r *faultRule) *delayLine {
 	return l
 }
 
-// The lines' frame buffers (virtio-net header and frame) come in two
-// sizes: one a frame up to a jumbo MTU fits, and one for a TSO
-// super-frame; framePool holds each.
+// The lines' frame buffers (virtio-net header and frame) come in three
+// sizes: one for a frame up to the usual MTU, one up to a jumbo MTU, one
+// for a TSO super-frame; framePool holds each.
 const (
+	tinyFrameBuf  = 2048 // an ACK, a frame up to the usual 1500-byte MTU
 	smallFrameBuf = tun.VNetHdrLen + 9216 + 64
 	bigFrameBuf   = tun.VNetHdrLen + 65536 + 256
 )
 
-var framePool = [2]sync.Pool{
+var frameBufLens = [3]int{tinyFrameBuf, smallFrameBuf, bigFrameBuf}
+
+var framePool = [3]sync.Pool{
+	{New: func() any { b := make([]byte, tinyFrameBuf); return &b }},
 	{New: func() any { b := make([]byte, smallFrameBuf); return &b }},
 	{New: func() any { b := make([]byte, bigFrameBuf); return &b }},
 }
 
 // frameClass is the pool of a buffer for n bytes.
 func frameClass(n int) int {
-	if n > smallFrameBuf {
+	switch {
+	case n > smallFrameBuf:
+		return 2
+	case n > tinyFrameBuf:
 		return 1
 	}
 	return 0
 }
+
+// frameBufLen is the length of the buffer n bytes take: what the lines'
+// bound counts.
+func frameBufLen(n int) int { return frameBufLens[frameClass(n)] }
 
 // getFrameBuf is a buffer for n bytes, at most bigFrameBuf.
 func getFrameBuf(n int) *[]byte { return framePool[frameClass(n)].Get().(*[]byte) }
@@ -109,10 +120,13 @@ func rateBacklog(rate uint64) int64 {
 
 // put queues the frame f (rewritten, to leave by out) on the line, and
 // reports false, queueing nothing, when a bound is reached. It takes the
-// frame's bytes: the caller's buffer is free again when it returns.
-func (l *delayLine) put(out Side, f *Frame) bool {
+// frame's bytes: the caller's buffer is free again when it returns. A
+// follow frame (virtio-net header and frame: the RST of a stream cut) is
+// queued right behind f, due with it, neither duplicated nor reordered
+// nor counted by the rate cap.
+func (l *delayLine) put(out Side, f *Frame, follow []byte) bool {
 	n := tun.VNetHdrLen + f.Len
-	if n > bigFrameBuf {
+	if n > bigFrameBuf || len(follow) > smallFrameBuf {
 		return false // larger than any frame a TAP gives
 	}
 	now := monoNow()
@@ -134,11 +148,17 @@ func (l *delayLine) put(out Side, f *Frame) bool {
 	at += int64(l.f.Latency) + rand.Int64N(2*j+1) - j
 	at = max(at, l.tail)
 	copies := 1
-	if rand.Float64() < l.f.Duplicate {
+	if follow == nil && rand.Float64() < l.f.Duplicate {
 		copies = 2
 	}
-	if l.b.delayedBytes.Add(int64(copies*n)) > MaxDelayed {
-		l.b.delayedBytes.Add(-int64(copies * n))
+	// What the lines hold is the buffers' size, not the frames': an ACK
+	// still takes a small buffer.
+	charge := copies * frameBufLen(n)
+	if follow != nil {
+		charge += frameBufLen(len(follow))
+	}
+	if l.b.delayedBytes.Add(int64(charge)) > MaxDelayed {
+		l.b.delayedBytes.Add(-int64(charge))
 		return false
 	}
 	l.free = free // the frame is taken: the rate cap counts it
@@ -150,6 +170,16 @@ func (l *delayLine) put(out Side, f *Frame) bool {
 		copy((*buf)[tun.VNetHdrLen:], f.Bytes())
 		d := delayed{at: at, out: out, buf: buf, n: n}
 		l.r.delayed.Add(1)
+		if follow != nil {
+			if l.hasHeld {
+				l.releaseHeld(at) // earlier bytes of the stream, ahead of the cut
+			}
+			fb := getFrameBuf(len(follow))
+			copy(*fb, follow)
+			l.q = append(l.q, d, delayed{at: at, out: out, buf: fb, n: len(follow)})
+			l.tail = at
+			break
+		}
 		if first && !l.hasHeld && rand.Float64() < l.f.Reorder {
 			// Held back: the next frame passes it, or its time comes.
 			d.at += int64(ReorderHold)
@@ -185,9 +215,11 @@ func (l *delayLine) releaseHeld(at int64) {
 // ends. The fault is no longer in force; frames no longer come.
 func (l *delayLine) stop() {
 	l.mu.Lock()
-	l.stopped = true
-	l.mu.Unlock()
-	close(l.done)
+	defer l.mu.Unlock()
+	if !l.stopped {
+		l.stopped = true
+		close(l.done)
+	}
 }
 
 // run sends the line's frames when they are due.
@@ -220,7 +252,7 @@ func (l *delayLine) run() {
 		l.mu.Unlock()
 		for i, d := range due {
 			l.b.link.Send(d.out, (*d.buf)[:d.n])
-			l.b.delayedBytes.Add(-int64(d.n))
+			l.b.delayedBytes.Add(-int64(len(*d.buf)))
 			putFrameBuf(d.buf)
 			due[i] = delayed{}
 		}

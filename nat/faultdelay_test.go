@@ -1,6 +1,7 @@
 package nat
 
 import (
+	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
@@ -463,11 +464,12 @@ func TestFaultDelayRefusals(t *testing.T) {
 
 func TestFrameBufSizes(t *testing.T) {
 	for _, c := range []struct{ n, want int }{
-		{1, smallFrameBuf}, {smallFrameBuf, smallFrameBuf}, {smallFrameBuf + 1, bigFrameBuf}, {bigFrameBuf, bigFrameBuf},
+		{1, tinyFrameBuf}, {tinyFrameBuf, tinyFrameBuf}, {tinyFrameBuf + 1, smallFrameBuf},
+		{smallFrameBuf, smallFrameBuf}, {smallFrameBuf + 1, bigFrameBuf}, {bigFrameBuf, bigFrameBuf},
 	} {
 		b := getFrameBuf(c.n)
-		if b == nil || len(*b) != c.want {
-			t.Fatalf("a buffer for %d bytes: %v, want %d", c.n, b, c.want)
+		if b == nil || len(*b) != c.want || frameBufLen(c.n) != c.want {
+			t.Fatalf("a buffer for %d bytes: %v (frameBufLen %d), want %d", c.n, b, frameBufLen(c.n), c.want)
 		}
 		putFrameBuf(b)
 	}
@@ -480,11 +482,11 @@ func TestFaultLineRefusals(t *testing.T) {
 	r.setFaults(t, Fault{Target: svc80, Dir: FaultToServer, Rate: MinRate})
 	line := r.b.faults.Load().rules[0].lines[0]
 	huge := &Frame{Buf: make([]byte, bigFrameBuf), Len: bigFrameBuf - tun.VNetHdrLen + 1}
-	if line.put(ServerSide, huge) {
+	if line.put(ServerSide, huge, nil) {
 		t.Fatal("a frame past the largest buffer was taken")
 	}
 	r.b.delayedBytes.Store(MaxDelayed) // the lines full
-	if line.put(ServerSide, r.data(t, 1, 10)) {
+	if line.put(ServerSide, r.data(t, 1, 10), nil) {
 		t.Fatal("a frame past MaxDelayed was taken")
 	}
 	line.mu.Lock()
@@ -572,7 +574,7 @@ func TestFaultJitterSpread(t *testing.T) {
 		line.tail = 0 // as if nothing were ahead
 		line.mu.Unlock()
 		before := monoNow()
-		if !line.put(ServerSide, r.data(t, uint32(i), 1)) {
+		if !line.put(ServerSide, r.data(t, uint32(i), 1), nil) {
 			t.Fatal("not queued")
 		}
 		after := monoNow()
@@ -607,7 +609,6 @@ func TestFaultClearedOnTheWay(t *testing.T) {
 	if r.drops(DropFaultQueue) != 0 {
 		t.Fatal("counted as a queue drop")
 	}
-	r.b.faults.Load().rules[0].lines[0] = nil // stopped once
 }
 
 // The limit's edges: a segment ending exactly at it passes whole, one
@@ -699,5 +700,86 @@ func TestFaultResetBytesDelayed(t *testing.T) {
 	cut, rst := decode(t, &Frame{Buf: kept[0].frame, Len: len(kept[0].frame)}), decode(t, &Frame{Buf: kept[1].frame, Len: len(kept[1].frame)})
 	if len(cut.tcp.Payload) != 10 || !rst.tcp.RST || rst.tcp.Seq != 11 || kept[0].at.Sub(start) < 5*time.Millisecond {
 		t.Fatalf("on the line: payload %d, then rst %v seq %d, after %v", len(cut.tcp.Payload), rst.tcp.RST, rst.tcp.Seq, kept[0].at.Sub(start))
+	}
+}
+
+// The lines' bound counts the buffer a frame takes: a 100-byte frame
+// holds a 2 KiB buffer.
+func TestFaultDelayedChargesBuffers(t *testing.T) {
+	r, _, _, _ := delayRig(t)
+	r.setFaults(t, Fault{Target: svc80, Dir: FaultToServer, Latency: time.Minute})
+	if v := r.b.Process(ClientSide, r.data(t, 1, 100)); v != Stolen {
+		t.Fatalf("%v", v)
+	}
+	if n := r.b.delayedBytes.Load(); n != tinyFrameBuf {
+		t.Fatalf("a 100-byte frame charged %d bytes, want its buffer's %d", n, tinyFrameBuf)
+	}
+}
+
+// A reset_after timer is stopped when its connection leaves the table: it
+// would hold the connection until it fired.
+func TestFaultResetAfterTimerStopped(t *testing.T) {
+	r := newRig(t, TCP, "rr", nil)
+	r.b.Attach(newTimedLink())
+	r.setFaults(t, Fault{Target: svc80, Dir: FaultBoth, ResetAfter: time.Hour})
+	r.open(t, 40000)
+	c := r.b.table.lookup(&tupleKey{src: client.As16(), dst: vip.As16(), sport: 40000, dport: 80, proto: TCP})
+	cf := c.fault.Load()
+	if cf == nil || cf.timer == nil {
+		t.Fatal("no timer")
+	}
+	if !r.b.release(c) {
+		t.Fatal("not released")
+	}
+	if cf.timer.Stop() {
+		t.Fatal("the timer was still running after the connection left the table")
+	}
+}
+
+// A line full when a stream is cut: the cut segment leaves in the batch
+// with its RST to follow, neither queued again nor dropped.
+func TestFaultResetBytesLineFull(t *testing.T) {
+	r := newRig(t, TCP, "rr", nil)
+	r.b.Attach(newTimedLink())
+	t.Cleanup(func() { r.b.SetFaults(nil) })
+	rip, lport := r.open(t, 40000)
+	r.setFaults(t, Fault{Target: svc80, Dir: FaultToClient, ResetBytes: 10, Latency: time.Millisecond})
+	r.b.delayedBytes.Store(MaxDelayed)
+	defer r.b.delayedBytes.Store(0)
+	f := frame(t, pktSpec{src: rip, dst: lip1, sport: 8080, dport: lport, proto: TCP, ack: true, seq: 1, ackNum: 2001, payload: make([]byte, 20)})
+	cut, _ := cutOut(t, f, r.b.Process(ServerSide, f))
+	if d := decode(t, &Frame{Buf: cut, Len: len(cut)}); len(d.tcp.Payload) != 10 || r.drops(DropFaultQueue) != 0 {
+		t.Fatalf("cut to %d bytes, %d queue drops", len(d.tcp.Payload), r.drops(DropFaultQueue))
+	}
+}
+
+// With reorder on the line too, the cut segment is never the frame held
+// back: a frame held before it leaves ahead of it, and the RST last.
+func TestFaultResetBytesReorder(t *testing.T) {
+	r := newRig(t, TCP, "rr", nil)
+	l := newTimedLink()
+	r.b.Attach(l)
+	t.Cleanup(func() { r.b.SetFaults(nil) })
+	rip, lport := r.open(t, 40000)
+	r.setFaults(t, Fault{Target: svc80, Dir: FaultToClient, ResetBytes: 10, Latency: time.Millisecond, Reorder: 1})
+	for _, seg := range []struct {
+		seq uint32
+		n   int
+	}{{1, 5}, {6, 20}} {
+		if v := r.b.Process(ServerSide, frame(t, pktSpec{src: rip, dst: lip1, sport: 8080, dport: lport, proto: TCP, ack: true, seq: seg.seq, ackNum: 2001, payload: make([]byte, seg.n)})); v != Stolen {
+			t.Fatalf("seq %d: %v", seg.seq, v)
+		}
+	}
+	got := l.wait(t, 4)
+	var order []string
+	for _, s := range got {
+		if !s.kept {
+			continue // the server's RST
+		}
+		d := decode(t, &Frame{Buf: s.frame, Len: len(s.frame)})
+		order = append(order, fmt.Sprintf("%d+%d rst=%v", d.tcp.Seq, len(d.tcp.Payload), d.tcp.RST))
+	}
+	if want := []string{"1+5 rst=false", "6+5 rst=false", "11+0 rst=true"}; !slices.Equal(order, want) {
+		t.Fatalf("the line sent %v, want %v", order, want)
 	}
 }

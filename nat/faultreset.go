@@ -50,15 +50,23 @@ func (b *Balancer) faultState(c *Conn, r *faultRule) *connFault {
 		return cf
 	}
 	cf := &connFault{r: r}
+	if d := r.ResetAfter; d > 0 {
+		// Made before cf is published, so whoever reads cf sees it; the
+		// table's release stops it (a connection gone holds no timer).
+		cf.timer = time.AfterFunc(d, func() { b.faultResetLater(c, cf) })
+	}
 	old := c.fault.Load()
+	if old != nil && old.timer != nil {
+		old.timer.Stop() // a replaced fault's
+	}
 	if !c.fault.CompareAndSwap(old, cf) {
+		if cf.timer != nil {
+			cf.timer.Stop()
+		}
 		if cf = c.fault.Load(); cf != nil && cf.r == r {
 			return cf // the other direction's reader made it
 		}
 		return nil // replaced meanwhile: this frame goes on uncounted
-	}
-	if d := r.ResetAfter; d > 0 {
-		cf.timer = time.AfterFunc(d, func() { b.faultResetLater(c, cf) })
 	}
 	return cf
 }
@@ -139,13 +147,8 @@ func (b *Balancer) faultBytes(r *faultRule, c *Conn, dir FaultDir, out Side, f *
 	rst = rst[:tun.VNetHdrLen+seg.Write(rst[tun.VNetHdrLen:])]
 	b.resetSender(c, dir)
 	b.faultClose(c)
-	if line := r.lines[lineOf(dir)]; line != nil && line.put(out, f) {
-		// Delayed too: the RST follows it on the line.
-		rf := Frame{Buf: rst, Off: tun.VNetHdrLen, Len: len(rst) - tun.VNetHdrLen}
-		if !line.put(out, &rf) {
-			b.link.Send(out, rst)
-		}
-		return Stolen
+	if line := r.lines[lineOf(dir)]; line != nil && line.put(out, f, rst) {
+		return Stolen // delayed too, the RST right behind it on the line
 	}
 	// The cut segment goes on in its reader's batch, behind the frames
 	// before it, and the RST right after it: sent apart, either could
