@@ -783,3 +783,25 @@ func TestFaultResetBytesReorder(t *testing.T) {
 		t.Fatalf("the line sent %v, want %v", order, want)
 	}
 }
+
+// A fault replaced while a connection holds the old one's timer: the next
+// frame gives the connection the new fault's state and stops the old
+// timer.
+func TestFaultResetAfterReplaced(t *testing.T) {
+	r := newRig(t, TCP, "rr", nil)
+	r.b.Attach(newTimedLink())
+	r.setFaults(t, Fault{Target: svc80, Dir: FaultBoth, ResetAfter: time.Hour})
+	r.open(t, 40000)
+	c := r.b.table.lookup(&tupleKey{src: client.As16(), dst: vip.As16(), sport: 40000, dport: 80, proto: TCP})
+	old := c.fault.Load()
+	r.setFaults(t, Fault{Target: svc80, Dir: FaultBoth, ResetAfter: 2 * time.Hour})
+	if v := r.b.Process(ClientSide, r.data(t, 1, 1)); v != Forward {
+		t.Fatalf("%v", v)
+	}
+	if cf := c.fault.Load(); cf == old || cf.timer == nil {
+		t.Fatal("the connection kept the old fault's state")
+	}
+	if old.timer.Stop() {
+		t.Fatal("the replaced fault's timer was still running")
+	}
+}
