@@ -227,6 +227,11 @@ func TestFaultDropFIN(t *testing.T) {
 	}
 }
 
+// conn40000 is the connection r.open(t, 40000) made.
+func (r *rig) conn40000() *Conn {
+	return r.b.table.lookup(&tupleKey{src: client.As16(), dst: vip.As16(), sport: 40000, dport: 80, proto: TCP})
+}
+
 // cutOut checks that Process forwarded f cut, with the receiver's RST to
 // follow it, and returns both as they leave (the frame's virtio-net
 // header left out).
@@ -627,7 +632,7 @@ func TestFaultResetBytesEdges(t *testing.T) {
 	if f, v := fromServer(1, 100); v != Forward || f.Follow != nil {
 		t.Fatalf("100 bytes of 100: %v, want them whole", v)
 	}
-	c := r.b.table.lookup(&tupleKey{src: client.As16(), dst: vip.As16(), sport: 40000, dport: 80, proto: TCP})
+	c := r.conn40000()
 	if cf := c.fault.Load(); cf == nil || cf.timer != nil {
 		t.Fatalf("the connection's fault state %+v: want one, without a timer", cf)
 	}
@@ -723,7 +728,7 @@ func TestFaultResetAfterTimerStopped(t *testing.T) {
 	r.b.Attach(newTimedLink())
 	r.setFaults(t, Fault{Target: svc80, Dir: FaultBoth, ResetAfter: time.Hour})
 	r.open(t, 40000)
-	c := r.b.table.lookup(&tupleKey{src: client.As16(), dst: vip.As16(), sport: 40000, dport: 80, proto: TCP})
+	c := r.conn40000()
 	cf := c.fault.Load()
 	if cf == nil || cf.timer == nil {
 		t.Fatal("no timer")
@@ -792,7 +797,7 @@ func TestFaultResetAfterReplaced(t *testing.T) {
 	r.b.Attach(newTimedLink())
 	r.setFaults(t, Fault{Target: svc80, Dir: FaultBoth, ResetAfter: time.Hour})
 	r.open(t, 40000)
-	c := r.b.table.lookup(&tupleKey{src: client.As16(), dst: vip.As16(), sport: 40000, dport: 80, proto: TCP})
+	c := r.conn40000()
 	old := c.fault.Load()
 	r.setFaults(t, Fault{Target: svc80, Dir: FaultBoth, ResetAfter: 2 * time.Hour})
 	if v := r.b.Process(ClientSide, r.data(t, 1, 1)); v != Forward {
