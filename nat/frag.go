@@ -59,9 +59,11 @@ func (b *Balancer) reassemble(side Side, p *pkt, f *Frame) (v Verdict, whole boo
 	}
 	f.Len = wire.EtherLen + info.Len
 	f.plain()
-	f.reasm = info.MaxFrag
 	v6 := wire.IPv6(f.Buf[f.Off+wire.EtherLen:]).Version() == 6
-	if (v6 || info.DF) && info.MaxFrag > b.mtu(side.other()) {
+	f.reasm, f.reasm6 = info.MaxFrag, v6
+	// Whether it may leave is known once it is translated or not
+	// (refragment): keep the quote for an answer if it might not.
+	if (v6 || info.DF) && info.MaxFrag+xlatGrowth > b.mtu(side.other()) {
 		o := origQuotes.Get().(*origQuote)
 		o.n = copy(o.b[:], f.Bytes())
 		f.orig = o
@@ -116,19 +118,45 @@ func (b *Balancer) mtu(side Side) int {
 	return b.cfg.ClientMTU
 }
 
+// frag6HdrLen is an IPv6 Fragment header's length.
+const frag6HdrLen = 8
+
+// fragLen is what the headers of a fragment take in a family: IPv4's
+// 20-byte header, IPv6's 40 and its 8-byte Fragment header.
+func fragLen(v6 bool) int {
+	if v6 {
+		return wire.IPv6Len + frag6HdrLen
+	}
+	return wire.IPv4MinLen
+}
+
+// fragDelta is how much longer a fragment of the same data is in family
+// out6 than in family in6: 28 bytes shorter from IPv6 to IPv4 (a NAT64
+// client's fragments), 28 longer from IPv4 to IPv6 (a NAT64 server's, a
+// NAT46 client's), 0 in one family.
+func fragDelta(in6, out6 bool) int { return fragLen(out6) - fragLen(in6) }
+
+// xlatGrowth is the most a fragment grows translated (IPv4 to IPv6).
+const xlatGrowth = wire.IPv6Len + frag6HdrLen - wire.IPv4MinLen
+
 // refragment cuts a reassembled datagram that v sends out for its way out
-// and sends the fragments by the Link; one that fits is sent whole. A
+// and sends the fragments by the Link; one that fits is sent whole. The
+// fragments are no longer than the way out's MTU nor than the largest
+// fragment that came in, as long as it is in the family it leaves in
+// (fragDelta: the mark says which family the fragments came in). A
 // datagram forwarded whose largest fragment would not fit the other side,
 // IPv6 or IPv4 with DF, is answered as Linux answers it (ip6_forward,
 // ip_forward with frag_max_size): a Packet Too Big or a fragmentation
-// needed to its sender, and dropped.
+// needed to its sender, with the MTU in the sender's family, and dropped.
+//
+// It is family-agnostic: a translator (NAT64 here, NAT46) has nothing to
+// do for a reassembled datagram but translate it, as Process calls this
+// on the way out; for a packet that came whole, it calls xlatFit.
 func (b *Balancer) refragment(side Side, v Verdict, f *Frame) Verdict {
-	if o := f.orig; o != nil {
+	o := f.orig
+	if o != nil {
 		f.orig = nil
 		defer origQuotes.Put(o)
-		if v == Forward {
-			return b.tooBig(side, o.b[:o.n], b.mtu(side.other()), f)
-		}
 	}
 	if v != Forward && v != Reply {
 		return v
@@ -137,9 +165,14 @@ func (b *Balancer) refragment(side Side, v Verdict, f *Frame) Verdict {
 	if v == Forward {
 		out = side.other()
 	}
-	mtu := min(b.mtu(out), f.reasm)
 	frame := f.Bytes()
 	ip := frame[wire.EtherLen:]
+	delta := fragDelta(f.reasm6, wire.IPv6(ip).Version() == 6)
+	mtu := b.mtu(out)
+	if o != nil && v == Forward && f.reasm+delta > mtu {
+		return b.tooBig(side, o.b[:o.n], mtu-delta)
+	}
+	mtu = min(mtu, f.reasm+delta)
 	if len(ip) <= mtu {
 		return v
 	}
@@ -163,23 +196,46 @@ func (b *Balancer) refragment(side Side, v Verdict, f *Frame) Verdict {
 	return Stolen
 }
 
-// tooBig answers a reassembled datagram, whose start as it came is orig,
-// with a fragmentation needed (IPv4) or a Packet Too Big (IPv6) for mtu,
-// from the address it was sent to (the VIP or the LIP: tapvs's own),
-// back out of side. Translated (NAT64), the MTU is the sender's family's:
-// 20 bytes more for an IPv6 sender, 20 less for an IPv4 one. RFC 792 and
-// RFC 4443 3.2: the quote is the IP header and the first 8 bytes of the
-// transport (IPv4), as much as orig holds (IPv6).
-func (b *Balancer) tooBig(side Side, orig []byte, mtu int, f *Frame) Verdict {
+// xlatFit is what a translator calls for a packet p of frame f that came
+// whole from side (not a TSO super-frame) and that it is about to
+// translate into the other family, before rewriting anything: NAT46 has
+// only to call it (fits64 is NAT64's own, older). One that fits the way
+// out translated (IPv4 to IPv6: 20 bytes longer; IPv6 to IPv4: 20
+// shorter), or that was reassembled (refragment fits it), goes on
+// (Forward). One that does not is treated as a router between the
+// families would (RFC 7915 section 4): IPv4 without DF is marked to be
+// cut into fragments of the other family as it leaves (refragment); IPv4
+// with DF or IPv6 is answered with a fragmentation needed or a Packet Too
+// Big whose MTU is the way out's in the sender's family (20 less, 20
+// more), and dropped.
+func (b *Balancer) xlatFit(side Side, f *Frame, p *pkt) Verdict {
+	grow := wire.IPv6Len - wire.IPv4MinLen
+	if p.v6 {
+		grow = -grow
+	}
+	mtu := b.mtu(side.other())
+	if f.reasm != 0 || len(p.b)-p.l3+grow <= mtu {
+		return Forward
+	}
+	if !p.v6 && p.ip4().FragField()&wire.IPv4DF == 0 {
+		// As if it had come as one fragment as large as a datagram
+		// may be: cut to the MTU in the family it leaves in.
+		f.reasm, f.reasm6 = frag.MaxDatagram, false
+		return Forward
+	}
+	return b.tooBig(side, p.b[:min(len(p.b), p.l3+len(origQuote{}.b)-wire.EtherLen)], mtu-grow)
+}
+
+// tooBig answers a datagram, whose start as it came is orig (its
+// Ethernet header and at least the IP header and 8 bytes), with a
+// fragmentation needed (IPv4) or a Packet Too Big (IPv6) for mtu, in the
+// sender's family, from the address it was sent to (the VIP or the LIP:
+// tapvs's own), back out of side. RFC 792 and RFC 4443 3.2: the quote is
+// the IP header and the first 8 bytes of the transport (IPv4), as much as
+// orig holds (IPv6).
+func (b *Balancer) tooBig(side Side, orig []byte, mtu int) Verdict {
 	in := orig[wire.EtherLen:]
 	v6in := wire.IPv6(in).Version() == 6
-	if v6out := wire.IPv6(f.Buf[f.Off+wire.EtherLen:]).Version() == 6; v6in != v6out {
-		if v6in {
-			mtu += wire.IPv6Len - wire.IPv4MinLen
-		} else {
-			mtu -= wire.IPv6Len - wire.IPv4MinLen
-		}
-	}
 	mac := b.cfg.ClientMAC
 	if side == ServerSide {
 		mac = b.cfg.ServerMAC

@@ -156,6 +156,15 @@ func TestFragmentsBothWays(t *testing.T) {
 	}
 }
 
+// largest is the IP length of the largest frame sent.
+func largest(out []sent) int {
+	n := 0
+	for _, s := range out {
+		n = max(n, len(s.frame)-wire.EtherLen)
+	}
+	return n
+}
+
 // fragID is a fragment's identification, IPv4 or IPv6.
 func fragID(f []byte) uint32 {
 	ip := f[wire.EtherLen:]
@@ -299,29 +308,42 @@ func TestFragmentsRefused(t *testing.T) {
 // TestFragmentsNAT64: a NAT64 connection's datagrams in fragments, IPv6
 // from the client and IPv4 from the server, are reassembled, translated,
 // and leave as fragments of the other family.
+//
+// The translated fragments are as large as the client's, translated: the
+// IPv6 header and its Fragment header (48 bytes) become a 20-byte IPv4
+// header, so a client's fragments cut for 1500 (1496 bytes: 1448 of data)
+// fit a server side's MTU of 1480 as 1468 bytes (not a Packet Too Big for
+// 1500 the client would ignore); the server's IPv4 fragments cut for 1000
+// (996 bytes) leave as 1024.
 func TestFragmentsNAT64(t *testing.T) {
 	var out []sent
-	r := newRig64(t, UDP, nil)
+	r := newRig64(t, UDP, func(c *Config) { c.ServerMTU = 1480 })
 	r.b.Attach(recordLink{&out})
 	body := payload(4000)
 	whole := frame(t, pktSpec{src: client6, dst: vip64, sport: 40000, dport: 80, proto: UDP, payload: body, srcMAC: macClient})
-	for i, f := range cut(t, whole, 1280, 5) {
+	for i, f := range cut(t, whole, 1500, 5) {
 		if v := r.b.Process(ClientSide, f); v != Stolen {
 			t.Fatalf("fragment %d: %v, drops %v", i, v, nonZero(r.b.Stats.Drops()))
 		}
 	}
-	d := decode(t, joined(t, out, ServerSide, 1280))
+	if largest(out) != 1496-28 || r.b.Stats.Drop(DropFragPathMTU) != 0 {
+		t.Fatalf("largest fragment to the server %d bytes, want 1468; drops %v", largest(out), nonZero(r.b.Stats.Drops()))
+	}
+	d := decode(t, joined(t, out, ServerSide, 1468))
 	if d.ip == nil || addr(d.ip.SrcIP) != lip1 || !bytes.Equal(d.udp.Payload, body) {
 		t.Fatalf("to the server: %+v", d.ip)
 	}
 	out = out[:0]
 	back := frame(t, pktSpec{src: addr(d.ip.DstIP), dst: lip1, sport: 8080, dport: uint16(d.udp.SrcPort), proto: UDP, payload: body, srcMAC: macGateway})
-	for i, f := range cut(t, back, 1500, 6) {
+	for i, f := range cut(t, back, 1000, 6) {
 		if v := r.b.Process(ServerSide, f); v != Stolen {
 			t.Fatalf("reply fragment %d: %v, drops %v", i, v, nonZero(r.b.Stats.Drops()))
 		}
 	}
-	d = decode(t, joined(t, out, ClientSide, 1500))
+	if largest(out) != 996+28 {
+		t.Fatalf("largest fragment to the client %d bytes, want 1024", largest(out))
+	}
+	d = decode(t, joined(t, out, ClientSide, 1024))
 	if d.ip6 == nil || addr6(d.ip6.SrcIP) != vip64 || addr6(d.ip6.DstIP) != client6 || !bytes.Equal(d.udp.Payload, body) || r.b.Stats.Drop(DropNAT64TooBig) != 0 {
 		t.Fatalf("to the client: %+v, drops %v", d.ip6, nonZero(r.b.Stats.Drops()))
 	}
@@ -400,9 +422,13 @@ func TestFragmentsTooBig(t *testing.T) {
 		{"v6 from the client", newRig6, client6, vip6, ClientSide, 1500, 1400, false, 1400, true, 128},
 		{"v6 fitting", newRig6, client6, vip6, ClientSide, 1400, 1400, false, 0, true, 0},
 		{"v6 at 1280", newRig6, client6, vip6, ClientSide, 1500, 1000, false, 1280, true, 128},
-		{"NAT64 from the client", nil, client6, vip64, ClientSide, 1500, 1400, false, 1420, true, 128},
+		{"NAT64 from the client", nil, client6, vip64, ClientSide, 1500, 1400, false, 1428, true, 128},
+		{"NAT64 from the client, 28 bytes saved", nil, client6, vip64, ClientSide, 1500, 1468, false, 0, true, 0},
+		{"NAT64 from the client, 27 bytes saved", nil, client6, vip64, ClientSide, 1500, 1467, false, 1495, true, 128},
 		{"v4 DF from the server", newRig, rs1, lip1, ServerSide, 1500, 1400, true, 1400, false, 28},
-		{"NAT64, v4 DF from the server", nil, rs1, lip1, ServerSide, 1500, 1400, true, 1380, false, 28},
+		{"NAT64, v4 DF from the server", nil, rs1, lip1, ServerSide, 1500, 1400, true, 1372, false, 28},
+		{"NAT64, v4 DF from the server, 28 bytes more", nil, rs1, lip1, ServerSide, 1400, 1424, true, 0, false, 0},
+		{"NAT64, v4 DF from the server, 27 bytes more", nil, rs1, lip1, ServerSide, 1400, 1423, true, 1395, false, 28},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			var out []sent
@@ -487,5 +513,85 @@ func TestFragmentsTooBig(t *testing.T) {
 				t.Fatal("checksums or TTL")
 			}
 		})
+	}
+}
+
+// TestXlatFit: a packet that came whole and is translated into the other
+// family (NAT46 calls xlatFit) goes on if it fits translated (IPv4 20
+// bytes longer, IPv6 20 shorter); IPv4 without DF is marked to be cut;
+// IPv4 with DF and IPv6 are answered with the MTU in their own family.
+func TestXlatFit(t *testing.T) {
+	const mtu = 1400
+	for _, c := range []struct {
+		name    string
+		src     netip.Addr
+		dst     netip.Addr
+		ipLen   int
+		df      bool
+		want    Verdict
+		cut     bool
+		wantMTU uint32 // the error's MTU; 0: none
+	}{
+		{"v4 fits", client, vip, mtu - 20, false, Forward, false, 0},
+		{"v4 one byte over", client, vip, mtu - 19, false, Forward, true, 0},
+		{"v4 DF fits", client, vip, mtu - 20, true, Forward, false, 0},
+		{"v4 DF one byte over", client, vip, mtu - 19, true, Drop, false, mtu - 20},
+		{"v6 fits", client6, vip6, mtu + 20, false, Forward, false, 0},
+		{"v6 one byte over", client6, vip6, mtu + 21, false, Drop, false, mtu + 20},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var out []sent
+			r := newRig(t, UDP, "rr", func(cfg *Config) { cfg.ServerMTU = mtu })
+			r.b.Attach(recordLink{&out})
+			hl := wire.IPv4MinLen
+			if c.src.Is6() {
+				hl = wire.IPv6Len
+			}
+			f := frame(t, pktSpec{src: c.src, dst: c.dst, sport: 40000, dport: 80, proto: UDP, payload: payload(c.ipLen - hl - wire.UDPLen), srcMAC: macClient})
+			if c.df {
+				b := f.Bytes()
+				b[wire.EtherLen+wire.IPv4FragOff] |= wire.IPv4DF >> 8
+				fixIPChecksum(b)
+			}
+			var p pkt
+			if ok, bad := parseIP(f.Bytes(), &p); !ok || bad {
+				t.Fatal("parse")
+			}
+			v := r.b.xlatFit(ClientSide, f, &p)
+			if v != c.want || (f.reasm == frag.MaxDatagram) != c.cut || f.reasm6 {
+				t.Fatalf("%v, mark %d %v", v, f.reasm, f.reasm6)
+			}
+			if c.wantMTU == 0 {
+				if len(out) != 0 || r.b.Stats.Drop(DropFragPathMTU) != 0 {
+					t.Fatalf("%d sent", len(out))
+				}
+				return
+			}
+			if len(out) != 1 || out[0].side != ClientSide || r.b.Stats.Drop(DropFragPathMTU) != 1 {
+				t.Fatalf("%d sent, %v", len(out), nonZero(r.b.Stats.Drops()))
+			}
+			ip := out[0].frame[wire.EtherLen:]
+			if c.src.Is6() {
+				h := wire.IPv6(ip)
+				ic := wire.ICMP(ip[wire.IPv6Len:])
+				if ic.Type() != wire.ICMP6TooBig || ic.MTU6() != c.wantMTU || h.PayloadLen() != wire.ICMPLen+128 {
+					t.Fatalf("Packet Too Big type %d for %d quoting %d", ic.Type(), ic.MTU6(), h.PayloadLen()-wire.ICMPLen)
+				}
+				return
+			}
+			ic := wire.ICMP(ip[wire.IPv4MinLen:])
+			if ic.Type() != wire.ICMP4Unreach || ic.Code() != wire.ICMP4FragNeeded || uint32(ic.MTU4()) != c.wantMTU || wire.IPv4(ip).TotalLen() != wire.IPv4MinLen+wire.ICMPLen+28 {
+				t.Fatalf("fragmentation needed type %d for %d", ic.Type(), ic.MTU4())
+			}
+		})
+	}
+	// A reassembled datagram is refragment's.
+	r := newRig(t, UDP, "rr", func(cfg *Config) { cfg.ServerMTU = mtu })
+	f := frame(t, pktSpec{src: client, dst: vip, sport: 40000, dport: 80, proto: UDP, payload: payload(3000), srcMAC: macClient})
+	f.reasm = 1500
+	var p pkt
+	parseIP(f.Bytes(), &p)
+	if v := r.b.xlatFit(ClientSide, f, &p); v != Forward || f.reasm != 1500 {
+		t.Fatalf("reassembled: %v, mark %d", v, f.reasm)
 	}
 }

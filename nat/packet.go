@@ -40,8 +40,9 @@ type Frame struct {
 
 	// reasm, if not 0, marks a datagram reassembled from fragments: the
 	// largest fragment's IP length, which its fragments leave no longer
-	// than (frag.go).
-	reasm int
+	// than (frag.go), in the family they came in: reasm6 says which.
+	reasm  int
+	reasm6 bool
 	// orig, for a reassembled datagram that may not be cut for the other
 	// side (frag.go: IPv6, or IPv4 with DF, whose largest fragment passes
 	// that side's MTU), is its Ethernet header and start as it came: the
