@@ -298,7 +298,7 @@ type ServiceConfig struct {
 // with it. A forwarded frame has been rewritten in place, Ethernet header
 // included; f.Len may shrink (Ethernet padding is dropped).
 func (b *Balancer) Process(side Side, f *Frame) Verdict {
-	f.fault, f.reasm, f.Follow = nil, 0, nil
+	f.fault, f.reasm, f.Follow, f.Frags = nil, 0, nil, nil
 	v := b.process(side, f)
 	if f.reasm != 0 {
 		// A reassembled datagram leaves as fragments (frag.go); a

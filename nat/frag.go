@@ -26,8 +26,9 @@ import (
 // reassembled; Linux would answer a fragmentation needed when the largest
 // fragment passes the MTU: tapvs cuts it to the MTU instead). IPv6 fragments
 // carry a Fragment header: tapvs, as the datagram's source on that side,
-// may fragment it (RFC 8200 4.5). The fragments leave by Link.Send, not in
-// the reader's batch, and a fault's delay line does not hold them.
+// may fragment it (RFC 8200 4.5). The fragments leave in the reader's
+// batch where the datagram would have (Frame.Frags), behind the frames
+// read before it, and a fault's delay line does not hold them.
 
 // fragDrops is the drop reason of each of the reassembler's refusals.
 var fragDrops = [frag.NumReasons]DropReason{
@@ -95,10 +96,31 @@ func (b *Balancer) Reassembled() uint64 {
 	return b.frags.Reassembled()
 }
 
-// fragBufs are the buffers fragments are cut into: a virtio-net header,
-// the Ethernet header and up to 64 KiB.
-var fragBufs = sync.Pool{New: func() any {
-	b := make([]byte, tun.VNetHdrLen+wire.EtherLen+frag.MaxDatagram)
+// Fragments are the frames a reassembled datagram is cut into for its way
+// out (Frame.Frags), in one buffer from a pool: a datagram cut allocates
+// nothing once the pool holds buffers as large as it takes.
+type Fragments struct {
+	buf    []byte
+	frames [][]byte
+}
+
+// Frames are the fragments in order, each a virtio-net header (zeros: full
+// checksums, no segmentation) and the frame.
+func (fs *Fragments) Frames() [][]byte { return fs.frames }
+
+// Release gives the buffers back once the fragments are written; fs is
+// not to be used after.
+func (fs *Fragments) Release() {
+	fs.frames = fs.frames[:0]
+	fragOuts.Put(fs)
+}
+
+var fragOuts = sync.Pool{New: func() any { return new(Fragments) }}
+
+// quoteBufs are the buffers an ICMP error tapvs answers a datagram with
+// is built in (tooBig).
+var quoteBufs = sync.Pool{New: func() any {
+	b := make([]byte, tun.VNetHdrLen+wire.EtherLen+wire.IPv6Len+wire.ICMPLen+len(origQuote{}.b))
 	return &b
 }}
 
@@ -180,20 +202,21 @@ func (b *Balancer) refragment(side Side, v Verdict, f *Frame) Verdict {
 	if !ok {
 		return b.Stats.drop(DropFragNoRoom)
 	}
-	bp := fragBufs.Get().(*[]byte)
-	buf := *bp
-	clear(buf[:tun.VNetHdrLen]) // full checksums, no segmentation
-	copy(buf[tun.VNetHdrLen:], frame[:wire.EtherLen])
-	at := tun.VNetHdrLen + wire.EtherLen
-	for range frag.MaxSplit {
-		n := s.Next(buf[at:])
-		if n == 0 {
-			break
-		}
-		b.link.Send(out, buf[:at+n])
+	n, size := s.Count()
+	per := tun.VNetHdrLen + wire.EtherLen + size
+	fs := fragOuts.Get().(*Fragments)
+	if len(fs.buf) < n*per {
+		fs.buf = make([]byte, n*per) // kept by the pool for the next
 	}
-	fragBufs.Put(bp)
-	return Stolen
+	for i := range n {
+		buf := fs.buf[i*per : (i+1)*per]
+		clear(buf[:tun.VNetHdrLen]) // full checksums, no segmentation
+		copy(buf[tun.VNetHdrLen:], frame[:wire.EtherLen])
+		at := tun.VNetHdrLen + wire.EtherLen
+		fs.frames = append(fs.frames, buf[:at+s.Next(buf[at:])])
+	}
+	f.Frags = fs
+	return v
 }
 
 // xlatFit is what a translator calls for a packet p of frame f that came
@@ -240,8 +263,8 @@ func (b *Balancer) tooBig(side Side, orig []byte, mtu int) Verdict {
 	if side == ServerSide {
 		mac = b.cfg.ServerMAC
 	}
-	bp := fragBufs.Get().(*[]byte)
-	defer fragBufs.Put(bp)
+	bp := quoteBufs.Get().(*[]byte)
+	defer quoteBufs.Put(bp)
 	buf := *bp
 	clear(buf[:tun.VNetHdrLen])
 	eth := wire.Ether(buf[tun.VNetHdrLen:])

@@ -8,6 +8,7 @@ import (
 
 	"github.com/tapvs/tapvs/csum"
 	"github.com/tapvs/tapvs/frag"
+	"github.com/tapvs/tapvs/tun"
 	"github.com/tapvs/tapvs/wire"
 )
 
@@ -98,7 +99,7 @@ func TestFragmentsBothWays(t *testing.T) {
 			whole := frame(t, pktSpec{src: fam.client, dst: fam.vip, sport: 40000, dport: 80, proto: UDP, payload: body, srcMAC: macClient})
 			frags := cut(t, whole, fam.inMTU, 77)
 			for i, f := range frags {
-				if v := r.b.Process(ClientSide, f); v != Stolen {
+				if v := emit(r.b, &out, ClientSide, f); v != stolenUntil(i, len(frags)) {
 					t.Fatalf("fragment %d: %v, drops %v", i, v, nonZero(r.b.Stats.Drops()))
 				}
 				if i < len(frags)-1 && r.b.FragmentBytes() == 0 {
@@ -132,8 +133,9 @@ func TestFragmentsBothWays(t *testing.T) {
 			// The server's answer, fragmented, to the LIP.
 			out = out[:0]
 			back := frame(t, pktSpec{src: dst, dst: fam.lip, sport: 8080, dport: uint16(d.udp.SrcPort), proto: UDP, payload: body, srcMAC: macGateway})
-			for i, f := range cut(t, back, 1500, 99) {
-				if v := r.b.Process(ServerSide, f); v != Stolen {
+			backFrags := cut(t, back, 1500, 99)
+			for i, f := range backFrags {
+				if v := emit(r.b, &out, ServerSide, f); v != stolenUntil(i, len(backFrags)) {
 					t.Fatalf("reply fragment %d: %v, drops %v", i, v, nonZero(r.b.Stats.Drops()))
 				}
 			}
@@ -154,6 +156,33 @@ func TestFragmentsBothWays(t *testing.T) {
 			}
 		})
 	}
+}
+
+// emit runs f through b from side as a reader does: the fragments a
+// datagram is cut into (Frame.Frags) are recorded in out as a Link records
+// what it sends, out of the side the verdict sends them, and given back.
+func emit(b *Balancer, out *[]sent, side Side, f *Frame) Verdict {
+	v := b.Process(side, f)
+	if f.Frags != nil {
+		to := side
+		if v == Forward {
+			to = side.other()
+		}
+		for _, fr := range f.Frags.Frames() {
+			*out = append(*out, sent{to, append([]byte(nil), fr[tun.VNetHdrLen:]...)})
+		}
+		f.Frags.Release()
+	}
+	return v
+}
+
+// stolenUntil is the verdict on fragment i of n: each is held (Stolen)
+// until the last makes the datagram, which leaves cut (Forward).
+func stolenUntil(i, n int) Verdict {
+	if i == n-1 {
+		return Forward
+	}
+	return Stolen
 }
 
 // largest is the IP length of the largest frame sent.
@@ -181,7 +210,7 @@ func TestFragmentsFit(t *testing.T) {
 	var out []sent
 	r.b.Attach(recordLink{&out})
 	f := withExt6(t, frame(t, pktSpec{src: client6, dst: vip6, sport: 40000, dport: 80, proto: UDP, payload: payload(100), srcMAC: macClient}), wire.IP6Fragment, []byte{0, 0, 0, 0, 0, 1})
-	if v := r.b.Process(ClientSide, f); v != Forward || len(out) != 0 {
+	if v := emit(r.b, &out, ClientSide, f); v != Forward || len(out) != 0 {
 		t.Fatalf("%v, %d sent", v, len(out))
 	}
 	if d := decode(t, f); d.udp == nil || len(d.udp.Payload) != 100 {
@@ -191,7 +220,7 @@ func TestFragmentsFit(t *testing.T) {
 	r = newRig6(t, UDP, "rr", func(c *Config) { c.ServerMTU = wire.IPv6Len + wire.UDPLen + 100 })
 	r.b.Attach(recordLink{&out})
 	f = withExt6(t, frame(t, pktSpec{src: client6, dst: vip6, sport: 40000, dport: 80, proto: UDP, payload: payload(100), srcMAC: macClient}), wire.IP6Fragment, []byte{0, 0, 0, 0, 0, 1})
-	if v := r.b.Process(ClientSide, f); v != Forward || len(out) != 0 {
+	if v := emit(r.b, &out, ClientSide, f); v != Forward || len(out) != 0 {
 		t.Fatalf("at the MTU: %v, %d sent", v, len(out))
 	}
 }
@@ -206,7 +235,7 @@ func TestFragmentsLargest(t *testing.T) {
 	whole := frame(t, pktSpec{src: client, dst: vip, sport: 40000, dport: 80, proto: UDP, payload: body, srcMAC: macClient})
 	frags := cut(t, whole, 65535, 1)
 	for _, f := range frags {
-		r.b.Process(ClientSide, f)
+		emit(r.b, &out, ClientSide, f)
 	}
 	if len(out) != 2 || len(out[0].frame) != wire.EtherLen+len(frags[0].Bytes())-wire.EtherLen {
 		t.Fatalf("%d fragments out, want 2 as they came", len(out))
@@ -217,24 +246,25 @@ func TestFragmentsLargest(t *testing.T) {
 }
 
 func TestFragmentsRefused(t *testing.T) {
+	var out []sent
 	whole := func() *Frame {
 		return frame(t, pktSpec{src: client, dst: vip, sport: 40000, dport: 80, proto: UDP, payload: payload(3000), srcMAC: macClient})
 	}
 	t.Run("no reassembly", func(t *testing.T) {
 		r := newRig(t, UDP, "rr", func(c *Config) { c.NoReassembly = true })
-		if v := r.b.Process(ClientSide, cut(t, whole(), 1500, 1)[0]); v != Drop || r.b.Stats.Drop(DropFragment) != 1 || r.b.FragmentBytes() != 0 || r.b.Reassembled() != 0 {
+		if v := emit(r.b, &out, ClientSide, cut(t, whole(), 1500, 1)[0]); v != Drop || r.b.Stats.Drop(DropFragment) != 1 || r.b.FragmentBytes() != 0 || r.b.Reassembled() != 0 {
 			t.Fatalf("%v, %v", v, nonZero(r.b.Stats.Drops()))
 		}
 	})
 	t.Run("overlap", func(t *testing.T) {
 		r := newRig(t, UDP, "rr", nil)
 		frags := cut(t, whole(), 1500, 1)
-		r.b.Process(ClientSide, frags[0])
+		emit(r.b, &out, ClientSide, frags[0])
 		second := frags[1].Bytes()
 		ff := wire.IPv4(second[wire.EtherLen:]).FragField() - 1
 		second[wire.EtherLen+wire.IPv4FragOff], second[wire.EtherLen+wire.IPv4FragOff+1] = byte(ff>>8), byte(ff)
 		fixIPChecksum(second)
-		if v := r.b.Process(ClientSide, frags[1]); v != Drop {
+		if v := emit(r.b, &out, ClientSide, frags[1]); v != Drop {
 			t.Fatal(v)
 		}
 		if n := r.b.Stats.Drop(DropFragOverlap); n != 2 || r.b.Stats.Drops()["fragment_overlap"] != 2 || r.b.FragmentBytes() != 0 {
@@ -244,8 +274,8 @@ func TestFragmentsRefused(t *testing.T) {
 	t.Run("timeout", func(t *testing.T) {
 		r := newRig(t, UDP, "rr", func(c *Config) { c.Reassembly.Timeout = time.Second })
 		frags := cut(t, whole(), 1500, 1)
-		r.b.Process(ClientSide, frags[0])
-		r.b.Process(ClientSide, frags[1])
+		emit(r.b, &out, ClientSide, frags[0])
+		emit(r.b, &out, ClientSide, frags[1])
 		r.b.table.now.Store(int64(time.Second))
 		r.b.Sweep()
 		if r.b.Stats.Drop(DropFragTimeout) != 0 || r.b.FragmentBytes() == 0 {
@@ -263,9 +293,9 @@ func TestFragmentsRefused(t *testing.T) {
 		r.b.Attach(recordLink{&out})
 		frags := cut(t, whole(), 1500, 1)
 		for _, f := range frags[:len(frags)-1] {
-			r.b.Process(ClientSide, f)
+			emit(r.b, &out, ClientSide, f)
 		}
-		if v := r.b.Process(ClientSide, frags[len(frags)-1]); v != Drop || r.b.Stats.Drop(DropFragNoRoom) != 1 || len(out) != 0 {
+		if v := emit(r.b, &out, ClientSide, frags[len(frags)-1]); v != Drop || r.b.Stats.Drop(DropFragNoRoom) != 1 || len(out) != 0 {
 			t.Fatalf("%v, %v", v, nonZero(r.b.Stats.Drops()))
 		}
 	})
@@ -275,7 +305,7 @@ func TestFragmentsRefused(t *testing.T) {
 		r.b.Attach(recordLink{&out})
 		frags := cut(t, whole(), 1500, 1)
 		for _, f := range frags {
-			r.b.Process(ClientSide, f)
+			emit(r.b, &out, ClientSide, f)
 		}
 		if len(out) != (3008+7)/8 {
 			t.Fatalf("%d fragments of 8 bytes, want %d", len(out), (3008+7)/8)
@@ -290,16 +320,16 @@ func TestFragmentsRefused(t *testing.T) {
 		f := frame(t, pktSpec{src: client, dst: vip, sport: 40000, dport: 81, proto: UDP, payload: payload(3000), srcMAC: macClient})
 		frags := cut(t, f, 1500, 1)
 		for _, f := range frags[:len(frags)-1] {
-			r.b.Process(ClientSide, f)
+			emit(r.b, &out, ClientSide, f)
 		}
-		if v := r.b.Process(ClientSide, frags[len(frags)-1]); v != Drop || len(out) != 0 || r.b.Stats.Drop(DropNoService) != 1 {
+		if v := emit(r.b, &out, ClientSide, frags[len(frags)-1]); v != Drop || len(out) != 0 || r.b.Stats.Drop(DropNoService) != 1 {
 			t.Fatalf("%v, %d sent, %v", v, len(out), nonZero(r.b.Stats.Drops()))
 		}
 	})
 	t.Run("not a VIP", func(t *testing.T) {
 		r := newRig(t, UDP, "rr", nil)
 		f := frame(t, pktSpec{src: client, dst: netip.MustParseAddr("172.25.254.99"), sport: 40000, dport: 80, proto: UDP, payload: payload(3000), srcMAC: macClient})
-		if v := r.b.Process(ClientSide, cut(t, f, 1500, 1)[0]); v != Pass || r.b.FragmentBytes() != 0 {
+		if v := emit(r.b, &out, ClientSide, cut(t, f, 1500, 1)[0]); v != Pass || r.b.FragmentBytes() != 0 {
 			t.Fatalf("%v", v)
 		}
 	})
@@ -321,8 +351,9 @@ func TestFragmentsNAT64(t *testing.T) {
 	r.b.Attach(recordLink{&out})
 	body := payload(4000)
 	whole := frame(t, pktSpec{src: client6, dst: vip64, sport: 40000, dport: 80, proto: UDP, payload: body, srcMAC: macClient})
-	for i, f := range cut(t, whole, 1500, 5) {
-		if v := r.b.Process(ClientSide, f); v != Stolen {
+	frags := cut(t, whole, 1500, 5)
+	for i, f := range frags {
+		if v := emit(r.b, &out, ClientSide, f); v != stolenUntil(i, len(frags)) {
 			t.Fatalf("fragment %d: %v, drops %v", i, v, nonZero(r.b.Stats.Drops()))
 		}
 	}
@@ -335,8 +366,9 @@ func TestFragmentsNAT64(t *testing.T) {
 	}
 	out = out[:0]
 	back := frame(t, pktSpec{src: addr(d.ip.DstIP), dst: lip1, sport: 8080, dport: uint16(d.udp.SrcPort), proto: UDP, payload: body, srcMAC: macGateway})
-	for i, f := range cut(t, back, 1000, 6) {
-		if v := r.b.Process(ServerSide, f); v != Stolen {
+	frags = cut(t, back, 1000, 6)
+	for i, f := range frags {
+		if v := emit(r.b, &out, ServerSide, f); v != stolenUntil(i, len(frags)) {
 			t.Fatalf("reply fragment %d: %v, drops %v", i, v, nonZero(r.b.Stats.Drops()))
 		}
 	}
@@ -361,21 +393,21 @@ func TestFragmentsUDPProxy(t *testing.T) {
 	body := payload(4000)
 	whole := frame(t, pktSpec{src: client, dst: vip, sport: 40000, dport: 80, proto: UDP, payload: body, srcMAC: macClient})
 	for _, f := range cut(t, whole, 1500, 5) {
-		r.b.Process(ClientSide, f)
+		emit(r.b, &out, ClientSide, f)
 	}
 	d := decode(t, joined(t, out, ServerSide, 1500))
 	if len(d.udp.Payload) != udpProxyLen+len(body) || !bytes.Equal(d.udp.Payload[udpProxyLen:], body) {
 		t.Fatalf("%d bytes at the server, want the header and %d", len(d.udp.Payload), len(body))
 	}
 	big := frame(t, pktSpec{src: client, dst: vip, sport: 40001, dport: 80, proto: UDP, payload: payload(1472), srcMAC: macClient})
-	if v := r.b.Process(ClientSide, big); v != Drop || r.b.Stats.Drop(DropUDPProxyBig) != 1 {
+	if v := emit(r.b, &out, ClientSide, big); v != Drop || r.b.Stats.Drop(DropUDPProxyBig) != 1 {
 		t.Fatalf("a whole datagram past the MTU with the header: %v", v)
 	}
 	// 65535 bytes with the header: it fits, and leaves in fragments.
 	out = out[:0]
 	fits := frame(t, pktSpec{src: client, dst: vip, sport: 40003, dport: 80, proto: UDP, payload: payload(65535 - 28 - udpProxyLen), srcMAC: macClient})
 	for _, f := range cut(t, fits, 1500, 7) {
-		r.b.Process(ClientSide, f)
+		emit(r.b, &out, ClientSide, f)
 	}
 	if d := decode(t, joined(t, out, ServerSide, 1500)); len(d.udp.Payload) != 65535-28 || r.b.Stats.Drop(DropUDPProxyBig) != 1 {
 		t.Fatalf("a datagram of 65535 bytes with the header: %v", nonZero(r.b.Stats.Drops()))
@@ -383,7 +415,7 @@ func TestFragmentsUDPProxy(t *testing.T) {
 	// 65535 bytes whole: the header would pass it.
 	max := frame(t, pktSpec{src: client, dst: vip, sport: 40002, dport: 80, proto: UDP, payload: payload(65535 - 28), srcMAC: macClient})
 	for _, f := range cut(t, max, 1500, 6) {
-		r.b.Process(ClientSide, f)
+		emit(r.b, &out, ClientSide, f)
 	}
 	if r.b.Stats.Drop(DropUDPProxyBig) != 2 {
 		t.Fatalf("a 65535-byte datagram: %v", nonZero(r.b.Stats.Drops()))
@@ -450,7 +482,7 @@ func TestFragmentsTooBig(t *testing.T) {
 				if c.rig == nil {
 					cl, v = client6, vip64
 				}
-				if v := r.b.Process(ClientSide, frame(t, pktSpec{src: cl, dst: v, sport: 40000, dport: 80, proto: UDP, payload: []byte("q"), srcMAC: macClient})); v != Forward {
+				if v := emit(r.b, &out, ClientSide, frame(t, pktSpec{src: cl, dst: v, sport: 40000, dport: 80, proto: UDP, payload: []byte("q"), srcMAC: macClient})); v != Forward {
 					t.Fatal(v)
 				}
 				info := r.b.Table().Conns()[0]
@@ -467,10 +499,10 @@ func TestFragmentsTooBig(t *testing.T) {
 			}
 			var v Verdict
 			for _, f := range frags {
-				v = r.b.Process(c.side, f)
+				v = emit(r.b, &out, c.side, f)
 			}
 			if c.wantMTU == 0 {
-				if v != Stolen || r.b.Stats.Drop(DropFragPathMTU) != 0 || len(out) < 3 || out[0].side == c.side {
+				if v != Forward || r.b.Stats.Drop(DropFragPathMTU) != 0 || len(out) < 3 || out[0].side == c.side {
 					t.Fatalf("%v, %d sent, %v", v, len(out), nonZero(r.b.Stats.Drops()))
 				}
 				return
@@ -593,5 +625,42 @@ func TestXlatFit(t *testing.T) {
 	parseIP(f.Bytes(), &p)
 	if v := r.b.xlatFit(ClientSide, f, &p); v != Forward || f.reasm != 1500 {
 		t.Fatalf("reassembled: %v, mark %d", v, f.reasm)
+	}
+}
+
+// TestFragmentsPooled: a datagram cut for its way out takes its buffers
+// from a pool and the reader gives them back: in steady state neither
+// the reassembly nor the cut allocates.
+func TestFragmentsPooled(t *testing.T) {
+	r := newRig(t, UDP, "rr", func(c *Config) { c.ServerMTU = 1400 })
+	whole := frame(t, pktSpec{src: client, dst: vip, sport: 40000, dport: 80, proto: UDP, payload: payload(4000), srcMAC: macClient})
+	var raw [][]byte
+	for _, f := range cut(t, whole, 1500, 1) {
+		raw = append(raw, append([]byte(nil), f.Bytes()...))
+	}
+	bufs := make([][]byte, len(raw))
+	for i := range bufs {
+		bufs[i] = make([]byte, 64+wire.EtherLen+65536)
+	}
+	var f Frame
+	n := 0
+	send := func() {
+		for i, b := range raw {
+			copy(bufs[i][64:], b)
+			f = Frame{Buf: bufs[i], Off: 64, Len: len(b)}
+			v := r.b.Process(ClientSide, &f)
+			if i < len(raw)-1 {
+				continue
+			}
+			if v != Forward || f.Frags == nil {
+				t.Fatalf("%v", v)
+			}
+			n = len(f.Frags.Frames())
+			f.Frags.Release()
+		}
+	}
+	send() // the connection, and the pools' first buffers
+	if allocs := testing.AllocsPerRun(50, send); allocs != 0 || n != 3 {
+		t.Fatalf("%.1f allocations per datagram cut in %d", allocs, n)
 	}
 }

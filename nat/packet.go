@@ -37,6 +37,14 @@ type Frame struct {
 	// that ends a stream a fault cut (faultreset.go), which must not pass
 	// the frames of the batch before it.
 	Follow []byte
+	// Frags, with the verdict Forward or Reply, stand for the frame: a
+	// datagram reassembled here leaves cut (frag.go), as Frags.Frames in
+	// order, each as tun.VNetHdrLen bytes of virtio-net header and the
+	// frame, where the verdict sends the frame and in the same batch, so
+	// that no fragment passes the frames before it. They are the
+	// balancer's buffers: the reader gives them back (Fragments.Release)
+	// once it has written them. nil: the frame goes itself.
+	Frags *Fragments
 
 	// reasm, if not 0, marks a datagram reassembled from fragments: the
 	// largest fragment's IP length, which its fragments leave no longer

@@ -55,7 +55,20 @@ func (st *Stack) HandedOver(payload []byte) {
 		}
 		finishChecksum(vnet, f.Bytes())
 	}
-	switch st.bal.Process(nat.ClientSide, f) {
+	v := st.bal.Process(nat.ClientSide, f)
+	if fs := f.Frags; fs != nil {
+		// A reassembled datagram, cut for its way out.
+		to := st.Server
+		if v == nat.Reply {
+			to = st.Client
+		}
+		for _, fr := range fs.Frames() {
+			to.write(fr[tun.VNetHdrLen-h:])
+		}
+		fs.Release()
+		return
+	}
+	switch v {
 	case nat.Forward:
 		st.Server.write(f.Buf[f.Off-h : f.Off+f.Len])
 		if f.Follow != nil {
