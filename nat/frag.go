@@ -60,20 +60,59 @@ func (b *Balancer) reassemble(side Side, p *pkt, f *Frame) (v Verdict, whole boo
 	}
 	f.Len = wire.EtherLen + info.Len
 	f.plain()
-	v6 := wire.IPv6(f.Buf[f.Off+wire.EtherLen:]).Version() == 6
-	f.reasm, f.reasm6 = info.MaxFrag, v6
-	// Whether it may leave is known once it is translated or not
-	// (refragment): keep the quote for an answer if it might not.
-	if (v6 || info.DF) && info.MaxFrag+xlatGrowth > b.mtu(side.other()) {
-		o := origQuotes.Get().(*origQuote)
-		o.n = copy(o.b[:], f.Bytes())
-		f.orig = o
-	}
+	f.reasm, f.reasm6 = info.MaxFrag, wire.IPv6(f.Buf[f.Off+wire.EtherLen:]).Version() == 6
+	b.quoteIfBig(side, f, info.DF)
 	*p = pkt{}
 	if isIP, bad := parseIP(f.Bytes(), p); !isIP || bad || p.frag {
 		return b.Stats.drop(DropFragMalformed), false
 	}
 	return 0, true
+}
+
+// quoteIfBig keeps the start of the reassembled datagram in f, as it came
+// (f.orig), if it might not leave without an error to its sender (IPv6,
+// IPv4 with DF, whose largest fragment might not fit the other side): that
+// is known once it is translated or not (refragment).
+func (b *Balancer) quoteIfBig(side Side, f *Frame, df bool) {
+	if (f.reasm6 || df) && f.reasm+xlatGrowth > b.mtu(side.other()) {
+		o := origQuotes.Get().(*origQuote)
+		o.n = copy(o.b[:], f.Bytes())
+		f.orig = o
+	}
+}
+
+// FragMark is a reassembled datagram's mark as package handoff carries it
+// to another instance: the largest fragment's IP length in the low 16 bits
+// and, in bit 16, whether the fragments were IPv6 (MarkBits bits in all);
+// 0 for a datagram that came whole.
+type FragMark uint32
+
+// MarkBits is how many low bits of a FragMark are used: the others are 0.
+const MarkBits = 17
+
+const markV6 = 1 << 16
+
+func markOf(n int, v6 bool) FragMark {
+	m := FragMark(n)
+	if v6 {
+		m |= markV6
+	}
+	return m
+}
+
+// handedMark gives a datagram another instance reassembled and handed
+// over (f.Mark) the mark reassemble would have given it here, so it leaves
+// cut as it would have there. The frame is the datagram as it came there,
+// reassembled and not rewritten; a mark of no length is none.
+func (b *Balancer) handedMark(side Side, f *Frame) {
+	n := int(f.Mark & 0xffff)
+	if n == 0 || f.Len < wire.EtherLen+wire.IPv4MinLen {
+		return
+	}
+	ip := f.Buf[f.Off+wire.EtherLen : f.Off+f.Len]
+	v6 := wire.IPv6(ip).Version() == 6
+	f.reasm, f.reasm6 = n, f.Mark&markV6 != 0
+	b.quoteIfBig(side, f, !v6 && wire.IPv4(ip).FragField()&wire.IPv4DF != 0)
 }
 
 // sweepFrags gives up the datagrams whose time is up.

@@ -31,6 +31,12 @@ type Frame struct {
 	// (package handoff): it may continue a connection this balancer
 	// holds, and nothing else (no connection opened, never handed on).
 	HandedOff bool
+	// Mark is a datagram reassembled from fragments as it travels to
+	// another instance of a cluster (package handoff): Process sets it
+	// with the verdict Handoff, and the instance that takes the frame
+	// over (HandedOff) gives it back with the frame, so the datagram
+	// leaves there cut as it would have here (frag.go). 0: it came whole.
+	Mark FragMark
 	// Follow, with the verdict Forward, is a frame to send right after
 	// this one and the same way, in the same batch (nil: none), as
 	// tun.VNetHdrLen bytes of virtio-net header and the frame: the RST

@@ -237,7 +237,7 @@ func (e *Endpoint) handOff(f *nat.Frame, st *QueueStats) {
 	if len(f.VNet) == 0 {
 		clear(payload[:tun.VNetHdrLen]) // headroom: a plain frame's header
 	}
-	(*h).Send(payload)
+	(*h).Send(payload, uint32(f.Mark))
 	st.HandedOff.Add(1)
 }
 
