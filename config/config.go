@@ -106,6 +106,7 @@ func (c *Config) check(e *errs) {
 			lips[l.Unmap()] = fmt.Sprintf("services[%d]", i)
 		}
 	}
+	c.checkMasquerade4(e)
 	checkBackups(e, c.BGP, lips, vips, [2]netip.Prefix{c.Server.Address, c.Server.Address6})
 	checkHandoff(e, c.Handoff)
 	checkSync(e, c.Sync)
@@ -151,4 +152,28 @@ func (c *Config) OwnPorts() (lo, hi uint16) {
 		return c.PortMax + 1, 65535
 	}
 	return 0, 0
+}
+
+// checkMasquerade4 refuses a server side that masquerades IPv6 only
+// (peer_address6 without peer_address) while a service has an IPv4 LIP:
+// the kernel end has no IPv4 address, so the LIP's packets have no route
+// there and would leave unmasqueraded, with no way back. (A side's IPv4
+// routes are refused by Interface.check; this is the refusal's one line
+// if they were not.)
+func (c *Config) checkMasquerade4(e *errs) {
+	const f = "interfaces.server"
+	s := &c.Server
+	hasPeer := s.PeerAddress.IsValid() || e.refused(f+".peer_address")
+	hasPeer6 := s.PeerAddress6.IsValid() || e.refused(f+".peer_address6")
+	if !s.Masquerade || hasPeer || !hasPeer6 {
+		return
+	}
+	for i, svc := range c.Services {
+		for _, l := range svc.LocalAddresses {
+			if l.Is4() {
+				e.add(f+".masquerade", "services[%d]'s local address %s is IPv4 but this side has no peer_address: the kernel end has no IPv4 address to route it by, and it would leave unmasqueraded; give peer_address", i, l)
+				return
+			}
+		}
+	}
 }

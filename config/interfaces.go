@@ -245,6 +245,18 @@ func (i *Interface) checkKernelEnd(e *errs, f string, a4, a6 netip.Prefix, has6 
 			// Each family masquerades with its peer address: the IPv6
 			// LIPs would leave unmasqueraded, with no way back.
 			e.add(f+".masquerade", "this side has address6 but no peer_address6: its IPv6 prefix would leave unmasqueraded; give peer_address6")
+		case !hasPeer:
+			// address is always there, so a side without peer_address is
+			// refused only where IPv4 leaves by it: an IPv4 route needs
+			// the kernel end's IPv4 address as its next hop, and what it
+			// carries would leave unmasqueraded (the server side's IPv4
+			// LIPs: Config.check).
+			for j, rt := range i.Routes {
+				if rt.Dst.Addr().Is4() {
+					e.add(f+".masquerade", "this side has an IPv4 route (routes[%d], %s) but no peer_address: the kernel end has no IPv4 address to route it by, and its IPv4 would leave unmasqueraded; give peer_address", j, rt.Dst)
+					break
+				}
+			}
 		}
 	}
 	if len(i.Publish) > 0 && !hasPeer && !hasPeer6 {

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
@@ -104,7 +105,7 @@ func TestIPv6Refusals(t *testing.T) {
 			"    peer_address6: fd00:25:84::1/64\n    routes:\n      - {dst: 10.20.0.0/16, via: 172.25.84.1}\n", "interfaces.server.peer_address6: needs address6: the kernel end's IPv6 address is in tapvs's IPv6 prefix on this side"},
 		"masquerade address6": {"name: ts\n", "name: ts\n    peer_address: 172.25.84.1/24\n    masquerade: true\n", "interfaces.server.masquerade: this side has address6 but no peer_address6: its IPv6 prefix would leave unmasqueraded; give peer_address6"},
 		"masquerade no peer":  {"name: ts\n", "name: ts\n    masquerade: true\n", "interfaces.server.masquerade: needs peer_address (IPv4) or peer_address6 (IPv6): the kernel's route back to this side"},
-		"address6 refused":    {"    address6: fd00:25:84::4/64\n", "    address6: fd00:25:84::4\n    peer_address6: fd00:25:85::1/64\n    masquerade: true\n", `interfaces.server.address6: "fd00:25:84::4" is not an IPv6 address`},
+		"address6 refused":    {"    address6: fd00:25:84::4/64\n", "    address6: fd00:25:84::4\n    peer_address: 172.25.84.1/24\n    peer_address6: fd00:25:85::1/64\n    masquerade: true\n", `interfaces.server.address6: "fd00:25:84::4" is not an IPv6 address`},
 		"publish v6 no peer6": {"name: tc,", "name: tc, peer_address: 172.25.254.1/24, publish: [{port: 80, vip: '2001:db8::1'}],", "interfaces.client.publish[0].vip: 2001:db8::1 is IPv6 and this side has no peer_address6: the kernel has no route to it"},
 		"publish v4 no peer":  {"name: tc,", "name: tc, peer_address6: 'fd00:25:254::1/64', publish: [{port: 80, vip: 172.25.254.100}],", "interfaces.client.publish[0].vip: 172.25.254.100 is IPv4 and this side has no peer_address: the kernel has no route to it"},
 		"publish no peer":     {"name: tc,", "name: tc, publish: [{port: 80, vip: '2001:db8::1'}],", "interfaces.client.publish: needs peer_address or peer_address6: the kernel's route to the VIPs"},
@@ -141,6 +142,13 @@ func TestIPv6BesideSidecarKeys(t *testing.T) {
 	}
 }
 
+// valid6's server side's IPv4 route and its IPv4 service (with its IPv4
+// LIP), removed to make the server side IPv6 only.
+const (
+	valid4Route   = "      - {dst: 10.20.0.0/16, via: 172.25.84.1}\n"
+	valid4Service = "  - vip: 172.25.254.100\n    port: 80\n    local_addresses: [172.25.84.10]\n    real_servers:\n      - {address: 10.20.1.2, port: 80}\n"
+)
+
 // A dual-stack sidecar: each family's kernel end, masquerade of both and
 // publish of a VIP of each family in one file; an IPv6-only kernel end
 // (peer_address6 alone) masquerades and publishes IPv6.
@@ -163,11 +171,64 @@ func TestIPv6SidecarKeys(t *testing.T) {
 		// A /127 (RFC 6164) has no Subnet-Router anycast address: the
 		// kernel end may have the address with host bits zero.
 		"name: tc, address: 172.25.254.254/24, address6: fd00:25:254::fe/64", "name: tc, address: 172.25.254.254/24, address6: 'fd00:25:254::ff/127', peer_address6: 'fd00:25:254::fe/127', publish: [{port: 80, vip: '2001:db8::1'}]",
-		"name: ts\n", "name: ts\n    peer_address6: fd00:25:84::1/64\n    masquerade: true\n").Replace(valid6))
+		// The server side carries IPv6 only: no IPv4 route, no IPv4 LIP.
+		"name: ts\n", "name: ts\n    peer_address6: fd00:25:84::1/64\n    masquerade: true\n",
+		valid4Route, "", valid4Service, "").Replace(valid6))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if c.Client.PeerAddress.IsValid() || c.Server.PeerAddress.IsValid() || c.Client.PeerAddress6.String() != "fd00:25:254::fe/127" || len(c.Client.Publish) != 1 {
 		t.Fatalf("client %+v\nserver %+v", c.Client, c.Server)
+	}
+}
+
+// masquerade with peer_address6 alone is refused on a side that carries
+// IPv4 (an IPv4 route, or the server side's IPv4 LIPs): the kernel end has
+// no IPv4 address to route it by, and it would leave unmasqueraded. One
+// line, naming the first IPv4 route, else the first IPv4 LIP; a refused
+// peer address is not missing.
+func TestMasqueradeIPv6OnlyRefusals(t *testing.T) {
+	const ts6 = "name: ts\n    peer_address6: fd00:25:84::1/64\n    masquerade: true\n"
+	route := "interfaces.server.masquerade: this side has an IPv4 route (routes[%d], 10.20.0.0/16) but no peer_address: the kernel end has no IPv4 address to route it by, and its IPv4 would leave unmasqueraded; give peer_address"
+	lip := "interfaces.server.masquerade: services[%d]'s local address 172.25.84.10 is IPv4 but this side has no peer_address: the kernel end has no IPv4 address to route it by, and it would leave unmasqueraded; give peer_address"
+	badPeer := "interfaces.server.peer_address: 172.25.85.1/24 is not in address's subnet 172.25.84.0/24"
+	badPeer6 := "interfaces.server.peer_address6: fd00:25:85::1/64 is not in address6's prefix fd00:25:84::/64"
+	v6first := "  - vip: 2001:db8::1\n    port: 80\n    local_addresses: [fd00:25:84::10, fd00:25:84::11]\n    real_servers:\n      - {address: 'fd00:20:1::2', port: 80}\n"
+	cases := map[string]struct {
+		repl []string
+		want []string // the lines, in order; none: accepted
+	}{
+		"route":       {[]string{"name: ts\n", ts6}, []string{fmt.Sprintf(route, 0)}},
+		"route later": {[]string{"name: ts\n", ts6, valid4Route, "", "via: fe80::1}\n", "via: fe80::1}\n" + valid4Route}, []string{fmt.Sprintf(route, 2)}},
+		"client route": {[]string{"name: tc,", "name: tc, peer_address6: 'fd00:25:254::1/64', masquerade: true, routes: [{dst: 'fd00:30::/32', via: 'fd00:25:254::1'}, {dst: 0.0.0.0/0, via: 172.25.254.1}],"},
+			[]string{"interfaces.client.masquerade: this side has an IPv4 route (routes[1], 0.0.0.0/0) but no peer_address: the kernel end has no IPv4 address to route it by, and its IPv4 would leave unmasqueraded; give peer_address"}},
+		"LIP":           {[]string{"name: ts\n", ts6, valid4Route, ""}, []string{fmt.Sprintf(lip, 0)}},
+		"LIP later":     {[]string{"name: ts\n", ts6, valid4Route, "", valid4Service, v6first + valid4Service, "vip: 2001:db8::1\n    port: 80\n    local_addresses: [fd00:25:84::10, fd00:25:84::11]\n    real_servers:\n      - {address: 'fd00:20:1::2', port: 80}\n      - {address: 'fd00:20:2::2', port: 8080, weight: 0}\n", "vip: 2001:db8::2\n    port: 80\n    local_addresses: [fd00:25:84::12]\n    real_servers:\n      - {address: 'fd00:20:2::2', port: 8080}\n"}, []string{fmt.Sprintf(lip, 1)}},
+		"IPv6 only":     {[]string{"name: ts\n", ts6, valid4Route, "", valid4Service, ""}, nil},
+		"no masquerade": {[]string{"name: ts\n", "name: ts\n    peer_address6: fd00:25:84::1/64\n"}, nil},
+		"both peers":    {[]string{"name: ts\n", ts6 + "    peer_address: 172.25.84.1/24\n"}, nil},
+		// The peer address to fix is the refused one.
+		"peer refused":     {[]string{"name: ts\n", ts6 + "    peer_address: 172.25.85.1/24\n"}, []string{badPeer}},
+		"peer refused LIP": {[]string{"name: ts\n", ts6 + "    peer_address: 172.25.85.1/24\n", valid4Route, ""}, []string{badPeer}},
+		// A refused peer_address6 is there: what lacks is peer_address.
+		"peer6 refused":     {[]string{"name: ts\n", "name: ts\n    peer_address6: fd00:25:85::1/64\n    masquerade: true\n"}, []string{badPeer6, fmt.Sprintf(route, 0)}},
+		"peer6 refused LIP": {[]string{"name: ts\n", "name: ts\n    peer_address6: fd00:25:85::1/64\n    masquerade: true\n", valid4Route, ""}, []string{badPeer6, fmt.Sprintf(lip, 0)}},
+	}
+	for name, tc := range cases {
+		for i := 0; i < len(tc.repl); i += 2 {
+			if !strings.Contains(valid6, tc.repl[i]) {
+				t.Fatalf("%s: bad test: %q not in config", name, tc.repl[i])
+			}
+		}
+		_, err := Parse(strings.NewReplacer(tc.repl...).Replace(valid6))
+		switch {
+		case tc.want == nil && err != nil:
+			t.Errorf("%s: %v", name, err)
+		case tc.want == nil:
+		case err == nil:
+			t.Errorf("%s: accepted, want %q", name, tc.want)
+		case err.Error() != strings.Join(tc.want, "\n"):
+			t.Errorf("%s: error\n%s\nwant\n%s", name, err, strings.Join(tc.want, "\n"))
+		}
 	}
 }
