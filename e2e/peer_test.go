@@ -16,7 +16,8 @@ import (
 // masquerade tables (ip and ip6) are made in that namespace, replace those
 // a dead tapvs left, and go when removed; so do the published ports'
 // tables, an IPv4 and an IPv6 VIP in one call. A later call without IPv6
-// removes a left ip6 table. Forwarding reads that namespace's sysctls. The
+// removes a left ip6 table, and removal is whole when a table of one
+// family was deleted by hand. Forwarding reads that namespace's sysctls. The
 // sidecar pod (sidecar_test.go) covers IPv4 in tapvs's own namespace, with
 // traffic; TestSidecarIPv6 both families, with traffic.
 func TestPeerAddressMasqueradePublishInNetns(t *testing.T) {
@@ -132,6 +133,34 @@ func TestPeerAddressMasqueradePublishInNetns(t *testing.T) {
 	}
 	if err := remove(); err != nil {
 		t.Fatal(err)
+	}
+	if rules := nft(); strings.Contains(rules, "tapvs-") {
+		t.Fatalf("removed, yet:\n%s", rules)
+	}
+	// A table of one family deleted by hand (an operator's nft delete
+	// table) does not keep the other's: removal removes what is left.
+	remove, err = hostnft.Masquerade("tvtp-s", src, src6, ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unpublish, err = hostnft.Publish("tvtp-s", []hostnft.PublishedPort{{Protocol: syscall.IPPROTO_TCP, Port: 80, VIP: netip.MustParseAddr("172.31.254.100")},
+		{Protocol: syscall.IPPROTO_TCP, Port: 8080, VIP: netip.MustParseAddr("fd00:31:254::100")}}, ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tbl := range [][2]string{{"ip6", "tapvs-tvtp-s"}, {"ip", "tapvs-publish-tvtp-s"}} {
+		if out, err := exec.Command("ip", "netns", "exec", ns, "nft", "delete", "table", tbl[0], tbl[1]).CombinedOutput(); err != nil {
+			t.Fatalf("nft delete table %s %s: %v %s", tbl[0], tbl[1], err, out)
+		}
+	}
+	if rules := nft(); strings.Count(rules, "table ") != 2 || !strings.Contains(rules, "table ip tapvs-tvtp-s") || !strings.Contains(rules, "table ip6 tapvs-publish-tvtp-s") {
+		t.Fatalf("after deleting two tables by hand:\n%s", rules)
+	}
+	if err := remove(); err != nil {
+		t.Fatalf("remove after the ip6 table was deleted: %v", err)
+	}
+	if err := unpublish(); err != nil {
+		t.Fatalf("unpublish after the ip table was deleted: %v", err)
 	}
 	if rules := nft(); strings.Contains(rules, "tapvs-") {
 		t.Fatalf("removed, yet:\n%s", rules)

@@ -5,7 +5,8 @@
 // family (ip for IPv4, ip6 for IPv6, both named after the TAP), in the
 // namespace the TAP is in, written in one batch; it replaces the tables an
 // earlier tapvs left, of either family, and is removed by the func it
-// returns. No frame passes through here: the TAP itself is package tun's.
+// returns (what is left of it, if a table was deleted by hand). No frame
+// passes through here: the TAP itself is package tun's.
 package hostnft
 
 import (
@@ -74,8 +75,13 @@ func (t *table) commit() (remove func() error, err error) {
 	}
 	return func() error {
 		defer t.closeNS()
+		// Added before it is deleted, as in newTable: a table someone
+		// deleted already (nft delete table ip6 tapvs-<tap>) would
+		// otherwise fail the whole batch with ENOENT and keep the other
+		// family's table, its rules still applied.
 		for _, nt := range []*nftables.Table{t.t4, t.t6} {
 			if nt != nil {
+				t.c.AddTable(nt)
 				t.c.DelTable(nt)
 			}
 		}
