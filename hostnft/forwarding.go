@@ -18,21 +18,8 @@ import (
 // tapvs does not set them (a pod sets them with its sysctls, where the
 // kubelet allows it); it says which is off.
 func Forwarding(nsName string) (v4, v6 bool, err error) {
-	read := func() error {
-		for _, s := range []struct {
-			path string
-			on   *bool
-		}{{"/proc/sys/net/ipv4/ip_forward", &v4}, {"/proc/sys/net/ipv6/conf/all/forwarding", &v6}} {
-			b, err := os.ReadFile(s.path)
-			if err != nil {
-				return err
-			}
-			*s.on = strings.TrimSpace(string(b)) != "0"
-		}
-		return nil
-	}
 	if nsName == "" {
-		if err := read(); err != nil {
+		if v4, v6, err = readForwarding(); err != nil {
 			return false, false, fmt.Errorf("forwarding: %w", err)
 		}
 		return v4, v6, nil
@@ -43,27 +30,67 @@ func Forwarding(nsName string) (v4, v6 bool, err error) {
 	}
 	defer target.Close()
 	// /proc/sys/net is the reading thread's namespace's: read on a thread
-	// that has entered nsName.
-	runtime.LockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		runtime.UnlockOSThread()
-		return false, false, fmt.Errorf("forwarding: current netns: %w", err)
+	// that enters nsName. Not the caller's (the daemon starting): if
+	// leaving fails, a goroutine of its own is left in the pod's namespace
+	// and ends there, its thread locked, which the runtime then retires
+	// instead of reusing it.
+	type result struct {
+		v4, v6 bool
+		err    error
 	}
-	defer orig.Close()
-	if err := netns.Set(target); err != nil {
-		runtime.UnlockOSThread()
-		return false, false, fmt.Errorf("forwarding: netns %q: enter: %w", nsName, err)
+	done := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread()
+		var r result
+		stuck := false
+		defer func() {
+			if !stuck {
+				runtime.UnlockOSThread()
+			}
+			done <- r
+		}()
+		orig, err := netns.Get()
+		if err != nil {
+			r.err = fmt.Errorf("forwarding: current netns: %w", err)
+			return
+		}
+		defer orig.Close()
+		if err := setns(target); err != nil {
+			r.err = fmt.Errorf("forwarding: netns %q: enter: %w", nsName, err)
+			return
+		}
+		r.v4, r.v6, r.err = readForwarding()
+		if err := setns(orig); err != nil {
+			stuck = true
+			r = result{err: fmt.Errorf("forwarding: netns %q: leave: %w", nsName, err)}
+			return
+		}
+		if r.err != nil {
+			r.err = fmt.Errorf("forwarding in netns %q: %w", nsName, r.err)
+		}
+	}()
+	r := <-done
+	if r.err != nil {
+		return false, false, r.err
 	}
-	rerr := read()
-	if err := netns.Set(orig); err != nil {
-		// The thread is stuck in the other namespace: left locked, the
-		// runtime retires it with this goroutine instead of reusing it.
-		return false, false, fmt.Errorf("forwarding: netns %q: leave: %w", nsName, err)
-	}
-	runtime.UnlockOSThread()
-	if rerr != nil {
-		return false, false, fmt.Errorf("forwarding in netns %q: %w", nsName, rerr)
+	return r.v4, r.v6, nil
+}
+
+// setns is netns.Set: a test makes leaving the namespace fail.
+var setns = netns.Set
+
+// readForwarding reads the forwarding sysctls of the calling thread's
+// namespace.
+func readForwarding() (v4, v6 bool, err error) {
+	for _, s := range []struct {
+		path string
+		on   *bool
+	}{{"/proc/sys/net/ipv4/ip_forward", &v4}, {"/proc/sys/net/ipv6/conf/all/forwarding", &v6}} {
+		b, err := os.ReadFile(s.path)
+		if err != nil {
+			return false, false, err
+		}
+		*s.on = strings.TrimSpace(string(b)) != "0"
 	}
 	return v4, v6, nil
 }
