@@ -193,6 +193,8 @@ func TestMasqueradeIPv6OnlyRefusals(t *testing.T) {
 	lip := "interfaces.server.masquerade: services[%d]'s local address 172.25.84.10 is IPv4 but this side has no peer_address: the kernel end has no IPv4 address to route it by, and it would leave unmasqueraded; give peer_address"
 	badPeer := "interfaces.server.peer_address: 172.25.85.1/24 is not in address's subnet 172.25.84.0/24"
 	badPeer6 := "interfaces.server.peer_address6: fd00:25:85::1/64 is not in address6's prefix fd00:25:84::/64"
+	unreadPeer := `interfaces.server.peer_address: "172.25.84.1" is not an IPv4 address with prefix length (like 172.25.84.1/24)`
+	unreadPeer6 := `interfaces.server.peer_address6: "fd00:25:84::1" is not an IPv6 address with prefix length (like fd00:25:84::1/64)`
 	v6first := "  - vip: 2001:db8::1\n    port: 80\n    local_addresses: [fd00:25:84::10, fd00:25:84::11]\n    real_servers:\n      - {address: 'fd00:20:1::2', port: 80}\n"
 	cases := map[string]struct {
 		repl []string
@@ -212,6 +214,8 @@ func TestMasqueradeIPv6OnlyRefusals(t *testing.T) {
 		"peer refused LIP": {[]string{"name: ts\n", ts6 + "    peer_address: 172.25.85.1/24\n", valid4Route, ""}, []string{badPeer}},
 		// A refused peer_address6 is there: what lacks is peer_address.
 		"peer6 refused":     {[]string{"name: ts\n", "name: ts\n    peer_address6: fd00:25:85::1/64\n    masquerade: true\n"}, []string{badPeer6, fmt.Sprintf(route, 0)}},
+		"peer unread LIP":   {[]string{"name: ts\n", ts6 + "    peer_address: 172.25.84.1\n", valid4Route, ""}, []string{unreadPeer}},
+		"peer6 unread LIP":  {[]string{"name: ts\n", "name: ts\n    peer_address6: fd00:25:84::1\n    masquerade: true\n", valid4Route, ""}, []string{unreadPeer6, fmt.Sprintf(lip, 0)}},
 		"peer6 refused LIP": {[]string{"name: ts\n", "name: ts\n    peer_address6: fd00:25:85::1/64\n    masquerade: true\n", valid4Route, ""}, []string{badPeer6, fmt.Sprintf(lip, 0)}},
 	}
 	for name, tc := range cases {
