@@ -566,11 +566,16 @@ func (b *Balancer) forwardIn(c *Conn, p *pkt, f *Frame, l4Delta uint16, hdr bool
 			return v
 		}
 	}
-	if p.v6 && wire.Is4(&c.out.src) {
-		if v := b.to4(c, p, f, l4Delta); v != Forward { // NAT64 (nat64.go)
+	switch {
+	case p.v6 && wire.Is4(&c.out.src):
+		if v := b.to4(c, ServerSide, p, f, l4Delta); v != Forward { // NAT64 (nat64.go)
 			return v
 		}
-	} else {
+	case !p.v6 && !wire.Is4(&c.out.src):
+		if v := b.to6(c, ServerSide, p, f, l4Delta); v != Forward { // NAT46 (nat64.go)
+			return v
+		}
+	default:
 		rewrite(p, &c.out.dst, &c.out.src, c.out.dport, c.out.sport, c.inIPDelta, l4Delta)
 	}
 	f.Len = len(p.b)
@@ -657,11 +662,16 @@ func (b *Balancer) fromServer(p *pkt, dst *addr16, f *Frame) Verdict {
 	if tap != nil {
 		tap.record(c, ServerSide, false, p.b)
 	}
-	if !p.v6 && !wire.Is4(&c.in.src) {
-		if v := b.to6(c, p, f, l4Delta); v != Forward { // NAT64 (nat64.go)
+	switch {
+	case !p.v6 && !wire.Is4(&c.in.src):
+		if v := b.to6(c, ClientSide, p, f, l4Delta); v != Forward { // NAT64 (nat64.go)
 			return v
 		}
-	} else {
+	case p.v6 && wire.Is4(&c.in.src):
+		if v := b.to4(c, ClientSide, p, f, l4Delta); v != Forward { // NAT46 (nat64.go)
+			return v
+		}
+	default:
 		rewrite(p, &c.in.dst, &c.in.src, c.in.dport, c.in.sport, c.outIPDelta, l4Delta)
 	}
 	b.toClient(p.eth(), c)

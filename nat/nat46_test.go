@@ -1,0 +1,354 @@
+package nat
+
+import (
+	"bytes"
+	"encoding/binary"
+	"net/netip"
+	"testing"
+
+	"github.com/google/gopacket"
+	"github.com/google/gopacket/layers"
+	"github.com/tapvs/tapvs/csum"
+	"github.com/tapvs/tapvs/wire"
+)
+
+// NAT46: an IPv4 VIP in front of IPv6 LIPs and real servers, the mirror of
+// NAT64 (nat64_test.go).
+func newRig46(t testing.TB, proto Protocol, mod func(*Config)) *rig {
+	t.Helper()
+	return newRigAt(t, proto, "rr", mod, vip, lip6, rs6a, rs6b)
+}
+
+// check6s checks a frame translated to IPv6 toward a real server: decode
+// verified the transport checksum with the IPv6 pseudo-header; here the
+// header's fields (RFC 7915 4.1) and the MACs.
+func check6s(t testing.TB, d decoded, tc, hlim uint8, payload int) {
+	t.Helper()
+	if d.ip6 == nil || d.eth.EthernetType != layers.EthernetTypeIPv6 {
+		t.Fatalf("not translated to IPv6: %v", d.eth.EthernetType)
+	}
+	ip := d.ip6
+	if ip.Version != 6 || ip.TrafficClass != tc || ip.FlowLabel != 0 || ip.HopLimit != hlim {
+		t.Fatalf("IPv6 header %+v", ip)
+	}
+	if addr6(ip.SrcIP) != lip6 || (addr6(ip.DstIP) != rs6a && addr6(ip.DstIP) != rs6b) {
+		t.Fatalf("IPv6 %v -> %v", ip.SrcIP, ip.DstIP)
+	}
+	hl := 8
+	if d.tcp != nil {
+		hl = int(d.tcp.DataOffset) * 4
+	}
+	if int(ip.Length) != hl+payload {
+		t.Fatalf("payload length %d, want %d", ip.Length, hl+payload)
+	}
+	if [6]byte(d.eth.DstMAC) != macGateway || [6]byte(d.eth.SrcMAC) != macServerNIC {
+		t.Fatalf("MACs %v -> %v", d.eth.SrcMAC, d.eth.DstMAC)
+	}
+}
+
+// check4c checks a frame translated to IPv4 toward the client (decode
+// verified both checksums from scratch): RFC 7915 5.1's fields.
+func check4c(t testing.TB, d decoded, tos, ttl uint8, cport uint16) {
+	t.Helper()
+	if d.ip == nil || d.eth.EthernetType != layers.EthernetTypeIPv4 {
+		t.Fatalf("not translated to IPv4: %v", d.eth.EthernetType)
+	}
+	ip := d.ip
+	wantFlags := layers.IPv4Flag(0)
+	if ip.Length > 1260 {
+		wantFlags = layers.IPv4DontFragment
+	}
+	if ip.Version != 4 || ip.IHL != 5 || ip.TOS != tos || ip.Id != 0 || ip.Flags != wantFlags || ip.FragOffset != 0 || ip.TTL != ttl {
+		t.Fatalf("IPv4 header %+v", ip)
+	}
+	if addr4(ip.SrcIP) != vip || addr4(ip.DstIP) != client {
+		t.Fatalf("IPv4 %v -> %v", ip.SrcIP, ip.DstIP)
+	}
+	if sport, dport := ports64(d); sport != 80 || dport != cport {
+		t.Fatalf("ports %d -> %d", sport, dport)
+	}
+	if [6]byte(d.eth.DstMAC) != macClient || [6]byte(d.eth.SrcMAC) != macClientNIC {
+		t.Fatalf("MACs %v -> %v", d.eth.SrcMAC, d.eth.DstMAC)
+	}
+}
+
+// open46 opens a connection from client:cport and returns the real server
+// and local port it got.
+func open46(t testing.TB, r *rig, proto Protocol, cport uint16, seq uint32) (rip netip.Addr, lport uint16) {
+	t.Helper()
+	syn := frame(t, pktSpec{src: client, dst: vip, sport: cport, dport: 80, proto: proto, syn: true, seq: seq, srcMAC: macClient})
+	if v := r.b.Process(ClientSide, syn); v != Forward {
+		t.Fatalf("open: %v, drops %v", v, nonZero(r.b.Stats.Drops()))
+	}
+	d := decode(t, syn)
+	lport, _ = ports64(d)
+	return addr6(d.ip6.DstIP), lport
+}
+
+func TestNAT46BothDirections(t *testing.T) {
+	for _, proto := range []Protocol{TCP, UDP} {
+		t.Run(proto.String(), func(t *testing.T) {
+			r := newRig46(t, proto, nil)
+			seen := map[netip.Addr]bool{}
+			for i := range 4 {
+				cport := uint16(40000 + i)
+				f := frame(t, pktSpec{src: client, dst: vip, sport: cport, dport: 80, proto: proto, syn: true, payload: []byte("hello, translated46!"), srcMAC: macClient})
+				setTOSTTL(f, 0xb8, 57)
+				off0, payloadAt := f.Off, f.Off+f.Len-20
+				if v := r.b.Process(ClientSide, f); v != Forward {
+					t.Fatalf("verdict %v, drops %v", v, nonZero(r.b.Stats.Drops()))
+				}
+				if f.Off != off0-20 || f.Off+f.Len-20 != payloadAt {
+					t.Fatalf("frame moved from %d to %d (len %d): the payload must stay put", off0, f.Off, f.Len)
+				}
+				d := decode(t, f)
+				check6s(t, d, 0xb8, 57, 20)
+				rip := addr6(d.ip6.DstIP)
+				seen[rip] = true
+				lport, rport := ports64(d)
+				if rport != 8080 || lport < 5000 {
+					t.Fatalf("ports %d -> %d", lport, rport)
+				}
+				back := frame(t, pktSpec{src: rip, dst: lip6, sport: 8080, dport: lport, proto: proto, syn: true, ack: true, payload: []byte("world!"), srcMAC: macGateway})
+				setTC(back, 0x28)
+				off0 = back.Off
+				if v := r.b.Process(ServerSide, back); v != Forward {
+					t.Fatalf("reply verdict %v, drops %v", v, nonZero(r.b.Stats.Drops()))
+				}
+				if back.Off != off0+20 {
+					t.Fatalf("reply frame moved from %d to %d", off0, back.Off)
+				}
+				d = decode(t, back)
+				check4c(t, d, 0x28, 64, cport)
+				if int(d.ip.Length) != back.Len-14 {
+					t.Fatalf("IPv4 total length %d, frame %d", d.ip.Length, back.Len)
+				}
+				if d.udp != nil && string(d.udp.Payload) != "world!" || d.tcp != nil && string(d.tcp.Payload) != "world!" {
+					t.Fatal("payload changed")
+				}
+			}
+			if !seen[rs6a] || !seen[rs6b] {
+				t.Fatalf("rr over 4 connections reached %v", seen)
+			}
+			conns := r.b.Table().Conns()
+			if len(conns) != 4 || conns[0].VIP != netip.AddrPortFrom(vip, 80) || conns[0].LIP.Addr() != lip6 || !conns[0].Client.Addr().Is4() {
+				t.Fatalf("table: %+v", conns)
+			}
+		})
+	}
+}
+
+// TestNAT46HeadersDropped: the client's IPv4 options and the server's
+// extension headers do not cross the translation.
+func TestNAT46HeadersDropped(t *testing.T) {
+	r := newRig46(t, TCP, nil)
+	syn := withIPv4Opts(t, frame(t, pktSpec{src: client, dst: vip, sport: 40000, dport: 80, proto: TCP, syn: true, payload: []byte("x"), srcMAC: macClient}), 8)
+	off0 := syn.Off
+	if v := r.b.Process(ClientSide, syn); v != Forward {
+		t.Fatalf("%v %v", v, nonZero(r.b.Stats.Drops()))
+	}
+	if syn.Off != off0-20+8 {
+		t.Fatalf("frame start moved by %d, want -12", syn.Off-off0)
+	}
+	d := decode(t, syn)
+	check6s(t, d, 0, 64, 1)
+	lport, _ := ports64(d)
+	pad6 := []byte{1, 4, 0, 0, 0, 0}
+	back := frame(t, pktSpec{src: addr6(d.ip6.DstIP), dst: lip6, sport: 8080, dport: lport, proto: TCP, ack: true, payload: []byte("yz"), srcMAC: macGateway})
+	back = withExt6(t, withExt6(t, back, wire.IP6HopByHop, pad6), wire.IP6DestOpts, pad6)
+	off0 = back.Off
+	if v := r.b.Process(ServerSide, back); v != Forward {
+		t.Fatalf("%v %v", v, nonZero(r.b.Stats.Drops()))
+	}
+	if back.Off != off0+20+16 {
+		t.Fatalf("reply frame start moved by %d, want 36", back.Off-off0)
+	}
+	d4 := decode(t, back)
+	check4c(t, d4, 0, 64, 40000)
+	if d4.ip.Protocol != layers.IPProtocolTCP || string(d4.tcp.Payload) != "yz" {
+		t.Fatalf("protocol %v payload %q", d4.ip.Protocol, d4.tcp.Payload)
+	}
+}
+
+// TestNAT46UDPZeroChecksum: an IPv4 client may send UDP without a
+// checksum; IPv6 requires one: it is computed (RFC 7915 4.5), a computed 0
+// sent as 0xffff.
+func TestNAT46UDPZeroChecksum(t *testing.T) {
+	r := newRig46(t, UDP, nil)
+	open46(t, r, UDP, 40000, 0)
+	for _, payload := range []string{"no checksum", "odd"} {
+		f := frame(t, pktSpec{src: client, dst: vip, sport: 40000, dport: 80, proto: UDP, payload: []byte(payload), srcMAC: macClient})
+		f.Bytes()[34+6], f.Bytes()[34+7] = 0, 0
+		if v := r.b.Process(ClientSide, f); v != Forward {
+			t.Fatal(v)
+		}
+		d := decode(t, f) // fails on a zero UDP checksum over IPv6, verifies it from scratch
+		check6s(t, d, 0, 64, len(payload))
+		if string(d.udp.Payload) != payload {
+			t.Fatalf("payload %q", d.udp.Payload)
+		}
+	}
+	// A datagram whose computed checksum is 0 leaves with 0xffff: the
+	// payload's two bytes make the sum all ones.
+	f := frame(t, pktSpec{src: client, dst: vip, sport: 40000, dport: 80, proto: UDP, payload: []byte{0, 0}, srcMAC: macClient})
+	r.b.Process(ClientSide, f)
+	d := decode(t, f)
+	b := f.Bytes()
+	binary.BigEndian.PutUint16(b[54+8:], 0)
+	binary.BigEndian.PutUint16(b[54+6:], 0)
+	fill := csum.Checksum(b[54:], pseudo6(d.ip6.SrcIP, d.ip6.DstIP, 17, 10))
+	zero := frame(t, pktSpec{src: client, dst: vip, sport: 40000, dport: 80, proto: UDP, payload: []byte{byte(fill >> 8), byte(fill)}, srcMAC: macClient})
+	zero.Bytes()[34+6], zero.Bytes()[34+7] = 0, 0
+	if v := r.b.Process(ClientSide, zero); v != Forward {
+		t.Fatal(v)
+	}
+	if got := binary.BigEndian.Uint16(zero.Bytes()[54+6:]); got != 0xffff {
+		t.Fatalf("checksum %#04x, want 0xffff for a computed 0", got)
+	}
+	decode(t, zero)
+}
+
+// TestNAT46MSS: the server's SYN-ACK MSS is clamped so that the client's
+// segments fit the server side once 20 bytes longer (MTU - 60), the
+// client's SYN MSS so that the server's fit the client side (MTU - 40):
+// see nat64.go.
+func TestNAT46MSS(t *testing.T) {
+	for _, c := range []struct {
+		client, server, wantClient, wantServer uint16
+	}{
+		{8960, 8960, 1460, 1440},
+		{1460, 1440, 1460, 1440},
+		{1220, 1400, 1220, 1400},
+	} {
+		r := newRig46(t, TCP, nil)
+		syn := frame(t, pktSpec{src: client, dst: vip, sport: 40000, dport: 80, proto: TCP, syn: true, seq: 100, opts: []layers.TCPOption{mssOpt(c.client)}, srcMAC: macClient})
+		if v := r.b.Process(ClientSide, syn); v != Forward {
+			t.Fatal(v)
+		}
+		d := decode(t, syn)
+		if got := binary.BigEndian.Uint16(d.tcp.Options[0].OptionData); got != c.wantClient {
+			t.Fatalf("client MSS %d became %d, want %d", c.client, got, c.wantClient)
+		}
+		lport, _ := ports64(d)
+		sa := frame(t, pktSpec{src: addr6(d.ip6.DstIP), dst: lip6, sport: 8080, dport: lport, proto: TCP, syn: true, ack: true, seq: 7000, ackNum: d.tcp.Seq + 1, opts: []layers.TCPOption{mssOpt(c.server)}, srcMAC: macGateway})
+		if v := r.b.Process(ServerSide, sa); v != Forward {
+			t.Fatal(v)
+		}
+		d = decode(t, sa)
+		if got := binary.BigEndian.Uint16(d.tcp.Options[0].OptionData); got != c.wantServer {
+			t.Fatalf("server MSS %d became %d, want %d", c.server, got, c.wantServer)
+		}
+		if d.tcp.Ack != 101 {
+			t.Fatalf("SYN-ACK acks %d, want the client's ISN + 1", d.tcp.Ack)
+		}
+	}
+}
+
+// TestNAT46ServerMTU: a client packet is 20 bytes longer once translated
+// to IPv6: one that would pass the server side's MTU is dropped and
+// counted (nat64_too_big), and with DF answered by a fragmentation needed
+// from the VIP to the client quoting what it sent (its own sequence
+// number), with the next-hop MTU that fits.
+func TestNAT46ServerMTU(t *testing.T) {
+	for _, mtu := range []int{1500, 1400} {
+		r := newRig46(t, TCP, func(c *Config) { c.ServerMTU = mtu; c.ClientMTU = 9000 })
+		ru := newRig46(t, UDP, func(c *Config) { c.ServerMTU = mtu; c.ClientMTU = 9000 })
+		open46(t, r, TCP, 40000, 100)
+		open46(t, ru, UDP, 40000, 0)
+		tooBig := func(rr *rig) uint64 { return rr.b.Stats.Drops()["nat64_too_big"] }
+
+		// The server's SYN-ACK MSS: the client's segments, 60 bytes of
+		// headers once translated, fit the server side.
+		syn := frame(t, pktSpec{src: client, dst: vip, sport: 41000, dport: 80, proto: TCP, syn: true, seq: 100, srcMAC: macClient})
+		r.b.Process(ClientSide, syn)
+		ds := decode(t, syn)
+		lport, _ := ports64(ds)
+		sa := frame(t, pktSpec{src: addr6(ds.ip6.DstIP), dst: lip6, sport: 8080, dport: lport, proto: TCP, syn: true, ack: true, seq: 7000, ackNum: ds.tcp.Seq + 1, opts: []layers.TCPOption{mssOpt(8940)}, srcMAC: macGateway})
+		if v := r.b.Process(ServerSide, sa); v != Forward {
+			t.Fatal(v)
+		}
+		if got := binary.BigEndian.Uint16(decode(t, sa).tcp.Options[0].OptionData); int(got) != mtu-60 {
+			t.Fatalf("MTU %d: server MSS clamped to %d, want %d", mtu, got, mtu-60)
+		}
+
+		for _, c := range []struct {
+			rr    *rig
+			proto Protocol
+			l4Hdr int
+		}{{r, TCP, 20}, {ru, UDP, 8}} {
+			// What fits: IPv4 MTU - 20 bytes, IPv6 MTU bytes.
+			f := frame(t, pktSpec{src: client, dst: vip, sport: 40000, dport: 80, proto: c.proto, ack: true, seq: 101, payload: make([]byte, mtu-40-c.l4Hdr), srcMAC: macClient})
+			setDF(f)
+			if v := c.rr.b.Process(ClientSide, f); v != Forward {
+				t.Fatalf("MTU %d %v: %v %v", mtu, c.proto, v, nonZero(c.rr.b.Stats.Drops()))
+			}
+			if n := f.Len - 14; n != mtu {
+				t.Fatalf("MTU %d %v: %d bytes of IPv6", mtu, c.proto, n)
+			}
+			check6s(t, decode(t, f), 0, 64, mtu-40-c.l4Hdr)
+			if tooBig(c.rr) != 0 {
+				t.Fatalf("MTU %d %v: a packet that fits counted too big", mtu, c.proto)
+			}
+
+			// One byte more, with DF: a fragmentation needed back to the
+			// client from the VIP, quoting its header and first 8 bytes.
+			f = frame(t, pktSpec{src: client, dst: vip, sport: 40000, dport: 80, proto: c.proto, ack: true, seq: 101, payload: make([]byte, mtu-40-c.l4Hdr+1), srcMAC: macClient})
+			setDF(f)
+			sent := append([]byte(nil), f.Bytes()[14:14+20+8]...)
+			if v := c.rr.b.Process(ClientSide, f); v != Reply {
+				t.Fatalf("MTU %d %v: one byte too big with DF: %v %v", mtu, c.proto, v, nonZero(c.rr.b.Stats.Drops()))
+			}
+			if tooBig(c.rr) != 1 {
+				t.Fatalf("MTU %d %v: nat64_too_big %d", mtu, c.proto, tooBig(c.rr))
+			}
+			pk := gopacket.NewPacket(f.Bytes(), layers.LayerTypeEthernet, gopacket.Default)
+			eth, _ := pk.Layer(layers.LayerTypeEthernet).(*layers.Ethernet)
+			ip, _ := pk.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
+			ic, _ := pk.Layer(layers.LayerTypeICMPv4).(*layers.ICMPv4)
+			if eth == nil || ip == nil || ic == nil {
+				t.Fatalf("MTU %d %v: the answer is not ICMPv4: %v", mtu, c.proto, pk)
+			}
+			if [6]byte(eth.DstMAC) != macClient || [6]byte(eth.SrcMAC) != macClientNIC {
+				t.Fatalf("MACs %v -> %v", eth.SrcMAC, eth.DstMAC)
+			}
+			if addr4(ip.SrcIP) != vip || addr4(ip.DstIP) != client || ip.Protocol != layers.IPProtocolICMPv4 || int(ip.Length) != 20+8+28 || f.Len != 14+20+8+28 {
+				t.Fatalf("IPv4 %v -> %v proto %v length %d, frame %d", ip.SrcIP, ip.DstIP, ip.Protocol, ip.Length, f.Len)
+			}
+			if csum.Checksum(f.Bytes()[14:34], 0) != 0 || csum.Checksum(f.Bytes()[34:], 0) != 0 {
+				t.Fatal("IPv4 or ICMP checksum")
+			}
+			if ic.TypeCode != layers.CreateICMPv4TypeCode(3, 4) || ic.Id != 0 || int(ic.Seq) != mtu-20 {
+				t.Fatalf("MTU %d: %v, next-hop MTU %d (unused %d), want fragmentation needed with %d", mtu, ic.TypeCode, ic.Seq, ic.Id, mtu-20)
+			}
+			if !bytes.Equal(ic.Payload, sent) {
+				t.Fatalf("MTU %d %v: quote\n%x\nwant what the client sent\n%x", mtu, c.proto, ic.Payload, sent)
+			}
+		}
+		// Without DF: dropped, counted.
+		f := frame(t, pktSpec{src: client, dst: vip, sport: 40000, dport: 80, proto: UDP, payload: make([]byte, mtu-40-8+1), srcMAC: macClient})
+		if v := ru.b.Process(ClientSide, f); v != Drop || tooBig(ru) != 2 {
+			t.Fatalf("MTU %d: too big without DF: %v, nat64_too_big %d", mtu, v, tooBig(ru))
+		}
+	}
+}
+
+// established46 opens one NAT46 connection on r and returns a client frame
+// and a server frame of it.
+func established46(t testing.TB, r *rig, proto Protocol) (in, back *Frame) {
+	t.Helper()
+	rip, lport := open46(t, r, proto, 40000, 0)
+	in = frame(t, pktSpec{src: client, dst: vip, sport: 40000, dport: 80, proto: proto, ack: true, payload: make([]byte, 1400), srcMAC: macClient})
+	back = frame(t, pktSpec{src: rip, dst: lip6, sport: 8080, dport: lport, proto: proto, ack: true, payload: make([]byte, 1400), srcMAC: macGateway})
+	return in, back
+}
+
+// TestNAT46NoAllocs: the translation allocates nothing per packet.
+func TestNAT46NoAllocs(t *testing.T) {
+	for _, proto := range []Protocol{TCP, UDP} {
+		r := newRig46(t, proto, nil)
+		in, back := established46(t, r, proto)
+		if allocs := pairAllocs(t, r, in, back); allocs != 0 {
+			t.Fatalf("%v: %v allocations per packet pair", proto, allocs)
+		}
+	}
+}
