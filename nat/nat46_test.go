@@ -5,9 +5,11 @@ import (
 	"encoding/binary"
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
+	"github.com/tapvs/tapvs/connrec"
 	"github.com/tapvs/tapvs/csum"
 	"github.com/tapvs/tapvs/wire"
 )
@@ -350,5 +352,53 @@ func TestNAT46NoAllocs(t *testing.T) {
 		if allocs := pairAllocs(t, r, in, back); allocs != 0 {
 			t.Fatalf("%v: %v allocations per packet pair", proto, allocs)
 		}
+	}
+}
+
+// TestNAT46Templates: a NAT46 service's persistence template (an IPv4
+// client network, an IPv6 server) is exported as a record connrec
+// accepts (b2 without b1), and imported into a successor sends the
+// client's next connection to the template's IPv6 server.
+func TestNAT46Templates(t *testing.T) {
+	p := Persistence{Timeout: 10 * time.Minute, Mask: 24}
+	rig := func() *rig {
+		r := newRig46(t, TCP, nil)
+		if err := r.b.Update(func(tx *Tx) error { return tx.SetPersistence(r.svc, p) }); err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	old := rig()
+	first, _ := open46(t, old, TCP, 10000, 0) // rr's first
+	other := netip.MustParseAddr("198.51.100.77")
+	syn := frame(t, pktSpec{src: other, dst: vip, sport: 10000, dport: 80, proto: TCP, syn: true, srcMAC: macClient})
+	if v := old.b.Process(ClientSide, syn); v != Forward {
+		t.Fatal(v)
+	}
+	second := addr6(decode(t, syn).ip6.DstIP)
+	if first == second {
+		t.Fatalf("rr sent both clients to %v", first)
+	}
+	recs := templateRecords(t, old.b)
+	if len(recs) != 2 {
+		t.Fatalf("%d template records, want 2", len(recs))
+	}
+	next := rig()
+	for _, r := range recs {
+		if r.Flags != connrec.FlagServer6 || r.Kind != connrec.KindTemplate {
+			t.Fatalf("record %+v", r)
+		}
+		if r.Server == second.As16() {
+			if err := next.b.ImportConn(&r); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	syn = frame(t, pktSpec{src: other, dst: vip, sport: 10001, dport: 80, proto: TCP, syn: true, srcMAC: macClient})
+	if v := next.b.Process(ClientSide, syn); v != Forward {
+		t.Fatal(v)
+	}
+	if got := addr6(decode(t, syn).ip6.DstIP); got != second {
+		t.Fatalf("the imported template's client went to %v, want %v", got, second)
 	}
 }
