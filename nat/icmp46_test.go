@@ -166,4 +166,3 @@ func TestNAT46ICMPFromClient(t *testing.T) {
 		t.Fatalf("ICMPv6 from the client side: %v %v", v, nonZero(r.b.Stats.Drops()))
 	}
 }
-
