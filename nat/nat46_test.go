@@ -402,3 +402,42 @@ func TestNAT46Templates(t *testing.T) {
 		t.Fatalf("the imported template's client went to %v, want %v", got, second)
 	}
 }
+
+// TestNAT46HeadroomEdge: an IPv4 client packet grows by 20 bytes into
+// IPv6 in front of its transport header, which stays where it is: with
+// exactly that much headroom before the frame and its virtio-net header
+// it is translated (the header moved along), with a byte less it is
+// dropped as nat64_untranslatable.
+func TestNAT46HeadroomEdge(t *testing.T) {
+	for _, tc := range []struct {
+		headroom, vnet int
+		ok             bool
+	}{{20, 0, true}, {19, 0, false}, {32, 12, true}, {31, 12, false}} {
+		r := newRig46(t, UDP, nil)
+		open46(t, r, UDP, 40000, 0)
+		f := reheaded(frame(t, pktSpec{src: client, dst: vip, sport: 40000, dport: 80, proto: UDP, payload: []byte("headroom edge"), srcMAC: macClient}), tc.headroom, tc.vnet)
+		clear(f.VNet) // a plain frame's virtio-net header
+		v := r.b.Process(ClientSide, f)
+		if !tc.ok {
+			if v != Drop || r.b.Stats.Drop(DropNAT64) != 1 {
+				t.Fatalf("headroom %d, virtio-net header %d: %v %v", tc.headroom, tc.vnet, v, nonZero(r.b.Stats.Drops()))
+			}
+			// Found before anything else: one too big with DF is not
+			// answered either (nothing of it was read or rewritten).
+			big := reheaded(frame(t, pktSpec{src: client, dst: vip, sport: 40000, dport: 80, proto: UDP, payload: make([]byte, 1500-28), srcMAC: macClient}), tc.headroom, tc.vnet)
+			clear(big.VNet)
+			setDF(big)
+			if v := r.b.Process(ClientSide, big); v != Drop || r.b.Stats.Drop(DropNAT64) != 2 || r.b.Stats.Drop(DropNAT64TooBig) != 0 {
+				t.Fatalf("headroom %d, too big: %v %v", tc.headroom, v, nonZero(r.b.Stats.Drops()))
+			}
+			continue
+		}
+		if v != Forward {
+			t.Fatalf("headroom %d, virtio-net header %d: %v %v", tc.headroom, tc.vnet, v, nonZero(r.b.Stats.Drops()))
+		}
+		if f.Off != tc.vnet || len(f.VNet) != tc.vnet || tc.vnet > 0 && &f.VNet[0] != &f.Buf[0] {
+			t.Fatalf("headroom %d: frame at %d, virtio-net header % x", tc.headroom, f.Off, f.VNet)
+		}
+		check6s(t, decode(t, f), 0, 64, len("headroom edge"))
+	}
+}
