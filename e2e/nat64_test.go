@@ -706,3 +706,83 @@ func testNAT64PathMTU(t *testing.T, noOffload bool) {
 		t.Fatalf("the client's route to VIP64 has not learnt MTU %d: %s", mtu6, out)
 	}
 }
+
+// checkedServices46 is a NAT46 web service with an HTTP health check on
+// its IPv6 real servers.
+const checkedServices46 = `
+  - name: web46
+    vip: 172.25.254.46
+    port: 80
+    scheduler: rr
+    local_addresses: ['fd00:25:84::10']
+    health_check: {type: http, http_path: /, interval: 200ms, timeout: 150ms, rise: 2, fall: 2}
+    real_servers:
+      - {address: 'fd00:20:1::2', port: 80}
+      - {address: 'fd00:20:2::2', port: 80}`
+
+// NAT46 is an operator's as any service: health checks behind an IPv4 VIP
+// probe the IPv6 real servers from the IPv6 LIP (rs2's web server stops:
+// quiesced within fall x interval + timeout, every new request to rs1;
+// its SYNs on rs2's link all IPv6), and tapvsadm builds a NAT46 service
+// (an IPv4 VIP, an IPv6 LIP with -P, IPv6 real servers with -a) that
+// serves requests, lists its servers as ipvsadm does, and refuses an IPv4
+// real server on it naming the server side's family.
+func TestNAT46HealthAndTapvsadm(t *testing.T) {
+	e := setup6(t, checkedServices46, "")
+	const interval, timeout, fall, rise = 200 * time.Millisecond, 150 * time.Millisecond, 2, 2
+	bound := func(n int) time.Duration { return time.Duration(n)*interval + timeout + interval }
+	svc := x46.at(lab.HTTPPort).String()
+	rs1, rs2 := fmt.Sprintf("[%s]:80", lab.RS1v6), fmt.Sprintf("[%s]:80", lab.RS2v6)
+	hc := lab.HTTPClient(e.top.Client, 5*time.Second)
+	capRS2 := startCapture(t, e.top.RS[1], "eth0")
+	if !eventually(bound(rise), func() bool {
+		w1, up1, _ := e.weightOf(svc, rs1)
+		w2, up2, _ := e.weightOf(svc, rs2)
+		return w1 == 1 && up1 && w2 == 1 && up2
+	}) {
+		w, up, why := e.weightOf(svc, rs2)
+		t.Fatalf("the IPv6 real servers are not both up with weight 1: rs2 weight %d up %v (%s)", w, up, why)
+	}
+	e.rs[1].StopHTTP()
+	if !eventually(bound(fall), func() bool { w, up, _ := e.weightOf(svc, rs2); return w == 0 && !up }) {
+		w, up, why := e.weightOf(svc, rs2)
+		t.Fatalf("rs2 not quiesced within %v: weight %d up %v (%s)", bound(fall), w, up, why)
+	}
+	for i := range 4 {
+		if rs, rsAddr, saw := e.getAt(hc, x46.at(lab.HTTPPort)); rs != "rs1" || rsAddr != lab.RS1v6 || saw.Addr() != lab.LIP1v6 {
+			t.Fatalf("request %d while rs2 is down: %s on %v saw %v", i, rs, rsAddr, saw)
+		}
+	}
+	capRS2.stop()
+	var syn6, syn4 int
+	for _, p := range tcpPort(capRS2.packets(), lab.HTTPPort) {
+		tcp := p.Layer(layers.LayerTypeTCP).(*layers.TCP)
+		if !tcp.SYN || tcp.ACK {
+			continue
+		}
+		if ip := ip6Of(p); ip != nil && addr(ip.DstIP) == lab.RS2v6 {
+			syn6++
+		} else if ip4Of(p) != nil {
+			syn4++
+		}
+	}
+	if syn6 < 2 || syn4 != 0 {
+		t.Fatalf("on rs2's link: %d SYNs to [%v]:80, %d IPv4 SYNs; want the checker's over IPv6 only", syn6, lab.RS2v6, syn4)
+	}
+
+	// tapvsadm: a NAT46 service on port 9000 to rs1's bulk server.
+	bulk := x46.at(lab.BulkPort).String()
+	e.must("-A", "-t", bulk, "-s", "rr")
+	e.must("-P", "-t", bulk, "-z", lab.LIP2v6.String())
+	e.must("-a", "-t", bulk, "-r", netip.AddrPortFrom(lab.RS1v6, lab.BulkPort).String(), "-b")
+	if _, errOut, code := e.adm("", "-a", "-t", bulk, "-r", netip.AddrPortFrom(lab.RS2, lab.BulkPort).String(), "-b"); code == 0 ||
+		!strings.Contains(errOut, "is IPv4 but service TCP "+bulk+"'s server side is IPv6 ("+lab.LIP2v6.String()+")") {
+		t.Fatalf("an IPv4 real server on a NAT46 service: exit %d, %q", code, errOut)
+	}
+	if r := admRow(t, e.must("-ln", "-t", bulk), fmt.Sprintf("[%s]:%d", lab.RS1v6, lab.BulkPort)); r[2] != "FullNat" {
+		t.Fatalf("tapvsadm -ln row %q", r)
+	}
+	if _, err := lab.Upload(e.ctx(time.Minute), e.top.Client, x46.at(lab.BulkPort), 4<<20); err != nil {
+		t.Fatalf("upload through the tapvsadm-made NAT46 service: %v", err)
+	}
+}
