@@ -71,7 +71,6 @@ const bulk64RS2 = `
     real_servers:
       - {address: 10.20.2.2, port: 9000}`
 
-
 // xlat is one direction of translation: NAT64 (an IPv6 client and VIP,
 // IPv4 LIPs and real servers) or NAT46 (an IPv4 client and VIP, IPv6 LIPs
 // and real servers). A test written for NAT64 takes its addresses from
