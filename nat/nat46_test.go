@@ -441,3 +441,93 @@ func TestNAT46HeadroomEdge(t *testing.T) {
 		check6s(t, decode(t, f), 0, 64, len("headroom edge"))
 	}
 }
+
+// FuzzProcess46 is FuzzProcess64 mirrored: any frame through a balancer
+// with a NAT46 TCP or UDP service (with TOA, PROXY v1 or v2 where the
+// protocol carries it: ctl's bits 2-3), one connection open, from either
+// side. Nothing may panic; a forwarded frame must parse as the family of
+// the side it leaves by, with its IPv4 header checksum right, and its
+// transport checksum right when the input's was (or the input was IPv4
+// UDP without one); an answer to the client is a fragmentation needed.
+func FuzzProcess46(f *testing.F) {
+	seeds := [][]byte{}
+	add := func(fr *Frame) { seeds = append(seeds, append([]byte(nil), fr.Bytes()...)) }
+	for _, proto := range []Protocol{TCP, UDP} {
+		r := newRig46(f, proto, nil)
+		in, back := established46(f, r, proto)
+		add(in)
+		add(back)
+		// A client packet too big for the server side once translated,
+		// with DF: answered by a fragmentation needed.
+		big := frame(f, pktSpec{src: client, dst: vip, sport: 40000, dport: 80, proto: proto, ack: true, seq: 1001, payload: make([]byte, 1461), srcMAC: macClient})
+		setDF(big)
+		add(big)
+		d := decode(f, back)
+		if r.b.Process(ClientSide, in) == Forward {
+			add(icmp6Error(f, addr6(d.ip6.SrcIP), lip6, macGateway, wire.ICMP6TooBig, 0, 1400, in.Bytes()[14:14+48]))
+		}
+		if r.b.Process(ServerSide, back) == Forward {
+			add(icmp4FromClient(f, 3, 4, 1400, back.Bytes()[14:14+28]))
+		}
+	}
+	syn := frame(f, pktSpec{src: client, dst: vip, sport: 40001, dport: 80, proto: TCP, syn: true, opts: []layers.TCPOption{mssOpt(9000)}, payload: []byte("x"), srcMAC: macClient})
+	add(syn)
+	add(withIPv4Opts(f, syn, 4))
+	for _, s := range seeds {
+		for ctl := range uint8(16) {
+			f.Add(ctl, s)
+		}
+	}
+	f.Fuzz(check46)
+}
+
+// check46 is FuzzProcess46's check of one frame.
+func check46(t *testing.T, ctl uint8, raw []byte) {
+	proto := TCP
+	if ctl&2 != 0 {
+		proto = UDP
+	}
+	r := newRig46(t, proto, nil)
+	if mode := ClientAddr(ctl >> 2 & 3); mode.check(proto) == nil {
+		if err := r.b.Update(func(tx *Tx) error { return tx.SetClientAddr(r.svc, mode) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	established46(t, r, proto)
+	side := Side(ctl & 1)
+	var verified bool
+	if side == ClientSide {
+		verified, _ = l4Verifies(raw)
+	} else {
+		verified = l4Verifies6(raw)
+	}
+	fr := withHeadroom(raw)
+	v := r.b.Process(side, fr)
+	if v == Reply && side == ClientSide {
+		out := fr.Bytes()
+		if len(out) < 14+20+8+28 || len(out) > 14+20+8+60+8 || binary.BigEndian.Uint16(out[12:]) != wire.EtherIPv4 || out[23] != wire.ProtoICMP ||
+			csum.Checksum(out[14:34], 0) != 0 || csum.Checksum(out[34:], 0) != 0 || out[34] != 3 || out[35] != 4 {
+			t.Fatalf("answered with a frame that is not a fragmentation needed: % x", out)
+		}
+		return
+	}
+	if v != Forward {
+		return
+	}
+	out := fr.Bytes()
+	if side == ServerSide {
+		if len(out) < 34 || binary.BigEndian.Uint16(out[12:]) != wire.EtherIPv4 || csum.Checksum(out[14:34], 0) != 0 {
+			t.Fatalf("forwarded a frame that is not IPv4 with a right header: % x", out[:min(len(out), 40)])
+		}
+		if ok, has := l4Verifies(out); verified && has && !ok {
+			t.Fatalf("a checksum that verified in does not out:\nin  % x\nout % x", raw, out)
+		}
+		return
+	}
+	if len(out) < 54 || binary.BigEndian.Uint16(out[12:]) != wire.EtherIPv6 {
+		t.Fatalf("forwarded a frame that is not IPv6: % x", out[:min(len(out), 40)])
+	}
+	if (verified || udpNoChecksum(raw)) && !l4Verifies6(out) {
+		t.Fatalf("a checksum that verified in does not out:\nin  % x\nout % x", raw, out)
+	}
+}
