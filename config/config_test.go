@@ -87,7 +87,7 @@ func TestErrorsNameTheField(t *testing.T) {
 		"publish peer": {"name: tc,", "name: tc, publish: [{port: 80, vip: 172.25.254.100}],", "interfaces.client.publish: needs peer_address"},
 		"publish port": {"name: tc,", "name: tc, peer_address: 172.25.254.1/24, publish: [{port: 0, vip: 172.25.254.100}],", "interfaces.client.publish[0].port: 0 is not a port"},
 		"publish prot": {"name: tc,", "name: tc, peer_address: 172.25.254.1/24, publish: [{protocol: sctp, port: 80, vip: 172.25.254.100}],", `interfaces.client.publish[0].protocol: "sctp" is not tcp or udp`},
-		"publish vip":  {"name: tc,", "name: tc, peer_address: 172.25.254.1/24, publish: [{port: 80, vip: foo}],", `interfaces.client.publish[0].vip: "foo" is not an IPv4 address`},
+		"publish vip":  {"name: tc,", "name: tc, peer_address: 172.25.254.1/24, publish: [{port: 80, vip: foo}],", `interfaces.client.publish[0].vip: "foo" is not an IP address`},
 	}
 	for name, tc := range cases {
 		if !strings.Contains(valid, tc.from) {

@@ -10,7 +10,8 @@ import (
 // the server side: the VIP's, or the other: NAT64, NAT46) are the
 // balancer's rules (nat/rules.go), checked by the dry run like every rule
 // between values. The sidecar's kernel-side keys (peer_address,
-// masquerade, publish) are IPv4 only for now and refuse IPv6 saying so.
+// masquerade, publish) take IPv6 beside IPv4: peer_address6 is the kernel
+// end's IPv6 address, as address6 is tapvs's (interfaces.go).
 
 // checkAddress6 checks a side's address6: tapvs's own IPv6 address on the
 // side, with the prefix that is on-link there.

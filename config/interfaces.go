@@ -25,9 +25,10 @@ type rawIface struct {
 	Netns    string     `mapstructure:"netns"`
 	Routes   []rawRoute `mapstructure:"routes"`
 	// The kernel's end of the TAP, for tapvs in a container: see Interface.
-	PeerAddress string       `mapstructure:"peer_address"`
-	Masquerade  bool         `mapstructure:"masquerade"`
-	Publish     []rawPublish `mapstructure:"publish"`
+	PeerAddress  string       `mapstructure:"peer_address"`
+	PeerAddress6 string       `mapstructure:"peer_address6"`
+	Masquerade   bool         `mapstructure:"masquerade"`
+	Publish      []rawPublish `mapstructure:"publish"`
 }
 
 type rawPublish struct {
@@ -62,15 +63,23 @@ type Interface struct {
 	// the TAP, in Address's subnet: where only tapvs holds CAP_NET_ADMIN (a
 	// sidecar in a pod), nothing else can.
 	PeerAddress netip.Prefix
+	// PeerAddress6 is the kernel end's IPv6 address, in Address6's prefix:
+	// a key of its own beside PeerAddress as Address6 is beside Address,
+	// so that each family's pair (tapvs's address, the kernel's) is read
+	// side by side, and an IPv6-only pod gives only this one.
+	PeerAddress6 netip.Prefix
 	// Masquerade has the kernel masquerade packets from Address's subnet
-	// that leave its namespace by another interface (nftables): a sidecar's
+	// (with PeerAddress) and Address6's prefix (with PeerAddress6) that
+	// leave its namespace by another interface (nftables): a sidecar's
 	// LIPs reaching real servers outside the pod, which have no route back
-	// to them. Needs PeerAddress and the namespace's net.ipv4.ip_forward.
+	// to them. Needs the namespace's net.ipv4.ip_forward and
+	// net.ipv6.conf.all.forwarding for the families masqueraded.
 	Masquerade bool
 	// Publish has the kernel send new connections to its own addresses on
 	// these ports to their VIPs (DNAT): clients outside a pod reach a
 	// sidecar's services at the pod's address. Client side only; needs
-	// PeerAddress, a route toward the clients and net.ipv4.ip_forward.
+	// the peer address of each VIP's family, a route toward the clients and
+	// the namespace's forwarding of that family.
 	Publish []Published
 }
 
@@ -112,6 +121,9 @@ func readIface(e *errs, f string, r rawIface) Interface {
 	if r.PeerAddress != "" {
 		i.PeerAddress = readPrefix(e, f+".peer_address", r.PeerAddress, "an IPv4 address with prefix length (like 172.25.84.1/24)")
 	}
+	if r.PeerAddress6 != "" {
+		i.PeerAddress6 = readPrefix(e, f+".peer_address6", r.PeerAddress6, "an IPv6 address with prefix length (like fd00:25:84::1/64)")
+	}
 	for j, rp := range r.Publish {
 		pf := fmt.Sprintf("%s.publish[%d]", f, j)
 		var p Published
@@ -125,7 +137,7 @@ func readIface(e *errs, f string, r rawIface) Interface {
 		}
 		p.Port, _ = port(e, pf+".port", rp.Port)
 		if v, err := netip.ParseAddr(rp.VIP); err != nil {
-			e.add(pf+".vip", "%q is not an IPv4 address", rp.VIP)
+			e.add(pf+".vip", "%q is not an IP address", rp.VIP)
 		} else {
 			p.VIP = v
 		}
@@ -190,37 +202,53 @@ func (i *Interface) check(e *errs, f string) {
 	for j := range i.Routes {
 		checkRoute(e, fmt.Sprintf("%s.routes[%d]", f, j), &i.Routes[j], a4, a6, has6)
 	}
-	i.checkKernelEnd(e, f, a4, has6)
+	i.checkKernelEnd(e, f, a4, a6, has6)
 }
 
-// checkKernelEnd checks a sidecar's keys: the kernel end's address
-// (peer_address), the masquerade and the published ports. a4 is the
-// side's IPv4 address (zero if refused); has6 says address6 was given.
-func (i *Interface) checkKernelEnd(e *errs, f string, a4 netip.Prefix, has6 bool) {
+// checkKernelEnd checks a sidecar's keys: the kernel end's addresses
+// (peer_address, peer_address6), the masquerade and the published ports.
+// a4 and a6 are the side's addresses (zero if absent or refused); has6
+// says address6 was given.
+func (i *Interface) checkKernelEnd(e *errs, f string, a4, a6 netip.Prefix, has6 bool) {
 	// A peer address given but refused is not missing.
 	hasPeer := i.PeerAddress.IsValid() || e.refused(f+".peer_address")
+	hasPeer6 := i.PeerAddress6.IsValid() || e.refused(f+".peer_address6")
 	if pa := i.PeerAddress; pa.IsValid() {
 		switch {
 		case !pa.Addr().Is4():
-			e.add(f+".peer_address", "%s is IPv6: an IPv6 peer address is not built yet (the kernel's end takes an IPv4 address)", pa)
+			e.add(f+".peer_address", "%s is IPv6: peer_address is the kernel end's IPv4 address; give its IPv6 address as peer_address6", pa)
 		case a4.IsValid() && (pa.Masked() != a4.Masked()):
 			e.add(f+".peer_address", "%s is not in address's subnet %s", pa, a4.Masked())
 		case pa.Addr() == a4.Addr():
 			e.add(f+".peer_address", "%s is tapvs's own address on this side", pa.Addr())
 		}
 	}
-	if i.Masquerade {
+	if pa := i.PeerAddress6; pa.IsValid() {
 		switch {
-		case !hasPeer:
-			e.add(f+".masquerade", "needs peer_address: the kernel's route back to this side")
-		case has6:
-			// The kernel masquerades address's IPv4 subnet only: IPv6
-			// local addresses would leave with no way back.
-			e.add(f+".masquerade", "masquerades IPv4 only: IPv6 masquerade is not built yet, so this side cannot have address6 with it")
+		case pa.Addr().Is4():
+			e.add(f+".peer_address6", "%s is IPv4: peer_address6 is the kernel end's IPv6 address; its IPv4 address goes in peer_address", pa)
+		case !has6:
+			e.add(f+".peer_address6", "needs address6: the kernel end's IPv6 address is in tapvs's IPv6 prefix on this side")
+		case a6.IsValid() && (pa.Masked() != a6.Masked()):
+			e.add(f+".peer_address6", "%s is not in address6's prefix %s", pa, a6.Masked())
+		case pa.Addr() == a6.Addr():
+			e.add(f+".peer_address6", "%s is tapvs's own address6 on this side", pa.Addr())
+		case pa.Bits() < 127 && pa.Addr() == pa.Masked().Addr():
+			e.add(f+".peer_address6", "%s is its prefix's Subnet-Router anycast address (host bits all zero), not a host", pa)
 		}
 	}
-	if len(i.Publish) > 0 && !hasPeer {
-		e.add(f+".publish", "needs peer_address: the kernel's route to the VIPs")
+	if i.Masquerade {
+		switch {
+		case !hasPeer && !hasPeer6:
+			e.add(f+".masquerade", "needs peer_address (IPv4) or peer_address6 (IPv6): the kernel's route back to this side")
+		case has6 && !hasPeer6:
+			// Each family masquerades with its peer address: the IPv6
+			// LIPs would leave unmasqueraded, with no way back.
+			e.add(f+".masquerade", "this side has address6 but no peer_address6: its IPv6 prefix would leave unmasqueraded; give peer_address6")
+		}
+	}
+	if len(i.Publish) > 0 && !hasPeer && !hasPeer6 {
+		e.add(f+".publish", "needs peer_address or peer_address6: the kernel's route to the VIPs")
 	}
 	for j, p := range i.Publish {
 		pf := fmt.Sprintf("%s.publish[%d]", f, j)
@@ -228,11 +256,20 @@ func (i *Interface) checkKernelEnd(e *errs, f string, a4 netip.Prefix, has6 bool
 			e.add(pf+".protocol", "%d is not tcp (%d) or udp (%d)", p.Protocol, syscall.IPPROTO_TCP, syscall.IPPROTO_UDP)
 		}
 		port(e, pf+".port", int(p.Port))
+		// A VIP of a family the kernel end has no address of is refused
+		// once there is a peer address at all (else publish's own line is
+		// the one to fix).
 		switch {
 		case !p.VIP.IsValid():
-			e.add(pf+".vip", "is not set: the IPv4 VIP the port is sent to")
-		case !p.VIP.Is4():
-			e.add(pf+".vip", "%s is IPv6: IPv6 publish is not built yet (the kernel's DNAT here is IPv4 only)", p.VIP)
+			e.add(pf+".vip", "is not set: the VIP the port is sent to")
+		case p.VIP.Is4In6():
+			e.add(pf+".vip", "%s is an IPv4-mapped IPv6 address: write it as %s", p.VIP, p.VIP.Unmap())
+		case p.VIP.Zone() != "":
+			e.add(pf+".vip", "%s has a zone: a VIP is not scoped to a link", p.VIP)
+		case p.VIP.Is4() && !hasPeer && hasPeer6:
+			e.add(pf+".vip", "%s is IPv4 and this side has no peer_address: the kernel has no route to it", p.VIP)
+		case p.VIP.Is6() && !hasPeer6 && hasPeer:
+			e.add(pf+".vip", "%s is IPv6 and this side has no peer_address6: the kernel has no route to it", p.VIP)
 		}
 	}
 }

@@ -66,40 +66,54 @@ func TestIPv6Fields(t *testing.T) {
 func TestIPv6Refusals(t *testing.T) {
 	const lip6 = "local_addresses: [fd00:25:84::10, fd00:25:84::11]"
 	cases := map[string]struct{ from, to, want string }{
-		"address is IPv6":      {"address: 172.25.84.4/24", "address: fd00:25:84::5/64", "interfaces.server.address: fd00:25:84::5/64 is IPv6: address is the side's IPv4 address; give its IPv6 address as address6"},
-		"address6 syntax":      {"address6: fd00:25:84::4/64", "address6: fd00:25:84::4", `interfaces.server.address6: "fd00:25:84::4" is not an IPv6 address with prefix length (like fd00:25:84::4/64)`},
-		"address6 zone":        {"address6: fd00:25:84::4/64", "address6: fe80::4%ts/64", `interfaces.server.address6: "fe80::4%ts/64" is not an IPv6 address with prefix length`},
-		"address6 is IPv4":     {"address6: fd00:25:84::4/64", "address6: 172.25.84.5/24", "interfaces.server.address6: 172.25.84.5/24 is IPv4: address6 is the side's IPv6 address; its IPv4 address goes in address"},
-		"address6 mapped":      {"address6: fd00:25:84::4/64", "address6: '::ffff:172.25.84.5/120'", "interfaces.server.address6: ::ffff:172.25.84.5/120 is an IPv4-mapped address"},
-		"address6 link-local":  {"address6: fd00:25:84::4/64", "address6: fe80::4/64", "interfaces.server.address6: fe80::4/64 is link-local: address6 needs a global or unique local address"},
-		"address6 multicast":   {"address6: fd00:25:84::4/64", "address6: ff02::1/64", "interfaces.server.address6: ff02::1/64 is a multicast address, not a host"},
-		"address6 unspecified": {"address6: fd00:25:84::4/64", "address6: '::/64'", "interfaces.server.address6: ::/64 is the unspecified address, not a host"},
-		"address6 loopback":    {"address6: fd00:25:84::4/64", "address6: '::1/128'", "interfaces.server.address6: ::1/128 is the loopback address"},
-		"address6 anycast":     {"address6: fd00:25:84::4/64", "address6: 'fd00:25:84::/64'", "interfaces.server.address6: fd00:25:84::/64 is its prefix's Subnet-Router anycast address"},
-		"route dst":            {"dst: fd00:20::/32", "dst: fd00:20::", `interfaces.server.routes[1].dst: "fd00:20::" is not a prefix (like 10.20.0.0/16 or fd00:20::/48)`},
-		"route mixed v6 via":   {"dst: 10.20.0.0/16, via: 172.25.84.1", "dst: 10.20.0.0/16, via: 'fd00:25:84::1'", "interfaces.server.routes[0].via: fd00:25:84::1 is IPv6 but dst 10.20.0.0/16 is IPv4: a route's dst and via are of one family"},
-		"route mixed v4 via":   {"via: fd00:25:84::1}", "via: 172.25.84.1}", "interfaces.server.routes[1].via: 172.25.84.1 is IPv4 but dst fd00:20::/32 is IPv6: a route's dst and via are of one family"},
-		"route via off-link":   {"via: fd00:25:84::1}", "via: 'fd00:25:85::1'}", "interfaces.server.routes[1].via: fd00:25:85::1 is not on-link (not in fd00:25:84::/64, nor link-local fe80::/10)"},
-		"route via zone":       {"via: fe80::1}", "via: 'fe80::1%ts'}", `interfaces.server.routes[2].via: "fe80::1%ts" is not a router's address`},
-		"route v6 no address6": {"    address6: fd00:25:84::4/64\n", "", "interfaces.server.routes[1].dst: fd00:20::/32 is IPv6 and this side has no address6"},
-		"VIP needs address6":   {", address6: fd00:25:254::fe/64}", "}", "services[1].vip: 2001:db8::1 is IPv6 and interfaces.client has no address6"},
-		"LIP needs address6":   {"    address6: fd00:25:84::4/64\n    routes:\n      - {dst: 10.20.0.0/16, via: 172.25.84.1}\n      - {dst: fd00:20::/32, via: fd00:25:84::1}\n      - {dst: fd00:21::1/48, via: fe80::1}\n", "", "services[1].local_addresses[0]: fd00:25:84::10 is IPv6 and interfaces.server has no address6"},
-		"VIP zone":             {"vip: 2001:db8::1", "vip: 'fe80::1%tc'", `services[1].vip: "fe80::1%tc" has a zone: a service's addresses are not scoped to a link`},
-		"VIP mapped":           {"vip: 2001:db8::1", "vip: '::ffff:172.25.254.101'", "services[1].vip: ::ffff:172.25.254.101 is an IPv4-mapped IPv6 address: write it as 172.25.254.101"},
-		"LIP other family":     {"[172.25.84.10]", "[172.25.84.10, fd00:25:84::12]", "services[0].local_addresses[1]: local address fd00:25:84::12 is IPv6 but service TCP 172.25.254.100:80's server side is IPv4 (172.25.84.10): its local addresses and real servers are one family"},
-		"LIP v4 for v6 VIP":    {lip6, "local_addresses: [fd00:25:84::10, 172.25.84.11]", "services[1].local_addresses[1]: local address 172.25.84.11 is IPv4 but service TCP [2001:db8::1]:80's server side is IPv6 (fd00:25:84::10): its local addresses and real servers are one family"},
-		"RS other family":      {"{address: 10.20.1.2, port: 80}", "{address: 'fd00:20:1::3', port: 80}", "services[0].real_servers[0]: real server [fd00:20:1::3]:80 is IPv6 but service TCP 172.25.254.100:80's server side is IPv4 (172.25.84.10): its local addresses and real servers are one family"},
-		"NAT46 RS v4":          {"[172.25.84.10]", "[fd00:25:84::12]", "services[0].real_servers[0]: real server 10.20.1.2:80 is IPv4 but service TCP 172.25.254.100:80's server side is IPv6 (fd00:25:84::12): its local addresses and real servers are one family"},
-		"RS v4 for v6 VIP":     {"{address: 'fd00:20:2::2', port: 8080, weight: 0}", "{address: 10.20.2.2, port: 8080}", "services[1].real_servers[1]: real server 10.20.2.2:8080 is IPv4 but service TCP [2001:db8::1]:80's server side is IPv6 (fd00:25:84::10): its local addresses and real servers are one family"},
-		"RS zone":              {"{address: 'fd00:20:1::2', port: 80}", "{address: 'fd00:20:1::2%ts', port: 80}", `services[1].real_servers[0].address: "fd00:20:1::2%ts" has a zone`},
-		"duplicate v6 service": {"  - vip: 2001:db8::1\n    port: 80\n", "  - vip: 2001:db8::1\n    port: 80\n    local_addresses: [fd00:25:84::12]\n    real_servers: [{address: 'fd00:20:1::2', port: 80}]\n  - vip: 2001:db8::1\n    port: 80\n", "services[2]: TCP [2001:db8::1]:80 is already defined by services[1]"},
-		"v4 list on v6 VIP":    {"  - vip: 2001:db8::1\n    port: 80\n", "  - vip: 2001:db8::1\n    port: 80\n    deny: ['fd00:25:254::/64', 10.0.0.0/8]\n", "services[1].deny[1]: 10.0.0.0/8 is IPv4 and the service's VIP 2001:db8::1 is IPv6: a list holds prefixes of its clients' family"},
-		"peer_address v6":      {"name: ts\n", "name: ts\n    peer_address: fd00:25:84::1/64\n", "interfaces.server.peer_address: fd00:25:84::1/64 is IPv6: an IPv6 peer address is not built yet"},
-		"masquerade address6":  {"name: ts\n", "name: ts\n    peer_address: 172.25.84.1/24\n    masquerade: true\n", "interfaces.server.masquerade: masquerades IPv4 only: IPv6 masquerade is not built yet"},
-		"publish v6":           {"name: tc,", "name: tc, peer_address: 172.25.254.1/24, publish: [{port: 80, vip: '2001:db8::1'}],", "interfaces.client.publish[0].vip: 2001:db8::1 is IPv6: IPv6 publish is not built yet"},
+		"address is IPv6":       {"address: 172.25.84.4/24", "address: fd00:25:84::5/64", "interfaces.server.address: fd00:25:84::5/64 is IPv6: address is the side's IPv4 address; give its IPv6 address as address6"},
+		"address6 syntax":       {"address6: fd00:25:84::4/64", "address6: fd00:25:84::4", `interfaces.server.address6: "fd00:25:84::4" is not an IPv6 address with prefix length (like fd00:25:84::4/64)`},
+		"address6 zone":         {"address6: fd00:25:84::4/64", "address6: fe80::4%ts/64", `interfaces.server.address6: "fe80::4%ts/64" is not an IPv6 address with prefix length`},
+		"address6 is IPv4":      {"address6: fd00:25:84::4/64", "address6: 172.25.84.5/24", "interfaces.server.address6: 172.25.84.5/24 is IPv4: address6 is the side's IPv6 address; its IPv4 address goes in address"},
+		"address6 mapped":       {"address6: fd00:25:84::4/64", "address6: '::ffff:172.25.84.5/120'", "interfaces.server.address6: ::ffff:172.25.84.5/120 is an IPv4-mapped address"},
+		"address6 link-local":   {"address6: fd00:25:84::4/64", "address6: fe80::4/64", "interfaces.server.address6: fe80::4/64 is link-local: address6 needs a global or unique local address"},
+		"address6 multicast":    {"address6: fd00:25:84::4/64", "address6: ff02::1/64", "interfaces.server.address6: ff02::1/64 is a multicast address, not a host"},
+		"address6 unspecified":  {"address6: fd00:25:84::4/64", "address6: '::/64'", "interfaces.server.address6: ::/64 is the unspecified address, not a host"},
+		"address6 loopback":     {"address6: fd00:25:84::4/64", "address6: '::1/128'", "interfaces.server.address6: ::1/128 is the loopback address"},
+		"address6 anycast":      {"address6: fd00:25:84::4/64", "address6: 'fd00:25:84::/64'", "interfaces.server.address6: fd00:25:84::/64 is its prefix's Subnet-Router anycast address"},
+		"route dst":             {"dst: fd00:20::/32", "dst: fd00:20::", `interfaces.server.routes[1].dst: "fd00:20::" is not a prefix (like 10.20.0.0/16 or fd00:20::/48)`},
+		"route mixed v6 via":    {"dst: 10.20.0.0/16, via: 172.25.84.1", "dst: 10.20.0.0/16, via: 'fd00:25:84::1'", "interfaces.server.routes[0].via: fd00:25:84::1 is IPv6 but dst 10.20.0.0/16 is IPv4: a route's dst and via are of one family"},
+		"route mixed v4 via":    {"via: fd00:25:84::1}", "via: 172.25.84.1}", "interfaces.server.routes[1].via: 172.25.84.1 is IPv4 but dst fd00:20::/32 is IPv6: a route's dst and via are of one family"},
+		"route via off-link":    {"via: fd00:25:84::1}", "via: 'fd00:25:85::1'}", "interfaces.server.routes[1].via: fd00:25:85::1 is not on-link (not in fd00:25:84::/64, nor link-local fe80::/10)"},
+		"route via zone":        {"via: fe80::1}", "via: 'fe80::1%ts'}", `interfaces.server.routes[2].via: "fe80::1%ts" is not a router's address`},
+		"route v6 no address6":  {"    address6: fd00:25:84::4/64\n", "", "interfaces.server.routes[1].dst: fd00:20::/32 is IPv6 and this side has no address6"},
+		"VIP needs address6":    {", address6: fd00:25:254::fe/64}", "}", "services[1].vip: 2001:db8::1 is IPv6 and interfaces.client has no address6"},
+		"LIP needs address6":    {"    address6: fd00:25:84::4/64\n    routes:\n      - {dst: 10.20.0.0/16, via: 172.25.84.1}\n      - {dst: fd00:20::/32, via: fd00:25:84::1}\n      - {dst: fd00:21::1/48, via: fe80::1}\n", "", "services[1].local_addresses[0]: fd00:25:84::10 is IPv6 and interfaces.server has no address6"},
+		"VIP zone":              {"vip: 2001:db8::1", "vip: 'fe80::1%tc'", `services[1].vip: "fe80::1%tc" has a zone: a service's addresses are not scoped to a link`},
+		"VIP mapped":            {"vip: 2001:db8::1", "vip: '::ffff:172.25.254.101'", "services[1].vip: ::ffff:172.25.254.101 is an IPv4-mapped IPv6 address: write it as 172.25.254.101"},
+		"LIP other family":      {"[172.25.84.10]", "[172.25.84.10, fd00:25:84::12]", "services[0].local_addresses[1]: local address fd00:25:84::12 is IPv6 but service TCP 172.25.254.100:80's server side is IPv4 (172.25.84.10): its local addresses and real servers are one family"},
+		"LIP v4 for v6 VIP":     {lip6, "local_addresses: [fd00:25:84::10, 172.25.84.11]", "services[1].local_addresses[1]: local address 172.25.84.11 is IPv4 but service TCP [2001:db8::1]:80's server side is IPv6 (fd00:25:84::10): its local addresses and real servers are one family"},
+		"RS other family":       {"{address: 10.20.1.2, port: 80}", "{address: 'fd00:20:1::3', port: 80}", "services[0].real_servers[0]: real server [fd00:20:1::3]:80 is IPv6 but service TCP 172.25.254.100:80's server side is IPv4 (172.25.84.10): its local addresses and real servers are one family"},
+		"NAT46 RS v4":           {"[172.25.84.10]", "[fd00:25:84::12]", "services[0].real_servers[0]: real server 10.20.1.2:80 is IPv4 but service TCP 172.25.254.100:80's server side is IPv6 (fd00:25:84::12): its local addresses and real servers are one family"},
+		"RS v4 for v6 VIP":      {"{address: 'fd00:20:2::2', port: 8080, weight: 0}", "{address: 10.20.2.2, port: 8080}", "services[1].real_servers[1]: real server 10.20.2.2:8080 is IPv4 but service TCP [2001:db8::1]:80's server side is IPv6 (fd00:25:84::10): its local addresses and real servers are one family"},
+		"RS zone":               {"{address: 'fd00:20:1::2', port: 80}", "{address: 'fd00:20:1::2%ts', port: 80}", `services[1].real_servers[0].address: "fd00:20:1::2%ts" has a zone`},
+		"duplicate v6 service":  {"  - vip: 2001:db8::1\n    port: 80\n", "  - vip: 2001:db8::1\n    port: 80\n    local_addresses: [fd00:25:84::12]\n    real_servers: [{address: 'fd00:20:1::2', port: 80}]\n  - vip: 2001:db8::1\n    port: 80\n", "services[2]: TCP [2001:db8::1]:80 is already defined by services[1]"},
+		"v4 list on v6 VIP":     {"  - vip: 2001:db8::1\n    port: 80\n", "  - vip: 2001:db8::1\n    port: 80\n    deny: ['fd00:25:254::/64', 10.0.0.0/8]\n", "services[1].deny[1]: 10.0.0.0/8 is IPv4 and the service's VIP 2001:db8::1 is IPv6: a list holds prefixes of its clients' family"},
+		"peer_address v6":       {"name: ts\n", "name: ts\n    peer_address: fd00:25:84::1/64\n", "interfaces.server.peer_address: fd00:25:84::1/64 is IPv6: peer_address is the kernel end's IPv4 address; give its IPv6 address as peer_address6"},
+		"peer_address6 v4":      {"name: ts\n", "name: ts\n    peer_address6: 172.25.84.1/24\n", "interfaces.server.peer_address6: 172.25.84.1/24 is IPv4: peer_address6 is the kernel end's IPv6 address; its IPv4 address goes in peer_address"},
+		"peer_address6 syntax":  {"name: ts\n", "name: ts\n    peer_address6: fd00:25:84::1\n    peer_address: 172.25.84.1/24\n    masquerade: true\n", `interfaces.server.peer_address6: "fd00:25:84::1" is not an IPv6 address with prefix length (like fd00:25:84::1/64)`},
+		"peer_address6 subnet":  {"name: ts\n", "name: ts\n    peer_address6: fd00:25:85::1/64\n", "interfaces.server.peer_address6: fd00:25:85::1/64 is not in address6's prefix fd00:25:84::/64"},
+		"peer_address6 prefix":  {"name: ts\n", "name: ts\n    peer_address6: fd00:25:84::1/48\n", "interfaces.server.peer_address6: fd00:25:84::1/48 is not in address6's prefix fd00:25:84::/64"},
+		"peer_address6 self":    {"name: ts\n", "name: ts\n    peer_address6: fd00:25:84::4/64\n", "interfaces.server.peer_address6: fd00:25:84::4 is tapvs's own address6 on this side"},
+		"peer_address6 anycast": {"name: ts\n", "name: ts\n    peer_address6: 'fd00:25:84::/64'\n", "interfaces.server.peer_address6: fd00:25:84::/64 is its prefix's Subnet-Router anycast address"},
+		"peer_address6 no address6": {"    address6: fd00:25:84::4/64\n    routes:\n      - {dst: 10.20.0.0/16, via: 172.25.84.1}\n      - {dst: fd00:20::/32, via: fd00:25:84::1}\n      - {dst: fd00:21::1/48, via: fe80::1}\n",
+			"    peer_address6: fd00:25:84::1/64\n    routes:\n      - {dst: 10.20.0.0/16, via: 172.25.84.1}\n", "interfaces.server.peer_address6: needs address6: the kernel end's IPv6 address is in tapvs's IPv6 prefix on this side"},
+		"masquerade address6": {"name: ts\n", "name: ts\n    peer_address: 172.25.84.1/24\n    masquerade: true\n", "interfaces.server.masquerade: this side has address6 but no peer_address6: its IPv6 prefix would leave unmasqueraded; give peer_address6"},
+		"masquerade no peer":  {"name: ts\n", "name: ts\n    masquerade: true\n", "interfaces.server.masquerade: needs peer_address (IPv4) or peer_address6 (IPv6): the kernel's route back to this side"},
+		"address6 refused":    {"    address6: fd00:25:84::4/64\n", "    address6: fd00:25:84::4\n    peer_address6: fd00:25:85::1/64\n    masquerade: true\n", `interfaces.server.address6: "fd00:25:84::4" is not an IPv6 address`},
+		"publish v6 no peer6": {"name: tc,", "name: tc, peer_address: 172.25.254.1/24, publish: [{port: 80, vip: '2001:db8::1'}],", "interfaces.client.publish[0].vip: 2001:db8::1 is IPv6 and this side has no peer_address6: the kernel has no route to it"},
+		"publish v4 no peer":  {"name: tc,", "name: tc, peer_address6: 'fd00:25:254::1/64', publish: [{port: 80, vip: 172.25.254.100}],", "interfaces.client.publish[0].vip: 172.25.254.100 is IPv4 and this side has no peer_address: the kernel has no route to it"},
+		"publish no peer":     {"name: tc,", "name: tc, publish: [{port: 80, vip: '2001:db8::1'}],", "interfaces.client.publish: needs peer_address or peer_address6: the kernel's route to the VIPs"},
+		"publish v6 mapped":   {"name: tc,", "name: tc, peer_address6: 'fd00:25:254::1/64', publish: [{port: 80, vip: '::ffff:172.25.254.100'}],", "interfaces.client.publish[0].vip: ::ffff:172.25.254.100 is an IPv4-mapped IPv6 address: write it as 172.25.254.100"},
+		"publish v6 zone":     {"name: tc,", "name: tc, peer_address6: 'fd00:25:254::1/64', publish: [{port: 80, vip: 'fe80::1%tc'}],", "interfaces.client.publish[0].vip: fe80::1%tc has a zone: a VIP is not scoped to a link"},
 	}
 	// A missing address6 refuses each address that needs it: a line each.
-	extra := map[string]int{"route v6 no address6": 3, "LIP needs address6": 1}
+	extra := map[string]int{"route v6 no address6": 3, "LIP needs address6": 1, "peer_address6 no address6": 2}
 	for name, tc := range cases {
 		if !strings.Contains(valid6, tc.from) {
 			t.Fatalf("%s: bad test: %q not in config", name, tc.from)
@@ -125,5 +139,36 @@ func TestIPv6BesideSidecarKeys(t *testing.T) {
 	}
 	if !c.Client.PeerAddress.IsValid() || len(c.Client.Publish) != 1 || !c.Client.Address6.IsValid() {
 		t.Fatalf("client %+v", c.Client)
+	}
+}
+
+// A dual-stack sidecar: each family's kernel end, masquerade of both and
+// publish of a VIP of each family in one file; an IPv6-only kernel end
+// (peer_address6 alone) masquerades and publishes IPv6.
+func TestIPv6SidecarKeys(t *testing.T) {
+	c, err := Parse(strings.NewReplacer(
+		"name: tc,", "name: tc, peer_address: 172.25.254.1/24, peer_address6: 'fd00:25:254::1/64', publish: [{port: 80, vip: 172.25.254.100}, {protocol: udp, port: 53, vip: '2001:db8::1'}],",
+		"name: ts\n", "name: ts\n    peer_address: 172.25.84.1/24\n    peer_address6: fd00:25:84::1/64\n    masquerade: true\n").Replace(valid6))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Client.PeerAddress6.String() != "fd00:25:254::1/64" || c.Server.PeerAddress6.String() != "fd00:25:84::1/64" || !c.Server.Masquerade ||
+		c.Server.PeerAddress.String() != "172.25.84.1/24" {
+		t.Fatalf("client %+v\nserver %+v", c.Client, c.Server)
+	}
+	want := []Published{{6, 80, netip.MustParseAddr("172.25.254.100")}, {17, 53, netip.MustParseAddr("2001:db8::1")}}
+	if !slices.Equal(c.Client.Publish, want) {
+		t.Fatalf("publish %+v, want %+v", c.Client.Publish, want)
+	}
+	c, err = Parse(strings.NewReplacer(
+		// A /127 (RFC 6164) has no Subnet-Router anycast address: the
+		// kernel end may have the address with host bits zero.
+		"name: tc, address: 172.25.254.254/24, address6: fd00:25:254::fe/64", "name: tc, address: 172.25.254.254/24, address6: 'fd00:25:254::ff/127', peer_address6: 'fd00:25:254::fe/127', publish: [{port: 80, vip: '2001:db8::1'}]",
+		"name: ts\n", "name: ts\n    peer_address6: fd00:25:84::1/64\n    masquerade: true\n").Replace(valid6))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Client.PeerAddress.IsValid() || c.Server.PeerAddress.IsValid() || c.Client.PeerAddress6.String() != "fd00:25:254::fe/127" || len(c.Client.Publish) != 1 {
+		t.Fatalf("client %+v\nserver %+v", c.Client, c.Server)
 	}
 }

@@ -74,18 +74,28 @@ func newCluster(d *Daemon, cfg *config.Config, successor bool) (*cluster, error)
 }
 
 // hostRoutes makes the host-route keepers for the sides whose TAP's kernel
-// end is in tapvs's own namespace with an address (peer_address): there the
-// routers' traffic for a VIP or a LIP outside that address's prefix reaches
-// this namespace's kernel, which needs the route on into the TAP. With
-// bgp: and no peer_address, the operator routes (a sidecar's publish, a
-// host's own routes). They are kept while a speaker runs (with bgp:), and
-// kept until shutdown if a reload removes it.
+// end is in tapvs's own namespace with an address (peer_address,
+// peer_address6): there the routers' traffic for a VIP or a LIP outside
+// that address's prefix reaches this namespace's kernel, which needs the
+// route on into the TAP, through tapvs's address of the family (address,
+// address6); a family the kernel end has no address of gets none (it has
+// no route to tapvs's). With bgp: and no peer address, the operator routes
+// (a sidecar's publish, a host's own routes). They are kept while a
+// speaker runs (with bgp:), and kept until shutdown if a reload removes
+// it.
 func hostRoutes(cfg *config.Config) (r [2]*tun.HostRoutes) {
 	for i, side := range [2]config.Interface{cfg.Client, cfg.Server} {
-		if side.Netns != "" || !side.PeerAddress.IsValid() {
+		if side.Netns != "" || (!side.PeerAddress.IsValid() && !side.PeerAddress6.IsValid()) {
 			continue
 		}
-		r[i] = tun.NewHostRoutes(side.Name, side.Address.Addr(), side.Address6.Addr(), side.PeerAddress.Masked())
+		var via, via6 netip.Addr
+		if side.PeerAddress.IsValid() {
+			via = side.Address.Addr()
+		}
+		if side.PeerAddress6.IsValid() {
+			via6 = side.Address6.Addr()
+		}
+		r[i] = tun.NewHostRoutes(side.Name, via, via6, side.PeerAddress.Masked(), side.PeerAddress6.Masked())
 	}
 	return r
 }

@@ -483,14 +483,18 @@ func (d *Daemon) shutdown(teardown bool) {
 // (interfaces.*.masquerade) and published ports (interfaces.client.publish).
 func masquerade(cfg *config.Config, log *slog.Logger) (remove []func() error, err error) {
 	for _, side := range [2]config.Interface{cfg.Client, cfg.Server} {
+		// Each family whose kernel end has an address (config checks that
+		// address6 comes with peer_address6 here).
+		var src4, src6 netip.Prefix
+		if side.PeerAddress.IsValid() {
+			src4 = side.Address
+		}
+		if side.PeerAddress6.IsValid() {
+			src6 = side.Address6
+		}
+		need4, need6 := side.Masquerade && src4.IsValid(), side.Masquerade && src6.IsValid()
 		if side.Masquerade {
-			if side.Address6.IsValid() {
-				// The rules are IPv4's (hostnft.Masquerade): an IPv6
-				// real server must have a route back to the IPv6
-				// LIPs itself.
-				log.Warn("masquerade is IPv4 only: this side's IPv6 traffic is not masqueraded", "interface", side.Name, "address6", side.Address6.String())
-			}
-			r, err := hostnft.Masquerade(side.Name, side.Address, side.Netns)
+			r, err := hostnft.Masquerade(side.Name, src4, src6, side.Netns)
 			if err != nil {
 				return remove, err
 			}
@@ -500,6 +504,7 @@ func masquerade(cfg *config.Config, log *slog.Logger) (remove []func() error, er
 			var ports []hostnft.PublishedPort
 			for _, p := range side.Publish {
 				ports = append(ports, hostnft.PublishedPort{Protocol: p.Protocol, Port: p.Port, VIP: p.VIP})
+				need4, need6 = need4 || p.VIP.Is4(), need6 || p.VIP.Is6()
 			}
 			r, err := hostnft.Publish(side.Name, ports, side.Netns)
 			if err != nil {
@@ -507,8 +512,29 @@ func masquerade(cfg *config.Config, log *slog.Logger) (remove []func() error, er
 			}
 			remove = append(remove, r)
 		}
+		if need4 || need6 {
+			warnForwarding(side, need4, need6, log)
+		}
 	}
 	return remove, nil
+}
+
+// warnForwarding says which family the namespace of side's kernel end does
+// not forward that its masquerade or published ports need: tapvs does not
+// set the sysctls (a pod's own sysctls do), and without them the tables
+// are there but nothing passes.
+func warnForwarding(side config.Interface, need4, need6 bool, log *slog.Logger) {
+	v4, v6, err := hostnft.Forwarding(side.Netns)
+	if err != nil {
+		log.Warn("cannot read the forwarding sysctls that masquerade and publish need", "interface", side.Name, "err", err)
+		return
+	}
+	if need4 && !v4 {
+		log.Warn("net.ipv4.ip_forward is 0 in the TAP's namespace: IPv4 masquerade and publish pass nothing until it is 1", "interface", side.Name)
+	}
+	if need6 && !v6 {
+		log.Warn("net.ipv6.conf.all.forwarding is 0 in the TAP's namespace: IPv6 masquerade and publish pass nothing until it is 1", "interface", side.Name)
+	}
 }
 
 func removeMasquerade(remove []func() error, log *slog.Logger) {
@@ -557,7 +583,7 @@ func openSide(side config.Interface, offload bool) (netstack.NICConfig, error) {
 		return netstack.NICConfig{}, err
 	}
 	nic := netstack.NICConfig{Devs: devs, MTU: uint32(side.MTU), Address: side.Address, Address6: side.Address6}
-	if err := tun.SetupLink(side.Name, tun.LinkConfig{MTU: side.MTU, TxQLen: side.TxQLen, Netns: side.Netns, PeerAddress: side.PeerAddress}); err != nil {
+	if err := tun.SetupLink(side.Name, tun.LinkConfig{MTU: side.MTU, TxQLen: side.TxQLen, Netns: side.Netns, PeerAddress: side.PeerAddress, PeerAddress6: side.PeerAddress6}); err != nil {
 		closeNICs([2]netstack.NICConfig{nic})
 		return netstack.NICConfig{}, err
 	}

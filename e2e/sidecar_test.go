@@ -48,38 +48,7 @@ func TestSidecarPod(t *testing.T) {
 	}
 	svc := cfg.Services[0]
 
-	// A containers.conf for this machine only (README's recipe needs none):
-	// crun refuses this kernel's hybrid cgroups, and runc is refused the
-	// default rlimits. (The pod's infra image needs no registry: podman 4
-	// builds localhost/podman-pause from its own catatonit.)
-	conf := filepath.Join(dir, "containers.conf")
-	if err := os.WriteFile(conf, []byte(`[containers]
-default_ulimits = ["nofile=4096:4096", "nproc=4096:4096"]
-[engine]
-runtime = "runc"
-cgroup_manager = "cgroupfs"
-`), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	pm := func(timeout time.Duration, args ...string) (string, error) {
-		ctx, cancel := context.WithTimeout(context.Background(), timeout)
-		defer cancel()
-		cmd := exec.CommandContext(ctx, "podman", args...)
-		cmd.Env = append(os.Environ(), "CONTAINERS_CONF="+conf)
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			err = fmt.Errorf("podman %s: %w\n%s", strings.Join(args, " "), err, out)
-		}
-		return string(out), err
-	}
-	must := func(timeout time.Duration, args ...string) string {
-		t.Helper()
-		out, err := pm(timeout, args...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return out
-	}
+	pm, must := podmanIn(t, dir)
 	rsName := func(i int) string { return fmt.Sprintf("tapvs-e2e-rs%d", i+1) }
 	teardown := func() {
 		pm(time.Minute, "kube", "down", podYAML)
@@ -107,18 +76,7 @@ cgroup_manager = "cgroupfs"
 		pm(time.Minute, "image", "prune", "-f", "--filter", "label="+e2eLabel)
 	})
 
-	// The images: tapvs from the repository's Containerfile; the
-	// application's and real servers' busybox from the local static binary.
-	ctxDir := filepath.Join(dir, "ctx")
-	build := exec.Command("go", "build", "-trimpath", "-o", filepath.Join(ctxDir, "bin")+"/", "../cmd/tapvs", "../cmd/tapvsadm")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	must(5*time.Minute, "build", "-q", "--label", e2eLabel, "-t", "localhost/tapvs:latest", "-f", containerfile, ctxDir)
-	must(time.Minute, "build", "-q", "--label", e2eLabel, "-t", "localhost/busybox:latest", "-f", writeContext(t, filepath.Join(dir, "busybox"),
-		map[string]string{busybox: "bin/busybox"}, []string{"sh", "wget", "httpd", "sleep", "echo", "mkdir", "timeout", "ip", "grep"},
-		"FROM scratch\nCOPY bin/ /bin/\nENTRYPOINT [\"/bin/sh\"]\n"), filepath.Join(dir, "busybox"))
+	buildImages(t, dir, busybox, must)
 	built := time.Now()
 
 	// The real servers: busybox httpd on podman's default network, outside
@@ -207,6 +165,61 @@ cgroup_manager = "cgroupfs"
 	}
 	t.Logf("images built in %v, pod ready %v later, both servers answering %v after that",
 		built.Sub(start).Round(time.Millisecond), ready.Sub(built).Round(time.Millisecond), time.Since(ready).Round(time.Millisecond))
+}
+
+// podmanIn returns podman run with a containers.conf of this test's (in
+// dir), bounded by a timeout, and the same failing the test on an error.
+func podmanIn(t *testing.T, dir string) (pm func(time.Duration, ...string) (string, error), must func(time.Duration, ...string) string) {
+	// A containers.conf for this machine only (README's recipe needs none):
+	// crun refuses this kernel's hybrid cgroups, and runc is refused the
+	// default rlimits. (The pod's infra image needs no registry: podman 4
+	// builds localhost/podman-pause from its own catatonit.)
+	conf := filepath.Join(dir, "containers.conf")
+	if err := os.WriteFile(conf, []byte(`[containers]
+default_ulimits = ["nofile=4096:4096", "nproc=4096:4096"]
+[engine]
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	pm = func(timeout time.Duration, args ...string) (string, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, "podman", args...)
+		cmd.Env = append(os.Environ(), "CONTAINERS_CONF="+conf)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			err = fmt.Errorf("podman %s: %w\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out), err
+	}
+	must = func(timeout time.Duration, args ...string) string {
+		t.Helper()
+		out, err := pm(timeout, args...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	return pm, must
+}
+
+// buildImages builds the images: tapvs from the repository's
+// Containerfile; the application's and real servers' busybox from the
+// local static binary.
+func buildImages(t *testing.T, dir, busybox string, must func(time.Duration, ...string) string) {
+	t.Helper()
+	ctxDir := filepath.Join(dir, "ctx")
+	build := exec.Command("go", "build", "-trimpath", "-o", filepath.Join(ctxDir, "bin")+"/", "../cmd/tapvs", "../cmd/tapvsadm")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	must(5*time.Minute, "build", "-q", "--label", e2eLabel, "-t", "localhost/tapvs:latest", "-f", containerfile, ctxDir)
+	must(time.Minute, "build", "-q", "--label", e2eLabel, "-t", "localhost/busybox:latest", "-f", writeContext(t, filepath.Join(dir, "busybox"),
+		map[string]string{busybox: "bin/busybox"}, []string{"sh", "wget", "httpd", "sleep", "echo", "mkdir", "timeout", "ip", "grep"},
+		"FROM scratch\nCOPY bin/ /bin/\nENTRYPOINT [\"/bin/sh\"]\n"), filepath.Join(dir, "busybox"))
 }
 
 // needPodman stops the test if podman, runc or a static busybox is missing (in CI: fails), and returns busybox's path.

@@ -1,6 +1,7 @@
 package frag
 
 import (
+	"bytes"
 	"encoding/binary"
 	"testing"
 	"time"
@@ -364,4 +365,69 @@ func TestSplitMTUEdges(t *testing.T) {
 	}
 	got, _ := feed(t, New(Config{}), two, []int{1, 0})
 	same(t, got, v6)
+}
+
+// TestGlobalBoundConcurrent: readers on different shards adding at once
+// cannot pass MaxBytes together: each reserves its bytes before it copies
+// its fragment, so of 8 first fragments of 64 KiB that arrive together
+// with room for 2, exactly 2 are held and the rest refused for memory,
+// round after round.
+func TestGlobalBoundConcurrent(t *testing.T) {
+	const readers, rounds = 8, 100
+	one := entrySize + 65536 + 128 // the entry, a 64 KiB chunk, the header's
+	frags := make([][]byte, readers)
+	for i := range frags {
+		frags[i] = mk4(0, 65512, true)
+		frags[i][15] = byte(i + 1) // a source of its own, on its own shard mostly
+	}
+	outs := make([][]byte, readers)
+	for i := range outs {
+		outs[i] = make([]byte, 70000)
+	}
+	for round := range rounds {
+		r := New(Config{MaxBytes: 2 * one, MaxPerSource: 1 << 30})
+		start := make(chan struct{})
+		done := make(chan struct{}, readers)
+		for i := range readers {
+			go func() {
+				<-start
+				r.Add(frags[i], outs[i], 0)
+				done <- struct{}{}
+			}()
+		}
+		close(start)
+		for range readers {
+			<-done
+		}
+		if r.Held() != 2 || r.Bytes() != int64(2*one) || r.Count(Memory) != readers-2 {
+			t.Fatalf("round %d: %d held, %d bytes charged (bound %d), %d refused for memory", round, r.Held(), r.Bytes(), 2*one, r.Count(Memory))
+		}
+	}
+}
+
+// TestSourceIsSlash64: one IPv6 source is a /64, as package defence counts
+// clients: a second address of the /64 shares the first's bound, an
+// address of another /64 has its own, and the /64's bytes come back when
+// its datagram is given up.
+func TestSourceIsSlash64(t *testing.T) {
+	first := entrySize + 2048 + 128 // a 1280-byte first fragment: 1232 bytes of data, 48 of header
+	from := func(last, seventh byte, id uint32) []byte {
+		f := bytes.Clone(split(t, udp6(3000), 1280, id)[0])
+		f[8+7], f[8+15] = seventh, last // the source address's 8th and 16th bytes
+		return f
+	}
+	r := New(Config{MaxBytes: 1 << 30, MaxPerSource: first, Timeout: time.Second})
+	add(t, r, from(1, 0, 1), 0, Held, 0)
+	add(t, r, from(2, 0, 2), 0, Dropped, Source) // the same /64
+	add(t, r, from(1, 1, 3), 0, Held, 0)         // another /64
+	if r.Sweep(int64(time.Second)+1) != 2 || r.Bytes() != 0 {
+		t.Fatal("not given up")
+	}
+	add(t, r, from(2, 0, 4), int64(time.Second)+1, Held, 0)
+	// An IPv4 source is its address: two of one /24 are two sources.
+	r = New(Config{MaxBytes: 1 << 30, MaxPerSource: first})
+	a, b := mk4(0, 1480, true), mk4(0, 1480, true)
+	b[15] = 9
+	add(t, r, a, 0, Held, 0)
+	add(t, r, b, 0, Held, 0)
 }

@@ -3,7 +3,8 @@
 // (net/ipv4/ip_fragment.c, net/ipv6/reassembly.c): datagrams are keyed by
 // (source, destination, identification, protocol) for IPv4 and (source,
 // destination, identification) for IPv6; all the bytes held are bounded
-// (4 MiB by default, ipfrag_high_thresh's default) and so are one source's;
+// (4 MiB by default, ipfrag_high_thresh's default) and so are one source's
+// (an IPv4 address, an IPv6 /64);
 // an incomplete datagram is given up after 30 s (ipfrag_time). A fragment
 // that overlaps another is refused and its datagram given up (RFC 5722, which
 // Linux applies to IPv4 too since 4.19); an exact duplicate is dropped alone.
@@ -18,8 +19,9 @@
 // sharded by a hash of their source: a shard's lock guards its datagrams and
 // its per-source byte counts, and a train of fragments that arrives on
 // several readers (TAP queues) meets in its shard. The total held is one
-// atomic counter: it is written per fragment, and fragments are not the
-// fast path.
+// atomic counter, reserved before a fragment is copied (a compare and
+// swap: the bound holds exactly with readers on every shard): it is
+// written per fragment, and fragments are not the fast path.
 package frag
 
 import (
@@ -91,8 +93,8 @@ type Reassembler struct {
 type shard struct {
 	mu      sync.Mutex
 	dgrams  map[key]*entry
-	sources map[[16]byte]int
-	_       [64]byte // its own cache line
+	sources map[[16]byte]int // by key.source
+	_       [64]byte         // its own cache line
 }
 
 type key struct {
@@ -102,6 +104,17 @@ type key struct {
 	v6       bool
 }
 
+// source is what Config.MaxPerSource bounds and the shards are chosen by:
+// an IPv4 address, an IPv6 /64 (as package defence counts IPv6 clients: a
+// host on a /64 has all its addresses).
+func (k *key) source() [16]byte {
+	a := k.src
+	if k.v6 {
+		clear(a[8:])
+	}
+	return a
+}
+
 type piece struct {
 	off, end int // in the fragmentable part
 	buf      *[]byte
@@ -109,6 +122,7 @@ type piece struct {
 
 type entry struct {
 	key      key
+	src      [16]byte            // key.source()
 	pieces   [MaxFragments]piece // sorted by off
 	n        int
 	hdr      *[]byte // the first fragment's header (IPv4 with options; IPv6 up to the fragment header)
@@ -204,7 +218,8 @@ func (r *Reassembler) Add(ip []byte, out []byte, now int64) (Result, Info, Reaso
 		// An IPv6 atomic fragment (RFC 6946): processed in isolation.
 		return r.atomic(ip, &f, out)
 	}
-	s := &r.shards[hashSrc(&f.key.src)&(shards-1)]
+	src := f.key.source()
+	s := &r.shards[hashSrc(&src)&(shards-1)]
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e := s.dgrams[f.key]
@@ -221,17 +236,23 @@ func (r *Reassembler) Add(ip []byte, out []byte, now int64) (Result, Info, Reaso
 	if e == nil {
 		cost += entrySize
 	}
-	if r.bytes.Load()+int64(cost+hdrCost) > int64(r.cfg.MaxBytes) {
-		return r.drop(Memory, 1)
-	}
-	if s.sources[f.key.src]+cost+hdrCost > r.cfg.MaxPerSource {
+	// One source's bytes are its shard's, under its lock; all the bytes
+	// are reserved before a byte is copied, so readers of other shards
+	// cannot all pass the bound at once (left: reserved, not charged
+	// yet, given back on the way out).
+	if s.sources[src]+cost+hdrCost > r.cfg.MaxPerSource {
 		return r.drop(Source, 1)
 	}
+	if !r.reserve(cost + hdrCost) {
+		return r.drop(Memory, 1)
+	}
+	left := cost + hdrCost
+	defer r.unreserve(&left)
 	if e == nil {
 		e = r.entries.Get().(*entry)
-		*e = entry{key: f.key, deadline: now + int64(r.cfg.Timeout)}
+		*e = entry{key: f.key, src: src, deadline: now + int64(r.cfg.Timeout)}
 		s.dgrams[f.key] = e
-		r.charge(s, e, entrySize)
+		left -= r.charge(s, e, entrySize)
 	}
 	// As Linux: a last fragment that does not end where the datagram
 	// does, or any past that end, gives the datagram up.
@@ -263,11 +284,11 @@ func (r *Reassembler) Add(ip []byte, out []byte, now int64) (Result, Info, Reaso
 		h := r.chunks[chunkClass(f.hdrLen)].Get().(*[]byte)
 		copy(*h, ip[:f.hdrLen])
 		e.hdr, e.hdrLen, e.nhOff, e.proto = h, f.hdrLen, f.nhOff, f.proto
-		r.charge(s, e, cap(*h))
+		left -= r.charge(s, e, cap(*h))
 	}
 	b := r.chunks[chunk].Get().(*[]byte)
 	copy(*b, f.data)
-	r.charge(s, e, cap(*b))
+	left -= r.charge(s, e, cap(*b))
 	copy(e.pieces[i+1:e.n+1], e.pieces[i:e.n])
 	e.pieces[i] = piece{off: f.off, end: f.end, buf: b}
 	e.n++
@@ -344,10 +365,29 @@ func (r *Reassembler) kill(s *shard, e *entry, reason Reason) (Result, Info, Rea
 	return r.drop(reason, 1)
 }
 
-func (r *Reassembler) charge(s *shard, e *entry, n int) {
+// reserve takes n bytes of Config.MaxBytes if they are left: exactly, so
+// that concurrent readers of different shards cannot pass it together.
+func (r *Reassembler) reserve(n int) bool {
+	for {
+		held := r.bytes.Load()
+		if held+int64(n) > int64(r.cfg.MaxBytes) {
+			return false
+		}
+		if r.bytes.CompareAndSwap(held, held+int64(n)) {
+			return true
+		}
+	}
+}
+
+// unreserve gives back what was reserved and not charged.
+func (r *Reassembler) unreserve(left *int) { r.bytes.Add(-int64(*left)) }
+
+// charge charges e and its source n bytes, reserved already (reserve),
+// and returns n.
+func (r *Reassembler) charge(s *shard, e *entry, n int) int {
 	e.charge += n
-	s.sources[e.key.src] += n
-	r.bytes.Add(int64(n))
+	s.sources[e.src] += n
+	return n
 }
 
 // free removes e from s, returning its chunks; its fragments are counted
@@ -357,10 +397,10 @@ func (r *Reassembler) free(s *shard, e *entry, reason Reason) {
 		r.counts[reason].Add(uint64(e.n))
 	}
 	delete(s.dgrams, e.key)
-	if left := s.sources[e.key.src] - e.charge; left > 0 {
-		s.sources[e.key.src] = left
+	if left := s.sources[e.src] - e.charge; left > 0 {
+		s.sources[e.src] = left
 	} else {
-		delete(s.sources, e.key.src)
+		delete(s.sources, e.src)
 	}
 	r.bytes.Add(-int64(e.charge))
 	for _, p := range e.pieces[:e.n] {

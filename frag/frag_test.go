@@ -512,3 +512,26 @@ func TestSplitHopByHop(t *testing.T) {
 	got, _ := feed(t, New(Config{}), frags, []int{2, 0, 1})
 	same(t, got, ip)
 }
+
+// TestSplitterCount: Count says how many fragments Next makes and how long
+// the largest is, before any is made (a caller sizes its buffer by it).
+func TestSplitterCount(t *testing.T) {
+	for _, c := range []struct {
+		ip  []byte
+		mtu int
+	}{
+		{udp4(3000, 1), 1500}, {udp4(1472, 1), 1500}, {udp4(1473, 1), 1500}, {udp4(1, 1), 28},
+		{udp6(3000), 1280}, {udp6(1224), 1280}, {udp6(1225), 1280}, {udp6(100), 1500},
+	} {
+		s, _ := NewSplitter(c.ip, c.mtu, 1)
+		n, size := s.Count()
+		frags := split(t, c.ip, c.mtu, 1)
+		most := 0
+		for _, f := range frags {
+			most = max(most, len(f))
+		}
+		if n != len(frags) || size != most {
+			t.Fatalf("%d bytes for %d: Count %d of %d bytes, Next made %d of %d", len(c.ip), c.mtu, n, size, len(frags), most)
+		}
+	}
+}

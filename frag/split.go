@@ -78,6 +78,18 @@ func NewSplitter(ip []byte, mtu int, id uint32) (s Splitter, ok bool) {
 	return s, s.per >= 8
 }
 
+// Count is how many fragments Next makes of the datagram, and the length
+// of the largest (the first).
+func (s *Splitter) Count() (n, size int) {
+	data := len(s.ip) - s.hdrLen
+	n = (data + s.per - 1) / s.per
+	size = s.hdrLen + min(s.per, data)
+	if s.v6 {
+		size += frag6Len
+	}
+	return n, size
+}
+
 // Next writes the next fragment into buf (which must hold the MTU) and
 // returns its length, 0 when the datagram is all out.
 func (s *Splitter) Next(buf []byte) int {

@@ -32,9 +32,13 @@ import (
 	"github.com/tapvs/tapvs/tun"
 )
 
-// The envelope: magic "TVH", version 1, 4 reserved bytes (zero), the tag,
-// then the payload: the frame's virtio-net header (tun.VNetHdrLen bytes,
-// zeros for a plain frame) and the Ethernet frame.
+// The envelope: magic "TVH", version 1, 4 bytes of mark (big-endian; zero
+// but for a datagram reassembled from fragments: nat.FragMark, MarkBits
+// bits, the others zero, so that it leaves the instance that takes it
+// cut as the fragments came; an instance older than the mark refuses a
+// marked frame as of another version), the tag, then the payload: the
+// frame's virtio-net header (tun.VNetHdrLen bytes, zeros for a plain frame)
+// and the Ethernet frame. The tag covers the mark.
 const (
 	version   = 1
 	headerLen = 8
@@ -48,6 +52,9 @@ const (
 	MaxFrame = 65507 - Overhead
 	// KeyLen is the shared key's length.
 	KeyLen = clusterauth.KeyLen
+	// MarkBits is how many low bits of the mark may be set
+	// (nat.MarkBits: handoff does not import nat).
+	MarkBits = 17
 )
 
 var magic = [3]byte{'T', 'V', 'H'}
@@ -71,39 +78,40 @@ func NewSealer(key []byte) *Sealer { return &Sealer{mac: *clusterauth.NewMAC(key
 // not read).
 func (s *Sealer) tag(d []byte) []byte { return s.mac.Tag(d[:headerLen], d[Overhead:]) }
 
-// Seal writes frame's envelope into dst (at least Overhead+len(frame)
-// bytes) and returns the datagram.
-func (s *Sealer) Seal(dst []byte, frame []byte) []byte {
+// Seal writes frame's envelope with mark into dst (at least
+// Overhead+len(frame) bytes) and returns the datagram.
+func (s *Sealer) Seal(dst []byte, frame []byte, mark uint32) []byte {
 	n := Overhead + len(frame)
 	d := dst[:n]
 	copy(d, magic[:])
 	d[3] = version
-	clear(d[4:headerLen])
+	binary.BigEndian.PutUint32(d[4:headerLen], mark)
 	copy(d[Overhead:], frame)
 	copy(d[headerLen:Overhead], s.tag(d))
 	return d
 }
 
-// Open checks a datagram and returns the frame in it (a slice of b). Every
-// length is checked before a byte is read, and the tag before the frame is
-// returned.
-func (s *Sealer) Open(b []byte) ([]byte, error) {
+// Open checks a datagram and returns the frame in it (a slice of b) and
+// its mark. Every length is checked before a byte is read, and the tag
+// before the frame is returned.
+func (s *Sealer) Open(b []byte) ([]byte, uint32, error) {
 	if len(b) < Overhead+MinFrame {
-		return nil, ErrShort
+		return nil, 0, ErrShort
 	}
 	if len(b) > Overhead+MaxFrame {
-		return nil, ErrLong
+		return nil, 0, ErrLong
 	}
 	if [3]byte(b[:3]) != magic {
-		return nil, ErrMagic
+		return nil, 0, ErrMagic
 	}
-	if b[3] != version || binary.BigEndian.Uint32(b[4:8]) != 0 {
-		return nil, ErrVersion
+	mark := binary.BigEndian.Uint32(b[4:headerLen])
+	if b[3] != version || mark>>MarkBits != 0 {
+		return nil, 0, ErrVersion
 	}
 	if !s.mac.Check(b[:headerLen], b[Overhead:], b[headerLen:Overhead]) {
-		return nil, ErrTag
+		return nil, 0, ErrTag
 	}
-	return b[Overhead:], nil
+	return b[Overhead:], mark, nil
 }
 
 // Config is the handoff: section, validated.
@@ -131,7 +139,7 @@ type Handoff struct {
 	cfg     Config
 	conn    *net.UDPConn
 	log     *slog.Logger
-	deliver func([]byte)
+	deliver func(frame []byte, mark uint32)
 	sends   sync.Pool // *sendBuf, one per concurrent Send
 	bucket  clusterauth.Bucket
 
@@ -142,9 +150,9 @@ type Handoff struct {
 }
 
 // Start binds cfg.Listen and delivers every frame received whose tag
-// checks to deliver, from one goroutine, in a buffer reused once deliver
-// returns.
-func Start(cfg Config, deliver func(frame []byte), log *slog.Logger) (*Handoff, error) {
+// checks to deliver, with its mark, from one goroutine, in a buffer reused
+// once deliver returns.
+func Start(cfg Config, deliver func(frame []byte, mark uint32), log *slog.Logger) (*Handoff, error) {
 	if len(cfg.Key) != KeyLen {
 		return nil, fmt.Errorf("handoff: key of %d bytes, want %d", len(cfg.Key), KeyLen)
 	}
@@ -161,10 +169,10 @@ func Start(cfg Config, deliver func(frame []byte), log *slog.Logger) (*Handoff, 
 	return h, nil
 }
 
-// Send hands payload (a virtio-net header and a frame) to every peer. It
-// is called by the data path's readers, concurrently; it does not block or
-// allocate.
-func (h *Handoff) Send(frame []byte) {
+// Send hands payload (a virtio-net header and a frame) with its mark to
+// every peer. It is called by the data path's readers, concurrently; it
+// does not block or allocate.
+func (h *Handoff) Send(frame []byte, mark uint32) {
 	if len(frame) < MinFrame || len(frame) > MaxFrame {
 		h.tooBig.Add(1)
 		return
@@ -174,7 +182,7 @@ func (h *Handoff) Send(frame []byte) {
 		return
 	}
 	sb := h.sends.Get().(*sendBuf)
-	d := sb.Seal(sb.buf[:], frame)
+	d := sb.Seal(sb.buf[:], frame, mark)
 	for _, p := range h.cfg.Peers {
 		if _, err := h.conn.WriteToUDPAddrPort(d, p); err != nil {
 			h.sendErrors.Add(1)
@@ -201,13 +209,13 @@ func (h *Handoff) receive() {
 			h.notPeer.Add(1)
 			return
 		}
-		frame, err := sealer.Open(b)
+		frame, mark, err := sealer.Open(b)
 		if err != nil {
 			h.refused.Count(err)
 			return
 		}
 		h.received.Add(1)
-		h.deliver(frame)
+		h.deliver(frame, mark)
 	})
 }
 

@@ -24,10 +24,11 @@ func TestSealOpen(t *testing.T) {
 	mac := NewSealer(key(1))
 	for _, n := range []int{MinFrame, 60, 1514, MaxFrame} {
 		f := frameOf(n)
-		d := mac.Seal(make([]byte, Overhead+n), f)
-		got, err := mac.Open(d)
-		if err != nil || !bytes.Equal(got, f) {
-			t.Fatalf("%d bytes: %v", n, err)
+		mark := uint32(n) | 1<<(MarkBits-1) // the highest bit a mark may set
+		d := mac.Seal(make([]byte, Overhead+n), f, mark)
+		got, gotMark, err := mac.Open(d)
+		if err != nil || !bytes.Equal(got, f) || gotMark != mark {
+			t.Fatalf("%d bytes: %v, mark %#x", n, err, gotMark)
 		}
 		// Every byte altered is refused: the header by its checks or the
 		// tag, the tag and the frame by the tag.
@@ -37,11 +38,11 @@ func TestSealOpen(t *testing.T) {
 			}
 			e := bytes.Clone(d)
 			e[i] ^= 0x40
-			if _, err := mac.Open(e); err == nil {
+			if _, _, err := mac.Open(e); err == nil {
 				t.Fatalf("%d bytes: byte %d altered, accepted", n, i)
 			}
 		}
-		if _, err := NewSealer(key(2)).Open(d); err != ErrTag {
+		if _, _, err := NewSealer(key(2)).Open(d); err != ErrTag {
 			t.Fatalf("another key: %v, want ErrTag", err)
 		}
 	}
@@ -49,26 +50,28 @@ func TestSealOpen(t *testing.T) {
 
 func TestOpenRefusals(t *testing.T) {
 	mac := NewSealer(key(1))
-	ok := mac.Seal(make([]byte, Overhead+60), frameOf(60))
+	ok := mac.Seal(make([]byte, Overhead+60), frameOf(60), 0)
 	cases := map[string]struct {
 		b    []byte
 		want error
 	}{
-		"empty":    {nil, ErrShort},
-		"header":   {ok[:Overhead], ErrShort},
-		"short":    {ok[:Overhead+MinFrame-1], ErrShort},
-		"long":     {make([]byte, Overhead+MaxFrame+1), ErrLong},
-		"magic":    {append([]byte("TVX"), ok[3:]...), ErrMagic},
-		"version":  {append([]byte("TVH\x02"), ok[4:]...), ErrVersion},
-		"reserved": {append([]byte("TVH\x01\x00\x00\x00\x01"), ok[8:]...), ErrVersion},
+		"empty":         {nil, ErrShort},
+		"header":        {ok[:Overhead], ErrShort},
+		"short":         {ok[:Overhead+MinFrame-1], ErrShort},
+		"long":          {make([]byte, Overhead+MaxFrame+1), ErrLong},
+		"magic":         {append([]byte("TVX"), ok[3:]...), ErrMagic},
+		"version":       {append([]byte("TVH\x02"), ok[4:]...), ErrVersion},
+		"reserved":      {append([]byte("TVH\x01\x00\x02\x00\x00"), ok[8:]...), ErrVersion}, // a mark past MarkBits
+		"reserved high": {append([]byte("TVH\x01\x80\x00\x00\x00"), ok[8:]...), ErrVersion},
+		"a mark":        {append([]byte("TVH\x01\x00\x01\x00\x01"), ok[8:]...), ErrTag}, // a mark within MarkBits: the tag covers it
 	}
 	for name, c := range cases {
-		if _, err := mac.Open(c.b); err != c.want {
+		if _, _, err := mac.Open(c.b); err != c.want {
 			t.Errorf("%s: %v, want %v", name, err, c.want)
 		}
 	}
 	// The shortest and longest that pass the length checks.
-	if _, err := mac.Open(mac.Seal(make([]byte, Overhead+MinFrame), frameOf(MinFrame))); err != nil {
+	if _, _, err := mac.Open(mac.Seal(make([]byte, Overhead+MinFrame), frameOf(MinFrame), 0)); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -77,16 +80,16 @@ func TestOpenRefusals(t *testing.T) {
 // panics, and what it accepts is exactly what Seal made under the key.
 func FuzzOpen(f *testing.F) {
 	mac := NewSealer(key(7))
-	f.Add(mac.Seal(make([]byte, Overhead+60), frameOf(60)))
-	f.Add(mac.Seal(make([]byte, Overhead+MinFrame), frameOf(MinFrame)))
+	f.Add(mac.Seal(make([]byte, Overhead+60), frameOf(60), 0))
+	f.Add(mac.Seal(make([]byte, Overhead+MinFrame), frameOf(MinFrame), 1500))
 	f.Add([]byte("TVH\x01\x00\x00\x00\x00"))
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		frame, err := mac.Open(b)
+		frame, mark, err := mac.Open(b)
 		if err != nil {
 			return
 		}
-		again := mac.Seal(make([]byte, Overhead+len(frame)), frame)
+		again := mac.Seal(make([]byte, Overhead+len(frame)), frame, mark)
 		if !bytes.Equal(again, b) {
 			t.Fatalf("accepted %x, which Seal would not make", b)
 		}
@@ -111,29 +114,32 @@ func freeUDP(t *testing.T) netip.AddrPort {
 // datagram from an address that is not a peer's is refused before its tag
 // is checked.
 func TestSendReceive(t *testing.T) {
-	got := make(chan []byte, 10)
+	got, marks := make(chan []byte, 10), make(chan uint32, 10)
 	toRecv, toOther, from := freeUDP(t), freeUDP(t), freeUDP(t)
-	recv, err := Start(Config{Listen: toRecv, Key: key(1), Rate: 100, Peers: []netip.AddrPort{from}}, func(f []byte) { got <- bytes.Clone(f) }, quiet())
+	recv, err := Start(Config{Listen: toRecv, Key: key(1), Rate: 100, Peers: []netip.AddrPort{from}}, func(f []byte, mark uint32) { got <- bytes.Clone(f); marks <- mark }, quiet())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer recv.Close()
-	other, err := Start(Config{Listen: toOther, Key: key(2), Rate: 100, Peers: []netip.AddrPort{from}}, func([]byte) { t.Error("delivered under another key") }, quiet())
+	other, err := Start(Config{Listen: toOther, Key: key(2), Rate: 100, Peers: []netip.AddrPort{from}}, func([]byte, uint32) { t.Error("delivered under another key") }, quiet())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer other.Close()
-	send, err := Start(Config{Listen: from, Key: key(1), Rate: 100, Peers: []netip.AddrPort{toRecv, toOther}}, func([]byte) {}, quiet())
+	send, err := Start(Config{Listen: from, Key: key(1), Rate: 100, Peers: []netip.AddrPort{toRecv, toOther}}, func([]byte, uint32) {}, quiet())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer send.Close()
 	f := frameOf(1514)
-	send.Send(f)
+	send.Send(f, 1500|1<<16)
 	select {
 	case g := <-got:
 		if !bytes.Equal(g, f) {
 			t.Fatal("frame altered")
+		}
+		if m := <-marks; m != 1500|1<<16 {
+			t.Fatalf("mark %#x, want the one sent", m)
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("nothing delivered")
@@ -154,15 +160,15 @@ func TestSendReceive(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer stranger.Close()
-	if _, err := stranger.WriteToUDPAddrPort(NewSealer(key(1)).Seal(make([]byte, Overhead+60), frameOf(60)), toRecv); err != nil {
+	if _, err := stranger.WriteToUDPAddrPort(NewSealer(key(1)).Seal(make([]byte, Overhead+60), frameOf(60), 0), toRecv); err != nil {
 		t.Fatal(err)
 	}
 	waitStat(recv, "not_peer")
 	if s := recv.Stats(); s.Received != 1 || s.Refused["tag"] != 0 {
 		t.Fatalf("receiver %+v: want the peer's one frame only", s)
 	}
-	send.Send(frameOf(MaxFrame + 1))
-	send.Send(frameOf(MinFrame - 1))
+	send.Send(frameOf(MaxFrame+1), 0)
+	send.Send(frameOf(MinFrame-1), 0)
 	if s := send.Stats(); s.Sent != 1 || s.TooBig != 2 {
 		t.Fatalf("sender %+v: want 1 sent, 2 too big", s)
 	}
@@ -171,14 +177,14 @@ func TestSendReceive(t *testing.T) {
 // Send allocates nothing: it runs on the data path.
 func TestSendAllocs(t *testing.T) {
 	h, err := Start(Config{Listen: netip.MustParseAddrPort("127.0.0.1:0"), Key: key(1), Rate: 1 << 30,
-		Peers: []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:9")}}, func([]byte) {}, quiet())
+		Peers: []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:9")}}, func([]byte, uint32) {}, quiet())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer h.Close()
 	f := frameOf(1514)
-	h.Send(f)
-	if n := testing.AllocsPerRun(100, func() { h.Send(f) }); n != 0 {
+	h.Send(f, 0)
+	if n := testing.AllocsPerRun(100, func() { h.Send(f, 0) }); n != 0 {
 		t.Fatalf("Send: %v allocations", n)
 	}
 }

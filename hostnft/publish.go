@@ -27,29 +27,45 @@ type PublishedPort struct {
 // kernel forwards them into the TAP (the VIP's route) and conntrack turns
 // tapvs's answers, which it routes back through the kernel end, into the
 // pod's address again. Only new connections are matched, so the answers of
-// real servers reached through the pod (a masqueraded LIP) never are. The
-// returned func removes the table; one left by a tapvs that died is
-// replaced.
+// real servers reached through the pod (a masqueraded LIP) never are. A
+// VIP may be of either family: IPv4's ports are in table ip
+// tapvs-publish-<name>, IPv6's in table ip6 of that name (a client reaches
+// the namespace's IPv6 addresses). The returned func removes the tables;
+// those left by a tapvs that died are replaced.
 func Publish(name string, ports []PublishedPort, nsName string) (remove func() error, err error) {
+	var v4, v6 bool
 	// Checked before the namespace's nftables is touched.
 	for _, p := range ports {
-		if !p.VIP.Is4() || (p.Protocol != unix.IPPROTO_TCP && p.Protocol != unix.IPPROTO_UDP) {
-			return nil, fmt.Errorf("publish %s: %d/%d to %s: only TCP and UDP to IPv4", name, p.Protocol, p.Port, p.VIP)
+		if !p.VIP.IsValid() || p.VIP.Is4In6() || p.VIP.Zone() != "" || (p.Protocol != unix.IPPROTO_TCP && p.Protocol != unix.IPPROTO_UDP) {
+			return nil, fmt.Errorf("publish %s: %d/%d to %s: only TCP and UDP to an IPv4 or IPv6 address", name, p.Protocol, p.Port, p.VIP)
 		}
+		v4 = v4 || p.VIP.Is4()
+		v6 = v6 || p.VIP.Is6()
 	}
-	t, err := newTable("publish", name, nsName, "tapvs-publish-"+name)
+	t, err := newTable("publish", name, nsName, "tapvs-publish-"+name, v4, v6)
 	if err != nil {
 		return nil, err
 	}
-	chain := t.c.AddChain(&nftables.Chain{Name: "prerouting", Table: t.t, Type: nftables.ChainTypeNAT,
-		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityNATDest})
+	var chain4, chain6 *nftables.Chain
+	if v4 {
+		chain4 = t.c.AddChain(&nftables.Chain{Name: "prerouting", Table: t.t4, Type: nftables.ChainTypeNAT,
+			Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityNATDest})
+	}
+	if v6 {
+		chain6 = t.c.AddChain(&nftables.Chain{Name: "prerouting", Table: t.t6, Type: nftables.ChainTypeNAT,
+			Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityNATDest})
+	}
 	ifname := make([]byte, unix.IFNAMSIZ)
 	copy(ifname, name)
 	local := make([]byte, 4)
 	binary.NativeEndian.PutUint32(local, unix.RTN_LOCAL)
 	for _, p := range ports {
-		// iifname != <name> fib daddr type local meta l4proto <p> th dport <port> dnat ip to <vip>
-		t.c.AddRule(&nftables.Rule{Table: t.t, Chain: chain, Exprs: []expr.Any{
+		tb, chain, family := t.t4, chain4, uint32(unix.NFPROTO_IPV4)
+		if p.VIP.Is6() {
+			tb, chain, family = t.t6, chain6, unix.NFPROTO_IPV6
+		}
+		// iifname != <name> fib daddr type local meta l4proto <p> th dport <port> dnat ip to <vip> (ip6 for IPv6)
+		t.c.AddRule(&nftables.Rule{Table: tb, Chain: chain, Exprs: []expr.Any{
 			&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
 			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: ifname},
 			&expr.Fib{Register: 1, FlagDADDR: true, ResultADDRTYPE: true},
@@ -59,7 +75,7 @@ func Publish(name string, ports []PublishedPort, nsName string) (remove func() e
 			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(p.Port)},
 			&expr.Immediate{Register: 1, Data: p.VIP.AsSlice()},
-			&expr.NAT{Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: 1},
+			&expr.NAT{Type: expr.NATTypeDestNAT, Family: family, RegAddrMin: 1},
 		}})
 	}
 	return t.commit()

@@ -298,8 +298,16 @@ type ServiceConfig struct {
 // with it. A forwarded frame has been rewritten in place, Ethernet header
 // included; f.Len may shrink (Ethernet padding is dropped).
 func (b *Balancer) Process(side Side, f *Frame) Verdict {
-	f.fault, f.reasm, f.Follow = nil, 0, nil
+	f.fault, f.Follow, f.Frags = nil, nil, nil
+	f.reasm, f.reasm6 = 0, false
+	if f.HandedOff && f.Mark != 0 {
+		// A datagram another instance reassembled (frag.go).
+		b.handedMark(side, f)
+	}
 	v := b.process(side, f)
+	if v == Handoff {
+		f.Mark = markOf(f.reasm, f.reasm6)
+	}
 	if f.reasm != 0 {
 		// A reassembled datagram leaves as fragments (frag.go); a
 		// fault's delay line does not hold it.

@@ -26,8 +26,9 @@ import (
 // reassembled; Linux would answer a fragmentation needed when the largest
 // fragment passes the MTU: tapvs cuts it to the MTU instead). IPv6 fragments
 // carry a Fragment header: tapvs, as the datagram's source on that side,
-// may fragment it (RFC 8200 4.5). The fragments leave by Link.Send, not in
-// the reader's batch, and a fault's delay line does not hold them.
+// may fragment it (RFC 8200 4.5). The fragments leave in the reader's
+// batch where the datagram would have (Frame.Frags), behind the frames
+// read before it, and a fault's delay line does not hold them.
 
 // fragDrops is the drop reason of each of the reassembler's refusals.
 var fragDrops = [frag.NumReasons]DropReason{
@@ -59,18 +60,59 @@ func (b *Balancer) reassemble(side Side, p *pkt, f *Frame) (v Verdict, whole boo
 	}
 	f.Len = wire.EtherLen + info.Len
 	f.plain()
-	f.reasm = info.MaxFrag
-	v6 := wire.IPv6(f.Buf[f.Off+wire.EtherLen:]).Version() == 6
-	if (v6 || info.DF) && info.MaxFrag > b.mtu(side.other()) {
-		o := origQuotes.Get().(*origQuote)
-		o.n = copy(o.b[:], f.Bytes())
-		f.orig = o
-	}
+	f.reasm, f.reasm6 = info.MaxFrag, wire.IPv6(f.Buf[f.Off+wire.EtherLen:]).Version() == 6
+	b.quoteIfBig(side, f, info.DF)
 	*p = pkt{}
 	if isIP, bad := parseIP(f.Bytes(), p); !isIP || bad || p.frag {
 		return b.Stats.drop(DropFragMalformed), false
 	}
 	return 0, true
+}
+
+// quoteIfBig keeps the start of the reassembled datagram in f, as it came
+// (f.orig), if it might not leave without an error to its sender (IPv6,
+// IPv4 with DF, whose largest fragment might not fit the other side): that
+// is known once it is translated or not (refragment).
+func (b *Balancer) quoteIfBig(side Side, f *Frame, df bool) {
+	if (f.reasm6 || df) && f.reasm+xlatGrowth > b.mtu(side.other()) {
+		o := origQuotes.Get().(*origQuote)
+		o.n = copy(o.b[:], f.Bytes())
+		f.orig = o
+	}
+}
+
+// FragMark is a reassembled datagram's mark as package handoff carries it
+// to another instance: the largest fragment's IP length in the low 16 bits
+// and, in bit 16, whether the fragments were IPv6 (MarkBits bits in all);
+// 0 for a datagram that came whole.
+type FragMark uint32
+
+// MarkBits is how many low bits of a FragMark are used: the others are 0.
+const MarkBits = 17
+
+const markV6 = 1 << 16
+
+func markOf(n int, v6 bool) FragMark {
+	m := FragMark(n)
+	if v6 {
+		m |= markV6
+	}
+	return m
+}
+
+// handedMark gives a datagram another instance reassembled and handed
+// over (f.Mark) the mark reassemble would have given it here, so it leaves
+// cut as it would have there. The frame is the datagram as it came there,
+// reassembled and not rewritten; a mark of no length is none.
+func (b *Balancer) handedMark(side Side, f *Frame) {
+	n := int(f.Mark & 0xffff)
+	if n == 0 || f.Len < wire.EtherLen+wire.IPv4MinLen {
+		return
+	}
+	ip := f.Buf[f.Off+wire.EtherLen : f.Off+f.Len]
+	v6 := wire.IPv6(ip).Version() == 6
+	f.reasm, f.reasm6 = n, f.Mark&markV6 != 0
+	b.quoteIfBig(side, f, !v6 && wire.IPv4(ip).FragField()&wire.IPv4DF != 0)
 }
 
 // sweepFrags gives up the datagrams whose time is up.
@@ -93,10 +135,31 @@ func (b *Balancer) Reassembled() uint64 {
 	return b.frags.Reassembled()
 }
 
-// fragBufs are the buffers fragments are cut into: a virtio-net header,
-// the Ethernet header and up to 64 KiB.
-var fragBufs = sync.Pool{New: func() any {
-	b := make([]byte, tun.VNetHdrLen+wire.EtherLen+frag.MaxDatagram)
+// Fragments are the frames a reassembled datagram is cut into for its way
+// out (Frame.Frags), in one buffer from a pool: a datagram cut allocates
+// nothing once the pool holds buffers as large as it takes.
+type Fragments struct {
+	buf    []byte
+	frames [][]byte
+}
+
+// Frames are the fragments in order, each a virtio-net header (zeros: full
+// checksums, no segmentation) and the frame.
+func (fs *Fragments) Frames() [][]byte { return fs.frames }
+
+// Release gives the buffers back once the fragments are written; fs is
+// not to be used after.
+func (fs *Fragments) Release() {
+	fs.frames = fs.frames[:0]
+	fragOuts.Put(fs)
+}
+
+var fragOuts = sync.Pool{New: func() any { return new(Fragments) }}
+
+// quoteBufs are the buffers an ICMP error tapvs answers a datagram with
+// is built in (tooBig).
+var quoteBufs = sync.Pool{New: func() any {
+	b := make([]byte, tun.VNetHdrLen+wire.EtherLen+wire.IPv6Len+wire.ICMPLen+len(origQuote{}.b))
 	return &b
 }}
 
@@ -116,19 +179,45 @@ func (b *Balancer) mtu(side Side) int {
 	return b.cfg.ClientMTU
 }
 
+// frag6HdrLen is an IPv6 Fragment header's length.
+const frag6HdrLen = 8
+
+// fragLen is what the headers of a fragment take in a family: IPv4's
+// 20-byte header, IPv6's 40 and its 8-byte Fragment header.
+func fragLen(v6 bool) int {
+	if v6 {
+		return wire.IPv6Len + frag6HdrLen
+	}
+	return wire.IPv4MinLen
+}
+
+// fragDelta is how much longer a fragment of the same data is in family
+// out6 than in family in6: 28 bytes shorter from IPv6 to IPv4 (a NAT64
+// client's fragments), 28 longer from IPv4 to IPv6 (a NAT64 server's, a
+// NAT46 client's), 0 in one family.
+func fragDelta(in6, out6 bool) int { return fragLen(out6) - fragLen(in6) }
+
+// xlatGrowth is the most a fragment grows translated (IPv4 to IPv6).
+const xlatGrowth = wire.IPv6Len + frag6HdrLen - wire.IPv4MinLen
+
 // refragment cuts a reassembled datagram that v sends out for its way out
-// and sends the fragments by the Link; one that fits is sent whole. A
+// and sends the fragments by the Link; one that fits is sent whole. The
+// fragments are no longer than the way out's MTU nor than the largest
+// fragment that came in, as long as it is in the family it leaves in
+// (fragDelta: the mark says which family the fragments came in). A
 // datagram forwarded whose largest fragment would not fit the other side,
 // IPv6 or IPv4 with DF, is answered as Linux answers it (ip6_forward,
 // ip_forward with frag_max_size): a Packet Too Big or a fragmentation
-// needed to its sender, and dropped.
+// needed to its sender, with the MTU in the sender's family, and dropped.
+//
+// It is family-agnostic: a translator (NAT64 here, NAT46) has nothing to
+// do for a reassembled datagram but translate it, as Process calls this
+// on the way out; for a packet that came whole, it calls xlatFit.
 func (b *Balancer) refragment(side Side, v Verdict, f *Frame) Verdict {
-	if o := f.orig; o != nil {
+	o := f.orig
+	if o != nil {
 		f.orig = nil
 		defer origQuotes.Put(o)
-		if v == Forward {
-			return b.tooBig(side, o.b[:o.n], b.mtu(side.other()), f)
-		}
 	}
 	if v != Forward && v != Reply {
 		return v
@@ -137,9 +226,14 @@ func (b *Balancer) refragment(side Side, v Verdict, f *Frame) Verdict {
 	if v == Forward {
 		out = side.other()
 	}
-	mtu := min(b.mtu(out), f.reasm)
 	frame := f.Bytes()
 	ip := frame[wire.EtherLen:]
+	delta := fragDelta(f.reasm6, wire.IPv6(ip).Version() == 6)
+	mtu := b.mtu(out)
+	if o != nil && v == Forward && f.reasm+delta > mtu {
+		return b.tooBig(side, o.b[:o.n], mtu-delta)
+	}
+	mtu = min(mtu, f.reasm+delta)
 	if len(ip) <= mtu {
 		return v
 	}
@@ -147,45 +241,69 @@ func (b *Balancer) refragment(side Side, v Verdict, f *Frame) Verdict {
 	if !ok {
 		return b.Stats.drop(DropFragNoRoom)
 	}
-	bp := fragBufs.Get().(*[]byte)
-	buf := *bp
-	clear(buf[:tun.VNetHdrLen]) // full checksums, no segmentation
-	copy(buf[tun.VNetHdrLen:], frame[:wire.EtherLen])
-	at := tun.VNetHdrLen + wire.EtherLen
-	for range frag.MaxSplit {
-		n := s.Next(buf[at:])
-		if n == 0 {
-			break
-		}
-		b.link.Send(out, buf[:at+n])
+	n, size := s.Count()
+	per := tun.VNetHdrLen + wire.EtherLen + size
+	fs := fragOuts.Get().(*Fragments)
+	if len(fs.buf) < n*per {
+		fs.buf = make([]byte, n*per) // kept by the pool for the next
 	}
-	fragBufs.Put(bp)
-	return Stolen
+	for i := range n {
+		buf := fs.buf[i*per : (i+1)*per]
+		clear(buf[:tun.VNetHdrLen]) // full checksums, no segmentation
+		copy(buf[tun.VNetHdrLen:], frame[:wire.EtherLen])
+		at := tun.VNetHdrLen + wire.EtherLen
+		fs.frames = append(fs.frames, buf[:at+s.Next(buf[at:])])
+	}
+	f.Frags = fs
+	return v
 }
 
-// tooBig answers a reassembled datagram, whose start as it came is orig,
-// with a fragmentation needed (IPv4) or a Packet Too Big (IPv6) for mtu,
-// from the address it was sent to (the VIP or the LIP: tapvs's own),
-// back out of side. Translated (NAT64), the MTU is the sender's family's:
-// 20 bytes more for an IPv6 sender, 20 less for an IPv4 one. RFC 792 and
-// RFC 4443 3.2: the quote is the IP header and the first 8 bytes of the
-// transport (IPv4), as much as orig holds (IPv6).
-func (b *Balancer) tooBig(side Side, orig []byte, mtu int, f *Frame) Verdict {
+// xlatFit is what a translator calls for a packet p of frame f that came
+// whole from side (not a TSO super-frame) and that it is about to
+// translate into the other family, before rewriting anything: NAT46 has
+// only to call it (fits64 is NAT64's own, older). One that fits the way
+// out translated (IPv4 to IPv6: 20 bytes longer; IPv6 to IPv4: 20
+// shorter), or that was reassembled (refragment fits it), goes on
+// (Forward). One that does not is treated as a router between the
+// families would (RFC 7915 section 4): IPv4 without DF is marked to be
+// cut into fragments of the other family as it leaves (refragment); IPv4
+// with DF or IPv6 is answered with a fragmentation needed or a Packet Too
+// Big whose MTU is the way out's in the sender's family (20 less, 20
+// more), and dropped.
+func (b *Balancer) xlatFit(side Side, f *Frame, p *pkt) Verdict {
+	grow := wire.IPv6Len - wire.IPv4MinLen
+	if p.v6 {
+		grow = -grow
+	}
+	mtu := b.mtu(side.other())
+	if f.reasm != 0 || len(p.b)-p.l3+grow <= mtu {
+		return Forward
+	}
+	if !p.v6 && p.ip4().FragField()&wire.IPv4DF == 0 {
+		// As if it had come as one fragment as large as a datagram
+		// may be: cut to the MTU in the family it leaves in.
+		f.reasm, f.reasm6 = frag.MaxDatagram, false
+		return Forward
+	}
+	return b.tooBig(side, p.b[:min(len(p.b), p.l3+len(origQuote{}.b)-wire.EtherLen)], mtu-grow)
+}
+
+// tooBig answers a datagram, whose start as it came is orig (its
+// Ethernet header and at least the IP header and 8 bytes), with a
+// fragmentation needed (IPv4) or a Packet Too Big (IPv6) for mtu, in the
+// sender's family, from the address it was sent to (the VIP or the LIP:
+// tapvs's own), back out of side. RFC 792 and RFC 4443 3.2: the quote is
+// the IP header and the first 8 bytes of the transport (IPv4), as much as
+// orig holds (IPv6).
+func (b *Balancer) tooBig(side Side, orig []byte, mtu int) Verdict {
 	in := orig[wire.EtherLen:]
 	v6in := wire.IPv6(in).Version() == 6
-	if v6out := wire.IPv6(f.Buf[f.Off+wire.EtherLen:]).Version() == 6; v6in != v6out {
-		if v6in {
-			mtu += wire.IPv6Len - wire.IPv4MinLen
-		} else {
-			mtu -= wire.IPv6Len - wire.IPv4MinLen
-		}
-	}
 	mac := b.cfg.ClientMAC
 	if side == ServerSide {
 		mac = b.cfg.ServerMAC
 	}
-	bp := fragBufs.Get().(*[]byte)
-	defer fragBufs.Put(bp)
+	bp := quoteBufs.Get().(*[]byte)
+	defer quoteBufs.Put(bp)
 	buf := *bp
 	clear(buf[:tun.VNetHdrLen])
 	eth := wire.Ether(buf[tun.VNetHdrLen:])

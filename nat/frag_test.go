@@ -8,6 +8,7 @@ import (
 
 	"github.com/tapvs/tapvs/csum"
 	"github.com/tapvs/tapvs/frag"
+	"github.com/tapvs/tapvs/tun"
 	"github.com/tapvs/tapvs/wire"
 )
 
@@ -98,7 +99,7 @@ func TestFragmentsBothWays(t *testing.T) {
 			whole := frame(t, pktSpec{src: fam.client, dst: fam.vip, sport: 40000, dport: 80, proto: UDP, payload: body, srcMAC: macClient})
 			frags := cut(t, whole, fam.inMTU, 77)
 			for i, f := range frags {
-				if v := r.b.Process(ClientSide, f); v != Stolen {
+				if v := emit(r.b, &out, ClientSide, f); v != stolenUntil(i, len(frags)) {
 					t.Fatalf("fragment %d: %v, drops %v", i, v, nonZero(r.b.Stats.Drops()))
 				}
 				if i < len(frags)-1 && r.b.FragmentBytes() == 0 {
@@ -132,8 +133,9 @@ func TestFragmentsBothWays(t *testing.T) {
 			// The server's answer, fragmented, to the LIP.
 			out = out[:0]
 			back := frame(t, pktSpec{src: dst, dst: fam.lip, sport: 8080, dport: uint16(d.udp.SrcPort), proto: UDP, payload: body, srcMAC: macGateway})
-			for i, f := range cut(t, back, 1500, 99) {
-				if v := r.b.Process(ServerSide, f); v != Stolen {
+			backFrags := cut(t, back, 1500, 99)
+			for i, f := range backFrags {
+				if v := emit(r.b, &out, ServerSide, f); v != stolenUntil(i, len(backFrags)) {
 					t.Fatalf("reply fragment %d: %v, drops %v", i, v, nonZero(r.b.Stats.Drops()))
 				}
 			}
@@ -156,6 +158,42 @@ func TestFragmentsBothWays(t *testing.T) {
 	}
 }
 
+// emit runs f through b from side as a reader does: the fragments a
+// datagram is cut into (Frame.Frags) are recorded in out as a Link records
+// what it sends, out of the side the verdict sends them, and given back.
+func emit(b *Balancer, out *[]sent, side Side, f *Frame) Verdict {
+	v := b.Process(side, f)
+	if f.Frags != nil {
+		to := side
+		if v == Forward {
+			to = side.other()
+		}
+		for _, fr := range f.Frags.Frames() {
+			*out = append(*out, sent{to, append([]byte(nil), fr[tun.VNetHdrLen:]...)})
+		}
+		f.Frags.Release()
+	}
+	return v
+}
+
+// stolenUntil is the verdict on fragment i of n: each is held (Stolen)
+// until the last makes the datagram, which leaves cut (Forward).
+func stolenUntil(i, n int) Verdict {
+	if i == n-1 {
+		return Forward
+	}
+	return Stolen
+}
+
+// largest is the IP length of the largest frame sent.
+func largest(out []sent) int {
+	n := 0
+	for _, s := range out {
+		n = max(n, len(s.frame)-wire.EtherLen)
+	}
+	return n
+}
+
 // fragID is a fragment's identification, IPv4 or IPv6.
 func fragID(f []byte) uint32 {
 	ip := f[wire.EtherLen:]
@@ -172,7 +210,7 @@ func TestFragmentsFit(t *testing.T) {
 	var out []sent
 	r.b.Attach(recordLink{&out})
 	f := withExt6(t, frame(t, pktSpec{src: client6, dst: vip6, sport: 40000, dport: 80, proto: UDP, payload: payload(100), srcMAC: macClient}), wire.IP6Fragment, []byte{0, 0, 0, 0, 0, 1})
-	if v := r.b.Process(ClientSide, f); v != Forward || len(out) != 0 {
+	if v := emit(r.b, &out, ClientSide, f); v != Forward || len(out) != 0 {
 		t.Fatalf("%v, %d sent", v, len(out))
 	}
 	if d := decode(t, f); d.udp == nil || len(d.udp.Payload) != 100 {
@@ -182,7 +220,7 @@ func TestFragmentsFit(t *testing.T) {
 	r = newRig6(t, UDP, "rr", func(c *Config) { c.ServerMTU = wire.IPv6Len + wire.UDPLen + 100 })
 	r.b.Attach(recordLink{&out})
 	f = withExt6(t, frame(t, pktSpec{src: client6, dst: vip6, sport: 40000, dport: 80, proto: UDP, payload: payload(100), srcMAC: macClient}), wire.IP6Fragment, []byte{0, 0, 0, 0, 0, 1})
-	if v := r.b.Process(ClientSide, f); v != Forward || len(out) != 0 {
+	if v := emit(r.b, &out, ClientSide, f); v != Forward || len(out) != 0 {
 		t.Fatalf("at the MTU: %v, %d sent", v, len(out))
 	}
 }
@@ -197,7 +235,7 @@ func TestFragmentsLargest(t *testing.T) {
 	whole := frame(t, pktSpec{src: client, dst: vip, sport: 40000, dport: 80, proto: UDP, payload: body, srcMAC: macClient})
 	frags := cut(t, whole, 65535, 1)
 	for _, f := range frags {
-		r.b.Process(ClientSide, f)
+		emit(r.b, &out, ClientSide, f)
 	}
 	if len(out) != 2 || len(out[0].frame) != wire.EtherLen+len(frags[0].Bytes())-wire.EtherLen {
 		t.Fatalf("%d fragments out, want 2 as they came", len(out))
@@ -208,24 +246,25 @@ func TestFragmentsLargest(t *testing.T) {
 }
 
 func TestFragmentsRefused(t *testing.T) {
+	var out []sent
 	whole := func() *Frame {
 		return frame(t, pktSpec{src: client, dst: vip, sport: 40000, dport: 80, proto: UDP, payload: payload(3000), srcMAC: macClient})
 	}
 	t.Run("no reassembly", func(t *testing.T) {
 		r := newRig(t, UDP, "rr", func(c *Config) { c.NoReassembly = true })
-		if v := r.b.Process(ClientSide, cut(t, whole(), 1500, 1)[0]); v != Drop || r.b.Stats.Drop(DropFragment) != 1 || r.b.FragmentBytes() != 0 || r.b.Reassembled() != 0 {
+		if v := emit(r.b, &out, ClientSide, cut(t, whole(), 1500, 1)[0]); v != Drop || r.b.Stats.Drop(DropFragment) != 1 || r.b.FragmentBytes() != 0 || r.b.Reassembled() != 0 {
 			t.Fatalf("%v, %v", v, nonZero(r.b.Stats.Drops()))
 		}
 	})
 	t.Run("overlap", func(t *testing.T) {
 		r := newRig(t, UDP, "rr", nil)
 		frags := cut(t, whole(), 1500, 1)
-		r.b.Process(ClientSide, frags[0])
+		emit(r.b, &out, ClientSide, frags[0])
 		second := frags[1].Bytes()
 		ff := wire.IPv4(second[wire.EtherLen:]).FragField() - 1
 		second[wire.EtherLen+wire.IPv4FragOff], second[wire.EtherLen+wire.IPv4FragOff+1] = byte(ff>>8), byte(ff)
 		fixIPChecksum(second)
-		if v := r.b.Process(ClientSide, frags[1]); v != Drop {
+		if v := emit(r.b, &out, ClientSide, frags[1]); v != Drop {
 			t.Fatal(v)
 		}
 		if n := r.b.Stats.Drop(DropFragOverlap); n != 2 || r.b.Stats.Drops()["fragment_overlap"] != 2 || r.b.FragmentBytes() != 0 {
@@ -235,8 +274,8 @@ func TestFragmentsRefused(t *testing.T) {
 	t.Run("timeout", func(t *testing.T) {
 		r := newRig(t, UDP, "rr", func(c *Config) { c.Reassembly.Timeout = time.Second })
 		frags := cut(t, whole(), 1500, 1)
-		r.b.Process(ClientSide, frags[0])
-		r.b.Process(ClientSide, frags[1])
+		emit(r.b, &out, ClientSide, frags[0])
+		emit(r.b, &out, ClientSide, frags[1])
 		r.b.table.now.Store(int64(time.Second))
 		r.b.Sweep()
 		if r.b.Stats.Drop(DropFragTimeout) != 0 || r.b.FragmentBytes() == 0 {
@@ -254,9 +293,9 @@ func TestFragmentsRefused(t *testing.T) {
 		r.b.Attach(recordLink{&out})
 		frags := cut(t, whole(), 1500, 1)
 		for _, f := range frags[:len(frags)-1] {
-			r.b.Process(ClientSide, f)
+			emit(r.b, &out, ClientSide, f)
 		}
-		if v := r.b.Process(ClientSide, frags[len(frags)-1]); v != Drop || r.b.Stats.Drop(DropFragNoRoom) != 1 || len(out) != 0 {
+		if v := emit(r.b, &out, ClientSide, frags[len(frags)-1]); v != Drop || r.b.Stats.Drop(DropFragNoRoom) != 1 || len(out) != 0 {
 			t.Fatalf("%v, %v", v, nonZero(r.b.Stats.Drops()))
 		}
 	})
@@ -266,7 +305,7 @@ func TestFragmentsRefused(t *testing.T) {
 		r.b.Attach(recordLink{&out})
 		frags := cut(t, whole(), 1500, 1)
 		for _, f := range frags {
-			r.b.Process(ClientSide, f)
+			emit(r.b, &out, ClientSide, f)
 		}
 		if len(out) != (3008+7)/8 {
 			t.Fatalf("%d fragments of 8 bytes, want %d", len(out), (3008+7)/8)
@@ -281,16 +320,16 @@ func TestFragmentsRefused(t *testing.T) {
 		f := frame(t, pktSpec{src: client, dst: vip, sport: 40000, dport: 81, proto: UDP, payload: payload(3000), srcMAC: macClient})
 		frags := cut(t, f, 1500, 1)
 		for _, f := range frags[:len(frags)-1] {
-			r.b.Process(ClientSide, f)
+			emit(r.b, &out, ClientSide, f)
 		}
-		if v := r.b.Process(ClientSide, frags[len(frags)-1]); v != Drop || len(out) != 0 || r.b.Stats.Drop(DropNoService) != 1 {
+		if v := emit(r.b, &out, ClientSide, frags[len(frags)-1]); v != Drop || len(out) != 0 || r.b.Stats.Drop(DropNoService) != 1 {
 			t.Fatalf("%v, %d sent, %v", v, len(out), nonZero(r.b.Stats.Drops()))
 		}
 	})
 	t.Run("not a VIP", func(t *testing.T) {
 		r := newRig(t, UDP, "rr", nil)
 		f := frame(t, pktSpec{src: client, dst: netip.MustParseAddr("172.25.254.99"), sport: 40000, dport: 80, proto: UDP, payload: payload(3000), srcMAC: macClient})
-		if v := r.b.Process(ClientSide, cut(t, f, 1500, 1)[0]); v != Pass || r.b.FragmentBytes() != 0 {
+		if v := emit(r.b, &out, ClientSide, cut(t, f, 1500, 1)[0]); v != Pass || r.b.FragmentBytes() != 0 {
 			t.Fatalf("%v", v)
 		}
 	})
@@ -299,29 +338,44 @@ func TestFragmentsRefused(t *testing.T) {
 // TestFragmentsNAT64: a NAT64 connection's datagrams in fragments, IPv6
 // from the client and IPv4 from the server, are reassembled, translated,
 // and leave as fragments of the other family.
+//
+// The translated fragments are as large as the client's, translated: the
+// IPv6 header and its Fragment header (48 bytes) become a 20-byte IPv4
+// header, so a client's fragments cut for 1500 (1496 bytes: 1448 of data)
+// fit a server side's MTU of 1480 as 1468 bytes (not a Packet Too Big for
+// 1500 the client would ignore); the server's IPv4 fragments cut for 1000
+// (996 bytes) leave as 1024.
 func TestFragmentsNAT64(t *testing.T) {
 	var out []sent
-	r := newRig64(t, UDP, nil)
+	r := newRig64(t, UDP, func(c *Config) { c.ServerMTU = 1480 })
 	r.b.Attach(recordLink{&out})
 	body := payload(4000)
 	whole := frame(t, pktSpec{src: client6, dst: vip64, sport: 40000, dport: 80, proto: UDP, payload: body, srcMAC: macClient})
-	for i, f := range cut(t, whole, 1280, 5) {
-		if v := r.b.Process(ClientSide, f); v != Stolen {
+	frags := cut(t, whole, 1500, 5)
+	for i, f := range frags {
+		if v := emit(r.b, &out, ClientSide, f); v != stolenUntil(i, len(frags)) {
 			t.Fatalf("fragment %d: %v, drops %v", i, v, nonZero(r.b.Stats.Drops()))
 		}
 	}
-	d := decode(t, joined(t, out, ServerSide, 1280))
+	if largest(out) != 1496-28 || r.b.Stats.Drop(DropFragPathMTU) != 0 {
+		t.Fatalf("largest fragment to the server %d bytes, want 1468; drops %v", largest(out), nonZero(r.b.Stats.Drops()))
+	}
+	d := decode(t, joined(t, out, ServerSide, 1468))
 	if d.ip == nil || addr(d.ip.SrcIP) != lip1 || !bytes.Equal(d.udp.Payload, body) {
 		t.Fatalf("to the server: %+v", d.ip)
 	}
 	out = out[:0]
 	back := frame(t, pktSpec{src: addr(d.ip.DstIP), dst: lip1, sport: 8080, dport: uint16(d.udp.SrcPort), proto: UDP, payload: body, srcMAC: macGateway})
-	for i, f := range cut(t, back, 1500, 6) {
-		if v := r.b.Process(ServerSide, f); v != Stolen {
+	frags = cut(t, back, 1000, 6)
+	for i, f := range frags {
+		if v := emit(r.b, &out, ServerSide, f); v != stolenUntil(i, len(frags)) {
 			t.Fatalf("reply fragment %d: %v, drops %v", i, v, nonZero(r.b.Stats.Drops()))
 		}
 	}
-	d = decode(t, joined(t, out, ClientSide, 1500))
+	if largest(out) != 996+28 {
+		t.Fatalf("largest fragment to the client %d bytes, want 1024", largest(out))
+	}
+	d = decode(t, joined(t, out, ClientSide, 1024))
 	if d.ip6 == nil || addr6(d.ip6.SrcIP) != vip64 || addr6(d.ip6.DstIP) != client6 || !bytes.Equal(d.udp.Payload, body) || r.b.Stats.Drop(DropNAT64TooBig) != 0 {
 		t.Fatalf("to the client: %+v, drops %v", d.ip6, nonZero(r.b.Stats.Drops()))
 	}
@@ -339,21 +393,21 @@ func TestFragmentsUDPProxy(t *testing.T) {
 	body := payload(4000)
 	whole := frame(t, pktSpec{src: client, dst: vip, sport: 40000, dport: 80, proto: UDP, payload: body, srcMAC: macClient})
 	for _, f := range cut(t, whole, 1500, 5) {
-		r.b.Process(ClientSide, f)
+		emit(r.b, &out, ClientSide, f)
 	}
 	d := decode(t, joined(t, out, ServerSide, 1500))
 	if len(d.udp.Payload) != udpProxyLen+len(body) || !bytes.Equal(d.udp.Payload[udpProxyLen:], body) {
 		t.Fatalf("%d bytes at the server, want the header and %d", len(d.udp.Payload), len(body))
 	}
 	big := frame(t, pktSpec{src: client, dst: vip, sport: 40001, dport: 80, proto: UDP, payload: payload(1472), srcMAC: macClient})
-	if v := r.b.Process(ClientSide, big); v != Drop || r.b.Stats.Drop(DropUDPProxyBig) != 1 {
+	if v := emit(r.b, &out, ClientSide, big); v != Drop || r.b.Stats.Drop(DropUDPProxyBig) != 1 {
 		t.Fatalf("a whole datagram past the MTU with the header: %v", v)
 	}
 	// 65535 bytes with the header: it fits, and leaves in fragments.
 	out = out[:0]
 	fits := frame(t, pktSpec{src: client, dst: vip, sport: 40003, dport: 80, proto: UDP, payload: payload(65535 - 28 - udpProxyLen), srcMAC: macClient})
 	for _, f := range cut(t, fits, 1500, 7) {
-		r.b.Process(ClientSide, f)
+		emit(r.b, &out, ClientSide, f)
 	}
 	if d := decode(t, joined(t, out, ServerSide, 1500)); len(d.udp.Payload) != 65535-28 || r.b.Stats.Drop(DropUDPProxyBig) != 1 {
 		t.Fatalf("a datagram of 65535 bytes with the header: %v", nonZero(r.b.Stats.Drops()))
@@ -361,7 +415,7 @@ func TestFragmentsUDPProxy(t *testing.T) {
 	// 65535 bytes whole: the header would pass it.
 	max := frame(t, pktSpec{src: client, dst: vip, sport: 40002, dport: 80, proto: UDP, payload: payload(65535 - 28), srcMAC: macClient})
 	for _, f := range cut(t, max, 1500, 6) {
-		r.b.Process(ClientSide, f)
+		emit(r.b, &out, ClientSide, f)
 	}
 	if r.b.Stats.Drop(DropUDPProxyBig) != 2 {
 		t.Fatalf("a 65535-byte datagram: %v", nonZero(r.b.Stats.Drops()))
@@ -400,9 +454,13 @@ func TestFragmentsTooBig(t *testing.T) {
 		{"v6 from the client", newRig6, client6, vip6, ClientSide, 1500, 1400, false, 1400, true, 128},
 		{"v6 fitting", newRig6, client6, vip6, ClientSide, 1400, 1400, false, 0, true, 0},
 		{"v6 at 1280", newRig6, client6, vip6, ClientSide, 1500, 1000, false, 1280, true, 128},
-		{"NAT64 from the client", nil, client6, vip64, ClientSide, 1500, 1400, false, 1420, true, 128},
+		{"NAT64 from the client", nil, client6, vip64, ClientSide, 1500, 1400, false, 1428, true, 128},
+		{"NAT64 from the client, 28 bytes saved", nil, client6, vip64, ClientSide, 1500, 1468, false, 0, true, 0},
+		{"NAT64 from the client, 27 bytes saved", nil, client6, vip64, ClientSide, 1500, 1467, false, 1495, true, 128},
 		{"v4 DF from the server", newRig, rs1, lip1, ServerSide, 1500, 1400, true, 1400, false, 28},
-		{"NAT64, v4 DF from the server", nil, rs1, lip1, ServerSide, 1500, 1400, true, 1380, false, 28},
+		{"NAT64, v4 DF from the server", nil, rs1, lip1, ServerSide, 1500, 1400, true, 1372, false, 28},
+		{"NAT64, v4 DF from the server, 28 bytes more", nil, rs1, lip1, ServerSide, 1400, 1424, true, 0, false, 0},
+		{"NAT64, v4 DF from the server, 27 bytes more", nil, rs1, lip1, ServerSide, 1400, 1423, true, 1395, false, 28},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			var out []sent
@@ -424,7 +482,7 @@ func TestFragmentsTooBig(t *testing.T) {
 				if c.rig == nil {
 					cl, v = client6, vip64
 				}
-				if v := r.b.Process(ClientSide, frame(t, pktSpec{src: cl, dst: v, sport: 40000, dport: 80, proto: UDP, payload: []byte("q"), srcMAC: macClient})); v != Forward {
+				if v := emit(r.b, &out, ClientSide, frame(t, pktSpec{src: cl, dst: v, sport: 40000, dport: 80, proto: UDP, payload: []byte("q"), srcMAC: macClient})); v != Forward {
 					t.Fatal(v)
 				}
 				info := r.b.Table().Conns()[0]
@@ -441,10 +499,10 @@ func TestFragmentsTooBig(t *testing.T) {
 			}
 			var v Verdict
 			for _, f := range frags {
-				v = r.b.Process(c.side, f)
+				v = emit(r.b, &out, c.side, f)
 			}
 			if c.wantMTU == 0 {
-				if v != Stolen || r.b.Stats.Drop(DropFragPathMTU) != 0 || len(out) < 3 || out[0].side == c.side {
+				if v != Forward || r.b.Stats.Drop(DropFragPathMTU) != 0 || len(out) < 3 || out[0].side == c.side {
 					t.Fatalf("%v, %d sent, %v", v, len(out), nonZero(r.b.Stats.Drops()))
 				}
 				return
@@ -487,5 +545,122 @@ func TestFragmentsTooBig(t *testing.T) {
 				t.Fatal("checksums or TTL")
 			}
 		})
+	}
+}
+
+// TestXlatFit: a packet that came whole and is translated into the other
+// family (NAT46 calls xlatFit) goes on if it fits translated (IPv4 20
+// bytes longer, IPv6 20 shorter); IPv4 without DF is marked to be cut;
+// IPv4 with DF and IPv6 are answered with the MTU in their own family.
+func TestXlatFit(t *testing.T) {
+	const mtu = 1400
+	for _, c := range []struct {
+		name    string
+		src     netip.Addr
+		dst     netip.Addr
+		ipLen   int
+		df      bool
+		want    Verdict
+		cut     bool
+		wantMTU uint32 // the error's MTU; 0: none
+	}{
+		{"v4 fits", client, vip, mtu - 20, false, Forward, false, 0},
+		{"v4 one byte over", client, vip, mtu - 19, false, Forward, true, 0},
+		{"v4 DF fits", client, vip, mtu - 20, true, Forward, false, 0},
+		{"v4 DF one byte over", client, vip, mtu - 19, true, Drop, false, mtu - 20},
+		{"v6 fits", client6, vip6, mtu + 20, false, Forward, false, 0},
+		{"v6 one byte over", client6, vip6, mtu + 21, false, Drop, false, mtu + 20},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var out []sent
+			r := newRig(t, UDP, "rr", func(cfg *Config) { cfg.ServerMTU = mtu })
+			r.b.Attach(recordLink{&out})
+			hl := wire.IPv4MinLen
+			if c.src.Is6() {
+				hl = wire.IPv6Len
+			}
+			f := frame(t, pktSpec{src: c.src, dst: c.dst, sport: 40000, dport: 80, proto: UDP, payload: payload(c.ipLen - hl - wire.UDPLen), srcMAC: macClient})
+			if c.df {
+				b := f.Bytes()
+				b[wire.EtherLen+wire.IPv4FragOff] |= wire.IPv4DF >> 8
+				fixIPChecksum(b)
+			}
+			var p pkt
+			if ok, bad := parseIP(f.Bytes(), &p); !ok || bad {
+				t.Fatal("parse")
+			}
+			v := r.b.xlatFit(ClientSide, f, &p)
+			if v != c.want || (f.reasm == frag.MaxDatagram) != c.cut || f.reasm6 {
+				t.Fatalf("%v, mark %d %v", v, f.reasm, f.reasm6)
+			}
+			if c.wantMTU == 0 {
+				if len(out) != 0 || r.b.Stats.Drop(DropFragPathMTU) != 0 {
+					t.Fatalf("%d sent", len(out))
+				}
+				return
+			}
+			if len(out) != 1 || out[0].side != ClientSide || r.b.Stats.Drop(DropFragPathMTU) != 1 {
+				t.Fatalf("%d sent, %v", len(out), nonZero(r.b.Stats.Drops()))
+			}
+			ip := out[0].frame[wire.EtherLen:]
+			if c.src.Is6() {
+				h := wire.IPv6(ip)
+				ic := wire.ICMP(ip[wire.IPv6Len:])
+				if ic.Type() != wire.ICMP6TooBig || ic.MTU6() != c.wantMTU || h.PayloadLen() != wire.ICMPLen+128 {
+					t.Fatalf("Packet Too Big type %d for %d quoting %d", ic.Type(), ic.MTU6(), h.PayloadLen()-wire.ICMPLen)
+				}
+				return
+			}
+			ic := wire.ICMP(ip[wire.IPv4MinLen:])
+			if ic.Type() != wire.ICMP4Unreach || ic.Code() != wire.ICMP4FragNeeded || uint32(ic.MTU4()) != c.wantMTU || wire.IPv4(ip).TotalLen() != wire.IPv4MinLen+wire.ICMPLen+28 {
+				t.Fatalf("fragmentation needed type %d for %d", ic.Type(), ic.MTU4())
+			}
+		})
+	}
+	// A reassembled datagram is refragment's.
+	r := newRig(t, UDP, "rr", func(cfg *Config) { cfg.ServerMTU = mtu })
+	f := frame(t, pktSpec{src: client, dst: vip, sport: 40000, dport: 80, proto: UDP, payload: payload(3000), srcMAC: macClient})
+	f.reasm = 1500
+	var p pkt
+	parseIP(f.Bytes(), &p)
+	if v := r.b.xlatFit(ClientSide, f, &p); v != Forward || f.reasm != 1500 {
+		t.Fatalf("reassembled: %v, mark %d", v, f.reasm)
+	}
+}
+
+// TestFragmentsPooled: a datagram cut for its way out takes its buffers
+// from a pool and the reader gives them back: in steady state neither
+// the reassembly nor the cut allocates.
+func TestFragmentsPooled(t *testing.T) {
+	r := newRig(t, UDP, "rr", func(c *Config) { c.ServerMTU = 1400 })
+	whole := frame(t, pktSpec{src: client, dst: vip, sport: 40000, dport: 80, proto: UDP, payload: payload(4000), srcMAC: macClient})
+	var raw [][]byte
+	for _, f := range cut(t, whole, 1500, 1) {
+		raw = append(raw, append([]byte(nil), f.Bytes()...))
+	}
+	bufs := make([][]byte, len(raw))
+	for i := range bufs {
+		bufs[i] = make([]byte, 64+wire.EtherLen+65536)
+	}
+	var f Frame
+	n := 0
+	send := func() {
+		for i, b := range raw {
+			copy(bufs[i][64:], b)
+			f = Frame{Buf: bufs[i], Off: 64, Len: len(b)}
+			v := r.b.Process(ClientSide, &f)
+			if i < len(raw)-1 {
+				continue
+			}
+			if v != Forward || f.Frags == nil {
+				t.Fatalf("%v", v)
+			}
+			n = len(f.Frags.Frames())
+			f.Frags.Release()
+		}
+	}
+	send() // the connection, and the pools' first buffers
+	if allocs := testing.AllocsPerRun(50, send); allocs != 0 || n != 3 {
+		t.Fatalf("%.1f allocations per datagram cut in %d", allocs, n)
 	}
 }

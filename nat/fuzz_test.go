@@ -68,6 +68,12 @@ func (fb *fuzzBalancer) Send(side Side, f []byte) { fb.Transmit(side, f[tun.VNet
 // lets go, as a reader would.
 func (fb *fuzzBalancer) process(side Side, fr *Frame) Verdict {
 	v := fb.b.Process(side, fr)
+	if fr.Frags != nil {
+		for _, q := range fr.Frags.Frames() {
+			fb.Transmit(side, q[tun.VNetHdrLen:]) // a fragment: checked as a built frame
+		}
+		fr.Frags.Release()
+	}
 	if v == Forward && fr.Follow != nil {
 		fb.Transmit(side, fr.Follow[tun.VNetHdrLen:]) // checked as a built frame
 	}

@@ -2,7 +2,10 @@ package nat
 
 import (
 	"bytes"
+	"net/netip"
 	"testing"
+
+	"github.com/tapvs/tapvs/wire"
 )
 
 // With Config.Handoff, a client segment that no connection holds and that
@@ -109,5 +112,76 @@ func TestHandoffSynproxy(t *testing.T) {
 	syn := frame(t, pktSpec{src: client, dst: vip, sport: 40001, dport: 80, proto: TCP, syn: true, srcMAC: macClient})
 	if v := r.b.Process(ClientSide, syn); v != Reply {
 		t.Fatalf("SYN: %v, want Reply (a cookie)", v)
+	}
+}
+
+// A segment reassembled from fragments and handed off carries its mark
+// (Frame.Mark: the largest fragment's length, bit 16 for IPv6); a frame
+// that came whole carries none. Handed over with it, the segment leaves
+// cut as the fragments came (refragment), or, IPv6 or IPv4 with DF whose
+// fragments would not fit, is answered to the client as it would have
+// been where it came.
+func TestHandoffFragmentMark(t *testing.T) {
+	for _, c := range []struct {
+		name      string
+		rig       func(testing.TB, Protocol, string, func(*Config)) *rig
+		src, dst  netip.Addr
+		cutAt     int
+		mark      FragMark
+		serverMTU int
+		df        bool
+		wantPTB   bool
+	}{
+		{"v4", newRig, client, vip, 1000, 996, 1500, false, false},
+		{"v6", newRig6, client6, vip6, 1000, 1000 | 1<<16, 1500, false, false},
+		{"v4 DF too big there", newRig, client, vip, 1500, 1500, 1400, true, true},
+		{"v6 too big there", newRig6, client6, vip6, 1500, 1496 | 1<<16, 1400, false, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			seg := pktSpec{src: c.src, dst: c.dst, sport: 40000, dport: 80, proto: TCP, ack: true, payload: payload(3000), srcMAC: macClient}
+			here := c.rig(t, TCP, "rr", func(cfg *Config) { cfg.Handoff = true })
+			var out []sent
+			frags := cut(t, frame(t, seg), c.cutAt, 1)
+			if c.df {
+				for _, f := range frags {
+					b := f.Bytes()
+					b[wire.EtherLen+wire.IPv4FragOff] |= wire.IPv4DF >> 8
+					fixIPChecksum(b)
+				}
+			}
+			var f *Frame
+			for _, f = range frags {
+				f.Mark = 7 // Process sets it
+				emit(here.b, &out, ClientSide, f)
+			}
+			if f.Mark != c.mark {
+				t.Fatalf("handed off with mark %#x, want %#x", f.Mark, c.mark)
+			}
+			whole := frame(t, seg)
+			if v := here.b.Process(ClientSide, whole); v != Handoff || whole.Mark != 0 {
+				t.Fatalf("whole: %v, mark %#x", v, whole.Mark)
+			}
+
+			there := c.rig(t, TCP, "rr", func(cfg *Config) { cfg.Handoff = true; cfg.ServerMTU = c.serverMTU })
+			there.b.Attach(recordLink{&out})
+			syn := seg
+			syn.ack, syn.syn, syn.payload = false, true, nil
+			if v := there.b.Process(ClientSide, frame(t, syn)); v != Forward {
+				t.Fatal(v)
+			}
+			over := withHeadroom(f.Bytes())
+			over.HandedOff, over.Mark = true, f.Mark
+			out = out[:0]
+			v := emit(there.b, &out, ClientSide, over)
+			if c.wantPTB {
+				if v != Drop || len(out) != 1 || out[0].side != ClientSide || there.b.Stats.Drop(DropFragPathMTU) != 1 {
+					t.Fatalf("%v, %d sent, %v", v, len(out), nonZero(there.b.Stats.Drops()))
+				}
+				return
+			}
+			if v != Forward || len(out) != len(frags) || largest(out) != len(frags[0].Bytes())-wire.EtherLen {
+				t.Fatalf("%v, %d fragments of at most %d bytes, want %d as they came", v, len(out), largest(out), len(frags))
+			}
+		})
 	}
 }

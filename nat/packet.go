@@ -31,17 +31,32 @@ type Frame struct {
 	// (package handoff): it may continue a connection this balancer
 	// holds, and nothing else (no connection opened, never handed on).
 	HandedOff bool
+	// Mark is a datagram reassembled from fragments as it travels to
+	// another instance of a cluster (package handoff): Process sets it
+	// with the verdict Handoff, and the instance that takes the frame
+	// over (HandedOff) gives it back with the frame, so the datagram
+	// leaves there cut as it would have here (frag.go). 0: it came whole.
+	Mark FragMark
 	// Follow, with the verdict Forward, is a frame to send right after
 	// this one and the same way, in the same batch (nil: none), as
 	// tun.VNetHdrLen bytes of virtio-net header and the frame: the RST
 	// that ends a stream a fault cut (faultreset.go), which must not pass
 	// the frames of the batch before it.
 	Follow []byte
+	// Frags, with the verdict Forward or Reply, stand for the frame: a
+	// datagram reassembled here leaves cut (frag.go), as Frags.Frames in
+	// order, each as tun.VNetHdrLen bytes of virtio-net header and the
+	// frame, where the verdict sends the frame and in the same batch, so
+	// that no fragment passes the frames before it. They are the
+	// balancer's buffers: the reader gives them back (Fragments.Release)
+	// once it has written them. nil: the frame goes itself.
+	Frags *Fragments
 
 	// reasm, if not 0, marks a datagram reassembled from fragments: the
 	// largest fragment's IP length, which its fragments leave no longer
-	// than (frag.go).
-	reasm int
+	// than (frag.go), in the family they came in: reasm6 says which.
+	reasm  int
+	reasm6 bool
 	// orig, for a reassembled datagram that may not be cut for the other
 	// side (frag.go: IPv6, or IPv4 with DF, whose largest fragment passes
 	// that side's MTU), is its Ethernet header and start as it came: the

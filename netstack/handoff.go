@@ -8,9 +8,9 @@ import (
 // Handoff is where the client side's readers send frames that no
 // connection here holds (nat.Handoff): the cluster's other instances
 // (package handoff). Send takes a virtio-net header and the frame behind
-// it, and must not block.
+// it, and the frame's nat.Frame.Mark, and must not block.
 type Handoff interface {
-	Send(payload []byte)
+	Send(payload []byte, mark uint32)
 }
 
 // SetHandoff has the client side's readers hand nat.Handoff frames to h
@@ -29,14 +29,14 @@ func (st *Stack) SetHandoff(h Handoff) {
 func (st *Stack) SetHandoffQueue(queue int) { st.handoffQueue = queue }
 
 // HandedOver runs what another instance handed over (a virtio-net header
-// and a frame) through the balancer as a client frame that may only
+// and a frame, and its mark: nat.Frame.Mark) through the balancer as a client frame that may only
 // continue a connection held here (nat.Frame.HandedOff), and writes what
 // comes of it as the readers do: a TSO super-frame stays one, for the TAP
 // to segment. On plain TAPs (no virtio-net header) a partial checksum is
 // finished here and a super-frame is dropped. It is called by one
 // goroutine at a time (the handoff's receiver): the frame is copied into
 // one buffer with the readers' headroom, for a rewrite that grows it.
-func (st *Stack) HandedOver(payload []byte) {
+func (st *Stack) HandedOver(payload []byte, mark uint32) {
 	n := len(payload) - tun.VNetHdrLen
 	if n < 0 || n > len(st.handoffBuf)-Headroom {
 		return
@@ -44,7 +44,7 @@ func (st *Stack) HandedOver(payload []byte) {
 	copy(st.handoffBuf[Headroom-tun.VNetHdrLen:], payload)
 	vnet := tun.VNetHdr(st.handoffBuf[Headroom-tun.VNetHdrLen : Headroom])
 	f := &st.handoffFrame
-	*f = nat.Frame{Buf: st.handoffBuf[:], Off: Headroom, Len: n, Queue: st.handoffQueue, HandedOff: true}
+	*f = nat.Frame{Buf: st.handoffBuf[:], Off: Headroom, Len: n, Queue: st.handoffQueue, HandedOff: true, Mark: nat.FragMark(mark)}
 	h := st.Client.devs[0].VNetHdrLen()
 	if h > 0 {
 		f.VNet = vnet
@@ -55,7 +55,20 @@ func (st *Stack) HandedOver(payload []byte) {
 		}
 		finishChecksum(vnet, f.Bytes())
 	}
-	switch st.bal.Process(nat.ClientSide, f) {
+	v := st.bal.Process(nat.ClientSide, f)
+	if fs := f.Frags; fs != nil {
+		// A reassembled datagram, cut for its way out.
+		to := st.Server
+		if v == nat.Reply {
+			to = st.Client
+		}
+		for _, fr := range fs.Frames() {
+			to.write(fr[tun.VNetHdrLen-h:])
+		}
+		fs.Release()
+		return
+	}
+	switch v {
 	case nat.Forward:
 		st.Server.write(f.Buf[f.Off-h : f.Off+f.Len])
 		if f.Follow != nil {

@@ -37,8 +37,9 @@ type queue struct {
 	sizes []int
 	fwd   [][]byte
 	back  [][]byte
-	tx    txer      // sends what a batch classified
-	f     nat.Frame // the frame being processed: here, not on the stack, as process is called through a func value
+	tx    txer             // sends what a batch classified
+	frags []*nat.Fragments // the batch's fragments, given back once it is written
+	f     nat.Frame        // the frame being processed: here, not on the stack, as process is called through a func value
 }
 
 func (e *Endpoint) queue(q int) *queue {
@@ -109,6 +110,11 @@ func transient(err error) bool {
 func (qu *queue) handle(got int) {
 	qu.classify(got)
 	qu.tx.flush(qu)
+	for i, fs := range qu.frags {
+		fs.Release()
+		qu.frags[i] = nil
+	}
+	qu.frags = qu.frags[:0]
 }
 
 // classify runs each of the first got frames through the balancer, filing
@@ -170,11 +176,19 @@ func (qu *queue) frame(i int) {
 	}
 	switch e.process(e.side, f) {
 	case nat.Forward:
+		if f.Frags != nil {
+			qu.fwd = qu.fragments(qu.fwd, f.Frags)
+			break
+		}
 		qu.fwd = append(qu.fwd, f.Buf[f.Off-h:f.Off+f.Len])
 		if f.Follow != nil {
 			qu.fwd = append(qu.fwd, f.Follow[tun.VNetHdrLen-h:])
 		}
 	case nat.Reply:
+		if f.Frags != nil {
+			qu.back = qu.fragments(qu.back, f.Frags)
+			break
+		}
 		qu.back = append(qu.back, f.Buf[f.Off-h:f.Off+f.Len])
 	case nat.Pass:
 		qu.st.Passed.Add(1)
@@ -198,6 +212,17 @@ func (qu *queue) frame(i int) {
 	}
 }
 
+// fragments files the fragments a reassembled datagram was cut into in
+// to, in the batch where the datagram would have gone, and keeps them to
+// give back once the batch is written (handle).
+func (qu *queue) fragments(to [][]byte, fs *nat.Fragments) [][]byte {
+	qu.frags = append(qu.frags, fs)
+	for _, fr := range fs.Frames() {
+		to = append(to, fr[tun.VNetHdrLen-qu.h:])
+	}
+	return to
+}
+
 // handOff sends a client frame that no connection here holds to the
 // cluster's other instances, one of which may hold it, behind its
 // virtio-net header (zeros on a plain TAP, in the headroom): a TSO
@@ -212,7 +237,7 @@ func (e *Endpoint) handOff(f *nat.Frame, st *QueueStats) {
 	if len(f.VNet) == 0 {
 		clear(payload[:tun.VNetHdrLen]) // headroom: a plain frame's header
 	}
-	(*h).Send(payload)
+	(*h).Send(payload, uint32(f.Mark))
 	st.HandedOff.Add(1)
 }
 

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // LinkConfig is what tapvs sets on a TAP it created, from the namespace that
@@ -32,6 +33,8 @@ type LinkConfig struct {
 	// in a container (a pod's sidecar) only tapvs holds CAP_NET_ADMIN, so it
 	// sets it itself.
 	PeerAddress netip.Prefix
+	// PeerAddress6 is the kernel end's IPv6 address, beside PeerAddress.
+	PeerAddress6 netip.Prefix
 }
 
 // ErrNoNetns is SetupLink's error when LinkConfig.Netns names a network
@@ -64,7 +67,7 @@ func SetupLink(name string, cfg LinkConfig) error {
 		if err := netlink.LinkSetUp(link); err != nil {
 			return fmt.Errorf("link %s: up: %w", name, err)
 		}
-		return addPeerAddress(netlink.AddrAdd, link, name, cfg.PeerAddress)
+		return addPeerAddress(netlink.AddrAdd, link, name, cfg.PeerAddress, cfg.PeerAddress6)
 	}
 	ns, err := NetnsByName(cfg.Netns)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -92,17 +95,26 @@ func SetupLink(name string, cfg LinkConfig) error {
 	if err := h.LinkSetUp(moved); err != nil {
 		return fmt.Errorf("link %s in netns %q: up: %w", name, cfg.Netns, err)
 	}
-	return addPeerAddress(h.AddrAdd, moved, name, cfg.PeerAddress)
+	return addPeerAddress(h.AddrAdd, moved, name, cfg.PeerAddress, cfg.PeerAddress6)
 }
 
-// addPeerAddress gives the kernel's end of the TAP its address, if one is set.
-func addPeerAddress(add func(netlink.Link, *netlink.Addr) error, link netlink.Link, name string, p netip.Prefix) error {
-	if !p.IsValid() {
-		return nil
-	}
-	a := &netlink.Addr{IPNet: &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}}
-	if err := add(link, a); err != nil {
-		return fmt.Errorf("link %s: peer address %s: %w", name, p, err)
+// addPeerAddress gives the kernel's end of the TAP its addresses, those set.
+// The IPv6 one skips duplicate address detection (IFA_F_NODAD): the link
+// is the TAP's, whose only other end is tapvs, which never takes it, and
+// a tentative address is no source for a second or so (a sidecar's app
+// would start before its route to an IPv6 VIP can answer).
+func addPeerAddress(add func(netlink.Link, *netlink.Addr) error, link netlink.Link, name string, ps ...netip.Prefix) error {
+	for _, p := range ps {
+		if !p.IsValid() {
+			continue
+		}
+		a := &netlink.Addr{IPNet: &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}}
+		if p.Addr().Is6() {
+			a.Flags = unix.IFA_F_NODAD
+		}
+		if err := add(link, a); err != nil {
+			return fmt.Errorf("link %s: peer address %s: %w", name, p, err)
+		}
 	}
 	return nil
 }

@@ -11,26 +11,29 @@ import (
 
 // HostRoutes keeps host routes (/32, /128) in the kernel of tapvs's own
 // namespace to the addresses tapvs answers for on one TAP, through tapvs's
-// address on it: what a router that learned a VIP or a LIP over BGP sends
-// to this namespace must go on into the TAP. Addresses inside the TAP's
-// peer prefix need none (the connected route covers them) and get none.
+// address of their family on it: what a router that learned a VIP or a LIP
+// over BGP sends to this namespace must go on into the TAP. Addresses
+// inside the TAP's peer prefixes need none (the connected route covers
+// them) and get none; a family whose via is the zero Addr (the kernel end
+// has no address of it, so no route to tapvs's) gets none either.
 // Not safe for concurrent use: one goroutine (the daemon's announcer)
 // owns it.
 type HostRoutes struct {
-	dev        string
-	via, via6  netip.Addr   // tapvs's addresses on the TAP
-	peer       netip.Prefix // the kernel end's prefix (its connected route; IPv4, as peer_address is)
-	have       map[netip.Addr]bool
-	link       netlink.Link
-	replace    func(*netlink.Route) error // netlink.RouteReplace; a test's fake
-	del        func(*netlink.Route) error
-	linkByName func(string) (netlink.Link, error)
+	dev         string
+	via, via6   netip.Addr   // tapvs's addresses on the TAP
+	peer, peer6 netip.Prefix // the kernel end's prefixes (its connected routes: peer_address, peer_address6)
+	have        map[netip.Addr]bool
+	link        netlink.Link
+	replace     func(*netlink.Route) error // netlink.RouteReplace; a test's fake
+	del         func(*netlink.Route) error
+	linkByName  func(string) (netlink.Link, error)
 }
 
-// NewHostRoutes keeps routes through dev to via (IPv4) and via6 (IPv6, or
-// the zero Addr: no IPv6 routes), skipping addresses in peer.
-func NewHostRoutes(dev string, via, via6 netip.Addr, peer netip.Prefix) *HostRoutes {
-	return &HostRoutes{dev: dev, via: via, via6: via6, peer: peer, have: map[netip.Addr]bool{},
+// NewHostRoutes keeps routes through dev to via (IPv4) and via6 (IPv6);
+// the zero Addr for either: no routes of that family. Addresses in peer or
+// peer6 are skipped.
+func NewHostRoutes(dev string, via, via6 netip.Addr, peer, peer6 netip.Prefix) *HostRoutes {
+	return &HostRoutes{dev: dev, via: via, via6: via6, peer: peer, peer6: peer6, have: map[netip.Addr]bool{},
 		replace: netlink.RouteReplace, del: netlink.RouteDel, linkByName: netlink.LinkByName}
 }
 
@@ -39,7 +42,7 @@ func (h *HostRoutes) Set(addrs []netip.Addr) error {
 	want := map[netip.Addr]bool{}
 	for _, a := range addrs {
 		a = a.Unmap()
-		if h.viaFor(a).IsValid() && !h.peer.Contains(a) {
+		if h.viaFor(a).IsValid() && !h.peer.Contains(a) && !h.peer6.Contains(a) {
 			want[a] = true
 		}
 	}

@@ -16,7 +16,11 @@ type fakeRoutes struct {
 }
 
 func (f *fakeRoutes) keeper(peer netip.Prefix) *HostRoutes {
-	h := NewHostRoutes("tap-c", netip.MustParseAddr("172.25.254.254"), netip.MustParseAddr("fd00::fe"), peer)
+	return f.keeper6(peer, netip.Prefix{})
+}
+
+func (f *fakeRoutes) keeper6(peer, peer6 netip.Prefix) *HostRoutes {
+	h := NewHostRoutes("tap-c", netip.MustParseAddr("172.25.254.254"), netip.MustParseAddr("fd00::fe"), peer, peer6)
 	h.linkByName = func(string) (netlink.Link, error) {
 		return &netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Index: 7, Name: "tap-c"}}, nil
 	}
@@ -98,5 +102,18 @@ func TestHostRoutesNoIPv6Via(t *testing.T) {
 	}
 	if got := f.dsts(); !slices.Equal(got, []string{"10.9.9.9/32"}) {
 		t.Fatalf("routes %v", got)
+	}
+}
+
+// With an IPv6 kernel end (peer_address6), addresses in its prefix are
+// connected and get no route; those outside go through tapvs's address6.
+func TestHostRoutesPeer6(t *testing.T) {
+	f := &fakeRoutes{have: map[string]string{}, refuse: map[string]bool{}}
+	h := f.keeper6(netip.MustParsePrefix("172.25.254.0/24"), netip.MustParsePrefix("fd00::/64"))
+	if err := h.Set(addrs("fd00::100", "fd00:1::100", "172.25.254.100")); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.dsts(); !slices.Equal(got, []string{"fd00:1::100/128"}) || f.have["fd00:1::100/128"] != "fd00::fe" {
+		t.Fatalf("routes %v", f.have)
 	}
 }
