@@ -21,6 +21,7 @@ import (
 	"github.com/google/gopacket/layers"
 
 	"github.com/tapvs/tapvs/lab"
+	"github.com/tapvs/tapvs/nat"
 )
 
 // nat64Services are config.yaml's web64 and echo64 and the IPv6 set's
@@ -782,5 +783,69 @@ func TestNAT46HealthAndTapvsadm(t *testing.T) {
 	}
 	if _, err := lab.Upload(e.ctx(time.Minute), e.top.Client, x46.at(lab.BulkPort), 4<<20); err != nil {
 		t.Fatalf("upload through the tapvsadm-made NAT46 service: %v", err)
+	}
+}
+
+// A NAT46 client's full-size UDP datagram (1472 bytes of payload: 1500 of
+// IPv4, DF set by the client's kernel under path MTU discovery) would be
+// 1520 bytes of IPv6 on the 1500-byte server side: tapvs answers it with a
+// fragmentation needed from the VIP with next-hop MTU 1480, captured on
+// the client's link quoting the client's datagram. The client's kernel
+// learns it and cuts the datagram again in IPv4 fragments, which tapvs
+// reassembles, translates and sends in IPv6 fragments: the echo comes
+// back whole (the server's 1520-byte IPv6 answer in fragments too,
+// reassembled and cut again as IPv4 fragments for the client).
+func TestNAT46UDPFragmentationNeeded(t *testing.T) {
+	e := setup6(t, x46.services(nat64Services), "")
+	capClient := startCapture(t, e.top.Client, e.top.TapClient)
+	echo := x46.at(lab.EchoPort)
+	c, err := e.dial("udp4", echo, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	msg := strings.Repeat("x", 1472)
+	var got string
+	for try := range 4 {
+		c.SetDeadline(time.Now().Add(2 * time.Second))
+		if _, err := c.Write([]byte(msg)); err != nil {
+			t.Logf("try %d: write: %v", try, err) // EMSGSIZE once the route has learnt the MTU
+			continue
+		}
+		buf := make([]byte, 4096)
+		n, err := c.Read(buf)
+		if err != nil {
+			t.Logf("try %d: %v", try, err)
+			continue
+		}
+		got = string(buf[:n])
+		break
+	}
+	if !strings.HasSuffix(got, ": "+msg) {
+		t.Fatalf("no whole echo of the 1472-byte datagram (drops %v): %.60q", nonZeroDrops(e), got)
+	}
+	var fragNeeded gopacket.Packet
+	if !eventually(5*time.Second, func() bool {
+		for _, p := range capClient.packets() {
+			ic, ok := p.Layer(layers.LayerTypeICMPv4).(*layers.ICMPv4)
+			if ok && ic.TypeCode == layers.CreateICMPv4TypeCode(layers.ICMPv4TypeDestinationUnreachable, layers.ICMPv4CodeFragmentationNeeded) {
+				fragNeeded = p
+			}
+		}
+		return fragNeeded != nil
+	}) {
+		t.Fatal("no fragmentation needed on the client's link")
+	}
+	outer, quoted, qudp := icmpQuote(t, "the fragmentation needed", fragNeeded)
+	ic := fragNeeded.Layer(layers.LayerTypeICMPv4).(*layers.ICMPv4)
+	if addr(outer.SrcIP) != lab.VIP46 || addr(outer.DstIP) != lab.ClientAddr.Addr() || ic.Seq != 1480 ||
+		addr(quoted.DstIP) != lab.VIP46 || qudp.DstPort != lab.EchoPort || quoted.Length != 1500 || quoted.Flags&layers.IPv4DontFragment == 0 {
+		t.Fatalf("fragmentation needed %v -> %v, MTU %d, quoting %v -> %v:%d (%d bytes, flags %v)", outer.SrcIP, outer.DstIP, ic.Seq, quoted.SrcIP, quoted.DstIP, qudp.DstPort, quoted.Length, quoted.Flags)
+	}
+	if n := e.d.Balancer.Stats.Drop(nat.DropNAT64TooBig); n == 0 {
+		t.Fatal("nat64_too_big not counted")
+	}
+	if e.d.Balancer.Reassembled() < 2 {
+		t.Fatalf("%d datagrams reassembled: want the client's, cut by its kernel, and the server's answer", e.d.Balancer.Reassembled())
 	}
 }

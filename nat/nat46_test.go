@@ -11,6 +11,7 @@ import (
 	"github.com/google/gopacket/layers"
 	"github.com/tapvs/tapvs/connrec"
 	"github.com/tapvs/tapvs/csum"
+	"github.com/tapvs/tapvs/tun"
 	"github.com/tapvs/tapvs/wire"
 )
 
@@ -326,10 +327,28 @@ func TestNAT46ServerMTU(t *testing.T) {
 				t.Fatalf("MTU %d %v: quote\n%x\nwant what the client sent\n%x", mtu, c.proto, ic.Payload, sent)
 			}
 		}
-		// Without DF: dropped, counted.
-		f := frame(t, pktSpec{src: client, dst: vip, sport: 40000, dport: 80, proto: UDP, payload: make([]byte, mtu-40-8+1), srcMAC: macClient})
-		if v := ru.b.Process(ClientSide, f); v != Drop || tooBig(ru) != 2 {
-			t.Fatalf("MTU %d: too big without DF: %v, nat64_too_big %d", mtu, v, tooBig(ru))
+		// Without DF: cut into IPv6 fragments no longer than the MTU
+		// (RFC 7915 4.1), nothing dropped.
+		var out []sent
+		body := payload(mtu - 40 - 8 + 1)
+		f := frame(t, pktSpec{src: client, dst: vip, sport: 40000, dport: 80, proto: UDP, payload: body, srcMAC: macClient})
+		if v := emit(ru.b, &out, ClientSide, f); v != Forward || tooBig(ru) != 1 || len(out) != 2 || largest(out) > mtu || out[0].side != ServerSide {
+			t.Fatalf("MTU %d: too big without DF: %v, nat64_too_big %d, %d fragments, the largest %d bytes", mtu, v, tooBig(ru), len(out), largest(out))
+		}
+		d := decode(t, joined(t, out, ServerSide, mtu))
+		if d.ip6 == nil || addr6(d.ip6.SrcIP) != lip6 || !bytes.Equal(d.udp.Payload, body) {
+			t.Fatalf("MTU %d: the fragments make %+v", mtu, d.ip6)
+		}
+		// A TSO super-frame without DF whose segments would not fit is
+		// not cut (the kernel cuts it after tapvs): dropped, counted.
+		sf := frame(t, pktSpec{src: client, dst: vip, sport: 40000, dport: 80, proto: TCP, ack: true, seq: 101, payload: make([]byte, 4000), srcMAC: macClient})
+		b := sf.Bytes()
+		binary.BigEndian.PutUint16(b[34+16:], csum.Fold(csum.PseudoV4(b[26:30], b[30:34], wire.ProtoTCP, len(b)-34)))
+		v := inVNet(sf)
+		v.SetNeedsCsum(34, 16)
+		v.SetGSO(tun.VNetGSOTCPv4, 34+20, uint16(mtu-40-20+1))
+		if vd := r.b.Process(ClientSide, sf); vd != Drop || tooBig(r) != 2 {
+			t.Fatalf("MTU %d: a super-frame without DF too big: %v, nat64_too_big %d", mtu, vd, tooBig(r))
 		}
 	}
 }
@@ -529,5 +548,47 @@ func check46(t *testing.T, ctl uint8, raw []byte) {
 	}
 	if (verified || udpNoChecksum(raw)) && !l4Verifies6(out) {
 		t.Fatalf("a checksum that verified in does not out:\nin  % x\nout % x", raw, out)
+	}
+}
+
+// TestFragmentsNAT46: a NAT46 connection's datagrams in fragments, IPv4
+// from the client and IPv6 from the server, are reassembled, translated
+// and leave in fragments of the other family, each the largest that came
+// in moved by the headers' 28 bytes (IPv6's 40 and its Fragment header
+// against IPv4's 20) and within the way out's MTU; nothing is counted too
+// big.
+func TestFragmentsNAT46(t *testing.T) {
+	var out []sent
+	r := newRig46(t, UDP, func(c *Config) { c.ServerMTU = 1500 })
+	r.b.Attach(recordLink{&out})
+	body := payload(4000)
+	whole := frame(t, pktSpec{src: client, dst: vip, sport: 40000, dport: 80, proto: UDP, payload: body, srcMAC: macClient})
+	frags := cut(t, whole, 1400, 5)
+	for i, f := range frags {
+		if v := emit(r.b, &out, ClientSide, f); v != stolenUntil(i, len(frags)) {
+			t.Fatalf("fragment %d: %v, drops %v", i, v, nonZero(r.b.Stats.Drops()))
+		}
+	}
+	if largest(out) != 1396+28 || r.b.Stats.Drop(DropFragPathMTU) != 0 {
+		t.Fatalf("largest fragment to the server %d bytes, want 1424; drops %v", largest(out), nonZero(r.b.Stats.Drops()))
+	}
+	d := decode(t, joined(t, out, ServerSide, 1424))
+	if d.ip6 == nil || addr6(d.ip6.SrcIP) != lip6 || !bytes.Equal(d.udp.Payload, body) {
+		t.Fatalf("to the server: %+v", d.ip6)
+	}
+	out = out[:0]
+	back := frame(t, pktSpec{src: addr6(d.ip6.DstIP), dst: lip6, sport: 8080, dport: uint16(d.udp.SrcPort), proto: UDP, payload: body, srcMAC: macGateway})
+	frags = cut(t, back, 1000, 6)
+	for i, f := range frags {
+		if v := emit(r.b, &out, ServerSide, f); v != stolenUntil(i, len(frags)) {
+			t.Fatalf("reply fragment %d: %v, drops %v", i, v, nonZero(r.b.Stats.Drops()))
+		}
+	}
+	if largest(out) != 1000-28 {
+		t.Fatalf("largest fragment to the client %d bytes, want 972", largest(out))
+	}
+	d = decode(t, joined(t, out, ClientSide, 972))
+	if d.ip == nil || addr4(d.ip.SrcIP) != vip || addr4(d.ip.DstIP) != client || !bytes.Equal(d.udp.Payload, body) || r.b.Stats.Drop(DropNAT64TooBig) != 0 {
+		t.Fatalf("to the client: %+v, drops %v", d.ip, nonZero(r.b.Stats.Drops()))
 	}
 }

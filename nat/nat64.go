@@ -247,11 +247,13 @@ func (b *Balancer) to6(c *Conn, out Side, p *pkt, f *Frame, l4Delta uint16) Verd
 // way would (RFC 7915 section 4, RFC 1191): a fragmentation needed to the
 // sender with the next-hop MTU that fits, so that its path MTU toward the
 // LIP (the VIP) drops by 20 and it sends again smaller. Without DF the
-// packet would have to become IPv6 fragments (RFC 7915's SHOULD), which
-// tapvs does not make of a packet that came whole: an IPv4 stack sets DF
-// on what fits its path (Linux's PMTU discovery, on by default), so such a
-// packet is one it already fragments itself. A datagram reassembled from
-// IPv4 fragments passes: it leaves as IPv6 fragments (frag.go). The packet's
+// packet becomes IPv6 fragments (RFC 7915 4.1's SHOULD) when it is a
+// NAT46 client's (not a TSO super-frame: xlatFit marks it, and refragment
+// cuts it as it leaves); a NAT64 server's is dropped, as before: a
+// server's stack sets DF on what fits its path (Linux's PMTU discovery, on
+// by default), so such a packet is one it already fragments itself. A
+// datagram reassembled from IPv4 fragments passes: it leaves as IPv6
+// fragments (frag.go). The packet's
 // addresses and ports are untouched until here (to6 rewrites nothing
 // before): the quote is what its sender sent, but for a NAT46 client's TCP
 // sequence number, which fragNeeded gives back.
@@ -263,10 +265,16 @@ func (b *Balancer) fits(c *Conn, out Side, p *pkt, f *Frame, gso uint8) Verdict 
 	if n <= b.mtu(out) || f.reasm != 0 {
 		return Forward
 	}
-	b.Stats.drops[DropNAT64TooBig].Add(1)
 	if p.ip4().FragField()&wire.IPv4DF == 0 {
+		if out == ServerSide && gso == tun.VNetGSONone {
+			// A NAT46 client's: cut into IPv6 fragments as it leaves,
+			// as RFC 7915 4.1 says (xlatFit marks it for refragment).
+			return b.xlatFit(ClientSide, f, p)
+		}
+		b.Stats.drops[DropNAT64TooBig].Add(1)
 		return Drop
 	}
+	b.Stats.drops[DropNAT64TooBig].Add(1)
 	return b.fragNeeded(c, out.other(), p, f)
 }
 
