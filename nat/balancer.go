@@ -98,7 +98,8 @@ type Config struct {
 	ServerMTU int
 	// ClientMTU is the client side's MTU: a NAT64 server packet, 20 bytes
 	// longer once translated to IPv6, must fit it (nat64.go), and NAT64
-	// clamps the client's MSS to it. 0 is 1500.
+	// and NAT46 clamp the client's MSS to it. (A NAT46 client packet must
+	// fit ServerMTU once translated.) 0 is 1500.
 	ClientMTU int
 	// PortQuarantine keeps a closed TCP connection's (LIP, lport, RIP,
 	// rport) from being reused for this long. It is not needed with real

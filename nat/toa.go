@@ -25,7 +25,9 @@ import (
 // for it with getsockopt TOA_SO_GET_LOOKUP, struct toa_nat64_peer). The
 // Linux toa module reads it when the server's handshake completes
 // (syn_recv_sock), from the client segment that acknowledges the server's
-// SYN-ACK, and answers getpeername with it from then on.
+// SYN-ACK, and answers getpeername with it from then on. An IPv4 client
+// behind a NAT46 service likewise gets the 8-byte IPv4 option, on IPv6
+// segments.
 //
 // As DPVS does (tcp_fnat_in_handler), every client segment that is not a
 // SYN or RST and acknowledges exactly the server's ISN + 1 gets the option:
