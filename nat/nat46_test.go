@@ -592,3 +592,90 @@ func TestFragmentsNAT46(t *testing.T) {
 		t.Fatalf("to the client: %+v, drops %v", d.ip, nonZero(r.b.Stats.Drops()))
 	}
 }
+
+// TestNAT46PartialChecksum: a partial checksum (the pseudo-header sum
+// only) moves by the pseudo-header's change across families, and
+// csum_start with the transport header, both ways.
+func TestNAT46PartialChecksum(t *testing.T) {
+	for _, proto := range []Protocol{TCP, UDP} {
+		t.Run(proto.String(), func(t *testing.T) {
+			r := newRig46(t, proto, nil)
+			off := l4csumOff(uint8(proto))
+			f := frame(t, pktSpec{src: client, dst: vip, sport: 40000, dport: 80, proto: proto, syn: true, payload: []byte("partial sum, 20 more"), srcMAC: macClient})
+			b := f.Bytes()
+			binary.BigEndian.PutUint16(b[34+off:], csum.Fold(csum.PseudoV4(b[26:30], b[30:34], uint8(proto), len(b)-34)))
+			inVNet(f).SetNeedsCsum(34, off)
+			if v := r.b.Process(ClientSide, f); v != Forward {
+				t.Fatalf("verdict %v, drops %v", v, nonZero(r.b.Stats.Drops()))
+			}
+			if f.VNet.CsumStart() != 54 || f.VNet.CsumOffset() != off || !f.VNet.NeedsCsum() || &f.VNet[9] != &f.Buf[f.Off-1] {
+				t.Fatalf("virtio-net header: csum_start %d offset %d", f.VNet.CsumStart(), f.VNet.CsumOffset())
+			}
+			csum.Finish(f.Bytes()[54:], off)
+			d := decode(t, f)
+			check6s(t, d, 0, 64, 20)
+			lport, _ := ports64(d)
+
+			back := frame(t, pktSpec{src: addr6(d.ip6.DstIP), dst: lip6, sport: 8080, dport: lport, proto: proto, ack: true, payload: []byte("back"), srcMAC: macGateway})
+			b = back.Bytes()
+			binary.BigEndian.PutUint16(b[54+off:], csum.Fold(csum.PseudoV6(b[22:38], b[38:54], uint8(proto), len(b)-54)))
+			inVNet(back).SetNeedsCsum(54, off)
+			if v := r.b.Process(ServerSide, back); v != Forward {
+				t.Fatalf("reply verdict %v, drops %v", v, nonZero(r.b.Stats.Drops()))
+			}
+			if back.VNet.CsumStart() != 34 || &back.VNet[9] != &back.Buf[back.Off-1] {
+				t.Fatalf("reply csum_start %d", back.VNet.CsumStart())
+			}
+			csum.Finish(back.Bytes()[34:], off)
+			check4c(t, decode(t, back), 0, 64, 40000)
+		})
+	}
+}
+
+// TestNAT46TSO: a TSO super-frame's virtio-net header follows the
+// translation: TCPv4 segmentation becomes TCPv6 toward the server (ECN
+// kept), TCPv6 becomes TCPv4 toward the client, the repeated headers'
+// length and csum_start moving with the IP header's size.
+func TestNAT46TSO(t *testing.T) {
+	r := newRig46(t, TCP, nil)
+	rip, lport := open46(t, r, TCP, 40000, 100)
+	f := frame(t, pktSpec{src: client, dst: vip, sport: 40000, dport: 80, proto: TCP, ack: true, seq: 101, payload: make([]byte, 4000), srcMAC: macClient})
+	b := f.Bytes()
+	binary.BigEndian.PutUint16(b[34+16:], csum.Fold(csum.PseudoV4(b[26:30], b[30:34], wire.ProtoTCP, len(b)-34)))
+	v := inVNet(f)
+	v.SetNeedsCsum(34, 16)
+	v.SetGSO(tun.VNetGSOTCPv4|tun.VNetGSOECN, 34+20, 1400)
+	if vd := r.b.Process(ClientSide, f); vd != Forward {
+		t.Fatalf("%v %v", vd, nonZero(r.b.Stats.Drops()))
+	}
+	if f.VNet.GSOType() != tun.VNetGSOTCPv6|tun.VNetGSOECN || f.VNet.HdrLen() != 54+20 || f.VNet.GSOSize() != 1400 || f.VNet.CsumStart() != 54 {
+		t.Fatalf("virtio-net header: type %d hdr_len %d size %d csum_start %d", f.VNet.GSOType(), f.VNet.HdrLen(), f.VNet.GSOSize(), f.VNet.CsumStart())
+	}
+	csum.Finish(f.Bytes()[54:], 16)
+	check6s(t, decode(t, f), 0, 64, 4000)
+
+	back := frame(t, pktSpec{src: rip, dst: lip6, sport: 8080, dport: lport, proto: TCP, ack: true, payload: make([]byte, 4000), srcMAC: macGateway})
+	b = back.Bytes()
+	binary.BigEndian.PutUint16(b[54+16:], csum.Fold(csum.PseudoV6(b[22:38], b[38:54], wire.ProtoTCP, len(b)-54)))
+	v = inVNet(back)
+	v.SetNeedsCsum(54, 16)
+	v.SetGSO(tun.VNetGSOTCPv6, 54+20, 1440)
+	if vd := r.b.Process(ServerSide, back); vd != Forward {
+		t.Fatalf("%v %v", vd, nonZero(r.b.Stats.Drops()))
+	}
+	if back.VNet.GSOType() != tun.VNetGSOTCPv4 || back.VNet.HdrLen() != 34+20 || back.VNet.GSOSize() != 1440 || back.VNet.CsumStart() != 34 {
+		t.Fatalf("reply virtio-net header: type %d hdr_len %d csum_start %d", back.VNet.GSOType(), back.VNet.HdrLen(), back.VNet.CsumStart())
+	}
+	csum.Finish(back.Bytes()[34:], 16)
+	check4c(t, decode(t, back), 0, 64, 40000)
+
+	// A UDP super-frame from the client (UFO) would be cut by the kernel
+	// after tapvs: dropped, counted.
+	ru := newRig46(t, UDP, nil)
+	open46(t, ru, UDP, 40000, 0)
+	ufo := frame(t, pktSpec{src: client, dst: vip, sport: 40000, dport: 80, proto: UDP, payload: make([]byte, 3000), srcMAC: macClient})
+	inVNet(ufo).SetGSO(tun.VNetGSOUDP, 0, 1400)
+	if vd := ru.b.Process(ClientSide, ufo); vd != Drop || ru.b.Stats.Drops()["nat64_untranslatable"] != 1 {
+		t.Fatalf("UFO: %v %v", vd, nonZero(ru.b.Stats.Drops()))
+	}
+}
