@@ -33,7 +33,7 @@ func TestShippedConfigIsValid(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(c.Services) != 12 || c.Services[2].ClientAddress != nat.ClientAddrProxyV2 || c.Services[5].ClientAddress != nat.ClientAddrProxyV2 || c.Services[0].Scheduler != "wrr" || !c.Services[1].Synproxy || c.Timeouts.UDP != 300*time.Second ||
+	if len(c.Services) != 14 || c.Services[2].ClientAddress != nat.ClientAddrProxyV2 || c.Services[5].ClientAddress != nat.ClientAddrProxyV2 || c.Services[0].Scheduler != "wrr" || !c.Services[1].Synproxy || c.Timeouts.UDP != 300*time.Second ||
 		c.Synproxy.MSS != 1460 || c.Synproxy.WScale != 7 || c.Synproxy.RetryInterval != time.Second {
 		t.Fatalf("unexpected: %+v", c.Services)
 	}
@@ -43,6 +43,10 @@ func TestShippedConfigIsValid(t *testing.T) {
 	}
 	if s := c.Services[10]; s.Name != "web64" || !s.VIP.Is6() || !s.LocalAddresses[0].Is4() || !s.RealServers[0].Address.Is4() {
 		t.Fatalf("web64: %+v", s)
+	}
+	// NAT46's: an IPv4 VIP, IPv6 behind it.
+	if s := c.Services[12]; s.Name != "web46" || !s.VIP.Is4() || !s.LocalAddresses[0].Is6() || !s.RealServers[0].Address.Is6() {
+		t.Fatalf("web46: %+v", s)
 	}
 }
 

@@ -7,7 +7,7 @@ import (
 
 // IPv6 (issue #15). A side may have an IPv6 address (address6) beside its
 // IPv4 one. The families a service's addresses may have (one family on
-// the server side: the VIP's, or IPv4 behind an IPv6 VIP, NAT64) are the
+// the server side: the VIP's, or the other: NAT64, NAT46) are the
 // balancer's rules (nat/rules.go), checked by the dry run like every rule
 // between values. The sidecar's kernel-side keys (peer_address,
 // masquerade, publish) take IPv6 beside IPv4: peer_address6 is the kernel

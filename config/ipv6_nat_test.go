@@ -20,3 +20,16 @@ func TestIPv6Accepted(t *testing.T) {
 		t.Fatalf("ParseNoServices: %v", err)
 	}
 }
+
+// NAT46: an IPv4 VIP with IPv6 local addresses and real servers is
+// accepted, read with its families as given.
+func TestNAT46Accepted(t *testing.T) {
+	c, err := Parse(strings.Replace(strings.Replace(valid6, "[172.25.84.10]", "['fd00:25:84::12']", 1),
+		"{address: 10.20.1.2, port: 80}", "{address: 'fd00:20:1::3', port: 80}", 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := c.Services[0]; !s.VIP.Is4() || !s.LocalAddresses[0].Is6() || !s.RealServers[0].Address.Is6() {
+		t.Fatalf("NAT46 service: %+v", s)
+	}
+}

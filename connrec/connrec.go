@@ -26,7 +26,8 @@
 //	  4  1   proto: 6 TCP, 17 UDP
 //	  5  1   state: IPVS's names (State), 0..10; UDP's is 1 (ESTABLISHED)
 //	  6  1   flags: b0 SYNPROXY, b1 client side IPv6, b2 server side IPv6
-//	         (b1 without b2: NAT64), b3 tcp_timestamps remove; others 0
+//	         (b1 without b2: NAT64, b2 without b1: NAT46), b3
+//	         tcp_timestamps remove; others 0
 //	  7  1   client address mode: 0 none, 1 TOA, 2 PROXY v1, 3 PROXY v2
 //	  8  4   version: the connection's update counter (serial arithmetic)
 //	 12  4   lifetime left, ms, at most 30 days (nat.MaxTimeout)
@@ -354,7 +355,6 @@ var (
 	errStateUDP   = &Error{"state", "not ESTABLISHED (1) for UDP"}
 	errFlags      = &Error{"flags", "reserved bit set"}
 	errFlagsUDP   = &Error{"flags", "SYNPROXY or timestamps remove on UDP"}
-	errFlags46    = &Error{"flags", "an IPv4 client to an IPv6 server"}
 	errClientAddr = &Error{"client address mode", "not 0..3"}
 	errCAUDP      = &Error{"client address mode", "TOA or PROXY v1 on UDP"}
 	errLifetime   = &Error{"lifetime", "past 30 days"}
@@ -438,8 +438,6 @@ func (r *Record) core(b []byte) error {
 		return errFlags
 	case udp && r.Flags&(FlagSynproxy|FlagTSRemove) != 0:
 		return errFlagsUDP
-	case !c6 && s6:
-		return errFlags46
 	case r.ClientAddr >= numClientAddr:
 		return errClientAddr
 	case udp && (r.ClientAddr == ClientAddrTOA || r.ClientAddr == ClientAddrProxyV1):
@@ -495,8 +493,6 @@ func (r *Record) template(udp, c6, s6 bool) error {
 		return errFlags
 	case r.Flags&(FlagSynproxy|FlagTSRemove) != 0:
 		return errTmplFlags
-	case !c6 && s6:
-		return errFlags46
 	case r.ClientAddr != ClientAddrNone:
 		return errTmplCA
 	case r.LifetimeMS > MaxLifetimeMS:

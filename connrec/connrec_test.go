@@ -64,6 +64,9 @@ func samples() map[string]Record {
 	r.Flags = FlagClient6
 	r.LIP, r.Server = v4.LIP, v4.Server
 	m["nat64"] = r
+	r.Flags = FlagServer6
+	r.Client, r.VIP, r.LIP, r.Server = v4.Client, v4.VIP, a16("fd00::2"), a16("fd00:1::5")
+	m["nat46"] = r
 
 	r = v4
 	r.Kind, r.Ext, r.Rewriter, r.Acks, r.State = KindClosed, 0, tcprw.Rewriter{}, Acks{}, StateClose
@@ -82,6 +85,9 @@ func samples() map[string]Record {
 	tmpl.Proto, tmpl.Flags = wire.ProtoUDP, FlagClient6|FlagServer6
 	tmpl.Client, tmpl.VIP, tmpl.LIP, tmpl.Server, tmpl.VPort, tmpl.RPort = a16("2001:db8::"), a16("2001:db8::10"), [16]byte{}, a16("fd00:1::5"), 0, 0
 	m["template6_all_ports"] = tmpl
+	tmpl = m["template"]
+	tmpl.Flags, tmpl.LIP, tmpl.Server = FlagServer6, [16]byte{}, a16("fd00:1::5")
+	m["template46"] = tmpl
 	return m
 }
 
@@ -118,8 +124,8 @@ func TestLayout(t *testing.T) {
 // TestSizes pins each kind's length (docs/design.md's table).
 func TestSizes(t *testing.T) {
 	want := map[string]int{"tcp": 140, "tcp_ts_remove": 140, "synproxy": 164, "toa": 140, "proxy_v2": 140,
-		"udp": 88, "udp_proxy_v2": 88, "ipv6": 140, "nat64": 140, "tombstone": 88, "nexthop": 148,
-		"template": 88, "template6_all_ports": 88}
+		"udp": 88, "udp_proxy_v2": 88, "ipv6": 140, "nat64": 140, "nat46": 140, "tombstone": 88, "nexthop": 148,
+		"template": 88, "template6_all_ports": 88, "template46": 88}
 	for name, r := range samples() {
 		if n := len(r.AppendTo(nil)); n != want[name] || n != r.Len() {
 			t.Errorf("%s: %d bytes (Len %d), want %d", name, n, r.Len(), want[name])
@@ -192,7 +198,7 @@ func TestRefusals(t *testing.T) {
 		}), "connrec: state: not ESTABLISHED"},
 		{"flags", mod(func(b []byte) { b[6] |= 0x10 }), "connrec: flags: reserved"},
 		{"udp synproxy", with(func(r *Record) { r.Proto, r.Ext = wire.ProtoUDP, 0 }), "connrec: flags: SYNPROXY or timestamps remove on UDP"},
-		{"46", with(func(r *Record) { r.Flags |= FlagServer6 }), "connrec: flags: an IPv4 client"},
+		{"46 LIP v4", with(func(r *Record) { r.Flags |= FlagServer6 }), "connrec: LIP: family not the flags' (b2)"},
 		{"client addr", mod(func(b []byte) { b[7] = 4 }), "connrec: client address mode: not 0..3"},
 		{"udp toa", with(func(r *Record) {
 			r.Proto, r.Flags, r.Ext, r.ClientAddr = wire.ProtoUDP, 0, 0, ClientAddrTOA
@@ -233,7 +239,7 @@ func TestRefusals(t *testing.T) {
 		{"template ts remove", tmplWith(func(r *Record) { r.Flags = FlagTSRemove }), "connrec: flags: SYNPROXY or timestamps remove on a template"},
 		{"template flags", tmplWith(func(r *Record) { r.Flags = 0x10 }), "connrec: flags: reserved"},
 		{"template proto", tmplWith(func(r *Record) { r.Proto = 1 }), "connrec: proto:"},
-		{"template 46", tmplWith(func(r *Record) { r.Flags = FlagServer6 }), "connrec: flags: an IPv4 client"},
+		{"template 46 server v4", tmplWith(func(r *Record) { r.Flags, r.LIP = FlagServer6, [16]byte{} }), "connrec: real server: family not the flags' (b2)"},
 		{"template client address", tmplWith(func(r *Record) { r.ClientAddr = ClientAddrTOA }), "connrec: client address mode: not 0 on a template"},
 		{"template lifetime", tmplWith(func(r *Record) { r.LifetimeMS = MaxLifetimeMS + 1 }), "connrec: lifetime:"},
 		{"template cport", tmplWith(func(r *Record) { r.CPort = 1 }), "connrec: cport: not 0 on a template"},

@@ -75,7 +75,7 @@ func TestIPv6ClientAddrNginx(t *testing.T) {
 }
 
 // getFrom6 makes one HTTP request from the client's namespace to the IPv6
-// addr over a connection of its own and returns that connection's local
+// addr (or a NAT46 VIP's IPv4 one) over a connection of its own and returns that connection's local
 // address: the client's own address and port.
 func getFrom6(t testing.TB, e *env, addr netip.AddrPort) netip.AddrPort {
 	t.Helper()
@@ -88,7 +88,11 @@ func getBody6(t testing.TB, e *env, addr netip.AddrPort) (string, netip.AddrPort
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, err := lab.Dial(ctx, e.top.Client, "tcp6", addr.String())
+	network := "tcp6"
+	if addr.Addr().Is4() { // a NAT46 VIP
+		network = "tcp4"
+	}
+	c, err := lab.Dial(ctx, e.top.Client, network, addr.String())
 	if err != nil {
 		t.Fatalf("dial %s: %v", addr, err)
 	}

@@ -326,7 +326,8 @@ func TestIPv6UDPEchoAndPortUnreachable(t *testing.T) {
 	echoThenRefused(t, e, lab.VIP6, lab.LIP2v6, checkPortUnreachable6)
 }
 
-// echoThenRefused is the UDP test through vip (IPv6 FULLNAT or NAT64):
+// echoThenRefused is the UDP test through vip (IPv6 FULLNAT, NAT64 or
+// NAT46, whose client is IPv4):
 // echoes over both real servers, each reply saying the server saw lip;
 // then a datagram to a port nobody listens on, sent through the kernel
 // and raw with a full checksum, must make the client's socket read
@@ -357,7 +358,11 @@ func echoThenRefused(t *testing.T, e *env, vip, lip netip.Addr, check func(t *te
 	capRouter := startCapture(t, e.top.Router, e.top.TapServer)
 	const closedPort = 9002
 	closed := netip.AddrPortFrom(vip, closedPort)
-	c, err := e.dial("udp6", closed, 5*time.Second)
+	network, raw := "udp6", sendRawUDP6
+	if vip.Is4() { // NAT46: an IPv4 client
+		network, raw = "udp4", sendRawUDP
+	}
+	c, err := e.dial(network, closed, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -368,7 +373,7 @@ func echoThenRefused(t *testing.T, e *env, vip, lip netip.Addr, check func(t *te
 		fullSum bool
 	}{{"anyone there?", false}, {"full sum", true}} {
 		if tc.fullSum {
-			if err := sendRawUDP6(e.top.Client, local, closed, []byte(tc.msg)); err != nil {
+			if err := raw(e.top.Client, local, closed, []byte(tc.msg)); err != nil {
 				t.Fatal(err)
 			}
 		} else if _, err := c.Write([]byte(tc.msg)); err != nil {

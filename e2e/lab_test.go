@@ -37,6 +37,8 @@ func TestLabCommand(t *testing.T) {
 		"udp echo via [fd00:25:254::100]:9001: \"rs",
 		"NAT64: 6 of 6 requests from an IPv6 client reached an IPv4 RS from an IPv4 LIP, over 2 real servers",
 		"udp echo via [fd00:25:254::64]:9001: \"rs",
+		"NAT46: 6 of 6 requests from an IPv4 client reached an IPv6 RS from an IPv6 LIP, over 2 real servers",
+		"udp echo via 172.25.254.46:9001: \"rs",
 		"lab removed",
 	} {
 		if !strings.Contains(out.String(), want) {

@@ -1,5 +1,8 @@
 // The client's address over NAT64 (issue #27): an IPv6 client, an IPv6
-// VIP, IPv4 LIPs and real servers, told the IPv6 client by PROXY v1/v2.
+// VIP, IPv4 LIPs and real servers, told the IPv6 client by PROXY v1/v2 and
+// TOA; and each test again over NAT46 (subtests NAT64 and NAT46: xlat,
+// nat64_test.go): an IPv4 client and VIP, IPv6 LIPs and real servers, told
+// the IPv4 client (PROXY TCP4, AF_INET; the 8-byte IPv4 TOA).
 // go test -run 'TestNAT64Proxy' ./e2e/
 
 package e2e
@@ -7,6 +10,7 @@ package e2e
 import (
 	"bufio"
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"net"
 	"net/netip"
@@ -40,56 +44,79 @@ const nat64ProxyServices = `
   - {name: p2-udp64, vip: "fd00:25:254::64", port: 9003, protocol: udp, client_address: proxy-v2, local_addresses: [172.25.84.11], real_servers: [{address: 10.20.1.2, port: 9003}, {address: 10.20.2.2, port: 9003}]}
 `
 
-// nginx on the first real server's IPv4 address, behind the NAT64 VIP
-// with PROXY v1 and v2, without and with SYNPROXY, logs the IPv6 client's
-// own address and port ($proxy_protocol_addr:$proxy_protocol_port) for
-// every request, while the connection itself ($remote_addr) comes from an
-// IPv4 LIP.
+// nginx on the first real server's server-side address (IPv4 for NAT64,
+// IPv6 for NAT46), behind the VIP with PROXY v1 and v2, without and with
+// SYNPROXY, logs the client's own address and port
+// ($proxy_protocol_addr:$proxy_protocol_port, of the client's family) for
+// every request, while the connection itself ($remote_addr) comes from a
+// LIP of the server side's family.
 func TestNAT64ProxyNginx(t *testing.T) {
 	if _, err := exec.LookPath("nginx"); err != nil {
 		t.Fatalf("nginx is missing (apt-get install nginx-light; bash .ci/deps installs it): %v", err)
 	}
-	e := setup6(t, nat64ProxyServices, "")
-	logPath := startNginx(t, e.top.RS[0], t.TempDir(), lab.RS1, []int{8181, 8182, 8183, 8184})
-	var want []string
-	for _, port := range []uint16{8181, 8182, 8183, 8184} {
-		for range 3 {
-			local := getFrom6(t, e, netip.AddrPortFrom(lab.VIP64, port))
-			if local.Addr() != lab.ClientAddr6.Addr() {
-				t.Fatalf("the client's connection is from %v, not %v", local, lab.ClientAddr6.Addr())
+	for _, x := range xlats {
+		t.Run(x.name, func(t *testing.T) {
+			e := setup6(t, x.services(nat64ProxyServices), "")
+			logPath := startNginx(t, e.top.RS[0], t.TempDir(), x.rs1, []int{8181, 8182, 8183, 8184})
+			var want []string
+			for _, port := range []uint16{8181, 8182, 8183, 8184} {
+				for range 3 {
+					local := getFrom6(t, e, x.at(port))
+					if local.Addr() != x.client {
+						t.Fatalf("the client's connection is from %v, not %v", local, x.client)
+					}
+					want = append(want, fmt.Sprintf("%d %s:%d", port, local.Addr(), local.Port()))
+				}
 			}
-			want = append(want, fmt.Sprintf("%d %s:%d", port, local.Addr(), local.Port()))
-		}
-	}
-	lines := waitLines(t, logPath, len(want), 10*time.Second)
-	if len(lines) != len(want) {
-		t.Fatalf("nginx logged %d lines for %d requests:\n%s", len(lines), len(want), strings.Join(lines, "\n"))
-	}
-	for i, l := range lines {
-		f := strings.Fields(l)
-		if len(f) != 3 {
-			t.Fatalf("log line %q", l)
-		}
-		if got := f[0] + " " + f[1]; got != want[i] {
-			t.Errorf("request %d: nginx logged %q, want %q (the IPv6 client's own address and port)", i, got, want[i])
-		}
-		if f[2] != lab.LIP1.String() && f[2] != lab.LIP2.String() {
-			t.Errorf("request %d: the connection came from %s, not an IPv4 LIP", i, f[2])
-		}
+			lines := waitLines(t, logPath, len(want), 10*time.Second)
+			if len(lines) != len(want) {
+				t.Fatalf("nginx logged %d lines for %d requests:\n%s", len(lines), len(want), strings.Join(lines, "\n"))
+			}
+			for i, l := range lines {
+				f := strings.Fields(l)
+				if len(f) != 3 {
+					t.Fatalf("log line %q", l)
+				}
+				if got := f[0] + " " + f[1]; got != want[i] {
+					t.Errorf("request %d: nginx logged %q, want %q (the client's own address and port)", i, got, want[i])
+				}
+				if f[2] != x.lip1.String() && f[2] != x.lip2.String() {
+					t.Errorf("request %d: the connection came from %s, not a LIP", i, f[2])
+				}
+			}
+		})
 	}
 }
 
-// The lab's go-proxyproto HTTP servers on both real servers' IPv4
-// addresses are told the IPv6 client's own address and port by PROXY v1
-// and v2, without and with SYNPROXY, through the NAT64 VIP, on
-// connections from an IPv4 LIP. On the
-// wire at each real server, every packet of the port is IPv4 with valid
-// checksums, and each connection's first payload starts with the header
-// byte for byte: v1 "PROXY TCP6 <client> <VIP64> <ports>\r\n", v2 the
-// 52-byte AF_INET6/STREAM header. 4 MiB each way through a v2 bulk
-// service arrive intact.
+// The lab's go-proxyproto HTTP servers on both real servers' server-side
+// addresses are told the client's own address and port by PROXY v1 and v2,
+// without and with SYNPROXY, through the VIP, on connections from a LIP.
+// On the wire at each real server, every packet of the port is of the
+// server side's family with valid checksums, and each connection's first
+// payload starts with the header byte for byte: v1 "PROXY TCP6 <client>
+// <VIP64> <ports>\r\n" (NAT46: TCP4), v2 the 52-byte AF_INET6/STREAM
+// header (NAT46: the 28-byte AF_INET one). 4 MiB each way through a v2
+// bulk service arrive intact.
 func TestNAT64ProxyProtocolTCP(t *testing.T) {
-	e := setup6(t, nat64ProxyServices, "")
+	for _, x := range xlats {
+		t.Run(x.name, func(t *testing.T) { testXlatProxyTCP(t, x) })
+	}
+}
+
+// proxyV2Header4 is the PROXY v2 header (PROXY command) for an IPv4
+// source and destination: fam 0x11 for TCP, 0x12 for UDP; 16 + 12 bytes.
+func proxyV2Header4(fam byte, src, dst netip.AddrPort) []byte {
+	h := []byte("\r\n\r\n\x00\r\nQUIT\n")
+	h = append(h, 0x21, fam, 0, 12)
+	s, d := src.Addr().As4(), dst.Addr().As4()
+	h = append(h, s[:]...)
+	h = append(h, d[:]...)
+	h = binary.BigEndian.AppendUint16(h, src.Port())
+	return binary.BigEndian.AppendUint16(h, dst.Port())
+}
+
+func testXlatProxyTCP(t *testing.T, x xlat) {
+	e := setup6(t, x.services(nat64ProxyServices), "")
 	caps := [2]*capture{startCapture(t, e.top.RS[0], "eth0"), startCapture(t, e.top.RS[1], "eth0")}
 	type conn struct {
 		version int
@@ -98,13 +125,13 @@ func TestNAT64ProxyProtocolTCP(t *testing.T) {
 	}
 	var conns []conn
 	servers := map[string]bool{}
-	rsAddrs := map[string]netip.Addr{"rs1": lab.RS1, "rs2": lab.RS2}
+	rsAddrs := map[string]netip.Addr{"rs1": x.rs1, "rs2": x.rs2}
 	for _, tc := range []struct {
 		port    uint16
 		version int
 	}{{8101, 1}, {8102, 2}, {8103, 1}, {8104, 2}} {
 		for range 4 {
-			vip := netip.AddrPortFrom(lab.VIP64, tc.port)
+			vip := x.at(tc.port)
 			body, local := getBody6(t, e, vip)
 			var name, rsAddr, saw, told string
 			if _, err := fmt.Sscanf(body, "%s %s saw %s told %s", &name, &rsAddr, &saw, &told); err != nil {
@@ -114,10 +141,10 @@ func TestNAT64ProxyProtocolTCP(t *testing.T) {
 				t.Errorf("%v (v%d): %s was told %s, the client is %s", vip, tc.version, name, told, local)
 			}
 			if a, err := netip.ParseAddr(rsAddr); err != nil || a != rsAddrs[name] {
-				t.Errorf("%v: %s answered on %s, not its IPv4 address", vip, name, rsAddr)
+				t.Errorf("%v: %s answered on %s, not its server-side address", vip, name, rsAddr)
 			}
-			if s, err := netip.ParseAddrPort(saw); err != nil || s.Addr() != lab.LIP1 {
-				t.Errorf("%v: %s saw %s, not the IPv4 LIP", vip, name, saw)
+			if s, err := netip.ParseAddrPort(saw); err != nil || s.Addr() != x.lip1 {
+				t.Errorf("%v: %s saw %s, not the LIP %v", vip, name, saw, x.lip1)
 			}
 			servers[name] = true
 			conns = append(conns, conn{tc.version, local, tc.port})
@@ -126,7 +153,7 @@ func TestNAT64ProxyProtocolTCP(t *testing.T) {
 	if !servers["rs1"] || !servers["rs2"] {
 		t.Fatalf("answers from %v, want both real servers", servers)
 	}
-	bulk := netip.AddrPortFrom(lab.VIP64, 9102)
+	bulk := x.at(9102)
 	if _, err := lab.Upload(e.ctx(time.Minute), e.top.Client, bulk, 4<<20); err != nil {
 		t.Fatalf("v2 bulk upload: %v", err)
 	}
@@ -144,32 +171,37 @@ func TestNAT64ProxyProtocolTCP(t *testing.T) {
 	for _, c := range caps {
 		seen := map[netip.AddrPort]bool{}
 		for i, p := range tcpPort(c.packets(), lab.ProxyHTTPPort) {
-			ip := ip4Of(p)
-			if ip == nil {
-				t.Fatalf("frame %d at a real server: not IPv4: %v", i, p.NetworkLayer().NetworkFlow())
+			src, _, ok := ipsOf(p, x.server6())
+			if !ok {
+				t.Fatalf("frame %d at a real server: not of the server side's family: %v", i, p.NetworkLayer().NetworkFlow())
 			}
 			tcp := p.Layer(layers.LayerTypeTCP).(*layers.TCP)
 			if tcp.DstPort != lab.ProxyHTTPPort || len(tcp.Payload) == 0 {
 				continue
 			}
-			from := netip.AddrPortFrom(addr(ip.SrcIP), uint16(tcp.SrcPort))
+			from := netip.AddrPortFrom(src, uint16(tcp.SrcPort))
 			if !seen[from] {
 				seen[from] = true
 				firsts = append(firsts, tcp.Payload)
 			}
 		}
-		checkTCPSums4(t, c.packets(), netip.Addr{}, false)
+		checkTCPSumsOf(t, c.packets(), netip.Addr{}, false, x.server6())
 	}
 	if len(firsts) != len(conns) {
 		t.Fatalf("%d connections with payload captured at the real servers, %d made", len(firsts), len(conns))
 	}
 	for _, c := range conns {
-		vip := netip.AddrPortFrom(lab.VIP64, c.vport)
+		vip := x.at(c.vport)
 		var hdr []byte
-		if c.version == 1 {
-			hdr = fmt.Appendf(nil, "PROXY TCP6 %s %s %d %d\r\n", c.client.Addr(), lab.VIP64, c.client.Port(), c.vport)
-		} else {
+		switch {
+		case c.version == 1 && x.client6():
+			hdr = fmt.Appendf(nil, "PROXY TCP6 %s %s %d %d\r\n", c.client.Addr(), x.vip, c.client.Port(), c.vport)
+		case c.version == 1:
+			hdr = fmt.Appendf(nil, "PROXY TCP4 %s %s %d %d\r\n", c.client.Addr(), x.vip, c.client.Port(), c.vport)
+		case x.client6():
 			hdr = proxyV2Header6(0x21, c.client, vip)
+		default:
+			hdr = proxyV2Header4(0x11, c.client, vip)
 		}
 		if !slices.ContainsFunc(firsts, func(b []byte) bool { return bytes.HasPrefix(b, hdr) }) {
 			t.Errorf("no connection's first payload at the real servers starts with the v%d header %q for %v -> %v", c.version, hdr, c.client, vip)
@@ -177,15 +209,26 @@ func TestNAT64ProxyProtocolTCP(t *testing.T) {
 	}
 }
 
-// PROXY v2 before NAT64 UDP datagrams: each reaches an IPv4 real server
-// from the IPv4 LIP after a header that names the IPv6 client (AF_INET6,
-// DGRAM), and the echo comes back. The size limit is the IPv4 server
-// side's: a payload of 1500 - 20 - 8 - 52 bytes reaches the server as a
-// 1500-byte IPv4 packet; one byte more is dropped and counted.
+// PROXY v2 before NAT64 UDP datagrams: each reaches a real server from the
+// LIP after a header that names the client (AF_INET6, DGRAM; NAT46:
+// AF_INET), and the echo comes back. The size limit is the server side's:
+// a payload of 1500 - 20 - 8 - 52 bytes reaches an IPv4 server as a
+// 1500-byte packet (NAT46: 1500 - 40 - 8 - 28, an IPv6 one); one byte more
+// is dropped and counted.
 func TestNAT64ProxyUDP(t *testing.T) {
-	e := setup6(t, nat64ProxyServices, "")
-	vip := netip.AddrPortFrom(lab.VIP64, lab.ProxyEchoPort)
-	c, err := e.dial("udp6", vip, 10*time.Second)
+	for _, x := range xlats {
+		t.Run(x.name, func(t *testing.T) { testXlatProxyUDP(t, x) })
+	}
+}
+
+func testXlatProxyUDP(t *testing.T, x xlat) {
+	e := setup6(t, x.services(nat64ProxyServices), "")
+	vip := x.at(lab.ProxyEchoPort)
+	network, fits := "udp6", 1500-20-8-52
+	if !x.client6() {
+		network, fits = "udp4", 1500-40-8-28
+	}
+	c, err := e.dial(network, vip, 10*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -204,14 +247,14 @@ func TestNAT64ProxyUDP(t *testing.T) {
 	if err != nil {
 		t.Fatalf("no echo: %v", err)
 	}
-	// "rsN saw LIP:port told [client]:port: <payload>"
+	// "rsN saw LIP:port told client:port: <payload>"
 	_, rest, _ := strings.Cut(got, " saw ")
 	saw, rest, _ := strings.Cut(rest, " told ")
 	told, echoed, _ := strings.Cut(rest, ": ")
-	if from, err := netip.ParseAddrPort(saw); err != nil || from.Addr() != lab.LIP2 || told != me.String() || echoed != "hello" {
-		t.Fatalf("%q: want from the IPv4 LIP %v, told %v, echoing hello", got, lab.LIP2, me)
+	if from, err := netip.ParseAddrPort(saw); err != nil || from.Addr() != x.lip2 || told != me.String() || echoed != "hello" {
+		t.Fatalf("%q: want from the LIP %v, told %v, echoing hello", got, x.lip2, me)
 	}
-	svc := e.service("p2-udp64")
+	svc := e.service(x.svc("p2-udp64"))
 	inBytes := func() (n uint64) {
 		for _, d := range svc.Dests() {
 			n += d.Traffic().InBytes
@@ -219,7 +262,6 @@ func TestNAT64ProxyUDP(t *testing.T) {
 		return n
 	}
 	big, before := e.d.Balancer.Stats.Drop(nat.DropUDPProxyBig), inBytes()
-	const fits = 1500 - 20 - 8 - 52
 	if _, err := ask(make([]byte, fits+1)); err == nil {
 		t.Fatal("a datagram too big for the header was answered")
 	}
@@ -230,7 +272,7 @@ func TestNAT64ProxyUDP(t *testing.T) {
 	// side's MTU once translated, need not come back whole).
 	ask(make([]byte, fits))
 	if n := inBytes() - before; n != 1500 {
-		t.Fatalf("%d IP bytes sent to the server, want 1500: the datagram with its header, as IPv4", n)
+		t.Fatalf("%d IP bytes sent to the server, want 1500: the datagram with its header, in the server side's family", n)
 	}
 }
 
@@ -251,72 +293,88 @@ const toaServices64 = `
 // from scratch (without offload, every one from the LIP full and within
 // the 1500-byte MTU, the option included); no segment went without it for
 // lack of room; 8 MiB each way arrive intact. With and without SYNPROXY,
-// with TAP offload and without.
+// with TAP offload and without. NAT46 is the mirror: the IPv6 server sees
+// the usual 8-byte IPv4 option (kind 254, length 8) naming the IPv4
+// client, on IPv6 segments within the server side's 1500 bytes.
 func TestNAT64TOA(t *testing.T) {
-	for _, tc := range []struct{ synproxy, noOffload bool }{{false, false}, {true, false}, {false, true}, {true, true}} {
-		t.Run(fmt.Sprintf("synproxy=%t/offload=%t", tc.synproxy, !tc.noOffload), func(t *testing.T) {
-			need(t)
-			needIPv6(t)
-			e := setupWith(t, topoOpts{queues: 1, ipv6: true, noOffload: tc.noOffload}, fmt.Sprintf(toaServices64, tc.synproxy), "")
-			capRS := startCapture(t, e.top.RS[0], "eth0")
-			var clients []netip.AddrPort
-			for range 3 {
-				clients = append(clients, getFrom6(t, e, web64))
-			}
-			bulk := netip.AddrPortFrom(lab.VIP64, lab.BulkPort)
-			if _, err := lab.Upload(e.ctx(time.Minute), e.top.Client, bulk, 8<<20); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := lab.Download(e.ctx(time.Minute), e.top.Client, bulk, 8<<20); err != nil {
-				t.Fatal(err)
-			}
-			if !eventually(5*time.Second, func() bool { return tcpFlowsClosed(capRS.packets(), lab.HTTPPort) }) {
-				t.Fatal("the HTTP connections' closes did not all reach the capture within 5s")
-			}
-			capRS.stop()
-			ps := capRS.packets()
-			for i, p := range append(tcpPort(ps, lab.HTTPPort), tcpPort(ps, lab.BulkPort)...) {
-				if ip4Of(p) == nil {
-					t.Fatalf("frame %d at the real server: not IPv4: %v", i, p.NetworkLayer().NetworkFlow())
-				}
-			}
-			partial := checkTCPSums4(t, ps, netip.Addr{}, false)
-			if tc.noOffload {
-				checkTCPSums4(t, ps, lab.LIP1, true)
-				for i, p := range ps {
-					if ip := ip4Of(p); ip != nil && addr(ip.SrcIP) == lab.LIP1 && int(ip.Length) > 1500 {
-						t.Fatalf("segment %d from the LIP: %d bytes, past the MTU on plain TAPs", i, ip.Length)
-					}
-				}
-			}
+	for _, x := range xlats {
+		for _, tc := range []struct{ synproxy, noOffload bool }{{false, false}, {true, false}, {false, true}, {true, true}} {
+			t.Run(fmt.Sprintf("%s/synproxy=%t/offload=%t", x.name, tc.synproxy, !tc.noOffload), func(t *testing.T) {
+				need(t)
+				needIPv6(t)
+				testXlatTOA(t, x, tc.synproxy, tc.noOffload)
+			})
+		}
+	}
+}
 
-			told := toldAtHandshakes(t, ps, lab.RS1, toa6Of)
-			slices.SortFunc(told, netip.AddrPort.Compare)
-			slices.SortFunc(clients, netip.AddrPort.Compare)
-			if !slices.Equal(told, clients) {
-				t.Fatalf("the server was told %v, the clients were %v", told, clients)
+func testXlatTOA(t *testing.T, x xlat, synproxy, noOffload bool) {
+	e := setupWith(t, topoOpts{queues: 1, ipv6: true, noOffload: noOffload}, x.services(fmt.Sprintf(toaServices64, synproxy)), "")
+	capRS := startCapture(t, e.top.RS[0], "eth0")
+	var clients []netip.AddrPort
+	for range 3 {
+		clients = append(clients, getFrom6(t, e, x.at(lab.HTTPPort)))
+	}
+	bulk := x.at(lab.BulkPort)
+	if _, err := lab.Upload(e.ctx(time.Minute), e.top.Client, bulk, 8<<20); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lab.Download(e.ctx(time.Minute), e.top.Client, bulk, 8<<20); err != nil {
+		t.Fatal(err)
+	}
+	if !eventually(5*time.Second, func() bool { return tcpFlowsClosed(capRS.packets(), lab.HTTPPort) }) {
+		t.Fatal("the HTTP connections' closes did not all reach the capture within 5s")
+	}
+	capRS.stop()
+	ps := capRS.packets()
+	for i, p := range append(tcpPort(ps, lab.HTTPPort), tcpPort(ps, lab.BulkPort)...) {
+		if _, _, ok := ipsOf(p, x.server6()); !ok {
+			t.Fatalf("frame %d at the real server: not of the server side's family: %v", i, p.NetworkLayer().NetworkFlow())
+		}
+	}
+	partial := checkTCPSumsOf(t, ps, netip.Addr{}, false, x.server6())
+	if noOffload {
+		checkTCPSumsOf(t, ps, x.lip1, true, x.server6())
+		for i, p := range ps {
+			src, _, ok := ipsOf(p, x.server6())
+			if !ok || src != x.lip1 {
+				continue
 			}
-			n := 0
-			for _, p := range tcpPort(ps, lab.BulkPort) {
-				tcp := p.Layer(layers.LayerTypeTCP).(*layers.TCP)
-				for _, o := range tcp.Options {
-					if o.OptionType == 254 && o.OptionLength != 20 {
-						t.Fatalf("bulk segment with a kind-254 option of length %d: an IPv6 client's is 20", o.OptionLength)
-					}
-				}
-				if a, ok := toa6Of(tcp); ok {
-					n++
-					if a.Addr() != lab.ClientAddr6.Addr() {
-						t.Fatalf("bulk segment with TOA %v: not the client %v", a, lab.ClientAddr6.Addr())
-					}
-				}
+			if n := len(p.NetworkLayer().LayerContents()) + len(p.NetworkLayer().LayerPayload()); n > 1500 {
+				t.Fatalf("segment %d from the LIP: %d bytes, past the MTU on plain TAPs", i, n)
 			}
-			ins, noRoom := e.d.Balancer.Stats.TOA()
-			t.Logf("TOA inserted %d, no room %d; bulk segments with TOA captured %d; partial checksums seen %d", ins, noRoom, n, partial)
-			if n == 0 || ins == 0 || noRoom != 0 {
-				t.Fatalf("TOA inserted %d, no room %d, %d bulk segments with TOA captured", ins, noRoom, n)
+		}
+	}
+
+	toa, optLen := toa6Of, uint8(20)
+	if !x.client6() {
+		toa, optLen = toaOf, 8
+	}
+	told := toldAtHandshakes(t, ps, x.rs1, toa)
+	slices.SortFunc(told, netip.AddrPort.Compare)
+	slices.SortFunc(clients, netip.AddrPort.Compare)
+	if !slices.Equal(told, clients) {
+		t.Fatalf("the server was told %v, the clients were %v", told, clients)
+	}
+	n := 0
+	for _, p := range tcpPort(ps, lab.BulkPort) {
+		tcp := p.Layer(layers.LayerTypeTCP).(*layers.TCP)
+		for _, o := range tcp.Options {
+			if o.OptionType == 254 && o.OptionLength != optLen {
+				t.Fatalf("bulk segment with a kind-254 option of length %d: the client's family's is %d", o.OptionLength, optLen)
 			}
-		})
+		}
+		if a, ok := toa(tcp); ok {
+			n++
+			if a.Addr() != x.client {
+				t.Fatalf("bulk segment with TOA %v: not the client %v", a, x.client)
+			}
+		}
+	}
+	ins, noRoom := e.d.Balancer.Stats.TOA()
+	t.Logf("TOA inserted %d, no room %d; bulk segments with TOA captured %d; partial checksums seen %d", ins, noRoom, n, partial)
+	if n == 0 || ins == 0 || noRoom != 0 {
+		t.Fatalf("TOA inserted %d, no room %d, %d bulk segments with TOA captured", ins, noRoom, n)
 	}
 }
 

@@ -93,7 +93,19 @@ type synproxyKind struct {
 	// family (ok false: another family).
 	server func(gopacket.Packet) (src, dst netip.Addr, ok bool)
 	sums   func(t *testing.T, ps []gopacket.Packet, from netip.Addr, full bool) int
+	// client4 marks NAT46's kind: an IPv4 client (the tests whose client
+	// is the kernel's run it; those that craft IPv6 frames do not).
+	client4 bool
 }
+
+// synproxyKind46 is NAT46 behind SYNPROXY (issue #27): synproxyServices64
+// mirrored (xlat, nat64_test.go), an IPv4 client and VIP, IPv6 LIPs and
+// real servers. The cookie SYN-ACK announces 1440 here too: the
+// configured 1460 less the 20 bytes the client's segments grow by.
+var synproxyKind46 = synproxyKind{name: "nat46", services: x46.services(synproxyServices64), vip: lab.VIP46,
+	lips: [2]netip.Addr{lab.LIP1v6, lab.LIP2v6}, rs: map[string]netip.Addr{"rs1": lab.RS1v6, "rs2": lab.RS2v6},
+	server: func(p gopacket.Packet) (src, dst netip.Addr, ok bool) { return ipsOf(p, true) },
+	sums:   checkTCPSums6, client4: true}
 
 var synproxyKinds = []synproxyKind{
 	{name: "ipv6", services: synproxyServices6, vip: lab.VIP6, lips: [2]netip.Addr{lab.LIP1v6, lab.LIP2v6},
@@ -156,13 +168,14 @@ func synproxyMSS6(t *testing.T, e *env) uint16 {
 // HTTP through [VIP6]:8080, behind SYNPROXY, with the client's kernel:
 // rr alternates over both real servers, each answering on its IPv6
 // address and seeing an IPv6 LIP; and the same through [VIP64]:8080
-// (NAT64: IPv4 LIPs and real servers, issue #27). Every SYN-ACK the client gets from
+// (NAT64: IPv4 LIPs and real servers, issue #27) and VIP46:8080 (NAT46:
+// an IPv4 client, the cookie SYN-ACK over IPv4). Every SYN-ACK the client gets from
 // the VIP is tapvs's cookie, announcing the IPv6 MSS (the configured 1460
 // less 20: 1440); every handshake was proved by a cookie (the counters),
 // none failed, nothing dropped as a bad cookie. Checksums verify from
 // scratch on both links.
 func TestIPv6SynproxyHTTP(t *testing.T) {
-	for _, k := range synproxyKinds {
+	for _, k := range append(synproxyKinds, synproxyKind46) {
 		t.Run(k.name, func(t *testing.T) { testSynproxyHTTP6(t, &k) })
 	}
 }
@@ -213,17 +226,17 @@ func testSynproxyHTTP6(t *testing.T, k *synproxyKind) {
 			continue
 		}
 		sa++
-		if ip := ip6Of(p); ip == nil || addr(ip.SrcIP) != k.vip {
-			t.Fatalf("a SYN-ACK on the client's link not from the VIP over IPv6: %v", p.NetworkLayer().NetworkFlow())
+		if src, _, ok := ipsOf(p, !k.client4); !ok || src != k.vip {
+			t.Fatalf("a SYN-ACK on the client's link not from the VIP in the client's family: %v", p.NetworkLayer().NetworkFlow())
 		}
 		if mss, ok := mssOf(tcp); !ok || mss != wantMSS {
-			t.Fatalf("the cookie SYN-ACK announces MSS %d (present %v); want the IPv6 one, %d", mss, ok, wantMSS)
+			t.Fatalf("the cookie SYN-ACK announces MSS %d (present %v); want %d", mss, ok, wantMSS)
 		}
 	}
 	if sa != n {
 		t.Fatalf("%d SYN-ACKs reached the client for %d connections", sa, n)
 	}
-	checkTCPSums6(t, capClient.packets(), k.vip, false)
+	checkTCPSumsOf(t, capClient.packets(), k.vip, false, !k.client4)
 	for i, p := range tcpPort(capRouter.packets(), lab.HTTPPort) {
 		if src, dst, ok := k.server(p); !ok || !(k.isLIP(src) && k.isRS(dst) || k.isRS(src) && k.isLIP(dst)) {
 			t.Fatalf("router link frame %d: %v: only LIP <-> RS in the server side's family may appear", i, p.NetworkLayer().NetworkFlow())
@@ -348,9 +361,9 @@ func testSynproxyOnTheWire6(t *testing.T, k *synproxyKind) {
 
 // 16 MiB each way through [VIP6]:9000 behind SYNPROXY arrives intact
 // (hashes compared), the upload on one real server and the download on
-// the other (rr); and through [VIP64]:9000 (NAT64).
+// the other (rr); and through [VIP64]:9000 (NAT64) and VIP46:9000 (NAT46).
 func TestIPv6SynproxyBulk16MiB(t *testing.T) {
-	for _, k := range synproxyKinds {
+	for _, k := range append(synproxyKinds, synproxyKind46) {
 		t.Run(k.name, func(t *testing.T) { testSynproxyBulk6(t, &k) })
 	}
 }

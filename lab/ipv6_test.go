@@ -10,8 +10,8 @@ import (
 
 // config.yaml is the dual-stack lab's: tapvs's IPv6 addresses and route
 // are the address plan's, the IPv6 services mirror the IPv4 ones at VIP6
-// over the IPv6 LIPs and real servers, and NAT64's at VIP64 over the IPv4
-// ones.
+// over the IPv6 LIPs and real servers, NAT64's at VIP64 over the IPv4
+// ones, and NAT46's at VIP46 over the IPv6 ones.
 func TestDualStackConfigIsTheLabs(t *testing.T) {
 	c, err := config.Load("../config.yaml")
 	if err != nil {
@@ -26,4 +26,6 @@ func TestDualStackConfigIsTheLabs(t *testing.T) {
 	checkLabServices(t, c, VIP6, [2]netip.Addr{LIP1v6, LIP2v6}, [2]netip.Addr{RS1v6, RS2v6}, []uint16{HTTPPort, SynproxyPort, BulkPort, EchoPort})
 	// NAT64: the IPv4 LIPs and servers behind the IPv6 VIP64.
 	checkLabServices(t, c, VIP64, [2]netip.Addr{LIP1, LIP2}, [2]netip.Addr{RS1, RS2}, []uint16{HTTPPort, EchoPort})
+	// NAT46: the IPv6 LIPs and servers behind the IPv4 VIP46.
+	checkLabServices(t, c, VIP46, [2]netip.Addr{LIP1v6, LIP2v6}, [2]netip.Addr{RS1v6, RS2v6}, []uint16{HTTPPort, EchoPort})
 }

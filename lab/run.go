@@ -103,6 +103,9 @@ The lab stays up until Ctrl-C. Try, in another shell:
 	if hasService(cfg, VIP64, HTTPPort, nat.TCP) {
 		fmt.Fprintf(o.Out, "  ip netns exec %s curl -s http://[%s]/    # NAT64: IPv6 client, IPv4 real servers\n", top.Client, VIP64)
 	}
+	if hasService(cfg, VIP46, HTTPPort, nat.TCP) {
+		fmt.Fprintf(o.Out, "  ip netns exec %s curl -s http://%s/    # NAT46: IPv4 client, IPv6 real servers\n", top.Client, VIP46)
+	}
 	<-ctx.Done()
 	return nil
 }
@@ -247,8 +250,9 @@ func hasService(cfg *config.Config, vip netip.Addr, port uint16, proto nat.Proto
 }
 
 // demo6 runs demoFamily through the IPv6 VIP (IPv6 LIPs and real
-// servers) and then, when config.yaml has it, through the NAT64 VIP (IPv4
-// LIPs and real servers behind an IPv6 VIP).
+// servers) and then, when config.yaml has them, through the NAT64 VIP
+// (IPv4 LIPs and real servers behind an IPv6 VIP) and the NAT46 VIP (IPv6
+// ones behind an IPv4 VIP).
 func demo6(ctx context.Context, top *Topology, cfg *config.Config, o Options) error {
 	n := max(o.Requests, 2)
 	if err := demoFamily(ctx, top, cfg, o, n, VIP6, [2]netip.Addr{LIP1v6, LIP2v6},
@@ -256,22 +260,34 @@ func demo6(ctx context.Context, top *Topology, cfg *config.Config, o Options) er
 		"IPv6: %d of %d requests reached the RS from an IPv6 LIP, over %d real servers\n"); err != nil {
 		return err
 	}
-	if !hasService(cfg, VIP64, HTTPPort, nat.TCP) {
+	if hasService(cfg, VIP64, HTTPPort, nat.TCP) {
+		if err := demoFamily(ctx, top, cfg, o, n, VIP64, [2]netip.Addr{LIP1, LIP2},
+			"\nNAT64: %d HTTP requests from %s (%s) to the VIP %s, whose real servers are IPv4:\n",
+			"NAT64: %d of %d requests from an IPv6 client reached an IPv4 RS from an IPv4 LIP, over %d real servers\n"); err != nil {
+			return err
+		}
+	}
+	if !hasService(cfg, VIP46, HTTPPort, nat.TCP) {
 		return nil
 	}
-	return demoFamily(ctx, top, cfg, o, n, VIP64, [2]netip.Addr{LIP1, LIP2},
-		"\nNAT64: %d HTTP requests from %s (%s) to the VIP %s, whose real servers are IPv4:\n",
-		"NAT64: %d of %d requests from an IPv6 client reached an IPv4 RS from an IPv4 LIP, over %d real servers\n")
+	return demoFamily(ctx, top, cfg, o, n, VIP46, [2]netip.Addr{LIP1v6, LIP2v6},
+		"\nNAT46: %d HTTP requests from %s (%s) to the VIP %s, whose real servers are IPv6:\n",
+		"NAT46: %d of %d requests from an IPv4 client reached an IPv6 RS from an IPv6 LIP, over %d real servers\n")
 }
 
-// demoFamily sends n HTTP requests from the client's IPv6 address to vip
+// demoFamily sends n HTTP requests from the client's address of vip's
+// family to vip
 // (and a datagram, if vip has the echo service) and prints what each real
 // server saw, which must be one of lips; header and summary are the
 // output's first and last lines (n, client, its address, the VIP; the
 // LIP count, n, the servers reached).
 func demoFamily(ctx context.Context, top *Topology, cfg *config.Config, o Options, n int, vip netip.Addr, lips [2]netip.Addr, header, summary string) error {
 	web := netip.AddrPortFrom(vip, HTTPPort)
-	fmt.Fprintf(o.Out, header, n, top.Client, ClientAddr6.Addr(), web)
+	client := ClientAddr6.Addr()
+	if vip.Is4() { // NAT46
+		client = ClientAddr.Addr()
+	}
+	fmt.Fprintf(o.Out, header, n, top.Client, client, web)
 	hc := HTTPClient(top.Client, 5*time.Second)
 	perRS := map[string]int{}
 	lipSeen := 0

@@ -14,6 +14,7 @@ var (
 	ClientAddr  = netip.MustParsePrefix("172.25.254.1/24")   // the client, on tap-c
 	TapvsClient = netip.MustParsePrefix("172.25.254.254/24") // tapvs's client side
 	VIP         = netip.MustParseAddr("172.25.254.100")
+	VIP46       = netip.MustParseAddr("172.25.254.46")    // a VIP for NAT46 (IPv4 clients, IPv6 real servers)
 	RouterAddr  = netip.MustParsePrefix("172.25.84.1/24") // the router, on tap-s
 	TapvsServer = netip.MustParsePrefix("172.25.84.4/24") // tapvs's server side
 	LIP1        = netip.MustParseAddr("172.25.84.10")

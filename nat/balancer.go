@@ -98,7 +98,8 @@ type Config struct {
 	ServerMTU int
 	// ClientMTU is the client side's MTU: a NAT64 server packet, 20 bytes
 	// longer once translated to IPv6, must fit it (nat64.go), and NAT64
-	// clamps the client's MSS to it. 0 is 1500.
+	// and NAT46 clamp the client's MSS to it. (A NAT46 client packet must
+	// fit ServerMTU once translated.) 0 is 1500.
 	ClientMTU int
 	// PortQuarantine keeps a closed TCP connection's (LIP, lport, RIP,
 	// rport) from being reused for this long. It is not needed with real
@@ -574,11 +575,16 @@ func (b *Balancer) forwardIn(c *Conn, p *pkt, f *Frame, l4Delta uint16, hdr bool
 			return v
 		}
 	}
-	if p.v6 && wire.Is4(&c.out.src) {
-		if v := b.to4(c, p, f, l4Delta); v != Forward { // NAT64 (nat64.go)
+	switch {
+	case p.v6 && wire.Is4(&c.out.src):
+		if v := b.to4(c, ServerSide, p, f, l4Delta); v != Forward { // NAT64 (nat64.go)
 			return v
 		}
-	} else {
+	case !p.v6 && !wire.Is4(&c.out.src):
+		if v := b.to6(c, ServerSide, p, f, l4Delta); v != Forward { // NAT46 (nat64.go)
+			return v
+		}
+	default:
 		rewrite(p, &c.out.dst, &c.out.src, c.out.dport, c.out.sport, c.inIPDelta, l4Delta)
 	}
 	f.Len = len(p.b)
@@ -665,11 +671,16 @@ func (b *Balancer) fromServer(p *pkt, dst *addr16, f *Frame) Verdict {
 	if tap != nil {
 		tap.record(c, ServerSide, false, p.b)
 	}
-	if !p.v6 && !wire.Is4(&c.in.src) {
-		if v := b.to6(c, p, f, l4Delta); v != Forward { // NAT64 (nat64.go)
+	switch {
+	case !p.v6 && !wire.Is4(&c.in.src):
+		if v := b.to6(c, ClientSide, p, f, l4Delta); v != Forward { // NAT64 (nat64.go)
 			return v
 		}
-	} else {
+	case p.v6 && wire.Is4(&c.in.src):
+		if v := b.to4(c, ClientSide, p, f, l4Delta); v != Forward { // NAT46 (nat64.go)
+			return v
+		}
+	default:
 		rewrite(p, &c.in.dst, &c.in.src, c.in.dport, c.in.sport, c.outIPDelta, l4Delta)
 	}
 	b.toClient(p.eth(), c)

@@ -235,7 +235,7 @@ type Conn struct {
 }
 
 // prepare computes the checksum deltas of both directions from the keys.
-// A NAT64 connection's addresses change family (replaceAddr): the
+// A NAT64 or NAT46 connection's addresses change family (replaceAddr): the
 // pseudo-header's length and protocol are the same numbers in both, so the
 // addresses are still all that changes in it.
 func (c *Conn) prepare() {

@@ -44,6 +44,11 @@ func moveCases() []moveCase {
 		{"nat64_toa", TCP, false, client6, vip64, func(t *testing.T) *rig { r, _ := rig64With(t, TCP, false, ClientAddrTOA); return r }},
 		{"nat64_proxy_v2", TCP, false, client6, vip64, func(t *testing.T) *rig { r, _ := rig64With(t, TCP, false, ClientAddrProxyV2); return r }},
 		{"nat64_synproxy_proxy_v1", TCP, true, client6, vip64, func(t *testing.T) *rig { r, _ := rig64With(t, TCP, true, ClientAddrProxyV1); return r }},
+		{"nat46", TCP, false, client, vip, func(t *testing.T) *rig { r := newRig46(t, TCP, nil); r.setWeight(t, rs6b, 8080, 0); return r }},
+		{"nat46_udp", UDP, false, client, vip, func(t *testing.T) *rig { r := newRig46(t, UDP, nil); r.setWeight(t, rs6b, 8080, 0); return r }},
+		{"nat46_synproxy", TCP, true, client, vip, func(t *testing.T) *rig { r, _ := rig46With(t, TCP, true, ClientAddrNone, nil); return r }},
+		{"nat46_toa", TCP, false, client, vip, func(t *testing.T) *rig { r, _ := rig46With(t, TCP, false, ClientAddrTOA, nil); return r }},
+		{"nat46_synproxy_proxy_v1", TCP, true, client, vip, func(t *testing.T) *rig { r, _ := rig46With(t, TCP, true, ClientAddrProxyV1, nil); return r }},
 		{"ipv6", TCP, false, client6, vip6, func(t *testing.T) *rig { r := newRig6(t, TCP, "rr", nil); r.setWeight(t, rs6b, 8080, 0); return r }},
 	}
 }

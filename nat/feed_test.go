@@ -208,6 +208,7 @@ func TestTombstoneFlags(t *testing.T) {
 		{"udp", conn(UDP, v4c, vip4, lip4, v4s), connrec.StateEstablished, 0},
 		{"ipv6", conn(TCP, v6c, vip6, lip6, v6s), connrec.StateClose, connrec.FlagClient6 | connrec.FlagServer6},
 		{"nat64", conn(TCP, v6c, vip6, lip4, v4s), connrec.StateClose, connrec.FlagClient6},
+		{"nat46", conn(TCP, v4c, vip4, lip6, v6s), connrec.StateClose, connrec.FlagServer6},
 		{"synproxy", func() *Conn { c := conn(TCP, v4c, vip4, lip4, v4s); c.sp = new(synproxy.State); return c }(), connrec.StateClose, connrec.FlagSynproxy},
 		{"ts remove", func() *Conn { c := conn(TCP, v4c, vip4, lip4, v4s); c.timestamps = TimestampsRemove; return c }(), connrec.StateClose, connrec.FlagTSRemove},
 	} {

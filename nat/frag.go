@@ -260,8 +260,9 @@ func (b *Balancer) refragment(side Side, v Verdict, f *Frame) Verdict {
 
 // xlatFit is what a translator calls for a packet p of frame f that came
 // whole from side (not a TSO super-frame) and that it is about to
-// translate into the other family, before rewriting anything: NAT46 has
-// only to call it (fits64 is NAT64's own, older). One that fits the way
+// translate into the other family, before rewriting anything. NAT46 calls
+// it for a client packet without DF (fits, nat64.go, answers one with DF
+// itself, its quote's sequence number the client's own). One that fits the way
 // out translated (IPv4 to IPv6: 20 bytes longer; IPv6 to IPv4: 20
 // shorter), or that was reassembled (refragment fits it), goes on
 // (Forward). One that does not is treated as a router between the

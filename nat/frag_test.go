@@ -429,6 +429,7 @@ func TestFragmentsUDPProxy(t *testing.T) {
 // IPv4 without DF is cut to the MTU; fragments that fit are cut as they
 // came.
 func TestFragmentsTooBig(t *testing.T) {
+	rig46 := func(t testing.TB, p Protocol, _ string, mod func(*Config)) *rig { return newRig46(t, p, mod) }
 	df := func(fs []*Frame) []*Frame {
 		for _, f := range fs {
 			b := f.Bytes()
@@ -461,6 +462,13 @@ func TestFragmentsTooBig(t *testing.T) {
 		{"NAT64, v4 DF from the server", nil, rs1, lip1, ServerSide, 1500, 1400, true, 1372, false, 28},
 		{"NAT64, v4 DF from the server, 28 bytes more", nil, rs1, lip1, ServerSide, 1400, 1424, true, 0, false, 0},
 		{"NAT64, v4 DF from the server, 27 bytes more", nil, rs1, lip1, ServerSide, 1400, 1423, true, 1395, false, 28},
+		{"NAT46, v4 DF from the client", rig46, client, vip, ClientSide, 1500, 1400, true, 1372, false, 28},
+		{"NAT46, v4 DF from the client, 28 bytes more", rig46, client, vip, ClientSide, 1400, 1424, true, 0, false, 0},
+		{"NAT46, v4 DF from the client, 27 bytes more", rig46, client, vip, ClientSide, 1400, 1423, true, 1395, false, 28},
+		{"NAT46, v4 without DF from the client", rig46, client, vip, ClientSide, 1500, 1400, false, 0, false, 0},
+		{"NAT46 from the server", rig46, rs6a, lip6, ServerSide, 1500, 1400, false, 1428, true, 128},
+		{"NAT46 from the server, 28 bytes saved", rig46, rs6a, lip6, ServerSide, 1500, 1468, false, 0, true, 0},
+		{"NAT46 from the server, 27 bytes saved", rig46, rs6a, lip6, ServerSide, 1500, 1467, false, 1495, true, 128},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			var out []sent

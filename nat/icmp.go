@@ -51,12 +51,18 @@ func (b *Balancer) icmp(side Side, p *pkt, f *Frame) Verdict {
 		}
 		return b.Stats.drop(DropICMPNoConn)
 	}
-	if c.nat64() {
-		return b.icmp4to6(c, side, p, f) // NAT64: the client hears over IPv6 (icmp64.go)
+	xlat := c.nat64() || c.nat46()
+	if xlat && side != c.v4Side() {
+		// A peer on the IPv6 side quoting the IPv4 side's tuple: not a
+		// packet it was ever sent.
+		return b.Stats.drop(DropICMPNoConn)
 	}
 	to, v := b.icmpPeer(c, side, p.eth())
 	if v != Forward {
 		return v
+	}
+	if xlat {
+		return b.icmp4to6(c, side, to, p, f) // NAT64, NAT46: the peer hears over IPv6 (icmp64.go)
 	}
 
 	// The quoted transport checksum, if quoted, moves with its pseudo-header.

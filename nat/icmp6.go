@@ -52,15 +52,19 @@ func (b *Balancer) icmp6(side Side, p *pkt, f *Frame) Verdict {
 		}
 		return b.Stats.drop(DropICMPNoConn)
 	}
+	if (c.nat64() || c.nat46()) && side == c.v4Side() {
+		// A peer on the IPv4 side quoting the IPv6 side's tuple: not a
+		// packet it was ever sent.
+		return b.Stats.drop(DropICMPNoConn)
+	}
 	to, v := b.icmpPeer(c, side, p.eth())
 	if v != Forward {
 		return v
 	}
 	if wire.Is4(to.qSrc) {
-		if side == ClientSide && c.nat64() {
-			return b.icmp6to4(c, p, f, w) // NAT64: the server hears over IPv4 (icmp64.go)
-		}
-		return b.Stats.drop(DropICMPNoConn) // NAT46 is not built
+		// NAT64 from the client, NAT46 from the server: the peer hears
+		// over IPv4 (icmp64.go).
+		return b.icmp6to4(c, side, to, p, f, w)
 	}
 
 	// The quoted transport checksum, if quoted, moves with its pseudo-header.

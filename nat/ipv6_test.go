@@ -432,15 +432,20 @@ func TestIPv6Rules(t *testing.T) {
 	if _, err := b.AddLocalAddr(s6, netip.MustParseAddr("fd00:25:84::10")); err != nil {
 		t.Fatal(err)
 	}
+	// And an IPv4 LIP makes s4's IPv4 (NAT46 is an IPv4 VIP's other
+	// choice: nat46_test.go).
+	if _, err := b.AddLocalAddr(s4, lip1); err != nil {
+		t.Fatal(err)
+	}
 	for _, c := range []struct {
 		name string
 		do   func() error
 		want string
 	}{
 		{"v4 RS on a v6 VIP with v6 LIPs", func() error { return b.Update(func(tx *Tx) error { _, err := tx.AddDest(s6, rs1, 80, 1); return err }) }, "is IPv4 but service"},
-		{"v6 RS on a v4 VIP", func() error {
+		{"v6 RS on a v4 VIP with v4 LIPs", func() error {
 			return b.Update(func(tx *Tx) error { _, err := tx.AddDest(s4, rs6a, 80, 1); return err })
-		}, "is IPv6 but service"},
+		}, "is IPv6 but service TCP 172.25.254.100:80's server side is IPv4 (172.25.84.10): its local addresses and real servers are one family"},
 		{"v4 LIP on a v6 VIP with v6 LIPs", func() error { _, err := b.AddLocalAddr(s6, lip1); return err }, "one family"},
 		{"LIP outside the server's v6 subnet", func() error {
 			_, err := b.AddLocalAddr(s6, netip.MustParseAddr("fd00:99::10"))

@@ -448,7 +448,8 @@ func TestNAT64SynproxyClientAddr(t *testing.T) {
 
 // TestSynproxyMSSNoServerSide: an IPv6 SYNPROXY service without LIPs yet
 // (its server side's family not known) still answers a SYN with a cookie,
-// announcing the IPv6 FULLNAT MSS (the configured 1460 less 20).
+// announcing the IPv6 FULLNAT MSS (the configured 1460 less 20); an IPv4
+// one the IPv4 FULLNAT MSS (1460: not NAT46's 20 less).
 func TestSynproxyMSSNoServerSide(t *testing.T) {
 	b, err := New(Config{MaxConns: 10, PortMin: 5000, PortMax: 65535, Timeouts: DefaultTimeouts(), Synproxy: DefaultSynproxy(), ClientMAC: macClientNIC, ServerMAC: macServerNIC})
 	if err != nil {
@@ -463,5 +464,16 @@ func TestSynproxyMSSNoServerSide(t *testing.T) {
 	}
 	if o := parsedOpts(t, decode(t, syn).tcp); o.MSS != 1440 {
 		t.Fatalf("cookie MSS %d, want 1440", o.MSS)
+	}
+	// An IPv4 one without LIPs (not NAT46 yet): the configured 1460.
+	if _, err := b.AddService(ServiceConfig{Addr: vip, Port: 80, Protocol: TCP, Scheduler: "rr", Synproxy: true}); err != nil {
+		t.Fatal(err)
+	}
+	syn = pframe(t, pktSpec{src: client, dst: vip, sport: 40000, dport: 80, proto: TCP, syn: true, seq: 1, opts: synOpts(1460, 7, 1), srcMAC: macClient})
+	if v := b.Process(ClientSide, syn); v != Reply {
+		t.Fatalf("IPv4 SYN: %v %v", v, nonZero(b.Stats.Drops()))
+	}
+	if o := parsedOpts(t, decode(t, syn).tcp); o.MSS != 1460 {
+		t.Fatalf("IPv4 cookie MSS %d, want 1460", o.MSS)
 	}
 }

@@ -719,9 +719,10 @@ func TestNAT64ICMPv4FromClient(t *testing.T) {
 	}
 }
 
-// TestNAT64Rules: a service's server side is one family, and NAT46 is
-// refused, naming the address and why; NAT64 with SYNPROXY, TOA, PROXY v1
-// or v2 is accepted whichever comes second.
+// TestNAT64Rules: a service's server side is one family, the VIP's or the
+// other (NAT64, NAT46), and a second family is refused, naming the address
+// and why; NAT64 with SYNPROXY, TOA, PROXY v1 or v2 is accepted whichever
+// comes second.
 func TestNAT64Rules(t *testing.T) {
 	cfg := Config{MaxConns: 10, PortMin: 5000, PortMax: 65535, Timeouts: DefaultTimeouts(),
 		ClientNet: netip.MustParsePrefix("172.25.254.254/24"), ServerNet: netip.MustParsePrefix("172.25.84.4/24"),
@@ -747,9 +748,19 @@ func TestNAT64Rules(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s4, err := b.AddService(ServiceConfig{Addr: vip, Port: 80, Protocol: TCP, Scheduler: "rr"})
+	s46, err := b.AddService(ServiceConfig{Addr: vip, Port: 80, Protocol: TCP, Scheduler: "rr"})
 	if err != nil {
 		t.Fatal(err)
+	}
+	// NAT46: IPv6 LIPs and real servers behind an IPv4 VIP.
+	if err := b.Update(func(tx *Tx) error {
+		if _, err := tx.AddLocalAddr(s46, lip6); err != nil {
+			return err
+		}
+		_, err := tx.AddDest(s46, rs6a, 80, 1)
+		return err
+	}); err != nil {
+		t.Fatalf("NAT46 service refused: %v", err)
 	}
 	for _, c := range []struct {
 		name string
@@ -765,10 +776,10 @@ func TestNAT64Rules(t *testing.T) {
 		{"v6 RS in a Tx", func() error {
 			return b.Update(func(tx *Tx) error { _, err := tx.AddDest(s64, rs6a, 80, 1); return err })
 		}, "one family"},
-		{"v6 RS on a v4 VIP", func() error {
-			return b.Update(func(tx *Tx) error { _, err := tx.AddDest(s4, rs6a, 80, 1); return err })
-		}, "NAT46 is not built"},
-		{"v6 LIP on a v4 VIP", func() error { _, err := b.AddLocalAddr(s4, lip6); return err }, "NAT46 is not built"},
+		{"v4 RS on a NAT46 service", func() error {
+			return b.Update(func(tx *Tx) error { _, err := tx.AddDest(s46, rs1, 80, 1); return err })
+		}, "real server 10.20.1.2:80 is IPv4 but service TCP 172.25.254.100:80's server side is IPv6 (fd00:25:84::10): its local addresses and real servers are one family"},
+		{"v4 LIP on a NAT46 service", func() error { _, err := b.AddLocalAddr(s46, lip1); return err }, "local address 172.25.84.10 is IPv4 but service TCP 172.25.254.100:80's server side is IPv6"},
 		{"v4 LIP outside the server subnet", func() error {
 			return b.Update(func(tx *Tx) error { _, err := tx.AddLocalAddr(s64, netip.MustParseAddr("172.25.99.10")); return err })
 		}, "not in the server side's subnet 172.25.84.0/24"},

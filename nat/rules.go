@@ -52,14 +52,11 @@ func family(a netip.Addr) string {
 }
 
 // checkFamily refuses a LIP or real server a that would make service s's
-// server side a family it cannot be: an IPv4 VIP keeps IPv4 (NAT46 is not
-// built), an IPv6 VIP has IPv6 (FULLNAT) or IPv4 (NAT64) LIPs and real
-// servers, all of one family. peer is one of the LIPs and real servers
-// s already has (invalid: none).
+// server side two families: a VIP of either family has LIPs and real
+// servers of its own family (FULLNAT) or of the other (NAT64 behind an
+// IPv6 VIP, NAT46 behind an IPv4 one: nat64.go), all of one family. peer
+// is one of the LIPs and real servers s already has (invalid: none).
 func checkFamily(s *Service, a, peer netip.Addr) error {
-	if s.Addr.Is4() && a.Is6() {
-		return fmt.Errorf("is IPv6 but service %s's VIP is IPv4: NAT46 is not built", s)
-	}
 	if peer.IsValid() && peer.Is4() != a.Is4() {
 		return fmt.Errorf("is %s but service %s's server side is %s (%s): its local addresses and real servers are one family", family(a), s, family(peer), peer)
 	}

@@ -136,17 +136,17 @@ func (k isnKey) start(out *tupleKey, now time.Time) (isn, tsval uint32) {
 // (serverStart), its PROXY header's length and place (proxy.go), and the
 // MSS clamps of its SYNs: a TOA connection's server may not announce more
 // than leaves room for the option in the client's segments (toa.go), and a
-// NAT64 connection's SYNs are clamped by the families' header sizes
-// (nat64.go), the server's less its PROXY header.
+// NAT64 or NAT46 connection's SYNs are clamped by the families' header
+// sizes (nat64.go), the server's less its PROXY header.
 func (b *Balancer) newRewriter(c *Conn, isn uint32) *tcprw.Rewriter {
 	r := &tcprw.Rewriter{Insert: c.pp.len()}
 	b.serverStart(c, isn, r)
 	switch {
-	case c.nat64():
+	case c.nat64() || c.nat46():
 		// The clamp is the MSS after the header's length is taken off
 		// (tcprw: MSSToClient): a full segment and the header, or the
-		// TOA option, fit the IPv4 server side.
-		r.MSSToServer, r.MSSToClient = b.clientMSS64(), b.serverMSS64()-uint16(r.Insert)
+		// TOA option, fit the server side in its family.
+		r.MSSToServer, r.MSSToClient = b.clientMSS(wire.Is4(&c.in.src)), b.serverMSS(wire.Is4(&c.out.src))-uint16(r.Insert)
 		if c.clientAddr == ClientAddrTOA {
 			r.MSSToClient -= uint16(c.toaSize())
 		}

@@ -230,6 +230,13 @@ func (s *Service) serverSide4() bool {
 	return len(ls) > 0 && wire.Is4(&ls[0].a16)
 }
 
+// serverSide6 reports whether the service's server side is IPv6. With an
+// IPv4 VIP that is NAT46 (nat64.go). A service without LIPs is neither.
+func (s *Service) serverSide6() bool {
+	ls := *s.laddrs.Load()
+	return len(ls) > 0 && !wire.Is4(&ls[0].a16)
+}
+
 // LocalAddr is a local address (LIP) of a service: the source address its
 // connections to real servers use. Ports are not reserved per LIP: a
 // (LIP, lport, RIP, rport) tuple is unique because it is the connection's key

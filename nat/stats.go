@@ -36,10 +36,10 @@ const (
 	DropUDPProxyGSO                      // a UDP GSO super-frame to a proxy-v2 UDP service: each segment would need its own header (udpproxy.go)
 	DropProxyNoRoom                      // a segment that could not take its connection's PROXY header (no headroom, or a full-checksum frame past 65535 bytes)
 	DropIPv6Ext                          // an IPv6 packet to a VIP or LIP with an extension header tapvs cannot rewrite safely (a routing header with segments left, AH, too many headers)
-	DropNAT64                            // a packet of a NAT64 connection that cannot be translated: no headroom for the IPv6 header, an IPv4 total length past 65535, a UDP super-frame (nat64.go)
-	DropICMPXlat                         // an ICMP error about a NAT64 connection with no counterpart in the other family (parameter problem, source route failed, ...: icmp64.go)
+	DropNAT64                            // a packet of a NAT64 or NAT46 connection that cannot be translated: no headroom for the IPv6 header, an IPv4 total length past 65535, a UDP super-frame (nat64.go)
+	DropICMPXlat                         // an ICMP error about a NAT64 or NAT46 connection with no counterpart in the other family (parameter problem, source route failed, ...: icmp64.go)
 	DropProxyOverlap                     // a client segment whose bytes would take sequence numbers of its connection's PROXY header: from before the client's first byte into its stream, an urgent byte there, a SYN with data, or a SYN with a new ISN on an open PROXY connection (proxy.go)
-	DropNAT64TooBig                      // a server packet of a NAT64 connection that would pass the client side's MTU once translated (20 bytes longer); with DF it is answered by a fragmentation needed (nat64.go)
+	DropNAT64TooBig                      // a server packet of a NAT64 connection (a client packet of a NAT46 one) that would pass the other side's MTU once translated (20 bytes longer); with DF it is answered by a fragmentation needed (nat64.go)
 	DropHandoffUnknown                   // a frame another instance handed over for a connection this one does not hold either (Frame.HandedOff)
 	DropBackupLIP                        // a server's packet to another instance's LIP backed up here (Balancer.SetBackupLIPs), to a port of the balancer's range, that no connection here holds: one of the peer's connections that sync did not carry
 	DropBackupLIPStack                   // the same to a port outside the balancer's range: the peer's own stack's connection (its health checks), which nothing carries

@@ -189,10 +189,11 @@ func (b *Balancer) synproxyACK(svc *Service, key tupleKey, p *pkt, f *Frame) (ho
 	b.Stats.synproxyOpened.Add(1)
 
 	so := synproxy.SynOptions{MSS: o.MSS, WScale: o.WScale, SACKPerm: o.SACK, TS: sp.TSOn, TSval: sp.ClientTSval}
-	if c.nat64() {
-		// The server's segments grow by 20 bytes toward the IPv6 client:
-		// the client's MSS is clamped as a plain NAT64 SYN's is (nat64.go).
-		so.MSS = min(so.MSS, b.clientMSS64())
+	if c.nat64() || c.nat46() {
+		// The server's segments change size toward the client (NAT64's
+		// grow by 20 bytes): the client's MSS is clamped as a plain
+		// NAT64 or NAT46 SYN's is (nat64.go).
+		so.MSS = min(so.MSS, b.clientMSS(wire.Is4(&c.in.src)))
 	}
 	win := uint32(tcp.Window())
 	if o.WScale >= 0 && sp.OurWScale >= 0 {

@@ -389,9 +389,14 @@ func establishProxiedFrom(t *testing.T, r *rig, src, dst netip.Addr, cport uint1
 	if v := r.b.Process(ClientSide, ack); v != Forward {
 		t.Fatalf("ACK: %v %v", v, r.b.Stats.Drops())
 	}
-	lport = uint16(decode(t, ack).tcp.SrcPort)
+	toServer := decode(t, ack)
+	lport = uint16(toServer.tcp.SrcPort)
+	rs, lip := rs1, lip1
+	if toServer.ip6 != nil { // IPv6 FULLNAT, NAT46
+		rs, lip = addr6(toServer.ip6.DstIP), addr6(toServer.ip6.SrcIP)
+	}
 	rsISN = 0x7000
-	rsa := frame(t, pktSpec{src: rs1, dst: lip1, sport: 8080, dport: lport, proto: TCP, syn: true, ack: true, seq: rsISN, ackNum: 5001, srcMAC: macGateway, opts: synOpts(1460, 7, 9000)})
+	rsa := frame(t, pktSpec{src: rs, dst: lip, sport: 8080, dport: lport, proto: TCP, syn: true, ack: true, seq: rsISN, ackNum: 5001, srcMAC: macGateway, opts: synOpts(1460, 7, 9000)})
 	if v := r.b.Process(ServerSide, rsa); v != Release || len(rsa.Released) != 1 {
 		t.Fatalf("server SYN-ACK: %v, %d released, %v", v, len(rsa.Released), r.b.Stats.Drops())
 	}

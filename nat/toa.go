@@ -25,7 +25,9 @@ import (
 // for it with getsockopt TOA_SO_GET_LOOKUP, struct toa_nat64_peer). The
 // Linux toa module reads it when the server's handshake completes
 // (syn_recv_sock), from the client segment that acknowledges the server's
-// SYN-ACK, and answers getpeername with it from then on.
+// SYN-ACK, and answers getpeername with it from then on. An IPv4 client
+// behind a NAT46 service likewise gets the 8-byte IPv4 option, on IPv6
+// segments.
 //
 // As DPVS does (tcp_fnat_in_handler), every client segment that is not a
 // SYN or RST and acknowledges exactly the server's ISN + 1 gets the option:
@@ -84,16 +86,18 @@ func (c *Conn) noteTOASynAck(r *tcprw.Rewriter, seq uint32) {
 // the client's tuple): the configured one, less TOA's 8 bytes or the PROXY
 // header's length when the service adds one, so that the client's data
 // segments carrying it still fit the server side's MTU. The configured MSS
-// is for an IPv4 server side: an IPv6 one takes 20 bytes off it. A NAT64
-// service's server side is IPv4, so its client's segments are bounded by
-// the client side instead: at most ClientMTU - 60, an IPv6 segment that
-// tapvs's client side carries (20 bytes less than the configured 1460 on
-// a 1500-byte link, as for IPv6 FULLNAT).
+// is for an IPv4 server side: an IPv6 one takes 20 bytes off it (IPv6
+// FULLNAT, and NAT46, whose IPv4 client's segments grow by 20 bytes on the
+// way). A NAT64 service's server side is IPv4, so its client's segments
+// are bounded by the client side instead: at most ClientMTU - 60, an IPv6
+// segment that tapvs's client side carries (20 bytes less than the
+// configured 1460 on a 1500-byte link, as for IPv6 FULLNAT).
 func (b *Balancer) synproxyMSS(svc *Service, key *tupleKey) uint16 {
 	mss := b.cfg.Synproxy.MSS
 	v6 := !wire.Is4(&key.src)
 	nat64 := v6 && svc.serverSide4()
-	if v6 && !nat64 && mss > 20+64 {
+	server6 := v6 && !nat64 || !v6 && svc.serverSide6()
+	if server6 && mss > 20+64 {
 		mss -= 20 // the configured MSS is for IPv4's header; IPv6's is 20 bytes more
 	}
 	switch mode := svc.ClientAddr(); mode {
@@ -112,22 +116,27 @@ func (b *Balancer) synproxyMSS(svc *Service, key *tupleKey) uint16 {
 		}
 	}
 	if nat64 {
-		mss = min(mss, b.clientMSS64())
+		mss = min(mss, b.clientMSS(false))
 	}
 	return mss
 }
 
 // heldRoom is the headroom a held copy of c's client frames keeps before
 // its virtio-net header: TOA's, for a TOA connection, whose first held frame
-// (the handshake ACK) gets the option when it is released.
+// (the handshake ACK) gets the option when it is released; and for NAT46,
+// the 20 bytes an IPv4 header grows by into IPv6's.
 func (c *Conn) heldRoom() int {
+	n := 0
+	if c.nat46() {
+		n = wire.IPv6Len - wire.IPv4MinLen // to6 grows the IPv4 header
+	}
 	switch {
 	case c.clientAddr == ClientAddrTOA:
-		return c.toaSize()
+		return n + c.toaSize()
 	case c.pp != nil:
-		return proxyRoom // a PROXY header's, before the released ACK's payload
+		return n + proxyRoom // a PROXY header's, before the released ACK's payload
 	}
-	return 0
+	return n
 }
 
 // addTOA puts the TOA option into a client TCP segment of a TOA connection
@@ -158,11 +167,15 @@ func (b *Balancer) addTOA(c *Conn, p *pkt, f *Frame, l4Delta uint16) uint16 {
 	ipLen := len(p.b) - p.l3
 	n := c.toaSize()
 	// The IP headers the server side carries: this packet's, or for NAT64
-	// the 20-byte IPv4 header to4 makes of its IPv6 headers (the option
-	// is put in before the translation, and stays the client's family).
+	// the 20-byte IPv4 header to4 makes of its IPv6 headers, for NAT46
+	// the 40-byte IPv6 header to6 makes of its IPv4 one (the option is put
+	// in before the translation, and stays the client's family).
 	hdrs, v6 := p.l4-p.l3, p.v6
-	if c.nat64() {
+	switch {
+	case c.nat64():
 		hdrs, v6 = wire.IPv4MinLen, false
+	case c.nat46():
+		hdrs, v6 = wire.IPv6Len, true
 	}
 	// The length field as the server side carries it: IPv4's total
 	// length, IPv6's payload length.
@@ -201,7 +214,7 @@ func (b *Balancer) addTOA(c *Conn, p *pkt, f *Frame, l4Delta uint16) uint16 {
 		wire.IPv6(p.b[p.l3:]).SetPayloadLen(ipLen + n - wire.IPv6Len)
 	} else {
 		ip := wire.IPv4(p.b[p.l3:])
-		csum.Adjust(ip.CsumField(), csum.Fold(csum.Put16At(0, ip, wire.IPv4TotalLenOff, uint16(lenField))))
+		csum.Adjust(ip.CsumField(), csum.Fold(csum.Put16At(0, ip, wire.IPv4TotalLenOff, uint16(ipLen+n))))
 	}
 	if f.VNet.GSOType() != tun.VNetGSONone {
 		// hdr_len is the length of the headers each segment repeats.

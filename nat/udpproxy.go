@@ -64,11 +64,16 @@ func (b *Balancer) udpProxyV2(c *Conn, p *pkt, f *Frame) Verdict {
 		n = udpProxyLen6
 	}
 	// The IP packet the server side carries: NAT64 makes the client's
-	// IPv6 headers (extension headers included) one 20-byte IPv4 header;
-	// the PROXY header stays the client's family (AF_INET6).
+	// IPv6 headers (extension headers included) one 20-byte IPv4 header,
+	// NAT46 the client's IPv4 header (options included) one 40-byte IPv6
+	// header; the PROXY header stays the client's family (AF_INET6,
+	// AF_INET).
 	wireLen := ipLen
-	if c.nat64() {
+	switch {
+	case c.nat64():
 		wireLen = wire.IPv4MinLen + len(p.b) - p.l4
+	case c.nat46():
+		wireLen = wire.IPv6Len + len(p.b) - p.l4
 	}
 	udpLen := p.udp().Length() // l4ok checked it is within the packet
 	mtu := b.cfg.ServerMTU
