@@ -535,3 +535,84 @@ func TestSplitterCount(t *testing.T) {
 		}
 	}
 }
+
+// expired records what Config.Expired is given.
+type expired struct {
+	quotes [][]byte
+	from   []uint64
+}
+
+func (x *expired) add(first []byte, from uint64) {
+	x.quotes = append(x.quotes, bytes.Clone(first))
+	x.from = append(x.from, from)
+}
+
+// TestExpired: a datagram given up at its timeout is passed to
+// Config.Expired with its first fragment as it came (at most MaxQuote
+// bytes; IPv6's Fragment header rebuilt) and the from its Add was given,
+// only if the first fragment came (Linux's ip_expire); by Sweep and by an
+// AddFrom that finds it expired alike. A datagram made whole or given up
+// for another reason is not.
+func TestExpired(t *testing.T) {
+	var x expired
+	r := New(Config{Timeout: time.Second, Expired: x.add})
+	out := make([]byte, 70000)
+	f4 := split(t, udp4(3000, 7), 1500, 7)
+	f6 := split(t, udp6(3000), 1280, 8)
+	r.AddFrom(f4[0], out, 0, 41)
+	r.AddFrom(f4[1], out, 0, 42)
+	r.AddFrom(f6[0], out, 0, 61)
+	r.AddFrom(f6[2], out, 0, 62)
+	g := split(t, udp4(3000, 9), 1500, 9) // no first fragment
+	r.AddFrom(g[1], out, 0, 91)
+	done := split(t, udp4(3000, 10), 1500, 10) // made whole
+	for _, f := range done {
+		r.AddFrom(f, out, 0, 100)
+	}
+	if n := r.Sweep(int64(time.Second)); n != 0 || len(x.quotes) != 0 {
+		t.Fatalf("at the deadline: %d given up, %d expired", n, len(x.quotes))
+	}
+	if n := r.Sweep(int64(time.Second) + 1); n != 3 || len(x.quotes) != 2 {
+		t.Fatalf("past it: %d given up, %d expired, want 3 and 2", n, len(x.quotes))
+	}
+	for i, q := range x.quotes {
+		want, from := f4[0][:MaxQuote], uint64(41)
+		if q[0]>>4 == 6 {
+			want, from = f6[0][:MaxQuote], 61
+		}
+		if !bytes.Equal(q, want) || x.from[i] != from {
+			t.Fatalf("expired %d: from %d, %d bytes %x, want from %d, %d bytes of the first fragment", i, x.from[i], len(q), q[:min(len(q), 60)], from, len(want))
+		}
+	}
+	// Found expired by the next fragment of its datagram.
+	x = expired{}
+	r.AddFrom(f4[0], out, 0, 43)
+	if res, _, _ := r.AddFrom(f4[1], out, int64(time.Second)+1, 44); res != Held || len(x.quotes) != 1 || x.from[0] != 43 || !bytes.Equal(x.quotes[0], f4[0][:MaxQuote]) {
+		t.Fatalf("%v, %d expired", res, len(x.quotes))
+	}
+	// A first fragment of IPv6 whose headers fill the quote: no room for
+	// the Fragment header, the headers alone; with 8 bytes of room, the
+	// Fragment header and nothing of its data.
+	for _, c := range []struct{ hdr, want int }{{MaxQuote, MaxQuote}, {MaxQuote - 8, MaxQuote}, {MaxQuote - 16, MaxQuote}} {
+		x = expired{}
+		r = New(Config{Timeout: time.Second, Expired: x.add})
+		ip := udp6(3000)
+		hbh := make([]byte, c.hdr-wire.IPv6Len)
+		hbh[0], hbh[1] = wire.ProtoUDP, byte(len(hbh)/8-1)
+		ip = append(append(bytes.Clone(ip[:wire.IPv6Len]), hbh...), ip[wire.IPv6Len:]...)
+		wire.IPv6(ip).SetNextHeader(wire.IP6HopByHop)
+		wire.IPv6(ip).SetPayloadLen(len(ip) - wire.IPv6Len)
+		first := split(t, ip, 1280+c.hdr, 11)[0]
+		if res, _, reason := r.AddFrom(first, out, 0, 1); res != Held {
+			t.Fatalf("headers of %d: %v %v", c.hdr, res, reason)
+		}
+		r.Sweep(int64(time.Second) + 1)
+		if len(x.quotes) != 1 || len(x.quotes[0]) != c.want || !bytes.Equal(x.quotes[0][:c.hdr], first[:c.hdr]) {
+			t.Fatalf("headers of %d: %d expired", c.hdr, len(x.quotes))
+		}
+		q := x.quotes[0]
+		if fits := c.hdr+8 <= MaxQuote; fits && (q[c.hdr] != wire.ProtoUDP || frag6(q[c.hdr:]).Off() != 0 || !frag6(q[c.hdr:]).More() || frag6(q[c.hdr:]).ID() != 11) {
+			t.Fatalf("headers of %d: fragment header %x", c.hdr, q[c.hdr:c.hdr+8])
+		}
+	}
+}

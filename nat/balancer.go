@@ -19,6 +19,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tapvs/tapvs/clusterauth"
 	"github.com/tapvs/tapvs/csum"
 	"github.com/tapvs/tapvs/frag"
 	"github.com/tapvs/tapvs/tcpflag"
@@ -187,6 +188,9 @@ type Balancer struct {
 	// datagram tapvs fragments (frag.go).
 	frags  *frag.Reassembler
 	fragID atomic.Uint32
+	// timeExBucket bounds the time exceeded messages for datagrams
+	// given up (TimeExceededRate, frag.go).
+	timeExBucket clusterauth.Bucket
 }
 
 // Link is the balancer's way to the devices around it beyond the frame it
@@ -258,7 +262,10 @@ func New(cfg Config) (*Balancer, error) {
 		b.feed = newChangeFeed(cfg.SyncFeed)
 	}
 	if !cfg.NoReassembly {
-		b.frags = frag.New(cfg.Reassembly)
+		rc := cfg.Reassembly
+		rc.Expired = b.timeExceeded
+		b.timeExBucket.Init(TimeExceededRate, time.Unix(0, b.table.now.Load()))
+		b.frags = frag.New(rc)
 		b.Stats.frags = b.frags
 		b.fragID.Store(randUint32())
 	}

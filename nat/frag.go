@@ -3,7 +3,9 @@ package nat
 import (
 	"crypto/rand"
 	"encoding/binary"
+	"net/netip"
 	"sync"
+	"time"
 
 	"github.com/tapvs/tapvs/csum"
 	"github.com/tapvs/tapvs/frag"
@@ -51,7 +53,7 @@ func (b *Balancer) reassemble(side Side, p *pkt, f *Frame) (v Verdict, whole boo
 	if b.frags == nil {
 		return b.Stats.drop(DropFragment), false
 	}
-	res, info, _ := b.frags.Add(p.b[p.l3:], f.Buf[f.Off+wire.EtherLen:], b.table.now.Load())
+	res, info, _ := b.frags.AddFrom(p.b[p.l3:], f.Buf[f.Off+wire.EtherLen:], b.table.now.Load(), fragFrom(side, p.eth().Src()))
 	switch res {
 	case frag.Held:
 		return Stolen, false
@@ -156,10 +158,11 @@ func (fs *Fragments) Release() {
 
 var fragOuts = sync.Pool{New: func() any { return new(Fragments) }}
 
-// quoteBufs are the buffers an ICMP error tapvs answers a datagram with
-// is built in (tooBig).
-var quoteBufs = sync.Pool{New: func() any {
-	b := make([]byte, tun.VNetHdrLen+wire.EtherLen+wire.IPv6Len+wire.ICMPLen+len(origQuote{}.b))
+// icmpBufs are the buffers an ICMP error tapvs answers a datagram with is
+// built in (tooBig, timeExceeded): a virtio-net header, the Ethernet
+// header and IPv6's minimum MTU.
+var icmpBufs = sync.Pool{New: func() any {
+	b := make([]byte, tun.VNetHdrLen+wire.EtherLen+wire.IPv6MinMTU)
 	return &b
 }}
 
@@ -297,47 +300,109 @@ func (b *Balancer) xlatFit(side Side, f *Frame, p *pkt) Verdict {
 // orig holds (IPv6).
 func (b *Balancer) tooBig(side Side, orig []byte, mtu int) Verdict {
 	in := orig[wire.EtherLen:]
-	v6in := wire.IPv6(in).Version() == 6
+	typ, code, rest := wire.ICMP4Unreach, wire.ICMP4FragNeeded, uint32(mtu)
+	if wire.IPv6(in).Version() == 6 {
+		typ, code, rest = wire.ICMP6TooBig, 0, uint32(max(mtu, wire.IPv6MinMTU))
+	}
+	bp := icmpBufs.Get().(*[]byte)
+	defer icmpBufs.Put(bp)
+	buf := *bp
+	clear(buf[:tun.VNetHdrLen]) // full checksums, no segmentation
+	n := b.icmpError(buf[tun.VNetHdrLen:], side, wire.Ether(orig).Src(), in, typ, code, rest)
+	b.link.Send(side, buf[:tun.VNetHdrLen+n])
+	return b.Stats.drop(DropFragPathMTU)
+}
+
+// icmpError writes into buf (icmpBufs' size) an ICMP error of type typ
+// and code code (ICMPv6's for an IPv6 in) with rest its 4 bytes after the
+// checksum, about in (a datagram's start as it came), from the address it
+// was sent to (the VIP or the LIP: tapvs's own) back to its sender, whose
+// MAC is dst, out of side; it returns the frame's length. The quote is, as
+// Linux's: the IP header and the first 8 bytes of the transport for IPv4
+// (RFC 792), as much of in as fits IPv6's minimum MTU for IPv6 (RFC 4443
+// 2.4).
+func (b *Balancer) icmpError(buf []byte, side Side, dst []byte, in []byte, typ, code uint8, rest uint32) int {
 	mac := b.cfg.ClientMAC
 	if side == ServerSide {
 		mac = b.cfg.ServerMAC
 	}
-	bp := quoteBufs.Get().(*[]byte)
-	defer quoteBufs.Put(bp)
-	buf := *bp
-	clear(buf[:tun.VNetHdrLen])
-	eth := wire.Ether(buf[tun.VNetHdrLen:])
-	eth.SetMACs(wire.Ether(orig).Src(), mac[:])
-	n := wire.EtherLen
-	if v6in {
+	eth := wire.Ether(buf)
+	eth.SetMACs(dst, mac[:])
+	if wire.IPv6(in).Version() == 6 {
 		eth.SetType(wire.EtherIPv6)
 		src := wire.IPv6(in)
-		ic := wire.ICMP(eth[wire.EtherLen+wire.IPv6Len : wire.EtherLen+wire.IPv6Len+wire.ICMPLen+len(in)])
+		q := min(len(in), wire.IPv6MinMTU-wire.IPv6Len-wire.ICMPLen)
+		ic := wire.ICMP(eth[wire.EtherLen+wire.IPv6Len : wire.EtherLen+wire.IPv6Len+wire.ICMPLen+q])
 		wire.IPv6(eth[wire.EtherLen:]).Put(len(ic), wire.ProtoICMPv6, icmpTTL, src.Dst(), src.Src())
-		copy(ic[wire.ICMPLen:], in)
-		ic.SetType(wire.ICMP6TooBig)
-		ic.SetCode(0)
-		ic.SetChecksum(0)
-		ic.SetRest(uint32(max(mtu, wire.IPv6MinMTU)))
-		ic.SetChecksum(csum.Checksum(ic, csum.PseudoV6(src.Dst(), src.Src(), wire.ProtoICMPv6, len(ic))))
-		n += wire.IPv6Len + len(ic)
-	} else {
-		eth.SetType(wire.EtherIPv4)
-		src := wire.IPv4(in)
-		q := min(len(in), src.HeaderLen()+quotedL4)
-		ic := wire.ICMP(eth[wire.EtherLen+wire.IPv4MinLen : wire.EtherLen+wire.IPv4MinLen+wire.ICMPLen+q])
-		wire.IPv4(eth[wire.EtherLen:]).Put(&wire.IPv4Fields{TotalLen: wire.IPv4MinLen + len(ic), TTL: icmpTTL, Protocol: wire.ProtoICMP, Src: [4]byte(src.Dst()), Dst: [4]byte(src.Src())})
 		copy(ic[wire.ICMPLen:], in[:q])
-		ic.SetType(wire.ICMP4Unreach)
-		ic.SetCode(wire.ICMP4FragNeeded)
+		ic.SetType(typ)
+		ic.SetCode(code)
 		ic.SetChecksum(0)
-		ic.SetRest(uint32(mtu))
-		ic.SetChecksum(csum.Checksum(ic, 0))
-		n += wire.IPv4MinLen + len(ic)
+		ic.SetRest(rest)
+		ic.SetChecksum(csum.Checksum(ic, csum.PseudoV6(src.Dst(), src.Src(), wire.ProtoICMPv6, len(ic))))
+		return wire.EtherLen + wire.IPv6Len + len(ic)
 	}
-	b.link.Send(side, buf[:tun.VNetHdrLen+n])
-	return b.Stats.drop(DropFragPathMTU)
+	eth.SetType(wire.EtherIPv4)
+	src := wire.IPv4(in)
+	q := min(len(in), src.HeaderLen()+quotedL4)
+	ic := wire.ICMP(eth[wire.EtherLen+wire.IPv4MinLen : wire.EtherLen+wire.IPv4MinLen+wire.ICMPLen+q])
+	wire.IPv4(eth[wire.EtherLen:]).Put(&wire.IPv4Fields{TotalLen: wire.IPv4MinLen + len(ic), TTL: icmpTTL, Protocol: wire.ProtoICMP, Src: [4]byte(src.Dst()), Dst: [4]byte(src.Src())})
+	copy(ic[wire.ICMPLen:], in[:q])
+	ic.SetType(typ)
+	ic.SetCode(code)
+	ic.SetChecksum(0)
+	ic.SetRest(rest)
+	ic.SetChecksum(csum.Checksum(ic, 0))
+	return wire.EtherLen + wire.IPv4MinLen + len(ic)
 }
+
+// TimeExceededRate bounds the ICMP time exceeded messages sent for
+// datagrams given up, all sources together, a second: fragments with a
+// forged source that never complete must not make tapvs a reflector.
+const TimeExceededRate = 100
+
+// fragFrom is what the reassembler keeps with a first fragment for
+// timeExceeded: the side it came in on (bit 56), and its sender's MAC
+// (macOf: the low 49 bits).
+func fragFrom(side Side, mac []byte) uint64 {
+	return uint64(side)<<fromSideShift | macOf([6]byte(mac))
+}
+
+const fromSideShift = 56
+
+// timeExceeded answers a datagram given up at its timeout whose first
+// fragment, first, came (package frag calls it: Config.Expired), as
+// Linux's ip_expire and ip6_expire do: an ICMP time exceeded, fragment
+// reassembly time exceeded (type 11 code 1; ICMPv6 type 3 code 1), from
+// the address the fragments were sent to, back out of the side they came
+// in on to the MAC they came from, quoting the first fragment. At most
+// TimeExceededRate a second leave; the others, and any to a source no
+// host has (a multicast, broadcast or unspecified address), are counted
+// as not sent.
+func (b *Balancer) timeExceeded(first []byte, from uint64) {
+	var a netip.Addr
+	typ := wire.ICMP4TimeEx
+	if wire.IPv6(first).Version() == 6 {
+		a, typ = netip.AddrFrom16([16]byte(wire.IPv6(first).Src())), wire.ICMP6TimeEx
+	} else {
+		a = netip.AddrFrom4([4]byte(wire.IPv4(first).Src()))
+	}
+	if a.IsMulticast() || a.IsUnspecified() || a == netip.AddrFrom4([4]byte{255, 255, 255, 255}) ||
+		!b.timeExBucket.Take(time.Unix(0, b.table.now.Load())) {
+		b.Stats.fragTimeExNotSent.Add(1)
+		return
+	}
+	side, mac := Side(from>>fromSideShift), macBytes(from)
+	bp := icmpBufs.Get().(*[]byte)
+	defer icmpBufs.Put(bp)
+	n := b.icmpError(*bp, side, mac[:], first, typ, fragTimeExCode, 0)
+	b.link.Transmit(side, (*bp)[:n])
+	b.Stats.fragTimeEx.Add(1)
+}
+
+// fragTimeExCode is the code of a time exceeded for a datagram not
+// reassembled in time, in ICMP and ICMPv6 alike.
+const fragTimeExCode = 1
 
 func randUint32() uint32 {
 	var b [4]byte
