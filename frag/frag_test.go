@@ -616,3 +616,64 @@ func TestExpired(t *testing.T) {
 		}
 	}
 }
+
+// withOptions is ip (IPv4, no options) with opts (a multiple of 4 bytes)
+// as its options.
+func withOptions(ip, opts []byte) []byte {
+	out := append(append(bytes.Clone(ip[:wire.IPv4MinLen]), opts...), ip[wire.IPv4MinLen:]...)
+	out[0] = 0x40 | byte((wire.IPv4MinLen+len(opts))/4)
+	h := wire.IPv4(out)
+	h.SetTotalLen(len(out))
+	h.SetChecksum(0)
+	h.SetChecksum(csum.Checksum(out[:h.HeaderLen()], 0))
+	return out
+}
+
+// TestSplitOptions: the first fragment carries every IPv4 option; the
+// later ones only those with the copied flag (RFC 791), the others
+// overwritten with NOPs as Linux's ip_options_fragment does, the header's
+// length kept; an option list that does not parse is left as it is from
+// where it stops; the datagram reassembles to the first fragment's header.
+func TestSplitOptions(t *testing.T) {
+	ra := []byte{0x94, 4, 0, 0}                                                // router alert: copied
+	rr := []byte{0x07, 7, 4, 0, 0, 0, 0}                                       // record route: not copied
+	lsrr := []byte{0x83, 7, 4, 1, 2, 3, 4}                                     // loose source route: copied
+	opts := append(append(append(append([]byte{}, ra...), rr...), 1), lsrr...) // 4+7+1+7 = 19
+	opts = append(opts, 0)                                                     // EOL: 20 bytes
+	later := append(append(append(append([]byte{}, ra...), 1, 1, 1, 1, 1, 1, 1), 1), lsrr...)
+	later = append(later, 0)
+	ip := withOptions(udp4(3000, 5), opts)
+	frags := split(t, ip, 1500, 5)
+	if len(frags) != 3 {
+		t.Fatalf("%d fragments", len(frags))
+	}
+	for i, f := range frags {
+		h := wire.IPv4(f)
+		want := later
+		if i == 0 {
+			want = opts
+		}
+		if h.HeaderLen() != wire.IPv4MinLen+20 || !bytes.Equal(f[wire.IPv4MinLen:h.HeaderLen()], want) || csum.Checksum(f[:h.HeaderLen()], 0) != 0 {
+			t.Fatalf("fragment %d: options %x, want %x", i, f[wire.IPv4MinLen:h.HeaderLen()], want)
+		}
+	}
+	got, _ := feed(t, New(Config{}), frags, []int{2, 1, 0})
+	same(t, got, ip)
+
+	for _, c := range []struct {
+		name       string
+		opts, want []byte
+	}{
+		{"a length past the header", []byte{0x07, 3, 4, 0x07, 6, 0, 0, 0}, []byte{1, 1, 1, 0x07, 6, 0, 0, 0}},
+		{"a length to the header's end", []byte{0x07, 3, 4, 0x07, 5, 0, 0, 0}, []byte{1, 1, 1, 1, 1, 1, 1, 1}},
+		{"a length of 1", []byte{0x07, 3, 4, 0x07, 1, 0, 0, 0}, []byte{1, 1, 1, 0x07, 1, 0, 0, 0}},
+		{"a type with no room for its length", []byte{0x07, 7, 4, 0, 0, 0, 0, 0x07}, []byte{1, 1, 1, 1, 1, 1, 1, 0x07}},
+		{"NOPs then EOL", []byte{1, 1, 0, 0x07, 4, 0, 0, 0}, []byte{1, 1, 0, 0x07, 4, 0, 0, 0}},
+		{"an option exactly to the end", []byte{0x07, 8, 4, 0, 0, 0, 0, 0}, []byte{1, 1, 1, 1, 1, 1, 1, 1}},
+	} {
+		f := split(t, withOptions(udp4(3000, 6), c.opts), 1500, 6)[1]
+		if got := f[wire.IPv4MinLen : wire.IPv4MinLen+len(c.opts)]; !bytes.Equal(got, c.want) {
+			t.Errorf("%s: later options %x, want %x", c.name, got, c.want)
+		}
+	}
+}
