@@ -143,16 +143,47 @@ func (b *Balancer) Reassembled() uint64 {
 type Fragments struct {
 	buf    []byte
 	frames [][]byte
+	refs   int  // writes in flight (Hold, Done)
+	spent  bool // Release came while writes were in flight
 }
 
 // Frames are the fragments in order, each a virtio-net header (zeros: full
 // checksums, no segmentation) and the frame.
 func (fs *Fragments) Frames() [][]byte { return fs.frames }
 
-// Release gives the buffers back once the fragments are written; fs is
-// not to be used after.
+// Holds reports whether frame is one of Frames (or its tail: the frame
+// behind a shorter virtio-net header): every frame is cut from one buffer
+// and runs to its end.
+func (fs *Fragments) Holds(frame []byte) bool {
+	c, b := cap(frame), cap(fs.buf)
+	return c > 0 && b > 0 && &frame[:c][c-1] == &fs.buf[:b][b-1]
+}
+
+// Hold and Done are for a writer that sends the frames after it returns
+// (an io_uring ring): Hold as it queues a frame's write, Done as the write
+// completes; the buffers go back at the later of Release and the last
+// Done. The reader, the ring and the writes are one goroutine.
+func (fs *Fragments) Hold() { fs.refs++ }
+
+// Done: see Hold.
+func (fs *Fragments) Done() {
+	if fs.refs--; fs.refs == 0 && fs.spent {
+		fs.put()
+	}
+}
+
+// Release gives the buffers back once the fragments are written (or, with
+// writes held, once the last is done); fs is not to be used after.
 func (fs *Fragments) Release() {
-	fs.frames = fs.frames[:0]
+	if fs.refs > 0 {
+		fs.spent = true
+		return
+	}
+	fs.put()
+}
+
+func (fs *Fragments) put() {
+	fs.frames, fs.spent = fs.frames[:0], false
 	fragOuts.Put(fs)
 }
 
