@@ -790,7 +790,7 @@ func TestFragmentsHeld(t *testing.T) {
 			t.Fatalf("frame %d not held", i)
 		}
 	}
-	if fs.Holds(whole.Bytes()) || fs.Holds(nil) || fs.Holds(make([]byte, 0, 0)) || (&Fragments{}).Holds(fs.Frames()[0]) {
+	if fs.Holds(whole.Bytes()) || fs.Holds(nil) || fs.Holds(make([]byte, 0)) || (&Fragments{}).Holds(fs.Frames()[0]) {
 		t.Fatal("another frame held")
 	}
 	fs.Hold()
