@@ -307,10 +307,6 @@ type ServiceConfig struct {
 func (b *Balancer) Process(side Side, f *Frame) Verdict {
 	f.fault, f.Follow, f.Frags = nil, nil, nil
 	f.reasm, f.reasm6 = 0, false
-	if f.HandedOff && f.Mark != 0 {
-		// A datagram another instance reassembled (frag.go).
-		b.handedMark(side, f)
-	}
 	v := b.process(side, f)
 	if v == Handoff {
 		f.Mark = markOf(f.reasm, f.reasm6)
@@ -362,6 +358,9 @@ func (b *Balancer) process(side Side, f *Frame) Verdict {
 		if v, whole := b.reassemble(side, &p, f); !whole {
 			return v
 		}
+	} else if f.HandedOff {
+		// A datagram another instance reassembled (frag.go).
+		b.handedMark(&p, f)
 	}
 	if p.ext {
 		return b.Stats.drop(DropIPv6Ext)

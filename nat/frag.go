@@ -63,7 +63,7 @@ func (b *Balancer) reassemble(side Side, p *pkt, f *Frame) (v Verdict, whole boo
 	f.Len = wire.EtherLen + info.Len
 	f.plain()
 	f.reasm, f.reasm6 = info.MaxFrag, wire.IPv6(f.Buf[f.Off+wire.EtherLen:]).Version() == 6
-	b.quoteIfBig(side, f, info.DF)
+	b.quoteIfBig(f, info.DF)
 	*p = pkt{}
 	if isIP, bad := parseIP(f.Bytes(), p); !isIP || bad || p.frag {
 		return b.Stats.drop(DropFragMalformed), false
@@ -72,11 +72,11 @@ func (b *Balancer) reassemble(side Side, p *pkt, f *Frame) (v Verdict, whole boo
 }
 
 // quoteIfBig keeps the start of the reassembled datagram in f, as it came
-// (f.orig), if it might not leave without an error to its sender (IPv6,
-// IPv4 with DF, whose largest fragment might not fit the other side): that
-// is known once it is translated or not (refragment).
-func (b *Balancer) quoteIfBig(side Side, f *Frame, df bool) {
-	if (f.reasm6 || df) && f.reasm+xlatGrowth > b.mtu(side.other()) {
+// (f.orig), if it may have to be answered to its sender (IPv6, IPv4 with
+// DF): whether its largest fragment fits the way out is known once it is
+// translated or not (refragment).
+func (b *Balancer) quoteIfBig(f *Frame, df bool) {
+	if f.reasm6 || df {
 		o := origQuotes.Get().(*origQuote)
 		o.n = copy(o.b[:], f.Bytes())
 		f.orig = o
@@ -103,18 +103,16 @@ func markOf(n int, v6 bool) FragMark {
 }
 
 // handedMark gives a datagram another instance reassembled and handed
-// over (f.Mark) the mark reassemble would have given it here, so it leaves
-// cut as it would have there. The frame is the datagram as it came there,
+// over (f.Mark), p, the mark reassemble would have given it here, so it
+// leaves cut as it would have there. p is the datagram as it came there,
 // reassembled and not rewritten; a mark of no length is none.
-func (b *Balancer) handedMark(side Side, f *Frame) {
+func (b *Balancer) handedMark(p *pkt, f *Frame) {
 	n := int(f.Mark & 0xffff)
-	if n == 0 || f.Len < wire.EtherLen+wire.IPv4MinLen {
+	if n == 0 {
 		return
 	}
-	ip := f.Buf[f.Off+wire.EtherLen : f.Off+f.Len]
-	v6 := wire.IPv6(ip).Version() == 6
 	f.reasm, f.reasm6 = n, f.Mark&markV6 != 0
-	b.quoteIfBig(side, f, !v6 && wire.IPv4(ip).FragField()&wire.IPv4DF != 0)
+	b.quoteIfBig(f, !p.v6 && p.ip4().FragField()&wire.IPv4DF != 0)
 }
 
 // sweepFrags gives up the datagrams whose time is up.
@@ -230,9 +228,6 @@ func fragLen(v6 bool) int {
 // client's fragments), 28 longer from IPv4 to IPv6 (a NAT64 server's, a
 // NAT46 client's), 0 in one family.
 func fragDelta(in6, out6 bool) int { return fragLen(out6) - fragLen(in6) }
-
-// xlatGrowth is the most a fragment grows translated (IPv4 to IPv6).
-const xlatGrowth = wire.IPv6Len + frag6HdrLen - wire.IPv4MinLen
 
 // refragment cuts a reassembled datagram that v sends out for its way out
 // and sends the fragments by the Link; one that fits is sent whole. The
