@@ -819,3 +819,16 @@ func TestFragmentsHeld(t *testing.T) {
 		t.Fatal("not given back")
 	}
 }
+
+// TestICMPErrorFits1280: an ICMPv6 error quotes as much of a datagram as
+// fits IPv6's minimum MTU and no more, whatever it is given.
+func TestICMPErrorFits1280(t *testing.T) {
+	r := newRig6(t, UDP, "rr", nil)
+	in := frame(t, pktSpec{src: client6, dst: vip6, sport: 40000, dport: 80, proto: UDP, payload: payload(1500), srcMAC: macClient}).Bytes()[wire.EtherLen:]
+	buf := *icmpBufs.Get().(*[]byte)
+	n := r.b.icmpError(buf[tun.VNetHdrLen:], ClientSide, macClient[:], in, wire.ICMP6TimeEx, fragTimeExCode, 0)
+	ip := wire.IPv6(buf[tun.VNetHdrLen+wire.EtherLen:])
+	if n != wire.EtherLen+wire.IPv6MinMTU || ip.PayloadLen() != wire.IPv6MinMTU-wire.IPv6Len || !bytes.Equal(buf[tun.VNetHdrLen+wire.EtherLen+wire.IPv6Len+wire.ICMPLen:tun.VNetHdrLen+n], in[:wire.IPv6MinMTU-wire.IPv6Len-wire.ICMPLen]) {
+		t.Fatalf("%d bytes, payload %d: want 1280 bytes of IPv6, the quote the datagram's start", n-wire.EtherLen, ip.PayloadLen())
+	}
+}
