@@ -445,8 +445,8 @@ func (r *Reassembler) expire(s *shard, e *entry) {
 			frag6(q[n:n+frag6Len]).Put(e.proto, 0, true, e.key.id)
 			n += frag6Len
 		}
-		p := e.pieces[0] // offset 0: the header came with it
-		n += copy(q[n:], (*p.buf)[:p.end-p.off])
+		p := e.pieces[0] // offset 0 (the header came with it): its data ends at p.end
+		n += copy(q[n:], (*p.buf)[:p.end])
 		r.cfg.Expired(q[:n], e.from)
 	}
 	r.free(s, e, Timeout)

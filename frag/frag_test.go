@@ -669,6 +669,8 @@ func TestSplitOptions(t *testing.T) {
 		{"a length of 1", []byte{0x07, 3, 4, 0x07, 1, 0, 0, 0}, []byte{1, 1, 1, 0x07, 1, 0, 0, 0}},
 		{"a type with no room for its length", []byte{0x07, 7, 4, 0, 0, 0, 0, 0x07}, []byte{1, 1, 1, 1, 1, 1, 1, 0x07}},
 		{"NOPs then EOL", []byte{1, 1, 0, 0x07, 4, 0, 0, 0}, []byte{1, 1, 0, 0x07, 4, 0, 0, 0}},
+		{"a 2-byte option first", []byte{0x0a, 2, 1, 1}, []byte{1, 1, 1, 1}},
+		{"a 2-byte option last", []byte{1, 1, 0x0a, 2}, []byte{1, 1, 1, 1}},
 		{"an option exactly to the end", []byte{0x07, 8, 4, 0, 0, 0, 0, 0}, []byte{1, 1, 1, 1, 1, 1, 1, 1}},
 	} {
 		f := split(t, withOptions(udp4(3000, 6), c.opts), 1500, 6)[1]
