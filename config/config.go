@@ -8,7 +8,8 @@
 // the default timeouts, the bgp: section). Its defaults are Default's, and
 // Validate checks any Config, a file's (Load, Parse) or one a program
 // builds (pkg/tapvs), by one set of rules. Each section has its file:
-// interfaces.go, globals.go (limits, logging, control, metrics, SYN proxy),
+// interfaces.go, globals.go (limits, logging, control, metrics, SYN proxy,
+// fragments),
 // services.go, health.go, timeouts.go, defence.go, bgp.go (bgp: and
 // handoff:); load.go reads the file; apply.go makes a balancer what a
 // Config says.
@@ -20,6 +21,7 @@ import (
 	"time"
 
 	"github.com/tapvs/tapvs/bgp"
+	"github.com/tapvs/tapvs/frag"
 	"github.com/tapvs/tapvs/nat"
 )
 
@@ -63,6 +65,7 @@ func Default() *Config {
 			PortMax:       65535,
 			Synproxy:      sp,
 			Sweep:         time.Second,
+			Fragments:     Fragments{Reassembly: true, HighThresh: frag.DefaultMaxBytes, Time: frag.DefaultTimeout},
 			LogLevel:      "info",
 			LogFormat:     "text",
 			ControlSocket: "/run/tapvs/tapvs.sock",

@@ -5,12 +5,13 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tapvs/tapvs/frag"
 	"github.com/tapvs/tapvs/nat"
 )
 
 // The sections of one value or a few: limits:, interfaces' busy_poll,
-// sweep_interval, log:, control:, metrics: and synproxy:. All are
-// RestartOnly's.
+// sweep_interval, log:, control:, metrics:, synproxy: and fragments:. All
+// are RestartOnly's.
 
 // MaxConnections bounds limits.max_connections.
 const MaxConnections = 1 << 30
@@ -20,6 +21,32 @@ type rawLimits struct {
 	LocalPortMin   int    `mapstructure:"local_port_min"`
 	LocalPortMax   int    `mapstructure:"local_port_max"`
 	PortQuarantine string `mapstructure:"port_quarantine"`
+}
+
+type rawFragments struct {
+	Reassembly   bool   `mapstructure:"reassembly"`
+	HighThresh   int    `mapstructure:"high_thresh"`
+	SourceThresh int    `mapstructure:"source_thresh"`
+	Time         string `mapstructure:"time"`
+}
+
+// Fragments is the fragments: section: whether fragments to a VIP or LIP
+// are reassembled (nat.Config.NoReassembly when not: dropped as
+// fragment), and the reassembly's bounds (frag.Config), named as Linux's
+// sysctls an operator knows them by: the bytes held in all
+// (net.ipv4.ipfrag_high_thresh), from one source (an IPv4 address, an
+// IPv6 /64; 0: a quarter of HighThresh), and how long an incomplete
+// datagram is held (ipfrag_time). A restart changes them.
+type Fragments struct {
+	Reassembly   bool
+	HighThresh   int
+	SourceThresh int
+	Time         time.Duration
+}
+
+// NAT is f as the balancer takes it.
+func (f Fragments) NAT() (cfg frag.Config, off bool) {
+	return frag.Config{MaxBytes: f.HighThresh, MaxPerSource: f.SourceThresh, Timeout: f.Time}, !f.Reassembly
 }
 
 type rawSynproxy struct {
@@ -43,6 +70,7 @@ var (
 	busyPollRange   = span{0, time.Second, "from 0 to 1s"}
 	quarantineRange = span{0, time.Hour, "from 0 (off) to 1h"}
 	sweepRange      = span{10 * time.Millisecond, time.Minute, "from 10ms to 1m"}
+	fragTimeRange   = span{time.Second, 5 * time.Minute, "from 1s to 5m"}
 	retryRange      = span{10 * time.Millisecond, time.Minute, "from 10ms to 1m"}
 )
 
@@ -78,6 +106,11 @@ var (
 	retriesBounds  = bounds{0, 10, "is out of range 0-10"}
 	ackStormBounds = bounds{2, 65535, "is out of range 2-65535"}
 	maxConnsBounds = bounds{1, MaxConnections, "is out of range 1-1073741824"}
+	// A 64 KiB datagram in 1500-byte fragments is charged about 94 KiB
+	// (each fragment a 2 KiB chunk): the bounds leave room for one from
+	// a source, a quarter of high_thresh included.
+	highThreshBounds   = bounds{512 << 10, 1 << 30, "bytes is out of range 524288-1073741824"}
+	sourceThreshBounds = bounds{128 << 10, 1 << 30, "bytes is out of range 131072-1073741824 (or 0: a quarter of high_thresh)"}
 )
 
 func (b bounds) check(e *errs, f string, v int) bool {
@@ -95,6 +128,8 @@ func (c *Config) readGlobals(e *errs, r *raw) {
 	c.PortMax, _ = port(e, "limits.local_port_max", r.Limits.LocalPortMax)
 	c.PortQuarantine = duration(e, "limits.port_quarantine", r.Limits.PortQuarantine, quarantineRange)
 	c.Sweep = duration(e, "sweep_interval", r.Sweep, sweepRange)
+	c.Fragments = Fragments{Reassembly: r.Frags.Reassembly, HighThresh: r.Frags.HighThresh, SourceThresh: r.Frags.SourceThresh,
+		Time: duration(e, "fragments.time", r.Frags.Time, fragTimeRange)}
 	c.LogLevel, c.LogFormat = r.Log.Level, r.Log.Format
 	c.ControlSocket, c.MetricsListen = r.Control.Socket, r.Metrics.Listen
 }
@@ -145,6 +180,7 @@ func (c *Config) checkGlobals(e *errs) {
 	}
 	c.checkPollGroups(e)
 	sweepRange.check(e, "sweep_interval", c.Sweep)
+	c.checkFragments(e)
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
 	default:
@@ -169,6 +205,17 @@ func (c *Config) checkGlobals(e *errs) {
 	retriesBounds.check(e, "synproxy.syn_retries", sp.SYNRetries)
 	retryRange.check(e, "synproxy.retry_interval", sp.RetryInterval)
 	ackStormBounds.check(e, "synproxy.ack_storm", int(sp.AckStorm))
+}
+
+// checkFragments checks fragments:: each bound in its range, one source's
+// no more than all.
+func (c *Config) checkFragments(e *errs) {
+	f := c.Fragments
+	okHigh := highThreshBounds.check(e, "fragments.high_thresh", f.HighThresh)
+	if f.SourceThresh != 0 && sourceThreshBounds.check(e, "fragments.source_thresh", f.SourceThresh) && okHigh && f.SourceThresh > f.HighThresh {
+		e.add("fragments.source_thresh", "%d bytes is above high_thresh %d", f.SourceThresh, f.HighThresh)
+	}
+	fragTimeRange.check(e, "fragments.time", f.Time)
 }
 
 // checkPollGroups checks interfaces.poll_groups: each group a poller's

@@ -42,6 +42,7 @@ type raw struct {
 	Timeouts rawTimeouts  `mapstructure:"timeouts"`
 	Synproxy rawSynproxy  `mapstructure:"synproxy"`
 	Sweep    string       `mapstructure:"sweep_interval"`
+	Frags    rawFragments `mapstructure:"fragments"`
 	Control  struct {
 		Socket string `mapstructure:"socket"`
 	} `mapstructure:"control"`
@@ -133,6 +134,10 @@ func setDefaults(v *viper.Viper) {
 	v.SetDefault("limits.local_port_max", int(d.PortMax))
 	v.SetDefault("limits.port_quarantine", d.PortQuarantine.String())
 	v.SetDefault("sweep_interval", d.Sweep.String())
+	v.SetDefault("fragments.reassembly", d.Fragments.Reassembly)
+	v.SetDefault("fragments.high_thresh", d.Fragments.HighThresh)
+	v.SetDefault("fragments.source_thresh", d.Fragments.SourceThresh)
+	v.SetDefault("fragments.time", d.Fragments.Time.String())
 	sp := d.Synproxy
 	v.SetDefault("synproxy.mss", int(sp.MSS)) // 0: the server side's MTU - 40
 	v.SetDefault("synproxy.wscale", int(sp.WScale))

@@ -48,10 +48,13 @@ type RestartOnly struct {
 	PortQuarantine time.Duration      `key:"limits.port_quarantine"`
 	Synproxy       nat.SynproxyConfig `key:"synproxy"`
 	Sweep          time.Duration      `key:"sweep_interval"`
-	LogLevel       string             `key:"log.level"`
-	LogFormat      string             `key:"log.format"`
-	ControlSocket  string             `key:"control.socket"` // "" disables the control API
-	MetricsListen  string             `key:"metrics.listen"` // "" disables the Prometheus endpoint
+	// Fragments is the reassembly of fragments to a VIP or LIP and its
+	// bounds (fragments:, as Linux's ipfrag_high_thresh and ipfrag_time).
+	Fragments     Fragments `key:"fragments"`
+	LogLevel      string    `key:"log.level"`
+	LogFormat     string    `key:"log.format"`
+	ControlSocket string    `key:"control.socket"` // "" disables the control API
+	MetricsListen string    `key:"metrics.listen"` // "" disables the Prometheus endpoint
 	// Handoff, if set, hands client segments that no connection here
 	// holds to the cluster's other instances, and continues those they
 	// hand here (package handoff); nil drops them.

@@ -121,6 +121,23 @@ func TestBoundsNameTheirField(t *testing.T) {
 		{"4096 prefixes", [2]string{hc, "port: 80\n    deny: [" + prefixes(4096) + "]\n    local"}, ""},
 		{"4097 prefixes", [2]string{hc, "port: 80\n    deny: [" + prefixes(4097) + "]\n    local"}, "services[0].deny: 4097 prefixes: at most 4096"},
 
+		{"high_thresh 512 KiB", [2]string{"", "fragments: {high_thresh: 524288}\n"}, ""},
+		{"high_thresh below", [2]string{"", "fragments: {high_thresh: 524287}\n"}, "fragments.high_thresh: 524287 bytes is out of range 524288-1073741824"},
+		{"high_thresh 1 GiB", [2]string{"", "fragments: {high_thresh: 1073741824, source_thresh: 1073741824}\n"}, ""},
+		{"high_thresh past 1 GiB", [2]string{"", "fragments: {high_thresh: 1073741825}\n"}, "fragments.high_thresh: 1073741825 bytes is out of range 524288-1073741824"},
+		{"source_thresh 0", [2]string{"", "fragments: {source_thresh: 0}\n"}, ""},
+		{"source_thresh 128 KiB", [2]string{"", "fragments: {source_thresh: 131072}\n"}, ""},
+		{"source_thresh below", [2]string{"", "fragments: {source_thresh: 131071}\n"}, "fragments.source_thresh: 131071 bytes is out of range 131072-1073741824 (or 0: a quarter of high_thresh)"},
+		{"source_thresh negative", [2]string{"", "fragments: {source_thresh: -1}\n"}, "fragments.source_thresh: -1 bytes is out of range"},
+		{"source_thresh past 1 GiB", [2]string{"", "fragments: {high_thresh: 1073741824, source_thresh: 1073741825}\n"}, "fragments.source_thresh: 1073741825 bytes is out of range"},
+		{"source_thresh at high_thresh", [2]string{"", "fragments: {high_thresh: 524288, source_thresh: 524288}\n"}, ""},
+		{"source_thresh past high_thresh", [2]string{"", "fragments: {high_thresh: 524288, source_thresh: 524289}\n"}, "fragments.source_thresh: 524289 bytes is above high_thresh 524288"},
+		{"fragments time 1s", [2]string{"", "fragments: {time: 1s}\n"}, ""},
+		{"fragments time 5m", [2]string{"", "fragments: {time: 5m}\n"}, ""},
+		{"fragments time below", [2]string{"", "fragments: {time: 999ms}\n"}, `fragments.time: "999ms" is not a duration from 1s to 5m`},
+		{"fragments time past", [2]string{"", "fragments: {time: 5m0.001s}\n"}, `fragments.time: "5m0.001s" is not a duration from 1s to 5m`},
+		{"fragments time not one", [2]string{"", "fragments: {time: soon}\n"}, `fragments.time: "soon" is not a duration from 1s to 5m`},
+
 		{"mss 64", [2]string{"", "synproxy: {mss: 64}\n"}, ""},
 		{"mss 63", [2]string{"", "synproxy: {mss: 63}\n"}, "synproxy.mss: 63 is not an MSS (64-65495)"},
 		{"mss 65495", [2]string{"", "synproxy: {mss: 65495}\n"}, ""},
@@ -233,6 +250,48 @@ func TestPollGroups(t *testing.T) {
 			t.Errorf("%s: error %v, want it to say %q", tc.set, err, tc.want)
 		case tc.want == "" && (len(c.PollGroups) == 0 || c.PollGroups[0][0] != map[bool]int{true: 2, false: 0}[strings.Contains(tc.set, "[[2")]):
 			t.Errorf("%s: kept as %v", tc.set, c.PollGroups)
+		}
+	}
+}
+
+// fragments: gives the balancer its reassembly and bounds: the defaults
+// are Linux's (4 MiB, a quarter of it a source, 30 s), a file's values are
+// the balancer's, reassembly: false turns reassembly off; a Config a
+// program builds is held to the same bounds by Validate, naming the field.
+func TestFragmentsSection(t *testing.T) {
+	c, err := Parse(valid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fc, off := c.Fragments.NAT(); off || fc.MaxBytes != 4<<20 || fc.MaxPerSource != 0 || fc.Timeout != 30*time.Second {
+		t.Fatalf("defaults: %+v, off %v", fc, off)
+	}
+	c, err = Parse(valid + "fragments: {reassembly: false, high_thresh: 8388608, source_thresh: 524288, time: 10s}\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fc, off := c.Fragments.NAT(); !off || fc.MaxBytes != 8<<20 || fc.MaxPerSource != 512<<10 || fc.Timeout != 10*time.Second {
+		t.Fatalf("set: %+v, off %v", fc, off)
+	}
+	for _, tc := range []struct {
+		f    Fragments
+		want string
+	}{
+		{Fragments{Reassembly: true, HighThresh: 1 << 20, Time: time.Second}, ""},
+		{Fragments{Reassembly: true, HighThresh: 100, Time: time.Second}, "fragments.high_thresh: 100 bytes is out of range"},
+		{Fragments{Reassembly: true, HighThresh: 1 << 20, SourceThresh: 2 << 20, Time: time.Second}, "fragments.source_thresh: 2097152 bytes is above high_thresh 1048576"},
+		{Fragments{Reassembly: true, HighThresh: 1 << 20, Time: 0}, `fragments.time: "0s" is not a duration from 1s to 5m`},
+	} {
+		b := Default()
+		b.Fragments = tc.f
+		var e errs
+		b.checkFragments(&e)
+		err := e.err()
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%+v: refused: %v", tc.f, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want) || strings.Count(err.Error(), "\n") != 0):
+			t.Errorf("%+v: %v, want one line saying %q", tc.f, err, tc.want)
 		}
 	}
 }

@@ -114,10 +114,12 @@ func start(cfg *config.Config, log *slog.Logger, nics [2]netstack.NICConfig, suc
 			removeMasquerade(unmasq, log)
 		}
 	}()
+	reasm, noReasm := cfg.Fragments.NAT()
 	bal, err := nat.New(nat.Config{
 		MaxConns: cfg.MaxConns, PortMin: cfg.PortMin, PortMax: cfg.PortMax, Timeouts: cfg.Timeouts, PortQuarantine: cfg.PortQuarantine,
 		ClientMAC: nics[0].MAC, ServerMAC: nics[1].MAC,
 		Synproxy: cfg.Synproxy, ServerMTU: cfg.Server.MTU, ClientMTU: cfg.Client.MTU,
+		Reassembly: reasm, NoReassembly: noReasm,
 		ClientNet: cfg.Client.Address, ServerNet: cfg.Server.Address,
 		ClientNet6: cfg.Client.Address6, ServerNet6: cfg.Server.Address6,
 		// The handoff's receiver is a reader of its own (the last).

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"net"
@@ -9,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/gopacket"
+	"github.com/google/gopacket/layers"
 	"github.com/miekg/dns"
 
 	"github.com/tapvs/tapvs/frag"
@@ -379,5 +382,71 @@ func TestFragmentsPathMTU(t *testing.T) {
 	}
 	if ptb != 1400 {
 		t.Fatalf("Packet Too Big on the client's link with MTU %d, want 1400", ptb)
+	}
+}
+
+// TestFragmentsTimeExceeded: with fragments: {time: 1s}, a first fragment
+// from the client whose datagram never completes is answered, once its
+// second is up, with an ICMP time exceeded (fragment reassembly time
+// exceeded) from the VIP to the client's MAC, quoting the fragment's
+// header and 8 bytes, as Linux's ip_expire answers; a datagram whose first
+// fragment never came is not answered.
+func TestFragmentsTimeExceeded(t *testing.T) {
+	e := setup6(t, dnsServices, "fragments: {time: 1s}\n")
+	var own net.HardwareAddr
+	if err := lab.InNetns(e.top.Client, func() error {
+		ifi, err := net.InterfaceByName(e.top.TapClient)
+		if err == nil {
+			own = ifi.HardwareAddr
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	in, err := newInjector(e.top.Client, e.top.TapClient)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.close()
+	capClient := startCapture(t, e.top.Client, e.top.TapClient)
+	mac := net.HardwareAddr(e.d.Stack.Client.LinkAddress())
+	client := lab.ClientAddr.Addr()
+	first := frag4(mac, client, 4242, 17, 0, true, udpHead(3000)[:1480])
+	copy(first[6:12], own)
+	later := frag4(mac, client, 4343, 17, 1480, true, make([]byte, 1480)) // no first fragment
+	copy(later[6:12], own)
+	if sent, err := in.send(first, later); err != nil || sent != 2 {
+		t.Fatalf("the TAP took %d of 2: %v", sent, err)
+	}
+	st := &e.d.Balancer.Stats
+	if !eventually(10*time.Second, func() bool { s, _ := st.FragTimeExceeded(); return s >= 1 && st.Drop(nat.DropFragTimeout) == 2 }) {
+		s, ns := st.FragTimeExceeded()
+		t.Fatalf("time exceeded sent %d, not sent %d; drops %v", s, ns, nonZeroDrops(e))
+	}
+	var got []gopacket.Packet
+	if !eventually(5*time.Second, func() bool {
+		got = got[:0]
+		for _, p := range capClient.packets() {
+			if ic, ok := p.Layer(layers.LayerTypeICMPv4).(*layers.ICMPv4); ok && ic.TypeCode.Type() == layers.ICMPv4TypeTimeExceeded {
+				got = append(got, p)
+			}
+		}
+		return len(got) > 0
+	}) {
+		t.Fatal("no time exceeded on the client's link")
+	}
+	if s, ns := st.FragTimeExceeded(); len(got) != 1 || s != 1 || ns != 0 {
+		t.Fatalf("%d time exceeded on the link, %d counted sent, %d not: want one, for the datagram whose first fragment came", len(got), s, ns)
+	}
+	p := got[0]
+	eth := p.Layer(layers.LayerTypeEthernet).(*layers.Ethernet)
+	ip := p.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
+	ic := p.Layer(layers.LayerTypeICMPv4).(*layers.ICMPv4)
+	if ic.TypeCode != layers.CreateICMPv4TypeCode(layers.ICMPv4TypeTimeExceeded, layers.ICMPv4CodeFragmentReassemblyTimeExceeded) ||
+		!ip.SrcIP.Equal(lab.VIP.AsSlice()) || !ip.DstIP.Equal(client.AsSlice()) || eth.DstMAC.String() != own.String() || eth.SrcMAC.String() != mac.String() {
+		t.Fatalf("%v -> %v (%v -> %v), %v: want a fragment reassembly time exceeded from the VIP to the client", ip.SrcIP, ip.DstIP, eth.SrcMAC, eth.DstMAC, ic.TypeCode)
+	}
+	if q := ic.Payload; len(q) != 28 || !bytes.Equal(q, first[14:14+28]) {
+		t.Fatalf("quote %x, want the first fragment's header and 8 bytes %x", q, first[14:14+28])
 	}
 }

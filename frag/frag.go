@@ -75,7 +75,21 @@ type Config struct {
 	MaxBytes     int           // all datagrams held; DefaultMaxBytes
 	MaxPerSource int           // one source's datagrams; MaxBytes/4
 	Timeout      time.Duration // DefaultTimeout
+	// Expired, if set, is called for each datagram given up at its
+	// timeout whose first fragment (offset 0) was held: Linux's ip_expire
+	// and ip6_expire send an ICMP time exceeded then, and only then. first
+	// is that fragment as it came (for IPv6 its Fragment header rebuilt),
+	// at most MaxQuote bytes of it, valid during the call; from is what
+	// AddFrom was given with it. It is called with the datagram's shard
+	// locked, from Sweep or AddFrom: it must not call the Reassembler, and
+	// should decide quickly (a rate limit first) what it sends.
+	Expired func(first []byte, from uint64)
 }
+
+// MaxQuote is the most of a first fragment Config.Expired is given: what
+// an ICMPv6 error quotes within IPv6's minimum MTU (1280 bytes less its
+// IPv6 and ICMPv6 headers).
+const MaxQuote = wire.IPv6MinMTU - wire.IPv6Len - wire.ICMPLen
 
 // Reassembler holds incomplete datagrams. Add and Sweep may be called from
 // any goroutine.
@@ -94,6 +108,7 @@ type shard struct {
 	mu      sync.Mutex
 	dgrams  map[key]*entry
 	sources map[[16]byte]int // by key.source
+	quote   [MaxQuote]byte   // an expired datagram's first fragment (expire)
 	_       [64]byte         // its own cache line
 }
 
@@ -136,6 +151,7 @@ type entry struct {
 	maxFrag  int
 	proto    uint8 // the first fragment's transport protocol
 	df       bool
+	from     uint64 // what AddFrom was given with the first fragment
 }
 
 var entrySize = int(unsafe.Sizeof(entry{}))
@@ -207,6 +223,12 @@ type Info struct {
 // gone from IPv6) and Add returns Done. ip may overlap out: it is copied
 // before out is written. now is a monotonic clock in nanoseconds.
 func (r *Reassembler) Add(ip []byte, out []byte, now int64) (Result, Info, Reason) {
+	return r.AddFrom(ip, out, now, 0)
+}
+
+// AddFrom is Add with from, kept with a first fragment for Config.Expired
+// (the caller's word for where it came from).
+func (r *Reassembler) AddFrom(ip []byte, out []byte, now int64, from uint64) (Result, Info, Reason) {
 	var f fragment
 	if reason, ok := parse(ip, &f); !ok {
 		return r.drop(reason, 1)
@@ -224,7 +246,7 @@ func (r *Reassembler) Add(ip []byte, out []byte, now int64) (Result, Info, Reaso
 	defer s.mu.Unlock()
 	e := s.dgrams[f.key]
 	if e != nil && e.deadline < now {
-		r.free(s, e, Timeout)
+		r.expire(s, e)
 		e = nil
 	}
 	chunk := chunkClass(len(f.data))
@@ -283,7 +305,7 @@ func (r *Reassembler) Add(ip []byte, out []byte, now int64) (Result, Info, Reaso
 	if f.off == 0 {
 		h := r.chunks[chunkClass(f.hdrLen)].Get().(*[]byte)
 		copy(*h, ip[:f.hdrLen])
-		e.hdr, e.hdrLen, e.nhOff, e.proto = h, f.hdrLen, f.nhOff, f.proto
+		e.hdr, e.hdrLen, e.nhOff, e.proto, e.from = h, f.hdrLen, f.nhOff, f.proto, from
 		left -= r.charge(s, e, cap(*h))
 	}
 	b := r.chunks[chunk].Get().(*[]byte)
@@ -413,6 +435,23 @@ func (r *Reassembler) free(s *shard, e *entry, reason Reason) {
 	r.entries.Put(e)
 }
 
+// expire gives e up at its timeout, passing its first fragment, if it
+// came, to Config.Expired.
+func (r *Reassembler) expire(s *shard, e *entry) {
+	if r.cfg.Expired != nil && e.hdr != nil {
+		q := s.quote[:]
+		n := copy(q, (*e.hdr)[:e.hdrLen])
+		if e.key.v6 && n+frag6Len <= len(q) { // headers past the quote leave no room for it
+			frag6(q[n:n+frag6Len]).Put(e.proto, 0, true, e.key.id)
+			n += frag6Len
+		}
+		p := e.pieces[0] // offset 0 (the header came with it): its data ends at p.end
+		n += copy(q[n:], (*p.buf)[:p.end])
+		r.cfg.Expired(q[:n], e.from)
+	}
+	r.free(s, e, Timeout)
+}
+
 // Sweep gives up the datagrams whose time is up (now as Add's) and returns
 // how many.
 func (r *Reassembler) Sweep(now int64) int {
@@ -422,7 +461,7 @@ func (r *Reassembler) Sweep(now int64) int {
 		s.mu.Lock()
 		for _, e := range s.dgrams {
 			if e.deadline < now {
-				r.free(s, e, Timeout)
+				r.expire(s, e)
 				n++
 			}
 		}

@@ -535,3 +535,147 @@ func TestSplitterCount(t *testing.T) {
 		}
 	}
 }
+
+// expired records what Config.Expired is given.
+type expired struct {
+	quotes [][]byte
+	from   []uint64
+}
+
+func (x *expired) add(first []byte, from uint64) {
+	x.quotes = append(x.quotes, bytes.Clone(first))
+	x.from = append(x.from, from)
+}
+
+// TestExpired: a datagram given up at its timeout is passed to
+// Config.Expired with its first fragment as it came (at most MaxQuote
+// bytes; IPv6's Fragment header rebuilt) and the from its Add was given,
+// only if the first fragment came (Linux's ip_expire); by Sweep and by an
+// AddFrom that finds it expired alike. A datagram made whole or given up
+// for another reason is not.
+func TestExpired(t *testing.T) {
+	var x expired
+	r := New(Config{Timeout: time.Second, Expired: x.add})
+	out := make([]byte, 70000)
+	f4 := split(t, udp4(3000, 7), 1500, 7)
+	f6 := split(t, udp6(3000), 1280, 8)
+	r.AddFrom(f4[0], out, 0, 41)
+	r.AddFrom(f4[1], out, 0, 42)
+	r.AddFrom(f6[0], out, 0, 61)
+	r.AddFrom(f6[2], out, 0, 62)
+	g := split(t, udp4(3000, 9), 1500, 9) // no first fragment
+	r.AddFrom(g[1], out, 0, 91)
+	done := split(t, udp4(3000, 10), 1500, 10) // made whole
+	for _, f := range done {
+		r.AddFrom(f, out, 0, 100)
+	}
+	if n := r.Sweep(int64(time.Second)); n != 0 || len(x.quotes) != 0 {
+		t.Fatalf("at the deadline: %d given up, %d expired", n, len(x.quotes))
+	}
+	if n := r.Sweep(int64(time.Second) + 1); n != 3 || len(x.quotes) != 2 {
+		t.Fatalf("past it: %d given up, %d expired, want 3 and 2", n, len(x.quotes))
+	}
+	for i, q := range x.quotes {
+		want, from := f4[0][:MaxQuote], uint64(41)
+		if q[0]>>4 == 6 {
+			want, from = f6[0][:MaxQuote], 61
+		}
+		if !bytes.Equal(q, want) || x.from[i] != from {
+			t.Fatalf("expired %d: from %d, %d bytes %x, want from %d, %d bytes of the first fragment", i, x.from[i], len(q), q[:min(len(q), 60)], from, len(want))
+		}
+	}
+	// Found expired by the next fragment of its datagram.
+	x = expired{}
+	r.AddFrom(f4[0], out, 0, 43)
+	if res, _, _ := r.AddFrom(f4[1], out, int64(time.Second)+1, 44); res != Held || len(x.quotes) != 1 || x.from[0] != 43 || !bytes.Equal(x.quotes[0], f4[0][:MaxQuote]) {
+		t.Fatalf("%v, %d expired", res, len(x.quotes))
+	}
+	// A first fragment of IPv6 whose headers fill the quote: no room for
+	// the Fragment header, the headers alone; with 8 bytes of room, the
+	// Fragment header and nothing of its data.
+	for _, c := range []struct{ hdr, want int }{{MaxQuote, MaxQuote}, {MaxQuote - 8, MaxQuote}, {MaxQuote - 16, MaxQuote}} {
+		x = expired{}
+		r = New(Config{Timeout: time.Second, Expired: x.add})
+		ip := udp6(3000)
+		hbh := make([]byte, c.hdr-wire.IPv6Len)
+		hbh[0], hbh[1] = wire.ProtoUDP, byte(len(hbh)/8-1)
+		ip = append(append(bytes.Clone(ip[:wire.IPv6Len]), hbh...), ip[wire.IPv6Len:]...)
+		wire.IPv6(ip).SetNextHeader(wire.IP6HopByHop)
+		wire.IPv6(ip).SetPayloadLen(len(ip) - wire.IPv6Len)
+		first := split(t, ip, 1280+c.hdr, 11)[0]
+		if res, _, reason := r.AddFrom(first, out, 0, 1); res != Held {
+			t.Fatalf("headers of %d: %v %v", c.hdr, res, reason)
+		}
+		r.Sweep(int64(time.Second) + 1)
+		if len(x.quotes) != 1 || len(x.quotes[0]) != c.want || !bytes.Equal(x.quotes[0][:c.hdr], first[:c.hdr]) {
+			t.Fatalf("headers of %d: %d expired", c.hdr, len(x.quotes))
+		}
+		q := x.quotes[0]
+		if fits := c.hdr+8 <= MaxQuote; fits && (q[c.hdr] != wire.ProtoUDP || frag6(q[c.hdr:]).Off() != 0 || !frag6(q[c.hdr:]).More() || frag6(q[c.hdr:]).ID() != 11) {
+			t.Fatalf("headers of %d: fragment header %x", c.hdr, q[c.hdr:c.hdr+8])
+		}
+	}
+}
+
+// withOptions is ip (IPv4, no options) with opts (a multiple of 4 bytes)
+// as its options.
+func withOptions(ip, opts []byte) []byte {
+	out := append(append(bytes.Clone(ip[:wire.IPv4MinLen]), opts...), ip[wire.IPv4MinLen:]...)
+	out[0] = 0x40 | byte((wire.IPv4MinLen+len(opts))/4)
+	h := wire.IPv4(out)
+	h.SetTotalLen(len(out))
+	h.SetChecksum(0)
+	h.SetChecksum(csum.Checksum(out[:h.HeaderLen()], 0))
+	return out
+}
+
+// TestSplitOptions: the first fragment carries every IPv4 option; the
+// later ones only those with the copied flag (RFC 791), the others
+// overwritten with NOPs as Linux's ip_options_fragment does, the header's
+// length kept; an option list that does not parse is left as it is from
+// where it stops; the datagram reassembles to the first fragment's header.
+func TestSplitOptions(t *testing.T) {
+	ra := []byte{0x94, 4, 0, 0}                                                // router alert: copied
+	rr := []byte{0x07, 7, 4, 0, 0, 0, 0}                                       // record route: not copied
+	lsrr := []byte{0x83, 7, 4, 1, 2, 3, 4}                                     // loose source route: copied
+	opts := append(append(append(append([]byte{}, ra...), rr...), 1), lsrr...) // 4+7+1+7 = 19
+	opts = append(opts, 0)                                                     // EOL: 20 bytes
+	later := append(append(append(append([]byte{}, ra...), 1, 1, 1, 1, 1, 1, 1), 1), lsrr...)
+	later = append(later, 0)
+	ip := withOptions(udp4(3000, 5), opts)
+	frags := split(t, ip, 1500, 5)
+	if len(frags) != 3 {
+		t.Fatalf("%d fragments", len(frags))
+	}
+	for i, f := range frags {
+		h := wire.IPv4(f)
+		want := later
+		if i == 0 {
+			want = opts
+		}
+		if h.HeaderLen() != wire.IPv4MinLen+20 || !bytes.Equal(f[wire.IPv4MinLen:h.HeaderLen()], want) || csum.Checksum(f[:h.HeaderLen()], 0) != 0 {
+			t.Fatalf("fragment %d: options %x, want %x", i, f[wire.IPv4MinLen:h.HeaderLen()], want)
+		}
+	}
+	got, _ := feed(t, New(Config{}), frags, []int{2, 1, 0})
+	same(t, got, ip)
+
+	for _, c := range []struct {
+		name       string
+		opts, want []byte
+	}{
+		{"a length past the header", []byte{0x07, 3, 4, 0x07, 6, 0, 0, 0}, []byte{1, 1, 1, 0x07, 6, 0, 0, 0}},
+		{"a length to the header's end", []byte{0x07, 3, 4, 0x07, 5, 0, 0, 0}, []byte{1, 1, 1, 1, 1, 1, 1, 1}},
+		{"a length of 1", []byte{0x07, 3, 4, 0x07, 1, 0, 0, 0}, []byte{1, 1, 1, 0x07, 1, 0, 0, 0}},
+		{"a type with no room for its length", []byte{0x07, 7, 4, 0, 0, 0, 0, 0x07}, []byte{1, 1, 1, 1, 1, 1, 1, 0x07}},
+		{"NOPs then EOL", []byte{1, 1, 0, 0x07, 4, 0, 0, 0}, []byte{1, 1, 0, 0x07, 4, 0, 0, 0}},
+		{"a 2-byte option first", []byte{0x0a, 2, 1, 1}, []byte{1, 1, 1, 1}},
+		{"a 2-byte option last", []byte{1, 1, 0x0a, 2}, []byte{1, 1, 1, 1}},
+		{"an option exactly to the end", []byte{0x07, 8, 4, 0, 0, 0, 0, 0}, []byte{1, 1, 1, 1, 1, 1, 1, 1}},
+	} {
+		f := split(t, withOptions(udp4(3000, 6), c.opts), 1500, 6)[1]
+		if got := f[wire.IPv4MinLen : wire.IPv4MinLen+len(c.opts)]; !bytes.Equal(got, c.want) {
+			t.Errorf("%s: later options %x, want %x", c.name, got, c.want)
+		}
+	}
+}

@@ -15,10 +15,11 @@ const MaxSplit = MaxDatagram / 8
 // MTU, one per Next, into a buffer of the caller's: it holds nothing of its
 // own, so fragmenting allocates nothing.
 //
-// IPv4 fragments each carry the datagram's header, options and all (RFC
-// 791 would keep the options without the copy flag to the first; tapvs
-// forwards few options and receivers ignore the difference), with its
-// offset, MF and checksum. IPv6 fragments carry the unfragmentable part (the
+// IPv4 fragments each carry the datagram's header with its offset, MF and
+// checksum; the first all its options, the later ones only those with the
+// copied flag (RFC 791), the others overwritten with NOPs, as Linux's
+// ip_options_fragment does (the header keeps its length). IPv6 fragments
+// carry the unfragmentable part (the
 // fixed header, a hop-by-hop header, and the headers up to a routing header)
 // and a Fragment header (RFC 8200 4.5).
 type Splitter struct {
@@ -30,6 +31,7 @@ type Splitter struct {
 	off    int
 	id     uint32
 	v6     bool
+	later  [wire.IPv4MaxLen]byte // IPv4: the later fragments' header (laterHeader)
 }
 
 // NewSplitter prepares ip (one whole datagram, trimmed to its length) to be
@@ -48,6 +50,7 @@ func NewSplitter(ip []byte, mtu int, id uint32) (s Splitter, ok bool) {
 			return s, false
 		}
 		s.per = (mtu - s.hdrLen) &^ 7
+		laterHeader(s.later[:s.hdrLen], ip[:s.hdrLen])
 	case 6:
 		if len(ip) < wire.IPv6Len {
 			return s, false
@@ -78,6 +81,45 @@ func NewSplitter(ip []byte, mtu int, id uint32) (s Splitter, ok bool) {
 	return s, s.per >= 8
 }
 
+// laterHeader writes into to (as long as hdr) the IPv4 header hdr as the
+// fragments after the first carry it: each option without the copied flag
+// (the type's high bit) overwritten with NOPs, as Linux's
+// ip_options_fragment. An option list that does not parse is left as it
+// is from there, as Linux leaves it.
+func laterHeader(to, hdr []byte) {
+	copy(to, hdr)
+	opts := to[wire.IPv4MinLen:]
+	for i := 0; i < len(opts); {
+		switch opts[i] {
+		case ipoptEnd:
+			return
+		case ipoptNOP:
+			i++
+			continue
+		}
+		if len(opts)-i < 2 {
+			return
+		}
+		n := int(opts[i+1])
+		if n < 2 || n > len(opts)-i {
+			return
+		}
+		if opts[i]&ipoptCopied == 0 {
+			for k := range n {
+				opts[i+k] = ipoptNOP
+			}
+		}
+		i += n
+	}
+}
+
+// IPv4 option types (RFC 791).
+const (
+	ipoptEnd    = 0
+	ipoptNOP    = 1
+	ipoptCopied = 0x80
+)
+
 // Count is how many fragments Next makes of the datagram, and the length
 // of the largest (the first).
 func (s *Splitter) Count() (n, size int) {
@@ -100,7 +142,11 @@ func (s *Splitter) Next(buf []byte) int {
 	n := min(s.per, data-s.off)
 	more := s.off+n < data
 	if !s.v6 {
-		copy(buf, s.ip[:s.hdrLen])
+		if s.off == 0 {
+			copy(buf, s.ip[:s.hdrLen])
+		} else {
+			copy(buf, s.later[:s.hdrLen])
+		}
 		copy(buf[s.hdrLen:], s.ip[s.hdrLen+s.off:s.hdrLen+s.off+n])
 		h := wire.IPv4(buf)
 		h.SetTotalLen(s.hdrLen + n)

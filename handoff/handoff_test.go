@@ -8,6 +8,8 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/tapvs/tapvs/nat"
 )
 
 func key(b byte) []byte { return bytes.Repeat([]byte{b}, KeyLen) }
@@ -186,5 +188,13 @@ func TestSendAllocs(t *testing.T) {
 	h.Send(f, 0)
 	if n := testing.AllocsPerRun(100, func() { h.Send(f, 0) }); n != 0 {
 		t.Fatalf("Send: %v allocations", n)
+	}
+}
+
+// The mark's bits are the balancer's (nat.FragMark): handoff does not
+// import nat, so the two constants are held equal here.
+func TestMarkBitsAreNATs(t *testing.T) {
+	if MarkBits != nat.MarkBits {
+		t.Fatalf("handoff.MarkBits %d, nat.MarkBits %d", MarkBits, nat.MarkBits)
 	}
 }

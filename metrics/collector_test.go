@@ -280,7 +280,7 @@ func TestLabelSets(t *testing.T) {
 	}
 	rs := "rs service vip"
 	want := map[string]string{
-		"tapvs_connections": "", "tapvs_connections_max": "", "tapvs_ports_quarantined": "", "tapvs_fragment_bytes": "", "tapvs_fragments_reassembled_total": "",
+		"tapvs_connections": "", "tapvs_connections_max": "", "tapvs_ports_quarantined": "", "tapvs_fragment_bytes": "", "tapvs_fragments_reassembled_total": "", "tapvs_fragment_time_exceeded_total": "result",
 		"tapvs_connections_created_total": "", "tapvs_connections_expired_total": "", "tapvs_expired_resets_total": "", "tapvs_drops_total": "reason",
 		"tapvs_synproxy_syn_cookies_total": "", "tapvs_synproxy_handshakes_total": "", "tapvs_synproxy_server_failures_total": "",
 		"tapvs_synproxy_syn_retries_total": "", "tapvs_synproxy_server_time_wait_total": "", "tapvs_proxy_headers_total": "", "tapvs_proxy_headers_cut_total": "",

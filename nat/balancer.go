@@ -19,6 +19,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tapvs/tapvs/clusterauth"
 	"github.com/tapvs/tapvs/csum"
 	"github.com/tapvs/tapvs/frag"
 	"github.com/tapvs/tapvs/tcpflag"
@@ -188,6 +189,9 @@ type Balancer struct {
 	// datagram tapvs fragments (frag.go).
 	frags  *frag.Reassembler
 	fragID atomic.Uint32
+	// timeExBucket bounds the time exceeded messages for datagrams
+	// given up (TimeExceededRate, frag.go).
+	timeExBucket clusterauth.Bucket
 }
 
 // Link is the balancer's way to the devices around it beyond the frame it
@@ -259,7 +263,10 @@ func New(cfg Config) (*Balancer, error) {
 		b.feed = newChangeFeed(cfg.SyncFeed)
 	}
 	if !cfg.NoReassembly {
-		b.frags = frag.New(cfg.Reassembly)
+		rc := cfg.Reassembly
+		rc.Expired = b.timeExceeded
+		b.timeExBucket.Init(TimeExceededRate, time.Unix(0, b.table.now.Load()))
+		b.frags = frag.New(rc)
 		b.Stats.frags = b.frags
 		b.fragID.Store(randUint32())
 	}
@@ -301,10 +308,6 @@ type ServiceConfig struct {
 func (b *Balancer) Process(side Side, f *Frame) Verdict {
 	f.fault, f.Follow, f.Frags = nil, nil, nil
 	f.reasm, f.reasm6 = 0, false
-	if f.HandedOff && f.Mark != 0 {
-		// A datagram another instance reassembled (frag.go).
-		b.handedMark(side, f)
-	}
 	v := b.process(side, f)
 	if v == Handoff {
 		f.Mark = markOf(f.reasm, f.reasm6)
@@ -356,6 +359,9 @@ func (b *Balancer) process(side Side, f *Frame) Verdict {
 		if v, whole := b.reassemble(side, &p, f); !whole {
 			return v
 		}
+	} else if f.HandedOff {
+		// A datagram another instance reassembled (frag.go).
+		b.handedMark(&p, f)
 	}
 	if p.ext {
 		return b.Stats.drop(DropIPv6Ext)

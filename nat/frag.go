@@ -3,7 +3,9 @@ package nat
 import (
 	"crypto/rand"
 	"encoding/binary"
+	"net/netip"
 	"sync"
+	"time"
 
 	"github.com/tapvs/tapvs/csum"
 	"github.com/tapvs/tapvs/frag"
@@ -51,7 +53,7 @@ func (b *Balancer) reassemble(side Side, p *pkt, f *Frame) (v Verdict, whole boo
 	if b.frags == nil {
 		return b.Stats.drop(DropFragment), false
 	}
-	res, info, _ := b.frags.Add(p.b[p.l3:], f.Buf[f.Off+wire.EtherLen:], b.table.now.Load())
+	res, info, _ := b.frags.AddFrom(p.b[p.l3:], f.Buf[f.Off+wire.EtherLen:], b.table.now.Load(), fragFrom(side, p.eth().Src()))
 	switch res {
 	case frag.Held:
 		return Stolen, false
@@ -61,7 +63,7 @@ func (b *Balancer) reassemble(side Side, p *pkt, f *Frame) (v Verdict, whole boo
 	f.Len = wire.EtherLen + info.Len
 	f.plain()
 	f.reasm, f.reasm6 = info.MaxFrag, wire.IPv6(f.Buf[f.Off+wire.EtherLen:]).Version() == 6
-	b.quoteIfBig(side, f, info.DF)
+	b.quoteIfBig(f, info.DF)
 	*p = pkt{}
 	if isIP, bad := parseIP(f.Bytes(), p); !isIP || bad || p.frag {
 		return b.Stats.drop(DropFragMalformed), false
@@ -70,11 +72,11 @@ func (b *Balancer) reassemble(side Side, p *pkt, f *Frame) (v Verdict, whole boo
 }
 
 // quoteIfBig keeps the start of the reassembled datagram in f, as it came
-// (f.orig), if it might not leave without an error to its sender (IPv6,
-// IPv4 with DF, whose largest fragment might not fit the other side): that
-// is known once it is translated or not (refragment).
-func (b *Balancer) quoteIfBig(side Side, f *Frame, df bool) {
-	if (f.reasm6 || df) && f.reasm+xlatGrowth > b.mtu(side.other()) {
+// (f.orig), if it may have to be answered to its sender (IPv6, IPv4 with
+// DF): whether its largest fragment fits the way out is known once it is
+// translated or not (refragment).
+func (b *Balancer) quoteIfBig(f *Frame, df bool) {
+	if f.reasm6 || df {
 		o := origQuotes.Get().(*origQuote)
 		o.n = copy(o.b[:], f.Bytes())
 		f.orig = o
@@ -101,18 +103,16 @@ func markOf(n int, v6 bool) FragMark {
 }
 
 // handedMark gives a datagram another instance reassembled and handed
-// over (f.Mark) the mark reassemble would have given it here, so it leaves
-// cut as it would have there. The frame is the datagram as it came there,
+// over (f.Mark), p, the mark reassemble would have given it here, so it
+// leaves cut as it would have there. p is the datagram as it came there,
 // reassembled and not rewritten; a mark of no length is none.
-func (b *Balancer) handedMark(side Side, f *Frame) {
+func (b *Balancer) handedMark(p *pkt, f *Frame) {
 	n := int(f.Mark & 0xffff)
-	if n == 0 || f.Len < wire.EtherLen+wire.IPv4MinLen {
+	if n == 0 {
 		return
 	}
-	ip := f.Buf[f.Off+wire.EtherLen : f.Off+f.Len]
-	v6 := wire.IPv6(ip).Version() == 6
 	f.reasm, f.reasm6 = n, f.Mark&markV6 != 0
-	b.quoteIfBig(side, f, !v6 && wire.IPv4(ip).FragField()&wire.IPv4DF != 0)
+	b.quoteIfBig(f, !p.v6 && p.ip4().FragField()&wire.IPv4DF != 0)
 }
 
 // sweepFrags gives up the datagrams whose time is up.
@@ -141,25 +141,57 @@ func (b *Balancer) Reassembled() uint64 {
 type Fragments struct {
 	buf    []byte
 	frames [][]byte
+	refs   int  // writes in flight (Hold, Done)
+	spent  bool // Release came while writes were in flight
 }
 
 // Frames are the fragments in order, each a virtio-net header (zeros: full
 // checksums, no segmentation) and the frame.
 func (fs *Fragments) Frames() [][]byte { return fs.frames }
 
-// Release gives the buffers back once the fragments are written; fs is
-// not to be used after.
+// Holds reports whether frame is one of Frames (or its tail: the frame
+// behind a shorter virtio-net header): every frame is cut from one buffer
+// and runs to its end.
+func (fs *Fragments) Holds(frame []byte) bool {
+	c, b := cap(frame), cap(fs.buf)
+	return c > 0 && b > 0 && &frame[:c][c-1] == &fs.buf[:b][b-1]
+}
+
+// Hold and Done are for a writer that sends the frames after it returns
+// (an io_uring ring): Hold as it queues a frame's write, Done as the write
+// completes; the buffers go back at the later of Release and the last
+// Done. The reader, the ring and the writes are one goroutine.
+func (fs *Fragments) Hold() { fs.refs++ }
+
+// Done: see Hold.
+func (fs *Fragments) Done() {
+	if fs.refs--; fs.refs == 0 && fs.spent {
+		fs.put()
+	}
+}
+
+// Release gives the buffers back once the fragments are written (or, with
+// writes held, once the last is done); fs is not to be used after.
 func (fs *Fragments) Release() {
-	fs.frames = fs.frames[:0]
+	if fs.refs > 0 {
+		fs.spent = true
+		return
+	}
+	fs.put()
+}
+
+func (fs *Fragments) put() {
+	fs.frames, fs.spent = fs.frames[:0], false
 	fragOuts.Put(fs)
 }
 
 var fragOuts = sync.Pool{New: func() any { return new(Fragments) }}
 
-// quoteBufs are the buffers an ICMP error tapvs answers a datagram with
-// is built in (tooBig).
-var quoteBufs = sync.Pool{New: func() any {
-	b := make([]byte, tun.VNetHdrLen+wire.EtherLen+wire.IPv6Len+wire.ICMPLen+len(origQuote{}.b))
+// icmpBufs are the buffers an ICMP error tapvs answers a datagram with is
+// built in (tooBig, timeExceeded): a virtio-net header, the Ethernet
+// header and IPv6's minimum MTU.
+var icmpBufs = sync.Pool{New: func() any {
+	b := make([]byte, tun.VNetHdrLen+wire.EtherLen+wire.IPv6MinMTU)
 	return &b
 }}
 
@@ -196,9 +228,6 @@ func fragLen(v6 bool) int {
 // client's fragments), 28 longer from IPv4 to IPv6 (a NAT64 server's, a
 // NAT46 client's), 0 in one family.
 func fragDelta(in6, out6 bool) int { return fragLen(out6) - fragLen(in6) }
-
-// xlatGrowth is the most a fragment grows translated (IPv4 to IPv6).
-const xlatGrowth = wire.IPv6Len + frag6HdrLen - wire.IPv4MinLen
 
 // refragment cuts a reassembled datagram that v sends out for its way out
 // and sends the fragments by the Link; one that fits is sent whole. The
@@ -298,47 +327,109 @@ func (b *Balancer) xlatFit(side Side, f *Frame, p *pkt) Verdict {
 // orig holds (IPv6).
 func (b *Balancer) tooBig(side Side, orig []byte, mtu int) Verdict {
 	in := orig[wire.EtherLen:]
-	v6in := wire.IPv6(in).Version() == 6
+	typ, code, rest := wire.ICMP4Unreach, wire.ICMP4FragNeeded, uint32(mtu)
+	if wire.IPv6(in).Version() == 6 {
+		typ, code, rest = wire.ICMP6TooBig, 0, uint32(max(mtu, wire.IPv6MinMTU))
+	}
+	bp := icmpBufs.Get().(*[]byte)
+	defer icmpBufs.Put(bp)
+	buf := *bp
+	clear(buf[:tun.VNetHdrLen]) // full checksums, no segmentation
+	n := b.icmpError(buf[tun.VNetHdrLen:], side, wire.Ether(orig).Src(), in, typ, code, rest)
+	b.link.Send(side, buf[:tun.VNetHdrLen+n])
+	return b.Stats.drop(DropFragPathMTU)
+}
+
+// icmpError writes into buf (icmpBufs' size) an ICMP error of type typ
+// and code code (ICMPv6's for an IPv6 in) with rest its 4 bytes after the
+// checksum, about in (a datagram's start as it came), from the address it
+// was sent to (the VIP or the LIP: tapvs's own) back to its sender, whose
+// MAC is dst, out of side; it returns the frame's length. The quote is, as
+// Linux's: the IP header and the first 8 bytes of the transport for IPv4
+// (RFC 792), as much of in as fits IPv6's minimum MTU for IPv6 (RFC 4443
+// 2.4).
+func (b *Balancer) icmpError(buf []byte, side Side, dst []byte, in []byte, typ, code uint8, rest uint32) int {
 	mac := b.cfg.ClientMAC
 	if side == ServerSide {
 		mac = b.cfg.ServerMAC
 	}
-	bp := quoteBufs.Get().(*[]byte)
-	defer quoteBufs.Put(bp)
-	buf := *bp
-	clear(buf[:tun.VNetHdrLen])
-	eth := wire.Ether(buf[tun.VNetHdrLen:])
-	eth.SetMACs(wire.Ether(orig).Src(), mac[:])
-	n := wire.EtherLen
-	if v6in {
+	eth := wire.Ether(buf)
+	eth.SetMACs(dst, mac[:])
+	if wire.IPv6(in).Version() == 6 {
 		eth.SetType(wire.EtherIPv6)
 		src := wire.IPv6(in)
-		ic := wire.ICMP(eth[wire.EtherLen+wire.IPv6Len : wire.EtherLen+wire.IPv6Len+wire.ICMPLen+len(in)])
+		q := min(len(in), wire.IPv6MinMTU-wire.IPv6Len-wire.ICMPLen)
+		ic := wire.ICMP(eth[wire.EtherLen+wire.IPv6Len : wire.EtherLen+wire.IPv6Len+wire.ICMPLen+q])
 		wire.IPv6(eth[wire.EtherLen:]).Put(len(ic), wire.ProtoICMPv6, icmpTTL, src.Dst(), src.Src())
-		copy(ic[wire.ICMPLen:], in)
-		ic.SetType(wire.ICMP6TooBig)
-		ic.SetCode(0)
-		ic.SetChecksum(0)
-		ic.SetRest(uint32(max(mtu, wire.IPv6MinMTU)))
-		ic.SetChecksum(csum.Checksum(ic, csum.PseudoV6(src.Dst(), src.Src(), wire.ProtoICMPv6, len(ic))))
-		n += wire.IPv6Len + len(ic)
-	} else {
-		eth.SetType(wire.EtherIPv4)
-		src := wire.IPv4(in)
-		q := min(len(in), src.HeaderLen()+quotedL4)
-		ic := wire.ICMP(eth[wire.EtherLen+wire.IPv4MinLen : wire.EtherLen+wire.IPv4MinLen+wire.ICMPLen+q])
-		wire.IPv4(eth[wire.EtherLen:]).Put(&wire.IPv4Fields{TotalLen: wire.IPv4MinLen + len(ic), TTL: icmpTTL, Protocol: wire.ProtoICMP, Src: [4]byte(src.Dst()), Dst: [4]byte(src.Src())})
 		copy(ic[wire.ICMPLen:], in[:q])
-		ic.SetType(wire.ICMP4Unreach)
-		ic.SetCode(wire.ICMP4FragNeeded)
+		ic.SetType(typ)
+		ic.SetCode(code)
 		ic.SetChecksum(0)
-		ic.SetRest(uint32(mtu))
-		ic.SetChecksum(csum.Checksum(ic, 0))
-		n += wire.IPv4MinLen + len(ic)
+		ic.SetRest(rest)
+		ic.SetChecksum(csum.Checksum(ic, csum.PseudoV6(src.Dst(), src.Src(), wire.ProtoICMPv6, len(ic))))
+		return wire.EtherLen + wire.IPv6Len + len(ic)
 	}
-	b.link.Send(side, buf[:tun.VNetHdrLen+n])
-	return b.Stats.drop(DropFragPathMTU)
+	eth.SetType(wire.EtherIPv4)
+	src := wire.IPv4(in)
+	q := min(len(in), src.HeaderLen()+quotedL4)
+	ic := wire.ICMP(eth[wire.EtherLen+wire.IPv4MinLen : wire.EtherLen+wire.IPv4MinLen+wire.ICMPLen+q])
+	wire.IPv4(eth[wire.EtherLen:]).Put(&wire.IPv4Fields{TotalLen: wire.IPv4MinLen + len(ic), TTL: icmpTTL, Protocol: wire.ProtoICMP, Src: [4]byte(src.Dst()), Dst: [4]byte(src.Src())})
+	copy(ic[wire.ICMPLen:], in[:q])
+	ic.SetType(typ)
+	ic.SetCode(code)
+	ic.SetChecksum(0)
+	ic.SetRest(rest)
+	ic.SetChecksum(csum.Checksum(ic, 0))
+	return wire.EtherLen + wire.IPv4MinLen + len(ic)
 }
+
+// TimeExceededRate bounds the ICMP time exceeded messages sent for
+// datagrams given up, all sources together, a second: fragments with a
+// forged source that never complete must not make tapvs a reflector.
+const TimeExceededRate = 100
+
+// fragFrom is what the reassembler keeps with a first fragment for
+// timeExceeded: the side it came in on (bit 56), and its sender's MAC
+// (macOf: the low 49 bits).
+func fragFrom(side Side, mac []byte) uint64 {
+	return uint64(side)<<fromSideShift | macOf([6]byte(mac))
+}
+
+const fromSideShift = 56
+
+// timeExceeded answers a datagram given up at its timeout whose first
+// fragment, first, came (package frag calls it: Config.Expired), as
+// Linux's ip_expire and ip6_expire do: an ICMP time exceeded, fragment
+// reassembly time exceeded (type 11 code 1; ICMPv6 type 3 code 1), from
+// the address the fragments were sent to, back out of the side they came
+// in on to the MAC they came from, quoting the first fragment. At most
+// TimeExceededRate a second leave; the others, and any to a source no
+// host has (a multicast, broadcast or unspecified address), are counted
+// as not sent.
+func (b *Balancer) timeExceeded(first []byte, from uint64) {
+	var a netip.Addr
+	typ := wire.ICMP4TimeEx
+	if wire.IPv6(first).Version() == 6 {
+		a, typ = netip.AddrFrom16([16]byte(wire.IPv6(first).Src())), wire.ICMP6TimeEx
+	} else {
+		a = netip.AddrFrom4([4]byte(wire.IPv4(first).Src()))
+	}
+	if a.IsMulticast() || a.IsUnspecified() || a == netip.AddrFrom4([4]byte{255, 255, 255, 255}) ||
+		!b.timeExBucket.Take(time.Unix(0, b.table.now.Load())) {
+		b.Stats.fragTimeExNotSent.Add(1)
+		return
+	}
+	side, mac := Side(from>>fromSideShift), macBytes(from)
+	bp := icmpBufs.Get().(*[]byte)
+	defer icmpBufs.Put(bp)
+	n := b.icmpError(*bp, side, mac[:], first, typ, fragTimeExCode, 0)
+	b.link.Transmit(side, (*bp)[:n])
+	b.Stats.fragTimeEx.Add(1)
+}
+
+// fragTimeExCode is the code of a time exceeded for a datagram not
+// reassembled in time, in ICMP and ICMPv6 alike.
+const fragTimeExCode = 1
 
 func randUint32() uint32 {
 	var b [4]byte

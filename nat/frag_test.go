@@ -6,6 +6,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/gopacket"
+	"github.com/google/gopacket/layers"
+
 	"github.com/tapvs/tapvs/csum"
 	"github.com/tapvs/tapvs/frag"
 	"github.com/tapvs/tapvs/tun"
@@ -670,5 +673,170 @@ func TestFragmentsPooled(t *testing.T) {
 	send() // the connection, and the pools' first buffers
 	if allocs := testing.AllocsPerRun(50, send); allocs != 0 || n != 3 {
 		t.Fatalf("%.1f allocations per datagram cut in %d", allocs, n)
+	}
+}
+
+// TestFragmentsTimeExceeded: a datagram given up at its timeout whose
+// first fragment came is answered with an ICMP time exceeded, fragment
+// reassembly time exceeded, from the address the fragments were sent to
+// (the VIP, the LIP), out of the side they came in on to the MAC they came
+// from, quoting the first fragment's header and 8 bytes (IPv4) or as much
+// of it as fits 1280 bytes (IPv6); one whose first fragment never came is
+// not; past TimeExceededRate, and to a multicast source, none is sent and
+// each is counted.
+func TestFragmentsTimeExceeded(t *testing.T) {
+	for _, c := range []struct {
+		name      string
+		rig       func(testing.TB, Protocol, string, func(*Config)) *rig
+		src, dst  netip.Addr
+		side      Side
+		mac, own  [6]byte
+		wantQuote int
+	}{
+		{"v4 to the VIP", newRig, client, vip, ClientSide, macClient, macClientNIC, 28},
+		{"v6 to the VIP", newRig6, client6, vip6, ClientSide, macClient, macClientNIC, 1232},
+		{"v4 to the LIP", newRig, rs1, lip1, ServerSide, macGateway, macServerNIC, 28},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var out []sent
+			r := c.rig(t, UDP, "rr", func(cfg *Config) { cfg.Reassembly.Timeout = time.Second })
+			r.b.Attach(recordLink{&out})
+			frags := cut(t, frame(t, pktSpec{src: c.src, dst: c.dst, sport: 8080, dport: 40000, proto: UDP, payload: payload(4000), srcMAC: c.mac}), 1280, 3)
+			first := bytes.Clone(frags[0].Bytes()[wire.EtherLen:])
+			emit(r.b, &out, c.side, frags[0])
+			emit(r.b, &out, c.side, frags[1])
+			noFirst := cut(t, frame(t, pktSpec{src: c.src, dst: c.dst, sport: 8081, dport: 40000, proto: UDP, payload: payload(4000), srcMAC: c.mac}), 1280, 4)
+			emit(r.b, &out, c.side, noFirst[1])
+			r.b.table.now.Store(int64(time.Second) + 1)
+			r.b.Sweep()
+			if sent, notSent := r.b.Stats.FragTimeExceeded(); len(out) != 1 || sent != 1 || notSent != 0 || out[0].side != c.side {
+				t.Fatalf("%d sent (counted %d, %d not) out %v, want one time exceeded", len(out), sent, notSent, out)
+			}
+			raw := out[0].frame
+			if !bytes.Equal(raw[:6], c.mac[:]) || !bytes.Equal(raw[6:12], c.own[:]) {
+				t.Fatalf("%x -> %x", raw[6:12], raw[:6])
+			}
+			pk := gopacket.NewPacket(raw, layers.LayerTypeEthernet, gopacket.Default)
+			if el := pk.ErrorLayer(); el != nil {
+				t.Fatal(el.Error())
+			}
+			var quote []byte
+			if c.src.Is6() {
+				ip, _ := pk.Layer(layers.LayerTypeIPv6).(*layers.IPv6)
+				ic, _ := pk.Layer(layers.LayerTypeICMPv6).(*layers.ICMPv6)
+				if ip == nil || ic == nil || ic.TypeCode != layers.CreateICMPv6TypeCode(layers.ICMPv6TypeTimeExceeded, layers.ICMPv6CodeFragmentReassemblyTimeExceeded) ||
+					addr6(ip.SrcIP) != c.dst || addr6(ip.DstIP) != c.src || len(raw)-wire.EtherLen != wire.IPv6MinMTU {
+					t.Fatalf("not a time exceeded from %v to %v of 1280 bytes: %v", c.dst, c.src, pk)
+				}
+				if csum.Checksum(raw[wire.EtherLen+wire.IPv6Len:], csum.PseudoV6(ip.SrcIP, ip.DstIP, wire.ProtoICMPv6, len(raw)-wire.EtherLen-wire.IPv6Len)) != 0 {
+					t.Fatal("ICMPv6 checksum")
+				}
+				quote = raw[wire.EtherLen+wire.IPv6Len+wire.ICMPLen:]
+			} else {
+				ip, _ := pk.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
+				ic, _ := pk.Layer(layers.LayerTypeICMPv4).(*layers.ICMPv4)
+				if ip == nil || ic == nil || ic.TypeCode != layers.CreateICMPv4TypeCode(layers.ICMPv4TypeTimeExceeded, layers.ICMPv4CodeFragmentReassemblyTimeExceeded) ||
+					addr(ip.SrcIP) != c.dst || addr(ip.DstIP) != c.src || ip.TTL != icmpTTL {
+					t.Fatalf("not a time exceeded from %v to %v: %v", c.dst, c.src, pk)
+				}
+				if csum.Checksum(raw[wire.EtherLen:wire.EtherLen+wire.IPv4MinLen], 0) != 0 || csum.Checksum(raw[wire.EtherLen+wire.IPv4MinLen:], 0) != 0 {
+					t.Fatal("checksums")
+				}
+				quote = raw[wire.EtherLen+wire.IPv4MinLen+wire.ICMPLen:]
+			}
+			if len(quote) != c.wantQuote || !bytes.Equal(quote, first[:c.wantQuote]) {
+				t.Fatalf("quote of %d bytes, want %d of the first fragment", len(quote), c.wantQuote)
+			}
+		})
+	}
+	t.Run("rate", func(t *testing.T) {
+		var out []sent
+		r := newRig(t, UDP, "rr", func(cfg *Config) { cfg.Reassembly.Timeout = time.Second; cfg.Reassembly.MaxPerSource = 64 << 20 })
+		r.b.Attach(recordLink{&out})
+		whole := frame(t, pktSpec{src: client, dst: vip, sport: 40000, dport: 80, proto: UDP, payload: payload(2000), srcMAC: macClient})
+		for id := range uint32(TimeExceededRate + 5) {
+			emit(r.b, &out, ClientSide, cut(t, whole, 1500, id+1)[0])
+		}
+		// A multicast source: not answered, counted.
+		mc := frame(t, pktSpec{src: netip.MustParseAddr("224.0.0.1"), dst: vip, sport: 40000, dport: 80, proto: UDP, payload: payload(2000), srcMAC: macClient})
+		emit(r.b, &out, ClientSide, cut(t, mc, 1500, 1)[0])
+		r.b.table.now.Store(int64(time.Second) + 1)
+		r.b.Sweep()
+		if sent, notSent := r.b.Stats.FragTimeExceeded(); len(out) != TimeExceededRate || sent != TimeExceededRate || notSent != 6 {
+			t.Fatalf("%d sent (counted %d, %d not), want %d and 6 not", len(out), sent, notSent, TimeExceededRate)
+		}
+		// A second later the bucket has refilled.
+		out = out[:0]
+		emit(r.b, &out, ClientSide, cut(t, whole, 1500, 999)[0])
+		r.b.table.now.Store(3*int64(time.Second) + 2)
+		r.b.Sweep()
+		if sent, _ := r.b.Stats.FragTimeExceeded(); len(out) != 1 || sent != TimeExceededRate+1 {
+			t.Fatalf("a second later: %d sent", len(out))
+		}
+	})
+}
+
+// TestFragmentsHeld: a writer that sends after the batch (an io_uring ring)
+// holds the fragments' buffers: Release gives them back only once the last
+// write held is done, and Holds tells a fragment (or its tail behind a
+// shorter virtio-net header) from any other frame.
+func TestFragmentsHeld(t *testing.T) {
+	r := newRig(t, UDP, "rr", nil)
+	whole := frame(t, pktSpec{src: client, dst: vip, sport: 40000, dport: 80, proto: UDP, payload: payload(4000), srcMAC: macClient})
+	frags := cut(t, whole, 1500, 1)
+	var fs *Fragments
+	for _, f := range frags {
+		if r.b.Process(ClientSide, f); f.Frags != nil {
+			fs = f.Frags
+		}
+	}
+	if fs == nil || len(fs.Frames()) != 3 {
+		t.Fatal("not cut")
+	}
+	for i, fr := range fs.Frames() {
+		if !fs.Holds(fr) || !fs.Holds(fr[2:]) || !fs.Holds(fr[:1]) {
+			t.Fatalf("frame %d not held", i)
+		}
+	}
+	if fs.Holds(whole.Bytes()) || fs.Holds(nil) || fs.Holds(make([]byte, 0)) || (&Fragments{}).Holds(fs.Frames()[0]) {
+		t.Fatal("another frame held")
+	}
+	fs.Hold()
+	fs.Hold()
+	fs.Release()
+	if len(fs.Frames()) != 3 {
+		t.Fatal("given back with two writes held")
+	}
+	fs.Done()
+	if len(fs.Frames()) != 3 {
+		t.Fatal("given back with a write held")
+	}
+	fs.Done()
+	if len(fs.Frames()) != 0 || fs.spent {
+		t.Fatal("not given back after the last write")
+	}
+	// Done before Release: Release gives back at once.
+	fs2 := &Fragments{frames: [][]byte{nil}}
+	fs2.Hold()
+	fs2.Done()
+	if len(fs2.frames) != 1 {
+		t.Fatal("given back before Release")
+	}
+	fs2.Release()
+	if len(fs2.frames) != 0 {
+		t.Fatal("not given back")
+	}
+}
+
+// TestICMPErrorFits1280: an ICMPv6 error quotes as much of a datagram as
+// fits IPv6's minimum MTU and no more, whatever it is given.
+func TestICMPErrorFits1280(t *testing.T) {
+	r := newRig6(t, UDP, "rr", nil)
+	in := frame(t, pktSpec{src: client6, dst: vip6, sport: 40000, dport: 80, proto: UDP, payload: payload(1500), srcMAC: macClient}).Bytes()[wire.EtherLen:]
+	buf := *icmpBufs.Get().(*[]byte)
+	n := r.b.icmpError(buf[tun.VNetHdrLen:], ClientSide, macClient[:], in, wire.ICMP6TimeEx, fragTimeExCode, 0)
+	ip := wire.IPv6(buf[tun.VNetHdrLen+wire.EtherLen:])
+	if n != wire.EtherLen+wire.IPv6MinMTU || ip.PayloadLen() != wire.IPv6MinMTU-wire.IPv6Len || !bytes.Equal(buf[tun.VNetHdrLen+wire.EtherLen+wire.IPv6Len+wire.ICMPLen:tun.VNetHdrLen+n], in[:wire.IPv6MinMTU-wire.IPv6Len-wire.ICMPLen]) {
+		t.Fatalf("%d bytes, payload %d: want 1280 bytes of IPv6, the quote the datagram's start", n-wire.EtherLen, ip.PayloadLen())
 	}
 }

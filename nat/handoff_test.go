@@ -182,6 +182,13 @@ func TestHandoffFragmentMark(t *testing.T) {
 			if v != Forward || len(out) != len(frags) || largest(out) != len(frags[0].Bytes())-wire.EtherLen {
 				t.Fatalf("%v, %d fragments of at most %d bytes, want %d as they came", v, len(out), largest(out), len(frags))
 			}
+			// A mark of no length is none: the segment leaves whole.
+			over = withHeadroom(f.Bytes())
+			over.HandedOff, over.Mark = true, 1<<16
+			out = out[:0]
+			if v := emit(there.b, &out, ClientSide, over); v != Forward || len(out) != 0 || over.Frags != nil {
+				t.Fatalf("a mark of no length: %v, %d fragments", v, len(out))
+			}
 		})
 	}
 }

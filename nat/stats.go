@@ -119,6 +119,8 @@ type Stats struct {
 	synproxyTimeWait atomic.Uint64 // server TIME_WAITs ended with an RST to reuse a local port
 	expiredResets    atomic.Uint64 // RSTs sent to either side of an established connection that expired
 
+	fragTimeEx, fragTimeExNotSent atomic.Uint64 // time exceeded for datagrams given up: sent, not sent (frag.go)
+
 	srcUntracked atomic.Uint64 // new connections let in uncounted: their source tracker set was full
 
 	proxyHeaders atomic.Uint64    // PROXY protocol headers sent to real servers, re-sends included
@@ -163,6 +165,13 @@ func (s *Stats) ProxyHeaders() uint64 { return s.proxyHeaders.Load() }
 // ProxyCut is how many segments carrying a PROXY header were cut short at
 // their end to fit the server side's MTU (or a TSO super-frame's 65535).
 func (s *Stats) ProxyCut() uint64 { return s.proxyCut.Load() }
+
+// FragTimeExceeded counts the ICMP time exceeded messages for datagrams
+// given up at their timeout: sent, and not sent (past TimeExceededRate, or
+// to a source no host has).
+func (s *Stats) FragTimeExceeded() (sent, notSent uint64) {
+	return s.fragTimeEx.Load(), s.fragTimeExNotSent.Load()
+}
 
 // ExpiredResets counts the RSTs sent, to a client or a real server, when an
 // established TCP connection timed out.

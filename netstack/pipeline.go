@@ -223,6 +223,16 @@ func (qu *queue) fragments(to [][]byte, fs *nat.Fragments) [][]byte {
 	return to
 }
 
+// fragsOf is the batch's fragments f is one of, nil if none.
+func (qu *queue) fragsOf(f []byte) *nat.Fragments {
+	for _, fs := range qu.frags {
+		if fs.Holds(f) {
+			return fs
+		}
+	}
+	return nil
+}
+
 // handOff sends a client frame that no connection here holds to the
 // cluster's other instances, one of which may hold it, behind its
 // virtio-net header (zeros on a plain TAP, in the headroom): a TSO

@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tapvs/tapvs/internal/uring"
+	"github.com/tapvs/tapvs/nat"
 	"github.com/tapvs/tapvs/tun"
 )
 
@@ -93,7 +94,11 @@ type ringPoller struct {
 	// until their write's CQE: referenced, so not collected.
 	heap     [ringHeapMax][]byte
 	heapFree []int
-	writes   int // writes queued in this pass
+	// heapFrags is, by heap entry, the fragments (nat.Frame.Frags) whose
+	// frame it is, nil for any other: their pooled buffers are held until
+	// the write's CQE (nat.Fragments.Hold).
+	heapFrags [ringHeapMax]*nat.Fragments
+	writes    int // writes queued in this pass
 	// gap is a moving average of how long the queues stayed empty (a
 	// spin's or a sleep's length until the next frame): the adaptive
 	// spin's budget.
@@ -443,6 +448,10 @@ func (p *ringPoller) complete(c *uring.CQE) {
 		if c.UserData&udHeap != 0 {
 			p.heap[id] = nil
 			p.heapFree = append(p.heapFree, id)
+			if fs := p.heapFrags[id]; fs != nil {
+				p.heapFrags[id] = nil
+				fs.Done()
+			}
 			return
 		}
 		if q.refs[id]--; q.refs[id] == 0 {
@@ -555,6 +564,9 @@ func (p *ringPoller) write(q *ringQueue, qi, fd int, f []byte, back uint64) {
 	}
 	if inSlot {
 		q.refs[bid]++
+	} else if fs := q.fragsOf(f); fs != nil {
+		fs.Hold()
+		p.heapFrags[ud&0xffff] = fs
 	}
 	p.writes++
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/tapvs/tapvs/frag"
 	"github.com/tapvs/tapvs/internal/uring"
 	"github.com/tapvs/tapvs/internal/uring/uringtest"
 	"github.com/tapvs/tapvs/tun"
@@ -642,5 +643,89 @@ func TestAdaptiveSpin(t *testing.T) {
 	p.sample(10 * time.Microsecond)
 	if b := p.budget(); b != 0 {
 		t.Errorf("one short gap among 5ms ones: spin %v, want 0", b)
+	}
+}
+
+// TestRingFragments: datagrams that come in fragments leave cut again
+// from pooled buffers (nat.Frame.Frags); on the ring their writes complete
+// after the pass that queued them, so the buffers are held until each
+// write's CQE (nat.Fragments.Hold): 30 segments of 3000 bytes, each cut in
+// 3 and sent back to back, all arrive at the server TAP whole, each with
+// its own bytes, with each I/O path.
+func TestRingFragments(t *testing.T) {
+	for _, mode := range []string{"syscalls", "uring"} {
+		t.Run(mode, func(t *testing.T) { ringFragments(t, mode) })
+	}
+}
+
+func ringFragments(t *testing.T, mode string) {
+	tuntest.InNewNetns(t)
+	r := newRingRig(t, 1, nil)
+	st := r.st
+	inject, sink := ipSocket(t, r.cidx), ipSocket(t, r.sidx)
+	if err := st.StartIO(IOMode(mode), 0, 0, nil); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(st.Close)
+	forwardOne(t, inject, sink, tcpFrame(t, client, vip, true, 0), 0)
+	const n = 30
+	for k := range n {
+		seg := tcpFrame(t, client, vip, false, 3000)
+		tag := byte(k + 1)
+		for i := 54; i < len(seg); i++ {
+			seg[i] = tag
+		}
+		binary.BigEndian.PutUint32(seg[14+20+4:], uint32(1+3000*k)) // its own sequence number
+		binary.BigEndian.PutUint16(seg[14+20+16:], 0)
+		binary.BigEndian.PutUint16(seg[14+20+16:], tcpChecksum(seg[14:]))
+		s, ok := frag.NewSplitter(seg[14:], 1500, uint32(k+1))
+		if !ok {
+			t.Fatal("cannot cut")
+		}
+		for range 3 {
+			f := make([]byte, 1514)
+			copy(f, seg[:14])
+			m := s.Next(f[14:])
+			if _, err := unix.Write(inject, f[:14+m]); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	re := frag.New(frag.Config{})
+	rs := netip.MustParseAddr("10.20.1.2").As4()
+	seen := map[byte]bool{}
+	var buf [2048]byte
+	out := make([]byte, 70000)
+	for range 20 * n {
+		if len(seen) == n {
+			break
+		}
+		m, err := unix.Read(sink, buf[:])
+		if err != nil {
+			break
+		}
+		if m < 14+20 || [4]byte(buf[14+16:14+20]) != rs {
+			continue
+		}
+		ip := buf[14:m]
+		res, info, _ := re.Add(ip, out, 0)
+		if res != frag.Done {
+			continue
+		}
+		d := out[:info.Len]
+		payload := d[20+20:]
+		tag := payload[0]
+		for i, b := range payload {
+			if b != tag {
+				t.Fatalf("%s: datagram %d: byte %d is %d: another datagram's", mode, tag, i, b)
+			}
+		}
+		if len(payload) != 3000 || seen[tag] {
+			t.Fatalf("%s: datagram %d: %d bytes, seen before %v", mode, tag, len(payload), seen[tag])
+		}
+		seen[tag] = true
+	}
+	if len(seen) != n {
+		t.Fatalf("%s: %d of %d datagrams came out whole; drops %v", mode, len(seen), n, st.bal.Stats.Drops())
 	}
 }
