@@ -62,8 +62,14 @@ func (b *Balancer) reassemble(side Side, p *pkt, f *Frame) (v Verdict, whole boo
 	}
 	f.Len = wire.EtherLen + info.Len
 	f.plain()
-	f.reasm, f.reasm6 = info.MaxFrag, wire.IPv6(f.Buf[f.Off+wire.EtherLen:]).Version() == 6
-	b.quoteIfBig(f, info.DF)
+	if info.MaxFrag < info.Len {
+		f.reasm, f.reasm6 = info.MaxFrag, wire.IPv6(f.Buf[f.Off+wire.EtherLen:]).Version() == 6
+		b.quoteIfBig(f, info.DF)
+	}
+	// else no larger than its largest fragment (an IPv6 atomic fragment,
+	// whose size counts no Fragment header): it goes on as a packet that
+	// came whole, so a translator sizes it as one (20 bytes, not 28).
+	// Wherever the largest fragment fitted, it fits.
 	*p = pkt{}
 	if isIP, bad := parseIP(f.Bytes(), p); !isIP || bad || p.frag {
 		return b.Stats.drop(DropFragMalformed), false

@@ -384,6 +384,27 @@ func TestFragmentsNAT64(t *testing.T) {
 	}
 }
 
+// TestFragmentsNAT64Atomic: an IPv6 atomic fragment to a NAT64 VIP leaves
+// as one IPv4 packet (its fragment header is not a fragment's size in
+// IPv4): the server side's MTU is the only bound, as for a packet that
+// came whole.
+func TestFragmentsNAT64Atomic(t *testing.T) {
+	var out []sent
+	for _, mtu := range []int{1500, wire.IPv4MinLen + wire.UDPLen + 1000} {
+		r := newRig64(t, UDP, func(c *Config) { c.ServerMTU = mtu })
+		r.b.Attach(recordLink{&out})
+		out = out[:0]
+		f := withExt6(t, frame(t, pktSpec{src: client6, dst: vip64, sport: 40000, dport: 80, proto: UDP, payload: payload(1000), srcMAC: macClient}), wire.IP6Fragment, []byte{0, 0, 0, 0, 0, 1})
+		if v := emit(r.b, &out, ClientSide, f); v != Forward || len(out) != 0 {
+			t.Fatalf("MTU %d: %v, %d fragments, drops %v", mtu, v, len(out), nonZero(r.b.Stats.Drops()))
+		}
+		d := decode(t, f)
+		if d.ip == nil || d.ip.Flags&layers.IPv4MoreFragments != 0 || d.ip.FragOffset != 0 || len(d.udp.Payload) != 1000 {
+			t.Fatalf("MTU %d: not one IPv4 datagram: %+v", mtu, d.ip)
+		}
+	}
+}
+
 // TestFragmentsUDPProxy: a datagram to a proxy-v2 UDP service that came in
 // fragments gets its header past the MTU and leaves in fragments; one that
 // came whole and would pass the MTU with it is still dropped, and so is a
