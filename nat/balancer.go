@@ -361,7 +361,9 @@ func (b *Balancer) process(side Side, f *Frame) Verdict {
 		}
 	} else if f.HandedOff {
 		// A datagram another instance reassembled (frag.go).
-		b.handedMark(&p, f)
+		if v := b.handedMark(&p, f); v != Forward {
+			return v
+		}
 	}
 	if p.ext {
 		return b.Stats.drop(DropIPv6Ext)

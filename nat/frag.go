@@ -112,13 +112,26 @@ func markOf(n int, v6 bool) FragMark {
 // over (f.Mark), p, the mark reassemble would have given it here, so it
 // leaves cut as it would have there. p is the datagram as it came there,
 // reassembled and not rewritten; a mark of no length is none.
-func (b *Balancer) handedMark(p *pkt, f *Frame) {
+//
+// The peer is outside input, its mark too: one no reassembly could have
+// given this datagram is refused (Drop), as a frame whose virtio-net
+// header is not the zeros reassembly leaves (a partial checksum would
+// never be finished once cut), a family other than the datagram's own,
+// or fragments too small to have carried it in MaxFragments (a mark of 28
+// on a 60 KB segment would have it cut into thousands of frames).
+func (b *Balancer) handedMark(p *pkt, f *Frame) Verdict {
 	n := int(f.Mark & 0xffff)
 	if n == 0 {
-		return
+		return Forward
 	}
-	f.reasm, f.reasm6 = n, f.Mark&markV6 != 0
+	v6 := f.Mark&markV6 != 0
+	per := n - fragLen(v6) // the data one fragment carried, at most
+	if v6 != p.v6 || f.VNet.NeedsCsum() || f.VNet.GSOType() != tun.VNetGSONone || per < 8 || per*frag.MaxFragments < len(p.b)-p.l4 {
+		return b.Stats.drop(DropHandoffMark)
+	}
+	f.reasm, f.reasm6 = n, v6
 	b.quoteIfBig(f, !p.v6 && p.ip4().FragField()&wire.IPv4DF != 0)
+	return Forward
 }
 
 // sweepFrags gives up the datagrams whose time is up.

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"testing"
 
+	"github.com/tapvs/tapvs/tun"
 	"github.com/tapvs/tapvs/wire"
 )
 
@@ -188,6 +189,62 @@ func TestHandoffFragmentMark(t *testing.T) {
 			out = out[:0]
 			if v := emit(there.b, &out, ClientSide, over); v != Forward || len(out) != 0 || over.Frags != nil {
 				t.Fatalf("a mark of no length: %v, %d fragments", v, len(out))
+			}
+		})
+	}
+}
+
+// TestHandoffHostileMark: a peer is outside input, its fragment mark too.
+// A mark no reassembly could have given the datagram handed over is
+// refused (handoff_mark) and nothing is sent: fragments too small to have
+// carried it in frag.MaxFragments (the bound is exact: 48 bytes of data
+// each carry 3072 in 64), less than 8 bytes of data a fragment, the other
+// family's bit, a partial checksum or a TSO header from the peer. One
+// that could have been given is honoured.
+func TestHandoffHostileMark(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		mark FragMark
+		vnet func(tun.VNetHdr)
+		want Verdict
+		sent int
+		size int // of the segment's data: 3052 if 0
+	}{
+		{"could have been", 68, nil, Forward, 64, 0},
+		{"one byte short", 67, nil, Drop, 0, 0},
+		{"a peer's 28", 28, nil, Drop, 0, 0},
+		{"7 bytes a fragment", 27, nil, Drop, 0, 100}, // 64 of 7 would carry 120
+		{"8 bytes a fragment", 28, nil, Forward, 15, 100},
+		{"IPv6 bit on IPv4", 1500 | 1<<16, nil, Drop, 0, 0},
+		{"partial checksum", 1000, func(h tun.VNetHdr) { h.SetNeedsCsum(wire.EtherLen+wire.IPv4MinLen, 16) }, Drop, 0, 0},
+		{"TSO", 1000, func(h tun.VNetHdr) { h.SetGSO(tun.VNetGSOTCPv4, 54, 1448) }, Drop, 0, 0},
+		{"no mark", 0, nil, Forward, 0, 0},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			// 3052 bytes of data behind a 20-byte TCP header: 3072 bytes
+			// to carry.
+			size := c.size
+			if size == 0 {
+				size = 3052
+			}
+			seg := pktSpec{src: client, dst: vip, sport: 40000, dport: 80, proto: TCP, ack: true, payload: payload(size), srcMAC: macClient}
+			there := newRig(t, TCP, "rr", func(cfg *Config) { cfg.Handoff = true; cfg.ServerMTU = 9000 })
+			var out []sent
+			there.b.Attach(recordLink{&out})
+			syn := seg
+			syn.ack, syn.syn, syn.payload = false, true, nil
+			if v := there.b.Process(ClientSide, frame(t, syn)); v != Forward {
+				t.Fatal(v)
+			}
+			over := withHeadroom(frame(t, seg).Bytes())
+			over.HandedOff, over.Mark = true, c.mark
+			if c.vnet != nil {
+				over.VNet = make(tun.VNetHdr, tun.VNetHdrLen)
+				c.vnet(over.VNet)
+			}
+			v := emit(there.b, &out, ClientSide, over)
+			if v != c.want || len(out) != c.sent || (c.want == Drop) != (there.b.Stats.Drop(DropHandoffMark) == 1) {
+				t.Fatalf("%v, %d sent, drops %v; want %v, %d sent", v, len(out), nonZero(there.b.Stats.Drops()), c.want, c.sent)
 			}
 		})
 	}

@@ -57,6 +57,7 @@ const (
 	DropFragTimeout                      // the held fragments of a datagram not whole in time (frag.Timeout)
 	DropFragNoRoom                       // a reassembled datagram that could not be cut for its way out (an MTU below its headers and 8 bytes)
 	DropFragPathMTU                      // a reassembled datagram, IPv6 or IPv4 with DF, whose largest fragment passes the other side's MTU: answered with a Packet Too Big or fragmentation needed (frag.go)
+	DropHandoffMark                      // a frame another instance handed over with a fragment mark no reassembly could have given it (Frame.Mark: frag.go's handedMark)
 	numDropReasons
 )
 
@@ -70,7 +71,7 @@ var dropNames = [numDropReasons]string{
 	"handoff_unknown", "backup_lip_no_conn", "backup_lip_stack", "persist_templates_full", "fault",
 	"fault_queue", "fragment_overlap", "fragment_duplicate", "fragment_tiny", "fragment_too_big",
 	"fragment_memory", "fragment_source", "fragment_too_many", "fragment_malformed", "fragment_timeout",
-	"fragment_no_room", "fragment_path_mtu",
+	"fragment_no_room", "fragment_path_mtu", "handoff_mark",
 }
 
 func (r DropReason) String() string { return dropNames[r] }
