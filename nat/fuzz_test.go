@@ -490,7 +490,7 @@ func FuzzProcess(f *testing.F) {
 	frames, sides := fuzzSeeds(f)
 	for i, s := range frames {
 		f.Add(uint8(sides[i]), s)
-		f.Add(uint8(sides[i])|2|4, s) // behind a virtio-net header, checksum partial
+		f.Add(uint8(sides[i])|2|4, s)    // behind a virtio-net header, checksum partial
 		f.Add(uint8(sides[i])|8|3<<4, s) // handed over by a peer, marked 291
 	}
 	f.Fuzz(func(t *testing.T, ctl uint8, frame []byte) {
