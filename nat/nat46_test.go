@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -338,6 +339,34 @@ func TestNAT46ServerMTU(t *testing.T) {
 		d := decode(t, joined(t, out, ServerSide, mtu))
 		if d.ip6 == nil || addr6(d.ip6.SrcIP) != lip6 || !bytes.Equal(d.udp.Payload, body) {
 			t.Fatalf("MTU %d: the fragments make %+v", mtu, d.ip6)
+		}
+		// The same with its checksum partial (a client on this host): the
+		// fragments carry the whole datagram's checksum, finished. Then
+		// the body is changed so the sum finishes to 0: sent as 0xffff (0
+		// is no checksum in IPv4 and not allowed in IPv6).
+		body = payload(mtu - 40 - 8 + 1)
+		for pass := range 2 {
+			out = out[:0]
+			f = frame(t, pktSpec{src: client, dst: vip, sport: 40000, dport: 80, proto: UDP, payload: body, srcMAC: macClient})
+			b := f.Bytes()
+			binary.BigEndian.PutUint16(b[34+6:], csum.Fold(csum.PseudoV4(b[26:30], b[30:34], wire.ProtoUDP, len(b)-34)))
+			inVNet(f).SetNeedsCsum(34, 6)
+			if v := emit(ru.b, &out, ClientSide, f); v != Forward || len(out) != 2 {
+				t.Fatalf("MTU %d pass %d: partial without DF: %v, %d fragments", mtu, pass, v, len(out))
+			}
+			whole := joined(t, out, ServerSide, mtu)
+			if d := decode(t, whole); d.ip6 == nil || !bytes.Equal(d.udp.Payload, body) {
+				t.Fatalf("MTU %d pass %d: partial: the fragments make %+v", mtu, pass, d.ip6)
+			}
+			sum := binary.BigEndian.Uint16(whole.Bytes()[wire.EtherLen+wire.IPv6Len+6:])
+			if pass == 1 && sum != 0xffff {
+				t.Fatalf("MTU %d: a UDP checksum of 0 sent as %#x", mtu, sum)
+			}
+			// One's complement: adding the checksum to a word of the body
+			// makes the whole sum 0xffff, its complement 0.
+			body = slices.Clone(body)
+			w := uint32(binary.BigEndian.Uint16(body)) + uint32(sum)
+			binary.BigEndian.PutUint16(body, csum.Fold(w))
 		}
 		// A TSO super-frame without DF whose segments would not fit is
 		// not cut (the kernel cuts it after tapvs): dropped, counted.
