@@ -393,3 +393,26 @@ func TestNAT46SynproxyClientAddr(t *testing.T) {
 		})
 	}
 }
+
+// TestNAT46SynproxyHeldTooBig: a client that ignores the cookie's MSS and
+// sends, before the server has answered, a segment too big for the IPv6
+// side once translated and without DF: held, it cannot be cut on release
+// (a released frame leaves whole), so it is dropped and counted, and the
+// held ACK before it is still released.
+func TestNAT46SynproxyHeldTooBig(t *testing.T) {
+	const cport, isn = 41000, 0x1000
+	r, out, _, cookie, syn := synproxy46(t, ClientAddrNone, cport, isn, 1460)
+	data := pframe(t, pktSpec{src: client, dst: vip, sport: cport, dport: 80, proto: TCP, ack: true, seq: isn + 1, ackNum: cookie + 1, payload: make([]byte, 1460), srcMAC: macClient})
+	if v := r.b.Process(ClientSide, data); v != Stolen {
+		t.Fatalf("data before the server's SYN-ACK: %v, want held", v)
+	}
+	rsa := pframe(t, pktSpec{src: rs6a, dst: lip6, sport: 8080, dport: uint16(syn.tcp.SrcPort), proto: TCP, syn: true, ack: true, seq: 0x5000, ackNum: isn + 1, srcMAC: macGateway})
+	if v := r.b.Process(ServerSide, rsa); v != Release {
+		t.Fatalf("server SYN-ACK: %v %v", v, nonZero(r.b.Stats.Drops()))
+	}
+	*out = (*out)[:0]
+	released(out, ServerSide, rsa)
+	if len(*out) != 1 || len((*out)[0].frame)-14 > r.b.cfg.ServerMTU || r.b.Stats.Drop(DropNAT64TooBig) != 1 {
+		t.Fatalf("%d released, drops %v; want the ACK alone and the segment counted", len(*out), nonZero(r.b.Stats.Drops()))
+	}
+}

@@ -356,7 +356,13 @@ func (b *Balancer) synproxyServerHandshake(c *Conn, p *pkt, flags uint8, f *Fram
 			if v != Forward {
 				continue // options checked when held; a segment into the PROXY header's numbers, counted
 			}
-			if b.forwardIn(c, &qp, &qf, csum.Fold(acc), hdr) == Forward {
+			if v := b.forwardIn(c, &qp, &qf, csum.Fold(acc), hdr); v == Forward && qf.reasm != 0 {
+				// A NAT46 client's segment too big once translated,
+				// without DF, marked to be cut (xlatFit): a released
+				// frame leaves whole, so it is dropped, counted (only a
+				// client that ignored the cookie's MSS sends one).
+				b.Stats.drops[DropNAT64TooBig].Add(1)
+			} else if v == Forward {
 				out := qf.releasable()
 				f.Released = append(f.Released, out)
 				if hdr && c.pp.ack.Load() == nil {
