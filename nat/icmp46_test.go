@@ -37,15 +37,23 @@ func TestNAT46ICMPFromServer(t *testing.T) {
 		field     uint32
 		t4, c4    uint8
 		mtu       uint16
+		clientMTU int // the client side's, if not 1500
 	}{
-		{"port unreachable", 1, 4, 0, 3, 3, 0},
-		{"no route", 1, 0, 0, 3, 1, 0},
-		{"admin prohibited", 1, 1, 0, 3, 10, 0},
-		{"packet too big", 2, 0, 1400, 3, 4, 1380},
-		{"hop limit exceeded", 3, 0, 0, 11, 0, 0},
+		{"port unreachable", 1, 4, 0, 3, 3, 0, 0},
+		{"no route", 1, 0, 0, 3, 1, 0, 0},
+		{"admin prohibited", 1, 1, 0, 3, 10, 0, 0},
+		{"packet too big", 2, 0, 1400, 3, 4, 1380, 0},
+		// No larger than the client side's own MTU, which the client's
+		// packets cross first.
+		{"packet too big past the client side's MTU", 2, 0, 1400, 3, 4, 1200, 1200},
+		{"hop limit exceeded", 3, 0, 0, 11, 0, 0, 0},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			r := newRig46(t, TCP, nil)
+			r := newRig46(t, TCP, func(cfg *Config) {
+				if c.clientMTU != 0 {
+					cfg.ClientMTU = c.clientMTU
+				}
+			})
 			rip, _ := open46(t, r, TCP, 40000, cISN)
 			seg := frame(t, pktSpec{src: client, dst: vip, sport: 40000, dport: 80, proto: TCP, ack: true, seq: cISN + 1, payload: make([]byte, 1000), srcMAC: macClient})
 			setDF(seg)
