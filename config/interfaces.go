@@ -188,6 +188,11 @@ func (i *Interface) check(e *errs, f string) {
 	}
 	if i.Address6.IsValid() {
 		checkAddress6(e, f+".address6", i.Address6)
+		if i.MTU >= 576 && i.MTU < 1280 {
+			// Linux turns IPv6 off on a link below IPv6's minimum MTU
+			// (RFC 8200 5): the side's IPv6 could never work.
+			e.add(f+".mtu", "%d is below IPv6's minimum MTU of 1280, and this side has address6", i.MTU)
+		}
 	}
 	a4, a6 := i.Address, i.Address6
 	if e.refused(f + ".address") {

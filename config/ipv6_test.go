@@ -111,6 +111,8 @@ func TestIPv6Refusals(t *testing.T) {
 		"publish v4 no peer":  {"name: tc,", "name: tc, peer_address6: 'fd00:25:254::1/64', publish: [{port: 80, vip: 172.25.254.100}],", "interfaces.client.publish[0].vip: 172.25.254.100 is IPv4 and this side has no peer_address: the kernel has no route to it"},
 		"publish no peer":     {"name: tc,", "name: tc, publish: [{port: 80, vip: '2001:db8::1'}],", "interfaces.client.publish: needs peer_address or peer_address6: the kernel's route to the VIPs"},
 		"publish v6 mapped":   {"name: tc,", "name: tc, peer_address6: 'fd00:25:254::1/64', publish: [{port: 80, vip: '::ffff:172.25.254.100'}],", "interfaces.client.publish[0].vip: ::ffff:172.25.254.100 is an IPv4-mapped IPv6 address: write it as 172.25.254.100"},
+		"mtu below 1280":      {"name: ts\n", "name: ts\n    mtu: 1279\n", "interfaces.server.mtu: 1279 is below IPv6's minimum MTU of 1280, and this side has address6"},
+		"mtu 576 IPv6":        {"name: ts\n", "name: ts\n    mtu: 576\n", "interfaces.server.mtu: 576 is below IPv6's minimum MTU of 1280, and this side has address6"},
 		"publish v6 zone":     {"name: tc,", "name: tc, peer_address6: 'fd00:25:254::1/64', publish: [{port: 80, vip: 'fe80::1%tc'}],", "interfaces.client.publish[0].vip: fe80::1%tc has a zone: a VIP is not scoped to a link"},
 	}
 	// A missing address6 refuses each address that needs it: a line each.
@@ -235,5 +237,18 @@ func TestMasqueradeIPv6OnlyRefusals(t *testing.T) {
 		case err.Error() != strings.Join(tc.want, "\n"):
 			t.Errorf("%s: error\n%s\nwant\n%s", name, err, strings.Join(tc.want, "\n"))
 		}
+	}
+}
+
+// An IPv6 side's MTU may be IPv6's minimum, 1280; a side without address6
+// may go lower (IPv4's 576 is the bound there).
+func TestIPv6MTUFloor(t *testing.T) {
+	if _, err := Parse(strings.Replace(valid6, "name: ts\n", "name: ts\n    mtu: 1280\n", 1)); err != nil {
+		t.Fatalf("1280 on an IPv6 side: %v", err)
+	}
+	v4 := strings.Replace(valid6, "name: tc, address: 172.25.254.254/24, address6: fd00:25:254::fe/64", "name: tc, address: 172.25.254.254/24, mtu: 1000", 1)
+	v4 = strings.Replace(v4, "  - vip: 2001:db8::1\n", "  - vip: 172.25.254.101\n", 1)
+	if _, err := Parse(v4); err != nil {
+		t.Fatalf("1000 on an IPv4-only side: %v", err)
 	}
 }
