@@ -154,7 +154,8 @@ func (b *Balancer) serverMSS(v4 bool) uint16 {
 // packet at the frame's new start. RFC 7915 5.1: TOS is the traffic class,
 // TTL the hop limit (tapvs does not decrement it: it is not a router for
 // the packets it balances), ID 0, DF set past 1260 bytes (dfFor). The
-// packet only shrinks: it fits the way out when it fitted the way in.
+// packet only shrinks, so it is not checked against the way out's MTU: as
+// FULLNAT's, a packet past it (a side with the smaller MTU) leaves whole.
 func (b *Balancer) to4(c *Conn, out Side, p *pkt, f *Frame, l4Delta uint16) Verdict {
 	l4len := len(p.b) - p.l4
 	gso := f.VNet.GSOType() &^ tun.VNetGSOECN
