@@ -267,10 +267,11 @@ func (b *Balancer) fits(c *Conn, out Side, p *pkt, f *Frame, gso uint8) Verdict 
 		return Forward
 	}
 	if p.ip4().FragField()&wire.IPv4DF == 0 {
-		if out == ServerSide && gso == tun.VNetGSONone {
-			// A NAT46 client's: cut into IPv6 fragments as it leaves,
-			// as RFC 7915 4.1 says (xlatFit marks it for refragment).
-			return b.xlatFit(ClientSide, f, p)
+		if gso == tun.VNetGSONone {
+			// A NAT46 client's or a NAT64 server's: cut into IPv6
+			// fragments as it leaves, as RFC 7915 4.1 says (xlatFit
+			// marks it for refragment).
+			return b.xlatFit(out.other(), f, p)
 		}
 		b.Stats.drops[DropNAT64TooBig].Add(1)
 		return Drop

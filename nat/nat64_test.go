@@ -469,10 +469,22 @@ func TestNAT64ClientMTU(t *testing.T) {
 			}
 		}
 
-		// Without DF: dropped, counted.
-		f := frame(t, pktSpec{src: urip, dst: lip1, sport: 8080, dport: ulport, proto: UDP, payload: make([]byte, mtu-20-20-8+1), srcMAC: macGateway})
-		if v := ru.b.Process(ServerSide, f); v != Drop || tooBig(ru) != 2 {
-			t.Fatalf("MTU %d: too big without DF: %v, nat64_too_big %d", mtu, v, tooBig(ru))
+		// Without DF: cut into IPv6 fragments no longer than the client
+		// side's MTU (RFC 7915 4.1), nothing dropped.
+		var out []sent
+		body := payload(mtu - 20 - 20 - 8 + 1)
+		f := frame(t, pktSpec{src: urip, dst: lip1, sport: 8080, dport: ulport, proto: UDP, payload: body, srcMAC: macGateway})
+		if v := emit(ru.b, &out, ServerSide, f); v != Forward || tooBig(ru) != 1 || len(out) != 2 || largest(out) > mtu || out[0].side != ClientSide {
+			t.Fatalf("MTU %d: too big without DF: %v, nat64_too_big %d, %d fragments, the largest %d bytes", mtu, v, tooBig(ru), len(out), largest(out))
+		}
+		if d := decode(t, joined(t, out, ClientSide, mtu)); d.ip6 == nil || addr6(d.ip6.SrcIP) != vip64 || addr6(d.ip6.DstIP) != client6 || !bytes.Equal(d.udp.Payload, body) {
+			t.Fatalf("MTU %d: the fragments make %+v", mtu, d.ip6)
+		}
+		// A UDP super-frame (UFO) cannot be cut here: dropped, counted.
+		sf := frame(t, pktSpec{src: urip, dst: lip1, sport: 8080, dport: ulport, proto: UDP, payload: body, srcMAC: macGateway})
+		inVNet(sf).SetGSO(tun.VNetGSOUDP, 34+8, uint16(mtu-20-20-8))
+		if v := ru.b.Process(ServerSide, sf); v != Drop || ru.b.Stats.Drops()["nat64_untranslatable"] != 1 || tooBig(ru) != 1 {
+			t.Fatalf("MTU %d: a UDP super-frame too big: %v, drops %v", mtu, v, nonZero(ru.b.Stats.Drops()))
 		}
 
 		// A TSO super-frame is checked by its segments: of gso_size
