@@ -126,6 +126,11 @@ func TestPacedFlood(t *testing.T) {
 	buf := make([]byte, 2048)
 	for got := 0; got < 100; got++ { // each read waits 1 s at most
 		n, _, err := unix.Recvfrom(sock, buf, 0)
+		for try := 0; err == unix.EINTR && try < 100; try++ {
+			// The Go runtime's signals (preemption) interrupt a blocking
+			// read; Recvfrom does not retry it.
+			n, _, err = unix.Recvfrom(sock, buf, 0)
+		}
 		if err != nil {
 			t.Fatalf("after %d SYNs: %v", got, err)
 		}
