@@ -65,21 +65,45 @@ func TestForwardingLeaveFailsOnItsOwnThread(t *testing.T) {
 	// The thread that stayed in ns ends with its goroutine (unless it is
 	// the process's first thread, which the runtime parks instead).
 	if tid != os.Getpid() {
-		task := fmt.Sprintf("/proc/self/task/%d", tid)
-		gone := false
-		for range 500 { // bounded: 5 s
-			if _, err := os.Stat(task); errors.Is(err, os.ErrNotExist) {
-				gone = true
-				break
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-		if !gone {
+		if !threadEnds(t, tid, 5*time.Second) {
 			t.Fatalf("thread %d, left in %s, still runs", tid, ns)
 		}
 	}
 	setns = netns.Set
 	if _, _, err := Forwarding(ns); err != nil {
 		t.Fatalf("Forwarding after: %v", err)
+	}
+}
+
+// threadEnds waits, up to limit, for thread tid of this process to end:
+// a pidfd of the thread (PIDFD_THREAD, Linux 6.9) becomes readable when
+// it exits. A thread already gone has no pidfd to open (ESRCH).
+func threadEnds(t *testing.T, tid int, limit time.Duration) bool {
+	t.Helper()
+	fd, err := unix.PidfdOpen(tid, unix.PIDFD_THREAD)
+	switch {
+	case errors.Is(err, unix.ESRCH):
+		return true
+	case err != nil:
+		t.Fatalf("pidfd_open of thread %d: %v (a kernel before 6.9 has no PIDFD_THREAD)", tid, err)
+	}
+	defer unix.Close(fd)
+	deadline := time.Now().Add(limit)
+	for {
+		left := time.Until(deadline)
+		if left <= 0 {
+			return false
+		}
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		n, err := unix.Poll(fds, int(left.Milliseconds())+1)
+		if err == unix.EINTR {
+			continue // bounded by the deadline
+		}
+		if err != nil {
+			t.Fatalf("poll of thread %d's pidfd: %v", tid, err)
+		}
+		if n > 0 {
+			return true
+		}
 	}
 }
