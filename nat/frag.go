@@ -290,7 +290,7 @@ func (b *Balancer) refragment(side Side, v Verdict, f *Frame) Verdict {
 		// be finished (a client on this host; xlatFit marked it to be
 		// cut): the fragments leave with full checksums, so it is
 		// finished here, over the whole datagram.
-		finishPartial(f.VNet, frame)
+		f.VNet.FinishChecksum(frame)
 		f.plain()
 	}
 	s, ok := frag.NewSplitter(ip, mtu, b.fragID.Add(1))
@@ -312,22 +312,6 @@ func (b *Balancer) refragment(side Side, v Verdict, f *Frame) Verdict {
 	}
 	f.Frags = fs
 	return v
-}
-
-// finishPartial completes frame's partial transport checksum (vnet says
-// where it is, from the frame's start), as the kernel would on its way
-// out; a UDP sum that comes to 0 is sent as 0xffff (0 is "none" in IPv4,
-// not allowed in IPv6).
-func finishPartial(vnet tun.VNetHdr, frame []byte) {
-	start, off := vnet.CsumStart(), vnet.CsumOffset()
-	if start+off+2 > len(frame) {
-		return
-	}
-	csum.Finish(frame[start:], off)
-	if off == wire.UDPCsumOff && // UDP's (TCP's is at 16)
-		binary.BigEndian.Uint16(frame[start+off:]) == 0 {
-		binary.BigEndian.PutUint16(frame[start+off:], 0xffff)
-	}
 }
 
 // xlatFit is what a translator calls for a packet p of frame f that came

@@ -8,7 +8,6 @@ import (
 	"runtime/debug"
 	"syscall"
 
-	"github.com/tapvs/tapvs/csum"
 	"github.com/tapvs/tapvs/nat"
 	"github.com/tapvs/tapvs/tun"
 )
@@ -266,12 +265,4 @@ func (qu *queue) contain() {
 
 // finishChecksum completes a partial transport checksum (virtio-net
 // NEEDS_CSUM) in software: the stack verifies checksums and would drop it.
-func finishChecksum(vnet tun.VNetHdr, frame []byte) {
-	if !vnet.NeedsCsum() {
-		return
-	}
-	start, off := vnet.CsumStart(), vnet.CsumOffset()
-	if start+off+2 <= len(frame) {
-		csum.Finish(frame[start:], off)
-	}
-}
+func finishChecksum(vnet tun.VNetHdr, frame []byte) { vnet.FinishChecksum(frame) }

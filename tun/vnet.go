@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/tapvs/tapvs/csum"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -105,6 +106,29 @@ func (h VNetHdr) SetHdrLen(n uint16) { binary.LittleEndian.PutUint16(h[2:], n) }
 // SetCsumStart moves where the checksummed data begins, from the start of
 // the frame: the transport header moved within it.
 func (h VNetHdr) SetCsumStart(start int) { binary.LittleEndian.PutUint16(h[6:], uint16(start)) }
+
+// FinishChecksum completes frame's partial transport checksum (NeedsCsum:
+// the field holds the pseudo-header's sum) in software, as the kernel
+// does on its way out: frame starts where CsumStart counts from. A UDP
+// sum that comes to 0 is sent as 0xffff (0 is "no checksum" in IPv4 and
+// not allowed in IPv6: CSUM_MANGLED_0). A field that would end past the
+// frame (the header is outside input) is left alone.
+func (h VNetHdr) FinishChecksum(frame []byte) {
+	if !h.NeedsCsum() {
+		return
+	}
+	start, off := h.CsumStart(), h.CsumOffset()
+	if start+off+2 > len(frame) {
+		return
+	}
+	csum.Finish(frame[start:], off)
+	if off == udpCsumOff && binary.BigEndian.Uint16(frame[start+off:]) == 0 { // UDP's field (TCP's is at 16)
+		binary.BigEndian.PutUint16(frame[start+off:], 0xffff)
+	}
+}
+
+// udpCsumOff is where a UDP header's checksum is.
+const udpCsumOff = 6
 
 // Clear makes the header say "a whole frame with full checksums": for a
 // frame rewritten or built whole, whose checksums are already final.

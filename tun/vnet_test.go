@@ -38,3 +38,22 @@ func TestVNetHdrLayout(t *testing.T) {
 		t.Fatal("DATA_VALID")
 	}
 }
+
+// TestFinishChecksumBounds: FinishChecksum finishes a checksum whose field
+// ends at the frame's last byte and leaves alone one whose field would end
+// past it (a virtio-net header is outside input too).
+func TestFinishChecksumBounds(t *testing.T) {
+	for _, c := range []struct {
+		start, off int
+		done       bool
+	}{{10, 8, true}, {11, 8, false}, {10, 9, false}, {0, 18, true}, {0, 19, false}} {
+		frame := make([]byte, 20)
+		frame[19] = 1 // something to sum
+		h := make(VNetHdr, VNetHdrLen)
+		h.SetNeedsCsum(c.start, c.off)
+		h.FinishChecksum(frame)
+		if done := !bytes.Equal(frame, append(make([]byte, 19), 1)); done != c.done {
+			t.Fatalf("start %d off %d: finished %v, want %v (% x)", c.start, c.off, done, c.done, frame)
+		}
+	}
+}
