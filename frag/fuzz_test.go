@@ -41,10 +41,14 @@ func FuzzReassemble(f *testing.F) {
 	tcp[9] = wire.ProtoTCP
 	f.Add(seq(split(f, tcp, 36, 3), nil))         // a tiny first
 	f.Add(seq(split(f, udp6(100), 1280, 2), nil)) // atomic
+	// IPv4 options, copied and not (cut again by splitAgain).
+	opts := []byte{0x94, 4, 0, 0, 0x07, 7, 4, 0, 0, 0, 0, 1, 0x83, 7, 4, 1, 2, 3, 4, 0}
+	f.Add(seq(split(f, withOptions(udp4(3000, 5), opts), 1500, 5), nil))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		const bound = 32 << 10
 		r := New(Config{MaxBytes: bound, Timeout: 30 * time.Second})
 		out := make([]byte, 70000)
+		var again *Reassembler // for splitAgain, made on the first datagram
 		now := int64(0)
 		for range 200 {
 			if len(b) < 3 {
@@ -78,10 +82,61 @@ func FuzzReassemble(f *testing.F) {
 			default:
 				t.Fatalf("datagram of version %d", d[0]>>4)
 			}
+			if again == nil {
+				again = New(Config{})
+			}
+			splitAgain(t, d, again, out2[:])
 		}
 		r.Sweep(now + int64(31*time.Second))
 		if r.Bytes() != 0 || r.Held() != 0 {
 			t.Fatalf("after the timeout: %d bytes, %d held", r.Bytes(), r.Held())
 		}
 	})
+}
+
+// out2 and splitBuf are splitAgain's buffers (the fuzz target runs one
+// input at a time in a process).
+var out2, splitBuf [70000]byte
+
+// splitAgain cuts a datagram the reassembler made (its headers, IPv4
+// options included, are a client's) for a few MTUs: Count says what Next
+// makes, no fragment passes the MTU, and the fragments reassemble into
+// the datagram but for what fragmenting may change (IPv4 options not
+// copied become NOPs in later fragments only, and the identification is
+// the splitter's: all the data comes back as it was), where they are few
+// enough to be taken back (MaxFragments).
+func splitAgain(t *testing.T, d []byte, r *Reassembler, out []byte) {
+	for _, mtu := range []int{68, 576, 1280, 9000} {
+		s, ok := NewSplitter(d, mtu, 7)
+		if !ok {
+			continue
+		}
+		n, size := s.Count()
+		buf := splitBuf[:max(mtu, size)]
+		got := 0
+		for i := range MaxSplit + 1 {
+			m := s.Next(buf)
+			if m == 0 {
+				break
+			}
+			if i == MaxSplit {
+				t.Fatalf("MTU %d: more than %d fragments", mtu, MaxSplit)
+			}
+			got++
+			if m > mtu || m > size {
+				t.Fatalf("MTU %d: a fragment of %d bytes (largest said %d)", mtu, m, size)
+			}
+			if n > 1 && n <= MaxFragments {
+				// The header's identification and checksum are the
+				// splitter's: the rest from where the data starts.
+				res, info, reason := r.Add(buf[:m], out, 0)
+				if got == n && (res != Done || info.Len != len(d) || string(out[s.hdrLen:len(d)]) != string(d[s.hdrLen:])) {
+					t.Fatalf("MTU %d: %d fragments rejoin as %v %v, %d bytes of %d", mtu, n, res, reason, info.Len, len(d))
+				}
+			}
+		}
+		if got != n {
+			t.Fatalf("MTU %d: Next made %d fragments, Count said %d", mtu, got, n)
+		}
+	}
 }
