@@ -55,6 +55,9 @@ type Options struct {
 	IO string
 	// Queues is tapvs's queues per TAP (interfaces.*.queues; 0: 1).
 	Queues int
+	// Pollers is tapvs's interfaces.pollers for the run (0: its default,
+	// from the CPU count and the queues).
+	Pollers int
 	// Sustained is the length of the sustained workload (sustained.go),
 	// at least MinSustained; 0 is that.
 	Sustained time.Duration
@@ -94,6 +97,9 @@ func (o Options) Check() error {
 	}
 	if o.Queues < 0 || o.Queues > 64 {
 		return fmt.Errorf("queues: %d is not a queue count (1-64, 0 for 1)", o.Queues)
+	}
+	if o.Pollers < 0 || o.Pollers > 64 {
+		return fmt.Errorf("pollers: %d is not a poller count (1-64, 0 for tapvs's default)", o.Pollers)
 	}
 	if o.FloodRate < 0 || o.FloodRate > 1_000_000 {
 		return fmt.Errorf("flood-rate: %d is not a rate of SYN/s (1-1000000, 0 for hping3 --flood)", o.FloodRate)

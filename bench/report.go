@@ -65,6 +65,12 @@ func table(rs []Result, machine string, o Options) string {
 	if o.BusyPoll > 0 {
 		fmt.Fprintf(&b, " tapvs busy polls (interfaces.busy_poll: %s).", o.BusyPoll)
 	}
+	if o.Queues > 1 {
+		fmt.Fprintf(&b, " tapvs's queues per TAP: %d.", o.Queues)
+	}
+	if o.Pollers > 0 {
+		fmt.Fprintf(&b, " tapvs's io_uring pollers: %d.", o.Pollers)
+	}
 	if o.IO != "" {
 		fmt.Fprintf(&b, " tapvs's TAP I/O: interfaces.io: %s.", o.IO)
 	}

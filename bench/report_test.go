@@ -131,6 +131,13 @@ func TestTableNotMeasured(t *testing.T) {
 	if strings.Contains(got, "counters during") {
 		t.Errorf("notes for a run without any:\n%s", got)
 	}
+	if strings.Contains(got, "queues per TAP") || strings.Contains(got, "pollers") {
+		t.Errorf("the defaults' queues and pollers named:\n%s", got)
+	}
+	got = table(rs, "M", Options{Duration: time.Second, Queues: 2, Pollers: 2})
+	if want := "median of 1 run(s) of 1s. tapvs's queues per TAP: 2. tapvs's io_uring pollers: 2.\n"; !strings.Contains(got, want) {
+		t.Errorf("table lacks %q:\n%s", want, got)
+	}
 }
 
 func TestRatio(t *testing.T) {

@@ -83,6 +83,7 @@ func tapvsConfig(top *lab.Topology, o Options, v variant) (*config.Config, error
 		return nil, err
 	}
 	cfg.BusyPoll = o.BusyPoll
+	cfg.Pollers = o.Pollers
 	if o.IO != "" {
 		cfg.IO = o.IO
 	}

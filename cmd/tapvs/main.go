@@ -293,6 +293,7 @@ iproute2 nftables iperf3 wrk haproxy nginx-light, and hping3 for the flood
 	c.Flags().DurationVar(&o.BusyPoll, "busy-poll", 0, "tapvs's interfaces.busy_poll during the run (0: a reader per queue)")
 	c.Flags().StringVar(&o.IO, "io", "", "tapvs's interfaces.io during the run: syscalls, uring or auto (empty: the default)")
 	c.Flags().IntVar(&o.Queues, "queues", 1, "tapvs's queues per TAP (interfaces.*.queues)")
+	c.Flags().IntVar(&o.Pollers, "pollers", 0, "tapvs's interfaces.pollers: io_uring poller threads sharing the queues (0: tapvs's default, half the CPUs, at most one per queue)")
 	c.Flags().IntVar(&o.TxQueueLen, "tap-txqueuelen", 0, "tapvs's interfaces.*.txqueuelen: the TAPs' transmit queue in frames, where they wait for tapvs (0: the kernel's default, 1000)")
 	c.Flags().IntVar(&o.FloodRate, "flood-rate", 0, "pace the flood workload's spoofed SYNs at this many a second, the same for every path (0: hping3 --flood, as fast as it sends)")
 	c.Flags().DurationVar(&o.Sustained, "sustained", 150*time.Second, "length of the sustained workload (--workloads sustained), at least 2m")
