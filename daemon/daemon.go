@@ -551,10 +551,10 @@ func removeMasquerade(remove []func() error, log *slog.Logger) {
 // a frame leaves with the virtio-net header it came with, so if the kernel
 // refuses it on one side both are opened plain.
 func openSides(cfg *config.Config, log *slog.Logger) ([2]netstack.NICConfig, error) {
-	nics, err := openBoth(cfg, cfg.Offload)
+	nics, err := openBoth(cfg, cfg.Offload, log)
 	if errors.Is(err, tun.ErrOffloadRefused) {
 		log.Warn("TAP offload refused: plain TAPs, one frame per system call", "err", err)
-		nics, err = openBoth(cfg, false)
+		nics, err = openBoth(cfg, false, log)
 	}
 	if err == nil && cfg.Offload && nics[0].Devs[0].VNetHdrLen() > 0 {
 		log.Info("TAP offload on: checksum and TSO super-frames")
@@ -563,9 +563,9 @@ func openSides(cfg *config.Config, log *slog.Logger) ([2]netstack.NICConfig, err
 }
 
 // openBoth opens both sides, or neither.
-func openBoth(cfg *config.Config, offload bool) (nics [2]netstack.NICConfig, err error) {
+func openBoth(cfg *config.Config, offload bool, log *slog.Logger) (nics [2]netstack.NICConfig, err error) {
 	for i, side := range [2]config.Interface{cfg.Client, cfg.Server} {
-		if nics[i], err = openSide(side, offload); err != nil {
+		if nics[i], err = openSide(side, offload, log); err != nil {
 			closeNICs(nics)
 			return [2]netstack.NICConfig{}, err
 		}
@@ -577,15 +577,24 @@ func openBoth(cfg *config.Config, offload bool) (nics [2]netstack.NICConfig, err
 // refuse offload on one side (daemon/fallback_test.go).
 var openTAP = tun.OpenTAP
 
+// setupLink configures a TAP's link; a variable so that a test can make the
+// kernel refuse its qdisc (daemon/fallback_test.go).
+var setupLink = tun.SetupLink
+
 // openSide opens one side's TAP, brings its link up (MTU, namespace) and
 // describes it to the stack.
-func openSide(side config.Interface, offload bool) (netstack.NICConfig, error) {
+func openSide(side config.Interface, offload bool, log *slog.Logger) (netstack.NICConfig, error) {
 	devs, err := openTAP(tun.TAPConfig{Name: side.Name, Queues: side.Queues, Offload: offload})
 	if err != nil {
 		return netstack.NICConfig{}, err
 	}
 	nic := netstack.NICConfig{Devs: devs, MTU: uint32(side.MTU), Address: side.Address, Address6: side.Address6}
-	if err := tun.SetupLink(side.Name, tun.LinkConfig{MTU: side.MTU, TxQLen: side.TxQLen, Netns: side.Netns, PeerAddress: side.PeerAddress, PeerAddress6: side.PeerAddress6}); err != nil {
+	err = setupLink(side.Name, tun.LinkConfig{MTU: side.MTU, TxQLen: side.TxQLen, Netns: side.Netns, PeerAddress: side.PeerAddress, PeerAddress6: side.PeerAddress6})
+	if errors.Is(err, tun.ErrQdisc) {
+		log.Warn("the TAP keeps the kernel's default qdisc: a pass through it per frame", "interface", side.Name, "err", err)
+		err = nil
+	}
+	if err != nil {
 		closeNICs([2]netstack.NICConfig{nic})
 		return netstack.NICConfig{}, err
 	}

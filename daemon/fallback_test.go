@@ -139,3 +139,43 @@ func TestOffloadRefusedOnOneSideFallsBackToPlainOnBoth(t *testing.T) {
 	closed = true
 	gone(t, "tvd-c", "tvd-s")
 }
+
+// The TAPs get the noqueue qdisc (tun.SetupLink); a kernel that refuses it
+// costs a warning naming the interface, not the start.
+func TestQdiscRefusedWarns(t *testing.T) {
+	inNewNetns(t)
+	cfg, err := config.Parse(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	real := setupLink
+	t.Cleanup(func() { setupLink = real })
+	setupLink = func(name string, c tun.LinkConfig) error {
+		if err := real(name, c); err != nil || name != "tvd-s" {
+			return err
+		}
+		return fmt.Errorf("link %s: %w: test says no", name, tun.ErrQdisc)
+	}
+	var logs bytes.Buffer
+	d, err := Start(cfg, slog.New(slog.NewTextHandler(&logs, nil)))
+	if err != nil {
+		t.Fatalf("Start with the qdisc refused: %v", err)
+	}
+	defer d.Close()
+	if n := strings.Count(logs.String(), "the TAP keeps the kernel's default qdisc"); n != 1 || !strings.Contains(logs.String(), "interface=tvd-s") {
+		t.Fatalf("want one warning naming tvd-s, got %d:\n%s", n, logs.String())
+	}
+	for _, n := range []string{"tvd-c", "tvd-s"} {
+		l, err := netlink.LinkByName(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		qs, err := netlink.QdiscList(l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(qs) == 0 || qs[0].Type() != "noqueue" {
+			t.Errorf("%s: qdiscs %v, want noqueue at the root", n, qs)
+		}
+	}
+}
