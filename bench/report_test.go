@@ -220,3 +220,34 @@ func TestSustainedTableRunByRun(t *testing.T) {
 		}
 	}
 }
+
+// The flood's targets: tapvs+synproxy keeps 0.6× of its own rate, and at
+// least the kernel SYNPROXY's ratio in the same run (nftables+synproxy's,
+// or without it the no-timestamps variant's).
+func TestTableFloodTargets(t *testing.T) {
+	fl := func(path string, ratio float64) Result {
+		return Result{Path: path, Flood: FloodResult{Runs: 3, BaseCPS: 1000, FloodCPS: 1000 * ratio, Ratio: ratio}}
+	}
+	for _, c := range []struct {
+		rs   []Result
+		want []string
+	}{
+		{[]Result{fl("tapvs+synproxy", 0.86), fl("nftables+synproxy-nots", 0.94)}, []string{
+			"| synproxy short conns/s under the flood vs without | 0.86× | ≥ 0.60× | met |\n",
+			"| synproxy's flood ratio vs the kernel SYNPROXY's | 0.91× | ≥ 1.00× | **missed** |\n"}},
+		{[]Result{fl("tapvs+synproxy", 0.5), fl("nftables+synproxy", 0.25), fl("nftables+synproxy-nots", 0.94)}, []string{
+			"| synproxy short conns/s under the flood vs without | 0.50× | ≥ 0.60× | **missed** |\n",
+			"| synproxy's flood ratio vs the kernel SYNPROXY's | 2.00× | ≥ 1.00× | met |\n"}},
+		{[]Result{fl("tapvs+synproxy", 0.5)}, []string{"| synproxy's flood ratio vs the kernel SYNPROXY's | — | | not measured |\n"}},
+	} {
+		got := table(c.rs, "M", Options{Duration: time.Second})
+		for _, w := range c.want {
+			if !strings.Contains(got, w) {
+				t.Errorf("table lacks %q:\n%s", w, got)
+			}
+		}
+	}
+	if got := table([]Result{{Path: "tapvs+synproxy", ShortCPS: 1}}, "M", Options{Duration: time.Second}); strings.Contains(got, "under the flood") {
+		t.Errorf("flood targets without a flood run:\n%s", got)
+	}
+}
