@@ -101,6 +101,9 @@ func (o Options) Check() error {
 	if o.Pollers < 0 || o.Pollers > 64 {
 		return fmt.Errorf("pollers: %d is not a poller count (1-64, 0 for tapvs's default)", o.Pollers)
 	}
+	if o.Pollers > 0 && o.IO == "syscalls" {
+		return fmt.Errorf("pollers: %d io_uring pollers, but io is syscalls", o.Pollers)
+	}
 	if o.FloodRate < 0 || o.FloodRate > 1_000_000 {
 		return fmt.Errorf("flood-rate: %d is not a rate of SYN/s (1-1000000, 0 for hping3 --flood)", o.FloodRate)
 	}

@@ -32,6 +32,7 @@ func TestCheck(t *testing.T) {
 		{Options{Pollers: 64, Queues: 64}, ""},
 		{Options{Pollers: -1}, "pollers"},
 		{Options{Pollers: 65}, "pollers"},
+		{Options{Pollers: 2, IO: "syscalls"}, "pollers: 2 io_uring pollers, but io is syscalls"},
 		{Options{TxQueueLen: -1}, "tap-txqueuelen"},
 		{Options{TxQueueLen: 100001}, "tap-txqueuelen"},
 		{Options{FloodRate: 1_000_000}, ""},

@@ -148,10 +148,12 @@ func TestQdiscRefusedWarns(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	real := setupLink
-	t.Cleanup(func() { setupLink = real })
+	orig := setupLink
+	t.Cleanup(func() { setupLink = orig })
 	setupLink = func(name string, c tun.LinkConfig) error {
-		if err := real(name, c); err != nil || name != "tvd-s" {
+		// The real setup first (tvd-s gets noqueue too): the refusal
+		// is the test's, reported after a link that works.
+		if err := orig(name, c); err != nil || name != "tvd-s" {
 			return err
 		}
 		return fmt.Errorf("link %s: %w: test says no", name, tun.ErrQdisc)
@@ -165,17 +167,19 @@ func TestQdiscRefusedWarns(t *testing.T) {
 	if n := strings.Count(logs.String(), "the TAP keeps the kernel's default qdisc"); n != 1 || !strings.Contains(logs.String(), "interface=tvd-s") {
 		t.Fatalf("want one warning naming tvd-s, got %d:\n%s", n, logs.String())
 	}
-	for _, n := range []string{"tvd-c", "tvd-s"} {
-		l, err := netlink.LinkByName(n)
-		if err != nil {
-			t.Fatal(err)
-		}
-		qs, err := netlink.QdiscList(l)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(qs) == 0 || qs[0].Type() != "noqueue" {
-			t.Errorf("%s: qdiscs %v, want noqueue at the root", n, qs)
-		}
+	// The side not refused has noqueue, and the refused one is up.
+	l, err := netlink.LinkByName("tvd-c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	qs, err := netlink.QdiscList(l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(qs) == 0 || qs[0].Type() != "noqueue" {
+		t.Errorf("tvd-c: qdiscs %v, want noqueue at the root", qs)
+	}
+	if s, err := netlink.LinkByName("tvd-s"); err != nil || s.Attrs().Flags&1 == 0 { // net.FlagUp
+		t.Errorf("tvd-s after its qdisc was refused: %v, up %v", err, err == nil && s.Attrs().Flags&1 != 0)
 	}
 }

@@ -36,7 +36,7 @@ func rootQdiscs(t *testing.T, h *netlink.Handle, name string) []string {
 // A TAP tapvs sets up has the noqueue root qdisc, as a veth has, whether
 // it stays in tapvs's namespace or moves to another (where the move would
 // have reset a qdisc set before it), with one queue or several (whose
-// default is mq over one pfifo_fast each).
+// default, once up, is mq over one net.core.default_qdisc each).
 func TestSetupLinkNoQueue(t *testing.T) {
 	tuntest.InNewNetns(t)
 	here, err := netlink.NewHandle()
@@ -51,8 +51,18 @@ func TestSetupLinkNoQueue(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer closeAll(devs)
-		if got := rootQdiscs(t, here, name); len(got) == 1 && got[0] == "noqueue" {
-			t.Fatalf("%s has noqueue before SetupLink: the test would prove nothing", name)
+		// Up, as SetupLink leaves it, but by hand: the kernel's own
+		// qdisc then, which must not be noqueue for the test to prove
+		// anything (a TAP that is down has noop).
+		l, err := here.LinkByName(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := here.LinkSetUp(l); err != nil {
+			t.Fatal(err)
+		}
+		if got := rootQdiscs(t, here, name); len(got) != 1 || got[0] == "noqueue" || got[0] == "noop" {
+			t.Fatalf("%s up without SetupLink: root qdiscs %v, want the kernel's default: the test would prove nothing", name, got)
 		}
 		if err := SetupLink(name, LinkConfig{MTU: 1500}); err != nil {
 			t.Fatal(err)
