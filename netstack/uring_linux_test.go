@@ -252,7 +252,7 @@ func forwardOne(t *testing.T, inject, sink int, frame []byte, tag byte) {
 		t.Fatalf("inject: %v", err)
 	}
 	for tries := 0; tries < 10; tries++ {
-		n, err := unix.Read(sink, got[:])
+		n, err := tuntest.Read(sink, got[:])
 		if err != nil {
 			t.Fatalf("frame %d: nothing out of the server TAP: %v", tag, err)
 		}
@@ -426,7 +426,7 @@ func TestRingPauseResume(t *testing.T) {
 		var got [2048]byte
 		rs := netip.MustParseAddr("10.20.1.2").As4()
 		for want := 1; want <= 100; {
-			n, err := unix.Read(sink, got[:])
+			n, err := tuntest.Read(sink, got[:])
 			if err != nil {
 				t.Fatalf("round %d: frame %d never came out: %v", round, want, err)
 			}
@@ -700,7 +700,7 @@ func ringFragments(t *testing.T, mode string) {
 		if len(seen) == n {
 			break
 		}
-		m, err := unix.Read(sink, buf[:])
+		m, err := tuntest.Read(sink, buf[:])
 		if err != nil {
 			break
 		}

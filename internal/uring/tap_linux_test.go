@@ -116,7 +116,7 @@ func TestTAPForward(t *testing.T) {
 		if !written {
 			t.Fatalf("frame %d never forwarded", seq)
 		}
-		n, err := unix.Read(sink, got)
+		n, err := tuntest.Read(sink, got)
 		if err != nil || n != len(frame) || string(got[:n]) != string(frame) {
 			t.Fatalf("frame %d on B: %d bytes, %v", seq, n, err)
 		}

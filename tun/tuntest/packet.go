@@ -43,3 +43,18 @@ func Up(t testing.TB, name string) int {
 	}
 	return link.Attrs().Index
 }
+
+// Read reads one frame from a PacketSocket, again after an interrupted
+// read: a socket read with a receive timeout is not restarted after a
+// signal (SA_RESTART does not apply to it), and Go's runtime signals its
+// threads (SIGURG) now and then. Bounded: a hundred interruptions in a row
+// are returned as the error.
+func Read(fd int, b []byte) (int, error) {
+	for range 100 {
+		n, err := unix.Read(fd, b)
+		if err != unix.EINTR {
+			return n, err
+		}
+	}
+	return 0, unix.EINTR
+}
