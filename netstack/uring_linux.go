@@ -99,6 +99,10 @@ type ringPoller struct {
 	// the write's CQE (nat.Fragments.Hold).
 	heapFrags [ringHeapMax]*nat.Fragments
 	writes    int // writes queued in this pass
+	// aliveAt is when checkAlive last asked the queues, and passes counts
+	// busy passes between looks at the clock for it.
+	aliveAt time.Time
+	passes  uint32
 	// gap is a moving average of how long the queues stayed empty (a
 	// spin's or a sleep's length until the next frame): the adaptive
 	// spin's budget.
@@ -369,14 +373,18 @@ func (p *ringPoller) run() {
 				// CQE more than those writes (which complete inline)
 				// arrives: one enter per frame when frames come one
 				// at a time, instead of a submit and a wait.
+				t := time.Now()
+				p.aliveEvery(t)
 				p.st.pollSleeps.Add(1)
 				p.enters.Add(1)
-				t := time.Now()
 				e = p.r.Wait(uint32(p.writes)+1, pollWait*time.Millisecond)
 				p.sample(time.Since(t))
 			} else {
 				// Submit the pass's writes and re-arms, and run the
 				// deferred completions that become the next CQEs.
+				if p.passes++; p.passes%1024 == 0 {
+					p.aliveEvery(time.Now())
+				}
 				p.enters.Add(1)
 				e = p.r.Submit()
 			}
@@ -401,6 +409,7 @@ func (p *ringPoller) run() {
 			unix.Syscall(unix.SYS_SCHED_YIELD, 0, 0, 0)
 			continue
 		}
+		p.aliveEvery(time.Now())
 		p.st.pollSleeps.Add(1)
 		p.enters.Add(1)
 		if e := p.r.Wait(1, pollWait*time.Millisecond); e != 0 && e != unix.EBUSY && e != unix.EAGAIN {
@@ -411,6 +420,30 @@ func (p *ringPoller) run() {
 			p.sample(time.Since(idle)) // the spin and the sleep
 		}
 		idle = time.Time{}
+	}
+}
+
+// aliveEvery runs checkAlive if a second has passed since it last did:
+// called before each sleep, and every 1024 busy passes (a deleted queue
+// may have a busy neighbour).
+func (p *ringPoller) aliveEvery(now time.Time) {
+	if now.Sub(p.aliveAt) >= time.Second {
+		p.checkAlive(now)
+	}
+}
+
+// checkAlive ends the queues whose TAP was deleted without their read
+// ending (tun.Detached says how a read misses it), as a read's EBADFD
+// does: the stack fails, naming the TAP, and tapvs run exits.
+func (p *ringPoller) checkAlive(now time.Time) {
+	p.aliveAt = now
+	for i := range p.qs {
+		q := &p.qs[i]
+		if q.dead || !tun.Detached(q.fd) {
+			continue
+		}
+		q.dead = true
+		q.e.fail(fmt.Errorf("%s side: io_uring: TAP %s queue %d: detached: %w", q.e.side, q.queue.dev.Name(), q.q, unix.EBADFD))
 	}
 }
 

@@ -180,6 +180,57 @@ func TestRingDeadTAP(t *testing.T) {
 	}
 }
 
+// TestRingDetachedTAP: a TAP deleted while no read of its queue is
+// waiting to be told (here: paused, as the race in tun.Detached leaves a
+// read) is found by the poller's once-a-second look, which fails the
+// stack naming the TAP; within the second it looks at nothing.
+func TestRingDetachedTAP(t *testing.T) {
+	tuntest.InNewNetns(t)
+	r := newRingRig(t, 1, nil)
+	st, name := r.st, r.client
+	if err := st.StartIO(IOUring, 0, 0, nil); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(st.Close)
+	if err := st.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	// Paused, the poller waits for Resume: its queues are the test's.
+	p := st.rings[0]
+	now := time.Now()
+	p.checkAlive(now)
+	select {
+	case <-st.Failed():
+		t.Fatalf("failed with every TAP there: %v", st.Err())
+	default:
+	}
+	link, err := netlink.LinkByName(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := netlink.LinkDel(link); err != nil {
+		t.Fatal(err)
+	}
+	p.aliveEvery(now.Add(time.Second - time.Millisecond)) // not a second yet: no look
+	select {
+	case <-st.Failed():
+		t.Fatal("looked within the second")
+	default:
+	}
+	p.aliveEvery(now.Add(time.Second))
+	select {
+	case <-st.Failed():
+	default:
+		t.Fatal("the stack did not fail on a deleted TAP's look")
+	}
+	if err := st.Err(); !errors.Is(err, unix.EBADFD) || !strings.Contains(err.Error(), name) || !strings.Contains(err.Error(), "detached") {
+		t.Fatalf("failed with %v: want EBADFD naming %s, detached", err, name)
+	}
+	if err := st.Resume(); err != nil { // the dead queue is not armed again
+		t.Fatal(err)
+	}
+}
+
 // TestRingCloseInFlight closes stacks while frames pour in: Close must
 // stop the poller, cancel its reads and wait for them before the slots
 // are unmapped and the TAPs closed (a read into unmapped memory, or into

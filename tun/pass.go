@@ -99,6 +99,21 @@ func Adopt(fd int, want string, hdr int) (Device, error) {
 	return newTapQueue(want, os.NewFile(uintptr(fd), "/dev/net/tun"), hdr), nil
 }
 
+// Detached reports whether the TAP queue fd is no longer attached to an
+// interface (its TAP was deleted): TUNGETIFF then fails with EL2HLT (or
+// EBADFD). A read could have said so and not: tun wakes its readers
+// before it detaches them (tun_detach_all: sk_data_ready, then tfile->tun
+// cleared), so a read woken in between finds nothing, waits again, and is
+// never woken. One ioctl.
+func Detached(fd int) bool {
+	ifr, err := unix.NewIfreq("")
+	if err != nil {
+		return false
+	}
+	err = unix.IoctlIfreq(fd, unix.TUNGETIFF, ifr)
+	return err == unix.EL2HLT || err == unix.EBADFD
+}
+
 // Inspect asks the kernel what TAP queue fd is (TUNGETIFF, TUNGETVNETHDRSZ).
 func Inspect(fd int) (QueueInfo, error) {
 	ifr, err := unix.NewIfreq("")

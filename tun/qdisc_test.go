@@ -122,3 +122,31 @@ func closeAll(devs []Device) {
 		d.Close()
 	}
 }
+
+// Detached: false for a queue whose TAP is there, true once it is deleted
+// (the poller's look for a read that missed it: netstack.TestRingDetachedTAP).
+func TestDetached(t *testing.T) {
+	tuntest.InNewNetns(t)
+	devs, err := OpenTAP(TAPConfig{Name: "tvsdet", Queues: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeAll(devs)
+	fd, err := devs[0].(Poller).Detach()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if Detached(fd) {
+		t.Fatal("a TAP that is there reads as detached")
+	}
+	l, err := netlink.LinkByName("tvsdet")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := netlink.LinkDel(l); err != nil {
+		t.Fatal(err)
+	}
+	if !Detached(fd) {
+		t.Fatal("a deleted TAP's queue does not read as detached")
+	}
+}
