@@ -442,9 +442,15 @@ func (p *ringPoller) checkAlive(now time.Time) {
 		if q.dead || !tun.Detached(q.fd) {
 			continue
 		}
-		q.dead = true
-		q.e.fail(fmt.Errorf("%s side: io_uring: TAP %s queue %d: detached: %w", q.e.side, q.queue.dev.Name(), q.q, unix.EBADFD))
+		q.die(fmt.Errorf("detached: %w", unix.EBADFD))
 	}
+}
+
+// die marks q no longer read and fails the stack with err, naming the
+// side, the TAP and the queue.
+func (q *ringQueue) die(err error) {
+	q.dead = true
+	q.e.fail(fmt.Errorf("%s side: io_uring: TAP %s queue %d: %w", q.e.side, q.queue.dev.Name(), q.q, err))
 }
 
 // sample adds one empty stretch of the queues to the moving average of
@@ -527,12 +533,10 @@ func (p *ringPoller) read(q *ringQueue, c *uring.CQE) {
 		q.rearm = true // after this pass's slots are published
 	case errno == unix.ECANCELED:
 	case errno == unix.EBADFD || errno == unix.ENODEV || errno == unix.EBADF:
-		q.dead = true
-		q.e.fail(fmt.Errorf("%s side: io_uring: TAP %s queue %d: %w", q.e.side, q.queue.dev.Name(), q.q, errno))
+		q.die(errno)
 	default:
 		if q.fails++; q.fails >= maxFailures {
-			q.dead = true
-			q.e.fail(fmt.Errorf("%s side: io_uring: TAP %s queue %d: %w", q.e.side, q.queue.dev.Name(), q.q, errno))
+			q.die(errno)
 			return
 		}
 		q.rearm = true

@@ -152,6 +152,18 @@ func tcpChecksum(ip []byte) uint16 {
 	return ^uint16(sum)
 }
 
+// deleteLink deletes the interface called name, as `ip link del` does.
+func deleteLink(t *testing.T, name string) {
+	t.Helper()
+	link, err := netlink.LinkByName(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := netlink.LinkDel(link); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestRingDeadTAP deletes the client TAP under a running ring poller: its
 // read ends with EBADFD and the stack reports it failed, naming the TAP,
 // instead of polling a dead queue.
@@ -163,13 +175,7 @@ func TestRingDeadTAP(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(st.Close)
-	link, err := netlink.LinkByName(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := netlink.LinkDel(link); err != nil {
-		t.Fatal(err)
-	}
+	deleteLink(t, name)
 	select {
 	case <-st.Failed():
 	case <-time.After(2 * time.Second):
@@ -204,13 +210,7 @@ func TestRingDetachedTAP(t *testing.T) {
 		t.Fatalf("failed with every TAP there: %v", st.Err())
 	default:
 	}
-	link, err := netlink.LinkByName(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := netlink.LinkDel(link); err != nil {
-		t.Fatal(err)
-	}
+	deleteLink(t, name)
 	p.aliveEvery(now.Add(time.Second - time.Millisecond)) // not a second yet: no look
 	select {
 	case <-st.Failed():
